@@ -1,0 +1,326 @@
+"""Scenario files: YAML mapped onto frozen, keyword-only dataclasses, with validation.
+
+One generic builder (`_build`) turns a nested dict into the dataclasses below, checking unknown
+keys, types, and the numeric bounds declared in each field's metadata; section-specific rules
+live in each class's `_check(path)`. Every failure is an `InputError` naming the key path, the
+value and what was expected, so a new section costs one dataclass and nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from simcost.errors import InputError, closest
+
+
+def _bound(**limits: float) -> dict:
+    """Field metadata for numeric bounds: gt, ge, le."""
+    return {"bounds": limits}
+
+
+# --- workload -------------------------------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class LengthSpec:
+    """A token-length distribution. Draws are integers >= 1 (lognormal/exponential are rounded
+    up, which is documented as part of the distribution, not a clip of a few outliers)."""
+
+    dist: Literal["fixed", "uniform", "lognormal", "exponential"]
+    value: int | None = field(default=None, metadata=_bound(ge=1))  # fixed
+    low: int | None = field(default=None, metadata=_bound(ge=1))  # uniform, inclusive
+    high: int | None = field(default=None, metadata=_bound(ge=1))  # uniform, inclusive
+    mean: float | None = field(default=None, metadata=_bound(gt=0))  # lognormal, exponential
+    sigma: float | None = field(default=None, metadata=_bound(gt=0))  # lognormal: sd of ln(x)
+
+    _NEEDS = {"fixed": ("value",), "uniform": ("low", "high"),
+              "lognormal": ("mean", "sigma"), "exponential": ("mean",)}
+
+    def _check(self, path: str) -> None:
+        needed = self._NEEDS[self.dist]
+        for name in ("value", "low", "high", "mean", "sigma"):
+            given = getattr(self, name) is not None
+            if name in needed and not given:
+                raise InputError(f"{path}.{name}", f"missing; dist '{self.dist}' needs {', '.join(needed)}")
+            if name not in needed and given:
+                raise InputError(f"{path}.{name}", f"not used by dist '{self.dist}' (it takes {', '.join(needed)})")
+        if self.dist == "uniform" and self.low > self.high:
+            raise InputError(f"{path}.low", f"{self.low} is above high={self.high}; expected low <= high")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ArrivalSpec:
+    process: Literal["poisson"]
+    rate_per_s: float = field(metadata=_bound(gt=0))
+
+
+@dataclass(frozen=True, kw_only=True)
+class TraceSpec:
+    """A request trace: a bundled name (see `simcost.traces.BUNDLED`) or a CSV path in the
+    Azure LLM inference 2023 layout (TIMESTAMP, ContextTokens, GeneratedTokens)."""
+
+    name: str
+    rate_multiplier: float = field(default=1.0, metadata=_bound(gt=0))
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkloadConfig:
+    """Either synthetic arrivals with two length distributions, or a trace."""
+
+    arrivals: ArrivalSpec | None = None
+    input_tokens: LengthSpec | None = None
+    output_tokens: LengthSpec | None = None
+    trace: TraceSpec | None = None
+
+    def _check(self, path: str) -> None:
+        if self.trace is not None:
+            for name in ("arrivals", "input_tokens", "output_tokens"):
+                if getattr(self, name) is not None:
+                    raise InputError(f"{path}.{name}", "not used with workload.trace (the trace gives arrivals and lengths)")
+            return
+        for name in ("arrivals", "input_tokens", "output_tokens"):
+            if getattr(self, name) is None:
+                raise InputError(f"{path}.{name}", "missing; a workload needs arrivals, input_tokens and output_tokens, or a trace")
+
+
+# --- deployment -----------------------------------------------------------------------------
+
+WeightFormat = Literal["fp32", "bf16", "fp16", "fp8", "int8", "int4"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    name: str
+    weight_format: WeightFormat | None = None  # None: the catalog's native format
+    kv_cache_format: Literal["fp32", "bf16", "fp16", "fp8", "int8"] | None = None  # None: bf16
+
+
+@dataclass(frozen=True, kw_only=True)
+class HardwareConfig:
+    device: str
+    tensor_parallel: int = field(default=1, metadata=_bound(ge=1))
+    memory_utilization: float = field(default=0.9, metadata=_bound(gt=0, le=1))
+
+
+@dataclass(frozen=True, kw_only=True)
+class PerfConfig:
+    """Step-time model. `roofline` (DESIGN.md section 4) takes its efficiency factors from the
+    device catalog unless overridden here; `constant` is for tests and theory checks:
+    prefill step = step_overhead_s + prefill_s_per_token * tokens, decode step = decode_step_s."""
+
+    model: Literal["roofline", "constant"] = "roofline"
+    mfu: float | None = field(default=None, metadata=_bound(gt=0, le=1))
+    mbu: float | None = field(default=None, metadata=_bound(gt=0, le=1))
+    step_overhead_s: float | None = field(default=None, metadata=_bound(ge=0))
+    prefill_s_per_token: float = field(default=0.0, metadata=_bound(ge=0))
+    decode_step_s: float = field(default=0.0, metadata=_bound(ge=0))
+
+    def _check(self, path: str) -> None:
+        if self.model == "constant" and self.prefill_s_per_token == 0 and (self.step_overhead_s or 0) == 0:
+            raise InputError(f"{path}.prefill_s_per_token", "0 with no step_overhead_s; a constant model needs a positive prefill time")
+        if self.model == "roofline" and (self.prefill_s_per_token or self.decode_step_s):
+            raise InputError(f"{path}.model", "roofline does not take prefill_s_per_token/decode_step_s; use model: constant")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineConfig:
+    """vLLM-style continuous batching knobs (names and defaults as vLLM's)."""
+
+    max_num_seqs: int = field(default=256, metadata=_bound(ge=1))
+    max_num_batched_tokens: int | None = field(default=None, metadata=_bound(ge=1))  # None: max(max_model_len, 2048)
+    block_size: int = field(default=16, metadata=_bound(ge=1))
+    max_model_len: int | None = field(default=None, metadata=_bound(ge=1))  # None: the model's context length
+    kv_watermark: float = field(default=0.01, metadata=_bound(ge=0, le=0.5))
+    max_waiting: int | None = field(default=None, metadata=_bound(ge=0))  # None: unbounded queue
+
+
+@dataclass(frozen=True, kw_only=True)
+class FleetConfig:
+    replicas: int = field(default=1, metadata=_bound(ge=1))
+    router: Literal["round_robin", "join_shortest_queue", "shared_queue"] = "round_robin"
+    price_usd_per_device_hour: float | None = field(default=None, metadata=_bound(ge=0))  # None: catalog on-demand
+
+
+@dataclass(frozen=True, kw_only=True)
+class SloConfig:
+    ttft_s: float | None = field(default=None, metadata=_bound(gt=0))
+    tpot_s: float | None = field(default=None, metadata=_bound(gt=0))
+    e2el_s: float | None = field(default=None, metadata=_bound(gt=0))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Scenario:
+    workload: WorkloadConfig
+    model: ModelConfig
+    hardware: HardwareConfig
+    name: str = "scenario"
+    seed: int = field(default=0, metadata=_bound(ge=0))
+    duration_s: float | None = field(default=None, metadata=_bound(gt=0))  # arrivals in [0, duration_s)
+    warmup_s: float = field(default=0.0, metadata=_bound(ge=0))
+    drain_s: float | None = field(default=None, metadata=_bound(ge=0))  # None: run until every request ends
+    perf: PerfConfig = PerfConfig()
+    engine: EngineConfig = EngineConfig()
+    fleet: FleetConfig = FleetConfig()
+    slo: SloConfig = SloConfig()
+
+    def _check(self, path: str) -> None:
+        if self.workload.trace is None and self.duration_s is None:
+            raise InputError("duration_s", "missing; synthetic arrivals need a duration in seconds")
+        if self.duration_s is not None and self.warmup_s >= self.duration_s:
+            raise InputError("warmup_s", f"{self.warmup_s} is not below duration_s={self.duration_s}")
+
+
+# --- loading --------------------------------------------------------------------------------
+
+def load_scenario(path: str | Path, overrides: tuple[str, ...] | list[str] = (), seed: int | None = None) -> Scenario:
+    """Read a YAML scenario, apply `key.path=value` overrides and an optional seed, validate."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise InputError(str(path), f"cannot read scenario file ({exc.strerror})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise InputError(where, f"not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(raw, dict):
+        raise InputError(str(path), f"expected a mapping of sections at the top level, got {type(raw).__name__}")
+    return scenario_from_dict(raw, overrides, seed)
+
+
+def scenario_from_dict(raw: dict, overrides=(), seed: int | None = None) -> Scenario:
+    raw = apply_overrides(raw, overrides)
+    if seed is not None:
+        raw["seed"] = seed
+    return _build(Scenario, raw, "")
+
+
+def apply_overrides(raw: dict, overrides) -> dict:
+    """Return a copy of `raw` with each `a.b.c=value` set; value is parsed as YAML (128, 0.5, null)."""
+    raw = _deepcopy(raw)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError("--set", f"'{item}' is not of the form key.path=value")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = text
+        node = raw
+        parts = key.strip().split(".")
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise InputError(f"--set {'.'.join(parts[:i + 1])}", f"is a {type(child).__name__}, not a section")
+            node = child
+        node[parts[-1]] = value
+    return raw
+
+
+def to_dict(obj: Any) -> Any:
+    """A scenario as plain data (for results folders and content hashes)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    return obj
+
+
+def _deepcopy(value):
+    if isinstance(value, dict):
+        return {k: _deepcopy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deepcopy(v) for v in value]
+    return value
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _build(cls, data: Any, path: str):
+    where = path or "scenario"
+    if not isinstance(data, dict):
+        raise InputError(where, f"expected a mapping (section {cls.__name__}), got {_show(data)}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    for key in data:
+        if key not in fields:
+            raise InputError(_join(path, str(key)), f"unknown key{closest(str(key), fields)}")
+    kwargs = {}
+    for name, f in fields.items():
+        key_path = _join(path, name)
+        if name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise InputError(key_path, "missing (required)")
+            continue
+        value = _convert(hints[name], data[name], key_path)
+        _check_bounds(f, value, key_path)
+        kwargs[name] = value
+    obj = cls(**kwargs)
+    if hasattr(obj, "_check"):
+        obj._check(path)
+    return obj
+
+
+def _convert(tp, value: Any, path: str):
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1:
+            return _convert(inner[0], value, path)
+        raise TypeError(f"unsupported union {tp}")  # a developer error, not a user one
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise InputError(path, f"{_show(value)} is not one of {', '.join(map(str, choices))}{closest(str(value), map(str, choices), list_all=False)}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise InputError(path, f"{_show(value)}; expected true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InputError(path, f"{_show(value)}; expected a whole number")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InputError(path, f"{_show(value)}; expected a number")
+        if value != value or value in (float("inf"), float("-inf")):
+            raise InputError(path, f"{value}; expected a finite number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise InputError(path, f"{_show(value)}; expected text")
+        return value
+    raise TypeError(f"unsupported field type {tp}")
+
+
+def _check_bounds(f: dataclasses.Field, value, path: str) -> None:
+    if value is None or isinstance(value, (str, bool)):
+        return
+    limits = f.metadata.get("bounds", {})
+    if "gt" in limits and not value > limits["gt"]:
+        raise InputError(path, f"{value}; expected a number > {limits['gt']}")
+    if "ge" in limits and not value >= limits["ge"]:
+        raise InputError(path, f"{value}; expected a number >= {limits['ge']}")
+    if "le" in limits and not value <= limits["le"]:
+        raise InputError(path, f"{value}; expected a number <= {limits['le']}")
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,0 +1,31 @@
+"""The one exception type for bad user input.
+
+Every problem a user can fix (a malformed scenario, an unknown device, a bad trace row, a model
+that does not fit) is raised as `InputError` with a one-line message that names *where* (a key
+path such as `engine.max_num_seqs`, or `file:line`), *what* was found and *what* was expected.
+The CLI prints it and exits with status 2; nothing else in simcost catches it.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class InputError(ValueError):
+    """Bad input, reported as one line: `<where>: <problem>`."""
+
+    def __init__(self, where: str, problem: str):
+        self.where = where
+        self.problem = problem
+        super().__init__(f"{where}: {problem}" if where else problem)
+
+
+def closest(name: str, known: Iterable[str], n: int = 3, list_all: bool = True) -> str:
+    """A ' (closest: a, b)' hint for an unknown name; when none is close, a list of all names
+    (or nothing, with list_all=False)."""
+    known = sorted(known)
+    near = difflib.get_close_matches(name, known, n=n, cutoff=0.4)
+    if near:
+        return f" (closest: {', '.join(near)})"
+    return f" (known: {', '.join(known)})" if list_all else ""
