@@ -1,0 +1,1 @@
+"""Catalogs (devices.yaml, models.yaml) and example scenarios, installed as simcost.configs."""
