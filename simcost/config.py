@@ -138,6 +138,7 @@ class EngineConfig:
     max_model_len: int | None = field(default=None, metadata=_bound(ge=1))  # None: the model's context length
     kv_watermark: float = field(default=0.01, metadata=_bound(ge=0, le=0.5))
     max_waiting: int | None = field(default=None, metadata=_bound(ge=0))  # None: unbounded queue
+    num_kv_blocks: int | None = field(default=None, metadata=_bound(ge=1))  # None: from memory (vLLM's num_gpu_blocks_override)
 
 
 @dataclass(frozen=True, kw_only=True)

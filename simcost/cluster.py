@@ -1,0 +1,102 @@
+"""A fleet of identical replicas behind a router, and the admission checks in front of them.
+
+Routers (scenario key fleet.router):
+- round_robin: replica i gets every n-th request.
+- join_shortest_queue: the replica with the fewest outstanding (waiting + running) requests;
+  ties broken at random from the run's routing stream.
+- shared_queue: one central FIFO; a request is dispatched only to a replica with fewer than
+  max_num_seqs outstanding requests (the least loaded). With max_num_seqs = 1 this is exactly
+  the M/M/c queue of queueing theory.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+import simpy
+
+from simcost.engine import Replica
+from simcost.kvcache import blocks_for
+from simcost.ledger import StepLog
+from simcost.request_table import RequestTable
+
+
+class Fleet:
+    def __init__(self, env: simpy.Environment, table: RequestTable, num_replicas: int, router: str,
+                 rng: np.random.Generator, step_params: np.ndarray, num_kv_blocks: int, block_size: int,
+                 max_num_seqs: int, max_num_batched_tokens: int, max_model_len: int, kv_watermark: float,
+                 max_waiting: int | None, log: StepLog, max_span_steps: int = 1 << 30):
+        self.env = env
+        self.table = table
+        self.router = router
+        self.rng = rng
+        self.max_model_len = max_model_len
+        self.max_num_batched_tokens = max_num_batched_tokens
+        self.max_num_seqs = max_num_seqs
+        self.max_waiting = max_waiting
+        self.block_size = block_size
+        self.replicas = [
+            Replica(env, i, table, step_params, num_kv_blocks, block_size, max_num_seqs, max_num_batched_tokens,
+                    kv_watermark, log, self._on_finish, max_span_steps)
+            for i in range(num_replicas)
+        ]
+        self.central: deque[int] = deque()  # shared_queue only
+        self._next = 0
+        self.num_completed = 0
+
+    def num_in_system(self) -> int:
+        return len(self.central) + sum(r.num_outstanding for r in self.replicas)
+
+    def arrive(self, rid: int) -> None:
+        """A request arrives: reject it if it can never be served, else route it."""
+        reason = self._inadmissible(rid)
+        if reason:
+            self.table.reject(rid, reason)
+            return
+        if self.router == "shared_queue":
+            if self.max_waiting is not None and len(self.central) >= self.max_waiting:
+                self.table.reject(rid, "queue_full")
+                return
+            self.central.append(rid)
+            self._dispatch_central()
+            return
+        replica = self._pick()
+        if self.max_waiting is not None and len(replica.waiting) >= self.max_waiting:
+            self.table.reject(rid, "queue_full")
+            return
+        replica.submit(rid)
+
+    def _inadmissible(self, rid: int) -> str:
+        t = self.table
+        n_in, n_out = int(t.input_tokens[rid]), int(t.output_tokens[rid])
+        if n_in + n_out > self.max_model_len:
+            return "exceeds_max_model_len"
+        if n_in > self.max_num_batched_tokens:
+            return "exceeds_batch_tokens"
+        # at its longest, a request holds the KV of its prompt and all but its last output token
+        if blocks_for(n_in + n_out - 1, self.block_size) > self.replicas[0].max_blocks_admissible():
+            return "exceeds_kv_capacity"
+        return ""
+
+    def _pick(self) -> Replica:
+        if self.router == "round_robin":
+            replica = self.replicas[self._next]
+            self._next = (self._next + 1) % len(self.replicas)
+            return replica
+        loads = [r.num_outstanding for r in self.replicas]
+        least = min(loads)
+        ties = [i for i, load in enumerate(loads) if load == least]
+        return self.replicas[ties[0] if len(ties) == 1 else ties[int(self.rng.integers(len(ties)))]]
+
+    def _dispatch_central(self) -> None:
+        while self.central:
+            replica = min(self.replicas, key=lambda r: r.num_outstanding)
+            if replica.num_outstanding >= self.max_num_seqs:
+                return
+            replica.submit(self.central.popleft())
+
+    def _on_finish(self, replica_index: int, rid: int) -> None:
+        self.num_completed += 1
+        if self.central:
+            self._dispatch_central()

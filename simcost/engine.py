@@ -1,0 +1,197 @@
+"""One replica: vLLM-style continuous batching over a paged KV cache, as a SimPy process.
+
+Scheduling follows vLLM v0 without chunked prefill: at every step boundary, waiting requests
+are admitted first (FIFO, within max_num_seqs, max_num_batched_tokens and free KV blocks above
+the watermark) and run as one prefill step; when none can be admitted, every running request
+decodes one token. When a decode step cannot get the KV blocks it needs, the most recently
+admitted request is preempted by recompute: its blocks are freed and it goes back to the head
+of the queue, to be prefilled again over its prompt plus the tokens it already produced.
+
+Speed (DESIGN.md section 3): while nothing can change the batch, decode steps are run as one
+*span*: the number of steps until the first request finishes or the KV cache runs out is
+computed up front, their times come from a numba kernel, and the process waits once. An
+arrival that could be admitted interrupts the span; then only the steps finished by then, plus
+the one in progress, are applied, exactly as a step-by-step loop would have done.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+import numpy as np
+import simpy
+
+from simcost.decode_kernels import apply_decode_steps, max_feasible_steps
+from simcost.kvcache import BlockPool, blocks_for
+from simcost.ledger import StepLog
+from simcost.perf import decode_span_times_s, step_time_s
+from simcost.request_table import COMPLETED, RequestTable
+
+
+class Replica:
+    def __init__(self, env: simpy.Environment, index: int, table: RequestTable, step_params: np.ndarray,
+                 num_kv_blocks: int, block_size: int, max_num_seqs: int, max_num_batched_tokens: int,
+                 kv_watermark: float, log: StepLog, on_finish: Callable[[int, int], None],
+                 max_span_steps: int = 1 << 30):
+        self.env = env
+        self.index = index
+        self.table = table
+        self.params = step_params
+        self.block_size = block_size
+        self.max_num_seqs = max_num_seqs
+        self.max_num_batched_tokens = max_num_batched_tokens
+        self.pool = BlockPool(num_kv_blocks, watermark_blocks=int(kv_watermark * num_kv_blocks))
+        self.log = log
+        self.on_finish = on_finish  # called with (replica index, request id) when a request ends
+        self.max_span_steps = max_span_steps  # 1 turns spans off (tests compare both ways)
+        self.waiting: deque[int] = deque()
+        self.running: list[int] = []  # in admission order; the last is preempted first
+        self._wake: simpy.Event | None = None
+        self._in_span = False
+        self.process = env.process(self._loop())
+
+    # --- the router's side -------------------------------------------------------------------
+
+    @property
+    def num_outstanding(self) -> int:
+        return len(self.waiting) + len(self.running)
+
+    def max_blocks_admissible(self) -> int:
+        """Blocks one request may ever hold here: the whole pool less the admission watermark."""
+        return self.pool.num_blocks - self.pool.watermark_blocks
+
+    def submit(self, rid: int) -> None:
+        self.table.replica[rid] = self.index
+        self.waiting.append(rid)
+        if self._wake is not None:
+            wake, self._wake = self._wake, None
+            wake.succeed()
+        elif self._in_span and len(self.waiting) == 1 and len(self.running) < self.max_num_seqs:
+            # only a request at the head of the queue, with a free sequence slot, can change the
+            # next step; anything else waits for the span's end (a finish) anyway
+            self._in_span = False
+            self.process.interrupt()
+
+    # --- the engine loop ---------------------------------------------------------------------
+
+    def _loop(self):
+        while True:
+            if not self.waiting and not self.running:
+                self._wake = self.env.event()
+                yield self._wake
+                continue
+            admitted = self._schedule_prefill()
+            if admitted:
+                yield from self._run_prefill(admitted)
+            elif self.running:
+                yield from self._run_decode_span()
+            else:
+                raise RuntimeError(f"replica {self.index}: request {self.waiting[0]} can never be admitted")
+
+    def _schedule_prefill(self) -> list[int]:
+        """Admit waiting requests FIFO while sequence slots, the token budget and KV blocks allow."""
+        t = self.table
+        admitted: list[int] = []
+        num_tokens = 0
+        # keep room for the running batch's next decode step, so a re-admitted request does not
+        # immediately force another preemption
+        reserve = self._blocks_needed_next_step()
+        while self.waiting and len(self.running) + len(admitted) < self.max_num_seqs:
+            rid = self.waiting[0]
+            n = int(t.input_tokens[rid] + t.generated[rid])  # prompt, plus output when recomputing
+            if admitted and num_tokens + n > self.max_num_batched_tokens:
+                break  # (a lone request over the budget still runs: only a recompute can be)
+            blocks = blocks_for(n, self.block_size)
+            if not self.pool.can_admit(blocks, reserve):
+                break
+            self.pool.allocate(blocks)
+            t.kv_blocks[rid] = blocks
+            self.waiting.popleft()
+            admitted.append(rid)
+            num_tokens += n
+        return admitted
+
+    def _blocks_needed_next_step(self) -> int:
+        if not self.running:
+            return 0
+        kv_tokens = self.table.kv_tokens[np.asarray(self.running, dtype=np.int64)]
+        return int(np.count_nonzero(kv_tokens % self.block_size == 0))
+
+    def _run_prefill(self, admitted: list[int]):
+        t = self.table
+        tokens = t.input_tokens[admitted] + t.generated[admitted]
+        num_tokens = int(tokens.sum())
+        attn_pairs = float((tokens * (tokens + 1) // 2).sum())  # causal attention within each prompt
+        start_s = self.env.now
+        first = np.isnan(t.first_scheduled_s[admitted])
+        t.first_scheduled_s[np.asarray(admitted)[first]] = start_s
+        self.running.extend(admitted)  # running from admission on, as in vLLM (routers count them)
+        yield self.env.timeout(step_time_s(self.params, num_tokens, 0, attn_pairs, 0.0))
+        end_s = self.env.now
+        ids = np.asarray(admitted, dtype=np.int64)
+        t.kv_tokens[ids] = tokens
+        t.token_time_s[t.token_offset[ids] + t.generated[ids]] = end_s  # a prefill emits one token
+        t.generated[ids] += 1
+        fresh = np.isnan(t.first_token_s[ids])
+        t.first_token_s[ids[fresh]] = end_s
+        self.log.add(self.index, start_s, np.array([end_s]), np.array([num_tokens]), ids, tokens)
+        self._retire_finished(ids, end_s)
+
+    def _run_decode_span(self):
+        t = self.table
+        while True:
+            ids = np.asarray(self.running, dtype=np.int64)
+            max_steps = min(int((t.output_tokens[ids] - t.generated[ids]).min()), self.max_span_steps)
+            k = max_feasible_steps(t.kv_tokens[ids], t.kv_blocks[ids], self.pool.num_free, self.block_size, max_steps)
+            if k > 0:
+                break
+            self._preempt_last()
+            if not self.running:
+                return
+        n = len(ids)
+        start_s = self.env.now
+        step_end_s = start_s + np.cumsum(decode_span_times_s(self.params, n, float(t.kv_tokens[ids].sum()), k))
+        num_done = k
+        self._in_span = True
+        try:
+            yield self.env.timeout(step_end_s[-1] - start_s)
+        except simpy.Interrupt:
+            # apply the steps finished by now plus the one in progress
+            num_done = min(k, int(np.searchsorted(step_end_s, self.env.now, side="right")) + 1)
+            wait_s = step_end_s[num_done - 1] - self.env.now
+            if wait_s > 0:
+                yield self.env.timeout(wait_s)
+        self._in_span = False
+        ends = step_end_s[:num_done]
+        new_blocks = apply_decode_steps(ids, t.generated, t.kv_tokens, t.kv_blocks, t.token_offset, t.token_time_s,
+                                        ends, num_done, self.block_size)
+        self.pool.allocate(int(new_blocks))
+        self.log.add(self.index, start_s, ends, np.full(num_done, n, dtype=np.int64), ids,
+                     np.full(n, num_done, dtype=np.int64))
+        self._retire_finished(ids, float(ends[-1]))
+
+    def _retire_finished(self, ids: np.ndarray, now_s: float) -> None:
+        t = self.table
+        done = ids[t.generated[ids] >= t.output_tokens[ids]]
+        if not len(done):
+            return
+        t.status[done] = COMPLETED
+        t.finish_s[done] = now_s
+        self.pool.free(int(t.kv_blocks[done].sum()))
+        t.kv_blocks[done] = 0
+        t.kv_tokens[done] = 0
+        finished = set(done.tolist())
+        self.running = [rid for rid in self.running if rid not in finished]
+        for rid in done.tolist():
+            self.on_finish(self.index, rid)
+
+    def _preempt_last(self) -> None:
+        """Preempt by recompute: free the KV of the newest running request and requeue it first."""
+        t = self.table
+        rid = self.running.pop()
+        self.pool.free(int(t.kv_blocks[rid]))
+        t.kv_blocks[rid] = 0
+        t.kv_tokens[rid] = 0
+        t.num_preemptions[rid] += 1
+        self.waiting.appendleft(rid)

@@ -1,0 +1,187 @@
+"""The cost ledger: every engine step, priced, and its cost handed to the requests in it.
+
+The engine appends one *record* per batch it runs: a prefill step, or a span of decode steps
+over the same requests. A record lists its steps (end times) and its members with the tokens
+each processed. After the run, numba kernels charge every step (device $/hour x step time x
+devices), sum steps into records, and split each record's cost over its members in proportion
+to tokens. Time a replica spends with no step is idle cost. By construction
+    sum(request cost) + idle cost = replicas x horizon x $/hour,
+which the tests check (no dollar lost or invented).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+
+class StepLog:
+    """Append-only log the engine writes during a run; `arrays()` turns it into columns."""
+
+    def __init__(self):
+        self._replica: list[int] = []
+        self._start_s: list[float] = []
+        self._step_end_s: list[np.ndarray] = []
+        self._step_tokens: list[np.ndarray] = []
+        self._members: list[np.ndarray] = []
+        self._member_tokens: list[np.ndarray] = []
+
+    def add(self, replica: int, start_s: float, step_end_s: np.ndarray, step_tokens: np.ndarray,
+            members: np.ndarray, member_tokens: np.ndarray) -> None:
+        self._replica.append(replica)
+        self._start_s.append(start_s)
+        self._step_end_s.append(step_end_s)
+        self._step_tokens.append(step_tokens)
+        self._members.append(members)
+        self._member_tokens.append(member_tokens)
+
+    def __len__(self) -> int:
+        return len(self._replica)
+
+    def arrays(self) -> "StepArrays":
+        num_steps = np.array([len(e) for e in self._step_end_s], dtype=np.int64)
+        num_members = np.array([len(m) for m in self._members], dtype=np.int64)
+        record_step_offset = np.zeros(len(num_steps) + 1, dtype=np.int64)
+        np.cumsum(num_steps, out=record_step_offset[1:])
+        record_member_offset = np.zeros(len(num_members) + 1, dtype=np.int64)
+        np.cumsum(num_members, out=record_member_offset[1:])
+        cat = lambda parts, dtype: np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype)
+        step_end_s = cat(self._step_end_s, np.float64)
+        step_start_s = np.empty_like(step_end_s)
+        if len(step_end_s):
+            step_start_s[1:] = step_end_s[:-1]
+            step_start_s[record_step_offset[:-1]] = np.asarray(self._start_s)  # first step of each record
+        return StepArrays(
+            step_replica=np.repeat(np.asarray(self._replica, dtype=np.int64), num_steps),
+            step_start_s=step_start_s,
+            step_end_s=step_end_s,
+            step_tokens=cat(self._step_tokens, np.int64),
+            record_step_offset=record_step_offset,
+            record_member_offset=record_member_offset,
+            member_request=cat(self._members, np.int64),
+            member_tokens=cat(self._member_tokens, np.int64),
+        )
+
+
+@dataclass(frozen=True)
+class StepArrays:
+    step_replica: np.ndarray
+    step_start_s: np.ndarray
+    step_end_s: np.ndarray
+    step_tokens: np.ndarray
+    record_step_offset: np.ndarray  # steps of record r: [offset[r], offset[r+1])
+    record_member_offset: np.ndarray  # members of record r: [offset[r], offset[r+1])
+    member_request: np.ndarray
+    member_tokens: np.ndarray
+
+    @property
+    def step_duration_s(self) -> np.ndarray:
+        return self.step_end_s - self.step_start_s
+
+
+@dataclass(frozen=True)
+class Bill:
+    step_usd: np.ndarray  # cost of every step
+    request_usd: np.ndarray  # cost allocated to every request
+    replica_busy_s: np.ndarray
+    replica_idle_s: np.ndarray
+    busy_usd: float
+    idle_usd: float
+    total_usd: float  # replicas x horizon x $/hour
+
+
+def settle(steps: StepArrays, num_requests: int, num_replicas: int, usd_per_replica_hour: float, horizon_s: float) -> Bill:
+    """Price every step, allocate to requests, and charge the gaps as idle."""
+    replica_usd_per_s = np.full(num_replicas, usd_per_replica_hour / 3600.0)
+    step_usd = charge_steps(steps.step_start_s, steps.step_end_s, steps.step_replica, replica_usd_per_s)
+    request_usd = allocate_records(step_usd, steps.record_step_offset, steps.record_member_offset,
+                                   steps.member_request, steps.member_tokens, num_requests)
+    busy_s, idle_s, overlaps = busy_idle_seconds(steps.step_start_s, steps.step_end_s, steps.step_replica, num_replicas, horizon_s)
+    if overlaps:
+        raise RuntimeError(f"ledger: {overlaps} steps overlap on one replica (engine bug)")
+    return Bill(step_usd=step_usd, request_usd=request_usd, replica_busy_s=busy_s, replica_idle_s=idle_s,
+                busy_usd=float(step_usd.sum()), idle_usd=float((idle_s * replica_usd_per_s).sum()),
+                total_usd=num_replicas * horizon_s * usd_per_replica_hour / 3600.0)
+
+
+# --- kernels (each with a plain-Python twin) ----------------------------------------------
+
+@njit(cache=True)
+def charge_steps(step_start_s, step_end_s, step_replica, replica_usd_per_s):
+    out = np.empty(step_start_s.shape[0])
+    for j in range(out.shape[0]):
+        out[j] = (step_end_s[j] - step_start_s[j]) * replica_usd_per_s[step_replica[j]]
+    return out
+
+
+def charge_steps_py(step_start_s, step_end_s, step_replica, replica_usd_per_s):
+    return np.array([(e - s) * replica_usd_per_s[r] for s, e, r in zip(step_start_s, step_end_s, step_replica)])
+
+
+@njit(cache=True)
+def allocate_records(step_usd, record_step_offset, record_member_offset, member_request, member_tokens, num_requests):
+    """Each record's cost (sum of its steps) split over its members in proportion to tokens."""
+    request_usd = np.zeros(num_requests)
+    for r in range(record_step_offset.shape[0] - 1):
+        cost = 0.0
+        for j in range(record_step_offset[r], record_step_offset[r + 1]):
+            cost += step_usd[j]
+        tokens = 0
+        for m in range(record_member_offset[r], record_member_offset[r + 1]):
+            tokens += member_tokens[m]
+        for m in range(record_member_offset[r], record_member_offset[r + 1]):
+            request_usd[member_request[m]] += cost * member_tokens[m] / tokens
+    return request_usd
+
+
+def allocate_records_py(step_usd, record_step_offset, record_member_offset, member_request, member_tokens, num_requests):
+    request_usd = [0.0] * num_requests
+    for r in range(len(record_step_offset) - 1):
+        cost = sum(step_usd[record_step_offset[r]:record_step_offset[r + 1]])
+        members = range(record_member_offset[r], record_member_offset[r + 1])
+        tokens = sum(member_tokens[m] for m in members)
+        for m in members:
+            request_usd[member_request[m]] += cost * member_tokens[m] / tokens
+    return np.array(request_usd)
+
+
+@njit(cache=True)
+def busy_idle_seconds(step_start_s, step_end_s, step_replica, num_replicas, horizon_s):
+    """Busy and idle seconds per replica over [0, horizon_s], from the gaps between its steps.
+
+    Steps of one replica appear in time order in the log; a step starting before the previous
+    one ended is counted as an overlap (an engine bug the caller reports)."""
+    busy = np.zeros(num_replicas)
+    idle = np.zeros(num_replicas)
+    last_end = np.zeros(num_replicas)
+    overlaps = 0
+    for j in range(step_start_s.shape[0]):
+        r = step_replica[j]
+        gap = step_start_s[j] - last_end[r]
+        if gap < -1e-9:
+            overlaps += 1
+        elif gap > 0:
+            idle[r] += gap
+        busy[r] += step_end_s[j] - step_start_s[j]
+        last_end[r] = step_end_s[j]
+    for r in range(num_replicas):
+        idle[r] += max(0.0, horizon_s - last_end[r])
+    return busy, idle, overlaps
+
+
+def busy_idle_seconds_py(step_start_s, step_end_s, step_replica, num_replicas, horizon_s):
+    busy, idle, overlaps = [0.0] * num_replicas, [0.0] * num_replicas, 0
+    for r in range(num_replicas):
+        t = 0.0
+        for s, e, rr in zip(step_start_s, step_end_s, step_replica):
+            if rr != r:
+                continue
+            if s < t - 1e-9:
+                overlaps += 1
+            idle[r] += max(0.0, s - t)
+            busy[r] += e - s
+            t = e
+        idle[r] += max(0.0, horizon_s - t)
+    return np.array(busy), np.array(idle), overlaps

@@ -1,0 +1,152 @@
+"""Per-request records and the run summary, with vLLM's benchmark definitions.
+
+- TTFT = first output token time - arrival; E2EL = last token time - arrival.
+- TPOT = (E2EL - TTFT) / (output_tokens - 1), for requests with more than one output token.
+- ITL = gaps between consecutive output tokens of a request, pooled over requests.
+Latency statistics cover the *measured* requests: those arriving at or after warmup_s that
+completed. Throughput and goodput divide by the measured window: from the first measured
+arrival to the last measured completion (as `vllm bench serve` divides by the benchmark's
+duration). Costs cover the whole run, [0, horizon]: the fleet is paid for all of it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from simcost.config import Scenario, to_dict
+from simcost.ledger import Bill, StepArrays
+from simcost.perf import Deployment
+from simcost.request_table import COMPLETED, IN_FLIGHT, REJECT_REASONS, REJECTED, STATUS_NAMES, RequestTable
+
+PERCENTILES = {"p50": 50, "p90": 90, "p95": 95, "p99": 99}
+
+
+def stats(values: np.ndarray) -> dict:
+    values = values[~np.isnan(values)]
+    if not len(values):
+        return {"mean": None, **{k: None for k in PERCENTILES}, "count": 0}
+    pct = np.percentile(values, list(PERCENTILES.values()))
+    return {"mean": float(values.mean()), **{k: float(v) for k, v in zip(PERCENTILES, pct)}, "count": int(len(values))}
+
+
+def latencies(table: RequestTable) -> dict[str, np.ndarray]:
+    """TTFT, TPOT and E2EL per request (NaN where not defined)."""
+    ttft = table.first_token_s - table.arrival_s
+    e2el = table.finish_s - table.arrival_s
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpot = np.where(table.output_tokens > 1, (e2el - ttft) / (table.output_tokens - 1), np.nan)
+    return {"ttft_s": ttft, "tpot_s": tpot, "e2el_s": e2el}
+
+
+def inter_token_latencies(table: RequestTable, mask: np.ndarray) -> np.ndarray:
+    """All gaps between consecutive tokens of the requests in mask, pooled."""
+    owner = np.repeat(np.arange(table.num_requests), table.output_tokens)
+    gaps = np.diff(table.token_time_s)
+    same_request = owner[1:] == owner[:-1]
+    return gaps[same_request & mask[owner[1:]]]
+
+
+def meets_slo(scenario: Scenario, lat: dict[str, np.ndarray]) -> np.ndarray:
+    ok = np.ones(len(lat["ttft_s"]), dtype=bool)
+    for key in ("ttft_s", "tpot_s", "e2el_s"):
+        limit = getattr(scenario.slo, key)
+        if limit is None:
+            continue
+        within = lat[key] <= limit
+        if key == "tpot_s":
+            within |= np.isnan(lat[key])  # a one-token request has no TPOT to miss
+        ok &= within
+    return ok
+
+
+def summarize(scenario: Scenario, dep: Deployment, table: RequestTable, steps: StepArrays, bill: Bill,
+              horizon_s: float) -> dict:
+    lat = latencies(table)
+    completed = table.status == COMPLETED
+    measured = completed & (table.arrival_s >= scenario.warmup_s)
+    window_s = _window_s(table, measured)
+    good = measured & meets_slo(scenario, lat)
+    out_tokens = int(table.generated.sum())
+    in_tokens = int(table.input_tokens[~np.isnan(table.first_token_s)].sum())  # prompts prefilled
+    num_completed = int(completed.sum())
+    busy_s = float(bill.replica_busy_s.sum())
+    rejected = table.status == REJECTED
+    return {
+        "scenario": scenario.name,
+        "seed": scenario.seed,
+        "model": dep.model.key,
+        "device": dep.device.key,
+        "tensor_parallel": dep.tensor_parallel,
+        "replicas": scenario.fleet.replicas,
+        "router": scenario.fleet.router,
+        "kv_blocks_per_replica": dep.num_kv_blocks,
+        "horizon_s": horizon_s,
+        "measured_window_s": window_s,
+        "ttft_s": stats(lat["ttft_s"][measured]),
+        "tpot_s": stats(lat["tpot_s"][measured]),
+        "itl_s": stats(inter_token_latencies(table, measured)),
+        "e2el_s": stats(lat["e2el_s"][measured]),
+        "throughput": {
+            "requests_per_s": _rate(measured.sum(), window_s),
+            "output_tokens_per_s": _rate(table.output_tokens[measured].sum(), window_s),
+            "total_tokens_per_s": _rate((table.input_tokens[measured] + table.output_tokens[measured]).sum(), window_s),
+        },
+        "goodput_requests_per_s": _rate(good.sum(), window_s),
+        "slo_attainment": float(good.sum() / measured.sum()) if measured.any() else None,
+        "slo": to_dict(scenario.slo),
+        "utilization": busy_s / (scenario.fleet.replicas * horizon_s) if horizon_s > 0 else 0.0,
+        "mean_batch_tokens": float(steps.step_tokens.mean()) if len(steps.step_tokens) else 0.0,
+        "num_steps": int(len(steps.step_tokens)),
+        "preemptions": int(table.num_preemptions.sum()),
+        "cost": {
+            "usd_per_hour": scenario.fleet.replicas * dep.price_usd_per_hour,
+            "total_usd": bill.total_usd,
+            "busy_usd": bill.busy_usd,
+            "idle_usd": bill.idle_usd,
+            "usd_per_request": bill.total_usd / num_completed if num_completed else None,
+            "usd_per_1m_output_tokens": bill.total_usd / out_tokens * 1e6 if out_tokens else None,
+            "usd_per_1m_input_tokens": bill.total_usd / in_tokens * 1e6 if in_tokens else None,
+        },
+        "requests": {
+            "arrived": int(table.num_requests),
+            "completed": num_completed,
+            "rejected": int(rejected.sum()),
+            "in_flight": int((table.status == IN_FLIGHT).sum()),
+            "measured": int(measured.sum()),
+            "rejected_by_reason": {REJECT_REASONS[c]: int((table.reject_reason[rejected] == c).sum())
+                                   for c in np.unique(table.reject_reason[rejected])},
+        },
+    }
+
+
+def _window_s(table: RequestTable, measured: np.ndarray) -> float:
+    if not measured.any():
+        return 0.0
+    return float(table.finish_s[measured].max() - table.arrival_s[measured].min())
+
+
+def _rate(count, window_s: float) -> float | None:
+    return float(count) / window_s if window_s > 0 else None
+
+
+def records(table: RequestTable, request_usd: np.ndarray) -> dict[str, np.ndarray]:
+    """One row per request, as columns (written to requests.csv / .parquet)."""
+    lat = latencies(table)
+    return {
+        "request_id": np.arange(table.num_requests),
+        "arrival_s": table.arrival_s,
+        "input_tokens": table.input_tokens,
+        "output_tokens": table.output_tokens,
+        "status": np.asarray(STATUS_NAMES, dtype=object)[table.status],
+        "reject_reason": np.asarray(REJECT_REASONS, dtype=object)[table.reject_reason],
+        "replica": table.replica,
+        "generated_tokens": table.generated,
+        "first_scheduled_s": table.first_scheduled_s,
+        "first_token_s": table.first_token_s,
+        "finish_s": table.finish_s,
+        "ttft_s": lat["ttft_s"],
+        "tpot_s": lat["tpot_s"],
+        "e2el_s": lat["e2el_s"],
+        "num_preemptions": table.num_preemptions,
+        "cost_usd": request_usd,
+    }

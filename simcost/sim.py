@@ -1,0 +1,93 @@
+"""One run: scenario -> workload -> fleet on SimPy -> step log -> bill -> metrics.
+
+`Simulation` is built in full before it runs, so tests can attach their own SimPy processes
+(e.g. a sampler of the number in system for Little's law) to `sim.env` and `sim.fleet`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import simpy
+
+from simcost.cluster import Fleet
+from simcost.config import Scenario
+from simcost.ledger import Bill, StepArrays, StepLog, settle
+from simcost.metrics import summarize
+from simcost.perf import Deployment, plan_deployment, step_params
+from simcost.request_table import RequestTable
+from simcost.rng import streams
+from simcost.workload import Requests, generate
+
+
+@dataclass
+class RunResult:
+    scenario: Scenario
+    deployment: Deployment
+    table: RequestTable
+    steps: StepArrays
+    bill: Bill
+    horizon_s: float
+    summary: dict
+
+
+class Simulation:
+    def __init__(self, scenario: Scenario, requests: Requests | None = None, max_span_steps: int = 1 << 30):
+        self.scenario = scenario
+        self.deployment = plan_deployment(scenario)
+        run_streams = streams(scenario.seed)
+        self.requests = requests if requests is not None else generate(scenario, run_streams)
+        self.table = RequestTable(self.requests)
+        self.env = simpy.Environment()
+        self.log = StepLog()
+        dep, eng = self.deployment, scenario.engine
+        self.fleet = Fleet(
+            self.env, self.table, scenario.fleet.replicas, scenario.fleet.router, run_streams.routing,
+            step_params(scenario, dep), dep.num_kv_blocks, dep.block_size, eng.max_num_seqs,
+            dep.max_num_batched_tokens, dep.max_model_len, eng.kv_watermark, eng.max_waiting, self.log,
+            max_span_steps,
+        )
+        self.env.process(self._arrivals())
+        self._progress = None
+
+    def _arrivals(self):
+        arrival_s = self.requests.arrival_s
+        step = max(1, len(arrival_s) // 200)
+        for rid in range(len(arrival_s)):
+            delay = arrival_s[rid] - self.env.now
+            if delay > 0:
+                yield self.env.timeout(delay)
+            self.fleet.arrive(rid)
+            if self._progress is not None and rid % step == step - 1:
+                self._progress.update(step)
+
+    def arrivals_end_s(self) -> float:
+        if self.scenario.duration_s is not None:
+            return self.scenario.duration_s
+        return float(self.requests.arrival_s[-1]) if len(self.requests) else 0.0
+
+    def run(self, progress: bool = False) -> RunResult:
+        until = None if self.scenario.drain_s is None else self.arrivals_end_s() + self.scenario.drain_s
+        if progress:
+            from tqdm import tqdm  # only the CLI shows a bar; tqdm waits 1 s before drawing it
+
+            with tqdm(total=len(self.requests), unit="req", desc="arrivals", delay=1.0, leave=False, disable=None) as bar:
+                self._progress = bar
+                self.env.run(until=until)
+                self._progress = None
+        else:
+            self.env.run(until=until)
+        return self.result()
+
+    def result(self) -> RunResult:
+        horizon_s = max(self.env.now, self.arrivals_end_s())
+        steps = self.log.arrays()
+        scenario, dep = self.scenario, self.deployment
+        bill = settle(steps, self.table.num_requests, scenario.fleet.replicas, dep.price_usd_per_hour, horizon_s)
+        summary = summarize(scenario, dep, self.table, steps, bill, horizon_s)
+        return RunResult(scenario, dep, self.table, steps, bill, horizon_s, summary)
+
+
+def run(scenario: Scenario, progress: bool = False) -> RunResult:
+    return Simulation(scenario).run(progress=progress)

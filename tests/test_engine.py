@@ -1,0 +1,161 @@
+"""The replica engine: continuous batching limits, KV accounting, preemption, and the exactness
+of multi-step decode spans against a plain step-by-step loop."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from scenarios import scenario
+from simcost.kvcache import BlockPool
+from simcost.request_table import COMPLETED, IN_FLIGHT, REJECTED
+from simcost.sim import Simulation
+
+
+def run(scn, **kw):
+    sim = Simulation(scn, **kw)
+    return sim, sim.run()
+
+
+def tight_kv(**extra):
+    """A pool far too small for the load, so decode runs out of blocks and preempts."""
+    return scenario(engine={"num_kv_blocks": 120, "block_size": 16, "max_num_seqs": 32}, **extra)
+
+
+def check_request_invariants(res):
+    t = res.table
+    done = t.status == COMPLETED
+    assert (t.generated[done] == t.output_tokens[done]).all()
+    assert (t.generated <= t.output_tokens).all()
+    for i in np.flatnonzero(done):
+        times = t.token_time_s[t.token_offset[i]:t.token_offset[i + 1]]
+        assert not np.isnan(times).any()
+        assert (np.diff(times) >= 0).all()
+        assert times[0] == t.first_token_s[i] and times[-1] == t.finish_s[i]
+        assert t.first_token_s[i] > t.arrival_s[i]
+    # tokens never produced are never timestamped (nothing invented)
+    assert int((~np.isnan(t.token_time_s)).sum()) == int(t.generated.sum())
+
+
+def test_decode_spans_equal_step_by_step():
+    scn = tight_kv()
+    _, fast = run(scn)
+    _, slow = run(scn, max_span_steps=1)
+    assert fast.summary["preemptions"] > 0  # the comparison covers preemption too
+    assert len(fast.steps.step_end_s) == len(slow.steps.step_end_s)
+    np.testing.assert_array_equal(fast.table.status, slow.table.status)
+    np.testing.assert_array_equal(fast.table.num_preemptions, slow.table.num_preemptions)
+    np.testing.assert_allclose(fast.table.token_time_s, slow.table.token_time_s, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(fast.bill.request_usd, slow.bill.request_usd, rtol=1e-9)
+
+
+def test_batches_respect_engine_limits():
+    scn = scenario(engine={"max_num_seqs": 8, "max_num_batched_tokens": 1000},
+                   workload={"arrivals": {"process": "poisson", "rate_per_s": 20.0},
+                             "input_tokens": {"dist": "uniform", "low": 10, "high": 900},
+                             "output_tokens": {"dist": "uniform", "low": 1, "high": 50}})
+    _, res = run(scn)
+    s = res.steps
+    members = np.diff(s.record_member_offset)
+    assert members.max() == 8  # the limit is reached under this load, and never passed
+    for r in range(len(members)):
+        steps = slice(s.record_step_offset[r], s.record_step_offset[r + 1])
+        tokens = s.member_tokens[s.record_member_offset[r]:s.record_member_offset[r + 1]]
+        if s.record_step_offset[r + 1] - s.record_step_offset[r] == 1 and (s.step_tokens[steps] == tokens.sum()).all() and tokens.max() > 1:
+            assert tokens.sum() <= 1000  # a prefill step stays within the token budget
+    check_request_invariants(res)
+
+
+def test_preemption_loses_no_request_or_token():
+    _, res = run(tight_kv())
+    t = res.table
+    assert res.summary["preemptions"] > 0
+    assert (t.status == COMPLETED).all()
+    check_request_invariants(res)
+
+
+def test_requests_that_can_never_fit_are_rejected_with_reason():
+    scn = scenario(engine={"num_kv_blocks": 20, "block_size": 16, "max_model_len": 600})
+    _, res = run(scn)
+    t = res.table
+    reasons = res.summary["requests"]["rejected_by_reason"]
+    assert set(reasons) <= {"exceeds_max_model_len", "exceeds_kv_capacity"} and sum(reasons.values()) > 0
+    too_long = t.input_tokens + t.output_tokens > 600
+    assert (t.status[too_long] == REJECTED).all()
+    assert (t.status[~(t.status == REJECTED)] == COMPLETED).all()
+
+
+def test_bounded_queue_rejects_when_full():
+    scn = scenario(engine={"max_waiting": 0, "max_num_seqs": 1},
+                   workload={"arrivals": {"process": "poisson", "rate_per_s": 5.0},
+                             "input_tokens": {"dist": "fixed", "value": 4000},
+                             "output_tokens": {"dist": "fixed", "value": 300}})
+    _, res = run(scn)
+    assert res.summary["requests"]["rejected_by_reason"].get("queue_full", 0) > 0
+
+
+def test_drain_limit_leaves_requests_in_flight():
+    scn = scenario(drain_s=0.0, duration_s=20.0,
+                   workload={"arrivals": {"process": "poisson", "rate_per_s": 50.0},
+                             "input_tokens": {"dist": "fixed", "value": 3000},
+                             "output_tokens": {"dist": "fixed", "value": 500}})
+    _, res = run(scn)
+    req = res.summary["requests"]
+    assert req["in_flight"] > 0
+    assert req["arrived"] == req["completed"] + req["rejected"] + req["in_flight"]
+    assert res.horizon_s == pytest.approx(20.0)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(num_blocks=st.integers(40, 400), block_size=st.sampled_from([1, 8, 16, 32]),
+       max_seqs=st.integers(1, 64), rate=st.floats(1.0, 40.0), seed=st.integers(0, 2**16))
+def test_kv_pool_accounting_holds_for_any_load(num_blocks, block_size, max_seqs, rate, seed):
+    scn = scenario(seed=seed, duration_s=10.0,
+                   engine={"num_kv_blocks": num_blocks, "block_size": block_size, "max_num_seqs": max_seqs},
+                   workload={"arrivals": {"process": "poisson", "rate_per_s": rate},
+                             "input_tokens": {"dist": "uniform", "low": 1, "high": 600},
+                             "output_tokens": {"dist": "uniform", "low": 1, "high": 120}})
+    sim = Simulation(scn)
+    seen = []
+
+    def audit(env):  # the pool seen from outside, at every step boundary and between
+        while sim.fleet.num_completed + int((sim.table.status == REJECTED).sum()) < len(sim.requests):
+            for r in sim.fleet.replicas:
+                held = int(sim.table.kv_blocks[sim.table.replica == r.index].sum())
+                seen.append((r.pool.num_free, held, r.pool.num_blocks, len(r.running)))
+            yield env.timeout(0.05)
+
+    sim.env.process(audit(sim.env))
+    res = sim.run()
+    for free, held, total, running in seen:
+        assert 0 <= free <= total
+        assert free + held == total  # every block is free or held by exactly one request
+        assert running <= max_seqs
+    for r in sim.fleet.replicas:
+        assert r.pool.num_free == r.pool.num_blocks  # finished and preempted blocks all returned
+    assert not (res.table.status == IN_FLIGHT).any()
+    check_request_invariants(res)
+
+
+@given(ops=st.lists(st.tuples(st.sampled_from(["alloc", "free"]), st.integers(0, 50)), max_size=60))
+def test_block_pool_never_negative_nor_over_capacity(ops):
+    pool = BlockPool(100)
+    held = 0
+    for op, n in ops:
+        if op == "alloc":
+            if n <= pool.num_free:
+                pool.allocate(n)
+                held += n
+            else:
+                with pytest.raises(RuntimeError):
+                    pool.allocate(n)
+        elif n <= held:
+            pool.free(n)
+            held -= n
+        else:  # freeing more than is held would push the pool over capacity
+            with pytest.raises(RuntimeError):
+                pool.free(n)
+        assert 0 <= pool.num_free <= pool.num_blocks
+        assert pool.num_free + held == pool.num_blocks

@@ -1,0 +1,99 @@
+"""Every numba kernel of the engine and the ledger against its plain-Python reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from simcost.decode_kernels import apply_decode_steps, apply_decode_steps_py, max_feasible_steps, max_feasible_steps_py
+from simcost.ledger import (allocate_records, allocate_records_py, busy_idle_seconds, busy_idle_seconds_py,
+                            charge_steps, charge_steps_py)
+
+seeds = st.integers(0, 2**32 - 1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=seeds, n=st.integers(1, 30), block_size=st.sampled_from([1, 4, 16]), free=st.integers(0, 200),
+       max_steps=st.integers(1, 300))
+def test_max_feasible_steps(seed, n, block_size, free, max_steps):
+    rng = np.random.default_rng(seed)
+    kv_tokens = rng.integers(1, 500, n)
+    kv_blocks = -(-kv_tokens // block_size)
+    assert max_feasible_steps(kv_tokens, kv_blocks, free, block_size, max_steps) == \
+        max_feasible_steps_py(kv_tokens, kv_blocks, free, block_size, max_steps)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=seeds, n=st.integers(1, 20), steps=st.integers(1, 40), block_size=st.sampled_from([1, 16]))
+def test_apply_decode_steps(seed, n, steps, block_size):
+    rng = np.random.default_rng(seed)
+    num = 30
+    out = rng.integers(steps + 1, steps + 80, num)
+    offset = np.zeros(num + 1, dtype=np.int64)
+    np.cumsum(out, out=offset[1:])
+    generated = rng.integers(1, 2, num).astype(np.int64)
+    kv_tokens = rng.integers(1, 400, num)
+    kv_blocks = -(-kv_tokens // block_size)
+    ids = rng.choice(num, n, replace=False).astype(np.int64)
+    ends = np.sort(rng.random(steps))
+    state = [generated, kv_tokens, kv_blocks, np.full(int(offset[-1]), np.nan)]
+    a = [x.copy() for x in state]
+    b = [x.copy() for x in state]
+    na = apply_decode_steps(ids, a[0], a[1], a[2], offset, a[3], ends, steps, block_size)
+    nb = apply_decode_steps_py(ids, b[0], b[1], b[2], offset, b[3], ends, steps, block_size)
+    assert na == nb
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+
+
+def random_log(rng, num_records, num_requests, num_replicas):
+    steps = rng.integers(1, 6, num_records)
+    members = rng.integers(1, 5, num_records)
+    rso = np.concatenate([[0], np.cumsum(steps)])
+    rmo = np.concatenate([[0], np.cumsum(members)])
+    step_usd = rng.random(rso[-1])
+    member_request = rng.integers(0, num_requests, rmo[-1])
+    member_tokens = rng.integers(1, 3000, rmo[-1])
+    return step_usd, rso, rmo, member_request, member_tokens
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=seeds, records=st.integers(1, 40), requests=st.integers(1, 25))
+def test_allocate_records_matches_reference_and_conserves(seed, records, requests):
+    rng = np.random.default_rng(seed)
+    log = random_log(rng, records, requests, 1)
+    got = allocate_records(*log, requests)
+    np.testing.assert_allclose(got, allocate_records_py(*log, requests), rtol=1e-12)
+    assert got.sum() == pytest.approx(log[0].sum(), rel=1e-12)  # every dollar goes to someone
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=seeds, n=st.integers(0, 50), replicas=st.integers(1, 4))
+def test_charge_and_idle_kernels(seed, n, replicas):
+    rng = np.random.default_rng(seed)
+    replica = rng.integers(0, replicas, n)
+    start = np.empty(n)
+    end = np.empty(n)
+    clock = np.zeros(replicas)
+    for j in range(n):  # non-overlapping steps per replica, with random gaps
+        r = replica[j]
+        start[j] = clock[r] + rng.random() * (rng.random() < 0.5)
+        end[j] = start[j] + rng.random()
+        clock[r] = end[j]
+    horizon = float(clock.max()) + 1.0
+    rate = rng.random(replicas)
+    np.testing.assert_allclose(charge_steps(start, end, replica, rate), charge_steps_py(start, end, replica, rate))
+    busy, idle, overlaps = busy_idle_seconds(start, end, replica, replicas, horizon)
+    busy_py, idle_py, overlaps_py = busy_idle_seconds_py(start, end, replica, replicas, horizon)
+    np.testing.assert_allclose(busy, busy_py, atol=1e-12)
+    np.testing.assert_allclose(idle, idle_py, atol=1e-12)
+    assert overlaps == overlaps_py == 0
+    np.testing.assert_allclose(busy + idle, horizon)
+
+
+def test_overlapping_steps_are_detected():
+    start, end, replica = np.array([0.0, 0.5]), np.array([1.0, 2.0]), np.array([0, 0])
+    assert busy_idle_seconds(start, end, replica, 1, 3.0)[2] == 1
+    assert busy_idle_seconds_py(start, end, replica, 1, 3.0)[2] == 1
