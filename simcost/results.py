@@ -1,0 +1,94 @@
+"""Writing a run to a results folder, and the text table the CLI prints.
+
+A folder holds: summary.json (schema in the README), requests.csv or requests.parquet (one row
+per request), scenario.yaml (the scenario as run, overrides and seed applied) and latency.png.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from simcost.config import to_dict
+from simcost.errors import InputError
+from simcost.metrics import latencies, records
+from simcost.plots import latency_cdfs
+from simcost.sim import RunResult
+
+
+def write_run(result: RunResult, out_dir: Path, records_format: str = "csv") -> dict[str, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "summary": out_dir / "summary.json",
+        "scenario": out_dir / "scenario.yaml",
+        "requests": out_dir / f"requests.{records_format}",
+        "plot": out_dir / "latency.png",
+    }
+    paths["summary"].write_text(json.dumps(result.summary, indent=2) + "\n")
+    paths["scenario"].write_text(yaml.safe_dump(to_dict(result.scenario), sort_keys=False))
+    write_records(records(result.table, result.bill.request_usd), paths["requests"], records_format)
+    lat = latencies(result.table)
+    measured = (result.table.status == 1) & (result.table.arrival_s >= result.scenario.warmup_s)
+    latency_cdfs({k: v[measured] for k, v in lat.items()}, to_dict(result.scenario.slo),
+                 f"{result.scenario.name}: {result.summary['requests']['measured']} measured requests", paths["plot"])
+    return paths
+
+
+def write_records(columns: dict[str, np.ndarray], path: Path, records_format: str) -> None:
+    if records_format == "parquet":
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise InputError("--records parquet", "needs pyarrow: pip install 'simcost[parquet]'") from None
+        pq.write_table(pa.table({k: list(v) if v.dtype == object else v for k, v in columns.items()}), path)
+        return
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(columns)
+        for row in zip(*(_csv_column(v) for v in columns.values())):
+            writer.writerow(row)
+
+
+def _csv_column(values: np.ndarray) -> list:
+    if values.dtype.kind == "f":
+        return ["" if np.isnan(v) else repr(float(v)) for v in values]
+    return values.tolist()
+
+
+def format_summary(s: dict) -> str:
+    """The results table printed by `simcost run`."""
+    def ms(v):
+        return "-" if v is None else f"{v * 1e3:,.1f}"
+
+    def num(v, fmt):
+        return "-" if v is None else format(v, fmt)
+
+    lines = [
+        f"{s['scenario']}: {s['model']} on {s['replicas']} x {s['tensor_parallel']} x {s['device']} "
+        f"({s['router']}), seed {s['seed']}",
+        f"requests: {s['requests']['arrived']} arrived, {s['requests']['completed']} completed, "
+        f"{s['requests']['rejected']} rejected, {s['requests']['in_flight']} in flight; "
+        f"{s['requests']['measured']} measured after warm-up",
+        "",
+        f"{'latency (ms)':<14}{'mean':>10}{'p50':>10}{'p90':>10}{'p95':>10}{'p99':>10}",
+    ]
+    for key in ("ttft_s", "tpot_s", "itl_s", "e2el_s"):
+        st = s[key]
+        lines.append(f"{key.removesuffix('_s').upper():<14}" + "".join(f"{ms(st[p]):>10}" for p in ("mean", "p50", "p90", "p95", "p99")))
+    tp, c = s["throughput"], s["cost"]
+    lines += [
+        "",
+        f"throughput: {num(tp['requests_per_s'], '.2f')} req/s, {num(tp['output_tokens_per_s'], ',.0f')} output tok/s; "
+        f"goodput {num(s['goodput_requests_per_s'], '.2f')} req/s (SLO attainment {num(s['slo_attainment'], '.1%')})",
+        f"utilization {s['utilization']:.1%}, mean batch {s['mean_batch_tokens']:.1f} tokens/step, "
+        f"{s['preemptions']} preemptions",
+        f"cost: ${c['usd_per_hour']:,.2f}/hour; ${c['total_usd']:,.4f} over {s['horizon_s']:,.0f} s "
+        f"(idle ${c['idle_usd']:,.4f}); ${num(c['usd_per_1m_output_tokens'], ',.3f')} per 1M output tokens, "
+        f"${num(c['usd_per_request'], '.6f')} per request",
+    ]
+    return "\n".join(lines)

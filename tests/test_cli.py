@@ -1,0 +1,125 @@
+"""The `simcost` command as a user meets it: the quickstart, a sweep, and every kind of bad
+input giving one line naming the problem, exit status 2 and no traceback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "configs" / "example.yaml"
+
+
+def simcost(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "simcost.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd or ROOT, timeout=600)
+
+
+def test_quickstart_run_writes_results(tmp_path):
+    out = tmp_path / "example"
+    proc = simcost("run", EXAMPLE, "--out", out, "--set", "duration_s=120", "--set", "warmup_s=10")
+    assert proc.returncode == 0, proc.stderr
+    assert "TTFT" in proc.stdout and "per 1M output tokens" in proc.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("ttft_s", "tpot_s", "itl_s", "e2el_s"):
+        assert set(summary[key]) >= {"mean", "p50", "p90", "p95", "p99"}
+    assert set(summary["throughput"]) >= {"requests_per_s", "output_tokens_per_s"}
+    assert set(summary["cost"]) >= {"total_usd", "idle_usd", "usd_per_request", "usd_per_1m_output_tokens"}
+    assert set(summary["requests"]) >= {"arrived", "completed", "rejected", "in_flight"}
+    assert summary["seed"] == 42 and "goodput_requests_per_s" in summary
+    rows = (out / "requests.csv").read_text().splitlines()
+    assert len(rows) == summary["requests"]["arrived"] + 1
+    assert (out / "latency.png").stat().st_size > 1000
+    assert yaml.safe_load((out / "scenario.yaml").read_text())["duration_s"] == 120
+
+
+def test_seed_override_changes_the_run(tmp_path):
+    a = simcost("run", EXAMPLE, "--out", tmp_path / "a", "--set", "duration_s=60", "--set", "warmup_s=0",
+                "--set", "workload.trace=null", "--set", "workload.arrivals={process: poisson, rate_per_s: 5}",
+                "--set", "workload.input_tokens={dist: fixed, value: 100}",
+                "--set", "workload.output_tokens={dist: fixed, value: 10}", "--seed", "5")
+    assert a.returncode == 0, a.stderr
+    assert json.loads((tmp_path / "a" / "summary.json").read_text())["seed"] == 5
+
+
+def test_sweep_writes_table_and_plot(tmp_path):
+    out = tmp_path / "sweep"
+    proc = simcost("sweep", EXAMPLE, "--param", "fleet.replicas", "--values", "1,2", "--out", out,
+                   "--set", "duration_s=60", "--set", "warmup_s=10", "--jobs", "1")
+    assert proc.returncode == 0, proc.stderr
+    lines = (out / "sweep.csv").read_text().splitlines()
+    assert lines[0].startswith("fleet.replicas,") and len(lines) == 3
+    rows = json.loads((out / "sweep.json").read_text())
+    assert rows[1]["usd_per_hour"] == pytest.approx(2 * rows[0]["usd_per_hour"])
+    assert (out / "sweep.png").stat().st_size > 1000
+    assert (out / "fleet.replicas=2" / "summary.json").exists()
+
+
+def write(tmp_path, data) -> Path:
+    path = tmp_path / "s.yaml"
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return path
+
+
+def base():
+    return yaml.safe_load(EXAMPLE.read_text())
+
+
+def with_(**changes):
+    data = base()
+    for dotted, value in changes.items():
+        node = data
+        *parents, last = dotted.split("__")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    return data
+
+
+BAD = {
+    "unknown key": (with_(engine__max_num_seq=3), ["engine.max_num_seq", "unknown key", "max_num_seqs"]),
+    "wrong type": (with_(fleet__replicas="two"), ["fleet.replicas", "'two'", "whole number"]),
+    "negative rate": (with_(workload__trace__rate_multiplier=-1), ["workload.trace.rate_multiplier", "-1", "> 0"]),
+    "zero size": (with_(engine__block_size=0), ["engine.block_size", ">= 1"]),
+    "unknown device": (with_(hardware__device="h100"), ["hardware.device", "h100", "h100-sxm"]),
+    "unknown model": (with_(model__name="llama-3-8b"), ["model.name", "llama-3-8b", "llama-3.1-8b"]),
+    "does not fit": (with_(model__name="llama-2-70b", hardware__device="a100-80gb"),
+                     ["hardware.tensor_parallel", "llama-2-70b", "tensor_parallel"]),
+    "bad yaml": ("seed: [1,\n", ["s.yaml", "YAML"]),
+    "not a mapping": ("- 1\n- 2\n", ["s.yaml", "mapping"]),
+    "unknown trace": (with_(workload__trace__name="azure_chat"), ["workload.trace.name", "azure_chat"]),
+    "missing section": ({k: v for k, v in base().items() if k != "model"}, ["model", "missing"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_one_line_exit_2(tmp_path, case):
+    data, needles = BAD[case]
+    proc = simcost("run", write(tmp_path, data), "--out", tmp_path / "out")
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    err = proc.stderr.strip()
+    assert "Traceback" not in proc.stderr and len(err.splitlines()) == 1, err
+    assert err.startswith("simcost: error: ")
+    for needle in needles:
+        assert needle in err, (needle, err)
+    assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+def test_bad_override_and_missing_file(tmp_path):
+    proc = simcost("run", EXAMPLE, "--set", "engine.max_num_seqs=-5")
+    assert proc.returncode == 2 and "engine.max_num_seqs" in proc.stderr and "Traceback" not in proc.stderr
+    proc = simcost("run", EXAMPLE, "--set", "engine")
+    assert proc.returncode == 2 and "key.path=value" in proc.stderr
+    proc = simcost("run", tmp_path / "nope.yaml")
+    assert proc.returncode == 2 and "nope.yaml" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_check_reports_capacity():
+    proc = simcost("check", EXAMPLE)
+    assert proc.returncode == 0, proc.stderr
+    assert "KV blocks" in proc.stdout and "h100-sxm" in proc.stdout
