@@ -153,6 +153,9 @@ class SloConfig:
     ttft_s: float | None = field(default=None, metadata=_bound(gt=0))
     tpot_s: float | None = field(default=None, metadata=_bound(gt=0))
     e2el_s: float | None = field(default=None, metadata=_bound(gt=0))
+    # a run meets its SLOs when at least this fraction of measured requests meets every limit
+    # and no request was rejected
+    attainment: float = field(default=0.99, metadata=_bound(gt=0, le=1))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -194,7 +197,17 @@ def load_scenario(path: str | Path, overrides: tuple[str, ...] | list[str] = (),
         raise InputError(where, f"not valid YAML ({getattr(exc, 'problem', exc)})") from None
     if not isinstance(raw, dict):
         raise InputError(str(path), f"expected a mapping of sections at the top level, got {type(raw).__name__}")
-    return scenario_from_dict(raw, overrides, seed)
+    raw = apply_overrides(raw, overrides)
+    _resolve_trace_path(raw, path.parent)
+    return scenario_from_dict(raw, (), seed)
+
+
+def _resolve_trace_path(raw: dict, scenario_dir: Path) -> None:
+    """A relative trace path in a scenario file means relative to that file, when it exists there."""
+    trace = raw.get("workload", {}).get("trace") if isinstance(raw.get("workload"), dict) else None
+    name = trace.get("name") if isinstance(trace, dict) else None
+    if isinstance(name, str) and not Path(name).is_absolute() and (scenario_dir / name).is_file():
+        trace["name"] = str(scenario_dir / name)
 
 
 def scenario_from_dict(raw: dict, overrides=(), seed: int | None = None) -> Scenario:

@@ -71,6 +71,7 @@ def summarize(scenario: Scenario, dep: Deployment, table: RequestTable, steps: S
     num_completed = int(completed.sum())
     busy_s = float(bill.replica_busy_s.sum())
     rejected = table.status == REJECTED
+    attainment = float(good.sum() / measured.sum()) if measured.any() else None
     return {
         "scenario": scenario.name,
         "seed": scenario.seed,
@@ -92,7 +93,8 @@ def summarize(scenario: Scenario, dep: Deployment, table: RequestTable, steps: S
             "total_tokens_per_s": _rate((table.input_tokens[measured] + table.output_tokens[measured]).sum(), window_s),
         },
         "goodput_requests_per_s": _rate(good.sum(), window_s),
-        "slo_attainment": float(good.sum() / measured.sum()) if measured.any() else None,
+        "slo_attainment": attainment,
+        "meets_slo": bool(attainment is not None and attainment >= scenario.slo.attainment and not rejected.any()),
         "slo": to_dict(scenario.slo),
         "utilization": busy_s / (scenario.fleet.replicas * horizon_s) if horizon_s > 0 else 0.0,
         "mean_batch_tokens": float(steps.step_tokens.mean()) if len(steps.step_tokens) else 0.0,

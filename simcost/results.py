@@ -84,7 +84,8 @@ def format_summary(s: dict) -> str:
     lines += [
         "",
         f"throughput: {num(tp['requests_per_s'], '.2f')} req/s, {num(tp['output_tokens_per_s'], ',.0f')} output tok/s; "
-        f"goodput {num(s['goodput_requests_per_s'], '.2f')} req/s (SLO attainment {num(s['slo_attainment'], '.1%')})",
+        f"goodput {num(s['goodput_requests_per_s'], '.2f')} req/s (SLO attainment {num(s['slo_attainment'], '.1%')}, "
+        f"target {s['slo']['attainment']:.0%}: {'met' if s['meets_slo'] else 'NOT met'})",
         f"utilization {s['utilization']:.1%}, mean batch {s['mean_batch_tokens']:.1f} tokens/step, "
         f"{s['preemptions']} preemptions",
         f"cost: ${c['usd_per_hour']:,.2f}/hour; ${c['total_usd']:,.4f} over {s['horizon_s']:,.0f} s "
