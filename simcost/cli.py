@@ -51,6 +51,20 @@ def _parser() -> argparse.ArgumentParser:
     check_p = sub.add_parser("check", help="validate a scenario (names, sizes, memory fit) without running it")
     common(check_p)
     check_p.set_defaults(func=_cmd_check)
+
+    cal_p = sub.add_parser("calibrate", help="fit a device-model pair's roofline factors to measured step times")
+    cal_p.add_argument("measurements", type=Path, help="CSV of step times (Splitwise or generic layout)")
+    cal_p.add_argument("--device", required=True, help="device catalog key, e.g. a100-80gb")
+    cal_p.add_argument("--model", required=True, help="model catalog key, e.g. llama-2-70b")
+    cal_p.add_argument("--tensor-parallel", type=int, action="append", default=[], metavar="N",
+                       help="fit only rows with this tensor parallelism (repeatable; default all)")
+    cal_p.add_argument("--weight-format", default=None, help="weight format measured (default the model's)")
+    cal_p.add_argument("--loss", choices=("soft_l1", "linear", "huber", "cauchy"), default="soft_l1",
+                       help="least-squares loss on relative residuals (default soft_l1, robust)")
+    cal_p.add_argument("--fix", action="append", default=[], choices=("mfu", "mbu", "step_overhead_s", "allreduce_latency_s"),
+                       help="hold a factor at the catalog's value (repeatable)")
+    cal_p.add_argument("--out", type=Path, default=None, help="profile YAML to write (scenario key perf.profile)")
+    cal_p.set_defaults(func=_cmd_calibrate)
     return p
 
 
@@ -91,6 +105,22 @@ def _cmd_check(args) -> int:
     print(f"{args.scenario}: ok; {dep.model.key} ({dep.weight_format}) on {dep.tensor_parallel} x {dep.device.key}: "
           f"{dep.weight_bytes / 1e9:.1f} GB of weights, {dep.num_kv_blocks} KV blocks of {dep.block_size} tokens "
           f"({dep.num_kv_blocks * dep.block_size:,} tokens) per replica, ${dep.price_usd_per_hour:.2f}/hour per replica")
+    return 0
+
+
+def _cmd_calibrate(args) -> int:
+    from simcost.calibrate import Pair, fit_factors, format_table, read_points, write_profile
+
+    pair = Pair.of(args.device, args.model, args.weight_format)
+    points = read_points(args.measurements, pair.device.key, pair.model.key, tuple(args.tensor_parallel))
+    fit = fit_factors(pair, points, args.loss, tuple(args.fix))
+    print(format_table(points, fit.predicted_s))
+    print("\nfitted: " + ", ".join(f"{n} = {v:.4g}" for n, v in fit.factors.items() if n not in fit.fixed))
+    for name in fit.fixed:
+        print(f"held: {name} = {fit.factors[name]:.4g} ({fit.why_fixed or 'on request'})")
+    if args.out:
+        write_profile(args.out, pair, fit, points, args.measurements)
+        print(f"wrote {args.out} (use it with perf.profile: {args.out})")
     return 0
 
 

@@ -120,6 +120,9 @@ class PerfConfig:
     step_overhead_s: float | None = field(default=None, metadata=_bound(ge=0))
     prefill_s_per_token: float = field(default=0.0, metadata=_bound(ge=0))
     decode_step_s: float = field(default=0.0, metadata=_bound(ge=0))
+    # A calibrated profile written by `simcost calibrate` (path, relative to the working directory):
+    # its fitted factors replace the device catalog's; mfu/mbu/step_overhead_s set here still win.
+    profile: str | None = None
 
     def _check(self, path: str) -> None:
         if self.model == "constant" and self.prefill_s_per_token == 0 and (self.step_overhead_s or 0) == 0:

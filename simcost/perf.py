@@ -26,7 +26,8 @@ from simcost.catalog import DeviceSpec, ModelSpec, get_device, get_model
 from simcost.config import Scenario
 from simcost.errors import InputError
 
-__all__ = ["BYTES_PER_ELEMENT", "Deployment", "plan_deployment", "step_params",
+__all__ = ["BYTES_PER_ELEMENT", "Deployment", "plan_deployment", "step_params", "roofline_params",
+           "efficiency_factors", "EFFICIENCY_FACTORS", "compute_format_for",
            "step_time_s", "step_time_s_py", "decode_span_times_s", "decode_span_times_s_py",
            "ACTIVATION_BYTES_PER_TOKEN_PER_HIDDEN"]
 
@@ -216,27 +217,52 @@ KIND_CONSTANT = 1.0
 def step_params(scenario: Scenario, dep: Deployment) -> np.ndarray:
     """The step-time model of `scenario.perf` for deployment `dep`, packed for the kernels."""
     perf = scenario.perf
-    p = np.zeros(NUM_PARAMS, dtype=np.float64)
     if perf.model == "constant":
+        p = np.zeros(NUM_PARAMS, dtype=np.float64)
         p[P_KIND] = KIND_CONSTANT
         p[P_STEP_OVERHEAD_S] = perf.step_overhead_s or 0.0
         p[P_PREFILL_S_PER_TOKEN] = perf.prefill_s_per_token
         p[P_DECODE_STEP_S] = perf.decode_step_s
         return p
-    device, model, t = dep.device, dep.model, dep.tensor_parallel
+    factors = efficiency_factors(scenario, dep)
+    return roofline_params(dep.device, dep.model, dep.tensor_parallel, dep.compute_format,
+                           dep.weight_bytes, dep.kv_cache_format, **factors)
+
+
+EFFICIENCY_FACTORS = ("mfu", "mbu", "step_overhead_s", "allreduce_latency_s")
+
+
+def efficiency_factors(scenario: Scenario, dep: Deployment) -> dict[str, float]:
+    """The roofline's factors. Precedence: a value set in `perf`, then the calibrated profile
+    named by `perf.profile`, then the device catalog's defaults."""
+    factors = {name: getattr(dep.device, name) for name in EFFICIENCY_FACTORS}
+    profile_path = getattr(scenario.perf, "profile", None)
+    if profile_path:
+        from simcost.calibrate import load_profile  # lazy: calibrate imports this module
+        factors.update(load_profile(profile_path, dep.device.key, dep.model.key, "perf.profile"))
+    for name in EFFICIENCY_FACTORS:
+        value = getattr(scenario.perf, name, None)
+        if value is not None:
+            factors[name] = value
+    return factors
+
+
+def roofline_params(device: DeviceSpec, model: ModelSpec, t: int, compute_format: str, weight_bytes: float,
+                    kv_cache_format: str, *, mfu: float, mbu: float, step_overhead_s: float,
+                    allreduce_latency_s: float) -> np.ndarray:
+    """The roofline of `model` (weight_bytes in total) on `t` x `device` with the given factors."""
+    p = np.zeros(NUM_PARAMS, dtype=np.float64)
     hidden = model.num_heads * model.head_dim
-    mfu = perf.mfu if perf.mfu is not None else device.mfu
-    mbu = perf.mbu if perf.mbu is not None else device.mbu
     p[P_KIND] = KIND_ROOFLINE
-    p[P_STEP_OVERHEAD_S] = perf.step_overhead_s if perf.step_overhead_s is not None else device.step_overhead_s
+    p[P_STEP_OVERHEAD_S] = step_overhead_s
     p[P_FLOPS_PER_TOKEN] = 2.0 * model.num_params / t
     # Causal attention: QK^T and PV cost 2 * 2 * d FLOPs per (query, key) pair per layer; the
     # caller counts pairs exactly (n(n+1)/2 for a fresh prefill), so no halving here.
     p[P_FLOPS_PER_ATTN_PAIR] = 4.0 * model.num_layers * hidden / t
-    p[P_FLOP_RATE] = device.peak_flops[dep.compute_format] * mfu
-    p[P_WEIGHT_BYTES] = dep.weight_bytes / t
+    p[P_FLOP_RATE] = device.peak_flops[compute_format] * mfu
+    p[P_WEIGHT_BYTES] = weight_bytes / t
     p[P_KV_BYTES_PER_TOKEN] = (2.0 * model.num_layers * _kv_heads_per_device(model, t) * model.head_dim
-                               * BYTES_PER_ELEMENT[dep.kv_cache_format])
+                               * BYTES_PER_ELEMENT[kv_cache_format])
     p[P_BYTE_RATE] = device.mem_bw_bytes_per_s * mbu
     if t > 1:
         # Megatron-style tensor parallelism: two all-reduces per layer (after attention and after
@@ -248,7 +274,7 @@ def step_params(scenario: Scenario, dep: Deployment) -> np.ndarray:
         allreduces = 2.0 * model.num_layers
         bytes_per_token = 2.0 * (t - 1) / t * hidden * 2.0
         p[P_COMM_S_PER_TOKEN] = allreduces * bytes_per_token / device.link_bytes_per_s
-        p[P_COMM_FIXED_S] = allreduces * (t - 1) * device.allreduce_latency_s
+        p[P_COMM_FIXED_S] = allreduces * (t - 1) * allreduce_latency_s
     return p
 
 

@@ -1,0 +1,319 @@
+"""Calibrating the roofline: fit a device-model pair's efficiency factors to measured step times.
+
+Two CSV layouts are read (the header decides which):
+
+- Splitwise's profiling layout (`shared/data/calibration/`): columns `model, hardware,
+  prompt_size, batch_size, token_size, prompt_time, token_time, tensor_parallel` (times in ms).
+  Each row gives two steps: the prefill of the whole batch (`batch_size` prompts of `prompt_size`
+  tokens) and a mean decode iteration with every request of the batch, whose mean cached context
+  is taken as `prompt_size + token_size / 2` per request. Rows of other models or hardware are
+  skipped (names compare ignoring case and punctuation: `llama2-70b` is `llama-2-70b`).
+- The generic layout: columns `kind, batch_size, prompt_tokens, context_tokens, tensor_parallel,
+  step_time_ms`, one step per row. `kind` is `prefill` (each of `batch_size` requests prefills
+  `prompt_tokens` fresh tokens; `context_tokens` is ignored) or `decode` (each request adds one
+  token to `context_tokens` cached ones; `prompt_tokens` is ignored).
+
+Repeats of one setting are averaged into one point before fitting, so a setting measured 15
+times weighs as much as one measured 5 times. The fit minimises relative residuals
+(predicted / measured - 1) with scipy's `least_squares`, by default under the robust `soft_l1`
+loss (scale 5 %) so that a few wrong points (Splitwise's TP2 batch-64 prefill) bend the fit
+little; they are reported, not dropped.
+
+`allreduce_latency_s` only shows when the data holds two or more tensor-parallel degrees > 1
+(with one degree it is a constant per step, indistinguishable from `step_overhead_s`); otherwise
+it is held at the catalog's value and the profile says so.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+from scipy.optimize import least_squares
+
+from simcost.catalog import DeviceSpec, ModelSpec, get_device, get_model
+from simcost.errors import InputError
+from simcost.perf import (BYTES_PER_ELEMENT, EFFICIENCY_FACTORS, compute_format_for, roofline_params,
+                          step_time_s)
+
+__all__ = ["StepPoint", "Fit", "read_points", "fit_factors", "predict_s", "write_profile", "load_profile",
+           "format_table", "error_summary"]
+
+SPLITWISE_COLUMNS = ("model", "hardware", "prompt_size", "batch_size", "token_size", "prompt_time",
+                     "token_time", "tensor_parallel")
+GENERIC_COLUMNS = ("kind", "batch_size", "prompt_tokens", "context_tokens", "tensor_parallel", "step_time_ms")
+ROBUST_SCALE = 0.05  # soft_l1 turns from quadratic to linear at 5 % relative error
+# Lower bounds keep the rates positive (the roofline divides by them); (0, 1] is the physical range.
+_LOWER = {"mfu": 1e-3, "mbu": 1e-3, "step_overhead_s": 0.0, "allreduce_latency_s": 0.0}
+_UPPER = {"mfu": 1.0, "mbu": 1.0, "step_overhead_s": np.inf, "allreduce_latency_s": np.inf}
+# Times are fitted in ms / us so that all four unknowns are of order 1 for the solver.
+_SCALE = {"mfu": 1.0, "mbu": 1.0, "step_overhead_s": 1e-3, "allreduce_latency_s": 1e-6}
+
+
+@dataclass(frozen=True)
+class StepPoint:
+    """One measured setting (repeats averaged)."""
+
+    kind: str  # "prefill" or "decode"
+    batch_size: int
+    prompt_tokens: int  # fresh tokens per request (prefill)
+    context_tokens: float  # mean cached tokens per request (decode)
+    tensor_parallel: int
+    step_time_s: float  # mean of the repeats
+    repeats: int
+    where: str  # file:line of the first row
+
+
+# --- reading --------------------------------------------------------------------------------
+
+def _norm(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def read_points(path: str | Path, device_key: str, model_key: str,
+                tensor_parallel: tuple[int, ...] = ()) -> list[StepPoint]:
+    """The measured points of `path` for the pair, optionally only some TP degrees."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise InputError(str(path), f"cannot read measurements ({exc.strerror})") from None
+    reader = csv.DictReader(text.splitlines())
+    header = [h.strip() for h in reader.fieldnames or []]
+    if all(c in header for c in SPLITWISE_COLUMNS):
+        raw = _splitwise_rows(reader, path.name, device_key, model_key)
+    elif all(c in header for c in GENERIC_COLUMNS):
+        raw = _generic_rows(reader, path.name)
+    else:
+        raise InputError(f"{path.name}:1", f"columns {header} match neither layout; expected "
+                         f"{', '.join(SPLITWISE_COLUMNS)} (Splitwise) or {', '.join(GENERIC_COLUMNS)} (generic)")
+    if tensor_parallel:
+        raw = [r for r in raw if r[4] in tensor_parallel]
+    if not raw:
+        raise InputError(path.name, f"no rows for {model_key} on {device_key}"
+                         + (f" at tensor_parallel {list(tensor_parallel)}" if tensor_parallel else ""))
+    return _average(raw)
+
+
+def _field(row: dict, name: str, where: str, kind=float, minimum: float = 0.0, strict: bool = False):
+    """`row[name]` as a number >= minimum (> minimum when strict), else InputError at `where`."""
+    text = (row.get(name) or "").strip()
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    in_range = value > minimum if strict else value >= minimum
+    if not (in_range and value < float("inf")) or (kind is int and not value.is_integer()):
+        what = "a whole number" if kind is int else "a finite number"
+        raise InputError(where, f"{name} = {text!r}; expected {what} {'>' if strict else '>='} {minimum:g}")
+    return kind(value)
+
+
+def _splitwise_rows(reader, file: str, device_key: str, model_key: str) -> list[tuple]:
+    rows = []
+    for line, row in enumerate(reader, start=2):
+        where = f"{file}:{line}"
+        if None in row:
+            raise InputError(where, f"{len(reader.fieldnames) + len(row[None])} fields; the header has {len(reader.fieldnames)}")
+        if _norm(row["model"] or "") != _norm(model_key) or _norm(row["hardware"] or "") != _norm(device_key):
+            continue
+        b = _field(row, "batch_size", where, int, 1)
+        prompt = _field(row, "prompt_size", where, int, 1)
+        generated = _field(row, "token_size", where, int, 1)
+        tp = _field(row, "tensor_parallel", where, int, 1)
+        rows.append(("prefill", b, prompt, 0.0, tp, _field(row, "prompt_time", where, float, 0, strict=True) / 1e3, where))
+        rows.append(("decode", b, 0, prompt + generated / 2, tp,
+                     _field(row, "token_time", where, float, 0, strict=True) / 1e3, where))
+    return rows
+
+
+def _generic_rows(reader, file: str) -> list[tuple]:
+    rows = []
+    for line, row in enumerate(reader, start=2):
+        where = f"{file}:{line}"
+        if None in row:
+            raise InputError(where, f"more fields than the header's {len(reader.fieldnames)}")
+        kind = (row["kind"] or "").strip()
+        if kind not in ("prefill", "decode"):
+            raise InputError(where, f"kind = {kind!r}; expected prefill or decode")
+        b = _field(row, "batch_size", where, int, 1)
+        tp = _field(row, "tensor_parallel", where, int, 1)
+        step_s = _field(row, "step_time_ms", where, float, 0, strict=True) / 1e3
+        if kind == "prefill":
+            rows.append((kind, b, _field(row, "prompt_tokens", where, int, 1), 0.0, tp, step_s, where))
+        else:
+            rows.append((kind, b, 0, _field(row, "context_tokens", where, float, 0), tp, step_s, where))
+    return rows
+
+
+def _average(raw: list[tuple]) -> list[StepPoint]:
+    groups: dict[tuple, list[tuple]] = {}
+    for r in raw:
+        groups.setdefault(r[:5], []).append(r)
+    return [StepPoint(kind=k[0], batch_size=k[1], prompt_tokens=k[2], context_tokens=k[3], tensor_parallel=k[4],
+                      step_time_s=float(np.mean([r[5] for r in rs])), repeats=len(rs), where=rs[0][6])
+            for k, rs in groups.items()]
+
+
+# --- predicting and fitting -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Pair:
+    """What the roofline needs besides the factors."""
+
+    device: DeviceSpec
+    model: ModelSpec
+    weight_format: str
+    compute_format: str
+    kv_cache_format: str = "bf16"
+
+    @classmethod
+    def of(cls, device_key: str, model_key: str, weight_format: str | None = None) -> "Pair":
+        device, model = get_device(device_key, "--device"), get_model(model_key, "--model")
+        weight_format = weight_format or model.weight_format
+        compute = compute_format_for(device, weight_format)
+        if compute is None:
+            raise InputError("--weight-format", f"{device.key} cannot run {weight_format} weights")
+        return cls(device, model, weight_format, compute)
+
+    def params(self, tp: int, factors: dict[str, float]) -> np.ndarray:
+        weight_bytes = self.model.num_params * BYTES_PER_ELEMENT[self.weight_format]
+        return roofline_params(self.device, self.model, tp, self.compute_format, weight_bytes,
+                               self.kv_cache_format, **factors)
+
+
+def predict_s(pair: Pair, points: list[StepPoint], factors: dict[str, float]) -> np.ndarray:
+    """The roofline's step time for every point, counted as the engine counts a step."""
+    params = {tp: pair.params(tp, factors) for tp in {pt.tensor_parallel for pt in points}}
+    out = np.empty(len(points))
+    for i, pt in enumerate(points):
+        p, b = params[pt.tensor_parallel], pt.batch_size
+        if pt.kind == "prefill":
+            n = pt.prompt_tokens
+            out[i] = step_time_s(p, b * n, 0, b * n * (n + 1) / 2.0, 0.0)
+        else:
+            kv = b * pt.context_tokens
+            out[i] = step_time_s(p, 0, b, kv + b, kv)
+    return out
+
+
+@dataclass(frozen=True)
+class Fit:
+    factors: dict[str, float]
+    fixed: tuple[str, ...]  # held at the catalog's value, and why
+    why_fixed: str
+    loss: str
+    predicted_s: np.ndarray
+    measured_s: np.ndarray
+
+
+def fit_factors(pair: Pair, points: list[StepPoint], loss: str = "soft_l1",
+                fixed: tuple[str, ...] = ()) -> Fit:
+    """Least-squares factors for `points` (relative residuals), starting from the catalog's."""
+    start = {name: getattr(pair.device, name) for name in EFFICIENCY_FACTORS}
+    why = ""
+    degrees = {pt.tensor_parallel for pt in points if pt.tensor_parallel > 1}
+    if len(degrees) < 2 and "allreduce_latency_s" not in fixed:
+        fixed = fixed + ("allreduce_latency_s",)
+        why = "the data has fewer than two tensor-parallel degrees > 1, so the all-reduce latency cannot be told from step_overhead_s"
+    free = [n for n in EFFICIENCY_FACTORS if n not in fixed]
+    measured = np.array([pt.step_time_s for pt in points])
+
+    def factors_of(x):
+        f = dict(start)
+        f.update({n: x[i] * _SCALE[n] for i, n in enumerate(free)})
+        return f
+
+    def residuals(x):
+        return predict_s(pair, points, factors_of(x)) / measured - 1.0
+
+    x0 = np.array([np.clip(start[n], _LOWER[n], _UPPER[n]) / _SCALE[n] for n in free])
+    lower = [_LOWER[n] / _SCALE[n] for n in free]
+    upper = [_UPPER[n] / _SCALE[n] for n in free]
+    result = least_squares(residuals, x0, bounds=(lower, upper), loss=loss, f_scale=ROBUST_SCALE,
+                           x_scale=1.0, xtol=1e-12, ftol=1e-12, gtol=1e-12, max_nfev=2000)
+    factors = factors_of(result.x)
+    return Fit(factors, tuple(fixed), why, loss, predict_s(pair, points, factors), measured)
+
+
+# --- reporting ------------------------------------------------------------------------------
+
+def error_summary(points: list[StepPoint], predicted_s: np.ndarray) -> dict[str, dict[str, float]]:
+    """Median and worst absolute relative error (%) per kind and over all points."""
+    errors = np.abs(predicted_s / np.array([pt.step_time_s for pt in points]) - 1.0) * 100
+    out = {}
+    for kind in ("prefill", "decode", "all"):
+        mask = np.array([kind in ("all", pt.kind) for pt in points])
+        if mask.any():
+            out[kind] = {"median_abs_pct": round(float(np.median(errors[mask])), 2),
+                         "worst_abs_pct": round(float(errors[mask].max()), 2), "points": int(mask.sum())}
+    return out
+
+
+def format_table(points: list[StepPoint], predicted_s: np.ndarray, flag_pct: float = 3 * ROBUST_SCALE * 100) -> str:
+    """One line per point: setting, measured, predicted, % error; '<-' marks |error| > flag_pct."""
+    lines = [f"{'kind':<8}{'tp':>3}{'batch':>6}{'prompt':>7}{'context':>8}{'measured_ms':>13}{'predicted_ms':>13}{'error_%':>9}"]
+    order = sorted(range(len(points)), key=lambda i: (points[i].kind != "prefill", points[i].tensor_parallel,
+                                                     points[i].batch_size, points[i].prompt_tokens,
+                                                     points[i].context_tokens))
+    for i in order:
+        pt = points[i]
+        err = (predicted_s[i] / pt.step_time_s - 1.0) * 100
+        mark = "  <-" if abs(err) > flag_pct else ""
+        lines.append(f"{pt.kind:<8}{pt.tensor_parallel:>3}{pt.batch_size:>6}{pt.prompt_tokens or '':>7}"
+                     f"{pt.context_tokens or '':>8}{pt.step_time_s * 1e3:>13.2f}{predicted_s[i] * 1e3:>13.2f}{err:>+9.1f}{mark}")
+    for kind, s in error_summary(points, predicted_s).items():
+        lines.append(f"{kind}: median |error| {s['median_abs_pct']:.1f} %, worst {s['worst_abs_pct']:.1f} % "
+                     f"over {s['points']} points")
+    return "\n".join(lines)
+
+
+# --- profiles -------------------------------------------------------------------------------
+
+def write_profile(out: str | Path, pair: Pair, fit: Fit, points: list[StepPoint], data_path: str | Path) -> dict:
+    """A calibrated profile (YAML) that a scenario names with `perf.profile`."""
+    data_path = Path(data_path)
+    profile = {
+        "device": pair.device.key,
+        "model": pair.model.key,
+        "weight_format": pair.weight_format,
+        "factors": {n: float(f"{v:.6g}") for n, v in fit.factors.items()},
+        "fixed": {n: fit.why_fixed or "held at the catalog value on request" for n in fit.fixed},
+        "data": {"file": str(data_path), "sha256": hashlib.sha256(data_path.read_bytes()).hexdigest(),
+                 "points": len(points), "measured_steps": sum(pt.repeats for pt in points),
+                 "tensor_parallel": sorted({pt.tensor_parallel for pt in points})},
+        "fit": {"method": f"scipy.optimize.least_squares, relative residuals, loss {fit.loss}"
+                          + (f" (f_scale {ROBUST_SCALE})" if fit.loss != "linear" else ""),
+                "error": error_summary(points, fit.predicted_s)},
+        "date": datetime.date.today().isoformat(),
+    }
+    Path(out).write_text(yaml.safe_dump(profile, sort_keys=False))
+    return profile
+
+
+def load_profile(path: str | Path, device_key: str, model_key: str, where: str = "perf.profile") -> dict[str, float]:
+    """The fitted factors of a profile; InputError if it is for another device or model."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise InputError(where, f"cannot read profile {path} ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise InputError(where, f"{path} is not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("factors"), dict):
+        raise InputError(where, f"{path} has no 'factors' mapping; write it with `simcost calibrate`")
+    for key, want in (("device", device_key), ("model", model_key)):
+        if raw.get(key) != want:
+            raise InputError(where, f"{path} was calibrated for {key} {raw.get(key)!r}, but the scenario uses {want!r}")
+    factors = {}
+    for name in EFFICIENCY_FACTORS:
+        value = raw["factors"].get(name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (_LOWER[name] <= value <= _UPPER[name]):
+            raise InputError(where, f"{path}: factors.{name} = {value!r}; expected a number in [{_LOWER[name]}, {_UPPER[name]}]")
+        factors[name] = float(value)
+    return factors

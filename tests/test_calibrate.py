@@ -1,0 +1,189 @@
+"""Calibration: reading measurements, fitting the roofline's factors, profiles a scenario names."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from simcost.calibrate import (Pair, StepPoint, error_summary, fit_factors, load_profile, predict_s, read_points,
+                               write_profile)
+from simcost.cli import main
+from simcost.config import scenario_from_dict
+from simcost.errors import InputError
+from simcost.perf import plan_deployment, roofline_params, step_params
+
+SPLITWISE_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "calibration" / "splitwise_llama2-70b_a100-80gb.csv"
+GENERIC_HEADER = ["kind", "batch_size", "prompt_tokens", "context_tokens", "tensor_parallel", "step_time_ms"]
+TRUE_FACTORS = {"mfu": 0.52, "mbu": 0.71, "step_overhead_s": 0.0123, "allreduce_latency_s": 4.2e-5}
+
+
+def synthetic_points(pair: Pair, factors: dict, degrees=(2, 4, 8)) -> list[StepPoint]:
+    """Prefill and decode settings whose times come from the model itself."""
+    shapes = ([("prefill", b, n, 0.0) for b in (1, 4) for n in (128, 512, 2048, 8192)]
+              + [("decode", b, 0, c) for b in (1, 8, 64, 256) for c in (256.0, 2048.0)])
+    points = [StepPoint(kind, b, n, c, tp, 1.0, 1, "synthetic") for tp in degrees for kind, b, n, c in shapes]
+    times = predict_s(pair, points, factors)
+    return [StepPoint(pt.kind, pt.batch_size, pt.prompt_tokens, pt.context_tokens, pt.tensor_parallel, t, 1,
+                      "synthetic") for pt, t in zip(points, times)]
+
+
+def write_generic(path: Path, points: list[StepPoint]) -> Path:
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(GENERIC_HEADER)
+        for pt in points:
+            w.writerow([pt.kind, pt.batch_size, pt.prompt_tokens, pt.context_tokens, pt.tensor_parallel,
+                        repr(float(pt.step_time_s * 1e3))])
+    return path
+
+
+# --- fitting --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("loss", ["linear", "soft_l1"])
+def test_fit_recovers_the_factors_that_generated_the_data(tmp_path, loss):
+    pair = Pair.of("a100-80gb", "llama-2-70b")
+    path = write_generic(tmp_path / "steps.csv", synthetic_points(pair, TRUE_FACTORS))
+    fit = fit_factors(pair, read_points(path, "a100-80gb", "llama-2-70b"), loss)
+    assert fit.fixed == ()
+    for name, value in TRUE_FACTORS.items():
+        assert fit.factors[name] == pytest.approx(value, rel=1e-6), name
+    assert np.max(np.abs(fit.predicted_s / fit.measured_s - 1)) < 1e-9
+
+
+def test_one_tensor_parallel_degree_holds_the_allreduce_latency():
+    pair = Pair.of("a100-80gb", "llama-2-70b")
+    fit = fit_factors(pair, synthetic_points(pair, TRUE_FACTORS, degrees=(4,)))
+    assert fit.fixed == ("allreduce_latency_s",) and "tensor-parallel" in fit.why_fixed
+    assert fit.factors["allreduce_latency_s"] == pair.device.allreduce_latency_s
+
+
+def test_splitwise_layout_gives_a_prefill_and_a_decode_point_per_setting():
+    points = read_points(SPLITWISE_CSV, "a100-80gb", "llama-2-70b", (4,))
+    assert {pt.tensor_parallel for pt in points} == {4}
+    shared = [pt for pt in points if pt.batch_size == 1 and pt.prompt_tokens == 512 and pt.kind == "prefill"]
+    # prefill does not depend on token_size: the 512/1 prefill is 15 rows at 128 plus 5 at each of 6 others
+    assert len(shared) == 1 and shared[0].repeats == 15 + 6 * 5
+    decode = [pt for pt in points if pt.kind == "decode" and pt.batch_size == 64]
+    assert decode[0].context_tokens == 512 + 128 / 2
+    assert len(points) == 13 + 19  # 13 prefill settings; decode also varies with token_size
+
+
+def _held_out_errors():
+    pair = Pair.of("a100-80gb", "llama-2-70b")
+    fit = fit_factors(pair, read_points(SPLITWISE_CSV, "a100-80gb", "llama-2-70b", (4,)))
+    held_out = read_points(SPLITWISE_CSV, "a100-80gb", "llama-2-70b", (2, 8))
+    return error_summary(held_out, predict_s(pair, held_out, fit.factors))
+
+
+def test_held_out_decode_error_on_real_a100_data():
+    assert _held_out_errors()["decode"]["median_abs_pct"] <= 10.0
+
+
+@pytest.mark.xfail(reason="measured: fitted on TP4, the TP2/TP8 prefill median |error| is 20.6 % (the roofline "
+                          "underrates how all-reduce cost grows with TP and cannot express Splitwise's slow batched "
+                          "prefill); see experiments/validate_perf_model.py", strict=True)
+def test_held_out_prefill_error_on_real_a100_data():
+    assert _held_out_errors()["prefill"]["median_abs_pct"] <= 10.0
+
+
+# --- bad input ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, where, problem", [
+    ("a,b\n1,2\n", "bad.csv:1", "match neither layout"),
+    ("kind,batch_size,prompt_tokens,context_tokens,tensor_parallel,step_time_ms\nprefill,1,512,0,4,12.5\n"
+     "prefil,1,512,0,4,12.5\n", "bad.csv:3", "expected prefill or decode"),
+    ("kind,batch_size,prompt_tokens,context_tokens,tensor_parallel,step_time_ms\ndecode,2.5,0,10,4,12.5\n",
+     "bad.csv:2", "batch_size = '2.5'; expected a whole number"),
+    ("kind,batch_size,prompt_tokens,context_tokens,tensor_parallel,step_time_ms\ndecode,2,0,10,4,abc\n",
+     "bad.csv:2", "step_time_ms = 'abc'"),
+    ("kind,batch_size,prompt_tokens,context_tokens,tensor_parallel,step_time_ms\ndecode,2,0,10,4,-1\n",
+     "bad.csv:2", "step_time_ms = '-1'"),
+    ("kind,batch_size,prompt_tokens,context_tokens,tensor_parallel,step_time_ms\ndecode,2,0,10,4,5,9\n",
+     "bad.csv:2", "more fields"),
+    ("model,hardware,prompt_size,batch_size,token_size,prompt_time,token_time,tensor_parallel\n"
+     "llama2-70b,a100-80gb,512,1,128,196.2,,2\n", "bad.csv:2", "token_time = ''"),
+    ("model,hardware,prompt_size,batch_size,token_size,prompt_time,token_time,tensor_parallel\n"
+     "llama2-7b,a100-80gb,512,1,128,196.2,50,2\n", "bad.csv", "no rows for llama-2-70b"),
+])
+def test_bad_csv_names_file_and_line(tmp_path, text, where, problem):
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    with pytest.raises(InputError) as exc:
+        read_points(path, "a100-80gb", "llama-2-70b")
+    assert exc.value.where == where and problem in exc.value.problem
+
+
+def test_unknown_device_is_an_input_error():
+    with pytest.raises(InputError, match="--device: unknown device 'a100'"):
+        Pair.of("a100", "llama-2-70b")
+
+
+# --- profiles -------------------------------------------------------------------------------
+
+def scenario(profile=None, device="a100-80gb", **perf):
+    raw = {"duration_s": 10.0,
+           "workload": {"arrivals": {"process": "poisson", "rate_per_s": 1.0},
+                        "input_tokens": {"dist": "fixed", "value": 128},
+                        "output_tokens": {"dist": "fixed", "value": 16}},
+           "model": {"name": "llama-2-70b"},
+           "hardware": {"device": device, "tensor_parallel": 4},
+           "perf": dict(perf, **({"profile": str(profile)} if profile else {}))}
+    return scenario_from_dict(raw)
+
+
+def profile_of(tmp_path) -> Path:
+    pair = Pair.of("a100-80gb", "llama-2-70b")
+    data = write_generic(tmp_path / "steps.csv", synthetic_points(pair, TRUE_FACTORS))
+    points = read_points(data, "a100-80gb", "llama-2-70b")
+    write_profile(tmp_path / "profile.yaml", pair, fit_factors(pair, points, "linear"), points, data)
+    return tmp_path / "profile.yaml"
+
+
+def test_scenario_with_a_profile_uses_its_factors(tmp_path):
+    path = profile_of(tmp_path)
+    saved = yaml.safe_load(path.read_text())
+    assert saved["device"] == "a100-80gb" and len(saved["data"]["sha256"]) == 64
+    assert saved["fit"]["error"]["all"]["worst_abs_pct"] < 1e-6
+    sc = scenario(path)
+    dep = plan_deployment(sc)
+    want = roofline_params(dep.device, dep.model, 4, dep.compute_format, dep.weight_bytes, dep.kv_cache_format,
+                           **load_profile(path, "a100-80gb", "llama-2-70b"))
+    np.testing.assert_allclose(step_params(sc, dep), want)
+    assert step_params(sc, dep)[6] == pytest.approx(312e12 * TRUE_FACTORS["mfu"], rel=1e-6)
+    # a factor set in the scenario still wins over the profile
+    assert step_params(scenario(path, mfu=0.3), dep)[6] == pytest.approx(312e12 * 0.3)
+
+
+def test_profile_for_another_device_is_refused(tmp_path):
+    sc = scenario(profile_of(tmp_path), device="h100-sxm")
+    with pytest.raises(InputError, match="perf.profile: .*calibrated for device 'a100-80gb'.*'h100-sxm'"):
+        step_params(sc, plan_deployment(sc))
+
+
+def test_missing_profile_is_an_input_error(tmp_path):
+    sc = scenario(tmp_path / "nope.yaml")
+    with pytest.raises(InputError, match="perf.profile: cannot read profile"):
+        step_params(sc, plan_deployment(sc))
+
+
+# --- command line ---------------------------------------------------------------------------
+
+def test_calibrate_command_prints_errors_and_writes_a_profile(tmp_path, capsys):
+    out = tmp_path / "a100.yaml"
+    assert main(["calibrate", str(SPLITWISE_CSV), "--device", "a100-80gb", "--model", "llama-2-70b",
+                 "--tensor-parallel", "4", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "measured_ms" in text and "prefill: median |error|" in text and "held: allreduce_latency_s" in text
+    assert yaml.safe_load(out.read_text())["data"]["tensor_parallel"] == [4]
+
+
+def test_calibrate_command_bad_csv_is_one_line_and_exit_2(tmp_path, capsys):
+    bad = tmp_path / "m.csv"
+    bad.write_text("kind,batch_size,prompt_tokens,context_tokens,tensor_parallel,step_time_ms\nprefill,x,1,0,1,3\n")
+    assert main(["calibrate", str(bad), "--device", "a100-80gb", "--model", "llama-2-70b"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("simcost: error: m.csv:2: batch_size")
