@@ -1,0 +1,70 @@
+"""Fidelity of the roofline step-time model on measured data (issue 5, item 6).
+
+Fits the efficiency factors on the Splitwise A100 Llama-2-70B tensor-parallel-4 rows, predicts
+the held-out tensor-parallel 2 and 8 rows, and prints per-point prefill and decode errors with
+their median and worst, then the same for the uncalibrated (catalog default) model.
+
+    python experiments/validate_perf_model.py [--loss soft_l1]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from simcost.calibrate import Pair, error_summary, fit_factors, format_table, predict_s, read_points
+from simcost.perf import EFFICIENCY_FACTORS
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "calibration" / "splitwise_llama2-70b_a100-80gb.csv"
+DEVICE, MODEL = "a100-80gb", "llama-2-70b"
+
+
+def summary_lines(title: str, summary: dict) -> list[str]:
+    return [f"{title:<36}{kind:<8} median {s['median_abs_pct']:5.1f} %   worst {s['worst_abs_pct']:7.1f} %"
+            f"   ({s['points']} points)" for kind, s in summary.items() if kind != "all"]
+
+
+def main() -> None:
+    args = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    args.add_argument("--loss", default="soft_l1", choices=("soft_l1", "linear", "huber", "cauchy"))
+    loss = args.parse_args().loss
+
+    pair = Pair.of(DEVICE, MODEL)
+    train = read_points(DATA, DEVICE, MODEL, (4,))
+    held_out = read_points(DATA, DEVICE, MODEL, (2, 8))
+    fit = fit_factors(pair, train, loss)
+    default = {name: getattr(pair.device, name) for name in EFFICIENCY_FACTORS}
+
+    print(f"data: {DATA}")
+    print(f"fitted on TP4 ({len(train)} points, loss {loss}): "
+          + ", ".join(f"{n} = {v:.4g}" + (" (held)" if n in fit.fixed else "") for n, v in fit.factors.items()))
+    if fit.fixed:
+        print(f"  held at the catalog value: {', '.join(fit.fixed)} ({fit.why_fixed})")
+    print("catalog defaults: " + ", ".join(f"{n} = {v:.4g}" for n, v in default.items()))
+
+    calibrated = predict_s(pair, held_out, fit.factors)
+    uncalibrated = predict_s(pair, held_out, default)
+    print("\n== calibrated on TP4, predicting TP2 and TP8 ==")
+    print(format_table(held_out, calibrated))
+    print("\n== uncalibrated (catalog defaults), TP2 and TP8 ==")
+    print(format_table(held_out, uncalibrated))
+
+    print("\n== summary (|predicted / measured - 1|) ==")
+    for line in (summary_lines("TP4 fit, in-sample", error_summary(train, fit.predicted_s))
+                 + summary_lines("TP4 fit -> TP2/TP8 held out", error_summary(held_out, calibrated))
+                 + summary_lines("uncalibrated, TP2/TP8", error_summary(held_out, uncalibrated))):
+        print(line)
+    tp2_b64 = [pt for pt in held_out if pt.kind == "prefill" and pt.tensor_parallel == 2 and pt.batch_size == 64]
+    if tp2_b64:
+        # The known-bad point is kept (it is a measurement) but reported apart so that it does not hide
+        # the worst error of the rest.
+        keep = [i for i, pt in enumerate(held_out) if pt not in tp2_b64]
+        rest = [held_out[i] for i in keep]
+        for title, pred in (("  without TP2 b64 prefill, fitted", calibrated), ("  without TP2 b64 prefill, default", uncalibrated)):
+            print(summary_lines(title, error_summary(rest, pred[keep]))[0])
+        print("note: Splitwise's TP2 batch-64 prefill is known bad upstream (shorter than batch 32); it is kept "
+              "above and dominates the prefill 'worst'.")
+
+
+if __name__ == "__main__":
+    main()
