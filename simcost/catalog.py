@@ -21,7 +21,7 @@ import yaml
 from simcost.errors import InputError, closest
 
 __all__ = ["DeviceSpec", "ModelSpec", "config_dir", "load_devices", "load_models",
-           "get_device", "get_model", "DEVICE_KINDS", "COMPUTE_FORMATS"]
+           "get_device", "get_model", "DEVICE_KINDS", "COMPUTE_FORMATS", "format_catalog"]
 
 DEVICE_KINDS = ("gpu", "cpu", "tpu", "edge")
 # Formats a device may list a dense peak for (keys of `peak_tflops`).
@@ -280,3 +280,41 @@ def _model(key: str, entry: Any, where: _Where) -> ModelSpec:
         sources=_sources(entry, MODEL_SOURCE_GROUPS, where),
         **ints,
     )
+
+
+# --- tables for `simcost catalog` -------------------------------------------------------------
+
+def format_catalog(which: str, config_dir: Path | None = None) -> str:
+    """`devices`, `models` or `prices` as a plain-text table."""
+    table = {"devices": _device_rows, "models": _model_rows, "prices": _price_rows}[which](config_dir)
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(table[0]))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in table)
+
+
+def _tflops(device: DeviceSpec, fmt: str) -> str:
+    return f"{device.peak_flops[fmt] / TERA:g}" if fmt in device.peak_flops else "-"
+
+
+def _device_rows(config_dir: Path | None) -> list[list]:
+    rows = [["key", "name", "kind", "memory_GB", "bw_GB/s", "bf16_TFLOPs", "fp8_TFLOPs", "link_GB/s",
+             "idle_W", "peak_W", "$/hour", "price_date"]]
+    for d in load_devices(config_dir).values():
+        rows.append([d.key, d.name, d.kind, f"{d.memory_bytes / GB:.1f}", f"{d.mem_bw_bytes_per_s / GB:g}",
+                     _tflops(d, "bf16"), _tflops(d, "fp8"), f"{d.link_bytes_per_s / GB:g}", f"{d.idle_w:g}",
+                     f"{d.peak_w:g}", f"{d.price_usd_per_hour:.4g}", d.sources["price"]["date"]])
+    return rows
+
+
+def _model_rows(config_dir: Path | None) -> list[list]:
+    rows = [["key", "name", "params_B", "layers", "hidden", "heads", "kv_heads", "format", "context", "source_date"]]
+    for m in load_models(config_dir).values():
+        rows.append([m.key, m.name, f"{m.num_params / 1e9:.2f}", m.num_layers, m.hidden_size, m.num_heads,
+                     m.num_kv_heads, m.weight_format, m.max_model_len, m.sources["spec"]["date"]])
+    return rows
+
+
+def _price_rows(config_dir: Path | None) -> list[list]:
+    rows = [["key", "$/hour/device", "date", "source"]]
+    for d in load_devices(config_dir).values():
+        rows.append([d.key, f"{d.price_usd_per_hour:.4g}", d.sources["price"]["date"], d.sources["price"]["source"]])
+    return rows

@@ -65,6 +65,11 @@ def _parser() -> argparse.ArgumentParser:
                        help="hold a factor at the catalog's value (repeatable)")
     cal_p.add_argument("--out", type=Path, default=None, help="profile YAML to write (scenario key perf.profile)")
     cal_p.set_defaults(func=_cmd_calibrate)
+
+    cat_p = sub.add_parser("catalog", help="list the device, model or price catalog")
+    cat_p.add_argument("table", nargs="?", choices=("devices", "models", "prices"), default="devices",
+                       help="which catalog (default devices)")
+    cat_p.set_defaults(func=_cmd_catalog)
     return p
 
 
@@ -121,6 +126,13 @@ def _cmd_calibrate(args) -> int:
     if args.out:
         write_profile(args.out, pair, fit, points, args.measurements)
         print(f"wrote {args.out} (use it with perf.profile: {args.out})")
+    return 0
+
+
+def _cmd_catalog(args) -> int:
+    from simcost.catalog import format_catalog
+
+    print(format_catalog(args.table))
     return 0
 
 

@@ -132,3 +132,15 @@ def test_unknown_field_is_refused_with_a_hint(tmp_path):
     folder = _broken_copy(tmp_path, "models.yaml", lambda raw: raw["llama-3.1-8b"].__setitem__("num_layer", 3))
     with pytest.raises(InputError, match=r"llama-3\.1-8b\.num_layer: unknown field \(closest: num_layers"):
         load_models(folder)
+
+
+@pytest.mark.parametrize("table, header", [("devices", "bf16_TFLOPs"), ("models", "params_B"), ("prices", "$/hour/device")])
+def test_catalog_command_lists_every_entry(capsys, table, header):
+    from simcost.catalog import load_devices, load_models
+    from simcost.cli import main
+
+    assert main(["catalog", table]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert header in lines[0]
+    keys = load_models() if table == "models" else load_devices()
+    assert [line.split()[0] for line in lines[1:]] == list(keys)
