@@ -135,7 +135,7 @@ class Replica:
         t.generated[ids] += 1
         fresh = np.isnan(t.first_token_s[ids])
         t.first_token_s[ids[fresh]] = end_s
-        self.log.add(self.index, start_s, np.array([end_s]), np.array([num_tokens]), ids, tokens)
+        self.log.add(self.index, start_s, np.array([end_s]), np.array([num_tokens]), ids, tokens, prefill=True)
         self._retire_finished(ids, end_s)
 
     def _run_decode_span(self):
@@ -168,7 +168,7 @@ class Replica:
                                         ends, num_done, self.block_size)
         self.pool.allocate(int(new_blocks))
         self.log.add(self.index, start_s, ends, np.full(num_done, n, dtype=np.int64), ids,
-                     np.full(n, num_done, dtype=np.int64))
+                     np.full(n, num_done, dtype=np.int64), prefill=False)
         self._retire_finished(ids, float(ends[-1]))
 
     def _retire_finished(self, ids: np.ndarray, now_s: float) -> None:

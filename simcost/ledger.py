@@ -27,9 +27,12 @@ class StepLog:
         self._step_tokens: list[np.ndarray] = []
         self._members: list[np.ndarray] = []
         self._member_tokens: list[np.ndarray] = []
+        self._prefill: list[bool] = []
 
     def add(self, replica: int, start_s: float, step_end_s: np.ndarray, step_tokens: np.ndarray,
-            members: np.ndarray, member_tokens: np.ndarray) -> None:
+            members: np.ndarray, member_tokens: np.ndarray, prefill: bool) -> None:
+        """One record: a prefill step (prefill=True) or a span of decode steps."""
+        self._prefill.append(prefill)
         self._replica.append(replica)
         self._start_s.append(start_s)
         self._step_end_s.append(step_end_s)
@@ -60,6 +63,7 @@ class StepLog:
             step_tokens=cat(self._step_tokens, np.int64),
             record_step_offset=record_step_offset,
             record_member_offset=record_member_offset,
+            record_prefill=np.asarray(self._prefill, dtype=bool),
             member_request=cat(self._members, np.int64),
             member_tokens=cat(self._member_tokens, np.int64),
         )
@@ -73,6 +77,7 @@ class StepArrays:
     step_tokens: np.ndarray
     record_step_offset: np.ndarray  # steps of record r: [offset[r], offset[r+1])
     record_member_offset: np.ndarray  # members of record r: [offset[r], offset[r+1])
+    record_prefill: np.ndarray  # True: a prefill step; False: a span of decode steps
     member_request: np.ndarray
     member_tokens: np.ndarray
 
