@@ -36,6 +36,10 @@ def test_quickstart_run_writes_results(tmp_path):
     assert len(rows) == summary["requests"]["arrived"] + 1
     assert (out / "latency.png").stat().st_size > 1000
     assert yaml.safe_load((out / "scenario.yaml").read_text())["duration_s"] == 120
+    # the written scenario reproduces the run exactly
+    again = simcost("run", out / "scenario.yaml", "--out", tmp_path / "again")
+    assert again.returncode == 0, again.stderr
+    assert json.loads((tmp_path / "again" / "summary.json").read_text()) == summary
 
 
 def test_seed_override_changes_the_run(tmp_path):
