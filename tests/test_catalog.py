@@ -144,3 +144,10 @@ def test_catalog_command_lists_every_entry(capsys, table, header):
     assert header in lines[0]
     keys = load_models() if table == "models" else load_devices()
     assert [line.split()[0] for line in lines[1:]] == list(keys)
+
+
+def test_added_llama_parameter_counts():
+    # Llama-2 7B/13B match their checkpoints' published counts; 405B is derived from its shapes.
+    assert get_model("llama-2-7b").num_params == 6_738_415_616
+    assert get_model("llama-2-13b").num_params == 13_015_864_320
+    assert get_model("llama-3.1-405b").num_params == 405_853_388_800

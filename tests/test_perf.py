@@ -120,8 +120,8 @@ def test_max_model_len_checks():
 def test_unknown_names_give_closest():
     with pytest.raises(InputError, match=r"^hardware\.device: unknown device 'a100'.*a100-80gb"):
         plan_deployment(make(device="a100"))
-    with pytest.raises(InputError, match=r"^model\.name: unknown model 'llama-2-7b'.*llama-2-70b"):
-        plan_deployment(make(model="llama-2-7b"))
+    with pytest.raises(InputError, match=r"^model\.name: unknown model 'llama-2-70'.*llama-2-70b"):
+        plan_deployment(make(model="llama-2-70"))
 
 
 def test_tensor_parallel_must_divide_heads():
