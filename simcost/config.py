@@ -56,8 +56,61 @@ class LengthSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class ArrivalSpec:
-    process: Literal["poisson"]
-    rate_per_s: float = field(metadata=_bound(gt=0))
+    """An arrival process (see `simcost.arrivals`). Each process takes only its own keys:
+    poisson: rate_per_s. gamma, weibull: rate_per_s, cv (renewal, inter-arrival CV).
+    mmpp (on-off bursts): rate_on_per_s, rate_off_per_s, mean_on_s, mean_off_s.
+    piecewise: rate_table [[start_s, rate_per_s], ...], first start 0, the last rate holds on.
+    sinusoidal: mean_rate_per_s, peak_to_trough, optional period_s (86400) and peak_at_s (0)."""
+
+    process: Literal["poisson", "gamma", "weibull", "mmpp", "piecewise", "sinusoidal"]
+    rate_per_s: float | None = field(default=None, metadata=_bound(gt=0))
+    cv: float | None = field(default=None, metadata=_bound(ge=0.01, le=100))
+    rate_on_per_s: float | None = field(default=None, metadata=_bound(ge=0))
+    rate_off_per_s: float | None = field(default=None, metadata=_bound(ge=0))
+    mean_on_s: float | None = field(default=None, metadata=_bound(gt=0))
+    mean_off_s: float | None = field(default=None, metadata=_bound(gt=0))
+    rate_table: tuple[tuple[float, ...], ...] | None = None
+    mean_rate_per_s: float | None = field(default=None, metadata=_bound(gt=0))
+    peak_to_trough: float | None = field(default=None, metadata=_bound(ge=1))
+    period_s: float | None = field(default=None, metadata=_bound(gt=0))
+    peak_at_s: float | None = None
+
+    _NEEDS = {"poisson": ("rate_per_s",), "gamma": ("rate_per_s", "cv"), "weibull": ("rate_per_s", "cv"),
+              "mmpp": ("rate_on_per_s", "rate_off_per_s", "mean_on_s", "mean_off_s"),
+              "piecewise": ("rate_table",), "sinusoidal": ("mean_rate_per_s", "peak_to_trough")}
+    _OPTIONAL = {"sinusoidal": ("period_s", "peak_at_s")}
+    _KEYS = ("rate_per_s", "cv", "rate_on_per_s", "rate_off_per_s", "mean_on_s", "mean_off_s",
+             "rate_table", "mean_rate_per_s", "peak_to_trough", "period_s", "peak_at_s")
+
+    def _check(self, path: str) -> None:
+        needed, optional = self._NEEDS[self.process], self._OPTIONAL.get(self.process, ())
+        for name in self._KEYS:
+            given = getattr(self, name) is not None
+            if name in needed and not given:
+                raise InputError(f"{path}.{name}", f"missing; process '{self.process}' needs {', '.join(needed)}")
+            if given and name not in needed and name not in optional:
+                raise InputError(f"{path}.{name}", f"not used by process '{self.process}' "
+                                                   f"(it takes {', '.join(needed + optional)})")
+        if self.process == "mmpp" and self.rate_on_per_s + self.rate_off_per_s == 0:
+            raise InputError(f"{path}.rate_on_per_s", "0 with rate_off_per_s 0; at least one rate must be > 0")
+        if self.rate_table is not None:
+            self._check_table(f"{path}.rate_table")
+
+    def _check_table(self, path: str) -> None:
+        table = self.rate_table
+        if not table:
+            raise InputError(path, "empty; expected rows [start_s, rate_per_s] starting at 0")
+        for i, row in enumerate(table):
+            if len(row) != 2:
+                raise InputError(f"{path}[{i}]", f"{list(row)} has {len(row)} numbers; expected [start_s, rate_per_s]")
+            if row[1] < 0:
+                raise InputError(f"{path}[{i}]", f"rate {row[1]} is negative; expected >= 0")
+            if i == 0 and row[0] != 0:
+                raise InputError(f"{path}[0]", f"starts at {row[0]} s; the first row must start at 0")
+            if i and row[0] <= table[i - 1][0]:
+                raise InputError(f"{path}[{i}]", f"start {row[0]} s is not after the previous row's {table[i - 1][0]} s")
+        if max(row[1] for row in table) == 0:
+            raise InputError(path, "every rate is 0; at least one must be > 0")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -305,6 +358,13 @@ def _convert(tp, value: Any, path: str):
         return value
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, path)
+    if origin is tuple:
+        item_type, *rest = typing.get_args(tp)
+        if rest != [Ellipsis]:
+            raise TypeError(f"unsupported tuple {tp}; only tuple[X, ...]")  # a developer error
+        if not isinstance(value, (list, tuple)):
+            raise InputError(path, f"{_show(value)}; expected a list")
+        return tuple(_convert(item_type, item, f"{path}[{i}]") for i, item in enumerate(value))
     if tp is bool:
         if not isinstance(value, bool):
             raise InputError(path, f"{_show(value)}; expected true or false")

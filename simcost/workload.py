@@ -1,4 +1,5 @@
-"""Request streams: synthetic (Poisson arrivals, parametric token lengths) or from a trace.
+"""Request streams: synthetic (an arrival process from simcost.arrivals, parametric token lengths)
+or from a trace.
 
 Each kind of randomness comes from its own stream (see simcost.rng): arrivals from
 `streams.arrivals`, prompt lengths from `streams.input_tokens`, output lengths from
@@ -15,6 +16,7 @@ import numpy as np
 
 from simcost.config import LengthSpec, Scenario
 from simcost.rng import Streams
+from simcost.arrivals import arrivals, poisson_arrivals  # noqa: F401 (poisson_arrivals re-exported)
 from simcost.traces import load_trace
 
 
@@ -63,37 +65,6 @@ def sample_lengths(spec: LengthSpec, n: int, rng: np.random.Generator) -> np.nda
     return np.maximum(np.ceil(draws), 1).astype(np.int64)
 
 
-def poisson_arrivals(rate_per_s: float, duration_s: float, rng: np.random.Generator,
-                     *, chunk_size: int | None = None) -> np.ndarray:
-    """Arrival times (float64 seconds, sorted) of a Poisson process on [0, duration_s).
-
-    Exact: the cumulative sum of Exponential(1/rate) gaps, stopped at the first arrival at or past
-    duration_s. Gaps are drawn in vectorised chunks; adding the running time into each chunk's
-    first gap before its cumsum makes the result bit-identical to one long cumsum, so the chunk
-    size (`chunk_size`, for tests; default ~ expected count + 6 sd) never changes the output.
-    """
-    if not rate_per_s > 0 or not duration_s > 0:
-        raise ValueError(f"rate_per_s={rate_per_s} and duration_s={duration_s} must be > 0")
-    expected = rate_per_s * duration_s
-    if chunk_size is None:
-        # One chunk suffices unless the count lands ~6 sd above its mean; the cap bounds the
-        # memory of a single draw for huge runs.
-        chunk_size = min(int(expected + 6 * math.sqrt(expected)) + 16, 1 << 22)
-    scale_s = 1.0 / rate_per_s
-    chunks = []
-    now_s = 0.0
-    while True:
-        gaps_s = rng.exponential(scale_s, size=chunk_size)
-        gaps_s[0] += now_s
-        times_s = np.cumsum(gaps_s)
-        if times_s[-1] >= duration_s:
-            chunks.append(times_s[:np.searchsorted(times_s, duration_s, side="left")])
-            break
-        chunks.append(times_s)
-        now_s = float(times_s[-1])
-    return np.concatenate(chunks)
-
-
 def generate(scenario: Scenario, streams: Streams) -> Requests:
     """The scenario's requests: synthetic on [0, duration_s), or a trace whose arrival times are
     divided by `rate_multiplier` (2 = gaps halved = twice the rate) and, when duration_s is set,
@@ -108,7 +79,7 @@ def generate(scenario: Scenario, streams: Streams) -> Requests:
         # Copies: the trace's cached arrays are shared and read-only.
         return Requests(arrival_s=arrival_s[:n].copy(), input_tokens=trace.input_tokens[:n].copy(),
                         output_tokens=trace.output_tokens[:n].copy())
-    arrival_s = poisson_arrivals(workload.arrivals.rate_per_s, scenario.duration_s, streams.arrivals)
+    arrival_s = arrivals(workload.arrivals, scenario.duration_s, streams.arrivals)
     n = len(arrival_s)
     return Requests(arrival_s=arrival_s,
                     input_tokens=sample_lengths(workload.input_tokens, n, streams.input_tokens),
