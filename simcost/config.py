@@ -114,12 +114,37 @@ class ArrivalSpec:
 
 
 @dataclass(frozen=True, kw_only=True)
+class TraceColumns:
+    """Column (CSV header or JSONL key) names of a generic trace file. Arrival times are read in
+    `arrival_unit` and made relative to the first row."""
+
+    arrival: str
+    arrival_unit: Literal["s", "ms", "us"] = "s"
+    input_tokens: str
+    output_tokens: str
+    session: str | None = None
+    tenant: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class TraceSpec:
-    """A request trace: a bundled name (see `simcost.traces.BUNDLED`) or a CSV path in the
-    Azure LLM inference 2023 layout (TIMESTAMP, ContextTokens, GeneratedTokens)."""
+    """A request trace: a bundled name (see `simcost.traces.BUNDLED`) or a file path: Azure 2023
+    CSV layout (TIMESTAMP, ContextTokens, GeneratedTokens), Mooncake JSONL (*.jsonl), or any
+    CSV/JSONL with `columns`. Applied in order: window [start_s, end_s) of the trace's own
+    time (shifted to start at 0), rate_multiplier (divides gaps), loop (repeat to fill duration_s),
+    cut at duration_s, then sample_fraction (each request kept with that probability, seeded)."""
 
     name: str
     rate_multiplier: float = field(default=1.0, metadata=_bound(gt=0))
+    columns: TraceColumns | None = None
+    start_s: float = field(default=0.0, metadata=_bound(ge=0))
+    end_s: float | None = field(default=None, metadata=_bound(gt=0))
+    sample_fraction: float = field(default=1.0, metadata=_bound(gt=0, le=1))
+    loop: bool = False
+
+    def _check(self, path: str) -> None:
+        if self.end_s is not None and self.end_s <= self.start_s:
+            raise InputError(f"{path}.end_s", f"{self.end_s} is not after start_s={self.start_s}")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,10 +1,13 @@
-"""Request traces: the bundled Azure LLM inference 2023 traces, or any CSV in the same layout.
+"""Request traces: the bundled Azure LLM inference 2023 and Mooncake FAST'25 traces, files in
+their layouts, or any CSV/JSONL with a column mapping.
 
-A trace file is plain comma-separated text (no quoting; LF or CRLF endings; final newline
+Azure layout: plain comma-separated text (no quoting; LF or CRLF endings; final newline
 optional) with a header naming at least TIMESTAMP, ContextTokens and GeneratedTokens (other
 columns are ignored), then one request per row. TIMESTAMP is wall-clock
 `YYYY-MM-DD HH:MM:SS.fffffff`; it is converted with integer arithmetic so the upstream 100 ns
 resolution survives exactly until the final division into float64 seconds from the first row.
+Mooncake layout: JSON Lines with timestamp (ms), input_length, output_length and hash_ids (one id
+per 512-token prompt block, kept for a prefix cache). Generic: see `simcost.config.TraceColumns`.
 Every bad row is an `InputError` naming `file:line`; nothing is skipped, because a silently
 dropped request would bias load and cost without anyone noticing.
 """
@@ -19,9 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
+from simcost.config import TraceColumns
 from simcost.errors import InputError, closest
+from simcost.trace_formats import parse_mooncake, parse_table
 
-BUNDLED = {"azure_conv": "AzureLLMInferenceTrace_conv.csv", "azure_code": "AzureLLMInferenceTrace_code.csv"}
+BUNDLED = {"azure_conv": "AzureLLMInferenceTrace_conv.csv", "azure_code": "AzureLLMInferenceTrace_code.csv",
+           "mooncake_conversation": "mooncake_fast25_conversation_trace.jsonl",
+           "mooncake_synthetic": "mooncake_fast25_synthetic_trace.jsonl"}
 COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
 _BUNDLED_DIR = Path(__file__).resolve().parent / "data" / "traces"
 
@@ -39,6 +46,13 @@ class Trace:
     arrival_s: np.ndarray  # float64, seconds from the first row (so arrival_s[0] == 0), non-decreasing
     input_tokens: np.ndarray  # int64 >= 1
     output_tokens: np.ndarray  # int64 >= 1
+    # Optional per-request extras. Prefix blocks are CSR: request i's ids are
+    # block_ids[block_offsets[i]:block_offsets[i + 1]], one per block_tokens-token prompt block.
+    block_ids: np.ndarray | None = None  # int64
+    block_offsets: np.ndarray | None = None  # int64, len(trace) + 1
+    block_tokens: int | None = None
+    session_ids: np.ndarray | None = None  # str (object) per request
+    tenants: np.ndarray | None = None  # str (object) per request
 
     def __len__(self) -> int:
         return len(self.arrival_s)
@@ -62,25 +76,39 @@ def trace_path(name: str) -> Path:
                      f"'{name}' is neither a bundled trace nor an existing file{closest(name, BUNDLED)}")
 
 
-def load_trace(name: str) -> Trace:
-    """trace_path + load_azure_trace, with `source` set to the name as the user wrote it."""
-    trace = load_azure_trace(trace_path(name))
+def load_trace(name: str, columns: TraceColumns | None = None) -> Trace:
+    """trace_path + the loader for its layout (with `columns`: generic CSV/JSONL; a .jsonl file:
+    Mooncake; otherwise Azure CSV), with `source` set to the name as the user wrote it."""
+    path = trace_path(name)
+    kind = "table" if columns is not None else "mooncake" if path.suffix.lower() == ".jsonl" else "azure"
+    trace = _load(path, kind, columns)
     return trace if trace.source == name else replace(trace, source=name)
 
 
 def load_azure_trace(path: str | Path) -> Trace:
-    """Read and validate an Azure-layout CSV. Cached per file (sweeps reload the same trace for
-    every point); the key includes mtime and size so an edited file is re-read."""
-    path = Path(path)
+    return _load(Path(path), "azure", None)
+
+
+def load_mooncake_trace(path: str | Path) -> Trace:
+    return _load(Path(path), "mooncake", None)
+
+
+def load_table_trace(path: str | Path, columns: TraceColumns) -> Trace:
+    return _load(Path(path), "table", columns)
+
+
+def _load(path: Path, kind: str, columns: TraceColumns | None) -> Trace:
+    """Read and validate a trace. Cached per file (sweeps reload the same trace for every
+    point); the key includes mtime and size so an edited file is re-read."""
     try:
         stat = path.stat()
     except OSError as exc:
         raise InputError(str(path), f"cannot read trace ({exc.strerror})") from None
-    return _load_cached(str(path), stat.st_mtime_ns, stat.st_size)
+    return _load_cached(str(path), stat.st_mtime_ns, stat.st_size, kind, columns)
 
 
 @functools.lru_cache(maxsize=16)
-def _load_cached(path_text: str, _mtime_ns: int, _size: int) -> Trace:
+def _load_cached(path_text: str, _mtime_ns: int, _size: int, kind: str, columns: TraceColumns | None) -> Trace:
     path = Path(path_text)
     try:
         raw = path.read_bytes()
@@ -91,15 +119,35 @@ def _load_cached(path_text: str, _mtime_ns: int, _size: int) -> Trace:
     except UnicodeDecodeError as exc:
         line = raw[:exc.start].count(b"\n") + 1
         raise InputError(f"{path_text}:{line}", f"not UTF-8 text (byte 0x{raw[exc.start]:02x})") from None
-    return _parse(path_text, text)
+    if kind == "azure":
+        return _parse(path_text, text)
+    parse = parse_mooncake if kind == "mooncake" else functools.partial(parse_table, columns=columns)
+    arrays = parse(path_text, _lines(text))
+    for array in arrays.values():
+        if isinstance(array, np.ndarray):
+            array.flags.writeable = False
+    return Trace(source=path_text, **arrays)
 
 
-def _parse(where: str, text: str) -> Trace:
+def _lines(text: str) -> list[str]:
     # split("\n") rather than splitlines(): splitlines also breaks on \x0b, \x1c, U+2028 ...,
     # which would shift line numbers in error messages. One trailing newline is a terminator.
     lines = text.replace("\r\n", "\n").split("\n")
     if lines and lines[-1] == "":
         lines.pop()
+    return lines
+
+
+def prefix_reuse_fraction(trace: Trace) -> float | None:
+    """Upper bound on prefix-cache hits with an infinite cache: the fraction of block references
+    whose block id already appeared earlier in the trace (None without block ids)."""
+    if trace.block_ids is None or not len(trace.block_ids):
+        return None
+    return 1.0 - len(np.unique(trace.block_ids)) / len(trace.block_ids)
+
+
+def _parse(where: str, text: str) -> Trace:
+    lines = _lines(text)
     if not any(line.strip() for line in lines):
         raise InputError(f"{where}:1", f"empty file; expected a header {','.join(COLUMNS)} and request rows")
     if not lines[0].strip():

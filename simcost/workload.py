@@ -14,10 +14,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simcost.config import LengthSpec, Scenario
-from simcost.rng import Streams
 from simcost.arrivals import arrivals, poisson_arrivals  # noqa: F401 (poisson_arrivals re-exported)
-from simcost.traces import load_trace
+from simcost.config import LengthSpec, Scenario, TraceSpec
+from simcost.errors import InputError
+from simcost.rng import Streams
+from simcost.traces import Trace, load_trace
 
 
 @dataclass(frozen=True)
@@ -27,12 +28,19 @@ class Requests:
     arrival_s: np.ndarray  # float64, sorted, seconds from the start of the run
     input_tokens: np.ndarray  # int64 >= 1, prompt length
     output_tokens: np.ndarray  # int64 >= 1, tokens to generate (including the first)
+    # Optional, from traces that carry them (None otherwise):
+    prefix_block_ids: list[np.ndarray] | None = None  # per request, one id per prefix_block_tokens prompt block
+    prefix_block_tokens: int | None = None  # Mooncake: 512
+    session_ids: np.ndarray | None = None  # str per request
+    tenants: np.ndarray | None = None  # str per request
 
     def __post_init__(self) -> None:
         # A developer error (a generator bug), not bad user input, so a plain ValueError.
         n = len(self.arrival_s)
-        if len(self.input_tokens) != n or len(self.output_tokens) != n:
-            raise ValueError(f"Requests arrays differ in length: {n}, {len(self.input_tokens)}, {len(self.output_tokens)}")
+        lengths = [len(a) for a in (self.input_tokens, self.output_tokens, self.prefix_block_ids,
+                                    self.session_ids, self.tenants) if a is not None]
+        if any(length != n for length in lengths):
+            raise ValueError(f"Requests arrays differ in length: {n}, {lengths}")
 
     def __len__(self) -> int:
         return len(self.arrival_s)
@@ -66,24 +74,69 @@ def sample_lengths(spec: LengthSpec, n: int, rng: np.random.Generator) -> np.nda
 
 
 def generate(scenario: Scenario, streams: Streams) -> Requests:
-    """The scenario's requests: synthetic on [0, duration_s), or a trace whose arrival times are
-    divided by `rate_multiplier` (2 = gaps halved = twice the rate) and, when duration_s is set,
-    cut to arrivals < duration_s. No arrivals gives empty arrays."""
+    """The scenario's requests: synthetic on [0, duration_s), or a trace replayed by `replay`.
+    No arrivals gives empty arrays."""
     workload = scenario.workload
     if workload.trace is not None:
-        trace = load_trace(workload.trace.name)
-        arrival_s = trace.arrival_s / workload.trace.rate_multiplier
-        n = len(arrival_s)
-        if scenario.duration_s is not None:
-            n = int(np.searchsorted(arrival_s, scenario.duration_s, side="left"))
-        # Copies: the trace's cached arrays are shared and read-only.
-        return Requests(arrival_s=arrival_s[:n].copy(), input_tokens=trace.input_tokens[:n].copy(),
-                        output_tokens=trace.output_tokens[:n].copy())
+        return replay(workload.trace, scenario.duration_s, streams.arrivals)
     arrival_s = arrivals(workload.arrivals, scenario.duration_s, streams.arrivals)
     n = len(arrival_s)
     return Requests(arrival_s=arrival_s,
                     input_tokens=sample_lengths(workload.input_tokens, n, streams.input_tokens),
                     output_tokens=sample_lengths(workload.output_tokens, n, streams.output_tokens))
+
+
+def replay(spec: TraceSpec, duration_s: float | None, rng: np.random.Generator) -> Requests:
+    """A trace as requests: the window [start_s, end_s) of its own time axis shifted to 0, gaps
+    divided by `rate_multiplier` (2 = twice the rate), repeated back to back when `loop` until
+    duration_s, cut at duration_s, then each request kept with probability `sample_fraction`
+    (from `rng`, the arrivals stream). Looped copies get fresh block and session ids, so repeating
+    a trace does not invent prefix-cache hits or merge sessions."""
+    trace = load_trace(spec.name, spec.columns)
+    lo = int(np.searchsorted(trace.arrival_s, spec.start_s, side="left"))
+    hi = len(trace) if spec.end_s is None else int(np.searchsorted(trace.arrival_s, spec.end_s, side="left"))
+    rows = np.arange(lo, hi)
+    arrival_s = (trace.arrival_s[rows] - spec.start_s) / spec.rate_multiplier
+    copy = np.zeros(len(rows), dtype=np.int64)
+    if spec.loop:
+        period_s = _loop_period_s(spec, trace.arrival_s[rows], duration_s) / spec.rate_multiplier
+        copies = math.ceil(duration_s / period_s)
+        arrival_s = (arrival_s[None, :] + period_s * np.arange(copies)[:, None]).ravel()
+        rows, copy = np.tile(rows, copies), np.repeat(np.arange(copies), len(rows))
+    keep = np.ones(len(rows), dtype=bool) if duration_s is None else arrival_s < duration_s
+    if spec.sample_fraction < 1:
+        keep &= rng.uniform(size=len(rows)) < spec.sample_fraction
+    return _requests(trace, rows[keep], copy[keep], arrival_s[keep])
+
+
+def _loop_period_s(spec: TraceSpec, window_s: np.ndarray, duration_s: float | None) -> float:
+    """Length of one repeat in trace time: end_s - start_s when given; else up to the last
+    arrival plus one mean gap, so the gap across the seam looks like any other."""
+    if duration_s is None:
+        raise InputError("workload.trace.loop", "needs duration_s: looping repeats the trace to fill it")
+    if spec.end_s is not None:
+        return spec.end_s - spec.start_s
+    span_s = float(window_s[-1] - window_s[0]) if len(window_s) else 0.0
+    if span_s <= 0:
+        raise InputError("workload.trace.loop", "the trace window spans 0 s; give end_s to set the loop length")
+    return float(window_s[-1]) - spec.start_s + span_s / (len(window_s) - 1)
+
+
+def _requests(trace: Trace, rows: np.ndarray, copy: np.ndarray, arrival_s: np.ndarray) -> Requests:
+    """Requests from trace rows (fancy indexing copies, so the cached trace stays untouched)."""
+    extras = {}
+    if trace.block_ids is not None:
+        id_stride = int(trace.block_ids.max(initial=-1)) + 1
+        starts, ends = trace.block_offsets[rows], trace.block_offsets[rows + 1]
+        extras["prefix_block_ids"] = [trace.block_ids[a:b] + k * id_stride for a, b, k in zip(starts, ends, copy)]
+        extras["prefix_block_tokens"] = trace.block_tokens
+    if trace.session_ids is not None:
+        extras["session_ids"] = np.array([s if k == 0 else f"{s}@{k}" for s, k in zip(trace.session_ids[rows], copy)],
+                                         dtype=object)
+    if trace.tenants is not None:
+        extras["tenants"] = trace.tenants[rows]
+    return Requests(arrival_s=arrival_s, input_tokens=trace.input_tokens[rows],
+                    output_tokens=trace.output_tokens[rows], **extras)
 
 
 def workload_summary(req: Requests) -> dict:
