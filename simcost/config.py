@@ -32,19 +32,22 @@ class LengthSpec:
     """A token-length distribution. Draws are integers >= 1 (lognormal/exponential are rounded
     up, which is documented as part of the distribution, not a clip of a few outliers)."""
 
-    dist: Literal["fixed", "uniform", "lognormal", "exponential"]
+    dist: Literal["fixed", "uniform", "lognormal", "exponential", "empirical"]
     value: int | None = field(default=None, metadata=_bound(ge=1))  # fixed
     low: int | None = field(default=None, metadata=_bound(ge=1))  # uniform, inclusive
     high: int | None = field(default=None, metadata=_bound(ge=1))  # uniform, inclusive
     mean: float | None = field(default=None, metadata=_bound(gt=0))  # lognormal, exponential
     sigma: float | None = field(default=None, metadata=_bound(gt=0))  # lognormal: sd of ln(x)
+    # empirical: resample this trace's lengths (a bundled name or a file); when input and output
+    # name the same trace, whole (input, output) rows are resampled, keeping their correlation
+    trace: str | None = None
 
     _NEEDS = {"fixed": ("value",), "uniform": ("low", "high"),
-              "lognormal": ("mean", "sigma"), "exponential": ("mean",)}
+              "lognormal": ("mean", "sigma"), "exponential": ("mean",), "empirical": ("trace",)}
 
     def _check(self, path: str) -> None:
         needed = self._NEEDS[self.dist]
-        for name in ("value", "low", "high", "mean", "sigma"):
+        for name in ("value", "low", "high", "mean", "sigma", "trace"):
             given = getattr(self, name) is not None
             if name in needed and not given:
                 raise InputError(f"{path}.{name}", f"missing; dist '{self.dist}' needs {', '.join(needed)}")

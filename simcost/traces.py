@@ -62,7 +62,7 @@ class Trace:
         return float(self.arrival_s[-1]) if len(self.arrival_s) else 0.0
 
 
-def trace_path(name: str) -> Path:
+def trace_path(name: str, key: str = "workload.trace.name") -> Path:
     """A bundled trace name (see BUNDLED) -> the packaged file; otherwise `name` as a file path
     (relative to the working directory)."""
     if name in BUNDLED:
@@ -71,15 +71,15 @@ def trace_path(name: str) -> Path:
     if path.is_file():
         return path
     if path.exists():
-        raise InputError("workload.trace.name", f"'{name}' is a directory, not a trace file")
-    raise InputError("workload.trace.name",
+        raise InputError(key, f"'{name}' is a directory, not a trace file")
+    raise InputError(key,
                      f"'{name}' is neither a bundled trace nor an existing file{closest(name, BUNDLED)}")
 
 
-def load_trace(name: str, columns: TraceColumns | None = None) -> Trace:
+def load_trace(name: str, columns: TraceColumns | None = None, key: str = "workload.trace.name") -> Trace:
     """trace_path + the loader for its layout (with `columns`: generic CSV/JSONL; a .jsonl file:
     Mooncake; otherwise Azure CSV), with `source` set to the name as the user wrote it."""
-    path = trace_path(name)
+    path = trace_path(name, key)
     kind = "table" if columns is not None else "mooncake" if path.suffix.lower() == ".jsonl" else "azure"
     trace = _load(path, kind, columns)
     return trace if trace.source == name else replace(trace, source=name)

@@ -46,9 +46,10 @@ class Requests:
         return len(self.arrival_s)
 
 
-def sample_lengths(spec: LengthSpec, n: int, rng: np.random.Generator) -> np.ndarray:
+def sample_lengths(spec: LengthSpec, n: int, rng: np.random.Generator, column: str = "input_tokens") -> np.ndarray:
     """`n` token counts (int64 >= 1) from `spec`.
 
+    empirical: resampled with replacement from the trace's `column` (input_tokens or output_tokens).
     fixed: `value` every time (draws nothing from `rng`).
     uniform: integers `low`..`high`, both inclusive.
     lognormal: `mean` is the mean of the continuous distribution in tokens and `sigma` the sd of
@@ -59,6 +60,9 @@ def sample_lengths(spec: LengthSpec, n: int, rng: np.random.Generator) -> np.nda
     """
     if spec.dist == "fixed":
         return np.full(n, spec.value, dtype=np.int64)
+    if spec.dist == "empirical":
+        values = getattr(load_trace(spec.trace, key=f"workload.{column}.trace"), column)
+        return values[rng.integers(0, len(values), size=n)]
     if spec.dist == "uniform":
         return rng.integers(spec.low, spec.high, size=n, dtype=np.int64, endpoint=True)
     if spec.dist == "lognormal":
@@ -81,9 +85,15 @@ def generate(scenario: Scenario, streams: Streams) -> Requests:
         return replay(workload.trace, scenario.duration_s, streams.arrivals)
     arrival_s = arrivals(workload.arrivals, scenario.duration_s, streams.arrivals)
     n = len(arrival_s)
+    inp, out = workload.input_tokens, workload.output_tokens
+    if inp.dist == out.dist == "empirical" and inp.trace == out.trace:
+        # Joint: one row index per request (from the input stream) gives both lengths.
+        trace = load_trace(inp.trace, key="workload.input_tokens.trace")
+        rows = streams.input_tokens.integers(0, len(trace), size=n)
+        return Requests(arrival_s=arrival_s, input_tokens=trace.input_tokens[rows], output_tokens=trace.output_tokens[rows])
     return Requests(arrival_s=arrival_s,
-                    input_tokens=sample_lengths(workload.input_tokens, n, streams.input_tokens),
-                    output_tokens=sample_lengths(workload.output_tokens, n, streams.output_tokens))
+                    input_tokens=sample_lengths(inp, n, streams.input_tokens),
+                    output_tokens=sample_lengths(out, n, streams.output_tokens, column="output_tokens"))
 
 
 def replay(spec: TraceSpec, duration_s: float | None, rng: np.random.Generator) -> Requests:

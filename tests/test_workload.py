@@ -232,3 +232,45 @@ def test_workload_summary_numbers():
     assert s["count"] == 3 and s["span_s"] == 4.0 and s["mean_rate_per_s"] == 0.75
     assert s["input_tokens_mean"] == 30.0 and s["input_tokens_median"] == 20.0 and s["input_tokens_max"] == 60
     assert s["output_tokens_max"] == 3
+
+
+# --- empirical lengths ----------------------------------------------------------------------
+
+EMPIRICAL = {"dist": "empirical", "trace": "azure_conv"}
+
+
+def log_corr(a, b) -> float:
+    return float(np.corrcoef(np.log(a), np.log(b))[0, 1])
+
+
+def test_empirical_pairs_keep_the_trace_correlation():
+    from simcost.traces import load_trace
+    trace = load_trace("azure_conv")
+    target = log_corr(trace.input_tokens, trace.output_tokens)
+    req = run(scenario(seed=8, duration_s=4000.0, rate_per_s=10.0, input_tokens=EMPIRICAL, output_tokens=EMPIRICAL))
+    assert len(req) > 30_000
+    # sampling error of the correlation from 20 batches of the resample
+    batches = [log_corr(i, o) for i, o in zip(np.array_split(req.input_tokens, 20), np.array_split(req.output_tokens, 20))]
+    se = np.std(batches, ddof=1) / math.sqrt(20)
+    assert abs(log_corr(req.input_tokens, req.output_tokens) - target) < 4 * se
+    assert abs(target) > 10 * se  # the trace's correlation is real, so losing it would fail above
+    for name in ("input_tokens", "output_tokens"):
+        assert stats.ks_2samp(getattr(req, name), getattr(trace, name)).pvalue > P_MIN
+        assert np.isin(getattr(req, name), getattr(trace, name)).all()
+
+
+def test_empirical_marginal_alone_is_independent_of_the_other_length():
+    req = run(scenario(seed=9, duration_s=2000.0, rate_per_s=10.0, input_tokens=EMPIRICAL,
+                       output_tokens={"dist": "empirical", "trace": "azure_code"}))
+    r = log_corr(req.input_tokens, req.output_tokens)
+    assert abs(r) < 4 / math.sqrt(len(req))  # different traces: drawn independently, no correlation
+
+
+def test_empirical_needs_a_trace_and_takes_nothing_else():
+    from simcost.errors import InputError
+    with pytest.raises(InputError, match="input_tokens.trace: missing"):
+        scenario(input_tokens={"dist": "empirical"})
+    with pytest.raises(InputError, match="input_tokens.mean: not used"):
+        scenario(input_tokens={"dist": "empirical", "trace": "azure_conv", "mean": 3.0})
+    with pytest.raises(InputError, match="workload.input_tokens.trace: 'azure_cnv'.*azure_conv"):
+        run(scenario(input_tokens={"dist": "empirical", "trace": "azure_cnv"}))
