@@ -1,28 +1,20 @@
-"""Scenario files: YAML mapped onto frozen, keyword-only dataclasses, with validation.
+"""Scenario files: the sections of a scenario as frozen, keyword-only dataclasses, and loading.
 
-One generic builder (`_build`) turns a nested dict into the dataclasses below, checking unknown
-keys, types, and the numeric bounds declared in each field's metadata; section-specific rules
-live in each class's `_check(path)`. Every failure is an `InputError` naming the key path, the
-value and what was expected, so a new section costs one dataclass and nothing else.
+Each section is one dataclass; `simcost.schema.build` maps YAML onto them with unknown-key, type
+and bound checks, and each class's `_check(path)` holds its own cross-field rules. Every failure
+is an `InputError` naming the key path, the value and what was expected.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import yaml
 
-from simcost.errors import InputError, closest
-
-
-def _bound(**limits: float) -> dict:
-    """Field metadata for numeric bounds: gt, ge, le."""
-    return {"bounds": limits}
+from simcost.errors import InputError
+from simcost.schema import apply_overrides, bounds, build, to_dict  # noqa: F401 (to_dict re-exported)
 
 
 # --- workload -------------------------------------------------------------------------------
@@ -33,11 +25,11 @@ class LengthSpec:
     up, which is documented as part of the distribution, not a clip of a few outliers)."""
 
     dist: Literal["fixed", "uniform", "lognormal", "exponential", "empirical"]
-    value: int | None = field(default=None, metadata=_bound(ge=1))  # fixed
-    low: int | None = field(default=None, metadata=_bound(ge=1))  # uniform, inclusive
-    high: int | None = field(default=None, metadata=_bound(ge=1))  # uniform, inclusive
-    mean: float | None = field(default=None, metadata=_bound(gt=0))  # lognormal, exponential
-    sigma: float | None = field(default=None, metadata=_bound(gt=0))  # lognormal: sd of ln(x)
+    value: int | None = field(default=None, metadata=bounds(ge=1))  # fixed
+    low: int | None = field(default=None, metadata=bounds(ge=1))  # uniform, inclusive
+    high: int | None = field(default=None, metadata=bounds(ge=1))  # uniform, inclusive
+    mean: float | None = field(default=None, metadata=bounds(gt=0))  # lognormal, exponential
+    sigma: float | None = field(default=None, metadata=bounds(gt=0))  # lognormal: sd of ln(x)
     # empirical: resample this trace's lengths (a bundled name or a file); when input and output
     # name the same trace, whole (input, output) rows are resampled, keeping their correlation
     trace: str | None = None
@@ -66,16 +58,16 @@ class ArrivalSpec:
     sinusoidal: mean_rate_per_s, peak_to_trough, optional period_s (86400) and peak_at_s (0)."""
 
     process: Literal["poisson", "gamma", "weibull", "mmpp", "piecewise", "sinusoidal"]
-    rate_per_s: float | None = field(default=None, metadata=_bound(gt=0))
-    cv: float | None = field(default=None, metadata=_bound(ge=0.01, le=100))
-    rate_on_per_s: float | None = field(default=None, metadata=_bound(ge=0))
-    rate_off_per_s: float | None = field(default=None, metadata=_bound(ge=0))
-    mean_on_s: float | None = field(default=None, metadata=_bound(gt=0))
-    mean_off_s: float | None = field(default=None, metadata=_bound(gt=0))
+    rate_per_s: float | None = field(default=None, metadata=bounds(gt=0))
+    cv: float | None = field(default=None, metadata=bounds(ge=0.01, le=100))
+    rate_on_per_s: float | None = field(default=None, metadata=bounds(ge=0))
+    rate_off_per_s: float | None = field(default=None, metadata=bounds(ge=0))
+    mean_on_s: float | None = field(default=None, metadata=bounds(gt=0))
+    mean_off_s: float | None = field(default=None, metadata=bounds(gt=0))
     rate_table: tuple[tuple[float, ...], ...] | None = None
-    mean_rate_per_s: float | None = field(default=None, metadata=_bound(gt=0))
-    peak_to_trough: float | None = field(default=None, metadata=_bound(ge=1))
-    period_s: float | None = field(default=None, metadata=_bound(gt=0))
+    mean_rate_per_s: float | None = field(default=None, metadata=bounds(gt=0))
+    peak_to_trough: float | None = field(default=None, metadata=bounds(ge=1))
+    period_s: float | None = field(default=None, metadata=bounds(gt=0))
     peak_at_s: float | None = None
 
     _NEEDS = {"poisson": ("rate_per_s",), "gamma": ("rate_per_s", "cv"), "weibull": ("rate_per_s", "cv"),
@@ -138,11 +130,11 @@ class TraceSpec:
     cut at duration_s, then sample_fraction (each request kept with that probability, seeded)."""
 
     name: str
-    rate_multiplier: float = field(default=1.0, metadata=_bound(gt=0))
+    rate_multiplier: float = field(default=1.0, metadata=bounds(gt=0))
     columns: TraceColumns | None = None
-    start_s: float = field(default=0.0, metadata=_bound(ge=0))
-    end_s: float | None = field(default=None, metadata=_bound(gt=0))
-    sample_fraction: float = field(default=1.0, metadata=_bound(gt=0, le=1))
+    start_s: float = field(default=0.0, metadata=bounds(ge=0))
+    end_s: float | None = field(default=None, metadata=bounds(gt=0))
+    sample_fraction: float = field(default=1.0, metadata=bounds(gt=0, le=1))
     loop: bool = False
 
     def _check(self, path: str) -> None:
@@ -185,8 +177,8 @@ class ModelConfig:
 @dataclass(frozen=True, kw_only=True)
 class HardwareConfig:
     device: str
-    tensor_parallel: int = field(default=1, metadata=_bound(ge=1))
-    memory_utilization: float = field(default=0.9, metadata=_bound(gt=0, le=1))
+    tensor_parallel: int = field(default=1, metadata=bounds(ge=1))
+    memory_utilization: float = field(default=0.9, metadata=bounds(gt=0, le=1))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -196,12 +188,12 @@ class PerfConfig:
     prefill step = step_overhead_s + prefill_s_per_token * tokens, decode step = decode_step_s."""
 
     model: Literal["roofline", "constant"] = "roofline"
-    mfu: float | None = field(default=None, metadata=_bound(gt=0, le=1))
-    mbu: float | None = field(default=None, metadata=_bound(gt=0, le=1))
-    step_overhead_s: float | None = field(default=None, metadata=_bound(ge=0))
-    prefill_s_per_token: float = field(default=0.0, metadata=_bound(ge=0))
-    decode_step_s: float = field(default=0.0, metadata=_bound(ge=0))
-    # A calibrated profile written by `simcost calibrate` (path, relative to the working directory):
+    mfu: float | None = field(default=None, metadata=bounds(gt=0, le=1))
+    mbu: float | None = field(default=None, metadata=bounds(gt=0, le=1))
+    step_overhead_s: float | None = field(default=None, metadata=bounds(ge=0))
+    prefill_s_per_token: float = field(default=0.0, metadata=bounds(ge=0))
+    decode_step_s: float = field(default=0.0, metadata=bounds(ge=0))
+    # A calibrated profile written by `simcost calibrate` (a path, relative to the scenario file):
     # its fitted factors replace the device catalog's; mfu/mbu/step_overhead_s set here still win.
     profile: str | None = None
 
@@ -216,30 +208,30 @@ class PerfConfig:
 class EngineConfig:
     """vLLM-style continuous batching knobs (names and defaults as vLLM's)."""
 
-    max_num_seqs: int = field(default=256, metadata=_bound(ge=1))
-    max_num_batched_tokens: int | None = field(default=None, metadata=_bound(ge=1))  # None: max(max_model_len, 2048)
-    block_size: int = field(default=16, metadata=_bound(ge=1))
-    max_model_len: int | None = field(default=None, metadata=_bound(ge=1))  # None: the model's context length
-    kv_watermark: float = field(default=0.01, metadata=_bound(ge=0, le=0.5))
-    max_waiting: int | None = field(default=None, metadata=_bound(ge=0))  # None: unbounded queue
-    num_kv_blocks: int | None = field(default=None, metadata=_bound(ge=1))  # None: from memory (vLLM's num_gpu_blocks_override)
+    max_num_seqs: int = field(default=256, metadata=bounds(ge=1))
+    max_num_batched_tokens: int | None = field(default=None, metadata=bounds(ge=1))  # None: max(max_model_len, 2048)
+    block_size: int = field(default=16, metadata=bounds(ge=1))
+    max_model_len: int | None = field(default=None, metadata=bounds(ge=1))  # None: the model's context length
+    kv_watermark: float = field(default=0.01, metadata=bounds(ge=0, le=0.5))
+    max_waiting: int | None = field(default=None, metadata=bounds(ge=0))  # None: unbounded queue
+    num_kv_blocks: int | None = field(default=None, metadata=bounds(ge=1))  # None: from memory (vLLM's num_gpu_blocks_override)
 
 
 @dataclass(frozen=True, kw_only=True)
 class FleetConfig:
-    replicas: int = field(default=1, metadata=_bound(ge=1))
+    replicas: int = field(default=1, metadata=bounds(ge=1))
     router: Literal["round_robin", "join_shortest_queue", "shared_queue"] = "round_robin"
-    price_usd_per_device_hour: float | None = field(default=None, metadata=_bound(ge=0))  # None: catalog on-demand
+    price_usd_per_device_hour: float | None = field(default=None, metadata=bounds(ge=0))  # None: catalog on-demand
 
 
 @dataclass(frozen=True, kw_only=True)
 class SloConfig:
-    ttft_s: float | None = field(default=None, metadata=_bound(gt=0))
-    tpot_s: float | None = field(default=None, metadata=_bound(gt=0))
-    e2el_s: float | None = field(default=None, metadata=_bound(gt=0))
+    ttft_s: float | None = field(default=None, metadata=bounds(gt=0))
+    tpot_s: float | None = field(default=None, metadata=bounds(gt=0))
+    e2el_s: float | None = field(default=None, metadata=bounds(gt=0))
     # a run meets its SLOs when at least this fraction of measured requests meets every limit
     # and no request was rejected
-    attainment: float = field(default=0.99, metadata=_bound(gt=0, le=1))
+    attainment: float = field(default=0.99, metadata=bounds(gt=0, le=1))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -248,10 +240,10 @@ class Scenario:
     model: ModelConfig
     hardware: HardwareConfig
     name: str = "scenario"
-    seed: int = field(default=0, metadata=_bound(ge=0))
-    duration_s: float | None = field(default=None, metadata=_bound(gt=0))  # arrivals in [0, duration_s)
-    warmup_s: float = field(default=0.0, metadata=_bound(ge=0))
-    drain_s: float | None = field(default=None, metadata=_bound(ge=0))  # None: run until every request ends
+    seed: int = field(default=0, metadata=bounds(ge=0))
+    duration_s: float | None = field(default=None, metadata=bounds(gt=0))  # arrivals in [0, duration_s)
+    warmup_s: float = field(default=0.0, metadata=bounds(ge=0))
+    drain_s: float | None = field(default=None, metadata=bounds(ge=0))  # None: run until every request ends
     perf: PerfConfig = PerfConfig()
     engine: EngineConfig = EngineConfig()
     fleet: FleetConfig = FleetConfig()
@@ -282,150 +274,31 @@ def load_scenario(path: str | Path, overrides: tuple[str, ...] | list[str] = (),
     if not isinstance(raw, dict):
         raise InputError(str(path), f"expected a mapping of sections at the top level, got {type(raw).__name__}")
     raw = apply_overrides(raw, overrides)
-    _resolve_trace_path(raw, path.parent)
+    _resolve_paths(raw, path.parent)
     return scenario_from_dict(raw, (), seed)
 
 
-def _resolve_trace_path(raw: dict, scenario_dir: Path) -> None:
-    """A relative trace path in a scenario file means relative to that file, when it exists there."""
-    trace = raw.get("workload", {}).get("trace") if isinstance(raw.get("workload"), dict) else None
-    name = trace.get("name") if isinstance(trace, dict) else None
-    if isinstance(name, str) and not Path(name).is_absolute() and (scenario_dir / name).is_file():
-        trace["name"] = str(scenario_dir / name)
+# keys whose value may be a file; relative paths in a scenario file mean relative to that file
+FILE_KEYS = (("workload", "trace", "name"), ("workload", "input_tokens", "trace"),
+             ("workload", "output_tokens", "trace"), ("perf", "profile"))
+
+
+def _resolve_paths(raw: dict, scenario_dir: Path) -> None:
+    """Make relative file paths relative to the scenario's folder, when the file is there (bundled
+    names such as azure_conv are never files there and stay as they are)."""
+    for keys in FILE_KEYS:
+        node = raw
+        for key in keys[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if not isinstance(node, dict):
+            continue
+        value = node.get(keys[-1])
+        if isinstance(value, str) and not Path(value).is_absolute() and (scenario_dir / value).is_file():
+            node[keys[-1]] = str(scenario_dir / value)
 
 
 def scenario_from_dict(raw: dict, overrides=(), seed: int | None = None) -> Scenario:
     raw = apply_overrides(raw, overrides)
     if seed is not None:
         raw["seed"] = seed
-    return _build(Scenario, raw, "")
-
-
-def apply_overrides(raw: dict, overrides) -> dict:
-    """Return a copy of `raw` with each `a.b.c=value` set; value is parsed as YAML (128, 0.5, null)."""
-    raw = _deepcopy(raw)
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise InputError("--set", f"'{item}' is not of the form key.path=value")
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError:
-            value = text
-        node = raw
-        parts = key.strip().split(".")
-        for i, part in enumerate(parts[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise InputError(f"--set {'.'.join(parts[:i + 1])}", f"is a {type(child).__name__}, not a section")
-            node = child
-        node[parts[-1]] = value
-    return raw
-
-
-def to_dict(obj: Any) -> Any:
-    """A scenario as plain data (for results folders and content hashes)."""
-    if dataclasses.is_dataclass(obj):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    return obj
-
-
-def _deepcopy(value):
-    if isinstance(value, dict):
-        return {k: _deepcopy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_deepcopy(v) for v in value]
-    return value
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-def _build(cls, data: Any, path: str):
-    where = path or "scenario"
-    if not isinstance(data, dict):
-        raise InputError(where, f"expected a mapping (section {cls.__name__}), got {_show(data)}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    for key in data:
-        if key not in fields:
-            raise InputError(_join(path, str(key)), f"unknown key{closest(str(key), fields)}")
-    kwargs = {}
-    for name, f in fields.items():
-        key_path = _join(path, name)
-        if name not in data:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise InputError(key_path, "missing (required)")
-            continue
-        value = _convert(hints[name], data[name], key_path)
-        _check_bounds(f, value, key_path)
-        kwargs[name] = value
-    obj = cls(**kwargs)
-    if hasattr(obj, "_check"):
-        obj._check(path)
-    return obj
-
-
-def _convert(tp, value: Any, path: str):
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        if len(inner) == 1:
-            return _convert(inner[0], value, path)
-        raise TypeError(f"unsupported union {tp}")  # a developer error, not a user one
-    if origin is Literal:
-        choices = typing.get_args(tp)
-        if value not in choices:
-            raise InputError(path, f"{_show(value)} is not one of {', '.join(map(str, choices))}{closest(str(value), map(str, choices), list_all=False)}")
-        return value
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, path)
-    if origin is tuple:
-        item_type, *rest = typing.get_args(tp)
-        if rest != [Ellipsis]:
-            raise TypeError(f"unsupported tuple {tp}; only tuple[X, ...]")  # a developer error
-        if not isinstance(value, (list, tuple)):
-            raise InputError(path, f"{_show(value)}; expected a list")
-        return tuple(_convert(item_type, item, f"{path}[{i}]") for i, item in enumerate(value))
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise InputError(path, f"{_show(value)}; expected true or false")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise InputError(path, f"{_show(value)}; expected a whole number")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise InputError(path, f"{_show(value)}; expected a number")
-        if value != value or value in (float("inf"), float("-inf")):
-            raise InputError(path, f"{value}; expected a finite number")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise InputError(path, f"{_show(value)}; expected text")
-        return value
-    raise TypeError(f"unsupported field type {tp}")
-
-
-def _check_bounds(f: dataclasses.Field, value, path: str) -> None:
-    if value is None or isinstance(value, (str, bool)):
-        return
-    limits = f.metadata.get("bounds", {})
-    if "gt" in limits and not value > limits["gt"]:
-        raise InputError(path, f"{value}; expected a number > {limits['gt']}")
-    if "ge" in limits and not value >= limits["ge"]:
-        raise InputError(path, f"{value}; expected a number >= {limits['ge']}")
-    if "le" in limits and not value <= limits["le"]:
-        raise InputError(path, f"{value}; expected a number <= {limits['le']}")
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return build(Scenario, raw, "")

@@ -127,3 +127,18 @@ def test_check_reports_capacity():
     proc = simcost("check", EXAMPLE)
     assert proc.returncode == 0, proc.stderr
     assert "KV blocks" in proc.stdout and "h100-sxm" in proc.stdout
+
+
+def test_relative_paths_in_a_scenario_are_relative_to_its_file(tmp_path):
+    """A scenario next to its own trace runs from any working directory."""
+    folder = tmp_path / "study"
+    folder.mkdir()
+    trace = ROOT / "simcost" / "data" / "traces" / "AzureLLMInferenceTrace_code.csv"
+    (folder / "my_trace.csv").write_bytes(trace.read_bytes())
+    data = with_(workload__trace__name="my_trace.csv", duration_s=30, warmup_s=0)
+    (folder / "s.yaml").write_text(yaml.safe_dump(data))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    proc = simcost("run", folder / "s.yaml", "--out", tmp_path / "out", cwd=elsewhere)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["requests"]["arrived"] > 0
