@@ -15,7 +15,7 @@ from pathlib import Path
 from simcost.calibrate import Pair, error_summary, fit_factors, format_table, predict_s, read_points
 from simcost.perf import EFFICIENCY_FACTORS
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "calibration" / "splitwise_llama2-70b_a100-80gb.csv"
+DATA = Path(__file__).resolve().parents[1] / "simcost" / "data" / "calibration" / "splitwise_llama2-70b_a100-80gb.csv"  # shipped copy of shared/data/calibration
 DEVICE, MODEL = "a100-80gb", "llama-2-70b"
 
 

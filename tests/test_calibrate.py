@@ -16,7 +16,10 @@ from simcost.config import scenario_from_dict
 from simcost.errors import InputError
 from simcost.perf import plan_deployment, roofline_params, step_params
 
-SPLITWISE_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "calibration" / "splitwise_llama2-70b_a100-80gb.csv"
+# the Splitwise measurements ship inside the package (MIT notice beside them); a test checks the
+# copy against ../shared where that is present
+SPLITWISE_CSV = Path(__file__).resolve().parents[1] / "simcost" / "data" / "calibration" / "splitwise_llama2-70b_a100-80gb.csv"
+SHARED_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "calibration" / SPLITWISE_CSV.name
 GENERIC_HEADER = ["kind", "batch_size", "prompt_tokens", "context_tokens", "tensor_parallel", "step_time_ms"]
 TRUE_FACTORS = {"mfu": 0.52, "mbu": 0.71, "step_overhead_s": 0.0123, "allreduce_latency_s": 4.2e-5}
 
@@ -187,3 +190,8 @@ def test_calibrate_command_bad_csv_is_one_line_and_exit_2(tmp_path, capsys):
     assert main(["calibrate", str(bad), "--device", "a100-80gb", "--model", "llama-2-70b"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("simcost: error: m.csv:2: batch_size")
+
+
+@pytest.mark.skipif(not SHARED_CSV.exists(), reason="../shared is absent (only beside the development checkout and CI)")
+def test_shipped_measurements_are_the_shared_copy():
+    assert SPLITWISE_CSV.read_bytes() == SHARED_CSV.read_bytes()
