@@ -26,7 +26,7 @@ class Fleet:
     def __init__(self, env: simpy.Environment, table: RequestTable, num_replicas: int, router: str,
                  rng: np.random.Generator, step_params: np.ndarray, num_kv_blocks: int, block_size: int,
                  max_num_seqs: int, max_num_batched_tokens: int, max_model_len: int, kv_watermark: float,
-                 max_waiting: int | None, log: StepLog, max_span_steps: int = 1 << 30):
+                 max_waiting: int | None, log: StepLog, max_span_steps: int = 1 << 30, chunked: bool = False):
         self.env = env
         self.table = table
         self.router = router
@@ -36,9 +36,10 @@ class Fleet:
         self.max_num_seqs = max_num_seqs
         self.max_waiting = max_waiting
         self.block_size = block_size
+        self.chunked = chunked
         self.replicas = [
             Replica(env, i, table, step_params, num_kv_blocks, block_size, max_num_seqs, max_num_batched_tokens,
-                    kv_watermark, log, self._on_finish, max_span_steps)
+                    kv_watermark, log, self._on_finish, max_span_steps, chunked)
             for i in range(num_replicas)
         ]
         self.central: deque[int] = deque()  # shared_queue only
@@ -72,7 +73,7 @@ class Fleet:
         n_in, n_out = int(t.input_tokens[rid]), int(t.output_tokens[rid])
         if n_in + n_out > self.max_model_len:
             return "exceeds_max_model_len"
-        if n_in > self.max_num_batched_tokens:
+        if n_in > self.max_num_batched_tokens and not self.chunked:  # chunks split long prompts
             return "exceeds_batch_tokens"
         # at its longest, a request holds the KV of its prompt and all but its last output token
         if blocks_for(n_in + n_out - 1, self.block_size) > self.replicas[0].max_blocks_admissible():

@@ -208,8 +208,12 @@ class PerfConfig:
 class EngineConfig:
     """vLLM-style continuous batching knobs (names and defaults as vLLM's)."""
 
+    # prefill_first: vLLM v0 without chunked prefill (whole prompts, prefill steps before decodes);
+    # chunked: vLLM v1 / Sarathi-Serve (running decodes first, prompts in chunks sharing the budget)
+    policy: Literal["prefill_first", "chunked"] = "prefill_first"
     max_num_seqs: int = field(default=256, metadata=bounds(ge=1))
-    max_num_batched_tokens: int | None = field(default=None, metadata=bounds(ge=1))  # None: max(max_model_len, 2048)
+    # None: max(max_model_len, 2048) for prefill_first, 2048 for chunked
+    max_num_batched_tokens: int | None = field(default=None, metadata=bounds(ge=1))
     block_size: int = field(default=16, metadata=bounds(ge=1))
     max_model_len: int | None = field(default=None, metadata=bounds(ge=1))  # None: the model's context length
     kv_watermark: float = field(default=0.01, metadata=bounds(ge=0, le=0.5))

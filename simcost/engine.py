@@ -1,11 +1,16 @@
 """One replica: vLLM-style continuous batching over a paged KV cache, as a SimPy process.
 
-Scheduling follows vLLM v0 without chunked prefill: at every step boundary, waiting requests
-are admitted first (FIFO, within max_num_seqs, max_num_batched_tokens and free KV blocks above
-the watermark) and run as one prefill step; when none can be admitted, every running request
-decodes one token. When a decode step cannot get the KV blocks it needs, the most recently
-admitted request is preempted by recompute: its blocks are freed and it goes back to the head
-of the queue, to be prefilled again over its prompt plus the tokens it already produced.
+Two scheduling policies (engine.policy):
+- prefill_first, vLLM v0 without chunked prefill: at every step boundary, waiting requests are
+  admitted first (FIFO, within max_num_seqs, max_num_batched_tokens and free KV blocks above the
+  watermark) and run as one prefill step; when none can be admitted, every running request
+  decodes one token.
+- chunked, vLLM v1 / Sarathi-Serve: one token budget per step, spent first on a token for every
+  decoding request, then on the next chunk of prompts already being prefilled, then on chunks of
+  newly admitted prompts. A prompt's first output token comes with its last chunk.
+When a decode step cannot get the KV blocks it needs, the most recently admitted request is
+preempted by recompute: its blocks are freed and it goes back to the head of the queue, to be
+prefilled again over its prompt plus the tokens it already produced.
 
 Speed (DESIGN.md section 3): while nothing can change the batch, decode steps are run as one
 *span*: the number of steps until the first request finishes or the KV cache runs out is
@@ -33,7 +38,7 @@ class Replica:
     def __init__(self, env: simpy.Environment, index: int, table: RequestTable, step_params: np.ndarray,
                  num_kv_blocks: int, block_size: int, max_num_seqs: int, max_num_batched_tokens: int,
                  kv_watermark: float, log: StepLog, on_finish: Callable[[int, int], None],
-                 max_span_steps: int = 1 << 30):
+                 max_span_steps: int = 1 << 30, chunked: bool = False):
         self.env = env
         self.index = index
         self.table = table
@@ -45,6 +50,7 @@ class Replica:
         self.log = log
         self.on_finish = on_finish  # called with (replica index, request id) when a request ends
         self.max_span_steps = max_span_steps  # 1 turns spans off (tests compare both ways)
+        self.chunked = chunked
         self.waiting: deque[int] = deque()
         self.running: list[int] = []  # in admission order; the last is preempted first
         self._wake: simpy.Event | None = None
@@ -81,10 +87,17 @@ class Replica:
                 self._wake = self.env.event()
                 yield self._wake
                 continue
-            admitted = self._schedule_prefill()
-            if admitted:
-                yield from self._run_prefill(admitted)
-            elif self.running:
+            if self.chunked:
+                plan = self._schedule_chunked()
+                if plan:
+                    yield from self._run_chunked_step(plan)
+                    continue
+            else:
+                admitted = self._schedule_prefill()
+                if admitted:
+                    yield from self._run_prefill(admitted)
+                    continue
+            if self.running:
                 yield from self._run_decode_span()
             else:
                 raise RuntimeError(f"replica {self.index}: request {self.waiting[0]} can never be admitted")
@@ -107,6 +120,7 @@ class Replica:
                 break
             self.pool.allocate(blocks)
             t.kv_blocks[rid] = blocks
+            t.prefill_target[rid] = n
             self.waiting.popleft()
             admitted.append(rid)
             num_tokens += n
@@ -137,6 +151,100 @@ class Replica:
         t.first_token_s[ids[fresh]] = end_s
         self.log.add(self.index, start_s, np.array([end_s]), np.array([num_tokens]), ids, tokens, prefill=True)
         self._retire_finished(ids, end_s)
+
+    def _schedule_chunked(self) -> dict[int, int]:
+        """One step's plan {request id: tokens} under the shared token budget; empty when the step
+        would only decode (then a decode span runs instead)."""
+        while True:
+            self._make_room_for_decodes()
+            plan, has_prefill = self._plan_chunked()
+            stuck = not has_prefill and any(self._prefilling(rid) for rid in self.running)
+            if not stuck:
+                break
+            self._preempt_last()  # prompts holding the pool without room to go on: free one
+        if not has_prefill:
+            return {}
+        t = self.table
+        for rid, n in plan.items():  # claim the blocks the step writes into
+            blocks = blocks_for(int(t.kv_tokens[rid]) + n, self.block_size)
+            self.pool.allocate(int(blocks - t.kv_blocks[rid]))
+            t.kv_blocks[rid] = blocks
+        return plan
+
+    def _plan_chunked(self) -> tuple[dict[int, int], bool]:
+        t, size = self.table, self.block_size
+        budget = self.max_num_batched_tokens
+        plan: dict[int, int] = {}
+        for rid in self.running:  # a token for every decoding request first: decodes never starve
+            if budget > 0 and not self._prefilling(rid):
+                plan[rid] = 1
+                budget -= 1
+        free = self.pool.num_free - self._decode_blocks(plan)
+        has_prefill = False
+        for rid in self.running:  # then the next chunk of prompts already started
+            if budget > 0 and self._prefilling(rid):
+                fit = (int(t.kv_blocks[rid]) + free) * size - int(t.kv_tokens[rid])
+                n = min(int(t.prefill_target[rid] - t.kv_tokens[rid]), budget, fit)
+                if n > 0:
+                    plan[rid] = n
+                    budget -= n
+                    free -= blocks_for(int(t.kv_tokens[rid]) + n, size) - int(t.kv_blocks[rid])
+                    has_prefill = True
+        while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
+            rid = self.waiting[0]  # then chunks of newly admitted prompts, FIFO
+            target = int(t.input_tokens[rid] + t.generated[rid])
+            n = min(target, budget)
+            blocks = blocks_for(n, size)
+            if free - blocks < self.pool.watermark_blocks:
+                break
+            self.waiting.popleft()
+            self.running.append(rid)
+            t.prefill_target[rid] = target
+            if np.isnan(t.first_scheduled_s[rid]):
+                t.first_scheduled_s[rid] = self.env.now
+            plan[rid] = n
+            budget -= n
+            free -= blocks
+            has_prefill = True
+        return plan, has_prefill
+
+    def _prefilling(self, rid: int) -> bool:
+        return self.table.kv_tokens[rid] < self.table.prefill_target[rid]
+
+    def _make_room_for_decodes(self) -> None:
+        """Preempt the newest requests until every decoding request can get its next slot."""
+        while self.running and self._decode_blocks(self.running) > self.pool.num_free:
+            self._preempt_last()
+
+    def _decode_blocks(self, rids) -> int:
+        """Blocks the decoding requests among rids need for one more token."""
+        t = self.table
+        return sum(blocks_for(int(t.kv_tokens[rid]) + 1, self.block_size) - int(t.kv_blocks[rid])
+                   for rid in rids if not self._prefilling(rid))
+
+    def _run_chunked_step(self, plan: dict[int, int]):
+        t = self.table
+        ids = np.fromiter(plan, dtype=np.int64, count=len(plan))
+        tokens = np.fromiter(plan.values(), dtype=np.int64, count=len(plan))
+        kv_before = t.kv_tokens[ids]
+        decoding = kv_before >= t.prefill_target[ids]
+        chunk = tokens[~decoding]
+        # decode tokens attend to their context plus themselves; a chunk to what precedes it
+        # plus itself, causally
+        attn_pairs = float((kv_before[decoding] + 1).sum() + (chunk * kv_before[~decoding] + chunk * (chunk + 1) // 2).sum())
+        start_s = self.env.now
+        yield self.env.timeout(step_time_s(self.params, int(chunk.sum()), int(decoding.sum()), attn_pairs,
+                                           float(kv_before.sum())))
+        end_s = self.env.now
+        t.kv_tokens[ids] = kv_before + tokens
+        emits = ids[decoding | (t.kv_tokens[ids] >= t.prefill_target[ids])]
+        t.token_time_s[t.token_offset[emits] + t.generated[emits]] = end_s
+        t.generated[emits] += 1
+        fresh = emits[np.isnan(t.first_token_s[emits])]
+        t.first_token_s[fresh] = end_s
+        self.log.add(self.index, start_s, np.array([end_s]), np.array([int(tokens.sum())]), ids, tokens,
+                     prefill=True)
+        self._retire_finished(emits, end_s)
 
     def _run_decode_span(self):
         t = self.table

@@ -131,8 +131,14 @@ def plan_deployment(scenario: Scenario) -> Deployment:
     if max_model_len > model.max_model_len:
         raise InputError("engine.max_model_len",
                          f"{max_model_len} exceeds {model.key}'s context length {model.max_model_len}")
-    # vLLM v0 default without chunked prefill: a whole max-length prompt fits in one step.
-    max_num_batched_tokens = scenario.engine.max_num_batched_tokens or max(max_model_len, 2048)
+    # Defaults: vLLM v0 without chunked prefill fits a whole max-length prompt in one step; with
+    # chunked prefill, 2048-token budgets (Sarathi-Serve's and vLLM's long-standing default).
+    max_num_batched_tokens = scenario.engine.max_num_batched_tokens or (
+        2048 if scenario.engine.policy == "chunked" else max(max_model_len, 2048))
+    if max_num_batched_tokens < scenario.engine.max_num_seqs:  # vLLM refuses this too
+        raise InputError("engine.max_num_batched_tokens",
+                         f"{max_num_batched_tokens} is below engine.max_num_seqs={scenario.engine.max_num_seqs}; "
+                         f"a step must have room for one token of every running request")
 
     weight_bytes = model.num_params * BYTES_PER_ELEMENT[weight_format]
     b_kv = BYTES_PER_ELEMENT[kv_format]

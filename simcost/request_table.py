@@ -33,6 +33,9 @@ class RequestTable:
         self.generated = np.zeros(n, dtype=np.int64)  # output tokens emitted so far
         self.kv_tokens = np.zeros(n, dtype=np.int64)  # tokens whose KV is in the cache now
         self.kv_blocks = np.zeros(n, dtype=np.int64)  # blocks held now
+        # tokens to compute before the next token is emitted: prompt (+ output so far, when a
+        # preempted request is recomputed); a request is prefilling while kv_tokens < this
+        self.prefill_target = np.zeros(n, dtype=np.int64)
         self.num_preemptions = np.zeros(n, dtype=np.int64)
         self.first_scheduled_s = np.full(n, np.nan)
         self.first_token_s = np.full(n, np.nan)

@@ -46,7 +46,7 @@ class Simulation:
             self.env, self.table, scenario.fleet.replicas, scenario.fleet.router, run_streams.routing,
             step_params(scenario, dep), dep.num_kv_blocks, dep.block_size, eng.max_num_seqs,
             dep.max_num_batched_tokens, dep.max_model_len, eng.kv_watermark, eng.max_waiting, self.log,
-            max_span_steps,
+            max_span_steps, chunked=eng.policy == "chunked",
         )
         self.env.process(self._arrivals())
         self._progress = None

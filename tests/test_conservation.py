@@ -14,6 +14,8 @@ CASES = {
     "jsq x3 tight kv": {"fleet": {"replicas": 3, "router": "join_shortest_queue"},
                         "engine": {"num_kv_blocks": 150, "max_num_seqs": 16}},
     "shared queue x2": {"fleet": {"replicas": 2, "router": "shared_queue"}, "engine": {"max_num_seqs": 4}},
+    "chunked x2 tight kv": {"fleet": {"replicas": 2, "router": "join_shortest_queue"},
+                            "engine": {"policy": "chunked", "max_num_batched_tokens": 256, "num_kv_blocks": 150}},
     "round robin x4 tp2 70b": {"fleet": {"replicas": 4}, "model": {"name": "llama-2-70b"},
                                "hardware": {"device": "a100-80gb", "tensor_parallel": 2}},
 }
