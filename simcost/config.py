@@ -222,10 +222,64 @@ class EngineConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class PricingConfig:
+    """How the fleet is paid for (math in `simcost.pricing`, DESIGN.md section 4). The on-demand
+    rate is fleet.price_usd_per_device_hour (or the catalog's); each model takes only its keys:
+    on_demand: min_charge_s. spot: spot_usd_per_device_hour, min_charge_s.
+    reserved: upfront_usd_per_device, recurring_usd_per_device_hour, term_years.
+    savings_plan: commitment_usd_per_hour (whole fleet), discount.
+    owned: capex_usd_per_device, usd_per_kwh, lifetime_years."""
+
+    model: Literal["on_demand", "reserved", "savings_plan", "spot", "owned"] = "on_demand"
+    min_charge_s: float | None = field(default=None, metadata=bounds(ge=0))  # None: 60 s (AWS, GCP)
+    spot_usd_per_device_hour: float | None = field(default=None, metadata=bounds(ge=0))
+    upfront_usd_per_device: float | None = field(default=None, metadata=bounds(ge=0))
+    recurring_usd_per_device_hour: float | None = field(default=None, metadata=bounds(ge=0))
+    term_years: float | None = field(default=None, metadata=bounds(gt=0))
+    commitment_usd_per_hour: float | None = field(default=None, metadata=bounds(ge=0))
+    discount: float | None = field(default=None, metadata=bounds(ge=0, le=0.99))
+    capex_usd_per_device: float | None = field(default=None, metadata=bounds(ge=0))
+    usd_per_kwh: float | None = field(default=None, metadata=bounds(ge=0))
+    lifetime_years: float | None = field(default=None, metadata=bounds(gt=0))  # owned; None: 5
+
+    _NEEDS = {"on_demand": (), "spot": ("spot_usd_per_device_hour",),
+              "reserved": ("upfront_usd_per_device", "recurring_usd_per_device_hour", "term_years"),
+              "savings_plan": ("commitment_usd_per_hour", "discount"),
+              "owned": ("capex_usd_per_device", "usd_per_kwh")}
+    _OPTIONAL = {"on_demand": ("min_charge_s",), "spot": ("min_charge_s",), "owned": ("lifetime_years",)}
+    _KEYS = ("min_charge_s", "spot_usd_per_device_hour", "upfront_usd_per_device", "recurring_usd_per_device_hour",
+             "term_years", "commitment_usd_per_hour", "discount", "capex_usd_per_device", "usd_per_kwh",
+             "lifetime_years")
+
+    def _check(self, path: str) -> None:
+        needed, optional = self._NEEDS[self.model], self._OPTIONAL.get(self.model, ())
+        for name in self._KEYS:
+            given = getattr(self, name) is not None
+            if name in needed and not given:
+                raise InputError(f"{path}.{name}", f"missing; pricing model '{self.model}' needs {', '.join(needed)}")
+            if given and name not in needed and name not in optional:
+                raise InputError(f"{path}.{name}", f"not used by pricing model '{self.model}' "
+                                                   f"(it takes {', '.join(needed + optional) or 'no keys'})")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SiteConfig:
+    """Where the fleet runs. PUE default 1.2: an assumption for a modern cloud data centre (large
+    operators report about 1.1-1.2; the industry-wide average is higher, about 1.5). Grid intensity
+    default 400 gCO2/kWh: an assumption near the world-average grid; set your region's figure."""
+
+    region: str = "us-east-1"
+    pue: float = field(default=1.2, metadata=bounds(ge=1))
+    grid_gco2_per_kwh: float = field(default=400.0, metadata=bounds(ge=0))
+
+
+@dataclass(frozen=True, kw_only=True)
 class FleetConfig:
     replicas: int = field(default=1, metadata=bounds(ge=1))
     router: Literal["round_robin", "join_shortest_queue", "shared_queue"] = "round_robin"
     price_usd_per_device_hour: float | None = field(default=None, metadata=bounds(ge=0))  # None: catalog on-demand
+    pricing: PricingConfig = PricingConfig()
+    site: SiteConfig = SiteConfig()
 
 
 @dataclass(frozen=True, kw_only=True)

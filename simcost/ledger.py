@@ -3,10 +3,11 @@
 The engine appends one *record* per batch it runs: a prefill step, or a span of decode steps
 over the same requests. A record lists its steps (end times) and its members with the tokens
 each processed. After the run, numba kernels charge every step (device $/hour x step time x
-devices), sum steps into records, and split each record's cost over its members in proportion
-to tokens. Time a replica spends with no step is idle cost. By construction
-    sum(request cost) + idle cost = replicas x horizon x $/hour,
-which the tests check (no dollar lost or invented).
+devices, under the fleet's pricing model: `simcost.pricing`), sum steps into records, and split
+each record's cost over its members in proportion to tokens. Time a replica spends with no step
+is idle cost; minimum charges and unused commitments are their own unallocated categories. So
+    sum(request cost) + idle + minimum + unused commitment = the bill from the pricing formulas,
+which the tests check (no dollar lost or invented). Energy is kept per replica-hour alongside.
 """
 
 from __future__ import annotations
@@ -15,6 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
+
+from simcost.config import FleetConfig
+from simcost.energy import Energy, hour_covered_s, replica_hour_energy, split_steps_by_hour
+from simcost.perf import Deployment
+from simcost.pricing import Tariff, bill_usd, tariff
 
 
 class StepLog:
@@ -92,23 +98,49 @@ class Bill:
     request_usd: np.ndarray  # cost allocated to every request
     replica_busy_s: np.ndarray
     replica_idle_s: np.ndarray
-    busy_usd: float
-    idle_usd: float
-    total_usd: float  # replicas x horizon x $/hour
+    busy_usd: float  # allocated: the sum of step_usd (and of request_usd)
+    idle_usd: float  # unallocated: time replicas ran with no step
+    total_usd: float  # from the pricing formulas (`simcost.pricing.bill_usd`)
+    minimum_usd: float = 0.0  # unallocated: per-start minimum-charge top-ups
+    unused_commitment_usd: float = 0.0  # unallocated: savings-plan commitment nobody used
+    replica_hour_usd: np.ndarray | None = None  # (replicas, hours) running charge, unallocated extras excluded
+    hour_unused_commitment_usd: np.ndarray | None = None  # (hours,)
+    tariff: Tariff | None = None
+    energy: Energy | None = None
+
+    @property
+    def unallocated_usd(self) -> float:
+        return self.idle_usd + self.minimum_usd + self.unused_commitment_usd
 
 
-def settle(steps: StepArrays, num_requests: int, num_replicas: int, usd_per_replica_hour: float, horizon_s: float) -> Bill:
-    """Price every step, allocate to requests, and charge the gaps as idle."""
-    replica_usd_per_s = np.full(num_replicas, usd_per_replica_hour / 3600.0)
-    step_usd = charge_steps(steps.step_start_s, steps.step_end_s, steps.step_replica, replica_usd_per_s)
+def settle(steps: StepArrays, num_requests: int, fleet: FleetConfig, dep: Deployment, horizon_s: float) -> Bill:
+    """Price every step, allocate to requests, and charge the gaps as idle.
+
+    Steps run at utilisation 1 (see `simcost.energy`): the log has no finer measure."""
+    n = fleet.replicas
+    price = tariff(fleet.pricing, fleet.site, dep, n, horizon_s)
+    step_util = np.ones(len(steps.step_start_s))
+    step_usd = charge_steps_hourly(steps.step_start_s, steps.step_end_s, steps.step_replica, step_util,
+                                   price.time_usd_per_s, price.util_usd_per_s)
     request_usd = allocate_records(step_usd, steps.record_step_offset, steps.record_member_offset,
                                    steps.member_request, steps.member_tokens, num_requests)
-    busy_s, idle_s, overlaps = busy_idle_seconds(steps.step_start_s, steps.step_end_s, steps.step_replica, num_replicas, horizon_s)
+    busy_s, idle_s, overlaps = busy_idle_seconds(steps.step_start_s, steps.step_end_s, steps.step_replica, n, horizon_s)
     if overlaps:
         raise RuntimeError(f"ledger: {overlaps} steps overlap on one replica (engine bug)")
+    covered_s = hour_covered_s(horizon_s)
+    hour_busy_s, hour_busy_u_s = split_steps_by_hour(steps.step_start_s, steps.step_end_s, steps.step_replica,
+                                                     step_util, n, len(covered_s))
+    energy = replica_hour_energy(hour_busy_u_s, covered_s, dep.idle_w, dep.peak_w, fleet.site.pue,
+                                 fleet.site.grid_gco2_per_kwh)
+    hour_idle_s = np.maximum(0.0, covered_s[None, :] - hour_busy_s)
     return Bill(step_usd=step_usd, request_usd=request_usd, replica_busy_s=busy_s, replica_idle_s=idle_s,
-                busy_usd=float(step_usd.sum()), idle_usd=float((idle_s * replica_usd_per_s).sum()),
-                total_usd=num_replicas * horizon_s * usd_per_replica_hour / 3600.0)
+                busy_usd=float(step_usd.sum()), idle_usd=float((hour_idle_s * price.time_usd_per_s).sum()),
+                total_usd=bill_usd(fleet.pricing, dep, n, horizon_s, energy),
+                minimum_usd=float(price.minimum_usd.sum()),
+                unused_commitment_usd=float(price.unused_commitment_usd.sum()),
+                replica_hour_usd=price.time_usd_per_s * np.maximum(covered_s[None, :], hour_busy_s)
+                + price.util_usd_per_s * hour_busy_u_s,
+                hour_unused_commitment_usd=price.unused_commitment_usd, tariff=price, energy=energy)
 
 
 # --- kernels (each with a plain-Python twin) ----------------------------------------------
@@ -123,6 +155,35 @@ def charge_steps(step_start_s, step_end_s, step_replica, replica_usd_per_s):
 
 def charge_steps_py(step_start_s, step_end_s, step_replica, replica_usd_per_s):
     return np.array([(e - s) * replica_usd_per_s[r] for s, e, r in zip(step_start_s, step_end_s, step_replica)])
+
+
+@njit(cache=True)
+def charge_steps_hourly(step_start_s, step_end_s, step_replica, step_util, time_usd_per_s, util_usd_per_s):
+    """Step cost under an hourly tariff: each piece of a step in clock hour h costs its seconds x
+    (rate of its replica in h + u x util rate). The last hour takes any overrun."""
+    n_hours = time_usd_per_s.shape[1]
+    out = np.zeros(step_start_s.shape[0])
+    for j in range(out.shape[0]):
+        r = step_replica[j]
+        t = step_start_s[j]
+        while t < step_end_s[j]:
+            h = min(int(t // 3600.0), n_hours - 1)
+            cut = min(step_end_s[j], (h + 1) * 3600.0) if h < n_hours - 1 else step_end_s[j]
+            out[j] += (cut - t) * (time_usd_per_s[r, h] + step_util[j] * util_usd_per_s)
+            t = cut
+    return out
+
+
+def charge_steps_hourly_py(step_start_s, step_end_s, step_replica, step_util, time_usd_per_s, util_usd_per_s):
+    n_hours = time_usd_per_s.shape[1]
+    out = []
+    for s, e, r, u in zip(step_start_s, step_end_s, step_replica, step_util):
+        usd = 0.0
+        for h in range(n_hours):
+            hi = (h + 1) * 3600.0 if h < n_hours - 1 else float("inf")
+            usd += max(0.0, min(e, hi) - max(s, h * 3600.0)) * (time_usd_per_s[r, h] + u * util_usd_per_s)
+        out.append(usd)
+    return np.array(out)
 
 
 @njit(cache=True)

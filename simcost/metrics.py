@@ -108,7 +108,9 @@ def summarize(scenario: Scenario, dep: Deployment, table: RequestTable, steps: S
             "usd_per_request": bill.total_usd / num_completed if num_completed else None,
             "usd_per_1m_output_tokens": bill.total_usd / out_tokens * 1e6 if out_tokens else None,
             "usd_per_1m_input_tokens": bill.total_usd / in_tokens * 1e6 if in_tokens else None,
+            **_pricing_keys(bill),
         },
+        "energy": _energy_keys(bill, num_completed),
         "requests": {
             "arrived": int(table.num_requests),
             "completed": num_completed,
@@ -118,6 +120,35 @@ def summarize(scenario: Scenario, dep: Deployment, table: RequestTable, steps: S
             "rejected_by_reason": {REJECT_REASONS[c]: int((table.reject_reason[rejected] == c).sum())
                                    for c in np.unique(table.reject_reason[rejected])},
         },
+    }
+
+
+def _pricing_keys(bill: Bill) -> dict:
+    t = bill.tariff
+    return {
+        "pricing_model": t.model,
+        "pricing_category": t.category,
+        "allocated_usd": float(bill.request_usd.sum()),
+        "unallocated_usd": bill.unallocated_usd,
+        "minimum_charge_usd": bill.minimum_usd,
+        "unused_commitment_usd": bill.unused_commitment_usd,
+        "effective_usd_per_replica_hour": t.effective_usd_per_hour,
+        "break_even_utilization": t.break_even_utilization,
+    }
+
+
+def _energy_keys(bill: Bill, num_completed: int) -> dict:
+    """kWh include the PUE; u = 1 while a step runs (see simcost.energy)."""
+    e = bill.energy
+    per_1k = 1000.0 / num_completed if num_completed else None
+    return {
+        "kwh": e.total_kwh,
+        "kwh_per_1k_requests": e.total_kwh * per_1k if per_1k else None,
+        "gco2": e.total_gco2,
+        "gco2_per_1k_requests": e.total_gco2 * per_1k if per_1k else None,
+        "pue": e.pue,
+        "grid_gco2_per_kwh": e.grid_gco2_per_kwh,
+        "basis": "assumption: power idle_w + u (peak_w - idle_w), u = 1 in steps; site PUE and grid intensity",
     }
 
 

@@ -84,7 +84,7 @@ class Simulation:
         horizon_s = max(self.env.now, self.arrivals_end_s())
         steps = self.log.arrays()
         scenario, dep = self.scenario, self.deployment
-        bill = settle(steps, self.table.num_requests, scenario.fleet.replicas, dep.price_usd_per_hour, horizon_s)
+        bill = settle(steps, self.table.num_requests, scenario.fleet, dep, horizon_s)
         summary = summarize(scenario, dep, self.table, steps, bill, horizon_s)
         return RunResult(scenario, dep, self.table, steps, bill, horizon_s, summary)
 

@@ -1,0 +1,87 @@
+"""Energy and carbon of a run, per replica and per clock hour.
+
+Power of a replica at utilisation u is idle_w + u * (peak_w - idle_w) (DESIGN.md section 4),
+times the site's PUE for cooling and power delivery. The step log does not carry a compute
+utilisation, so u = 1 while a step runs and u = 0 between steps: an upper bound on busy power
+(memory-bound decode steps draw less than peak) that keeps energy a function of the log alone.
+The kernels take u per step, so a finer utilisation can be passed in later without changing them.
+
+Everything is kept per (replica, hour) because pricing and the FOCUS export are hourly:
+hour h covers [3600 h, min(3600 (h + 1), horizon)).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+J_PER_KWH = 3.6e6
+S_PER_HOUR = 3600.0
+
+
+def num_hours(horizon_s: float) -> int:
+    return max(1, math.ceil(horizon_s / S_PER_HOUR))
+
+
+def hour_covered_s(horizon_s: float) -> np.ndarray:
+    """Seconds of each clock hour inside [0, horizon_s] (the last hour may be partial)."""
+    starts = np.arange(num_hours(horizon_s)) * S_PER_HOUR
+    return np.clip(horizon_s - starts, 0.0, S_PER_HOUR)
+
+
+@dataclass(frozen=True)
+class Energy:
+    replica_hour_kwh: np.ndarray  # (replicas, hours), PUE included
+    pue: float
+    grid_gco2_per_kwh: float
+
+    @property
+    def total_kwh(self) -> float:
+        return float(self.replica_hour_kwh.sum())
+
+    @property
+    def total_gco2(self) -> float:
+        return self.total_kwh * self.grid_gco2_per_kwh
+
+
+def replica_hour_energy(busy_u_s: np.ndarray, covered_s: np.ndarray, idle_w: float, peak_w: float,
+                        pue: float, grid_gco2_per_kwh: float) -> Energy:
+    """Integral of power over each replica-hour: idle_w for all of it plus (peak - idle) x u
+    over the time steps ran (busy_u_s = integral of u dt, from `split_steps_by_hour`)."""
+    joules = covered_s[None, :] * idle_w + busy_u_s * (peak_w - idle_w)
+    return Energy(replica_hour_kwh=joules * pue / J_PER_KWH, pue=pue, grid_gco2_per_kwh=grid_gco2_per_kwh)
+
+
+# --- kernels (each with a plain-Python twin) ----------------------------------------------
+
+@njit(cache=True)
+def split_steps_by_hour(step_start_s, step_end_s, step_replica, step_util, num_replicas, n_hours):
+    """Busy seconds and integral of u dt per (replica, hour); a step across an hour boundary is cut."""
+    busy_s = np.zeros((num_replicas, n_hours))
+    busy_u_s = np.zeros((num_replicas, n_hours))
+    for j in range(step_start_s.shape[0]):
+        r = step_replica[j]
+        t = step_start_s[j]
+        while t < step_end_s[j]:
+            h = min(int(t // 3600.0), n_hours - 1)
+            cut = min(step_end_s[j], (h + 1) * 3600.0) if h < n_hours - 1 else step_end_s[j]
+            busy_s[r, h] += cut - t
+            busy_u_s[r, h] += (cut - t) * step_util[j]
+            t = cut
+    return busy_s, busy_u_s
+
+
+def split_steps_by_hour_py(step_start_s, step_end_s, step_replica, step_util, num_replicas, n_hours):
+    busy_s = np.zeros((num_replicas, n_hours))
+    busy_u_s = np.zeros((num_replicas, n_hours))
+    for s, e, r, u in zip(step_start_s, step_end_s, step_replica, step_util):
+        for h in range(n_hours):
+            lo = h * S_PER_HOUR
+            hi = (h + 1) * S_PER_HOUR if h < n_hours - 1 else math.inf  # the last hour takes any overrun
+            piece = max(0.0, min(e, hi) - max(s, lo))
+            busy_s[r, h] += piece
+            busy_u_s[r, h] += piece * u
+    return busy_s, busy_u_s
