@@ -1,7 +1,8 @@
 """Writing a run to a results folder, and the text table the CLI prints.
 
 A folder holds: summary.json (schema in the README), requests.csv or requests.parquet (one row
-per request), scenario.yaml (the scenario as run, overrides and seed applied) and latency.png.
+per request), scenario.yaml (the scenario as run, overrides and seed applied), latency.png, and the bill in
+FOCUS format: focus.csv (plus focus.parquet when pyarrow is installed; see `simcost.focus`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import yaml
 
 from simcost.config import to_dict
 from simcost.errors import InputError
+from simcost.focus import focus_rows, write_focus
 from simcost.metrics import latencies, records
 from simcost.plots import latency_cdfs
 from simcost.sim import RunResult
@@ -27,10 +29,12 @@ def write_run(result: RunResult, out_dir: Path, records_format: str = "csv") -> 
         "scenario": out_dir / "scenario.yaml",
         "requests": out_dir / f"requests.{records_format}",
         "plot": out_dir / "latency.png",
+        "focus": out_dir / "focus.csv",
     }
     paths["summary"].write_text(json.dumps(result.summary, indent=2) + "\n")
     paths["scenario"].write_text(yaml.safe_dump(to_dict(result.scenario), sort_keys=False))
     write_records(records(result.table, result.bill.request_usd), paths["requests"], records_format)
+    write_focus(focus_rows(result), paths["focus"])  # and focus.parquet when pyarrow is installed
     lat = latencies(result.table)
     measured = (result.table.status == 1) & (result.table.arrival_s >= result.scenario.warmup_s)
     latency_cdfs({k: v[measured] for k, v in lat.items()}, to_dict(result.scenario.slo),

@@ -1,0 +1,92 @@
+"""The bill in the FinOps Foundation's FOCUS format: one row per replica per clock hour.
+
+Column names and meanings follow FOCUS (BilledCost, EffectiveCost, ListCost, ChargePeriodStart/End,
+ChargeCategory, PricingCategory, ResourceId/Type, ServiceName, RegionId, Tags, BillingCurrency), so
+the simulated bill loads next to a real one. Simplifications, documented:
+- the run is a window of a longer commitment, so BilledCost equals EffectiveCost (upfront and
+  commitment fees appear amortised, never as a purchase in the window);
+- unused savings-plan commitment is its own row per hour (ResourceId "savings-plan",
+  ChargeCategory "Purchase"), since no replica used it;
+- ListCost is the on-demand price of the same time; the simulated clock starts at `start`.
+Rows' EffectiveCost sums to the bill.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+
+from simcost.energy import hour_covered_s
+
+DEFAULT_START = datetime(2025, 1, 1, tzinfo=timezone.utc)
+SERVICE_NAME = "LLM inference (simcost simulation)"
+COLUMNS = ("BilledCost", "EffectiveCost", "ListCost", "BillingCurrency", "ChargePeriodStart", "ChargePeriodEnd",
+           "ChargeCategory", "PricingCategory", "ResourceId", "ResourceType", "ServiceName", "RegionId", "Tags")
+COST_COLUMNS = ("BilledCost", "EffectiveCost", "ListCost")
+
+
+def focus_rows(result, start: datetime = DEFAULT_START) -> list[dict]:
+    bill, scenario, dep = result.bill, result.scenario, result.deployment
+    t = bill.tariff
+    covered_s = hour_covered_s(result.horizon_s)
+    periods = [_period(start, h, c) for h, c in enumerate(covered_s)]
+    tags = json.dumps({"scenario": scenario.name, "model": dep.model.key, "device": dep.device.key,
+                       "pricing_model": t.model}, sort_keys=True)
+    common = {"BillingCurrency": "USD", "ServiceName": SERVICE_NAME, "RegionId": scenario.fleet.site.region,
+              "Tags": tags}
+    rows = []
+    for r in range(bill.replica_hour_usd.shape[0]):
+        for h, (begin, end) in enumerate(periods):
+            usd, list_s = float(bill.replica_hour_usd[r, h]), float(covered_s[h])
+            if h == 0 and t.minimum_usd[r] > 0:  # the minimum charge tops up the first hour
+                usd += float(t.minimum_usd[r])
+                list_s += float(t.minimum_usd[r] / t.time_usd_per_s[r, 0])
+            rows.append({"BilledCost": usd, "EffectiveCost": usd, "ListCost": list_s * t.list_usd_per_s,
+                         "ChargePeriodStart": begin, "ChargePeriodEnd": end, "ChargeCategory": "Usage",
+                         "PricingCategory": t.category, "ResourceId": f"{scenario.name}/replica-{r}",
+                         "ResourceType": f"{dep.tensor_parallel}x {dep.device.key}", **common})
+    for h, (begin, end) in enumerate(periods):
+        lost = float(t.unused_commitment_usd[h])
+        if lost > 0:
+            rows.append({"BilledCost": lost, "EffectiveCost": lost, "ListCost": 0.0, "ChargePeriodStart": begin,
+                         "ChargePeriodEnd": end, "ChargeCategory": "Purchase", "PricingCategory": "Committed",
+                         "ResourceId": "savings-plan", "ResourceType": "Savings Plan", **common})
+    return rows
+
+
+def _period(start: datetime, hour: int, covered_s: float) -> tuple[str, str]:
+    begin = start + timedelta(hours=hour)
+    return _iso(begin), _iso(begin + timedelta(seconds=float(covered_s)))
+
+
+def _iso(t: datetime) -> str:
+    return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def write_focus(rows: list[dict], csv_path: Path) -> list[Path]:
+    """focus.csv always; focus.parquet next to it when pyarrow is installed (costs as float64,
+    periods as UTC timestamps)."""
+    with csv_path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: repr(v) if isinstance(v, float) else v for k, v in row.items()})
+    written = [csv_path]
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        return written
+    columns = {name: [row[name] for row in rows] for name in COLUMNS}
+    table = {name: pa.array(np.asarray(v, dtype=np.float64)) if name in COST_COLUMNS else pa.array(v)
+             for name, v in columns.items()}
+    for name in ("ChargePeriodStart", "ChargePeriodEnd"):
+        table[name] = pa.array([datetime.fromisoformat(v.replace("Z", "+00:00")) for v in columns[name]],
+                               type=pa.timestamp("ms", tz="UTC"))
+    parquet_path = csv_path.with_suffix(".parquet")
+    pq.write_table(pa.table(table), parquet_path)
+    return written + [parquet_path]
