@@ -146,18 +146,6 @@ def settle(steps: StepArrays, num_requests: int, fleet: FleetConfig, dep: Deploy
 # --- kernels (each with a plain-Python twin) ----------------------------------------------
 
 @njit(cache=True)
-def charge_steps(step_start_s, step_end_s, step_replica, replica_usd_per_s):
-    out = np.empty(step_start_s.shape[0])
-    for j in range(out.shape[0]):
-        out[j] = (step_end_s[j] - step_start_s[j]) * replica_usd_per_s[step_replica[j]]
-    return out
-
-
-def charge_steps_py(step_start_s, step_end_s, step_replica, replica_usd_per_s):
-    return np.array([(e - s) * replica_usd_per_s[r] for s, e, r in zip(step_start_s, step_end_s, step_replica)])
-
-
-@njit(cache=True)
 def charge_steps_hourly(step_start_s, step_end_s, step_replica, step_util, time_usd_per_s, util_usd_per_s):
     """Step cost under an hourly tariff: each piece of a step in clock hour h costs its seconds x
     (rate of its replica in h + u x util rate). The last hour takes any overrun."""
