@@ -14,7 +14,7 @@ from typing import Literal
 import yaml
 
 from simcost.errors import InputError
-from simcost.schema import apply_overrides, bounds, build, to_dict  # noqa: F401 (to_dict re-exported)
+from simcost.schema import apply_overrides, bounds, build, check_variant_keys, to_dict  # noqa: F401 (to_dict re-exported)
 
 
 # --- workload -------------------------------------------------------------------------------
@@ -38,13 +38,7 @@ class LengthSpec:
               "lognormal": ("mean", "sigma"), "exponential": ("mean",), "empirical": ("trace",)}
 
     def _check(self, path: str) -> None:
-        needed = self._NEEDS[self.dist]
-        for name in ("value", "low", "high", "mean", "sigma", "trace"):
-            given = getattr(self, name) is not None
-            if name in needed and not given:
-                raise InputError(f"{path}.{name}", f"missing; dist '{self.dist}' needs {', '.join(needed)}")
-            if name not in needed and given:
-                raise InputError(f"{path}.{name}", f"not used by dist '{self.dist}' (it takes {', '.join(needed)})")
+        check_variant_keys(self, path, "dist", "dist", self._NEEDS)
         if self.dist == "uniform" and self.low > self.high:
             raise InputError(f"{path}.low", f"{self.low} is above high={self.high}; expected low <= high")
 
@@ -74,18 +68,9 @@ class ArrivalSpec:
               "mmpp": ("rate_on_per_s", "rate_off_per_s", "mean_on_s", "mean_off_s"),
               "piecewise": ("rate_table",), "sinusoidal": ("mean_rate_per_s", "peak_to_trough")}
     _OPTIONAL = {"sinusoidal": ("period_s", "peak_at_s")}
-    _KEYS = ("rate_per_s", "cv", "rate_on_per_s", "rate_off_per_s", "mean_on_s", "mean_off_s",
-             "rate_table", "mean_rate_per_s", "peak_to_trough", "period_s", "peak_at_s")
 
     def _check(self, path: str) -> None:
-        needed, optional = self._NEEDS[self.process], self._OPTIONAL.get(self.process, ())
-        for name in self._KEYS:
-            given = getattr(self, name) is not None
-            if name in needed and not given:
-                raise InputError(f"{path}.{name}", f"missing; process '{self.process}' needs {', '.join(needed)}")
-            if given and name not in needed and name not in optional:
-                raise InputError(f"{path}.{name}", f"not used by process '{self.process}' "
-                                                   f"(it takes {', '.join(needed + optional)})")
+        check_variant_keys(self, path, "process", "process", self._NEEDS, self._OPTIONAL)
         if self.process == "mmpp" and self.rate_on_per_s + self.rate_off_per_s == 0:
             raise InputError(f"{path}.rate_on_per_s", "0 with rate_off_per_s 0; at least one rate must be > 0")
         if self.rate_table is not None:
@@ -247,19 +232,9 @@ class PricingConfig:
               "savings_plan": ("commitment_usd_per_hour", "discount"),
               "owned": ("capex_usd_per_device", "usd_per_kwh")}
     _OPTIONAL = {"on_demand": ("min_charge_s",), "spot": ("min_charge_s",), "owned": ("lifetime_years",)}
-    _KEYS = ("min_charge_s", "spot_usd_per_device_hour", "upfront_usd_per_device", "recurring_usd_per_device_hour",
-             "term_years", "commitment_usd_per_hour", "discount", "capex_usd_per_device", "usd_per_kwh",
-             "lifetime_years")
 
     def _check(self, path: str) -> None:
-        needed, optional = self._NEEDS[self.model], self._OPTIONAL.get(self.model, ())
-        for name in self._KEYS:
-            given = getattr(self, name) is not None
-            if name in needed and not given:
-                raise InputError(f"{path}.{name}", f"missing; pricing model '{self.model}' needs {', '.join(needed)}")
-            if given and name not in needed and name not in optional:
-                raise InputError(f"{path}.{name}", f"not used by pricing model '{self.model}' "
-                                                   f"(it takes {', '.join(needed + optional) or 'no keys'})")
+        check_variant_keys(self, path, "model", "pricing model", self._NEEDS, self._OPTIONAL)
 
 
 @dataclass(frozen=True, kw_only=True)

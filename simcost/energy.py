@@ -58,6 +58,15 @@ def replica_hour_energy(busy_u_s: np.ndarray, covered_s: np.ndarray, idle_w: flo
 # --- kernels (each with a plain-Python twin) ----------------------------------------------
 
 @njit(cache=True)
+def hour_piece(t_s, end_s, n_hours):
+    """The clock hour h holding time t_s (the last hour takes any overrun), and where the piece of
+    a step from t_s to end_s inside that hour stops."""
+    h = min(int(t_s // 3600.0), n_hours - 1)
+    cut_s = min(end_s, (h + 1) * 3600.0) if h < n_hours - 1 else end_s
+    return h, cut_s
+
+
+@njit(cache=True)
 def split_steps_by_hour(step_start_s, step_end_s, step_replica, step_util, num_replicas, n_hours):
     """Busy seconds and integral of u dt per (replica, hour); a step across an hour boundary is cut."""
     busy_s = np.zeros((num_replicas, n_hours))
@@ -66,8 +75,7 @@ def split_steps_by_hour(step_start_s, step_end_s, step_replica, step_util, num_r
         r = step_replica[j]
         t = step_start_s[j]
         while t < step_end_s[j]:
-            h = min(int(t // 3600.0), n_hours - 1)
-            cut = min(step_end_s[j], (h + 1) * 3600.0) if h < n_hours - 1 else step_end_s[j]
+            h, cut = hour_piece(t, step_end_s[j], n_hours)
             busy_s[r, h] += cut - t
             busy_u_s[r, h] += (cut - t) * step_util[j]
             t = cut

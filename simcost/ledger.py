@@ -18,7 +18,7 @@ import numpy as np
 from numba import njit
 
 from simcost.config import FleetConfig
-from simcost.energy import Energy, hour_covered_s, replica_hour_energy, split_steps_by_hour
+from simcost.energy import Energy, hour_covered_s, hour_piece, replica_hour_energy, split_steps_by_hour
 from simcost.perf import Deployment
 from simcost.pricing import Tariff, bill_usd, tariff
 
@@ -155,8 +155,7 @@ def charge_steps_hourly(step_start_s, step_end_s, step_replica, step_util, time_
         r = step_replica[j]
         t = step_start_s[j]
         while t < step_end_s[j]:
-            h = min(int(t // 3600.0), n_hours - 1)
-            cut = min(step_end_s[j], (h + 1) * 3600.0) if h < n_hours - 1 else step_end_s[j]
+            h, cut = hour_piece(t, step_end_s[j], n_hours)
             out[j] += (cut - t) * (time_usd_per_s[r, h] + step_util[j] * util_usd_per_s)
             t = cut
     return out

@@ -24,6 +24,21 @@ def bounds(**limits: float) -> dict:
     return {"bounds": limits}
 
 
+def check_variant_keys(obj, path: str, tag: str, label: str, needs: dict, optional: dict | None = None) -> None:
+    """For a section whose `tag` field picks a variant (dist, process, pricing model): every key
+    the variant needs is given, and no key of another variant is."""
+    kind = getattr(obj, tag)
+    needed, allowed = needs[kind], (optional or {}).get(kind, ())
+    keys = {k for ks in (*needs.values(), *(optional or {}).values()) for k in ks}
+    for name in sorted(keys):
+        given = getattr(obj, name) is not None
+        if name in needed and not given:
+            raise InputError(f"{path}.{name}", f"missing; {label} '{kind}' needs {', '.join(needed)}")
+        if given and name not in needed and name not in allowed:
+            raise InputError(f"{path}.{name}", f"not used by {label} '{kind}' "
+                                               f"(it takes {', '.join(needed + allowed) or 'no keys'})")
+
+
 def apply_overrides(raw: dict, overrides) -> dict:
     """Return a copy of `raw` with each `a.b.c=value` set; value is parsed as YAML (128, 0.5, null)."""
     raw = _deepcopy(raw)
