@@ -109,7 +109,7 @@ class Replica:
         num_tokens = 0
         # keep room for the running batch's next decode step, so a re-admitted request does not
         # immediately force another preemption
-        reserve = self._blocks_needed_next_step()
+        reserve = self._decode_blocks(self.running)
         while self.waiting and len(self.running) + len(admitted) < self.max_num_seqs:
             rid = self.waiting[0]
             n = int(t.input_tokens[rid] + t.generated[rid])  # prompt, plus output when recomputing
@@ -125,12 +125,6 @@ class Replica:
             admitted.append(rid)
             num_tokens += n
         return admitted
-
-    def _blocks_needed_next_step(self) -> int:
-        if not self.running:
-            return 0
-        kv_tokens = self.table.kv_tokens[np.asarray(self.running, dtype=np.int64)]
-        return int(np.count_nonzero(kv_tokens % self.block_size == 0))
 
     def _run_prefill(self, admitted: list[int]):
         t = self.table
@@ -217,10 +211,15 @@ class Replica:
             self._preempt_last()
 
     def _decode_blocks(self, rids) -> int:
-        """Blocks the decoding requests among rids need for one more token."""
-        t = self.table
-        return sum(blocks_for(int(t.kv_tokens[rid]) + 1, self.block_size) - int(t.kv_blocks[rid])
-                   for rid in rids if not self._prefilling(rid))
+        """Blocks the decoding requests among rids (a list or a plan) need for one more token."""
+        if not rids:
+            return 0
+        t, size = self.table, self.block_size
+        ids = np.fromiter(rids, dtype=np.int64, count=len(rids))
+        kv = t.kv_tokens[ids]
+        decoding = kv >= t.prefill_target[ids]
+        # blocks_for(kv + 1) - blocks held, vectorised: this runs at every step boundary
+        return int(((kv[decoding] + size) // size - t.kv_blocks[ids][decoding]).sum())
 
     def _run_chunked_step(self, plan: dict[int, int]):
         t = self.table
