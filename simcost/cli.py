@@ -1,4 +1,4 @@
-"""The `simcost` command: run a scenario, sweep one key, or check a scenario file.
+"""The `simcost` command: run a scenario, sweep one key, check a scenario file, or inspect a trace.
 
 Bad input of any kind ends with one line on stderr (`simcost: error: <where>: <problem>`) and
 exit status 2, never a traceback.
@@ -70,6 +70,18 @@ def _parser() -> argparse.ArgumentParser:
     cat_p.add_argument("table", nargs="?", choices=("devices", "models", "prices"), default="devices",
                        help="which catalog (default devices)")
     cat_p.set_defaults(func=_cmd_catalog)
+
+    trace_p = sub.add_parser("trace", help="look at a request trace before simulating it")
+    trace_sub = trace_p.add_subparsers(dest="trace_command", required=True)
+    insp_p = trace_sub.add_parser("inspect", help="rate over time, burstiness, token lengths, sessions, prefix reuse")
+    insp_p.add_argument("file", help="bundled trace name (e.g. azure_conv) or a trace file")
+    insp_p.add_argument("--columns", default=None, metavar="KEY=COLUMN,...",
+                        help="generic CSV/JSONL column mapping, e.g. arrival=t,arrival_unit=ms,input_tokens=prompt,"
+                             "output_tokens=completion[,session=conv,tenant=team]")
+    insp_p.add_argument("--bin-s", type=float, default=None, help="rate bin width in seconds (default: chosen from the span)")
+    insp_p.add_argument("--plot", type=Path, default=None, help="PNG to write (rate, gaps, token lengths)")
+    insp_p.add_argument("--json", type=Path, default=None, help="JSON file to write with every number")
+    insp_p.set_defaults(func=_cmd_trace_inspect)
     return p
 
 
@@ -133,6 +145,24 @@ def _cmd_catalog(args) -> int:
     from simcost.catalog import format_catalog
 
     print(format_catalog(args.table))
+    return 0
+
+
+def _cmd_trace_inspect(args) -> int:
+    from simcost.trace_inspect import format_inspection, inspect_trace, parse_columns, plot_inspection, write_json
+    from simcost.traces import load_trace
+
+    columns = parse_columns(args.columns) if args.columns else None
+    trace = load_trace(args.file, columns, key="trace inspect")
+    info = inspect_trace(trace, args.bin_s)
+    print(format_inspection(info))
+    written = []
+    if args.plot:
+        written.append(plot_inspection(trace, info, args.plot))
+    if args.json:
+        written.append(write_json(info, args.json))
+    if written:
+        print(f"\nwrote {', '.join(map(str, written))}")
     return 0
 
 
