@@ -1,5 +1,6 @@
 """Arrival processes on [0, duration_s): renewal (Poisson, Gamma, Weibull), on-off bursts (a
-two-state Markov-modulated Poisson process) and time-varying rates sampled exactly by thinning.
+two-state Markov-modulated Poisson process), time-varying rates (an inline table, a rate file or a
+sinusoid) sampled exactly by thinning, and Alibaba ServeGen per-client windows (simcost.servegen).
 
 Every generator is vectorised (gaps drawn in chunks and cumsum'd; thinning in chunks) and takes
 one `numpy.random.Generator`, the run's `arrivals` stream, so arrivals never shift the draws of
@@ -12,14 +13,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 from scipy import optimize, special
 
 from simcost.config import ArrivalSpec
 from simcost.errors import InputError
+from simcost.servegen import read_csv_columns, servegen_arrivals_with_clients
+from simcost.trace_formats import _numbers
 
 DAY_S = 86_400.0
+RATE_FILE_COLUMNS = ("start_s", "rate_per_s")
 GapSampler = Callable[[np.random.Generator, int], np.ndarray]
 
 
@@ -32,6 +37,8 @@ def arrivals(spec: ArrivalSpec, duration_s: float, rng: np.random.Generator) -> 
         return renewal_arrivals(gap, first_gap, spec.rate_per_s, duration_s, rng)
     if spec.process == "mmpp":
         return mmpp_arrivals(spec.rate_on_per_s, spec.rate_off_per_s, spec.mean_on_s, spec.mean_off_s, duration_s, rng)
+    if spec.process == "servegen":
+        return servegen_arrivals_with_clients(spec, duration_s, rng).arrival_s
     rate_fn, rate_max = rate_function(spec)
     return thinned_arrivals(rate_fn, rate_max, duration_s, rng)
 
@@ -160,7 +167,7 @@ RateFn = Callable[[np.ndarray], np.ndarray]
 def rate_function(spec: ArrivalSpec) -> tuple[RateFn, float]:
     """(rate(t) vectorised over t in seconds, an upper bound on it) for piecewise / sinusoidal."""
     if spec.process == "piecewise":
-        table = np.asarray(spec.rate_table, dtype=np.float64)
+        table = np.asarray(rate_table(spec), dtype=np.float64)
         starts_s, rates = table[:, 0], table[:, 1]
         return (lambda t: rates[np.searchsorted(starts_s, t, side="right") - 1]), float(rates.max())
     if spec.process == "sinusoidal":
@@ -168,6 +175,19 @@ def rate_function(spec: ArrivalSpec) -> tuple[RateFn, float]:
         mean = spec.mean_rate_per_s
         return (lambda t: mean * (1 + amplitude * np.cos(2 * np.pi * (t - peak_at_s) / period_s))), mean * (1 + amplitude)
     raise ValueError(f"process {spec.process!r} has no rate function")
+
+
+def rate_table(spec: ArrivalSpec) -> tuple[tuple[float, float], ...]:
+    """A piecewise spec's [[start_s, rate_per_s], ...]: inline, or read from rate_file (a CSV with
+    header start_s,rate_per_s), checked like the inline table with errors at `file:line`."""
+    if spec.rate_file is None:
+        return spec.rate_table
+    where, cells = read_csv_columns(Path(spec.rate_file), RATE_FILE_COLUMNS, "rate rows",
+                                    "workload.arrivals.rate_file")
+    starts_s, rates = (_numbers(where, cells[name], name, 2).tolist() for name in RATE_FILE_COLUMNS)
+    table = tuple(zip(starts_s, rates))
+    ArrivalSpec.check_rate_rows(table, lambda i: f"{where}:{i + 2}", where)
+    return table
 
 
 def sinusoid_params(spec: ArrivalSpec) -> tuple[float, float, float]:

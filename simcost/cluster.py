@@ -12,6 +12,7 @@ Routers (scenario key fleet.router):
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 
 import numpy as np
 import simpy
@@ -26,8 +27,11 @@ class Fleet:
     def __init__(self, env: simpy.Environment, table: RequestTable, num_replicas: int, router: str,
                  rng: np.random.Generator, step_params: np.ndarray, num_kv_blocks: int, block_size: int,
                  max_num_seqs: int, max_num_batched_tokens: int, max_model_len: int, kv_watermark: float,
-                 max_waiting: int | None, log: StepLog, max_span_steps: int = 1 << 30, chunked: bool = False):
+                 max_waiting: int | None, log: StepLog, max_span_steps: int = 1 << 30, chunked: bool = False,
+                 on_done: Callable[[int], None] | None = None,
+                 item_work: tuple[np.ndarray, np.ndarray] | None = None):
         self.env = env
+        self.on_done = on_done  # called with a request id when it completes or is rejected
         self.table = table
         self.router = router
         self.rng = rng
@@ -39,7 +43,7 @@ class Fleet:
         self.chunked = chunked
         self.replicas = [
             Replica(env, i, table, step_params, num_kv_blocks, block_size, max_num_seqs, max_num_batched_tokens,
-                    kv_watermark, log, self._on_finish, max_span_steps, chunked)
+                    kv_watermark, log, self._on_finish, max_span_steps, chunked, item_work)
             for i in range(num_replicas)
         ]
         self.central: deque[int] = deque()  # shared_queue only
@@ -53,20 +57,25 @@ class Fleet:
         """A request arrives: reject it if it can never be served, else route it."""
         reason = self._inadmissible(rid)
         if reason:
-            self.table.reject(rid, reason)
+            self._reject(rid, reason)
             return
         if self.router == "shared_queue":
             if self.max_waiting is not None and len(self.central) >= self.max_waiting:
-                self.table.reject(rid, "queue_full")
+                self._reject(rid, "queue_full")
                 return
             self.central.append(rid)
             self._dispatch_central()
             return
         replica = self._pick()
         if self.max_waiting is not None and len(replica.waiting) >= self.max_waiting:
-            self.table.reject(rid, "queue_full")
+            self._reject(rid, "queue_full")
             return
         replica.submit(rid)
+
+    def _reject(self, rid: int, reason: str) -> None:
+        self.table.reject(rid, reason)
+        if self.on_done is not None:
+            self.on_done(rid)
 
     def _inadmissible(self, rid: int) -> str:
         t = self.table
@@ -101,3 +110,5 @@ class Fleet:
         self.num_completed += 1
         if self.central:
             self._dispatch_central()
+        if self.on_done is not None:
+            self.on_done(rid)

@@ -48,10 +48,14 @@ class ArrivalSpec:
     """An arrival process (see `simcost.arrivals`). Each process takes only its own keys:
     poisson: rate_per_s. gamma, weibull: rate_per_s, cv (renewal, inter-arrival CV).
     mmpp (on-off bursts): rate_on_per_s, rate_off_per_s, mean_on_s, mean_off_s.
-    piecewise: rate_table [[start_s, rate_per_s], ...], first start 0, the last rate holds on.
-    sinusoidal: mean_rate_per_s, peak_to_trough, optional period_s (86400) and peak_at_s (0)."""
+    piecewise: rate_table [[start_s, rate_per_s], ...] or rate_file (a CSV with header
+    start_s,rate_per_s), first start 0, the last rate holds on.
+    sinusoidal: mean_rate_per_s, peak_to_trough, optional period_s (86400) and peak_at_s (0).
+    servegen (Alibaba ServeGen per-client windows, see `simcost.servegen`): servegen_file, optional
+    clients (ids) or top_clients (the K busiest), start_s (trace time, 0 = local midnight),
+    time_compression (60 plays a day in 24 min) and rate_multiplier."""
 
-    process: Literal["poisson", "gamma", "weibull", "mmpp", "piecewise", "sinusoidal"]
+    process: Literal["poisson", "gamma", "weibull", "mmpp", "piecewise", "sinusoidal", "servegen"]
     rate_per_s: float | None = field(default=None, metadata=bounds(gt=0))
     cv: float | None = field(default=None, metadata=bounds(ge=0.01, le=100))
     rate_on_per_s: float | None = field(default=None, metadata=bounds(ge=0))
@@ -59,38 +63,64 @@ class ArrivalSpec:
     mean_on_s: float | None = field(default=None, metadata=bounds(gt=0))
     mean_off_s: float | None = field(default=None, metadata=bounds(gt=0))
     rate_table: tuple[tuple[float, ...], ...] | None = None
+    rate_file: str | None = None  # piecewise: the table as a CSV, relative to the scenario file
     mean_rate_per_s: float | None = field(default=None, metadata=bounds(gt=0))
     peak_to_trough: float | None = field(default=None, metadata=bounds(ge=1))
     period_s: float | None = field(default=None, metadata=bounds(gt=0))
     peak_at_s: float | None = None
+    servegen_file: str | None = None  # a bundled name (simcost.servegen.SERVEGEN_BUNDLED) or a path
+    clients: tuple[int, ...] | None = None  # None: every client in the file
+    top_clients: int | None = field(default=None, metadata=bounds(ge=1))
+    start_s: float | None = field(default=None, metadata=bounds(ge=0))  # None: 0
+    time_compression: float | None = field(default=None, metadata=bounds(ge=1))  # None: 1
+    rate_multiplier: float | None = field(default=None, metadata=bounds(gt=0))  # None: 1
 
     _NEEDS = {"poisson": ("rate_per_s",), "gamma": ("rate_per_s", "cv"), "weibull": ("rate_per_s", "cv"),
               "mmpp": ("rate_on_per_s", "rate_off_per_s", "mean_on_s", "mean_off_s"),
-              "piecewise": ("rate_table",), "sinusoidal": ("mean_rate_per_s", "peak_to_trough")}
-    _OPTIONAL = {"sinusoidal": ("period_s", "peak_at_s")}
+              "piecewise": (), "sinusoidal": ("mean_rate_per_s", "peak_to_trough"),
+              "servegen": ("servegen_file",)}
+    _OPTIONAL = {"piecewise": ("rate_table", "rate_file"), "sinusoidal": ("period_s", "peak_at_s"),
+                 "servegen": ("clients", "top_clients", "start_s", "time_compression", "rate_multiplier")}
 
     def _check(self, path: str) -> None:
         check_variant_keys(self, path, "process", "process", self._NEEDS, self._OPTIONAL)
         if self.process == "mmpp" and self.rate_on_per_s + self.rate_off_per_s == 0:
             raise InputError(f"{path}.rate_on_per_s", "0 with rate_off_per_s 0; at least one rate must be > 0")
+        if self.process == "piecewise" and (self.rate_table is None) == (self.rate_file is None):
+            raise InputError(f"{path}.rate_file" if self.rate_file else f"{path}.rate_table",
+                             "given with rate_table; give one of them" if self.rate_file
+                             else "missing; process 'piecewise' needs rate_table or rate_file")
         if self.rate_table is not None:
-            self._check_table(f"{path}.rate_table")
+            self.check_rate_rows(self.rate_table, lambda i: f"{path}.rate_table[{i}]", f"{path}.rate_table")
+        if self.process == "servegen":
+            self._check_clients(path)
 
-    def _check_table(self, path: str) -> None:
-        table = self.rate_table
+    def _check_clients(self, path: str) -> None:
+        if self.clients is not None and self.top_clients is not None:
+            raise InputError(f"{path}.top_clients", "given with clients; give one of them")
+        if self.clients is not None and not self.clients:
+            raise InputError(f"{path}.clients", "empty; list client ids, or leave clients out for all of them")
+        for i, client in enumerate(self.clients or ()):
+            if client in self.clients[:i]:
+                raise InputError(f"{path}.clients[{i}]", f"client {client} is listed twice")
+
+    @staticmethod
+    def check_rate_rows(table, where_row, where_table: str) -> None:
+        """Checks of a piecewise table [[start_s, rate_per_s], ...]; `where_row(i)` names row i
+        (a key path inline, `file:line` for rate_file)."""
         if not table:
-            raise InputError(path, "empty; expected rows [start_s, rate_per_s] starting at 0")
+            raise InputError(where_table, "empty; expected rows [start_s, rate_per_s] starting at 0")
         for i, row in enumerate(table):
             if len(row) != 2:
-                raise InputError(f"{path}[{i}]", f"{list(row)} has {len(row)} numbers; expected [start_s, rate_per_s]")
+                raise InputError(where_row(i), f"{list(row)} has {len(row)} numbers; expected [start_s, rate_per_s]")
             if row[1] < 0:
-                raise InputError(f"{path}[{i}]", f"rate {row[1]} is negative; expected >= 0")
+                raise InputError(where_row(i), f"rate {row[1]} is negative; expected >= 0")
             if i == 0 and row[0] != 0:
-                raise InputError(f"{path}[0]", f"starts at {row[0]} s; the first row must start at 0")
+                raise InputError(where_row(0), f"starts at {row[0]} s; the first row must start at 0")
             if i and row[0] <= table[i - 1][0]:
-                raise InputError(f"{path}[{i}]", f"start {row[0]} s is not after the previous row's {table[i - 1][0]} s")
+                raise InputError(where_row(i), f"start {row[0]} s is not after the previous row's {table[i - 1][0]} s")
         if max(row[1] for row in table) == 0:
-            raise InputError(path, "every rate is 0; at least one must be > 0")
+            raise InputError(where_table, "every rate is 0; at least one must be > 0")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -128,23 +158,128 @@ class TraceSpec:
 
 
 @dataclass(frozen=True, kw_only=True)
-class WorkloadConfig:
-    """Either synthetic arrivals with two length distributions, or a trace."""
+class DelaySpec:
+    """A duration distribution in seconds (think times): fixed value_s, uniform [low_s, high_s],
+    exponential with mean_s, or lognormal with mean_s and sigma (sd of ln x). Continuous, >= 0."""
 
-    arrivals: ArrivalSpec | None = None
-    input_tokens: LengthSpec | None = None
-    output_tokens: LengthSpec | None = None
-    trace: TraceSpec | None = None
+    dist: Literal["fixed", "uniform", "exponential", "lognormal"]
+    value_s: float | None = field(default=None, metadata=bounds(ge=0))
+    low_s: float | None = field(default=None, metadata=bounds(ge=0))
+    high_s: float | None = field(default=None, metadata=bounds(ge=0))
+    mean_s: float | None = field(default=None, metadata=bounds(gt=0))
+    sigma: float | None = field(default=None, metadata=bounds(gt=0))
+
+    _NEEDS = {"fixed": ("value_s",), "uniform": ("low_s", "high_s"), "exponential": ("mean_s",),
+              "lognormal": ("mean_s", "sigma")}
 
     def _check(self, path: str) -> None:
-        if self.trace is not None:
-            for name in ("arrivals", "input_tokens", "output_tokens"):
-                if getattr(self, name) is not None:
-                    raise InputError(f"{path}.{name}", "not used with workload.trace (the trace gives arrivals and lengths)")
+        check_variant_keys(self, path, "dist", "dist", self._NEEDS)
+        if self.dist == "uniform" and self.low_s > self.high_s:
+            raise InputError(f"{path}.low_s", f"{self.low_s} is above high_s={self.high_s}; expected low_s <= high_s")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SessionSpec:
+    """Multi-turn sessions (chats, agents): the workload's arrivals (or clients) start sessions of
+    `turns` turns. Turn k+1 is sent `think_time` after turn k's answer finished; its prompt is turn
+    k's prompt plus turn k's output plus new tokens (followup_input_tokens, default input_tokens),
+    so the shared prefix grows. A rejected turn ends its session; turns that would start at or
+    after duration_s are not sent (both are counted in the summary)."""
+
+    turns: LengthSpec
+    think_time: DelaySpec
+    followup_input_tokens: LengthSpec | None = None
+
+    def _check(self, path: str) -> None:
+        if self.turns.dist == "empirical":
+            raise InputError(f"{path}.turns.dist", "empirical resamples token lengths; give turns as fixed, uniform, lognormal or exponential")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClientsSpec:
+    """Closed loop: `users` users, each sending a request (or running a session), waiting for its
+    answer (or a rejection), thinking for `think_time` and sending the next, until duration_s.
+    Each user's first request comes one think time after t=0, so users do not start in lockstep."""
+
+    users: int = field(metadata=bounds(ge=1))
+    think_time: DelaySpec
+
+
+@dataclass(frozen=True, kw_only=True)
+class ItemSpec:
+    """Work that is not LLM tokens, carried by each request: images, audio seconds, embedding
+    calls. Each item costs `flops_per_item` and `bytes_per_item` of memory traffic in the request's
+    prefill step (roofline: the step takes the longer of the items' compute and memory time on top
+    of its token work) and adds `prompt_tokens_per_item` tokens to the prompt (e.g. 576 for a
+    LLaVA-1.5 image; 0 for an encoder-only call)."""
+
+    kind: str  # a label for reports: image, audio_s, embedding_call
+    per_request: LengthSpec  # items per request (>= 1)
+    flops_per_item: float = field(metadata=bounds(ge=0))
+    bytes_per_item: float = field(default=0.0, metadata=bounds(ge=0))
+    prompt_tokens_per_item: int = field(default=0, metadata=bounds(ge=0))
+
+    def _check(self, path: str) -> None:
+        if self.per_request.dist == "empirical":
+            raise InputError(f"{path}.per_request.dist", "empirical resamples token lengths; give items per request as fixed, uniform, lognormal or exponential")
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkloadConfig:
+    """Requests: synthetic open-loop `arrivals` or closed-loop `clients`, with two length
+    distributions (optionally multi-turn `session`s and non-token `items`); or a `trace`; or a
+    `mix` of such workloads, each with its own arrivals, streams, tenant, priority and SLO."""
+
+    name: str | None = None  # default: "default", or w<i> inside a mix
+    tenant: str | None = None  # who the requests belong to (default: the trace's tenant column, else name)
+    priority: int = 0  # scheduling class; lower is more urgent (vLLM's convention)
+    slo: SloConfig | None = None  # this workload's limits; unset limits fall back to the scenario's slo
+    arrivals: ArrivalSpec | None = None
+    clients: ClientsSpec | None = None
+    input_tokens: LengthSpec | None = None
+    output_tokens: LengthSpec | None = None
+    session: SessionSpec | None = None
+    items: ItemSpec | None = None
+    trace: TraceSpec | None = None
+    mix: tuple[WorkloadConfig, ...] | None = None
+
+    def _check(self, path: str) -> None:
+        if self.mix is not None:
+            self._check_mix(path)
             return
-        for name in ("arrivals", "input_tokens", "output_tokens"):
+        if self.trace is not None:
+            for name in ("arrivals", "clients", "input_tokens", "output_tokens", "session"):
+                if getattr(self, name) is not None:
+                    raise InputError(f"{path}.{name}", "not used with workload.trace (the trace gives arrivals, lengths and sessions)")
+            return
+        if (self.arrivals is None) == (self.clients is None):
+            raise InputError(f"{path}.arrivals", "give either arrivals (open loop) or clients (closed loop), not both"
+                             if self.arrivals else "missing; a workload needs arrivals or clients, lengths, or a trace")
+        for name in ("input_tokens", "output_tokens"):
             if getattr(self, name) is None:
-                raise InputError(f"{path}.{name}", "missing; a workload needs arrivals, input_tokens and output_tokens, or a trace")
+                raise InputError(f"{path}.{name}", "missing; a synthetic workload needs input_tokens and output_tokens")
+
+    def _check_mix(self, path: str) -> None:
+        for name in ("arrivals", "clients", "input_tokens", "output_tokens", "session", "items", "trace", "slo",
+                     "tenant"):
+            if getattr(self, name) is not None:
+                raise InputError(f"{path}.{name}", "not used next to mix; give it inside each mix entry")
+        if not self.mix:
+            raise InputError(f"{path}.mix", "empty; expected a list of workloads")
+        names = [entry.name or f"w{i}" for i, entry in enumerate(self.mix)]
+        for i, entry in enumerate(self.mix):
+            if entry.mix is not None:
+                raise InputError(f"{path}.mix[{i}].mix", "a mix cannot nest another mix")
+            if names.index(names[i]) != i:
+                raise InputError(f"{path}.mix[{i}].name", f"'{names[i]}' is used twice; mix entries need distinct names")
+
+    def entries(self) -> tuple[WorkloadConfig, ...]:
+        """The workloads this one stands for: the mix entries, or itself."""
+        return self.mix if self.mix is not None else (self,)
+
+    def entry_name(self, index: int) -> str:
+        entry = self.entries()[index]
+        return entry.name or (f"w{index}" if self.mix is not None else "default")
 
 
 # --- deployment -----------------------------------------------------------------------------
@@ -283,7 +418,7 @@ class Scenario:
     slo: SloConfig = SloConfig()
 
     def _check(self, path: str) -> None:
-        if self.workload.trace is None and self.duration_s is None:
+        if self.duration_s is None and any(entry.trace is None for entry in self.workload.entries()):
             raise InputError("duration_s", "missing; synthetic arrivals need a duration in seconds")
         if self.duration_s is not None and self.warmup_s >= self.duration_s:
             raise InputError("warmup_s", f"{self.warmup_s} is not below duration_s={self.duration_s}")
@@ -313,21 +448,32 @@ def load_scenario(path: str | Path, overrides: tuple[str, ...] | list[str] = (),
 
 # keys whose value may be a file; relative paths in a scenario file mean relative to that file
 FILE_KEYS = (("workload", "trace", "name"), ("workload", "input_tokens", "trace"),
-             ("workload", "output_tokens", "trace"), ("perf", "profile"))
+             ("workload", "output_tokens", "trace"), ("workload", "arrivals", "rate_file"),
+             ("workload", "arrivals", "servegen_file"), ("perf", "profile"))
 
 
 def _resolve_paths(raw: dict, scenario_dir: Path) -> None:
     """Make relative file paths relative to the scenario's folder, when the file is there (bundled
-    names such as azure_conv are never files there and stay as they are)."""
+    names such as azure_conv are never files there and stay as they are). Workload keys apply to
+    each entry of a workload mix too."""
+    workload = raw.get("workload")
+    mix = workload.get("mix") if isinstance(workload, dict) else None
+    entries = [entry for entry in mix if isinstance(entry, dict)] if isinstance(mix, list) else []
     for keys in FILE_KEYS:
-        node = raw
-        for key in keys[:-1]:
-            node = node.get(key) if isinstance(node, dict) else None
-        if not isinstance(node, dict):
-            continue
-        value = node.get(keys[-1])
-        if isinstance(value, str) and not Path(value).is_absolute() and (scenario_dir / value).is_file():
-            node[keys[-1]] = str(scenario_dir / value)
+        roots = [raw] + ([{"workload": entry} for entry in entries] if keys[0] == "workload" else [])
+        for root in roots:
+            _resolve_one(root, keys, scenario_dir)
+
+
+def _resolve_one(root: dict, keys: tuple[str, ...], scenario_dir: Path) -> None:
+    node = root
+    for key in keys[:-1]:
+        node = node.get(key) if isinstance(node, dict) else None
+    if not isinstance(node, dict):
+        return
+    value = node.get(keys[-1])
+    if isinstance(value, str) and not Path(value).is_absolute() and (scenario_dir / value).is_file():
+        node[keys[-1]] = str(scenario_dir / value)
 
 
 def scenario_from_dict(raw: dict, overrides=(), seed: int | None = None) -> Scenario:

@@ -21,7 +21,6 @@ the one in progress, are applied, exactly as a step-by-step loop would have done
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
 
 import numpy as np
@@ -30,16 +29,21 @@ import simpy
 from simcost.decode_kernels import apply_decode_steps, max_feasible_steps
 from simcost.kvcache import BlockPool, blocks_for
 from simcost.ledger import StepLog
-from simcost.perf import decode_span_times_s, step_time_s
+from simcost.perf import decode_span_times_s, item_time_s, step_time_s
 from simcost.request_table import COMPLETED, RequestTable
+from simcost.waiting import WaitingQueue
 
 
 class Replica:
     def __init__(self, env: simpy.Environment, index: int, table: RequestTable, step_params: np.ndarray,
                  num_kv_blocks: int, block_size: int, max_num_seqs: int, max_num_batched_tokens: int,
                  kv_watermark: float, log: StepLog, on_finish: Callable[[int, int], None],
-                 max_span_steps: int = 1 << 30, chunked: bool = False):
+                 max_span_steps: int = 1 << 30, chunked: bool = False,
+                 item_work: tuple[np.ndarray, np.ndarray] | None = None,
+                 queue_key: Callable[[int], tuple] | None = None):
         self.env = env
+        # per workload entry: (FLOPs, bytes) one item costs one device; None when no workload has items
+        self.item_work = item_work
         self.index = index
         self.table = table
         self.params = step_params
@@ -51,7 +55,8 @@ class Replica:
         self.on_finish = on_finish  # called with (replica index, request id) when a request ends
         self.max_span_steps = max_span_steps  # 1 turns spans off (tests compare both ways)
         self.chunked = chunked
-        self.waiting: deque[int] = deque()
+        self.queue_key = queue_key  # None: fcfs; else the waiting order (simcost.waiting) and preemption victim
+        self.waiting = WaitingQueue(queue_key)
         self.running: list[int] = []  # in admission order; the last is preempted first
         self._wake: simpy.Event | None = None
         self._in_span = False
@@ -69,13 +74,13 @@ class Replica:
 
     def submit(self, rid: int) -> None:
         self.table.replica[rid] = self.index
-        self.waiting.append(rid)
+        self.waiting.push(rid)
         if self._wake is not None:
             wake, self._wake = self._wake, None
             wake.succeed()
-        elif self._in_span and len(self.waiting) == 1 and len(self.running) < self.max_num_seqs:
-            # only a request at the head of the queue, with a free sequence slot, can change the
-            # next step; anything else waits for the span's end (a finish) anyway
+        elif self._in_span and self.waiting.head() == rid and len(self.running) < self.max_num_seqs:
+            # only a request that is now the head of the queue, with a free sequence slot, can
+            # change the next step; anything else waits for the span's end (a finish) anyway
             self._in_span = False
             self.process.interrupt()
 
@@ -100,7 +105,7 @@ class Replica:
             if self.running:
                 yield from self._run_decode_span()
             else:
-                raise RuntimeError(f"replica {self.index}: request {self.waiting[0]} can never be admitted")
+                raise RuntimeError(f"replica {self.index}: request {self.waiting.head()} can never be admitted")
 
     def _schedule_prefill(self) -> list[int]:
         """Admit waiting requests FIFO while sequence slots, the token budget and KV blocks allow."""
@@ -111,7 +116,7 @@ class Replica:
         # immediately force another preemption
         reserve = self._decode_blocks(self.running)
         while self.waiting and len(self.running) + len(admitted) < self.max_num_seqs:
-            rid = self.waiting[0]
+            rid = self.waiting.head()
             n = int(t.input_tokens[rid] + t.generated[rid])  # prompt, plus output when recomputing
             if admitted and num_tokens + n > self.max_num_batched_tokens:
                 break  # (a lone request over the budget still runs: only a recompute can be)
@@ -121,7 +126,7 @@ class Replica:
             self.pool.allocate(blocks)
             t.kv_blocks[rid] = blocks
             t.prefill_target[rid] = n
-            self.waiting.popleft()
+            self.waiting.pop()
             admitted.append(rid)
             num_tokens += n
         return admitted
@@ -135,7 +140,8 @@ class Replica:
         first = np.isnan(t.first_scheduled_s[admitted])
         t.first_scheduled_s[np.asarray(admitted)[first]] = start_s
         self.running.extend(admitted)  # running from admission on, as in vLLM (routers count them)
-        yield self.env.timeout(step_time_s(self.params, num_tokens, 0, attn_pairs, 0.0))
+        items_s = self._items_s(np.asarray(admitted, dtype=np.int64), t.generated[admitted] == 0)
+        yield self.env.timeout(step_time_s(self.params, num_tokens, 0, attn_pairs, 0.0) + items_s)
         end_s = self.env.now
         ids = np.asarray(admitted, dtype=np.int64)
         t.kv_tokens[ids] = tokens
@@ -145,6 +151,18 @@ class Replica:
         t.first_token_s[ids[fresh]] = end_s
         self.log.add(self.index, start_s, np.array([end_s]), np.array([num_tokens]), ids, tokens, prefill=True)
         self._retire_finished(ids, end_s)
+
+    def _items_s(self, ids: np.ndarray, fresh: np.ndarray) -> float:
+        """Time for the items of the requests starting their first prefill (`fresh`): items are
+        encoded once; a recompute after preemption never re-encodes them."""
+        if self.item_work is None:
+            return 0.0
+        t = self.table
+        ids = ids[fresh & (t.num_preemptions[ids] == 0)]
+        flops_per_item, bytes_per_item = self.item_work
+        workload, items = t.workload[ids], t.items[ids]
+        return item_time_s(self.params, float((items * flops_per_item[workload]).sum()),
+                           float((items * bytes_per_item[workload]).sum()))
 
     def _schedule_chunked(self) -> dict[int, int]:
         """One step's plan {request id: tokens} under the shared token budget; empty when the step
@@ -185,13 +203,13 @@ class Replica:
                     free -= blocks_for(int(t.kv_tokens[rid]) + n, size) - int(t.kv_blocks[rid])
                     has_prefill = True
         while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
-            rid = self.waiting[0]  # then chunks of newly admitted prompts, FIFO
+            rid = self.waiting.head()  # then chunks of newly admitted prompts, in queue order
             target = int(t.input_tokens[rid] + t.generated[rid])
             n = min(target, budget)
             blocks = blocks_for(n, size)
             if free - blocks < self.pool.watermark_blocks:
                 break
-            self.waiting.popleft()
+            self.waiting.pop()
             self.running.append(rid)
             t.prefill_target[rid] = target
             if np.isnan(t.first_scheduled_s[rid]):
@@ -232,8 +250,9 @@ class Replica:
         # plus itself, causally
         attn_pairs = float((kv_before[decoding] + 1).sum() + (chunk * kv_before[~decoding] + chunk * (chunk + 1) // 2).sum())
         start_s = self.env.now
+        items_s = self._items_s(ids, (kv_before == 0) & (t.generated[ids] == 0))
         yield self.env.timeout(step_time_s(self.params, int(chunk.sum()), int(decoding.sum()), attn_pairs,
-                                           float(kv_before.sum())))
+                                           float(kv_before.sum())) + items_s)
         end_s = self.env.now
         t.kv_tokens[ids] = kv_before + tokens
         emits = ids[decoding | (t.kv_tokens[ids] >= t.prefill_target[ids])]
@@ -294,11 +313,16 @@ class Replica:
             self.on_finish(self.index, rid)
 
     def _preempt_last(self) -> None:
-        """Preempt by recompute: free the KV of the newest running request and requeue it first."""
+        """Preempt by recompute: free the KV of the newest running request (fcfs) or of the one
+        the queue order puts last (priority: the least urgent, vLLM's rule), and requeue it."""
         t = self.table
-        rid = self.running.pop()
+        if self.queue_key is None:
+            rid = self.running.pop()
+        else:
+            rid = max(self.running, key=self.queue_key)
+            self.running.remove(rid)
         self.pool.free(int(t.kv_blocks[rid]))
         t.kv_blocks[rid] = 0
         t.kv_tokens[rid] = 0
         t.num_preemptions[rid] += 1
-        self.waiting.appendleft(rid)
+        self.waiting.push_preempted(rid)

@@ -46,13 +46,24 @@ def inter_token_latencies(table: RequestTable, mask: np.ndarray) -> np.ndarray:
     return gaps[same_request & mask[owner[1:]]]
 
 
-def meets_slo(scenario: Scenario, lat: dict[str, np.ndarray]) -> np.ndarray:
+SLO_KEYS = ("ttft_s", "tpot_s", "e2el_s")
+
+
+def slo_limits(scenario: Scenario, table: RequestTable) -> dict[str, np.ndarray]:
+    """Each request's SLO limits (NaN: none): its workload's slo where set, else the scenario's."""
+    entries = scenario.workload.entries()
+    limits = {}
+    for key in SLO_KEYS:
+        per_entry = [getattr(e.slo, key) if e.slo is not None and getattr(e.slo, key) is not None
+                     else getattr(scenario.slo, key) for e in entries]
+        limits[key] = np.array([np.nan if v is None else v for v in per_entry])[table.workload]
+    return limits
+
+
+def meets_slo(limits: dict[str, np.ndarray], lat: dict[str, np.ndarray]) -> np.ndarray:
     ok = np.ones(len(lat["ttft_s"]), dtype=bool)
-    for key in ("ttft_s", "tpot_s", "e2el_s"):
-        limit = getattr(scenario.slo, key)
-        if limit is None:
-            continue
-        within = lat[key] <= limit
+    for key in SLO_KEYS:
+        within = (lat[key] <= limits[key]) | np.isnan(limits[key])
         if key == "tpot_s":
             within |= np.isnan(lat[key])  # a one-token request has no TPOT to miss
         ok &= within
@@ -60,12 +71,12 @@ def meets_slo(scenario: Scenario, lat: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def summarize(scenario: Scenario, dep: Deployment, table: RequestTable, steps: StepArrays, bill: Bill,
-              horizon_s: float) -> dict:
+              horizon_s: float, session_counts: dict | None = None) -> dict:
     lat = latencies(table)
     completed = table.status == COMPLETED
     measured = completed & (table.arrival_s >= scenario.warmup_s)
     window_s = _window_s(table, measured)
-    good = measured & meets_slo(scenario, lat)
+    good = measured & meets_slo(slo_limits(scenario, table), lat)
     out_tokens = int(table.generated.sum())
     in_tokens = int(table.input_tokens[~np.isnan(table.first_token_s)].sum())  # prompts prefilled
     num_completed = int(completed.sum())
@@ -120,7 +131,63 @@ def summarize(scenario: Scenario, dep: Deployment, table: RequestTable, steps: S
             "rejected_by_reason": {REJECT_REASONS[c]: int((table.reject_reason[rejected] == c).sum())
                                    for c in np.unique(table.reject_reason[rejected])},
         },
+        **breakdowns(scenario, table, lat, measured, good, bill.request_usd, session_counts or {}),
     }
+
+
+def breakdowns(scenario: Scenario, table: RequestTable, lat: dict, measured: np.ndarray, good: np.ndarray,
+               request_usd: np.ndarray, session_counts: dict) -> dict:
+    """Per workload (when the scenario mixes several), per tenant (when there are several), and
+    session / closed-loop accounting (when the workload has them)."""
+    out = {}
+    workload = scenario.workload
+    if workload.mix is not None:
+        out["by_workload"] = {workload.entry_name(i): {"tenant": entry.tenant, "priority": entry.priority,
+                                                       **_group(table.workload == i, table, lat, measured, good, request_usd)}
+                              for i, entry in enumerate(workload.entries())}
+    if len(table.tenant_names) > 1:
+        out["by_tenant"] = {name: _group(table.tenant == code, table, lat, measured, good, request_usd)
+                            for code, name in enumerate(table.tenant_names)}
+    if any(e.session is not None for e in workload.entries()):
+        out["sessions"] = session_summary(scenario, table, session_counts)
+    if any(e.clients is not None for e in workload.entries()):
+        out["closed_loop"] = {"users": sum(e.clients.users for e in workload.entries() if e.clients),
+                              "users_active": int(len(np.unique(table.user[table.user >= 0]))),
+                              "requests_sent_after_first": session_counts.get("user_requests_sent", 0),
+                              "requests_cut_at_end": session_counts.get("user_requests_cut", 0)}
+    return out
+
+
+def _group(rows: np.ndarray, table: RequestTable, lat: dict, measured: np.ndarray, good: np.ndarray,
+           request_usd: np.ndarray) -> dict:
+    m = rows & measured
+    cost_usd = float(request_usd[rows].sum())
+    completed = int((rows & (table.status == COMPLETED)).sum())
+    return {"arrived": int(rows.sum()), "completed": completed, "rejected": int((rows & (table.status == REJECTED)).sum()),
+            "ttft_s": stats(lat["ttft_s"][m]), "tpot_s": stats(lat["tpot_s"][m]), "e2el_s": stats(lat["e2el_s"][m]),
+            "slo_attainment": float(good[m].sum() / m.sum()) if m.any() else None,
+            "allocated_usd": cost_usd, "usd_per_request": cost_usd / completed if completed else None,
+            "output_tokens": int(table.generated[rows].sum())}
+
+
+def session_summary(scenario: Scenario, table: RequestTable, counts: dict) -> dict:
+    """Synthetic sessions, judged by the last turn each one sent: completed (its final turn
+    completed), ended by a rejection, or unfinished (the next turn was cut at duration_s, or the
+    run stopped first); started = completed + ended_by_rejection + unfinished."""
+    with_spec = np.array([e.session is not None for e in scenario.workload.entries()])[table.workload]
+    rows = np.flatnonzero(with_spec & (table.session >= 0))
+    if not len(rows):
+        return {"started": 0, "completed": 0, "ended_by_rejection": 0, "unfinished": 0, "turns_sent": 0,
+                "turns_cut_at_end": counts.get("turns_cut", 0), "mean_turns_sent": None}
+    order = np.lexsort((table.turn[rows], table.session[rows]))
+    rows = rows[order]
+    last = rows[np.r_[table.session[rows][1:] != table.session[rows][:-1], True]]  # each session's last turn
+    completed = (table.status[last] == COMPLETED) & (table.turn[last] == table.turns[last] - 1)
+    rejected = table.status[last] == REJECTED
+    return {"started": int(len(last)), "completed": int(completed.sum()), "ended_by_rejection": int(rejected.sum()),
+            "unfinished": int((~completed & ~rejected).sum()), "turns_sent": int(len(rows)),
+            "turns_cut_at_end": counts.get("turns_cut", 0), "mean_turns_sent": float(len(rows) / len(last)),
+            "mean_shared_prefix_fraction": float(table.shared_prefix_tokens[rows].sum() / table.input_tokens[rows].sum())}
 
 
 def _pricing_keys(bill: Bill) -> dict:
@@ -162,7 +229,7 @@ def _rate(count, window_s: float) -> float | None:
     return float(count) / window_s if window_s > 0 else None
 
 
-def records(table: RequestTable, request_usd: np.ndarray) -> dict[str, np.ndarray]:
+def records(scenario: Scenario, table: RequestTable, request_usd: np.ndarray) -> dict[str, np.ndarray]:
     """One row per request, as columns (written to requests.csv / .parquet)."""
     lat = latencies(table)
     return {
@@ -182,4 +249,12 @@ def records(table: RequestTable, request_usd: np.ndarray) -> dict[str, np.ndarra
         "e2el_s": lat["e2el_s"],
         "num_preemptions": table.num_preemptions,
         "cost_usd": request_usd,
+        "workload": np.asarray([scenario.workload.entry_name(i) for i in range(len(scenario.workload.entries()))],
+                               dtype=object)[table.workload],
+        "tenant": np.asarray(table.tenant_names, dtype=object)[table.tenant],
+        "session": np.asarray(table.session_names + [""], dtype=object)[table.session],  # -1 (none) -> ""
+        "turn": table.turn,
+        "user": table.user,
+        "items": table.items,
+        "shared_prefix_tokens": table.shared_prefix_tokens,
     }

@@ -316,6 +316,15 @@ def decode_span_times_s(p, num_seqs, kv_tokens_sum, num_steps):
     return out
 
 
+def item_time_s(p: np.ndarray, flops: float, nbytes: float) -> float:
+    """Seconds one step spends on non-token items (simcost.config.ItemSpec) of one device's
+    share of `flops` and `nbytes`: the roofline of that work alone, added to the token work
+    (encoders run before the language model, not overlapped with it)."""
+    if flops <= 0.0 and nbytes <= 0.0:
+        return 0.0
+    return max(flops / p[P_FLOP_RATE], nbytes / p[P_BYTE_RATE])
+
+
 def step_time_s_py(p, num_prefill_tokens, num_decode_tokens, attn_token_pairs, kv_read_tokens) -> float:
     """Plain-Python reference for `step_time_s`, written from the formula, not the kernel."""
     tokens = num_prefill_tokens + num_decode_tokens

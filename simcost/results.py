@@ -33,7 +33,7 @@ def write_run(result: RunResult, out_dir: Path, records_format: str = "csv") -> 
     }
     paths["summary"].write_text(json.dumps(result.summary, indent=2) + "\n")
     paths["scenario"].write_text(yaml.safe_dump(to_dict(result.scenario), sort_keys=False))
-    write_records(records(result.table, result.bill.request_usd), paths["requests"], records_format)
+    write_records(records(result.scenario, result.table, result.bill.request_usd), paths["requests"], records_format)
     write_focus(focus_rows(result), paths["focus"])  # and focus.parquet when pyarrow is installed
     lat = latencies(result.table)
     measured = (result.table.status == 1) & (result.table.arrival_s >= result.scenario.warmup_s)
@@ -96,4 +96,32 @@ def format_summary(s: dict) -> str:
         f"(idle ${c['idle_usd']:,.4f}); ${num(c['usd_per_1m_output_tokens'], ',.3f')} per 1M output tokens, "
         f"${num(c['usd_per_request'], '.6f')} per request",
     ]
-    return "\n".join(lines)
+    return "\n".join(lines + _breakdown_lines(s))
+
+
+def _breakdown_lines(s: dict) -> list[str]:
+    """Per workload / tenant rows, and session and closed-loop accounting, when the run has them."""
+    lines = []
+    for title in ("by_workload", "by_tenant"):
+        if title not in s:
+            continue
+        lines += ["", f"{title.replace('_', ' '):<14}{'arrived':>9}{'done':>9}{'rejected':>9}{'p99 TTFT ms':>13}"
+                      f"{'SLO met':>9}{'$ / req':>11}"]
+        for name, g in s[title].items():
+            lines.append(f"{name:<14}{g['arrived']:>9}{g['completed']:>9}{g['rejected']:>9}"
+                         f"{_fmt(g['ttft_s']['p99'], ',.1f', 1e3):>13}{_fmt(g['slo_attainment'], '.1%'):>9}"
+                         f"{_fmt(g['usd_per_request'], '.6f'):>11}")
+    if "sessions" in s:
+        x = s["sessions"]
+        lines += ["", f"sessions: {x['started']} started, {x['completed']} completed, {x['ended_by_rejection']} ended by "
+                      f"a rejection, {x['unfinished']} unfinished (next turn cut at duration_s: {x['turns_cut_at_end']}); "
+                      f"{x['turns_sent']} turns, {x['mean_turns_sent'] or 0:.2f} per session"]
+    if "closed_loop" in s:
+        x = s["closed_loop"]
+        lines += ["", f"closed loop: {x['users']} users ({x['users_active']} sent a request), "
+                      f"{x['requests_sent_after_first']} requests after the first, {x['requests_cut_at_end']} cut at duration_s"]
+    return lines
+
+
+def _fmt(value, fmt: str, scale: float = 1.0) -> str:
+    return "-" if value is None else format(value * scale, fmt)

@@ -13,12 +13,14 @@ import simpy
 
 from simcost.cluster import Fleet
 from simcost.config import Scenario
+from simcost.errors import InputError
 from simcost.ledger import Bill, StepArrays, StepLog, settle
 from simcost.metrics import summarize
 from simcost.perf import Deployment, plan_deployment, step_params
 from simcost.request_table import RequestTable
 from simcost.rng import streams
-from simcost.workload import Requests, generate
+from simcost.sessions import SessionDriver
+from simcost.workload import Requests, generate, workload_streams
 
 
 @dataclass
@@ -41,12 +43,16 @@ class Simulation:
         self.table = RequestTable(self.requests)
         self.env = simpy.Environment()
         self.log = StepLog()
+        self.sessions = SessionDriver(self.env, self.table, scenario, workload_streams(scenario, run_streams),
+                                      lambda rid: self.fleet.arrive(rid))
         dep, eng = self.deployment, scenario.engine
         self.fleet = Fleet(
             self.env, self.table, scenario.fleet.replicas, scenario.fleet.router, run_streams.routing,
             step_params(scenario, dep), dep.num_kv_blocks, dep.block_size, eng.max_num_seqs,
             dep.max_num_batched_tokens, dep.max_model_len, eng.kv_watermark, eng.max_waiting, self.log,
             max_span_steps, chunked=eng.policy == "chunked",
+            on_done=self.sessions.on_done if self.sessions.active else None,
+            item_work=item_work(scenario, dep),
         )
         self.env.process(self._arrivals())
         self._progress = None
@@ -82,11 +88,25 @@ class Simulation:
 
     def result(self) -> RunResult:
         horizon_s = max(self.env.now, self.arrivals_end_s())
+        self.table.trim()
         steps = self.log.arrays()
         scenario, dep = self.scenario, self.deployment
         bill = settle(steps, self.table.num_requests, scenario.fleet, dep, horizon_s)
-        summary = summarize(scenario, dep, self.table, steps, bill, horizon_s)
+        summary = summarize(scenario, dep, self.table, steps, bill, horizon_s, self.sessions.counts)
         return RunResult(scenario, dep, self.table, steps, bill, horizon_s, summary)
+
+
+def item_work(scenario: Scenario, dep: Deployment) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per workload entry, the (FLOPs, bytes) one item costs each of the replica's devices (tensor
+    parallelism splits the work); None when no entry has items."""
+    entries = scenario.workload.entries()
+    if all(entry.items is None for entry in entries):
+        return None
+    if scenario.perf.model == "constant":
+        raise InputError("perf.model", "constant has no compute or memory rate to time workload items; use roofline")
+    flops = np.array([e.items.flops_per_item if e.items else 0.0 for e in entries]) / dep.tensor_parallel
+    nbytes = np.array([e.items.bytes_per_item if e.items else 0.0 for e in entries]) / dep.tensor_parallel
+    return flops, nbytes
 
 
 def run(scenario: Scenario, progress: bool = False) -> RunResult:

@@ -10,14 +10,15 @@ and prompt lengths of the same seed untouched, and comparisons between scenarios
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from simcost.arrivals import arrivals, poisson_arrivals  # noqa: F401 (poisson_arrivals re-exported)
-from simcost.config import LengthSpec, Scenario, TraceSpec
+from simcost.config import DelaySpec, LengthSpec, Scenario, TraceSpec, WorkloadConfig
 from simcost.errors import InputError
-from simcost.rng import Streams
+from simcost.rng import Streams, streams
+from simcost.servegen import servegen_arrivals_with_clients
 from simcost.traces import Trace, load_trace
 
 
@@ -33,12 +34,18 @@ class Requests:
     prefix_block_tokens: int | None = None  # Mooncake: 512
     session_ids: np.ndarray | None = None  # str per request
     tenants: np.ndarray | None = None  # str per request
+    # From the scenario's workload entries (None: all from entry 0, one turn, open loop, no items):
+    workload: np.ndarray | None = None  # int64, index of the workload (mix entry) it belongs to
+    turns: np.ndarray | None = None  # int64, turns of the synthetic session this request opens
+    user: np.ndarray | None = None  # int64, closed-loop user sending it (-1: open loop)
+    items: np.ndarray | None = None  # int64, non-token items it carries
 
     def __post_init__(self) -> None:
         # A developer error (a generator bug), not bad user input, so a plain ValueError.
         n = len(self.arrival_s)
         lengths = [len(a) for a in (self.input_tokens, self.output_tokens, self.prefix_block_ids,
-                                    self.session_ids, self.tenants) if a is not None]
+                                    self.session_ids, self.tenants, self.workload, self.turns, self.user,
+                                    self.items) if a is not None]
         if any(length != n for length in lengths):
             raise ValueError(f"Requests arrays differ in length: {n}, {lengths}")
 
@@ -46,7 +53,8 @@ class Requests:
         return len(self.arrival_s)
 
 
-def sample_lengths(spec: LengthSpec, n: int, rng: np.random.Generator, column: str = "input_tokens") -> np.ndarray:
+def sample_lengths(spec: LengthSpec, n: int, rng: np.random.Generator, column: str = "input_tokens",
+                   key: str | None = None) -> np.ndarray:
     """`n` token counts (int64 >= 1) from `spec`.
 
     empirical: resampled with replacement from the trace's `column` (input_tokens or output_tokens).
@@ -61,7 +69,7 @@ def sample_lengths(spec: LengthSpec, n: int, rng: np.random.Generator, column: s
     if spec.dist == "fixed":
         return np.full(n, spec.value, dtype=np.int64)
     if spec.dist == "empirical":
-        values = getattr(load_trace(spec.trace, key=f"workload.{column}.trace"), column)
+        values = getattr(load_trace(spec.trace, key=f"workload.{key or column}.trace"), column)
         return values[rng.integers(0, len(values), size=n)]
     if spec.dist == "uniform":
         return rng.integers(spec.low, spec.high, size=n, dtype=np.int64, endpoint=True)
@@ -77,23 +85,117 @@ def sample_lengths(spec: LengthSpec, n: int, rng: np.random.Generator, column: s
     return np.maximum(np.ceil(draws), 1).astype(np.int64)
 
 
-def generate(scenario: Scenario, streams: Streams) -> Requests:
-    """The scenario's requests: synthetic on [0, duration_s), or a trace replayed by `replay`.
-    No arrivals gives empty arrays."""
+def workload_streams(scenario: Scenario, run_streams: Streams) -> list[Streams]:
+    """One set of streams per workload entry: the run's own for the first (see simcost.rng)."""
+    count = len(scenario.workload.entries())
+    return [run_streams] + [streams(scenario.seed, i) for i in range(1, count)]
+
+
+def generate(scenario: Scenario, run_streams: Streams) -> Requests:
+    """The scenario's requests known before the run starts: synthetic arrivals on [0, duration_s)
+    (session first turns; closed-loop users' first requests), or traces replayed by `replay`,
+    for every workload entry, merged in arrival order. Follow-up turns and later closed-loop
+    requests depend on completions, so `simcost.sessions` creates them during the run."""
     workload = scenario.workload
-    if workload.trace is not None:
-        return replay(workload.trace, scenario.duration_s, streams.arrivals)
-    arrival_s = arrivals(workload.arrivals, scenario.duration_s, streams.arrivals)
+    parts = [_generate_entry(scenario, i, s) for i, s in enumerate(workload_streams(scenario, run_streams))]
+    for i, part in enumerate(parts):
+        entry = workload.entries()[i]
+        n = len(part)
+        tenants = part.tenants if part.tenants is not None else np.full(n, entry.tenant or workload.entry_name(i), dtype=object)
+        parts[i] = replace(part, workload=np.full(n, i, dtype=np.int64), tenants=tenants,
+                           turns=part.turns if part.turns is not None else np.ones(n, dtype=np.int64),
+                           user=part.user if part.user is not None else np.full(n, -1, dtype=np.int64),
+                           items=part.items if part.items is not None else np.zeros(n, dtype=np.int64))
+    return parts[0] if len(parts) == 1 else merge(parts)
+
+
+def _generate_entry(scenario: Scenario, index: int, s: Streams) -> Requests:
+    entry = scenario.workload.entries()[index]
+    if entry.trace is not None:
+        return replay(entry.trace, scenario.duration_s, s.arrivals)
+    user, extras = None, {}
+    if entry.clients is not None:
+        # closed loop: each user's first request one think time after t=0 (users not in lockstep)
+        first_s = sample_delays_s(entry.clients.think_time, entry.clients.users, s.arrivals)
+        user = np.flatnonzero(first_s < scenario.duration_s)
+        user = user[np.argsort(first_s[user], kind="stable")]
+        arrival_s = first_s[user]
+    elif entry.arrivals.process == "servegen":
+        # each ServeGen client becomes a tenant, unless the workload names one for all of them
+        regenerated = servegen_arrivals_with_clients(entry.arrivals, scenario.duration_s, s.arrivals)
+        arrival_s = regenerated.arrival_s
+        if entry.tenant is None:
+            extras["tenants"] = np.array([f"client-{c}" for c in regenerated.client_id], dtype=object)
+    else:
+        arrival_s = arrivals(entry.arrivals, scenario.duration_s, s.arrivals)
     n = len(arrival_s)
-    inp, out = workload.input_tokens, workload.output_tokens
+    input_tokens, output_tokens = sample_request_lengths(entry, n, s)
+    if entry.session is not None:
+        extras["turns"] = sample_lengths(entry.session.turns, n, s.sessions, key="session.turns")
+        extras["session_ids"] = np.array([f"{scenario.workload.entry_name(index)}:{k}" for k in range(n)], dtype=object)
+    if entry.items is not None:
+        extras["items"] = sample_lengths(entry.items.per_request, n, s.items, key="items.per_request")
+        input_tokens = input_tokens + extras["items"] * entry.items.prompt_tokens_per_item
+    return Requests(arrival_s=arrival_s, input_tokens=input_tokens, output_tokens=output_tokens, user=user, **extras)
+
+
+def sample_request_lengths(entry: WorkloadConfig, n: int, s: Streams) -> tuple[np.ndarray, np.ndarray]:
+    """(input, output) token counts of `n` requests of a synthetic workload entry."""
+    inp, out = entry.input_tokens, entry.output_tokens
     if inp.dist == out.dist == "empirical" and inp.trace == out.trace:
         # Joint: one row index per request (from the input stream) gives both lengths.
         trace = load_trace(inp.trace, key="workload.input_tokens.trace")
-        rows = streams.input_tokens.integers(0, len(trace), size=n)
-        return Requests(arrival_s=arrival_s, input_tokens=trace.input_tokens[rows], output_tokens=trace.output_tokens[rows])
-    return Requests(arrival_s=arrival_s,
-                    input_tokens=sample_lengths(inp, n, streams.input_tokens),
-                    output_tokens=sample_lengths(out, n, streams.output_tokens, column="output_tokens"))
+        rows = s.input_tokens.integers(0, len(trace), size=n)
+        return trace.input_tokens[rows], trace.output_tokens[rows]
+    return sample_lengths(inp, n, s.input_tokens), sample_lengths(out, n, s.output_tokens, column="output_tokens")
+
+
+def sample_delays_s(spec: DelaySpec, n: int, rng: np.random.Generator) -> np.ndarray:
+    """`n` durations in seconds (float64 >= 0) from `spec` (think times)."""
+    if spec.dist == "fixed":
+        return np.full(n, spec.value_s)
+    if spec.dist == "uniform":
+        return rng.uniform(spec.low_s, spec.high_s, size=n)
+    if spec.dist == "exponential":
+        return rng.exponential(spec.mean_s, size=n)
+    mu = math.log(spec.mean_s) - spec.sigma ** 2 / 2  # lognormal with the given mean
+    return rng.lognormal(mu, spec.sigma, size=n)
+
+
+_OPTIONAL_COLUMNS = ("session_ids", "tenants", "workload", "turns", "user", "items")
+
+
+def merge(parts: list[Requests]) -> Requests:
+    """Requests of several workloads in one arrival order (stable: ties keep workload order).
+    Prefix block ids get a disjoint range per part, so workloads never share cache blocks."""
+    arrival_s = np.concatenate([p.arrival_s for p in parts])
+    order = np.argsort(arrival_s, kind="stable")
+    columns = {name: np.concatenate([_column(p, name) for p in parts])[order]
+               for name in ("input_tokens", "output_tokens") + _OPTIONAL_COLUMNS}
+    blocks = _merged_blocks(parts, order)
+    return Requests(arrival_s=arrival_s[order], **columns, **blocks)
+
+
+def _column(part: Requests, name: str) -> np.ndarray:
+    values = getattr(part, name)
+    if values is None and name == "session_ids":  # this workload has no sessions
+        return np.full(len(part), None, dtype=object)
+    return values
+
+
+def _merged_blocks(parts: list[Requests], order: np.ndarray) -> dict:
+    with_blocks = [p for p in parts if p.prefix_block_ids is not None]
+    if not with_blocks:
+        return {}
+    sizes = {p.prefix_block_tokens for p in with_blocks}
+    if len(sizes) > 1:
+        raise InputError("workload.mix", f"traces with different prefix block sizes {sorted(sizes)} cannot be mixed")
+    ids, offset = [], 0
+    for p in parts:
+        blocks = p.prefix_block_ids or [np.zeros(0, dtype=np.int64)] * len(p)
+        ids.extend(b + offset for b in blocks)
+        offset += max((int(b.max()) + 1 for b in blocks if len(b)), default=0)
+    return {"prefix_block_ids": [ids[i] for i in order], "prefix_block_tokens": sizes.pop()}
 
 
 def replay(spec: TraceSpec, duration_s: float | None, rng: np.random.Generator) -> Requests:

@@ -310,3 +310,74 @@ def test_empty_window_gives_empty_arrays():
                dict(process="piecewise", rate_table=[[0, 0], [10, 1]])):
         times_s = arrivals(spec(**kw), 1e-3, np.random.default_rng(0))
         assert times_s.dtype == np.float64 and len(times_s) == 0
+
+
+# --- piecewise rates from a file ------------------------------------------------------------
+
+def rate_csv(tmp_path, rows, name="rates.csv", header="start_s,rate_per_s"):
+    path = tmp_path / name
+    path.write_text("\n".join([header, *(",".join(map(str, row)) for row in rows)]) + "\n")
+    return str(path)
+
+
+def test_rate_file_equals_inline_table(tmp_path):
+    inline = arrivals(spec(process="piecewise", rate_table=TABLE), DURATION_S, np.random.default_rng(8))
+    from_file = arrivals(spec(process="piecewise", rate_file=rate_csv(tmp_path, TABLE)), DURATION_S,
+                         np.random.default_rng(8))
+    assert len(inline) > 1000
+    np.testing.assert_array_equal(from_file, inline)
+
+
+@pytest.mark.parametrize("rows, line, problem", [
+    ([(5, 1.0)], 2, "the first row must start at 0"),
+    ([(0, 1.0), (60, -2.0)], 3, "rate -2.0 is negative"),
+    ([(0, 1.0), (60, 2.0), (60, 3.0)], 4, "not after the previous row's 60.0 s"),
+    ([(0, 1.0), (60, "lots")], 3, "rate_per_s 'lots' is not a number"),
+    ([(0, 1.0), (60,)], 3, "1 fields, expected 2"),
+])
+def test_bad_rate_file_row_names_file_and_line(tmp_path, rows, line, problem):
+    path = rate_csv(tmp_path, rows)
+    with pytest.raises(InputError) as err:
+        arrivals(spec(process="piecewise", rate_file=path), 10.0, np.random.default_rng(0))
+    assert err.value.where == f"{path}:{line}" and problem in err.value.problem
+
+
+@pytest.mark.parametrize("rows, header, where_line, problem", [
+    ([(0, 0.0), (9, 0.0)], "start_s,rate_per_s", None, "every rate is 0"),
+    ([], "start_s,rate_per_s", 2, "header only"),
+    ([(0, 1.0)], "start_s,rate", 1, "missing column rate_per_s"),
+])
+def test_bad_rate_file_as_a_whole(tmp_path, rows, header, where_line, problem):
+    path = rate_csv(tmp_path, rows, header=header)
+    with pytest.raises(InputError) as err:
+        arrivals(spec(process="piecewise", rate_file=path), 10.0, np.random.default_rng(0))
+    assert err.value.where == (path if where_line is None else f"{path}:{where_line}") and problem in err.value.problem
+
+
+@pytest.mark.parametrize("kw, where, problem", [
+    (dict(process="piecewise", rate_table=[[0, 1]], rate_file="r.csv"), "rate_file", "given with rate_table"),
+    (dict(process="piecewise"), "rate_table", "needs rate_table or rate_file"),
+    (dict(process="sinusoidal", mean_rate_per_s=1.0, peak_to_trough=2.0, rate_file="r.csv"), "rate_file", "not used"),
+])
+def test_rate_file_and_table_exclusive(kw, where, problem):
+    with pytest.raises(InputError) as err:
+        spec(**kw)
+    assert err.value.where == f"workload.arrivals.{where}" and problem in err.value.problem
+
+
+def test_missing_rate_file_names_the_key(tmp_path):
+    with pytest.raises(InputError) as err:
+        arrivals(spec(process="piecewise", rate_file=str(tmp_path / "nope.csv")), 10.0, np.random.default_rng(0))
+    assert err.value.where == "workload.arrivals.rate_file" and "not a file" in err.value.problem
+
+
+def test_rate_file_is_relative_to_the_scenario_file(tmp_path):
+    from simcost.config import load_scenario
+    folder = tmp_path / "scenarios"
+    folder.mkdir()
+    rate_csv(folder, TABLE)
+    (folder / "s.yaml").write_text(
+        "duration_s: 100\nmodel: {name: m}\nhardware: {device: d}\nworkload:\n"
+        "  arrivals: {process: piecewise, rate_file: rates.csv}\n"
+        "  input_tokens: {dist: fixed, value: 1}\n  output_tokens: {dist: fixed, value: 1}\n")
+    assert load_scenario(folder / "s.yaml").workload.arrivals.rate_file == str(folder / "rates.csv")
