@@ -142,3 +142,13 @@ def test_relative_paths_in_a_scenario_are_relative_to_its_file(tmp_path):
     proc = simcost("run", folder / "s.yaml", "--out", tmp_path / "out", cwd=elsewhere)
     assert proc.returncode == 0, proc.stderr
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["requests"]["arrived"] > 0
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "scenarios").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_bundled_scenario_validates_and_generates(path):
+    """Each bundled scenario loads, fits its hardware and yields requests (a short slice of it)."""
+    from simcost.config import load_scenario
+    from simcost.sim import Simulation
+
+    scenario = load_scenario(path, ["duration_s=60", "warmup_s=0"])
+    assert len(Simulation(scenario).requests) > 0
