@@ -56,6 +56,7 @@ class DeviceSpec:
     allreduce_latency_s: float  # default fixed cost per tensor-parallel all-reduce
     price_usd_per_hour: float
     sources: dict = field(hash=False, compare=False, repr=False)
+    host_link_bytes_per_s: float | None = None  # PCIe to host memory, one direction (KV swap, host tier)
 
 
 @dataclass(frozen=True)
@@ -227,7 +228,7 @@ _DEVICE_REQUIRED = ("name", "kind", "mem_bw_gb_per_s", "peak_tflops", "link_gb_p
 
 
 def _device(key: str, entry: Any, where: _Where) -> DeviceSpec:
-    entry = _fields(entry, where, _DEVICE_REQUIRED, ("memory_gb", "memory_gib"))
+    entry = _fields(entry, where, _DEVICE_REQUIRED, ("memory_gb", "memory_gib", "host_link_gb_per_s"))
     # Exactly one capacity unit, so a reader never has to guess whether "80" meant GB or GiB.
     units = [u for u in ("memory_gib", "memory_gb") if u in entry]
     if len(units) != 1:
@@ -261,6 +262,8 @@ def _device(key: str, entry: Any, where: _Where) -> DeviceSpec:
         allreduce_latency_s=_number(entry, "allreduce_latency_s", where, ge=0),
         price_usd_per_hour=_number(entry, "price_usd_per_hour", where, ge=0),
         sources=_sources(entry, DEVICE_SOURCE_GROUPS, where),
+        host_link_bytes_per_s=(_number(entry, "host_link_gb_per_s", where, gt=0) * GB
+                               if "host_link_gb_per_s" in entry else None),
     )
 
 

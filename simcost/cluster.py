@@ -4,23 +4,36 @@ Routers (scenario key fleet.router):
 - round_robin: replica i gets every n-th request.
 - join_shortest_queue: the replica with the fewest outstanding (waiting + running) requests;
   ties broken at random from the run's routing stream.
-- shared_queue: one central FIFO; a request is dispatched only to a replica with fewer than
+- shared_queue: one central queue (FIFO, or in engine.queue's order); a request is dispatched only to a replica with fewer than
   max_num_seqs outstanding requests (the least loaded). With max_num_seqs = 1 this is exactly
   the M/M/c queue of queueing theory.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
 
 import numpy as np
 import simpy
 
-from simcost.engine import Replica
+from simcost.batch_engine import BatchReplica
+from simcost.config import EngineConfig
+from simcost.engine import Replica, SwapLink
 from simcost.kvcache import blocks_for
 from simcost.ledger import StepLog
 from simcost.request_table import RequestTable
+from simcost.waiting import WaitingQueue
+
+# engine.policy -> the replica class that runs it. Every class takes the same arguments, plus as
+# keywords the EngineConfig keys named in its ENGINE_KEYS (if any). A new policy is one module
+# and one entry here.
+REPLICA_CLASSES: dict[str, type] = {
+    "prefill_first": Replica,
+    "chunked": Replica,
+    "one_at_a_time": BatchReplica,
+    "static": BatchReplica,
+    "dynamic": BatchReplica,
+}
 
 
 class Fleet:
@@ -29,7 +42,8 @@ class Fleet:
                  max_num_seqs: int, max_num_batched_tokens: int, max_model_len: int, kv_watermark: float,
                  max_waiting: int | None, log: StepLog, max_span_steps: int = 1 << 30, chunked: bool = False,
                  on_done: Callable[[int], None] | None = None,
-                 item_work: tuple[np.ndarray, np.ndarray] | None = None):
+                 item_work: tuple[np.ndarray, np.ndarray] | None = None, engine: EngineConfig | None = None,
+                 queue_key: Callable[[int], tuple] | None = None, swap: SwapLink | None = None):
         self.env = env
         self.on_done = on_done  # called with a request id when it completes or is rejected
         self.table = table
@@ -41,12 +55,16 @@ class Fleet:
         self.max_waiting = max_waiting
         self.block_size = block_size
         self.chunked = chunked
+        engine = engine or EngineConfig(policy="chunked" if chunked else "prefill_first")
+        replica_class = REPLICA_CLASSES[engine.policy]
+        options = {key: getattr(engine, key) for key in getattr(replica_class, "ENGINE_KEYS", ())}
         self.replicas = [
-            Replica(env, i, table, step_params, num_kv_blocks, block_size, max_num_seqs, max_num_batched_tokens,
-                    kv_watermark, log, self._on_finish, max_span_steps, chunked, item_work)
+            replica_class(env, i, table, step_params, num_kv_blocks, block_size, max_num_seqs,
+                          max_num_batched_tokens, kv_watermark, log, self._on_finish, max_span_steps, chunked,
+                          item_work, queue_key, swap, **options)
             for i in range(num_replicas)
         ]
-        self.central: deque[int] = deque()  # shared_queue only
+        self.central = WaitingQueue(queue_key)  # shared_queue only
         self._next = 0
         self.num_completed = 0
 
@@ -63,7 +81,7 @@ class Fleet:
             if self.max_waiting is not None and len(self.central) >= self.max_waiting:
                 self._reject(rid, "queue_full")
                 return
-            self.central.append(rid)
+            self.central.push(rid)
             self._dispatch_central()
             return
         replica = self._pick()
@@ -104,7 +122,7 @@ class Fleet:
             replica = min(self.replicas, key=lambda r: r.num_outstanding)
             if replica.num_outstanding >= self.max_num_seqs:
                 return
-            replica.submit(self.central.popleft())
+            replica.submit(self.central.pop())
 
     def _on_finish(self, replica_index: int, rid: int) -> None:
         self.num_completed += 1

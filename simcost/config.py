@@ -326,11 +326,22 @@ class PerfConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class EngineConfig:
-    """vLLM-style continuous batching knobs (names and defaults as vLLM's)."""
+    """Batching, scheduling and KV-cache knobs (names and defaults as vLLM's where vLLM has them).
 
-    # prefill_first: vLLM v0 without chunked prefill (whole prompts, prefill steps before decodes);
-    # chunked: vLLM v1 / Sarathi-Serve (running decodes first, prompts in chunks sharing the budget)
-    policy: Literal["prefill_first", "chunked"] = "prefill_first"
+    Iteration-level policies (simcost.engine), a new batch at every step:
+      prefill_first: vLLM v0 without chunked prefill (whole prompts, prefill steps before decodes);
+      chunked: vLLM v1 / Sarathi-Serve (running decodes first, prompts in chunks sharing the budget).
+    Request-level policies (simcost.batch_engine), a batch runs until its longest request ends:
+      one_at_a_time: batches of one request;
+      static: batches of max_num_seqs, waiting up to batch_timeout_s for the batch to fill;
+      dynamic: NVIDIA Triton's dynamic batcher: a batch leaves as soon as it reaches the largest
+        preferred_batch_sizes entry the queue allows, or when its oldest request has waited
+        max_queue_delay_s (then as large as the queue allows, up to max_num_seqs).
+    `queue` orders waiting requests for the iteration-level policies: fcfs; priority (the
+    workload's priority, lower first, then arrival); sjf (shortest predicted output first:
+    an oracle when sjf_prediction_sigma is 0, else the true length times a lognormal error)."""
+
+    policy: Literal["prefill_first", "chunked", "one_at_a_time", "static", "dynamic"] = "prefill_first"
     max_num_seqs: int = field(default=256, metadata=bounds(ge=1))
     # None: max(max_model_len, 2048) for prefill_first, 2048 for chunked
     max_num_batched_tokens: int | None = field(default=None, metadata=bounds(ge=1))
@@ -339,6 +350,35 @@ class EngineConfig:
     kv_watermark: float = field(default=0.01, metadata=bounds(ge=0, le=0.5))
     max_waiting: int | None = field(default=None, metadata=bounds(ge=0))  # None: unbounded queue
     num_kv_blocks: int | None = field(default=None, metadata=bounds(ge=1))  # None: from memory (vLLM's num_gpu_blocks_override)
+    queue: Literal["fcfs", "priority", "sjf"] = "fcfs"
+    sjf_prediction_sigma: float = field(default=0.0, metadata=bounds(ge=0))  # sd of ln(predicted / true)
+    batch_timeout_s: float = field(default=0.0, metadata=bounds(ge=0))  # static
+    preferred_batch_sizes: tuple[int, ...] | None = None  # dynamic; None: max_num_seqs only
+    max_queue_delay_s: float = field(default=0.0, metadata=bounds(ge=0))  # dynamic
+    # KV cache
+    preemption: Literal["recompute", "swap"] = "recompute"  # swap: KV to host memory and back over host_link
+    swap_space_gb: float = field(default=4.0, metadata=bounds(ge=0))  # host memory for swapped KV per device (vLLM's swap_space, GiB)
+    prefix_caching: bool = False  # vLLM's enable_prefix_caching (automatic, content-hashed full blocks)
+    host_cache_blocks: int = field(default=0, metadata=bounds(ge=0))  # host-memory tier for evicted prefix blocks
+    host_link_gb_per_s: float | None = field(default=None, metadata=bounds(gt=0))  # None: the device's PCIe link
+
+    _ITERATION = ("prefill_first", "chunked")
+
+    def _check(self, path: str) -> None:
+        if self.policy not in self._ITERATION:
+            for key, default in (("queue", "fcfs"), ("preemption", "recompute"), ("prefix_caching", False)):
+                if getattr(self, key) != default:
+                    raise InputError(f"{path}.{key}", f"{getattr(self, key)!r} needs an iteration-level policy "
+                                     f"(prefill_first or chunked); {self.policy} runs each batch to completion")
+        if self.preferred_batch_sizes is not None:
+            if self.policy != "dynamic":
+                raise InputError(f"{path}.preferred_batch_sizes", f"only used by policy dynamic, not {self.policy}")
+            bad = [b for b in self.preferred_batch_sizes if not 1 <= b <= self.max_num_seqs]
+            if bad or not self.preferred_batch_sizes:
+                raise InputError(f"{path}.preferred_batch_sizes", f"{list(self.preferred_batch_sizes)}: expected sizes "
+                                 f"between 1 and max_num_seqs={self.max_num_seqs}")
+        if self.host_cache_blocks and not self.prefix_caching:
+            raise InputError(f"{path}.host_cache_blocks", "a host tier for prefix blocks needs prefix_caching: true")
 
 
 @dataclass(frozen=True, kw_only=True)

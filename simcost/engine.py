@@ -22,6 +22,7 @@ the one in progress, are applied, exactly as a step-by-step loop would have done
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import simpy
@@ -29,7 +30,9 @@ import simpy
 from simcost.decode_kernels import apply_decode_steps, max_feasible_steps
 from simcost.kvcache import BlockPool, blocks_for
 from simcost.ledger import StepLog
-from simcost.perf import decode_span_times_s, item_time_s, step_time_s
+from simcost.perf import Deployment, decode_span_times_s, item_time_s, step_time_s
+from simcost.config import EngineConfig
+from simcost.errors import InputError
 from simcost.request_table import COMPLETED, RequestTable
 from simcost.waiting import WaitingQueue
 
@@ -40,7 +43,7 @@ class Replica:
                  kv_watermark: float, log: StepLog, on_finish: Callable[[int, int], None],
                  max_span_steps: int = 1 << 30, chunked: bool = False,
                  item_work: tuple[np.ndarray, np.ndarray] | None = None,
-                 queue_key: Callable[[int], tuple] | None = None):
+                 queue_key: Callable[[int], tuple] | None = None, swap: SwapLink | None = None):
         self.env = env
         # per workload entry: (FLOPs, bytes) one item costs one device; None when no workload has items
         self.item_work = item_work
@@ -57,6 +60,10 @@ class Replica:
         self.chunked = chunked
         self.queue_key = queue_key  # None: fcfs; else the waiting order (simcost.waiting) and preemption victim
         self.waiting = WaitingQueue(queue_key)
+        self.swap = swap  # None: preemption by recompute
+        self.swapped_tokens = 0  # KV tokens of this replica's requests now in host memory
+        self._transfer_s = 0.0  # swap transfers not yet charged; the next step takes this much longer
+        self.transfer_s_total = 0.0  # swap transfer time charged to steps so far
         self.running: list[int] = []  # in admission order; the last is preempted first
         self._wake: simpy.Event | None = None
         self._in_span = False
@@ -109,6 +116,7 @@ class Replica:
 
     def _schedule_prefill(self) -> list[int]:
         """Admit waiting requests FIFO while sequence slots, the token budget and KV blocks allow."""
+        self._resume_swapped()
         t = self.table
         admitted: list[int] = []
         num_tokens = 0
@@ -117,6 +125,8 @@ class Replica:
         reserve = self._decode_blocks(self.running)
         while self.waiting and len(self.running) + len(admitted) < self.max_num_seqs:
             rid = self.waiting.head()
+            if t.swapped_tokens[rid]:
+                break  # resumed by _resume_swapped at the next step boundary
             n = int(t.input_tokens[rid] + t.generated[rid])  # prompt, plus output when recomputing
             if admitted and num_tokens + n > self.max_num_batched_tokens:
                 break  # (a lone request over the budget still runs: only a recompute can be)
@@ -141,7 +151,7 @@ class Replica:
         t.first_scheduled_s[np.asarray(admitted)[first]] = start_s
         self.running.extend(admitted)  # running from admission on, as in vLLM (routers count them)
         items_s = self._items_s(np.asarray(admitted, dtype=np.int64), t.generated[admitted] == 0)
-        yield self.env.timeout(step_time_s(self.params, num_tokens, 0, attn_pairs, 0.0) + items_s)
+        yield self.env.timeout(step_time_s(self.params, num_tokens, 0, attn_pairs, 0.0) + items_s + self._take_transfer_s())
         end_s = self.env.now
         ids = np.asarray(admitted, dtype=np.int64)
         t.kv_tokens[ids] = tokens
@@ -167,6 +177,7 @@ class Replica:
     def _schedule_chunked(self) -> dict[int, int]:
         """One step's plan {request id: tokens} under the shared token budget; empty when the step
         would only decode (then a decode span runs instead)."""
+        self._resume_swapped()
         while True:
             self._make_room_for_decodes()
             plan, has_prefill = self._plan_chunked()
@@ -204,6 +215,8 @@ class Replica:
                     has_prefill = True
         while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
             rid = self.waiting.head()  # then chunks of newly admitted prompts, in queue order
+            if t.swapped_tokens[rid]:
+                break  # resumed by _resume_swapped at the next step boundary
             target = int(t.input_tokens[rid] + t.generated[rid])
             n = min(target, budget)
             blocks = blocks_for(n, size)
@@ -252,7 +265,7 @@ class Replica:
         start_s = self.env.now
         items_s = self._items_s(ids, (kv_before == 0) & (t.generated[ids] == 0))
         yield self.env.timeout(step_time_s(self.params, int(chunk.sum()), int(decoding.sum()), attn_pairs,
-                                           float(kv_before.sum())) + items_s)
+                                           float(kv_before.sum())) + items_s + self._take_transfer_s())
         end_s = self.env.now
         t.kv_tokens[ids] = kv_before + tokens
         emits = ids[decoding | (t.kv_tokens[ids] >= t.prefill_target[ids])]
@@ -277,7 +290,9 @@ class Replica:
                 return
         n = len(ids)
         start_s = self.env.now
-        step_end_s = start_s + np.cumsum(decode_span_times_s(self.params, n, float(t.kv_tokens[ids].sum()), k))
+        step_s = decode_span_times_s(self.params, n, float(t.kv_tokens[ids].sum()), k)
+        step_s[0] += self._take_transfer_s()
+        step_end_s = start_s + np.cumsum(step_s)
         num_done = k
         self._in_span = True
         try:
@@ -313,16 +328,77 @@ class Replica:
             self.on_finish(self.index, rid)
 
     def _preempt_last(self) -> None:
-        """Preempt by recompute: free the KV of the newest running request (fcfs) or of the one
-        the queue order puts last (priority: the least urgent, vLLM's rule), and requeue it."""
+        """Preempt the newest running request (fcfs) or the one the queue order puts last
+        (priority: the least urgent, vLLM's rule), and requeue it. By swap (when configured and
+        the host swap space has room) its KV goes to host memory and comes back later, the
+        transfers charged to the steps they precede; otherwise by recompute: its KV is dropped
+        and its prompt plus the output so far are prefilled again."""
         t = self.table
         if self.queue_key is None:
             rid = self.running.pop()
         else:
             rid = max(self.running, key=self.queue_key)
             self.running.remove(rid)
+        kv_tokens = int(t.kv_tokens[rid])
+        if self.swap is not None and kv_tokens and self.swapped_tokens + kv_tokens <= self.swap.capacity_tokens:
+            t.swapped_tokens[rid] = kv_tokens
+            t.num_swaps[rid] += 1
+            self.swapped_tokens += kv_tokens
+            self._transfer_s += kv_tokens * self.swap.s_per_token
         self.pool.free(int(t.kv_blocks[rid]))
         t.kv_blocks[rid] = 0
         t.kv_tokens[rid] = 0
         t.num_preemptions[rid] += 1
         self.waiting.push_preempted(rid)
+
+    def _resume_swapped(self) -> None:
+        """Swapped-out requests at the head of the queue come back first (vLLM v0 serves its
+        swapped queue before new prompts), while their blocks fit next to the running batch's
+        next step."""
+        t = self.table
+        while self.waiting and len(self.running) < self.max_num_seqs and t.swapped_tokens[self.waiting.head()]:
+            if not self._swap_in(self.waiting.head(), self._decode_blocks(self.running)):
+                return
+
+    def _swap_in(self, rid: int, reserve_blocks: int) -> bool:
+        """Bring a swapped-out request's KV back and make it running again (False: no room)."""
+        t = self.table
+        tokens = int(t.swapped_tokens[rid])
+        blocks = blocks_for(tokens, self.block_size)
+        if not self.pool.can_admit(blocks, reserve_blocks):
+            return False
+        self.pool.allocate(blocks)
+        self.waiting.pop()
+        t.kv_blocks[rid], t.kv_tokens[rid], t.swapped_tokens[rid] = blocks, tokens, 0
+        self.swapped_tokens -= tokens
+        self._transfer_s += tokens * self.swap.s_per_token
+        self.running.append(rid)
+        return True
+
+    def _take_transfer_s(self) -> float:
+        transfer_s, self._transfer_s = self._transfer_s, 0.0
+        self.transfer_s_total += transfer_s
+        return transfer_s
+
+
+@dataclass(frozen=True)
+class SwapLink:
+    """KV swap to host memory: seconds per token moved (each device moves its shard of the KV
+    over its own host link, in parallel) and the host swap space, in tokens, per replica."""
+
+    s_per_token: float
+    capacity_tokens: int
+
+
+def swap_link(engine: EngineConfig, dep: Deployment) -> SwapLink | None:
+    """The swap path of `engine.preemption: swap` for deployment `dep` (None for recompute)."""
+    if engine.preemption != "swap":
+        return None
+    link_bytes_per_s = (engine.host_link_gb_per_s * 1e9 if engine.host_link_gb_per_s is not None
+                        else dep.device.host_link_bytes_per_s)
+    if link_bytes_per_s is None:
+        raise InputError("engine.preemption", f"swap needs a host link; the catalog gives none for {dep.device.key} "
+                         "(its KV already lives in host memory, or the link is not published): set engine.host_link_gb_per_s")
+    t = dep.tensor_parallel
+    capacity_tokens = int(engine.swap_space_gb * 2 ** 30 * t / dep.kv_bytes_per_token)
+    return SwapLink(s_per_token=dep.kv_bytes_per_token / t / link_bytes_per_s, capacity_tokens=capacity_tokens)

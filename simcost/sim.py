@@ -12,6 +12,7 @@ import numpy as np
 import simpy
 
 from simcost.cluster import Fleet
+from simcost.engine import swap_link
 from simcost.config import Scenario
 from simcost.errors import InputError
 from simcost.ledger import Bill, StepArrays, StepLog, settle
@@ -20,6 +21,7 @@ from simcost.perf import Deployment, plan_deployment, step_params
 from simcost.request_table import RequestTable
 from simcost.rng import streams
 from simcost.sessions import SessionDriver
+from simcost.waiting import queue_key
 from simcost.workload import Requests, generate, workload_streams
 
 
@@ -52,7 +54,9 @@ class Simulation:
             dep.max_num_batched_tokens, dep.max_model_len, eng.kv_watermark, eng.max_waiting, self.log,
             max_span_steps, chunked=eng.policy == "chunked",
             on_done=self.sessions.on_done if self.sessions.active else None,
-            item_work=item_work(scenario, dep),
+            item_work=item_work(scenario, dep), engine=eng, swap=swap_link(eng, dep),
+            queue_key=queue_key(eng, self.table, np.array([e.priority for e in scenario.workload.entries()]),
+                                run_streams.predictions),
         )
         self.env.process(self._arrivals())
         self._progress = None
@@ -87,9 +91,14 @@ class Simulation:
         return self.result()
 
     def result(self) -> RunResult:
-        horizon_s = max(self.env.now, self.arrivals_end_s())
         self.table.trim()
         steps = self.log.arrays()
+        end_s = self.env.now
+        if self.scenario.drain_s is None:
+            # the run ended with its last event; a timer that fires later as a no-op (a batch
+            # formation timeout cut short, simcost.batch_engine) must not extend the bill
+            end_s = max(float(steps.step_end_s.max(initial=0.0)), float(self.table.arrival_s.max(initial=0.0)))
+        horizon_s = max(end_s, self.arrivals_end_s())
         scenario, dep = self.scenario, self.deployment
         bill = settle(steps, self.table.num_requests, scenario.fleet, dep, horizon_s)
         summary = summarize(scenario, dep, self.table, steps, bill, horizon_s, self.sessions.counts)
