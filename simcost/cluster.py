@@ -43,7 +43,8 @@ class Fleet:
                  max_waiting: int | None, log: StepLog, max_span_steps: int = 1 << 30, chunked: bool = False,
                  on_done: Callable[[int], None] | None = None,
                  item_work: tuple[np.ndarray, np.ndarray] | None = None, engine: EngineConfig | None = None,
-                 queue_key: Callable[[int], tuple] | None = None, swap: SwapLink | None = None):
+                 queue_key: Callable[[int], tuple] | None = None, swap: SwapLink | None = None,
+                 disaggregation: tuple[int, int, float] | None = None):
         self.env = env
         self.on_done = on_done  # called with a request id when it completes or is rejected
         self.table = table
@@ -58,12 +59,21 @@ class Fleet:
         engine = engine or EngineConfig(policy="chunked" if chunked else "prefill_first")
         replica_class = REPLICA_CLASSES[engine.policy]
         options = {key: getattr(engine, key) for key in getattr(replica_class, "ENGINE_KEYS", ())}
+        roles = [{}] * num_replicas
+        if disaggregation is not None:  # (prefill replicas, decode replicas, KV link s per token)
+            num_prefill, num_decode, s_per_token = disaggregation
+            roles = ([{"role": "prefill", "handoff": self._to_decode, "kv_transfer_s_per_token": s_per_token}] * num_prefill
+                     + [{"role": "decode"}] * num_decode)
         self.replicas = [
             replica_class(env, i, table, step_params, num_kv_blocks, block_size, max_num_seqs,
                           max_num_batched_tokens, kv_watermark, log, self._on_finish, max_span_steps, chunked,
-                          item_work, queue_key, swap, **options)
-            for i in range(num_replicas)
+                          item_work, queue_key, swap, **options, **role)
+            for i, role in enumerate(roles)
         ]
+        # where requests enter, and (disaggregated) where they go after their prefill
+        self.entry_pool = [r for r in self.replicas if getattr(r, "role", "both") != "decode"]
+        self.decode_pool = [r for r in self.replicas if getattr(r, "role", "both") == "decode"]
+        self._next_decode = 0
         self.central = WaitingQueue(queue_key)  # shared_queue only
         self._next = 0
         self.num_completed = 0
@@ -108,14 +118,23 @@ class Fleet:
         return ""
 
     def _pick(self) -> Replica:
+        replica, self._next = self._route(self.entry_pool, self._next)
+        return replica
+
+    def _route(self, pool: list, next_index: int):
+        """(the replica of `pool` the router picks, the round-robin position after it)."""
         if self.router == "round_robin":
-            replica = self.replicas[self._next]
-            self._next = (self._next + 1) % len(self.replicas)
-            return replica
-        loads = [r.num_outstanding for r in self.replicas]
+            return pool[next_index], (next_index + 1) % len(pool)
+        loads = [r.num_outstanding for r in pool]
         least = min(loads)
         ties = [i for i, load in enumerate(loads) if load == least]
-        return self.replicas[ties[0] if len(ties) == 1 else ties[int(self.rng.integers(len(ties)))]]
+        return pool[ties[0] if len(ties) == 1 else ties[int(self.rng.integers(len(ties)))]], next_index
+
+    def _to_decode(self, rid: int) -> None:
+        """Disaggregation: a request whose KV has arrived joins a decode replica (never
+        rejected there: its prefill is already paid for)."""
+        replica, self._next_decode = self._route(self.decode_pool, self._next_decode)
+        replica.submit(rid)
 
     def _dispatch_central(self) -> None:
         while self.central:

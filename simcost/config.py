@@ -424,12 +424,41 @@ class SiteConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class DisaggregationConfig:
+    """Prefill and decode on separate replicas (Splitwise, DistServe): requests enter a prefill
+    replica, which emits the first token; the prompt's KV then moves to a decode replica over
+    the KV link (each tensor-parallel device sends its shard over its own link), and the decode
+    replica generates the rest. kv_link_gb_per_s default 50: one InfiniBand NDR 400 Gb/s port per
+    GPU, as in a DGX H100 (an assumption; set 450 for NVLink within a node)."""
+
+    prefill_replicas: int = field(metadata=bounds(ge=1))
+    decode_replicas: int = field(metadata=bounds(ge=1))
+    kv_link_gb_per_s: float = field(default=50.0, metadata=bounds(gt=0))
+
+
+@dataclass(frozen=True, kw_only=True)
 class FleetConfig:
     replicas: int = field(default=1, metadata=bounds(ge=1))
     router: Literal["round_robin", "join_shortest_queue", "shared_queue"] = "round_robin"
     price_usd_per_device_hour: float | None = field(default=None, metadata=bounds(ge=0))  # None: catalog on-demand
     pricing: PricingConfig = PricingConfig()
     site: SiteConfig = SiteConfig()
+    # prefill and decode pools (replaces replicas: the fleet has prefill + decode replicas)
+    disaggregation: DisaggregationConfig | None = None
+
+    def _check(self, path: str) -> None:
+        if self.disaggregation is None:
+            return
+        if self.replicas != 1:
+            raise InputError(f"{path}.replicas", "not used with disaggregation; give prefill_replicas and decode_replicas")
+        if self.router == "shared_queue":
+            raise InputError(f"{path}.router", "shared_queue is not available with disaggregation; use round_robin or join_shortest_queue")
+
+    @property
+    def num_replicas(self) -> int:
+        """All replicas paid for: the prefill and decode pools, or `replicas`."""
+        d = self.disaggregation
+        return self.replicas if d is None else d.prefill_replicas + d.decode_replicas
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -460,6 +489,8 @@ class Scenario:
     def _check(self, path: str) -> None:
         if self.duration_s is None and any(entry.trace is None for entry in self.workload.entries()):
             raise InputError("duration_s", "missing; synthetic arrivals need a duration in seconds")
+        if self.fleet.disaggregation is not None and self.engine.policy not in EngineConfig._ITERATION:
+            raise InputError("fleet.disaggregation", f"needs an iteration-level engine.policy (prefill_first or chunked), not {self.engine.policy}")
         if self.duration_s is not None and self.warmup_s >= self.duration_s:
             raise InputError("warmup_s", f"{self.warmup_s} is not below duration_s={self.duration_s}")
 

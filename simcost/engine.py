@@ -43,7 +43,9 @@ class Replica:
                  kv_watermark: float, log: StepLog, on_finish: Callable[[int, int], None],
                  max_span_steps: int = 1 << 30, chunked: bool = False,
                  item_work: tuple[np.ndarray, np.ndarray] | None = None,
-                 queue_key: Callable[[int], tuple] | None = None, swap: SwapLink | None = None):
+                 queue_key: Callable[[int], tuple] | None = None, swap: SwapLink | None = None,
+                 role: str = "both", handoff: Callable[[int], None] | None = None,
+                 kv_transfer_s_per_token: float = 0.0):
         self.env = env
         # per workload entry: (FLOPs, bytes) one item costs one device; None when no workload has items
         self.item_work = item_work
@@ -64,6 +66,12 @@ class Replica:
         self.swapped_tokens = 0  # KV tokens of this replica's requests now in host memory
         self._transfer_s = 0.0  # swap transfers not yet charged; the next step takes this much longer
         self.transfer_s_total = 0.0  # swap transfer time charged to steps so far
+        # disaggregation: "prefill" replicas hand requests to the fleet after their first token
+        # (`handoff`), once the KV has left over the KV link; "decode" replicas receive them
+        self.role = role
+        self.handoff = handoff
+        self.kv_transfer_s_per_token = kv_transfer_s_per_token
+        self._outbound = 0  # KV transfers leaving this replica now (their blocks are still held)
         self.running: list[int] = []  # in admission order; the last is preempted first
         self._wake: simpy.Event | None = None
         self._in_span = False
@@ -111,6 +119,9 @@ class Replica:
                     continue
             if self.running:
                 yield from self._run_decode_span()
+            elif self._outbound:  # blocks come back when a KV transfer ends
+                self._wake = self.env.event()
+                yield self._wake
             else:
                 raise RuntimeError(f"replica {self.index}: request {self.waiting.head()} can never be admitted")
 
@@ -125,7 +136,7 @@ class Replica:
         reserve = self._decode_blocks(self.running)
         while self.waiting and len(self.running) + len(admitted) < self.max_num_seqs:
             rid = self.waiting.head()
-            if t.swapped_tokens[rid]:
+            if t.swapped_tokens[rid] or t.remote_kv_tokens[rid]:
                 break  # resumed by _resume_swapped at the next step boundary
             n = int(t.input_tokens[rid] + t.generated[rid])  # prompt, plus output when recomputing
             if admitted and num_tokens + n > self.max_num_batched_tokens:
@@ -161,6 +172,8 @@ class Replica:
         t.first_token_s[ids[fresh]] = end_s
         self.log.add(self.index, start_s, np.array([end_s]), np.array([num_tokens]), ids, tokens, prefill=True)
         self._retire_finished(ids, end_s)
+        if self.role == "prefill":
+            self._hand_off(ids)
 
     def _items_s(self, ids: np.ndarray, fresh: np.ndarray) -> float:
         """Time for the items of the requests starting their first prefill (`fresh`): items are
@@ -215,7 +228,7 @@ class Replica:
                     has_prefill = True
         while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
             rid = self.waiting.head()  # then chunks of newly admitted prompts, in queue order
-            if t.swapped_tokens[rid]:
+            if t.swapped_tokens[rid] or t.remote_kv_tokens[rid]:
                 break  # resumed by _resume_swapped at the next step boundary
             target = int(t.input_tokens[rid] + t.generated[rid])
             n = min(target, budget)
@@ -276,6 +289,8 @@ class Replica:
         self.log.add(self.index, start_s, np.array([end_s]), np.array([int(tokens.sum())]), ids, tokens,
                      prefill=True)
         self._retire_finished(emits, end_s)
+        if self.role == "prefill":
+            self._hand_off(emits)
 
     def _run_decode_span(self):
         t = self.table
@@ -352,28 +367,61 @@ class Replica:
         self.waiting.push_preempted(rid)
 
     def _resume_swapped(self) -> None:
-        """Swapped-out requests at the head of the queue come back first (vLLM v0 serves its
-        swapped queue before new prompts), while their blocks fit next to the running batch's
-        next step."""
+        """Requests whose KV is held outside the pool come in first, while their blocks fit next
+        to the running batch's next step: swapped-out ones (vLLM v0 serves its swapped queue
+        before new prompts) and, on a decode replica, requests handed over by a prefill replica."""
         t = self.table
-        while self.waiting and len(self.running) < self.max_num_seqs and t.swapped_tokens[self.waiting.head()]:
-            if not self._swap_in(self.waiting.head(), self._decode_blocks(self.running)):
+        while self.waiting and len(self.running) < self.max_num_seqs:
+            head = self.waiting.head()
+            if not (t.swapped_tokens[head] or t.remote_kv_tokens[head]):
+                return
+            if not self._swap_in(head, self._decode_blocks(self.running)):
                 return
 
     def _swap_in(self, rid: int, reserve_blocks: int) -> bool:
-        """Bring a swapped-out request's KV back and make it running again (False: no room)."""
+        """Load a request's KV into the pool and make it running again (False: no room). Swapped
+        KV is copied back over the host link (charged to the next step); handed-over KV has
+        already arrived over the KV link."""
         t = self.table
-        tokens = int(t.swapped_tokens[rid])
+        swapped = int(t.swapped_tokens[rid])
+        tokens = swapped or int(t.remote_kv_tokens[rid])
         blocks = blocks_for(tokens, self.block_size)
         if not self.pool.can_admit(blocks, reserve_blocks):
             return False
         self.pool.allocate(blocks)
         self.waiting.pop()
-        t.kv_blocks[rid], t.kv_tokens[rid], t.swapped_tokens[rid] = blocks, tokens, 0
-        self.swapped_tokens -= tokens
-        self._transfer_s += tokens * self.swap.s_per_token
+        t.kv_blocks[rid], t.kv_tokens[rid], t.swapped_tokens[rid], t.remote_kv_tokens[rid] = blocks, tokens, 0, 0
+        if swapped:
+            self.swapped_tokens -= swapped
+            self._transfer_s += swapped * self.swap.s_per_token
         self.running.append(rid)
         return True
+
+    def _hand_off(self, ids: np.ndarray) -> None:
+        """Prefill role: requests whose prompt is done (and that want more tokens) leave the
+        batch; each one's KV goes out over the KV link, its blocks held until it has left."""
+        t = self.table
+        moving = [rid for rid in ids.tolist() if t.status[rid] != COMPLETED and t.kv_tokens[rid] >= t.prefill_target[rid]]
+        if not moving:
+            return
+        gone = set(moving)
+        self.running = [rid for rid in self.running if rid not in gone]
+        for rid in moving:
+            self._outbound += 1
+            self.env.process(self._send_kv(rid))
+
+    def _send_kv(self, rid: int):
+        t = self.table
+        yield self.env.timeout(int(t.kv_tokens[rid]) * self.kv_transfer_s_per_token)
+        self.pool.free(int(t.kv_blocks[rid]))
+        t.remote_kv_tokens[rid] = t.kv_tokens[rid]
+        t.kv_blocks[rid] = 0
+        t.kv_tokens[rid] = 0
+        self._outbound -= 1
+        if self._wake is not None:  # blocks came back: an idle loop may admit now
+            wake, self._wake = self._wake, None
+            wake.succeed()
+        self.handoff(rid)
 
     def _take_transfer_s(self) -> float:
         transfer_s, self._transfer_s = self._transfer_s, 0.0

@@ -117,7 +117,7 @@ def settle(steps: StepArrays, num_requests: int, fleet: FleetConfig, dep: Deploy
     """Price every step, allocate to requests, and charge the gaps as idle.
 
     Steps run at utilisation 1 (see `simcost.energy`): the log has no finer measure."""
-    n = fleet.replicas
+    n = fleet.num_replicas
     price = tariff(fleet.pricing, fleet.site, dep, n, horizon_s)
     step_util = np.ones(len(steps.step_start_s))
     step_usd = charge_steps_hourly(steps.step_start_s, steps.step_end_s, steps.step_replica, step_util,

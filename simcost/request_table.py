@@ -39,6 +39,7 @@ _COLUMNS = {
     "num_preemptions": (np.int64, 0),
     "num_swaps": (np.int64, 0),  # preemptions by swap (the rest were by recompute)
     "swapped_tokens": (np.int64, 0),  # KV tokens in host memory now (swapped out)
+    "remote_kv_tokens": (np.int64, 0),  # disaggregation: KV tokens arrived from a prefill replica, not yet loaded
     "predicted_output_tokens": (np.float64, np.nan),  # engine.queue sjf: the scheduler's estimate
     "first_scheduled_s": (np.float64, np.nan), "first_token_s": (np.float64, np.nan), "finish_s": (np.float64, np.nan),
 }

@@ -49,7 +49,7 @@ class Simulation:
                                       lambda rid: self.fleet.arrive(rid))
         dep, eng = self.deployment, scenario.engine
         self.fleet = Fleet(
-            self.env, self.table, scenario.fleet.replicas, scenario.fleet.router, run_streams.routing,
+            self.env, self.table, scenario.fleet.num_replicas, scenario.fleet.router, run_streams.routing,
             step_params(scenario, dep), dep.num_kv_blocks, dep.block_size, eng.max_num_seqs,
             dep.max_num_batched_tokens, dep.max_model_len, eng.kv_watermark, eng.max_waiting, self.log,
             max_span_steps, chunked=eng.policy == "chunked",
@@ -57,6 +57,7 @@ class Simulation:
             item_work=item_work(scenario, dep), engine=eng, swap=swap_link(eng, dep),
             queue_key=queue_key(eng, self.table, np.array([e.priority for e in scenario.workload.entries()]),
                                 run_streams.predictions),
+            disaggregation=disaggregation(scenario, dep),
         )
         self.env.process(self._arrivals())
         self._progress = None
@@ -116,6 +117,16 @@ def item_work(scenario: Scenario, dep: Deployment) -> tuple[np.ndarray, np.ndarr
     flops = np.array([e.items.flops_per_item if e.items else 0.0 for e in entries]) / dep.tensor_parallel
     nbytes = np.array([e.items.bytes_per_item if e.items else 0.0 for e in entries]) / dep.tensor_parallel
     return flops, nbytes
+
+
+def disaggregation(scenario: Scenario, dep: Deployment) -> tuple[int, int, float] | None:
+    """(prefill replicas, decode replicas, seconds per KV token over the KV link) or None. Each of
+    the replica's tensor-parallel devices sends its shard of the KV over its own link."""
+    d = scenario.fleet.disaggregation
+    if d is None:
+        return None
+    s_per_token = dep.kv_bytes_per_token / (d.kv_link_gb_per_s * 1e9 * dep.tensor_parallel)
+    return d.prefill_replicas, d.decode_replicas, s_per_token
 
 
 def run(scenario: Scenario, progress: bool = False) -> RunResult:
