@@ -19,6 +19,7 @@ import simpy
 from simcost.batch_engine import BatchReplica
 from simcost.config import EngineConfig
 from simcost.engine import Replica, SwapLink
+from simcost.kv_reuse import PrefixSpec
 from simcost.kvcache import blocks_for
 from simcost.ledger import StepLog
 from simcost.request_table import RequestTable
@@ -44,7 +45,7 @@ class Fleet:
                  on_done: Callable[[int], None] | None = None,
                  item_work: tuple[np.ndarray, np.ndarray] | None = None, engine: EngineConfig | None = None,
                  queue_key: Callable[[int], tuple] | None = None, swap: SwapLink | None = None,
-                 disaggregation: tuple[int, int, float] | None = None):
+                 disaggregation: tuple[int, int, float] | None = None, prefix: PrefixSpec | None = None):
         self.env = env
         self.on_done = on_done  # called with a request id when it completes or is rejected
         self.table = table
@@ -59,6 +60,8 @@ class Fleet:
         engine = engine or EngineConfig(policy="chunked" if chunked else "prefill_first")
         replica_class = REPLICA_CLASSES[engine.policy]
         options = {key: getattr(engine, key) for key in getattr(replica_class, "ENGINE_KEYS", ())}
+        if prefix is not None:  # only the iteration-level Replica caches prefixes (config checks it)
+            options["prefix"] = prefix
         roles = [{}] * num_replicas
         if disaggregation is not None:  # (prefill replicas, decode replicas, KV link s per token)
             num_prefill, num_decode, s_per_token = disaggregation

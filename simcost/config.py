@@ -377,6 +377,8 @@ class EngineConfig:
             if bad or not self.preferred_batch_sizes:
                 raise InputError(f"{path}.preferred_batch_sizes", f"{list(self.preferred_batch_sizes)}: expected sizes "
                                  f"between 1 and max_num_seqs={self.max_num_seqs}")
+        if self.prefix_caching and self.preemption == "swap":
+            raise InputError(f"{path}.preemption", "swap with prefix_caching is not modelled (vLLM v1 recomputes); use recompute")
         if self.host_cache_blocks and not self.prefix_caching:
             raise InputError(f"{path}.host_cache_blocks", "a host tier for prefix blocks needs prefix_caching: true")
 
@@ -472,6 +474,25 @@ class SloConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class CostConfig:
+    """How the bill is handed to requests (`simcost.ledger`). Each record's cost (a prefill step or
+    a span of decode steps) is split over its members: `tokens` in proportion to tokens x the
+    weight of their kind (prompt or output), `equal` in equal shares; a record whose weights are
+    all 0 is split equally, so no dollar is lost. Unallocated cost (idle time, minimum charges,
+    unused commitment) stays its own line (`showback`) or is spread over requests in proportion
+    to their allocated cost (`chargeback`)."""
+
+    allocation: Literal["tokens", "equal"] = "tokens"
+    prefill_weight: float = field(default=1.0, metadata=bounds(ge=0))
+    decode_weight: float = field(default=1.0, metadata=bounds(ge=0))
+    unallocated: Literal["showback", "chargeback"] = "showback"
+
+    def _check(self, path: str) -> None:
+        if self.allocation == "equal" and (self.prefill_weight, self.decode_weight) != (1.0, 1.0):
+            raise InputError(f"{path}.allocation", "equal does not use prefill_weight/decode_weight; use allocation: tokens")
+
+
+@dataclass(frozen=True, kw_only=True)
 class Scenario:
     workload: WorkloadConfig
     model: ModelConfig
@@ -485,6 +506,7 @@ class Scenario:
     engine: EngineConfig = EngineConfig()
     fleet: FleetConfig = FleetConfig()
     slo: SloConfig = SloConfig()
+    cost: CostConfig = CostConfig()
 
     def _check(self, path: str) -> None:
         if self.duration_s is None and any(entry.trace is None for entry in self.workload.entries()):

@@ -28,7 +28,9 @@ import numpy as np
 import simpy
 
 from simcost.decode_kernels import apply_decode_steps, max_feasible_steps
+from simcost.kv_reuse import PrefixReuse, PrefixSpec
 from simcost.kvcache import BlockPool, blocks_for
+from simcost.prefix_cache import PrefixBlockPool
 from simcost.ledger import StepLog
 from simcost.perf import Deployment, decode_span_times_s, item_time_s, step_time_s
 from simcost.config import EngineConfig
@@ -45,7 +47,7 @@ class Replica:
                  item_work: tuple[np.ndarray, np.ndarray] | None = None,
                  queue_key: Callable[[int], tuple] | None = None, swap: SwapLink | None = None,
                  role: str = "both", handoff: Callable[[int], None] | None = None,
-                 kv_transfer_s_per_token: float = 0.0):
+                 kv_transfer_s_per_token: float = 0.0, prefix: PrefixSpec | None = None):
         self.env = env
         # per workload entry: (FLOPs, bytes) one item costs one device; None when no workload has items
         self.item_work = item_work
@@ -55,7 +57,14 @@ class Replica:
         self.block_size = block_size
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
-        self.pool = BlockPool(num_kv_blocks, watermark_blocks=int(kv_watermark * num_kv_blocks))
+        watermark_blocks = int(kv_watermark * num_kv_blocks)
+        # prefix caching: content-keyed blocks kept after use (simcost.kv_reuse); else counted blocks
+        self.reuse = None
+        if prefix is None:
+            self.pool = BlockPool(num_kv_blocks, watermark_blocks=watermark_blocks)
+        else:
+            self.pool = PrefixBlockPool(num_kv_blocks, watermark_blocks, prefix.host_blocks)
+            self.reuse = PrefixReuse(prefix, self.pool, table, block_size)
         self.log = log
         self.on_finish = on_finish  # called with (replica index, request id) when a request ends
         self.max_span_steps = max_span_steps  # 1 turns spans off (tests compare both ways)
@@ -139,33 +148,43 @@ class Replica:
             if t.swapped_tokens[rid] or t.remote_kv_tokens[rid]:
                 break  # resumed by _resume_swapped at the next step boundary
             n = int(t.input_tokens[rid] + t.generated[rid])  # prompt, plus output when recomputing
-            if admitted and num_tokens + n > self.max_num_batched_tokens:
+            keys, hit = self.reuse.lookup(rid, n) if self.reuse else ((), None)
+            cached_blocks = hit.num_blocks if hit else 0
+            new_tokens = n - cached_blocks * self.block_size
+            if admitted and num_tokens + new_tokens > self.max_num_batched_tokens:
                 break  # (a lone request over the budget still runs: only a recompute can be)
-            blocks = blocks_for(n, self.block_size)
-            if not self.pool.can_admit(blocks, reserve):
+            blocks = blocks_for(n, self.block_size) - cached_blocks
+            if not self.pool.can_admit(blocks + (hit.num_free_blocks_needed if hit else 0), reserve):
                 break
+            t.kv_tokens[rid] = self.reuse.take(rid, keys, hit, n) if self.reuse else 0
             self.pool.allocate(blocks)
-            t.kv_blocks[rid] = blocks
+            t.kv_blocks[rid] = blocks + cached_blocks
             t.prefill_target[rid] = n
             self.waiting.pop()
             admitted.append(rid)
-            num_tokens += n
+            num_tokens += new_tokens
         return admitted
 
     def _run_prefill(self, admitted: list[int]):
         t = self.table
-        tokens = t.input_tokens[admitted] + t.generated[admitted]
+        cached = t.kv_tokens[admitted]  # prompt tokens found in the prefix cache (0 without one)
+        tokens = t.prefill_target[admitted] - cached  # tokens to compute
         num_tokens = int(tokens.sum())
-        attn_pairs = float((tokens * (tokens + 1) // 2).sum())  # causal attention within each prompt
+        # causal attention within each prompt; computed tokens also attend to the cached prefix
+        attn_pairs = float((tokens * cached + tokens * (tokens + 1) // 2).sum())
         start_s = self.env.now
         first = np.isnan(t.first_scheduled_s[admitted])
         t.first_scheduled_s[np.asarray(admitted)[first]] = start_s
         self.running.extend(admitted)  # running from admission on, as in vLLM (routers count them)
         items_s = self._items_s(np.asarray(admitted, dtype=np.int64), t.generated[admitted] == 0)
-        yield self.env.timeout(step_time_s(self.params, num_tokens, 0, attn_pairs, 0.0) + items_s + self._take_transfer_s())
+        yield self.env.timeout(step_time_s(self.params, num_tokens, 0, attn_pairs, float(cached.sum()))
+                               + items_s + self._take_transfer_s())
         end_s = self.env.now
         ids = np.asarray(admitted, dtype=np.int64)
-        t.kv_tokens[ids] = tokens
+        t.kv_tokens[ids] = t.prefill_target[ids]
+        if self.reuse:
+            for rid in admitted:
+                self.reuse.prefilled(rid)
         t.token_time_s[t.token_offset[ids] + t.generated[ids]] = end_s  # a prefill emits one token
         t.generated[ids] += 1
         fresh = np.isnan(t.first_token_s[ids])
@@ -231,18 +250,24 @@ class Replica:
             if t.swapped_tokens[rid] or t.remote_kv_tokens[rid]:
                 break  # resumed by _resume_swapped at the next step boundary
             target = int(t.input_tokens[rid] + t.generated[rid])
-            n = min(target, budget)
-            blocks = blocks_for(n, size)
-            if free - blocks < self.pool.watermark_blocks:
+            keys, hit = self.reuse.lookup(rid, target) if self.reuse else ((), None)
+            cached_blocks = hit.num_blocks if hit else 0
+            n = min(target - cached_blocks * size, budget)
+            blocks = blocks_for(cached_blocks * size + n, size) - cached_blocks  # claimed by _schedule_chunked
+            needed = blocks + (hit.num_free_blocks_needed if hit else 0)
+            if free - needed < self.pool.watermark_blocks:
                 break
             self.waiting.pop()
             self.running.append(rid)
             t.prefill_target[rid] = target
+            if self.reuse:
+                t.kv_tokens[rid] = self.reuse.take(rid, keys, hit, target)
+                t.kv_blocks[rid] = cached_blocks
             if np.isnan(t.first_scheduled_s[rid]):
                 t.first_scheduled_s[rid] = self.env.now
             plan[rid] = n
             budget -= n
-            free -= blocks
+            free -= needed
             has_prefill = True
         return plan, has_prefill
 
@@ -276,18 +301,21 @@ class Replica:
         # plus itself, causally
         attn_pairs = float((kv_before[decoding] + 1).sum() + (chunk * kv_before[~decoding] + chunk * (chunk + 1) // 2).sum())
         start_s = self.env.now
-        items_s = self._items_s(ids, (kv_before == 0) & (t.generated[ids] == 0))
+        items_s = self._items_s(ids, (t.first_scheduled_s[ids] == start_s) & (t.generated[ids] == 0))
         yield self.env.timeout(step_time_s(self.params, int(chunk.sum()), int(decoding.sum()), attn_pairs,
                                            float(kv_before.sum())) + items_s + self._take_transfer_s())
         end_s = self.env.now
         t.kv_tokens[ids] = kv_before + tokens
+        if self.reuse:
+            for rid in ids[~decoding & (t.kv_tokens[ids] >= t.prefill_target[ids])].tolist():
+                self.reuse.prefilled(rid)
         emits = ids[decoding | (t.kv_tokens[ids] >= t.prefill_target[ids])]
         t.token_time_s[t.token_offset[emits] + t.generated[emits]] = end_s
         t.generated[emits] += 1
         fresh = emits[np.isnan(t.first_token_s[emits])]
         t.first_token_s[fresh] = end_s
         self.log.add(self.index, start_s, np.array([end_s]), np.array([int(tokens.sum())]), ids, tokens,
-                     prefill=True)
+                     prefill=True, member_prefill=~decoding)
         self._retire_finished(emits, end_s)
         if self.role == "prefill":
             self._hand_off(emits)
@@ -334,7 +362,7 @@ class Replica:
             return
         t.status[done] = COMPLETED
         t.finish_s[done] = now_s
-        self.pool.free(int(t.kv_blocks[done].sum()))
+        self._release_kv(done, finished=True)
         t.kv_blocks[done] = 0
         t.kv_tokens[done] = 0
         finished = set(done.tolist())
@@ -360,7 +388,7 @@ class Replica:
             t.num_swaps[rid] += 1
             self.swapped_tokens += kv_tokens
             self._transfer_s += kv_tokens * self.swap.s_per_token
-        self.pool.free(int(t.kv_blocks[rid]))
+        self._release_kv(np.array([rid]), finished=False)
         t.kv_blocks[rid] = 0
         t.kv_tokens[rid] = 0
         t.num_preemptions[rid] += 1
@@ -413,7 +441,7 @@ class Replica:
     def _send_kv(self, rid: int):
         t = self.table
         yield self.env.timeout(int(t.kv_tokens[rid]) * self.kv_transfer_s_per_token)
-        self.pool.free(int(t.kv_blocks[rid]))
+        self._release_kv(np.array([rid]), finished=False)
         t.remote_kv_tokens[rid] = t.kv_tokens[rid]
         t.kv_blocks[rid] = 0
         t.kv_tokens[rid] = 0
@@ -423,7 +451,19 @@ class Replica:
             wake.succeed()
         self.handoff(rid)
 
+    def _release_kv(self, ids: np.ndarray, finished: bool) -> None:
+        """Give back the blocks of requests that finished, were preempted or handed off (the
+        caller zeroes their kv_blocks). With prefix caching, their named blocks stay cached."""
+        if self.reuse is None:
+            self.pool.free(int(self.table.kv_blocks[ids].sum()))
+            return
+        for rid in ids.tolist():
+            self.reuse.release(rid, finished)
+
     def _take_transfer_s(self) -> float:
+        if self.reuse is not None and self.reuse.load_s:  # prefix blocks loaded from the host tier
+            self._transfer_s += self.reuse.load_s
+            self.reuse.load_s = 0.0
         transfer_s, self._transfer_s = self._transfer_s, 0.0
         self.transfer_s_total += transfer_s
         return transfer_s

@@ -4,10 +4,12 @@ The engine appends one *record* per batch it runs: a prefill step, or a span of 
 over the same requests. A record lists its steps (end times) and its members with the tokens
 each processed. After the run, numba kernels charge every step (device $/hour x step time x
 devices, under the fleet's pricing model: `simcost.pricing`), sum steps into records, and split
-each record's cost over its members in proportion to tokens. Time a replica spends with no step
+each record's cost over its members by the scenario's `cost` policy (`CostConfig`): in proportion
+to tokens x a weight for prompt or output tokens, or equally. Time a replica spends with no step
 is idle cost; minimum charges and unused commitments are their own unallocated categories. So
     sum(request cost) + idle + minimum + unused commitment = the bill from the pricing formulas,
-which the tests check (no dollar lost or invented). Energy is kept per replica-hour alongside.
+which the tests check (no dollar lost or invented). Under chargeback the unallocated dollars are
+then spread over requests too (`spread_unallocated`). Energy is kept per replica-hour alongside.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from simcost.config import FleetConfig
+from simcost.config import CostConfig, FleetConfig
 from simcost.energy import Energy, hour_covered_s, hour_piece, replica_hour_energy, split_steps_by_hour
 from simcost.perf import Deployment
 from simcost.pricing import Tariff, bill_usd, tariff
@@ -33,11 +35,16 @@ class StepLog:
         self._step_tokens: list[np.ndarray] = []
         self._members: list[np.ndarray] = []
         self._member_tokens: list[np.ndarray] = []
+        self._member_prefill: list[np.ndarray] = []
         self._prefill: list[bool] = []
 
     def add(self, replica: int, start_s: float, step_end_s: np.ndarray, step_tokens: np.ndarray,
-            members: np.ndarray, member_tokens: np.ndarray, prefill: bool) -> None:
-        """One record: a prefill step (prefill=True) or a span of decode steps."""
+            members: np.ndarray, member_tokens: np.ndarray, prefill: bool,
+            member_prefill: np.ndarray | None = None) -> None:
+        """One record: a prefill step (prefill=True) or a span of decode steps. `member_prefill`
+        says which members' tokens are prompt tokens (default: all of a prefill record, none of
+        a decode span; a chunked step mixes both)."""
+        self._member_prefill.append(np.full(len(members), prefill) if member_prefill is None else member_prefill)
         self._prefill.append(prefill)
         self._replica.append(replica)
         self._start_s.append(start_s)
@@ -72,6 +79,7 @@ class StepLog:
             record_prefill=np.asarray(self._prefill, dtype=bool),
             member_request=cat(self._members, np.int64),
             member_tokens=cat(self._member_tokens, np.int64),
+            member_prefill=cat(self._member_prefill, bool),
         )
 
 
@@ -86,6 +94,7 @@ class StepArrays:
     record_prefill: np.ndarray  # True: a prefill step; False: a span of decode steps
     member_request: np.ndarray
     member_tokens: np.ndarray
+    member_prefill: np.ndarray  # True: the member's tokens in that record were prompt tokens
 
     @property
     def step_duration_s(self) -> np.ndarray:
@@ -107,14 +116,31 @@ class Bill:
     hour_unused_commitment_usd: np.ndarray | None = None  # (hours,)
     tariff: Tariff | None = None
     energy: Energy | None = None
+    # chargeback: each request's share of the unallocated dollars, and their sum (0 under showback)
+    unallocated_share_usd: np.ndarray | None = None
+    spread_usd: float = 0.0
 
     @property
     def unallocated_usd(self) -> float:
         return self.idle_usd + self.minimum_usd + self.unused_commitment_usd
 
+    @property
+    def charged_usd(self) -> np.ndarray:
+        """What each request pays: its allocated cost plus its share of the unallocated (chargeback)."""
+        return self.request_usd if self.unallocated_share_usd is None else self.request_usd + self.unallocated_share_usd
 
-def settle(steps: StepArrays, num_requests: int, fleet: FleetConfig, dep: Deployment, horizon_s: float) -> Bill:
-    """Price every step, allocate to requests, and charge the gaps as idle.
+    @property
+    def unallocated_left_usd(self) -> float:
+        """Unallocated dollars still on their own line: all under showback, none under chargeback
+        (unless no request could take them)."""
+        return self.unallocated_usd - self.spread_usd
+
+
+def settle(steps: StepArrays, num_requests: int, fleet: FleetConfig, dep: Deployment, horizon_s: float,
+           cost: CostConfig = CostConfig(), completed: np.ndarray | None = None) -> Bill:
+    """Price every step, allocate to requests by the `cost` policy, and charge the gaps as idle.
+    `completed` (default: every request) marks who may take unallocated dollars under
+    chargeback when no request was allocated anything.
 
     Steps run at utilisation 1 (see `simcost.energy`): the log has no finer measure."""
     n = fleet.num_replicas
@@ -122,8 +148,10 @@ def settle(steps: StepArrays, num_requests: int, fleet: FleetConfig, dep: Deploy
     step_util = np.ones(len(steps.step_start_s))
     step_usd = charge_steps_hourly(steps.step_start_s, steps.step_end_s, steps.step_replica, step_util,
                                    price.time_usd_per_s, price.util_usd_per_s)
+    if (np.diff(steps.record_member_offset) == 0).any():
+        raise RuntimeError("ledger: a record has no members, so its cost has no one to go to (engine bug)")
     request_usd = allocate_records(step_usd, steps.record_step_offset, steps.record_member_offset,
-                                   steps.member_request, steps.member_tokens, num_requests)
+                                   steps.member_request, member_weights(steps, cost), num_requests)
     busy_s, idle_s, overlaps = busy_idle_seconds(steps.step_start_s, steps.step_end_s, steps.step_replica, n, horizon_s)
     if overlaps:
         raise RuntimeError(f"ledger: {overlaps} steps overlap on one replica (engine bug)")
@@ -133,14 +161,43 @@ def settle(steps: StepArrays, num_requests: int, fleet: FleetConfig, dep: Deploy
     energy = replica_hour_energy(hour_busy_u_s, covered_s, dep.idle_w, dep.peak_w, fleet.site.pue,
                                  fleet.site.grid_gco2_per_kwh)
     hour_idle_s = np.maximum(0.0, covered_s[None, :] - hour_busy_s)
+    idle_usd = float((hour_idle_s * price.time_usd_per_s).sum())
+    minimum_usd, unused_usd = float(price.minimum_usd.sum()), float(price.unused_commitment_usd.sum())
+    share_usd, spread_usd = np.zeros(num_requests), 0.0
+    if cost.unallocated == "chargeback":
+        eligible = np.ones(num_requests, dtype=bool) if completed is None else completed
+        share_usd, spread_usd = spread_unallocated(request_usd, idle_usd + minimum_usd + unused_usd, eligible)
     return Bill(step_usd=step_usd, request_usd=request_usd, replica_busy_s=busy_s, replica_idle_s=idle_s,
-                busy_usd=float(step_usd.sum()), idle_usd=float((hour_idle_s * price.time_usd_per_s).sum()),
+                busy_usd=float(step_usd.sum()), idle_usd=idle_usd,
                 total_usd=bill_usd(fleet.pricing, dep, n, horizon_s, energy),
-                minimum_usd=float(price.minimum_usd.sum()),
-                unused_commitment_usd=float(price.unused_commitment_usd.sum()),
+                minimum_usd=minimum_usd, unused_commitment_usd=unused_usd,
                 replica_hour_usd=price.time_usd_per_s * np.maximum(covered_s[None, :], hour_busy_s)
                 + price.util_usd_per_s * hour_busy_u_s,
-                hour_unused_commitment_usd=price.unused_commitment_usd, tariff=price, energy=energy)
+                hour_unused_commitment_usd=price.unused_commitment_usd, tariff=price, energy=energy,
+                unallocated_share_usd=share_usd, spread_usd=spread_usd)
+
+
+def member_weights(steps: StepArrays, cost: CostConfig) -> np.ndarray:
+    """Each member's claim on its record's cost: its tokens x the weight of their kind (prompt or
+    output), or 1 each under equal allocation."""
+    if cost.allocation == "equal":
+        return np.ones(len(steps.member_tokens))
+    kind_weight = np.where(steps.member_prefill, cost.prefill_weight, cost.decode_weight)
+    return steps.member_tokens * kind_weight.astype(np.float64)
+
+
+def spread_unallocated(request_usd: np.ndarray, unallocated_usd: float, eligible: np.ndarray) -> tuple[np.ndarray, float]:
+    """Chargeback: (each request's share of the unallocated dollars, the dollars spread). Shares
+    follow each request's allocated cost, so a tenant's share is its share of the allocated bill;
+    if nothing was allocated, the eligible (completed) requests share equally; if there are none,
+    nothing is spread and the dollars stay unallocated."""
+    allocated_usd = float(request_usd.sum())
+    if allocated_usd > 0:
+        return unallocated_usd * request_usd / allocated_usd, unallocated_usd
+    num_eligible = int(eligible.sum())
+    if num_eligible == 0:
+        return np.zeros(len(request_usd)), 0.0
+    return np.where(eligible, unallocated_usd / num_eligible, 0.0), unallocated_usd
 
 
 # --- kernels (each with a plain-Python twin) ----------------------------------------------
@@ -174,29 +231,37 @@ def charge_steps_hourly_py(step_start_s, step_end_s, step_replica, step_util, ti
 
 
 @njit(cache=True)
-def allocate_records(step_usd, record_step_offset, record_member_offset, member_request, member_tokens, num_requests):
-    """Each record's cost (sum of its steps) split over its members in proportion to tokens."""
+def allocate_records(step_usd, record_step_offset, record_member_offset, member_request, member_weight, num_requests):
+    """Each record's cost (sum of its steps) split over its members in proportion to their
+    weights (`member_weights`); equally when the weights sum to 0 (e.g. decode_weight 0 on a
+    decode span), so no dollar is lost."""
     request_usd = np.zeros(num_requests)
     for r in range(record_step_offset.shape[0] - 1):
         cost = 0.0
         for j in range(record_step_offset[r], record_step_offset[r + 1]):
             cost += step_usd[j]
-        tokens = 0
-        for m in range(record_member_offset[r], record_member_offset[r + 1]):
-            tokens += member_tokens[m]
-        for m in range(record_member_offset[r], record_member_offset[r + 1]):
-            request_usd[member_request[m]] += cost * member_tokens[m] / tokens
+        lo, hi = record_member_offset[r], record_member_offset[r + 1]
+        total = 0.0
+        for m in range(lo, hi):
+            total += member_weight[m]
+        for m in range(lo, hi):
+            if total > 0:
+                request_usd[member_request[m]] += cost * member_weight[m] / total
+            else:
+                request_usd[member_request[m]] += cost / (hi - lo)
     return request_usd
 
 
-def allocate_records_py(step_usd, record_step_offset, record_member_offset, member_request, member_tokens, num_requests):
+def allocate_records_py(step_usd, record_step_offset, record_member_offset, member_request, member_weight, num_requests):
     request_usd = [0.0] * num_requests
     for r in range(len(record_step_offset) - 1):
         cost = sum(step_usd[record_step_offset[r]:record_step_offset[r + 1]])
         members = range(record_member_offset[r], record_member_offset[r + 1])
-        tokens = sum(member_tokens[m] for m in members)
-        for m in members:
-            request_usd[member_request[m]] += cost * member_tokens[m] / tokens
+        weights = [member_weight[m] for m in members]
+        if sum(weights) == 0:
+            weights = [1.0] * len(weights)
+        for m, w in zip(members, weights):
+            request_usd[member_request[m]] += cost * w / sum(weights)
     return np.array(request_usd)
 
 

@@ -7,6 +7,11 @@ Latency statistics cover the *measured* requests: those arriving at or after war
 completed. Throughput and goodput divide by the measured window: from the first measured
 arrival to the last measured completion (as `vllm bench serve` divides by the benchmark's
 duration). Costs cover the whole run, [0, horizon]: the fleet is paid for all of it.
+
+Cost per request, workload and tenant follows the scenario's `cost` policy (`simcost.ledger`):
+`allocated_usd` is the share of busy steps; `unallocated_share_usd` the share of idle time,
+minimum charges and unused commitment under chargeback (0 under showback, where those dollars
+are a line of their own); `total_usd` the two together.
 """
 
 from __future__ import annotations
@@ -119,7 +124,10 @@ def summarize(scenario: Scenario, dep: Deployment, table: RequestTable, steps: S
             "usd_per_request": bill.total_usd / num_completed if num_completed else None,
             "usd_per_1m_output_tokens": bill.total_usd / out_tokens * 1e6 if out_tokens else None,
             "usd_per_1m_input_tokens": bill.total_usd / in_tokens * 1e6 if in_tokens else None,
+            **_run_per_session(table, bill),
             **_pricing_keys(bill),
+            "allocation": _allocation_keys(scenario, bill),
+            "by_category": _cost_by_category(bill),
         },
         "energy": _energy_keys(bill, num_completed),
         "requests": {
@@ -131,22 +139,22 @@ def summarize(scenario: Scenario, dep: Deployment, table: RequestTable, steps: S
             "rejected_by_reason": {REJECT_REASONS[c]: int((table.reject_reason[rejected] == c).sum())
                                    for c in np.unique(table.reject_reason[rejected])},
         },
-        **breakdowns(scenario, table, lat, measured, good, bill.request_usd, session_counts or {}),
+        **breakdowns(scenario, table, lat, measured, good, bill, session_counts or {}),
     }
 
 
 def breakdowns(scenario: Scenario, table: RequestTable, lat: dict, measured: np.ndarray, good: np.ndarray,
-               request_usd: np.ndarray, session_counts: dict) -> dict:
+               bill: Bill, session_counts: dict) -> dict:
     """Per workload (when the scenario mixes several), per tenant (when there are several), and
     session / closed-loop accounting (when the workload has them)."""
     out = {}
     workload = scenario.workload
     if workload.mix is not None:
         out["by_workload"] = {workload.entry_name(i): {"tenant": entry.tenant, "priority": entry.priority,
-                                                       **_group(table.workload == i, table, lat, measured, good, request_usd)}
+                                                       **_group(table.workload == i, table, lat, measured, good, bill)}
                               for i, entry in enumerate(workload.entries())}
     if len(table.tenant_names) > 1:
-        out["by_tenant"] = {name: _group(table.tenant == code, table, lat, measured, good, request_usd)
+        out["by_tenant"] = {name: _group(table.tenant == code, table, lat, measured, good, bill)
                             for code, name in enumerate(table.tenant_names)}
     if any(e.session is not None for e in workload.entries()):
         out["sessions"] = session_summary(scenario, table, session_counts)
@@ -159,15 +167,74 @@ def breakdowns(scenario: Scenario, table: RequestTable, lat: dict, measured: np.
 
 
 def _group(rows: np.ndarray, table: RequestTable, lat: dict, measured: np.ndarray, good: np.ndarray,
-           request_usd: np.ndarray) -> dict:
+           bill: Bill) -> dict:
     m = rows & measured
-    cost_usd = float(request_usd[rows].sum())
     completed = int((rows & (table.status == COMPLETED)).sum())
     return {"arrived": int(rows.sum()), "completed": completed, "rejected": int((rows & (table.status == REJECTED)).sum()),
             "ttft_s": stats(lat["ttft_s"][m]), "tpot_s": stats(lat["tpot_s"][m]), "e2el_s": stats(lat["e2el_s"][m]),
             "slo_attainment": float(good[m].sum() / m.sum()) if m.any() else None,
-            "allocated_usd": cost_usd, "usd_per_request": cost_usd / completed if completed else None,
-            "output_tokens": int(table.generated[rows].sum())}
+            "output_tokens": int(table.generated[rows].sum()),
+            **group_cost(rows, table, bill)}
+
+
+def group_cost(rows: np.ndarray, table: RequestTable, bill: Bill) -> dict:
+    """A group's dollars under the run's cost policy, and its unit economics (per completed
+    request, per 1M prompt tokens prefilled and output tokens generated, per session)."""
+    allocated_usd = float(bill.request_usd[rows].sum())
+    share_usd = float(bill.unallocated_share_usd[rows].sum()) if bill.unallocated_share_usd is not None else 0.0
+    total_usd = allocated_usd + share_usd
+    completed = int((rows & (table.status == COMPLETED)).sum())
+    in_tokens = int(table.input_tokens[rows & ~np.isnan(table.first_token_s)].sum())
+    out_tokens = int(table.generated[rows].sum())
+    return {"allocated_usd": allocated_usd, "unallocated_share_usd": share_usd, "total_usd": total_usd,
+            "usd_per_request": total_usd / completed if completed else None,
+            "usd_per_1m_input_tokens": total_usd / in_tokens * 1e6 if in_tokens else None,
+            "usd_per_1m_output_tokens": total_usd / out_tokens * 1e6 if out_tokens else None,
+            **_per_session(total_usd, _num_sessions(table, rows))}
+
+
+def _num_sessions(table: RequestTable, rows: np.ndarray) -> int:
+    """Distinct sessions with a request among rows (synthetic sessions or a trace's session column)."""
+    return int(len(np.unique(table.session[rows & (table.session >= 0)])))
+
+
+def _run_per_session(table: RequestTable, bill: Bill) -> dict:
+    """$ per session, fully loaded like the run's other unit costs: the bill x the session
+    requests' share of the allocated cost (other requests may share the fleet), over the sessions."""
+    in_session = table.session >= 0
+    num_sessions = _num_sessions(table, in_session)
+    if not num_sessions:
+        return {}
+    allocated_usd = bill.request_usd.sum()
+    share = bill.request_usd[in_session].sum() / allocated_usd if allocated_usd > 0 else in_session.mean()
+    return _per_session(bill.total_usd * float(share), num_sessions)
+
+
+def _per_session(usd: float, num_sessions: int) -> dict:
+    return {"sessions": num_sessions, "usd_per_session": usd / num_sessions} if num_sessions else {}
+
+
+def _allocation_keys(scenario: Scenario, bill: Bill) -> dict:
+    """The policy that split the bill, and where the unallocated dollars went."""
+    cost = scenario.cost
+    tokens = cost.allocation == "tokens"
+    chargeback = cost.unallocated == "chargeback"
+    if not chargeback or bill.spread_usd == 0:
+        basis = None
+    else:
+        basis = "allocated_cost" if bill.request_usd.sum() > 0 else "equal_over_completed_requests"
+    return {"policy": cost.allocation, "prefill_weight": cost.prefill_weight if tokens else None,
+            "decode_weight": cost.decode_weight if tokens else None, "unallocated": cost.unallocated,
+            "spread_usd": bill.spread_usd, "spread_basis": basis, "unallocated_left_usd": bill.unallocated_left_usd}
+
+
+def _cost_by_category(bill: Bill) -> dict:
+    """The bill by what it paid for; the categories sum to total_usd."""
+    return {"busy": float(bill.request_usd.sum()), "idle": bill.idle_usd, "minimum_charge": bill.minimum_usd,
+            "unused_commitment": bill.unused_commitment_usd,
+            # the fleet is static (every replica ready at t = 0), so no time is spent starting
+            # replicas or loading weights; the fleet-lifecycle issue fills these two
+            "provisioning": 0.0, "loading": 0.0}
 
 
 def session_summary(scenario: Scenario, table: RequestTable, counts: dict) -> dict:
@@ -229,9 +296,12 @@ def _rate(count, window_s: float) -> float | None:
     return float(count) / window_s if window_s > 0 else None
 
 
-def records(scenario: Scenario, table: RequestTable, request_usd: np.ndarray) -> dict[str, np.ndarray]:
-    """One row per request, as columns (written to requests.csv / .parquet)."""
+def records(scenario: Scenario, table: RequestTable, request_usd: np.ndarray,
+            unallocated_share_usd: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """One row per request, as columns (written to requests.csv / .parquet). cost_usd is the
+    allocated cost; total_usd adds the request's share of unallocated dollars (chargeback)."""
     lat = latencies(table)
+    share_usd = np.zeros(table.num_requests) if unallocated_share_usd is None else unallocated_share_usd
     return {
         "request_id": np.arange(table.num_requests),
         "arrival_s": table.arrival_s,
@@ -249,6 +319,8 @@ def records(scenario: Scenario, table: RequestTable, request_usd: np.ndarray) ->
         "e2el_s": lat["e2el_s"],
         "num_preemptions": table.num_preemptions,
         "cost_usd": request_usd,
+        "unallocated_share_usd": share_usd,
+        "total_usd": request_usd + share_usd,
         "workload": np.asarray([scenario.workload.entry_name(i) for i in range(len(scenario.workload.entries()))],
                                dtype=object)[table.workload],
         "tenant": np.asarray(table.tenant_names, dtype=object)[table.tenant],

@@ -33,7 +33,8 @@ def write_run(result: RunResult, out_dir: Path, records_format: str = "csv") -> 
     }
     paths["summary"].write_text(json.dumps(result.summary, indent=2) + "\n")
     paths["scenario"].write_text(yaml.safe_dump(to_dict(result.scenario), sort_keys=False))
-    write_records(records(result.scenario, result.table, result.bill.request_usd), paths["requests"], records_format)
+    write_records(records(result.scenario, result.table, result.bill.request_usd, result.bill.unallocated_share_usd),
+                  paths["requests"], records_format)
     write_focus(focus_rows(result), paths["focus"])  # and focus.parquet when pyarrow is installed
     lat = latencies(result.table)
     measured = (result.table.status == 1) & (result.table.arrival_s >= result.scenario.warmup_s)
@@ -100,8 +101,9 @@ def format_summary(s: dict) -> str:
 
 
 def _breakdown_lines(s: dict) -> list[str]:
-    """Per workload / tenant rows, and session and closed-loop accounting, when the run has them."""
-    lines = []
+    """The cost allocation; per workload / tenant rows (and per tenant, the showback or chargeback
+    table); session and closed-loop accounting, when the run has them."""
+    lines = _allocation_lines(s["cost"])
     for title in ("by_workload", "by_tenant"):
         if title not in s:
             continue
@@ -111,6 +113,8 @@ def _breakdown_lines(s: dict) -> list[str]:
             lines.append(f"{name:<14}{g['arrived']:>9}{g['completed']:>9}{g['rejected']:>9}"
                          f"{_fmt(g['ttft_s']['p99'], ',.1f', 1e3):>13}{_fmt(g['slo_attainment'], '.1%'):>9}"
                          f"{_fmt(g['usd_per_request'], '.6f'):>11}")
+        if title == "by_tenant" and "allocation" in s["cost"]:
+            lines += _tenant_cost_lines(s["cost"], s[title])
     if "sessions" in s:
         x = s["sessions"]
         lines += ["", f"sessions: {x['started']} started, {x['completed']} completed, {x['ended_by_rejection']} ended by "
@@ -120,6 +124,39 @@ def _breakdown_lines(s: dict) -> list[str]:
         x = s["closed_loop"]
         lines += ["", f"closed loop: {x['users']} users ({x['users_active']} sent a request), "
                       f"{x['requests_sent_after_first']} requests after the first, {x['requests_cut_at_end']} cut at duration_s"]
+    return lines
+
+
+def _allocation_lines(c: dict) -> list[str]:
+    """One line: how busy steps were split, and where idle and overhead dollars went."""
+    a = c.get("allocation")
+    if a is None:  # a summary written before cost allocation existed
+        return []
+    split = (f"tokens (prefill x{a['prefill_weight']:g}, decode x{a['decode_weight']:g})" if a["policy"] == "tokens"
+             else "equal shares")
+    where = ("spread over requests by allocated cost" if a["spread_basis"] == "allocated_cost"
+             else "spread equally over completed requests" if a["spread_basis"]
+             else "left as its own line" if c["unallocated_usd"] else "nothing to place")
+    cat = c["by_category"]
+    return ["", f"cost allocation ({a['unallocated']}): steps split by {split}; unallocated ${c['unallocated_usd']:,.4f} "
+                f"(idle ${cat['idle']:,.4f}, minimum charge ${cat['minimum_charge']:,.4f}, unused commitment "
+                f"${cat['unused_commitment']:,.4f}): {where}"]
+
+
+def _tenant_cost_lines(c: dict, groups: dict) -> list[str]:
+    """Per tenant: allocated dollars, share of the unallocated (chargeback), total and unit costs;
+    then the unallocated line (showback) and the bill, so the columns add up."""
+    a = c["allocation"]
+    lines = ["", f"{a['unallocated'] + ' $':<14}{'allocated':>12}{'unallocated':>13}{'total':>12}{'$ / req':>11}"
+                 f"{'$ / 1M out':>12}{'$ / session':>13}"]
+    for name, g in groups.items():
+        lines.append(f"{name:<14}{g['allocated_usd']:>12.4f}{g['unallocated_share_usd']:>13.4f}{g['total_usd']:>12.4f}"
+                     f"{_fmt(g['usd_per_request'], '.6f'):>11}{_fmt(g['usd_per_1m_output_tokens'], ',.3f'):>12}"
+                     f"{_fmt(g.get('usd_per_session'), '.4f'):>13}")
+    if a["unallocated_left_usd"]:
+        left = a["unallocated_left_usd"]
+        lines.append(f"{'(unallocated)':<14}{'':>12}{left:>13.4f}{left:>12.4f}")
+    lines.append(f"{'bill':<14}{c['allocated_usd']:>12.4f}{c['unallocated_usd']:>13.4f}{c['total_usd']:>12.4f}")
     return lines
 
 

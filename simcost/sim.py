@@ -6,19 +6,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import simpy
 
 from simcost.cluster import Fleet
 from simcost.engine import swap_link
+from simcost.kv_reuse import PrefixSpec, prefix_spec
 from simcost.config import Scenario
 from simcost.errors import InputError
 from simcost.ledger import Bill, StepArrays, StepLog, settle
 from simcost.metrics import summarize
 from simcost.perf import Deployment, plan_deployment, step_params
-from simcost.request_table import RequestTable
+from simcost.request_table import COMPLETED, RequestTable
 from simcost.rng import streams
 from simcost.sessions import SessionDriver
 from simcost.waiting import queue_key
@@ -57,10 +58,39 @@ class Simulation:
             item_work=item_work(scenario, dep), engine=eng, swap=swap_link(eng, dep),
             queue_key=queue_key(eng, self.table, np.array([e.priority for e in scenario.workload.entries()]),
                                 run_streams.predictions),
-            disaggregation=disaggregation(scenario, dep),
+            disaggregation=disaggregation(scenario, dep), prefix=self._prefix_spec(),
         )
         self.env.process(self._arrivals())
         self._progress = None
+
+    def _prefix_spec(self) -> PrefixSpec | None:
+        eng, dep, req = self.scenario.engine, self.deployment, self.requests
+        if not eng.prefix_caching:
+            return None
+        if req.prefix_block_ids is not None and req.prefix_block_tokens % dep.block_size:
+            raise InputError("engine.block_size", f"{dep.block_size} does not divide the trace's "
+                             f"{req.prefix_block_tokens}-token prefix blocks; prefix caching needs it to")
+        host_s_per_token = 0.0
+        if eng.host_cache_blocks:
+            host_s_per_token = swap_link(replace(eng, preemption="swap"), dep).s_per_token
+        session_prefix = np.array([e.session is not None for e in self.scenario.workload.entries()])
+        return prefix_spec(self.table, req.prefix_block_ids, req.prefix_block_tokens, session_prefix,
+                           dep.block_size, eng.host_cache_blocks, host_s_per_token)
+
+    def prefix_cache_summary(self) -> dict | None:
+        """Prefix-cache hits over all replicas (None without prefix caching)."""
+        caches = [r.reuse for r in self.fleet.replicas if getattr(r, "reuse", None) is not None]
+        if not caches:
+            return None
+        lookups = sum(c.pool.stats.lookups for c in caches)
+        hits = sum(c.pool.stats.hits for c in caches)
+        looked_up = sum(c.looked_up_tokens for c in caches)
+        saved = sum(c.saved_tokens for c in caches)
+        return {"block_hit_rate": hits / lookups if lookups else None, "blocks_looked_up": lookups, "blocks_hit": hits,
+                "prefill_tokens_saved": saved, "prompt_tokens_admitted": looked_up,
+                "token_hit_rate": saved / looked_up if looked_up else None,
+                "evictions": sum(c.pool.stats.evictions for c in caches),
+                "host_hits": sum(c.pool.stats.hits_host for c in caches)}
 
     def _arrivals(self):
         arrival_s = self.requests.arrival_s
@@ -101,8 +131,12 @@ class Simulation:
             end_s = max(float(steps.step_end_s.max(initial=0.0)), float(self.table.arrival_s.max(initial=0.0)))
         horizon_s = max(end_s, self.arrivals_end_s())
         scenario, dep = self.scenario, self.deployment
-        bill = settle(steps, self.table.num_requests, scenario.fleet, dep, horizon_s)
+        bill = settle(steps, self.table.num_requests, scenario.fleet, dep, horizon_s, scenario.cost,
+                      completed=self.table.status == COMPLETED)
         summary = summarize(scenario, dep, self.table, steps, bill, horizon_s, self.sessions.counts)
+        prefix = self.prefix_cache_summary()
+        if prefix is not None:
+            summary["prefix_cache"] = prefix
         return RunResult(scenario, dep, self.table, steps, bill, horizon_s, summary)
 
 

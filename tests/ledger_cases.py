@@ -6,8 +6,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from simcost.config import FleetConfig
-from simcost.ledger import StepLog, settle
+from simcost.config import CostConfig, FleetConfig
+from simcost.ledger import StepArrays, StepLog, settle
 from simcost.schema import build
 
 
@@ -29,6 +29,39 @@ def log(steps_by_replica: dict[int, list[tuple[float, float]]]):
 def bill(steps_by_replica, fleet: dict, horizon_s: float, **dep):
     steps, num_requests = log(steps_by_replica)
     return settle(steps, num_requests, build(FleetConfig, fleet, "fleet"), deployment(**dep), horizon_s)
+
+
+def records_log(records: list[tuple]) -> StepArrays:
+    """Hand-built records, each (replica, start_s, step ends, members, member tokens, member
+    prefill flags); the record counts as a prefill step when any member is prefilling."""
+    sl = StepLog()
+    for replica, start_s, ends, members, tokens, prefill in records:
+        n = len(ends)
+        sl.add(replica, start_s, np.asarray(ends, dtype=float), np.full(n, int(np.sum(tokens))), np.asarray(members),
+               np.asarray(tokens), prefill=bool(np.any(prefill)), member_prefill=np.asarray(prefill, dtype=bool))
+    return sl.arrays()
+
+
+def random_step_log(rng, num_records: int, num_requests: int, num_replicas: int) -> tuple[StepArrays, float]:
+    """A random log (steps back to back or with gaps, per replica; members with random tokens,
+    some 0, and random prompt/output kinds) and a horizon past its last step."""
+    clock = np.zeros(num_replicas)
+    records = []
+    for _ in range(num_records):
+        replica = int(rng.integers(num_replicas))
+        start_s = clock[replica] + rng.random() * 30 * (rng.random() < 0.5)
+        ends = start_s + np.cumsum(rng.random(int(rng.integers(1, 5))) * 20 + 1e-3)
+        clock[replica] = ends[-1]
+        n = int(rng.integers(1, 5))
+        tokens = rng.integers(0, 500, n) * (rng.random(n) < 0.9)  # some members with no tokens
+        records.append((replica, start_s, ends, rng.integers(0, num_requests, n), tokens, rng.random(n) < 0.5))
+    return records_log(records), float(clock.max()) + rng.random() * 100 + 1.0
+
+
+def settle_with(steps: StepArrays, num_requests: int, horizon_s: float, cost: dict, fleet: dict | None = None,
+                completed: np.ndarray | None = None, **dep):
+    return settle(steps, num_requests, build(FleetConfig, fleet or {}, "fleet"), deployment(**dep), horizon_s,
+                  build(CostConfig, cost, "cost"), completed)
 
 
 def unallocated_identity(b) -> float:

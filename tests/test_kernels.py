@@ -49,14 +49,16 @@ def test_apply_decode_steps(seed, n, steps, block_size):
 
 
 def random_log(rng, num_records, num_requests, num_replicas):
+    """Random records with float member weights, some 0, so some records weigh 0 in total
+    (as a decode span does under decode_weight 0)."""
     steps = rng.integers(1, 6, num_records)
     members = rng.integers(1, 5, num_records)
     rso = np.concatenate([[0], np.cumsum(steps)])
     rmo = np.concatenate([[0], np.cumsum(members)])
     step_usd = rng.random(rso[-1])
     member_request = rng.integers(0, num_requests, rmo[-1])
-    member_tokens = rng.integers(1, 3000, rmo[-1])
-    return step_usd, rso, rmo, member_request, member_tokens
+    member_weight = rng.integers(1, 3000, rmo[-1]) * rng.choice([0.0, 0.25, 1.0, 3.0], rmo[-1])
+    return step_usd, rso, rmo, member_request, member_weight
 
 
 @settings(max_examples=60, deadline=None)
@@ -65,8 +67,16 @@ def test_allocate_records_matches_reference_and_conserves(seed, records, request
     rng = np.random.default_rng(seed)
     log = random_log(rng, records, requests, 1)
     got = allocate_records(*log, requests)
-    np.testing.assert_allclose(got, allocate_records_py(*log, requests), rtol=1e-12)
+    np.testing.assert_allclose(got, allocate_records_py(*log, requests), rtol=1e-12, atol=1e-15)
     assert got.sum() == pytest.approx(log[0].sum(), rel=1e-12)  # every dollar goes to someone
+
+
+def test_a_record_of_zero_weight_is_split_equally():
+    # record 0: weights 0 and 0 (a decode span under decode_weight 0); record 1: weights 1 and 3
+    log = (np.array([6.0, 4.0]), np.array([0, 1, 2]), np.array([0, 2, 4]), np.array([0, 1, 0, 2]),
+           np.array([0.0, 0.0, 1.0, 3.0]))
+    for kernel in (allocate_records, allocate_records_py):
+        np.testing.assert_allclose(kernel(*log, 3), [3.0 + 1.0, 3.0, 3.0])
 
 
 @settings(max_examples=60, deadline=None)
