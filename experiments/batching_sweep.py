@@ -60,7 +60,7 @@ POLICIES: dict[str, dict] = {
     "chunked": CHUNKED,  # vLLM v1 / Sarathi-Serve, budget 2048 tokens
     "chunked_sjf": {**CHUNKED, "engine.queue": "sjf"},  # oracle output lengths
     "chunked_swap": {**CHUNKED, "engine.preemption": "swap"},
-    # "chunked_prefix": {**CHUNKED, "engine.prefix_caching": True},
+    "chunked_prefix": {**CHUNKED, "engine.prefix_caching": True},
 }
 
 SEED = 42
