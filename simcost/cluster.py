@@ -12,6 +12,7 @@ Routers (scenario key fleet.router):
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import simpy
@@ -37,6 +38,19 @@ REPLICA_CLASSES: dict[str, type] = {
 }
 
 
+@dataclass(frozen=True)
+class Disaggregation:
+    """The prefill pool is the first prefill_replicas replicas (the fleet's own deployment); the
+    decode pool follows, with its own step-time model, KV blocks and swap link."""
+
+    prefill_replicas: int
+    decode_replicas: int
+    kv_transfer_s_per_token: float
+    decode_step_params: np.ndarray
+    decode_kv_blocks: int
+    decode_swap: SwapLink | None
+
+
 class Fleet:
     def __init__(self, env: simpy.Environment, table: RequestTable, num_replicas: int, router: str,
                  rng: np.random.Generator, step_params: np.ndarray, num_kv_blocks: int, block_size: int,
@@ -45,7 +59,7 @@ class Fleet:
                  on_done: Callable[[int], None] | None = None,
                  item_work: tuple[np.ndarray, np.ndarray] | None = None, engine: EngineConfig | None = None,
                  queue_key: Callable[[int], tuple] | None = None, swap: SwapLink | None = None,
-                 disaggregation: tuple[int, int, float] | None = None, prefix: PrefixSpec | None = None):
+                 disaggregation: Disaggregation | None = None, prefix: PrefixSpec | None = None):
         self.env = env
         self.on_done = on_done  # called with a request id when it completes or is rejected
         self.table = table
@@ -62,16 +76,18 @@ class Fleet:
         options = {key: getattr(engine, key) for key in getattr(replica_class, "ENGINE_KEYS", ())}
         if prefix is not None:  # only the iteration-level Replica caches prefixes (config checks it)
             options["prefix"] = prefix
-        roles = [{}] * num_replicas
-        if disaggregation is not None:  # (prefill replicas, decode replicas, KV link s per token)
-            num_prefill, num_decode, s_per_token = disaggregation
-            roles = ([{"role": "prefill", "handoff": self._to_decode, "kv_transfer_s_per_token": s_per_token}] * num_prefill
-                     + [{"role": "decode"}] * num_decode)
+        # per replica: (step-time model, KV blocks, swap link, role keywords)
+        specs = [(step_params, num_kv_blocks, swap, {})] * num_replicas
+        if disaggregation is not None:
+            d = disaggregation
+            prefill = {"role": "prefill", "handoff": self._to_decode, "kv_transfer_s_per_token": d.kv_transfer_s_per_token}
+            specs = ([(step_params, num_kv_blocks, swap, prefill)] * d.prefill_replicas
+                     + [(d.decode_step_params, d.decode_kv_blocks, d.decode_swap, {"role": "decode"})] * d.decode_replicas)
         self.replicas = [
-            replica_class(env, i, table, step_params, num_kv_blocks, block_size, max_num_seqs,
-                          max_num_batched_tokens, kv_watermark, log, self._on_finish, max_span_steps, chunked,
-                          item_work, queue_key, swap, **options, **role)
-            for i, role in enumerate(roles)
+            replica_class(env, i, table, params, blocks, block_size, max_num_seqs, max_num_batched_tokens,
+                          kv_watermark, log, self._on_finish, max_span_steps, chunked, item_work, queue_key, link,
+                          **options, **role)
+            for i, (params, blocks, link, role) in enumerate(specs)
         ]
         # where requests enter, and (disaggregated) where they go after their prefill
         self.entry_pool = [r for r in self.replicas if getattr(r, "role", "both") != "decode"]
@@ -116,7 +132,10 @@ class Fleet:
         if n_in > self.max_num_batched_tokens and not self.chunked:  # chunks split long prompts
             return "exceeds_batch_tokens"
         # at its longest, a request holds the KV of its prompt and all but its last output token
-        if blocks_for(n_in + n_out - 1, self.block_size) > self.replicas[0].max_blocks_admissible():
+        # (disaggregated: its prompt on a prefill replica, all of it on a decode replica)
+        last_pool = self.decode_pool or self.entry_pool
+        if (blocks_for(n_in + n_out - 1, self.block_size) > last_pool[0].max_blocks_admissible()
+                or blocks_for(n_in, self.block_size) > self.entry_pool[0].max_blocks_admissible()):
             return "exceeds_kv_capacity"
         return ""
 

@@ -431,11 +431,15 @@ class DisaggregationConfig:
     replica, which emits the first token; the prompt's KV then moves to a decode replica over
     the KV link (each tensor-parallel device sends its shard over its own link), and the decode
     replica generates the rest. kv_link_gb_per_s default 50: one InfiniBand NDR 400 Gb/s port per
-    GPU, as in a DGX H100 (an assumption; set 450 for NVLink within a node)."""
+    GPU, as in a DGX H100 (an assumption; set 450 for NVLink within a node). When the pools'
+    tensor parallelism differs, min(tp) links carry the KV in parallel."""
 
     prefill_replicas: int = field(metadata=bounds(ge=1))
     decode_replicas: int = field(metadata=bounds(ge=1))
     kv_link_gb_per_s: float = field(default=50.0, metadata=bounds(gt=0))
+    # the decode pool's devices (Splitwise: prompts on H100, tokens on A100); None: the scenario's
+    # hardware. Pools of different devices are priced on demand from the catalog.
+    decode_hardware: HardwareConfig | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -455,6 +459,13 @@ class FleetConfig:
             raise InputError(f"{path}.replicas", "not used with disaggregation; give prefill_replicas and decode_replicas")
         if self.router == "shared_queue":
             raise InputError(f"{path}.router", "shared_queue is not available with disaggregation; use round_robin or join_shortest_queue")
+        if self.disaggregation.decode_hardware is not None:
+            if self.pricing.model != "on_demand":
+                raise InputError(f"{path}.pricing.model", f"{self.pricing.model} for pools of different devices is not "
+                                 "modelled yet; use on_demand, or leave out disaggregation.decode_hardware")
+            if self.price_usd_per_device_hour is not None:
+                raise InputError(f"{path}.price_usd_per_device_hour", "one price cannot cover two device types; "
+                                 "leave it out to use each device's catalog price")
 
     @property
     def num_replicas(self) -> int:

@@ -47,10 +47,13 @@ class Energy:
         return self.total_kwh * self.grid_gco2_per_kwh
 
 
-def replica_hour_energy(busy_u_s: np.ndarray, covered_s: np.ndarray, idle_w: float, peak_w: float,
+def replica_hour_energy(busy_u_s: np.ndarray, covered_s: np.ndarray, idle_w, peak_w,
                         pue: float, grid_gco2_per_kwh: float) -> Energy:
     """Integral of power over each replica-hour: idle_w for all of it plus (peak - idle) x u
-    over the time steps ran (busy_u_s = integral of u dt, from `split_steps_by_hour`)."""
+    over the time steps ran (busy_u_s = integral of u dt, from `split_steps_by_hour`). idle_w and
+    peak_w: one figure for every replica, or one per replica (pools of different devices)."""
+    idle_w = np.reshape(np.asarray(idle_w, dtype=np.float64), (-1, 1))
+    peak_w = np.reshape(np.asarray(peak_w, dtype=np.float64), (-1, 1))
     joules = covered_s[None, :] * idle_w + busy_u_s * (peak_w - idle_w)
     return Energy(replica_hour_kwh=joules * pue / J_PER_KWH, pue=pue, grid_gco2_per_kwh=grid_gco2_per_kwh)
 

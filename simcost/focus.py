@@ -38,6 +38,8 @@ def focus_rows(result, start: datetime = DEFAULT_START) -> list[dict]:
                        "pricing_model": t.model}, sort_keys=True)
     common = {"BillingCurrency": "USD", "ServiceName": SERVICE_NAME, "RegionId": scenario.fleet.site.region,
               "Tags": tags}
+    resource_types = [f"{p.deployment.tensor_parallel}x {p.deployment.device.key}"
+                      for p in result.pools for _ in range(p.replicas)]
     rows = []
     for r in range(bill.replica_hour_usd.shape[0]):
         for h, (begin, end) in enumerate(periods):
@@ -45,10 +47,10 @@ def focus_rows(result, start: datetime = DEFAULT_START) -> list[dict]:
             if h == 0 and t.minimum_usd[r] > 0:  # the minimum charge tops up the first hour
                 usd += float(t.minimum_usd[r])
                 list_s += float(t.minimum_usd[r] / t.time_usd_per_s[r, 0])
-            rows.append({"BilledCost": usd, "EffectiveCost": usd, "ListCost": list_s * t.list_usd_per_s,
+            rows.append({"BilledCost": usd, "EffectiveCost": usd, "ListCost": list_s * t.list_usd_per_s[r],
                          "ChargePeriodStart": begin, "ChargePeriodEnd": end, "ChargeCategory": "Usage",
                          "PricingCategory": t.category, "ResourceId": f"{scenario.name}/replica-{r}",
-                         "ResourceType": f"{dep.tensor_parallel}x {dep.device.key}", **common})
+                         "ResourceType": resource_types[r], **common})
     for h, (begin, end) in enumerate(periods):
         lost = float(t.unused_commitment_usd[h])
         if lost > 0:

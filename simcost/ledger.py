@@ -21,8 +21,8 @@ from numba import njit
 
 from simcost.config import CostConfig, FleetConfig
 from simcost.energy import Energy, hour_covered_s, hour_piece, replica_hour_energy, split_steps_by_hour
-from simcost.perf import Deployment
-from simcost.pricing import Tariff, bill_usd, tariff
+from simcost.perf import Deployment, Pool
+from simcost.pricing import Tariff, fleet_bill_usd, fleet_tariff
 
 
 class StepLog:
@@ -136,15 +136,16 @@ class Bill:
         return self.unallocated_usd - self.spread_usd
 
 
-def settle(steps: StepArrays, num_requests: int, fleet: FleetConfig, dep: Deployment, horizon_s: float,
+def settle(steps: StepArrays, num_requests: int, fleet: FleetConfig, dep: Deployment | list[Pool], horizon_s: float,
            cost: CostConfig = CostConfig(), completed: np.ndarray | None = None) -> Bill:
     """Price every step, allocate to requests by the `cost` policy, and charge the gaps as idle.
     `completed` (default: every request) marks who may take unallocated dollars under
     chargeback when no request was allocated anything.
 
     Steps run at utilisation 1 (see `simcost.energy`): the log has no finer measure."""
-    n = fleet.num_replicas
-    price = tariff(fleet.pricing, fleet.site, dep, n, horizon_s)
+    pools = dep if isinstance(dep, list) else [Pool("serve", dep, fleet.num_replicas)]
+    n = sum(p.replicas for p in pools)
+    price = fleet_tariff(fleet.pricing, fleet.site, pools, horizon_s)
     step_util = np.ones(len(steps.step_start_s))
     step_usd = charge_steps_hourly(steps.step_start_s, steps.step_end_s, steps.step_replica, step_util,
                                    price.time_usd_per_s, price.util_usd_per_s)
@@ -158,8 +159,9 @@ def settle(steps: StepArrays, num_requests: int, fleet: FleetConfig, dep: Deploy
     covered_s = hour_covered_s(horizon_s)
     hour_busy_s, hour_busy_u_s = split_steps_by_hour(steps.step_start_s, steps.step_end_s, steps.step_replica,
                                                      step_util, n, len(covered_s))
-    energy = replica_hour_energy(hour_busy_u_s, covered_s, dep.idle_w, dep.peak_w, fleet.site.pue,
-                                 fleet.site.grid_gco2_per_kwh)
+    energy = replica_hour_energy(hour_busy_u_s, covered_s, np.repeat([p.deployment.idle_w for p in pools], [p.replicas for p in pools]),
+                                 np.repeat([p.deployment.peak_w for p in pools], [p.replicas for p in pools]),
+                                 fleet.site.pue, fleet.site.grid_gco2_per_kwh)
     hour_idle_s = np.maximum(0.0, covered_s[None, :] - hour_busy_s)
     idle_usd = float((hour_idle_s * price.time_usd_per_s).sum())
     minimum_usd, unused_usd = float(price.minimum_usd.sum()), float(price.unused_commitment_usd.sum())
@@ -169,7 +171,7 @@ def settle(steps: StepArrays, num_requests: int, fleet: FleetConfig, dep: Deploy
         share_usd, spread_usd = spread_unallocated(request_usd, idle_usd + minimum_usd + unused_usd, eligible)
     return Bill(step_usd=step_usd, request_usd=request_usd, replica_busy_s=busy_s, replica_idle_s=idle_s,
                 busy_usd=float(step_usd.sum()), idle_usd=idle_usd,
-                total_usd=bill_usd(fleet.pricing, dep, n, horizon_s, energy),
+                total_usd=fleet_bill_usd(fleet.pricing, pools, horizon_s, energy),
                 minimum_usd=minimum_usd, unused_commitment_usd=unused_usd,
                 replica_hour_usd=price.time_usd_per_s * np.maximum(covered_s[None, :], hour_busy_s)
                 + price.util_usd_per_s * hour_busy_u_s,

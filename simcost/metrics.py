@@ -20,7 +20,7 @@ import numpy as np
 
 from simcost.config import Scenario, to_dict
 from simcost.ledger import Bill, StepArrays
-from simcost.perf import Deployment
+from simcost.perf import Deployment, Pool
 from simcost.request_table import COMPLETED, IN_FLIGHT, REJECT_REASONS, REJECTED, STATUS_NAMES, RequestTable
 
 PERCENTILES = {"p50": 50, "p90": 90, "p95": 95, "p99": 99}
@@ -76,7 +76,8 @@ def meets_slo(limits: dict[str, np.ndarray], lat: dict[str, np.ndarray]) -> np.n
 
 
 def summarize(scenario: Scenario, dep: Deployment, table: RequestTable, steps: StepArrays, bill: Bill,
-              horizon_s: float, session_counts: dict | None = None) -> dict:
+              horizon_s: float, session_counts: dict | None = None, pools: list[Pool] | None = None) -> dict:
+    pools = pools or [Pool("serve", dep, scenario.fleet.num_replicas)]
     lat = latencies(table)
     completed = table.status == COMPLETED
     measured = completed & (table.arrival_s >= scenario.warmup_s)
@@ -92,11 +93,14 @@ def summarize(scenario: Scenario, dep: Deployment, table: RequestTable, steps: S
         "scenario": scenario.name,
         "seed": scenario.seed,
         "model": dep.model.key,
-        "device": dep.device.key,
+        "device": "+".join(dict.fromkeys(p.deployment.device.key for p in pools)),
         "tensor_parallel": dep.tensor_parallel,
         "replicas": scenario.fleet.num_replicas,
         "router": scenario.fleet.router,
         "kv_blocks_per_replica": dep.num_kv_blocks,
+        "pools": [{"role": p.role, "replicas": p.replicas, "device": p.deployment.device.key,
+                   "tensor_parallel": p.deployment.tensor_parallel, "kv_blocks_per_replica": p.deployment.num_kv_blocks,
+                   "usd_per_hour": p.replicas * p.deployment.price_usd_per_hour} for p in pools],
         "horizon_s": horizon_s,
         "measured_window_s": window_s,
         "ttft_s": stats(lat["ttft_s"][measured]),
@@ -117,7 +121,7 @@ def summarize(scenario: Scenario, dep: Deployment, table: RequestTable, steps: S
         "num_steps": int(len(steps.step_tokens)),
         "preemptions": int(table.num_preemptions.sum()),
         "cost": {
-            "usd_per_hour": scenario.fleet.num_replicas * dep.price_usd_per_hour,
+            "usd_per_hour": sum(p.replicas * p.deployment.price_usd_per_hour for p in pools),
             "total_usd": bill.total_usd,
             "busy_usd": bill.busy_usd,
             "idle_usd": bill.idle_usd,

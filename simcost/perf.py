@@ -17,7 +17,7 @@ Formats. `weight_format` sets the bytes per weight and the compute rate:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numba import njit
@@ -69,6 +69,31 @@ class Deployment:
     @property
     def kv_capacity_tokens(self) -> int:
         return self.num_kv_blocks * self.block_size
+
+
+@dataclass(frozen=True)
+class Pool:
+    """Replicas of one deployment in a fleet: all of them ("serve"), or one side of a
+    disaggregated fleet ("prefill", "decode"). Replica indices follow pool order."""
+
+    role: str
+    deployment: Deployment
+    replicas: int
+
+
+def fleet_pools(scenario: Scenario, dep: Deployment) -> list[Pool]:
+    """The scenario's pools; `dep` is the scenario's own deployment (its hardware section)."""
+    d = scenario.fleet.disaggregation
+    if d is None:
+        return [Pool("serve", dep, scenario.fleet.replicas)]
+    decode_dep = dep
+    if d.decode_hardware is not None:
+        try:
+            decode_dep = plan_deployment(replace(scenario, hardware=d.decode_hardware))
+        except InputError as exc:  # name the key the user wrote
+            where = exc.where.replace("hardware", "fleet.disaggregation.decode_hardware", 1)
+            raise InputError(where, exc.problem) from None
+    return [Pool("prefill", dep, d.prefill_replicas), Pool("decode", decode_dep, d.decode_replicas)]
 
 
 # --- planning -------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import numpy as np
 
 from simcost.config import PricingConfig, SiteConfig
 from simcost.energy import J_PER_KWH, S_PER_HOUR, Energy, hour_covered_s
-from simcost.perf import Deployment
+from simcost.perf import Deployment, Pool
 
 DEFAULT_MIN_CHARGE_S = 60.0  # AWS and GCP per-second billing: 60 s minimum per instance start
 DEFAULT_LIFETIME_YEARS = 5.0  # assumption: a common depreciation schedule for servers
@@ -37,7 +37,7 @@ class Tariff:
     util_usd_per_s: float  # extra $/s at utilisation 1 (owned: dynamic power)
     minimum_usd: np.ndarray  # (replicas,): minimum-charge top-up, billed in the first hour
     unused_commitment_usd: np.ndarray  # (hours,): savings-plan commitment nobody used
-    list_usd_per_s: float  # per replica, on-demand: FOCUS ListCost
+    list_usd_per_s: np.ndarray  # (replicas,), on-demand: FOCUS ListCost
     on_demand_usd_per_hour: float  # per replica
     effective_usd_per_hour: float | None  # reserved: upfront amortised + recurring, per replica
 
@@ -73,7 +73,28 @@ def tariff(cfg: PricingConfig, site: SiteConfig, dep: Deployment, num_replicas: 
         rate *= factor[None, :]
     elif cfg.model == "owned":
         rate[:], util_per_s = owned_rates(cfg, site, dep)
-    return Tariff(cfg.model, rate, util_per_s, minimum, unused, od_per_s, dep.price_usd_per_hour, effective)
+    return Tariff(cfg.model, rate, util_per_s, minimum, unused, np.full(num_replicas, od_per_s), dep.price_usd_per_hour,
+                  effective)
+
+
+def fleet_tariff(cfg: PricingConfig, site: SiteConfig, pools: list[Pool], horizon_s: float) -> Tariff:
+    """The tariff of a fleet of pools. Pools of one deployment are one pool; pools of different
+    devices are priced on demand only (config refuses the rest), each replica at its own rate."""
+    if _one_deployment(pools):
+        return tariff(cfg, site, pools[0].deployment, sum(p.replicas for p in pools), horizon_s)
+    parts = [tariff(cfg, site, p.deployment, p.replicas, horizon_s) for p in pools]
+    replicas = sum(p.replicas for p in pools)
+    return Tariff(cfg.model, np.vstack([t.time_usd_per_s for t in parts]), 0.0,
+                  np.concatenate([t.minimum_usd for t in parts]), np.zeros(len(hour_covered_s(horizon_s))),
+                  np.concatenate([t.list_usd_per_s for t in parts]),
+                  sum(t.on_demand_usd_per_hour * p.replicas for t, p in zip(parts, pools)) / replicas, None)
+
+
+def fleet_bill_usd(cfg: PricingConfig, pools: list[Pool], horizon_s: float, energy: Energy) -> float:
+    """`bill_usd` for a fleet of pools (one pool when they share a deployment)."""
+    if _one_deployment(pools):
+        return bill_usd(cfg, pools[0].deployment, sum(p.replicas for p in pools), horizon_s, energy)
+    return sum(bill_usd(cfg, p.deployment, p.replicas, horizon_s, energy) for p in pools)
 
 
 def reserved_effective_usd_per_hour(cfg: PricingConfig) -> float:
@@ -120,3 +141,7 @@ def bill_usd(cfg: PricingConfig, dep: Deployment, num_replicas: int, horizon_s: 
     years = DEFAULT_LIFETIME_YEARS if cfg.lifetime_years is None else cfg.lifetime_years
     capex = n * hours * cfg.capex_usd_per_device * dep.num_devices / (years * HOURS_PER_YEAR)
     return capex + energy.total_kwh * cfg.usd_per_kwh
+
+
+def _one_deployment(pools: list[Pool]) -> bool:
+    return all(p.deployment == pools[0].deployment for p in pools)

@@ -11,14 +11,14 @@ from dataclasses import dataclass, replace
 import numpy as np
 import simpy
 
-from simcost.cluster import Fleet
+from simcost.cluster import Disaggregation, Fleet
 from simcost.engine import swap_link
 from simcost.kv_reuse import PrefixSpec, prefix_spec
 from simcost.config import Scenario
 from simcost.errors import InputError
 from simcost.ledger import Bill, StepArrays, StepLog, settle
 from simcost.metrics import summarize
-from simcost.perf import Deployment, plan_deployment, step_params
+from simcost.perf import Deployment, Pool, fleet_pools, plan_deployment, step_params
 from simcost.request_table import COMPLETED, RequestTable
 from simcost.rng import streams
 from simcost.sessions import SessionDriver
@@ -29,18 +29,20 @@ from simcost.workload import Requests, generate, workload_streams
 @dataclass
 class RunResult:
     scenario: Scenario
-    deployment: Deployment
+    deployment: Deployment  # the scenario's hardware (the prefill pool's, when disaggregated)
     table: RequestTable
     steps: StepArrays
     bill: Bill
     horizon_s: float
     summary: dict
+    pools: list[Pool]  # the fleet's replicas, by deployment, in replica order
 
 
 class Simulation:
     def __init__(self, scenario: Scenario, requests: Requests | None = None, max_span_steps: int = 1 << 30):
         self.scenario = scenario
         self.deployment = plan_deployment(scenario)
+        self.pools = fleet_pools(scenario, self.deployment)
         run_streams = streams(scenario.seed)
         self.requests = requests if requests is not None else generate(scenario, run_streams)
         self.table = RequestTable(self.requests)
@@ -58,7 +60,7 @@ class Simulation:
             item_work=item_work(scenario, dep), engine=eng, swap=swap_link(eng, dep),
             queue_key=queue_key(eng, self.table, np.array([e.priority for e in scenario.workload.entries()]),
                                 run_streams.predictions),
-            disaggregation=disaggregation(scenario, dep), prefix=self._prefix_spec(),
+            disaggregation=disaggregation(scenario, self.pools), prefix=self._prefix_spec(),
         )
         self.env.process(self._arrivals())
         self._progress = None
@@ -131,13 +133,13 @@ class Simulation:
             end_s = max(float(steps.step_end_s.max(initial=0.0)), float(self.table.arrival_s.max(initial=0.0)))
         horizon_s = max(end_s, self.arrivals_end_s())
         scenario, dep = self.scenario, self.deployment
-        bill = settle(steps, self.table.num_requests, scenario.fleet, dep, horizon_s, scenario.cost,
+        bill = settle(steps, self.table.num_requests, scenario.fleet, self.pools, horizon_s, scenario.cost,
                       completed=self.table.status == COMPLETED)
-        summary = summarize(scenario, dep, self.table, steps, bill, horizon_s, self.sessions.counts)
+        summary = summarize(scenario, dep, self.table, steps, bill, horizon_s, self.sessions.counts, self.pools)
         prefix = self.prefix_cache_summary()
         if prefix is not None:
             summary["prefix_cache"] = prefix
-        return RunResult(scenario, dep, self.table, steps, bill, horizon_s, summary)
+        return RunResult(scenario, dep, self.table, steps, bill, horizon_s, summary, self.pools)
 
 
 def item_work(scenario: Scenario, dep: Deployment) -> tuple[np.ndarray, np.ndarray] | None:
@@ -153,14 +155,17 @@ def item_work(scenario: Scenario, dep: Deployment) -> tuple[np.ndarray, np.ndarr
     return flops, nbytes
 
 
-def disaggregation(scenario: Scenario, dep: Deployment) -> tuple[int, int, float] | None:
-    """(prefill replicas, decode replicas, seconds per KV token over the KV link) or None. Each of
-    the replica's tensor-parallel devices sends its shard of the KV over its own link."""
+def disaggregation(scenario: Scenario, pools: list[Pool]) -> Disaggregation | None:
+    """The decode pool's engine inputs and the KV link's seconds per token, or None. The KV
+    crosses min(tp) links in parallel (each device sends or receives its shard)."""
     d = scenario.fleet.disaggregation
     if d is None:
         return None
-    s_per_token = dep.kv_bytes_per_token / (d.kv_link_gb_per_s * 1e9 * dep.tensor_parallel)
-    return d.prefill_replicas, d.decode_replicas, s_per_token
+    prefill, decode = pools[0].deployment, pools[1].deployment
+    links = min(prefill.tensor_parallel, decode.tensor_parallel)
+    s_per_token = prefill.kv_bytes_per_token / (d.kv_link_gb_per_s * 1e9 * links)
+    return Disaggregation(d.prefill_replicas, d.decode_replicas, s_per_token, step_params(scenario, decode),
+                          decode.num_kv_blocks, swap_link(scenario.engine, decode))
 
 
 def run(scenario: Scenario, progress: bool = False) -> RunResult:

@@ -20,11 +20,16 @@ def workload(rate=8.0):
             "output_tokens": {"dist": "uniform", "low": 1, "high": 300}}
 
 
-def disaggregated(prefill=1, decode=2, link=10.0, policy="prefill_first", rate=8.0, **extra):
-    return scenario(fleet={"router": "join_shortest_queue",
-                           "disaggregation": {"prefill_replicas": prefill, "decode_replicas": decode,
-                                              "kv_link_gb_per_s": link}},
-                    engine={"policy": policy}, workload=workload(rate), **extra)
+def disaggregated(prefill=1, decode=2, link=10.0, policy="prefill_first", rate=8.0, fleet_extra=None, engine=None,
+                  **extra):
+    fleet_extra = dict(fleet_extra or {})
+    pricing = fleet_extra.pop("pricing", None)
+    fleet = {"router": "join_shortest_queue",
+             "disaggregation": {"prefill_replicas": prefill, "decode_replicas": decode, "kv_link_gb_per_s": link,
+                                **fleet_extra}}
+    if pricing:
+        fleet["pricing"] = pricing
+    return scenario(fleet=fleet, engine={"policy": policy, **(engine or {})}, workload=workload(rate), **extra)
 
 
 def test_kv_transfer_takes_bytes_over_bandwidth():
@@ -84,3 +89,35 @@ def test_bad_disaggregation_names_the_key(fleet, engine, where):
     with pytest.raises(InputError) as exc:
         scenario(fleet=fleet, engine=engine)
     assert exc.value.where == where
+
+
+def test_pools_of_different_devices_are_each_priced_and_timed_as_themselves():
+    """Splitwise's idea: prompts on the fast GPU, tokens on a cheaper one (here H100 and L40S).
+    Each pool is billed at its own catalog price, the decode pool's KV capacity is the L40S's,
+    and the bill still adds up."""
+    scn = disaggregated(prefill=1, decode=2, fleet_extra={"decode_hardware": {"device": "l40s"}},
+                        engine={"max_model_len": 32768})
+    sim = Simulation(scn)
+    res = sim.run()
+    prefill, decode = sim.pools
+    assert (prefill.deployment.device.key, decode.deployment.device.key) == ("h100-sxm", "l40s")
+    assert decode.deployment.num_kv_blocks < prefill.deployment.num_kv_blocks
+    assert [r.pool.num_blocks for r in sim.fleet.replicas] == [prefill.deployment.num_kv_blocks] + [decode.deployment.num_kv_blocks] * 2
+    usd_per_hour = prefill.deployment.price_usd_per_hour + 2 * decode.deployment.price_usd_per_hour
+    assert res.summary["cost"]["usd_per_hour"] == pytest.approx(usd_per_hour)
+    assert res.bill.total_usd == pytest.approx(usd_per_hour * res.horizon_s / 3600, rel=1e-12)
+    assert res.bill.busy_usd + res.bill.unallocated_usd == pytest.approx(res.bill.total_usd, rel=1e-9)
+    assert res.summary["device"] == "h100-sxm+l40s"
+    assert not np.array_equal(sim.fleet.replicas[0].params, sim.fleet.replicas[1].params)
+    t = res.table
+    assert (t.status == COMPLETED).all() and (t.generated == t.output_tokens).all()
+
+
+def test_pools_of_different_devices_refuse_a_single_price():
+    with pytest.raises(InputError) as exc:
+        disaggregated(fleet_extra={"decode_hardware": {"device": "a100-80gb"}, "pricing": {"model": "reserved",
+                      "upfront_usd_per_device": 1, "recurring_usd_per_device_hour": 1, "term_years": 1}})
+    assert exc.value.where == "fleet.pricing.model"
+    with pytest.raises(InputError) as exc:
+        Simulation(disaggregated(fleet_extra={"decode_hardware": {"device": "h101"}}))
+    assert exc.value.where == "fleet.disaggregation.decode_hardware.device"
