@@ -1,16 +1,24 @@
 """One replica: vLLM-style continuous batching over a paged KV cache, as a SimPy process.
 
-Two scheduling policies (engine.policy):
+Two iteration-level scheduling policies (engine.policy; the request-level ones are in
+simcost.batch_engine):
 - prefill_first, vLLM v0 without chunked prefill: at every step boundary, waiting requests are
-  admitted first (FIFO, within max_num_seqs, max_num_batched_tokens and free KV blocks above the
-  watermark) and run as one prefill step; when none can be admitted, every running request
-  decodes one token.
+  admitted first (in queue order, within max_num_seqs, max_num_batched_tokens and free KV blocks
+  above the watermark) and run as one prefill step; when none can be admitted, every running
+  request decodes one token.
 - chunked, vLLM v1 / Sarathi-Serve: one token budget per step, spent first on a token for every
   decoding request, then on the next chunk of prompts already being prefilled, then on chunks of
   newly admitted prompts. A prompt's first output token comes with its last chunk.
-When a decode step cannot get the KV blocks it needs, the most recently admitted request is
-preempted by recompute: its blocks are freed and it goes back to the head of the queue, to be
-prefilled again over its prompt plus the tokens it already produced.
+The waiting queue's order is engine.queue (simcost.waiting). When a decode step cannot get the
+KV blocks it needs, a running request is preempted (the newest; under priority, the least
+urgent): by recompute (its blocks are freed and its prompt plus the tokens it produced are
+prefilled again) or by swap (its KV goes to host memory over the PCIe link and comes back
+before new prompts; both transfers are added to the next step's time).
+
+With prefix caching (simcost.kv_reuse) admission reuses the cached leading blocks of a prompt
+and prefills only the rest. In a disaggregated fleet a replica has a role: a prefill replica
+hands each request to the fleet once its first token is out and its KV has crossed the KV link;
+a decode replica loads that KV and generates the rest.
 
 Speed (DESIGN.md section 3): while nothing can change the batch, decode steps are run as one
 *span*: the number of steps until the first request finishes or the KV cache runs out is
