@@ -48,6 +48,21 @@ def _parser() -> argparse.ArgumentParser:
     sweep_p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel processes")
     sweep_p.set_defaults(func=_cmd_sweep)
 
+    fc_p = sub.add_parser("forecast", help="project monthly spend and SLO under a load growth path")
+    common(fc_p)
+    fc_p.add_argument("--months", type=int, default=12, help="months to project (default 12)")
+    fc_p.add_argument("--growth", type=float, default=1.0, help="load multiplier per month, compounding (e.g. 1.08)")
+    fc_p.add_argument("--step", action="append", default=[], metavar="MONTH:FACTOR",
+                      help="load x FACTOR from MONTH on, e.g. 4:2 for a launch (repeatable)")
+    fc_p.add_argument("--seeds", type=int, default=3, help="seeds per month for the uncertainty band (default 3)")
+    fc_p.add_argument("--budget-usd-per-month", type=float, default=None, help="flag the first month above this")
+    fc_p.add_argument("--hours-per-month", type=float, default=730.0, help="hours billed per month (default 730)")
+    fc_p.add_argument("--resize", action="store_true", help="each month, the smallest fleet.replicas meeting the SLO")
+    fc_p.add_argument("--max-replicas", type=int, default=None, help="--resize limit (default 4x the scenario's)")
+    fc_p.add_argument("--out", type=Path, default=None, help="results folder (default results/forecast-<scenario name>)")
+    fc_p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel processes")
+    fc_p.set_defaults(func=_cmd_forecast)
+
     check_p = sub.add_parser("check", help="validate a scenario (names, sizes, memory fit) without running it")
     common(check_p)
     check_p.set_defaults(func=_cmd_check)
@@ -110,6 +125,20 @@ def _cmd_sweep(args) -> int:
     rows = sweep(args.scenario, args.param, values, out, args.overrides, args.seed, args.jobs, progress=True)
     print(format_table(rows, args.param))
     print(f"\nwrote {out / 'sweep.csv'}, {out / 'sweep.png'}")
+    return 0
+
+
+def _cmd_forecast(args) -> int:
+    from simcost.config import load_scenario
+    from simcost.forecast import GrowthPath, forecast, format_report, parse_step, write_outputs
+
+    path = GrowthPath(args.months, args.growth, tuple(parse_step(s) for s in args.step))
+    scenario = load_scenario(args.scenario, args.overrides, args.seed)
+    result = forecast(scenario, path, args.seeds, args.hours_per_month, args.budget_usd_per_month, args.jobs,
+                      args.resize, args.max_replicas, progress=True)
+    csv_path, png_path = write_outputs(result, args.out or Path("results") / f"forecast-{scenario.name}")
+    print(format_report(result))
+    print(f"\nwrote {csv_path}, {png_path}")
     return 0
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -57,24 +58,38 @@ def sweep(scenario_path: str, param: str, values: list, out_dir: Path, overrides
         load_scenario(scenario_path, (*overrides, f"{param}={text}"), seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     args = [(str(scenario_path), tuple(overrides), seed, param, v, str(out_dir)) for v in values]
-    if jobs > 1 and len(values) > 1:
-        with ProcessPoolExecutor(max_workers=min(jobs, len(values))) as pool:
-            futures = [pool.submit(run_point, *a) for a in args]
-            rows = [f.result() for f in _progress(futures, progress)]
-    else:
-        rows = [run_point(*a) for a in _progress(args, progress)]
+    with worker_pool(min(jobs, len(values))) as pool:
+        rows = map_runs(pool, run_point, args, progress, desc="sweep")
     write_table(rows, param, out_dir / "sweep.csv")
     (out_dir / "sweep.json").write_text(json.dumps(rows, indent=2) + "\n")
     latency_vs_spend(rows, param, out_dir / "sweep.png")
     return rows
 
 
-def _progress(items, enabled: bool):
+@contextmanager
+def worker_pool(jobs: int):
+    """A process pool for a batch of runs (workers import numba once), or None for jobs <= 1."""
+    if jobs <= 1:
+        yield None
+        return
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        yield pool
+
+
+def map_runs(pool, fn, args: list[tuple], progress: bool = False, desc: str = "runs") -> list:
+    """fn(*a) for each a, in the pool's processes when there is one; results in order."""
+    if pool is None or len(args) < 2:
+        return [fn(*a) for a in progress_items(args, progress, desc)]
+    futures = [pool.submit(fn, *a) for a in args]
+    return [f.result() for f in progress_items(futures, progress, desc)]
+
+
+def progress_items(items, enabled: bool, desc: str):
     if not enabled:
         return items
     from tqdm import tqdm
 
-    return tqdm(items, unit="point", desc="sweep", delay=1.0, leave=False, disable=None)
+    return tqdm(items, unit="run", desc=desc, delay=1.0, leave=False, disable=None)
 
 
 def write_table(rows: list[dict], param: str, path: Path) -> None:
