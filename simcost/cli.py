@@ -97,6 +97,21 @@ def _parser() -> argparse.ArgumentParser:
     insp_p.add_argument("--plot", type=Path, default=None, help="PNG to write (rate, gaps, token lengths)")
     insp_p.add_argument("--json", type=Path, default=None, help="JSON file to write with every number")
     insp_p.set_defaults(func=_cmd_trace_inspect)
+
+    cm_p = sub.add_parser("commitments", help="choose the reserved or savings-plan commitment for a run's demand")
+    common(cm_p)
+    cm_p.add_argument("--reserved-usd-per-device-hour", type=float, default=None,
+                      help="effective reserved price per device-hour (default: the scenario's reserved pricing, "
+                           "else 35%% off on-demand, an assumption)")
+    cm_p.add_argument("--discount", type=float, default=None,
+                      help="savings-plan discount, 0-1 (default: the scenario's, else 0.30, an assumption)")
+    cm_p.add_argument("--basis", choices=("provisioned", "busy"), default="provisioned",
+                      help="demand: the whole static fleet (default) or devices running steps (autoscaled lower bound)")
+    cm_p.add_argument("--period-s", type=float, default=3600.0,
+                      help="simulated seconds per billing hour, for time-compressed scenarios (default 3600)")
+    cm_p.add_argument("--no-week", action="store_true", help="plan over the simulated hours only (default: tile to a week)")
+    cm_p.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    cm_p.set_defaults(func=_cmd_commitments)
     return p
 
 
@@ -192,6 +207,25 @@ def _cmd_trace_inspect(args) -> int:
         written.append(write_json(info, args.json))
     if written:
         print(f"\nwrote {', '.join(map(str, written))}")
+    return 0
+
+
+def _cmd_commitments(args) -> int:
+    from simcost.commitments import format_plan, plan_from_run
+    from simcost.config import load_scenario
+    from simcost.sim import Simulation
+
+    if args.discount is not None and not 0 <= args.discount < 1:  # before a run, not after it
+        raise InputError("--discount", f"{args.discount}; expected 0 <= discount < 1")
+    if args.reserved_usd_per_device_hour is not None and not args.reserved_usd_per_device_hour >= 0:
+        raise InputError("--reserved-usd-per-device-hour", f"{args.reserved_usd_per_device_hour}; expected >= 0")
+    if not args.period_s > 0:
+        raise InputError("--period-s", f"{args.period_s}; expected > 0")
+    scenario = load_scenario(args.scenario, args.overrides, args.seed)
+    result = Simulation(scenario).run(progress=not args.no_progress)
+    plan = plan_from_run(result, args.reserved_usd_per_device_hour, args.discount, args.basis, args.period_s,
+                         week=not args.no_week)
+    print(format_plan(plan))
     return 0
 
 
