@@ -1,9 +1,8 @@
 """A fleet of identical replicas behind a router, and the admission checks in front of them.
 
-Routers (scenario key fleet.router):
-- round_robin: replica i gets every n-th request.
-- join_shortest_queue: the replica with the fewest outstanding (waiting + running) requests;
-  ties broken at random from the run's routing stream.
+Routers (scenario key fleet.router): round_robin, random, join_shortest_queue, power_of_two,
+least_outstanding_tokens and prefix_affinity pick a replica at arrival (simcost.routers); with
+disaggregation the decode pool is routed the same way (prefix_affinity: by join_shortest_queue).
 - shared_queue: one central queue (FIFO, or in engine.queue's order); a request is dispatched only to a replica with fewer than
   max_num_seqs outstanding requests (the least loaded). With max_num_seqs = 1 this is exactly
   the M/M/c queue of queueing theory.
@@ -24,6 +23,7 @@ from simcost.kv_reuse import PrefixSpec
 from simcost.kvcache import blocks_for
 from simcost.ledger import StepLog
 from simcost.request_table import RequestTable
+from simcost.routers import DECODE_ROUTER, ROUTERS, RoutingContext, TokenLoad
 from simcost.waiting import WaitingQueue
 
 # engine.policy -> the replica class that runs it. Every class takes the same arguments, plus as
@@ -59,7 +59,8 @@ class Fleet:
                  on_done: Callable[[int], None] | None = None,
                  item_work: tuple[np.ndarray, np.ndarray] | None = None, engine: EngineConfig | None = None,
                  queue_key: Callable[[int], tuple] | None = None, swap: SwapLink | None = None,
-                 disaggregation: Disaggregation | None = None, prefix: PrefixSpec | None = None):
+                 disaggregation: Disaggregation | None = None, prefix: PrefixSpec | None = None,
+                 ready_s: list[float] | None = None, affinity_key: Callable[[int], int | None] | None = None, affinity_load_bound: float = 1.25):
         self.env = env
         self.on_done = on_done  # called with a request id when it completes or is rejected
         self.table = table
@@ -83,18 +84,22 @@ class Fleet:
             prefill = {"role": "prefill", "handoff": self._to_decode, "kv_transfer_s_per_token": d.kv_transfer_s_per_token}
             specs = ([(step_params, num_kv_blocks, swap, prefill)] * d.prefill_replicas
                      + [(d.decode_step_params, d.decode_kv_blocks, d.decode_swap, {"role": "decode"})] * d.decode_replicas)
+        ready_s = ready_s or [0.0] * len(specs)  # cold start (simcost.lifecycle): when each replica serves
         self.replicas = [
             replica_class(env, i, table, params, blocks, block_size, max_num_seqs, max_num_batched_tokens,
                           kv_watermark, log, self._on_finish, max_span_steps, chunked, item_work, queue_key, link,
-                          **options, **role)
+                          **options, **role, **({"ready_s": ready_s[i]} if ready_s[i] else {}))
             for i, (params, blocks, link, role) in enumerate(specs)
         ]
         # where requests enter, and (disaggregated) where they go after their prefill
         self.entry_pool = [r for r in self.replicas if getattr(r, "role", "both") != "decode"]
         self.decode_pool = [r for r in self.replicas if getattr(r, "role", "both") == "decode"]
-        self._next_decode = 0
         self.central = WaitingQueue(queue_key)  # shared_queue only
-        self._next = 0
+        self.tokens = TokenLoad(table, self.replicas)  # least_outstanding_tokens' view, kept for every router
+        routing = RoutingContext(rng, self.tokens, affinity_key, affinity_load_bound)
+        self.entry_router = ROUTERS[router](self.entry_pool, routing) if router in ROUTERS else None
+        self.decode_router = (ROUTERS[DECODE_ROUTER.get(router, router)](self.decode_pool, routing)
+                              if self.decode_pool else None)
         self.num_completed = 0
 
     def num_in_system(self) -> int:
@@ -113,11 +118,11 @@ class Fleet:
             self.central.push(rid)
             self._dispatch_central()
             return
-        replica = self._pick()
+        replica = self._route(self.entry_router, rid)
         if self.max_waiting is not None and len(replica.waiting) >= self.max_waiting:
             self._reject(rid, "queue_full")
             return
-        replica.submit(rid)
+        self._submit(replica, rid)
 
     def _reject(self, rid: int, reason: str) -> None:
         self.table.reject(rid, reason)
@@ -139,34 +144,31 @@ class Fleet:
             return "exceeds_kv_capacity"
         return ""
 
-    def _pick(self) -> Replica:
-        replica, self._next = self._route(self.entry_pool, self._next)
-        return replica
+    def _route(self, router, rid: int):
+        """The replica `router` (the entry or the decode pool's) picks for request rid: the one
+        place routing decisions are made."""
+        return router.pick(rid)
 
-    def _route(self, pool: list, next_index: int):
-        """(the replica of `pool` the router picks, the round-robin position after it)."""
-        if self.router == "round_robin":
-            return pool[next_index], (next_index + 1) % len(pool)
-        loads = [r.num_outstanding for r in pool]
-        least = min(loads)
-        ties = [i for i, load in enumerate(loads) if load == least]
-        return pool[ties[0] if len(ties) == 1 else ties[int(self.rng.integers(len(ties)))]], next_index
+    def _submit(self, replica, rid: int) -> None:
+        self.tokens.add(replica.index, rid)
+        replica.submit(rid)
 
     def _to_decode(self, rid: int) -> None:
         """Disaggregation: a request whose KV has arrived joins a decode replica (never
         rejected there: its prefill is already paid for)."""
-        replica, self._next_decode = self._route(self.decode_pool, self._next_decode)
-        replica.submit(rid)
+        self.tokens.remove(int(self.table.replica[rid]), rid)  # it has left its prefill replica
+        self._submit(self._route(self.decode_router, rid), rid)
 
     def _dispatch_central(self) -> None:
         while self.central:
             replica = min(self.replicas, key=lambda r: r.num_outstanding)
             if replica.num_outstanding >= self.max_num_seqs:
                 return
-            replica.submit(self.central.pop())
+            self._submit(replica, self.central.pop())
 
     def _on_finish(self, replica_index: int, rid: int) -> None:
         self.num_completed += 1
+        self.tokens.remove(replica_index, rid)
         if self.central:
             self._dispatch_central()
         if self.on_done is not None:

@@ -426,6 +426,21 @@ class SiteConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ColdStartConfig:
+    """Node lifecycle at the start of a run (simcost.lifecycle): every replica is requested at
+    t = 0, provisioned, then loads (image pull + weight load + engine start) before it serves;
+    both phases are billed and reported as their own cost categories. Every default is a simcost
+    assumption (DESIGN.md: "GPU nodes often take minutes"; published cold starts run from tens
+    of seconds for 7B models to minutes for 70B): set your platform's figures."""
+
+    provisioning_s: float = field(default=90.0, metadata=bounds(ge=0))  # VM boot and node join
+    image_gb: float = field(default=10.0, metadata=bounds(ge=0))  # a CUDA + vLLM serving image
+    registry_gb_per_s: float = field(default=0.5, metadata=bounds(gt=0))  # image pull bandwidth
+    weights_gb_per_s: float = field(default=2.0, metadata=bounds(gt=0))  # min(network, disk) to the node
+    engine_start_s: float = field(default=30.0, metadata=bounds(ge=0))  # KV allocation, CUDA graph capture
+
+
+@dataclass(frozen=True, kw_only=True)
 class DisaggregationConfig:
     """Prefill and decode on separate replicas (Splitwise, DistServe): requests enter a prefill
     replica, which emits the first token; the prompt's KV then moves to a decode replica over
@@ -445,12 +460,18 @@ class DisaggregationConfig:
 @dataclass(frozen=True, kw_only=True)
 class FleetConfig:
     replicas: int = field(default=1, metadata=bounds(ge=1))
-    router: Literal["round_robin", "join_shortest_queue", "shared_queue"] = "round_robin"
+    router: Literal["round_robin", "random", "join_shortest_queue", "power_of_two", "least_outstanding_tokens",
+                    "prefix_affinity", "shared_queue"] = "round_robin"
+    # prefix_affinity's c: a replica takes a request only if it then holds at most ceil(c L / n + 1)
+    # requests, L the outstanding requests of its n-replica pool before it (simcost.routers)
+    affinity_load_bound: float = field(default=1.25, metadata=bounds(ge=1))
     price_usd_per_device_hour: float | None = field(default=None, metadata=bounds(ge=0))  # None: catalog on-demand
     pricing: PricingConfig = PricingConfig()
     site: SiteConfig = SiteConfig()
     # prefill and decode pools (replaces replicas: the fleet has prefill + decode replicas)
     disaggregation: DisaggregationConfig | None = None
+    # None: replicas serve from t = 0 (warm); else they provision and load first (simcost.lifecycle)
+    cold_start: ColdStartConfig | None = None
 
     def _check(self, path: str) -> None:
         if self.disaggregation is None:
@@ -458,7 +479,7 @@ class FleetConfig:
         if self.replicas != 1:
             raise InputError(f"{path}.replicas", "not used with disaggregation; give prefill_replicas and decode_replicas")
         if self.router == "shared_queue":
-            raise InputError(f"{path}.router", "shared_queue is not available with disaggregation; use round_robin or join_shortest_queue")
+            raise InputError(f"{path}.router", "shared_queue is not available with disaggregation; choose another router")
         if self.disaggregation.decode_hardware is not None:
             if self.pricing.model != "on_demand":
                 raise InputError(f"{path}.pricing.model", f"{self.pricing.model} for pools of different devices is not "

@@ -21,6 +21,7 @@ from numba import njit
 
 from simcost.config import CostConfig, FleetConfig
 from simcost.energy import Energy, hour_covered_s, hour_piece, replica_hour_energy, split_steps_by_hour
+from simcost.lifecycle import StartPhases
 from simcost.perf import Deployment, Pool
 from simcost.pricing import Tariff, fleet_bill_usd, fleet_tariff
 
@@ -119,10 +120,13 @@ class Bill:
     # chargeback: each request's share of the unallocated dollars, and their sum (0 under showback)
     unallocated_share_usd: np.ndarray | None = None
     spread_usd: float = 0.0
+    # unallocated: replicas provisioning and loading before they serve (cold start, simcost.lifecycle)
+    provisioning_usd: float = 0.0
+    loading_usd: float = 0.0
 
     @property
     def unallocated_usd(self) -> float:
-        return self.idle_usd + self.minimum_usd + self.unused_commitment_usd
+        return self.idle_usd + self.minimum_usd + self.unused_commitment_usd + self.provisioning_usd + self.loading_usd
 
     @property
     def charged_usd(self) -> np.ndarray:
@@ -137,7 +141,8 @@ class Bill:
 
 
 def settle(steps: StepArrays, num_requests: int, fleet: FleetConfig, dep: Deployment | list[Pool], horizon_s: float,
-           cost: CostConfig = CostConfig(), completed: np.ndarray | None = None) -> Bill:
+           cost: CostConfig = CostConfig(), completed: np.ndarray | None = None,
+           phases: list[StartPhases] | None = None) -> Bill:
     """Price every step, allocate to requests by the `cost` policy, and charge the gaps as idle.
     `completed` (default: every request) marks who may take unallocated dollars under
     chargeback when no request was allocated anything.
@@ -164,11 +169,14 @@ def settle(steps: StepArrays, num_requests: int, fleet: FleetConfig, dep: Deploy
                                  fleet.site.pue, fleet.site.grid_gco2_per_kwh)
     hour_idle_s = np.maximum(0.0, covered_s[None, :] - hour_busy_s)
     idle_usd = float((hour_idle_s * price.time_usd_per_s).sum())
+    provisioning_usd, loading_usd = start_costs_usd(phases, price)
+    idle_usd -= provisioning_usd + loading_usd  # no step runs before a replica is ready
     minimum_usd, unused_usd = float(price.minimum_usd.sum()), float(price.unused_commitment_usd.sum())
     share_usd, spread_usd = np.zeros(num_requests), 0.0
     if cost.unallocated == "chargeback":
         eligible = np.ones(num_requests, dtype=bool) if completed is None else completed
-        share_usd, spread_usd = spread_unallocated(request_usd, idle_usd + minimum_usd + unused_usd, eligible)
+        share_usd, spread_usd = spread_unallocated(request_usd, idle_usd + minimum_usd + unused_usd + provisioning_usd
+                                                   + loading_usd, eligible)
     return Bill(step_usd=step_usd, request_usd=request_usd, replica_busy_s=busy_s, replica_idle_s=idle_s,
                 busy_usd=float(step_usd.sum()), idle_usd=idle_usd,
                 total_usd=fleet_bill_usd(fleet.pricing, pools, horizon_s, energy),
@@ -176,7 +184,24 @@ def settle(steps: StepArrays, num_requests: int, fleet: FleetConfig, dep: Deploy
                 replica_hour_usd=price.time_usd_per_s * np.maximum(covered_s[None, :], hour_busy_s)
                 + price.util_usd_per_s * hour_busy_u_s,
                 hour_unused_commitment_usd=price.unused_commitment_usd, tariff=price, energy=energy,
-                unallocated_share_usd=share_usd, spread_usd=spread_usd)
+                unallocated_share_usd=share_usd, spread_usd=spread_usd, provisioning_usd=provisioning_usd,
+                loading_usd=loading_usd)
+
+
+def start_costs_usd(phases: list[StartPhases] | None, price: Tariff) -> tuple[float, float]:
+    """What the replicas' provisioning [0, provisioned_s) and loading [provisioned_s, ready_s)
+    cost at their hourly time rates (priced like steps, at utilisation 0)."""
+    if not phases or all(p.ready_s == 0 for p in phases):
+        return 0.0, 0.0
+    replica = np.arange(len(phases), dtype=np.int64)
+    provisioned = np.array([p.provisioned_s for p in phases])
+    ready = np.array([p.ready_s for p in phases])
+    zero_util = np.zeros(len(phases))
+
+    def cost(start_s: np.ndarray, end_s: np.ndarray) -> float:
+        return float(charge_steps_hourly(start_s, end_s, replica, zero_util, price.time_usd_per_s, 0.0).sum())
+
+    return cost(np.zeros(len(phases)), provisioned), cost(provisioned, ready)
 
 
 def member_weights(steps: StepArrays, cost: CostConfig) -> np.ndarray:

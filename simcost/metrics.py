@@ -236,9 +236,8 @@ def _cost_by_category(bill: Bill) -> dict:
     """The bill by what it paid for; the categories sum to total_usd."""
     return {"busy": float(bill.request_usd.sum()), "idle": bill.idle_usd, "minimum_charge": bill.minimum_usd,
             "unused_commitment": bill.unused_commitment_usd,
-            # the fleet is static (every replica ready at t = 0), so no time is spent starting
-            # replicas or loading weights; the fleet-lifecycle issue fills these two
-            "provisioning": 0.0, "loading": 0.0}
+            # replicas starting cold (fleet.cold_start): 0 for a warm fleet
+            "provisioning": bill.provisioning_usd, "loading": bill.loading_usd}
 
 
 def session_summary(scenario: Scenario, table: RequestTable, counts: dict) -> dict:

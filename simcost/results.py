@@ -20,6 +20,7 @@ from simcost.focus import focus_rows, write_focus
 from simcost.metrics import latencies, records
 from simcost.plots import latency_cdfs
 from simcost.sim import RunResult
+from simcost.timeseries import plot_timeseries, write_timeseries
 
 
 def write_run(result: RunResult, out_dir: Path, records_format: str = "csv") -> dict[str, Path]:
@@ -31,6 +32,8 @@ def write_run(result: RunResult, out_dir: Path, records_format: str = "csv") -> 
         "plot": out_dir / "latency.png",
         "focus": out_dir / "focus.csv",
     }
+    if result.timeseries is not None:
+        paths |= {"timeseries": out_dir / "timeseries.csv", "timeseries_plot": out_dir / "timeseries.png"}
     paths["summary"].write_text(json.dumps(result.summary, indent=2) + "\n")
     paths["scenario"].write_text(yaml.safe_dump(to_dict(result.scenario), sort_keys=False))
     write_records(records(result.scenario, result.table, result.bill.request_usd, result.bill.unallocated_share_usd),
@@ -40,6 +43,9 @@ def write_run(result: RunResult, out_dir: Path, records_format: str = "csv") -> 
     measured = (result.table.status == 1) & (result.table.arrival_s >= result.scenario.warmup_s)
     latency_cdfs({k: v[measured] for k, v in lat.items()}, to_dict(result.scenario.slo),
                  f"{result.scenario.name}: {result.summary['requests']['measured']} measured requests", paths["plot"])
+    if result.timeseries is not None:
+        write_timeseries(result.timeseries, paths["timeseries"])
+        plot_timeseries(result.timeseries, paths["timeseries_plot"], f"{result.scenario.name}: fleet over time")
     return paths
 
 
@@ -140,7 +146,8 @@ def _allocation_lines(c: dict) -> list[str]:
     cat = c["by_category"]
     return ["", f"cost allocation ({a['unallocated']}): steps split by {split}; unallocated ${c['unallocated_usd']:,.4f} "
                 f"(idle ${cat['idle']:,.4f}, minimum charge ${cat['minimum_charge']:,.4f}, unused commitment "
-                f"${cat['unused_commitment']:,.4f}): {where}"]
+                f"${cat['unused_commitment']:,.4f}, provisioning ${cat['provisioning']:,.4f}, loading "
+                f"${cat['loading']:,.4f}): {where}"]
 
 
 def _tenant_cost_lines(c: dict, groups: dict) -> list[str]:

@@ -12,16 +12,19 @@ import numpy as np
 import simpy
 
 from simcost.cluster import Disaggregation, Fleet
-from simcost.engine import swap_link
-from simcost.kv_reuse import PrefixSpec, prefix_spec
 from simcost.config import Scenario
+from simcost.engine import swap_link
 from simcost.errors import InputError
+from simcost.kv_reuse import PrefixSpec, prefix_spec
 from simcost.ledger import Bill, StepArrays, StepLog, settle
+from simcost.lifecycle import start_phases
 from simcost.metrics import summarize
 from simcost.perf import Deployment, Pool, fleet_pools, plan_deployment, step_params
 from simcost.request_table import COMPLETED, RequestTable
 from simcost.rng import streams
+from simcost.routers import affinity_key_fn
 from simcost.sessions import SessionDriver
+from simcost.timeseries import Sampler, TimeSeries
 from simcost.waiting import queue_key
 from simcost.workload import Requests, generate, workload_streams
 
@@ -36,13 +39,16 @@ class RunResult:
     horizon_s: float
     summary: dict
     pools: list[Pool]  # the fleet's replicas, by deployment, in replica order
+    timeseries: TimeSeries | None = None  # sampled fleet state over time (simcost.timeseries)
 
 
 class Simulation:
-    def __init__(self, scenario: Scenario, requests: Requests | None = None, max_span_steps: int = 1 << 30):
+    def __init__(self, scenario: Scenario, requests: Requests | None = None, max_span_steps: int = 1 << 30,
+                 sample_interval_s: float | None = None, timeseries: bool = True):
         self.scenario = scenario
         self.deployment = plan_deployment(scenario)
         self.pools = fleet_pools(scenario, self.deployment)
+        self.phases = start_phases(scenario.fleet.cold_start, self.pools)
         run_streams = streams(scenario.seed)
         self.requests = requests if requests is not None else generate(scenario, run_streams)
         self.table = RequestTable(self.requests)
@@ -61,8 +67,12 @@ class Simulation:
             queue_key=queue_key(eng, self.table, np.array([e.priority for e in scenario.workload.entries()]),
                                 run_streams.predictions),
             disaggregation=disaggregation(scenario, self.pools), prefix=self._prefix_spec(),
+            ready_s=[phase.ready_s for phase in self.phases],
+            affinity_key=affinity_keys(scenario, self.requests, self.table),
+            affinity_load_bound=scenario.fleet.affinity_load_bound,
         )
         self.env.process(self._arrivals())
+        self.sampler = Sampler(self, sample_interval_s) if timeseries else None  # only reads the fleet
         self._progress = None
 
     def _prefix_spec(self) -> PrefixSpec | None:
@@ -134,12 +144,13 @@ class Simulation:
         horizon_s = max(end_s, self.arrivals_end_s())
         scenario, dep = self.scenario, self.deployment
         bill = settle(steps, self.table.num_requests, scenario.fleet, self.pools, horizon_s, scenario.cost,
-                      completed=self.table.status == COMPLETED)
+                      completed=self.table.status == COMPLETED, phases=self.phases)
         summary = summarize(scenario, dep, self.table, steps, bill, horizon_s, self.sessions.counts, self.pools)
         prefix = self.prefix_cache_summary()
         if prefix is not None:
             summary["prefix_cache"] = prefix
-        return RunResult(scenario, dep, self.table, steps, bill, horizon_s, summary, self.pools)
+        series = None if self.sampler is None else self.sampler.series(horizon_s, steps, bill)
+        return RunResult(scenario, dep, self.table, steps, bill, horizon_s, summary, self.pools, series)
 
 
 def item_work(scenario: Scenario, dep: Deployment) -> tuple[np.ndarray, np.ndarray] | None:
@@ -153,6 +164,14 @@ def item_work(scenario: Scenario, dep: Deployment) -> tuple[np.ndarray, np.ndarr
     flops = np.array([e.items.flops_per_item if e.items else 0.0 for e in entries]) / dep.tensor_parallel
     nbytes = np.array([e.items.bytes_per_item if e.items else 0.0 for e in entries]) / dep.tensor_parallel
     return flops, nbytes
+
+
+def affinity_keys(scenario: Scenario, requests: Requests, table: RequestTable):
+    """prefix_affinity's request -> prefix key (simcost.routers.affinity_key_fn); None for other routers."""
+    if scenario.fleet.router != "prefix_affinity":
+        return None
+    session_prefix = np.array([e.session is not None for e in scenario.workload.entries()])
+    return affinity_key_fn(table, requests.prefix_block_ids, session_prefix)
 
 
 def disaggregation(scenario: Scenario, pools: list[Pool]) -> Disaggregation | None:

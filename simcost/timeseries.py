@@ -1,0 +1,272 @@
+"""Time series of a run: per pool, replicas, queue, running requests, KV use and $/hour over time.
+
+A SimPy process (`Sampler`) reads the fleet's state every `interval_s`, at t = 0, interval_s,
+2 interval_s, ...: per pool (`perf.Pool`: "serve", or "prefill" and "decode") the replicas in
+service, the requests waiting (the shared queue, under `shared_queue`, counts for the entry pool),
+the requests running (in flight in a batch, or sending their KV to a decode replica) and the KV
+blocks held. It only reads, so the run is the same with or without it. It never keeps the run
+alive either: after each sample it stops if nothing else is scheduled (SimPy's own end test),
+since the state can no longer change; the samples up to the horizon repeat that final state.
+
+Everything else is exact, from the run's records after it ends: per interval [t, t + interval_s)
+the arrivals, completions and output tokens per second (request table), and $/hour, from the
+tariff at t (time rate x replicas in service) plus, for owned hardware, the power cost of the
+interval's busy time (step log). Rates are attributed to pools: arrivals to the entry pool,
+completions and output tokens to the replica that made them (disaggregated: a request's first
+token to the prefill pool). Summed over pools they are the fleet's; the KV fraction is per pool.
+
+Default interval: the planned span (arrivals end + drain) / 500, within [0.1 s, 60 s]: about 500
+points per curve, whatever the run's length. KV use is as the engine books it: a decode span books
+its new blocks when it ends, so within a span the fraction lags by the blocks that span adds.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import simpy
+
+from simcost.energy import S_PER_HOUR
+from simcost.perf import Pool
+from simcost.request_table import COMPLETED, IN_FLIGHT
+
+if TYPE_CHECKING:
+    from simcost.ledger import Bill, StepArrays
+    from simcost.sim import Simulation
+
+TARGET_SAMPLES = 500
+MIN_INTERVAL_S, MAX_INTERVAL_S = 0.1, 60.0
+# columns of one sample, per pool
+REPLICAS, WAITING, RUNNING, KV_USED, KV_TOTAL = range(5)
+
+
+def default_interval_s(span_s: float) -> float:
+    return min(max(span_s / TARGET_SAMPLES, MIN_INTERVAL_S), MAX_INTERVAL_S)
+
+
+@dataclass(frozen=True)
+class TimeSeries:
+    """Arrays (pools, samples); sample k is at t_s[k] = k x interval_s, all before horizon_s.
+    State columns are read at t_s; rate and $ columns cover [t_s, t_s + width_s)."""
+
+    pools: tuple[str, ...]  # pool roles, in replica order
+    interval_s: float
+    horizon_s: float
+    t_s: np.ndarray  # (samples,)
+    width_s: np.ndarray  # (samples,): interval_s, the last one cut at the horizon
+    replicas: np.ndarray  # in service (static fleets: the pool size)
+    waiting: np.ndarray
+    running: np.ndarray
+    kv_used_blocks: np.ndarray
+    kv_total_blocks: np.ndarray
+    usd_per_hour: np.ndarray
+    arrivals_per_s: np.ndarray
+    completions_per_s: np.ndarray
+    output_tokens_per_s: np.ndarray
+
+    @property
+    def kv_used_fraction(self) -> np.ndarray:
+        return self.kv_used_blocks / np.maximum(self.kv_total_blocks, 1)
+
+
+class Sampler:
+    """Reads the fleet every interval_s while the run has anything left to do."""
+
+    def __init__(self, sim: Simulation, interval_s: float | None = None):
+        if interval_s is None:
+            interval_s = default_interval_s(sim.arrivals_end_s() + (sim.scenario.drain_s or 0.0))
+        if not interval_s > 0:
+            raise ValueError(f"sampling interval must be > 0 s, got {interval_s}")
+        self.sim, self.interval_s = sim, float(interval_s)
+        self.groups = pool_replicas(sim.fleet.replicas, sim.pools)
+        self.rows: list[np.ndarray] = []  # one (pools, 5) array per sample
+        sim.env.process(self._run(sim.env))
+
+    def _run(self, env: simpy.Environment):
+        k = 0
+        while True:
+            self.rows.append(self.snapshot())
+            if env.peek() == math.inf:  # only this sampler left: the run is over
+                return
+            k += 1
+            # aim at k x interval_s rather than adding intervals, so float error does not drift
+            yield env.timeout(max(0.0, k * self.interval_s - env.now))
+
+    def snapshot(self) -> np.ndarray:
+        fleet, status = self.sim.fleet, self.sim.table.status
+        row = np.zeros((len(self.groups), 5), dtype=np.int64)
+        for p, replicas in enumerate(self.groups):
+            row[p, REPLICAS] = sum(in_service(r) for r in replicas)
+            row[p, WAITING] = sum(len(r.waiting) for r in replicas)
+            row[p, RUNNING] = sum(num_running(r, status) for r in replicas)
+            row[p, KV_USED] = sum(r.pool.num_used for r in replicas)
+            row[p, KV_TOTAL] = sum(r.pool.num_blocks for r in replicas)
+        row[0, WAITING] += len(fleet.central)  # the shared queue feeds the entry pool
+        return row
+
+    def series(self, horizon_s: float, steps: StepArrays, bill: Bill) -> TimeSeries:
+        """The samples on the grid up to the horizon, with the exact rates and $/hour."""
+        t_s = sample_times_s(self.interval_s, horizon_s)
+        rows = self.rows[:len(t_s)] or [self.snapshot()]  # (no sample: the run never ran)
+        rows += [rows[-1]] * (len(t_s) - len(rows))  # the sampler stopped: the state stayed as it was
+        state = np.stack(rows, axis=2)  # (pools, 5, samples)
+        width_s = np.minimum(self.interval_s, horizon_s - t_s)
+        edges_s = np.append(t_s, horizon_s)
+        table, pool_of = self.sim.table, replica_pool_index(self.sim.pools)
+        arrivals, completions, tokens = interval_counts(table, pool_of, self.sim.pools, edges_s)
+        per_s = lambda counts: np.divide(counts, width_s, out=np.zeros(counts.shape), where=width_s > 0)
+        return TimeSeries(
+            pools=tuple(p.role for p in self.sim.pools), interval_s=self.interval_s, horizon_s=horizon_s,
+            t_s=t_s, width_s=width_s, replicas=state[:, REPLICAS], waiting=state[:, WAITING], running=state[:, RUNNING],
+            kv_used_blocks=state[:, KV_USED], kv_total_blocks=state[:, KV_TOTAL],
+            usd_per_hour=usd_per_hour(bill, pool_of, state[:, REPLICAS], t_s, steps, edges_s, width_s),
+            arrivals_per_s=per_s(arrivals), completions_per_s=per_s(completions), output_tokens_per_s=per_s(tokens),
+        )
+
+
+def in_service(replica) -> bool:
+    # static fleets: every replica, always; an autoscaler marks replicas it has taken out
+    return getattr(replica, "in_service", True)
+
+
+def num_running(replica, status: np.ndarray) -> int:
+    """Requests in flight in the replica's batch (a static batch keeps its finished members until
+    it ends; they are out of the system), plus prefill-role KV transfers still leaving it."""
+    running = int(np.count_nonzero(status[replica.running] == IN_FLIGHT)) if replica.running else 0
+    return running + getattr(replica, "_outbound", 0)
+
+
+def pool_replicas(replicas: list, pools: list[Pool]) -> list[list]:
+    ends = np.cumsum([p.replicas for p in pools])
+    return [replicas[lo:hi] for lo, hi in zip(np.concatenate([[0], ends[:-1]]), ends)]
+
+
+def replica_pool_index(pools: list[Pool]) -> np.ndarray:
+    return np.repeat(np.arange(len(pools)), [p.replicas for p in pools])
+
+
+def sample_times_s(interval_s: float, horizon_s: float) -> np.ndarray:
+    """k x interval_s for every k with k x interval_s < horizon_s (at least t = 0)."""
+    n = max(1, math.ceil(horizon_s / interval_s))
+    while n > 1 and (n - 1) * interval_s >= horizon_s:  # ceil of a float ratio can overshoot by one
+        n -= 1
+    return np.arange(n) * interval_s
+
+
+def interval_counts(table, pool_of: np.ndarray, pools: list[Pool], edges_s: np.ndarray):
+    """(arrivals, completions, output tokens) per pool and interval; the last interval includes
+    the horizon itself (np.histogram closes its last bin)."""
+    n_pools, n = len(pools), table.num_requests
+    bins = lambda times: np.histogram(times, bins=edges_s)[0]
+    arrivals = np.zeros((n_pools, len(edges_s) - 1))
+    arrivals[0] = bins(table.arrival_s[:n])
+    done = table.status[:n] == COMPLETED
+    served_by = np.where(table.replica[:n] >= 0, pool_of[np.maximum(table.replica[:n], 0)], 0)
+    completions = np.stack([bins(table.finish_s[:n][done & (served_by == p)]) for p in range(n_pools)]).astype(float)
+    # token j of request i: its time, and the pool that emitted it
+    offsets = table.token_offset[:n + 1]
+    token_request = np.repeat(np.arange(n), np.diff(offsets))
+    token_pool = served_by[token_request]
+    if pools[0].role == "prefill":  # disaggregated: the prefill replica emits the first token
+        token_pool[offsets[:-1][np.diff(offsets) > 0]] = 0
+    token_time_s = table.token_time_s[:offsets[-1]]
+    emitted = ~np.isnan(token_time_s)
+    tokens = np.stack([bins(token_time_s[emitted & (token_pool == p)]) for p in range(n_pools)]).astype(float)
+    return arrivals, completions, tokens
+
+
+def usd_per_hour(bill: Bill, pool_of: np.ndarray, replicas: np.ndarray, t_s: np.ndarray, steps: StepArrays,
+                 edges_s: np.ndarray, width_s: np.ndarray) -> np.ndarray:
+    """Per pool: replicas in service x the pool's time rate in the clock hour of t_s, plus (owned
+    hardware) the utilisation rate x the pool's busy seconds in the interval."""
+    tariff = bill.tariff
+    rate = tariff.time_usd_per_s  # (replicas, hours); the last hour takes any overrun
+    hour = np.minimum((t_s // S_PER_HOUR).astype(np.int64), rate.shape[1] - 1)
+    n_pools = replicas.shape[0]
+    pool_rate = np.stack([rate[pool_of == p].mean(axis=0) for p in range(n_pools)])  # a pool's replicas share a rate
+    out = replicas * pool_rate[:, hour] * S_PER_HOUR
+    if tariff.util_usd_per_s:
+        for p in range(n_pools):
+            mine = pool_of[steps.step_replica] == p
+            busy_s = np.diff(cumulative_busy_s(steps.step_start_s[mine], steps.step_end_s[mine], edges_s))
+            out[p] += tariff.util_usd_per_s * S_PER_HOUR * np.divide(busy_s, width_s, out=np.zeros(len(busy_s)),
+                                                                     where=width_s > 0)
+    return out
+
+
+def cumulative_busy_s(start_s: np.ndarray, end_s: np.ndarray, at_s: np.ndarray) -> np.ndarray:
+    """Step-seconds before each time in at_s: sum of clip(t - start, 0, end - start), which is
+    sum over starts before t of (t - start) less the same over ends."""
+    def before(times: np.ndarray) -> np.ndarray:
+        times = np.sort(times)
+        count = np.searchsorted(times, at_s, side="left")
+        prefix = np.concatenate([[0.0], np.cumsum(times)])
+        return at_s * count - prefix[count]
+    return before(start_s) - before(end_s)
+
+
+# --- output ----------------------------------------------------------------------------------
+
+COLUMNS = ("t_s", "pool", "replicas", "waiting", "running", "kv_used_fraction", "usd_per_hour", "arrivals_per_s",
+           "completions_per_s", "output_tokens_per_s")
+
+
+def write_timeseries(ts: TimeSeries, path_csv: Path) -> Path:
+    """One row per sample time and pool."""
+    kv = ts.kv_used_fraction
+    with Path(path_csv).open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(COLUMNS)
+        for k, t in enumerate(ts.t_s):
+            for p, pool in enumerate(ts.pools):
+                writer.writerow([round(float(t), 9), pool, int(ts.replicas[p, k]), int(ts.waiting[p, k]),
+                                 int(ts.running[p, k]), f"{kv[p, k]:.6g}", f"{ts.usd_per_hour[p, k]:.6g}",
+                                 f"{ts.arrivals_per_s[p, k]:.6g}", f"{ts.completions_per_s[p, k]:.6g}",
+                                 f"{ts.output_tokens_per_s[p, k]:.6g}"])
+    return Path(path_csv)
+
+
+def plot_timeseries(ts: TimeSeries, path_png: Path, title: str = "") -> Path:
+    """Five panels on one time axis: replicas, queue and running, KV use, $/hour, request and
+    token rates. Rates and $ are drawn as steps over their intervals; states as read."""
+    from simcost.plots import plt  # matplotlib only when a figure is drawn
+
+    fig, axes = plt.subplots(5, 1, figsize=(9, 11), sharex=True)
+    ax_rep, ax_queue, ax_kv, ax_usd, ax_rate = axes
+    many = len(ts.pools) > 1
+    label = lambda name, pool: f"{name} ({pool})" if many else name
+    for p, pool in enumerate(ts.pools):
+        ax_rep.step(ts.t_s, ts.replicas[p], where="post", label=pool)
+        ax_queue.plot(ts.t_s, ts.waiting[p], label=label("waiting", pool))
+        ax_queue.plot(ts.t_s, ts.running[p], label=label("running", pool))
+        ax_kv.plot(ts.t_s, 100 * ts.kv_used_fraction[p], label=pool)
+        ax_usd.step(ts.t_s, ts.usd_per_hour[p], where="post", label=pool)
+    if many:
+        ax_usd.step(ts.t_s, ts.usd_per_hour.sum(axis=0), where="post", color="black", label="fleet")
+    ax_rate.step(ts.t_s, ts.arrivals_per_s.sum(axis=0), where="post", label="arrivals")
+    ax_rate.step(ts.t_s, ts.completions_per_s.sum(axis=0), where="post", label="completions")
+    ax_tok = ax_rate.twinx()
+    ax_tok.step(ts.t_s, ts.output_tokens_per_s.sum(axis=0), where="post", color="tab:green", alpha=0.6)
+    ax_tok.set_ylabel("output tok/s", color="tab:green")
+    ax_rate.set_zorder(ax_tok.get_zorder() + 1)  # request rates over the token rate
+    ax_rate.patch.set_visible(False)
+    ax_rep.set_ylim(0, 1.15 * max(1, ts.replicas.max()))  # headroom: flat lines stay off the frame
+    ax_rep.yaxis.get_major_locator().set_params(integer=True)
+    ax_kv.set_ylim(0, 100)
+    ax_usd.set_ylim(0, 1.15 * max(1e-9, ts.usd_per_hour.sum(axis=0).max()))
+    for ax, ylabel in zip(axes, ("replicas", "requests", "KV used (%)", "$/hour", "requests/s")):
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper right", fontsize=8)
+    ax_rate.set_xlabel(f"time (s); sampled every {ts.interval_s:g} s")
+    ax_rate.set_xlim(0, ts.horizon_s)
+    fig.suptitle(title or "over time")
+    fig.tight_layout()
+    fig.savefig(path_png, dpi=110)
+    plt.close(fig)
+    return Path(path_png)
