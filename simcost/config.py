@@ -234,6 +234,7 @@ class WorkloadConfig:
     tenant: str | None = None  # who the requests belong to (default: the trace's tenant column, else name)
     priority: int = 0  # scheduling class; lower is more urgent (vLLM's convention)
     slo: SloConfig | None = None  # this workload's limits; unset limits fall back to the scenario's slo
+    tags: tuple[str, ...] = ()  # "key=value" labels for cost reports (summary by_tag), e.g. ["team=search"]
     arrivals: ArrivalSpec | None = None
     clients: ClientsSpec | None = None
     input_tokens: LengthSpec | None = None
@@ -244,6 +245,10 @@ class WorkloadConfig:
     mix: tuple[WorkloadConfig, ...] | None = None
 
     def _check(self, path: str) -> None:
+        for i, tag in enumerate(self.tags):
+            key, sep, value = tag.partition("=")
+            if not (sep and key.strip() and value.strip()):
+                raise InputError(f"{path}.tags[{i}]", f"{tag!r}; expected key=value, e.g. team=search")
         if self.mix is not None:
             self._check_mix(path)
             return
@@ -260,6 +265,8 @@ class WorkloadConfig:
                 raise InputError(f"{path}.{name}", "missing; a synthetic workload needs input_tokens and output_tokens")
 
     def _check_mix(self, path: str) -> None:
+        if self.tags:
+            raise InputError(f"{path}.tags", "not used next to mix; give tags inside each mix entry")
         for name in ("arrivals", "clients", "input_tokens", "output_tokens", "session", "items", "trace", "slo",
                      "tenant"):
             if getattr(self, name) is not None:

@@ -98,9 +98,7 @@ def summarize(scenario: Scenario, dep: Deployment, table: RequestTable, steps: S
         "replicas": scenario.fleet.num_replicas,
         "router": scenario.fleet.router,
         "kv_blocks_per_replica": dep.num_kv_blocks,
-        "pools": [{"role": p.role, "replicas": p.replicas, "device": p.deployment.device.key,
-                   "tensor_parallel": p.deployment.tensor_parallel, "kv_blocks_per_replica": p.deployment.num_kv_blocks,
-                   "usd_per_hour": p.replicas * p.deployment.price_usd_per_hour} for p in pools],
+        "pools": pool_rows(pools, steps, bill, horizon_s),
         "horizon_s": horizon_s,
         "measured_window_s": window_s,
         "ttft_s": stats(lat["ttft_s"][measured]),
@@ -147,6 +145,25 @@ def summarize(scenario: Scenario, dep: Deployment, table: RequestTable, steps: S
     }
 
 
+def pool_rows(pools: list[Pool], steps: StepArrays, bill: Bill, horizon_s: float) -> list[dict]:
+    """Each pool's replicas and what they cost: `usd` is its replicas' running charges plus their
+    minimum-charge top-ups (pools add up to the bill less any unused fleet-wide commitment);
+    `allocated_usd` what its steps cost, handed to requests."""
+    rows, first = [], 0
+    for p in pools:
+        replicas = slice(first, first + p.replicas)
+        in_pool = (steps.step_replica >= first) & (steps.step_replica < first + p.replicas)
+        busy_s = float(bill.replica_busy_s[replicas].sum())
+        rows.append({"role": p.role, "replicas": p.replicas, "device": p.deployment.device.key,
+                     "tensor_parallel": p.deployment.tensor_parallel, "kv_blocks_per_replica": p.deployment.num_kv_blocks,
+                     "usd_per_hour": p.replicas * p.deployment.price_usd_per_hour,
+                     "usd": float(bill.replica_hour_usd[replicas].sum() + bill.tariff.minimum_usd[replicas].sum()),
+                     "allocated_usd": float(bill.step_usd[in_pool].sum()),
+                     "utilization": busy_s / (p.replicas * horizon_s) if horizon_s > 0 else 0.0})
+        first += p.replicas
+    return rows
+
+
 def breakdowns(scenario: Scenario, table: RequestTable, lat: dict, measured: np.ndarray, good: np.ndarray,
                bill: Bill, session_counts: dict) -> dict:
     """Per workload (when the scenario mixes several), per tenant (when there are several), and
@@ -160,6 +177,10 @@ def breakdowns(scenario: Scenario, table: RequestTable, lat: dict, measured: np.
     if len(table.tenant_names) > 1:
         out["by_tenant"] = {name: _group(table.tenant == code, table, lat, measured, good, bill)
                             for code, name in enumerate(table.tenant_names)}
+    tags = sorted({tag for entry in workload.entries() for tag in entry.tags})
+    if tags:  # a request carries its workload's tags; groups overlap when a workload has several
+        out["by_tag"] = {tag: _group(np.isin(table.workload, [i for i, e in enumerate(workload.entries()) if tag in e.tags]),
+                                     table, lat, measured, good, bill) for tag in tags}
     if any(e.session is not None for e in workload.entries()):
         out["sessions"] = session_summary(scenario, table, session_counts)
     if any(e.clients is not None for e in workload.entries()):

@@ -194,3 +194,22 @@ def test_printed_tables(runs):
     show, charge = (format_summary(r.summary) for r in runs)
     assert "showback $" in show and "(unallocated)" in show and "left as its own line" in show
     assert "chargeback $" in charge and "(unallocated)" not in charge and "by allocated cost" in charge
+
+
+def test_pools_and_tags_add_up():
+    """Pool rows add up to the bill (no commitment here); tag groups hold their workloads' requests."""
+    from scenarios import scenario as make
+    from simcost.sim import Simulation
+
+    chat = {"name": "chat", "tags": ["team=assist", "env=prod"], "arrivals": {"process": "poisson", "rate_per_s": 2.0},
+            "input_tokens": {"dist": "fixed", "value": 300}, "output_tokens": {"dist": "fixed", "value": 50}}
+    code = dict(chat, name="code", tags=["team=devtools", "env=prod"])
+    res = Simulation(make(workload={"mix": [chat, code]}, fleet={"router": "join_shortest_queue",
+                          "disaggregation": {"prefill_replicas": 1, "decode_replicas": 2}})).run()
+    s = res.summary
+    assert sum(p["usd"] for p in s["pools"]) == pytest.approx(res.bill.total_usd, rel=1e-9)
+    assert sum(p["allocated_usd"] for p in s["pools"]) == pytest.approx(res.bill.busy_usd, rel=1e-9)
+    by_tag = s["by_tag"]
+    assert by_tag["env=prod"]["arrived"] == s["requests"]["arrived"]
+    assert by_tag["team=assist"]["arrived"] + by_tag["team=devtools"]["arrived"] == s["requests"]["arrived"]
+    assert by_tag["team=assist"]["arrived"] == s["by_workload"]["chat"]["arrived"]

@@ -214,3 +214,9 @@ def test_items_add_prompt_tokens_and_need_a_roofline():
     np.testing.assert_array_equal(with_items.input_tokens - 576 * with_items.items, plain.input_tokens)
     with pytest.raises(InputError, match="constant"):
         Simulation(scenario(workload=workload, perf={"model": "constant", "prefill_s_per_token": 1e-4}))
+
+
+def test_tags_must_be_key_value():
+    with pytest.raises(InputError) as exc:
+        scenario(workload=dict(CHAT, tags=["team"]))
+    assert exc.value.where == "workload.tags[0]"
