@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simcost.kvcache import blocks_for
 from simcost.prefix_cache import PrefixBlockPool, PrefixHit, session_block_keys, trace_block_keys
 from simcost.request_table import RequestTable
 
@@ -103,7 +102,3 @@ class PrefixReuse:
         if len(keys) > done:
             self.named.setdefault(rid, []).extend(self.pool.register(keys[done:]))
             self.offered[rid] = len(keys)
-
-    def new_blocks(self, hit: PrefixHit, num_tokens: int) -> int:
-        """Private blocks a request needs for its first num_tokens tokens beyond the cached run."""
-        return blocks_for(num_tokens, self.block_size) - hit.num_blocks

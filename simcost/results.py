@@ -1,8 +1,9 @@
 """Writing a run to a results folder, and the text table the CLI prints.
 
 A folder holds: summary.json (schema in the README), requests.csv or requests.parquet (one row
-per request), scenario.yaml (the scenario as run, overrides and seed applied), latency.png, and the bill in
-FOCUS format: focus.csv (plus focus.parquet when pyarrow is installed; see `simcost.focus`).
+per request), scenario.yaml (the scenario as run, overrides and seed applied), latency.png, the bill in
+FOCUS format: focus.csv (plus focus.parquet when pyarrow is installed; see `simcost.focus`), and the
+fleet over time: timeseries.csv and timeseries.png (see `simcost.timeseries`).
 """
 
 from __future__ import annotations
