@@ -94,8 +94,13 @@ class Fleet:
         # where requests enter, and (disaggregated) where they go after their prefill
         self.entry_pool = [r for r in self.replicas if getattr(r, "role", "both") != "decode"]
         self.decode_pool = [r for r in self.replicas if getattr(r, "role", "both") == "decode"]
+        # the most blocks one request may hold where it ends (decode pool, or the only pool) and
+        # where its prompt is computed: pool sizes are fixed for the run
+        self._max_blocks_whole = (self.decode_pool or self.entry_pool)[0].max_blocks_admissible()
+        self._max_blocks_prompt = self.entry_pool[0].max_blocks_admissible()
         self.central = WaitingQueue(queue_key)  # shared_queue only
-        self.tokens = TokenLoad(table, self.replicas)  # least_outstanding_tokens' view, kept for every router
+        # least_outstanding_tokens' view of each replica's work; other routers skip its bookkeeping
+        self.tokens = TokenLoad(table, self.replicas) if router == "least_outstanding_tokens" else None
         routing = RoutingContext(rng, self.tokens, affinity_key, affinity_load_bound)
         self.entry_router = ROUTERS[router](self.entry_pool, routing) if router in ROUTERS else None
         self.decode_router = (ROUTERS[DECODE_ROUTER.get(router, router)](self.decode_pool, routing)
@@ -138,9 +143,8 @@ class Fleet:
             return "exceeds_batch_tokens"
         # at its longest, a request holds the KV of its prompt and all but its last output token
         # (disaggregated: its prompt on a prefill replica, all of it on a decode replica)
-        last_pool = self.decode_pool or self.entry_pool
-        if (blocks_for(n_in + n_out - 1, self.block_size) > last_pool[0].max_blocks_admissible()
-                or blocks_for(n_in, self.block_size) > self.entry_pool[0].max_blocks_admissible()):
+        if (blocks_for(n_in + n_out - 1, self.block_size) > self._max_blocks_whole
+                or blocks_for(n_in, self.block_size) > self._max_blocks_prompt):
             return "exceeds_kv_capacity"
         return ""
 
@@ -150,13 +154,15 @@ class Fleet:
         return router.pick(rid)
 
     def _submit(self, replica, rid: int) -> None:
-        self.tokens.add(replica.index, rid)
+        if self.tokens is not None:
+            self.tokens.add(replica.index, rid)
         replica.submit(rid)
 
     def _to_decode(self, rid: int) -> None:
         """Disaggregation: a request whose KV has arrived joins a decode replica (never
         rejected there: its prefill is already paid for)."""
-        self.tokens.remove(int(self.table.replica[rid]), rid)  # it has left its prefill replica
+        if self.tokens is not None:
+            self.tokens.remove(int(self.table.replica[rid]), rid)  # it has left its prefill replica
         self._submit(self._route(self.decode_router, rid), rid)
 
     def _dispatch_central(self) -> None:
@@ -168,7 +174,8 @@ class Fleet:
 
     def _on_finish(self, replica_index: int, rid: int) -> None:
         self.num_completed += 1
-        self.tokens.remove(replica_index, rid)
+        if self.tokens is not None:
+            self.tokens.remove(replica_index, rid)
         if self.central:
             self._dispatch_central()
         if self.on_done is not None:

@@ -45,7 +45,7 @@ class StepLog:
         """One record: a prefill step (prefill=True) or a span of decode steps. `member_prefill`
         says which members' tokens are prompt tokens (default: all of a prefill record, none of
         a decode span; a chunked step mixes both)."""
-        self._member_prefill.append(np.full(len(members), prefill) if member_prefill is None else member_prefill)
+        self._member_prefill.append(member_prefill)  # None: all as the record (filled in arrays())
         self._prefill.append(prefill)
         self._replica.append(replica)
         self._start_s.append(start_s)
@@ -56,6 +56,14 @@ class StepLog:
 
     def __len__(self) -> int:
         return len(self._replica)
+
+    def _member_prefill_array(self, num_members: np.ndarray) -> np.ndarray:
+        out = np.repeat(np.asarray(self._prefill, dtype=bool), num_members)
+        offsets = np.concatenate(([0], np.cumsum(num_members)))
+        for r, flags in enumerate(self._member_prefill):
+            if flags is not None:  # a chunked step: prompt and decode tokens side by side
+                out[offsets[r]:offsets[r + 1]] = flags
+        return out
 
     def arrays(self) -> "StepArrays":
         num_steps = np.array([len(e) for e in self._step_end_s], dtype=np.int64)
@@ -80,7 +88,7 @@ class StepLog:
             record_prefill=np.asarray(self._prefill, dtype=bool),
             member_request=cat(self._members, np.int64),
             member_tokens=cat(self._member_tokens, np.int64),
-            member_prefill=cat(self._member_prefill, bool),
+            member_prefill=self._member_prefill_array(num_members),
         )
 
 

@@ -18,41 +18,49 @@ from simcost.config import EngineConfig
 from simcost.request_table import RequestTable
 
 
-class WaitingQueue:
-    def __init__(self, key: Callable[[int], tuple] | None = None):
-        self.key = key  # None: fcfs
-        self._fifo: deque[int] = deque()
+class FifoQueue(deque):
+    """fcfs: a deque (len and truth at C speed: the engine asks at every step boundary)."""
+
+    push = deque.append
+    push_preempted = deque.appendleft  # back to the head
+    pop = deque.popleft
+
+    def head(self) -> int:
+        return self[0]
+
+
+class KeyedQueue:
+    """priority / sjf: a heap of (key, request id)."""
+
+    def __init__(self, key: Callable[[int], tuple]):
+        self.key = key
         self._heap: list[tuple[tuple, int]] = []
 
     def __len__(self) -> int:
-        return len(self._fifo) if self.key is None else len(self._heap)
+        return len(self._heap)
 
     def __bool__(self) -> bool:
-        return len(self) > 0
+        return bool(self._heap)
 
     def __iter__(self) -> Iterator[int]:
         """Requests in admission order (a copy: for tests and reports, not the hot path)."""
-        if self.key is None:
-            return iter(list(self._fifo))
         return iter([rid for _, rid in sorted(self._heap)])
 
     def head(self) -> int:
-        return self._fifo[0] if self.key is None else self._heap[0][1]
+        return self._heap[0][1]
 
     def push(self, rid: int) -> None:
-        if self.key is None:
-            self._fifo.append(rid)
-        else:
-            heapq.heappush(self._heap, (self.key(rid), rid))
+        heapq.heappush(self._heap, (self.key(rid), rid))
 
-    def push_preempted(self, rid: int) -> None:
-        if self.key is None:
-            self._fifo.appendleft(rid)
-        else:
-            heapq.heappush(self._heap, (self.key(rid), rid))
+    push_preempted = push  # by its key: ahead of later arrivals of its class
 
     def pop(self) -> int:
-        return self._fifo.popleft() if self.key is None else heapq.heappop(self._heap)[1]
+        return heapq.heappop(self._heap)[1]
+
+
+def WaitingQueue(key: Callable[[int], tuple] | None = None) -> FifoQueue | KeyedQueue:  # noqa: N802 (a factory)
+    """The queue for `key` (None: fcfs)."""
+    return FifoQueue() if key is None else KeyedQueue(key)
 
 
 def queue_key(engine: EngineConfig, table: RequestTable, priority_by_workload: np.ndarray,

@@ -227,7 +227,8 @@ def test_disaggregated_fleet_routes_both_pools(router):
     more = t.output_tokens > 1
     assert (t.replica[more] >= 2).all() and (t.replica[~more] < 2).all()
     assert len(np.unique(t.replica[more])) == 3  # the decode pool is balanced, not pinned
-    assert sim.fleet.tokens.counted == [0] * 5
+    if sim.fleet.tokens is not None:  # kept only for least_outstanding_tokens
+        assert sim.fleet.tokens.counted == [0] * 5
 
 
 def test_load_bound_below_one_is_refused():
