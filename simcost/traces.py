@@ -72,6 +72,9 @@ def trace_path(name: str, key: str = "workload.trace.name") -> Path:
         return path
     if path.exists():
         raise InputError(key, f"'{name}' is a directory, not a trace file")
+    if name.startswith("servegen_"):  # a common mix-up: those files are arrival statistics
+        raise InputError(key, f"'{name}' is not a request trace: ServeGen files hold per-client arrival rates; "
+                              "use them as workload.arrivals: {process: servegen, servegen_file: ...}")
     raise InputError(key,
                      f"'{name}' is neither a bundled trace nor an existing file{closest(name, BUNDLED)}")
 
