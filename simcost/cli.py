@@ -98,6 +98,19 @@ def _parser() -> argparse.ArgumentParser:
     insp_p.add_argument("--json", type=Path, default=None, help="JSON file to write with every number")
     insp_p.set_defaults(func=_cmd_trace_inspect)
 
+    size_p = sub.add_parser("size", help="the cheapest fleet meeting the SLO: devices x replicas x knobs x pricing")
+    common(size_p)
+    size_p.add_argument("--devices", required=True, help="comma-separated device keys, e.g. h100-sxm,a100-80gb,l40s")
+    size_p.add_argument("--tensor-parallel", default=None, help="comma-separated degrees, e.g. 1,2 (default the scenario's)")
+    size_p.add_argument("--policies", default=None, help="comma-separated engine.policy values, e.g. chunked,prefill_first")
+    size_p.add_argument("--pricing", action="append", default=[], metavar="YAML",
+                        help="a fleet.pricing option, e.g. '{model: spot, spot_usd_per_device_hour: 2.5}' (repeatable; "
+                             "default the scenario's)")
+    size_p.add_argument("--max-replicas", type=int, default=16, help="largest fleet.replicas tried (default 16)")
+    size_p.add_argument("--seeds", type=int, default=1, help="each point must meet the SLO on K seeds (default 1)")
+    size_p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel processes")
+    size_p.set_defaults(func=_cmd_size)
+
     cm_p = sub.add_parser("commitments", help="choose the reserved or savings-plan commitment for a run's demand")
     common(cm_p)
     cm_p.add_argument("--reserved-usd-per-device-hour", type=float, default=None,
@@ -207,6 +220,34 @@ def _cmd_trace_inspect(args) -> int:
         written.append(write_json(info, args.json))
     if written:
         print(f"\nwrote {', '.join(map(str, written))}")
+    return 0
+
+
+def _cmd_size(args) -> int:
+    import yaml
+
+    from simcost.config import load_scenario
+    from simcost.sizing import candidate_options, format_sizing, size
+
+    def items(text):
+        return [s.strip() for s in text.split(",") if s.strip()] if text else [None]
+
+    tp = []
+    for item in items(args.tensor_parallel):
+        if item is not None and not item.isdigit():
+            raise InputError("--tensor-parallel", f"'{item}'; expected whole numbers, e.g. 1,2")
+        tp.append(None if item is None else int(item))
+    pricing = []
+    for text in args.pricing or [None]:
+        value = yaml.safe_load(text) if text else None
+        value = {"model": value} if isinstance(value, str) else value  # 'on_demand' alone is a model name
+        if value is not None and not isinstance(value, dict):
+            raise InputError("--pricing", f"'{text}'; expected a model name or a mapping such as '{{model: spot, ...}}'")
+        pricing.append(value)
+    scenario = load_scenario(args.scenario, args.overrides, args.seed)
+    options = candidate_options(items(args.devices), tp, items(args.policies), pricing)
+    result = size(scenario, options, args.max_replicas, args.seeds, args.jobs)
+    print(format_sizing(result))
     return 0
 
 
