@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from simcost.config import load_scenario
+from simcost.frontier import plot_frontier
 from simcost.plots import latency_vs_spend
 from simcost.results import write_run
 from simcost.sim import run
@@ -63,6 +64,9 @@ def sweep(scenario_path: str, param: str, values: list, out_dir: Path, overrides
     write_table(rows, param, out_dir / "sweep.csv")
     (out_dir / "sweep.json").write_text(json.dumps(rows, indent=2) + "\n")
     latency_vs_spend(rows, param, out_dir / "sweep.png")
+    slo = load_scenario(scenario_path, tuple(overrides), seed).slo
+    plot_frontier(rows, "p99_ttft_s", "usd_per_hour", slo.ttft_s, out_dir / "frontier.png",
+                  label_key=param, title=f"p99 TTFT vs $/hour over {param}")
     return rows
 
 

@@ -60,7 +60,7 @@ def test_sweep_writes_table_and_plot(tmp_path):
     assert lines[0].startswith("fleet.replicas,") and len(lines) == 3
     rows = json.loads((out / "sweep.json").read_text())
     assert rows[1]["usd_per_hour"] == pytest.approx(2 * rows[0]["usd_per_hour"])
-    assert (out / "sweep.png").stat().st_size > 1000
+    assert (out / "sweep.png").stat().st_size > 1000 and (out / "frontier.png").stat().st_size > 1000
     assert (out / "fleet.replicas=2" / "summary.json").exists()
 
 
