@@ -112,13 +112,8 @@ class BatchReplica:
 
     # --- the router's side -------------------------------------------------------------------
 
-    @property
-    def num_outstanding(self) -> int:
-        return len(self.waiting) + len(self.running)
-
-    def max_blocks_admissible(self) -> int:
-        """Blocks one request may ever hold here: the whole pool less the admission watermark."""
-        return self.pool.num_blocks - self.pool.watermark_blocks
+    num_outstanding = Replica.num_outstanding  # waiting + running, as the routers count it
+    max_blocks_admissible = Replica.max_blocks_admissible
 
     def submit(self, rid: int) -> None:
         self.table.replica[rid] = self.index

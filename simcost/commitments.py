@@ -111,10 +111,25 @@ def _replica_devices(result) -> np.ndarray:
     return np.repeat([p.deployment.num_devices for p in result.pools], [p.replicas for p in result.pools])
 
 
+class _Saving:
+    """What a plan saves against putting the same demand all on demand."""
+
+    cost_usd: float
+    on_demand_cost_usd: float
+
+    @property
+    def saving_usd(self) -> float:
+        return self.on_demand_cost_usd - self.cost_usd
+
+    @property
+    def saving_fraction(self) -> float:
+        return self.saving_usd / self.on_demand_cost_usd if self.on_demand_cost_usd else 0.0
+
+
 # --- reserved ---------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class ReservedPlan:
+class ReservedPlan(_Saving):
     devices: int  # R: reserved devices, paid every hour
     on_demand_usd_per_device_hour: float
     reserved_usd_per_device_hour: float  # effective: upfront amortised + recurring
@@ -128,14 +143,6 @@ class ReservedPlan:
     def break_even_utilization(self) -> float:
         """The share of hours a reserved device must be used to beat on demand: r / o."""
         return self.reserved_usd_per_device_hour / self.on_demand_usd_per_device_hour
-
-    @property
-    def saving_usd(self) -> float:
-        return self.on_demand_cost_usd - self.cost_usd
-
-    @property
-    def saving_fraction(self) -> float:
-        return self.saving_usd / self.on_demand_cost_usd if self.on_demand_cost_usd else 0.0
 
     @property
     def mean_utilization(self) -> float | None:
@@ -191,7 +198,7 @@ def reserved_utilization(demand, devices: int) -> np.ndarray:
 # --- savings plan -----------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class SavingsPlanChoice:
+class SavingsPlanChoice(_Saving):
     commitment_usd_per_hour: float  # C
     discount: float  # d
     on_demand_usd_per_device_hour: float
@@ -205,14 +212,6 @@ class SavingsPlanChoice:
     def break_even_utilization(self) -> float:
         """The share of hours a dollar of commitment must be used to beat on demand: 1 - d."""
         return 1.0 - self.discount
-
-    @property
-    def saving_usd(self) -> float:
-        return self.on_demand_cost_usd - self.cost_usd
-
-    @property
-    def saving_fraction(self) -> float:
-        return self.saving_usd / self.on_demand_cost_usd if self.on_demand_cost_usd else 0.0
 
     @property
     def covered_devices(self) -> float:

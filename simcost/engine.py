@@ -493,11 +493,17 @@ def swap_link(engine: EngineConfig, dep: Deployment) -> SwapLink | None:
     """The swap path of `engine.preemption: swap` for deployment `dep` (None for recompute)."""
     if engine.preemption != "swap":
         return None
+    capacity_tokens = int(engine.swap_space_gb * 2 ** 30 * dep.tensor_parallel / dep.kv_bytes_per_token)
+    return SwapLink(host_kv_s_per_token(engine, dep, "engine.preemption"), capacity_tokens)
+
+
+def host_kv_s_per_token(engine: EngineConfig, dep: Deployment, key: str) -> float:
+    """Seconds to move one token's KV between a replica and host memory (swap, host prefix
+    tier): each tensor-parallel device moves its shard over its own host link, in parallel.
+    `key` names the setting that needs the link, for the error when there is none."""
     link_bytes_per_s = (engine.host_link_gb_per_s * 1e9 if engine.host_link_gb_per_s is not None
                         else dep.device.host_link_bytes_per_s)
     if link_bytes_per_s is None:
-        raise InputError("engine.preemption", f"swap needs a host link; the catalog gives none for {dep.device.key} "
-                         "(its KV already lives in host memory, or the link is not published): set engine.host_link_gb_per_s")
-    t = dep.tensor_parallel
-    capacity_tokens = int(engine.swap_space_gb * 2 ** 30 * t / dep.kv_bytes_per_token)
-    return SwapLink(s_per_token=dep.kv_bytes_per_token / t / link_bytes_per_s, capacity_tokens=capacity_tokens)
+        raise InputError(key, f"needs a host link; the catalog gives none for {dep.device.key} (its KV already "
+                              "lives in host memory, or the link is not published): set engine.host_link_gb_per_s")
+    return dep.kv_bytes_per_token / dep.tensor_parallel / link_bytes_per_s

@@ -6,14 +6,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import simpy
 
 from simcost.cluster import Disaggregation, Fleet
 from simcost.config import Scenario
-from simcost.engine import swap_link
+from simcost.engine import host_kv_s_per_token, swap_link
 from simcost.errors import InputError
 from simcost.kv_reuse import PrefixSpec, prefix_spec
 from simcost.ledger import Bill, StepArrays, StepLog, settle
@@ -84,7 +84,7 @@ class Simulation:
                              f"{req.prefix_block_tokens}-token prefix blocks; prefix caching needs it to")
         host_s_per_token = 0.0
         if eng.host_cache_blocks:
-            host_s_per_token = swap_link(replace(eng, preemption="swap"), dep).s_per_token
+            host_s_per_token = host_kv_s_per_token(eng, dep, "engine.host_cache_blocks")
         session_prefix = np.array([e.session is not None for e in self.scenario.workload.entries()])
         return prefix_spec(self.table, req.prefix_block_ids, req.prefix_block_tokens, session_prefix,
                            dep.block_size, eng.host_cache_blocks, host_s_per_token)

@@ -99,3 +99,6 @@ def test_prefix_caching_refuses_what_it_cannot_do():
         mooncake(preemption="swap")
     with pytest.raises(InputError, match="prefix_caching"):
         scenario(engine={"policy": "static", "prefix_caching": True})
+    with pytest.raises(InputError) as exc:  # a CPU has no host link to a separate KV memory
+        Simulation(scenario(hardware={"device": "xeon-8480"}, engine={"prefix_caching": True, "host_cache_blocks": 100}))
+    assert exc.value.where == "engine.host_cache_blocks"
