@@ -19,9 +19,13 @@ times weighs as much as one measured 5 times. The fit minimises relative residua
 loss (scale 5 %) so that a few wrong points (Splitwise's TP2 batch-64 prefill) bend the fit
 little; they are reported, not dropped.
 
-`allreduce_latency_s` only shows when the data holds two or more tensor-parallel degrees > 1
-(with one degree it is a constant per step, indistinguishable from `step_overhead_s`); otherwise
-it is held at the catalog's value and the profile says so.
+Six factors are fitted: mfu, mbu, step_overhead_s, allreduce_latency_s, prefill_overhead_s (the
+extra cost of a step with prefill: eager-mode kernel launches, prompt metadata) and
+attention_efficiency (the attention kernels' rate relative to the GEMMs'). A factor the data
+cannot tell apart from another is held at the catalog's value and the profile says why:
+`allreduce_latency_s` needs two or more tensor-parallel degrees > 1 (with one degree it is a
+constant per step, like `step_overhead_s`); `prefill_overhead_s` needs both prefill and decode
+points; `attention_efficiency` needs prefill points of two or more prompt lengths.
 """
 
 from __future__ import annotations
@@ -39,8 +43,9 @@ from scipy.optimize import least_squares
 
 from simcost.catalog import DeviceSpec, ModelSpec, get_device, get_model
 from simcost.errors import InputError
-from simcost.perf import (BYTES_PER_ELEMENT, EFFICIENCY_FACTORS, compute_format_for, roofline_params,
-                          step_time_s)
+from simcost.perf import compute_format_for
+from simcost.step_model import (BYTES_PER_ELEMENT, EFFICIENCY_FACTORS, FACTOR_DEFAULTS,
+                                default_factors, roofline_params, step_time_s)
 
 __all__ = ["StepPoint", "Fit", "read_points", "fit_factors", "predict_s", "write_profile", "load_profile",
            "format_table", "error_summary"]
@@ -50,10 +55,13 @@ SPLITWISE_COLUMNS = ("model", "hardware", "prompt_size", "batch_size", "token_si
 GENERIC_COLUMNS = ("kind", "batch_size", "prompt_tokens", "context_tokens", "tensor_parallel", "step_time_ms")
 ROBUST_SCALE = 0.05  # soft_l1 turns from quadratic to linear at 5 % relative error
 # Lower bounds keep the rates positive (the roofline divides by them); (0, 1] is the physical range.
-_LOWER = {"mfu": 1e-3, "mbu": 1e-3, "step_overhead_s": 0.0, "allreduce_latency_s": 0.0}
-_UPPER = {"mfu": 1.0, "mbu": 1.0, "step_overhead_s": np.inf, "allreduce_latency_s": np.inf}
-# Times are fitted in ms / us so that all four unknowns are of order 1 for the solver.
-_SCALE = {"mfu": 1.0, "mbu": 1.0, "step_overhead_s": 1e-3, "allreduce_latency_s": 1e-6}
+_LOWER = {"mfu": 1e-3, "mbu": 1e-3, "step_overhead_s": 0.0, "allreduce_latency_s": 0.0, "prefill_overhead_s": 0.0,
+          "attention_efficiency": 1e-3}
+_UPPER = {"mfu": 1.0, "mbu": 1.0, "step_overhead_s": np.inf, "allreduce_latency_s": np.inf,
+          "prefill_overhead_s": np.inf, "attention_efficiency": 1.0}
+# Times are fitted in ms / us so that all unknowns are of order 1 for the solver.
+_SCALE = {"mfu": 1.0, "mbu": 1.0, "step_overhead_s": 1e-3, "allreduce_latency_s": 1e-6, "prefill_overhead_s": 1e-3,
+          "attention_efficiency": 1.0}
 
 
 @dataclass(frozen=True)
@@ -206,22 +214,40 @@ def predict_s(pair: Pair, points: list[StepPoint], factors: dict[str, float]) ->
 @dataclass(frozen=True)
 class Fit:
     factors: dict[str, float]
-    fixed: tuple[str, ...]  # held at the catalog's value, and why
-    why_fixed: str
+    fixed: tuple[str, ...]  # held at the catalog's value
+    reasons: dict[str, str]  # why each of `fixed` is held
     loss: str
     predicted_s: np.ndarray
     measured_s: np.ndarray
+
+    @property
+    def why_fixed(self) -> str:
+        return "; ".join(f"{n}: {self.reasons[n]}" for n in self.fixed)
+
+
+def unidentifiable(points: list[StepPoint]) -> dict[str, str]:
+    """The factors `points` cannot tell apart from others, and why."""
+    out = {}
+    if len({pt.tensor_parallel for pt in points if pt.tensor_parallel > 1}) < 2:
+        out["allreduce_latency_s"] = ("the data has fewer than two tensor-parallel degrees > 1, so the all-reduce "
+                                      "latency cannot be told from step_overhead_s")
+    kinds = {pt.kind for pt in points}
+    if kinds != {"prefill", "decode"}:
+        out["prefill_overhead_s"] = "the data needs both prefill and decode points to tell it from step_overhead_s"
+    if len({pt.prompt_tokens for pt in points if pt.kind == "prefill"}) < 2:
+        out["attention_efficiency"] = "the data needs prefill points of two or more prompt lengths"
+    return out
 
 
 def fit_factors(pair: Pair, points: list[StepPoint], loss: str = "soft_l1",
                 fixed: tuple[str, ...] = ()) -> Fit:
     """Least-squares factors for `points` (relative residuals), starting from the catalog's."""
-    start = {name: getattr(pair.device, name) for name in EFFICIENCY_FACTORS}
-    why = ""
-    degrees = {pt.tensor_parallel for pt in points if pt.tensor_parallel > 1}
-    if len(degrees) < 2 and "allreduce_latency_s" not in fixed:
-        fixed = fixed + ("allreduce_latency_s",)
-        why = "the data has fewer than two tensor-parallel degrees > 1, so the all-reduce latency cannot be told from step_overhead_s"
+    start = default_factors(pair.device)
+    reasons = {n: "held at the catalog value on request" for n in fixed}
+    for name, why in unidentifiable(points).items():
+        if name not in reasons:
+            reasons[name] = why
+    fixed = tuple(n for n in EFFICIENCY_FACTORS if n in reasons)
     free = [n for n in EFFICIENCY_FACTORS if n not in fixed]
     measured = np.array([pt.step_time_s for pt in points])
 
@@ -238,8 +264,10 @@ def fit_factors(pair: Pair, points: list[StepPoint], loss: str = "soft_l1",
     upper = [_UPPER[n] / _SCALE[n] for n in free]
     result = least_squares(residuals, x0, bounds=(lower, upper), loss=loss, f_scale=ROBUST_SCALE,
                            x_scale=1.0, xtol=1e-12, ftol=1e-12, gtol=1e-12, max_nfev=2000)
-    factors = factors_of(result.x)
-    return Fit(factors, tuple(fixed), why, loss, predict_s(pair, points, factors), measured)
+    # a factor the solver leaves a rounding error above its lower bound is at the bound (6e-25 s is 0 s)
+    x = np.where(result.x - np.array(lower) < 1e-9, np.array(lower), result.x)
+    factors = factors_of(x)
+    return Fit(factors, fixed, reasons, loss, predict_s(pair, points, factors), measured)
 
 
 # --- reporting ------------------------------------------------------------------------------
@@ -284,7 +312,7 @@ def write_profile(out: str | Path, pair: Pair, fit: Fit, points: list[StepPoint]
         "model": pair.model.key,
         "weight_format": pair.weight_format,
         "factors": {n: float(f"{v:.6g}") for n, v in fit.factors.items()},
-        "fixed": {n: fit.why_fixed or "held at the catalog value on request" for n in fit.fixed},
+        "fixed": {n: fit.reasons[n] for n in fit.fixed},
         "data": {"file": str(data_path), "sha256": hashlib.sha256(data_path.read_bytes()).hexdigest(),
                  "points": len(points), "measured_steps": sum(pt.repeats for pt in points),
                  "tensor_parallel": sorted({pt.tensor_parallel for pt in points})},
@@ -313,6 +341,8 @@ def load_profile(path: str | Path, device_key: str, model_key: str, where: str =
     factors = {}
     for name in EFFICIENCY_FACTORS:
         value = raw["factors"].get(name)
+        if value is None and name in FACTOR_DEFAULTS:
+            continue  # a profile written before this factor existed: the catalog's value stands
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not (_LOWER[name] <= value <= _UPPER[name]):
             raise InputError(where, f"{path}: factors.{name} = {value!r}; expected a number in [{_LOWER[name]}, {_UPPER[name]}]")
         factors[name] = float(value)

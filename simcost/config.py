@@ -305,26 +305,38 @@ class ModelConfig:
 class HardwareConfig:
     device: str
     tensor_parallel: int = field(default=1, metadata=bounds(ge=1))
+    # stages of tensor_parallel devices each; a replica spans tensor_parallel * pipeline_parallel devices
+    pipeline_parallel: int = field(default=1, metadata=bounds(ge=1))
     memory_utilization: float = field(default=0.9, metadata=bounds(gt=0, le=1))
+    devices_per_node: int | None = field(default=None, metadata=bounds(ge=1))  # None: catalog, else 8 GPUs/TPUs, 2 CPUs, 1 edge
+    pipeline_link_gb_per_s: float | None = field(default=None, metadata=bounds(gt=0))  # None: the device's scale-up link
 
 
 @dataclass(frozen=True, kw_only=True)
 class PerfConfig:
     """Step-time model. `roofline` (DESIGN.md section 4) takes its efficiency factors from the
     device catalog unless overridden here; `constant` is for tests and theory checks:
-    prefill step = step_overhead_s + prefill_s_per_token * tokens, decode step = decode_step_s."""
+    prefill step = step_overhead_s + prefill_s_per_token * tokens, decode step = decode_step_s;
+    `table` interpolates the measured step times of `table` (simcost.step_table)."""
 
-    model: Literal["roofline", "constant"] = "roofline"
+    model: Literal["roofline", "constant", "table"] = "roofline"
     mfu: float | None = field(default=None, metadata=bounds(gt=0, le=1))
     mbu: float | None = field(default=None, metadata=bounds(gt=0, le=1))
     step_overhead_s: float | None = field(default=None, metadata=bounds(ge=0))
+    prefill_overhead_s: float | None = field(default=None, metadata=bounds(ge=0))  # roofline: extra per step with prefill
+    attention_efficiency: float | None = field(default=None, metadata=bounds(gt=0, le=1))  # roofline: attention rate / GEMM rate
     prefill_s_per_token: float = field(default=0.0, metadata=bounds(ge=0))
     decode_step_s: float = field(default=0.0, metadata=bounds(ge=0))
     # A calibrated profile written by `simcost calibrate` (a path, relative to the scenario file):
     # its fitted factors replace the device catalog's; mfu/mbu/step_overhead_s set here still win.
     profile: str | None = None
+    # model "table": measured step times (a CSV in a layout `simcost calibrate` reads), interpolated
+    table: str | None = None
 
     def _check(self, path: str) -> None:
+        if (self.model == "table") != (self.table is not None):
+            raise InputError(f"{path}.table", "missing; model 'table' needs a measurements CSV" if self.table is None
+                             else f"given with model '{self.model}'; set model: table")
         if self.model == "constant" and self.prefill_s_per_token == 0 and (self.step_overhead_s or 0) == 0:
             raise InputError(f"{path}.prefill_s_per_token", "0 with no step_overhead_s; a constant model needs a positive prefill time")
         if self.model == "roofline" and (self.prefill_s_per_token or self.decode_step_s):
@@ -425,9 +437,13 @@ class PricingConfig:
 class SiteConfig:
     """Where the fleet runs. PUE default 1.2: an assumption for a modern cloud data centre (large
     operators report about 1.1-1.2; the industry-wide average is higher, about 1.5). Grid intensity
-    default 400 gCO2/kWh: an assumption near the world-average grid; set your region's figure."""
+    default 400 gCO2/kWh: an assumption near the world-average grid; set your region's figure.
+    provider (aws, gcp, coreweave, purchase, ...: a provider of configs/prices.yaml): the on-demand
+    price per device is that provider's offer for the device in `region` (a provider-wide "any"
+    offer matches every region); None: the device catalog's price."""
 
     region: str = "us-east-1"
+    provider: str | None = None
     pue: float = field(default=1.2, metadata=bounds(ge=1))
     grid_gco2_per_kwh: float = field(default=400.0, metadata=bounds(ge=0))
 
@@ -465,6 +481,161 @@ class DisaggregationConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ScheduleEntry:
+    """From at_s seconds into each period on, keep `replicas` replicas (autoscaler policy schedule)."""
+
+    at_s: float = field(metadata=bounds(ge=0))
+    replicas: int = field(metadata=bounds(ge=0))
+
+
+@dataclass(frozen=True, kw_only=True)
+class AutoscalerConfig:
+    """How the fleet's replica count follows load (simcost.autoscalers; DESIGN.md section 4).
+
+    policy: hpa (Kubernetes HPA v2), kpa (Knative), keda (KEDA: an HPA on an external metric,
+    plus scale to zero), schedule (replicas by time of day), predictive (an HPA that also
+    provisions ahead of a forecast of the metric). metric: what is measured, summed over ready
+    replicas (concurrency = requests in the system, queue_depth = waiting requests, kv_cache = KV
+    blocks in use / blocks, utilization = busy share of the last sample interval) or fleet-wide
+    (ttft_p95, seconds, over the last window). target: per replica for the summed metrics, the
+    value itself for ttft_p95.
+
+    Each policy takes only its own keys; a key left out (None) takes the real system's default
+    for that policy (simcost.autoscalers.DEFAULTS lists them with their sources):
+    hpa, predictive: target (required), metric, min_replicas, max_replicas, tick_s, sample_s,
+      tolerance, scale_up_stabilization_s, scale_down_stabilization_s, scale_up_max_pods,
+      scale_up_max_percent, scale_down_max_percent, policy_period_s.
+    keda: the hpa keys (its HPA drives 1..N; tick_s is that HPA's sync period) plus polling_s,
+      cooldown_s, initial_cooldown_s, activation_threshold.
+    kpa: metric (concurrency only), target (per replica; default container_concurrency x
+      target_utilization), container_concurrency, target_utilization, min_replicas, max_replicas,
+      tick_s, sample_s, stable_window_s, panic_window_fraction, panic_threshold,
+      max_scale_up_rate, max_scale_down_rate, scale_to_zero_grace_s.
+    schedule: schedule (required; entries by increasing at_s < period_s), period_s, tick_s."""
+
+    policy: Literal["hpa", "kpa", "keda", "schedule", "predictive"]
+    metric: Literal["concurrency", "queue_depth", "kv_cache", "utilization", "ttft_p95"] | None = None
+    target: float | None = field(default=None, metadata=bounds(gt=0))
+    min_replicas: int | None = field(default=None, metadata=bounds(ge=0))
+    max_replicas: int | None = field(default=None, metadata=bounds(ge=1))
+    tick_s: float | None = field(default=None, metadata=bounds(gt=0))  # decide() every tick_s
+    sample_s: float | None = field(default=None, metadata=bounds(gt=0))  # observe() every sample_s
+    # the HPA's algorithm and its default behavior (hpa, keda, predictive)
+    tolerance: float | None = field(default=None, metadata=bounds(ge=0, le=1))
+    scale_up_stabilization_s: float | None = field(default=None, metadata=bounds(ge=0))
+    scale_down_stabilization_s: float | None = field(default=None, metadata=bounds(ge=0))
+    scale_up_max_pods: int | None = field(default=None, metadata=bounds(ge=1))  # per policy period
+    scale_up_max_percent: float | None = field(default=None, metadata=bounds(gt=0))  # per policy period
+    scale_down_max_percent: float | None = field(default=None, metadata=bounds(gt=0, le=100))
+    policy_period_s: float | None = field(default=None, metadata=bounds(gt=0))
+    # Knative's KPA
+    container_concurrency: float | None = field(default=None, metadata=bounds(gt=0))
+    target_utilization: float | None = field(default=None, metadata=bounds(gt=0, le=1))
+    stable_window_s: float | None = field(default=None, metadata=bounds(gt=0))
+    panic_window_fraction: float | None = field(default=None, metadata=bounds(gt=0, le=1))
+    panic_threshold: float | None = field(default=None, metadata=bounds(gt=1))  # panic desired / ready
+    max_scale_up_rate: float | None = field(default=None, metadata=bounds(gt=1))
+    max_scale_down_rate: float | None = field(default=None, metadata=bounds(gt=1))
+    scale_to_zero_grace_s: float | None = field(default=None, metadata=bounds(ge=0))
+    # KEDA
+    polling_s: float | None = field(default=None, metadata=bounds(gt=0))
+    cooldown_s: float | None = field(default=None, metadata=bounds(ge=0))
+    initial_cooldown_s: float | None = field(default=None, metadata=bounds(ge=0))
+    activation_threshold: float | None = field(default=None, metadata=bounds(ge=0))
+    # schedule
+    schedule: tuple[ScheduleEntry, ...] | None = None
+    period_s: float | None = field(default=None, metadata=bounds(gt=0))
+
+    _HPA_KEYS = ("metric", "min_replicas", "max_replicas", "tick_s", "sample_s", "tolerance",
+                 "scale_up_stabilization_s", "scale_down_stabilization_s", "scale_up_max_pods",
+                 "scale_up_max_percent", "scale_down_max_percent", "policy_period_s")
+    _NEEDS = {"hpa": ("target",), "keda": ("target",), "predictive": ("target",), "kpa": (),
+              "schedule": ("schedule",)}
+    _OPTIONAL = {"hpa": _HPA_KEYS, "predictive": _HPA_KEYS,
+                 "keda": _HPA_KEYS + ("polling_s", "cooldown_s", "initial_cooldown_s", "activation_threshold"),
+                 "kpa": ("metric", "target", "container_concurrency", "target_utilization", "min_replicas",
+                         "max_replicas", "tick_s", "sample_s", "stable_window_s", "panic_window_fraction",
+                         "panic_threshold", "max_scale_up_rate", "max_scale_down_rate", "scale_to_zero_grace_s"),
+                 "schedule": ("period_s", "tick_s")}
+
+    def _check(self, path: str) -> None:
+        from simcost.autoscalers import resolve  # the per-policy defaults live beside the algorithms
+
+        check_variant_keys(self, path, "policy", "autoscaler policy", self._NEEDS, self._OPTIONAL)
+        self._check_policy(path)
+        r = resolve(self)
+        if r.min_replicas > r.max_replicas:
+            default = " (the policy's default; give max_replicas)" if self.max_replicas is None else ""
+            raise InputError(f"{path}.min_replicas", f"{r.min_replicas} is above max_replicas {r.max_replicas}{default}")
+        if r.sample_s > r.tick_s:
+            raise InputError(f"{path}.sample_s", f"{r.sample_s} is longer than tick_s {r.tick_s}; "
+                                                 "the metric must be sampled at least once per decision")
+        if self.policy == "kpa" and r.sample_s > r.stable_window_s * r.panic_window_fraction:
+            raise InputError(f"{path}.sample_s", f"{r.sample_s} is longer than the panic window "
+                                                 f"({r.stable_window_s * r.panic_window_fraction:g} s)")
+        if self.policy == "schedule":
+            self._check_schedule(path, r.period_s)
+
+    def _check_policy(self, path: str) -> None:
+        if self.policy == "kpa" and self.metric not in (None, "concurrency"):
+            raise InputError(f"{path}.metric", f"'{self.metric}' is not used by policy kpa, which scales on concurrency")
+        if self.policy == "kpa" and self.target is not None and (
+                self.container_concurrency is not None or self.target_utilization is not None):
+            raise InputError(f"{path}.target", "give target (per replica) or container_concurrency and "
+                                               "target_utilization (target = their product), not both")
+        if self.policy == "predictive" and self.metric == "ttft_p95":
+            raise InputError(f"{path}.metric", "ttft_p95 does not scale with load per replica, so a forecast "
+                                               "cannot size the fleet; use concurrency, queue_depth, kv_cache or utilization")
+        if self.policy in ("hpa", "predictive") and self.min_replicas == 0:
+            raise InputError(f"{path}.min_replicas", "0: the HPA cannot scale to zero; use policy kpa or keda")
+
+    def _check_schedule(self, path: str, period_s: float) -> None:
+        if not self.schedule:
+            raise InputError(f"{path}.schedule", "empty; give at least one {at_s, replicas} entry")
+        for i, entry in enumerate(self.schedule):
+            if entry.at_s >= period_s:
+                raise InputError(f"{path}.schedule[{i}].at_s", f"{entry.at_s} is not within the period ({period_s:g} s)")
+            if i and entry.at_s <= self.schedule[i - 1].at_s:
+                raise InputError(f"{path}.schedule[{i}].at_s", f"{entry.at_s}; entries must come in increasing at_s")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpotConfig:
+    """Spot capacity (simcost.fleet_control; DESIGN.md section 4). A share of the replicas runs on
+    spot at a lower price and can be reclaimed: each spot replica gets a notice at a Poisson
+    hazard of -ln(1 - monthly_interruption) / 730 per hour (AWS publishes bands: <5 %, 5-10,
+    10-15, 15-20, >20 % a month; default 0.075, the 5-10 % band's middle), stops taking work,
+    and is gone notice_s later (AWS 120 s; GCP and Azure 30 s), its unfinished requests retried
+    elsewhere. A replacement is requested at the notice, on `replace_with` capacity."""
+
+    share: float = field(default=1.0, metadata=bounds(ge=0, le=1))  # of the replicas, rounded to whole ones
+    usd_per_device_hour: float | None = field(default=None, metadata=bounds(ge=0))  # None: pricing.spot_usd_per_device_hour
+    monthly_interruption: float = field(default=0.075, metadata=bounds(ge=0, le=0.99))
+    notice_s: float = field(default=120.0, metadata=bounds(ge=0))
+    replace_with: Literal["spot", "on_demand"] = "spot"
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutageSpec:
+    """Every replica of the site lost at at_s; none can start before at_s + duration_s."""
+
+    at_s: float = field(metadata=bounds(ge=0))
+    duration_s: float = field(metadata=bounds(gt=0))
+
+
+@dataclass(frozen=True, kw_only=True)
+class FailureConfig:
+    """Node failures (simcost.fleet_control): each replica fails after an exponential time with
+    mean mtbf_h hours of service; its requests are retried elsewhere at once, and a replacement is
+    requested that serves mttr_s after the failure (detection, a new node, its cold start).
+    Whole-site outages are listed explicitly."""
+
+    mtbf_h: float | None = field(default=None, metadata=bounds(gt=0))  # None: no node failures
+    mttr_s: float = field(default=600.0, metadata=bounds(ge=0))
+    outages: tuple[OutageSpec, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
 class FleetConfig:
     replicas: int = field(default=1, metadata=bounds(ge=1))
     router: Literal["round_robin", "random", "join_shortest_queue", "power_of_two", "least_outstanding_tokens",
@@ -479,8 +650,20 @@ class FleetConfig:
     disaggregation: DisaggregationConfig | None = None
     # None: replicas serve from t = 0 (warm); else they provision and load first (simcost.lifecycle)
     cold_start: ColdStartConfig | None = None
+    # None: a static fleet of `replicas`; else the replica count follows load (simcost.autoscalers),
+    # starting from `replicas`
+    autoscaler: AutoscalerConfig | None = None
+    spot: SpotConfig | None = None  # a share of the replicas on spot capacity, with reclaims
+    failures: FailureConfig | None = None  # node failures and site outages
+    redundancy: int = field(default=0, metadata=bounds(ge=0))  # N+k: k replicas beyond replicas or the autoscaler's count
+
+    @property
+    def moves(self) -> bool:
+        """Replicas come and go during the run (simcost.fleet_control)."""
+        return bool(self.autoscaler or self.spot or self.failures or self.pricing.model == "spot")
 
     def _check(self, path: str) -> None:
+        self._check_moving(path)
         if self.disaggregation is None:
             return
         if self.replicas != 1:
@@ -495,11 +678,25 @@ class FleetConfig:
                 raise InputError(f"{path}.price_usd_per_device_hour", "one price cannot cover two device types; "
                                  "leave it out to use each device's catalog price")
 
+    def _check_moving(self, path: str) -> None:
+        moving = [key for key in ("autoscaler", "spot", "failures") if getattr(self, key) is not None]
+        if not moving and not self.redundancy:
+            return
+        key = f"{path}.{moving[0] if moving else 'redundancy'}"
+        if self.disaggregation is not None:
+            raise InputError(key, "is not modelled with disaggregation yet; leave one of them out")
+        if self.pricing.model in ("reserved", "owned"):
+            raise InputError(key, f"a fleet that changes size cannot be priced as {self.pricing.model} capacity "
+                             "(paid for whether used or not); use on_demand, spot or savings_plan")
+        if self.spot is not None and self.spot.usd_per_device_hour is None and self.pricing.spot_usd_per_device_hour is None:
+            raise InputError(f"{path}.spot.usd_per_device_hour", "missing; give the spot price per device-hour")
+
     @property
     def num_replicas(self) -> int:
-        """All replicas paid for: the prefill and decode pools, or `replicas`."""
+        """All replicas paid for at the start: the prefill and decode pools, or `replicas`
+        (plus any redundancy)."""
         d = self.disaggregation
-        return self.replicas if d is None else d.prefill_replicas + d.decode_replicas
+        return self.replicas + self.redundancy if d is None else d.prefill_replicas + d.decode_replicas
 
 
 @dataclass(frozen=True, kw_only=True)
