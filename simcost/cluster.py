@@ -10,6 +10,8 @@ disaggregation the decode pool is routed the same way (prefix_affinity: by join_
 
 from __future__ import annotations
 
+import math
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,6 +24,7 @@ from simcost.engine import Replica, SwapLink
 from simcost.kv_reuse import PrefixSpec
 from simcost.kvcache import blocks_for
 from simcost.ledger import StepLog
+from simcost.lifecycle import ON_DEMAND, Life, Roster, StartPhases
 from simcost.request_table import RequestTable
 from simcost.routers import DECODE_ROUTER, ROUTERS, RoutingContext, TokenLoad
 from simcost.waiting import WaitingQueue
@@ -52,6 +55,14 @@ class Disaggregation:
 
 
 class Fleet:
+    """The replicas, the routers in front of them, and the replicas' lifecycle.
+
+    A request is routed only to a replica that is ready and not draining (a Kubernetes endpoint);
+    while there is none (all still starting, or scaled to zero) requests wait in `held`, and go
+    out in arrival order as soon as one is ready. `add_replica`, `drain`, `cancel` and `kill`
+    change the fleet during a run (simcost.fleet_control calls them); `roster` keeps every
+    replica's timeline for the bill."""
+
     def __init__(self, env: simpy.Environment, table: RequestTable, num_replicas: int, router: str,
                  rng: np.random.Generator, step_params: np.ndarray, num_kv_blocks: int, block_size: int,
                  max_num_seqs: int, max_num_batched_tokens: int, max_model_len: int, kv_watermark: float,
@@ -60,9 +71,11 @@ class Fleet:
                  item_work: tuple[np.ndarray, np.ndarray] | None = None, engine: EngineConfig | None = None,
                  queue_key: Callable[[int], tuple] | None = None, swap: SwapLink | None = None,
                  disaggregation: Disaggregation | None = None, prefix: PrefixSpec | None = None,
-                 ready_s: list[float] | None = None, affinity_key: Callable[[int], int | None] | None = None, affinity_load_bound: float = 1.25):
+                 phases: list[StartPhases] | None = None, affinity_key: Callable[[int], int | None] | None = None,
+                 affinity_load_bound: float = 1.25, capacity: list[str] | None = None):
         self.env = env
         self.on_done = on_done  # called with a request id when it completes or is rejected
+        self.on_starved: Callable[[], None] | None = None  # a request found no ready replica
         self.table = table
         self.router = router
         self.rng = rng
@@ -73,42 +86,165 @@ class Fleet:
         self.block_size = block_size
         self.chunked = chunked
         engine = engine or EngineConfig(policy="chunked" if chunked else "prefill_first")
-        replica_class = REPLICA_CLASSES[engine.policy]
-        options = {key: getattr(engine, key) for key in getattr(replica_class, "ENGINE_KEYS", ())}
+        self._replica_class = REPLICA_CLASSES[engine.policy]
+        self._options = {key: getattr(engine, key) for key in getattr(self._replica_class, "ENGINE_KEYS", ())}
         if prefix is not None:  # only the iteration-level Replica caches prefixes (config checks it)
-            options["prefix"] = prefix
-        # per replica: (step-time model, KV blocks, swap link, role keywords)
-        specs = [(step_params, num_kv_blocks, swap, {})] * num_replicas
+            self._options["prefix"] = prefix
+        self._engine_args = (table, block_size, max_num_seqs, max_num_batched_tokens, kv_watermark, log,
+                             self._on_finish, max_span_steps, chunked, item_work, queue_key)
+        # per pool (simcost.perf.Pool order): (step-time model, KV blocks, swap link, role keywords)
+        self.pool_specs = [(step_params, num_kv_blocks, swap, {})]
+        pool_of = [0] * num_replicas
         if disaggregation is not None:
             d = disaggregation
             prefill = {"role": "prefill", "handoff": self._to_decode, "kv_transfer_s_per_token": d.kv_transfer_s_per_token}
-            specs = ([(step_params, num_kv_blocks, swap, prefill)] * d.prefill_replicas
-                     + [(d.decode_step_params, d.decode_kv_blocks, d.decode_swap, {"role": "decode"})] * d.decode_replicas)
-        ready_s = ready_s or [0.0] * len(specs)  # cold start (simcost.lifecycle): when each replica serves
-        self.replicas = [
-            replica_class(env, i, table, params, blocks, block_size, max_num_seqs, max_num_batched_tokens,
-                          kv_watermark, log, self._on_finish, max_span_steps, chunked, item_work, queue_key, link,
-                          **options, **role, **({"ready_s": ready_s[i]} if ready_s[i] else {}))
-            for i, (params, blocks, link, role) in enumerate(specs)
-        ]
-        # where requests enter, and (disaggregated) where they go after their prefill
-        self.entry_pool = [r for r in self.replicas if getattr(r, "role", "both") != "decode"]
-        self.decode_pool = [r for r in self.replicas if getattr(r, "role", "both") == "decode"]
-        # the most blocks one request may hold where it ends (decode pool, or the only pool) and
-        # where its prompt is computed: pool sizes are fixed for the run
-        self._max_blocks_whole = (self.decode_pool or self.entry_pool)[0].max_blocks_admissible()
-        self._max_blocks_prompt = self.entry_pool[0].max_blocks_admissible()
+            self.pool_specs = [(step_params, num_kv_blocks, swap, prefill),
+                               (d.decode_step_params, d.decode_kv_blocks, d.decode_swap, {"role": "decode"})]
+            pool_of = [0] * d.prefill_replicas + [1] * d.decode_replicas
+        self.roster = Roster()
+        self.replicas: list = []  # every replica the run had, by index (gone ones too)
+        # where requests enter, and (disaggregated) where they go after their prefill: the
+        # routable replicas (ready, not draining); routers hold these very lists
+        self.entry_pool: list = []
+        self.decode_pool: list = []
+        self.held: deque[int] = deque()
+        self._draining: dict[int, str] = {}  # replica index -> why, until its last request ends
         self.central = WaitingQueue(queue_key)  # shared_queue only
         # least_outstanding_tokens' view of each replica's work; other routers skip its bookkeeping
-        self.tokens = TokenLoad(table, self.replicas) if router == "least_outstanding_tokens" else None
+        self.tokens = TokenLoad(table, []) if router == "least_outstanding_tokens" else None
         routing = RoutingContext(rng, self.tokens, affinity_key, affinity_load_bound)
         self.entry_router = ROUTERS[router](self.entry_pool, routing) if router in ROUTERS else None
         self.decode_router = (ROUTERS[DECODE_ROUTER.get(router, router)](self.decode_pool, routing)
-                              if self.decode_pool else None)
+                              if disaggregation is not None else None)
+        phases = phases or [StartPhases(0.0, 0.0)] * len(pool_of)
+        capacity = capacity or [ON_DEMAND] * len(pool_of)
+        if not len(phases) == len(capacity) == len(pool_of):
+            raise ValueError(f"{len(pool_of)} replicas but {len(phases)} start phases and {len(capacity)} capacities")
+        for k, phase, cap in zip(pool_of, phases, capacity):
+            self.add_replica(k, phase, cap)
+        # the most blocks one request may hold where it ends (decode pool, or the only pool) and
+        # where its prompt is computed (every replica of a pool has the same pool size)
+        first_of = {getattr(r, "role", "both"): r for r in reversed(self.replicas)}
+        entry = first_of.get("prefill", first_of.get("both"))
+        self._max_blocks_whole = first_of.get("decode", entry).max_blocks_admissible()
+        self._max_blocks_prompt = entry.max_blocks_admissible()
         self.num_completed = 0
 
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def add_replica(self, pool: int = 0, phase: StartPhases = StartPhases(0.0, 0.0), capacity: str = ON_DEMAND):
+        """Request a replica of `pool` now; it serves once `phase` (its cold start) is over."""
+        params, blocks, link, role = self.pool_specs[pool]
+        index = len(self.replicas)
+        replica = self._new_replica(index, params, blocks, link, role)
+        now = self.env.now
+        self.replicas.append(replica)
+        self.roster.lives.append(Life(pool, capacity, now, now + phase.provisioned_s, now + phase.ready_s))
+        if self.tokens is not None:
+            self.tokens.add_replica(replica)
+        if phase.ready_s > 0:
+            self.env.process(self._start(replica, phase.ready_s))
+        else:
+            self._serve(replica)
+        return replica
+
+    def _new_replica(self, index, params, blocks, link, role):
+        table, block_size, seqs, batched, watermark, log, on_finish, span, chunked, items, key = self._engine_args
+        return self._replica_class(self.env, index, table, params, blocks, block_size, seqs, batched, watermark,
+                                   log, on_finish, span, chunked, items, key, link, **self._options, **role)
+
+    def _start(self, replica, ready_in_s: float):
+        yield self.env.timeout(ready_in_s)
+        life = self.roster.lives[replica.index]
+        if life.gone_s == math.inf and life.drain_s == math.inf:  # not cancelled or lost meanwhile
+            self._serve(replica)
+
+    def _serve(self, replica) -> None:
+        """The replica is ready: it joins its routable pool, and takes held requests."""
+        pool = self.decode_pool if getattr(replica, "role", "both") == "decode" else self.entry_pool
+        pool.append(replica)
+        self._resized(pool)
+        if pool is self.entry_pool:
+            while self.held and self.entry_pool:
+                self._place(self.held.popleft())
+            if self.central:
+                self._dispatch_central()
+
+    def _resized(self, pool: list) -> None:
+        router = self.entry_router if pool is self.entry_pool else self.decode_router
+        if hasattr(router, "resized"):
+            router.resized()
+
+    def _unroute(self, replica) -> None:
+        for pool in (self.entry_pool, self.decode_pool):
+            if replica in pool:
+                pool.remove(replica)
+                self._resized(pool)
+
+    def is_ready(self, replica) -> bool:
+        return replica in self.entry_pool or replica in self.decode_pool
+
+    def live(self) -> list:
+        """Replicas requested and neither draining nor gone (ready or starting)."""
+        return [r for r, life in zip(self.replicas, self.roster.lives) if life.drain_s == math.inf and life.gone_s == math.inf]
+
+    def drain(self, replica, why: str = "scale_down") -> None:
+        """Stop sending work to a ready replica; its queue moves elsewhere, what runs there
+        finishes, and then it is gone."""
+        life = self.roster.lives[replica.index]
+        if life.drain_s != math.inf or life.gone_s != math.inf:
+            return
+        life.drain_s = self.env.now
+        self._unroute(replica)
+        for rid in replica.take_waiting():
+            self._reroute(replica, rid)
+        if replica.num_outstanding == 0:
+            self._gone(replica, why)
+        else:
+            self._draining[replica.index] = why
+
+    def cancel(self, replica, why: str = "cancelled") -> None:
+        """Give back a replica still starting (scale-down, or a spot notice, before it was ready)."""
+        self._gone(replica, why)
+
+    def kill(self, replica, why: str) -> None:
+        """The node is lost now (spot reclaim, failure): what it held is retried elsewhere."""
+        if self.roster.lives[replica.index].gone_s != math.inf:
+            return
+        self._unroute(replica)
+        self._draining.pop(replica.index, None)
+        for rid in replica.stop():
+            self._reroute(replica, rid)
+        self._gone(replica, why)
+
+    def _gone(self, replica, why: str) -> None:
+        life = self.roster.lives[replica.index]
+        life.drain_s = min(life.drain_s, self.env.now)
+        life.gone_s, life.end = self.env.now, why
+
+    def _reroute(self, replica, rid: int) -> None:
+        """A request leaves `replica` before it ended there: route it again (never rejected:
+        it was admitted once), or hold it until a replica is ready."""
+        if self.tokens is not None:
+            self.tokens.remove(replica.index, rid)
+        if self.router == "shared_queue":
+            self.central.push_preempted(rid)
+            self._dispatch_central()
+        else:
+            self._place(rid)
+
+    def _place(self, rid: int) -> None:
+        if not self.entry_pool:
+            self.held.append(rid)
+            if self.on_starved is not None:
+                self.on_starved()
+            return
+        self._submit(self._route(self.entry_router, rid), rid)
+
+    # --- requests ----------------------------------------------------------------------------
+
     def num_in_system(self) -> int:
-        return len(self.central) + sum(r.num_outstanding for r in self.replicas)
+        return len(self.central) + len(self.held) + sum(r.num_outstanding for r in self.replicas)
 
     def arrive(self, rid: int) -> None:
         """A request arrives: reject it if it can never be served, else route it."""
@@ -122,6 +258,11 @@ class Fleet:
                 return
             self.central.push(rid)
             self._dispatch_central()
+            if self.central and not self.entry_pool and self.on_starved is not None:
+                self.on_starved()
+            return
+        if not self.entry_pool:
+            self._place(rid)
             return
         replica = self._route(self.entry_router, rid)
         if self.max_waiting is not None and len(replica.waiting) >= self.max_waiting:
@@ -166,8 +307,8 @@ class Fleet:
         self._submit(self._route(self.decode_router, rid), rid)
 
     def _dispatch_central(self) -> None:
-        while self.central:
-            replica = min(self.replicas, key=lambda r: r.num_outstanding)
+        while self.central and self.entry_pool:
+            replica = min(self.entry_pool, key=lambda r: r.num_outstanding)
             if replica.num_outstanding >= self.max_num_seqs:
                 return
             self._submit(replica, self.central.pop())
@@ -176,6 +317,8 @@ class Fleet:
         self.num_completed += 1
         if self.tokens is not None:
             self.tokens.remove(replica_index, rid)
+        if replica_index in self._draining and self.replicas[replica_index].num_outstanding == 0:
+            self._gone(self.replicas[replica_index], self._draining.pop(replica_index))
         if self.central:
             self._dispatch_central()
         if self.on_done is not None:

@@ -32,6 +32,15 @@ def hour_covered_s(horizon_s: float) -> np.ndarray:
     return np.clip(horizon_s - starts, 0.0, S_PER_HOUR)
 
 
+def hour_overlap_s(start_s: np.ndarray, end_s: np.ndarray, n_hours: int) -> np.ndarray:
+    """(intervals, hours): seconds of each [start, end) inside each clock hour (the last hour
+    takes any overrun, as everywhere here)."""
+    lo = np.arange(n_hours) * S_PER_HOUR
+    hi = lo + S_PER_HOUR
+    hi[-1] = math.inf
+    return np.clip(np.minimum(end_s[:, None], hi[None, :]) - np.maximum(start_s[:, None], lo[None, :]), 0.0, None)
+
+
 @dataclass(frozen=True)
 class Energy:
     replica_hour_kwh: np.ndarray  # (replicas, hours), PUE included
@@ -50,11 +59,13 @@ class Energy:
 def replica_hour_energy(busy_u_s: np.ndarray, covered_s: np.ndarray, idle_w, peak_w,
                         pue: float, grid_gco2_per_kwh: float) -> Energy:
     """Integral of power over each replica-hour: idle_w for all of it plus (peak - idle) x u
-    over the time steps ran (busy_u_s = integral of u dt, from `split_steps_by_hour`). idle_w and
-    peak_w: one figure for every replica, or one per replica (pools of different devices)."""
+    over the time steps ran (busy_u_s = integral of u dt, from `split_steps_by_hour`). covered_s:
+    each hour's seconds (every replica there all along) or (replicas, hours) seconds each was
+    there. idle_w and peak_w: one figure for every replica, or one per replica."""
     idle_w = np.reshape(np.asarray(idle_w, dtype=np.float64), (-1, 1))
     peak_w = np.reshape(np.asarray(peak_w, dtype=np.float64), (-1, 1))
-    joules = covered_s[None, :] * idle_w + busy_u_s * (peak_w - idle_w)
+    covered_s = np.atleast_2d(covered_s)
+    joules = covered_s * idle_w + busy_u_s * (peak_w - idle_w)
     return Energy(replica_hour_kwh=joules * pue / J_PER_KWH, pue=pue, grid_gco2_per_kwh=grid_gco2_per_kwh)
 
 

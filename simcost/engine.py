@@ -46,6 +46,8 @@ from simcost.errors import InputError
 from simcost.request_table import COMPLETED, RequestTable
 from simcost.waiting import WaitingQueue
 
+STOP = "stop"  # the interrupt cause that ends a replica's loop (its node is gone)
+
 
 class Replica:
     def __init__(self, env: simpy.Environment, index: int, table: RequestTable, step_params: np.ndarray,
@@ -119,7 +121,41 @@ class Replica:
 
     # --- the engine loop ---------------------------------------------------------------------
 
+    def stop(self) -> list[int]:
+        """The node is lost (spot reclaim, failure): end the loop, the step in progress with it
+        (its work is lost and never logged), and hand back every request held here, their KV
+        gone, to be retried elsewhere (they recompute their prompt and the output so far)."""
+        if self.process.is_alive:
+            self.process.interrupt(STOP)
+        t = self.table
+        held = self.running + list(self.waiting)
+        ids = np.asarray(held, dtype=np.int64)
+        t.kv_blocks[ids] = 0
+        t.kv_tokens[ids] = 0
+        t.swapped_tokens[ids] = 0
+        t.num_retries[ids] += 1
+        self.running, self.waiting = [], WaitingQueue(self.queue_key)
+        return held
+
+    def take_waiting(self) -> list[int]:
+        """Draining: give up the requests not yet started here (a swapped-out request stays: its
+        KV is in this node's host memory), for the fleet to route elsewhere."""
+        t = self.table
+        keep, moved = WaitingQueue(self.queue_key), []
+        while self.waiting:
+            rid = self.waiting.pop()
+            (keep.push if t.swapped_tokens[rid] else moved.append)(rid)
+        self.waiting = keep
+        return moved
+
     def _loop(self):
+        try:
+            yield from self._serve()
+        except simpy.Interrupt as stop:
+            if stop.cause is not STOP:
+                raise
+
+    def _serve(self):
         if self.ready_s > 0:  # requests that arrive before then wait in the queue
             yield self.env.timeout(self.ready_s)
         while True:
@@ -351,7 +387,9 @@ class Replica:
         self._in_span = True
         try:
             yield self.env.timeout(step_end_s[-1] - start_s)
-        except simpy.Interrupt:
+        except simpy.Interrupt as interrupt:
+            if interrupt.cause is STOP:
+                raise
             # apply the steps finished by now plus the one in progress
             num_done = min(k, int(np.searchsorted(step_end_s, self.env.now, side="right")) + 1)
             wait_s = step_end_s[num_done - 1] - self.env.now

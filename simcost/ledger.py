@@ -21,9 +21,9 @@ from numba import njit
 
 from simcost.config import CostConfig, FleetConfig
 from simcost.energy import Energy, hour_covered_s, hour_piece, replica_hour_energy, split_steps_by_hour
-from simcost.lifecycle import StartPhases
+from simcost.lifecycle import Roster, RosterArrays, StartPhases
 from simcost.perf import Deployment, Pool
-from simcost.pricing import Tariff, fleet_bill_usd, fleet_tariff
+from simcost.pricing import Tariff, alive_matrix_s, fleet_bill_usd, fleet_tariff
 
 
 class StepLog:
@@ -131,10 +131,15 @@ class Bill:
     # unallocated: replicas provisioning and loading before they serve (cold start, simcost.lifecycle)
     provisioning_usd: float = 0.0
     loading_usd: float = 0.0
+    # unallocated: replicas draining (no new work) with nothing left to run, before they are gone
+    draining_usd: float = 0.0
+    roster: RosterArrays | None = None  # every replica's timeline, cut at the horizon
+    replica_hour_alive_s: np.ndarray | None = None  # (replicas, hours): seconds each was billed
 
     @property
     def unallocated_usd(self) -> float:
-        return self.idle_usd + self.minimum_usd + self.unused_commitment_usd + self.provisioning_usd + self.loading_usd
+        return (self.idle_usd + self.minimum_usd + self.unused_commitment_usd + self.provisioning_usd + self.loading_usd
+                + self.draining_usd)
 
     @property
     def charged_usd(self) -> np.ndarray:
@@ -150,15 +155,19 @@ class Bill:
 
 def settle(steps: StepArrays, num_requests: int, fleet: FleetConfig, dep: Deployment | list[Pool], horizon_s: float,
            cost: CostConfig = CostConfig(), completed: np.ndarray | None = None,
-           phases: list[StartPhases] | None = None) -> Bill:
+           phases: list[StartPhases] | None = None, roster: Roster | None = None,
+           spot_usd_per_device_hour: float | None = None) -> Bill:
     """Price every step, allocate to requests by the `cost` policy, and charge the gaps as idle.
     `completed` (default: every request) marks who may take unallocated dollars under
-    chargeback when no request was allocated anything.
+    chargeback when no request was allocated anything. `roster` (simcost.lifecycle) says when
+    each replica was requested, ready, draining and gone; default: the pools' replicas, static,
+    with `phases` as their cold starts.
 
     Steps run at utilisation 1 (see `simcost.energy`): the log has no finer measure."""
     pools = dep if isinstance(dep, list) else [Pool("serve", dep, fleet.num_replicas)]
-    n = sum(p.replicas for p in pools)
-    price = fleet_tariff(fleet.pricing, fleet.site, pools, horizon_s)
+    ra = (roster or Roster.static(pools, phases)).arrays(horizon_s)
+    n = len(ra.pool)
+    price = fleet_tariff(fleet.pricing, fleet.site, pools, horizon_s, ra, spot_usd_per_device_hour)
     step_util = np.ones(len(steps.step_start_s))
     step_usd = charge_steps_hourly(steps.step_start_s, steps.step_end_s, steps.step_replica, step_util,
                                    price.time_usd_per_s, price.util_usd_per_s)
@@ -169,47 +178,52 @@ def settle(steps: StepArrays, num_requests: int, fleet: FleetConfig, dep: Deploy
     busy_s, idle_s, overlaps = busy_idle_seconds(steps.step_start_s, steps.step_end_s, steps.step_replica, n, horizon_s)
     if overlaps:
         raise RuntimeError(f"ledger: {overlaps} steps overlap on one replica (engine bug)")
+    idle_s = np.maximum(0.0, ra.alive_s - busy_s)
     covered_s = hour_covered_s(horizon_s)
+    alive_s = alive_matrix_s(ra, len(covered_s))
     hour_busy_s, hour_busy_u_s = split_steps_by_hour(steps.step_start_s, steps.step_end_s, steps.step_replica,
                                                      step_util, n, len(covered_s))
-    energy = replica_hour_energy(hour_busy_u_s, covered_s, np.repeat([p.deployment.idle_w for p in pools], [p.replicas for p in pools]),
-                                 np.repeat([p.deployment.peak_w for p in pools], [p.replicas for p in pools]),
+    deps = [pools[k].deployment for k in ra.pool]
+    energy = replica_hour_energy(hour_busy_u_s, alive_s, [d.idle_w for d in deps], [d.peak_w for d in deps],
                                  fleet.site.pue, fleet.site.grid_gco2_per_kwh)
-    hour_idle_s = np.maximum(0.0, covered_s[None, :] - hour_busy_s)
+    hour_idle_s = np.maximum(0.0, alive_s - hour_busy_s)
     idle_usd = float((hour_idle_s * price.time_usd_per_s).sum())
-    provisioning_usd, loading_usd = start_costs_usd(phases, price)
-    idle_usd -= provisioning_usd + loading_usd  # no step runs before a replica is ready
+    provisioning_usd, loading_usd, draining_usd = lifecycle_costs_usd(ra, price, steps)
+    idle_usd -= provisioning_usd + loading_usd + draining_usd  # no step runs before a replica is ready
     minimum_usd, unused_usd = float(price.minimum_usd.sum()), float(price.unused_commitment_usd.sum())
     share_usd, spread_usd = np.zeros(num_requests), 0.0
     if cost.unallocated == "chargeback":
         eligible = np.ones(num_requests, dtype=bool) if completed is None else completed
         share_usd, spread_usd = spread_unallocated(request_usd, idle_usd + minimum_usd + unused_usd + provisioning_usd
-                                                   + loading_usd, eligible)
+                                                   + loading_usd + draining_usd, eligible)
     return Bill(step_usd=step_usd, request_usd=request_usd, replica_busy_s=busy_s, replica_idle_s=idle_s,
                 busy_usd=float(step_usd.sum()), idle_usd=idle_usd,
-                total_usd=fleet_bill_usd(fleet.pricing, pools, horizon_s, energy),
+                total_usd=fleet_bill_usd(fleet.pricing, pools, horizon_s, energy, ra, spot_usd_per_device_hour),
                 minimum_usd=minimum_usd, unused_commitment_usd=unused_usd,
-                replica_hour_usd=price.time_usd_per_s * np.maximum(covered_s[None, :], hour_busy_s)
+                replica_hour_usd=price.time_usd_per_s * np.maximum(alive_s, hour_busy_s)
                 + price.util_usd_per_s * hour_busy_u_s,
                 hour_unused_commitment_usd=price.unused_commitment_usd, tariff=price, energy=energy,
                 unallocated_share_usd=share_usd, spread_usd=spread_usd, provisioning_usd=provisioning_usd,
-                loading_usd=loading_usd)
+                loading_usd=loading_usd, draining_usd=draining_usd, roster=ra, replica_hour_alive_s=alive_s)
 
 
-def start_costs_usd(phases: list[StartPhases] | None, price: Tariff) -> tuple[float, float]:
-    """What the replicas' provisioning [0, provisioned_s) and loading [provisioned_s, ready_s)
-    cost at their hourly time rates (priced like steps, at utilisation 0)."""
-    if not phases or all(p.ready_s == 0 for p in phases):
-        return 0.0, 0.0
-    replica = np.arange(len(phases), dtype=np.int64)
-    provisioned = np.array([p.provisioned_s for p in phases])
-    ready = np.array([p.ready_s for p in phases])
-    zero_util = np.zeros(len(phases))
+def lifecycle_costs_usd(ra: RosterArrays, price: Tariff, steps: StepArrays) -> tuple[float, float, float]:
+    """What the replicas' provisioning [requested, provisioned), loading [provisioned, ready) and
+    draining [drain, gone) cost at their hourly time rates (no step runs in the first two).
+    Draining counts only its idle part: the steps a draining replica still runs are busy."""
+    replica = np.arange(len(ra.pool), dtype=np.int64)
 
-    def cost(start_s: np.ndarray, end_s: np.ndarray) -> float:
-        return float(charge_steps_hourly(start_s, end_s, replica, zero_util, price.time_usd_per_s, 0.0).sum())
+    def cost(start_s: np.ndarray, end_s: np.ndarray, which: np.ndarray) -> float:
+        if not (end_s > start_s).any():
+            return 0.0
+        return float(charge_steps_hourly(start_s, np.maximum(start_s, end_s), which, np.zeros(len(which)),
+                                         price.time_usd_per_s, 0.0).sum())
 
-    return cost(np.zeros(len(phases)), provisioned), cost(provisioned, ready)
+    draining = steps.step_start_s >= ra.drain_s[steps.step_replica]
+    draining_usd = cost(ra.drain_s, ra.gone_s, replica) - cost(steps.step_start_s[draining], steps.step_end_s[draining],
+                                                               steps.step_replica[draining])
+    return (cost(ra.requested_s, ra.provisioned_s, replica), cost(ra.provisioned_s, ra.ready_s, replica),
+            max(0.0, draining_usd))
 
 
 def member_weights(steps: StepArrays, cost: CostConfig) -> np.ndarray:

@@ -87,6 +87,7 @@ def summarize(scenario: Scenario, dep: Deployment, table: RequestTable, steps: S
     in_tokens = int(table.input_tokens[~np.isnan(table.first_token_s)].sum())  # prompts prefilled
     num_completed = int(completed.sum())
     busy_s = float(bill.replica_busy_s.sum())
+    replica_s = float(bill.roster.alive_s.sum()) if bill.roster is not None else scenario.fleet.num_replicas * horizon_s
     rejected = table.status == REJECTED
     attainment = float(good.sum() / measured.sum()) if measured.any() else None
     return {
@@ -96,9 +97,10 @@ def summarize(scenario: Scenario, dep: Deployment, table: RequestTable, steps: S
         "device": "+".join(dict.fromkeys(p.deployment.device.key for p in pools)),
         "tensor_parallel": dep.tensor_parallel,
         "replicas": scenario.fleet.num_replicas,
+        "fleet": fleet_summary(bill, horizon_s, table),
         "router": scenario.fleet.router,
         "kv_blocks_per_replica": dep.num_kv_blocks,
-        "pools": pool_rows(pools, steps, bill, horizon_s),
+        "pools": pool_rows(pools, steps, bill),
         "horizon_s": horizon_s,
         "measured_window_s": window_s,
         "ttft_s": stats(lat["ttft_s"][measured]),
@@ -114,12 +116,15 @@ def summarize(scenario: Scenario, dep: Deployment, table: RequestTable, steps: S
         "slo_attainment": attainment,
         "meets_slo": bool(attainment is not None and attainment >= scenario.slo.attainment and not rejected.any()),
         "slo": to_dict(scenario.slo),
-        "utilization": busy_s / (scenario.fleet.num_replicas * horizon_s) if horizon_s > 0 else 0.0,
+        "utilization": busy_s / replica_s if replica_s > 0 else 0.0,  # busy share of the replica-seconds paid for
         "mean_batch_tokens": float(steps.step_tokens.mean()) if len(steps.step_tokens) else 0.0,
         "num_steps": int(len(steps.step_tokens)),
         "preemptions": int(table.num_preemptions.sum()),
         "cost": {
-            "usd_per_hour": sum(p.replicas * p.deployment.price_usd_per_hour for p in pools),
+            # the fleet's rate: its list price (static), or the bill over the run (a fleet that moves)
+            "usd_per_hour": (sum(p.replicas * p.deployment.price_usd_per_hour for p in pools)
+                             if bill.roster is None or bill.roster.static
+                             else bill.total_usd / horizon_s * 3600.0 if horizon_s > 0 else 0.0),
             "total_usd": bill.total_usd,
             "busy_usd": bill.busy_usd,
             "idle_usd": bill.idle_usd,
@@ -145,23 +150,35 @@ def summarize(scenario: Scenario, dep: Deployment, table: RequestTable, steps: S
     }
 
 
-def pool_rows(pools: list[Pool], steps: StepArrays, bill: Bill, horizon_s: float) -> list[dict]:
+def pool_rows(pools: list[Pool], steps: StepArrays, bill: Bill) -> list[dict]:
     """Each pool's replicas and what they cost: `usd` is its replicas' running charges plus their
     minimum-charge top-ups (pools add up to the bill less any unused fleet-wide commitment);
-    `allocated_usd` what its steps cost, handed to requests."""
-    rows, first = [], 0
-    for p in pools:
-        replicas = slice(first, first + p.replicas)
-        in_pool = (steps.step_replica >= first) & (steps.step_replica < first + p.replicas)
-        busy_s = float(bill.replica_busy_s[replicas].sum())
+    `allocated_usd` what its steps cost, handed to requests; `replicas` the pool's size at the
+    start, `replica_hours` what it had over the run."""
+    ra = bill.roster
+    rows = []
+    for k, p in enumerate(pools):
+        mine = ra.pool == k
+        busy_s, alive_s = float(bill.replica_busy_s[mine].sum()), float(ra.alive_s[mine].sum())
         rows.append({"role": p.role, "replicas": p.replicas, "device": p.deployment.device.key,
                      "tensor_parallel": p.deployment.tensor_parallel, "kv_blocks_per_replica": p.deployment.num_kv_blocks,
                      "usd_per_hour": p.replicas * p.deployment.price_usd_per_hour,
-                     "usd": float(bill.replica_hour_usd[replicas].sum() + bill.tariff.minimum_usd[replicas].sum()),
-                     "allocated_usd": float(bill.step_usd[in_pool].sum()),
-                     "utilization": busy_s / (p.replicas * horizon_s) if horizon_s > 0 else 0.0})
-        first += p.replicas
+                     "replica_hours": alive_s / 3600.0,
+                     "usd": float(bill.replica_hour_usd[mine].sum() + bill.tariff.minimum_usd[mine].sum()),
+                     "allocated_usd": float(bill.step_usd[mine[steps.step_replica]].sum()),
+                     "utilization": busy_s / alive_s if alive_s > 0 else 0.0})
     return rows
+
+
+def fleet_summary(bill: Bill, horizon_s: float, table: RequestTable) -> dict:
+    """How the fleet moved: replicas over the run, how they ended, requests retried."""
+    ra = bill.roster
+    ends = {why: ra.end.count(why) for why in sorted(set(ra.end)) if why}
+    return {"replicas_started": int(len(ra.pool)), "replicas_at_end": int(sum(1 for why in ra.end if not why)),
+            "replica_hours": float(ra.alive_s.sum() / 3600.0),
+            "mean_replicas": float(ra.alive_s.sum() / horizon_s) if horizon_s > 0 else 0.0,
+            "spot_replicas_started": int(ra.spot.sum()), "ended": ends,
+            "requests_retried": int((table.num_retries > 0).sum())}
 
 
 def breakdowns(scenario: Scenario, table: RequestTable, lat: dict, measured: np.ndarray, good: np.ndarray,
@@ -258,7 +275,9 @@ def _cost_by_category(bill: Bill) -> dict:
     return {"busy": float(bill.request_usd.sum()), "idle": bill.idle_usd, "minimum_charge": bill.minimum_usd,
             "unused_commitment": bill.unused_commitment_usd,
             # replicas starting cold (fleet.cold_start): 0 for a warm fleet
-            "provisioning": bill.provisioning_usd, "loading": bill.loading_usd}
+            "provisioning": bill.provisioning_usd, "loading": bill.loading_usd,
+            # replicas scaled down or given notice, waiting for their last requests: 0 for a static fleet
+            "draining": bill.draining_usd}
 
 
 def session_summary(scenario: Scenario, table: RequestTable, counts: dict) -> dict:

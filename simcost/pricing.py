@@ -6,9 +6,11 @@ carry (minimum charges, unused savings-plan commitment), which stay unallocated.
 prices steps and idle gaps with the rates; `bill_usd` computes the same bill straight from the
 pricing formulas so the tests can check that allocation neither loses nor invents a dollar.
 
-The fleet is static: every replica starts at t = 0 and runs to the horizon. A run is a window
-of a longer commitment, so hour-based charges (reserved hours, savings-plan commitments,
-amortised capital) are prorated on a partial last hour rather than charged whole.
+Each replica is billed from its request to when it is gone (the roster, simcost.lifecycle; a
+static fleet: from t = 0 to the horizon). Reserved and owned capacity is a static fleet (config
+refuses the rest). A run is a window of a longer commitment, so hour-based charges (reserved
+hours, savings-plan commitments, amortised capital) are prorated on a partial last hour rather
+than charged whole.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from simcost.config import PricingConfig, SiteConfig
-from simcost.energy import J_PER_KWH, S_PER_HOUR, Energy, hour_covered_s
+from simcost.energy import J_PER_KWH, S_PER_HOUR, Energy, hour_covered_s, hour_overlap_s
+from simcost.lifecycle import Roster, RosterArrays
 from simcost.perf import Deployment, Pool
 
 DEFAULT_MIN_CHARGE_S = 60.0  # AWS and GCP per-second billing: 60 s minimum per instance start
@@ -54,47 +57,80 @@ class Tariff:
 
 
 def tariff(cfg: PricingConfig, site: SiteConfig, dep: Deployment, num_replicas: int, horizon_s: float) -> Tariff:
+    """A static fleet of one deployment."""
+    return fleet_tariff(cfg, site, [Pool("serve", dep, num_replicas)], horizon_s)
+
+
+def fleet_tariff(cfg: PricingConfig, site: SiteConfig, pools: list[Pool], horizon_s: float,
+                 roster: RosterArrays | None = None, spot_usd_per_device_hour: float | None = None) -> Tariff:
+    """Per replica of the roster (default: the pools' replicas, static), its rates. A replica on
+    spot capacity pays spot_usd_per_device_hour (or pricing.spot_usd_per_device_hour); savings
+    plans cover on-demand usage only, as AWS's do."""
+    ra = roster or static_roster(pools, horizon_s)
     covered_s = hour_covered_s(horizon_s)
-    od_per_s = dep.price_usd_per_hour / S_PER_HOUR
-    rate = np.full((num_replicas, len(covered_s)), od_per_s)
-    minimum = np.zeros(num_replicas)
-    unused = np.zeros(len(covered_s))
+    deps = [pools[k].deployment for k in ra.pool]
+    od_per_s = np.array([d.price_usd_per_hour for d in deps]) / S_PER_HOUR
+    devices = np.array([d.num_devices for d in deps], dtype=np.float64)
+    spot_price = cfg.spot_usd_per_device_hour if spot_usd_per_device_hour is None else spot_usd_per_device_hour
+    spot = ra.spot | (cfg.model == "spot")
+    n, hours = len(deps), len(covered_s)
+    rate = np.repeat(od_per_s[:, None], hours, axis=1)
+    if spot.any():
+        rate[spot] = (spot_price * devices[spot] / S_PER_HOUR)[:, None]
+    unused = np.zeros(hours)
     util_per_s, effective = 0.0, None
-    if cfg.model in ("on_demand", "spot"):
-        if cfg.model == "spot":
-            rate[:] = cfg.spot_usd_per_device_hour * dep.num_devices / S_PER_HOUR
-        min_s = DEFAULT_MIN_CHARGE_S if cfg.min_charge_s is None else cfg.min_charge_s
-        minimum[:] = max(0.0, min_s - horizon_s) * rate[0, 0]
-    elif cfg.model == "reserved":
-        effective = reserved_effective_usd_per_hour(cfg) * dep.num_devices
+    if cfg.model == "reserved":
+        effective = reserved_effective_usd_per_hour(cfg) * deps[0].num_devices
         rate[:] = effective / S_PER_HOUR
     elif cfg.model == "savings_plan":
-        factor, unused = savings_plan_hours(cfg, num_replicas * od_per_s * covered_s, covered_s)
-        rate *= factor[None, :]
+        alive = alive_matrix_s(ra, hours)
+        factor, unused = savings_plan_hours(cfg, (alive[~spot] * od_per_s[~spot, None]).sum(axis=0), covered_s)
+        rate[~spot] *= factor[None, :]
     elif cfg.model == "owned":
-        rate[:], util_per_s = owned_rates(cfg, site, dep)
-    return Tariff(cfg.model, rate, util_per_s, minimum, unused, np.full(num_replicas, od_per_s), dep.price_usd_per_hour,
-                  effective)
+        rate[:], util_per_s = owned_rates(cfg, site, deps[0])
+    minimum = np.zeros(n)
+    if cfg.model in ("on_demand", "spot", "savings_plan"):  # per-second billing: a minimum per start
+        first_hour = np.minimum((ra.requested_s // S_PER_HOUR).astype(np.int64), hours - 1)
+        minimum = np.maximum(0.0, min_charge_s(cfg) - ra.alive_s) * rate[np.arange(n), first_hour]
+        if cfg.model == "savings_plan":
+            minimum[~spot] = 0.0  # the plan's hourly accounting has no per-start minimum
+    return Tariff(cfg.model, rate, util_per_s, minimum, unused, od_per_s,
+                  float(od_per_s.mean() * S_PER_HOUR) if n else 0.0, effective)
 
 
-def fleet_tariff(cfg: PricingConfig, site: SiteConfig, pools: list[Pool], horizon_s: float) -> Tariff:
-    """The tariff of a fleet of pools. Pools of one deployment are one pool; pools of different
-    devices are priced on demand only (config refuses the rest), each replica at its own rate."""
-    if _one_deployment(pools):
-        return tariff(cfg, site, pools[0].deployment, sum(p.replicas for p in pools), horizon_s)
-    parts = [tariff(cfg, site, p.deployment, p.replicas, horizon_s) for p in pools]
-    replicas = sum(p.replicas for p in pools)
-    return Tariff(cfg.model, np.vstack([t.time_usd_per_s for t in parts]), 0.0,
-                  np.concatenate([t.minimum_usd for t in parts]), np.zeros(len(hour_covered_s(horizon_s))),
-                  np.concatenate([t.list_usd_per_s for t in parts]),
-                  sum(t.on_demand_usd_per_hour * p.replicas for t, p in zip(parts, pools)) / replicas, None)
+def fleet_bill_usd(cfg: PricingConfig, pools: list[Pool], horizon_s: float, energy: Energy,
+                   roster: RosterArrays | None = None, spot_usd_per_device_hour: float | None = None) -> float:
+    """The fleet's bill from the pricing formulas alone (no step log): the number the ledger's
+    allocated plus unallocated dollars must add up to. On-demand and spot: each replica from
+    request to gone, at least the minimum charge; savings plan: hour by hour, C + max(0, U -
+    C / (1 - d)) for on-demand usage U; reserved and owned fleets are static."""
+    ra = roster or static_roster(pools, horizon_s)
+    deps = [pools[k].deployment for k in ra.pool]
+    spot_price = cfg.spot_usd_per_device_hour if spot_usd_per_device_hour is None else spot_usd_per_device_hour
+    spot = ra.spot | (cfg.model == "spot")
+    per_hour = np.array([spot_price * d.num_devices if sp else d.price_usd_per_hour for d, sp in zip(deps, spot)])
+    if cfg.model in ("on_demand", "spot"):
+        return float((np.maximum(ra.alive_s, min_charge_s(cfg)) * per_hour).sum() / S_PER_HOUR)
+    spot_usd = float((np.maximum(ra.alive_s[spot], min_charge_s(cfg)) * per_hour[spot]).sum() / S_PER_HOUR)
+    if cfg.model == "savings_plan":
+        covered_s = hour_covered_s(horizon_s)
+        usage = (alive_matrix_s(ra, len(covered_s))[~spot] * per_hour[~spot, None]).sum(axis=0) / S_PER_HOUR
+        commit = cfg.commitment_usd_per_hour * covered_s / S_PER_HOUR
+        return spot_usd + float(np.sum(commit + np.maximum(0.0, usage - commit / (1 - cfg.discount))))
+    return spot_usd + bill_usd(cfg, deps[0], int((~spot).sum()), horizon_s, energy)
 
 
-def fleet_bill_usd(cfg: PricingConfig, pools: list[Pool], horizon_s: float, energy: Energy) -> float:
-    """`bill_usd` for a fleet of pools (one pool when they share a deployment)."""
-    if _one_deployment(pools):
-        return bill_usd(cfg, pools[0].deployment, sum(p.replicas for p in pools), horizon_s, energy)
-    return sum(bill_usd(cfg, p.deployment, p.replicas, horizon_s, energy) for p in pools)
+def static_roster(pools: list[Pool], horizon_s: float) -> RosterArrays:
+    return Roster.static(pools).arrays(horizon_s)
+
+
+def alive_matrix_s(ra: RosterArrays, n_hours: int) -> np.ndarray:
+    """Seconds each replica is billed in each clock hour (replicas, hours)."""
+    return hour_overlap_s(ra.requested_s, ra.gone_s, n_hours)
+
+
+def min_charge_s(cfg: PricingConfig) -> float:
+    return DEFAULT_MIN_CHARGE_S if cfg.min_charge_s is None else cfg.min_charge_s
 
 
 def reserved_effective_usd_per_hour(cfg: PricingConfig) -> float:
@@ -142,6 +178,3 @@ def bill_usd(cfg: PricingConfig, dep: Deployment, num_replicas: int, horizon_s: 
     capex = n * hours * cfg.capex_usd_per_device * dep.num_devices / (years * HOURS_PER_YEAR)
     return capex + energy.total_kwh * cfg.usd_per_kwh
 
-
-def _one_deployment(pools: list[Pool]) -> bool:
-    return all(p.deployment == pools[0].deployment for p in pools)

@@ -38,6 +38,7 @@ _COLUMNS = {
     "prefill_target": (np.int64, 0),
     "num_preemptions": (np.int64, 0),
     "num_swaps": (np.int64, 0),  # preemptions by swap (the rest were by recompute)
+    "num_retries": (np.int64, 0),  # times its replica was lost under it (spot reclaim, failure)
     "swapped_tokens": (np.int64, 0),  # KV tokens in host memory now (swapped out)
     "remote_kv_tokens": (np.int64, 0),  # disaggregation: KV tokens arrived from a prefill replica, not yet loaded
     "predicted_output_tokens": (np.float64, np.nan),  # engine.queue sjf: the scheduler's estimate

@@ -93,6 +93,11 @@ class TokenLoad:
         self.counted = [0] * len(replicas)  # per replica: sum of its requests' counts at submission
         self.at_submit = np.zeros(max(1, table.num_requests), dtype=np.int64)  # per request (0: none held)
 
+    def add_replica(self, replica) -> None:
+        """A replica joined the fleet during the run (replica indices only grow)."""
+        self.prompt_only.append(getattr(replica, "role", "both") == "prefill")
+        self.counted.append(0)
+
     def add(self, replica_index: int, rid: int) -> None:
         t = self.table
         if rid >= len(self.at_submit):  # session turns and closed-loop requests are added during the run
@@ -160,8 +165,9 @@ class RoundRobin:
         self.next = 0
 
     def pick(self, rid: int):
+        self.next %= len(self.pool)  # the pool may have shrunk (simcost.fleet_control)
         replica = self.pool[self.next]
-        self.next = (self.next + 1) % len(self.pool)
+        self.next += 1
         return replica
 
 
@@ -205,7 +211,12 @@ class LeastOutstandingTokens:
 class PrefixAffinity:
     def __init__(self, pool: list, ctx: RoutingContext):
         self.pool, self.rng, self.key, self.c = pool, ctx.rng, ctx.affinity_key, ctx.load_bound
-        ring = sorted((mix64(i << 32 | v), i) for i in range(len(pool)) for v in range(VIRTUAL_NODES))
+        self.resized()
+
+    def resized(self) -> None:
+        """(Re)build the ring over the pool's replicas. Points hash the replica's index, not its
+        place in the pool, so a replica joining or leaving moves only the keys it owns."""
+        ring = sorted((mix64(r.index << 32 | v), i) for i, r in enumerate(self.pool) for v in range(VIRTUAL_NODES))
         self.points = [point for point, _ in ring]
         self.owners = [owner for _, owner in ring]
 

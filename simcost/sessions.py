@@ -38,6 +38,7 @@ class SessionDriver:
         self.streams = streams
         self.arrive = arrive
         self.end_s = scenario.duration_s if scenario.duration_s is not None else np.inf
+        self.pending = 0  # turns and user requests waiting out a think time
         self.counts = {"turns_sent": 0, "ended_by_rejection": 0, "turns_cut": 0, "user_requests_sent": 0,
                        "user_requests_cut": 0}
 
@@ -68,10 +69,12 @@ class SessionDriver:
             if self.table.user[rid] >= 0:  # the user's session ends with the run
                 self.counts["user_requests_cut"] += 1
             return
+        self.pending += 1
         self.env.process(self._send_turn(rid, entry, s, think_s))
 
     def _send_turn(self, prev: int, entry: WorkloadConfig, s: Streams, think_s: float):
         yield self.env.timeout(think_s)
+        self.pending -= 1
         t = self.table
         shared = int(t.input_tokens[prev] + t.output_tokens[prev])
         new_tokens, output_tokens = self._followup_lengths(entry, s)
@@ -100,10 +103,12 @@ class SessionDriver:
         if self.env.now + think_s >= self.end_s:
             self.counts["user_requests_cut"] += 1
             return
+        self.pending += 1
         self.env.process(self._send_user_request(rid, entry, s, think_s))
 
     def _send_user_request(self, prev: int, entry: WorkloadConfig, s: Streams, think_s: float):
         yield self.env.timeout(think_s)
+        self.pending -= 1
         t = self.table
         input_tokens, output_tokens = (int(v[0]) for v in sample_request_lengths(entry, 1, s))
         items = self._items(entry, s)

@@ -15,6 +15,7 @@ from simcost.cluster import Disaggregation, Fleet
 from simcost.config import Scenario
 from simcost.engine import host_kv_s_per_token, swap_link
 from simcost.errors import InputError
+from simcost.fleet_control import FleetControl, initial_capacity, spot_price_usd_per_device_hour
 from simcost.kv_reuse import PrefixSpec, prefix_spec
 from simcost.ledger import Bill, StepArrays, StepLog, settle
 from simcost.lifecycle import start_phases
@@ -55,23 +56,31 @@ class Simulation:
         self.env = simpy.Environment()
         self.log = StepLog()
         self.sessions = SessionDriver(self.env, self.table, scenario, workload_streams(scenario, run_streams),
-                                      lambda rid: self.fleet.arrive(rid))
+                                      self._arrive)
+        moves = scenario.fleet.moves
         dep, eng = self.deployment, scenario.engine
         self.fleet = Fleet(
             self.env, self.table, scenario.fleet.num_replicas, scenario.fleet.router, run_streams.routing,
             step_params(scenario, dep), dep.num_kv_blocks, dep.block_size, eng.max_num_seqs,
             dep.max_num_batched_tokens, dep.max_model_len, eng.kv_watermark, eng.max_waiting, self.log,
             max_span_steps, chunked=eng.policy == "chunked",
-            on_done=self.sessions.on_done if self.sessions.active else None,
+            on_done=self._on_done if self.sessions.active or moves else None,
             item_work=item_work(scenario, dep), engine=eng, swap=swap_link(eng, dep),
             queue_key=queue_key(eng, self.table, np.array([e.priority for e in scenario.workload.entries()]),
                                 run_streams.predictions),
             disaggregation=disaggregation(scenario, self.pools), prefix=self._prefix_spec(),
-            ready_s=[phase.ready_s for phase in self.phases],
+            phases=self.phases, capacity=initial_capacity(scenario.fleet, scenario.fleet.num_replicas) if moves else None,
             affinity_key=affinity_keys(scenario, self.requests, self.table),
             affinity_load_bound=scenario.fleet.affinity_load_bound,
         )
-        self.env.process(self._arrivals())
+        self.arrival_process = self.env.process(self._arrivals())
+        # a fleet that moves: autoscaler, spot reclaims, failures (simcost.fleet_control); its
+        # timers reach far past the last request, so such a run ends when `finished` fires
+        self.control = self.finished = None
+        if moves:
+            self.control = FleetControl(self.env, self.fleet, scenario.fleet, self.pools[0], run_streams.fleet,
+                                        self.table, self.arrivals_done, self.requests.arrival_s)
+            self.finished = self.env.event()
         self.sampler = Sampler(self, sample_interval_s) if timeseries else None  # only reads the fleet
         self._progress = None
 
@@ -111,9 +120,29 @@ class Simulation:
             delay = arrival_s[rid] - self.env.now
             if delay > 0:
                 yield self.env.timeout(delay)
-            self.fleet.arrive(rid)
+            self._arrive(rid)
             if self._progress is not None and rid % step == step - 1:
                 self._progress.update(step)
+        self._check_finished()
+
+    def _arrive(self, rid: int) -> None:
+        if self.control is not None:
+            self.control.arrived(rid)
+        self.fleet.arrive(rid)
+
+    def _on_done(self, rid: int) -> None:
+        if self.sessions.active:
+            self.sessions.on_done(rid)
+        self._check_finished()
+
+    def arrivals_done(self) -> bool:
+        """No request can come any more: the arrivals are all out and no session turn is pending."""
+        return not self.arrival_process.is_alive and self.sessions.pending == 0
+
+    def _check_finished(self) -> None:
+        if (self.finished is not None and not self.finished.triggered and self.arrivals_done()
+                and self.fleet.num_in_system() == 0):
+            self.finished.succeed()
 
     def arrivals_end_s(self) -> float:
         if self.scenario.duration_s is not None:
@@ -121,7 +150,7 @@ class Simulation:
         return float(self.requests.arrival_s[-1]) if len(self.requests) else 0.0
 
     def run(self, progress: bool = False) -> RunResult:
-        until = None if self.scenario.drain_s is None else self.arrivals_end_s() + self.scenario.drain_s
+        until = self.finished if self.scenario.drain_s is None else self.arrivals_end_s() + self.scenario.drain_s
         if progress:
             from tqdm import tqdm  # only the CLI shows a bar; tqdm waits 1 s before drawing it
 
@@ -144,7 +173,8 @@ class Simulation:
         horizon_s = max(end_s, self.arrivals_end_s())
         scenario, dep = self.scenario, self.deployment
         bill = settle(steps, self.table.num_requests, scenario.fleet, self.pools, horizon_s, scenario.cost,
-                      completed=self.table.status == COMPLETED, phases=self.phases)
+                      completed=self.table.status == COMPLETED, roster=self.fleet.roster,
+                      spot_usd_per_device_hour=spot_price_usd_per_device_hour(scenario.fleet))
         summary = summarize(scenario, dep, self.table, steps, bill, horizon_s, self.sessions.counts, self.pools)
         prefix = self.prefix_cache_summary()
         if prefix is not None:

@@ -1,8 +1,9 @@
 """Time series of a run: per pool, replicas, queue, running requests, KV use and $/hour over time.
 
 A SimPy process (`Sampler`) reads the fleet's state every `interval_s`, at t = 0, interval_s,
-2 interval_s, ...: per pool (`perf.Pool`: "serve", or "prefill" and "decode") the replicas in
-service, the requests waiting (the shared queue, under `shared_queue`, counts for the entry pool),
+2 interval_s, ...: per pool (`perf.Pool`: "serve", or "prefill" and "decode") the replicas billed
+(requested and not gone: starting, serving or draining) and ready (serving), the requests waiting
+(requests not yet on a replica, in the shared queue or held while none is ready, count for the entry pool),
 the requests running (in flight in a batch, or sending their KV to a decode replica) and the KV
 blocks held. It only reads, so the run is the same with or without it. It never keeps the run
 alive either: after each sample it stops if nothing else is scheduled (SimPy's own end test),
@@ -10,7 +11,7 @@ since the state can no longer change; the samples up to the horizon repeat that 
 
 Everything else is exact, from the run's records after it ends: per interval [t, t + interval_s)
 the arrivals, completions and output tokens per second (request table), and $/hour, from the
-tariff at t (time rate x replicas in service) plus, for owned hardware, the power cost of the
+tariff at t (each replica's time rate x its billed share of the interval) plus, for owned hardware, the power cost of the
 interval's busy time (step log). Rates are attributed to pools: arrivals to the entry pool,
 completions and output tokens to the replica that made them (disaggregated: a request's first
 token to the prefill pool). Summed over pools they are the fleet's; the KV fraction is per pool.
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
 TARGET_SAMPLES = 500
 MIN_INTERVAL_S, MAX_INTERVAL_S = 0.1, 60.0
 # columns of one sample, per pool
-REPLICAS, WAITING, RUNNING, KV_USED, KV_TOTAL = range(5)
+REPLICAS, WAITING, RUNNING, KV_USED, KV_TOTAL, READY = range(6)
 
 
 def default_interval_s(span_s: float) -> float:
@@ -59,7 +60,8 @@ class TimeSeries:
     horizon_s: float
     t_s: np.ndarray  # (samples,)
     width_s: np.ndarray  # (samples,): interval_s, the last one cut at the horizon
-    replicas: np.ndarray  # in service (static fleets: the pool size)
+    replicas: np.ndarray  # billed: requested and not yet gone (starting, serving or draining)
+    ready: np.ndarray  # serving: taking new requests
     waiting: np.ndarray
     running: np.ndarray
     kv_used_blocks: np.ndarray
@@ -83,8 +85,7 @@ class Sampler:
         if not interval_s > 0:
             raise ValueError(f"sampling interval must be > 0 s, got {interval_s}")
         self.sim, self.interval_s = sim, float(interval_s)
-        self.groups = pool_replicas(sim.fleet.replicas, sim.pools)
-        self.rows: list[np.ndarray] = []  # one (pools, 5) array per sample
+        self.rows: list[np.ndarray] = []  # one (pools, 6) array per sample
         sim.env.process(self._run(sim.env))
 
     def _run(self, env: simpy.Environment):
@@ -98,15 +99,19 @@ class Sampler:
             yield env.timeout(max(0.0, k * self.interval_s - env.now))
 
     def snapshot(self) -> np.ndarray:
-        fleet, status = self.sim.fleet, self.sim.table.status
-        row = np.zeros((len(self.groups), 5), dtype=np.int64)
-        for p, replicas in enumerate(self.groups):
-            row[p, REPLICAS] = sum(in_service(r) for r in replicas)
-            row[p, WAITING] = sum(len(r.waiting) for r in replicas)
-            row[p, RUNNING] = sum(num_running(r, status) for r in replicas)
-            row[p, KV_USED] = sum(r.pool.num_used for r in replicas)
-            row[p, KV_TOTAL] = sum(r.pool.num_blocks for r in replicas)
-        row[0, WAITING] += len(fleet.central)  # the shared queue feeds the entry pool
+        fleet, status, now = self.sim.fleet, self.sim.table.status, self.sim.env.now
+        row = np.zeros((len(self.sim.pools), 6), dtype=np.int64)
+        for r, life in zip(fleet.replicas, fleet.roster.lives):
+            if not life.requested_s <= now < life.gone_s:
+                continue
+            p = life.pool
+            row[p, REPLICAS] += 1
+            row[p, READY] += fleet.is_ready(r)
+            row[p, WAITING] += len(r.waiting)
+            row[p, RUNNING] += num_running(r, status)
+            row[p, KV_USED] += r.pool.num_used
+            row[p, KV_TOTAL] += r.pool.num_blocks if now >= life.ready_s else 0
+        row[0, WAITING] += len(fleet.central) + len(fleet.held)  # requests not yet on a replica
         return row
 
     def series(self, horizon_s: float, steps: StepArrays, bill: Bill) -> TimeSeries:
@@ -114,24 +119,20 @@ class Sampler:
         t_s = sample_times_s(self.interval_s, horizon_s)
         rows = self.rows[:len(t_s)] or [self.snapshot()]  # (no sample: the run never ran)
         rows += [rows[-1]] * (len(t_s) - len(rows))  # the sampler stopped: the state stayed as it was
-        state = np.stack(rows, axis=2)  # (pools, 5, samples)
+        state = np.stack(rows, axis=2)  # (pools, 6, samples)
         width_s = np.minimum(self.interval_s, horizon_s - t_s)
         edges_s = np.append(t_s, horizon_s)
-        table, pool_of = self.sim.table, replica_pool_index(self.sim.pools)
+        table, pool_of = self.sim.table, bill.roster.pool
         arrivals, completions, tokens = interval_counts(table, pool_of, self.sim.pools, edges_s)
         per_s = lambda counts: np.divide(counts, width_s, out=np.zeros(counts.shape), where=width_s > 0)
         return TimeSeries(
             pools=tuple(p.role for p in self.sim.pools), interval_s=self.interval_s, horizon_s=horizon_s,
-            t_s=t_s, width_s=width_s, replicas=state[:, REPLICAS], waiting=state[:, WAITING], running=state[:, RUNNING],
+            t_s=t_s, width_s=width_s, replicas=state[:, REPLICAS], ready=state[:, READY], waiting=state[:, WAITING],
+            running=state[:, RUNNING],
             kv_used_blocks=state[:, KV_USED], kv_total_blocks=state[:, KV_TOTAL],
-            usd_per_hour=usd_per_hour(bill, pool_of, state[:, REPLICAS], t_s, steps, edges_s, width_s),
+            usd_per_hour=usd_per_hour(bill, len(self.sim.pools), t_s, steps, edges_s, width_s),
             arrivals_per_s=per_s(arrivals), completions_per_s=per_s(completions), output_tokens_per_s=per_s(tokens),
         )
-
-
-def in_service(replica) -> bool:
-    # static fleets: every replica, always; an autoscaler marks replicas it has taken out
-    return getattr(replica, "in_service", True)
 
 
 def num_running(replica, status: np.ndarray) -> int:
@@ -139,15 +140,6 @@ def num_running(replica, status: np.ndarray) -> int:
     it ends; they are out of the system), plus prefill-role KV transfers still leaving it."""
     running = int(np.count_nonzero(status[replica.running] == IN_FLIGHT)) if replica.running else 0
     return running + getattr(replica, "_outbound", 0)
-
-
-def pool_replicas(replicas: list, pools: list[Pool]) -> list[list]:
-    ends = np.cumsum([p.replicas for p in pools])
-    return [replicas[lo:hi] for lo, hi in zip(np.concatenate([[0], ends[:-1]]), ends)]
-
-
-def replica_pool_index(pools: list[Pool]) -> np.ndarray:
-    return np.repeat(np.arange(len(pools)), [p.replicas for p in pools])
 
 
 def sample_times_s(interval_s: float, horizon_s: float) -> np.ndarray:
@@ -180,17 +172,21 @@ def interval_counts(table, pool_of: np.ndarray, pools: list[Pool], edges_s: np.n
     return arrivals, completions, tokens
 
 
-def usd_per_hour(bill: Bill, pool_of: np.ndarray, replicas: np.ndarray, t_s: np.ndarray, steps: StepArrays,
-                 edges_s: np.ndarray, width_s: np.ndarray) -> np.ndarray:
-    """Per pool: replicas in service x the pool's time rate in the clock hour of t_s, plus (owned
-    hardware) the utilisation rate x the pool's busy seconds in the interval."""
-    tariff = bill.tariff
+def usd_per_hour(bill: Bill, n_pools: int, t_s: np.ndarray, steps: StepArrays, edges_s: np.ndarray,
+                 width_s: np.ndarray) -> np.ndarray:
+    """Per pool and interval: each replica's time rate (in the clock hour of t_s) x the share of
+    the interval it was billed, plus (owned hardware) the utilisation rate x the pool's busy
+    seconds in the interval."""
+    tariff, ra = bill.tariff, bill.roster
     rate = tariff.time_usd_per_s  # (replicas, hours); the last hour takes any overrun
     hour = np.minimum((t_s // S_PER_HOUR).astype(np.int64), rate.shape[1] - 1)
-    n_pools = replicas.shape[0]
-    pool_rate = np.stack([rate[pool_of == p].mean(axis=0) for p in range(n_pools)])  # a pool's replicas share a rate
-    out = replicas * pool_rate[:, hour] * S_PER_HOUR
+    lo, hi = edges_s[:-1], edges_s[1:]
+    billed_s = np.clip(np.minimum(ra.gone_s[:, None], hi[None, :]) - np.maximum(ra.requested_s[:, None], lo[None, :]), 0, None)
+    share = np.divide(billed_s, width_s[None, :], out=np.zeros(billed_s.shape), where=width_s[None, :] > 0)
+    out = np.zeros((n_pools, len(t_s)))
+    np.add.at(out, ra.pool, share * rate[:, hour] * S_PER_HOUR)
     if tariff.util_usd_per_s:
+        pool_of = ra.pool
         for p in range(n_pools):
             mine = pool_of[steps.step_replica] == p
             busy_s = np.diff(cumulative_busy_s(steps.step_start_s[mine], steps.step_end_s[mine], edges_s))
@@ -212,7 +208,7 @@ def cumulative_busy_s(start_s: np.ndarray, end_s: np.ndarray, at_s: np.ndarray) 
 
 # --- output ----------------------------------------------------------------------------------
 
-COLUMNS = ("t_s", "pool", "replicas", "waiting", "running", "kv_used_fraction", "usd_per_hour", "arrivals_per_s",
+COLUMNS = ("t_s", "pool", "replicas", "ready", "waiting", "running", "kv_used_fraction", "usd_per_hour", "arrivals_per_s",
            "completions_per_s", "output_tokens_per_s")
 
 
@@ -224,7 +220,7 @@ def write_timeseries(ts: TimeSeries, path_csv: Path) -> Path:
         writer.writerow(COLUMNS)
         for k, t in enumerate(ts.t_s):
             for p, pool in enumerate(ts.pools):
-                writer.writerow([round(float(t), 9), pool, int(ts.replicas[p, k]), int(ts.waiting[p, k]),
+                writer.writerow([round(float(t), 9), pool, int(ts.replicas[p, k]), int(ts.ready[p, k]), int(ts.waiting[p, k]),
                                  int(ts.running[p, k]), f"{kv[p, k]:.6g}", f"{ts.usd_per_hour[p, k]:.6g}",
                                  f"{ts.arrivals_per_s[p, k]:.6g}", f"{ts.completions_per_s[p, k]:.6g}",
                                  f"{ts.output_tokens_per_s[p, k]:.6g}"])
@@ -241,7 +237,8 @@ def plot_timeseries(ts: TimeSeries, path_png: Path, title: str = "") -> Path:
     many = len(ts.pools) > 1
     label = lambda name, pool: f"{name} ({pool})" if many else name
     for p, pool in enumerate(ts.pools):
-        ax_rep.step(ts.t_s, ts.replicas[p], where="post", label=pool)
+        ax_rep.step(ts.t_s, ts.replicas[p], where="post", label=label("billed", pool))
+        ax_rep.step(ts.t_s, ts.ready[p], where="post", linestyle="--", label=label("ready", pool))
         ax_queue.plot(ts.t_s, ts.waiting[p], label=label("waiting", pool))
         ax_queue.plot(ts.t_s, ts.running[p], label=label("running", pool))
         ax_kv.plot(ts.t_s, 100 * ts.kv_used_fraction[p], label=pool)

@@ -142,7 +142,7 @@ def test_cli_run_writes_timeseries(tmp_path):
     assert proc.returncode == 0, proc.stderr
     with (out / "timeseries.csv").open() as fh:
         rows = list(csv.DictReader(fh))
-    assert list(rows[0]) == ["t_s", "pool", "replicas", "waiting", "running", "kv_used_fraction", "usd_per_hour",
+    assert list(rows[0]) == ["t_s", "pool", "replicas", "ready", "waiting", "running", "kv_used_fraction", "usd_per_hour",
                              "arrivals_per_s", "completions_per_s", "output_tokens_per_s"]
     assert len(rows) >= 300 and {r["pool"] for r in rows} == {"serve"}  # 30 s every 0.1 s
     assert all(0 <= float(r["kv_used_fraction"]) <= 1 for r in rows)
