@@ -37,7 +37,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 
 from simcost.config import PricingConfig
-from simcost.energy import S_PER_HOUR, hour_covered_s, split_steps_by_hour
+from simcost.energy import S_PER_HOUR, hour_covered_s, hour_overlap_s, split_steps_by_hour
 from simcost.errors import InputError
 from simcost.pricing import reserved_effective_usd_per_hour, savings_plan_hours
 
@@ -63,8 +63,9 @@ def demand_curve(result, basis: str = "provisioned", period_s: float = S_PER_HOU
     the seconds of the period the run covers (the mean number of devices; a partial last period
     counts at its mean rate, not diluted, since the run stands for a longer term).
 
-    basis="provisioned" (default): replicas x devices every period, what a static fleet runs and
-    pays for on demand whether busy or not; its curve is flat, so the plan commits to all of it.
+    basis="provisioned" (default): the devices billed in each period, what the fleet runs and pays
+    for on demand whether busy or not (a static fleet's curve is flat, so the plan commits to all
+    of it; an autoscaled fleet's follows its replicas).
     basis="busy": devices running an engine step, summed over replicas (busy seconds x devices
     per replica): what an ideal autoscaled fleet would run, a lower bound on demand. A replica
     with any request in flight is busy, so under continuous batching this tracks load only
@@ -80,8 +81,11 @@ def demand_curve(result, basis: str = "provisioned", period_s: float = S_PER_HOU
     # split_steps_by_hour cuts at clock hours; rescaling time turns each period into an hour
     scale = S_PER_HOUR / period_s
     covered_s = hour_covered_s(result.horizon_s * scale) / scale
-    if basis == "provisioned":
-        return np.full(len(covered_s), float(devices.sum()))
+    if basis == "provisioned":  # each replica's devices over the time it was billed
+        ra = result.bill.roster
+        alive_scaled_s = hour_overlap_s(ra.requested_s * scale, ra.gone_s * scale, len(covered_s))
+        device_s = devices @ (alive_scaled_s / scale)
+        return np.divide(device_s, covered_s, out=np.zeros_like(device_s), where=covered_s > 0)
     steps = result.steps
     busy_scaled_s, _ = split_steps_by_hour(steps.step_start_s * scale, steps.step_end_s * scale, steps.step_replica,
                                            np.ones(len(steps.step_start_s)), len(devices), len(covered_s))
@@ -108,7 +112,8 @@ def as_demand(demand) -> np.ndarray:
 
 
 def _replica_devices(result) -> np.ndarray:
-    return np.repeat([p.deployment.num_devices for p in result.pools], [p.replicas for p in result.pools])
+    """Devices per replica, for every replica the run had (simcost.lifecycle.Roster)."""
+    return np.array([result.pools[k].deployment.num_devices for k in result.bill.roster.pool], dtype=np.float64)
 
 
 class _Saving:

@@ -38,18 +38,22 @@ def focus_rows(result, start: datetime = DEFAULT_START) -> list[dict]:
                        "pricing_model": t.model}, sort_keys=True)
     common = {"BillingCurrency": "USD", "ServiceName": SERVICE_NAME, "RegionId": scenario.fleet.site.region,
               "Tags": tags}
-    resource_types = [f"{p.deployment.tensor_parallel}x {p.deployment.device.key}"
-                      for p in result.pools for _ in range(p.replicas)]
+    ra, alive_s = bill.roster, bill.replica_hour_alive_s
+    deps = [result.pools[k].deployment for k in ra.pool]
+    resource_types = [f"{d.tensor_parallel}x {d.device.key}" for d in deps]
+    first_hour = np.minimum((ra.requested_s // 3600.0).astype(np.int64), len(periods) - 1)
     rows = []
     for r in range(bill.replica_hour_usd.shape[0]):
         for h, (begin, end) in enumerate(periods):
-            usd, list_s = float(bill.replica_hour_usd[r, h]), float(covered_s[h])
-            if h == 0 and t.minimum_usd[r] > 0:  # the minimum charge tops up the first hour
+            usd, list_s = float(bill.replica_hour_usd[r, h]), float(alive_s[r, h])
+            if h == first_hour[r] and t.minimum_usd[r] > 0:  # the minimum charge tops up its first hour
                 usd += float(t.minimum_usd[r])
-                list_s += float(t.minimum_usd[r] / t.time_usd_per_s[r, 0])
-            rows.append({"BilledCost": usd, "EffectiveCost": usd, "ListCost": list_s * t.list_usd_per_s[r],
+                list_s += float(t.minimum_usd[r] / t.time_usd_per_s[r, h])
+            if usd == 0 and list_s == 0:
+                continue  # the replica did not exist in that hour
+            rows.append({"BilledCost": usd, "EffectiveCost": usd, "ListCost": float(list_s * t.list_usd_per_s[r]),
                          "ChargePeriodStart": begin, "ChargePeriodEnd": end, "ChargeCategory": "Usage",
-                         "PricingCategory": t.category, "ResourceId": f"{scenario.name}/replica-{r}",
+                         "PricingCategory": "Dynamic" if ra.spot[r] else t.category, "ResourceId": f"{scenario.name}/replica-{r}",
                          "ResourceType": resource_types[r], **common})
     for h, (begin, end) in enumerate(periods):
         lost = float(t.unused_commitment_usd[h])

@@ -216,3 +216,20 @@ def test_timeseries_follow_the_roster():
         assert ts.ready[0, k] <= billed
     integral = float((ts.usd_per_hour.sum(axis=0) * ts.width_s).sum() / 3600)
     assert integral == pytest.approx(res.bill.total_usd - res.bill.minimum_usd, rel=1e-9)
+
+
+def test_focus_export_and_the_demand_curve_follow_the_replicas_that_existed():
+    from simcost.commitments import demand_curve
+    from simcost.focus import focus_rows
+
+    res = moving(replicas=2, autoscaler={"policy": "hpa", "target": 4, "max_replicas": 6},
+                 spot={"share": 0.5, "usd_per_device_hour": 1.5, "monthly_interruption": 0.0}).run()
+    rows = focus_rows(res)
+    assert sum(r["BilledCost"] for r in rows) == pytest.approx(res.bill.total_usd, rel=1e-9)
+    ra = res.bill.roster
+    assert {r["ResourceId"] for r in rows} == {f"{res.scenario.name}/replica-{i}" for i in range(len(ra.pool))}
+    assert {r["PricingCategory"] for r in rows if r["ResourceId"].endswith("replica-2")} == \
+        {"Dynamic" if ra.spot[2] else "On-Demand"}
+    demand = demand_curve(res, "provisioned")
+    devices = res.deployment.num_devices
+    assert demand[0] * res.horizon_s == pytest.approx(ra.alive_s.sum() * devices, rel=1e-9)  # one partial hour
