@@ -40,12 +40,22 @@ def _parser() -> argparse.ArgumentParser:
     run_p.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     run_p.set_defaults(func=_cmd_run)
 
-    sweep_p = sub.add_parser("sweep", help="run a scenario at several values of one key")
+    sweep_p = sub.add_parser("sweep", help="run a scenario over a grid, random or Latin-hypercube set of key values")
     common(sweep_p)
-    sweep_p.add_argument("--param", required=True, help="the key to vary, e.g. fleet.replicas")
-    sweep_p.add_argument("--values", required=True, help="comma-separated values, e.g. 1,2,4,8")
-    sweep_p.add_argument("--out", type=Path, default=None, help="results folder (default results/sweep-<param>)")
-    sweep_p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel processes")
+    sweep_p.add_argument("--param", action="append", default=[], metavar="KEY",
+                         help="a key to vary, e.g. fleet.replicas (repeatable: the grid over every --param)")
+    sweep_p.add_argument("--values", action="append", default=[], metavar="A,B,C",
+                         help="comma-separated values of the --param before it, e.g. 1,2,4,8")
+    sweep_p.add_argument("--space", type=Path, default=None,
+                         help="space YAML: design grid|random|lhs, points, seed, keys (values or low/high ranges)")
+    sweep_p.add_argument("--seeds", type=int, default=1, help="runs per point, seeds = seed + 0..K-1; mean and 95%% CI")
+    sweep_p.add_argument("--out", type=Path, default=None, help="results folder (default results/sweep-<keys>)")
+    sweep_p.add_argument("--cache", type=Path, default=None, help="result cache folder (default OUT/cache)")
+    sweep_p.add_argument("--backend", choices=("local", "ray"), default="local",
+                         help="local processes (default) or Ray (pip install 'simcost[ray]')")
+    sweep_p.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray instance)")
+    sweep_p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel runs (processes or Ray CPUs)")
+    sweep_p.add_argument("--no-run-folders", action="store_true", help="write the table only, not a results folder per run")
     sweep_p.set_defaults(func=_cmd_sweep)
 
     fc_p = sub.add_parser("forecast", help="project monthly spend and SLO under a load growth path")
@@ -125,6 +135,25 @@ def _parser() -> argparse.ArgumentParser:
     cm_p.add_argument("--no-week", action="store_true", help="plan over the simulated hours only (default: tile to a week)")
     cm_p.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     cm_p.set_defaults(func=_cmd_commitments)
+
+    lev_p = sub.add_parser("levers", help="apply each optimisation lever alone; rank by ROI")
+    common(lev_p)
+    lev_p.add_argument("--levers", type=Path, default=None, metavar="YAML",
+                       help="per-lever effort_weeks, quality_risk and knobs, and usd_per_engineer_week")
+    lev_p.add_argument("--only", default=None, help="comma-separated levers, e.g. int8,spot (default all enabled)")
+    lev_p.add_argument("--smaller-model", default=None, metavar="KEY", help="the smaller model's catalog key")
+    lev_p.add_argument("--fixed-fleet", action="store_true",
+                       help="keep the scenario's replicas (default: each row at its smallest fleet meeting the SLO)")
+    lev_p.add_argument("--max-replicas", type=int, default=16, help="largest fleet.replicas tried (default 16)")
+    lev_p.add_argument("--seeds", type=int, default=1, help="seeds per point (default 1)")
+    lev_p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel processes")
+    lev_p.add_argument("--out", type=Path, default=None, help="results folder (default results/levers-<scenario name>)")
+    lev_p.set_defaults(func=_cmd_levers)
+
+    rep_p = sub.add_parser("report", help="one self-contained HTML page of a run or sweep results folder")
+    rep_p.add_argument("results_dir", type=Path, help="a folder written by simcost run or simcost sweep")
+    rep_p.add_argument("--out", type=Path, default=None, help="HTML file to write (default RESULTS_DIR/report.html)")
+    rep_p.set_defaults(func=_cmd_report)
     return p
 
 
@@ -145,14 +174,34 @@ def _cmd_run(args) -> int:
 
 def _cmd_sweep(args) -> int:
     from simcost.sweep import format_table, parse_values, sweep
+    from simcost.sweep_space import load_space, space_from_flags
 
-    values = parse_values(args.values)
-    if not values:
-        raise InputError("--values", f"'{args.values}' holds no values; expected e.g. 1,2,4,8")
-    out = args.out or Path("results") / f"sweep-{args.param}"
-    rows = sweep(args.scenario, args.param, values, out, args.overrides, args.seed, args.jobs, progress=True)
-    print(format_table(rows, args.param))
-    print(f"\nwrote {out / 'sweep.csv'}, {out / 'sweep.png'}")
+    values = []
+    for text in args.values:
+        values.append(parse_values(text))
+        if not values[-1]:
+            raise InputError("--values", f"'{text}' holds no values; expected e.g. 1,2,4,8")
+    if not args.param and args.space is None:
+        raise InputError("sweep", "nothing to vary; give --param KEY --values A,B,C or --space SPACE.yaml")
+    if args.address and args.backend != "ray":
+        raise InputError("--address", "is for --backend ray")
+    flags = space_from_flags(args.param, values) if args.param or args.values else None
+    space = load_space(args.space, flags) if args.space else flags
+    out = args.out or Path("results") / f"sweep-{args.space.stem if args.space else '+'.join(args.param)}"
+    try:
+        result = sweep(args.scenario, space, out, args.overrides, args.seed, args.seeds, args.jobs, args.backend,
+                       args.address, args.cache, not args.no_run_folders, progress=True)
+    except KeyboardInterrupt:
+        print(f"\nsimcost: interrupted; finished runs are cached in {args.cache or out / 'cache'}: "
+              "the same command resumes", file=sys.stderr)
+        return 130
+    print(format_table(result.rows, result.keys))
+    print(f"\n{len(result.rows)} points: {result.executed} runs simulated, {result.cached} from the cache, "
+          f"{result.failed} points failed")
+    print(f"wrote {', '.join(str(p) for p in result.paths.values())}")
+    if result.failed == len(result.rows):
+        print(f"simcost: every point failed; the first: {result.rows[0]['error']}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -269,6 +318,28 @@ def _cmd_commitments(args) -> int:
     print(format_plan(plan))
     return 0
 
+
+
+def _cmd_levers(args) -> int:
+    from simcost.config import load_scenario
+    from simcost.levers import format_study, load_levers, study, write_outputs
+
+    overrides = {"smaller_model": {"model": args.smaller_model}} if args.smaller_model else None
+    cfg = load_levers(args.levers, overrides)
+    only = tuple(s.strip() for s in args.only.split(",") if s.strip()) if args.only else None
+    scenario = load_scenario(args.scenario, args.overrides, args.seed)
+    result = study(scenario, cfg, only, not args.fixed_fleet, args.max_replicas, args.seeds, args.jobs)
+    paths = write_outputs(result, args.out or Path("results") / f"levers-{scenario.name}")
+    print(format_study(result))
+    print(f"\nwrote {', '.join(map(str, paths))}")
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from simcost.report import write_report
+
+    print(f"wrote {write_report(args.results_dir, args.out)}")
+    return 0
 
 if __name__ == "__main__":
     sys.exit(main())
