@@ -1,4 +1,10 @@
-"""A fleet of identical replicas behind a router, and the admission checks in front of them.
+"""A fleet of replicas behind a router, and the admission checks in front of them.
+
+A fleet is one pool of identical replicas, a disaggregated prefill + decode pair, or several
+pools of fleet.pools (each its own deployment and engine): then a pool router
+(simcost.routers.POOL_ROUTERS, key fleet.pool_router) first picks the pool among those that
+serve the request's workload, admit it and have a ready replica, and the pool's own router
+(fleet.router) picks the replica.
 
 Routers (scenario key fleet.router): round_robin, random, join_shortest_queue, power_of_two,
 least_outstanding_tokens and prefix_affinity pick a replica at arrival (simcost.routers); with
@@ -42,6 +48,21 @@ REPLICA_CLASSES: dict[str, type] = {
 
 
 @dataclass(frozen=True)
+class PoolEngine:
+    """Engine inputs of one pool of fleet.pools (simcost.sim builds them from its scenario)."""
+
+    engine: EngineConfig
+    step_params: np.ndarray
+    num_kv_blocks: int
+    block_size: int
+    max_num_batched_tokens: int
+    max_model_len: int
+    swap: SwapLink | None = None
+    item_work: tuple[np.ndarray, np.ndarray] | None = None
+    queue_key: Callable[[int], tuple] | None = None
+
+
+@dataclass(frozen=True)
 class Disaggregation:
     """The prefill pool is the first prefill_replicas replicas (the fleet's own deployment); the
     decode pool follows, with its own step-time model, KV blocks and swap link."""
@@ -63,7 +84,7 @@ class Fleet:
     change the fleet during a run (simcost.fleet_control calls them); `roster` keeps every
     replica's timeline for the bill."""
 
-    def __init__(self, env: simpy.Environment, table: RequestTable, num_replicas: int, router: str,
+    def __init__(self, env: simpy.Environment, table: RequestTable, num_replicas: int | list[int], router: str,
                  rng: np.random.Generator, step_params: np.ndarray, num_kv_blocks: int, block_size: int,
                  max_num_seqs: int, max_num_batched_tokens: int, max_model_len: int, kv_watermark: float,
                  max_waiting: int | None, log: StepLog, max_span_steps: int = 1 << 30, chunked: bool = False,
@@ -72,10 +93,12 @@ class Fleet:
                  queue_key: Callable[[int], tuple] | None = None, swap: SwapLink | None = None,
                  disaggregation: Disaggregation | None = None, prefix: PrefixSpec | None = None,
                  phases: list[StartPhases] | None = None, affinity_key: Callable[[int], int | None] | None = None,
-                 affinity_load_bound: float = 1.25, capacity: list[str] | None = None):
+                 affinity_load_bound: float = 1.25, capacity: list[str] | None = None,
+                 pools: list[PoolEngine] | None = None, pool_router=None, pool_serves: list[np.ndarray] | None = None):
         self.env = env
         self.on_done = on_done  # called with a request id when it completes or is rejected
-        self.on_starved: Callable[[], None] | None = None  # a request found no ready replica
+        # per pool: called when a request it could serve found no ready replica (fleet_control)
+        self.starved_hooks: dict[int, Callable[[], None]] = {}
         self.table = table
         self.router = router
         self.rng = rng
@@ -94,7 +117,17 @@ class Fleet:
                              self._on_finish, max_span_steps, chunked, item_work, queue_key)
         # per pool (simcost.perf.Pool order): (step-time model, KV blocks, swap link, role keywords)
         self.pool_specs = [(step_params, num_kv_blocks, swap, {})]
-        pool_of = [0] * num_replicas
+        pool_of = [0] * num_replicas if pools is None else []  # fleet.pools: num_replicas is per pool
+        self.pooled = pools is not None  # fleet.pools
+        self.pool_router = pool_router  # fleet.pools: picks the pool (simcost.routers.POOL_ROUTERS)
+        self._pool_engines = None  # fleet.pools: per pool (replica class, its keywords, engine args)
+        if pools is not None:
+            self.pool_specs = [(pe.step_params, pe.num_kv_blocks, pe.swap, {}) for pe in pools]
+            self._pool_engines = [self._pool_engine(pe, table, log, max_span_steps, prefix) for pe in pools]
+            self._pool_limits = [(pe.max_model_len, pe.max_num_batched_tokens, pe.engine.policy == "chunked",
+                                  pe.block_size, pe.engine.max_waiting) for pe in pools]
+            self._pool_serves = pool_serves  # per workload entry: the pools that serve it
+            pool_of = [k for k, n in enumerate(num_replicas) for _ in range(n)]
         if disaggregation is not None:
             d = disaggregation
             prefill = {"role": "prefill", "handoff": self._to_decode, "kv_transfer_s_per_token": d.kv_transfer_s_per_token}
@@ -107,6 +140,8 @@ class Fleet:
         # routable replicas (ready, not draining); routers hold these very lists
         self.entry_pool: list = []
         self.decode_pool: list = []
+        # fleet.pools: each pool's routable replicas (entry_pool is then all of them)
+        self.routable: list[list] = [[] for _ in self.pool_specs] if pools is not None else [self.entry_pool]
         self.held: deque[int] = deque()
         self._draining: dict[int, str] = {}  # replica index -> why, until its last request ends
         self.central = WaitingQueue(queue_key)  # shared_queue only
@@ -116,6 +151,8 @@ class Fleet:
         self.entry_router = ROUTERS[router](self.entry_pool, routing) if router in ROUTERS else None
         self.decode_router = (ROUTERS[DECODE_ROUTER.get(router, router)](self.decode_pool, routing)
                               if disaggregation is not None else None)
+        self.pool_routers = ([ROUTERS[router](ready, routing) for ready in self.routable] if pools is not None
+                             else [self.entry_router])
         phases = phases or [StartPhases(0.0, 0.0)] * len(pool_of)
         capacity = capacity or [ON_DEMAND] * len(pool_of)
         if not len(phases) == len(capacity) == len(pool_of):
@@ -128,7 +165,19 @@ class Fleet:
         entry = first_of.get("prefill", first_of.get("both"))
         self._max_blocks_whole = first_of.get("decode", entry).max_blocks_admissible()
         self._max_blocks_prompt = entry.max_blocks_admissible()
+        if pools is not None:  # each pool's first replica tells its KV limit
+            first = {self.roster.lives[r.index].pool: r for r in reversed(self.replicas)}
+            self._pool_max_blocks = [first[k].max_blocks_admissible() for k in range(len(pools))]
         self.num_completed = 0
+
+    def _pool_engine(self, pe: PoolEngine, table, log, max_span_steps, prefix):
+        cls = REPLICA_CLASSES[pe.engine.policy]
+        options = {key: getattr(pe.engine, key) for key in getattr(cls, "ENGINE_KEYS", ())}
+        if prefix is not None and pe.engine.prefix_caching:
+            options["prefix"] = prefix
+        args = (table, pe.block_size, pe.engine.max_num_seqs, pe.max_num_batched_tokens, pe.engine.kv_watermark, log,
+                self._on_finish, max_span_steps, pe.engine.policy == "chunked", pe.item_work, pe.queue_key)
+        return cls, options, args
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -136,7 +185,7 @@ class Fleet:
         """Request a replica of `pool` now; it serves once `phase` (its cold start) is over."""
         params, blocks, link, role = self.pool_specs[pool]
         index = len(self.replicas)
-        replica = self._new_replica(index, params, blocks, link, role)
+        replica = self._new_replica(index, params, blocks, link, role, pool)
         now = self.env.now
         self.replicas.append(replica)
         self.roster.lives.append(Life(pool, capacity, now, now + phase.provisioned_s, now + phase.ready_s))
@@ -148,10 +197,12 @@ class Fleet:
             self._serve(replica)
         return replica
 
-    def _new_replica(self, index, params, blocks, link, role):
-        table, block_size, seqs, batched, watermark, log, on_finish, span, chunked, items, key = self._engine_args
-        return self._replica_class(self.env, index, table, params, blocks, block_size, seqs, batched, watermark,
-                                   log, on_finish, span, chunked, items, key, link, **self._options, **role)
+    def _new_replica(self, index, params, blocks, link, role, pool: int = 0):
+        cls, options, args = ((self._replica_class, self._options, self._engine_args) if self._pool_engines is None
+                              else self._pool_engines[pool])
+        table, block_size, seqs, batched, watermark, log, on_finish, span, chunked, items, key = args
+        return cls(self.env, index, table, params, blocks, block_size, seqs, batched, watermark,
+                   log, on_finish, span, chunked, items, key, link, **options, **role)
 
     def _start(self, replica, ready_in_s: float):
         yield self.env.timeout(ready_in_s)
@@ -161,6 +212,9 @@ class Fleet:
 
     def _serve(self, replica) -> None:
         """The replica is ready: it joins its routable pool, and takes held requests."""
+        if self.pooled:
+            self._serve_pooled(replica)
+            return
         pool = self.decode_pool if getattr(replica, "role", "both") == "decode" else self.entry_pool
         pool.append(replica)
         self._resized(pool)
@@ -170,12 +224,31 @@ class Fleet:
             if self.central:
                 self._dispatch_central()
 
+    def _serve_pooled(self, replica) -> None:
+        k = self.roster.lives[replica.index].pool
+        self.routable[k].append(replica)
+        self.entry_pool.append(replica)
+        self._resized(self.routable[k])
+        held, self.held = self.held, deque()
+        for rid in held:  # in arrival order; those whose pools are still not ready are held again
+            self._place(rid)
+
     def _resized(self, pool: list) -> None:
-        router = self.entry_router if pool is self.entry_pool else self.decode_router
+        if self.pooled:
+            router = self.pool_routers[next(k for k, ready in enumerate(self.routable) if ready is pool)]
+        else:
+            router = self.entry_router if pool is self.entry_pool else self.decode_router
         if hasattr(router, "resized"):
             router.resized()
 
     def _unroute(self, replica) -> None:
+        if self.pooled:
+            k = self.roster.lives[replica.index].pool
+            if replica in self.routable[k]:
+                self.routable[k].remove(replica)
+                self.entry_pool.remove(replica)
+                self._resized(self.routable[k])
+            return
         for pool in (self.entry_pool, self.decode_pool):
             if replica in pool:
                 pool.remove(replica)
@@ -183,6 +256,19 @@ class Fleet:
 
     def is_ready(self, replica) -> bool:
         return replica in self.entry_pool or replica in self.decode_pool
+
+    def num_in_pool(self, pool: int) -> int:
+        """Requests in pool `pool` plus those not on any replica yet (all of them with one pool)."""
+        if not self.pooled:
+            return self.num_in_system()
+        lives = self.roster.lives
+        return len(self.held) + sum(r.num_outstanding for r in self.replicas if lives[r.index].pool == pool)
+
+    def _starved(self, pools=(0,)) -> None:
+        for k in pools:
+            hook = self.starved_hooks.get(k)
+            if hook is not None:
+                hook()
 
     def live(self) -> list:
         """Replicas requested and neither draining nor gone (ready or starting)."""
@@ -234,12 +320,30 @@ class Fleet:
             self._place(rid)
 
     def _place(self, rid: int) -> None:
+        if self.pooled:
+            self._place_pooled(rid, self._admitting_pools(rid))
+            return
         if not self.entry_pool:
             self.held.append(rid)
-            if self.on_starved is not None:
-                self.on_starved()
+            self._starved()
             return
         self._submit(self._route(self.entry_router, rid), rid)
+
+    def _admitting_pools(self, rid: int) -> list[int]:
+        return [k for k in self._pool_serves[int(self.table.workload[rid])] if not self._inadmissible(rid, k)]
+
+    def _place_pooled(self, rid: int, admitting: list[int]):
+        """Route to a pool with a ready replica, or hold the request (and wake its pools' control
+        loops); returns the replica, or None when held."""
+        ready = [k for k in admitting if self.routable[k]]
+        if not ready:
+            self.held.append(rid)
+            self._starved(admitting)
+            return None
+        k, replica = self.pool_router.pick(rid, ready)
+        replica = replica if replica is not None else self._route(self.pool_routers[k], rid)
+        self._submit(replica, rid)
+        return replica
 
     # --- requests ----------------------------------------------------------------------------
 
@@ -258,8 +362,11 @@ class Fleet:
                 return
             self.central.push(rid)
             self._dispatch_central()
-            if self.central and not self.entry_pool and self.on_starved is not None:
-                self.on_starved()
+            if self.central and not self.entry_pool:
+                self._starved()
+            return
+        if self.pooled:
+            self._arrive_pooled(rid)
             return
         if not self.entry_pool:
             self._place(rid)
@@ -270,22 +377,47 @@ class Fleet:
             return
         self._submit(replica, rid)
 
+    def _arrive_pooled(self, rid: int) -> None:
+        """fleet.pools: reject a request no pool serving its workload admits, else route it. A
+        full queue (engine.max_waiting of the chosen pool) rejects it, as on one pool."""
+        admitting = self._admitting_pools(rid)
+        if not admitting:
+            self._reject(rid, self._inadmissible(rid, self._pool_serves[int(self.table.workload[rid])][0]))
+            return
+        ready = [k for k in admitting if self.routable[k]]
+        if not ready:
+            self._place_pooled(rid, admitting)
+            return
+        k, replica = self.pool_router.pick(rid, ready)
+        replica = replica if replica is not None else self._route(self.pool_routers[k], rid)
+        max_waiting = self._pool_limits[k][4]
+        if max_waiting is not None and len(replica.waiting) >= max_waiting:
+            self._reject(rid, "queue_full")
+            return
+        self._submit(replica, rid)
+
     def _reject(self, rid: int, reason: str) -> None:
         self.table.reject(rid, reason)
         if self.on_done is not None:
             self.on_done(rid)
 
-    def _inadmissible(self, rid: int) -> str:
+    def _inadmissible(self, rid: int, pool: int | None = None) -> str:
+        """Why request rid can never be served (on `pool` of fleet.pools), or ""."""
         t = self.table
         n_in, n_out = int(t.input_tokens[rid]), int(t.output_tokens[rid])
-        if n_in + n_out > self.max_model_len:
+        if pool is None:
+            max_len, batched, chunked, block = self.max_model_len, self.max_num_batched_tokens, self.chunked, self.block_size
+            whole, prompt = self._max_blocks_whole, self._max_blocks_prompt
+        else:
+            max_len, batched, chunked, block, _ = self._pool_limits[pool]
+            whole = prompt = self._pool_max_blocks[pool]
+        if n_in + n_out > max_len:
             return "exceeds_max_model_len"
-        if n_in > self.max_num_batched_tokens and not self.chunked:  # chunks split long prompts
+        if n_in > batched and not chunked:  # chunks split long prompts
             return "exceeds_batch_tokens"
         # at its longest, a request holds the KV of its prompt and all but its last output token
         # (disaggregated: its prompt on a prefill replica, all of it on a decode replica)
-        if (blocks_for(n_in + n_out - 1, self.block_size) > self._max_blocks_whole
-                or blocks_for(n_in, self.block_size) > self._max_blocks_prompt):
+        if blocks_for(n_in + n_out - 1, block) > whole or blocks_for(n_in, block) > prompt:
             return "exceeds_kv_capacity"
         return ""
 

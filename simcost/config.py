@@ -440,12 +440,60 @@ class SiteConfig:
     default 400 gCO2/kWh: an assumption near the world-average grid; set your region's figure.
     provider (aws, gcp, coreweave, purchase, ...: a provider of configs/prices.yaml): the on-demand
     price per device is that provider's offer for the device in `region` (a provider-wide "any"
-    offer matches every region); None: the device catalog's price."""
+    offer matches every region); None: the device catalog's price.
 
+    Sites of a fleet of pools (fleet.sites) also carry: `name` (what a pool's `site` names),
+    `edge` (edge_first sends work here first), `client_rtt_s` (the network round trip between the
+    site and its clients, added once to the TTFT and E2EL its clients see: summary `network`) and
+    `egress_usd_per_gb` (the price of bytes leaving the site; None: 0.09 $/GB, AWS internet egress
+    in its first 10 TB tier, DESIGN.md section 4, for a site of fleet.sites, and 0 for the one-site
+    shorthand fleet.site, whose bills predate egress)."""
+
+    name: str = "default"
     region: str = "us-east-1"
     provider: str | None = None
     pue: float = field(default=1.2, metadata=bounds(ge=1))
     grid_gco2_per_kwh: float = field(default=400.0, metadata=bounds(ge=0))
+    edge: bool = False
+    client_rtt_s: float = field(default=0.0, metadata=bounds(ge=0))
+    egress_usd_per_gb: float | None = field(default=None, metadata=bounds(ge=0))
+
+
+DEFAULT_EGRESS_USD_PER_GB = 0.09  # AWS data transfer out to the internet, first 10 TB/month tier (DESIGN.md s4)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PoolConfig:
+    """One pool of a fleet (fleet.pools): `replicas` replicas of `model` (default: the scenario's)
+    on `hardware`, with `engine` keys merged over the scenario's engine section, priced by its own
+    `pricing` (default: fleet.pricing; a savings-plan commitment is then this pool's), at its own
+    `price_usd_per_device_hour` (default: the catalog's at its site's provider and region), at
+    `site` (a name of fleet.sites; default: fleet.site), serving the workloads named in `serves`
+    (mix entry names; default: all). `autoscaler`, `spot`, `failures` and `cold_start` move this
+    pool alone (simcost.fleet_control runs one control loop per pool)."""
+
+    name: str
+    hardware: HardwareConfig
+    model: ModelConfig | None = None
+    engine: EngineConfig | None = None  # the scenario's engine section with this pool's keys over it
+    replicas: int = field(default=1, metadata=bounds(ge=1))
+    price_usd_per_device_hour: float | None = field(default=None, metadata=bounds(ge=0))
+    pricing: PricingConfig | None = None
+    site: str | None = None
+    serves: tuple[str, ...] | None = None
+    cold_start: ColdStartConfig | None = None  # None: fleet.cold_start
+    autoscaler: AutoscalerConfig | None = None
+    spot: SpotConfig | None = None
+    failures: FailureConfig | None = None
+
+    def _check(self, path: str) -> None:
+        pricing = self.pricing
+        moving = [key for key in ("autoscaler", "spot", "failures") if getattr(self, key) is not None]
+        if moving and pricing is not None and pricing.model in ("reserved", "owned"):
+            raise InputError(f"{path}.{moving[0]}", f"a pool that changes size cannot be priced as {pricing.model} "
+                             "capacity (paid for whether used or not); use on_demand, spot or savings_plan")
+        if self.serves is not None and not self.serves:
+            raise InputError(f"{path}.serves", "empty; list workload names, or leave serves out for all of them")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -656,13 +704,48 @@ class FleetConfig:
     spot: SpotConfig | None = None  # a share of the replicas on spot capacity, with reclaims
     failures: FailureConfig | None = None  # node failures and site outages
     redundancy: int = field(default=0, metadata=bounds(ge=0))  # N+k: k replicas beyond replicas or the autoscaler's count
+    # A fleet of several pools (replaces hardware/replicas as the fleet's shape; see PoolConfig),
+    # the sites they run at, and how a request's pool is chosen (simcost.routers.POOL_ROUTERS)
+    pools: tuple[PoolConfig, ...] | None = None
+    sites: tuple[SiteConfig, ...] = ()
+    pool_router: Literal["fastest", "cost_aware", "edge_first"] = "fastest"
+    # edge_first: an edge pool takes a request while its outstanding requests stay below this many
+    # per ready replica (None: engine max_num_seqs, its batch capacity)
+    edge_max_outstanding_per_replica: int | None = field(default=None, metadata=bounds(ge=1))
+    # bytes a token takes on the wire: ~4 for English UTF-8 text with Llama-3's tokenizer (an
+    # assumption: its 128k vocabulary averages about 4 characters per token on English prose)
+    bytes_per_token: float = field(default=4.0, metadata=bounds(gt=0))
 
     @property
     def moves(self) -> bool:
         """Replicas come and go during the run (simcost.fleet_control)."""
+        if self.pools is not None:
+            return any(self.pool_fleet(k).moves for k in range(len(self.pools)))
         return bool(self.autoscaler or self.spot or self.failures or self.pricing.model == "spot")
 
+    def pool_fleet(self, k: int) -> "FleetConfig":
+        """Pool k of fleet.pools as a one-pool fleet section (what its control loop and its bill
+        read); the fleet's own section without pools."""
+        if self.pools is None:
+            return self
+        p = self.pools[k]
+        return FleetConfig(replicas=p.replicas, router=self.router, affinity_load_bound=self.affinity_load_bound,
+                           price_usd_per_device_hour=p.price_usd_per_device_hour,
+                           pricing=p.pricing or self.pricing, site=self.site_of(k),
+                           cold_start=p.cold_start or self.cold_start, autoscaler=p.autoscaler, spot=p.spot,
+                           failures=p.failures)
+
+    def site_of(self, k: int) -> SiteConfig:
+        """Pool k's site (fleet.site when it names none, or without pools)."""
+        name = self.pools[k].site if self.pools is not None else None
+        return self.site if name is None else next(s for s in self.sites if s.name == name)
+
     def _check(self, path: str) -> None:
+        if self.pools is not None:
+            self._check_pools(path)
+            return
+        if self.sites:
+            raise InputError(f"{path}.sites", "needs fleet.pools (each pool names its site); use fleet.site for one site")
         self._check_moving(path)
         if self.disaggregation is None:
             return
@@ -691,10 +774,38 @@ class FleetConfig:
         if self.spot is not None and self.spot.usd_per_device_hour is None and self.pricing.spot_usd_per_device_hour is None:
             raise InputError(f"{path}.spot.usd_per_device_hour", "missing; give the spot price per device-hour")
 
+    def _check_pools(self, path: str) -> None:
+        for key, value, default in (("disaggregation", self.disaggregation, None), ("redundancy", self.redundancy, 0),
+                                    ("autoscaler", self.autoscaler, None), ("spot", self.spot, None),
+                                    ("failures", self.failures, None), ("replicas", self.replicas, 1),
+                                    ("price_usd_per_device_hour", self.price_usd_per_device_hour, None)):
+            if value != default:
+                raise InputError(f"{path}.{key}", "not used with fleet.pools; give it inside each pool"
+                                 if key != "disaggregation" and key != "redundancy"
+                                 else "is not modelled with fleet.pools yet; leave one of them out")
+        if self.router == "shared_queue":
+            raise InputError(f"{path}.router", "shared_queue is not available with fleet.pools; choose another router")
+        if not self.pools:
+            raise InputError(f"{path}.pools", "empty; list at least one pool")
+        site_names = [s.name for s in self.sites]
+        for i, site in enumerate(self.sites):
+            if site_names.index(site.name) != i:
+                raise InputError(f"{path}.sites[{i}].name", f"'{site.name}' is used twice; sites need distinct names")
+        names = [p.name for p in self.pools]
+        for i, pool in enumerate(self.pools):
+            if names.index(pool.name) != i:
+                raise InputError(f"{path}.pools[{i}].name", f"'{pool.name}' is used twice; pools need distinct names")
+            if pool.site is not None and pool.site not in site_names:
+                raise InputError(f"{path}.pools[{i}].site", f"'{pool.site}' is not a site of fleet.sites "
+                                 f"(known: {', '.join(site_names) or 'none'})")
+            self.pool_fleet(i)._check_moving(f"{path}.pools[{i}]")
+
     @property
     def num_replicas(self) -> int:
-        """All replicas paid for at the start: the prefill and decode pools, or `replicas`
-        (plus any redundancy)."""
+        """All replicas paid for at the start: every pool's, the prefill and decode pools, or
+        `replicas` (plus any redundancy)."""
+        if self.pools is not None:
+            return sum(p.replicas for p in self.pools)
         d = self.disaggregation
         return self.replicas + self.redundancy if d is None else d.prefill_replicas + d.decode_replicas
 
@@ -751,6 +862,20 @@ class Scenario:
             raise InputError("fleet.disaggregation", f"needs an iteration-level engine.policy (prefill_first or chunked), not {self.engine.policy}")
         if self.duration_s is not None and self.warmup_s >= self.duration_s:
             raise InputError("warmup_s", f"{self.warmup_s} is not below duration_s={self.duration_s}")
+        if self.fleet.pools is not None:
+            self._check_serves()
+
+    def _check_serves(self) -> None:
+        """Every pool serves known workloads, and every workload has a pool."""
+        names = [self.workload.entry_name(i) for i in range(len(self.workload.entries()))]
+        for k, pool in enumerate(self.fleet.pools):
+            for j, name in enumerate(pool.serves or ()):
+                if name not in names:
+                    raise InputError(f"fleet.pools[{k}].serves[{j}]", f"'{name}' is not a workload of this scenario "
+                                     f"(known: {', '.join(names)})")
+        for name in names:
+            if not any(pool.serves is None or name in pool.serves for pool in self.fleet.pools):
+                raise InputError("fleet.pools", f"no pool serves workload '{name}'; add it to a pool's serves")
 
 
 # --- loading --------------------------------------------------------------------------------
@@ -809,4 +934,18 @@ def scenario_from_dict(raw: dict, overrides=(), seed: int | None = None) -> Scen
     raw = apply_overrides(raw, overrides)
     if seed is not None:
         raw["seed"] = seed
+    _merge_pool_engines(raw)
     return build(Scenario, raw, "")
+
+
+def _merge_pool_engines(raw: dict) -> None:
+    """A pool's engine section holds only the keys it changes: lay them over the scenario's."""
+    fleet = raw.get("fleet")
+    pools = fleet.get("pools") if isinstance(fleet, dict) else None
+    engine = raw.get("engine") if isinstance(raw.get("engine"), dict) else {}
+    first = pools[0] if isinstance(pools, list) and pools and isinstance(pools[0], dict) else None
+    if first is not None and "hardware" not in raw and "hardware" in first:
+        raw["hardware"] = first["hardware"]  # the scenario's own hardware: the first pool's
+    for pool in pools if isinstance(pools, list) else ():
+        if isinstance(pool, dict) and isinstance(pool.get("engine"), dict):
+            pool["engine"] = {**engine, **pool["engine"]}

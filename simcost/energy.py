@@ -44,8 +44,10 @@ def hour_overlap_s(start_s: np.ndarray, end_s: np.ndarray, n_hours: int) -> np.n
 @dataclass(frozen=True)
 class Energy:
     replica_hour_kwh: np.ndarray  # (replicas, hours), PUE included
-    pue: float
-    grid_gco2_per_kwh: float
+    pue: float | None  # None: replicas at sites of different PUE (replica_pue)
+    grid_gco2_per_kwh: float | None  # None: sites of different grids (replica_gco2_per_kwh)
+    replica_pue: np.ndarray | None = None  # (replicas,) when sites differ
+    replica_gco2_per_kwh: np.ndarray | None = None  # (replicas,) when sites differ
 
     @property
     def total_kwh(self) -> float:
@@ -53,20 +55,28 @@ class Energy:
 
     @property
     def total_gco2(self) -> float:
+        if self.replica_gco2_per_kwh is not None:
+            return float((self.replica_hour_kwh.sum(axis=1) * self.replica_gco2_per_kwh).sum())
         return self.total_kwh * self.grid_gco2_per_kwh
 
 
 def replica_hour_energy(busy_u_s: np.ndarray, covered_s: np.ndarray, idle_w, peak_w,
-                        pue: float, grid_gco2_per_kwh: float) -> Energy:
+                        pue, grid_gco2_per_kwh) -> Energy:
     """Integral of power over each replica-hour: idle_w for all of it plus (peak - idle) x u
     over the time steps ran (busy_u_s = integral of u dt, from `split_steps_by_hour`). covered_s:
     each hour's seconds (every replica there all along) or (replicas, hours) seconds each was
-    there. idle_w and peak_w: one figure for every replica, or one per replica."""
+    there. idle_w and peak_w: one figure for every replica, or one per replica; so are pue and
+    grid_gco2_per_kwh (each replica's site)."""
     idle_w = np.reshape(np.asarray(idle_w, dtype=np.float64), (-1, 1))
     peak_w = np.reshape(np.asarray(peak_w, dtype=np.float64), (-1, 1))
     covered_s = np.atleast_2d(covered_s)
     joules = covered_s * idle_w + busy_u_s * (peak_w - idle_w)
-    return Energy(replica_hour_kwh=joules * pue / J_PER_KWH, pue=pue, grid_gco2_per_kwh=grid_gco2_per_kwh)
+    if np.ndim(pue) == 0 and np.ndim(grid_gco2_per_kwh) == 0:
+        return Energy(replica_hour_kwh=joules * pue / J_PER_KWH, pue=pue, grid_gco2_per_kwh=grid_gco2_per_kwh)
+    pue, grid = np.asarray(pue, dtype=np.float64), np.asarray(grid_gco2_per_kwh, dtype=np.float64)
+    one = lambda x: float(x[0]) if len(x) and (x == x[0]).all() else None  # noqa: E731
+    return Energy(replica_hour_kwh=joules * pue[:, None] / J_PER_KWH, pue=one(pue), grid_gco2_per_kwh=one(grid),
+                  replica_pue=pue, replica_gco2_per_kwh=grid)
 
 
 # --- kernels (each with a plain-Python twin) ----------------------------------------------

@@ -16,6 +16,9 @@ drain, cancel, kill); the autoscaling decisions are simcost.autoscalers'. DESIGN
 A lost replica's requests are retried on the others (simcost.engine.Replica.stop): nothing is
 lost, and the work in progress is charged as idle time (it was paid for and thrown away).
 The run stops when no request is left and none can come (the loops would otherwise run forever).
+A fleet of several pools (fleet.pools) runs one FleetControl per pool that moves, each with its
+pool's own section (FleetConfig.pool_fleet) and acting on that pool's replicas only; its metric
+counts that pool's replicas plus the requests held for want of a ready replica.
 """
 
 from __future__ import annotations
@@ -62,8 +65,9 @@ def initial_capacity(fleet: FleetConfig, n: int) -> list[str]:
 class FleetControl:
     def __init__(self, env: simpy.Environment, fleet: Fleet, cfg: FleetConfig, pool: Pool,
                  rng: np.random.Generator, table: RequestTable, done: Callable[[], bool],
-                 planned_arrival_s: np.ndarray):
+                 planned_arrival_s: np.ndarray, pool_index: int = 0):
         self.env, self.fleet, self.cfg, self.rng, self.table = env, fleet, cfg, rng, table
+        self.k = pool_index  # the pool this loop moves
         self.done = done  # no request can come any more (arrivals and sessions exhausted)
         self.phase = cold_start(cfg.cold_start or ColdStartConfig(), pool)  # replicas added during the run
         self.spot = spot_config(cfg)
@@ -76,14 +80,14 @@ class FleetControl:
         if self.scaling is not None:
             lo, hi = self.scaling.min_replicas, self.scaling.max_replicas
             if not lo <= cfg.replicas <= hi:
-                raise InputError("fleet.replicas", f"{cfg.replicas}: the starting size must lie within the autoscaler's "
+                raise InputError("fleet.replicas" if not fleet.pooled else f"fleet.pools[{self.k}].replicas", f"{cfg.replicas}: the starting size must lie within the autoscaler's "
                                  f"[{lo}, {hi}]")
             self.scaler = make_autoscaler(cfg.autoscaler, self._forecast_fn(planned_arrival_s),
                                           lead_s=self.phase.ready_s)
             env.process(self._observe_loop())
             env.process(self._decide_loop())
-        fleet.on_starved = self._activate
-        for replica in fleet.replicas:
+        fleet.starved_hooks[self.k] = self._activate
+        for replica in self._mine(fleet.replicas):
             self._watch(replica)
         for outage in (self.failures.outages if self.failures else ()):
             env.process(self._outage(outage.at_s, outage.duration_s))
@@ -99,12 +103,20 @@ class FleetControl:
 
     # --- replicas ----------------------------------------------------------------------------
 
+    def _mine(self, replicas: list) -> list:
+        lives = self.fleet.roster.lives
+        return [r for r in replicas if lives[r.index].pool == self.k]
+
+    def _live(self) -> list:
+        """This pool's replicas requested and neither draining nor gone."""
+        return self._mine(self.fleet.live())
+
     def _add(self, capacity: str | None = None, phase: StartPhases | None = None):
         phase = phase or self.phase
         wait_s = max(0.0, self.blocked_until_s - self.env.now)  # the site is down: start after it
         if wait_s:
             phase = StartPhases(phase.provisioned_s + wait_s, phase.ready_s + wait_s)
-        replica = self.fleet.add_replica(0, phase, capacity or self._next_capacity())
+        replica = self.fleet.add_replica(self.k, phase, capacity or self._next_capacity())
         self._watch(replica)
         return replica
 
@@ -113,7 +125,7 @@ class FleetControl:
         if self.spot is None:
             return ON_DEMAND
         lives = self.fleet.roster.lives
-        live = self.fleet.live()
+        live = self._live()
         num_spot = sum(lives[r.index].capacity == SPOT for r in live)
         return SPOT if num_spot < round(self.spot.share * (len(live) + 1)) else ON_DEMAND
 
@@ -165,13 +177,13 @@ class FleetControl:
     def _outage(self, at_s: float, duration_s: float):
         yield self.env.timeout(at_s)
         self.blocked_until_s = at_s + duration_s
-        for replica in list(self.fleet.replicas):
+        for replica in self._mine(list(self.fleet.replicas)):
             if not self._gone(replica):
                 self._lose(replica, "outage", self.phase.ready_s)  # started once the site is back
 
     def _activate(self) -> None:
         """A request found no replica ready: if none is starting either, start one now."""
-        if not self.fleet.live():
+        if not self._live():
             self._add()
 
     # --- the autoscaler ----------------------------------------------------------------------
@@ -184,12 +196,12 @@ class FleetControl:
     def _decide_loop(self):
         while not (self.done() and self.fleet.num_in_system() == 0):
             yield self.env.timeout(self.scaler.tick_s)
-            live = self.fleet.live()
+            live = self._live()
             ready = sum(self.fleet.is_ready(r) for r in live)
             self.scale_to(self.scaler.decide(self.env.now, ready, len(live) - ready) + self.cfg.redundancy)
 
     def scale_to(self, desired: int) -> None:
-        live = self.fleet.live()
+        live = self._live()
         for _ in range(desired - len(live)):
             self._add()
         surplus = len(live) - desired
@@ -205,12 +217,12 @@ class FleetControl:
     def metric(self) -> float:
         """The autoscaler's metric now: summed over ready replicas, or fleet-wide (ttft_p95)."""
         fleet, name = self.fleet, self.scaling.metric
-        ready = fleet.entry_pool
+        ready = fleet.routable[self.k]
         unplaced = len(fleet.held) + len(fleet.central)
         if name == "concurrency":
-            return float(fleet.num_in_system())
+            return float(fleet.num_in_pool(self.k))
         if name == "queue_depth":
-            return float(unplaced + sum(len(r.waiting) for r in fleet.replicas if not self._gone(r)))
+            return float(unplaced + sum(len(r.waiting) for r in self._mine(fleet.replicas) if not self._gone(r)))
         if name == "kv_cache":
             return float(sum(r.pool.num_used / r.pool.num_blocks for r in ready))
         if name == "utilization":  # DCGM's GPU utilisation: was a kernel running (a batch in flight)
@@ -252,7 +264,7 @@ class FleetControl:
             while history and history[0][0] < now - FORECAST_WINDOW_S:
                 history.popleft()
             if not history or history[-1][0] < now:  # one observation per moment
-                history.append((now, float(self.fleet.num_in_system())))
+                history.append((now, float(self.fleet.num_in_pool(self.k))))
             past = rate(now - half)
             if past <= 0:
                 return 0.0

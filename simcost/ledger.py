@@ -10,6 +10,8 @@ is idle cost; minimum charges and unused commitments are their own unallocated c
     sum(request cost) + idle + minimum + unused commitment = the bill from the pricing formulas,
 which the tests check (no dollar lost or invented). Under chargeback the unallocated dollars are
 then spread over requests too (`spread_unallocated`). Energy is kept per replica-hour alongside.
+Egress (fleet.pools) is priced per request outside the step log and added to its allocated cost
+and to the bill, so the identity above holds with it.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from simcost.config import CostConfig, FleetConfig
 from simcost.energy import Energy, hour_covered_s, hour_piece, replica_hour_energy, split_steps_by_hour
 from simcost.lifecycle import Roster, RosterArrays, StartPhases
 from simcost.perf import Deployment, Pool
-from simcost.pricing import Tariff, alive_matrix_s, fleet_bill_usd, fleet_tariff
+from simcost.pricing import Tariff, alive_matrix_s, fleet_bill_usd, fleet_tariff, pools_bill_usd, pools_tariff
 
 
 class StepLog:
@@ -135,6 +137,10 @@ class Bill:
     draining_usd: float = 0.0
     roster: RosterArrays | None = None  # every replica's timeline, cut at the horizon
     replica_hour_alive_s: np.ndarray | None = None  # (replicas, hours): seconds each was billed
+    # allocated: bytes leaving a site (responses to clients), charged to the request that sent
+    # them; included in request_usd and total_usd (fleet.pools; 0 otherwise)
+    egress_usd: float = 0.0
+    request_egress_usd: np.ndarray | None = None
 
     @property
     def unallocated_usd(self) -> float:
@@ -156,25 +162,38 @@ class Bill:
 def settle(steps: StepArrays, num_requests: int, fleet: FleetConfig, dep: Deployment | list[Pool], horizon_s: float,
            cost: CostConfig = CostConfig(), completed: np.ndarray | None = None,
            phases: list[StartPhases] | None = None, roster: Roster | None = None,
-           spot_usd_per_device_hour: float | None = None) -> Bill:
+           spot_usd_per_device_hour: float | None = None, request_egress_usd: np.ndarray | None = None) -> Bill:
     """Price every step, allocate to requests by the `cost` policy, and charge the gaps as idle.
     `completed` (default: every request) marks who may take unallocated dollars under
     chargeback when no request was allocated anything. `roster` (simcost.lifecycle) says when
     each replica was requested, ready, draining and gone; default: the pools' replicas, static,
-    with `phases` as their cold starts.
+    with `phases` as their cold starts. Pools of fleet.pools (Pool.scenario set) are each priced by
+    their own pricing section and site; `request_egress_usd` (fleet.pools) is each request's
+    egress, added to its allocated cost and to the bill.
 
     Steps run at utilisation 1 (see `simcost.energy`): the log has no finer measure."""
     pools = dep if isinstance(dep, list) else [Pool("serve", dep, fleet.num_replicas)]
     ra = (roster or Roster.static(pools, phases)).arrays(horizon_s)
     n = len(ra.pool)
-    price = fleet_tariff(fleet.pricing, fleet.site, pools, horizon_s, ra, spot_usd_per_device_hour)
+    own = pools[0].scenario is not None  # fleet.pools: each pool priced its own way
+    price = (pools_tariff(pools, horizon_s, ra) if own
+             else fleet_tariff(fleet.pricing, fleet.site, pools, horizon_s, ra, spot_usd_per_device_hour))
     step_util = np.ones(len(steps.step_start_s))
-    step_usd = charge_steps_hourly(steps.step_start_s, steps.step_end_s, steps.step_replica, step_util,
-                                   price.time_usd_per_s, price.util_usd_per_s)
+    if price.replica_util_usd_per_s is None:
+        step_usd = charge_steps_hourly(steps.step_start_s, steps.step_end_s, steps.step_replica, step_util,
+                                       price.time_usd_per_s, price.util_usd_per_s)
+    else:  # per-replica utilisation rates: fold each into its steps' utilisation
+        step_usd = charge_steps_hourly(steps.step_start_s, steps.step_end_s, steps.step_replica,
+                                       step_util * price.replica_util_usd_per_s[steps.step_replica],
+                                       price.time_usd_per_s, 1.0)
     if (np.diff(steps.record_member_offset) == 0).any():
         raise RuntimeError("ledger: a record has no members, so its cost has no one to go to (engine bug)")
     request_usd = allocate_records(step_usd, steps.record_step_offset, steps.record_member_offset,
                                    steps.member_request, member_weights(steps, cost), num_requests)
+    egress_usd = 0.0
+    if request_egress_usd is not None:
+        request_usd = request_usd + request_egress_usd
+        egress_usd = float(request_egress_usd.sum())
     busy_s, idle_s, overlaps = busy_idle_seconds(steps.step_start_s, steps.step_end_s, steps.step_replica, n, horizon_s)
     if overlaps:
         raise RuntimeError(f"ledger: {overlaps} steps overlap on one replica (engine bug)")
@@ -184,8 +203,10 @@ def settle(steps: StepArrays, num_requests: int, fleet: FleetConfig, dep: Deploy
     hour_busy_s, hour_busy_u_s = split_steps_by_hour(steps.step_start_s, steps.step_end_s, steps.step_replica,
                                                      step_util, n, len(covered_s))
     deps = [pools[k].deployment for k in ra.pool]
+    sites = [pools[k].scenario.fleet.site for k in ra.pool] if own else None
     energy = replica_hour_energy(hour_busy_u_s, alive_s, [d.idle_w for d in deps], [d.peak_w for d in deps],
-                                 fleet.site.pue, fleet.site.grid_gco2_per_kwh)
+                                 [s.pue for s in sites] if own else fleet.site.pue,
+                                 [s.grid_gco2_per_kwh for s in sites] if own else fleet.site.grid_gco2_per_kwh)
     hour_idle_s = np.maximum(0.0, alive_s - hour_busy_s)
     idle_usd = float((hour_idle_s * price.time_usd_per_s).sum())
     provisioning_usd, loading_usd, draining_usd = lifecycle_costs_usd(ra, price, steps)
@@ -198,13 +219,15 @@ def settle(steps: StepArrays, num_requests: int, fleet: FleetConfig, dep: Deploy
                                                    + loading_usd + draining_usd, eligible)
     return Bill(step_usd=step_usd, request_usd=request_usd, replica_busy_s=busy_s, replica_idle_s=idle_s,
                 busy_usd=float(step_usd.sum()), idle_usd=idle_usd,
-                total_usd=fleet_bill_usd(fleet.pricing, pools, horizon_s, energy, ra, spot_usd_per_device_hour),
+                total_usd=egress_usd + (pools_bill_usd(pools, horizon_s, energy, ra) if own else
+                                        fleet_bill_usd(fleet.pricing, pools, horizon_s, energy, ra, spot_usd_per_device_hour)),
                 minimum_usd=minimum_usd, unused_commitment_usd=unused_usd,
                 replica_hour_usd=price.time_usd_per_s * np.maximum(alive_s, hour_busy_s)
-                + price.util_usd_per_s * hour_busy_u_s,
+                + price.util_rates(n)[:, None] * hour_busy_u_s,
                 hour_unused_commitment_usd=price.unused_commitment_usd, tariff=price, energy=energy,
                 unallocated_share_usd=share_usd, spread_usd=spread_usd, provisioning_usd=provisioning_usd,
-                loading_usd=loading_usd, draining_usd=draining_usd, roster=ra, replica_hour_alive_s=alive_s)
+                loading_usd=loading_usd, draining_usd=draining_usd, roster=ra, replica_hour_alive_s=alive_s,
+                egress_usd=egress_usd, request_egress_usd=request_egress_usd)
 
 
 def lifecycle_costs_usd(ra: RosterArrays, price: Tariff, steps: StepArrays) -> tuple[float, float, float]:

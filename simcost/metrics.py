@@ -11,7 +11,10 @@ duration). Costs cover the whole run, [0, horizon]: the fleet is paid for all of
 Cost per request, workload and tenant follows the scenario's `cost` policy (`simcost.ledger`):
 `allocated_usd` is the share of busy steps; `unallocated_share_usd` the share of idle time,
 minimum charges and unused commitment under chargeback (0 under showback, where those dollars
-are a line of their own); `total_usd` the two together.
+are a line of their own); `total_usd` the two together. A fleet of pools (fleet.pools) also
+pays egress for the response bytes leaving each site, allocated to the request that sent them
+(its own category, `egress`, inside allocated_usd), and its summary adds by_site, network (the
+latency users see, round trip included) and pool_routing (`pools_summary`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import numpy as np
 from simcost.config import Scenario, to_dict
 from simcost.ledger import Bill, StepArrays
 from simcost.perf import Deployment, Pool
+from simcost.pricing import usd_per_replica_hour
 from simcost.request_table import COMPLETED, IN_FLIGHT, REJECT_REASONS, REJECTED, STATUS_NAMES, RequestTable
 
 PERCENTILES = {"p50": 50, "p90": 90, "p95": 95, "p99": 99}
@@ -54,15 +58,20 @@ def inter_token_latencies(table: RequestTable, mask: np.ndarray) -> np.ndarray:
 SLO_KEYS = ("ttft_s", "tpot_s", "e2el_s")
 
 
-def slo_limits(scenario: Scenario, table: RequestTable) -> dict[str, np.ndarray]:
-    """Each request's SLO limits (NaN: none): its workload's slo where set, else the scenario's."""
+def slo_limits_by_entry(scenario: Scenario) -> dict[str, np.ndarray]:
+    """Each workload entry's SLO limits (NaN: none): its own slo where set, else the scenario's."""
     entries = scenario.workload.entries()
     limits = {}
     for key in SLO_KEYS:
         per_entry = [getattr(e.slo, key) if e.slo is not None and getattr(e.slo, key) is not None
                      else getattr(scenario.slo, key) for e in entries]
-        limits[key] = np.array([np.nan if v is None else v for v in per_entry])[table.workload]
+        limits[key] = np.array([np.nan if v is None else v for v in per_entry], dtype=np.float64)
     return limits
+
+
+def slo_limits(scenario: Scenario, table: RequestTable) -> dict[str, np.ndarray]:
+    """Each request's SLO limits (NaN: none): its workload's slo where set, else the scenario's."""
+    return {key: limits[table.workload] for key, limits in slo_limits_by_entry(scenario).items()}
 
 
 def meets_slo(limits: dict[str, np.ndarray], lat: dict[str, np.ndarray]) -> np.ndarray:
@@ -76,7 +85,8 @@ def meets_slo(limits: dict[str, np.ndarray], lat: dict[str, np.ndarray]) -> np.n
 
 
 def summarize(scenario: Scenario, dep: Deployment, table: RequestTable, steps: StepArrays, bill: Bill,
-              horizon_s: float, session_counts: dict | None = None, pools: list[Pool] | None = None) -> dict:
+              horizon_s: float, session_counts: dict | None = None, pools: list[Pool] | None = None,
+              pool_router=None) -> dict:
     pools = pools or [Pool("serve", dep, scenario.fleet.num_replicas)]
     lat = latencies(table)
     completed = table.status == COMPLETED
@@ -122,7 +132,7 @@ def summarize(scenario: Scenario, dep: Deployment, table: RequestTable, steps: S
         "preemptions": int(table.num_preemptions.sum()),
         "cost": {
             # the fleet's rate: its list price (static), or the bill over the run (a fleet that moves)
-            "usd_per_hour": (sum(p.replicas * p.deployment.price_usd_per_hour for p in pools)
+            "usd_per_hour": (sum(p.replicas * replica_usd_per_hour(p) for p in pools)
                              if bill.roster is None or bill.roster.static
                              else bill.total_usd / horizon_s * 3600.0 if horizon_s > 0 else 0.0),
             "total_usd": bill.total_usd,
@@ -147,7 +157,49 @@ def summarize(scenario: Scenario, dep: Deployment, table: RequestTable, steps: S
                                    for c in np.unique(table.reject_reason[rejected])},
         },
         **breakdowns(scenario, table, lat, measured, good, bill, session_counts or {}),
+        **(pools_summary(scenario, pools, table, lat, measured, bill, pool_router)
+           if scenario.fleet.pools is not None else {}),
     }
+
+
+def pools_summary(scenario: Scenario, pools: list[Pool], table: RequestTable, lat: dict, measured: np.ndarray,
+                  bill: Bill, pool_router) -> dict:
+    """fleet.pools: what each site served and sent out, the latency its users saw (`network`), and
+    the pool router's decisions.
+
+    network: vLLM's TTFT and E2EL (the rest of the summary) are server-side, from the request's
+    arrival at the site to its first / last token leaving it. A user also waits for the request to
+    reach the site and the tokens to come back: one client_rtt_s of the serving site, added once.
+    So ttft_end_to_end_s = TTFT + rtt and e2el_end_to_end_s = E2EL + rtt (TPOT and ITL unchanged:
+    every token is delayed alike), over the measured requests."""
+    served = served_pool(table, bill.roster.pool)
+    rtt = np.array([p.scenario.fleet.site.client_rtt_s for p in pools])
+    rtt_s = np.where(served >= 0, rtt[np.maximum(served, 0)], np.nan)
+    egress = bill.request_egress_usd if bill.request_egress_usd is not None else np.zeros(table.num_requests)
+    bytes_per_token = scenario.fleet.bytes_per_token
+    sites = {}
+    for k, p in enumerate(pools):
+        site = p.scenario.fleet.site
+        row = sites.setdefault(site.name, {"region": site.region, "edge": site.edge, "client_rtt_s": site.client_rtt_s,
+                                           "pools": [], "requests_served": 0, "egress_gb": 0.0, "egress_usd": 0.0})
+        mine = served == k
+        row["pools"].append(p.name)
+        row["requests_served"] += int((mine & (table.status == COMPLETED)).sum())
+        row["egress_gb"] += float(table.generated[mine].sum() * bytes_per_token / 1e9)
+        row["egress_usd"] += float(egress[mine].sum())
+    network = {"rtt_s": stats(rtt_s[measured]),
+               "ttft_end_to_end_s": stats((lat["ttft_s"] + rtt_s)[measured]),
+               "e2el_end_to_end_s": stats((lat["e2el_s"] + rtt_s)[measured]),
+               "basis": "server-side TTFT/E2EL + the serving site's client_rtt_s (request up, tokens down)"}
+    return {"by_site": sites, "network": network,
+            "pool_routing": pool_router.counts() if pool_router is not None else None,
+            "bytes_per_token": bytes_per_token}
+
+
+def served_pool(table: RequestTable, pool_of_replica: np.ndarray) -> np.ndarray:
+    """The pool of the replica each request was last on (-1: never placed)."""
+    replica = table.replica[:table.num_requests]
+    return np.where(replica >= 0, pool_of_replica[np.maximum(replica, 0)], -1)
 
 
 def pool_rows(pools: list[Pool], steps: StepArrays, bill: Bill) -> list[dict]:
@@ -160,14 +212,25 @@ def pool_rows(pools: list[Pool], steps: StepArrays, bill: Bill) -> list[dict]:
     for k, p in enumerate(pools):
         mine = ra.pool == k
         busy_s, alive_s = float(bill.replica_busy_s[mine].sum()), float(ra.alive_s[mine].sum())
-        rows.append({"role": p.role, "replicas": p.replicas, "device": p.deployment.device.key,
+        named = {} if p.scenario is None else {  # fleet.pools: its name, model, site and pricing
+            "name": p.name, "model": p.deployment.model.key, "weight_format": p.deployment.weight_format,
+            "site": p.scenario.fleet.site.name, "pricing_model": p.scenario.fleet.pricing.model}
+        rows.append({**named, "role": p.role, "replicas": p.replicas, "device": p.deployment.device.key,
                      "tensor_parallel": p.deployment.tensor_parallel, "kv_blocks_per_replica": p.deployment.num_kv_blocks,
-                     "usd_per_hour": p.replicas * p.deployment.price_usd_per_hour,
+                     "usd_per_hour": p.replicas * replica_usd_per_hour(p),
                      "replica_hours": alive_s / 3600.0,
                      "usd": float(bill.replica_hour_usd[mine].sum() + bill.tariff.minimum_usd[mine].sum()),
                      "allocated_usd": float(bill.step_usd[mine[steps.step_replica]].sum()),
                      "utilization": busy_s / alive_s if alive_s > 0 else 0.0})
     return rows
+
+
+def replica_usd_per_hour(pool: Pool) -> float:
+    """A replica's list rate: its on-demand price, or (a pool of fleet.pools) the hourly rate of
+    its own pricing model at full utilisation (simcost.pricing.usd_per_replica_hour)."""
+    if pool.scenario is None:
+        return pool.deployment.price_usd_per_hour
+    return usd_per_replica_hour(pool.scenario.fleet, pool.deployment)
 
 
 def fleet_summary(bill: Bill, horizon_s: float, table: RequestTable) -> dict:
@@ -272,12 +335,13 @@ def _allocation_keys(scenario: Scenario, bill: Bill) -> dict:
 
 def _cost_by_category(bill: Bill) -> dict:
     """The bill by what it paid for; the categories sum to total_usd."""
-    return {"busy": float(bill.request_usd.sum()), "idle": bill.idle_usd, "minimum_charge": bill.minimum_usd,
+    return {"busy": float(bill.request_usd.sum()) - bill.egress_usd, "idle": bill.idle_usd, "minimum_charge": bill.minimum_usd,
             "unused_commitment": bill.unused_commitment_usd,
             # replicas starting cold (fleet.cold_start): 0 for a warm fleet
             "provisioning": bill.provisioning_usd, "loading": bill.loading_usd,
             # replicas scaled down or given notice, waiting for their last requests: 0 for a static fleet
-            "draining": bill.draining_usd}
+            "draining": bill.draining_usd,
+            **({"egress": bill.egress_usd} if bill.request_egress_usd is not None else {})}  # fleet.pools only
 
 
 def session_summary(scenario: Scenario, table: RequestTable, counts: dict) -> dict:

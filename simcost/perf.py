@@ -77,15 +77,33 @@ class Deployment:
 @dataclass(frozen=True)
 class Pool:
     """Replicas of one deployment in a fleet: all of them ("serve"), or one side of a
-    disaggregated fleet ("prefill", "decode"). Replica indices follow pool order."""
+    disaggregated fleet ("prefill", "decode"). Replica indices follow pool order. A pool of
+    fleet.pools also has its `name` and its own `scenario`: the scenario with this pool's
+    hardware, model, engine, pricing and site in place (what its engine and its bill read)."""
 
     role: str
     deployment: Deployment
     replicas: int
+    name: str = ""
+    scenario: Scenario | None = None  # fleet.pools only
+    serves: tuple[int, ...] | None = None  # workload entry indices it may serve (None: all)
+
+    @property
+    def label(self) -> str:
+        return self.name or self.role
+
+
+def pool_scenario(scenario: Scenario, k: int) -> Scenario:
+    """Pool k of fleet.pools as a one-pool scenario: its hardware, model, engine and fleet section."""
+    p = scenario.fleet.pools[k]
+    return replace(scenario, hardware=p.hardware, model=p.model or scenario.model, engine=p.engine or scenario.engine,
+                   fleet=scenario.fleet.pool_fleet(k))
 
 
 def fleet_pools(scenario: Scenario, dep: Deployment) -> list[Pool]:
     """The scenario's pools; `dep` is the scenario's own deployment (its hardware section)."""
+    if scenario.fleet.pools is not None:
+        return [_named_pool(scenario, k) for k in range(len(scenario.fleet.pools))]
     d = scenario.fleet.disaggregation
     if d is None:
         return [Pool("serve", dep, scenario.fleet.num_replicas)]  # replicas + redundancy
@@ -97,6 +115,29 @@ def fleet_pools(scenario: Scenario, dep: Deployment) -> list[Pool]:
             where = exc.where.replace("hardware", "fleet.disaggregation.decode_hardware", 1)
             raise InputError(where, exc.problem) from None
     return [Pool("prefill", dep, d.prefill_replicas), Pool("decode", decode_dep, d.decode_replicas)]
+
+
+def _named_pool(scenario: Scenario, k: int) -> Pool:
+    cfg, own = scenario.fleet.pools[k], pool_scenario(scenario, k)
+    try:
+        dep = plan_deployment(own)
+    except InputError as exc:  # name the key the user wrote
+        raise InputError(_pool_key(scenario, k, exc.where), exc.problem) from None
+    names = [scenario.workload.entry_name(i) for i in range(len(scenario.workload.entries()))]
+    serves = None if cfg.serves is None else tuple(names.index(name) for name in cfg.serves)
+    return Pool("serve", dep, cfg.replicas, cfg.name, own, serves)
+
+
+def _pool_key(scenario: Scenario, k: int, where: str) -> str:
+    """The key of pool k's section that a one-pool scenario's key `where` stands for."""
+    section = where.split(".", 1)[0]
+    if section in ("hardware", "model", "engine") or where.startswith("fleet.price_usd_per_device_hour"):
+        return f"fleet.pools[{k}].{where.removeprefix('fleet.')}"
+    site = scenario.fleet.pools[k].site
+    if where.startswith("fleet.site.") and site is not None:
+        j = [s.name for s in scenario.fleet.sites].index(site)
+        return f"fleet.sites[{j}].{where.removeprefix('fleet.site.')}"
+    return where
 
 
 # --- planning -------------------------------------------------------------------------------

@@ -11,15 +11,18 @@ static fleet: from t = 0 to the horizon). Reserved and owned capacity is a stati
 refuses the rest). A run is a window of a longer commitment, so hour-based charges (reserved
 hours, savings-plan commitments, amortised capital) are prorated on a partial last hour rather
 than charged whole.
+
+A fleet of pools (fleet.pools) prices each pool by its own section (`pools_tariff`,
+`pools_bill_usd`): the bill is the sum of the pools' bills, each from its own formulas.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from simcost.config import PricingConfig, SiteConfig
+from simcost.config import DEFAULT_EGRESS_USD_PER_GB, FleetConfig, PricingConfig, SiteConfig
 from simcost.energy import J_PER_KWH, S_PER_HOUR, Energy, hour_covered_s, hour_overlap_s
 from simcost.lifecycle import Roster, RosterArrays
 from simcost.perf import Deployment, Pool
@@ -30,7 +33,7 @@ HOURS_PER_YEAR = 8760.0
 
 # FOCUS PricingCategory values
 CATEGORY = {"on_demand": "On-Demand", "spot": "Dynamic", "reserved": "Committed",
-            "savings_plan": "Committed", "owned": "Other"}
+            "savings_plan": "Committed", "owned": "Other", "mixed": "Other"}  # mixed: pools priced differently
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,14 @@ class Tariff:
     list_usd_per_s: np.ndarray  # (replicas,), on-demand: FOCUS ListCost
     on_demand_usd_per_hour: float  # per replica
     effective_usd_per_hour: float | None  # reserved: upfront amortised + recurring, per replica
+    # fleet.pools: per replica, its pool's pricing model and utilisation rate (None: `model` and
+    # util_usd_per_s for every replica)
+    replica_model: list[str] | None = None
+    replica_util_usd_per_s: np.ndarray | None = None
+
+    def util_rates(self, n: int) -> np.ndarray:
+        """Per replica: the extra $/s at utilisation 1."""
+        return np.full(n, self.util_usd_per_s) if self.replica_util_usd_per_s is None else self.replica_util_usd_per_s
 
     @property
     def category(self) -> str:
@@ -178,3 +189,78 @@ def bill_usd(cfg: PricingConfig, dep: Deployment, num_replicas: int, horizon_s: 
     capex = n * hours * cfg.capex_usd_per_device * dep.num_devices / (years * HOURS_PER_YEAR)
     return capex + energy.total_kwh * cfg.usd_per_kwh
 
+
+
+# --- fleets of pools (fleet.pools): each pool priced by its own section -----------------------
+
+def roster_part(ra: RosterArrays, mask: np.ndarray) -> RosterArrays:
+    """The replicas of the roster where mask is set (pool numbers unchanged)."""
+    return replace(ra, pool=ra.pool[mask], spot=ra.spot[mask], requested_s=ra.requested_s[mask],
+                   provisioned_s=ra.provisioned_s[mask], ready_s=ra.ready_s[mask], drain_s=ra.drain_s[mask],
+                   gone_s=ra.gone_s[mask], end=[e for e, m in zip(ra.end, mask) if m])
+
+
+def pool_spot_usd_per_device_hour(fleet: FleetConfig) -> float | None:
+    spot = fleet.spot
+    return spot.usd_per_device_hour if spot is not None and spot.usd_per_device_hour is not None else None
+
+
+def pools_tariff(pools: list[Pool], horizon_s: float, ra: RosterArrays) -> Tariff:
+    """Each pool's replicas at their pool's pricing (Pool.scenario.fleet), in one tariff."""
+    n, hours = len(ra.pool), len(hour_covered_s(horizon_s))
+    rate, minimum, listed = np.zeros((n, hours)), np.zeros(n), np.zeros(n)
+    util, unused, models = np.zeros(n), np.zeros(hours), [""] * n
+    for k, pool in enumerate(pools):
+        mask = ra.pool == k
+        fleet = pool.scenario.fleet
+        t = fleet_tariff(fleet.pricing, fleet.site, pools, horizon_s, roster_part(ra, mask),
+                         pool_spot_usd_per_device_hour(fleet))
+        rate[mask], minimum[mask], listed[mask], util[mask] = t.time_usd_per_s, t.minimum_usd, t.list_usd_per_s, t.util_usd_per_s
+        unused += t.unused_commitment_usd
+        for i in np.flatnonzero(mask):
+            models[i] = fleet.pricing.model
+    kinds = {p.scenario.fleet.pricing.model for p in pools}
+    od = float(listed.mean() * S_PER_HOUR) if n else 0.0
+    return Tariff(kinds.pop() if len(kinds) == 1 else "mixed", rate, 0.0, minimum, unused, listed, od, None,
+                  models, util)
+
+
+def pools_bill_usd(pools: list[Pool], horizon_s: float, energy: Energy, ra: RosterArrays) -> float:
+    """The sum of each pool's bill from its own pricing formulas (`fleet_bill_usd`)."""
+    total = 0.0
+    for k, pool in enumerate(pools):
+        mask = ra.pool == k
+        fleet = pool.scenario.fleet
+        cut = lambda x: None if x is None else x[mask]  # noqa: E731
+        part = replace(energy, replica_hour_kwh=energy.replica_hour_kwh[mask], replica_pue=cut(energy.replica_pue),
+                       replica_gco2_per_kwh=cut(energy.replica_gco2_per_kwh))
+        total += fleet_bill_usd(fleet.pricing, pools, horizon_s, part, roster_part(ra, mask),
+                                pool_spot_usd_per_device_hour(fleet))
+    return total
+
+
+def usd_per_replica_hour(fleet: FleetConfig, dep: Deployment) -> float:
+    """What a replica of `dep` costs an hour under the section's pricing, at full utilisation
+    (a pool router's ranking, not a bill): on demand or spot at their price, reserved at its
+    effective rate, a savings plan at the discounted rate, owned at amortised capital plus peak
+    power."""
+    cfg = fleet.pricing
+    if cfg.model == "spot":
+        spot = pool_spot_usd_per_device_hour(fleet)
+        return (cfg.spot_usd_per_device_hour if spot is None else spot) * dep.num_devices
+    if cfg.model == "reserved":
+        return reserved_effective_usd_per_hour(cfg) * dep.num_devices
+    if cfg.model == "savings_plan":
+        return dep.price_usd_per_hour * (1 - cfg.discount)
+    if cfg.model == "owned":
+        idle_usd_per_s, util_usd_per_s = owned_rates(cfg, fleet.site, dep)
+        return (idle_usd_per_s + util_usd_per_s) * S_PER_HOUR
+    return dep.price_usd_per_hour
+
+
+def egress_usd_per_gb(site: SiteConfig, listed: bool) -> float:
+    """A site's egress price: its own, else DEFAULT_EGRESS_USD_PER_GB for a site of fleet.sites
+    (listed) and 0 for the one-site shorthand fleet.site."""
+    if site.egress_usd_per_gb is not None:
+        return site.egress_usd_per_gb
+    return DEFAULT_EGRESS_USD_PER_GB if listed else 0.0

@@ -246,3 +246,117 @@ ROUTERS: dict[str, type] = {
 # Disaggregation: the decode pool's router. Handed-over requests bring their whole KV, so a
 # decode replica's prefix cache saves them nothing: affinity there would only unbalance.
 DECODE_ROUTER = {"prefix_affinity": "join_shortest_queue"}
+
+
+# --- pool routers (fleet.pools): which pool takes a request ---------------------------------
+#
+# A request may go to the pools that serve its workload, admit it and have a ready replica
+# (simcost.cluster); of those, a pool router picks one, and the pool's router above picks the
+# replica. Both TTFT-aware routers use one predictor, from the state at arrival:
+#   predicted TTFT on pool k = (prompt tokens waiting on k's ready replicas) / (its ready
+#       replicas) x k's prefill seconds per token at a full prefill step
+#     + the time of this prompt's own prefill step on k (the step model, alone in the step)
+#     + k's site client_rtt_s (the user's round trip, simcost.metrics `network`).
+# It counts the prompt work queued ahead of the request, spread evenly over the pool; it does
+# not count a wait for a batch slot when every replica is at max_num_seqs (edge_first bounds
+# that separately) nor decode steps interleaved with the prefill (chunked prefill).
+# Cost: a pool's $ per output token at full load = its $ per replica-hour (at its pricing model:
+# simcost.pricing.usd_per_replica_hour) / (3600 x the tokens per second of one decode step of
+# max_num_seqs requests at DECODE_CONTEXT_TOKENS of context each, fewer if its KV cache holds fewer).
+
+DECODE_CONTEXT_TOKENS = 1024  # assumption: the context of a typical running request for the $/token ranking
+
+
+@dataclass
+class PoolView:
+    """What a pool router knows of pool k (simcost.sim builds them)."""
+
+    ready: list  # the pool's routable replicas (the very list the cluster keeps)
+    prefill_s: Callable[[int], float]  # seconds of a prefill step of n prompt tokens, alone
+    s_per_queued_token: float  # prefill seconds per prompt token at a full prefill step
+    usd_per_token: float  # $ per output token at full load (cost_aware's ranking)
+    rtt_s: float  # the site's client round trip
+    edge: bool  # an edge site, or an edge device
+    max_outstanding: int  # edge_first: requests a ready replica may hold
+
+
+class PoolRouter:
+    """Shared parts: the predictor and the decision counts (summary `pool_routing`)."""
+
+    def __init__(self, views: list[PoolView], table: RequestTable, ttft_slo_s: np.ndarray, names: list[str]):
+        self.views, self.table, self.ttft_slo_s, self.names = views, table, ttft_slo_s, names
+        self.picked = [0] * len(views)  # routing decisions per pool (re-routed requests count again)
+        self.spilled = 0  # edge_first: sent to the cloud while an edge pool could have taken it
+        self.slo_missed = 0  # cost_aware: no pool's prediction met the SLO (went to the fastest)
+
+    def predicted_ttft_s(self, k: int, rid: int) -> float:
+        v, t = self.views[k], self.table
+        queued = sum(int(t.input_tokens[w]) for r in v.ready for w in r.waiting)
+        return queued / len(v.ready) * v.s_per_queued_token + v.prefill_s(int(t.input_tokens[rid])) + v.rtt_s
+
+    def meets_slo(self, k: int, rid: int) -> bool:
+        limit = self.ttft_slo_s[int(self.table.workload[rid])]
+        return bool(np.isnan(limit) or self.predicted_ttft_s(k, rid) <= limit)
+
+    def fastest(self, rid: int, pools: list[int]) -> int:
+        return min(pools, key=lambda k: self.predicted_ttft_s(k, rid))  # ties: the first listed
+
+    def pick(self, rid: int, pools: list[int]):
+        """(pool, replica or None: the pool's router picks)"""
+        k, replica = self.choose(rid, pools)
+        self.picked[k] += 1
+        return k, replica
+
+    def counts(self) -> dict:
+        return {"policy": self.POLICY, "requests_by_pool": dict(zip(self.names, self.picked)),
+                "spilled_to_cloud": self.spilled, "slo_predicted_missed": self.slo_missed}
+
+
+class Fastest(PoolRouter):
+    """The pool with the lowest predicted TTFT."""
+
+    POLICY = "fastest"
+
+    def choose(self, rid: int, pools: list[int]):
+        return self.fastest(rid, pools), None
+
+
+class CostAware(PoolRouter):
+    """The cheapest pool ($ per output token at full load) whose predicted TTFT meets the
+    request's TTFT SLO (its workload's, else the scenario's; no SLO: every pool meets it); when
+    none does, the fastest."""
+
+    POLICY = "cost_aware"
+
+    def choose(self, rid: int, pools: list[int]):
+        meeting = [k for k in pools if self.meets_slo(k, rid)]
+        if not meeting:
+            self.slo_missed += 1
+            return self.fastest(rid, pools), None
+        return min(meeting, key=lambda k: (self.views[k].usd_per_token, self.predicted_ttft_s(k, rid))), None
+
+
+class EdgeFirst(PoolRouter):
+    """An edge pool (in fleet order) while one of its ready replicas holds fewer than its bound
+    of outstanding requests (default max_num_seqs: never more than it can batch) and its
+    predicted TTFT meets the SLO; the request goes to that replica (the least loaded, so the
+    bound holds per replica whatever fleet.router is). Else it spills to the fastest cloud pool;
+    with no cloud pool to take it, to the fastest edge pool (where it waits in a queue)."""
+
+    POLICY = "edge_first"
+
+    def choose(self, rid: int, pools: list[int]):
+        edge = [k for k in pools if self.views[k].edge]
+        for k in edge:
+            ready = self.views[k].ready
+            replica = min(ready, key=lambda r: r.num_outstanding)  # ties: the first
+            if replica.num_outstanding < self.views[k].max_outstanding and self.meets_slo(k, rid):
+                return k, replica
+        cloud = [k for k in pools if not self.views[k].edge]
+        if not cloud:
+            return self.fastest(rid, edge), None
+        self.spilled += bool(edge)
+        return self.fastest(rid, cloud), None
+
+
+POOL_ROUTERS: dict[str, type] = {"fastest": Fastest, "cost_aware": CostAware, "edge_first": EdgeFirst}

@@ -11,19 +11,20 @@ from dataclasses import dataclass
 import numpy as np
 import simpy
 
-from simcost.cluster import Disaggregation, Fleet
+from simcost.cluster import Disaggregation, Fleet, PoolEngine
 from simcost.config import Scenario
 from simcost.engine import host_kv_s_per_token, swap_link
 from simcost.errors import InputError
 from simcost.fleet_control import FleetControl, initial_capacity, spot_price_usd_per_device_hour
 from simcost.kv_reuse import PrefixSpec, prefix_spec
 from simcost.ledger import Bill, StepArrays, StepLog, settle
-from simcost.lifecycle import start_phases
-from simcost.metrics import summarize
-from simcost.perf import Deployment, Pool, fleet_pools, plan_deployment, step_params
+from simcost.lifecycle import cold_start, start_phases
+from simcost.metrics import served_pool, slo_limits_by_entry, summarize
+from simcost.perf import Deployment, Pool, fleet_pools, plan_deployment, step_params, step_time_s
+from simcost.pricing import egress_usd_per_gb, usd_per_replica_hour
 from simcost.request_table import COMPLETED, RequestTable
 from simcost.rng import streams
-from simcost.routers import affinity_key_fn
+from simcost.routers import DECODE_CONTEXT_TOKENS, POOL_ROUTERS, PoolView, affinity_key_fn
 from simcost.sessions import SessionDriver
 from simcost.timeseries import Sampler, TimeSeries
 from simcost.waiting import queue_key
@@ -47,9 +48,16 @@ class Simulation:
     def __init__(self, scenario: Scenario, requests: Requests | None = None, max_span_steps: int = 1 << 30,
                  sample_interval_s: float | None = None, timeseries: bool = True):
         self.scenario = scenario
-        self.deployment = plan_deployment(scenario)
-        self.pools = fleet_pools(scenario, self.deployment)
-        self.phases = start_phases(scenario.fleet.cold_start, self.pools)
+        self.named = scenario.fleet.pools is not None  # a fleet of pools (fleet.pools)
+        if self.named:  # each pool plans its own deployment; pool 0's stands for the scenario's
+            self.pools = fleet_pools(scenario, None)
+            self.deployment = self.pools[0].deployment
+            self.phases = [ph for k, pool in enumerate(self.pools)
+                           for ph in [cold_start(pool.scenario.fleet.cold_start, pool)] * pool.replicas]
+        else:
+            self.deployment = plan_deployment(scenario)
+            self.pools = fleet_pools(scenario, self.deployment)
+            self.phases = start_phases(scenario.fleet.cold_start, self.pools)
         run_streams = streams(scenario.seed)
         self.requests = requests if requests is not None else generate(scenario, run_streams)
         self.table = RequestTable(self.requests)
@@ -59,8 +67,10 @@ class Simulation:
                                       self._arrive)
         moves = scenario.fleet.moves
         dep, eng = self.deployment, scenario.engine
+        named = self._pool_args(run_streams) if self.named else {}
         self.fleet = Fleet(
-            self.env, self.table, scenario.fleet.num_replicas, scenario.fleet.router, run_streams.routing,
+            self.env, self.table, [p.replicas for p in self.pools] if self.named else scenario.fleet.num_replicas,
+            scenario.fleet.router, run_streams.routing,
             step_params(scenario, dep), dep.num_kv_blocks, dep.block_size, eng.max_num_seqs,
             dep.max_num_batched_tokens, dep.max_model_len, eng.kv_watermark, eng.max_waiting, self.log,
             max_span_steps, chunked=eng.policy == "chunked",
@@ -69,20 +79,66 @@ class Simulation:
             queue_key=queue_key(eng, self.table, np.array([e.priority for e in scenario.workload.entries()]),
                                 run_streams.predictions),
             disaggregation=disaggregation(scenario, self.pools), prefix=self._prefix_spec(),
-            phases=self.phases, capacity=initial_capacity(scenario.fleet, scenario.fleet.num_replicas) if moves else None,
+            phases=self.phases, capacity=self._initial_capacity() if moves else None,
             affinity_key=affinity_keys(scenario, self.requests, self.table),
-            affinity_load_bound=scenario.fleet.affinity_load_bound,
+            affinity_load_bound=scenario.fleet.affinity_load_bound, **named,
         )
+        if self.named:
+            self.fleet.pool_router = self._pool_router()
         self.arrival_process = self.env.process(self._arrivals())
         # a fleet that moves: autoscaler, spot reclaims, failures (simcost.fleet_control); its
         # timers reach far past the last request, so such a run ends when `finished` fires
         self.control = self.finished = None
+        self.controls: list[FleetControl] = []  # one per pool that moves
         if moves:
-            self.control = FleetControl(self.env, self.fleet, scenario.fleet, self.pools[0], run_streams.fleet,
-                                        self.table, self.arrivals_done, self.requests.arrival_s)
+            for k, pool in enumerate(self.pools if self.named else self.pools[:1]):
+                cfg = scenario.fleet.pool_fleet(k)
+                if cfg.moves:
+                    self.controls.append(FleetControl(self.env, self.fleet, cfg, pool, run_streams.fleet, self.table,
+                                                      self.arrivals_done, self.requests.arrival_s, pool_index=k))
+            self.control = self.controls[0]
             self.finished = self.env.event()
         self.sampler = Sampler(self, sample_interval_s) if timeseries else None  # only reads the fleet
         self._progress = None
+
+    def _initial_capacity(self) -> list[str]:
+        fleet = self.scenario.fleet
+        if not self.named:
+            return initial_capacity(fleet, fleet.num_replicas)
+        return [c for k, pool in enumerate(self.pools) for c in initial_capacity(fleet.pool_fleet(k), pool.replicas)]
+
+    def _pool_args(self, run_streams) -> dict:
+        """fleet.pools: each pool's engine inputs, and which pools serve each workload entry.
+        (The pool router is set once the fleet exists: it reads the fleet's routable lists.)"""
+        engines = []
+        priority = np.array([e.priority for e in self.scenario.workload.entries()])
+        for pool in self.pools:
+            own, dep = pool.scenario, pool.deployment
+            engines.append(PoolEngine(own.engine, step_params(own, dep), dep.num_kv_blocks, dep.block_size,
+                                      dep.max_num_batched_tokens, dep.max_model_len, swap_link(own.engine, dep),
+                                      item_work(own, dep), queue_key(own.engine, self.table, priority,
+                                                                     run_streams.predictions)))
+        n_entries = len(self.scenario.workload.entries())
+        serves = [[k for k, p in enumerate(self.pools) if p.serves is None or i in p.serves] for i in range(n_entries)]
+        return {"pools": engines, "pool_router": None, "pool_serves": serves}
+
+    def _pool_router(self):
+        fleet, views = self.scenario.fleet, []
+        for k, pool in enumerate(self.pools):
+            own, dep = pool.scenario, pool.deployment
+            p = step_params(own, dep)
+            batched, seqs = dep.max_num_batched_tokens, own.engine.max_num_seqs
+            prefill_s = lambda n, p=p: float(step_time_s(p, n, 0, n * (n + 1) // 2, 0))  # noqa: E731
+            seqs_fit = max(1, min(seqs, dep.kv_capacity_tokens // DECODE_CONTEXT_TOKENS))
+            decode_s = float(step_time_s(p, 0, seqs_fit, seqs_fit * (DECODE_CONTEXT_TOKENS + 1),
+                                         seqs_fit * DECODE_CONTEXT_TOKENS))
+            usd_per_token = usd_per_replica_hour(own.fleet, dep) / 3600.0 * decode_s / seqs_fit
+            site = own.fleet.site
+            views.append(PoolView(self.fleet.routable[k], prefill_s, prefill_s(batched) / batched, usd_per_token,
+                                  site.client_rtt_s, site.edge or dep.device.kind == "edge",
+                                  fleet.edge_max_outstanding_per_replica or seqs))
+        ttft_slo_s = slo_limits_by_entry(self.scenario)["ttft_s"]
+        return POOL_ROUTERS[fleet.pool_router](views, self.table, ttft_slo_s, [p.name for p in self.pools])
 
     def _prefix_spec(self) -> PrefixSpec | None:
         eng, dep, req = self.scenario.engine, self.deployment, self.requests
@@ -126,8 +182,8 @@ class Simulation:
         self._check_finished()
 
     def _arrive(self, rid: int) -> None:
-        if self.control is not None:
-            self.control.arrived(rid)
+        for control in self.controls:
+            control.arrived(rid)
         self.fleet.arrive(rid)
 
     def _on_done(self, rid: int) -> None:
@@ -143,6 +199,15 @@ class Simulation:
         if (self.finished is not None and not self.finished.triggered and self.arrivals_done()
                 and self.fleet.num_in_system() == 0):
             self.finished.succeed()
+
+    def request_egress_usd(self) -> np.ndarray:
+        """fleet.pools: each request's egress at its serving site's $/GB."""
+        fleet = self.scenario.fleet
+        price = np.array([egress_usd_per_gb(p.scenario.fleet.site, fleet.pools[k].site is not None)
+                          for k, p in enumerate(self.pools)])
+        pool = served_pool(self.table, np.array([life.pool for life in self.fleet.roster.lives], dtype=np.int64))
+        per_gb = np.where(pool >= 0, price[np.maximum(pool, 0)], 0.0)
+        return request_egress_bytes(self.table, fleet.bytes_per_token) / 1e9 * per_gb
 
     def arrivals_end_s(self) -> float:
         if self.scenario.duration_s is not None:
@@ -174,13 +239,23 @@ class Simulation:
         scenario, dep = self.scenario, self.deployment
         bill = settle(steps, self.table.num_requests, scenario.fleet, self.pools, horizon_s, scenario.cost,
                       completed=self.table.status == COMPLETED, roster=self.fleet.roster,
-                      spot_usd_per_device_hour=spot_price_usd_per_device_hour(scenario.fleet))
-        summary = summarize(scenario, dep, self.table, steps, bill, horizon_s, self.sessions.counts, self.pools)
+                      spot_usd_per_device_hour=spot_price_usd_per_device_hour(scenario.fleet),
+                      request_egress_usd=self.request_egress_usd() if self.named else None)
+        summary = summarize(scenario, dep, self.table, steps, bill, horizon_s, self.sessions.counts, self.pools,
+                            self.fleet.pool_router)
         prefix = self.prefix_cache_summary()
         if prefix is not None:
             summary["prefix_cache"] = prefix
         series = None if self.sampler is None else self.sampler.series(horizon_s, steps, bill)
         return RunResult(scenario, dep, self.table, steps, bill, horizon_s, summary, self.pools, series)
+
+
+def request_egress_bytes(table: RequestTable, bytes_per_token: float) -> np.ndarray:
+    """Bytes each request sent out of its site: its generated tokens, streamed to its client.
+    Prompts come in (ingress, not charged); no request moves between sites after it is placed
+    (a retried request restarts on another replica, its prompt resent by the router, which is
+    the client's side: not charged either)."""
+    return table.generated[:table.num_requests] * bytes_per_token
 
 
 def item_work(scenario: Scenario, dep: Deployment) -> tuple[np.ndarray, np.ndarray] | None:

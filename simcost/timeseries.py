@@ -126,7 +126,7 @@ class Sampler:
         arrivals, completions, tokens = interval_counts(table, pool_of, self.sim.pools, edges_s)
         per_s = lambda counts: np.divide(counts, width_s, out=np.zeros(counts.shape), where=width_s > 0)
         return TimeSeries(
-            pools=tuple(p.role for p in self.sim.pools), interval_s=self.interval_s, horizon_s=horizon_s,
+            pools=tuple(p.label for p in self.sim.pools), interval_s=self.interval_s, horizon_s=horizon_s,
             t_s=t_s, width_s=width_s, replicas=state[:, REPLICAS], ready=state[:, READY], waiting=state[:, WAITING],
             running=state[:, RUNNING],
             kv_used_blocks=state[:, KV_USED], kv_total_blocks=state[:, KV_TOTAL],
@@ -152,13 +152,18 @@ def sample_times_s(interval_s: float, horizon_s: float) -> np.ndarray:
 
 def interval_counts(table, pool_of: np.ndarray, pools: list[Pool], edges_s: np.ndarray):
     """(arrivals, completions, output tokens) per pool and interval; the last interval includes
-    the horizon itself (np.histogram closes its last bin)."""
+    the horizon itself (np.histogram closes its last bin). Arrivals count at the entry pool, or
+    (fleet.pools) at the pool that served the request."""
     n_pools, n = len(pools), table.num_requests
     bins = lambda times: np.histogram(times, bins=edges_s)[0]
     arrivals = np.zeros((n_pools, len(edges_s) - 1))
-    arrivals[0] = bins(table.arrival_s[:n])
     done = table.status[:n] == COMPLETED
     served_by = np.where(table.replica[:n] >= 0, pool_of[np.maximum(table.replica[:n], 0)], 0)
+    if pools[0].scenario is None:  # one entry pool: every arrival is its
+        arrivals[0] = bins(table.arrival_s[:n])
+    else:  # fleet.pools: the pool that served the request (pool 0 if it was never placed)
+        for p in range(n_pools):
+            arrivals[p] = bins(table.arrival_s[:n][served_by == p])
     completions = np.stack([bins(table.finish_s[:n][done & (served_by == p)]) for p in range(n_pools)]).astype(float)
     # token j of request i: its time, and the pool that emitted it
     offsets = table.token_offset[:n + 1]
@@ -185,13 +190,16 @@ def usd_per_hour(bill: Bill, n_pools: int, t_s: np.ndarray, steps: StepArrays, e
     share = np.divide(billed_s, width_s[None, :], out=np.zeros(billed_s.shape), where=width_s[None, :] > 0)
     out = np.zeros((n_pools, len(t_s)))
     np.add.at(out, ra.pool, share * rate[:, hour] * S_PER_HOUR)
-    if tariff.util_usd_per_s:
+    util = tariff.util_rates(len(ra.pool))  # per replica; one rate within a pool
+    if util.any():
         pool_of = ra.pool
         for p in range(n_pools):
             mine = pool_of[steps.step_replica] == p
+            rate_p = util[pool_of == p].max(initial=0.0)
+            if not rate_p:
+                continue
             busy_s = np.diff(cumulative_busy_s(steps.step_start_s[mine], steps.step_end_s[mine], edges_s))
-            out[p] += tariff.util_usd_per_s * S_PER_HOUR * np.divide(busy_s, width_s, out=np.zeros(len(busy_s)),
-                                                                     where=width_s > 0)
+            out[p] += rate_p * S_PER_HOUR * np.divide(busy_s, width_s, out=np.zeros(len(busy_s)), where=width_s > 0)
     return out
 
 
