@@ -104,7 +104,18 @@ def format_summary(s: dict) -> str:
         f"(idle ${c['idle_usd']:,.4f}); ${num(c['usd_per_1m_output_tokens'], ',.3f')} per 1M output tokens, "
         f"${num(c['usd_per_request'], '.6f')} per request",
     ]
-    return "\n".join(lines + _breakdown_lines(s))
+    return "\n".join(lines + _fleet_lines(s) + _breakdown_lines(s))
+
+
+def _fleet_lines(s: dict) -> list[str]:
+    """How the fleet moved (autoscaler, spot, failures); nothing for a fleet that stood still."""
+    f = s.get("fleet")
+    if f is None or (f["replicas_started"] == s["replicas"] and not f["ended"]):
+        return []
+    ended = ", ".join(f"{n} {why.replace('_', ' ')}" for why, n in f["ended"].items()) or "none"
+    return [f"fleet: {f['replicas_started']} replicas started ({f['spot_replicas_started']} on spot), "
+            f"{f['replicas_at_end']} at the end, mean {f['mean_replicas']:.2f} ({f['replica_hours']:,.2f} "
+            f"replica-hours); ended: {ended}; {f['requests_retried']} requests retried"]
 
 
 def _breakdown_lines(s: dict) -> list[str]:
@@ -148,7 +159,7 @@ def _allocation_lines(c: dict) -> list[str]:
     return ["", f"cost allocation ({a['unallocated']}): steps split by {split}; unallocated ${c['unallocated_usd']:,.4f} "
                 f"(idle ${cat['idle']:,.4f}, minimum charge ${cat['minimum_charge']:,.4f}, unused commitment "
                 f"${cat['unused_commitment']:,.4f}, provisioning ${cat['provisioning']:,.4f}, loading "
-                f"${cat['loading']:,.4f}): {where}"]
+                f"${cat['loading']:,.4f}, draining ${cat.get('draining', 0.0):,.4f}): {where}"]
 
 
 def _tenant_cost_lines(c: dict, groups: dict) -> list[str]:
