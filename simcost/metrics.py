@@ -425,6 +425,7 @@ def records(scenario: Scenario, table: RequestTable, request_usd: np.ndarray,
         "tpot_s": lat["tpot_s"],
         "e2el_s": lat["e2el_s"],
         "num_preemptions": table.num_preemptions,
+        "num_retries": table.num_retries,  # its replica was lost under it (spot reclaim, failure)
         "cost_usd": request_usd,
         "unallocated_share_usd": share_usd,
         "total_usd": request_usd + share_usd,
