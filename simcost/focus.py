@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from simcost.energy import hour_covered_s
+from simcost.pricing import CATEGORY
 
 DEFAULT_START = datetime(2025, 1, 1, tzinfo=timezone.utc)
 SERVICE_NAME = "LLM inference (simcost simulation)"
@@ -41,6 +42,7 @@ def focus_rows(result, start: datetime = DEFAULT_START) -> list[dict]:
     ra, alive_s = bill.roster, bill.replica_hour_alive_s
     deps = [result.pools[k].deployment for k in ra.pool]
     resource_types = [f"{d.tensor_parallel}x {d.device.key}" for d in deps]
+    regions = [_site(result, k).region for k in ra.pool]
     first_hour = np.minimum((ra.requested_s // 3600.0).astype(np.int64), len(periods) - 1)
     rows = []
     for r in range(bill.replica_hour_usd.shape[0]):
@@ -53,14 +55,54 @@ def focus_rows(result, start: datetime = DEFAULT_START) -> list[dict]:
                 continue  # the replica did not exist in that hour
             rows.append({"BilledCost": usd, "EffectiveCost": usd, "ListCost": float(list_s * t.list_usd_per_s[r]),
                          "ChargePeriodStart": begin, "ChargePeriodEnd": end, "ChargeCategory": "Usage",
-                         "PricingCategory": "Dynamic" if ra.spot[r] else t.category, "ResourceId": f"{scenario.name}/replica-{r}",
-                         "ResourceType": resource_types[r], **common})
+                         "PricingCategory": _category(t, ra, r), "ResourceId": f"{scenario.name}/replica-{r}",
+                         "ResourceType": resource_types[r], **common, "RegionId": regions[r]})
     for h, (begin, end) in enumerate(periods):
         lost = float(t.unused_commitment_usd[h])
         if lost > 0:
             rows.append({"BilledCost": lost, "EffectiveCost": lost, "ListCost": 0.0, "ChargePeriodStart": begin,
                          "ChargePeriodEnd": end, "ChargeCategory": "Purchase", "PricingCategory": "Committed",
                          "ResourceId": "savings-plan", "ResourceType": "Savings Plan", **common})
+    rows += _egress_rows(result, periods, common)
+    return rows
+
+
+def _category(t, ra, r: int) -> str:
+    """A replica's FOCUS PricingCategory: spot is Dynamic; pools priced differently each by its own model."""
+    if ra.spot[r]:
+        return "Dynamic"
+    return CATEGORY[t.replica_model[r]] if t.replica_model else t.category
+
+
+def _site(result, pool: int):
+    """The site a pool runs at (fleet.pools: its own; else the fleet's)."""
+    own = result.pools[pool].scenario
+    return (own or result.scenario).fleet.site
+
+
+def _egress_rows(result, periods: list[tuple[str, str]], common: dict) -> list[dict]:
+    """One Usage row per site and hour for the response bytes that left it (fleet.pools with
+    sites), in the hour each request finished; they sum to the bill's egress."""
+    egress = result.bill.request_egress_usd
+    if egress is None or not egress.any():
+        return []
+    t, ra = result.table, result.bill.roster
+    served = np.flatnonzero(egress > 0)
+    sites = {}  # site name -> its config, for the pools that served these requests
+    for k in np.unique(ra.pool[t.replica[served]]):
+        site = _site(result, int(k))
+        sites.setdefault(site.name or site.region, site)
+    site_name = np.array([(lambda x: x.name or x.region)(_site(result, int(k))) for k in ra.pool[t.replica[served]]])
+    hour = np.minimum((np.nan_to_num(t.finish_s[served], nan=0.0) // 3600.0).astype(np.int64), len(periods) - 1)
+    rows = []
+    for name, site in sites.items():
+        for h in np.unique(hour[site_name == name]):
+            usd = float(egress[served][(site_name == name) & (hour == h)].sum())
+            begin, end = periods[h]
+            rows.append({"BilledCost": usd, "EffectiveCost": usd, "ListCost": usd, "ChargePeriodStart": begin,
+                         "ChargePeriodEnd": end, "ChargeCategory": "Usage", "PricingCategory": "Standard",
+                         "ResourceId": f"{result.scenario.name}/egress-{name}",
+                         "ResourceType": "Data Transfer Out", **common, "RegionId": site.region})
     return rows
 
 

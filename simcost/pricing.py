@@ -32,7 +32,7 @@ DEFAULT_LIFETIME_YEARS = 5.0  # assumption: a common depreciation schedule for s
 HOURS_PER_YEAR = 8760.0
 
 # FOCUS PricingCategory values
-CATEGORY = {"on_demand": "On-Demand", "spot": "Dynamic", "reserved": "Committed",
+CATEGORY = {"on_demand": "Standard", "spot": "Dynamic", "reserved": "Committed",
             "savings_plan": "Committed", "owned": "Other", "mixed": "Other"}  # mixed: pools priced differently
 
 

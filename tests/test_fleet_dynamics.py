@@ -229,7 +229,7 @@ def test_focus_export_and_the_demand_curve_follow_the_replicas_that_existed():
     ra = res.bill.roster
     assert {r["ResourceId"] for r in rows} == {f"{res.scenario.name}/replica-{i}" for i in range(len(ra.pool))}
     assert {r["PricingCategory"] for r in rows if r["ResourceId"].endswith("replica-2")} == \
-        {"Dynamic" if ra.spot[2] else "On-Demand"}
+        {"Dynamic" if ra.spot[2] else "Standard"}
     demand = demand_curve(res, "provisioned")
     devices = res.deployment.num_devices
     assert demand[0] * res.horizon_s == pytest.approx(ra.alive_s.sum() * devices, rel=1e-9)  # one partial hour

@@ -31,7 +31,7 @@ def test_rows_have_focus_columns_and_types(result):
         end = datetime.fromisoformat(row["ChargePeriodEnd"].replace("Z", "+00:00"))
         assert start < end and (end - start).total_seconds() <= 3600
         assert row["ChargeCategory"] in ("Usage", "Purchase")
-        assert row["PricingCategory"] in ("On-Demand", "Committed", "Dynamic", "Other")
+        assert row["PricingCategory"] in ("Standard", "Committed", "Dynamic", "Other")  # FOCUS 1.0+ allowed values
         assert row["BillingCurrency"] == "USD"
         assert isinstance(json.loads(row["Tags"]), dict)
     usage = [r for r in rows if r["ChargeCategory"] == "Usage"]

@@ -336,3 +336,22 @@ def test_a_pool_that_moves_cannot_be_reserved():
                                                  "recurring_usd_per_device_hour": 1.0, "term_years": 1.0})])
     with pytest.raises(InputError, match="fleet.sites.*needs fleet.pools"):
         scenario(fleet={"sites": SITES})
+
+
+def test_focus_rows_carry_each_pools_pricing_and_region_and_the_egress_and_sum_to_the_bill():
+    from simcost.focus import focus_rows
+
+    sites = [{"name": "cloud", "region": "us-east-1"},
+             {"name": "edge", "edge": True, "region": "store-17", "egress_usd_per_gb": 0.05}]
+    res = Simulation(pooled([edge_pool(), cloud_pool()], sites=sites)).run()
+    rows = focus_rows(res)
+    assert sum(r["BilledCost"] for r in rows) == pytest.approx(res.bill.total_usd, rel=1e-9)
+    egress = [r for r in rows if r["ResourceType"] == "Data Transfer Out"]
+    assert egress and sum(r["BilledCost"] for r in egress) == pytest.approx(res.bill.egress_usd, rel=1e-9)
+    assert {r["RegionId"] for r in egress} == {"us-east-1", "store-17"}  # both pools served and sent bytes out
+    replicas = [r for r in rows if r["ResourceType"] != "Data Transfer Out"]
+    pool_of = res.bill.roster.pool
+    for r in replicas:
+        k = pool_of[int(r["ResourceId"].rsplit("-", 1)[1])]
+        assert r["RegionId"] == ("store-17" if k == 0 else "us-east-1")  # pool 0 is the edge
+        assert r["PricingCategory"] == ("Other" if k == 0 else "Standard")  # owned edge, on-demand cloud
