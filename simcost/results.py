@@ -80,9 +80,11 @@ def format_summary(s: dict) -> str:
     def num(v, fmt):
         return "-" if v is None else format(v, fmt)
 
+    named = [p for p in s.get("pools", []) if p.get("name")]
+    fleet = (f"{s['replicas']} x {s['tensor_parallel']} x {s['device']}" if not named else
+             ", ".join(f"{p['name']}: {p['replicas']} x {p['tensor_parallel']} x {p['device']}" for p in named))
     lines = [
-        f"{s['scenario']}: {s['model']} on {s['replicas']} x {s['tensor_parallel']} x {s['device']} "
-        f"({s['router']}), seed {s['seed']}",
+        f"{s['scenario']}: {s['model']} on {fleet} ({s['router']}), seed {s['seed']}",
         f"requests: {s['requests']['arrived']} arrived, {s['requests']['completed']} completed, "
         f"{s['requests']['rejected']} rejected, {s['requests']['in_flight']} in flight; "
         f"{s['requests']['measured']} measured after warm-up",
@@ -104,7 +106,31 @@ def format_summary(s: dict) -> str:
         f"(idle ${c['idle_usd']:,.4f}); ${num(c['usd_per_1m_output_tokens'], ',.3f')} per 1M output tokens, "
         f"${num(c['usd_per_request'], '.6f')} per request",
     ]
-    return "\n".join(lines + _fleet_lines(s) + _breakdown_lines(s))
+    return "\n".join(lines + _fleet_lines(s) + _pool_lines(s) + _breakdown_lines(s))
+
+
+def _pool_lines(s: dict) -> list[str]:
+    """Fleets of named pools (fleet.pools): each pool's size, device, site and cost; each site's
+    requests and egress; how the pool router spread requests; latency as users see it."""
+    pools = [p for p in s.get("pools", []) if p.get("name")]
+    if not pools:
+        return []
+    lines = ["", f"{'pool':<14}{'replicas':>9}{'device':>18}{'site':>12}{'pricing':>14}{'util':>7}{'$':>12}"]
+    for p in pools:
+        lines.append(f"{p['name']:<14}{p['replicas']:>9}{p['device']:>18}{p.get('site') or '-':>12}"
+                     f"{p.get('pricing_model') or '-':>14}{p['utilization']:>7.1%}{p['usd']:>12.4f}")
+    for name, site in s.get("by_site", {}).items():
+        lines.append(f"site {name} ({site['region']}): {site['requests_served']} requests, "
+                     f"{site['egress_gb']:.4g} GB out, egress ${site['egress_usd']:.4g}")
+    routing = s.get("pool_routing")
+    if routing:
+        spread = ", ".join(f"{k} {v}" for k, v in routing["requests_by_pool"].items())
+        lines.append(f"pool router {routing['policy']}: {spread}; spilled to the cloud {routing.get('spilled_to_cloud', 0)}")
+    net = s.get("network")
+    if net and net.get("ttft_end_to_end_s", {}).get("p99") is not None:
+        lines.append(f"as users see it (+ client round trip): p99 TTFT {net['ttft_end_to_end_s']['p99'] * 1e3:,.1f} ms, "
+                     f"p99 E2EL {net['e2el_end_to_end_s']['p99'] * 1e3:,.1f} ms")
+    return lines
 
 
 def _fleet_lines(s: dict) -> list[str]:
