@@ -177,8 +177,13 @@ def check_trace_covers(scenario: Scenario, month: int, factor: float) -> None:
 
 
 def with_replicas(raw: dict, replicas: int) -> dict:
+    """A copy with `replicas` replicas: fleet.replicas, or with fleet.pools the first pool's
+    (the one a resize moves, e.g. the cloud pool behind edge boards)."""
     raw = copy.deepcopy(raw)
-    raw["fleet"]["replicas"] = replicas
+    if raw["fleet"].get("pools"):
+        raw["fleet"]["pools"][0]["replicas"] = replicas
+    else:
+        raw["fleet"]["replicas"] = replicas
     return raw
 
 

@@ -17,7 +17,9 @@ of the request set, and run with the baseline's seed(s):
 * a spot share s of the replicas on spot capacity at the spot price (the levers file's, else the
   price catalog's typical spot price for the device), reclaimed at the fleet's default interruption
   band with notice, draining and retries (`fleet.spot`, simcost.fleet_control);
-* edge offload: reported as not modelled.
+* edge offload: owned edge boards (`fleet.pools` with `pool_router: edge_first`) take requests
+  while they have room and the SLO is predicted to hold; the rest spill to the baseline's cloud
+  fleet, the pool that resize shrinks;
 
 A lever that cannot apply (a format the device lacks, a model that does not fit, a workload with
 nothing to cache) is reported skipped with the reason, never an error.
@@ -121,6 +123,23 @@ class PolicyInputs(LeverInputs):
 
 
 @dataclass(frozen=True, kw_only=True)
+class EdgeOffloadInputs(LeverInputs):
+    """Owned edge boards in front of the cloud fleet (edge_first: spill to the cloud when full).
+    Defaults are simcost assumptions: a Jetson AGX Orin 64GB developer kit lists at about $2,000
+    (NVIDIA store, not in ../shared's pricing reference), written off over 3 years, power at
+    $0.15/kWh, the model in int4 and 8 sequences per board."""
+
+    device: str = "jetson-agx-orin"
+    boards: int = field(default=2, metadata=bounds(ge=1))
+    weight_format: Literal["fp32", "bf16", "fp16", "fp8", "int8", "int4"] = "int4"
+    max_num_seqs: int = field(default=8, metadata=bounds(ge=1))
+    capex_usd_per_device: float = field(default=2000.0, metadata=bounds(ge=0))
+    lifetime_years: float = field(default=3.0, metadata=bounds(gt=0))
+    usd_per_kwh: float = field(default=0.15, metadata=bounds(ge=0))
+    client_rtt_s: float = field(default=0.0, metadata=bounds(ge=0))  # the edge site's round trip to its users
+
+
+@dataclass(frozen=True, kw_only=True)
 class LeversConfig:
     """A levers YAML: `usd_per_engineer_week` and, per lever, `enabled`, `effort_weeks`,
     `quality_risk` and the lever's own knobs."""
@@ -135,7 +154,7 @@ class LeversConfig:
     prompt_trim: PromptTrimInputs = PromptTrimInputs()
     spot: SpotInputs = SpotInputs()
     policy: PolicyInputs = PolicyInputs()
-    edge_offload: LeverInputs = LeverInputs()
+    edge_offload: EdgeOffloadInputs = EdgeOffloadInputs()
 
     def effort_risk(self, lever: str) -> tuple[float, float]:
         inputs = getattr(self, lever)
@@ -336,8 +355,50 @@ def policy_plan(base: Scenario, cfg: LeversConfig) -> LeverPlan:
 
 
 def edge_offload_plan(base: Scenario, cfg: LeversConfig) -> LeverPlan:
-    return _skip("edge_offload", "edge offload", "not modelled yet: simcost has no edge sites or edge-first "
-                 "routing with spill-over (issue 6)")
+    """Edge boards take requests while they have room (fleet.pools with pool_router edge_first);
+    the rest spill to the baseline's cloud fleet, which is what resize shrinks (the first pool)."""
+    e = cfg.edge_offload
+    label = f"edge offload ({e.boards} x {e.device})"
+    if base.fleet.pools is not None or base.fleet.disaggregation is not None:
+        return _skip("edge_offload", label, "the baseline already has pools or disaggregation; the lever adds an "
+                     "edge pool to a one-pool fleet")
+    if base.fleet.moves:
+        return _skip("edge_offload", label, "the baseline's fleet moves (autoscaler, spot, failures); the lever "
+                     "compares fixed fleets")
+    from simcost.perf import plan_deployment
+
+    raw, f = to_dict(base), base.fleet
+    cloud = {"name": "cloud", "hardware": raw["hardware"], "replicas": f.replicas, "site": "cloud",
+             "price_usd_per_device_hour": f.price_usd_per_device_hour}
+    edge = {"name": "edge", "hardware": {"device": e.device}, "site": "edge", "replicas": e.boards,
+            "model": {"name": base.model.name, "weight_format": e.weight_format},
+            "engine": {"max_num_seqs": e.max_num_seqs, "max_model_len": plan_deployment(base).max_model_len},
+            "price_usd_per_device_hour": 0.0,  # owned: the capital and power below are its whole cost
+            "pricing": {"model": "owned", "capex_usd_per_device": e.capex_usd_per_device,
+                        "usd_per_kwh": e.usd_per_kwh, "lifetime_years": e.lifetime_years}}
+    site = raw["fleet"]["site"]
+    sites = [{**site, "name": "cloud", "egress_usd_per_gb": site.get("egress_usd_per_gb") or 0.0},  # as the baseline
+             {"name": "edge", "edge": True, "region": "edge", "client_rtt_s": e.client_rtt_s, "egress_usd_per_gb": 0.0}]
+    overrides = {"fleet.pools": [cloud, edge], "fleet.sites": sites, "fleet.pool_router": "edge_first",
+                 "fleet.replicas": 1, "fleet.price_usd_per_device_hour": None}
+    problem = pools_problem(with_overrides(raw, overrides))
+    if problem is not None:
+        return _skip("edge_offload", label, problem)
+    return LeverPlan("edge_offload", label, overrides,
+                     note=f"{e.boards} owned boards at ${e.capex_usd_per_device:,.0f} over {e.lifetime_years:g} y, "
+                          f"{e.weight_format}; cloud pool resized")
+
+
+def pools_problem(raw: dict) -> str | None:
+    """Why a fleet of pools cannot be placed (each pool's model on its devices), or None."""
+    from simcost.perf import fleet_pools, plan_deployment
+
+    try:
+        scenario = scenario_from_dict(raw)
+        fleet_pools(scenario, plan_deployment(scenario))
+    except InputError as exc:
+        return str(exc)
+    return None
 
 
 PLANNERS = {"fp8": weight_format_plan("fp8"), "int8": weight_format_plan("int8"), "int4": weight_format_plan("int4"),

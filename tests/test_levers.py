@@ -172,8 +172,11 @@ def test_a_lever_that_cannot_apply_is_skipped_with_its_reason():
     bigger = load_levers(None, {"smaller_model": {"model": "llama-3.1-70b"}})
     assert "not smaller" in plan_of(base(), "smaller_model", bigger).skip_reason
     assert "prefix blocks" in plan_of(base(), "prefix_caching").skip_reason
-    assert "not modelled" in plan_of(base(), "edge_offload").skip_reason
-    result = study(a100, LeversConfig(), only=("fp8", "edge_offload"), resize=False)
+    too_big = load_levers(None, {"edge_offload": {"device": "jetson-orin-nano", "weight_format": "bf16"}})
+    assert "fleet.pools[1]" in plan_of(base(), "edge_offload", too_big).skip_reason  # 16 GB of weights, 8 GB board
+    moving = scenario_from_dict(merge(RAW, {"fleet": {**RAW["fleet"], "spot": {"usd_per_device_hour": 2.0}}}))
+    assert "moves" in plan_of(moving, "edge_offload").skip_reason
+    result = study(a100, too_big, only=("fp8", "edge_offload"), resize=False)
     assert [(r["lever"], r["status"]) for r in result.rows] == [("baseline", "ok"), ("fp8", "skipped"),
                                                                  ("edge_offload", "skipped")]
     assert result.simulations == 1  # only the baseline ran
@@ -258,14 +261,34 @@ def test_cli_writes_the_ranked_table_csv_json_and_plot(tmp_path, capsys):
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump(RAW))
     out = tmp_path / "out"
-    code = main(["levers", str(path), "--fixed-fleet", "--only", "int8,spot,edge_offload", "--jobs", "1",
+    code = main(["levers", str(path), "--fixed-fleet", "--only", "int8,spot,prefix_caching", "--jobs", "1",
                  "--out", str(out)])
     assert code == 0
     text = capsys.readouterr().out
-    assert "ROI" in text and "edge offload: skipped" in text
+    assert "ROI" in text and "prefix caching: skipped" in text
     data = json.loads((out / "levers.json").read_text())
     assert [r["lever"] for r in data["rows"]][0] == "baseline"
     assert (out / "levers.csv").read_text().splitlines()[0].startswith("rank,lever,label,status")
     assert (out / "levers.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["levers", str(path), "--only", "int9"]) == 2  # unknown lever: one line, exit 2
     assert "unknown lever 'int9'" in capsys.readouterr().err
+
+
+def test_edge_offload_puts_owned_boards_in_front_of_the_cloud_and_resize_shrinks_the_cloud_pool():
+    from simcost.forecast import with_replicas
+    from simcost.levers import with_overrides
+
+    plan = plan_of(base(), "edge_offload")
+    assert plan.skip_reason is None
+    raw = with_overrides(to_dict(base()), plan.overrides)
+    pools = raw["fleet"]["pools"]
+    assert [p["name"] for p in pools] == ["cloud", "edge"] and raw["fleet"]["pool_router"] == "edge_first"
+    assert pools[1]["pricing"]["model"] == "owned" and pools[1]["replicas"] == 2
+    assert with_replicas(raw, 5)["fleet"]["pools"][0]["replicas"] == 5  # the cloud pool is what resize moves
+    res = Simulation(scenario_from_dict(raw)).run()
+    routed = res.summary["pool_routing"]["requests_by_pool"]
+    assert routed["edge"] > 0 and routed["edge"] + routed["cloud"] == res.summary["requests"]["arrived"]
+    # the boards cost their amortised capital and power; the cloud pool its on-demand hours
+    by_pool = {p["name"]: p for p in res.summary["pools"]}
+    assert by_pool["edge"]["pricing_model"] == "owned" and by_pool["cloud"]["pricing_model"] == "on_demand"
+    assert res.bill.request_usd.sum() + res.bill.unallocated_usd == pytest.approx(res.bill.total_usd, rel=1e-9)
