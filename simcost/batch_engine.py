@@ -36,6 +36,14 @@ A batch, step by step:
 - A request is completed (finish_s, status, on_finish) at its own last token, although its
   memory and slot stay held until the batch ends; routers still count it as running till then.
 
+Per-item models (an encoder, an image classifier; simcost.step_model.per_item_params) run here
+with no KV cache: the replica is given 0 KV blocks (the planner's count for such a model), which
+turns memory admission off (`NoKVCache`). A request is its items as its "prompt" (input_tokens =
+items, simcost.sim) and one result as its single output "token": a batch is one forward pass,
+step_time_s(p, items in the batch, 0, 0, 0), whose end is every member's first token and finish
+(TTFT = E2EL), logged as one prefill record whose members weigh by their items. The batch limits
+are max_num_seqs requests and max_num_batched_tokens items.
+
 Speed: all decode step times of a batch come from one `decode_span_times_s` call; the process
 wakes only at the distinct finish times of members (on_finish must see the true time: sessions
 and closed-loop users schedule their next request from it), and each stretch between two wakes is
@@ -48,6 +56,7 @@ such a timer never extends the bill.
 
 from __future__ import annotations
 
+import sys
 from collections import deque
 from collections.abc import Callable
 from itertools import islice
@@ -55,13 +64,26 @@ from itertools import islice
 import numpy as np
 import simpy
 
-from simcost.engine import Replica
+from simcost.engine import STOP, Replica
 from simcost.kvcache import BlockPool
 from simcost.ledger import StepLog
 from simcost.perf import decode_span_times_s, step_time_s
 from simcost.request_table import COMPLETED, RequestTable
 
 POLICIES = ("one_at_a_time", "static", "dynamic")
+
+
+class NoKVCache:
+    """The block pool of a replica serving a per-item model: it holds nothing and refuses
+    nothing, so a batch is bounded only by its request and item limits."""
+
+    num_blocks = num_free = num_used = watermark_blocks = 0
+
+    def allocate(self, num_blocks: int) -> None:
+        if num_blocks:
+            raise RuntimeError(f"a per-item replica has no KV cache to hold {num_blocks} blocks")
+
+    free = allocate
 
 
 class BatchReplica:
@@ -92,7 +114,9 @@ class BatchReplica:
         self.block_size = block_size
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
-        self.pool = BlockPool(num_kv_blocks, watermark_blocks=int(kv_watermark * num_kv_blocks))
+        self.per_item = num_kv_blocks == 0  # a per-item model: no KV cache (see the module docstring)
+        self.pool = (NoKVCache() if self.per_item
+                     else BlockPool(num_kv_blocks, watermark_blocks=int(kv_watermark * num_kv_blocks)))
         self.log = log
         self.on_finish = on_finish  # called with (replica index, request id) when a request ends
         self.policy = policy
@@ -113,7 +137,32 @@ class BatchReplica:
     # --- the router's side -------------------------------------------------------------------
 
     num_outstanding = Replica.num_outstanding  # waiting + running, as the routers count it
-    max_blocks_admissible = Replica.max_blocks_admissible
+
+    def max_blocks_admissible(self) -> int:
+        """Blocks one request may ever hold here (the Fleet's admission check): none are needed
+        per item, so no request is refused for memory."""
+        return sys.maxsize if self.per_item else Replica.max_blocks_admissible(self)
+
+    def take_waiting(self) -> list[int]:
+        """Draining: give up the requests not yet in a batch, for the fleet to route elsewhere."""
+        moved, self.waiting = list(self.waiting), deque()
+        return moved
+
+    def stop(self) -> list[int]:
+        """The node is lost (spot reclaim, failure): end the loop and the batch in progress (its
+        work is lost and never logged) and hand back every request held here that has not
+        finished, to be retried elsewhere. A retried request's batch starts it over: its tokens
+        are emitted again and their times overwritten (nothing joins a batch half way)."""
+        if self.process.is_alive:
+            self.process.interrupt(STOP)
+        t = self.table
+        held = [rid for rid in self.running if t.status[rid] != COMPLETED] + list(self.waiting)
+        ids = np.asarray(self.running, dtype=np.int64)
+        t.kv_blocks[ids] = 0
+        t.kv_tokens[ids] = 0
+        t.num_retries[np.asarray(held, dtype=np.int64)] += 1
+        self.running, self.waiting, self._wake = [], deque(), None
+        return held
 
     def submit(self, rid: int) -> None:
         self.table.replica[rid] = self.index
@@ -127,6 +176,13 @@ class BatchReplica:
     # --- forming batches ---------------------------------------------------------------------
 
     def _loop(self):
+        try:
+            yield from self._serve()
+        except simpy.Interrupt as stop:
+            if stop.cause is not STOP:
+                raise
+
+    def _serve(self):
         if self.ready_s > 0:  # cold start (simcost.lifecycle): requests queue until the replica is ready
             yield self.env.timeout(self.ready_s)
         expired = False  # the formation timer just fired
@@ -171,7 +227,9 @@ class BatchReplica:
         ids = np.fromiter(islice(self.waiting, n), dtype=np.int64, count=n)
         blocks = np.cumsum(self._reserved_blocks(ids))
         tokens = np.cumsum(self.table.input_tokens[ids])
-        fits = (self.pool.num_free - blocks >= self.pool.watermark_blocks) & (tokens <= self.max_num_batched_tokens)
+        fits = tokens <= self.max_num_batched_tokens
+        if not self.per_item:
+            fits &= self.pool.num_free - blocks >= self.pool.watermark_blocks
         size = int(fits.sum())  # cumulative sums grow, so the fitting members are a prefix
         if size == 0:
             raise RuntimeError(f"replica {self.index}: request {self.waiting[0]} can never be admitted")
@@ -180,6 +238,8 @@ class BatchReplica:
     def _reserved_blocks(self, ids: np.ndarray) -> np.ndarray:
         """Each request's peak KV, reserved up front: prompt + output - 1 tokens, in blocks."""
         t, size = self.table, self.block_size
+        if self.per_item:
+            return np.zeros(len(ids), dtype=np.int64)
         return (t.input_tokens[ids] + t.output_tokens[ids] - 1 + size - 1) // size
 
     def _take(self, size: int) -> np.ndarray:
@@ -200,14 +260,17 @@ class BatchReplica:
         t = self.table
         prompt = t.input_tokens[ids]
         num_tokens = int(prompt.sum())
-        attn_pairs = float((prompt * (prompt + 1) // 2).sum())  # causal attention within each prompt
+        # causal attention within each prompt; items attend to nothing (their attention, if any,
+        # is in the catalog's flops_per_item)
+        attn_pairs = 0.0 if self.per_item else float((prompt * (prompt + 1) // 2).sum())
         start_s = self.env.now
         t.first_scheduled_s[ids] = start_s
         items_s = self._items_s(ids, np.ones(len(ids), dtype=bool))
         yield self.env.timeout(step_time_s(self.params, num_tokens, 0, attn_pairs, 0.0) + items_s)
         end_s = self.env.now
         t = self.table  # columns may have grown during the wait
-        t.kv_tokens[ids] = prompt
+        if not self.per_item:
+            t.kv_tokens[ids] = prompt
         t.token_time_s[t.token_offset[ids]] = end_s  # the prefill emits every member's first token
         t.generated[ids] = 1
         t.first_token_s[ids] = end_s

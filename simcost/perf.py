@@ -246,6 +246,9 @@ def _plan_kv(scenario: Scenario, device: DeviceSpec, model: ModelSpec, weight_fo
     return max_model_len, max_num_batched_tokens, block_size, kv_bytes_per_token, num_kv_tokens
 
 
+PER_ITEM_NO_LENGTH_LIMIT = 2**31 - 1  # a per-item Deployment's max_model_len
+
+
 def _plan_per_item(scenario: Scenario, device: DeviceSpec, model: ModelSpec, weight_format: str,
                    num_devices: int, util: float) -> tuple[int, int, int, float, int]:
     """A per-item model has no KV cache: only its weights must fit."""
@@ -256,8 +259,13 @@ def _plan_per_item(scenario: Scenario, device: DeviceSpec, model: ModelSpec, wei
                          f"{model.key} in {weight_format} needs {weight_bytes / 1e9:.2f} GB of weights, but "
                          f"{num_devices} x {device.key} holds {usable_bytes / 1e9:.2f} GB at memory_utilization {util} "
                          f"(short by {(weight_bytes - usable_bytes) / 1e9:.2f} GB); use a smaller weight_format or device")
+    # a batch holds at most max_num_batched_tokens items (default: max_num_seqs, one item each)
     max_items = scenario.engine.max_num_batched_tokens or scenario.engine.max_num_seqs
-    return model.max_model_len, max_items, scenario.engine.block_size, 0.0, 0
+    # A request is its items (its "prompt") and one result (its one output "token"). The context
+    # length has no meaning per item, so the Fleet's length check is given no limit; a request
+    # with more items than a batch holds is rejected as exceeds_batch_tokens (as Triton rejects a
+    # request over max_batch_size).
+    return PER_ITEM_NO_LENGTH_LIMIT, max_items, scenario.engine.block_size, 0.0, 0
 
 
 def plan_deployment(scenario: Scenario) -> Deployment:
@@ -271,9 +279,15 @@ def plan_deployment(scenario: Scenario) -> Deployment:
     weight_format = scenario.model.weight_format or model.weight_format
     compute_format = compute_format_for(device, weight_format)
     if compute_format is None:
+        supported = _supported_weight_formats(device)
+        given = "set" if scenario.model.weight_format else f"{model.key}'s checkpoint is {weight_format}; set"
+        # the suggestion: the widest format the device runs natively (the least change to the
+        # model's numerics; on a Jetson fp16, not bf16 cast to fp16)
+        native = [f for f in supported if compute_format_for(device, f) == f] or supported
+        widest = max(native, key=BYTES_PER_ELEMENT.get) if native else None
         raise InputError("model.weight_format",
-                         f"{weight_format} weights need {weight_format} compute, which {device.key} lacks; "
-                         f"{device.key} supports {', '.join(_supported_weight_formats(device))}")
+                         f"{weight_format} weights need {weight_format} compute, which {device.key} lacks; {given} "
+                         f"model.weight_format: {widest} ({device.key} supports {', '.join(supported)})")
     kv_format = scenario.model.kv_cache_format or _DEFAULT_KV_FORMAT
     weight_bytes = model.num_params * BYTES_PER_ELEMENT[weight_format]
 

@@ -6,11 +6,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import simpy
 
+from simcost.catalog import ModelSpec
 from simcost.cluster import Disaggregation, Fleet, PoolEngine
 from simcost.config import Scenario
 from simcost.engine import host_kv_s_per_token, swap_link
@@ -20,7 +21,7 @@ from simcost.kv_reuse import PrefixSpec, prefix_spec
 from simcost.ledger import Bill, StepArrays, StepLog, settle
 from simcost.lifecycle import cold_start, start_phases
 from simcost.metrics import served_pool, slo_limits_by_entry, summarize
-from simcost.perf import Deployment, Pool, fleet_pools, plan_deployment, step_params, step_time_s
+from simcost.perf import Deployment, Pool, fleet_pools, is_per_item, plan_deployment, step_params, step_time_s
 from simcost.pricing import egress_usd_per_gb, usd_per_replica_hour
 from simcost.request_table import COMPLETED, RequestTable
 from simcost.rng import streams
@@ -59,7 +60,10 @@ class Simulation:
             self.pools = fleet_pools(scenario, self.deployment)
             self.phases = start_phases(scenario.fleet.cold_start, self.pools)
         run_streams = streams(scenario.seed)
+        self.per_item = per_item_fleet(scenario, self.pools)
         self.requests = requests if requests is not None else generate(scenario, run_streams)
+        if self.per_item:
+            self.requests = per_item_requests(self.requests)
         self.table = RequestTable(self.requests)
         self.env = simpy.Environment()
         self.log = StepLog()
@@ -182,6 +186,9 @@ class Simulation:
         self._check_finished()
 
     def _arrive(self, rid: int) -> None:
+        if self.per_item:  # closed-loop requests are created during the run: their items are the prompt too
+            t = self.table
+            t.items[rid] = t.input_tokens[rid] = max(int(t.items[rid]), 1)
         for control in self.controls:
             control.arrived(rid)
         self.fleet.arrive(rid)
@@ -246,6 +253,8 @@ class Simulation:
         prefix = self.prefix_cache_summary()
         if prefix is not None:
             summary["prefix_cache"] = prefix
+        if self.per_item:
+            summary["per_item"] = per_item_summary(scenario, dep, self.table, summary, bill)
         series = None if self.sampler is None else self.sampler.series(horizon_s, steps, bill)
         return RunResult(scenario, dep, self.table, steps, bill, horizon_s, summary, self.pools, series)
 
@@ -260,15 +269,93 @@ def request_egress_bytes(table: RequestTable, bytes_per_token: float) -> np.ndar
 
 def item_work(scenario: Scenario, dep: Deployment) -> tuple[np.ndarray, np.ndarray] | None:
     """Per workload entry, the (FLOPs, bytes) one item costs each of the replica's devices (tensor
-    parallelism splits the work); None when no entry has items."""
+    parallelism splits the work); None when no entry has items, or when the model itself is
+    served per item (its items are the batch: simcost.step_model.per_item_params times them)."""
     entries = scenario.workload.entries()
-    if all(entry.items is None for entry in entries):
+    if all(entry.items is None for entry in entries) or is_per_item(dep.model):
         return None
     if scenario.perf.model == "constant":
         raise InputError("perf.model", "constant has no compute or memory rate to time workload items; use roofline")
     flops = np.array([e.items.flops_per_item if e.items else 0.0 for e in entries]) / dep.tensor_parallel
     nbytes = np.array([e.items.bytes_per_item if e.items else 0.0 for e in entries]) / dep.tensor_parallel
     return flops, nbytes
+
+
+# --- per-item models (serving: per_item) ------------------------------------------------------
+# A request carries `items` (workload.items.per_request, else 1): its prompt is its items
+# (input_tokens = items) and its answer one result (output_tokens = 1). So "input tokens" in the
+# summary count items and "output tokens" results; summary["per_item"] says it in items.
+
+def per_item_fleet(scenario: Scenario, pools: list[Pool]) -> bool:
+    """Whether the fleet serves a per-item model (after checking its workload can be served so);
+    a fleet cannot mix per-item and token models: their requests mean different things."""
+    kinds = {is_per_item(pool.deployment.model) for pool in pools}
+    if len(kinds) > 1:
+        raise InputError("fleet.pools", "mixes per-item models (" + ", ".join(sorted(
+            {p.deployment.model.key for p in pools if is_per_item(p.deployment.model)})) + ") with token models; "
+            "run them as separate scenarios")
+    if kinds == {True}:
+        check_per_item_workload(scenario, pools[0].deployment.model)
+        for k in range(len(pools)):
+            scaler = scenario.fleet.pool_fleet(k).autoscaler
+            if scaler is not None and scaler.metric == "kv_cache":
+                where = "fleet.autoscaler" if scenario.fleet.pools is None else f"fleet.pools[{k}].autoscaler"
+                where += ".metric"
+                raise InputError(where, f"kv_cache, but {pools[k].deployment.model.key} is served per item, with no KV "
+                                 f"cache; use concurrency, queue_depth, utilization or ttft_p95")
+    return kinds == {True}
+
+
+def check_per_item_workload(scenario: Scenario, model: ModelSpec) -> None:
+    """A per-item workload: items per request in workload.items.per_request (default 1); the
+    schema's input_tokens and output_tokens fixed at 1 (one request, one result); the model
+    catalog's flops_per_item, not the workload's; no sessions (nothing carries over a turn)."""
+    workload, model_key = scenario.workload, model.key
+    for i, entry in enumerate(workload.entries()):
+        path = "workload" if workload.mix is None else f"workload.mix[{i}]"
+        if entry.session is not None:
+            raise InputError(f"{path}.session", f"{model_key} is served per item; a request carries no context to "
+                             f"the next turn; use arrivals or clients")
+        for key, why in (("input_tokens", "items per request go in workload.items.per_request"),
+                         ("output_tokens", "a request's answer is one result")):
+            spec = getattr(entry, key)
+            if spec is not None and not (spec.dist == "fixed" and spec.value == 1):
+                raise InputError(f"{path}.{key}", f"{model_key} is served per item: {why}; "
+                                 f"set {key}: {{dist: fixed, value: 1}}")
+        items = entry.items
+        if items is not None and items.flops_per_item:
+            raise InputError(f"{path}.items.flops_per_item", f"{items.flops_per_item:g}, but {model_key}'s item "
+                             f"cost comes from the model catalog (flops_per_item per {model.item_input}); "
+                             f"set 0")
+        if items is not None and items.prompt_tokens_per_item:
+            raise InputError(f"{path}.items.prompt_tokens_per_item", f"{model_key} is served per item, with no "
+                             f"prompt; set 0")
+
+
+def per_item_requests(requests: Requests) -> Requests:
+    """Requests as a per-item model sees them: items >= 1 (none given: one), input = items,
+    one output. A trace's token lengths are dropped: only its arrivals (and tenants) count."""
+    n = len(requests)
+    items = np.ones(n, dtype=np.int64) if requests.items is None else np.maximum(requests.items, 1)
+    return replace(requests, input_tokens=items, output_tokens=np.ones(n, dtype=np.int64), items=items)
+
+
+def per_item_summary(scenario: Scenario, dep: Deployment, table: RequestTable, summary: dict, bill: Bill) -> dict:
+    """Throughput and unit cost in items (the summary's tokens/s count items in, results out)."""
+    completed = table.status == COMPLETED
+    measured = completed & (table.arrival_s >= scenario.warmup_s)
+    window_s = summary["measured_window_s"]
+    items_done = int(table.items[completed].sum())
+    entries = scenario.workload.entries()
+    kinds = sorted({e.items.kind for e in entries if e.items is not None}) or ["item"]
+    return {
+        "kind": "+".join(kinds),
+        "item_input": dep.model.item_input,
+        "items_completed": items_done,
+        "items_per_s": float(table.items[measured].sum() / window_s) if window_s and window_s > 0 else None,
+        "mean_items_per_batch": summary["mean_batch_tokens"],
+        "usd_per_1m_items": bill.total_usd / items_done * 1e6 if items_done else None,
+    }
 
 
 def affinity_keys(scenario: Scenario, requests: Requests, table: RequestTable):

@@ -4,7 +4,8 @@
 `simcost.perf.Deployment`; `step_time_s` / `decode_span_times_s` evaluate it, each with a
 plain-Python twin (`*_py`) written from the formulas, which the tests compare against
 (DESIGN.md section 4). The roofline covers dense and mixture-of-experts models, tensor and
-pipeline parallelism, and per-item models (`per_item_params`).
+pipeline parallelism, and per-item models: for those `step_params` returns `per_item_params`
+(a batch of n items takes step_time_s(p, n, 0, 0, 0)) once the engine policy is request-level.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ if TYPE_CHECKING:
     from simcost.perf import Deployment
 
 __all__ = ["BYTES_PER_ELEMENT", "EFFICIENCY_FACTORS", "FACTOR_DEFAULTS", "step_params", "roofline_params",
-           "efficiency_factors", "default_factors", "per_item_params", "is_per_item", "kv_heads_per_device",
+           "efficiency_factors", "default_factors", "per_item_params", "per_item_step_params", "PER_ITEM_POLICIES",
+           "is_per_item", "kv_heads_per_device",
            "expected_experts_touched", "moe_shape", "step_time_s", "step_time_s_py", "decode_span_times_s",
            "decode_span_times_s_py", "item_time_s"]
 
@@ -67,10 +69,7 @@ def step_params(scenario: Scenario, dep: Deployment) -> np.ndarray:
     """The step-time model of `scenario.perf` for deployment `dep`, packed for the kernels."""
     perf = scenario.perf
     if is_per_item(dep.model):
-        # the token engine has no per-item path yet (README: per-item models); per_item_params
-        # times a batch of items for the engine that will have one
-        raise InputError("model.name", f"{dep.model.key} is served per item (no tokens, no KV cache); the token "
-                         f"engine cannot serve it yet; simcost.step_model.per_item_params times its batches")
+        return per_item_step_params(scenario, dep)
     if perf.model == "constant":
         p = np.zeros(NUM_PARAMS, dtype=np.float64)
         p[P_KIND] = KIND_CONSTANT
@@ -275,6 +274,29 @@ def per_item_params(scenario: Scenario, dep: Deployment, bytes_per_item: float =
     p[P_KV_BYTES_PER_TOKEN] = bytes_per_item / t
     p[P_BYTE_RATE] = dep.device.mem_bw_bytes_per_s * factors["mbu"]
     return p
+
+
+# Request-level policies (simcost.batch_engine) run a per-item model: a batch of requests is one
+# forward pass over all their items. Iteration-level ones schedule tokens and a KV cache it has not.
+PER_ITEM_POLICIES = ("one_at_a_time", "static", "dynamic")
+
+
+def per_item_step_params(scenario: Scenario, dep: Deployment) -> np.ndarray:
+    """`per_item_params` for a scenario serving a per-item model, after checking that its engine
+    and perf sections can serve one; the workload's items.bytes_per_item (one value over all
+    entries) is what each item moves besides the weights."""
+    key = dep.model.key
+    if scenario.engine.policy not in PER_ITEM_POLICIES:
+        raise InputError("engine.policy", f"{scenario.engine.policy} schedules tokens over a KV cache, but {key} is "
+                         f"served per item; use one_at_a_time, static or dynamic (dynamic: Triton's dynamic batcher)")
+    if scenario.perf.model != "roofline":
+        raise InputError("perf.model", f"{scenario.perf.model} times token steps; {key} is served per item, "
+                         f"which only the roofline times (flops_per_item in the model catalog)")
+    per_entry = {e.items.bytes_per_item if e.items else 0.0 for e in scenario.workload.entries()}
+    if len(per_entry) > 1:
+        raise InputError("workload.items.bytes_per_item", f"{sorted(per_entry)} across workloads; one batch of {key} "
+                         f"items is timed with one bytes_per_item, so give every workload the same")
+    return per_item_params(scenario, dep, per_entry.pop())
 
 
 def item_time_s(p: np.ndarray, flops: float, nbytes: float) -> float:

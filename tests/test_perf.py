@@ -388,14 +388,14 @@ def test_per_item_model_plans_without_a_kv_cache_and_times_a_batch_by_hand():
         want = max(compute_s, memory_s) + g.step_overhead_s
         assert step_time_s_py(p, items, 0, 0, 0) == pytest.approx(want, rel=1e-12)
         assert step_time_s(p, items, 0, 0, 0) == pytest.approx(want, rel=1e-12)
-    # one image: ~23 ms of compute on 64 Graviton3 cores at mfu 0.35; compute-bound from the first item
+    # one image: ~4.4 ms of compute on 64 Graviton3 cores at mfu 0.35; compute-bound from the first item
     assert step_time_s_py(p, 1, 0, 0, 0) - g.step_overhead_s > 2 * (25_557_032 * 4) / (g.mem_bw_bytes_per_s * g.mbu)
 
 
 def test_per_item_model_is_refused_by_the_token_engine_with_a_clear_message():
     scenario = make(model="bert-base", device="graviton3", fleet={"price_usd_per_device_hour": 0.29})
     dep = plan_deployment(scenario)
-    with pytest.raises(InputError, match=r"^model\.name: bert-base is served per item"):
+    with pytest.raises(InputError, match=r"^engine\.policy: prefill_first schedules tokens over a KV cache, but bert-base is served per item"):
         step_params(scenario, dep)
     with pytest.raises(InputError, match="served token by token"):
         perf.per_item_params(*plan(engine={"max_model_len": 8192})[:2])
