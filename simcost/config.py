@@ -482,6 +482,7 @@ class PoolConfig:
     site: str | None = None
     serves: tuple[str, ...] | None = None
     cold_start: ColdStartConfig | None = None  # None: fleet.cold_start
+    warm_pool: WarmPoolConfig | None = None  # None: fleet.warm_pool
     autoscaler: AutoscalerConfig | None = None
     spot: SpotConfig | None = None
     failures: FailureConfig | None = None
@@ -509,6 +510,33 @@ class ColdStartConfig:
     registry_gb_per_s: float = field(default=0.5, metadata=bounds(gt=0))  # image pull bandwidth
     weights_gb_per_s: float = field(default=2.0, metadata=bounds(gt=0))  # min(network, disk) to the node
     engine_start_s: float = field(default=30.0, metadata=bounds(ge=0))  # KV allocation, CUDA graph capture
+
+
+# EBS gp3 in us-east-1: $0.08 per GB-month (aws.amazon.com/ebs/pricing, checked 2026-11) for a
+# 100 GB volume holding the image and weights, over 730 hours a month: what a stopped node costs
+STOPPED_NODE_USD_PER_HOUR = 100 * 0.08 / 730
+
+
+WARM_POOL_STATIC = ("needs a fleet that moves (an autoscaler, spot capacity or failures): a static fleet never "
+                    "takes a warm node")
+
+
+@dataclass(frozen=True, kw_only=True)
+class WarmPoolConfig:
+    """Nodes kept prepared beside a fleet that moves (simcost.fleet_control), as an EC2 Auto
+    Scaling warm pool (its MinSize) or Kubernetes over-provisioning. A replica added on demand
+    while a warm node is in the pool takes it and skips part of its cold start (simcost.lifecycle
+    `warm_start`): `stopped` (EBS keeps the image and weights on disk) skips provisioning and the
+    image pull; `running` (image pulled, weights staged in host memory) also skips the weights'
+    network or disk read, leaving their copy over the host link and the engine start. The slot is
+    refilled at once: a new node provisions for cold_start.provisioning_s and then joins the pool.
+    Warm nodes are on-demand capacity; their time in the pool is its own cost category
+    (`warm_pool`): running at the on-demand price, stopped at `stopped_usd_per_hour` a node (default
+    STOPPED_NODE_USD_PER_HOUR, an assumption: 100 GB of gp3)."""
+
+    size: int = field(default=1, metadata=bounds(ge=0))
+    state: Literal["stopped", "running"] = "stopped"
+    stopped_usd_per_hour: float = field(default=STOPPED_NODE_USD_PER_HOUR, metadata=bounds(ge=0))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -698,6 +726,8 @@ class FleetConfig:
     disaggregation: DisaggregationConfig | None = None
     # None: replicas serve from t = 0 (warm); else they provision and load first (simcost.lifecycle)
     cold_start: ColdStartConfig | None = None
+    # None: no warm pool; else nodes kept prepared beside a fleet that moves (WarmPoolConfig)
+    warm_pool: WarmPoolConfig | None = None
     # None: a static fleet of `replicas`; else the replica count follows load (simcost.autoscalers),
     # starting from `replicas`
     autoscaler: AutoscalerConfig | None = None
@@ -732,7 +762,8 @@ class FleetConfig:
         return FleetConfig(replicas=p.replicas, router=self.router, affinity_load_bound=self.affinity_load_bound,
                            price_usd_per_device_hour=p.price_usd_per_device_hour,
                            pricing=p.pricing or self.pricing, site=self.site_of(k),
-                           cold_start=p.cold_start or self.cold_start, autoscaler=p.autoscaler, spot=p.spot,
+                           cold_start=p.cold_start or self.cold_start, warm_pool=p.warm_pool or self.warm_pool,
+                           autoscaler=p.autoscaler, spot=p.spot,
                            failures=p.failures)
 
     def site_of(self, k: int) -> SiteConfig:
@@ -746,6 +777,8 @@ class FleetConfig:
             return
         if self.sites:
             raise InputError(f"{path}.sites", "needs fleet.pools (each pool names its site); use fleet.site for one site")
+        if self.warm_pool is not None and not self.moves:
+            raise InputError(f"{path}.warm_pool", WARM_POOL_STATIC)
         self._check_moving(path)
         if self.disaggregation is None:
             return
@@ -798,6 +831,8 @@ class FleetConfig:
             if pool.site is not None and pool.site not in site_names:
                 raise InputError(f"{path}.pools[{i}].site", f"'{pool.site}' is not a site of fleet.sites "
                                  f"(known: {', '.join(site_names) or 'none'})")
+            if pool.warm_pool is not None and not self.pool_fleet(i).moves:
+                raise InputError(f"{path}.pools[{i}].warm_pool", WARM_POOL_STATIC)
             self.pool_fleet(i)._check_moving(f"{path}.pools[{i}]")
 
     @property

@@ -16,6 +16,12 @@ drain, cancel, kill); the autoscaling decisions are simcost.autoscalers'. DESIGN
 A lost replica's requests are retried on the others (simcost.engine.Replica.stop): nothing is
 lost, and the work in progress is charged as idle time (it was paid for and thrown away).
 The run stops when no request is left and none can come (the loops would otherwise run forever).
+- Warm pool (fleet.warm_pool): `size` nodes kept prepared beside the pool (`WarmPool`). An
+  on-demand replica added with the default cold start (a scale-up, the activator's, an on-demand
+  spot replacement) takes one if the pool has one (a hit: simcost.lifecycle.warm_start) and the
+  slot is refilled at once (provisioning_s, then in the pool); else it starts cold (a miss).
+  Spot replicas and failure replacements (whose mttr_s is a given figure) never take one. An
+  outage loses the warm nodes too; their replacements are requested when the site is back.
 A fleet of several pools (fleet.pools) runs one FleetControl per pool that moves, each with its
 pool's own section (FleetConfig.pool_fleet) and acting on that pool's replicas only; its metric
 counts that pool's replicas plus the requests held for want of a ready replica.
@@ -34,7 +40,7 @@ from simcost.autoscalers import make_autoscaler, resolve
 from simcost.cluster import Fleet
 from simcost.config import ColdStartConfig, FleetConfig, SpotConfig
 from simcost.errors import InputError
-from simcost.lifecycle import ON_DEMAND, SPOT, StartPhases, cold_start
+from simcost.lifecycle import ON_DEMAND, RUNNING, SPOT, Roster, StartPhases, WarmNode, cold_start, warm_start
 from simcost.perf import Pool
 from simcost.request_table import RequestTable
 
@@ -70,6 +76,7 @@ class FleetControl:
         self.k = pool_index  # the pool this loop moves
         self.done = done  # no request can come any more (arrivals and sessions exhausted)
         self.phase = cold_start(cfg.cold_start or ColdStartConfig(), pool)  # replicas added during the run
+        self.warm = None if cfg.warm_pool is None else WarmPool(env, fleet.roster, pool_index, cfg, pool)
         self.spot = spot_config(cfg)
         self.failures = cfg.failures
         self.blocked_until_s = 0.0  # a site outage: nothing can start before then
@@ -112,11 +119,16 @@ class FleetControl:
         return self._mine(self.fleet.live())
 
     def _add(self, capacity: str | None = None, phase: StartPhases | None = None):
-        phase = phase or self.phase
+        """Request a replica: on a warm node when it is an on-demand one on the default cold start
+        and the pool has a node (the site being down, it has none), else cold."""
+        capacity = capacity or self._next_capacity()
+        warm = phase is None and capacity == ON_DEMAND and self.warm is not None and self.warm.take()
+        phase = self.warm.phase if warm else (phase or self.phase)
         wait_s = max(0.0, self.blocked_until_s - self.env.now)  # the site is down: start after it
         if wait_s:
             phase = StartPhases(phase.provisioned_s + wait_s, phase.ready_s + wait_s)
-        replica = self.fleet.add_replica(self.k, phase, capacity or self._next_capacity())
+        replica = self.fleet.add_replica(self.k, phase, capacity)
+        self.fleet.roster.lives[replica.index].warm = warm
         self._watch(replica)
         return replica
 
@@ -180,6 +192,10 @@ class FleetControl:
         for replica in self._mine(list(self.fleet.replicas)):
             if not self._gone(replica):
                 self._lose(replica, "outage", self.phase.ready_s)  # started once the site is back
+        if self.warm is not None:
+            self.warm.lose_all("outage")
+            yield self.env.timeout(duration_s)
+            self.warm.fill()
 
     def _activate(self) -> None:
         """A request found no replica ready: if none is starting either, start one now."""
@@ -272,3 +288,61 @@ class FleetControl:
             return rate(t_s) * sojourn_s
 
         return forecast
+
+
+class WarmPool:
+    """One pool's warm nodes (fleet.warm_pool): `size` of them, in the pool from t = 0 (after
+    cold_start.provisioning_s when the fleet starts cold), each taken one refilled at once. Every
+    node is a WarmNode of the roster, where the ledger bills it."""
+
+    def __init__(self, env: simpy.Environment, roster: Roster, pool_index: int, cfg: FleetConfig, pool: Pool):
+        self.env, self.roster, self.k, self.cfg = env, roster, pool_index, cfg.warm_pool
+        cold = cfg.cold_start or ColdStartConfig()
+        self.phase = warm_start(cold, pool, self.cfg.state)  # a replica that takes a node
+        self.refill_s = cold.provisioning_s
+        od_usd_per_hour = pool.deployment.price_usd_per_hour
+        self.usd_per_hour = (od_usd_per_hour, od_usd_per_hour if self.cfg.state == RUNNING
+                             else self.cfg.stopped_usd_per_hour)  # (provisioning, in the pool)
+        self.ready: list[WarmNode] = []  # in the pool now, oldest first
+        self.nodes: list[WarmNode] = []  # this pool's nodes not yet gone (in the pool or provisioning)
+        roster.warm_pools[pool_index] = (self.cfg.size, self.cfg.state)
+        roster.warm_misses[pool_index] = 0
+        self.fill(0.0 if cfg.cold_start is None else cold.provisioning_s)
+
+    def fill(self, provisioning_s: float | None = None) -> None:
+        """Request nodes until `size` are in the pool or on their way."""
+        for _ in range(self.cfg.size - len(self.nodes)):
+            self._request(self.refill_s if provisioning_s is None else provisioning_s)
+
+    def _request(self, provisioning_s: float) -> None:
+        now = self.env.now
+        node = WarmNode(self.k, self.cfg.state, now, now + provisioning_s, *self.usd_per_hour)
+        self.roster.warm.append(node)
+        self.nodes.append(node)
+        if provisioning_s > 0:
+            self.env.process(self._join(node, provisioning_s))
+        else:
+            self.ready.append(node)
+
+    def _join(self, node: WarmNode, provisioning_s: float):
+        yield self.env.timeout(provisioning_s)
+        if node.gone_s == math.inf:  # not lost meanwhile
+            self.ready.append(node)
+
+    def take(self) -> bool:
+        """Hand the oldest node in the pool to a replica and refill its slot (True); or count a miss."""
+        if not self.ready:
+            self.roster.warm_misses[self.k] += 1
+            return False
+        self._end(self.ready.pop(0), "taken")
+        self.fill()
+        return True
+
+    def lose_all(self, why: str) -> None:
+        for node in list(self.nodes):
+            self._end(node, why)
+        self.ready.clear()
+
+    def _end(self, node: WarmNode, why: str) -> None:
+        node.gone_s, node.end = self.env.now, why
+        self.nodes.remove(node)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from simcost.energy import hour_covered_s
-from simcost.pricing import CATEGORY
+from simcost.pricing import CATEGORY, warm_node_hour_usd
 
 DEFAULT_START = datetime(2025, 1, 1, tzinfo=timezone.utc)
 SERVICE_NAME = "LLM inference (simcost simulation)"
@@ -63,7 +63,25 @@ def focus_rows(result, start: datetime = DEFAULT_START) -> list[dict]:
             rows.append({"BilledCost": lost, "EffectiveCost": lost, "ListCost": 0.0, "ChargePeriodStart": begin,
                          "ChargePeriodEnd": end, "ChargeCategory": "Purchase", "PricingCategory": "Committed",
                          "ResourceId": "savings-plan", "ResourceType": "Savings Plan", **common})
-    rows += _egress_rows(result, periods, common)
+    rows += _egress_rows(result, periods, common) + _warm_rows(result, periods, common)
+    return rows
+
+
+def _warm_rows(result, periods: list[tuple[str, str]], common: dict) -> list[dict]:
+    """One Usage row per warm-pool node and hour it was billed (provisioning, then standby)."""
+    warm = result.bill.roster.warm
+    if warm is None or not len(warm.pool):
+        return []
+    usd = warm_node_hour_usd(warm, len(periods))
+    rows = []
+    for n in range(usd.shape[0]):
+        region = _site(result, int(warm.pool[n])).region
+        for h in np.flatnonzero(usd[n] > 0):
+            begin, end = periods[h]
+            rows.append({"BilledCost": float(usd[n, h]), "EffectiveCost": float(usd[n, h]), "ListCost": float(usd[n, h]),
+                         "ChargePeriodStart": begin, "ChargePeriodEnd": end, "ChargeCategory": "Usage",
+                         "PricingCategory": "Standard", "ResourceId": f"{result.scenario.name}/warm-node-{n}",
+                         "ResourceType": "Warm pool node", **common, "RegionId": region})
     return rows
 
 

@@ -10,6 +10,8 @@ is idle cost; minimum charges and unused commitments are their own unallocated c
     sum(request cost) + idle + minimum + unused commitment = the bill from the pricing formulas,
 which the tests check (no dollar lost or invented). Under chargeback the unallocated dollars are
 then spread over requests too (`spread_unallocated`). Energy is kept per replica-hour alongside.
+Warm nodes (fleet.warm_pool) are no replicas and run no step: what they cost is its own
+unallocated category, `warm_pool` (simcost.pricing.warm_pool_usd).
 Egress (fleet.pools) is priced per request outside the step log and added to its allocated cost
 and to the bill, so the identity above holds with it.
 """
@@ -25,7 +27,8 @@ from simcost.config import CostConfig, FleetConfig
 from simcost.energy import Energy, hour_covered_s, hour_piece, replica_hour_energy, split_steps_by_hour
 from simcost.lifecycle import Roster, RosterArrays, StartPhases
 from simcost.perf import Deployment, Pool
-from simcost.pricing import Tariff, alive_matrix_s, fleet_bill_usd, fleet_tariff, pools_bill_usd, pools_tariff
+from simcost.pricing import (Tariff, alive_matrix_s, fleet_bill_usd, fleet_tariff, pools_bill_usd, pools_tariff,
+                             warm_pool_usd)
 
 
 class StepLog:
@@ -141,11 +144,15 @@ class Bill:
     # them; included in request_usd and total_usd (fleet.pools; 0 otherwise)
     egress_usd: float = 0.0
     request_egress_usd: np.ndarray | None = None
+    # unallocated: warm nodes (fleet.warm_pool), provisioning and in the pool; warm_standby_usd is
+    # the in-pool part of warm_pool_usd
+    warm_pool_usd: float = 0.0
+    warm_standby_usd: float = 0.0
 
     @property
     def unallocated_usd(self) -> float:
         return (self.idle_usd + self.minimum_usd + self.unused_commitment_usd + self.provisioning_usd + self.loading_usd
-                + self.draining_usd)
+                + self.draining_usd + self.warm_pool_usd)
 
     @property
     def charged_usd(self) -> np.ndarray:
@@ -212,11 +219,13 @@ def settle(steps: StepArrays, num_requests: int, fleet: FleetConfig, dep: Deploy
     provisioning_usd, loading_usd, draining_usd = lifecycle_costs_usd(ra, price, steps)
     idle_usd -= provisioning_usd + loading_usd + draining_usd  # no step runs before a replica is ready
     minimum_usd, unused_usd = float(price.minimum_usd.sum()), float(price.unused_commitment_usd.sum())
+    warm_provisioning_usd, warm_standby_usd = warm_pool_usd(ra.warm)
     share_usd, spread_usd = np.zeros(num_requests), 0.0
     if cost.unallocated == "chargeback":
         eligible = np.ones(num_requests, dtype=bool) if completed is None else completed
         share_usd, spread_usd = spread_unallocated(request_usd, idle_usd + minimum_usd + unused_usd + provisioning_usd
-                                                   + loading_usd + draining_usd, eligible)
+                                                   + loading_usd + draining_usd + warm_provisioning_usd
+                                                   + warm_standby_usd, eligible)
     return Bill(step_usd=step_usd, request_usd=request_usd, replica_busy_s=busy_s, replica_idle_s=idle_s,
                 busy_usd=float(step_usd.sum()), idle_usd=idle_usd,
                 total_usd=egress_usd + (pools_bill_usd(pools, horizon_s, energy, ra) if own else
@@ -227,7 +236,8 @@ def settle(steps: StepArrays, num_requests: int, fleet: FleetConfig, dep: Deploy
                 hour_unused_commitment_usd=price.unused_commitment_usd, tariff=price, energy=energy,
                 unallocated_share_usd=share_usd, spread_usd=spread_usd, provisioning_usd=provisioning_usd,
                 loading_usd=loading_usd, draining_usd=draining_usd, roster=ra, replica_hour_alive_s=alive_s,
-                egress_usd=egress_usd, request_egress_usd=request_egress_usd)
+                egress_usd=egress_usd, request_egress_usd=request_egress_usd,
+                warm_pool_usd=warm_provisioning_usd + warm_standby_usd, warm_standby_usd=warm_standby_usd)
 
 
 def lifecycle_costs_usd(ra: RosterArrays, price: Tariff, steps: StepArrays) -> tuple[float, float, float]:

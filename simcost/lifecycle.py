@@ -14,6 +14,11 @@ failure: gone at once, their requests retried elsewhere).
 
 `Roster` keeps every replica's timeline; the ledger bills each replica from request to gone and
 prices provisioning, loading and draining as their own cost categories (simcost.ledger).
+
+Warm pools (fleet.warm_pool, simcost.config.WarmPoolConfig): nodes kept prepared beside the
+fleet. A replica that takes one skips provisioning and the image pull (`warm_start`); the roster
+keeps each warm node's timeline too (`WarmNode`: requested, in the pool, taken or lost), billed
+as the `warm_pool` cost category, and which replicas took one.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from simcost.config import ColdStartConfig
 from simcost.perf import Pool
 
 ON_DEMAND, SPOT = "on_demand", "spot"
+STOPPED, RUNNING = "stopped", "running"  # a warm node's state (EC2 warm pool PoolState)
 
 
 @dataclass(frozen=True)
@@ -41,12 +47,27 @@ class StartPhases:
         return self.ready_s - self.provisioned_s
 
 
-def loading_s(cfg: ColdStartConfig, pool: Pool) -> float:
+def weight_paths_s(cfg: ColdStartConfig, pool: Pool) -> tuple[float, float]:
+    """(the weights over the node's network or disk, each device's share over its host link; 0
+    for a device with none)."""
     dep = pool.deployment
-    weights_s = dep.weight_bytes / (cfg.weights_gb_per_s * 1e9)
-    if dep.device.host_link_bytes_per_s is not None:  # devices on a host link load their share over it
-        weights_s = max(weights_s, dep.weight_bytes / dep.tensor_parallel / dep.device.host_link_bytes_per_s)
-    return cfg.image_gb / cfg.registry_gb_per_s + weights_s + cfg.engine_start_s
+    link = dep.device.host_link_bytes_per_s
+    return (dep.weight_bytes / (cfg.weights_gb_per_s * 1e9),
+            0.0 if link is None else dep.weight_bytes / dep.tensor_parallel / link)
+
+
+def loading_s(cfg: ColdStartConfig, pool: Pool) -> float:
+    return cfg.image_gb / cfg.registry_gb_per_s + max(weight_paths_s(cfg, pool)) + cfg.engine_start_s
+
+
+def warm_start(cfg: ColdStartConfig, pool: Pool, state: str) -> StartPhases:
+    """A replica on a warm node: no provisioning (the node exists) and no image pull (it is on the
+    node's disk). stopped: the weights come off the node's disk (at weights_gb_per_s, the cold
+    start's min(network, disk) bound: an EBS volume is network storage) and over the host link;
+    running: they are staged in host memory, so only the host-link copy is left. Then the engine
+    starts (KV allocation, CUDA graphs) in both."""
+    disk_s, link_s = weight_paths_s(cfg, pool)
+    return StartPhases(0.0, (max(disk_s, link_s) if state == STOPPED else link_s) + cfg.engine_start_s)
 
 
 def cold_start(cfg: ColdStartConfig | None, pool: Pool) -> StartPhases:
@@ -74,13 +95,33 @@ class Life:
     drain_s: float = math.inf
     gone_s: float = math.inf
     end: str = ""  # why it went: scale_down, reclaim, failure, cancelled ("" while there)
+    warm: bool = False  # it took a warm node (skipped provisioning and the image pull)
+
+
+@dataclass
+class WarmNode:
+    """One node of a warm pool: requested at requested_s (provisioning, at the on-demand rate),
+    in the pool from standby_s (at its state's rate) until gone_s (taken by a replica, or lost)."""
+
+    pool: int
+    state: str  # STOPPED or RUNNING
+    requested_s: float
+    standby_s: float
+    provisioning_usd_per_hour: float
+    standby_usd_per_hour: float
+    gone_s: float = math.inf
+    end: str = ""  # taken, outage ("" while there)
 
 
 @dataclass
 class Roster:
-    """Every replica the run had, by replica index."""
+    """Every replica the run had, by replica index; every warm node; and, per pool with a warm
+    pool, its (size, state) and how many on-demand replicas found it empty (misses)."""
 
     lives: list[Life] = field(default_factory=list)
+    warm: list[WarmNode] = field(default_factory=list)
+    warm_pools: dict[int, tuple[int, str]] = field(default_factory=dict)
+    warm_misses: dict[int, int] = field(default_factory=dict)
 
     @classmethod
     def static(cls, pools: list[Pool], phases: list[StartPhases] | None = None,
@@ -106,7 +147,53 @@ class Roster:
             drain_s=clip([life.drain_s for life in lives]),
             gone_s=gone,
             end=[life.end for life in lives],
+            warm_hit=np.array([life.warm for life in lives], dtype=bool),
+            warm=self._warm_arrays(horizon_s),
+            warm_pools=dict(self.warm_pools),
+            warm_misses=dict(self.warm_misses),
         )
+
+    def _warm_arrays(self, horizon_s: float) -> "WarmArrays":
+        nodes = self.warm
+        gone = np.array([min(w.gone_s, horizon_s) for w in nodes], dtype=np.float64)
+        col = lambda xs: np.array(xs, dtype=np.float64)  # noqa: E731
+        return WarmArrays(pool=np.array([w.pool for w in nodes], dtype=np.int64),
+                          requested_s=np.minimum(col([w.requested_s for w in nodes]), gone),
+                          standby_s=np.minimum(col([w.standby_s for w in nodes]), gone), gone_s=gone,
+                          provisioning_usd_per_hour=col([w.provisioning_usd_per_hour for w in nodes]),
+                          standby_usd_per_hour=col([w.standby_usd_per_hour for w in nodes]),
+                          end=[w.end for w in nodes])
+
+
+@dataclass(frozen=True)
+class WarmArrays:
+    """The warm nodes as columns, times cut at the horizon."""
+
+    pool: np.ndarray
+    requested_s: np.ndarray
+    standby_s: np.ndarray
+    gone_s: np.ndarray
+    provisioning_usd_per_hour: np.ndarray
+    standby_usd_per_hour: np.ndarray
+    end: list[str]
+
+    @classmethod
+    def empty(cls) -> "WarmArrays":
+        z = np.zeros(0)
+        return cls(np.zeros(0, dtype=np.int64), z, z, z, z, z, [])
+
+    def part(self, mask: np.ndarray) -> "WarmArrays":
+        return WarmArrays(self.pool[mask], self.requested_s[mask], self.standby_s[mask], self.gone_s[mask],
+                          self.provisioning_usd_per_hour[mask], self.standby_usd_per_hour[mask],
+                          [e for e, m in zip(self.end, mask) if m])
+
+    @property
+    def provisioning_s(self) -> np.ndarray:
+        return self.standby_s - self.requested_s
+
+    @property
+    def in_pool_s(self) -> np.ndarray:
+        return self.gone_s - self.standby_s
 
 
 @dataclass(frozen=True)
@@ -122,6 +209,10 @@ class RosterArrays:
     drain_s: np.ndarray
     gone_s: np.ndarray
     end: list[str]
+    warm_hit: np.ndarray | None = None  # per replica: it took a warm node
+    warm: WarmArrays = field(default_factory=WarmArrays.empty)
+    warm_pools: dict[int, tuple[int, str]] = field(default_factory=dict)  # pool -> (size, state)
+    warm_misses: dict[int, int] = field(default_factory=dict)  # pool -> on-demand adds that found it empty
 
     @property
     def alive_s(self) -> np.ndarray:

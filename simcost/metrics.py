@@ -241,7 +241,22 @@ def fleet_summary(bill: Bill, horizon_s: float, table: RequestTable) -> dict:
             "replica_hours": float(ra.alive_s.sum() / 3600.0),
             "mean_replicas": float(ra.alive_s.sum() / horizon_s) if horizon_s > 0 else 0.0,
             "spot_replicas_started": int(ra.spot.sum()), "ended": ends,
-            "requests_retried": int((table.num_retries > 0).sum())}
+            "requests_retried": int((table.num_retries > 0).sum()),
+            **({"warm_pool": warm_pool_summary(bill)} if ra.warm_pools else {})}
+
+
+def warm_pool_summary(bill: Bill) -> dict:
+    """fleet.warm_pool: per pool its size and state; over the fleet, on-demand replicas that took
+    a warm node (hits) or found the pool empty and started cold (misses), warm nodes requested,
+    their node-hours in the pool, and what they cost (`usd`, the warm_pool category; `standby_usd`
+    its in-pool part, the rest their provisioning)."""
+    ra = bill.roster
+    w = ra.warm
+    hits, misses = int(ra.warm_hit.sum()), int(sum(ra.warm_misses.values()))
+    return {"pools": [{"pool": k, "size": size, "state": state} for k, (size, state) in sorted(ra.warm_pools.items())],
+            "hits": hits, "misses": misses, "hit_rate": hits / (hits + misses) if hits + misses else None,
+            "nodes_requested": int(len(w.pool)), "standby_node_hours": float(w.in_pool_s.sum() / 3600.0),
+            "usd": bill.warm_pool_usd, "standby_usd": bill.warm_standby_usd}
 
 
 def breakdowns(scenario: Scenario, table: RequestTable, lat: dict, measured: np.ndarray, good: np.ndarray,
@@ -341,7 +356,9 @@ def _cost_by_category(bill: Bill) -> dict:
             "provisioning": bill.provisioning_usd, "loading": bill.loading_usd,
             # replicas scaled down or given notice, waiting for their last requests: 0 for a static fleet
             "draining": bill.draining_usd,
-            **({"egress": bill.egress_usd} if bill.request_egress_usd is not None else {})}  # fleet.pools only
+            **({"egress": bill.egress_usd} if bill.request_egress_usd is not None else {}),  # fleet.pools only
+            # warm nodes provisioning and in the pool (fleet.warm_pool only)
+            **({"warm_pool": bill.warm_pool_usd} if bill.roster is not None and bill.roster.warm_pools else {})}
 
 
 def session_summary(scenario: Scenario, table: RequestTable, counts: dict) -> dict:

@@ -12,6 +12,10 @@ refuses the rest). A run is a window of a longer commitment, so hour-based charg
 hours, savings-plan commitments, amortised capital) are prorated on a partial last hour rather
 than charged whole.
 
+Warm nodes (fleet.warm_pool) are on-demand capacity outside any commitment, billed per second
+without a minimum (`warm_pool_usd`): provisioning at the on-demand rate, their time in the pool at
+their state's rate. Every pricing model's bill adds them.
+
 A fleet of pools (fleet.pools) prices each pool by its own section (`pools_tariff`,
 `pools_bill_usd`): the bill is the sum of the pools' bills, each from its own formulas.
 """
@@ -24,7 +28,7 @@ import numpy as np
 
 from simcost.config import DEFAULT_EGRESS_USD_PER_GB, FleetConfig, PricingConfig, SiteConfig
 from simcost.energy import J_PER_KWH, S_PER_HOUR, Energy, hour_covered_s, hour_overlap_s
-from simcost.lifecycle import Roster, RosterArrays
+from simcost.lifecycle import Roster, RosterArrays, WarmArrays
 from simcost.perf import Deployment, Pool
 
 DEFAULT_MIN_CHARGE_S = 60.0  # AWS and GCP per-second billing: 60 s minimum per instance start
@@ -116,6 +120,12 @@ def fleet_bill_usd(cfg: PricingConfig, pools: list[Pool], horizon_s: float, ener
     request to gone, at least the minimum charge; savings plan: hour by hour, C + max(0, U -
     C / (1 - d)) for on-demand usage U; reserved and owned fleets are static."""
     ra = roster or static_roster(pools, horizon_s)
+    return replicas_bill_usd(cfg, pools, horizon_s, energy, ra, spot_usd_per_device_hour) + sum(warm_pool_usd(ra.warm))
+
+
+def replicas_bill_usd(cfg: PricingConfig, pools: list[Pool], horizon_s: float, energy: Energy, ra: RosterArrays,
+                      spot_usd_per_device_hour: float | None = None) -> float:
+    """The replicas' part of `fleet_bill_usd`."""
     deps = [pools[k].deployment for k in ra.pool]
     spot_price = cfg.spot_usd_per_device_hour if spot_usd_per_device_hour is None else spot_usd_per_device_hour
     spot = ra.spot | (cfg.model == "spot")
@@ -129,6 +139,19 @@ def fleet_bill_usd(cfg: PricingConfig, pools: list[Pool], horizon_s: float, ener
         commit = cfg.commitment_usd_per_hour * covered_s / S_PER_HOUR
         return spot_usd + float(np.sum(commit + np.maximum(0.0, usage - commit / (1 - cfg.discount))))
     return spot_usd + bill_usd(cfg, deps[0], int((~spot).sum()), horizon_s, energy)
+
+
+def warm_pool_usd(warm: WarmArrays) -> tuple[float, float]:
+    """(what the warm nodes cost provisioning, what they cost in the pool), per second, no minimum."""
+    return (float((warm.provisioning_s * warm.provisioning_usd_per_hour).sum() / S_PER_HOUR),
+            float((warm.in_pool_s * warm.standby_usd_per_hour).sum() / S_PER_HOUR))
+
+
+def warm_node_hour_usd(warm: WarmArrays, n_hours: int) -> np.ndarray:
+    """(warm nodes, hours): what each node costs in each clock hour (its provisioning and its time
+    in the pool): the rows a FOCUS export or a $/hour series needs; sums to `warm_pool_usd`."""
+    return (hour_overlap_s(warm.requested_s, warm.standby_s, n_hours) * warm.provisioning_usd_per_hour[:, None]
+            + hour_overlap_s(warm.standby_s, warm.gone_s, n_hours) * warm.standby_usd_per_hour[:, None]) / S_PER_HOUR
 
 
 def static_roster(pools: list[Pool], horizon_s: float) -> RosterArrays:
@@ -193,11 +216,14 @@ def bill_usd(cfg: PricingConfig, dep: Deployment, num_replicas: int, horizon_s: 
 
 # --- fleets of pools (fleet.pools): each pool priced by its own section -----------------------
 
-def roster_part(ra: RosterArrays, mask: np.ndarray) -> RosterArrays:
-    """The replicas of the roster where mask is set (pool numbers unchanged)."""
+def roster_part(ra: RosterArrays, mask: np.ndarray, pool: int | None = None) -> RosterArrays:
+    """The replicas of the roster where mask is set (pool numbers unchanged), and the warm nodes
+    of `pool` (None: all of them)."""
     return replace(ra, pool=ra.pool[mask], spot=ra.spot[mask], requested_s=ra.requested_s[mask],
                    provisioned_s=ra.provisioned_s[mask], ready_s=ra.ready_s[mask], drain_s=ra.drain_s[mask],
-                   gone_s=ra.gone_s[mask], end=[e for e, m in zip(ra.end, mask) if m])
+                   gone_s=ra.gone_s[mask], end=[e for e, m in zip(ra.end, mask) if m],
+                   warm_hit=None if ra.warm_hit is None else ra.warm_hit[mask],
+                   warm=ra.warm.part(ra.warm.pool == pool) if pool is not None else ra.warm)
 
 
 def pool_spot_usd_per_device_hour(fleet: FleetConfig) -> float | None:
@@ -234,7 +260,7 @@ def pools_bill_usd(pools: list[Pool], horizon_s: float, energy: Energy, ra: Rost
         cut = lambda x: None if x is None else x[mask]  # noqa: E731
         part = replace(energy, replica_hour_kwh=energy.replica_hour_kwh[mask], replica_pue=cut(energy.replica_pue),
                        replica_gco2_per_kwh=cut(energy.replica_gco2_per_kwh))
-        total += fleet_bill_usd(fleet.pricing, pools, horizon_s, part, roster_part(ra, mask),
+        total += fleet_bill_usd(fleet.pricing, pools, horizon_s, part, roster_part(ra, mask, k),
                                 pool_spot_usd_per_device_hour(fleet))
     return total
 

@@ -100,6 +100,7 @@ def format_summary(s: dict) -> str:
         f"throughput: {num(tp['requests_per_s'], '.2f')} req/s, {num(tp['output_tokens_per_s'], ',.0f')} output tok/s; "
         f"goodput {num(s['goodput_requests_per_s'], '.2f')} req/s (SLO attainment {num(s['slo_attainment'], '.1%')}, "
         f"target {s['slo']['attainment']:.0%}: {'met' if s['meets_slo'] else 'NOT met'})",
+        *_per_item_lines(s),
         f"utilization {s['utilization']:.1%}, mean batch {s['mean_batch_tokens']:.1f} tokens/step, "
         f"{s['preemptions']} preemptions",
         f"cost: ${c['usd_per_hour']:,.2f}/hour; ${c['total_usd']:,.4f} over {s['horizon_s']:,.0f} s "
@@ -133,15 +134,30 @@ def _pool_lines(s: dict) -> list[str]:
     return lines
 
 
+def _per_item_lines(s: dict) -> list[str]:
+    """Per-item models (embeddings, images): their own throughput and unit cost; their 'tokens'
+    above are items in and one result out."""
+    p = s.get("per_item")
+    if not p:
+        return []
+    return [f"per item ({p['kind']}: {p['item_input']}): {p['items_per_s']:.1f} items/s, "
+            f"{p['mean_items_per_batch']:.2f} items per batch, ${p['usd_per_1m_items']:.4f} per 1M items"]
+
+
 def _fleet_lines(s: dict) -> list[str]:
     """How the fleet moved (autoscaler, spot, failures); nothing for a fleet that stood still."""
     f = s.get("fleet")
     if f is None or (f["replicas_started"] == s["replicas"] and not f["ended"]):
         return []
     ended = ", ".join(f"{n} {why.replace('_', ' ')}" for why, n in f["ended"].items()) or "none"
-    return [f"fleet: {f['replicas_started']} replicas started ({f['spot_replicas_started']} on spot), "
-            f"{f['replicas_at_end']} at the end, mean {f['mean_replicas']:.2f} ({f['replica_hours']:,.2f} "
-            f"replica-hours); ended: {ended}; {f['requests_retried']} requests retried"]
+    lines = [f"fleet: {f['replicas_started']} replicas started ({f['spot_replicas_started']} on spot), "
+             f"{f['replicas_at_end']} at the end, mean {f['mean_replicas']:.2f} ({f['replica_hours']:,.2f} "
+             f"replica-hours); ended: {ended}; {f['requests_retried']} requests retried"]
+    w = f.get("warm_pool")
+    if w:
+        lines.append(f"warm pool: {w['hits']} scale-ups served warm, {w['misses']} cold; "
+                     f"{w['standby_node_hours']:,.2f} standby node-hours, ${w['usd']:,.4f}")
+    return lines
 
 
 def _breakdown_lines(s: dict) -> list[str]:
@@ -181,11 +197,11 @@ def _allocation_lines(c: dict) -> list[str]:
     where = ("spread over requests by allocated cost" if a["spread_basis"] == "allocated_cost"
              else "spread equally over completed requests" if a["spread_basis"]
              else "left as its own line" if c["unallocated_usd"] else "nothing to place")
-    cat = c["by_category"]
+    # every unallocated category the summary has (busy and egress are allocated to requests)
+    parts = ", ".join(f"{name.replace('_', ' ')} ${usd:,.4f}" for name, usd in c["by_category"].items()
+                      if name not in ("busy", "egress"))
     return ["", f"cost allocation ({a['unallocated']}): steps split by {split}; unallocated ${c['unallocated_usd']:,.4f} "
-                f"(idle ${cat['idle']:,.4f}, minimum charge ${cat['minimum_charge']:,.4f}, unused commitment "
-                f"${cat['unused_commitment']:,.4f}, provisioning ${cat['provisioning']:,.4f}, loading "
-                f"${cat['loading']:,.4f}, draining ${cat.get('draining', 0.0):,.4f}): {where}"]
+                f"({parts}): {where}"]
 
 
 def _tenant_cost_lines(c: dict, groups: dict) -> list[str]:

@@ -186,10 +186,17 @@ def usd_per_hour(bill: Bill, n_pools: int, t_s: np.ndarray, steps: StepArrays, e
     rate = tariff.time_usd_per_s  # (replicas, hours); the last hour takes any overrun
     hour = np.minimum((t_s // S_PER_HOUR).astype(np.int64), rate.shape[1] - 1)
     lo, hi = edges_s[:-1], edges_s[1:]
-    billed_s = np.clip(np.minimum(ra.gone_s[:, None], hi[None, :]) - np.maximum(ra.requested_s[:, None], lo[None, :]), 0, None)
-    share = np.divide(billed_s, width_s[None, :], out=np.zeros(billed_s.shape), where=width_s[None, :] > 0)
+
+    def share(start_s: np.ndarray, end_s: np.ndarray) -> np.ndarray:  # (intervals, samples) of each width
+        inside_s = np.clip(np.minimum(end_s[:, None], hi[None, :]) - np.maximum(start_s[:, None], lo[None, :]), 0, None)
+        return np.divide(inside_s, width_s[None, :], out=np.zeros(inside_s.shape), where=width_s[None, :] > 0)
+
     out = np.zeros((n_pools, len(t_s)))
-    np.add.at(out, ra.pool, share * rate[:, hour] * S_PER_HOUR)
+    np.add.at(out, ra.pool, share(ra.requested_s, ra.gone_s) * rate[:, hour] * S_PER_HOUR)
+    warm = ra.warm  # warm-pool nodes: provisioning, then standby, each at its own rate
+    if warm is not None and len(warm.pool):
+        np.add.at(out, warm.pool, share(warm.requested_s, warm.standby_s) * warm.provisioning_usd_per_hour[:, None]
+                  + share(warm.standby_s, warm.gone_s) * warm.standby_usd_per_hour[:, None])
     util = tariff.util_rates(len(ra.pool))  # per replica; one rate within a pool
     if util.any():
         pool_of = ra.pool
