@@ -331,7 +331,8 @@ def plan_from_run(result, reserved_usd_per_device_hour: float | None = None, dis
 def _on_demand_usd_per_device_hour(result) -> float:
     prices = sorted({p.deployment.price_usd_per_hour / p.deployment.num_devices for p in result.pools})
     if len(prices) > 1:
-        raise InputError("fleet.disaggregation.decode_hardware",
+        named = any(getattr(p, "name", "") for p in result.pools)  # fleet.pools, else a disaggregated decode pool
+        raise InputError("fleet.pools" if named else "fleet.disaggregation.decode_hardware",
                          f"pools on devices at different prices ({', '.join(f'${p:.4g}' for p in prices)} per "
                          "device-hour); commitment planning takes one device type")
     return prices[0]

@@ -271,6 +271,8 @@ def forecast(base: Scenario, path: GrowthPath, seeds: int = 3, hours_per_month: 
         raise InputError("--max-replicas", "only used with --resize")
     if max_replicas is None:
         max_replicas = RESIZE_CAP_FACTOR * base.fleet.replicas
+    if resize and base.fleet.pools is not None:
+        raise InputError("--resize", "resizes fleet.replicas; a fleet of pools is not resized yet (forecast it without --resize)")
     check_options(base, path, seeds, hours_per_month, budget_usd_per_month, jobs, resize, max_replicas)
     raw = to_dict(base)
     factors = [path.load_factor(m) for m in range(1, path.months + 1)]

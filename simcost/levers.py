@@ -736,6 +736,9 @@ def _check(base: Scenario, resize: bool, max_replicas: int, seeds: int, jobs: in
     for name, value in (("--max-replicas", max_replicas), ("--seeds", seeds), ("--jobs", jobs)):
         if not (isinstance(value, int) and value >= 1):
             raise InputError(name, f"{value}; expected a whole number >= 1")
+    if base.fleet.pools is not None:
+        raise InputError("fleet.pools", "levers change one fleet's device, model and engine; a fleet of pools is not "
+                         "studied yet: study each pool's workload as its own one-pool scenario")
     if resize and base.fleet.disaggregation is not None:
         raise InputError("fleet.disaggregation", "levers resize fleet.replicas; a disaggregated fleet's pools are "
                          "not resized: use --fixed-fleet")

@@ -361,6 +361,9 @@ def _check(base: Scenario, options: list[dict], max_replicas: int, seeds: int, j
 
     if base.fleet.disaggregation is not None:
         raise InputError("fleet.disaggregation", "size searches fleet.replicas; a disaggregated fleet's pools are not sized")
+    if base.fleet.pools is not None:
+        raise InputError("fleet.pools", "size searches one device and fleet.replicas; a fleet of pools is not sized "
+                         "yet: size each pool's workload as its own one-pool scenario")
     if not options:
         raise InputError("--devices", "no options to size; give at least one device")
     for name, value in (("--max-replicas", max_replicas), ("--seeds", seeds), ("--jobs", jobs)):

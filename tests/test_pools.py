@@ -355,3 +355,20 @@ def test_focus_rows_carry_each_pools_pricing_and_region_and_the_egress_and_sum_t
         k = pool_of[int(r["ResourceId"].rsplit("-", 1)[1])]
         assert r["RegionId"] == ("store-17" if k == 0 else "us-east-1")  # pool 0 is the edge
         assert r["PricingCategory"] == ("Other" if k == 0 else "Standard")  # owned edge, on-demand cloud
+
+
+def test_decisions_that_resize_one_fleet_refuse_a_fleet_of_pools_rather_than_answer_for_the_wrong_pool():
+    from simcost.forecast import GrowthPath, forecast
+    from simcost.levers import LeversConfig, study
+    from simcost.sizing import size
+
+    pools = pooled([edge_pool(), cloud_pool()])
+    with pytest.raises(InputError, match="fleet of pools") as info:
+        size(pools, [{"hardware.device": "h100-sxm"}])
+    assert info.value.where == "fleet.pools"
+    with pytest.raises(InputError, match="fleet of pools") as info:
+        study(pools, LeversConfig(), only=("int8",))
+    assert info.value.where == "fleet.pools"
+    with pytest.raises(InputError, match="fleet of pools") as info:
+        forecast(pools, GrowthPath(months=2), seeds=1, resize=True)
+    assert info.value.where == "--resize"
