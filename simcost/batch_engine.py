@@ -175,12 +175,7 @@ class BatchReplica:
 
     # --- forming batches ---------------------------------------------------------------------
 
-    def _loop(self):
-        try:
-            yield from self._serve()
-        except simpy.Interrupt as stop:
-            if stop.cause is not STOP:
-                raise
+    _loop = Replica._loop  # runs _serve until the node is lost (an interrupt with cause STOP)
 
     def _serve(self):
         if self.ready_s > 0:  # cold start (simcost.lifecycle): requests queue until the replica is ready
