@@ -33,14 +33,14 @@ def run_key(raw: dict) -> str:
 def code_version() -> str:
     """The installed version plus a digest of the package's .py and catalog .yaml files."""
     import simcost
-    import simcost.configs
+    from simcost.catalog import config_dir  # the catalogs: inside the package in a wheel, beside it in a source tree
 
     try:
         version = metadata.version("simcost")
     except metadata.PackageNotFoundError:
         version = "unknown"
     digest = hashlib.sha256()
-    for folder, pattern in ((Path(simcost.__file__).parent, "*.py"), (Path(simcost.configs.__file__).parent, "*.yaml")):
+    for folder, pattern in ((Path(simcost.__file__).parent, "*.py"), (config_dir(), "*.yaml")):
         for path in sorted(folder.glob(pattern)):
             digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return f"{version}+{digest.hexdigest()[:16]}"
