@@ -221,14 +221,23 @@ def _cmd_forecast(args) -> int:
 
 def _cmd_check(args) -> int:
     from simcost.config import load_scenario
-    from simcost.perf import plan_deployment
+    from simcost.perf import fleet_pools, plan_deployment
 
     scenario = load_scenario(args.scenario, args.overrides, args.seed)
-    dep = plan_deployment(scenario)
-    print(f"{args.scenario}: ok; {dep.model.key} ({dep.weight_format}) on {dep.tensor_parallel} x {dep.device.key}: "
-          f"{dep.weight_bytes / 1e9:.1f} GB of weights, {dep.num_kv_blocks} KV blocks of {dep.block_size} tokens "
-          f"({dep.num_kv_blocks * dep.block_size:,} tokens) per replica, ${dep.price_usd_per_hour:.2f}/hour per replica")
+    if scenario.fleet.pools is not None:  # each pool is planned on its own hardware, model and price
+        pools = fleet_pools(scenario, None)
+        print(f"{args.scenario}: ok; {len(pools)} pools")
+        for pool in pools:
+            print(f"  {pool.name}: {pool.replicas} x " + _deployment_line(pool.deployment))
+        return 0
+    print(f"{args.scenario}: ok; " + _deployment_line(plan_deployment(scenario)))
     return 0
+
+
+def _deployment_line(dep) -> str:
+    return (f"{dep.model.key} ({dep.weight_format}) on {dep.tensor_parallel} x {dep.device.key}: "
+            f"{dep.weight_bytes / 1e9:.1f} GB of weights, {dep.num_kv_blocks} KV blocks of {dep.block_size} tokens "
+            f"({dep.num_kv_blocks * dep.block_size:,} tokens) per replica, ${dep.price_usd_per_hour:.2f}/hour per replica")
 
 
 def _cmd_calibrate(args) -> int:

@@ -395,7 +395,7 @@ def pools_problem(raw: dict) -> str | None:
 
     try:
         scenario = scenario_from_dict(raw)
-        fleet_pools(scenario, plan_deployment(scenario))
+        fleet_pools(scenario, None if scenario.fleet.pools is not None else plan_deployment(scenario))
     except InputError as exc:
         return str(exc)
     return None

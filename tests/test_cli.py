@@ -152,3 +152,14 @@ def test_every_bundled_scenario_validates_and_generates(path):
 
     scenario = load_scenario(path, ["duration_s=60", "warmup_s=0"])
     assert len(Simulation(scenario).requests) > 0
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "scenarios").glob("*.yaml")), ids=lambda p: p.name)
+def test_check_accepts_every_bundled_scenario_and_names_each_pool(path, capsys):
+    from simcost.cli import main
+
+    assert main(["check", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "ok;" in out and "KV blocks" in out
+    if "pools:" in path.read_text():  # a fleet of pools: one line per pool, each on its own device
+        assert "pools" in out.splitlines()[0] and len(out.splitlines()) >= 3
