@@ -9,6 +9,7 @@ Ray is imported only when asked for, so it stays an optional extra (pip install 
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -35,6 +36,24 @@ def map_runs(pool, fn, args: list[tuple], progress: bool = False, desc: str = "r
         return [fn(*a) for a in progress_items(args, progress, desc)]
     futures = [pool.submit(fn, *a) for a in args]
     return [f.result() for f in progress_items(futures, progress, desc)]
+
+
+class RunCache:
+    """Runs jobs (argument tuples of `fn`) in a pool, each distinct job once (keyed by its JSON):
+    the searches of size, forecast and levers revisit points, and a rerun would only repeat it."""
+
+    def __init__(self, pool, fn, progress: bool = False, desc: str = "runs"):
+        self.pool, self.fn, self.progress, self.desc, self.cache = pool, fn, progress, desc, {}
+
+    def run(self, jobs: list[tuple]) -> list:
+        keys = [json.dumps(job, sort_keys=True, default=str) for job in jobs]
+        todo = {k: job for k, job in zip(keys, jobs) if k not in self.cache}
+        self.cache.update(zip(todo, map_runs(self.pool, self.fn, list(todo.values()), self.progress, self.desc)))
+        return [self.cache[k] for k in keys]
+
+    @property
+    def runs(self) -> int:
+        return len(self.cache)
 
 
 def progress_items(items, enabled: bool, desc: str, total: int | None = None):

@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -57,7 +56,7 @@ import numpy as np
 from simcost.config import ArrivalSpec, Scenario, scenario_from_dict, to_dict
 from simcost.errors import InputError
 from simcost.schema import build
-from simcost.sweep import map_runs, progress_items, worker_pool
+from simcost.backends import RunCache, progress_items, worker_pool
 
 HOURS_PER_MONTH = 730.0  # 8,760 h / 12
 BAND_PERCENTILE_MIN_SEEDS = 5  # from this many seeds on, the band is the 5th-95th percentile
@@ -204,23 +203,6 @@ def run_cost(raw: dict, seed: int) -> dict:
             "meets_slo": s["meets_slo"], "offered_requests_per_s": s["requests"]["arrived"] / window_s}
 
 
-class Runner:
-    """Runs (scenario, seed) points, each distinct point once."""
-
-    def __init__(self, pool, progress: bool = False):
-        self.pool, self.progress, self.cache = pool, progress, {}
-
-    def run(self, points: list[tuple[dict, int]]) -> list[dict]:
-        keys = [json.dumps([raw, seed], sort_keys=True) for raw, seed in points]
-        todo = {k: p for k, p in zip(keys, points) if k not in self.cache}
-        self.cache.update(zip(todo, map_runs(self.pool, run_cost, list(todo.values()), self.progress, desc="forecast")))
-        return [self.cache[k] for k in keys]
-
-    @property
-    def runs(self) -> int:
-        return len(self.cache)
-
-
 # --- months ---------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -281,7 +263,7 @@ def forecast(base: Scenario, path: GrowthPath, seeds: int = 3, hours_per_month: 
         check_trace_covers(scenario_from_dict(month_raw), month, f)
     seed_list = [base.seed + k for k in range(seeds)]
     with worker_pool(jobs) as pool:
-        runner = Runner(pool, progress and not resize)  # --resize shows one bar over the months instead
+        runner = RunCache(pool, run_cost, progress and not resize, desc="forecast")  # --resize shows one bar over the months instead
         if resize:
             fleets = _resized_fleets(runner, month_raws, factors, seed_list, base.fleet.replicas, max_replicas, progress)
         else:
@@ -310,7 +292,7 @@ def check_options(base: Scenario, path: GrowthPath, seeds: int, hours_per_month:
         raise InputError("--max-replicas", f"{max_replicas} is below the scenario's fleet.replicas={base.fleet.replicas}")
 
 
-def _resized_fleets(runner: Runner, month_raws: list[dict], factors: list[float], seeds: list[int],
+def _resized_fleets(runner: RunCache, month_raws: list[dict], factors: list[float], seeds: list[int],
                     start_replicas: int, max_replicas: int, progress: bool) -> list[tuple[list[int], list[dict]]]:
     """Each month, each seed's smallest fleet meeting the SLO, searched from that seed's fleet of
     the previous month."""
@@ -323,7 +305,7 @@ def _resized_fleets(runner: Runner, month_raws: list[dict], factors: list[float]
     return fleets
 
 
-def smallest_fleets(runner: Runner, raw: dict, seeds: list[int], starts: list[int], cap: int,
+def smallest_fleets(runner: RunCache, raw: dict, seeds: list[int], starts: list[int], cap: int,
                     try_fewer: bool) -> list[tuple[int, dict]]:
     """For each seed, from its `starts` replicas: add one at a time until the run meets the SLO (at
     most `cap`; the cap is returned even when it fails), or, when `try_fewer` and the start meets

@@ -597,21 +597,18 @@ class Runner:
     """Runs (scenario, transform) points on every seed, each distinct point once, in a pool when given."""
 
     def __init__(self, pool, seeds: list[int]):
-        self.pool, self.seeds, self.cache = pool, seeds, {}
+        from simcost.backends import RunCache
+
+        self.seeds, self.runs = seeds, RunCache(pool, run_lever)
 
     def evaluate(self, points: list[tuple[dict, dict | None]]) -> list[dict]:
-        from simcost.sweep import map_runs
-
-        jobs = [(raw, transform, seed) for raw, transform in points for seed in self.seeds]
-        keys = [json.dumps(job, sort_keys=True, default=str) for job in jobs]
-        todo = {k: job for k, job in zip(keys, jobs) if k not in self.cache}
-        self.cache.update(zip(todo, map_runs(self.pool, run_lever, list(todo.values()))))
+        results = self.runs.run([(raw, transform, seed) for raw, transform in points for seed in self.seeds])
         k = len(self.seeds)
-        return [combine_seeds([self.cache[key] for key in keys[i * k:(i + 1) * k]]) for i in range(len(points))]
+        return [combine_seeds(results[i * k:(i + 1) * k]) for i in range(len(points))]
 
     @property
     def simulations(self) -> int:
-        return len(self.cache)
+        return self.runs.runs
 
 
 def resized_rows(runner: Runner, points: list[tuple[dict, dict | None]], max_replicas: int) -> list[dict]:

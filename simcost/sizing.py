@@ -32,14 +32,13 @@ from __future__ import annotations
 
 import copy
 import itertools
-import json
 import math
 from dataclasses import dataclass, field
 
 from simcost.config import Scenario, scenario_from_dict, to_dict
 from simcost.errors import InputError
 from simcost.forecast import check_trace_covers, scale_load, with_replicas
-from simcost.sweep import map_runs, worker_pool
+from simcost.backends import RunCache, worker_pool
 
 HOURS_PER_MONTH = 730.0
 DEFAULT_MAX_REPLICAS = 16
@@ -123,19 +122,16 @@ class Evaluator:
     """Runs scenarios on K seeds, each distinct (scenario, seed) once, in a pool when given."""
 
     def __init__(self, pool, seeds: list[int]):
-        self.pool, self.seeds, self.cache = pool, seeds, {}
+        self.seeds, self.runs = seeds, RunCache(pool, run_point)
 
     def evaluate(self, raws: list[dict]) -> list[Point]:
-        points = [(raw, seed) for raw in raws for seed in self.seeds]
-        keys = [json.dumps(p, sort_keys=True) for p in points]
-        todo = {k: p for k, p in zip(keys, points) if k not in self.cache}
-        self.cache.update(zip(todo, map_runs(self.pool, run_point, list(todo.values()))))
+        results = self.runs.run([(raw, seed) for raw in raws for seed in self.seeds])
         k = len(self.seeds)
-        return [_combine([self.cache[key] for key in keys[i * k:(i + 1) * k]]) for i in range(len(raws))]
+        return [_combine(results[i * k:(i + 1) * k]) for i in range(len(raws))]
 
     @property
     def simulations(self) -> int:
-        return len(self.cache)
+        return self.runs.runs
 
 
 def _combine(runs: list[dict]) -> Point:
