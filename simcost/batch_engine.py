@@ -97,8 +97,7 @@ class BatchReplica:
                  item_work: tuple[np.ndarray, np.ndarray] | None = None,
                  queue_key: Callable[[int], tuple] | None = None, swap: object | None = None, *,
                  policy: str = "static", batch_timeout_s: float = 0.0,
-                 preferred_batch_sizes: tuple[int, ...] | None = None, max_queue_delay_s: float = 0.0,
-                 ready_s: float = 0.0):
+                 preferred_batch_sizes: tuple[int, ...] | None = None, max_queue_delay_s: float = 0.0):
         # max_span_steps and chunked are the iteration-level Replica's: a batch's decode is always
         # one exact span here, and prompts are never chunked
         if policy not in POLICIES:
@@ -106,7 +105,6 @@ class BatchReplica:
         if queue_key is not None or swap is not None:  # EngineConfig refuses these keys for batch policies
             raise ValueError("request-level batching serves FIFO and never preempts: no queue_key or swap")
         self.env = env
-        self.ready_s = ready_s
         self.index = index
         self.table = table
         self.params = step_params
@@ -178,8 +176,6 @@ class BatchReplica:
     _loop = Replica._loop  # runs _serve until the node is lost (an interrupt with cause STOP)
 
     def _serve(self):
-        if self.ready_s > 0:  # cold start (simcost.lifecycle): requests queue until the replica is ready
-            yield self.env.timeout(self.ready_s)
         expired = False  # the formation timer just fired
         while True:
             if not self.waiting:

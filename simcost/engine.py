@@ -57,9 +57,8 @@ class Replica:
                  item_work: tuple[np.ndarray, np.ndarray] | None = None,
                  queue_key: Callable[[int], tuple] | None = None, swap: SwapLink | None = None,
                  role: str = "both", handoff: Callable[[int], None] | None = None,
-                 kv_transfer_s_per_token: float = 0.0, prefix: PrefixSpec | None = None, ready_s: float = 0.0):
+                 kv_transfer_s_per_token: float = 0.0, prefix: PrefixSpec | None = None):
         self.env = env
-        self.ready_s = ready_s  # cold start (simcost.lifecycle): the replica serves from this time on
         # per workload entry: (FLOPs, bytes) one item costs one device; None when no workload has items
         self.item_work = item_work
         self.index = index
@@ -156,8 +155,7 @@ class Replica:
                 raise
 
     def _serve(self):
-        if self.ready_s > 0:  # requests that arrive before then wait in the queue
-            yield self.env.timeout(self.ready_s)
+        # a replica gets requests only once it is ready (the fleet routes to ready replicas only)
         while True:
             if not self.waiting and not self.running:
                 self._wake = self.env.event()
