@@ -25,7 +25,7 @@ import yaml
 from simcost.errors import InputError, closest
 
 __all__ = ["DeviceSpec", "ModelSpec", "PriceOffer", "Commitment", "Purchase", "config_dir", "load_devices",
-           "load_models", "load_prices", "get_device", "get_model", "price_offer", "on_demand_usd_per_device_hour",
+           "load_models", "load_prices", "get_device", "get_model", "catalog_names", "price_offer", "on_demand_usd_per_device_hour",
            "DEVICE_KINDS", "COMPUTE_FORMATS", "SERVING_KINDS", "format_catalog"]
 
 DEVICE_KINDS = ("gpu", "cpu", "tpu", "edge")
@@ -66,6 +66,7 @@ class DeviceSpec:
     price_usd_per_hour: float | None
     sources: dict = field(hash=False, compare=False, repr=False)
     host_link_bytes_per_s: float | None = None  # PCIe to host memory, one direction (KV swap, host tier)
+    aliases: tuple[str, ...] = ()  # other names for it (measurement files, other tools), e.g. "h100-80gb"
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,7 @@ class ModelSpec:
     expert_params: int = 0  # parameters of all experts of all layers together
     flops_per_item: float = 0.0  # per_item models: FLOPs of one item of `item_input`
     item_input: str = ""  # per_item models: the input size assumed, e.g. "one 224x224 RGB image"
+    aliases: tuple[str, ...] = ()  # other names for it (measurement files, other tools), e.g. "llama2-70b"
 
     @property
     def active_params(self) -> float:
@@ -224,17 +226,30 @@ def on_demand_usd_per_device_hour(device: DeviceSpec, provider: str | None, regi
 
 
 def get_device(key: str, where: str = "hardware.device") -> DeviceSpec:
+    """The device with catalog key (or alias) `key`."""
     devices = _load_devices(_resolve(None))
-    if key not in devices:
+    found = devices.get(key) or _by_alias(devices, key)
+    if found is None:
         raise InputError(where, f"unknown device '{key}'{closest(key, devices)}")
-    return devices[key]
+    return found
 
 
 def get_model(key: str, where: str = "model.name") -> ModelSpec:
+    """The model with catalog key (or alias) `key`."""
     models = _load_models(_resolve(None))
-    if key not in models:
+    found = models.get(key) or _by_alias(models, key)
+    if found is None:
         raise InputError(where, f"unknown model '{key}'{closest(key, models)}")
-    return models[key]
+    return found
+
+
+def _by_alias(entries: dict, name: str):
+    return next((e for e in entries.values() if name in e.aliases), None)
+
+
+def catalog_names(spec: DeviceSpec | ModelSpec) -> tuple[str, ...]:
+    """Every name `spec` goes by: its key, then its aliases."""
+    return (spec.key,) + spec.aliases
 
 
 def _resolve(directory: Path | None) -> str:
@@ -245,13 +260,27 @@ def _resolve(directory: Path | None) -> str:
 @functools.lru_cache(maxsize=8)
 def _load_devices(directory: str) -> dict[str, DeviceSpec]:
     raw = _read_catalog(Path(directory) / "devices.yaml")
-    return {key: _device(key, entry, _Where("devices.yaml", key)) for key, entry in raw.items()}
+    return _check_aliases({key: _device(key, entry, _Where("devices.yaml", key)) for key, entry in raw.items()},
+                          "devices.yaml")
 
 
 @functools.lru_cache(maxsize=8)
 def _load_models(directory: str) -> dict[str, ModelSpec]:
     raw = _read_catalog(Path(directory) / "models.yaml")
-    return {key: _model(key, entry, _Where("models.yaml", key)) for key, entry in raw.items()}
+    return _check_aliases({key: _model(key, entry, _Where("models.yaml", key)) for key, entry in raw.items()},
+                          "models.yaml")
+
+
+def _check_aliases(entries: dict, file: str) -> dict:
+    """An alias must name one entry only: not another key, not another entry's alias."""
+    owner: dict[str, str] = {}
+    for key, spec in entries.items():
+        for alias in spec.aliases:
+            other = key if alias in entries else owner.get(alias)
+            if other is not None:
+                raise InputError(f"{file}: {key}.aliases", f"'{alias}' already names {alias if alias in entries else other}")
+            owner[alias] = key
+    return entries
 
 
 @functools.lru_cache(maxsize=8)
@@ -359,7 +388,7 @@ def _sources(entry: dict, groups: tuple[str, ...], where: _Where) -> dict:
 
 _DEVICE_REQUIRED = ("name", "kind", "mem_bw_gb_per_s", "peak_tflops", "link_gb_per_s", "idle_w", "peak_w",
                     "mfu", "mbu", "step_overhead_s", "allreduce_latency_s", "sources")
-_DEVICE_OPTIONAL = ("memory_gb", "memory_gib", "host_link_gb_per_s", "price_usd_per_hour")
+_DEVICE_OPTIONAL = ("memory_gb", "memory_gib", "host_link_gb_per_s", "price_usd_per_hour", "aliases")
 
 
 def _device(key: str, entry: Any, where: _Where) -> DeviceSpec:
@@ -400,7 +429,15 @@ def _device(key: str, entry: Any, where: _Where) -> DeviceSpec:
         sources=_sources(entry, DEVICE_SOURCE_GROUPS, where),
         host_link_bytes_per_s=(_number(entry, "host_link_gb_per_s", where, gt=0) * GB
                                if "host_link_gb_per_s" in entry else None),
+        aliases=_aliases(entry, where),
     )
+
+
+def _aliases(entry: dict, where: _Where) -> tuple[str, ...]:
+    names = entry.get("aliases", [])
+    if not isinstance(names, list) or not all(isinstance(n, str) and n.strip() for n in names):
+        raise InputError(where("aliases"), f"{names!r}; expected a list of names")
+    return tuple(names)
 
 
 _MODEL_SHAPE = ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim", "intermediate_size",
@@ -415,10 +452,10 @@ def _model(key: str, entry: Any, where: _Where) -> ModelSpec:
     if serving == "per_item":
         # an encoder or a CNN: no token steps, so the transformer shape is optional
         entry = _fields(entry, where, ("name", "serving", "item_input", "num_params", "weight_format",
-                                       "flops_per_item", "sources"), _MODEL_SHAPE)
+                                       "flops_per_item", "sources"), _MODEL_SHAPE + ("aliases",))
     else:
         entry = _fields(entry, where, ("name",) + _MODEL_SHAPE + ("num_params", "weight_format", "sources"),
-                        ("serving",) + _MOE)
+                        ("serving", "aliases") + _MOE)
     ints = {name: _integer(entry, name, where) if name in entry else 0
             for name in _MODEL_SHAPE + ("num_params",) + _MOE}
     if ints["num_kv_heads"] and ints["num_heads"] % ints["num_kv_heads"]:
@@ -432,6 +469,7 @@ def _model(key: str, entry: Any, where: _Where) -> ModelSpec:
         serving=serving,
         flops_per_item=_number(entry, "flops_per_item", where, gt=0) if serving == "per_item" else 0.0,
         item_input=_text(entry, "item_input", where) if serving == "per_item" else "",
+        aliases=_aliases(entry, where),
         **ints,
     )
 

@@ -71,9 +71,11 @@ def test_device_values_are_physically_sane(key):
 
 
 QKV_BIAS_MODELS = {"qwen2.5-7b", "qwen2.5-72b"}  # Qwen2 has q/k/v projection biases
+BLOOM_MODELS = {"bloom-176b"}  # a different layout: see test_bloom_param_count_matches_its_shapes
 
 
-@pytest.mark.parametrize("key", sorted(k for k, m in load_models().items() if m.serving == "tokens"))
+@pytest.mark.parametrize("key", sorted(k for k, m in load_models().items()
+                                       if m.serving == "tokens" and k not in BLOOM_MODELS))
 def test_model_param_count_matches_its_shapes(key):
     # Llama/Mistral/Qwen2 layout: embeddings and an untied lm_head, per layer q, k, v, o, gate/up/down
     # (once per expert, plus a router, for a mixture of experts) and two RMSNorm weights, plus a
@@ -88,6 +90,34 @@ def test_model_param_count_matches_its_shapes(key):
     assert m.num_params == 2 * m.vocab_size * d + m.num_layers * per_layer + d
     assert m.expert_params == (m.num_layers * experts * mlp if m.num_experts else 0)
     assert m.num_heads * m.head_dim == d
+
+
+def test_bloom_param_count_matches_its_shapes():
+    # BLOOM: embeddings tied with the lm_head plus a LayerNorm on them; per layer fused qkv and
+    # dense (with biases), a two-matrix GELU MLP of 4 d (with biases) and two LayerNorms (weight and
+    # bias); a final LayerNorm. The model card's count is 176,247,271,424.
+    m = load_models()["bloom-176b"]
+    d = m.hidden_size
+    assert m.intermediate_size == 4 * d and m.num_kv_heads == m.num_heads  # multi-head attention
+    per_layer = (3 * d * d + 3 * d) + (d * d + d) + (2 * d * m.intermediate_size + m.intermediate_size + d) + 4 * d
+    assert m.num_params == m.vocab_size * d + 2 * d + m.num_layers * per_layer + 2 * d == 176_247_271_424
+
+
+def test_aliases_name_the_same_entry_and_must_be_unique(tmp_path):
+    # Measurement files spell names their own way (Splitwise: "h100-80gb", "llama2-70b").
+    assert get_device("h100-80gb") is get_device("h100-sxm")
+    assert get_model("bloom").key == "bloom-176b"
+
+    def clash(raw):
+        raw["a100-80gb"]["aliases"] = ["h100-80gb"]
+    with pytest.raises(InputError, match="h100-80gb.*already names h100-sxm"):
+        load_devices(_broken_copy(tmp_path, "devices.yaml", clash))
+
+    def not_a_list(raw):
+        raw["bloom-176b"]["aliases"] = "bloom"
+    (tmp_path / "m").mkdir()
+    with pytest.raises(InputError, match="models.yaml: bloom-176b.aliases"):
+        load_models(_broken_copy(tmp_path / "m", "models.yaml", not_a_list))
 
 
 def test_known_exact_parameter_counts():
