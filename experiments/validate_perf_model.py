@@ -72,7 +72,9 @@ def main() -> None:
 def print_batched_prefill(points, held_out, predicted_s) -> None:
     """Why prefill misses 10 %: at TP4 and TP8, b >= 8 prompts of 512 tokens in one step take 17-41 %
     longer than b single-prompt steps, though a roofline step has the same FLOPs and reads the
-    weights once instead of b times: a per-request cost the step-time kernel has no input for."""
+    weights once instead of b times. prefill_request_s (a cost per prompt in the step) fits TP4's
+    batches, but a ratio above 1 means the cost per prompt itself grows with the batch, which no
+    per-step-affine term reproduces, and TP2's batches show almost none of it (ratio ~1.05)."""
     one = {pt.tensor_parallel: pt.step_time_s for pt in points
            if pt.kind == "prefill" and pt.batch_size == 1 and pt.prompt_tokens == 512}
     print("\n== batched prefill: measured(b x 512) / (b x measured(1 x 512)); a roofline predicts <= 1 ==")

@@ -40,7 +40,7 @@ Per-item models (an encoder, an image classifier; simcost.step_model.per_item_pa
 with no KV cache: the replica is given 0 KV blocks (the planner's count for such a model), which
 turns memory admission off (`NoKVCache`). A request is its items as its "prompt" (input_tokens =
 items, simcost.sim) and one result as its single output "token": a batch is one forward pass,
-step_time_s(p, items in the batch, 0, 0, 0), whose end is every member's first token and finish
+step_time_s(p, items in the batch, 0, 0, 0, requests), whose end is every member's first token and finish
 (TTFT = E2EL), logged as one prefill record whose members weigh by their items. The batch limits
 are max_num_seqs requests and max_num_batched_tokens items.
 
@@ -257,7 +257,8 @@ class BatchReplica:
         start_s = self.env.now
         t.first_scheduled_s[ids] = start_s
         items_s = self._items_s(ids, np.ones(len(ids), dtype=bool))
-        yield self.env.timeout(step_time_s(self.params, num_tokens, 0, attn_pairs, 0.0) + items_s)
+        num_requests = int((prompt > 0).sum())  # per-item params price no request term (step_model)
+        yield self.env.timeout(step_time_s(self.params, num_tokens, 0, attn_pairs, 0.0, num_requests) + items_s)
         end_s = self.env.now
         t = self.table  # columns may have grown during the wait
         if not self.per_item:

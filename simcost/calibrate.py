@@ -7,7 +7,9 @@ Two CSV layouts are read (the header decides which):
   Each row gives two steps: the prefill of the whole batch (`batch_size` prompts of `prompt_size`
   tokens) and a mean decode iteration with every request of the batch, whose mean cached context
   is taken as `prompt_size + token_size / 2` per request. Rows of other models or hardware are
-  skipped (names compare ignoring case and punctuation: `llama2-70b` is `llama-2-70b`).
+  skipped: a row's names match the catalog key or one of its `aliases` ignoring case and
+  punctuation (`llama2-70b` is `llama-2-70b`; Splitwise's `h100-80gb` is `h100-sxm`), or the
+  names given with `--hardware` / `--model-name`.
 - The generic layout: columns `kind, batch_size, prompt_tokens, context_tokens, tensor_parallel,
   step_time_ms`, one step per row. `kind` is `prefill` (each of `batch_size` requests prefills
   `prompt_tokens` fresh tokens; `context_tokens` is ignored) or `decode` (each request adds one
@@ -19,13 +21,16 @@ times weighs as much as one measured 5 times. The fit minimises relative residua
 loss (scale 5 %) so that a few wrong points (Splitwise's TP2 batch-64 prefill) bend the fit
 little; they are reported, not dropped.
 
-Six factors are fitted: mfu, mbu, step_overhead_s, allreduce_latency_s, prefill_overhead_s (the
-extra cost of a step with prefill: eager-mode kernel launches, prompt metadata) and
-attention_efficiency (the attention kernels' rate relative to the GEMMs'). A factor the data
-cannot tell apart from another is held at the catalog's value and the profile says why:
-`allreduce_latency_s` needs two or more tensor-parallel degrees > 1 (with one degree it is a
-constant per step, like `step_overhead_s`); `prefill_overhead_s` needs both prefill and decode
-points; `attention_efficiency` needs prefill points of two or more prompt lengths.
+Seven factors are fitted: mfu, mbu, step_overhead_s, allreduce_latency_s, prefill_overhead_s (the
+extra cost of a step with prefill: eager-mode kernel launches, prompt metadata),
+attention_efficiency (the attention kernels' rate relative to the GEMMs') and prefill_request_s
+(the cost of each request prefilled in a step: per-sequence input preparation and sampling). A
+factor the data cannot tell apart from another is held at the catalog's value and the profile
+says why: `allreduce_latency_s` needs two or more tensor-parallel degrees > 1 (with one degree it
+is a constant per step, like `step_overhead_s`); `prefill_overhead_s` needs both prefill and decode
+points; `attention_efficiency` needs prefill points of two or more prompt lengths;
+`prefill_request_s` needs prefill points of batch size 2 or more. `fit_warnings` says when a rate
+ends at a bound of its physical range or the fit is poor, so a profile is not trusted blindly.
 """
 
 from __future__ import annotations
@@ -41,14 +46,14 @@ import numpy as np
 import yaml
 from scipy.optimize import least_squares
 
-from simcost.catalog import DeviceSpec, ModelSpec, get_device, get_model
+from simcost.catalog import DeviceSpec, ModelSpec, catalog_names, get_device, get_model
 from simcost.errors import InputError
 from simcost.perf import compute_format_for
 from simcost.step_model import (BYTES_PER_ELEMENT, EFFICIENCY_FACTORS, FACTOR_DEFAULTS,
                                 default_factors, roofline_params, step_time_s)
 
-__all__ = ["StepPoint", "Fit", "read_points", "fit_factors", "predict_s", "write_profile", "load_profile",
-           "format_table", "error_summary"]
+__all__ = ["StepPoint", "Fit", "read_points", "fit_factors", "fit_warnings", "predict_s", "write_profile",
+           "load_profile", "format_table", "error_summary"]
 
 SPLITWISE_COLUMNS = ("model", "hardware", "prompt_size", "batch_size", "token_size", "prompt_time",
                      "token_time", "tensor_parallel")
@@ -56,12 +61,12 @@ GENERIC_COLUMNS = ("kind", "batch_size", "prompt_tokens", "context_tokens", "ten
 ROBUST_SCALE = 0.05  # soft_l1 turns from quadratic to linear at 5 % relative error
 # Lower bounds keep the rates positive (the roofline divides by them); (0, 1] is the physical range.
 _LOWER = {"mfu": 1e-3, "mbu": 1e-3, "step_overhead_s": 0.0, "allreduce_latency_s": 0.0, "prefill_overhead_s": 0.0,
-          "attention_efficiency": 1e-3}
+          "attention_efficiency": 1e-3, "prefill_request_s": 0.0}
 _UPPER = {"mfu": 1.0, "mbu": 1.0, "step_overhead_s": np.inf, "allreduce_latency_s": np.inf,
-          "prefill_overhead_s": np.inf, "attention_efficiency": 1.0}
+          "prefill_overhead_s": np.inf, "attention_efficiency": 1.0, "prefill_request_s": np.inf}
 # Times are fitted in ms / us so that all unknowns are of order 1 for the solver.
 _SCALE = {"mfu": 1.0, "mbu": 1.0, "step_overhead_s": 1e-3, "allreduce_latency_s": 1e-6, "prefill_overhead_s": 1e-3,
-          "attention_efficiency": 1.0}
+          "attention_efficiency": 1.0, "prefill_request_s": 1e-3}
 
 
 @dataclass(frozen=True)
@@ -85,8 +90,11 @@ def _norm(name: str) -> str:
 
 
 def read_points(path: str | Path, device_key: str, model_key: str,
-                tensor_parallel: tuple[int, ...] = ()) -> list[StepPoint]:
-    """The measured points of `path` for the pair, optionally only some TP degrees."""
+                tensor_parallel: tuple[int, ...] = (), *, hardware_name: str | None = None,
+                model_name: str | None = None) -> list[StepPoint]:
+    """The measured points of `path` for the pair, optionally only some TP degrees. A Splitwise
+    file names its rows' hardware and model: they match the catalog key or an alias (ignoring case
+    and punctuation), or `hardware_name` / `model_name` when given."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -95,18 +103,42 @@ def read_points(path: str | Path, device_key: str, model_key: str,
     reader = csv.DictReader(text.splitlines())
     header = [h.strip() for h in reader.fieldnames or []]
     if all(c in header for c in SPLITWISE_COLUMNS):
-        raw = _splitwise_rows(reader, path.name, device_key, model_key)
+        names = (_names(hardware_name, device_key, get_device), _names(model_name, model_key, get_model))
+        raw = _splitwise_rows(reader, path.name, *names)
     elif all(c in header for c in GENERIC_COLUMNS):
         raw = _generic_rows(reader, path.name)
     else:
         raise InputError(f"{path.name}:1", f"columns {header} match neither layout; expected "
                          f"{', '.join(SPLITWISE_COLUMNS)} (Splitwise) or {', '.join(GENERIC_COLUMNS)} (generic)")
+    if not raw and all(c in header for c in SPLITWISE_COLUMNS):
+        raise InputError(path.name, f"no rows for {model_key} on {device_key}; the file has "
+                         f"{_pairs_in(text)} (name them with --model-name / --hardware)")
     if tensor_parallel:
+        degrees = sorted({r[4] for r in raw})
         raw = [r for r in raw if r[4] in tensor_parallel]
+        if not raw:
+            raise InputError(path.name, f"no rows for {model_key} on {device_key} at tensor_parallel "
+                                        f"{list(tensor_parallel)}; the file has tensor_parallel {degrees}")
     if not raw:
-        raise InputError(path.name, f"no rows for {model_key} on {device_key}"
-                         + (f" at tensor_parallel {list(tensor_parallel)}" if tensor_parallel else ""))
+        raise InputError(path.name, f"no rows for {model_key} on {device_key}")
     return _average(raw)
+
+
+def _names(given: str | None, key: str, lookup) -> set[str]:
+    """The normalised names a file's rows may use for catalog entry `key`."""
+    if given:
+        return {_norm(given)}
+    try:
+        return {_norm(n) for n in catalog_names(lookup(key))} | {_norm(key)}
+    except InputError:  # not a catalog key: match the name as given
+        return {_norm(key)}
+
+
+def _pairs_in(text: str) -> str:
+    """The (model on hardware) pairs of a Splitwise file, for an error message."""
+    pairs = sorted({(r.get("model") or "").strip() + " on " + (r.get("hardware") or "").strip()
+                    for r in csv.DictReader(text.splitlines())})
+    return ", ".join(pairs[:8]) + (f" and {len(pairs) - 8} more" if len(pairs) > 8 else "") if pairs else "no rows"
 
 
 def _field(row: dict, name: str, where: str, kind=float, minimum: float = 0.0, strict: bool = False):
@@ -123,13 +155,13 @@ def _field(row: dict, name: str, where: str, kind=float, minimum: float = 0.0, s
     return kind(value)
 
 
-def _splitwise_rows(reader, file: str, device_key: str, model_key: str) -> list[tuple]:
+def _splitwise_rows(reader, file: str, hardware_names: set[str], model_names: set[str]) -> list[tuple]:
     rows = []
     for line, row in enumerate(reader, start=2):
         where = f"{file}:{line}"
         if None in row:
             raise InputError(where, f"{len(reader.fieldnames) + len(row[None])} fields; the header has {len(reader.fieldnames)}")
-        if _norm(row["model"] or "") != _norm(model_key) or _norm(row["hardware"] or "") != _norm(device_key):
+        if _norm(row["model"] or "") not in model_names or _norm(row["hardware"] or "") not in hardware_names:
             continue
         b = _field(row, "batch_size", where, int, 1)
         prompt = _field(row, "prompt_size", where, int, 1)
@@ -204,10 +236,10 @@ def predict_s(pair: Pair, points: list[StepPoint], factors: dict[str, float]) ->
         p, b = params[pt.tensor_parallel], pt.batch_size
         if pt.kind == "prefill":
             n = pt.prompt_tokens
-            out[i] = step_time_s(p, b * n, 0, b * n * (n + 1) / 2.0, 0.0)
+            out[i] = step_time_s(p, b * n, 0, b * n * (n + 1) / 2.0, 0.0, b)  # b prompts in one step
         else:
             kv = b * pt.context_tokens
-            out[i] = step_time_s(p, 0, b, kv + b, kv)
+            out[i] = step_time_s(p, 0, b, kv + b, kv, 0)
     return out
 
 
@@ -236,6 +268,9 @@ def unidentifiable(points: list[StepPoint]) -> dict[str, str]:
         out["prefill_overhead_s"] = "the data needs both prefill and decode points to tell it from step_overhead_s"
     if len({pt.prompt_tokens for pt in points if pt.kind == "prefill"}) < 2:
         out["attention_efficiency"] = "the data needs prefill points of two or more prompt lengths"
+    if not any(pt.kind == "prefill" and pt.batch_size >= 2 for pt in points):
+        out["prefill_request_s"] = ("the data has no prefill points of batch size 2 or more, so the per-request "
+                                    "cost cannot be told from prefill_overhead_s")
     return out
 
 
@@ -271,6 +306,33 @@ def fit_factors(pair: Pair, points: list[StepPoint], loss: str = "soft_l1",
 
 
 # --- reporting ------------------------------------------------------------------------------
+
+POOR_FIT_MEDIAN_PCT = 15.0  # above this median |error| a profile describes the data poorly
+
+
+def fit_warnings(fit: Fit) -> list[str]:
+    """What a user should know before trusting `fit`: factors pinned at a bound of their physical
+    range (the model needed more than the range allows, so another factor absorbed the rest) and
+    a poor overall fit."""
+    out = []
+    for name, value in fit.factors.items():
+        if name in fit.fixed:
+            continue
+        if name not in ("mfu", "mbu", "attention_efficiency"):  # the rates; an overhead at 0 s is plausible
+            continue
+        # the solver stops a hair inside a bound, hence the tolerance
+        bound = (("lower", _LOWER[name]) if np.isclose(value, _LOWER[name], rtol=1e-3)
+                 else ("upper", _UPPER[name]) if np.isclose(value, _UPPER[name], rtol=1e-3) else None)
+        if bound:
+            out.append(f"{name} = {value:.4g} is at its {bound[0]} bound ({bound[1]:g}): the roofline cannot match "
+                       f"these points within the physical range; check the device, weight format and the "
+                       f"tensor_parallel column, and read the other factors as compensating")
+    errors = np.abs(fit.predicted_s / fit.measured_s - 1.0) * 100
+    if len(errors) and np.median(errors) > POOR_FIT_MEDIAN_PCT:
+        out.append(f"median |error| {np.median(errors):.1f} % in sample: the profile describes these measurements "
+                   f"poorly; predictions from it will be worse")
+    return out
+
 
 def error_summary(points: list[StepPoint], predicted_s: np.ndarray) -> dict[str, dict[str, float]]:
     """Median and worst absolute relative error (%) per kind and over all points."""

@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from simcost.errors import InputError
+from simcost.errors import InputError, closest
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,8 +86,13 @@ def _parser() -> argparse.ArgumentParser:
     cal_p.add_argument("--weight-format", default=None, help="weight format measured (default the model's)")
     cal_p.add_argument("--loss", choices=("soft_l1", "linear", "huber", "cauchy"), default="soft_l1",
                        help="least-squares loss on relative residuals (default soft_l1, robust)")
-    cal_p.add_argument("--fix", action="append", default=[], choices=("mfu", "mbu", "step_overhead_s", "allreduce_latency_s"),
-                       help="hold a factor at the catalog's value (repeatable)")
+    cal_p.add_argument("--hardware", default=None, metavar="NAME",
+                       help="the device as the file's hardware column names it (default: the catalog key or an alias)")
+    cal_p.add_argument("--model-name", default=None, metavar="NAME",
+                       help="the model as the file's model column names it (default: the catalog key or an alias)")
+    cal_p.add_argument("--fix", action="append", default=[], metavar="FACTOR",
+                       help="hold a factor at the catalog's value (repeatable): mfu, mbu, step_overhead_s, "
+                            "allreduce_latency_s, prefill_overhead_s, attention_efficiency, ...")
     cal_p.add_argument("--out", type=Path, default=None, help="profile YAML to write (scenario key perf.profile)")
     cal_p.set_defaults(func=_cmd_calibrate)
 
@@ -241,15 +246,24 @@ def _deployment_line(dep) -> str:
 
 
 def _cmd_calibrate(args) -> int:
-    from simcost.calibrate import Pair, fit_factors, format_table, read_points, write_profile
+    from simcost.calibrate import Pair, fit_factors, fit_warnings, format_table, read_points, write_profile
 
+    from simcost.step_model import EFFICIENCY_FACTORS
+
+    for name in args.fix:
+        if name not in EFFICIENCY_FACTORS:
+            raise InputError("--fix", f"unknown factor '{name}'{closest(name, EFFICIENCY_FACTORS)}; "
+                                      f"expected one of {', '.join(EFFICIENCY_FACTORS)}")
     pair = Pair.of(args.device, args.model, args.weight_format)
-    points = read_points(args.measurements, pair.device.key, pair.model.key, tuple(args.tensor_parallel))
+    points = read_points(args.measurements, pair.device.key, pair.model.key, tuple(args.tensor_parallel),
+                         hardware_name=args.hardware, model_name=args.model_name)
     fit = fit_factors(pair, points, args.loss, tuple(args.fix))
     print(format_table(points, fit.predicted_s))
     print("\nfitted: " + ", ".join(f"{n} = {v:.4g}" for n, v in fit.factors.items() if n not in fit.fixed))
     for name in fit.fixed:
-        print(f"held: {name} = {fit.factors[name]:.4g} ({fit.why_fixed or 'on request'})")
+        print(f"held: {name} = {fit.factors[name]:.4g} ({fit.reasons[name]})")
+    for line in fit_warnings(fit):
+        print(f"warning: {line}")
     if args.out:
         write_profile(args.out, pair, fit, points, args.measurements)
         print(f"wrote {args.out} (use it with perf.profile: {args.out})")

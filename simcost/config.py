@@ -324,6 +324,7 @@ class PerfConfig:
     mbu: float | None = field(default=None, metadata=bounds(gt=0, le=1))
     step_overhead_s: float | None = field(default=None, metadata=bounds(ge=0))
     prefill_overhead_s: float | None = field(default=None, metadata=bounds(ge=0))  # roofline: extra per step with prefill
+    prefill_request_s: float | None = field(default=None, metadata=bounds(ge=0))  # roofline: extra per request prefilled in a step
     attention_efficiency: float | None = field(default=None, metadata=bounds(gt=0, le=1))  # roofline: attention rate / GEMM rate
     prefill_s_per_token: float = field(default=0.0, metadata=bounds(ge=0))
     decode_step_s: float = field(default=0.0, metadata=bounds(ge=0))

@@ -132,10 +132,10 @@ class Simulation:
             own, dep = pool.scenario, pool.deployment
             p = step_params(own, dep)
             batched, seqs = dep.max_num_batched_tokens, own.engine.max_num_seqs
-            prefill_s = lambda n, p=p: float(step_time_s(p, n, 0, n * (n + 1) // 2, 0))  # noqa: E731
+            prefill_s = lambda n, p=p: float(step_time_s(p, n, 0, n * (n + 1) // 2, 0, 1))  # one prompt  # noqa: E731
             seqs_fit = max(1, min(seqs, dep.kv_capacity_tokens // DECODE_CONTEXT_TOKENS))
             decode_s = float(step_time_s(p, 0, seqs_fit, seqs_fit * (DECODE_CONTEXT_TOKENS + 1),
-                                         seqs_fit * DECODE_CONTEXT_TOKENS))
+                                         seqs_fit * DECODE_CONTEXT_TOKENS, 0))
             usd_per_token = usd_per_replica_hour(own.fleet, dep) / 3600.0 * decode_s / seqs_fit
             site = own.fleet.site
             views.append(PoolView(self.fleet.routable[k], prefill_s, prefill_s(batched) / batched, usd_per_token,

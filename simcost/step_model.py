@@ -5,7 +5,13 @@
 plain-Python twin (`*_py`) written from the formulas, which the tests compare against
 (DESIGN.md section 4). The roofline covers dense and mixture-of-experts models, tensor and
 pipeline parallelism, and per-item models: for those `step_params` returns `per_item_params`
-(a batch of n items takes step_time_s(p, n, 0, 0, 0)) once the engine policy is request-level.
+(a batch of n items takes step_time_s(p, n, 0, 0, 0, n)) once the engine policy is request-level.
+
+The kernels take the step's counts: prompt tokens computed, decode tokens, causal attention
+(query, key) pairs, cached tokens read, and the requests with prompt tokens in the step. The last
+prices per-sequence serving work (input preparation, sampling, per-sequence attention launches):
+the roofline adds `prefill_request_s` for each, since measured batched prefills cost more than one
+prompt of the same total tokens; the constant and table models ignore it.
 """
 
 from __future__ import annotations
@@ -58,7 +64,8 @@ P_EXPERT_BYTES = 13  # MoE: bytes of all routed experts / t (0 for a dense model
 P_NUM_EXPERTS = 14  # MoE: routed experts per layer n (0 for a dense model)
 P_EXPERTS_PER_TOKEN = 15  # MoE: experts each token is routed to, k
 P_PIPELINE_S_PER_TOKEN = 16  # pipeline parallel: activation transfer seconds per step token, all hops
-NUM_PARAMS = 17
+P_PREFILL_REQUEST_S = 17  # added per request with prefill tokens in the step (per-sequence work)
+NUM_PARAMS = 18
 
 KIND_ROOFLINE = 0.0
 KIND_CONSTANT = 1.0
@@ -110,10 +117,10 @@ def _table_params(path: str, dep: Deployment, roofline: np.ndarray) -> np.ndarra
 
 
 EFFICIENCY_FACTORS = ("mfu", "mbu", "step_overhead_s", "allreduce_latency_s", "prefill_overhead_s",
-                      "attention_efficiency")
+                      "attention_efficiency", "prefill_request_s")
 # Factors the device catalog does not carry (yet): neutral values, so an uncalibrated model is the
 # plain roofline; `simcost calibrate` fits them.
-FACTOR_DEFAULTS = {"prefill_overhead_s": 0.0, "attention_efficiency": 1.0}
+FACTOR_DEFAULTS = {"prefill_overhead_s": 0.0, "attention_efficiency": 1.0, "prefill_request_s": 0.0}
 
 
 def default_factors(device: DeviceSpec) -> dict[str, float]:
@@ -146,7 +153,7 @@ def efficiency_factors(scenario: Scenario, dep: Deployment) -> dict[str, float]:
 def roofline_params(device: DeviceSpec, model: ModelSpec, t: int, compute_format: str, weight_bytes: float,
                     kv_cache_format: str, *, mfu: float, mbu: float, step_overhead_s: float,
                     allreduce_latency_s: float, prefill_overhead_s: float = 0.0, attention_efficiency: float = 1.0,
-                    pipeline_parallel: int = 1, pipeline_link_bytes_per_s: float | None = None) -> np.ndarray:
+                    prefill_request_s: float = 0.0, pipeline_parallel: int = 1, pipeline_link_bytes_per_s: float | None = None) -> np.ndarray:
     """The roofline of `model` (weight_bytes in total) on `t` x `device` with the given factors.
 
     Pipeline parallelism (`pipeline_parallel` stages of t devices each) runs the stages one after
@@ -159,6 +166,7 @@ def roofline_params(device: DeviceSpec, model: ModelSpec, t: int, compute_format
     p[P_KIND] = KIND_ROOFLINE
     p[P_STEP_OVERHEAD_S] = step_overhead_s
     p[P_PREFILL_OVERHEAD_S] = prefill_overhead_s
+    p[P_PREFILL_REQUEST_S] = prefill_request_s
     expert_params, num_experts, experts_per_token = moe_shape(model)
     # FLOPs use the active parameters: the shared (attention, embedding, router) part plus k of
     # the n experts' share.
@@ -198,17 +206,20 @@ def roofline_params(device: DeviceSpec, model: ModelSpec, t: int, compute_format
 
 # --- kernels --------------------------------------------------------------------------------
 # A step with no new tokens runs nothing and takes 0 s. Token counts are used as float64 so that
-# sums over long contexts cannot overflow.
+# sums over long contexts cannot overflow. `num_prefill_requests` (requests with prompt tokens in
+# the step) is priced by the roofline only: the constant model has no per-request term and the
+# table is keyed by tokens alone (its measured prefills already include their requests' cost).
 
 @njit(cache=True)
-def step_time_s(p, num_prefill_tokens, num_decode_tokens, attn_token_pairs, kv_read_tokens):
+def step_time_s(p, num_prefill_tokens, num_decode_tokens, attn_token_pairs, kv_read_tokens, num_prefill_requests):
     if p[P_KIND] == KIND_TABLE:
         return table_step_time_s(p, NUM_PARAMS, num_prefill_tokens, num_decode_tokens, kv_read_tokens)
-    return _analytic_step_s(p, num_prefill_tokens, num_decode_tokens, attn_token_pairs, kv_read_tokens)
+    return _analytic_step_s(p, num_prefill_tokens, num_decode_tokens, attn_token_pairs, kv_read_tokens,
+                            num_prefill_requests)
 
 
 @njit(cache=True)
-def _analytic_step_s(p, num_prefill_tokens, num_decode_tokens, attn_token_pairs, kv_read_tokens):
+def _analytic_step_s(p, num_prefill_tokens, num_decode_tokens, attn_token_pairs, kv_read_tokens, num_prefill_requests):
     # the roofline and constant models, apart from the table so that decode spans stay a tight loop
     tokens = float(num_prefill_tokens) + float(num_decode_tokens)
     if tokens <= 0.0:
@@ -226,7 +237,7 @@ def _analytic_step_s(p, num_prefill_tokens, num_decode_tokens, attn_token_pairs,
     t = (max(flops / p[P_FLOP_RATE], nbytes / p[P_BYTE_RATE])
          + p[P_COMM_FIXED_S] + (p[P_COMM_S_PER_TOKEN] + p[P_PIPELINE_S_PER_TOKEN]) * tokens + p[P_STEP_OVERHEAD_S])
     if num_prefill_tokens > 0:
-        t += p[P_PREFILL_OVERHEAD_S]
+        t += p[P_PREFILL_OVERHEAD_S] + p[P_PREFILL_REQUEST_S] * float(num_prefill_requests)
     return t
 
 
@@ -243,7 +254,7 @@ def decode_span_times_s(p, num_seqs, kv_tokens_sum, num_steps):
         return out
     for j in range(num_steps):
         kv = float(kv_tokens_sum) + j * n
-        out[j] = _analytic_step_s(p, 0, num_seqs, kv + n, kv)
+        out[j] = _analytic_step_s(p, 0, num_seqs, kv + n, kv, 0)
     return out
 
 
@@ -253,13 +264,15 @@ def is_per_item(model: ModelSpec) -> bool:
 
 
 def per_item_params(scenario: Scenario, dep: Deployment, bytes_per_item: float = 0.0) -> np.ndarray:
-    """The roofline of a per-item model, packed so that `step_time_s(p, num_items, 0, 0, 0)` is
-    the time of one batch of `num_items` items: max(items x flops_per_item / (peak x mfu),
+    """The roofline of a per-item model, packed so that `step_time_s(p, num_items, 0, 0, 0, n)` is
+    the time of one batch of `num_items` items from n requests: max(items x flops_per_item / (peak x mfu),
     (weights + items x bytes_per_item) / (bandwidth x mbu)) + step_overhead_s (+ prefill_overhead_s,
     the same launch cost as a prefill step). An item plays the part of a prefill token with no
     attention and no KV; `bytes_per_item` is what one item moves besides the weights (its
     input and activations), 0 when the weights dominate. Split over tensor parallelism like a
-    token step, without the all-reduces (encoders this small run on one device)."""
+    token step, without the all-reduces (encoders this small run on one device). No per-request
+    term: prefill_request_s was measured on token engines' prompts, not on item batches, so it
+    stays 0 here and a batch's time does not depend on how its items split into requests."""
     if not is_per_item(dep.model):
         raise InputError("model.name", f"{dep.model.key} is served token by token; use step_params")
     factors = efficiency_factors(scenario, dep)
@@ -308,7 +321,8 @@ def item_time_s(p: np.ndarray, flops: float, nbytes: float) -> float:
     return max(flops / p[P_FLOP_RATE], nbytes / p[P_BYTE_RATE])
 
 
-def step_time_s_py(p, num_prefill_tokens, num_decode_tokens, attn_token_pairs, kv_read_tokens) -> float:
+def step_time_s_py(p, num_prefill_tokens, num_decode_tokens, attn_token_pairs, kv_read_tokens,
+                   num_prefill_requests) -> float:
     """Plain-Python reference for `step_time_s`, written from the formula, not the kernel."""
     tokens = num_prefill_tokens + num_decode_tokens
     if tokens <= 0:
@@ -325,7 +339,8 @@ def step_time_s_py(p, num_prefill_tokens, num_decode_tokens, attn_token_pairs, k
     memory_s = (p[P_WEIGHT_BYTES] + expert_bytes + p[P_KV_BYTES_PER_TOKEN] * (kv_read_tokens + tokens)) / p[P_BYTE_RATE]
     comm_s = p[P_COMM_FIXED_S] + p[P_COMM_S_PER_TOKEN] * tokens
     pipeline_s = p[P_PIPELINE_S_PER_TOKEN] * tokens
-    prefill_s = p[P_PREFILL_OVERHEAD_S] if num_prefill_tokens > 0 else 0.0
+    prefill_s = (p[P_PREFILL_OVERHEAD_S] + p[P_PREFILL_REQUEST_S] * num_prefill_requests
+                 if num_prefill_tokens > 0 else 0.0)
     return float(max(compute_s, memory_s) + comm_s + pipeline_s + p[P_STEP_OVERHEAD_S] + prefill_s)
 
 
@@ -362,4 +377,4 @@ def moe_shape(model: ModelSpec) -> tuple[float, int, int]:
 
 def decode_span_times_s_py(p, num_seqs, kv_tokens_sum, num_steps) -> np.ndarray:
     return np.array([step_time_s_py(p, 0, num_seqs, kv_tokens_sum + j * num_seqs + num_seqs,
-                                    kv_tokens_sum + j * num_seqs) for j in range(num_steps)], dtype=np.float64)
+                                    kv_tokens_sum + j * num_seqs, 0) for j in range(num_steps)], dtype=np.float64)

@@ -200,3 +200,24 @@ def test_chunked_prefill_trades_ttft_for_smoother_decode():
     _, first = run(scenario(**common))
     _, chunked = run(scenario(engine={"policy": "chunked", "max_num_batched_tokens": 1024}, **common))
     assert chunked.summary["itl_s"]["p99"] < 0.5 * first.summary["itl_s"]["p99"]
+
+
+@pytest.mark.parametrize("engine", [{"policy": "prefill_first"}, {"policy": "chunked"},
+                                    {"policy": "static", "max_num_seqs": 2, "batch_timeout_s": 0.5}])
+def test_prefill_request_cost_lengthens_a_two_prompt_step_by_two_costs(engine):
+    """Two prompts arriving together are prefilled in one roofline step, which pays
+    perf.prefill_request_s once per prompt; decode steps pay nothing, so every later token
+    moves by the same 2 r."""
+    from simcost.workload import Requests
+    r = 0.0173
+    reqs = Requests(arrival_s=np.array([0.0, 0.0]), input_tokens=np.array([300, 500]),
+                    output_tokens=np.array([4, 6]))
+    base = {"engine": engine, "duration_s": 10.0}
+    _, plain = run(scenario(**base), requests=reqs)
+    _, costly = run(scenario(**base, perf={"prefill_request_s": r}), requests=reqs)
+    prefill = plain.steps.record_prefill
+    assert prefill.sum() == 1 and costly.steps.record_prefill.sum() == 1  # one step prefilled both
+    first_plain, first_costly = plain.table.first_token_s, costly.table.first_token_s
+    assert first_plain[0] == first_plain[1]
+    np.testing.assert_allclose(first_costly - first_plain, [2 * r, 2 * r], rtol=1e-9)
+    np.testing.assert_allclose(costly.table.finish_s - plain.table.finish_s, [2 * r, 2 * r], rtol=1e-9)

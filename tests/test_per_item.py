@@ -82,12 +82,23 @@ def test_step_params_of_a_per_item_model_are_the_per_item_roofline():
     scn = resnet_on_graviton({"policy": "dynamic"})
     p = step_params(scn, plan_deployment(scn))
     for k in (1, 7, 64):
-        assert step_time_s_py(p, k, 0, 0, 0) == pytest.approx(batch_s(k), rel=EPS)
+        assert step_time_s_py(p, k, 0, 0, 0, k) == pytest.approx(batch_s(k), rel=EPS)
     # the workload's bytes_per_item (a 224x224x3 fp32 image) is what each item moves besides the weights
     image = {**ONE_IMAGE, "bytes_per_item": 224 * 224 * 3 * 4}
     scn = resnet_on_graviton({"policy": "dynamic"}, items=image)
     dep = plan_deployment(scn)
     np.testing.assert_array_equal(step_params(scn, dep), per_item_params(scn, dep, 224 * 224 * 3 * 4))
+
+
+def test_per_item_batches_pay_no_prefill_request_cost():
+    """prefill_request_s prices token engines' per-prompt work; a batch of items stays the roofline
+    of its items, however many requests they come from, even with the factor set."""
+    engine = {"policy": "static", "max_num_seqs": 2, "max_num_batched_tokens": 8, "batch_timeout_s": 1.0}
+    scn = resnet_on_graviton(engine, perf={"prefill_request_s": 0.05})
+    p = step_params(scn, plan_deployment(scn))
+    assert step_time_s_py(p, 8, 0, 0, 0, 2) == step_time_s_py(p, 8, 0, 0, 0, 0)
+    res = run(scn, images([0.0, 0.0], [6, 2]))
+    np.testing.assert_allclose(res.table.finish_s, batch_s(8), rtol=EPS)
 
 
 # --- dynamic batching, by hand -----------------------------------------------------------------

@@ -48,11 +48,11 @@ def plan(**kw):
 
 def decode_s(p, context_tokens=512, batch=1):
     kv = context_tokens * batch
-    return step_time_s_py(p, 0, batch, kv + batch, kv)
+    return step_time_s_py(p, 0, batch, kv + batch, kv, 0)
 
 
 def prefill_s(p, n):
-    return step_time_s_py(p, n, 0, n * (n + 1) // 2, 0)
+    return step_time_s_py(p, n, 0, n * (n + 1) // 2, 0, 1)
 
 
 # --- planning -------------------------------------------------------------------------------
@@ -141,7 +141,7 @@ def test_tensor_parallel_without_scale_up_link_uses_pcie():
 
 # --- roofline sanity ------------------------------------------------------------------------
 
-def _terms(p, num_prefill, num_decode, pairs, kv_read):
+def _terms(p, num_prefill, num_decode, pairs, kv_read, num_requests=0):
     # compute and memory seconds, through the reference with everything but one term switched off
     # (the tests may look inside perf's private parameter layout).
     compute, memory = p.copy(), p.copy()
@@ -149,8 +149,8 @@ def _terms(p, num_prefill, num_decode, pairs, kv_read):
         q[[sm.P_STEP_OVERHEAD_S, sm.P_COMM_S_PER_TOKEN, sm.P_COMM_FIXED_S]] = 0.0
     memory[[sm.P_FLOPS_PER_TOKEN, sm.P_FLOPS_PER_ATTN_PAIR]] = 0.0
     compute[[sm.P_WEIGHT_BYTES, sm.P_KV_BYTES_PER_TOKEN]] = 0.0
-    return (step_time_s_py(compute, num_prefill, num_decode, pairs, kv_read),
-            step_time_s_py(memory, num_prefill, num_decode, pairs, kv_read))
+    return (step_time_s_py(compute, num_prefill, num_decode, pairs, kv_read, num_requests),
+            step_time_s_py(memory, num_prefill, num_decode, pairs, kv_read, num_requests))
 
 
 def test_batch1_decode_is_bandwidth_bound_and_scales_with_weight_bytes():
@@ -187,10 +187,11 @@ def test_perf_overrides_take_precedence():
 def test_constant_model():
     _, _, p = plan(engine={"max_model_len": 8192},
                    perf={"model": "constant", "prefill_s_per_token": 1e-4, "decode_step_s": 0.02, "step_overhead_s": 0.001})
-    assert step_time_s_py(p, 100, 0, 5050, 0) == pytest.approx(0.001 + 0.01)
-    assert step_time_s_py(p, 100, 3, 5050 + 300, 297) == pytest.approx(0.001 + 0.01 + 0.02)
-    assert step_time_s_py(p, 0, 8, 800, 792) == pytest.approx(0.021)
-    assert step_time_s_py(p, 0, 0, 0, 0) == 0.0
+    assert step_time_s_py(p, 100, 0, 5050, 0, 1) == pytest.approx(0.001 + 0.01)
+    assert step_time_s_py(p, 100, 0, 5050, 0, 4) == pytest.approx(0.001 + 0.01)  # no per-request term
+    assert step_time_s_py(p, 100, 3, 5050 + 300, 297, 1) == pytest.approx(0.001 + 0.01 + 0.02)
+    assert step_time_s_py(p, 0, 8, 800, 792, 0) == pytest.approx(0.021)
+    assert step_time_s_py(p, 0, 0, 0, 0, 0) == 0.0
 
 
 # --- kernels against their references -------------------------------------------------------
@@ -198,6 +199,8 @@ def test_constant_model():
 PARAM_CASES = {
     "h100-8b": dict(engine={"max_model_len": 8192}),
     "a100-70b-tp4": dict(model="llama-2-70b", device="a100-80gb", tp=4),
+    "a100-70b-tp4-per-request": dict(model="llama-2-70b", device="a100-80gb", tp=4,
+                                     perf={"prefill_overhead_s": 0.003, "prefill_request_s": 0.017}),
     "l4-8b-int4": dict(device="l4", weight_format="int4", engine={"max_model_len": 8192}),
     "constant": dict(engine={"max_model_len": 8192},
                      perf={"model": "constant", "prefill_s_per_token": 2e-4, "decode_step_s": 0.015}),
@@ -207,13 +210,13 @@ PARAMS = {name: plan(**kw)[2] for name, kw in PARAM_CASES.items()}
 
 @settings(max_examples=200, deadline=None)
 @given(name=st.sampled_from(sorted(PARAMS)), num_prefill=st.integers(0, 16384), num_decode=st.integers(0, 512),
-       context=st.integers(0, 200_000))
-def test_step_time_kernel_equals_reference(name, num_prefill, num_decode, context):
+       context=st.integers(0, 200_000), num_requests=st.integers(0, 64))
+def test_step_time_kernel_equals_reference(name, num_prefill, num_decode, context, num_requests):
     p = PARAMS[name]
     pairs = num_prefill * (num_prefill + 1) // 2 + num_decode * (context + 1)
     kv_read = num_decode * context
-    expected = step_time_s_py(p, num_prefill, num_decode, pairs, kv_read)
-    assert step_time_s(p, num_prefill, num_decode, pairs, kv_read) == pytest.approx(expected, rel=1e-12, abs=0)
+    expected = step_time_s_py(p, num_prefill, num_decode, pairs, kv_read, num_requests)
+    assert step_time_s(p, num_prefill, num_decode, pairs, kv_read, num_requests) == pytest.approx(expected, rel=1e-12, abs=0)
 
 
 @settings(max_examples=100, deadline=None)
@@ -224,7 +227,7 @@ def test_decode_span_kernel_equals_reference_and_repeated_steps(name, num_seqs, 
     span = decode_span_times_s(p, num_seqs, kv_sum, num_steps)
     assert span.shape == (num_steps,) and span.dtype == np.float64
     np.testing.assert_allclose(span, decode_span_times_s_py(p, num_seqs, kv_sum, num_steps), rtol=1e-12, atol=0)
-    steps = [step_time_s(p, 0, num_seqs, kv_sum + j * num_seqs + num_seqs, kv_sum + j * num_seqs)
+    steps = [step_time_s(p, 0, num_seqs, kv_sum + j * num_seqs + num_seqs, kv_sum + j * num_seqs, 0)
              for j in range(num_steps)]
     np.testing.assert_allclose(span, steps, rtol=1e-12, atol=0)
 
@@ -236,8 +239,27 @@ def test_prefill_overhead_is_charged_once_per_step_with_prefill():
     _, _, p = plan(engine={"max_model_len": 8192}, perf={"prefill_overhead_s": 0.004})
     assert prefill_s(p, 512) == pytest.approx(prefill_s(base, 512) + 0.004, rel=1e-12)
     assert decode_s(p, batch=8) == decode_s(base, batch=8)  # decode-only steps do not pay it
-    mixed = (100, 4, 100 * 101 // 2 + 4 * 513, 4 * 512)
+    mixed = (100, 4, 100 * 101 // 2 + 4 * 513, 4 * 512, 1)
     assert step_time_s_py(p, *mixed) == pytest.approx(step_time_s_py(base, *mixed) + 0.004, rel=1e-12)
+
+
+@pytest.mark.parametrize("k", [1, 2, 7])
+def test_prefill_request_cost_is_charged_per_request_with_prefill(k):
+    r = 0.0123
+    _, _, base = plan(model="llama-2-70b", device="a100-80gb", tp=4)
+    _, _, p = plan(model="llama-2-70b", device="a100-80gb", tp=4, perf={"prefill_request_s": r})
+    assert p[sm.P_PREFILL_REQUEST_S] == r and base[sm.P_PREFILL_REQUEST_S] == 0.0
+    n = 256  # k prompts of n tokens in one step
+    prefill = (k * n, 0, k * n * (n + 1) // 2, 0)
+    mixed = (k * n, 8, k * n * (n + 1) // 2 + 8 * 1025, 8 * 1024)
+    for args in (prefill, mixed):
+        for twin in (step_time_s, step_time_s_py):
+            assert twin(p, *args, k) - twin(base, *args, k) == pytest.approx(k * r, rel=1e-9), (args, twin)
+            # the factor at 0 ignores the count, bit for bit
+            assert twin(base, *args, k) == twin(base, *args, 1)
+    for twin in (step_time_s, step_time_s_py):  # decode-only steps do not pay it, whatever the count
+        assert twin(p, 0, 8, 8 * 1025, 8 * 1024, k) == twin(base, 0, 8, 8 * 1025, 8 * 1024, k)
+    np.testing.assert_array_equal(decode_span_times_s(p, 8, 8 * 1024, 5), decode_span_times_s(base, 8, 8 * 1024, 5))
 
 
 def test_attention_efficiency_scales_only_attention_flops():
@@ -311,7 +333,7 @@ def test_pipeline_parallel_spans_and_prices_all_devices():
     assert dep2.num_kv_blocks == math.floor(free / (2 * 40 * 2 * 128 * 2 * 16))
     # stages run one after another: the step is the single-stage step plus 1 hop of activations
     hop_s_per_token = 8192 * 2 / get_device("a100-80gb").link_bytes_per_s
-    for args in ((512, 0, 512 * 513 // 2, 0), (0, 32, 32 * 1025, 32 * 1024)):
+    for args in ((512, 0, 512 * 513 // 2, 0, 1), (0, 32, 32 * 1025, 32 * 1024, 0)):
         tokens = args[0] + args[1]
         assert step_time_s_py(p2, *args) == pytest.approx(step_time_s_py(p1, *args) + tokens * hop_s_per_token, rel=1e-12)
 
@@ -346,19 +368,20 @@ def test_kv_capacity_by_hand_for_an_8b_model():
 MOE_AND_PIPELINE_PARAMS = {
     "mixtral-tp2": moe_params(tp=2),
     "70b-tp4-pp2-tuned": plan(model="llama-2-70b", device="a100-80gb", tp=4, pp=2,
-                              perf={"prefill_overhead_s": 0.003, "attention_efficiency": 0.4})[2],
+                              perf={"prefill_overhead_s": 0.003, "attention_efficiency": 0.4,
+                                    "prefill_request_s": 0.02})[2],
 }
 
 
 @settings(max_examples=200, deadline=None)
 @given(name=st.sampled_from(sorted(MOE_AND_PIPELINE_PARAMS)), num_prefill=st.integers(0, 16384),
-       num_decode=st.integers(0, 512), context=st.integers(0, 200_000))
-def test_moe_and_pipeline_kernel_equals_reference(name, num_prefill, num_decode, context):
+       num_decode=st.integers(0, 512), context=st.integers(0, 200_000), num_requests=st.integers(0, 64))
+def test_moe_and_pipeline_kernel_equals_reference(name, num_prefill, num_decode, context, num_requests):
     p = MOE_AND_PIPELINE_PARAMS[name]
     pairs = num_prefill * (num_prefill + 1) // 2 + num_decode * (context + 1)
     kv_read = num_decode * context
-    expected = step_time_s_py(p, num_prefill, num_decode, pairs, kv_read)
-    assert step_time_s(p, num_prefill, num_decode, pairs, kv_read) == pytest.approx(expected, rel=1e-12, abs=0)
+    expected = step_time_s_py(p, num_prefill, num_decode, pairs, kv_read, num_requests)
+    assert step_time_s(p, num_prefill, num_decode, pairs, kv_read, num_requests) == pytest.approx(expected, rel=1e-12, abs=0)
     span = decode_span_times_s(p, max(num_decode, 1), kv_read, 4)
     np.testing.assert_allclose(span, decode_span_times_s_py(p, max(num_decode, 1), kv_read, 4), rtol=1e-12, atol=0)
 
@@ -386,10 +409,10 @@ def test_per_item_model_plans_without_a_kv_cache_and_times_a_batch_by_hand():
         compute_s = items * 8.178e9 / (g.peak_flops["fp32"] * g.mfu)
         memory_s = (25_557_032 * 4 + items * 224 * 224 * 3 * 4) / (g.mem_bw_bytes_per_s * g.mbu)
         want = max(compute_s, memory_s) + g.step_overhead_s
-        assert step_time_s_py(p, items, 0, 0, 0) == pytest.approx(want, rel=1e-12)
-        assert step_time_s(p, items, 0, 0, 0) == pytest.approx(want, rel=1e-12)
+        assert step_time_s_py(p, items, 0, 0, 0, items) == pytest.approx(want, rel=1e-12)
+        assert step_time_s(p, items, 0, 0, 0, items) == pytest.approx(want, rel=1e-12)
     # one image: ~4.4 ms of compute on 64 Graviton3 cores at mfu 0.35; compute-bound from the first item
-    assert step_time_s_py(p, 1, 0, 0, 0) - g.step_overhead_s > 2 * (25_557_032 * 4) / (g.mem_bw_bytes_per_s * g.mbu)
+    assert step_time_s_py(p, 1, 0, 0, 0, 1) - g.step_overhead_s > 2 * (25_557_032 * 4) / (g.mem_bw_bytes_per_s * g.mbu)
 
 
 def test_per_item_model_is_refused_by_the_token_engine_with_a_clear_message():

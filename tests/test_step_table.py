@@ -27,7 +27,7 @@ def small_table():
 def run(p, num_prefill, num_decode, kv_read):
     p = p.copy()
     p[sm.P_KIND] = sm.KIND_TABLE
-    return step_time_s(p, num_prefill, num_decode, 0.0, kv_read)
+    return step_time_s(p, num_prefill, num_decode, 0.0, kv_read, 1 if num_prefill else 0)
 
 
 @pytest.mark.parametrize("num_prefill, num_decode, kv_read, want_s", [
@@ -72,10 +72,10 @@ def test_scenario_table_reproduces_the_measured_points():
         if pt.kind == "prefill":  # settings with the same total (1 x 1024, 2 x 512) are averaged
             total = b * pt.prompt_tokens
             same = [q.step_time_s for q in points if q.kind == "prefill" and q.batch_size * q.prompt_tokens == total]
-            assert step_time_s(p, total, 0, 0.0, 0.0) == pytest.approx(np.mean(same), rel=1e-12)
+            assert step_time_s(p, total, 0, 0.0, 0.0, b) == pytest.approx(np.mean(same), rel=1e-12)
         if pt.kind == "decode" and b > 1:  # one context per batch size above 1
             kv = b * pt.context_tokens
-            assert step_time_s(p, 0, b, kv + b, kv) == pytest.approx(pt.step_time_s, rel=1e-12)
+            assert step_time_s(p, 0, b, kv + b, kv, 0) == pytest.approx(pt.step_time_s, rel=1e-12)
 
 
 def test_table_keeps_the_roofline_rates_for_items():
@@ -98,11 +98,12 @@ TP4 = splitwise_params()
 
 
 @settings(max_examples=200, deadline=None)
-@given(num_prefill=st.integers(0, 40_000), num_decode=st.integers(0, 300), context=st.integers(0, 20_000))
-def test_table_kernel_equals_reference(num_prefill, num_decode, context):
+@given(num_prefill=st.integers(0, 40_000), num_decode=st.integers(0, 300), context=st.integers(0, 20_000),
+       num_requests=st.integers(0, 64))
+def test_table_kernel_equals_reference(num_prefill, num_decode, context, num_requests):
     kv_read = num_decode * context
-    want = step_time_s_py(TP4, num_prefill, num_decode, 0, kv_read)
-    assert step_time_s(TP4, num_prefill, num_decode, 0.0, kv_read) == pytest.approx(want, rel=1e-12, abs=1e-15)
+    want = step_time_s_py(TP4, num_prefill, num_decode, 0, kv_read, num_requests)
+    assert step_time_s(TP4, num_prefill, num_decode, 0.0, kv_read, num_requests) == pytest.approx(want, rel=1e-12, abs=1e-15)
     if num_decode:
         np.testing.assert_allclose(decode_span_times_s(TP4, num_decode, kv_read, 3),
                                    decode_span_times_s_py(TP4, num_decode, kv_read, 3), rtol=1e-12)
