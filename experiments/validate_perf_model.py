@@ -5,6 +5,11 @@ the held-out tensor-parallel 2 and 8 rows, and prints per-point prefill and deco
 their median and worst, then the same for the uncalibrated (catalog default) model.
 
     python experiments/validate_perf_model.py [--loss soft_l1]
+
+Any other measurements in a layout `simcost calibrate` reads go through the same protocol:
+
+    python experiments/validate_perf_model.py --data perf_model.csv --device h100-sxm \
+        --model llama-2-70b [--hardware h100-80gb] [--fit-tp 4] [--predict-tp 2 8]
 """
 
 from __future__ import annotations
@@ -27,18 +32,28 @@ def summary_lines(title: str, summary: dict) -> list[str]:
 
 
 def main() -> None:
-    args = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    args.add_argument("--loss", default="soft_l1", choices=("soft_l1", "linear", "huber", "cauchy"))
-    loss = args.parse_args().loss
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--loss", default="soft_l1", choices=("soft_l1", "linear", "huber", "cauchy"))
+    parser.add_argument("--data", type=Path, default=DATA, help="measurements (default: the shipped Splitwise A100 rows)")
+    parser.add_argument("--device", default=DEVICE)
+    parser.add_argument("--model", default=MODEL)
+    parser.add_argument("--hardware", default=None, help="the device as the file names it, if not a catalog name")
+    parser.add_argument("--model-name", default=None, help="the model as the file names it, if not a catalog name")
+    parser.add_argument("--fit-tp", type=int, nargs="+", default=[4], help="tensor-parallel degrees to fit on")
+    parser.add_argument("--predict-tp", type=int, nargs="+", default=[2, 8], help="held-out degrees to predict")
+    args = parser.parse_args()
+    loss = args.loss
 
-    pair = Pair.of(DEVICE, MODEL)
-    train = read_points(DATA, DEVICE, MODEL, (4,))
-    held_out = read_points(DATA, DEVICE, MODEL, (2, 8))
+    pair = Pair.of(args.device, args.model)
+    names = dict(hardware_name=args.hardware, model_name=args.model_name)
+    train = read_points(args.data, pair.device.key, pair.model.key, tuple(args.fit_tp), **names)
+    held_out = read_points(args.data, pair.device.key, pair.model.key, tuple(args.predict_tp), **names)
     fit = fit_factors(pair, train, loss)
     default = default_factors(pair.device)
+    fitted_on = "/".join(f"TP{t}" for t in args.fit_tp)
 
-    print(f"data: {DATA}")
-    print(f"fitted on TP4 ({len(train)} points, loss {loss}): "
+    print(f"data: {args.data}")
+    print(f"fitted on {fitted_on} ({len(train)} points, loss {loss}): "
           + ", ".join(f"{n} = {v:.4g}" + (" (held)" if n in fit.fixed else "") for n, v in fit.factors.items()))
     if fit.fixed:
         print(f"  held at the catalog value: {fit.why_fixed}")
@@ -46,27 +61,38 @@ def main() -> None:
 
     calibrated = predict_s(pair, held_out, fit.factors)
     uncalibrated = predict_s(pair, held_out, default)
-    print("\n== calibrated on TP4, predicting TP2 and TP8 ==")
+    predicted_on = "/".join(f"TP{t}" for t in args.predict_tp)
+    print(f"\n== calibrated on {fitted_on}, predicting {predicted_on} ==")
     print(format_table(held_out, calibrated))
-    print("\n== uncalibrated (catalog defaults), TP2 and TP8 ==")
+    print(f"\n== uncalibrated (catalog defaults), {predicted_on} ==")
     print(format_table(held_out, uncalibrated))
 
     print("\n== summary (|predicted / measured - 1|) ==")
-    for line in (summary_lines("TP4 fit, in-sample", error_summary(train, fit.predicted_s))
-                 + summary_lines("TP4 fit -> TP2/TP8 held out", error_summary(held_out, calibrated))
-                 + summary_lines("uncalibrated, TP2/TP8", error_summary(held_out, uncalibrated))):
+    for line in (summary_lines(f"{fitted_on} fit, in-sample", error_summary(train, fit.predicted_s))
+                 + summary_lines(f"{fitted_on} fit -> {predicted_on} held out", error_summary(held_out, calibrated))
+                 + summary_lines(f"uncalibrated, {predicted_on}", error_summary(held_out, uncalibrated))):
         print(line)
-    tp2_b64 = [pt for pt in held_out if pt.kind == "prefill" and pt.tensor_parallel == 2 and pt.batch_size == 64]
-    if tp2_b64:
-        # The known-bad point is kept (it is a measurement) but reported apart so that it does not hide
-        # the worst error of the rest.
-        keep = [i for i, pt in enumerate(held_out) if pt not in tp2_b64]
+    suspect = shrinking_batches(held_out)
+    if suspect:
+        # Kept (they are measurements) but reported apart so that they do not hide the worst error of
+        # the rest. In Splitwise's A100 data this is the TP2 batch-64 prefill (shorter than batch 32).
+        keep = [i for i, pt in enumerate(held_out) if pt not in suspect]
         rest = [held_out[i] for i in keep]
-        for title, pred in (("  without TP2 b64 prefill, fitted", calibrated), ("  without TP2 b64 prefill, default", uncalibrated)):
+        names = ", ".join(f"TP{pt.tensor_parallel} b{pt.batch_size} x {pt.prompt_tokens}" for pt in suspect)
+        for title, pred in (("  without suspect points, fitted", calibrated), ("  without suspect points, default", uncalibrated)):
             print(summary_lines(title, error_summary(rest, pred[keep]))[0])
-        print("note: Splitwise's TP2 batch-64 prefill is known bad upstream (shorter than batch 32); it is kept "
-              "above and dominates the prefill 'worst'.")
+        print(f"note: suspect = a batched prefill shorter than a smaller batch of the same prompts ({names}); "
+              "kept above, where it dominates the prefill 'worst'.")
     print_batched_prefill(train + held_out, held_out, calibrated)
+
+
+def shrinking_batches(points) -> list:
+    """Prefill points that take less time than a smaller batch of the same prompts at the same TP:
+    physically implausible (more work, less time), so likely a measurement fault."""
+    prefill = [pt for pt in points if pt.kind == "prefill"]
+    return [pt for pt in prefill if any(q.tensor_parallel == pt.tensor_parallel and q.prompt_tokens == pt.prompt_tokens
+                                        and q.batch_size < pt.batch_size and q.step_time_s > pt.step_time_s
+                                        for q in prefill)]
 
 
 def print_batched_prefill(points, held_out, predicted_s) -> None:
@@ -86,6 +112,8 @@ def print_batched_prefill(points, held_out, predicted_s) -> None:
     for title, keep in (("single prompts (batch 1)", lambda pt: pt.batch_size == 1),
                         ("batched prompts (batch >= 2)", lambda pt: pt.batch_size > 1)):
         mask = np.array([pt.kind == "prefill" and keep(pt) for pt in held_out])
+        if not mask.any():
+            continue
         print(f"held-out prefill, {title:<28} median |error| {np.median(errors[mask]):5.1f} %  ({mask.sum()} points)")
 
 
