@@ -99,7 +99,7 @@ def format_summary(s: dict) -> str:
         "",
         f"throughput: {num(tp['requests_per_s'], '.2f')} req/s, {num(tp['output_tokens_per_s'], ',.0f')} output tok/s; "
         f"goodput {num(s['goodput_requests_per_s'], '.2f')} req/s (SLO attainment {num(s['slo_attainment'], '.1%')}, "
-        f"target {s['slo']['attainment']:.0%}: {'met' if s['meets_slo'] else 'NOT met'})",
+        f"target {s['slo']['attainment']:.0%}: {_slo_verdict(s)})",
         *_per_item_lines(s),
         f"utilization {s['utilization']:.1%}, mean batch {s['mean_batch_tokens']:.1f} tokens/step, "
         f"{s['preemptions']} preemptions",
@@ -132,6 +132,14 @@ def _pool_lines(s: dict) -> list[str]:
         lines.append(f"as users see it (+ client round trip): p99 TTFT {net['ttft_end_to_end_s']['p99'] * 1e3:,.1f} ms, "
                      f"p99 E2EL {net['e2el_end_to_end_s']['p99'] * 1e3:,.1f} ms")
     return lines
+
+
+def _slo_verdict(s: dict) -> str:
+    """met / NOT met, and why when attainment alone would pass: a rejected request fails the SLO."""
+    if s["meets_slo"]:
+        return "met"
+    rejected = s["requests"]["rejected"]
+    return f"NOT met: {rejected:,} rejected" if rejected else "NOT met"
 
 
 def _per_item_lines(s: dict) -> list[str]:

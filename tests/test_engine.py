@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from scenarios import scenario
 from simcost.kvcache import BlockPool
 from simcost.request_table import COMPLETED, IN_FLIGHT, REJECTED
+from simcost.results import format_summary
 from simcost.sim import Simulation
 
 
@@ -91,6 +92,9 @@ def test_requests_that_can_never_fit_are_rejected_with_reason():
     too_long = t.input_tokens + t.output_tokens > 600
     assert (t.status[too_long] == REJECTED).all()
     assert (t.status[~(t.status == REJECTED)] == COMPLETED).all()
+    # a rejected request fails the SLO however well the served ones did, and the summary says why
+    assert not res.summary["meets_slo"]
+    assert f"NOT met: {int((t.status == REJECTED).sum()):,} rejected)" in format_summary(res.summary)
 
 
 def test_bounded_queue_rejects_when_full():
