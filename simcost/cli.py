@@ -122,6 +122,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="a fleet.pricing option, e.g. '{model: spot, spot_usd_per_device_hour: 2.5}' (repeatable; "
                              "default the scenario's)")
     size_p.add_argument("--max-replicas", type=int, default=16, help="largest fleet.replicas tried (default 16)")
+    size_p.add_argument("--pool", default=None, metavar="NAME",
+                        help="fleet.pools: the pool to size (its device and replicas); the others stay as written")
     size_p.add_argument("--seeds", type=int, default=1, help="each point must meet the SLO on K seeds (default 1)")
     size_p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel processes")
     size_p.set_defaults(func=_cmd_size)
@@ -318,7 +320,7 @@ def _cmd_size(args) -> int:
         pricing.append(value)
     scenario = load_scenario(args.scenario, args.overrides, args.seed)
     options = candidate_options(items(args.devices), tp, items(args.policies), pricing)
-    result = size(scenario, options, args.max_replicas, args.seeds, args.jobs)
+    result = size(scenario, options, args.max_replicas, args.seeds, args.jobs, pool=args.pool)
     print(format_sizing(result))
     return 0
 

@@ -175,12 +175,11 @@ def check_trace_covers(scenario: Scenario, month: int, factor: float) -> None:
                                     f"of duration_s={scenario.duration_s:g}; set {where}.loop=true, or a shorter duration_s")
 
 
-def with_replicas(raw: dict, replicas: int) -> dict:
-    """A copy with `replicas` replicas: fleet.replicas, or with fleet.pools the first pool's
-    (the one a resize moves, e.g. the cloud pool behind edge boards)."""
+def with_replicas(raw: dict, replicas: int, pool: int | None = None) -> dict:
+    """A copy with `replicas` replicas: fleet.replicas, or fleet.pools[pool]'s when given."""
     raw = copy.deepcopy(raw)
-    if raw["fleet"].get("pools"):
-        raw["fleet"]["pools"][0]["replicas"] = replicas
+    if pool is not None:
+        raw["fleet"]["pools"][pool]["replicas"] = replicas
     else:
         raw["fleet"]["replicas"] = replicas
     return raw

@@ -623,8 +623,10 @@ def resized_rows(runner: Runner, points: list[tuple[dict, dict | None]], max_rep
     for i, point in enumerate(points):
         search = replica_search(max_replicas)
         searches[i] = (search, next(search), {})
+    # the edge-offload row's fleet is [cloud, edge] pools: the cloud pool (0) is the one resized
+    pool = [0 if raw["fleet"].get("pools") else None for raw, _ in points]
     while searches:
-        batch = [(with_replicas(points[i][0], count), points[i][1]) for i, (_, count, _) in searches.items()]
+        batch = [(with_replicas(points[i][0], count, pool[i]), points[i][1]) for i, (_, count, _) in searches.items()]
         for (i, (search, count, tried)), row in zip(list(searches.items()), runner.evaluate(batch)):
             tried[count] = row
             try:

@@ -26,6 +26,10 @@
   and count as the bound.
 * **Redundancy.** The chosen option with N+1 and N+2 replicas, run at the given load: their
   $/hour from the bill (for a static on-demand fleet this is (N+k) x the per-replica price).
+* **A fleet of pools** (fleet.pools) is sized one pool at a time (`pool`, by name): the options
+  and the replica count apply to that pool, the other pools stay as written (an edge pool's
+  boards, say, while the cloud pool behind them is sized), and $/hour is the whole fleet's bill.
+  The sized pool must be static: with an autoscaler its replica count is only where it starts.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import math
 from dataclasses import dataclass, field
 
 from simcost.config import Scenario, scenario_from_dict, to_dict
-from simcost.errors import InputError
+from simcost.errors import InputError, closest
 from simcost.forecast import check_trace_covers, scale_load, with_replicas
 from simcost.backends import RunCache, worker_pool
 
@@ -71,12 +75,18 @@ def option_label(option: dict) -> str:
     return " ".join(parts) or "as written"
 
 
-def with_option(raw: dict, option: dict) -> dict:
-    """A copy of a scenario (plain data) with each dotted key of `option` set to its value."""
+# An option's keys inside a pool of fleet.pools (a pool's own `pricing` is fleet.pricing's).
+POOL_KEYS = {"hardware.device": "hardware.device", "hardware.tensor_parallel": "hardware.tensor_parallel",
+             "engine.policy": "engine.policy", "fleet.pricing": "pricing"}
+
+
+def with_option(raw: dict, option: dict, pool: int | None = None) -> dict:
+    """A copy of a scenario (plain data) with each dotted key of `option` set to its value (in
+    fleet.pools[pool] when given)."""
     raw = copy.deepcopy(raw)
     for key, value in option.items():
-        node = raw
-        *parents, last = key.split(".")
+        node = raw if pool is None else raw["fleet"]["pools"][pool]
+        *parents, last = (key if pool is None else POOL_KEYS[key]).split(".")
         for part in parents:
             if not isinstance(node.get(part), dict):
                 node[part] = {}  # to_dict writes an unset section as None
@@ -86,11 +96,15 @@ def with_option(raw: dict, option: dict) -> dict:
 
 
 def fit_problem(raw: dict) -> str | None:
-    """Why this option's model cannot be placed on its devices, or None when it fits."""
-    from simcost.perf import plan_deployment
+    """Why this option's model cannot be placed on its devices (any pool's), or None when it fits."""
+    from simcost.perf import fleet_pools, plan_deployment
 
     try:
-        plan_deployment(scenario_from_dict(raw))
+        scenario = scenario_from_dict(raw)
+        if scenario.fleet.pools is not None:
+            fleet_pools(scenario, None)  # plans every pool
+        else:
+            plan_deployment(scenario)
     except InputError as exc:
         return str(exc)
     return None
@@ -178,12 +192,13 @@ class OptionResult:
         return None if self.usd_per_hour is None else self.usd_per_hour * HOURS_PER_MONTH
 
 
-def search_options(evaluator: Evaluator, raw: dict, options: list[dict], max_replicas: int) -> list[OptionResult]:
-    """Every option's smallest fleet; the searches advance together, so each round's runs go to
-    the pool as one batch."""
+def search_options(evaluator: Evaluator, raw: dict, options: list[dict], max_replicas: int,
+                   pool: int | None = None) -> list[OptionResult]:
+    """Every option's smallest fleet (of fleet.pools[pool] when given); the searches advance
+    together, so each round's runs go to the worker pool as one batch."""
     results, searches = {}, {}
     for i, option in enumerate(options):
-        option_raw = with_option(raw, option)
+        option_raw = with_option(raw, option, pool)
         problem = fit_problem(option_raw)
         if problem:
             results[i] = OptionResult(option, option_label(option), None, None, None, f"does not fit: {problem}")
@@ -191,7 +206,7 @@ def search_options(evaluator: Evaluator, raw: dict, options: list[dict], max_rep
             search = replica_search(max_replicas)
             searches[i] = (option_raw, search, next(search), [])
     while searches:
-        points = evaluator.evaluate([with_replicas(r, count) for r, _, count, _ in searches.values()])
+        points = evaluator.evaluate([with_replicas(r, count, pool) for r, _, count, _ in searches.values()])
         for (i, (option_raw, search, count, tried)), point in zip(list(searches.items()), points):
             tried.append((count, point))
             try:
@@ -301,10 +316,10 @@ class Redundancy:
     meets_slo: bool
 
 
-def redundancy(evaluator: Evaluator, option_raw: dict, replicas: int) -> list[Redundancy]:
-    """N+1 and N+2 at the given load, priced from their runs."""
+def redundancy(evaluator: Evaluator, option_raw: dict, replicas: int, pool: int | None = None) -> list[Redundancy]:
+    """N+1 and N+2 (of the sized pool) at the given load, priced from their runs."""
     counts = [replicas + k for k in REDUNDANCY_EXTRA]
-    points = evaluator.evaluate([with_replicas(option_raw, n) for n in counts])
+    points = evaluator.evaluate([with_replicas(option_raw, n, pool) for n in counts])
     return [Redundancy(n, k, p.usd_per_hour, p.meets_slo) for n, k, p in zip(counts, REDUNDANCY_EXTRA, points)]
 
 
@@ -321,6 +336,7 @@ class Sizing:
     total_simulations: int  # with the headroom and redundancy runs (points the search ran are reused)
     headroom: Headroom | None = None
     redundancy: list[Redundancy] = field(default_factory=list)
+    pool: str | None = None  # the pool of fleet.pools sized, by name
 
     @property
     def chosen(self) -> OptionResult | None:
@@ -330,36 +346,36 @@ class Sizing:
 
 def size(base: Scenario, options: list[dict], max_replicas: int = DEFAULT_MAX_REPLICAS, seeds: int = 1,
          jobs: int = 1, with_headroom: bool = True, with_redundancy: bool = True,
-         max_load_multiplier: float = DEFAULT_MAX_LOAD_MULTIPLIER) -> Sizing:
+         max_load_multiplier: float = DEFAULT_MAX_LOAD_MULTIPLIER, pool: str | None = None) -> Sizing:
     """The cheapest option meeting the SLO, its runner-ups, and the chosen fleet's headroom and
-    N+1 / N+2 prices; see the module docstring."""
-    _check(base, options, max_replicas, seeds, jobs)
+    N+1 / N+2 prices; see the module docstring. `pool` names the pool of fleet.pools to size."""
+    k = _check(base, options, max_replicas, seeds, jobs, pool)
     raw = to_dict(base)
-    seed_list = [base.seed + k for k in range(seeds)]
-    with worker_pool(jobs) as pool:
-        evaluator = Evaluator(pool, seed_list)
-        ranked = rank(search_options(evaluator, raw, options, max_replicas))
+    seed_list = [base.seed + i for i in range(seeds)]
+    with worker_pool(jobs) as workers:
+        evaluator = Evaluator(workers, seed_list)
+        ranked = rank(search_options(evaluator, raw, options, max_replicas, k))
         searched = evaluator.simulations
         chosen = ranked[0] if ranked and ranked[0].replicas is not None else None
         room, spares = None, []
         if chosen is not None:
-            option_raw = with_option(raw, chosen.option)
+            option_raw = with_option(raw, chosen.option, k)
             if with_headroom:
-                room = headroom(evaluator, with_replicas(option_raw, chosen.replicas), max_load_multiplier)
+                room = headroom(evaluator, with_replicas(option_raw, chosen.replicas, k), max_load_multiplier)
             if with_redundancy:
-                spares = redundancy(evaluator, option_raw, chosen.replicas)
+                spares = redundancy(evaluator, option_raw, chosen.replicas, k)
         total = evaluator.simulations
-    return Sizing(base.name, seeds, max_replicas, base.slo.attainment, ranked, searched, total, room, spares)
+    return Sizing(base.name, seeds, max_replicas, base.slo.attainment, ranked, searched, total, room, spares, pool)
 
 
-def _check(base: Scenario, options: list[dict], max_replicas: int, seeds: int, jobs: int) -> None:
+def _check(base: Scenario, options: list[dict], max_replicas: int, seeds: int, jobs: int,
+           pool: str | None) -> int | None:
+    """Refuse what size cannot search; the index of the pool to size (None: fleet.replicas)."""
     from simcost.catalog import get_device
 
     if base.fleet.disaggregation is not None:
         raise InputError("fleet.disaggregation", "size searches fleet.replicas; a disaggregated fleet's pools are not sized")
-    if base.fleet.pools is not None:
-        raise InputError("fleet.pools", "size searches one device and fleet.replicas; a fleet of pools is not sized "
-                         "yet: size each pool's workload as its own one-pool scenario")
+    k = _pool_index(base, pool)
     if not options:
         raise InputError("--devices", "no options to size; give at least one device")
     for name, value in (("--max-replicas", max_replicas), ("--seeds", seeds), ("--jobs", jobs)):
@@ -368,14 +384,35 @@ def _check(base: Scenario, options: list[dict], max_replicas: int, seeds: int, j
     for option in options:
         if "hardware.device" in option:
             get_device(option["hardware.device"], "--devices")  # a typo is an error, not an infeasible option
+    return k
+
+
+def _pool_index(base: Scenario, pool: str | None) -> int | None:
+    pools = base.fleet.pools
+    if pools is None:
+        if pool is not None:
+            raise InputError("--pool", f"'{pool}': the scenario has no fleet.pools; leave --pool out")
+        return None
+    names = [p.name for p in pools]
+    if pool is None:
+        raise InputError("fleet.pools", f"size searches one pool of a fleet of pools at a time; name it with "
+                                        f"--pool (one of {', '.join(names)})")
+    if pool not in names:
+        raise InputError("--pool", f"unknown pool '{pool}'{closest(pool, names)}")
+    k = names.index(pool)
+    if pools[k].autoscaler is not None:
+        raise InputError(f"fleet.pools[{k}].autoscaler", f"pool '{pool}' scales itself; size searches a static "
+                                                        "pool's replicas (leave its autoscaler out to size it)")
+    return k
 
 
 # --- report ---------------------------------------------------------------------------------
 
 def format_sizing(result: Sizing) -> str:
     """The ranked options as a table, then the chosen fleet's headroom and redundancy."""
+    where = f" of pool {result.pool} (the other pools as written)" if result.pool else ""
     lines = [f"{result.scenario}: cheapest fleet meeting the SLO (target {result.slo_target:.0%}) "
-             f"on {result.seeds} seed(s), replicas 1..{result.max_replicas}", ""]
+             f"on {result.seeds} seed(s), replicas 1..{result.max_replicas}{where}", ""]
     width = max([len(o.label) for o in result.options] + [6])
     lines.append(f"{'rank':>4}  {'option':<{width}}  {'replicas':>8}  {'$/hour':>9}  {'$/month':>10}  {'SLO att.':>8}  note")
     for index, o in enumerate(result.options, start=1):

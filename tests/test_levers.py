@@ -284,7 +284,7 @@ def test_edge_offload_puts_owned_boards_in_front_of_the_cloud_and_resize_shrinks
     pools = raw["fleet"]["pools"]
     assert [p["name"] for p in pools] == ["cloud", "edge"] and raw["fleet"]["pool_router"] == "edge_first"
     assert pools[1]["pricing"]["model"] == "owned" and pools[1]["replicas"] == 2
-    assert with_replicas(raw, 5)["fleet"]["pools"][0]["replicas"] == 5  # the cloud pool is what resize moves
+    assert with_replicas(raw, 5, pool=0)["fleet"]["pools"][0]["replicas"] == 5  # the cloud pool is what resize moves
     res = Simulation(scenario_from_dict(raw)).run()
     routed = res.summary["pool_routing"]["requests_by_pool"]
     assert routed["edge"] > 0 and routed["edge"] + routed["cloud"] == res.summary["requests"]["arrived"]

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from scenarios import BASE, merge
+from simcost.catalog import get_device
 from simcost.config import scenario_from_dict, to_dict
 from simcost.errors import InputError
 from simcost.forecast import scale_load, with_replicas
@@ -190,3 +191,67 @@ def test_a_cut_trace_bounds_the_load_multiplier():
 
     raw = to_dict(load_scenario(Path(__file__).parents[1] / "configs" / "example.yaml"))  # 10 min of a 1-hour trace at 4x its rate
     assert covers(raw, 1.2) and not covers(raw, 2.0)
+
+
+# --- one pool of a fleet of pools --------------------------------------------------------------
+
+# Two workloads, each served by its own pool: "fixed" (1 x H100, light chat) stays as written;
+# "sized" serves the heavy load, so its device and count decide the SLO.
+POOLED = merge(RAW, {
+    "workload": {"mix": [
+        {"name": "chat", "arrivals": {"process": "poisson", "rate_per_s": 5.0},
+         "input_tokens": {"dist": "uniform", "low": 50, "high": 400}, "output_tokens": {"dist": "uniform", "low": 1, "high": 100}},
+        {"name": "bulk", "arrivals": {"process": "poisson", "rate_per_s": 40.0},
+         "input_tokens": {"dist": "uniform", "low": 50, "high": 800}, "output_tokens": {"dist": "uniform", "low": 1, "high": 200}},
+    ]},
+    "fleet": {"router": "join_shortest_queue", "pools": [
+        {"name": "fixed", "hardware": {"device": "h100-sxm"}, "replicas": 1, "serves": ["chat"]},
+        {"name": "sized", "hardware": {"device": "a100-80gb"}, "replicas": 1, "serves": ["bulk"]},
+    ]}})
+POOL_MAX = 4
+
+
+def test_sizing_one_pool_matches_the_exhaustive_sweep_of_that_pool():
+    """The fixed pool stays at 1 x L40S; the sized pool's device and count are searched, and the
+    whole fleet's bill is its price. Checked against every (device, count) of the sized pool."""
+    raw, seed = to_dict(scenario_from_dict(POOLED)), RAW["seed"]
+    result = size(scenario_from_dict(POOLED), candidate_options(DEVICES), max_replicas=POOL_MAX, pool="sized",
+                  with_headroom=False)
+    grid = {(d, n): run_point(with_replicas(with_option(raw, {"hardware.device": d}, pool=1), n, pool=1), seed)
+            for d in DEVICES for n in range(1, POOL_MAX + 1)}
+    for o in result.options:
+        device = o.option["hardware.device"]
+        meeting = [n for n in range(1, POOL_MAX + 1) if grid[(device, n)]["meets_slo"]]
+        assert o.replicas == (min(meeting) if meeting else None)
+        if o.replicas is not None:
+            assert o.usd_per_hour == pytest.approx(grid[(device, o.replicas)]["usd_per_hour"])
+    assert result.chosen is not None and result.pool == "sized"
+    # the price is the whole fleet's: the chosen pool's replicas plus the fixed pool's H100
+    chosen = result.chosen
+    price = get_device(chosen.option["hardware.device"]).price_usd_per_hour
+    assert chosen.usd_per_hour == pytest.approx(chosen.replicas * price + get_device("h100-sxm").price_usd_per_hour)
+    assert "of pool sized (the other pools as written)" in format_sizing(result)
+
+
+def test_a_pool_option_changes_only_that_pool():
+    raw = to_dict(scenario_from_dict(POOLED))
+    changed = with_replicas(with_option(raw, {"hardware.device": "h100-sxm", "fleet.pricing": {"model": "spot"}},
+                                        pool=1), 3, pool=1)
+    assert changed["fleet"]["pools"][0] == raw["fleet"]["pools"][0]
+    sized = changed["fleet"]["pools"][1]
+    assert (sized["hardware"]["device"], sized["pricing"], sized["replicas"]) == ("h100-sxm", {"model": "spot"}, 3)
+    assert changed["hardware"] == raw["hardware"] and changed["fleet"]["replicas"] == raw["fleet"]["replicas"]
+
+
+@pytest.mark.parametrize("raw, pool, where, problem", [
+    (POOLED, None, "fleet.pools", "name it with --pool (one of fixed, sized)"),
+    (POOLED, "sizd", "--pool", "unknown pool 'sizd' (closest: sized"),
+    (RAW, "sized", "--pool", "the scenario has no fleet.pools"),
+    (merge(POOLED, {"fleet": {"pools": [POOLED["fleet"]["pools"][0],
+                                        {**POOLED["fleet"]["pools"][1], "autoscaler": {"policy": "hpa", "target": 8}}]}}),
+     "sized", "fleet.pools[1].autoscaler", "scales itself"),
+])
+def test_sizing_a_pool_refuses_what_it_cannot_search(raw, pool, where, problem):
+    with pytest.raises(InputError) as err:
+        size(scenario_from_dict(raw), candidate_options(DEVICES), max_replicas=2, pool=pool)
+    assert err.value.where == where and problem in err.value.problem
