@@ -97,11 +97,11 @@ def read_points(path: str | Path, device_key: str, model_key: str,
     and punctuation), or `hardware_name` / `model_name` when given."""
     path = Path(path)
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise InputError(str(path), f"cannot read measurements ({exc.strerror})") from None
-    reader = csv.DictReader(text.splitlines())
-    header = [h.strip() for h in reader.fieldnames or []]
+        text = path.read_text(encoding="utf-8-sig")  # a spreadsheet's byte-order mark is not part of a name
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(str(path), f"cannot read measurements ({getattr(exc, 'strerror', None) or exc})") from None
+    reader = _reader(text)
+    header = reader.fieldnames or []
     if all(c in header for c in SPLITWISE_COLUMNS):
         names = (_names(hardware_name, device_key, get_device), _names(model_name, model_key, get_model))
         raw = _splitwise_rows(reader, path.name, *names)
@@ -124,6 +124,18 @@ def read_points(path: str | Path, device_key: str, model_key: str,
     return _average(raw)
 
 
+def _reader(text: str) -> csv.DictReader:
+    """Rows keyed by the header's names with surrounding spaces removed; the delimiter is the
+    header's: a comma, or a semicolon or tab (spreadsheets in many locales write those)."""
+    lines = text.splitlines()
+    first = lines[0] if lines else ""
+    delimiter = max(",;\t", key=first.count) if first else ","
+    reader = csv.DictReader(lines, delimiter=delimiter)
+    if reader.fieldnames:
+        reader.fieldnames = [name.strip() for name in reader.fieldnames]
+    return reader
+
+
 def _names(given: str | None, key: str, lookup) -> set[str]:
     """The normalised names a file's rows may use for catalog entry `key`."""
     if given:
@@ -137,7 +149,7 @@ def _names(given: str | None, key: str, lookup) -> set[str]:
 def _pairs_in(text: str) -> str:
     """The (model on hardware) pairs of a Splitwise file, for an error message."""
     pairs = sorted({(r.get("model") or "").strip() + " on " + (r.get("hardware") or "").strip()
-                    for r in csv.DictReader(text.splitlines())})
+                    for r in _reader(text)})
     return ", ".join(pairs[:8]) + (f" and {len(pairs) - 8} more" if len(pairs) > 8 else "") if pairs else "no rows"
 
 
@@ -327,6 +339,10 @@ def fit_warnings(fit: Fit) -> list[str]:
             out.append(f"{name} = {value:.4g} is at its {bound[0]} bound ({bound[1]:g}): the roofline cannot match "
                        f"these points within the physical range; check the device, weight format and the "
                        f"tensor_parallel column, and read the other factors as compensating")
+    free = len(fit.factors) - len(fit.fixed)
+    if len(fit.measured_s) <= free:
+        out.append(f"{len(fit.measured_s)} points for {free} free factors: the fit is underdetermined (any error "
+                   f"it shows is not evidence); measure more settings or hold factors with --fix")
     errors = np.abs(fit.predicted_s / fit.measured_s - 1.0) * 100
     if len(errors) and np.median(errors) > POOR_FIT_MEDIAN_PCT:
         out.append(f"median |error| {np.median(errors):.1f} % in sample: the profile describes these measurements "
@@ -383,7 +399,11 @@ def write_profile(out: str | Path, pair: Pair, fit: Fit, points: list[StepPoint]
                 "error": error_summary(points, fit.predicted_s)},
         "date": datetime.date.today().isoformat(),
     }
-    Path(out).write_text(yaml.safe_dump(profile, sort_keys=False))
+    try:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(yaml.safe_dump(profile, sort_keys=False))
+    except OSError as exc:
+        raise InputError("--out", f"cannot write {out} ({exc.strerror})") from None
     return profile
 
 

@@ -305,3 +305,37 @@ def test_fit_warnings_flag_a_poor_fit_and_stay_quiet_on_a_good_one():
     scrambled = [StepPoint(pt.kind, pt.batch_size, pt.prompt_tokens, pt.context_tokens, pt.tensor_parallel,
                            pt.step_time_s * (3.0 if i % 2 else 0.3), pt.repeats, pt.where) for i, pt in enumerate(points)]
     assert any("describes these measurements poorly" in w for w in fit_warnings(fit_factors(pair, scrambled)))
+
+
+@pytest.mark.parametrize("text", [
+    # a spreadsheet's export: byte-order mark, spaces around names, a semicolon or tab delimiter
+    "\ufeffkind,batch_size,prompt_tokens,context_tokens,tensor_parallel,step_time_ms\n{rows}",
+    " kind , batch_size ,prompt_tokens,context_tokens,tensor_parallel, step_time_ms \n{rows}",
+    "kind;batch_size;prompt_tokens;context_tokens;tensor_parallel;step_time_ms\n{semi}",
+    "kind\tbatch_size\tprompt_tokens\tcontext_tokens\ttensor_parallel\tstep_time_ms\n{tab}",
+])
+def test_spreadsheet_exports_read_as_the_plain_layout(tmp_path, text):
+    rows = "prefill,2,512,0,4,250.5\ndecode,8,0,600,4,45.25\n"
+    plain = tmp_path / "plain.csv"
+    plain.write_text("kind,batch_size,prompt_tokens,context_tokens,tensor_parallel,step_time_ms\n" + rows)
+    other = tmp_path / "other.csv"
+    other.write_text(text.format(rows=rows, semi=rows.replace(",", ";"), tab=rows.replace(",", "\t")), encoding="utf-8")
+    assert read_points(other, "a100-80gb", "llama-2-70b") == [
+        StepPoint(**{**pt.__dict__, "where": pt.where.replace("plain", "other")}) for pt in read_points(plain, "a100-80gb", "llama-2-70b")]
+
+
+def test_profile_goes_to_a_new_folder_and_an_unwritable_path_is_one_line(tmp_path, capsys):
+    out = tmp_path / "new" / "folder" / "profile.yaml"
+    args = ["calibrate", str(SPLITWISE_CSV), "--device", "a100-80gb", "--model", "llama-2-70b", "--tensor-parallel", "4"]
+    assert main(args + ["--out", str(out)]) == 0 and out.is_file()
+    blocked = tmp_path / "a_file"
+    blocked.write_text("")
+    assert main(args + ["--out", str(blocked / "profile.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--out: cannot write" in err
+
+
+def test_too_few_points_for_the_free_factors_is_flagged():
+    pair = Pair.of("a100-80gb", "llama-2-70b")
+    points = [pt for pt in synthetic_points(pair, TRUE_FACTORS, degrees=(4,)) if pt.batch_size == 1][:2]
+    assert any("underdetermined" in w for w in fit_warnings(fit_factors(pair, points)))
