@@ -170,13 +170,25 @@ def _cmd_run(args) -> int:
     from simcost.sim import Simulation
 
     scenario = load_scenario(args.scenario, args.overrides, args.seed)
-    sim = Simulation(scenario)
+    sim = Simulation(scenario)  # plans the deployment: a model that does not fit fails here, writing nothing
+    out = _out_dir(args.out or Path("results") / scenario.name)
     result = sim.run(progress=not args.no_progress)
-    out = args.out or Path("results") / scenario.name
+    print(format_summary(result.summary))  # before writing: a full disk must not lose the answer
     paths = write_run(result, out, args.records)
-    print(format_summary(result.summary))
     print(f"\nwrote {', '.join(str(p) for p in paths.values())}")
     return 0
+
+
+def _out_dir(path: Path) -> Path:
+    """The results folder, created now: a folder that cannot be written fails before the work
+    is done, not after (key --out)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError("--out", f"cannot create {path} ({exc.strerror})") from None
+    if not os.access(path, os.W_OK):
+        raise InputError("--out", f"cannot write to {path} (permission denied)")
+    return path
 
 
 def _cmd_sweep(args) -> int:
@@ -194,7 +206,7 @@ def _cmd_sweep(args) -> int:
         raise InputError("--address", "is for --backend ray")
     flags = space_from_flags(args.param, values) if args.param or args.values else None
     space = load_space(args.space, flags) if args.space else flags
-    out = args.out or Path("results") / f"sweep-{args.space.stem if args.space else '+'.join(args.param)}"
+    out = _out_dir(args.out or Path("results") / f"sweep-{args.space.stem if args.space else '+'.join(args.param)}")
     try:
         result = sweep(args.scenario, space, out, args.overrides, args.seed, args.seeds, args.jobs, args.backend,
                        args.address, args.cache, not args.no_run_folders, progress=True)
@@ -218,9 +230,10 @@ def _cmd_forecast(args) -> int:
 
     path = GrowthPath(args.months, args.growth, tuple(parse_step(s) for s in args.step))
     scenario = load_scenario(args.scenario, args.overrides, args.seed)
+    out = _out_dir(args.out or Path("results") / f"forecast-{scenario.name}")
     result = forecast(scenario, path, args.seeds, args.hours_per_month, args.budget_usd_per_month, args.jobs,
                       args.resize, args.max_replicas, progress=True)
-    csv_path, png_path = write_outputs(result, args.out or Path("results") / f"forecast-{scenario.name}")
+    csv_path, png_path = write_outputs(result, out)
     print(format_report(result))
     print(f"\nwrote {csv_path}, {png_path}")
     return 0
@@ -353,8 +366,9 @@ def _cmd_levers(args) -> int:
     cfg = load_levers(args.levers, overrides)
     only = tuple(s.strip() for s in args.only.split(",") if s.strip()) if args.only else None
     scenario = load_scenario(args.scenario, args.overrides, args.seed)
+    out = _out_dir(args.out or Path("results") / f"levers-{scenario.name}")
     result = study(scenario, cfg, only, not args.fixed_fleet, args.max_replicas, args.seeds, args.jobs)
-    paths = write_outputs(result, args.out or Path("results") / f"levers-{scenario.name}")
+    paths = write_outputs(result, out)
     print(format_study(result))
     print(f"\nwrote {', '.join(map(str, paths))}")
     return 0

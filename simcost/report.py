@@ -73,8 +73,11 @@ def write_report(results_dir: Path, out: Path | None = None) -> Path:
     results_dir = Path(results_dir)
     page = render(results_dir)
     out = Path(out) if out is not None else results_dir / "report.html"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page, encoding="utf-8")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise InputError("--out", f"cannot write {out} ({exc.strerror})") from None
     return out
 
 

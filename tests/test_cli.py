@@ -163,3 +163,15 @@ def test_check_accepts_every_bundled_scenario_and_names_each_pool(path, capsys):
     assert "ok;" in out and "KV blocks" in out
     if "pools:" in path.read_text():  # a fleet of pools: one line per pool, each on its own device
         assert "pools" in out.splitlines()[0] and len(out.splitlines()) >= 3
+
+
+def test_an_unwritable_results_folder_fails_before_the_run(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    for args in (("run", EXAMPLE, "--out", blocker / "out"),
+                 ("sweep", EXAMPLE, "--param", "fleet.replicas", "--values", "1,2", "--out", blocker / "sweep")):
+        proc = simcost(*args)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        assert proc.stderr.strip().splitlines() == [f"simcost: error: --out: cannot create {blocker / args[-1].name} "
+                                                    "(Not a directory)"]
+        assert "throughput" not in proc.stdout  # failed before simulating

@@ -24,7 +24,7 @@ import yaml
 from simcost.cli import main
 from simcost.errors import InputError
 from simcost.frontier import frontier
-from simcost.report import CATEGORY_LABELS, latency_section, read_measured_latencies, render
+from simcost.report import CATEGORY_LABELS, latency_section, read_measured_latencies, render, write_report
 from simcost.results import write_run
 from simcost.sim import run
 from scenarios import BASE, merge, scenario
@@ -427,3 +427,11 @@ def test_chromium_renders_every_table_and_figure(kind, run_html, sweep_html, tmp
     assert state["errors"] == []
     assert state["blocked"] == ["http://127.0.0.1:9/x.png"]  # the page's CSP forbids any load from outside
     assert next(img for img in seen.images if img.get("id") == "outside")["data-w"] == "0"
+
+
+def test_an_unwritable_report_path_is_an_input_error(run_dir, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(InputError) as err:
+        write_report(run_dir, blocker / "report.html")
+    assert err.value.where == "--out" and "cannot write" in err.value.problem
