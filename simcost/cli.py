@@ -180,14 +180,16 @@ def _cmd_run(args) -> int:
 
 
 def _out_dir(path: Path) -> Path:
-    """The results folder, created now: a folder that cannot be written fails before the work
-    is done, not after (key --out)."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError("--out", f"cannot create {path} ({exc.strerror})") from None
-    if not os.access(path, os.W_OK):
-        raise InputError("--out", f"cannot write to {path} (permission denied)")
+    """The results folder, checked now but not created (a command refused later must leave
+    nothing behind): a folder that cannot be written fails before the work is done, not after."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError("--out", f"{path} is a file, not a folder")
+    ancestor = next(p for p in (path, *path.parents) if p.exists())
+    if not ancestor.is_dir():
+        raise InputError("--out", f"cannot create {path} ({ancestor} is a file)")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise InputError("--out", f"cannot create {path} ({ancestor} is not writable)")
     return path
 
 

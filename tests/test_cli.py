@@ -173,5 +173,5 @@ def test_an_unwritable_results_folder_fails_before_the_run(tmp_path):
         proc = simcost(*args)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr
         assert proc.stderr.strip().splitlines() == [f"simcost: error: --out: cannot create {blocker / args[-1].name} "
-                                                    "(Not a directory)"]
+                                                    f"({blocker} is a file)"]
         assert "throughput" not in proc.stdout  # failed before simulating
