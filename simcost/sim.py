@@ -12,7 +12,7 @@ import numpy as np
 import simpy
 
 from simcost.catalog import ModelSpec
-from simcost.cluster import Disaggregation, Fleet, PoolEngine
+from simcost.cluster import Fleet, PoolEngine
 from simcost.config import Scenario
 from simcost.engine import host_kv_s_per_token, swap_link
 from simcost.errors import InputError
@@ -70,24 +70,16 @@ class Simulation:
         self.sessions = SessionDriver(self.env, self.table, scenario, workload_streams(scenario, run_streams),
                                       self._arrive)
         moves = scenario.fleet.moves
-        dep, eng = self.deployment, scenario.engine
-        named = self._pool_args(run_streams) if self.named else {}
         self.fleet = Fleet(
-            self.env, self.table, [p.replicas for p in self.pools] if self.named else scenario.fleet.num_replicas,
-            scenario.fleet.router, run_streams.routing,
-            step_params(scenario, dep), dep.num_kv_blocks, dep.block_size, eng.max_num_seqs,
-            dep.max_num_batched_tokens, dep.max_model_len, eng.kv_watermark, eng.max_waiting, self.log,
-            max_span_steps, chunked=eng.policy == "chunked",
-            on_done=self._on_done if self.sessions.active or moves else None,
-            item_work=item_work(scenario, dep), engine=eng, swap=swap_link(eng, dep),
-            queue_key=queue_key(eng, self.table, np.array([e.priority for e in scenario.workload.entries()]),
-                                run_streams.predictions),
-            disaggregation=disaggregation(scenario, self.pools), prefix=self._prefix_spec(),
+            self.env, self.table, self._pool_engines(run_streams), [p.replicas for p in self.pools],
+            scenario.fleet.router, run_streams.routing, self.log, max_span_steps,
+            on_done=self._on_done if self.sessions.active or moves else None, prefix=self._prefix_spec(),
             phases=self.phases, capacity=self._initial_capacity() if moves else None,
             affinity_key=affinity_keys(scenario, self.requests, self.table),
-            affinity_load_bound=scenario.fleet.affinity_load_bound, **named,
+            affinity_load_bound=scenario.fleet.affinity_load_bound,
+            pool_serves=self._pool_serves() if self.named else None,
         )
-        if self.named:
+        if self.named:  # the pool router reads the fleet's routable lists
             self.fleet.pool_router = self._pool_router()
         self.arrival_process = self.env.process(self._arrivals())
         # a fleet that moves: autoscaler, spot reclaims, failures (simcost.fleet_control); its
@@ -111,20 +103,19 @@ class Simulation:
             return initial_capacity(fleet, fleet.num_replicas)
         return [c for k, pool in enumerate(self.pools) for c in initial_capacity(fleet.pool_fleet(k), pool.replicas)]
 
-    def _pool_args(self, run_streams) -> dict:
-        """fleet.pools: each pool's engine inputs, and which pools serve each workload entry.
-        (The pool router is set once the fleet exists: it reads the fleet's routable lists.)"""
-        engines = []
+    def _pool_engines(self, run_streams) -> list[PoolEngine]:
+        """Each pool's engine inputs (simcost.perf.Pool order)."""
         priority = np.array([e.priority for e in self.scenario.workload.entries()])
-        for pool in self.pools:
-            own, dep = pool.scenario, pool.deployment
-            engines.append(PoolEngine(own.engine, step_params(own, dep), dep.num_kv_blocks, dep.block_size,
-                                      dep.max_num_batched_tokens, dep.max_model_len, swap_link(own.engine, dep),
-                                      item_work(own, dep), queue_key(own.engine, self.table, priority,
-                                                                     run_streams.predictions)))
+        key_rng = run_streams.predictions
+        if self.named:
+            return [pool_engine(p.scenario, p.deployment, self.table, priority, key_rng) for p in self.pools]
+        engine = pool_engine(self.scenario, self.deployment, self.table, priority, key_rng)
+        return disaggregation(self.scenario, self.pools, engine) if self.scenario.fleet.disaggregation else [engine]
+
+    def _pool_serves(self) -> list[list[int]]:
+        """fleet.pools: per workload entry, the pools that serve it."""
         n_entries = len(self.scenario.workload.entries())
-        serves = [[k for k, p in enumerate(self.pools) if p.serves is None or i in p.serves] for i in range(n_entries)]
-        return {"pools": engines, "pool_router": None, "pool_serves": serves}
+        return [[k for k, p in enumerate(self.pools) if p.serves is None or i in p.serves] for i in range(n_entries)]
 
     def _pool_router(self):
         fleet, views = self.scenario.fleet, []
@@ -366,17 +357,27 @@ def affinity_keys(scenario: Scenario, requests: Requests, table: RequestTable):
     return affinity_key_fn(table, requests.prefix_block_ids, session_prefix)
 
 
-def disaggregation(scenario: Scenario, pools: list[Pool]) -> Disaggregation | None:
-    """The decode pool's engine inputs and the KV link's seconds per token, or None. The KV
-    crosses min(tp) links in parallel (each device sends or receives its shard)."""
+def pool_engine(scenario: Scenario, dep: Deployment, table: RequestTable, priority_by_workload: np.ndarray,
+                rng: np.random.Generator) -> PoolEngine:
+    """The engine inputs of a pool running `scenario`'s engine on deployment `dep`."""
+    eng = scenario.engine
+    return PoolEngine(eng, step_params(scenario, dep), dep.num_kv_blocks, dep.block_size, dep.max_num_batched_tokens,
+                      dep.max_model_len, item_work=item_work(scenario, dep), swap=swap_link(eng, dep),
+                      queue_key=queue_key(eng, table, priority_by_workload, rng))
+
+
+def disaggregation(scenario: Scenario, pools: list[Pool], prefill: PoolEngine) -> list[PoolEngine]:
+    """The prefill and decode pools' engine inputs, from the prefill pool's (the scenario's own
+    deployment). The decode pool has its own hardware's step-time model, KV blocks and swap link,
+    and the prefill pool's token limits and block size: it takes only requests admitted there.
+    The KV crosses min(tp) links in parallel (each device sends or receives its shard)."""
     d = scenario.fleet.disaggregation
-    if d is None:
-        return None
-    prefill, decode = pools[0].deployment, pools[1].deployment
-    links = min(prefill.tensor_parallel, decode.tensor_parallel)
-    s_per_token = prefill.kv_bytes_per_token / (d.kv_link_gb_per_s * 1e9 * links)
-    return Disaggregation(d.prefill_replicas, d.decode_replicas, s_per_token, step_params(scenario, decode),
-                          decode.num_kv_blocks, swap_link(scenario.engine, decode))
+    prefill_dep, decode = pools[0].deployment, pools[1].deployment
+    links = min(prefill_dep.tensor_parallel, decode.tensor_parallel)
+    s_per_token = prefill_dep.kv_bytes_per_token / (d.kv_link_gb_per_s * 1e9 * links)
+    return [replace(prefill, role="prefill", kv_transfer_s_per_token=s_per_token),
+            replace(prefill, role="decode", step_params=step_params(scenario, decode),
+                    num_kv_blocks=decode.num_kv_blocks, swap=swap_link(scenario.engine, decode))]
 
 
 def run(scenario: Scenario, progress: bool = False) -> RunResult:
