@@ -222,10 +222,9 @@ class Replica:
         t.first_scheduled_s[np.asarray(admitted)[first]] = start_s
         self.running.extend(admitted)  # running from admission on, as in vLLM (routers count them)
         items_s = self._items_s(np.asarray(admitted, dtype=np.int64), t.generated[admitted] == 0)
-        # a request the prefix cache covers whole (possible once a lookup keys every prompt token)
-        # computes nothing and adds no per-request cost
-        num_requests = int((tokens > 0).sum())
-        yield self.env.timeout(step_time_s(self.params, num_tokens, 0, attn_pairs, float(cached.sum()), num_requests)
+        # every admitted prompt computes at least one token (a prefix-cache hit covers at most
+        # all but the last), so each pays the per-request cost; len() keeps this hot path O(1)
+        yield self.env.timeout(step_time_s(self.params, num_tokens, 0, attn_pairs, float(cached.sum()), len(admitted))
                                + items_s + self._take_transfer_s())
         end_s = self.env.now
         ids = np.asarray(admitted, dtype=np.int64)
@@ -351,7 +350,7 @@ class Replica:
         start_s = self.env.now
         items_s = self._items_s(ids, (t.first_scheduled_s[ids] == start_s) & (t.generated[ids] == 0))
         yield self.env.timeout(step_time_s(self.params, int(chunk.sum()), int(decoding.sum()), attn_pairs,
-                                           float(kv_before.sum()), int((chunk > 0).sum()))
+                                           float(kv_before.sum()), len(chunk))  # planned chunks are > 0
                                + items_s + self._take_transfer_s())
         end_s = self.env.now
         t.kv_tokens[ids] = kv_before + tokens
