@@ -47,6 +47,7 @@ from simcost.request_table import COMPLETED, RequestTable
 from simcost.waiting import WaitingQueue
 
 STOP = "stop"  # the interrupt cause that ends a replica's loop (its node is gone)
+ITL_EWMA_WEIGHT = 0.1  # per decode step: itl_ewma_s follows roughly the last 10 steps
 
 
 class Replica:
@@ -94,6 +95,11 @@ class Replica:
         self.running: list[int] = []  # in admission order; the last is preempted first
         self._wake: simpy.Event | None = None
         self._in_span = False
+        # the inter-token latency decoding requests see here (decode steps plus the prefill steps
+        # that stall them), averaged over recent decode steps: pool routers read it as the pool's
+        # TPOT; 0.0 until the first decode step
+        self.itl_ewma_s = 0.0
+        self._stalled_s = 0.0  # prefill steps since the last decode step that decoding requests waited through
         self.process = env.process(self._loop())
 
     # --- the router's side -------------------------------------------------------------------
@@ -222,11 +228,14 @@ class Replica:
         t.first_scheduled_s[np.asarray(admitted)[first]] = start_s
         self.running.extend(admitted)  # running from admission on, as in vLLM (routers count them)
         items_s = self._items_s(np.asarray(admitted, dtype=np.int64), t.generated[admitted] == 0)
+        stalls_decodes = len(self.running) > len(admitted)
         # every admitted prompt computes at least one token (a prefix-cache hit covers at most
         # all but the last), so each pays the per-request cost; len() keeps this hot path O(1)
         yield self.env.timeout(step_time_s(self.params, num_tokens, 0, attn_pairs, float(cached.sum()), len(admitted))
                                + items_s + self._take_transfer_s())
         end_s = self.env.now
+        if stalls_decodes:
+            self._stalled_s += end_s - start_s
         ids = np.asarray(admitted, dtype=np.int64)
         t.kv_tokens[ids] = t.prefill_target[ids]
         if self.reuse:
@@ -349,10 +358,13 @@ class Replica:
         attn_pairs = float((kv_before[decoding] + 1).sum() + (chunk * kv_before[~decoding] + chunk * (chunk + 1) // 2).sum())
         start_s = self.env.now
         items_s = self._items_s(ids, (t.first_scheduled_s[ids] == start_s) & (t.generated[ids] == 0))
-        yield self.env.timeout(step_time_s(self.params, int(chunk.sum()), int(decoding.sum()), attn_pairs,
+        num_decoding = int(decoding.sum())
+        yield self.env.timeout(step_time_s(self.params, int(chunk.sum()), num_decoding, attn_pairs,
                                            float(kv_before.sum()), len(chunk))  # planned chunks are > 0
                                + items_s + self._take_transfer_s())
         end_s = self.env.now
+        if num_decoding:
+            self._record_itl(end_s - start_s, 1)
         t.kv_tokens[ids] = kv_before + tokens
         if self.reuse:
             for rid in ids[~decoding & (t.kv_tokens[ids] >= t.prefill_target[ids])].tolist():
@@ -398,12 +410,23 @@ class Replica:
                 yield self.env.timeout(wait_s)
         self._in_span = False
         ends = step_end_s[:num_done]
+        self._record_itl(float(ends[-1]) - start_s, num_done)
         new_blocks = apply_decode_steps(ids, t.generated, t.kv_tokens, t.kv_blocks, t.token_offset, t.token_time_s,
                                         ends, num_done, self.block_size)
         self.pool.allocate(int(new_blocks))
         self.log.add(self.index, start_s, ends, np.full(num_done, n, dtype=np.int64), ids,
                      np.full(n, num_done, dtype=np.int64), prefill=False)
         self._retire_finished(ids, float(ends[-1]))
+
+    def _record_itl(self, decode_s: float, num_steps: int) -> None:
+        """num_steps decode steps took decode_s: fold their mean gap (with the prefill stalls
+        before them) into the average, weighted as num_steps samples. O(1): this runs per span."""
+        gap_s = (decode_s + self._stalled_s) / num_steps
+        self._stalled_s = 0.0
+        if self.itl_ewma_s == 0.0:  # the first sample is the average
+            self.itl_ewma_s = gap_s
+        else:
+            self.itl_ewma_s += (1.0 - (1.0 - ITL_EWMA_WEIGHT) ** num_steps) * (gap_s - self.itl_ewma_s)
 
     def _retire_finished(self, ids: np.ndarray, now_s: float) -> None:
         t = self.table

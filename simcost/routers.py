@@ -260,6 +260,12 @@ DECODE_ROUTER = {"prefix_affinity": "join_shortest_queue"}
 # It counts the prompt work queued ahead of the request, spread evenly over the pool; it does
 # not count a wait for a batch slot when every replica is at max_num_seqs (edge_first bounds
 # that separately) nor decode steps interleaved with the prefill (chunked prefill).
+# TPOT is observed, not predicted: a pool's TPOT is the mean over its ready replicas of the
+# inter-token latency their decoding requests have seen lately (simcost.engine `itl_ewma_s`,
+# prefill stalls included; 0 for a replica with nothing running). A pool whose TPOT is over the
+# request's TPOT SLO does not meet the SLO, and `fastest` passes it over while another pool
+# meets it: without this a fast pool takes nearly every request and its decodes slow past the
+# SLO while the other pools idle.
 # Cost: a pool's $ per output token at full load = its $ per replica-hour (at its pricing model:
 # simcost.pricing.usd_per_replica_hour) / (3600 x the tokens per second of one decode step of
 # max_num_seqs requests at DECODE_CONTEXT_TOKENS of context each, fewer if its KV cache holds fewer).
@@ -283,8 +289,10 @@ class PoolView:
 class PoolRouter:
     """Shared parts: the predictor and the decision counts (summary `pool_routing`)."""
 
-    def __init__(self, views: list[PoolView], table: RequestTable, ttft_slo_s: np.ndarray, names: list[str]):
+    def __init__(self, views: list[PoolView], table: RequestTable, ttft_slo_s: np.ndarray, names: list[str],
+                 tpot_slo_s: np.ndarray | None = None):
         self.views, self.table, self.ttft_slo_s, self.names = views, table, ttft_slo_s, names
+        self.tpot_slo_s = tpot_slo_s if tpot_slo_s is not None else np.full(len(ttft_slo_s), np.nan)
         self.picked = [0] * len(views)  # routing decisions per pool (re-routed requests count again)
         self.spilled = 0  # edge_first: sent to the cloud while an edge pool could have taken it
         self.slo_missed = 0  # cost_aware: no pool's prediction met the SLO (went to the fastest)
@@ -294,12 +302,22 @@ class PoolRouter:
         queued = sum(int(t.input_tokens[w]) for r in v.ready for w in r.waiting)
         return queued / len(v.ready) * v.s_per_queued_token + v.prefill_s(int(t.input_tokens[rid])) + v.rtt_s
 
+    def observed_tpot_s(self, k: int) -> float:
+        ready = self.views[k].ready
+        return sum(r.itl_ewma_s for r in ready if r.running and hasattr(r, "itl_ewma_s")) / len(ready)
+
+    def tpot_ok(self, k: int, rid: int) -> bool:
+        limit = self.tpot_slo_s[int(self.table.workload[rid])]
+        return bool(np.isnan(limit) or self.observed_tpot_s(k) <= limit)
+
     def meets_slo(self, k: int, rid: int) -> bool:
         limit = self.ttft_slo_s[int(self.table.workload[rid])]
-        return bool(np.isnan(limit) or self.predicted_ttft_s(k, rid) <= limit)
+        return bool((np.isnan(limit) or self.predicted_ttft_s(k, rid) <= limit) and self.tpot_ok(k, rid))
 
     def fastest(self, rid: int, pools: list[int]) -> int:
-        return min(pools, key=lambda k: self.predicted_ttft_s(k, rid))  # ties: the first listed
+        """The lowest predicted TTFT among the pools whose TPOT meets the SLO (all, if none does)."""
+        within = [k for k in pools if self.tpot_ok(k, rid)] or pools
+        return min(within, key=lambda k: self.predicted_ttft_s(k, rid))  # ties: the first listed
 
     def pick(self, rid: int, pools: list[int]):
         """(pool, replica or None: the pool's router picks)"""
@@ -313,7 +331,7 @@ class PoolRouter:
 
 
 class Fastest(PoolRouter):
-    """The pool with the lowest predicted TTFT."""
+    """The pool with the lowest predicted TTFT, among those whose observed TPOT meets the SLO."""
 
     POLICY = "fastest"
 
@@ -322,9 +340,9 @@ class Fastest(PoolRouter):
 
 
 class CostAware(PoolRouter):
-    """The cheapest pool ($ per output token at full load) whose predicted TTFT meets the
-    request's TTFT SLO (its workload's, else the scenario's; no SLO: every pool meets it); when
-    none does, the fastest."""
+    """The cheapest pool ($ per output token at full load) whose predicted TTFT and observed TPOT
+    meet the request's SLO (its workload's, else the scenario's; no SLO: every pool meets it);
+    when none does, the fastest."""
 
     POLICY = "cost_aware"
 
@@ -339,7 +357,7 @@ class CostAware(PoolRouter):
 class EdgeFirst(PoolRouter):
     """An edge pool (in fleet order) while one of its ready replicas holds fewer than its bound
     of outstanding requests (default max_num_seqs: never more than it can batch) and its
-    predicted TTFT meets the SLO; the request goes to that replica (the least loaded, so the
+    predicted TTFT and observed TPOT meet the SLO; the request goes to that replica (the least loaded, so the
     bound holds per replica whatever fleet.router is). Else it spills to the fastest cloud pool;
     with no cloud pool to take it, to the fastest edge pool (where it waits in a queue)."""
 

@@ -132,8 +132,9 @@ class Simulation:
             views.append(PoolView(self.fleet.routable[k], prefill_s, prefill_s(batched) / batched, usd_per_token,
                                   site.client_rtt_s, site.edge or dep.device.kind == "edge",
                                   fleet.edge_max_outstanding_per_replica or seqs))
-        ttft_slo_s = slo_limits_by_entry(self.scenario)["ttft_s"]
-        return POOL_ROUTERS[fleet.pool_router](views, self.table, ttft_slo_s, [p.name for p in self.pools])
+        limits = slo_limits_by_entry(self.scenario)
+        return POOL_ROUTERS[fleet.pool_router](views, self.table, limits["ttft_s"], [p.name for p in self.pools],
+                                               limits["tpot_s"])
 
     def _prefix_spec(self) -> PrefixSpec | None:
         eng, dep, req = self.scenario.engine, self.deployment, self.requests

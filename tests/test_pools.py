@@ -372,3 +372,83 @@ def test_decisions_that_resize_one_fleet_refuse_a_fleet_of_pools_rather_than_ans
     with pytest.raises(InputError, match="fleet of pools") as info:
         forecast(pools, GrowthPath(months=2), seeds=1, resize=True)
     assert info.value.where == "--resize"
+
+
+# --- TPOT: observed inter-token latency --------------------------------------------------------
+
+def by_hand_tpot_s(fleet, k) -> float:
+    """The documented signal: mean over pool k's ready replicas of itl_ewma_s (0 if idle)."""
+    ready = fleet.routable[k]
+    return sum(r.itl_ewma_s for r in ready if r.running) / len(ready)
+
+
+def test_fastest_passes_over_a_pool_whose_tpot_is_over_the_slo():
+    """Two identical pools; the first is listed first, so TTFT ties go to it. Every decision
+    follows the rule: the lowest predicted TTFT among the pools whose observed TPOT meets the
+    SLO, or among all when none does. Under load both rules are exercised."""
+    tpot_slo_s = 0.03
+    pools = [cloud_pool(replicas=1, name="cheap"), cloud_pool(replicas=1, name="dear")]
+    sim = Simulation(pooled(pools, "fastest", rate=8.0, duration_s=60.0, slo={"tpot_s": tpot_slo_s}))
+    router, seen = sim.fleet.pool_router, []
+    choose = router.choose
+
+    def recorded(rid, candidates):
+        ttft = {k: by_hand_ttft_s(sim.fleet, k, rid, sim.pools[k].name) for k in candidates}
+        tpot = {k: by_hand_tpot_s(sim.fleet, k) for k in candidates}
+        k, replica = choose(rid, candidates)
+        seen.append((k, ttft, tpot))
+        return k, replica
+
+    router.choose = recorded
+    sim.run()
+    passed_over = 0
+    for k, ttft, tpot in seen:
+        within = [j for j in ttft if tpot[j] <= tpot_slo_s] or list(ttft)
+        best = min(ttft[j] for j in within)
+        assert k in within and ttft[k] == pytest.approx(best, rel=1e-12)
+        passed_over += len(within) < len(ttft)
+    assert passed_over > 20  # the TPOT rule decided many requests, not just TTFT ties
+    assert min(sum(k == j for k, _, _ in seen) for j in (0, 1)) > 50  # both pools take a real share
+
+
+def reference_itl_s(res, replica: int = 0) -> float:
+    """The engine's ITL average rebuilt from the step log, one step at a time: a decode step (or
+    a chunked step with decode members) is a gap of its duration plus the prefill steps that
+    stalled decoding requests since the last one; the first gap sets the average, each later one
+    moves it by ITL_EWMA_WEIGHT."""
+    from simcost.engine import ITL_EWMA_WEIGHT
+
+    st, t = res.steps, res.table
+    itl, stalled = 0.0, 0.0
+    for r in range(len(st.record_prefill)):
+        steps = range(st.record_step_offset[r], st.record_step_offset[r + 1])
+        members = slice(st.record_member_offset[r], st.record_member_offset[r + 1])
+        if st.step_replica[steps[0]] != replica:
+            continue
+        decodes = not st.record_prefill[r] or not st.member_prefill[members].all()
+        for j in steps:
+            start, duration = st.step_start_s[j], st.step_end_s[j] - st.step_start_s[j]
+            if not decodes:
+                on_replica = t.replica == replica
+                decoding = on_replica & (t.first_token_s <= start) & ~(t.finish_s <= start)
+                stalled += duration if decoding.any() else 0.0
+                continue
+            gap = duration + stalled
+            stalled = 0.0
+            itl = gap if itl == 0.0 else itl + ITL_EWMA_WEIGHT * (gap - itl)
+    return itl
+
+
+@pytest.mark.parametrize("policy", ["prefill_first", "chunked"])
+def test_itl_average_matches_the_step_log_step_by_step(policy):
+    """With one event per step (max_span_steps=1), the replica's itl_ewma_s at the end equals the
+    reference rebuilt from the step log; prefill stalls are in it (prefill_first) and it lies
+    between the bare decode step and the longest gap."""
+    scn = scenario(perf=CONSTANT, engine={"max_model_len": 8192, "policy": policy, "max_num_batched_tokens": 512},
+                   fleet={"replicas": 1}, duration_s=30.0, workload=workload(3.0))
+    sim = Simulation(scn, max_span_steps=1)
+    res = sim.run()
+    replica = sim.fleet.replicas[0]
+    assert replica.itl_ewma_s == pytest.approx(reference_itl_s(res), rel=1e-9)
+    bare_s = CONSTANT["decode_step_s"] + CONSTANT["step_overhead_s"]
+    assert replica.itl_ewma_s >= bare_s * (1 - 1e-9)
