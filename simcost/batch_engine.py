@@ -89,6 +89,9 @@ class NoKVCache:
 class BatchReplica:
     # the EngineConfig keys the Fleet passes as keyword arguments (simcost.cluster.REPLICA_CLASSES)
     ENGINE_KEYS = ("policy", "batch_timeout_s", "preferred_batch_sizes", "max_queue_delay_s")
+    # the pool routers' TPOT signal (simcost.engine Replica.itl_ewma_s): none here, a batch's
+    # decode is one request-level step, so a pool of these never looks slow
+    itl_ewma_s = 0.0
 
     def __init__(self, env: simpy.Environment, index: int, table: RequestTable, step_params: np.ndarray,
                  num_kv_blocks: int, block_size: int, max_num_seqs: int, max_num_batched_tokens: int,

@@ -304,7 +304,7 @@ class PoolRouter:
 
     def observed_tpot_s(self, k: int) -> float:
         ready = self.views[k].ready
-        return sum(r.itl_ewma_s for r in ready if r.running and hasattr(r, "itl_ewma_s")) / len(ready)
+        return sum(r.itl_ewma_s for r in ready if r.running) / len(ready)
 
     def tpot_ok(self, k: int, rid: int) -> bool:
         limit = self.tpot_slo_s[int(self.table.workload[rid])]

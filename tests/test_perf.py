@@ -212,11 +212,16 @@ PARAMS = {name: plan(**kw)[2] for name, kw in PARAM_CASES.items()}
 @given(name=st.sampled_from(sorted(PARAMS)), num_prefill=st.integers(0, 16384), num_decode=st.integers(0, 512),
        context=st.integers(0, 200_000), num_requests=st.integers(0, 64))
 def test_step_time_kernel_equals_reference(name, num_prefill, num_decode, context, num_requests):
-    p = PARAMS[name]
+    assert_kernel_equals_reference(PARAMS[name], num_prefill, num_decode, context, num_requests)
+
+
+def assert_kernel_equals_reference(p, num_prefill, num_decode, context, num_requests) -> int:
+    """The numba step kernel equals its plain-Python twin on one step; returns the KV tokens read."""
     pairs = num_prefill * (num_prefill + 1) // 2 + num_decode * (context + 1)
     kv_read = num_decode * context
     expected = step_time_s_py(p, num_prefill, num_decode, pairs, kv_read, num_requests)
     assert step_time_s(p, num_prefill, num_decode, pairs, kv_read, num_requests) == pytest.approx(expected, rel=1e-12, abs=0)
+    return kv_read
 
 
 @settings(max_examples=100, deadline=None)
@@ -378,10 +383,7 @@ MOE_AND_PIPELINE_PARAMS = {
        num_decode=st.integers(0, 512), context=st.integers(0, 200_000), num_requests=st.integers(0, 64))
 def test_moe_and_pipeline_kernel_equals_reference(name, num_prefill, num_decode, context, num_requests):
     p = MOE_AND_PIPELINE_PARAMS[name]
-    pairs = num_prefill * (num_prefill + 1) // 2 + num_decode * (context + 1)
-    kv_read = num_decode * context
-    expected = step_time_s_py(p, num_prefill, num_decode, pairs, kv_read, num_requests)
-    assert step_time_s(p, num_prefill, num_decode, pairs, kv_read, num_requests) == pytest.approx(expected, rel=1e-12, abs=0)
+    kv_read = assert_kernel_equals_reference(p, num_prefill, num_decode, context, num_requests)
     span = decode_span_times_s(p, max(num_decode, 1), kv_read, 4)
     np.testing.assert_allclose(span, decode_span_times_s_py(p, max(num_decode, 1), kv_read, 4), rtol=1e-12, atol=0)
 

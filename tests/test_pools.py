@@ -411,15 +411,15 @@ def test_fastest_passes_over_a_pool_whose_tpot_is_over_the_slo():
     assert min(sum(k == j for k, _, _ in seen) for j in (0, 1)) > 50  # both pools take a real share
 
 
-def reference_itl_s(res, replica: int = 0) -> float:
+def reference_itl_s(res, replica: int = 0) -> tuple[float, int]:
     """The engine's ITL average rebuilt from the step log, one step at a time: a decode step (or
     a chunked step with decode members) is a gap of its duration plus the prefill steps that
     stalled decoding requests since the last one; the first gap sets the average, each later one
-    moves it by ITL_EWMA_WEIGHT."""
+    moves it by ITL_EWMA_WEIGHT. Also returns how many prefill steps stalled decoding requests."""
     from simcost.engine import ITL_EWMA_WEIGHT
 
     st, t = res.steps, res.table
-    itl, stalled = 0.0, 0.0
+    itl, stalled, stalls = 0.0, 0.0, 0
     for r in range(len(st.record_prefill)):
         steps = range(st.record_step_offset[r], st.record_step_offset[r + 1])
         members = slice(st.record_member_offset[r], st.record_member_offset[r + 1])
@@ -432,11 +432,12 @@ def reference_itl_s(res, replica: int = 0) -> float:
                 on_replica = t.replica == replica
                 decoding = on_replica & (t.first_token_s <= start) & ~(t.finish_s <= start)
                 stalled += duration if decoding.any() else 0.0
+                stalls += bool(decoding.any())
                 continue
             gap = duration + stalled
             stalled = 0.0
             itl = gap if itl == 0.0 else itl + ITL_EWMA_WEIGHT * (gap - itl)
-    return itl
+    return itl, stalls
 
 
 @pytest.mark.parametrize("policy", ["prefill_first", "chunked"])
@@ -449,6 +450,8 @@ def test_itl_average_matches_the_step_log_step_by_step(policy):
     sim = Simulation(scn, max_span_steps=1)
     res = sim.run()
     replica = sim.fleet.replicas[0]
-    assert replica.itl_ewma_s == pytest.approx(reference_itl_s(res), rel=1e-9)
+    itl_s, stalls = reference_itl_s(res)
+    assert replica.itl_ewma_s == pytest.approx(itl_s, rel=1e-9)
+    assert stalls > 10 if policy == "prefill_first" else stalls == 0  # chunked steps carry the decodes
     bare_s = CONSTANT["decode_step_s"] + CONSTANT["step_overhead_s"]
     assert replica.itl_ewma_s >= bare_s * (1 - 1e-9)
