@@ -17,9 +17,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import integrate, stats
 
-from simcost.arrivals import arrivals, gamma_params, mmpp_mean_rate_per_s, rate_function, weibull_params
-from simcost.config import ArrivalSpec
-from simcost.servegen import load_client_windows
+from simcost.workload.arrivals import arrivals, gamma_params, mmpp_mean_rate_per_s, rate_function, weibull_params
+from simcost.scenario.config import ArrivalSpec
+from simcost.workload.servegen import load_client_windows
 
 SEED = 2026
 SEEDS = 20

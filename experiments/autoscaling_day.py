@@ -40,10 +40,10 @@ from pathlib import Path
 
 import numpy as np
 
-from simcost.config import scenario_from_dict
+from simcost.scenario.config import scenario_from_dict
 from simcost.rng import streams
-from simcost.sim import Simulation
-from simcost.workload import Requests, generate
+from simcost.simulation.simulation import Simulation
+from simcost.workload.requests import Requests, generate
 
 ROOT = Path(__file__).resolve().parents[1]
 DAY_S = 86400.0
@@ -160,7 +160,7 @@ def format_table(rows: list[dict]) -> str:
 
 
 def plot(rows: list[dict], out: Path) -> list[Path]:
-    from simcost.plots import plt
+    from simcost.results.plots import plt
 
     fig, ax = plt.subplots(figsize=(10, 4.5))
     for r in rows:

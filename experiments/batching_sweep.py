@@ -45,9 +45,9 @@ matplotlib.use("Agg")  # files only
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from simcost.config import scenario_from_dict  # noqa: E402
-from simcost.sim import run  # noqa: E402
-from simcost.sweep import row as sweep_row  # noqa: E402
+from simcost.scenario.config import scenario_from_dict  # noqa: E402
+from simcost.simulation.simulation import run  # noqa: E402
+from simcost.analysis.sweep import row as sweep_row  # noqa: E402
 
 # name -> engine overrides; adding a policy is one line. Variants reuse a base dict.
 CHUNKED = {"engine.policy": "chunked", "engine.max_num_batched_tokens": 2048}
@@ -107,7 +107,7 @@ def run_point(workload: str, load: float, policy: str, window_s: float, warmup_s
 
 
 def point_row(summary: dict, workload: str, load: float, policy: str, window_s: float) -> dict:
-    base = sweep_row(summary, "load", load)  # simcost.sweep's columns: p99s, throughput, costs
+    base = sweep_row(summary, "load", load)  # simcost.analysis.sweep's columns: p99s, throughput, costs
     counts = summary["requests"]
     extra = {"workload": workload, "policy": policy, "offered_requests_per_s": counts["arrived"] / window_s,
              "arrived": counts["arrived"], "completed": counts["completed"], "rejected": counts["rejected"],

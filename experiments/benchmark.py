@@ -34,8 +34,8 @@ SLICE = {"poisson": ["duration_s=125"], "azure-conv": ["duration_s=300"]}  # for
 
 
 def timed_run(path: Path, overrides=(), max_span_steps: int = 1 << 30) -> tuple[float, int]:
-    from simcost.config import load_scenario
-    from simcost.sim import Simulation
+    from simcost.scenario.config import load_scenario
+    from simcost.simulation.simulation import Simulation
 
     scenario = load_scenario(path, overrides)
     start = time.perf_counter()

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from simcost.calibrate import Pair, error_summary, fit_factors, format_table, predict_s, read_points
-from simcost.perf import default_factors
+from simcost.perf.calibrate import Pair, error_summary, fit_factors, format_table, predict_s
+from simcost.perf.measurements import read_points
+from simcost.perf.step_model import default_factors
 
 DATA = Path(__file__).resolve().parents[1] / "simcost" / "data" / "calibration" / "splitwise_llama2-70b_a100-80gb.csv"  # shipped copy of shared/data/calibration
 DEVICE, MODEL = "a100-80gb", "llama-2-70b"

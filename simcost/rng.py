@@ -27,7 +27,7 @@ class Streams:
     sessions: np.random.Generator  # turn counts, think times, follow-up prompt lengths
     items: np.random.Generator  # non-token items per request
     predictions: np.random.Generator  # the scheduler's output-length predictions (engine.queue sjf)
-    fleet: np.random.Generator  # spot reclaims and node failures (simcost.fleet_control)
+    fleet: np.random.Generator  # spot reclaims and node failures (simcost.cluster.control)
 
 
 def streams(seed: int, workload_index: int = 0) -> Streams:

@@ -6,9 +6,9 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from simcost.config import CostConfig, FleetConfig
-from simcost.ledger import StepArrays, StepLog, settle
-from simcost.schema import build
+from simcost.scenario.config import CostConfig, FleetConfig
+from simcost.cost.ledger import StepArrays, StepLog, settle
+from simcost.scenario.schema import build
 
 
 def deployment(usd_per_hour=3.6, devices=1, idle_w=100.0, peak_w=500.0):

@@ -11,12 +11,12 @@ from hypothesis import strategies as st
 
 from ledger_cases import random_step_log, records_log, settle_with
 from scenarios import scenario
-from simcost.config import CostConfig
+from simcost.scenario.config import CostConfig
 from simcost.errors import InputError
-from simcost.ledger import member_weights
-from simcost.metrics import records
-from simcost.results import format_summary
-from simcost.sim import run
+from simcost.cost.ledger import member_weights
+from simcost.metrics.summary import records
+from simcost.results.writer import format_summary
+from simcost.simulation.simulation import run
 
 POLICIES = {
     "tokens": {},
@@ -199,7 +199,7 @@ def test_printed_tables(runs):
 def test_pools_and_tags_add_up():
     """Pool rows add up to the bill (no commitment here); tag groups hold their workloads' requests."""
     from scenarios import scenario as make
-    from simcost.sim import Simulation
+    from simcost.simulation.simulation import Simulation
 
     chat = {"name": "chat", "tags": ["team=assist", "env=prod"], "arrivals": {"process": "poisson", "rate_per_s": 2.0},
             "input_tokens": {"dist": "fixed", "value": 300}, "output_tokens": {"dist": "fixed", "value": 50}}

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from scipy import linalg, stats
 
-from simcost.arrivals import arrivals, gamma_params, mmpp_mean_rate_per_s, weibull_cv, weibull_params
-from simcost.config import ArrivalSpec, scenario_from_dict
+from simcost.workload.arrivals import arrivals, gamma_params, mmpp_mean_rate_per_s, weibull_cv, weibull_params
+from simcost.scenario.config import ArrivalSpec, scenario_from_dict
 from simcost.errors import InputError
 from simcost.rng import streams
-from simcost.workload import generate
+from simcost.workload.requests import generate
 
 P_MIN = 0.001  # fixed seeds: a pass is deterministic; the threshold documents the margin
 RATE_PER_S = 4.0
@@ -372,7 +372,7 @@ def test_missing_rate_file_names_the_key(tmp_path):
 
 
 def test_rate_file_is_relative_to_the_scenario_file(tmp_path):
-    from simcost.config import load_scenario
+    from simcost.scenario.config import load_scenario
     folder = tmp_path / "scenarios"
     folder.mkdir()
     rate_csv(folder, TABLE)

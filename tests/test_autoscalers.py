@@ -1,4 +1,4 @@
-"""Autoscaler decisions (simcost.autoscalers) driven by synthetic metric sequences on a clock:
+"""Autoscaler decisions (simcost.cluster.autoscalers) driven by synthetic metric sequences on a clock:
 HPA v2, Knative KPA, KEDA, schedule and predictive against hand-computed counts, and the
 config's refusals of keys a policy does not use."""
 
@@ -12,10 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simcost.autoscalers import make_autoscaler, resolve
-from simcost.config import AutoscalerConfig
+from simcost.cluster.autoscalers import make_autoscaler
+from simcost.scenario.config import resolve_autoscaler
+from simcost.scenario.config import AutoscalerConfig
 from simcost.errors import InputError
-from simcost.schema import build
+from simcost.scenario.schema import build
 
 
 def scaler(forecast=None, lead_s=0.0, **keys):
@@ -171,9 +172,9 @@ def test_hpa_on_ttft_value_metric():
 # --- KPA ----------------------------------------------------------------------------------------
 
 def test_kpa_target_defaults_to_70_percent_of_container_concurrency():
-    assert resolve(build(AutoscalerConfig, {"policy": "kpa"}, "a")).target == pytest.approx(70.0)
-    assert resolve(build(AutoscalerConfig, {"policy": "kpa", "container_concurrency": 10}, "a")).target == pytest.approx(7.0)
-    assert resolve(build(AutoscalerConfig, {"policy": "kpa", "target": 25}, "a")).target == 25.0
+    assert resolve_autoscaler(build(AutoscalerConfig, {"policy": "kpa"}, "a")).target == pytest.approx(70.0)
+    assert resolve_autoscaler(build(AutoscalerConfig, {"policy": "kpa", "container_concurrency": 10}, "a")).target == pytest.approx(7.0)
+    assert resolve_autoscaler(build(AutoscalerConfig, {"policy": "kpa", "target": 25}, "a")).target == 25.0
 
 
 def test_kpa_stable_mode_averages_the_stable_window():
@@ -389,10 +390,10 @@ def test_config_refuses_bad_input_naming_the_key(keys, where):
 
 
 def test_config_defaults_per_policy():
-    hpa = resolve(build(AutoscalerConfig, {"policy": "hpa", "target": 5}, "a"))
+    hpa = resolve_autoscaler(build(AutoscalerConfig, {"policy": "hpa", "target": 5}, "a"))
     assert (hpa.tick_s, hpa.tolerance, hpa.scale_down_stabilization_s, hpa.min_replicas) == (15.0, 0.1, 300.0, 1)
-    keda = resolve(build(AutoscalerConfig, {"policy": "keda", "target": 5}, "a"))
+    keda = resolve_autoscaler(build(AutoscalerConfig, {"policy": "keda", "target": 5}, "a"))
     assert (keda.polling_s, keda.cooldown_s, keda.min_replicas, keda.max_replicas) == (30.0, 300.0, 0, 100)
-    kpa = resolve(build(AutoscalerConfig, {"policy": "kpa"}, "a"))
+    kpa = resolve_autoscaler(build(AutoscalerConfig, {"policy": "kpa"}, "a"))
     assert (kpa.tick_s, kpa.stable_window_s, kpa.scale_to_zero_grace_s, kpa.min_replicas) == (2.0, 60.0, 30.0, 0)
     assert build(AutoscalerConfig, {"policy": "kpa", "min_replicas": 2, "max_replicas": 2}, "a").min_replicas == 2

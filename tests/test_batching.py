@@ -1,4 +1,4 @@
-"""Request-level batching (simcost.batch_engine): one_at_a_time, static and dynamic (Triton) batch
+"""Request-level batching (simcost.engine.request_level): one_at_a_time, static and dynamic (Triton) batch
 formation, padding to the longest member, KV reserved up front, and the same conservation rules
 as continuous batching."""
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from scenarios import BASE, scenario
-from simcost.request_table import COMPLETED
-from simcost.sim import Simulation
-from simcost.workload import Requests
+from simcost.workload.request_table import COMPLETED
+from simcost.simulation.simulation import Simulation
+from simcost.workload.requests import Requests
 from test_conservation import test_bill_adds_up as check_bill_adds_up
 from test_conservation import test_completed_requests_got_exactly_their_tokens as check_tokens
 from test_conservation import test_every_request_ends_somewhere as check_every_request_ends

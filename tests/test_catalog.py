@@ -11,11 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from simcost.catalog import (DEVICE_SOURCE_GROUPS, MODEL_SOURCE_GROUPS, config_dir, get_device, get_model,
-                             load_devices, load_models, load_prices, price_offer)
-from simcost.config import scenario_from_dict
+from simcost.catalog.specs import DEVICE_SOURCE_GROUPS, MODEL_SOURCE_GROUPS, config_dir, get_device, get_model, load_devices, load_models, load_prices, price_offer
+from simcost.scenario.config import scenario_from_dict
 from simcost.errors import InputError
-from simcost.perf import plan_deployment
+from simcost.perf.deployment import plan_deployment
 
 DATE = re.compile(r"^\d{4}-\d{2}(-\d{2})?$")
 
@@ -182,7 +181,7 @@ def test_unknown_field_is_refused_with_a_hint(tmp_path):
 
 @pytest.mark.parametrize("table, header", [("devices", "bf16_TF"), ("models", "params_B")])
 def test_catalog_command_lists_every_entry(capsys, table, header):
-    from simcost.cli import main
+    from simcost.cli.main import main
 
     assert main(["catalog", table]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -192,7 +191,7 @@ def test_catalog_command_lists_every_entry(capsys, table, header):
 
 
 def test_catalog_command_lists_every_offer_with_spot_commitment_and_sources(capsys):
-    from simcost.cli import main
+    from simcost.cli.main import main
 
     assert main(["catalog", "prices"]) == 0
     out = capsys.readouterr().out

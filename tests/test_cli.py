@@ -16,7 +16,7 @@ EXAMPLE = ROOT / "configs" / "example.yaml"
 
 
 def simcost(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "simcost.cli", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "simcost.cli.main", *map(str, args)], capture_output=True, text=True,
                           cwd=cwd or ROOT, timeout=600)
 
 
@@ -147,8 +147,8 @@ def test_relative_paths_in_a_scenario_are_relative_to_its_file(tmp_path):
 @pytest.mark.parametrize("path", sorted((ROOT / "configs" / "scenarios").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_bundled_scenario_validates_and_generates(path):
     """Each bundled scenario loads, fits its hardware and yields requests (a short slice of it)."""
-    from simcost.config import load_scenario
-    from simcost.sim import Simulation
+    from simcost.scenario.config import load_scenario
+    from simcost.simulation.simulation import Simulation
 
     scenario = load_scenario(path, ["duration_s=60", "warmup_s=0"])
     assert len(Simulation(scenario).requests) > 0
@@ -156,7 +156,7 @@ def test_every_bundled_scenario_validates_and_generates(path):
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs" / "scenarios").glob("*.yaml")), ids=lambda p: p.name)
 def test_check_accepts_every_bundled_scenario_and_names_each_pool(path, capsys):
-    from simcost.cli import main
+    from simcost.cli.main import main
 
     assert main(["check", str(path)]) == 0
     out = capsys.readouterr().out

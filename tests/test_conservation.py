@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from scenarios import scenario
-from simcost.request_table import COMPLETED, IN_FLIGHT, REJECTED
-from simcost.sim import run
+from simcost.workload.request_table import COMPLETED, IN_FLIGHT, REJECTED
+from simcost.simulation.simulation import run
 
 CASES = {
     "one replica": {},

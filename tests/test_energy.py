@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger_cases import bill
-from simcost.energy import split_steps_by_hour, split_steps_by_hour_py
+from simcost.cost.energy import split_steps_by_hour, split_steps_by_hour_py
 
 SITE = {"pue": 1.5, "grid_gco2_per_kwh": 300.0}
 

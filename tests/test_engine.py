@@ -9,10 +9,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from scenarios import scenario
-from simcost.kvcache import BlockPool
-from simcost.request_table import COMPLETED, IN_FLIGHT, REJECTED
-from simcost.results import format_summary
-from simcost.sim import Simulation
+from simcost.engine.kv.blocks import BlockPool
+from simcost.workload.request_table import COMPLETED, IN_FLIGHT, REJECTED
+from simcost.results.writer import format_summary
+from simcost.simulation.simulation import Simulation
 
 
 def run(scn, **kw):
@@ -212,7 +212,7 @@ def test_prefill_request_cost_lengthens_a_two_prompt_step_by_two_costs(engine):
     """Two prompts arriving together are prefilled in one roofline step, which pays
     perf.prefill_request_s once per prompt; decode steps pay nothing, so every later token
     moves by the same 2 r."""
-    from simcost.workload import Requests
+    from simcost.workload.requests import Requests
     r = 0.0173
     reqs = Requests(arrival_s=np.array([0.0, 0.0]), input_tokens=np.array([300, 500]),
                     output_tokens=np.array([4, 6]))

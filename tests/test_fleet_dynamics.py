@@ -1,22 +1,21 @@
-"""A fleet that moves (simcost.fleet_control): autoscaling in a run, scale to zero and activation,
+"""A fleet that moves (simcost.cluster.control): autoscaling in a run, scale to zero and activation,
 spot reclaims, node failures and outages. Whatever happens, no request or token is lost, every
 replica is billed exactly from its request to when it is gone, and the bill adds up."""
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
 from scenarios import scenario
-from simcost.config import ColdStartConfig
+from simcost.scenario.config import ColdStartConfig
 from simcost.errors import InputError
-from simcost.lifecycle import ON_DEMAND, SPOT, cold_start
-from simcost.request_table import COMPLETED
-from simcost.sim import Simulation
-from simcost.workload import Requests
+from simcost.perf.startup import cold_start
+from simcost.workload.request_table import COMPLETED
+from simcost.simulation.simulation import Simulation
+from simcost.workload.requests import Requests
 
 CONSTANT = {"model": "constant", "step_overhead_s": 0.01, "prefill_s_per_token": 1e-5, "decode_step_s": 0.02}
 COLD = {"provisioning_s": 20.0, "image_gb": 1.0, "registry_gb_per_s": 1.0, "weights_gb_per_s": 16.0,
@@ -219,8 +218,8 @@ def test_timeseries_follow_the_roster():
 
 
 def test_focus_export_and_the_demand_curve_follow_the_replicas_that_existed():
-    from simcost.commitments import demand_curve
-    from simcost.focus import focus_rows
+    from simcost.analysis.commitments import demand_curve
+    from simcost.results.focus import focus_rows
 
     res = moving(replicas=2, autoscaler={"policy": "hpa", "target": 4, "max_replicas": 6},
                  spot={"share": 0.5, "usd_per_device_hour": 1.5, "monthly_interruption": 0.0}).run()

@@ -9,8 +9,8 @@ from datetime import datetime
 import pytest
 
 from scenarios import scenario
-from simcost.focus import COLUMNS, focus_rows, write_focus
-from simcost.sim import run
+from simcost.results.focus import COLUMNS, focus_rows, write_focus
+from simcost.simulation.simulation import run
 
 SP = {"model": "savings_plan", "commitment_usd_per_hour": 50.0, "discount": 0.3}  # mostly unused
 

@@ -7,13 +7,12 @@ import copy
 
 import pytest
 
-from simcost.cli import main
-from simcost.config import scenario_from_dict
+from simcost.cli.main import main
+from simcost.scenario.config import scenario_from_dict
 from simcost.errors import InputError
-from simcost.forecast import (Forecast, GrowthPath, MonthForecast, budget_line, check_trace_covers, first_month,
-                              forecast, parse_step, scale_load)
+from simcost.analysis.forecast import Forecast, GrowthPath, MonthForecast, budget_line, check_trace_covers, first_month, forecast, parse_step, scale_load
 from simcost.rng import streams
-from simcost.workload import generate
+from simcost.workload.requests import generate
 
 PRICE_USD_PER_HOUR = 2.0
 # One replica serving one request at a time with a constant step time: 100-token prompts take

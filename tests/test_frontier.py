@@ -1,4 +1,4 @@
-"""simcost.frontier: the O(n log n) Pareto mask equals an O(n^2) one written from the definition
+"""simcost.analysis.frontier: the O(n log n) Pareto mask equals an O(n^2) one written from the definition
 (random points with ties, duplicates, NaNs and infinities), the frontier of a hand-built sweep,
 and the figure."""
 
@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from simcost.errors import InputError
-from simcost.frontier import frontier, pareto_mask, plot_frontier
+from simcost.analysis.frontier import frontier, pareto_mask, plot_frontier
 
 
 def brute_force(latency, spend) -> np.ndarray:

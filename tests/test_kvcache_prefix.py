@@ -1,4 +1,4 @@
-"""The prefix-cache block pool (simcost.prefix_cache): the Mooncake reuse bound with unlimited
+"""The prefix-cache block pool (simcost.engine.kv.prefix_cache): the Mooncake reuse bound with unlimited
 capacity, hit rates falling with capacity, a property test against a plain-list reference
 model, block keys, and the host tier."""
 
@@ -9,9 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from simcost.prefix_cache import (SESSION_KEY_BASE, PrefixBlockPool, session_block_keys,
-                                  trace_block_keys)
-from simcost.traces import load_trace, prefix_reuse_fraction
+from simcost.engine.kv.prefix_cache import SESSION_KEY_BASE, PrefixBlockPool, session_block_keys, trace_block_keys
+from simcost.workload.traces import load_trace, prefix_reuse_fraction
 
 MOONCAKE = {"mooncake_conversation": 0.366, "mooncake_synthetic": 0.640}
 

@@ -11,18 +11,17 @@ import numpy as np
 import pytest
 
 from scenarios import BASE, merge
-from simcost.cli import main
-from simcost.config import scenario_from_dict, to_dict
+from simcost.cli.main import main
+from simcost.scenario.config import scenario_from_dict
+from simcost.scenario.schema import to_dict
 from simcost.errors import InputError
-from simcost.forecast import with_replicas
-from simcost.levers import (HOURS_PER_MONTH, LeversConfig, apply_transform, lever_rng, load_levers, plan_levers,
-                            rank_rows, response_cache_mask, roi, run_lever, served_metrics, study, trim_prompts,
-                            with_overrides)
-from simcost.perf import plan_deployment
-from simcost.request_table import COMPLETED
+from simcost.analysis.forecast import with_replicas
+from simcost.analysis.levers import HOURS_PER_MONTH, LeversConfig, apply_transform, lever_rng, load_levers, plan_levers, rank_rows, response_cache_mask, roi, run_lever, served_metrics, study, trim_prompts, with_overrides
+from simcost.perf.deployment import plan_deployment
+from simcost.workload.request_table import COMPLETED
 from simcost.rng import streams
-from simcost.sim import Simulation
-from simcost.workload import Requests, generate
+from simcost.simulation.simulation import Simulation
+from simcost.workload.requests import Requests, generate
 
 RAW = merge(BASE, {
     "duration_s": 30.0, "warmup_s": 5.0,
@@ -183,7 +182,7 @@ def test_a_lever_that_cannot_apply_is_skipped_with_its_reason():
 
 
 def test_spot_price_defaults_to_the_price_catalogs_midpoint_and_without_one_the_lever_is_skipped():
-    from simcost import catalog
+    from simcost.catalog import specs as catalog
 
     if not hasattr(catalog, "load_prices"):
         pytest.skip("this tree has no price catalog (configs/prices.yaml)")
@@ -275,8 +274,8 @@ def test_cli_writes_the_ranked_table_csv_json_and_plot(tmp_path, capsys):
 
 
 def test_edge_offload_puts_owned_boards_in_front_of_the_cloud_and_resize_shrinks_the_cloud_pool():
-    from simcost.forecast import with_replicas
-    from simcost.levers import with_overrides
+    from simcost.analysis.forecast import with_replicas
+    from simcost.analysis.levers import with_overrides
 
     plan = plan_of(base(), "edge_offload")
     assert plan.skip_reason is None

@@ -3,15 +3,14 @@ phases are billed as their own cost categories and the bill still adds up."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from scenarios import scenario
-from simcost.config import ColdStartConfig
+from simcost.scenario.config import ColdStartConfig
 from simcost.errors import InputError
-from simcost.lifecycle import loading_s, start_phases
-from simcost.request_table import COMPLETED
-from simcost.sim import Simulation
+from simcost.perf.startup import loading_s, start_phases
+from simcost.workload.request_table import COMPLETED
+from simcost.simulation.simulation import Simulation
 
 COLD = {"provisioning_s": 40.0, "image_gb": 5.0, "registry_gb_per_s": 1.0, "weights_gb_per_s": 4.0,
         "engine_start_s": 10.0}

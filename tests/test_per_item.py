@@ -1,5 +1,5 @@
 """Per-item models (serving: per_item; BERT-base, ResNet-50) on the request-level batcher: a batch
-is one forward pass over its members' items, timed by the roofline of simcost.step_model's
+is one forward pass over its members' items, timed by the roofline of simcost.perf.step_model's
 per_item_params, with no KV cache; TTFT = E2EL = the batch's end - arrival."""
 
 from __future__ import annotations
@@ -8,13 +8,15 @@ import numpy as np
 import pytest
 
 from scenarios import scenario
-from simcost.catalog import get_device, get_model
-from simcost.config import scenario_from_dict, to_dict
+from simcost.catalog.specs import get_device, get_model
+from simcost.scenario.config import scenario_from_dict
+from simcost.scenario.schema import to_dict
 from simcost.errors import InputError
-from simcost.perf import per_item_params, plan_deployment, step_params, step_time_s_py
-from simcost.request_table import COMPLETED, REJECTED
-from simcost.sim import Simulation
-from simcost.workload import Requests
+from simcost.perf.step_model import per_item_params, step_params, step_time_s_py
+from simcost.perf.deployment import plan_deployment
+from simcost.workload.request_table import COMPLETED, REJECTED
+from simcost.simulation.simulation import Simulation
+from simcost.workload.requests import Requests
 from test_conservation import test_bill_adds_up as check_bill_adds_up
 from test_engine import check_request_invariants
 

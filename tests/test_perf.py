@@ -9,13 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simcost import perf
-from simcost import step_model as sm
-from simcost.catalog import get_device
-from simcost.config import scenario_from_dict
+from simcost.catalog.specs import compute_format_for
+from simcost.perf import step_model as sm
+from simcost.catalog.specs import get_device
+from simcost.scenario.config import scenario_from_dict
 from simcost.errors import InputError
-from simcost.perf import (ACTIVATION_BYTES_PER_TOKEN_PER_HIDDEN, decode_span_times_s, decode_span_times_s_py,
-                          plan_deployment, step_params, step_time_s, step_time_s_py)
+from simcost.perf.deployment import ACTIVATION_BYTES_PER_TOKEN_PER_HIDDEN, plan_deployment
+from simcost.perf.step_model import decode_span_times_s, decode_span_times_s_py, step_params, step_time_s, step_time_s_py
 
 
 def make(model="llama-3.1-8b", device="h100-sxm", tp=1, weight_format=None, perf=None, engine=None, fleet=None,
@@ -286,14 +286,14 @@ MIXTRAL_EXPERT_PARAMS = 32 * 8 * 3 * 4096 * 14336  # layers x experts x (gate, u
 
 
 def mixtral_spec():
-    from simcost.catalog import ModelSpec
+    from simcost.catalog.specs import ModelSpec
     return ModelSpec(key="mixtral-test", name="Mixtral-like", sources={}, num_experts=8, experts_per_token=2,
                      expert_params=MIXTRAL_EXPERT_PARAMS, **MIXTRAL)
 
 
 def moe_params(tp=1):
     h100 = get_device("h100-sxm")
-    return perf.roofline_params(h100, mixtral_spec(), tp, "bf16", MIXTRAL["num_params"] * 2.0, "bf16", mfu=0.5, mbu=0.8,
+    return sm.roofline_params(h100, mixtral_spec(), tp, "bf16", MIXTRAL["num_params"] * 2.0, "bf16", mfu=0.5, mbu=0.8,
                                 step_overhead_s=0.0, allreduce_latency_s=0.0)
 
 
@@ -394,10 +394,10 @@ def test_16_bit_and_weight_only_formats_compute_in_fp32_on_an_fp32_only_cpu():
     graviton = get_device("graviton3")
     assert set(graviton.peak_flops) == {"fp32"}
     for fmt in ("bf16", "fp16", "int8", "int4", "fp32"):
-        assert perf.compute_format_for(graviton, fmt) == "fp32", fmt
-    assert perf.compute_format_for(graviton, "fp8") is None
+        assert compute_format_for(graviton, fmt) == "fp32", fmt
+    assert compute_format_for(graviton, "fp8") is None
     # a GPU with 16-bit tensor cores keeps computing 16-bit
-    assert perf.compute_format_for(get_device("t4"), "bf16") == "fp16"
+    assert compute_format_for(get_device("t4"), "bf16") == "fp16"
 
 
 def test_per_item_model_plans_without_a_kv_cache_and_times_a_batch_by_hand():
@@ -406,7 +406,7 @@ def test_per_item_model_plans_without_a_kv_cache_and_times_a_batch_by_hand():
     assert dep.weight_bytes == 25_557_032 * 4 and dep.kv_bytes_per_token == 0 and dep.num_kv_blocks == 0
     assert dep.compute_format == "fp32"
     g = get_device("graviton3")
-    p = perf.per_item_params(scenario, dep, bytes_per_item=224 * 224 * 3 * 4)
+    p = sm.per_item_params(scenario, dep, bytes_per_item=224 * 224 * 3 * 4)
     for items in (1, 8, 64):
         compute_s = items * 8.178e9 / (g.peak_flops["fp32"] * g.mfu)
         memory_s = (25_557_032 * 4 + items * 224 * 224 * 3 * 4) / (g.mem_bw_bytes_per_s * g.mbu)
@@ -423,7 +423,7 @@ def test_per_item_model_is_refused_by_the_token_engine_with_a_clear_message():
     with pytest.raises(InputError, match=r"^engine\.policy: prefill_first schedules tokens over a KV cache, but bert-base is served per item"):
         step_params(scenario, dep)
     with pytest.raises(InputError, match="served token by token"):
-        perf.per_item_params(*plan(engine={"max_model_len": 8192})[:2])
+        sm.per_item_params(*plan(engine={"max_model_len": 8192})[:2])
 
 
 def test_per_item_model_that_does_not_fit_says_by_how_much():

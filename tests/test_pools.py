@@ -8,11 +8,12 @@ import pytest
 import yaml
 
 from scenarios import scenario
-from simcost.config import scenario_from_dict, to_dict
+from simcost.scenario.config import scenario_from_dict
+from simcost.scenario.schema import to_dict
 from simcost.errors import InputError
-from simcost.metrics import served_pool
-from simcost.request_table import COMPLETED
-from simcost.sim import Simulation
+from simcost.metrics.summary import served_pool
+from simcost.workload.request_table import COMPLETED
+from simcost.simulation.simulation import Simulation
 
 CONSTANT = {"model": "constant", "prefill_s_per_token": 1e-4, "decode_step_s": 0.02, "step_overhead_s": 0.002}
 EDGE_DEVICE = {"device": "jetson-agx-orin"}  # no catalog price: owned, or priced by hand
@@ -212,7 +213,7 @@ RTT_S = {"cloud": 0.08, "cheap": 0.08, "dear": 0.08, "edge": 0.01}  # SITES; che
 
 
 def by_hand_ttft_s(fleet, k, rid, name) -> float:
-    """The documented predictor (simcost.routers), from the state, by hand for the constant model:
+    """The documented predictor (simcost.cluster.routers), from the state, by hand for the constant model:
     waiting prompt tokens / ready replicas x (prefill seconds per token at a full 8192-token step)
     + this prompt's prefill step + the site's RTT."""
     t = fleet.table
@@ -339,7 +340,7 @@ def test_a_pool_that_moves_cannot_be_reserved():
 
 
 def test_focus_rows_carry_each_pools_pricing_and_region_and_the_egress_and_sum_to_the_bill():
-    from simcost.focus import focus_rows
+    from simcost.results.focus import focus_rows
 
     sites = [{"name": "cloud", "region": "us-east-1"},
              {"name": "edge", "edge": True, "region": "store-17", "egress_usd_per_gb": 0.05}]
@@ -358,9 +359,9 @@ def test_focus_rows_carry_each_pools_pricing_and_region_and_the_egress_and_sum_t
 
 
 def test_decisions_that_resize_one_fleet_refuse_a_fleet_of_pools_rather_than_answer_for_the_wrong_pool():
-    from simcost.forecast import GrowthPath, forecast
-    from simcost.levers import LeversConfig, study
-    from simcost.sizing import size
+    from simcost.analysis.forecast import GrowthPath, forecast
+    from simcost.analysis.levers import LeversConfig, study
+    from simcost.analysis.sizing import size
 
     pools = pooled([edge_pool(), cloud_pool()])
     with pytest.raises(InputError, match="fleet of pools") as info:
@@ -416,7 +417,7 @@ def reference_itl_s(res, replica: int = 0) -> tuple[float, int]:
     a chunked step with decode members) is a gap of its duration plus the prefill steps that
     stalled decoding requests since the last one; the first gap sets the average, each later one
     moves it by ITL_EWMA_WEIGHT. Also returns how many prefill steps stalled decoding requests."""
-    from simcost.engine import ITL_EWMA_WEIGHT
+    from simcost.engine.replica import ITL_EWMA_WEIGHT
 
     st, t = res.steps, res.table
     itl, stalled, stalls = 0.0, 0.0, 0

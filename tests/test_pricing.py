@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from ledger_cases import bill, unallocated_identity
 from scenarios import scenario
 from simcost.errors import InputError
-from simcost.ledger import charge_steps_hourly, charge_steps_hourly_py
-from simcost.sim import run
+from simcost.cost.ledger import charge_steps_hourly, charge_steps_hourly_py
+from simcost.simulation.simulation import run
 
 OD_10 = {"usd_per_hour": 10.0}  # on-demand $10 per replica-hour
 

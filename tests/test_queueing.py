@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 import simpy
 
-from simcost.queueing import (QUEUE_MEAN_TOKENS, ceil_exponential_moments, confidence_interval, erlang_b, erlang_c,
-                              measured_waits_s, mg1_mean_wait_s, mmc_mean_wait_s, queue_scenario)
-from simcost.request_table import COMPLETED
-from simcost.sim import Simulation
+from simcost.analysis.queueing import QUEUE_MEAN_TOKENS, ceil_exponential_moments, confidence_interval, erlang_b, erlang_c, measured_waits_s, mg1_mean_wait_s, mmc_mean_wait_s, queue_scenario
+from simcost.workload.request_table import COMPLETED
+from simcost.simulation.simulation import Simulation
 
 SEEDS = range(8)
 MEAN_TOKENS = QUEUE_MEAN_TOKENS

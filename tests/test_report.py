@@ -21,12 +21,12 @@ import numpy as np
 import pytest
 import yaml
 
-from simcost.cli import main
+from simcost.cli.main import main
 from simcost.errors import InputError
-from simcost.frontier import frontier
-from simcost.report import CATEGORY_LABELS, latency_section, read_measured_latencies, render, write_report
-from simcost.results import write_run
-from simcost.sim import run
+from simcost.analysis.frontier import frontier
+from simcost.analysis.report import CATEGORY_LABELS, latency_section, read_measured_latencies, render, write_report
+from simcost.results.writer import write_run
+from simcost.simulation.simulation import run
 from scenarios import BASE, merge, scenario
 
 NAME = 'tiny <i>"mix"</i> & co'  # every string from a file is escaped: this one must come out as text

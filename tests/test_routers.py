@@ -1,4 +1,4 @@
-"""Routers (simcost.routers): the queueing order JSQ < power of two < random, token-aware
+"""Routers (simcost.cluster.routers): the queueing order JSQ < power of two < random, token-aware
 balancing for unequal requests, prefix affinity's cache hits and its load bound, and for every
 router: reproducible from the seed, every request routed, disaggregated fleets too."""
 
@@ -11,10 +11,10 @@ import pytest
 
 from scenarios import scenario
 from simcost.errors import InputError
-from simcost.queueing import measured_waits_s, queue_scenario
-from simcost.request_table import COMPLETED
-from simcost.routers import ROUTERS, PowerOfTwo, RoutingContext, affinity_key_fn
-from simcost.sim import Simulation
+from simcost.analysis.queueing import measured_waits_s, queue_scenario
+from simcost.workload.request_table import COMPLETED
+from simcost.cluster.routers import ROUTERS, PowerOfTwo, RoutingContext, affinity_key_fn
+from simcost.simulation.simulation import Simulation
 
 PERF = {"model": "constant", "prefill_s_per_token": 1e-4, "decode_step_s": 0.01, "step_overhead_s": 0.002}
 TWO_TURNS = {"turns": {"dist": "fixed", "value": 2}, "think_time": {"dist": "fixed", "value_s": 1.0}}

@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 
 from scenarios import scenario
 from simcost.errors import InputError
-from simcost.request_table import COMPLETED
-from simcost.sim import Simulation
-from simcost.waiting import WaitingQueue
+from simcost.workload.request_table import COMPLETED
+from simcost.simulation.simulation import Simulation
+from simcost.engine.waiting import WaitingQueue
 
 # --- the waiting queue -----------------------------------------------------------------------
 

@@ -13,12 +13,11 @@ import pytest
 from scipy import stats
 
 from scenarios import scenario
-from simcost.arrivals import arrivals
+from simcost.workload.arrivals import arrivals
 from simcost.errors import InputError
 from simcost.rng import streams
-from simcost.servegen import (COLUMNS, SERVEGEN_BUNDLED, WINDOW_S, load_client_windows, servegen_arrivals,
-                              servegen_arrivals_with_clients, servegen_path)
-from simcost.sim import Simulation
+from simcost.workload.servegen import COLUMNS, SERVEGEN_BUNDLED, WINDOW_S, load_client_windows, servegen_arrivals, servegen_arrivals_with_clients, servegen_path
+from simcost.simulation.simulation import Simulation
 
 P_MIN = 0.001  # fixed seeds: a pass is deterministic; the threshold documents the margin
 SHARED_TRACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "traces"
@@ -292,7 +291,7 @@ def test_bad_servegen_config_names_the_key(extra, where, problem):
 
 
 def test_bundled_scenario_loads():
-    from simcost.config import load_scenario
+    from simcost.scenario.config import load_scenario
     path = Path(__file__).resolve().parents[1] / "configs" / "scenarios" / "servegen_day_mm_image.yaml"
     sc = load_scenario(path)
     spec = sc.workload.arrivals

@@ -8,11 +8,12 @@ import pytest
 import yaml
 
 from scenarios import scenario
-from simcost.config import scenario_from_dict, to_dict
+from simcost.scenario.config import scenario_from_dict
+from simcost.scenario.schema import to_dict
 from simcost.errors import InputError
-from simcost.perf import item_time_s, step_params
-from simcost.request_table import COMPLETED, REJECTED
-from simcost.sim import Simulation
+from simcost.perf.step_model import item_time_s, step_params
+from simcost.workload.request_table import COMPLETED, REJECTED
+from simcost.simulation.simulation import Simulation
 
 LENGTHS = {"input_tokens": {"dist": "uniform", "low": 50, "high": 400},
            "output_tokens": {"dist": "uniform", "low": 5, "high": 150}}

@@ -9,11 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simcost import step_model as sm
-from simcost.config import scenario_from_dict
+from simcost.perf import step_model as sm
+from simcost.scenario.config import scenario_from_dict
 from simcost.errors import InputError
-from simcost.perf import decode_span_times_s, decode_span_times_s_py, plan_deployment, step_params, step_time_s, step_time_s_py
-from simcost.step_table import pack_table, table_step_time_s_py
+from simcost.perf.step_model import decode_span_times_s, decode_span_times_s_py, step_params, step_time_s, step_time_s_py
+from simcost.perf.deployment import plan_deployment
+from simcost.perf.step_table import pack_table, table_step_time_s_py
 
 SPLITWISE_CSV = Path(__file__).resolve().parents[1] / "simcost" / "data" / "calibration" / "splitwise_llama2-70b_a100-80gb.csv"
 PREFILL = [(100, 0.010), (200, 0.018)]
@@ -64,7 +65,7 @@ def splitwise_params(tp=4):
 
 
 def test_scenario_table_reproduces_the_measured_points():
-    from simcost.calibrate import read_points
+    from simcost.perf.measurements import read_points
     p = splitwise_params()
     points = read_points(SPLITWISE_CSV, "a100-80gb", "llama-2-70b", (4,))
     for pt in points:

@@ -16,15 +16,15 @@ import yaml
 from scipy import stats
 
 from scenarios import BASE, merge
-from simcost import backends
-from simcost import sweep as sweep_mod
-from simcost.cli import main
-from simcost.config import scenario_from_dict
+from simcost.analysis import backends
+from simcost.analysis import sweep as sweep_mod
+from simcost.cli.main import main
+from simcost.scenario.config import scenario_from_dict
 from simcost.errors import InputError
-from simcost.sim import run
-from simcost.sweep import mean_ci, metrics, point_overrides, sweep
-from simcost.sweep_cache import data_files, run_key
-from simcost.sweep_space import Axis, Space, points, space_from_dict, space_from_flags
+from simcost.simulation.simulation import run
+from simcost.analysis.sweep import mean_ci, metrics, point_overrides, sweep
+from simcost.analysis.sweep_cache import data_files, run_key
+from simcost.analysis.sweep_space import Axis, Space, points, space_from_dict, space_from_flags
 
 TINY = merge(BASE, {
     "duration_s": 10.0,
@@ -163,7 +163,7 @@ def test_seeds_give_the_mean_and_interval_of_the_single_seed_runs(scenario_file,
 
 def test_run_key_follows_the_resolved_scenario_and_seed():
     raw = scenario_from_dict(TINY)
-    from simcost.config import to_dict
+    from simcost.scenario.schema import to_dict
 
     a = to_dict(raw)
     assert run_key(a) == run_key(json.loads(json.dumps(a)))

@@ -1,4 +1,4 @@
-"""Time series of a run (simcost.timeseries): sampling leaves the run as it was and ends with it;
+"""Time series of a run (simcost.metrics.timeseries): sampling leaves the run as it was and ends with it;
 the samples agree with the exact records (Little's law, counts, the bill); the CLI writes them."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from simcost.metrics import records
-from simcost.queueing import queue_scenario
-from simcost.request_table import COMPLETED
-from simcost.sim import Simulation
-from simcost.timeseries import RUNNING, WAITING
+from simcost.metrics.summary import records
+from simcost.analysis.queueing import queue_scenario
+from simcost.workload.request_table import COMPLETED
+from simcost.simulation.simulation import Simulation
+from simcost.metrics.timeseries import RUNNING, WAITING
 from scenarios import scenario
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,7 +136,7 @@ def test_owned_usd_per_hour_follows_the_busy_time():
 
 def test_cli_run_writes_timeseries(tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "simcost.cli", "run", str(ROOT / "configs" / "example.yaml"),
+    proc = subprocess.run([sys.executable, "-m", "simcost.cli.main", "run", str(ROOT / "configs" / "example.yaml"),
                            "--out", str(out), "--set", "duration_s=30", "--set", "warmup_s=0"],
                           capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert proc.returncode == 0, proc.stderr

@@ -9,9 +9,9 @@ import math
 
 import pytest
 
-from simcost.cli import main
-from simcost.trace_inspect import auto_bin_s, format_inspection, inspect_trace, parse_columns, sparkline
-from simcost.traces import BUNDLED, load_trace
+from simcost.cli.main import main
+from simcost.workload.trace_inspect import auto_bin_s, format_inspection, inspect_trace, parse_columns, sparkline
+from simcost.workload.traces import BUNDLED, load_trace
 
 # name: (rows, span rounded as the README gives it (s, or ms for Mooncake), span min, input mean, median,
 # max, output mean, median, max, mean rate req/s or None, prefix reuse % or None, distinct blocks or None)

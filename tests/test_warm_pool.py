@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 
 from scenarios import scenario
-from simcost.config import STOPPED_NODE_USD_PER_HOUR, ColdStartConfig
+from simcost.scenario.config import STOPPED_NODE_USD_PER_HOUR, ColdStartConfig
 from simcost.errors import InputError
-from simcost.lifecycle import RUNNING, STOPPED, WarmArrays, cold_start, warm_start
-from simcost.pricing import fleet_bill_usd, pools_bill_usd, warm_node_hour_usd
-from simcost.sim import Simulation
+from simcost.perf.startup import RUNNING, STOPPED, cold_start, warm_start
+from simcost.cost.roster import WarmArrays
+from simcost.cost.pricing import fleet_bill_usd, pools_bill_usd, warm_node_hour_usd
+from simcost.simulation.simulation import Simulation
 from test_fleet_dynamics import COLD, CONSTANT, assert_bill_adds_up, assert_nothing_lost, billed_by_hand_usd, \
     requests_at
 from test_pools import cloud_pool, edge_pool, pooled
@@ -234,7 +235,7 @@ def test_the_default_stopped_rate_is_100_gb_of_gp3():
 
 
 def test_focus_rows_and_the_dollar_per_hour_series_include_the_warm_nodes():
-    from simcost.focus import focus_rows
+    from simcost.results.focus import focus_rows
 
     for state in ("stopped", "running"):
         res = _hpa_run_for_exports(state)

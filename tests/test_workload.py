@@ -11,9 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from simcost.config import LengthSpec, scenario_from_dict
+from simcost.scenario.config import LengthSpec, scenario_from_dict
 from simcost.rng import streams
-from simcost.workload import Requests, generate, poisson_arrivals, sample_lengths, workload_summary
+from simcost.workload.requests import Requests, generate, sample_lengths, workload_summary
+from simcost.workload.arrivals import poisson_arrivals
 
 P_MIN = 0.001  # fixed seeds, so a pass is deterministic; the threshold only documents the margin
 
@@ -244,7 +245,7 @@ def log_corr(a, b) -> float:
 
 
 def test_empirical_pairs_keep_the_trace_correlation():
-    from simcost.traces import load_trace
+    from simcost.workload.traces import load_trace
     trace = load_trace("azure_conv")
     target = log_corr(trace.input_tokens, trace.output_tokens)
     req = run(scenario(seed=8, duration_s=4000.0, rate_per_s=10.0, input_tokens=EMPIRICAL, output_tokens=EMPIRICAL))

@@ -1,0 +1,1 @@
+"""Many runs: sweeps, frontiers, sizing, levers, forecasts, commitments, reports."""

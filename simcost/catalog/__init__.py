@@ -1,0 +1,1 @@
+"""Device, model and price catalogs (YAML data with sources and dates)."""

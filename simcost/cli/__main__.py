@@ -1,0 +1,5 @@
+"""`python -m simcost.cli.main`: the same as the `simcost` command."""
+
+from simcost.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,387 @@
+"""The `simcost` command: run a scenario, sweep one key, check a scenario file, or inspect a trace.
+
+Bad input of any kind ends with one line on stderr (`simcost: error: <where>: <problem>`) and
+exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from simcost.errors import InputError, closest
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except InputError as exc:
+        print(f"simcost: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="simcost", description="Simulate LLM serving latency and cost.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp):
+        sp.add_argument("scenario", help="scenario YAML file")
+        sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a scenario key, e.g. engine.max_num_seqs=128 (repeatable)")
+        sp.add_argument("--seed", type=int, default=None, help="override the scenario's seed")
+
+    run_p = sub.add_parser("run", help="run one scenario and write its results")
+    common(run_p)
+    run_p.add_argument("--out", type=Path, default=None, help="results folder (default results/<scenario name>)")
+    run_p.add_argument("--records", choices=("csv", "parquet"), default="csv", help="per-request records format")
+    run_p.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    run_p.set_defaults(func=_cmd_run)
+
+    sweep_p = sub.add_parser("sweep", help="run a scenario over a grid, random or Latin-hypercube set of key values")
+    common(sweep_p)
+    sweep_p.add_argument("--param", action="append", default=[], metavar="KEY",
+                         help="a key to vary, e.g. fleet.replicas (repeatable: the grid over every --param)")
+    sweep_p.add_argument("--values", action="append", default=[], metavar="A,B,C",
+                         help="comma-separated values of the --param before it, e.g. 1,2,4,8")
+    sweep_p.add_argument("--space", type=Path, default=None,
+                         help="space YAML: design grid|random|lhs, points, seed, keys (values or low/high ranges)")
+    sweep_p.add_argument("--seeds", type=int, default=1, help="runs per point, seeds = seed + 0..K-1; mean and 95%% CI")
+    sweep_p.add_argument("--out", type=Path, default=None, help="results folder (default results/sweep-<keys>)")
+    sweep_p.add_argument("--cache", type=Path, default=None, help="result cache folder (default OUT/cache)")
+    sweep_p.add_argument("--backend", choices=("local", "ray"), default="local",
+                         help="local processes (default) or Ray (pip install 'simcost[ray]')")
+    sweep_p.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray instance)")
+    sweep_p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel runs (processes or Ray CPUs)")
+    sweep_p.add_argument("--no-run-folders", action="store_true", help="write the table only, not a results folder per run")
+    sweep_p.set_defaults(func=_cmd_sweep)
+
+    fc_p = sub.add_parser("forecast", help="project monthly spend and SLO under a load growth path")
+    common(fc_p)
+    fc_p.add_argument("--months", type=int, default=12, help="months to project (default 12)")
+    fc_p.add_argument("--growth", type=float, default=1.0, help="load multiplier per month, compounding (e.g. 1.08)")
+    fc_p.add_argument("--step", action="append", default=[], metavar="MONTH:FACTOR",
+                      help="load x FACTOR from MONTH on, e.g. 4:2 for a launch (repeatable)")
+    fc_p.add_argument("--seeds", type=int, default=3, help="seeds per month for the uncertainty band (default 3)")
+    fc_p.add_argument("--budget-usd-per-month", type=float, default=None, help="flag the first month above this")
+    fc_p.add_argument("--hours-per-month", type=float, default=730.0, help="hours billed per month (default 730)")
+    fc_p.add_argument("--resize", action="store_true", help="each month, the smallest fleet.replicas meeting the SLO")
+    fc_p.add_argument("--max-replicas", type=int, default=None, help="--resize limit (default 4x the scenario's)")
+    fc_p.add_argument("--out", type=Path, default=None, help="results folder (default results/forecast-<scenario name>)")
+    fc_p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel processes")
+    fc_p.set_defaults(func=_cmd_forecast)
+
+    check_p = sub.add_parser("check", help="validate a scenario (names, sizes, memory fit) without running it")
+    common(check_p)
+    check_p.set_defaults(func=_cmd_check)
+
+    cal_p = sub.add_parser("calibrate", help="fit a device-model pair's roofline factors to measured step times")
+    cal_p.add_argument("measurements", type=Path, help="CSV of step times (Splitwise or generic layout)")
+    cal_p.add_argument("--device", required=True, help="device catalog key, e.g. a100-80gb")
+    cal_p.add_argument("--model", required=True, help="model catalog key, e.g. llama-2-70b")
+    cal_p.add_argument("--tensor-parallel", type=int, action="append", default=[], metavar="N",
+                       help="fit only rows with this tensor parallelism (repeatable; default all)")
+    cal_p.add_argument("--weight-format", default=None, help="weight format measured (default the model's)")
+    cal_p.add_argument("--loss", choices=("soft_l1", "linear", "huber", "cauchy"), default="soft_l1",
+                       help="least-squares loss on relative residuals (default soft_l1, robust)")
+    cal_p.add_argument("--hardware", default=None, metavar="NAME",
+                       help="the device as the file's hardware column names it (default: the catalog key or an alias)")
+    cal_p.add_argument("--model-name", default=None, metavar="NAME",
+                       help="the model as the file's model column names it (default: the catalog key or an alias)")
+    cal_p.add_argument("--fix", action="append", default=[], metavar="FACTOR",
+                       help="hold a factor at the catalog's value (repeatable): mfu, mbu, step_overhead_s, "
+                            "allreduce_latency_s, prefill_overhead_s, attention_efficiency, ...")
+    cal_p.add_argument("--out", type=Path, default=None, help="profile YAML to write (scenario key perf.profile)")
+    cal_p.set_defaults(func=_cmd_calibrate)
+
+    cat_p = sub.add_parser("catalog", help="list the device, model or price catalog")
+    cat_p.add_argument("table", nargs="?", choices=("devices", "models", "prices"), default="devices",
+                       help="which catalog (default devices)")
+    cat_p.set_defaults(func=_cmd_catalog)
+
+    trace_p = sub.add_parser("trace", help="look at a request trace before simulating it")
+    trace_sub = trace_p.add_subparsers(dest="trace_command", required=True)
+    insp_p = trace_sub.add_parser("inspect", help="rate over time, burstiness, token lengths, sessions, prefix reuse")
+    insp_p.add_argument("file", help="bundled trace name (e.g. azure_conv) or a trace file")
+    insp_p.add_argument("--columns", default=None, metavar="KEY=COLUMN,...",
+                        help="generic CSV/JSONL column mapping, e.g. arrival=t,arrival_unit=ms,input_tokens=prompt,"
+                             "output_tokens=completion[,session=conv,tenant=team]")
+    insp_p.add_argument("--bin-s", type=float, default=None, help="rate bin width in seconds (default: chosen from the span)")
+    insp_p.add_argument("--plot", type=Path, default=None, help="PNG to write (rate, gaps, token lengths)")
+    insp_p.add_argument("--json", type=Path, default=None, help="JSON file to write with every number")
+    insp_p.set_defaults(func=_cmd_trace_inspect)
+
+    size_p = sub.add_parser("size", help="the cheapest fleet meeting the SLO: devices x replicas x knobs x pricing")
+    common(size_p)
+    size_p.add_argument("--devices", required=True, help="comma-separated device keys, e.g. h100-sxm,a100-80gb,l40s")
+    size_p.add_argument("--tensor-parallel", default=None, help="comma-separated degrees, e.g. 1,2 (default the scenario's)")
+    size_p.add_argument("--policies", default=None, help="comma-separated engine.policy values, e.g. chunked,prefill_first")
+    size_p.add_argument("--pricing", action="append", default=[], metavar="YAML",
+                        help="a fleet.pricing option, e.g. '{model: spot, spot_usd_per_device_hour: 2.5}' (repeatable; "
+                             "default the scenario's)")
+    size_p.add_argument("--max-replicas", type=int, default=16, help="largest fleet.replicas tried (default 16)")
+    size_p.add_argument("--pool", default=None, metavar="NAME",
+                        help="fleet.pools: the pool to size (its device and replicas); the others stay as written")
+    size_p.add_argument("--seeds", type=int, default=1, help="each point must meet the SLO on K seeds (default 1)")
+    size_p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel processes")
+    size_p.set_defaults(func=_cmd_size)
+
+    cm_p = sub.add_parser("commitments", help="choose the reserved or savings-plan commitment for a run's demand")
+    common(cm_p)
+    cm_p.add_argument("--reserved-usd-per-device-hour", type=float, default=None,
+                      help="effective reserved price per device-hour (default: the scenario's reserved pricing, "
+                           "else 35%% off on-demand, an assumption)")
+    cm_p.add_argument("--discount", type=float, default=None,
+                      help="savings-plan discount, 0-1 (default: the scenario's, else 0.30, an assumption)")
+    cm_p.add_argument("--basis", choices=("provisioned", "busy"), default="provisioned",
+                      help="demand: the whole static fleet (default) or devices running steps (autoscaled lower bound)")
+    cm_p.add_argument("--period-s", type=float, default=3600.0,
+                      help="simulated seconds per billing hour, for time-compressed scenarios (default 3600)")
+    cm_p.add_argument("--no-week", action="store_true", help="plan over the simulated hours only (default: tile to a week)")
+    cm_p.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    cm_p.set_defaults(func=_cmd_commitments)
+
+    lev_p = sub.add_parser("levers", help="apply each optimisation lever alone; rank by ROI")
+    common(lev_p)
+    lev_p.add_argument("--levers", type=Path, default=None, metavar="YAML",
+                       help="per-lever effort_weeks, quality_risk and knobs, and usd_per_engineer_week")
+    lev_p.add_argument("--only", default=None, help="comma-separated levers, e.g. int8,spot (default all enabled)")
+    lev_p.add_argument("--smaller-model", default=None, metavar="KEY", help="the smaller model's catalog key")
+    lev_p.add_argument("--fixed-fleet", action="store_true",
+                       help="keep the scenario's replicas (default: each row at its smallest fleet meeting the SLO)")
+    lev_p.add_argument("--max-replicas", type=int, default=16, help="largest fleet.replicas tried (default 16)")
+    lev_p.add_argument("--seeds", type=int, default=1, help="seeds per point (default 1)")
+    lev_p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel processes")
+    lev_p.add_argument("--out", type=Path, default=None, help="results folder (default results/levers-<scenario name>)")
+    lev_p.set_defaults(func=_cmd_levers)
+
+    rep_p = sub.add_parser("report", help="one self-contained HTML page of a run or sweep results folder")
+    rep_p.add_argument("results_dir", type=Path, help="a folder written by simcost run or simcost sweep")
+    rep_p.add_argument("--out", type=Path, default=None, help="HTML file to write (default RESULTS_DIR/report.html)")
+    rep_p.set_defaults(func=_cmd_report)
+    return p
+
+
+def _cmd_run(args) -> int:
+    from simcost.scenario.config import load_scenario
+    from simcost.results.writer import format_summary, write_run
+    from simcost.simulation.simulation import Simulation
+
+    scenario = load_scenario(args.scenario, args.overrides, args.seed)
+    sim = Simulation(scenario)  # plans the deployment: a model that does not fit fails here, writing nothing
+    out = _out_dir(args.out or Path("results") / scenario.name)
+    result = sim.run(progress=not args.no_progress)
+    print(format_summary(result.summary))  # before writing: a full disk must not lose the answer
+    paths = write_run(result, out, args.records)
+    print(f"\nwrote {', '.join(str(p) for p in paths.values())}")
+    return 0
+
+
+def _out_dir(path: Path) -> Path:
+    """The results folder, checked now but not created (a command refused later must leave
+    nothing behind): a folder that cannot be written fails before the work is done, not after."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError("--out", f"{path} is a file, not a folder")
+    ancestor = next(p for p in (path, *path.parents) if p.exists())
+    if not ancestor.is_dir():
+        raise InputError("--out", f"cannot create {path} ({ancestor} is a file)")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise InputError("--out", f"cannot create {path} ({ancestor} is not writable)")
+    return path
+
+
+def _cmd_sweep(args) -> int:
+    from simcost.analysis.sweep import format_table, parse_values, sweep
+    from simcost.analysis.sweep_space import load_space, space_from_flags
+
+    values = []
+    for text in args.values:
+        values.append(parse_values(text))
+        if not values[-1]:
+            raise InputError("--values", f"'{text}' holds no values; expected e.g. 1,2,4,8")
+    if not args.param and args.space is None:
+        raise InputError("sweep", "nothing to vary; give --param KEY --values A,B,C or --space SPACE.yaml")
+    if args.address and args.backend != "ray":
+        raise InputError("--address", "is for --backend ray")
+    flags = space_from_flags(args.param, values) if args.param or args.values else None
+    space = load_space(args.space, flags) if args.space else flags
+    out = _out_dir(args.out or Path("results") / f"sweep-{args.space.stem if args.space else '+'.join(args.param)}")
+    try:
+        result = sweep(args.scenario, space, out, args.overrides, args.seed, args.seeds, args.jobs, args.backend,
+                       args.address, args.cache, not args.no_run_folders, progress=True)
+    except KeyboardInterrupt:
+        print(f"\nsimcost: interrupted; finished runs are cached in {args.cache or out / 'cache'}: "
+              "the same command resumes", file=sys.stderr)
+        return 130
+    print(format_table(result.rows, result.keys))
+    print(f"\n{len(result.rows)} points: {result.executed} runs simulated, {result.cached} from the cache, "
+          f"{result.failed} points failed")
+    print(f"wrote {', '.join(str(p) for p in result.paths.values())}")
+    if result.failed == len(result.rows):
+        print(f"simcost: every point failed; the first: {result.rows[0]['error']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_forecast(args) -> int:
+    from simcost.scenario.config import load_scenario
+    from simcost.analysis.forecast import GrowthPath, forecast, format_report, parse_step, write_outputs
+
+    path = GrowthPath(args.months, args.growth, tuple(parse_step(s) for s in args.step))
+    scenario = load_scenario(args.scenario, args.overrides, args.seed)
+    out = _out_dir(args.out or Path("results") / f"forecast-{scenario.name}")
+    result = forecast(scenario, path, args.seeds, args.hours_per_month, args.budget_usd_per_month, args.jobs,
+                      args.resize, args.max_replicas, progress=True)
+    csv_path, png_path = write_outputs(result, out)
+    print(format_report(result))
+    print(f"\nwrote {csv_path}, {png_path}")
+    return 0
+
+
+def _cmd_check(args) -> int:
+    from simcost.scenario.config import load_scenario
+    from simcost.perf.deployment import fleet_pools, plan_deployment
+
+    scenario = load_scenario(args.scenario, args.overrides, args.seed)
+    if scenario.fleet.pools is not None:  # each pool is planned on its own hardware, model and price
+        pools = fleet_pools(scenario, None)
+        print(f"{args.scenario}: ok; {len(pools)} pools")
+        for pool in pools:
+            print(f"  {pool.name}: {pool.replicas} x " + _deployment_line(pool.deployment))
+        return 0
+    print(f"{args.scenario}: ok; " + _deployment_line(plan_deployment(scenario)))
+    return 0
+
+
+def _deployment_line(dep) -> str:
+    return (f"{dep.model.key} ({dep.weight_format}) on {dep.tensor_parallel} x {dep.device.key}: "
+            f"{dep.weight_bytes / 1e9:.1f} GB of weights, {dep.num_kv_blocks} KV blocks of {dep.block_size} tokens "
+            f"({dep.num_kv_blocks * dep.block_size:,} tokens) per replica, ${dep.price_usd_per_hour:.2f}/hour per replica")
+
+
+def _cmd_calibrate(args) -> int:
+    from simcost.perf.calibrate import Pair, fit_factors, fit_warnings, format_table, write_profile
+    from simcost.perf.measurements import read_points
+
+    from simcost.perf.measurements import EFFICIENCY_FACTORS
+
+    for name in args.fix:
+        if name not in EFFICIENCY_FACTORS:
+            raise InputError("--fix", f"unknown factor '{name}'{closest(name, EFFICIENCY_FACTORS)}; "
+                                      f"expected one of {', '.join(EFFICIENCY_FACTORS)}")
+    pair = Pair.of(args.device, args.model, args.weight_format)
+    points = read_points(args.measurements, pair.device.key, pair.model.key, tuple(args.tensor_parallel),
+                         hardware_name=args.hardware, model_name=args.model_name)
+    fit = fit_factors(pair, points, args.loss, tuple(args.fix))
+    print(format_table(points, fit.predicted_s))
+    print("\nfitted: " + ", ".join(f"{n} = {v:.4g}" for n, v in fit.factors.items() if n not in fit.fixed))
+    for name in fit.fixed:
+        print(f"held: {name} = {fit.factors[name]:.4g} ({fit.reasons[name]})")
+    for line in fit_warnings(fit):
+        print(f"warning: {line}")
+    if args.out:
+        write_profile(args.out, pair, fit, points, args.measurements)
+        print(f"wrote {args.out} (use it with perf.profile: {args.out})")
+    return 0
+
+
+def _cmd_catalog(args) -> int:
+    from simcost.catalog.specs import format_catalog
+
+    print(format_catalog(args.table))
+    return 0
+
+
+def _cmd_trace_inspect(args) -> int:
+    from simcost.workload.trace_inspect import format_inspection, inspect_trace, parse_columns, plot_inspection, write_json
+    from simcost.workload.traces import load_trace
+
+    columns = parse_columns(args.columns) if args.columns else None
+    trace = load_trace(args.file, columns, key="trace inspect")
+    info = inspect_trace(trace, args.bin_s)
+    print(format_inspection(info))
+    written = []
+    if args.plot:
+        written.append(plot_inspection(trace, info, args.plot))
+    if args.json:
+        written.append(write_json(info, args.json))
+    if written:
+        print(f"\nwrote {', '.join(map(str, written))}")
+    return 0
+
+
+def _cmd_size(args) -> int:
+    import yaml
+
+    from simcost.scenario.config import load_scenario
+    from simcost.analysis.sizing import candidate_options, format_sizing, size
+
+    def items(text):
+        return [s.strip() for s in text.split(",") if s.strip()] if text else [None]
+
+    tp = []
+    for item in items(args.tensor_parallel):
+        if item is not None and not item.isdigit():
+            raise InputError("--tensor-parallel", f"'{item}'; expected whole numbers, e.g. 1,2")
+        tp.append(None if item is None else int(item))
+    pricing = []
+    for text in args.pricing or [None]:
+        value = yaml.safe_load(text) if text else None
+        value = {"model": value} if isinstance(value, str) else value  # 'on_demand' alone is a model name
+        if value is not None and not isinstance(value, dict):
+            raise InputError("--pricing", f"'{text}'; expected a model name or a mapping such as '{{model: spot, ...}}'")
+        pricing.append(value)
+    scenario = load_scenario(args.scenario, args.overrides, args.seed)
+    options = candidate_options(items(args.devices), tp, items(args.policies), pricing)
+    result = size(scenario, options, args.max_replicas, args.seeds, args.jobs, pool=args.pool)
+    print(format_sizing(result))
+    return 0
+
+
+def _cmd_commitments(args) -> int:
+    from simcost.analysis.commitments import format_plan, plan_from_run
+    from simcost.scenario.config import load_scenario
+    from simcost.simulation.simulation import Simulation
+
+    if args.discount is not None and not 0 <= args.discount < 1:  # before a run, not after it
+        raise InputError("--discount", f"{args.discount}; expected 0 <= discount < 1")
+    if args.reserved_usd_per_device_hour is not None and not args.reserved_usd_per_device_hour >= 0:
+        raise InputError("--reserved-usd-per-device-hour", f"{args.reserved_usd_per_device_hour}; expected >= 0")
+    if not args.period_s > 0:
+        raise InputError("--period-s", f"{args.period_s}; expected > 0")
+    scenario = load_scenario(args.scenario, args.overrides, args.seed)
+    result = Simulation(scenario).run(progress=not args.no_progress)
+    plan = plan_from_run(result, args.reserved_usd_per_device_hour, args.discount, args.basis, args.period_s,
+                         week=not args.no_week)
+    print(format_plan(plan))
+    return 0
+
+
+
+def _cmd_levers(args) -> int:
+    from simcost.scenario.config import load_scenario
+    from simcost.analysis.levers import format_study, load_levers, study, write_outputs
+
+    overrides = {"smaller_model": {"model": args.smaller_model}} if args.smaller_model else None
+    cfg = load_levers(args.levers, overrides)
+    only = tuple(s.strip() for s in args.only.split(",") if s.strip()) if args.only else None
+    scenario = load_scenario(args.scenario, args.overrides, args.seed)
+    out = _out_dir(args.out or Path("results") / f"levers-{scenario.name}")
+    result = study(scenario, cfg, only, not args.fixed_fleet, args.max_replicas, args.seeds, args.jobs)
+    paths = write_outputs(result, out)
+    print(format_study(result))
+    print(f"\nwrote {', '.join(map(str, paths))}")
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from simcost.analysis.report import write_report
+
+    print(f"wrote {write_report(args.results_dir, args.out)}")
+    return 0
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Many replicas: the fleet of pools, routers, autoscalers and the fleet's control loop."""

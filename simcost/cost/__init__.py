@@ -1,0 +1,1 @@
+"""What things cost: pricing models, energy, the replica roster and the per-step ledger kernels."""

@@ -1,0 +1,387 @@
+"""The cost ledger: every engine step, priced, and its cost handed to the requests in it.
+
+The engine appends one *record* per batch it runs: a prefill step, or a span of decode steps
+over the same requests. A record lists its steps (end times) and its members with the tokens
+each processed. After the run, numba kernels charge every step (device $/hour x step time x
+devices, under the fleet's pricing model: `simcost.cost.pricing`), sum steps into records, and split
+each record's cost over its members by the scenario's `cost` policy (`CostConfig`): in proportion
+to tokens x a weight for prompt or output tokens, or equally. Time a replica spends with no step
+is idle cost; minimum charges and unused commitments are their own unallocated categories. So
+    sum(request cost) + idle + minimum + unused commitment = the bill from the pricing formulas,
+which the tests check (no dollar lost or invented). Under chargeback the unallocated dollars are
+then spread over requests too (`spread_unallocated`). Energy is kept per replica-hour alongside.
+Warm nodes (fleet.warm_pool) are no replicas and run no step: what they cost is its own
+unallocated category, `warm_pool` (simcost.pricing.warm_pool_usd).
+Egress (fleet.pools) is priced per request outside the step log and added to its allocated cost
+and to the bill, so the identity above holds with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+from simcost.scenario.config import CostConfig, FleetConfig
+from simcost.cost.energy import Energy, hour_covered_s, hour_piece, replica_hour_energy, split_steps_by_hour
+from simcost.cost.roster import Roster, RosterArrays
+from simcost.perf.startup import StartPhases
+from simcost.perf.deployment import Deployment, Pool
+from simcost.cost.pricing import Tariff, alive_matrix_s, fleet_bill_usd, fleet_tariff, pools_bill_usd, pools_tariff, warm_pool_usd
+
+
+class StepLog:
+    """Append-only log the engine writes during a run; `arrays()` turns it into columns."""
+
+    def __init__(self):
+        self._replica: list[int] = []
+        self._start_s: list[float] = []
+        self._step_end_s: list[np.ndarray] = []
+        self._step_tokens: list[np.ndarray] = []
+        self._members: list[np.ndarray] = []
+        self._member_tokens: list[np.ndarray] = []
+        self._member_prefill: list[np.ndarray] = []
+        self._prefill: list[bool] = []
+
+    def add(self, replica: int, start_s: float, step_end_s: np.ndarray, step_tokens: np.ndarray,
+            members: np.ndarray, member_tokens: np.ndarray, prefill: bool,
+            member_prefill: np.ndarray | None = None) -> None:
+        """One record: a prefill step (prefill=True) or a span of decode steps. `member_prefill`
+        says which members' tokens are prompt tokens (default: all of a prefill record, none of
+        a decode span; a chunked step mixes both)."""
+        self._member_prefill.append(member_prefill)  # None: all as the record (filled in arrays())
+        self._prefill.append(prefill)
+        self._replica.append(replica)
+        self._start_s.append(start_s)
+        self._step_end_s.append(step_end_s)
+        self._step_tokens.append(step_tokens)
+        self._members.append(members)
+        self._member_tokens.append(member_tokens)
+
+    def __len__(self) -> int:
+        return len(self._replica)
+
+    def _member_prefill_array(self, num_members: np.ndarray) -> np.ndarray:
+        out = np.repeat(np.asarray(self._prefill, dtype=bool), num_members)
+        offsets = np.concatenate(([0], np.cumsum(num_members)))
+        for r, flags in enumerate(self._member_prefill):
+            if flags is not None:  # a chunked step: prompt and decode tokens side by side
+                out[offsets[r]:offsets[r + 1]] = flags
+        return out
+
+    def arrays(self) -> "StepArrays":
+        num_steps = np.array([len(e) for e in self._step_end_s], dtype=np.int64)
+        num_members = np.array([len(m) for m in self._members], dtype=np.int64)
+        record_step_offset = np.zeros(len(num_steps) + 1, dtype=np.int64)
+        np.cumsum(num_steps, out=record_step_offset[1:])
+        record_member_offset = np.zeros(len(num_members) + 1, dtype=np.int64)
+        np.cumsum(num_members, out=record_member_offset[1:])
+        cat = lambda parts, dtype: np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype)
+        step_end_s = cat(self._step_end_s, np.float64)
+        step_start_s = np.empty_like(step_end_s)
+        if len(step_end_s):
+            step_start_s[1:] = step_end_s[:-1]
+            step_start_s[record_step_offset[:-1]] = np.asarray(self._start_s)  # first step of each record
+        return StepArrays(
+            step_replica=np.repeat(np.asarray(self._replica, dtype=np.int64), num_steps),
+            step_start_s=step_start_s,
+            step_end_s=step_end_s,
+            step_tokens=cat(self._step_tokens, np.int64),
+            record_step_offset=record_step_offset,
+            record_member_offset=record_member_offset,
+            record_prefill=np.asarray(self._prefill, dtype=bool),
+            member_request=cat(self._members, np.int64),
+            member_tokens=cat(self._member_tokens, np.int64),
+            member_prefill=self._member_prefill_array(num_members),
+        )
+
+
+@dataclass(frozen=True)
+class StepArrays:
+    step_replica: np.ndarray
+    step_start_s: np.ndarray
+    step_end_s: np.ndarray
+    step_tokens: np.ndarray
+    record_step_offset: np.ndarray  # steps of record r: [offset[r], offset[r+1])
+    record_member_offset: np.ndarray  # members of record r: [offset[r], offset[r+1])
+    record_prefill: np.ndarray  # True: a prefill step; False: a span of decode steps
+    member_request: np.ndarray
+    member_tokens: np.ndarray
+    member_prefill: np.ndarray  # True: the member's tokens in that record were prompt tokens
+
+    @property
+    def step_duration_s(self) -> np.ndarray:
+        return self.step_end_s - self.step_start_s
+
+
+@dataclass(frozen=True)
+class Bill:
+    step_usd: np.ndarray  # cost of every step
+    request_usd: np.ndarray  # cost allocated to every request
+    replica_busy_s: np.ndarray
+    replica_idle_s: np.ndarray
+    busy_usd: float  # allocated: the sum of step_usd (and of request_usd)
+    idle_usd: float  # unallocated: time replicas ran with no step
+    total_usd: float  # from the pricing formulas (`simcost.pricing.bill_usd`)
+    minimum_usd: float = 0.0  # unallocated: per-start minimum-charge top-ups
+    unused_commitment_usd: float = 0.0  # unallocated: savings-plan commitment nobody used
+    replica_hour_usd: np.ndarray | None = None  # (replicas, hours) running charge, unallocated extras excluded
+    hour_unused_commitment_usd: np.ndarray | None = None  # (hours,)
+    tariff: Tariff | None = None
+    energy: Energy | None = None
+    # chargeback: each request's share of the unallocated dollars, and their sum (0 under showback)
+    unallocated_share_usd: np.ndarray | None = None
+    spread_usd: float = 0.0
+    # unallocated: replicas provisioning and loading before they serve (cold start, simcost.lifecycle)
+    provisioning_usd: float = 0.0
+    loading_usd: float = 0.0
+    # unallocated: replicas draining (no new work) with nothing left to run, before they are gone
+    draining_usd: float = 0.0
+    roster: RosterArrays | None = None  # every replica's timeline, cut at the horizon
+    replica_hour_alive_s: np.ndarray | None = None  # (replicas, hours): seconds each was billed
+    # allocated: bytes leaving a site (responses to clients), charged to the request that sent
+    # them; included in request_usd and total_usd (fleet.pools; 0 otherwise)
+    egress_usd: float = 0.0
+    request_egress_usd: np.ndarray | None = None
+    # unallocated: warm nodes (fleet.warm_pool), provisioning and in the pool; warm_standby_usd is
+    # the in-pool part of warm_pool_usd
+    warm_pool_usd: float = 0.0
+    warm_standby_usd: float = 0.0
+
+    @property
+    def unallocated_usd(self) -> float:
+        return (self.idle_usd + self.minimum_usd + self.unused_commitment_usd + self.provisioning_usd + self.loading_usd
+                + self.draining_usd + self.warm_pool_usd)
+
+    @property
+    def charged_usd(self) -> np.ndarray:
+        """What each request pays: its allocated cost plus its share of the unallocated (chargeback)."""
+        return self.request_usd if self.unallocated_share_usd is None else self.request_usd + self.unallocated_share_usd
+
+    @property
+    def unallocated_left_usd(self) -> float:
+        """Unallocated dollars still on their own line: all under showback, none under chargeback
+        (unless no request could take them)."""
+        return self.unallocated_usd - self.spread_usd
+
+
+def settle(steps: StepArrays, num_requests: int, fleet: FleetConfig, dep: Deployment | list[Pool], horizon_s: float,
+           cost: CostConfig = CostConfig(), completed: np.ndarray | None = None,
+           phases: list[StartPhases] | None = None, roster: Roster | None = None,
+           spot_usd_per_device_hour: float | None = None, request_egress_usd: np.ndarray | None = None) -> Bill:
+    """Price every step, allocate to requests by the `cost` policy, and charge the gaps as idle.
+    `completed` (default: every request) marks who may take unallocated dollars under
+    chargeback when no request was allocated anything. `roster` (simcost.lifecycle) says when
+    each replica was requested, ready, draining and gone; default: the pools' replicas, static,
+    with `phases` as their cold starts. Pools of fleet.pools (Pool.scenario set) are each priced by
+    their own pricing section and site; `request_egress_usd` (fleet.pools) is each request's
+    egress, added to its allocated cost and to the bill.
+
+    Steps run at utilisation 1 (see `simcost.cost.energy`): the log has no finer measure."""
+    pools = dep if isinstance(dep, list) else [Pool("serve", dep, fleet.num_replicas)]
+    ra = (roster or Roster.static(pools, phases)).arrays(horizon_s)
+    n = len(ra.pool)
+    own = pools[0].scenario is not None  # fleet.pools: each pool priced its own way
+    price = (pools_tariff(pools, horizon_s, ra) if own
+             else fleet_tariff(fleet.pricing, fleet.site, pools, horizon_s, ra, spot_usd_per_device_hour))
+    step_util = np.ones(len(steps.step_start_s))
+    if price.replica_util_usd_per_s is None:
+        step_usd = charge_steps_hourly(steps.step_start_s, steps.step_end_s, steps.step_replica, step_util,
+                                       price.time_usd_per_s, price.util_usd_per_s)
+    else:  # per-replica utilisation rates: fold each into its steps' utilisation
+        step_usd = charge_steps_hourly(steps.step_start_s, steps.step_end_s, steps.step_replica,
+                                       step_util * price.replica_util_usd_per_s[steps.step_replica],
+                                       price.time_usd_per_s, 1.0)
+    if (np.diff(steps.record_member_offset) == 0).any():
+        raise RuntimeError("ledger: a record has no members, so its cost has no one to go to (engine bug)")
+    request_usd = allocate_records(step_usd, steps.record_step_offset, steps.record_member_offset,
+                                   steps.member_request, member_weights(steps, cost), num_requests)
+    egress_usd = 0.0
+    if request_egress_usd is not None:
+        request_usd = request_usd + request_egress_usd
+        egress_usd = float(request_egress_usd.sum())
+    busy_s, idle_s, overlaps = busy_idle_seconds(steps.step_start_s, steps.step_end_s, steps.step_replica, n, horizon_s)
+    if overlaps:
+        raise RuntimeError(f"ledger: {overlaps} steps overlap on one replica (engine bug)")
+    idle_s = np.maximum(0.0, ra.alive_s - busy_s)
+    covered_s = hour_covered_s(horizon_s)
+    alive_s = alive_matrix_s(ra, len(covered_s))
+    hour_busy_s, hour_busy_u_s = split_steps_by_hour(steps.step_start_s, steps.step_end_s, steps.step_replica,
+                                                     step_util, n, len(covered_s))
+    deps = [pools[k].deployment for k in ra.pool]
+    sites = [pools[k].scenario.fleet.site for k in ra.pool] if own else None
+    energy = replica_hour_energy(hour_busy_u_s, alive_s, [d.idle_w for d in deps], [d.peak_w for d in deps],
+                                 [s.pue for s in sites] if own else fleet.site.pue,
+                                 [s.grid_gco2_per_kwh for s in sites] if own else fleet.site.grid_gco2_per_kwh)
+    hour_idle_s = np.maximum(0.0, alive_s - hour_busy_s)
+    idle_usd = float((hour_idle_s * price.time_usd_per_s).sum())
+    provisioning_usd, loading_usd, draining_usd = lifecycle_costs_usd(ra, price, steps)
+    idle_usd -= provisioning_usd + loading_usd + draining_usd  # no step runs before a replica is ready
+    minimum_usd, unused_usd = float(price.minimum_usd.sum()), float(price.unused_commitment_usd.sum())
+    warm_provisioning_usd, warm_standby_usd = warm_pool_usd(ra.warm)
+    share_usd, spread_usd = np.zeros(num_requests), 0.0
+    if cost.unallocated == "chargeback":
+        eligible = np.ones(num_requests, dtype=bool) if completed is None else completed
+        share_usd, spread_usd = spread_unallocated(request_usd, idle_usd + minimum_usd + unused_usd + provisioning_usd
+                                                   + loading_usd + draining_usd + warm_provisioning_usd
+                                                   + warm_standby_usd, eligible)
+    return Bill(step_usd=step_usd, request_usd=request_usd, replica_busy_s=busy_s, replica_idle_s=idle_s,
+                busy_usd=float(step_usd.sum()), idle_usd=idle_usd,
+                total_usd=egress_usd + (pools_bill_usd(pools, horizon_s, energy, ra) if own else
+                                        fleet_bill_usd(fleet.pricing, pools, horizon_s, energy, ra, spot_usd_per_device_hour)),
+                minimum_usd=minimum_usd, unused_commitment_usd=unused_usd,
+                replica_hour_usd=price.time_usd_per_s * np.maximum(alive_s, hour_busy_s)
+                + price.util_rates(n)[:, None] * hour_busy_u_s,
+                hour_unused_commitment_usd=price.unused_commitment_usd, tariff=price, energy=energy,
+                unallocated_share_usd=share_usd, spread_usd=spread_usd, provisioning_usd=provisioning_usd,
+                loading_usd=loading_usd, draining_usd=draining_usd, roster=ra, replica_hour_alive_s=alive_s,
+                egress_usd=egress_usd, request_egress_usd=request_egress_usd,
+                warm_pool_usd=warm_provisioning_usd + warm_standby_usd, warm_standby_usd=warm_standby_usd)
+
+
+def lifecycle_costs_usd(ra: RosterArrays, price: Tariff, steps: StepArrays) -> tuple[float, float, float]:
+    """What the replicas' provisioning [requested, provisioned), loading [provisioned, ready) and
+    draining [drain, gone) cost at their hourly time rates (no step runs in the first two).
+    Draining counts only its idle part: the steps a draining replica still runs are busy."""
+    replica = np.arange(len(ra.pool), dtype=np.int64)
+
+    def cost(start_s: np.ndarray, end_s: np.ndarray, which: np.ndarray) -> float:
+        if not (end_s > start_s).any():
+            return 0.0
+        return float(charge_steps_hourly(start_s, np.maximum(start_s, end_s), which, np.zeros(len(which)),
+                                         price.time_usd_per_s, 0.0).sum())
+
+    draining = steps.step_start_s >= ra.drain_s[steps.step_replica]
+    draining_usd = cost(ra.drain_s, ra.gone_s, replica) - cost(steps.step_start_s[draining], steps.step_end_s[draining],
+                                                               steps.step_replica[draining])
+    return (cost(ra.requested_s, ra.provisioned_s, replica), cost(ra.provisioned_s, ra.ready_s, replica),
+            max(0.0, draining_usd))
+
+
+def member_weights(steps: StepArrays, cost: CostConfig) -> np.ndarray:
+    """Each member's claim on its record's cost: its tokens x the weight of their kind (prompt or
+    output), or 1 each under equal allocation."""
+    if cost.allocation == "equal":
+        return np.ones(len(steps.member_tokens))
+    kind_weight = np.where(steps.member_prefill, cost.prefill_weight, cost.decode_weight)
+    return steps.member_tokens * kind_weight.astype(np.float64)
+
+
+def spread_unallocated(request_usd: np.ndarray, unallocated_usd: float, eligible: np.ndarray) -> tuple[np.ndarray, float]:
+    """Chargeback: (each request's share of the unallocated dollars, the dollars spread). Shares
+    follow each request's allocated cost, so a tenant's share is its share of the allocated bill;
+    if nothing was allocated, the eligible (completed) requests share equally; if there are none,
+    nothing is spread and the dollars stay unallocated."""
+    allocated_usd = float(request_usd.sum())
+    if allocated_usd > 0:
+        return unallocated_usd * request_usd / allocated_usd, unallocated_usd
+    num_eligible = int(eligible.sum())
+    if num_eligible == 0:
+        return np.zeros(len(request_usd)), 0.0
+    return np.where(eligible, unallocated_usd / num_eligible, 0.0), unallocated_usd
+
+
+# --- kernels (each with a plain-Python twin) ----------------------------------------------
+
+@njit(cache=True)
+def charge_steps_hourly(step_start_s, step_end_s, step_replica, step_util, time_usd_per_s, util_usd_per_s):
+    """Step cost under an hourly tariff: each piece of a step in clock hour h costs its seconds x
+    (rate of its replica in h + u x util rate). The last hour takes any overrun."""
+    n_hours = time_usd_per_s.shape[1]
+    out = np.zeros(step_start_s.shape[0])
+    for j in range(out.shape[0]):
+        r = step_replica[j]
+        t = step_start_s[j]
+        while t < step_end_s[j]:
+            h, cut = hour_piece(t, step_end_s[j], n_hours)
+            out[j] += (cut - t) * (time_usd_per_s[r, h] + step_util[j] * util_usd_per_s)
+            t = cut
+    return out
+
+
+def charge_steps_hourly_py(step_start_s, step_end_s, step_replica, step_util, time_usd_per_s, util_usd_per_s):
+    n_hours = time_usd_per_s.shape[1]
+    out = []
+    for s, e, r, u in zip(step_start_s, step_end_s, step_replica, step_util):
+        usd = 0.0
+        for h in range(n_hours):
+            hi = (h + 1) * 3600.0 if h < n_hours - 1 else float("inf")
+            usd += max(0.0, min(e, hi) - max(s, h * 3600.0)) * (time_usd_per_s[r, h] + u * util_usd_per_s)
+        out.append(usd)
+    return np.array(out)
+
+
+@njit(cache=True)
+def allocate_records(step_usd, record_step_offset, record_member_offset, member_request, member_weight, num_requests):
+    """Each record's cost (sum of its steps) split over its members in proportion to their
+    weights (`member_weights`); equally when the weights sum to 0 (e.g. decode_weight 0 on a
+    decode span), so no dollar is lost."""
+    request_usd = np.zeros(num_requests)
+    for r in range(record_step_offset.shape[0] - 1):
+        cost = 0.0
+        for j in range(record_step_offset[r], record_step_offset[r + 1]):
+            cost += step_usd[j]
+        lo, hi = record_member_offset[r], record_member_offset[r + 1]
+        total = 0.0
+        for m in range(lo, hi):
+            total += member_weight[m]
+        for m in range(lo, hi):
+            if total > 0:
+                request_usd[member_request[m]] += cost * member_weight[m] / total
+            else:
+                request_usd[member_request[m]] += cost / (hi - lo)
+    return request_usd
+
+
+def allocate_records_py(step_usd, record_step_offset, record_member_offset, member_request, member_weight, num_requests):
+    request_usd = [0.0] * num_requests
+    for r in range(len(record_step_offset) - 1):
+        cost = sum(step_usd[record_step_offset[r]:record_step_offset[r + 1]])
+        members = range(record_member_offset[r], record_member_offset[r + 1])
+        weights = [member_weight[m] for m in members]
+        if sum(weights) == 0:
+            weights = [1.0] * len(weights)
+        for m, w in zip(members, weights):
+            request_usd[member_request[m]] += cost * w / sum(weights)
+    return np.array(request_usd)
+
+
+@njit(cache=True)
+def busy_idle_seconds(step_start_s, step_end_s, step_replica, num_replicas, horizon_s):
+    """Busy and idle seconds per replica over [0, horizon_s], from the gaps between its steps.
+
+    Steps of one replica appear in time order in the log; a step starting before the previous
+    one ended is counted as an overlap (an engine bug the caller reports)."""
+    busy = np.zeros(num_replicas)
+    idle = np.zeros(num_replicas)
+    last_end = np.zeros(num_replicas)
+    overlaps = 0
+    for j in range(step_start_s.shape[0]):
+        r = step_replica[j]
+        gap = step_start_s[j] - last_end[r]
+        if gap < -1e-9:
+            overlaps += 1
+        elif gap > 0:
+            idle[r] += gap
+        busy[r] += step_end_s[j] - step_start_s[j]
+        last_end[r] = step_end_s[j]
+    for r in range(num_replicas):
+        idle[r] += max(0.0, horizon_s - last_end[r])
+    return busy, idle, overlaps
+
+
+def busy_idle_seconds_py(step_start_s, step_end_s, step_replica, num_replicas, horizon_s):
+    busy, idle, overlaps = [0.0] * num_replicas, [0.0] * num_replicas, 0
+    for r in range(num_replicas):
+        t = 0.0
+        for s, e, rr in zip(step_start_s, step_end_s, step_replica):
+            if rr != r:
+                continue
+            if s < t - 1e-9:
+                overlaps += 1
+            idle[r] += max(0.0, s - t)
+            busy[r] += e - s
+            t = e
+        idle[r] += max(0.0, horizon_s - t)
+    return np.array(busy), np.array(idle), overlaps

@@ -1,0 +1,292 @@
+"""Pricing models: what a fleet's replica-hours cost (DESIGN.md section 4).
+
+Each model becomes a *tariff*: a time rate in $/s per (replica, hour), a $/s at full utilisation
+on top (only owned hardware, whose power bill follows utilisation), and charges no step can
+carry (minimum charges, unused savings-plan commitment), which stay unallocated. The ledger
+prices steps and idle gaps with the rates; `bill_usd` computes the same bill straight from the
+pricing formulas so the tests can check that allocation neither loses nor invents a dollar.
+
+Each replica is billed from its request to when it is gone (the roster, simcost.lifecycle; a
+static fleet: from t = 0 to the horizon). Reserved and owned capacity is a static fleet (config
+refuses the rest). A run is a window of a longer commitment, so hour-based charges (reserved
+hours, savings-plan commitments, amortised capital) are prorated on a partial last hour rather
+than charged whole.
+
+Warm nodes (fleet.warm_pool) are on-demand capacity outside any commitment, billed per second
+without a minimum (`warm_pool_usd`): provisioning at the on-demand rate, their time in the pool at
+their state's rate. Every pricing model's bill adds them.
+
+A fleet of pools (fleet.pools) prices each pool by its own section (`pools_tariff`,
+`pools_bill_usd`): the bill is the sum of the pools' bills, each from its own formulas.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from simcost.scenario.config import DEFAULT_EGRESS_USD_PER_GB, FleetConfig, PricingConfig, SiteConfig
+from simcost.cost.energy import J_PER_KWH, S_PER_HOUR, Energy, hour_covered_s, hour_overlap_s
+from simcost.cost.roster import Roster, RosterArrays, WarmArrays
+from simcost.perf.deployment import Deployment, Pool
+
+DEFAULT_MIN_CHARGE_S = 60.0  # AWS and GCP per-second billing: 60 s minimum per instance start
+DEFAULT_LIFETIME_YEARS = 5.0  # assumption: a common depreciation schedule for servers
+HOURS_PER_YEAR = 8760.0
+
+# FOCUS PricingCategory values
+CATEGORY = {"on_demand": "Standard", "spot": "Dynamic", "reserved": "Committed",
+            "savings_plan": "Committed", "owned": "Other", "mixed": "Other"}  # mixed: pools priced differently
+
+
+@dataclass(frozen=True)
+class Tariff:
+    model: str
+    time_usd_per_s: np.ndarray  # (replicas, hours): charged for every second a replica runs
+    util_usd_per_s: float  # extra $/s at utilisation 1 (owned: dynamic power)
+    minimum_usd: np.ndarray  # (replicas,): minimum-charge top-up, billed in the first hour
+    unused_commitment_usd: np.ndarray  # (hours,): savings-plan commitment nobody used
+    list_usd_per_s: np.ndarray  # (replicas,), on-demand: FOCUS ListCost
+    on_demand_usd_per_hour: float  # per replica
+    effective_usd_per_hour: float | None  # reserved: upfront amortised + recurring, per replica
+    # fleet.pools: per replica, its pool's pricing model and utilisation rate (None: `model` and
+    # util_usd_per_s for every replica)
+    replica_model: list[str] | None = None
+    replica_util_usd_per_s: np.ndarray | None = None
+
+    def util_rates(self, n: int) -> np.ndarray:
+        """Per replica: the extra $/s at utilisation 1."""
+        return np.full(n, self.util_usd_per_s) if self.replica_util_usd_per_s is None else self.replica_util_usd_per_s
+
+    @property
+    def category(self) -> str:
+        return CATEGORY[self.model]
+
+    @property
+    def break_even_utilization(self) -> float | None:
+        """Reserved: the share of hours a replica must be needed for it to beat on-demand."""
+        if self.effective_usd_per_hour is None or self.on_demand_usd_per_hour == 0:
+            return None
+        return self.effective_usd_per_hour / self.on_demand_usd_per_hour
+
+
+def tariff(cfg: PricingConfig, site: SiteConfig, dep: Deployment, num_replicas: int, horizon_s: float) -> Tariff:
+    """A static fleet of one deployment."""
+    return fleet_tariff(cfg, site, [Pool("serve", dep, num_replicas)], horizon_s)
+
+
+def fleet_tariff(cfg: PricingConfig, site: SiteConfig, pools: list[Pool], horizon_s: float,
+                 roster: RosterArrays | None = None, spot_usd_per_device_hour: float | None = None) -> Tariff:
+    """Per replica of the roster (default: the pools' replicas, static), its rates. A replica on
+    spot capacity pays spot_usd_per_device_hour (or pricing.spot_usd_per_device_hour); savings
+    plans cover on-demand usage only, as AWS's do."""
+    ra = roster or static_roster(pools, horizon_s)
+    covered_s = hour_covered_s(horizon_s)
+    deps = [pools[k].deployment for k in ra.pool]
+    od_per_s = np.array([d.price_usd_per_hour for d in deps]) / S_PER_HOUR
+    devices = np.array([d.num_devices for d in deps], dtype=np.float64)
+    spot_price = cfg.spot_usd_per_device_hour if spot_usd_per_device_hour is None else spot_usd_per_device_hour
+    spot = ra.spot | (cfg.model == "spot")
+    n, hours = len(deps), len(covered_s)
+    rate = np.repeat(od_per_s[:, None], hours, axis=1)
+    if spot.any():
+        rate[spot] = (spot_price * devices[spot] / S_PER_HOUR)[:, None]
+    unused = np.zeros(hours)
+    util_per_s, effective = 0.0, None
+    if cfg.model == "reserved":
+        effective = reserved_effective_usd_per_hour(cfg) * deps[0].num_devices
+        rate[:] = effective / S_PER_HOUR
+    elif cfg.model == "savings_plan":
+        alive = alive_matrix_s(ra, hours)
+        factor, unused = savings_plan_hours(cfg, (alive[~spot] * od_per_s[~spot, None]).sum(axis=0), covered_s)
+        rate[~spot] *= factor[None, :]
+    elif cfg.model == "owned":
+        rate[:], util_per_s = owned_rates(cfg, site, deps[0])
+    minimum = np.zeros(n)
+    if cfg.model in ("on_demand", "spot", "savings_plan"):  # per-second billing: a minimum per start
+        first_hour = np.minimum((ra.requested_s // S_PER_HOUR).astype(np.int64), hours - 1)
+        minimum = np.maximum(0.0, min_charge_s(cfg) - ra.alive_s) * rate[np.arange(n), first_hour]
+        if cfg.model == "savings_plan":
+            minimum[~spot] = 0.0  # the plan's hourly accounting has no per-start minimum
+    return Tariff(cfg.model, rate, util_per_s, minimum, unused, od_per_s,
+                  float(od_per_s.mean() * S_PER_HOUR) if n else 0.0, effective)
+
+
+def fleet_bill_usd(cfg: PricingConfig, pools: list[Pool], horizon_s: float, energy: Energy,
+                   roster: RosterArrays | None = None, spot_usd_per_device_hour: float | None = None) -> float:
+    """The fleet's bill from the pricing formulas alone (no step log): the number the ledger's
+    allocated plus unallocated dollars must add up to. On-demand and spot: each replica from
+    request to gone, at least the minimum charge; savings plan: hour by hour, C + max(0, U -
+    C / (1 - d)) for on-demand usage U; reserved and owned fleets are static."""
+    ra = roster or static_roster(pools, horizon_s)
+    return replicas_bill_usd(cfg, pools, horizon_s, energy, ra, spot_usd_per_device_hour) + sum(warm_pool_usd(ra.warm))
+
+
+def replicas_bill_usd(cfg: PricingConfig, pools: list[Pool], horizon_s: float, energy: Energy, ra: RosterArrays,
+                      spot_usd_per_device_hour: float | None = None) -> float:
+    """The replicas' part of `fleet_bill_usd`."""
+    deps = [pools[k].deployment for k in ra.pool]
+    spot_price = cfg.spot_usd_per_device_hour if spot_usd_per_device_hour is None else spot_usd_per_device_hour
+    spot = ra.spot | (cfg.model == "spot")
+    per_hour = np.array([spot_price * d.num_devices if sp else d.price_usd_per_hour for d, sp in zip(deps, spot)])
+    if cfg.model in ("on_demand", "spot"):
+        return float((np.maximum(ra.alive_s, min_charge_s(cfg)) * per_hour).sum() / S_PER_HOUR)
+    spot_usd = float((np.maximum(ra.alive_s[spot], min_charge_s(cfg)) * per_hour[spot]).sum() / S_PER_HOUR)
+    if cfg.model == "savings_plan":
+        covered_s = hour_covered_s(horizon_s)
+        usage = (alive_matrix_s(ra, len(covered_s))[~spot] * per_hour[~spot, None]).sum(axis=0) / S_PER_HOUR
+        commit = cfg.commitment_usd_per_hour * covered_s / S_PER_HOUR
+        return spot_usd + float(np.sum(commit + np.maximum(0.0, usage - commit / (1 - cfg.discount))))
+    return spot_usd + bill_usd(cfg, deps[0], int((~spot).sum()), horizon_s, energy)
+
+
+def warm_pool_usd(warm: WarmArrays) -> tuple[float, float]:
+    """(what the warm nodes cost provisioning, what they cost in the pool), per second, no minimum."""
+    return (float((warm.provisioning_s * warm.provisioning_usd_per_hour).sum() / S_PER_HOUR),
+            float((warm.in_pool_s * warm.standby_usd_per_hour).sum() / S_PER_HOUR))
+
+
+def warm_node_hour_usd(warm: WarmArrays, n_hours: int) -> np.ndarray:
+    """(warm nodes, hours): what each node costs in each clock hour (its provisioning and its time
+    in the pool): the rows a FOCUS export or a $/hour series needs; sums to `warm_pool_usd`."""
+    return (hour_overlap_s(warm.requested_s, warm.standby_s, n_hours) * warm.provisioning_usd_per_hour[:, None]
+            + hour_overlap_s(warm.standby_s, warm.gone_s, n_hours) * warm.standby_usd_per_hour[:, None]) / S_PER_HOUR
+
+
+def static_roster(pools: list[Pool], horizon_s: float) -> RosterArrays:
+    return Roster.static(pools).arrays(horizon_s)
+
+
+def alive_matrix_s(ra: RosterArrays, n_hours: int) -> np.ndarray:
+    """Seconds each replica is billed in each clock hour (replicas, hours)."""
+    return hour_overlap_s(ra.requested_s, ra.gone_s, n_hours)
+
+
+def min_charge_s(cfg: PricingConfig) -> float:
+    return DEFAULT_MIN_CHARGE_S if cfg.min_charge_s is None else cfg.min_charge_s
+
+
+def reserved_effective_usd_per_hour(cfg: PricingConfig) -> float:
+    """Per device: upfront / (8760 x years) + recurring hourly."""
+    return cfg.upfront_usd_per_device / (HOURS_PER_YEAR * cfg.term_years) + cfg.recurring_usd_per_device_hour
+
+
+def savings_plan_hours(cfg: PricingConfig, usage_usd: np.ndarray, covered_s: np.ndarray):
+    """Per hour: the factor that turns on-demand usage into its share of the bill, and the
+    commitment lost. Bill = C + max(0, U - C / (1 - d)); below the commitment usage costs
+    U (1 - d) and C - U (1 - d) is lost; above it, the whole bill is usage."""
+    d = cfg.discount
+    commit = cfg.commitment_usd_per_hour * covered_s / S_PER_HOUR
+    bill = commit + np.maximum(0.0, usage_usd - commit / (1 - d))
+    unused = np.maximum(0.0, commit - usage_usd * (1 - d))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        factor = np.where(usage_usd > 0, (bill - unused) / usage_usd, 1 - d)
+    return factor, unused
+
+
+def owned_rates(cfg: PricingConfig, site: SiteConfig, dep: Deployment) -> tuple[float, float]:
+    """$/s per replica: amortised capital plus idle power, and the extra power cost at u = 1."""
+    years = DEFAULT_LIFETIME_YEARS if cfg.lifetime_years is None else cfg.lifetime_years
+    capex_per_s = cfg.capex_usd_per_device * dep.num_devices / (years * HOURS_PER_YEAR * S_PER_HOUR)
+    usd_per_j = cfg.usd_per_kwh * site.pue / J_PER_KWH
+    return capex_per_s + dep.idle_w * usd_per_j, (dep.peak_w - dep.idle_w) * usd_per_j
+
+
+def bill_usd(cfg: PricingConfig, dep: Deployment, num_replicas: int, horizon_s: float, energy: Energy) -> float:
+    """The fleet's bill from the pricing formulas alone (no step log): the number the ledger's
+    allocated plus unallocated dollars must add up to."""
+    n, hours = num_replicas, horizon_s / S_PER_HOUR
+    if cfg.model in ("on_demand", "spot"):
+        per_hour = dep.price_usd_per_hour if cfg.model == "on_demand" else cfg.spot_usd_per_device_hour * dep.num_devices
+        min_s = DEFAULT_MIN_CHARGE_S if cfg.min_charge_s is None else cfg.min_charge_s
+        return n * max(horizon_s, min_s) * per_hour / S_PER_HOUR
+    if cfg.model == "reserved":
+        return n * hours * reserved_effective_usd_per_hour(cfg) * dep.num_devices
+    if cfg.model == "savings_plan":
+        covered_s = hour_covered_s(horizon_s)
+        usage = n * dep.price_usd_per_hour * covered_s / S_PER_HOUR
+        commit = cfg.commitment_usd_per_hour * covered_s / S_PER_HOUR
+        return float(np.sum(commit + np.maximum(0.0, usage - commit / (1 - cfg.discount))))
+    years = DEFAULT_LIFETIME_YEARS if cfg.lifetime_years is None else cfg.lifetime_years
+    capex = n * hours * cfg.capex_usd_per_device * dep.num_devices / (years * HOURS_PER_YEAR)
+    return capex + energy.total_kwh * cfg.usd_per_kwh
+
+
+
+# --- fleets of pools (fleet.pools): each pool priced by its own section -----------------------
+
+def roster_part(ra: RosterArrays, mask: np.ndarray, pool: int | None = None) -> RosterArrays:
+    """The replicas of the roster where mask is set (pool numbers unchanged), and the warm nodes
+    of `pool` (None: all of them)."""
+    return replace(ra, pool=ra.pool[mask], spot=ra.spot[mask], requested_s=ra.requested_s[mask],
+                   provisioned_s=ra.provisioned_s[mask], ready_s=ra.ready_s[mask], drain_s=ra.drain_s[mask],
+                   gone_s=ra.gone_s[mask], end=[e for e, m in zip(ra.end, mask) if m],
+                   warm_hit=None if ra.warm_hit is None else ra.warm_hit[mask],
+                   warm=ra.warm.part(ra.warm.pool == pool) if pool is not None else ra.warm)
+
+
+def pool_spot_usd_per_device_hour(fleet: FleetConfig) -> float | None:
+    spot = fleet.spot
+    return spot.usd_per_device_hour if spot is not None and spot.usd_per_device_hour is not None else None
+
+
+def pools_tariff(pools: list[Pool], horizon_s: float, ra: RosterArrays) -> Tariff:
+    """Each pool's replicas at their pool's pricing (Pool.scenario.fleet), in one tariff."""
+    n, hours = len(ra.pool), len(hour_covered_s(horizon_s))
+    rate, minimum, listed = np.zeros((n, hours)), np.zeros(n), np.zeros(n)
+    util, unused, models = np.zeros(n), np.zeros(hours), [""] * n
+    for k, pool in enumerate(pools):
+        mask = ra.pool == k
+        fleet = pool.scenario.fleet
+        t = fleet_tariff(fleet.pricing, fleet.site, pools, horizon_s, roster_part(ra, mask),
+                         pool_spot_usd_per_device_hour(fleet))
+        rate[mask], minimum[mask], listed[mask], util[mask] = t.time_usd_per_s, t.minimum_usd, t.list_usd_per_s, t.util_usd_per_s
+        unused += t.unused_commitment_usd
+        for i in np.flatnonzero(mask):
+            models[i] = fleet.pricing.model
+    kinds = {p.scenario.fleet.pricing.model for p in pools}
+    od = float(listed.mean() * S_PER_HOUR) if n else 0.0
+    return Tariff(kinds.pop() if len(kinds) == 1 else "mixed", rate, 0.0, minimum, unused, listed, od, None,
+                  models, util)
+
+
+def pools_bill_usd(pools: list[Pool], horizon_s: float, energy: Energy, ra: RosterArrays) -> float:
+    """The sum of each pool's bill from its own pricing formulas (`fleet_bill_usd`)."""
+    total = 0.0
+    for k, pool in enumerate(pools):
+        mask = ra.pool == k
+        fleet = pool.scenario.fleet
+        cut = lambda x: None if x is None else x[mask]  # noqa: E731
+        part = replace(energy, replica_hour_kwh=energy.replica_hour_kwh[mask], replica_pue=cut(energy.replica_pue),
+                       replica_gco2_per_kwh=cut(energy.replica_gco2_per_kwh))
+        total += fleet_bill_usd(fleet.pricing, pools, horizon_s, part, roster_part(ra, mask, k),
+                                pool_spot_usd_per_device_hour(fleet))
+    return total
+
+
+def usd_per_replica_hour(fleet: FleetConfig, dep: Deployment) -> float:
+    """What a replica of `dep` costs an hour under the section's pricing, at full utilisation
+    (a pool router's ranking, not a bill): on demand or spot at their price, reserved at its
+    effective rate, a savings plan at the discounted rate, owned at amortised capital plus peak
+    power."""
+    cfg = fleet.pricing
+    if cfg.model == "spot":
+        spot = pool_spot_usd_per_device_hour(fleet)
+        return (cfg.spot_usd_per_device_hour if spot is None else spot) * dep.num_devices
+    if cfg.model == "reserved":
+        return reserved_effective_usd_per_hour(cfg) * dep.num_devices
+    if cfg.model == "savings_plan":
+        return dep.price_usd_per_hour * (1 - cfg.discount)
+    if cfg.model == "owned":
+        idle_usd_per_s, util_usd_per_s = owned_rates(cfg, fleet.site, dep)
+        return (idle_usd_per_s + util_usd_per_s) * S_PER_HOUR
+    return dep.price_usd_per_hour
+
+
+def egress_usd_per_gb(site: SiteConfig, listed: bool) -> float:
+    """A site's egress price: its own, else DEFAULT_EGRESS_USD_PER_GB for a site of fleet.sites
+    (listed) and 0 for the one-site shorthand fleet.site."""
+    if site.egress_usd_per_gb is not None:
+        return site.egress_usd_per_gb
+    return DEFAULT_EGRESS_USD_PER_GB if listed else 0.0

@@ -1,0 +1,1 @@
+"""One replica: scheduling, batching, KV blocks and prefix caching, decode spans."""

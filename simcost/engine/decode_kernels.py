@@ -1,0 +1,75 @@
+"""numba kernels for the replica's hot path: how many decode steps fit, and applying them.
+
+Pure functions over arrays (random numbers never drawn here); each has a plain-Python twin
+`*_py` that tests compare against.
+"""
+
+from __future__ import annotations
+
+from numba import njit
+
+
+@njit(cache=True)
+def max_feasible_steps(kv_tokens, kv_blocks, num_free_blocks, block_size, max_steps):
+    """Largest k <= max_steps such that k decode steps of this batch fit in the free blocks.
+
+    Step j (1-based) writes the KV of one more token per request, so request i needs
+    ceil((kv_tokens[i] + j) / block_size) blocks by then; the extra blocks over those it holds
+    grow with j, so the largest feasible k is found by bisection.
+    """
+    lo, hi = 0, max_steps
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        extra = 0
+        for i in range(kv_tokens.shape[0]):
+            need = (kv_tokens[i] + mid + block_size - 1) // block_size - kv_blocks[i]
+            if need > 0:
+                extra += need
+        if extra <= num_free_blocks:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def max_feasible_steps_py(kv_tokens, kv_blocks, num_free_blocks, block_size, max_steps):
+    best = 0
+    for k in range(1, max_steps + 1):
+        extra = sum(max(0, -(-(int(t) + k) // block_size) - int(b)) for t, b in zip(kv_tokens, kv_blocks))
+        if extra > num_free_blocks:
+            break
+        best = k
+    return best
+
+
+@njit(cache=True)
+def apply_decode_steps(ids, generated, kv_tokens, kv_blocks, token_offset, token_time_s, step_end_s, num_steps, block_size):
+    """Apply num_steps decode steps to the requests in ids; returns the blocks newly allocated.
+
+    Each step writes one token's KV and emits one output token per request, at that step's end.
+    """
+    new_blocks = 0
+    for n in range(ids.shape[0]):
+        i = ids[n]
+        base = token_offset[i] + generated[i]
+        for j in range(num_steps):
+            token_time_s[base + j] = step_end_s[j]
+        generated[i] += num_steps
+        kv_tokens[i] += num_steps
+        need = (kv_tokens[i] + block_size - 1) // block_size
+        new_blocks += need - kv_blocks[i]
+        kv_blocks[i] = need
+    return new_blocks
+
+
+def apply_decode_steps_py(ids, generated, kv_tokens, kv_blocks, token_offset, token_time_s, step_end_s, num_steps, block_size):
+    new_blocks = 0
+    for i in ids:
+        for j in range(num_steps):
+            token_time_s[token_offset[i] + generated[i]] = step_end_s[j]
+            generated[i] += 1
+            kv_tokens[i] += 1
+            need = -(-int(kv_tokens[i]) // block_size)
+            new_blocks += need - kv_blocks[i]
+            kv_blocks[i] = need
+    return new_blocks

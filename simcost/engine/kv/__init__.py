@@ -1,0 +1,1 @@
+"""KV cache: paged block accounting and automatic prefix caching."""

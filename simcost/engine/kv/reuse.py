@@ -1,0 +1,104 @@
+"""A replica's side of automatic prefix caching (engine.prefix_caching): which blocks of a
+request's prompt have a content key, how much of a prompt the cache already holds at admission,
+naming blocks once they are computed, and giving them back when the request ends.
+
+Keys (simcost.engine.kv.prefix_cache): a Mooncake trace's 512-token hash ids, split into engine blocks;
+a synthetic session's blocks (turn k+1 extends turn k's prompt + output, so block j of session
+s is the same content in every turn that has it full). Other requests have no keys: no trace
+says what their prompts share, so none is invented.
+
+vLLM leaves at least one prompt token to compute (it needs the last position's logits), so a
+lookup covers the full blocks of the first n - 1 tokens. Blocks found on the host tier are
+loaded back over the host link; that time is added to the next step, like a swap-in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from simcost.engine.kv.prefix_cache import PrefixBlockPool, PrefixHit, session_block_keys, trace_block_keys
+from simcost.workload.request_table import RequestTable
+
+KeysFn = Callable[[int, int], list[int]]  # (request id, tokens) -> keys of the full blocks of its first tokens
+
+
+@dataclass(frozen=True)
+class PrefixSpec:
+    """What every replica's prefix cache needs (built once per run by `prefix_spec`)."""
+
+    keys: KeysFn
+    host_blocks: int  # host-memory tier, blocks per replica (0: none)
+    host_s_per_token: float  # seconds to load one token's KV back from host (per replica)
+
+
+def prefix_spec(table: RequestTable, block_ids: list[np.ndarray] | None, block_tokens: int | None,
+                session_prefix: np.ndarray, block_size: int, host_blocks: int, host_s_per_token: float) -> PrefixSpec:
+    """`block_ids`: per initial request, its trace hash ids (None: the workload has none);
+    `session_prefix`: per workload entry, whether its sessions are synthetic (prompts extend)."""
+    num_with_blocks = len(block_ids) if block_ids is not None else 0
+
+    def keys(rid: int, num_tokens: int) -> list[int]:
+        if rid < num_with_blocks and len(block_ids[rid]):
+            return trace_block_keys(block_ids[rid], block_tokens, block_size, num_tokens)
+        if table.session[rid] >= 0 and session_prefix[table.workload[rid]]:
+            return session_block_keys(int(table.session[rid]), num_tokens, block_size)
+        return []
+
+    return PrefixSpec(keys, host_blocks, host_s_per_token)
+
+
+class PrefixReuse:
+    def __init__(self, spec: PrefixSpec, pool: PrefixBlockPool, table: RequestTable, block_size: int):
+        self.spec = spec
+        self.pool = pool
+        self.table = table
+        self.block_size = block_size
+        self.named: dict[int, list[int]] = {}  # request -> keys it references
+        self.offered: dict[int, int] = {}  # request -> how many of its keys it has reused or named
+        self.looked_up_tokens = 0  # prompt tokens offered to the cache at admission
+        self.saved_tokens = 0  # of those, found cached: prefill tokens not computed
+        self.load_s = 0.0  # host-tier loads not yet charged to a step
+
+    def lookup(self, rid: int, num_tokens: int) -> tuple[list[int], PrefixHit]:
+        """The keys of rid's first num_tokens - 1 tokens and what the cache holds of them."""
+        keys = self.spec.keys(rid, num_tokens - 1)
+        return keys, self.pool.lookup(keys)
+
+    def take(self, rid: int, keys: list[int], hit: PrefixHit, num_tokens: int) -> int:
+        """Reference the cached run found by `lookup` (the caller checked num_free for
+        hit.num_free_blocks_needed); returns the cached tokens, which need no prefill."""
+        got = self.pool.acquire(keys)  # the same leading run lookup found (nothing changed since)
+        self.named[rid] = keys[:got.num_blocks]
+        self.offered[rid] = got.num_blocks
+        cached_tokens = got.num_blocks * self.block_size
+        self.looked_up_tokens += num_tokens
+        self.saved_tokens += cached_tokens
+        self.load_s += got.host * self.block_size * self.spec.host_s_per_token
+        return cached_tokens
+
+    def prefilled(self, rid: int) -> None:
+        """rid's prompt is computed: name its full blocks so later requests can reuse them."""
+        self._name_computed(rid, int(self.table.kv_tokens[rid]))
+
+    def release(self, rid: int, finished: bool) -> None:
+        """rid ends (finished, preempted or handed off): drop its references and private blocks.
+        A finished session turn first names its output's full blocks too: the next turn's
+        prompt starts with them."""
+        t = self.table
+        if finished:
+            self._name_computed(rid, int(t.kv_tokens[rid]))
+        named = self.named.pop(rid, [])
+        self.offered.pop(rid, None)
+        self.pool.release(named, int(t.kv_blocks[rid]) - len(named))
+
+    def _name_computed(self, rid: int, num_tokens: int) -> None:
+        """Offer the keys of rid's computed full blocks not offered yet; the pool names those
+        nobody else has cached (a block computed twice stays private: one key, one block)."""
+        keys = self.spec.keys(rid, num_tokens)
+        done = self.offered.get(rid, 0)
+        if len(keys) > done:
+            self.named.setdefault(rid, []).extend(self.pool.register(keys[done:]))
+            self.offered[rid] = len(keys)

@@ -1,0 +1,84 @@
+"""A replica's waiting queue, in the order its scheduler admits requests (engine.queue).
+
+- fcfs: arrival order; a preempted request goes back to the head (vLLM), so it is resumed first.
+- keyed (priority, sjf): the smallest key first, ties by arrival then request id; a preempted
+  request goes back in by its key, which keeps it ahead of later arrivals of its class. Keys are
+  fixed when a request is queued, so the order never changes behind the scheduler's back.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+from simcost.scenario.config import EngineConfig
+from simcost.workload.request_table import RequestTable
+
+
+class FifoQueue(deque):
+    """fcfs: a deque (len and truth at C speed: the engine asks at every step boundary)."""
+
+    push = deque.append
+    push_preempted = deque.appendleft  # back to the head
+    pop = deque.popleft
+
+    def head(self) -> int:
+        return self[0]
+
+
+class KeyedQueue:
+    """priority / sjf: a heap of (key, request id)."""
+
+    def __init__(self, key: Callable[[int], tuple]):
+        self.key = key
+        self._heap: list[tuple[tuple, int]] = []
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def __bool__(self) -> bool:
+        return bool(self._heap)
+
+    def __iter__(self) -> Iterator[int]:
+        """Requests in admission order (a copy: for tests and reports, not the hot path)."""
+        return iter([rid for _, rid in sorted(self._heap)])
+
+    def head(self) -> int:
+        return self._heap[0][1]
+
+    def push(self, rid: int) -> None:
+        heapq.heappush(self._heap, (self.key(rid), rid))
+
+    push_preempted = push  # by its key: ahead of later arrivals of its class
+
+    def pop(self) -> int:
+        return heapq.heappop(self._heap)[1]
+
+
+def WaitingQueue(key: Callable[[int], tuple] | None = None) -> FifoQueue | KeyedQueue:  # noqa: N802 (a factory)
+    """The queue for `key` (None: fcfs)."""
+    return FifoQueue() if key is None else KeyedQueue(key)
+
+
+def queue_key(engine: EngineConfig, table: RequestTable, priority_by_workload: np.ndarray,
+              rng: np.random.Generator) -> Callable[[int], tuple] | None:
+    """The sort key of `engine.queue` (None for fcfs). sjf predicts each request's output length
+    once, when it is first queued, as the true length times exp(N(0, sjf_prediction_sigma)) from
+    `rng` (the run's predictions stream), and keeps it in table.predicted_output_tokens."""
+    if engine.queue == "fcfs":
+        return None
+    if engine.queue == "priority":
+        return lambda rid: (int(priority_by_workload[table.workload[rid]]), float(table.arrival_s[rid]), rid)
+    sigma = engine.sjf_prediction_sigma
+
+    def sjf_key(rid: int) -> tuple:
+        predicted = table.predicted_output_tokens[rid]
+        if np.isnan(predicted):
+            noise = float(np.exp(sigma * rng.standard_normal())) if sigma > 0 else 1.0
+            predicted = table.predicted_output_tokens[rid] = float(table.output_tokens[rid]) * noise
+        return (float(predicted), float(table.arrival_s[rid]), rid)
+
+    return sjf_key

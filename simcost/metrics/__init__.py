@@ -1,0 +1,1 @@
+"""Numbers from a finished run: latency summaries, SLOs, unit costs, time series."""

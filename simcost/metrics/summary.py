@@ -1,0 +1,458 @@
+"""Per-request records and the run summary, with vLLM's benchmark definitions.
+
+- TTFT = first output token time - arrival; E2EL = last token time - arrival.
+- TPOT = (E2EL - TTFT) / (output_tokens - 1), for requests with more than one output token.
+- ITL = gaps between consecutive output tokens of a request, pooled over requests.
+Latency statistics cover the *measured* requests: those arriving at or after warmup_s that
+completed. Throughput and goodput divide by the measured window: from the first measured
+arrival to the last measured completion (as `vllm bench serve` divides by the benchmark's
+duration). Costs cover the whole run, [0, horizon]: the fleet is paid for all of it.
+
+Cost per request, workload and tenant follows the scenario's `cost` policy (`simcost.cost.ledger`):
+`allocated_usd` is the share of busy steps; `unallocated_share_usd` the share of idle time,
+minimum charges and unused commitment under chargeback (0 under showback, where those dollars
+are a line of their own); `total_usd` the two together. A fleet of pools (fleet.pools) also
+pays egress for the response bytes leaving each site, allocated to the request that sent them
+(its own category, `egress`, inside allocated_usd), and its summary adds by_site, network (the
+latency users see, round trip included) and pool_routing (`pools_summary`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from simcost.scenario.config import Scenario
+from simcost.scenario.schema import to_dict
+from simcost.cost.ledger import Bill, StepArrays
+from simcost.perf.deployment import Deployment, Pool
+from simcost.cost.pricing import usd_per_replica_hour
+from simcost.workload.request_table import COMPLETED, IN_FLIGHT, REJECT_REASONS, REJECTED, STATUS_NAMES, RequestTable
+
+PERCENTILES = {"p50": 50, "p90": 90, "p95": 95, "p99": 99}
+
+
+def stats(values: np.ndarray) -> dict:
+    values = values[~np.isnan(values)]
+    if not len(values):
+        return {"mean": None, **{k: None for k in PERCENTILES}, "count": 0}
+    pct = np.percentile(values, list(PERCENTILES.values()))
+    return {"mean": float(values.mean()), **{k: float(v) for k, v in zip(PERCENTILES, pct)}, "count": int(len(values))}
+
+
+def latencies(table: RequestTable) -> dict[str, np.ndarray]:
+    """TTFT, TPOT and E2EL per request (NaN where not defined)."""
+    ttft = table.first_token_s - table.arrival_s
+    e2el = table.finish_s - table.arrival_s
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpot = np.where(table.output_tokens > 1, (e2el - ttft) / (table.output_tokens - 1), np.nan)
+    return {"ttft_s": ttft, "tpot_s": tpot, "e2el_s": e2el}
+
+
+def inter_token_latencies(table: RequestTable, mask: np.ndarray) -> np.ndarray:
+    """All gaps between consecutive tokens of the requests in mask, pooled."""
+    owner = np.repeat(np.arange(table.num_requests), table.output_tokens)
+    gaps = np.diff(table.token_time_s)
+    same_request = owner[1:] == owner[:-1]
+    return gaps[same_request & mask[owner[1:]]]
+
+
+SLO_KEYS = ("ttft_s", "tpot_s", "e2el_s")
+
+
+def slo_limits_by_entry(scenario: Scenario) -> dict[str, np.ndarray]:
+    """Each workload entry's SLO limits (NaN: none): its own slo where set, else the scenario's."""
+    entries = scenario.workload.entries()
+    limits = {}
+    for key in SLO_KEYS:
+        per_entry = [getattr(e.slo, key) if e.slo is not None and getattr(e.slo, key) is not None
+                     else getattr(scenario.slo, key) for e in entries]
+        limits[key] = np.array([np.nan if v is None else v for v in per_entry], dtype=np.float64)
+    return limits
+
+
+def slo_limits(scenario: Scenario, table: RequestTable) -> dict[str, np.ndarray]:
+    """Each request's SLO limits (NaN: none): its workload's slo where set, else the scenario's."""
+    return {key: limits[table.workload] for key, limits in slo_limits_by_entry(scenario).items()}
+
+
+def meets_slo(limits: dict[str, np.ndarray], lat: dict[str, np.ndarray]) -> np.ndarray:
+    ok = np.ones(len(lat["ttft_s"]), dtype=bool)
+    for key in SLO_KEYS:
+        within = (lat[key] <= limits[key]) | np.isnan(limits[key])
+        if key == "tpot_s":
+            within |= np.isnan(lat[key])  # a one-token request has no TPOT to miss
+        ok &= within
+    return ok
+
+
+def summarize(scenario: Scenario, dep: Deployment, table: RequestTable, steps: StepArrays, bill: Bill,
+              horizon_s: float, session_counts: dict | None = None, pools: list[Pool] | None = None,
+              pool_router=None) -> dict:
+    pools = pools or [Pool("serve", dep, scenario.fleet.num_replicas)]
+    lat = latencies(table)
+    completed = table.status == COMPLETED
+    measured = completed & (table.arrival_s >= scenario.warmup_s)
+    window_s = _window_s(table, measured)
+    good = measured & meets_slo(slo_limits(scenario, table), lat)
+    out_tokens = int(table.generated.sum())
+    in_tokens = int(table.input_tokens[~np.isnan(table.first_token_s)].sum())  # prompts prefilled
+    num_completed = int(completed.sum())
+    busy_s = float(bill.replica_busy_s.sum())
+    replica_s = float(bill.roster.alive_s.sum()) if bill.roster is not None else scenario.fleet.num_replicas * horizon_s
+    rejected = table.status == REJECTED
+    attainment = float(good.sum() / measured.sum()) if measured.any() else None
+    return {
+        "scenario": scenario.name,
+        "seed": scenario.seed,
+        "model": dep.model.key,
+        "device": "+".join(dict.fromkeys(p.deployment.device.key for p in pools)),
+        "tensor_parallel": dep.tensor_parallel,
+        "replicas": scenario.fleet.num_replicas,
+        "fleet": fleet_summary(bill, horizon_s, table),
+        "router": scenario.fleet.router,
+        "kv_blocks_per_replica": dep.num_kv_blocks,
+        "pools": pool_rows(pools, steps, bill),
+        "horizon_s": horizon_s,
+        "measured_window_s": window_s,
+        "ttft_s": stats(lat["ttft_s"][measured]),
+        "tpot_s": stats(lat["tpot_s"][measured]),
+        "itl_s": stats(inter_token_latencies(table, measured)),
+        "e2el_s": stats(lat["e2el_s"][measured]),
+        "throughput": {
+            "requests_per_s": _rate(measured.sum(), window_s),
+            "output_tokens_per_s": _rate(table.output_tokens[measured].sum(), window_s),
+            "total_tokens_per_s": _rate((table.input_tokens[measured] + table.output_tokens[measured]).sum(), window_s),
+        },
+        "goodput_requests_per_s": _rate(good.sum(), window_s),
+        "slo_attainment": attainment,
+        "meets_slo": bool(attainment is not None and attainment >= scenario.slo.attainment and not rejected.any()),
+        "slo": to_dict(scenario.slo),
+        "utilization": busy_s / replica_s if replica_s > 0 else 0.0,  # busy share of the replica-seconds paid for
+        "mean_batch_tokens": float(steps.step_tokens.mean()) if len(steps.step_tokens) else 0.0,
+        "num_steps": int(len(steps.step_tokens)),
+        "preemptions": int(table.num_preemptions.sum()),
+        "cost": {
+            # the fleet's rate: its list price (static), or the bill over the run (a fleet that moves)
+            "usd_per_hour": (sum(p.replicas * replica_usd_per_hour(p) for p in pools)
+                             if bill.roster is None or bill.roster.static
+                             else bill.total_usd / horizon_s * 3600.0 if horizon_s > 0 else 0.0),
+            "total_usd": bill.total_usd,
+            "busy_usd": bill.busy_usd,
+            "idle_usd": bill.idle_usd,
+            "usd_per_request": bill.total_usd / num_completed if num_completed else None,
+            "usd_per_1m_output_tokens": bill.total_usd / out_tokens * 1e6 if out_tokens else None,
+            "usd_per_1m_input_tokens": bill.total_usd / in_tokens * 1e6 if in_tokens else None,
+            **_run_per_session(table, bill),
+            **_pricing_keys(bill),
+            "allocation": _allocation_keys(scenario, bill),
+            "by_category": _cost_by_category(bill),
+        },
+        "energy": _energy_keys(bill, num_completed),
+        "requests": {
+            "arrived": int(table.num_requests),
+            "completed": num_completed,
+            "rejected": int(rejected.sum()),
+            "in_flight": int((table.status == IN_FLIGHT).sum()),
+            "measured": int(measured.sum()),
+            "rejected_by_reason": {REJECT_REASONS[c]: int((table.reject_reason[rejected] == c).sum())
+                                   for c in np.unique(table.reject_reason[rejected])},
+        },
+        **breakdowns(scenario, table, lat, measured, good, bill, session_counts or {}),
+        **(pools_summary(scenario, pools, table, lat, measured, bill, pool_router)
+           if scenario.fleet.pools is not None else {}),
+    }
+
+
+def pools_summary(scenario: Scenario, pools: list[Pool], table: RequestTable, lat: dict, measured: np.ndarray,
+                  bill: Bill, pool_router) -> dict:
+    """fleet.pools: what each site served and sent out, the latency its users saw (`network`), and
+    the pool router's decisions.
+
+    network: vLLM's TTFT and E2EL (the rest of the summary) are server-side, from the request's
+    arrival at the site to its first / last token leaving it. A user also waits for the request to
+    reach the site and the tokens to come back: one client_rtt_s of the serving site, added once.
+    So ttft_end_to_end_s = TTFT + rtt and e2el_end_to_end_s = E2EL + rtt (TPOT and ITL unchanged:
+    every token is delayed alike), over the measured requests."""
+    served = served_pool(table, bill.roster.pool)
+    rtt = np.array([p.scenario.fleet.site.client_rtt_s for p in pools])
+    rtt_s = np.where(served >= 0, rtt[np.maximum(served, 0)], np.nan)
+    egress = bill.request_egress_usd if bill.request_egress_usd is not None else np.zeros(table.num_requests)
+    bytes_per_token = scenario.fleet.bytes_per_token
+    sites = {}
+    for k, p in enumerate(pools):
+        site = p.scenario.fleet.site
+        row = sites.setdefault(site.name, {"region": site.region, "edge": site.edge, "client_rtt_s": site.client_rtt_s,
+                                           "pools": [], "requests_served": 0, "egress_gb": 0.0, "egress_usd": 0.0})
+        mine = served == k
+        row["pools"].append(p.name)
+        row["requests_served"] += int((mine & (table.status == COMPLETED)).sum())
+        row["egress_gb"] += float(table.generated[mine].sum() * bytes_per_token / 1e9)
+        row["egress_usd"] += float(egress[mine].sum())
+    network = {"rtt_s": stats(rtt_s[measured]),
+               "ttft_end_to_end_s": stats((lat["ttft_s"] + rtt_s)[measured]),
+               "e2el_end_to_end_s": stats((lat["e2el_s"] + rtt_s)[measured]),
+               "basis": "server-side TTFT/E2EL + the serving site's client_rtt_s (request up, tokens down)"}
+    return {"by_site": sites, "network": network,
+            "pool_routing": pool_router.counts() if pool_router is not None else None,
+            "bytes_per_token": bytes_per_token}
+
+
+def served_pool(table: RequestTable, pool_of_replica: np.ndarray) -> np.ndarray:
+    """The pool of the replica each request was last on (-1: never placed)."""
+    replica = table.replica[:table.num_requests]
+    return np.where(replica >= 0, pool_of_replica[np.maximum(replica, 0)], -1)
+
+
+def pool_rows(pools: list[Pool], steps: StepArrays, bill: Bill) -> list[dict]:
+    """Each pool's replicas and what they cost: `usd` is its replicas' running charges plus their
+    minimum-charge top-ups (pools add up to the bill less any unused fleet-wide commitment);
+    `allocated_usd` what its steps cost, handed to requests; `replicas` the pool's size at the
+    start, `replica_hours` what it had over the run."""
+    ra = bill.roster
+    rows = []
+    for k, p in enumerate(pools):
+        mine = ra.pool == k
+        busy_s, alive_s = float(bill.replica_busy_s[mine].sum()), float(ra.alive_s[mine].sum())
+        named = {} if p.scenario is None else {  # fleet.pools: its name, model, site and pricing
+            "name": p.name, "model": p.deployment.model.key, "weight_format": p.deployment.weight_format,
+            "site": p.scenario.fleet.site.name, "pricing_model": p.scenario.fleet.pricing.model}
+        rows.append({**named, "role": p.role, "replicas": p.replicas, "device": p.deployment.device.key,
+                     "tensor_parallel": p.deployment.tensor_parallel, "kv_blocks_per_replica": p.deployment.num_kv_blocks,
+                     "usd_per_hour": p.replicas * replica_usd_per_hour(p),
+                     "replica_hours": alive_s / 3600.0,
+                     "usd": float(bill.replica_hour_usd[mine].sum() + bill.tariff.minimum_usd[mine].sum()),
+                     "allocated_usd": float(bill.step_usd[mine[steps.step_replica]].sum()),
+                     "utilization": busy_s / alive_s if alive_s > 0 else 0.0})
+    return rows
+
+
+def replica_usd_per_hour(pool: Pool) -> float:
+    """A replica's list rate: its on-demand price, or (a pool of fleet.pools) the hourly rate of
+    its own pricing model at full utilisation (simcost.pricing.usd_per_replica_hour)."""
+    if pool.scenario is None:
+        return pool.deployment.price_usd_per_hour
+    return usd_per_replica_hour(pool.scenario.fleet, pool.deployment)
+
+
+def fleet_summary(bill: Bill, horizon_s: float, table: RequestTable) -> dict:
+    """How the fleet moved: replicas over the run, how they ended, requests retried."""
+    ra = bill.roster
+    ends = {why: ra.end.count(why) for why in sorted(set(ra.end)) if why}
+    return {"replicas_started": int(len(ra.pool)), "replicas_at_end": int(sum(1 for why in ra.end if not why)),
+            "replica_hours": float(ra.alive_s.sum() / 3600.0),
+            "mean_replicas": float(ra.alive_s.sum() / horizon_s) if horizon_s > 0 else 0.0,
+            "spot_replicas_started": int(ra.spot.sum()), "ended": ends,
+            "requests_retried": int((table.num_retries > 0).sum()),
+            **({"warm_pool": warm_pool_summary(bill)} if ra.warm_pools else {})}
+
+
+def warm_pool_summary(bill: Bill) -> dict:
+    """fleet.warm_pool: per pool its size and state; over the fleet, on-demand replicas that took
+    a warm node (hits) or found the pool empty and started cold (misses), warm nodes requested,
+    their node-hours in the pool, and what they cost (`usd`, the warm_pool category; `standby_usd`
+    its in-pool part, the rest their provisioning)."""
+    ra = bill.roster
+    w = ra.warm
+    hits, misses = int(ra.warm_hit.sum()), int(sum(ra.warm_misses.values()))
+    return {"pools": [{"pool": k, "size": size, "state": state} for k, (size, state) in sorted(ra.warm_pools.items())],
+            "hits": hits, "misses": misses, "hit_rate": hits / (hits + misses) if hits + misses else None,
+            "nodes_requested": int(len(w.pool)), "standby_node_hours": float(w.in_pool_s.sum() / 3600.0),
+            "usd": bill.warm_pool_usd, "standby_usd": bill.warm_standby_usd}
+
+
+def breakdowns(scenario: Scenario, table: RequestTable, lat: dict, measured: np.ndarray, good: np.ndarray,
+               bill: Bill, session_counts: dict) -> dict:
+    """Per workload (when the scenario mixes several), per tenant (when there are several), and
+    session / closed-loop accounting (when the workload has them)."""
+    out = {}
+    workload = scenario.workload
+    if workload.mix is not None:
+        out["by_workload"] = {workload.entry_name(i): {"tenant": entry.tenant, "priority": entry.priority,
+                                                       **_group(table.workload == i, table, lat, measured, good, bill)}
+                              for i, entry in enumerate(workload.entries())}
+    if len(table.tenant_names) > 1:
+        out["by_tenant"] = {name: _group(table.tenant == code, table, lat, measured, good, bill)
+                            for code, name in enumerate(table.tenant_names)}
+    tags = sorted({tag for entry in workload.entries() for tag in entry.tags})
+    if tags:  # a request carries its workload's tags; groups overlap when a workload has several
+        out["by_tag"] = {tag: _group(np.isin(table.workload, [i for i, e in enumerate(workload.entries()) if tag in e.tags]),
+                                     table, lat, measured, good, bill) for tag in tags}
+    if any(e.session is not None for e in workload.entries()):
+        out["sessions"] = session_summary(scenario, table, session_counts)
+    if any(e.clients is not None for e in workload.entries()):
+        out["closed_loop"] = {"users": sum(e.clients.users for e in workload.entries() if e.clients),
+                              "users_active": int(len(np.unique(table.user[table.user >= 0]))),
+                              "requests_sent_after_first": session_counts.get("user_requests_sent", 0),
+                              "requests_cut_at_end": session_counts.get("user_requests_cut", 0)}
+    return out
+
+
+def _group(rows: np.ndarray, table: RequestTable, lat: dict, measured: np.ndarray, good: np.ndarray,
+           bill: Bill) -> dict:
+    m = rows & measured
+    completed = int((rows & (table.status == COMPLETED)).sum())
+    return {"arrived": int(rows.sum()), "completed": completed, "rejected": int((rows & (table.status == REJECTED)).sum()),
+            "ttft_s": stats(lat["ttft_s"][m]), "tpot_s": stats(lat["tpot_s"][m]), "e2el_s": stats(lat["e2el_s"][m]),
+            "slo_attainment": float(good[m].sum() / m.sum()) if m.any() else None,
+            "output_tokens": int(table.generated[rows].sum()),
+            **group_cost(rows, table, bill)}
+
+
+def group_cost(rows: np.ndarray, table: RequestTable, bill: Bill) -> dict:
+    """A group's dollars under the run's cost policy, and its unit economics (per completed
+    request, per 1M prompt tokens prefilled and output tokens generated, per session)."""
+    allocated_usd = float(bill.request_usd[rows].sum())
+    share_usd = float(bill.unallocated_share_usd[rows].sum()) if bill.unallocated_share_usd is not None else 0.0
+    total_usd = allocated_usd + share_usd
+    completed = int((rows & (table.status == COMPLETED)).sum())
+    in_tokens = int(table.input_tokens[rows & ~np.isnan(table.first_token_s)].sum())
+    out_tokens = int(table.generated[rows].sum())
+    return {"allocated_usd": allocated_usd, "unallocated_share_usd": share_usd, "total_usd": total_usd,
+            "usd_per_request": total_usd / completed if completed else None,
+            "usd_per_1m_input_tokens": total_usd / in_tokens * 1e6 if in_tokens else None,
+            "usd_per_1m_output_tokens": total_usd / out_tokens * 1e6 if out_tokens else None,
+            **_per_session(total_usd, _num_sessions(table, rows))}
+
+
+def _num_sessions(table: RequestTable, rows: np.ndarray) -> int:
+    """Distinct sessions with a request among rows (synthetic sessions or a trace's session column)."""
+    return int(len(np.unique(table.session[rows & (table.session >= 0)])))
+
+
+def _run_per_session(table: RequestTable, bill: Bill) -> dict:
+    """$ per session, fully loaded like the run's other unit costs: the bill x the session
+    requests' share of the allocated cost (other requests may share the fleet), over the sessions."""
+    in_session = table.session >= 0
+    num_sessions = _num_sessions(table, in_session)
+    if not num_sessions:
+        return {}
+    allocated_usd = bill.request_usd.sum()
+    share = bill.request_usd[in_session].sum() / allocated_usd if allocated_usd > 0 else in_session.mean()
+    return _per_session(bill.total_usd * float(share), num_sessions)
+
+
+def _per_session(usd: float, num_sessions: int) -> dict:
+    return {"sessions": num_sessions, "usd_per_session": usd / num_sessions} if num_sessions else {}
+
+
+def _allocation_keys(scenario: Scenario, bill: Bill) -> dict:
+    """The policy that split the bill, and where the unallocated dollars went."""
+    cost = scenario.cost
+    tokens = cost.allocation == "tokens"
+    chargeback = cost.unallocated == "chargeback"
+    if not chargeback or bill.spread_usd == 0:
+        basis = None
+    else:
+        basis = "allocated_cost" if bill.request_usd.sum() > 0 else "equal_over_completed_requests"
+    return {"policy": cost.allocation, "prefill_weight": cost.prefill_weight if tokens else None,
+            "decode_weight": cost.decode_weight if tokens else None, "unallocated": cost.unallocated,
+            "spread_usd": bill.spread_usd, "spread_basis": basis, "unallocated_left_usd": bill.unallocated_left_usd}
+
+
+def _cost_by_category(bill: Bill) -> dict:
+    """The bill by what it paid for; the categories sum to total_usd."""
+    return {"busy": float(bill.request_usd.sum()) - bill.egress_usd, "idle": bill.idle_usd, "minimum_charge": bill.minimum_usd,
+            "unused_commitment": bill.unused_commitment_usd,
+            # replicas starting cold (fleet.cold_start): 0 for a warm fleet
+            "provisioning": bill.provisioning_usd, "loading": bill.loading_usd,
+            # replicas scaled down or given notice, waiting for their last requests: 0 for a static fleet
+            "draining": bill.draining_usd,
+            **({"egress": bill.egress_usd} if bill.request_egress_usd is not None else {}),  # fleet.pools only
+            # warm nodes provisioning and in the pool (fleet.warm_pool only)
+            **({"warm_pool": bill.warm_pool_usd} if bill.roster is not None and bill.roster.warm_pools else {})}
+
+
+def session_summary(scenario: Scenario, table: RequestTable, counts: dict) -> dict:
+    """Synthetic sessions, judged by the last turn each one sent: completed (its final turn
+    completed), ended by a rejection, or unfinished (the next turn was cut at duration_s, or the
+    run stopped first); started = completed + ended_by_rejection + unfinished."""
+    with_spec = np.array([e.session is not None for e in scenario.workload.entries()])[table.workload]
+    rows = np.flatnonzero(with_spec & (table.session >= 0))
+    if not len(rows):
+        return {"started": 0, "completed": 0, "ended_by_rejection": 0, "unfinished": 0, "turns_sent": 0,
+                "turns_cut_at_end": counts.get("turns_cut", 0), "mean_turns_sent": None}
+    order = np.lexsort((table.turn[rows], table.session[rows]))
+    rows = rows[order]
+    last = rows[np.r_[table.session[rows][1:] != table.session[rows][:-1], True]]  # each session's last turn
+    completed = (table.status[last] == COMPLETED) & (table.turn[last] == table.turns[last] - 1)
+    rejected = table.status[last] == REJECTED
+    return {"started": int(len(last)), "completed": int(completed.sum()), "ended_by_rejection": int(rejected.sum()),
+            "unfinished": int((~completed & ~rejected).sum()), "turns_sent": int(len(rows)),
+            "turns_cut_at_end": counts.get("turns_cut", 0), "mean_turns_sent": float(len(rows) / len(last)),
+            "mean_shared_prefix_fraction": float(table.shared_prefix_tokens[rows].sum() / table.input_tokens[rows].sum())}
+
+
+def _pricing_keys(bill: Bill) -> dict:
+    t = bill.tariff
+    return {
+        "pricing_model": t.model,
+        "pricing_category": t.category,
+        "allocated_usd": float(bill.request_usd.sum()),
+        "unallocated_usd": bill.unallocated_usd,
+        "minimum_charge_usd": bill.minimum_usd,
+        "unused_commitment_usd": bill.unused_commitment_usd,
+        "effective_usd_per_replica_hour": t.effective_usd_per_hour,
+        "break_even_utilization": t.break_even_utilization,
+    }
+
+
+def _energy_keys(bill: Bill, num_completed: int) -> dict:
+    """kWh include the PUE; u = 1 while a step runs (see simcost.cost.energy)."""
+    e = bill.energy
+    per_1k = 1000.0 / num_completed if num_completed else None
+    return {
+        "kwh": e.total_kwh,
+        "kwh_per_1k_requests": e.total_kwh * per_1k if per_1k else None,
+        "gco2": e.total_gco2,
+        "gco2_per_1k_requests": e.total_gco2 * per_1k if per_1k else None,
+        "pue": e.pue,
+        "grid_gco2_per_kwh": e.grid_gco2_per_kwh,
+        "basis": "assumption: power idle_w + u (peak_w - idle_w), u = 1 in steps; site PUE and grid intensity",
+    }
+
+
+def _window_s(table: RequestTable, measured: np.ndarray) -> float:
+    if not measured.any():
+        return 0.0
+    return float(table.finish_s[measured].max() - table.arrival_s[measured].min())
+
+
+def _rate(count, window_s: float) -> float | None:
+    return float(count) / window_s if window_s > 0 else None
+
+
+def records(scenario: Scenario, table: RequestTable, request_usd: np.ndarray,
+            unallocated_share_usd: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """One row per request, as columns (written to requests.csv / .parquet). cost_usd is the
+    allocated cost; total_usd adds the request's share of unallocated dollars (chargeback)."""
+    lat = latencies(table)
+    share_usd = np.zeros(table.num_requests) if unallocated_share_usd is None else unallocated_share_usd
+    return {
+        "request_id": np.arange(table.num_requests),
+        "arrival_s": table.arrival_s,
+        "input_tokens": table.input_tokens,
+        "output_tokens": table.output_tokens,
+        "status": np.asarray(STATUS_NAMES, dtype=object)[table.status],
+        "reject_reason": np.asarray(REJECT_REASONS, dtype=object)[table.reject_reason],
+        "replica": table.replica,
+        "generated_tokens": table.generated,
+        "first_scheduled_s": table.first_scheduled_s,
+        "first_token_s": table.first_token_s,
+        "finish_s": table.finish_s,
+        "ttft_s": lat["ttft_s"],
+        "tpot_s": lat["tpot_s"],
+        "e2el_s": lat["e2el_s"],
+        "num_preemptions": table.num_preemptions,
+        "num_retries": table.num_retries,  # its replica was lost under it (spot reclaim, failure)
+        "cost_usd": request_usd,
+        "unallocated_share_usd": share_usd,
+        "total_usd": request_usd + share_usd,
+        "workload": np.asarray([scenario.workload.entry_name(i) for i in range(len(scenario.workload.entries()))],
+                               dtype=object)[table.workload],
+        "tenant": np.asarray(table.tenant_names, dtype=object)[table.tenant],
+        "session": np.asarray(table.session_names + [""], dtype=object)[table.session],  # -1 (none) -> ""
+        "turn": table.turn,
+        "user": table.user,
+        "items": table.items,
+        "shared_prefix_tokens": table.shared_prefix_tokens,
+    }

@@ -1,0 +1,331 @@
+"""Deployment planning: what fits where, KV capacity, price.
+
+`plan_deployment` turns a scenario into a `Deployment`: one replica of a model on
+`tensor_parallel x pipeline_parallel` devices, with its weight bytes, KV blocks, limits, price and
+power. Mixture-of-experts models hold all their experts; per-item models (serving: per_item)
+hold their weights and no KV cache. The step-time model (parameter vector and numba kernels) is
+`simcost.perf.step_model`, re-exported here.
+
+Formats. `weight_format` sets the bytes per weight and the compute rate:
+- bf16 / fp16 / fp32 run at that format's peak. A device lacking one 16-bit format runs the other
+  (same bytes, cast at load, as vLLM does for bf16 checkpoints on a T4), else fp32 (a CPU with
+  fp32 units only, such as Graviton, converts 16-bit weights as it loads them). fp32 weights need
+  an fp32 peak in the device catalog.
+- fp8 runs at the fp8 peak (W8A8); a device without an fp8 peak refuses fp8 weights.
+- int8 / int4 are weight-only quantisation (W8A16, W4A16: AWQ, GPTQ): bytes at the small format,
+  compute at the bf16 (else fp16) rate, since the weights are dequantised before the matmul.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from simcost.catalog.specs import DeviceSpec, ModelSpec, get_device, get_model, on_demand_usd_per_device_hour
+from simcost.scenario.config import Scenario
+from simcost.errors import InputError
+from simcost.catalog.specs import BYTES_PER_ELEMENT
+from simcost.perf.step_model import is_per_item, kv_heads_per_device
+from simcost.catalog.specs import compute_format_for
+
+
+# Activation reserve per device = max_num_batched_tokens * hidden_size * this many bytes. vLLM
+# sizes the reserve by profiling a forward pass of max_num_batched_tokens tokens; its peak is a
+# dozen-odd live bf16 tensors per token: residual, norm output, q/k/v, attention output (~6 x d)
+# and the MLP gate and up projections (2 x 3.5 d for Llama shapes), i.e. ~13 d elements = 26 d
+# bytes, rounded to 24 as not all are live at once. It is not divided by tensor parallelism
+# (the residual stream is replicated), which errs towards fewer KV blocks.
+ACTIVATION_BYTES_PER_TOKEN_PER_HIDDEN = 24.0
+
+_DEFAULT_KV_FORMAT = "bf16"
+_MAX_SUGGESTED_TP = 64
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """One replica. Bytes are whole-model, KV blocks and prices per replica (all its devices)."""
+
+    device: DeviceSpec
+    model: ModelSpec
+    tensor_parallel: int
+    num_devices: int
+    weight_format: str
+    kv_cache_format: str
+    compute_format: str
+    weight_bytes: float  # whole model
+    kv_bytes_per_token: float  # whole model, all layers: 2 * L * h_kv * d_h * b_kv
+    block_size: int
+    num_kv_blocks: int  # per replica, over all its devices
+    max_model_len: int
+    max_num_batched_tokens: int
+    price_usd_per_hour: float  # per replica
+    idle_w: float  # per replica
+    peak_w: float  # per replica
+    pipeline_parallel: int = 1  # stages; num_devices = tensor_parallel * pipeline_parallel
+
+    @property
+    def kv_capacity_tokens(self) -> int:
+        return self.num_kv_blocks * self.block_size
+
+
+@dataclass(frozen=True)
+class Pool:
+    """Replicas of one deployment in a fleet: all of them ("serve"), or one side of a
+    disaggregated fleet ("prefill", "decode"). Replica indices follow pool order. A pool of
+    fleet.pools also has its `name` and its own `scenario`: the scenario with this pool's
+    hardware, model, engine, pricing and site in place (what its engine and its bill read)."""
+
+    role: str
+    deployment: Deployment
+    replicas: int
+    name: str = ""
+    scenario: Scenario | None = None  # fleet.pools only
+    serves: tuple[int, ...] | None = None  # workload entry indices it may serve (None: all)
+
+    @property
+    def label(self) -> str:
+        return self.name or self.role
+
+
+def pool_scenario(scenario: Scenario, k: int) -> Scenario:
+    """Pool k of fleet.pools as a one-pool scenario: its hardware, model, engine and fleet section."""
+    p = scenario.fleet.pools[k]
+    return replace(scenario, hardware=p.hardware, model=p.model or scenario.model, engine=p.engine or scenario.engine,
+                   fleet=scenario.fleet.pool_fleet(k))
+
+
+def fleet_pools(scenario: Scenario, dep: Deployment) -> list[Pool]:
+    """The scenario's pools; `dep` is the scenario's own deployment (its hardware section)."""
+    if scenario.fleet.pools is not None:
+        return [_named_pool(scenario, k) for k in range(len(scenario.fleet.pools))]
+    d = scenario.fleet.disaggregation
+    if d is None:
+        return [Pool("serve", dep, scenario.fleet.num_replicas)]  # replicas + redundancy
+    decode_dep = dep
+    if d.decode_hardware is not None:
+        try:
+            decode_dep = plan_deployment(replace(scenario, hardware=d.decode_hardware))
+        except InputError as exc:  # name the key the user wrote
+            where = exc.where.replace("hardware", "fleet.disaggregation.decode_hardware", 1)
+            raise InputError(where, exc.problem) from None
+    return [Pool("prefill", dep, d.prefill_replicas), Pool("decode", decode_dep, d.decode_replicas)]
+
+
+def _named_pool(scenario: Scenario, k: int) -> Pool:
+    cfg, own = scenario.fleet.pools[k], pool_scenario(scenario, k)
+    try:
+        dep = plan_deployment(own)
+    except InputError as exc:  # name the key the user wrote
+        raise InputError(_pool_key(scenario, k, exc.where), exc.problem) from None
+    names = [scenario.workload.entry_name(i) for i in range(len(scenario.workload.entries()))]
+    serves = None if cfg.serves is None else tuple(names.index(name) for name in cfg.serves)
+    return Pool("serve", dep, cfg.replicas, cfg.name, own, serves)
+
+
+def _pool_key(scenario: Scenario, k: int, where: str) -> str:
+    """The key of pool k's section that a one-pool scenario's key `where` stands for."""
+    section = where.split(".", 1)[0]
+    if section in ("hardware", "model", "engine") or where.startswith("fleet.price_usd_per_device_hour"):
+        return f"fleet.pools[{k}].{where.removeprefix('fleet.')}"
+    site = scenario.fleet.pools[k].site
+    if where.startswith("fleet.site.") and site is not None:
+        j = [s.name for s in scenario.fleet.sites].index(site)
+        return f"fleet.sites[{j}].{where.removeprefix('fleet.site.')}"
+    return where
+
+
+# --- planning -------------------------------------------------------------------------------
+
+
+
+def _supported_weight_formats(device: DeviceSpec) -> list[str]:
+    return [f for f in BYTES_PER_ELEMENT if compute_format_for(device, f) is not None]
+
+
+def _free_bytes_per_device(device: DeviceSpec, model: ModelSpec, weight_bytes: float, num_devices: int,
+                           memory_utilization: float, max_num_batched_tokens: int) -> float:
+    reserve_bytes = max_num_batched_tokens * model.hidden_size * ACTIVATION_BYTES_PER_TOKEN_PER_HIDDEN
+    return device.memory_bytes * memory_utilization - weight_bytes / num_devices - reserve_bytes
+
+
+# Devices one node holds when neither hardware.devices_per_node nor the catalog says: an 8-GPU
+# server (DGX/HGX, p4d/p5, a3), an 8-chip TPU host (v5e-8, v6e-8), a 2-socket CPU server, one
+# edge module. Tensor parallelism needs the scale-up link, so it stays within a node.
+DEFAULT_DEVICES_PER_NODE = {"gpu": 8, "tpu": 8, "cpu": 2, "edge": 1}
+
+
+def devices_per_node(scenario: Scenario, device: DeviceSpec) -> int:
+    return int(getattr(scenario.hardware, "devices_per_node", None) or getattr(device, "devices_per_node", None)
+               or DEFAULT_DEVICES_PER_NODE.get(device.kind, 8))
+
+
+def _check_parallelism(scenario: Scenario, device: DeviceSpec, model: ModelSpec, tp: int, pp: int) -> None:
+    if model.num_heads % tp:
+        raise InputError("hardware.tensor_parallel",
+                         f"{tp} does not divide {model.key}'s {model.num_heads} attention heads")
+    per_node = devices_per_node(scenario, device)
+    if tp > per_node:
+        raise InputError("hardware.tensor_parallel",
+                         f"{tp} is more than the {per_node} {device.key} devices in a node (tensor parallelism "
+                         f"needs the node's scale-up link); use tensor_parallel <= {per_node} and "
+                         f"hardware.pipeline_parallel across nodes, or set hardware.devices_per_node")
+    if model.num_layers < pp:
+        raise InputError("hardware.pipeline_parallel",
+                         f"{pp} stages for {model.key}'s {model.num_layers} layers; at most one stage per layer")
+
+
+def _kv_blocks(free_bytes_per_device: float, kv_bytes_per_token_per_device: float, block_size: int) -> int:
+    if free_bytes_per_device <= 0:
+        return 0
+    return math.floor(free_bytes_per_device / (kv_bytes_per_token_per_device * block_size))
+
+
+def _plan_kv(scenario: Scenario, device: DeviceSpec, model: ModelSpec, weight_format: str, kv_format: str,
+             tp: int, pp: int, util: float) -> tuple[int, int, int, float, int]:
+    """Context and batch limits and the KV cache of a token model: (max_model_len,
+    max_num_batched_tokens, block_size, KV bytes per token, KV capacity in tokens)."""
+    max_model_len = scenario.engine.max_model_len or model.max_model_len
+    if max_model_len > model.max_model_len:
+        raise InputError("engine.max_model_len",
+                         f"{max_model_len} exceeds {model.key}'s context length {model.max_model_len}")
+    # Defaults: vLLM v0 without chunked prefill fits a whole max-length prompt in one step; with
+    # chunked prefill, 2048-token budgets (Sarathi-Serve's and vLLM's long-standing default).
+    max_num_batched_tokens = scenario.engine.max_num_batched_tokens or (
+        2048 if scenario.engine.policy == "chunked" else max(max_model_len, 2048))
+    if max_num_batched_tokens < scenario.engine.max_num_seqs:  # vLLM refuses this too
+        raise InputError("engine.max_num_batched_tokens",
+                         f"{max_num_batched_tokens} is below engine.max_num_seqs={scenario.engine.max_num_seqs}; "
+                         f"a step must have room for one token of every running request")
+
+    weight_bytes = model.num_params * BYTES_PER_ELEMENT[weight_format]
+    b_kv = BYTES_PER_ELEMENT[kv_format]
+    kv_bytes_per_token = 2.0 * model.num_layers * model.num_kv_heads * model.head_dim * b_kv
+    block_size = scenario.engine.block_size
+
+    def kv_tokens(t: int, stages: int = pp) -> int:
+        # each device keeps the KV of its stage's layers for its share of the KV heads
+        per_device = 2.0 * model.num_layers / stages * kv_heads_per_device(model, t) * model.head_dim * b_kv
+        free = _free_bytes_per_device(device, model, weight_bytes, t * stages, util, max_num_batched_tokens)
+        return _kv_blocks(free, per_device, block_size) * block_size
+
+    num_kv_tokens = kv_tokens(tp)
+    if num_kv_tokens < block_size:
+        _raise_does_not_fit(device, model, weight_format, weight_bytes, tp, util, max_num_batched_tokens,
+                            kv_tokens, block_size, pp, devices_per_node(scenario, device))
+    if scenario.engine.num_kv_blocks is not None:
+        # an explicit capacity (vLLM's num_gpu_blocks_override), for what-if studies and tests;
+        # requests that can never fit it are rejected one by one instead of refusing to start
+        num_kv_tokens = scenario.engine.num_kv_blocks * block_size
+    elif num_kv_tokens < max_model_len:
+        # vLLM refuses to start in this case too: one max-length request could never be scheduled.
+        raise InputError("engine.max_model_len",
+                         f"{max_model_len} tokens, but the KV cache of {tp * pp} x {device.key} holds only "
+                         f"{num_kv_tokens} tokens of {model.key} at memory_utilization {util}; set "
+                         f"engine.max_model_len <= {num_kv_tokens} or raise hardware.tensor_parallel")
+
+    return max_model_len, max_num_batched_tokens, block_size, kv_bytes_per_token, num_kv_tokens
+
+
+PER_ITEM_NO_LENGTH_LIMIT = 2**31 - 1  # a per-item Deployment's max_model_len
+
+
+def _plan_per_item(scenario: Scenario, device: DeviceSpec, model: ModelSpec, weight_format: str,
+                   num_devices: int, util: float) -> tuple[int, int, int, float, int]:
+    """A per-item model has no KV cache: only its weights must fit."""
+    weight_bytes = model.num_params * BYTES_PER_ELEMENT[weight_format]
+    usable_bytes = device.memory_bytes * util * num_devices
+    if weight_bytes > usable_bytes:
+        raise InputError("hardware.device",
+                         f"{model.key} in {weight_format} needs {weight_bytes / 1e9:.2f} GB of weights, but "
+                         f"{num_devices} x {device.key} holds {usable_bytes / 1e9:.2f} GB at memory_utilization {util} "
+                         f"(short by {(weight_bytes - usable_bytes) / 1e9:.2f} GB); use a smaller weight_format or device")
+    # a batch holds at most max_num_batched_tokens items (default: max_num_seqs, one item each)
+    max_items = scenario.engine.max_num_batched_tokens or scenario.engine.max_num_seqs
+    # A request is its items (its "prompt") and one result (its one output "token"). The context
+    # length has no meaning per item, so the Fleet's length check is given no limit; a request
+    # with more items than a batch holds is rejected as exceeds_batch_tokens (as Triton rejects a
+    # request over max_batch_size).
+    return PER_ITEM_NO_LENGTH_LIMIT, max_items, scenario.engine.block_size, 0.0, 0
+
+
+def plan_deployment(scenario: Scenario) -> Deployment:
+    """Place one replica of the scenario's model on its devices; InputError if it does not fit."""
+    device = get_device(scenario.hardware.device, "hardware.device")
+    model = get_model(scenario.model.name, "model.name")
+    tp = scenario.hardware.tensor_parallel
+    pp = getattr(scenario.hardware, "pipeline_parallel", 1)
+    util = scenario.hardware.memory_utilization
+
+    weight_format = scenario.model.weight_format or model.weight_format
+    compute_format = compute_format_for(device, weight_format)
+    if compute_format is None:
+        supported = _supported_weight_formats(device)
+        given = "set" if scenario.model.weight_format else f"{model.key}'s checkpoint is {weight_format}; set"
+        # the suggestion: the widest format the device runs natively (the least change to the
+        # model's numerics; on a Jetson fp16, not bf16 cast to fp16)
+        native = [f for f in supported if compute_format_for(device, f) == f] or supported
+        widest = max(native, key=BYTES_PER_ELEMENT.get) if native else None
+        raise InputError("model.weight_format",
+                         f"{weight_format} weights need {weight_format} compute, which {device.key} lacks; {given} "
+                         f"model.weight_format: {widest} ({device.key} supports {', '.join(supported)})")
+    kv_format = scenario.model.kv_cache_format or _DEFAULT_KV_FORMAT
+    weight_bytes = model.num_params * BYTES_PER_ELEMENT[weight_format]
+
+    if is_per_item(model):
+        max_model_len, max_num_batched_tokens, block_size, kv_bytes_per_token, num_kv_tokens = _plan_per_item(
+            scenario, device, model, weight_format, tp * pp, util)
+    else:
+        _check_parallelism(scenario, device, model, tp, pp)
+        max_model_len, max_num_batched_tokens, block_size, kv_bytes_per_token, num_kv_tokens = _plan_kv(
+            scenario, device, model, weight_format, kv_format, tp, pp, util)
+
+    price_per_device = scenario.fleet.price_usd_per_device_hour
+    if price_per_device is None:  # the price catalog's offer at fleet.site.provider, else the device catalog's
+        site = scenario.fleet.site
+        price_per_device = on_demand_usd_per_device_hour(device, site.provider, site.region)
+    dep = Deployment(
+        device=device, model=model, tensor_parallel=tp, num_devices=tp * pp,
+        weight_format=weight_format, kv_cache_format=kv_format, compute_format=compute_format,
+        weight_bytes=weight_bytes, kv_bytes_per_token=kv_bytes_per_token,
+        block_size=block_size, num_kv_blocks=num_kv_tokens // block_size,
+        max_model_len=max_model_len, max_num_batched_tokens=max_num_batched_tokens,
+        price_usd_per_hour=price_per_device * tp, idle_w=device.idle_w * tp, peak_w=device.peak_w * tp,
+    )
+    return _span_stages(dep, pp)
+
+
+def _span_stages(dep: Deployment, pp: int) -> Deployment:
+    """A replica of pp pipeline stages runs on pp times the devices of one tensor-parallel group:
+    priced and powered for all of them."""
+    if pp == 1:
+        return dep
+    return replace(dep, pipeline_parallel=pp, price_usd_per_hour=dep.price_usd_per_hour * pp,
+                   idle_w=dep.idle_w * pp, peak_w=dep.peak_w * pp)
+
+
+def _raise_does_not_fit(device, model, weight_format, weight_bytes, tp, util, max_num_batched_tokens,
+                        kv_tokens, block_size, pp=1, per_node=_MAX_SUGGESTED_TP) -> None:
+    n = tp * pp
+    usable_gb = device.memory_bytes * util / 1e9
+    reserve_gb = max_num_batched_tokens * model.hidden_size * ACTIVATION_BYTES_PER_TOKEN_PER_HIDDEN / 1e9
+    short_gb = weight_bytes / 1e9 + n * (reserve_gb - usable_gb)
+    fits = [t for t in range(tp + 1, min(per_node, _MAX_SUGGESTED_TP) + 1)
+            if model.num_heads % t == 0 and kv_tokens(t, pp) >= block_size]
+    stages = [s for s in range(pp + 1, model.num_layers + 1) if kv_tokens(tp, s) >= block_size]
+    smaller = [f for f in ("fp8", "int8", "int4")
+               if BYTES_PER_ELEMENT[f] < BYTES_PER_ELEMENT[weight_format] and compute_format_for(device, f)]
+    hints = []
+    if fits:
+        hints.append(f"tensor_parallel >= {fits[0]}")
+    elif stages:  # the node has no room for more tensor parallelism: span nodes
+        hints.append(f"pipeline_parallel >= {stages[0]}")
+    if smaller:
+        hints.append(f"a smaller weight_format ({', '.join(smaller)})")
+    if reserve_gb > 0.1 * usable_gb:  # the activation reserve, not the weights, is a big part of the problem
+        hints.append(f"a smaller engine.max_num_batched_tokens or engine.max_model_len (activations of "
+                     f"{max_num_batched_tokens} tokens take {reserve_gb:.1f} GB per device)")
+    raise InputError("hardware.tensor_parallel",
+                     f"{model.key} in {weight_format} needs {weight_bytes / 1e9:.1f} GB of weights, but "
+                     f"{n} x {device.key} holds {usable_gb * n:.1f} GB at memory_utilization {util}, "
+                     f"with no room left for the KV cache (short by {max(short_gb, 0.0):.1f} GB with the activation "
+                     f"reserve); use {' or '.join(hints) or 'a larger device'}")

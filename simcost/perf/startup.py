@@ -1,0 +1,55 @@
+"""Node start-up: how long a replica takes from its request to serving (provisioning, image pull, weight load, engine start), cold or from a warm node."""
+
+from __future__ import annotations
+from dataclasses import dataclass
+from simcost.scenario.config import ColdStartConfig
+from simcost.perf.deployment import Pool
+
+STOPPED, RUNNING = "stopped", "running"  # a warm node's state (EC2 warm pool PoolState)
+
+
+@dataclass(frozen=True)
+class StartPhases:
+    """When one replica finishes provisioning and loading (seconds from its request)."""
+
+    provisioned_s: float
+    ready_s: float
+
+    @property
+    def loading_s(self) -> float:
+        return self.ready_s - self.provisioned_s
+
+
+def weight_paths_s(cfg: ColdStartConfig, pool: Pool) -> tuple[float, float]:
+    """(the weights over the node's network or disk, each device's share over its host link; 0
+    for a device with none)."""
+    dep = pool.deployment
+    link = dep.device.host_link_bytes_per_s
+    return (dep.weight_bytes / (cfg.weights_gb_per_s * 1e9),
+            0.0 if link is None else dep.weight_bytes / dep.tensor_parallel / link)
+
+
+def loading_s(cfg: ColdStartConfig, pool: Pool) -> float:
+    return cfg.image_gb / cfg.registry_gb_per_s + max(weight_paths_s(cfg, pool)) + cfg.engine_start_s
+
+
+def warm_start(cfg: ColdStartConfig, pool: Pool, state: str) -> StartPhases:
+    """A replica on a warm node: no provisioning (the node exists) and no image pull (it is on the
+    node's disk). stopped: the weights come off the node's disk (at weights_gb_per_s, the cold
+    start's min(network, disk) bound: an EBS volume is network storage) and over the host link;
+    running: they are staged in host memory, so only the host-link copy is left. Then the engine
+    starts (KV allocation, CUDA graphs) in both."""
+    disk_s, link_s = weight_paths_s(cfg, pool)
+    return StartPhases(0.0, (max(disk_s, link_s) if state == STOPPED else link_s) + cfg.engine_start_s)
+
+
+def cold_start(cfg: ColdStartConfig | None, pool: Pool) -> StartPhases:
+    """Provisioning and loading of one replica of `pool` (zero when warm)."""
+    if cfg is None:
+        return StartPhases(0.0, 0.0)
+    return StartPhases(cfg.provisioning_s, cfg.provisioning_s + loading_s(cfg, pool))
+
+
+def start_phases(cfg: ColdStartConfig | None, pools: list[Pool]) -> list[StartPhases]:
+    """Per initial replica, in replica order: all zero when the fleet starts warm."""
+    return [phase for pool in pools for phase in [cold_start(cfg, pool)] * pool.replicas]

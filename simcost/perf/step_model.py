@@ -1,0 +1,372 @@
+"""The step-time model: the float64 parameter vector the numba kernels read, and the kernels.
+
+`step_params` packs the scenario's model (`perf.model`: roofline, constant or table) for a
+`simcost.perf.deployment.Deployment`; `step_time_s` / `decode_span_times_s` evaluate it, each with a
+plain-Python twin (`*_py`) written from the formulas, which the tests compare against
+(DESIGN.md section 4). The roofline covers dense and mixture-of-experts models, tensor and
+pipeline parallelism, and per-item models: for those `step_params` returns `per_item_params`
+(a batch of n items takes step_time_s(p, n, 0, 0, 0, n)) once the engine policy is request-level.
+
+The kernels take the step's counts: prompt tokens computed, decode tokens, causal attention
+(query, key) pairs, cached tokens read, and the requests with prompt tokens in the step. The last
+prices per-sequence serving work (input preparation, sampling, per-sequence attention launches):
+the roofline adds `prefill_request_s` for each, since measured batched prefills cost more than one
+prompt of the same total tokens; the constant and table models ignore it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+from numba import njit
+
+from simcost.catalog.specs import DeviceSpec, ModelSpec
+from simcost.scenario.config import Scenario
+from simcost.errors import InputError
+from simcost.perf.step_table import T_HEADER, table_step_time_s, table_step_time_s_py
+from simcost.perf.measurements import EFFICIENCY_FACTORS
+from simcost.perf.measurements import FACTOR_DEFAULTS
+from simcost.catalog.specs import BYTES_PER_ELEMENT
+
+if TYPE_CHECKING:
+    from simcost.perf.deployment import Deployment
+
+
+
+
+def kv_heads_per_device(model: ModelSpec, tp: int) -> float:
+    # With tp > num_kv_heads each device keeps one KV head (vLLM replicates them), so KV per device
+    # stops shrinking; otherwise the heads split evenly.
+    return max(model.num_kv_heads / tp, 1.0)
+
+
+# --- the step-time parameter vector -----------------------------------------------------------
+# Everything per tensor-parallel rank (FLOPs and bytes divided by t, summed over pipeline stages),
+# so the kernels need no model or device objects.
+P_KIND = 0  # KIND_ROOFLINE, KIND_CONSTANT or KIND_TABLE
+P_STEP_OVERHEAD_S = 1  # fixed seconds per step (both kinds)
+P_PREFILL_S_PER_TOKEN = 2  # constant model
+P_DECODE_STEP_S = 3  # constant model: added once when a step has any decode token
+P_FLOPS_PER_TOKEN = 4  # 2 * active parameters / t
+P_FLOPS_PER_ATTN_PAIR = 5  # 4 * L * d / t
+P_FLOP_RATE = 6  # peak_flops[compute_format] * mfu (one device)
+P_WEIGHT_BYTES = 7  # bytes of the weights outside routed experts / t
+P_KV_BYTES_PER_TOKEN = 8  # KV bytes per token per device
+P_BYTE_RATE = 9  # mem_bw * mbu (one device)
+P_COMM_S_PER_TOKEN = 10  # all-reduce transfer seconds per step token (0 when t == 1)
+P_COMM_FIXED_S = 11  # all-reduce latency seconds per step: 2 L (t-1) allreduce_latency_s
+P_PREFILL_OVERHEAD_S = 12  # added once when a step has any prefill token (eager-mode launches)
+P_EXPERT_BYTES = 13  # MoE: bytes of all routed experts / t (0 for a dense model)
+P_NUM_EXPERTS = 14  # MoE: routed experts per layer n (0 for a dense model)
+P_EXPERTS_PER_TOKEN = 15  # MoE: experts each token is routed to, k
+P_PIPELINE_S_PER_TOKEN = 16  # pipeline parallel: activation transfer seconds per step token, all hops
+P_PREFILL_REQUEST_S = 17  # added per request with prefill tokens in the step (per-sequence work)
+NUM_PARAMS = 18
+
+KIND_ROOFLINE = 0.0
+KIND_CONSTANT = 1.0
+KIND_TABLE = 2.0  # measured step times (simcost.perf.step_table) packed after the roofline's slots
+
+
+def step_params(scenario: Scenario, dep: Deployment) -> np.ndarray:
+    """The step-time model of `scenario.perf` for deployment `dep`, packed for the kernels."""
+    perf = scenario.perf
+    if is_per_item(dep.model):
+        return per_item_step_params(scenario, dep)
+    if perf.model == "constant":
+        p = np.zeros(NUM_PARAMS, dtype=np.float64)
+        p[P_KIND] = KIND_CONSTANT
+        p[P_STEP_OVERHEAD_S] = perf.step_overhead_s or 0.0
+        p[P_PREFILL_S_PER_TOKEN] = perf.prefill_s_per_token
+        p[P_DECODE_STEP_S] = perf.decode_step_s
+        return p
+    factors = efficiency_factors(scenario, dep)
+    p = roofline_params(dep.device, dep.model, dep.tensor_parallel, dep.compute_format,
+                        dep.weight_bytes, dep.kv_cache_format, **factors,
+                        pipeline_parallel=dep.pipeline_parallel,
+                        pipeline_link_bytes_per_s=pipeline_link_bytes_per_s(scenario, dep.device))
+    if perf.model == "table":
+        return _table_params(perf.table, dep, p)
+    return p
+
+
+def _table_params(path: str, dep: Deployment, roofline: np.ndarray) -> np.ndarray:
+    """The measured table of `path` at the deployment's tensor-parallel degree, after the
+    roofline's slots (kept for workload items); see simcost.perf.step_table."""
+    from simcost.perf.measurements import read_points  # lazy: calibrate imports this module
+    from simcost.perf.step_table import pack_table
+    try:
+        points = read_points(path, dep.device.key, dep.model.key)
+    except InputError as exc:
+        raise InputError("perf.table", f"{exc.where}: {exc.problem}") from None
+    degrees = sorted({pt.tensor_parallel for pt in points})
+    points = [pt for pt in points if pt.tensor_parallel == dep.tensor_parallel]
+    prefill = [(pt.batch_size * pt.prompt_tokens, pt.step_time_s) for pt in points if pt.kind == "prefill"]
+    decode = [(pt.batch_size, pt.context_tokens, pt.step_time_s) for pt in points if pt.kind == "decode"]
+    if not prefill or not decode:
+        raise InputError("perf.table", f"{path} has {len(prefill)} prefill and {len(decode)} decode settings at "
+                         f"tensor_parallel {dep.tensor_parallel} (it has tensor_parallel {degrees}); the table "
+                         f"model needs both")
+    p = pack_table(roofline, prefill, decode)
+    p[P_KIND] = KIND_TABLE
+    return p
+
+
+
+
+def default_factors(device: DeviceSpec) -> dict[str, float]:
+    """The device catalog's factors, with FACTOR_DEFAULTS for those it does not list."""
+    return {name: getattr(device, name, FACTOR_DEFAULTS.get(name)) for name in EFFICIENCY_FACTORS}
+
+
+def pipeline_link_bytes_per_s(scenario: Scenario, device: DeviceSpec) -> float:
+    """The link between pipeline stages: `hardware.pipeline_link_gb_per_s`, else the device's
+    scale-up link (stages in one node)."""
+    gb_per_s = getattr(scenario.hardware, "pipeline_link_gb_per_s", None)
+    return gb_per_s * 1e9 if gb_per_s else device.link_bytes_per_s
+
+
+def efficiency_factors(scenario: Scenario, dep: Deployment) -> dict[str, float]:
+    """The roofline's factors. Precedence: a value set in `perf`, then the calibrated profile
+    named by `perf.profile`, then the device catalog's defaults."""
+    factors = default_factors(dep.device)
+    profile_path = getattr(scenario.perf, "profile", None)
+    if profile_path:
+        from simcost.perf.measurements import load_profile  # lazy: calibrate imports this module
+        factors.update(load_profile(profile_path, dep.device.key, dep.model.key, "perf.profile"))
+    for name in EFFICIENCY_FACTORS:
+        value = getattr(scenario.perf, name, None)
+        if value is not None:
+            factors[name] = value
+    return factors
+
+
+def roofline_params(device: DeviceSpec, model: ModelSpec, t: int, compute_format: str, weight_bytes: float,
+                    kv_cache_format: str, *, mfu: float, mbu: float, step_overhead_s: float,
+                    allreduce_latency_s: float, prefill_overhead_s: float = 0.0, attention_efficiency: float = 1.0,
+                    prefill_request_s: float = 0.0, pipeline_parallel: int = 1, pipeline_link_bytes_per_s: float | None = None) -> np.ndarray:
+    """The roofline of `model` (weight_bytes in total) on `t` x `device` with the given factors.
+
+    Pipeline parallelism (`pipeline_parallel` stages of t devices each) runs the stages one after
+    another for each step, with no micro-batch overlap: the step's time is the sum over stages,
+    i.e. the same FLOPs and bytes per tensor-parallel rank as one stage holding every layer, plus
+    the activations sent between stages. (vLLM overlaps up to pp batches with virtual engines;
+    this model leaves that throughput out, so pipeline parallelism buys memory, not speed.)"""
+    p = np.zeros(NUM_PARAMS, dtype=np.float64)
+    hidden = model.num_heads * model.head_dim
+    p[P_KIND] = KIND_ROOFLINE
+    p[P_STEP_OVERHEAD_S] = step_overhead_s
+    p[P_PREFILL_OVERHEAD_S] = prefill_overhead_s
+    p[P_PREFILL_REQUEST_S] = prefill_request_s
+    expert_params, num_experts, experts_per_token = moe_shape(model)
+    # FLOPs use the active parameters: the shared (attention, embedding, router) part plus k of
+    # the n experts' share.
+    active_params = model.num_params - expert_params + expert_params * experts_per_token / max(num_experts, 1)
+    p[P_FLOPS_PER_TOKEN] = 2.0 * active_params / t
+    # Causal attention: QK^T and PV cost 2 * 2 * d FLOPs per (query, key) pair per layer; the
+    # caller counts pairs exactly (n(n+1)/2 for a fresh prefill), so no halving here. Attention
+    # kernels reach a different fraction of peak than the GEMMs: attention_efficiency (relative to
+    # mfu) scales its FLOPs instead of needing a second rate in the kernel.
+    p[P_FLOPS_PER_ATTN_PAIR] = 4.0 * model.num_layers * hidden / t / attention_efficiency
+    p[P_FLOP_RATE] = device.peak_flops[compute_format] * mfu
+    expert_bytes = weight_bytes * expert_params / model.num_params
+    p[P_WEIGHT_BYTES] = (weight_bytes - expert_bytes) / t
+    p[P_EXPERT_BYTES] = expert_bytes / t
+    p[P_NUM_EXPERTS] = num_experts
+    p[P_EXPERTS_PER_TOKEN] = experts_per_token
+    if pipeline_parallel > 1:
+        # (pp - 1) hops per step, each sending the step's bf16 hidden states
+        link = pipeline_link_bytes_per_s or device.link_bytes_per_s
+        p[P_PIPELINE_S_PER_TOKEN] = (pipeline_parallel - 1) * hidden * 2.0 / link
+    p[P_KV_BYTES_PER_TOKEN] = (2.0 * model.num_layers * kv_heads_per_device(model, t) * model.head_dim
+                               * BYTES_PER_ELEMENT[kv_cache_format])
+    p[P_BYTE_RATE] = device.mem_bw_bytes_per_s * mbu
+    if t > 1:
+        # Megatron-style tensor parallelism: two all-reduces per layer (after attention and after
+        # the MLP) of the step's bf16 activations; a ring all-reduce moves 2 (t-1)/t of the data
+        # over each device's link. Its latency grows with the ring's 2 (t-1) hops, so the catalog's
+        # allreduce_latency_s is the latency at t = 2 and t devices pay (t - 1) times it. (A flat
+        # per-all-reduce latency cannot match the Splitwise A100 data, whose batch-1 decode stops
+        # improving from TP4 to TP8, without also making TP2 slower than TP1 for small models.)
+        allreduces = 2.0 * model.num_layers
+        bytes_per_token = 2.0 * (t - 1) / t * hidden * 2.0
+        p[P_COMM_S_PER_TOKEN] = allreduces * bytes_per_token / device.link_bytes_per_s
+        p[P_COMM_FIXED_S] = allreduces * (t - 1) * allreduce_latency_s
+    return p
+
+
+# --- kernels --------------------------------------------------------------------------------
+# A step with no new tokens runs nothing and takes 0 s. Token counts are used as float64 so that
+# sums over long contexts cannot overflow. `num_prefill_requests` (requests with prompt tokens in
+# the step) is priced by the roofline only: the constant model has no per-request term and the
+# table is keyed by tokens alone (its measured prefills already include their requests' cost).
+
+@njit(cache=True)
+def step_time_s(p, num_prefill_tokens, num_decode_tokens, attn_token_pairs, kv_read_tokens, num_prefill_requests):
+    if p[P_KIND] == KIND_TABLE:
+        return table_step_time_s(p, NUM_PARAMS, num_prefill_tokens, num_decode_tokens, kv_read_tokens)
+    return _analytic_step_s(p, num_prefill_tokens, num_decode_tokens, attn_token_pairs, kv_read_tokens,
+                            num_prefill_requests)
+
+
+@njit(cache=True)
+def _analytic_step_s(p, num_prefill_tokens, num_decode_tokens, attn_token_pairs, kv_read_tokens, num_prefill_requests):
+    # the roofline and constant models, apart from the table so that decode spans stay a tight loop
+    tokens = float(num_prefill_tokens) + float(num_decode_tokens)
+    if tokens <= 0.0:
+        return 0.0
+    if p[P_KIND] == KIND_CONSTANT:
+        t = p[P_STEP_OVERHEAD_S] + p[P_PREFILL_S_PER_TOKEN] * float(num_prefill_tokens)
+        if num_decode_tokens > 0:
+            t += p[P_DECODE_STEP_S]
+        return t
+    flops = p[P_FLOPS_PER_TOKEN] * tokens + p[P_FLOPS_PER_ATTN_PAIR] * float(attn_token_pairs)
+    weight_bytes = p[P_WEIGHT_BYTES]
+    if p[P_NUM_EXPERTS] > 0.0:  # the experts the step's tokens touch, expected, per layer
+        weight_bytes += p[P_EXPERT_BYTES] * (1.0 - (1.0 - p[P_EXPERTS_PER_TOKEN] / p[P_NUM_EXPERTS]) ** tokens)
+    nbytes = weight_bytes + p[P_KV_BYTES_PER_TOKEN] * (float(kv_read_tokens) + tokens)
+    t = (max(flops / p[P_FLOP_RATE], nbytes / p[P_BYTE_RATE])
+         + p[P_COMM_FIXED_S] + (p[P_COMM_S_PER_TOKEN] + p[P_PIPELINE_S_PER_TOKEN]) * tokens + p[P_STEP_OVERHEAD_S])
+    if num_prefill_tokens > 0:
+        t += p[P_PREFILL_OVERHEAD_S] + p[P_PREFILL_REQUEST_S] * float(num_prefill_requests)
+    return t
+
+
+@njit(cache=True)
+def decode_span_times_s(p, num_seqs, kv_tokens_sum, num_steps):
+    """Durations of `num_steps` decode steps of the same `num_seqs` requests whose cached tokens
+    sum to `kv_tokens_sum` at the first step; each step adds one token per request."""
+    out = np.empty(num_steps, dtype=np.float64)
+    n = float(num_seqs)
+    if p[P_KIND] == KIND_TABLE:
+        for j in range(num_steps):
+            kv = float(kv_tokens_sum) + j * n
+            out[j] = table_step_time_s(p, NUM_PARAMS, 0, num_seqs, kv)
+        return out
+    for j in range(num_steps):
+        kv = float(kv_tokens_sum) + j * n
+        out[j] = _analytic_step_s(p, 0, num_seqs, kv + n, kv, 0)
+    return out
+
+
+def is_per_item(model: ModelSpec) -> bool:
+    """A model served per item (an encoder or an image classifier): no tokens, no KV cache."""
+    return getattr(model, "serving", "tokens") == "per_item"
+
+
+def per_item_params(scenario: Scenario, dep: Deployment, bytes_per_item: float = 0.0) -> np.ndarray:
+    """The roofline of a per-item model, packed so that `step_time_s(p, num_items, 0, 0, 0, n)` is
+    the time of one batch of `num_items` items from n requests: max(items x flops_per_item / (peak x mfu),
+    (weights + items x bytes_per_item) / (bandwidth x mbu)) + step_overhead_s (+ prefill_overhead_s,
+    the same launch cost as a prefill step). An item plays the part of a prefill token with no
+    attention and no KV; `bytes_per_item` is what one item moves besides the weights (its
+    input and activations), 0 when the weights dominate. Split over tensor parallelism like a
+    token step, without the all-reduces (encoders this small run on one device). No per-request
+    term: prefill_request_s was measured on token engines' prompts, not on item batches, so it
+    stays 0 here and a batch's time does not depend on how its items split into requests."""
+    if not is_per_item(dep.model):
+        raise InputError("model.name", f"{dep.model.key} is served token by token; use step_params")
+    factors = efficiency_factors(scenario, dep)
+    t = dep.num_devices
+    p = np.zeros(NUM_PARAMS, dtype=np.float64)
+    p[P_KIND] = KIND_ROOFLINE
+    p[P_STEP_OVERHEAD_S] = factors["step_overhead_s"]
+    p[P_PREFILL_OVERHEAD_S] = factors["prefill_overhead_s"]
+    p[P_FLOPS_PER_TOKEN] = float(getattr(dep.model, "flops_per_item", 0.0)) / t
+    p[P_FLOP_RATE] = dep.device.peak_flops[dep.compute_format] * factors["mfu"]
+    p[P_WEIGHT_BYTES] = dep.weight_bytes / t
+    p[P_KV_BYTES_PER_TOKEN] = bytes_per_item / t
+    p[P_BYTE_RATE] = dep.device.mem_bw_bytes_per_s * factors["mbu"]
+    return p
+
+
+# Request-level policies (simcost.engine.request_level) run a per-item model: a batch of requests is one
+# forward pass over all their items. Iteration-level ones schedule tokens and a KV cache it has not.
+PER_ITEM_POLICIES = ("one_at_a_time", "static", "dynamic")
+
+
+def per_item_step_params(scenario: Scenario, dep: Deployment) -> np.ndarray:
+    """`per_item_params` for a scenario serving a per-item model, after checking that its engine
+    and perf sections can serve one; the workload's items.bytes_per_item (one value over all
+    entries) is what each item moves besides the weights."""
+    key = dep.model.key
+    if scenario.engine.policy not in PER_ITEM_POLICIES:
+        raise InputError("engine.policy", f"{scenario.engine.policy} schedules tokens over a KV cache, but {key} is "
+                         f"served per item; use one_at_a_time, static or dynamic (dynamic: Triton's dynamic batcher)")
+    if scenario.perf.model != "roofline":
+        raise InputError("perf.model", f"{scenario.perf.model} times token steps; {key} is served per item, "
+                         f"which only the roofline times (flops_per_item in the model catalog)")
+    per_entry = {e.items.bytes_per_item if e.items else 0.0 for e in scenario.workload.entries()}
+    if len(per_entry) > 1:
+        raise InputError("workload.items.bytes_per_item", f"{sorted(per_entry)} across workloads; one batch of {key} "
+                         f"items is timed with one bytes_per_item, so give every workload the same")
+    return per_item_params(scenario, dep, per_entry.pop())
+
+
+def item_time_s(p: np.ndarray, flops: float, nbytes: float) -> float:
+    """Seconds one step spends on non-token items (simcost.scenario.config.ItemSpec) of one device's
+    share of `flops` and `nbytes`: the roofline of that work alone, added to the token work
+    (encoders run before the language model, not overlapped with it)."""
+    if flops <= 0.0 and nbytes <= 0.0:
+        return 0.0
+    return max(flops / p[P_FLOP_RATE], nbytes / p[P_BYTE_RATE])
+
+
+def step_time_s_py(p, num_prefill_tokens, num_decode_tokens, attn_token_pairs, kv_read_tokens,
+                   num_prefill_requests) -> float:
+    """Plain-Python reference for `step_time_s`, written from the formula, not the kernel."""
+    tokens = num_prefill_tokens + num_decode_tokens
+    if tokens <= 0:
+        return 0.0
+    if p[P_KIND] == KIND_TABLE:
+        prefill, decode = unpack_table(p)
+        return table_step_time_s_py(prefill, decode, num_prefill_tokens, num_decode_tokens, kv_read_tokens)
+    if p[P_KIND] == KIND_CONSTANT:
+        decode_s = p[P_DECODE_STEP_S] if num_decode_tokens > 0 else 0.0
+        return float(p[P_STEP_OVERHEAD_S] + p[P_PREFILL_S_PER_TOKEN] * num_prefill_tokens + decode_s)
+    compute_s = (p[P_FLOPS_PER_TOKEN] * tokens + p[P_FLOPS_PER_ATTN_PAIR] * attn_token_pairs) / p[P_FLOP_RATE]
+    experts = expected_experts_touched(p[P_NUM_EXPERTS], p[P_EXPERTS_PER_TOKEN], tokens)
+    expert_bytes = p[P_EXPERT_BYTES] * experts / p[P_NUM_EXPERTS] if p[P_NUM_EXPERTS] else 0.0
+    memory_s = (p[P_WEIGHT_BYTES] + expert_bytes + p[P_KV_BYTES_PER_TOKEN] * (kv_read_tokens + tokens)) / p[P_BYTE_RATE]
+    comm_s = p[P_COMM_FIXED_S] + p[P_COMM_S_PER_TOKEN] * tokens
+    pipeline_s = p[P_PIPELINE_S_PER_TOKEN] * tokens
+    prefill_s = (p[P_PREFILL_OVERHEAD_S] + p[P_PREFILL_REQUEST_S] * num_prefill_requests
+                 if num_prefill_tokens > 0 else 0.0)
+    return float(max(compute_s, memory_s) + comm_s + pipeline_s + p[P_STEP_OVERHEAD_S] + prefill_s)
+
+
+def unpack_table(p: np.ndarray) -> tuple[list, list]:
+    """The (tokens, s) prefill and (batch, context, s) decode rows packed in a table model."""
+    base = NUM_PARAMS
+    n_prefill, n_batches = int(p[base]), int(p[base + 1])
+    start = base + T_HEADER
+    prefill = list(zip(p[start:start + n_prefill], p[start + n_prefill:start + 2 * n_prefill]))
+    decode, pos = [], start + 2 * n_prefill
+    for _ in range(n_batches):
+        b, n = p[pos], int(p[pos + 1])
+        decode += [(b, c, s) for c, s in zip(p[pos + 2:pos + 2 + n], p[pos + 2 + n:pos + 2 + 2 * n])]
+        pos += 2 + 2 * n
+    return prefill, decode
+
+
+def expected_experts_touched(num_experts: float, experts_per_token: float, num_tokens: float) -> float:
+    """Expected distinct experts (of n) that `num_tokens` tokens, each routed to k experts
+    uniformly, touch in one layer: n (1 - (1 - k/n)^T). Plain Python; 0 for a dense model."""
+    if num_experts <= 0:
+        return 0.0
+    return num_experts * (1.0 - (1.0 - experts_per_token / num_experts) ** num_tokens)
+
+
+def moe_shape(model: ModelSpec) -> tuple[float, int, int]:
+    """(parameters in routed experts, experts per layer n, experts per token k); (0, 0, 0) for a
+    dense model or a catalog that predates the MoE fields."""
+    num_experts = int(getattr(model, "num_experts", 0) or 0)
+    if num_experts <= 1:
+        return 0.0, 0, 0
+    return float(getattr(model, "expert_params", 0.0)), num_experts, int(getattr(model, "experts_per_token", 1))
+
+
+def decode_span_times_s_py(p, num_seqs, kv_tokens_sum, num_steps) -> np.ndarray:
+    return np.array([step_time_s_py(p, 0, num_seqs, kv_tokens_sum + j * num_seqs + num_seqs,
+                                    kv_tokens_sum + j * num_seqs, 0) for j in range(num_steps)], dtype=np.float64)

@@ -1,0 +1,253 @@
+"""Writing a run to a results folder, and the text table the CLI prints.
+
+A folder holds: summary.json (schema in the README), requests.csv or requests.parquet (one row
+per request), scenario.yaml (the scenario as run, overrides and seed applied), latency.png, the bill in
+FOCUS format: focus.csv (plus focus.parquet when pyarrow is installed; see `simcost.results.focus`), and the
+fleet over time: timeseries.csv and timeseries.png (see `simcost.metrics.timeseries`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from simcost.scenario.schema import to_dict
+from simcost.errors import InputError
+from simcost.results.focus import focus_rows, write_focus
+from simcost.metrics.summary import latencies, records
+from simcost.results.plots import latency_cdfs
+from simcost.simulation.simulation import RunResult
+from simcost.results.plots import plot_timeseries
+from simcost.metrics.timeseries import TimeSeries
+
+
+def write_run(result: RunResult, out_dir: Path, records_format: str = "csv") -> dict[str, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "summary": out_dir / "summary.json",
+        "scenario": out_dir / "scenario.yaml",
+        "requests": out_dir / f"requests.{records_format}",
+        "plot": out_dir / "latency.png",
+        "focus": out_dir / "focus.csv",
+    }
+    if result.timeseries is not None:
+        paths |= {"timeseries": out_dir / "timeseries.csv", "timeseries_plot": out_dir / "timeseries.png"}
+    paths["summary"].write_text(json.dumps(result.summary, indent=2) + "\n")
+    paths["scenario"].write_text(yaml.safe_dump(to_dict(result.scenario), sort_keys=False))
+    write_records(records(result.scenario, result.table, result.bill.request_usd, result.bill.unallocated_share_usd),
+                  paths["requests"], records_format)
+    write_focus(focus_rows(result), paths["focus"])  # and focus.parquet when pyarrow is installed
+    lat = latencies(result.table)
+    measured = (result.table.status == 1) & (result.table.arrival_s >= result.scenario.warmup_s)
+    latency_cdfs({k: v[measured] for k, v in lat.items()}, to_dict(result.scenario.slo),
+                 f"{result.scenario.name}: {result.summary['requests']['measured']} measured requests", paths["plot"])
+    if result.timeseries is not None:
+        write_timeseries(result.timeseries, paths["timeseries"])
+        plot_timeseries(result.timeseries, paths["timeseries_plot"], f"{result.scenario.name}: fleet over time")
+    return paths
+
+
+def write_records(columns: dict[str, np.ndarray], path: Path, records_format: str) -> None:
+    if records_format == "parquet":
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise InputError("--records parquet", "needs pyarrow: pip install 'simcost[parquet]'") from None
+        pq.write_table(pa.table({k: list(v) if v.dtype == object else v for k, v in columns.items()}), path)
+        return
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(columns)
+        for row in zip(*(_csv_column(v) for v in columns.values())):
+            writer.writerow(row)
+
+
+def _csv_column(values: np.ndarray) -> list:
+    if values.dtype.kind == "f":
+        return ["" if np.isnan(v) else repr(float(v)) for v in values]
+    return values.tolist()
+
+
+def format_summary(s: dict) -> str:
+    """The results table printed by `simcost run`."""
+    def ms(v):
+        return "-" if v is None else f"{v * 1e3:,.1f}"
+
+    def num(v, fmt):
+        return "-" if v is None else format(v, fmt)
+
+    named = [p for p in s.get("pools", []) if p.get("name")]
+    fleet = (f"{s['replicas']} x {s['tensor_parallel']} x {s['device']}" if not named else
+             ", ".join(f"{p['name']}: {p['replicas']} x {p['tensor_parallel']} x {p['device']}" for p in named))
+    lines = [
+        f"{s['scenario']}: {s['model']} on {fleet} ({s['router']}), seed {s['seed']}",
+        f"requests: {s['requests']['arrived']} arrived, {s['requests']['completed']} completed, "
+        f"{s['requests']['rejected']} rejected, {s['requests']['in_flight']} in flight; "
+        f"{s['requests']['measured']} measured after warm-up",
+        "",
+        f"{'latency (ms)':<14}{'mean':>10}{'p50':>10}{'p90':>10}{'p95':>10}{'p99':>10}",
+    ]
+    for key in ("ttft_s", "tpot_s", "itl_s", "e2el_s"):
+        st = s[key]
+        lines.append(f"{key.removesuffix('_s').upper():<14}" + "".join(f"{ms(st[p]):>10}" for p in ("mean", "p50", "p90", "p95", "p99")))
+    tp, c = s["throughput"], s["cost"]
+    lines += [
+        "",
+        f"throughput: {num(tp['requests_per_s'], '.2f')} req/s, {num(tp['output_tokens_per_s'], ',.0f')} output tok/s; "
+        f"goodput {num(s['goodput_requests_per_s'], '.2f')} req/s (SLO attainment {num(s['slo_attainment'], '.1%')}, "
+        f"target {s['slo']['attainment']:.0%}: {_slo_verdict(s)})",
+        *_per_item_lines(s),
+        f"utilization {s['utilization']:.1%}, mean batch {s['mean_batch_tokens']:.1f} tokens/step, "
+        f"{s['preemptions']} preemptions",
+        f"cost: ${c['usd_per_hour']:,.2f}/hour; ${c['total_usd']:,.4f} over {s['horizon_s']:,.0f} s "
+        f"(idle ${c['idle_usd']:,.4f}); ${num(c['usd_per_1m_output_tokens'], ',.3f')} per 1M output tokens, "
+        f"${num(c['usd_per_request'], '.6f')} per request",
+    ]
+    return "\n".join(lines + _fleet_lines(s) + _pool_lines(s) + _breakdown_lines(s))
+
+
+def _pool_lines(s: dict) -> list[str]:
+    """Fleets of named pools (fleet.pools): each pool's size, device, site and cost; each site's
+    requests and egress; how the pool router spread requests; latency as users see it."""
+    pools = [p for p in s.get("pools", []) if p.get("name")]
+    if not pools:
+        return []
+    lines = ["", f"{'pool':<14}{'replicas':>9}{'device':>18}{'site':>12}{'pricing':>14}{'util':>7}{'$':>12}"]
+    for p in pools:
+        lines.append(f"{p['name']:<14}{p['replicas']:>9}{p['device']:>18}{p.get('site') or '-':>12}"
+                     f"{p.get('pricing_model') or '-':>14}{p['utilization']:>7.1%}{p['usd']:>12.4f}")
+    for name, site in s.get("by_site", {}).items():
+        lines.append(f"site {name} ({site['region']}): {site['requests_served']} requests, "
+                     f"{site['egress_gb']:.4g} GB out, egress ${site['egress_usd']:.4g}")
+    routing = s.get("pool_routing")
+    if routing:
+        spread = ", ".join(f"{k} {v}" for k, v in routing["requests_by_pool"].items())
+        lines.append(f"pool router {routing['policy']}: {spread}; spilled to the cloud {routing.get('spilled_to_cloud', 0)}")
+    net = s.get("network")
+    if net and net.get("ttft_end_to_end_s", {}).get("p99") is not None:
+        lines.append(f"as users see it (+ client round trip): p99 TTFT {net['ttft_end_to_end_s']['p99'] * 1e3:,.1f} ms, "
+                     f"p99 E2EL {net['e2el_end_to_end_s']['p99'] * 1e3:,.1f} ms")
+    return lines
+
+
+def _slo_verdict(s: dict) -> str:
+    """met / NOT met, and why when attainment alone would pass: a rejected request fails the SLO."""
+    if s["meets_slo"]:
+        return "met"
+    rejected = s["requests"]["rejected"]
+    return f"NOT met: {rejected:,} rejected" if rejected else "NOT met"
+
+
+def _per_item_lines(s: dict) -> list[str]:
+    """Per-item models (embeddings, images): their own throughput and unit cost; their 'tokens'
+    above are items in and one result out."""
+    p = s.get("per_item")
+    if not p:
+        return []
+    return [f"per item ({p['kind']}: {p['item_input']}): {p['items_per_s']:.1f} items/s, "
+            f"{p['mean_items_per_batch']:.2f} items per batch, ${p['usd_per_1m_items']:.4f} per 1M items"]
+
+
+def _fleet_lines(s: dict) -> list[str]:
+    """How the fleet moved (autoscaler, spot, failures); nothing for a fleet that stood still."""
+    f = s.get("fleet")
+    if f is None or (f["replicas_started"] == s["replicas"] and not f["ended"]):
+        return []
+    ended = ", ".join(f"{n} {why.replace('_', ' ')}" for why, n in f["ended"].items()) or "none"
+    lines = [f"fleet: {f['replicas_started']} replicas started ({f['spot_replicas_started']} on spot), "
+             f"{f['replicas_at_end']} at the end, mean {f['mean_replicas']:.2f} ({f['replica_hours']:,.2f} "
+             f"replica-hours); ended: {ended}; {f['requests_retried']} requests retried"]
+    w = f.get("warm_pool")
+    if w:
+        lines.append(f"warm pool: {w['hits']} scale-ups served warm, {w['misses']} cold; "
+                     f"{w['standby_node_hours']:,.2f} standby node-hours, ${w['usd']:,.4f}")
+    return lines
+
+
+def _breakdown_lines(s: dict) -> list[str]:
+    """The cost allocation; per workload / tenant rows (and per tenant, the showback or chargeback
+    table); session and closed-loop accounting, when the run has them."""
+    lines = _allocation_lines(s["cost"])
+    for title in ("by_workload", "by_tenant"):
+        if title not in s:
+            continue
+        lines += ["", f"{title.replace('_', ' '):<14}{'arrived':>9}{'done':>9}{'rejected':>9}{'p99 TTFT ms':>13}"
+                      f"{'SLO met':>9}{'$ / req':>11}"]
+        for name, g in s[title].items():
+            lines.append(f"{name:<14}{g['arrived']:>9}{g['completed']:>9}{g['rejected']:>9}"
+                         f"{_fmt(g['ttft_s']['p99'], ',.1f', 1e3):>13}{_fmt(g['slo_attainment'], '.1%'):>9}"
+                         f"{_fmt(g['usd_per_request'], '.6f'):>11}")
+        if title == "by_tenant" and "allocation" in s["cost"]:
+            lines += _tenant_cost_lines(s["cost"], s[title])
+    if "sessions" in s:
+        x = s["sessions"]
+        lines += ["", f"sessions: {x['started']} started, {x['completed']} completed, {x['ended_by_rejection']} ended by "
+                      f"a rejection, {x['unfinished']} unfinished (next turn cut at duration_s: {x['turns_cut_at_end']}); "
+                      f"{x['turns_sent']} turns, {x['mean_turns_sent'] or 0:.2f} per session"]
+    if "closed_loop" in s:
+        x = s["closed_loop"]
+        lines += ["", f"closed loop: {x['users']} users ({x['users_active']} sent a request), "
+                      f"{x['requests_sent_after_first']} requests after the first, {x['requests_cut_at_end']} cut at duration_s"]
+    return lines
+
+
+def _allocation_lines(c: dict) -> list[str]:
+    """One line: how busy steps were split, and where idle and overhead dollars went."""
+    a = c.get("allocation")
+    if a is None:  # a summary written before cost allocation existed
+        return []
+    split = (f"tokens (prefill x{a['prefill_weight']:g}, decode x{a['decode_weight']:g})" if a["policy"] == "tokens"
+             else "equal shares")
+    where = ("spread over requests by allocated cost" if a["spread_basis"] == "allocated_cost"
+             else "spread equally over completed requests" if a["spread_basis"]
+             else "left as its own line" if c["unallocated_usd"] else "nothing to place")
+    # every unallocated category the summary has (busy and egress are allocated to requests)
+    parts = ", ".join(f"{name.replace('_', ' ')} ${usd:,.4f}" for name, usd in c["by_category"].items()
+                      if name not in ("busy", "egress"))
+    return ["", f"cost allocation ({a['unallocated']}): steps split by {split}; unallocated ${c['unallocated_usd']:,.4f} "
+                f"({parts}): {where}"]
+
+
+def _tenant_cost_lines(c: dict, groups: dict) -> list[str]:
+    """Per tenant: allocated dollars, share of the unallocated (chargeback), total and unit costs;
+    then the unallocated line (showback) and the bill, so the columns add up."""
+    a = c["allocation"]
+    lines = ["", f"{a['unallocated'] + ' $':<14}{'allocated':>12}{'unallocated':>13}{'total':>12}{'$ / req':>11}"
+                 f"{'$ / 1M out':>12}{'$ / session':>13}"]
+    for name, g in groups.items():
+        lines.append(f"{name:<14}{g['allocated_usd']:>12.4f}{g['unallocated_share_usd']:>13.4f}{g['total_usd']:>12.4f}"
+                     f"{_fmt(g['usd_per_request'], '.6f'):>11}{_fmt(g['usd_per_1m_output_tokens'], ',.3f'):>12}"
+                     f"{_fmt(g.get('usd_per_session'), '.4f'):>13}")
+    if a["unallocated_left_usd"]:
+        left = a["unallocated_left_usd"]
+        lines.append(f"{'(unallocated)':<14}{'':>12}{left:>13.4f}{left:>12.4f}")
+    lines.append(f"{'bill':<14}{c['allocated_usd']:>12.4f}{c['unallocated_usd']:>13.4f}{c['total_usd']:>12.4f}")
+    return lines
+
+
+def _fmt(value, fmt: str, scale: float = 1.0) -> str:
+    return "-" if value is None else format(value * scale, fmt)
+
+
+COLUMNS = ("t_s", "pool", "replicas", "ready", "waiting", "running", "kv_used_fraction", "usd_per_hour", "arrivals_per_s",
+           "completions_per_s", "output_tokens_per_s")
+
+
+def write_timeseries(ts: TimeSeries, path_csv: Path) -> Path:
+    """One row per sample time and pool."""
+    kv = ts.kv_used_fraction
+    with Path(path_csv).open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(COLUMNS)
+        for k, t in enumerate(ts.t_s):
+            for p, pool in enumerate(ts.pools):
+                writer.writerow([round(float(t), 9), pool, int(ts.replicas[p, k]), int(ts.ready[p, k]), int(ts.waiting[p, k]),
+                                 int(ts.running[p, k]), f"{kv[p, k]:.6g}", f"{ts.usd_per_hour[p, k]:.6g}",
+                                 f"{ts.arrivals_per_s[p, k]:.6g}", f"{ts.completions_per_s[p, k]:.6g}",
+                                 f"{ts.output_tokens_per_s[p, k]:.6g}"])
+    return Path(path_csv)

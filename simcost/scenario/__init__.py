@@ -1,0 +1,1 @@
+"""The scenario: frozen dataclasses for every section, loading YAML and overrides, validation."""

@@ -1,0 +1,1 @@
+"""One run: builds the fleet from a scenario, runs SimPy, returns the result."""

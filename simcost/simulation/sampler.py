@@ -1,0 +1,83 @@
+"""Samples the running fleet at fixed intervals during a run (a SimPy process) and turns the samples into the run's time series."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+import simpy
+
+from simcost.cost.ledger import Bill, StepArrays
+from simcost.metrics.timeseries import (KV_TOTAL, KV_USED, READY, REPLICAS, RUNNING, WAITING, TimeSeries,
+                                        default_interval_s, interval_counts, sample_times_s, usd_per_hour)
+from simcost.workload.request_table import IN_FLIGHT
+
+if TYPE_CHECKING:  # the simulation owns its sampler; the type is only named here
+    from simcost.simulation.simulation import Simulation
+
+
+class Sampler:
+    """Reads the fleet every interval_s while the run has anything left to do."""
+
+    def __init__(self, sim: Simulation, interval_s: float | None = None):
+        if interval_s is None:
+            interval_s = default_interval_s(sim.arrivals_end_s() + (sim.scenario.drain_s or 0.0))
+        if not interval_s > 0:
+            raise ValueError(f"sampling interval must be > 0 s, got {interval_s}")
+        self.sim, self.interval_s = sim, float(interval_s)
+        self.rows: list[np.ndarray] = []  # one (pools, 6) array per sample
+        sim.env.process(self._run(sim.env))
+
+    def _run(self, env: simpy.Environment):
+        k = 0
+        while True:
+            self.rows.append(self.snapshot())
+            if env.peek() == math.inf:  # only this sampler left: the run is over
+                return
+            k += 1
+            # aim at k x interval_s rather than adding intervals, so float error does not drift
+            yield env.timeout(max(0.0, k * self.interval_s - env.now))
+
+    def snapshot(self) -> np.ndarray:
+        fleet, status, now = self.sim.fleet, self.sim.table.status, self.sim.env.now
+        row = np.zeros((len(self.sim.pools), 6), dtype=np.int64)
+        for r, life in zip(fleet.replicas, fleet.roster.lives):
+            if not life.requested_s <= now < life.gone_s:
+                continue
+            p = life.pool
+            row[p, REPLICAS] += 1
+            row[p, READY] += fleet.is_ready(r)
+            row[p, WAITING] += len(r.waiting)
+            row[p, RUNNING] += num_running(r, status)
+            row[p, KV_USED] += r.pool.num_used
+            row[p, KV_TOTAL] += r.pool.num_blocks if now >= life.ready_s else 0
+        row[0, WAITING] += len(fleet.central) + len(fleet.held)  # requests not yet on a replica
+        return row
+
+    def series(self, horizon_s: float, steps: StepArrays, bill: Bill) -> TimeSeries:
+        """The samples on the grid up to the horizon, with the exact rates and $/hour."""
+        t_s = sample_times_s(self.interval_s, horizon_s)
+        rows = self.rows[:len(t_s)] or [self.snapshot()]  # (no sample: the run never ran)
+        rows += [rows[-1]] * (len(t_s) - len(rows))  # the sampler stopped: the state stayed as it was
+        state = np.stack(rows, axis=2)  # (pools, 6, samples)
+        width_s = np.minimum(self.interval_s, horizon_s - t_s)
+        edges_s = np.append(t_s, horizon_s)
+        table, pool_of = self.sim.table, bill.roster.pool
+        arrivals, completions, tokens = interval_counts(table, pool_of, self.sim.pools, edges_s)
+        per_s = lambda counts: np.divide(counts, width_s, out=np.zeros(counts.shape), where=width_s > 0)
+        return TimeSeries(
+            pools=tuple(p.label for p in self.sim.pools), interval_s=self.interval_s, horizon_s=horizon_s,
+            t_s=t_s, width_s=width_s, replicas=state[:, REPLICAS], ready=state[:, READY], waiting=state[:, WAITING],
+            running=state[:, RUNNING],
+            kv_used_blocks=state[:, KV_USED], kv_total_blocks=state[:, KV_TOTAL],
+            usd_per_hour=usd_per_hour(bill, len(self.sim.pools), t_s, steps, edges_s, width_s),
+            arrivals_per_s=per_s(arrivals), completions_per_s=per_s(completions), output_tokens_per_s=per_s(tokens),
+        )
+
+
+def num_running(replica, status: np.ndarray) -> int:
+    """Requests in flight in the replica's batch (a static batch keeps its finished members until
+    it ends; they are out of the system), plus prefill-role KV transfers still leaving it."""
+    running = int(np.count_nonzero(status[replica.running] == IN_FLIGHT)) if replica.running else 0
+    return running + getattr(replica, "_outbound", 0)

@@ -1,0 +1,387 @@
+"""One run: scenario -> workload -> fleet on SimPy -> step log -> bill -> metrics.
+
+`Simulation` is built in full before it runs, so tests can attach their own SimPy processes
+(e.g. a sampler of the number in system for Little's law) to `sim.env` and `sim.fleet`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import simpy
+
+from simcost.catalog.specs import ModelSpec
+from simcost.cluster.fleet import Fleet, PoolEngine
+from simcost.scenario.config import Scenario
+from simcost.engine.replica import host_kv_s_per_token, swap_link
+from simcost.errors import InputError
+from simcost.cluster.control import FleetControl, initial_capacity, spot_price_usd_per_device_hour
+from simcost.engine.kv.reuse import PrefixSpec, prefix_spec
+from simcost.cost.ledger import Bill, StepArrays, StepLog, settle
+from simcost.perf.startup import cold_start, start_phases
+from simcost.metrics.summary import served_pool, slo_limits_by_entry, summarize
+from simcost.perf.deployment import Deployment, Pool, fleet_pools, plan_deployment
+from simcost.perf.step_model import is_per_item, step_params, step_time_s
+from simcost.cost.pricing import egress_usd_per_gb, usd_per_replica_hour
+from simcost.workload.request_table import COMPLETED, RequestTable
+from simcost.rng import streams
+from simcost.cluster.routers import DECODE_CONTEXT_TOKENS, POOL_ROUTERS, PoolView, affinity_key_fn
+from simcost.workload.sessions import SessionDriver
+from simcost.simulation.sampler import Sampler
+from simcost.metrics.timeseries import TimeSeries
+from simcost.engine.waiting import queue_key
+from simcost.workload.requests import Requests, generate, workload_streams
+
+
+@dataclass
+class RunResult:
+    scenario: Scenario
+    deployment: Deployment  # the scenario's hardware (the prefill pool's, when disaggregated)
+    table: RequestTable
+    steps: StepArrays
+    bill: Bill
+    horizon_s: float
+    summary: dict
+    pools: list[Pool]  # the fleet's replicas, by deployment, in replica order
+    timeseries: TimeSeries | None = None  # sampled fleet state over time (simcost.metrics.timeseries)
+
+
+class Simulation:
+    def __init__(self, scenario: Scenario, requests: Requests | None = None, max_span_steps: int = 1 << 30,
+                 sample_interval_s: float | None = None, timeseries: bool = True):
+        self.scenario = scenario
+        self.named = scenario.fleet.pools is not None  # a fleet of pools (fleet.pools)
+        if self.named:  # each pool plans its own deployment; pool 0's stands for the scenario's
+            self.pools = fleet_pools(scenario, None)
+            self.deployment = self.pools[0].deployment
+            self.phases = [ph for k, pool in enumerate(self.pools)
+                           for ph in [cold_start(pool.scenario.fleet.cold_start, pool)] * pool.replicas]
+        else:
+            self.deployment = plan_deployment(scenario)
+            self.pools = fleet_pools(scenario, self.deployment)
+            self.phases = start_phases(scenario.fleet.cold_start, self.pools)
+        run_streams = streams(scenario.seed)
+        self.per_item = per_item_fleet(scenario, self.pools)
+        self.requests = requests if requests is not None else generate(scenario, run_streams)
+        if self.per_item:
+            self.requests = per_item_requests(self.requests)
+        self.table = RequestTable(self.requests)
+        self.env = simpy.Environment()
+        self.log = StepLog()
+        self.sessions = SessionDriver(self.env, self.table, scenario, workload_streams(scenario, run_streams),
+                                      self._arrive)
+        moves = scenario.fleet.moves
+        self.fleet = Fleet(
+            self.env, self.table, self._pool_engines(run_streams), [p.replicas for p in self.pools],
+            scenario.fleet.router, run_streams.routing, self.log, max_span_steps,
+            on_done=self._on_done if self.sessions.active or moves else None, prefix=self._prefix_spec(),
+            phases=self.phases, capacity=self._initial_capacity() if moves else None,
+            affinity_key=affinity_keys(scenario, self.requests, self.table),
+            affinity_load_bound=scenario.fleet.affinity_load_bound,
+            pool_serves=self._pool_serves() if self.named else None,
+        )
+        if self.named:  # the pool router reads the fleet's routable lists
+            self.fleet.pool_router = self._pool_router()
+        self.arrival_process = self.env.process(self._arrivals())
+        # a fleet that moves: autoscaler, spot reclaims, failures (simcost.cluster.control); its
+        # timers reach far past the last request, so such a run ends when `finished` fires
+        self.control = self.finished = None
+        self.controls: list[FleetControl] = []  # one per pool that moves
+        if moves:
+            for k, pool in enumerate(self.pools if self.named else self.pools[:1]):
+                cfg = scenario.fleet.pool_fleet(k)
+                if cfg.moves:
+                    self.controls.append(FleetControl(self.env, self.fleet, cfg, pool, run_streams.fleet, self.table,
+                                                      self.arrivals_done, self.requests.arrival_s, pool_index=k))
+            self.control = self.controls[0]
+            self.finished = self.env.event()
+        self.sampler = Sampler(self, sample_interval_s) if timeseries else None  # only reads the fleet
+        self._progress = None
+
+    def _initial_capacity(self) -> list[str]:
+        fleet = self.scenario.fleet
+        if not self.named:
+            return initial_capacity(fleet, fleet.num_replicas)
+        return [c for k, pool in enumerate(self.pools) for c in initial_capacity(fleet.pool_fleet(k), pool.replicas)]
+
+    def _pool_engines(self, run_streams) -> list[PoolEngine]:
+        """Each pool's engine inputs (simcost.perf.deployment.Pool order)."""
+        priority = np.array([e.priority for e in self.scenario.workload.entries()])
+        key_rng = run_streams.predictions
+        if self.named:
+            return [pool_engine(p.scenario, p.deployment, self.table, priority, key_rng) for p in self.pools]
+        engine = pool_engine(self.scenario, self.deployment, self.table, priority, key_rng)
+        return disaggregation(self.scenario, self.pools, engine) if self.scenario.fleet.disaggregation else [engine]
+
+    def _pool_serves(self) -> list[list[int]]:
+        """fleet.pools: per workload entry, the pools that serve it."""
+        n_entries = len(self.scenario.workload.entries())
+        return [[k for k, p in enumerate(self.pools) if p.serves is None or i in p.serves] for i in range(n_entries)]
+
+    def _pool_router(self):
+        fleet, views = self.scenario.fleet, []
+        for k, pool in enumerate(self.pools):
+            own, dep = pool.scenario, pool.deployment
+            p = step_params(own, dep)
+            batched, seqs = dep.max_num_batched_tokens, own.engine.max_num_seqs
+            prefill_s = lambda n, p=p: float(step_time_s(p, n, 0, n * (n + 1) // 2, 0, 1))  # one prompt  # noqa: E731
+            seqs_fit = max(1, min(seqs, dep.kv_capacity_tokens // DECODE_CONTEXT_TOKENS))
+            decode_s = float(step_time_s(p, 0, seqs_fit, seqs_fit * (DECODE_CONTEXT_TOKENS + 1),
+                                         seqs_fit * DECODE_CONTEXT_TOKENS, 0))
+            usd_per_token = usd_per_replica_hour(own.fleet, dep) / 3600.0 * decode_s / seqs_fit
+            site = own.fleet.site
+            views.append(PoolView(self.fleet.routable[k], prefill_s, prefill_s(batched) / batched, usd_per_token,
+                                  site.client_rtt_s, site.edge or dep.device.kind == "edge",
+                                  fleet.edge_max_outstanding_per_replica or seqs))
+        limits = slo_limits_by_entry(self.scenario)
+        return POOL_ROUTERS[fleet.pool_router](views, self.table, limits["ttft_s"], [p.name for p in self.pools],
+                                               limits["tpot_s"])
+
+    def _prefix_spec(self) -> PrefixSpec | None:
+        eng, dep, req = self.scenario.engine, self.deployment, self.requests
+        if not eng.prefix_caching:
+            return None
+        if req.prefix_block_ids is not None and req.prefix_block_tokens % dep.block_size:
+            raise InputError("engine.block_size", f"{dep.block_size} does not divide the trace's "
+                             f"{req.prefix_block_tokens}-token prefix blocks; prefix caching needs it to")
+        host_s_per_token = 0.0
+        if eng.host_cache_blocks:
+            host_s_per_token = host_kv_s_per_token(eng, dep, "engine.host_cache_blocks")
+        session_prefix = np.array([e.session is not None for e in self.scenario.workload.entries()])
+        return prefix_spec(self.table, req.prefix_block_ids, req.prefix_block_tokens, session_prefix,
+                           dep.block_size, eng.host_cache_blocks, host_s_per_token)
+
+    def prefix_cache_summary(self) -> dict | None:
+        """Prefix-cache hits over all replicas (None without prefix caching)."""
+        caches = [r.reuse for r in self.fleet.replicas if getattr(r, "reuse", None) is not None]
+        if not caches:
+            return None
+        lookups = sum(c.pool.stats.lookups for c in caches)
+        hits = sum(c.pool.stats.hits for c in caches)
+        looked_up = sum(c.looked_up_tokens for c in caches)
+        saved = sum(c.saved_tokens for c in caches)
+        return {"block_hit_rate": hits / lookups if lookups else None, "blocks_looked_up": lookups, "blocks_hit": hits,
+                "prefill_tokens_saved": saved, "prompt_tokens_admitted": looked_up,
+                "token_hit_rate": saved / looked_up if looked_up else None,
+                "evictions": sum(c.pool.stats.evictions for c in caches),
+                "host_hits": sum(c.pool.stats.hits_host for c in caches)}
+
+    def _arrivals(self):
+        arrival_s = self.requests.arrival_s
+        step = max(1, len(arrival_s) // 200)
+        for rid in range(len(arrival_s)):
+            delay = arrival_s[rid] - self.env.now
+            if delay > 0:
+                yield self.env.timeout(delay)
+            self._arrive(rid)
+            if self._progress is not None and rid % step == step - 1:
+                self._progress.update(step)
+        self._check_finished()
+
+    def _arrive(self, rid: int) -> None:
+        if self.per_item:  # closed-loop requests are created during the run: their items are the prompt too
+            t = self.table
+            t.items[rid] = t.input_tokens[rid] = max(int(t.items[rid]), 1)
+        for control in self.controls:
+            control.arrived(rid)
+        self.fleet.arrive(rid)
+
+    def _on_done(self, rid: int) -> None:
+        if self.sessions.active:
+            self.sessions.on_done(rid)
+        self._check_finished()
+
+    def arrivals_done(self) -> bool:
+        """No request can come any more: the arrivals are all out and no session turn is pending."""
+        return not self.arrival_process.is_alive and self.sessions.pending == 0
+
+    def _check_finished(self) -> None:
+        if (self.finished is not None and not self.finished.triggered and self.arrivals_done()
+                and self.fleet.num_in_system() == 0):
+            self.finished.succeed()
+
+    def request_egress_usd(self) -> np.ndarray:
+        """fleet.pools: each request's egress at its serving site's $/GB."""
+        fleet = self.scenario.fleet
+        price = np.array([egress_usd_per_gb(p.scenario.fleet.site, fleet.pools[k].site is not None)
+                          for k, p in enumerate(self.pools)])
+        pool = served_pool(self.table, np.array([life.pool for life in self.fleet.roster.lives], dtype=np.int64))
+        per_gb = np.where(pool >= 0, price[np.maximum(pool, 0)], 0.0)
+        return request_egress_bytes(self.table, fleet.bytes_per_token) / 1e9 * per_gb
+
+    def arrivals_end_s(self) -> float:
+        if self.scenario.duration_s is not None:
+            return self.scenario.duration_s
+        return float(self.requests.arrival_s[-1]) if len(self.requests) else 0.0
+
+    def run(self, progress: bool = False) -> RunResult:
+        until = self.finished if self.scenario.drain_s is None else self.arrivals_end_s() + self.scenario.drain_s
+        if progress:
+            from tqdm import tqdm  # only the CLI shows a bar; tqdm waits 1 s before drawing it
+
+            with tqdm(total=len(self.requests), unit="req", desc="arrivals", delay=1.0, leave=False, disable=None) as bar:
+                self._progress = bar
+                self.env.run(until=until)
+                self._progress = None
+        else:
+            self.env.run(until=until)
+        return self.result()
+
+    def result(self) -> RunResult:
+        self.table.trim()
+        steps = self.log.arrays()
+        end_s = self.env.now
+        if self.scenario.drain_s is None:
+            # the run ended with its last event; a timer that fires later as a no-op (a batch
+            # formation timeout cut short, simcost.engine.request_level) must not extend the bill
+            end_s = max(float(steps.step_end_s.max(initial=0.0)), float(self.table.arrival_s.max(initial=0.0)))
+        horizon_s = max(end_s, self.arrivals_end_s())
+        scenario, dep = self.scenario, self.deployment
+        bill = settle(steps, self.table.num_requests, scenario.fleet, self.pools, horizon_s, scenario.cost,
+                      completed=self.table.status == COMPLETED, roster=self.fleet.roster,
+                      spot_usd_per_device_hour=spot_price_usd_per_device_hour(scenario.fleet),
+                      request_egress_usd=self.request_egress_usd() if self.named else None)
+        summary = summarize(scenario, dep, self.table, steps, bill, horizon_s, self.sessions.counts, self.pools,
+                            self.fleet.pool_router)
+        prefix = self.prefix_cache_summary()
+        if prefix is not None:
+            summary["prefix_cache"] = prefix
+        if self.per_item:
+            summary["per_item"] = per_item_summary(scenario, dep, self.table, summary, bill)
+        series = None if self.sampler is None else self.sampler.series(horizon_s, steps, bill)
+        return RunResult(scenario, dep, self.table, steps, bill, horizon_s, summary, self.pools, series)
+
+
+def request_egress_bytes(table: RequestTable, bytes_per_token: float) -> np.ndarray:
+    """Bytes each request sent out of its site: its generated tokens, streamed to its client.
+    Prompts come in (ingress, not charged); no request moves between sites after it is placed
+    (a retried request restarts on another replica, its prompt resent by the router, which is
+    the client's side: not charged either)."""
+    return table.generated[:table.num_requests] * bytes_per_token
+
+
+def item_work(scenario: Scenario, dep: Deployment) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per workload entry, the (FLOPs, bytes) one item costs each of the replica's devices (tensor
+    parallelism splits the work); None when no entry has items, or when the model itself is
+    served per item (its items are the batch: simcost.step_model.per_item_params times them)."""
+    entries = scenario.workload.entries()
+    if all(entry.items is None for entry in entries) or is_per_item(dep.model):
+        return None
+    if scenario.perf.model == "constant":
+        raise InputError("perf.model", "constant has no compute or memory rate to time workload items; use roofline")
+    flops = np.array([e.items.flops_per_item if e.items else 0.0 for e in entries]) / dep.tensor_parallel
+    nbytes = np.array([e.items.bytes_per_item if e.items else 0.0 for e in entries]) / dep.tensor_parallel
+    return flops, nbytes
+
+
+# --- per-item models (serving: per_item) ------------------------------------------------------
+# A request carries `items` (workload.items.per_request, else 1): its prompt is its items
+# (input_tokens = items) and its answer one result (output_tokens = 1). So "input tokens" in the
+# summary count items and "output tokens" results; summary["per_item"] says it in items.
+
+def per_item_fleet(scenario: Scenario, pools: list[Pool]) -> bool:
+    """Whether the fleet serves a per-item model (after checking its workload can be served so);
+    a fleet cannot mix per-item and token models: their requests mean different things."""
+    kinds = {is_per_item(pool.deployment.model) for pool in pools}
+    if len(kinds) > 1:
+        raise InputError("fleet.pools", "mixes per-item models (" + ", ".join(sorted(
+            {p.deployment.model.key for p in pools if is_per_item(p.deployment.model)})) + ") with token models; "
+            "run them as separate scenarios")
+    if kinds == {True}:
+        check_per_item_workload(scenario, pools[0].deployment.model)
+        for k in range(len(pools)):
+            scaler = scenario.fleet.pool_fleet(k).autoscaler
+            if scaler is not None and scaler.metric == "kv_cache":
+                where = "fleet.autoscaler" if scenario.fleet.pools is None else f"fleet.pools[{k}].autoscaler"
+                where += ".metric"
+                raise InputError(where, f"kv_cache, but {pools[k].deployment.model.key} is served per item, with no KV "
+                                 f"cache; use concurrency, queue_depth, utilization or ttft_p95")
+    return kinds == {True}
+
+
+def check_per_item_workload(scenario: Scenario, model: ModelSpec) -> None:
+    """A per-item workload: items per request in workload.items.per_request (default 1); the
+    schema's input_tokens and output_tokens fixed at 1 (one request, one result); the model
+    catalog's flops_per_item, not the workload's; no sessions (nothing carries over a turn)."""
+    workload, model_key = scenario.workload, model.key
+    for i, entry in enumerate(workload.entries()):
+        path = "workload" if workload.mix is None else f"workload.mix[{i}]"
+        if entry.session is not None:
+            raise InputError(f"{path}.session", f"{model_key} is served per item; a request carries no context to "
+                             f"the next turn; use arrivals or clients")
+        for key, why in (("input_tokens", "items per request go in workload.items.per_request"),
+                         ("output_tokens", "a request's answer is one result")):
+            spec = getattr(entry, key)
+            if spec is not None and not (spec.dist == "fixed" and spec.value == 1):
+                raise InputError(f"{path}.{key}", f"{model_key} is served per item: {why}; "
+                                 f"set {key}: {{dist: fixed, value: 1}}")
+        items = entry.items
+        if items is not None and items.flops_per_item:
+            raise InputError(f"{path}.items.flops_per_item", f"{items.flops_per_item:g}, but {model_key}'s item "
+                             f"cost comes from the model catalog (flops_per_item per {model.item_input}); "
+                             f"set 0")
+        if items is not None and items.prompt_tokens_per_item:
+            raise InputError(f"{path}.items.prompt_tokens_per_item", f"{model_key} is served per item, with no "
+                             f"prompt; set 0")
+
+
+def per_item_requests(requests: Requests) -> Requests:
+    """Requests as a per-item model sees them: items >= 1 (none given: one), input = items,
+    one output. A trace's token lengths are dropped: only its arrivals (and tenants) count."""
+    n = len(requests)
+    items = np.ones(n, dtype=np.int64) if requests.items is None else np.maximum(requests.items, 1)
+    return replace(requests, input_tokens=items, output_tokens=np.ones(n, dtype=np.int64), items=items)
+
+
+def per_item_summary(scenario: Scenario, dep: Deployment, table: RequestTable, summary: dict, bill: Bill) -> dict:
+    """Throughput and unit cost in items (the summary's tokens/s count items in, results out)."""
+    completed = table.status == COMPLETED
+    measured = completed & (table.arrival_s >= scenario.warmup_s)
+    window_s = summary["measured_window_s"]
+    items_done = int(table.items[completed].sum())
+    entries = scenario.workload.entries()
+    kinds = sorted({e.items.kind for e in entries if e.items is not None}) or ["item"]
+    return {
+        "kind": "+".join(kinds),
+        "item_input": dep.model.item_input,
+        "items_completed": items_done,
+        "items_per_s": float(table.items[measured].sum() / window_s) if window_s and window_s > 0 else None,
+        "mean_items_per_batch": summary["mean_batch_tokens"],
+        "usd_per_1m_items": bill.total_usd / items_done * 1e6 if items_done else None,
+    }
+
+
+def affinity_keys(scenario: Scenario, requests: Requests, table: RequestTable):
+    """prefix_affinity's request -> prefix key (simcost.routers.affinity_key_fn); None for other routers."""
+    if scenario.fleet.router != "prefix_affinity":
+        return None
+    session_prefix = np.array([e.session is not None for e in scenario.workload.entries()])
+    return affinity_key_fn(table, requests.prefix_block_ids, session_prefix)
+
+
+def pool_engine(scenario: Scenario, dep: Deployment, table: RequestTable, priority_by_workload: np.ndarray,
+                rng: np.random.Generator) -> PoolEngine:
+    """The engine inputs of a pool running `scenario`'s engine on deployment `dep`."""
+    eng = scenario.engine
+    return PoolEngine(eng, step_params(scenario, dep), dep.num_kv_blocks, dep.block_size, dep.max_num_batched_tokens,
+                      dep.max_model_len, item_work=item_work(scenario, dep), swap=swap_link(eng, dep),
+                      queue_key=queue_key(eng, table, priority_by_workload, rng))
+
+
+def disaggregation(scenario: Scenario, pools: list[Pool], prefill: PoolEngine) -> list[PoolEngine]:
+    """The prefill and decode pools' engine inputs, from the prefill pool's (the scenario's own
+    deployment). The decode pool has its own hardware's step-time model, KV blocks and swap link,
+    and the prefill pool's token limits and block size: it takes only requests admitted there.
+    The KV crosses min(tp) links in parallel (each device sends or receives its shard)."""
+    d = scenario.fleet.disaggregation
+    prefill_dep, decode = pools[0].deployment, pools[1].deployment
+    links = min(prefill_dep.tensor_parallel, decode.tensor_parallel)
+    s_per_token = prefill_dep.kv_bytes_per_token / (d.kv_link_gb_per_s * 1e9 * links)
+    return [replace(prefill, role="prefill", kv_transfer_s_per_token=s_per_token),
+            replace(prefill, role="decode", step_params=step_params(scenario, decode),
+                    num_kv_blocks=decode.num_kv_blocks, swap=swap_link(scenario.engine, decode))]
+
+
+def run(scenario: Scenario, progress: bool = False) -> RunResult:
+    return Simulation(scenario).run(progress=progress)

@@ -1,0 +1,1 @@
+"""What arrives: arrival processes, token lengths, traces, sessions, and the per-request table."""

@@ -1,0 +1,120 @@
+"""Per-request state kept in columns (numpy arrays indexed by request id).
+
+One object per request would cost a Python attribute lookup per token per step; columns let the
+decode kernels update a whole batch at once and make the results table a free by-product.
+Request ids start with the requests known before the run (sorted by arrival); follow-up session
+turns and closed-loop requests are appended during the run (`add`), so ids restart every run and
+are in arrival order only within the initial part. Columns grow by doubling; code must read them
+through the table (`table.finish_s[rid]`), never keep an array across a SimPy yield, and `trim`
+cuts them to the requests that exist once the run is over.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from simcost.workload.requests import Requests
+
+# status codes
+IN_FLIGHT, COMPLETED, REJECTED = 0, 1, 2
+STATUS_NAMES = ("in_flight", "completed", "rejected")
+
+# why a request was rejected (one code each; 0 = not rejected)
+REJECT_REASONS = ("", "exceeds_max_model_len", "exceeds_batch_tokens", "exceeds_kv_capacity", "queue_full")
+REASON_CODE = {name: code for code, name in enumerate(REJECT_REASONS)}
+
+# per-request columns: dtype and the value of a request that has not run yet
+_COLUMNS = {
+    "arrival_s": (np.float64, np.nan), "input_tokens": (np.int64, 0), "output_tokens": (np.int64, 0),
+    "workload": (np.int64, 0), "tenant": (np.int64, 0), "session": (np.int64, -1), "turn": (np.int64, 0),
+    "turns": (np.int64, 1), "user": (np.int64, -1), "items": (np.int64, 0),
+    "shared_prefix_tokens": (np.int64, 0),  # prompt tokens equal to the previous turn's prompt + output
+    "replica": (np.int64, -1), "status": (np.int8, IN_FLIGHT), "reject_reason": (np.int8, 0),
+    "generated": (np.int64, 0),  # output tokens emitted so far
+    "kv_tokens": (np.int64, 0),  # tokens whose KV is in the cache now
+    "kv_blocks": (np.int64, 0),  # blocks held now
+    # tokens to compute before the next token is emitted: prompt (+ output so far, when a
+    # preempted request is recomputed); a request is prefilling while kv_tokens < this
+    "prefill_target": (np.int64, 0),
+    "num_preemptions": (np.int64, 0),
+    "num_swaps": (np.int64, 0),  # preemptions by swap (the rest were by recompute)
+    "num_retries": (np.int64, 0),  # times its replica was lost under it (spot reclaim, failure)
+    "swapped_tokens": (np.int64, 0),  # KV tokens in host memory now (swapped out)
+    "remote_kv_tokens": (np.int64, 0),  # disaggregation: KV tokens arrived from a prefill replica, not yet loaded
+    "predicted_output_tokens": (np.float64, np.nan),  # engine.queue sjf: the scheduler's estimate
+    "first_scheduled_s": (np.float64, np.nan), "first_token_s": (np.float64, np.nan), "finish_s": (np.float64, np.nan),
+}
+
+
+class RequestTable:
+    def __init__(self, requests: Requests):
+        n = len(requests)
+        self.num_requests = n
+        for name, (dtype, fill) in _COLUMNS.items():
+            setattr(self, name, np.full(n, fill, dtype=dtype))
+        self.arrival_s[:] = requests.arrival_s
+        self.input_tokens[:] = requests.input_tokens
+        self.output_tokens[:] = requests.output_tokens
+        for name in ("workload", "turns", "user", "items"):
+            if getattr(requests, name) is not None:
+                getattr(self, name)[:] = getattr(requests, name)
+        self.tenant_names, self.tenant[:] = _codes(requests.tenants, n, "default")
+        self.session_names, self.session[:] = _codes(requests.session_ids, n, None)
+        # time of every output token, flat: request i's tokens are token_time_s[token_offset[i]:][:output_tokens[i]]
+        self.token_offset = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(self.output_tokens, out=self.token_offset[1:])
+        self.token_time_s = np.full(int(self.token_offset[-1]), np.nan)
+
+    def reject(self, rid: int, reason: str) -> None:
+        self.status[rid] = REJECTED
+        self.reject_reason[rid] = REASON_CODE[reason]
+
+    def add(self, arrival_s: float, input_tokens: int, output_tokens: int, **values: int) -> int:
+        """Append a request created during the run (a follow-up turn, a closed-loop request) and
+        return its id; `values` sets other integer columns (workload, session, turn, ...)."""
+        rid = self.num_requests
+        if rid == len(self.arrival_s):
+            self._grow_rows(max(16, 2 * rid))
+        self.num_requests = rid + 1
+        self.arrival_s[rid], self.input_tokens[rid], self.output_tokens[rid] = arrival_s, input_tokens, output_tokens
+        for name, value in values.items():
+            getattr(self, name)[rid] = value
+        end = int(self.token_offset[rid]) + output_tokens
+        if end > len(self.token_time_s):
+            self.token_time_s = _grown(self.token_time_s, max(end, 2 * len(self.token_time_s)), np.nan)
+        self.token_offset[rid + 1] = end
+        return rid
+
+    def _grow_rows(self, capacity: int) -> None:
+        for name, (_, fill) in _COLUMNS.items():
+            setattr(self, name, _grown(getattr(self, name), capacity, fill))
+        self.token_offset = _grown(self.token_offset, capacity + 1, 0)
+
+    def trim(self) -> None:
+        """Cut the columns to the requests that exist (after the run; idempotent)."""
+        n = self.num_requests
+        for name in _COLUMNS:
+            setattr(self, name, getattr(self, name)[:n])
+        self.token_offset = self.token_offset[:n + 1]
+        self.token_time_s = self.token_time_s[:int(self.token_offset[-1])]
+
+
+def _grown(values: np.ndarray, capacity: int, fill) -> np.ndarray:
+    out = np.full(capacity, fill, dtype=values.dtype)
+    out[:len(values)] = values
+    return out
+
+
+def _codes(names: np.ndarray | None, n: int, default: str | None) -> tuple[list, np.ndarray]:
+    """(distinct names in first-seen order, one code per request). Without names every request
+    gets `default` (code 0), or code -1 (none) when there is no default; so do None entries."""
+    codes = np.full(n, 0 if default is not None else -1, dtype=np.int64)
+    if names is None:
+        return ([default] if default is not None else []), codes
+    present = np.array([name is not None for name in names], dtype=bool)
+    unique, first, inverse = np.unique(names[present].astype(str), return_index=True, return_inverse=True)
+    order = np.argsort(first)  # first-seen order reads better than sorted in reports
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    codes[present] = rank[inverse]
+    return [str(unique[i]) for i in order], codes
