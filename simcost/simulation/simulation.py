@@ -46,6 +46,7 @@ class RunResult:
     summary: dict
     pools: list[Pool]  # the fleet's replicas, by deployment, in replica order
     timeseries: TimeSeries | None = None  # sampled fleet state over time (simcost.metrics.timeseries)
+    plan: tuple[PoolPlan, ...] = ()  # what each pool of `pools` runs (simcost.scenario.fleet_plan)
 
 
 class Simulation:
@@ -246,7 +247,7 @@ class Simulation:
         if self.per_item:
             summary["per_item"] = per_item_summary(scenario, dep, self.table, summary, bill)
         series = None if self.sampler is None else self.sampler.series(horizon_s, steps, bill)
-        return RunResult(scenario, dep, self.table, steps, bill, horizon_s, summary, self.pools, series)
+        return RunResult(scenario, dep, self.table, steps, bill, horizon_s, summary, self.pools, series, self.plan)
 
 
 def request_egress_bytes(table: RequestTable, bytes_per_token: float) -> np.ndarray:
