@@ -392,11 +392,10 @@ def edge_offload_plan(base: Scenario, cfg: LeversConfig) -> LeverPlan:
 
 def pools_problem(raw: dict) -> str | None:
     """Why a fleet of pools cannot be placed (each pool's model on its devices), or None."""
-    from simcost.perf.deployment import fleet_pools, plan_deployment
+    from simcost.perf.deployment import fleet_pools
 
     try:
-        scenario = scenario_from_dict(raw)
-        fleet_pools(scenario, None if scenario.fleet.pools is not None else plan_deployment(scenario))
+        fleet_pools(scenario_from_dict(raw))
     except InputError as exc:
         return str(exc)
     return None

@@ -98,14 +98,10 @@ def with_option(raw: dict, option: dict, pool: int | None = None) -> dict:
 
 def fit_problem(raw: dict) -> str | None:
     """Why this option's model cannot be placed on its devices (any pool's), or None when it fits."""
-    from simcost.perf.deployment import fleet_pools, plan_deployment
+    from simcost.perf.deployment import fleet_pools
 
     try:
-        scenario = scenario_from_dict(raw)
-        if scenario.fleet.pools is not None:
-            fleet_pools(scenario, None)  # plans every pool
-        else:
-            plan_deployment(scenario)
+        fleet_pools(scenario_from_dict(raw))  # plans every pool
     except InputError as exc:
         return str(exc)
     return None

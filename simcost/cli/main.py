@@ -247,7 +247,7 @@ def _cmd_check(args) -> int:
 
     scenario = load_scenario(args.scenario, args.overrides, args.seed)
     if scenario.fleet.pools is not None:  # each pool is planned on its own hardware, model and price
-        pools = fleet_pools(scenario, None)
+        pools = fleet_pools(scenario)
         print(f"{args.scenario}: ok; {len(pools)} pools")
         for pool in pools:
             print(f"  {pool.name}: {pool.replicas} x " + _deployment_line(pool.deployment))

@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from simcost.scenario.config import Scenario
+from simcost.scenario.fleet_plan import fleet_plan, pool_routed
 from simcost.scenario.schema import to_dict
 from simcost.cost.ledger import Bill, StepArrays
 from simcost.perf.deployment import Deployment, Pool
@@ -159,7 +160,7 @@ def summarize(scenario: Scenario, dep: Deployment, table: RequestTable, steps: S
         },
         **breakdowns(scenario, table, lat, measured, good, bill, session_counts or {}),
         **(pools_summary(scenario, pools, table, lat, measured, bill, pool_router)
-           if scenario.fleet.pools is not None else {}),
+           if pool_routed(fleet_plan(scenario)) else {}),
     }
 
 

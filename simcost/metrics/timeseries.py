@@ -84,18 +84,19 @@ def sample_times_s(interval_s: float, horizon_s: float) -> np.ndarray:
     return np.arange(n) * interval_s
 
 
-def interval_counts(table, pool_of: np.ndarray, pools: list[Pool], edges_s: np.ndarray):
+def interval_counts(table, pool_of: np.ndarray, pools: list[Pool], edges_s: np.ndarray, routed: bool):
     """(arrivals, completions, output tokens) per pool and interval; the last interval includes
     the horizon itself (np.histogram closes its last bin). Arrivals count at the entry pool, or
-    (fleet.pools) at the pool that served the request."""
+    (`routed`: requests chose their pool, simcost.scenario.fleet_plan.pool_routed) at the pool
+    that served the request."""
     n_pools, n = len(pools), table.num_requests
     bins = lambda times: np.histogram(times, bins=edges_s)[0]
     arrivals = np.zeros((n_pools, len(edges_s) - 1))
     done = table.status[:n] == COMPLETED
     served_by = np.where(table.replica[:n] >= 0, pool_of[np.maximum(table.replica[:n], 0)], 0)
-    if pools[0].scenario is None:  # one entry pool: every arrival is its
+    if not routed:  # one entry pool: every arrival is its
         arrivals[0] = bins(table.arrival_s[:n])
-    else:  # fleet.pools: the pool that served the request (pool 0 if it was never placed)
+    else:  # the pool that served the request (pool 0 if it was never placed)
         for p in range(n_pools):
             arrivals[p] = bins(table.arrival_s[:n][served_by == p])
     completions = np.stack([bins(table.finish_s[:n][done & (served_by == p)]) for p in range(n_pools)]).astype(float)

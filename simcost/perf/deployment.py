@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 
 from simcost.catalog.specs import DeviceSpec, ModelSpec, get_device, get_model, on_demand_usd_per_device_hour
 from simcost.scenario.config import Scenario
+from simcost.scenario.fleet_plan import fleet_plan
 from simcost.errors import InputError
 from simcost.catalog.specs import BYTES_PER_ELEMENT
 from simcost.perf.step_model import is_per_item, kv_heads_per_device
@@ -73,7 +74,8 @@ class Pool:
     """Replicas of one deployment in a fleet: all of them ("serve"), or one side of a
     disaggregated fleet ("prefill", "decode"). Replica indices follow pool order. A pool of
     fleet.pools also has its `name` and its own `scenario`: the scenario with this pool's
-    hardware, model, engine, pricing and site in place (what its engine and its bill read)."""
+    hardware, model, engine, pricing and site in place (what its engine and its bill read);
+    other pools run the scenario's own sections (simcost.scenario.fleet_plan.PoolPlan)."""
 
     role: str
     deployment: Deployment
@@ -87,51 +89,20 @@ class Pool:
         return self.name or self.role
 
 
-def pool_scenario(scenario: Scenario, k: int) -> Scenario:
-    """Pool k of fleet.pools as a one-pool scenario: its hardware, model, engine and fleet section."""
-    p = scenario.fleet.pools[k]
-    return replace(scenario, hardware=p.hardware, model=p.model or scenario.model, engine=p.engine or scenario.engine,
-                   fleet=scenario.fleet.pool_fleet(k))
-
-
-def fleet_pools(scenario: Scenario, dep: Deployment) -> list[Pool]:
-    """The scenario's pools; `dep` is the scenario's own deployment (its hardware section)."""
-    if scenario.fleet.pools is not None:
-        return [_named_pool(scenario, k) for k in range(len(scenario.fleet.pools))]
-    d = scenario.fleet.disaggregation
-    if d is None:
-        return [Pool("serve", dep, scenario.fleet.num_replicas)]  # replicas + redundancy
-    decode_dep = dep
-    if d.decode_hardware is not None:
-        try:
-            decode_dep = plan_deployment(replace(scenario, hardware=d.decode_hardware))
-        except InputError as exc:  # name the key the user wrote
-            where = exc.where.replace("hardware", "fleet.disaggregation.decode_hardware", 1)
-            raise InputError(where, exc.problem) from None
-    return [Pool("prefill", dep, d.prefill_replicas), Pool("decode", decode_dep, d.decode_replicas)]
-
-
-def _named_pool(scenario: Scenario, k: int) -> Pool:
-    cfg, own = scenario.fleet.pools[k], pool_scenario(scenario, k)
-    try:
-        dep = plan_deployment(own)
-    except InputError as exc:  # name the key the user wrote
-        raise InputError(_pool_key(scenario, k, exc.where), exc.problem) from None
-    names = [scenario.workload.entry_name(i) for i in range(len(scenario.workload.entries()))]
-    serves = None if cfg.serves is None else tuple(names.index(name) for name in cfg.serves)
-    return Pool("serve", dep, cfg.replicas, cfg.name, own, serves)
-
-
-def _pool_key(scenario: Scenario, k: int, where: str) -> str:
-    """The key of pool k's section that a one-pool scenario's key `where` stands for."""
-    section = where.split(".", 1)[0]
-    if section in ("hardware", "model", "engine") or where.startswith("fleet.price_usd_per_device_hour"):
-        return f"fleet.pools[{k}].{where.removeprefix('fleet.')}"
-    site = scenario.fleet.pools[k].site
-    if where.startswith("fleet.site.") and site is not None:
-        j = [s.name for s in scenario.fleet.sites].index(site)
-        return f"fleet.sites[{j}].{where.removeprefix('fleet.site.')}"
-    return where
+def fleet_pools(scenario: Scenario) -> list[Pool]:
+    """The scenario's pools (simcost.scenario.fleet_plan), each with its deployment planned."""
+    pools: list[Pool] = []
+    planned: dict[int, Deployment] = {}  # pools running the very same scenario share one deployment
+    for plan in fleet_plan(scenario):
+        dep = planned.get(id(plan.scenario))
+        if dep is None:
+            try:
+                dep = planned[id(plan.scenario)] = plan_deployment(plan.scenario)
+            except InputError as exc:  # name the key the user wrote
+                raise InputError(plan.config_key(exc.where), exc.problem) from None
+        pools.append(Pool(plan.role, dep, plan.replicas, plan.name, plan.scenario if plan.own_section else None,
+                          plan.serves))
+    return pools
 
 
 # --- planning -------------------------------------------------------------------------------

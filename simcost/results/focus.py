@@ -93,9 +93,8 @@ def _category(t, ra, r: int) -> str:
 
 
 def _site(result, pool: int):
-    """The site a pool runs at (fleet.pools: its own; else the fleet's)."""
-    own = result.pools[pool].scenario
-    return (own or result.scenario).fleet.site
+    """The site a pool runs at (every pool's fleet section has one)."""
+    return result.plan[pool].fleet.site
 
 
 def _egress_rows(result, periods: list[tuple[str, str]], common: dict) -> list[dict]:

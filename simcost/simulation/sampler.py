@@ -64,7 +64,8 @@ class Sampler:
         width_s = np.minimum(self.interval_s, horizon_s - t_s)
         edges_s = np.append(t_s, horizon_s)
         table, pool_of = self.sim.table, bill.roster.pool
-        arrivals, completions, tokens = interval_counts(table, pool_of, self.sim.pools, edges_s)
+        arrivals, completions, tokens = interval_counts(table, pool_of, self.sim.pools, edges_s,
+                                                         self.sim.routed)
         per_s = lambda counts: np.divide(counts, width_s, out=np.zeros(counts.shape), where=width_s > 0)
         return TimeSeries(
             pools=tuple(p.label for p in self.sim.pools), interval_s=self.interval_s, horizon_s=horizon_s,

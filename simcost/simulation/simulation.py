@@ -14,14 +14,15 @@ import simpy
 from simcost.catalog.specs import ModelSpec
 from simcost.cluster.fleet import Fleet, PoolEngine
 from simcost.scenario.config import Scenario
+from simcost.scenario.fleet_plan import PoolPlan, fleet_plan, pool_routed
 from simcost.engine.replica import host_kv_s_per_token, swap_link
 from simcost.errors import InputError
 from simcost.cluster.control import FleetControl, initial_capacity, spot_price_usd_per_device_hour
 from simcost.engine.kv.reuse import PrefixSpec, prefix_spec
 from simcost.cost.ledger import Bill, StepArrays, StepLog, settle
-from simcost.perf.startup import cold_start, start_phases
+from simcost.perf.startup import cold_start
 from simcost.metrics.summary import served_pool, slo_limits_by_entry, summarize
-from simcost.perf.deployment import Deployment, Pool, fleet_pools, plan_deployment
+from simcost.perf.deployment import Deployment, Pool, fleet_pools
 from simcost.perf.step_model import is_per_item, step_params, step_time_s
 from simcost.cost.pricing import egress_usd_per_gb, usd_per_replica_hour
 from simcost.workload.request_table import COMPLETED, RequestTable
@@ -45,22 +46,19 @@ class RunResult:
     summary: dict
     pools: list[Pool]  # the fleet's replicas, by deployment, in replica order
     timeseries: TimeSeries | None = None  # sampled fleet state over time (simcost.metrics.timeseries)
+    plan: tuple[PoolPlan, ...] = ()  # what each pool of `pools` runs (simcost.scenario.fleet_plan)
 
 
 class Simulation:
     def __init__(self, scenario: Scenario, requests: Requests | None = None, max_span_steps: int = 1 << 30,
                  sample_interval_s: float | None = None, timeseries: bool = True):
         self.scenario = scenario
-        self.named = scenario.fleet.pools is not None  # a fleet of pools (fleet.pools)
-        if self.named:  # each pool plans its own deployment; pool 0's stands for the scenario's
-            self.pools = fleet_pools(scenario, None)
-            self.deployment = self.pools[0].deployment
-            self.phases = [ph for k, pool in enumerate(self.pools)
-                           for ph in [cold_start(pool.scenario.fleet.cold_start, pool)] * pool.replicas]
-        else:
-            self.deployment = plan_deployment(scenario)
-            self.pools = fleet_pools(scenario, self.deployment)
-            self.phases = start_phases(scenario.fleet.cold_start, self.pools)
+        self.plan = fleet_plan(scenario)
+        self.routed = pool_routed(self.plan)  # requests choose their pool (else all enter the first)
+        self.pools = fleet_pools(scenario)  # each pool plans its own deployment
+        self.deployment = self.pools[0].deployment  # pool 0's stands for the scenario's
+        self.phases = [phase for plan, pool in zip(self.plan, self.pools)
+                       for phase in [cold_start(plan.fleet.cold_start, pool)] * pool.replicas]
         run_streams = streams(scenario.seed)
         self.per_item = per_item_fleet(scenario, self.pools)
         self.requests = requests if requests is not None else generate(scenario, run_streams)
@@ -79,9 +77,9 @@ class Simulation:
             phases=self.phases, capacity=self._initial_capacity() if moves else None,
             affinity_key=affinity_keys(scenario, self.requests, self.table),
             affinity_load_bound=scenario.fleet.affinity_load_bound,
-            pool_serves=self._pool_serves() if self.named else None,
+            pool_serves=self._pool_serves() if self.routed else None,
         )
-        if self.named:  # the pool router reads the fleet's routable lists
+        if self.routed:  # the pool router reads the fleet's routable lists
             self.fleet.pool_router = self._pool_router()
         self.arrival_process = self.env.process(self._arrivals())
         # a fleet that moves: autoscaler, spot reclaims, failures (simcost.cluster.control); its
@@ -89,30 +87,30 @@ class Simulation:
         self.control = self.finished = None
         self.controls: list[FleetControl] = []  # one per pool that moves
         if moves:
-            for k, pool in enumerate(self.pools if self.named else self.pools[:1]):
-                cfg = scenario.fleet.pool_fleet(k)
-                if cfg.moves:
-                    self.controls.append(FleetControl(self.env, self.fleet, cfg, pool, run_streams.fleet, self.table,
-                                                      self.arrivals_done, self.requests.arrival_s, pool_index=k))
+            for k, (plan, pool) in enumerate(zip(self.plan, self.pools)):
+                if plan.moves:
+                    self.controls.append(FleetControl(self.env, self.fleet, plan.fleet, pool, run_streams.fleet,
+                                                      self.table, self.arrivals_done, self.requests.arrival_s,
+                                                      pool_index=k))
             self.control = self.controls[0]
             self.finished = self.env.event()
         self.sampler = Sampler(self, sample_interval_s) if timeseries else None  # only reads the fleet
         self._progress = None
 
     def _initial_capacity(self) -> list[str]:
-        fleet = self.scenario.fleet
-        if not self.named:
-            return initial_capacity(fleet, fleet.num_replicas)
-        return [c for k, pool in enumerate(self.pools) for c in initial_capacity(fleet.pool_fleet(k), pool.replicas)]
+        return [c for plan in self.plan for c in initial_capacity(plan.fleet, plan.replicas)]
 
     def _pool_engines(self, run_streams) -> list[PoolEngine]:
         """Each pool's engine inputs (simcost.perf.deployment.Pool order)."""
         priority = np.array([e.priority for e in self.scenario.workload.entries()])
         key_rng = run_streams.predictions
-        if self.named:
-            return [pool_engine(p.scenario, p.deployment, self.table, priority, key_rng) for p in self.pools]
-        engine = pool_engine(self.scenario, self.deployment, self.table, priority, key_rng)
-        return disaggregation(self.scenario, self.pools, engine) if self.scenario.fleet.disaggregation else [engine]
+        engines: list[PoolEngine] = []
+        for k, (plan, pool) in enumerate(zip(self.plan, self.pools)):
+            if plan.role == "decode":  # it takes over requests from the prefill pool before it
+                engines[k - 1:] = hand_off(self.plan[k - 1], self.pools[k - 1], engines[k - 1], plan, pool)
+            else:
+                engines.append(pool_engine(plan.scenario, pool.deployment, self.table, priority, key_rng))
+        return engines
 
     def _pool_serves(self) -> list[list[int]]:
         """fleet.pools: per workload entry, the pools that serve it."""
@@ -204,8 +202,7 @@ class Simulation:
     def request_egress_usd(self) -> np.ndarray:
         """fleet.pools: each request's egress at its serving site's $/GB."""
         fleet = self.scenario.fleet
-        price = np.array([egress_usd_per_gb(p.scenario.fleet.site, fleet.pools[k].site is not None)
-                          for k, p in enumerate(self.pools)])
+        price = np.array([egress_usd_per_gb(plan.fleet.site, plan.own_site) for plan in self.plan])
         pool = served_pool(self.table, np.array([life.pool for life in self.fleet.roster.lives], dtype=np.int64))
         per_gb = np.where(pool >= 0, price[np.maximum(pool, 0)], 0.0)
         return request_egress_bytes(self.table, fleet.bytes_per_token) / 1e9 * per_gb
@@ -241,7 +238,7 @@ class Simulation:
         bill = settle(steps, self.table.num_requests, scenario.fleet, self.pools, horizon_s, scenario.cost,
                       completed=self.table.status == COMPLETED, roster=self.fleet.roster,
                       spot_usd_per_device_hour=spot_price_usd_per_device_hour(scenario.fleet),
-                      request_egress_usd=self.request_egress_usd() if self.named else None)
+                      request_egress_usd=self.request_egress_usd() if self.routed else None)
         summary = summarize(scenario, dep, self.table, steps, bill, horizon_s, self.sessions.counts, self.pools,
                             self.fleet.pool_router)
         prefix = self.prefix_cache_summary()
@@ -250,7 +247,7 @@ class Simulation:
         if self.per_item:
             summary["per_item"] = per_item_summary(scenario, dep, self.table, summary, bill)
         series = None if self.sampler is None else self.sampler.series(horizon_s, steps, bill)
-        return RunResult(scenario, dep, self.table, steps, bill, horizon_s, summary, self.pools, series)
+        return RunResult(scenario, dep, self.table, steps, bill, horizon_s, summary, self.pools, series, self.plan)
 
 
 def request_egress_bytes(table: RequestTable, bytes_per_token: float) -> np.ndarray:
@@ -290,11 +287,10 @@ def per_item_fleet(scenario: Scenario, pools: list[Pool]) -> bool:
             "run them as separate scenarios")
     if kinds == {True}:
         check_per_item_workload(scenario, pools[0].deployment.model)
-        for k in range(len(pools)):
-            scaler = scenario.fleet.pool_fleet(k).autoscaler
+        for k, pool_plan in enumerate(fleet_plan(scenario)):
+            scaler = pool_plan.fleet.autoscaler
             if scaler is not None and scaler.metric == "kv_cache":
-                where = "fleet.autoscaler" if scenario.fleet.pools is None else f"fleet.pools[{k}].autoscaler"
-                where += ".metric"
+                where = pool_plan.fleet_key + ".autoscaler.metric"
                 raise InputError(where, f"kv_cache, but {pools[k].deployment.model.key} is served per item, with no KV "
                                  f"cache; use concurrency, queue_depth, utilization or ttft_p95")
     return kinds == {True}
@@ -369,15 +365,15 @@ def pool_engine(scenario: Scenario, dep: Deployment, table: RequestTable, priori
                       queue_key=queue_key(eng, table, priority_by_workload, rng))
 
 
-def disaggregation(scenario: Scenario, pools: list[Pool], prefill: PoolEngine) -> list[PoolEngine]:
-    """The prefill and decode pools' engine inputs, from the prefill pool's (the scenario's own
-    deployment). The decode pool has its own hardware's step-time model, KV blocks and swap link,
-    and the prefill pool's token limits and block size: it takes only requests admitted there.
-    The KV crosses min(tp) links in parallel (each device sends or receives its shard)."""
-    d = scenario.fleet.disaggregation
-    prefill_dep, decode = pools[0].deployment, pools[1].deployment
+def hand_off(prefill_plan: PoolPlan, prefill_pool: Pool, prefill: PoolEngine, decode_plan: PoolPlan,
+             decode_pool: Pool) -> list[PoolEngine]:
+    """The prefill and decode pools' engine inputs, from the prefill pool's. The decode pool has
+    its own hardware's step-time model, KV blocks and swap link, and the prefill pool's token
+    limits, block size and engine: it takes only requests admitted there. The KV crosses
+    min(tp) links in parallel (each device sends or receives its shard)."""
+    scenario, prefill_dep, decode = prefill_plan.scenario, prefill_pool.deployment, decode_pool.deployment
     links = min(prefill_dep.tensor_parallel, decode.tensor_parallel)
-    s_per_token = prefill_dep.kv_bytes_per_token / (d.kv_link_gb_per_s * 1e9 * links)
+    s_per_token = prefill_dep.kv_bytes_per_token / (decode_plan.kv_link_gb_per_s * 1e9 * links)
     return [replace(prefill, role="prefill", kv_transfer_s_per_token=s_per_token),
             replace(prefill, role="decode", step_params=step_params(scenario, decode),
                     num_kv_blocks=decode.num_kv_blocks, swap=swap_link(scenario.engine, decode))]
