@@ -381,3 +381,29 @@ def test_rate_file_is_relative_to_the_scenario_file(tmp_path):
         "  arrivals: {process: piecewise, rate_file: rates.csv}\n"
         "  input_tokens: {dist: fixed, value: 1}\n  output_tokens: {dist: fixed, value: 1}\n")
     assert load_scenario(folder / "s.yaml").workload.arrivals.rate_file == str(folder / "rates.csv")
+
+
+def test_each_process_is_its_own_class_and_round_trips():
+    from simcost.scenario.config import PiecewiseArrivals, RenewalArrivals, SinusoidalArrivals
+    from simcost.scenario.schema import to_dict
+
+    sine = spec(process="sinusoidal", mean_rate_per_s=2.0, peak_to_trough=3.0)
+    assert isinstance(sine, SinusoidalArrivals) and (sine.period_s, sine.peak_at_s) == (86400.0, 0.0)
+    assert isinstance(spec(process="weibull", rate_per_s=1.0, cv=2.0), RenewalArrivals)
+    table = spec(process="piecewise", rate_table=[[0, 2]])
+    assert isinstance(table, PiecewiseArrivals) and set(to_dict(table)) == {"process", "rate_table", "rate_file"}
+    raw = {"duration_s": 10.0, "model": {"name": "m"}, "hardware": {"device": "d"},
+           "workload": {"arrivals": {"process": "gamma", "rate_per_s": 1.0, "cv": 2.0},
+                        "input_tokens": {"dist": "fixed", "value": 1}, "output_tokens": {"dist": "fixed", "value": 1}}}
+    sc = scenario_from_dict(raw)
+    assert scenario_from_dict(to_dict(sc)) == sc
+
+
+def test_arrival_keys_of_another_process_may_be_null_and_the_process_is_required():
+    assert spec(process="poisson", rate_per_s=1.0, cv=None, mean_on_s=None).rate_per_s == 1.0
+    with pytest.raises(InputError) as err:
+        spec(rate_per_s=1.0)
+    assert err.value.where == "workload.arrivals.process" and "missing" in err.value.problem
+    with pytest.raises(InputError) as err:
+        spec(process="poison", rate_per_s=1.0)
+    assert err.value.where == "workload.arrivals.process" and "poisson" in err.value.problem

@@ -15,7 +15,7 @@ from typing import Literal
 import yaml
 
 from simcost.errors import InputError
-from simcost.scenario.schema import apply_overrides, bounds, build, check_variant_keys, to_dict  # noqa: F401 (to_dict re-exported)
+from simcost.scenario.schema import apply_overrides, bounds, build, check_variant_keys, tag
 
 
 # --- workload -------------------------------------------------------------------------------
@@ -45,58 +45,84 @@ class LengthSpec:
 
 
 @dataclass(frozen=True, kw_only=True)
-class ArrivalSpec:
-    """An arrival process (see `simcost.workload.arrivals`). Each process takes only its own keys:
-    poisson: rate_per_s. gamma, weibull: rate_per_s, cv (renewal, inter-arrival CV).
-    mmpp (on-off bursts): rate_on_per_s, rate_off_per_s, mean_on_s, mean_off_s.
-    piecewise: rate_table [[start_s, rate_per_s], ...] or rate_file (a CSV with header
-    start_s,rate_per_s), first start 0, the last rate holds on.
-    sinusoidal: mean_rate_per_s, peak_to_trough, optional period_s (86400) and peak_at_s (0).
-    servegen (Alibaba ServeGen per-client windows, see `simcost.workload.servegen`): servegen_file, optional
-    clients (ids) or top_clients (the K busiest), start_s (trace time, 0 = local midnight),
-    time_compression (60 plays a day in 24 min) and rate_multiplier."""
+class PoissonArrivals:
+    """Poisson arrivals at rate_per_s."""
 
-    process: Literal["poisson", "gamma", "weibull", "mmpp", "piecewise", "sinusoidal", "servegen"]
-    rate_per_s: float | None = field(default=None, metadata=bounds(gt=0))
-    cv: float | None = field(default=None, metadata=bounds(ge=0.01, le=100))
-    rate_on_per_s: float | None = field(default=None, metadata=bounds(ge=0))
-    rate_off_per_s: float | None = field(default=None, metadata=bounds(ge=0))
-    mean_on_s: float | None = field(default=None, metadata=bounds(gt=0))
-    mean_off_s: float | None = field(default=None, metadata=bounds(gt=0))
-    rate_table: tuple[tuple[float, ...], ...] | None = None
-    rate_file: str | None = None  # piecewise: the table as a CSV, relative to the scenario file
-    mean_rate_per_s: float | None = field(default=None, metadata=bounds(gt=0))
-    peak_to_trough: float | None = field(default=None, metadata=bounds(ge=1))
-    period_s: float | None = field(default=None, metadata=bounds(gt=0))
-    peak_at_s: float | None = None
-    servegen_file: str | None = None  # a bundled name (simcost.workload.servegen.SERVEGEN_BUNDLED) or a path
-    clients: tuple[int, ...] | None = None  # None: every client in the file
-    top_clients: int | None = field(default=None, metadata=bounds(ge=1))
-    start_s: float | None = field(default=None, metadata=bounds(ge=0))  # None: 0
-    time_compression: float | None = field(default=None, metadata=bounds(ge=1))  # None: 1
-    rate_multiplier: float | None = field(default=None, metadata=bounds(gt=0))  # None: 1
+    process: Literal["poisson"] = field(default="poisson", metadata=tag("process"))
+    rate_per_s: float = field(metadata=bounds(gt=0))
 
-    _NEEDS = {"poisson": ("rate_per_s",), "gamma": ("rate_per_s", "cv"), "weibull": ("rate_per_s", "cv"),
-              "mmpp": ("rate_on_per_s", "rate_off_per_s", "mean_on_s", "mean_off_s"),
-              "piecewise": (), "sinusoidal": ("mean_rate_per_s", "peak_to_trough"),
-              "servegen": ("servegen_file",)}
-    _OPTIONAL = {"piecewise": ("rate_table", "rate_file"), "sinusoidal": ("period_s", "peak_at_s"),
-                 "servegen": ("clients", "top_clients", "start_s", "time_compression", "rate_multiplier")}
+
+@dataclass(frozen=True, kw_only=True)
+class RenewalArrivals:
+    """A renewal process (gamma or weibull inter-arrival times) at rate_per_s whose gaps have
+    coefficient of variation cv (1 is Poisson; above 1 is burstier)."""
+
+    process: Literal["gamma", "weibull"] = field(metadata=tag("process"))
+    rate_per_s: float = field(metadata=bounds(gt=0))
+    cv: float = field(metadata=bounds(ge=0.01, le=100))
+
+
+@dataclass(frozen=True, kw_only=True)
+class MmppArrivals:
+    """On-off bursts: a two-state Markov-modulated Poisson process with exponential sojourns."""
+
+    process: Literal["mmpp"] = field(default="mmpp", metadata=tag("process"))
+    rate_on_per_s: float = field(metadata=bounds(ge=0))
+    rate_off_per_s: float = field(metadata=bounds(ge=0))
+    mean_on_s: float = field(metadata=bounds(gt=0))
+    mean_off_s: float = field(metadata=bounds(gt=0))
 
     def _check(self, path: str) -> None:
-        check_variant_keys(self, path, "process", "process", self._NEEDS, self._OPTIONAL)
-        if self.process == "mmpp" and self.rate_on_per_s + self.rate_off_per_s == 0:
+        if self.rate_on_per_s + self.rate_off_per_s == 0:
             raise InputError(f"{path}.rate_on_per_s", "0 with rate_off_per_s 0; at least one rate must be > 0")
-        if self.process == "piecewise" and (self.rate_table is None) == (self.rate_file is None):
+
+
+@dataclass(frozen=True, kw_only=True)
+class PiecewiseArrivals:
+    """A rate that steps: rate_table [[start_s, rate_per_s], ...] or rate_file (a CSV with header
+    start_s,rate_per_s, relative to the scenario file), first start 0, the last rate holds on."""
+
+    process: Literal["piecewise"] = field(default="piecewise", metadata=tag("process"))
+    rate_table: tuple[tuple[float, ...], ...] | None = None
+    rate_file: str | None = None
+
+    def _check(self, path: str) -> None:
+        if (self.rate_table is None) == (self.rate_file is None):
             raise InputError(f"{path}.rate_file" if self.rate_file else f"{path}.rate_table",
                              "given with rate_table; give one of them" if self.rate_file
                              else "missing; process 'piecewise' needs rate_table or rate_file")
         if self.rate_table is not None:
-            self.check_rate_rows(self.rate_table, lambda i: f"{path}.rate_table[{i}]", f"{path}.rate_table")
-        if self.process == "servegen":
-            self._check_clients(path)
+            check_rate_rows(self.rate_table, lambda i: f"{path}.rate_table[{i}]", f"{path}.rate_table")
 
-    def _check_clients(self, path: str) -> None:
+
+@dataclass(frozen=True, kw_only=True)
+class SinusoidalArrivals:
+    """A daily (or any period_s) cycle around mean_rate_per_s, peak_to_trough times higher at
+    peak_at_s than half a period later."""
+
+    process: Literal["sinusoidal"] = field(default="sinusoidal", metadata=tag("process"))
+    mean_rate_per_s: float = field(metadata=bounds(gt=0))
+    peak_to_trough: float = field(metadata=bounds(ge=1))
+    period_s: float = field(default=86400.0, metadata=bounds(gt=0))
+    peak_at_s: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServegenArrivals:
+    """Alibaba ServeGen per-client windows (see `simcost.workload.servegen`): servegen_file (a
+    bundled name, simcost.workload.servegen.SERVEGEN_BUNDLED, or a path); clients (ids) or
+    top_clients (the K busiest), else every client of the file; start_s in trace time (0 = local
+    midnight); time_compression (60 plays a day in 24 min) and rate_multiplier."""
+
+    process: Literal["servegen"] = field(default="servegen", metadata=tag("process"))
+    servegen_file: str
+    clients: tuple[int, ...] | None = None
+    top_clients: int | None = field(default=None, metadata=bounds(ge=1))
+    start_s: float = field(default=0.0, metadata=bounds(ge=0))
+    time_compression: float = field(default=1.0, metadata=bounds(ge=1))
+    rate_multiplier: float = field(default=1.0, metadata=bounds(gt=0))
+
+    def _check(self, path: str) -> None:
         if self.clients is not None and self.top_clients is not None:
             raise InputError(f"{path}.top_clients", "given with clients; give one of them")
         if self.clients is not None and not self.clients:
@@ -105,23 +131,29 @@ class ArrivalSpec:
             if client in self.clients[:i]:
                 raise InputError(f"{path}.clients[{i}]", f"client {client} is listed twice")
 
-    @staticmethod
-    def check_rate_rows(table, where_row, where_table: str) -> None:
-        """Checks of a piecewise table [[start_s, rate_per_s], ...]; `where_row(i)` names row i
-        (a key path inline, `file:line` for rate_file)."""
-        if not table:
-            raise InputError(where_table, "empty; expected rows [start_s, rate_per_s] starting at 0")
-        for i, row in enumerate(table):
-            if len(row) != 2:
-                raise InputError(where_row(i), f"{list(row)} has {len(row)} numbers; expected [start_s, rate_per_s]")
-            if row[1] < 0:
-                raise InputError(where_row(i), f"rate {row[1]} is negative; expected >= 0")
-            if i == 0 and row[0] != 0:
-                raise InputError(where_row(0), f"starts at {row[0]} s; the first row must start at 0")
-            if i and row[0] <= table[i - 1][0]:
-                raise InputError(where_row(i), f"start {row[0]} s is not after the previous row's {table[i - 1][0]} s")
-        if max(row[1] for row in table) == 0:
-            raise InputError(where_table, "every rate is 0; at least one must be > 0")
+
+# An arrival process (see `simcost.workload.arrivals`), picked by the `process` key; each takes
+# only its own keys.
+ArrivalSpec = (PoissonArrivals | RenewalArrivals | MmppArrivals | PiecewiseArrivals | SinusoidalArrivals
+               | ServegenArrivals)
+
+
+def check_rate_rows(table, where_row, where_table: str) -> None:
+    """Checks of a piecewise table [[start_s, rate_per_s], ...]; `where_row(i)` names row i
+    (a key path inline, `file:line` for rate_file)."""
+    if not table:
+        raise InputError(where_table, "empty; expected rows [start_s, rate_per_s] starting at 0")
+    for i, row in enumerate(table):
+        if len(row) != 2:
+            raise InputError(where_row(i), f"{list(row)} has {len(row)} numbers; expected [start_s, rate_per_s]")
+        if row[1] < 0:
+            raise InputError(where_row(i), f"rate {row[1]} is negative; expected >= 0")
+        if i == 0 and row[0] != 0:
+            raise InputError(where_row(0), f"starts at {row[0]} s; the first row must start at 0")
+        if i and row[0] <= table[i - 1][0]:
+            raise InputError(where_row(i), f"start {row[0]} s is not after the previous row's {table[i - 1][0]} s")
+    if max(row[1] for row in table) == 0:
+        raise InputError(where_table, "every rate is 0; at least one must be > 0")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from simcost.workload.arrivals import arrivals, poisson_arrivals  # noqa: F401 (poisson_arrivals re-exported)
-from simcost.scenario.config import DelaySpec, LengthSpec, Scenario, TraceSpec, WorkloadConfig
+from simcost.scenario.config import DelaySpec, LengthSpec, Scenario, ServegenArrivals, TraceSpec, WorkloadConfig
 from simcost.errors import InputError
 from simcost.rng import Streams, streams
 from simcost.workload.servegen import servegen_arrivals_with_clients
@@ -120,7 +120,7 @@ def _generate_entry(scenario: Scenario, index: int, s: Streams) -> Requests:
         user = np.flatnonzero(first_s < scenario.duration_s)
         user = user[np.argsort(first_s[user], kind="stable")]
         arrival_s = first_s[user]
-    elif entry.arrivals.process == "servegen":
+    elif isinstance(entry.arrivals, ServegenArrivals):
         # each ServeGen client becomes a tenant, unless the workload names one for all of them
         regenerated = servegen_arrivals_with_clients(entry.arrivals, scenario.duration_s, s.arrivals)
         arrival_s = regenerated.arrival_s
