@@ -598,115 +598,176 @@ class ScheduleEntry:
     replicas: int = field(metadata=bounds(ge=0))
 
 
+ScalingMetric = Literal["concurrency", "queue_depth", "kv_cache", "utilization", "ttft_p95"]
+POLICY = "autoscaler policy"  # how errors name the `policy` key
+
+
+def _default_of(cls, name: str):
+    return next(f.default for f in dataclasses.fields(cls) if f.name == name)
+
+
+def _check_replica_bounds(cfg, path: str) -> None:
+    if cfg.min_replicas > cfg.max_replicas:
+        default = (" (the policy's default; give max_replicas)"
+                   if cfg.max_replicas == _default_of(type(cfg), "max_replicas") else "")
+        raise InputError(f"{path}.min_replicas", f"{cfg.min_replicas} is above max_replicas {cfg.max_replicas}{default}")
+    if cfg.sample_s > cfg.tick_s:
+        raise InputError(f"{path}.sample_s", f"{cfg.sample_s} is longer than tick_s {cfg.tick_s}; "
+                                             "the metric must be sampled at least once per decision")
+
+
+# Defaults are the systems' own as they ship (checked 2026-11 against kubernetes.io HPA docs,
+# knative.dev "Configuring the autoscaler" / config-autoscaler, keda.sh ScaledObject spec);
+# max_replicas, which an HPA must be given, is simcost's cap.
+
 @dataclass(frozen=True, kw_only=True)
-class AutoscalerConfig:
-    """How the fleet's replica count follows load (simcost.cluster.autoscalers; DESIGN.md section 4).
+class _HpaKeys:
+    """The HPA's algorithm and its default behavior (autoscaling/v2 "Default Behavior"), shared by
+    hpa, predictive and keda. metric: what is measured, summed over ready replicas (concurrency =
+    requests in the system, queue_depth = waiting requests, kv_cache = KV blocks in use / blocks,
+    utilization = busy share of the last sample interval) or fleet-wide (ttft_p95, seconds, over
+    the last window). target: per replica for the summed metrics, the value itself for ttft_p95."""
 
-    policy: hpa (Kubernetes HPA v2), kpa (Knative), keda (KEDA: an HPA on an external metric,
-    plus scale to zero), schedule (replicas by time of day), predictive (an HPA that also
-    provisions ahead of a forecast of the metric). metric: what is measured, summed over ready
-    replicas (concurrency = requests in the system, queue_depth = waiting requests, kv_cache = KV
-    blocks in use / blocks, utilization = busy share of the last sample interval) or fleet-wide
-    (ttft_p95, seconds, over the last window). target: per replica for the summed metrics, the
-    value itself for ttft_p95.
-
-    Each policy takes only its own keys; a key left out (None) takes the real system's default
-    for that policy (AUTOSCALER_DEFAULTS below lists them with their sources):
-    hpa, predictive: target (required), metric, min_replicas, max_replicas, tick_s, sample_s,
-      tolerance, scale_up_stabilization_s, scale_down_stabilization_s, scale_up_max_pods,
-      scale_up_max_percent, scale_down_max_percent, policy_period_s.
-    keda: the hpa keys (its HPA drives 1..N; tick_s is that HPA's sync period) plus polling_s,
-      cooldown_s, initial_cooldown_s, activation_threshold.
-    kpa: metric (concurrency only), target (per replica; default container_concurrency x
-      target_utilization), container_concurrency, target_utilization, min_replicas, max_replicas,
-      tick_s, sample_s, stable_window_s, panic_window_fraction, panic_threshold,
-      max_scale_up_rate, max_scale_down_rate, scale_to_zero_grace_s.
-    schedule: schedule (required; entries by increasing at_s < period_s), period_s, tick_s."""
-
-    policy: Literal["hpa", "kpa", "keda", "schedule", "predictive"]
-    metric: Literal["concurrency", "queue_depth", "kv_cache", "utilization", "ttft_p95"] | None = None
-    target: float | None = field(default=None, metadata=bounds(gt=0))
-    min_replicas: int | None = field(default=None, metadata=bounds(ge=0))
-    max_replicas: int | None = field(default=None, metadata=bounds(ge=1))
-    tick_s: float | None = field(default=None, metadata=bounds(gt=0))  # decide() every tick_s
-    sample_s: float | None = field(default=None, metadata=bounds(gt=0))  # observe() every sample_s
-    # the HPA's algorithm and its default behavior (hpa, keda, predictive)
-    tolerance: float | None = field(default=None, metadata=bounds(ge=0, le=1))
-    scale_up_stabilization_s: float | None = field(default=None, metadata=bounds(ge=0))
-    scale_down_stabilization_s: float | None = field(default=None, metadata=bounds(ge=0))
-    scale_up_max_pods: int | None = field(default=None, metadata=bounds(ge=1))  # per policy period
-    scale_up_max_percent: float | None = field(default=None, metadata=bounds(gt=0))  # per policy period
-    scale_down_max_percent: float | None = field(default=None, metadata=bounds(gt=0, le=100))
-    policy_period_s: float | None = field(default=None, metadata=bounds(gt=0))
-    # Knative's KPA
-    container_concurrency: float | None = field(default=None, metadata=bounds(gt=0))
-    target_utilization: float | None = field(default=None, metadata=bounds(gt=0, le=1))
-    stable_window_s: float | None = field(default=None, metadata=bounds(gt=0))
-    panic_window_fraction: float | None = field(default=None, metadata=bounds(gt=0, le=1))
-    panic_threshold: float | None = field(default=None, metadata=bounds(gt=1))  # panic desired / ready
-    max_scale_up_rate: float | None = field(default=None, metadata=bounds(gt=1))
-    max_scale_down_rate: float | None = field(default=None, metadata=bounds(gt=1))
-    scale_to_zero_grace_s: float | None = field(default=None, metadata=bounds(ge=0))
-    # KEDA
-    polling_s: float | None = field(default=None, metadata=bounds(gt=0))
-    cooldown_s: float | None = field(default=None, metadata=bounds(ge=0))
-    initial_cooldown_s: float | None = field(default=None, metadata=bounds(ge=0))
-    activation_threshold: float | None = field(default=None, metadata=bounds(ge=0))
-    # schedule
-    schedule: tuple[ScheduleEntry, ...] | None = None
-    period_s: float | None = field(default=None, metadata=bounds(gt=0))
-
-    _HPA_KEYS = ("metric", "min_replicas", "max_replicas", "tick_s", "sample_s", "tolerance",
-                 "scale_up_stabilization_s", "scale_down_stabilization_s", "scale_up_max_pods",
-                 "scale_up_max_percent", "scale_down_max_percent", "policy_period_s")
-    _NEEDS = {"hpa": ("target",), "keda": ("target",), "predictive": ("target",), "kpa": (),
-              "schedule": ("schedule",)}
-    _OPTIONAL = {"hpa": _HPA_KEYS, "predictive": _HPA_KEYS,
-                 "keda": _HPA_KEYS + ("polling_s", "cooldown_s", "initial_cooldown_s", "activation_threshold"),
-                 "kpa": ("metric", "target", "container_concurrency", "target_utilization", "min_replicas",
-                         "max_replicas", "tick_s", "sample_s", "stable_window_s", "panic_window_fraction",
-                         "panic_threshold", "max_scale_up_rate", "max_scale_down_rate", "scale_to_zero_grace_s"),
-                 "schedule": ("period_s", "tick_s")}
+    policy: str = field(metadata=tag(POLICY))  # each policy narrows it to its own name
+    target: float = field(metadata=bounds(gt=0))
+    metric: ScalingMetric = "concurrency"
+    min_replicas: int = field(default=1, metadata=bounds(ge=0))  # HPA minReplicas
+    max_replicas: int = field(default=10, metadata=bounds(ge=1))
+    tick_s: float = field(default=15.0, metadata=bounds(gt=0))  # --horizontal-pod-autoscaler-sync-period
+    sample_s: float = field(default=1.0, metadata=bounds(gt=0))  # observe() every sample_s
+    tolerance: float = field(default=0.1, metadata=bounds(ge=0, le=1))  # --horizontal-pod-autoscaler-tolerance
+    scale_up_stabilization_s: float = field(default=0.0, metadata=bounds(ge=0))
+    scale_down_stabilization_s: float = field(default=300.0, metadata=bounds(ge=0))
+    scale_up_max_pods: int = field(default=4, metadata=bounds(ge=1))  # per policy period
+    scale_up_max_percent: float = field(default=100.0, metadata=bounds(gt=0))  # per policy period
+    scale_down_max_percent: float = field(default=100.0, metadata=bounds(gt=0, le=100))
+    policy_period_s: float = field(default=15.0, metadata=bounds(gt=0))
 
     def _check(self, path: str) -> None:
+        _check_replica_bounds(self, path)
 
 
-        check_variant_keys(self, path, "policy", "autoscaler policy", self._NEEDS, self._OPTIONAL)
-        self._check_policy(path)
-        r = resolve_autoscaler(self)
-        if r.min_replicas > r.max_replicas:
-            default = " (the policy's default; give max_replicas)" if self.max_replicas is None else ""
-            raise InputError(f"{path}.min_replicas", f"{r.min_replicas} is above max_replicas {r.max_replicas}{default}")
-        if r.sample_s > r.tick_s:
-            raise InputError(f"{path}.sample_s", f"{r.sample_s} is longer than tick_s {r.tick_s}; "
-                                                 "the metric must be sampled at least once per decision")
-        if self.policy == "kpa" and r.sample_s > r.stable_window_s * r.panic_window_fraction:
-            raise InputError(f"{path}.sample_s", f"{r.sample_s} is longer than the panic window "
-                                                 f"({r.stable_window_s * r.panic_window_fraction:g} s)")
-        if self.policy == "schedule":
-            self._check_schedule(path, r.period_s)
+@dataclass(frozen=True, kw_only=True)
+class HpaAutoscaler(_HpaKeys):
+    """Kubernetes HPA v2 on a Pods metric."""
 
-    def _check_policy(self, path: str) -> None:
-        if self.policy == "kpa" and self.metric not in (None, "concurrency"):
-            raise InputError(f"{path}.metric", f"'{self.metric}' is not used by policy kpa, which scales on concurrency")
-        if self.policy == "kpa" and self.target is not None and (
-                self.container_concurrency is not None or self.target_utilization is not None):
-            raise InputError(f"{path}.target", "give target (per replica) or container_concurrency and "
-                                               "target_utilization (target = their product), not both")
-        if self.policy == "predictive" and self.metric == "ttft_p95":
+    policy: Literal["hpa"] = field(default="hpa", metadata=tag(POLICY))
+
+    def _check(self, path: str) -> None:
+        if self.min_replicas == 0:
+            raise InputError(f"{path}.min_replicas", "0: the HPA cannot scale to zero; use policy kpa or keda")
+        super()._check(path)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PredictiveAutoscaler(_HpaKeys):
+    """An HPA that also provisions ahead of a forecast of the metric."""
+
+    policy: Literal["predictive"] = field(default="predictive", metadata=tag(POLICY))
+
+    def _check(self, path: str) -> None:
+        if self.metric == "ttft_p95":
             raise InputError(f"{path}.metric", "ttft_p95 does not scale with load per replica, so a forecast "
                                                "cannot size the fleet; use concurrency, queue_depth, kv_cache or utilization")
-        if self.policy in ("hpa", "predictive") and self.min_replicas == 0:
+        if self.min_replicas == 0:
             raise InputError(f"{path}.min_replicas", "0: the HPA cannot scale to zero; use policy kpa or keda")
+        super()._check(path)
 
-    def _check_schedule(self, path: str, period_s: float) -> None:
+
+@dataclass(frozen=True, kw_only=True)
+class KedaAutoscaler(_HpaKeys):
+    """KEDA: an HPA on an external metric driving 1..N (tick_s is that HPA's sync period), plus
+    activation and scale to zero by polling."""
+
+    policy: Literal["keda"] = field(default="keda", metadata=tag(POLICY))
+    min_replicas: int = field(default=0, metadata=bounds(ge=0))  # minReplicaCount
+    max_replicas: int = field(default=100, metadata=bounds(ge=1))  # maxReplicaCount
+    polling_s: float = field(default=30.0, metadata=bounds(gt=0))
+    cooldown_s: float = field(default=300.0, metadata=bounds(ge=0))
+    initial_cooldown_s: float = field(default=0.0, metadata=bounds(ge=0))
+    activation_threshold: float = field(default=0.0, metadata=bounds(ge=0))
+
+
+@dataclass(frozen=True, kw_only=True)
+class KpaAutoscaler:
+    """Knative's KPA on concurrency. The per-replica target is `target` when given, else
+    container_concurrency x target_utilization (100 x 0.7 = 70)."""
+
+    policy: Literal["kpa"] = field(default="kpa", metadata=tag(POLICY))
+    metric: ScalingMetric = "concurrency"  # only concurrency; other values are refused with a reason
+    target: float | None = field(default=None, metadata=bounds(gt=0))
+    container_concurrency: float | None = field(default=None, metadata=bounds(gt=0))  # None: 100
+    target_utilization: float | None = field(default=None, metadata=bounds(gt=0, le=1))  # None: 0.7
+    min_replicas: int = field(default=0, metadata=bounds(ge=0))  # min-scale
+    max_replicas: int = field(default=10, metadata=bounds(ge=1))
+    tick_s: float = field(default=2.0, metadata=bounds(gt=0))  # tick-interval
+    sample_s: float = field(default=1.0, metadata=bounds(gt=0))  # the queue-proxy stats are scraped every second
+    stable_window_s: float = field(default=60.0, metadata=bounds(gt=0))
+    panic_window_fraction: float = field(default=0.1, metadata=bounds(gt=0, le=1))  # panic-window-percentage 10
+    panic_threshold: float = field(default=2.0, metadata=bounds(gt=1))  # panic desired / ready; 200 %
+    max_scale_up_rate: float = field(default=1000.0, metadata=bounds(gt=1))
+    max_scale_down_rate: float = field(default=2.0, metadata=bounds(gt=1))
+    scale_to_zero_grace_s: float = field(default=30.0, metadata=bounds(ge=0))
+
+    # container-concurrency-target-default and -percentage, used when target is not given; left
+    # as None fields so that a given target can be told apart from the two factors
+    DEFAULT_CONTAINER_CONCURRENCY = 100.0
+    DEFAULT_TARGET_UTILIZATION = 0.7
+
+    @property
+    def target_per_replica(self) -> float:
+        if self.target is not None:
+            return self.target
+        concurrency = self.container_concurrency or self.DEFAULT_CONTAINER_CONCURRENCY
+        return concurrency * (self.target_utilization or self.DEFAULT_TARGET_UTILIZATION)
+
+    def _check(self, path: str) -> None:
+        if self.metric != "concurrency":
+            raise InputError(f"{path}.metric", f"'{self.metric}' is not used by policy kpa, which scales on concurrency")
+        if self.target is not None and (self.container_concurrency is not None or self.target_utilization is not None):
+            raise InputError(f"{path}.target", "give target (per replica) or container_concurrency and "
+                                               "target_utilization (target = their product), not both")
+        _check_replica_bounds(self, path)
+        panic_window_s = self.stable_window_s * self.panic_window_fraction
+        if self.sample_s > panic_window_s:
+            raise InputError(f"{path}.sample_s", f"{self.sample_s} is longer than the panic window ({panic_window_s:g} s)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScheduleAutoscaler:
+    """Replicas by time of day: from each entry's at_s into every period_s on, its replicas."""
+
+    policy: Literal["schedule"] = field(default="schedule", metadata=tag(POLICY))
+    schedule: tuple[ScheduleEntry, ...]  # by increasing at_s < period_s
+    period_s: float = field(default=86400.0, metadata=bounds(gt=0))
+    tick_s: float = field(default=60.0, metadata=bounds(gt=0))  # cron's one-minute granularity
+
+    # the control loop's view: no metric, bounds from the schedule itself
+    metric = None
+    min_replicas = 0
+
+    @property
+    def max_replicas(self) -> int:
+        return max([1, *(e.replicas for e in self.schedule)])
+
+    @property
+    def sample_s(self) -> float:
+        return self.tick_s
+
+    def _check(self, path: str) -> None:
         if not self.schedule:
             raise InputError(f"{path}.schedule", "empty; give at least one {at_s, replicas} entry")
         for i, entry in enumerate(self.schedule):
-            if entry.at_s >= period_s:
-                raise InputError(f"{path}.schedule[{i}].at_s", f"{entry.at_s} is not within the period ({period_s:g} s)")
+            if entry.at_s >= self.period_s:
+                raise InputError(f"{path}.schedule[{i}].at_s", f"{entry.at_s} is not within the period ({self.period_s:g} s)")
             if i and entry.at_s <= self.schedule[i - 1].at_s:
                 raise InputError(f"{path}.schedule[{i}].at_s", f"{entry.at_s}; entries must come in increasing at_s")
+
+
+# How the fleet's replica count follows load (simcost.cluster.autoscalers), picked by `policy`;
+# each policy takes only its own keys, and a key left out takes the real system's default.
+AutoscalerConfig = (HpaAutoscaler | PredictiveAutoscaler | KedaAutoscaler | KpaAutoscaler
+                    | ScheduleAutoscaler)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -1018,53 +1079,3 @@ def _merge_pool_engines(raw: dict) -> None:
     for pool in pools if isinstance(pools, list) else ():
         if isinstance(pool, dict) and isinstance(pool.get("engine"), dict):
             pool["engine"] = {**engine, **pool["engine"]}
-
-
-_HPA_DEFAULTS = {
-    "metric": "concurrency",
-    "min_replicas": 1,  # HPA minReplicas default
-    "max_replicas": 10,  # simcost's cap (an HPA must give maxReplicas)
-    "tick_s": 15.0,  # --horizontal-pod-autoscaler-sync-period
-    "sample_s": 1.0,
-    "tolerance": 0.1,  # --horizontal-pod-autoscaler-tolerance
-    # HPA behavior defaults (kubernetes.io HPA docs, "Default Behavior", autoscaling/v2):
-    "scale_up_stabilization_s": 0.0,
-    "scale_down_stabilization_s": 300.0,
-    "scale_up_max_pods": 4,
-    "scale_up_max_percent": 100.0,
-    "scale_down_max_percent": 100.0,
-    "policy_period_s": 15.0,
-}
-
-
-# Defaults per policy, as the systems ship them (checked 2026-11 against kubernetes.io HPA docs,
-# knative.dev "Configuring the autoscaler" / config-autoscaler, keda.sh ScaledObject spec).
-AUTOSCALER_DEFAULTS: dict[str, dict] = {
-    "hpa": _HPA_DEFAULTS,
-    "predictive": _HPA_DEFAULTS,
-    "keda": {**_HPA_DEFAULTS, "min_replicas": 0, "max_replicas": 100,  # minReplicaCount, maxReplicaCount
-             "polling_s": 30.0, "cooldown_s": 300.0, "initial_cooldown_s": 0.0, "activation_threshold": 0.0},
-    "kpa": {"metric": "concurrency", "min_replicas": 0, "max_replicas": 10,  # min-scale 0; max: simcost's cap
-            "tick_s": 2.0, "sample_s": 1.0,  # tick-interval; the queue-proxy stats are scraped every second
-            "container_concurrency": 100.0,  # container-concurrency-target-default
-            "target_utilization": 0.7,  # container-concurrency-target-percentage 70
-            "stable_window_s": 60.0, "panic_window_fraction": 0.1,  # stable-window, panic-window-percentage 10
-            "panic_threshold": 2.0,  # panic-threshold-percentage 200
-            "max_scale_up_rate": 1000.0, "max_scale_down_rate": 2.0,
-            "scale_to_zero_grace_s": 30.0},
-    "schedule": {"period_s": 86400.0, "tick_s": 60.0},  # cron's one-minute granularity
-}
-
-
-def resolve_autoscaler(cfg: AutoscalerConfig) -> AutoscalerConfig:
-    """`cfg` with every key its policy uses filled in: given values, else AUTOSCALER_DEFAULTS."""
-    fill = {k: v for k, v in AUTOSCALER_DEFAULTS[cfg.policy].items() if getattr(cfg, k) is None}
-    if cfg.policy == "kpa" and cfg.target is None:
-        cc = cfg.container_concurrency or fill["container_concurrency"]
-        fill["target"] = cc * (cfg.target_utilization or fill["target_utilization"])
-    elif cfg.policy == "kpa":  # a given target replaces its two factors
-        del fill["container_concurrency"], fill["target_utilization"]
-    if cfg.policy == "schedule":
-        fill.update(min_replicas=0, max_replicas=max([1, *(e.replicas for e in cfg.schedule or ())]),
-                    sample_s=cfg.tick_s or fill["tick_s"])
-    return dataclasses.replace(cfg, **fill)
