@@ -18,7 +18,7 @@ import numpy as np
 from scipy import integrate, stats
 
 from simcost.workload.arrivals import arrivals, gamma_params, mmpp_mean_rate_per_s, rate_function, weibull_params
-from simcost.scenario.config import ArrivalSpec
+from simcost.scenario.arrivals import ArrivalSpec
 from simcost.scenario.schema import build
 from simcost.workload.servegen import load_client_windows
 

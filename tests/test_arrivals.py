@@ -11,7 +11,8 @@ import pytest
 from scipy import linalg, stats
 
 from simcost.workload.arrivals import arrivals, gamma_params, mmpp_mean_rate_per_s, weibull_cv, weibull_params
-from simcost.scenario.config import ArrivalSpec, scenario_from_dict
+from simcost.scenario.arrivals import ArrivalSpec
+from simcost.scenario.scenario import scenario_from_dict
 from simcost.errors import InputError
 from simcost.rng import streams
 from simcost.workload.requests import generate
@@ -372,7 +373,7 @@ def test_missing_rate_file_names_the_key(tmp_path):
 
 
 def test_rate_file_is_relative_to_the_scenario_file(tmp_path):
-    from simcost.scenario.config import load_scenario
+    from simcost.scenario.scenario import load_scenario
     folder = tmp_path / "scenarios"
     folder.mkdir()
     rate_csv(folder, TABLE)
@@ -384,7 +385,7 @@ def test_rate_file_is_relative_to_the_scenario_file(tmp_path):
 
 
 def test_each_process_is_its_own_class_and_round_trips():
-    from simcost.scenario.config import PiecewiseArrivals, RenewalArrivals, SinusoidalArrivals
+    from simcost.scenario.arrivals import PiecewiseArrivals, RenewalArrivals, SinusoidalArrivals
     from simcost.scenario.schema import to_dict
 
     sine = spec(process="sinusoidal", mean_rate_per_s=2.0, peak_to_trough=3.0)

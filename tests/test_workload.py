@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from simcost.scenario.config import LengthSpec, scenario_from_dict
+from simcost.scenario.scenario import scenario_from_dict
+from simcost.scenario.workload import LengthSpec
 from simcost.rng import streams
 from simcost.workload.requests import Requests, generate, sample_lengths, workload_summary
 from simcost.workload.arrivals import poisson_arrivals

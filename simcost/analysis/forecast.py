@@ -53,7 +53,8 @@ from pathlib import Path
 
 import numpy as np
 
-from simcost.scenario.config import PiecewiseArrivals, Scenario, scenario_from_dict
+from simcost.scenario.arrivals import PiecewiseArrivals
+from simcost.scenario.scenario import Scenario, scenario_from_dict
 from simcost.scenario.schema import to_dict
 from simcost.errors import InputError
 from simcost.scenario.schema import build

@@ -4,7 +4,7 @@ Pure decision objects, no SimPy: a controller calls `observe(now_s, value)` ever
 with the metric (summed over ready replicas, or fleet-wide for ttft_p95) and
 `decide(now_s, ready, starting)` every `tick_s`, and requests the count it returns (clamped to
 [min_replicas, max_replicas]; ready + starting is the current count). `make_autoscaler` builds
-one from a scenario's `fleet.autoscaler` (one of the policy classes of simcost.scenario.config,
+one from a scenario's `fleet.autoscaler` (one of the policy classes of simcost.scenario.autoscalers,
 whose field defaults are the real systems' defaults, with sources).
 
 Kubernetes HPA v2 (`Hpa`; pkg/controller/podautoscaler; DESIGN.md section 4):
@@ -70,8 +70,7 @@ import math
 from collections import deque
 from collections.abc import Callable
 
-from simcost.scenario.config import (AutoscalerConfig, HpaAutoscaler, KedaAutoscaler, KpaAutoscaler,
-                                     PredictiveAutoscaler, ScheduleAutoscaler)
+from simcost.scenario.autoscalers import (AutoscalerConfig, HpaAutoscaler, KedaAutoscaler, KpaAutoscaler, PredictiveAutoscaler, ScheduleAutoscaler)
 from simcost.errors import InputError
 
 

@@ -37,9 +37,9 @@ import numpy as np
 import simpy
 
 from simcost.cluster.autoscalers import make_autoscaler
-from simcost.scenario.config import PredictiveAutoscaler
+from simcost.scenario.autoscalers import PredictiveAutoscaler
 from simcost.cluster.fleet import Fleet
-from simcost.scenario.config import ColdStartConfig, FleetConfig, SpotConfig
+from simcost.scenario.fleet import ColdStartConfig, FleetConfig, SpotConfig
 from simcost.errors import InputError
 from simcost.cost.roster import ON_DEMAND, SPOT, Roster, WarmNode
 from simcost.perf.startup import RUNNING, StartPhases, cold_start, warm_start

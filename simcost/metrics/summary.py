@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from simcost.scenario.config import Scenario
+from simcost.scenario.scenario import Scenario
 from simcost.scenario.schema import to_dict
 from simcost.cost.ledger import Bill, StepArrays
 from simcost.perf.deployment import Deployment, Pool

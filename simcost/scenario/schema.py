@@ -4,7 +4,7 @@
 types (int, float, str, bool, Literal, X | None, tuple[X, ...], nested dataclasses) and the
 numeric bounds declared with `bounds()` in field metadata, then calls each class's
 `_check(path)` for its own rules. Every failure is an InputError naming the key path, the value
-and what was expected. `simcost.scenario.config` declares the sections; this module knows none of them.
+and what was expected. the modules beside it declare the sections; this module knows none of them.
 """
 
 from __future__ import annotations

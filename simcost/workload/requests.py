@@ -15,7 +15,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from simcost.workload.arrivals import arrivals, poisson_arrivals  # noqa: F401 (poisson_arrivals re-exported)
-from simcost.scenario.config import DelaySpec, LengthSpec, Scenario, ServegenArrivals, TraceSpec, WorkloadConfig
+from simcost.scenario.arrivals import ServegenArrivals
+from simcost.scenario.scenario import Scenario
+from simcost.scenario.workload import DelaySpec, LengthSpec, TraceSpec, WorkloadConfig
 from simcost.errors import InputError
 from simcost.rng import Streams, streams
 from simcost.workload.servegen import servegen_arrivals_with_clients
