@@ -8,31 +8,56 @@ from typing import Literal
 
 from simcost.errors import InputError
 from simcost.scenario.arrivals import ArrivalSpec
-from simcost.scenario.schema import bounds, check_variant_keys
+from simcost.scenario.schema import bounds, tag
+
+
+# Token-length distributions, picked by the `dist` key. Draws are integers >= 1 (lognormal and
+# exponential are rounded up, which is part of the distribution, not a clip of a few outliers).
+
+@dataclass(frozen=True, kw_only=True)
+class FixedLength:
+    dist: Literal["fixed"] = field(default="fixed", metadata=tag("dist"))
+    value: int = field(metadata=bounds(ge=1))
 
 
 @dataclass(frozen=True, kw_only=True)
-class LengthSpec:
-    """A token-length distribution. Draws are integers >= 1 (lognormal/exponential are rounded
-    up, which is documented as part of the distribution, not a clip of a few outliers)."""
+class UniformLength:
+    """Integers low..high, both inclusive."""
 
-    dist: Literal["fixed", "uniform", "lognormal", "exponential", "empirical"]
-    value: int | None = field(default=None, metadata=bounds(ge=1))  # fixed
-    low: int | None = field(default=None, metadata=bounds(ge=1))  # uniform, inclusive
-    high: int | None = field(default=None, metadata=bounds(ge=1))  # uniform, inclusive
-    mean: float | None = field(default=None, metadata=bounds(gt=0))  # lognormal, exponential
-    sigma: float | None = field(default=None, metadata=bounds(gt=0))  # lognormal: sd of ln(x)
-    # empirical: resample this trace's lengths (a bundled name or a file); when input and output
-    # name the same trace, whole (input, output) rows are resampled, keeping their correlation
-    trace: str | None = None
-
-    _NEEDS = {"fixed": ("value",), "uniform": ("low", "high"),
-              "lognormal": ("mean", "sigma"), "exponential": ("mean",), "empirical": ("trace",)}
+    dist: Literal["uniform"] = field(default="uniform", metadata=tag("dist"))
+    low: int = field(metadata=bounds(ge=1))
+    high: int = field(metadata=bounds(ge=1))
 
     def _check(self, path: str) -> None:
-        check_variant_keys(self, path, "dist", "dist", self._NEEDS)
-        if self.dist == "uniform" and self.low > self.high:
+        if self.low > self.high:
             raise InputError(f"{path}.low", f"{self.low} is above high={self.high}; expected low <= high")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LognormalLength:
+    """`mean` of the continuous distribution in tokens, `sigma` the sd of ln(x)."""
+
+    dist: Literal["lognormal"] = field(default="lognormal", metadata=tag("dist"))
+    mean: float = field(metadata=bounds(gt=0))
+    sigma: float = field(metadata=bounds(gt=0))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExponentialLength:
+    dist: Literal["exponential"] = field(default="exponential", metadata=tag("dist"))
+    mean: float = field(metadata=bounds(gt=0))
+
+
+@dataclass(frozen=True, kw_only=True)
+class EmpiricalLength:
+    """Resample this trace's lengths (a bundled name or a file); when input and output name the
+    same trace, whole (input, output) rows are resampled, keeping their correlation."""
+
+    dist: Literal["empirical"] = field(default="empirical", metadata=tag("dist"))
+    trace: str
+
+
+LengthSpec = FixedLength | UniformLength | LognormalLength | ExponentialLength | EmpiricalLength
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,25 +94,41 @@ class TraceSpec:
             raise InputError(f"{path}.end_s", f"{self.end_s} is not after start_s={self.start_s}")
 
 
+# Duration distributions in seconds (think times), picked by the `dist` key; continuous, >= 0.
+
 @dataclass(frozen=True, kw_only=True)
-class DelaySpec:
-    """A duration distribution in seconds (think times): fixed value_s, uniform [low_s, high_s],
-    exponential with mean_s, or lognormal with mean_s and sigma (sd of ln x). Continuous, >= 0."""
+class FixedDelay:
+    dist: Literal["fixed"] = field(default="fixed", metadata=tag("dist"))
+    value_s: float = field(metadata=bounds(ge=0))
 
-    dist: Literal["fixed", "uniform", "exponential", "lognormal"]
-    value_s: float | None = field(default=None, metadata=bounds(ge=0))
-    low_s: float | None = field(default=None, metadata=bounds(ge=0))
-    high_s: float | None = field(default=None, metadata=bounds(ge=0))
-    mean_s: float | None = field(default=None, metadata=bounds(gt=0))
-    sigma: float | None = field(default=None, metadata=bounds(gt=0))
 
-    _NEEDS = {"fixed": ("value_s",), "uniform": ("low_s", "high_s"), "exponential": ("mean_s",),
-              "lognormal": ("mean_s", "sigma")}
+@dataclass(frozen=True, kw_only=True)
+class UniformDelay:
+    dist: Literal["uniform"] = field(default="uniform", metadata=tag("dist"))
+    low_s: float = field(metadata=bounds(ge=0))
+    high_s: float = field(metadata=bounds(ge=0))
 
     def _check(self, path: str) -> None:
-        check_variant_keys(self, path, "dist", "dist", self._NEEDS)
-        if self.dist == "uniform" and self.low_s > self.high_s:
+        if self.low_s > self.high_s:
             raise InputError(f"{path}.low_s", f"{self.low_s} is above high_s={self.high_s}; expected low_s <= high_s")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExponentialDelay:
+    dist: Literal["exponential"] = field(default="exponential", metadata=tag("dist"))
+    mean_s: float = field(metadata=bounds(gt=0))
+
+
+@dataclass(frozen=True, kw_only=True)
+class LognormalDelay:
+    """`mean_s` of the distribution, `sigma` the sd of ln(x)."""
+
+    dist: Literal["lognormal"] = field(default="lognormal", metadata=tag("dist"))
+    mean_s: float = field(metadata=bounds(gt=0))
+    sigma: float = field(metadata=bounds(gt=0))
+
+
+DelaySpec = FixedDelay | UniformDelay | ExponentialDelay | LognormalDelay
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,7 +144,7 @@ class SessionSpec:
     followup_input_tokens: LengthSpec | None = None
 
     def _check(self, path: str) -> None:
-        if self.turns.dist == "empirical":
+        if isinstance(self.turns, EmpiricalLength):
             raise InputError(f"{path}.turns.dist", "empirical resamples token lengths; give turns as fixed, uniform, lognormal or exponential")
 
 
@@ -132,7 +173,7 @@ class ItemSpec:
     prompt_tokens_per_item: int = field(default=0, metadata=bounds(ge=0))
 
     def _check(self, path: str) -> None:
-        if self.per_request.dist == "empirical":
+        if isinstance(self.per_request, EmpiricalLength):
             raise InputError(f"{path}.per_request.dist", "empirical resamples token lengths; give items per request as fixed, uniform, lognormal or exponential")
 
 
@@ -157,10 +198,10 @@ class WorkloadConfig:
     mix: tuple[WorkloadConfig, ...] | None = None
 
     def _check(self, path: str) -> None:
-        for i, tag in enumerate(self.tags):
-            key, sep, value = tag.partition("=")
+        for i, label in enumerate(self.tags):
+            key, sep, value = label.partition("=")
             if not (sep and key.strip() and value.strip()):
-                raise InputError(f"{path}.tags[{i}]", f"{tag!r}; expected key=value, e.g. team=search")
+                raise InputError(f"{path}.tags[{i}]", f"{label!r}; expected key=value, e.g. team=search")
         if self.mix is not None:
             self._check_mix(path)
             return
