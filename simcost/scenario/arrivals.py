@@ -93,8 +93,9 @@ class ServegenArrivals:
             raise InputError(f"{path}.top_clients", "given with clients; give one of them")
         if self.clients is not None and not self.clients:
             raise InputError(f"{path}.clients", "empty; list client ids, or leave clients out for all of them")
-        for i, client in enumerate(self.clients or ()):
-            if client in self.clients[:i]:
+        listed = self.clients or ()
+        for i, client in enumerate(listed):
+            if client in listed[:i]:
                 raise InputError(f"{path}.clients[{i}]", f"client {client} is listed twice")
 
 

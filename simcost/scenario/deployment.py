@@ -9,7 +9,6 @@ from typing import Literal
 from simcost.errors import InputError
 from simcost.scenario.schema import bounds
 
-
 WeightFormat = Literal["fp32", "bf16", "fp16", "fp8", "int8", "int4"]
 
 

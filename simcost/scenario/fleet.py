@@ -185,7 +185,7 @@ class FleetConfig:
             return any(self.pool_fleet(k).moves for k in range(len(self.pools)))
         return bool(self.autoscaler or self.spot or self.failures or self.pricing.model == "spot")
 
-    def pool_fleet(self, k: int) -> "FleetConfig":
+    def pool_fleet(self, k: int) -> FleetConfig:
         """Pool k of fleet.pools as a one-pool fleet section (what its control loop and its bill
         read); the fleet's own section without pools."""
         if self.pools is None:

@@ -10,11 +10,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from simcost.errors import InputError
-from simcost.scenario.deployment import EngineConfig, HardwareConfig, ModelConfig, PerfConfig
+from simcost.scenario.deployment import (
+    EngineConfig,
+    HardwareConfig,
+    ModelConfig,
+    PerfConfig,
+)
 from simcost.scenario.fleet import FleetConfig
 from simcost.scenario.pricing import CostConfig
 from simcost.scenario.schema import apply_overrides, bounds, build
@@ -50,13 +56,14 @@ class Scenario:
     def _check_serves(self) -> None:
         """Every pool serves known workloads, and every workload has a pool."""
         names = [self.workload.entry_name(i) for i in range(len(self.workload.entries()))]
-        for k, pool in enumerate(self.fleet.pools):
+        pools = self.fleet.pools or ()
+        for k, pool in enumerate(pools):
             for j, name in enumerate(pool.serves or ()):
                 if name not in names:
                     raise InputError(f"fleet.pools[{k}].serves[{j}]", f"'{name}' is not a workload of this scenario "
                                      f"(known: {', '.join(names)})")
         for name in names:
-            if not any(pool.serves is None or name in pool.serves for pool in self.fleet.pools):
+            if not any(pool.serves is None or name in pool.serves for pool in pools):
                 raise InputError("fleet.pools", f"no pool serves workload '{name}'; add it to a pool's serves")
 
 
@@ -100,7 +107,7 @@ def _resolve_paths(raw: dict, scenario_dir: Path) -> None:
 
 
 def _resolve_one(root: dict, keys: tuple[str, ...], scenario_dir: Path) -> None:
-    node = root
+    node: Any = root
     for key in keys[:-1]:
         node = node.get(key) if isinstance(node, dict) else None
     if not isinstance(node, dict):
@@ -122,7 +129,7 @@ def _merge_pool_engines(raw: dict) -> None:
     """A pool's engine section holds only the keys it changes: lay them over the scenario's."""
     fleet = raw.get("fleet")
     pools = fleet.get("pools") if isinstance(fleet, dict) else None
-    engine = raw.get("engine") if isinstance(raw.get("engine"), dict) else {}
+    engine = raw["engine"] if isinstance(raw.get("engine"), dict) else {}
     first = pools[0] if isinstance(pools, list) and pools and isinstance(pools[0], dict) else None
     if first is not None and "hardware" not in raw and "hardware" in first:
         raw["hardware"] = first["hardware"]  # the scenario's own hardware: the first pool's

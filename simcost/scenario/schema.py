@@ -90,8 +90,8 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-def build(cls, data: Any, path: str):
-    if not dataclasses.is_dataclass(cls):  # a tagged union of sections, such as ArrivalSpec
+def build(cls: Any, data: Any, path: str) -> Any:
+    if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):  # a tagged union, such as ArrivalSpec
         return _convert(cls, data, path)
     where = path or "scenario"
     if not isinstance(data, dict):

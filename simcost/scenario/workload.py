@@ -10,7 +10,6 @@ from simcost.errors import InputError
 from simcost.scenario.arrivals import ArrivalSpec
 from simcost.scenario.schema import bounds, tag
 
-
 # Token-length distributions, picked by the `dist` key. Draws are integers >= 1 (lognormal and
 # exponential are rounded up, which is part of the distribution, not a clip of a few outliers).
 
