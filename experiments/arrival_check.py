@@ -18,7 +18,8 @@ import numpy as np
 from scipy import integrate, stats
 
 from simcost.workload.arrivals import arrivals, gamma_params, mmpp_mean_rate_per_s, rate_function, weibull_params
-from simcost.scenario.config import ArrivalSpec
+from simcost.scenario.arrivals import ArrivalSpec
+from simcost.scenario.schema import build
 from simcost.workload.servegen import load_client_windows
 
 SEED = 2026
@@ -27,7 +28,7 @@ DURATION_S = 5_000.0
 
 
 def spec(**kw) -> ArrivalSpec:
-    return ArrivalSpec(**kw)
+    return build(ArrivalSpec, kw, "arrivals")
 
 
 def run_stats(s: ArrivalSpec, duration_s: float, expected: float, count_sd: float, gap_cdf, rescale=None) -> list:

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from simcost.scenario.config import scenario_from_dict
+from simcost.scenario.scenario import scenario_from_dict
 from simcost.rng import streams
 from simcost.simulation.simulation import Simulation
 from simcost.workload.requests import Requests, generate

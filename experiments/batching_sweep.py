@@ -45,7 +45,7 @@ matplotlib.use("Agg")  # files only
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from simcost.scenario.config import scenario_from_dict  # noqa: E402
+from simcost.scenario.scenario import scenario_from_dict  # noqa: E402
 from simcost.simulation.simulation import run  # noqa: E402
 from simcost.analysis.sweep import row as sweep_row  # noqa: E402
 

@@ -34,7 +34,7 @@ SLICE = {"poisson": ["duration_s=125"], "azure-conv": ["duration_s=300"]}  # for
 
 
 def timed_run(path: Path, overrides=(), max_span_steps: int = 1 << 30) -> tuple[float, int]:
-    from simcost.scenario.config import load_scenario
+    from simcost.scenario.scenario import load_scenario
     from simcost.simulation.simulation import Simulation
 
     scenario = load_scenario(path, overrides)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from simcost.scenario.config import Scenario, scenario_from_dict
+from simcost.scenario.scenario import Scenario, scenario_from_dict
 
 BASE = {
     "name": "test",

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from ledger_cases import random_step_log, records_log, settle_with
 from scenarios import scenario
-from simcost.scenario.config import CostConfig
+from simcost.scenario.pricing import CostConfig
 from simcost.errors import InputError
 from simcost.cost.ledger import member_weights
 from simcost.metrics.summary import records

@@ -11,7 +11,8 @@ import pytest
 from scipy import linalg, stats
 
 from simcost.workload.arrivals import arrivals, gamma_params, mmpp_mean_rate_per_s, weibull_cv, weibull_params
-from simcost.scenario.config import ArrivalSpec, scenario_from_dict
+from simcost.scenario.arrivals import ArrivalSpec
+from simcost.scenario.scenario import scenario_from_dict
 from simcost.errors import InputError
 from simcost.rng import streams
 from simcost.workload.requests import generate
@@ -372,7 +373,7 @@ def test_missing_rate_file_names_the_key(tmp_path):
 
 
 def test_rate_file_is_relative_to_the_scenario_file(tmp_path):
-    from simcost.scenario.config import load_scenario
+    from simcost.scenario.scenario import load_scenario
     folder = tmp_path / "scenarios"
     folder.mkdir()
     rate_csv(folder, TABLE)
@@ -381,3 +382,29 @@ def test_rate_file_is_relative_to_the_scenario_file(tmp_path):
         "  arrivals: {process: piecewise, rate_file: rates.csv}\n"
         "  input_tokens: {dist: fixed, value: 1}\n  output_tokens: {dist: fixed, value: 1}\n")
     assert load_scenario(folder / "s.yaml").workload.arrivals.rate_file == str(folder / "rates.csv")
+
+
+def test_each_process_is_its_own_class_and_round_trips():
+    from simcost.scenario.arrivals import PiecewiseArrivals, RenewalArrivals, SinusoidalArrivals
+    from simcost.scenario.schema import to_dict
+
+    sine = spec(process="sinusoidal", mean_rate_per_s=2.0, peak_to_trough=3.0)
+    assert isinstance(sine, SinusoidalArrivals) and (sine.period_s, sine.peak_at_s) == (86400.0, 0.0)
+    assert isinstance(spec(process="weibull", rate_per_s=1.0, cv=2.0), RenewalArrivals)
+    table = spec(process="piecewise", rate_table=[[0, 2]])
+    assert isinstance(table, PiecewiseArrivals) and set(to_dict(table)) == {"process", "rate_table", "rate_file"}
+    raw = {"duration_s": 10.0, "model": {"name": "m"}, "hardware": {"device": "d"},
+           "workload": {"arrivals": {"process": "gamma", "rate_per_s": 1.0, "cv": 2.0},
+                        "input_tokens": {"dist": "fixed", "value": 1}, "output_tokens": {"dist": "fixed", "value": 1}}}
+    sc = scenario_from_dict(raw)
+    assert scenario_from_dict(to_dict(sc)) == sc
+
+
+def test_arrival_keys_of_another_process_may_be_null_and_the_process_is_required():
+    assert spec(process="poisson", rate_per_s=1.0, cv=None, mean_on_s=None).rate_per_s == 1.0
+    with pytest.raises(InputError) as err:
+        spec(rate_per_s=1.0)
+    assert err.value.where == "workload.arrivals.process" and "missing" in err.value.problem
+    with pytest.raises(InputError) as err:
+        spec(process="poison", rate_per_s=1.0)
+    assert err.value.where == "workload.arrivals.process" and "poisson" in err.value.problem

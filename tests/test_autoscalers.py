@@ -13,8 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from simcost.cluster.autoscalers import make_autoscaler
-from simcost.scenario.config import resolve_autoscaler
-from simcost.scenario.config import AutoscalerConfig
+from simcost.scenario.autoscalers import AutoscalerConfig, KedaAutoscaler, KpaAutoscaler, ScheduleAutoscaler
 from simcost.errors import InputError
 from simcost.scenario.schema import build
 
@@ -172,9 +171,9 @@ def test_hpa_on_ttft_value_metric():
 # --- KPA ----------------------------------------------------------------------------------------
 
 def test_kpa_target_defaults_to_70_percent_of_container_concurrency():
-    assert resolve_autoscaler(build(AutoscalerConfig, {"policy": "kpa"}, "a")).target == pytest.approx(70.0)
-    assert resolve_autoscaler(build(AutoscalerConfig, {"policy": "kpa", "container_concurrency": 10}, "a")).target == pytest.approx(7.0)
-    assert resolve_autoscaler(build(AutoscalerConfig, {"policy": "kpa", "target": 25}, "a")).target == 25.0
+    assert build(AutoscalerConfig, {"policy": "kpa"}, "a").target_per_replica == pytest.approx(70.0)
+    assert build(AutoscalerConfig, {"policy": "kpa", "container_concurrency": 10}, "a").target_per_replica == pytest.approx(7.0)
+    assert build(AutoscalerConfig, {"policy": "kpa", "target": 25}, "a").target_per_replica == 25.0
 
 
 def test_kpa_stable_mode_averages_the_stable_window():
@@ -390,10 +389,29 @@ def test_config_refuses_bad_input_naming_the_key(keys, where):
 
 
 def test_config_defaults_per_policy():
-    hpa = resolve_autoscaler(build(AutoscalerConfig, {"policy": "hpa", "target": 5}, "a"))
+    hpa = build(AutoscalerConfig, {"policy": "hpa", "target": 5}, "a")
     assert (hpa.tick_s, hpa.tolerance, hpa.scale_down_stabilization_s, hpa.min_replicas) == (15.0, 0.1, 300.0, 1)
-    keda = resolve_autoscaler(build(AutoscalerConfig, {"policy": "keda", "target": 5}, "a"))
+    keda = build(AutoscalerConfig, {"policy": "keda", "target": 5}, "a")
     assert (keda.polling_s, keda.cooldown_s, keda.min_replicas, keda.max_replicas) == (30.0, 300.0, 0, 100)
-    kpa = resolve_autoscaler(build(AutoscalerConfig, {"policy": "kpa"}, "a"))
+    kpa = build(AutoscalerConfig, {"policy": "kpa"}, "a")
     assert (kpa.tick_s, kpa.stable_window_s, kpa.scale_to_zero_grace_s, kpa.min_replicas) == (2.0, 60.0, 30.0, 0)
     assert build(AutoscalerConfig, {"policy": "kpa", "min_replicas": 2, "max_replicas": 2}, "a").min_replicas == 2
+
+
+def test_each_policy_is_its_own_class_and_round_trips():
+    from simcost.scenario.schema import to_dict
+
+    keda = build(AutoscalerConfig, {"policy": "keda", "target": 5}, "a")
+    assert isinstance(keda, KedaAutoscaler) and to_dict(keda)["policy"] == "keda"
+    assert build(AutoscalerConfig, to_dict(keda), "a") == keda
+    kpa = build(AutoscalerConfig, {"policy": "kpa", "target": 25}, "a")
+    assert isinstance(kpa, KpaAutoscaler) and "polling_s" not in to_dict(kpa)
+    sched = build(AutoscalerConfig, {"policy": "schedule", "schedule": [{"at_s": 0, "replicas": 3}]}, "a")
+    assert isinstance(sched, ScheduleAutoscaler) and (sched.min_replicas, sched.max_replicas, sched.sample_s) == (0, 3, 60.0)
+    assert set(to_dict(sched)) == {"policy", "schedule", "period_s", "tick_s"}
+
+
+def test_a_key_of_another_policy_names_the_policy():
+    with pytest.raises(InputError) as err:
+        build(AutoscalerConfig, {"policy": "hpa", "target": 5, "cooldown_s": 60}, "fleet.autoscaler")
+    assert "not used by autoscaler policy 'hpa'" in err.value.problem

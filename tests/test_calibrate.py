@@ -12,7 +12,7 @@ import yaml
 from simcost.perf.calibrate import Pair, error_summary, fit_factors, fit_warnings, predict_s, write_profile
 from simcost.perf.measurements import StepPoint, load_profile, read_points
 from simcost.cli.main import main
-from simcost.scenario.config import scenario_from_dict
+from simcost.scenario.scenario import scenario_from_dict
 from simcost.errors import InputError
 from simcost.perf.deployment import plan_deployment
 from simcost.perf.step_model import roofline_params, step_params

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from simcost.catalog.specs import DEVICE_SOURCE_GROUPS, MODEL_SOURCE_GROUPS, config_dir, get_device, get_model, load_devices, load_models, load_prices, price_offer
-from simcost.scenario.config import scenario_from_dict
+from simcost.scenario.scenario import scenario_from_dict
 from simcost.errors import InputError
 from simcost.perf.deployment import plan_deployment
 

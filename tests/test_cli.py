@@ -147,7 +147,7 @@ def test_relative_paths_in_a_scenario_are_relative_to_its_file(tmp_path):
 @pytest.mark.parametrize("path", sorted((ROOT / "configs" / "scenarios").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_bundled_scenario_validates_and_generates(path):
     """Each bundled scenario loads, fits its hardware and yields requests (a short slice of it)."""
-    from simcost.scenario.config import load_scenario
+    from simcost.scenario.scenario import load_scenario
     from simcost.simulation.simulation import Simulation
 
     scenario = load_scenario(path, ["duration_s=60", "warmup_s=0"])

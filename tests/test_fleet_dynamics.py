@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from scenarios import scenario
-from simcost.scenario.config import ColdStartConfig
+from simcost.scenario.fleet import ColdStartConfig
 from simcost.errors import InputError
 from simcost.perf.startup import cold_start
 from simcost.workload.request_table import COMPLETED

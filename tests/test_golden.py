@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # scenarios.py when run as a scr
 
 from scenarios import scenario  # noqa: E402
 from simcost.catalog.specs import config_dir  # noqa: E402
-from simcost.scenario.config import Scenario, load_scenario  # noqa: E402
+from simcost.scenario.scenario import Scenario, load_scenario  # noqa: E402
 from simcost.results.writer import write_run  # noqa: E402
 from simcost.simulation.simulation import Simulation  # noqa: E402
 

@@ -12,7 +12,7 @@ import pytest
 
 from scenarios import BASE, merge
 from simcost.cli.main import main
-from simcost.scenario.config import scenario_from_dict
+from simcost.scenario.scenario import scenario_from_dict
 from simcost.scenario.schema import to_dict
 from simcost.errors import InputError
 from simcost.analysis.forecast import with_replicas

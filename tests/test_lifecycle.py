@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from scenarios import scenario
-from simcost.scenario.config import ColdStartConfig
+from simcost.scenario.fleet import ColdStartConfig
 from simcost.errors import InputError
 from simcost.perf.startup import loading_s, start_phases
 from simcost.workload.request_table import COMPLETED

@@ -9,7 +9,7 @@ import pytest
 
 from scenarios import scenario
 from simcost.catalog.specs import get_device, get_model
-from simcost.scenario.config import scenario_from_dict
+from simcost.scenario.scenario import scenario_from_dict
 from simcost.scenario.schema import to_dict
 from simcost.errors import InputError
 from simcost.perf.step_model import per_item_params, step_params, step_time_s_py

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from simcost.catalog.specs import compute_format_for
 from simcost.perf import step_model as sm
 from simcost.catalog.specs import get_device
-from simcost.scenario.config import scenario_from_dict
+from simcost.scenario.scenario import scenario_from_dict
 from simcost.errors import InputError
 from simcost.perf.deployment import ACTIVATION_BYTES_PER_TOKEN_PER_HIDDEN, plan_deployment
 from simcost.perf.step_model import decode_span_times_s, decode_span_times_s_py, step_params, step_time_s, step_time_s_py

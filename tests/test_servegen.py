@@ -291,7 +291,7 @@ def test_bad_servegen_config_names_the_key(extra, where, problem):
 
 
 def test_bundled_scenario_loads():
-    from simcost.scenario.config import load_scenario
+    from simcost.scenario.scenario import load_scenario
     path = Path(__file__).resolve().parents[1] / "configs" / "scenarios" / "servegen_day_mm_image.yaml"
     sc = load_scenario(path)
     spec = sc.workload.arrivals

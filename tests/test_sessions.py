@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from scenarios import scenario
-from simcost.scenario.config import scenario_from_dict
+from simcost.scenario.scenario import scenario_from_dict
 from simcost.scenario.schema import to_dict
 from simcost.errors import InputError
 from simcost.perf.step_model import item_time_s, step_params

@@ -9,7 +9,7 @@ import pytest
 
 from scenarios import BASE, merge
 from simcost.catalog.specs import get_device
-from simcost.scenario.config import scenario_from_dict
+from simcost.scenario.scenario import scenario_from_dict
 from simcost.scenario.schema import to_dict
 from simcost.errors import InputError
 from simcost.analysis.forecast import scale_load, with_replicas
@@ -186,7 +186,7 @@ def test_bad_input_is_refused():
 
 
 def test_a_cut_trace_bounds_the_load_multiplier():
-    from simcost.scenario.config import load_scenario
+    from simcost.scenario.scenario import load_scenario
     from simcost.analysis.sizing import covers
 
     raw = to_dict(load_scenario(Path(__file__).parents[1] / "configs" / "example.yaml"))  # 10 min of a 1-hour trace at 4x its rate

@@ -19,7 +19,7 @@ from scenarios import BASE, merge
 from simcost.analysis import backends
 from simcost.analysis import sweep as sweep_mod
 from simcost.cli.main import main
-from simcost.scenario.config import scenario_from_dict
+from simcost.scenario.scenario import scenario_from_dict
 from simcost.errors import InputError
 from simcost.simulation.simulation import run
 from simcost.analysis.sweep import mean_ci, metrics, point_overrides, sweep

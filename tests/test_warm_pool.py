@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from scenarios import scenario
-from simcost.scenario.config import STOPPED_NODE_USD_PER_HOUR, ColdStartConfig
+from simcost.scenario.fleet import ColdStartConfig, STOPPED_NODE_USD_PER_HOUR
 from simcost.errors import InputError
 from simcost.perf.startup import RUNNING, STOPPED, cold_start, warm_start
 from simcost.cost.roster import WarmArrays

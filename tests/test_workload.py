@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from simcost.scenario.config import LengthSpec, scenario_from_dict
+from simcost.scenario.scenario import scenario_from_dict
+from simcost.scenario.workload import ExponentialLength, FixedLength, LognormalLength, UniformLength
 from simcost.rng import streams
 from simcost.workload.requests import Requests, generate, sample_lengths, workload_summary
 from simcost.workload.arrivals import poisson_arrivals
@@ -116,7 +117,7 @@ def integer_mean_and_sd(cdf, upper):
 
 @pytest.mark.parametrize("mean, sigma", [(500.0, 0.8), (3.0, 1.2), (1200.0, 0.3)])
 def test_lognormal_lengths_match_ceiled_lognormal(mean, sigma):
-    samples = sample_lengths(LengthSpec(dist="lognormal", mean=mean, sigma=sigma), N, np.random.default_rng(1))
+    samples = sample_lengths(LognormalLength(mean=mean, sigma=sigma), N, np.random.default_rng(1))
     assert samples.dtype == np.int64 and samples.min() >= 1
     dist, cdf = lognormal_cdf(mean, sigma)
     assert chi2_integer_cdf(samples, cdf, dist.ppf(np.linspace(0.05, 0.95, 19))) > P_MIN
@@ -126,14 +127,14 @@ def test_lognormal_lengths_match_ceiled_lognormal(mean, sigma):
 
 
 def test_lognormal_fit_rejects_a_wrong_sigma():
-    samples = sample_lengths(LengthSpec(dist="lognormal", mean=500.0, sigma=0.8), N, np.random.default_rng(1))
+    samples = sample_lengths(LognormalLength(mean=500.0, sigma=0.8), N, np.random.default_rng(1))
     dist, cdf = lognormal_cdf(500.0, 0.88)
     assert chi2_integer_cdf(samples, cdf, dist.ppf(np.linspace(0.05, 0.95, 19))) < P_MIN
 
 
 @pytest.mark.parametrize("mean", [50.0, 2.0, 0.3])
 def test_exponential_lengths_are_geometric(mean):
-    samples = sample_lengths(LengthSpec(dist="exponential", mean=mean), N, np.random.default_rng(2))
+    samples = sample_lengths(ExponentialLength(mean=mean), N, np.random.default_rng(2))
     assert samples.dtype == np.int64 and samples.min() >= 1
     dist, cdf = exponential_cdf(mean)
     assert chi2_integer_cdf(samples, cdf, dist.ppf(np.linspace(0.05, 0.95, 19))) > P_MIN
@@ -143,13 +144,13 @@ def test_exponential_lengths_are_geometric(mean):
 
 
 def test_exponential_fit_rejects_a_wrong_mean():
-    samples = sample_lengths(LengthSpec(dist="exponential", mean=50.0), N, np.random.default_rng(2))
+    samples = sample_lengths(ExponentialLength(mean=50.0), N, np.random.default_rng(2))
     dist, cdf = exponential_cdf(55.0)
     assert chi2_integer_cdf(samples, cdf, dist.ppf(np.linspace(0.05, 0.95, 19))) < P_MIN
 
 
 def test_uniform_lengths_cover_both_ends_evenly():
-    samples = sample_lengths(LengthSpec(dist="uniform", low=3, high=9), N, np.random.default_rng(3))
+    samples = sample_lengths(UniformLength(low=3, high=9), N, np.random.default_rng(3))
     assert samples.dtype == np.int64 and samples.min() == 3 and samples.max() == 9
     observed = np.bincount(samples - 3, minlength=7)
     assert stats.chisquare(observed).pvalue > P_MIN
@@ -161,8 +162,8 @@ def test_uniform_lengths_cover_both_ends_evenly():
 
 def test_fixed_lengths_and_empty_draws():
     rng = np.random.default_rng(4)
-    assert np.array_equal(sample_lengths(LengthSpec(dist="fixed", value=17), 5, rng), np.full(5, 17))
-    for spec in (LengthSpec(dist="fixed", value=17), LengthSpec(dist="exponential", mean=3.0)):
+    assert np.array_equal(sample_lengths(FixedLength(value=17), 5, rng), np.full(5, 17))
+    for spec in (FixedLength(value=17), ExponentialLength(mean=3.0)):
         empty = sample_lengths(spec, 0, rng)
         assert empty.shape == (0,) and empty.dtype == np.int64
 
@@ -172,7 +173,7 @@ def test_fixed_lengths_and_empty_draws():
        mean=st.floats(min_value=1e-3, max_value=1e5), sigma=st.floats(min_value=0.05, max_value=4.0),
        seed=st.integers(0, 2 ** 32))
 def test_lengths_always_at_least_one(dist, mean, sigma, seed):
-    spec = LengthSpec(dist=dist, mean=mean, sigma=sigma if dist == "lognormal" else None)
+    spec = LognormalLength(mean=mean, sigma=sigma) if dist == "lognormal" else ExponentialLength(mean=mean)
     samples = sample_lengths(spec, 500, np.random.default_rng(seed))
     assert samples.dtype == np.int64 and samples.min() >= 1
 
@@ -275,3 +276,15 @@ def test_empirical_needs_a_trace_and_takes_nothing_else():
         scenario(input_tokens={"dist": "empirical", "trace": "azure_conv", "mean": 3.0})
     with pytest.raises(InputError, match="workload.input_tokens.trace: 'azure_cnv'.*azure_conv"):
         run(scenario(input_tokens={"dist": "empirical", "trace": "azure_cnv"}))
+
+
+def test_length_and_delay_distributions_are_classes_picked_by_dist():
+    from simcost.errors import InputError
+    from simcost.scenario.schema import build, to_dict
+    from simcost.scenario.workload import DelaySpec, EmpiricalLength, LengthSpec, UniformDelay
+
+    assert build(LengthSpec, {"dist": "empirical", "trace": "azure_conv"}, "x") == EmpiricalLength(trace="azure_conv")
+    delay = build(DelaySpec, {"dist": "uniform", "low_s": 1, "high_s": 2}, "x")
+    assert isinstance(delay, UniformDelay) and to_dict(delay) == {"dist": "uniform", "low_s": 1.0, "high_s": 2.0}
+    with pytest.raises(InputError, match="x.value: not used by dist 'uniform'"):
+        build(LengthSpec, {"dist": "uniform", "low": 1, "high": 2, "value": 3}, "x")

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import minimize_scalar
 
-from simcost.scenario.config import PricingConfig
+from simcost.scenario.pricing import PricingConfig
 from simcost.cost.energy import S_PER_HOUR, hour_covered_s, hour_overlap_s, split_steps_by_hour
 from simcost.errors import InputError
 from simcost.cost.pricing import reserved_effective_usd_per_hour, savings_plan_hours

@@ -53,7 +53,8 @@ from pathlib import Path
 
 import numpy as np
 
-from simcost.scenario.config import ArrivalSpec, Scenario, scenario_from_dict
+from simcost.scenario.arrivals import PiecewiseArrivals
+from simcost.scenario.scenario import Scenario, scenario_from_dict
 from simcost.scenario.schema import to_dict
 from simcost.errors import InputError
 from simcost.scenario.schema import build
@@ -153,7 +154,7 @@ def _scale_arrivals(arrivals: dict, factor: float, where: str) -> None:
 def _rate_table(arrivals: dict, where: str) -> list[tuple[float, float]]:
     from simcost.workload.arrivals import rate_table
 
-    spec = build(ArrivalSpec, {k: v for k, v in arrivals.items() if v is not None}, where)
+    spec = build(PiecewiseArrivals, {k: v for k, v in arrivals.items() if v is not None}, where)
     return [tuple(row) for row in rate_table(spec)]
 
 

@@ -54,7 +54,7 @@ from typing import Literal
 import numpy as np
 import yaml
 
-from simcost.scenario.config import Scenario, scenario_from_dict
+from simcost.scenario.scenario import Scenario, scenario_from_dict
 from simcost.scenario.schema import to_dict
 from simcost.errors import InputError, closest
 from simcost.scenario.schema import bounds, build

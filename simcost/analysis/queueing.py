@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from simcost.scenario.config import Scenario, scenario_from_dict
+from simcost.scenario.scenario import Scenario, scenario_from_dict
 
 QUEUE_MEAN_TOKENS = 2000.0
 

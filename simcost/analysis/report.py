@@ -565,7 +565,7 @@ def read_sweep_rows(path: Path) -> list[dict]:
 def varied_keys(rows: list[dict]) -> list[str]:
     """The scenario keys a sweep varied: row keys that are key paths (a.b) or top-level scenario
     fields, as opposed to metric, CI, status and folder columns."""
-    from simcost.scenario.config import Scenario
+    from simcost.scenario.scenario import Scenario
     from simcost.analysis.sweep import COLUMNS
 
     top = {f.name for f in dataclasses.fields(Scenario)}

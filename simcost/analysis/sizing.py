@@ -39,7 +39,7 @@ import itertools
 import math
 from dataclasses import dataclass, field
 
-from simcost.scenario.config import Scenario, scenario_from_dict
+from simcost.scenario.scenario import Scenario, scenario_from_dict
 from simcost.scenario.schema import to_dict
 from simcost.errors import InputError, closest
 from simcost.analysis.forecast import check_trace_covers, scale_load, with_replicas

@@ -27,7 +27,7 @@ import yaml
 
 # sizing.py and forecast.py import these from here
 from simcost.analysis.backends import execute, map_runs, progress_items, worker_pool  # noqa: F401
-from simcost.scenario.config import load_scenario, scenario_from_dict
+from simcost.scenario.scenario import load_scenario, scenario_from_dict
 from simcost.scenario.schema import to_dict
 from simcost.errors import InputError
 from simcost.analysis.frontier import plot_frontier

@@ -165,7 +165,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_run(args) -> int:
-    from simcost.scenario.config import load_scenario
+    from simcost.scenario.scenario import load_scenario
     from simcost.results.writer import format_summary, write_run
     from simcost.simulation.simulation import Simulation
 
@@ -227,7 +227,7 @@ def _cmd_sweep(args) -> int:
 
 
 def _cmd_forecast(args) -> int:
-    from simcost.scenario.config import load_scenario
+    from simcost.scenario.scenario import load_scenario
     from simcost.analysis.forecast import GrowthPath, forecast, format_report, parse_step, write_outputs
 
     path = GrowthPath(args.months, args.growth, tuple(parse_step(s) for s in args.step))
@@ -242,7 +242,7 @@ def _cmd_forecast(args) -> int:
 
 
 def _cmd_check(args) -> int:
-    from simcost.scenario.config import load_scenario
+    from simcost.scenario.scenario import load_scenario
     from simcost.perf.deployment import fleet_pools, plan_deployment
 
     scenario = load_scenario(args.scenario, args.overrides, args.seed)
@@ -316,7 +316,7 @@ def _cmd_trace_inspect(args) -> int:
 def _cmd_size(args) -> int:
     import yaml
 
-    from simcost.scenario.config import load_scenario
+    from simcost.scenario.scenario import load_scenario
     from simcost.analysis.sizing import candidate_options, format_sizing, size
 
     def items(text):
@@ -343,7 +343,7 @@ def _cmd_size(args) -> int:
 
 def _cmd_commitments(args) -> int:
     from simcost.analysis.commitments import format_plan, plan_from_run
-    from simcost.scenario.config import load_scenario
+    from simcost.scenario.scenario import load_scenario
     from simcost.simulation.simulation import Simulation
 
     if args.discount is not None and not 0 <= args.discount < 1:  # before a run, not after it
@@ -362,7 +362,7 @@ def _cmd_commitments(args) -> int:
 
 
 def _cmd_levers(args) -> int:
-    from simcost.scenario.config import load_scenario
+    from simcost.scenario.scenario import load_scenario
     from simcost.analysis.levers import format_study, load_levers, study, write_outputs
 
     overrides = {"smaller_model": {"model": args.smaller_model}} if args.smaller_model else None

@@ -4,8 +4,8 @@ Pure decision objects, no SimPy: a controller calls `observe(now_s, value)` ever
 with the metric (summed over ready replicas, or fleet-wide for ttft_p95) and
 `decide(now_s, ready, starting)` every `tick_s`, and requests the count it returns (clamped to
 [min_replicas, max_replicas]; ready + starting is the current count). `make_autoscaler` builds
-one from a scenario's `fleet.autoscaler` (simcost.scenario.config.AutoscalerConfig); `resolve_autoscaler` (in simcost.scenario.config) fills the
-keys left out with the policy's defaults (AUTOSCALER_DEFAULTS, with sources).
+one from a scenario's `fleet.autoscaler` (one of the policy classes of simcost.scenario.autoscalers,
+whose field defaults are the real systems' defaults, with sources).
 
 Kubernetes HPA v2 (`Hpa`; pkg/controller/podautoscaler; DESIGN.md section 4):
 - The metric is the mean of the samples of the last tick_s (a Prometheus `avg_over_time` over the
@@ -70,7 +70,7 @@ import math
 from collections import deque
 from collections.abc import Callable
 
-from simcost.scenario.config import AutoscalerConfig, resolve_autoscaler
+from simcost.scenario.autoscalers import (AutoscalerConfig, HpaAutoscaler, KedaAutoscaler, KpaAutoscaler, PredictiveAutoscaler, ScheduleAutoscaler)
 from simcost.errors import InputError
 
 
@@ -125,7 +125,7 @@ class Autoscaler:
 class Hpa(Autoscaler):
     """Kubernetes HPA v2 on a Pods metric (external=False) or an External metric (KEDA)."""
 
-    def __init__(self, cfg: AutoscalerConfig, external: bool = False):
+    def __init__(self, cfg: HpaAutoscaler | PredictiveAutoscaler | KedaAutoscaler, external: bool = False):
         super().__init__(cfg, keep_s=cfg.tick_s)
         self.external = external
         self._recs: deque[tuple[float, int]] = deque()  # (time, raw recommendation)
@@ -210,7 +210,7 @@ class Hpa(Autoscaler):
 class Kpa(Autoscaler):
     """Knative's KPA decider plus its scale-to-zero grace."""
 
-    def __init__(self, cfg: AutoscalerConfig):
+    def __init__(self, cfg: KpaAutoscaler):
         super().__init__(cfg, keep_s=cfg.stable_window_s)
         self.panic_window_s = cfg.stable_window_s * cfg.panic_window_fraction
         self._panic_since_s: float | None = None  # Knative's panicTime: the last tick over threshold
@@ -235,7 +235,7 @@ class Kpa(Autoscaler):
         c = self.cfg
         ready_n = max(1, ready)
         lo, hi = math.floor(ready_n / c.max_scale_down_rate), _ceil(c.max_scale_up_rate * ready_n)
-        dspc, dppc = _ceil(stable / c.target), _ceil(panic / c.target)
+        dspc, dppc = _ceil(stable / c.target_per_replica), _ceil(panic / c.target_per_replica)
         stable_n, panic_n = min(max(dspc, lo), hi), min(max(dppc, lo), hi)
         if dppc / ready_n >= c.panic_threshold:
             self._panic_since_s = now_s
@@ -266,7 +266,7 @@ class Kpa(Autoscaler):
 class Keda(Autoscaler):
     """KEDA: activation and scale to zero by polling; 1..N by an HPA on an External metric."""
 
-    def __init__(self, cfg: AutoscalerConfig):
+    def __init__(self, cfg: KedaAutoscaler):
         super().__init__(cfg, keep_s=cfg.tick_s)
         self._hpa = Hpa(dataclasses.replace(cfg, min_replicas=max(1, cfg.min_replicas)), external=True)
         self._next_poll_s = -math.inf
@@ -306,7 +306,7 @@ class Keda(Autoscaler):
 class Schedule(Autoscaler):
     """Replicas by time of day (or of any period)."""
 
-    def __init__(self, cfg: AutoscalerConfig):
+    def __init__(self, cfg: ScheduleAutoscaler):
         super().__init__(cfg, keep_s=0.0)
         self._entries = cfg.schedule
 
@@ -325,7 +325,7 @@ class Schedule(Autoscaler):
 class Predictive(Hpa):
     """An HPA that also provisions for the forecast peak over the next lead_s."""
 
-    def __init__(self, cfg: AutoscalerConfig, forecast: Callable[[float], float], lead_s: float):
+    def __init__(self, cfg: PredictiveAutoscaler, forecast: Callable[[float], float], lead_s: float):
         super().__init__(cfg)
         self.forecast, self.lead_s = forecast, lead_s
 
@@ -342,12 +342,20 @@ def make_autoscaler(cfg: AutoscalerConfig, forecast: Callable[[float], float] | 
                     lead_s: float = 0.0) -> Autoscaler:
     """The autoscaler of `cfg` (a fleet.autoscaler section). forecast(t_s): the expected metric
     at t_s, in observe()'s units (predictive needs it); lead_s: how far ahead to provision."""
-    r = resolve_autoscaler(cfg)
-    if r.policy == "predictive":
-        if forecast is None:
-            raise InputError("fleet.autoscaler.policy", "predictive needs a forecast of the load, and this "
-                             "workload has none (a trace); use hpa, kpa or keda")
-        if lead_s < 0:
-            raise ValueError(f"lead_s {lead_s} < 0")
-        return Predictive(r, forecast, lead_s)
-    return {"hpa": Hpa, "kpa": Kpa, "keda": Keda, "schedule": Schedule}[r.policy](r)
+    match cfg:
+        case PredictiveAutoscaler():
+            if forecast is None:
+                raise InputError("fleet.autoscaler.policy", "predictive needs a forecast of the load, and this "
+                                 "workload has none (a trace); use hpa, kpa or keda")
+            if lead_s < 0:
+                raise ValueError(f"lead_s {lead_s} < 0")
+            return Predictive(cfg, forecast, lead_s)
+        case HpaAutoscaler():
+            return Hpa(cfg)
+        case KpaAutoscaler():
+            return Kpa(cfg)
+        case KedaAutoscaler():
+            return Keda(cfg)
+        case ScheduleAutoscaler():
+            return Schedule(cfg)
+    raise TypeError(f"not an autoscaler section: {cfg!r}")

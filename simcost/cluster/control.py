@@ -37,9 +37,9 @@ import numpy as np
 import simpy
 
 from simcost.cluster.autoscalers import make_autoscaler
-from simcost.scenario.config import resolve_autoscaler
+from simcost.scenario.autoscalers import PredictiveAutoscaler
 from simcost.cluster.fleet import Fleet
-from simcost.scenario.config import ColdStartConfig, FleetConfig, SpotConfig
+from simcost.scenario.fleet import ColdStartConfig, FleetConfig, SpotConfig
 from simcost.errors import InputError
 from simcost.cost.roster import ON_DEMAND, SPOT, Roster, WarmNode
 from simcost.perf.startup import RUNNING, StartPhases, cold_start, warm_start
@@ -84,8 +84,7 @@ class FleetControl:
         self.blocked_until_s = 0.0  # a site outage: nothing can start before then
         self._recent: deque[int] = deque()  # requests arrived in the last TTFT window (ttft_p95)
         self.scaler = None
-        # the autoscaler's section with every default filled in (None: no autoscaler)
-        self.scaling = resolve_autoscaler(cfg.autoscaler) if cfg.autoscaler is not None else None
+        self.scaling = cfg.autoscaler  # its policy's section, defaults included (None: no autoscaler)
         if self.scaling is not None:
             lo, hi = self.scaling.min_replicas, self.scaling.max_replicas
             if not lo <= cfg.replicas <= hi:
@@ -265,7 +264,7 @@ class FleetControl:
         x the time a request has been spending in the system (Little's law, L / lambda, over the
         last FORECAST_WINDOW_S of observations)."""
         a = self.scaling
-        if a.policy != "predictive":
+        if not isinstance(a, PredictiveAutoscaler):
             return None
         if a.metric != "concurrency":
             raise InputError("fleet.autoscaler.metric", f"predictive forecasts concurrency, not {a.metric}")

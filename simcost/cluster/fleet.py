@@ -28,7 +28,7 @@ import numpy as np
 import simpy
 
 from simcost.engine.request_level import BatchReplica
-from simcost.scenario.config import EngineConfig
+from simcost.scenario.deployment import EngineConfig
 from simcost.engine.replica import Replica, SwapLink
 from simcost.engine.kv.reuse import PrefixSpec
 from simcost.engine.kv.blocks import blocks_for

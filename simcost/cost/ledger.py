@@ -23,7 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from simcost.scenario.config import CostConfig, FleetConfig
+from simcost.scenario.fleet import FleetConfig
+from simcost.scenario.pricing import CostConfig
 from simcost.cost.energy import Energy, hour_covered_s, hour_piece, replica_hour_energy, split_steps_by_hour
 from simcost.cost.roster import Roster, RosterArrays
 from simcost.perf.startup import StartPhases

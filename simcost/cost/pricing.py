@@ -26,7 +26,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from simcost.scenario.config import DEFAULT_EGRESS_USD_PER_GB, FleetConfig, PricingConfig, SiteConfig
+from simcost.scenario.fleet import FleetConfig
+from simcost.scenario.pricing import DEFAULT_EGRESS_USD_PER_GB, PricingConfig, SiteConfig
 from simcost.cost.energy import J_PER_KWH, S_PER_HOUR, Energy, hour_covered_s, hour_overlap_s
 from simcost.cost.roster import Roster, RosterArrays, WarmArrays
 from simcost.perf.deployment import Deployment, Pool

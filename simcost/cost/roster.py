@@ -15,7 +15,7 @@ failure: gone at once, their requests retried elsewhere).
 `Roster` keeps every replica's timeline; the ledger bills each replica from request to gone and
 prices provisioning, loading and draining as their own cost categories (simcost.cost.ledger).
 
-Warm pools (fleet.warm_pool, simcost.scenario.config.WarmPoolConfig): nodes kept prepared beside the
+Warm pools (fleet.warm_pool, simcost.scenario.fleet.WarmPoolConfig): nodes kept prepared beside the
 fleet. A replica that takes one skips provisioning and the image pull (`warm_start`); the roster
 keeps each warm node's timeline too (`WarmNode`: requested, in the pool, taken or lost), billed
 as the `warm_pool` cost category, and which replicas took one.

@@ -42,7 +42,7 @@ from simcost.engine.kv.prefix_cache import PrefixBlockPool
 from simcost.cost.ledger import StepLog
 from simcost.perf.deployment import Deployment
 from simcost.perf.step_model import decode_span_times_s, item_time_s, step_time_s
-from simcost.scenario.config import EngineConfig
+from simcost.scenario.deployment import EngineConfig
 from simcost.errors import InputError
 from simcost.workload.request_table import COMPLETED, RequestTable
 from simcost.engine.waiting import WaitingQueue

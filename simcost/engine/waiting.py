@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from simcost.scenario.config import EngineConfig
+from simcost.scenario.deployment import EngineConfig
 from simcost.workload.request_table import RequestTable
 
 

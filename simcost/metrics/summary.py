@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from simcost.scenario.config import Scenario
+from simcost.scenario.scenario import Scenario
 from simcost.scenario.fleet_plan import fleet_plan, pool_routed
 from simcost.scenario.schema import to_dict
 from simcost.cost.ledger import Bill, StepArrays

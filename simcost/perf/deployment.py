@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass, replace
 
 from simcost.catalog.specs import DeviceSpec, ModelSpec, get_device, get_model, on_demand_usd_per_device_hour
-from simcost.scenario.config import Scenario
+from simcost.scenario.scenario import Scenario
 from simcost.scenario.fleet_plan import fleet_plan
 from simcost.errors import InputError
 from simcost.catalog.specs import BYTES_PER_ELEMENT

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 from dataclasses import dataclass
-from simcost.scenario.config import ColdStartConfig
+from simcost.scenario.fleet import ColdStartConfig
 from simcost.perf.deployment import Pool
 
 STOPPED, RUNNING = "stopped", "running"  # a warm node's state (EC2 warm pool PoolState)

@@ -22,7 +22,7 @@ import numpy as np
 from numba import njit
 
 from simcost.catalog.specs import DeviceSpec, ModelSpec
-from simcost.scenario.config import Scenario
+from simcost.scenario.scenario import Scenario
 from simcost.errors import InputError
 from simcost.perf.step_table import T_HEADER, table_step_time_s, table_step_time_s_py
 from simcost.perf.measurements import EFFICIENCY_FACTORS
@@ -305,7 +305,7 @@ def per_item_step_params(scenario: Scenario, dep: Deployment) -> np.ndarray:
 
 
 def item_time_s(p: np.ndarray, flops: float, nbytes: float) -> float:
-    """Seconds one step spends on non-token items (simcost.scenario.config.ItemSpec) of one device's
+    """Seconds one step spends on non-token items (simcost.scenario.workload.ItemSpec) of one device's
     share of `flops` and `nbytes`: the roofline of that work alone, added to the token work
     (encoders run before the language model, not overlapped with it)."""
     if flops <= 0.0 and nbytes <= 0.0:

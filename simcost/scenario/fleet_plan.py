@@ -15,7 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from simcost.scenario.config import FleetConfig, Scenario
+from simcost.scenario.fleet import FleetConfig
+from simcost.scenario.scenario import Scenario
 
 Role = Literal["serve", "prefill", "decode"]
 

@@ -4,7 +4,7 @@
 types (int, float, str, bool, Literal, X | None, tuple[X, ...], nested dataclasses) and the
 numeric bounds declared with `bounds()` in field metadata, then calls each class's
 `_check(path)` for its own rules. Every failure is an InputError naming the key path, the value
-and what was expected. `simcost.scenario.config` declares the sections; this module knows none of them.
+and what was expected. the modules beside it declare the sections; this module knows none of them.
 """
 
 from __future__ import annotations
@@ -22,6 +22,12 @@ from simcost.errors import InputError, closest
 def bounds(**limits: float) -> dict:
     """Field metadata for numeric bounds: gt, ge, le."""
     return {"bounds": limits}
+
+
+def tag(label: str) -> dict:
+    """Field metadata marking the key that picks a variant of a tagged union (`process`, `policy`);
+    `label` names the key in errors ("process 'poisson'", "autoscaler policy 'kpa'")."""
+    return {"tag": label}
 
 
 def check_variant_keys(obj, path: str, tag: str, label: str, needs: dict, optional: dict | None = None) -> None:
@@ -84,7 +90,9 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-def build(cls, data: Any, path: str):
+def build(cls: Any, data: Any, path: str) -> Any:
+    if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):  # a tagged union, such as ArrivalSpec
+        return _convert(cls, data, path)
     where = path or "scenario"
     if not isinstance(data, dict):
         raise InputError(where, f"expected a mapping (section {cls.__name__}), got {_show(data)}")
@@ -118,6 +126,8 @@ def _convert(tp, value: Any, path: str):
         inner = [a for a in args if a is not type(None)]
         if len(inner) == 1:
             return _convert(inner[0], value, path)
+        if all(dataclasses.is_dataclass(a) for a in inner):
+            return _build_variant(inner, value, path)
         raise TypeError(f"unsupported union {tp}")  # a developer error, not a user one
     if origin is Literal:
         choices = typing.get_args(tp)
@@ -152,6 +162,42 @@ def _convert(tp, value: Any, path: str):
             raise InputError(path, f"{_show(value)}; expected text")
         return value
     raise TypeError(f"unsupported field type {tp}")
+
+
+def _tag_field(cls) -> dataclasses.Field:
+    return next(f for f in dataclasses.fields(cls) if "tag" in f.metadata)
+
+
+def _variant_keys(cls) -> list[str]:
+    """The keys a variant takes besides its tag, in declaration order."""
+    return [f.name for f in dataclasses.fields(cls) if f.init and "tag" not in f.metadata]
+
+
+def _build_variant(variants: list, data: Any, path: str):
+    """A tagged union: the tag key's value picks the variant class (each declares its tag values
+    as a Literal), whose own keys are then the only ones allowed."""
+    if not isinstance(data, dict):
+        raise InputError(path or "scenario", f"expected a mapping, got {_show(data)}")
+    tag_name = _tag_field(variants[0]).name
+    by_value = {v: cls for cls in variants
+                for v in typing.get_args(typing.get_type_hints(cls)[tag_name])}
+    if tag_name not in data:
+        raise InputError(_join(path, tag_name), f"missing (required); one of {', '.join(by_value)}")
+    kind = _convert(Literal[tuple(by_value)], data[tag_name], _join(path, tag_name))
+    cls = by_value[kind]
+    label, own = _tag_field(cls).metadata["tag"], _variant_keys(cls)
+    others = {key for other in variants for key in _variant_keys(other)}
+    # null stands for "not given", as in scenario files written before the union
+    data = {k: v for k, v in data.items() if not (v is None and k in others and k not in own)}
+    for key in data:
+        if key != tag_name and key not in own and key in others:
+            raise InputError(_join(path, str(key)), f"not used by {label} '{kind}' (it takes {', '.join(own) or 'no keys'})")
+    needed = [f.name for f in dataclasses.fields(cls) if f.init and "tag" not in f.metadata
+              and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    for key in needed:
+        if data.get(key) is None:
+            raise InputError(_join(path, key), f"missing; {label} '{kind}' needs {', '.join(needed)}")
+    return build(cls, data, path)
 
 
 def _check_bounds(f: dataclasses.Field, value, path: str) -> None:

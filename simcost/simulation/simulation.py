@@ -13,7 +13,8 @@ import simpy
 
 from simcost.catalog.specs import ModelSpec
 from simcost.cluster.fleet import Fleet, PoolEngine
-from simcost.scenario.config import Scenario
+from simcost.scenario.scenario import Scenario
+from simcost.scenario.workload import FixedLength
 from simcost.scenario.fleet_plan import PoolPlan, fleet_plan, pool_routed
 from simcost.engine.replica import host_kv_s_per_token, swap_link
 from simcost.errors import InputError
@@ -309,7 +310,7 @@ def check_per_item_workload(scenario: Scenario, model: ModelSpec) -> None:
         for key, why in (("input_tokens", "items per request go in workload.items.per_request"),
                          ("output_tokens", "a request's answer is one result")):
             spec = getattr(entry, key)
-            if spec is not None and not (spec.dist == "fixed" and spec.value == 1):
+            if spec is not None and not (isinstance(spec, FixedLength) and spec.value == 1):
                 raise InputError(f"{path}.{key}", f"{model_key} is served per item: {why}; "
                                  f"set {key}: {{dist: fixed, value: 1}}")
         items = entry.items

@@ -18,27 +18,28 @@ from pathlib import Path
 import numpy as np
 from scipy import optimize, special
 
-from simcost.scenario.config import ArrivalSpec
+from simcost.scenario.arrivals import (ArrivalSpec, MmppArrivals, PiecewiseArrivals, PoissonArrivals, RenewalArrivals, ServegenArrivals, SinusoidalArrivals, check_rate_rows)
 from simcost.errors import InputError
 from simcost.workload.servegen import read_csv_columns, servegen_arrivals_with_clients
 from simcost.workload.trace_formats import _numbers
 
-DAY_S = 86_400.0
 RATE_FILE_COLUMNS = ("start_s", "rate_per_s")
 GapSampler = Callable[[np.random.Generator, int], np.ndarray]
 
 
 def arrivals(spec: ArrivalSpec, duration_s: float, rng: np.random.Generator) -> np.ndarray:
     """Arrival times (float64 seconds, sorted) of `spec` on [0, duration_s)."""
-    if spec.process == "poisson":
-        return poisson_arrivals(spec.rate_per_s, duration_s, rng)
-    if spec.process in ("gamma", "weibull"):
-        gap, first_gap = renewal_samplers(spec.process, spec.rate_per_s, spec.cv)
-        return renewal_arrivals(gap, first_gap, spec.rate_per_s, duration_s, rng)
-    if spec.process == "mmpp":
-        return mmpp_arrivals(spec.rate_on_per_s, spec.rate_off_per_s, spec.mean_on_s, spec.mean_off_s, duration_s, rng)
-    if spec.process == "servegen":
-        return servegen_arrivals_with_clients(spec, duration_s, rng).arrival_s
+    match spec:
+        case PoissonArrivals():
+            return poisson_arrivals(spec.rate_per_s, duration_s, rng)
+        case RenewalArrivals():
+            gap, first_gap = renewal_samplers(spec.process, spec.rate_per_s, spec.cv)
+            return renewal_arrivals(gap, first_gap, spec.rate_per_s, duration_s, rng)
+        case MmppArrivals():
+            return mmpp_arrivals(spec.rate_on_per_s, spec.rate_off_per_s, spec.mean_on_s, spec.mean_off_s,
+                                 duration_s, rng)
+        case ServegenArrivals():
+            return servegen_arrivals_with_clients(spec, duration_s, rng).arrival_s
     rate_fn, rate_max = rate_function(spec)
     return thinned_arrivals(rate_fn, rate_max, duration_s, rng)
 
@@ -166,18 +167,18 @@ RateFn = Callable[[np.ndarray], np.ndarray]
 
 def rate_function(spec: ArrivalSpec) -> tuple[RateFn, float]:
     """(rate(t) vectorised over t in seconds, an upper bound on it) for piecewise / sinusoidal."""
-    if spec.process == "piecewise":
+    if isinstance(spec, PiecewiseArrivals):
         table = np.asarray(rate_table(spec), dtype=np.float64)
         starts_s, rates = table[:, 0], table[:, 1]
         return (lambda t: rates[np.searchsorted(starts_s, t, side="right") - 1]), float(rates.max())
-    if spec.process == "sinusoidal":
+    if isinstance(spec, SinusoidalArrivals):
         amplitude, period_s, peak_at_s = sinusoid_params(spec)
         mean = spec.mean_rate_per_s
         return (lambda t: mean * (1 + amplitude * np.cos(2 * np.pi * (t - peak_at_s) / period_s))), mean * (1 + amplitude)
     raise ValueError(f"process {spec.process!r} has no rate function")
 
 
-def rate_table(spec: ArrivalSpec) -> tuple[tuple[float, float], ...]:
+def rate_table(spec: PiecewiseArrivals) -> tuple[tuple[float, float], ...]:
     """A piecewise spec's [[start_s, rate_per_s], ...]: inline, or read from rate_file (a CSV with
     header start_s,rate_per_s), checked like the inline table with errors at `file:line`."""
     if spec.rate_file is None:
@@ -186,16 +187,15 @@ def rate_table(spec: ArrivalSpec) -> tuple[tuple[float, float], ...]:
                                     "workload.arrivals.rate_file")
     starts_s, rates = (_numbers(where, cells[name], name, 2).tolist() for name in RATE_FILE_COLUMNS)
     table = tuple(zip(starts_s, rates))
-    ArrivalSpec.check_rate_rows(table, lambda i: f"{where}:{i + 2}", where)
+    check_rate_rows(table, lambda i: f"{where}:{i + 2}", where)
     return table
 
 
-def sinusoid_params(spec: ArrivalSpec) -> tuple[float, float, float]:
+def sinusoid_params(spec: SinusoidalArrivals) -> tuple[float, float, float]:
     """(relative amplitude a, period_s, peak_at_s): rate = mean (1 + a cos(2 pi (t - peak)/period)),
     so peak/trough = (1 + a)/(1 - a), i.e. a = (r - 1)/(r + 1)."""
     ratio = spec.peak_to_trough
-    period_s = spec.period_s if spec.period_s is not None else DAY_S
-    return (ratio - 1) / (ratio + 1), period_s, spec.peak_at_s or 0.0
+    return (ratio - 1) / (ratio + 1), spec.period_s, spec.peak_at_s
 
 
 def thinned_arrivals(rate_fn: RateFn, rate_max_per_s: float, duration_s: float,

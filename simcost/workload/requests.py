@@ -15,7 +15,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from simcost.workload.arrivals import arrivals, poisson_arrivals  # noqa: F401 (poisson_arrivals re-exported)
-from simcost.scenario.config import DelaySpec, LengthSpec, Scenario, TraceSpec, WorkloadConfig
+from simcost.scenario.arrivals import ServegenArrivals
+from simcost.scenario.scenario import Scenario
+from simcost.scenario.workload import (DelaySpec, EmpiricalLength, ExponentialDelay, ExponentialLength, FixedDelay,
+                                       FixedLength, LengthSpec, LognormalLength, TraceSpec, UniformDelay,
+                                       UniformLength, WorkloadConfig)
 from simcost.errors import InputError
 from simcost.rng import Streams, streams
 from simcost.workload.servegen import servegen_arrivals_with_clients
@@ -66,20 +70,21 @@ def sample_lengths(spec: LengthSpec, n: int, rng: np.random.Generator, column: s
     exponential: ceil(Exponential(mean)), i.e. geometric on 1, 2, ... with
         P(X <= k) = 1 - exp(-k/mean) and mean 1/(1 - exp(-1/mean)) ~= mean + 0.5.
     """
-    if spec.dist == "fixed":
-        return np.full(n, spec.value, dtype=np.int64)
-    if spec.dist == "empirical":
-        values = getattr(load_trace(spec.trace, key=f"workload.{key or column}.trace"), column)
-        return values[rng.integers(0, len(values), size=n)]
-    if spec.dist == "uniform":
-        return rng.integers(spec.low, spec.high, size=n, dtype=np.int64, endpoint=True)
-    if spec.dist == "lognormal":
-        mu = math.log(spec.mean) - spec.sigma ** 2 / 2
-        draws = rng.lognormal(mu, spec.sigma, size=n)
-    elif spec.dist == "exponential":
-        draws = rng.exponential(spec.mean, size=n)
-    else:
-        raise ValueError(f"unknown length dist {spec.dist!r}")  # config validation makes this unreachable
+    match spec:
+        case FixedLength():
+            return np.full(n, spec.value, dtype=np.int64)
+        case EmpiricalLength():
+            values = getattr(load_trace(spec.trace, key=f"workload.{key or column}.trace"), column)
+            return values[rng.integers(0, len(values), size=n)]
+        case UniformLength():
+            return rng.integers(spec.low, spec.high, size=n, dtype=np.int64, endpoint=True)
+        case LognormalLength():
+            mu = math.log(spec.mean) - spec.sigma ** 2 / 2
+            draws = rng.lognormal(mu, spec.sigma, size=n)
+        case ExponentialLength():
+            draws = rng.exponential(spec.mean, size=n)
+        case _:
+            raise TypeError(f"not a length distribution: {spec!r}")
     # ceil maps (0, 1] to 1; the maximum only catches draws that underflowed to exactly 0.0, which
     # belong to (0, 1] too, so it does not change the distribution (it is not a clip of outliers).
     return np.maximum(np.ceil(draws), 1).astype(np.int64)
@@ -120,7 +125,7 @@ def _generate_entry(scenario: Scenario, index: int, s: Streams) -> Requests:
         user = np.flatnonzero(first_s < scenario.duration_s)
         user = user[np.argsort(first_s[user], kind="stable")]
         arrival_s = first_s[user]
-    elif entry.arrivals.process == "servegen":
+    elif isinstance(entry.arrivals, ServegenArrivals):
         # each ServeGen client becomes a tenant, unless the workload names one for all of them
         regenerated = servegen_arrivals_with_clients(entry.arrivals, scenario.duration_s, s.arrivals)
         arrival_s = regenerated.arrival_s
@@ -142,7 +147,7 @@ def _generate_entry(scenario: Scenario, index: int, s: Streams) -> Requests:
 def sample_request_lengths(entry: WorkloadConfig, n: int, s: Streams) -> tuple[np.ndarray, np.ndarray]:
     """(input, output) token counts of `n` requests of a synthetic workload entry."""
     inp, out = entry.input_tokens, entry.output_tokens
-    if inp.dist == out.dist == "empirical" and inp.trace == out.trace:
+    if isinstance(inp, EmpiricalLength) and isinstance(out, EmpiricalLength) and inp.trace == out.trace:
         # Joint: one row index per request (from the input stream) gives both lengths.
         trace = load_trace(inp.trace, key="workload.input_tokens.trace")
         rows = s.input_tokens.integers(0, len(trace), size=n)
@@ -152,12 +157,13 @@ def sample_request_lengths(entry: WorkloadConfig, n: int, s: Streams) -> tuple[n
 
 def sample_delays_s(spec: DelaySpec, n: int, rng: np.random.Generator) -> np.ndarray:
     """`n` durations in seconds (float64 >= 0) from `spec` (think times)."""
-    if spec.dist == "fixed":
-        return np.full(n, spec.value_s)
-    if spec.dist == "uniform":
-        return rng.uniform(spec.low_s, spec.high_s, size=n)
-    if spec.dist == "exponential":
-        return rng.exponential(spec.mean_s, size=n)
+    match spec:
+        case FixedDelay():
+            return np.full(n, spec.value_s)
+        case UniformDelay():
+            return rng.uniform(spec.low_s, spec.high_s, size=n)
+        case ExponentialDelay():
+            return rng.exponential(spec.mean_s, size=n)
     mu = math.log(spec.mean_s) - spec.sigma ** 2 / 2  # lognormal with the given mean
     return rng.lognormal(mu, spec.sigma, size=n)
 

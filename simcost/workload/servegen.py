@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from simcost.scenario.config import ArrivalSpec
+from simcost.scenario.arrivals import ServegenArrivals
 from simcost.errors import InputError, closest
 from simcost.workload.trace_formats import _csv_records, _numbers, _require_keys, whole_numbers
 from simcost.workload.traces import _BUNDLED_DIR, _lines, trace_path
@@ -170,13 +170,13 @@ def _check_unique(where: str, client: np.ndarray, window_s: np.ndarray, order: n
 
 # --- regeneration ---------------------------------------------------------------------------
 
-def servegen_arrivals_with_clients(spec: ArrivalSpec, duration_s: float, rng: np.random.Generator) -> ServeGenArrivals:
+def servegen_arrivals_with_clients(spec: ServegenArrivals, duration_s: float, rng: np.random.Generator) -> ServeGenArrivals:
     """The arrivals of a `process: servegen` spec on [0, duration_s) with each one's client id.
     `simcost.arrivals.arrivals` returns the same times (same draws) without the ids."""
     windows = load_client_windows(spec.servegen_file)
-    return servegen_arrivals(windows, duration_s, rng, start_s=spec.start_s or 0.0,
-                             time_compression=spec.time_compression or 1.0,
-                             rate_multiplier=spec.rate_multiplier or 1.0, clients=spec.clients,
+    return servegen_arrivals(windows, duration_s, rng, start_s=spec.start_s,
+                             time_compression=spec.time_compression,
+                             rate_multiplier=spec.rate_multiplier, clients=spec.clients,
                              top_clients=spec.top_clients)
 
 

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from simcost.scenario.config import TraceColumns
+from simcost.scenario.workload import TraceColumns
 from simcost.errors import InputError
 
 MOONCAKE_FIELDS = ("timestamp", "input_length", "output_length", "hash_ids")

@@ -7,7 +7,7 @@ columns are ignored), then one request per row. TIMESTAMP is wall-clock
 `YYYY-MM-DD HH:MM:SS.fffffff`; it is converted with integer arithmetic so the upstream 100 ns
 resolution survives exactly until the final division into float64 seconds from the first row.
 Mooncake layout: JSON Lines with timestamp (ms), input_length, output_length and hash_ids (one id
-per 512-token prompt block, kept for a prefix cache). Generic: see `simcost.scenario.config.TraceColumns`.
+per 512-token prompt block, kept for a prefix cache). Generic: see `simcost.scenario.workload.TraceColumns`.
 Every bad row is an `InputError` naming `file:line`; nothing is skipped, because a silently
 dropped request would bias load and cost without anyone noticing.
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from simcost.scenario.config import TraceColumns
+from simcost.scenario.workload import TraceColumns
 from simcost.errors import InputError, closest
 from simcost.workload.trace_formats import parse_mooncake, parse_table
 

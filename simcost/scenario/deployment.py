@@ -1,0 +1,121 @@
+"""What runs and how: the model, the hardware of a replica, the step-time model and the engine's
+batching, scheduling and KV-cache knobs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from simcost.errors import InputError
+from simcost.scenario.schema import bounds
+
+WeightFormat = Literal["fp32", "bf16", "fp16", "fp8", "int8", "int4"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    name: str
+    weight_format: WeightFormat | None = None  # None: the catalog's native format
+    kv_cache_format: Literal["fp32", "bf16", "fp16", "fp8", "int8"] | None = None  # None: bf16
+
+
+@dataclass(frozen=True, kw_only=True)
+class HardwareConfig:
+    device: str
+    tensor_parallel: int = field(default=1, metadata=bounds(ge=1))
+    # stages of tensor_parallel devices each; a replica spans tensor_parallel * pipeline_parallel devices
+    pipeline_parallel: int = field(default=1, metadata=bounds(ge=1))
+    memory_utilization: float = field(default=0.9, metadata=bounds(gt=0, le=1))
+    devices_per_node: int | None = field(default=None, metadata=bounds(ge=1))  # None: catalog, else 8 GPUs/TPUs, 2 CPUs, 1 edge
+    pipeline_link_gb_per_s: float | None = field(default=None, metadata=bounds(gt=0))  # None: the device's scale-up link
+
+
+@dataclass(frozen=True, kw_only=True)
+class PerfConfig:
+    """Step-time model. `roofline` (DESIGN.md section 4) takes its efficiency factors from the
+    device catalog unless overridden here; `constant` is for tests and theory checks:
+    prefill step = step_overhead_s + prefill_s_per_token * tokens, decode step = decode_step_s;
+    `table` interpolates the measured step times of `table` (simcost.perf.step_table)."""
+
+    model: Literal["roofline", "constant", "table"] = "roofline"
+    mfu: float | None = field(default=None, metadata=bounds(gt=0, le=1))
+    mbu: float | None = field(default=None, metadata=bounds(gt=0, le=1))
+    step_overhead_s: float | None = field(default=None, metadata=bounds(ge=0))
+    prefill_overhead_s: float | None = field(default=None, metadata=bounds(ge=0))  # roofline: extra per step with prefill
+    prefill_request_s: float | None = field(default=None, metadata=bounds(ge=0))  # roofline: extra per request prefilled in a step
+    attention_efficiency: float | None = field(default=None, metadata=bounds(gt=0, le=1))  # roofline: attention rate / GEMM rate
+    prefill_s_per_token: float = field(default=0.0, metadata=bounds(ge=0))
+    decode_step_s: float = field(default=0.0, metadata=bounds(ge=0))
+    # A calibrated profile written by `simcost calibrate` (a path, relative to the scenario file):
+    # its fitted factors replace the device catalog's; mfu/mbu/step_overhead_s set here still win.
+    profile: str | None = None
+    # model "table": measured step times (a CSV in a layout `simcost calibrate` reads), interpolated
+    table: str | None = None
+
+    def _check(self, path: str) -> None:
+        if (self.model == "table") != (self.table is not None):
+            raise InputError(f"{path}.table", "missing; model 'table' needs a measurements CSV" if self.table is None
+                             else f"given with model '{self.model}'; set model: table")
+        if self.model == "constant" and self.prefill_s_per_token == 0 and (self.step_overhead_s or 0) == 0:
+            raise InputError(f"{path}.prefill_s_per_token", "0 with no step_overhead_s; a constant model needs a positive prefill time")
+        if self.model == "roofline" and (self.prefill_s_per_token or self.decode_step_s):
+            raise InputError(f"{path}.model", "roofline does not take prefill_s_per_token/decode_step_s; use model: constant")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineConfig:
+    """Batching, scheduling and KV-cache knobs (names and defaults as vLLM's where vLLM has them).
+
+    Iteration-level policies (simcost.engine.replica), a new batch at every step:
+      prefill_first: vLLM v0 without chunked prefill (whole prompts, prefill steps before decodes);
+      chunked: vLLM v1 / Sarathi-Serve (running decodes first, prompts in chunks sharing the budget).
+    Request-level policies (simcost.engine.request_level), a batch runs until its longest request ends:
+      one_at_a_time: batches of one request;
+      static: batches of max_num_seqs, waiting up to batch_timeout_s for the batch to fill;
+      dynamic: NVIDIA Triton's dynamic batcher: a batch leaves as soon as it reaches the largest
+        preferred_batch_sizes entry the queue allows, or when its oldest request has waited
+        max_queue_delay_s (then as large as the queue allows, up to max_num_seqs).
+    `queue` orders waiting requests for the iteration-level policies: fcfs; priority (the
+    workload's priority, lower first, then arrival); sjf (shortest predicted output first:
+    an oracle when sjf_prediction_sigma is 0, else the true length times a lognormal error)."""
+
+    policy: Literal["prefill_first", "chunked", "one_at_a_time", "static", "dynamic"] = "prefill_first"
+    max_num_seqs: int = field(default=256, metadata=bounds(ge=1))
+    # None: max(max_model_len, 2048) for prefill_first, 2048 for chunked
+    max_num_batched_tokens: int | None = field(default=None, metadata=bounds(ge=1))
+    block_size: int = field(default=16, metadata=bounds(ge=1))
+    max_model_len: int | None = field(default=None, metadata=bounds(ge=1))  # None: the model's context length
+    kv_watermark: float = field(default=0.01, metadata=bounds(ge=0, le=0.5))
+    max_waiting: int | None = field(default=None, metadata=bounds(ge=0))  # None: unbounded queue
+    num_kv_blocks: int | None = field(default=None, metadata=bounds(ge=1))  # None: from memory (vLLM's num_gpu_blocks_override)
+    queue: Literal["fcfs", "priority", "sjf"] = "fcfs"
+    sjf_prediction_sigma: float = field(default=0.0, metadata=bounds(ge=0))  # sd of ln(predicted / true)
+    batch_timeout_s: float = field(default=0.0, metadata=bounds(ge=0))  # static
+    preferred_batch_sizes: tuple[int, ...] | None = None  # dynamic; None: max_num_seqs only
+    max_queue_delay_s: float = field(default=0.0, metadata=bounds(ge=0))  # dynamic
+    # KV cache
+    preemption: Literal["recompute", "swap"] = "recompute"  # swap: KV to host memory and back over host_link
+    swap_space_gb: float = field(default=4.0, metadata=bounds(ge=0))  # host memory for swapped KV per device (vLLM's swap_space, GiB)
+    prefix_caching: bool = False  # vLLM's enable_prefix_caching (automatic, content-hashed full blocks)
+    host_cache_blocks: int = field(default=0, metadata=bounds(ge=0))  # host-memory tier for evicted prefix blocks
+    host_link_gb_per_s: float | None = field(default=None, metadata=bounds(gt=0))  # None: the device's PCIe link
+
+    _ITERATION = ("prefill_first", "chunked")
+
+    def _check(self, path: str) -> None:
+        if self.policy not in self._ITERATION:
+            for key, default in (("queue", "fcfs"), ("preemption", "recompute"), ("prefix_caching", False)):
+                if getattr(self, key) != default:
+                    raise InputError(f"{path}.{key}", f"{getattr(self, key)!r} needs an iteration-level policy "
+                                     f"(prefill_first or chunked); {self.policy} runs each batch to completion")
+        if self.preferred_batch_sizes is not None:
+            if self.policy != "dynamic":
+                raise InputError(f"{path}.preferred_batch_sizes", f"only used by policy dynamic, not {self.policy}")
+            bad = [b for b in self.preferred_batch_sizes if not 1 <= b <= self.max_num_seqs]
+            if bad or not self.preferred_batch_sizes:
+                raise InputError(f"{path}.preferred_batch_sizes", f"{list(self.preferred_batch_sizes)}: expected sizes "
+                                 f"between 1 and max_num_seqs={self.max_num_seqs}")
+        if self.prefix_caching and self.preemption == "swap":
+            raise InputError(f"{path}.preemption", "swap with prefix_caching is not modelled (vLLM v1 recomputes); use recompute")
+        if self.host_cache_blocks and not self.prefix_caching:
+            raise InputError(f"{path}.host_cache_blocks", "a host tier for prefix blocks needs prefix_caching: true")
