@@ -14,7 +14,7 @@ import simpy
 from simcost.catalog.specs import ModelSpec
 from simcost.cluster.fleet import Fleet, PoolEngine
 from simcost.scenario.config import Scenario
-from simcost.engine.replica import host_kv_s_per_token, swap_link
+from simcost.engine.options import host_kv_s_per_token, swap_link
 from simcost.errors import InputError
 from simcost.cluster.control import FleetControl, initial_capacity, spot_price_usd_per_device_hour
 from simcost.engine.kv.reuse import PrefixSpec, prefix_spec
