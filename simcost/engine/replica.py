@@ -23,6 +23,8 @@ applied, exactly as a step-by-step loop would have done.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import simpy
 
@@ -85,12 +87,13 @@ class Replica(ReplicaBase):
     def prefilling(self, rid: int) -> bool:
         return self.table.kv_tokens[rid] < self.table.prefill_target[rid]
 
-    def start_running(self, rid: int) -> None:
-        """An admitted request joins the batch (routers count it as running from now, as in vLLM)."""
-        self.running.append(rid)
-        t = self.table
-        if np.isnan(t.first_scheduled_s[rid]):
-            t.first_scheduled_s[rid] = self.env.now
+    def start_running(self, rids) -> None:
+        """Admitted requests join the batch (routers count them as running from now, as in vLLM)."""
+        self.running.extend(rids)
+        first_scheduled_s = self.table.first_scheduled_s
+        for rid in rids:
+            if math.isnan(first_scheduled_s[rid]):
+                first_scheduled_s[rid] = self.env.now
 
     def preempt_last(self) -> None:
         """Preempt the newest running request (fcfs) or the one the queue order puts last
@@ -155,16 +158,20 @@ class Replica(ReplicaBase):
         ids = np.fromiter(plan, dtype=np.int64, count=len(plan))
         tokens = np.fromiter(plan.values(), dtype=np.int64, count=len(plan))
         kv_before = t.kv_tokens[ids]
-        decoding = kv_before >= t.prefill_target[ids]
-        chunk = tokens[~decoding]
-        # decode tokens attend to their context plus themselves; a chunk to what precedes it
-        # (a cached prefix included) plus itself, causally
-        attn_pairs = float((kv_before[decoding] + 1).sum() + (chunk * kv_before[~decoding] + chunk * (chunk + 1) // 2).sum())
+        prompt_tokens = t.prefill_target[ids]
+        decoding = kv_before >= prompt_tokens
+        num_decoding = int(np.count_nonzero(decoding))
+        if num_decoding:  # decode tokens attend to their context plus themselves
+            chunk, chunk_kv, decode_pairs = tokens[~decoding], kv_before[~decoding], (kv_before[decoding] + 1).sum()
+        else:  # prompts only (every prefill_first step): skip the masks, this is a hot path
+            chunk, chunk_kv, decode_pairs = tokens, kv_before, 0
+        # a chunk attends to what precedes it (a cached prefix included) plus itself, causally
+        attn_pairs = float(decode_pairs + (chunk * chunk_kv + chunk * (chunk + 1) // 2).sum())
+        num_chunk_tokens = int(chunk.sum())
         start_s = self.env.now
         items_s = self._items_s(ids, self.scheduler.encodes_items(ids, start_s)) if self.item_work is not None else 0.0
-        num_decoding = int(decoding.sum())
         stalls_decodes = not num_decoding and self._decodes_left_out(plan)
-        yield self.env.timeout(step_time_s(self.params, int(chunk.sum()), num_decoding, attn_pairs,
+        yield self.env.timeout(step_time_s(self.params, num_chunk_tokens, num_decoding, attn_pairs,
                                            float(kv_before.sum()), len(chunk))  # planned chunks are > 0
                                + items_s + self._take_transfer_s())
         end_s = self.env.now
@@ -174,14 +181,14 @@ class Replica(ReplicaBase):
             self._stalled_s += end_s - start_s
         kv_after = kv_before + tokens
         self.kv.written(ids, kv_after)
-        prompt_done = kv_after >= t.prefill_target[ids]
-        self.kv.prefilled(ids[~decoding & prompt_done])
+        prompt_done = kv_after >= prompt_tokens
+        self.kv.prefilled(ids, prompt_done & ~decoding if num_decoding else prompt_done)
         emits = ids[decoding | prompt_done]  # a prompt's last chunk emits its first token
         t.token_time_s[t.token_offset[emits] + t.generated[emits]] = end_s
         t.generated[emits] += 1
         fresh = emits[np.isnan(t.first_token_s[emits])]
         t.first_token_s[fresh] = end_s
-        self.log.add(self.index, start_s, np.array([end_s]), np.array([int(tokens.sum())]), ids, tokens,
+        self.log.add(self.index, start_s, np.array([end_s]), np.array([num_chunk_tokens + num_decoding]), ids, tokens,
                      prefill=True, member_prefill=~decoding if num_decoding else None)
         self._retire_finished(emits, end_s)
         if self.role == "prefill":

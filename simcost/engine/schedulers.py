@@ -43,7 +43,7 @@ class Engine(Protocol):
     max_num_batched_tokens: int
 
     def prefilling(self, rid: int) -> bool: ...
-    def start_running(self, rid: int) -> None: ...
+    def start_running(self, rids) -> None: ...
     def preempt_last(self) -> None: ...
     def swap_in(self, rid: int, reserve_blocks: int) -> bool: ...
 
@@ -111,8 +111,7 @@ class PrefillFirstScheduler(Scheduler):
             r.waiting.pop()
             plan[rid] = n - int(t.kv_tokens[rid])
             num_tokens += new_tokens
-        for rid in plan:
-            r.start_running(rid)
+        r.start_running(plan)
         return plan
 
     def encodes_items(self, ids: np.ndarray, start_s: float) -> np.ndarray:
@@ -182,7 +181,7 @@ class ChunkedScheduler(Scheduler):
             r.waiting.pop()
             t.prefill_target[rid] = target
             kv.admit(rid, keys, hit, target)
-            r.start_running(rid)
+            r.start_running((rid,))
             plan[rid] = n
             budget_tokens -= n
             free_blocks -= needed

@@ -77,11 +77,11 @@ class RequestKV:
         """A step wrote the KV of ids: they now hold num_tokens tokens each (within their blocks)."""
         self.table.kv_tokens[ids] = num_tokens
 
-    def prefilled(self, ids: np.ndarray) -> None:
-        """ids have computed their whole prompt: with prefix caching, its full blocks get names
-        later requests can reuse."""
+    def prefilled(self, ids: np.ndarray, done: np.ndarray) -> None:
+        """ids[done] have computed their whole prompt: with prefix caching, its full blocks get
+        names later requests can reuse."""
         if self.reuse:
-            for rid in ids.tolist():
+            for rid in ids[done].tolist():
                 self.reuse.prefilled(rid)
 
     def apply_decode_steps(self, ids: np.ndarray, generated: np.ndarray, token_offset: np.ndarray,
