@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import simpy
 
+from simcost.engine.kv.blocks import KVPool
 from simcost.engine.kv.request_kv import RequestKV
 from simcost.engine.kv.reuse import PrefixReuse
 from simcost.engine.options import ReplicaOptions
@@ -47,7 +48,7 @@ class ReplicaBase:
         self.pool = self._make_pool(options)
         self.kv = RequestKV(self.table, self.pool, self.block_size, self.reuse)
 
-    def _make_pool(self, options: ReplicaOptions):
+    def _make_pool(self, options: ReplicaOptions) -> KVPool:
         raise NotImplementedError
 
     # --- the router's side -------------------------------------------------------------------
@@ -76,13 +77,15 @@ class ReplicaBase:
 
     def _wake_up(self) -> None:
         wake, self._wake = self._wake, None
-        wake.succeed()
+        if wake is not None:
+            wake.succeed()
 
     def take_waiting(self) -> list[int]:
         """Draining: give up the requests not yet started here (a swapped-out request stays: its
         KV is in this node's host memory), for the fleet to route elsewhere."""
         t = self.table
-        keep, moved = WaitingQueue(self.queue_key), []
+        keep = WaitingQueue(self.queue_key)
+        moved: list[int] = []
         while self.waiting:
             rid = self.waiting.pop()
             (keep.push if t.swapped_tokens[rid] else moved.append)(rid)

@@ -29,7 +29,7 @@ import numpy as np
 import simpy
 
 from simcost.engine.base import STOP, ReplicaBase
-from simcost.engine.kv.blocks import BlockPool
+from simcost.engine.kv.blocks import BlockPool, KVPool
 from simcost.engine.kv.prefix_cache import PrefixBlockPool
 from simcost.engine.kv.reuse import PrefixReuse
 from simcost.engine.options import ReplicaOptions
@@ -60,7 +60,7 @@ class Replica(ReplicaBase):
         self.scheduler = SCHEDULERS[options.policy](self)
         self._start()
 
-    def _make_pool(self, options: ReplicaOptions):
+    def _make_pool(self, options: ReplicaOptions) -> KVPool:
         # prefix caching: content-keyed blocks kept after use (simcost.engine.kv.reuse); else counted blocks
         if options.prefix is None:
             return BlockPool(options.num_kv_blocks, watermark_blocks=options.watermark_blocks)
@@ -108,12 +108,12 @@ class Replica(ReplicaBase):
             rid = max(self.running, key=self.queue_key)
             self.running.remove(rid)
         kv_tokens = int(t.kv_tokens[rid])
-        to_host = bool(self.swap is not None and kv_tokens
-                       and self.swapped_tokens + kv_tokens <= self.swap.capacity_tokens)
-        if to_host:
+        swap, to_host = self.swap, False
+        if swap is not None and kv_tokens and self.swapped_tokens + kv_tokens <= swap.capacity_tokens:
+            to_host = True
             t.num_swaps[rid] += 1
             self.swapped_tokens += kv_tokens
-            self._transfer_s += kv_tokens * self.swap.s_per_token
+            self._transfer_s += kv_tokens * swap.s_per_token
         self.kv.preempt(rid, to_host)
         t.num_preemptions[rid] += 1
         self.waiting.push_preempted(rid)
@@ -126,7 +126,7 @@ class Replica(ReplicaBase):
         if not self.kv.load(rid, reserve_blocks):
             return False
         self.waiting.pop()
-        if swapped_tokens:
+        if swapped_tokens and self.swap is not None:  # (only a swap link swaps out)
             self.swapped_tokens -= swapped_tokens
             self._transfer_s += swapped_tokens * self.swap.s_per_token
         self.running.append(rid)
@@ -279,6 +279,7 @@ class Replica(ReplicaBase):
         self._outbound -= 1
         if self._wake is not None:  # blocks came back: an idle loop may admit now
             self._wake_up()
+        assert self.handoff is not None  # the fleet gives every prefill replica one
         self.handoff(rid)
 
     def _take_transfer_s(self) -> float:

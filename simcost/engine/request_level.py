@@ -63,8 +63,9 @@ import numpy as np
 import simpy
 
 from simcost.engine.base import ReplicaBase
-from simcost.engine.kv.blocks import BlockPool
+from simcost.engine.kv.blocks import BlockPool, KVPool
 from simcost.engine.options import ReplicaOptions
+from simcost.engine.waiting import FifoQueue
 from simcost.perf.step_model import decode_span_times_s, step_time_s
 from simcost.workload.request_table import COMPLETED
 
@@ -83,8 +84,13 @@ class NoKVCache:
 
     free = allocate
 
+    def can_admit(self, num_blocks: int, reserve_blocks: int = 0) -> bool:
+        return True
+
 
 class BatchReplica(ReplicaBase):
+    waiting: FifoQueue  # request-level batching serves FIFO
+
     def __init__(self, env: simpy.Environment, index: int, options: ReplicaOptions):
         # options.max_span_steps is the iteration-level Replica's: a batch's decode is always one
         # exact span here, and prompts are never chunked
@@ -104,7 +110,7 @@ class BatchReplica(ReplicaBase):
         self._head_since_s = env.now  # when the head of the queue became the head
         self._start()
 
-    def _make_pool(self, options: ReplicaOptions):
+    def _make_pool(self, options: ReplicaOptions) -> KVPool:
         if self.per_item:
             return NoKVCache()
         return BlockPool(options.num_kv_blocks, watermark_blocks=options.watermark_blocks)

@@ -23,7 +23,7 @@ from typing import Protocol
 
 import numpy as np
 
-from simcost.engine.kv.blocks import blocks_for
+from simcost.engine.kv.blocks import KVPool, blocks_for
 from simcost.engine.kv.request_kv import RequestKV
 from simcost.engine.waiting import FifoQueue, KeyedQueue
 from simcost.workload.request_table import RequestTable
@@ -35,7 +35,7 @@ class Engine(Protocol):
 
     table: RequestTable
     kv: RequestKV
-    pool: object
+    pool: KVPool
     waiting: FifoQueue | KeyedQueue
     running: list[int]
     block_size: int

@@ -13,16 +13,16 @@ from __future__ import annotations
 import numpy as np
 
 from simcost.engine.decode_kernels import apply_decode_steps, max_feasible_steps
-from simcost.engine.kv.blocks import blocks_for
+from simcost.engine.kv.blocks import KVPool, blocks_for
 from simcost.engine.kv.prefix_cache import PrefixHit
 from simcost.engine.kv.reuse import PrefixReuse
 from simcost.workload.request_table import RequestTable
 
 
 class RequestKV:
-    def __init__(self, table: RequestTable, pool, block_size: int, reuse: PrefixReuse | None = None):
+    def __init__(self, table: RequestTable, pool: KVPool, block_size: int, reuse: PrefixReuse | None = None):
         self.table = table  # its columns may be replaced as the table grows: always read through it
-        self.pool = pool  # a BlockPool, PrefixBlockPool or NoKVCache
+        self.pool = pool
         self.block_size = block_size
         self.reuse = reuse  # prefix caching: named blocks stay cached after use
 
@@ -55,6 +55,7 @@ class RequestKV:
         found (the caller checked the pool has room) and holds nothing else yet."""
         t = self.table
         if self.reuse:
+            assert hit is not None  # lookup always gives a hit (maybe empty) with prefix caching
             t.kv_tokens[rid] = self.reuse.take(rid, keys, hit, num_tokens)
             t.kv_blocks[rid] = hit.num_blocks
         else:
