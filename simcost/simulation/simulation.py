@@ -154,7 +154,7 @@ class Simulation:
 
     def prefix_cache_summary(self) -> dict | None:
         """Prefix-cache hits over all replicas (None without prefix caching)."""
-        caches = [r.reuse for r in self.fleet.replicas if getattr(r, "reuse", None) is not None]
+        caches = [r.reuse for r in self.fleet.replicas if r.reuse is not None]
         if not caches:
             return None
         lookups = sum(c.pool.stats.lookups for c in caches)
