@@ -29,7 +29,8 @@ import simpy
 
 from simcost.engine.request_level import BatchReplica
 from simcost.scenario.deployment import EngineConfig
-from simcost.engine.replica import Replica, SwapLink
+from simcost.engine.options import ReplicaOptions, SwapLink
+from simcost.engine.replica import Replica
 from simcost.engine.kv.reuse import PrefixSpec
 from simcost.engine.kv.blocks import blocks_for
 from simcost.cost.ledger import StepLog
@@ -39,9 +40,9 @@ from simcost.workload.request_table import RequestTable
 from simcost.cluster.routers import DECODE_ROUTER, ROUTERS, RoutingContext, TokenLoad
 from simcost.engine.waiting import WaitingQueue
 
-# engine.policy -> the replica class that runs it. Every class takes the same arguments, plus as
-# keywords the EngineConfig keys named in its ENGINE_KEYS (if any). A new policy is one module
-# and one entry here.
+# engine.policy -> the replica class that runs it. Every class takes (env, index, ReplicaOptions).
+# A new iteration-level policy is a scheduler (simcost.engine.schedulers); a new kind of replica
+# is one class and one entry here.
 REPLICA_CLASSES: dict[str, type] = {
     "prefill_first": Replica,
     "chunked": Replica,
@@ -129,20 +130,21 @@ class Fleet:
         self._max_blocks = [first[k].max_blocks_admissible() for k in range(len(pools))]
         self.num_completed = 0
 
-    def _build(self, pe: PoolEngine, log: StepLog, max_span_steps: int, prefix: PrefixSpec | None):
-        """Pool pe's replica class, its positional arguments after (env, index), its keywords."""
-        cls = REPLICA_CLASSES[pe.engine.policy]
-        options = {key: getattr(pe.engine, key) for key in getattr(cls, "ENGINE_KEYS", ())}
-        if prefix is not None and pe.engine.prefix_caching:  # only the iteration-level Replica caches prefixes
-            options["prefix"] = prefix
-        if pe.role is not None:  # iteration-level Replica only (config checks it)
-            options["role"] = pe.role
-        if pe.role == "prefill":
-            options.update(handoff=self._to_decode, kv_transfer_s_per_token=pe.kv_transfer_s_per_token)
-        args = (self.table, pe.step_params, pe.num_kv_blocks, pe.block_size, pe.engine.max_num_seqs,
-                pe.max_num_batched_tokens, pe.engine.kv_watermark, log, self._on_finish, max_span_steps,
-                pe.chunked, pe.item_work, pe.queue_key, pe.swap)
-        return cls, args, options
+    def _build(self, pe: PoolEngine, log: StepLog, max_span_steps: int, prefix: PrefixSpec | None) -> ReplicaOptions:
+        """The options every replica of pool pe is built from (one object, shared)."""
+        engine = pe.engine
+        prefill = pe.role == "prefill"
+        return ReplicaOptions(
+            table=self.table, step_params=pe.step_params, num_kv_blocks=pe.num_kv_blocks, block_size=pe.block_size,
+            max_num_seqs=engine.max_num_seqs, max_num_batched_tokens=pe.max_num_batched_tokens,
+            kv_watermark=engine.kv_watermark, log=log, on_finish=self._on_finish, policy=engine.policy,
+            max_span_steps=max_span_steps, item_work=pe.item_work, queue_key=pe.queue_key, swap=pe.swap,
+            role=pe.role or "both", handoff=self._to_decode if prefill else None,
+            kv_transfer_s_per_token=pe.kv_transfer_s_per_token if prefill else 0.0,
+            # only iteration-level replicas cache prefixes (the config refuses it elsewhere)
+            prefix=prefix if engine.prefix_caching else None,
+            batch_timeout_s=engine.batch_timeout_s, preferred_batch_sizes=engine.preferred_batch_sizes,
+            max_queue_delay_s=engine.max_queue_delay_s)
 
     # the first pool's engine limits (the only pool's, where callers read them)
     max_num_seqs = property(lambda self: self.pool_engines[0].engine.max_num_seqs)
@@ -173,9 +175,8 @@ class Fleet:
 
     def add_replica(self, pool: int = 0, phase: StartPhases = StartPhases(0.0, 0.0), capacity: str = ON_DEMAND):
         """Request a replica of `pool` now; it serves once `phase` (its cold start) is over."""
-        cls, args, options = self._builds[pool]
-        index = len(self.replicas)
-        replica = cls(self.env, index, *args, **options)
+        options = self._builds[pool]
+        replica = REPLICA_CLASSES[options.policy](self.env, len(self.replicas), options)
         now = self.env.now
         self.replicas.append(replica)
         self.roster.lives.append(Life(pool, capacity, now, now + phase.provisioned_s, now + phase.ready_s))

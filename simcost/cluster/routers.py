@@ -89,13 +89,13 @@ class TokenLoad:
 
     def __init__(self, table: RequestTable, replicas: list):
         self.table = table
-        self.prompt_only = [getattr(r, "role", "both") == "prefill" for r in replicas]
+        self.prompt_only = [r.role == "prefill" for r in replicas]
         self.counted = [0] * len(replicas)  # per replica: sum of its requests' counts at submission
         self.at_submit = np.zeros(max(1, table.num_requests), dtype=np.int64)  # per request (0: none held)
 
     def add_replica(self, replica) -> None:
         """A replica joined the fleet during the run (replica indices only grow)."""
-        self.prompt_only.append(getattr(replica, "role", "both") == "prefill")
+        self.prompt_only.append(replica.role == "prefill")
         self.counted.append(0)
 
     def add(self, replica_index: int, rid: int) -> None:

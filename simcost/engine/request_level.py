@@ -57,18 +57,17 @@ such a timer never extends the bill.
 from __future__ import annotations
 
 import sys
-from collections import deque
-from collections.abc import Callable
 from itertools import islice
 
 import numpy as np
 import simpy
 
-from simcost.engine.replica import STOP, Replica
-from simcost.engine.kv.blocks import BlockPool
-from simcost.cost.ledger import StepLog
+from simcost.engine.base import ReplicaBase
+from simcost.engine.kv.blocks import BlockPool, KVPool
+from simcost.engine.options import ReplicaOptions
+from simcost.engine.waiting import FifoQueue
 from simcost.perf.step_model import decode_span_times_s, step_time_s
-from simcost.workload.request_table import COMPLETED, RequestTable
+from simcost.workload.request_table import COMPLETED
 
 POLICIES = ("one_at_a_time", "static", "dynamic")
 
@@ -85,98 +84,59 @@ class NoKVCache:
 
     free = allocate
 
+    def can_admit(self, num_blocks: int, reserve_blocks: int = 0) -> bool:
+        return True
 
-class BatchReplica:
-    # the EngineConfig keys the Fleet passes as keyword arguments (simcost.cluster.fleet.REPLICA_CLASSES)
-    ENGINE_KEYS = ("policy", "batch_timeout_s", "preferred_batch_sizes", "max_queue_delay_s")
-    # the pool routers' TPOT signal (simcost.engine.replica Replica.itl_ewma_s): none here, a batch's
-    # decode is one request-level step, so a pool of these never looks slow
-    itl_ewma_s = 0.0
 
-    def __init__(self, env: simpy.Environment, index: int, table: RequestTable, step_params: np.ndarray,
-                 num_kv_blocks: int, block_size: int, max_num_seqs: int, max_num_batched_tokens: int,
-                 kv_watermark: float, log: StepLog, on_finish: Callable[[int, int], None],
-                 max_span_steps: int = 1 << 30, chunked: bool = False,
-                 item_work: tuple[np.ndarray, np.ndarray] | None = None,
-                 queue_key: Callable[[int], tuple] | None = None, swap: object | None = None, *,
-                 policy: str = "static", batch_timeout_s: float = 0.0,
-                 preferred_batch_sizes: tuple[int, ...] | None = None, max_queue_delay_s: float = 0.0):
-        # max_span_steps and chunked are the iteration-level Replica's: a batch's decode is always
-        # one exact span here, and prompts are never chunked
-        if policy not in POLICIES:
-            raise ValueError(f"BatchReplica runs {', '.join(POLICIES)}, not {policy}")
-        if queue_key is not None or swap is not None:  # EngineConfig refuses these keys for batch policies
+class BatchReplica(ReplicaBase):
+    waiting: FifoQueue  # request-level batching serves FIFO
+
+    def __init__(self, env: simpy.Environment, index: int, options: ReplicaOptions):
+        # options.max_span_steps is the iteration-level Replica's: a batch's decode is always one
+        # exact span here, and prompts are never chunked
+        if options.policy not in POLICIES:
+            raise ValueError(f"BatchReplica runs {', '.join(POLICIES)}, not {options.policy}")
+        if options.queue_key is not None or options.swap is not None:  # EngineConfig refuses these keys for batch policies
             raise ValueError("request-level batching serves FIFO and never preempts: no queue_key or swap")
-        self.env = env
-        self.index = index
-        self.table = table
-        self.params = step_params
-        self.item_work = item_work  # read by _items_s
-        self.block_size = block_size
-        self.max_num_seqs = max_num_seqs
-        self.max_num_batched_tokens = max_num_batched_tokens
-        self.per_item = num_kv_blocks == 0  # a per-item model: no KV cache (see the module docstring)
-        self.pool = (NoKVCache() if self.per_item
-                     else BlockPool(num_kv_blocks, watermark_blocks=int(kv_watermark * num_kv_blocks)))
-        self.log = log
-        self.on_finish = on_finish  # called with (replica index, request id) when a request ends
-        self.policy = policy
-        self.max_batch_size = 1 if policy == "one_at_a_time" else max_num_seqs
-        self.batch_timeout_s = batch_timeout_s
-        self.preferred_batch_sizes = tuple(sorted(preferred_batch_sizes or (max_num_seqs,)))
-        self.max_queue_delay_s = max_queue_delay_s
-        self.waiting: deque[int] = deque()
-        self.running: list[int] = []  # the batch's members, finished ones included, until it ends
-        self._wake: simpy.Event | None = None
+        self.per_item = options.num_kv_blocks == 0  # a per-item model: no KV cache (see the module docstring)
+        super().__init__(env, index, options)
+        self.policy = options.policy
+        self.max_batch_size = 1 if self.policy == "one_at_a_time" else self.max_num_seqs
+        self.batch_timeout_s = options.batch_timeout_s
+        self.preferred_batch_sizes = tuple(sorted(options.preferred_batch_sizes or (self.max_num_seqs,)))
+        self.max_queue_delay_s = options.max_queue_delay_s
+        # self.running: the batch's members, finished ones included, until it ends
         self._idle_since_s = env.now
         self._head_since_s = env.now  # when the head of the queue became the head
-        self.process = env.process(self._loop())
+        self._start()
 
-    # items are timed exactly as the iteration-level engine times them
-    _items_s = Replica._items_s
+    def _make_pool(self, options: ReplicaOptions) -> KVPool:
+        if self.per_item:
+            return NoKVCache()
+        return BlockPool(options.num_kv_blocks, watermark_blocks=options.watermark_blocks)
 
     # --- the router's side -------------------------------------------------------------------
-
-    num_outstanding = Replica.num_outstanding  # waiting + running, as the routers count it
 
     def max_blocks_admissible(self) -> int:
         """Blocks one request may ever hold here (the Fleet's admission check): none are needed
         per item, so no request is refused for memory."""
-        return sys.maxsize if self.per_item else Replica.max_blocks_admissible(self)
+        return sys.maxsize if self.per_item else super().max_blocks_admissible()
 
-    def take_waiting(self) -> list[int]:
-        """Draining: give up the requests not yet in a batch, for the fleet to route elsewhere."""
-        moved, self.waiting = list(self.waiting), deque()
-        return moved
-
-    def stop(self) -> list[int]:
-        """The node is lost (spot reclaim, failure): end the loop and the batch in progress (its
-        work is lost and never logged) and hand back every request held here that has not
-        finished, to be retried elsewhere. A retried request's batch starts it over: its tokens
-        are emitted again and their times overwritten (nothing joins a batch half way)."""
-        if self.process.is_alive:
-            self.process.interrupt(STOP)
+    def _abandon(self) -> list[int]:
+        """A retried request's batch starts it over: its tokens are emitted again and their
+        times overwritten (nothing joins a batch half way). Members that finished stay done."""
         t = self.table
         held = [rid for rid in self.running if t.status[rid] != COMPLETED] + list(self.waiting)
-        ids = np.asarray(self.running, dtype=np.int64)
-        t.kv_blocks[ids] = 0
-        t.kv_tokens[ids] = 0
-        t.num_retries[np.asarray(held, dtype=np.int64)] += 1
-        self.running, self.waiting, self._wake = [], deque(), None
+        self.kv.forget(np.asarray(self.running, dtype=np.int64))
+        self._wake = None
         return held
 
-    def submit(self, rid: int) -> None:
-        self.table.replica[rid] = self.index
+    def _enqueue(self, rid: int) -> None:
         if not self.waiting:
             self._head_since_s = self.env.now
-        self.waiting.append(rid)
-        if self._wake is not None:  # idle: the batch may now be ready
-            wake, self._wake = self._wake, None
-            wake.succeed()
+        self.waiting.push(rid)
 
     # --- forming batches ---------------------------------------------------------------------
-
-    _loop = Replica._loop  # runs _serve until the node is lost (an interrupt with cause STOP)
 
     def _serve(self):
         expired = False  # the formation timer just fired
@@ -241,9 +201,7 @@ class BatchReplica:
         if self.waiting:
             self._head_since_s = self.env.now
         t = self.table
-        blocks = self._reserved_blocks(ids)
-        self.pool.allocate(int(blocks.sum()))
-        t.kv_blocks[ids] = blocks
+        self.kv.reserve(ids, self._reserved_blocks(ids))
         t.prefill_target[ids] = t.input_tokens[ids]
         self.running = ids.tolist()
         return ids
@@ -265,7 +223,7 @@ class BatchReplica:
         end_s = self.env.now
         t = self.table  # columns may have grown during the wait
         if not self.per_item:
-            t.kv_tokens[ids] = prompt
+            self.kv.written(ids, prompt)
         t.token_time_s[t.token_offset[ids]] = end_s  # the prefill emits every member's first token
         t.generated[ids] = 1
         t.first_token_s[ids] = end_s
@@ -297,7 +255,7 @@ class BatchReplica:
         first = t.token_offset[active] + t.generated[active]
         t.token_time_s[first[:, None] + np.arange(m)] = step_end_s
         t.generated[active] += m
-        t.kv_tokens[active] += m
+        self.kv.written(active, t.kv_tokens[active] + m)
 
     def _complete(self, rids: np.ndarray, finish_s: float, batch_over: bool) -> None:
         """Members done at finish_s; when the batch ends with them, it is released first, so that
@@ -311,10 +269,6 @@ class BatchReplica:
             self.on_finish(self.index, rid)
 
     def _release(self) -> None:
-        t = self.table
-        ids = np.asarray(self.running, dtype=np.int64)
-        self.pool.free(int(t.kv_blocks[ids].sum()))
-        t.kv_blocks[ids] = 0
-        t.kv_tokens[ids] = 0
+        self.kv.free(np.asarray(self.running, dtype=np.int64), finished=True)
         self.running = []
         self._idle_since_s = self.env.now

@@ -14,9 +14,9 @@ import simpy
 from simcost.catalog.specs import ModelSpec
 from simcost.cluster.fleet import Fleet, PoolEngine
 from simcost.scenario.scenario import Scenario
+from simcost.engine.options import host_kv_s_per_token, swap_link
 from simcost.scenario.workload import FixedLength
 from simcost.scenario.fleet_plan import PoolPlan, fleet_plan, pool_routed
-from simcost.engine.replica import host_kv_s_per_token, swap_link
 from simcost.errors import InputError
 from simcost.cluster.control import FleetControl, initial_capacity, spot_price_usd_per_device_hour
 from simcost.engine.kv.reuse import PrefixSpec, prefix_spec
@@ -153,7 +153,7 @@ class Simulation:
 
     def prefix_cache_summary(self) -> dict | None:
         """Prefix-cache hits over all replicas (None without prefix caching)."""
-        caches = [r.reuse for r in self.fleet.replicas if getattr(r, "reuse", None) is not None]
+        caches = [r.reuse for r in self.fleet.replicas if r.reuse is not None]
         if not caches:
             return None
         lookups = sum(c.pool.stats.lookups for c in caches)

@@ -7,6 +7,24 @@ block comes back. (Content-hashed, shared blocks for prefix caching replace this
 
 from __future__ import annotations
 
+from typing import Protocol
+
+
+class KVPool(Protocol):
+    """What a replica asks of its block pool: BlockPool, the prefix cache's PrefixBlockPool
+    (simcost.engine.kv.prefix_cache) or a per-item replica's NoKVCache."""
+
+    @property
+    def num_blocks(self) -> int: ...
+    @property
+    def num_free(self) -> int: ...
+    @property
+    def watermark_blocks(self) -> int: ...
+
+    def can_admit(self, num_blocks: int, reserve_blocks: int = 0) -> bool: ...
+    def allocate(self, num_blocks: int) -> None: ...
+    def free(self, num_blocks: int) -> None: ...
+
 
 class BlockPool:
     def __init__(self, num_blocks: int, watermark_blocks: int = 0):

@@ -1,0 +1,138 @@
+"""Per-request KV accounting on one replica: the one writer of a request's KV columns.
+
+A request's KV on a replica is its blocks (table.kv_blocks, drawn from the replica's block pool)
+and the tokens written into them (table.kv_tokens); while it is out of the pool its KV may sit
+in host memory (table.swapped_tokens) or on its way from a prefill replica
+(table.remote_kv_tokens). Every change goes through one verb here, so the pool and the columns
+never disagree: every block is free or held by exactly one request (shared prefix blocks are
+counted by simcost.engine.kv.prefix_cache).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from simcost.engine.decode_kernels import apply_decode_steps, max_feasible_steps
+from simcost.engine.kv.blocks import KVPool, blocks_for
+from simcost.engine.kv.prefix_cache import PrefixHit
+from simcost.engine.kv.reuse import PrefixReuse
+from simcost.workload.request_table import RequestTable
+
+
+class RequestKV:
+    def __init__(self, table: RequestTable, pool: KVPool, block_size: int, reuse: PrefixReuse | None = None):
+        self.table = table  # its columns may be replaced as the table grows: always read through it
+        self.pool = pool
+        self.block_size = block_size
+        self.reuse = reuse  # prefix caching: named blocks stay cached after use
+
+    # --- queries ----------------------------------------------------------------------------
+
+    def lookup(self, rid: int, num_tokens: int) -> tuple[list[int], PrefixHit | None]:
+        """The cache keys of rid's first tokens and what the prefix cache holds of them."""
+        return self.reuse.lookup(rid, num_tokens) if self.reuse else ([], None)
+
+    def decode_blocks(self, rids) -> int:
+        """Blocks the decoding requests among rids (a list or a plan) need for one more token."""
+        if not rids:
+            return 0
+        t, size = self.table, self.block_size
+        ids = np.fromiter(rids, dtype=np.int64, count=len(rids))
+        kv = t.kv_tokens[ids]
+        decoding = kv >= t.prefill_target[ids]
+        # blocks_for(kv + 1) - blocks held, vectorised: this runs at every step boundary
+        return int(((kv[decoding] + size) // size - t.kv_blocks[ids][decoding]).sum())
+
+    def max_decode_steps(self, ids: np.ndarray, max_steps: int) -> int:
+        """How many decode steps (<= max_steps) the free blocks let every request in ids take."""
+        t = self.table
+        return max_feasible_steps(t.kv_tokens[ids], t.kv_blocks[ids], self.pool.num_free, self.block_size, max_steps)
+
+    # --- verbs ------------------------------------------------------------------------------
+
+    def admit(self, rid: int, keys: list[int], hit: PrefixHit | None, num_tokens: int) -> None:
+        """rid starts a prompt of num_tokens: it references the cached leading blocks `lookup`
+        found (the caller checked the pool has room) and holds nothing else yet."""
+        t = self.table
+        if self.reuse:
+            assert hit is not None  # lookup always gives a hit (maybe empty) with prefix caching
+            t.kv_tokens[rid] = self.reuse.take(rid, keys, hit, num_tokens)
+            t.kv_blocks[rid] = hit.num_blocks
+        else:
+            t.kv_tokens[rid] = 0
+            t.kv_blocks[rid] = 0
+
+    def grow(self, rid: int, num_tokens: int) -> None:
+        """Hold the blocks rid needs for num_tokens tokens of KV (a step is about to write them)."""
+        t = self.table
+        blocks = blocks_for(num_tokens, self.block_size)
+        self.pool.allocate(int(blocks - t.kv_blocks[rid]))
+        t.kv_blocks[rid] = blocks
+
+    def reserve(self, ids: np.ndarray, blocks: np.ndarray) -> None:
+        """Hold blocks[i] blocks for request ids[i] up front (request-level batches)."""
+        self.pool.allocate(int(blocks.sum()))
+        self.table.kv_blocks[ids] = blocks
+
+    def written(self, ids: np.ndarray, num_tokens: np.ndarray) -> None:
+        """A step wrote the KV of ids: they now hold num_tokens tokens each (within their blocks)."""
+        self.table.kv_tokens[ids] = num_tokens
+
+    def prefilled(self, ids: np.ndarray, done: np.ndarray) -> None:
+        """ids[done] have computed their whole prompt: with prefix caching, its full blocks get
+        names later requests can reuse."""
+        if self.reuse:
+            for rid in ids[done].tolist():
+                self.reuse.prefilled(rid)
+
+    def apply_decode_steps(self, ids: np.ndarray, generated: np.ndarray, token_offset: np.ndarray,
+                           token_time_s: np.ndarray, step_end_s: np.ndarray, num_steps: int) -> None:
+        """num_steps decode steps of ids: one kernel emits their tokens and grows their KV."""
+        t = self.table
+        new_blocks = apply_decode_steps(ids, generated, t.kv_tokens, t.kv_blocks, token_offset, token_time_s,
+                                        step_end_s, num_steps, self.block_size)
+        self.pool.allocate(int(new_blocks))
+
+    def load(self, rid: int, reserve_blocks: int) -> bool:
+        """Bring rid's KV held outside the pool (swapped out, or handed over by a prefill
+        replica) into blocks, if they fit beside reserve_blocks; False: no room."""
+        t = self.table
+        tokens = int(t.swapped_tokens[rid]) or int(t.remote_kv_tokens[rid])
+        blocks = blocks_for(tokens, self.block_size)
+        if not self.pool.can_admit(blocks, reserve_blocks):
+            return False
+        self.pool.allocate(blocks)
+        t.kv_blocks[rid], t.kv_tokens[rid], t.swapped_tokens[rid], t.remote_kv_tokens[rid] = blocks, tokens, 0, 0
+        return True
+
+    def free(self, ids: np.ndarray, finished: bool) -> None:
+        """ids give their blocks back (finished, or leaving this replica's batch). With prefix
+        caching their named blocks stay cached, a finished request's output blocks named too."""
+        t = self.table
+        if self.reuse is None:
+            self.pool.free(int(t.kv_blocks[ids].sum()))
+        else:
+            for rid in ids.tolist():
+                self.reuse.release(rid, finished)
+        t.kv_blocks[ids] = 0
+        t.kv_tokens[ids] = 0
+
+    def preempt(self, rid: int, to_host: bool) -> None:
+        """rid leaves the batch: its KV is dropped, or first copied to host memory (`to_host`)."""
+        t = self.table
+        if to_host:
+            t.swapped_tokens[rid] = t.kv_tokens[rid]
+        self.free(np.array([rid]), finished=False)
+
+    def hand_off(self, rid: int) -> None:
+        """rid's KV has crossed the KV link to a decode replica: it is remote now."""
+        t = self.table
+        t.remote_kv_tokens[rid] = t.kv_tokens[rid]
+        self.free(np.array([rid]), finished=False)
+
+    def forget(self, ids: np.ndarray) -> None:
+        """The node is lost: ids hold no KV anywhere (the pool goes with the node)."""
+        t = self.table
+        t.kv_blocks[ids] = 0
+        t.kv_tokens[ids] = 0
+        t.swapped_tokens[ids] = 0

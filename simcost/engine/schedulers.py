@@ -1,0 +1,195 @@
+"""Iteration-level schedulers: each plans a replica's next step as one `StepPlan`.
+
+A plan maps request id -> tokens the step computes for it: 1 for a decoding request, a prompt
+(or the next chunk of one) for a prefilling request. The replica (simcost.engine.replica) runs
+every plan along one path; an empty plan means the step would only decode, and the replica runs
+a multi-step decode span instead. A new batching policy is one Scheduler subclass plus one
+SCHEDULERS entry (engine.policy names it).
+
+- prefill_first, vLLM v0 without chunked prefill: waiting requests are admitted first (in queue
+  order, within max_num_seqs, max_num_batched_tokens and free KV blocks above the watermark) and
+  run as one prefill step; when none can be admitted, every running request decodes.
+- chunked, vLLM v1 / Sarathi-Serve: one token budget per step, spent first on a token for every
+  decoding request, then on the next chunk of prompts already being prefilled, then on chunks
+  of newly admitted prompts. A prompt's first output token comes with its last chunk.
+
+Both first resume requests whose KV is held outside the pool (swapped out, or handed over by a
+prefill replica): vLLM v0 serves its swapped queue before new prompts.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from simcost.engine.kv.blocks import KVPool, blocks_for
+from simcost.engine.kv.request_kv import RequestKV
+from simcost.engine.waiting import FifoQueue, KeyedQueue
+from simcost.workload.request_table import RequestTable
+
+
+class Engine(Protocol):
+    """What a scheduler sees of its replica (simcost.engine.replica.Replica), named here so the
+    scheduler module does not import the replica that imports it."""
+
+    table: RequestTable
+    kv: RequestKV
+    pool: KVPool
+    waiting: FifoQueue | KeyedQueue
+    running: list[int]
+    block_size: int
+    max_num_seqs: int
+    max_num_batched_tokens: int
+
+    def prefilling(self, rid: int) -> bool: ...
+    def start_running(self, rids) -> None: ...
+    def preempt_last(self) -> None: ...
+    def swap_in(self, rid: int, reserve_blocks: int) -> bool: ...
+
+
+class StepPlan(dict):
+    """{request id: tokens computed this step}, in the order the step's members are logged."""
+
+
+class Scheduler:
+    def __init__(self, replica: Engine):
+        self.replica = replica
+
+    def schedule(self) -> StepPlan:
+        """Admit, preempt and claim KV blocks for the next step; empty when it would only decode."""
+        raise NotImplementedError
+
+    def encodes_items(self, ids: np.ndarray, start_s: float) -> np.ndarray:
+        """Which members of a step starting at start_s start their prompt here now: their items
+        are encoded in it."""
+        raise NotImplementedError
+
+    def resume_outside_kv(self) -> None:
+        """Requests whose KV is held outside the pool come in first, while their blocks fit next
+        to the running batch's next step."""
+        r = self.replica
+        t = r.table
+        while r.waiting and len(r.running) < r.max_num_seqs:
+            head = r.waiting.head()
+            if not (t.swapped_tokens[head] or t.remote_kv_tokens[head]):
+                return
+            if not r.swap_in(head, r.kv.decode_blocks(r.running)):
+                return
+
+
+class PrefillFirstScheduler(Scheduler):
+    def schedule(self) -> StepPlan:
+        """Admit waiting requests in queue order while sequence slots, the token budget and KV
+        blocks allow; they prefill their whole prompt in one step."""
+        self.resume_outside_kv()
+        r = self.replica
+        t, kv, size = r.table, r.kv, r.block_size
+        plan = StepPlan()
+        num_tokens = 0
+        # keep room for the running batch's next decode step, so a re-admitted request does not
+        # immediately force another preemption
+        reserve_blocks = kv.decode_blocks(r.running)
+        num_running = len(r.running)
+        while r.waiting and num_running + len(plan) < r.max_num_seqs:
+            rid = r.waiting.head()
+            if t.swapped_tokens[rid] or t.remote_kv_tokens[rid]:
+                break  # resumed by resume_outside_kv at the next step boundary
+            n = int(t.input_tokens[rid] + t.generated[rid])  # prompt, plus output when recomputing
+            keys, hit = kv.lookup(rid, n)
+            cached_blocks = hit.num_blocks if hit else 0
+            new_tokens = n - cached_blocks * size
+            if plan and num_tokens + new_tokens > r.max_num_batched_tokens:
+                break  # (a lone request over the budget still runs: only a recompute can be)
+            blocks = blocks_for(n, size) - cached_blocks
+            if not r.pool.can_admit(blocks + (hit.num_free_blocks_needed if hit else 0), reserve_blocks):
+                break
+            # claimed at once: with prefix caching, claiming may evict what the next lookup finds
+            kv.admit(rid, keys, hit, n)
+            kv.grow(rid, n)
+            t.prefill_target[rid] = n
+            r.waiting.pop()
+            plan[rid] = n - int(t.kv_tokens[rid])
+            num_tokens += new_tokens
+        r.start_running(plan)
+        return plan
+
+    def encodes_items(self, ids: np.ndarray, start_s: float) -> np.ndarray:
+        return self.replica.table.generated[ids] == 0
+
+
+class ChunkedScheduler(Scheduler):
+    def schedule(self) -> StepPlan:
+        self.resume_outside_kv()
+        r = self.replica
+        while True:
+            self._make_room_for_decodes()
+            plan, has_prefill = self._plan()
+            stuck = not has_prefill and any(r.prefilling(rid) for rid in r.running)
+            if not stuck:
+                break
+            r.preempt_last()  # prompts holding the pool without room to go on: free one
+        if not has_prefill:
+            return StepPlan()
+        t = r.table
+        for rid, n in plan.items():  # claim the blocks the step writes into
+            r.kv.grow(rid, int(t.kv_tokens[rid]) + n)
+        return plan
+
+    def encodes_items(self, ids: np.ndarray, start_s: float) -> np.ndarray:
+        t = self.replica.table  # a prompt's first chunk is in the step that admitted it
+        return (t.first_scheduled_s[ids] == start_s) & (t.generated[ids] == 0)
+
+    def _make_room_for_decodes(self) -> None:
+        """Preempt the newest requests until every decoding request can get its next slot."""
+        r = self.replica
+        while r.running and r.kv.decode_blocks(r.running) > r.pool.num_free:
+            r.preempt_last()
+
+    def _plan(self) -> tuple[StepPlan, bool]:
+        r = self.replica
+        t, kv, size = r.table, r.kv, r.block_size
+        budget_tokens = r.max_num_batched_tokens
+        plan = StepPlan()
+        for rid in r.running:  # a token for every decoding request first: decodes never starve
+            if budget_tokens > 0 and not r.prefilling(rid):
+                plan[rid] = 1
+                budget_tokens -= 1
+        free_blocks = r.pool.num_free - kv.decode_blocks(plan)
+        has_prefill = False
+        for rid in r.running:  # then the next chunk of prompts already started
+            if budget_tokens > 0 and r.prefilling(rid):
+                fit = (int(t.kv_blocks[rid]) + free_blocks) * size - int(t.kv_tokens[rid])
+                n = min(int(t.prefill_target[rid] - t.kv_tokens[rid]), budget_tokens, fit)
+                if n > 0:
+                    plan[rid] = n
+                    budget_tokens -= n
+                    free_blocks -= blocks_for(int(t.kv_tokens[rid]) + n, size) - int(t.kv_blocks[rid])
+                    has_prefill = True
+        while r.waiting and budget_tokens > 0 and len(r.running) < r.max_num_seqs:
+            rid = r.waiting.head()  # then chunks of newly admitted prompts, in queue order
+            if t.swapped_tokens[rid] or t.remote_kv_tokens[rid]:
+                break  # resumed by resume_outside_kv at the next step boundary
+            target = int(t.input_tokens[rid] + t.generated[rid])
+            keys, hit = kv.lookup(rid, target)
+            cached_blocks = hit.num_blocks if hit else 0
+            n = min(target - cached_blocks * size, budget_tokens)
+            blocks = blocks_for(cached_blocks * size + n, size) - cached_blocks  # claimed by schedule()
+            needed = blocks + (hit.num_free_blocks_needed if hit else 0)
+            if free_blocks - needed < r.pool.watermark_blocks:
+                break
+            r.waiting.pop()
+            t.prefill_target[rid] = target
+            kv.admit(rid, keys, hit, target)
+            r.start_running((rid,))
+            plan[rid] = n
+            budget_tokens -= n
+            free_blocks -= needed
+            has_prefill = True
+        return plan, has_prefill
+
+
+SCHEDULERS: dict[str, type[Scheduler]] = {
+    "prefill_first": PrefillFirstScheduler,
+    "chunked": ChunkedScheduler,
+}
