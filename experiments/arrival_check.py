@@ -17,8 +17,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import integrate, stats
 
-from simcost.workload.arrivals import arrivals, gamma_params, mmpp_mean_rate_per_s, rate_function, weibull_params
 from simcost.scenario.config import ArrivalSpec
+from simcost.workload.arrivals import arrivals, gamma_params, mmpp_mean_rate_per_s, rate_function, weibull_params
 from simcost.workload.servegen import load_client_windows
 
 SEED = 2026

@@ -6,8 +6,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from simcost.scenario.config import CostConfig, FleetConfig
 from simcost.cost.ledger import StepArrays, StepLog, settle
+from simcost.scenario.config import CostConfig, FleetConfig
 from simcost.scenario.schema import build
 
 

@@ -13,9 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from simcost.cluster.autoscalers import make_autoscaler
-from simcost.scenario.config import resolve_autoscaler
-from simcost.scenario.config import AutoscalerConfig
 from simcost.errors import InputError
+from simcost.scenario.config import AutoscalerConfig, resolve_autoscaler
 from simcost.scenario.schema import build
 
 

@@ -9,13 +9,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simcost.catalog.specs import compute_format_for
-from simcost.perf import step_model as sm
-from simcost.catalog.specs import get_device
-from simcost.scenario.config import scenario_from_dict
+from simcost.catalog.specs import compute_format_for, get_device
 from simcost.errors import InputError
+from simcost.perf import step_model as sm
 from simcost.perf.deployment import ACTIVATION_BYTES_PER_TOKEN_PER_HIDDEN, plan_deployment
-from simcost.perf.step_model import decode_span_times_s, decode_span_times_s_py, step_params, step_time_s, step_time_s_py
+from simcost.perf.step_model import (
+    decode_span_times_s,
+    decode_span_times_s_py,
+    step_params,
+    step_time_s,
+    step_time_s_py,
+)
+from simcost.scenario.config import scenario_from_dict
 
 
 def make(model="llama-3.1-8b", device="h100-sxm", tp=1, weight_format=None, perf=None, engine=None, fleet=None,

@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from simcost.scenario.config import LengthSpec, scenario_from_dict
 from simcost.rng import streams
-from simcost.workload.requests import Requests, generate, sample_lengths, workload_summary
+from simcost.scenario.config import LengthSpec, scenario_from_dict
 from simcost.workload.arrivals import poisson_arrivals
+from simcost.workload.requests import Requests, generate, sample_lengths, workload_summary
 
 P_MIN = 0.001  # fixed seeds, so a pass is deterministic; the threshold only documents the margin
 

@@ -53,13 +53,12 @@ from pathlib import Path
 
 import numpy as np
 
-from simcost.scenario.config import ArrivalSpec, Scenario, scenario_from_dict
-from simcost.scenario.schema import to_dict
-from simcost.errors import InputError
-from simcost.scenario.schema import build
 from simcost.analysis.backends import RunCache, progress_items, worker_pool
+from simcost.errors import InputError
+from simcost.scenario.config import ArrivalSpec, Scenario, scenario_from_dict
+from simcost.scenario.schema import build, to_dict
+from simcost.units import HOURS_PER_MONTH, S_PER_HOUR
 
-HOURS_PER_MONTH = 730.0  # 8,760 h / 12
 BAND_PERCENTILE_MIN_SEEDS = 5  # from this many seeds on, the band is the 5th-95th percentile
 RESIZE_CAP_FACTOR = 4  # --resize tries up to this many times the scenario's replicas by default
 
@@ -335,7 +334,7 @@ def smallest_fleets(runner: RunCache, raw: dict, seeds: list[int], starts: list[
 def month_row(month: int, factor: float, replicas: list[int], runs: list[dict], hours_per_month: float,
               budget_usd_per_month: float | None) -> MonthForecast:
     """One month from its runs (one per seed) and each run's fleet size."""
-    usd_per_month = np.array([r["usd_per_s"] for r in runs]) * 3600.0 * hours_per_month
+    usd_per_month = np.array([r["usd_per_s"] for r in runs]) * S_PER_HOUR * hours_per_month
     low, high = spend_band(usd_per_month)
     attainment = [r["slo_attainment"] for r in runs if r["slo_attainment"] is not None]
     mean = float(usd_per_month.mean())

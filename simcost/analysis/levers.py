@@ -54,13 +54,12 @@ from typing import Literal
 import numpy as np
 import yaml
 
-from simcost.scenario.config import Scenario, scenario_from_dict
-from simcost.scenario.schema import to_dict
 from simcost.errors import InputError, closest
-from simcost.scenario.schema import bounds, build
+from simcost.scenario.config import Scenario, scenario_from_dict
+from simcost.scenario.schema import bounds, build, to_dict
+from simcost.units import HOURS_PER_MONTH, S_PER_HOUR
 from simcost.workload.requests import Requests
 
-HOURS_PER_MONTH = 730.0
 MONTHS_PER_YEAR = 12
 LEVER_SPAWN_KEY = 1000  # the response cache's stream: clear of simcost.rng's run and workload streams
 DEFAULT_MAX_REPLICAS = 16
@@ -209,8 +208,7 @@ def _skip(lever: str, label: str, reason: str) -> LeverPlan:
 
 def weight_format_plan(fmt: str):
     def plan(base: Scenario, cfg: LeversConfig) -> LeverPlan:
-        from simcost.catalog.specs import get_model
-        from simcost.catalog.specs import BYTES_PER_ELEMENT
+        from simcost.catalog.specs import BYTES_PER_ELEMENT, get_model
 
         label = f"{fmt} weights"
         current = base.model.weight_format or get_model(base.model.name).weight_format
@@ -532,7 +530,7 @@ def served_metrics(scenario: Scenario, result, cached: CacheServed | None = None
     starts, ends = list(table.arrival_s[measured]), list(table.finish_s[measured])
     num_measured, num_good = int(measured.sum()), int(good.sum())
     output_tokens = int(table.generated.sum())
-    usd_per_hour = (bill.total_usd - bill.minimum_usd) / result.horizon_s * 3600.0
+    usd_per_hour = (bill.total_usd - bill.minimum_usd) / result.horizon_s * S_PER_HOUR
     total_usd, served = bill.total_usd, 0
     if cached is not None:
         m = cached.arrival_s >= warmup_s
@@ -543,7 +541,7 @@ def served_metrics(scenario: Scenario, result, cached: CacheServed | None = None
         num_good += int((m & cache_meets_slo(scenario, cached)).sum())
         output_tokens += int(cached.output_tokens.sum())
         usd_per_hour += cached.usd_per_hour
-        total_usd += cached.usd_per_hour * result.horizon_s / 3600.0
+        total_usd += cached.usd_per_hour * result.horizon_s / S_PER_HOUR
         served = len(cached.arrival_s)
     window_s = max(ends) - min(starts) if num_measured else 0.0
     attainment = num_good / num_measured if num_measured else None

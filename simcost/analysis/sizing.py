@@ -39,13 +39,13 @@ import itertools
 import math
 from dataclasses import dataclass, field
 
+from simcost.analysis.backends import RunCache, worker_pool
+from simcost.analysis.forecast import check_trace_covers, scale_load, with_replicas
+from simcost.errors import InputError, closest
 from simcost.scenario.config import Scenario, scenario_from_dict
 from simcost.scenario.schema import to_dict
-from simcost.errors import InputError, closest
-from simcost.analysis.forecast import check_trace_covers, scale_load, with_replicas
-from simcost.analysis.backends import RunCache, worker_pool
+from simcost.units import HOURS_PER_MONTH, S_PER_HOUR
 
-HOURS_PER_MONTH = 730.0
 DEFAULT_MAX_REPLICAS = 16
 HEADROOM_TOLERANCE = 0.02  # relative gap between the last passing and first failing multiplier
 HEADROOM_CHECK_FACTOR = 1.1  # m x 1.1 should miss the SLO
@@ -122,7 +122,7 @@ def run_point(raw: dict, seed: int) -> dict:
     # the per-start minimum charge is left out: a sized fleet runs for months, it starts once
     usd = result.bill.total_usd - result.bill.minimum_usd
     return {"meets_slo": bool(s["meets_slo"]), "slo_attainment": s["slo_attainment"],
-            "usd_per_hour": usd / result.horizon_s * 3600.0}
+            "usd_per_hour": usd / result.horizon_s * S_PER_HOUR}
 
 
 @dataclass(frozen=True)

@@ -27,15 +27,15 @@ import yaml
 
 # sizing.py and forecast.py import these from here
 from simcost.analysis.backends import execute, map_runs, progress_items, worker_pool  # noqa: F401
-from simcost.scenario.config import load_scenario, scenario_from_dict
-from simcost.scenario.schema import to_dict
-from simcost.errors import InputError
 from simcost.analysis.frontier import plot_frontier
-from simcost.results.plots import latency_vs_spend
-from simcost.results.writer import write_run
-from simcost.simulation.simulation import run
 from simcost.analysis.sweep_cache import ResultCache, run_key
 from simcost.analysis.sweep_space import Space, points
+from simcost.errors import InputError
+from simcost.results.plots import latency_vs_spend
+from simcost.results.writer import write_run
+from simcost.scenario.config import load_scenario, scenario_from_dict
+from simcost.scenario.schema import to_dict
+from simcost.simulation.simulation import run
 
 COLUMNS = ("p50_ttft_s", "p99_ttft_s", "p99_tpot_s", "p99_e2el_s", "requests_per_s", "output_tokens_per_s",
            "goodput_requests_per_s", "slo_attainment", "usd_per_hour", "usd_per_1m_output_tokens",

@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from simcost.errors import InputError, closest
+from simcost.units import HOURS_PER_YEAR
 
 __all__ = ["DeviceSpec", "ModelSpec", "PriceOffer", "Commitment", "Purchase", "config_dir", "load_devices",
            "load_models", "load_prices", "get_device", "get_model", "catalog_names", "price_offer", "on_demand_usd_per_device_hour",
@@ -40,7 +41,6 @@ TERA = 1e12
 DEVICE_SOURCE_GROUPS = ("spec", "power", "price", "efficiency")
 MODEL_SOURCE_GROUPS = ("spec",)
 SERVING_KINDS = ("tokens", "per_item")  # decoder LLMs stepped token by token; models charged per item
-HOURS_PER_YEAR = 8760.0
 ANY_REGION = "any"  # a provider-wide price, matching every region
 _DATE = re.compile(r"^\d{4}-\d{2}(-\d{2})?$")  # YYYY-MM-DD, or YYYY-MM for monthly snapshots
 

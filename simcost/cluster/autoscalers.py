@@ -70,10 +70,8 @@ import math
 from collections import deque
 from collections.abc import Callable
 
-from simcost.scenario.config import AutoscalerConfig, resolve_autoscaler
 from simcost.errors import InputError
-
-
+from simcost.scenario.config import AutoscalerConfig, resolve_autoscaler
 
 _EPS = 1e-9  # float slack on sample times and on ceil of exact ratios
 

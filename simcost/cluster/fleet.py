@@ -27,17 +27,17 @@ from dataclasses import dataclass
 import numpy as np
 import simpy
 
-from simcost.engine.request_level import BatchReplica
-from simcost.scenario.config import EngineConfig
-from simcost.engine.replica import Replica, SwapLink
-from simcost.engine.kv.reuse import PrefixSpec
-from simcost.engine.kv.blocks import blocks_for
+from simcost.cluster.routers import DECODE_ROUTER, ROUTERS, RoutingContext, TokenLoad
 from simcost.cost.ledger import StepLog
 from simcost.cost.roster import ON_DEMAND, Life, Roster
-from simcost.perf.startup import StartPhases
-from simcost.workload.request_table import RequestTable
-from simcost.cluster.routers import DECODE_ROUTER, ROUTERS, RoutingContext, TokenLoad
+from simcost.engine.kv.blocks import blocks_for
+from simcost.engine.kv.reuse import PrefixSpec
+from simcost.engine.replica import Replica, SwapLink
+from simcost.engine.request_level import BatchReplica
 from simcost.engine.waiting import WaitingQueue
+from simcost.perf.startup import StartPhases
+from simcost.scenario.config import EngineConfig
+from simcost.workload.request_table import RequestTable
 
 # engine.policy -> the replica class that runs it. Every class takes the same arguments, plus as
 # keywords the EngineConfig keys named in its ENGINE_KEYS (if any). A new policy is one module

@@ -26,14 +26,14 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from simcost.scenario.config import DEFAULT_EGRESS_USD_PER_GB, FleetConfig, PricingConfig, SiteConfig
-from simcost.cost.energy import J_PER_KWH, S_PER_HOUR, Energy, hour_covered_s, hour_overlap_s
+from simcost.cost.energy import Energy, hour_covered_s, hour_overlap_s
 from simcost.cost.roster import Roster, RosterArrays, WarmArrays
 from simcost.perf.deployment import Deployment, Pool
+from simcost.scenario.config import DEFAULT_EGRESS_USD_PER_GB, FleetConfig, PricingConfig, SiteConfig
+from simcost.units import HOURS_PER_YEAR, J_PER_KWH, S_PER_HOUR
 
 DEFAULT_MIN_CHARGE_S = 60.0  # AWS and GCP per-second billing: 60 s minimum per instance start
 DEFAULT_LIFETIME_YEARS = 5.0  # assumption: a common depreciation schedule for servers
-HOURS_PER_YEAR = 8760.0
 
 # FOCUS PricingCategory values
 CATEGORY = {"on_demand": "Standard", "spot": "Dynamic", "reserved": "Committed",

@@ -21,13 +21,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numba import njit
 
-from simcost.catalog.specs import DeviceSpec, ModelSpec
-from simcost.scenario.config import Scenario
+from simcost.catalog.specs import BYTES_PER_ELEMENT, DeviceSpec, ModelSpec
 from simcost.errors import InputError
+from simcost.perf.measurements import EFFICIENCY_FACTORS, FACTOR_DEFAULTS
 from simcost.perf.step_table import T_HEADER, table_step_time_s, table_step_time_s_py
-from simcost.perf.measurements import EFFICIENCY_FACTORS
-from simcost.perf.measurements import FACTOR_DEFAULTS
-from simcost.catalog.specs import BYTES_PER_ELEMENT
+from simcost.scenario.config import Scenario
 
 if TYPE_CHECKING:
     from simcost.perf.deployment import Deployment

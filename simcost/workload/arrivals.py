@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 from scipy import optimize, special
 
-from simcost.scenario.config import ArrivalSpec
 from simcost.errors import InputError
+from simcost.scenario.config import ArrivalSpec
 from simcost.workload.servegen import read_csv_columns, servegen_arrivals_with_clients
 from simcost.workload.trace_formats import _numbers
 

@@ -14,10 +14,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from simcost.workload.arrivals import arrivals, poisson_arrivals  # noqa: F401 (poisson_arrivals re-exported)
-from simcost.scenario.config import DelaySpec, LengthSpec, Scenario, TraceSpec, WorkloadConfig
 from simcost.errors import InputError
 from simcost.rng import Streams, streams
+from simcost.scenario.config import DelaySpec, LengthSpec, Scenario, TraceSpec, WorkloadConfig
+from simcost.workload.arrivals import arrivals, poisson_arrivals  # noqa: F401 (poisson_arrivals re-exported)
 from simcost.workload.servegen import servegen_arrivals_with_clients
 from simcost.workload.traces import Trace, load_trace
 

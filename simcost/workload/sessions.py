@@ -22,9 +22,9 @@ from collections.abc import Callable
 import numpy as np
 import simpy
 
+from simcost.rng import Streams
 from simcost.scenario.config import Scenario, WorkloadConfig
 from simcost.workload.request_table import COMPLETED, RequestTable
-from simcost.rng import Streams
 from simcost.workload.requests import sample_delays_s, sample_lengths, sample_request_lengths
 
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from simcost.scenario.config import TraceColumns
 from simcost.errors import InputError
+from simcost.scenario.config import TraceColumns
 from simcost.scenario.schema import build
 from simcost.workload.traces import Trace, prefix_reuse_fraction
 

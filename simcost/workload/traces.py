@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from simcost.scenario.config import TraceColumns
 from simcost.errors import InputError, closest
+from simcost.scenario.config import TraceColumns
 from simcost.workload.trace_formats import parse_mooncake, parse_table
 
 BUNDLED = {"azure_conv": "AzureLLMInferenceTrace_conv.csv", "azure_code": "AzureLLMInferenceTrace_code.csv",
