@@ -21,13 +21,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from simcost.catalog.specs import DeviceSpec, ModelSpec, get_device, get_model, on_demand_usd_per_device_hour
-from simcost.scenario.config import Scenario
+from simcost.catalog.specs import (
+    BYTES_PER_ELEMENT,
+    DeviceSpec,
+    ModelSpec,
+    compute_format_for,
+    get_device,
+    get_model,
+    on_demand_usd_per_device_hour,
+)
 from simcost.errors import InputError
-from simcost.catalog.specs import BYTES_PER_ELEMENT
 from simcost.perf.step_model import is_per_item, kv_heads_per_device
-from simcost.catalog.specs import compute_format_for
-
+from simcost.scenario.config import PoolConfig, Scenario
 
 # Activation reserve per device = max_num_batched_tokens * hidden_size * this many bytes. vLLM
 # sizes the reserve by profiling a forward pass of max_num_batched_tokens tokens; its peak is a
@@ -86,12 +91,25 @@ class Pool:
     def label(self) -> str:
         return self.name or self.role
 
+    @property
+    def own_scenario(self) -> Scenario:
+        """The pool's own scenario: only pools of fleet.pools have one (callers check first)."""
+        if self.scenario is None:
+            raise ValueError(f"pool {self.label!r} has no scenario of its own (it is not one of fleet.pools)")
+        return self.scenario
+
 
 def pool_scenario(scenario: Scenario, k: int) -> Scenario:
     """Pool k of fleet.pools as a one-pool scenario: its hardware, model, engine and fleet section."""
-    p = scenario.fleet.pools[k]
+    p = _pool_config(scenario, k)
     return replace(scenario, hardware=p.hardware, model=p.model or scenario.model, engine=p.engine or scenario.engine,
                    fleet=scenario.fleet.pool_fleet(k))
+
+
+def _pool_config(scenario: Scenario, k: int) -> PoolConfig:
+    if scenario.fleet.pools is None:
+        raise ValueError("the scenario has no fleet.pools")  # callers check first
+    return scenario.fleet.pools[k]
 
 
 def fleet_pools(scenario: Scenario, dep: Deployment) -> list[Pool]:
@@ -112,7 +130,7 @@ def fleet_pools(scenario: Scenario, dep: Deployment) -> list[Pool]:
 
 
 def _named_pool(scenario: Scenario, k: int) -> Pool:
-    cfg, own = scenario.fleet.pools[k], pool_scenario(scenario, k)
+    cfg, own = _pool_config(scenario, k), pool_scenario(scenario, k)
     try:
         dep = plan_deployment(own)
     except InputError as exc:  # name the key the user wrote
@@ -127,7 +145,7 @@ def _pool_key(scenario: Scenario, k: int, where: str) -> str:
     section = where.split(".", 1)[0]
     if section in ("hardware", "model", "engine") or where.startswith("fleet.price_usd_per_device_hour"):
         return f"fleet.pools[{k}].{where.removeprefix('fleet.')}"
-    site = scenario.fleet.pools[k].site
+    site = _pool_config(scenario, k).site
     if where.startswith("fleet.site.") and site is not None:
         j = [s.name for s in scenario.fleet.sites].index(site)
         return f"fleet.sites[{j}].{where.removeprefix('fleet.site.')}"
@@ -264,7 +282,7 @@ def plan_deployment(scenario: Scenario) -> Deployment:
         # the suggestion: the widest format the device runs natively (the least change to the
         # model's numerics; on a Jetson fp16, not bf16 cast to fp16)
         native = [f for f in supported if compute_format_for(device, f) == f] or supported
-        widest = max(native, key=BYTES_PER_ELEMENT.get) if native else None
+        widest = max(native, key=lambda f: BYTES_PER_ELEMENT.get(f, 0)) if native else None
         raise InputError("model.weight_format",
                          f"{weight_format} weights need {weight_format} compute, which {device.key} lacks; {given} "
                          f"model.weight_format: {widest} ({device.key} supports {', '.join(supported)})")
