@@ -70,7 +70,7 @@ import math
 from collections import deque
 from collections.abc import Callable
 
-from simcost.errors import InputError
+from simcost.errors import InputError, required
 from simcost.scenario.config import AutoscalerConfig, resolve_autoscaler
 
 _EPS = 1e-9  # float slack on sample times and on ceil of exact ratios
@@ -88,10 +88,10 @@ class Autoscaler:
 
     def __init__(self, cfg: AutoscalerConfig, keep_s: float):
         self.cfg = cfg
-        self.tick_s: float = cfg.tick_s
-        self.sample_s: float = cfg.sample_s
-        self.min_replicas: int = cfg.min_replicas
-        self.max_replicas: int = cfg.max_replicas
+        self.tick_s = required(cfg.tick_s, "fleet.autoscaler.tick_s")
+        self.sample_s = required(cfg.sample_s, "fleet.autoscaler.sample_s")
+        self.min_replicas = required(cfg.min_replicas, "fleet.autoscaler.min_replicas")
+        self.max_replicas = required(cfg.max_replicas, "fleet.autoscaler.max_replicas")
         self._keep_s = keep_s
         self._samples: deque[tuple[float, float]] = deque()
 
@@ -124,8 +124,18 @@ class Hpa(Autoscaler):
     """Kubernetes HPA v2 on a Pods metric (external=False) or an External metric (KEDA)."""
 
     def __init__(self, cfg: AutoscalerConfig, external: bool = False):
-        super().__init__(cfg, keep_s=cfg.tick_s)
+        super().__init__(cfg, keep_s=required(cfg.tick_s, "fleet.autoscaler.tick_s"))
         self.external = external
+        self.target = required(cfg.target, "fleet.autoscaler.target")
+        self.tolerance = required(cfg.tolerance, "fleet.autoscaler.tolerance")
+        self.scale_up_stabilization_s = required(cfg.scale_up_stabilization_s,
+                                                 "fleet.autoscaler.scale_up_stabilization_s")
+        self.scale_down_stabilization_s = required(cfg.scale_down_stabilization_s,
+                                                   "fleet.autoscaler.scale_down_stabilization_s")
+        self.policy_period_s = required(cfg.policy_period_s, "fleet.autoscaler.policy_period_s")
+        self.scale_up_max_pods = required(cfg.scale_up_max_pods, "fleet.autoscaler.scale_up_max_pods")
+        self.scale_up_max_percent = required(cfg.scale_up_max_percent, "fleet.autoscaler.scale_up_max_percent")
+        self.scale_down_max_percent = required(cfg.scale_down_max_percent, "fleet.autoscaler.scale_down_max_percent")
         self._recs: deque[tuple[float, int]] = deque()  # (time, raw recommendation)
         self._events: deque[tuple[float, int]] = deque()  # (time, replicas added (+) or removed (-))
         self._seeded = False
@@ -154,15 +164,15 @@ class Hpa(Autoscaler):
         return current if ready == 0 else self._pods_replicas(value, ready, starting)
 
     def _value_replicas(self, value: float, ready: int, current: int) -> int:
-        ratio = value / self.cfg.target
-        return current if abs(1.0 - ratio) <= self.cfg.tolerance else _ceil(ratio * ready)
+        ratio = value / self.target
+        return current if abs(1.0 - ratio) <= self.tolerance else _ceil(ratio * ready)
 
     def _average_value_replicas(self, value: float, current: int) -> int:
-        ratio = value / (self.cfg.target * current)
-        return current if abs(1.0 - ratio) <= self.cfg.tolerance else _ceil(value / self.cfg.target)
+        ratio = value / (self.target * current)
+        return current if abs(1.0 - ratio) <= self.tolerance else _ceil(value / self.target)
 
     def _pods_replicas(self, value: float, ready: int, starting: int) -> int:
-        target, tol, current = self.cfg.target, self.cfg.tolerance, ready + starting
+        target, tol, current = self.target, self.tolerance, ready + starting
         ratio = value / ready / target
         if starting == 0:
             return current if abs(1.0 - ratio) <= tol else _ceil(value / target)
@@ -176,26 +186,26 @@ class Hpa(Autoscaler):
 
     def _stabilized(self, now_s: float, current: int, raw: int) -> int:
         self._recs.append((now_s, raw))
-        keep_s = max(self.cfg.scale_up_stabilization_s, self.cfg.scale_down_stabilization_s)
+        keep_s = max(self.scale_up_stabilization_s, self.scale_down_stabilization_s)
         while self._recs[0][0] <= now_s - keep_s - _EPS:
             self._recs.popleft()
-        up = min([raw] + [n for t, n in self._recs if t > now_s - self.cfg.scale_up_stabilization_s + _EPS])
-        down = max([raw] + [n for t, n in self._recs if t > now_s - self.cfg.scale_down_stabilization_s + _EPS])
+        up = min([raw] + [n for t, n in self._recs if t > now_s - self.scale_up_stabilization_s + _EPS])
+        down = max([raw] + [n for t, n in self._recs if t > now_s - self.scale_down_stabilization_s + _EPS])
         return min(max(current, up), down)
 
     def _period_start(self, now_s: float, current: int) -> int:
         """The count at the start of the policy period: current minus this period's changes."""
-        while self._events and self._events[0][0] <= now_s - self.cfg.policy_period_s + _EPS:
+        while self._events and self._events[0][0] <= now_s - self.policy_period_s + _EPS:
             self._events.popleft()
         return current - sum(d for _, d in self._events)
 
     def _rate_limited(self, now_s: float, current: int, desired: int) -> int:
         start = self._period_start(now_s, current)
         if desired > current:
-            limit = max(start + self.cfg.scale_up_max_pods, _ceil(start * (1 + self.cfg.scale_up_max_percent / 100)))
+            limit = max(start + self.scale_up_max_pods, _ceil(start * (1 + self.scale_up_max_percent / 100)))
             return min(desired, self.max_replicas, max(limit, current))
         if desired < current:
-            limit = math.floor(start * (1 - self.cfg.scale_down_max_percent / 100) + _EPS)
+            limit = math.floor(start * (1 - self.scale_down_max_percent / 100) + _EPS)
             return max(desired, self.min_replicas, min(limit, current))
         return self._clamp(desired)
 
@@ -209,8 +219,15 @@ class Kpa(Autoscaler):
     """Knative's KPA decider plus its scale-to-zero grace."""
 
     def __init__(self, cfg: AutoscalerConfig):
-        super().__init__(cfg, keep_s=cfg.stable_window_s)
-        self.panic_window_s = cfg.stable_window_s * cfg.panic_window_fraction
+        self.stable_window_s = required(cfg.stable_window_s, "fleet.autoscaler.stable_window_s")
+        super().__init__(cfg, keep_s=self.stable_window_s)
+        self.target = required(cfg.target, "fleet.autoscaler.target")
+        self.max_scale_up_rate = required(cfg.max_scale_up_rate, "fleet.autoscaler.max_scale_up_rate")
+        self.max_scale_down_rate = required(cfg.max_scale_down_rate, "fleet.autoscaler.max_scale_down_rate")
+        self.panic_threshold = required(cfg.panic_threshold, "fleet.autoscaler.panic_threshold")
+        self.scale_to_zero_grace_s = required(cfg.scale_to_zero_grace_s, "fleet.autoscaler.scale_to_zero_grace_s")
+        panic_window_fraction = required(cfg.panic_window_fraction, "fleet.autoscaler.panic_window_fraction")
+        self.panic_window_s = self.stable_window_s * panic_window_fraction
         self._panic_since_s: float | None = None  # Knative's panicTime: the last tick over threshold
         self._max_panic = 0
         self._up_since_s: float | None = None  # when the fleet last left zero (Knative: PA active)
@@ -222,7 +239,7 @@ class Kpa(Autoscaler):
 
     def decide(self, now_s: float, ready: int, starting: int) -> int:
         current = ready + starting
-        stable = self._mean_over(now_s, self.cfg.stable_window_s)
+        stable = self._mean_over(now_s, self.stable_window_s)
         if stable is None:  # Knative: no data yet, no decision
             return self._clamp(current)
         panic = self._mean_over(now_s, self.panic_window_s)
@@ -230,14 +247,13 @@ class Kpa(Autoscaler):
         return self._clamp(self._zero_grace(now_s, current, want))
 
     def _decider(self, now_s: float, ready: int, current: int, stable: float, panic: float) -> int:
-        c = self.cfg
         ready_n = max(1, ready)
-        lo, hi = math.floor(ready_n / c.max_scale_down_rate), _ceil(c.max_scale_up_rate * ready_n)
-        dspc, dppc = _ceil(stable / c.target), _ceil(panic / c.target)
+        lo, hi = math.floor(ready_n / self.max_scale_down_rate), _ceil(self.max_scale_up_rate * ready_n)
+        dspc, dppc = _ceil(stable / self.target), _ceil(panic / self.target)
         stable_n, panic_n = min(max(dspc, lo), hi), min(max(dppc, lo), hi)
-        if dppc / ready_n >= c.panic_threshold:
+        if dppc / ready_n >= self.panic_threshold:
             self._panic_since_s = now_s
-        elif self.panicking and now_s > self._panic_since_s + c.stable_window_s + _EPS:
+        elif self._panic_since_s is not None and now_s > self._panic_since_s + self.stable_window_s + _EPS:
             self._panic_since_s, self._max_panic = None, 0
         if not self.panicking:
             return stable_n
@@ -251,22 +267,27 @@ class Kpa(Autoscaler):
             self._up_since_s = None
         elif self._up_since_s is None:
             self._up_since_s = now_s
-        if want > 0 or current == 0 or self.min_replicas > 0:
+        up_since_s = self._up_since_s  # None exactly when current == 0
+        if want > 0 or up_since_s is None or self.min_replicas > 0:
             self._zero_since_s = None
             return want
-        if now_s - self._up_since_s < self.cfg.stable_window_s - _EPS:
+        if now_s - up_since_s < self.stable_window_s - _EPS:
             return 1
         if self._zero_since_s is None:
             self._zero_since_s = now_s
-        return 0 if now_s - self._zero_since_s >= self.cfg.scale_to_zero_grace_s - _EPS else 1
+        return 0 if now_s - self._zero_since_s >= self.scale_to_zero_grace_s - _EPS else 1
 
 
 class Keda(Autoscaler):
     """KEDA: activation and scale to zero by polling; 1..N by an HPA on an External metric."""
 
     def __init__(self, cfg: AutoscalerConfig):
-        super().__init__(cfg, keep_s=cfg.tick_s)
-        self._hpa = Hpa(dataclasses.replace(cfg, min_replicas=max(1, cfg.min_replicas)), external=True)
+        super().__init__(cfg, keep_s=required(cfg.tick_s, "fleet.autoscaler.tick_s"))
+        self._hpa = Hpa(dataclasses.replace(cfg, min_replicas=max(1, self.min_replicas)), external=True)
+        self.polling_s = required(cfg.polling_s, "fleet.autoscaler.polling_s")
+        self.activation_threshold = required(cfg.activation_threshold, "fleet.autoscaler.activation_threshold")
+        self.initial_cooldown_s = required(cfg.initial_cooldown_s, "fleet.autoscaler.initial_cooldown_s")
+        self.cooldown_s = required(cfg.cooldown_s, "fleet.autoscaler.cooldown_s")
         self._next_poll_s = -math.inf
         self._created_s: float | None = None  # the first decision: KEDA's CreationTimestamp
         self._last_active_s: float | None = None
@@ -289,15 +310,15 @@ class Keda(Autoscaler):
         value = self._latest()
         if value is None or now_s < self._next_poll_s - _EPS:
             return None
-        self._next_poll_s = now_s + self.cfg.polling_s
-        active = value > self.cfg.activation_threshold
+        self._next_poll_s = now_s + self.polling_s
+        active = value > self.activation_threshold
         if active:
             self._last_active_s = now_s
             return max(1, self.min_replicas) if current == 0 else None
-        if self._last_active_s is None:
-            cooled = now_s > self._created_s + self.cfg.initial_cooldown_s + _EPS
+        if self._last_active_s is None:  # _created_s is set: decide() sets it before it polls
+            cooled = self._created_s is not None and now_s > self._created_s + self.initial_cooldown_s + _EPS
         else:
-            cooled = now_s > self._last_active_s + self.cfg.cooldown_s + _EPS
+            cooled = now_s > self._last_active_s + self.cooldown_s + _EPS
         return 0 if current > 0 and self.min_replicas == 0 and cooled else None
 
 
@@ -306,13 +327,14 @@ class Schedule(Autoscaler):
 
     def __init__(self, cfg: AutoscalerConfig):
         super().__init__(cfg, keep_s=0.0)
-        self._entries = cfg.schedule
+        self._entries = required(cfg.schedule, "fleet.autoscaler.schedule")
+        self.period_s = required(cfg.period_s, "fleet.autoscaler.period_s")
 
     def observe(self, now_s: float, value: float) -> None:
         pass  # the schedule needs no metric
 
     def decide(self, now_s: float, ready: int, starting: int) -> int:
-        phase_s = now_s % self.cfg.period_s
+        phase_s = now_s % self.period_s
         entry = self._entries[-1]  # before the first entry: the last one, from the previous period
         for e in self._entries:
             if e.at_s <= phase_s + _EPS:
@@ -330,7 +352,7 @@ class Predictive(Hpa):
     def forecast_replicas(self, now_s: float) -> int:
         steps = max(1, _ceil(self.lead_s / self.sample_s))
         peak = max(self.forecast(now_s + self.lead_s * i / steps) for i in range(steps + 1))
-        return _ceil(peak / self.cfg.target)
+        return _ceil(peak / self.target)
 
     def _recommend(self, now_s: float, ready: int, starting: int) -> int:
         return max(super()._recommend(now_s, ready, starting), self.forecast_replicas(now_s))

@@ -42,7 +42,7 @@ from simcost.cost.roster import ON_DEMAND, SPOT, Roster, WarmNode
 from simcost.errors import InputError
 from simcost.perf.deployment import Pool
 from simcost.perf.startup import RUNNING, StartPhases, cold_start, warm_start
-from simcost.scenario.config import ColdStartConfig, FleetConfig, SpotConfig, resolve_autoscaler
+from simcost.scenario.config import AutoscalerConfig, ColdStartConfig, FleetConfig, SpotConfig, resolve_autoscaler
 from simcost.units import HOURS_PER_MONTH, S_PER_HOUR
 from simcost.workload.request_table import RequestTable
 
@@ -84,13 +84,15 @@ class FleetControl:
         self._recent: deque[int] = deque()  # requests arrived in the last TTFT window (ttft_p95)
         self.scaler = None
         # the autoscaler's section with every default filled in (None: no autoscaler)
-        self.scaling = resolve_autoscaler(cfg.autoscaler) if cfg.autoscaler is not None else None
-        if self.scaling is not None:
-            lo, hi = self.scaling.min_replicas, self.scaling.max_replicas
+        self.scaling: AutoscalerConfig | None = None
+        if cfg.autoscaler is not None:
+            self.scaling = scaling = resolve_autoscaler(cfg.autoscaler)
+            lo, hi = scaling.min_replicas, scaling.max_replicas
+            assert lo is not None and hi is not None  # resolve_autoscaler fills both in
             if not lo <= cfg.replicas <= hi:
                 raise InputError("fleet.replicas" if not fleet.pooled else f"fleet.pools[{self.k}].replicas", f"{cfg.replicas}: the starting size must lie within the autoscaler's "
                                  f"[{lo}, {hi}]")
-            self.scaler = make_autoscaler(cfg.autoscaler, self._forecast_fn(planned_arrival_s),
+            self.scaler = make_autoscaler(cfg.autoscaler, self._forecast_fn(scaling, planned_arrival_s),
                                           lead_s=self.phase.ready_s)
             env.process(self._observe_loop())
             env.process(self._decide_loop())
@@ -123,8 +125,9 @@ class FleetControl:
         """Request a replica: on a warm node when it is an on-demand one on the default cold start
         and the pool has a node (the site being down, it has none), else cold."""
         capacity = capacity or self._next_capacity()
-        warm = phase is None and capacity == ON_DEMAND and self.warm is not None and self.warm.take()
-        phase = self.warm.phase if warm else (phase or self.phase)
+        warm_pool = self.warm if phase is None and capacity == ON_DEMAND else None
+        warm = warm_pool is not None and warm_pool.take()
+        phase = warm_pool.phase if warm_pool is not None and warm else (phase or self.phase)
         wait_s = max(0.0, self.blocked_until_s - self.env.now)  # the site is down: start after it
         if wait_s:
             phase = StartPhases(phase.provisioned_s + wait_s, phase.ready_s + wait_s)
@@ -144,11 +147,13 @@ class FleetControl:
 
     def _watch(self, replica) -> None:
         life = self.fleet.roster.lives[replica.index]
-        if life.capacity == SPOT and self.spot.monthly_interruption > 0:
-            hazard_per_s = -math.log(1 - self.spot.monthly_interruption) / (HOURS_PER_MONTH * S_PER_HOUR)
+        spot = self.spot  # set whenever a replica is on spot
+        if life.capacity == SPOT and spot is not None and spot.monthly_interruption > 0:
+            hazard_per_s = -math.log(1 - spot.monthly_interruption) / (HOURS_PER_MONTH * S_PER_HOUR)
             self.env.process(self._reclaim(replica, float(self.rng.exponential(1 / hazard_per_s))))
         if self.failures is not None and self.failures.mtbf_h is not None:
-            self.env.process(self._fail(replica, float(self.rng.exponential(self.failures.mtbf_h * S_PER_HOUR))))
+            service_s = float(self.rng.exponential(self.failures.mtbf_h * S_PER_HOUR))
+            self.env.process(self._fail(replica, service_s, self.failures.mttr_s))
 
     def _gone(self, replica) -> bool:
         return self.fleet.roster.lives[replica.index].gone_s != math.inf
@@ -172,12 +177,12 @@ class FleetControl:
         yield self.env.timeout(self.spot.notice_s)
         self.fleet.kill(replica, "reclaim")
 
-    def _fail(self, replica, service_s: float):
+    def _fail(self, replica, service_s: float, repair_s: float):
         life = self.fleet.roster.lives[replica.index]
         yield self.env.timeout(max(0.0, life.ready_s - self.env.now) + service_s)
         if self._gone(replica) or self.done():
             return
-        self._lose(replica, "failure", self.failures.mttr_s)
+        self._lose(replica, "failure", repair_s)
 
     def _lose(self, replica, why: str, back_in_s: float) -> None:
         """Lose a replica now; a draining one is not replaced (it was on its way out)."""
@@ -233,6 +238,7 @@ class FleetControl:
 
     def metric(self) -> float:
         """The autoscaler's metric now: summed over ready replicas, or fleet-wide (ttft_p95)."""
+        assert self.scaling is not None  # only the autoscaler's loops ask
         fleet, name = self.fleet, self.scaling.metric
         ready = fleet.routable[self.k]
         unplaced = len(fleet.held) + len(fleet.central)
@@ -258,12 +264,11 @@ class FleetControl:
         first = t.first_token_s[ids]
         return float(np.percentile(np.where(np.isnan(first), now, first) - t.arrival_s[ids], 95))
 
-    def _forecast_fn(self, planned_arrival_s: np.ndarray) -> Callable[[float], float] | None:
+    def _forecast_fn(self, a: AutoscalerConfig, planned_arrival_s: np.ndarray) -> Callable[[float], float] | None:
         """predictive: expected concurrency at t = the planned arrival rate around t (the
         scenario's own arrivals, smoothed over FORECAST_WINDOW_S: an oracle of the load's shape)
         x the time a request has been spending in the system (Little's law, L / lambda, over the
         last FORECAST_WINDOW_S of observations)."""
-        a = self.scaling
         if a.policy != "predictive":
             return None
         if a.metric != "concurrency":
@@ -285,7 +290,7 @@ class FleetControl:
             past = rate(now - half)
             if past <= 0:
                 return 0.0
-            sojourn_s = np.mean([c for _, c in history]) / past
+            sojourn_s = float(np.mean([c for _, c in history])) / past
             return rate(t_s) * sojourn_s
 
         return forecast
@@ -297,6 +302,8 @@ class WarmPool:
     node is a WarmNode of the roster, where the ledger bills it."""
 
     def __init__(self, env: simpy.Environment, roster: Roster, pool_index: int, cfg: FleetConfig, pool: Pool):
+        if cfg.warm_pool is None:
+            raise ValueError("WarmPool: the fleet has no warm_pool section")
         self.env, self.roster, self.k, self.cfg = env, roster, pool_index, cfg.warm_pool
         cold = cfg.cold_start or ColdStartConfig()
         self.phase = warm_start(cold, pool, self.cfg.state)  # a replica that takes a node

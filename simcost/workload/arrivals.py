@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from scipy import optimize, special
 
-from simcost.errors import InputError
+from simcost.errors import InputError, required
 from simcost.scenario.config import ArrivalSpec
 from simcost.workload.servegen import read_csv_columns, servegen_arrivals_with_clients
 from simcost.workload.trace_formats import _numbers
@@ -31,12 +31,13 @@ GapSampler = Callable[[np.random.Generator, int], np.ndarray]
 def arrivals(spec: ArrivalSpec, duration_s: float, rng: np.random.Generator) -> np.ndarray:
     """Arrival times (float64 seconds, sorted) of `spec` on [0, duration_s)."""
     if spec.process == "poisson":
-        return poisson_arrivals(spec.rate_per_s, duration_s, rng)
+        return poisson_arrivals(required(spec.rate_per_s, "workload.arrivals.rate_per_s"), duration_s, rng)
     if spec.process in ("gamma", "weibull"):
-        gap, first_gap = renewal_samplers(spec.process, spec.rate_per_s, spec.cv)
-        return renewal_arrivals(gap, first_gap, spec.rate_per_s, duration_s, rng)
+        rate_per_s = required(spec.rate_per_s, "workload.arrivals.rate_per_s")
+        gap, first_gap = renewal_samplers(spec.process, rate_per_s, required(spec.cv, "workload.arrivals.cv"))
+        return renewal_arrivals(gap, first_gap, rate_per_s, duration_s, rng)
     if spec.process == "mmpp":
-        return mmpp_arrivals(spec.rate_on_per_s, spec.rate_off_per_s, spec.mean_on_s, spec.mean_off_s, duration_s, rng)
+        return mmpp_arrivals(*mmpp_params(spec), duration_s, rng)
     if spec.process == "servegen":
         return servegen_arrivals_with_clients(spec, duration_s, rng).arrival_s
     rate_fn, rate_max = rate_function(spec)
@@ -131,6 +132,14 @@ def renewal_arrivals(gap: GapSampler, first_gap: GapSampler, rate_per_s: float, 
 
 # --- on-off bursts: two-state MMPP ----------------------------------------------------------
 
+def mmpp_params(spec: ArrivalSpec) -> tuple[float, float, float, float]:
+    """(rate_on_per_s, rate_off_per_s, mean_on_s, mean_off_s) of an mmpp spec."""
+    return (required(spec.rate_on_per_s, "workload.arrivals.rate_on_per_s"),
+            required(spec.rate_off_per_s, "workload.arrivals.rate_off_per_s"),
+            required(spec.mean_on_s, "workload.arrivals.mean_on_s"),
+            required(spec.mean_off_s, "workload.arrivals.mean_off_s"))
+
+
 def mmpp_arrivals(rate_on_per_s: float, rate_off_per_s: float, mean_on_s: float, mean_off_s: float,
                   duration_s: float, rng: np.random.Generator) -> np.ndarray:
     """Alternating exponential on/off sojourns (means mean_on_s, mean_off_s), the first state drawn
@@ -139,13 +148,14 @@ def mmpp_arrivals(rate_on_per_s: float, rate_off_per_s: float, mean_on_s: float,
     cycle_s = mean_on_s + mean_off_s
     starts_on = rng.uniform() < mean_on_s / cycle_s
     n_cycles = int(duration_s / cycle_s + 6 * math.sqrt(duration_s / cycle_s)) + 2
-    ends_s, start_s = [], 0.0
+    chunks_s: list[np.ndarray] = []
+    start_s = 0.0
     while start_s < duration_s:  # usually one pass; sojourns are memoryless, so appending is exact
         means = np.tile([mean_on_s, mean_off_s] if starts_on else [mean_off_s, mean_on_s], n_cycles)
         ends = start_s + np.cumsum(rng.exponential(means))
-        ends_s.append(ends)
+        chunks_s.append(ends)
         start_s = float(ends[-1])
-    ends_s = np.minimum(np.concatenate(ends_s), duration_s)
+    ends_s = np.minimum(np.concatenate(chunks_s), duration_s)
     starts_s = np.concatenate([[0.0], ends_s[:-1]])
     lengths_s = ends_s - starts_s
     on = (np.arange(len(ends_s)) % 2 == 0) == starts_on
@@ -172,16 +182,16 @@ def rate_function(spec: ArrivalSpec) -> tuple[RateFn, float]:
         return (lambda t: rates[np.searchsorted(starts_s, t, side="right") - 1]), float(rates.max())
     if spec.process == "sinusoidal":
         amplitude, period_s, peak_at_s = sinusoid_params(spec)
-        mean = spec.mean_rate_per_s
+        mean = required(spec.mean_rate_per_s, "workload.arrivals.mean_rate_per_s")
         return (lambda t: mean * (1 + amplitude * np.cos(2 * np.pi * (t - peak_at_s) / period_s))), mean * (1 + amplitude)
     raise ValueError(f"process {spec.process!r} has no rate function")
 
 
-def rate_table(spec: ArrivalSpec) -> tuple[tuple[float, float], ...]:
+def rate_table(spec: ArrivalSpec) -> tuple[tuple[float, ...], ...]:
     """A piecewise spec's [[start_s, rate_per_s], ...]: inline, or read from rate_file (a CSV with
     header start_s,rate_per_s), checked like the inline table with errors at `file:line`."""
     if spec.rate_file is None:
-        return spec.rate_table
+        return required(spec.rate_table, "workload.arrivals.rate_table")
     where, cells = read_csv_columns(Path(spec.rate_file), RATE_FILE_COLUMNS, "rate rows",
                                     "workload.arrivals.rate_file")
     starts_s, rates = (_numbers(where, cells[name], name, 2).tolist() for name in RATE_FILE_COLUMNS)
@@ -193,7 +203,7 @@ def rate_table(spec: ArrivalSpec) -> tuple[tuple[float, float], ...]:
 def sinusoid_params(spec: ArrivalSpec) -> tuple[float, float, float]:
     """(relative amplitude a, period_s, peak_at_s): rate = mean (1 + a cos(2 pi (t - peak)/period)),
     so peak/trough = (1 + a)/(1 - a), i.e. a = (r - 1)/(r + 1)."""
-    ratio = spec.peak_to_trough
+    ratio = required(spec.peak_to_trough, "workload.arrivals.peak_to_trough")
     period_s = spec.period_s if spec.period_s is not None else DAY_S
     return (ratio - 1) / (ratio + 1), period_s, spec.peak_at_s or 0.0
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
-from simcost.errors import InputError
+from simcost.errors import InputError, required
 from simcost.rng import Streams, streams
 from simcost.scenario.config import DelaySpec, LengthSpec, Scenario, TraceSpec, WorkloadConfig
 from simcost.workload.arrivals import arrivals, poisson_arrivals  # noqa: F401 (poisson_arrivals re-exported)
@@ -66,18 +67,21 @@ def sample_lengths(spec: LengthSpec, n: int, rng: np.random.Generator, column: s
     exponential: ceil(Exponential(mean)), i.e. geometric on 1, 2, ... with
         P(X <= k) = 1 - exp(-k/mean) and mean 1/(1 - exp(-1/mean)) ~= mean + 0.5.
     """
+    at = f"workload.{key or column}"
     if spec.dist == "fixed":
         return np.full(n, spec.value, dtype=np.int64)
     if spec.dist == "empirical":
-        values = getattr(load_trace(spec.trace, key=f"workload.{key or column}.trace"), column)
+        values = getattr(load_trace(required(spec.trace, f"{at}.trace"), key=f"{at}.trace"), column)
         return values[rng.integers(0, len(values), size=n)]
     if spec.dist == "uniform":
-        return rng.integers(spec.low, spec.high, size=n, dtype=np.int64, endpoint=True)
+        low, high = required(spec.low, f"{at}.low"), required(spec.high, f"{at}.high")
+        return rng.integers(low, high, size=n, dtype=np.int64, endpoint=True)
     if spec.dist == "lognormal":
-        mu = math.log(spec.mean) - spec.sigma ** 2 / 2
-        draws = rng.lognormal(mu, spec.sigma, size=n)
+        mean, sigma = required(spec.mean, f"{at}.mean"), required(spec.sigma, f"{at}.sigma")
+        mu = math.log(mean) - sigma ** 2 / 2
+        draws = rng.lognormal(mu, sigma, size=n)
     elif spec.dist == "exponential":
-        draws = rng.exponential(spec.mean, size=n)
+        draws = rng.exponential(required(spec.mean, f"{at}.mean"), size=n)
     else:
         raise ValueError(f"unknown length dist {spec.dist!r}")  # config validation makes this unreachable
     # ceil maps (0, 1] to 1; the maximum only catches draws that underflowed to exactly 0.0, which
@@ -113,21 +117,23 @@ def _generate_entry(scenario: Scenario, index: int, s: Streams) -> Requests:
     entry = scenario.workload.entries()[index]
     if entry.trace is not None:
         return replay(entry.trace, scenario.duration_s, s.arrivals)
-    user, extras = None, {}
+    user = None
+    extras: dict[str, Any] = {}  # further Requests columns
+    duration_s = required(scenario.duration_s, "duration_s")  # a synthetic workload runs for duration_s
     if entry.clients is not None:
         # closed loop: each user's first request one think time after t=0 (users not in lockstep)
         first_s = sample_delays_s(entry.clients.think_time, entry.clients.users, s.arrivals)
-        user = np.flatnonzero(first_s < scenario.duration_s)
+        user = np.flatnonzero(first_s < duration_s)
         user = user[np.argsort(first_s[user], kind="stable")]
         arrival_s = first_s[user]
-    elif entry.arrivals.process == "servegen":
+    elif (spec := required(entry.arrivals, "workload.arrivals")).process == "servegen":
         # each ServeGen client becomes a tenant, unless the workload names one for all of them
-        regenerated = servegen_arrivals_with_clients(entry.arrivals, scenario.duration_s, s.arrivals)
+        regenerated = servegen_arrivals_with_clients(spec, duration_s, s.arrivals)
         arrival_s = regenerated.arrival_s
         if entry.tenant is None:
             extras["tenants"] = np.array([f"client-{c}" for c in regenerated.client_id], dtype=object)
     else:
-        arrival_s = arrivals(entry.arrivals, scenario.duration_s, s.arrivals)
+        arrival_s = arrivals(spec, duration_s, s.arrivals)
     n = len(arrival_s)
     input_tokens, output_tokens = sample_request_lengths(entry, n, s)
     if entry.session is not None:
@@ -141,10 +147,11 @@ def _generate_entry(scenario: Scenario, index: int, s: Streams) -> Requests:
 
 def sample_request_lengths(entry: WorkloadConfig, n: int, s: Streams) -> tuple[np.ndarray, np.ndarray]:
     """(input, output) token counts of `n` requests of a synthetic workload entry."""
-    inp, out = entry.input_tokens, entry.output_tokens
+    inp = required(entry.input_tokens, "workload.input_tokens")  # set on every synthetic entry
+    out = required(entry.output_tokens, "workload.output_tokens")
     if inp.dist == out.dist == "empirical" and inp.trace == out.trace:
         # Joint: one row index per request (from the input stream) gives both lengths.
-        trace = load_trace(inp.trace, key="workload.input_tokens.trace")
+        trace = load_trace(required(inp.trace, "workload.input_tokens.trace"), key="workload.input_tokens.trace")
         rows = s.input_tokens.integers(0, len(trace), size=n)
         return trace.input_tokens[rows], trace.output_tokens[rows]
     return sample_lengths(inp, n, s.input_tokens), sample_lengths(out, n, s.output_tokens, column="output_tokens")
@@ -155,11 +162,13 @@ def sample_delays_s(spec: DelaySpec, n: int, rng: np.random.Generator) -> np.nda
     if spec.dist == "fixed":
         return np.full(n, spec.value_s)
     if spec.dist == "uniform":
-        return rng.uniform(spec.low_s, spec.high_s, size=n)
+        return rng.uniform(required(spec.low_s, "think_time.low_s"), required(spec.high_s, "think_time.high_s"), size=n)
+    mean_s = required(spec.mean_s, "think_time.mean_s")
     if spec.dist == "exponential":
-        return rng.exponential(spec.mean_s, size=n)
-    mu = math.log(spec.mean_s) - spec.sigma ** 2 / 2  # lognormal with the given mean
-    return rng.lognormal(mu, spec.sigma, size=n)
+        return rng.exponential(mean_s, size=n)
+    sigma = required(spec.sigma, "think_time.sigma")
+    mu = math.log(mean_s) - sigma ** 2 / 2  # lognormal with the given mean
+    return rng.lognormal(mu, sigma, size=n)
 
 
 _OPTIONAL_COLUMNS = ("session_ids", "tenants", "workload", "turns", "user", "items")
@@ -170,7 +179,7 @@ def merge(parts: list[Requests]) -> Requests:
     Prefix block ids get a disjoint range per part, so workloads never share cache blocks."""
     arrival_s = np.concatenate([p.arrival_s for p in parts])
     order = np.argsort(arrival_s, kind="stable")
-    columns = {name: np.concatenate([_column(p, name) for p in parts])[order]
+    columns: dict[str, Any] = {name: np.concatenate([_column(p, name) for p in parts])[order]
                for name in ("input_tokens", "output_tokens") + _OPTIONAL_COLUMNS}
     blocks = _merged_blocks(parts, order)
     return Requests(arrival_s=arrival_s[order], **columns, **blocks)
@@ -183,14 +192,15 @@ def _column(part: Requests, name: str) -> np.ndarray:
     return values
 
 
-def _merged_blocks(parts: list[Requests], order: np.ndarray) -> dict:
+def _merged_blocks(parts: list[Requests], order: np.ndarray) -> dict[str, Any]:
     with_blocks = [p for p in parts if p.prefix_block_ids is not None]
     if not with_blocks:
         return {}
-    sizes = {p.prefix_block_tokens for p in with_blocks}
+    sizes = {required(p.prefix_block_tokens, "Requests.prefix_block_tokens") for p in with_blocks}
     if len(sizes) > 1:
         raise InputError("workload.mix", f"traces with different prefix block sizes {sorted(sizes)} cannot be mixed")
-    ids, offset = [], 0
+    ids: list[np.ndarray] = []
+    offset = 0
     for p in parts:
         blocks = p.prefix_block_ids or [np.zeros(0, dtype=np.int64)] * len(p)
         ids.extend(b + offset for b in blocks)
@@ -211,7 +221,9 @@ def replay(spec: TraceSpec, duration_s: float | None, rng: np.random.Generator) 
     arrival_s = (trace.arrival_s[rows] - spec.start_s) / spec.rate_multiplier
     copy = np.zeros(len(rows), dtype=np.int64)
     if spec.loop:
-        period_s = _loop_period_s(spec, trace.arrival_s[rows], duration_s) / spec.rate_multiplier
+        if duration_s is None:
+            raise InputError("workload.trace.loop", "needs duration_s: looping repeats the trace to fill it")
+        period_s = _loop_period_s(spec, trace.arrival_s[rows]) / spec.rate_multiplier
         copies = math.ceil(duration_s / period_s)
         arrival_s = (arrival_s[None, :] + period_s * np.arange(copies)[:, None]).ravel()
         rows, copy = np.tile(rows, copies), np.repeat(np.arange(copies), len(rows))
@@ -221,11 +233,9 @@ def replay(spec: TraceSpec, duration_s: float | None, rng: np.random.Generator) 
     return _requests(trace, rows[keep], copy[keep], arrival_s[keep])
 
 
-def _loop_period_s(spec: TraceSpec, window_s: np.ndarray, duration_s: float | None) -> float:
+def _loop_period_s(spec: TraceSpec, window_s: np.ndarray) -> float:
     """Length of one repeat in trace time: end_s - start_s when given; else up to the last
     arrival plus one mean gap, so the gap across the seam looks like any other."""
-    if duration_s is None:
-        raise InputError("workload.trace.loop", "needs duration_s: looping repeats the trace to fill it")
     if spec.end_s is not None:
         return spec.end_s - spec.start_s
     span_s = float(window_s[-1] - window_s[0]) if len(window_s) else 0.0
@@ -236,8 +246,8 @@ def _loop_period_s(spec: TraceSpec, window_s: np.ndarray, duration_s: float | No
 
 def _requests(trace: Trace, rows: np.ndarray, copy: np.ndarray, arrival_s: np.ndarray) -> Requests:
     """Requests from trace rows (fancy indexing copies, so the cached trace stays untouched)."""
-    extras = {}
-    if trace.block_ids is not None:
+    extras: dict[str, Any] = {}
+    if trace.block_ids is not None and trace.block_offsets is not None:  # set together
         id_stride = int(trace.block_ids.max(initial=-1)) + 1
         starts, ends = trace.block_offsets[rows], trace.block_offsets[rows + 1]
         extras["prefix_block_ids"] = [trace.block_ids[a:b] + k * id_stride for a, b, k in zip(starts, ends, copy)]

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from simcost.errors import InputError, closest
+from simcost.errors import InputError, closest, required
 from simcost.scenario.config import ArrivalSpec
 from simcost.workload.trace_formats import _csv_records, _numbers, _require_keys, whole_numbers
 from simcost.workload.traces import _BUNDLED_DIR, _lines, trace_path
@@ -140,7 +140,7 @@ def _load_cached(path_text: str, _mtime_ns: int, _size: int, key: str) -> Client
         _first_bad(where, bad, lambda i: f"{column} is {values[i]}; expected {'>' if strict else '>='} 0")
     dist = np.array(cells["iat_dist"], dtype=object)
     _first_bad(where, ~np.isin(dist, IAT_DISTS), lambda i: f"iat_dist {dist[i]!r} is not {' or '.join(IAT_DISTS)}"
-                                                          f"{closest(dist[i], IAT_DISTS, list_all=False)}")
+                                                          f"{closest(str(dist[i]), IAT_DISTS, list_all=False)}")
     order = np.lexsort((client, window_s))
     _check_unique(where, client, window_s, order)
     arrays = dict(client_id=client, window_start_s=window_s, rate_per_s=numbers["rate_rps"],
@@ -173,7 +173,7 @@ def _check_unique(where: str, client: np.ndarray, window_s: np.ndarray, order: n
 def servegen_arrivals_with_clients(spec: ArrivalSpec, duration_s: float, rng: np.random.Generator) -> ServeGenArrivals:
     """The arrivals of a `process: servegen` spec on [0, duration_s) with each one's client id.
     `simcost.arrivals.arrivals` returns the same times (same draws) without the ids."""
-    windows = load_client_windows(spec.servegen_file)
+    windows = load_client_windows(required(spec.servegen_file, "workload.arrivals.servegen_file"))
     return servegen_arrivals(windows, duration_s, rng, start_s=spec.start_s or 0.0,
                              time_compression=spec.time_compression or 1.0,
                              rate_multiplier=spec.rate_multiplier or 1.0, clients=spec.clients,
