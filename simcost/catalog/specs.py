@@ -621,7 +621,7 @@ def _device_rows(config_dir: Path | None) -> list[list]:
 
 
 def _model_rows(config_dir: Path | None) -> list[list]:
-    rows = [["key", "serving", "params_B", "active_B", "layers", "hidden", "heads", "kv_heads", "experts", "format",
+    rows: list[list] = [["key", "serving", "params_B", "active_B", "layers", "hidden", "heads", "kv_heads", "experts", "format",
              "context", "GFLOPs/item", "date", "item"]]
     for m in load_models(config_dir).values():
         experts = f"{m.experts_per_token}/{m.num_experts}" if m.num_experts else "-"
@@ -642,9 +642,10 @@ def _price_rows(config_dir: Path | None) -> tuple[list[list], list[str]]:
     for o in load_prices(config_dir):
         refs = [legend.setdefault((src["source"], src["date"]), len(legend) + 1) for src in o.sources.values()]
         spot = "-"
-        if o.spot_range_usd_per_hour is not None:
+        mid_usd_per_hour = o.spot_usd_per_hour  # None exactly when there is no spot range
+        if o.spot_range_usd_per_hour is not None and mid_usd_per_hour is not None:
             low, high = (o.per_device(v) for v in o.spot_range_usd_per_hour)
-            spot = _usd(o.per_device(o.spot_usd_per_hour)) + ("" if low == high else f" ({low:.4g}-{high:.4g})")
+            spot = _usd(o.per_device(mid_usd_per_hour)) + ("" if low == high else f" ({low:.4g}-{high:.4g})")
         terms = []
         for years in (1, 3):
             c = o.commitments.get(years)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from simcost.errors import required
 from simcost.units import J_PER_KWH, S_PER_HOUR
 
 
@@ -56,7 +57,7 @@ class Energy:
     def total_gco2(self) -> float:
         if self.replica_gco2_per_kwh is not None:
             return float((self.replica_hour_kwh.sum(axis=1) * self.replica_gco2_per_kwh).sum())
-        return self.total_kwh * self.grid_gco2_per_kwh
+        return self.total_kwh * required(self.grid_gco2_per_kwh, "site.grid_gco2_per_kwh")  # one grid: set
 
 
 def replica_hour_energy(busy_u_s: np.ndarray, covered_s: np.ndarray, idle_w, peak_w,

@@ -43,7 +43,7 @@ from simcost.units import S_PER_HOUR
 class StepLog:
     """Append-only log the engine writes during a run; `arrays()` turns it into columns."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._replica: list[int] = []
         self._start_s: list[float] = []
         self._step_end_s: list[np.ndarray] = []

@@ -101,7 +101,7 @@ class Pair:
     def params(self, tp: int, factors: dict[str, float]) -> np.ndarray:
         weight_bytes = self.model.num_params * BYTES_PER_ELEMENT[self.weight_format]
         return roofline_params(self.device, self.model, tp, self.compute_format, weight_bytes,
-                               self.kv_cache_format, **factors)
+                               self.kv_cache_format, **factors, pipeline_parallel=1)  # profiles are one stage
 
 
 def predict_s(pair: Pair, points: list[StepPoint], factors: dict[str, float]) -> np.ndarray:

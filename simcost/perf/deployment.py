@@ -112,10 +112,13 @@ def _pool_config(scenario: Scenario, k: int) -> PoolConfig:
     return scenario.fleet.pools[k]
 
 
-def fleet_pools(scenario: Scenario, dep: Deployment) -> list[Pool]:
-    """The scenario's pools; `dep` is the scenario's own deployment (its hardware section)."""
+def fleet_pools(scenario: Scenario, dep: Deployment | None) -> list[Pool]:
+    """The scenario's pools; `dep` is the scenario's own deployment (its hardware section), which
+    fleet.pools does not use (each pool plans its own)."""
     if scenario.fleet.pools is not None:
         return [_named_pool(scenario, k) for k in range(len(scenario.fleet.pools))]
+    if dep is None:
+        raise ValueError("fleet_pools: a scenario without fleet.pools needs its deployment")
     d = scenario.fleet.disaggregation
     if d is None:
         return [Pool("serve", dep, scenario.fleet.num_replicas)]  # replicas + redundancy

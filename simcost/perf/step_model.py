@@ -22,7 +22,7 @@ import numpy as np
 from numba import njit
 
 from simcost.catalog.specs import BYTES_PER_ELEMENT, DeviceSpec, ModelSpec
-from simcost.errors import InputError
+from simcost.errors import InputError, required
 from simcost.perf.measurements import EFFICIENCY_FACTORS, FACTOR_DEFAULTS
 from simcost.perf.step_table import T_HEADER, table_step_time_s, table_step_time_s_py
 from simcost.scenario.config import Scenario
@@ -85,7 +85,7 @@ def step_params(scenario: Scenario, dep: Deployment) -> np.ndarray:
                         pipeline_parallel=dep.pipeline_parallel,
                         pipeline_link_bytes_per_s=pipeline_link_bytes_per_s(scenario, dep.device))
     if perf.model == "table":
-        return _table_params(perf.table, dep, p)
+        return _table_params(required(perf.table, "perf.table"), dep, p)
     return p
 
 
@@ -115,7 +115,8 @@ def _table_params(path: str, dep: Deployment, roofline: np.ndarray) -> np.ndarra
 
 def default_factors(device: DeviceSpec) -> dict[str, float]:
     """The device catalog's factors, with FACTOR_DEFAULTS for those it does not list."""
-    return {name: getattr(device, name, FACTOR_DEFAULTS.get(name)) for name in EFFICIENCY_FACTORS}
+    # the catalog's own factors are DeviceSpec fields; the others have defaults
+    return {name: getattr(device, name) if hasattr(device, name) else FACTOR_DEFAULTS[name] for name in EFFICIENCY_FACTORS}
 
 
 def pipeline_link_bytes_per_s(scenario: Scenario, device: DeviceSpec) -> float:
