@@ -183,7 +183,7 @@ def plan_reserved(demand, on_demand_usd_per_device_hour: float, reserved_usd_per
         candidates = np.arange(max(0, math.floor(x) - 1), min(top, math.ceil(x) + 1) + 1)
     else:
         raise InputError("method", f"'{method}'; expected one of {', '.join(METHODS)}")
-    costs = cost(candidates)
+    costs = np.asarray(cost(candidates))
     best = int(candidates[np.argmin(costs)])  # ties: the fewer devices (less to lose)
     return ReservedPlan(best, od, rsv, len(d), float(costs.min()), od * float(d.sum()), reserved_utilization(d, best),
                         method)

@@ -99,12 +99,13 @@ class GrowthPath:
 def parse_step(text: str) -> tuple[int, float]:
     """'4:2' -> (4, 2.0): the load doubles from month 4 on."""
     month_text, sep, factor_text = text.partition(":")
+    bad = InputError("--step", f"'{text}'; expected MONTH:FACTOR with a whole month and a factor > 0, e.g. 4:2")
     try:
         month, factor = int(month_text), float(factor_text)
     except ValueError:
-        month = factor = None
-    if not sep or month is None or not (math.isfinite(factor) and factor > 0):
-        raise InputError("--step", f"'{text}'; expected MONTH:FACTOR with a whole month and a factor > 0, e.g. 4:2")
+        raise bad from None
+    if not sep or not (math.isfinite(factor) and factor > 0):
+        raise bad
     return month, factor
 
 
@@ -149,7 +150,7 @@ def _scale_arrivals(arrivals: dict, factor: float, where: str) -> None:
         raise InputError(f"{where}.process", f"{process!r}: no rule to scale its load")
 
 
-def _rate_table(arrivals: dict, where: str) -> list[tuple[float, float]]:
+def _rate_table(arrivals: dict, where: str) -> list[tuple[float, ...]]:  # rows of (start_s, rate_per_s)
     from simcost.workload.arrivals import rate_table
 
     spec = build(ArrivalSpec, {k: v for k, v in arrivals.items() if v is not None}, where)
@@ -373,7 +374,7 @@ def write_csv(result: Forecast, path: Path) -> Path:
 
 def format_report(result: Forecast) -> str:
     fleet = "resized each month (--resize)" if result.resize else "static fleet"
-    lines = [f"{result.scenario}: {result.path.describe()}; {result.seeds} seed(s) per month "
+    lines: list[str | None] = [f"{result.scenario}: {result.path.describe()}; {result.seeds} seed(s) per month "
              f"(band {result.band}); {result.hours_per_month:g} h/month; {fleet}; {result.runs} runs",
              "", _format_table(result), ""]
     lines += [budget_line(result), slo_line(result)]

@@ -48,8 +48,7 @@ import json
 import math
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import yaml
@@ -168,7 +167,7 @@ LEVER_NAMES = tuple(f.name for f in fields(LeversConfig) if f.name != "usd_per_e
 
 def load_levers(path: str | Path | None, overrides: dict | None = None) -> LeversConfig:
     """A levers YAML (None: every default), then `overrides` ({lever: {key: value}}) on top."""
-    raw = {}
+    raw: dict[str, Any] = {}
     if path is not None:
         try:
             raw = yaml.safe_load(Path(path).read_text()) or {}
@@ -230,7 +229,7 @@ def smaller_model_plan(base: Scenario, cfg: LeversConfig) -> LeverPlan:
     params = get_model(target, "smaller_model.model").num_params  # a typo is an error, not a skip
     if params >= get_model(base.model.name).num_params:
         return _skip("smaller_model", label, f"{target} is not smaller than the baseline's {base.model.name}")
-    overrides = {"model.name": target}
+    overrides: dict[str, str | None] = {"model.name": target}
     if base.model.weight_format is None:
         overrides["model.weight_format"] = None
     # the fewest devices per replica it fits on (the baseline's degree at most)
@@ -347,7 +346,7 @@ def policy_plan(base: Scenario, cfg: LeversConfig) -> LeverPlan:
     label = f"policy {target}"
     if target == base.engine.policy:
         return _skip("policy", label, f"the baseline already runs {target}")
-    overrides = {"engine.policy": target}
+    overrides: dict[str, str | None] = {"engine.policy": target}
     if base.engine.max_num_batched_tokens is None:
         overrides["engine.max_num_batched_tokens"] = None  # each policy's own default budget
     return LeverPlan("policy", label, overrides)
@@ -525,7 +524,7 @@ def served_metrics(scenario: Scenario, result, cached: CacheServed | None = None
     table, bill, warmup_s = result.table, result.bill, scenario.warmup_s
     lat = latencies(table)
     measured = (table.status == COMPLETED) & (table.arrival_s >= warmup_s)
-    good = measured & meets_slo(slo_limits(scenario, table), lat)
+    good = measured & meets_slo(slo_limits(scenario, table.workload), lat)
     ttft_s, tpot_s = lat["ttft_s"][measured], lat["tpot_s"][measured]
     starts, ends = list(table.arrival_s[measured]), list(table.finish_s[measured])
     num_measured, num_good = int(measured.sum()), int(good.sum())
@@ -567,7 +566,7 @@ def cache_meets_slo(scenario: Scenario, cached: CacheServed) -> np.ndarray:
     """Whether each cache-served request meets its workload's TTFT and E2EL limits."""
     from simcost.metrics.summary import slo_limits
 
-    limits = slo_limits(scenario, SimpleNamespace(workload=cached.workload))  # slo_limits reads only .workload
+    limits = slo_limits(scenario, cached.workload)
     ok = np.ones(len(cached.arrival_s), dtype=bool)
     for key in ("ttft_s", "e2el_s"):
         ok &= np.isnan(limits[key]) | (cached.latency_s <= limits[key])
@@ -576,7 +575,7 @@ def cache_meets_slo(scenario: Scenario, cached: CacheServed) -> np.ndarray:
 
 def combine_seeds(runs: list[dict]) -> dict:
     """One row from several seeds: means, the lowest SLO attainment, meets_slo on every seed."""
-    row = {}
+    row: dict[str, Any] = {}
     for key in runs[0]:
         values = [r[key] for r in runs if r[key] is not None]
         if key == "meets_slo":
@@ -618,7 +617,7 @@ def resized_rows(runner: Runner, points: list[tuple[dict, dict | None]], max_rep
     from simcost.analysis.sizing import replica_search
 
     results: dict[int, dict] = {}
-    searches = {}
+    searches: dict[int, tuple] = {}  # point index -> (search generator, count to try, rows by count)
     for i, point in enumerate(points):
         search = replica_search(max_replicas)
         searches[i] = (search, next(search), {})

@@ -24,6 +24,7 @@ import tempfile
 from collections.abc import Callable
 from html import escape
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -687,7 +688,7 @@ def points_cost_section(summaries: dict[str, dict]) -> str:
 
 def sweep_latency_section(runs: dict[str, list[tuple[str, Path]]], summaries: dict[str, dict]) -> str:
     """TTFT, TPOT and E2EL CDFs of the first run of the first MAX_CDF_POINTS points with request records."""
-    curves = {}
+    curves: dict[str, Any] = {}
     for point, point_runs in runs.items():
         label, d = point_runs[0]
         path = requests_file(d)[0]

@@ -148,7 +148,8 @@ def sweep(scenario_path: str | Path, space: Space, out_dir: Path, overrides=(), 
 def resolve(scenario_path, overrides: tuple, seed: int | None, space: Space, seed_list: list[int]) -> list[Point]:
     """Each design point as resolved scenarios, one per seed; a point whose values are bad input
     keeps its error instead."""
-    pts, labels = [], {}
+    pts: list = []
+    labels: dict[str, dict] = {}  # folder name -> the values it names
     for values in points(space):
         point = Point(values, unique_label(values, labels))
         try:

@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from simcost.errors import InputError, closest
+from simcost.errors import InputError, closest, required
 from simcost.units import S_PER_HOUR
 
 
@@ -208,7 +208,7 @@ def _cmd_sweep(args) -> int:
     if args.address and args.backend != "ray":
         raise InputError("--address", "is for --backend ray")
     flags = space_from_flags(args.param, values) if args.param or args.values else None
-    space = load_space(args.space, flags) if args.space else flags
+    space = load_space(args.space, flags) if args.space else required(flags, "--param")  # checked above
     out = _out_dir(args.out or Path("results") / f"sweep-{args.space.stem if args.space else '+'.join(args.param)}")
     try:
         result = sweep(args.scenario, space, out, args.overrides, args.seed, args.seeds, args.jobs, args.backend,

@@ -73,9 +73,10 @@ def slo_limits_by_entry(scenario: Scenario) -> dict[str, np.ndarray]:
     return limits
 
 
-def slo_limits(scenario: Scenario, table: RequestTable) -> dict[str, np.ndarray]:
-    """Each request's SLO limits (NaN: none): its workload's slo where set, else the scenario's."""
-    return {key: limits[table.workload] for key, limits in slo_limits_by_entry(scenario).items()}
+def slo_limits(scenario: Scenario, workload: np.ndarray) -> dict[str, np.ndarray]:
+    """Each request's SLO limits (NaN: none), given each one's workload entry (the RequestTable
+    column): its workload's slo where set, else the scenario's."""
+    return {key: limits[workload] for key, limits in slo_limits_by_entry(scenario).items()}
 
 
 def meets_slo(limits: dict[str, np.ndarray], lat: dict[str, np.ndarray]) -> np.ndarray:
@@ -96,7 +97,7 @@ def summarize(scenario: Scenario, dep: Deployment, table: RequestTable, steps: S
     completed = table.status == COMPLETED
     measured = completed & (table.arrival_s >= scenario.warmup_s)
     window_s = _window_s(table, measured)
-    good = measured & meets_slo(slo_limits(scenario, table), lat)
+    good = measured & meets_slo(slo_limits(scenario, table.workload), lat)
     out_tokens = int(table.generated.sum())
     in_tokens = int(table.input_tokens[~np.isnan(table.first_token_s)].sum())  # prompts prefilled
     num_completed = int(completed.sum())

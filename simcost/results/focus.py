@@ -13,6 +13,7 @@ Rows' EffectiveCost sums to the bill.
 
 from __future__ import annotations
 
+from typing import Any
 import csv
 import json
 from datetime import datetime, timedelta, timezone
@@ -107,7 +108,7 @@ def _egress_rows(result, periods: list[tuple[str, str]], common: dict) -> list[d
         return []
     t, ra = result.table, result.bill.roster
     served = np.flatnonzero(egress > 0)
-    sites = {}  # site name -> its config, for the pools that served these requests
+    sites: dict[str, Any] = {}  # site name -> its config, for the pools that served these requests
     for k in np.unique(ra.pool[t.replica[served]]):
         site = _site(result, int(k))
         sites.setdefault(site.name or site.region, site)
