@@ -39,7 +39,7 @@ import simpy
 from simcost.cluster.autoscalers import make_autoscaler
 from simcost.cluster.fleet import Fleet
 from simcost.cost.roster import ON_DEMAND, SPOT, Roster, WarmNode
-from simcost.errors import InputError
+from simcost.errors import InputError, required
 from simcost.perf.deployment import Pool
 from simcost.perf.startup import RUNNING, StartPhases, cold_start, warm_start
 from simcost.scenario.config import AutoscalerConfig, ColdStartConfig, FleetConfig, SpotConfig, resolve_autoscaler
@@ -87,8 +87,9 @@ class FleetControl:
         self.scaling: AutoscalerConfig | None = None
         if cfg.autoscaler is not None:
             self.scaling = scaling = resolve_autoscaler(cfg.autoscaler)
-            lo, hi = scaling.min_replicas, scaling.max_replicas
-            assert lo is not None and hi is not None  # resolve_autoscaler fills both in
+            # resolve_autoscaler fills both in
+            lo = required(scaling.min_replicas, "fleet.autoscaler.min_replicas")
+            hi = required(scaling.max_replicas, "fleet.autoscaler.max_replicas")
             if not lo <= cfg.replicas <= hi:
                 raise InputError("fleet.replicas" if not fleet.pooled else f"fleet.pools[{self.k}].replicas", f"{cfg.replicas}: the starting size must lie within the autoscaler's "
                                  f"[{lo}, {hi}]")
@@ -238,8 +239,7 @@ class FleetControl:
 
     def metric(self) -> float:
         """The autoscaler's metric now: summed over ready replicas, or fleet-wide (ttft_p95)."""
-        assert self.scaling is not None  # only the autoscaler's loops ask
-        fleet, name = self.fleet, self.scaling.metric
+        fleet, name = self.fleet, required(self.scaling, "fleet.autoscaler").metric  # only its loops ask
         ready = fleet.routable[self.k]
         unplaced = len(fleet.held) + len(fleet.central)
         if name == "concurrency":
