@@ -17,9 +17,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import integrate, stats
 
-from simcost.workload.arrivals import arrivals, gamma_params, mmpp_mean_rate_per_s, rate_function, weibull_params
 from simcost.scenario.arrivals import ArrivalSpec
 from simcost.scenario.schema import build
+from simcost.workload.arrivals import arrivals, gamma_params, mmpp_mean_rate_per_s, rate_function, weibull_params
 from simcost.workload.servegen import load_client_windows
 
 SEED = 2026

@@ -40,8 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
-from simcost.scenario.scenario import scenario_from_dict
 from simcost.rng import streams
+from simcost.scenario.scenario import scenario_from_dict
 from simcost.simulation.simulation import Simulation
 from simcost.workload.requests import Requests, generate
 

@@ -45,9 +45,9 @@ matplotlib.use("Agg")  # files only
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from simcost.analysis.sweep import row as sweep_row  # noqa: E402
 from simcost.scenario.scenario import scenario_from_dict  # noqa: E402
 from simcost.simulation.simulation import run  # noqa: E402
-from simcost.analysis.sweep import row as sweep_row  # noqa: E402
 
 # name -> engine overrides; adding a policy is one line. Variants reuse a base dict.
 CHUNKED = {"engine.policy": "chunked", "engine.max_num_batched_tokens": 2048}

@@ -8,7 +8,16 @@ from __future__ import annotations
 
 import argparse
 
-from simcost.analysis.queueing import QUEUE_MEAN_TOKENS, ceil_exponential_moments, confidence_interval, erlang_c, measured_waits_s, mg1_mean_wait_s, mmc_mean_wait_s, queue_scenario
+from simcost.analysis.queueing import (
+    QUEUE_MEAN_TOKENS,
+    ceil_exponential_moments,
+    confidence_interval,
+    erlang_c,
+    measured_waits_s,
+    mg1_mean_wait_s,
+    mmc_mean_wait_s,
+    queue_scenario,
+)
 
 
 def main() -> None:

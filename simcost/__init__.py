@@ -7,8 +7,8 @@ The public API is small on purpose: load a scenario, run it, read the summary.
     >>> result.summary["cost"]["usd_per_1m_output_tokens"]     # doctest: +SKIP
 """
 
-from simcost.scenario.scenario import Scenario, load_scenario, scenario_from_dict
 from simcost.errors import InputError
+from simcost.scenario.scenario import Scenario, load_scenario, scenario_from_dict
 from simcost.simulation.simulation import RunResult, Simulation, run
 
 __all__ = ["InputError", "RunResult", "Scenario", "Simulation", "load_scenario", "run", "scenario_from_dict"]

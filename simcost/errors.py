@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from typing import TypeVar
 
 
 class InputError(ValueError):
@@ -29,3 +30,15 @@ def closest(name: str, known: Iterable[str], n: int = 3, list_all: bool = True) 
     if near:
         return f" (closest: {', '.join(near)})"
     return f" (known: {', '.join(known)})" if list_all else ""
+
+
+T = TypeVar("T")
+
+
+def required(value: T | None, what: str) -> T:
+    """`value`, where validation or the code path guarantees it is set (a config key that a
+    distribution or policy needs, a section a code path exists for); `what` names it. None there
+    is a bug, not bad input, so it is no InputError."""
+    if value is None:
+        raise RuntimeError(f"{what} is unset where it must be set")
+    return value

@@ -6,9 +6,9 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from simcost.cost.ledger import StepArrays, StepLog, settle
 from simcost.scenario.fleet import FleetConfig
 from simcost.scenario.pricing import CostConfig
-from simcost.cost.ledger import StepArrays, StepLog, settle
 from simcost.scenario.schema import build
 
 

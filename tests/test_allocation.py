@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from ledger_cases import random_step_log, records_log, settle_with
 from scenarios import scenario
-from simcost.scenario.pricing import CostConfig
-from simcost.errors import InputError
+
 from simcost.cost.ledger import member_weights
+from simcost.errors import InputError
 from simcost.metrics.summary import records
 from simcost.results.writer import format_summary
+from simcost.scenario.pricing import CostConfig
 from simcost.simulation.simulation import run
 
 POLICIES = {
@@ -199,6 +199,7 @@ def test_printed_tables(runs):
 def test_pools_and_tags_add_up():
     """Pool rows add up to the bill (no commitment here); tag groups hold their workloads' requests."""
     from scenarios import scenario as make
+
     from simcost.simulation.simulation import Simulation
 
     chat = {"name": "chat", "tags": ["team=assist", "env=prod"], "arrivals": {"process": "poisson", "rate_per_s": 2.0},

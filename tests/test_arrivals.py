@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from scipy import linalg, stats
 
-from simcost.workload.arrivals import arrivals, gamma_params, mmpp_mean_rate_per_s, weibull_cv, weibull_params
-from simcost.scenario.arrivals import ArrivalSpec
-from simcost.scenario.scenario import scenario_from_dict
 from simcost.errors import InputError
 from simcost.rng import streams
+from simcost.scenario.arrivals import ArrivalSpec
+from simcost.scenario.scenario import scenario_from_dict
+from simcost.workload.arrivals import arrivals, gamma_params, mmpp_mean_rate_per_s, weibull_cv, weibull_params
 from simcost.workload.requests import generate
 
 P_MIN = 0.001  # fixed seeds: a pass is deterministic; the threshold documents the margin

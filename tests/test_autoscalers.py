@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from simcost.cluster.autoscalers import make_autoscaler
-from simcost.scenario.autoscalers import AutoscalerConfig, KedaAutoscaler, KpaAutoscaler, ScheduleAutoscaler
 from simcost.errors import InputError
+from simcost.scenario.autoscalers import AutoscalerConfig, KedaAutoscaler, KpaAutoscaler, ScheduleAutoscaler
 from simcost.scenario.schema import build
 
 

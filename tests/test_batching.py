@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from scenarios import BASE, scenario
-from simcost.workload.request_table import COMPLETED
-from simcost.simulation.simulation import Simulation
-from simcost.workload.requests import Requests
 from test_conservation import test_bill_adds_up as check_bill_adds_up
 from test_conservation import test_completed_requests_got_exactly_their_tokens as check_tokens
 from test_conservation import test_every_request_ends_somewhere as check_every_request_ends
 from test_engine import check_request_invariants
+
+from simcost.simulation.simulation import Simulation
+from simcost.workload.request_table import COMPLETED
+from simcost.workload.requests import Requests
 
 PREFILL_S_PER_TOKEN, DECODE_STEP_S = 0.01, 0.1
 CONSTANT = {"model": "constant", "prefill_s_per_token": PREFILL_S_PER_TOKEN, "decode_step_s": DECODE_STEP_S,

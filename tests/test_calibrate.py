@@ -9,14 +9,13 @@ import numpy as np
 import pytest
 import yaml
 
-from simcost.perf.calibrate import Pair, error_summary, fit_factors, fit_warnings, predict_s, write_profile
-from simcost.perf.measurements import StepPoint, load_profile, read_points
 from simcost.cli.main import main
-from simcost.scenario.scenario import scenario_from_dict
 from simcost.errors import InputError
+from simcost.perf.calibrate import Pair, error_summary, fit_factors, fit_warnings, predict_s, write_profile
 from simcost.perf.deployment import plan_deployment
-from simcost.perf.step_model import roofline_params, step_params
-from simcost.perf.step_model import P_PREFILL_OVERHEAD_S, P_PREFILL_REQUEST_S
+from simcost.perf.measurements import StepPoint, load_profile, read_points
+from simcost.perf.step_model import P_PREFILL_OVERHEAD_S, P_PREFILL_REQUEST_S, roofline_params, step_params
+from simcost.scenario.scenario import scenario_from_dict
 
 # the Splitwise measurements ship inside the package (MIT notice beside them); a test checks the
 # copy against ../shared where that is present

@@ -11,10 +11,20 @@ from pathlib import Path
 import pytest
 import yaml
 
-from simcost.catalog.specs import DEVICE_SOURCE_GROUPS, MODEL_SOURCE_GROUPS, config_dir, get_device, get_model, load_devices, load_models, load_prices, price_offer
-from simcost.scenario.scenario import scenario_from_dict
+from simcost.catalog.specs import (
+    DEVICE_SOURCE_GROUPS,
+    MODEL_SOURCE_GROUPS,
+    config_dir,
+    get_device,
+    get_model,
+    load_devices,
+    load_models,
+    load_prices,
+    price_offer,
+)
 from simcost.errors import InputError
 from simcost.perf.deployment import plan_deployment
+from simcost.scenario.scenario import scenario_from_dict
 
 DATE = re.compile(r"^\d{4}-\d{2}(-\d{2})?$")
 

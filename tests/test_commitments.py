@@ -9,13 +9,24 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-
 from scenarios import scenario
-from simcost.analysis.commitments import DEFAULT_RESERVED_DISCOUNT, DEFAULT_SAVINGS_PLAN_DISCOUNT, demand_curve, format_plan, plan_from_run, plan_reserved, plan_savings_plan, reserved_cost_usd, savings_plan_cost_usd, tile_to_week
-from simcost.scenario.pricing import PricingConfig
+
+from simcost.analysis.commitments import (
+    DEFAULT_RESERVED_DISCOUNT,
+    DEFAULT_SAVINGS_PLAN_DISCOUNT,
+    demand_curve,
+    format_plan,
+    plan_from_run,
+    plan_reserved,
+    plan_savings_plan,
+    reserved_cost_usd,
+    savings_plan_cost_usd,
+    tile_to_week,
+)
+from simcost.cost.pricing import bill_usd, reserved_effective_usd_per_hour
 from simcost.errors import InputError
 from simcost.perf.deployment import Pool, plan_deployment
-from simcost.cost.pricing import bill_usd, reserved_effective_usd_per_hour
+from simcost.scenario.pricing import PricingConfig
 from simcost.simulation.simulation import Simulation
 
 METHODS = ("exact", "scipy")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from scenarios import scenario
-from simcost.workload.request_table import COMPLETED, IN_FLIGHT, REJECTED
+
 from simcost.simulation.simulation import run
+from simcost.workload.request_table import COMPLETED, IN_FLIGHT, REJECTED
 
 CASES = {
     "one replica": {},

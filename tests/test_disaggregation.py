@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from scenarios import scenario
+
 from simcost.errors import InputError
-from simcost.workload.request_table import COMPLETED
 from simcost.simulation.simulation import Simulation
+from simcost.workload.request_table import COMPLETED
 
 CONSTANT = {"model": "constant", "prefill_s_per_token": 1e-4, "decode_step_s": 0.02, "step_overhead_s": 0.002}
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from ledger_cases import bill
+
 from simcost.cost.energy import split_steps_by_hour, split_steps_by_hour_py
 
 SITE = {"pue": 1.5, "grid_gco2_per_kwh": 300.0}

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from scenarios import scenario
+
 from simcost.engine.kv.blocks import BlockPool
-from simcost.workload.request_table import COMPLETED, IN_FLIGHT, REJECTED
 from simcost.results.writer import format_summary
 from simcost.simulation.simulation import Simulation
+from simcost.workload.request_table import COMPLETED, IN_FLIGHT, REJECTED
 
 
 def run(scn, **kw):

@@ -4,17 +4,17 @@ replica is billed exactly from its request to when it is gone, and the bill adds
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
-
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scenarios import scenario
-from simcost.scenario.fleet import ColdStartConfig
+
 from simcost.errors import InputError
 from simcost.perf.startup import cold_start
-from simcost.workload.request_table import COMPLETED
+from simcost.scenario.fleet import ColdStartConfig
 from simcost.simulation.simulation import Simulation
+from simcost.workload.request_table import COMPLETED
 from simcost.workload.requests import Requests
 
 CONSTANT = {"model": "constant", "step_overhead_s": 0.01, "prefill_s_per_token": 1e-5, "decode_step_s": 0.02}

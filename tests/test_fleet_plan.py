@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from scenarios import scenario
 from test_pools import SITES, cloud_pool, edge_pool, pooled
+
 from simcost.scenario.fleet_plan import fleet_plan, pool_routed
 
 

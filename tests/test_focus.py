@@ -7,8 +7,8 @@ import json
 from datetime import datetime
 
 import pytest
-
 from scenarios import scenario
+
 from simcost.results.focus import COLUMNS, focus_rows, write_focus
 from simcost.simulation.simulation import run
 

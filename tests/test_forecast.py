@@ -7,11 +7,21 @@ import copy
 
 import pytest
 
+from simcost.analysis.forecast import (
+    Forecast,
+    GrowthPath,
+    MonthForecast,
+    budget_line,
+    check_trace_covers,
+    first_month,
+    forecast,
+    parse_step,
+    scale_load,
+)
 from simcost.cli.main import main
-from simcost.scenario.scenario import scenario_from_dict
 from simcost.errors import InputError
-from simcost.analysis.forecast import Forecast, GrowthPath, MonthForecast, budget_line, check_trace_covers, first_month, forecast, parse_step, scale_load
 from simcost.rng import streams
+from simcost.scenario.scenario import scenario_from_dict
 from simcost.workload.requests import generate
 
 PRICE_USD_PER_HOUR = 2.0

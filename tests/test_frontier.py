@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simcost.errors import InputError
 from simcost.analysis.frontier import frontier, pareto_mask, plot_frontier
+from simcost.errors import InputError
 
 
 def brute_force(latency, spend) -> np.ndarray:

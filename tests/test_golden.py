@@ -20,9 +20,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))  # scenarios.py when run as a script
 
 from scenarios import scenario  # noqa: E402
+
 from simcost.catalog.specs import config_dir  # noqa: E402
-from simcost.scenario.scenario import Scenario, load_scenario  # noqa: E402
 from simcost.results.writer import write_run  # noqa: E402
+from simcost.scenario.scenario import Scenario, load_scenario  # noqa: E402
 from simcost.simulation.simulation import Simulation  # noqa: E402
 
 GOLDEN = Path(__file__).parent / "golden" / "outputs.json"

@@ -8,8 +8,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simcost.engine.decode_kernels import apply_decode_steps, apply_decode_steps_py, max_feasible_steps, max_feasible_steps_py
 from simcost.cost.ledger import allocate_records, allocate_records_py, busy_idle_seconds, busy_idle_seconds_py
+from simcost.engine.decode_kernels import (
+    apply_decode_steps,
+    apply_decode_steps_py,
+    max_feasible_steps,
+    max_feasible_steps_py,
+)
 
 seeds = st.integers(0, 2**32 - 1)
 

@@ -9,18 +9,33 @@ import json
 
 import numpy as np
 import pytest
-
 from scenarios import BASE, merge
+
+from simcost.analysis.forecast import with_replicas
+from simcost.analysis.levers import (
+    LeversConfig,
+    apply_transform,
+    lever_rng,
+    load_levers,
+    plan_levers,
+    rank_rows,
+    response_cache_mask,
+    roi,
+    run_lever,
+    served_metrics,
+    study,
+    trim_prompts,
+    with_overrides,
+)
 from simcost.cli.main import main
+from simcost.errors import InputError
+from simcost.perf.deployment import plan_deployment
+from simcost.rng import streams
 from simcost.scenario.scenario import scenario_from_dict
 from simcost.scenario.schema import to_dict
-from simcost.errors import InputError
-from simcost.analysis.forecast import with_replicas
-from simcost.analysis.levers import HOURS_PER_MONTH, LeversConfig, apply_transform, lever_rng, load_levers, plan_levers, rank_rows, response_cache_mask, roi, run_lever, served_metrics, study, trim_prompts, with_overrides
-from simcost.perf.deployment import plan_deployment
-from simcost.workload.request_table import COMPLETED
-from simcost.rng import streams
 from simcost.simulation.simulation import Simulation
+from simcost.units import HOURS_PER_MONTH
+from simcost.workload.request_table import COMPLETED
 from simcost.workload.requests import Requests, generate
 
 RAW = merge(BASE, {

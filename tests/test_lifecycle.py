@@ -4,13 +4,13 @@ phases are billed as their own cost categories and the bill still adds up."""
 from __future__ import annotations
 
 import pytest
-
 from scenarios import scenario
-from simcost.scenario.fleet import ColdStartConfig
+
 from simcost.errors import InputError
 from simcost.perf.startup import loading_s, start_phases
-from simcost.workload.request_table import COMPLETED
+from simcost.scenario.fleet import ColdStartConfig
 from simcost.simulation.simulation import Simulation
+from simcost.workload.request_table import COMPLETED
 
 COLD = {"provisioning_s": 40.0, "image_gb": 5.0, "registry_gb_per_s": 1.0, "weights_gb_per_s": 4.0,
         "engine_start_s": 10.0}

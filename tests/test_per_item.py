@@ -6,19 +6,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from scenarios import scenario
-from simcost.catalog.specs import get_device, get_model
-from simcost.scenario.scenario import scenario_from_dict
-from simcost.scenario.schema import to_dict
-from simcost.errors import InputError
-from simcost.perf.step_model import per_item_params, step_params, step_time_s_py
-from simcost.perf.deployment import plan_deployment
-from simcost.workload.request_table import COMPLETED, REJECTED
-from simcost.simulation.simulation import Simulation
-from simcost.workload.requests import Requests
 from test_conservation import test_bill_adds_up as check_bill_adds_up
 from test_engine import check_request_invariants
+
+from simcost.catalog.specs import get_device, get_model
+from simcost.errors import InputError
+from simcost.perf.deployment import plan_deployment
+from simcost.perf.step_model import per_item_params, step_params, step_time_s_py
+from simcost.scenario.scenario import scenario_from_dict
+from simcost.scenario.schema import to_dict
+from simcost.simulation.simulation import Simulation
+from simcost.workload.request_table import COMPLETED, REJECTED
+from simcost.workload.requests import Requests
 
 EPS = 1e-12
 GRAVITON_USD_PER_HOUR = 0.29  # the catalog has no Graviton price; any price will do for these tests

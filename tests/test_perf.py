@@ -9,13 +9,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simcost.catalog.specs import compute_format_for
-from simcost.perf import step_model as sm
-from simcost.catalog.specs import get_device
-from simcost.scenario.scenario import scenario_from_dict
+from simcost.catalog.specs import compute_format_for, get_device
 from simcost.errors import InputError
+from simcost.perf import step_model as sm
 from simcost.perf.deployment import ACTIVATION_BYTES_PER_TOKEN_PER_HIDDEN, plan_deployment
-from simcost.perf.step_model import decode_span_times_s, decode_span_times_s_py, step_params, step_time_s, step_time_s_py
+from simcost.perf.step_model import (
+    decode_span_times_s,
+    decode_span_times_s_py,
+    step_params,
+    step_time_s,
+    step_time_s_py,
+)
+from simcost.scenario.scenario import scenario_from_dict
 
 
 def make(model="llama-3.1-8b", device="h100-sxm", tp=1, weight_format=None, perf=None, engine=None, fleet=None,
@@ -442,3 +447,12 @@ def test_kv_cache_format_changes_capacity_and_decode_bytes():
     _, memory8 = _terms(p8, 0, 64, 64 * 2049, 64 * 2048)
     kv_bytes16 = 64 * 2049 * 327_680 / 2  # per device
     assert (memory16 - memory8) * p16[sm.P_BYTE_RATE] == pytest.approx(kv_bytes16 / 2, rel=1e-9)
+
+
+def test_step_params_are_named_slots_of_the_kernel_vector():
+    """Each named parameter sits at its P_* slot, and a vector survives the round trip."""
+    named = sm.StepParams(kind=sm.KIND_CONSTANT, step_overhead_s=0.5, prefill_request_s=7.0)
+    p = named.to_array()
+    assert len(p) == sm.NUM_PARAMS and p.dtype == np.float64
+    assert (p[sm.P_KIND], p[sm.P_STEP_OVERHEAD_S], p[sm.P_PREFILL_REQUEST_S]) == (sm.KIND_CONSTANT, 0.5, 7.0)
+    assert sm.StepParams.from_array(p) == named

@@ -6,14 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import yaml
-
 from scenarios import scenario
-from simcost.scenario.scenario import scenario_from_dict
-from simcost.scenario.schema import to_dict
+
 from simcost.errors import InputError
 from simcost.metrics.summary import served_pool
-from simcost.workload.request_table import COMPLETED
+from simcost.scenario.scenario import scenario_from_dict
+from simcost.scenario.schema import to_dict
 from simcost.simulation.simulation import Simulation
+from simcost.workload.request_table import COMPLETED
 
 CONSTANT = {"model": "constant", "prefill_s_per_token": 1e-4, "decode_step_s": 0.02, "step_overhead_s": 0.002}
 EDGE_DEVICE = {"device": "jetson-agx-orin"}  # no catalog price: owned, or priced by hand

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from scenarios import scenario
-from simcost.errors import InputError
+
 from simcost.engine.kv.prefix_cache import trace_block_keys
-from simcost.workload.request_table import COMPLETED
+from simcost.errors import InputError
 from simcost.simulation.simulation import Simulation
+from simcost.workload.request_table import COMPLETED
 from simcost.workload.traces import load_trace
 
 FAST = {"model": "constant", "prefill_s_per_token": 1e-7, "decode_step_s": 1e-5}

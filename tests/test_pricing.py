@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from ledger_cases import bill, unallocated_identity
 from scenarios import scenario
-from simcost.errors import InputError
+
 from simcost.cost.ledger import charge_steps_hourly, charge_steps_hourly_py
+from simcost.errors import InputError
 from simcost.simulation.simulation import run
 
 OD_10 = {"usd_per_hour": 10.0}  # on-demand $10 per replica-hour

@@ -12,9 +12,19 @@ import numpy as np
 import pytest
 import simpy
 
-from simcost.analysis.queueing import QUEUE_MEAN_TOKENS, ceil_exponential_moments, confidence_interval, erlang_b, erlang_c, measured_waits_s, mg1_mean_wait_s, mmc_mean_wait_s, queue_scenario
-from simcost.workload.request_table import COMPLETED
+from simcost.analysis.queueing import (
+    QUEUE_MEAN_TOKENS,
+    ceil_exponential_moments,
+    confidence_interval,
+    erlang_b,
+    erlang_c,
+    measured_waits_s,
+    mg1_mean_wait_s,
+    mmc_mean_wait_s,
+    queue_scenario,
+)
 from simcost.simulation.simulation import Simulation
+from simcost.workload.request_table import COMPLETED
 
 SEEDS = range(8)
 MEAN_TOKENS = QUEUE_MEAN_TOKENS

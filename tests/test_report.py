@@ -20,14 +20,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from scenarios import BASE, merge, scenario
 
-from simcost.cli.main import main
-from simcost.errors import InputError
 from simcost.analysis.frontier import frontier
 from simcost.analysis.report import CATEGORY_LABELS, latency_section, read_measured_latencies, render, write_report
+from simcost.cli.main import main
+from simcost.errors import InputError
 from simcost.results.writer import write_run
 from simcost.simulation.simulation import run
-from scenarios import BASE, merge, scenario
 
 NAME = 'tiny <i>"mix"</i> & co'  # every string from a file is escaped: this one must come out as text
 TINY = {"name": NAME, "duration_s": 20.0, "warmup_s": 4.0, "slo": {"ttft_s": 0.5, "tpot_s": 0.05},

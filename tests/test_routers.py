@@ -8,13 +8,13 @@ import math
 
 import numpy as np
 import pytest
-
 from scenarios import scenario
-from simcost.errors import InputError
+
 from simcost.analysis.queueing import measured_waits_s, queue_scenario
-from simcost.workload.request_table import COMPLETED
 from simcost.cluster.routers import ROUTERS, PowerOfTwo, RoutingContext, affinity_key_fn
+from simcost.errors import InputError
 from simcost.simulation.simulation import Simulation
+from simcost.workload.request_table import COMPLETED
 
 PERF = {"model": "constant", "prefill_s_per_token": 1e-4, "decode_step_s": 0.01, "step_overhead_s": 0.002}
 TWO_TURNS = {"turns": {"dist": "fixed", "value": 2}, "think_time": {"dist": "fixed", "value_s": 1.0}}

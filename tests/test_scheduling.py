@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
 from scenarios import scenario
-from simcost.errors import InputError
-from simcost.workload.request_table import COMPLETED
-from simcost.simulation.simulation import Simulation
+
 from simcost.engine.waiting import WaitingQueue
+from simcost.errors import InputError
+from simcost.simulation.simulation import Simulation
+from simcost.workload.request_table import COMPLETED
 
 # --- the waiting queue -----------------------------------------------------------------------
 

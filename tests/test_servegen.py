@@ -10,14 +10,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scenarios import scenario
 from scipy import stats
 
-from scenarios import scenario
-from simcost.workload.arrivals import arrivals
 from simcost.errors import InputError
 from simcost.rng import streams
-from simcost.workload.servegen import COLUMNS, SERVEGEN_BUNDLED, WINDOW_S, load_client_windows, servegen_arrivals, servegen_arrivals_with_clients, servegen_path
 from simcost.simulation.simulation import Simulation
+from simcost.workload.arrivals import arrivals
+from simcost.workload.servegen import (
+    COLUMNS,
+    SERVEGEN_BUNDLED,
+    WINDOW_S,
+    load_client_windows,
+    servegen_arrivals,
+    servegen_arrivals_with_clients,
+    servegen_path,
+)
 
 P_MIN = 0.001  # fixed seeds: a pass is deterministic; the threshold documents the margin
 SHARED_TRACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "traces"
@@ -221,7 +229,7 @@ BAD_FILES = {
     "negative_rate": (f"{GOOD}\n1,0,-0.5,1.2,Gamma,0.7,0.9", 3, ["rate_rps is -0.5", ">= 0"]),
     "unknown_dist": (f"{GOOD}\n1,0,0.5,1.2,Gama,0.7,0.9", 3, ["iat_dist 'Gama'", "Gamma or Weibull", "closest: Gamma"]),
     "zero_shape": (f"{GOOD}\n0,600,0.5,1.2,Weibull,0,0.9", 3, ["iat_shape is 0.0", "> 0"]),
-    "negative_scale": (f"0,0,0.5,1.2,Weibull,1.0,-2", 2, ["iat_scale is -2.0", "> 0"]),
+    "negative_scale": ("0,0,0.5,1.2,Weibull,1.0,-2", 2, ["iat_scale is -2.0", "> 0"]),
     "window_not_multiple": (f"{GOOD}\n0,650,0.5,1.2,Gamma,0.7,0.9", 3, ["window_start_s 650", "multiple of 600"]),
     "window_fraction": (f"{GOOD}\n0,600.0,0.5,1.2,Gamma,0.7,0.9", 3, ["window_start_s '600.0'", "whole number"]),
     "duplicate": (f"{GOOD}\n1,0,0.5,1.2,Gamma,0.7,0.9\n0,0,2.5,1.2,Gamma,0.7,0.9", 4,

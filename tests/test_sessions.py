@@ -6,14 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import yaml
-
 from scenarios import scenario
-from simcost.scenario.scenario import scenario_from_dict
-from simcost.scenario.schema import to_dict
+
 from simcost.errors import InputError
 from simcost.perf.step_model import item_time_s, step_params
-from simcost.workload.request_table import COMPLETED, REJECTED
+from simcost.scenario.scenario import scenario_from_dict
+from simcost.scenario.schema import to_dict
 from simcost.simulation.simulation import Simulation
+from simcost.workload.request_table import COMPLETED, REJECTED
 
 LENGTHS = {"input_tokens": {"dist": "uniform", "low": 50, "high": 400},
            "output_tokens": {"dist": "uniform", "low": 5, "high": 150}}

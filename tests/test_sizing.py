@@ -6,14 +6,24 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from scenarios import BASE, merge
+
+from simcost.analysis.forecast import scale_load, with_replicas
+from simcost.analysis.sizing import (
+    HEADROOM_CHECK_FACTOR,
+    Evaluator,
+    candidate_options,
+    format_sizing,
+    multiplier_search,
+    replica_search,
+    run_point,
+    size,
+    with_option,
+)
 from simcost.catalog.specs import get_device
+from simcost.errors import InputError
 from simcost.scenario.scenario import scenario_from_dict
 from simcost.scenario.schema import to_dict
-from simcost.errors import InputError
-from simcost.analysis.forecast import scale_load, with_replicas
-from simcost.analysis.sizing import HEADROOM_CHECK_FACTOR, Evaluator, candidate_options, format_sizing, multiplier_search, replica_search, run_point, size, with_option
 
 DEVICES = ["a100-80gb", "l40s"]
 MAX_REPLICAS = 6
@@ -186,8 +196,8 @@ def test_bad_input_is_refused():
 
 
 def test_a_cut_trace_bounds_the_load_multiplier():
-    from simcost.scenario.scenario import load_scenario
     from simcost.analysis.sizing import covers
+    from simcost.scenario.scenario import load_scenario
 
     raw = to_dict(load_scenario(Path(__file__).parents[1] / "configs" / "example.yaml"))  # 10 min of a 1-hour trace at 4x its rate
     assert covers(raw, 1.2) and not covers(raw, 2.0)

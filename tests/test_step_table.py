@@ -9,12 +9,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simcost.perf import step_model as sm
-from simcost.scenario.scenario import scenario_from_dict
 from simcost.errors import InputError
-from simcost.perf.step_model import decode_span_times_s, decode_span_times_s_py, step_params, step_time_s, step_time_s_py
+from simcost.perf import step_model as sm
 from simcost.perf.deployment import plan_deployment
+from simcost.perf.step_model import (
+    decode_span_times_s,
+    decode_span_times_s_py,
+    step_params,
+    step_time_s,
+    step_time_s_py,
+)
 from simcost.perf.step_table import pack_table, table_step_time_s_py
+from simcost.scenario.scenario import scenario_from_dict
 
 SPLITWISE_CSV = Path(__file__).resolve().parents[1] / "simcost" / "data" / "calibration" / "splitwise_llama2-70b_a100-80gb.csv"
 PREFILL = [(100, 0.010), (200, 0.018)]

@@ -13,18 +13,18 @@ import sys
 import numpy as np
 import pytest
 import yaml
+from scenarios import BASE, merge
 from scipy import stats
 
-from scenarios import BASE, merge
 from simcost.analysis import backends
 from simcost.analysis import sweep as sweep_mod
-from simcost.cli.main import main
-from simcost.scenario.scenario import scenario_from_dict
-from simcost.errors import InputError
-from simcost.simulation.simulation import run
 from simcost.analysis.sweep import mean_ci, metrics, point_overrides, sweep
 from simcost.analysis.sweep_cache import data_files, run_key
 from simcost.analysis.sweep_space import Axis, Space, points, space_from_dict, space_from_flags
+from simcost.cli.main import main
+from simcost.errors import InputError
+from simcost.scenario.scenario import scenario_from_dict
+from simcost.simulation.simulation import run
 
 TINY = merge(BASE, {
     "duration_s": 10.0,

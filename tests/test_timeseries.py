@@ -10,13 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from simcost.metrics.summary import records
-from simcost.analysis.queueing import queue_scenario
-from simcost.workload.request_table import COMPLETED
-from simcost.simulation.simulation import Simulation
-from simcost.metrics.timeseries import RUNNING, WAITING
 from scenarios import scenario
+
+from simcost.analysis.queueing import queue_scenario
+from simcost.metrics.summary import records
+from simcost.metrics.timeseries import RUNNING, WAITING
+from simcost.simulation.simulation import Simulation
+from simcost.workload.request_table import COMPLETED
 
 ROOT = Path(__file__).resolve().parents[1]
 

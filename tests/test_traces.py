@@ -10,11 +10,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from simcost.scenario.scenario import scenario_from_dict
 from simcost.errors import InputError
 from simcost.rng import streams
-from simcost.workload.traces import BUNDLED, load_azure_trace, load_mooncake_trace, load_table_trace, load_trace, prefix_reuse_fraction, trace_path
+from simcost.scenario.scenario import scenario_from_dict
 from simcost.workload.requests import generate, workload_summary
+from simcost.workload.traces import (
+    BUNDLED,
+    load_azure_trace,
+    load_mooncake_trace,
+    load_table_trace,
+    load_trace,
+    prefix_reuse_fraction,
+    trace_path,
+)
 
 SHARED_TRACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "traces"
 HEADER = "TIMESTAMP,ContextTokens,GeneratedTokens"

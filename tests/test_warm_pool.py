@@ -9,17 +9,23 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-
 from scenarios import scenario
-from simcost.scenario.fleet import ColdStartConfig, STOPPED_NODE_USD_PER_HOUR
+from test_fleet_dynamics import (
+    COLD,
+    CONSTANT,
+    assert_bill_adds_up,
+    assert_nothing_lost,
+    billed_by_hand_usd,
+    requests_at,
+)
+from test_pools import cloud_pool, edge_pool, pooled
+
+from simcost.cost.pricing import fleet_bill_usd, pools_bill_usd, warm_node_hour_usd
+from simcost.cost.roster import WarmArrays
 from simcost.errors import InputError
 from simcost.perf.startup import RUNNING, STOPPED, cold_start, warm_start
-from simcost.cost.roster import WarmArrays
-from simcost.cost.pricing import fleet_bill_usd, pools_bill_usd, warm_node_hour_usd
+from simcost.scenario.fleet import STOPPED_NODE_USD_PER_HOUR, ColdStartConfig
 from simcost.simulation.simulation import Simulation
-from test_fleet_dynamics import COLD, CONSTANT, assert_bill_adds_up, assert_nothing_lost, billed_by_hand_usd, \
-    requests_at
-from test_pools import cloud_pool, edge_pool, pooled
 
 HPA = {"policy": "hpa", "target": 4, "max_replicas": 6}
 STOPPED_RATE = 0.05  # $/node-hour in the pool (stopped), set by hand

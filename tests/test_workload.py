@@ -11,11 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from simcost.scenario.scenario import scenario_from_dict
-from simcost.scenario.workload import ExponentialLength, FixedLength, LognormalLength, UniformLength
 from simcost.rng import streams
-from simcost.workload.requests import Requests, generate, sample_lengths, workload_summary
+from simcost.scenario.scenario import scenario_from_dict
+from simcost.scenario.workload import ExponentialLength, FixedLength, LengthSpec, LognormalLength, UniformLength
 from simcost.workload.arrivals import poisson_arrivals
+from simcost.workload.requests import Requests, generate, sample_lengths, workload_summary
 
 P_MIN = 0.001  # fixed seeds, so a pass is deterministic; the threshold only documents the margin
 
@@ -281,7 +281,7 @@ def test_empirical_needs_a_trace_and_takes_nothing_else():
 def test_length_and_delay_distributions_are_classes_picked_by_dist():
     from simcost.errors import InputError
     from simcost.scenario.schema import build, to_dict
-    from simcost.scenario.workload import DelaySpec, EmpiricalLength, LengthSpec, UniformDelay
+    from simcost.scenario.workload import DelaySpec, EmpiricalLength, UniformDelay
 
     assert build(LengthSpec, {"dist": "empirical", "trace": "azure_conv"}, "x") == EmpiricalLength(trace="azure_conv")
     delay = build(DelaySpec, {"dist": "uniform", "low_s": 1, "high_s": 2}, "x")

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import contextmanager
+from typing import Any
 
 from simcost.errors import InputError
 
@@ -43,7 +44,8 @@ class RunCache:
     the searches of size, forecast and levers revisit points, and a rerun would only repeat it."""
 
     def __init__(self, pool, fn, progress: bool = False, desc: str = "runs"):
-        self.pool, self.fn, self.progress, self.desc, self.cache = pool, fn, progress, desc, {}
+        self.pool, self.fn, self.progress, self.desc = pool, fn, progress, desc
+        self.cache: dict[str, Any] = {}  # job JSON -> its result
 
     def run(self, jobs: list[tuple]) -> list:
         keys = [json.dumps(job, sort_keys=True, default=str) for job in jobs]
@@ -96,8 +98,8 @@ def _local(fn, args, jobs):
             while pending:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for f in sorted(done, key=futures.get):
-                    exc = f.exception()
-                    yield futures[f], (None if exc else f.result()), exc
+                    error = f.exception()
+                    yield futures[f], (None if error else f.result()), error
         finally:  # interrupted: drop the queued runs instead of waiting for them all
             for f in pending:
                 f.cancel()

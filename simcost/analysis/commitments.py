@@ -36,10 +36,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import minimize_scalar
 
-from simcost.scenario.pricing import PricingConfig
-from simcost.cost.energy import S_PER_HOUR, hour_covered_s, hour_overlap_s, split_steps_by_hour
-from simcost.errors import InputError
+from simcost.cost.energy import hour_covered_s, hour_overlap_s, split_steps_by_hour
 from simcost.cost.pricing import reserved_effective_usd_per_hour, savings_plan_hours
+from simcost.errors import InputError
+from simcost.scenario.pricing import PricingConfig
+from simcost.units import S_PER_HOUR
 
 HOURS_PER_WEEK = 168
 # Assumptions (prefer passing your own quote). Source: shared/data/pricing_reference.md, AWS
@@ -168,7 +169,10 @@ def plan_reserved(demand, on_demand_usd_per_device_hour: float, reserved_usd_per
     """The whole number of reserved devices that minimises cost(R) (module docstring)."""
     d, od, rsv = as_demand(demand), on_demand_usd_per_device_hour, reserved_usd_per_device_hour
     _check_prices(od, rsv)
-    cost = lambda r: reserved_cost_usd(d, r, od, rsv)
+
+    def cost(reserved: float | np.ndarray) -> float | np.ndarray:  # one count (scipy) or an array of them
+        return reserved_cost_usd(d, reserved, od, rsv)
+
     top = math.ceil(d.max())
     if method == "exact":
         r_star = quantile_optimum(d, rsv / od)
@@ -179,7 +183,7 @@ def plan_reserved(demand, on_demand_usd_per_device_hour: float, reserved_usd_per
         candidates = np.arange(max(0, math.floor(x) - 1), min(top, math.ceil(x) + 1) + 1)
     else:
         raise InputError("method", f"'{method}'; expected one of {', '.join(METHODS)}")
-    costs = cost(candidates)
+    costs = np.asarray(cost(candidates))
     best = int(candidates[np.argmin(costs)])  # ties: the fewer devices (less to lose)
     return ReservedPlan(best, od, rsv, len(d), float(costs.min()), od * float(d.sum()), reserved_utilization(d, best),
                         method)
@@ -241,7 +245,10 @@ def plan_savings_plan(demand, on_demand_usd_per_device_hour: float, discount: fl
     _check_prices(od, od)
     if not 0.0 <= discount < 1.0:
         raise InputError("discount", f"{discount}; expected 0 <= discount < 1")
-    cost = lambda c: savings_plan_cost_usd(d, od, discount, c)[0]
+
+    def cost(commit_usd_per_hour: float) -> float:
+        return savings_plan_cost_usd(d, od, discount, commit_usd_per_hour)[0]
+
     usage_usd = d * od
     if method == "exact":
         commit = (1.0 - discount) * quantile_optimum(usage_usd, 1.0 - discount)
@@ -344,8 +351,10 @@ def format_plan(plan: CommitmentPlan) -> str:
     """A text table of both plans against pure on-demand."""
     rp, sp, d = plan.reserved, plan.savings_plan, plan.demand
     unit = "hour" if plan.period_s == S_PER_HOUR else f"{plan.period_s:g} s period (as an hour)"
-    row = lambda name, commit, cost, saving, share, even: (f"{name:<14}{commit:>22}{cost:>14,.2f}{saving:>12,.2f}"
-                                                           f"{share:>9.1%}{even:>12}")
+
+    def row(name: str, commit: str, cost: float, saving: float, share: float, even: str) -> str:
+        return f"{name:<14}{commit:>22}{cost:>14,.2f}{saving:>12,.2f}{share:>9.1%}{even:>12}"
+
     lines = [f"demand ({plan.basis}): {len(d)} hours from {plan.simulated_hours} simulated, one per {unit}; "
              f"devices min {d.min():.2f}, mean {d.mean():.2f}, max {d.max():.2f}",
              f"on-demand ${rp.on_demand_usd_per_device_hour:.4g}/device-h: ${rp.on_demand_cost_usd:,.2f} "

@@ -53,14 +53,13 @@ from pathlib import Path
 
 import numpy as np
 
+from simcost.analysis.backends import RunCache, progress_items, worker_pool
+from simcost.errors import InputError
 from simcost.scenario.arrivals import PiecewiseArrivals
 from simcost.scenario.scenario import Scenario, scenario_from_dict
-from simcost.scenario.schema import to_dict
-from simcost.errors import InputError
-from simcost.scenario.schema import build
-from simcost.analysis.backends import RunCache, progress_items, worker_pool
+from simcost.scenario.schema import build, to_dict
+from simcost.units import HOURS_PER_MONTH, S_PER_HOUR
 
-HOURS_PER_MONTH = 730.0  # 8,760 h / 12
 BAND_PERCENTILE_MIN_SEEDS = 5  # from this many seeds on, the band is the 5th-95th percentile
 RESIZE_CAP_FACTOR = 4  # --resize tries up to this many times the scenario's replicas by default
 
@@ -101,12 +100,13 @@ class GrowthPath:
 def parse_step(text: str) -> tuple[int, float]:
     """'4:2' -> (4, 2.0): the load doubles from month 4 on."""
     month_text, sep, factor_text = text.partition(":")
+    bad = InputError("--step", f"'{text}'; expected MONTH:FACTOR with a whole month and a factor > 0, e.g. 4:2")
     try:
         month, factor = int(month_text), float(factor_text)
     except ValueError:
-        month = factor = None
-    if not sep or month is None or not (math.isfinite(factor) and factor > 0):
-        raise InputError("--step", f"'{text}'; expected MONTH:FACTOR with a whole month and a factor > 0, e.g. 4:2")
+        raise bad from None
+    if not sep or not (math.isfinite(factor) and factor > 0):
+        raise bad
     return month, factor
 
 
@@ -151,7 +151,7 @@ def _scale_arrivals(arrivals: dict, factor: float, where: str) -> None:
         raise InputError(f"{where}.process", f"{process!r}: no rule to scale its load")
 
 
-def _rate_table(arrivals: dict, where: str) -> list[tuple[float, float]]:
+def _rate_table(arrivals: dict, where: str) -> list[tuple[float, ...]]:  # rows of (start_s, rate_per_s)
     from simcost.workload.arrivals import rate_table
 
     spec = build(PiecewiseArrivals, {k: v for k, v in arrivals.items() if v is not None}, where)
@@ -336,7 +336,7 @@ def smallest_fleets(runner: RunCache, raw: dict, seeds: list[int], starts: list[
 def month_row(month: int, factor: float, replicas: list[int], runs: list[dict], hours_per_month: float,
               budget_usd_per_month: float | None) -> MonthForecast:
     """One month from its runs (one per seed) and each run's fleet size."""
-    usd_per_month = np.array([r["usd_per_s"] for r in runs]) * 3600.0 * hours_per_month
+    usd_per_month = np.array([r["usd_per_s"] for r in runs]) * S_PER_HOUR * hours_per_month
     low, high = spend_band(usd_per_month)
     attainment = [r["slo_attainment"] for r in runs if r["slo_attainment"] is not None]
     mean = float(usd_per_month.mean())
@@ -375,7 +375,7 @@ def write_csv(result: Forecast, path: Path) -> Path:
 
 def format_report(result: Forecast) -> str:
     fleet = "resized each month (--resize)" if result.resize else "static fleet"
-    lines = [f"{result.scenario}: {result.path.describe()}; {result.seeds} seed(s) per month "
+    lines: list[str | None] = [f"{result.scenario}: {result.path.describe()}; {result.seeds} seed(s) per month "
              f"(band {result.band}); {result.hours_per_month:g} h/month; {fleet}; {result.runs} runs",
              "", _format_table(result), ""]
     lines += [budget_line(result), slo_line(result)]

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from simcost.errors import InputError, closest
+from simcost.units import HOURS_PER_MONTH
 
-HOURS_PER_MONTH = 730.0  # 8760 h / 12, the usual cloud-billing month
 LABELS = {
     "usd_per_hour": "fleet $/hour", "usd_per_month": "fleet $/month",
     "usd_per_1m_output_tokens": "$ per 1M output tokens", "usd_per_request": "$ per request",

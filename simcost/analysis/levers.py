@@ -48,19 +48,17 @@ import json
 import math
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import yaml
 
-from simcost.scenario.scenario import Scenario, scenario_from_dict
-from simcost.scenario.schema import to_dict
 from simcost.errors import InputError, closest
-from simcost.scenario.schema import bounds, build
+from simcost.scenario.scenario import Scenario, scenario_from_dict
+from simcost.scenario.schema import bounds, build, to_dict
+from simcost.units import HOURS_PER_MONTH, S_PER_HOUR
 from simcost.workload.requests import Requests
 
-HOURS_PER_MONTH = 730.0
 MONTHS_PER_YEAR = 12
 LEVER_SPAWN_KEY = 1000  # the response cache's stream: clear of simcost.rng's run and workload streams
 DEFAULT_MAX_REPLICAS = 16
@@ -169,7 +167,7 @@ LEVER_NAMES = tuple(f.name for f in fields(LeversConfig) if f.name != "usd_per_e
 
 def load_levers(path: str | Path | None, overrides: dict | None = None) -> LeversConfig:
     """A levers YAML (None: every default), then `overrides` ({lever: {key: value}}) on top."""
-    raw = {}
+    raw: dict[str, Any] = {}
     if path is not None:
         try:
             raw = yaml.safe_load(Path(path).read_text()) or {}
@@ -209,8 +207,7 @@ def _skip(lever: str, label: str, reason: str) -> LeverPlan:
 
 def weight_format_plan(fmt: str):
     def plan(base: Scenario, cfg: LeversConfig) -> LeverPlan:
-        from simcost.catalog.specs import get_model
-        from simcost.catalog.specs import BYTES_PER_ELEMENT
+        from simcost.catalog.specs import BYTES_PER_ELEMENT, get_model
 
         label = f"{fmt} weights"
         current = base.model.weight_format or get_model(base.model.name).weight_format
@@ -232,7 +229,7 @@ def smaller_model_plan(base: Scenario, cfg: LeversConfig) -> LeverPlan:
     params = get_model(target, "smaller_model.model").num_params  # a typo is an error, not a skip
     if params >= get_model(base.model.name).num_params:
         return _skip("smaller_model", label, f"{target} is not smaller than the baseline's {base.model.name}")
-    overrides = {"model.name": target}
+    overrides: dict[str, str | None] = {"model.name": target}
     if base.model.weight_format is None:
         overrides["model.weight_format"] = None
     # the fewest devices per replica it fits on (the baseline's degree at most)
@@ -349,7 +346,7 @@ def policy_plan(base: Scenario, cfg: LeversConfig) -> LeverPlan:
     label = f"policy {target}"
     if target == base.engine.policy:
         return _skip("policy", label, f"the baseline already runs {target}")
-    overrides = {"engine.policy": target}
+    overrides: dict[str, str | None] = {"engine.policy": target}
     if base.engine.max_num_batched_tokens is None:
         overrides["engine.max_num_batched_tokens"] = None  # each policy's own default budget
     return LeverPlan("policy", label, overrides)
@@ -526,12 +523,12 @@ def served_metrics(scenario: Scenario, result, cached: CacheServed | None = None
     table, bill, warmup_s = result.table, result.bill, scenario.warmup_s
     lat = latencies(table)
     measured = (table.status == COMPLETED) & (table.arrival_s >= warmup_s)
-    good = measured & meets_slo(slo_limits(scenario, table), lat)
+    good = measured & meets_slo(slo_limits(scenario, table.workload), lat)
     ttft_s, tpot_s = lat["ttft_s"][measured], lat["tpot_s"][measured]
     starts, ends = list(table.arrival_s[measured]), list(table.finish_s[measured])
     num_measured, num_good = int(measured.sum()), int(good.sum())
     output_tokens = int(table.generated.sum())
-    usd_per_hour = (bill.total_usd - bill.minimum_usd) / result.horizon_s * 3600.0
+    usd_per_hour = (bill.total_usd - bill.minimum_usd) / result.horizon_s * S_PER_HOUR
     total_usd, served = bill.total_usd, 0
     if cached is not None:
         m = cached.arrival_s >= warmup_s
@@ -542,7 +539,7 @@ def served_metrics(scenario: Scenario, result, cached: CacheServed | None = None
         num_good += int((m & cache_meets_slo(scenario, cached)).sum())
         output_tokens += int(cached.output_tokens.sum())
         usd_per_hour += cached.usd_per_hour
-        total_usd += cached.usd_per_hour * result.horizon_s / 3600.0
+        total_usd += cached.usd_per_hour * result.horizon_s / S_PER_HOUR
         served = len(cached.arrival_s)
     window_s = max(ends) - min(starts) if num_measured else 0.0
     attainment = num_good / num_measured if num_measured else None
@@ -568,7 +565,7 @@ def cache_meets_slo(scenario: Scenario, cached: CacheServed) -> np.ndarray:
     """Whether each cache-served request meets its workload's TTFT and E2EL limits."""
     from simcost.metrics.summary import slo_limits
 
-    limits = slo_limits(scenario, SimpleNamespace(workload=cached.workload))  # slo_limits reads only .workload
+    limits = slo_limits(scenario, cached.workload)
     ok = np.ones(len(cached.arrival_s), dtype=bool)
     for key in ("ttft_s", "e2el_s"):
         ok &= np.isnan(limits[key]) | (cached.latency_s <= limits[key])
@@ -577,7 +574,7 @@ def cache_meets_slo(scenario: Scenario, cached: CacheServed) -> np.ndarray:
 
 def combine_seeds(runs: list[dict]) -> dict:
     """One row from several seeds: means, the lowest SLO attainment, meets_slo on every seed."""
-    row = {}
+    row: dict[str, Any] = {}
     for key in runs[0]:
         values = [r[key] for r in runs if r[key] is not None]
         if key == "meets_slo":
@@ -619,7 +616,7 @@ def resized_rows(runner: Runner, points: list[tuple[dict, dict | None]], max_rep
     from simcost.analysis.sizing import replica_search
 
     results: dict[int, dict] = {}
-    searches = {}
+    searches: dict[int, tuple] = {}  # point index -> (search generator, count to try, rows by count)
     for i, point in enumerate(points):
         search = replica_search(max_replicas)
         searches[i] = (search, next(search), {})

@@ -76,8 +76,8 @@ def queue_scenario(*, rate_per_s: float, service_mean_s: float, dist: str, serve
 
 def measured_waits_s(scenario: Scenario) -> np.ndarray:
     """Run a scenario; the queueing delay (first scheduled - arrival) of each measured request."""
-    from simcost.workload.request_table import COMPLETED
     from simcost.simulation.simulation import run
+    from simcost.workload.request_table import COMPLETED
 
     t = run(scenario).table
     measured = (t.status == COMPLETED) & (t.arrival_s >= scenario.warmup_s)

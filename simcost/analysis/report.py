@@ -24,13 +24,14 @@ import tempfile
 from collections.abc import Callable
 from html import escape
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
 
 from simcost.errors import InputError
+from simcost.units import HOURS_PER_MONTH
 
-HOURS_PER_MONTH = 730.0  # as simcost.analysis.frontier: 8760 h / 12
 MAX_CDF_POINTS = 8  # a sweep's latency CDFs: beyond this many curves a panel no longer reads
 LATENCY_KEYS = ("ttft_s", "tpot_s", "itl_s", "e2el_s")
 STAT_KEYS = ("mean", "p50", "p90", "p95", "p99")
@@ -464,7 +465,9 @@ def plot_fleet(series: dict, horizon_s: float, path: Path, title: str) -> Path:
 
 def category_rows(by_category: dict, total_usd: float) -> list[list[str]]:
     keys = [k for k in CATEGORY_LABELS if k in by_category] + [k for k in by_category if k not in CATEGORY_LABELS]
-    share = lambda v: fmt(v / total_usd, "pct") if total_usd else "-"
+    def share(v: float) -> str:
+        return fmt(v / total_usd, "pct") if total_usd else "-"
+
     return [[CATEGORY_LABELS.get(k, k.replace("_", " ")), usd(by_category[k]), share(by_category[k])] for k in keys]
 
 
@@ -565,8 +568,8 @@ def read_sweep_rows(path: Path) -> list[dict]:
 def varied_keys(rows: list[dict]) -> list[str]:
     """The scenario keys a sweep varied: row keys that are key paths (a.b) or top-level scenario
     fields, as opposed to metric, CI, status and folder columns."""
-    from simcost.scenario.scenario import Scenario
     from simcost.analysis.sweep import COLUMNS
+    from simcost.scenario.scenario import Scenario
 
     top = {f.name for f in dataclasses.fields(Scenario)}
     seen = dict.fromkeys(k for r in rows for k in r)
@@ -586,7 +589,9 @@ def point_label(row: dict, keys: list[str]) -> str:
 def run_folders(folder: Path, rows: list[dict]) -> dict[str, list[tuple[str, Path]]]:
     """Each point's run folders, [(label, folder)]: from the rows' run_dir (one folder, or one
     seed=S folder per seed), else (an older sweep) every subfolder holding a summary.json."""
-    has_summary = lambda d: (d / "summary.json").is_file()
+    def has_summary(d: Path) -> bool:
+        return (d / "summary.json").is_file()
+
     if not any("run_dir" in r for r in rows):
         return {d.name: [(d.name, d)] for d in sorted(folder.iterdir()) if d.is_dir() and has_summary(d)}
     out = {}
@@ -683,7 +688,7 @@ def points_cost_section(summaries: dict[str, dict]) -> str:
 
 def sweep_latency_section(runs: dict[str, list[tuple[str, Path]]], summaries: dict[str, dict]) -> str:
     """TTFT, TPOT and E2EL CDFs of the first run of the first MAX_CDF_POINTS points with request records."""
-    curves = {}
+    curves: dict[str, Any] = {}
     for point, point_runs in runs.items():
         label, d = point_runs[0]
         path = requests_file(d)[0]

@@ -38,14 +38,15 @@ import copy
 import itertools
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
+from simcost.analysis.backends import RunCache, worker_pool
+from simcost.analysis.forecast import check_trace_covers, scale_load, with_replicas
+from simcost.errors import InputError, closest
 from simcost.scenario.scenario import Scenario, scenario_from_dict
 from simcost.scenario.schema import to_dict
-from simcost.errors import InputError, closest
-from simcost.analysis.forecast import check_trace_covers, scale_load, with_replicas
-from simcost.analysis.backends import RunCache, worker_pool
+from simcost.units import HOURS_PER_MONTH, S_PER_HOUR
 
-HOURS_PER_MONTH = 730.0
 DEFAULT_MAX_REPLICAS = 16
 HEADROOM_TOLERANCE = 0.02  # relative gap between the last passing and first failing multiplier
 HEADROOM_CHECK_FACTOR = 1.1  # m x 1.1 should miss the SLO
@@ -118,7 +119,7 @@ def run_point(raw: dict, seed: int) -> dict:
     # the per-start minimum charge is left out: a sized fleet runs for months, it starts once
     usd = result.bill.total_usd - result.bill.minimum_usd
     return {"meets_slo": bool(s["meets_slo"]), "slo_attainment": s["slo_attainment"],
-            "usd_per_hour": usd / result.horizon_s * 3600.0}
+            "usd_per_hour": usd / result.horizon_s * S_PER_HOUR}
 
 
 @dataclass(frozen=True)
@@ -193,7 +194,8 @@ def search_options(evaluator: Evaluator, raw: dict, options: list[dict], max_rep
                    pool: int | None = None) -> list[OptionResult]:
     """Every option's smallest fleet (of fleet.pools[pool] when given); the searches advance
     together, so each round's runs go to the worker pool as one batch."""
-    results, searches = {}, {}
+    results: dict[int, Any] = {}
+    searches: dict[int, tuple] = {}  # option index -> (raw, search generator, count to try, tried)
     for i, option in enumerate(options):
         option_raw = with_option(raw, option, pool)
         problem = fit_problem(option_raw)
@@ -355,7 +357,7 @@ def size(base: Scenario, options: list[dict], max_replicas: int = DEFAULT_MAX_RE
         searched = evaluator.simulations
         chosen = ranked[0] if ranked and ranked[0].replicas is not None else None
         room, spares = None, []
-        if chosen is not None:
+        if chosen is not None and chosen.replicas is not None:
             option_raw = with_option(raw, chosen.option, k)
             if with_headroom:
                 room = headroom(evaluator, with_replicas(option_raw, chosen.replicas, k), max_load_multiplier)
@@ -414,10 +416,10 @@ def format_sizing(result: Sizing) -> str:
     lines.append(f"{'rank':>4}  {'option':<{width}}  {'replicas':>8}  {'$/hour':>9}  {'$/month':>10}  {'SLO att.':>8}  note")
     for index, o in enumerate(result.options, start=1):
         att = "-" if o.slo_attainment is None else f"{o.slo_attainment:.1%}"
-        if o.replicas is None:
+        if o.replicas is None or o.usd_per_hour is None:  # infeasible: both unset
             lines.append(f"{'-':>4}  {o.label:<{width}}  {'-':>8}  {'-':>9}  {'-':>10}  {att:>8}  {o.reason}")
         else:
-            note = "chosen" if index == 1 else f"+${o.usd_per_hour - result.options[0].usd_per_hour:,.2f}/hour"
+            note = _cost_note(index, o.usd_per_hour, result.options[0].usd_per_hour)
             lines.append(f"{index:>4}  {o.label:<{width}}  {o.replicas:>8}  {o.usd_per_hour:>9,.2f}  "
                          f"{o.usd_per_month:>10,.0f}  {att:>8}  {note}")
     lines.append("")
@@ -427,9 +429,17 @@ def format_sizing(result: Sizing) -> str:
     return "\n".join(lines)
 
 
+def _cost_note(rank: int, usd_per_hour: float, first_usd_per_hour: float | None) -> str:
+    """The first option is the chosen one; the others cost this much more (ranked by cost, so
+    the first is feasible whenever a later one is)."""
+    if rank == 1 or first_usd_per_hour is None:
+        return "chosen"
+    return f"+${usd_per_hour - first_usd_per_hour:,.2f}/hour"
+
+
 def _chosen_lines(result: Sizing) -> list[str]:
     chosen = result.chosen
-    if chosen is None:
+    if chosen is None or chosen.usd_per_hour is None:  # a chosen option has both
         return ["no option meets the SLO within the replica bound"]
     lines = [f"chosen: {chosen.replicas} x {chosen.label}, ${chosen.usd_per_hour:,.2f}/hour "
              f"(${chosen.usd_per_month:,.0f}/month at {HOURS_PER_MONTH:g} h)"]

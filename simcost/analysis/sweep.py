@@ -27,15 +27,15 @@ import yaml
 
 # sizing.py and forecast.py import these from here
 from simcost.analysis.backends import execute, map_runs, progress_items, worker_pool  # noqa: F401
-from simcost.scenario.scenario import load_scenario, scenario_from_dict
-from simcost.scenario.schema import to_dict
-from simcost.errors import InputError
 from simcost.analysis.frontier import plot_frontier
-from simcost.results.plots import latency_vs_spend
-from simcost.results.writer import write_run
-from simcost.simulation.simulation import run
 from simcost.analysis.sweep_cache import ResultCache, run_key
 from simcost.analysis.sweep_space import Space, points
+from simcost.errors import InputError
+from simcost.results.plots import latency_vs_spend
+from simcost.results.writer import write_run
+from simcost.scenario.scenario import load_scenario, scenario_from_dict
+from simcost.scenario.schema import to_dict
+from simcost.simulation.simulation import run
 
 COLUMNS = ("p50_ttft_s", "p99_ttft_s", "p99_tpot_s", "p99_e2el_s", "requests_per_s", "output_tokens_per_s",
            "goodput_requests_per_s", "slo_attainment", "usd_per_hour", "usd_per_1m_output_tokens",
@@ -148,7 +148,8 @@ def sweep(scenario_path: str | Path, space: Space, out_dir: Path, overrides=(), 
 def resolve(scenario_path, overrides: tuple, seed: int | None, space: Space, seed_list: list[int]) -> list[Point]:
     """Each design point as resolved scenarios, one per seed; a point whose values are bad input
     keeps its error instead."""
-    pts, labels = [], {}
+    pts: list = []
+    labels: dict[str, dict] = {}  # folder name -> the values it names
     for values in points(space):
         point = Point(values, unique_label(values, labels))
         try:

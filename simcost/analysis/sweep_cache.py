@@ -33,7 +33,9 @@ def run_key(raw: dict) -> str:
 def code_version() -> str:
     """The installed version plus a digest of the package's .py and catalog .yaml files."""
     import simcost
-    from simcost.catalog.specs import config_dir  # the catalogs: inside the package in a wheel, beside it in a source tree
+    from simcost.catalog.specs import (
+        config_dir,  # the catalogs: inside the package in a wheel, beside it in a source tree
+    )
 
     try:
         version = metadata.version("simcost")

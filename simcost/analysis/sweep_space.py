@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from simcost.errors import InputError
+from simcost.errors import InputError, required
 
 DESIGNS = ("grid", "random", "lhs")
 
@@ -51,9 +51,12 @@ class Axis:
         """The value at position u in [0, 1) of this axis."""
         if self.values is not None:
             return self.values[min(int(u * len(self.values)), len(self.values) - 1)]
-        high = self.high + 1 if self.integer else self.high
-        x = self.low * (high / self.low) ** u if self.log else self.low + u * (high - self.low)
-        return min(math.floor(x), int(self.high)) if self.integer else float(x)
+        if self.low is None or self.high is None:
+            raise ValueError(f"sweep axis {self.key}: neither values nor a range")
+        low, high = self.low, self.high
+        top = high + 1 if self.integer else high
+        x = low * (top / low) ** u if self.log else low + u * (top - low)
+        return min(math.floor(x), int(high)) if self.integer else float(x)
 
 
 @dataclass(frozen=True)
@@ -71,10 +74,11 @@ class Space:
 def points(space: Space) -> list[dict]:
     """The design's points, each {key: value}; the grid in row-major order of the keys."""
     if space.design == "grid":
-        return [dict(zip(space.keys, combo)) for combo in itertools.product(*(a.values for a in space.axes))]
+        grid = (required(a.values, f"sweep.{a.key}") for a in space.axes)  # a grid's axes are value lists
+        return [dict(zip(space.keys, combo)) for combo in itertools.product(*grid)]
     rng = np.random.default_rng(space.seed)
     if space.design == "random":
-        u = rng.random((space.points, len(space.axes)))
+        u = rng.random((required(space.points, "sweep.points"), len(space.axes)))
     else:
         from scipy.stats import qmc
 
@@ -83,6 +87,11 @@ def points(space: Space) -> list[dict]:
 
 
 # --- reading ----------------------------------------------------------------------------------
+
+def _finite_number(where: str, v: object) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise InputError(where, f"{v!r}; expected a finite number")
+    return v
 
 def space_from_flags(params: list[str], values: list[list]) -> Space:
     """Repeated --param KEY --values a,b,c: the grid over every pair."""
@@ -158,11 +167,8 @@ def axis(key: str, spec, where: str) -> Axis:
     unknown = set(spec) - {"low", "high", "log", "integer"}
     if unknown:
         raise InputError(f"{where}.{sorted(unknown)[0]}", "unknown; a range has low, high, log and integer")
-    low, high = spec.get("low"), spec.get("high")
+    low, high = _finite_number(f"{where}.low", spec.get("low")), _finite_number(f"{where}.high", spec.get("high"))
     log, integer = spec.get("log", False), spec.get("integer", False)
-    for name, v in (("low", low), ("high", high)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise InputError(f"{where}.{name}", f"{v!r}; expected a finite number")
     for name, v in (("log", log), ("integer", integer)):
         if not isinstance(v, bool):
             raise InputError(f"{where}.{name}", f"{v!r}; expected true or false")

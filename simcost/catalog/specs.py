@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from simcost.errors import InputError, closest
+from simcost.units import HOURS_PER_YEAR
 
 __all__ = ["DeviceSpec", "ModelSpec", "PriceOffer", "Commitment", "Purchase", "config_dir", "load_devices",
            "load_models", "load_prices", "get_device", "get_model", "catalog_names", "price_offer", "on_demand_usd_per_device_hour",
@@ -40,7 +41,6 @@ TERA = 1e12
 DEVICE_SOURCE_GROUPS = ("spec", "power", "price", "efficiency")
 MODEL_SOURCE_GROUPS = ("spec",)
 SERVING_KINDS = ("tokens", "per_item")  # decoder LLMs stepped token by token; models charged per item
-HOURS_PER_YEAR = 8760.0
 ANY_REGION = "any"  # a provider-wide price, matching every region
 _DATE = re.compile(r"^\d{4}-\d{2}(-\d{2})?$")  # YYYY-MM-DD, or YYYY-MM for monthly snapshots
 
@@ -621,7 +621,7 @@ def _device_rows(config_dir: Path | None) -> list[list]:
 
 
 def _model_rows(config_dir: Path | None) -> list[list]:
-    rows = [["key", "serving", "params_B", "active_B", "layers", "hidden", "heads", "kv_heads", "experts", "format",
+    rows: list[list] = [["key", "serving", "params_B", "active_B", "layers", "hidden", "heads", "kv_heads", "experts", "format",
              "context", "GFLOPs/item", "date", "item"]]
     for m in load_models(config_dir).values():
         experts = f"{m.experts_per_token}/{m.num_experts}" if m.num_experts else "-"
@@ -642,9 +642,10 @@ def _price_rows(config_dir: Path | None) -> tuple[list[list], list[str]]:
     for o in load_prices(config_dir):
         refs = [legend.setdefault((src["source"], src["date"]), len(legend) + 1) for src in o.sources.values()]
         spot = "-"
-        if o.spot_range_usd_per_hour is not None:
+        mid_usd_per_hour = o.spot_usd_per_hour  # None exactly when there is no spot range
+        if o.spot_range_usd_per_hour is not None and mid_usd_per_hour is not None:
             low, high = (o.per_device(v) for v in o.spot_range_usd_per_hour)
-            spot = _usd(o.per_device(o.spot_usd_per_hour)) + ("" if low == high else f" ({low:.4g}-{high:.4g})")
+            spot = _usd(o.per_device(mid_usd_per_hour)) + ("" if low == high else f" ({low:.4g}-{high:.4g})")
         terms = []
         for years in (1, 3):
             c = o.commitments.get(years)

@@ -11,7 +11,8 @@ import os
 import sys
 from pathlib import Path
 
-from simcost.errors import InputError, closest
+from simcost.errors import InputError, closest, required
+from simcost.units import S_PER_HOUR
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,7 +138,7 @@ def _parser() -> argparse.ArgumentParser:
                       help="savings-plan discount, 0-1 (default: the scenario's, else 0.30, an assumption)")
     cm_p.add_argument("--basis", choices=("provisioned", "busy"), default="provisioned",
                       help="demand: the whole static fleet (default) or devices running steps (autoscaled lower bound)")
-    cm_p.add_argument("--period-s", type=float, default=3600.0,
+    cm_p.add_argument("--period-s", type=float, default=S_PER_HOUR,
                       help="simulated seconds per billing hour, for time-compressed scenarios (default 3600)")
     cm_p.add_argument("--no-week", action="store_true", help="plan over the simulated hours only (default: tile to a week)")
     cm_p.add_argument("--no-progress", action="store_true", help="never show a progress bar")
@@ -165,8 +166,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_run(args) -> int:
-    from simcost.scenario.scenario import load_scenario
     from simcost.results.writer import format_summary, write_run
+    from simcost.scenario.scenario import load_scenario
     from simcost.simulation.simulation import Simulation
 
     scenario = load_scenario(args.scenario, args.overrides, args.seed)
@@ -207,7 +208,7 @@ def _cmd_sweep(args) -> int:
     if args.address and args.backend != "ray":
         raise InputError("--address", "is for --backend ray")
     flags = space_from_flags(args.param, values) if args.param or args.values else None
-    space = load_space(args.space, flags) if args.space else flags
+    space = load_space(args.space, flags) if args.space else required(flags, "--param")  # checked above
     out = _out_dir(args.out or Path("results") / f"sweep-{args.space.stem if args.space else '+'.join(args.param)}")
     try:
         result = sweep(args.scenario, space, out, args.overrides, args.seed, args.seeds, args.jobs, args.backend,
@@ -227,8 +228,8 @@ def _cmd_sweep(args) -> int:
 
 
 def _cmd_forecast(args) -> int:
-    from simcost.scenario.scenario import load_scenario
     from simcost.analysis.forecast import GrowthPath, forecast, format_report, parse_step, write_outputs
+    from simcost.scenario.scenario import load_scenario
 
     path = GrowthPath(args.months, args.growth, tuple(parse_step(s) for s in args.step))
     scenario = load_scenario(args.scenario, args.overrides, args.seed)
@@ -242,8 +243,8 @@ def _cmd_forecast(args) -> int:
 
 
 def _cmd_check(args) -> int:
-    from simcost.scenario.scenario import load_scenario
     from simcost.perf.deployment import fleet_pools, plan_deployment
+    from simcost.scenario.scenario import load_scenario
 
     scenario = load_scenario(args.scenario, args.overrides, args.seed)
     if scenario.fleet.pools is not None:  # each pool is planned on its own hardware, model and price
@@ -264,9 +265,7 @@ def _deployment_line(dep) -> str:
 
 def _cmd_calibrate(args) -> int:
     from simcost.perf.calibrate import Pair, fit_factors, fit_warnings, format_table, write_profile
-    from simcost.perf.measurements import read_points
-
-    from simcost.perf.measurements import EFFICIENCY_FACTORS
+    from simcost.perf.measurements import EFFICIENCY_FACTORS, read_points
 
     for name in args.fix:
         if name not in EFFICIENCY_FACTORS:
@@ -296,7 +295,13 @@ def _cmd_catalog(args) -> int:
 
 
 def _cmd_trace_inspect(args) -> int:
-    from simcost.workload.trace_inspect import format_inspection, inspect_trace, parse_columns, plot_inspection, write_json
+    from simcost.workload.trace_inspect import (
+        format_inspection,
+        inspect_trace,
+        parse_columns,
+        plot_inspection,
+        write_json,
+    )
     from simcost.workload.traces import load_trace
 
     columns = parse_columns(args.columns) if args.columns else None
@@ -316,8 +321,8 @@ def _cmd_trace_inspect(args) -> int:
 def _cmd_size(args) -> int:
     import yaml
 
-    from simcost.scenario.scenario import load_scenario
     from simcost.analysis.sizing import candidate_options, format_sizing, size
+    from simcost.scenario.scenario import load_scenario
 
     def items(text):
         return [s.strip() for s in text.split(",") if s.strip()] if text else [None]
@@ -362,8 +367,8 @@ def _cmd_commitments(args) -> int:
 
 
 def _cmd_levers(args) -> int:
-    from simcost.scenario.scenario import load_scenario
     from simcost.analysis.levers import format_study, load_levers, study, write_outputs
+    from simcost.scenario.scenario import load_scenario
 
     overrides = {"smaller_model": {"model": args.smaller_model}} if args.smaller_model else None
     cfg = load_levers(args.levers, overrides)

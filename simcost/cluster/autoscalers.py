@@ -70,10 +70,15 @@ import math
 from collections import deque
 from collections.abc import Callable
 
-from simcost.scenario.autoscalers import (AutoscalerConfig, HpaAutoscaler, KedaAutoscaler, KpaAutoscaler, PredictiveAutoscaler, ScheduleAutoscaler)
 from simcost.errors import InputError
-
-
+from simcost.scenario.autoscalers import (
+    AutoscalerConfig,
+    HpaAutoscaler,
+    KedaAutoscaler,
+    KpaAutoscaler,
+    PredictiveAutoscaler,
+    ScheduleAutoscaler,
+)
 
 _EPS = 1e-9  # float slack on sample times and on ceil of exact ratios
 

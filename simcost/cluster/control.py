@@ -37,16 +37,16 @@ import numpy as np
 import simpy
 
 from simcost.cluster.autoscalers import make_autoscaler
-from simcost.scenario.autoscalers import PredictiveAutoscaler
 from simcost.cluster.fleet import Fleet
-from simcost.scenario.fleet import ColdStartConfig, FleetConfig, SpotConfig
-from simcost.errors import InputError
 from simcost.cost.roster import ON_DEMAND, SPOT, Roster, WarmNode
-from simcost.perf.startup import RUNNING, StartPhases, cold_start, warm_start
+from simcost.errors import InputError
 from simcost.perf.deployment import Pool
+from simcost.perf.startup import RUNNING, StartPhases, cold_start, warm_start
+from simcost.scenario.autoscalers import PredictiveAutoscaler
+from simcost.scenario.fleet import ColdStartConfig, FleetConfig, SpotConfig
+from simcost.units import HOURS_PER_MONTH, S_PER_HOUR
 from simcost.workload.request_table import RequestTable
 
-HOURS_PER_MONTH = 730.0
 TTFT_WINDOW_S = 60.0  # the ttft_p95 metric's window
 FORECAST_WINDOW_S = 300.0  # predictive: arrivals are smoothed over this window
 
@@ -145,7 +145,7 @@ class FleetControl:
     def _watch(self, replica) -> None:
         life = self.fleet.roster.lives[replica.index]
         if life.capacity == SPOT and self.spot.monthly_interruption > 0:
-            hazard_per_s = -math.log(1 - self.spot.monthly_interruption) / (HOURS_PER_MONTH * 3600.0)
+            hazard_per_s = -math.log(1 - self.spot.monthly_interruption) / (HOURS_PER_MONTH * S_PER_HOUR)
             self.env.process(self._reclaim(replica, float(self.rng.exponential(1 / hazard_per_s))))
         if self.failures is not None and self.failures.mtbf_h is not None:
             self.env.process(self._fail(replica, float(self.rng.exponential(self.failures.mtbf_h * 3600.0))))

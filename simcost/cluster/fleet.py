@@ -27,18 +27,18 @@ from dataclasses import dataclass
 import numpy as np
 import simpy
 
-from simcost.engine.request_level import BatchReplica
-from simcost.scenario.deployment import EngineConfig
-from simcost.engine.options import ReplicaOptions, SwapLink
-from simcost.engine.replica import Replica
-from simcost.engine.kv.reuse import PrefixSpec
-from simcost.engine.kv.blocks import blocks_for
+from simcost.cluster.routers import DECODE_ROUTER, ROUTERS, RoutingContext, TokenLoad
 from simcost.cost.ledger import StepLog
 from simcost.cost.roster import ON_DEMAND, Life, Roster
-from simcost.perf.startup import StartPhases
-from simcost.workload.request_table import RequestTable
-from simcost.cluster.routers import DECODE_ROUTER, ROUTERS, RoutingContext, TokenLoad
+from simcost.engine.kv.blocks import blocks_for
+from simcost.engine.kv.reuse import PrefixSpec
+from simcost.engine.options import ReplicaOptions, SwapLink
+from simcost.engine.replica import Replica
+from simcost.engine.request_level import BatchReplica
 from simcost.engine.waiting import WaitingQueue
+from simcost.perf.startup import StartPhases
+from simcost.scenario.deployment import EngineConfig
+from simcost.workload.request_table import RequestTable
 
 # engine.policy -> the replica class that runs it. Every class takes (env, index, ReplicaOptions).
 # A new iteration-level policy is a scheduler (simcost.engine.schedulers); a new kind of replica
@@ -208,10 +208,17 @@ class Fleet:
         if self.central:
             self._dispatch_central()
 
+    @property
+    def _decode_pool(self) -> int:
+        """The decode pool of a disaggregated fleet (only its prefill side asks)."""
+        if self._decode is None:
+            raise RuntimeError("fleet: a prefill pool without a decode pool")
+        return self._decode
+
     def _resized(self, pool: int) -> None:
-        router = self.routers[pool]
-        if hasattr(router, "resized"):
-            router.resized()
+        resized = getattr(self.routers[pool], "resized", None)  # routers that cache their pool's size
+        if resized is not None:
+            resized()
 
     def _unroute(self, replica) -> None:
         k = self.roster.lives[replica.index].pool
@@ -352,7 +359,7 @@ class Fleet:
             return "exceeds_batch_tokens"
         # at its longest, a request holds the KV of its prompt and all but its last output token:
         # its prompt where it is prefilled, all of it where it ends (a prefill pool's decode pool)
-        whole, prompt = self._max_blocks[self._decode if pe.role == "prefill" else pool], self._max_blocks[pool]
+        whole, prompt = self._max_blocks[self._decode_pool if pe.role == "prefill" else pool], self._max_blocks[pool]
         if blocks_for(n_in + n_out - 1, pe.block_size) > whole or blocks_for(n_in, pe.block_size) > prompt:
             return "exceeds_kv_capacity"
         return ""
@@ -372,7 +379,7 @@ class Fleet:
         rejected there: its prefill is already paid for)."""
         if self.tokens is not None:
             self.tokens.remove(int(self.table.replica[rid]), rid)  # it has left its prefill replica
-        self._submit(self._route(self.routers[self._decode], rid), rid)
+        self._submit(self._route(self.routers[self._decode_pool], rid), rid)
 
     def _dispatch_central(self) -> None:
         ready = self.routable[0]  # shared_queue: one pool

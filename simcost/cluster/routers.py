@@ -55,12 +55,12 @@ def affinity_key_fn(table: RequestTable, block_ids: list[np.ndarray] | None,
     (simcost.kv_reuse.prefix_spec): a trace's prefix-block hash ids (their first
     AFFINITY_KEY_BLOCKS), else the session of a synthetic session (`session_prefix`, per workload
     entry: turn k+1 extends turn k's prompt). Other requests share nothing known: None."""
-    num_with_blocks = len(block_ids) if block_ids is not None else 0
+    blocks: list[np.ndarray] = block_ids if block_ids is not None else []
 
     def key(rid: int) -> int | None:
-        if rid < num_with_blocks and len(block_ids[rid]):
+        if rid < len(blocks) and len(blocks[rid]):
             h = 0
-            for block in block_ids[rid][:AFFINITY_KEY_BLOCKS].tolist():
+            for block in blocks[rid][:AFFINITY_KEY_BLOCKS].tolist():
                 h = mix64(h ^ block)
             return h
         session = int(table.session[rid])
@@ -138,7 +138,7 @@ class RoutingContext:
     """What routers may use besides the replicas: the run's routing stream and shared state."""
 
     rng: np.random.Generator
-    tokens: TokenLoad
+    tokens: TokenLoad | None  # kept only for least_outstanding_tokens
     affinity_key: Callable[[int], int | None] | None = None  # prefix_affinity; None: no keys
     load_bound: float = 1.25  # prefix_affinity's c
 
@@ -202,6 +202,8 @@ class PowerOfTwo:
 
 class LeastOutstandingTokens:
     def __init__(self, pool: list, ctx: RoutingContext):
+        if ctx.tokens is None:
+            raise ValueError("least_outstanding_tokens needs the fleet's TokenLoad in its RoutingContext")
         self.pool, self.rng, self.load = pool, ctx.rng, ctx.tokens
 
     def pick(self, rid: int):
@@ -287,7 +289,10 @@ class PoolView:
 
 
 class PoolRouter:
-    """Shared parts: the predictor and the decision counts (summary `pool_routing`)."""
+    """Shared parts: the predictor and the decision counts (summary `pool_routing`). Subclasses
+    set POLICY and implement choose()."""
+
+    POLICY: str
 
     def __init__(self, views: list[PoolView], table: RequestTable, ttft_slo_s: np.ndarray, names: list[str],
                  tpot_slo_s: np.ndarray | None = None):
@@ -318,6 +323,9 @@ class PoolRouter:
         """The lowest predicted TTFT among the pools whose TPOT meets the SLO (all, if none does)."""
         within = [k for k in pools if self.tpot_ok(k, rid)] or pools
         return min(within, key=lambda k: self.predicted_ttft_s(k, rid))  # ties: the first listed
+
+    def choose(self, rid: int, pools: list[int]) -> tuple[int, int | None]:
+        raise NotImplementedError
 
     def pick(self, rid: int, pools: list[int]):
         """(pool, replica or None: the pool's router picks)"""

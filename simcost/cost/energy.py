@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-J_PER_KWH = 3.6e6
-S_PER_HOUR = 3600.0
+from simcost.errors import required
+from simcost.units import J_PER_KWH, S_PER_HOUR
 
 
 def num_hours(horizon_s: float) -> int:
@@ -57,7 +57,7 @@ class Energy:
     def total_gco2(self) -> float:
         if self.replica_gco2_per_kwh is not None:
             return float((self.replica_hour_kwh.sum(axis=1) * self.replica_gco2_per_kwh).sum())
-        return self.total_kwh * self.grid_gco2_per_kwh
+        return self.total_kwh * required(self.grid_gco2_per_kwh, "site.grid_gco2_per_kwh")  # one grid: set
 
 
 def replica_hour_energy(busy_u_s: np.ndarray, covered_s: np.ndarray, idle_w, peak_w,
@@ -85,8 +85,8 @@ def replica_hour_energy(busy_u_s: np.ndarray, covered_s: np.ndarray, idle_w, pea
 def hour_piece(t_s, end_s, n_hours):
     """The clock hour h holding time t_s (the last hour takes any overrun), and where the piece of
     a step from t_s to end_s inside that hour stops."""
-    h = min(int(t_s // 3600.0), n_hours - 1)
-    cut_s = min(end_s, (h + 1) * 3600.0) if h < n_hours - 1 else end_s
+    h = min(int(t_s // S_PER_HOUR), n_hours - 1)
+    cut_s = min(end_s, (h + 1) * S_PER_HOUR) if h < n_hours - 1 else end_s
     return h, cut_s
 
 

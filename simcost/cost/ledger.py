@@ -23,26 +23,35 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from simcost.cost.energy import Energy, hour_covered_s, hour_piece, replica_hour_energy, split_steps_by_hour
+from simcost.cost.pricing import (
+    Tariff,
+    alive_matrix_s,
+    fleet_bill_usd,
+    fleet_tariff,
+    pools_bill_usd,
+    pools_tariff,
+    warm_pool_usd,
+)
+from simcost.cost.roster import Roster, RosterArrays
+from simcost.perf.deployment import Deployment, Pool
+from simcost.perf.startup import StartPhases
 from simcost.scenario.fleet import FleetConfig
 from simcost.scenario.pricing import CostConfig
-from simcost.cost.energy import Energy, hour_covered_s, hour_piece, replica_hour_energy, split_steps_by_hour
-from simcost.cost.roster import Roster, RosterArrays
-from simcost.perf.startup import StartPhases
-from simcost.perf.deployment import Deployment, Pool
-from simcost.cost.pricing import Tariff, alive_matrix_s, fleet_bill_usd, fleet_tariff, pools_bill_usd, pools_tariff, warm_pool_usd
+from simcost.units import S_PER_HOUR
 
 
 class StepLog:
     """Append-only log the engine writes during a run; `arrays()` turns it into columns."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._replica: list[int] = []
         self._start_s: list[float] = []
         self._step_end_s: list[np.ndarray] = []
         self._step_tokens: list[np.ndarray] = []
         self._members: list[np.ndarray] = []
         self._member_tokens: list[np.ndarray] = []
-        self._member_prefill: list[np.ndarray] = []
+        self._member_prefill: list[np.ndarray | None] = []  # None: as the record's prefill flag
         self._prefill: list[bool] = []
 
     def add(self, replica: int, start_s: float, step_end_s: np.ndarray, step_tokens: np.ndarray,
@@ -78,7 +87,9 @@ class StepLog:
         np.cumsum(num_steps, out=record_step_offset[1:])
         record_member_offset = np.zeros(len(num_members) + 1, dtype=np.int64)
         np.cumsum(num_members, out=record_member_offset[1:])
-        cat = lambda parts, dtype: np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype)
+        def cat(parts: list, dtype: type) -> np.ndarray:
+            return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype)
+
         step_end_s = cat(self._step_end_s, np.float64)
         step_start_s = np.empty_like(step_end_s)
         if len(step_end_s):
@@ -125,22 +136,22 @@ class Bill:
     busy_usd: float  # allocated: the sum of step_usd (and of request_usd)
     idle_usd: float  # unallocated: time replicas ran with no step
     total_usd: float  # from the pricing formulas (`simcost.pricing.bill_usd`)
+    replica_hour_usd: np.ndarray  # (replicas, hours) running charge, unallocated extras excluded
+    hour_unused_commitment_usd: np.ndarray  # (hours,)
+    tariff: Tariff
+    energy: Energy
+    roster: RosterArrays  # every replica's timeline, cut at the horizon
+    replica_hour_alive_s: np.ndarray  # (replicas, hours): seconds each was billed
+    # chargeback: each request's share of the unallocated dollars, and their sum (0 under showback)
+    unallocated_share_usd: np.ndarray
+    spread_usd: float = 0.0
     minimum_usd: float = 0.0  # unallocated: per-start minimum-charge top-ups
     unused_commitment_usd: float = 0.0  # unallocated: savings-plan commitment nobody used
-    replica_hour_usd: np.ndarray | None = None  # (replicas, hours) running charge, unallocated extras excluded
-    hour_unused_commitment_usd: np.ndarray | None = None  # (hours,)
-    tariff: Tariff | None = None
-    energy: Energy | None = None
-    # chargeback: each request's share of the unallocated dollars, and their sum (0 under showback)
-    unallocated_share_usd: np.ndarray | None = None
-    spread_usd: float = 0.0
     # unallocated: replicas provisioning and loading before they serve (cold start, simcost.lifecycle)
     provisioning_usd: float = 0.0
     loading_usd: float = 0.0
     # unallocated: replicas draining (no new work) with nothing left to run, before they are gone
     draining_usd: float = 0.0
-    roster: RosterArrays | None = None  # every replica's timeline, cut at the horizon
-    replica_hour_alive_s: np.ndarray | None = None  # (replicas, hours): seconds each was billed
     # allocated: bytes leaving a site (responses to clients), charged to the request that sent
     # them; included in request_usd and total_usd (fleet.pools; 0 otherwise)
     egress_usd: float = 0.0
@@ -211,10 +222,15 @@ def settle(steps: StepArrays, num_requests: int, fleet: FleetConfig, dep: Deploy
     hour_busy_s, hour_busy_u_s = split_steps_by_hour(steps.step_start_s, steps.step_end_s, steps.step_replica,
                                                      step_util, n, len(covered_s))
     deps = [pools[k].deployment for k in ra.pool]
-    sites = [pools[k].scenario.fleet.site for k in ra.pool] if own else None
+    pue: float | list[float]  # one site, or each replica's (fleet.pools)
+    grid_gco2_per_kwh: float | list[float]
+    if own:  # each replica at its own pool's site
+        sites = [pools[k].own_scenario.fleet.site for k in ra.pool]
+        pue, grid_gco2_per_kwh = [s.pue for s in sites], [s.grid_gco2_per_kwh for s in sites]
+    else:
+        pue, grid_gco2_per_kwh = fleet.site.pue, fleet.site.grid_gco2_per_kwh
     energy = replica_hour_energy(hour_busy_u_s, alive_s, [d.idle_w for d in deps], [d.peak_w for d in deps],
-                                 [s.pue for s in sites] if own else fleet.site.pue,
-                                 [s.grid_gco2_per_kwh for s in sites] if own else fleet.site.grid_gco2_per_kwh)
+                                 pue, grid_gco2_per_kwh)
     hour_idle_s = np.maximum(0.0, alive_s - hour_busy_s)
     idle_usd = float((hour_idle_s * price.time_usd_per_s).sum())
     provisioning_usd, loading_usd, draining_usd = lifecycle_costs_usd(ra, price, steps)
@@ -307,8 +323,8 @@ def charge_steps_hourly_py(step_start_s, step_end_s, step_replica, step_util, ti
     for s, e, r, u in zip(step_start_s, step_end_s, step_replica, step_util):
         usd = 0.0
         for h in range(n_hours):
-            hi = (h + 1) * 3600.0 if h < n_hours - 1 else float("inf")
-            usd += max(0.0, min(e, hi) - max(s, h * 3600.0)) * (time_usd_per_s[r, h] + u * util_usd_per_s)
+            hi = (h + 1) * S_PER_HOUR if h < n_hours - 1 else float("inf")
+            usd += max(0.0, min(e, hi) - max(s, h * S_PER_HOUR)) * (time_usd_per_s[r, h] + u * util_usd_per_s)
         out.append(usd)
     return np.array(out)
 

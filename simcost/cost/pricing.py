@@ -26,15 +26,16 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from simcost.cost.energy import Energy, hour_covered_s, hour_overlap_s
+from simcost.cost.roster import Roster, RosterArrays, WarmArrays
+from simcost.errors import required
+from simcost.perf.deployment import Deployment, Pool
 from simcost.scenario.fleet import FleetConfig
 from simcost.scenario.pricing import DEFAULT_EGRESS_USD_PER_GB, PricingConfig, SiteConfig
-from simcost.cost.energy import J_PER_KWH, S_PER_HOUR, Energy, hour_covered_s, hour_overlap_s
-from simcost.cost.roster import Roster, RosterArrays, WarmArrays
-from simcost.perf.deployment import Deployment, Pool
+from simcost.units import HOURS_PER_YEAR, J_PER_KWH, S_PER_HOUR
 
 DEFAULT_MIN_CHARGE_S = 60.0  # AWS and GCP per-second billing: 60 s minimum per instance start
 DEFAULT_LIFETIME_YEARS = 5.0  # assumption: a common depreciation schedule for servers
-HOURS_PER_YEAR = 8760.0
 
 # FOCUS PricingCategory values
 CATEGORY = {"on_demand": "Standard", "spot": "Dynamic", "reserved": "Committed",
@@ -92,7 +93,8 @@ def fleet_tariff(cfg: PricingConfig, site: SiteConfig, pools: list[Pool], horizo
     n, hours = len(deps), len(covered_s)
     rate = np.repeat(od_per_s[:, None], hours, axis=1)
     if spot.any():
-        rate[spot] = (spot_price * devices[spot] / S_PER_HOUR)[:, None]
+        spot_usd_per_device_hour = required(spot_price, "fleet.pricing.spot_usd_per_device_hour")
+        rate[spot] = (spot_usd_per_device_hour * devices[spot] / S_PER_HOUR)[:, None]
     unused = np.zeros(hours)
     util_per_s, effective = 0.0, None
     if cfg.model == "reserved":
@@ -138,7 +140,8 @@ def replicas_bill_usd(cfg: PricingConfig, pools: list[Pool], horizon_s: float, e
         covered_s = hour_covered_s(horizon_s)
         usage = (alive_matrix_s(ra, len(covered_s))[~spot] * per_hour[~spot, None]).sum(axis=0) / S_PER_HOUR
         commit = cfg.commitment_usd_per_hour * covered_s / S_PER_HOUR
-        return spot_usd + float(np.sum(commit + np.maximum(0.0, usage - commit / (1 - cfg.discount))))
+        discount = required(cfg.discount, "fleet.pricing.discount")
+        return spot_usd + float(np.sum(commit + np.maximum(0.0, usage - commit / (1 - discount))))
     return spot_usd + bill_usd(cfg, deps[0], int((~spot).sum()), horizon_s, energy)
 
 
@@ -170,14 +173,17 @@ def min_charge_s(cfg: PricingConfig) -> float:
 
 def reserved_effective_usd_per_hour(cfg: PricingConfig) -> float:
     """Per device: upfront / (8760 x years) + recurring hourly."""
-    return cfg.upfront_usd_per_device / (HOURS_PER_YEAR * cfg.term_years) + cfg.recurring_usd_per_device_hour
+    upfront_usd = required(cfg.upfront_usd_per_device, "fleet.pricing.upfront_usd_per_device")
+    term_years = required(cfg.term_years, "fleet.pricing.term_years")
+    recurring_usd_per_hour = required(cfg.recurring_usd_per_device_hour, "fleet.pricing.recurring_usd_per_device_hour")
+    return upfront_usd / (HOURS_PER_YEAR * term_years) + recurring_usd_per_hour
 
 
 def savings_plan_hours(cfg: PricingConfig, usage_usd: np.ndarray, covered_s: np.ndarray):
     """Per hour: the factor that turns on-demand usage into its share of the bill, and the
     commitment lost. Bill = C + max(0, U - C / (1 - d)); below the commitment usage costs
     U (1 - d) and C - U (1 - d) is lost; above it, the whole bill is usage."""
-    d = cfg.discount
+    d = required(cfg.discount, "fleet.pricing.discount")
     commit = cfg.commitment_usd_per_hour * covered_s / S_PER_HOUR
     bill = commit + np.maximum(0.0, usage_usd - commit / (1 - d))
     unused = np.maximum(0.0, commit - usage_usd * (1 - d))
@@ -189,8 +195,9 @@ def savings_plan_hours(cfg: PricingConfig, usage_usd: np.ndarray, covered_s: np.
 def owned_rates(cfg: PricingConfig, site: SiteConfig, dep: Deployment) -> tuple[float, float]:
     """$/s per replica: amortised capital plus idle power, and the extra power cost at u = 1."""
     years = DEFAULT_LIFETIME_YEARS if cfg.lifetime_years is None else cfg.lifetime_years
-    capex_per_s = cfg.capex_usd_per_device * dep.num_devices / (years * HOURS_PER_YEAR * S_PER_HOUR)
-    usd_per_j = cfg.usd_per_kwh * site.pue / J_PER_KWH
+    capex_usd = required(cfg.capex_usd_per_device, "fleet.pricing.capex_usd_per_device")
+    capex_per_s = capex_usd * dep.num_devices / (years * HOURS_PER_YEAR * S_PER_HOUR)
+    usd_per_j = required(cfg.usd_per_kwh, "fleet.pricing.usd_per_kwh") * site.pue / J_PER_KWH
     return capex_per_s + dep.idle_w * usd_per_j, (dep.peak_w - dep.idle_w) * usd_per_j
 
 
@@ -199,7 +206,8 @@ def bill_usd(cfg: PricingConfig, dep: Deployment, num_replicas: int, horizon_s: 
     allocated plus unallocated dollars must add up to."""
     n, hours = num_replicas, horizon_s / S_PER_HOUR
     if cfg.model in ("on_demand", "spot"):
-        per_hour = dep.price_usd_per_hour if cfg.model == "on_demand" else cfg.spot_usd_per_device_hour * dep.num_devices
+        per_hour = (dep.price_usd_per_hour if cfg.model == "on_demand"
+                    else required(cfg.spot_usd_per_device_hour, "fleet.pricing.spot_usd_per_device_hour") * dep.num_devices)
         min_s = DEFAULT_MIN_CHARGE_S if cfg.min_charge_s is None else cfg.min_charge_s
         return n * max(horizon_s, min_s) * per_hour / S_PER_HOUR
     if cfg.model == "reserved":
@@ -208,10 +216,12 @@ def bill_usd(cfg: PricingConfig, dep: Deployment, num_replicas: int, horizon_s: 
         covered_s = hour_covered_s(horizon_s)
         usage = n * dep.price_usd_per_hour * covered_s / S_PER_HOUR
         commit = cfg.commitment_usd_per_hour * covered_s / S_PER_HOUR
-        return float(np.sum(commit + np.maximum(0.0, usage - commit / (1 - cfg.discount))))
+        discount = required(cfg.discount, "fleet.pricing.discount")
+        return float(np.sum(commit + np.maximum(0.0, usage - commit / (1 - discount))))
     years = DEFAULT_LIFETIME_YEARS if cfg.lifetime_years is None else cfg.lifetime_years
-    capex = n * hours * cfg.capex_usd_per_device * dep.num_devices / (years * HOURS_PER_YEAR)
-    return capex + energy.total_kwh * cfg.usd_per_kwh
+    capex_usd = required(cfg.capex_usd_per_device, "fleet.pricing.capex_usd_per_device")
+    capex = n * hours * capex_usd * dep.num_devices / (years * HOURS_PER_YEAR)
+    return capex + energy.total_kwh * required(cfg.usd_per_kwh, "fleet.pricing.usd_per_kwh")
 
 
 
@@ -223,7 +233,7 @@ def roster_part(ra: RosterArrays, mask: np.ndarray, pool: int | None = None) -> 
     return replace(ra, pool=ra.pool[mask], spot=ra.spot[mask], requested_s=ra.requested_s[mask],
                    provisioned_s=ra.provisioned_s[mask], ready_s=ra.ready_s[mask], drain_s=ra.drain_s[mask],
                    gone_s=ra.gone_s[mask], end=[e for e, m in zip(ra.end, mask) if m],
-                   warm_hit=None if ra.warm_hit is None else ra.warm_hit[mask],
+                   warm_hit=ra.warm_hit[mask],
                    warm=ra.warm.part(ra.warm.pool == pool) if pool is not None else ra.warm)
 
 
@@ -239,14 +249,14 @@ def pools_tariff(pools: list[Pool], horizon_s: float, ra: RosterArrays) -> Tarif
     util, unused, models = np.zeros(n), np.zeros(hours), [""] * n
     for k, pool in enumerate(pools):
         mask = ra.pool == k
-        fleet = pool.scenario.fleet
+        fleet = pool.own_scenario.fleet
         t = fleet_tariff(fleet.pricing, fleet.site, pools, horizon_s, roster_part(ra, mask),
                          pool_spot_usd_per_device_hour(fleet))
         rate[mask], minimum[mask], listed[mask], util[mask] = t.time_usd_per_s, t.minimum_usd, t.list_usd_per_s, t.util_usd_per_s
         unused += t.unused_commitment_usd
         for i in np.flatnonzero(mask):
             models[i] = fleet.pricing.model
-    kinds = {p.scenario.fleet.pricing.model for p in pools}
+    kinds = {p.own_scenario.fleet.pricing.model for p in pools}
     od = float(listed.mean() * S_PER_HOUR) if n else 0.0
     return Tariff(kinds.pop() if len(kinds) == 1 else "mixed", rate, 0.0, minimum, unused, listed, od, None,
                   models, util)
@@ -257,7 +267,7 @@ def pools_bill_usd(pools: list[Pool], horizon_s: float, energy: Energy, ra: Rost
     total = 0.0
     for k, pool in enumerate(pools):
         mask = ra.pool == k
-        fleet = pool.scenario.fleet
+        fleet = pool.own_scenario.fleet
         cut = lambda x: None if x is None else x[mask]  # noqa: E731
         part = replace(energy, replica_hour_kwh=energy.replica_hour_kwh[mask], replica_pue=cut(energy.replica_pue),
                        replica_gco2_per_kwh=cut(energy.replica_gco2_per_kwh))
@@ -274,11 +284,12 @@ def usd_per_replica_hour(fleet: FleetConfig, dep: Deployment) -> float:
     cfg = fleet.pricing
     if cfg.model == "spot":
         spot = pool_spot_usd_per_device_hour(fleet)
-        return (cfg.spot_usd_per_device_hour if spot is None else spot) * dep.num_devices
+        return required(cfg.spot_usd_per_device_hour if spot is None else spot,
+                        "fleet.pricing.spot_usd_per_device_hour") * dep.num_devices
     if cfg.model == "reserved":
         return reserved_effective_usd_per_hour(cfg) * dep.num_devices
     if cfg.model == "savings_plan":
-        return dep.price_usd_per_hour * (1 - cfg.discount)
+        return dep.price_usd_per_hour * (1 - required(cfg.discount, "fleet.pricing.discount"))
     if cfg.model == "owned":
         idle_usd_per_s, util_usd_per_s = owned_rates(cfg, fleet.site, dep)
         return (idle_usd_per_s + util_usd_per_s) * S_PER_HOUR

@@ -173,7 +173,7 @@ class RosterArrays:
     drain_s: np.ndarray
     gone_s: np.ndarray
     end: list[str]
-    warm_hit: np.ndarray | None = None  # per replica: it took a warm node
+    warm_hit: np.ndarray  # per replica: it took a warm node
     warm: WarmArrays = field(default_factory=WarmArrays.empty)
     warm_pools: dict[int, tuple[int, str]] = field(default_factory=dict)  # pool -> (size, state)
     warm_misses: dict[int, int] = field(default_factory=dict)  # pool -> on-demand adds that found it empty

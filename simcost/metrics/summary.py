@@ -19,14 +19,17 @@ latency users see, round trip included) and pool_routing (`pools_summary`).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from simcost.scenario.scenario import Scenario
-from simcost.scenario.fleet_plan import fleet_plan, pool_routed
-from simcost.scenario.schema import to_dict
 from simcost.cost.ledger import Bill, StepArrays
-from simcost.perf.deployment import Deployment, Pool
 from simcost.cost.pricing import usd_per_replica_hour
+from simcost.perf.deployment import Deployment, Pool
+from simcost.scenario.fleet_plan import fleet_plan, pool_routed
+from simcost.scenario.scenario import Scenario
+from simcost.scenario.schema import to_dict
+from simcost.units import S_PER_HOUR
 from simcost.workload.request_table import COMPLETED, IN_FLIGHT, REJECT_REASONS, REJECTED, STATUS_NAMES, RequestTable
 
 PERCENTILES = {"p50": 50, "p90": 90, "p95": 95, "p99": 99}
@@ -71,9 +74,10 @@ def slo_limits_by_entry(scenario: Scenario) -> dict[str, np.ndarray]:
     return limits
 
 
-def slo_limits(scenario: Scenario, table: RequestTable) -> dict[str, np.ndarray]:
-    """Each request's SLO limits (NaN: none): its workload's slo where set, else the scenario's."""
-    return {key: limits[table.workload] for key, limits in slo_limits_by_entry(scenario).items()}
+def slo_limits(scenario: Scenario, workload: np.ndarray) -> dict[str, np.ndarray]:
+    """Each request's SLO limits (NaN: none), given each one's workload entry (the RequestTable
+    column): its workload's slo where set, else the scenario's."""
+    return {key: limits[workload] for key, limits in slo_limits_by_entry(scenario).items()}
 
 
 def meets_slo(limits: dict[str, np.ndarray], lat: dict[str, np.ndarray]) -> np.ndarray:
@@ -94,7 +98,7 @@ def summarize(scenario: Scenario, dep: Deployment, table: RequestTable, steps: S
     completed = table.status == COMPLETED
     measured = completed & (table.arrival_s >= scenario.warmup_s)
     window_s = _window_s(table, measured)
-    good = measured & meets_slo(slo_limits(scenario, table), lat)
+    good = measured & meets_slo(slo_limits(scenario, table.workload), lat)
     out_tokens = int(table.generated.sum())
     in_tokens = int(table.input_tokens[~np.isnan(table.first_token_s)].sum())  # prompts prefilled
     num_completed = int(completed.sum())
@@ -136,7 +140,7 @@ def summarize(scenario: Scenario, dep: Deployment, table: RequestTable, steps: S
             # the fleet's rate: its list price (static), or the bill over the run (a fleet that moves)
             "usd_per_hour": (sum(p.replicas * replica_usd_per_hour(p) for p in pools)
                              if bill.roster is None or bill.roster.static
-                             else bill.total_usd / horizon_s * 3600.0 if horizon_s > 0 else 0.0),
+                             else bill.total_usd / horizon_s * S_PER_HOUR if horizon_s > 0 else 0.0),
             "total_usd": bill.total_usd,
             "busy_usd": bill.busy_usd,
             "idle_usd": bill.idle_usd,
@@ -175,13 +179,13 @@ def pools_summary(scenario: Scenario, pools: list[Pool], table: RequestTable, la
     So ttft_end_to_end_s = TTFT + rtt and e2el_end_to_end_s = E2EL + rtt (TPOT and ITL unchanged:
     every token is delayed alike), over the measured requests."""
     served = served_pool(table, bill.roster.pool)
-    rtt = np.array([p.scenario.fleet.site.client_rtt_s for p in pools])
+    rtt = np.array([p.own_scenario.fleet.site.client_rtt_s for p in pools])
     rtt_s = np.where(served >= 0, rtt[np.maximum(served, 0)], np.nan)
     egress = bill.request_egress_usd if bill.request_egress_usd is not None else np.zeros(table.num_requests)
     bytes_per_token = scenario.fleet.bytes_per_token
-    sites = {}
+    sites: dict[str, dict[str, Any]] = {}
     for k, p in enumerate(pools):
-        site = p.scenario.fleet.site
+        site = p.own_scenario.fleet.site
         row = sites.setdefault(site.name, {"region": site.region, "edge": site.edge, "client_rtt_s": site.client_rtt_s,
                                            "pools": [], "requests_served": 0, "egress_gb": 0.0, "egress_usd": 0.0})
         mine = served == k
@@ -220,7 +224,7 @@ def pool_rows(pools: list[Pool], steps: StepArrays, bill: Bill) -> list[dict]:
         rows.append({**named, "role": p.role, "replicas": p.replicas, "device": p.deployment.device.key,
                      "tensor_parallel": p.deployment.tensor_parallel, "kv_blocks_per_replica": p.deployment.num_kv_blocks,
                      "usd_per_hour": p.replicas * replica_usd_per_hour(p),
-                     "replica_hours": alive_s / 3600.0,
+                     "replica_hours": alive_s / S_PER_HOUR,
                      "usd": float(bill.replica_hour_usd[mine].sum() + bill.tariff.minimum_usd[mine].sum()),
                      "allocated_usd": float(bill.step_usd[mine[steps.step_replica]].sum()),
                      "utilization": busy_s / alive_s if alive_s > 0 else 0.0})
@@ -240,7 +244,7 @@ def fleet_summary(bill: Bill, horizon_s: float, table: RequestTable) -> dict:
     ra = bill.roster
     ends = {why: ra.end.count(why) for why in sorted(set(ra.end)) if why}
     return {"replicas_started": int(len(ra.pool)), "replicas_at_end": int(sum(1 for why in ra.end if not why)),
-            "replica_hours": float(ra.alive_s.sum() / 3600.0),
+            "replica_hours": float(ra.alive_s.sum() / S_PER_HOUR),
             "mean_replicas": float(ra.alive_s.sum() / horizon_s) if horizon_s > 0 else 0.0,
             "spot_replicas_started": int(ra.spot.sum()), "ended": ends,
             "requests_retried": int((table.num_retries > 0).sum()),
@@ -257,7 +261,7 @@ def warm_pool_summary(bill: Bill) -> dict:
     hits, misses = int(ra.warm_hit.sum()), int(sum(ra.warm_misses.values()))
     return {"pools": [{"pool": k, "size": size, "state": state} for k, (size, state) in sorted(ra.warm_pools.items())],
             "hits": hits, "misses": misses, "hit_rate": hits / (hits + misses) if hits + misses else None,
-            "nodes_requested": int(len(w.pool)), "standby_node_hours": float(w.in_pool_s.sum() / 3600.0),
+            "nodes_requested": int(len(w.pool)), "standby_node_hours": float(w.in_pool_s.sum() / S_PER_HOUR),
             "usd": bill.warm_pool_usd, "standby_usd": bill.warm_standby_usd}
 
 
@@ -265,7 +269,7 @@ def breakdowns(scenario: Scenario, table: RequestTable, lat: dict, measured: np.
                bill: Bill, session_counts: dict) -> dict:
     """Per workload (when the scenario mixes several), per tenant (when there are several), and
     session / closed-loop accounting (when the workload has them)."""
-    out = {}
+    out: dict[str, Any] = {}
     workload = scenario.workload
     if workload.mix is not None:
         out["by_workload"] = {workload.entry_name(i): {"tenant": entry.tenant, "priority": entry.priority,

@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from simcost.cost.energy import S_PER_HOUR
 from simcost.perf.deployment import Pool
+from simcost.units import S_PER_HOUR
 from simcost.workload.request_table import COMPLETED
 
 if TYPE_CHECKING:
@@ -90,7 +90,9 @@ def interval_counts(table, pool_of: np.ndarray, pools: list[Pool], edges_s: np.n
     (`routed`: requests chose their pool, simcost.scenario.fleet_plan.pool_routed) at the pool
     that served the request."""
     n_pools, n = len(pools), table.num_requests
-    bins = lambda times: np.histogram(times, bins=edges_s)[0]
+    def bins(times: np.ndarray) -> np.ndarray:
+        return np.histogram(times, bins=edges_s)[0]
+
     arrivals = np.zeros((n_pools, len(edges_s) - 1))
     done = table.status[:n] == COMPLETED
     served_by = np.where(table.replica[:n] >= 0, pool_of[np.maximum(table.replica[:n], 0)], 0)

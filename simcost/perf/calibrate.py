@@ -44,16 +44,10 @@ import numpy as np
 import yaml
 from scipy.optimize import least_squares
 
-from simcost.catalog.specs import DeviceSpec, ModelSpec, get_device, get_model
+from simcost.catalog.specs import BYTES_PER_ELEMENT, DeviceSpec, ModelSpec, compute_format_for, get_device, get_model
 from simcost.errors import InputError
-from simcost.catalog.specs import compute_format_for
-from simcost.catalog.specs import BYTES_PER_ELEMENT
+from simcost.perf.measurements import EFFICIENCY_FACTORS, FACTOR_LOWER, FACTOR_UPPER, StepPoint
 from simcost.perf.step_model import default_factors, roofline_params, step_time_s
-from simcost.perf.measurements import EFFICIENCY_FACTORS
-from simcost.perf.measurements import FACTOR_LOWER
-from simcost.perf.measurements import FACTOR_UPPER
-from simcost.perf.measurements import StepPoint
-
 
 ROBUST_SCALE = 0.05  # soft_l1 turns from quadratic to linear at 5 % relative error
 # Times are fitted in ms / us so that all unknowns are of order 1 for the solver.
@@ -107,7 +101,7 @@ class Pair:
     def params(self, tp: int, factors: dict[str, float]) -> np.ndarray:
         weight_bytes = self.model.num_params * BYTES_PER_ELEMENT[self.weight_format]
         return roofline_params(self.device, self.model, tp, self.compute_format, weight_bytes,
-                               self.kv_cache_format, **factors)
+                               self.kv_cache_format, **factors, pipeline_parallel=1)  # profiles are one stage
 
 
 def predict_s(pair: Pair, points: list[StepPoint], factors: dict[str, float]) -> np.ndarray:

@@ -21,14 +21,19 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from simcost.catalog.specs import DeviceSpec, ModelSpec, get_device, get_model, on_demand_usd_per_device_hour
-from simcost.scenario.scenario import Scenario
-from simcost.scenario.fleet_plan import fleet_plan
+from simcost.catalog.specs import (
+    BYTES_PER_ELEMENT,
+    DeviceSpec,
+    ModelSpec,
+    compute_format_for,
+    get_device,
+    get_model,
+    on_demand_usd_per_device_hour,
+)
 from simcost.errors import InputError
-from simcost.catalog.specs import BYTES_PER_ELEMENT
 from simcost.perf.step_model import is_per_item, kv_heads_per_device
-from simcost.catalog.specs import compute_format_for
-
+from simcost.scenario.fleet_plan import fleet_plan
+from simcost.scenario.scenario import Scenario
 
 # Activation reserve per device = max_num_batched_tokens * hidden_size * this many bytes. vLLM
 # sizes the reserve by profiling a forward pass of max_num_batched_tokens tokens; its peak is a
@@ -87,6 +92,13 @@ class Pool:
     @property
     def label(self) -> str:
         return self.name or self.role
+
+    @property
+    def own_scenario(self) -> Scenario:
+        """The pool's own scenario: only pools of fleet.pools have one (callers check first)."""
+        if self.scenario is None:
+            raise ValueError(f"pool {self.label!r} has no scenario of its own (it is not one of fleet.pools)")
+        return self.scenario
 
 
 def fleet_pools(scenario: Scenario) -> list[Pool]:
@@ -235,7 +247,7 @@ def plan_deployment(scenario: Scenario) -> Deployment:
         # the suggestion: the widest format the device runs natively (the least change to the
         # model's numerics; on a Jetson fp16, not bf16 cast to fp16)
         native = [f for f in supported if compute_format_for(device, f) == f] or supported
-        widest = max(native, key=BYTES_PER_ELEMENT.get) if native else None
+        widest = max(native, key=lambda f: BYTES_PER_ELEMENT.get(f, 0)) if native else None
         raise InputError("model.weight_format",
                          f"{weight_format} weights need {weight_format} compute, which {device.key} lacks; {given} "
                          f"model.weight_format: {widest} ({device.key} supports {', '.join(supported)})")

@@ -1,15 +1,17 @@
 """Measured step times and calibrated profiles: reading a measurements CSV (Splitwise's columns or the generic ones) into step points, and a profile's fitted factors with their bounds."""
 
 from __future__ import annotations
+
 import csv
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
 import numpy as np
 import yaml
+
 from simcost.catalog.specs import catalog_names, get_device, get_model
 from simcost.errors import InputError
-
 
 SPLITWISE_COLUMNS = ("model", "hardware", "prompt_size", "batch_size", "token_size", "prompt_time",
                      "token_time", "tensor_parallel")

@@ -1,9 +1,11 @@
 """Node start-up: how long a replica takes from its request to serving (provisioning, image pull, weight load, engine start), cold or from a warm node."""
 
 from __future__ import annotations
+
 from dataclasses import dataclass
-from simcost.scenario.fleet import ColdStartConfig
+
 from simcost.perf.deployment import Pool
+from simcost.scenario.fleet import ColdStartConfig
 
 STOPPED, RUNNING = "stopped", "running"  # a warm node's state (EC2 warm pool PoolState)
 

@@ -1,4 +1,5 @@
-"""The step-time model: the float64 parameter vector the numba kernels read, and the kernels.
+"""The step-time model: its parameters (`StepParams`, packed into the float64 vector the numba
+kernels read), and the kernels.
 
 `step_params` packs the scenario's model (`perf.model`: roofline, constant or table) for a
 `simcost.perf.deployment.Deployment`; `step_time_s` / `decode_span_times_s` evaluate it, each with a
@@ -16,18 +17,17 @@ prompt of the same total tokens; the constant and table models ignore it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
 import numpy as np
 from numba import njit
 
-from simcost.catalog.specs import DeviceSpec, ModelSpec
-from simcost.scenario.scenario import Scenario
-from simcost.errors import InputError
+from simcost.catalog.specs import BYTES_PER_ELEMENT, DeviceSpec, ModelSpec
+from simcost.errors import InputError, required
+from simcost.perf.measurements import EFFICIENCY_FACTORS, FACTOR_DEFAULTS
 from simcost.perf.step_table import T_HEADER, table_step_time_s, table_step_time_s_py
-from simcost.perf.measurements import EFFICIENCY_FACTORS
-from simcost.perf.measurements import FACTOR_DEFAULTS
-from simcost.catalog.specs import BYTES_PER_ELEMENT
+from simcost.scenario.scenario import Scenario
 
 if TYPE_CHECKING:
     from simcost.perf.deployment import Deployment
@@ -41,32 +41,70 @@ def kv_heads_per_device(model: ModelSpec, tp: int) -> float:
     return max(model.num_kv_heads / tp, 1.0)
 
 
-# --- the step-time parameter vector -----------------------------------------------------------
-# Everything per tensor-parallel rank (FLOPs and bytes divided by t, summed over pipeline stages),
-# so the kernels need no model or device objects.
-P_KIND = 0  # KIND_ROOFLINE, KIND_CONSTANT or KIND_TABLE
-P_STEP_OVERHEAD_S = 1  # fixed seconds per step (both kinds)
-P_PREFILL_S_PER_TOKEN = 2  # constant model
-P_DECODE_STEP_S = 3  # constant model: added once when a step has any decode token
-P_FLOPS_PER_TOKEN = 4  # 2 * active parameters / t
-P_FLOPS_PER_ATTN_PAIR = 5  # 4 * L * d / t
-P_FLOP_RATE = 6  # peak_flops[compute_format] * mfu (one device)
-P_WEIGHT_BYTES = 7  # bytes of the weights outside routed experts / t
-P_KV_BYTES_PER_TOKEN = 8  # KV bytes per token per device
-P_BYTE_RATE = 9  # mem_bw * mbu (one device)
-P_COMM_S_PER_TOKEN = 10  # all-reduce transfer seconds per step token (0 when t == 1)
-P_COMM_FIXED_S = 11  # all-reduce latency seconds per step: 2 L (t-1) allreduce_latency_s
-P_PREFILL_OVERHEAD_S = 12  # added once when a step has any prefill token (eager-mode launches)
-P_EXPERT_BYTES = 13  # MoE: bytes of all routed experts / t (0 for a dense model)
-P_NUM_EXPERTS = 14  # MoE: routed experts per layer n (0 for a dense model)
-P_EXPERTS_PER_TOKEN = 15  # MoE: experts each token is routed to, k
-P_PIPELINE_S_PER_TOKEN = 16  # pipeline parallel: activation transfer seconds per step token, all hops
-P_PREFILL_REQUEST_S = 17  # added per request with prefill tokens in the step (per-sequence work)
-NUM_PARAMS = 18
+# --- the step-time parameters ---------------------------------------------------------------
 
 KIND_ROOFLINE = 0.0
 KIND_CONSTANT = 1.0
 KIND_TABLE = 2.0  # measured step times (simcost.perf.step_table) packed after the roofline's slots
+
+
+@dataclass(frozen=True)
+class StepParams:
+    """The step-time model's parameters by name. Everything per tensor-parallel rank (FLOPs and
+    bytes divided by t, summed over pipeline stages), so the kernels need no model or device
+    objects. The kernels read them as one float64 vector (`to_array`), indexed by the P_* slots
+    below, which follow the field order."""
+
+    kind: float = KIND_ROOFLINE  # KIND_ROOFLINE, KIND_CONSTANT or KIND_TABLE
+    step_overhead_s: float = 0.0  # fixed seconds per step (both kinds)
+    prefill_s_per_token: float = 0.0  # constant model
+    decode_step_s: float = 0.0  # constant model: added once when a step has any decode token
+    flops_per_token: float = 0.0  # 2 * active parameters / t
+    flops_per_attn_pair: float = 0.0  # 4 * L * d / t
+    flop_rate: float = 0.0  # peak_flops[compute_format] * mfu (one device)
+    weight_bytes: float = 0.0  # bytes of the weights outside routed experts / t
+    kv_bytes_per_token: float = 0.0  # KV bytes per token per device
+    byte_rate: float = 0.0  # mem_bw * mbu (one device)
+    comm_s_per_token: float = 0.0  # all-reduce transfer seconds per step token (0 when t == 1)
+    comm_fixed_s: float = 0.0  # all-reduce latency seconds per step: 2 L (t-1) allreduce_latency_s
+    prefill_overhead_s: float = 0.0  # added once when a step has any prefill token (eager-mode launches)
+    expert_bytes: float = 0.0  # MoE: bytes of all routed experts / t (0 for a dense model)
+    num_experts: float = 0.0  # MoE: routed experts per layer n (0 for a dense model)
+    experts_per_token: float = 0.0  # MoE: experts each token is routed to, k
+    pipeline_s_per_token: float = 0.0  # pipeline parallel: activation transfer seconds per step token, all hops
+    prefill_request_s: float = 0.0  # added per request with prefill tokens in the step (per-sequence work)
+
+    def to_array(self) -> np.ndarray:
+        return np.array([getattr(self, f.name) for f in fields(self)], dtype=np.float64)
+
+    @classmethod
+    def from_array(cls, p: np.ndarray) -> StepParams:
+        """The named parameters of a packed vector (a table model's rows after them are left out)."""
+        return cls(*p[:NUM_PARAMS])
+
+
+# The slots of the packed vector. The kernels index it with these module-level ints, which numba
+# compiles in as constants, so naming the parameters costs the kernels nothing.
+_SLOT = {f.name: i for i, f in enumerate(fields(StepParams))}
+NUM_PARAMS = len(_SLOT)
+P_KIND = _SLOT["kind"]
+P_STEP_OVERHEAD_S = _SLOT["step_overhead_s"]
+P_PREFILL_S_PER_TOKEN = _SLOT["prefill_s_per_token"]
+P_DECODE_STEP_S = _SLOT["decode_step_s"]
+P_FLOPS_PER_TOKEN = _SLOT["flops_per_token"]
+P_FLOPS_PER_ATTN_PAIR = _SLOT["flops_per_attn_pair"]
+P_FLOP_RATE = _SLOT["flop_rate"]
+P_WEIGHT_BYTES = _SLOT["weight_bytes"]
+P_KV_BYTES_PER_TOKEN = _SLOT["kv_bytes_per_token"]
+P_BYTE_RATE = _SLOT["byte_rate"]
+P_COMM_S_PER_TOKEN = _SLOT["comm_s_per_token"]
+P_COMM_FIXED_S = _SLOT["comm_fixed_s"]
+P_PREFILL_OVERHEAD_S = _SLOT["prefill_overhead_s"]
+P_EXPERT_BYTES = _SLOT["expert_bytes"]
+P_NUM_EXPERTS = _SLOT["num_experts"]
+P_EXPERTS_PER_TOKEN = _SLOT["experts_per_token"]
+P_PIPELINE_S_PER_TOKEN = _SLOT["pipeline_s_per_token"]
+P_PREFILL_REQUEST_S = _SLOT["prefill_request_s"]
 
 
 def step_params(scenario: Scenario, dep: Deployment) -> np.ndarray:
@@ -75,19 +113,15 @@ def step_params(scenario: Scenario, dep: Deployment) -> np.ndarray:
     if is_per_item(dep.model):
         return per_item_step_params(scenario, dep)
     if perf.model == "constant":
-        p = np.zeros(NUM_PARAMS, dtype=np.float64)
-        p[P_KIND] = KIND_CONSTANT
-        p[P_STEP_OVERHEAD_S] = perf.step_overhead_s or 0.0
-        p[P_PREFILL_S_PER_TOKEN] = perf.prefill_s_per_token
-        p[P_DECODE_STEP_S] = perf.decode_step_s
-        return p
+        return StepParams(kind=KIND_CONSTANT, step_overhead_s=perf.step_overhead_s or 0.0,
+                          prefill_s_per_token=perf.prefill_s_per_token, decode_step_s=perf.decode_step_s).to_array()
     factors = efficiency_factors(scenario, dep)
     p = roofline_params(dep.device, dep.model, dep.tensor_parallel, dep.compute_format,
                         dep.weight_bytes, dep.kv_cache_format, **factors,
                         pipeline_parallel=dep.pipeline_parallel,
                         pipeline_link_bytes_per_s=pipeline_link_bytes_per_s(scenario, dep.device))
     if perf.model == "table":
-        return _table_params(perf.table, dep, p)
+        return _table_params(required(perf.table, "perf.table"), dep, p)
     return p
 
 
@@ -117,7 +151,8 @@ def _table_params(path: str, dep: Deployment, roofline: np.ndarray) -> np.ndarra
 
 def default_factors(device: DeviceSpec) -> dict[str, float]:
     """The device catalog's factors, with FACTOR_DEFAULTS for those it does not list."""
-    return {name: getattr(device, name, FACTOR_DEFAULTS.get(name)) for name in EFFICIENCY_FACTORS}
+    # the catalog's own factors are DeviceSpec fields; the others have defaults
+    return {name: getattr(device, name) if hasattr(device, name) else FACTOR_DEFAULTS[name] for name in EFFICIENCY_FACTORS}
 
 
 def pipeline_link_bytes_per_s(scenario: Scenario, device: DeviceSpec) -> float:
@@ -153,35 +188,18 @@ def roofline_params(device: DeviceSpec, model: ModelSpec, t: int, compute_format
     i.e. the same FLOPs and bytes per tensor-parallel rank as one stage holding every layer, plus
     the activations sent between stages. (vLLM overlaps up to pp batches with virtual engines;
     this model leaves that throughput out, so pipeline parallelism buys memory, not speed.)"""
-    p = np.zeros(NUM_PARAMS, dtype=np.float64)
     hidden = model.num_heads * model.head_dim
-    p[P_KIND] = KIND_ROOFLINE
-    p[P_STEP_OVERHEAD_S] = step_overhead_s
-    p[P_PREFILL_OVERHEAD_S] = prefill_overhead_s
-    p[P_PREFILL_REQUEST_S] = prefill_request_s
     expert_params, num_experts, experts_per_token = moe_shape(model)
     # FLOPs use the active parameters: the shared (attention, embedding, router) part plus k of
     # the n experts' share.
     active_params = model.num_params - expert_params + expert_params * experts_per_token / max(num_experts, 1)
-    p[P_FLOPS_PER_TOKEN] = 2.0 * active_params / t
-    # Causal attention: QK^T and PV cost 2 * 2 * d FLOPs per (query, key) pair per layer; the
-    # caller counts pairs exactly (n(n+1)/2 for a fresh prefill), so no halving here. Attention
-    # kernels reach a different fraction of peak than the GEMMs: attention_efficiency (relative to
-    # mfu) scales its FLOPs instead of needing a second rate in the kernel.
-    p[P_FLOPS_PER_ATTN_PAIR] = 4.0 * model.num_layers * hidden / t / attention_efficiency
-    p[P_FLOP_RATE] = device.peak_flops[compute_format] * mfu
     expert_bytes = weight_bytes * expert_params / model.num_params
-    p[P_WEIGHT_BYTES] = (weight_bytes - expert_bytes) / t
-    p[P_EXPERT_BYTES] = expert_bytes / t
-    p[P_NUM_EXPERTS] = num_experts
-    p[P_EXPERTS_PER_TOKEN] = experts_per_token
+    pipeline_s_per_token = 0.0
     if pipeline_parallel > 1:
         # (pp - 1) hops per step, each sending the step's bf16 hidden states
         link = pipeline_link_bytes_per_s or device.link_bytes_per_s
-        p[P_PIPELINE_S_PER_TOKEN] = (pipeline_parallel - 1) * hidden * 2.0 / link
-    p[P_KV_BYTES_PER_TOKEN] = (2.0 * model.num_layers * kv_heads_per_device(model, t) * model.head_dim
-                               * BYTES_PER_ELEMENT[kv_cache_format])
-    p[P_BYTE_RATE] = device.mem_bw_bytes_per_s * mbu
+        pipeline_s_per_token = (pipeline_parallel - 1) * hidden * 2.0 / link
+    comm_s_per_token = comm_fixed_s = 0.0
     if t > 1:
         # Megatron-style tensor parallelism: two all-reduces per layer (after attention and after
         # the MLP) of the step's bf16 activations; a ring all-reduce moves 2 (t-1)/t of the data
@@ -191,9 +209,26 @@ def roofline_params(device: DeviceSpec, model: ModelSpec, t: int, compute_format
         # improving from TP4 to TP8, without also making TP2 slower than TP1 for small models.)
         allreduces = 2.0 * model.num_layers
         bytes_per_token = 2.0 * (t - 1) / t * hidden * 2.0
-        p[P_COMM_S_PER_TOKEN] = allreduces * bytes_per_token / device.link_bytes_per_s
-        p[P_COMM_FIXED_S] = allreduces * (t - 1) * allreduce_latency_s
-    return p
+        comm_s_per_token = allreduces * bytes_per_token / device.link_bytes_per_s
+        comm_fixed_s = allreduces * (t - 1) * allreduce_latency_s
+    return StepParams(
+        kind=KIND_ROOFLINE, step_overhead_s=step_overhead_s, prefill_overhead_s=prefill_overhead_s,
+        prefill_request_s=prefill_request_s,
+        flops_per_token=2.0 * active_params / t,
+        # Causal attention: QK^T and PV cost 2 * 2 * d FLOPs per (query, key) pair per layer; the
+        # caller counts pairs exactly (n(n+1)/2 for a fresh prefill), so no halving here. Attention
+        # kernels reach a different fraction of peak than the GEMMs: attention_efficiency (relative
+        # to mfu) scales its FLOPs instead of needing a second rate in the kernel.
+        flops_per_attn_pair=4.0 * model.num_layers * hidden / t / attention_efficiency,
+        flop_rate=device.peak_flops[compute_format] * mfu,
+        weight_bytes=(weight_bytes - expert_bytes) / t, expert_bytes=expert_bytes / t,
+        num_experts=num_experts, experts_per_token=experts_per_token,
+        pipeline_s_per_token=pipeline_s_per_token,
+        kv_bytes_per_token=(2.0 * model.num_layers * kv_heads_per_device(model, t) * model.head_dim
+                            * BYTES_PER_ELEMENT[kv_cache_format]),
+        byte_rate=device.mem_bw_bytes_per_s * mbu,
+        comm_s_per_token=comm_s_per_token, comm_fixed_s=comm_fixed_s,
+    ).to_array()
 
 
 # --- kernels --------------------------------------------------------------------------------
@@ -269,16 +304,13 @@ def per_item_params(scenario: Scenario, dep: Deployment, bytes_per_item: float =
         raise InputError("model.name", f"{dep.model.key} is served token by token; use step_params")
     factors = efficiency_factors(scenario, dep)
     t = dep.num_devices
-    p = np.zeros(NUM_PARAMS, dtype=np.float64)
-    p[P_KIND] = KIND_ROOFLINE
-    p[P_STEP_OVERHEAD_S] = factors["step_overhead_s"]
-    p[P_PREFILL_OVERHEAD_S] = factors["prefill_overhead_s"]
-    p[P_FLOPS_PER_TOKEN] = float(getattr(dep.model, "flops_per_item", 0.0)) / t
-    p[P_FLOP_RATE] = dep.device.peak_flops[dep.compute_format] * factors["mfu"]
-    p[P_WEIGHT_BYTES] = dep.weight_bytes / t
-    p[P_KV_BYTES_PER_TOKEN] = bytes_per_item / t
-    p[P_BYTE_RATE] = dep.device.mem_bw_bytes_per_s * factors["mbu"]
-    return p
+    return StepParams(
+        kind=KIND_ROOFLINE, step_overhead_s=factors["step_overhead_s"], prefill_overhead_s=factors["prefill_overhead_s"],
+        flops_per_token=float(getattr(dep.model, "flops_per_item", 0.0)) / t,
+        flop_rate=dep.device.peak_flops[dep.compute_format] * factors["mfu"],
+        weight_bytes=dep.weight_bytes / t, kv_bytes_per_token=bytes_per_item / t,
+        byte_rate=dep.device.mem_bw_bytes_per_s * factors["mbu"],
+    ).to_array()
 
 
 # Request-level policies (simcost.engine.request_level) run a per-item model: a batch of requests is one
@@ -319,21 +351,22 @@ def step_time_s_py(p, num_prefill_tokens, num_decode_tokens, attn_token_pairs, k
     tokens = num_prefill_tokens + num_decode_tokens
     if tokens <= 0:
         return 0.0
-    if p[P_KIND] == KIND_TABLE:
+    s = StepParams.from_array(p)
+    if s.kind == KIND_TABLE:
         prefill, decode = unpack_table(p)
         return table_step_time_s_py(prefill, decode, num_prefill_tokens, num_decode_tokens, kv_read_tokens)
-    if p[P_KIND] == KIND_CONSTANT:
-        decode_s = p[P_DECODE_STEP_S] if num_decode_tokens > 0 else 0.0
-        return float(p[P_STEP_OVERHEAD_S] + p[P_PREFILL_S_PER_TOKEN] * num_prefill_tokens + decode_s)
-    compute_s = (p[P_FLOPS_PER_TOKEN] * tokens + p[P_FLOPS_PER_ATTN_PAIR] * attn_token_pairs) / p[P_FLOP_RATE]
-    experts = expected_experts_touched(p[P_NUM_EXPERTS], p[P_EXPERTS_PER_TOKEN], tokens)
-    expert_bytes = p[P_EXPERT_BYTES] * experts / p[P_NUM_EXPERTS] if p[P_NUM_EXPERTS] else 0.0
-    memory_s = (p[P_WEIGHT_BYTES] + expert_bytes + p[P_KV_BYTES_PER_TOKEN] * (kv_read_tokens + tokens)) / p[P_BYTE_RATE]
-    comm_s = p[P_COMM_FIXED_S] + p[P_COMM_S_PER_TOKEN] * tokens
-    pipeline_s = p[P_PIPELINE_S_PER_TOKEN] * tokens
-    prefill_s = (p[P_PREFILL_OVERHEAD_S] + p[P_PREFILL_REQUEST_S] * num_prefill_requests
+    if s.kind == KIND_CONSTANT:
+        decode_s = s.decode_step_s if num_decode_tokens > 0 else 0.0
+        return float(s.step_overhead_s + s.prefill_s_per_token * num_prefill_tokens + decode_s)
+    compute_s = (s.flops_per_token * tokens + s.flops_per_attn_pair * attn_token_pairs) / s.flop_rate
+    experts = expected_experts_touched(s.num_experts, s.experts_per_token, tokens)
+    expert_bytes = s.expert_bytes * experts / s.num_experts if s.num_experts else 0.0
+    memory_s = (s.weight_bytes + expert_bytes + s.kv_bytes_per_token * (kv_read_tokens + tokens)) / s.byte_rate
+    comm_s = s.comm_fixed_s + s.comm_s_per_token * tokens
+    pipeline_s = s.pipeline_s_per_token * tokens
+    prefill_s = (s.prefill_overhead_s + s.prefill_request_s * num_prefill_requests
                  if num_prefill_tokens > 0 else 0.0)
-    return float(max(compute_s, memory_s) + comm_s + pipeline_s + p[P_STEP_OVERHEAD_S] + prefill_s)
+    return float(max(compute_s, memory_s) + comm_s + pipeline_s + s.step_overhead_s + prefill_s)
 
 
 def unpack_table(p: np.ndarray) -> tuple[list, list]:

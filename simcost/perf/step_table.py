@@ -21,6 +21,8 @@ items are still timed at the device's roofline) so that the numba kernels can wa
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from numba import njit
 
@@ -33,8 +35,8 @@ __all__ = ["pack_table", "table_step_time_s", "table_step_time_s_py", "T_HEADER"
 T_HEADER = 3
 
 
-def pack_table(base_params: np.ndarray, prefill: list[tuple[float, float]],
-               decode: list[tuple[float, float, float]]) -> np.ndarray:
+def pack_table(base_params: np.ndarray, prefill: Sequence[tuple[float, float]],
+               decode: Sequence[tuple[float, float, float]]) -> np.ndarray:
     """`base_params` followed by the table. `prefill`: (tokens, seconds); `decode`: (batch size,
     mean context per request, seconds). Repeated keys are averaged."""
     totals: dict[float, list[float]] = {}

@@ -13,6 +13,7 @@ Rows' EffectiveCost sums to the bill.
 
 from __future__ import annotations
 
+from typing import Any
 import csv
 import json
 from datetime import datetime, timedelta, timezone
@@ -22,6 +23,7 @@ import numpy as np
 
 from simcost.cost.energy import hour_covered_s
 from simcost.cost.pricing import CATEGORY, warm_node_hour_usd
+from simcost.units import S_PER_HOUR
 
 DEFAULT_START = datetime(2025, 1, 1, tzinfo=timezone.utc)
 SERVICE_NAME = "LLM inference (simcost simulation)"
@@ -43,7 +45,7 @@ def focus_rows(result, start: datetime = DEFAULT_START) -> list[dict]:
     deps = [result.pools[k].deployment for k in ra.pool]
     resource_types = [f"{d.tensor_parallel}x {d.device.key}" for d in deps]
     regions = [_site(result, k).region for k in ra.pool]
-    first_hour = np.minimum((ra.requested_s // 3600.0).astype(np.int64), len(periods) - 1)
+    first_hour = np.minimum((ra.requested_s // S_PER_HOUR).astype(np.int64), len(periods) - 1)
     rows = []
     for r in range(bill.replica_hour_usd.shape[0]):
         for h, (begin, end) in enumerate(periods):
@@ -105,12 +107,12 @@ def _egress_rows(result, periods: list[tuple[str, str]], common: dict) -> list[d
         return []
     t, ra = result.table, result.bill.roster
     served = np.flatnonzero(egress > 0)
-    sites = {}  # site name -> its config, for the pools that served these requests
+    sites: dict[str, Any] = {}  # site name -> its config, for the pools that served these requests
     for k in np.unique(ra.pool[t.replica[served]]):
         site = _site(result, int(k))
         sites.setdefault(site.name or site.region, site)
     site_name = np.array([(lambda x: x.name or x.region)(_site(result, int(k))) for k in ra.pool[t.replica[served]]])
-    hour = np.minimum((np.nan_to_num(t.finish_s[served], nan=0.0) // 3600.0).astype(np.int64), len(periods) - 1)
+    hour = np.minimum((np.nan_to_num(t.finish_s[served], nan=0.0) // S_PER_HOUR).astype(np.int64), len(periods) - 1)
     rows = []
     for name, site in sites.items():
         for h in np.unique(hour[site_name == name]):

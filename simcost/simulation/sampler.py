@@ -9,8 +9,19 @@ import numpy as np
 import simpy
 
 from simcost.cost.ledger import Bill, StepArrays
-from simcost.metrics.timeseries import (KV_TOTAL, KV_USED, READY, REPLICAS, RUNNING, WAITING, TimeSeries,
-                                        default_interval_s, interval_counts, sample_times_s, usd_per_hour)
+from simcost.metrics.timeseries import (
+    KV_TOTAL,
+    KV_USED,
+    READY,
+    REPLICAS,
+    RUNNING,
+    WAITING,
+    TimeSeries,
+    default_interval_s,
+    interval_counts,
+    sample_times_s,
+    usd_per_hour,
+)
 from simcost.workload.request_table import IN_FLIGHT
 
 if TYPE_CHECKING:  # the simulation owns its sampler; the type is only named here
@@ -66,7 +77,8 @@ class Sampler:
         table, pool_of = self.sim.table, bill.roster.pool
         arrivals, completions, tokens = interval_counts(table, pool_of, self.sim.pools, edges_s,
                                                          self.sim.routed)
-        per_s = lambda counts: np.divide(counts, width_s, out=np.zeros(counts.shape), where=width_s > 0)
+        def per_s(counts):
+            return np.divide(counts, width_s, out=np.zeros(counts.shape), where=width_s > 0)
         return TimeSeries(
             pools=tuple(p.label for p in self.sim.pools), interval_s=self.interval_s, horizon_s=horizon_s,
             t_s=t_s, width_s=width_s, replicas=state[:, REPLICAS], ready=state[:, READY], waiting=state[:, WAITING],

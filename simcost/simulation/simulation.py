@@ -12,28 +12,28 @@ import numpy as np
 import simpy
 
 from simcost.catalog.specs import ModelSpec
-from simcost.cluster.fleet import Fleet, PoolEngine
-from simcost.scenario.scenario import Scenario
-from simcost.engine.options import host_kv_s_per_token, swap_link
-from simcost.scenario.workload import FixedLength
-from simcost.scenario.fleet_plan import PoolPlan, fleet_plan, pool_routed
-from simcost.errors import InputError
 from simcost.cluster.control import FleetControl, initial_capacity, spot_price_usd_per_device_hour
-from simcost.engine.kv.reuse import PrefixSpec, prefix_spec
-from simcost.cost.ledger import Bill, StepArrays, StepLog, settle
-from simcost.perf.startup import cold_start
-from simcost.metrics.summary import served_pool, slo_limits_by_entry, summarize
-from simcost.perf.deployment import Deployment, Pool, fleet_pools
-from simcost.perf.step_model import is_per_item, step_params, step_time_s
-from simcost.cost.pricing import egress_usd_per_gb, usd_per_replica_hour
-from simcost.workload.request_table import COMPLETED, RequestTable
-from simcost.rng import streams
+from simcost.cluster.fleet import Fleet, PoolEngine
 from simcost.cluster.routers import DECODE_CONTEXT_TOKENS, POOL_ROUTERS, PoolView, affinity_key_fn
-from simcost.workload.sessions import SessionDriver
-from simcost.simulation.sampler import Sampler
-from simcost.metrics.timeseries import TimeSeries
+from simcost.cost.ledger import Bill, StepArrays, StepLog, settle
+from simcost.cost.pricing import egress_usd_per_gb, usd_per_replica_hour
+from simcost.engine.kv.reuse import PrefixSpec, prefix_spec
+from simcost.engine.options import host_kv_s_per_token, swap_link
 from simcost.engine.waiting import queue_key
+from simcost.errors import InputError
+from simcost.metrics.summary import served_pool, slo_limits_by_entry, summarize
+from simcost.metrics.timeseries import TimeSeries
+from simcost.perf.deployment import Deployment, Pool, fleet_pools
+from simcost.perf.startup import cold_start
+from simcost.perf.step_model import is_per_item, step_params, step_time_s
+from simcost.rng import streams
+from simcost.scenario.fleet_plan import PoolPlan, fleet_plan, pool_routed
+from simcost.scenario.scenario import Scenario
+from simcost.scenario.workload import FixedLength
+from simcost.simulation.sampler import Sampler
+from simcost.workload.request_table import COMPLETED, RequestTable
 from simcost.workload.requests import Requests, generate, workload_streams
+from simcost.workload.sessions import SessionDriver
 
 
 @dataclass

@@ -18,8 +18,17 @@ from pathlib import Path
 import numpy as np
 from scipy import optimize, special
 
-from simcost.scenario.arrivals import (ArrivalSpec, MmppArrivals, PiecewiseArrivals, PoissonArrivals, RenewalArrivals, ServegenArrivals, SinusoidalArrivals, check_rate_rows)
 from simcost.errors import InputError
+from simcost.scenario.arrivals import (
+    ArrivalSpec,
+    MmppArrivals,
+    PiecewiseArrivals,
+    PoissonArrivals,
+    RenewalArrivals,
+    ServegenArrivals,
+    SinusoidalArrivals,
+    check_rate_rows,
+)
 from simcost.workload.servegen import read_csv_columns, servegen_arrivals_with_clients
 from simcost.workload.trace_formats import _numbers
 

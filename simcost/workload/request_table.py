@@ -12,6 +12,7 @@ cuts them to the requests that exist once the run is over.
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
 from simcost.workload.requests import Requests
 
@@ -47,6 +48,41 @@ _COLUMNS = {
 
 
 class RequestTable:
+    # The columns are created from _COLUMNS in __init__ (and regrown by _grow_rows); these
+    # declarations only tell type checkers what they are. Keep them in step with _COLUMNS.
+    arrival_s: npt.NDArray[np.float64]
+    input_tokens: npt.NDArray[np.int64]
+    output_tokens: npt.NDArray[np.int64]
+    workload: npt.NDArray[np.int64]
+    tenant: npt.NDArray[np.int64]
+    session: npt.NDArray[np.int64]
+    turn: npt.NDArray[np.int64]
+    turns: npt.NDArray[np.int64]
+    user: npt.NDArray[np.int64]
+    items: npt.NDArray[np.int64]
+    shared_prefix_tokens: npt.NDArray[np.int64]
+    replica: npt.NDArray[np.int64]
+    status: npt.NDArray[np.int8]
+    reject_reason: npt.NDArray[np.int8]
+    generated: npt.NDArray[np.int64]
+    kv_tokens: npt.NDArray[np.int64]
+    kv_blocks: npt.NDArray[np.int64]
+    prefill_target: npt.NDArray[np.int64]
+    num_preemptions: npt.NDArray[np.int64]
+    num_swaps: npt.NDArray[np.int64]
+    num_retries: npt.NDArray[np.int64]
+    swapped_tokens: npt.NDArray[np.int64]
+    remote_kv_tokens: npt.NDArray[np.int64]
+    predicted_output_tokens: npt.NDArray[np.float64]
+    first_scheduled_s: npt.NDArray[np.float64]
+    first_token_s: npt.NDArray[np.float64]
+    finish_s: npt.NDArray[np.float64]
+    # not per-request columns: request i's token times are token_time_s[token_offset[i]:][:output_tokens[i]]
+    token_offset: npt.NDArray[np.int64]
+    token_time_s: npt.NDArray[np.float64]
+    tenant_names: list[str]
+    session_names: list[str]
+
     def __init__(self, requests: Requests):
         n = len(requests)
         self.num_requests = n

@@ -14,14 +14,25 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from simcost.workload.arrivals import arrivals, poisson_arrivals  # noqa: F401 (poisson_arrivals re-exported)
-from simcost.scenario.arrivals import ServegenArrivals
-from simcost.scenario.scenario import Scenario
-from simcost.scenario.workload import (DelaySpec, EmpiricalLength, ExponentialDelay, ExponentialLength, FixedDelay,
-                                       FixedLength, LengthSpec, LognormalLength, TraceSpec, UniformDelay,
-                                       UniformLength, WorkloadConfig)
 from simcost.errors import InputError
 from simcost.rng import Streams, streams
+from simcost.scenario.arrivals import ServegenArrivals
+from simcost.scenario.scenario import Scenario
+from simcost.scenario.workload import (
+    DelaySpec,
+    EmpiricalLength,
+    ExponentialDelay,
+    ExponentialLength,
+    FixedDelay,
+    FixedLength,
+    LengthSpec,
+    LognormalLength,
+    TraceSpec,
+    UniformDelay,
+    UniformLength,
+    WorkloadConfig,
+)
+from simcost.workload.arrivals import arrivals, poisson_arrivals  # noqa: F401 (poisson_arrivals re-exported)
 from simcost.workload.servegen import servegen_arrivals_with_clients
 from simcost.workload.traces import Trace, load_trace
 

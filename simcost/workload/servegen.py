@@ -36,8 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-from simcost.scenario.arrivals import ServegenArrivals
 from simcost.errors import InputError, closest
+from simcost.scenario.arrivals import ServegenArrivals
 from simcost.workload.trace_formats import _csv_records, _numbers, _require_keys, whole_numbers
 from simcost.workload.traces import _BUNDLED_DIR, _lines, trace_path
 

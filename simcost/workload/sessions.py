@@ -22,10 +22,11 @@ from collections.abc import Callable
 import numpy as np
 import simpy
 
+from simcost.errors import required
+from simcost.rng import Streams
 from simcost.scenario.scenario import Scenario
 from simcost.scenario.workload import WorkloadConfig
 from simcost.workload.request_table import COMPLETED, RequestTable
-from simcost.rng import Streams
 from simcost.workload.requests import sample_delays_s, sample_lengths, sample_request_lengths
 
 
@@ -64,7 +65,8 @@ class SessionDriver:
 
     def _schedule_turn(self, rid: int, entry: WorkloadConfig) -> None:
         s = self.streams[int(self.table.workload[rid])]
-        think_s = float(sample_delays_s(entry.session.think_time, 1, s.sessions)[0])
+        session = required(entry.session, "workload.session")  # rid opened a session of this entry
+        think_s = float(sample_delays_s(session.think_time, 1, s.sessions)[0])
         if self.env.now + think_s >= self.end_s:
             self.counts["turns_cut"] += 1
             if self.table.user[rid] >= 0:  # the user's session ends with the run
@@ -89,18 +91,21 @@ class SessionDriver:
 
     @staticmethod
     def _followup_lengths(entry: WorkloadConfig, s: Streams) -> tuple[int, int]:
-        if entry.session.followup_input_tokens is None:
+        followup = required(entry.session, "workload.session").followup_input_tokens
+        if followup is None:
             new_tokens, output_tokens = sample_request_lengths(entry, 1, s)
             return int(new_tokens[0]), int(output_tokens[0])
-        new_tokens = sample_lengths(entry.session.followup_input_tokens, 1, s.sessions, key="session.followup_input_tokens")
-        output_tokens = sample_lengths(entry.output_tokens, 1, s.output_tokens, column="output_tokens")
+        new_tokens = sample_lengths(followup, 1, s.sessions, key="session.followup_input_tokens")
+        output_tokens = sample_lengths(required(entry.output_tokens, "workload.output_tokens"), 1, s.output_tokens,
+                                       column="output_tokens")
         return int(new_tokens[0]), int(output_tokens[0])
 
     # --- a closed-loop user's next request ------------------------------------------------------
 
     def _schedule_user_request(self, rid: int, entry: WorkloadConfig) -> None:
         s = self.streams[int(self.table.workload[rid])]
-        think_s = float(sample_delays_s(entry.clients.think_time, 1, s.arrivals)[0])
+        clients = required(entry.clients, "workload.clients")  # rid came from a closed-loop user
+        think_s = float(sample_delays_s(clients.think_time, 1, s.arrivals)[0])
         if self.env.now + think_s >= self.end_s:
             self.counts["user_requests_cut"] += 1
             return

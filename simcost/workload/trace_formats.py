@@ -12,8 +12,8 @@ import math
 
 import numpy as np
 
-from simcost.scenario.workload import TraceColumns
 from simcost.errors import InputError
+from simcost.scenario.workload import TraceColumns
 
 MOONCAKE_FIELDS = ("timestamp", "input_length", "output_length", "hash_ids")
 MOONCAKE_BLOCK_TOKENS = 512

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from simcost.scenario.workload import TraceColumns
 from simcost.errors import InputError
 from simcost.scenario.schema import build
+from simcost.scenario.workload import TraceColumns
 from simcost.workload.traces import Trace, prefix_reuse_fraction
 
 # Bin widths a reader can take in at a glance; the smallest giving at most MAX_AUTO_BINS whole bins.

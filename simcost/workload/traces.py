@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from simcost.errors import InputError, closest, required
 from simcost.scenario.workload import TraceColumns
-from simcost.errors import InputError, closest
 from simcost.workload.trace_formats import parse_mooncake, parse_table
 
 BUNDLED = {"azure_conv": "AzureLLMInferenceTrace_conv.csv", "azure_code": "AzureLLMInferenceTrace_code.csv",
@@ -124,8 +124,10 @@ def _load_cached(path_text: str, _mtime_ns: int, _size: int, kind: str, columns:
         raise InputError(f"{path_text}:{line}", f"not UTF-8 text (byte 0x{raw[exc.start]:02x})") from None
     if kind == "azure":
         return _parse(path_text, text)
-    parse = parse_mooncake if kind == "mooncake" else functools.partial(parse_table, columns=columns)
-    arrays = parse(path_text, _lines(text))
+    if kind == "mooncake":
+        arrays = parse_mooncake(path_text, _lines(text))
+    else:  # "table": load_trace passes its columns
+        arrays = parse_table(path_text, _lines(text), required(columns, "workload.trace.columns"))
     for array in arrays.values():
         if isinstance(array, np.ndarray):
             array.flags.writeable = False
@@ -262,7 +264,7 @@ def _timestamps_ns_fixed_width(cells: tuple[str, ...]) -> np.ndarray | None:
 def _timestamps_ns_rowwise(where: str, cells: tuple[str, ...]) -> np.ndarray:
     origin = None
     out = np.empty(len(cells), dtype=np.int64)
-    ordinal_days = {}  # dates repeat on every row; validating each once keeps this ~10x faster
+    ordinal_days: dict[tuple[str, str, str], int] = {}  # dates repeat on every row; validating each once keeps this ~10x faster
     for i, cell in enumerate(cells):
         match = _TIMESTAMP.fullmatch(cell.strip())
         if match is None:
