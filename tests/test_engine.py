@@ -225,3 +225,17 @@ def test_prefill_request_cost_lengthens_a_two_prompt_step_by_two_costs(engine):
     assert first_plain[0] == first_plain[1]
     np.testing.assert_allclose(first_costly - first_plain, [2 * r, 2 * r], rtol=1e-9)
     np.testing.assert_allclose(costly.table.finish_s - plain.table.finish_s, [2 * r, 2 * r], rtol=1e-9)
+
+
+def test_every_batching_policy_has_exactly_one_engine():
+    """The scenario names the policies once; the engine has a scheduler for each iteration-level
+    one and a replica class for every one, and nothing the scenario does not name."""
+    from typing import get_args
+
+    from simcost.cluster.fleet import REPLICA_CLASSES
+    from simcost.engine.schedulers import SCHEDULERS
+    from simcost.scenario.deployment import ITERATION_POLICIES, REQUEST_LEVEL_POLICIES, BatchingPolicy
+
+    assert set(SCHEDULERS) == set(ITERATION_POLICIES)
+    assert set(REPLICA_CLASSES) == set(ITERATION_POLICIES) | set(REQUEST_LEVEL_POLICIES) == set(get_args(BatchingPolicy))
+    assert not set(ITERATION_POLICIES) & set(REQUEST_LEVEL_POLICIES)

@@ -1,4 +1,4 @@
-"""Optimisation levers and their ROI: `simcost levers` (issue 8, item 5; DESIGN.md section 1,
+"""Optimisation levers and their ROI: `simcost levers` (docs/design.md section 1,
 "Which lever saves most?").
 
 From a baseline scenario, each lever is applied alone, as scenario overrides and/or a transform
@@ -54,6 +54,7 @@ import numpy as np
 import yaml
 
 from simcost.errors import InputError, closest
+from simcost.scenario.deployment import BatchingPolicy
 from simcost.scenario.scenario import Scenario, scenario_from_dict
 from simcost.scenario.schema import bounds, build, to_dict
 from simcost.units import HOURS_PER_MONTH, S_PER_HOUR
@@ -118,7 +119,7 @@ class SpotInputs(LeverInputs):
 
 @dataclass(frozen=True, kw_only=True)
 class PolicyInputs(LeverInputs):
-    policy: Literal["prefill_first", "chunked", "one_at_a_time", "static", "dynamic"] | None = None
+    policy: BatchingPolicy | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -37,19 +37,14 @@ from simcost.engine.replica import Replica
 from simcost.engine.request_level import BatchReplica
 from simcost.engine.waiting import WaitingQueue
 from simcost.perf.startup import StartPhases
-from simcost.scenario.deployment import EngineConfig
+from simcost.scenario.deployment import ITERATION_POLICIES, REQUEST_LEVEL_POLICIES, EngineConfig
 from simcost.workload.request_table import RequestTable
 
 # engine.policy -> the replica class that runs it. Every class takes (env, index, ReplicaOptions).
 # A new iteration-level policy is a scheduler (simcost.engine.schedulers); a new kind of replica
 # is one class and one entry here.
-REPLICA_CLASSES: dict[str, type] = {
-    "prefill_first": Replica,
-    "chunked": Replica,
-    "one_at_a_time": BatchReplica,
-    "static": BatchReplica,
-    "dynamic": BatchReplica,
-}
+REPLICA_CLASSES: dict[str, type] = {**dict.fromkeys(ITERATION_POLICIES, Replica),
+                                    **dict.fromkeys(REQUEST_LEVEL_POLICIES, BatchReplica)}
 
 
 @dataclass(frozen=True)

@@ -67,9 +67,8 @@ from simcost.engine.kv.blocks import BlockPool, KVPool
 from simcost.engine.options import ReplicaOptions
 from simcost.engine.waiting import FifoQueue
 from simcost.perf.step_model import decode_span_times_s, step_time_s
+from simcost.scenario.deployment import REQUEST_LEVEL_POLICIES
 from simcost.workload.request_table import COMPLETED
-
-POLICIES = ("one_at_a_time", "static", "dynamic")
 
 
 class NoKVCache:
@@ -94,8 +93,8 @@ class BatchReplica(ReplicaBase):
     def __init__(self, env: simpy.Environment, index: int, options: ReplicaOptions):
         # options.max_span_steps is the iteration-level Replica's: a batch's decode is always one
         # exact span here, and prompts are never chunked
-        if options.policy not in POLICIES:
-            raise ValueError(f"BatchReplica runs {', '.join(POLICIES)}, not {options.policy}")
+        if options.policy not in REQUEST_LEVEL_POLICIES:
+            raise ValueError(f"BatchReplica runs {', '.join(REQUEST_LEVEL_POLICIES)}, not {options.policy}")
         if options.queue_key is not None or options.swap is not None:  # EngineConfig refuses these keys for batch policies
             raise ValueError("request-level batching serves FIFO and never preempts: no queue_key or swap")
         self.per_item = options.num_kv_blocks == 0  # a per-item model: no KV cache (see the module docstring)

@@ -4,7 +4,7 @@ kernels read), and the kernels.
 `step_params` packs the scenario's model (`perf.model`: roofline, constant or table) for a
 `simcost.perf.deployment.Deployment`; `step_time_s` / `decode_span_times_s` evaluate it, each with a
 plain-Python twin (`*_py`) written from the formulas, which the tests compare against
-(DESIGN.md section 4). The roofline covers dense and mixture-of-experts models, tensor and
+(docs/design.md section 4). The roofline covers dense and mixture-of-experts models, tensor and
 pipeline parallelism, and per-item models: for those `step_params` returns `per_item_params`
 (a batch of n items takes step_time_s(p, n, 0, 0, 0, n)) once the engine policy is request-level.
 
@@ -27,6 +27,7 @@ from simcost.catalog.specs import BYTES_PER_ELEMENT, DeviceSpec, ModelSpec
 from simcost.errors import InputError, required
 from simcost.perf.measurements import EFFICIENCY_FACTORS, FACTOR_DEFAULTS
 from simcost.perf.step_table import T_HEADER, table_step_time_s, table_step_time_s_py
+from simcost.scenario.deployment import REQUEST_LEVEL_POLICIES
 from simcost.scenario.scenario import Scenario
 
 if TYPE_CHECKING:
@@ -313,9 +314,6 @@ def per_item_params(scenario: Scenario, dep: Deployment, bytes_per_item: float =
     ).to_array()
 
 
-# Request-level policies (simcost.engine.request_level) run a per-item model: a batch of requests is one
-# forward pass over all their items. Iteration-level ones schedule tokens and a KV cache it has not.
-PER_ITEM_POLICIES = ("one_at_a_time", "static", "dynamic")
 
 
 def per_item_step_params(scenario: Scenario, dep: Deployment) -> np.ndarray:
@@ -323,7 +321,9 @@ def per_item_step_params(scenario: Scenario, dep: Deployment) -> np.ndarray:
     and perf sections can serve one; the workload's items.bytes_per_item (one value over all
     entries) is what each item moves besides the weights."""
     key = dep.model.key
-    if scenario.engine.policy not in PER_ITEM_POLICIES:
+    # request-level policies run a per-item model: a batch of requests is one forward pass over all
+    # their items; iteration-level ones schedule tokens over a KV cache it has not
+    if scenario.engine.policy not in REQUEST_LEVEL_POLICIES:
         raise InputError("engine.policy", f"{scenario.engine.policy} schedules tokens over a KV cache, but {key} is "
                          f"served per item; use one_at_a_time, static or dynamic (dynamic: Triton's dynamic batcher)")
     if scenario.perf.model != "roofline":

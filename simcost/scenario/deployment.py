@@ -4,7 +4,7 @@ batching, scheduling and KV-cache knobs."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 from simcost.errors import InputError
 from simcost.scenario.schema import bounds
@@ -32,7 +32,7 @@ class HardwareConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class PerfConfig:
-    """Step-time model. `roofline` (DESIGN.md section 4) takes its efficiency factors from the
+    """Step-time model. `roofline` (docs/design.md section 4) takes its efficiency factors from the
     device catalog unless overridden here; `constant` is for tests and theory checks:
     prefill step = step_overhead_s + prefill_s_per_token * tokens, decode step = decode_step_s;
     `table` interpolates the measured step times of `table` (simcost.perf.step_table)."""
@@ -62,6 +62,16 @@ class PerfConfig:
             raise InputError(f"{path}.model", "roofline does not take prefill_s_per_token/decode_step_s; use model: constant")
 
 
+# The batching policies, named here once: the engine registers a scheduler for each
+# iteration-level one (simcost.engine.schedulers.SCHEDULERS) and runs the request-level ones in
+# simcost.engine.request_level; tests/test_engine.py checks the two agree.
+IterationPolicy = Literal["prefill_first", "chunked"]
+RequestLevelPolicy = Literal["one_at_a_time", "static", "dynamic"]
+BatchingPolicy = Literal[IterationPolicy, RequestLevelPolicy]
+ITERATION_POLICIES: tuple[str, ...] = get_args(IterationPolicy)
+REQUEST_LEVEL_POLICIES: tuple[str, ...] = get_args(RequestLevelPolicy)
+
+
 @dataclass(frozen=True, kw_only=True)
 class EngineConfig:
     """Batching, scheduling and KV-cache knobs (names and defaults as vLLM's where vLLM has them).
@@ -79,7 +89,7 @@ class EngineConfig:
     workload's priority, lower first, then arrival); sjf (shortest predicted output first:
     an oracle when sjf_prediction_sigma is 0, else the true length times a lognormal error)."""
 
-    policy: Literal["prefill_first", "chunked", "one_at_a_time", "static", "dynamic"] = "prefill_first"
+    policy: BatchingPolicy = "prefill_first"
     max_num_seqs: int = field(default=256, metadata=bounds(ge=1))
     # None: max(max_model_len, 2048) for prefill_first, 2048 for chunked
     max_num_batched_tokens: int | None = field(default=None, metadata=bounds(ge=1))
@@ -100,10 +110,8 @@ class EngineConfig:
     host_cache_blocks: int = field(default=0, metadata=bounds(ge=0))  # host-memory tier for evicted prefix blocks
     host_link_gb_per_s: float | None = field(default=None, metadata=bounds(gt=0))  # None: the device's PCIe link
 
-    _ITERATION = ("prefill_first", "chunked")
-
     def _check(self, path: str) -> None:
-        if self.policy not in self._ITERATION:
+        if self.policy not in ITERATION_POLICIES:
             for key, default in (("queue", "fcfs"), ("preemption", "recompute"), ("prefix_caching", False)):
                 if getattr(self, key) != default:
                     raise InputError(f"{path}.{key}", f"{getattr(self, key)!r} needs an iteration-level policy "

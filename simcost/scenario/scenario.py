@@ -16,6 +16,7 @@ import yaml
 
 from simcost.errors import InputError
 from simcost.scenario.deployment import (
+    ITERATION_POLICIES,
     EngineConfig,
     HardwareConfig,
     ModelConfig,
@@ -46,7 +47,7 @@ class Scenario:
     def _check(self, path: str) -> None:
         if self.duration_s is None and any(entry.trace is None for entry in self.workload.entries()):
             raise InputError("duration_s", "missing; synthetic arrivals need a duration in seconds")
-        if self.fleet.disaggregation is not None and self.engine.policy not in EngineConfig._ITERATION:
+        if self.fleet.disaggregation is not None and self.engine.policy not in ITERATION_POLICIES:
             raise InputError("fleet.disaggregation", f"needs an iteration-level engine.policy (prefill_first or chunked), not {self.engine.policy}")
         if self.duration_s is not None and self.warmup_s >= self.duration_s:
             raise InputError("warmup_s", f"{self.warmup_s} is not below duration_s={self.duration_s}")
