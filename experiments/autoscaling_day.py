@@ -1,5 +1,5 @@
 """One day of ServeGen traffic served by a static fleet sized for the peak, HPA, KPA and the
-predictive scaler, each on demand and on a spot mix (issue 6, item 9).
+predictive scaler, each on demand and on a spot mix.
 
     python experiments/autoscaling_day.py                      # results/autoscaling_day
     python experiments/autoscaling_day.py --quick              # 3 hours instead of 24 (smoke test)

@@ -1,4 +1,4 @@
-"""Batching policies against load (issue 4, item 4): every policy in POLICIES on the Azure 2023
+"""Batching policies against load: every policy in POLICIES on the Azure 2023
 conversation trace and on Mooncake's long-prompt conversation trace, each at several loads (the
 trace's recorded rate times a multiplier), same seed and same requests for every policy at a
 given load (a paired comparison).

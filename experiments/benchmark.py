@@ -1,4 +1,4 @@
-"""Speed and memory benchmark (issue 2): simulated requests per wall-clock second, medians.
+"""Speed and memory benchmark: simulated requests per wall-clock second, medians.
 
     python experiments/benchmark.py            # both workloads, 3 timed runs each
     python experiments/benchmark.py --repeats 5

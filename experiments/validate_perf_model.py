@@ -1,4 +1,4 @@
-"""Fidelity of the roofline step-time model on measured data (issue 5, item 6).
+"""Fidelity of the roofline step-time model on measured data.
 
 Fits the efficiency factors on the Splitwise A100 Llama-2-70B tensor-parallel-4 rows, predicts
 the held-out tensor-parallel 2 and 8 rows, and prints per-point prefill and decode errors with

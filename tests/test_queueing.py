@@ -1,4 +1,4 @@
-"""The simulator against queueing theory (DESIGN.md section 5).
+"""The simulator against queueing theory (docs/design.md section 5).
 
 Each configuration runs over several seeds; the per-seed mean wait after a warm-up is one
 observation, and the theory value must fall inside the 99 % Student-t confidence interval of

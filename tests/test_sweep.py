@@ -1,4 +1,4 @@
-"""Sweeps (issue 8, items 1-2): the three designs (grid size, Latin-hypercube strata, random
+"""Sweeps: the three designs (grid size, Latin-hypercube strata, random
 bounds and log scale, reproducible from the seed), the t confidence interval on hand-computed
 numbers, the result cache (hits, misses on a changed trace, resume counts), failure isolation,
 and the Ray backend giving the local backend's rows. Scenarios are tiny (constant step times,

@@ -1,6 +1,6 @@
-"""Where batches of runs execute: local processes (the default, every core, no setup) or Ray
-(issue 8, item 2). Both call the same top-level function on the same arguments, so a run's result
-does not depend on the backend.
+"""Where batches of runs execute: local processes (the default, every core, no setup) or Ray.
+Both call the same top-level function on the same arguments, so a run's result does not depend
+on the backend.
 
 `execute` yields each result as it finishes (for a progress bar and a cache that fills as the
 sweep goes); `map_runs` is the simpler in-order form that `simcost size` and `forecast` use.

@@ -1,5 +1,5 @@
 """Commitment planning: how much reserved capacity, or which savings-plan commitment, to buy for
-a demand curve, and what it saves against paying for everything on demand (DESIGN.md section 4).
+a demand curve, and what it saves against paying for everything on demand (docs/design.md section 4).
 
 Demand D_h is the number of devices needed in hour h = 1..H: from a run (`demand_curve`), often
 tiled to a week (`tile_to_week`), or brought along as a plain array. o is the on-demand price and

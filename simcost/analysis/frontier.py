@@ -1,4 +1,4 @@
-"""Latency-versus-spend frontier of sweep results (issue 8, item 3).
+"""Latency-versus-spend frontier of sweep results.
 
 A point (spend, latency) is *dominated* when another point is no worse in both and strictly
 better in one: spend' <= spend and latency' <= latency with at least one strict. The frontier

@@ -1,4 +1,4 @@
-"""Queueing-theory results the simulator is tested against (DESIGN.md section 5).
+"""Queueing-theory results the simulator is tested against (docs/design.md section 5).
 
 Also useful on their own for a first sizing guess: with one request per batch, a replica is a
 server and these formulas give the mean wait.

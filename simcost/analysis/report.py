@@ -1,4 +1,4 @@
-"""`simcost report RESULTS_DIR`: one self-contained HTML page from a results folder (issue 8, item 6).
+"""`simcost report RESULTS_DIR`: one self-contained HTML page from a results folder.
 
 A run folder (summary.json, from `simcost run`) gives: the scenario, the headline latency and
 throughput table, latency CDFs (requests.csv), the fleet over time (timeseries.csv), the cost by

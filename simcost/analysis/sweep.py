@@ -1,6 +1,6 @@
 """Sweeps: one scenario at many points of a space of scenario keys (simcost.analysis.sweep_space: a grid,
 random or Latin-hypercube design), each point on K seeds, collected into a table with 95 %
-confidence intervals and a latency-versus-spend figure (issue 8, items 1 and 2).
+confidence intervals and a latency-versus-spend figure.
 
 - Runs execute on a backend (simcost.analysis.backends: local processes or Ray) and each finished run is
   stored at once in a result cache keyed by its content hash (simcost.analysis.sweep_cache), so a sweep

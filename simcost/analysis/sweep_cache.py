@@ -1,5 +1,5 @@
 """The sweep's result cache: one JSON file per run, named by a content hash of everything the run
-depends on, so an interrupted or extended sweep reruns only what it has not seen (issue 8, item 1).
+depends on, so an interrupted or extended sweep reruns only what it has not seen.
 
 The key hashes, as canonical JSON:
 - the fully resolved scenario (every default filled in, overrides and seed applied);

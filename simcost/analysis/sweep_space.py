@@ -1,5 +1,5 @@
 """What a sweep varies: scenario keys, each a list of values or a numeric range, and the design
-that picks the points (issue 8, item 1).
+that picks the points.
 
 A space file (`simcost sweep SCENARIO --space space.yaml`):
 

@@ -7,7 +7,7 @@ with the metric (summed over ready replicas, or fleet-wide for ttft_p95) and
 one from a scenario's `fleet.autoscaler` (one of the policy classes of simcost.scenario.autoscalers,
 whose field defaults are the real systems' defaults, with sources).
 
-Kubernetes HPA v2 (`Hpa`; pkg/controller/podautoscaler; DESIGN.md section 4):
+Kubernetes HPA v2 (`Hpa`; pkg/controller/podautoscaler; docs/design.md section 4):
 - The metric is the mean of the samples of the last tick_s (a Prometheus `avg_over_time` over the
   sync period); ratio r = (value / ready) / target, per pod, as a Pods metric. |r - 1| <=
   tolerance keeps the current count, else desired = ceil(value / target).
@@ -69,11 +69,13 @@ import dataclasses
 import math
 from collections import deque
 from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from simcost.errors import InputError
 from simcost.scenario.autoscalers import (
     AutoscalerConfig,
     HpaAutoscaler,
+    HpaKeys,
     KedaAutoscaler,
     KpaAutoscaler,
     PredictiveAutoscaler,
@@ -81,8 +83,7 @@ from simcost.scenario.autoscalers import (
 )
 
 _EPS = 1e-9  # float slack on sample times and on ceil of exact ratios
-
-
+C = TypeVar("C", bound=HpaKeys | KpaAutoscaler | ScheduleAutoscaler)  # the policy's section, as each class reads it
 
 
 def _ceil(x: float) -> int:
@@ -90,11 +91,11 @@ def _ceil(x: float) -> int:
     return math.ceil(x - _EPS * abs(x))
 
 
-class Autoscaler:
+class Autoscaler(Generic[C]):
     """Base: the clock, the samples and the bounds. Subclasses implement decide()."""
 
-    def __init__(self, cfg: AutoscalerConfig, keep_s: float):
-        self.cfg = cfg
+    def __init__(self, cfg: C, keep_s: float):
+        self.cfg: C = cfg
         self.tick_s: float = cfg.tick_s
         self.sample_s: float = cfg.sample_s
         self.min_replicas: int = cfg.min_replicas
@@ -127,10 +128,10 @@ class Autoscaler:
         return min(max(n, self.min_replicas), self.max_replicas)
 
 
-class Hpa(Autoscaler):
+class Hpa(Autoscaler[HpaKeys]):
     """Kubernetes HPA v2 on a Pods metric (external=False) or an External metric (KEDA)."""
 
-    def __init__(self, cfg: HpaAutoscaler | PredictiveAutoscaler | KedaAutoscaler, external: bool = False):
+    def __init__(self, cfg: HpaKeys, external: bool = False):
         super().__init__(cfg, keep_s=cfg.tick_s)
         self.external = external
         self._recs: deque[tuple[float, int]] = deque()  # (time, raw recommendation)
@@ -212,7 +213,7 @@ class Hpa(Autoscaler):
         return desired
 
 
-class Kpa(Autoscaler):
+class Kpa(Autoscaler[KpaAutoscaler]):
     """Knative's KPA decider plus its scale-to-zero grace."""
 
     def __init__(self, cfg: KpaAutoscaler):
@@ -244,7 +245,7 @@ class Kpa(Autoscaler):
         stable_n, panic_n = min(max(dspc, lo), hi), min(max(dppc, lo), hi)
         if dppc / ready_n >= c.panic_threshold:
             self._panic_since_s = now_s
-        elif self.panicking and now_s > self._panic_since_s + c.stable_window_s + _EPS:
+        elif self._panic_since_s is not None and now_s > self._panic_since_s + c.stable_window_s + _EPS:
             self._panic_since_s, self._max_panic = None, 0
         if not self.panicking:
             return stable_n
@@ -258,7 +259,7 @@ class Kpa(Autoscaler):
             self._up_since_s = None
         elif self._up_since_s is None:
             self._up_since_s = now_s
-        if want > 0 or current == 0 or self.min_replicas > 0:
+        if want > 0 or self._up_since_s is None or self.min_replicas > 0:  # no replica up: nothing to hold
             self._zero_since_s = None
             return want
         if now_s - self._up_since_s < self.cfg.stable_window_s - _EPS:
@@ -268,7 +269,7 @@ class Kpa(Autoscaler):
         return 0 if now_s - self._zero_since_s >= self.cfg.scale_to_zero_grace_s - _EPS else 1
 
 
-class Keda(Autoscaler):
+class Keda(Autoscaler[KedaAutoscaler]):
     """KEDA: activation and scale to zero by polling; 1..N by an HPA on an External metric."""
 
     def __init__(self, cfg: KedaAutoscaler):
@@ -286,12 +287,12 @@ class Keda(Autoscaler):
         current = ready + starting
         if self._created_s is None:
             self._created_s = now_s
-        polled = self._poll(now_s, current)
+        polled = self._poll(now_s, current, self._created_s)
         if polled is not None:
             return polled
         return 0 if current == 0 else self._hpa.decide(now_s, ready, starting)
 
-    def _poll(self, now_s: float, current: int) -> int | None:
+    def _poll(self, now_s: float, current: int, created_s: float) -> int | None:
         """KEDA's scale executor: a count for 0 -> 1 or 1 -> 0, else None (the HPA decides)."""
         value = self._latest()
         if value is None or now_s < self._next_poll_s - _EPS:
@@ -302,13 +303,13 @@ class Keda(Autoscaler):
             self._last_active_s = now_s
             return max(1, self.min_replicas) if current == 0 else None
         if self._last_active_s is None:
-            cooled = now_s > self._created_s + self.cfg.initial_cooldown_s + _EPS
+            cooled = now_s > created_s + self.cfg.initial_cooldown_s + _EPS
         else:
             cooled = now_s > self._last_active_s + self.cfg.cooldown_s + _EPS
         return 0 if current > 0 and self.min_replicas == 0 and cooled else None
 
 
-class Schedule(Autoscaler):
+class Schedule(Autoscaler[ScheduleAutoscaler]):
     """Replicas by time of day (or of any period)."""
 
     def __init__(self, cfg: ScheduleAutoscaler):

@@ -1,7 +1,7 @@
 """A fleet that moves: the autoscaler's control loop, spot reclaims, node failures, site outages.
 
 SimPy processes around the Fleet (simcost.cluster.fleet), which does the mechanics (add a replica,
-drain, cancel, kill); the autoscaling decisions are simcost.cluster.autoscalers'. DESIGN.md section 4.
+drain, cancel, kill); the autoscaling decisions are simcost.cluster.autoscalers'. docs/design.md section 4.
 - Autoscaler: every sample_s the metric is read and handed to the autoscaler; every tick_s it
   names a replica count, which the fleet is moved to (plus fleet.redundancy): new replicas go
   through a cold start (fleet.cold_start, or its defaults); surplus ones still starting are
@@ -43,7 +43,7 @@ from simcost.errors import InputError
 from simcost.perf.deployment import Pool
 from simcost.perf.startup import RUNNING, StartPhases, cold_start, warm_start
 from simcost.scenario.autoscalers import PredictiveAutoscaler
-from simcost.scenario.fleet import ColdStartConfig, FleetConfig, SpotConfig
+from simcost.scenario.fleet import ColdStartConfig, FleetConfig, SpotConfig, WarmPoolConfig
 from simcost.units import HOURS_PER_MONTH, S_PER_HOUR
 from simcost.workload.request_table import RequestTable
 
@@ -78,19 +78,19 @@ class FleetControl:
         self.k = pool_index  # the pool this loop moves
         self.done = done  # no request can come any more (arrivals and sessions exhausted)
         self.phase = cold_start(cfg.cold_start or ColdStartConfig(), pool)  # replicas added during the run
-        self.warm = None if cfg.warm_pool is None else WarmPool(env, fleet.roster, pool_index, cfg, pool)
+        self.warm = None if cfg.warm_pool is None else WarmPool(env, fleet.roster, pool_index, cfg, cfg.warm_pool, pool)
         self.spot = spot_config(cfg)
         self.failures = cfg.failures
         self.blocked_until_s = 0.0  # a site outage: nothing can start before then
         self._recent: deque[int] = deque()  # requests arrived in the last TTFT window (ttft_p95)
         self.scaler = None
-        self.scaling = cfg.autoscaler  # its policy's section, defaults included (None: no autoscaler)
-        if self.scaling is not None:
-            lo, hi = self.scaling.min_replicas, self.scaling.max_replicas
+        self.scaling = scaling = cfg.autoscaler  # its policy's section, defaults included (None: no autoscaler)
+        if scaling is not None:
+            lo, hi = scaling.min_replicas, scaling.max_replicas
             if not lo <= cfg.replicas <= hi:
                 raise InputError("fleet.replicas" if not fleet.pooled else f"fleet.pools[{self.k}].replicas", f"{cfg.replicas}: the starting size must lie within the autoscaler's "
                                  f"[{lo}, {hi}]")
-            self.scaler = make_autoscaler(cfg.autoscaler, self._forecast_fn(planned_arrival_s),
+            self.scaler = make_autoscaler(scaling, self._forecast_fn(planned_arrival_s),
                                           lead_s=self.phase.ready_s)
             env.process(self._observe_loop())
             env.process(self._decide_loop())
@@ -124,7 +124,7 @@ class FleetControl:
         and the pool has a node (the site being down, it has none), else cold."""
         capacity = capacity or self._next_capacity()
         warm = phase is None and capacity == ON_DEMAND and self.warm is not None and self.warm.take()
-        phase = self.warm.phase if warm else (phase or self.phase)
+        phase = self.warm.phase if warm and self.warm is not None else (phase or self.phase)
         wait_s = max(0.0, self.blocked_until_s - self.env.now)  # the site is down: start after it
         if wait_s:
             phase = StartPhases(phase.provisioned_s + wait_s, phase.ready_s + wait_s)
@@ -144,11 +144,14 @@ class FleetControl:
 
     def _watch(self, replica) -> None:
         life = self.fleet.roster.lives[replica.index]
-        if life.capacity == SPOT and self.spot.monthly_interruption > 0:
-            hazard_per_s = -math.log(1 - self.spot.monthly_interruption) / (HOURS_PER_MONTH * S_PER_HOUR)
+        spot = self.spot
+        if life.capacity == SPOT and spot is not None and spot.monthly_interruption > 0:
+            hazard_per_s = -math.log(1 - spot.monthly_interruption) / (HOURS_PER_MONTH * S_PER_HOUR)
             self.env.process(self._reclaim(replica, float(self.rng.exponential(1 / hazard_per_s))))
-        if self.failures is not None and self.failures.mtbf_h is not None:
-            self.env.process(self._fail(replica, float(self.rng.exponential(self.failures.mtbf_h * 3600.0))))
+        failures = self.failures
+        if failures is not None and failures.mtbf_h is not None:
+            service_s = float(self.rng.exponential(failures.mtbf_h * 3600.0))
+            self.env.process(self._fail(replica, service_s, failures.mttr_s))
 
     def _gone(self, replica) -> bool:
         return self.fleet.roster.lives[replica.index].gone_s != math.inf
@@ -163,21 +166,24 @@ class FleetControl:
         if self._gone(replica):
             return
         life = self.fleet.roster.lives[replica.index]
+        spot = self.spot
+        if spot is None:
+            raise RuntimeError("a spot reclaim on a fleet without spot capacity")
         if life.drain_s == math.inf:  # not already on its way out: replace it
-            self._add(self.spot.replace_with)
+            self._add(spot.replace_with)
         if not self.fleet.is_ready(replica) and self.env.now < life.ready_s:
             self.fleet.cancel(replica, "reclaim")  # still starting: nothing to drain
             return
         self.fleet.drain(replica, "reclaim")
-        yield self.env.timeout(self.spot.notice_s)
+        yield self.env.timeout(spot.notice_s)
         self.fleet.kill(replica, "reclaim")
 
-    def _fail(self, replica, service_s: float):
+    def _fail(self, replica, service_s: float, mttr_s: float):
         life = self.fleet.roster.lives[replica.index]
         yield self.env.timeout(max(0.0, life.ready_s - self.env.now) + service_s)
         if self._gone(replica) or self.done():
             return
-        self._lose(replica, "failure", self.failures.mttr_s)
+        self._lose(replica, "failure", mttr_s)
 
     def _lose(self, replica, why: str, back_in_s: float) -> None:
         """Lose a replica now; a draining one is not replaced (it was on its way out)."""
@@ -233,6 +239,8 @@ class FleetControl:
 
     def metric(self) -> float:
         """The autoscaler's metric now: summed over ready replicas, or fleet-wide (ttft_p95)."""
+        if self.scaling is None:
+            raise RuntimeError("the autoscaler's metric read on a fleet without an autoscaler")
         fleet, name = self.fleet, self.scaling.metric
         ready = fleet.routable[self.k]
         unplaced = len(fleet.held) + len(fleet.central)
@@ -285,7 +293,7 @@ class FleetControl:
             past = rate(now - half)
             if past <= 0:
                 return 0.0
-            sojourn_s = np.mean([c for _, c in history]) / past
+            sojourn_s = float(np.mean([c for _, c in history])) / past
             return rate(t_s) * sojourn_s
 
         return forecast
@@ -296,8 +304,9 @@ class WarmPool:
     cold_start.provisioning_s when the fleet starts cold), each taken one refilled at once. Every
     node is a WarmNode of the roster, where the ledger bills it."""
 
-    def __init__(self, env: simpy.Environment, roster: Roster, pool_index: int, cfg: FleetConfig, pool: Pool):
-        self.env, self.roster, self.k, self.cfg = env, roster, pool_index, cfg.warm_pool
+    def __init__(self, env: simpy.Environment, roster: Roster, pool_index: int, cfg: FleetConfig,
+                 warm_pool: WarmPoolConfig, pool: Pool):
+        self.env, self.roster, self.k, self.cfg = env, roster, pool_index, warm_pool
         cold = cfg.cold_start or ColdStartConfig()
         self.phase = warm_start(cold, pool, self.cfg.state)  # a replica that takes a node
         self.refill_s = cold.provisioning_s

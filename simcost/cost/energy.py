@@ -1,6 +1,6 @@
 """Energy and carbon of a run, per replica and per clock hour.
 
-Power of a replica at utilisation u is idle_w + u * (peak_w - idle_w) (DESIGN.md section 4),
+Power of a replica at utilisation u is idle_w + u * (peak_w - idle_w) (docs/design.md section 4),
 times the site's PUE for cooling and power delivery. The step log does not carry a compute
 utilisation, so u = 1 while a step runs and u = 0 between steps: an upper bound on busy power
 (memory-bound decode steps draw less than peak) that keeps energy a function of the log alone.

@@ -1,4 +1,4 @@
-"""Pricing models: what a fleet's replica-hours cost (DESIGN.md section 4).
+"""Pricing models: what a fleet's replica-hours cost (docs/design.md section 4).
 
 Each model becomes a *tariff*: a time rate in $/s per (replica, hour), a $/s at full utilisation
 on top (only owned hardware, whose power bill follows utilisation), and charges no step can

@@ -6,7 +6,7 @@ A replica is requested, provisioned for provisioning_s, then loads for
   + max(weight bytes / weights_gb_per_s, weight bytes / tp / PCIe) (weights: the node's network
         or disk, then each device's share over its own host link, whichever is slower)
   + engine_start_s
-(DESIGN.md section 4) before it serves. A static fleet's replicas are all requested at t = 0,
+(docs/design.md section 4) before it serves. A static fleet's replicas are all requested at t = 0,
 warm (fleet.cold_start unset: they serve at once) or cold. A fleet that moves (an autoscaler,
 spot capacity, failures: simcost.cluster.control) adds replicas during the run, always cold,
 drains them (no new work; gone once their last request ends) and loses them (spot reclaim,

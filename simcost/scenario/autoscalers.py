@@ -43,7 +43,7 @@ def _check_replica_bounds(cfg, path: str) -> None:
 # max_replicas, which an HPA must be given, is simcost's cap.
 
 @dataclass(frozen=True, kw_only=True)
-class _HpaKeys:
+class HpaKeys:
     """The HPA's algorithm and its default behavior (autoscaling/v2 "Default Behavior"), shared by
     hpa, predictive and keda. metric: what is measured, summed over ready replicas (concurrency =
     requests in the system, queue_depth = waiting requests, kv_cache = KV blocks in use / blocks,
@@ -70,7 +70,7 @@ class _HpaKeys:
 
 
 @dataclass(frozen=True, kw_only=True)
-class HpaAutoscaler(_HpaKeys):
+class HpaAutoscaler(HpaKeys):
     """Kubernetes HPA v2 on a Pods metric."""
 
     policy: Literal["hpa"] = field(default="hpa", metadata=tag(POLICY))
@@ -82,7 +82,7 @@ class HpaAutoscaler(_HpaKeys):
 
 
 @dataclass(frozen=True, kw_only=True)
-class PredictiveAutoscaler(_HpaKeys):
+class PredictiveAutoscaler(HpaKeys):
     """An HPA that also provisions ahead of a forecast of the metric."""
 
     policy: Literal["predictive"] = field(default="predictive", metadata=tag(POLICY))
@@ -97,7 +97,7 @@ class PredictiveAutoscaler(_HpaKeys):
 
 
 @dataclass(frozen=True, kw_only=True)
-class KedaAutoscaler(_HpaKeys):
+class KedaAutoscaler(HpaKeys):
     """KEDA: an HPA on an external metric driving 1..N (tick_s is that HPA's sync period), plus
     activation and scale to zero by polling."""
 

@@ -53,7 +53,7 @@ class ColdStartConfig:
     """Node lifecycle at the start of a run (simcost.lifecycle): every replica is requested at
     t = 0, provisioned, then loads (image pull + weight load + engine start) before it serves;
     both phases are billed and reported as their own cost categories. Every default is a simcost
-    assumption (DESIGN.md: "GPU nodes often take minutes"; published cold starts run from tens
+    assumption (docs/design.md: "GPU nodes often take minutes"; published cold starts run from tens
     of seconds for 7B models to minutes for 70B): set your platform's figures."""
 
     provisioning_s: float = field(default=90.0, metadata=bounds(ge=0))  # VM boot and node join
@@ -109,7 +109,7 @@ class DisaggregationConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class SpotConfig:
-    """Spot capacity (simcost.cluster.control; DESIGN.md section 4). A share of the replicas runs on
+    """Spot capacity (simcost.cluster.control; docs/design.md section 4). A share of the replicas runs on
     spot at a lower price and can be reclaimed: each spot replica gets a notice at a Poisson
     hazard of -ln(1 - monthly_interruption) / 730 per hour (AWS publishes bands: <5 %, 5-10,
     10-15, 15-20, >20 % a month; default 0.075, the 5-10 % band's middle), stops taking work,

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from simcost.errors import required
 from simcost.scenario.fleet import FleetConfig
 from simcost.scenario.scenario import Scenario
 
@@ -98,14 +99,14 @@ def pool_routed(plan: tuple[PoolPlan, ...]) -> bool:
 
 def pool_scenario(scenario: Scenario, k: int) -> Scenario:
     """Pool k of fleet.pools as a one-pool scenario: its hardware, model, engine and fleet section."""
-    p = scenario.fleet.pools[k]
+    p = required(scenario.fleet.pools, "fleet.pools")[k]
     return replace(scenario, hardware=p.hardware, model=p.model or scenario.model, engine=p.engine or scenario.engine,
                    fleet=scenario.fleet.pool_fleet(k))
 
 
 def _named_pool(scenario: Scenario, k: int) -> PoolPlan:
     fleet = scenario.fleet
-    cfg = fleet.pools[k]
+    cfg = required(fleet.pools, "fleet.pools")[k]
     names = [scenario.workload.entry_name(i) for i in range(len(scenario.workload.entries()))]
     serves = None if cfg.serves is None else tuple(names.index(name) for name in cfg.serves)
     key = f"fleet.pools[{k}]"

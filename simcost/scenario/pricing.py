@@ -12,7 +12,7 @@ from simcost.scenario.schema import bounds, check_variant_keys
 
 @dataclass(frozen=True, kw_only=True)
 class PricingConfig:
-    """How the fleet is paid for (math in `simcost.cost.pricing`, DESIGN.md section 4). The on-demand
+    """How the fleet is paid for (math in `simcost.cost.pricing`, docs/design.md section 4). The on-demand
     rate is fleet.price_usd_per_device_hour (or the catalog's); each model takes only its keys:
     on_demand: min_charge_s. spot: spot_usd_per_device_hour, min_charge_s.
     reserved: upfront_usd_per_device, recurring_usd_per_device_hour, term_years.
@@ -54,7 +54,7 @@ class SiteConfig:
     `edge` (edge_first sends work here first), `client_rtt_s` (the network round trip between the
     site and its clients, added once to the TTFT and E2EL its clients see: summary `network`) and
     `egress_usd_per_gb` (the price of bytes leaving the site; None: 0.09 $/GB, AWS internet egress
-    in its first 10 TB tier, DESIGN.md section 4, for a site of fleet.sites, and 0 for the one-site
+    in its first 10 TB tier, docs/design.md section 4, for a site of fleet.sites, and 0 for the one-site
     shorthand fleet.site, whose bills predate egress)."""
 
     name: str = "default"
@@ -67,7 +67,7 @@ class SiteConfig:
     egress_usd_per_gb: float | None = field(default=None, metadata=bounds(ge=0))
 
 
-DEFAULT_EGRESS_USD_PER_GB = 0.09  # AWS data transfer out to the internet, first 10 TB/month tier (DESIGN.md s4)
+DEFAULT_EGRESS_USD_PER_GB = 0.09  # AWS data transfer out to the internet, first 10 TB/month tier (docs/design.md section 4)
 
 
 @dataclass(frozen=True, kw_only=True)

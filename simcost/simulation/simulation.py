@@ -20,7 +20,7 @@ from simcost.cost.pricing import egress_usd_per_gb, usd_per_replica_hour
 from simcost.engine.kv.reuse import PrefixSpec, prefix_spec
 from simcost.engine.options import host_kv_s_per_token, swap_link
 from simcost.engine.waiting import queue_key
-from simcost.errors import InputError
+from simcost.errors import InputError, required
 from simcost.metrics.summary import served_pool, slo_limits_by_entry, summarize
 from simcost.metrics.timeseries import TimeSeries
 from simcost.perf.deployment import Deployment, Pool, fleet_pools
@@ -141,7 +141,8 @@ class Simulation:
         eng, dep, req = self.scenario.engine, self.deployment, self.requests
         if not eng.prefix_caching:
             return None
-        if req.prefix_block_ids is not None and req.prefix_block_tokens % dep.block_size:
+        block_tokens = req.prefix_block_tokens  # set whenever the trace has block ids
+        if req.prefix_block_ids is not None and block_tokens is not None and block_tokens % dep.block_size:
             raise InputError("engine.block_size", f"{dep.block_size} does not divide the trace's "
                              f"{req.prefix_block_tokens}-token prefix blocks; prefix caching needs it to")
         host_s_per_token = 0.0
@@ -374,7 +375,8 @@ def hand_off(prefill_plan: PoolPlan, prefill_pool: Pool, prefill: PoolEngine, de
     min(tp) links in parallel (each device sends or receives its shard)."""
     scenario, prefill_dep, decode = prefill_plan.scenario, prefill_pool.deployment, decode_pool.deployment
     links = min(prefill_dep.tensor_parallel, decode.tensor_parallel)
-    s_per_token = prefill_dep.kv_bytes_per_token / (decode_plan.kv_link_gb_per_s * 1e9 * links)
+    link_gb_per_s = required(decode_plan.kv_link_gb_per_s, "fleet.disaggregation.kv_link_gb_per_s")
+    s_per_token = prefill_dep.kv_bytes_per_token / (link_gb_per_s * 1e9 * links)
     return [replace(prefill, role="prefill", kv_transfer_s_per_token=s_per_token),
             replace(prefill, role="decode", step_params=step_params(scenario, decode),
                     num_kv_blocks=decode.num_kv_blocks, swap=swap_link(scenario.engine, decode))]

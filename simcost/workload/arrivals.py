@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from scipy import optimize, special
 
-from simcost.errors import InputError
+from simcost.errors import InputError, required
 from simcost.scenario.arrivals import (
     ArrivalSpec,
     MmppArrivals,
@@ -149,13 +149,14 @@ def mmpp_arrivals(rate_on_per_s: float, rate_off_per_s: float, mean_on_s: float,
     cycle_s = mean_on_s + mean_off_s
     starts_on = rng.uniform() < mean_on_s / cycle_s
     n_cycles = int(duration_s / cycle_s + 6 * math.sqrt(duration_s / cycle_s)) + 2
-    ends_s, start_s = [], 0.0
+    pieces: list[np.ndarray] = []
+    start_s = 0.0
     while start_s < duration_s:  # usually one pass; sojourns are memoryless, so appending is exact
         means = np.tile([mean_on_s, mean_off_s] if starts_on else [mean_off_s, mean_on_s], n_cycles)
         ends = start_s + np.cumsum(rng.exponential(means))
-        ends_s.append(ends)
+        pieces.append(ends)
         start_s = float(ends[-1])
-    ends_s = np.minimum(np.concatenate(ends_s), duration_s)
+    ends_s = np.minimum(np.concatenate(pieces), duration_s)
     starts_s = np.concatenate([[0.0], ends_s[:-1]])
     lengths_s = ends_s - starts_s
     on = (np.arange(len(ends_s)) % 2 == 0) == starts_on
@@ -187,11 +188,11 @@ def rate_function(spec: ArrivalSpec) -> tuple[RateFn, float]:
     raise ValueError(f"process {spec.process!r} has no rate function")
 
 
-def rate_table(spec: PiecewiseArrivals) -> tuple[tuple[float, float], ...]:
+def rate_table(spec: PiecewiseArrivals) -> tuple[tuple[float, ...], ...]:
     """A piecewise spec's [[start_s, rate_per_s], ...]: inline, or read from rate_file (a CSV with
     header start_s,rate_per_s), checked like the inline table with errors at `file:line`."""
     if spec.rate_file is None:
-        return spec.rate_table
+        return required(spec.rate_table, "workload.arrivals.rate_table")  # validation: one of the two
     where, cells = read_csv_columns(Path(spec.rate_file), RATE_FILE_COLUMNS, "rate rows",
                                     "workload.arrivals.rate_file")
     starts_s, rates = (_numbers(where, cells[name], name, 2).tolist() for name in RATE_FILE_COLUMNS)

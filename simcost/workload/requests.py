@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
-from simcost.errors import InputError
+from simcost.errors import InputError, required
 from simcost.rng import Streams, streams
 from simcost.scenario.arrivals import ServegenArrivals
 from simcost.scenario.scenario import Scenario
@@ -129,21 +130,24 @@ def _generate_entry(scenario: Scenario, index: int, s: Streams) -> Requests:
     entry = scenario.workload.entries()[index]
     if entry.trace is not None:
         return replay(entry.trace, scenario.duration_s, s.arrivals)
-    user, extras = None, {}
+    user, extras = None, dict[str, Any]()  # further Requests columns
+    duration_s = required(scenario.duration_s, "duration_s")  # a synthetic workload runs for duration_s
     if entry.clients is not None:
         # closed loop: each user's first request one think time after t=0 (users not in lockstep)
         first_s = sample_delays_s(entry.clients.think_time, entry.clients.users, s.arrivals)
-        user = np.flatnonzero(first_s < scenario.duration_s)
+        user = np.flatnonzero(first_s < duration_s)
         user = user[np.argsort(first_s[user], kind="stable")]
         arrival_s = first_s[user]
     elif isinstance(entry.arrivals, ServegenArrivals):
         # each ServeGen client becomes a tenant, unless the workload names one for all of them
-        regenerated = servegen_arrivals_with_clients(entry.arrivals, scenario.duration_s, s.arrivals)
+        regenerated = servegen_arrivals_with_clients(entry.arrivals, duration_s, s.arrivals)
         arrival_s = regenerated.arrival_s
         if entry.tenant is None:
             extras["tenants"] = np.array([f"client-{c}" for c in regenerated.client_id], dtype=object)
     else:
-        arrival_s = arrivals(entry.arrivals, scenario.duration_s, s.arrivals)
+        if entry.arrivals is None:  # validation requires arrivals, clients or a trace
+            raise RuntimeError("workload.arrivals is not set")
+        arrival_s = arrivals(entry.arrivals, duration_s, s.arrivals)
     n = len(arrival_s)
     input_tokens, output_tokens = sample_request_lengths(entry, n, s)
     if entry.session is not None:
@@ -158,6 +162,8 @@ def _generate_entry(scenario: Scenario, index: int, s: Streams) -> Requests:
 def sample_request_lengths(entry: WorkloadConfig, n: int, s: Streams) -> tuple[np.ndarray, np.ndarray]:
     """(input, output) token counts of `n` requests of a synthetic workload entry."""
     inp, out = entry.input_tokens, entry.output_tokens
+    if inp is None or out is None:  # validation sets both on every synthetic entry
+        raise RuntimeError("workload.input_tokens or output_tokens is not set")
     if isinstance(inp, EmpiricalLength) and isinstance(out, EmpiricalLength) and inp.trace == out.trace:
         # Joint: one row index per request (from the input stream) gives both lengths.
         trace = load_trace(inp.trace, key="workload.input_tokens.trace")
@@ -187,7 +193,7 @@ def merge(parts: list[Requests]) -> Requests:
     Prefix block ids get a disjoint range per part, so workloads never share cache blocks."""
     arrival_s = np.concatenate([p.arrival_s for p in parts])
     order = np.argsort(arrival_s, kind="stable")
-    columns = {name: np.concatenate([_column(p, name) for p in parts])[order]
+    columns: dict[str, Any] = {name: np.concatenate([_column(p, name) for p in parts])[order]
                for name in ("input_tokens", "output_tokens") + _OPTIONAL_COLUMNS}
     blocks = _merged_blocks(parts, order)
     return Requests(arrival_s=arrival_s[order], **columns, **blocks)
@@ -200,14 +206,15 @@ def _column(part: Requests, name: str) -> np.ndarray:
     return values
 
 
-def _merged_blocks(parts: list[Requests], order: np.ndarray) -> dict:
+def _merged_blocks(parts: list[Requests], order: np.ndarray) -> dict[str, Any]:
     with_blocks = [p for p in parts if p.prefix_block_ids is not None]
     if not with_blocks:
         return {}
-    sizes = {p.prefix_block_tokens for p in with_blocks}
+    sizes = {required(p.prefix_block_tokens, "Requests.prefix_block_tokens") for p in with_blocks}
     if len(sizes) > 1:
         raise InputError("workload.mix", f"traces with different prefix block sizes {sorted(sizes)} cannot be mixed")
-    ids, offset = [], 0
+    ids: list[np.ndarray] = []
+    offset = 0
     for p in parts:
         blocks = p.prefix_block_ids or [np.zeros(0, dtype=np.int64)] * len(p)
         ids.extend(b + offset for b in blocks)
@@ -229,7 +236,7 @@ def replay(spec: TraceSpec, duration_s: float | None, rng: np.random.Generator) 
     copy = np.zeros(len(rows), dtype=np.int64)
     if spec.loop:
         period_s = _loop_period_s(spec, trace.arrival_s[rows], duration_s) / spec.rate_multiplier
-        copies = math.ceil(duration_s / period_s)
+        copies = math.ceil(required(duration_s, "duration_s") / period_s)  # _loop_period_s refuses None
         arrival_s = (arrival_s[None, :] + period_s * np.arange(copies)[:, None]).ravel()
         rows, copy = np.tile(rows, copies), np.repeat(np.arange(copies), len(rows))
     keep = np.ones(len(rows), dtype=bool) if duration_s is None else arrival_s < duration_s
@@ -253,10 +260,11 @@ def _loop_period_s(spec: TraceSpec, window_s: np.ndarray, duration_s: float | No
 
 def _requests(trace: Trace, rows: np.ndarray, copy: np.ndarray, arrival_s: np.ndarray) -> Requests:
     """Requests from trace rows (fancy indexing copies, so the cached trace stays untouched)."""
-    extras = {}
+    extras: dict[str, Any] = {}
     if trace.block_ids is not None:
         id_stride = int(trace.block_ids.max(initial=-1)) + 1
-        starts, ends = trace.block_offsets[rows], trace.block_offsets[rows + 1]
+        offsets = required(trace.block_offsets, "the trace's block offsets")  # set with block_ids
+        starts, ends = offsets[rows], offsets[rows + 1]
         extras["prefix_block_ids"] = [trace.block_ids[a:b] + k * id_stride for a, b, k in zip(starts, ends, copy)]
         extras["prefix_block_tokens"] = trace.block_tokens
     if trace.session_ids is not None:

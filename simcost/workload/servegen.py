@@ -140,7 +140,7 @@ def _load_cached(path_text: str, _mtime_ns: int, _size: int, key: str) -> Client
         _first_bad(where, bad, lambda i: f"{column} is {values[i]}; expected {'>' if strict else '>='} 0")
     dist = np.array(cells["iat_dist"], dtype=object)
     _first_bad(where, ~np.isin(dist, IAT_DISTS), lambda i: f"iat_dist {dist[i]!r} is not {' or '.join(IAT_DISTS)}"
-                                                          f"{closest(dist[i], IAT_DISTS, list_all=False)}")
+                                                          f"{closest(str(dist[i]), IAT_DISTS, list_all=False)}")
     order = np.lexsort((client, window_s))
     _check_unique(where, client, window_s, order)
     arrays = dict(client_id=client, window_start_s=window_s, rate_per_s=numbers["rate_rps"],

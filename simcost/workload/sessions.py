@@ -96,8 +96,9 @@ class SessionDriver:
             new_tokens, output_tokens = sample_request_lengths(entry, 1, s)
             return int(new_tokens[0]), int(output_tokens[0])
         new_tokens = sample_lengths(followup, 1, s.sessions, key="session.followup_input_tokens")
-        output_tokens = sample_lengths(required(entry.output_tokens, "workload.output_tokens"), 1, s.output_tokens,
-                                       column="output_tokens")
+        if entry.output_tokens is None:  # validation sets it on every synthetic entry
+            raise RuntimeError("workload.output_tokens is not set")
+        output_tokens = sample_lengths(entry.output_tokens, 1, s.output_tokens, column="output_tokens")
         return int(new_tokens[0]), int(output_tokens[0])
 
     # --- a closed-loop user's next request ------------------------------------------------------

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from simcost.engine.kv.prefix_cache import PrefixBlockPool, PrefixHit, session_block_keys, trace_block_keys
+from simcost.errors import required
 from simcost.workload.request_table import RequestTable
 
 KeysFn = Callable[[int, int], list[int]]  # (request id, tokens) -> keys of the full blocks of its first tokens
@@ -38,11 +39,12 @@ def prefix_spec(table: RequestTable, block_ids: list[np.ndarray] | None, block_t
                 session_prefix: np.ndarray, block_size: int, host_blocks: int, host_s_per_token: float) -> PrefixSpec:
     """`block_ids`: per initial request, its trace hash ids (None: the workload has none);
     `session_prefix`: per workload entry, whether its sessions are synthetic (prompts extend)."""
-    num_with_blocks = len(block_ids) if block_ids is not None else 0
+    trace_ids = block_ids if block_ids is not None else []
 
     def keys(rid: int, num_tokens: int) -> list[int]:
-        if rid < num_with_blocks and len(block_ids[rid]):
-            return trace_block_keys(block_ids[rid], block_tokens, block_size, num_tokens)
+        if rid < len(trace_ids) and len(trace_ids[rid]):
+            return trace_block_keys(trace_ids[rid], required(block_tokens, "the trace's block size"), block_size,
+                                    num_tokens)
         if table.session[rid] >= 0 and session_prefix[table.workload[rid]]:
             return session_block_keys(int(table.session[rid]), num_tokens, block_size)
         return []
