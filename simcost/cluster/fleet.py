@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import simpy
 
-from simcost.cluster.routers import DECODE_ROUTER, ROUTERS, RoutingContext, TokenLoad
+from simcost.cluster.routers import DECODE_ROUTER, ROUTERS, PoolRouter, RoutingContext, TokenLoad
 from simcost.cost.ledger import StepLog
 from simcost.cost.roster import ON_DEMAND, Life, Roster
 from simcost.engine.kv.blocks import blocks_for
@@ -45,6 +45,29 @@ from simcost.workload.request_table import RequestTable
 # is one class and one entry here.
 REPLICA_CLASSES: dict[str, type] = {**dict.fromkeys(ITERATION_POLICIES, Replica),
                                     **dict.fromkeys(REQUEST_LEVEL_POLICIES, BatchReplica)}
+
+
+@dataclass(frozen=True)
+class FleetStart:
+    """The replicas a run starts with: how many in each pool, and per replica (in pool order) its
+    start-up phases (None: all ready at t = 0) and capacity (None: all on demand)."""
+
+    num_replicas: list[int]
+    phases: list[StartPhases] | None = None
+    capacity: list[str] | None = None
+
+
+@dataclass(frozen=True)
+class FleetRouting:
+    """How a request finds its replica: the router (fleet.router) and its random stream, the
+    affinity key and load bound of prefix-affinity routing, and for fleet.pools the pools that
+    serve each workload entry."""
+
+    router: str
+    rng: np.random.Generator
+    affinity_key: Callable[[int], int | None] | None = None
+    affinity_load_bound: float = 1.25
+    pool_serves: list[list[int]] | None = None
 
 
 @dataclass(frozen=True)
@@ -79,12 +102,10 @@ class Fleet:
     `kill` change the fleet during a run (simcost.cluster.control calls them); `roster` keeps every
     replica's timeline for the bill."""
 
-    def __init__(self, env: simpy.Environment, table: RequestTable, pools: list[PoolEngine], num_replicas: list[int],
-                 router: str, rng: np.random.Generator, log: StepLog, max_span_steps: int = 1 << 30,
-                 on_done: Callable[[int], None] | None = None, prefix: PrefixSpec | None = None,
-                 phases: list[StartPhases] | None = None, capacity: list[str] | None = None,
-                 affinity_key: Callable[[int], int | None] | None = None, affinity_load_bound: float = 1.25,
-                 pool_serves: list[list[int]] | None = None, pool_router=None):
+    def __init__(self, env: simpy.Environment, table: RequestTable, pools: list[PoolEngine], start: FleetStart,
+                 routing: FleetRouting, log: StepLog, max_span_steps: int = 1 << 30,
+                 on_done: Callable[[int], None] | None = None, prefix: PrefixSpec | None = None):
+        router, rng = routing.router, routing.rng
         self.env = env
         self.on_done = on_done  # called with a request id when it completes or is rejected
         # per pool: called when a request it could serve found no ready replica (fleet_control)
@@ -93,8 +114,10 @@ class Fleet:
         self.router = router
         self.rng = rng
         self.pool_engines = pools
-        self.pool_serves = pool_serves  # fleet.pools, per workload entry: the pools that serve it
-        self.pool_router = pool_router  # fleet.pools: picks the pool (simcost.cluster.routers.POOL_ROUTERS)
+        self.pool_serves = routing.pool_serves  # fleet.pools, per workload entry: the pools that serve it
+        # fleet.pools: picks the pool (simcost.cluster.routers.POOL_ROUTERS); set once the fleet exists,
+        # since it reads the fleet's routable lists
+        self.pool_router: PoolRouter | None = None
         roles = [pe.role for pe in pools]
         self._entry = [k for k, role in enumerate(roles) if role != "decode"]  # where requests arrive
         self._decode = roles.index("decode") if "decode" in roles else None
@@ -108,13 +131,13 @@ class Fleet:
         self.central = WaitingQueue(pools[0].queue_key)  # shared_queue only
         # least_outstanding_tokens' view of each replica's work; other routers skip its bookkeeping
         self.tokens = TokenLoad(table, []) if router == "least_outstanding_tokens" else None
-        routing = RoutingContext(rng, self.tokens, affinity_key, affinity_load_bound)
+        context = RoutingContext(rng, self.tokens, routing.affinity_key, routing.affinity_load_bound)
         names = [DECODE_ROUTER.get(router, router) if role == "decode" else router for role in roles]
-        self.routers = [ROUTERS[name](ready, routing) if name in ROUTERS else None
+        self.routers = [ROUTERS[name](ready, context) if name in ROUTERS else None
                         for name, ready in zip(names, self.routable)]
-        pool_of = [k for k, n in enumerate(num_replicas) for _ in range(n)]
-        phases = phases or [StartPhases(0.0, 0.0)] * len(pool_of)
-        capacity = capacity or [ON_DEMAND] * len(pool_of)
+        pool_of = [k for k, n in enumerate(start.num_replicas) for _ in range(n)]
+        phases = start.phases or [StartPhases(0.0, 0.0)] * len(pool_of)
+        capacity = start.capacity or [ON_DEMAND] * len(pool_of)
         if not len(phases) == len(capacity) == len(pool_of):
             raise ValueError(f"{len(pool_of)} replicas but {len(phases)} start phases and {len(capacity)} capacities")
         for k, phase, cap in zip(pool_of, phases, capacity):

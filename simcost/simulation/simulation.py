@@ -13,7 +13,7 @@ import simpy
 
 from simcost.catalog.specs import ModelSpec
 from simcost.cluster.control import FleetControl, initial_capacity, spot_price_usd_per_device_hour
-from simcost.cluster.fleet import Fleet, PoolEngine
+from simcost.cluster.fleet import Fleet, FleetRouting, FleetStart, PoolEngine
 from simcost.cluster.routers import DECODE_CONTEXT_TOKENS, POOL_ROUTERS, PoolView, affinity_key_fn
 from simcost.cost.ledger import Bill, StepArrays, StepLog, settle
 from simcost.cost.pricing import egress_usd_per_gb, usd_per_replica_hour
@@ -71,15 +71,14 @@ class Simulation:
         self.sessions = SessionDriver(self.env, self.table, scenario, workload_streams(scenario, run_streams),
                                       self._arrive)
         moves = scenario.fleet.moves
-        self.fleet = Fleet(
-            self.env, self.table, self._pool_engines(run_streams), [p.replicas for p in self.pools],
-            scenario.fleet.router, run_streams.routing, self.log, max_span_steps,
-            on_done=self._on_done if self.sessions.active or moves else None, prefix=self._prefix_spec(),
-            phases=self.phases, capacity=self._initial_capacity() if moves else None,
-            affinity_key=affinity_keys(scenario, self.requests, self.table),
-            affinity_load_bound=scenario.fleet.affinity_load_bound,
-            pool_serves=self._pool_serves() if self.routed else None,
-        )
+        start = FleetStart([p.replicas for p in self.pools], self.phases,
+                           self._initial_capacity() if moves else None)
+        routing = FleetRouting(scenario.fleet.router, run_streams.routing,
+                               affinity_keys(scenario, self.requests, self.table), scenario.fleet.affinity_load_bound,
+                               self._pool_serves() if self.routed else None)
+        self.fleet = Fleet(self.env, self.table, self._pool_engines(run_streams), start, routing, self.log,
+                           max_span_steps, on_done=self._on_done if self.sessions.active or moves else None,
+                           prefix=self._prefix_spec())
         if self.routed:  # the pool router reads the fleet's routable lists
             self.fleet.pool_router = self._pool_router()
         self.arrival_process = self.env.process(self._arrivals())
