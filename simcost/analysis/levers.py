@@ -126,7 +126,7 @@ class PolicyInputs(LeverInputs):
 class EdgeOffloadInputs(LeverInputs):
     """Owned edge boards in front of the cloud fleet (edge_first: spill to the cloud when full).
     Defaults are simcost assumptions: a Jetson AGX Orin 64GB developer kit lists at about $2,000
-    (NVIDIA store, not in ../shared's pricing reference), written off over 3 years, power at
+    (NVIDIA store; not in the bundled price catalog), written off over 3 years, power at
     $0.15/kWh, the model in int4 and 8 sequences per board."""
 
     device: str = "jetson-agx-orin"
