@@ -4,7 +4,9 @@
 - TPOT = (E2EL - TTFT) / (output_tokens - 1), for requests with more than one output token.
 - ITL = gaps between consecutive output tokens of a request, pooled over requests.
 Latency statistics cover the *measured* requests: those arriving at or after warmup_s that
-completed. Throughput and goodput divide by the measured window: from the first measured
+completed (`latency_covers` gives how many, of how many that arrived). SLO attainment covers every
+request that arrived at or after warmup_s: completed, rejected and still in flight when drain_s
+cut the run, the last two counting as not met (`slo_outcomes`). Throughput and goodput divide by the measured window: from the first measured
 arrival to the last measured completion (as `vllm bench serve` divides by the benchmark's
 duration). Costs cover the whole run, [0, horizon]: the fleet is paid for all of it.
 
@@ -90,22 +92,54 @@ def meets_slo(limits: dict[str, np.ndarray], lat: dict[str, np.ndarray]) -> np.n
     return ok
 
 
+def slo_outcomes(scenario: Scenario, table: RequestTable, lat: dict[str, np.ndarray], horizon_s: float) -> dict:
+    """Each request judged against its SLO at the end of the run: `met` (completed within its
+    limits), `missed` (completed outside them, rejected, or still in flight past a limit: no first
+    token by arrival + ttft_s, or unfinished by arrival + e2el_s) and `open` (in flight, no limit
+    passed yet: it may still meet the SLO). A run cut by drain_s leaves requests in flight; leaving
+    them out would overstate attainment, so attainment counts them as not met (`open` bounds how
+    much higher it could have been)."""
+    limits = slo_limits(scenario, table.workload)
+    completed, in_flight = table.status == COMPLETED, table.status == IN_FLIGHT
+    met = completed & meets_slo(limits, lat)
+    age_s = horizon_s - table.arrival_s
+    no_first_token = np.isnan(table.first_token_s)
+    late_ttft = np.where(no_first_token, age_s > limits["ttft_s"], lat["ttft_s"] > limits["ttft_s"])
+    past_limit = late_ttft | (age_s > limits["e2el_s"])  # NaN limits compare False: no limit to pass
+    open_ = in_flight & ~past_limit
+    return {"met": met, "open": open_, "missed": ~met & ~open_}
+
+
+def attainment_keys(measured_arrived: np.ndarray, outcomes: dict) -> dict:
+    """SLO attainment over every measured request that arrived (completed, rejected, in flight),
+    and its upper bound had every open request gone on to meet the SLO."""
+    n = int(measured_arrived.sum())
+    met = int((outcomes["met"] & measured_arrived).sum())
+    open_ = int((outcomes["open"] & measured_arrived).sum())
+    return {"slo_attainment": met / n if n else None,
+            "slo_outcomes": {"of": n, "met": met, "missed": n - met - open_, "open": open_,
+                             "attainment_upper_bound": (met + open_) / n if n else None}}
+
+
 def summarize(scenario: Scenario, dep: Deployment, table: RequestTable, steps: StepArrays, bill: Bill,
               horizon_s: float, session_counts: dict | None = None, pools: list[Pool] | None = None,
               pool_router=None) -> dict:
     pools = pools or [Pool("serve", dep, scenario.fleet.num_replicas)]
     lat = latencies(table)
     completed = table.status == COMPLETED
-    measured = completed & (table.arrival_s >= scenario.warmup_s)
+    measured_arrived = table.arrival_s >= scenario.warmup_s
+    measured = completed & measured_arrived
     window_s = _window_s(table, measured)
-    good = measured & meets_slo(slo_limits(scenario, table.workload), lat)
+    outcomes = slo_outcomes(scenario, table, lat, horizon_s)
+    good = measured & outcomes["met"]
     out_tokens = int(table.generated.sum())
     in_tokens = int(table.input_tokens[~np.isnan(table.first_token_s)].sum())  # prompts prefilled
     num_completed = int(completed.sum())
     busy_s = float(bill.replica_busy_s.sum())
     replica_s = float(bill.roster.alive_s.sum()) if bill.roster is not None else scenario.fleet.num_replicas * horizon_s
     rejected = table.status == REJECTED
-    attainment = float(good.sum() / measured.sum()) if measured.any() else None
+    attained = attainment_keys(measured_arrived, outcomes)
+    attainment = attained["slo_attainment"]
     return {
         "scenario": scenario.name,
         "seed": scenario.seed,
@@ -119,6 +153,9 @@ def summarize(scenario: Scenario, dep: Deployment, table: RequestTable, steps: S
         "pools": pool_rows(pools, steps, bill),
         "horizon_s": horizon_s,
         "measured_window_s": window_s,
+        # latency percentiles and throughput: the completed requests among those measured
+        "latency_covers": {"requests": "completed, arrived at or after warmup_s",
+                           "count": int(measured.sum()), "of": int(measured_arrived.sum())},
         "ttft_s": stats(lat["ttft_s"][measured]),
         "tpot_s": stats(lat["tpot_s"][measured]),
         "itl_s": stats(inter_token_latencies(table, measured)),
@@ -129,7 +166,7 @@ def summarize(scenario: Scenario, dep: Deployment, table: RequestTable, steps: S
             "total_tokens_per_s": _rate((table.input_tokens[measured] + table.output_tokens[measured]).sum(), window_s),
         },
         "goodput_requests_per_s": _rate(good.sum(), window_s),
-        "slo_attainment": attainment,
+        **attained,
         "meets_slo": bool(attainment is not None and attainment >= scenario.slo.attainment and not rejected.any()),
         "slo": to_dict(scenario.slo),
         "utilization": busy_s / replica_s if replica_s > 0 else 0.0,  # busy share of the replica-seconds paid for
@@ -162,7 +199,7 @@ def summarize(scenario: Scenario, dep: Deployment, table: RequestTable, steps: S
             "rejected_by_reason": {REJECT_REASONS[c]: int((table.reject_reason[rejected] == c).sum())
                                    for c in np.unique(table.reject_reason[rejected])},
         },
-        **breakdowns(scenario, table, lat, measured, good, bill, session_counts or {}),
+        **breakdowns(scenario, table, lat, measured, outcomes["met"], bill, session_counts or {}),
         **(pools_summary(scenario, pools, table, lat, measured, bill, pool_router)
            if pool_routed(fleet_plan(scenario)) else {}),
     }
@@ -271,17 +308,18 @@ def breakdowns(scenario: Scenario, table: RequestTable, lat: dict, measured: np.
     session / closed-loop accounting (when the workload has them)."""
     out: dict[str, Any] = {}
     workload = scenario.workload
+    arrived = table.arrival_s >= scenario.warmup_s
     if workload.mix is not None:
         out["by_workload"] = {workload.entry_name(i): {"tenant": entry.tenant, "priority": entry.priority,
-                                                       **_group(table.workload == i, table, lat, measured, good, bill)}
+                                                       **_group(table.workload == i, table, lat, measured, good, bill, arrived)}
                               for i, entry in enumerate(workload.entries())}
     if len(table.tenant_names) > 1:
-        out["by_tenant"] = {name: _group(table.tenant == code, table, lat, measured, good, bill)
+        out["by_tenant"] = {name: _group(table.tenant == code, table, lat, measured, good, bill, arrived)
                             for code, name in enumerate(table.tenant_names)}
     tags = sorted({tag for entry in workload.entries() for tag in entry.tags})
     if tags:  # a request carries its workload's tags; groups overlap when a workload has several
         out["by_tag"] = {tag: _group(np.isin(table.workload, [i for i, e in enumerate(workload.entries()) if tag in e.tags]),
-                                     table, lat, measured, good, bill) for tag in tags}
+                                     table, lat, measured, good, bill, arrived) for tag in tags}
     if any(e.session is not None for e in workload.entries()):
         out["sessions"] = session_summary(scenario, table, session_counts)
     if any(e.clients is not None for e in workload.entries()):
@@ -293,12 +331,13 @@ def breakdowns(scenario: Scenario, table: RequestTable, lat: dict, measured: np.
 
 
 def _group(rows: np.ndarray, table: RequestTable, lat: dict, measured: np.ndarray, good: np.ndarray,
-           bill: Bill) -> dict:
+           bill: Bill, measured_arrived: np.ndarray) -> dict:
     m = rows & measured
+    arrived = rows & measured_arrived  # attainment covers its in-flight and rejected requests too
     completed = int((rows & (table.status == COMPLETED)).sum())
     return {"arrived": int(rows.sum()), "completed": completed, "rejected": int((rows & (table.status == REJECTED)).sum()),
             "ttft_s": stats(lat["ttft_s"][m]), "tpot_s": stats(lat["tpot_s"][m]), "e2el_s": stats(lat["e2el_s"][m]),
-            "slo_attainment": float(good[m].sum() / m.sum()) if m.any() else None,
+            "slo_attainment": float(good[arrived].sum() / arrived.sum()) if arrived.any() else None,
             "output_tokens": int(table.generated[rows].sum()),
             **group_cost(rows, table, bill)}
 

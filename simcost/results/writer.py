@@ -88,7 +88,8 @@ def format_summary(s: dict) -> str:
         f"{s['scenario']}: {s['model']} on {fleet} ({s['router']}), seed {s['seed']}",
         f"requests: {s['requests']['arrived']} arrived, {s['requests']['completed']} completed, "
         f"{s['requests']['rejected']} rejected, {s['requests']['in_flight']} in flight; "
-        f"{s['requests']['measured']} measured after warm-up",
+        f"{s['requests']['measured']} measured after warm-up (latency over these completed requests"
+        f"{_of_arrived(s)})",
         "",
         f"{'latency (ms)':<14}{'mean':>10}{'p50':>10}{'p90':>10}{'p95':>10}{'p99':>10}",
     ]
@@ -135,12 +136,23 @@ def _pool_lines(s: dict) -> list[str]:
     return lines
 
 
+def _of_arrived(s: dict) -> str:
+    """', of N arrived' when some measured requests did not complete (rejected, in flight)."""
+    covers = s.get("latency_covers") or {}
+    return f" of {covers['of']:,} arrived" if covers.get("of", 0) > covers.get("count", 0) else ""
+
+
 def _slo_verdict(s: dict) -> str:
-    """met / NOT met, and why when attainment alone would pass: a rejected request fails the SLO."""
+    """met / NOT met, and why: a rejected request fails the SLO, and so does one left in flight
+    (counted as not met; `open` of them might still have met it had the run gone on)."""
     if s["meets_slo"]:
         return "met"
-    rejected = s["requests"]["rejected"]
-    return f"NOT met: {rejected:,} rejected" if rejected else "NOT met"
+    rejected, in_flight = s["requests"]["rejected"], s["requests"]["in_flight"]
+    why = [f"{rejected:,} rejected"] if rejected else []
+    outcomes = s.get("slo_outcomes") or {}
+    if in_flight:
+        why.append(f"{in_flight:,} in flight at the end, {outcomes.get('open', 0):,} of them not yet late")
+    return "NOT met: " + "; ".join(why) if why else "NOT met"
 
 
 def _per_item_lines(s: dict) -> list[str]:
