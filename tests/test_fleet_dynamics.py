@@ -214,7 +214,7 @@ def test_timeseries_follow_the_roster():
         assert ts.replicas[0, k] == billed
         assert ts.ready[0, k] <= billed
     integral = float((ts.usd_per_hour.sum(axis=0) * ts.width_s).sum() / 3600)
-    assert integral == pytest.approx(res.bill.total_usd - res.bill.minimum_usd, rel=1e-9)
+    assert integral == pytest.approx(res.bill.total_usd, rel=1e-9)  # minimum charges included
 
 
 def test_focus_export_and_the_demand_curve_follow_the_replicas_that_existed():

@@ -371,7 +371,6 @@ def edge_offload_plan(base: Scenario, cfg: LeversConfig) -> LeverPlan:
     edge = {"name": "edge", "hardware": {"device": e.device}, "site": "edge", "replicas": e.boards,
             "model": {"name": base.model.name, "weight_format": e.weight_format},
             "engine": {"max_num_seqs": e.max_num_seqs, "max_model_len": plan_deployment(base).max_model_len},
-            "price_usd_per_device_hour": 0.0,  # owned: the capital and power below are its whole cost
             "pricing": {"model": "owned", "capex_usd_per_device": e.capex_usd_per_device,
                         "usd_per_kwh": e.usd_per_kwh, "lifetime_years": e.lifetime_years}}
     site = raw["fleet"]["site"]

@@ -174,10 +174,7 @@ def summarize(scenario: Scenario, dep: Deployment, table: RequestTable, steps: S
         "num_steps": int(len(steps.step_tokens)),
         "preemptions": int(table.num_preemptions.sum()),
         "cost": {
-            # the fleet's rate: its list price (static), or the bill over the run (a fleet that moves)
-            "usd_per_hour": (sum(p.replicas * replica_usd_per_hour(p) for p in pools)
-                             if bill.roster is None or bill.roster.static
-                             else bill.total_usd / horizon_s * S_PER_HOUR if horizon_s > 0 else 0.0),
+            "usd_per_hour": fleet_usd_per_hour(bill, horizon_s, pools),
             "total_usd": bill.total_usd,
             "busy_usd": bill.busy_usd,
             "idle_usd": bill.idle_usd,
@@ -266,6 +263,15 @@ def pool_rows(pools: list[Pool], steps: StepArrays, bill: Bill) -> list[dict]:
                      "allocated_usd": float(bill.step_usd[mine[steps.step_replica]].sum()),
                      "utilization": busy_s / alive_s if alive_s > 0 else 0.0})
     return rows
+
+
+def fleet_usd_per_hour(bill: Bill, horizon_s: float, pools: list[Pool]) -> float:
+    """The fleet's rate: what its pricing model charged over the run, per hour (spot, reserved,
+    savings-plan and owned fleets pay their own rates, minimum charges and unused commitment
+    included, not the on-demand list price); the pools' list rates for a run with no time."""
+    if horizon_s > 0:
+        return bill.total_usd / horizon_s * S_PER_HOUR
+    return sum(p.replicas * replica_usd_per_hour(p) for p in pools)
 
 
 def replica_usd_per_hour(pool: Pool) -> float:
