@@ -3,6 +3,8 @@ $/hour is what its pricing model charged, and SLO attainment does not leave requ
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from scenarios import scenario
 
@@ -107,3 +109,39 @@ def test_timeseries_integrates_to_the_bill_for_a_fleet_that_moves(name):
     scn = scenario(perf=CONSTANT, duration_s=90.0, workload=BUSY, fleet=MOVING[name])
     result = Simulation(scn).run()
     assert integrated_usd(result) == pytest.approx(result.bill.total_usd, rel=1e-9)
+
+
+@pytest.mark.parametrize(("replicas", "on_spot"), [(1, 1), (2, 1), (3, 2), (5, 3), (4, 2)])
+def test_spot_share_rounds_half_up(replicas, on_spot):
+    from simcost.scenario.fleet import SpotConfig
+
+    assert SpotConfig(share=0.5).num_spot(replicas) == on_spot
+
+
+def test_overloaded_run_is_flagged_and_printed():
+    from simcost.results.writer import format_summary
+
+    result = run(drain_s=2.0, workload={"arrivals": {"process": "poisson", "rate_per_s": 40.0},
+                                        "input_tokens": {"dist": "fixed", "value": 500},
+                                        "output_tokens": {"dist": "fixed", "value": 200}})
+    overload = result.summary["overload"]
+    assert overload["arrivals_outpaced_completions"]
+    assert overload["arrivals_per_s"] > overload["departures_per_s"]
+    assert "WARNING: arrivals outpaced the fleet" in format_summary(result.summary)
+    calm = run(workload={"arrivals": {"process": "poisson", "rate_per_s": 1.0},
+                         "input_tokens": {"dist": "fixed", "value": 100}, "output_tokens": {"dist": "fixed", "value": 20}})
+    assert not calm.summary["overload"]["arrivals_outpaced_completions"]
+    assert "WARNING" not in format_summary(calm.summary)
+
+
+def test_console_latency_columns_stay_apart_above_a_million_ms():
+    from simcost.results.writer import format_summary
+
+    s = run().summary
+    s["ttft_s"] = {**s["ttft_s"], "p99": 12_345.678, "p95": 2_000.0}  # 12,345,678.0 ms
+    table = format_summary(s).splitlines()
+    ttft = next(line for line in table if line.startswith("TTFT"))
+    cells = re.split(r" {2,}", ttft.strip())  # every column two spaces apart at least
+    assert cells[0] == "TTFT" and cells[-2:] == ["2,000,000.0", "12,345,678.0"]
+    header = next(line for line in table if line.startswith("latency (ms)"))
+    assert len(header) == len(ttft)  # the header widens with the values

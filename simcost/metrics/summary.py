@@ -187,6 +187,7 @@ def summarize(scenario: Scenario, dep: Deployment, table: RequestTable, steps: S
             "by_category": _cost_by_category(bill),
         },
         "energy": _energy_keys(bill, num_completed),
+        "overload": overload_keys(table),
         "requests": {
             "arrived": int(table.num_requests),
             "completed": num_completed,
@@ -200,6 +201,33 @@ def summarize(scenario: Scenario, dep: Deployment, table: RequestTable, steps: S
         **(pools_summary(scenario, pools, table, lat, measured, bill, pool_router)
            if pool_routed(fleet_plan(scenario)) else {}),
     }
+
+
+MIN_OUTPACED_REQUESTS = 10  # fewer extra requests than this is noise, not a growing queue
+
+
+def overload_keys(table: RequestTable) -> dict:
+    """Did arrivals outpace the fleet? Over the second half of the arrivals, requests arriving
+    vs leaving (completed, or rejected on arrival). A fleet that keeps up sees about as many
+    leave as arrive (Little's law: its backlog stays the same); one that cannot sees its
+    backlog grow with the run, so its latency figures measure the run's length, not the fleet.
+    Flagged when at least 10 % (and 10) more arrived than left."""
+    n = table.num_requests
+    if not n:
+        return {"arrivals_outpaced_completions": False, "arrivals_per_s": None, "departures_per_s": None,
+                "backlog_at_arrivals_end": 0}
+    arrival_s, end_s = table.arrival_s[:n], float(table.arrival_s[:n].max())
+    half_s = end_s / 2
+    completed, rejected = table.status[:n] == COMPLETED, table.status[:n] == REJECTED
+    left_by = lambda t: int((completed & (table.finish_s[:n] <= t)).sum() + (rejected & (arrival_s <= t)).sum())  # noqa: E731
+    arrived_late = int((arrival_s > half_s).sum())
+    left_late = left_by(end_s) - left_by(half_s)
+    span_s = end_s - half_s
+    outpaced = arrived_late - left_late >= max(MIN_OUTPACED_REQUESTS, 0.1 * arrived_late)
+    return {"arrivals_outpaced_completions": bool(outpaced),
+            "arrivals_per_s": arrived_late / span_s if span_s > 0 else None,
+            "departures_per_s": left_late / span_s if span_s > 0 else None,
+            "backlog_at_arrivals_end": n - left_by(end_s)}
 
 
 def pools_summary(scenario: Scenario, pools: list[Pool], table: RequestTable, lat: dict, measured: np.ndarray,

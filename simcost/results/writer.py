@@ -91,11 +91,14 @@ def format_summary(s: dict) -> str:
         f"{s['requests']['measured']} measured after warm-up (latency over these completed requests"
         f"{_of_arrived(s)})",
         "",
-        f"{'latency (ms)':<14}{'mean':>10}{'p50':>10}{'p90':>10}{'p95':>10}{'p99':>10}",
     ]
-    for key in ("ttft_s", "tpot_s", "itl_s", "e2el_s"):
-        st = s[key]
-        lines.append(f"{key.removesuffix('_s').upper():<14}" + "".join(f"{ms(st[p]):>10}" for p in ("mean", "p50", "p90", "p95", "p99")))
+    columns = ("mean", "p50", "p90", "p95", "p99")
+    cells = {key: [ms(s[key][p]) for p in columns] for key in ("ttft_s", "tpot_s", "itl_s", "e2el_s")}
+    # columns at least 10 wide, wider when a value needs it (an overloaded run's millions of ms)
+    width = max(10, 2 + max(len(c) for row in cells.values() for c in row))
+    lines.append(f"{'latency (ms)':<14}" + "".join(f"{p:>{width}}" for p in columns))
+    for key, row in cells.items():
+        lines.append(f"{key.removesuffix('_s').upper():<14}" + "".join(f"{c:>{width}}" for c in row))
     tp, c = s["throughput"], s["cost"]
     lines += [
         "",
@@ -109,7 +112,17 @@ def format_summary(s: dict) -> str:
         f"(idle ${c['idle_usd']:,.4f}); ${num(c['usd_per_1m_output_tokens'], ',.3f')} per 1M output tokens, "
         f"${num(c['usd_per_request'], '.6f')} per request",
     ]
-    return "\n".join(lines + _fleet_lines(s) + _pool_lines(s) + _breakdown_lines(s))
+    return "\n".join(lines + _overload_lines(s) + _fleet_lines(s) + _pool_lines(s) + _breakdown_lines(s))
+
+
+def _overload_lines(s: dict) -> list[str]:
+    """One warning line when arrivals outpaced the fleet: its queue grew with the run."""
+    o = s.get("overload")
+    if not o or not o["arrivals_outpaced_completions"]:
+        return []
+    return [f"WARNING: arrivals outpaced the fleet: {o['arrivals_per_s']:,.2f} req/s arrived, {o['departures_per_s']:,.2f} "
+            f"req/s left over the second half of the arrivals; {o['backlog_at_arrivals_end']:,} requests queued or running "
+            "when arrivals ended. The queue grows with the run: latencies reflect its length, not a steady state."]
 
 
 def _pool_lines(s: dict) -> list[str]:
