@@ -145,3 +145,20 @@ def test_console_latency_columns_stay_apart_above_a_million_ms():
     assert cells[0] == "TTFT" and cells[-2:] == ["2,000,000.0", "12,345,678.0"]
     header = next(line for line in table if line.startswith("latency (ms)"))
     assert len(header) == len(ttft)  # the header widens with the values
+
+
+def test_nodes_are_not_billed_while_their_site_is_down():
+    """A replica requested during an outage cannot be provisioned: billing starts when the site
+    is back, so its provisioning is its cold start, not the outage."""
+    scn = scenario(perf=CONSTANT, workload=BUSY, duration_s=200.0, fleet={
+        "replicas": 2, "cold_start": COLD, "autoscaler": {"policy": "hpa", "target": 4, "max_replicas": 4},
+        "failures": {"outages": [{"at_s": 30.0, "duration_s": 120.0}]}})
+    result = Simulation(scn, timeseries=False).run()
+    ra = result.bill.roster
+    after = ra.requested_s > 30.0
+    assert after.any()
+    assert (ra.requested_s[after] >= 150.0 - 1e-9).all()
+    rate_usd_per_s = result.deployment.price_usd_per_hour / S_PER_HOUR
+    provisioning_s = ra.provisioned_s - ra.requested_s  # every node: its own cold start, no outage in it
+    assert (provisioning_s <= COLD["provisioning_s"] + 1e-9).all()
+    assert result.bill.provisioning_usd == pytest.approx(provisioning_s.sum() * rate_usd_per_s, rel=1e-9)

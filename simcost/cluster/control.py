@@ -130,6 +130,8 @@ class FleetControl:
             phase = StartPhases(phase.provisioned_s + wait_s, phase.ready_s + wait_s)
         replica = self.fleet.add_replica(self.k, phase, capacity)
         self.fleet.roster.lives[replica.index].warm = warm
+        if wait_s:  # a node the site cannot provision yet is not billed until it can be
+            self.fleet.roster.lives[replica.index].requested_s = self.blocked_until_s
         self._watch(replica)
         return replica
 
