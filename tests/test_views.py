@@ -162,3 +162,10 @@ def test_nodes_are_not_billed_while_their_site_is_down():
     provisioning_s = ra.provisioned_s - ra.requested_s  # every node: its own cold start, no outage in it
     assert (provisioning_s <= COLD["provisioning_s"] + 1e-9).all()
     assert result.bill.provisioning_usd == pytest.approx(provisioning_s.sum() * rate_usd_per_s, rel=1e-9)
+
+
+def test_pool_rows_rate_follows_the_pricing_model():
+    """A pool row's $/hour is its pricing model's rate (here spot), not the on-demand list price."""
+    result = run(fleet={"replicas": 2, "price_usd_per_device_hour": 4.0, "pricing": PRICING["spot"]})
+    (pool,) = result.summary["pools"]
+    assert pool["usd_per_hour"] == pytest.approx(2 * 1.1 * result.deployment.num_devices)

@@ -150,7 +150,7 @@ def summarize(scenario: Scenario, dep: Deployment, table: RequestTable, steps: S
         "fleet": fleet_summary(bill, horizon_s, table),
         "router": scenario.fleet.router,
         "kv_blocks_per_replica": dep.num_kv_blocks,
-        "pools": pool_rows(pools, steps, bill),
+        "pools": pool_rows(pools, steps, bill, scenario),
         "horizon_s": horizon_s,
         "measured_window_s": window_s,
         # latency percentiles and throughput: the completed requests among those measured
@@ -174,7 +174,7 @@ def summarize(scenario: Scenario, dep: Deployment, table: RequestTable, steps: S
         "num_steps": int(len(steps.step_tokens)),
         "preemptions": int(table.num_preemptions.sum()),
         "cost": {
-            "usd_per_hour": fleet_usd_per_hour(bill, horizon_s, pools),
+            "usd_per_hour": fleet_usd_per_hour(bill, horizon_s, pools, scenario),
             "total_usd": bill.total_usd,
             "busy_usd": bill.busy_usd,
             "idle_usd": bill.idle_usd,
@@ -270,11 +270,12 @@ def served_pool(table: RequestTable, pool_of_replica: np.ndarray) -> np.ndarray:
     return np.where(replica >= 0, pool_of_replica[np.maximum(replica, 0)], -1)
 
 
-def pool_rows(pools: list[Pool], steps: StepArrays, bill: Bill) -> list[dict]:
+def pool_rows(pools: list[Pool], steps: StepArrays, bill: Bill, scenario: Scenario) -> list[dict]:
     """Each pool's replicas and what they cost: `usd` is its replicas' running charges plus their
     minimum-charge top-ups (pools add up to the bill less any unused fleet-wide commitment);
     `allocated_usd` what its steps cost, handed to requests; `replicas` the pool's size at the
-    start, `replica_hours` what it had over the run."""
+    start, `replica_hours` what it had over the run; `usd_per_hour` its starting size at its
+    pricing model's full-utilisation rate (the fleet's bill per hour is cost.usd_per_hour)."""
     ra = bill.roster
     rows = []
     for k, p in enumerate(pools):
@@ -285,7 +286,7 @@ def pool_rows(pools: list[Pool], steps: StepArrays, bill: Bill) -> list[dict]:
             "site": p.scenario.fleet.site.name, "pricing_model": p.scenario.fleet.pricing.model}
         rows.append({**named, "role": p.role, "replicas": p.replicas, "device": p.deployment.device.key,
                      "tensor_parallel": p.deployment.tensor_parallel, "kv_blocks_per_replica": p.deployment.num_kv_blocks,
-                     "usd_per_hour": p.replicas * replica_usd_per_hour(p),
+                     "usd_per_hour": p.replicas * replica_usd_per_hour(p, scenario),
                      "replica_hours": alive_s / S_PER_HOUR,
                      "usd": float(bill.replica_hour_usd[mine].sum() + bill.tariff.minimum_usd[mine].sum()),
                      "allocated_usd": float(bill.step_usd[mine[steps.step_replica]].sum()),
@@ -293,21 +294,21 @@ def pool_rows(pools: list[Pool], steps: StepArrays, bill: Bill) -> list[dict]:
     return rows
 
 
-def fleet_usd_per_hour(bill: Bill, horizon_s: float, pools: list[Pool]) -> float:
+def fleet_usd_per_hour(bill: Bill, horizon_s: float, pools: list[Pool], scenario: Scenario) -> float:
     """The fleet's rate: what its pricing model charged over the run, per hour (spot, reserved,
     savings-plan and owned fleets pay their own rates, minimum charges and unused commitment
     included, not the on-demand list price); the pools' list rates for a run with no time."""
     if horizon_s > 0:
         return bill.total_usd / horizon_s * S_PER_HOUR
-    return sum(p.replicas * replica_usd_per_hour(p) for p in pools)
+    return sum(p.replicas * replica_usd_per_hour(p, scenario) for p in pools)
 
 
-def replica_usd_per_hour(pool: Pool) -> float:
-    """A replica's list rate: its on-demand price, or (a pool of fleet.pools) the hourly rate of
-    its own pricing model at full utilisation (simcost.pricing.usd_per_replica_hour)."""
-    if pool.scenario is None:
-        return pool.deployment.price_usd_per_hour
-    return usd_per_replica_hour(pool.scenario.fleet, pool.deployment)
+def replica_usd_per_hour(pool: Pool, scenario: Scenario) -> float:
+    """A replica's hourly rate under its pricing model at full utilisation
+    (simcost.pricing.usd_per_replica_hour): its own pool's section (fleet.pools), else the
+    scenario's fleet (spot, reserved, ... rather than the on-demand list price)."""
+    fleet = scenario.fleet if pool.scenario is None else pool.scenario.fleet
+    return usd_per_replica_hour(fleet, pool.deployment)
 
 
 def fleet_summary(bill: Bill, horizon_s: float, table: RequestTable) -> dict:
