@@ -88,8 +88,7 @@ def format_summary(s: dict) -> str:
         f"{s['scenario']}: {s['model']} on {fleet} ({s['router']}), seed {s['seed']}",
         f"requests: {s['requests']['arrived']} arrived, {s['requests']['completed']} completed, "
         f"{s['requests']['rejected']} rejected, {s['requests']['in_flight']} in flight; "
-        f"{s['requests']['measured']} measured after warm-up (latency over these completed requests"
-        f"{_of_arrived(s)})",
+        f"{s['requests']['measured']} measured after warm-up{_of_arrived(s)}",
         "",
     ]
     columns = ("mean", "p50", "p90", "p95", "p99")
@@ -150,9 +149,12 @@ def _pool_lines(s: dict) -> list[str]:
 
 
 def _of_arrived(s: dict) -> str:
-    """', of N arrived' when some measured requests did not complete (rejected, in flight)."""
+    """When some requests arriving after warm-up did not complete (rejected, in flight): how many
+    arrived, since latency covers only the completed ones and attainment all of them."""
     covers = s.get("latency_covers") or {}
-    return f" of {covers['of']:,} arrived" if covers.get("of", 0) > covers.get("count", 0) else ""
+    if covers.get("of", 0) <= covers.get("count", 0):
+        return ""
+    return f" (latency over these completed ones; {covers['of']:,} arrived after warm-up)"
 
 
 def _slo_verdict(s: dict) -> str:
