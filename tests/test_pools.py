@@ -31,7 +31,7 @@ def workload(rate=4.0, low=50, high=800):
 
 def edge_pool(replicas=1, **extra):
     return {"name": "edge", "hardware": EDGE_DEVICE, "site": "edge", "replicas": replicas,
-            "model": {"name": "llama-3.1-8b", "weight_format": "int4"}, "price_usd_per_device_hour": 0.0,
+            "model": {"name": "llama-3.1-8b", "weight_format": "int4"},
             "pricing": OWNED, **extra}
 
 

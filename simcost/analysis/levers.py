@@ -372,7 +372,6 @@ def edge_offload_plan(base: Scenario, cfg: LeversConfig) -> LeverPlan:
     edge = {"name": "edge", "hardware": {"device": e.device}, "site": "edge", "replicas": e.boards,
             "model": {"name": base.model.name, "weight_format": e.weight_format},
             "engine": {"max_num_seqs": e.max_num_seqs, "max_model_len": plan_deployment(base).max_model_len},
-            "price_usd_per_device_hour": 0.0,  # owned: the capital and power below are its whole cost
             "pricing": {"model": "owned", "capex_usd_per_device": e.capex_usd_per_device,
                         "usd_per_kwh": e.usd_per_kwh, "lifetime_years": e.lifetime_years}}
     site = raw["fleet"]["site"]
@@ -518,16 +517,18 @@ def run_lever(raw: dict, transform: dict | None, seed: int) -> dict:
 def served_metrics(scenario: Scenario, result, cached: CacheServed | None = None) -> dict:
     """The row numbers of a run, with cache-served requests added when there are any. Without
     them they equal the run's summary (vLLM definitions, simcost.metrics.summary)."""
-    from simcost.metrics.summary import latencies, meets_slo, slo_limits, stats
+    from simcost.metrics.summary import latencies, stats
     from simcost.workload.request_table import COMPLETED
 
     table, bill, warmup_s = result.table, result.bill, scenario.warmup_s
     lat = latencies(table)
     measured = (table.status == COMPLETED) & (table.arrival_s >= warmup_s)
-    good = measured & meets_slo(slo_limits(scenario, table.workload), lat)
     ttft_s, tpot_s = lat["ttft_s"][measured], lat["tpot_s"][measured]
     starts, ends = list(table.arrival_s[measured]), list(table.finish_s[measured])
-    num_measured, num_good = int(measured.sum()), int(good.sum())
+    # attainment as the summary counts it: over every measured arrival, in flight and rejected too
+    outcomes = result.summary["slo_outcomes"]
+    num_measured, num_good = int(measured.sum()), outcomes["met"]
+    num_judged = outcomes["of"]
     output_tokens = int(table.generated.sum())
     usd_per_hour = (bill.total_usd - bill.minimum_usd) / result.horizon_s * S_PER_HOUR
     total_usd, served = bill.total_usd, 0
@@ -537,13 +538,14 @@ def served_metrics(scenario: Scenario, result, cached: CacheServed | None = None
         starts += list(cached.arrival_s[m])
         ends += list(cached.arrival_s[m] + cached.latency_s)
         num_measured += int(m.sum())
+        num_judged += int(m.sum())
         num_good += int((m & cache_meets_slo(scenario, cached)).sum())
         output_tokens += int(cached.output_tokens.sum())
         usd_per_hour += cached.usd_per_hour
         total_usd += cached.usd_per_hour * result.horizon_s / S_PER_HOUR
         served = len(cached.arrival_s)
     window_s = max(ends) - min(starts) if num_measured else 0.0
-    attainment = num_good / num_measured if num_measured else None
+    attainment = num_good / num_judged if num_judged else None
     rejected = int(result.summary["requests"]["rejected"])
     prefix = result.summary.get("prefix_cache") or {}
     return {

@@ -390,8 +390,11 @@ def headline_section(s: dict) -> str:
         ["preemptions", fmt(s.get("preemptions"), ",d")],
     ])
     target = s["slo"].get("attainment")
+    outcomes = s.get("slo_outcomes")
+    over = ("" if not outcomes else f' over all {outcomes["of"]:,} requests arriving after the warm-up '
+            f'(rejected and in flight count as not met; {outcomes["open"]:,} in flight might still have met it)')
     slo_line = (f'<p>SLO ({escape(describe_slo(s["slo"]))}): {verdict}, attainment {escape(fmt(attained, "pct"))}'
-                f' against a target of {escape(fmt(target, "pct"))}.</p>')
+                f'{escape(over)} against a target of {escape(fmt(target, "pct"))}.</p>')
     return section("headline", "Headline", f"<p>{escape(counts)}</p>", slo_line, side(latency, rates))
 
 

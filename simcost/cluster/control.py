@@ -64,9 +64,9 @@ def spot_price_usd_per_device_hour(fleet: FleetConfig) -> float | None:
 
 
 def initial_capacity(fleet: FleetConfig, n: int) -> list[str]:
-    """The first n - round(share n) replicas on demand, the rest on spot."""
+    """The first n - num_spot(n) replicas on demand, the rest on spot."""
     spot = spot_config(fleet)
-    num_spot = 0 if spot is None else round(spot.share * n)
+    num_spot = 0 if spot is None else spot.num_spot(n)
     return [ON_DEMAND] * (n - num_spot) + [SPOT] * num_spot
 
 
@@ -130,6 +130,8 @@ class FleetControl:
             phase = StartPhases(phase.provisioned_s + wait_s, phase.ready_s + wait_s)
         replica = self.fleet.add_replica(self.k, phase, capacity)
         self.fleet.roster.lives[replica.index].warm = warm
+        if wait_s:  # a node the site cannot provision yet is not billed until it can be
+            self.fleet.roster.lives[replica.index].requested_s = self.blocked_until_s
         self._watch(replica)
         return replica
 
@@ -140,7 +142,7 @@ class FleetControl:
         lives = self.fleet.roster.lives
         live = self._live()
         num_spot = sum(lives[r.index].capacity == SPOT for r in live)
-        return SPOT if num_spot < round(self.spot.share * (len(live) + 1)) else ON_DEMAND
+        return SPOT if num_spot < self.spot.num_spot(len(live) + 1) else ON_DEMAND
 
     def _watch(self, replica) -> None:
         life = self.fleet.roster.lives[replica.index]

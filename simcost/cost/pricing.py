@@ -109,7 +109,7 @@ def fleet_tariff(cfg: PricingConfig, site: SiteConfig, pools: list[Pool], horizo
     minimum = np.zeros(n)
     if cfg.model in ("on_demand", "spot", "savings_plan"):  # per-second billing: a minimum per start
         first_hour = np.minimum((ra.requested_s // S_PER_HOUR).astype(np.int64), hours - 1)
-        minimum = np.maximum(0.0, min_charge_s(cfg) - ra.alive_s) * rate[np.arange(n), first_hour]
+        minimum = (charged_s(ra.alive_s, cfg) - ra.alive_s) * rate[np.arange(n), first_hour]
         if cfg.model == "savings_plan":
             minimum[~spot] = 0.0  # the plan's hourly accounting has no per-start minimum
     return Tariff(cfg.model, rate, util_per_s, minimum, unused, od_per_s,
@@ -134,8 +134,8 @@ def replicas_bill_usd(cfg: PricingConfig, pools: list[Pool], horizon_s: float, e
     spot = ra.spot | (cfg.model == "spot")
     per_hour = np.array([spot_price * d.num_devices if sp else d.price_usd_per_hour for d, sp in zip(deps, spot)])
     if cfg.model in ("on_demand", "spot"):
-        return float((np.maximum(ra.alive_s, min_charge_s(cfg)) * per_hour).sum() / S_PER_HOUR)
-    spot_usd = float((np.maximum(ra.alive_s[spot], min_charge_s(cfg)) * per_hour[spot]).sum() / S_PER_HOUR)
+        return float((charged_s(ra.alive_s, cfg) * per_hour).sum() / S_PER_HOUR)
+    spot_usd = float((charged_s(ra.alive_s[spot], cfg) * per_hour[spot]).sum() / S_PER_HOUR)
     if cfg.model == "savings_plan":
         covered_s = hour_covered_s(horizon_s)
         usage = (alive_matrix_s(ra, len(covered_s))[~spot] * per_hour[~spot, None]).sum(axis=0) / S_PER_HOUR
@@ -165,6 +165,13 @@ def static_roster(pools: list[Pool], horizon_s: float) -> RosterArrays:
 def alive_matrix_s(ra: RosterArrays, n_hours: int) -> np.ndarray:
     """Seconds each replica is billed in each clock hour (replicas, hours)."""
     return hour_overlap_s(ra.requested_s, ra.gone_s, n_hours)
+
+
+def charged_s(alive_s: np.ndarray, cfg: PricingConfig) -> np.ndarray:
+    """Seconds each replica is charged under per-second billing: its billed time, at least the
+    minimum charge; none for a replica billed no time at all (requested while its site was down
+    and cancelled before the site came back: the cloud never provisioned it)."""
+    return np.where(alive_s > 0, np.maximum(alive_s, min_charge_s(cfg)), 0.0)
 
 
 def min_charge_s(cfg: PricingConfig) -> float:

@@ -53,6 +53,8 @@ class Life:
 
     pool: int  # index into the fleet's pools
     capacity: str  # ON_DEMAND or SPOT
+    # billed from here: when it was requested, or, requested while its site was down (an
+    # outage), when the site came back (a node the cloud cannot provision is not billed)
     requested_s: float
     provisioned_s: float
     ready_s: float

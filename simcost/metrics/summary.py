@@ -4,7 +4,9 @@
 - TPOT = (E2EL - TTFT) / (output_tokens - 1), for requests with more than one output token.
 - ITL = gaps between consecutive output tokens of a request, pooled over requests.
 Latency statistics cover the *measured* requests: those arriving at or after warmup_s that
-completed. Throughput and goodput divide by the measured window: from the first measured
+completed (`latency_covers` gives how many, of how many that arrived). SLO attainment covers every
+request that arrived at or after warmup_s: completed, rejected and still in flight when drain_s
+cut the run, the last two counting as not met (`slo_outcomes`). Throughput and goodput divide by the measured window: from the first measured
 arrival to the last measured completion (as `vllm bench serve` divides by the benchmark's
 duration). Costs cover the whole run, [0, horizon]: the fleet is paid for all of it.
 
@@ -90,22 +92,54 @@ def meets_slo(limits: dict[str, np.ndarray], lat: dict[str, np.ndarray]) -> np.n
     return ok
 
 
+def slo_outcomes(scenario: Scenario, table: RequestTable, lat: dict[str, np.ndarray], horizon_s: float) -> dict:
+    """Each request judged against its SLO at the end of the run: `met` (completed within its
+    limits), `missed` (completed outside them, rejected, or still in flight past a limit: no first
+    token by arrival + ttft_s, or unfinished by arrival + e2el_s) and `open` (in flight, no limit
+    passed yet: it may still meet the SLO). A run cut by drain_s leaves requests in flight; leaving
+    them out would overstate attainment, so attainment counts them as not met (`open` bounds how
+    much higher it could have been)."""
+    limits = slo_limits(scenario, table.workload)
+    completed, in_flight = table.status == COMPLETED, table.status == IN_FLIGHT
+    met = completed & meets_slo(limits, lat)
+    age_s = horizon_s - table.arrival_s
+    no_first_token = np.isnan(table.first_token_s)
+    late_ttft = np.where(no_first_token, age_s > limits["ttft_s"], lat["ttft_s"] > limits["ttft_s"])
+    past_limit = late_ttft | (age_s > limits["e2el_s"])  # NaN limits compare False: no limit to pass
+    open_ = in_flight & ~past_limit
+    return {"met": met, "open": open_, "missed": ~met & ~open_}
+
+
+def attainment_keys(measured_arrived: np.ndarray, outcomes: dict) -> dict:
+    """SLO attainment over every measured request that arrived (completed, rejected, in flight),
+    and its upper bound had every open request gone on to meet the SLO."""
+    n = int(measured_arrived.sum())
+    met = int((outcomes["met"] & measured_arrived).sum())
+    open_ = int((outcomes["open"] & measured_arrived).sum())
+    return {"slo_attainment": met / n if n else None,
+            "slo_outcomes": {"of": n, "met": met, "missed": n - met - open_, "open": open_,
+                             "attainment_upper_bound": (met + open_) / n if n else None}}
+
+
 def summarize(scenario: Scenario, dep: Deployment, table: RequestTable, steps: StepArrays, bill: Bill,
               horizon_s: float, session_counts: dict | None = None, pools: list[Pool] | None = None,
               pool_router=None) -> dict:
     pools = pools or [Pool("serve", dep, scenario.fleet.num_replicas)]
     lat = latencies(table)
     completed = table.status == COMPLETED
-    measured = completed & (table.arrival_s >= scenario.warmup_s)
+    measured_arrived = table.arrival_s >= scenario.warmup_s
+    measured = completed & measured_arrived
     window_s = _window_s(table, measured)
-    good = measured & meets_slo(slo_limits(scenario, table.workload), lat)
+    outcomes = slo_outcomes(scenario, table, lat, horizon_s)
+    good = measured & outcomes["met"]
     out_tokens = int(table.generated.sum())
     in_tokens = int(table.input_tokens[~np.isnan(table.first_token_s)].sum())  # prompts prefilled
     num_completed = int(completed.sum())
     busy_s = float(bill.replica_busy_s.sum())
     replica_s = float(bill.roster.alive_s.sum()) if bill.roster is not None else scenario.fleet.num_replicas * horizon_s
     rejected = table.status == REJECTED
-    attainment = float(good.sum() / measured.sum()) if measured.any() else None
+    attained = attainment_keys(measured_arrived, outcomes)
+    attainment = attained["slo_attainment"]
     return {
         "scenario": scenario.name,
         "seed": scenario.seed,
@@ -116,9 +150,12 @@ def summarize(scenario: Scenario, dep: Deployment, table: RequestTable, steps: S
         "fleet": fleet_summary(bill, horizon_s, table),
         "router": scenario.fleet.router,
         "kv_blocks_per_replica": dep.num_kv_blocks,
-        "pools": pool_rows(pools, steps, bill),
+        "pools": pool_rows(pools, steps, bill, scenario),
         "horizon_s": horizon_s,
         "measured_window_s": window_s,
+        # latency percentiles and throughput: the completed requests among those measured
+        "latency_covers": {"requests": "completed, arrived at or after warmup_s",
+                           "count": int(measured.sum()), "of": int(measured_arrived.sum())},
         "ttft_s": stats(lat["ttft_s"][measured]),
         "tpot_s": stats(lat["tpot_s"][measured]),
         "itl_s": stats(inter_token_latencies(table, measured)),
@@ -129,7 +166,7 @@ def summarize(scenario: Scenario, dep: Deployment, table: RequestTable, steps: S
             "total_tokens_per_s": _rate((table.input_tokens[measured] + table.output_tokens[measured]).sum(), window_s),
         },
         "goodput_requests_per_s": _rate(good.sum(), window_s),
-        "slo_attainment": attainment,
+        **attained,
         "meets_slo": bool(attainment is not None and attainment >= scenario.slo.attainment and not rejected.any()),
         "slo": to_dict(scenario.slo),
         "utilization": busy_s / replica_s if replica_s > 0 else 0.0,  # busy share of the replica-seconds paid for
@@ -137,10 +174,7 @@ def summarize(scenario: Scenario, dep: Deployment, table: RequestTable, steps: S
         "num_steps": int(len(steps.step_tokens)),
         "preemptions": int(table.num_preemptions.sum()),
         "cost": {
-            # the fleet's rate: its list price (static), or the bill over the run (a fleet that moves)
-            "usd_per_hour": (sum(p.replicas * replica_usd_per_hour(p) for p in pools)
-                             if bill.roster is None or bill.roster.static
-                             else bill.total_usd / horizon_s * S_PER_HOUR if horizon_s > 0 else 0.0),
+            "usd_per_hour": fleet_usd_per_hour(bill, horizon_s, pools, scenario),
             "total_usd": bill.total_usd,
             "busy_usd": bill.busy_usd,
             "idle_usd": bill.idle_usd,
@@ -153,6 +187,7 @@ def summarize(scenario: Scenario, dep: Deployment, table: RequestTable, steps: S
             "by_category": _cost_by_category(bill),
         },
         "energy": _energy_keys(bill, num_completed),
+        "overload": overload_keys(table),
         "requests": {
             "arrived": int(table.num_requests),
             "completed": num_completed,
@@ -162,10 +197,37 @@ def summarize(scenario: Scenario, dep: Deployment, table: RequestTable, steps: S
             "rejected_by_reason": {REJECT_REASONS[c]: int((table.reject_reason[rejected] == c).sum())
                                    for c in np.unique(table.reject_reason[rejected])},
         },
-        **breakdowns(scenario, table, lat, measured, good, bill, session_counts or {}),
+        **breakdowns(scenario, table, lat, measured, outcomes["met"], bill, session_counts or {}),
         **(pools_summary(scenario, pools, table, lat, measured, bill, pool_router)
            if pool_routed(fleet_plan(scenario)) else {}),
     }
+
+
+MIN_OUTPACED_REQUESTS = 10  # fewer extra requests than this is noise, not a growing queue
+
+
+def overload_keys(table: RequestTable) -> dict:
+    """Did arrivals outpace the fleet? Over the second half of the arrivals, requests arriving
+    vs leaving (completed, or rejected on arrival). A fleet that keeps up sees about as many
+    leave as arrive (Little's law: its backlog stays the same); one that cannot sees its
+    backlog grow with the run, so its latency figures measure the run's length, not the fleet.
+    Flagged when at least 10 % (and 10) more arrived than left."""
+    n = table.num_requests
+    if not n:
+        return {"arrivals_outpaced_completions": False, "arrivals_per_s": None, "departures_per_s": None,
+                "backlog_at_arrivals_end": 0}
+    arrival_s, end_s = table.arrival_s[:n], float(table.arrival_s[:n].max())
+    half_s = end_s / 2
+    completed, rejected = table.status[:n] == COMPLETED, table.status[:n] == REJECTED
+    left_by = lambda t: int((completed & (table.finish_s[:n] <= t)).sum() + (rejected & (arrival_s <= t)).sum())  # noqa: E731
+    arrived_late = int((arrival_s > half_s).sum())
+    left_late = left_by(end_s) - left_by(half_s)
+    span_s = end_s - half_s
+    outpaced = arrived_late - left_late >= max(MIN_OUTPACED_REQUESTS, 0.1 * arrived_late)
+    return {"arrivals_outpaced_completions": bool(outpaced),
+            "arrivals_per_s": arrived_late / span_s if span_s > 0 else None,
+            "departures_per_s": left_late / span_s if span_s > 0 else None,
+            "backlog_at_arrivals_end": n - left_by(end_s)}
 
 
 def pools_summary(scenario: Scenario, pools: list[Pool], table: RequestTable, lat: dict, measured: np.ndarray,
@@ -208,11 +270,12 @@ def served_pool(table: RequestTable, pool_of_replica: np.ndarray) -> np.ndarray:
     return np.where(replica >= 0, pool_of_replica[np.maximum(replica, 0)], -1)
 
 
-def pool_rows(pools: list[Pool], steps: StepArrays, bill: Bill) -> list[dict]:
+def pool_rows(pools: list[Pool], steps: StepArrays, bill: Bill, scenario: Scenario) -> list[dict]:
     """Each pool's replicas and what they cost: `usd` is its replicas' running charges plus their
     minimum-charge top-ups (pools add up to the bill less any unused fleet-wide commitment);
     `allocated_usd` what its steps cost, handed to requests; `replicas` the pool's size at the
-    start, `replica_hours` what it had over the run."""
+    start, `replica_hours` what it had over the run; `usd_per_hour` its starting size at its
+    pricing model's full-utilisation rate (the fleet's bill per hour is cost.usd_per_hour)."""
     ra = bill.roster
     rows = []
     for k, p in enumerate(pools):
@@ -223,7 +286,7 @@ def pool_rows(pools: list[Pool], steps: StepArrays, bill: Bill) -> list[dict]:
             "site": p.scenario.fleet.site.name, "pricing_model": p.scenario.fleet.pricing.model}
         rows.append({**named, "role": p.role, "replicas": p.replicas, "device": p.deployment.device.key,
                      "tensor_parallel": p.deployment.tensor_parallel, "kv_blocks_per_replica": p.deployment.num_kv_blocks,
-                     "usd_per_hour": p.replicas * replica_usd_per_hour(p),
+                     "usd_per_hour": p.replicas * replica_usd_per_hour(p, scenario),
                      "replica_hours": alive_s / S_PER_HOUR,
                      "usd": float(bill.replica_hour_usd[mine].sum() + bill.tariff.minimum_usd[mine].sum()),
                      "allocated_usd": float(bill.step_usd[mine[steps.step_replica]].sum()),
@@ -231,12 +294,21 @@ def pool_rows(pools: list[Pool], steps: StepArrays, bill: Bill) -> list[dict]:
     return rows
 
 
-def replica_usd_per_hour(pool: Pool) -> float:
-    """A replica's list rate: its on-demand price, or (a pool of fleet.pools) the hourly rate of
-    its own pricing model at full utilisation (simcost.pricing.usd_per_replica_hour)."""
-    if pool.scenario is None:
-        return pool.deployment.price_usd_per_hour
-    return usd_per_replica_hour(pool.scenario.fleet, pool.deployment)
+def fleet_usd_per_hour(bill: Bill, horizon_s: float, pools: list[Pool], scenario: Scenario) -> float:
+    """The fleet's rate: what its pricing model charged over the run, per hour (spot, reserved,
+    savings-plan and owned fleets pay their own rates, minimum charges and unused commitment
+    included, not the on-demand list price); the pools' list rates for a run with no time."""
+    if horizon_s > 0:
+        return bill.total_usd / horizon_s * S_PER_HOUR
+    return sum(p.replicas * replica_usd_per_hour(p, scenario) for p in pools)
+
+
+def replica_usd_per_hour(pool: Pool, scenario: Scenario) -> float:
+    """A replica's hourly rate under its pricing model at full utilisation
+    (simcost.pricing.usd_per_replica_hour): its own pool's section (fleet.pools), else the
+    scenario's fleet (spot, reserved, ... rather than the on-demand list price)."""
+    fleet = scenario.fleet if pool.scenario is None else pool.scenario.fleet
+    return usd_per_replica_hour(fleet, pool.deployment)
 
 
 def fleet_summary(bill: Bill, horizon_s: float, table: RequestTable) -> dict:
@@ -271,17 +343,18 @@ def breakdowns(scenario: Scenario, table: RequestTable, lat: dict, measured: np.
     session / closed-loop accounting (when the workload has them)."""
     out: dict[str, Any] = {}
     workload = scenario.workload
+    arrived = table.arrival_s >= scenario.warmup_s
     if workload.mix is not None:
         out["by_workload"] = {workload.entry_name(i): {"tenant": entry.tenant, "priority": entry.priority,
-                                                       **_group(table.workload == i, table, lat, measured, good, bill)}
+                                                       **_group(table.workload == i, table, lat, measured, good, bill, arrived)}
                               for i, entry in enumerate(workload.entries())}
     if len(table.tenant_names) > 1:
-        out["by_tenant"] = {name: _group(table.tenant == code, table, lat, measured, good, bill)
+        out["by_tenant"] = {name: _group(table.tenant == code, table, lat, measured, good, bill, arrived)
                             for code, name in enumerate(table.tenant_names)}
     tags = sorted({tag for entry in workload.entries() for tag in entry.tags})
     if tags:  # a request carries its workload's tags; groups overlap when a workload has several
         out["by_tag"] = {tag: _group(np.isin(table.workload, [i for i, e in enumerate(workload.entries()) if tag in e.tags]),
-                                     table, lat, measured, good, bill) for tag in tags}
+                                     table, lat, measured, good, bill, arrived) for tag in tags}
     if any(e.session is not None for e in workload.entries()):
         out["sessions"] = session_summary(scenario, table, session_counts)
     if any(e.clients is not None for e in workload.entries()):
@@ -293,12 +366,13 @@ def breakdowns(scenario: Scenario, table: RequestTable, lat: dict, measured: np.
 
 
 def _group(rows: np.ndarray, table: RequestTable, lat: dict, measured: np.ndarray, good: np.ndarray,
-           bill: Bill) -> dict:
+           bill: Bill, measured_arrived: np.ndarray) -> dict:
     m = rows & measured
+    arrived = rows & measured_arrived  # attainment covers its in-flight and rejected requests too
     completed = int((rows & (table.status == COMPLETED)).sum())
     return {"arrived": int(rows.sum()), "completed": completed, "rejected": int((rows & (table.status == REJECTED)).sum()),
             "ttft_s": stats(lat["ttft_s"][m]), "tpot_s": stats(lat["tpot_s"][m]), "e2el_s": stats(lat["e2el_s"][m]),
-            "slo_attainment": float(good[m].sum() / m.sum()) if m.any() else None,
+            "slo_attainment": float(good[arrived].sum() / arrived.sum()) if arrived.any() else None,
             "output_tokens": int(table.generated[rows].sum()),
             **group_cost(rows, table, bill)}
 

@@ -10,9 +10,10 @@ alive either: after each sample it stops if nothing else is scheduled (SimPy's o
 since the state can no longer change; the samples up to the horizon repeat that final state.
 
 Everything else is exact, from the run's records after it ends: per interval [t, t + interval_s)
-the arrivals, completions and output tokens per second (request table), and $/hour, from the
-tariff at t (each replica's time rate x its billed share of the interval) plus, for owned hardware, the power cost of the
-interval's busy time (step log). Rates are attributed to pools: arrivals to the entry pool,
+the arrivals, completions and output tokens per second (request table), and $/hour: the bill
+as a rate (each replica's time rate x its billed share of the interval, its minimum charge,
+unused commitment, warm nodes, egress, and for owned hardware the power cost of the interval's
+busy time), so that it integrates to the bill. Rates are attributed to pools: arrivals to the entry pool,
 completions and output tokens to the replica that made them (disaggregated: a request's first
 token to the prefill pool). Summed over pools they are the fleet's; the KV fraction is per pool.
 
@@ -115,21 +116,30 @@ def interval_counts(table, pool_of: np.ndarray, pools: list[Pool], edges_s: np.n
 
 
 def usd_per_hour(bill: Bill, n_pools: int, t_s: np.ndarray, steps: StepArrays, edges_s: np.ndarray,
-                 width_s: np.ndarray) -> np.ndarray:
-    """Per pool and interval: each replica's time rate (in the clock hour of t_s) x the share of
-    the interval it was billed, plus (owned hardware) the utilisation rate x the pool's busy
-    seconds in the interval."""
+                 width_s: np.ndarray, table=None) -> np.ndarray:
+    """Per pool and interval, the bill as a rate, so that sum(usd_per_hour x width_s) / 3600 is
+    the bill: each replica's time rate in each clock hour x the share of the interval it was
+    billed in that hour; its minimum-charge top-up spread over its billed time (the charge is for
+    having started it); unused savings-plan commitment over its clock hour (on the first pool: the
+    commitment is the fleet's); warm nodes; (owned hardware) the utilisation rate x the pool's busy
+    seconds; and (given the request table) each request's egress over the times of its tokens."""
     tariff, ra = bill.tariff, bill.roster
     rate = tariff.time_usd_per_s  # (replicas, hours); the last hour takes any overrun
-    hour = np.minimum((t_s // S_PER_HOUR).astype(np.int64), rate.shape[1] - 1)
     lo, hi = edges_s[:-1], edges_s[1:]
+    per_hour = np.divide(S_PER_HOUR, width_s, out=np.zeros(len(width_s)), where=width_s > 0)
 
     def share(start_s: np.ndarray, end_s: np.ndarray) -> np.ndarray:  # (intervals, samples) of each width
         inside_s = np.clip(np.minimum(end_s[:, None], hi[None, :]) - np.maximum(start_s[:, None], lo[None, :]), 0, None)
         return np.divide(inside_s, width_s[None, :], out=np.zeros(inside_s.shape), where=width_s[None, :] > 0)
 
     out = np.zeros((n_pools, len(t_s)))
-    np.add.at(out, ra.pool, share(ra.requested_s, ra.gone_s) * rate[:, hour] * S_PER_HOUR)
+    hours = rate.shape[1]
+    for h in range(hours):  # an interval may straddle a clock hour, whose rates differ (savings plan)
+        h_lo = np.maximum(ra.requested_s, h * S_PER_HOUR)
+        h_hi = ra.gone_s if h == hours - 1 else np.minimum(ra.gone_s, (h + 1) * S_PER_HOUR)
+        np.add.at(out, ra.pool, share(h_lo, h_hi) * rate[:, h:h + 1] * S_PER_HOUR)
+    np.add.at(out, ra.pool, minimum_usd_per_hour(tariff.minimum_usd, ra.requested_s, ra.gone_s, share, lo, per_hour))
+    out[0] += unused_commitment_usd_per_hour(tariff.unused_commitment_usd, float(edges_s[-1]), share, len(t_s))
     warm = ra.warm  # warm-pool nodes: provisioning, then standby, each at its own rate
     if warm is not None and len(warm.pool):
         np.add.at(out, warm.pool, share(warm.requested_s, warm.standby_s) * warm.provisioning_usd_per_hour[:, None]
@@ -143,8 +153,55 @@ def usd_per_hour(bill: Bill, n_pools: int, t_s: np.ndarray, steps: StepArrays, e
             if not rate_p:
                 continue
             busy_s = np.diff(cumulative_busy_s(steps.step_start_s[mine], steps.step_end_s[mine], edges_s))
-            out[p] += rate_p * S_PER_HOUR * np.divide(busy_s, width_s, out=np.zeros(len(busy_s)), where=width_s > 0)
+            out[p] += rate_p * busy_s * per_hour
+    if table is not None and bill.request_egress_usd is not None:
+        out += egress_usd_per_hour(table, bill.request_egress_usd, ra.pool, n_pools, edges_s, per_hour)
     return out
+
+
+def minimum_usd_per_hour(minimum_usd: np.ndarray, start_s: np.ndarray, end_s: np.ndarray, share, lo: np.ndarray,
+                         per_hour: np.ndarray) -> np.ndarray:
+    """(replicas, samples): each replica's minimum-charge top-up over its billed time; a replica
+    billed for no time at all pays it in the interval it was requested in."""
+    alive_s = end_s - start_s
+    spread = share(start_s, end_s) * np.divide(minimum_usd * S_PER_HOUR, alive_s, out=np.zeros(len(alive_s)),
+                                               where=alive_s > 0)[:, None]
+    instant = (alive_s <= 0) & (minimum_usd > 0)
+    if instant.any():
+        at = np.clip(np.searchsorted(lo, start_s[instant], side="right") - 1, 0, len(lo) - 1)
+        spread[np.flatnonzero(instant), at] += minimum_usd[instant] * per_hour[at] / S_PER_HOUR
+    return spread
+
+
+def unused_commitment_usd_per_hour(unused_usd: np.ndarray, horizon_s: float, share, n_samples: int) -> np.ndarray:
+    """(samples,): each clock hour's unused commitment over the part of the hour in the run."""
+    if not unused_usd.any():
+        return np.zeros(n_samples)
+    starts = np.arange(len(unused_usd)) * S_PER_HOUR
+    ends = np.minimum(starts + S_PER_HOUR, horizon_s)
+    covered_s = ends - starts
+    usd_per_s = np.divide(unused_usd, covered_s, out=np.zeros(len(unused_usd)), where=covered_s > 0)
+    return (share(starts, ends) * usd_per_s[:, None]).sum(axis=0) * S_PER_HOUR
+
+
+def egress_usd_per_hour(table, request_egress_usd: np.ndarray, pool_of: np.ndarray, n_pools: int,
+                        edges_s: np.ndarray, per_hour: np.ndarray) -> np.ndarray:
+    """(pools, samples): each request's egress, spread evenly over its generated tokens (the bytes
+    that left the site), at the pool that served it."""
+    n = table.num_requests
+    offsets = table.token_offset[:n + 1]
+    token_request = np.repeat(np.arange(n), np.diff(offsets))
+    token_time_s = table.token_time_s[:offsets[-1]]
+    emitted = ~np.isnan(token_time_s)
+    emitted_per_request = np.bincount(token_request[emitted], minlength=n)
+    per_token = np.divide(request_egress_usd, emitted_per_request, out=np.zeros(n), where=emitted_per_request > 0)
+    replica = table.replica[:n]
+    served_by = np.where(replica >= 0, pool_of[np.maximum(replica, 0)], 0)[token_request]
+    out = np.zeros((n_pools, len(edges_s) - 1))
+    for p in range(n_pools):
+        mine = emitted & (served_by == p)
+        out[p] = np.histogram(token_time_s[mine], bins=edges_s, weights=per_token[token_request[mine]])[0]
+    return out * per_hour
 
 
 def cumulative_busy_s(start_s: np.ndarray, end_s: np.ndarray, at_s: np.ndarray) -> np.ndarray:

@@ -262,10 +262,7 @@ def plan_deployment(scenario: Scenario) -> Deployment:
         max_model_len, max_num_batched_tokens, block_size, kv_bytes_per_token, num_kv_tokens = _plan_kv(
             scenario, device, model, weight_format, kv_format, tp, pp, util)
 
-    price_per_device = scenario.fleet.price_usd_per_device_hour
-    if price_per_device is None:  # the price catalog's offer at fleet.site.provider, else the device catalog's
-        site = scenario.fleet.site
-        price_per_device = on_demand_usd_per_device_hour(device, site.provider, site.region)
+    price_per_device = list_usd_per_device_hour(scenario, device)
     dep = Deployment(
         device=device, model=model, tensor_parallel=tp, num_devices=tp * pp,
         weight_format=weight_format, kv_cache_format=kv_format, compute_format=compute_format,
@@ -275,6 +272,22 @@ def plan_deployment(scenario: Scenario) -> Deployment:
         price_usd_per_hour=price_per_device * tp, idle_w=device.idle_w * tp, peak_w=device.peak_w * tp,
     )
     return _span_stages(dep, pp)
+
+
+def list_usd_per_device_hour(scenario: Scenario, device: DeviceSpec) -> float:
+    """A device's on-demand list price: fleet.price_usd_per_device_hour, else the price catalog's
+    offer at fleet.site.provider, else the device catalog's. Owned hardware is billed from its
+    capital and power (simcost.cost.pricing.owned_rates), so a board nobody rents out (an edge
+    board) needs no list price: 0, its FOCUS ListCost, rather than an error."""
+    fleet = scenario.fleet
+    if fleet.price_usd_per_device_hour is not None:
+        return fleet.price_usd_per_device_hour
+    try:
+        return on_demand_usd_per_device_hour(device, fleet.site.provider, fleet.site.region)
+    except InputError:
+        if fleet.pricing.model == "owned":
+            return 0.0
+        raise
 
 
 def _span_stages(dep: Deployment, pp: int) -> Deployment:

@@ -88,13 +88,16 @@ def format_summary(s: dict) -> str:
         f"{s['scenario']}: {s['model']} on {fleet} ({s['router']}), seed {s['seed']}",
         f"requests: {s['requests']['arrived']} arrived, {s['requests']['completed']} completed, "
         f"{s['requests']['rejected']} rejected, {s['requests']['in_flight']} in flight; "
-        f"{s['requests']['measured']} measured after warm-up",
+        f"{s['requests']['measured']} measured after warm-up{_of_arrived(s)}",
         "",
-        f"{'latency (ms)':<14}{'mean':>10}{'p50':>10}{'p90':>10}{'p95':>10}{'p99':>10}",
     ]
-    for key in ("ttft_s", "tpot_s", "itl_s", "e2el_s"):
-        st = s[key]
-        lines.append(f"{key.removesuffix('_s').upper():<14}" + "".join(f"{ms(st[p]):>10}" for p in ("mean", "p50", "p90", "p95", "p99")))
+    columns = ("mean", "p50", "p90", "p95", "p99")
+    cells = {key: [ms(s[key][p]) for p in columns] for key in ("ttft_s", "tpot_s", "itl_s", "e2el_s")}
+    # columns at least 10 wide, wider when a value needs it (an overloaded run's millions of ms)
+    width = max(10, 2 + max(len(c) for row in cells.values() for c in row))
+    lines.append(f"{'latency (ms)':<14}" + "".join(f"{p:>{width}}" for p in columns))
+    for key, row in cells.items():
+        lines.append(f"{key.removesuffix('_s').upper():<14}" + "".join(f"{c:>{width}}" for c in row))
     tp, c = s["throughput"], s["cost"]
     lines += [
         "",
@@ -108,7 +111,17 @@ def format_summary(s: dict) -> str:
         f"(idle ${c['idle_usd']:,.4f}); ${num(c['usd_per_1m_output_tokens'], ',.3f')} per 1M output tokens, "
         f"${num(c['usd_per_request'], '.6f')} per request",
     ]
-    return "\n".join(lines + _fleet_lines(s) + _pool_lines(s) + _breakdown_lines(s))
+    return "\n".join(lines + _overload_lines(s) + _fleet_lines(s) + _pool_lines(s) + _breakdown_lines(s))
+
+
+def _overload_lines(s: dict) -> list[str]:
+    """One warning line when arrivals outpaced the fleet: its queue grew with the run."""
+    o = s.get("overload")
+    if not o or not o["arrivals_outpaced_completions"]:
+        return []
+    return [f"WARNING: arrivals outpaced the fleet: {o['arrivals_per_s']:,.2f} req/s arrived, {o['departures_per_s']:,.2f} "
+            f"req/s left over the second half of the arrivals; {o['backlog_at_arrivals_end']:,} requests queued or running "
+            "when arrivals ended. The queue grows with the run: latencies reflect its length, not a steady state."]
 
 
 def _pool_lines(s: dict) -> list[str]:
@@ -135,12 +148,26 @@ def _pool_lines(s: dict) -> list[str]:
     return lines
 
 
+def _of_arrived(s: dict) -> str:
+    """When some requests arriving after warm-up did not complete (rejected, in flight): how many
+    arrived, since latency covers only the completed ones and attainment all of them."""
+    covers = s.get("latency_covers") or {}
+    if covers.get("of", 0) <= covers.get("count", 0):
+        return ""
+    return f" (latency over these completed ones; {covers['of']:,} arrived after warm-up)"
+
+
 def _slo_verdict(s: dict) -> str:
-    """met / NOT met, and why when attainment alone would pass: a rejected request fails the SLO."""
+    """met / NOT met, and why: a rejected request fails the SLO, and so does one left in flight
+    (counted as not met; `open` of them might still have met it had the run gone on)."""
     if s["meets_slo"]:
         return "met"
-    rejected = s["requests"]["rejected"]
-    return f"NOT met: {rejected:,} rejected" if rejected else "NOT met"
+    rejected, in_flight = s["requests"]["rejected"], s["requests"]["in_flight"]
+    why = [f"{rejected:,} rejected"] if rejected else []
+    outcomes = s.get("slo_outcomes") or {}
+    if in_flight:
+        why.append(f"{in_flight:,} in flight at the end, {outcomes.get('open', 0):,} of them not yet late")
+    return "NOT met: " + "; ".join(why) if why else "NOT met"
 
 
 def _per_item_lines(s: dict) -> list[str]:

@@ -3,6 +3,7 @@ autoscaling, spot capacity, failures and sites."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -116,11 +117,16 @@ class SpotConfig:
     and is gone notice_s later (AWS 120 s; GCP and Azure 30 s), its unfinished requests retried
     elsewhere. A replacement is requested at the notice, on `replace_with` capacity."""
 
-    share: float = field(default=1.0, metadata=bounds(ge=0, le=1))  # of the replicas, rounded to whole ones
+    share: float = field(default=1.0, metadata=bounds(ge=0, le=1))  # of the replicas, rounded half up (num_spot)
     usd_per_device_hour: float | None = field(default=None, metadata=bounds(ge=0))  # None: pricing.spot_usd_per_device_hour
     monthly_interruption: float = field(default=0.075, metadata=bounds(ge=0, le=0.99))
     notice_s: float = field(default=120.0, metadata=bounds(ge=0))
     replace_with: Literal["spot", "on_demand"] = "spot"
+
+    def num_spot(self, replicas: int) -> int:
+        """Replicas of `replicas` on spot: share x replicas rounded half up, so a 0.5 share puts
+        1 of 1, 2 of 3 and 3 of 5 on spot (Python's round() rounds half to even: 0, 2, 2)."""
+        return math.floor(self.share * replicas + 0.5)
 
 
 @dataclass(frozen=True, kw_only=True)

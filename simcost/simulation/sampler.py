@@ -84,7 +84,7 @@ class Sampler:
             t_s=t_s, width_s=width_s, replicas=state[:, REPLICAS], ready=state[:, READY], waiting=state[:, WAITING],
             running=state[:, RUNNING],
             kv_used_blocks=state[:, KV_USED], kv_total_blocks=state[:, KV_TOTAL],
-            usd_per_hour=usd_per_hour(bill, len(self.sim.pools), t_s, steps, edges_s, width_s),
+            usd_per_hour=usd_per_hour(bill, len(self.sim.pools), t_s, steps, edges_s, width_s, table),
             arrivals_per_s=per_s(arrivals), completions_per_s=per_s(completions), output_tokens_per_s=per_s(tokens),
         )
 
