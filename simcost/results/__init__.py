@@ -1,0 +1,1 @@
+"""Writing a run: results folder, FOCUS bill, figures."""
