@@ -42,7 +42,8 @@ def _cdf_points(values: np.ndarray, points: int = CDF_POINTS) -> tuple[np.ndarra
 def latency_cdfs(latencies_s: dict[str, np.ndarray], slo_s: dict[str, float | None], title: str, path: Path) -> Path:
     """Empirical CDFs of TTFT, TPOT and E2EL, with the SLO limits as vertical lines."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(latencies_s), figsize=(4.2 * len(latencies_s), 3.4))
+    width_in = 4.2 * len(latencies_s)
+    fig, axes = plt.subplots(1, len(latencies_s), figsize=(width_in, 3.4))
     for ax, (name, values) in zip(np.atleast_1d(axes), latencies_s.items()):
         values = values[~np.isnan(values)]
         if len(values):
@@ -54,8 +55,9 @@ def latency_cdfs(latencies_s: dict[str, np.ndarray], slo_s: dict[str, float | No
         ax.set_ylabel("fraction of requests")
         ax.grid(alpha=0.3)
     fig.suptitle(title)
-    # fixed margins, not tight_layout: that draws the whole figure once more just to measure it
-    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.16, top=0.86, wspace=0.28)
+    # fixed margins (in inches, so any number of panels fits), not tight_layout: that draws the
+    # whole figure once more just to measure it
+    fig.subplots_adjust(left=0.75 / width_in, right=1 - 0.2 / width_in, bottom=0.16, top=0.86, wspace=0.28)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
