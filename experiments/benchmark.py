@@ -2,6 +2,8 @@
 
     python experiments/benchmark.py            # both workloads, 3 timed runs each
     python experiments/benchmark.py --repeats 5
+    python experiments/benchmark.py --process  # `simcost run` and `simcost --help` as whole processes
+    python experiments/benchmark.py --peer --peer-python /tmp/dynamo-venv/bin/python  # vs Dynamo's replay
 
 Workloads:
 - poisson: Llama-3.1-8B on one H100, ~10,000 Poisson requests, 2,048 prompt / 256 output tokens
@@ -12,16 +14,25 @@ Each workload runs in its own child process (so its peak RSS is its own): one un
 load numba's compiled kernels, then the timed runs. The same child also times a short slice
 with decode spans on and off (one SimPy event per decode step), and reports the ratio, so the
 speed-up of spans is measured against a baseline on the same machine in the same command.
+
+--process times what a user waits for: `simcost run` on the Poisson workload as a subprocess
+(imports, numba cache loads, simulation, results folder) and `simcost --help`; wall time and peak
+RSS, medians after one untimed run. --peer adds NVIDIA Dynamo's replay (`python -m dynamo.replay`,
+from `pip install ai-dynamo==1.4.2`) on the same workload, run alternately with simcost so both see
+the same machine load, and prints the ratio. This script installs nothing: without dynamo.replay
+importable by --peer-python it says so and times simcost alone.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,6 +41,10 @@ WORKLOADS = {
     "poisson": ROOT / "configs" / "scenarios" / "poisson_8b_h100.yaml",
     "azure-conv": ROOT / "configs" / "scenarios" / "azure_conv_70b_a100.yaml",
 }
+# Dynamo's replay of the Poisson workload: 10,000 requests, 2,048 in / 256 out at 8 req/s, one worker
+PEER_ARGS = ["--input-tokens", "2048", "--output-tokens", "256", "--request-count", "10000", "--request-rate", "8",
+             "--arrival-seed", "42", "--num-workers", "1", "--replay-mode", "offline",
+             "--extra-engine-args", '{"block_size":64}']
 SLICE = {"poisson": ["duration_s=125"], "azure-conv": ["duration_s=300"]}  # for the spans on/off ratio
 
 
@@ -61,15 +76,85 @@ def child(name: str, repeats: int) -> dict:
     }
 
 
+def whole_process(cmd: list[str], cwd: Path) -> tuple[float, float]:
+    """(wall s, peak RSS MiB) of one command run to completion; its output is discarded."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stderr = proc.stderr.read() if proc.stderr else b""
+    _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage, not the sum over all children
+    wall_s = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:4])} ... failed ({proc.returncode}): {stderr.decode()[-500:]}")
+    return wall_s, usage.ru_maxrss / 1024
+
+
+def peer_available(python: str) -> bool:
+    probe = "import importlib.util, sys; sys.exit(importlib.util.find_spec('dynamo.replay') is None)"
+    try:
+        return subprocess.run([python, "-c", probe], capture_output=True, timeout=120).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def process_commands(work: Path, peer_python: str | None) -> dict[str, list[str]]:
+    """The commands timed as whole processes, by label."""
+    commands = {
+        "simcost run": [sys.executable, "-m", "simcost.cli", "run", str(WORKLOADS["poisson"]), "--out",
+                        str(work / "simcost-out"), "--no-progress"],
+        "simcost --help": [sys.executable, "-m", "simcost.cli", "--help"],
+    }
+    if peer_python:
+        commands["dynamo.replay"] = [peer_python, "-m", "dynamo.replay", *PEER_ARGS, "--report-json",
+                                     str(work / "dynamo-report.json")]
+    return commands
+
+
+def compare_processes(repeats: int, peer_python: str | None) -> int:
+    """Each command once untimed (numba cache, bytecode), then `repeats` rounds, the commands
+    taking turns within a round so a busy machine slows them alike."""
+    with tempfile.TemporaryDirectory(prefix="simcost-bench-") as tmp:
+        work = Path(tmp)
+        commands = process_commands(work, peer_python)
+        for cmd in commands.values():
+            whole_process(cmd, work)
+        runs: dict[str, list[tuple[float, float]]] = {label: [] for label in commands}
+        for _ in range(repeats):
+            for label, cmd in commands.items():
+                runs[label].append(whole_process(cmd, work))
+    print(f"{'whole process':<16}{'median s':>10}{'min s':>8}{'peak MiB':>10}   ({repeats} runs each, interleaved)")
+    medians = {}
+    for label, samples in runs.items():
+        walls = [wall for wall, _ in samples]
+        medians[label] = statistics.median(walls)
+        print(f"{label:<16}{medians[label]:>10.2f}{min(walls):>8.2f}{max(rss for _, rss in samples):>10.0f}")
+    if "dynamo.replay" in medians:
+        print(f"simcost run / dynamo.replay wall time: {medians['simcost run'] / medians['dynamo.replay']:.2f}x "
+              f"(below 1: simcost is faster)")
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--process", action="store_true", help="time `simcost run` and `simcost --help` as whole processes")
+    p.add_argument("--peer", action="store_true", help="--process, plus Dynamo's replay on the same workload")
+    p.add_argument("--peer-python", default=sys.executable,
+                   help="a Python that can import dynamo.replay (default: this one)")
     p.add_argument("--only", choices=list(WORKLOADS))
     p.add_argument("--child", choices=list(WORKLOADS), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         print(json.dumps(child(args.child, args.repeats)))
         return 0
+    if args.process or args.peer:
+        peer_python = args.peer_python if args.peer and peer_available(args.peer_python) else None
+        if args.peer and peer_python is None:
+            print(f"peer missing: {args.peer_python} cannot import dynamo.replay; this script installs nothing. "
+                  "Try: python -m venv /tmp/dynamo-venv && /tmp/dynamo-venv/bin/pip install ai-dynamo==1.4.2, "
+                  "then --peer-python /tmp/dynamo-venv/bin/python. Timing simcost alone.", file=sys.stderr)
+        return compare_processes(args.repeats, peer_python)
     rows = []
     for name in [args.only] if args.only else WORKLOADS:
         out = subprocess.run([sys.executable, __file__, "--child", name, "--repeats", str(args.repeats)],

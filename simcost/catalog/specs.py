@@ -297,9 +297,13 @@ def _load_prices(directory: str) -> tuple[PriceOffer, ...]:
     return tuple(offers)
 
 
+# libyaml's safe loader when PyYAML has it: the same data, parsed ~20x faster (0.15 s of every run otherwise)
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _read_catalog(path: Path) -> dict:
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_SAFE_LOADER)
     except OSError as exc:
         raise InputError(str(path), f"cannot read catalog ({exc.strerror})") from None
     except yaml.YAMLError as exc:

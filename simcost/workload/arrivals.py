@@ -16,7 +16,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from scipy import optimize, special
 
 from simcost.errors import InputError, required
 from simcost.scenario.arrivals import (
@@ -94,12 +93,15 @@ def gamma_params(rate_per_s: float, cv: float) -> tuple[float, float]:
 
 def weibull_cv(shape: float) -> float:
     """CV of a Weibull(shape c): sqrt(Gamma(1+2/c) / Gamma(1+1/c)^2 - 1), in logs to avoid overflow."""
+    from scipy import special  # here, not at the top: scipy costs 0.4 s of every run's start-up
     return math.sqrt(math.expm1(special.gammaln(1 + 2 / shape) - 2 * special.gammaln(1 + 1 / shape)))
 
 
 def weibull_params(rate_per_s: float, cv: float) -> tuple[float, float]:
     """(shape c, scale) of Weibull gaps with mean 1/rate and the given CV. The CV falls
     monotonically in c, so c is the root of weibull_cv(c) = cv (solved in log c)."""
+    from scipy import optimize  # only Weibull arrivals need it
+
     lo, hi = math.log(0.02), math.log(2000.0)  # CV ~ 1e14 .. 6e-4: covers the accepted 0.01..100
     try:
         log_shape = optimize.brentq(lambda x: math.log(weibull_cv(math.exp(x))) - math.log(cv), lo, hi, xtol=1e-14)

@@ -1,0 +1,31 @@
+"""The first run compiles numba kernels for seconds: `simcost run` says so on stderr then, and only
+then. An empty NUMBA_CACHE_DIR stands for a fresh install."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from simcost.simulation.kernels import COMPILING_NOTICE
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "configs" / "example.yaml"
+
+
+def run_with_cache(cache_dir: Path, out: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache_dir)}
+    return subprocess.run([sys.executable, "-m", "simcost.cli.main", "run", str(EXAMPLE), "--out", str(out),
+                           "--set", "duration_s=30", "--set", "warmup_s=0", "--no-progress"],
+                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+
+
+def test_the_notice_shows_on_a_cold_cache_only(tmp_path):
+    first = run_with_cache(tmp_path / "numba", tmp_path / "a")
+    assert first.returncode == 0, first.stderr
+    assert first.stderr.splitlines().count(COMPILING_NOTICE) == 1
+    second = run_with_cache(tmp_path / "numba", tmp_path / "b")
+    assert second.returncode == 0, second.stderr
+    assert COMPILING_NOTICE not in second.stderr
+
