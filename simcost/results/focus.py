@@ -13,11 +13,11 @@ Rows' EffectiveCost sums to the bill.
 
 from __future__ import annotations
 
-from typing import Any
 import csv
 import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 

@@ -15,14 +15,13 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from simcost.scenario.schema import to_dict
 from simcost.errors import InputError
-from simcost.results.focus import focus_rows, write_focus
 from simcost.metrics.summary import latencies, records
-from simcost.results.plots import latency_cdfs
-from simcost.simulation.simulation import RunResult
-from simcost.results.plots import plot_timeseries
 from simcost.metrics.timeseries import TimeSeries
+from simcost.results.focus import focus_rows, write_focus
+from simcost.results.plots import latency_cdfs, plot_timeseries
+from simcost.scenario.schema import to_dict
+from simcost.simulation.simulation import RunResult
 
 
 def write_run(result: RunResult, out_dir: Path, records_format: str = "csv") -> dict[str, Path]:
