@@ -192,7 +192,11 @@ def load_prices(config_dir: Path | None = None) -> list[PriceOffer]:
 def price_offer(device: str, provider: str, region: str, config_dir: Path | None = None) -> PriceOffer:
     """The offer a scenario on `device` at `provider`/`region` pays: the first listed for the device
     in that region, else in the provider's region "any"; InputError naming all three if none."""
-    offers = _load_prices(_resolve(config_dir))
+    return find_offer(_load_prices(_resolve(config_dir)), device, provider, region)
+
+
+def find_offer(offers: tuple[PriceOffer, ...], device: str, provider: str, region: str) -> PriceOffer:
+    """`price_offer` over a given list of offers (a scenario's catalog)."""
     providers = list(dict.fromkeys(o.provider for o in offers))
     if provider not in providers:
         raise InputError("fleet.site.provider", f"unknown provider '{provider}' (known: {', '.join(providers)})")
@@ -215,11 +219,16 @@ def price_offer(device: str, provider: str, region: str, config_dir: Path | None
 def on_demand_usd_per_device_hour(device: DeviceSpec, provider: str | None, region: str) -> float:
     """A scenario's on-demand price per device-hour: from the price catalog when it names a
     provider, else the device catalog's own price."""
+    return device_hour_price(_load_prices(_resolve(None)), device, provider, region)
+
+
+def device_hour_price(offers: tuple[PriceOffer, ...], device: DeviceSpec, provider: str | None, region: str) -> float:
+    """`on_demand_usd_per_device_hour` over a given list of offers (a scenario's catalog)."""
     if provider is not None:
-        return price_offer(device.key, provider, region).on_demand_usd_per_device_hour
+        return find_offer(offers, device.key, provider, region).on_demand_usd_per_device_hour
     if device.price_usd_per_hour is None:
-        offers = sorted(f"{o.provider}/{o.region}" for o in _load_prices(_resolve(None)) if o.device == device.key)
-        hint = f" (prices.yaml prices {device.key} at {', '.join(offers)})" if offers else ""
+        priced = sorted(f"{o.provider}/{o.region}" for o in offers if o.device == device.key)
+        hint = f" (prices.yaml prices {device.key} at {', '.join(priced)})" if priced else ""
         raise InputError("fleet.price_usd_per_device_hour", f"{device.key} has no price in devices.yaml; set "
                          f"fleet.price_usd_per_device_hour or fleet.site.provider{hint}")
     return device.price_usd_per_hour
@@ -269,6 +278,27 @@ def _load_models(directory: str) -> dict[str, ModelSpec]:
     raw = _read_catalog(Path(directory) / "models.yaml")
     return _check_aliases({key: _model(key, entry, _Where("models.yaml", key)) for key, entry in raw.items()},
                           "models.yaml")
+
+
+def parse_device(key: str, entry: Any, file: str, section: str = "") -> DeviceSpec:
+    """One devices.yaml entry, checked; errors read `file: section.key.field: problem`."""
+    return _device(key, entry, _Where(file, section + key))
+
+
+def parse_model(key: str, entry: Any, file: str, section: str = "") -> ModelSpec:
+    """One models.yaml entry, checked; errors read `file: section.key.field: problem`."""
+    return _model(key, entry, _Where(file, section + key))
+
+
+def parse_offer(provider: str, region: str, instance: str, entry: Any, devices: dict[str, DeviceSpec],
+                file: str, path: str) -> PriceOffer:
+    """One prices.yaml offer, checked against `devices`; errors read `file: path.field: problem`."""
+    return _offer(provider, region, instance, entry, devices, _Where(file, path))
+
+
+def check_aliases(entries: dict, file: str) -> dict:
+    """An alias must name one entry only: not another key, not another entry's alias."""
+    return _check_aliases(entries, file)
 
 
 def _check_aliases(entries: dict, file: str) -> dict:

@@ -33,6 +33,9 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a scenario key, e.g. engine.max_num_seqs=128 (repeatable)")
         sp.add_argument("--seed", type=int, default=None, help="override the scenario's seed")
+        sp.add_argument("--catalog", action="append", default=[], metavar="FILE",
+                        help="catalog file adding or replacing devices, models, prices (repeatable; same "
+                             "layout as a scenario's catalog: section)")
 
     run_p = sub.add_parser("run", help="run one scenario and write its results")
     common(run_p)
@@ -170,7 +173,7 @@ def _cmd_run(args) -> int:
     from simcost.scenario.scenario import load_scenario
     from simcost.simulation.simulation import Simulation
 
-    scenario = load_scenario(args.scenario, args.overrides, args.seed)
+    scenario = load_scenario(args.scenario, args.overrides, args.seed, args.catalog)
     sim = Simulation(scenario)  # plans the deployment: a model that does not fit fails here, writing nothing
     out = _out_dir(args.out or Path("results") / scenario.name)
     result = sim.run(progress=not args.no_progress)
@@ -212,7 +215,8 @@ def _cmd_sweep(args) -> int:
     out = _out_dir(args.out or Path("results") / f"sweep-{args.space.stem if args.space else '+'.join(args.param)}")
     try:
         result = sweep(args.scenario, space, out, args.overrides, args.seed, args.seeds, args.jobs, args.backend,
-                       args.address, args.cache, not args.no_run_folders, progress=True)
+                       args.address, args.cache, not args.no_run_folders, progress=True,
+                       catalog_files=tuple(args.catalog))
     except KeyboardInterrupt:
         print(f"\nsimcost: interrupted; finished runs are cached in {args.cache or out / 'cache'}: "
               "the same command resumes", file=sys.stderr)
@@ -232,7 +236,7 @@ def _cmd_forecast(args) -> int:
     from simcost.scenario.scenario import load_scenario
 
     path = GrowthPath(args.months, args.growth, tuple(parse_step(s) for s in args.step))
-    scenario = load_scenario(args.scenario, args.overrides, args.seed)
+    scenario = load_scenario(args.scenario, args.overrides, args.seed, args.catalog)
     out = _out_dir(args.out or Path("results") / f"forecast-{scenario.name}")
     result = forecast(scenario, path, args.seeds, args.hours_per_month, args.budget_usd_per_month, args.jobs,
                       args.resize, args.max_replicas, progress=True)
@@ -246,7 +250,7 @@ def _cmd_check(args) -> int:
     from simcost.perf.deployment import fleet_pools, plan_deployment
     from simcost.scenario.scenario import load_scenario
 
-    scenario = load_scenario(args.scenario, args.overrides, args.seed)
+    scenario = load_scenario(args.scenario, args.overrides, args.seed, args.catalog)
     if scenario.fleet.pools is not None:  # each pool is planned on its own hardware, model and price
         pools = fleet_pools(scenario)
         print(f"{args.scenario}: ok; {len(pools)} pools")
@@ -339,7 +343,7 @@ def _cmd_size(args) -> int:
         if value is not None and not isinstance(value, dict):
             raise InputError("--pricing", f"'{text}'; expected a model name or a mapping such as '{{model: spot, ...}}'")
         pricing.append(value)
-    scenario = load_scenario(args.scenario, args.overrides, args.seed)
+    scenario = load_scenario(args.scenario, args.overrides, args.seed, args.catalog)
     options = candidate_options(items(args.devices), tp, items(args.policies), pricing)
     result = size(scenario, options, args.max_replicas, args.seeds, args.jobs, pool=args.pool)
     print(format_sizing(result))
@@ -357,7 +361,7 @@ def _cmd_commitments(args) -> int:
         raise InputError("--reserved-usd-per-device-hour", f"{args.reserved_usd_per_device_hour}; expected >= 0")
     if not args.period_s > 0:
         raise InputError("--period-s", f"{args.period_s}; expected > 0")
-    scenario = load_scenario(args.scenario, args.overrides, args.seed)
+    scenario = load_scenario(args.scenario, args.overrides, args.seed, args.catalog)
     result = Simulation(scenario).run(progress=not args.no_progress)
     plan = plan_from_run(result, args.reserved_usd_per_device_hour, args.discount, args.basis, args.period_s,
                          week=not args.no_week)
@@ -373,7 +377,7 @@ def _cmd_levers(args) -> int:
     overrides = {"smaller_model": {"model": args.smaller_model}} if args.smaller_model else None
     cfg = load_levers(args.levers, overrides)
     only = tuple(s.strip() for s in args.only.split(",") if s.strip()) if args.only else None
-    scenario = load_scenario(args.scenario, args.overrides, args.seed)
+    scenario = load_scenario(args.scenario, args.overrides, args.seed, args.catalog)
     out = _out_dir(args.out or Path("results") / f"levers-{scenario.name}")
     result = study(scenario, cfg, only, not args.fixed_fleet, args.max_replicas, args.seeds, args.jobs)
     paths = write_outputs(result, out)

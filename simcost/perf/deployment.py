@@ -26,9 +26,6 @@ from simcost.catalog.specs import (
     DeviceSpec,
     ModelSpec,
     compute_format_for,
-    get_device,
-    get_model,
-    on_demand_usd_per_device_hour,
 )
 from simcost.errors import InputError
 from simcost.perf.step_model import is_per_item, kv_heads_per_device
@@ -233,8 +230,9 @@ def _plan_per_item(scenario: Scenario, device: DeviceSpec, model: ModelSpec, wei
 
 def plan_deployment(scenario: Scenario) -> Deployment:
     """Place one replica of the scenario's model on its devices; InputError if it does not fit."""
-    device = get_device(scenario.hardware.device, "hardware.device")
-    model = get_model(scenario.model.name, "model.name")
+    catalog = scenario.specs
+    device = catalog.device(scenario.hardware.device, "hardware.device")
+    model = catalog.model(scenario.model.name, "model.name")
     tp = scenario.hardware.tensor_parallel
     pp = getattr(scenario.hardware, "pipeline_parallel", 1)
     util = scenario.hardware.memory_utilization
@@ -265,7 +263,7 @@ def plan_deployment(scenario: Scenario) -> Deployment:
     price_per_device = scenario.fleet.price_usd_per_device_hour
     if price_per_device is None:  # the price catalog's offer at fleet.site.provider, else the device catalog's
         site = scenario.fleet.site
-        price_per_device = on_demand_usd_per_device_hour(device, site.provider, site.region)
+        price_per_device = catalog.on_demand_usd_per_device_hour(device, site.provider, site.region)
     dep = Deployment(
         device=device, model=model, tensor_parallel=tp, num_devices=tp * pp,
         weight_format=weight_format, kv_cache_format=kv_format, compute_format=compute_format,
