@@ -163,10 +163,12 @@ class UserCatalog:
     def __hash__(self) -> int:
         return hash(self.content())
 
+    def sections(self) -> dict:
+        return {"devices": self.devices, "models": self.models, "prices": self.prices}
+
     def content(self) -> str:
         """Canonical JSON of the entries: what a cache key or a memo needs."""
-        return json.dumps({"devices": self.devices, "models": self.models, "prices": self.prices},
-                          sort_keys=True, default=str)
+        return json.dumps(self.sections(), sort_keys=True, default=str)
 
     @property
     def catalog(self) -> Catalog:

@@ -94,6 +94,11 @@ class ModelSpec:
     flops_per_item: float = 0.0  # per_item models: FLOPs of one item of `item_input`
     item_input: str = ""  # per_item models: the input size assumed, e.g. "one 224x224 RGB image"
     aliases: tuple[str, ...] = ()  # other names for it (measurement files, other tools), e.g. "llama2-70b"
+    # local attention: a window of sliding_window tokens in num_sliding_layers of the layers (0: none);
+    # recorded from config.json, but the step model counts their KV as full attention for now
+    sliding_window: int = 0
+    num_sliding_layers: int = 0
+    notes: str = ""  # what the entry simplifies (weight formats, sliding windows), for a reader
 
     @property
     def active_params(self) -> float:
@@ -473,6 +478,7 @@ def _aliases(entry: dict, where: _Where) -> tuple[str, ...]:
 _MODEL_SHAPE = ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim", "intermediate_size",
                 "vocab_size", "max_model_len")
 _MOE = ("num_experts", "experts_per_token", "expert_params")
+_WINDOW = ("sliding_window", "num_sliding_layers")
 
 
 def _model(key: str, entry: Any, where: _Where) -> ModelSpec:
@@ -485,9 +491,10 @@ def _model(key: str, entry: Any, where: _Where) -> ModelSpec:
                                        "flops_per_item", "sources"), _MODEL_SHAPE + ("aliases",))
     else:
         entry = _fields(entry, where, ("name",) + _MODEL_SHAPE + ("num_params", "weight_format", "sources"),
-                        ("serving", "aliases") + _MOE)
+                        ("serving", "aliases", "notes") + _MOE + _WINDOW)
     ints = {name: _integer(entry, name, where) if name in entry else 0
-            for name in _MODEL_SHAPE + ("num_params",) + _MOE}
+            for name in _MODEL_SHAPE + ("num_params",) + _MOE + _WINDOW}
+    _check_window(entry, ints, where)
     if ints["num_kv_heads"] and ints["num_heads"] % ints["num_kv_heads"]:
         raise InputError(where("num_kv_heads"), f"{ints['num_kv_heads']} does not divide num_heads={ints['num_heads']}")
     _check_experts(entry, ints, where)
@@ -500,8 +507,18 @@ def _model(key: str, entry: Any, where: _Where) -> ModelSpec:
         flops_per_item=_number(entry, "flops_per_item", where, gt=0) if serving == "per_item" else 0.0,
         item_input=_text(entry, "item_input", where) if serving == "per_item" else "",
         aliases=_aliases(entry, where),
+        notes=_text(entry, "notes", where) if "notes" in entry else "",
         **ints,
     )
+
+
+def _check_window(entry: dict, ints: dict, where: _Where) -> None:
+    if ("sliding_window" in entry) != ("num_sliding_layers" in entry):
+        raise InputError(where("num_sliding_layers" if "sliding_window" in entry else "sliding_window"),
+                         "missing; sliding-window layers need both sliding_window and num_sliding_layers")
+    if ints["num_sliding_layers"] > ints["num_layers"]:
+        raise InputError(where("num_sliding_layers"),
+                         f"{ints['num_sliding_layers']} is above num_layers={ints['num_layers']}")
 
 
 def _check_experts(entry: dict, ints: dict, where: _Where) -> None:

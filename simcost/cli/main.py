@@ -100,9 +100,12 @@ def _parser() -> argparse.ArgumentParser:
     cal_p.add_argument("--out", type=Path, default=None, help="profile YAML to write (scenario key perf.profile)")
     cal_p.set_defaults(func=_cmd_calibrate)
 
-    cat_p = sub.add_parser("catalog", help="list the device, model or price catalog")
-    cat_p.add_argument("table", nargs="?", choices=("devices", "models", "prices"), default="devices",
-                       help="which catalog (default devices)")
+    cat_p = sub.add_parser("catalog", help="list the device, model or price catalog, or import a model")
+    cat_p.add_argument("table", nargs="?", choices=("devices", "models", "prices", "import-model"), default="devices",
+                       help="which catalog (default devices); import-model CONFIG_JSON prints the models.yaml "
+                            "entry of a Hugging Face config.json")
+    cat_p.add_argument("config_json", nargs="?", type=Path, default=None, help="import-model: a local config.json")
+    cat_p.add_argument("--key", default=None, help="import-model: the catalog key (default from the config's name)")
     cat_p.set_defaults(func=_cmd_catalog)
 
     trace_p = sub.add_parser("trace", help="look at a request trace before simulating it")
@@ -294,7 +297,26 @@ def _cmd_calibrate(args) -> int:
 def _cmd_catalog(args) -> int:
     from simcost.catalog.specs import format_catalog
 
+    if args.table == "import-model":
+        return _cmd_import_model(args)
+    if args.config_json is not None or args.key is not None:
+        raise InputError("catalog", "a config.json and --key are for import-model")
     print(format_catalog(args.table))
+    return 0
+
+
+def _cmd_import_model(args) -> int:
+    import yaml
+
+    from simcost.catalog.catalog import bundled_catalog
+    from simcost.catalog.hf_config import entry_from_file
+
+    if args.config_json is None:
+        raise InputError("catalog import-model", "missing the config.json to import")
+    key, entry = entry_from_file(args.config_json, args.key)
+    bundled_catalog().with_entries({"models": {key: entry}}, str(args.config_json))  # checked as the catalog checks it
+    print(f"# add to a catalog file's models: section (or use model: {{config_json: {args.config_json}}})")
+    print(yaml.safe_dump({key: entry}, sort_keys=False, width=120), end="")
     return 0
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from simcost.catalog.catalog import Catalog, UserCatalog, bundled_catalog, catalog_parts, read_catalog_file
+from simcost.catalog.hf_config import entry_from_file
 from simcost.errors import InputError
 from simcost.scenario.deployment import (
     ITERATION_POLICIES,
@@ -95,6 +96,7 @@ def load_scenario(path: str | Path, overrides: tuple[str, ...] | list[str] = (),
         raise InputError(str(path), f"expected a mapping of sections at the top level, got {type(raw).__name__}")
     raw = apply_overrides(raw, overrides)
     _resolve_paths(raw, path.parent)
+    _resolve_one(raw, ("model", "config_json"), path.parent)
     parts = catalog_parts(raw.pop("catalog", None), "catalog", path.parent)
     for name in catalog_files:
         parts += read_catalog_file(Path(name), f"--catalog {name}")
@@ -138,9 +140,25 @@ def scenario_from_dict(raw: dict, overrides=(), seed: int | None = None) -> Scen
     if seed is not None:
         raw["seed"] = seed
     _merge_pool_engines(raw)
-    catalog = _user_catalog(raw.pop("catalog", None))
+    catalog = _import_model(raw, _user_catalog(raw.pop("catalog", None)))
     scenario = build(Scenario, raw, "")
     return scenario if catalog is None else replace(scenario, catalog=catalog)
+
+
+def _import_model(raw: dict, catalog: UserCatalog | None) -> UserCatalog | None:
+    """`model: {config_json: path}`: the model read from a Hugging Face config.json joins the
+    scenario's catalog, under model.name if given, else a key made from the config's name."""
+    model = raw.get("model")
+    if not isinstance(model, dict) or "config_json" not in model:
+        return catalog
+    path = model["config_json"]
+    if not isinstance(path, str):
+        raise InputError("model.config_json", f"{path!r}; expected the path of a config.json")
+    name = model.get("name")
+    key, entry = entry_from_file(Path(path).expanduser(), name if isinstance(name, str) else None)
+    raw["model"] = {**{k: v for k, v in model.items() if k != "config_json"}, "name": key}
+    parts = [("catalog", catalog.sections())] if catalog is not None else []
+    return UserCatalog.from_parts(parts + [(f"model.config_json {path}", {"models": {key: entry}})])
 
 
 def _user_catalog(section) -> UserCatalog | None:
