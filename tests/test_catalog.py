@@ -57,6 +57,13 @@ def test_every_model_has_a_dated_source(key):
         assert DATE.match(sources[group]["date"])
 
 
+@pytest.mark.parametrize("key", sorted(k for k, m in load_models().items() if m.sliding_window))
+def test_sliding_window_models_cite_it_and_say_how_kv_is_counted(key):
+    m = load_models()[key]
+    assert "sliding_window" in m.sources["spec"]["source"]
+    assert "counted as full attention" in m.notes
+
+
 def test_device_units_are_converted_to_si():
     h100 = get_device("h100-sxm")
     assert h100.memory_bytes == 80 * 2**30  # the "80GB" HBM is 80 GiB
@@ -83,8 +90,14 @@ QKV_BIAS_MODELS = {"qwen2.5-7b", "qwen2.5-72b"}  # Qwen2 has q/k/v projection bi
 BLOOM_MODELS = {"bloom-176b"}  # a different layout: see test_bloom_param_count_matches_its_shapes
 
 
-@pytest.mark.parametrize("key", sorted(k for k, m in load_models().items()
-                                       if m.serving == "tokens" and k not in BLOOM_MODELS))
+# The Llama-layout models this hand formula was written for; every transformer (these and the newer
+# ones: tied embeddings, q/k norms, biases, wider attention than hidden_size) is also checked against
+# its config.json in tests/test_hf_config.py.
+LLAMA_LAYOUT = {"llama-3.1-8b", "llama-3.1-70b", "llama-3.1-405b", "llama-3.3-70b", "llama-2-7b", "llama-2-13b",
+                "llama-2-70b", "mistral-7b", "mixtral-8x7b", "qwen2.5-7b", "qwen2.5-72b"}
+
+
+@pytest.mark.parametrize("key", sorted(LLAMA_LAYOUT))
 def test_model_param_count_matches_its_shapes(key):
     # Llama/Mistral/Qwen2 layout: embeddings and an untied lm_head, per layer q, k, v, o, gate/up/down
     # (once per expert, plus a router, for a mixture of experts) and two RMSNorm weights, plus a
