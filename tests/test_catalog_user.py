@@ -126,3 +126,39 @@ def test_a_bad_catalog_file_is_one_line_naming_it(tmp_path, capsys):
     assert main(["check", str(path), "--catalog", str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"--catalog {bad}: models.x.weight_format" in err
+
+
+# --- TPU slices ------------------------------------------------------------------------------------
+
+def test_tpus_list_the_slices_a_cloud_rents_with_a_source():
+    devices = bundled_catalog().devices
+    for key in ("tpu-v5e", "tpu-v6e", "tpu-v5p"):
+        assert devices[key].rentable_shapes and devices[key].sources["shapes"]["source"]
+    assert devices["tpu-v5e"].rentable_shapes == (1, 4, 8)
+    assert all(not d.rentable_shapes for d in devices.values() if d.kind != "tpu")
+
+
+@pytest.mark.parametrize("device, tp", [("tpu-v6e", 2), ("tpu-v5p", 1), ("tpu-v5e", 3)])
+def test_check_refuses_a_tensor_parallel_degree_that_is_no_rentable_slice(device, tp, capsys):
+    path = Path(__file__).parents[1] / "configs" / "example.yaml"
+    assert main(["check", str(path), "--set", f"hardware.device={device}",
+                 "--set", f"hardware.tensor_parallel={tp}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a slice a cloud rents; rentable slices: " in err
+
+
+def test_size_refuses_a_tensor_parallel_degree_that_is_no_rentable_slice(capsys):
+    path = Path(__file__).parents[1] / "configs" / "example.yaml"
+    assert main(["size", str(path), "--devices", "tpu-v6e", "--tensor-parallel", "2"]) == 2
+    assert "--tensor-parallel: 2 tpu-v6e chips is not a slice a cloud rents; rentable slices: 1, 4, 8" in \
+        capsys.readouterr().err
+
+
+def test_rentable_shapes_need_their_own_source():
+    tpu = {**DEVICE, "kind": "tpu", "rentable_shapes": [1, 4]}
+    with pytest.raises(InputError, match="catalog: devices.t.sources.shapes: missing"):
+        bundled_catalog().with_entries({"devices": {"t": tpu}}, "catalog")
+    sourced = {**tpu, "sources": {**DEVICE["sources"], "shapes": SOURCE}}
+    assert bundled_catalog().with_entries({"devices": {"t": sourced}}, "catalog").devices["t"].rentable_shapes == (1, 4)
+    with pytest.raises(InputError, match="catalog: devices.t.rentable_shapes: \\[4, 1\\]"):
+        bundled_catalog().with_entries({"devices": {"t": {**sourced, "rentable_shapes": [4, 1]}}}, "catalog")

@@ -67,6 +67,9 @@ class DeviceSpec:
     sources: dict = field(hash=False, compare=False, repr=False)
     host_link_bytes_per_s: float | None = None  # PCIe to host memory, one direction (KV swap, host tier)
     aliases: tuple[str, ...] = ()  # other names for it (measurement files, other tools), e.g. "h100-80gb"
+    # TPUs: the slice sizes (chips) a cloud rents; a replica must span one of them. () for devices
+    # rented one by one (GPUs, CPUs) or bought.
+    rentable_shapes: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -423,7 +426,7 @@ def _sources(entry: dict, groups: tuple[str, ...], where: _Where) -> dict:
 
 _DEVICE_REQUIRED = ("name", "kind", "mem_bw_gb_per_s", "peak_tflops", "link_gb_per_s", "idle_w", "peak_w",
                     "mfu", "mbu", "step_overhead_s", "allreduce_latency_s", "sources")
-_DEVICE_OPTIONAL = ("memory_gb", "memory_gib", "host_link_gb_per_s", "price_usd_per_hour", "aliases")
+_DEVICE_OPTIONAL = ("memory_gb", "memory_gib", "host_link_gb_per_s", "price_usd_per_hour", "aliases", "rentable_shapes")
 
 
 def _device(key: str, entry: Any, where: _Where) -> DeviceSpec:
@@ -461,11 +464,22 @@ def _device(key: str, entry: Any, where: _Where) -> DeviceSpec:
         allreduce_latency_s=_number(entry, "allreduce_latency_s", where, ge=0),
         price_usd_per_hour=(_number(entry, "price_usd_per_hour", where, ge=0)
                             if "price_usd_per_hour" in entry else None),
-        sources=_sources(entry, DEVICE_SOURCE_GROUPS, where),
+        # rentable_shapes carries its own source (the cloud's slice table)
+        sources=_sources(entry, DEVICE_SOURCE_GROUPS + (("shapes",) if "rentable_shapes" in entry else ()), where),
         host_link_bytes_per_s=(_number(entry, "host_link_gb_per_s", where, gt=0) * GB
                                if "host_link_gb_per_s" in entry else None),
         aliases=_aliases(entry, where),
+        rentable_shapes=_shapes(entry, where),
     )
+
+
+def _shapes(entry: dict, where: _Where) -> tuple[int, ...]:
+    shapes = entry.get("rentable_shapes", [])
+    if (not isinstance(shapes, list) or (not shapes and "rentable_shapes" in entry)
+            or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in shapes)
+            or shapes != sorted(set(shapes))):
+        raise InputError(where("rentable_shapes"), f"{shapes!r}; expected an increasing list of chip counts, e.g. [1, 4, 8]")
+    return tuple(shapes)
 
 
 def _aliases(entry: dict, where: _Where) -> tuple[str, ...]:

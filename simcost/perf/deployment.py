@@ -139,7 +139,16 @@ def devices_per_node(scenario: Scenario, device: DeviceSpec) -> int:
                or DEFAULT_DEVICES_PER_NODE.get(device.kind, 8))
 
 
+def check_rentable(device: DeviceSpec, tp: int, pp: int = 1, where: str = "hardware.tensor_parallel") -> None:
+    """A TPU is rented by the slice: a replica's tp x pp chips must be a slice the cloud offers."""
+    if device.rentable_shapes and tp * pp not in device.rentable_shapes:
+        chips = f"{tp} x {pp} = {tp * pp}" if pp > 1 else f"{tp}"
+        raise InputError(where, f"{chips} {device.key} chips is not a slice a cloud rents; rentable slices: "
+                         f"{', '.join(map(str, device.rentable_shapes))} chips")
+
+
 def _check_parallelism(scenario: Scenario, device: DeviceSpec, model: ModelSpec, tp: int, pp: int) -> None:
+    check_rentable(device, tp, pp)
     if model.num_heads % tp:
         raise InputError("hardware.tensor_parallel",
                          f"{tp} does not divide {model.key}'s {model.num_heads} attention heads")
