@@ -162,3 +162,21 @@ def test_rentable_shapes_need_their_own_source():
     assert bundled_catalog().with_entries({"devices": {"t": sourced}}, "catalog").devices["t"].rentable_shapes == (1, 4)
     with pytest.raises(InputError, match="catalog: devices.t.rentable_shapes: \\[4, 1\\]"):
         bundled_catalog().with_entries({"devices": {"t": {**sourced, "rentable_shapes": [4, 1]}}}, "catalog")
+
+
+def test_sweep_cache_keys_include_the_user_catalogs_content():
+    from simcost.analysis.sweep_cache import run_key
+
+    a = _own(models={"test-8b": MODEL}, devices={"test-gpu": DEVICE})
+    b = _own(models={"test-8b": MODEL}, devices={"test-gpu": {**DEVICE, "mem_bw_gb_per_s": 7000}})
+    assert run_key(to_dict(a)) != run_key(to_dict(b))
+    assert run_key(to_dict(a)) == run_key(to_dict(_own(models={"test-8b": MODEL}, devices={"test-gpu": DEVICE})))
+
+
+def test_catalog_listing_shows_a_catalog_files_entries(tmp_path, capsys):
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump({"models": {"test-8b": MODEL}}))
+    assert main(["catalog", "models", "--catalog", str(path)]) == 0
+    assert "test-8b" in capsys.readouterr().out
+    assert main(["catalog", "models"]) == 0
+    assert "test-8b" not in capsys.readouterr().out

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime
 import functools
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -645,12 +646,15 @@ def _purchase(value: Any, device: DeviceSpec, where: _Where) -> Purchase:
 
 # --- tables for `simcost catalog` -------------------------------------------------------------
 
-def format_catalog(which: str, config_dir: Path | None = None) -> str:
-    """`devices`, `models` or `prices` as a plain-text table (prices with a numbered source list)."""
+def format_catalog(which: str, config_dir: Path | None = None, catalog: Any = None) -> str:
+    """`devices`, `models` or `prices` as a plain-text table (prices with a numbered source list), of
+    the bundled catalog or of `catalog` (a `simcost.catalog.catalog.Catalog` with a user's entries)."""
     if which == "prices":
-        rows, legend = _price_rows(config_dir)
+        rows, legend = _price_rows(list(catalog.prices) if catalog is not None else load_prices(config_dir))
         return _aligned(rows) + "\n\n" + "\n".join(legend)
-    return _aligned({"devices": _device_rows, "models": _model_rows}[which](config_dir))
+    if which == "devices":
+        return _aligned(_device_rows(catalog.devices if catalog is not None else load_devices(config_dir)))
+    return _aligned(_model_rows(catalog.models if catalog is not None else load_models(config_dir)))
 
 
 def _aligned(table: list[list]) -> str:
@@ -666,11 +670,11 @@ def _usd(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
 
 
-def _device_rows(config_dir: Path | None) -> list[list]:
+def _device_rows(devices: Mapping[str, DeviceSpec]) -> list[list]:
     rows = [["key", "kind", "memory_GB", "bw_GB/s"] + [f"{f}_TF" for f in ("fp32", "bf16", "fp16", "fp8", "int8")]
             + ["link_GB/s", "host_GB/s", "idle_W", "peak_W", "mfu", "mbu", "weight_formats", "$/hour", "price_date",
                "spec_date", "name"]]
-    for d in load_devices(config_dir).values():
+    for d in devices.values():
         formats = [f for f in BYTES_PER_ELEMENT if compute_format_for(d, f) is not None]
         host = "-" if d.host_link_bytes_per_s is None else f"{d.host_link_bytes_per_s / GB:g}"
         rows.append([d.key, d.kind, f"{d.memory_bytes / GB:.1f}", f"{d.mem_bw_bytes_per_s / GB:g}"]
@@ -681,10 +685,10 @@ def _device_rows(config_dir: Path | None) -> list[list]:
     return rows
 
 
-def _model_rows(config_dir: Path | None) -> list[list]:
+def _model_rows(models: Mapping[str, ModelSpec]) -> list[list]:
     rows: list[list] = [["key", "serving", "params_B", "active_B", "layers", "hidden", "heads", "kv_heads", "experts", "format",
              "context", "GFLOPs/item", "date", "item"]]
-    for m in load_models(config_dir).values():
+    for m in models.values():
         experts = f"{m.experts_per_token}/{m.num_experts}" if m.num_experts else "-"
         per_item = m.serving == "per_item"
         rows.append([m.key, m.serving, f"{m.num_params / 1e9:.3g}", f"{m.active_params / 1e9:.3g}",
@@ -694,13 +698,13 @@ def _model_rows(config_dir: Path | None) -> list[list]:
     return rows
 
 
-def _price_rows(config_dir: Path | None) -> tuple[list[list], list[str]]:
+def _price_rows(offers: list[PriceOffer]) -> tuple[list[list], list[str]]:
     """Per-device prices (instance prices divided by devices per instance), and the sources they
     cite as a numbered list; `*` marks a value derived by simcost."""
     rows = [["provider", "region", "instance", "device", "devices", "$/hour", "$/device-hour", "spot $/device-hour",
              "1y $/device-hour", "3y $/device-hour", "sources"]]
     legend: dict[tuple[str, str], int] = {}
-    for o in load_prices(config_dir):
+    for o in offers:
         refs = [legend.setdefault((src["source"], src["date"]), len(legend) + 1) for src in o.sources.values()]
         spot = "-"
         mid_usd_per_hour = o.spot_usd_per_hour  # None exactly when there is no spot range
@@ -718,7 +722,7 @@ def _price_rows(config_dir: Path | None) -> tuple[list[list], list[str]]:
              "+ the device's peak_w x USD/kWh:"]
     notes += [f"  {o.instance}: {o.purchase.price_usd:g} USD / ({o.purchase.lifetime_years:g} y x 8760 h) + "
               f"{o.purchase.power_w:g} W x {o.purchase.usd_per_kwh:g} USD/kWh = {o.on_demand_usd_per_hour:.5f} USD/h"
-              for o in load_prices(config_dir) if o.purchase]
+              for o in offers if o.purchase]
     notes += ["Sources:"] + [f"[{n}] {source} ({date})" for (source, date), n in legend.items()]
     return rows, notes
 

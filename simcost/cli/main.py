@@ -106,6 +106,8 @@ def _parser() -> argparse.ArgumentParser:
                             "entry of a Hugging Face config.json")
     cat_p.add_argument("config_json", nargs="?", type=Path, default=None, help="import-model: a local config.json")
     cat_p.add_argument("--key", default=None, help="import-model: the catalog key (default from the config's name)")
+    cat_p.add_argument("--catalog", action="append", default=[], metavar="FILE",
+                       help="list the bundled catalog with this catalog file's entries (repeatable)")
     cat_p.set_defaults(func=_cmd_catalog)
 
     trace_p = sub.add_parser("trace", help="look at a request trace before simulating it")
@@ -301,8 +303,16 @@ def _cmd_catalog(args) -> int:
         return _cmd_import_model(args)
     if args.config_json is not None or args.key is not None:
         raise InputError("catalog", "a config.json and --key are for import-model")
-    print(format_catalog(args.table))
+    print(format_catalog(args.table, catalog=_with_catalog_files(args.catalog)))
     return 0
+
+
+def _with_catalog_files(files: list[str]):
+    """The bundled catalog plus `--catalog` files' entries, or None for the bundled one alone."""
+    from simcost.catalog.catalog import UserCatalog, read_catalog_file
+
+    parts = [part for name in files for part in read_catalog_file(Path(name), f"--catalog {name}")]
+    return UserCatalog.from_parts(parts).catalog if parts else None
 
 
 def _cmd_import_model(args) -> int:
