@@ -42,9 +42,11 @@ def test_catalogs_load_with_required_keys():
 
 @pytest.mark.parametrize("key", sorted(load_devices()))
 def test_every_device_value_group_has_a_dated_source(key):
-    sources = load_devices()[key].sources
-    assert set(sources) == set(DEVICE_SOURCE_GROUPS)
-    for group in DEVICE_SOURCE_GROUPS:
+    device = load_devices()[key]
+    sources = device.sources
+    groups = DEVICE_SOURCE_GROUPS + (("shapes",) if device.rentable_shapes else ())  # TPU slices cite theirs
+    assert set(sources) == set(groups)
+    for group in groups:
         assert sources[group]["source"].strip()
         assert DATE.match(sources[group]["date"])
 
@@ -55,6 +57,13 @@ def test_every_model_has_a_dated_source(key):
     for group in MODEL_SOURCE_GROUPS:
         assert sources[group]["source"].strip()
         assert DATE.match(sources[group]["date"])
+
+
+@pytest.mark.parametrize("key", sorted(k for k, m in load_models().items() if m.sliding_window))
+def test_sliding_window_models_cite_it_and_say_how_kv_is_counted(key):
+    m = load_models()[key]
+    assert "sliding_window" in m.sources["spec"]["source"]
+    assert "counted as full attention" in m.notes
 
 
 def test_device_units_are_converted_to_si():
@@ -83,8 +92,14 @@ QKV_BIAS_MODELS = {"qwen2.5-7b", "qwen2.5-72b"}  # Qwen2 has q/k/v projection bi
 BLOOM_MODELS = {"bloom-176b"}  # a different layout: see test_bloom_param_count_matches_its_shapes
 
 
-@pytest.mark.parametrize("key", sorted(k for k, m in load_models().items()
-                                       if m.serving == "tokens" and k not in BLOOM_MODELS))
+# The Llama-layout models this hand formula was written for; every transformer (these and the newer
+# ones: tied embeddings, q/k norms, biases, wider attention than hidden_size) is also checked against
+# its config.json in tests/test_hf_config.py.
+LLAMA_LAYOUT = {"llama-3.1-8b", "llama-3.1-70b", "llama-3.1-405b", "llama-3.3-70b", "llama-2-7b", "llama-2-13b",
+                "llama-2-70b", "mistral-7b", "mixtral-8x7b", "qwen2.5-7b", "qwen2.5-72b"}
+
+
+@pytest.mark.parametrize("key", sorted(LLAMA_LAYOUT))
 def test_model_param_count_matches_its_shapes(key):
     # Llama/Mistral/Qwen2 layout: embeddings and an untied lm_head, per layer q, k, v, o, gate/up/down
     # (once per expert, plus a router, for a mixture of experts) and two RMSNorm weights, plus a

@@ -208,10 +208,10 @@ def _skip(lever: str, label: str, reason: str) -> LeverPlan:
 
 def weight_format_plan(fmt: str):
     def plan(base: Scenario, cfg: LeversConfig) -> LeverPlan:
-        from simcost.catalog.specs import BYTES_PER_ELEMENT, get_model
+        from simcost.catalog.specs import BYTES_PER_ELEMENT
 
         label = f"{fmt} weights"
-        current = base.model.weight_format or get_model(base.model.name).weight_format
+        current = base.model.weight_format or base.specs.model(base.model.name).weight_format
         if current == fmt or BYTES_PER_ELEMENT[fmt] > BYTES_PER_ELEMENT[current]:
             return _skip(fmt, label, f"the baseline already runs {current} weights")
         note = "W8A8 at the fp8 peak" if fmt == "fp8" else f"weight-only {fmt}, bf16 compute"
@@ -220,8 +220,7 @@ def weight_format_plan(fmt: str):
 
 
 def smaller_model_plan(base: Scenario, cfg: LeversConfig) -> LeverPlan:
-    from simcost.catalog.specs import get_model
-
+    get_model = base.specs.model
     label = "smaller model"
     target = cfg.smaller_model.model or SMALLER_MODEL.get(base.model.name)
     if target is None:
@@ -302,14 +301,11 @@ def spot_price_usd_per_device_hour(base: Scenario, cfg: LeversConfig) -> tuple[f
     spot price. (None, reason) when there is none."""
     if cfg.spot.spot_usd_per_device_hour is not None:
         return cfg.spot.spot_usd_per_device_hour, "levers file"
-    from simcost.catalog import specs as catalog
-
-    if not hasattr(catalog, "load_prices"):
-        return None, "the catalog has no price list"
+    catalog = base.specs
     device, site = base.hardware.device, base.fleet.site
     provider = getattr(site, "provider", None)
     offers = ([catalog.price_offer(device, provider, site.region)] if provider is not None
-              else [o for o in catalog.load_prices() if o.device == device])
+              else [o for o in catalog.prices if o.device == device])
     for offer in offers:
         if offer.spot_usd_per_hour is not None:
             dated = offer.sources.get("spot", {}).get("date", "undated")

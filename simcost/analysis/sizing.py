@@ -370,7 +370,7 @@ def size(base: Scenario, options: list[dict], max_replicas: int = DEFAULT_MAX_RE
 def _check(base: Scenario, options: list[dict], max_replicas: int, seeds: int, jobs: int,
            pool: str | None) -> int | None:
     """Refuse what size cannot search; the index of the pool to size (None: fleet.replicas)."""
-    from simcost.catalog.specs import get_device
+    from simcost.perf.deployment import check_rentable
 
     if base.fleet.disaggregation is not None:
         raise InputError("fleet.disaggregation", "size searches fleet.replicas; a disaggregated fleet's pools are not sized")
@@ -382,7 +382,9 @@ def _check(base: Scenario, options: list[dict], max_replicas: int, seeds: int, j
             raise InputError(name, f"{value}; expected a whole number >= 1")
     for option in options:
         if "hardware.device" in option:
-            get_device(option["hardware.device"], "--devices")  # a typo is an error, not an infeasible option
+            device = base.specs.device(option["hardware.device"], "--devices")  # a typo is an error, not an infeasible option
+            tp = option.get("hardware.tensor_parallel") or base.hardware.tensor_parallel
+            check_rentable(device, tp, base.hardware.pipeline_parallel, "--tensor-parallel")
     return k
 
 

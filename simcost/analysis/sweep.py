@@ -125,14 +125,15 @@ class SweepResult:
 
 def sweep(scenario_path: str | Path, space: Space, out_dir: Path, overrides=(), seed: int | None = None,
           seeds: int = 1, jobs: int = 1, backend: str = "local", address: str | None = None,
-          cache_dir: Path | None = None, run_folders: bool = True, progress: bool = False) -> SweepResult:
-    base = load_scenario(scenario_path, tuple(overrides), seed)  # a bad base scenario stops everything
+          cache_dir: Path | None = None, run_folders: bool = True, progress: bool = False,
+          catalog_files: tuple[str, ...] = ()) -> SweepResult:
+    base = load_scenario(scenario_path, tuple(overrides), seed, catalog_files)  # a bad base scenario stops everything
     if not (isinstance(seeds, int) and seeds >= 1):
         raise InputError("--seeds", f"{seeds}; expected a whole number >= 1")
     if jobs < 1:
         raise InputError("--jobs", f"{jobs}; expected >= 1")
     seed_list = [base.seed + k for k in range(seeds)]
-    pts = resolve(scenario_path, tuple(overrides), seed, space, seed_list)
+    pts = resolve(scenario_path, tuple(overrides), seed, space, seed_list, catalog_files)
     if all(p.error for p in pts):  # every point is bad input: say so once, as any other input error
         raise InputError("sweep", f"every point failed to resolve; the first: {pts[0].error}")
     out_dir = Path(out_dir)
@@ -145,7 +146,8 @@ def sweep(scenario_path: str | Path, space: Space, out_dir: Path, overrides=(), 
     return SweepResult(space.keys, rows, executed, cached, sum(r["status"] != "ok" for r in rows), paths)
 
 
-def resolve(scenario_path, overrides: tuple, seed: int | None, space: Space, seed_list: list[int]) -> list[Point]:
+def resolve(scenario_path, overrides: tuple, seed: int | None, space: Space, seed_list: list[int],
+            catalog_files: tuple[str, ...] = ()) -> list[Point]:
     """Each design point as resolved scenarios, one per seed; a point whose values are bad input
     keeps its error instead."""
     pts: list = []
@@ -153,7 +155,7 @@ def resolve(scenario_path, overrides: tuple, seed: int | None, space: Space, see
     for values in points(space):
         point = Point(values, unique_label(values, labels))
         try:
-            raw = to_dict(load_scenario(scenario_path, overrides + point_overrides(values), seed))
+            raw = to_dict(load_scenario(scenario_path, overrides + point_overrides(values), seed, catalog_files))
         except InputError as exc:
             point.error = str(exc)
         else:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime
 import functools
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -67,6 +68,9 @@ class DeviceSpec:
     sources: dict = field(hash=False, compare=False, repr=False)
     host_link_bytes_per_s: float | None = None  # PCIe to host memory, one direction (KV swap, host tier)
     aliases: tuple[str, ...] = ()  # other names for it (measurement files, other tools), e.g. "h100-80gb"
+    # TPUs: the slice sizes (chips) a cloud rents; a replica must span one of them. () for devices
+    # rented one by one (GPUs, CPUs) or bought.
+    rentable_shapes: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,11 @@ class ModelSpec:
     flops_per_item: float = 0.0  # per_item models: FLOPs of one item of `item_input`
     item_input: str = ""  # per_item models: the input size assumed, e.g. "one 224x224 RGB image"
     aliases: tuple[str, ...] = ()  # other names for it (measurement files, other tools), e.g. "llama2-70b"
+    # local attention: a window of sliding_window tokens in num_sliding_layers of the layers (0: none);
+    # recorded from config.json, but the step model counts their KV as full attention for now
+    sliding_window: int = 0
+    num_sliding_layers: int = 0
+    notes: str = ""  # what the entry simplifies (weight formats, sliding windows), for a reader
 
     @property
     def active_params(self) -> float:
@@ -192,7 +201,11 @@ def load_prices(config_dir: Path | None = None) -> list[PriceOffer]:
 def price_offer(device: str, provider: str, region: str, config_dir: Path | None = None) -> PriceOffer:
     """The offer a scenario on `device` at `provider`/`region` pays: the first listed for the device
     in that region, else in the provider's region "any"; InputError naming all three if none."""
-    offers = _load_prices(_resolve(config_dir))
+    return find_offer(_load_prices(_resolve(config_dir)), device, provider, region)
+
+
+def find_offer(offers: tuple[PriceOffer, ...], device: str, provider: str, region: str) -> PriceOffer:
+    """`price_offer` over a given list of offers (a scenario's catalog)."""
     providers = list(dict.fromkeys(o.provider for o in offers))
     if provider not in providers:
         raise InputError("fleet.site.provider", f"unknown provider '{provider}' (known: {', '.join(providers)})")
@@ -215,11 +228,16 @@ def price_offer(device: str, provider: str, region: str, config_dir: Path | None
 def on_demand_usd_per_device_hour(device: DeviceSpec, provider: str | None, region: str) -> float:
     """A scenario's on-demand price per device-hour: from the price catalog when it names a
     provider, else the device catalog's own price."""
+    return device_hour_price(_load_prices(_resolve(None)), device, provider, region)
+
+
+def device_hour_price(offers: tuple[PriceOffer, ...], device: DeviceSpec, provider: str | None, region: str) -> float:
+    """`on_demand_usd_per_device_hour` over a given list of offers (a scenario's catalog)."""
     if provider is not None:
-        return price_offer(device.key, provider, region).on_demand_usd_per_device_hour
+        return find_offer(offers, device.key, provider, region).on_demand_usd_per_device_hour
     if device.price_usd_per_hour is None:
-        offers = sorted(f"{o.provider}/{o.region}" for o in _load_prices(_resolve(None)) if o.device == device.key)
-        hint = f" (prices.yaml prices {device.key} at {', '.join(offers)})" if offers else ""
+        priced = sorted(f"{o.provider}/{o.region}" for o in offers if o.device == device.key)
+        hint = f" (prices.yaml prices {device.key} at {', '.join(priced)})" if priced else ""
         raise InputError("fleet.price_usd_per_device_hour", f"{device.key} has no price in devices.yaml; set "
                          f"fleet.price_usd_per_device_hour or fleet.site.provider{hint}")
     return device.price_usd_per_hour
@@ -269,6 +287,27 @@ def _load_models(directory: str) -> dict[str, ModelSpec]:
     raw = _read_catalog(Path(directory) / "models.yaml")
     return _check_aliases({key: _model(key, entry, _Where("models.yaml", key)) for key, entry in raw.items()},
                           "models.yaml")
+
+
+def parse_device(key: str, entry: Any, file: str, section: str = "") -> DeviceSpec:
+    """One devices.yaml entry, checked; errors read `file: section.key.field: problem`."""
+    return _device(key, entry, _Where(file, section + key))
+
+
+def parse_model(key: str, entry: Any, file: str, section: str = "") -> ModelSpec:
+    """One models.yaml entry, checked; errors read `file: section.key.field: problem`."""
+    return _model(key, entry, _Where(file, section + key))
+
+
+def parse_offer(provider: str, region: str, instance: str, entry: Any, devices: dict[str, DeviceSpec],
+                file: str, path: str) -> PriceOffer:
+    """One prices.yaml offer, checked against `devices`; errors read `file: path.field: problem`."""
+    return _offer(provider, region, instance, entry, devices, _Where(file, path))
+
+
+def check_aliases(entries: dict, file: str) -> dict:
+    """An alias must name one entry only: not another key, not another entry's alias."""
+    return _check_aliases(entries, file)
 
 
 def _check_aliases(entries: dict, file: str) -> dict:
@@ -392,7 +431,7 @@ def _sources(entry: dict, groups: tuple[str, ...], where: _Where) -> dict:
 
 _DEVICE_REQUIRED = ("name", "kind", "mem_bw_gb_per_s", "peak_tflops", "link_gb_per_s", "idle_w", "peak_w",
                     "mfu", "mbu", "step_overhead_s", "allreduce_latency_s", "sources")
-_DEVICE_OPTIONAL = ("memory_gb", "memory_gib", "host_link_gb_per_s", "price_usd_per_hour", "aliases")
+_DEVICE_OPTIONAL = ("memory_gb", "memory_gib", "host_link_gb_per_s", "price_usd_per_hour", "aliases", "rentable_shapes")
 
 
 def _device(key: str, entry: Any, where: _Where) -> DeviceSpec:
@@ -430,11 +469,22 @@ def _device(key: str, entry: Any, where: _Where) -> DeviceSpec:
         allreduce_latency_s=_number(entry, "allreduce_latency_s", where, ge=0),
         price_usd_per_hour=(_number(entry, "price_usd_per_hour", where, ge=0)
                             if "price_usd_per_hour" in entry else None),
-        sources=_sources(entry, DEVICE_SOURCE_GROUPS, where),
+        # rentable_shapes carries its own source (the cloud's slice table)
+        sources=_sources(entry, DEVICE_SOURCE_GROUPS + (("shapes",) if "rentable_shapes" in entry else ()), where),
         host_link_bytes_per_s=(_number(entry, "host_link_gb_per_s", where, gt=0) * GB
                                if "host_link_gb_per_s" in entry else None),
         aliases=_aliases(entry, where),
+        rentable_shapes=_shapes(entry, where),
     )
+
+
+def _shapes(entry: dict, where: _Where) -> tuple[int, ...]:
+    shapes = entry.get("rentable_shapes", [])
+    if (not isinstance(shapes, list) or (not shapes and "rentable_shapes" in entry)
+            or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in shapes)
+            or shapes != sorted(set(shapes))):
+        raise InputError(where("rentable_shapes"), f"{shapes!r}; expected an increasing list of chip counts, e.g. [1, 4, 8]")
+    return tuple(shapes)
 
 
 def _aliases(entry: dict, where: _Where) -> tuple[str, ...]:
@@ -447,6 +497,7 @@ def _aliases(entry: dict, where: _Where) -> tuple[str, ...]:
 _MODEL_SHAPE = ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim", "intermediate_size",
                 "vocab_size", "max_model_len")
 _MOE = ("num_experts", "experts_per_token", "expert_params")
+_WINDOW = ("sliding_window", "num_sliding_layers")
 
 
 def _model(key: str, entry: Any, where: _Where) -> ModelSpec:
@@ -459,9 +510,10 @@ def _model(key: str, entry: Any, where: _Where) -> ModelSpec:
                                        "flops_per_item", "sources"), _MODEL_SHAPE + ("aliases",))
     else:
         entry = _fields(entry, where, ("name",) + _MODEL_SHAPE + ("num_params", "weight_format", "sources"),
-                        ("serving", "aliases") + _MOE)
+                        ("serving", "aliases", "notes") + _MOE + _WINDOW)
     ints = {name: _integer(entry, name, where) if name in entry else 0
-            for name in _MODEL_SHAPE + ("num_params",) + _MOE}
+            for name in _MODEL_SHAPE + ("num_params",) + _MOE + _WINDOW}
+    _check_window(entry, ints, where)
     if ints["num_kv_heads"] and ints["num_heads"] % ints["num_kv_heads"]:
         raise InputError(where("num_kv_heads"), f"{ints['num_kv_heads']} does not divide num_heads={ints['num_heads']}")
     _check_experts(entry, ints, where)
@@ -474,8 +526,18 @@ def _model(key: str, entry: Any, where: _Where) -> ModelSpec:
         flops_per_item=_number(entry, "flops_per_item", where, gt=0) if serving == "per_item" else 0.0,
         item_input=_text(entry, "item_input", where) if serving == "per_item" else "",
         aliases=_aliases(entry, where),
+        notes=_text(entry, "notes", where) if "notes" in entry else "",
         **ints,
     )
+
+
+def _check_window(entry: dict, ints: dict, where: _Where) -> None:
+    if ("sliding_window" in entry) != ("num_sliding_layers" in entry):
+        raise InputError(where("num_sliding_layers" if "sliding_window" in entry else "sliding_window"),
+                         "missing; sliding-window layers need both sliding_window and num_sliding_layers")
+    if ints["num_sliding_layers"] > ints["num_layers"]:
+        raise InputError(where("num_sliding_layers"),
+                         f"{ints['num_sliding_layers']} is above num_layers={ints['num_layers']}")
 
 
 def _check_experts(entry: dict, ints: dict, where: _Where) -> None:
@@ -588,12 +650,15 @@ def _purchase(value: Any, device: DeviceSpec, where: _Where) -> Purchase:
 
 # --- tables for `simcost catalog` -------------------------------------------------------------
 
-def format_catalog(which: str, config_dir: Path | None = None) -> str:
-    """`devices`, `models` or `prices` as a plain-text table (prices with a numbered source list)."""
+def format_catalog(which: str, config_dir: Path | None = None, catalog: Any = None) -> str:
+    """`devices`, `models` or `prices` as a plain-text table (prices with a numbered source list), of
+    the bundled catalog or of `catalog` (a `simcost.catalog.catalog.Catalog` with a user's entries)."""
     if which == "prices":
-        rows, legend = _price_rows(config_dir)
+        rows, legend = _price_rows(list(catalog.prices) if catalog is not None else load_prices(config_dir))
         return _aligned(rows) + "\n\n" + "\n".join(legend)
-    return _aligned({"devices": _device_rows, "models": _model_rows}[which](config_dir))
+    if which == "devices":
+        return _aligned(_device_rows(catalog.devices if catalog is not None else load_devices(config_dir)))
+    return _aligned(_model_rows(catalog.models if catalog is not None else load_models(config_dir)))
 
 
 def _aligned(table: list[list]) -> str:
@@ -609,11 +674,11 @@ def _usd(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
 
 
-def _device_rows(config_dir: Path | None) -> list[list]:
+def _device_rows(devices: Mapping[str, DeviceSpec]) -> list[list]:
     rows = [["key", "kind", "memory_GB", "bw_GB/s"] + [f"{f}_TF" for f in ("fp32", "bf16", "fp16", "fp8", "int8")]
             + ["link_GB/s", "host_GB/s", "idle_W", "peak_W", "mfu", "mbu", "weight_formats", "$/hour", "price_date",
                "spec_date", "name"]]
-    for d in load_devices(config_dir).values():
+    for d in devices.values():
         formats = [f for f in BYTES_PER_ELEMENT if compute_format_for(d, f) is not None]
         host = "-" if d.host_link_bytes_per_s is None else f"{d.host_link_bytes_per_s / GB:g}"
         rows.append([d.key, d.kind, f"{d.memory_bytes / GB:.1f}", f"{d.mem_bw_bytes_per_s / GB:g}"]
@@ -624,10 +689,10 @@ def _device_rows(config_dir: Path | None) -> list[list]:
     return rows
 
 
-def _model_rows(config_dir: Path | None) -> list[list]:
+def _model_rows(models: Mapping[str, ModelSpec]) -> list[list]:
     rows: list[list] = [["key", "serving", "params_B", "active_B", "layers", "hidden", "heads", "kv_heads", "experts", "format",
              "context", "GFLOPs/item", "date", "item"]]
-    for m in load_models(config_dir).values():
+    for m in models.values():
         experts = f"{m.experts_per_token}/{m.num_experts}" if m.num_experts else "-"
         per_item = m.serving == "per_item"
         rows.append([m.key, m.serving, f"{m.num_params / 1e9:.3g}", f"{m.active_params / 1e9:.3g}",
@@ -637,13 +702,13 @@ def _model_rows(config_dir: Path | None) -> list[list]:
     return rows
 
 
-def _price_rows(config_dir: Path | None) -> tuple[list[list], list[str]]:
+def _price_rows(offers: list[PriceOffer]) -> tuple[list[list], list[str]]:
     """Per-device prices (instance prices divided by devices per instance), and the sources they
     cite as a numbered list; `*` marks a value derived by simcost."""
     rows = [["provider", "region", "instance", "device", "devices", "$/hour", "$/device-hour", "spot $/device-hour",
              "1y $/device-hour", "3y $/device-hour", "sources"]]
     legend: dict[tuple[str, str], int] = {}
-    for o in load_prices(config_dir):
+    for o in offers:
         refs = [legend.setdefault((src["source"], src["date"]), len(legend) + 1) for src in o.sources.values()]
         spot = "-"
         mid_usd_per_hour = o.spot_usd_per_hour  # None exactly when there is no spot range
@@ -661,7 +726,7 @@ def _price_rows(config_dir: Path | None) -> tuple[list[list], list[str]]:
              "+ the device's peak_w x USD/kWh:"]
     notes += [f"  {o.instance}: {o.purchase.price_usd:g} USD / ({o.purchase.lifetime_years:g} y x 8760 h) + "
               f"{o.purchase.power_w:g} W x {o.purchase.usd_per_kwh:g} USD/kWh = {o.on_demand_usd_per_hour:.5f} USD/h"
-              for o in load_prices(config_dir) if o.purchase]
+              for o in offers if o.purchase]
     notes += ["Sources:"] + [f"[{n}] {source} ({date})" for (source, date), n in legend.items()]
     return rows, notes
 

@@ -33,6 +33,9 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a scenario key, e.g. engine.max_num_seqs=128 (repeatable)")
         sp.add_argument("--seed", type=int, default=None, help="override the scenario's seed")
+        sp.add_argument("--catalog", action="append", default=[], metavar="FILE",
+                        help="catalog file adding or replacing devices, models, prices (repeatable; same "
+                             "layout as a scenario's catalog: section)")
 
     run_p = sub.add_parser("run", help="run one scenario and write its results")
     common(run_p)
@@ -97,9 +100,14 @@ def _parser() -> argparse.ArgumentParser:
     cal_p.add_argument("--out", type=Path, default=None, help="profile YAML to write (scenario key perf.profile)")
     cal_p.set_defaults(func=_cmd_calibrate)
 
-    cat_p = sub.add_parser("catalog", help="list the device, model or price catalog")
-    cat_p.add_argument("table", nargs="?", choices=("devices", "models", "prices"), default="devices",
-                       help="which catalog (default devices)")
+    cat_p = sub.add_parser("catalog", help="list the device, model or price catalog, or import a model")
+    cat_p.add_argument("table", nargs="?", choices=("devices", "models", "prices", "import-model"), default="devices",
+                       help="which catalog (default devices); import-model CONFIG_JSON prints the models.yaml "
+                            "entry of a Hugging Face config.json")
+    cat_p.add_argument("config_json", nargs="?", type=Path, default=None, help="import-model: a local config.json")
+    cat_p.add_argument("--key", default=None, help="import-model: the catalog key (default from the config's name)")
+    cat_p.add_argument("--catalog", action="append", default=[], metavar="FILE",
+                       help="list the bundled catalog with this catalog file's entries (repeatable)")
     cat_p.set_defaults(func=_cmd_catalog)
 
     trace_p = sub.add_parser("trace", help="look at a request trace before simulating it")
@@ -171,7 +179,7 @@ def _cmd_run(args) -> int:
     from simcost.simulation.kernels import warn_if_cold
     from simcost.simulation.simulation import Simulation
 
-    scenario = load_scenario(args.scenario, args.overrides, args.seed)
+    scenario = load_scenario(args.scenario, args.overrides, args.seed, args.catalog)
     sim = Simulation(scenario)  # plans the deployment: a model that does not fit fails here, writing nothing
     out = _out_dir(args.out or Path("results") / scenario.name)
     warn_if_cold()  # a fresh install compiles numba kernels for seconds: say so rather than sit silent
@@ -214,7 +222,8 @@ def _cmd_sweep(args) -> int:
     out = _out_dir(args.out or Path("results") / f"sweep-{args.space.stem if args.space else '+'.join(args.param)}")
     try:
         result = sweep(args.scenario, space, out, args.overrides, args.seed, args.seeds, args.jobs, args.backend,
-                       args.address, args.cache, not args.no_run_folders, progress=True)
+                       args.address, args.cache, not args.no_run_folders, progress=True,
+                       catalog_files=tuple(args.catalog))
     except KeyboardInterrupt:
         print(f"\nsimcost: interrupted; finished runs are cached in {args.cache or out / 'cache'}: "
               "the same command resumes", file=sys.stderr)
@@ -234,7 +243,7 @@ def _cmd_forecast(args) -> int:
     from simcost.scenario.scenario import load_scenario
 
     path = GrowthPath(args.months, args.growth, tuple(parse_step(s) for s in args.step))
-    scenario = load_scenario(args.scenario, args.overrides, args.seed)
+    scenario = load_scenario(args.scenario, args.overrides, args.seed, args.catalog)
     out = _out_dir(args.out or Path("results") / f"forecast-{scenario.name}")
     result = forecast(scenario, path, args.seeds, args.hours_per_month, args.budget_usd_per_month, args.jobs,
                       args.resize, args.max_replicas, progress=True)
@@ -248,7 +257,7 @@ def _cmd_check(args) -> int:
     from simcost.perf.deployment import fleet_pools, plan_deployment
     from simcost.scenario.scenario import load_scenario
 
-    scenario = load_scenario(args.scenario, args.overrides, args.seed)
+    scenario = load_scenario(args.scenario, args.overrides, args.seed, args.catalog)
     if scenario.fleet.pools is not None:  # each pool is planned on its own hardware, model and price
         pools = fleet_pools(scenario)
         print(f"{args.scenario}: ok; {len(pools)} pools")
@@ -292,7 +301,34 @@ def _cmd_calibrate(args) -> int:
 def _cmd_catalog(args) -> int:
     from simcost.catalog.specs import format_catalog
 
-    print(format_catalog(args.table))
+    if args.table == "import-model":
+        return _cmd_import_model(args)
+    if args.config_json is not None or args.key is not None:
+        raise InputError("catalog", "a config.json and --key are for import-model")
+    print(format_catalog(args.table, catalog=_with_catalog_files(args.catalog)))
+    return 0
+
+
+def _with_catalog_files(files: list[str]):
+    """The bundled catalog plus `--catalog` files' entries, or None for the bundled one alone."""
+    from simcost.catalog.catalog import UserCatalog, read_catalog_file
+
+    parts = [part for name in files for part in read_catalog_file(Path(name), f"--catalog {name}")]
+    return UserCatalog.from_parts(parts).catalog if parts else None
+
+
+def _cmd_import_model(args) -> int:
+    import yaml
+
+    from simcost.catalog.catalog import bundled_catalog
+    from simcost.catalog.hf_config import entry_from_file
+
+    if args.config_json is None:
+        raise InputError("catalog import-model", "missing the config.json to import")
+    key, entry = entry_from_file(args.config_json, args.key)
+    bundled_catalog().with_entries({"models": {key: entry}}, str(args.config_json))  # checked as the catalog checks it
+    print(f"# add to a catalog file's models: section (or use model: {{config_json: {args.config_json}}})")
+    print(yaml.safe_dump({key: entry}, sort_keys=False, width=120), end="")
     return 0
 
 
@@ -341,7 +377,7 @@ def _cmd_size(args) -> int:
         if value is not None and not isinstance(value, dict):
             raise InputError("--pricing", f"'{text}'; expected a model name or a mapping such as '{{model: spot, ...}}'")
         pricing.append(value)
-    scenario = load_scenario(args.scenario, args.overrides, args.seed)
+    scenario = load_scenario(args.scenario, args.overrides, args.seed, args.catalog)
     options = candidate_options(items(args.devices), tp, items(args.policies), pricing)
     result = size(scenario, options, args.max_replicas, args.seeds, args.jobs, pool=args.pool)
     print(format_sizing(result))
@@ -359,7 +395,7 @@ def _cmd_commitments(args) -> int:
         raise InputError("--reserved-usd-per-device-hour", f"{args.reserved_usd_per_device_hour}; expected >= 0")
     if not args.period_s > 0:
         raise InputError("--period-s", f"{args.period_s}; expected > 0")
-    scenario = load_scenario(args.scenario, args.overrides, args.seed)
+    scenario = load_scenario(args.scenario, args.overrides, args.seed, args.catalog)
     result = Simulation(scenario).run(progress=not args.no_progress)
     plan = plan_from_run(result, args.reserved_usd_per_device_hour, args.discount, args.basis, args.period_s,
                          week=not args.no_week)
@@ -375,7 +411,7 @@ def _cmd_levers(args) -> int:
     overrides = {"smaller_model": {"model": args.smaller_model}} if args.smaller_model else None
     cfg = load_levers(args.levers, overrides)
     only = tuple(s.strip() for s in args.only.split(",") if s.strip()) if args.only else None
-    scenario = load_scenario(args.scenario, args.overrides, args.seed)
+    scenario = load_scenario(args.scenario, args.overrides, args.seed, args.catalog)
     out = _out_dir(args.out or Path("results") / f"levers-{scenario.name}")
     result = study(scenario, cfg, only, not args.fixed_fleet, args.max_replicas, args.seeds, args.jobs)
     paths = write_outputs(result, out)

@@ -26,9 +26,6 @@ from simcost.catalog.specs import (
     DeviceSpec,
     ModelSpec,
     compute_format_for,
-    get_device,
-    get_model,
-    on_demand_usd_per_device_hour,
 )
 from simcost.errors import InputError
 from simcost.perf.step_model import is_per_item, kv_heads_per_device
@@ -142,7 +139,16 @@ def devices_per_node(scenario: Scenario, device: DeviceSpec) -> int:
                or DEFAULT_DEVICES_PER_NODE.get(device.kind, 8))
 
 
+def check_rentable(device: DeviceSpec, tp: int, pp: int = 1, where: str = "hardware.tensor_parallel") -> None:
+    """A TPU is rented by the slice: a replica's tp x pp chips must be a slice the cloud offers."""
+    if device.rentable_shapes and tp * pp not in device.rentable_shapes:
+        chips = f"{tp} x {pp} = {tp * pp}" if pp > 1 else f"{tp}"
+        raise InputError(where, f"{chips} {device.key} chips is not a slice a cloud rents; rentable slices: "
+                         f"{', '.join(map(str, device.rentable_shapes))} chips")
+
+
 def _check_parallelism(scenario: Scenario, device: DeviceSpec, model: ModelSpec, tp: int, pp: int) -> None:
+    check_rentable(device, tp, pp)
     if model.num_heads % tp:
         raise InputError("hardware.tensor_parallel",
                          f"{tp} does not divide {model.key}'s {model.num_heads} attention heads")
@@ -233,8 +239,9 @@ def _plan_per_item(scenario: Scenario, device: DeviceSpec, model: ModelSpec, wei
 
 def plan_deployment(scenario: Scenario) -> Deployment:
     """Place one replica of the scenario's model on its devices; InputError if it does not fit."""
-    device = get_device(scenario.hardware.device, "hardware.device")
-    model = get_model(scenario.model.name, "model.name")
+    catalog = scenario.specs
+    device = catalog.device(scenario.hardware.device, "hardware.device")
+    model = catalog.model(scenario.model.name, "model.name")
     tp = scenario.hardware.tensor_parallel
     pp = getattr(scenario.hardware, "pipeline_parallel", 1)
     util = scenario.hardware.memory_utilization
@@ -282,8 +289,8 @@ def list_usd_per_device_hour(scenario: Scenario, device: DeviceSpec) -> float:
     fleet = scenario.fleet
     if fleet.price_usd_per_device_hour is not None:
         return fleet.price_usd_per_device_hour
-    try:
-        return on_demand_usd_per_device_hour(device, fleet.site.provider, fleet.site.region)
+    try:  # the scenario's own catalog: bundled offers plus any it brings
+        return scenario.specs.on_demand_usd_per_device_hour(device, fleet.site.provider, fleet.site.region)
     except InputError:
         if fleet.pricing.model == "owned":
             return 0.0

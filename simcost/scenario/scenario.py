@@ -8,12 +8,14 @@ expected.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from simcost.catalog.catalog import Catalog, UserCatalog, bundled_catalog, catalog_parts, read_catalog_file
+from simcost.catalog.hf_config import entry_from_file
 from simcost.errors import InputError
 from simcost.scenario.deployment import (
     ITERATION_POLICIES,
@@ -43,6 +45,13 @@ class Scenario:
     fleet: FleetConfig = FleetConfig()
     slo: SloConfig = SloConfig()
     cost: CostConfig = CostConfig()
+    # the scenario's own catalog entries (its catalog: section and catalog files, read in); None: bundled only
+    catalog: UserCatalog | None = None
+
+    @property
+    def specs(self) -> Catalog:
+        """The devices, models and prices this scenario sees: the bundled ones plus its own."""
+        return self.catalog.catalog if self.catalog is not None else bundled_catalog()
 
     def _check(self, path: str) -> None:
         if self.duration_s is None and any(entry.trace is None for entry in self.workload.entries()):
@@ -68,8 +77,10 @@ class Scenario:
                 raise InputError("fleet.pools", f"no pool serves workload '{name}'; add it to a pool's serves")
 
 
-def load_scenario(path: str | Path, overrides: tuple[str, ...] | list[str] = (), seed: int | None = None) -> Scenario:
-    """Read a YAML scenario, apply `key.path=value` overrides and an optional seed, validate."""
+def load_scenario(path: str | Path, overrides: tuple[str, ...] | list[str] = (), seed: int | None = None,
+                  catalog_files: tuple[str, ...] | list[str] = ()) -> Scenario:
+    """Read a YAML scenario, apply `key.path=value` overrides and an optional seed, validate.
+    `catalog_files` (`--catalog`) add catalog entries after the scenario's own."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -85,6 +96,12 @@ def load_scenario(path: str | Path, overrides: tuple[str, ...] | list[str] = (),
         raise InputError(str(path), f"expected a mapping of sections at the top level, got {type(raw).__name__}")
     raw = apply_overrides(raw, overrides)
     _resolve_paths(raw, path.parent)
+    _resolve_one(raw, ("model", "config_json"), path.parent)
+    parts = catalog_parts(raw.pop("catalog", None), "catalog", path.parent)
+    for name in catalog_files:
+        parts += read_catalog_file(Path(name), f"--catalog {name}")
+    if parts:
+        raw["catalog"] = UserCatalog.from_parts(parts)
     return scenario_from_dict(raw, (), seed)
 
 
@@ -123,7 +140,34 @@ def scenario_from_dict(raw: dict, overrides=(), seed: int | None = None) -> Scen
     if seed is not None:
         raw["seed"] = seed
     _merge_pool_engines(raw)
-    return build(Scenario, raw, "")
+    catalog = _import_model(raw, _user_catalog(raw.pop("catalog", None)))
+    scenario = build(Scenario, raw, "")
+    return scenario if catalog is None else replace(scenario, catalog=catalog)
+
+
+def _import_model(raw: dict, catalog: UserCatalog | None) -> UserCatalog | None:
+    """`model: {config_json: path}`: the model read from a Hugging Face config.json joins the
+    scenario's catalog, under model.name if given, else a key made from the config's name."""
+    model = raw.get("model")
+    if not isinstance(model, dict) or "config_json" not in model:
+        return catalog
+    path = model["config_json"]
+    if not isinstance(path, str):
+        raise InputError("model.config_json", f"{path!r}; expected the path of a config.json")
+    name = model.get("name")
+    key, entry = entry_from_file(Path(path).expanduser(), name if isinstance(name, str) else None)
+    raw["model"] = {**{k: v for k, v in model.items() if k != "config_json"}, "name": key}
+    parts = [("catalog", catalog.sections())] if catalog is not None else []
+    return UserCatalog.from_parts(parts + [(f"model.config_json {path}", {"models": {key: entry}})])
+
+
+def _user_catalog(section) -> UserCatalog | None:
+    """A scenario's catalog: already read (load_scenario), or a section as written; its `files`
+    are relative to the working folder here (load_scenario makes them relative to the scenario)."""
+    if section is None or isinstance(section, UserCatalog):
+        return section
+    parts = catalog_parts(section, "catalog", Path.cwd())
+    return UserCatalog.from_parts(parts) if parts else None
 
 
 def _merge_pool_engines(raw: dict) -> None:
