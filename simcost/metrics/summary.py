@@ -27,6 +27,7 @@ import numpy as np
 
 from simcost.cost.ledger import Bill, StepArrays
 from simcost.cost.pricing import usd_per_replica_hour
+from simcost.metrics.run_summary import Breakdowns, LatencyStats, PerItem, PoolsSummary, RunSummary
 from simcost.perf.deployment import Deployment, Pool
 from simcost.scenario.fleet_plan import fleet_plan, pool_routed
 from simcost.scenario.scenario import Scenario
@@ -37,12 +38,12 @@ from simcost.workload.request_table import COMPLETED, IN_FLIGHT, REJECT_REASONS,
 PERCENTILES = {"p50": 50, "p90": 90, "p95": 95, "p99": 99}
 
 
-def stats(values: np.ndarray) -> dict:
+def stats(values: np.ndarray) -> LatencyStats:
     values = values[~np.isnan(values)]
     if not len(values):
-        return {"mean": None, **{k: None for k in PERCENTILES}, "count": 0}
-    pct = np.percentile(values, list(PERCENTILES.values()))
-    return {"mean": float(values.mean()), **{k: float(v) for k, v in zip(PERCENTILES, pct)}, "count": int(len(values))}
+        return {"mean": None, "p50": None, "p90": None, "p95": None, "p99": None, "count": 0}
+    p50, p90, p95, p99 = (float(v) for v in np.percentile(values, list(PERCENTILES.values())))
+    return {"mean": float(values.mean()), "p50": p50, "p90": p90, "p95": p95, "p99": p99, "count": int(len(values))}
 
 
 def latencies(table: RequestTable) -> dict[str, np.ndarray]:
@@ -123,7 +124,9 @@ def attainment_keys(measured_arrived: np.ndarray, outcomes: dict) -> dict:
 
 def summarize(scenario: Scenario, dep: Deployment, table: RequestTable, steps: StepArrays, bill: Bill,
               horizon_s: float, session_counts: dict | None = None, pools: list[Pool] | None = None,
-              pool_router=None) -> dict:
+              pool_router=None, prefix_cache: dict[str, Any] | None = None, per_item: bool = False) -> RunSummary:
+    """The run's summary (summary.json), every section of it; `prefix_cache` is the replicas'
+    prefix-cache counts (None without prefix caching), `per_item` whether the model is served per item."""
     pools = pools or [Pool("serve", dep, scenario.fleet.num_replicas)]
     lat = latencies(table)
     completed = table.status == COMPLETED
@@ -140,7 +143,7 @@ def summarize(scenario: Scenario, dep: Deployment, table: RequestTable, steps: S
     rejected = table.status == REJECTED
     attained = attainment_keys(measured_arrived, outcomes)
     attainment = attained["slo_attainment"]
-    return {
+    summary: RunSummary = {
         "scenario": scenario.name,
         "seed": scenario.seed,
         "model": dep.model.key,
@@ -166,7 +169,8 @@ def summarize(scenario: Scenario, dep: Deployment, table: RequestTable, steps: S
             "total_tokens_per_s": _rate((table.input_tokens[measured] + table.output_tokens[measured]).sum(), window_s),
         },
         "goodput_requests_per_s": _rate(good.sum(), window_s),
-        **attained,
+        "slo_attainment": attainment,
+        "slo_outcomes": attained["slo_outcomes"],
         "meets_slo": bool(attainment is not None and attainment >= scenario.slo.attainment and not rejected.any()),
         "slo": to_dict(scenario.slo),
         "utilization": busy_s / replica_s if replica_s > 0 else 0.0,  # busy share of the replica-seconds paid for
@@ -197,10 +201,15 @@ def summarize(scenario: Scenario, dep: Deployment, table: RequestTable, steps: S
             "rejected_by_reason": {REJECT_REASONS[c]: int((table.reject_reason[rejected] == c).sum())
                                    for c in np.unique(table.reject_reason[rejected])},
         },
-        **breakdowns(scenario, table, lat, measured, outcomes["met"], bill, session_counts or {}),
-        **(pools_summary(scenario, pools, table, lat, measured, bill, pool_router)
-           if pool_routed(fleet_plan(scenario)) else {}),
     }
+    summary.update(breakdowns(scenario, table, lat, measured, outcomes["met"], bill, session_counts or {}))
+    if pool_routed(fleet_plan(scenario)):
+        summary.update(pools_summary(scenario, pools, table, lat, measured, bill, pool_router))
+    if prefix_cache is not None:
+        summary["prefix_cache"] = prefix_cache
+    if per_item:
+        summary["per_item"] = per_item_summary(scenario, dep, table, summary, bill)
+    return summary
 
 
 MIN_OUTPACED_REQUESTS = 10  # fewer extra requests than this is noise, not a growing queue
@@ -231,7 +240,7 @@ def overload_keys(table: RequestTable) -> dict:
 
 
 def pools_summary(scenario: Scenario, pools: list[Pool], table: RequestTable, lat: dict, measured: np.ndarray,
-                  bill: Bill, pool_router) -> dict:
+                  bill: Bill, pool_router) -> PoolsSummary:
     """fleet.pools: what each site served and sent out, the latency its users saw (`network`), and
     the pool router's decisions.
 
@@ -338,10 +347,10 @@ def warm_pool_summary(bill: Bill) -> dict:
 
 
 def breakdowns(scenario: Scenario, table: RequestTable, lat: dict, measured: np.ndarray, good: np.ndarray,
-               bill: Bill, session_counts: dict) -> dict:
+               bill: Bill, session_counts: dict) -> Breakdowns:
     """Per workload (when the scenario mixes several), per tenant (when there are several), and
     session / closed-loop accounting (when the workload has them)."""
-    out: dict[str, Any] = {}
+    out: Breakdowns = {}
     workload = scenario.workload
     arrived = table.arrival_s >= scenario.warmup_s
     if workload.mix is not None:
@@ -534,4 +543,23 @@ def records(scenario: Scenario, table: RequestTable, request_usd: np.ndarray,
         "user": table.user,
         "items": table.items,
         "shared_prefix_tokens": table.shared_prefix_tokens,
+    }
+
+
+def per_item_summary(scenario: Scenario, dep: Deployment, table: RequestTable, summary: RunSummary,
+                     bill: Bill) -> PerItem:
+    """Throughput and unit cost in items (the summary's tokens/s count items in, results out)."""
+    completed = table.status == COMPLETED
+    measured = completed & (table.arrival_s >= scenario.warmup_s)
+    window_s = summary["measured_window_s"]
+    items_done = int(table.items[completed].sum())
+    entries = scenario.workload.entries()
+    kinds = sorted({e.items.kind for e in entries if e.items is not None}) or ["item"]
+    return {
+        "kind": "+".join(kinds),
+        "item_input": dep.model.item_input,
+        "items_completed": items_done,
+        "items_per_s": float(table.items[measured].sum() / window_s) if window_s and window_s > 0 else None,
+        "mean_items_per_batch": summary["mean_batch_tokens"],
+        "usd_per_1m_items": bill.total_usd / items_done * 1e6 if items_done else None,
     }

@@ -11,11 +11,13 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import yaml
 
 from simcost.errors import InputError
+from simcost.metrics.run_summary import LatencyKey, RunSummary, StatName
 from simcost.metrics.summary import latencies, records
 from simcost.metrics.timeseries import TimeSeries
 from simcost.results.focus import focus_rows, write_focus
@@ -76,7 +78,7 @@ def _csv_column(values: np.ndarray) -> list:
     return values.tolist()
 
 
-def format_summary(s: dict) -> str:
+def format_summary(s: RunSummary) -> str:
     """The results table printed by `simcost run`."""
     def ms(v):
         return "-" if v is None else f"{v * 1e3:,.1f}"
@@ -94,8 +96,9 @@ def format_summary(s: dict) -> str:
         f"{s['requests']['measured']} measured after warm-up{_of_arrived(s)}",
         "",
     ]
-    columns = ("mean", "p50", "p90", "p95", "p99")
-    cells = {key: [ms(s[key][p]) for p in columns] for key in ("ttft_s", "tpot_s", "itl_s", "e2el_s")}
+    columns: tuple[StatName, ...] = ("mean", "p50", "p90", "p95", "p99")
+    latency_keys: tuple[LatencyKey, ...] = ("ttft_s", "tpot_s", "itl_s", "e2el_s")
+    cells = {key: [ms(s[key][p]) for p in columns] for key in latency_keys}
     # columns at least 10 wide, wider when a value needs it (an overloaded run's millions of ms)
     width = max(10, 2 + max(len(c) for row in cells.values() for c in row))
     lines.append(f"{'latency (ms)':<14}" + "".join(f"{p:>{width}}" for p in columns))
@@ -117,7 +120,7 @@ def format_summary(s: dict) -> str:
     return "\n".join(lines + _overload_lines(s) + _fleet_lines(s) + _pool_lines(s) + _breakdown_lines(s))
 
 
-def _overload_lines(s: dict) -> list[str]:
+def _overload_lines(s: RunSummary) -> list[str]:
     """One warning line when arrivals outpaced the fleet: its queue grew with the run."""
     o = s.get("overload")
     if not o or not o["arrivals_outpaced_completions"]:
@@ -127,7 +130,7 @@ def _overload_lines(s: dict) -> list[str]:
             "when arrivals ended. The queue grows with the run: latencies reflect its length, not a steady state."]
 
 
-def _pool_lines(s: dict) -> list[str]:
+def _pool_lines(s: RunSummary) -> list[str]:
     """Fleets of named pools (fleet.pools): each pool's size, device, site and cost; each site's
     requests and egress; how the pool router spread requests; latency as users see it."""
     pools = [p for p in s.get("pools", []) if p.get("name")]
@@ -151,7 +154,7 @@ def _pool_lines(s: dict) -> list[str]:
     return lines
 
 
-def _of_arrived(s: dict) -> str:
+def _of_arrived(s: RunSummary) -> str:
     """When some requests arriving after warm-up did not complete (rejected, in flight): how many
     arrived, since latency covers only the completed ones and attainment all of them."""
     covers = s.get("latency_covers") or {}
@@ -160,7 +163,7 @@ def _of_arrived(s: dict) -> str:
     return f" (latency over these completed ones; {covers['of']:,} arrived after warm-up)"
 
 
-def _slo_verdict(s: dict) -> str:
+def _slo_verdict(s: RunSummary) -> str:
     """met / NOT met, and why: a rejected request fails the SLO, and so does one left in flight
     (counted as not met; `open` of them might still have met it had the run gone on)."""
     if s["meets_slo"]:
@@ -173,7 +176,7 @@ def _slo_verdict(s: dict) -> str:
     return "NOT met: " + "; ".join(why) if why else "NOT met"
 
 
-def _per_item_lines(s: dict) -> list[str]:
+def _per_item_lines(s: RunSummary) -> list[str]:
     """Per-item models (embeddings, images): their own throughput and unit cost; their 'tokens'
     above are items in and one result out."""
     p = s.get("per_item")
@@ -183,7 +186,7 @@ def _per_item_lines(s: dict) -> list[str]:
             f"{p['mean_items_per_batch']:.2f} items per batch, ${p['usd_per_1m_items']:.4f} per 1M items"]
 
 
-def _fleet_lines(s: dict) -> list[str]:
+def _fleet_lines(s: RunSummary) -> list[str]:
     """How the fleet moved (autoscaler, spot, failures); nothing for a fleet that stood still."""
     f = s.get("fleet")
     if f is None or (f["replicas_started"] == s["replicas"] and not f["ended"]):
@@ -199,11 +202,12 @@ def _fleet_lines(s: dict) -> list[str]:
     return lines
 
 
-def _breakdown_lines(s: dict) -> list[str]:
+def _breakdown_lines(s: RunSummary) -> list[str]:
     """The cost allocation; per workload / tenant rows (and per tenant, the showback or chargeback
     table); session and closed-loop accounting, when the run has them."""
     lines = _allocation_lines(s["cost"])
-    for title in ("by_workload", "by_tenant"):
+    titles: tuple[Literal["by_workload", "by_tenant"], ...] = ("by_workload", "by_tenant")
+    for title in titles:
         if title not in s:
             continue
         lines += ["", f"{title.replace('_', ' '):<14}{'arrived':>9}{'done':>9}{'rejected':>9}{'p99 TTFT ms':>13}"

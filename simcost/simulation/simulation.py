@@ -21,6 +21,7 @@ from simcost.engine.kv.reuse import PrefixSpec, prefix_spec
 from simcost.engine.options import host_kv_s_per_token, swap_link
 from simcost.engine.waiting import queue_key
 from simcost.errors import InputError, required
+from simcost.metrics.run_summary import RunSummary
 from simcost.metrics.summary import served_pool, slo_limits_by_entry, summarize
 from simcost.metrics.timeseries import TimeSeries
 from simcost.perf.deployment import Deployment, Pool, fleet_pools
@@ -44,7 +45,7 @@ class RunResult:
     steps: StepArrays
     bill: Bill
     horizon_s: float
-    summary: dict
+    summary: RunSummary
     pools: list[Pool]  # the fleet's replicas, by deployment, in replica order
     timeseries: TimeSeries | None = None  # sampled fleet state over time (simcost.metrics.timeseries)
     plan: tuple[PoolPlan, ...] = ()  # what each pool of `pools` runs (simcost.scenario.fleet_plan)
@@ -241,12 +242,7 @@ class Simulation:
                       spot_usd_per_device_hour=spot_price_usd_per_device_hour(scenario.fleet),
                       request_egress_usd=self.request_egress_usd() if self.routed else None)
         summary = summarize(scenario, dep, self.table, steps, bill, horizon_s, self.sessions.counts, self.pools,
-                            self.fleet.pool_router)
-        prefix = self.prefix_cache_summary()
-        if prefix is not None:
-            summary["prefix_cache"] = prefix
-        if self.per_item:
-            summary["per_item"] = per_item_summary(scenario, dep, self.table, summary, bill)
+                            self.fleet.pool_router, self.prefix_cache_summary(), self.per_item)
         series = None if self.sampler is None else self.sampler.series(horizon_s, steps, bill)
         return RunResult(scenario, dep, self.table, steps, bill, horizon_s, summary, self.pools, series, self.plan)
 
@@ -331,22 +327,6 @@ def per_item_requests(requests: Requests) -> Requests:
     return replace(requests, input_tokens=items, output_tokens=np.ones(n, dtype=np.int64), items=items)
 
 
-def per_item_summary(scenario: Scenario, dep: Deployment, table: RequestTable, summary: dict, bill: Bill) -> dict:
-    """Throughput and unit cost in items (the summary's tokens/s count items in, results out)."""
-    completed = table.status == COMPLETED
-    measured = completed & (table.arrival_s >= scenario.warmup_s)
-    window_s = summary["measured_window_s"]
-    items_done = int(table.items[completed].sum())
-    entries = scenario.workload.entries()
-    kinds = sorted({e.items.kind for e in entries if e.items is not None}) or ["item"]
-    return {
-        "kind": "+".join(kinds),
-        "item_input": dep.model.item_input,
-        "items_completed": items_done,
-        "items_per_s": float(table.items[measured].sum() / window_s) if window_s and window_s > 0 else None,
-        "mean_items_per_batch": summary["mean_batch_tokens"],
-        "usd_per_1m_items": bill.total_usd / items_done * 1e6 if items_done else None,
-    }
 
 
 def affinity_keys(scenario: Scenario, requests: Requests, table: RequestTable):
