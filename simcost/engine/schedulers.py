@@ -105,13 +105,13 @@ class PrefillFirstScheduler(Scheduler):
             if not r.pool.can_admit(blocks + (hit.num_free_blocks_needed if hit else 0), reserve_blocks):
                 break
             # claimed at once: with prefix caching, claiming may evict what the next lookup finds
-            kv.admit(rid, keys, hit, n)
-            kv.grow(rid, n)
+            cached_tokens = kv.admit(rid, keys, hit, n, hold_tokens=n)
             t.prefill_target[rid] = n
             r.waiting.pop()
-            plan[rid] = n - int(t.kv_tokens[rid])
+            plan[rid] = n - cached_tokens
             num_tokens += new_tokens
-        r.start_running(plan)
+        if plan:  # most calls admit nothing: skip the call on this hot path
+            r.start_running(plan)
         return plan
 
     def encodes_items(self, ids: np.ndarray, start_s: float) -> np.ndarray:

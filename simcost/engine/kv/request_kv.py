@@ -50,17 +50,25 @@ class RequestKV:
 
     # --- verbs ------------------------------------------------------------------------------
 
-    def admit(self, rid: int, keys: list[int], hit: PrefixHit | None, num_tokens: int) -> None:
+    def admit(self, rid: int, keys: list[int], hit: PrefixHit | None, num_tokens: int, hold_tokens: int = 0) -> int:
         """rid starts a prompt of num_tokens: it references the cached leading blocks `lookup`
-        found (the caller checked the pool has room) and holds nothing else yet."""
+        found (the caller checked the pool has room) and holds the blocks for its first
+        hold_tokens tokens (0: nothing else yet; one call, as admission is a hot path). Returns
+        the tokens of KV it already has (its cached prefix)."""
         t = self.table
         if self.reuse:
             assert hit is not None  # lookup always gives a hit (maybe empty) with prefix caching
-            t.kv_tokens[rid] = self.reuse.take(rid, keys, hit, num_tokens)
-            t.kv_blocks[rid] = hit.num_blocks
+            cached_tokens = int(self.reuse.take(rid, keys, hit, num_tokens))
+            held_blocks = hit.num_blocks
         else:
-            t.kv_tokens[rid] = 0
-            t.kv_blocks[rid] = 0
+            cached_tokens = held_blocks = 0
+        t.kv_tokens[rid] = cached_tokens
+        if hold_tokens:
+            blocks = blocks_for(hold_tokens, self.block_size)
+            self.pool.allocate(blocks - held_blocks)
+            held_blocks = blocks
+        t.kv_blocks[rid] = held_blocks
+        return cached_tokens
 
     def grow(self, rid: int, num_tokens: int) -> None:
         """Hold the blocks rid needs for num_tokens tokens of KV (a step is about to write them)."""
