@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from simcost.errors import InputError, required
+from simcost.scenario.schema import read_yaml_file
 
 DESIGNS = ("grid", "random", "lhs")
 
@@ -105,12 +105,7 @@ def space_from_flags(params: list[str], values: list[list]) -> Space:
 def load_space(path: str | Path, extra: Space | None = None) -> Space:
     """A space file, plus the --param/--values keys of `extra` (as lists)."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise InputError(str(path), f"cannot read space file ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        raise InputError(str(path), f"not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    raw = read_yaml_file(path, "space file")
     return space_from_dict(raw, str(path), extra)
 
 

@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from simcost.errors import InputError
 from simcost.scenario.deployment import (
     EngineConfig,
@@ -23,7 +21,7 @@ from simcost.scenario.deployment import (
 )
 from simcost.scenario.fleet import FleetConfig
 from simcost.scenario.pricing import CostConfig
-from simcost.scenario.schema import apply_overrides, bounds, build
+from simcost.scenario.schema import apply_overrides, bounds, build, read_yaml_file
 from simcost.scenario.workload import SloConfig, WorkloadConfig
 
 
@@ -70,16 +68,7 @@ class Scenario:
 def load_scenario(path: str | Path, overrides: tuple[str, ...] | list[str] = (), seed: int | None = None) -> Scenario:
     """Read a YAML scenario, apply `key.path=value` overrides and an optional seed, validate."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise InputError(str(path), f"cannot read scenario file ({exc.strerror})") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise InputError(where, f"not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    raw = read_yaml_file(path, "scenario file")
     if not isinstance(raw, dict):
         raise InputError(str(path), f"expected a mapping of sections at the top level, got {type(raw).__name__}")
     raw = apply_overrides(raw, overrides)

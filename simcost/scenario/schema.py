@@ -12,11 +12,14 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
 from simcost.errors import InputError, closest
+
+MAX_WHOLE_NUMBER = 2**63 - 1  # int64, the type of every integer column and kernel argument
 
 
 def bounds(**limits: float) -> dict:
@@ -43,6 +46,54 @@ def check_variant_keys(obj, path: str, tag: str, label: str, needs: dict, option
         if given and name not in needed and name not in allowed:
             raise InputError(f"{path}.{name}", f"not used by {label} '{kind}' "
                                                f"(it takes {', '.join(needed + allowed) or 'no keys'})")
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, but a mapping that repeats a key is an error: the plain loader keeps
+    the last value silently, so `replicas: 2` written twice would run whichever came second."""
+
+
+def _mapping_without_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if isinstance(key, (str, int, float, bool)) and key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key '{key}' (first at line {seen[key]}); each key may appear once",
+                key_node.start_mark)
+        if isinstance(key, (str, int, float, bool)):
+            seen[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+
+def read_yaml_file(path: Path, what: str):
+    """A YAML file's data; a file that cannot be read, is not UTF-8, is not YAML or repeats a key
+    is an InputError naming the file (and line), so no reader of user files gives a traceback."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise InputError(str(path), f"cannot read {what} ({exc.strerror})") from None
+    try:
+        text = raw.decode("utf-8-sig")  # -sig: tolerate a byte-order mark from Windows editors
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise InputError(f"{path}:{line}", f"not UTF-8 text (byte 0x{raw[exc.start]:02x}); save the {what} as UTF-8") from None
+    return parse_yaml(text, str(path))
+
+
+def parse_yaml(text: str, where: str):
+    """YAML text -> data through the duplicate-refusing loader; errors name `where:line`."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f"{where}:{mark.line + 1}" if mark else where
+        raise InputError(at, f"not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
+    except RecursionError:
+        raise InputError(where, "nested too deeply to be a scenario") from None
 
 
 def apply_overrides(raw: dict, overrides) -> dict:
@@ -149,11 +200,13 @@ def _convert(tp, value: Any, path: str):
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise InputError(path, f"{_show(value)}; expected a whole number")
+            raise InputError(path, f"{_show(value)}; expected a whole number{_exponent_hint(value)}")
+        if abs(value) > MAX_WHOLE_NUMBER:  # numpy columns are int64: a larger value cannot be stored
+            raise InputError(path, f"{value} does not fit in 64 bits; expected at most {MAX_WHOLE_NUMBER:,}")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise InputError(path, f"{_show(value)}; expected a number")
+            raise InputError(path, f"{_show(value)}; expected a number{_exponent_hint(value)}")
         if value != value or value in (float("inf"), float("-inf")):
             raise InputError(path, f"{value}; expected a finite number")
         return float(value)
@@ -210,6 +263,17 @@ def _check_bounds(f: dataclasses.Field, value, path: str) -> None:
         raise InputError(path, f"{value}; expected a number >= {limits['ge']}")
     if "le" in limits and not value <= limits["le"]:
         raise InputError(path, f"{value}; expected a number <= {limits['le']}")
+
+
+def _exponent_hint(value: Any) -> str:
+    """YAML 1.1 reads 1e9 (no dot) as text; say how to write it as a number."""
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return ""
+        return " (YAML reads this as text: write 1.0e9 rather than 1e9, or the digits)"
+    return ""
 
 
 def _show(value: Any) -> str:
