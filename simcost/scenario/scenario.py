@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from simcost.errors import InputError
+from simcost.scenario.arrivals import peak_rate_per_s
 from simcost.scenario.deployment import (
     EngineConfig,
     HardwareConfig,
@@ -20,9 +21,12 @@ from simcost.scenario.deployment import (
     PerfConfig,
 )
 from simcost.scenario.fleet import FleetConfig
+from simcost.scenario.limits import MAX_DURATION_S, MAX_REQUESTS
 from simcost.scenario.pricing import CostConfig
 from simcost.scenario.schema import apply_overrides, bounds, build, read_yaml_file
 from simcost.scenario.workload import SloConfig, WorkloadConfig
+
+DURATION_WHY = "a simulated year; use simcost forecast for longer horizons"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,9 +36,9 @@ class Scenario:
     hardware: HardwareConfig
     name: str = "scenario"
     seed: int = field(default=0, metadata=bounds(ge=0))
-    duration_s: float | None = field(default=None, metadata=bounds(gt=0))  # arrivals in [0, duration_s)
+    duration_s: float | None = field(default=None, metadata=bounds(DURATION_WHY, gt=0, le=MAX_DURATION_S))  # arrivals in [0, duration_s)
     warmup_s: float = field(default=0.0, metadata=bounds(ge=0))
-    drain_s: float | None = field(default=None, metadata=bounds(ge=0))  # None: run until every request ends
+    drain_s: float | None = field(default=None, metadata=bounds(DURATION_WHY, ge=0, le=MAX_DURATION_S))  # None: run until every request ends
     perf: PerfConfig = PerfConfig()
     engine: EngineConfig = EngineConfig()
     fleet: FleetConfig = FleetConfig()
@@ -50,6 +54,23 @@ class Scenario:
             raise InputError("warmup_s", f"{self.warmup_s} is not below duration_s={self.duration_s}")
         if self.fleet.pools is not None:
             self._check_serves()
+        self._check_request_count()
+
+    def _check_request_count(self) -> None:
+        """The requests synthetic arrivals would make, estimated before any is drawn: a rate typed
+        with three zeros too many must be refused now, not die allocating the request table."""
+        for i, entry in enumerate(self.workload.entries()):
+            peak = peak_rate_per_s(entry.arrivals) if entry.arrivals is not None else None
+            if peak is None or self.duration_s is None:
+                continue
+            key, rate = peak
+            turns = entry.session.turns.largest() if entry.session is not None else 1  # type: ignore[union-attr]
+            expected = rate * self.duration_s * turns
+            if expected > MAX_REQUESTS:
+                where = f"workload.mix[{i}].arrivals.{key}" if self.workload.mix is not None else f"workload.arrivals.{key}"
+                raise InputError(where, f"~{expected:.3g} requests at up to {rate:g}/s over duration_s={self.duration_s:g}"
+                                 f"{f' x {turns:g} turns' if turns != 1 else ''}; expected at most {MAX_REQUESTS:,} "
+                                 "(lower the rate or the duration)")
 
     def _check_serves(self) -> None:
         """Every pool serves known workloads, and every workload has a pool."""

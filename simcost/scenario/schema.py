@@ -22,9 +22,9 @@ from simcost.errors import InputError, closest
 MAX_WHOLE_NUMBER = 2**63 - 1  # int64, the type of every integer column and kernel argument
 
 
-def bounds(**limits: float) -> dict:
-    """Field metadata for numeric bounds: gt, ge, le."""
-    return {"bounds": limits}
+def bounds(why: str = "", **limits: float) -> dict:
+    """Field metadata for numeric bounds: gt, ge, le; `why` says why an upper bound exists."""
+    return {"bounds": limits, "why": why}
 
 
 def tag(label: str) -> dict:
@@ -262,7 +262,8 @@ def _check_bounds(f: dataclasses.Field, value, path: str) -> None:
     if "ge" in limits and not value >= limits["ge"]:
         raise InputError(path, f"{value}; expected a number >= {limits['ge']}")
     if "le" in limits and not value <= limits["le"]:
-        raise InputError(path, f"{value}; expected a number <= {limits['le']}")
+        why = f" ({f.metadata['why']})" if f.metadata.get("why") else ""
+        raise InputError(path, f"{value}; expected a number <= {limits['le']:,}{why}")
 
 
 def _exponent_hint(value: Any) -> str:
