@@ -9,6 +9,9 @@ from typing import Literal
 from simcost.errors import InputError
 from simcost.scenario.schema import bounds
 
+# vLLM's --block-size choices (CacheConfig.BlockSize): its paged-attention kernels take no others
+VLLM_BLOCK_SIZES = (1, 8, 16, 32, 64, 128)
+
 WeightFormat = Literal["fp32", "bf16", "fp16", "fp8", "int8", "int4"]
 
 
@@ -103,6 +106,12 @@ class EngineConfig:
     _ITERATION = ("prefill_first", "chunked")
 
     def _check(self, path: str) -> None:
+        if self.block_size not in VLLM_BLOCK_SIZES:
+            raise InputError(f"{path}.block_size", f"{self.block_size} is not a block size vLLM accepts; expected one of "
+                             f"{', '.join(map(str, VLLM_BLOCK_SIZES))}")
+        if self.max_waiting == 0:
+            raise InputError(f"{path}.max_waiting", "0 rejects every request, even on an idle fleet (each waits in the "
+                             "queue until the next step); expected >= 1, or null for no limit")
         if self.policy not in self._ITERATION:
             for key, default in (("queue", "fcfs"), ("preemption", "recompute"), ("prefix_caching", False)):
                 if getattr(self, key) != default:

@@ -55,6 +55,22 @@ class Scenario:
         if self.fleet.pools is not None:
             self._check_serves()
         self._check_request_count()
+        self._check_max_model_len()
+
+    def _check_max_model_len(self) -> None:
+        """A max_model_len below every request the workload can draw rejects them all; say so now
+        rather than report a run in which nothing was served."""
+        engines = [("engine", self.engine)] + [(f"fleet.pools[{k}].engine", pool.engine)
+                                               for k, pool in enumerate(self.fleet.pools or ()) if pool.engine]
+        for where, engine in engines:
+            if engine.max_model_len is None:
+                continue
+            for i, entry in enumerate(self.workload.entries()):
+                shortest = shortest_request(entry)
+                if shortest is not None and shortest > engine.max_model_len:
+                    raise InputError(f"{where}.max_model_len", f"{engine.max_model_len} tokens is below the shortest request "
+                                     f"workload '{self.workload.entry_name(i)}' can send ({shortest} tokens of prompt and "
+                                     f"output), so every request would be rejected; expected at least {shortest}")
 
     def _check_request_count(self) -> None:
         """The requests synthetic arrivals would make, estimated before any is drawn: a rate typed
@@ -84,6 +100,16 @@ class Scenario:
         for name in names:
             if not any(pool.serves is None or name in pool.serves for pool in pools):
                 raise InputError("fleet.pools", f"no pool serves workload '{name}'; add it to a pool's serves")
+
+
+def shortest_request(entry: WorkloadConfig) -> int | None:
+    """The fewest prompt plus output tokens a synthetic workload's request can have (None when
+    a trace decides)."""
+    lengths = (entry.input_tokens, entry.output_tokens)
+    smallest = [getattr(spec, "smallest", None) for spec in lengths]
+    if entry.trace is not None or any(method is None for method in smallest):
+        return None
+    return sum(method() for method in smallest if method is not None)
 
 
 def load_scenario(path: str | Path, overrides: tuple[str, ...] | list[str] = (), seed: int | None = None) -> Scenario:

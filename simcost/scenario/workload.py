@@ -36,6 +36,9 @@ class FixedLength:
     dist: Literal["fixed"] = field(default="fixed", metadata=tag("dist"))
     value: int = field(metadata=bounds(TOKENS_WHY, ge=1, le=MAX_TOKENS_PER_REQUEST))
 
+    def smallest(self) -> int:
+        return self.value
+
     def largest(self) -> float:
         return self.value
 
@@ -47,6 +50,9 @@ class UniformLength:
     dist: Literal["uniform"] = field(default="uniform", metadata=tag("dist"))
     low: int = field(metadata=bounds(TOKENS_WHY, ge=1, le=MAX_TOKENS_PER_REQUEST))
     high: int = field(metadata=bounds(TOKENS_WHY, ge=1, le=MAX_TOKENS_PER_REQUEST))
+
+    def smallest(self) -> int:
+        return self.low
 
     def largest(self) -> float:
         return self.high
@@ -67,6 +73,9 @@ class LognormalLength:
     def _check(self, path: str) -> None:
         check_sigma(self.sigma, self.mean, path)
 
+    def smallest(self) -> int:  # draws are rounded up to >= 1
+        return 1
+
     def largest(self) -> float:  # the mean: a bound on typos, not on the tail
         return self.mean
 
@@ -75,6 +84,9 @@ class LognormalLength:
 class ExponentialLength:
     dist: Literal["exponential"] = field(default="exponential", metadata=tag("dist"))
     mean: float = field(metadata=bounds(TOKENS_WHY, gt=0, le=MAX_TOKENS_PER_REQUEST))
+
+    def smallest(self) -> int:  # draws are rounded up to >= 1
+        return 1
 
     def largest(self) -> float:  # the mean: a bound on typos, not on the tail
         return self.mean
