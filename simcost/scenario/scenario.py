@@ -63,14 +63,21 @@ class Scenario:
         engines = [("engine", self.engine)] + [(f"fleet.pools[{k}].engine", pool.engine)
                                                for k, pool in enumerate(self.fleet.pools or ()) if pool.engine]
         for where, engine in engines:
-            if engine.max_model_len is None:
-                continue
             for i, entry in enumerate(self.workload.entries()):
                 shortest = shortest_request(entry)
-                if shortest is not None and shortest > engine.max_model_len:
+                if shortest is None:
+                    continue
+                name, (prompt, total) = self.workload.entry_name(i), shortest
+                if engine.max_model_len is not None and total > engine.max_model_len:
                     raise InputError(f"{where}.max_model_len", f"{engine.max_model_len} tokens is below the shortest request "
-                                     f"workload '{self.workload.entry_name(i)}' can send ({shortest} tokens of prompt and "
-                                     f"output), so every request would be rejected; expected at least {shortest}")
+                                     f"workload '{name}' can send ({total} tokens of prompt and output), so every "
+                                     f"request would be rejected; expected at least {total}")
+                budget = engine.max_num_batched_tokens
+                if budget is not None and engine.policy == "prefill_first" and prompt > budget:
+                    raise InputError(f"{where}.max_num_batched_tokens", f"{budget} tokens is below the shortest prompt "
+                                     f"workload '{name}' can send ({prompt} tokens), and prefill_first does not split "
+                                     f"prompts, so every request would be rejected; expected at least {prompt} "
+                                     "(or policy: chunked)")
 
     def _check_request_count(self) -> None:
         """The requests synthetic arrivals would make, estimated before any is drawn: a rate typed
@@ -102,14 +109,15 @@ class Scenario:
                 raise InputError("fleet.pools", f"no pool serves workload '{name}'; add it to a pool's serves")
 
 
-def shortest_request(entry: WorkloadConfig) -> int | None:
-    """The fewest prompt plus output tokens a synthetic workload's request can have (None when
-    a trace decides)."""
-    lengths = (entry.input_tokens, entry.output_tokens)
-    smallest = [getattr(spec, "smallest", None) for spec in lengths]
-    if entry.trace is not None or any(method is None for method in smallest):
+def shortest_request(entry: WorkloadConfig) -> tuple[int, int] | None:
+    """(the fewest prompt tokens, the fewest prompt plus output tokens) a synthetic workload's
+    request can have; None when a trace or an empirical distribution decides."""
+    smallest = [getattr(spec, "smallest", None) for spec in (entry.input_tokens, entry.output_tokens)]
+    prompt, output = (method() if method is not None else None for method in smallest)
+    if entry.trace is not None or prompt is None or output is None:
         return None
-    return sum(method() for method in smallest if method is not None)
+    items = entry.items.prompt_tokens_per_item * entry.items.per_request.smallest() if entry.items else 0  # type: ignore[union-attr]
+    return prompt + items, prompt + items + output
 
 
 def load_scenario(path: str | Path, overrides: tuple[str, ...] | list[str] = (), seed: int | None = None) -> Scenario:
