@@ -22,6 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         print(f"simcost: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # results folders are staged, so an interrupted command leaves none
+        print("simcost: interrupted; nothing written", file=sys.stderr)
+        return 130
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -166,13 +169,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_run(args) -> int:
-    from simcost.results.writer import format_summary, write_run
+    from simcost.results.writer import check_run_folder, format_summary, write_run
     from simcost.scenario.scenario import load_scenario
     from simcost.simulation.simulation import Simulation
 
     scenario = load_scenario(args.scenario, args.overrides, args.seed)
     sim = Simulation(scenario)  # plans the deployment: a model that does not fit fails here, writing nothing
     out = _out_dir(args.out or Path("results") / scenario.name)
+    check_run_folder(out, args.records)  # a missing pyarrow or a folder in the way: before the run, not after
     result = sim.run(progress=not args.no_progress)
     print(format_summary(result.summary))  # before writing: a full disk must not lose the answer
     paths = write_run(result, out, args.records)
