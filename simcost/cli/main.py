@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -20,11 +21,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except InputError as exc:
-        print(f"simcost: error: {exc}", file=sys.stderr)
+        print(f"simcost: error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # results folders are staged, so an interrupted command leaves none
         print("simcost: interrupted; nothing written", file=sys.stderr)
         return 130
+
+
+def _one_line(text: str) -> str:
+    """Control characters from the input (a newline in a key, a CR in a trace cell) escaped, so
+    the error stays one line."""
+    return re.sub(r"[\x00-\x1f\x7f\u2028\u2029\x85]", lambda m: repr(m.group())[1:-1], text)
 
 
 def _parser() -> argparse.ArgumentParser:
