@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 import typing
 from pathlib import Path
@@ -31,7 +32,10 @@ BASE = {
 }
 # `simcost: error: <where>: <problem>`, where is a key path, a flag or file[:line]
 ONE_LINE = re.compile(r"^simcost: error: \S.*?: \S")
-FUZZ = settings(max_examples=60, deadline=None, derandomize=True,
+# SIMCOST_FUZZ_EXAMPLES=2000 explores further with fresh random inputs; by default the same 60
+# examples per test run every time, so CI stays fast and repeatable
+_EXPLORE = int(os.environ.get("SIMCOST_FUZZ_EXAMPLES", "0"))
+FUZZ = settings(max_examples=_EXPLORE or 60, deadline=None, derandomize=not _EXPLORE,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 

@@ -10,6 +10,7 @@ import argparse
 import os
 import re
 import sys
+import typing
 from pathlib import Path
 
 from simcost.errors import InputError, closest, required
@@ -34,8 +35,17 @@ def _one_line(text: str) -> str:
     return re.sub(r"[\x00-\x1f\x7f\u2028\u2029\x85]", lambda m: repr(m.group())[1:-1], text)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors as one line, like every other input error (its default
+    prints the whole usage first)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        print(f"simcost: error: {self.prog}: {_one_line(message)} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="simcost", description="Simulate LLM serving latency and cost.")
+    p = _Parser(prog="simcost", description="Simulate LLM serving latency and cost.")
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(sp):
