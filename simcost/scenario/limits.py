@@ -26,3 +26,6 @@ MAX_START_S = 7 * 86400.0
 # a lognormal wider than this has a mean that samples of any size a run draws fall far short of:
 # the mean is carried by draws rarer than one in exp(sigma^2) (8,000 at sigma 3)
 MAX_LOGNORMAL_SIGMA = 3.0
+# timed events a run schedules besides requests (autoscaler samples and decisions, on-off switches
+# of bursty arrivals): each costs the event loop microseconds, so 10M is minutes of work
+MAX_TIMED_EVENTS = 10_000_000

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from simcost.errors import InputError
-from simcost.scenario.arrivals import peak_rate_per_s
+from simcost.scenario.arrivals import MmppArrivals, peak_rate_per_s
 from simcost.scenario.deployment import (
     EngineConfig,
     HardwareConfig,
@@ -21,7 +21,7 @@ from simcost.scenario.deployment import (
     PerfConfig,
 )
 from simcost.scenario.fleet import FleetConfig
-from simcost.scenario.limits import MAX_DURATION_S, MAX_REQUESTS
+from simcost.scenario.limits import MAX_DURATION_S, MAX_REQUESTS, MAX_TIMED_EVENTS
 from simcost.scenario.pricing import CostConfig
 from simcost.scenario.schema import apply_overrides, bounds, build, read_yaml_file
 from simcost.scenario.workload import SloConfig, WorkloadConfig
@@ -56,6 +56,30 @@ class Scenario:
             self._check_serves()
         self._check_request_count()
         self._check_max_model_len()
+        self._check_timed_events()
+
+    def _check_timed_events(self) -> None:
+        """Periods so short that the run would schedule billions of events (an autoscaler sampling
+        every nanosecond, on-off bursts switching every nanosecond): refuse them before the run
+        hangs or allocates the switch times."""
+        if self.duration_s is None:
+            return
+        periods = []
+        scalers = [("fleet.autoscaler", self.fleet.autoscaler)] + [
+            (f"fleet.pools[{k}].autoscaler", pool.autoscaler) for k, pool in enumerate(self.fleet.pools or ())]
+        for where, scaler in scalers:
+            if scaler is not None:
+                periods += [(f"{where}.tick_s", scaler.tick_s), (f"{where}.sample_s", scaler.sample_s)]
+        for i, entry in enumerate(self.workload.entries()):
+            arrivals = entry.arrivals
+            if isinstance(arrivals, MmppArrivals):
+                where = f"workload.mix[{i}].arrivals" if self.workload.mix is not None else "workload.arrivals"
+                periods += [(f"{where}.mean_on_s", arrivals.mean_on_s), (f"{where}.mean_off_s", arrivals.mean_off_s)]
+        for where, period_s in periods:
+            if self.duration_s / period_s > MAX_TIMED_EVENTS:
+                raise InputError(where, f"{period_s:g} s makes ~{self.duration_s / period_s:.3g} events over "
+                                 f"duration_s={self.duration_s:g}; expected at least {self.duration_s / MAX_TIMED_EVENTS:.3g} s "
+                                 f"(at most {MAX_TIMED_EVENTS:,} events)")
 
     def _check_max_model_len(self) -> None:
         """A max_model_len below every request the workload can draw rejects them all; say so now
