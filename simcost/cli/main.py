@@ -7,6 +7,7 @@ exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import sys
@@ -20,6 +21,7 @@ from simcost.units import S_PER_HOUR
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        _check_counts(args)
         return args.func(args)
     except InputError as exc:
         print(f"simcost: error: {_one_line(str(exc))}", file=sys.stderr)
@@ -27,6 +29,22 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # results folders are staged, so an interrupted command leaves none
         print("simcost: interrupted; nothing written", file=sys.stderr)
         return 130
+
+
+# flags that multiply work: a typo of three extra zeros must be refused, not run for days
+MAX_SEEDS = 1000
+MAX_BILLING_HOURS = 87_600
+MAX_JOBS = 1024
+
+
+def _check_counts(args) -> None:
+    from simcost.scenario.limits import MAX_REPLICAS
+
+    for flag, name, limit in (("--seeds", "seeds", MAX_SEEDS), ("--jobs", "jobs", MAX_JOBS),
+                              ("--max-replicas", "max_replicas", MAX_REPLICAS)):
+        value = getattr(args, name, None)
+        if value is not None and value > limit:
+            raise InputError(flag, f"{value}; expected at most {limit:,} (a bound against typos)")
 
 
 def _one_line(text: str) -> str:
@@ -376,9 +394,12 @@ def _cmd_commitments(args) -> int:
         raise InputError("--discount", f"{args.discount}; expected 0 <= discount < 1")
     if args.reserved_usd_per_device_hour is not None and not args.reserved_usd_per_device_hour >= 0:
         raise InputError("--reserved-usd-per-device-hour", f"{args.reserved_usd_per_device_hour}; expected >= 0")
-    if not args.period_s > 0:
-        raise InputError("--period-s", f"{args.period_s}; expected > 0")
+    if not (math.isfinite(args.period_s) and args.period_s > 0):
+        raise InputError("--period-s", f"{args.period_s}; expected a number of seconds > 0")
     scenario = load_scenario(args.scenario, args.overrides, args.seed)
+    if scenario.duration_s is not None and scenario.duration_s / args.period_s > MAX_BILLING_HOURS:
+        raise InputError("--period-s", f"{args.period_s:g} s makes {scenario.duration_s / args.period_s:.3g} billing hours of "
+                         f"duration_s={scenario.duration_s:g}; expected at most {MAX_BILLING_HOURS:,} (ten years)")
     result = Simulation(scenario).run(progress=not args.no_progress)
     plan = plan_from_run(result, args.reserved_usd_per_device_hour, args.discount, args.basis, args.period_s,
                          week=not args.no_week)
