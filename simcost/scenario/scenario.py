@@ -21,7 +21,7 @@ from simcost.scenario.deployment import (
     PerfConfig,
 )
 from simcost.scenario.fleet import FleetConfig
-from simcost.scenario.limits import MAX_DURATION_S, MAX_REQUESTS, MAX_TIMED_EVENTS
+from simcost.scenario.limits import MAX_DURATION_S, MAX_REPLICAS, MAX_REQUESTS, MAX_TIMED_EVENTS, REPLICAS_WHY
 from simcost.scenario.pricing import CostConfig
 from simcost.scenario.schema import apply_overrides, bounds, build, read_yaml_file
 from simcost.scenario.workload import SloConfig, WorkloadConfig
@@ -54,6 +54,10 @@ class Scenario:
             raise InputError("warmup_s", f"{self.warmup_s} is not below duration_s={self.duration_s}")
         if self.fleet.pools is not None:
             self._check_serves()
+        if self.fleet.num_replicas > MAX_REPLICAS:  # each key is bounded; their sum must be too
+            key = "pools" if self.fleet.pools is not None else "disaggregation" if self.fleet.disaggregation else "redundancy"
+            raise InputError(f"fleet.{key}", f"{self.fleet.num_replicas:,} replicas in all; expected at most "
+                             f"{MAX_REPLICAS:,} ({REPLICAS_WHY})")
         self._check_request_count()
         self._check_max_model_len()
         self._check_timed_events()

@@ -273,7 +273,7 @@ def _exponent_hint(value: Any) -> str:
             float(value)
         except ValueError:
             return ""
-        return " (YAML reads this as text: write 1.0e9 rather than 1e9, or the digits)"
+        return " (YAML reads this as text: write 1.0e+9 rather than 1e9 or 1.0e9, or the digits)"
     return ""
 
 
