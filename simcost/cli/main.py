@@ -268,6 +268,7 @@ def _cmd_sweep(args) -> int:
 
 def _cmd_forecast(args) -> int:
     from simcost.analysis.forecast import GrowthPath, forecast, format_report, parse_step, write_outputs
+    from simcost.results.folder import staged_folder
     from simcost.scenario.scenario import load_scenario
 
     path = GrowthPath(args.months, args.growth, tuple(parse_step(s) for s in args.step))
@@ -275,7 +276,9 @@ def _cmd_forecast(args) -> int:
     out = _out_dir(args.out or Path("results") / f"forecast-{scenario.name}")
     result = forecast(scenario, path, args.seeds, args.hours_per_month, args.budget_usd_per_month, args.jobs,
                       args.resize, args.max_replicas, progress=True)
-    csv_path, png_path = write_outputs(result, out)
+    with staged_folder(out, ()) as tmp:  # whole or not at all, like a run folder
+        staged = write_outputs(result, tmp)
+    csv_path, png_path = (out / path.name for path in staged)
     print(format_report(result))
     print(f"\nwrote {csv_path}, {png_path}")
     return 0
@@ -410,6 +413,7 @@ def _cmd_commitments(args) -> int:
 
 def _cmd_levers(args) -> int:
     from simcost.analysis.levers import format_study, load_levers, study, write_outputs
+    from simcost.results.folder import staged_folder
     from simcost.scenario.scenario import load_scenario
 
     overrides = {"smaller_model": {"model": args.smaller_model}} if args.smaller_model else None
@@ -418,7 +422,8 @@ def _cmd_levers(args) -> int:
     scenario = load_scenario(args.scenario, args.overrides, args.seed)
     out = _out_dir(args.out or Path("results") / f"levers-{scenario.name}")
     result = study(scenario, cfg, only, not args.fixed_fleet, args.max_replicas, args.seeds, args.jobs)
-    paths = write_outputs(result, out)
+    with staged_folder(out, ()) as tmp:  # whole or not at all, like a run folder
+        paths = [out / path.name for path in write_outputs(result, tmp)]
     print(format_study(result))
     print(f"\nwrote {', '.join(map(str, paths))}")
     return 0
