@@ -21,6 +21,13 @@ from simcost.scenario.schema import bounds, tag
 TOKENS_WHY = "a bound against typos; no model's context is longer"
 
 
+def check_mean_tokens(mean: float, path: str) -> None:
+    """Draws are whole counts >= 1, so a mean below 1 would run as ~1 while the scenario says less."""
+    if mean < 1:
+        raise InputError(f"{path}.mean", f"{mean:g}; draws are whole counts >= 1, so the run's mean would be about 1, "
+                         "not this; expected mean >= 1")
+
+
 def check_sigma(sigma: float, mean: float, path: str) -> None:
     """A lognormal's draws must average near its mean in a run-sized sample (see MAX_LOGNORMAL_SIGMA)."""
     if sigma > MAX_LOGNORMAL_SIGMA:
@@ -71,6 +78,7 @@ class LognormalLength:
     sigma: float = field(metadata=bounds(gt=0))
 
     def _check(self, path: str) -> None:
+        check_mean_tokens(self.mean, path)
         check_sigma(self.sigma, self.mean, path)
 
     def smallest(self) -> int:  # draws are rounded up to >= 1
@@ -84,6 +92,9 @@ class LognormalLength:
 class ExponentialLength:
     dist: Literal["exponential"] = field(default="exponential", metadata=tag("dist"))
     mean: float = field(metadata=bounds(TOKENS_WHY, gt=0, le=MAX_TOKENS_PER_REQUEST))
+
+    def _check(self, path: str) -> None:
+        check_mean_tokens(self.mean, path)
 
     def smallest(self) -> int:  # draws are rounded up to >= 1
         return 1
