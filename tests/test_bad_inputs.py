@@ -293,3 +293,19 @@ def test_an_interrupted_write_leaves_no_folder(tmp_path, capsys, monkeypatch):
     out = tmp_path / "deep" / "out"
     code, err = cli(["run", str(scenario_file(tmp_path)), "--no-progress", "--out", str(out)], capsys)
     assert code == 130 and not (tmp_path / "deep").exists()
+
+
+def test_a_trace_spanning_centuries_is_refused_not_simulated(tmp_path, capsys):
+    """Found by the JSONL fuzz: timestamps in the wrong unit made a run as long as the trace."""
+    trace = tmp_path / "t.jsonl"
+    trace.write_text('{"t": 0, "prompt": 5, "completion": 3}\n{"t": 1e15, "prompt": 5, "completion": 3}\n')
+    raw = set_path(yaml.safe_load(yaml.safe_dump(BASE)), "workload", {"trace": {
+        "name": str(trace), "columns": {"arrival": "t", "arrival_unit": "ms", "input_tokens": "prompt",
+                                        "output_tokens": "completion"}}})
+    raw.pop("duration_s")
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "out"
+    code, err = cli(["run", str(path), "--no-progress", "--out", str(out)], capsys)
+    check_outcome(code, err, out)
+    assert code == 2 and "workload.trace.name" in err and "a year" in err

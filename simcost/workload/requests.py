@@ -17,7 +17,7 @@ import numpy as np
 from simcost.errors import InputError
 from simcost.rng import Streams, streams
 from simcost.scenario.arrivals import ServegenArrivals
-from simcost.scenario.limits import MAX_REQUESTS
+from simcost.scenario.limits import MAX_DURATION_S, MAX_REQUESTS
 from simcost.scenario.scenario import Scenario
 from simcost.scenario.workload import (
     DelaySpec,
@@ -230,6 +230,9 @@ def replay(spec: TraceSpec, duration_s: float | None, rng: np.random.Generator) 
         raise InputError("workload.trace.start_s", f"the window from {spec.start_s:g} s to {spec.end_s or 'the end'} "
                          f"holds no request of {spec.name} (its arrivals span 0 to {trace.span_s:g} s)")
     arrival_s = (trace.arrival_s[rows] - spec.start_s) / spec.rate_multiplier
+    if duration_s is None and arrival_s[-1] > MAX_DURATION_S:  # the run would last as long as the trace
+        raise InputError("workload.trace.name", f"{spec.name} spans {arrival_s[-1]:.3g} s of arrivals; expected at most "
+                         f"{MAX_DURATION_S:,.0f} s (a year): check its time unit, or set end_s or duration_s")
     copy = np.zeros(len(rows), dtype=np.int64)
     if spec.loop:
         period_s = _loop_period_s(spec, trace.arrival_s[rows], duration_s) / spec.rate_multiplier
