@@ -101,9 +101,9 @@ def peer_available(python: str) -> bool:
 def process_commands(work: Path, peer_python: str | None) -> dict[str, list[str]]:
     """The commands timed as whole processes, by label."""
     commands = {
-        "simcost run": [sys.executable, "-m", "simcost.cli", "run", str(WORKLOADS["poisson"]), "--out",
+        "simcost run": [sys.executable, "-m", "simcost.cli.main", "run", str(WORKLOADS["poisson"]), "--out",
                         str(work / "simcost-out"), "--no-progress"],
-        "simcost --help": [sys.executable, "-m", "simcost.cli", "--help"],
+        "simcost --help": [sys.executable, "-m", "simcost.cli.main", "--help"],
     }
     if peer_python:
         commands["dynamo.replay"] = [peer_python, "-m", "dynamo.replay", *PEER_ARGS, "--report-json",

@@ -19,7 +19,12 @@ class InputError(ValueError):
     def __init__(self, where: str, problem: str):
         self.where = where
         self.problem = problem
-        super().__init__(f"{where}: {problem}" if where else problem)
+        # args are (where, problem), so code that rebuilds an exception from its args (SimPy
+        # re-raising a process's failure, pickling across worker processes) gets an InputError back
+        super().__init__(where, problem)
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.problem}" if self.where else self.problem
 
 
 def closest(name: str, known: Iterable[str], n: int = 3, list_all: bool = True) -> str:

@@ -180,3 +180,19 @@ def test_catalog_listing_shows_a_catalog_files_entries(tmp_path, capsys):
     assert "test-8b" in capsys.readouterr().out
     assert main(["catalog", "models"]) == 0
     assert "test-8b" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("content, problem", [
+    (b"devices:\n  a: {}\ndevices:\n  b: {}\n", "duplicate key 'devices'"),
+    (b"models:\n  x: {name: \"\xff\"}\n", "not UTF-8"),
+])
+def test_a_catalog_file_is_read_as_strictly_as_a_scenario(tmp_path, content, problem):
+    """A repeated key would silently drop the first entries, and a non-UTF-8 byte used to end in a
+    traceback: both are one line naming the file and line, as for scenario files."""
+    path = tmp_path / "mine.yaml"
+    path.write_bytes(content)
+    scn = tmp_path / "s.yaml"
+    scn.write_text(yaml.safe_dump({**to_dict(scenario()), "catalog": {"files": ["mine.yaml"]}}))
+    with pytest.raises(InputError) as err:
+        load_scenario(scn)
+    assert str(path) in err.value.where and problem in err.value.problem

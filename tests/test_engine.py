@@ -98,7 +98,7 @@ def test_requests_that_can_never_fit_are_rejected_with_reason():
 
 
 def test_bounded_queue_rejects_when_full():
-    scn = scenario(engine={"max_waiting": 0, "max_num_seqs": 1},
+    scn = scenario(engine={"max_waiting": 1, "max_num_seqs": 1},
                    workload={"arrivals": {"process": "poisson", "rate_per_s": 5.0},
                              "input_tokens": {"dist": "fixed", "value": 4000},
                              "output_tokens": {"dist": "fixed", "value": 300}})

@@ -175,8 +175,10 @@ BAD = {
     "backwards": (f"{HEADER}\r\n{GOOD}\r\n2023-11-16 18:15:47.0000000,1,1\r\n2023-11-16 18:15:46.0000000,1,1", 4,
                   ["18:15:46.0000000", "before", "time order"]),
     "short_row": (f"{HEADER}\n{GOOD}\n2023-11-16 18:15:47.0000000,12\n", 3, ["2 fields, expected 3"]),
-    "blank_line": (f"{HEADER}\n{GOOD}\n\n{GOOD}\n", 3, ["blank line"]),
-    "blank_first_line": (f"\n{HEADER}\n{GOOD}\n", 1, ["blank line", "header"]),
+    # blank lines are skipped, but errors still name the file's own line
+    "after_blank_lines": (f"\n{HEADER}\n\n{GOOD}\n\n2023-11-16 18:15:47.0000000,-5,10\n", 6, ["ContextTokens", "-5"]),
+    "huge_tokens": (f"{HEADER}\n{GOOD}\n2023-11-16 18:15:47.0000000,999999999999,10\n", 3,
+                    ["ContextTokens", "999,999,999,999", "at most"]),
     "stray_quote": (f"{HEADER}\n{GOOD}\n2023-11-16 18:15:47.0000000,\"12,3\n{GOOD}\n", 3, ["ContextTokens", "whole number"]),
 }
 
@@ -259,7 +261,7 @@ MOONCAKE_BAD = {
     "hash_ids_length": (MC_GOOD + "\n" + MC % (1, 1025, 3, "[0, 1]") + "\n", 2, ["2 hash_ids", "input_length 1025", "= 3"]),
     "hash_ids_type": (MC % (0, 10, 3, '"abc"') + "\n", 1, ["hash_ids", "not a list"]),
     "unsorted": (MC % (5, 10, 3, "[0]") + "\n" + MC % (4, 10, 3, "[1]") + "\n", 2, ["timestamp 4", "before", "time order"]),
-    "blank_line": (MC_GOOD + "\n\n" + MC_GOOD + "\n", 2, ["blank line"]),
+    "after_blank_line": (MC_GOOD + "\n\n" + MC % (1, 10, -3, "[0]") + "\n", 3, ["output_length is -3"]),
     "bad_json": (MC_GOOD + "\n{timestamp: 1}\n", 2, ["not valid JSON"]),
     "not_object": ("[1, 2]\n", 1, ["expected a JSON object"]),
     "empty": ("", 1, ["empty file"]),
@@ -408,3 +410,13 @@ def test_loop_needs_a_duration_and_end_after_start():
         replay_scenario(start_s=10.0, end_s=5.0)
     with pytest.raises(InputError, match="workload.trace.sample_fraction"):
         replay_scenario(sample_fraction=0.0)
+
+
+def test_blank_lines_are_skipped_as_common_readers_skip_them(tmp_path):
+    """A trailing CRLF, blank lines between rows or JSONL records hold no request: skipped, none lost."""
+    azure = tmp_path / "a.csv"
+    azure.write_text(f"{HEADER}\r\n{GOOD}\r\n\r\n{GOOD}\r\n\r\n")
+    assert len(load_azure_trace(azure)) == 2
+    mooncake = tmp_path / "m.jsonl"
+    mooncake.write_text(MC_GOOD + "\n\n" + MC_GOOD + "\n\n")
+    assert len(load_mooncake_trace(mooncake)) == 2

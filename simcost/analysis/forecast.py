@@ -70,6 +70,10 @@ RATE_KEYS = {"poisson": ("rate_per_s",), "gamma": ("rate_per_s",), "weibull": ("
 
 # --- growth path ----------------------------------------------------------------------------
 
+MAX_MONTHS = 600
+MAX_LOAD_FACTOR = 1e6  # the load grows a million-fold: past any fleet sizing question
+
+
 @dataclass(frozen=True)
 class GrowthPath:
     months: int
@@ -84,6 +88,14 @@ class GrowthPath:
         for month, factor in self.steps:
             if not 1 <= month <= self.months:
                 raise InputError("--step", f"{month}:{factor:g}; the month must be between 1 and --months={self.months}")
+        if self.months > MAX_MONTHS:
+            raise InputError("--months", f"{self.months}; expected at most {MAX_MONTHS} (a load path beyond 50 years "
+                             "is no forecast)")
+        log_peak = math.log(self.growth_per_month) * (self.months - 1) + sum(math.log(f) for _, f in self.steps)
+        if log_peak > math.log(MAX_LOAD_FACTOR):  # in logs: 1e300 ** 11 overflows
+            raise InputError("--growth", f"{self.growth_per_month:g} per month (with --step) multiplies the load by "
+                             f"more than {MAX_LOAD_FACTOR:.0e} by month {self.months}; expected a path the fleet "
+                             "could follow")
 
     def load_factor(self, month: int) -> float:
         factor = self.growth_per_month ** (month - 1)

@@ -51,7 +51,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import yaml
 
 from simcost.errors import InputError, closest
 from simcost.scenario.deployment import BatchingPolicy
@@ -59,6 +58,7 @@ from simcost.scenario.scenario import Scenario, scenario_from_dict
 from simcost.scenario.schema import bounds, build, to_dict
 from simcost.units import HOURS_PER_MONTH, S_PER_HOUR
 from simcost.workload.requests import Requests
+from simcost.yamlio import read_yaml_file
 
 MONTHS_PER_YEAR = 12
 LEVER_SPAWN_KEY = 1000  # the response cache's stream: clear of simcost.rng's run and workload streams
@@ -170,12 +170,7 @@ def load_levers(path: str | Path | None, overrides: dict | None = None) -> Lever
     """A levers YAML (None: every default), then `overrides` ({lever: {key: value}}) on top."""
     raw: dict[str, Any] = {}
     if path is not None:
-        try:
-            raw = yaml.safe_load(Path(path).read_text()) or {}
-        except OSError as exc:
-            raise InputError(str(path), f"cannot read levers file ({exc.strerror})") from None
-        except yaml.YAMLError as exc:
-            raise InputError(str(path), f"not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        raw = read_yaml_file(Path(path), "levers file") or {}
         if not isinstance(raw, dict):
             raise InputError(str(path), "expected a mapping: usd_per_engineer_week and one section per lever")
     raw = copy.deepcopy(raw)

@@ -31,6 +31,7 @@ from simcost.analysis.frontier import plot_frontier
 from simcost.analysis.sweep_cache import ResultCache, run_key
 from simcost.analysis.sweep_space import Space, points
 from simcost.errors import InputError
+from simcost.results.folder import staged_folder
 from simcost.results.plots import latency_vs_spend
 from simcost.results.writer import write_run
 from simcost.scenario.scenario import load_scenario, scenario_from_dict
@@ -42,6 +43,7 @@ COLUMNS = ("p50_ttft_s", "p99_ttft_s", "p99_tpot_s", "p99_e2el_s", "requests_per
            "usd_per_request", "utilization", "meets_slo")
 NUMERIC = COLUMNS[:-1]  # meets_slo is a verdict: on K seeds, true when every seed meets the SLO
 CI_LEVEL = 0.95
+SWEEP_FILES = ("sweep.csv", "sweep.json", "sweep.png", "frontier.png")
 
 
 def parse_values(text: str) -> list:
@@ -86,13 +88,17 @@ def mean_ci(values: list, level: float = CI_LEVEL) -> tuple[float | None, float 
 
 # --- runs -----------------------------------------------------------------------------------
 
-def run_one(raw: dict, run_dir: str | None) -> dict:
+def run_one(raw: dict, run_dir: str | None, cache_dir: str | None = None, key: str | None = None) -> dict:
     """One run in a worker: {"summary": ...}, or {"error": "..."} for any exception, so one bad
-    point never stops a sweep. Top-level, so process pools and Ray can ship it."""
+    point never stops a sweep. Top-level, so process pools and Ray can ship it. The worker caches
+    its own result the moment it has it: a run that finishes while an interrupted sweep shuts
+    down is kept, though the main process no longer collects it."""
     try:
         result = run(scenario_from_dict(raw))
         if run_dir:
             write_run(result, Path(run_dir))
+        if cache_dir and key:
+            ResultCache(Path(cache_dir)).put(key, {"seed": raw["seed"], "summary": result.summary})
         return {"summary": result.summary}
     except Exception as exc:  # noqa: BLE001 - reported in the point's row
         return {"error": describe(exc)}
@@ -142,7 +148,9 @@ def sweep(scenario_path: str | Path, space: Space, out_dir: Path, overrides=(), 
     outcomes, executed, cached = run_all(pts, seed_list, cache, out_dir if run_folders else None,
                                          backend, jobs, address, progress)
     rows = [point_row(p, outcomes, seed_list, out_dir if run_folders else None) for p in pts]
-    paths = write_outputs(rows, space.keys, out_dir, base.slo.ttft_s, seeds)
+    with staged_folder(out_dir, SWEEP_FILES) as tmp:  # the table and figures appear whole or not at all
+        staged = write_outputs(rows, space.keys, tmp, base.slo.ttft_s, seeds)
+    paths = {name: out_dir / path.name for name, path in staged.items()}
     return SweepResult(space.keys, rows, executed, cached, sum(r["status"] != "ok" for r in rows), paths)
 
 
@@ -205,14 +213,17 @@ def run_all(pts: list[Point], seed_list: list[int], cache: ResultCache, out_dir:
                 outcomes[key] = hit
             else:
                 folder = run_dir(out_dir, p, i, len(seed_list)) if out_dir else None
-                todo[key] = (p.raws[i], str(folder) if folder else None)
+                # local workers share this file system, so they cache their own results; Ray's
+                # may not, so there the results are cached here as they arrive
+                worker_cache = str(cache.folder) if backend == "local" else None
+                todo[key] = (p.raws[i], str(folder) if folder else None, worker_cache, key)
     cached = len(outcomes)
     keys = list(todo)
     results = execute(run_one, list(todo.values()), backend, jobs, address)
     for i, result, exc in progress_items(results, progress, "sweep", total=len(keys)):
         outcome = {"error": describe(exc)} if exc is not None else result
         outcomes[keys[i]] = outcome
-        if "summary" in outcome:
+        if "summary" in outcome and cache.get(keys[i]) is None:  # a local worker has cached it already
             cache.put(keys[i], {"seed": todo[keys[i]][0]["seed"], "summary": outcome["summary"]})
     return outcomes, len(keys), cached
 

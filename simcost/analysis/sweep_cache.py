@@ -115,5 +115,9 @@ class ResultCache:
         sweep never leaves a half entry behind."""
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.folder / f".{key}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps({**entry, "key": key}) + "\n")
-        os.replace(tmp, self.path(key))
+        try:
+            tmp.write_text(json.dumps({**entry, "key": key}) + "\n")
+            os.replace(tmp, self.path(key))
+        except BaseException:  # Ctrl-C or a full disk between the two: no stray temporary file
+            tmp.unlink(missing_ok=True)
+            raise

@@ -29,11 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from simcost.errors import InputError, required
+from simcost.yamlio import read_yaml_file
 
 DESIGNS = ("grid", "random", "lhs")
+MAX_POINTS = 100_000  # each point is at least one simulation: more is a typo, not a study
 
 
 @dataclass(frozen=True)
@@ -105,12 +106,7 @@ def space_from_flags(params: list[str], values: list[list]) -> Space:
 def load_space(path: str | Path, extra: Space | None = None) -> Space:
     """A space file, plus the --param/--values keys of `extra` (as lists)."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise InputError(str(path), f"cannot read space file ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        raise InputError(str(path), f"not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    raw = read_yaml_file(path, "space file")
     return space_from_dict(raw, str(path), extra)
 
 
@@ -136,8 +132,13 @@ def space_from_dict(raw, where: str = "space", extra: Space | None = None) -> Sp
         ranged = next((a.key for a in axes if a.values is None), None)
         if ranged:
             raise InputError(f"{where}: keys.{ranged}", "a range in a grid; give values: [...] (or use design random or lhs)")
-    elif not (isinstance(n, int) and not isinstance(n, bool) and n >= 1):
-        raise InputError(f"{where}: points", f"{n!r}; design {design} needs a whole number of points >= 1")
+        size = math.prod(len(a.values or ()) for a in axes)
+        if size > MAX_POINTS:
+            raise InputError(f"{where}: keys", f"a grid of {size:,} points; expected at most {MAX_POINTS:,} "
+                             "(use design random or lhs to sample a large space)")
+    elif not (isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= MAX_POINTS):
+        raise InputError(f"{where}: points", f"{n!r}; design {design} needs a whole number of points from 1 to "
+                                             f"{MAX_POINTS:,}")
     if not (isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0):
         raise InputError(f"{where}: seed", f"{seed!r}; expected a whole number >= 0")
     return Space(tuple(axes), design, n, seed)

@@ -28,11 +28,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import yaml
-
 from simcost.catalog import specs
 from simcost.catalog.specs import DeviceSpec, ModelSpec, PriceOffer
 from simcost.errors import InputError, closest
+from simcost.yamlio import read_yaml_file
 
 __all__ = ["Catalog", "UserCatalog", "bundled_catalog", "read_catalog_file", "SECTIONS"]
 
@@ -203,14 +202,7 @@ def read_catalog_file(path: Path, label: str | None = None, seen: tuple[Path, ..
     label = label or str(path)
     if path.resolve() in seen:
         raise InputError(label, "catalog files include each other in a loop")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise InputError(label, f"cannot read catalog file ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise InputError(f"{label}:{mark.line + 1}" if mark else label,
-                         f"not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    raw = read_yaml_file(path, "catalog file")  # not UTF-8, not YAML, a repeated key: one line naming file:line
     return catalog_parts(raw, label, path.parent, seen + (path.resolve(),))
 
 

@@ -7,8 +7,11 @@ exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import re
 import sys
+import typing
 from pathlib import Path
 
 from simcost.errors import InputError, closest, required
@@ -18,14 +21,49 @@ from simcost.units import S_PER_HOUR
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        _check_counts(args)
         return args.func(args)
     except InputError as exc:
-        print(f"simcost: error: {exc}", file=sys.stderr)
+        print(f"simcost: error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # results folders are staged, so an interrupted command leaves none
+        print("simcost: interrupted; nothing written", file=sys.stderr)
+        return 130
+
+
+# flags that multiply work: a typo of three extra zeros must be refused, not run for days
+MAX_SEEDS = 1000
+MAX_BILLING_HOURS = 87_600
+MAX_JOBS = 1024
+
+
+def _check_counts(args) -> None:
+    from simcost.scenario.limits import MAX_REPLICAS
+
+    for flag, name, limit in (("--seeds", "seeds", MAX_SEEDS), ("--jobs", "jobs", MAX_JOBS),
+                              ("--max-replicas", "max_replicas", MAX_REPLICAS)):
+        value = getattr(args, name, None)
+        if value is not None and value > limit:
+            raise InputError(flag, f"{value}; expected at most {limit:,} (a bound against typos)")
+
+
+def _one_line(text: str) -> str:
+    """Control characters from the input (a newline in a key, a CR in a trace cell) escaped, so
+    the error stays one line."""
+    return re.sub(r"[\x00-\x1f\x7f\u2028\u2029\x85]", lambda m: repr(m.group())[1:-1], text)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors as one line, like every other input error (its default
+    prints the whole usage first)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        print(f"simcost: error: {self.prog}: {_one_line(message)} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="simcost", description="Simulate LLM serving latency and cost.")
+    p = _Parser(prog="simcost", description="Simulate LLM serving latency and cost.")
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(sp):
@@ -174,7 +212,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_run(args) -> int:
-    from simcost.results.writer import format_summary, write_run
+    from simcost.results.writer import check_run_folder, format_summary, write_run
     from simcost.scenario.scenario import load_scenario
     from simcost.simulation.kernels import warn_if_cold
     from simcost.simulation.simulation import Simulation
@@ -183,6 +221,7 @@ def _cmd_run(args) -> int:
     sim = Simulation(scenario)  # plans the deployment: a model that does not fit fails here, writing nothing
     out = _out_dir(args.out or Path("results") / scenario.name)
     warn_if_cold()  # a fresh install compiles numba kernels for seconds: say so rather than sit silent
+    check_run_folder(out, args.records)  # a missing pyarrow or a folder in the way: before the run, not after
     result = sim.run(progress=not args.no_progress)
     print(format_summary(result.summary))  # before writing: a full disk must not lose the answer
     paths = write_run(result, out, args.records)
@@ -240,6 +279,7 @@ def _cmd_sweep(args) -> int:
 
 def _cmd_forecast(args) -> int:
     from simcost.analysis.forecast import GrowthPath, forecast, format_report, parse_step, write_outputs
+    from simcost.results.folder import staged_folder
     from simcost.scenario.scenario import load_scenario
 
     path = GrowthPath(args.months, args.growth, tuple(parse_step(s) for s in args.step))
@@ -247,7 +287,9 @@ def _cmd_forecast(args) -> int:
     out = _out_dir(args.out or Path("results") / f"forecast-{scenario.name}")
     result = forecast(scenario, path, args.seeds, args.hours_per_month, args.budget_usd_per_month, args.jobs,
                       args.resize, args.max_replicas, progress=True)
-    csv_path, png_path = write_outputs(result, out)
+    with staged_folder(out, ()) as tmp:  # whole or not at all, like a run folder
+        staged = write_outputs(result, tmp)
+    csv_path, png_path = (out / path.name for path in staged)
     print(format_report(result))
     print(f"\nwrote {csv_path}, {png_path}")
     return 0
@@ -393,9 +435,12 @@ def _cmd_commitments(args) -> int:
         raise InputError("--discount", f"{args.discount}; expected 0 <= discount < 1")
     if args.reserved_usd_per_device_hour is not None and not args.reserved_usd_per_device_hour >= 0:
         raise InputError("--reserved-usd-per-device-hour", f"{args.reserved_usd_per_device_hour}; expected >= 0")
-    if not args.period_s > 0:
-        raise InputError("--period-s", f"{args.period_s}; expected > 0")
+    if not (math.isfinite(args.period_s) and args.period_s > 0):
+        raise InputError("--period-s", f"{args.period_s}; expected a number of seconds > 0")
     scenario = load_scenario(args.scenario, args.overrides, args.seed, args.catalog)
+    if scenario.duration_s is not None and scenario.duration_s / args.period_s > MAX_BILLING_HOURS:
+        raise InputError("--period-s", f"{args.period_s:g} s makes {scenario.duration_s / args.period_s:.3g} billing hours of "
+                         f"duration_s={scenario.duration_s:g}; expected at most {MAX_BILLING_HOURS:,} (ten years)")
     result = Simulation(scenario).run(progress=not args.no_progress)
     plan = plan_from_run(result, args.reserved_usd_per_device_hour, args.discount, args.basis, args.period_s,
                          week=not args.no_week)
@@ -406,6 +451,7 @@ def _cmd_commitments(args) -> int:
 
 def _cmd_levers(args) -> int:
     from simcost.analysis.levers import format_study, load_levers, study, write_outputs
+    from simcost.results.folder import staged_folder
     from simcost.scenario.scenario import load_scenario
 
     overrides = {"smaller_model": {"model": args.smaller_model}} if args.smaller_model else None
@@ -414,7 +460,8 @@ def _cmd_levers(args) -> int:
     scenario = load_scenario(args.scenario, args.overrides, args.seed, args.catalog)
     out = _out_dir(args.out or Path("results") / f"levers-{scenario.name}")
     result = study(scenario, cfg, only, not args.fixed_fleet, args.max_replicas, args.seeds, args.jobs)
-    paths = write_outputs(result, out)
+    with staged_folder(out, ()) as tmp:  # whole or not at all, like a run folder
+        paths = [out / path.name for path in write_outputs(result, tmp)]
     print(format_study(result))
     print(f"\nwrote {', '.join(map(str, paths))}")
     return 0

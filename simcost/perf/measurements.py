@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from simcost.catalog.specs import catalog_names, get_device, get_model
 from simcost.errors import InputError
+from simcost.yamlio import read_yaml_file
 
 SPLITWISE_COLUMNS = ("model", "hardware", "prompt_size", "batch_size", "token_size", "prompt_time",
                      "token_time", "tensor_parallel")
@@ -174,11 +174,9 @@ def _average(raw: list[tuple]) -> list[StepPoint]:
 def load_profile(path: str | Path, device_key: str, model_key: str, where: str = "perf.profile") -> dict[str, float]:
     """The fitted factors of a profile; InputError if it is for another device or model."""
     try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except OSError as exc:
-        raise InputError(where, f"cannot read profile {path} ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        raise InputError(where, f"{path} is not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        raw = read_yaml_file(Path(path), "profile")
+    except InputError as exc:  # name the key too: the profile is a file the scenario points to
+        raise InputError(where, f"{exc.problem}, in {exc.where}") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("factors"), dict):
         raise InputError(where, f"{path} has no 'factors' mapping; write it with `simcost calibrate`")
     for key, want in (("device", device_key), ("model", model_key)):

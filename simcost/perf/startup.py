@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from simcost.errors import InputError
 from simcost.perf.deployment import Pool
 from simcost.scenario.fleet import ColdStartConfig
+from simcost.scenario.limits import MAX_START_S
 
 STOPPED, RUNNING = "stopped", "running"  # a warm node's state (EC2 warm pool PoolState)
 
@@ -49,7 +51,22 @@ def cold_start(cfg: ColdStartConfig | None, pool: Pool) -> StartPhases:
     """Provisioning and loading of one replica of `pool` (zero when warm)."""
     if cfg is None:
         return StartPhases(0.0, 0.0)
-    return StartPhases(cfg.provisioning_s, cfg.provisioning_s + loading_s(cfg, pool))
+    phases = StartPhases(cfg.provisioning_s, cfg.provisioning_s + loading_s(cfg, pool))
+    if phases.ready_s > MAX_START_S:
+        _refuse_start(cfg, pool, phases.ready_s)
+    return phases
+
+
+def _refuse_start(cfg: ColdStartConfig, pool: Pool, ready_s: float) -> None:
+    """A start-up beyond MAX_START_S: blame the phase that takes longest, so the key named is the
+    one to fix (a link typed in the wrong unit, a provisioning time in ms)."""
+    disk_s, link_s = weight_paths_s(cfg, pool)
+    phases = {"provisioning_s": cfg.provisioning_s, "registry_gb_per_s": cfg.image_gb / cfg.registry_gb_per_s,
+              "weights_gb_per_s": disk_s, "engine_start_s": cfg.engine_start_s}
+    key = max(phases, key=lambda name: phases[name])
+    raise InputError(f"fleet.cold_start.{key}", f"{getattr(cfg, key):g} makes a replica take {ready_s / 86400:,.3g} days "
+                     f"to start ({phases[key] / 86400:,.3g} of them here); expected a start-up within "
+                     f"{MAX_START_S / 86400:g} days")
 
 
 def start_phases(cfg: ColdStartConfig | None, pools: list[Pool]) -> list[StartPhases]:

@@ -21,13 +21,38 @@ from simcost.metrics.run_summary import LatencyKey, RunSummary, StatName
 from simcost.metrics.summary import latencies, records
 from simcost.metrics.timeseries import TimeSeries
 from simcost.results.focus import focus_rows, write_focus
+from simcost.results.folder import check_targets, staged_folder
 from simcost.results.plots import latency_cdfs, plot_timeseries
 from simcost.scenario.schema import to_dict
 from simcost.simulation.simulation import RunResult
 
+# every file a run folder can hold (check_run_folder, and staged_folder's stale-file cleanup)
+RUN_FILES = ("summary.json", "scenario.yaml", "requests.csv", "requests.parquet", "latency.png", "focus.csv",
+             "focus.parquet", "timeseries.csv", "timeseries.png")
+
+
+def check_run_folder(out_dir: Path, records_format: str = "csv") -> None:
+    """What write_run needs, checked before the simulation so a missing pyarrow or a folder in
+    the way is found in a second, not after the run."""
+    if records_format == "parquet":
+        try:
+            import pyarrow  # noqa: F401
+            import pyarrow.parquet  # noqa: F401
+        except ImportError:
+            raise InputError("--records parquet", "needs pyarrow: pip install 'simcost[parquet]'") from None
+    check_targets(Path(out_dir), RUN_FILES)
+
 
 def write_run(result: RunResult, out_dir: Path, records_format: str = "csv") -> dict[str, Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Every file of the run into `out_dir`, all or none (simcost.results.folder)."""
+    out_dir = Path(out_dir)
+    check_run_folder(out_dir, records_format)
+    with staged_folder(out_dir, RUN_FILES) as tmp:
+        _write_files(result, tmp, records_format)
+    return {name: out_dir / path.name for name, path in _run_paths(result, out_dir, records_format).items()}
+
+
+def _run_paths(result: RunResult, out_dir: Path, records_format: str) -> dict[str, Path]:
     paths = {
         "summary": out_dir / "summary.json",
         "scenario": out_dir / "scenario.yaml",
@@ -37,6 +62,11 @@ def write_run(result: RunResult, out_dir: Path, records_format: str = "csv") -> 
     }
     if result.timeseries is not None:
         paths |= {"timeseries": out_dir / "timeseries.csv", "timeseries_plot": out_dir / "timeseries.png"}
+    return paths
+
+
+def _write_files(result: RunResult, out_dir: Path, records_format: str) -> None:
+    paths = _run_paths(result, out_dir, records_format)
     paths["summary"].write_text(json.dumps(result.summary, indent=2) + "\n")
     paths["scenario"].write_text(yaml.safe_dump(to_dict(result.scenario), sort_keys=False))
     write_records(records(result.scenario, result.table, result.bill.request_usd, result.bill.unallocated_share_usd),
@@ -49,7 +79,6 @@ def write_run(result: RunResult, out_dir: Path, records_format: str = "csv") -> 
     if result.timeseries is not None:
         write_timeseries(result.timeseries, paths["timeseries"])
         plot_timeseries(result.timeseries, paths["timeseries_plot"], f"{result.scenario.name}: fleet over time")
-    return paths
 
 
 def write_records(columns: dict[str, np.ndarray], path: Path, records_format: str) -> None:

@@ -121,3 +121,17 @@ def check_rate_rows(table, where_row, where_table: str) -> None:
             raise InputError(where_row(i), f"start {row[0]} s is not after the previous row's {table[i - 1][0]} s")
     if max(row[1] for row in table) == 0:
         raise InputError(where_table, "every rate is 0; at least one must be > 0")
+
+
+def peak_rate_per_s(spec: ArrivalSpec) -> tuple[str, float] | None:
+    """(the key that sets it, the highest rate a process reaches), for estimating a run's size
+    before drawing it; None when only a file knows (rate_file, servegen)."""
+    if isinstance(spec, (PoissonArrivals, RenewalArrivals)):
+        return "rate_per_s", spec.rate_per_s
+    if isinstance(spec, MmppArrivals):
+        return max(("rate_on_per_s", spec.rate_on_per_s), ("rate_off_per_s", spec.rate_off_per_s), key=lambda kv: kv[1])
+    if isinstance(spec, SinusoidalArrivals):
+        return "mean_rate_per_s", spec.mean_rate_per_s * 2 * spec.peak_to_trough / (1 + spec.peak_to_trough)
+    if isinstance(spec, PiecewiseArrivals) and spec.rate_table:
+        return "rate_table", max(row[1] for row in spec.rate_table)
+    return None

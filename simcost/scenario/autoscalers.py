@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from simcost.errors import InputError
+from simcost.scenario.limits import MAX_REPLICAS, REPLICAS_WHY
 from simcost.scenario.schema import bounds, tag
 
 
@@ -17,7 +18,7 @@ class ScheduleEntry:
     """From at_s seconds into each period on, keep `replicas` replicas (autoscaler policy schedule)."""
 
     at_s: float = field(metadata=bounds(ge=0))
-    replicas: int = field(metadata=bounds(ge=0))
+    replicas: int = field(metadata=bounds(REPLICAS_WHY, ge=0, le=MAX_REPLICAS))
 
 
 ScalingMetric = Literal["concurrency", "queue_depth", "kv_cache", "utilization", "ttft_p95"]
@@ -53,8 +54,8 @@ class HpaKeys:
     policy: str = field(metadata=tag(POLICY))  # each policy narrows it to its own name
     target: float = field(metadata=bounds(gt=0))
     metric: ScalingMetric = "concurrency"
-    min_replicas: int = field(default=1, metadata=bounds(ge=0))  # HPA minReplicas
-    max_replicas: int = field(default=10, metadata=bounds(ge=1))
+    min_replicas: int = field(default=1, metadata=bounds(REPLICAS_WHY, ge=0, le=MAX_REPLICAS))  # HPA minReplicas
+    max_replicas: int = field(default=10, metadata=bounds(REPLICAS_WHY, ge=1, le=MAX_REPLICAS))
     tick_s: float = field(default=15.0, metadata=bounds(gt=0))  # --horizontal-pod-autoscaler-sync-period
     sample_s: float = field(default=1.0, metadata=bounds(gt=0))  # observe() every sample_s
     tolerance: float = field(default=0.1, metadata=bounds(ge=0, le=1))  # --horizontal-pod-autoscaler-tolerance
@@ -102,8 +103,8 @@ class KedaAutoscaler(HpaKeys):
     activation and scale to zero by polling."""
 
     policy: Literal["keda"] = field(default="keda", metadata=tag(POLICY))
-    min_replicas: int = field(default=0, metadata=bounds(ge=0))  # minReplicaCount
-    max_replicas: int = field(default=100, metadata=bounds(ge=1))  # maxReplicaCount
+    min_replicas: int = field(default=0, metadata=bounds(REPLICAS_WHY, ge=0, le=MAX_REPLICAS))  # minReplicaCount
+    max_replicas: int = field(default=100, metadata=bounds(REPLICAS_WHY, ge=1, le=MAX_REPLICAS))  # maxReplicaCount
     polling_s: float = field(default=30.0, metadata=bounds(gt=0))
     cooldown_s: float = field(default=300.0, metadata=bounds(ge=0))
     initial_cooldown_s: float = field(default=0.0, metadata=bounds(ge=0))
@@ -120,8 +121,8 @@ class KpaAutoscaler:
     target: float | None = field(default=None, metadata=bounds(gt=0))
     container_concurrency: float | None = field(default=None, metadata=bounds(gt=0))  # None: 100
     target_utilization: float | None = field(default=None, metadata=bounds(gt=0, le=1))  # None: 0.7
-    min_replicas: int = field(default=0, metadata=bounds(ge=0))  # min-scale
-    max_replicas: int = field(default=10, metadata=bounds(ge=1))
+    min_replicas: int = field(default=0, metadata=bounds(REPLICAS_WHY, ge=0, le=MAX_REPLICAS))  # min-scale
+    max_replicas: int = field(default=10, metadata=bounds(REPLICAS_WHY, ge=1, le=MAX_REPLICAS))
     tick_s: float = field(default=2.0, metadata=bounds(gt=0))  # tick-interval
     sample_s: float = field(default=1.0, metadata=bounds(gt=0))  # the queue-proxy stats are scraped every second
     stable_window_s: float = field(default=60.0, metadata=bounds(gt=0))

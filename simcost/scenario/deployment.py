@@ -9,6 +9,9 @@ from typing import Literal, get_args
 from simcost.errors import InputError
 from simcost.scenario.schema import bounds
 
+# vLLM's --block-size choices (CacheConfig.BlockSize): its paged-attention kernels take no others
+VLLM_BLOCK_SIZES = (1, 8, 16, 32, 64, 128)
+
 WeightFormat = Literal["fp32", "bf16", "fp16", "fp8", "int8", "int4"]
 
 
@@ -111,6 +114,12 @@ class EngineConfig:
     host_link_gb_per_s: float | None = field(default=None, metadata=bounds(gt=0))  # None: the device's PCIe link
 
     def _check(self, path: str) -> None:
+        if self.block_size not in VLLM_BLOCK_SIZES:
+            raise InputError(f"{path}.block_size", f"{self.block_size} is not a block size vLLM accepts; expected one of "
+                             f"{', '.join(map(str, VLLM_BLOCK_SIZES))}")
+        if self.max_waiting == 0:
+            raise InputError(f"{path}.max_waiting", "0 rejects every request, even on an idle fleet (each waits in the "
+                             "queue until the next step); expected >= 1, or null for no limit")
         if self.policy not in ITERATION_POLICIES:
             for key, default in (("queue", "fcfs"), ("preemption", "recompute"), ("prefix_caching", False)):
                 if getattr(self, key) != default:

@@ -10,6 +10,7 @@ from typing import Literal
 from simcost.errors import InputError
 from simcost.scenario.autoscalers import AutoscalerConfig
 from simcost.scenario.deployment import EngineConfig, HardwareConfig, ModelConfig
+from simcost.scenario.limits import MAX_REPLICAS, REPLICAS_WHY
 from simcost.scenario.pricing import PricingConfig, SiteConfig
 from simcost.scenario.schema import bounds
 
@@ -28,7 +29,7 @@ class PoolConfig:
     hardware: HardwareConfig
     model: ModelConfig | None = None
     engine: EngineConfig | None = None  # the scenario's engine section with this pool's keys over it
-    replicas: int = field(default=1, metadata=bounds(ge=1))
+    replicas: int = field(default=1, metadata=bounds(REPLICAS_WHY, ge=1, le=MAX_REPLICAS))
     price_usd_per_device_hour: float | None = field(default=None, metadata=bounds(ge=0))
     pricing: PricingConfig | None = None
     site: str | None = None
@@ -86,7 +87,7 @@ class WarmPoolConfig:
     (`warm_pool`): running at the on-demand price, stopped at `stopped_usd_per_hour` a node (default
     STOPPED_NODE_USD_PER_HOUR, an assumption: 100 GB of gp3)."""
 
-    size: int = field(default=1, metadata=bounds(ge=0))
+    size: int = field(default=1, metadata=bounds(REPLICAS_WHY, ge=0, le=MAX_REPLICAS))
     state: Literal["stopped", "running"] = "stopped"
     stopped_usd_per_hour: float = field(default=STOPPED_NODE_USD_PER_HOUR, metadata=bounds(ge=0))
 
@@ -100,8 +101,8 @@ class DisaggregationConfig:
     GPU, as in a DGX H100 (an assumption; set 450 for NVLink within a node). When the pools'
     tensor parallelism differs, min(tp) links carry the KV in parallel."""
 
-    prefill_replicas: int = field(metadata=bounds(ge=1))
-    decode_replicas: int = field(metadata=bounds(ge=1))
+    prefill_replicas: int = field(metadata=bounds(REPLICAS_WHY, ge=1, le=MAX_REPLICAS))
+    decode_replicas: int = field(metadata=bounds(REPLICAS_WHY, ge=1, le=MAX_REPLICAS))
     kv_link_gb_per_s: float = field(default=50.0, metadata=bounds(gt=0))
     # the decode pool's devices (Splitwise: prompts on H100, tokens on A100); None: the scenario's
     # hardware. Pools of different devices are priced on demand from the catalog.
@@ -151,7 +152,7 @@ class FailureConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class FleetConfig:
-    replicas: int = field(default=1, metadata=bounds(ge=1))
+    replicas: int = field(default=1, metadata=bounds(REPLICAS_WHY, ge=1, le=MAX_REPLICAS))
     router: Literal["round_robin", "random", "join_shortest_queue", "power_of_two", "least_outstanding_tokens",
                     "prefix_affinity", "shared_queue"] = "round_robin"
     # prefix_affinity's c: a replica takes a request only if it then holds at most ceil(c L / n + 1)
@@ -171,7 +172,7 @@ class FleetConfig:
     autoscaler: AutoscalerConfig | None = None
     spot: SpotConfig | None = None  # a share of the replicas on spot capacity, with reclaims
     failures: FailureConfig | None = None  # node failures and site outages
-    redundancy: int = field(default=0, metadata=bounds(ge=0))  # N+k: k replicas beyond replicas or the autoscaler's count
+    redundancy: int = field(default=0, metadata=bounds(REPLICAS_WHY, ge=0, le=MAX_REPLICAS))  # N+k: k replicas beyond replicas or the autoscaler's count
     # A fleet of several pools (replaces hardware/replicas as the fleet's shape; see PoolConfig),
     # the sites they run at, and how a request's pool is chosen (simcost.cluster.routers.POOL_ROUTERS)
     pools: tuple[PoolConfig, ...] | None = None

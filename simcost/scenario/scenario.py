@@ -12,11 +12,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from simcost.catalog.catalog import Catalog, UserCatalog, bundled_catalog, catalog_parts, read_catalog_file
 from simcost.catalog.hf_config import entry_from_file
 from simcost.errors import InputError
+from simcost.scenario.arrivals import MmppArrivals, peak_rate_per_s
 from simcost.scenario.deployment import (
     ITERATION_POLICIES,
     EngineConfig,
@@ -25,9 +24,13 @@ from simcost.scenario.deployment import (
     PerfConfig,
 )
 from simcost.scenario.fleet import FleetConfig
+from simcost.scenario.limits import MAX_DURATION_S, MAX_REPLICAS, MAX_REQUESTS, MAX_TIMED_EVENTS, REPLICAS_WHY
 from simcost.scenario.pricing import CostConfig
 from simcost.scenario.schema import apply_overrides, bounds, build
 from simcost.scenario.workload import SloConfig, WorkloadConfig
+from simcost.yamlio import read_yaml_file
+
+DURATION_WHY = "a simulated year; use simcost forecast for longer horizons"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,9 +40,9 @@ class Scenario:
     hardware: HardwareConfig
     name: str = "scenario"
     seed: int = field(default=0, metadata=bounds(ge=0))
-    duration_s: float | None = field(default=None, metadata=bounds(gt=0))  # arrivals in [0, duration_s)
+    duration_s: float | None = field(default=None, metadata=bounds(DURATION_WHY, gt=0, le=MAX_DURATION_S))  # arrivals in [0, duration_s)
     warmup_s: float = field(default=0.0, metadata=bounds(ge=0))
-    drain_s: float | None = field(default=None, metadata=bounds(ge=0))  # None: run until every request ends
+    drain_s: float | None = field(default=None, metadata=bounds(DURATION_WHY, ge=0, le=MAX_DURATION_S))  # None: run until every request ends
     perf: PerfConfig = PerfConfig()
     engine: EngineConfig = EngineConfig()
     fleet: FleetConfig = FleetConfig()
@@ -62,6 +65,74 @@ class Scenario:
             raise InputError("warmup_s", f"{self.warmup_s} is not below duration_s={self.duration_s}")
         if self.fleet.pools is not None:
             self._check_serves()
+        if self.fleet.num_replicas > MAX_REPLICAS:  # each key is bounded; their sum must be too
+            key = "pools" if self.fleet.pools is not None else "disaggregation" if self.fleet.disaggregation else "redundancy"
+            raise InputError(f"fleet.{key}", f"{self.fleet.num_replicas:,} replicas in all; expected at most "
+                             f"{MAX_REPLICAS:,} ({REPLICAS_WHY})")
+        self._check_request_count()
+        self._check_max_model_len()
+        self._check_timed_events()
+
+    def _check_timed_events(self) -> None:
+        """Periods so short that the run would schedule billions of events (an autoscaler sampling
+        every nanosecond, on-off bursts switching every nanosecond): refuse them before the run
+        hangs or allocates the switch times."""
+        if self.duration_s is None:
+            return
+        periods = []
+        scalers = [("fleet.autoscaler", self.fleet.autoscaler)] + [
+            (f"fleet.pools[{k}].autoscaler", pool.autoscaler) for k, pool in enumerate(self.fleet.pools or ())]
+        for where, scaler in scalers:
+            if scaler is not None:
+                periods += [(f"{where}.tick_s", scaler.tick_s), (f"{where}.sample_s", scaler.sample_s)]
+        for i, entry in enumerate(self.workload.entries()):
+            arrivals = entry.arrivals
+            if isinstance(arrivals, MmppArrivals):
+                where = f"workload.mix[{i}].arrivals" if self.workload.mix is not None else "workload.arrivals"
+                periods += [(f"{where}.mean_on_s", arrivals.mean_on_s), (f"{where}.mean_off_s", arrivals.mean_off_s)]
+        for where, period_s in periods:
+            if self.duration_s / period_s > MAX_TIMED_EVENTS:
+                raise InputError(where, f"{period_s:g} s makes ~{self.duration_s / period_s:.3g} events over "
+                                 f"duration_s={self.duration_s:g}; expected at least {self.duration_s / MAX_TIMED_EVENTS:.3g} s "
+                                 f"(at most {MAX_TIMED_EVENTS:,} events)")
+
+    def _check_max_model_len(self) -> None:
+        """A max_model_len below every request the workload can draw rejects them all; say so now
+        rather than report a run in which nothing was served."""
+        engines = [("engine", self.engine)] + [(f"fleet.pools[{k}].engine", pool.engine)
+                                               for k, pool in enumerate(self.fleet.pools or ()) if pool.engine]
+        for where, engine in engines:
+            for i, entry in enumerate(self.workload.entries()):
+                shortest = shortest_request(entry)
+                if shortest is None:
+                    continue
+                name, (prompt, total) = self.workload.entry_name(i), shortest
+                if engine.max_model_len is not None and total > engine.max_model_len:
+                    raise InputError(f"{where}.max_model_len", f"{engine.max_model_len} tokens is below the shortest request "
+                                     f"workload '{name}' can send ({total} tokens of prompt and output), so every "
+                                     f"request would be rejected; expected at least {total}")
+                budget = engine.max_num_batched_tokens
+                if budget is not None and engine.policy == "prefill_first" and prompt > budget:
+                    raise InputError(f"{where}.max_num_batched_tokens", f"{budget} tokens is below the shortest prompt "
+                                     f"workload '{name}' can send ({prompt} tokens), and prefill_first does not split "
+                                     f"prompts, so every request would be rejected; expected at least {prompt} "
+                                     "(or policy: chunked)")
+
+    def _check_request_count(self) -> None:
+        """The requests synthetic arrivals would make, estimated before any is drawn: a rate typed
+        with three zeros too many must be refused now, not die allocating the request table."""
+        for i, entry in enumerate(self.workload.entries()):
+            peak = peak_rate_per_s(entry.arrivals) if entry.arrivals is not None else None
+            if peak is None or self.duration_s is None:
+                continue
+            key, rate = peak
+            turns = entry.session.turns.largest() if entry.session is not None else 1  # type: ignore[union-attr]
+            expected = rate * self.duration_s * turns
+            if expected > MAX_REQUESTS:
+                where = f"workload.mix[{i}].arrivals.{key}" if self.workload.mix is not None else f"workload.arrivals.{key}"
+                raise InputError(where, f"~{expected:.3g} requests at up to {rate:g}/s over duration_s={self.duration_s:g}"
+                                 f"{f' x {turns:g} turns' if turns != 1 else ''}; expected at most {MAX_REQUESTS:,} "
+                                 "(lower the rate or the duration)")
 
     def _check_serves(self) -> None:
         """Every pool serves known workloads, and every workload has a pool."""
@@ -77,21 +148,23 @@ class Scenario:
                 raise InputError("fleet.pools", f"no pool serves workload '{name}'; add it to a pool's serves")
 
 
+def shortest_request(entry: WorkloadConfig) -> tuple[int, int] | None:
+    """(the fewest prompt tokens, the fewest prompt plus output tokens) a synthetic workload's
+    request can have; None when a trace or an empirical distribution decides."""
+    smallest = [getattr(spec, "smallest", None) for spec in (entry.input_tokens, entry.output_tokens)]
+    prompt, output = (method() if method is not None else None for method in smallest)
+    if entry.trace is not None or prompt is None or output is None:
+        return None
+    items = entry.items.prompt_tokens_per_item * entry.items.per_request.smallest() if entry.items else 0  # type: ignore[union-attr]
+    return prompt + items, prompt + items + output
+
+
 def load_scenario(path: str | Path, overrides: tuple[str, ...] | list[str] = (), seed: int | None = None,
                   catalog_files: tuple[str, ...] | list[str] = ()) -> Scenario:
     """Read a YAML scenario, apply `key.path=value` overrides and an optional seed, validate.
     `catalog_files` (`--catalog`) add catalog entries after the scenario's own."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise InputError(str(path), f"cannot read scenario file ({exc.strerror})") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise InputError(where, f"not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    raw = read_yaml_file(path, "scenario file")
     if not isinstance(raw, dict):
         raise InputError(str(path), f"expected a mapping of sections at the top level, got {type(raw).__name__}")
     raw = apply_overrides(raw, overrides)

@@ -18,10 +18,12 @@ import yaml
 
 from simcost.errors import InputError, closest
 
+MAX_WHOLE_NUMBER = 2**63 - 1  # int64, the type of every integer column and kernel argument
 
-def bounds(**limits: float) -> dict:
-    """Field metadata for numeric bounds: gt, ge, le."""
-    return {"bounds": limits}
+
+def bounds(why: str = "", **limits: float) -> dict:
+    """Field metadata for numeric bounds: gt, ge, le; `why` says why an upper bound exists."""
+    return {"bounds": limits, "why": why}
 
 
 def tag(label: str) -> dict:
@@ -43,6 +45,16 @@ def check_variant_keys(obj, path: str, tag: str, label: str, needs: dict, option
         if given and name not in needed and name not in allowed:
             raise InputError(f"{path}.{name}", f"not used by {label} '{kind}' "
                                                f"(it takes {', '.join(needed + allowed) or 'no keys'})")
+
+
+
+
+
+
+
+
+
+
 
 
 def apply_overrides(raw: dict, overrides) -> dict:
@@ -149,11 +161,13 @@ def _convert(tp, value: Any, path: str):
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise InputError(path, f"{_show(value)}; expected a whole number")
+            raise InputError(path, f"{_show(value)}; expected a whole number{_exponent_hint(value)}")
+        if abs(value) > MAX_WHOLE_NUMBER:  # numpy columns are int64: a larger value cannot be stored
+            raise InputError(path, f"{value} does not fit in 64 bits; expected at most {MAX_WHOLE_NUMBER:,}")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise InputError(path, f"{_show(value)}; expected a number")
+            raise InputError(path, f"{_show(value)}; expected a number{_exponent_hint(value)}")
         if value != value or value in (float("inf"), float("-inf")):
             raise InputError(path, f"{value}; expected a finite number")
         return float(value)
@@ -209,7 +223,19 @@ def _check_bounds(f: dataclasses.Field, value, path: str) -> None:
     if "ge" in limits and not value >= limits["ge"]:
         raise InputError(path, f"{value}; expected a number >= {limits['ge']}")
     if "le" in limits and not value <= limits["le"]:
-        raise InputError(path, f"{value}; expected a number <= {limits['le']}")
+        why = f" ({f.metadata['why']})" if f.metadata.get("why") else ""
+        raise InputError(path, f"{value}; expected a number <= {limits['le']:,}{why}")
+
+
+def _exponent_hint(value: Any) -> str:
+    """YAML 1.1 reads 1e9 (no dot) as text; say how to write it as a number."""
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return ""
+        return " (YAML reads this as text: write 1.0e+9 rather than 1e9 or 1.0e9, or the digits)"
+    return ""
 
 
 def _show(value: Any) -> str:

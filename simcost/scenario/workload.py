@@ -3,12 +3,37 @@ closed-loop clients, non-token items, service-level objectives, and the workload
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
 from simcost.errors import InputError
 from simcost.scenario.arrivals import ArrivalSpec
+from simcost.scenario.limits import (
+    MAX_ITEMS_PER_REQUEST,
+    MAX_LOGNORMAL_SIGMA,
+    MAX_TOKENS_PER_REQUEST,
+    MAX_TURNS,
+    MAX_USERS,
+)
 from simcost.scenario.schema import bounds, tag
+
+TOKENS_WHY = "a bound against typos; no model's context is longer"
+
+
+def check_mean_tokens(mean: float, path: str) -> None:
+    """Draws are whole counts >= 1, so a mean below 1 would run as ~1 while the scenario says less."""
+    if mean < 1:
+        raise InputError(f"{path}.mean", f"{mean:g}; draws are whole counts >= 1, so the run's mean would be about 1, "
+                         "not this; expected mean >= 1")
+
+
+def check_sigma(sigma: float, mean: float, path: str) -> None:
+    """A lognormal's draws must average near its mean in a run-sized sample (see MAX_LOGNORMAL_SIGMA)."""
+    if sigma > MAX_LOGNORMAL_SIGMA:
+        median = mean * math.exp(-sigma ** 2 / 2)
+        raise InputError(f"{path}.sigma", f"{sigma}: so wide that a run's draws average far below mean {mean:g} "
+                         f"(the median draw is {median:.3g}); expected sigma <= {MAX_LOGNORMAL_SIGMA:g}")
 
 # Token-length distributions, picked by the `dist` key. Draws are integers >= 1 (lognormal and
 # exponential are rounded up, which is part of the distribution, not a clip of a few outliers).
@@ -16,7 +41,13 @@ from simcost.scenario.schema import bounds, tag
 @dataclass(frozen=True, kw_only=True)
 class FixedLength:
     dist: Literal["fixed"] = field(default="fixed", metadata=tag("dist"))
-    value: int = field(metadata=bounds(ge=1))
+    value: int = field(metadata=bounds(TOKENS_WHY, ge=1, le=MAX_TOKENS_PER_REQUEST))
+
+    def smallest(self) -> int:
+        return self.value
+
+    def largest(self) -> float:
+        return self.value
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -24,8 +55,14 @@ class UniformLength:
     """Integers low..high, both inclusive."""
 
     dist: Literal["uniform"] = field(default="uniform", metadata=tag("dist"))
-    low: int = field(metadata=bounds(ge=1))
-    high: int = field(metadata=bounds(ge=1))
+    low: int = field(metadata=bounds(TOKENS_WHY, ge=1, le=MAX_TOKENS_PER_REQUEST))
+    high: int = field(metadata=bounds(TOKENS_WHY, ge=1, le=MAX_TOKENS_PER_REQUEST))
+
+    def smallest(self) -> int:
+        return self.low
+
+    def largest(self) -> float:
+        return self.high
 
     def _check(self, path: str) -> None:
         if self.low > self.high:
@@ -37,14 +74,33 @@ class LognormalLength:
     """`mean` of the continuous distribution in tokens, `sigma` the sd of ln(x)."""
 
     dist: Literal["lognormal"] = field(default="lognormal", metadata=tag("dist"))
-    mean: float = field(metadata=bounds(gt=0))
+    mean: float = field(metadata=bounds(TOKENS_WHY, gt=0, le=MAX_TOKENS_PER_REQUEST))
     sigma: float = field(metadata=bounds(gt=0))
+
+    def _check(self, path: str) -> None:
+        check_mean_tokens(self.mean, path)
+        check_sigma(self.sigma, self.mean, path)
+
+    def smallest(self) -> int:  # draws are rounded up to >= 1
+        return 1
+
+    def largest(self) -> float:  # the mean: a bound on typos, not on the tail
+        return self.mean
 
 
 @dataclass(frozen=True, kw_only=True)
 class ExponentialLength:
     dist: Literal["exponential"] = field(default="exponential", metadata=tag("dist"))
-    mean: float = field(metadata=bounds(gt=0))
+    mean: float = field(metadata=bounds(TOKENS_WHY, gt=0, le=MAX_TOKENS_PER_REQUEST))
+
+    def _check(self, path: str) -> None:
+        check_mean_tokens(self.mean, path)
+
+    def smallest(self) -> int:  # draws are rounded up to >= 1
+        return 1
+
+    def largest(self) -> float:  # the mean: a bound on typos, not on the tail
+        return self.mean
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -126,6 +182,9 @@ class LognormalDelay:
     mean_s: float = field(metadata=bounds(gt=0))
     sigma: float = field(metadata=bounds(gt=0))
 
+    def _check(self, path: str) -> None:
+        check_sigma(self.sigma, self.mean_s, path)
+
 
 DelaySpec = FixedDelay | UniformDelay | ExponentialDelay | LognormalDelay
 
@@ -145,6 +204,9 @@ class SessionSpec:
     def _check(self, path: str) -> None:
         if isinstance(self.turns, EmpiricalLength):
             raise InputError(f"{path}.turns.dist", "empirical resamples token lengths; give turns as fixed, uniform, lognormal or exponential")
+        if self.turns.largest() > MAX_TURNS:
+            raise InputError(f"{path}.turns", f"up to {self.turns.largest():g} turns; expected at most {MAX_TURNS:,} "
+                             "(a bound against typos)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -153,7 +215,8 @@ class ClientsSpec:
     answer (or a rejection), thinking for `think_time` and sending the next, until duration_s.
     Each user's first request comes one think time after t=0, so users do not start in lockstep."""
 
-    users: int = field(metadata=bounds(ge=1))
+    users: int = field(metadata=bounds("each user is a simulated process; a bound against typos", ge=1,
+                                       le=MAX_USERS))
     think_time: DelaySpec
 
 
@@ -169,11 +232,14 @@ class ItemSpec:
     per_request: LengthSpec  # items per request (>= 1)
     flops_per_item: float = field(metadata=bounds(ge=0))
     bytes_per_item: float = field(default=0.0, metadata=bounds(ge=0))
-    prompt_tokens_per_item: int = field(default=0, metadata=bounds(ge=0))
+    prompt_tokens_per_item: int = field(default=0, metadata=bounds(TOKENS_WHY, ge=0, le=MAX_TOKENS_PER_REQUEST))
 
     def _check(self, path: str) -> None:
         if isinstance(self.per_request, EmpiricalLength):
             raise InputError(f"{path}.per_request.dist", "empirical resamples token lengths; give items per request as fixed, uniform, lognormal or exponential")
+        if self.per_request.largest() > MAX_ITEMS_PER_REQUEST:
+            raise InputError(f"{path}.per_request", f"up to {self.per_request.largest():g} items; expected at most "
+                             f"{MAX_ITEMS_PER_REQUEST:,} per request (a bound against typos)")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -18,6 +18,7 @@ import numpy as np
 from simcost.errors import InputError, required
 from simcost.rng import Streams, streams
 from simcost.scenario.arrivals import ServegenArrivals
+from simcost.scenario.limits import MAX_DURATION_S, MAX_REQUESTS
 from simcost.scenario.scenario import Scenario
 from simcost.scenario.workload import (
     DelaySpec,
@@ -232,11 +233,21 @@ def replay(spec: TraceSpec, duration_s: float | None, rng: np.random.Generator) 
     lo = int(np.searchsorted(trace.arrival_s, spec.start_s, side="left"))
     hi = len(trace) if spec.end_s is None else int(np.searchsorted(trace.arrival_s, spec.end_s, side="left"))
     rows = np.arange(lo, hi)
+    if not len(rows):  # a run of no requests would report zeros as if they were measured
+        raise InputError("workload.trace.start_s", f"the window from {spec.start_s:g} s to {spec.end_s or 'the end'} "
+                         f"holds no request of {spec.name} (its arrivals span 0 to {trace.span_s:g} s)")
     arrival_s = (trace.arrival_s[rows] - spec.start_s) / spec.rate_multiplier
+    if duration_s is None and arrival_s[-1] > MAX_DURATION_S:  # the run would last as long as the trace
+        raise InputError("workload.trace.name", f"{spec.name} spans {arrival_s[-1]:.3g} s of arrivals; expected at most "
+                         f"{MAX_DURATION_S:,.0f} s (a year): check its time unit, or set end_s or duration_s")
     copy = np.zeros(len(rows), dtype=np.int64)
     if spec.loop:
         period_s = _loop_period_s(spec, trace.arrival_s[rows], duration_s) / spec.rate_multiplier
-        copies = math.ceil(required(duration_s, "duration_s") / period_s)  # _loop_period_s refuses None
+        loop_s = required(duration_s, "duration_s")  # _loop_period_s refuses None
+        copies = math.ceil(loop_s / period_s)
+        if copies * len(rows) > MAX_REQUESTS:  # estimated before the copies are allocated
+            raise InputError("workload.trace.loop", f"~{copies * len(rows):.3g} requests from {copies:,} copies of the "
+                             f"window over duration_s={loop_s:g}; expected at most {MAX_REQUESTS:,}")
         arrival_s = (arrival_s[None, :] + period_s * np.arange(copies)[:, None]).ravel()
         rows, copy = np.tile(rows, copies), np.repeat(np.arange(copies), len(rows))
     keep = np.ones(len(rows), dtype=bool) if duration_s is None else arrival_s < duration_s

@@ -22,12 +22,15 @@ from collections.abc import Callable
 import numpy as np
 import simpy
 
-from simcost.errors import required
+from simcost.errors import InputError, required
 from simcost.rng import Streams
 from simcost.scenario.scenario import Scenario
 from simcost.scenario.workload import WorkloadConfig
-from simcost.workload.request_table import COMPLETED, RequestTable
+from simcost.workload.request_table import COMPLETED, REJECT_REASONS, RequestTable
 from simcost.workload.requests import sample_delays_s, sample_lengths, sample_request_lengths
+
+# a user's requests rejected in a row at one instant before the run is refused as a livelock
+MAX_INSTANT_RESENDS = 1000
 
 
 class SessionDriver:
@@ -41,6 +44,7 @@ class SessionDriver:
         self.arrive = arrive
         self.end_s = scenario.duration_s if scenario.duration_s is not None else np.inf
         self.pending = 0  # turns and user requests waiting out a think time
+        self._instant_rejections: dict[int, int] = {}  # user -> requests rejected in a row with no time passing
         self.counts = {"turns_sent": 0, "ended_by_rejection": 0, "turns_cut": 0, "user_requests_sent": 0,
                        "user_requests_cut": 0}
 
@@ -107,11 +111,24 @@ class SessionDriver:
         s = self.streams[int(self.table.workload[rid])]
         clients = required(entry.clients, "workload.clients")  # rid came from a closed-loop user
         think_s = float(sample_delays_s(clients.think_time, 1, s.arrivals)[0])
+        self._check_progress(rid, think_s)
         if self.env.now + think_s >= self.end_s:
             self.counts["user_requests_cut"] += 1
             return
         self.pending += 1
         self.env.process(self._send_user_request(rid, entry, s, think_s))
+
+    def _check_progress(self, rid: int, think_s: float) -> None:
+        """A user whose requests are rejected the instant they arrive, with no think time, would
+        re-send at the same simulated instant forever: refuse that instead of hanging."""
+        t = self.table
+        instant = think_s == 0 and t.status[rid] != COMPLETED and t.arrival_s[rid] == self.env.now
+        user = int(t.user[rid])
+        self._instant_rejections[user] = self._instant_rejections.get(user, 0) + 1 if instant else 0
+        if self._instant_rejections[user] > MAX_INSTANT_RESENDS:
+            reason = REJECT_REASONS[int(t.reject_reason[rid])] or "rejected"
+            raise InputError("workload.clients.think_time", f"0 s, and every request is rejected at once ({reason}), "
+                             "so users re-send forever without time passing; fix the rejection or give a think time > 0")
 
     def _send_user_request(self, prev: int, entry: WorkloadConfig, s: Streams, think_s: float):
         yield self.env.timeout(think_s)

@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from simcost.errors import InputError
+from simcost.scenario.limits import MAX_TOKENS_PER_REQUEST
 from simcost.scenario.workload import TraceColumns
 
 MOONCAKE_FIELDS = ("timestamp", "input_length", "output_length", "hash_ids")
@@ -27,8 +28,10 @@ def parse_mooncake(where: str, lines: list[str]) -> dict:
     _require_keys(where, records, MOONCAKE_FIELDS, first_line=1)
     column = lambda key: [r[key] for r in records]  # noqa: E731
     ms = whole_numbers(where, column("timestamp"), "timestamp", first_line=1, minimum=0)
-    input_tokens = whole_numbers(where, column("input_length"), "input_length", first_line=1, minimum=1)
-    output_tokens = whole_numbers(where, column("output_length"), "output_length", first_line=1, minimum=1)
+    input_tokens = whole_numbers(where, column("input_length"), "input_length", first_line=1, minimum=1,
+                                 maximum=MAX_TOKENS_PER_REQUEST)
+    output_tokens = whole_numbers(where, column("output_length"), "output_length", first_line=1, minimum=1,
+                                  maximum=MAX_TOKENS_PER_REQUEST)
     block_ids, block_offsets = _hash_ids(where, column("hash_ids"), input_tokens)
     _check_order(where, ms, column("timestamp"), "timestamp", first_line=1)
     return dict(arrival_s=(ms - ms[0]) / 1000.0, input_tokens=input_tokens, output_tokens=output_tokens,
@@ -50,9 +53,10 @@ def parse_table(where: str, lines: list[str], columns: TraceColumns) -> dict:
     times = _numbers(where, raw_times, columns.arrival, first_line)
     _check_order(where, times, raw_times, columns.arrival, first_line)
     out = dict(arrival_s=(times - times[0]) * _SECONDS_PER_UNIT[columns.arrival_unit],
-               input_tokens=whole_numbers(where, column(columns.input_tokens), columns.input_tokens, first_line, 1, not jsonl),
+               input_tokens=whole_numbers(where, column(columns.input_tokens), columns.input_tokens, first_line, 1,
+                                          not jsonl, MAX_TOKENS_PER_REQUEST),
                output_tokens=whole_numbers(where, column(columns.output_tokens), columns.output_tokens, first_line, 1,
-                                           not jsonl))
+                                           not jsonl, MAX_TOKENS_PER_REQUEST))
     for name, key in (("session_ids", columns.session), ("tenants", columns.tenant)):
         if key is not None:
             out[name] = np.array([str(v) for v in column(key)], dtype=object)
@@ -115,7 +119,7 @@ def _is_whole(value, text_ok: bool) -> bool:
 
 
 def whole_numbers(where: str, values: list, name: str, first_line: int, minimum: int,
-                  text_ok: bool = False) -> np.ndarray:
+                  text_ok: bool = False, maximum: int | None = None) -> np.ndarray:
     """int64 array of JSON integers (or integer text, for CSV cells: text_ok); floats such as 3.5
     (or 3.0) are refused rather than truncated."""
     if not all(_is_whole(v, text_ok) for v in values):
@@ -125,6 +129,10 @@ def whole_numbers(where: str, values: list, name: str, first_line: int, minimum:
         array = np.array([int(v) for v in values], dtype=np.int64)
     except OverflowError:
         raise InputError(where, f"{name}: a value does not fit in 64 bits") from None
+    too_big = np.flatnonzero(array > maximum) if maximum is not None else np.empty(0, dtype=np.int64)
+    if too_big.size:
+        i = int(too_big[0])
+        raise InputError(f"{where}:{i + first_line}", f"{name} is {array[i]:,}; expected at most {maximum:,}")
     bad = np.flatnonzero(array < minimum)
     if bad.size:
         i = int(bad[0])

@@ -205,11 +205,12 @@ def format_inspection(info: dict) -> str:
                                      f"{_num(info['output_tokens_per_s'], ',.0f')} output")]
     rows += _rate_rows(rate) + _gap_rows(gaps, info["requests"])
     heads = ["mean"] + [f"p{p}" for p in PERCENTILES] + ["max"]
-    rows += [("", ""), ("tokens per request", "".join(f"{h:>10}" for h in heads))]
-    for name in ("input_tokens", "output_tokens"):
-        st = info[name]
-        cells = [st["mean"]] + [st[f"p{p}"] for p in PERCENTILES] + [st["max"]]
-        rows.append((f"  {name.removesuffix('_tokens')}", "".join(f"{v:>10,.0f}" for v in cells)))
+    table = {name: [f"{v:,.0f}" for v in [info[name]["mean"]] + [info[name][f"p{p}"] for p in PERCENTILES]
+                    + [info[name]["max"]]] for name in ("input_tokens", "output_tokens")}
+    width = max(10, 2 + max(len(cell) for cells in table.values() for cell in cells))  # columns never touch
+    rows += [("", ""), ("tokens per request", "".join(f"{h:>{width}}" for h in heads))]
+    for name, cells in table.items():
+        rows.append((f"  {name.removesuffix('_tokens')}", "".join(f"{cell:>{width}}" for cell in cells)))
     rows.append(("  Spearman(input, output)", _num(info["spearman_input_output"], ".3f")))
     rows += [("", "")] + _group_rows(info)
     return "\n".join(_align(info["source"], rows))

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from simcost.errors import InputError, closest, required
+from simcost.scenario.limits import MAX_TOKENS_PER_REQUEST
 from simcost.scenario.workload import TraceColumns
 from simcost.workload.trace_formats import parse_mooncake, parse_table
 
@@ -122,12 +123,16 @@ def _load_cached(path_text: str, _mtime_ns: int, _size: int, kind: str, columns:
     except UnicodeDecodeError as exc:
         line = raw[:exc.start].count(b"\n") + 1
         raise InputError(f"{path_text}:{line}", f"not UTF-8 text (byte 0x{raw[exc.start]:02x})") from None
-    if kind == "azure":
-        return _parse(path_text, text)
-    if kind == "mooncake":
-        arrays = parse_mooncake(path_text, _lines(text))
-    else:  # "table": load_trace passes its columns
-        arrays = parse_table(path_text, _lines(text), required(columns, "workload.trace.columns"))
+    lines, numbers = _non_blank(_lines(text))
+    try:
+        if kind == "azure":
+            return _parse(path_text, lines)
+        if kind == "mooncake":
+            arrays = parse_mooncake(path_text, lines)
+        else:  # "table": load_trace passes its columns
+            arrays = parse_table(path_text, lines, required(columns, "workload.trace.columns"))
+    except InputError as exc:
+        raise _file_line(exc, path_text, numbers) from None
     for array in arrays.values():
         if isinstance(array, np.ndarray):
             array.flags.writeable = False
@@ -143,6 +148,24 @@ def _lines(text: str) -> list[str]:
     return lines
 
 
+def _non_blank(lines: list[str]) -> tuple[list[str], list[int]]:
+    """The lines holding something, and each one's line number in the file: blank lines (a
+    trailing CRLF, a gap between JSONL records) are skipped, as every common CSV and JSONL reader
+    skips them; they hold no request, so no request is lost."""
+    kept = [(line, i + 1) for i, line in enumerate(lines) if line.strip()]
+    return [line for line, _ in kept], [number for _, number in kept]
+
+
+def _file_line(exc: InputError, path_text: str, numbers: list[int]) -> InputError:
+    """The parsers number the non-blank lines they were given from 1: report the file's own line."""
+    prefix = f"{path_text}:"
+    if not exc.where.startswith(prefix) or not exc.where[len(prefix):].isdigit():
+        return exc
+    index = int(exc.where[len(prefix):]) - 1
+    line = numbers[index] if index < len(numbers) else (numbers[-1] + 1 if numbers else 1)
+    return InputError(f"{path_text}:{line}", exc.problem)
+
+
 def prefix_reuse_fraction(trace: Trace) -> float | None:
     """Upper bound on prefix-cache hits with an infinite cache: the fraction of block references
     whose block id already appeared earlier in the trace (None without block ids)."""
@@ -151,8 +174,7 @@ def prefix_reuse_fraction(trace: Trace) -> float | None:
     return 1.0 - len(np.unique(trace.block_ids)) / len(trace.block_ids)
 
 
-def _parse(where: str, text: str) -> Trace:
-    lines = _lines(text)
+def _parse(where: str, lines: list[str]) -> Trace:
     if not any(line.strip() for line in lines):
         raise InputError(f"{where}:1", f"empty file; expected a header {','.join(COLUMNS)} and request rows")
     if not lines[0].strip():
@@ -204,7 +226,11 @@ def _tokens(where: str, cells: tuple[str, ...], column: str) -> np.ndarray:
             except (ValueError, OverflowError):
                 raise InputError(f"{where}:{i + 2}", f"{column} {cell.strip()!r} is not a whole number of tokens") from None
         raise
-    bad = np.flatnonzero(values < 1)
+    bad = np.flatnonzero((values < 1) | (values > MAX_TOKENS_PER_REQUEST))
+    if bad.size and values[bad[0]] > MAX_TOKENS_PER_REQUEST:
+        i = int(bad[0])
+        raise InputError(f"{where}:{i + 2}", f"{column} is {values[i]:,}; expected at most {MAX_TOKENS_PER_REQUEST:,} "
+                                             "tokens (no model's context is longer)")
     if bad.size:
         i = int(bad[0])
         kind = "negative" if values[i] < 0 else "zero"
