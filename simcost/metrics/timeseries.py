@@ -159,14 +159,20 @@ def usd_per_hour(bill: Bill, n_pools: int, t_s: np.ndarray, steps: StepArrays, e
     return out
 
 
+MIN_BILLED_S = 1e-9  # shorter billed spans take their minimum charge in one interval
+
+
 def minimum_usd_per_hour(minimum_usd: np.ndarray, start_s: np.ndarray, end_s: np.ndarray, share, lo: np.ndarray,
                          per_hour: np.ndarray) -> np.ndarray:
     """(replicas, samples): each replica's minimum-charge top-up over its billed time; a replica
     billed for no time at all pays it in the interval it was requested in."""
     alive_s = end_s - start_s
+    # a replica gone within a nanosecond of its request (a reclaim at that instant) counts as
+    # billed for no time: spreading its minimum over ~1e-300 s would overflow to inf x 0 = NaN
+    spread_over = alive_s > MIN_BILLED_S
     spread = share(start_s, end_s) * np.divide(minimum_usd * S_PER_HOUR, alive_s, out=np.zeros(len(alive_s)),
-                                               where=alive_s > 0)[:, None]
-    instant = (alive_s <= 0) & (minimum_usd > 0)
+                                               where=spread_over)[:, None]
+    instant = ~spread_over & (minimum_usd > 0)
     if instant.any():
         at = np.clip(np.searchsorted(lo, start_s[instant], side="right") - 1, 0, len(lo) - 1)
         spread[np.flatnonzero(instant), at] += minimum_usd[instant] * per_hour[at] / S_PER_HOUR
