@@ -12,11 +12,31 @@ from simcost.cost.ledger import allocate_records, allocate_records_py, busy_idle
 from simcost.engine.decode_kernels import (
     apply_decode_steps,
     apply_decode_steps_py,
+    decode_blocks_needed,
+    decode_blocks_needed_py,
     max_feasible_steps,
     max_feasible_steps_py,
 )
 
 seeds = st.integers(0, 2**32 - 1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=seeds, n=st.integers(0, 40), block_size=st.sampled_from([1, 4, 16]))
+def test_decode_blocks_needed(seed, n, block_size):
+    """Prefilling requests (KV short of their prompt) need nothing; a decoding one needs the
+    block its next token opens, less any it holds beyond its KV (a recompute claims ahead)."""
+    rng = np.random.default_rng(seed)
+    num = 50
+    prefill_target = rng.integers(1, 400, num)
+    kv_tokens = np.where(rng.random(num) < 0.7, prefill_target + rng.integers(0, 100, num),
+                         rng.integers(0, prefill_target))
+    kv_blocks = -(-kv_tokens // block_size) + rng.integers(0, 2, num)
+    ids = rng.choice(num, size=n, replace=False).astype(np.int64)
+    want = decode_blocks_needed_py(ids, kv_tokens, prefill_target, kv_blocks, block_size)
+    assert decode_blocks_needed(ids, kv_tokens, prefill_target, kv_blocks, block_size) == want
+    decoding = kv_tokens[ids] >= prefill_target[ids]  # the vectorised form it replaced
+    assert want == int(((kv_tokens[ids][decoding] + block_size) // block_size - kv_blocks[ids][decoding]).sum())
 
 
 @settings(max_examples=60, deadline=None)

@@ -1,4 +1,5 @@
-"""numba kernels for the replica's hot path: how many decode steps fit, and applying them.
+"""numba kernels for the replica's hot path: the blocks one more decode step needs, how many
+decode steps fit, and applying them.
 
 Pure functions over arrays (random numbers never drawn here); each has a plain-Python twin
 `*_py` that tests compare against.
@@ -7,6 +8,24 @@ Pure functions over arrays (random numbers never drawn here); each has a plain-P
 from __future__ import annotations
 
 from numba import njit
+
+
+@njit(cache=True)
+def decode_blocks_needed(ids, kv_tokens, prefill_target, kv_blocks, block_size):
+    """Blocks the decoding requests among ids (those whose KV holds their whole prompt) need for
+    one more token: sum of blocks_for(kv_tokens + 1) - kv_blocks over them. Runs at every step
+    boundary, so one compiled loop instead of a handful of numpy gathers on small arrays."""
+    total = 0
+    for i in ids:
+        kv = kv_tokens[i]
+        if kv >= prefill_target[i]:
+            total += (kv + block_size) // block_size - kv_blocks[i]
+    return total
+
+
+def decode_blocks_needed_py(ids, kv_tokens, prefill_target, kv_blocks, block_size):
+    return sum((int(kv_tokens[i]) + block_size) // block_size - int(kv_blocks[i])
+               for i in ids if kv_tokens[i] >= prefill_target[i])
 
 
 @njit(cache=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from simcost.engine.decode_kernels import apply_decode_steps, max_feasible_steps
+from simcost.engine.decode_kernels import apply_decode_steps, decode_blocks_needed, max_feasible_steps
 from simcost.engine.kv.blocks import KVPool, blocks_for
 from simcost.engine.kv.prefix_cache import PrefixHit
 from simcost.engine.kv.reuse import PrefixReuse
@@ -36,12 +36,9 @@ class RequestKV:
         """Blocks the decoding requests among rids (a list or a plan) need for one more token."""
         if not rids:
             return 0
-        t, size = self.table, self.block_size
+        t = self.table
         ids = np.fromiter(rids, dtype=np.int64, count=len(rids))
-        kv = t.kv_tokens[ids]
-        decoding = kv >= t.prefill_target[ids]
-        # blocks_for(kv + 1) - blocks held, vectorised: this runs at every step boundary
-        return int(((kv[decoding] + size) // size - t.kv_blocks[ids][decoding]).sum())
+        return int(decode_blocks_needed(ids, t.kv_tokens, t.prefill_target, t.kv_blocks, self.block_size))
 
     def max_decode_steps(self, ids: np.ndarray, max_steps: int) -> int:
         """How many decode steps (<= max_steps) the free blocks let every request in ids take."""
