@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -243,21 +243,23 @@ def device_hour_price(offers: tuple[PriceOffer, ...], device: DeviceSpec, provid
     return device.price_usd_per_hour
 
 
+T = TypeVar("T")  # a catalog entry type (DeviceSpec, ModelSpec)
+
+
 def get_device(key: str, where: str = "hardware.device") -> DeviceSpec:
     """The device with catalog key (or alias) `key`."""
-    devices = _load_devices(_resolve(None))
-    found = devices.get(key) or _by_alias(devices, key)
-    if found is None:
-        raise InputError(where, f"unknown device '{key}'{closest(key, devices)}")
-    return found
+    return _entry(_load_devices(_resolve(None)), key, "device", where)
 
 
 def get_model(key: str, where: str = "model.name") -> ModelSpec:
     """The model with catalog key (or alias) `key`."""
-    models = _load_models(_resolve(None))
-    found = models.get(key) or _by_alias(models, key)
+    return _entry(_load_models(_resolve(None)), key, "model", where)
+
+
+def _entry(entries: dict[str, T], key: str, kind: str, where: str) -> T:
+    found = entries.get(key) or _by_alias(entries, key)
     if found is None:
-        raise InputError(where, f"unknown model '{key}'{closest(key, models)}")
+        raise InputError(where, f"unknown {kind} '{key}'{closest(key, entries)}")
     return found
 
 
