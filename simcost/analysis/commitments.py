@@ -43,7 +43,7 @@ from simcost.scenario.pricing import PricingConfig
 from simcost.units import S_PER_HOUR
 
 HOURS_PER_WEEK = 168
-# Assumptions (prefer passing your own quote). Source: shared/data/pricing_reference.md, AWS
+# Assumptions (prefer passing your own quote). Source: docs/references/pricing_reference.md, AWS
 # us-east-1 price snapshot of 2025-06: "1-year GPU reservations are commonly quoted at 35-40 % off
 # (secondary sources, not authoritative)"; we take the low end because no-upfront is the least
 # discounted payment option.

@@ -2,7 +2,7 @@
 
 Two CSV layouts are read (the header decides which):
 
-- Splitwise's profiling layout (`shared/data/calibration/`): columns `model, hardware,
+- Splitwise's profiling layout (`simcost/data/calibration/`): columns `model, hardware,
   prompt_size, batch_size, token_size, prompt_time, token_time, tensor_parallel` (times in ms).
   Each row gives two steps: the prefill of the whole batch (`batch_size` prompts of `prompt_size`
   tokens) and a mean decode iteration with every request of the batch, whose mean cached context
