@@ -27,7 +27,7 @@ from simcost.scenario.fleet import FleetConfig
 from simcost.scenario.limits import MAX_DURATION_S, MAX_REPLICAS, MAX_REQUESTS, MAX_TIMED_EVENTS, REPLICAS_WHY
 from simcost.scenario.pricing import CostConfig
 from simcost.scenario.schema import apply_overrides, bounds, build
-from simcost.scenario.workload import SloConfig, WorkloadConfig
+from simcost.scenario.workload import LengthSpec, SloConfig, WorkloadConfig
 from simcost.yamlio import read_yaml_file
 
 DURATION_WHY = "a simulated year; use simcost forecast for longer horizons"
@@ -126,7 +126,7 @@ class Scenario:
             if peak is None or self.duration_s is None:
                 continue
             key, rate = peak
-            turns = entry.session.turns.largest() if entry.session is not None else 1  # type: ignore[union-attr]
+            turns = (_bound(entry.session.turns, "largest") if entry.session is not None else None) or 1
             expected = rate * self.duration_s * turns
             if expected > MAX_REQUESTS:
                 where = f"workload.mix[{i}].arrivals.{key}" if self.workload.mix is not None else f"workload.arrivals.{key}"
@@ -148,6 +148,13 @@ class Scenario:
                 raise InputError("fleet.pools", f"no pool serves workload '{name}'; add it to a pool's serves")
 
 
+def _bound(spec: LengthSpec, which: str) -> float | None:
+    """spec.smallest() or spec.largest(), where the distribution has one: an empirical one (a
+    trace's lengths) has none until the trace is read."""
+    method = getattr(spec, which, None)
+    return method() if method is not None else None
+
+
 def shortest_request(entry: WorkloadConfig) -> tuple[int, int] | None:
     """(the fewest prompt tokens, the fewest prompt plus output tokens) a synthetic workload's
     request can have; None when a trace or an empirical distribution decides."""
@@ -155,7 +162,8 @@ def shortest_request(entry: WorkloadConfig) -> tuple[int, int] | None:
     prompt, output = (method() if method is not None else None for method in smallest)
     if entry.trace is not None or prompt is None or output is None:
         return None
-    items = entry.items.prompt_tokens_per_item * entry.items.per_request.smallest() if entry.items else 0  # type: ignore[union-attr]
+    fewest_items = (_bound(entry.items.per_request, "smallest") or 0) if entry.items is not None else 0
+    items = int(entry.items.prompt_tokens_per_item * fewest_items) if entry.items is not None else 0
     return prompt + items, prompt + items + output
 
 
