@@ -175,7 +175,7 @@ def minimum_usd_per_hour(minimum_usd: np.ndarray, start_s: np.ndarray, end_s: np
     instant = ~spread_over & (minimum_usd > 0)
     if instant.any():
         at = np.clip(np.searchsorted(lo, start_s[instant], side="right") - 1, 0, len(lo) - 1)
-        spread[np.flatnonzero(instant), at] += minimum_usd[instant] * per_hour[at] / S_PER_HOUR
+        spread[np.flatnonzero(instant), at] += minimum_usd[instant] * per_hour[at]  # $ in one interval, as $/hour
     return spread
 
 
