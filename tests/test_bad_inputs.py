@@ -181,14 +181,20 @@ def test_malformed_jsonl_traces_fail_in_one_line(tmp_path_factory, capsys, rows,
     _write(trace, _generic_jsonl(rows, blank), encoding)
     columns = "arrival=t,arrival_unit=ms,input_tokens=prompt,output_tokens=completion"
     check_outcome(*cli(["trace", "inspect", str(trace), "--columns", columns], capsys))
+    scenario = jsonl_trace_scenario(trace, folder)
+    out = folder / "out"
+    check_outcome(*cli(["run", str(scenario), "--no-progress", "--out", str(out)], capsys), out)
+
+
+def jsonl_trace_scenario(trace, folder):
+    """A scenario file in `folder` replaying the generic JSONL `trace` (t in ms, prompt, completion)."""
     raw = set_path(yaml.safe_load(yaml.safe_dump(BASE)), "workload", {"trace": {
         "name": str(trace), "columns": {"arrival": "t", "arrival_unit": "ms", "input_tokens": "prompt",
                                         "output_tokens": "completion"}}})
     raw.pop("duration_s")
     scenario = folder / "s.yaml"
     scenario.write_text(yaml.safe_dump(raw))
-    out = folder / "out"
-    check_outcome(*cli(["run", str(scenario), "--no-progress", "--out", str(out)], capsys), out)
+    return scenario
 
 
 # --- inputs an audit found mishandled ------------------------------------------------------------
@@ -299,12 +305,7 @@ def test_a_trace_spanning_centuries_is_refused_not_simulated(tmp_path, capsys):
     """Found by the JSONL fuzz: timestamps in the wrong unit made a run as long as the trace."""
     trace = tmp_path / "t.jsonl"
     trace.write_text('{"t": 0, "prompt": 5, "completion": 3}\n{"t": 1e15, "prompt": 5, "completion": 3}\n')
-    raw = set_path(yaml.safe_load(yaml.safe_dump(BASE)), "workload", {"trace": {
-        "name": str(trace), "columns": {"arrival": "t", "arrival_unit": "ms", "input_tokens": "prompt",
-                                        "output_tokens": "completion"}}})
-    raw.pop("duration_s")
-    path = tmp_path / "s.yaml"
-    path.write_text(yaml.safe_dump(raw))
+    path = jsonl_trace_scenario(trace, tmp_path)
     out = tmp_path / "out"
     code, err = cli(["run", str(path), "--no-progress", "--out", str(out)], capsys)
     check_outcome(code, err, out)

@@ -228,7 +228,10 @@ def overload_keys(table: RequestTable) -> dict:
     arrival_s, end_s = table.arrival_s[:n], float(table.arrival_s[:n].max())
     half_s = end_s / 2
     completed, rejected = table.status[:n] == COMPLETED, table.status[:n] == REJECTED
-    left_by = lambda t: int((completed & (table.finish_s[:n] <= t)).sum() + (rejected & (arrival_s <= t)).sum())  # noqa: E731
+
+    def left_by(t_s: float) -> int:  # completed, or rejected on arrival, by t_s
+        return int((completed & (table.finish_s[:n] <= t_s)).sum() + (rejected & (arrival_s <= t_s)).sum())
+
     arrived_late = int((arrival_s > half_s).sum())
     left_late = left_by(end_s) - left_by(half_s)
     span_s = end_s - half_s
