@@ -101,6 +101,9 @@ class RunSummary(TypedDict):
     bytes_per_token: NotRequired[float]
     prefix_cache: NotRequired[dict[str, Any]]
     per_item: NotRequired[PerItem]
+    # perf.model kernels: the share of simulated step seconds that came from measured kernel
+    # latencies (the rest: roofline fallbacks, extrapolation, overheads); 0 on a device without tables
+    step_time_measured_fraction: NotRequired[float]
 
 
 class Breakdowns(TypedDict, total=False):

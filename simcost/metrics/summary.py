@@ -124,9 +124,11 @@ def attainment_keys(measured_arrived: np.ndarray, outcomes: dict) -> dict:
 
 def summarize(scenario: Scenario, dep: Deployment, table: RequestTable, steps: StepArrays, bill: Bill,
               horizon_s: float, session_counts: dict | None = None, pools: list[Pool] | None = None,
-              pool_router=None, prefix_cache: dict[str, Any] | None = None, per_item: bool = False) -> RunSummary:
+              pool_router=None, prefix_cache: dict[str, Any] | None = None, per_item: bool = False,
+              measured_fraction: float | None = None) -> RunSummary:
     """The run's summary (summary.json), every section of it; `prefix_cache` is the replicas'
-    prefix-cache counts (None without prefix caching), `per_item` whether the model is served per item."""
+    prefix-cache counts (None without prefix caching), `per_item` whether the model is served per
+    item, `measured_fraction` the share of step time from measured kernels (perf.model kernels only)."""
     pools = pools or [Pool("serve", dep, scenario.fleet.num_replicas)]
     lat = latencies(table)
     completed = table.status == COMPLETED
@@ -207,6 +209,8 @@ def summarize(scenario: Scenario, dep: Deployment, table: RequestTable, steps: S
         summary.update(pools_summary(scenario, pools, table, lat, measured, bill, pool_router))
     if prefix_cache is not None:
         summary["prefix_cache"] = prefix_cache
+    if measured_fraction is not None:
+        summary["step_time_measured_fraction"] = measured_fraction
     if per_item:
         summary["per_item"] = per_item_summary(scenario, dep, table, summary, bill)
     return summary

@@ -38,9 +38,10 @@ class PerfConfig:
     """Step-time model. `roofline` (docs/design.md section 4) takes its efficiency factors from the
     device catalog unless overridden here; `constant` is for tests and theory checks:
     prefill step = step_overhead_s + prefill_s_per_token * tokens, decode step = decode_step_s;
-    `table` interpolates the measured step times of `table` (simcost.perf.step_table)."""
+    `table` interpolates the measured step times of `table` (simcost.perf.step_table); `kernels`
+    sums measured vLLM kernel latencies per operator (simcost.perf.kernel_model, docs/step_model.md)."""
 
-    model: Literal["roofline", "constant", "table"] = "roofline"
+    model: Literal["roofline", "constant", "table", "kernels"] = "roofline"
     mfu: float | None = field(default=None, metadata=bounds(gt=0, le=1))
     mbu: float | None = field(default=None, metadata=bounds(gt=0, le=1))
     step_overhead_s: float | None = field(default=None, metadata=bounds(ge=0))
@@ -54,6 +55,10 @@ class PerfConfig:
     profile: str | None = None
     # model "table": measured step times (a CSV in a layout `simcost calibrate` reads), interpolated
     table: str | None = None
+    # model "kernels": whether steps of up to 512 tokens run as CUDA graphs (vLLM V1's default;
+    # false for enforce_eager or older engines), and the CPU seconds per layer of an eager step
+    cuda_graphs: bool = True
+    eager_s_per_layer: float | None = field(default=None, metadata=bounds(ge=0))
 
     def _check(self, path: str) -> None:
         if (self.model == "table") != (self.table is not None):

@@ -26,7 +26,7 @@ from simcost.metrics.summary import served_pool, slo_limits_by_entry, summarize
 from simcost.metrics.timeseries import TimeSeries
 from simcost.perf.deployment import Deployment, Pool, fleet_pools
 from simcost.perf.startup import cold_start
-from simcost.perf.step_model import is_per_item, step_params, step_time_s
+from simcost.perf.step_model import is_per_item, kernel_seconds, step_params, step_time_s
 from simcost.rng import streams
 from simcost.scenario.fleet_plan import PoolPlan, fleet_plan, pool_routed
 from simcost.scenario.scenario import Scenario
@@ -77,7 +77,8 @@ class Simulation:
         routing = FleetRouting(scenario.fleet.router, run_streams.routing,
                                affinity_keys(scenario, self.requests, self.table), scenario.fleet.affinity_load_bound,
                                self._pool_serves() if self.routed else None)
-        self.fleet = Fleet(self.env, self.table, self._pool_engines(run_streams), start, routing, self.log,
+        self.pool_engines = self._pool_engines(run_streams)
+        self.fleet = Fleet(self.env, self.table, self.pool_engines, start, routing, self.log,
                            max_span_steps, on_done=self._on_done if self.sessions.active or moves else None,
                            prefix=self._prefix_spec())
         if self.routed:  # the pool router reads the fleet's routable lists
@@ -242,9 +243,20 @@ class Simulation:
                       spot_usd_per_device_hour=spot_price_usd_per_device_hour(scenario.fleet),
                       request_egress_usd=self.request_egress_usd() if self.routed else None)
         summary = summarize(scenario, dep, self.table, steps, bill, horizon_s, self.sessions.counts, self.pools,
-                            self.fleet.pool_router, self.prefix_cache_summary(), self.per_item)
+                            self.fleet.pool_router, self.prefix_cache_summary(), self.per_item,
+                            self.measured_fraction())
         series = None if self.sampler is None else self.sampler.series(horizon_s, steps, bill)
         return RunResult(scenario, dep, self.table, steps, bill, horizon_s, summary, self.pools, series, self.plan)
+
+
+    def measured_fraction(self) -> float | None:
+        """perf.model kernels: the share of step seconds that came from measured kernels, over the
+        pools timed by kernel tables (0 when none is: no tables for the device); None otherwise."""
+        if self.scenario.perf.model != "kernels":
+            return None
+        shares = [kernel_seconds(pe.step_params) for pe in self.pool_engines]
+        total = sum(t for t, _ in shares)
+        return sum(m for _, m in shares) / total if total > 0 else 0.0
 
 
 def request_egress_bytes(table: RequestTable, bytes_per_token: float) -> np.ndarray:
