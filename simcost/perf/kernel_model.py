@@ -98,7 +98,7 @@ def _linear_grid(tables: KernelTables, dtype: str, model: ModelSpec, t: int, wei
         total += s
         measured += s * share
     if moe:
-        inter = model.expert_params / model.num_layers / model.num_experts / (3 * hidden)
+        inter = model.intermediate_size  # a MoE entry's intermediate_size is one expert's (HF moe_intermediate_size)
         ms, inside = tables.moe_ms(dtype, m, hidden, inter, model.experts_per_token, model.num_experts, t, 1)
         touched = model.num_experts * (1.0 - (1.0 - model.experts_per_token / model.num_experts) ** m)
         roof = np.maximum(6.0 * m * hidden * inter * model.experts_per_token / t / rates.flop_rate,
