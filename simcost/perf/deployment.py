@@ -32,13 +32,20 @@ from simcost.perf.step_model import is_per_item, kv_heads_per_device
 from simcost.scenario.fleet_plan import fleet_plan
 from simcost.scenario.scenario import Scenario
 
-# Activation reserve per device = max_num_batched_tokens * hidden_size * this many bytes. vLLM
-# sizes the reserve by profiling a forward pass of max_num_batched_tokens tokens; its peak is a
-# dozen-odd live bf16 tensors per token: residual, norm output, q/k/v, attention output (~6 x d)
-# and the MLP gate and up projections (2 x 3.5 d for Llama shapes), i.e. ~13 d elements = 26 d
-# bytes, rounded to 24 as not all are live at once. It is not divided by tensor parallelism
-# (the residual stream is replicated), which errs towards fewer KV blocks.
-ACTIVATION_BYTES_PER_TOKEN_PER_HIDDEN = 24.0
+# Activation reserve per device = max_num_batched_tokens * hidden_size * bytes. vLLM sizes the
+# reserve by profiling a forward pass of max_num_batched_tokens tokens; its peak is a dozen-odd
+# live bf16 tensors per token: residual, norm output, q/k/v, attention output (~6 x d) and the MLP
+# gate and up projections (2 x 3.5 d for Llama shapes), i.e. ~13 d elements = 26 d bytes, rounded
+# to 24 as not all are live at once. Under tensor parallelism the residual stream and its norm
+# output (4 bytes of d) are replicated on every device; the rest (20) is split over the TP group.
+ACTIVATION_BYTES_PER_TOKEN_PER_HIDDEN = 24.0  # at tensor_parallel 1
+ACTIVATION_REPLICATED_BYTES_PER_HIDDEN = 4.0
+
+
+def activation_reserve_bytes(max_num_batched_tokens: int, hidden_size: int, tp: int) -> float:
+    """Bytes each device of a tensor-parallel group of `tp` keeps for activations."""
+    sharded = ACTIVATION_BYTES_PER_TOKEN_PER_HIDDEN - ACTIVATION_REPLICATED_BYTES_PER_HIDDEN
+    return max_num_batched_tokens * hidden_size * (ACTIVATION_REPLICATED_BYTES_PER_HIDDEN + sharded / tp)
 
 _DEFAULT_KV_FORMAT = "bf16"
 _MAX_SUGGESTED_TP = 64
@@ -123,8 +130,8 @@ def _supported_weight_formats(device: DeviceSpec) -> list[str]:
 
 
 def _free_bytes_per_device(device: DeviceSpec, model: ModelSpec, weight_bytes: float, num_devices: int,
-                           memory_utilization: float, max_num_batched_tokens: int) -> float:
-    reserve_bytes = max_num_batched_tokens * model.hidden_size * ACTIVATION_BYTES_PER_TOKEN_PER_HIDDEN
+                           memory_utilization: float, max_num_batched_tokens: int, tp: int) -> float:
+    reserve_bytes = activation_reserve_bytes(max_num_batched_tokens, model.hidden_size, tp)
     return device.memory_bytes * memory_utilization - weight_bytes / num_devices - reserve_bytes
 
 
@@ -194,7 +201,7 @@ def _plan_kv(scenario: Scenario, device: DeviceSpec, model: ModelSpec, weight_fo
     def kv_tokens(t: int, stages: int = pp) -> int:
         # each device keeps the KV of its stage's layers for its share of the KV heads
         per_device = 2.0 * model.num_layers / stages * kv_heads_per_device(model, t) * model.head_dim * b_kv
-        free = _free_bytes_per_device(device, model, weight_bytes, t * stages, util, max_num_batched_tokens)
+        free = _free_bytes_per_device(device, model, weight_bytes, t * stages, util, max_num_batched_tokens, t)
         return _kv_blocks(free, per_device, block_size) * block_size
 
     num_kv_tokens = kv_tokens(tp)
@@ -310,7 +317,7 @@ def _raise_does_not_fit(device, model, weight_format, weight_bytes, tp, util, ma
                         kv_tokens, block_size, pp=1, per_node=_MAX_SUGGESTED_TP) -> None:
     n = tp * pp
     usable_gb = device.memory_bytes * util / 1e9
-    reserve_gb = max_num_batched_tokens * model.hidden_size * ACTIVATION_BYTES_PER_TOKEN_PER_HIDDEN / 1e9
+    reserve_gb = activation_reserve_bytes(max_num_batched_tokens, model.hidden_size, tp) / 1e9
     short_gb = weight_bytes / 1e9 + n * (reserve_gb - usable_gb)
     fits = [t for t in range(tp + 1, min(per_node, _MAX_SUGGESTED_TP) + 1)
             if model.num_heads % t == 0 and kv_tokens(t, pp) >= block_size]
