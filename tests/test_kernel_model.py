@@ -133,3 +133,18 @@ def test_held_out_comparison_kernels_beat_the_roofline_on_decode_at_held_out_tp(
     assert fitted["median_abs_pct"] < 5.0
     assert fitted["median_abs_pct"] < tp8["roofline"]["median_abs_pct"]
     assert 0.0002 < rows[0]["eager_s_per_layer"] < 0.001  # a physical per-layer launch cost
+
+
+def test_pipeline_stages_add_their_activation_hops_to_the_kernel_step():
+    one = kernel_params(model={"name": "llama-2-70b"}, hardware={"device": "h100-sxm", "tensor_parallel": 4})
+    two = kernel_params(model={"name": "llama-2-70b"},
+                        hardware={"device": "h100-sxm", "tensor_parallel": 4, "pipeline_parallel": 2})
+    hop_s_per_token = 8192 * 2 / plan_deployment(scenario(hardware={"device": "h100-sxm"})).device.link_bytes_per_s
+    args = (512, 16, 512 * 513 / 2 + 16 * 1001.0, 16 * 1000.0, 1)
+    assert sm.step_time_s(two, *args) == pytest.approx(sm.step_time_s(one, *args) + 528 * hop_s_per_token, rel=1e-12)
+
+
+def test_a_negative_eager_cost_is_refused_naming_the_key():
+    from simcost.errors import InputError
+    with pytest.raises(InputError, match="eager_s_per_layer"):
+        scenario(perf={"model": "kernels", "eager_s_per_layer": -1.0})
