@@ -50,8 +50,8 @@ def test_gemm_lookup_returns_the_measured_row_and_interpolates_log_log_between_r
     hi, _ = t.gemm_ms("bfloat16", np.array([256.0]), 16384, 4096)
     between, _ = t.gemm_ms("bfloat16", np.array([256.0]), 14336, 4096)
     assert min(lo[0], hi[0]) <= between[0] <= max(lo[0], hi[0])
-    # a shape beyond the measured n: no value (the caller takes the roofline)
-    assert np.isnan(t.gemm_ms("bfloat16", np.array([1.0]), 1e6, 4096)[0]).all()
+    # a shape below the narrowest measured n: no value (the caller takes the roofline)
+    assert np.isnan(t.gemm_ms("bfloat16", np.array([1.0]), 8, 4096)[0]).all()
 
 
 def test_loglog_scales_linearly_beyond_the_largest_size_and_flags_it():
@@ -148,3 +148,28 @@ def test_a_negative_eager_cost_is_refused_naming_the_key():
     from simcost.errors import InputError
     with pytest.raises(InputError, match="eager_s_per_layer"):
         scenario(perf={"model": "kernels", "eager_s_per_layer": -1.0})
+
+
+def test_a_gemm_wider_than_any_measured_runs_as_measured_column_blocks():
+    t = KernelTables("h100_sxm")
+    widest = float(np.unique(t.arrays["gemm/bfloat16"][:, 1])[-1])
+    m = np.array([1.0, 64.0, 1024.0])
+    wide, inside = t.gemm_ms("bfloat16", m, 2 * widest, 4096)  # e.g. an LM head over a 128k vocabulary
+    block, _ = t.gemm_ms("bfloat16", m, widest, 4096)
+    assert np.allclose(wide, 2 * block) and not inside.any()
+
+
+def test_a_head_count_the_table_lacks_scales_the_nearest_measured_one():
+    t = KernelTables("h100_sxm")
+    rows = t.arrays["context_attention/bfloat16"]
+    heads = set(rows[(rows[:, 3] == 4) & (rows[:, 4] == 128), 2])
+    assert 28.0 not in heads  # Qwen2.5-7B's 28 query heads over 4 KV heads are not measured
+    near = t.nearest_heads("context_attention", "bfloat16", 28, 4, 128)
+    assert near in heads and all(abs(np.log(near / 28)) <= abs(np.log(h / 28)) for h in heads)
+    from simcost.catalog.specs import get_model
+    from simcost.perf.kernel_model import _attention_grid
+    batches, lengths, s, share = _attention_grid(t, "context_attention", "bfloat16", get_model("qwen2.5-7b"), 1,
+                                                 lambda b, n, h, kv: np.full(b.shape, np.nan))
+    nb, nl, ms = t.attention_grid("context_attention", "bfloat16", near, 4, 128)
+    assert np.allclose(s, ms / 1e3 * 28 / near * 28, equal_nan=True)  # 28 layers, scaled by 28 / near heads
+    assert not share.any()  # derived, not measured

@@ -17,9 +17,10 @@ Per step of P prompt tokens (from r requests) and D decode tokens, m = P + D:
   every step with perf.cuda_graphs false): the GPU waits for the CPU to launch its kernels, so
   such a step takes at least layers x perf.eager_s_per_layer (default EAGER_S_PER_LAYER).
 A mixed step's decoders are assumed to hold their share D / (D + r) of the cached tokens read.
-Shapes the tables lack (a head layout, a GEMM size beyond the measured ones, an MoE layer not
-measured) take that component's roofline with the catalog's mfu and mbu; points beyond a table's
-range scale its edge linearly. Both count as not measured: the kernel accumulates total and
+Shapes the tables lack take that component's roofline with the catalog's mfu and mbu (an MoE
+layer not measured, a head_dim or KV-head count not measured), or are derived from the nearest
+measured shape (a query-head count: scaled by heads; a GEMM wider than any measured one: as
+column blocks of a measured width); points beyond a table's range scale its edge linearly. Both count as not measured: the kernel accumulates total and
 measured seconds into two slots of the parameter vector, which the run summary reports as
 `step_time_measured_fraction`.
 
@@ -125,13 +126,19 @@ def _attention_grid(tables: KernelTables, op: str, kv_dtype: str, model: ModelSp
     """(batch axis, length axis, seconds over all layers, measured share) for one attention table."""
     heads, kv_heads = model.num_heads / t, max(model.num_kv_heads / t, 1.0)
     grid = tables.attention_grid(op, kv_dtype, heads, kv_heads, model.head_dim)
+    measured = grid is not None
+    if grid is None:  # a head count the table lacks: the nearest measured one, scaled by heads
+        near = tables.nearest_heads(op, kv_dtype, heads, kv_heads, model.head_dim)
+        grid = None if near is None else tables.attention_grid(op, kv_dtype, near, kv_heads, model.head_dim)
+        if grid is not None and near is not None:
+            grid = grid[0], grid[1], grid[2] * heads / near
     if grid is None:
         batches, lengths = _FALLBACK_BATCHES, _FALLBACK_LENGTHS
         ms = np.full((len(batches), len(lengths)), np.nan)
     else:
         batches, lengths, ms = grid
     b, n = np.meshgrid(batches, lengths, indexing="ij")
-    s, share = _with_fallback(ms, np.ones(ms.shape, bool), roofline(b, n, heads, kv_heads))
+    s, share = _with_fallback(ms, np.full(ms.shape, measured), roofline(b, n, heads, kv_heads))
     return batches, lengths, s * model.num_layers, share
 
 

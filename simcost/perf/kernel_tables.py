@@ -84,10 +84,16 @@ class KernelTables:
         nan = np.full(m.shape, np.nan)
         if rows is None:
             return nan, np.zeros(m.shape, bool)
-        bn, bk = _bracket(n, np.unique(rows[:, 1])), _bracket(k, np.unique(rows[:, 2]))
+        ns, ks = np.unique(rows[:, 1]), np.unique(rows[:, 2])
+        # wider than any measured shape (an LM head over a 128k vocabulary): as that many column
+        # (or reduction) blocks of a measured width, one after another; not counted as measured
+        pieces = max(np.ceil(n / ns[-1]), 1.0) * max(np.ceil(k / ks[-1]), 1.0)
+        if pieces > 1:
+            ms, _ = self.gemm_ms(dtype, m, n / max(np.ceil(n / ns[-1]), 1.0), k / max(np.ceil(k / ks[-1]), 1.0))
+            return ms * pieces, np.zeros(m.shape, bool)
+        bn, bk = _bracket(n, ns), _bracket(k, ks)
         if bn is None or bk is None:
             return nan, np.zeros(m.shape, bool)
-        ns, ks = np.unique(rows[:, 1]), np.unique(rows[:, 2])
         log_y = np.zeros(m.shape)
         inside = np.ones(m.shape, bool)
         for i, wn in ((bn[0], 1 - bn[2]), (bn[1], bn[2])):
@@ -116,6 +122,17 @@ class KernelTables:
         grid = np.full((len(batches), len(lengths)), np.nan)
         grid[np.searchsorted(batches, sel[:, 0]), np.searchsorted(lengths, sel[:, 1])] = sel[:, 5]
         return batches, lengths, grid
+
+    def nearest_heads(self, op: str, dtype: str, heads: float, kv_heads: float, head_dim: float) -> float | None:
+        """The measured query-head count closest to `heads` (in ratio) with the same KV heads and
+        head_dim, for scaling a head layout the table lacks; None if there is none."""
+        rows = self.arrays.get(f"{op}/{dtype}")
+        if rows is None:
+            return None
+        candidates = np.unique(rows[(rows[:, 3] == kv_heads) & (rows[:, 4] == head_dim), 2])
+        if len(candidates) == 0:
+            return None
+        return float(candidates[np.argmin(np.abs(np.log(candidates / heads)))])
 
     # --- all-reduce: message bytes -> ms at num_gpus ---
     def allreduce_ms(self, num_gpus: int, message_bytes: np.ndarray, graph: np.ndarray
