@@ -173,3 +173,29 @@ def test_a_head_count_the_table_lacks_scales_the_nearest_measured_one():
     nb, nl, ms = t.attention_grid("context_attention", "bfloat16", near, 4, 128)
     assert np.allclose(s, ms / 1e3 * 28 / near * 28, equal_nan=True)  # 28 layers, scaled by 28 / near heads
     assert not share.any()  # derived, not measured
+
+
+def test_fp8_roofline_efficiency_is_the_measured_fp8_to_bf16_ratio():
+    from simcost.catalog.specs import get_device
+    from simcost.errors import InputError
+    from simcost.perf.kernel_tables import FP8_RATIO_ASSUMED, format_efficiency_ratio, gemm_efficiency
+    h100 = get_device("h100-sxm")
+    fp8 = gemm_efficiency("h100_sxm", "fp8", h100.peak_flops["fp8"], h100.mem_bw_bytes_per_s)
+    bf16 = gemm_efficiency("h100_sxm", "bfloat16", h100.peak_flops["bf16"], h100.mem_bw_bytes_per_s)
+    assert 0.5 < fp8[0] / bf16[0] < 1.0  # fp8 reaches less of its doubled peak
+    s = scenario(model={"name": "llama-3.1-8b", "weight_format": "fp8"})
+    p = sm.step_params(s, plan_deployment(s))
+    assert p[sm.P_FLOP_RATE] == pytest.approx(1979e12 * h100.mfu * fp8[0] / bf16[0], rel=1e-9)
+    assert p[sm.P_BYTE_RATE] == pytest.approx(h100.mem_bw_bytes_per_s * h100.mbu * fp8[1] / bf16[1], rel=1e-9)
+    # bf16 keeps the catalog's factors; a device without tables takes the median measured ratio
+    assert format_efficiency_ratio("h100-sxm", "bf16", h100.peak_flops, h100.mem_bw_bytes_per_s) == (1.0, 1.0)
+    ratios = []
+    for key in DEVICE_TABLES:
+        try:
+            d = get_device(key)
+        except InputError:
+            continue  # a table for a GPU the catalog does not list (GB200)
+        if "fp8" in d.peak_flops:
+            ratios.append(format_efficiency_ratio(key, "fp8", d.peak_flops, d.mem_bw_bytes_per_s))
+    assert np.median([r[0] for r in ratios]) == pytest.approx(FP8_RATIO_ASSUMED[0], abs=0.01)
+    assert np.median([r[1] for r in ratios]) == pytest.approx(FP8_RATIO_ASSUMED[1], abs=0.01)

@@ -34,6 +34,38 @@ TABLE_DTYPE = {"bf16": "bfloat16", "fp16": "bfloat16", "fp8": "fp8"}
 CUDA_GRAPH_MAX_TOKENS = 512
 
 
+# fp8 (W8A8) GEMMs reach a smaller fraction of their (doubled) peak than bf16 ones: the median over
+# the GPUs with tables of (fp8 fraction / bf16 fraction), compute-bound (m = 4096-8192, n = k =
+# 8192) and weight-read-bound (m = 1-16). Used for devices without tables; a simcost assumption
+# derived from the measurements (tests/test_kernel_model.py recomputes it).
+FP8_RATIO_ASSUMED = (0.80, 0.77)
+
+
+def gemm_efficiency(name: str, dtype: str, peak_flops: float, mem_bw_bytes_per_s: float) -> tuple[float, float]:
+    """(fraction of peak FLOP/s at large m, fraction of peak bandwidth reading the weights at
+    small m) of the measured 8192 x 8192 GEMM in table `name`."""
+    t = KernelTables(name)
+    large, _ = t.gemm_ms(dtype, np.array([4096.0, 8192.0]), 8192, 8192)
+    small, _ = t.gemm_ms(dtype, np.array([1.0, 16.0]), 8192, 8192)
+    weight_b = 2.0 if dtype == "bfloat16" else 1.0
+    flops = 2.0 * np.array([4096.0, 8192.0]) * 8192 * 8192 / (large / 1e3)
+    return float(flops.max() / peak_flops), float((8192 * 8192 * weight_b / (small / 1e3)).max() / mem_bw_bytes_per_s)
+
+
+def format_efficiency_ratio(device_key: str, compute_format: str, peak_flops: dict[str, float],
+                            mem_bw_bytes_per_s: float) -> tuple[float, float]:
+    """(mfu, mbu) of `compute_format` relative to bf16 on this device: 1 for 16-bit formats,
+    measured for fp8 where the device has tables, FP8_RATIO_ASSUMED otherwise."""
+    if compute_format != "fp8":
+        return 1.0, 1.0
+    name = table_name(device_key)
+    if name is None or "bf16" not in peak_flops or f"gemm/{TABLE_DTYPE['fp8']}" not in load_tables(name):
+        return FP8_RATIO_ASSUMED
+    fp8 = gemm_efficiency(name, "fp8", peak_flops["fp8"], mem_bw_bytes_per_s)
+    bf16 = gemm_efficiency(name, "bfloat16", peak_flops["bf16"], mem_bw_bytes_per_s)
+    return fp8[0] / bf16[0], fp8[1] / bf16[1]
+
+
 def table_name(device_key: str) -> str | None:
     return DEVICE_TABLES.get(device_key)
 

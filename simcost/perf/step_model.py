@@ -34,6 +34,7 @@ from simcost.perf.kernel_model import (
     kernel_step_time_s,
     kernel_step_time_s_py,
 )
+from simcost.perf.kernel_tables import format_efficiency_ratio
 from simcost.perf.measurements import EFFICIENCY_FACTORS, FACTOR_DEFAULTS
 from simcost.perf.step_table import T_HEADER, table_step_time_s, table_step_time_s_py
 from simcost.scenario.deployment import REQUEST_LEVEL_POLICIES
@@ -201,8 +202,13 @@ def pipeline_link_bytes_per_s(scenario: Scenario, device: DeviceSpec) -> float:
 
 def efficiency_factors(scenario: Scenario, dep: Deployment) -> dict[str, float]:
     """The roofline's factors. Precedence: a value set in `perf`, then the calibrated profile
-    named by `perf.profile`, then the device catalog's defaults."""
+    named by `perf.profile`, then the device catalog's defaults, whose mfu and mbu are for 16-bit
+    GEMMs: fp8 scales them by what fp8 kernels reach relative to bf16 (format_efficiency_ratio)."""
     factors = default_factors(dep.device)
+    mfu_ratio, mbu_ratio = format_efficiency_ratio(dep.device.key, dep.compute_format, dep.device.peak_flops,
+                                                   dep.device.mem_bw_bytes_per_s)
+    factors["mfu"] *= mfu_ratio
+    factors["mbu"] *= mbu_ratio
     profile_path = getattr(scenario.perf, "profile", None)
     if profile_path:
         from simcost.perf.measurements import load_profile  # lazy: calibrate imports this module
