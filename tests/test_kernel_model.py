@@ -117,9 +117,12 @@ def test_a_device_without_tables_falls_back_to_the_roofline_and_reports_nothing_
 
 
 def test_run_summary_reports_the_measured_share_of_step_time():
+    from simcost.results.writer import format_summary
     summary = run(scenario(perf={"model": "kernels"}, duration_s=10.0)).summary
     assert 0.5 < summary["step_time_measured_fraction"] <= 1.0
-    assert "step_time_measured_fraction" not in run(scenario(duration_s=10.0)).summary
+    assert f"step times: {summary['step_time_measured_fraction']:.0%} from measured" in format_summary(summary)
+    roofline = run(scenario(duration_s=10.0)).summary
+    assert "step_time_measured_fraction" not in roofline and "step times:" not in format_summary(roofline)
 
 
 def test_held_out_comparison_kernels_beat_the_roofline_on_decode_at_held_out_tp():

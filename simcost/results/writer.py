@@ -142,11 +142,22 @@ def format_summary(s: RunSummary) -> str:
         *_per_item_lines(s),
         f"utilization {s['utilization']:.1%}, mean batch {s['mean_batch_tokens']:.1f} tokens/step, "
         f"{s['preemptions']} preemptions",
+        *_measured_lines(s),
         f"cost: ${c['usd_per_hour']:,.2f}/hour; ${c['total_usd']:,.4f} over {s['horizon_s']:,.0f} s "
         f"(idle ${c['idle_usd']:,.4f}); ${num(c['usd_per_1m_output_tokens'], ',.3f')} per 1M output tokens, "
         f"${num(c['usd_per_request'], '.6f')} per request",
     ]
     return "\n".join(lines + _overload_lines(s) + _fleet_lines(s) + _pool_lines(s) + _breakdown_lines(s))
+
+
+def _measured_lines(s: RunSummary) -> list[str]:
+    """perf.model kernels: how much of the step time came from measured kernels."""
+    share = s.get("step_time_measured_fraction")
+    if share is None:
+        return []
+    if share == 0.0:
+        return ["step times: roofline only (no kernel tables for this device and weight format; docs/step_model.md)"]
+    return [f"step times: {share:.0%} from measured vLLM kernels, the rest roofline fallbacks and overheads"]
 
 
 def _overload_lines(s: RunSummary) -> list[str]:
