@@ -202,3 +202,10 @@ def test_fp8_roofline_efficiency_is_the_measured_fp8_to_bf16_ratio():
             ratios.append(format_efficiency_ratio(key, "fp8", d.peak_flops, d.mem_bw_bytes_per_s))
     assert np.median([r[0] for r in ratios]) == pytest.approx(FP8_RATIO_ASSUMED[0], abs=0.01)
     assert np.median([r[1] for r in ratios]) == pytest.approx(FP8_RATIO_ASSUMED[1], abs=0.01)
+
+
+def test_the_roofline_all_reduce_latency_can_be_set_per_scenario():
+    s = scenario(model={"name": "llama-2-70b"}, hardware={"device": "a100-80gb", "tensor_parallel": 4},
+                 perf={"allreduce_latency_s": 1e-5})
+    p = sm.step_params(s, plan_deployment(s))
+    assert p[sm.P_COMM_FIXED_S] == pytest.approx(2 * 80 * 3 * 1e-5)  # 2 per layer, (t - 1) hops each

@@ -48,6 +48,7 @@ class PerfConfig:
     prefill_overhead_s: float | None = field(default=None, metadata=bounds(ge=0))  # roofline: extra per step with prefill
     prefill_request_s: float | None = field(default=None, metadata=bounds(ge=0))  # roofline: extra per request prefilled in a step
     attention_efficiency: float | None = field(default=None, metadata=bounds(gt=0, le=1))  # roofline: attention rate / GEMM rate
+    allreduce_latency_s: float | None = field(default=None, metadata=bounds(ge=0))  # roofline: per all-reduce over 2 devices
     prefill_s_per_token: float = field(default=0.0, metadata=bounds(ge=0))
     decode_step_s: float = field(default=0.0, metadata=bounds(ge=0))
     # A calibrated profile written by `simcost calibrate` (a path, relative to the scenario file):
