@@ -30,6 +30,7 @@ import numpy as np
 import yaml
 
 from simcost.errors import InputError
+from simcost.files import staged_file
 from simcost.units import HOURS_PER_MONTH
 
 MAX_CDF_POINTS = 8  # a sweep's latency CDFs: beyond this many curves a panel no longer reads
@@ -74,11 +75,8 @@ def write_report(results_dir: Path, out: Path | None = None) -> Path:
     results_dir = Path(results_dir)
     page = render(results_dir)
     out = Path(out) if out is not None else results_dir / "report.html"
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(page, encoding="utf-8")
-    except OSError as exc:
-        raise InputError("--out", f"cannot write {out} ({exc.strerror})") from None
+    with staged_file(out, "--out") as tmp:
+        tmp.write_text(page, encoding="utf-8")
     return out
 
 
