@@ -1,4 +1,5 @@
-"""The `simcost` command: run a scenario, sweep one key, check a scenario file, or inspect a trace.
+"""The `simcost` command: run a scenario, sweep one key, check a scenario file, inspect a trace, or
+validate against a serving log.
 
 Bad input of any kind ends with one line on stderr (`simcost: error: <where>: <problem>`) and
 exit status 2, never a traceback.
@@ -137,6 +138,16 @@ def _parser() -> argparse.ArgumentParser:
                             "allreduce_latency_s, prefill_overhead_s, attention_efficiency, ...")
     cal_p.add_argument("--out", type=Path, default=None, help="profile YAML to write (scenario key perf.profile)")
     cal_p.set_defaults(func=_cmd_calibrate)
+
+    val_p = sub.add_parser("validate", help="replay a real serving log on a scenario's deployment; simulated vs measured")
+    common(val_p)
+    val_p.add_argument("log", type=Path, help="per-request log: vllm bench serve --save-detailed JSON, JSONL of vLLM "
+                                               "request stats, or a CSV/JSONL read through --columns")
+    val_p.add_argument("--columns", default=None, metavar="MAP",
+                       help="column mapping, e.g. arrival_s=ts,prompt_tokens=in,output_tokens=out,ttft_s=ttft,e2e_s=lat"
+                            "[,time_unit=ms] (or first_token_s=...,last_token_s=... instead of ttft_s, e2e_s)")
+    val_p.add_argument("--out", type=Path, default=None, help="results folder (default results/validate-<scenario name>)")
+    val_p.set_defaults(func=_cmd_validate)
 
     cat_p = sub.add_parser("catalog", help="list the device, model or price catalog, or import a model")
     cat_p.add_argument("table", nargs="?", choices=("devices", "models", "prices", "import-model"), default="devices",
@@ -337,6 +348,19 @@ def _cmd_calibrate(args) -> int:
     if args.out:
         write_profile(args.out, pair, fit, points, args.measurements)
         print(f"wrote {args.out} (use it with perf.profile: {args.out})")
+    return 0
+
+
+def _cmd_validate(args) -> int:
+    from simcost.analysis.validate import format_report, validate, validation_scenario, write_outputs
+    from simcost.workload.serving_log import LogColumns, load_log
+
+    log = load_log(args.log, LogColumns.parse(args.columns) if args.columns else None)
+    scenario = validation_scenario(args.scenario, args.log, args.overrides, args.seed, args.catalog)
+    out = _out_dir(args.out or Path("results") / f"validate-{scenario.name}")
+    report, measured, simulated = validate(scenario, log)
+    print(format_report(report))  # before writing: a full disk must not lose the answer
+    print(f"\nwrote {', '.join(str(p) for p in write_outputs(report, measured, simulated, out))}")
     return 0
 
 

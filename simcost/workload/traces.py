@@ -115,17 +115,7 @@ def _load(path: Path, kind: str, columns: TraceColumns | None) -> Trace:
 
 @functools.lru_cache(maxsize=16)
 def _load_cached(path_text: str, _mtime_ns: int, _size: int, kind: str, columns: TraceColumns | None) -> Trace:
-    path = Path(path_text)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise InputError(path_text, f"cannot read trace ({exc.strerror})") from None
-    try:
-        text = raw.decode("utf-8-sig")  # -sig: tolerate a byte-order mark from spreadsheet exports
-    except UnicodeDecodeError as exc:
-        line = raw[:exc.start].count(b"\n") + 1
-        raise InputError(f"{path_text}:{line}", f"not UTF-8 text (byte 0x{raw[exc.start]:02x})") from None
-    lines, numbers = _non_blank(_lines(text))
+    lines, numbers = read_lines(path_text)
     with at_file_lines(path_text, numbers):
         if kind == "azure":
             return _parse(path_text, lines)
@@ -137,6 +127,24 @@ def _load_cached(path_text: str, _mtime_ns: int, _size: int, kind: str, columns:
         if isinstance(array, np.ndarray):
             array.flags.writeable = False
     return Trace(source=path_text, **arrays)
+
+
+def read_text(path_text: str, what: str = "trace") -> str:
+    """A file's text: UTF-8 (a byte-order mark tolerated), else one line naming file:line."""
+    try:
+        raw = Path(path_text).read_bytes()
+    except OSError as exc:
+        raise InputError(path_text, f"cannot read {what} ({exc.strerror})") from None
+    try:
+        return raw.decode("utf-8-sig")  # -sig: tolerate a byte-order mark from spreadsheet exports
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise InputError(f"{path_text}:{line}", f"not UTF-8 text (byte 0x{raw[exc.start]:02x})") from None
+
+
+def read_lines(path_text: str, what: str = "trace") -> tuple[list[str], list[int]]:
+    """The non-blank lines of a text file and each one's line number in the file (see _non_blank)."""
+    return _non_blank(_lines(read_text(path_text, what)))
 
 
 def _lines(text: str) -> list[str]:
