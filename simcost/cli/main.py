@@ -120,10 +120,17 @@ def _parser() -> argparse.ArgumentParser:
     common(check_p)
     check_p.set_defaults(func=_cmd_check)
 
-    cal_p = sub.add_parser("calibrate", help="fit a device-model pair's roofline factors to measured step times")
-    cal_p.add_argument("measurements", type=Path, help="CSV of step times (Splitwise or generic layout)")
-    cal_p.add_argument("--device", required=True, help="device catalog key, e.g. a100-80gb")
-    cal_p.add_argument("--model", required=True, help="model catalog key, e.g. llama-2-70b")
+    cal_p = sub.add_parser("calibrate", help="fit a device-model pair's roofline factors to measured step times, "
+                                             "or to a serving log (--log with --scenario)")
+    cal_p.add_argument("measurements", type=Path, nargs="?", help="CSV of step times (Splitwise or generic layout)")
+    cal_p.add_argument("--device", help="device catalog key, e.g. a100-80gb (step times)")
+    cal_p.add_argument("--model", help="model catalog key, e.g. llama-2-70b (step times)")
+    cal_p.add_argument("--log", type=Path, default=None, help="a serving log to fit instead (as simcost validate reads)")
+    cal_p.add_argument("--scenario", type=Path, default=None, help="with --log: the deployment that served it")
+    cal_p.add_argument("--columns", default=None, metavar="MAP", help="with --log: its column mapping (see validate)")
+    cal_p.add_argument("--fit", default=None, metavar="A,B", help="with --log: factors to fit (default mfu,mbu)")
+    cal_p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="with --log: override a scenario key (repeatable)")
     cal_p.add_argument("--tensor-parallel", type=int, action="append", default=[], metavar="N",
                        help="fit only rows with this tensor parallelism (repeatable; default all)")
     cal_p.add_argument("--weight-format", default=None, help="weight format measured (default the model's)")
@@ -330,6 +337,15 @@ def _deployment_line(dep) -> str:
 def _cmd_calibrate(args) -> int:
     from simcost.perf.calibrate import Pair, fit_factors, fit_warnings, format_table, write_profile
     from simcost.perf.measurements import EFFICIENCY_FACTORS, read_points
+
+    if args.log is not None:
+        from simcost.analysis.calibrate_log import calibrate_command
+
+        return calibrate_command(args)
+    for flag, value in (("measurements", args.measurements), ("--device", args.device), ("--model", args.model)):
+        if value is None:
+            raise InputError(flag, "missing; calibrate needs a step-time CSV with --device and --model, "
+                                   "or --log LOG --scenario SCENARIO")
 
     for name in args.fix:
         if name not in EFFICIENCY_FACTORS:
