@@ -174,6 +174,12 @@ def test_bad_rows_name_file_line_and_column(tmp_path, capsys, body, where, words
     assert message.count("\n") == 1 and f"bad.csv{where}" in message and not (tmp_path / "o").exists()
 
 
+def test_a_log_spanning_more_than_a_year_is_refused(tmp_path):
+    path = write(tmp_path, "ns.csv", "ts,in,out,ttft,e2e\n0,10,3,0.1,0.5\n40000000000,10,3,0.1,0.5\n")  # ns read as s
+    with pytest.raises(InputError, match="time unit"):
+        load_log(path, LogColumns.parse(COLUMNS))
+
+
 @pytest.mark.parametrize("change, words", [
     (lambda r: r.pop("start_times"), ["start_times", "--save-detailed"]),
     (lambda r: r["ttfts"].pop(), ["ttfts has", "one per request"]),

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from simcost.errors import InputError, closest
-from simcost.scenario.limits import MAX_TOKENS_PER_REQUEST
+from simcost.scenario.limits import MAX_DURATION_S, MAX_REQUESTS, MAX_TOKENS_PER_REQUEST
 from simcost.workload.trace_formats import _csv_records, _json_records, _numbers, _require_keys, whole_numbers
 from simcost.workload.traces import Trace, at_file_lines, read_lines, read_text
 
@@ -236,7 +236,12 @@ def _check_outcomes(where: str, ttft: np.ndarray, e2e: np.ndarray, names: tuple[
 def _log(where: str, arrival: np.ndarray, prompt: np.ndarray, output: np.ndarray, ttft: np.ndarray, e2e: np.ndarray,
          fmt: str, failed: int) -> ServingLog:
     """Sort by arrival (logs are often in completion order) and make arrivals relative to the first."""
+    if len(arrival) > MAX_REQUESTS:  # the replay allocates per request: refuse before it does
+        raise InputError(where, f"{len(arrival):,} requests; expected at most {MAX_REQUESTS:,} (replay a part of the log)")
     order = np.argsort(arrival, kind="stable")
     arrival_s = arrival[order] - arrival[order[0]]
+    if arrival_s[-1] > MAX_DURATION_S:
+        raise InputError(where, f"arrivals span {arrival_s[-1]:.3g} s; expected at most {MAX_DURATION_S:,.0f} s (a year): "
+                                "check the time unit")
     trace = Trace(source=where, arrival_s=arrival_s, input_tokens=prompt[order], output_tokens=output[order])
     return ServingLog(trace=trace, ttft_s=ttft[order], e2e_s=e2e[order], format=fmt, failed=failed)
