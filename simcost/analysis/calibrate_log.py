@@ -32,6 +32,7 @@ from scipy.optimize import minimize
 
 from simcost.analysis.validate import Outcomes, require_roofline, simulate
 from simcost.errors import InputError, closest
+from simcost.files import staged_file
 from simcost.perf.deployment import plan_deployment
 from simcost.perf.measurements import EFFICIENCY_FACTORS, FACTOR_LOWER, FACTOR_UPPER
 from simcost.perf.step_model import efficiency_factors
@@ -205,11 +206,8 @@ def write_log_profile(out: str | Path, scenario: Scenario, fit: LogFit, log_path
                 "median_abs_pct": fit.median_abs_pct},
         "date": datetime.date.today().isoformat(),
     }
-    try:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(yaml.safe_dump(profile, sort_keys=False))
-    except OSError as exc:
-        raise InputError("--out", f"cannot write {out} ({exc.strerror})") from None
+    with staged_file(Path(out), "--out") as tmp:  # whole or not at all
+        tmp.write_text(yaml.safe_dump(profile, sort_keys=False))
     return profile
 
 
