@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from simcost.analysis.calibrate_log import fit_log, parse_fit
+from simcost.analysis.calibrate_log import fit_log, parse_fit, write_log_profile
 from simcost.analysis.validate import Outcomes, simulate, validate, validation_scenario, vllm_bench_result
 from simcost.cli.main import main
 from simcost.errors import InputError
@@ -215,6 +215,13 @@ def test_calibrate_from_the_log_recovers_the_factors_it_was_made_with(tmp_path, 
     assert fit.factors["mbu"] == pytest.approx(TRUE["mbu"], rel=0.02)
     assert fit.factors["step_overhead_s"] == 0.005  # held at the catalog's value
     assert fit.median_abs_pct["after"]["tpot_s"] < fit.median_abs_pct["before"]["tpot_s"] / 10
+    # the profile it writes is one a scenario can use, and the log then validates closely
+    profile = tmp_path / "profile.yaml"
+    write_log_profile(profile, validation_scenario(SCENARIO, LOG), fit, LOG, len(RAW["ttfts"]))
+    report, _, _ = validate(validation_scenario(SCENARIO, LOG, [f"perf.profile={profile}"]), load_log(LOG))
+    table = report["comparison"]
+    assert abs(table["tpot_s"]["mean"]["error_pct"]) < 2 and abs(table["e2e_s"]["mean"]["error_pct"]) < 2
+    assert abs(table["ttft_s"]["mean"]["error_pct"]) < 10
 
 
 def test_calibrate_log_flags(tmp_path, capsys):
