@@ -2,8 +2,8 @@
 
 A folder holds: summary.json (schema in the README), requests.csv or requests.parquet (one row
 per request), scenario.yaml (the scenario as run, overrides and seed applied), latency.png, the bill in
-FOCUS format: focus.csv (plus focus.parquet when pyarrow is installed; see `simcost.results.focus`), and the
-fleet over time: timeseries.csv and timeseries.png (see `simcost.metrics.timeseries`).
+FOCUS format: focus.csv (plus focus.parquet when pyarrow is installed; see `simcost.results.focus`), the
+latency summary under vLLM's benchmark keys: vllm_bench.json (`simcost.results.vllm_bench`), and the fleet over time: timeseries.csv and timeseries.png (see `simcost.metrics.timeseries`).
 """
 
 from __future__ import annotations
@@ -23,12 +23,13 @@ from simcost.metrics.timeseries import TimeSeries
 from simcost.results.focus import focus_rows, write_focus
 from simcost.results.folder import check_targets, staged_folder
 from simcost.results.plots import latency_cdfs, plot_timeseries
+from simcost.results.vllm_bench import vllm_bench
 from simcost.scenario.schema import to_dict
 from simcost.simulation.simulation import RunResult
 
 # every file a run folder can hold (check_run_folder, and staged_folder's stale-file cleanup)
 RUN_FILES = ("summary.json", "scenario.yaml", "requests.csv", "requests.parquet", "latency.png", "focus.csv",
-             "focus.parquet", "timeseries.csv", "timeseries.png")
+             "focus.parquet", "timeseries.csv", "timeseries.png", "vllm_bench.json")
 
 
 def check_run_folder(out_dir: Path, records_format: str = "csv") -> None:
@@ -59,6 +60,7 @@ def _run_paths(result: RunResult, out_dir: Path, records_format: str) -> dict[st
         "requests": out_dir / f"requests.{records_format}",
         "plot": out_dir / "latency.png",
         "focus": out_dir / "focus.csv",
+        "vllm_bench": out_dir / "vllm_bench.json",
     }
     if result.timeseries is not None:
         paths |= {"timeseries": out_dir / "timeseries.csv", "timeseries_plot": out_dir / "timeseries.png"}
@@ -68,6 +70,7 @@ def _run_paths(result: RunResult, out_dir: Path, records_format: str) -> dict[st
 def _write_files(result: RunResult, out_dir: Path, records_format: str) -> None:
     paths = _run_paths(result, out_dir, records_format)
     paths["summary"].write_text(json.dumps(result.summary, indent=2) + "\n")
+    paths["vllm_bench"].write_text(json.dumps(vllm_bench(result), indent=2) + "\n")  # `vllm bench serve` keys
     paths["scenario"].write_text(yaml.safe_dump(to_dict(result.scenario), sort_keys=False))
     write_records(records(result.scenario, result.table, result.bill.request_usd, result.bill.unallocated_share_usd),
                   paths["requests"], records_format)
