@@ -147,3 +147,20 @@ def test_per_item_models_print_items_and_dollars_in_significant_digits():
     assert f"${usd_text(usd)} per request" in text and float(usd_text(usd)) == pytest.approx(usd, rel=5e-3)
     assert [usd_text(v) for v in (0.0000123456, 0.0123, 5.3, 1234.5, 0.0, None)] == [
         "0.0000123", "0.0123", "5.30", "1,234.50", "0.00", "-"]
+
+
+def test_the_report_draws_the_same_workloads_against_the_same_slos(mixed, tmp_path):
+    import yaml
+
+    from simcost.analysis.report import _by_workload, read_measured_latencies
+    from simcost.results.writer import write_run
+
+    write_run(mixed, tmp_path / "run")
+    s = mixed.summary
+    scn = yaml.safe_load((tmp_path / "run" / "scenario.yaml").read_text())
+    lat = read_measured_latencies(tmp_path / "run" / "requests.csv", scn["warmup_s"], s["requests"]["measured"])
+    groups, slos = _by_workload(tmp_path / "run" / "requests.csv", lat, s, scn)
+    ours, our_slos = measured_by_workload(mixed)
+    assert list(groups) == list(ours) == ["chat", "batch"] and slos == our_slos
+    for name in groups:
+        np.testing.assert_allclose(np.sort(groups[name]["ttft_s"]), np.sort(ours[name]["ttft_s"]), rtol=1e-12)

@@ -406,14 +406,53 @@ def latency_section(folder: Path, s: dict, scenario: dict | None) -> str:
     n = len(lat["ttft_s"])
     if not n:
         return ""
-    from simcost.results.plots import latency_cdfs
+    from simcost.results.plots import workload_latency_cdfs
 
-    slo = {k: s["slo"].get(k) for k in lat}
-    png = png_of(lambda p: latency_cdfs(lat, slo, f"{s['scenario']}: {n} measured requests", p))
+    by_workload, slos = _by_workload(path, lat, s, scenario)
+    png = png_of(lambda p: workload_latency_cdfs(by_workload, slos, f"{s['scenario']}: {n} measured requests", p))
     return section("latency-cdfs", "Latency distributions",
                    figure(png, "empirical CDFs of TTFT, TPOT and E2EL",
                           f"From {path.name}: {n:,} measured requests (completed, arrived after the warm-up); "
-                          "dashed lines are the SLO limits."))
+                          "dashed lines are the SLO limits (each workload's own, in its colour)."))
+
+
+def _by_workload(path: Path, lat: dict[str, np.ndarray], s: dict, scenario: dict | None) -> tuple[dict, dict]:
+    """The measured latencies per workload of a mix, each with its own SLO (its entry's limits over
+    the scenario's); one group against the scenario's SLO otherwise, or without the scenario."""
+    pooled = ({"": lat}, {"": {k: s["slo"].get(k) for k in lat}})
+    mix = ((scenario or {}).get("workload") or {}).get("mix")
+    if not mix or "by_workload" not in s:
+        return pooled
+    names = _measured_workloads(path, scenario.get("warmup_s") if scenario else None)
+    if names is None or len(names) != len(lat["ttft_s"]):
+        return pooled
+    by_workload, slos = {}, {}
+    for entry, name in zip(mix, s["by_workload"]):  # by_workload lists the mix's entries in order
+        by_workload[name] = {k: v[names == name] for k, v in lat.items()}
+        slos[name] = {k: ((entry.get("slo") or {}).get(k) or s["slo"].get(k)) for k in lat}
+    return by_workload, slos
+
+
+def _measured_workloads(path: Path, warmup_s: float | None) -> np.ndarray | None:
+    """The workload column of the measured requests (None: the file has none, or no warm-up to
+    pick the measured ones by)."""
+    if warmup_s is None:
+        return None
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        if "workload" not in pq.read_schema(path).names:
+            return None
+        table = pq.read_table(path, columns=["workload", "arrival_s", "status"])
+        cols = {c: np.asarray(table.column(c).to_pylist()) for c in ("workload", "arrival_s", "status")}
+    else:
+        with path.open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        if not rows or "workload" not in rows[0]:
+            return None
+        cols = {c: np.array([r[c] for r in rows]) for c in ("workload", "arrival_s", "status")}
+    measured = (cols["status"] == "completed") & (cols["arrival_s"].astype(float) >= warmup_s)
+    return cols["workload"][measured].astype(str)
 
 
 def timeseries_section(folder: Path, s: dict) -> str:
