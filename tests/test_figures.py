@@ -108,13 +108,13 @@ def _series(horizon_s: float, interval_s: float) -> TimeSeries:
 
 
 def test_time_axis_in_minutes_or_hours_with_the_runs_events_marked():
-    fig = timeseries_figure(_series(7200.0, 7.00344), "run", {"scale-up": np.array([600.0, 1200.0]),
+    fig = timeseries_figure(_series(7200.0, 7.00344), "run", {"replica requested": np.array([600.0, 1200.0]),
                                                              "spot reclaim": np.array([3000.0])})
     assert fig.axes[4].get_xlabel() == "time (min)" and fig.axes[4].get_xlim() == (0, 120)
     assert fig._suptitle.get_text() == "run (sampled every 7 s)"
     legend = _texts(fig.axes[0].get_legend().get_texts())
-    assert "scale-up (2)" in legend and "spot reclaim (1)" in legend
-    marks = [c for c in fig.axes[0].collections if c.get_label() == "scale-up (2)"][0]
+    assert "replica requested (2)" in legend and "spot reclaim (1)" in legend
+    marks = [c for c in fig.axes[0].collections if c.get_label() == "replica requested (2)"][0]
     assert sorted(seg[0][0] for seg in marks.get_segments()) == [10.0, 20.0]  # minutes
     assert any("tokens/s" in ax.get_ylabel() for ax in fig.axes)
     pyplot().close(fig)
@@ -128,10 +128,10 @@ def test_time_axis_in_minutes_or_hours_with_the_runs_events_marked():
 def test_fleet_events_come_from_the_roster():
     inf = np.inf
     roster = SimpleNamespace(requested_s=np.array([0.0, 0.0, 30.0, 50.0]), drain_s=np.array([inf, 40.0, 60.0, inf]),
-                             gone_s=np.array([inf, 45.0, 65.0, 70.0]), end=["", "reclaim", "scale_down", "failure"])
+                             gone_s=np.array([inf, 45.0, 65.0, 70.0]), end=["", "reclaim", "scale_down", "outage"])
     events = fleet_events(roster)
-    assert {k: v.tolist() for k, v in events.items()} == {"scale-up": [30.0, 50.0], "spot reclaim": [45.0],
-                                                          "scale-down": [60.0], "failure": [70.0]}
+    assert {k: v.tolist() for k, v in events.items()} == {"replica requested": [30.0, 50.0], "spot reclaim": [45.0],
+                                                          "scale-down": [60.0], "site outage": [70.0]}
     still = SimpleNamespace(requested_s=np.zeros(2), drain_s=np.full(2, inf), gone_s=np.full(2, inf), end=["", ""])
     assert fleet_events(still) == {}
 

@@ -41,9 +41,9 @@ def _cdf_points(values: np.ndarray, points: int = CDF_POINTS) -> tuple[np.ndarra
 
 METRIC_NAMES = {"ttft_s": "TTFT", "tpot_s": "TPOT", "itl_s": "ITL", "e2el_s": "E2EL"}
 # what ends a replica (RosterArrays.end) -> the event it marks on timeseries.png
-END_EVENTS = {"reclaim": "spot reclaim", "failure": "failure", "scale_down": "scale-down"}
-EVENT_STYLE = {"scale-up": ("tab:green", "-"), "scale-down": ("tab:gray", ":"), "spot reclaim": ("tab:orange", "--"),
-               "failure": ("tab:red", "--")}
+END_EVENTS = {"reclaim": "spot reclaim", "failure": "failure", "outage": "site outage", "scale_down": "scale-down"}
+EVENT_STYLE = {"replica requested": ("tab:green", "-"), "scale-down": ("tab:gray", ":"),
+               "spot reclaim": ("tab:orange", "--"), "failure": ("tab:red", "--"), "site outage": ("tab:purple", "-.")}
 
 
 def plain_number(value: float, _pos: Any = None) -> str:
@@ -202,9 +202,9 @@ def spend_figure(rows: list[dict], param: str) -> Any:
 
 def fleet_events(roster: Any) -> dict[str, np.ndarray]:
     """Times (s) of what changed the fleet, from the run's roster (RosterArrays): replicas
-    requested after the start (autoscaler scale-ups, replacements), scale-downs (drain start),
-    spot reclaims and failures (node lost). Empty for a fleet that stood still."""
-    events = {"scale-up": roster.requested_s[roster.requested_s > 0]}
+    requested after the start (autoscaler scale-ups, replacements of lost ones), scale-downs (drain
+    start), spot reclaims, failures and site outages (replica lost). Empty for a fleet that stood still."""
+    events = {"replica requested": roster.requested_s[roster.requested_s > 0]}
     ends = np.array(roster.end, dtype=object)
     for end, name in END_EVENTS.items():
         at_s = roster.drain_s if end == "scale_down" else roster.gone_s
