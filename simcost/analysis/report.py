@@ -477,15 +477,16 @@ def timeseries_section(folder: Path, s: dict) -> str:
 def plot_fleet(series: dict, horizon_s: float, path: Path, title: str) -> Path:
     """Replicas in service and $/hour against time, one line per pool (plus the fleet's $/hour
     when there are several pools)."""
-    from simcost.results.plots import plt
+    from simcost.results.plots import clock_unit, plt
 
+    unit, per = clock_unit(horizon_s)  # s, min or h by the run's length
     fig, (ax_rep, ax_usd) = plt.subplots(2, 1, figsize=(9, 4.2), sharex=True)
     for pool, c in series.items():
-        ax_rep.step(c["t_s"], c["replicas"], where="post", label=pool)
-        ax_usd.step(c["t_s"], c["usd_per_hour"], where="post", label=pool)
+        ax_rep.step(c["t_s"] / per, c["replicas"], where="post", label=pool)
+        ax_usd.step(c["t_s"] / per, c["usd_per_hour"], where="post", label=pool)
     if len(series) > 1:
         first = next(iter(series.values()))
-        ax_usd.step(first["t_s"], np.sum([c["usd_per_hour"] for c in series.values()], axis=0), where="post",
+        ax_usd.step(first["t_s"] / per, np.sum([c["usd_per_hour"] for c in series.values()], axis=0), where="post",
                     color="black", label="fleet")
     top_rep = max(float(c["replicas"].max()) for c in series.values())
     top_usd = float(np.sum([c["usd_per_hour"] for c in series.values()], axis=0).max())
@@ -496,8 +497,8 @@ def plot_fleet(series: dict, horizon_s: float, path: Path, title: str) -> Path:
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend(loc="upper right", fontsize=8)
-    ax_usd.set_xlabel("time (s)")
-    ax_usd.set_xlim(0, horizon_s)
+    ax_usd.set_xlabel(f"time ({unit})")
+    ax_usd.set_xlim(0, horizon_s / per)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -754,21 +755,23 @@ def sweep_latency_section(runs: dict[str, list[tuple[str, Path]]], summaries: di
 def plot_cdf_overlay(curves: dict[str, dict[str, np.ndarray]], slo: dict, path: Path) -> Path:
     """One panel per latency, one CDF per point; a log time axis when the points differ over 10x."""
     from simcost.analysis.frontier import wide
-    from simcost.results.plots import plt
+    from simcost.results.plots import plt, readable_log_axis, time_unit
 
     names = ("ttft_s", "tpot_s", "e2el_s")
     fig, axes = plt.subplots(1, len(names), figsize=(12.6, 3.6))
     for ax, key in zip(axes, names):
+        top = [float(np.nanmax(c[key])) for c in curves.values() if np.isfinite(c[key]).any()]
+        unit, scale = time_unit(max(top, default=np.nan))
         for label, lat in curves.items():
-            v = np.sort(lat[key][~np.isnan(lat[key])])
+            v = np.sort(lat[key][~np.isnan(lat[key])]) * scale
             if len(v):
                 ax.step(v, np.arange(1, len(v) + 1) / len(v), where="post", label=label)
         medians = np.array([np.nanmedian(c[key]) for c in curves.values() if np.isfinite(c[key]).any()])
-        if wide(medians):
-            ax.set_xscale("log")
         if slo.get(key):
-            ax.axvline(slo[key], color="tab:red", linestyle="--")
-        ax.set_xlabel(f"{key.removesuffix('_s').upper()} (s)")
+            ax.axvline(slo[key] * scale, color="tab:red", linestyle="--")
+        if wide(medians):
+            readable_log_axis(ax, "x")  # plain numbers, not 2x10^0
+        ax.set_xlabel(f"{key.removesuffix('_s').upper()} ({unit})")
         ax.grid(alpha=0.3, which="both")
     axes[0].set_ylabel("fraction of requests")
     axes[-1].legend(loc="lower right", fontsize=7)
