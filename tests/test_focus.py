@@ -19,7 +19,9 @@ SP_UNUSED = {"model": "savings_plan", "commitment_usd_per_hour": 50.0, "discount
 SP_SHORT = {"model": "savings_plan", "commitment_usd_per_hour": 3.0, "discount": 0.3}  # covers part of the usage
 RESERVED = {"model": "reserved", "upfront_usd_per_device": 10000.0, "recurring_usd_per_device_hour": 1.0,
             "term_years": 1.0}
-PRICING = {"on_demand": {}, "savings_plan_unused": SP_UNUSED, "savings_plan_short": SP_SHORT, "reserved": RESERVED}
+PRICING = {"on_demand": {}, "savings_plan_unused": SP_UNUSED, "savings_plan_short": SP_SHORT, "reserved": RESERVED,
+           "spot": {"model": "spot", "spot_usd_per_device_hour": 1.2},
+           "owned": {"model": "owned", "capex_usd_per_device": 25000.0, "usd_per_kwh": 0.12}}
 
 
 @pytest.fixture(scope="module", params=list(PRICING))
@@ -44,6 +46,9 @@ def test_the_written_file_conforms_to_focus_1_1_and_holds_the_bill(result, tmp_p
     rows = check_focus_file(tmp_path / "focus.csv", result.summary["cost"]["total_usd"], upfront_minus_amortised(result))
     assert {r["ResourceId"] for r in rows if r["ResourceType"] and "x" in r["ResourceType"]} == {"test/replica-0", "test/replica-1"}
     assert {r["ChargePeriodStart"][:13] for r in rows} == {"2025-01-01T00", "2025-01-01T01"}
+    model = result.scenario.fleet.pricing.model
+    if model in ("on_demand", "spot", "owned"):  # FOCUS PricingCategory of each model's replica-hours
+        assert {r["PricingCategory"] for r in rows} == {{"on_demand": "Standard", "spot": "Dynamic", "owned": "Other"}[model]}
     assert all(r["BillingPeriodStart"] == "2025-01-01T00:00:00.000Z" and r["BillingPeriodEnd"] == "2025-02-01T00:00:00.000Z"
                for r in rows)
 
