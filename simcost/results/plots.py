@@ -189,6 +189,7 @@ def spend_figure(rows: list[dict], param: str) -> Any:
             ax.scatter(x[~ok], y[~ok], facecolors="none", edgecolors=color, zorder=3)
             for r, xi, yi in zip(pts, x, y):
                 ax.annotate(f"{name}={r[param]}", (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.margins(x=0.1, y=0.12)  # room for the point labels at the edges
         ax.set_xlabel(cost_label)
         ax.set_ylabel(f"p99 latency ({unit})")
         if spans_decade(latencies):
