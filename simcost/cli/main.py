@@ -81,6 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     run_p.add_argument("--out", type=Path, default=None, help="results folder (default results/<scenario name>)")
     run_p.add_argument("--records", choices=("csv", "parquet"), default="csv", help="per-request records format")
     run_p.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    run_p.add_argument("--format", choices=("table", "json", "vllm"), default="table",
+                       help="what to print: the table, summary.json, or the latency summary under `vllm bench serve`'s "
+                            "result keys (ms); the folder always has all three (vllm_bench.json)")
     run_p.set_defaults(func=_cmd_run)
 
     sweep_p = sub.add_parser("sweep", help="run a scenario over a grid, random or Latin-hypercube set of key values")
@@ -230,7 +233,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_run(args) -> int:
-    from simcost.results.writer import check_run_folder, format_summary, write_run
+    from simcost.results.writer import check_run_folder, write_run
     from simcost.scenario.scenario import load_scenario
     from simcost.simulation.kernels import warn_if_cold
     from simcost.simulation.simulation import Simulation
@@ -241,10 +244,23 @@ def _cmd_run(args) -> int:
     warn_if_cold()  # a fresh install compiles numba kernels for seconds: say so rather than sit silent
     check_run_folder(out, args.records)  # a missing pyarrow or a folder in the way: before the run, not after
     result = sim.run(progress=not args.no_progress)
-    print(format_summary(result.summary))  # before writing: a full disk must not lose the answer
+    print(_run_output(result, args.format))  # before writing: a full disk must not lose the answer
     paths = write_run(result, out, args.records)
-    print(f"\nwrote {', '.join(str(p) for p in paths.values())}")
+    # JSON formats keep stdout parseable: the list of files goes to stderr
+    print(f"\nwrote {', '.join(str(p) for p in paths.values())}", file=sys.stdout if args.format == "table" else sys.stderr)
     return 0
+
+
+def _run_output(result, fmt: str) -> str:
+    """What `simcost run --format` prints: the table, or summary.json / vLLM's result keys as JSON."""
+    import json
+
+    from simcost.results.vllm_bench import vllm_bench
+    from simcost.results.writer import format_summary
+
+    if fmt == "table":
+        return format_summary(result.summary)
+    return json.dumps(result.summary if fmt == "json" else vllm_bench(result), indent=2)
 
 
 def _out_dir(path: Path) -> Path:
