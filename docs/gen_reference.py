@@ -313,10 +313,12 @@ def api_page() -> str:
     return "".join(parts)
 
 
+PAGE_PATHS = ("reference/scenario.md", "reference/cli.md", "reference/summary.md", "reference/catalogs.md",
+              "reference/api.md")
+
+
 def pages() -> dict[str, str]:
-    return {"reference/scenario.md": scenario_page(), "reference/cli.md": cli_page(),
-            "reference/summary.md": summary_page(), "reference/catalogs.md": catalog_page(),
-            "reference/api.md": api_page()}
+    return dict(zip(PAGE_PATHS, (scenario_page(), cli_page(), summary_page(), catalog_page(), api_page())))
 
 
 try:  # run by mkdocs-gen-files during a build
