@@ -155,10 +155,9 @@ def write_outputs(report: dict, measured: Outcomes, simulated: Outcomes, out_dir
 
 
 def plot_cdfs(measured: Outcomes, simulated: Outcomes, path: Path) -> None:
-    from simcost.results.plots import _pyplot  # matplotlib only where a figure is drawn
+    from simcost.results.plots import pyplot, save  # matplotlib only where a figure is drawn
 
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(METRICS), figsize=(4.2 * len(METRICS), 3.4))
+    fig, axes = pyplot().subplots(1, len(METRICS), figsize=(4.2 * len(METRICS), 3.4))
     for ax, (metric, label) in zip(axes, METRICS.items()):
         for out, name, style in ((measured, "measured", "-"), (simulated, "simulated", "--")):
             values = np.sort(out.values(metric)[~np.isnan(out.values(metric))]) * 1e3
@@ -169,10 +168,7 @@ def plot_cdfs(measured: Outcomes, simulated: Outcomes, path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    try:
-        fig.savefig(path, dpi=110)
-    finally:
-        plt.close(fig)
+    save(fig, path)
 
 
 def require_roofline(scenario: Scenario, why: str) -> None:
