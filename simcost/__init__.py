@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from simcost.scenario.scenario import Scenario, load_scenario, scenario_from_dict
     from simcost.simulation.simulation import RunResult, Simulation, run
 
+__version__ = "0.1.0"  # kept equal to pyproject.toml's; `simcost --version` prefers the installed metadata
+
 # public name -> the module that defines it
 _PUBLIC = {
     "InputError": "simcost.errors",

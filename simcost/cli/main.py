@@ -22,7 +22,15 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         _check_counts(args)
-        return args.func(args)
+        status = args.func(args)
+        sys.stdout.flush()  # a closed pipe raises here, inside the try, not at interpreter exit
+        return status
+    except BrokenPipeError:
+        # the reader went away (`simcost ... | head`): Python's documented recipe, stdout pointed
+        # at devnull so the interpreter's final flush does not raise again; 141 = 128 + SIGPIPE
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     except InputError as exc:
         print(f"simcost: error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
@@ -64,6 +72,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="simcost", description="Simulate LLM serving latency and cost.")
+    p.add_argument("--version", action="version", version=f"simcost {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(sp):
@@ -146,6 +155,7 @@ def _parser() -> argparse.ArgumentParser:
     cat_p.add_argument("--key", default=None, help="import-model: the catalog key (default from the config's name)")
     cat_p.add_argument("--catalog", action="append", default=[], metavar="FILE",
                        help="list the bundled catalog with this catalog file's entries (repeatable)")
+    cat_p.add_argument("--wide", action="store_true", help="devices: every column (default: the ones that fit 120 columns)")
     cat_p.set_defaults(func=_cmd_catalog)
 
     trace_p = sub.add_parser("trace", help="look at a request trace before simulating it")
@@ -209,6 +219,18 @@ def _parser() -> argparse.ArgumentParser:
     rep_p.add_argument("--out", type=Path, default=None, help="HTML file to write (default RESULTS_DIR/report.html)")
     rep_p.set_defaults(func=_cmd_report)
     return p
+
+
+def _version() -> str:
+    """The installed distribution's version; a source tree that is not installed has only the package's."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("simcost")
+    except PackageNotFoundError:
+        import simcost
+
+        return simcost.__version__
 
 
 def _cmd_run(args) -> int:
@@ -347,7 +369,7 @@ def _cmd_catalog(args) -> int:
         return _cmd_import_model(args)
     if args.config_json is not None or args.key is not None:
         raise InputError("catalog", "a config.json and --key are for import-model")
-    print(format_catalog(args.table, catalog=_with_catalog_files(args.catalog)))
+    print(format_catalog(args.table, catalog=_with_catalog_files(args.catalog), wide=args.wide))
     return 0
 
 
