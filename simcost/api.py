@@ -121,14 +121,14 @@ class Run:
         s = self.summary
         met = "met" if s["meets_slo"] else "NOT met"
         att = "" if s["slo_attainment"] is None else f" ({s['slo_attainment']:.1%})"
-        return {"scenario": s["scenario"], "requests": f"{s['requests']['completed']:,} of {s['requests']['arrived']:,} completed",
+        return {"scenario": s["scenario"], "requests": f"{s['requests']['arrived']:,} requests ({s['requests']['completed']:,} completed)",
                 "TTFT p50 / p99": f"{_ms(s['ttft_s']['p50'])} / {_ms(s['ttft_s']['p99'])}",
                 "$/hour": f"${s['cost']['usd_per_hour']:,.2f}" if s["cost"]["usd_per_hour"] is not None else "-",
                 "SLO": met + att}
 
     def __repr__(self) -> str:
         h = self.headline()
-        return (f"<simcost.Run {h['scenario']}: {h['requests']} requests, TTFT p50/p99 {h['TTFT p50 / p99']}, "
+        return (f"<simcost.Run {h['scenario']}: {h['requests']}, TTFT p50/p99 {h['TTFT p50 / p99']}, "
                 f"{h['$/hour']}/hour, SLO {h['SLO']}>")
 
     def _repr_html_(self) -> str:
