@@ -119,3 +119,49 @@ def test_commitments_folder_adds_up_to_the_plan(tmp_path, capsys):
                          ("savings_plan_usd", printed["savings_plan"]["cost_usd"])):
         assert sum(float(r[column]) for r in rows) == pytest.approx(plan, rel=1e-9)  # every hour's dollars, no more
     assert (tmp_path / "cm" / "commitments.png").stat().st_size > 1000
+
+
+def report_text(folder) -> str:
+    import re
+
+    html = (folder / "report.html").read_text()
+    assert "<script" not in html and "http://" not in html.replace("http://www.w3.org", "")
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+
+
+def test_report_renders_a_size_folder(sized, capsys):
+    sizing, out = sized
+    assert main(["report", str(out)]) == 0
+    text = report_text(out)
+    c = sizing.chosen
+    assert f"{c.replicas} x {c.label}" in text and f"${c.usd_per_hour:,.2f}" in text
+    assert "vllm serve meta-llama/Llama-3.1-8B" in text and "HorizontalPodAutoscaler" in text
+    assert (out / "report.html").read_text().count("data:image/png;base64,") == 1
+
+
+def test_report_renders_forecast_levers_and_commitments_folders(tmp_path, capsys):
+    scenario_file = tmp_path / "s.yaml"
+    scenario_file.write_text(yaml.safe_dump(BASE))
+    common = [str(scenario_file), "-q", "--jobs", "1"]
+    assert main(["forecast", *common, "--months", "2", "--seeds", "1", "--growth", "2", "--out", str(tmp_path / "fc")]) == 0
+    assert main(["levers", *common, "--only", "spot", "--max-replicas", "2", "--out", str(tmp_path / "lv")]) == 0
+    assert main(["commitments", str(scenario_file), "-q", "--out", str(tmp_path / "cm")]) == 0
+    capsys.readouterr()
+    for name, must in (("fc", ["Monthly spend and SLO", "x2"]), ("lv", ["Levers ranked by ROI", "spot"]),
+                       ("cm", ["Commitment plans", "savings plan"])):
+        data = json.loads((tmp_path / name / "result.json").read_text())
+        assert main(["report", str(tmp_path / name)]) == 0
+        text = report_text(tmp_path / name)
+        assert all(m in text for m in must) and data["scenario"] in text
+    forecast = json.loads((tmp_path / "fc" / "result.json").read_text())
+    assert [m["load_factor"] for m in forecast["months"]] == [1.0, 2.0]  # growth 2 per month, compounding from x1
+
+
+def test_report_refuses_a_result_json_of_another_command(tmp_path):
+    from simcost.errors import InputError
+
+    (tmp_path / "result.json").write_text('{"command": "dance"}')
+    with pytest.raises(InputError, match="'command' is 'dance'"):
+        from simcost.analysis.report_plans import render_plan
+
+        render_plan(tmp_path)

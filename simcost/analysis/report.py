@@ -95,7 +95,8 @@ def render(results_dir: Path) -> str:
             raise InputError(str(results_dir / kind), f"unexpected content ({type(exc).__name__}: {exc}); "
                                                       "was the folder written by this version of simcost?") from None
     raise InputError(str(results_dir), "holds neither summary.json (a run folder, from simcost run) nor sweep.json "
-                                       "(a sweep folder, from simcost sweep)")
+                                       "(a sweep folder, from simcost sweep) nor result.json (from simcost size, "
+                                       "commitments, levers or forecast)")
 
 
 # --- reading a folder --------------------------------------------------------------------------

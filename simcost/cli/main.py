@@ -227,8 +227,9 @@ def _parser() -> argparse.ArgumentParser:
     lev_p.add_argument("--out", type=Path, default=None, help="results folder (default results/levers-<scenario name>)")
     lev_p.set_defaults(func=_cmd_levers)
 
-    rep_p = sub.add_parser("report", help="one self-contained HTML page of a run or sweep results folder")
-    rep_p.add_argument("results_dir", type=Path, help="a folder written by simcost run or simcost sweep")
+    rep_p = sub.add_parser("report", help="one self-contained HTML page of a results folder")
+    rep_p.add_argument("results_dir", type=Path,
+                       help="a folder written by simcost run, sweep, size, commitments, levers or forecast")
     rep_p.add_argument("--out", type=Path, default=None, help="HTML file to write (default RESULTS_DIR/report.html)")
     rep_p.set_defaults(func=_cmd_report)
     return p
@@ -509,9 +510,9 @@ def _cmd_levers(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    from simcost.analysis.report import write_report
+    from simcost.analysis.report_plans import write_any_report
 
-    print(f"wrote {write_report(args.results_dir, args.out)}")
+    print(f"wrote {write_any_report(args.results_dir, args.out)}")
     return 0
 
 if __name__ == "__main__":
