@@ -16,9 +16,9 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from simcost.api import Run, Sizing, SweepRuns, load, run, size, sweep
     from simcost.errors import InputError
     from simcost.scenario.scenario import Scenario, load_scenario, scenario_from_dict
-    from simcost.api import Run, Sizing, SweepRuns, load, run, size, sweep
     from simcost.simulation.simulation import RunResult, Simulation
 
 __version__ = "0.1.0"  # kept equal to pyproject.toml's; `simcost --version` prefers the installed metadata

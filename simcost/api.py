@@ -40,7 +40,7 @@ def load(scenario: ScenarioLike, *, seed: int | None = None, overrides: dict | N
     if isinstance(scenario, dict):
         return _from_raw(scenario, sets, seed, catalog)
     if isinstance(scenario, (str, os.PathLike)):
-        return load_scenario(scenario, sets, seed, tuple(catalog))
+        return load_scenario(Path(scenario), sets, seed, tuple(catalog))
     raise InputError("scenario", f"a {type(scenario).__name__}; expected a YAML file path, a dict or a Scenario")
 
 
@@ -164,8 +164,9 @@ def sweep(scenario: ScenarioLike, grid: dict, *, jobs: int = 1, seeds: int = 1, 
         space = space_from_flags(list(grid), [list(v) for v in grid.values()])
     base = load(scenario, overrides=overrides)  # a bad scenario fails here, before any folder is made
     with tempfile.TemporaryDirectory(prefix="simcost-sweep-") as tmp:
-        path = scenario if isinstance(scenario, (str, os.PathLike)) else _scenario_file(to_dict(base), Path(tmp))
-        sets = () if path is not scenario else _set_texts(overrides)
+        given = isinstance(scenario, (str, os.PathLike))
+        path = Path(scenario) if isinstance(scenario, (str, os.PathLike)) else _scenario_file(to_dict(base), Path(tmp))
+        sets = _set_texts(overrides) if given else ()  # a written scenario has them applied already
         folder = Path(out) if out is not None else Path(tmp) / "sweep"
         folders = run_folders if run_folders is not None else out is not None
         result = run_sweep(path, space, folder, sets, seed, seeds, jobs, backend, address,
@@ -271,12 +272,13 @@ class Sizing:
 
 # --- shared ---------------------------------------------------------------------------------
 
-def _pandas():
+def _pandas() -> Any:
+    from importlib import import_module
+
     try:
-        import pandas
+        return import_module("pandas")  # an optional extra: imported when a table is asked for
     except ImportError:
         raise ImportError("to_pandas needs pandas: pip install 'simcost[notebook]'") from None
-    return pandas
 
 
 def _ms(seconds: float | None) -> str:

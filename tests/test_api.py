@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 import yaml
+from scenarios import BASE, scenario
 
 import simcost
-from scenarios import BASE, scenario
 from simcost.cli.main import main
 from simcost.errors import InputError
 

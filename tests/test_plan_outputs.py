@@ -10,9 +10,9 @@ import shlex
 
 import pytest
 import yaml
+from scenarios import BASE, merge
 
 import simcost
-from scenarios import BASE, merge
 from simcost.analysis.deploy import kubernetes_manifests, vllm_args
 from simcost.cli.main import main
 
