@@ -75,6 +75,8 @@ def test_kubernetes_manifests_parse_with_the_chosen_fleet(sized):
     assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
                                              "name": deployment["metadata"]["name"]}
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (n, n + 2)  # N up to the N+2 priced
+    assert hpa["spec"]["metrics"][0]["pods"]["metric"]["name"] == "vllm_num_requests_waiting"  # no autoscaler: assumed
+    assert "assumption" in hpa["metadata"]["annotations"]["simcost/metric"]
 
 
 def test_an_autoscaled_scenario_gives_the_hpa_its_bounds_and_gpus_per_pod():
@@ -83,6 +85,9 @@ def test_an_autoscaled_scenario_gives_the_hpa_its_bounds_and_gpus_per_pod():
                                                                "max_replicas": 7}}})
     deployment, hpa = kubernetes_manifests(simcost.load(raw), 3)
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 7)
+    # the scenario's metric (concurrency, the default) and target become vLLM's running-requests gauge at 8 per pod
+    assert hpa["spec"]["metrics"][0]["pods"] == {"metric": {"name": "vllm_num_requests_running"},
+                                                 "target": {"type": "AverageValue", "averageValue": "8"}}
     assert deployment["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["nvidia.com/gpu"] == 2
 
 

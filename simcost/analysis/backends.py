@@ -46,6 +46,11 @@ def _counted(result, bar):
     return result
 
 
+def job_key(job: tuple) -> str:
+    """A job's identity: equal arguments are one run."""
+    return json.dumps(job, sort_keys=True, default=str)
+
+
 class RunCache:
     """Runs jobs (argument tuples of `fn`) in a pool, each distinct job once (keyed by its JSON):
     the searches of size, forecast and levers revisit points, and a rerun would only repeat it."""
@@ -55,7 +60,7 @@ class RunCache:
         self.cache: dict[str, Any] = {}  # job JSON -> its result
 
     def run(self, jobs: list[tuple]) -> list:
-        keys = [json.dumps(job, sort_keys=True, default=str) for job in jobs]
+        keys = [job_key(job) for job in jobs]
         todo = {k: job for k, job in zip(keys, jobs) if k not in self.cache}
         self.cache.update(zip(todo, map_runs(self.pool, self.fn, list(todo.values()), self.progress, self.desc,
                                              self.bar)))

@@ -8,9 +8,11 @@ vLLM flag names are those of `vllm serve --help` (docs.vllm.ai "Engine Arguments
 --kv-cache-dtype, --quantization. Values are the simulated ones (the deployment plan's resolved
 batch-token budget and context length), so the real engine runs with what was simulated.
 
-Assumptions, written into the manifest's comments: the image is vLLM's OpenAI server
-(vllm/vllm-openai); the HPA scales on vLLM's waiting-requests gauge (`vllm:num_requests_waiting`),
-which a metrics adapter (prometheus-adapter) must expose as the Pods metric named below.
+Assumptions, written into the manifest: the image is vLLM's OpenAI server (vllm/vllm-openai); the
+HPA scales on the vLLM gauge that matches the scenario's autoscaler metric, at its target
+(queue_depth: vllm:num_requests_waiting; concurrency: vllm:num_requests_running, which leaves out
+the waiting requests simcost's concurrency counts; kv_cache: vllm:kv_cache_usage_perc), else on
+waiting requests at an assumed target; a metrics adapter (prometheus-adapter) must expose it.
 """
 
 from __future__ import annotations
@@ -23,7 +25,10 @@ from simcost.scenario.scenario import Scenario
 
 IMAGE = "vllm/vllm-openai:latest"
 PORT = 8000
-HPA_METRIC = "vllm_num_requests_waiting"  # vllm:num_requests_waiting, renamed by the metrics adapter
+# the scenario's autoscaler metric -> vLLM's gauge (docs.vllm.ai "Metrics", v1, checked 2026-12); a metrics
+# adapter exposes it to the HPA with ':' made '_'
+VLLM_GAUGES = {"queue_depth": "vllm:num_requests_waiting", "concurrency": "vllm:num_requests_running",
+               "kv_cache": "vllm:kv_cache_usage_perc"}
 ITERATION_POLICIES = ("prefill_first", "chunked")  # the ones vLLM runs; request-level batching is not vLLM's
 
 
@@ -105,15 +110,27 @@ def kubernetes_manifests(scenario: Scenario, replicas: int, name: str | None = N
                      "ports": [{"containerPort": PORT, "name": "http"}],
                      "resources": {"limits": {resource: devices}, "requests": {resource: devices}},
                      "readinessProbe": {"httpGet": {"path": "/health", "port": PORT}, "periodSeconds": 5}}]}}}}
-    target = max(1, scenario.engine.max_num_seqs // 8)  # an assumption: a queue of 1/8 of a batch per pod
+    metric, target, note = hpa_metric(scenario)
     hpa = {
         "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
-        "metadata": {"name": app, "labels": dict(labels)},  # copies: no YAML anchors in the manifest
+        "metadata": {"name": app, "labels": dict(labels),  # copies: no YAML anchors in the manifest
+                     "annotations": {"simcost/metric": note}},
         "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": app},
                  "minReplicas": low, "maxReplicas": high,
-                 "metrics": [{"type": "Pods", "pods": {"metric": {"name": HPA_METRIC},
-                                                       "target": {"type": "AverageValue", "averageValue": str(target)}}}]}}
+                 "metrics": [{"type": "Pods", "pods": {"metric": {"name": metric.replace(":", "_")},
+                                                       "target": {"type": "AverageValue", "averageValue": f"{target:g}"}}}]}}
     return [deployment, hpa]
+
+
+def hpa_metric(scenario: Scenario) -> tuple[str, float, str]:
+    """(vLLM gauge, per-pod target, where they come from) for the HPA."""
+    scaler = scenario.fleet.autoscaler
+    metric, target = getattr(scaler, "metric", None), getattr(scaler, "target", None)
+    if metric in VLLM_GAUGES and target is not None:
+        return VLLM_GAUGES[metric], float(target), f"the scenario's autoscaler: {metric} at its target"
+    target = max(1, scenario.engine.max_num_seqs // 8)
+    return VLLM_GAUGES["queue_depth"], float(target), (f"an assumption: {target} waiting requests per pod (1/8 of "
+                                                        "max_num_seqs); set it from your own runs")
 
 
 def _k8s_name(text: str) -> str:

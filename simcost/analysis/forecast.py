@@ -54,7 +54,7 @@ from pathlib import Path
 
 import numpy as np
 
-from simcost.analysis.backends import RunCache, progress_bar, worker_pool
+from simcost.analysis.backends import RunCache, job_key, progress_bar, worker_pool
 from simcost.errors import InputError
 from simcost.scenario.arrivals import PiecewiseArrivals
 from simcost.scenario.scenario import Scenario, scenario_from_dict
@@ -276,13 +276,16 @@ def forecast(base: Scenario, path: GrowthPath, seeds: int = 3, hours_per_month: 
     for month, (f, month_raw) in enumerate(zip(factors, month_raws), start=1):
         check_trace_covers(scenario_from_dict(month_raw), month, f)
     seed_list = [base.seed + k for k in range(seeds)]
-    # one bar counting simulations (with --resize their number is found as the searches go)
-    with worker_pool(jobs) as pool, progress_bar(progress, "forecast", None if resize else path.months * seeds) as bar:
+    static_jobs = [(r, s) for r in month_raws for s in seed_list]
+    # one bar counting simulations: distinct ones (months of equal load run once); with --resize
+    # their number is found as the searches go
+    total = None if resize else len({job_key(job) for job in static_jobs})
+    with worker_pool(jobs) as pool, progress_bar(progress, "forecast", total) as bar:
         runner = RunCache(pool, run_cost, bar=bar)
         if resize:
             fleets = _resized_fleets(runner, month_raws, factors, seed_list, base.fleet.replicas, max_replicas)
         else:
-            runs = runner.run([(r, s) for r in month_raws for s in seed_list])
+            runs = runner.run(static_jobs)
             fleets = [([base.fleet.num_replicas] * seeds, runs[i * seeds:(i + 1) * seeds]) for i in range(path.months)]
     months = [month_row(m, f, replicas, runs, hours_per_month, budget_usd_per_month)
               for m, (f, (replicas, runs)) in enumerate(zip(factors, fleets), start=1)]

@@ -99,7 +99,7 @@ def deployment_files(result: Sizing, base: Scenario) -> dict[str, str]:
     assert chosen is not None and chosen.replicas is not None  # chosen_scenario returned one
     head = f"# simcost size {base.name}: {chosen.replicas} x {chosen.label}, ${chosen.usd_per_hour:,.2f}/hour\n"
     manifest = ("# The chosen fleet as a Deployment (one pod per replica) and an HPA. Assumptions: the image, and the HPA\n"
-                "# metric (vLLM's vllm:num_requests_waiting exposed by a metrics adapter as the Pods metric named below).\n")
+                "# metric: a vLLM gauge a metrics adapter exposes as the Pods metric named below (see its simcost/metric note).\n")
     return {"vllm-serve.sh": "#!/bin/sh\n" + head + "# one replica; run one per replica behind a load balancer\n"
                              + vllm_command(scenario),
             "kubernetes.yaml": head + manifest + yaml.safe_dump_all(kubernetes_manifests(scenario, chosen.replicas),
