@@ -209,16 +209,19 @@ class SweepRuns:
 
 def size(scenario: ScenarioLike, *, devices: str | list[str], tensor_parallel: str | list[int] | None = None,
          policies: str | list[str] | None = None, pricing: list | None = None, max_replicas: int = 16,
-         pool: str | None = None, seeds: int = 1, jobs: int = 1, seed: int | None = None,
+         pool: str | None = None, seeds: int = 1, jobs: int = 1, seed: int | None = None, slo: dict | None = None,
          overrides: dict | None = None, out: str | Path | None = None, progress: bool = True) -> Sizing:
     """`simcost size`: the cheapest fleet meeting the SLO over devices x tensor-parallel degrees x
     engine policies x pricing options (lists, or the CLI's comma-separated text); `pricing` entries
-    are fleet.pricing mappings or model names. With `out`, writes the sizing folder (result.json,
+    are fleet.pricing mappings or model names; `slo` sets keys of the scenario's slo section
+    ({"ttft_s": 0.5, "attainment": 0.99}). With `out`, writes the sizing folder (result.json,
     options.csv, a figure, the chosen deployment's vLLM arguments and Kubernetes manifest)."""
     from simcost.analysis.sizing import size as run_size
     from simcost.analysis.sizing_outputs import parse_options
 
-    base = load(scenario, seed=seed, overrides=overrides)
+    if slo is not None and not isinstance(slo, dict):
+        raise InputError("slo", f"a {type(slo).__name__}; expected a dict of slo keys, e.g. {{'ttft_s': 0.5}}")
+    base = load(scenario, seed=seed, overrides={**(overrides or {}), **{f"slo.{k}": v for k, v in (slo or {}).items()}})
     options = parse_options(devices, tensor_parallel, policies, pricing)
     outcome = Sizing(run_size(base, options, max_replicas, seeds, jobs, pool=pool, progress=progress), base)
     if out is not None:

@@ -120,3 +120,13 @@ def test_sweep_rows_match_single_runs(scenario_file):
     assert list(result.to_pandas()["fleet.replicas"]) == [1, 2]
     with pytest.raises(InputError, match="grid: fleet.replicas"):
         simcost.sweep(scenario_file, {"fleet.replicas": []})
+
+
+def test_size_with_an_unreachable_slo_chooses_nothing_and_says_so():
+    sizing = simcost.size(dict(BASE), devices="h100-sxm", slo={"ttft_s": 1e-6}, max_replicas=2, progress=False)
+    assert sizing.scenario.slo.ttft_s == 1e-6
+    assert sizing.chosen is None and sizing.summary["chosen"] is None
+    assert "no option meets the SLO within 2 replicas" in repr(sizing)
+    assert sizing.to_pandas()["feasible"].tolist() == [False]
+    with pytest.raises(InputError, match=r"slo\.ttft_sec"):
+        simcost.size(dict(BASE), devices="h100-sxm", slo={"ttft_sec": 1.0})

@@ -72,11 +72,15 @@ CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 def write_report(results_dir: Path, out: Path | None = None) -> Path:
     """Render RESULTS_DIR (a run or a sweep folder) to one HTML file; default RESULTS_DIR/report.html."""
     results_dir = Path(results_dir)
-    page = render(results_dir)
+    return write_page(render(results_dir), results_dir, out)
+
+
+def write_page(html: str, results_dir: Path, out: Path | None = None) -> Path:
+    """The page to `out`, default RESULTS_DIR/report.html."""
     out = Path(out) if out is not None else results_dir / "report.html"
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(page, encoding="utf-8")
+        out.write_text(html, encoding="utf-8")
     except OSError as exc:
         raise InputError("--out", f"cannot write {out} ({exc.strerror})") from None
     return out

@@ -8,7 +8,18 @@ from __future__ import annotations
 from html import escape
 from pathlib import Path
 
-from simcost.analysis.report import figure, fmt, key_values, page, read_json, section, table, usd, write_report
+from simcost.analysis.report import (
+    figure,
+    fmt,
+    key_values,
+    page,
+    read_json,
+    section,
+    table,
+    usd,
+    write_page,
+    write_report,
+)
 from simcost.errors import InputError
 
 COMMANDS = ("size", "commitments", "levers", "forecast")
@@ -20,14 +31,7 @@ def write_any_report(results_dir: Path, out: Path | None = None) -> Path:
     results_dir = Path(results_dir)
     if not (results_dir / "result.json").is_file():
         return write_report(results_dir, out)
-    html = render_plan(results_dir)
-    out = Path(out) if out is not None else results_dir / "report.html"
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(html, encoding="utf-8")
-    except OSError as exc:
-        raise InputError("--out", f"cannot write {out} ({exc.strerror})") from None
-    return out
+    return write_page(render_plan(results_dir), results_dir, out)
 
 
 def render_plan(folder: Path) -> str:
