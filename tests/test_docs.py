@@ -25,7 +25,6 @@ DOCS = ROOT / "docs"
 PAGES = sorted(p for p in DOCS.rglob("*.md")) + [ROOT / "README.md"]
 FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```\s*$", re.S | re.M)
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
-NEEDS_API = re.compile(r"simcost\.(run|sweep|size)\(")  # the notebook API (simcost/api.py)
 
 
 def blocks(page: Path) -> list[tuple[str, str, int]]:
@@ -75,7 +74,6 @@ def test_page_examples_run(page: Path, tmp_path: Path, monkeypatch: pytest.Monke
     work = _workdir(tmp_path)
     monkeypatch.chdir(work)
     monkeypatch.setenv("MPLBACKEND", "Agg")
-    has_api = importlib.util.find_spec("simcost.api") is not None
     namespace: dict = {"__name__": f"docs_{page.stem}"}
     for lang, code, line in blocks(page):
         where = f"{_id(page)}:{line}"
@@ -84,8 +82,6 @@ def test_page_examples_run(page: Path, tmp_path: Path, monkeypatch: pytest.Monke
                                   capture_output=True, text=True, timeout=900)
             assert done.returncode == 0, f"{where}: exit {done.returncode}\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
         elif lang == "python":
-            if NEEDS_API.search(code) and not has_api:  # remove when simcost/api.py is merged
-                pytest.xfail(f"{where} uses simcost.run/sweep/size, which simcost/api.py provides (not merged yet)")
             exec(compile(code, where, "exec"), namespace)
 
 

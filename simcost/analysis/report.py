@@ -73,10 +73,14 @@ CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 def write_report(results_dir: Path, out: Path | None = None) -> Path:
     """Render RESULTS_DIR (a run or a sweep folder) to one HTML file; default RESULTS_DIR/report.html."""
     results_dir = Path(results_dir)
-    page = render(results_dir)
+    return write_page(render(results_dir), results_dir, out)
+
+
+def write_page(html: str, results_dir: Path, out: Path | None = None) -> Path:
+    """The page to `out`, default RESULTS_DIR/report.html."""
     out = Path(out) if out is not None else results_dir / "report.html"
     with staged_file(out, "--out") as tmp:
-        tmp.write_text(page, encoding="utf-8")
+        tmp.write_text(html, encoding="utf-8")
     return out
 
 
@@ -93,7 +97,8 @@ def render(results_dir: Path) -> str:
             raise InputError(str(results_dir / kind), f"unexpected content ({type(exc).__name__}: {exc}); "
                                                       "was the folder written by this version of simcost?") from None
     raise InputError(str(results_dir), "holds neither summary.json (a run folder, from simcost run) nor sweep.json "
-                                       "(a sweep folder, from simcost sweep)")
+                                       "(a sweep folder, from simcost sweep) nor result.json (from simcost size, "
+                                       "commitments, levers or forecast)")
 
 
 # --- reading a folder --------------------------------------------------------------------------

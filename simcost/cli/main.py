@@ -23,7 +23,19 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         _check_counts(args)
-        return args.func(args)
+        if args.command in ("size", "levers", "commitments", "forecast", "sweep") and not args.quiet:
+            from simcost.simulation.kernels import warn_if_cold
+
+            warn_if_cold()  # the first simulation compiles numba kernels for seconds: say so, once
+        status = args.func(args)
+        sys.stdout.flush()  # a closed pipe raises here, inside the try, not at interpreter exit
+        return status
+    except BrokenPipeError:
+        # the reader went away (`simcost ... | head`): Python's documented recipe, stdout pointed
+        # at devnull so the interpreter's final flush does not raise again; 141 = 128 + SIGPIPE
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     except InputError as exc:
         print(f"simcost: error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
@@ -65,6 +77,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="simcost", description="Simulate LLM serving latency and cost.")
+    p.add_argument("--version", action="version", version=f"simcost {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(sp):
@@ -75,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--catalog", action="append", default=[], metavar="FILE",
                         help="catalog file adding or replacing devices, models, prices (repeatable; same "
                              "layout as a scenario's catalog: section)")
+        sp.add_argument("-q", "--quiet", action="store_true", help="no progress bars or status lines on stderr")
 
     run_p = sub.add_parser("run", help="run one scenario and write its results")
     common(run_p)
@@ -167,6 +181,7 @@ def _parser() -> argparse.ArgumentParser:
     cat_p.add_argument("--key", default=None, help="import-model: the catalog key (default from the config's name)")
     cat_p.add_argument("--catalog", action="append", default=[], metavar="FILE",
                        help="list the bundled catalog with this catalog file's entries (repeatable)")
+    cat_p.add_argument("--wide", action="store_true", help="devices: every column (default: the ones that fit 120 columns)")
     cat_p.set_defaults(func=_cmd_catalog)
 
     trace_p = sub.add_parser("trace", help="look at a request trace before simulating it")
@@ -194,6 +209,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="fleet.pools: the pool to size (its device and replicas); the others stay as written")
     size_p.add_argument("--seeds", type=int, default=1, help="each point must meet the SLO on K seeds (default 1)")
     size_p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel processes")
+    size_p.add_argument("--out", type=Path, default=None,
+                        help="results folder (default results/size-<scenario name>): result.json, options.csv, sizing.png, "
+                             "vllm-serve.sh, kubernetes.yaml")
+    size_p.add_argument("--json", action="store_true", help="print the result as JSON instead of the table")
     size_p.set_defaults(func=_cmd_size)
 
     cm_p = sub.add_parser("commitments", help="choose the reserved or savings-plan commitment for a run's demand")
@@ -209,6 +228,10 @@ def _parser() -> argparse.ArgumentParser:
                       help="simulated seconds per billing hour, for time-compressed scenarios (default 3600)")
     cm_p.add_argument("--no-week", action="store_true", help="plan over the simulated hours only (default: tile to a week)")
     cm_p.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    cm_p.add_argument("--out", type=Path, default=None,
+                      help="results folder (default results/commitments-<scenario name>): result.json, "
+                           "commitments.csv, commitments.png")
+    cm_p.add_argument("--json", action="store_true", help="print the plan as JSON instead of the table")
     cm_p.set_defaults(func=_cmd_commitments)
 
     lev_p = sub.add_parser("levers", help="apply each optimisation lever alone; rank by ROI")
@@ -225,11 +248,24 @@ def _parser() -> argparse.ArgumentParser:
     lev_p.add_argument("--out", type=Path, default=None, help="results folder (default results/levers-<scenario name>)")
     lev_p.set_defaults(func=_cmd_levers)
 
-    rep_p = sub.add_parser("report", help="one self-contained HTML page of a run or sweep results folder")
-    rep_p.add_argument("results_dir", type=Path, help="a folder written by simcost run or simcost sweep")
+    rep_p = sub.add_parser("report", help="one self-contained HTML page of a results folder")
+    rep_p.add_argument("results_dir", type=Path,
+                       help="a folder written by simcost run, sweep, size, commitments, levers or forecast")
     rep_p.add_argument("--out", type=Path, default=None, help="HTML file to write (default RESULTS_DIR/report.html)")
     rep_p.set_defaults(func=_cmd_report)
     return p
+
+
+def _version() -> str:
+    """The installed distribution's version; a source tree that is not installed has only the package's."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("simcost")
+    except PackageNotFoundError:
+        import simcost
+
+        return simcost.__version__
 
 
 def _cmd_run(args) -> int:
@@ -241,10 +277,14 @@ def _cmd_run(args) -> int:
     scenario = load_scenario(args.scenario, args.overrides, args.seed, args.catalog)
     sim = Simulation(scenario)  # plans the deployment: a model that does not fit fails here, writing nothing
     out = _out_dir(args.out or Path("results") / scenario.name)
-    warn_if_cold()  # a fresh install compiles numba kernels for seconds: say so rather than sit silent
+    quiet = args.no_progress or args.quiet
+    if not quiet:
+        warn_if_cold()  # a fresh install compiles numba kernels for seconds: say so rather than sit silent
     check_run_folder(out, args.records)  # a missing pyarrow or a folder in the way: before the run, not after
-    result = sim.run(progress=not args.no_progress)
-    print(_run_output(result, args.format))  # before writing: a full disk must not lose the answer
+    result = sim.run(progress=not quiet)
+    print(_run_output(result, args.format), flush=True)  # before writing: a full disk must not lose the answer
+    if not quiet and sys.stderr.isatty():  # the files take seconds on a long run: say what is happening
+        print(f"writing {out} ...", file=sys.stderr, flush=True)
     paths = write_run(result, out, args.records)
     # JSON formats keep stdout parseable: the list of files goes to stderr
     print(f"\nwrote {', '.join(str(p) for p in paths.values())}", file=sys.stdout if args.format == "table" else sys.stderr)
@@ -295,7 +335,7 @@ def _cmd_sweep(args) -> int:
     out = _out_dir(args.out or Path("results") / f"sweep-{args.space.stem if args.space else '+'.join(args.param)}")
     try:
         result = sweep(args.scenario, space, out, args.overrides, args.seed, args.seeds, args.jobs, args.backend,
-                       args.address, args.cache, not args.no_run_folders, progress=True,
+                       args.address, args.cache, not args.no_run_folders, progress=not args.quiet,
                        catalog_files=tuple(args.catalog))
     except KeyboardInterrupt:
         print(f"\nsimcost: interrupted; finished runs are cached in {args.cache or out / 'cache'}: "
@@ -320,12 +360,11 @@ def _cmd_forecast(args) -> int:
     scenario = load_scenario(args.scenario, args.overrides, args.seed, args.catalog)
     out = _out_dir(args.out or Path("results") / f"forecast-{scenario.name}")
     result = forecast(scenario, path, args.seeds, args.hours_per_month, args.budget_usd_per_month, args.jobs,
-                      args.resize, args.max_replicas, progress=True)
+                      args.resize, args.max_replicas, progress=not args.quiet)
     with staged_folder(out, ()) as tmp:  # whole or not at all, like a run folder
         staged = write_outputs(result, tmp)
-    csv_path, png_path = (out / path.name for path in staged)
     print(format_report(result))
-    print(f"\nwrote {csv_path}, {png_path}")
+    print(f"\nwrote {', '.join(str(out / path.name) for path in staged)}")
     return 0
 
 
@@ -403,7 +442,7 @@ def _cmd_catalog(args) -> int:
         return _cmd_import_model(args)
     if args.config_json is not None or args.key is not None:
         raise InputError("catalog", "a config.json and --key are for import-model")
-    print(format_catalog(args.table, catalog=_with_catalog_files(args.catalog)))
+    print(format_catalog(args.table, catalog=_with_catalog_files(args.catalog), wide=args.wide))
     return 0
 
 
@@ -455,35 +494,35 @@ def _cmd_trace_inspect(args) -> int:
 
 
 def _cmd_size(args) -> int:
-    import yaml
-
-    from simcost.analysis.sizing import candidate_options, format_sizing, size
+    from simcost.analysis.sizing import format_sizing, size
+    from simcost.analysis.sizing_outputs import parse_options, sizing_json, write_sizing
     from simcost.scenario.scenario import load_scenario
 
-    def items(text):
-        return [s.strip() for s in text.split(",") if s.strip()] if text else [None]
-
-    tp = []
-    for item in items(args.tensor_parallel):
-        if item is not None and not item.isdigit():
-            raise InputError("--tensor-parallel", f"'{item}'; expected whole numbers, e.g. 1,2")
-        tp.append(None if item is None else int(item))
-    pricing = []
-    for text in args.pricing or [None]:
-        value = yaml.safe_load(text) if text else None
-        value = {"model": value} if isinstance(value, str) else value  # 'on_demand' alone is a model name
-        if value is not None and not isinstance(value, dict):
-            raise InputError("--pricing", f"'{text}'; expected a model name or a mapping such as '{{model: spot, ...}}'")
-        pricing.append(value)
+    options = parse_options(args.devices, args.tensor_parallel, args.policies, args.pricing)
     scenario = load_scenario(args.scenario, args.overrides, args.seed, args.catalog)
-    options = candidate_options(items(args.devices), tp, items(args.policies), pricing)
-    result = size(scenario, options, args.max_replicas, args.seeds, args.jobs, pool=args.pool)
-    print(format_sizing(result))
+    out = _out_dir(args.out or Path("results") / f"size-{scenario.name}")
+    result = size(scenario, options, args.max_replicas, args.seeds, args.jobs, pool=args.pool, progress=not args.quiet)
+    paths = write_sizing(result, scenario, out)
+    _report(format_sizing(result), sizing_json(result), paths, args.json)
     return 0
+
+
+def _report(text: str, data: dict, paths: dict[str, Path], as_json: bool) -> None:
+    """The table and the files written, or with --json the result alone on stdout (files named on stderr)."""
+    import json
+
+    written = f"wrote {', '.join(map(str, paths.values()))}"
+    if as_json:
+        print(json.dumps(data, indent=2))
+        print(written, file=sys.stderr)
+    else:
+        print(text)
+        print(f"\n{written}")
 
 
 def _cmd_commitments(args) -> int:
     from simcost.analysis.commitments import format_plan, plan_from_run
+    from simcost.analysis.commitments_outputs import plan_json, write_commitments
     from simcost.scenario.scenario import load_scenario
     from simcost.simulation.simulation import Simulation
 
@@ -497,10 +536,12 @@ def _cmd_commitments(args) -> int:
     if scenario.duration_s is not None and scenario.duration_s / args.period_s > MAX_BILLING_HOURS:
         raise InputError("--period-s", f"{args.period_s:g} s makes {scenario.duration_s / args.period_s:.3g} billing hours of "
                          f"duration_s={scenario.duration_s:g}; expected at most {MAX_BILLING_HOURS:,} (ten years)")
-    result = Simulation(scenario).run(progress=not args.no_progress)
+    out = _out_dir(args.out or Path("results") / f"commitments-{scenario.name}")
+    result = Simulation(scenario).run(progress=not (args.no_progress or args.quiet))
     plan = plan_from_run(result, args.reserved_usd_per_device_hour, args.discount, args.basis, args.period_s,
                          week=not args.no_week)
-    print(format_plan(plan))
+    paths = write_commitments(plan, scenario.name, out)
+    _report(format_plan(plan), plan_json(plan, scenario.name), paths, args.json)
     return 0
 
 
@@ -515,7 +556,8 @@ def _cmd_levers(args) -> int:
     only = tuple(s.strip() for s in args.only.split(",") if s.strip()) if args.only else None
     scenario = load_scenario(args.scenario, args.overrides, args.seed, args.catalog)
     out = _out_dir(args.out or Path("results") / f"levers-{scenario.name}")
-    result = study(scenario, cfg, only, not args.fixed_fleet, args.max_replicas, args.seeds, args.jobs)
+    result = study(scenario, cfg, only, not args.fixed_fleet, args.max_replicas, args.seeds, args.jobs,
+                   progress=not args.quiet)
     with staged_folder(out, ()) as tmp:  # whole or not at all, like a run folder
         paths = [out / path.name for path in write_outputs(result, tmp)]
     print(format_study(result))
@@ -524,9 +566,9 @@ def _cmd_levers(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    from simcost.analysis.report import write_report
+    from simcost.analysis.report_plans import write_any_report
 
-    print(f"wrote {write_report(args.results_dir, args.out)}")
+    print(f"wrote {write_any_report(args.results_dir, args.out)}")
     return 0
 
 if __name__ == "__main__":
