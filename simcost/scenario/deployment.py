@@ -12,7 +12,7 @@ from simcost.scenario.schema import bounds
 # vLLM's --block-size choices (CacheConfig.BlockSize): its paged-attention kernels take no others
 VLLM_BLOCK_SIZES = (1, 8, 16, 32, 64, 128)
 
-WeightFormat = Literal["fp32", "bf16", "fp16", "fp8", "int8", "int4"]
+WeightFormat = Literal["fp32", "bf16", "fp16", "fp8", "int8", "int4", "nvfp4", "mxfp4"]
 
 
 @dataclass(frozen=True, kw_only=True)
