@@ -140,3 +140,24 @@ def test_request_level_policies_refuse_speculation():
     with pytest.raises(InputError) as err:
         scenario(engine={"policy": "static", "speculative": EAGLE})
     assert err.value.where == "engine.speculative"
+
+
+# --- the lever ---------------------------------------------------------------------------------
+
+def test_levers_offer_speculative_decoding_and_it_cuts_decode_time():
+    from simcost.analysis.levers import LeversConfig, plan_levers, run_lever, with_overrides
+    from simcost.scenario.schema import to_dict
+
+    base = scenario(workload=LONG, duration_s=30.0, slo={"ttft_s": 1.0, "tpot_s": 0.05, "attainment": 0.9})
+    (plan,) = plan_levers(base, LeversConfig(), only=("speculative",))
+    assert plan.skip_reason is None and plan.overrides["engine.speculative"]["method"] == "eagle"
+    assert LeversConfig().effort_risk("speculative") == (2.0, 0.0)  # lossless: no quality risk
+    raw = to_dict(base)
+    plain = run_lever(raw, None, base.seed)
+    fast = run_lever(with_overrides(raw, plan.overrides), None, base.seed)
+    assert fast["p99_tpot_s"] < 0.6 * plain["p99_tpot_s"]
+    # already speculating, or a request-level policy: skipped with the reason
+    (again,) = plan_levers(scenario(engine={"speculative": EAGLE}), LeversConfig(), only=("speculative",))
+    assert "already" in again.skip_reason
+    (static,) = plan_levers(scenario(engine={"policy": "static"}), LeversConfig(), only=("speculative",))
+    assert "iteration-level" in static.skip_reason
