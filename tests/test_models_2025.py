@@ -169,3 +169,45 @@ def test_every_new_device_has_sources_and_a_user_catalog_can_use_the_new_fields(
         if device.price_usd_per_hour is None:
             assert device.sources["price"]["source"].startswith(("none", "no on-demand"))
     assert catalog.devices["tpu-v7"].rentable_shapes[0] == 4
+
+
+# --- config.json import -------------------------------------------------------------------------
+
+def test_tpu_v7_is_rented_by_the_slice():
+    with pytest.raises(InputError) as err:
+        _plan("gemma-3-27b", "tpu-v7", tp=2)
+    assert "not a slice a cloud rents" in str(err.value) and "4, 8, 16" in str(err.value)
+    assert _plan("gemma-3-27b", "tpu-v7", tp=4).num_devices == 4
+
+
+def test_an_incomplete_latent_attention_config_names_the_missing_field(tmp_path, capsys):
+    import json
+    from pathlib import Path
+
+    from simcost.catalog.hf_config import entry_from_file
+    from simcost.cli.main import main
+
+    raw = json.loads((Path(__file__).parent / "fixtures" / "hf" / "deepseek-v3.json").read_text())
+    del raw["v_head_dim"]
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(InputError) as err:
+        entry_from_file(path)
+    assert str(err.value) == f"{path}: v_head_dim: missing"
+    assert main(["catalog", "import-model", str(path)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_a_multimodal_gemma_config_imports_its_language_model(capsys):
+    from pathlib import Path
+
+    import yaml
+
+    from simcost.cli.main import main
+
+    fixture = Path(__file__).parent / "fixtures" / "hf" / "gemma-3-4b.json"
+    assert main(["catalog", "import-model", str(fixture), "--key", "my-gemma"]) == 0
+    entries = yaml.safe_load(capsys.readouterr().out)
+    assert "vision tower is not counted" in entries["my-gemma"]["notes"]
+    model = bundled_catalog().with_entries({"models": entries}, "out").models["my-gemma"]
+    assert model.num_params == get_model("gemma-3-4b").num_params and model.num_sliding_layers == 29
