@@ -161,3 +161,13 @@ def test_levers_offer_speculative_decoding_and_it_cuts_decode_time():
     assert "already" in again.skip_reason
     (static,) = plan_levers(scenario(engine={"policy": "static"}), LeversConfig(), only=("speculative",))
     assert "iteration-level" in static.skip_reason
+
+
+def test_a_draft_models_weights_come_out_of_the_kv_cache():
+    plain = plan_deployment(scenario())
+    draft = {"method": "draft", "num_speculative_tokens": 3, "acceptance_rate": 0.7, "draft_model": "llama-3.2-1b"}
+    with_draft = plan_deployment(scenario(engine={"speculative": draft}))
+    freed_tokens = plain.kv_capacity_tokens - with_draft.kv_capacity_tokens
+    draft_bytes = 1_235_814_400 * 2  # Llama-3.2-1B's bf16 weights
+    assert freed_tokens == pytest.approx(draft_bytes / plain.kv_bytes_per_token, abs=2 * plain.block_size)
+    assert plan_deployment(scenario(engine={"speculative": EAGLE})).num_kv_blocks == plain.num_kv_blocks

@@ -17,8 +17,9 @@ on the same devices), eagle and mtp charge draft_step_fraction of a target decod
 
 Where it applies: decode-only steps (a prefill_first decode step, or a chunked step with no prompt
 in it). A chunked step that carries prompt chunks decodes one token per running sequence, as
-without speculation. Not modelled: the draft model's weights and KV in the memory plan, and KV
-blocks for rejected drafts (a step holds blocks for the accepted tokens only).
+without speculation. The draft model's weights come out of the KV cache (simcost.perf.deployment);
+not modelled: the draft's own KV, and KV blocks for rejected drafts (a step holds blocks for the
+accepted tokens only).
 """
 
 from __future__ import annotations

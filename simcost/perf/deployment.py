@@ -210,11 +210,13 @@ def _plan_kv(scenario: Scenario, device: DeviceSpec, model: ModelSpec, weight_fo
     # all layers: what one prompt token's KV weighs when it moves (swap, prefill-to-decode transfer)
     kv_bytes_per_token = model.num_layers * model.kv_elements_per_token_per_layer() * b_kv
     block_size = scenario.engine.block_size
+    draft_bytes = _draft_weight_bytes(scenario, weight_format)
 
     def kv_tokens(t: int, stages: int = pp) -> int:
         # each device keeps the KV of its stage's layers for its share of the KV heads
         per_layer = model.kv_elements_per_token_per_layer(t) * b_kv
-        free = _free_bytes_per_device(device, model, weight_bytes, t * stages, util, max_num_batched_tokens)
+        free = _free_bytes_per_device(device, model, weight_bytes + draft_bytes, t * stages, util,
+                                      max_num_batched_tokens)
         tokens = kv_capacity_tokens(free, model.num_full_layers / stages * per_layer,
                                     model.num_sliding_layers / stages * per_layer,
                                     model.sliding_window * scenario.engine.max_num_seqs)
@@ -236,6 +238,17 @@ def _plan_kv(scenario: Scenario, device: DeviceSpec, model: ModelSpec, weight_fo
                          f"engine.max_model_len <= {num_kv_tokens} or raise hardware.tensor_parallel")
 
     return max_model_len, max_num_batched_tokens, block_size, kv_bytes_per_token, num_kv_tokens
+
+
+def _draft_weight_bytes(scenario: Scenario, weight_format: str) -> float:
+    """Speculative decoding with a draft model keeps its weights (in the target's format) next to
+    the target's, split over the same devices; an EAGLE head or MTP module is left out (about one
+    layer). Its KV cache is not counted."""
+    spec = scenario.engine.speculative
+    if spec is None or spec.draft_model is None:
+        return 0.0
+    draft = scenario.specs.model(spec.draft_model, "engine.speculative.draft_model")
+    return draft.num_params * BYTES_PER_ELEMENT[weight_format]
 
 
 PER_ITEM_NO_LENGTH_LIMIT = 2**31 - 1  # a per-item Deployment's max_model_len
