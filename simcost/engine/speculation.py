@@ -172,7 +172,8 @@ def run_step(replica):
         group = ids[tokens == count]
         replica.kv.apply_decode_steps(group, t.generated, t.token_offset, t.token_time_s, np.full(count, end_s), count)
     state.advance(ids, t.generated[ids] >= t.output_tokens[ids])
-    replica._record_itl(end_s - start_s, 1)
+    # routers read the replica's inter-token gap: the step over the tokens each sequence got from it
+    replica._record_itl((end_s - start_s) * len(ids) / float(tokens.sum()), 1)
     replica.log.add(replica.index, start_s, np.array([end_s]), np.array([int(tokens.sum())]), ids, tokens,
                     prefill=False)
     replica._retire_finished(ids, end_s)
