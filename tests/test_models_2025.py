@@ -211,3 +211,21 @@ def test_a_multimodal_gemma_config_imports_its_language_model(capsys):
     assert "vision tower is not counted" in entries["my-gemma"]["notes"]
     model = bundled_catalog().with_entries({"models": entries}, "out").models["my-gemma"]
     assert model.num_params == get_model("gemma-3-4b").num_params and model.num_sliding_layers == 29
+
+
+def test_an_imported_deepseek_entry_is_accepted_with_its_latent_cache():
+    import json
+    from pathlib import Path
+
+    from simcost.catalog.hf_config import model_entry
+
+    raw = json.loads((Path(__file__).parent / "fixtures" / "hf" / "deepseek-v3.json").read_text())
+    entry = model_entry(raw, "deepseek-v3.json", "test", "2026-12-06")
+    model = bundled_catalog().with_entries({"models": {"mine": entry}}, "test").models["mine"]
+    assert model.is_mla and model.kv_elements_per_token_per_layer(8) == 576
+    assert (model.weight_format, model.num_shared_experts, model.first_dense_layers) == ("fp8", 1, 3)
+    # a hand-written entry whose absorbed shape does not match its latent is refused in one line
+    bad = {**entry, "head_dim": 256}
+    with pytest.raises(InputError) as err:
+        bundled_catalog().with_entries({"models": {"bad": bad}}, "mine.yaml")
+    assert "head_dim" in err.value.where and "288" in str(err.value)
