@@ -17,6 +17,8 @@ of the request set, and run with the baseline's seed(s):
 * a spot share s of the replicas on spot capacity at the spot price (the levers file's, else the
   price catalog's typical spot price for the device), reclaimed at the fleet's default interruption
   band with notice, draining and retries (`fleet.spot`, simcost.cluster.control);
+* speculative decoding (`engine.speculative`, simcost.analysis.speculative_lever): an EAGLE-style
+  head by default, at an assumed acceptance rate;
 * edge offload: owned edge boards (`fleet.pools` with `pool_router: edge_first`) take requests
   while they have room and the SLO is predicted to hold; the rest spill to the baseline's cloud
   fleet, the pool that resize shrinks;
@@ -52,6 +54,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from simcost.analysis.speculative_lever import EFFORT_RISK, SpeculativeInputs, speculative_overrides
 from simcost.errors import InputError, closest
 from simcost.scenario.deployment import BatchingPolicy
 from simcost.scenario.scenario import Scenario, scenario_from_dict
@@ -76,6 +79,7 @@ DEFAULT_EFFORT_RISK = {
     "fp8": (1.0, 0.05), "int8": (1.0, 0.10), "int4": (2.0, 0.25), "smaller_model": (4.0, 0.40),
     "prefix_caching": (0.5, 0.0), "response_cache": (3.0, 0.15), "prompt_trim": (2.0, 0.15),
     "spot": (2.0, 0.0), "policy": (0.5, 0.0), "edge_offload": (6.0, 0.20),
+    "speculative": EFFORT_RISK,
 }
 # $4,000 per engineer-week: a simcost assumption (about $200k a year fully loaded over 50 weeks).
 DEFAULT_USD_PER_ENGINEER_WEEK = 4000.0
@@ -155,6 +159,7 @@ class LeversConfig:
     spot: SpotInputs = SpotInputs()
     policy: PolicyInputs = PolicyInputs()
     edge_offload: EdgeOffloadInputs = EdgeOffloadInputs()
+    speculative: SpeculativeInputs = SpeculativeInputs()
 
     def effort_risk(self, lever: str) -> tuple[float, float]:
         inputs = getattr(self, lever)
@@ -389,10 +394,17 @@ def pools_problem(raw: dict) -> str | None:
     return None
 
 
+def speculative_plan(base: Scenario, cfg: LeversConfig) -> LeverPlan:
+    label, overrides, why = speculative_overrides(base, cfg.speculative)
+    if overrides is None:
+        return _skip("speculative", label, why)
+    return LeverPlan("speculative", label, overrides, note=why)
+
+
 PLANNERS = {"fp8": weight_format_plan("fp8"), "int8": weight_format_plan("int8"), "int4": weight_format_plan("int4"),
             "smaller_model": smaller_model_plan, "prefix_caching": prefix_caching_plan,
             "response_cache": response_cache_plan, "prompt_trim": prompt_trim_plan, "spot": spot_plan,
-            "policy": policy_plan, "edge_offload": edge_offload_plan}
+            "policy": policy_plan, "edge_offload": edge_offload_plan, "speculative": speculative_plan}
 
 
 def with_overrides(raw: dict, overrides: dict) -> dict:

@@ -35,6 +35,7 @@ from simcost.engine.kv.reuse import PrefixSpec
 from simcost.engine.options import ReplicaOptions, SwapLink
 from simcost.engine.replica import Replica
 from simcost.engine.request_level import BatchReplica
+from simcost.engine.speculation import Speculation
 from simcost.engine.waiting import WaitingQueue
 from simcost.perf.startup import StartPhases
 from simcost.scenario.deployment import ITERATION_POLICIES, REQUEST_LEVEL_POLICIES, EngineConfig
@@ -87,6 +88,7 @@ class PoolEngine:
     # "decode" (takes only handed-over requests); None: the pool serves requests whole
     role: str | None = None
     kv_transfer_s_per_token: float = 0.0  # prefill role: the KV link's seconds per token
+    speculation: Speculation | None = None  # engine.speculative (simcost.engine.speculation)
 
     @property
     def chunked(self) -> bool:
@@ -162,7 +164,7 @@ class Fleet:
             # only iteration-level replicas cache prefixes (the config refuses it elsewhere)
             prefix=prefix if engine.prefix_caching else None,
             batch_timeout_s=engine.batch_timeout_s, preferred_batch_sizes=engine.preferred_batch_sizes,
-            max_queue_delay_s=engine.max_queue_delay_s)
+            max_queue_delay_s=engine.max_queue_delay_s, speculation=pe.speculation)
 
     # the first pool's engine limits (the only pool's, where callers read them)
     max_num_seqs = property(lambda self: self.pool_engines[0].engine.max_num_seqs)

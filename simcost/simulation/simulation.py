@@ -19,6 +19,7 @@ from simcost.cost.ledger import Bill, StepArrays, StepLog, settle
 from simcost.cost.pricing import egress_usd_per_gb, usd_per_replica_hour
 from simcost.engine.kv.reuse import PrefixSpec, prefix_spec
 from simcost.engine.options import host_kv_s_per_token, swap_link
+from simcost.engine.speculation import speculation
 from simcost.engine.waiting import queue_key
 from simcost.errors import InputError, required
 from simcost.metrics.run_summary import RunSummary
@@ -106,12 +107,14 @@ class Simulation:
         """Each pool's engine inputs (simcost.perf.deployment.Pool order)."""
         priority = np.array([e.priority for e in self.scenario.workload.entries()])
         key_rng = run_streams.predictions
+        speculation_seed = int(run_streams.speculation.integers(2**63))
         engines: list[PoolEngine] = []
         for k, (plan, pool) in enumerate(zip(self.plan, self.pools)):
             if plan.role == "decode":  # it takes over requests from the prefill pool before it
                 engines[k - 1:] = hand_off(self.plan[k - 1], self.pools[k - 1], engines[k - 1], plan, pool)
             else:
-                engines.append(pool_engine(plan.scenario, pool.deployment, self.table, priority, key_rng))
+                engines.append(pool_engine(plan.scenario, pool.deployment, self.table, priority, key_rng,
+                                           speculation_seed))
         return engines
 
     def _pool_serves(self) -> list[list[int]]:
@@ -352,12 +355,13 @@ def affinity_keys(scenario: Scenario, requests: Requests, table: RequestTable):
 
 
 def pool_engine(scenario: Scenario, dep: Deployment, table: RequestTable, priority_by_workload: np.ndarray,
-                rng: np.random.Generator) -> PoolEngine:
+                rng: np.random.Generator, speculation_seed: int = 0) -> PoolEngine:
     """The engine inputs of a pool running `scenario`'s engine on deployment `dep`."""
     eng = scenario.engine
     return PoolEngine(eng, step_params(scenario, dep), dep.num_kv_blocks, dep.block_size, dep.max_num_batched_tokens,
                       dep.max_model_len, item_work=item_work(scenario, dep), swap=swap_link(eng, dep),
-                      queue_key=queue_key(eng, table, priority_by_workload, rng))
+                      queue_key=queue_key(eng, table, priority_by_workload, rng),
+                      speculation=speculation(scenario, dep, speculation_seed))
 
 
 def hand_off(prefill_plan: PoolPlan, prefill_pool: Pool, prefill: PoolEngine, decode_plan: PoolPlan,
