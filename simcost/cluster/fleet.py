@@ -355,6 +355,16 @@ class Fleet:
         k, replica = self.pool_router.pick(rid, ready)
         return k, replica if replica is not None else self._route(self.routers[k], rid)
 
+    def has_ready_for(self, rid: int) -> bool:
+        """A ready replica of a pool serving request rid's workload exists (api failover asks)."""
+        return any(self.routable[k] for k in self._serving(rid))
+
+    def waiting_ids(self) -> list[int]:
+        """Requests on no replica's batch yet: held, in the shared queue, or queued on an entry
+        replica (api overflow asks)."""
+        queued = [rid for k in self._entry for r in self.routable[k] for rid in r.waiting]
+        return [*self.held, *self.central, *queued]
+
     def _serving(self, rid: int) -> list[int]:
         """The entry pools that serve request rid's workload."""
         return self._entry if self.pool_serves is None else self.pool_serves[int(self.table.workload[rid])]

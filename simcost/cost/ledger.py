@@ -13,7 +13,8 @@ then spread over requests too (`spread_unallocated`). Energy is kept per replica
 Warm nodes (fleet.warm_pool) are no replicas and run no step: what they cost is its own
 unallocated category, `warm_pool` (simcost.pricing.warm_pool_usd).
 Egress (fleet.pools) is priced per request outside the step log and added to its allocated cost
-and to the bill, so the identity above holds with it.
+and to the bill, so the identity above holds with it; so are hosted-API calls (fleet.api_pools),
+each billed its tokens x the api pool's prices.
 """
 
 from __future__ import annotations
@@ -160,6 +161,10 @@ class Bill:
     # the in-pool part of warm_pool_usd
     warm_pool_usd: float = 0.0
     warm_standby_usd: float = 0.0
+    # allocated: hosted-API calls (fleet.api_pools), each request's tokens x its api pool's
+    # prices; included in request_usd and total_usd (0 and None without api pools)
+    api_usd: float = 0.0
+    request_api_usd: np.ndarray | None = None
 
     @property
     def unallocated_usd(self) -> float:
@@ -181,7 +186,8 @@ class Bill:
 def settle(steps: StepArrays, num_requests: int, fleet: FleetConfig, dep: Deployment | list[Pool], horizon_s: float,
            cost: CostConfig = CostConfig(), completed: np.ndarray | None = None,
            phases: list[StartPhases] | None = None, roster: Roster | None = None,
-           spot_usd_per_device_hour: float | None = None, request_egress_usd: np.ndarray | None = None) -> Bill:
+           spot_usd_per_device_hour: float | None = None, request_egress_usd: np.ndarray | None = None,
+           request_api_usd: np.ndarray | None = None) -> Bill:
     """Price every step, allocate to requests by the `cost` policy, and charge the gaps as idle.
     `completed` (default: every request) marks who may take unallocated dollars under
     chargeback when no request was allocated anything. `roster` (simcost.lifecycle) says when
@@ -213,6 +219,10 @@ def settle(steps: StepArrays, num_requests: int, fleet: FleetConfig, dep: Deploy
     if request_egress_usd is not None:
         request_usd = request_usd + request_egress_usd
         egress_usd = float(request_egress_usd.sum())
+    api_usd = 0.0
+    if request_api_usd is not None:
+        request_usd = request_usd + request_api_usd
+        api_usd = float(request_api_usd.sum())
     busy_s, idle_s, overlaps = busy_idle_seconds(steps.step_start_s, steps.step_end_s, steps.step_replica, n, horizon_s)
     if overlaps:
         raise RuntimeError(f"ledger: {overlaps} steps overlap on one replica (engine bug)")
@@ -245,7 +255,7 @@ def settle(steps: StepArrays, num_requests: int, fleet: FleetConfig, dep: Deploy
                                                    + warm_standby_usd, eligible)
     return Bill(step_usd=step_usd, request_usd=request_usd, replica_busy_s=busy_s, replica_idle_s=idle_s,
                 busy_usd=float(step_usd.sum()), idle_usd=idle_usd,
-                total_usd=egress_usd + (pools_bill_usd(pools, horizon_s, energy, ra) if own else
+                total_usd=egress_usd + api_usd + (pools_bill_usd(pools, horizon_s, energy, ra) if own else
                                         fleet_bill_usd(fleet.pricing, pools, horizon_s, energy, ra, spot_usd_per_device_hour)),
                 minimum_usd=minimum_usd, unused_commitment_usd=unused_usd,
                 replica_hour_usd=price.time_usd_per_s * np.maximum(alive_s, hour_busy_s)
@@ -254,7 +264,8 @@ def settle(steps: StepArrays, num_requests: int, fleet: FleetConfig, dep: Deploy
                 unallocated_share_usd=share_usd, spread_usd=spread_usd, provisioning_usd=provisioning_usd,
                 loading_usd=loading_usd, draining_usd=draining_usd, roster=ra, replica_hour_alive_s=alive_s,
                 egress_usd=egress_usd, request_egress_usd=request_egress_usd,
-                warm_pool_usd=warm_provisioning_usd + warm_standby_usd, warm_standby_usd=warm_standby_usd)
+                warm_pool_usd=warm_provisioning_usd + warm_standby_usd, warm_standby_usd=warm_standby_usd,
+                api_usd=api_usd, request_api_usd=request_api_usd)
 
 
 def lifecycle_costs_usd(ra: RosterArrays, price: Tariff, steps: StepArrays) -> tuple[float, float, float]:

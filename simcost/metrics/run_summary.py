@@ -101,6 +101,7 @@ class RunSummary(TypedDict):
     bytes_per_token: NotRequired[float]
     prefix_cache: NotRequired[dict[str, Any]]
     per_item: NotRequired[PerItem]
+    api: NotRequired[dict[str, Any]]  # hosted-API pools (fleet.api_pools), per pool
 
 
 class Breakdowns(TypedDict, total=False):

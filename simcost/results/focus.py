@@ -24,12 +24,15 @@ import numpy as np
 from simcost.cost.energy import hour_covered_s
 from simcost.cost.pricing import CATEGORY, warm_node_hour_usd
 from simcost.units import S_PER_HOUR
+from simcost.workload.request_table import COMPLETED
 
 DEFAULT_START = datetime(2025, 1, 1, tzinfo=timezone.utc)
 SERVICE_NAME = "LLM inference (simcost simulation)"
 COLUMNS = ("BilledCost", "EffectiveCost", "ListCost", "BillingCurrency", "ChargePeriodStart", "ChargePeriodEnd",
            "ChargeCategory", "PricingCategory", "ResourceId", "ResourceType", "ServiceName", "RegionId", "Tags")
 COST_COLUMNS = ("BilledCost", "EffectiveCost", "ListCost")
+# written only when a row has them: hosted-API usage (fleet.api_pools), priced per token
+API_COLUMNS = ("PricingUnit", "PricingQuantity", "ProviderName", "PublisherName")
 
 
 def focus_rows(result, start: datetime = DEFAULT_START) -> list[dict]:
@@ -66,6 +69,40 @@ def focus_rows(result, start: datetime = DEFAULT_START) -> list[dict]:
                          "ChargePeriodEnd": end, "ChargeCategory": "Purchase", "PricingCategory": "Committed",
                          "ResourceId": "savings-plan", "ResourceType": "Savings Plan", **common})
     rows += _egress_rows(result, periods, common) + _warm_rows(result, periods, common)
+    return rows + _api_rows(result, periods, common)
+
+
+def _api_rows(result, periods: list[tuple[str, str]], common: dict) -> list[dict]:
+    """Per api pool, hour (of each request's finish) and token kind (input, cached input,
+    output): one Usage row priced per 1M tokens; BilledCost is tokens x the pool's price (batch
+    discount included), ListCost the same tokens at the standard price. They sum to the bill's api."""
+    api = getattr(result, "api", None)
+    if api is None:
+        return []
+    t, n = result.table, result.table.num_requests
+    done = t.status[:n] == COMPLETED  # only completed calls are billed
+    hour = np.minimum((np.nan_to_num(t.finish_s[:n], nan=0.0) // S_PER_HOUR).astype(np.int64), len(periods) - 1)
+    cached = api.cached_tokens[:n]
+    tokens = {"input": t.input_tokens[:n] - cached, "cached input": cached, "output": t.generated[:n]}
+    rows = []
+    for k, pool in enumerate(api.pools):
+        terms = pool.terms
+        price = {"input": terms.input_usd_per_1m, "cached input": terms.cached_input_usd_per_1m or 0.0,
+                 "output": terms.output_usd_per_1m}
+        for h in np.unique(hour[done & (api.pool_of[:n] == k)]):
+            mine = done & (api.pool_of[:n] == k) & (hour == h)
+            begin, end = periods[int(h)]
+            for kind, count in tokens.items():
+                quantity = float(count[mine].sum()) / 1e6
+                if quantity == 0:
+                    continue
+                usd = quantity * price[kind] * (1.0 - terms.discount)
+                rows.append({"BilledCost": usd, "EffectiveCost": usd, "ListCost": quantity * price[kind],
+                             "ChargePeriodStart": begin, "ChargePeriodEnd": end, "ChargeCategory": "Usage",
+                             "PricingCategory": "Standard", "ResourceId": f"{result.scenario.name}/api-{pool.cfg.name}",
+                             "ResourceType": f"Hosted model API, {kind} tokens ({terms.model})", **common,
+                             "RegionId": "", "PricingUnit": "1M tokens", "PricingQuantity": quantity,
+                             "ProviderName": terms.provider_name, "PublisherName": terms.publisher_name})
     return rows
 
 
@@ -137,8 +174,9 @@ def _iso(t: datetime) -> str:
 def write_focus(rows: list[dict], csv_path: Path) -> list[Path]:
     """focus.csv always; focus.parquet next to it when pyarrow is installed (costs as float64,
     periods as UTC timestamps)."""
+    columns = COLUMNS + API_COLUMNS if any("PricingUnit" in row for row in rows) else COLUMNS
     with csv_path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
+        writer = csv.DictWriter(fh, fieldnames=columns, restval="")
         writer.writeheader()
         for row in rows:
             writer.writerow({k: repr(v) if isinstance(v, float) else v for k, v in row.items()})
@@ -148,11 +186,11 @@ def write_focus(rows: list[dict], csv_path: Path) -> list[Path]:
         import pyarrow.parquet as pq
     except ImportError:
         return written
-    columns = {name: [row[name] for row in rows] for name in COLUMNS}
+    values: dict[str, list[Any]] = {name: [row.get(name) for row in rows] for name in columns}  # None: no value
     table = {name: pa.array(np.asarray(v, dtype=np.float64)) if name in COST_COLUMNS else pa.array(v)
-             for name, v in columns.items()}
+             for name, v in values.items()}
     for name in ("ChargePeriodStart", "ChargePeriodEnd"):
-        table[name] = pa.array([datetime.fromisoformat(v.replace("Z", "+00:00")) for v in columns[name]],
+        table[name] = pa.array([datetime.fromisoformat(v.replace("Z", "+00:00")) for v in values[name]],
                                type=pa.timestamp("ms", tz="UTC"))
     parquet_path = csv_path.with_suffix(".parquet")
     pq.write_table(pa.table(table), parquet_path)

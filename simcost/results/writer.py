@@ -146,7 +146,7 @@ def format_summary(s: RunSummary) -> str:
         f"(idle ${c['idle_usd']:,.4f}); ${num(c['usd_per_1m_output_tokens'], ',.3f')} per 1M output tokens, "
         f"${num(c['usd_per_request'], '.6f')} per request",
     ]
-    return "\n".join(lines + _overload_lines(s) + _fleet_lines(s) + _pool_lines(s) + _breakdown_lines(s))
+    return "\n".join(lines + _overload_lines(s) + _fleet_lines(s) + _pool_lines(s) + _api_lines(s) + _breakdown_lines(s))
 
 
 def _overload_lines(s: RunSummary) -> list[str]:
@@ -181,6 +181,20 @@ def _pool_lines(s: RunSummary) -> list[str]:
         lines.append(f"as users see it (+ client round trip): p99 TTFT {net['ttft_end_to_end_s']['p99'] * 1e3:,.1f} ms, "
                      f"p99 E2EL {net['e2el_end_to_end_s']['p99'] * 1e3:,.1f} ms")
     return lines
+
+
+def _api_lines(s: RunSummary) -> list[str]:
+    """Hosted-API pools (fleet.api_pools): each one's outcomes, tokens and dollars."""
+    api = s.get("api") or {}
+    lines = []
+    for name, a in api.items():
+        r = a["requests"]
+        ttft = f", p50 TTFT {a['ttft_s_p50'] * 1e3:,.0f} ms" if a["ttft_s_p50"] is not None else ""
+        lines.append(f"api {name} ({a['provider']} {a['model']}, {a['role']}): {r['sent']} sent, {r['completed']} completed, "
+                     f"{r['failed']} failed, {r['rejected']} rejected, {r['throttled_429']} x 429; "
+                     f"{a['input_tokens']:,} in ({a['cached_input_tokens']:,} cached) / {a['output_tokens']:,} out "
+                     f"tokens, ${a['usd']:,.4f}{ttft}")
+    return ([""] + lines) if lines else []
 
 
 def _of_arrived(s: RunSummary) -> str:
@@ -269,9 +283,9 @@ def _allocation_lines(c: dict) -> list[str]:
     where = ("spread over requests by allocated cost" if a["spread_basis"] == "allocated_cost"
              else "spread equally over completed requests" if a["spread_basis"]
              else "left as its own line" if c["unallocated_usd"] else "nothing to place")
-    # every unallocated category the summary has (busy and egress are allocated to requests)
+    # every unallocated category the summary has (busy, egress and api are allocated to requests)
     parts = ", ".join(f"{name.replace('_', ' ')} ${usd:,.4f}" for name, usd in c["by_category"].items()
-                      if name not in ("busy", "egress"))
+                      if name not in ("busy", "egress", "api"))
     return ["", f"cost allocation ({a['unallocated']}): steps split by {split}; unallocated ${c['unallocated_usd']:,.4f} "
                 f"({parts}): {where}"]
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from simcost.errors import InputError
+from simcost.scenario.api import ApiPoolConfig
 from simcost.scenario.autoscalers import AutoscalerConfig
 from simcost.scenario.deployment import EngineConfig, HardwareConfig, ModelConfig
 from simcost.scenario.limits import MAX_REPLICAS, REPLICAS_WHY
@@ -184,6 +185,8 @@ class FleetConfig:
     # bytes a token takes on the wire: ~4 for English UTF-8 text with Llama-3's tokenizer (an
     # assumption: its 128k vocabulary averages about 4 characters per token on English prose)
     bytes_per_token: float = field(default=4.0, metadata=bounds(gt=0))
+    # hosted-model APIs beside the self-hosted replicas, billed per token (simcost.scenario.api)
+    api_pools: tuple[ApiPoolConfig, ...] = ()
 
     @property
     def moves(self) -> bool:

@@ -63,7 +63,7 @@ class Scenario:
             raise InputError("fleet.disaggregation", f"needs an iteration-level engine.policy (prefill_first or chunked), not {self.engine.policy}")
         if self.duration_s is not None and self.warmup_s >= self.duration_s:
             raise InputError("warmup_s", f"{self.warmup_s} is not below duration_s={self.duration_s}")
-        if self.fleet.pools is not None:
+        if self.fleet.pools is not None or self.fleet.api_pools:
             self._check_serves()
         if self.fleet.num_replicas > MAX_REPLICAS:  # each key is bounded; their sum must be too
             key = "pools" if self.fleet.pools is not None else "disaggregation" if self.fleet.disaggregation else "redundancy"
@@ -143,9 +143,17 @@ class Scenario:
                 if name not in names:
                     raise InputError(f"fleet.pools[{k}].serves[{j}]", f"'{name}' is not a workload of this scenario "
                                      f"(known: {', '.join(names)})")
-        for name in names:
+        for name in names if self.fleet.pools is not None else ():
             if not any(pool.serves is None or name in pool.serves for pool in pools):
                 raise InputError("fleet.pools", f"no pool serves workload '{name}'; add it to a pool's serves")
+        api_names = [a.name for a in self.fleet.api_pools]
+        for k, api in enumerate(self.fleet.api_pools):
+            if api_names.index(api.name) != k or api.name in [p.name for p in pools]:
+                raise InputError(f"fleet.api_pools[{k}].name", f"'{api.name}' is used twice; pools need distinct names")
+            for j, name in enumerate(api.serves or ()):
+                if name not in names:
+                    raise InputError(f"fleet.api_pools[{k}].serves[{j}]", f"'{name}' is not a workload of this "
+                                     f"scenario (known: {', '.join(names)})")
 
 
 def _bound(spec: LengthSpec, which: str) -> float | None:

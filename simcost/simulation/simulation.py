@@ -12,6 +12,7 @@ import numpy as np
 import simpy
 
 from simcost.catalog.specs import ModelSpec
+from simcost.cluster.api_pool import ApiPools
 from simcost.cluster.control import FleetControl, initial_capacity, spot_price_usd_per_device_hour
 from simcost.cluster.fleet import Fleet, FleetRouting, FleetStart, PoolEngine
 from simcost.cluster.routers import DECODE_CONTEXT_TOKENS, POOL_ROUTERS, PoolView, affinity_key_fn
@@ -49,6 +50,7 @@ class RunResult:
     pools: list[Pool]  # the fleet's replicas, by deployment, in replica order
     timeseries: TimeSeries | None = None  # sampled fleet state over time (simcost.metrics.timeseries)
     plan: tuple[PoolPlan, ...] = ()  # what each pool of `pools` runs (simcost.scenario.fleet_plan)
+    api: ApiPools | None = None  # the hosted-API pools (fleet.api_pools), their counts and prices
 
 
 class Simulation:
@@ -82,6 +84,11 @@ class Simulation:
                            prefix=self._prefix_spec())
         if self.routed:  # the pool router reads the fleet's routable lists
             self.fleet.pool_router = self._pool_router()
+        # hosted-model APIs (fleet.api_pools): asked at each arrival before the fleet
+        self.api = None if not scenario.fleet.api_pools else ApiPools(
+            self.env, self.table, scenario.fleet.api_pools,
+            [scenario.workload.entry_name(i) for i in range(len(scenario.workload.entries()))], run_streams.api,
+            self.fleet, self._on_done)
         self.arrival_process = self.env.process(self._arrivals())
         # a fleet that moves: autoscaler, spot reclaims, failures (simcost.cluster.control); its
         # timers reach far past the last request, so such a run ends when `finished` fires
@@ -183,6 +190,8 @@ class Simulation:
         if self.per_item:  # closed-loop requests are created during the run: their items are the prompt too
             t = self.table
             t.items[rid] = t.input_tokens[rid] = max(int(t.items[rid]), 1)
+        if self.api is not None and self.api.take(rid):
+            return  # a hosted API answers it: the fleet and its autoscalers never see it
         for control in self.controls:
             control.arrived(rid)
         self.fleet.arrive(rid)
@@ -198,7 +207,7 @@ class Simulation:
 
     def _check_finished(self) -> None:
         if (self.finished is not None and not self.finished.triggered and self.arrivals_done()
-                and self.fleet.num_in_system() == 0):
+                and self.fleet.num_in_system() == 0 and (self.api is None or self.api.in_flight == 0)):
             self.finished.succeed()
 
     def request_egress_usd(self) -> np.ndarray:
@@ -208,6 +217,13 @@ class Simulation:
         pool = served_pool(self.table, np.array([life.pool for life in self.fleet.roster.lives], dtype=np.int64))
         per_gb = np.where(pool >= 0, price[np.maximum(pool, 0)], 0.0)
         return request_egress_bytes(self.table, fleet.bytes_per_token) / 1e9 * per_gb
+
+    def _api_usd(self) -> np.ndarray | None:
+        """Each request's hosted-API price (0 for the fleet's); None without api pools."""
+        if self.api is None:
+            return None
+        self.api.trim(self.table.num_requests)
+        return self.api.request_usd
 
     def arrivals_end_s(self) -> float:
         if self.scenario.duration_s is not None:
@@ -234,17 +250,21 @@ class Simulation:
         if self.scenario.drain_s is None:
             # the run ended with its last event; a timer that fires later as a no-op (a batch
             # formation timeout cut short, simcost.engine.request_level) must not extend the bill
-            end_s = max(float(steps.step_end_s.max(initial=0.0)), float(self.table.arrival_s.max(initial=0.0)))
+            end_s = max(float(steps.step_end_s.max(initial=0.0)), float(self.table.arrival_s.max(initial=0.0)),
+                        self.api.last_finish_s if self.api is not None else 0.0)
         horizon_s = max(end_s, self.arrivals_end_s())
         scenario, dep = self.scenario, self.deployment
         bill = settle(steps, self.table.num_requests, scenario.fleet, self.pools, horizon_s, scenario.cost,
                       completed=self.table.status == COMPLETED, roster=self.fleet.roster,
                       spot_usd_per_device_hour=spot_price_usd_per_device_hour(scenario.fleet),
-                      request_egress_usd=self.request_egress_usd() if self.routed else None)
+                      request_egress_usd=self.request_egress_usd() if self.routed else None,
+                      request_api_usd=self._api_usd())
         summary = summarize(scenario, dep, self.table, steps, bill, horizon_s, self.sessions.counts, self.pools,
-                            self.fleet.pool_router, self.prefix_cache_summary(), self.per_item)
+                            self.fleet.pool_router, self.prefix_cache_summary(), self.per_item,
+                            self.api.summary() if self.api is not None else None)
         series = None if self.sampler is None else self.sampler.series(horizon_s, steps, bill)
-        return RunResult(scenario, dep, self.table, steps, bill, horizon_s, summary, self.pools, series, self.plan)
+        return RunResult(scenario, dep, self.table, steps, bill, horizon_s, summary, self.pools, series, self.plan,
+                         self.api)
 
 
 def request_egress_bytes(table: RequestTable, bytes_per_token: float) -> np.ndarray:
