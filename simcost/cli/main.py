@@ -204,6 +204,18 @@ def _parser() -> argparse.ArgumentParser:
     lev_p.add_argument("--out", type=Path, default=None, help="results folder (default results/levers-<scenario name>)")
     lev_p.set_defaults(func=_cmd_levers)
 
+    be_p = sub.add_parser("breakeven", help="the monthly volume above which self-hosting is cheaper than each API")
+    common(be_p)
+    be_p.add_argument("--api", action="append", default=[], metavar="PROVIDER:MODEL",
+                      help="an API option, e.g. openai:gpt-4o-mini (repeatable; default the scenario's fleet.api_pools, "
+                           "else every model of the API price list)")
+    be_p.add_argument("--min-replicas", type=int, default=1, help="replicas kept at any volume (default 1)")
+    be_p.add_argument("--redundancy", type=int, default=0, help="replicas beyond the needed count (N+k; default 0)")
+    be_p.add_argument("--seeds", type=int, default=1, help="each point must meet the SLO on K seeds (default 1)")
+    be_p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel processes")
+    be_p.add_argument("--out", type=Path, default=None, help="results folder (default results/breakeven-<scenario name>)")
+    be_p.set_defaults(func=_cmd_breakeven)
+
     rep_p = sub.add_parser("report", help="one self-contained HTML page of a run or sweep results folder")
     rep_p.add_argument("results_dir", type=Path, help="a folder written by simcost run or simcost sweep")
     rep_p.add_argument("--out", type=Path, default=None, help="HTML file to write (default RESULTS_DIR/report.html)")
@@ -463,6 +475,22 @@ def _cmd_levers(args) -> int:
     with staged_folder(out, ()) as tmp:  # whole or not at all, like a run folder
         paths = [out / path.name for path in write_outputs(result, tmp)]
     print(format_study(result))
+    print(f"\nwrote {', '.join(map(str, paths))}")
+    return 0
+
+
+def _cmd_breakeven(args) -> int:
+    from simcost.analysis.breakeven import BREAKEVEN_FILES, breakeven, format_breakeven, write_outputs
+    from simcost.results.folder import check_targets, staged_folder
+    from simcost.scenario.scenario import load_scenario
+
+    scenario = load_scenario(args.scenario, args.overrides, args.seed, args.catalog)
+    out = _out_dir(args.out or Path("results") / f"breakeven-{scenario.name}")
+    check_targets(out, BREAKEVEN_FILES)
+    result = breakeven(scenario, args.api, args.min_replicas, args.redundancy, args.seeds, args.jobs)
+    with staged_folder(out, BREAKEVEN_FILES) as tmp:  # whole or not at all, like a run folder
+        paths = [out / path.name for path in write_outputs(result, tmp)]
+    print(format_breakeven(result))
     print(f"\nwrote {', '.join(map(str, paths))}")
     return 0
 
