@@ -2,7 +2,7 @@
 (`simcost breakeven`).
 
 * **Workload and SLO.** The scenario's own: its request mix, lengths and SLO. One run of the
-  scenario as written (api pools left out) gives the base volume V0 (requests per month at its
+  scenario as written (api pools, node failures and outages left out) gives the base volume V0 (requests per month at its
   arrival rate) and the per-request tokens every API option is priced on.
 * **Self-hosted fleet.** One replica of the scenario's deployment, under its pricing model
   (on-demand, reserved, savings plan, owned: idle and commitment costs included, as the bill
@@ -15,8 +15,8 @@
   bursty share of the arrivals), so N(V) is an upper bound on the replicas needed.
 * **API.** Each option costs a x V with a its price per request: the mean over the base run's
   requests of the api pool's price formula (simcost.scenario.api; cached and batch discounts
-  included). Options are the scenario's fleet.api_pools, else those named with --api, else every
-  model of the bundled price list. An option's rate limit caps the volume it can take:
+  included). Options are the scenario's fleet.api_pools and those named with --api; with
+  neither, every model of the bundled price list. An option's rate limit caps the volume it can take:
   requests_per_min x 60 x 730 per month (reported, not enforced).
 * **Crossing.** V* = the smallest volume with N(V) x P <= a x V for every V >= V* (after V*
   self-hosting stays cheaper, steps included): `crossing_volume`, exact. None when
@@ -107,10 +107,10 @@ class Breakeven:
 
 # --- inputs ------------------------------------------------------------------------------------
 
-def api_options(scenario: Scenario, named: list[str]) -> list[ApiPoolConfig]:
-    """The API options: the scenario's api pools, else --api provider:model, else the price list."""
-    if scenario.fleet.api_pools:
-        return list(scenario.fleet.api_pools)
+def api_options(scenario: Scenario, named: list[str]) -> list[tuple[str, ApiPoolConfig]]:
+    """(where, option) for the scenario's api pools and each --api provider:model; when there are
+    none, every model of the price list."""
+    own = [(f"fleet.api_pools[{k}]", pool) for k, pool in enumerate(scenario.fleet.api_pools)]
     listed = api_price_list()
     pairs = []
     for text in named:
@@ -118,13 +118,14 @@ def api_options(scenario: Scenario, named: list[str]) -> list[ApiPoolConfig]:
         if not sep:
             raise InputError("--api", f"'{text}'; expected provider:model, e.g. openai:gpt-4o-mini")
         pairs.append((provider, model))
-    pairs = pairs or sorted(listed)
+    if not pairs and not own:
+        pairs = sorted(listed)
     out = []
     for provider, model in pairs:
         pool = ApiPoolConfig(name=f"{provider}/{model}", provider=provider, model=model)
         pool.terms("--api")  # an unknown provider or model: one line, now
-        out.append(pool)
-    return out
+        out.append(("--api", pool))
+    return own + out
 
 
 def _check(scenario: Scenario, min_replicas: int, redundancy: int, seeds: int, jobs: int) -> None:
@@ -140,9 +141,11 @@ def _check(scenario: Scenario, min_replicas: int, redundancy: int, seeds: int, j
 
 
 def self_hosted_raw(scenario: Scenario) -> dict:
-    """The scenario as plain data without its api pools (the fleet alone)."""
+    """The scenario as plain data without its api pools (the fleet alone) and without node
+    failures or outages: the crossing compares steady monthly costs."""
     raw = to_dict(scenario)
     raw["fleet"]["api_pools"] = []
+    raw["fleet"]["failures"] = None
     return raw
 
 
@@ -211,8 +214,8 @@ def breakeven(scenario: Scenario, api_names: list[str] | None = None, min_replic
     capacity, p = multiplier * v0, point.usd_per_hour * HOURS_PER_MONTH
     shared = t.shared_prefix_tokens
     results = []
-    for k, cfg in enumerate(options):
-        terms = cfg.terms(f"fleet.api_pools[{k}]" if scenario.fleet.api_pools else "--api")
+    for where, cfg in options:
+        terms = cfg.terms(where)
         n_in = t.input_tokens
         cached = (np.minimum(n_in, np.maximum(shared, np.floor(cfg.cached_input_fraction * n_in).astype(np.int64)))
                   if terms.cached_input_usd_per_1m is not None else np.zeros_like(n_in))
@@ -220,7 +223,8 @@ def breakeven(scenario: Scenario, api_names: list[str] | None = None, min_replic
         cross = crossing_volume(capacity, p, a, min_replicas, redundancy) if a > 0 else None
         limit = terms.requests_per_min * 60 * HOURS_PER_MONTH if math.isfinite(terms.requests_per_min) else None
         replicas = None if cross is None else max(min_replicas, math.ceil(cross / capacity)) + redundancy
-        results.append(ApiOption(cfg.name, cfg.provider, cfg.model, a, limit, cross, replicas))
+        name = cfg.name if where == "--api" else f"{cfg.name}: {cfg.provider}/{cfg.model}"
+        results.append(ApiOption(name, cfg.provider, cfg.model, a, limit, cross, replicas))
     return Breakeven(scenario.name, v0, float(t.input_tokens.mean()) if t.num_requests else 0.0,
                      float(t.output_tokens.mean()) if t.num_requests else 0.0, multiplier, note, capacity, p,
                      min_replicas, redundancy, results, sims)
@@ -278,6 +282,7 @@ def _figure(result: Breakeven, volumes, fleet, api, path: Path) -> None:
 
 def format_breakeven(result: Breakeven) -> str:
     r = result
+    width = max([len(o.name) + 2 for o in r.options] + [12])
     lines = [f"{r.scenario}: base volume {r.base_requests_per_month:,.0f} requests/month "
              f"({r.mean_input_tokens:,.0f} in / {r.mean_output_tokens:,.0f} out tokens per request)",
              f"one replica meets the SLO up to x{r.capacity_multiplier:.3g} the load: "
@@ -285,7 +290,7 @@ def format_breakeven(result: Breakeven) -> str:
              f"(${r.replica_usd_per_month / r.replica_capacity_requests_per_month * 1e3:,.4f} per 1k requests at full use)"
              + (f"; {r.capacity_note}" if r.capacity_note else ""),
              f"fleet: max({r.min_replicas}, ceil(volume / capacity)) + {r.redundancy} replicas", "",
-             f"{'API option':<44}{'$ / 1k req':>11}{'break-even req/month':>22}{'replicas':>9}  note"]
+             f"{'API option':<{width}}{'$ / 1k req':>11}{'break-even req/month':>22}{'replicas':>9}  note"]
     for o in sorted(r.options, key=lambda o: o.usd_per_request):
         if o.crossing_requests_per_month is None:
             cross, reps, note = "never", "-", "cheaper per request than a fully used replica"
@@ -294,6 +299,6 @@ def format_breakeven(result: Breakeven) -> str:
             limit = o.rate_limit_requests_per_month
             note = (f"above its rate limit ({limit:,.0f}/month)" if limit is not None
                     and o.crossing_requests_per_month > limit else "")
-        lines.append(f"{o.name:<44}{o.usd_per_request * 1e3:>11.4f}{cross:>22}{reps:>9}  {note}")
+        lines.append(f"{o.name:<{width}}{o.usd_per_request * 1e3:>11.4f}{cross:>22}{reps:>9}  {note}")
     lines.append(f"\nsimulations: {r.simulations}")
     return "\n".join(lines)

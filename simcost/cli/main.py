@@ -207,8 +207,8 @@ def _parser() -> argparse.ArgumentParser:
     be_p = sub.add_parser("breakeven", help="the monthly volume above which self-hosting is cheaper than each API")
     common(be_p)
     be_p.add_argument("--api", action="append", default=[], metavar="PROVIDER:MODEL",
-                      help="an API option, e.g. openai:gpt-4o-mini (repeatable; default the scenario's fleet.api_pools, "
-                           "else every model of the API price list)")
+                      help="an API option besides the scenario's fleet.api_pools, e.g. openai:gpt-4o-mini (repeatable; "
+                           "with neither, every model of the API price list)")
     be_p.add_argument("--min-replicas", type=int, default=1, help="replicas kept at any volume (default 1)")
     be_p.add_argument("--redundancy", type=int, default=0, help="replicas beyond the needed count (N+k; default 0)")
     be_p.add_argument("--seeds", type=int, default=1, help="each point must meet the SLO on K seeds (default 1)")
