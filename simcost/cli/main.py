@@ -317,8 +317,13 @@ def _cmd_check(args) -> int:
         print(f"{args.scenario}: ok; {len(pools)} pools")
         for pool in pools:
             print(f"  {pool.name}: {pool.replicas} x " + _deployment_line(pool.deployment))
-        return 0
-    print(f"{args.scenario}: ok; " + _deployment_line(plan_deployment(scenario)))
+    else:
+        print(f"{args.scenario}: ok; " + _deployment_line(plan_deployment(scenario)))
+    for k, api in enumerate(scenario.fleet.api_pools):  # hosted APIs: their resolved prices and limits
+        t = api.terms(f"fleet.api_pools[{k}]")
+        print(f"  api {api.name} ({api.role}): {t.provider_name} {t.model}, ${t.input_usd_per_1m:g} in / "
+              f"${t.output_usd_per_1m:g} out per 1M tokens" + (f" less {t.discount:.0%} (batch)" if t.discount else "")
+              + f", {t.requests_per_min:,.0f} requests and {t.tokens_per_min:,.0f} tokens per minute")
     return 0
 
 
