@@ -15,7 +15,7 @@ import numpy as np
 
 # Append only: a stream's position is its identity, so inserting a name would shift the rest.
 STREAM_NAMES = ("arrivals", "input_tokens", "output_tokens", "routing", "sessions", "items", "predictions", "fleet",
-                "api")
+                "api", "cascade")
 _WORKLOAD_KEY_BASE = 64  # spawn keys >= this are per-workload roots, clear of the named streams
 
 
@@ -30,6 +30,7 @@ class Streams:
     predictions: np.random.Generator  # the scheduler's output-length predictions (engine.queue sjf)
     fleet: np.random.Generator  # spot reclaims and node failures (simcost.cluster.control)
     api: np.random.Generator  # hosted-API latency draws and retry backoffs (simcost.cluster.api_pool)
+    cascade: np.random.Generator  # which answers a cascade escalates (simcost.cluster.cascade)
 
 
 def streams(seed: int, workload_index: int = 0) -> Streams:

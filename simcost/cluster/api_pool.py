@@ -106,24 +106,34 @@ class ApiPools:
         workload = int(self.table.workload[rid])
         for k, pool in enumerate(self.pools):
             role = pool.cfg.role
-            if not pool.claims(workload):
+            if role == "cascade" or not pool.claims(workload):
                 continue
             if role == "overflow" and not self._saturated(pool):
                 continue
             if role == "failover" and self.fleet.has_ready_for(rid):
                 continue
-            usd, cached = self.price_usd(pool, rid)
+            usd, _ = self.price_usd(pool, rid)
             budget = pool.cfg.budget_usd
             if budget is not None and pool.spent_usd + usd > budget:
                 pool.counts["budget_declined"] += 1
                 continue
-            self._grow(rid)
-            self.pool_of[rid], self.cached_tokens[rid] = k, cached
-            pool.counts["sent"] += 1
-            pool.counts["in_flight"] += 1
-            self.env.process(self._call(pool, rid, usd))
+            self.start(rid, k)
             return True
         return False
+
+    def start(self, rid: int, k: int) -> None:
+        """Send request rid to api pool k now, whatever its role (a cascade's stage names it)."""
+        pool = self.pools[k]
+        usd, cached = self.price_usd(pool, rid)
+        self._grow(rid)
+        self.pool_of[rid], self.cached_tokens[rid] = k, cached
+        pool.counts["sent"] += 1
+        pool.counts["in_flight"] += 1
+        self.env.process(self._call(pool, rid, usd))
+
+    def index(self, name: str) -> int | None:
+        names = [p.cfg.name for p in self.pools]
+        return names.index(name) if name in names else None
 
     def _call(self, pool: ApiPool, rid: int, usd: float):
         t, terms, retry = self.table, pool.terms, pool.cfg.retry

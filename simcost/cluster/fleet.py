@@ -115,6 +115,7 @@ class Fleet:
         self.rng = rng
         self.pool_engines = pools
         self.pool_serves = routing.pool_serves  # fleet.pools, per workload entry: the pools that serve it
+        self.forced_pool: dict[int, int] = {}  # request -> the one pool it may go to (fleet.cascade's stages)
         # fleet.pools: picks the pool (simcost.cluster.routers.POOL_ROUTERS); set once the fleet exists,
         # since it reads the fleet's routable lists
         self.pool_router: PoolRouter | None = None
@@ -366,7 +367,9 @@ class Fleet:
         return [*self.held, *self.central, *queued]
 
     def _serving(self, rid: int) -> list[int]:
-        """The entry pools that serve request rid's workload."""
+        """The entry pools that serve request rid's workload (or the pool a cascade sent it to)."""
+        if rid in self.forced_pool:
+            return [self.forced_pool[rid]]
         return self._entry if self.pool_serves is None else self.pool_serves[int(self.table.workload[rid])]
 
     def _admitting(self, rid: int) -> list[int]:

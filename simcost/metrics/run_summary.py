@@ -102,6 +102,7 @@ class RunSummary(TypedDict):
     prefix_cache: NotRequired[dict[str, Any]]
     per_item: NotRequired[PerItem]
     api: NotRequired[dict[str, Any]]  # hosted-API pools (fleet.api_pools), per pool
+    cascade: NotRequired[dict[str, Any]]  # fleet.cascade: escalations, added latency, quality proxy
 
 
 class Breakdowns(TypedDict, total=False):

@@ -125,10 +125,11 @@ def attainment_keys(measured_arrived: np.ndarray, outcomes: dict) -> dict:
 def summarize(scenario: Scenario, dep: Deployment, table: RequestTable, steps: StepArrays, bill: Bill,
               horizon_s: float, session_counts: dict | None = None, pools: list[Pool] | None = None,
               pool_router=None, prefix_cache: dict[str, Any] | None = None, per_item: bool = False,
-              api: dict[str, Any] | None = None) -> RunSummary:
+              api: dict[str, Any] | None = None, cascade: dict[str, Any] | None = None) -> RunSummary:
     """The run's summary (summary.json), every section of it; `prefix_cache` is the replicas'
     prefix-cache counts (None without prefix caching), `per_item` whether the model is served per item,
-    `api` the api pools' section (simcost.cluster.api_pool.ApiPools.summary; None without them)."""
+    `api` the api pools' section (simcost.cluster.api_pool.ApiPools.summary; None without them),
+    `cascade` fleet.cascade's (simcost.cluster.cascade.Cascade.summary)."""
     pools = pools or [Pool("serve", dep, scenario.fleet.num_replicas)]
     lat = latencies(table)
     completed = table.status == COMPLETED
@@ -211,6 +212,8 @@ def summarize(scenario: Scenario, dep: Deployment, table: RequestTable, steps: S
         summary["prefix_cache"] = prefix_cache
     if api is not None:
         summary["api"] = api
+    if cascade is not None:
+        summary["cascade"] = cascade
     if per_item:
         summary["per_item"] = per_item_summary(scenario, dep, table, summary, bill)
     return summary

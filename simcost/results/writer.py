@@ -194,6 +194,15 @@ def _api_lines(s: RunSummary) -> list[str]:
                      f"{r['failed']} failed, {r['rejected']} rejected, {r['throttled_429']} x 429; "
                      f"{a['input_tokens']:,} in ({a['cached_input_tokens']:,} cached) / {a['output_tokens']:,} out "
                      f"tokens, ${a['usd']:,.4f}{ttft}")
+    c = s.get("cascade")
+    if c:
+        rate = "n/a" if c["escalation_rate"] is None else f"{c['escalation_rate']:.1%}"
+        added = c["added_latency_s"]["p50"]
+        q = c["quality_proxy"]
+        lines.append(f"cascade {c['first']} -> {c['escalate_to']}: {c['escalated']} of {c['first_answers']} answers escalated "
+                     f"({rate}), p50 added latency " + ("-" if added is None else f"{added * 1e3:,.0f} ms")
+                     + f"; ${c['first_stage_usd']:,.4f} first stage + ${c['escalation_usd']:,.4f} escalations; "
+                     + ("quality proxy -" if q is None else f"quality proxy {q:.3f}"))
     return ([""] + lines) if lines else []
 
 

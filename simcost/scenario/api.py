@@ -8,7 +8,8 @@ Its `role` says which requests it takes (simcost.cluster.api_pool runs it):
   (`overflow.waiting_requests` requests waiting for a replica, or the oldest waiting
   `overflow.wait_s` seconds);
 - failover: a request of its workloads that finds no ready self-hosted replica (an outage, a
-  fleet still starting or scaled to zero), instead of waiting for one.
+  fleet still starting or scaled to zero), instead of waiting for one;
+- cascade: none on its own; fleet.cascade sends it its first-stage or escalated requests.
 `budget_usd` caps the pool's spend over the run: a request whose price would pass it stays with
 the self-hosted fleet. The pools are tried in the order listed; the first that takes a request
 keeps it.
@@ -100,7 +101,7 @@ class ApiPoolConfig:
     name: str
     provider: str  # a provider of the price list, or "custom" (give every price and latency median)
     model: str
-    role: Literal["route", "overflow", "failover"] = "route"
+    role: Literal["route", "overflow", "failover", "cascade"] = "route"
     serves: tuple[str, ...] | None = None  # workload names; None: all
     input_usd_per_1m: float | None = field(default=None, metadata=bounds(ge=0))  # None: the price list's
     output_usd_per_1m: float | None = field(default=None, metadata=bounds(ge=0))

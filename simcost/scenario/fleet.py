@@ -10,6 +10,7 @@ from typing import Literal
 from simcost.errors import InputError
 from simcost.scenario.api import ApiPoolConfig
 from simcost.scenario.autoscalers import AutoscalerConfig
+from simcost.scenario.cascade import CascadeConfig
 from simcost.scenario.deployment import EngineConfig, HardwareConfig, ModelConfig
 from simcost.scenario.limits import MAX_REPLICAS, REPLICAS_WHY
 from simcost.scenario.pricing import PricingConfig, SiteConfig
@@ -187,6 +188,8 @@ class FleetConfig:
     bytes_per_token: float = field(default=4.0, metadata=bounds(gt=0))
     # hosted-model APIs beside the self-hosted replicas, billed per token (simcost.scenario.api)
     api_pools: tuple[ApiPoolConfig, ...] = ()
+    # a small model first, some answers escalated to a larger one (simcost.scenario.cascade)
+    cascade: CascadeConfig | None = None
 
     @property
     def moves(self) -> bool:

@@ -63,7 +63,7 @@ class Scenario:
             raise InputError("fleet.disaggregation", f"needs an iteration-level engine.policy (prefill_first or chunked), not {self.engine.policy}")
         if self.duration_s is not None and self.warmup_s >= self.duration_s:
             raise InputError("warmup_s", f"{self.warmup_s} is not below duration_s={self.duration_s}")
-        if self.fleet.pools is not None or self.fleet.api_pools:
+        if self.fleet.pools is not None or self.fleet.api_pools or self.fleet.cascade is not None:
             self._check_serves()
         if self.fleet.num_replicas > MAX_REPLICAS:  # each key is bounded; their sum must be too
             key = "pools" if self.fleet.pools is not None else "disaggregation" if self.fleet.disaggregation else "redundancy"
@@ -154,6 +154,18 @@ class Scenario:
                 if name not in names:
                     raise InputError(f"fleet.api_pools[{k}].serves[{j}]", f"'{name}' is not a workload of this "
                                      f"scenario (known: {', '.join(names)})")
+        cascade = self.fleet.cascade
+        if cascade is not None:
+            targets = [p.name for p in pools] + api_names
+            for key in ("first", "escalate_to"):
+                name = getattr(cascade, key)
+                if name not in targets and not (key == "first" and name == "fleet"):
+                    raise InputError(f"fleet.cascade.{key}", f"'{name}' is not a pool of fleet.pools or fleet.api_pools "
+                                     f"(known: {', '.join((['fleet'] if key == 'first' else []) + targets) or 'none'})")
+            for j, name in enumerate((cascade.workloads or ()) + tuple(r.workload for r in cascade.rates or ())):
+                if name not in names:
+                    raise InputError("fleet.cascade", f"workload '{name}' is not a workload of this scenario "
+                                     f"(known: {', '.join(names)})")
 
 
 def _bound(spec: LengthSpec, which: str) -> float | None:

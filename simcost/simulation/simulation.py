@@ -13,6 +13,7 @@ import simpy
 
 from simcost.catalog.specs import ModelSpec
 from simcost.cluster.api_pool import ApiPools
+from simcost.cluster.cascade import Cascade
 from simcost.cluster.control import FleetControl, initial_capacity, spot_price_usd_per_device_hour
 from simcost.cluster.fleet import Fleet, FleetRouting, FleetStart, PoolEngine
 from simcost.cluster.routers import DECODE_CONTEXT_TOKENS, POOL_ROUTERS, PoolView, affinity_key_fn
@@ -80,7 +81,8 @@ class Simulation:
                                affinity_keys(scenario, self.requests, self.table), scenario.fleet.affinity_load_bound,
                                self._pool_serves() if self.routed else None)
         self.fleet = Fleet(self.env, self.table, self._pool_engines(run_streams), start, routing, self.log,
-                           max_span_steps, on_done=self._on_done if self.sessions.active or moves else None,
+                           max_span_steps, on_done=self._on_done if self.sessions.active or moves
+                           or scenario.fleet.cascade is not None else None,
                            prefix=self._prefix_spec())
         if self.routed:  # the pool router reads the fleet's routable lists
             self.fleet.pool_router = self._pool_router()
@@ -89,6 +91,11 @@ class Simulation:
             self.env, self.table, scenario.fleet.api_pools,
             [scenario.workload.entry_name(i) for i in range(len(scenario.workload.entries()))], run_streams.api,
             self.fleet, self._on_done)
+        # a small model first, some answers escalated (fleet.cascade)
+        cascade = scenario.fleet.cascade
+        self.cascade = None if cascade is None else Cascade(
+            cascade, self.table, [scenario.workload.entry_name(i) for i in range(len(scenario.workload.entries()))],
+            [p.name for p in self.plan], [a.name for a in scenario.fleet.api_pools], run_streams.cascade, self._send)
         self.arrival_process = self.env.process(self._arrivals())
         # a fleet that moves: autoscaler, spot reclaims, failures (simcost.cluster.control); its
         # timers reach far past the last request, so such a run ends when `finished` fires
@@ -190,8 +197,22 @@ class Simulation:
         if self.per_item:  # closed-loop requests are created during the run: their items are the prompt too
             t = self.table
             t.items[rid] = t.input_tokens[rid] = max(int(t.items[rid]), 1)
+        stage = self.cascade.arrived(rid) if self.cascade is not None else None
+        if stage is not None:
+            self._send(rid, stage)
+            return
         if self.api is not None and self.api.take(rid):
             return  # a hosted API answers it: the fleet and its autoscalers never see it
+        self._send(rid, ("fleet", None))
+
+    def _send(self, rid: int, target: tuple[str, int | None]) -> None:
+        """Request rid to ("api", k), ("fleet", pool k only) or ("fleet", None: routed as usual)."""
+        kind, k = target
+        if kind == "api":
+            required(self.api, "fleet.api_pools").start(rid, required(k, "an api pool"))
+            return
+        if k is not None:
+            self.fleet.forced_pool[rid] = k
         for control in self.controls:
             control.arrived(rid)
         self.fleet.arrive(rid)
@@ -199,6 +220,8 @@ class Simulation:
     def _on_done(self, rid: int) -> None:
         if self.sessions.active:
             self.sessions.on_done(rid)
+        if self.cascade is not None:
+            self.cascade.done(rid)
         self._check_finished()
 
     def arrivals_done(self) -> bool:
@@ -261,7 +284,8 @@ class Simulation:
                       request_api_usd=self._api_usd())
         summary = summarize(scenario, dep, self.table, steps, bill, horizon_s, self.sessions.counts, self.pools,
                             self.fleet.pool_router, self.prefix_cache_summary(), self.per_item,
-                            self.api.summary() if self.api is not None else None)
+                            self.api.summary() if self.api is not None else None,
+                            self.cascade.summary(bill.request_usd) if self.cascade is not None else None)
         series = None if self.sampler is None else self.sampler.series(horizon_s, steps, bill)
         return RunResult(scenario, dep, self.table, steps, bill, horizon_s, summary, self.pools, series, self.plan,
                          self.api)
