@@ -103,6 +103,7 @@ class RunSummary(TypedDict):
     per_item: NotRequired[PerItem]
     api: NotRequired[dict[str, Any]]  # hosted-API pools (fleet.api_pools), per pool
     cascade: NotRequired[dict[str, Any]]  # fleet.cascade: escalations, added latency, quality proxy
+    response_cache: NotRequired[dict[str, Any]]  # fleet.response_cache: lookups, hits, evictions, dollars
 
 
 class Breakdowns(TypedDict, total=False):

@@ -69,7 +69,35 @@ def focus_rows(result, start: datetime = DEFAULT_START) -> list[dict]:
                          "ChargePeriodEnd": end, "ChargeCategory": "Purchase", "PricingCategory": "Committed",
                          "ResourceId": "savings-plan", "ResourceType": "Savings Plan", **common})
     rows += _egress_rows(result, periods, common) + _warm_rows(result, periods, common)
-    return rows + _api_rows(result, periods, common)
+    return rows + _api_rows(result, periods, common) + _cache_rows(result, periods, common)
+
+
+def _cache_rows(result, periods: list[tuple[str, str]], common: dict) -> list[dict]:
+    """fleet.response_cache: per hour, its embedding calls (priced per 1M tokens, in the hour of
+    each lookup) and its store's hosting (per hour covered)."""
+    cache = getattr(result, "cache", None)
+    if cache is None:
+        return []
+    t, n = result.table, result.table.num_requests
+    hour = np.minimum((t.arrival_s[:n] // S_PER_HOUR).astype(np.int64), len(periods) - 1)
+    covered_s = hour_covered_s(result.horizon_s)
+    price = cache.cfg.embedding_usd_per_1m_tokens
+    looked = cache.request_usd[:n] > 0
+    rows = []
+    for h, (begin, end) in enumerate(periods):
+        base = {"ChargePeriodStart": begin, "ChargePeriodEnd": end, "ChargeCategory": "Usage",
+                "PricingCategory": "Standard", "ResourceId": f"{result.scenario.name}/response-cache", **common}
+        usd = float(cache.request_usd[:n][hour == h].sum())
+        if usd > 0:
+            quantity = float(t.input_tokens[:n][looked & (hour == h)].sum()) / 1e6
+            rows.append({**base, "BilledCost": usd, "EffectiveCost": usd, "ListCost": quantity * price,
+                         "ResourceType": "Response cache embeddings", "PricingUnit": "1M tokens",
+                         "PricingQuantity": quantity, "ProviderName": "embedding API", "PublisherName": ""})
+        store = cache.cfg.store_usd_per_hour * float(covered_s[h]) / S_PER_HOUR
+        if store > 0:
+            rows.append({**base, "BilledCost": store, "EffectiveCost": store, "ListCost": store,
+                         "ResourceType": "Response cache store"})
+    return rows
 
 
 def _api_rows(result, periods: list[tuple[str, str]], common: dict) -> list[dict]:

@@ -294,7 +294,7 @@ def _allocation_lines(c: dict) -> list[str]:
              else "left as its own line" if c["unallocated_usd"] else "nothing to place")
     # every unallocated category the summary has (busy, egress and api are allocated to requests)
     parts = ", ".join(f"{name.replace('_', ' ')} ${usd:,.4f}" for name, usd in c["by_category"].items()
-                      if name not in ("busy", "egress", "api"))
+                      if name not in ("busy", "egress", "api", "response_cache_lookups"))
     return ["", f"cost allocation ({a['unallocated']}): steps split by {split}; unallocated ${c['unallocated_usd']:,.4f} "
                 f"({parts}): {where}"]
 

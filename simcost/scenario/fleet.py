@@ -14,6 +14,7 @@ from simcost.scenario.cascade import CascadeConfig
 from simcost.scenario.deployment import EngineConfig, HardwareConfig, ModelConfig
 from simcost.scenario.limits import MAX_REPLICAS, REPLICAS_WHY
 from simcost.scenario.pricing import PricingConfig, SiteConfig
+from simcost.scenario.response_cache import ResponseCacheConfig
 from simcost.scenario.schema import bounds
 
 
@@ -190,6 +191,8 @@ class FleetConfig:
     api_pools: tuple[ApiPoolConfig, ...] = ()
     # a small model first, some answers escalated to a larger one (simcost.scenario.cascade)
     cascade: CascadeConfig | None = None
+    # answers served from a cache in front of every pool (simcost.scenario.response_cache)
+    response_cache: ResponseCacheConfig | None = None
 
     @property
     def moves(self) -> bool:

@@ -63,7 +63,8 @@ class Scenario:
             raise InputError("fleet.disaggregation", f"needs an iteration-level engine.policy (prefill_first or chunked), not {self.engine.policy}")
         if self.duration_s is not None and self.warmup_s >= self.duration_s:
             raise InputError("warmup_s", f"{self.warmup_s} is not below duration_s={self.duration_s}")
-        if self.fleet.pools is not None or self.fleet.api_pools or self.fleet.cascade is not None:
+        if (self.fleet.pools is not None or self.fleet.api_pools or self.fleet.cascade is not None
+                or self.fleet.response_cache is not None):
             self._check_serves()
         if self.fleet.num_replicas > MAX_REPLICAS:  # each key is bounded; their sum must be too
             key = "pools" if self.fleet.pools is not None else "disaggregation" if self.fleet.disaggregation else "redundancy"
@@ -166,6 +167,11 @@ class Scenario:
                 if name not in names:
                     raise InputError("fleet.cascade", f"workload '{name}' is not a workload of this scenario "
                                      f"(known: {', '.join(names)})")
+        cache = self.fleet.response_cache
+        for name in ((cache.workloads or ()) + tuple(r.workload for r in cache.rates or ())) if cache else ():
+            if name not in names:
+                raise InputError("fleet.response_cache", f"workload '{name}' is not a workload of this scenario "
+                                 f"(known: {', '.join(names)})")
 
 
 def _bound(spec: LengthSpec, which: str) -> float | None:

@@ -91,6 +91,20 @@ class Sampler:
             usd = np.vstack([usd, rows_api[3]])
             names += tuple(f"api:{p.cfg.name}" for p in api.pools)
             state = np.concatenate([state, np.zeros((len(api.pools),) + state.shape[1:], dtype=state.dtype)])
+        cache = self.sim.cache
+        if cache is not None:  # one row: the hits it answered (out of pool 0's counts), its lookups' and store's $
+            hit = np.zeros(len(table.arrival_s), dtype=np.int64) - 1
+            hit[list(cache.hit)] = 0
+            rows_cache = api_interval_rows(table, hit, np.zeros(table.num_requests), 1, edges_s, width_s)
+            for fleet_rows, mine in zip((arrivals, completions, tokens), rows_cache[:3]):
+                fleet_rows[0] -= mine[0]
+            arrivals, completions, tokens = (np.vstack([f, c]) for f, c in zip((arrivals, completions, tokens), rows_cache))
+            per_hour = np.divide(S_PER_HOUR, width_s, out=np.zeros(len(width_s)), where=width_s > 0)
+            n = table.num_requests
+            lookups = np.histogram(table.arrival_s[:n], bins=edges_s, weights=cache.request_usd[:n])[0] * per_hour
+            usd = np.vstack([usd, lookups + cache.cfg.store_usd_per_hour])
+            names += ("cache",)
+            state = np.concatenate([state, np.zeros((1,) + state.shape[1:], dtype=state.dtype)])
         return TimeSeries(
             pools=names, interval_s=self.interval_s, horizon_s=horizon_s,
             t_s=t_s, width_s=width_s, replicas=state[:, REPLICAS], ready=state[:, READY], waiting=state[:, WAITING],

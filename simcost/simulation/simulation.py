@@ -16,6 +16,7 @@ from simcost.cluster.api_pool import ApiPools
 from simcost.cluster.cascade import Cascade
 from simcost.cluster.control import FleetControl, initial_capacity, spot_price_usd_per_device_hour
 from simcost.cluster.fleet import Fleet, FleetRouting, FleetStart, PoolEngine
+from simcost.cluster.response_cache import ResponseCache
 from simcost.cluster.routers import DECODE_CONTEXT_TOKENS, POOL_ROUTERS, PoolView, affinity_key_fn
 from simcost.cost.ledger import Bill, StepArrays, StepLog, settle
 from simcost.cost.pricing import egress_usd_per_gb, usd_per_replica_hour
@@ -52,6 +53,7 @@ class RunResult:
     timeseries: TimeSeries | None = None  # sampled fleet state over time (simcost.metrics.timeseries)
     plan: tuple[PoolPlan, ...] = ()  # what each pool of `pools` runs (simcost.scenario.fleet_plan)
     api: ApiPools | None = None  # the hosted-API pools (fleet.api_pools), their counts and prices
+    cache: ResponseCache | None = None  # the response cache (fleet.response_cache)
 
 
 class Simulation:
@@ -82,7 +84,8 @@ class Simulation:
                                self._pool_serves() if self.routed else None)
         self.fleet = Fleet(self.env, self.table, self._pool_engines(run_streams), start, routing, self.log,
                            max_span_steps, on_done=self._on_done if self.sessions.active or moves
-                           or scenario.fleet.cascade is not None else None,
+                           or scenario.fleet.cascade is not None or scenario.fleet.response_cache is not None
+                           else None,
                            prefix=self._prefix_spec())
         if self.routed:  # the pool router reads the fleet's routable lists
             self.fleet.pool_router = self._pool_router()
@@ -91,6 +94,14 @@ class Simulation:
             self.env, self.table, scenario.fleet.api_pools,
             [scenario.workload.entry_name(i) for i in range(len(scenario.workload.entries()))], run_streams.api,
             self.fleet, self._on_done)
+        # answers served from a cache before any pool (fleet.response_cache)
+        cache = scenario.fleet.response_cache
+        if cache is not None and cache.mode == "exact" and self.requests.prefix_block_ids is None:
+            raise InputError("fleet.response_cache.mode", "exact needs prompt content hashes (a trace with hash_ids, "
+                             "such as Mooncake's); use semantic with a hit_rate")
+        self.cache = None if cache is None else ResponseCache(
+            self.env, cache, self.table, [scenario.workload.entry_name(i) for i in range(len(scenario.workload.entries()))],
+            self.requests.prefix_block_ids, run_streams.response_cache, self._route, self._on_done)
         # a small model first, some answers escalated (fleet.cascade)
         cascade = scenario.fleet.cascade
         self.cascade = None if cascade is None else Cascade(
@@ -197,6 +208,12 @@ class Simulation:
         if self.per_item:  # closed-loop requests are created during the run: their items are the prompt too
             t = self.table
             t.items[rid] = t.input_tokens[rid] = max(int(t.items[rid]), 1)
+        if self.cache is not None and self.cache.lookup(rid):
+            return  # answered from the cache, or passed on after the lookup (_route)
+        self._route(rid)
+
+    def _route(self, rid: int) -> None:
+        """Request rid to its cascade stage, an api pool that takes it, or the fleet."""
         stage = self.cascade.arrived(rid) if self.cascade is not None else None
         if stage is not None:
             self._send(rid, stage)
@@ -220,6 +237,8 @@ class Simulation:
     def _on_done(self, rid: int) -> None:
         if self.sessions.active:
             self.sessions.on_done(rid)
+        if self.cache is not None:
+            self.cache.store(rid)
         if self.cascade is not None:
             self.cascade.done(rid)
         self._check_finished()
@@ -230,7 +249,8 @@ class Simulation:
 
     def _check_finished(self) -> None:
         if (self.finished is not None and not self.finished.triggered and self.arrivals_done()
-                and self.fleet.num_in_system() == 0 and (self.api is None or self.api.in_flight == 0)):
+                and self.fleet.num_in_system() == 0 and (self.api is None or self.api.in_flight == 0)
+                and (self.cache is None or self.cache.pending == 0)):
             self.finished.succeed()
 
     def request_egress_usd(self) -> np.ndarray:
@@ -274,21 +294,25 @@ class Simulation:
             # the run ended with its last event; a timer that fires later as a no-op (a batch
             # formation timeout cut short, simcost.engine.request_level) must not extend the bill
             end_s = max(float(steps.step_end_s.max(initial=0.0)), float(self.table.arrival_s.max(initial=0.0)),
-                        self.api.last_finish_s if self.api is not None else 0.0)
+                        self.api.last_finish_s if self.api is not None else 0.0,
+                        self.cache.last_s if self.cache is not None else 0.0)
         horizon_s = max(end_s, self.arrivals_end_s())
         scenario, dep = self.scenario, self.deployment
         bill = settle(steps, self.table.num_requests, scenario.fleet, self.pools, horizon_s, scenario.cost,
                       completed=self.table.status == COMPLETED, roster=self.fleet.roster,
                       spot_usd_per_device_hour=spot_price_usd_per_device_hour(scenario.fleet),
                       request_egress_usd=self.request_egress_usd() if self.routed else None,
-                      request_api_usd=self._api_usd())
+                      request_api_usd=self._api_usd(),
+                      request_cache_usd=None if self.cache is None else self.cache.trim(self.table.num_requests),
+                      cache_store_usd=0.0 if self.cache is None else self.cache.store_usd(horizon_s))
         summary = summarize(scenario, dep, self.table, steps, bill, horizon_s, self.sessions.counts, self.pools,
                             self.fleet.pool_router, self.prefix_cache_summary(), self.per_item,
                             self.api.summary() if self.api is not None else None,
-                            self.cascade.summary(bill.request_usd) if self.cascade is not None else None)
+                            self.cascade.summary(bill.request_usd) if self.cascade is not None else None,
+                            self.cache.summary(horizon_s) if self.cache is not None else None)
         series = None if self.sampler is None else self.sampler.series(horizon_s, steps, bill)
         return RunResult(scenario, dep, self.table, steps, bill, horizon_s, summary, self.pools, series, self.plan,
-                         self.api)
+                         self.api, self.cache)
 
 
 def request_egress_bytes(table: RequestTable, bytes_per_token: float) -> np.ndarray:
