@@ -126,7 +126,7 @@ def summarize(scenario: Scenario, dep: Deployment, table: RequestTable, steps: S
               horizon_s: float, session_counts: dict | None = None, pools: list[Pool] | None = None,
               pool_router=None, prefix_cache: dict[str, Any] | None = None, per_item: bool = False,
               api: dict[str, Any] | None = None, cascade: dict[str, Any] | None = None,
-              response_cache: dict[str, Any] | None = None) -> RunSummary:
+              response_cache: dict[str, Any] | None = None, budget: dict[str, Any] | None = None) -> RunSummary:
     """The run's summary (summary.json), every section of it; `prefix_cache` is the replicas'
     prefix-cache counts (None without prefix caching), `per_item` whether the model is served per item,
     `api` the api pools' section (simcost.cluster.api_pool.ApiPools.summary; None without them),
@@ -218,6 +218,12 @@ def summarize(scenario: Scenario, dep: Deployment, table: RequestTable, steps: S
         summary["cascade"] = cascade
     if response_cache is not None:
         summary["response_cache"] = response_cache
+    if budget is not None:  # cost.budget's alerts, from the time series (simcost.metrics.budget)
+        summary["budget"] = budget
+    if scenario.cost.outcomes is not None:
+        from simcost.metrics.budget import unit_economics
+
+        summary["unit_economics"] = unit_economics(scenario, table, bill)
     if per_item:
         summary["per_item"] = per_item_summary(scenario, dep, table, summary, bill)
     return summary

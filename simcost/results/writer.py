@@ -203,6 +203,25 @@ def _api_lines(s: RunSummary) -> list[str]:
                      f"({rate}), p50 added latency " + ("-" if added is None else f"{added * 1e3:,.0f} ms")
                      + f"; ${c['first_stage_usd']:,.4f} first stage + ${c['escalation_usd']:,.4f} escalations; "
                      + ("quality proxy -" if q is None else f"quality proxy {q:.3f}"))
+    rc = s.get("response_cache")
+    if rc:
+        rate = "n/a" if rc["hit_rate"] is None else f"{rc['hit_rate']:.1%}"
+        lines.append(f"response cache ({rc['mode']}): {rc['hits']} of {rc['lookups']} lookups hit ({rate}), "
+                     f"{rc['false_hits']} false hits, {rc['evicted']} evicted, {rc['expired']} expired; "
+                     f"embeddings ${rc['embedding_usd']:,.4f}, store ${rc['store_usd']:,.4f}")
+    b = s.get("budget")
+    if b:
+        fired = ", ".join(f"{a['threshold']:.0%} forecast at {a['forecast_fired_at_s']:,.1f} s"
+                          for a in b["alerts"] if a["forecast_fired_at_s"] is not None) or "no forecast alert"
+        actual = ", ".join(f"{a['threshold']:.0%} actual at {a['actual_fired_at_s']:,.1f} s"
+                           for a in b["alerts"] if a["actual_fired_at_s"] is not None) or "no actual alert"
+        lines.append(f"budget ${b['monthly_usd']:,.0f}/month: burn rate projects ${b['projected_month_usd_at_end']:,.0f} "
+                     f"at the end; {fired}; {actual}")
+    for name, u in (s.get("unit_economics") or {}).items():
+        per_outcome = "-" if u["usd_per_outcome"] is None else f"${u['usd_per_outcome']:,.4f}"
+        per_user = "-" if u["usd_per_user"] is None else f"${u['usd_per_user']:,.5f}"
+        lines.append(f"unit economics {name}: {u['outcomes']:,.1f} outcomes, {per_outcome} per outcome, "
+                     f"{per_user} per user ({u['users']} {u['users_counted_as']})")
     return ([""] + lines) if lines else []
 
 

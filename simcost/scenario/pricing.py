@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from simcost.errors import InputError
+from simcost.scenario.budget import BudgetConfig
+from simcost.scenario.cascade import WorkloadRate
 from simcost.scenario.schema import bounds, check_variant_keys
 
 
@@ -96,6 +98,10 @@ class CostConfig:
     prefill_weight: float = field(default=1.0, metadata=bounds(ge=0))
     decode_weight: float = field(default=1.0, metadata=bounds(ge=0))
     unallocated: Literal["showback", "chargeback"] = "showback"
+    # a monthly budget whose alerts are computed on the run's time series (simcost.scenario.budget)
+    budget: BudgetConfig | None = None
+    # conversion rate per workload (outcomes per completed request): summary unit_economics
+    outcomes: tuple[WorkloadRate, ...] | None = None
 
     def _check(self, path: str) -> None:
         if self.allocation == "equal" and (self.prefill_weight, self.decode_weight) != (1.0, 1.0):

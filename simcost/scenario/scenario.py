@@ -70,6 +70,11 @@ class Scenario:
             key = "pools" if self.fleet.pools is not None else "disaggregation" if self.fleet.disaggregation else "redundancy"
             raise InputError(f"fleet.{key}", f"{self.fleet.num_replicas:,} replicas in all; expected at most "
                              f"{MAX_REPLICAS:,} ({REPLICAS_WHY})")
+        names = [self.workload.entry_name(i) for i in range(len(self.workload.entries()))]
+        for j, rate in enumerate(self.cost.outcomes or ()):
+            if rate.workload not in names:
+                raise InputError(f"cost.outcomes[{j}].workload", f"'{rate.workload}' is not a workload of this scenario "
+                                 f"(known: {', '.join(names)})")
         self._check_request_count()
         self._check_max_model_len()
         self._check_timed_events()

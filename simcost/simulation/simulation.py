@@ -24,6 +24,7 @@ from simcost.engine.kv.reuse import PrefixSpec, prefix_spec
 from simcost.engine.options import host_kv_s_per_token, swap_link
 from simcost.engine.waiting import queue_key
 from simcost.errors import InputError, required
+from simcost.metrics.budget import budget_alerts
 from simcost.metrics.run_summary import RunSummary
 from simcost.metrics.summary import served_pool, slo_limits_by_entry, summarize
 from simcost.metrics.timeseries import TimeSeries
@@ -305,12 +306,15 @@ class Simulation:
                       request_api_usd=self._api_usd(),
                       request_cache_usd=None if self.cache is None else self.cache.trim(self.table.num_requests),
                       cache_store_usd=0.0 if self.cache is None else self.cache.store_usd(horizon_s))
+        series = None if self.sampler is None else self.sampler.series(horizon_s, steps, bill)
+        budget = None
+        if scenario.cost.budget is not None and series is not None:
+            budget = budget_alerts(scenario.cost.budget, series)
         summary = summarize(scenario, dep, self.table, steps, bill, horizon_s, self.sessions.counts, self.pools,
                             self.fleet.pool_router, self.prefix_cache_summary(), self.per_item,
                             self.api.summary() if self.api is not None else None,
                             self.cascade.summary(bill.request_usd) if self.cascade is not None else None,
-                            self.cache.summary(horizon_s) if self.cache is not None else None)
-        series = None if self.sampler is None else self.sampler.series(horizon_s, steps, bill)
+                            self.cache.summary(horizon_s) if self.cache is not None else None, budget)
         return RunResult(scenario, dep, self.table, steps, bill, horizon_s, summary, self.pools, series, self.plan,
                          self.api, self.cache)
 
