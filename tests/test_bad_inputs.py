@@ -243,6 +243,11 @@ CASES = {
     "api custom without price": (dict(fleet__api_pools=[{"name": "a", "provider": "custom", "model": "m",
                                                          "input_usd_per_1m": 1.0}]),
                                  ["fleet.api_pools[0].output_usd_per_1m", "missing"]),
+    "cascade to nowhere": (dict(fleet__cascade={"escalate_to": "big", "escalation_rate": 0.2}),
+                           ["fleet.cascade.escalate_to", "'big'"]),
+    "exact cache without hashes": (dict(fleet__response_cache={"mode": "exact"}),
+                                   ["fleet.response_cache.mode", "hash"]),
+    "budget of 0": (dict(cost__budget={"monthly_usd": 0}), ["cost.budget.monthly_usd", "> 0"]),
 }
 
 
