@@ -15,7 +15,8 @@ from simcost.workload.request_table import COMPLETED, RequestTable
 
 def budget_alerts(cfg: BudgetConfig, series: TimeSeries) -> dict:
     """When each threshold's forecast and actual alerts would have fired (seconds into the run,
-    at the end of the interval that crossed it; None: never), from the series' $/hour."""
+    at the end of the interval that crossed it; None: never), from the series' $/hour. Forecasts
+    start once a whole window has passed."""
     spend = series.usd_per_hour.sum(axis=0) * series.width_s / S_PER_HOUR  # $ per interval, every row
     end_s = series.t_s + series.width_s
     cumulative = np.cumsum(spend)
@@ -32,7 +33,8 @@ def budget_alerts(cfg: BudgetConfig, series: TimeSeries) -> dict:
         hit = np.flatnonzero(mask)
         return float(end_s[hit[0]]) if len(hit) else None
 
-    alerts = [{"threshold": t, "forecast_fired_at_s": first(projected >= t * cfg.monthly_usd),
+    full = end_s >= cfg.window_s  # a forecast needs a whole window of history (a run's first seconds would swing it)
+    alerts = [{"threshold": t, "forecast_fired_at_s": first(full & (projected >= t * cfg.monthly_usd)),
                "actual_fired_at_s": first(cumulative >= t * cfg.monthly_usd)} for t in cfg.thresholds]
     return {"monthly_usd": cfg.monthly_usd, "window_s": cfg.window_s, "spend_usd": float(cumulative[-1]) if len(spend) else 0.0,
             "projected_month_usd_at_end": float(projected[-1]) if len(spend) else 0.0,

@@ -2,7 +2,8 @@
 
 Alerts are computed on the run's time series (simcost.metrics.budget), as a FinOps budget alert
 would fire: a *forecast* alert when the burn rate over the trailing `window_s` seconds,
-projected over a 730-hour month, reaches a threshold share of `monthly_usd`; an *actual* alert
+projected over a 730-hour month, reaches a threshold share of `monthly_usd` (once a whole window
+has passed: a run's first seconds, cold starts included, would swing it); an *actual* alert
 when the spend so far does. Thresholds default to 50 %, 80 % and 100 % (AWS Budgets' usual
 set-up). `seconds_per_hour` compresses time for scenarios whose simulated second stands for more
 (default 3600: real time)."""

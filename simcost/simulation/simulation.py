@@ -216,9 +216,11 @@ class Simulation:
     def _route(self, rid: int) -> None:
         """Request rid to its cascade stage, an api pool that takes it, or the fleet."""
         stage = self.cascade.arrived(rid) if self.cascade is not None else None
-        if stage is not None:
+        if stage is not None and stage != ("fleet", None):
             self._send(rid, stage)
             return
+        # the fleet as routed (a cascade's first stage too): api pools may still take it
+        # (route, overflow, failover)
         if self.api is not None and self.api.take(rid):
             return  # a hosted API answers it: the fleet and its autoscalers never see it
         self._send(rid, ("fleet", None))
