@@ -87,7 +87,7 @@ def check_bill_adds_up(r) -> None:
     assert b.request_usd.sum() + b.unallocated_usd == pytest.approx(b.total_usd, rel=1e-9)
     rows = focus_rows(r)
     assert sum(row["EffectiveCost"] for row in rows) == pytest.approx(b.total_usd, rel=1e-9)
-    api_focus = [row for row in rows if row.get("PricingUnit") == "1M tokens"]
+    api_focus = [row for row in rows if "/api-" in row["ResourceId"]]
     assert sum(row["EffectiveCost"] for row in api_focus) == pytest.approx(b.api_usd, rel=1e-9)
     assert {row["ProviderName"] for row in api_focus} <= {"OpenAI", "Anthropic", "Together AI"}
     ts = r.timeseries

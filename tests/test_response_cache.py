@@ -111,3 +111,25 @@ def test_an_exact_cache_needs_prompt_hashes_and_bad_caches_name_their_key():
         with pytest.raises(InputError) as e:
             scenario(fleet={"response_cache": cache})
         assert str(e.value).startswith(where), str(e.value)
+
+
+def test_pools_sites_an_api_and_a_cache_together_still_add_up():
+    """fleet.pools with egress, an overflow api pool past its rate limit and a semantic cache: every
+    dollar of each is in the summary, FOCUS and the time series once."""
+    from test_api_pools import check_bill_adds_up
+
+    busy = {"arrivals": {"process": "poisson", "rate_per_s": 30.0},
+            "input_tokens": {"dist": "uniform", "low": 500, "high": 3000},
+            "output_tokens": {"dist": "uniform", "low": 1, "high": 200}}
+    r = Simulation(scenario(duration_s=60.0, workload=busy, fleet={
+        "pools": [{"name": "a", "hardware": {"device": "h100-sxm"}},
+                  {"name": "b", "hardware": {"device": "a100-80gb"}, "site": "far"}],
+        "sites": [{"name": "far", "region": "eu-west-1"}],
+        "api_pools": [{"name": "oai", "provider": "openai", "model": "gpt-4o-mini", "role": "overflow",
+                       "overflow": {"waiting_requests": 5}}],
+        "response_cache": {"mode": "semantic", "hit_rate": 0.1, "store_usd_per_hour": 0.3}})).run()
+    api = r.summary["api"]["oai"]["requests"]
+    assert api["completed"] > 0 and api["failed"] > 0  # the default tier's 200k tokens/min throttles it
+    assert r.bill.egress_usd > 0 and r.bill.cache_usd > 0
+    check_bill_adds_up(r)
+    check_bill(r)

@@ -149,7 +149,7 @@ class ResponseCache:
         return self.request_usd
 
     def store_usd(self, horizon_s: float) -> float:
-        return self.cfg.store_usd_per_hour * horizon_s / 3600.0
+        return float(self.cfg.store_usd_per_hour * horizon_s / 3600.0)
 
     def summary(self, horizon_s: float) -> dict:
         c, t = self.counts, self.table
