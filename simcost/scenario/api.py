@@ -20,7 +20,7 @@ uniformly from [0, min(max_backoff_s, initial_backoff_s x 2^attempt)] ("full jit
 follow the OpenAI and Anthropic Python SDKs (2 retries, 0.5 s initial, 8 s cap).
 Latency: TTFT and output speed are lognormal around their medians (`latency`; default: the
 price list's medians, assumptions) with log-sd ttft_sigma and speed_sigma; token i arrives at
-TTFT + i / speed. A batch pool (`batch: true`) pays the provider's batch discount; set
+TTFT + i / speed. Neither depends on the prompt's length or the provider's load (not modelled). A batch pool (`batch: true`) pays the provider's batch discount; set
 latency.ttft_s to the turnaround you expect (batch APIs promise completion within 24 h).
 Price of a completed request, exactly: (uncached prompt x input + cached prompt x cached_input +
 output x output) / 1e6, x (1 - batch discount) on a batch pool. Cached prompt tokens: the
