@@ -275,7 +275,7 @@ def test_cli_writes_the_ranked_table_csv_json_and_plot(tmp_path, capsys):
     assert code == 0
     text = capsys.readouterr().out
     assert "ROI" in text and "prefix caching: skipped" in text
-    data = json.loads((out / "levers.json").read_text())
+    data = json.loads((out / "result.json").read_text())
     assert [r["lever"] for r in data["rows"]][0] == "baseline"
     assert (out / "levers.csv").read_text().splitlines()[0].startswith("rank,lever,label,status")
     assert (out / "levers.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -522,10 +522,10 @@ def combine_seeds(runs: list[dict]) -> dict:
 class Runner:
     """Runs (scenario, transform) points on every seed, each distinct point once, in a pool when given."""
 
-    def __init__(self, pool, seeds: list[int]):
+    def __init__(self, pool, seeds: list[int], bar=None):
         from simcost.analysis.backends import RunCache
 
-        self.seeds, self.runs = seeds, RunCache(pool, run_lever)
+        self.seeds, self.runs = seeds, RunCache(pool, run_lever, bar=bar)
 
     def evaluate(self, points: list[tuple[dict, dict | None]]) -> list[dict]:
         results = self.runs.run([(raw, transform, seed) for raw, transform in points for seed in self.seeds])
@@ -633,17 +633,19 @@ class LeverStudy:
 
 
 def study(base: Scenario, cfg: LeversConfig, only: tuple[str, ...] | None = None, resize: bool = True,
-          max_replicas: int = DEFAULT_MAX_REPLICAS, seeds: int = 1, jobs: int = 1) -> LeverStudy:
-    """The lever table for a baseline scenario (see the module docstring)."""
-    from simcost.analysis.backends import worker_pool
+          max_replicas: int = DEFAULT_MAX_REPLICAS, seeds: int = 1, jobs: int = 1,
+          progress: bool = False) -> LeverStudy:
+    """The lever table for a baseline scenario (see the module docstring); `progress` shows one
+    bar counting simulations."""
+    from simcost.analysis.backends import progress_bar, worker_pool
 
     _check(base, resize, max_replicas, seeds, jobs)
     plans = plan_levers(base, cfg, only)
     raw = to_dict(base)
     runnable = [p for p in plans if p.skip_reason is None]
     points = [(raw, None)] + [(with_overrides(raw, p.overrides), p.transform) for p in runnable]
-    with worker_pool(jobs) as pool:
-        runner = Runner(pool, [base.seed + k for k in range(seeds)])
+    with worker_pool(jobs) as pool, progress_bar(progress, "levers") as bar:
+        runner = Runner(pool, [base.seed + k for k in range(seeds)], bar)
         metrics = resized_rows(runner, points, max_replicas) if resize else runner.evaluate(points)
     if metrics[0].get("infeasible"):
         raise InputError("--max-replicas", f"the baseline {why_infeasible(metrics[0])}, the most tried; "
@@ -714,12 +716,12 @@ def _ms(seconds: float | None) -> float | None:
 
 def write_outputs(result: LeverStudy, out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    csv_path, json_path, png_path = out_dir / "levers.csv", out_dir / "levers.json", out_dir / "levers.png"
+    csv_path, json_path, png_path = out_dir / "levers.csv", out_dir / "result.json", out_dir / "levers.png"
     with csv_path.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(result.rows)
-    meta = {"scenario": result.scenario, "mode": result.mode, "seeds": result.seeds,
+    meta = {"command": "levers", "scenario": result.scenario, "mode": result.mode, "seeds": result.seeds,
             "scenario_replicas": result.scenario_replicas,
             "usd_per_engineer_week": result.usd_per_engineer_week, "hours_per_month": HOURS_PER_MONTH,
             "simulations": result.simulations, "roi": "annual_saving_usd * (1 - quality_risk) / "

@@ -652,15 +652,29 @@ def _purchase(value: Any, device: DeviceSpec, where: _Where) -> Purchase:
 
 # --- tables for `simcost catalog` -------------------------------------------------------------
 
-def format_catalog(which: str, config_dir: Path | None = None, catalog: Any = None) -> str:
+def format_catalog(which: str, config_dir: Path | None = None, catalog: Any = None, wide: bool = False) -> str:
     """`devices`, `models` or `prices` as a plain-text table (prices with a numbered source list), of
-    the bundled catalog or of `catalog` (a `simcost.catalog.catalog.Catalog` with a user's entries)."""
+    the bundled catalog or of `catalog` (a `simcost.catalog.catalog.Catalog` with a user's entries).
+    The devices table shows the columns that tell devices apart (it fits ~120 columns); `wide`
+    shows every column."""
     if which == "prices":
         rows, legend = _price_rows(list(catalog.prices) if catalog is not None else load_prices(config_dir))
         return _aligned(rows) + "\n\n" + "\n".join(legend)
     if which == "devices":
-        return _aligned(_device_rows(catalog.devices if catalog is not None else load_devices(config_dir)))
+        rows = _device_rows(catalog.devices if catalog is not None else load_devices(config_dir))
+        return _aligned(rows if wide else _narrow(rows, NARROW_DEVICE_COLUMNS))
     return _aligned(_model_rows(catalog.models if catalog is not None else load_models(config_dir)))
+
+
+# the devices table's default columns; the rest (fp32/fp16/int8 TFLOPs, host link, idle watts, mfu/mbu,
+# dates, the long name) are in --wide
+NARROW_DEVICE_COLUMNS = ("key", "kind", "memory_GB", "bw_GB/s", "bf16_TF", "fp8_TF", "link_GB/s", "peak_W",
+                         "weight_formats", "$/hour")
+
+
+def _narrow(table: list[list], columns: tuple[str, ...]) -> list[list]:
+    keep = [table[0].index(name) for name in columns]
+    return [[row[i] for i in keep] for row in table]
 
 
 def _aligned(table: list[list]) -> str:

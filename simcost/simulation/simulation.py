@@ -279,14 +279,16 @@ class Simulation:
     def run(self, progress: bool = False) -> RunResult:
         until = self.finished if self.scenario.drain_s is None else self.arrivals_end_s() + self.scenario.drain_s
         if progress:
-            from tqdm import tqdm  # only the CLI shows a bar; tqdm waits 1 s before drawing it
+            # tqdm waits 1 s before drawing, is off where stderr is not a terminal, and is a widget in a notebook
+            from tqdm.auto import tqdm
 
             with tqdm(total=len(self.requests), unit="req", desc="arrivals", delay=1.0, leave=False, disable=None) as bar:
                 self._progress = bar
                 self.env.run(until=until)
                 self._progress = None
-        else:
-            self.env.run(until=until)
+                bar.set_description_str("summarizing")  # the bill and the summary take a moment on long runs
+                return self.result()
+        self.env.run(until=until)
         return self.result()
 
     def result(self) -> RunResult:
