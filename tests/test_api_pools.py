@@ -11,7 +11,9 @@ from scenarios import scenario
 
 from simcost.catalog.api_prices import api_price_list
 from simcost.errors import InputError
+from simcost.results.focus import COLUMNS as FOCUS_COLUMNS
 from simcost.results.focus import focus_rows
+from simcost.results.focus_spec import focus_problems
 from simcost.simulation.simulation import Simulation
 from simcost.workload.request_table import COMPLETED, REASON_CODE, REJECTED
 
@@ -86,6 +88,7 @@ def check_bill_adds_up(r) -> None:
     assert sum(c["by_category"].values()) == pytest.approx(b.total_usd, rel=1e-9)
     assert b.request_usd.sum() + b.unallocated_usd == pytest.approx(b.total_usd, rel=1e-9)
     rows = focus_rows(r)
+    assert not focus_problems(rows, FOCUS_COLUMNS)  # FOCUS 1.1 conformant, api and cache rows too
     assert sum(row["EffectiveCost"] for row in rows) == pytest.approx(b.total_usd, rel=1e-9)
     api_focus = [row for row in rows if "/api-" in row["ResourceId"]]
     assert sum(row["EffectiveCost"] for row in api_focus) == pytest.approx(b.api_usd, rel=1e-9)

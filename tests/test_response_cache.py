@@ -13,7 +13,9 @@ import pytest
 from scenarios import scenario
 
 from simcost.errors import InputError
+from simcost.results.focus import COLUMNS as FOCUS_COLUMNS
 from simcost.results.focus import focus_rows
+from simcost.results.focus_spec import focus_problems
 from simcost.simulation.simulation import Simulation
 from simcost.workload.request_table import COMPLETED
 
@@ -25,7 +27,9 @@ def check_bill(r) -> None:
     b, c = r.bill, r.summary["cost"]["by_category"]
     assert sum(c.values()) == pytest.approx(b.total_usd, rel=1e-9)
     assert b.request_usd.sum() + b.unallocated_usd == pytest.approx(b.total_usd, rel=1e-9)
-    assert sum(row["EffectiveCost"] for row in focus_rows(r)) == pytest.approx(b.total_usd, rel=1e-9)
+    rows = focus_rows(r)
+    assert not focus_problems(rows, FOCUS_COLUMNS)  # the cache's rows are FOCUS 1.1 conformant
+    assert sum(row["EffectiveCost"] for row in rows) == pytest.approx(b.total_usd, rel=1e-9)
     ts = r.timeseries
     assert (ts.usd_per_hour * ts.width_s).sum() / 3600 == pytest.approx(b.total_usd, rel=1e-9)
     assert (ts.completions_per_s * ts.width_s).sum() == pytest.approx((r.table.status == COMPLETED).sum())

@@ -133,8 +133,8 @@ def _cache_rows(result, periods: list[tuple[str, str]], common: dict) -> list[di
         hours = float(covered_s[h]) / S_PER_HOUR
         store = cache.cfg.store_usd_per_hour * hours
         if store > 0:
-            rows.append(usage_row(period, store, store, store, store, hours, **common, **resource,
-                                  PricingCategory="Standard", ServiceCategory="Storage",
+            rows.append(usage_row(period, store, store, store, store, hours, **{**common, "ServiceCategory": "Storage"},
+                                  **resource, PricingCategory="Standard",
                                   ResourceType="Response cache store", ChargeDescription="the response cache's store"))
     return rows
 
