@@ -248,6 +248,18 @@ def _parser() -> argparse.ArgumentParser:
     lev_p.add_argument("--out", type=Path, default=None, help="results folder (default results/levers-<scenario name>)")
     lev_p.set_defaults(func=_cmd_levers)
 
+    be_p = sub.add_parser("breakeven", help="the monthly volume above which self-hosting is cheaper than each API")
+    common(be_p)
+    be_p.add_argument("--api", action="append", default=[], metavar="PROVIDER:MODEL",
+                      help="an API option besides the scenario's fleet.api_pools, e.g. openai:gpt-4o-mini (repeatable; "
+                           "with neither, every model of the API price list)")
+    be_p.add_argument("--min-replicas", type=int, default=1, help="replicas kept at any volume (default 1)")
+    be_p.add_argument("--redundancy", type=int, default=0, help="replicas beyond the needed count (N+k; default 0)")
+    be_p.add_argument("--seeds", type=int, default=1, help="each point must meet the SLO on K seeds (default 1)")
+    be_p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel processes")
+    be_p.add_argument("--out", type=Path, default=None, help="results folder (default results/breakeven-<scenario name>)")
+    be_p.set_defaults(func=_cmd_breakeven)
+
     rep_p = sub.add_parser("report", help="one self-contained HTML page of a results folder")
     rep_p.add_argument("results_dir", type=Path,
                        help="a folder written by simcost run, sweep, size, commitments, levers or forecast")
@@ -378,8 +390,13 @@ def _cmd_check(args) -> int:
         print(f"{args.scenario}: ok; {len(pools)} pools")
         for pool in pools:
             print(f"  {pool.name}: {pool.replicas} x " + _deployment_line(pool.deployment))
-        return 0
-    print(f"{args.scenario}: ok; " + _deployment_line(plan_deployment(scenario)))
+    else:
+        print(f"{args.scenario}: ok; " + _deployment_line(plan_deployment(scenario)))
+    for k, api in enumerate(scenario.fleet.api_pools):  # hosted APIs: their resolved prices and limits
+        t = api.terms(f"fleet.api_pools[{k}]")
+        print(f"  api {api.name} ({api.role}): {t.provider_name} {t.model}, ${t.input_usd_per_1m:g} in / "
+              f"${t.output_usd_per_1m:g} out per 1M tokens" + (f" less {t.discount:.0%} (batch)" if t.discount else "")
+              + f", {t.requests_per_min:,.0f} requests and {t.tokens_per_min:,.0f} tokens per minute")
     return 0
 
 
@@ -561,6 +578,22 @@ def _cmd_levers(args) -> int:
     with staged_folder(out, ()) as tmp:  # whole or not at all, like a run folder
         paths = [out / path.name for path in write_outputs(result, tmp)]
     print(format_study(result))
+    print(f"\nwrote {', '.join(map(str, paths))}")
+    return 0
+
+
+def _cmd_breakeven(args) -> int:
+    from simcost.analysis.breakeven import BREAKEVEN_FILES, breakeven, format_breakeven, write_outputs
+    from simcost.results.folder import check_targets, staged_folder
+    from simcost.scenario.scenario import load_scenario
+
+    scenario = load_scenario(args.scenario, args.overrides, args.seed, args.catalog)
+    out = _out_dir(args.out or Path("results") / f"breakeven-{scenario.name}")
+    check_targets(out, BREAKEVEN_FILES)
+    result = breakeven(scenario, args.api, args.min_replicas, args.redundancy, args.seeds, args.jobs)
+    with staged_folder(out, BREAKEVEN_FILES) as tmp:  # whole or not at all, like a run folder
+        paths = [out / path.name for path in write_outputs(result, tmp)]
+    print(format_breakeven(result))
     print(f"\nwrote {', '.join(map(str, paths))}")
     return 0
 

@@ -34,6 +34,7 @@ from simcost.cost.pricing import egress_usd_per_gb, warm_node_hour_usd
 from simcost.results.focus_replicas import commitment_rows, hours_of, provider_of, replica_rows, site_of, usage_row
 from simcost.results.focus_spec import COST_COLUMNS, DATE_COLUMNS
 from simcost.units import S_PER_HOUR
+from simcost.workload.request_table import COMPLETED
 
 DEFAULT_START = datetime(2025, 1, 1, tzinfo=timezone.utc)
 SERVICE_NAME = "LLM inference (simcost simulation)"
@@ -59,7 +60,83 @@ def focus_rows(result, start: datetime = DEFAULT_START) -> list[dict]:
               "Tags": tags}
     rows = replica_rows(result, periods, common) + commitment_rows(result, periods, common)
     rows += _egress_rows(result, periods, common) + _warm_rows(result, periods, common)
+    rows += _api_rows(result, periods, common) + _cache_rows(result, periods, common)
     return [_complete(row, result) for row in rows]
+
+
+def token_row(period: tuple[str, str], billed: float, listed: float, million_tokens: float, **columns: Any) -> dict:
+    """A Usage-Based row priced per 1M tokens (hosted APIs, embedding calls)."""
+    begin, end = period
+    return {**columns, "ChargePeriodStart": begin, "ChargePeriodEnd": end, "ChargeCategory": "Usage",
+            "ChargeFrequency": "Usage-Based", "BilledCost": billed, "EffectiveCost": billed, "ListCost": listed,
+            "ContractedCost": billed, "PricingQuantity": million_tokens, "PricingUnit": "1M tokens",
+            "ListUnitPrice": listed / million_tokens, "ContractedUnitPrice": billed / million_tokens,
+            "PricingCategory": "Standard", "ServiceCategory": "AI and Machine Learning"}
+
+
+def _api_rows(result, periods: list[tuple[str, str]], common: dict) -> list[dict]:
+    """Per api pool (fleet.api_pools), hour (of each request's finish) and token kind (input,
+    cached input, output): one Usage row priced per 1M tokens, ProviderName the provider and
+    PublisherName the model's publisher; BilledCost is tokens x the pool's price (batch discount
+    included, as ContractedCost), ListCost the same tokens at the standard price. They sum to the
+    bill's api dollars."""
+    api = getattr(result, "api", None)
+    if api is None:
+        return []
+    t, n = result.table, result.table.num_requests
+    done = t.status[:n] == COMPLETED  # only completed calls are billed
+    hour = np.minimum((np.nan_to_num(t.finish_s[:n], nan=0.0) // S_PER_HOUR).astype(np.int64), len(periods) - 1)
+    cached = api.cached_tokens[:n]
+    tokens = {"input": t.input_tokens[:n] - cached, "cached input": cached, "output": t.generated[:n]}
+    rows = []
+    for k, pool in enumerate(api.pools):
+        terms = pool.terms
+        price = {"input": terms.input_usd_per_1m, "cached input": terms.cached_input_usd_per_1m or 0.0,
+                 "output": terms.output_usd_per_1m}
+        mine = done & (api.pool_of[:n] == k)
+        for h in np.unique(hour[mine]):
+            for kind, count in tokens.items():
+                million = float(count[mine & (hour == h)].sum()) / 1e6
+                if million == 0:
+                    continue
+                listed = million * price[kind]
+                rows.append(token_row(periods[int(h)], listed * (1.0 - terms.discount), listed, million, **common,
+                                      ResourceId=f"{result.scenario.name}/api-{pool.cfg.name}",
+                                      ResourceName=f"api-{pool.cfg.name}", ResourceType="Hosted model API",
+                                      RegionId=None, ChargeDescription=f"{kind} tokens of {terms.model}"
+                                      + (" (batch API)" if terms.discount else ""),
+                                      PublisherName=terms.publisher_name, _provider=terms.provider_name))
+    return rows
+
+
+def _cache_rows(result, periods: list[tuple[str, str]], common: dict) -> list[dict]:
+    """fleet.response_cache: per hour, its embedding calls (per 1M tokens, in the hour of each
+    lookup) and its store's hosting (per hour covered)."""
+    cache = getattr(result, "cache", None)
+    if cache is None:
+        return []
+    t, n = result.table, result.table.num_requests
+    hour = np.minimum((t.arrival_s[:n] // S_PER_HOUR).astype(np.int64), len(periods) - 1)
+    price = cache.cfg.embedding_usd_per_1m_tokens
+    looked = cache.request_usd[:n] > 0
+    resource = {"ResourceId": f"{result.scenario.name}/response-cache", "ResourceName": "response-cache",
+                "RegionId": None}
+    covered_s = hour_covered_s(result.horizon_s)  # exact, where the periods' ends are rounded to the millisecond
+    rows = []
+    for h, period in enumerate(periods):
+        usd = float(cache.request_usd[:n][hour == h].sum())
+        if usd > 0:
+            million = float(t.input_tokens[:n][looked & (hour == h)].sum()) / 1e6
+            rows.append(token_row(period, usd, million * price, million, **common, **resource,
+                                  ResourceType="Response cache embeddings",
+                                  ChargeDescription="prompts embedded for semantic cache lookups"))
+        hours = float(covered_s[h]) / S_PER_HOUR
+        store = cache.cfg.store_usd_per_hour * hours
+        if store > 0:
+            rows.append(usage_row(period, store, store, store, store, hours, **{**common, "ServiceCategory": "Storage"},
+                                  **resource, PricingCategory="Standard",
+                                  ResourceType="Response cache store", ChargeDescription="the response cache's store"))
+    return rows
 
 
 def _complete(row: dict, result) -> dict:

@@ -170,7 +170,7 @@ def format_summary(s: RunSummary) -> str:
         f"cost: ${c['usd_per_hour']:,.2f}/hour; ${c['total_usd']:,.4f} over {s['horizon_s']:,.0f} s "
         f"(idle ${c['idle_usd']:,.4f}); {unit_cost}, ${usd_text(c['usd_per_request'])} per request",
     ]
-    return "\n".join(lines + _overload_lines(s) + _fleet_lines(s) + _pool_lines(s) + _breakdown_lines(s))
+    return "\n".join(lines + _overload_lines(s) + _fleet_lines(s) + _pool_lines(s) + _api_lines(s) + _breakdown_lines(s))
 
 
 def _measured_lines(s: RunSummary) -> list[str]:
@@ -215,6 +215,48 @@ def _pool_lines(s: RunSummary) -> list[str]:
         lines.append(f"as users see it (+ client round trip): p99 TTFT {net['ttft_end_to_end_s']['p99'] * 1e3:,.1f} ms, "
                      f"p99 E2EL {net['e2el_end_to_end_s']['p99'] * 1e3:,.1f} ms")
     return lines
+
+
+def _api_lines(s: RunSummary) -> list[str]:
+    """Hosted-API pools (fleet.api_pools): each one's outcomes, tokens and dollars."""
+    api = s.get("api") or {}
+    lines = []
+    for name, a in api.items():
+        r = a["requests"]
+        ttft = f", p50 TTFT {a['ttft_s_p50'] * 1e3:,.0f} ms" if a["ttft_s_p50"] is not None else ""
+        lines.append(f"api {name} ({a['provider']} {a['model']}, {a['role']}): {r['sent']} sent, {r['completed']} completed, "
+                     f"{r['failed']} failed, {r['rejected']} rejected, {r['throttled_429']} x 429; "
+                     f"{a['input_tokens']:,} in ({a['cached_input_tokens']:,} cached) / {a['output_tokens']:,} out "
+                     f"tokens, ${a['usd']:,.4f}{ttft}")
+    c = s.get("cascade")
+    if c:
+        rate = "n/a" if c["escalation_rate"] is None else f"{c['escalation_rate']:.1%}"
+        added = c["added_latency_s"]["p50"]
+        q = c["quality_proxy"]
+        lines.append(f"cascade {c['first']} -> {c['escalate_to']}: {c['escalated']} of {c['first_answers']} answers escalated "
+                     f"({rate}), p50 added latency " + ("-" if added is None else f"{added * 1e3:,.0f} ms")
+                     + f"; ${c['first_stage_usd']:,.4f} first stage + ${c['escalation_usd']:,.4f} escalations; "
+                     + ("quality proxy -" if q is None else f"quality proxy {q:.3f}"))
+    rc = s.get("response_cache")
+    if rc:
+        rate = "n/a" if rc["hit_rate"] is None else f"{rc['hit_rate']:.1%}"
+        lines.append(f"response cache ({rc['mode']}): {rc['hits']} of {rc['lookups']} lookups hit ({rate}), "
+                     f"{rc['false_hits']} false hits, {rc['evicted']} evicted, {rc['expired']} expired; "
+                     f"embeddings ${rc['embedding_usd']:,.4f}, store ${rc['store_usd']:,.4f}")
+    b = s.get("budget")
+    if b:
+        fired = ", ".join(f"{a['threshold']:.0%} forecast at {a['forecast_fired_at_s']:,.1f} s"
+                          for a in b["alerts"] if a["forecast_fired_at_s"] is not None) or "no forecast alert"
+        actual = ", ".join(f"{a['threshold']:.0%} actual at {a['actual_fired_at_s']:,.1f} s"
+                           for a in b["alerts"] if a["actual_fired_at_s"] is not None) or "no actual alert"
+        lines.append(f"budget ${b['monthly_usd']:,.0f}/month: burn rate projects ${b['projected_month_usd_at_end']:,.0f} "
+                     f"at the end; {fired}; {actual}")
+    for name, u in (s.get("unit_economics") or {}).items():
+        per_outcome = "-" if u["usd_per_outcome"] is None else f"${u['usd_per_outcome']:,.4f}"
+        per_user = "-" if u["usd_per_user"] is None else f"${u['usd_per_user']:,.5f}"
+        lines.append(f"unit economics {name}: {u['outcomes']:,.1f} outcomes, {per_outcome} per outcome, "
+                     f"{per_user} per user ({u['users']} {u['users_counted_as']})")
+    return ([""] + lines) if lines else []
 
 
 def _of_arrived(s: RunSummary) -> str:
@@ -303,9 +345,9 @@ def _allocation_lines(c: dict) -> list[str]:
     where = ("spread over requests by allocated cost" if a["spread_basis"] == "allocated_cost"
              else "spread equally over completed requests" if a["spread_basis"]
              else "left as its own line" if c["unallocated_usd"] else "nothing to place")
-    # every unallocated category the summary has (busy and egress are allocated to requests)
+    # every unallocated category the summary has (busy, egress and api are allocated to requests)
     parts = ", ".join(f"{name.replace('_', ' ')} ${usd:,.4f}" for name, usd in c["by_category"].items()
-                      if name not in ("busy", "egress"))
+                      if name not in ("busy", "egress", "api", "response_cache_lookups"))
     return ["", f"cost allocation ({a['unallocated']}): steps split by {split}; unallocated ${c['unallocated_usd']:,.4f} "
                 f"({parts}): {where}"]
 

@@ -12,8 +12,11 @@ import numpy as np
 import simpy
 
 from simcost.catalog.specs import ModelSpec
+from simcost.cluster.api_pool import ApiPools
+from simcost.cluster.cascade import Cascade
 from simcost.cluster.control import FleetControl, initial_capacity, spot_price_usd_per_device_hour
 from simcost.cluster.fleet import Fleet, FleetRouting, FleetStart, PoolEngine
+from simcost.cluster.response_cache import ResponseCache
 from simcost.cluster.routers import DECODE_CONTEXT_TOKENS, POOL_ROUTERS, PoolView, affinity_key_fn
 from simcost.cost.ledger import Bill, StepArrays, StepLog, settle
 from simcost.cost.pricing import egress_usd_per_gb, usd_per_replica_hour
@@ -22,6 +25,7 @@ from simcost.engine.options import host_kv_s_per_token, swap_link
 from simcost.engine.speculation import speculation
 from simcost.engine.waiting import queue_key
 from simcost.errors import InputError, required
+from simcost.metrics.budget import budget_alerts
 from simcost.metrics.run_summary import RunSummary
 from simcost.metrics.summary import served_pool, slo_limits_by_entry, summarize
 from simcost.metrics.timeseries import TimeSeries
@@ -50,6 +54,8 @@ class RunResult:
     pools: list[Pool]  # the fleet's replicas, by deployment, in replica order
     timeseries: TimeSeries | None = None  # sampled fleet state over time (simcost.metrics.timeseries)
     plan: tuple[PoolPlan, ...] = ()  # what each pool of `pools` runs (simcost.scenario.fleet_plan)
+    api: ApiPools | None = None  # the hosted-API pools (fleet.api_pools), their counts and prices
+    cache: ResponseCache | None = None  # the response cache (fleet.response_cache)
 
 
 class Simulation:
@@ -80,10 +86,30 @@ class Simulation:
                                self._pool_serves() if self.routed else None)
         self.pool_engines = self._pool_engines(run_streams)
         self.fleet = Fleet(self.env, self.table, self.pool_engines, start, routing, self.log,
-                           max_span_steps, on_done=self._on_done if self.sessions.active or moves else None,
+                           max_span_steps, on_done=self._on_done if self.sessions.active or moves
+                           or scenario.fleet.cascade is not None or scenario.fleet.response_cache is not None
+                           else None,
                            prefix=self._prefix_spec())
         if self.routed:  # the pool router reads the fleet's routable lists
             self.fleet.pool_router = self._pool_router()
+        # hosted-model APIs (fleet.api_pools): asked at each arrival before the fleet
+        self.api = None if not scenario.fleet.api_pools else ApiPools(
+            self.env, self.table, scenario.fleet.api_pools,
+            [scenario.workload.entry_name(i) for i in range(len(scenario.workload.entries()))], run_streams.api,
+            self.fleet, self._on_done)
+        # answers served from a cache before any pool (fleet.response_cache)
+        cache = scenario.fleet.response_cache
+        if cache is not None and cache.mode == "exact" and self.requests.prefix_block_ids is None:
+            raise InputError("fleet.response_cache.mode", "exact needs prompt content hashes (a trace with hash_ids, "
+                             "such as Mooncake's); use semantic with a hit_rate")
+        self.cache = None if cache is None else ResponseCache(
+            self.env, cache, self.table, [scenario.workload.entry_name(i) for i in range(len(scenario.workload.entries()))],
+            self.requests.prefix_block_ids, run_streams.response_cache, self._route, self._on_done)
+        # a small model first, some answers escalated (fleet.cascade)
+        cascade = scenario.fleet.cascade
+        self.cascade = None if cascade is None else Cascade(
+            cascade, self.table, [scenario.workload.entry_name(i) for i in range(len(scenario.workload.entries()))],
+            [p.name for p in self.plan], [a.name for a in scenario.fleet.api_pools], run_streams.cascade, self._send)
         self.arrival_process = self.env.process(self._arrivals())
         # a fleet that moves: autoscaler, spot reclaims, failures (simcost.cluster.control); its
         # timers reach far past the last request, so such a run ends when `finished` fires
@@ -187,6 +213,30 @@ class Simulation:
         if self.per_item:  # closed-loop requests are created during the run: their items are the prompt too
             t = self.table
             t.items[rid] = t.input_tokens[rid] = max(int(t.items[rid]), 1)
+        if self.cache is not None and self.cache.lookup(rid):
+            return  # answered from the cache, or passed on after the lookup (_route)
+        self._route(rid)
+
+    def _route(self, rid: int) -> None:
+        """Request rid to its cascade stage, an api pool that takes it, or the fleet."""
+        stage = self.cascade.arrived(rid) if self.cascade is not None else None
+        if stage is not None and stage != ("fleet", None):
+            self._send(rid, stage)
+            return
+        # the fleet as routed (a cascade's first stage too): api pools may still take it
+        # (route, overflow, failover)
+        if self.api is not None and self.api.take(rid):
+            return  # a hosted API answers it: the fleet and its autoscalers never see it
+        self._send(rid, ("fleet", None))
+
+    def _send(self, rid: int, target: tuple[str, int | None]) -> None:
+        """Request rid to ("api", k), ("fleet", pool k only) or ("fleet", None: routed as usual)."""
+        kind, k = target
+        if kind == "api":
+            required(self.api, "fleet.api_pools").start(rid, required(k, "an api pool"))
+            return
+        if k is not None:
+            self.fleet.forced_pool[rid] = k
         for control in self.controls:
             control.arrived(rid)
         self.fleet.arrive(rid)
@@ -194,6 +244,10 @@ class Simulation:
     def _on_done(self, rid: int) -> None:
         if self.sessions.active:
             self.sessions.on_done(rid)
+        if self.cache is not None:
+            self.cache.store(rid)
+        if self.cascade is not None:
+            self.cascade.done(rid)
         self._check_finished()
 
     def arrivals_done(self) -> bool:
@@ -202,7 +256,8 @@ class Simulation:
 
     def _check_finished(self) -> None:
         if (self.finished is not None and not self.finished.triggered and self.arrivals_done()
-                and self.fleet.num_in_system() == 0):
+                and self.fleet.num_in_system() == 0 and (self.api is None or self.api.in_flight == 0)
+                and (self.cache is None or self.cache.pending == 0)):
             self.finished.succeed()
 
     def request_egress_usd(self) -> np.ndarray:
@@ -212,6 +267,13 @@ class Simulation:
         pool = served_pool(self.table, np.array([life.pool for life in self.fleet.roster.lives], dtype=np.int64))
         per_gb = np.where(pool >= 0, price[np.maximum(pool, 0)], 0.0)
         return request_egress_bytes(self.table, fleet.bytes_per_token) / 1e9 * per_gb
+
+    def _api_usd(self) -> np.ndarray | None:
+        """Each request's hosted-API price (0 for the fleet's); None without api pools."""
+        if self.api is None:
+            return None
+        self.api.trim(self.table.num_requests)
+        return self.api.request_usd
 
     def arrivals_end_s(self) -> float:
         if self.scenario.duration_s is not None:
@@ -240,18 +302,29 @@ class Simulation:
         if self.scenario.drain_s is None:
             # the run ended with its last event; a timer that fires later as a no-op (a batch
             # formation timeout cut short, simcost.engine.request_level) must not extend the bill
-            end_s = max(float(steps.step_end_s.max(initial=0.0)), float(self.table.arrival_s.max(initial=0.0)))
+            end_s = max(float(steps.step_end_s.max(initial=0.0)), float(self.table.arrival_s.max(initial=0.0)),
+                        self.api.last_finish_s if self.api is not None else 0.0,
+                        self.cache.last_s if self.cache is not None else 0.0)
         horizon_s = max(end_s, self.arrivals_end_s())
         scenario, dep = self.scenario, self.deployment
         bill = settle(steps, self.table.num_requests, scenario.fleet, self.pools, horizon_s, scenario.cost,
                       completed=self.table.status == COMPLETED, roster=self.fleet.roster,
                       spot_usd_per_device_hour=spot_price_usd_per_device_hour(scenario.fleet),
-                      request_egress_usd=self.request_egress_usd() if self.routed else None)
+                      request_egress_usd=self.request_egress_usd() if self.routed else None,
+                      request_api_usd=self._api_usd(),
+                      request_cache_usd=None if self.cache is None else self.cache.trim(self.table.num_requests),
+                      cache_store_usd=0.0 if self.cache is None else self.cache.store_usd(horizon_s))
+        series = None if self.sampler is None else self.sampler.series(horizon_s, steps, bill)
+        budget = None
+        if scenario.cost.budget is not None and series is not None:
+            budget = budget_alerts(scenario.cost.budget, series)
         summary = summarize(scenario, dep, self.table, steps, bill, horizon_s, self.sessions.counts, self.pools,
                             self.fleet.pool_router, self.prefix_cache_summary(), self.per_item,
-                            self.measured_fraction())
-        series = None if self.sampler is None else self.sampler.series(horizon_s, steps, bill)
-        return RunResult(scenario, dep, self.table, steps, bill, horizon_s, summary, self.pools, series, self.plan)
+                            self.measured_fraction(), self.api.summary() if self.api is not None else None,
+                            self.cascade.summary(bill.request_usd) if self.cascade is not None else None,
+                            self.cache.summary(horizon_s) if self.cache is not None else None, budget)
+        return RunResult(scenario, dep, self.table, steps, bill, horizon_s, summary, self.pools, series, self.plan,
+                         self.api, self.cache)
 
 
     def measured_fraction(self) -> float | None:
