@@ -23,7 +23,8 @@ from simcost.results.plots import (
     spend_figure,
     timeseries_figure,
 )
-from simcost.results.writer import format_summary, measured_by_workload, usd_text
+from simcost.results.run_figures import measured_by_workload
+from simcost.results.writer import format_summary, usd_text
 from simcost.simulation.simulation import run
 from simcost.workload.request_table import COMPLETED
 

@@ -4,9 +4,12 @@ interpreter), never by timing."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 import simcost
 
@@ -14,10 +17,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def loaded_after(statement: str, candidates: list[str]) -> list[str]:
-    probe = f"import sys\n{statement}\nprint(' '.join(m for m in {candidates!r} if m in sys.modules))"
+    probe = f"import sys\n{statement}\nprint('loaded:', *(m for m in {candidates!r} if m in sys.modules))"
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    return proc.stdout.split()
+    return proc.stdout.splitlines()[-1].split()[1:]  # the probe's line, after whatever the statement printed
 
 
 def test_the_cli_module_loads_no_simulation_stack():
@@ -28,6 +31,19 @@ def test_the_cli_module_loads_no_simulation_stack():
 def test_a_run_and_its_writer_load_no_pyplot_or_scipy_solvers():
     statement = "import simcost.simulation.simulation, simcost.results.writer"
     assert loaded_after(statement, ["matplotlib", "scipy.optimize", "scipy.special"]) == []
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one core: figures are drawn in-process")
+def test_simcost_run_leaves_pyplot_and_pandas_to_its_figure_process(tmp_path):
+    """The run's parent never imports matplotlib or pandas (pyarrow loads it): its figures and
+    focus.parquet come from the child forked at the start, and they are there all the same."""
+    out = tmp_path / "run"
+    statement = ("from simcost.cli.main import main\n"
+                 f"assert main(['run', 'configs/example.yaml', '--set', 'duration_s=30', '--set', 'warmup_s=5', "
+                 f"'--out', {str(out)!r}, '--quiet']) == 0")
+    assert loaded_after(statement, ["matplotlib", "pandas", "scipy.optimize"]) == []
+    assert (out / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "timeseries.png").exists() == (out / "timeseries.csv").exists()
 
 
 def test_every_public_name_resolves():

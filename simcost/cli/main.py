@@ -281,6 +281,17 @@ def _version() -> str:
 
 
 def _cmd_run(args) -> int:
+    from simcost.results.background import Background, BackgroundFailure
+
+    with Background() as figures:  # forked first, to import matplotlib while this process simulates
+        try:
+            return _run_and_write(args, figures)
+        except BackgroundFailure as exc:
+            print(f"simcost: error: not written: {exc}; the run's other files are in its folder", file=sys.stderr)
+            return 1
+
+
+def _run_and_write(args, figures) -> int:
     from simcost.results.writer import check_run_folder, write_run
     from simcost.scenario.scenario import load_scenario
     from simcost.simulation.kernels import warn_if_cold
@@ -297,7 +308,7 @@ def _cmd_run(args) -> int:
     print(_run_output(result, args.format), flush=True)  # before writing: a full disk must not lose the answer
     if not quiet and sys.stderr.isatty():  # the files take seconds on a long run: say what is happening
         print(f"writing {out} ...", file=sys.stderr, flush=True)
-    paths = write_run(result, out, args.records)
+    paths = write_run(result, out, args.records, figures)
     # JSON formats keep stdout parseable: the list of files goes to stderr
     print(f"\nwrote {', '.join(str(p) for p in paths.values())}", file=sys.stdout if args.format == "table" else sys.stderr)
     return 0

@@ -218,26 +218,30 @@ def _iso(t: datetime) -> str:
     return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def write_focus(rows: list[dict], csv_path: Path) -> list[Path]:
+def write_focus(rows: list[dict], csv_path: Path, parquet: bool = True) -> list[Path]:
     """focus.csv always (nulls as empty cells); focus.parquet next to it when pyarrow is installed
-    (costs and quantities as float64, dates as UTC timestamps)."""
+    and `parquet` (`simcost run` writes that one in its background process)."""
     with csv_path.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS)
         writer.writeheader()
         for row in rows:
             writer.writerow({k: repr(v) if isinstance(v, float) else v for k, v in row.items()})
-    written = [csv_path]
+    parquet_path = write_focus_parquet(rows, csv_path.with_suffix(".parquet")) if parquet else None
+    return [csv_path] + ([parquet_path] if parquet_path else [])
+
+
+def write_focus_parquet(rows: list[dict], parquet_path: Path) -> Path | None:
+    """focus.parquet (costs and quantities as float64, dates as UTC timestamps); None without pyarrow."""
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
-        return written
+        return None
     columns = {name: [row[name] for row in rows] for name in COLUMNS}
     table = {name: pa.array(v, type=pa.float64()) if name in FLOAT_COLUMNS else pa.array(v, type=pa.string())
              for name, v in columns.items()}
     for name in DATE_COLUMNS:
         table[name] = pa.array([datetime.fromisoformat(v.replace("Z", "+00:00")) for v in columns[name]],
                                type=pa.timestamp("ms", tz="UTC"))
-    parquet_path = csv_path.with_suffix(".parquet")
     pq.write_table(pa.table(table), parquet_path)
-    return written + [parquet_path]
+    return parquet_path

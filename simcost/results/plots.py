@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -114,18 +115,31 @@ def save(fig: Any, path: Path | str) -> Path:
     return Path(path)
 
 
-def latency_figure(by_workload: dict[str, dict[str, np.ndarray]], slo_by_workload: dict[str, dict[str, float | None]],
-                   title: str) -> Any:
+@dataclass(frozen=True)
+class LatencyPanel:
+    """One panel of latency.png as numbers, no matplotlib: per workload its thinned CDF (x already
+    in `unit`), colour and label, the SLO lines drawn, and whether the x axis is logarithmic.
+    Small whatever the run's size, so a figure process can be handed it instead of every latency."""
+
+    metric: str
+    unit: str
+    # per workload, in drawing order: (colour, label, (x, fraction <= x) or None when it has no
+    # values, its SLO's x or None when not drawn)
+    curves: tuple[tuple[str, str, tuple[np.ndarray, np.ndarray] | None, float | None], ...]
+    log_x: bool
+    has_slo: bool
+
+
+def latency_panels(by_workload: dict[str, dict[str, np.ndarray]],
+                   slo_by_workload: dict[str, dict[str, float | None]]) -> list[LatencyPanel]:
     """One panel per latency (TTFT, TPOT, E2EL), one CDF per workload in its own colour, each with
     its own workload's SLO limit as a dashed line of that colour and, in the legend, the share of
     its requests within it. A panel no request has values for (TPOT of one-output models) is left out."""
-    plt = pyplot()
     metrics = [m for m in next(iter(by_workload.values()))
                if any(np.isfinite(lat[m]).any() for lat in by_workload.values())]
     metrics = metrics or list(next(iter(by_workload.values())))[:1]
-    width_in = 4.2 * len(metrics)
-    fig, axes = plt.subplots(1, len(metrics), figsize=(width_in, 3.6))
-    for ax, metric in zip(np.atleast_1d(axes), metrics):
+    panels = []
+    for metric in metrics:
         limits = {w: slo_by_workload.get(w, {}).get(metric) for w in by_workload}
         values = {w: lat[metric][np.isfinite(lat[metric])] for w, lat in by_workload.items()}
         data = np.concatenate(list(values.values()))
@@ -134,23 +148,47 @@ def latency_figure(by_workload: dict[str, dict[str, np.ndarray]], slo_by_workloa
         drawn: dict[str, float] = {w: v for w, v in limits.items() if v and v <= 10 * top_s}
         pooled = np.concatenate([data, list(drawn.values())])
         unit, scale = time_unit(float(pooled.max()) if len(pooled) else np.nan)
+        curves = []
         for i, (name, v) in enumerate(values.items()):
             color, limit = f"C{i}", limits[name]
             label = name or "all requests"
             if limit and len(v):
                 label += f": {np.mean(v <= limit):.1%} within {plain_number(limit * scale)} {unit}"
-            if len(v):
-                ax.step(*_scaled(_cdf_points(v), scale), where="post", color=color, label=label)
-            if name in drawn:
-                ax.axvline(drawn[name] * scale, color=color, linestyle="--", alpha=0.8)
-        if spans_decade(pooled):
+            curves.append((color, label, _scaled(_cdf_points(v), scale) if len(v) else None,
+                           drawn[name] * scale if name in drawn else None))
+        panels.append(LatencyPanel(metric, unit, tuple(curves), spans_decade(pooled), any(limits.values())))
+    return panels
+
+
+def latency_figure(by_workload: dict[str, dict[str, np.ndarray]], slo_by_workload: dict[str, dict[str, float | None]],
+                   title: str) -> Any:
+    """latency.png's figure (`latency_panels`, drawn)."""
+    return draw_latency(latency_panels(by_workload, slo_by_workload), title)
+
+
+def save_latency(panels: list[LatencyPanel], title: str, path: Path) -> Path:
+    """latency.png from its panels: what a figure process runs."""
+    return save(draw_latency(panels, title), path)
+
+
+def draw_latency(panels: list[LatencyPanel], title: str) -> Any:
+    plt = pyplot()
+    width_in = 4.2 * len(panels)
+    fig, axes = plt.subplots(1, len(panels), figsize=(width_in, 3.6))
+    for ax, panel in zip(np.atleast_1d(axes), panels):
+        for color, label, cdf, slo_x in panel.curves:
+            if cdf is not None:
+                ax.step(*cdf, where="post", color=color, label=label)
+            if slo_x is not None:
+                ax.axvline(slo_x, color=color, linestyle="--", alpha=0.8)
+        if panel.log_x:
             readable_log_axis(ax, "x")
-        ax.set_xlabel(f"{METRIC_NAMES.get(metric, metric)} ({unit})")
+        ax.set_xlabel(f"{METRIC_NAMES.get(panel.metric, panel.metric)} ({panel.unit})")
         ax.set_ylabel("fraction of requests")
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3, which="both")
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(loc="lower right", fontsize=7, title="dashed: its SLO" if any(limits.values()) else None,
+            ax.legend(loc="lower right", fontsize=7, title="dashed: its SLO" if panel.has_slo else None,
                       title_fontsize=7)
     fig.suptitle(title)
     # fixed margins (in inches, so any number of panels fits), not tight_layout: that draws the

@@ -19,15 +19,15 @@ import yaml
 
 from simcost.errors import InputError
 from simcost.metrics.run_summary import LatencyKey, RunSummary, StatName
-from simcost.metrics.summary import latencies, records, slo_limits_by_entry
+from simcost.metrics.summary import records
 from simcost.metrics.timeseries import TimeSeries
+from simcost.results.background import Background, BackgroundFailure
 from simcost.results.focus import focus_rows, write_focus
 from simcost.results.folder import check_targets, staged_folder
-from simcost.results.plots import fleet_events, plot_timeseries, workload_latency_cdfs
+from simcost.results.run_figures import side_jobs
 from simcost.results.vllm_bench import vllm_bench
 from simcost.scenario.schema import to_dict
 from simcost.simulation.simulation import RunResult
-from simcost.workload.request_table import COMPLETED
 
 # every file a run folder can hold (check_run_folder, and staged_folder's stale-file cleanup)
 RUN_FILES = ("summary.json", "scenario.yaml", "requests.csv", "requests.parquet", "latency.png", "focus.csv",
@@ -46,12 +46,22 @@ def check_run_folder(out_dir: Path, records_format: str = "csv") -> None:
     check_targets(Path(out_dir), RUN_FILES)
 
 
-def write_run(result: RunResult, out_dir: Path, records_format: str = "csv") -> dict[str, Path]:
-    """Every file of the run into `out_dir`, all or none (simcost.results.folder)."""
+def write_run(result: RunResult, out_dir: Path, records_format: str = "csv",
+              background: Background | None = None) -> dict[str, Path]:
+    """Every file of the run into `out_dir`, all or none (simcost.results.folder). Figures and
+    focus.parquet are drawn by `background` (a child process `simcost run` started early) while
+    the CSV and JSON are written here. A figure that fails does not lose the run: the other files
+    are published, then `BackgroundFailure` names the missing ones."""
     out_dir = Path(out_dir)
     check_run_folder(out_dir, records_format)
+    side = background or Background(enabled=False)
     with staged_folder(out_dir, RUN_FILES) as tmp:
-        _write_files(result, tmp, records_format)
+        try:
+            failure = _write_files(result, tmp, records_format, side)
+        finally:
+            side.close()  # the child is gone before the folder is published or removed
+    if failure is not None:
+        raise failure
     return {name: out_dir / path.name for name, path in _run_paths(result, out_dir, records_format).items()}
 
 
@@ -69,35 +79,25 @@ def _run_paths(result: RunResult, out_dir: Path, records_format: str) -> dict[st
     return paths
 
 
-def _write_files(result: RunResult, out_dir: Path, records_format: str) -> None:
+def _write_files(result: RunResult, out_dir: Path, records_format: str, side: Background) -> BackgroundFailure | None:
     paths = _run_paths(result, out_dir, records_format)
+    focus = focus_rows(result)
+    side.run(side_jobs(result, paths, focus))  # drawn while the files below are written
     paths["summary"].write_text(json.dumps(result.summary, indent=2) + "\n")
     paths["vllm_bench"].write_text(json.dumps(vllm_bench(result), indent=2) + "\n")  # `vllm bench serve` keys
     paths["scenario"].write_text(yaml.safe_dump(to_dict(result.scenario), sort_keys=False))
     write_records(records(result.scenario, result.table, result.bill.request_usd, result.bill.unallocated_share_usd),
                   paths["requests"], records_format)
-    write_focus(focus_rows(result), paths["focus"])  # and focus.parquet when pyarrow is installed
-    by_workload, slos = measured_by_workload(result)
-    workload_latency_cdfs(by_workload, slos, f"{result.scenario.name}: {result.summary['requests']['measured']} "
-                          "measured requests", paths["plot"])
+    write_focus(focus, paths["focus"], parquet=False)  # focus.parquet is a side job
     if result.timeseries is not None:
         write_timeseries(result.timeseries, paths["timeseries"])
-        plot_timeseries(result.timeseries, paths["timeseries_plot"], f"{result.scenario.name}: fleet over time",
-                        fleet_events(result.bill.roster), per_item=result.summary.get("per_item") is not None)
-
-
-def measured_by_workload(result: RunResult) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, dict[str, float | None]]]:
-    """The measured requests' latencies per workload entry (one group, named "", without a mix),
-    and each entry's own SLO limits: what latency.png draws."""
-    t, scenario = result.table, result.scenario
-    lat = latencies(t)
-    measured = (t.status == COMPLETED) & (t.arrival_s >= scenario.warmup_s)
-    limits = slo_limits_by_entry(scenario)
-    n = len(scenario.workload.entries())
-    names = [scenario.workload.entry_name(i) if n > 1 else "" for i in range(n)]
-    by_workload = {name: {k: v[measured & (t.workload == i)] for k, v in lat.items()} for i, name in enumerate(names)}
-    slos = {name: {k: None if np.isnan(limits[k][i]) else float(limits[k][i]) for k in limits} for i, name in enumerate(names)}
-    return by_workload, slos
+    try:
+        side.wait()
+    except BackgroundFailure as failure:
+        for name in failure.failures:
+            (out_dir / name).unlink(missing_ok=True)  # no half-drawn file
+        return failure
+    return None
 
 
 def write_records(columns: dict[str, np.ndarray], path: Path, records_format: str) -> None:

@@ -1,0 +1,142 @@
+"""Writing that need not hold up a run: its figures (and focus.parquet), in a second process.
+
+`simcost run` forks a child before it imports anything heavy. While the parent loads numba and
+simulates, the child imports matplotlib (~0.4 s) and pyarrow; when the run ends the parent hands
+it small inputs (CDF points, the time series, the bill's rows) and writes the CSV and JSON files
+while the child draws. On two cores that takes ~1 s off the whole process. The parent waits for
+the child before the results folder is published, so the folder still appears whole.
+
+A job that fails in the child comes back as a `BackgroundFailure` naming its file; the caller
+publishes the other files and reports it. Ctrl-C goes to the parent, which ends the child (the
+child ignores SIGINT, so it prints nothing); a parent that dies closes the pipe and the child exits.
+
+Without fork (Windows), with threads running (forking them is unsafe) or with one core, the
+jobs run in-process, in order, as before.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import threading
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+# (file it writes, function, arguments): functions and arguments pickle, so they can cross the pipe
+Job = tuple[str, Callable[..., Any], tuple]
+
+
+class BackgroundFailure(RuntimeError):
+    """Jobs that failed: {file name: the error's last lines}."""
+
+    def __init__(self, failures: dict[str, str]):
+        self.failures = failures
+        super().__init__(failures)
+
+    def __str__(self) -> str:
+        return "; ".join(f"{name}: {why.strip().splitlines()[-1] if why.strip() else 'failed'}"
+                         for name, why in self.failures.items())
+
+
+def _run_jobs(jobs: list[Job]) -> dict[str, str]:
+    failures = {}
+    for name, function, args in jobs:
+        try:
+            function(*args)
+        except Exception:  # one failed figure must not cost the others
+            failures[name] = traceback.format_exc(limit=-2)
+    return failures
+
+
+def _warm() -> None:
+    """The imports the child exists to take off the parent's path."""
+    from simcost.results.plots import pyplot
+
+    pyplot()
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet  # noqa: F401  (and pandas, which pyarrow imports on its first array)
+
+        pa.array([0.0])
+    except ImportError:
+        pass
+
+
+def _child(conn: Any, parent_end: Any) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and ends this process
+    parent_end.close()  # so a parent that dies leaves this end at EOF, not waiting forever
+    try:
+        _warm()
+    except Exception:  # a broken matplotlib install: the jobs report it
+        pass
+    try:
+        jobs = conn.recv()
+    except (EOFError, OSError):
+        return  # the parent wrote nothing (an input error, an interrupt)
+    conn.send(_run_jobs(jobs))
+
+
+def _can_fork() -> bool:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return (cores > 1 and "fork" in multiprocessing.get_all_start_methods()
+            and threading.active_count() == 1)
+
+
+class Background:
+    """`Background()` starts the child (when it can); `run(jobs)` hands them over, `wait()` blocks
+    until they are written and raises `BackgroundFailure` for any that failed; `close()` ends the
+    child whatever state it is in. Without a child, `run` does the jobs at once and `wait` reports."""
+
+    def __init__(self, enabled: bool = True):
+        self._process: Any = None
+        self._conn: Any = None
+        self._failures: dict[str, str] = {}
+        self._pending: list[str] = []
+        if enabled and _can_fork():
+            context = multiprocessing.get_context("fork")
+            self._conn, child_end = context.Pipe()
+            self._process = context.Process(target=_child, args=(child_end, self._conn), daemon=True,
+                                            name="simcost-figures")
+            self._process.start()
+            child_end.close()
+
+    @property
+    def forked(self) -> bool:
+        return self._process is not None
+
+    def run(self, jobs: list[Job]) -> None:
+        if self._process is None:
+            self._failures.update(_run_jobs(jobs))
+            return
+        self._pending = [name for name, _, _ in jobs]
+        self._conn.send(jobs)
+
+    def wait(self) -> None:
+        if self._process is not None and self._pending:
+            try:
+                self._failures.update(self._conn.recv())
+            except (EOFError, OSError):  # killed (out of memory?) before it answered
+                self._process.join()
+                why = f"the figure process ended with exit code {self._process.exitcode}"
+                self._failures.update({name: why for name in self._pending})
+            self._pending = []
+        if self._failures:
+            failures, self._failures = self._failures, {}
+            raise BackgroundFailure(failures)
+
+    def close(self) -> None:
+        if self._process is None:
+            return
+        self._conn.close()  # a child still waiting for jobs sees EOF and exits
+        if self._process.is_alive():
+            self._process.kill()
+        self._process.join()
+        self._process = None
+
+    def __enter__(self) -> Background:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,81 @@
+"""The figure process of `simcost run`: jobs done in a forked child, a failed figure reported by
+name without losing the run's other files, and no child left behind after an error or Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+
+import pytest
+
+from simcost.cli.main import main
+from simcost.results import run_figures, writer
+from simcost.results.background import Background, BackgroundFailure
+
+EXAMPLE = ["configs/example.yaml", "--set", "duration_s=30", "--set", "warmup_s=5", "--quiet"]
+
+
+def write_text(path, text):
+    with open(path, "w") as fh:
+        fh.write(text)
+    return os.getpid()
+
+
+def fail(*args):
+    raise ValueError("no such colour")
+
+
+@pytest.fixture(autouse=True)
+def at_repo_root(monkeypatch):
+    monkeypatch.chdir(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_jobs_run_in_the_child_and_a_failure_is_named(tmp_path):
+    with Background() as side:
+        side.run([("a.txt", write_text, (tmp_path / "a.txt", "a")), ("b.png", fail, ()),
+                  ("c.txt", write_text, (tmp_path / "c.txt", "c"))])
+        with pytest.raises(BackgroundFailure) as failed:
+            side.wait()
+    assert set(failed.value.failures) == {"b.png"} and "ValueError: no such colour" in str(failed.value)
+    assert (tmp_path / "a.txt").read_text() == "a" and (tmp_path / "c.txt").read_text() == "c"
+    assert multiprocessing.active_children() == []
+
+
+def test_without_a_child_the_same_jobs_run_in_process(tmp_path):
+    side = Background(enabled=False)
+    assert not side.forked
+    side.run([("a.txt", write_text, (tmp_path / "a.txt", "a")), ("b.png", fail, ())])
+    with pytest.raises(BackgroundFailure, match="b.png: ValueError"):
+        side.wait()
+    assert (tmp_path / "a.txt").read_text() == "a"
+
+
+def test_a_child_given_nothing_ends_when_closed():
+    side = Background()
+    side.close()
+    assert multiprocessing.active_children() == []
+
+
+def test_a_failed_figure_keeps_the_run_and_says_which(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(run_figures, "save_latency", fail)
+    out = tmp_path / "run"
+    (out).mkdir()
+    (out / "latency.png").write_bytes(b"an earlier run's")  # must not pass for this run's figure
+    assert main(["run", *EXAMPLE, "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "latency.png: ValueError: no such colour" in err and err.count("\n") == 1
+    assert not (out / "latency.png").exists()
+    assert json.loads((out / "summary.json").read_text())["requests"]["arrived"] > 0
+    assert (out / "requests.csv").exists() and (out / "focus.csv").exists()
+    assert multiprocessing.active_children() == []
+
+
+def test_ctrl_c_while_writing_ends_the_child_and_leaves_no_folder(tmp_path, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(writer, "write_timeseries", interrupted)  # while the child draws
+    out = tmp_path / "deep" / "run"
+    assert main(["run", *EXAMPLE, "--out", str(out)]) == 130
+    assert not (tmp_path / "deep").exists() and multiprocessing.active_children() == []
