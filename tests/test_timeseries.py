@@ -14,7 +14,7 @@ from scenarios import scenario
 
 from simcost.analysis.queueing import queue_scenario
 from simcost.metrics.summary import records
-from simcost.metrics.timeseries import RUNNING, WAITING
+from simcost.metrics.timeseries import RUNNING, WAITING, pool_histogram
 from simcost.simulation.simulation import Simulation
 from simcost.workload.request_table import COMPLETED
 
@@ -147,3 +147,15 @@ def test_cli_run_writes_timeseries(tmp_path):
     assert len(rows) >= 300 and {r["pool"] for r in rows} == {"serve"}  # 30 s every 0.1 s
     assert all(0 <= float(r["kv_used_fraction"]) <= 1 for r in rows)
     assert (out / "timeseries.png").stat().st_size > 1000
+
+
+def test_pool_histogram_counts_as_numpy_histogram_per_pool():
+    """The one-pass binning behind the rate columns, against np.histogram per pool: values on
+    every edge (the last bin is closed), outside the edges, and NaN (dropped)."""
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        edges_s = np.arange(rng.integers(2, 30)) * rng.uniform(0.01, 3.0)
+        times_s = np.concatenate([rng.uniform(-1, edges_s[-1] + 1, 60), edges_s, rng.choice(edges_s, 5), [np.nan]])
+        pool = rng.integers(0, 3, len(times_s))
+        expected = [np.histogram(times_s[(pool == p) & ~np.isnan(times_s)], bins=edges_s)[0] for p in range(3)]
+        assert np.array_equal(pool_histogram(times_s, pool, 3, edges_s), np.stack(expected))

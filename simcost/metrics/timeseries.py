@@ -85,33 +85,35 @@ def sample_times_s(interval_s: float, horizon_s: float) -> np.ndarray:
     return np.arange(n) * interval_s
 
 
+def pool_histogram(times_s: np.ndarray, pool: np.ndarray, n_pools: int, edges_s: np.ndarray) -> np.ndarray:
+    """(pools, intervals) counts: np.histogram's bins per pool ([e_i, e_i+1), the last one closed,
+    values outside or NaN dropped) in one binary search and one bincount over all the values,
+    instead of a mask and a sort per pool (a long run's token times are millions)."""
+    n_bins = len(edges_s) - 1
+    idx = np.searchsorted(edges_s, times_s, side="right") - 1
+    idx[times_s == edges_s[-1]] = n_bins - 1  # the closed last bin
+    inside = (idx >= 0) & (idx < n_bins)
+    counts = np.bincount(pool[inside] * n_bins + idx[inside], minlength=n_pools * n_bins)
+    return counts.reshape(n_pools, n_bins).astype(float)
+
+
 def interval_counts(table, pool_of: np.ndarray, pools: list[Pool], edges_s: np.ndarray, routed: bool):
     """(arrivals, completions, output tokens) per pool and interval; the last interval includes
     the horizon itself (np.histogram closes its last bin). Arrivals count at the entry pool, or
     (`routed`: requests chose their pool, simcost.scenario.fleet_plan.pool_routed) at the pool
     that served the request."""
     n_pools, n = len(pools), table.num_requests
-    def bins(times: np.ndarray) -> np.ndarray:
-        return np.histogram(times, bins=edges_s)[0]
-
-    arrivals = np.zeros((n_pools, len(edges_s) - 1))
     done = table.status[:n] == COMPLETED
     served_by = np.where(table.replica[:n] >= 0, pool_of[np.maximum(table.replica[:n], 0)], 0)
-    if not routed:  # one entry pool: every arrival is its
-        arrivals[0] = bins(table.arrival_s[:n])
-    else:  # the pool that served the request (pool 0 if it was never placed)
-        for p in range(n_pools):
-            arrivals[p] = bins(table.arrival_s[:n][served_by == p])
-    completions = np.stack([bins(table.finish_s[:n][done & (served_by == p)]) for p in range(n_pools)]).astype(float)
+    # one entry pool: every arrival is its; routed: the pool that served it (pool 0 if never placed)
+    arrivals = pool_histogram(table.arrival_s[:n], served_by if routed else np.zeros(n, dtype=np.int64), n_pools, edges_s)
+    completions = pool_histogram(table.finish_s[:n][done], served_by[done], n_pools, edges_s)
     # token j of request i: its time, and the pool that emitted it
     offsets = table.token_offset[:n + 1]
-    token_request = np.repeat(np.arange(n), np.diff(offsets))
-    token_pool = served_by[token_request]
+    token_pool = np.repeat(served_by, np.diff(offsets))
     if pools[0].role == "prefill":  # disaggregated: the prefill replica emits the first token
         token_pool[offsets[:-1][np.diff(offsets) > 0]] = 0
-    token_time_s = table.token_time_s[:offsets[-1]]
-    emitted = ~np.isnan(token_time_s)
-    tokens = np.stack([bins(token_time_s[emitted & (token_pool == p)]) for p in range(n_pools)]).astype(float)
+    tokens = pool_histogram(table.token_time_s[:offsets[-1]], token_pool, n_pools, edges_s)
     return arrivals, completions, tokens
 
 
