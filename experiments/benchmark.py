@@ -17,10 +17,12 @@ speed-up of spans is measured against a baseline on the same machine in the same
 
 --process times what a user waits for: `simcost run` on the Poisson workload as a subprocess
 (imports, numba cache loads, simulation, results folder) and `simcost --help`; wall time and peak
-RSS, medians after one untimed run. --peer adds NVIDIA Dynamo's replay (`python -m dynamo.replay`,
-from `pip install ai-dynamo==1.4.2`) on the same workload, run alternately with simcost so both see
-the same machine load, and prints the ratio. This script installs nothing: without dynamo.replay
-importable by --peer-python it says so and times simcost alone.
+RSS, medians after one untimed run. --peer runs NVIDIA Dynamo's replay (`python -m dynamo.replay`,
+from `pip install ai-dynamo==1.4.2`) and `simcost run` on three workloads (PEER_WORKLOADS: the
+Poisson run; the Mooncake conversation trace on 8 replicas; 100k Poisson requests on 16 replicas),
+alternately so both see the same machine load, and prints both sides, the ratio and peak RSS. This
+script installs nothing: without dynamo.replay importable by --peer-python it says so and times
+simcost alone.
 """
 
 from __future__ import annotations
@@ -45,6 +47,23 @@ WORKLOADS = {
 PEER_ARGS = ["--input-tokens", "2048", "--output-tokens", "256", "--request-count", "10000", "--request-rate", "8",
              "--arrival-seed", "42", "--num-workers", "1", "--replay-mode", "offline",
              "--extra-engine-args", '{"block_size":64}']
+MOONCAKE = ROOT / "simcost" / "data" / "traces" / "mooncake_fast25_conversation_trace.jsonl"
+# --peer's workloads (issue 20): simcost run's scenario and --set overrides, and the replay's arguments.
+# Mooncake: the whole conversation trace (12,031 requests, 3,537 s) on 8 replicas, round robin; the
+# replay caches 512-token blocks (the trace's hash blocks); simcost hashes the trace's 512-token
+# blocks too but keeps vLLM's 16-token KV blocks (vLLM accepts no 512, so simcost refuses it).
+PEER_WORKLOADS = {
+    "poisson 10k, 1 replica": (WORKLOADS["poisson"], [], PEER_ARGS),
+    "mooncake conv, 8 replicas": (
+        ROOT / "configs" / "scenarios" / "mooncake_conv_8b_h100.yaml",
+        ["duration_s=3600", "fleet.replicas=8", "fleet.router=round_robin"],
+        [str(MOONCAKE), "--trace-format", "mooncake", "--num-workers", "8", "--router-mode", "round_robin",
+         "--trace-block-size", "512", "--replay-mode", "offline", "--extra-engine-args", '{"block_size":512}']),
+    "poisson 100k, 16 replicas": (
+        WORKLOADS["poisson"], ["workload.arrivals.rate_per_s=100", "duration_s=1000", "fleet.replicas=16"],
+        [*PEER_ARGS[:4], "--request-count", "100000", "--request-rate", "100", "--arrival-seed", "42",
+         "--num-workers", "16", "--replay-mode", "offline", "--extra-engine-args", '{"block_size":64}']),
+}
 SLICE = {"poisson": ["duration_s=125"], "azure-conv": ["duration_s=300"]}  # for the spans on/off ratio
 
 
@@ -98,40 +117,73 @@ def peer_available(python: str) -> bool:
         return False
 
 
-def process_commands(work: Path, peer_python: str | None) -> dict[str, list[str]]:
-    """The commands timed as whole processes, by label."""
-    commands = {
-        "simcost run": [sys.executable, "-m", "simcost.cli.main", "run", str(WORKLOADS["poisson"]), "--out",
-                        str(work / "simcost-out"), "--no-progress"],
+def simcost_run(scenario: Path, overrides: list[str], out: Path) -> list[str]:
+    sets = [arg for o in overrides for arg in ("--set", o)]
+    return [sys.executable, "-m", "simcost.cli.main", "run", str(scenario), *sets, "--out", str(out), "--no-progress"]
+
+
+def process_commands(work: Path) -> dict[str, list[str]]:
+    """--process: the commands timed as whole processes, by label."""
+    return {
+        "simcost run": simcost_run(WORKLOADS["poisson"], [], work / "simcost-out"),
         "simcost --help": [sys.executable, "-m", "simcost.cli.main", "--help"],
     }
-    if peer_python:
-        commands["dynamo.replay"] = [peer_python, "-m", "dynamo.replay", *PEER_ARGS, "--report-json",
-                                     str(work / "dynamo-report.json")]
+
+
+def peer_commands(work: Path, peer_python: str | None) -> dict[str, dict[str, list[str]]]:
+    """--peer: per workload, simcost's command and (when importable) the replay's."""
+    commands = {}
+    for i, (label, (scenario, overrides, replay_args)) in enumerate(PEER_WORKLOADS.items()):
+        commands[label] = {"simcost": simcost_run(scenario, overrides, work / f"simcost-{i}")}
+        if peer_python:
+            commands[label]["dynamo.replay"] = [peer_python, "-m", "dynamo.replay", *replay_args, "--report-json",
+                                                str(work / f"dynamo-{i}.json")]
     return commands
 
 
-def compare_processes(repeats: int, peer_python: str | None) -> int:
+def interleaved(commands: dict[str, list[str]], repeats: int, work: Path) -> dict[str, list[tuple[float, float]]]:
     """Each command once untimed (numba cache, bytecode), then `repeats` rounds, the commands
     taking turns within a round so a busy machine slows them alike."""
+    for cmd in commands.values():
+        whole_process(cmd, work)
+    runs: dict[str, list[tuple[float, float]]] = {label: [] for label in commands}
+    for _ in range(repeats):
+        for label, cmd in commands.items():
+            runs[label].append(whole_process(cmd, work))
+    return runs
+
+
+def medians(samples: list[tuple[float, float]]) -> tuple[float, float, float]:
+    """(median wall s, fastest wall s, median peak RSS MiB)."""
+    walls = [wall for wall, _ in samples]
+    return statistics.median(walls), min(walls), statistics.median(rss for _, rss in samples)
+
+
+def compare_processes(repeats: int) -> int:
     with tempfile.TemporaryDirectory(prefix="simcost-bench-") as tmp:
-        work = Path(tmp)
-        commands = process_commands(work, peer_python)
-        for cmd in commands.values():
-            whole_process(cmd, work)
-        runs: dict[str, list[tuple[float, float]]] = {label: [] for label in commands}
-        for _ in range(repeats):
-            for label, cmd in commands.items():
-                runs[label].append(whole_process(cmd, work))
+        runs = interleaved(process_commands(Path(tmp)), repeats, Path(tmp))
     print(f"{'whole process':<16}{'median s':>10}{'min s':>8}{'peak MiB':>10}   ({repeats} runs each, interleaved)")
-    medians = {}
     for label, samples in runs.items():
-        walls = [wall for wall, _ in samples]
-        medians[label] = statistics.median(walls)
-        print(f"{label:<16}{medians[label]:>10.2f}{min(walls):>8.2f}{max(rss for _, rss in samples):>10.0f}")
-    if "dynamo.replay" in medians:
-        print(f"simcost run / dynamo.replay wall time: {medians['simcost run'] / medians['dynamo.replay']:.2f}x "
-              f"(below 1: simcost is faster)")
+        median, fastest, rss = medians(samples)
+        print(f"{label:<16}{median:>10.2f}{fastest:>8.2f}{rss:>10.0f}")
+    return 0
+
+
+def compare_peer(repeats: int, peer_python: str | None) -> int:
+    """Per workload: simcost and the replay as whole processes, interleaved; medians of wall time
+    and of peak RSS (wait4's: the largest process of the command's tree), and the ratio."""
+    print(f"{'workload':<28}{'simcost s':>10}{'replay s':>10}{'ratio':>8}{'simcost MiB':>13}{'replay MiB':>12}"
+          f"   (medians of {repeats}, interleaved; ratio < 1: simcost is faster)")
+    with tempfile.TemporaryDirectory(prefix="simcost-peer-") as tmp:
+        for label, commands in peer_commands(Path(tmp), peer_python).items():
+            runs = interleaved(commands, repeats, Path(tmp))
+            ours = medians(runs["simcost"])
+            if "dynamo.replay" in runs:
+                peer = medians(runs["dynamo.replay"])
+                print(f"{label:<28}{ours[0]:>10.2f}{peer[0]:>10.2f}{ours[0] / peer[0]:>7.2f}x{ours[2]:>13.0f}"
+                      f"{peer[2]:>12.0f}", flush=True)
+            else:
+                print(f"{label:<28}{ours[0]:>10.2f}{'-':>10}{'-':>8}{ours[2]:>13.0f}{'-':>12}", flush=True)
     return 0
 
 
@@ -139,7 +191,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--process", action="store_true", help="time `simcost run` and `simcost --help` as whole processes")
-    p.add_argument("--peer", action="store_true", help="--process, plus Dynamo's replay on the same workload")
+    p.add_argument("--peer", action="store_true", help="simcost run and Dynamo's replay on issue 20's three workloads")
     p.add_argument("--peer-python", default=sys.executable,
                    help="a Python that can import dynamo.replay (default: this one)")
     p.add_argument("--only", choices=list(WORKLOADS))
@@ -148,13 +200,15 @@ def main() -> int:
     if args.child:
         print(json.dumps(child(args.child, args.repeats)))
         return 0
-    if args.process or args.peer:
-        peer_python = args.peer_python if args.peer and peer_available(args.peer_python) else None
-        if args.peer and peer_python is None:
+    if args.peer:
+        peer_python = args.peer_python if peer_available(args.peer_python) else None
+        if peer_python is None:
             print(f"peer missing: {args.peer_python} cannot import dynamo.replay; this script installs nothing. "
                   "Try: python -m venv /tmp/dynamo-venv && /tmp/dynamo-venv/bin/pip install ai-dynamo==1.4.2, "
                   "then --peer-python /tmp/dynamo-venv/bin/python. Timing simcost alone.", file=sys.stderr)
-        return compare_processes(args.repeats, peer_python)
+        return compare_peer(args.repeats, peer_python)
+    if args.process:
+        return compare_processes(args.repeats)
     rows = []
     for name in [args.only] if args.only else WORKLOADS:
         out = subprocess.run([sys.executable, __file__, "--child", name, "--repeats", str(args.repeats)],

@@ -1,5 +1,5 @@
 """`python -m simcost.cli.main`: the same as the `simcost` command."""
 
-from simcost.cli.main import main
+from simcost.cli.main import entry
 
-raise SystemExit(main())
+entry()
