@@ -290,7 +290,7 @@ def _cmd_run(args) -> int:
     sim = Simulation(scenario)  # plans the deployment: a model that does not fit fails here, writing nothing
     out = _out_dir(args.out or Path("results") / scenario.name)
     quiet = args.no_progress or args.quiet
-    if not quiet:
+    if not args.quiet:  # --no-progress drops the bar, not this one line about a silent wait
         warn_if_cold()  # a fresh install compiles numba kernels for seconds: say so rather than sit silent
     check_run_folder(out, args.records)  # a missing pyarrow or a folder in the way: before the run, not after
     result = sim.run(progress=not quiet)
