@@ -92,3 +92,30 @@ def apply_decode_steps_py(ids, generated, kv_tokens, kv_blocks, token_offset, to
             new_blocks += need - kv_blocks[i]
             kv_blocks[i] = need
     return new_blocks
+
+
+@njit(cache=True)
+def grow_decode_kv(ids, generated, kv_tokens, kv_blocks, num_steps, block_size):
+    """apply_decode_steps without writing token times (a table that streams them): counts num_steps
+    tokens per request and grows their KV; returns the blocks newly allocated."""
+    new_blocks = 0
+    for n in range(ids.shape[0]):
+        i = ids[n]
+        generated[i] += num_steps
+        kv_tokens[i] += num_steps
+        need = (kv_tokens[i] + block_size - 1) // block_size
+        new_blocks += need - kv_blocks[i]
+        kv_blocks[i] = need
+    return new_blocks
+
+
+def grow_decode_kv_py(ids, generated, kv_tokens, kv_blocks, num_steps, block_size):
+    new_blocks = 0
+    for i in ids:
+        for _ in range(num_steps):
+            generated[i] += 1
+            kv_tokens[i] += 1
+            need = -(-int(kv_tokens[i]) // block_size)
+            new_blocks += need - kv_blocks[i]
+            kv_blocks[i] = need
+    return new_blocks

@@ -184,7 +184,7 @@ class Replica(ReplicaBase):
         prompt_done = kv_after >= prompt_tokens
         self.kv.prefilled(ids, prompt_done & ~decoding if num_decoding else prompt_done)
         emits = ids[decoding | prompt_done]  # a prompt's last chunk emits its first token
-        t.token_time_s[t.token_offset[emits] + t.generated[emits]] = end_s
+        t.emit_tokens(emits, np.array([end_s]))
         t.generated[emits] += 1
         fresh = emits[np.isnan(t.first_token_s[emits])]
         t.first_token_s[fresh] = end_s
@@ -232,7 +232,7 @@ class Replica(ReplicaBase):
         self._in_span = False
         ends = step_end_s[:num_done]
         self._record_itl(float(ends[-1]) - start_s, num_done)
-        self.kv.apply_decode_steps(ids, t.generated, t.token_offset, t.token_time_s, ends, num_done)
+        self.kv.apply_decode_steps(ids, ends, num_done)
         self.log.add(self.index, start_s, ends, np.full(num_done, n, dtype=np.int64), ids,
                      np.full(n, num_done, dtype=np.int64), prefill=False)
         self._retire_finished(ids, float(ends[-1]))

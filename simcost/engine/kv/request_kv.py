@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from simcost.engine.decode_kernels import apply_decode_steps, decode_blocks_needed, max_feasible_steps
+from simcost.engine.decode_kernels import apply_decode_steps, decode_blocks_needed, grow_decode_kv, max_feasible_steps
 from simcost.engine.kv.blocks import KVPool, blocks_for
 from simcost.engine.kv.prefix_cache import PrefixHit
 from simcost.engine.kv.reuse import PrefixReuse
@@ -90,12 +90,16 @@ class RequestKV:
             for rid in ids[done].tolist():
                 self.reuse.prefilled(rid)
 
-    def apply_decode_steps(self, ids: np.ndarray, generated: np.ndarray, token_offset: np.ndarray,
-                           token_time_s: np.ndarray, step_end_s: np.ndarray, num_steps: int) -> None:
-        """num_steps decode steps of ids: one kernel emits their tokens and grows their KV."""
+    def apply_decode_steps(self, ids: np.ndarray, step_end_s: np.ndarray, num_steps: int) -> None:
+        """num_steps decode steps of ids: one kernel emits their tokens and grows their KV (a table
+        without token times streams the tokens' gaps first, simcost.workload.token_stats)."""
         t = self.table
-        new_blocks = apply_decode_steps(ids, generated, t.kv_tokens, t.kv_blocks, token_offset, token_time_s,
-                                        step_end_s, num_steps, self.block_size)
+        if t.exact_token_times:
+            new_blocks = apply_decode_steps(ids, t.generated, t.kv_tokens, t.kv_blocks, t.token_offset, t.token_time_s,
+                                            step_end_s, num_steps, self.block_size)
+        else:
+            t.emit_tokens(ids, step_end_s[:num_steps])
+            new_blocks = grow_decode_kv(ids, t.generated, t.kv_tokens, t.kv_blocks, num_steps, self.block_size)
         self.pool.allocate(int(new_blocks))
 
     def load(self, rid: int, reserve_blocks: int) -> bool:
