@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 # Append only: a stream's position is its identity, so inserting a name would shift the rest.
-STREAM_NAMES = ("arrivals", "input_tokens", "output_tokens", "routing", "sessions", "items", "predictions", "fleet")
+STREAM_NAMES = ("arrivals", "input_tokens", "output_tokens", "routing", "sessions", "items", "predictions", "fleet",
+                "records")
 _WORKLOAD_KEY_BASE = 64  # spawn keys >= this are per-workload roots, clear of the named streams
 
 
@@ -28,6 +29,7 @@ class Streams:
     items: np.random.Generator  # non-token items per request
     predictions: np.random.Generator  # the scheduler's output-length predictions (engine.queue sjf)
     fleet: np.random.Generator  # spot reclaims and node failures (simcost.cluster.control)
+    records: np.random.Generator  # which request rows a sampled records file keeps (never the run itself)
 
 
 def streams(seed: int, workload_index: int = 0) -> Streams:

@@ -79,6 +79,9 @@ def _parser() -> argparse.ArgumentParser:
     common(run_p)
     run_p.add_argument("--out", type=Path, default=None, help="results folder (default results/<scenario name>)")
     run_p.add_argument("--records", choices=("csv", "parquet"), default="csv", help="per-request records format")
+    run_p.add_argument("--request-records", choices=("full", "sample", "none"), default="full",
+                       help="per-request records kept: every row (default), a reproducible 1%% sample, or none; "
+                            "the summary is the same")
     run_p.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     run_p.set_defaults(func=_cmd_run)
 
@@ -224,7 +227,7 @@ def _cmd_run(args) -> int:
     check_run_folder(out, args.records)  # a missing pyarrow or a folder in the way: before the run, not after
     result = sim.run(progress=not args.no_progress)
     print(format_summary(result.summary))  # before writing: a full disk must not lose the answer
-    paths = write_run(result, out, args.records)
+    paths = write_run(result, out, args.records, args.request_records)
     print(f"\nwrote {', '.join(str(p) for p in paths.values())}")
     return 0
 

@@ -41,18 +41,44 @@ from simcost.scenario.pricing import CostConfig
 from simcost.units import S_PER_HOUR
 
 
+class _Column:
+    """A growable numpy column (doubling; np.zeros leaves the unused capacity unmapped, so it
+    costs no memory until written): appends cost a slice copy, not a Python object each."""
+
+    def __init__(self, dtype: type) -> None:
+        self.values: np.ndarray = np.zeros(64, dtype=dtype)
+        self.size = 0
+
+    def append(self, values, count: int | None = None) -> None:
+        """Append values (count: a scalar repeated count times)."""
+        end = self.size + (len(values) if count is None else count)
+        if end > len(self.values):
+            grown = np.zeros(max(end, 2 * len(self.values)), dtype=self.values.dtype)
+            grown[:self.size] = self.values[:self.size]
+            self.values = grown
+        self.values[self.size:end] = values
+        self.size = end
+
+    def push(self, value) -> None:
+        if self.size == len(self.values):
+            self.append([value])
+            return
+        self.values[self.size] = value
+        self.size += 1
+
+    def array(self) -> np.ndarray:
+        return self.values[:self.size]
+
+
 class StepLog:
-    """Append-only log the engine writes during a run; `arrays()` turns it into columns."""
+    """Append-only log the engine writes during a run, kept in numpy columns (no Python object
+    per record: a long run logs millions); `arrays()` returns them as StepArrays."""
 
     def __init__(self) -> None:
-        self._replica: list[int] = []
-        self._start_s: list[float] = []
-        self._step_end_s: list[np.ndarray] = []
-        self._step_tokens: list[np.ndarray] = []
-        self._members: list[np.ndarray] = []
-        self._member_tokens: list[np.ndarray] = []
-        self._member_prefill: list[np.ndarray | None] = []  # None: as the record's prefill flag
-        self._prefill: list[bool] = []
+        self._replica, self._start_s, self._prefill = _Column(np.int64), _Column(np.float64), _Column(np.bool_)
+        self._num_steps, self._num_members = _Column(np.int64), _Column(np.int64)
+        self._step_end_s, self._step_tokens = _Column(np.float64), _Column(np.int64)
+        self._members, self._member_tokens, self._member_prefill = _Column(np.int64), _Column(np.int64), _Column(np.bool_)
 
     def add(self, replica: int, start_s: float, step_end_s: np.ndarray, step_tokens: np.ndarray,
             members: np.ndarray, member_tokens: np.ndarray, prefill: bool,
@@ -60,52 +86,45 @@ class StepLog:
         """One record: a prefill step (prefill=True) or a span of decode steps. `member_prefill`
         says which members' tokens are prompt tokens (default: all of a prefill record, none of
         a decode span; a chunked step mixes both)."""
-        self._member_prefill.append(member_prefill)  # None: all as the record (filled in arrays())
-        self._prefill.append(prefill)
-        self._replica.append(replica)
-        self._start_s.append(start_s)
+        self._replica.push(replica)
+        self._start_s.push(start_s)
+        self._prefill.push(prefill)
+        self._num_steps.push(len(step_end_s))
+        self._num_members.push(len(members))
         self._step_end_s.append(step_end_s)
         self._step_tokens.append(step_tokens)
         self._members.append(members)
         self._member_tokens.append(member_tokens)
+        if member_prefill is None:
+            self._member_prefill.append(prefill, len(members))
+        else:
+            self._member_prefill.append(member_prefill)
 
     def __len__(self) -> int:
-        return len(self._replica)
-
-    def _member_prefill_array(self, num_members: np.ndarray) -> np.ndarray:
-        out = np.repeat(np.asarray(self._prefill, dtype=bool), num_members)
-        offsets = np.concatenate(([0], np.cumsum(num_members)))
-        for r, flags in enumerate(self._member_prefill):
-            if flags is not None:  # a chunked step: prompt and decode tokens side by side
-                out[offsets[r]:offsets[r + 1]] = flags
-        return out
+        return self._replica.size
 
     def arrays(self) -> "StepArrays":
-        num_steps = np.array([len(e) for e in self._step_end_s], dtype=np.int64)
-        num_members = np.array([len(m) for m in self._members], dtype=np.int64)
+        num_steps, num_members = self._num_steps.array(), self._num_members.array()
         record_step_offset = np.zeros(len(num_steps) + 1, dtype=np.int64)
         np.cumsum(num_steps, out=record_step_offset[1:])
         record_member_offset = np.zeros(len(num_members) + 1, dtype=np.int64)
         np.cumsum(num_members, out=record_member_offset[1:])
-        def cat(parts: list, dtype: type) -> np.ndarray:
-            return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype)
-
-        step_end_s = cat(self._step_end_s, np.float64)
+        step_end_s = self._step_end_s.array()
         step_start_s = np.empty_like(step_end_s)
         if len(step_end_s):
             step_start_s[1:] = step_end_s[:-1]
-            step_start_s[record_step_offset[:-1]] = np.asarray(self._start_s)  # first step of each record
+            step_start_s[record_step_offset[:-1][num_steps > 0]] = self._start_s.array()[num_steps > 0]  # first step of each record
         return StepArrays(
-            step_replica=np.repeat(np.asarray(self._replica, dtype=np.int64), num_steps),
+            step_replica=np.repeat(self._replica.array(), num_steps),
             step_start_s=step_start_s,
             step_end_s=step_end_s,
-            step_tokens=cat(self._step_tokens, np.int64),
+            step_tokens=self._step_tokens.array(),
             record_step_offset=record_step_offset,
             record_member_offset=record_member_offset,
-            record_prefill=np.asarray(self._prefill, dtype=bool),
-            member_request=cat(self._members, np.int64),
-            member_tokens=cat(self._member_tokens, np.int64),
-            member_prefill=self._member_prefill_array(num_members),
+            record_prefill=self._prefill.array(),
+            member_request=self._members.array(),
+            member_tokens=self._member_tokens.array(),
+            member_prefill=self._member_prefill.array(),
         )
 
 

@@ -32,8 +32,8 @@ LOG_GAMMA = math.log(GAMMA)
 MIN_S, MAX_S = 1e-9, 1e9
 NUM_BUCKETS = int(math.ceil(math.log(MAX_S / MIN_S) / LOG_GAMMA)) + 2  # bucket 0: gaps <= MIN_S
 # more planned output tokens than this and the table keeps no token times: exact ITL costs ~40 B per
-# token at its peak (the times, then percentile temporaries), ~320 MB here
-EXACT_TOKEN_LIMIT = 8_000_000
+# token at its peak (the times, then percentile temporaries), ~640 MB here
+EXACT_TOKEN_LIMIT = 16_000_000
 
 
 @njit(cache=True)
