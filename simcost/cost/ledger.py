@@ -78,7 +78,9 @@ class StepLog:
         self._replica, self._start_s, self._prefill = _Column(np.int64), _Column(np.float64), _Column(np.bool_)
         self._num_steps, self._num_members = _Column(np.int64), _Column(np.int64)
         self._step_end_s, self._step_tokens = _Column(np.float64), _Column(np.int64)
-        self._members, self._member_tokens, self._member_prefill = _Column(np.int64), _Column(np.int64), _Column(np.bool_)
+        # one entry per request per record, the log's largest part: int32 (ids and tokens stay far below 2^31:
+        # simcost.scenario.limits), 9 bytes each
+        self._members, self._member_tokens, self._member_prefill = _Column(np.int32), _Column(np.int32), _Column(np.bool_)
 
     def add(self, replica: int, start_s: float, step_end_s: np.ndarray, step_tokens: np.ndarray,
             members: np.ndarray, member_tokens: np.ndarray, prefill: bool,
@@ -226,8 +228,10 @@ def settle(steps: StepArrays, num_requests: int, fleet: FleetConfig, dep: Deploy
                                        price.time_usd_per_s, 1.0)
     if (np.diff(steps.record_member_offset) == 0).any():
         raise RuntimeError("ledger: a record has no members, so its cost has no one to go to (engine bug)")
-    request_usd = allocate_records(step_usd, steps.record_step_offset, steps.record_member_offset,
-                                   steps.member_request, member_weights(steps, cost), num_requests)
+    request_usd = allocate_weighted_records(step_usd, steps.record_step_offset, steps.record_member_offset,
+                                            steps.member_request, steps.member_tokens, steps.member_prefill,
+                                            cost.prefill_weight, cost.decode_weight, cost.allocation == "equal",
+                                            num_requests)
     egress_usd = 0.0
     if request_egress_usd is not None:
         request_usd = request_usd + request_egress_usd
@@ -368,6 +372,36 @@ def allocate_records(step_usd, record_step_offset, record_member_offset, member_
             else:
                 request_usd[member_request[m]] += cost / (hi - lo)
     return request_usd
+
+
+@njit(cache=True)
+def allocate_weighted_records(step_usd, record_step_offset, record_member_offset, member_request, member_tokens,
+                              member_prefill, prefill_weight, decode_weight, equal, num_requests):
+    """allocate_records with each member's weight (`member_weights`) computed in place rather than
+    held as a float per member: the same arithmetic, in the same order, so the same dollars."""
+    request_usd = np.zeros(num_requests)
+    for r in range(record_step_offset.shape[0] - 1):
+        cost = 0.0
+        for j in range(record_step_offset[r], record_step_offset[r + 1]):
+            cost += step_usd[j]
+        lo, hi = record_member_offset[r], record_member_offset[r + 1]
+        total = 0.0
+        for m in range(lo, hi):
+            total += _weight(member_tokens[m], member_prefill[m], prefill_weight, decode_weight, equal)
+        for m in range(lo, hi):
+            if total > 0:
+                w = _weight(member_tokens[m], member_prefill[m], prefill_weight, decode_weight, equal)
+                request_usd[member_request[m]] += cost * w / total
+            else:
+                request_usd[member_request[m]] += cost / (hi - lo)
+    return request_usd
+
+
+@njit(cache=True)
+def _weight(tokens, prefill, prefill_weight, decode_weight, equal):
+    if equal:
+        return 1.0
+    return float(tokens) * (prefill_weight if prefill else decode_weight)
 
 
 def allocate_records_py(step_usd, record_step_offset, record_member_offset, member_request, member_weight, num_requests):

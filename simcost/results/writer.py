@@ -46,6 +46,7 @@ def check_run_folder(out_dir: Path, records_format: str = "csv") -> None:
 
 RECORDS_KEPT = ("full", "sample", "none")  # --request-records: every request row, a sample, or no table
 SAMPLE_FRACTION = 0.01  # of the requests a sampled table keeps
+CSV_CHUNK_ROWS = 65_536  # rows turned into text at once: a column of Python strings is ~60 B per row
 
 
 def write_run(result: RunResult, out_dir: Path, records_format: str = "csv", kept: str = "full") -> dict[str, Path]:
@@ -112,7 +113,9 @@ def write_records(columns: dict[str, np.ndarray], path: Path, records_format: st
     with path.open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(columns)
-        writer.writerows(zip(*(_csv_column(v) for v in columns.values())))  # rows joined in C, not per row here
+        n = len(next(iter(columns.values()))) if columns else 0
+        for start in range(0, n, CSV_CHUNK_ROWS):  # Python strings for a chunk of rows at a time, not all of them
+            writer.writerows(zip(*(_csv_column(v[start:start + CSV_CHUNK_ROWS]) for v in columns.values())))  # joined in C
 
 
 def _csv_column(values: np.ndarray) -> list:
