@@ -102,6 +102,22 @@ class StepLog:
         else:
             self._member_prefill.append(member_prefill)
 
+    def add_span(self, replica: int, start_s: float, step_end_s: np.ndarray, members: np.ndarray) -> None:
+        """A span of decode steps: every member decodes one token per step (add() with
+        step_tokens = len(members) per step and member_tokens = len(step_end_s) per member,
+        without building those arrays: this runs once per span)."""
+        num_steps, num_members = len(step_end_s), len(members)
+        self._replica.push(replica)
+        self._start_s.push(start_s)
+        self._prefill.push(False)
+        self._num_steps.push(num_steps)
+        self._num_members.push(num_members)
+        self._step_end_s.append(step_end_s)
+        self._step_tokens.append(num_members, num_steps)
+        self._members.append(members)
+        self._member_tokens.append(num_steps, num_members)
+        self._member_prefill.append(False, num_members)
+
     def __len__(self) -> int:
         return self._replica.size
 

@@ -233,8 +233,7 @@ class Replica(ReplicaBase):
         ends = step_end_s[:num_done]
         self._record_itl(float(ends[-1]) - start_s, num_done)
         self.kv.apply_decode_steps(ids, ends, num_done)
-        self.log.add(self.index, start_s, ends, np.full(num_done, n, dtype=np.int64), ids,
-                     np.full(n, num_done, dtype=np.int64), prefill=False)
+        self.log.add_span(self.index, start_s, ends, ids)
         self._retire_finished(ids, float(ends[-1]))
 
     def _record_itl(self, decode_s: float, num_steps: int) -> None:

@@ -76,6 +76,34 @@ def add_token_gaps(ids, generated, arrival_s, warmup_s, last_token_s, step_end_s
             totals[1] += measured
 
 
+@njit(cache=True)
+def interval_of(t, interval_s):
+    """The largest k with k x interval_s <= t (np.histogram's rule for edges k x interval_s)."""
+    k = int(math.floor(t / interval_s))
+    if k * interval_s > t:
+        k -= 1
+    elif (k + 1) * interval_s <= t:
+        k += 1
+    return k
+
+
+@njit(cache=True)
+def stream_tokens(ids, generated, arrival_s, replica, warmup_s, last_token_s, step_end_s, counts, totals,
+                  min_s, log_gamma, bins, interval_s):
+    """add_token_gaps, then (interval_s > 0) count_token_bins, in one call (this runs per decode
+    span). Returns False, changing nothing, when bins is too small: the caller grows it first."""
+    if interval_s > 0 and ids.shape[0]:
+        rows = 0
+        for n in range(ids.shape[0]):
+            rows = max(rows, replica[ids[n]] + 1)
+        if rows > bins.shape[0] or interval_of(step_end_s[step_end_s.shape[0] - 1], interval_s) >= bins.shape[1]:
+            return False
+    add_token_gaps(ids, generated, arrival_s, warmup_s, last_token_s, step_end_s, counts, totals, min_s, log_gamma)
+    if interval_s > 0:
+        count_token_bins(ids, replica, step_end_s, interval_s, bins)
+    return True
+
+
 def add_token_gaps_py(ids, generated, arrival_s, warmup_s, last_token_s, step_end_s, counts, totals, min_s, log_gamma):
     num_buckets = len(counts)
     for i in ids:
@@ -129,14 +157,9 @@ class LogHistogram:
 @njit(cache=True)
 def count_token_bins(ids, replica, step_end_s, interval_s, bins):
     """bins[r, k] += tokens emitted by ids on replica r in [k interval_s, (k + 1) interval_s):
-    one per id per step. k is the largest with k x interval_s <= t (as np.histogram's edges)."""
+    one per id per step (interval_of)."""
     for j in range(step_end_s.shape[0]):
-        t = step_end_s[j]
-        k = int(math.floor(t / interval_s))
-        if k * interval_s > t:
-            k -= 1
-        elif (k + 1) * interval_s <= t:
-            k += 1
+        k = interval_of(step_end_s[j], interval_s)
         for n in range(ids.shape[0]):
             bins[replica[ids[n]], k] += 1
 
@@ -167,19 +190,15 @@ class TokenTimes:
 
     def emit(self, ids: np.ndarray, generated: np.ndarray, arrival_s: np.ndarray, replica: np.ndarray,
              step_end_s: np.ndarray) -> None:
-        add_token_gaps(ids, generated, arrival_s, self.warmup_s, self.last_token_s, step_end_s,
-                       self.itl.counts, self.itl.totals, MIN_S, LOG_GAMMA)
-        if self.interval_s is None or not len(ids):
-            return
-        rows = int(replica[ids].max()) + 1
-        cols = int(float(step_end_s[-1]) // self.interval_s) + 2
-        if rows > self.bins.shape[0] or cols > self.bins.shape[1]:
-            grown = np.zeros((max(rows, 2 * self.bins.shape[0]) if rows > self.bins.shape[0] else self.bins.shape[0],
-                              max(cols, 2 * self.bins.shape[1]) if cols > self.bins.shape[1] else self.bins.shape[1]),
-                             dtype=np.int64)
+        interval_s = self.interval_s or 0.0
+        while not stream_tokens(ids, generated, arrival_s, replica, self.warmup_s, self.last_token_s, step_end_s,
+                                self.itl.counts, self.itl.totals, MIN_S, LOG_GAMMA, self.bins, interval_s):
+            rows = max(int(replica[ids].max()) + 1, self.bins.shape[0])
+            cols = max(int(float(step_end_s[-1]) // interval_s) + 2, self.bins.shape[1])
+            grown = np.zeros((rows if rows == self.bins.shape[0] else max(rows, 2 * self.bins.shape[0]),
+                              cols if cols == self.bins.shape[1] else max(cols, 2 * self.bins.shape[1])), dtype=np.int64)
             grown[:self.bins.shape[0], :self.bins.shape[1]] = self.bins
             self.bins = grown
-        count_token_bins(ids, replica, step_end_s, self.interval_s, self.bins)
 
     def interval_tokens(self, pool_of: np.ndarray, n_pools: int, n_intervals: int) -> np.ndarray:
         """(pools, intervals): tokens per pool of the emitting replica; tokens at or after the last
