@@ -18,6 +18,7 @@ and to the bill, so the identity above holds with it.
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,36 +52,34 @@ class _Column:
 
     def append(self, values, count: int | None = None) -> None:
         """Append values (count: a scalar repeated count times)."""
-        end = self.size + (len(values) if count is None else count)
+        size = self.size
+        end = size + (len(values) if count is None else count)
         if end > len(self.values):
             grown = np.zeros(max(end, 2 * len(self.values)), dtype=self.values.dtype)
-            grown[:self.size] = self.values[:self.size]
+            grown[:size] = self.values[:size]
             self.values = grown
-        self.values[self.size:end] = values
+        self.values[size:end] = values
         self.size = end
-
-    def push(self, value) -> None:
-        if self.size == len(self.values):
-            self.append([value])
-            return
-        self.values[self.size] = value
-        self.size += 1
 
     def array(self) -> np.ndarray:
         return self.values[:self.size]
 
 
 class StepLog:
-    """Append-only log the engine writes during a run, kept in numpy columns (no Python object
-    per record: a long run logs millions); `arrays()` returns them as StepArrays."""
+    """Append-only log the engine writes during a run; `arrays()` returns it as StepArrays.
+
+    A long run logs millions of records, so nothing is a Python object per record: per-record
+    scalars go to stdlib arrays (8 bytes each), steps and members to numpy columns. A decode span
+    (`add_span`, most records) stores only its step times and members: its per-step tokens
+    (the members) and per-member tokens (the steps) are filled in by `arrays()`."""
 
     def __init__(self) -> None:
-        self._replica, self._start_s, self._prefill = _Column(np.int64), _Column(np.float64), _Column(np.bool_)
-        self._num_steps, self._num_members = _Column(np.int64), _Column(np.int64)
-        self._step_end_s, self._step_tokens = _Column(np.float64), _Column(np.int64)
-        # one entry per request per record, the log's largest part: int32 (ids and tokens stay far below 2^31:
-        # simcost.scenario.limits), 9 bytes each
-        self._members, self._member_tokens, self._member_prefill = _Column(np.int32), _Column(np.int32), _Column(np.bool_)
+        self._replica, self._start_s, self._prefill = array("q"), array("d"), array("b")
+        self._num_steps, self._num_members, self._span = array("q"), array("q"), array("b")
+        self._step_end_s, self._members = _Column(np.float64), _Column(np.int32)
+        # other records only (in record order): their step tokens, member tokens and prompt flags.
+        # Members are int32 (ids and tokens stay far below 2^31: simcost.scenario.limits)
+        self._step_tokens, self._member_tokens, self._member_prefill = _Column(np.int64), _Column(np.int32), _Column(np.bool_)
 
     def add(self, replica: int, start_s: float, step_end_s: np.ndarray, step_tokens: np.ndarray,
             members: np.ndarray, member_tokens: np.ndarray, prefill: bool,
@@ -88,14 +87,10 @@ class StepLog:
         """One record: a prefill step (prefill=True) or a span of decode steps. `member_prefill`
         says which members' tokens are prompt tokens (default: all of a prefill record, none of
         a decode span; a chunked step mixes both)."""
-        self._replica.push(replica)
-        self._start_s.push(start_s)
-        self._prefill.push(prefill)
-        self._num_steps.push(len(step_end_s))
-        self._num_members.push(len(members))
+        self._record(replica, start_s, prefill, len(step_end_s), len(members), 0)
         self._step_end_s.append(step_end_s)
-        self._step_tokens.append(step_tokens)
         self._members.append(members)
+        self._step_tokens.append(step_tokens)
         self._member_tokens.append(member_tokens)
         if member_prefill is None:
             self._member_prefill.append(prefill, len(members))
@@ -103,46 +98,58 @@ class StepLog:
             self._member_prefill.append(member_prefill)
 
     def add_span(self, replica: int, start_s: float, step_end_s: np.ndarray, members: np.ndarray) -> None:
-        """A span of decode steps: every member decodes one token per step (add() with
-        step_tokens = len(members) per step and member_tokens = len(step_end_s) per member,
-        without building those arrays: this runs once per span)."""
-        num_steps, num_members = len(step_end_s), len(members)
-        self._replica.push(replica)
-        self._start_s.push(start_s)
-        self._prefill.push(False)
-        self._num_steps.push(num_steps)
-        self._num_members.push(num_members)
+        """A span of decode steps in which every member decodes one token per step: add() with
+        step_tokens = len(members) per step and member_tokens = len(step_end_s) per member."""
+        self._record(replica, start_s, False, len(step_end_s), len(members), 1)
         self._step_end_s.append(step_end_s)
-        self._step_tokens.append(num_members, num_steps)
         self._members.append(members)
-        self._member_tokens.append(num_steps, num_members)
-        self._member_prefill.append(False, num_members)
+
+    def _record(self, replica: int, start_s: float, prefill: bool, num_steps: int, num_members: int, span: int) -> None:
+        self._replica.append(replica)
+        self._start_s.append(start_s)
+        self._prefill.append(prefill)
+        self._num_steps.append(num_steps)
+        self._num_members.append(num_members)
+        self._span.append(span)
 
     def __len__(self) -> int:
-        return self._replica.size
+        return len(self._replica)
 
     def arrays(self) -> "StepArrays":
-        num_steps, num_members = self._num_steps.array(), self._num_members.array()
+        def column(values: array, dtype: type) -> np.ndarray:
+            return np.frombuffer(values, dtype=dtype) if len(values) else np.zeros(0, dtype)
+
+        num_steps, num_members = column(self._num_steps, np.int64), column(self._num_members, np.int64)
+        prefill, span = column(self._prefill, np.int8).astype(bool), column(self._span, np.int8).astype(bool)
         record_step_offset = np.zeros(len(num_steps) + 1, dtype=np.int64)
         np.cumsum(num_steps, out=record_step_offset[1:])
         record_member_offset = np.zeros(len(num_members) + 1, dtype=np.int64)
         np.cumsum(num_members, out=record_member_offset[1:])
         step_end_s = self._step_end_s.array()
         step_start_s = np.empty_like(step_end_s)
+        has_steps = num_steps > 0
         if len(step_end_s):
             step_start_s[1:] = step_end_s[:-1]
-            step_start_s[record_step_offset[:-1][num_steps > 0]] = self._start_s.array()[num_steps > 0]  # first step of each record
+            step_start_s[record_step_offset[:-1][has_steps]] = column(self._start_s, np.float64)[has_steps]  # first step of each record
+        # spans: tokens per step = their members, tokens per member = their steps; the rest as logged
+        step_tokens = np.repeat(num_members, num_steps)
+        step_tokens[np.repeat(~span, num_steps)] = self._step_tokens.array()
+        explicit = np.repeat(~span, num_members)
+        member_tokens = np.repeat(num_steps.astype(np.int32), num_members)
+        member_tokens[explicit] = self._member_tokens.array()
+        member_prefill = np.zeros(len(member_tokens), dtype=bool)  # a span's members decode
+        member_prefill[explicit] = self._member_prefill.array()
         return StepArrays(
-            step_replica=np.repeat(self._replica.array(), num_steps),
+            step_replica=np.repeat(column(self._replica, np.int64), num_steps),
             step_start_s=step_start_s,
             step_end_s=step_end_s,
-            step_tokens=self._step_tokens.array(),
+            step_tokens=step_tokens,
             record_step_offset=record_step_offset,
             record_member_offset=record_member_offset,
-            record_prefill=self._prefill.array(),
+            record_prefill=prefill,
             member_request=self._members.array(),
-            member_tokens=self._member_tokens.array(),
-            member_prefill=self._member_prefill.array(),
+            member_tokens=member_tokens,
+            member_prefill=member_prefill,
         )
 
 
