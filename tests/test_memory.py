@@ -180,3 +180,20 @@ def test_weights_computed_in_the_kernel_give_the_same_dollars(cost):
                                     cfg.prefill_weight, cfg.decode_weight, cfg.allocation == "equal", n)
     np.testing.assert_array_equal(got, want)
     assert steps.member_request.dtype == np.int32 and steps.member_tokens.dtype == np.int32
+
+
+def test_stream_tokens_refuses_bins_too_small_without_counting_anything():
+    """The fused kernel checks the interval table's size before writing: the caller grows it and
+    calls again, so no token is counted twice or lost."""
+    from simcost.workload.request_table import RequestTable
+    from simcost.workload.requests import Requests
+
+    table = RequestTable(Requests(arrival_s=np.array([0.0, 0.5]), input_tokens=np.array([3, 4]),
+                                  output_tokens=np.array([50, 50])), exact_token_times=False, interval_s=0.25)
+    table.replica[:] = [0, 40]  # a replica beyond the initial rows
+    ends = np.arange(1, 21) * 1.0  # and times beyond the initial intervals
+    table.emit_tokens(np.array([0, 1]), ends)
+    bins = table.streamed.bins
+    assert bins.sum() == 40 and bins[0].sum() == bins[40].sum() == 20
+    assert [int(np.flatnonzero(bins[0])[k]) for k in (0, -1)] == [4, 80]  # t = 1 s and 20 s at 0.25 s
+    assert table.streamed.itl.count == 2 * 19  # the first token of each has no gap before it
