@@ -197,3 +197,20 @@ def test_stream_tokens_refuses_bins_too_small_without_counting_anything():
     assert bins.sum() == 40 and bins[0].sum() == bins[40].sum() == 20
     assert [int(np.flatnonzero(bins[0])[k]) for k in (0, -1)] == [4, 80]  # t = 1 s and 20 s at 0.25 s
     assert table.streamed.itl.count == 2 * 19  # the first token of each has no gap before it
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_plan_decode_span_matches_its_twin(seed):
+    from simcost.engine.decode_kernels import plan_decode_span, plan_decode_span_py
+
+    rng = np.random.default_rng(seed)
+    n_req = 40
+    ids = rng.choice(n_req, size=int(rng.integers(1, 20)), replace=False).astype(np.int64)
+    output = rng.integers(2, 300, n_req).astype(np.int64)
+    generated = (output * rng.uniform(0, 0.99, n_req)).astype(np.int64)
+    kv_tokens = rng.integers(1, 3000, n_req).astype(np.int64)
+    kv_blocks = -(-kv_tokens // 16)
+    args = (ids, output, generated, kv_tokens, kv_blocks, int(rng.integers(0, 40)), 16, int(rng.integers(1, 400)))
+    k, kv_sum = plan_decode_span(*args)
+    assert (int(k), int(kv_sum)) == plan_decode_span_py(*args)
+    assert k <= (output[ids] - generated[ids]).min()

@@ -119,3 +119,36 @@ def grow_decode_kv_py(ids, generated, kv_tokens, kv_blocks, num_steps, block_siz
             new_blocks += need - kv_blocks[i]
             kv_blocks[i] = need
     return new_blocks
+
+
+@njit(cache=True)
+def plan_decode_span(ids, output_tokens, generated, kv_tokens, kv_blocks, num_free_blocks, block_size, max_span_steps):
+    """A decode span's size in one call: (k, kv tokens of the batch), k the most steps <=
+    max_span_steps that no request outlives (its output tokens left) and the free blocks allow
+    (max_feasible_steps over the batch)."""
+    left = max_span_steps
+    kv_sum = 0
+    for n in range(ids.shape[0]):
+        i = ids[n]
+        left = min(left, output_tokens[i] - generated[i])
+        kv_sum += kv_tokens[i]
+    lo, hi = 0, left
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        extra = 0
+        for n in range(ids.shape[0]):
+            i = ids[n]
+            need = (kv_tokens[i] + mid + block_size - 1) // block_size - kv_blocks[i]
+            if need > 0:
+                extra += need
+        if extra <= num_free_blocks:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo, kv_sum
+
+
+def plan_decode_span_py(ids, output_tokens, generated, kv_tokens, kv_blocks, num_free_blocks, block_size, max_span_steps):
+    left = min([max_span_steps] + [int(output_tokens[i] - generated[i]) for i in ids])
+    k = max_feasible_steps_py(kv_tokens[ids], kv_blocks[ids], num_free_blocks, block_size, left)
+    return k, int(sum(int(kv_tokens[i]) for i in ids))

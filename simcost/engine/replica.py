@@ -202,11 +202,9 @@ class Replica(ReplicaBase):
         return any(rid not in plan and not self.prefilling(rid) for rid in self.running)
 
     def _run_decode_span(self):
-        t = self.table
         while True:
             ids = np.asarray(self.running, dtype=np.int64)
-            max_steps = min(int((t.output_tokens[ids] - t.generated[ids]).min()), self.max_span_steps)
-            k = self.kv.max_decode_steps(ids, max_steps)
+            k, kv_tokens = self.kv.plan_decode_span(ids, self.max_span_steps)
             if k > 0:
                 break
             self.preempt_last()
@@ -214,7 +212,7 @@ class Replica(ReplicaBase):
                 return
         n = len(ids)
         start_s = self.env.now
-        step_s = decode_span_times_s(self.params, n, float(t.kv_tokens[ids].sum()), k)
+        step_s = decode_span_times_s(self.params, n, float(kv_tokens), k)
         step_s[0] += self._take_transfer_s()
         step_end_s = start_s + np.cumsum(step_s)
         num_done = k

@@ -12,7 +12,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from simcost.engine.decode_kernels import apply_decode_steps, decode_blocks_needed, grow_decode_kv, max_feasible_steps
+from simcost.engine.decode_kernels import (
+    apply_decode_steps,
+    decode_blocks_needed,
+    grow_decode_kv,
+    plan_decode_span,
+)
 from simcost.engine.kv.blocks import KVPool, blocks_for
 from simcost.engine.kv.prefix_cache import PrefixHit
 from simcost.engine.kv.reuse import PrefixReuse
@@ -40,10 +45,13 @@ class RequestKV:
         ids = np.fromiter(rids, dtype=np.int64, count=len(rids))
         return int(decode_blocks_needed(ids, t.kv_tokens, t.prefill_target, t.kv_blocks, self.block_size))
 
-    def max_decode_steps(self, ids: np.ndarray, max_steps: int) -> int:
-        """How many decode steps (<= max_steps) the free blocks let every request in ids take."""
+    def plan_decode_span(self, ids: np.ndarray, max_span_steps: int) -> tuple[int, int]:
+        """(decode steps ids can take: none outlives its output, the free blocks allow them;
+        the batch's KV tokens), in one kernel call: this runs before every decode span."""
         t = self.table
-        return max_feasible_steps(t.kv_tokens[ids], t.kv_blocks[ids], self.pool.num_free, self.block_size, max_steps)
+        k, kv_sum = plan_decode_span(ids, t.output_tokens, t.generated, t.kv_tokens, t.kv_blocks, self.pool.num_free,
+                                     self.block_size, max_span_steps)
+        return int(k), int(kv_sum)
 
     # --- verbs ------------------------------------------------------------------------------
 
