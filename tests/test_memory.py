@@ -214,3 +214,18 @@ def test_plan_decode_span_matches_its_twin(seed):
     k, kv_sum = plan_decode_span(*args)
     assert (int(k), int(kv_sum)) == plan_decode_span_py(*args)
     assert k <= (output[ids] - generated[ids]).min()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_step_shape_matches_its_twin(seed):
+    from simcost.engine.decode_kernels import step_shape, step_shape_py
+
+    rng = np.random.default_rng(seed)
+    n_req = 30
+    ids = rng.choice(n_req, size=int(rng.integers(1, 12)), replace=False).astype(np.int64)
+    target = rng.integers(1, 4000, n_req).astype(np.int64)
+    kv = np.where(rng.random(n_req) < 0.5, target + rng.integers(0, 200, n_req), rng.integers(0, 4000, n_req) % target)
+    tokens = np.where(kv[ids] >= target[ids], 1, np.maximum(1, target[ids] - kv[ids]))
+    a, b = np.empty(len(ids), dtype=bool), np.empty(len(ids), dtype=bool)
+    assert tuple(int(v) for v in step_shape(ids, tokens, kv, target, a)) == step_shape_py(ids, tokens, kv, target, b)
+    np.testing.assert_array_equal(a, b)

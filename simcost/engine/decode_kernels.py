@@ -152,3 +152,35 @@ def plan_decode_span_py(ids, output_tokens, generated, kv_tokens, kv_blocks, num
     left = min([max_span_steps] + [int(output_tokens[i] - generated[i]) for i in ids])
     k = max_feasible_steps_py(kv_tokens[ids], kv_blocks[ids], num_free_blocks, block_size, left)
     return k, int(sum(int(kv_tokens[i]) for i in ids))
+
+
+@njit(cache=True)
+def step_shape(ids, tokens, kv_tokens, prefill_target, decoding):
+    """What a mixed step computes, in one call: decoding[n] (member n is past its prompt: one
+    decode token) and (decoding members, prompt-chunk tokens, prompt chunks, attention pairs,
+    KV tokens before the step). A decode token attends to its context plus itself; a chunk to
+    what precedes it (a cached prefix included) plus itself, causally. Integer sums: exact."""
+    num_decoding = num_chunk_tokens = num_chunks = pairs = kv_sum = 0
+    for n in range(ids.shape[0]):
+        kv = kv_tokens[ids[n]]
+        kv_sum += kv
+        if kv >= prefill_target[ids[n]]:
+            decoding[n] = True
+            num_decoding += 1
+            pairs += kv + 1
+        else:
+            decoding[n] = False
+            c = tokens[n]
+            num_chunks += 1
+            num_chunk_tokens += c
+            pairs += c * kv + c * (c + 1) // 2
+    return num_decoding, num_chunk_tokens, num_chunks, pairs, kv_sum
+
+
+def step_shape_py(ids, tokens, kv_tokens, prefill_target, decoding):
+    kv = [int(kv_tokens[i]) for i in ids]
+    dec = [k >= int(prefill_target[i]) for k, i in zip(kv, ids)]
+    decoding[:] = dec
+    chunks = [(int(c), k) for c, k, d in zip(tokens, kv, dec) if not d]
+    pairs = sum(k + 1 for k, d in zip(kv, dec) if d) + sum(c * k + c * (c + 1) // 2 for c, k in chunks)
+    return sum(dec), sum(c for c, _ in chunks), len(chunks), pairs, sum(kv)

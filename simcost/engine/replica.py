@@ -29,6 +29,7 @@ import numpy as np
 import simpy
 
 from simcost.engine.base import STOP, ReplicaBase
+from simcost.engine.decode_kernels import step_shape
 from simcost.engine.kv.blocks import BlockPool, KVPool
 from simcost.engine.kv.prefix_cache import PrefixBlockPool
 from simcost.engine.kv.reuse import PrefixReuse
@@ -159,20 +160,14 @@ class Replica(ReplicaBase):
         tokens = np.fromiter(plan.values(), dtype=np.int64, count=len(plan))
         kv_before = t.kv_tokens[ids]
         prompt_tokens = t.prefill_target[ids]
-        decoding = kv_before >= prompt_tokens
-        num_decoding = int(np.count_nonzero(decoding))
-        if num_decoding:  # decode tokens attend to their context plus themselves
-            chunk, chunk_kv, decode_pairs = tokens[~decoding], kv_before[~decoding], (kv_before[decoding] + 1).sum()
-        else:  # prompts only (every prefill_first step): skip the masks, this is a hot path
-            chunk, chunk_kv, decode_pairs = tokens, kv_before, 0
-        # a chunk attends to what precedes it (a cached prefix included) plus itself, causally
-        attn_pairs = float(decode_pairs + (chunk * chunk_kv + chunk * (chunk + 1) // 2).sum())
-        num_chunk_tokens = int(chunk.sum())
+        decoding = np.empty(len(ids), dtype=np.bool_)
+        num_decoding, num_chunk_tokens, num_chunks, attn_pairs, kv_sum = step_shape(ids, tokens, t.kv_tokens,
+                                                                                   t.prefill_target, decoding)
         start_s = self.env.now
         items_s = self._items_s(ids, self.scheduler.encodes_items(ids, start_s)) if self.item_work is not None else 0.0
         stalls_decodes = not num_decoding and self._decodes_left_out(plan)
-        yield self.env.timeout(step_time_s(self.params, num_chunk_tokens, num_decoding, attn_pairs,
-                                           float(kv_before.sum()), len(chunk))  # planned chunks are > 0
+        yield self.env.timeout(step_time_s(self.params, int(num_chunk_tokens), int(num_decoding), float(attn_pairs),
+                                           float(kv_sum), int(num_chunks))  # planned chunks are > 0
                                + items_s + self._take_transfer_s())
         end_s = self.env.now
         if num_decoding:
