@@ -10,6 +10,12 @@ Any other measurements in a layout `simcost calibrate` reads go through the same
 
     python experiments/validate_perf_model.py --data perf_model.csv --device h100-sxm \
         --model llama-2-70b [--hardware h100-80gb] [--fit-tp 4] [--predict-tp 2 8]
+
+Then the kernel-table model (perf.model: kernels, docs/step_model.md) against every measured
+step-time file in the repository (MEASURED_FILES), next to the uncalibrated roofline: per family
+and TP degree, median |error| and worst signed error. The kernels model is fitted on none of
+these rows except, in its "eager, TP4-fitted" variant, one engine constant (CPU seconds per layer
+of an eager step) taken from the TP4 decode rows and then held fixed for TP2 and TP8.
 """
 
 from __future__ import annotations
@@ -21,10 +27,81 @@ import numpy as np
 
 from simcost.perf.calibrate import Pair, error_summary, fit_factors, format_table, predict_s
 from simcost.perf.measurements import read_points
-from simcost.perf.step_model import default_factors
+from simcost.perf.step_model import default_factors, kernel_step_params, step_time_s
 
 DATA = Path(__file__).resolve().parents[1] / "simcost" / "data" / "calibration" / "splitwise_llama2-70b_a100-80gb.csv"  # shipped copy of shared/data/calibration
 DEVICE, MODEL = "a100-80gb", "llama-2-70b"
+# every measured step-time file in the repository: (family, file, device, model); the Splitwise
+# engine (2023) ran without CUDA graphs, so its rows are compared with cuda_graphs off
+MEASURED_FILES = [("Splitwise A100 Llama-2-70B", DATA, DEVICE, MODEL)]
+
+
+def kernel_predict_s(pair: Pair, points, *, cuda_graphs: bool = True, eager_s_per_layer: float | None = None) -> np.ndarray:
+    """The kernel-table model's step time for every point, counted as the engine counts a step."""
+    factors = default_factors(pair.device)
+    params = {tp: kernel_step_params(pair.params(tp, factors), pair.device, pair.model, tp, pair.weight_format,
+                                     pair.kv_cache_format, pair.compute_format, factors,
+                                     cuda_graphs=cuda_graphs, eager_s_per_layer=eager_s_per_layer)
+              for tp in {pt.tensor_parallel for pt in points}}
+    out = np.empty(len(points))
+    for i, pt in enumerate(points):
+        p, b = params[pt.tensor_parallel], pt.batch_size
+        if pt.kind == "prefill":
+            n = pt.prompt_tokens
+            out[i] = step_time_s(p, b * n, 0, b * n * (n + 1) / 2.0, 0.0, b)
+        else:
+            kv = b * pt.context_tokens
+            out[i] = step_time_s(p, 0, b, kv + b, kv, 0)
+    return out
+
+
+def fit_eager_s_per_layer(pair: Pair, decode_points) -> float:
+    """The eager launch floor per layer that the decode points imply: the median over points of
+    (measured - step overhead) / layers, for points where the GPU time alone is below it."""
+    from simcost.perf.kernel_model import KERNEL_STEP_OVERHEAD_S
+    gpu_s = kernel_predict_s(pair, decode_points, cuda_graphs=False, eager_s_per_layer=0.0) - KERNEL_STEP_OVERHEAD_S
+    floor = np.array([pt.step_time_s for pt in decode_points]) - KERNEL_STEP_OVERHEAD_S
+    return float(np.median(floor[floor > gpu_s]) / pair.model.num_layers) if (floor > gpu_s).any() else 0.0
+
+
+def signed_summary(points, predicted_s: np.ndarray) -> dict[str, float]:
+    err = (predicted_s / np.array([pt.step_time_s for pt in points]) - 1.0) * 100
+    worst = err[np.argmax(np.abs(err))]
+    return {"median_abs_pct": float(np.median(np.abs(err))), "worst_signed_pct": float(worst), "points": len(points)}
+
+
+def kernel_comparison(fit_tp: int = 4) -> list[dict]:
+    """Per family, TP degree and kind: the roofline (catalog defaults), the kernels model with
+    its a-priori constants, and with the eager floor fitted on `fit_tp` decode rows."""
+    rows = []
+    for family, path, device, model in MEASURED_FILES:
+        pair = Pair.of(device, model)
+        points = [pt for pt in read_points(path, pair.device.key, pair.model.key) if pt not in shrinking_batches(
+            read_points(path, pair.device.key, pair.model.key))]
+        eager = fit_eager_s_per_layer(pair, [pt for pt in points if pt.kind == "decode" and pt.tensor_parallel == fit_tp])
+        models = {"roofline": predict_s(pair, points, default_factors(pair.device)),
+                  "kernels": kernel_predict_s(pair, points, cuda_graphs=False),
+                  f"kernels, TP{fit_tp}-fitted eager floor": kernel_predict_s(pair, points, cuda_graphs=False,
+                                                                          eager_s_per_layer=eager)}
+        for tp in sorted({pt.tensor_parallel for pt in points}):
+            for kind in ("prefill", "decode"):
+                idx = [i for i, pt in enumerate(points) if pt.tensor_parallel == tp and pt.kind == kind]
+                sel = [points[i] for i in idx]
+                rows.append({"family": family, "tp": tp, "kind": kind, "held_out": tp != fit_tp, "eager_s_per_layer": eager,
+                             **{name: signed_summary(sel, pred[idx]) for name, pred in models.items()}})
+    return rows
+
+
+def print_kernel_comparison() -> None:
+    rows = kernel_comparison()
+    names = [k for k in rows[0] if isinstance(rows[0][k], dict)]
+    print(f"\n== kernel-table model vs roofline on every measured file (eager floor fitted on TP4 decode: "
+          f"{rows[0]['eager_s_per_layer'] * 1e3:.3f} ms/layer) ==")
+    print(f"{'family':<28}{'tp':>3} {'kind':<8}" + "".join(f"{n:>38}" for n in names))
+    for r in rows:
+        cells = "".join(f"{r[n]['median_abs_pct']:>17.1f} % {r[n]['worst_signed_pct']:>+15.1f} %  " for n in names)
+        print(f"{r['family']:<28}{r['tp']:>3} {r['kind']:<8}{cells}{'' if r['held_out'] else '  (fit TP)'}")
+    print("(each cell: median |error|, worst signed error; the TP2 batch-64 prefill, a measurement fault, left out)")
 
 
 def summary_lines(title: str, summary: dict) -> list[str]:
@@ -85,6 +162,7 @@ def main() -> None:
         print(f"note: suspect = a batched prefill shorter than a smaller batch of the same prompts ({names}); "
               "kept above, where it dominates the prefill 'worst'.")
     print_batched_prefill(train + held_out, held_out, calibrated)
+    print_kernel_comparison()
 
 
 def shrinking_batches(points) -> list:

@@ -1,10 +1,10 @@
 """simcost: a discrete-event simulator of LLM inference serving latency and cost.
 
-The public API is small on purpose: load a scenario, run it, read the summary.
+The public API is small on purpose (simcost.api): run a scenario, sweep it, size a fleet.
 
-    >>> from simcost import load_scenario, run
-    >>> result = run(load_scenario("configs/example.yaml"))   # doctest: +SKIP
-    >>> result.summary["cost"]["usd_per_1m_output_tokens"]     # doctest: +SKIP
+    >>> import simcost
+    >>> run = simcost.run("configs/example.yaml", overrides={"duration_s": 120})   # doctest: +SKIP
+    >>> run.summary["cost"]["usd_per_1m_output_tokens"], run.to_pandas("requests")  # doctest: +SKIP
 
 The names below are loaded on first use (PEP 562), so importing any simcost module (the CLI for
 `simcost --help`, say) does not pull in the simulation stack (numba, SimPy) until it is needed.
@@ -16,9 +16,12 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from simcost.api import Run, Sizing, SweepRuns, load, run, size, sweep
     from simcost.errors import InputError
     from simcost.scenario.scenario import Scenario, load_scenario, scenario_from_dict
-    from simcost.simulation.simulation import RunResult, Simulation, run
+    from simcost.simulation.simulation import RunResult, Simulation
+
+__version__ = "0.1.0"  # kept equal to pyproject.toml's; `simcost --version` prefers the installed metadata
 
 # public name -> the module that defines it
 _PUBLIC = {
@@ -28,10 +31,17 @@ _PUBLIC = {
     "scenario_from_dict": "simcost.scenario.scenario",
     "RunResult": "simcost.simulation.simulation",
     "Simulation": "simcost.simulation.simulation",
-    "run": "simcost.simulation.simulation",
+    "run": "simcost.api",
+    "sweep": "simcost.api",
+    "size": "simcost.api",
+    "load": "simcost.api",
+    "Run": "simcost.api",
+    "SweepRuns": "simcost.api",
+    "Sizing": "simcost.api",
 }
 
-__all__ = ["InputError", "RunResult", "Scenario", "Simulation", "load_scenario", "run", "scenario_from_dict"]
+__all__ = ["InputError", "Run", "RunResult", "Scenario", "Simulation", "Sizing", "SweepRuns", "load", "load_scenario",
+           "run", "scenario_from_dict", "size", "sweep"]
 
 
 def __getattr__(name: str) -> Any:

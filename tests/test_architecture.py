@@ -10,8 +10,8 @@ from pathlib import Path
 import simcost
 
 PACKAGE = Path(simcost.__file__).parent
-LAYERS = ["data", "errors", "rng", "units", "yamlio", "catalog", "scenario", "workload", "perf", "cost", "engine", "cluster",
-          "metrics", "simulation", "results", "analysis", "cli"]
+LAYERS = ["data", "errors", "files", "rng", "units", "yamlio", "catalog", "scenario", "workload", "perf", "cost", "engine", "cluster",
+          "metrics", "simulation", "results", "analysis", "cli", "api"]
 
 
 def module_name(path: Path) -> str:

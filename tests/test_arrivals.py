@@ -329,6 +329,19 @@ def test_rate_file_equals_inline_table(tmp_path):
     np.testing.assert_array_equal(from_file, inline)
 
 
+def test_rate_file_skips_blank_lines_and_names_file_lines_after_them(tmp_path):
+    path = tmp_path / "gappy.csv"
+    body = ["start_s,rate_per_s", "", *(f"{t},{r}" for t, r in TABLE)]
+    path.write_bytes(("\r\n".join(body) + "\r\n\r\n").encode())
+    from_file = arrivals(spec(process="piecewise", rate_file=str(path)), DURATION_S, np.random.default_rng(8))
+    inline = arrivals(spec(process="piecewise", rate_table=TABLE), DURATION_S, np.random.default_rng(8))
+    np.testing.assert_array_equal(from_file, inline)
+    path.write_text("start_s,rate_per_s\n\n0,1.0\n\n60,-2.0\n")
+    with pytest.raises(InputError) as err:
+        arrivals(spec(process="piecewise", rate_file=str(path)), 10.0, np.random.default_rng(0))
+    assert err.value.where == f"{path}:5" and "rate -2.0 is negative" in err.value.problem
+
+
 @pytest.mark.parametrize("rows, line, problem", [
     ([(5, 1.0)], 2, "the first row must start at 0"),
     ([(0, 1.0), (60, -2.0)], 3, "rate -2.0 is negative"),

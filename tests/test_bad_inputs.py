@@ -229,6 +229,25 @@ CASES = {
     "closed loop always rejected": (dict(workload__arrivals=None, workload__clients={
         "users": 2, "think_time": {"dist": "fixed", "value_s": 0.0}}, engine__num_kv_blocks=1),
         ["workload.clients.think_time", "forever"]),
+    # hosted-API pools (fleet.api_pools): prices, providers, models and rate limits
+    "api negative price": (dict(fleet__api_pools=[{"name": "a", "provider": "openai", "model": "gpt-4o-mini",
+                                                   "input_usd_per_1m": -1}]),
+                           ["fleet.api_pools[0].input_usd_per_1m", ">= 0"]),
+    "api unknown provider": (dict(fleet__api_pools=[{"name": "a", "provider": "opnai", "model": "gpt-4o-mini"}]),
+                             ["fleet.api_pools[0].provider", "openai"]),
+    "api unknown model": (dict(fleet__api_pools=[{"name": "a", "provider": "openai", "model": "gpt-9"}]),
+                          ["fleet.api_pools[0].model", "gpt-9"]),
+    "api rate limit 0": (dict(fleet__api_pools=[{"name": "a", "provider": "openai", "model": "gpt-4o-mini",
+                                                 "rate_limits": {"requests_per_min": 0}}]),
+                         ["fleet.api_pools[0].rate_limits.requests_per_min", "> 0"]),
+    "api custom without price": (dict(fleet__api_pools=[{"name": "a", "provider": "custom", "model": "m",
+                                                         "input_usd_per_1m": 1.0}]),
+                                 ["fleet.api_pools[0].output_usd_per_1m", "missing"]),
+    "cascade to nowhere": (dict(fleet__cascade={"escalate_to": "big", "escalation_rate": 0.2}),
+                           ["fleet.cascade.escalate_to", "'big'"]),
+    "exact cache without hashes": (dict(fleet__response_cache={"mode": "exact"}),
+                                   ["fleet.response_cache.mode", "hash"]),
+    "budget of 0": (dict(cost__budget={"monthly_usd": 0}), ["cost.budget.monthly_usd", "> 0"]),
 }
 
 

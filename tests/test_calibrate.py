@@ -204,10 +204,17 @@ def test_scenario_with_a_profile_uses_its_factors(tmp_path):
     assert step_params(scenario(path, mfu=0.3), dep)[6] == pytest.approx(312e12 * 0.3)
 
 
-def test_profile_for_another_device_is_refused(tmp_path):
-    sc = scenario(profile_of(tmp_path), device="h100-sxm")
-    with pytest.raises(InputError, match="perf.profile: .*calibrated for device 'a100-80gb'.*'h100-sxm'"):
-        step_params(sc, plan_deployment(sc))
+def test_profile_for_another_device_carries_its_efficiencies_but_not_its_link_latency(tmp_path):
+    path = profile_of(tmp_path)
+    sc = scenario(path, device="h100-sxm")
+    with pytest.warns(UserWarning, match="calibrated on 'a100-80gb'.*allreduce_latency_s stays"):
+        carried = load_profile(path, "h100-sxm", "llama-2-70b")
+    assert carried["mfu"] == pytest.approx(TRUE_FACTORS["mfu"], rel=1e-6) and "allreduce_latency_s" not in carried
+    with pytest.warns(UserWarning):
+        p = step_params(sc, plan_deployment(sc))
+    assert p[6] == pytest.approx(989e12 * carried["mfu"], rel=1e-6)  # h100's bf16 peak at the A100-fitted mfu
+    with pytest.warns(UserWarning, match="none of its factors carry"):
+        assert load_profile(path, "xeon-8480", "llama-2-70b") == {}
 
 
 def test_profile_without_the_newer_factors_keeps_their_defaults(tmp_path):

@@ -4,6 +4,7 @@ input giving one line naming the problem, exit status 2 and no traceback."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -161,7 +162,7 @@ def test_check_accepts_every_bundled_scenario_and_names_each_pool(path, capsys):
     assert main(["check", str(path)]) == 0
     out = capsys.readouterr().out
     assert "ok;" in out and "KV blocks" in out
-    if "pools:" in path.read_text():  # a fleet of pools: one line per pool, each on its own device
+    if re.search(r"^\s*pools:", path.read_text(), re.M):  # a fleet of pools: one line per pool, each on its own device
         assert "pools" in out.splitlines()[0] and len(out.splitlines()) >= 3
 
 

@@ -19,6 +19,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # scenarios.py when run as a script
 
+from focus_check import check_focus_file  # noqa: E402
 from scenarios import scenario  # noqa: E402
 
 from simcost.catalog.specs import config_dir  # noqa: E402
@@ -95,6 +96,7 @@ def test_every_case_is_pinned(golden):
 @pytest.mark.parametrize("case", CASES)
 def test_outputs_match_golden(case, golden, tmp_path):
     got = outputs(case, tmp_path)
+    check_focus_file(tmp_path / "focus.csv", got["summary"]["cost"]["total_usd"])  # FOCUS 1.1, the bill conserved
     assert got["summary"] == golden[case]["summary"]
     assert got["sha256"] == golden[case]["sha256"]
 

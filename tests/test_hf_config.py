@@ -78,7 +78,7 @@ def test_sliding_window_layers_are_recorded_with_a_note():
     raw = {**_config("mistral-7b"), "sliding_window": 4096}
     entry = model_entry(raw, "x", "s", "2026-12-06")
     assert (entry["sliding_window"], entry["num_sliding_layers"]) == (4096, 32)
-    assert "counted as full attention" in entry["notes"]
+    assert "keeps at most the window" in entry["notes"]
     mixed = {**raw, "sliding_window": 128, "layer_types": ["sliding_attention", "full_attention"] * 16}
     assert model_entry(mixed, "x", "s", "2026-12-06")["num_sliding_layers"] == 16
     bundled_catalog().with_entries({"models": {"x": entry}}, "test")  # the catalog accepts it
@@ -87,7 +87,8 @@ def test_sliding_window_layers_are_recorded_with_a_note():
 @pytest.mark.parametrize("edit, where", [
     (lambda c: c.pop("hidden_size"), "cfg.json: hidden_size: missing"),
     (lambda c: c.update(num_key_value_heads=5), "cfg.json: num_key_value_heads: 5 does not divide"),
-    (lambda c: c.update(kv_lora_rank=512), "cfg.json: kv_lora_rank: multi-head latent attention"),
+    (lambda c: c.update(kv_lora_rank=512), "cfg.json: qk_rope_head_dim: missing"),
+    (lambda c: c.update(text_config={}), "cfg.json: text_config: a multimodal checkpoint"),
     (lambda c: c.update(model_type="gpt2"), "cfg.json: model_type: 'gpt2'"),
     (lambda c: c.update(torch_dtype="int7"), "cfg.json: torch_dtype: 'int7'"),
     (lambda c: c.update(vocab_size="big"), "cfg.json: vocab_size: 'big'"),

@@ -1,5 +1,5 @@
-"""`simcost levers`: each lever's transform does what it says, the response cache conserves
-requests and is reproducible by seed, ROI ranking follows its formula, a lever that cannot
+"""`simcost levers`: each lever does what it says, the response cache (the scenario component) conserves
+requests and hits at its rate, ROI ranking follows its formula, a lever that cannot
 apply is skipped with its reason, and the baseline row is a plain run of the baseline.
 Short windows (20-30 s of Poisson arrivals) keep each run well under a second."""
 
@@ -14,12 +14,9 @@ from scenarios import BASE, merge
 from simcost.analysis.forecast import with_replicas
 from simcost.analysis.levers import (
     LeversConfig,
-    apply_transform,
-    lever_rng,
     load_levers,
     plan_levers,
     rank_rows,
-    response_cache_mask,
     roi,
     run_lever,
     served_metrics,
@@ -89,52 +86,47 @@ def test_trimmed_prompts_keep_p_percent_off_and_at_least_one_token():
     assert plan.transform == {"kind": "prompt_trim", "fraction": 0.3}
 
 
-def test_response_cache_removes_round_h_n_requests_reproducibly_by_seed():
-    n, h = 1001, 0.25
-    mask = response_cache_mask(n, h, lever_rng(7))
-    assert mask.sum() == round(h * n) == 250
-    assert np.array_equal(mask, response_cache_mask(n, h, lever_rng(7)))
-    assert not np.array_equal(mask, response_cache_mask(n, h, lever_rng(8)))
+def test_the_response_cache_lever_is_the_scenarios_cache_component():
+    plan = plan_of(base(), "response_cache", load_levers(None, {"response_cache": {"hit_rate": 0.3}}))
+    cache = plan.overrides["fleet.response_cache"]
+    assert cache["mode"] == "semantic" and cache["hit_rate"] == 0.3 and plan.transform is None
 
 
-def test_response_cache_conserves_requests_in_the_transform_and_in_the_run():
+def test_response_cache_conserves_requests_in_the_run():
     scenario = base()
     requests = generate(scenario, streams(scenario.seed))
-    transform = {"kind": "response_cache", "hit_rate": 0.3, "cache_latency_s": 0.01, "cache_usd_per_hour": 0.0}
-    kept, cached = apply_transform(transform, requests, scenario.seed)
-    assert len(kept) + len(cached.arrival_s) == len(requests)
-    assert len(cached.arrival_s) == round(0.3 * len(requests))
-    both = np.sort(np.concatenate([kept.arrival_s, cached.arrival_s]))
-    assert np.array_equal(both, requests.arrival_s)  # every request is simulated or cache-served, once
-    assert kept.output_tokens.sum() + cached.output_tokens.sum() == requests.output_tokens.sum()
-    row = run_lever(to_dict(scenario), transform, scenario.seed)
+    plan = plan_of(scenario, "response_cache", load_levers(None, {"response_cache": {"hit_rate": 0.3}}))
+    row = run_lever(with_overrides(to_dict(scenario), plan.overrides), None, scenario.seed)
     assert row["simulated_requests"] + row["cache_served_requests"] == len(requests)
+    n = len(requests)
+    assert abs(row["cache_served_requests"] - 0.3 * n) < 4 * np.sqrt(n * 0.21) + 1  # each arrival hits with p = 0.3
 
 
 @pytest.mark.parametrize("cache_latency_s", [0.002, 0.05])  # within and beyond the 0.02 s TTFT limit
 def test_cache_served_requests_join_the_percentiles_attainment_and_token_count(cache_latency_s):
-    """The lever's row by hand: simulate the kept requests, add the cached ones at their latency."""
+    """The lever's row by hand: the cache's hits among the run's requests, at their latency."""
     scenario = scenario_from_dict(merge(RAW, {"slo": {"ttft_s": 0.02, "tpot_s": 0.05}}))
-    requests = generate(scenario, streams(scenario.seed))
-    transform = {"kind": "response_cache", "hit_rate": 0.5, "cache_latency_s": cache_latency_s,
-                 "cache_usd_per_hour": 1.5}
-    kept, cached = apply_transform(transform, requests, scenario.seed)
-    result = Simulation(scenario, requests=kept, timeseries=False).run()
-    row = served_metrics(scenario, result, cached)
-    s = result.summary
-    sim_measured = s["requests"]["measured"]
-    cached_measured = int((cached.arrival_s >= scenario.warmup_s).sum())
-    sim_good = round(s["slo_attainment"] * sim_measured)
-    assert 0 < sim_good < sim_measured  # some simulated requests miss the 20 ms TTFT
-    cached_good = cached_measured if cache_latency_s <= 0.02 else 0
-    assert row["slo_attainment"] == pytest.approx((sim_good + cached_good) / (sim_measured + cached_measured))
-    ttft = result.table.first_token_s - result.table.arrival_s
-    ok = (result.table.arrival_s >= scenario.warmup_s) & (result.table.status == COMPLETED)
-    expected_p99 = np.percentile(np.concatenate([ttft[ok], np.full(cached_measured, cache_latency_s)]), 99)
-    assert row["p99_ttft_s"] == pytest.approx(expected_p99)
-    assert row["p99_tpot_s"] == pytest.approx(s["tpot_s"]["p99"])  # cached answers have no TPOT
-    tokens = result.table.generated.sum() + cached.output_tokens.sum()
-    total_usd = result.bill.total_usd + 1.5 * result.horizon_s / 3600
+    plan = plan_of(scenario, "response_cache", load_levers(None, {"response_cache": {
+        "hit_rate": 0.5, "cache_latency_s": cache_latency_s, "cache_usd_per_hour": 1.5}}))
+    sim = Simulation(scenario_from_dict(with_overrides(to_dict(scenario), plan.overrides)), timeseries=False)
+    result = sim.run()
+    row = served_metrics(scenario, result)
+    t = result.table
+    hits = np.array(sorted(sim.cache.hit))
+    np.testing.assert_allclose(t.first_token_s[hits] - t.arrival_s[hits], cache_latency_s)  # whole answer at once
+    assert (t.replica[hits] == -1).all() and row["cache_served_requests"] == len(hits) > 0
+    ttft = t.first_token_s - t.arrival_s
+    ok = (t.arrival_s >= scenario.warmup_s) & (t.status == COMPLETED)
+    assert row["p99_ttft_s"] == pytest.approx(np.percentile(ttft[ok], 99))
+    hit_share = np.isin(np.flatnonzero(ok), hits).mean()
+    if cache_latency_s <= 0.02:  # every hit meets the 20 ms TTFT; some simulated requests miss it
+        assert hit_share <= row["slo_attainment"] < 1
+    else:  # no hit does
+        assert row["slo_attainment"] <= 1 - hit_share
+    tokens = t.generated.sum()  # hits deliver their whole answers
+    assert t.generated[hits].sum() == t.output_tokens[hits].sum()
+    total_usd = result.bill.total_usd
+    assert result.bill.cache_store_usd == pytest.approx(1.5 * result.horizon_s / 3600)
     assert row["usd_per_1m_output_tokens"] == pytest.approx(total_usd / tokens * 1e6)
 
 
@@ -216,7 +208,7 @@ def test_spot_price_defaults_to_the_price_catalogs_midpoint_and_without_one_the_
 def test_sessions_skip_request_transforms():
     chat = scenario_from_dict(merge(RAW, {"workload": {**RAW["workload"], "session": {
         "turns": {"dist": "fixed", "value": 2}, "think_time": {"dist": "fixed", "value_s": 1.0}}}}))
-    assert "during the run" in plan_of(chat, "response_cache").skip_reason
+    assert plan_of(chat, "response_cache").skip_reason is None  # the cache component looks each turn up
     assert "during the run" in plan_of(chat, "prompt_trim").skip_reason
     assert plan_of(chat, "prefix_caching").overrides == {"engine.prefix_caching": True}  # sessions share prefixes
 
@@ -283,7 +275,7 @@ def test_cli_writes_the_ranked_table_csv_json_and_plot(tmp_path, capsys):
     assert code == 0
     text = capsys.readouterr().out
     assert "ROI" in text and "prefix caching: skipped" in text
-    data = json.loads((out / "levers.json").read_text())
+    data = json.loads((out / "result.json").read_text())
     assert [r["lever"] for r in data["rows"]][0] == "baseline"
     assert (out / "levers.csv").read_text().splitlines()[0].startswith("rank,lever,label,status")
     assert (out / "levers.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -73,7 +73,7 @@ def test_kv_bytes_per_token_by_hand():
 def test_kv_capacity_by_hand():
     # Llama-2-70B fp16 on 2 x A100 80 GiB at 0.9, default max_num_batched_tokens max(4096, 2048).
     _, dep, _ = plan(model="llama-2-70b", device="a100-80gb", tp=2)
-    per_device_free = 80 * 2**30 * 0.9 - 68_976_648_192 * 2 / 2 - 4096 * 8192 * ACTIVATION_BYTES_PER_TOKEN_PER_HIDDEN
+    per_device_free = 80 * 2**30 * 0.9 - 68_976_648_192 * 2 / 2 - 4096 * 8192 * (4 + 20 / 2)  # activations: 4 B/d replicated, 20 split
     expected_blocks = math.floor(per_device_free * 2 / (327_680 * 16))
     assert dep.num_kv_blocks == expected_blocks
     assert dep.max_num_batched_tokens == 4096 and dep.max_model_len == 4096
@@ -339,7 +339,7 @@ def test_pipeline_parallel_spans_and_prices_all_devices():
     assert dep2.price_usd_per_hour == pytest.approx(2 * dep1.price_usd_per_hour)
     assert dep2.idle_w == 2 * dep1.idle_w and dep2.peak_w == 2 * dep1.peak_w
     # KV capacity by hand: each device holds half the layers' KV for its 2 of 8 KV heads
-    free = 80 * 2**30 * 0.9 - 68_976_648_192 * 2 / 8 - 4096 * 8192 * ACTIVATION_BYTES_PER_TOKEN_PER_HIDDEN
+    free = 80 * 2**30 * 0.9 - 68_976_648_192 * 2 / 8 - 4096 * 8192 * (4 + 20 / 4)
     assert dep2.num_kv_blocks == math.floor(free / (2 * 40 * 2 * 128 * 2 * 16))
     # stages run one after another: the step is the single-stage step plus 1 hop of activations
     hop_s_per_token = 8192 * 2 / get_device("a100-80gb").link_bytes_per_s
@@ -362,7 +362,7 @@ def test_does_not_fit_says_by_how_much_and_suggests_stages_when_the_node_is_full
     assert "short by" in problem and "pipeline_parallel >= 2" in problem and "tensor_parallel >=" not in problem
     assert "int8, int4" in problem  # smaller formats the A100 runs
     shortfall = float(problem.split("short by ")[1].split(" GB")[0])
-    reserve = 4096 * 16384 * ACTIVATION_BYTES_PER_TOKEN_PER_HIDDEN
+    reserve = 4096 * 16384 * (4 + 20 / 8)  # per device at TP8
     by_hand = (405_853_388_800 * 2 + 8 * (reserve - 80 * 2**30 * 0.9)) / 1e9  # ~195 GB
     assert shortfall == pytest.approx(by_hand, abs=0.06)
     dep = plan_deployment(make(model="llama-3.1-405b", device="a100-80gb", tp=8, pp=2, engine={"max_model_len": 4096}))
@@ -441,7 +441,7 @@ def test_kv_cache_format_changes_capacity_and_decode_bytes():
     _, dep16, p16 = plan(model="llama-2-70b", device="a100-80gb", tp=2)
     _, dep8, p8 = plan(model="llama-2-70b", device="a100-80gb", tp=2, kv_cache_format="fp8")
     assert dep8.kv_bytes_per_token == dep16.kv_bytes_per_token / 2 == 163_840
-    per_device_free = 80 * 2**30 * 0.9 - 68_976_648_192 * 2 / 2 - 4096 * 8192 * ACTIVATION_BYTES_PER_TOKEN_PER_HIDDEN
+    per_device_free = 80 * 2**30 * 0.9 - 68_976_648_192 * 2 / 2 - 4096 * 8192 * (4 + 20 / 2)  # activations: 4 B/d replicated, 20 split
     assert dep8.num_kv_blocks == math.floor(per_device_free * 2 / (163_840 * 16))
     _, memory16 = _terms(p16, 0, 64, 64 * 2049, 64 * 2048)
     _, memory8 = _terms(p8, 0, 64, 64 * 2049, 64 * 2048)

@@ -237,7 +237,9 @@ BAD_FILES = {
     "not_a_number": (f"{GOOD}\n0,600,fast,1.2,Gamma,0.7,0.9", 3, ["rate_rps 'fast' is not a number"]),
     "not_finite": (f"{GOOD}\n0,600,nan,1.2,Gamma,0.7,0.9", 3, ["rate_rps 'nan' is not finite"]),
     "short_row": (f"{GOOD}\n0,600,1.0,1.2,Gamma,0.7", 3, ["6 fields, expected 7"]),
-    "blank_line": (f"{GOOD}\n\n0,600,1.0,1.2,Gamma,0.7,0.9", 3, ["blank line"]),
+    # a blank line is skipped, and a later bad row is still named by its line in the file
+    "after_blank_line": (f"{GOOD}\n\n\n0,600,-1.0,1.2,Gamma,0.7,0.9", 5, ["rate_rps is -1.0"]),
+    "duplicate_after_blank_line": (f"{GOOD}\n\n0,0,2.5,1.2,Gamma,0.7,0.9", 4, ["already on line 2"]),
     "negative_client": ("-1,0,1.0,1.2,Gamma,0.7,0.9", 2, ["client_id is -1"]),
 }
 
@@ -253,7 +255,20 @@ def test_bad_file_names_file_and_line(tmp_path, case):
     assert all(f in err.value.problem for f in fragments), str(err.value)
 
 
-@pytest.mark.parametrize("text, line, fragment", [("", 1, "empty file"), (header() + "\n", 2, "header only")])
+def test_blank_lines_and_crlf_are_skipped(tmp_path):
+    rows = [GOOD, "0,600,1.0,1.2,Gamma,0.7,0.9"]
+    plain, gappy = tmp_path / "plain.csv", tmp_path / "gappy.csv"
+    plain.write_text("\n".join([header(), *rows]) + "\n")
+    gappy.write_bytes(("\r\n".join([header(), "", rows[0], "  ", rows[1]]) + "\r\n\r\n").encode())
+    a, b = load_client_windows(str(plain)), load_client_windows(str(gappy))
+    assert len(a.client_id) == len(b.client_id) == 2
+    assert all(np.array_equal(getattr(a, name), getattr(b, name))
+               for name in ("client_id", "window_start_s", "rate_per_s", "iat_cv", "iat_shape", "iat_scale"))
+
+
+@pytest.mark.parametrize("text, line, fragment", [("", 1, "empty file"), ("\n\n", 1, "empty file"),
+                                                  (header() + "\n", 2, "header only"),
+                                                  (header() + "\r\n\r\n", 2, "header only")])
 def test_empty_files(tmp_path, text, line, fragment):
     path = tmp_path / "empty.csv"
     path.write_text(text)

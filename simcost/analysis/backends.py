@@ -31,26 +31,39 @@ def worker_pool(jobs: int):
         yield pool
 
 
-def map_runs(pool, fn, args: list[tuple], progress: bool = False, desc: str = "runs") -> list:
-    """fn(*a) for each a, in the pool's processes when there is one; results in order."""
+def map_runs(pool, fn, args: list[tuple], progress: bool = False, desc: str = "runs", bar=None) -> list:
+    """fn(*a) for each a, in the pool's processes when there is one; results in order. `bar`
+    (from progress_bar) counts each finished run, for a bar that spans several batches."""
     if pool is None or len(args) < 2:
-        return [fn(*a) for a in progress_items(args, progress, desc)]
+        return [_counted(fn(*a), bar) for a in progress_items(args, progress, desc)]
     futures = [pool.submit(fn, *a) for a in args]
-    return [f.result() for f in progress_items(futures, progress, desc)]
+    return [_counted(f.result(), bar) for f in progress_items(futures, progress, desc)]
+
+
+def _counted(result, bar):
+    if bar is not None:
+        bar.update(1)
+    return result
+
+
+def job_key(job: tuple) -> str:
+    """A job's identity: equal arguments are one run."""
+    return json.dumps(job, sort_keys=True, default=str)
 
 
 class RunCache:
     """Runs jobs (argument tuples of `fn`) in a pool, each distinct job once (keyed by its JSON):
     the searches of size, forecast and levers revisit points, and a rerun would only repeat it."""
 
-    def __init__(self, pool, fn, progress: bool = False, desc: str = "runs"):
-        self.pool, self.fn, self.progress, self.desc = pool, fn, progress, desc
+    def __init__(self, pool, fn, progress: bool = False, desc: str = "runs", bar=None):
+        self.pool, self.fn, self.progress, self.desc, self.bar = pool, fn, progress, desc, bar
         self.cache: dict[str, Any] = {}  # job JSON -> its result
 
     def run(self, jobs: list[tuple]) -> list:
-        keys = [json.dumps(job, sort_keys=True, default=str) for job in jobs]
+        keys = [job_key(job) for job in jobs]
         todo = {k: job for k, job in zip(keys, jobs) if k not in self.cache}
-        self.cache.update(zip(todo, map_runs(self.pool, self.fn, list(todo.values()), self.progress, self.desc)))
+        self.cache.update(zip(todo, map_runs(self.pool, self.fn, list(todo.values()), self.progress, self.desc,
+                                             self.bar)))
         return [self.cache[k] for k in keys]
 
     @property
@@ -60,12 +73,34 @@ class RunCache:
 
 def progress_items(items, enabled: bool, desc: str, total: int | None = None):
     """items, behind a tqdm bar (elapsed<remaining is its time-left estimate) when enabled;
-    disable=None turns it off where stderr is not a terminal (CI, pipes)."""
+    disable=None turns it off where stderr is not a terminal (CI, pipes); tqdm.auto draws a
+    widget in a notebook."""
     if not enabled:
         return items
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
 
     return tqdm(items, unit="run", desc=desc, delay=1.0, leave=False, disable=None, total=total)
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@contextmanager
+def progress_bar(enabled: bool, desc: str, total: int | None = None):
+    """One bar counting simulations across every batch of a command whose run count is not known
+    up front (size's and levers' searches): `bar.update(1)` per run; a no-op when disabled."""
+    if not enabled:
+        yield _NoBar()
+        return
+    from tqdm.auto import tqdm
+
+    with tqdm(total=total, unit="sim", desc=desc, delay=1.0, leave=False, disable=None) as bar:
+        yield bar
 
 
 def execute(fn: Callable, args: list[tuple], backend: str = "local", jobs: int = 1,

@@ -47,13 +47,14 @@ from __future__ import annotations
 
 import copy
 import csv
+import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from simcost.analysis.backends import RunCache, progress_items, worker_pool
+from simcost.analysis.backends import RunCache, job_key, progress_bar, worker_pool
 from simcost.errors import InputError
 from simcost.scenario.arrivals import PiecewiseArrivals
 from simcost.scenario.scenario import Scenario, scenario_from_dict
@@ -275,12 +276,16 @@ def forecast(base: Scenario, path: GrowthPath, seeds: int = 3, hours_per_month: 
     for month, (f, month_raw) in enumerate(zip(factors, month_raws), start=1):
         check_trace_covers(scenario_from_dict(month_raw), month, f)
     seed_list = [base.seed + k for k in range(seeds)]
-    with worker_pool(jobs) as pool:
-        runner = RunCache(pool, run_cost, progress and not resize, desc="forecast")  # --resize shows one bar over the months instead
+    static_jobs = [(r, s) for r in month_raws for s in seed_list]
+    # one bar counting simulations: distinct ones (months of equal load run once); with --resize
+    # their number is found as the searches go
+    total = None if resize else len({job_key(job) for job in static_jobs})
+    with worker_pool(jobs) as pool, progress_bar(progress, "forecast", total) as bar:
+        runner = RunCache(pool, run_cost, bar=bar)
         if resize:
-            fleets = _resized_fleets(runner, month_raws, factors, seed_list, base.fleet.replicas, max_replicas, progress)
+            fleets = _resized_fleets(runner, month_raws, factors, seed_list, base.fleet.replicas, max_replicas)
         else:
-            runs = runner.run([(r, s) for r in month_raws for s in seed_list])
+            runs = runner.run(static_jobs)
             fleets = [([base.fleet.num_replicas] * seeds, runs[i * seeds:(i + 1) * seeds]) for i in range(path.months)]
     months = [month_row(m, f, replicas, runs, hours_per_month, budget_usd_per_month)
               for m, (f, (replicas, runs)) in enumerate(zip(factors, fleets), start=1)]
@@ -306,11 +311,11 @@ def check_options(base: Scenario, path: GrowthPath, seeds: int, hours_per_month:
 
 
 def _resized_fleets(runner: RunCache, month_raws: list[dict], factors: list[float], seeds: list[int],
-                    start_replicas: int, max_replicas: int, progress: bool) -> list[tuple[list[int], list[dict]]]:
+                    start_replicas: int, max_replicas: int) -> list[tuple[list[int], list[dict]]]:
     """Each month, each seed's smallest fleet meeting the SLO, searched from that seed's fleet of
     the previous month."""
     fleets, replicas = [], [start_replicas] * len(seeds)
-    for i in progress_items(range(len(month_raws)), progress, "forecast"):
+    for i in range(len(month_raws)):
         load_fell = i == 0 or factors[i] < factors[i - 1]
         found = smallest_fleets(runner, month_raws[i], seeds, replicas, max_replicas, try_fewer=load_fell)
         replicas = [r for r, _ in found]
@@ -495,6 +500,15 @@ def _plot_spend(ax, result: Forecast, months: np.ndarray) -> None:
     ax.legend(fontsize=8, loc="upper left")
 
 
-def write_outputs(result: Forecast, out_dir: Path) -> tuple[Path, Path]:
+def write_outputs(result: Forecast, out_dir: Path) -> tuple[Path, Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    return write_csv(result, out_dir / "forecast.csv"), plot_forecast(result, out_dir / "forecast.png")
+    return (write_csv(result, out_dir / "forecast.csv"), plot_forecast(result, out_dir / "forecast.png"),
+            write_json(result, out_dir / "result.json"))
+
+
+def write_json(result: Forecast, path: Path) -> Path:
+    """Every number of the forecast (what `simcost report` reads), with the month rows."""
+    data = {"command": "forecast", **{k: v for k, v in asdict(result).items() if k != "months"},
+            "band": result.band, "months": [asdict(m) | {"fleet": m.fleet} for m in result.months]}
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    return path

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -94,26 +95,37 @@ def wide(values: np.ndarray) -> bool:
 def plot_frontier(rows: list[dict], latency_key: str = "p99_ttft_s", spend_key: str = "usd_per_hour",
                   slo_limit_s: float | None = None, path: Path | str = "frontier.png",
                   label_key: str | None = None, title: str | None = None) -> Path:
+    """frontier.png: `frontier_figure`, saved."""
+    from simcost.results.plots import save
+
+    return save(frontier_figure(rows, latency_key, spend_key, slo_limit_s, label_key, title), path)
+
+
+def frontier_figure(rows: list[dict], latency_key: str = "p99_ttft_s", spend_key: str = "usd_per_hour",
+                    slo_limit_s: float | None = None, label_key: str | None = None, title: str | None = None) -> Any:
     """Latency against spend: frontier points filled and joined by a step line, dominated points
-    hollow and light over a shaded dominated region, the SLO limit as a horizontal line."""
-    import matplotlib
+    hollow and light, the SLO limit as a horizontal line; log axes (when the values span more
+    than 10x) in plain numbers, latency in ms or s, points labelled `key=value`."""
+    from simcost.results.plots import plain_number, pyplot, readable_log_axis, short_key, time_unit
 
-    matplotlib.use("Agg")  # files only
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     lat, sp = columns(rows, latency_key, spend_key)
+    unit, scale = time_unit(float(np.nanmax(np.r_[lat[np.isfinite(lat)], slo_limit_s or np.nan, -np.inf])))
+    lat = lat * scale
+    slo = None if slo_limit_s is None else slo_limit_s * scale
     on = pareto_mask(lat, sp)
     ok = np.isfinite(lat) & np.isfinite(sp)  # what can be drawn
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    if wide(sp[ok]):  # scales first, so the limits read below are final
+    log_x, log_y = wide(sp[ok]), wide(np.r_[lat[ok], slo if slo is not None else np.nan])
+    if log_x:  # scales first, so the limits read below are final
         ax.set_xscale("log")
-    if wide(np.r_[lat[ok], slo_limit_s if slo_limit_s is not None else np.nan]):
+    if log_y:
         ax.set_yscale("log")
     dom = ok & ~on
     if dom.any():
         ax.scatter(sp[dom], lat[dom], facecolors="none", edgecolors="tab:gray", alpha=0.5, label="dominated", zorder=2)
-    if slo_limit_s is not None:
-        ax.axhline(slo_limit_s, color="tab:red", linestyle="--", label=f"SLO {slo_limit_s:g} s")
+    if slo is not None:
+        ax.axhline(slo, color="tab:red", linestyle="--", label=f"SLO {plain_number(slo)} {unit}")
     f = np.flatnonzero(on & ok)
     f = f[np.lexsort((lat[f], sp[f]))]
     if len(f):
@@ -121,21 +133,20 @@ def plot_frontier(rows: list[dict], latency_key: str = "p99_ttft_s", spend_key: 
         (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
         xs, ys = np.r_[sp[f], x1], np.r_[lat[f], lat[f][-1]]  # the staircase runs to the right edge
         ax.step(xs, ys, where="post", color="tab:blue", alpha=0.7, zorder=2)
-        ax.fill_between(xs, ys, y1, step="post", color="tab:gray", alpha=0.1, linewidth=0, label="dominated region")
         ax.set_xlim(x0, x1)
         ax.set_ylim(y0, y1)
     if label_key:
         for i in np.flatnonzero(ok):
-            ax.annotate(str(rows[i].get(label_key)), (sp[i], lat[i]), textcoords="offset points",
+            ax.annotate(f"{short_key(label_key)}={rows[i].get(label_key)}", (sp[i], lat[i]), textcoords="offset points",
                         xytext=(4, 4), fontsize=8)
     ax.set_xlabel(LABELS.get(spend_key, spend_key))
-    ax.set_ylabel(latency_key.removesuffix("_s").replace("_", " ").upper().replace("P", "p", 1) + " (s)")
+    ax.set_ylabel(latency_key.removesuffix("_s").replace("_", " ").upper().replace("P", "p", 1) + f" ({unit})")
+    for which, log in (("x", log_x), ("y", log_y)):
+        if log:
+            readable_log_axis(ax, which)
     ax.grid(alpha=0.3, which="both")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
     ax.set_title(title or f"latency-vs-spend frontier ({int(on.sum())} of {len(rows)} points)")
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return fig

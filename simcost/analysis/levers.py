@@ -7,16 +7,20 @@ of the request set, and run with the baseline's seed(s):
 * weights in fp8, int8 or int4 (`model.weight_format`); a smaller model (`model.name`, at the
   fewest devices per replica it fits on); prefix caching (`engine.prefix_caching`); another
   batching policy (`engine.policy`);
-* a response cache with hit rate h: a seeded random round(h n) of the n requests known before
-  the run are answered from the cache. They are not simulated; they count as served, each with
-  TTFT = E2EL = `cache_latency_s` (the whole answer at once, so no TPOT) and their output tokens
-  as delivered. The cache itself costs `cache_usd_per_hour` (default 0). Every request is either
-  simulated or cache-served (conservation, tested);
+* a response cache with hit rate h: the scenario's own response cache component
+  (`fleet.response_cache`, simcost.cluster.response_cache) in semantic mode: once it holds an
+  answer, each arrival is answered from it with probability h, with TTFT = E2EL =
+  `cache_latency_s` (the whole answer at once, so no TPOT), never reaching a replica; the cache
+  costs `cache_usd_per_hour` (default 0; no embedding cost). Sessions and closed loops work too:
+  each turn is looked up as it arrives. Every request is either simulated or cache-served
+  (conservation, tested);
 * prompts trimmed by a fraction p: input tokens -> max(1, floor(input x (1 - p))), the tail cut
   (a trace's leading prefix blocks stay shareable);
 * a spot share s of the replicas on spot capacity at the spot price (the levers file's, else the
   price catalog's typical spot price for the device), reclaimed at the fleet's default interruption
   band with notice, draining and retries (`fleet.spot`, simcost.cluster.control);
+* speculative decoding (`engine.speculative`, simcost.analysis.speculative_lever): an EAGLE-style
+  head by default, at an assumed acceptance rate;
 * edge offload: owned edge boards (`fleet.pools` with `pool_router: edge_first`) take requests
   while they have room and the SLO is predicted to hold; the rest spill to the baseline's cloud
   fleet, the pool that resize shrinks;
@@ -52,6 +56,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from simcost.analysis.speculative_lever import EFFORT_RISK, SpeculativeInputs, speculative_overrides
 from simcost.errors import InputError, closest
 from simcost.scenario.deployment import BatchingPolicy
 from simcost.scenario.scenario import Scenario, scenario_from_dict
@@ -61,7 +66,6 @@ from simcost.workload.requests import Requests
 from simcost.yamlio import read_yaml_file
 
 MONTHS_PER_YEAR = 12
-LEVER_SPAWN_KEY = 1000  # the response cache's stream: clear of simcost.rng's run and workload streams
 DEFAULT_MAX_REPLICAS = 16
 
 # --- inputs (a levers YAML) -------------------------------------------------------------------
@@ -76,6 +80,7 @@ DEFAULT_EFFORT_RISK = {
     "fp8": (1.0, 0.05), "int8": (1.0, 0.10), "int4": (2.0, 0.25), "smaller_model": (4.0, 0.40),
     "prefix_caching": (0.5, 0.0), "response_cache": (3.0, 0.15), "prompt_trim": (2.0, 0.15),
     "spot": (2.0, 0.0), "policy": (0.5, 0.0), "edge_offload": (6.0, 0.20),
+    "speculative": EFFORT_RISK,
 }
 # $4,000 per engineer-week: a simcost assumption (about $200k a year fully loaded over 50 weeks).
 DEFAULT_USD_PER_ENGINEER_WEEK = 4000.0
@@ -155,6 +160,7 @@ class LeversConfig:
     spot: SpotInputs = SpotInputs()
     policy: PolicyInputs = PolicyInputs()
     edge_offload: EdgeOffloadInputs = EdgeOffloadInputs()
+    speculative: SpeculativeInputs = SpeculativeInputs()
 
     def effort_risk(self, lever: str) -> tuple[float, float]:
         inputs = getattr(self, lever)
@@ -271,12 +277,11 @@ def _requests_known_up_front(base: Scenario) -> str | None:
 def response_cache_plan(base: Scenario, cfg: LeversConfig) -> LeverPlan:
     inputs = cfg.response_cache
     label = f"response cache {inputs.hit_rate:.0%}"
-    reason = _requests_known_up_front(base)
-    if reason:
-        return _skip("response_cache", label, reason)
-    transform = {"kind": "response_cache", "hit_rate": inputs.hit_rate, "cache_latency_s": inputs.cache_latency_s,
-                 "cache_usd_per_hour": inputs.cache_usd_per_hour}
-    return LeverPlan("response_cache", label, transform=transform,
+    if base.fleet.response_cache is not None:
+        return _skip("response_cache", label, "the baseline already has a response cache")
+    cache = {"mode": "semantic", "hit_rate": inputs.hit_rate, "lookup_s": inputs.cache_latency_s, "embedding_s": 0.0,
+             "embedding_usd_per_1m_tokens": 0.0, "store_usd_per_hour": inputs.cache_usd_per_hour}
+    return LeverPlan("response_cache", label, {"fleet.response_cache": cache},
                      note=f"hits served in {inputs.cache_latency_s * 1e3:g} ms")
 
 
@@ -389,10 +394,17 @@ def pools_problem(raw: dict) -> str | None:
     return None
 
 
+def speculative_plan(base: Scenario, cfg: LeversConfig) -> LeverPlan:
+    label, overrides, why = speculative_overrides(base, cfg.speculative)
+    if overrides is None:
+        return _skip("speculative", label, why)
+    return LeverPlan("speculative", label, overrides, note=why)
+
+
 PLANNERS = {"fp8": weight_format_plan("fp8"), "int8": weight_format_plan("int8"), "int4": weight_format_plan("int4"),
             "smaller_model": smaller_model_plan, "prefix_caching": prefix_caching_plan,
             "response_cache": response_cache_plan, "prompt_trim": prompt_trim_plan, "spot": spot_plan,
-            "policy": policy_plan, "edge_offload": edge_offload_plan}
+            "policy": policy_plan, "edge_offload": edge_offload_plan, "speculative": speculative_plan}
 
 
 def with_overrides(raw: dict, overrides: dict) -> dict:
@@ -434,56 +446,14 @@ def plan_levers(base: Scenario, cfg: LeversConfig, only: tuple[str, ...] | None 
 
 # --- request transforms (run in the worker) --------------------------------------------------------
 
-def lever_rng(seed: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(LEVER_SPAWN_KEY,)))
-
-
-def subset(requests: Requests, keep: np.ndarray) -> Requests:
-    """The requests where `keep` is True, every column, in arrival order."""
-    values = {}
-    for f in fields(Requests):
-        value = getattr(requests, f.name)
-        if value is None or f.name == "prefix_block_tokens":
-            values[f.name] = value
-        elif isinstance(value, list):
-            values[f.name] = [v for v, k in zip(value, keep) if k]
-        else:
-            values[f.name] = value[keep]
-    return Requests(**values)
-
-
-def response_cache_mask(num_requests: int, hit_rate: float, rng: np.random.Generator) -> np.ndarray:
-    """True for the round(hit_rate x n) requests answered from the cache, chosen at random."""
-    cached = np.zeros(num_requests, dtype=bool)
-    cached[rng.choice(num_requests, size=round(hit_rate * num_requests), replace=False)] = True
-    return cached
-
-
 def trim_prompts(requests: Requests, fraction: float) -> Requests:
     trimmed = np.maximum(np.floor(requests.input_tokens * (1.0 - fraction)), 1).astype(np.int64)
     return replace(requests, input_tokens=trimmed)
 
 
-@dataclass(frozen=True)
-class CacheServed:
-    """Requests answered from the response cache: never simulated, served whole at latency_s."""
-
-    arrival_s: np.ndarray
-    output_tokens: np.ndarray
-    workload: np.ndarray
-    latency_s: float
-    usd_per_hour: float
-
-
-def apply_transform(transform: dict, requests: Requests, seed: int) -> tuple[Requests, CacheServed | None]:
+def apply_transform(transform: dict, requests: Requests, seed: int) -> Requests:
     if transform["kind"] == "prompt_trim":
-        return trim_prompts(requests, transform["fraction"]), None
-    if transform["kind"] == "response_cache":
-        cached = response_cache_mask(len(requests), transform["hit_rate"], lever_rng(seed))
-        workload = requests.workload if requests.workload is not None else np.zeros(len(requests), dtype=np.int64)
-        served = CacheServed(requests.arrival_s[cached], requests.output_tokens[cached], workload[cached],
-                             transform["cache_latency_s"], transform["cache_usd_per_hour"])
-        return subset(requests, ~cached), served
+        return trim_prompts(requests, transform["fraction"])
     raise ValueError(f"unknown transform {transform['kind']!r}")
 
 
@@ -498,16 +468,15 @@ def run_lever(raw: dict, transform: dict | None, seed: int) -> dict:
 
     scenario = scenario_from_dict(raw, seed=seed)
     requests = generate(scenario, streams(scenario.seed))  # as Simulation would: same seed, same requests
-    cached = None
     if transform is not None:
-        requests, cached = apply_transform(transform, requests, scenario.seed)
+        requests = apply_transform(transform, requests, scenario.seed)
     result = Simulation(scenario, requests=requests, timeseries=False).run()
-    return served_metrics(scenario, result, cached)
+    return served_metrics(scenario, result)
 
 
-def served_metrics(scenario: Scenario, result, cached: CacheServed | None = None) -> dict:
-    """The row numbers of a run, with cache-served requests added when there are any. Without
-    them they equal the run's summary (vLLM definitions, simcost.metrics.summary)."""
+def served_metrics(scenario: Scenario, result) -> dict:
+    """The row numbers of a run, as its summary has them (vLLM definitions,
+    simcost.metrics.summary); requests answered by a response cache are among them."""
     from simcost.metrics.summary import latencies, stats
     from simcost.workload.request_table import COMPLETED
 
@@ -522,19 +491,8 @@ def served_metrics(scenario: Scenario, result, cached: CacheServed | None = None
     num_judged = outcomes["of"]
     output_tokens = int(table.generated.sum())
     usd_per_hour = (bill.total_usd - bill.minimum_usd) / result.horizon_s * S_PER_HOUR
-    total_usd, served = bill.total_usd, 0
-    if cached is not None:
-        m = cached.arrival_s >= warmup_s
-        ttft_s = np.concatenate([ttft_s, np.full(int(m.sum()), cached.latency_s)])
-        starts += list(cached.arrival_s[m])
-        ends += list(cached.arrival_s[m] + cached.latency_s)
-        num_measured += int(m.sum())
-        num_judged += int(m.sum())
-        num_good += int((m & cache_meets_slo(scenario, cached)).sum())
-        output_tokens += int(cached.output_tokens.sum())
-        usd_per_hour += cached.usd_per_hour
-        total_usd += cached.usd_per_hour * result.horizon_s / S_PER_HOUR
-        served = len(cached.arrival_s)
+    total_usd = bill.total_usd
+    served = int((result.summary.get("response_cache") or {}).get("hits", 0))
     window_s = max(ends) - min(starts) if num_measured else 0.0
     attainment = num_good / num_judged if num_judged else None
     rejected = int(result.summary["requests"]["rejected"])
@@ -549,21 +507,10 @@ def served_metrics(scenario: Scenario, result, cached: CacheServed | None = None
         "slo_attainment": attainment,
         "meets_slo": bool(attainment is not None and attainment >= scenario.slo.attainment and not rejected),
         "rejected": rejected,
-        "simulated_requests": int(table.num_requests),
+        "simulated_requests": int(table.num_requests) - served,
         "cache_served_requests": served,
         "prefix_token_hit_rate": prefix.get("token_hit_rate"),
     }
-
-
-def cache_meets_slo(scenario: Scenario, cached: CacheServed) -> np.ndarray:
-    """Whether each cache-served request meets its workload's TTFT and E2EL limits."""
-    from simcost.metrics.summary import slo_limits
-
-    limits = slo_limits(scenario, cached.workload)
-    ok = np.ones(len(cached.arrival_s), dtype=bool)
-    for key in ("ttft_s", "e2el_s"):
-        ok &= np.isnan(limits[key]) | (cached.latency_s <= limits[key])
-    return ok
 
 
 def combine_seeds(runs: list[dict]) -> dict:
@@ -587,10 +534,10 @@ def combine_seeds(runs: list[dict]) -> dict:
 class Runner:
     """Runs (scenario, transform) points on every seed, each distinct point once, in a pool when given."""
 
-    def __init__(self, pool, seeds: list[int]):
+    def __init__(self, pool, seeds: list[int], bar=None):
         from simcost.analysis.backends import RunCache
 
-        self.seeds, self.runs = seeds, RunCache(pool, run_lever)
+        self.seeds, self.runs = seeds, RunCache(pool, run_lever, bar=bar)
 
     def evaluate(self, points: list[tuple[dict, dict | None]]) -> list[dict]:
         results = self.runs.run([(raw, transform, seed) for raw, transform in points for seed in self.seeds])
@@ -698,17 +645,19 @@ class LeverStudy:
 
 
 def study(base: Scenario, cfg: LeversConfig, only: tuple[str, ...] | None = None, resize: bool = True,
-          max_replicas: int = DEFAULT_MAX_REPLICAS, seeds: int = 1, jobs: int = 1) -> LeverStudy:
-    """The lever table for a baseline scenario (see the module docstring)."""
-    from simcost.analysis.backends import worker_pool
+          max_replicas: int = DEFAULT_MAX_REPLICAS, seeds: int = 1, jobs: int = 1,
+          progress: bool = False) -> LeverStudy:
+    """The lever table for a baseline scenario (see the module docstring); `progress` shows one
+    bar counting simulations."""
+    from simcost.analysis.backends import progress_bar, worker_pool
 
     _check(base, resize, max_replicas, seeds, jobs)
     plans = plan_levers(base, cfg, only)
     raw = to_dict(base)
     runnable = [p for p in plans if p.skip_reason is None]
     points = [(raw, None)] + [(with_overrides(raw, p.overrides), p.transform) for p in runnable]
-    with worker_pool(jobs) as pool:
-        runner = Runner(pool, [base.seed + k for k in range(seeds)])
+    with worker_pool(jobs) as pool, progress_bar(progress, "levers") as bar:
+        runner = Runner(pool, [base.seed + k for k in range(seeds)], bar)
         metrics = resized_rows(runner, points, max_replicas) if resize else runner.evaluate(points)
     if metrics[0].get("infeasible"):
         raise InputError("--max-replicas", f"the baseline {why_infeasible(metrics[0])}, the most tried; "
@@ -779,12 +728,12 @@ def _ms(seconds: float | None) -> float | None:
 
 def write_outputs(result: LeverStudy, out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    csv_path, json_path, png_path = out_dir / "levers.csv", out_dir / "levers.json", out_dir / "levers.png"
+    csv_path, json_path, png_path = out_dir / "levers.csv", out_dir / "result.json", out_dir / "levers.png"
     with csv_path.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(result.rows)
-    meta = {"scenario": result.scenario, "mode": result.mode, "seeds": result.seeds,
+    meta = {"command": "levers", "scenario": result.scenario, "mode": result.mode, "seeds": result.seeds,
             "scenario_replicas": result.scenario_replicas,
             "usd_per_engineer_week": result.usd_per_engineer_week, "hours_per_month": HOURS_PER_MONTH,
             "simulations": result.simulations, "roi": "annual_saving_usd * (1 - quality_risk) / "

@@ -30,6 +30,7 @@ import numpy as np
 import yaml
 
 from simcost.errors import InputError
+from simcost.files import staged_file
 from simcost.units import HOURS_PER_MONTH
 
 MAX_CDF_POINTS = 8  # a sweep's latency CDFs: beyond this many curves a panel no longer reads
@@ -72,13 +73,14 @@ CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 def write_report(results_dir: Path, out: Path | None = None) -> Path:
     """Render RESULTS_DIR (a run or a sweep folder) to one HTML file; default RESULTS_DIR/report.html."""
     results_dir = Path(results_dir)
-    page = render(results_dir)
+    return write_page(render(results_dir), results_dir, out)
+
+
+def write_page(html: str, results_dir: Path, out: Path | None = None) -> Path:
+    """The page to `out`, default RESULTS_DIR/report.html."""
     out = Path(out) if out is not None else results_dir / "report.html"
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(page, encoding="utf-8")
-    except OSError as exc:
-        raise InputError("--out", f"cannot write {out} ({exc.strerror})") from None
+    with staged_file(out, "--out") as tmp:
+        tmp.write_text(html, encoding="utf-8")
     return out
 
 
@@ -95,7 +97,8 @@ def render(results_dir: Path) -> str:
             raise InputError(str(results_dir / kind), f"unexpected content ({type(exc).__name__}: {exc}); "
                                                       "was the folder written by this version of simcost?") from None
     raise InputError(str(results_dir), "holds neither summary.json (a run folder, from simcost run) nor sweep.json "
-                                       "(a sweep folder, from simcost sweep)")
+                                       "(a sweep folder, from simcost sweep) nor result.json (from simcost size, "
+                                       "commitments, levers or forecast)")
 
 
 # --- reading a folder --------------------------------------------------------------------------
@@ -406,14 +409,53 @@ def latency_section(folder: Path, s: dict, scenario: dict | None) -> str:
     n = len(lat["ttft_s"])
     if not n:
         return ""
-    from simcost.results.plots import latency_cdfs
+    from simcost.results.plots import workload_latency_cdfs
 
-    slo = {k: s["slo"].get(k) for k in lat}
-    png = png_of(lambda p: latency_cdfs(lat, slo, f"{s['scenario']}: {n} measured requests", p))
+    by_workload, slos = _by_workload(path, lat, s, scenario)
+    png = png_of(lambda p: workload_latency_cdfs(by_workload, slos, f"{s['scenario']}: {n} measured requests", p))
     return section("latency-cdfs", "Latency distributions",
                    figure(png, "empirical CDFs of TTFT, TPOT and E2EL",
                           f"From {path.name}: {n:,} measured requests (completed, arrived after the warm-up); "
-                          "dashed lines are the SLO limits."))
+                          "dashed lines are the SLO limits (each workload's own, in its colour)."))
+
+
+def _by_workload(path: Path, lat: dict[str, np.ndarray], s: dict, scenario: dict | None) -> tuple[dict, dict]:
+    """The measured latencies per workload of a mix, each with its own SLO (its entry's limits over
+    the scenario's); one group against the scenario's SLO otherwise, or without the scenario."""
+    pooled = ({"": lat}, {"": {k: s["slo"].get(k) for k in lat}})
+    mix = ((scenario or {}).get("workload") or {}).get("mix")
+    if not mix or "by_workload" not in s:
+        return pooled
+    names = _measured_workloads(path, scenario.get("warmup_s") if scenario else None)
+    if names is None or len(names) != len(lat["ttft_s"]):
+        return pooled
+    by_workload, slos = {}, {}
+    for entry, name in zip(mix, s["by_workload"]):  # by_workload lists the mix's entries in order
+        by_workload[name] = {k: v[names == name] for k, v in lat.items()}
+        slos[name] = {k: ((entry.get("slo") or {}).get(k) or s["slo"].get(k)) for k in lat}
+    return by_workload, slos
+
+
+def _measured_workloads(path: Path, warmup_s: float | None) -> np.ndarray | None:
+    """The workload column of the measured requests (None: the file has none, or no warm-up to
+    pick the measured ones by)."""
+    if warmup_s is None:
+        return None
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        if "workload" not in pq.read_schema(path).names:
+            return None
+        table = pq.read_table(path, columns=["workload", "arrival_s", "status"])
+        cols = {c: np.asarray(table.column(c).to_pylist()) for c in ("workload", "arrival_s", "status")}
+    else:
+        with path.open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        if not rows or "workload" not in rows[0]:
+            return None
+        cols = {c: np.array([r[c] for r in rows]) for c in ("workload", "arrival_s", "status")}
+    measured = (cols["status"] == "completed") & (cols["arrival_s"].astype(float) >= warmup_s)
+    return cols["workload"][measured].astype(str)
 
 
 def timeseries_section(folder: Path, s: dict) -> str:
@@ -438,15 +480,16 @@ def timeseries_section(folder: Path, s: dict) -> str:
 def plot_fleet(series: dict, horizon_s: float, path: Path, title: str) -> Path:
     """Replicas in service and $/hour against time, one line per pool (plus the fleet's $/hour
     when there are several pools)."""
-    from simcost.results.plots import plt
+    from simcost.results.plots import clock_unit, plt
 
+    unit, per = clock_unit(horizon_s)  # s, min or h by the run's length
     fig, (ax_rep, ax_usd) = plt.subplots(2, 1, figsize=(9, 4.2), sharex=True)
     for pool, c in series.items():
-        ax_rep.step(c["t_s"], c["replicas"], where="post", label=pool)
-        ax_usd.step(c["t_s"], c["usd_per_hour"], where="post", label=pool)
+        ax_rep.step(c["t_s"] / per, c["replicas"], where="post", label=pool)
+        ax_usd.step(c["t_s"] / per, c["usd_per_hour"], where="post", label=pool)
     if len(series) > 1:
         first = next(iter(series.values()))
-        ax_usd.step(first["t_s"], np.sum([c["usd_per_hour"] for c in series.values()], axis=0), where="post",
+        ax_usd.step(first["t_s"] / per, np.sum([c["usd_per_hour"] for c in series.values()], axis=0), where="post",
                     color="black", label="fleet")
     top_rep = max(float(c["replicas"].max()) for c in series.values())
     top_usd = float(np.sum([c["usd_per_hour"] for c in series.values()], axis=0).max())
@@ -457,8 +500,8 @@ def plot_fleet(series: dict, horizon_s: float, path: Path, title: str) -> Path:
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend(loc="upper right", fontsize=8)
-    ax_usd.set_xlabel("time (s)")
-    ax_usd.set_xlim(0, horizon_s)
+    ax_usd.set_xlabel(f"time ({unit})")
+    ax_usd.set_xlim(0, horizon_s / per)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -715,21 +758,23 @@ def sweep_latency_section(runs: dict[str, list[tuple[str, Path]]], summaries: di
 def plot_cdf_overlay(curves: dict[str, dict[str, np.ndarray]], slo: dict, path: Path) -> Path:
     """One panel per latency, one CDF per point; a log time axis when the points differ over 10x."""
     from simcost.analysis.frontier import wide
-    from simcost.results.plots import plt
+    from simcost.results.plots import plt, readable_log_axis, time_unit
 
     names = ("ttft_s", "tpot_s", "e2el_s")
     fig, axes = plt.subplots(1, len(names), figsize=(12.6, 3.6))
     for ax, key in zip(axes, names):
+        top = [float(np.nanmax(c[key])) for c in curves.values() if np.isfinite(c[key]).any()]
+        unit, scale = time_unit(max(top, default=np.nan))
         for label, lat in curves.items():
-            v = np.sort(lat[key][~np.isnan(lat[key])])
+            v = np.sort(lat[key][~np.isnan(lat[key])]) * scale
             if len(v):
                 ax.step(v, np.arange(1, len(v) + 1) / len(v), where="post", label=label)
         medians = np.array([np.nanmedian(c[key]) for c in curves.values() if np.isfinite(c[key]).any()])
-        if wide(medians):
-            ax.set_xscale("log")
         if slo.get(key):
-            ax.axvline(slo[key], color="tab:red", linestyle="--")
-        ax.set_xlabel(f"{key.removesuffix('_s').upper()} (s)")
+            ax.axvline(slo[key] * scale, color="tab:red", linestyle="--")
+        if wide(medians):
+            readable_log_axis(ax, "x")  # plain numbers, not 2x10^0
+        ax.set_xlabel(f"{key.removesuffix('_s').upper()} ({unit})")
         ax.grid(alpha=0.3, which="both")
     axes[0].set_ylabel("fraction of requests")
     axes[-1].legend(loc="lower right", fontsize=7)

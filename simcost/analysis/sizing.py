@@ -40,7 +40,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from simcost.analysis.backends import RunCache, worker_pool
+from simcost.analysis.backends import RunCache, progress_bar, worker_pool
 from simcost.analysis.forecast import check_trace_covers, scale_load, with_replicas
 from simcost.errors import InputError, closest
 from simcost.scenario.scenario import Scenario, scenario_from_dict
@@ -133,8 +133,8 @@ class Point:
 class Evaluator:
     """Runs scenarios on K seeds, each distinct (scenario, seed) once, in a pool when given."""
 
-    def __init__(self, pool, seeds: list[int]):
-        self.seeds, self.runs = seeds, RunCache(pool, run_point)
+    def __init__(self, pool, seeds: list[int], bar=None):
+        self.seeds, self.runs = seeds, RunCache(pool, run_point, bar=bar)
 
     def evaluate(self, raws: list[dict]) -> list[Point]:
         results = self.runs.run([(raw, seed) for raw in raws for seed in self.seeds])
@@ -345,14 +345,16 @@ class Sizing:
 
 def size(base: Scenario, options: list[dict], max_replicas: int = DEFAULT_MAX_REPLICAS, seeds: int = 1,
          jobs: int = 1, with_headroom: bool = True, with_redundancy: bool = True,
-         max_load_multiplier: float = DEFAULT_MAX_LOAD_MULTIPLIER, pool: str | None = None) -> Sizing:
+         max_load_multiplier: float = DEFAULT_MAX_LOAD_MULTIPLIER, pool: str | None = None,
+         progress: bool = False) -> Sizing:
     """The cheapest option meeting the SLO, its runner-ups, and the chosen fleet's headroom and
-    N+1 / N+2 prices; see the module docstring. `pool` names the pool of fleet.pools to size."""
+    N+1 / N+2 prices; see the module docstring. `pool` names the pool of fleet.pools to size;
+    `progress` shows one bar counting simulations (their number is found as the search goes)."""
     k = _check(base, options, max_replicas, seeds, jobs, pool)
     raw = to_dict(base)
     seed_list = [base.seed + i for i in range(seeds)]
-    with worker_pool(jobs) as workers:
-        evaluator = Evaluator(workers, seed_list)
+    with worker_pool(jobs) as workers, progress_bar(progress, "size") as bar:
+        evaluator = Evaluator(workers, seed_list, bar)
         ranked = rank(search_options(evaluator, raw, options, max_replicas, k))
         searched = evaluator.simulations
         chosen = ranked[0] if ranked and ranked[0].replicas is not None else None

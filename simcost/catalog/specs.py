@@ -28,12 +28,16 @@ from simcost.units import HOURS_PER_YEAR
 
 __all__ = ["DeviceSpec", "ModelSpec", "PriceOffer", "Commitment", "Purchase", "config_dir", "load_devices",
            "load_models", "load_prices", "get_device", "get_model", "catalog_names", "price_offer", "on_demand_usd_per_device_hour",
-           "DEVICE_KINDS", "COMPUTE_FORMATS", "SERVING_KINDS", "format_catalog"]
+           "DEVICE_KINDS", "COMPUTE_FORMATS", "SERVING_KINDS", "format_catalog", "format_refusal",
+           "KV_CACHE_FORMATS"]
 
 DEVICE_KINDS = ("gpu", "cpu", "tpu", "edge")
 # Formats a device may list a dense peak for (keys of `peak_tflops`).
-COMPUTE_FORMATS = ("fp32", "bf16", "fp16", "fp8", "int8", "int4")
-WEIGHT_FORMATS = ("fp32", "bf16", "fp16", "fp8", "int8", "int4")
+COMPUTE_FORMATS = ("fp32", "bf16", "fp16", "fp8", "int8", "int4", "fp4")
+# nvfp4: NVIDIA's 4-bit float, an fp8 scale per 16 weights; mxfp4: the OCP microscaling 4-bit float,
+# an 8-bit power-of-two scale per 32 weights (gpt-oss ships its experts so)
+WEIGHT_FORMATS = ("fp32", "bf16", "fp16", "fp8", "int8", "int4", "nvfp4", "mxfp4")
+KV_CACHE_FORMATS = ("fp32", "bf16", "fp16", "fp8", "int8")
 
 GB = 1e9  # decimal gigabyte: bandwidths and most vendor memory figures
 GIB = 2.0**30  # binary gibibyte: HBM capacities that vendors round to "80GB"
@@ -71,6 +75,9 @@ class DeviceSpec:
     # TPUs: the slice sizes (chips) a cloud rents; a replica must span one of them. () for devices
     # rented one by one (GPUs, CPUs) or bought.
     rentable_shapes: tuple[int, ...] = ()
+    # devices joined by the scale-up link (tensor and expert parallelism stay within it): an
+    # NVLink domain such as GB200 NVL72's 72 GPUs; None: the default for the kind (8 GPUs)
+    devices_per_node: int | None = None
 
 
 @dataclass(frozen=True)
@@ -98,11 +105,39 @@ class ModelSpec:
     flops_per_item: float = 0.0  # per_item models: FLOPs of one item of `item_input`
     item_input: str = ""  # per_item models: the input size assumed, e.g. "one 224x224 RGB image"
     aliases: tuple[str, ...] = ()  # other names for it (measurement files, other tools), e.g. "llama2-70b"
-    # local attention: a window of sliding_window tokens in num_sliding_layers of the layers (0: none);
-    # recorded from config.json, but the step model counts their KV as full attention for now
+    # local attention: a window of sliding_window tokens in num_sliding_layers of the layers (0: none),
+    # also Llama 4's chunked attention (a chunk is at most a window). The KV cache keeps at most the
+    # window per sequence for those layers (simcost.perf.deployment); the step model reads their
+    # KV as full attention for now.
     sliding_window: int = 0
     num_sliding_layers: int = 0
     notes: str = ""  # what the entry simplifies (weight formats, sliding windows), for a reader
+    # multi-head latent attention (DeepSeek-V2/V3): each layer caches one compressed latent of
+    # kv_lora_rank plus a shared rotary key of qk_rope_head_dim per token, for all heads. The entry
+    # gives it in its absorbed form, num_kv_heads 1 and head_dim (kv_lora_rank + qk_rope_head_dim) / 2,
+    # so that 2 x num_kv_heads x head_dim is the cached width (checked at load).
+    kv_lora_rank: int = 0
+    qk_rope_head_dim: int = 0
+    num_shared_experts: int = 0  # always-used experts of each MoE layer (counted outside expert_params)
+    first_dense_layers: int = 0  # leading layers with a dense MLP instead of experts (DeepSeek's first_k_dense)
+
+    @property
+    def is_mla(self) -> bool:
+        return self.kv_lora_rank > 0
+
+    def kv_elements_per_token_per_layer(self, tp: int = 1) -> float:
+        """KV-cache elements one token keeps in one layer on one of `tp` tensor-parallel devices.
+        Grouped-query attention splits its KV heads over the devices (one head each at least, as
+        vLLM replicates them); a latent-attention cache is one vector for all heads, so each
+        device keeps all of it."""
+        if self.is_mla:
+            return float(self.kv_lora_rank + self.qk_rope_head_dim)
+        return 2.0 * max(self.num_kv_heads / tp, 1.0) * self.head_dim
+
+    @property
+    def num_full_layers(self) -> int:
+        """Layers attending to the whole context (their KV grows with it)."""
+        return self.num_layers - self.num_sliding_layers
 
     @property
     def active_params(self) -> float:
@@ -433,7 +468,8 @@ def _sources(entry: dict, groups: tuple[str, ...], where: _Where) -> dict:
 
 _DEVICE_REQUIRED = ("name", "kind", "mem_bw_gb_per_s", "peak_tflops", "link_gb_per_s", "idle_w", "peak_w",
                     "mfu", "mbu", "step_overhead_s", "allreduce_latency_s", "sources")
-_DEVICE_OPTIONAL = ("memory_gb", "memory_gib", "host_link_gb_per_s", "price_usd_per_hour", "aliases", "rentable_shapes")
+_DEVICE_OPTIONAL = ("memory_gb", "memory_gib", "host_link_gb_per_s", "price_usd_per_hour", "aliases", "rentable_shapes",
+                    "devices_per_node")
 
 
 def _device(key: str, entry: Any, where: _Where) -> DeviceSpec:
@@ -477,6 +513,7 @@ def _device(key: str, entry: Any, where: _Where) -> DeviceSpec:
                                if "host_link_gb_per_s" in entry else None),
         aliases=_aliases(entry, where),
         rentable_shapes=_shapes(entry, where),
+        devices_per_node=_integer(entry, "devices_per_node", where) if "devices_per_node" in entry else None,
     )
 
 
@@ -500,6 +537,8 @@ _MODEL_SHAPE = ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "head_
                 "vocab_size", "max_model_len")
 _MOE = ("num_experts", "experts_per_token", "expert_params")
 _WINDOW = ("sliding_window", "num_sliding_layers")
+_MLA = ("kv_lora_rank", "qk_rope_head_dim")
+_MOE_LAYOUT = ("num_shared_experts", "first_dense_layers")  # 0 allowed
 
 
 def _model(key: str, entry: Any, where: _Where) -> ModelSpec:
@@ -512,10 +551,12 @@ def _model(key: str, entry: Any, where: _Where) -> ModelSpec:
                                        "flops_per_item", "sources"), _MODEL_SHAPE + ("aliases",))
     else:
         entry = _fields(entry, where, ("name",) + _MODEL_SHAPE + ("num_params", "weight_format", "sources"),
-                        ("serving", "aliases", "notes") + _MOE + _WINDOW)
+                        ("serving", "aliases", "notes") + _MOE + _WINDOW + _MLA + _MOE_LAYOUT)
     ints = {name: _integer(entry, name, where) if name in entry else 0
-            for name in _MODEL_SHAPE + ("num_params",) + _MOE + _WINDOW}
+            for name in _MODEL_SHAPE + ("num_params",) + _MOE + _WINDOW + _MLA}
+    ints.update({name: _count(entry, name, where) for name in _MOE_LAYOUT})
     _check_window(entry, ints, where)
+    _check_mla(entry, ints, where)
     if ints["num_kv_heads"] and ints["num_heads"] % ints["num_kv_heads"]:
         raise InputError(where("num_kv_heads"), f"{ints['num_kv_heads']} does not divide num_heads={ints['num_heads']}")
     _check_experts(entry, ints, where)
@@ -540,6 +581,26 @@ def _check_window(entry: dict, ints: dict, where: _Where) -> None:
     if ints["num_sliding_layers"] > ints["num_layers"]:
         raise InputError(where("num_sliding_layers"),
                          f"{ints['num_sliding_layers']} is above num_layers={ints['num_layers']}")
+
+
+def _count(entry: dict, name: str, where: _Where) -> int:
+    value = entry.get(name, 0)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InputError(where(name), f"{value!r}; expected a whole number >= 0")
+    return value
+
+
+def _check_mla(entry: dict, ints: dict, where: _Where) -> None:
+    if not any(name in entry for name in _MLA):
+        return
+    for name in _MLA:
+        if name not in entry:
+            raise InputError(where(name), f"missing; latent attention needs both {' and '.join(_MLA)}")
+    width = ints["kv_lora_rank"] + ints["qk_rope_head_dim"]
+    if ints["num_kv_heads"] != 1 or 2 * ints["head_dim"] != width:
+        raise InputError(where("head_dim"), f"latent attention is entered absorbed: num_kv_heads 1 and head_dim "
+                         f"(kv_lora_rank + qk_rope_head_dim) / 2 = {width / 2:g}, got num_kv_heads "
+                         f"{ints['num_kv_heads']} and head_dim {ints['head_dim']}")
 
 
 def _check_experts(entry: dict, ints: dict, where: _Where) -> None:
@@ -652,15 +713,39 @@ def _purchase(value: Any, device: DeviceSpec, where: _Where) -> Purchase:
 
 # --- tables for `simcost catalog` -------------------------------------------------------------
 
-def format_catalog(which: str, config_dir: Path | None = None, catalog: Any = None) -> str:
+def format_catalog(which: str, config_dir: Path | None = None, catalog: Any = None, wide: bool = False) -> str:
     """`devices`, `models` or `prices` as a plain-text table (prices with a numbered source list), of
-    the bundled catalog or of `catalog` (a `simcost.catalog.catalog.Catalog` with a user's entries)."""
+    the bundled catalog or of `catalog` (a `simcost.catalog.catalog.Catalog` with a user's entries).
+    The devices table shows the columns that tell devices apart (it fits ~120 columns); `wide`
+    shows every column."""
     if which == "prices":
         rows, legend = _price_rows(list(catalog.prices) if catalog is not None else load_prices(config_dir))
         return _aligned(rows) + "\n\n" + "\n".join(legend)
     if which == "devices":
-        return _aligned(_device_rows(catalog.devices if catalog is not None else load_devices(config_dir)))
+        rows = _device_rows(catalog.devices if catalog is not None else load_devices(config_dir))
+        return _aligned(rows if wide else _narrow(rows, NARROW_DEVICE_COLUMNS))
     return _aligned(_model_rows(catalog.models if catalog is not None else load_models(config_dir)))
+
+
+# the devices table's default columns; the rest (fp32/fp16/int8 TFLOPs, host link, idle watts, mfu/mbu,
+# dates, the long name) are in --wide
+NARROW_DEVICE_COLUMNS = ("key", "kind", "memory_GB", "bw_GB/s", "bf16_TF", "fp8_TF", "link_GB/s", "peak_W",
+                         "weight_formats", "$/hour")
+_SIXTEEN_BIT = ("fp32", "bf16", "fp16")
+
+
+def _narrow(table: list[list], columns: tuple[str, ...]) -> list[list]:
+    """The named columns; weight formats without the 16-bit ones nearly every device runs (renamed
+    to say so), which keeps the table within ~120 columns as formats are added."""
+    keep = [table[0].index(name) for name in columns]
+    rows = [[row[i] for i in keep] for row in table]
+    if "weight_formats" in columns:
+        col = columns.index("weight_formats")
+        rows[0][col] = "formats_below_16bit"
+        for row in rows[1:]:
+            low = [f for f in str(row[col]).split(",") if f not in _SIXTEEN_BIT]
+            row[col] = ",".join(low) or "-"
+    return rows
 
 
 def _aligned(table: list[list]) -> str:
@@ -736,6 +821,15 @@ def _price_rows(offers: list[PriceOffer]) -> tuple[list[list], list[str]]:
 def compute_format_for(device: DeviceSpec, weight_format: str) -> str | None:
     """The format the matmuls run in for `weight_format` on `device`, or None if it cannot."""
     peaks = device.peak_flops
+    if weight_format == "nvfp4":
+        # needs FP4 tensor cores (NVIDIA Blackwell): no dequantising kernel stands in for it
+        return "fp4" if "fp4" in peaks and device.kind in ("gpu", "edge") else None
+    if weight_format == "mxfp4":
+        if "fp4" in peaks:
+            return "fp4"
+        # elsewhere weight-only (vLLM's Marlin / Triton MXFP4 MoE kernels on Hopper and Ampere):
+        # dequantised to 16 bits before the matmul, so a GPU with a 16-bit peak only
+        weight_format = "bf16" if device.kind == "gpu" else ""
     if weight_format in ("int8", "int4"):
         weight_format = "bf16"  # weight-only quantisation: dequantised to 16-bit before the matmul
     if weight_format in peaks:
@@ -749,4 +843,27 @@ def compute_format_for(device: DeviceSpec, weight_format: str) -> str | None:
     return None
 
 
-BYTES_PER_ELEMENT = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}
+# 4-bit floats carry their block scales: nvfp4 one fp8 byte per 16 weights, mxfp4 one byte per 32
+BYTES_PER_ELEMENT = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5,
+                     "nvfp4": 0.5 + 1.0 / 16, "mxfp4": 0.5 + 1.0 / 32}
+
+
+def format_refusal(device: DeviceSpec, fmt: str, what: str = "weights") -> str | None:
+    """Why `device` cannot run `fmt` weights (or, what="KV cache", keep its KV in `fmt`), in one
+    phrase; None when it can."""
+    if what == "KV cache":
+        # stored in fp8 and widened inside the attention kernel: vLLM's CUDA/ROCm kernels do so on any
+        # GPU (Ampere included); elsewhere the device needs fp8 support of its own
+        if fmt == "fp8" and "fp8" not in device.peak_flops and device.kind not in ("gpu", "edge"):
+            return (f"an fp8 KV cache needs fp8 support (NVIDIA Hopper, Ada or Blackwell, AMD MI300 or later, "
+                    f"TPU7x) or a GPU's attention kernels to widen it; {device.key} has neither")
+        return None
+    if compute_format_for(device, fmt) is not None:
+        return None
+    if fmt == "nvfp4":
+        return f"nvfp4 weights need FP4 tensor cores (NVIDIA Blackwell); {device.key} has none"
+    if fmt == "mxfp4":
+        return f"mxfp4 weights need FP4 units or a GPU with a 16-bit peak to dequantise on; {device.key} has neither"
+    if fmt == "fp8":
+        return f"fp8 weights need fp8 compute (NVIDIA Hopper, Ada or Blackwell, AMD MI300 or later); {device.key} has none"
+    return f"{fmt} weights need {fmt} compute, which {device.key} lacks"

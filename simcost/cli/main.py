@@ -1,4 +1,5 @@
-"""The `simcost` command: run a scenario, sweep one key, check a scenario file, or inspect a trace.
+"""The `simcost` command: run a scenario, sweep one key, check a scenario file, inspect a trace, or
+validate against a serving log.
 
 Bad input of any kind ends with one line on stderr (`simcost: error: <where>: <problem>`) and
 exit status 2, never a traceback.
@@ -22,7 +23,19 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         _check_counts(args)
-        return args.func(args)
+        if args.command in ("size", "levers", "commitments", "forecast", "sweep") and not args.quiet:
+            from simcost.simulation.kernels import warn_if_cold
+
+            warn_if_cold()  # the first simulation compiles numba kernels for seconds: say so, once
+        status = args.func(args)
+        sys.stdout.flush()  # a closed pipe raises here, inside the try, not at interpreter exit
+        return status
+    except BrokenPipeError:
+        # the reader went away (`simcost ... | head`): Python's documented recipe, stdout pointed
+        # at devnull so the interpreter's final flush does not raise again; 141 = 128 + SIGPIPE
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     except InputError as exc:
         print(f"simcost: error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
@@ -64,6 +77,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="simcost", description="Simulate LLM serving latency and cost.")
+    p.add_argument("--version", action="version", version=f"simcost {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(sp):
@@ -74,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--catalog", action="append", default=[], metavar="FILE",
                         help="catalog file adding or replacing devices, models, prices (repeatable; same "
                              "layout as a scenario's catalog: section)")
+        sp.add_argument("-q", "--quiet", action="store_true", help="no progress bars or status lines on stderr")
 
     run_p = sub.add_parser("run", help="run one scenario and write its results")
     common(run_p)
@@ -83,6 +98,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="per-request records kept: every row (default), a reproducible 1%% sample, or none; "
                             "the summary is the same")
     run_p.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    run_p.add_argument("--format", choices=("table", "json", "vllm"), default="table",
+                       help="what to print: the table, summary.json, or the latency summary under `vllm bench serve`'s "
+                            "result keys (ms); the folder always has all three (vllm_bench.json)")
     run_p.set_defaults(func=_cmd_run)
 
     sweep_p = sub.add_parser("sweep", help="run a scenario over a grid, random or Latin-hypercube set of key values")
@@ -122,10 +140,17 @@ def _parser() -> argparse.ArgumentParser:
     common(check_p)
     check_p.set_defaults(func=_cmd_check)
 
-    cal_p = sub.add_parser("calibrate", help="fit a device-model pair's roofline factors to measured step times")
-    cal_p.add_argument("measurements", type=Path, help="CSV of step times (Splitwise or generic layout)")
-    cal_p.add_argument("--device", required=True, help="device catalog key, e.g. a100-80gb")
-    cal_p.add_argument("--model", required=True, help="model catalog key, e.g. llama-2-70b")
+    cal_p = sub.add_parser("calibrate", help="fit a device-model pair's roofline factors to measured step times, "
+                                             "or to a serving log (--log with --scenario)")
+    cal_p.add_argument("measurements", type=Path, nargs="?", help="CSV of step times (Splitwise or generic layout)")
+    cal_p.add_argument("--device", help="device catalog key, e.g. a100-80gb (step times)")
+    cal_p.add_argument("--model", help="model catalog key, e.g. llama-2-70b (step times)")
+    cal_p.add_argument("--log", type=Path, default=None, help="a serving log to fit instead (as simcost validate reads)")
+    cal_p.add_argument("--scenario", type=Path, default=None, help="with --log: the deployment that served it")
+    cal_p.add_argument("--columns", default=None, metavar="MAP", help="with --log: its column mapping (see validate)")
+    cal_p.add_argument("--fit", default=None, metavar="A,B", help="with --log: factors to fit (default mfu,mbu)")
+    cal_p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="with --log: override a scenario key (repeatable)")
     cal_p.add_argument("--tensor-parallel", type=int, action="append", default=[], metavar="N",
                        help="fit only rows with this tensor parallelism (repeatable; default all)")
     cal_p.add_argument("--weight-format", default=None, help="weight format measured (default the model's)")
@@ -141,6 +166,16 @@ def _parser() -> argparse.ArgumentParser:
     cal_p.add_argument("--out", type=Path, default=None, help="profile YAML to write (scenario key perf.profile)")
     cal_p.set_defaults(func=_cmd_calibrate)
 
+    val_p = sub.add_parser("validate", help="replay a real serving log on a scenario's deployment; simulated vs measured")
+    common(val_p)
+    val_p.add_argument("log", type=Path, help="per-request log: vllm bench serve --save-detailed JSON, JSONL of vLLM "
+                                               "request stats, or a CSV/JSONL read through --columns")
+    val_p.add_argument("--columns", default=None, metavar="MAP",
+                       help="column mapping, e.g. arrival_s=ts,prompt_tokens=in,output_tokens=out,ttft_s=ttft,e2e_s=lat"
+                            "[,time_unit=ms] (or first_token_s=...,last_token_s=... instead of ttft_s, e2e_s)")
+    val_p.add_argument("--out", type=Path, default=None, help="results folder (default results/validate-<scenario name>)")
+    val_p.set_defaults(func=_cmd_validate)
+
     cat_p = sub.add_parser("catalog", help="list the device, model or price catalog, or import a model")
     cat_p.add_argument("table", nargs="?", choices=("devices", "models", "prices", "import-model"), default="devices",
                        help="which catalog (default devices); import-model CONFIG_JSON prints the models.yaml "
@@ -149,6 +184,7 @@ def _parser() -> argparse.ArgumentParser:
     cat_p.add_argument("--key", default=None, help="import-model: the catalog key (default from the config's name)")
     cat_p.add_argument("--catalog", action="append", default=[], metavar="FILE",
                        help="list the bundled catalog with this catalog file's entries (repeatable)")
+    cat_p.add_argument("--wide", action="store_true", help="devices: every column (default: the ones that fit 120 columns)")
     cat_p.set_defaults(func=_cmd_catalog)
 
     trace_p = sub.add_parser("trace", help="look at a request trace before simulating it")
@@ -176,6 +212,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="fleet.pools: the pool to size (its device and replicas); the others stay as written")
     size_p.add_argument("--seeds", type=int, default=1, help="each point must meet the SLO on K seeds (default 1)")
     size_p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel processes")
+    size_p.add_argument("--out", type=Path, default=None,
+                        help="results folder (default results/size-<scenario name>): result.json, options.csv, sizing.png, "
+                             "vllm-serve.sh, kubernetes.yaml")
+    size_p.add_argument("--json", action="store_true", help="print the result as JSON instead of the table")
     size_p.set_defaults(func=_cmd_size)
 
     cm_p = sub.add_parser("commitments", help="choose the reserved or savings-plan commitment for a run's demand")
@@ -191,6 +231,10 @@ def _parser() -> argparse.ArgumentParser:
                       help="simulated seconds per billing hour, for time-compressed scenarios (default 3600)")
     cm_p.add_argument("--no-week", action="store_true", help="plan over the simulated hours only (default: tile to a week)")
     cm_p.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    cm_p.add_argument("--out", type=Path, default=None,
+                      help="results folder (default results/commitments-<scenario name>): result.json, "
+                           "commitments.csv, commitments.png")
+    cm_p.add_argument("--json", action="store_true", help="print the plan as JSON instead of the table")
     cm_p.set_defaults(func=_cmd_commitments)
 
     lev_p = sub.add_parser("levers", help="apply each optimisation lever alone; rank by ROI")
@@ -207,15 +251,40 @@ def _parser() -> argparse.ArgumentParser:
     lev_p.add_argument("--out", type=Path, default=None, help="results folder (default results/levers-<scenario name>)")
     lev_p.set_defaults(func=_cmd_levers)
 
-    rep_p = sub.add_parser("report", help="one self-contained HTML page of a run or sweep results folder")
-    rep_p.add_argument("results_dir", type=Path, help="a folder written by simcost run or simcost sweep")
+    be_p = sub.add_parser("breakeven", help="the monthly volume above which self-hosting is cheaper than each API")
+    common(be_p)
+    be_p.add_argument("--api", action="append", default=[], metavar="PROVIDER:MODEL",
+                      help="an API option besides the scenario's fleet.api_pools, e.g. openai:gpt-4o-mini (repeatable; "
+                           "with neither, every model of the API price list)")
+    be_p.add_argument("--min-replicas", type=int, default=1, help="replicas kept at any volume (default 1)")
+    be_p.add_argument("--redundancy", type=int, default=0, help="replicas beyond the needed count (N+k; default 0)")
+    be_p.add_argument("--seeds", type=int, default=1, help="each point must meet the SLO on K seeds (default 1)")
+    be_p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel processes")
+    be_p.add_argument("--out", type=Path, default=None, help="results folder (default results/breakeven-<scenario name>)")
+    be_p.set_defaults(func=_cmd_breakeven)
+
+    rep_p = sub.add_parser("report", help="one self-contained HTML page of a results folder")
+    rep_p.add_argument("results_dir", type=Path,
+                       help="a folder written by simcost run, sweep, size, commitments, levers or forecast")
     rep_p.add_argument("--out", type=Path, default=None, help="HTML file to write (default RESULTS_DIR/report.html)")
     rep_p.set_defaults(func=_cmd_report)
     return p
 
 
+def _version() -> str:
+    """The installed distribution's version; a source tree that is not installed has only the package's."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("simcost")
+    except PackageNotFoundError:
+        import simcost
+
+        return simcost.__version__
+
+
 def _cmd_run(args) -> int:
-    from simcost.results.writer import check_run_folder, format_summary, write_run
+    from simcost.results.writer import check_run_folder, write_run
     from simcost.scenario.scenario import load_scenario
     from simcost.simulation.kernels import warn_if_cold
     from simcost.simulation.simulation import Simulation
@@ -223,13 +292,30 @@ def _cmd_run(args) -> int:
     scenario = load_scenario(args.scenario, args.overrides, args.seed, args.catalog)
     sim = Simulation(scenario)  # plans the deployment: a model that does not fit fails here, writing nothing
     out = _out_dir(args.out or Path("results") / scenario.name)
-    warn_if_cold()  # a fresh install compiles numba kernels for seconds: say so rather than sit silent
+    quiet = args.no_progress or args.quiet
+    if not quiet:
+        warn_if_cold()  # a fresh install compiles numba kernels for seconds: say so rather than sit silent
     check_run_folder(out, args.records)  # a missing pyarrow or a folder in the way: before the run, not after
-    result = sim.run(progress=not args.no_progress)
-    print(format_summary(result.summary))  # before writing: a full disk must not lose the answer
+    result = sim.run(progress=not quiet)
+    print(_run_output(result, args.format), flush=True)  # before writing: a full disk must not lose the answer
+    if not quiet and sys.stderr.isatty():  # the files take seconds on a long run: say what is happening
+        print(f"writing {out} ...", file=sys.stderr, flush=True)
     paths = write_run(result, out, args.records, args.request_records)
-    print(f"\nwrote {', '.join(str(p) for p in paths.values())}")
+    # JSON formats keep stdout parseable: the list of files goes to stderr
+    print(f"\nwrote {', '.join(str(p) for p in paths.values())}", file=sys.stdout if args.format == "table" else sys.stderr)
     return 0
+
+
+def _run_output(result, fmt: str) -> str:
+    """What `simcost run --format` prints: the table, or summary.json / vLLM's result keys as JSON."""
+    import json
+
+    from simcost.results.vllm_bench import vllm_bench
+    from simcost.results.writer import format_summary
+
+    if fmt == "table":
+        return format_summary(result.summary)
+    return json.dumps(result.summary if fmt == "json" else vllm_bench(result), indent=2)
 
 
 def _out_dir(path: Path) -> Path:
@@ -264,7 +350,7 @@ def _cmd_sweep(args) -> int:
     out = _out_dir(args.out or Path("results") / f"sweep-{args.space.stem if args.space else '+'.join(args.param)}")
     try:
         result = sweep(args.scenario, space, out, args.overrides, args.seed, args.seeds, args.jobs, args.backend,
-                       args.address, args.cache, not args.no_run_folders, progress=True,
+                       args.address, args.cache, not args.no_run_folders, progress=not args.quiet,
                        catalog_files=tuple(args.catalog))
     except KeyboardInterrupt:
         print(f"\nsimcost: interrupted; finished runs are cached in {args.cache or out / 'cache'}: "
@@ -289,12 +375,11 @@ def _cmd_forecast(args) -> int:
     scenario = load_scenario(args.scenario, args.overrides, args.seed, args.catalog)
     out = _out_dir(args.out or Path("results") / f"forecast-{scenario.name}")
     result = forecast(scenario, path, args.seeds, args.hours_per_month, args.budget_usd_per_month, args.jobs,
-                      args.resize, args.max_replicas, progress=True)
+                      args.resize, args.max_replicas, progress=not args.quiet)
     with staged_folder(out, ()) as tmp:  # whole or not at all, like a run folder
         staged = write_outputs(result, tmp)
-    csv_path, png_path = (out / path.name for path in staged)
     print(format_report(result))
-    print(f"\nwrote {csv_path}, {png_path}")
+    print(f"\nwrote {', '.join(str(out / path.name) for path in staged)}")
     return 0
 
 
@@ -308,8 +393,13 @@ def _cmd_check(args) -> int:
         print(f"{args.scenario}: ok; {len(pools)} pools")
         for pool in pools:
             print(f"  {pool.name}: {pool.replicas} x " + _deployment_line(pool.deployment))
-        return 0
-    print(f"{args.scenario}: ok; " + _deployment_line(plan_deployment(scenario)))
+    else:
+        print(f"{args.scenario}: ok; " + _deployment_line(plan_deployment(scenario)))
+    for k, api in enumerate(scenario.fleet.api_pools):  # hosted APIs: their resolved prices and limits
+        t = api.terms(f"fleet.api_pools[{k}]")
+        print(f"  api {api.name} ({api.role}): {t.provider_name} {t.model}, ${t.input_usd_per_1m:g} in / "
+              f"${t.output_usd_per_1m:g} out per 1M tokens" + (f" less {t.discount:.0%} (batch)" if t.discount else "")
+              + f", {t.requests_per_min:,.0f} requests and {t.tokens_per_min:,.0f} tokens per minute")
     return 0
 
 
@@ -322,6 +412,15 @@ def _deployment_line(dep) -> str:
 def _cmd_calibrate(args) -> int:
     from simcost.perf.calibrate import Pair, fit_factors, fit_warnings, format_table, write_profile
     from simcost.perf.measurements import EFFICIENCY_FACTORS, read_points
+
+    if args.log is not None:
+        from simcost.analysis.calibrate_log import calibrate_command
+
+        return calibrate_command(args)
+    for flag, value in (("measurements", args.measurements), ("--device", args.device), ("--model", args.model)):
+        if value is None:
+            raise InputError(flag, "missing; calibrate needs a step-time CSV with --device and --model, "
+                                   "or --log LOG --scenario SCENARIO")
 
     for name in args.fix:
         if name not in EFFICIENCY_FACTORS:
@@ -343,6 +442,19 @@ def _cmd_calibrate(args) -> int:
     return 0
 
 
+def _cmd_validate(args) -> int:
+    from simcost.analysis.validate import format_report, validate, validation_scenario, write_outputs
+    from simcost.workload.serving_log import LogColumns, load_log
+
+    log = load_log(args.log, LogColumns.parse(args.columns) if args.columns else None)
+    scenario = validation_scenario(args.scenario, args.log, args.overrides, args.seed, args.catalog)
+    out = _out_dir(args.out or Path("results") / f"validate-{scenario.name}")
+    report, measured, simulated = validate(scenario, log)
+    print(format_report(report))  # before writing: a full disk must not lose the answer
+    print(f"\nwrote {', '.join(str(p) for p in write_outputs(report, measured, simulated, out))}")
+    return 0
+
+
 def _cmd_catalog(args) -> int:
     from simcost.catalog.specs import format_catalog
 
@@ -350,7 +462,7 @@ def _cmd_catalog(args) -> int:
         return _cmd_import_model(args)
     if args.config_json is not None or args.key is not None:
         raise InputError("catalog", "a config.json and --key are for import-model")
-    print(format_catalog(args.table, catalog=_with_catalog_files(args.catalog)))
+    print(format_catalog(args.table, catalog=_with_catalog_files(args.catalog), wide=args.wide))
     return 0
 
 
@@ -402,35 +514,35 @@ def _cmd_trace_inspect(args) -> int:
 
 
 def _cmd_size(args) -> int:
-    import yaml
-
-    from simcost.analysis.sizing import candidate_options, format_sizing, size
+    from simcost.analysis.sizing import format_sizing, size
+    from simcost.analysis.sizing_outputs import parse_options, sizing_json, write_sizing
     from simcost.scenario.scenario import load_scenario
 
-    def items(text):
-        return [s.strip() for s in text.split(",") if s.strip()] if text else [None]
-
-    tp = []
-    for item in items(args.tensor_parallel):
-        if item is not None and not item.isdigit():
-            raise InputError("--tensor-parallel", f"'{item}'; expected whole numbers, e.g. 1,2")
-        tp.append(None if item is None else int(item))
-    pricing = []
-    for text in args.pricing or [None]:
-        value = yaml.safe_load(text) if text else None
-        value = {"model": value} if isinstance(value, str) else value  # 'on_demand' alone is a model name
-        if value is not None and not isinstance(value, dict):
-            raise InputError("--pricing", f"'{text}'; expected a model name or a mapping such as '{{model: spot, ...}}'")
-        pricing.append(value)
+    options = parse_options(args.devices, args.tensor_parallel, args.policies, args.pricing)
     scenario = load_scenario(args.scenario, args.overrides, args.seed, args.catalog)
-    options = candidate_options(items(args.devices), tp, items(args.policies), pricing)
-    result = size(scenario, options, args.max_replicas, args.seeds, args.jobs, pool=args.pool)
-    print(format_sizing(result))
+    out = _out_dir(args.out or Path("results") / f"size-{scenario.name}")
+    result = size(scenario, options, args.max_replicas, args.seeds, args.jobs, pool=args.pool, progress=not args.quiet)
+    paths = write_sizing(result, scenario, out)
+    _report(format_sizing(result), sizing_json(result), paths, args.json)
     return 0
+
+
+def _report(text: str, data: dict, paths: dict[str, Path], as_json: bool) -> None:
+    """The table and the files written, or with --json the result alone on stdout (files named on stderr)."""
+    import json
+
+    written = f"wrote {', '.join(map(str, paths.values()))}"
+    if as_json:
+        print(json.dumps(data, indent=2))
+        print(written, file=sys.stderr)
+    else:
+        print(text)
+        print(f"\n{written}")
 
 
 def _cmd_commitments(args) -> int:
     from simcost.analysis.commitments import format_plan, plan_from_run
+    from simcost.analysis.commitments_outputs import plan_json, write_commitments
     from simcost.scenario.scenario import load_scenario
     from simcost.simulation.simulation import Simulation
 
@@ -444,10 +556,12 @@ def _cmd_commitments(args) -> int:
     if scenario.duration_s is not None and scenario.duration_s / args.period_s > MAX_BILLING_HOURS:
         raise InputError("--period-s", f"{args.period_s:g} s makes {scenario.duration_s / args.period_s:.3g} billing hours of "
                          f"duration_s={scenario.duration_s:g}; expected at most {MAX_BILLING_HOURS:,} (ten years)")
-    result = Simulation(scenario).run(progress=not args.no_progress)
+    out = _out_dir(args.out or Path("results") / f"commitments-{scenario.name}")
+    result = Simulation(scenario).run(progress=not (args.no_progress or args.quiet))
     plan = plan_from_run(result, args.reserved_usd_per_device_hour, args.discount, args.basis, args.period_s,
                          week=not args.no_week)
-    print(format_plan(plan))
+    paths = write_commitments(plan, scenario.name, out)
+    _report(format_plan(plan), plan_json(plan, scenario.name), paths, args.json)
     return 0
 
 
@@ -462,7 +576,8 @@ def _cmd_levers(args) -> int:
     only = tuple(s.strip() for s in args.only.split(",") if s.strip()) if args.only else None
     scenario = load_scenario(args.scenario, args.overrides, args.seed, args.catalog)
     out = _out_dir(args.out or Path("results") / f"levers-{scenario.name}")
-    result = study(scenario, cfg, only, not args.fixed_fleet, args.max_replicas, args.seeds, args.jobs)
+    result = study(scenario, cfg, only, not args.fixed_fleet, args.max_replicas, args.seeds, args.jobs,
+                   progress=not args.quiet)
     with staged_folder(out, ()) as tmp:  # whole or not at all, like a run folder
         paths = [out / path.name for path in write_outputs(result, tmp)]
     print(format_study(result))
@@ -470,10 +585,26 @@ def _cmd_levers(args) -> int:
     return 0
 
 
-def _cmd_report(args) -> int:
-    from simcost.analysis.report import write_report
+def _cmd_breakeven(args) -> int:
+    from simcost.analysis.breakeven import BREAKEVEN_FILES, breakeven, format_breakeven, write_outputs
+    from simcost.results.folder import check_targets, staged_folder
+    from simcost.scenario.scenario import load_scenario
 
-    print(f"wrote {write_report(args.results_dir, args.out)}")
+    scenario = load_scenario(args.scenario, args.overrides, args.seed, args.catalog)
+    out = _out_dir(args.out or Path("results") / f"breakeven-{scenario.name}")
+    check_targets(out, BREAKEVEN_FILES)
+    result = breakeven(scenario, args.api, args.min_replicas, args.redundancy, args.seeds, args.jobs)
+    with staged_folder(out, BREAKEVEN_FILES) as tmp:  # whole or not at all, like a run folder
+        paths = [out / path.name for path in write_outputs(result, tmp)]
+    print(format_breakeven(result))
+    print(f"\nwrote {', '.join(map(str, paths))}")
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from simcost.analysis.report_plans import write_any_report
+
+    print(f"wrote {write_any_report(args.results_dir, args.out)}")
     return 0
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from simcost.engine.kv.reuse import PrefixSpec
 from simcost.engine.options import ReplicaOptions, SwapLink
 from simcost.engine.replica import Replica
 from simcost.engine.request_level import BatchReplica
+from simcost.engine.speculation import Speculation
 from simcost.engine.waiting import WaitingQueue
 from simcost.perf.startup import StartPhases
 from simcost.scenario.deployment import ITERATION_POLICIES, REQUEST_LEVEL_POLICIES, EngineConfig
@@ -87,6 +88,7 @@ class PoolEngine:
     # "decode" (takes only handed-over requests); None: the pool serves requests whole
     role: str | None = None
     kv_transfer_s_per_token: float = 0.0  # prefill role: the KV link's seconds per token
+    speculation: Speculation | None = None  # engine.speculative (simcost.engine.speculation)
 
     @property
     def chunked(self) -> bool:
@@ -115,6 +117,7 @@ class Fleet:
         self.rng = rng
         self.pool_engines = pools
         self.pool_serves = routing.pool_serves  # fleet.pools, per workload entry: the pools that serve it
+        self.forced_pool: dict[int, int] = {}  # request -> the one pool it may go to (fleet.cascade's stages)
         # fleet.pools: picks the pool (simcost.cluster.routers.POOL_ROUTERS); set once the fleet exists,
         # since it reads the fleet's routable lists
         self.pool_router: PoolRouter | None = None
@@ -162,7 +165,7 @@ class Fleet:
             # only iteration-level replicas cache prefixes (the config refuses it elsewhere)
             prefix=prefix if engine.prefix_caching else None,
             batch_timeout_s=engine.batch_timeout_s, preferred_batch_sizes=engine.preferred_batch_sizes,
-            max_queue_delay_s=engine.max_queue_delay_s)
+            max_queue_delay_s=engine.max_queue_delay_s, speculation=pe.speculation)
 
     # the first pool's engine limits (the only pool's, where callers read them)
     max_num_seqs = property(lambda self: self.pool_engines[0].engine.max_num_seqs)
@@ -355,8 +358,20 @@ class Fleet:
         k, replica = self.pool_router.pick(rid, ready)
         return k, replica if replica is not None else self._route(self.routers[k], rid)
 
+    def has_ready_for(self, rid: int) -> bool:
+        """A ready replica of a pool serving request rid's workload exists (api failover asks)."""
+        return any(self.routable[k] for k in self._serving(rid))
+
+    def waiting_ids(self) -> list[int]:
+        """Requests on no replica's batch yet: held, in the shared queue, or queued on an entry
+        replica (api overflow asks)."""
+        queued = [rid for k in self._entry for r in self.routable[k] for rid in r.waiting]
+        return [*self.held, *self.central, *queued]
+
     def _serving(self, rid: int) -> list[int]:
-        """The entry pools that serve request rid's workload."""
+        """The entry pools that serve request rid's workload (or the pool a cascade sent it to)."""
+        if rid in self.forced_pool:
+            return [self.forced_pool[rid]]
         return self._entry if self.pool_serves is None else self.pool_serves[int(self.table.workload[rid])]
 
     def _admitting(self, rid: int) -> list[int]:

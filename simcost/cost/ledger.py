@@ -13,7 +13,8 @@ then spread over requests too (`spread_unallocated`). Energy is kept per replica
 Warm nodes (fleet.warm_pool) are no replicas and run no step: what they cost is its own
 unallocated category, `warm_pool` (simcost.pricing.warm_pool_usd).
 Egress (fleet.pools) is priced per request outside the step log and added to its allocated cost
-and to the bill, so the identity above holds with it.
+and to the bill, so the identity above holds with it; so are hosted-API calls (fleet.api_pools),
+each billed its tokens x the api pool's prices.
 """
 
 from __future__ import annotations
@@ -204,11 +205,20 @@ class Bill:
     # the in-pool part of warm_pool_usd
     warm_pool_usd: float = 0.0
     warm_standby_usd: float = 0.0
+    # allocated: hosted-API calls (fleet.api_pools), each request's tokens x its api pool's
+    # prices; included in request_usd and total_usd (0 and None without api pools)
+    api_usd: float = 0.0
+    request_api_usd: np.ndarray | None = None
+    # fleet.response_cache: its embedding calls, allocated to the requests looked up (in
+    # request_usd), and its store's hosting, unallocated; both in total_usd
+    cache_usd: float = 0.0
+    request_cache_usd: np.ndarray | None = None
+    cache_store_usd: float = 0.0
 
     @property
     def unallocated_usd(self) -> float:
         return (self.idle_usd + self.minimum_usd + self.unused_commitment_usd + self.provisioning_usd + self.loading_usd
-                + self.draining_usd + self.warm_pool_usd)
+                + self.draining_usd + self.warm_pool_usd + self.cache_store_usd)
 
     @property
     def charged_usd(self) -> np.ndarray:
@@ -225,7 +235,9 @@ class Bill:
 def settle(steps: StepArrays, num_requests: int, fleet: FleetConfig, dep: Deployment | list[Pool], horizon_s: float,
            cost: CostConfig = CostConfig(), completed: np.ndarray | None = None,
            phases: list[StartPhases] | None = None, roster: Roster | None = None,
-           spot_usd_per_device_hour: float | None = None, request_egress_usd: np.ndarray | None = None) -> Bill:
+           spot_usd_per_device_hour: float | None = None, request_egress_usd: np.ndarray | None = None,
+           request_api_usd: np.ndarray | None = None, request_cache_usd: np.ndarray | None = None,
+           cache_store_usd: float = 0.0) -> Bill:
     """Price every step, allocate to requests by the `cost` policy, and charge the gaps as idle.
     `completed` (default: every request) marks who may take unallocated dollars under
     chargeback when no request was allocated anything. `roster` (simcost.lifecycle) says when
@@ -259,6 +271,14 @@ def settle(steps: StepArrays, num_requests: int, fleet: FleetConfig, dep: Deploy
     if request_egress_usd is not None:
         request_usd = request_usd + request_egress_usd
         egress_usd = float(request_egress_usd.sum())
+    api_usd = 0.0
+    if request_api_usd is not None:
+        request_usd = request_usd + request_api_usd
+        api_usd = float(request_api_usd.sum())
+    cache_usd = 0.0
+    if request_cache_usd is not None:
+        request_usd = request_usd + request_cache_usd
+        cache_usd = float(request_cache_usd.sum())
     busy_s, idle_s, overlaps = busy_idle_seconds(steps.step_start_s, steps.step_end_s, steps.step_replica, n, horizon_s)
     if overlaps:
         raise RuntimeError(f"ledger: {overlaps} steps overlap on one replica (engine bug)")
@@ -288,10 +308,10 @@ def settle(steps: StepArrays, num_requests: int, fleet: FleetConfig, dep: Deploy
         eligible = np.ones(num_requests, dtype=bool) if completed is None else completed
         share_usd, spread_usd = spread_unallocated(request_usd, idle_usd + minimum_usd + unused_usd + provisioning_usd
                                                    + loading_usd + draining_usd + warm_provisioning_usd
-                                                   + warm_standby_usd, eligible)
+                                                   + warm_standby_usd + cache_store_usd, eligible)
     return Bill(step_usd=step_usd, request_usd=request_usd, replica_busy_s=busy_s, replica_idle_s=idle_s,
                 busy_usd=float(step_usd.sum()), idle_usd=idle_usd,
-                total_usd=egress_usd + (pools_bill_usd(pools, horizon_s, energy, ra) if own else
+                total_usd=egress_usd + api_usd + cache_usd + cache_store_usd + (pools_bill_usd(pools, horizon_s, energy, ra) if own else
                                         fleet_bill_usd(fleet.pricing, pools, horizon_s, energy, ra, spot_usd_per_device_hour)),
                 minimum_usd=minimum_usd, unused_commitment_usd=unused_usd,
                 replica_hour_usd=price.time_usd_per_s * np.maximum(alive_s, hour_busy_s)
@@ -300,7 +320,9 @@ def settle(steps: StepArrays, num_requests: int, fleet: FleetConfig, dep: Deploy
                 unallocated_share_usd=share_usd, spread_usd=spread_usd, provisioning_usd=provisioning_usd,
                 loading_usd=loading_usd, draining_usd=draining_usd, roster=ra, replica_hour_alive_s=alive_s,
                 egress_usd=egress_usd, request_egress_usd=request_egress_usd,
-                warm_pool_usd=warm_provisioning_usd + warm_standby_usd, warm_standby_usd=warm_standby_usd)
+                warm_pool_usd=warm_provisioning_usd + warm_standby_usd, warm_standby_usd=warm_standby_usd,
+                api_usd=api_usd, request_api_usd=request_api_usd, cache_usd=cache_usd,
+                request_cache_usd=request_cache_usd, cache_store_usd=cache_store_usd)
 
 
 def lifecycle_costs_usd(ra: RosterArrays, price: Tariff, steps: StepArrays) -> tuple[float, float, float]:

@@ -199,10 +199,31 @@ def savings_plan_hours(cfg: PricingConfig, usage_usd: np.ndarray, covered_s: np.
     return factor, unused
 
 
-def owned_rates(cfg: PricingConfig, site: SiteConfig, dep: Deployment) -> tuple[float, float]:
-    """$/s per replica: amortised capital plus idle power, and the extra power cost at u = 1."""
+def owned_lifetime_usd_per_device(cfg: PricingConfig) -> float:
+    """What owning one device costs over lifetime_years besides power: its capex alone, or with
+    any of the ownership keys set, lifetime_years x the equivalent annual cost
+        (C - S / (1 + r)^n) x r / (1 - (1 + r)^-n)   (C - S) / n when r = 0
+        + maintenance x C + 12 x (colo + staff per device-month),
+    C the capex, S = resale_fraction x C the resale at the end, r the cost of capital, n the years."""
+    capex = required(cfg.capex_usd_per_device, "fleet.pricing.capex_usd_per_device")
+    extras = (cfg.colo_usd_per_device_month, cfg.staff_usd_per_device_month, cfg.maintenance_fraction_per_year,
+              cfg.cost_of_capital, cfg.resale_fraction)
+    if all(x is None for x in extras):
+        return capex  # the plain amortisation, exactly as before these keys existed
     years = DEFAULT_LIFETIME_YEARS if cfg.lifetime_years is None else cfg.lifetime_years
-    capex_usd = required(cfg.capex_usd_per_device, "fleet.pricing.capex_usd_per_device")
+    r, resale = cfg.cost_of_capital or 0.0, (cfg.resale_fraction or 0.0) * capex
+    net = capex - resale / (1 + r) ** years
+    annual = net * r / (1 - (1 + r) ** -years) if r > 0 else net / years
+    annual += (cfg.maintenance_fraction_per_year or 0.0) * capex
+    annual += 12 * ((cfg.colo_usd_per_device_month or 0.0) + (cfg.staff_usd_per_device_month or 0.0))
+    return annual * years
+
+
+def owned_rates(cfg: PricingConfig, site: SiteConfig, dep: Deployment) -> tuple[float, float]:
+    """$/s per replica: amortised capital (its whole ownership cost) plus idle power, and the
+    extra power cost at u = 1."""
+    years = DEFAULT_LIFETIME_YEARS if cfg.lifetime_years is None else cfg.lifetime_years
+    capex_usd = owned_lifetime_usd_per_device(cfg)
     capex_per_s = capex_usd * dep.num_devices / (years * HOURS_PER_YEAR * S_PER_HOUR)
     usd_per_j = required(cfg.usd_per_kwh, "fleet.pricing.usd_per_kwh") * site.pue / J_PER_KWH
     return capex_per_s + dep.idle_w * usd_per_j, (dep.peak_w - dep.idle_w) * usd_per_j
@@ -226,7 +247,7 @@ def bill_usd(cfg: PricingConfig, dep: Deployment, num_replicas: int, horizon_s: 
         discount = required(cfg.discount, "fleet.pricing.discount")
         return float(np.sum(commit + np.maximum(0.0, usage - commit / (1 - discount))))
     years = DEFAULT_LIFETIME_YEARS if cfg.lifetime_years is None else cfg.lifetime_years
-    capex_usd = required(cfg.capex_usd_per_device, "fleet.pricing.capex_usd_per_device")
+    capex_usd = owned_lifetime_usd_per_device(cfg)
     capex = n * hours * capex_usd * dep.num_devices / (years * HOURS_PER_YEAR)
     return capex + energy.total_kwh * required(cfg.usd_per_kwh, "fleet.pricing.usd_per_kwh")
 

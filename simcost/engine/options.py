@@ -10,6 +10,7 @@ import numpy as np
 
 from simcost.cost.ledger import StepLog
 from simcost.engine.kv.reuse import PrefixSpec
+from simcost.engine.speculation import Speculation
 from simcost.errors import InputError
 from simcost.perf.deployment import Deployment
 from simcost.scenario.deployment import EngineConfig
@@ -55,6 +56,7 @@ class ReplicaOptions:
     batch_timeout_s: float = 0.0
     preferred_batch_sizes: tuple[int, ...] | None = None
     max_queue_delay_s: float = 0.0
+    speculation: Speculation | None = None  # engine.speculative (iteration-level replicas only)
 
     @property
     def watermark_blocks(self) -> int:

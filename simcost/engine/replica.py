@@ -35,6 +35,7 @@ from simcost.engine.kv.prefix_cache import PrefixBlockPool
 from simcost.engine.kv.reuse import PrefixReuse
 from simcost.engine.options import ReplicaOptions
 from simcost.engine.schedulers import SCHEDULERS, StepPlan
+from simcost.engine.speculation import SpeculationState, run_step
 from simcost.perf.step_model import decode_span_times_s, step_time_s
 from simcost.workload.request_table import COMPLETED
 
@@ -59,6 +60,8 @@ class Replica(ReplicaBase):
         self.itl_ewma_s = 0.0
         self._stalled_s = 0.0  # prefill steps since the last decode step that decoding requests waited through
         self.scheduler = SCHEDULERS[options.policy](self)
+        # speculative decoding: decode-only steps verify drafts (simcost.engine.speculation)
+        self.speculation = SpeculationState(options.speculation) if options.speculation is not None else None
         self._start()
 
     def _make_pool(self, options: ReplicaOptions) -> KVPool:
@@ -197,6 +200,9 @@ class Replica(ReplicaBase):
         return any(rid not in plan and not self.prefilling(rid) for rid in self.running)
 
     def _run_decode_span(self):
+        if self.speculation is not None:  # one verification step at a time: tokens per step vary
+            yield from run_step(self)
+            return
         while True:
             ids = np.asarray(self.running, dtype=np.int64)
             k, kv_tokens = self.kv.plan_decode_span(ids, self.max_span_steps)

@@ -104,6 +104,14 @@ class RunSummary(TypedDict):
     bytes_per_token: NotRequired[float]
     prefix_cache: NotRequired[dict[str, Any]]
     per_item: NotRequired[PerItem]
+    # perf.model kernels: the share of simulated step seconds that came from measured kernel
+    # latencies (the rest: roofline fallbacks, extrapolation, overheads); 0 on a device without tables
+    step_time_measured_fraction: NotRequired[float]
+    api: NotRequired[dict[str, Any]]  # hosted-API pools (fleet.api_pools), per pool
+    cascade: NotRequired[dict[str, Any]]  # fleet.cascade: escalations, added latency, quality proxy
+    response_cache: NotRequired[dict[str, Any]]  # fleet.response_cache: lookups, hits, evictions, dollars
+    budget: NotRequired[dict[str, Any]]  # cost.budget: the burn-rate and actual alerts that would have fired
+    unit_economics: NotRequired[dict[str, Any]]  # cost.outcomes: $ per outcome and per user, by workload
 
 
 class Breakdowns(TypedDict, total=False):

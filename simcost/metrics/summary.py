@@ -139,9 +139,16 @@ def attainment_keys(measured_arrived: np.ndarray, outcomes: dict) -> dict:
 
 def summarize(scenario: Scenario, dep: Deployment, table: RequestTable, steps: StepArrays, bill: Bill,
               horizon_s: float, session_counts: dict | None = None, pools: list[Pool] | None = None,
-              pool_router=None, prefix_cache: dict[str, Any] | None = None, per_item: bool = False) -> RunSummary:
+              pool_router=None, prefix_cache: dict[str, Any] | None = None, per_item: bool = False,
+              measured_fraction: float | None = None, api: dict[str, Any] | None = None,
+              cascade: dict[str, Any] | None = None, response_cache: dict[str, Any] | None = None,
+              budget: dict[str, Any] | None = None) -> RunSummary:
     """The run's summary (summary.json), every section of it; `prefix_cache` is the replicas'
-    prefix-cache counts (None without prefix caching), `per_item` whether the model is served per item."""
+    prefix-cache counts (None without prefix caching), `per_item` whether the model is served per item,
+    `measured_fraction` the share of step time from measured kernels (perf.model kernels only),
+    `api` the api pools' section (simcost.cluster.api_pool.ApiPools.summary; None without them),
+    `cascade` fleet.cascade's (simcost.cluster.cascade.Cascade.summary), `response_cache`
+    fleet.response_cache's (simcost.cluster.response_cache.ResponseCache.summary)."""
     pools = pools or [Pool("serve", dep, scenario.fleet.num_replicas)]
     lat = latencies(table)
     completed = table.status == COMPLETED
@@ -222,6 +229,20 @@ def summarize(scenario: Scenario, dep: Deployment, table: RequestTable, steps: S
         summary.update(pools_summary(scenario, pools, table, lat, measured, bill, pool_router))
     if prefix_cache is not None:
         summary["prefix_cache"] = prefix_cache
+    if measured_fraction is not None:
+        summary["step_time_measured_fraction"] = measured_fraction
+    if api is not None:
+        summary["api"] = api
+    if cascade is not None:
+        summary["cascade"] = cascade
+    if response_cache is not None:
+        summary["response_cache"] = response_cache
+    if budget is not None:  # cost.budget's alerts, from the time series (simcost.metrics.budget)
+        summary["budget"] = budget
+    if scenario.cost.outcomes is not None:
+        from simcost.metrics.budget import unit_economics
+
+        summary["unit_economics"] = unit_economics(scenario, table, bill)
     if per_item:
         summary["per_item"] = per_item_summary(scenario, dep, table, summary, bill)
     return summary
@@ -457,13 +478,17 @@ def _allocation_keys(scenario: Scenario, bill: Bill) -> dict:
 
 def _cost_by_category(bill: Bill) -> dict:
     """The bill by what it paid for; the categories sum to total_usd."""
-    return {"busy": float(bill.request_usd.sum()) - bill.egress_usd, "idle": bill.idle_usd, "minimum_charge": bill.minimum_usd,
+    return {"busy": float(bill.request_usd.sum()) - bill.egress_usd - bill.api_usd - bill.cache_usd, "idle": bill.idle_usd, "minimum_charge": bill.minimum_usd,
             "unused_commitment": bill.unused_commitment_usd,
             # replicas starting cold (fleet.cold_start): 0 for a warm fleet
             "provisioning": bill.provisioning_usd, "loading": bill.loading_usd,
             # replicas scaled down or given notice, waiting for their last requests: 0 for a static fleet
             "draining": bill.draining_usd,
             **({"egress": bill.egress_usd} if bill.request_egress_usd is not None else {}),  # fleet.pools only
+            **({"api": bill.api_usd} if bill.request_api_usd is not None else {}),  # fleet.api_pools only
+            # fleet.response_cache only: embedding calls (allocated) and the store's hosting
+            **({"response_cache_lookups": bill.cache_usd, "response_cache_store": bill.cache_store_usd}
+               if bill.request_cache_usd is not None else {}),
             # warm nodes provisioning and in the pool (fleet.warm_pool only)
             **({"warm_pool": bill.warm_pool_usd} if bill.roster is not None and bill.roster.warm_pools else {})}
 

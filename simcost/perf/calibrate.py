@@ -46,6 +46,7 @@ from scipy.optimize import least_squares
 
 from simcost.catalog.specs import BYTES_PER_ELEMENT, DeviceSpec, ModelSpec, compute_format_for, get_device, get_model
 from simcost.errors import InputError
+from simcost.files import staged_file
 from simcost.perf.measurements import EFFICIENCY_FACTORS, FACTOR_LOWER, FACTOR_UPPER, StepPoint
 from simcost.perf.step_model import default_factors, roofline_params, step_time_s
 
@@ -263,11 +264,8 @@ def write_profile(out: str | Path, pair: Pair, fit: Fit, points: list[StepPoint]
                 "error": error_summary(points, fit.predicted_s)},
         "date": datetime.date.today().isoformat(),
     }
-    try:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(yaml.safe_dump(profile, sort_keys=False))
-    except OSError as exc:
-        raise InputError("--out", f"cannot write {out} ({exc.strerror})") from None
+    with staged_file(Path(out), "--out") as tmp:
+        tmp.write_text(yaml.safe_dump(profile, sort_keys=False))
     return profile
 
 

@@ -14,6 +14,16 @@ Formats. `weight_format` sets the bytes per weight and the compute rate:
 - fp8 runs at the fp8 peak (W8A8); a device without an fp8 peak refuses fp8 weights.
 - int8 / int4 are weight-only quantisation (W8A16, W4A16: AWQ, GPTQ): bytes at the small format,
   compute at the bf16 (else fp16) rate, since the weights are dequantised before the matmul.
+- nvfp4 runs at the fp4 peak and needs one (Blackwell); mxfp4 runs at the fp4 peak where there is
+  one, else weight-only on a GPU's 16-bit units. Both count their block scales in their bytes.
+- An fp8 KV cache needs a GPU (vLLM widens it in the attention kernel, Ampere included) or a
+  device with an fp8 peak.
+
+KV cache. A token keeps `ModelSpec.kv_elements_per_token_per_layer` elements in each layer (the
+latent of multi-head latent attention, else K and V of its KV heads). Sliding-window (and chunked)
+layers keep at most the window per sequence, and at most max_num_seqs sequences run, so the
+cache holds T tokens of the full-attention layers where
+  free = T x full + min(T, window x max_num_seqs) x sliding   (bytes per token of each group).
 """
 
 from __future__ import annotations
@@ -26,19 +36,27 @@ from simcost.catalog.specs import (
     DeviceSpec,
     ModelSpec,
     compute_format_for,
+    format_refusal,
 )
 from simcost.errors import InputError
-from simcost.perf.step_model import is_per_item, kv_heads_per_device
+from simcost.perf.step_model import is_per_item
 from simcost.scenario.fleet_plan import fleet_plan
 from simcost.scenario.scenario import Scenario
 
-# Activation reserve per device = max_num_batched_tokens * hidden_size * this many bytes. vLLM
-# sizes the reserve by profiling a forward pass of max_num_batched_tokens tokens; its peak is a
-# dozen-odd live bf16 tensors per token: residual, norm output, q/k/v, attention output (~6 x d)
-# and the MLP gate and up projections (2 x 3.5 d for Llama shapes), i.e. ~13 d elements = 26 d
-# bytes, rounded to 24 as not all are live at once. It is not divided by tensor parallelism
-# (the residual stream is replicated), which errs towards fewer KV blocks.
-ACTIVATION_BYTES_PER_TOKEN_PER_HIDDEN = 24.0
+# Activation reserve per device = max_num_batched_tokens * hidden_size * bytes. vLLM sizes the
+# reserve by profiling a forward pass of max_num_batched_tokens tokens; its peak is a dozen-odd
+# live bf16 tensors per token: residual, norm output, q/k/v, attention output (~6 x d) and the MLP
+# gate and up projections (2 x 3.5 d for Llama shapes), i.e. ~13 d elements = 26 d bytes, rounded
+# to 24 as not all are live at once. Under tensor parallelism the residual stream and its norm
+# output (4 bytes of d) are replicated on every device; the rest (20) is split over the TP group.
+ACTIVATION_BYTES_PER_TOKEN_PER_HIDDEN = 24.0  # at tensor_parallel 1
+ACTIVATION_REPLICATED_BYTES_PER_HIDDEN = 4.0
+
+
+def activation_reserve_bytes(max_num_batched_tokens: int, hidden_size: int, tp: int) -> float:
+    """Bytes each device of a tensor-parallel group of `tp` keeps for activations."""
+    sharded = ACTIVATION_BYTES_PER_TOKEN_PER_HIDDEN - ACTIVATION_REPLICATED_BYTES_PER_HIDDEN
+    return max_num_batched_tokens * hidden_size * (ACTIVATION_REPLICATED_BYTES_PER_HIDDEN + sharded / tp)
 
 _DEFAULT_KV_FORMAT = "bf16"
 _MAX_SUGGESTED_TP = 64
@@ -123,8 +141,8 @@ def _supported_weight_formats(device: DeviceSpec) -> list[str]:
 
 
 def _free_bytes_per_device(device: DeviceSpec, model: ModelSpec, weight_bytes: float, num_devices: int,
-                           memory_utilization: float, max_num_batched_tokens: int) -> float:
-    reserve_bytes = max_num_batched_tokens * model.hidden_size * ACTIVATION_BYTES_PER_TOKEN_PER_HIDDEN
+                           memory_utilization: float, max_num_batched_tokens: int, tp: int) -> float:
+    reserve_bytes = activation_reserve_bytes(max_num_batched_tokens, model.hidden_size, tp)
     return device.memory_bytes * memory_utilization - weight_bytes / num_devices - reserve_bytes
 
 
@@ -163,10 +181,18 @@ def _check_parallelism(scenario: Scenario, device: DeviceSpec, model: ModelSpec,
                          f"{pp} stages for {model.key}'s {model.num_layers} layers; at most one stage per layer")
 
 
-def _kv_blocks(free_bytes_per_device: float, kv_bytes_per_token_per_device: float, block_size: int) -> int:
-    if free_bytes_per_device <= 0:
+def kv_capacity_tokens(free_bytes: float, full_bytes_per_token: float, sliding_bytes_per_token: float,
+                       sliding_cap_tokens: int) -> int:
+    """Tokens T of context a device's `free_bytes` hold, when full-attention layers keep every
+    token and sliding-window layers at most `sliding_cap_tokens` (window x sequences) in all:
+    the largest T with T x full + min(T, cap) x sliding <= free."""
+    if free_bytes <= 0:
         return 0
-    return math.floor(free_bytes_per_device / (kv_bytes_per_token_per_device * block_size))
+    every_layer = free_bytes / (full_bytes_per_token + sliding_bytes_per_token)
+    if every_layer <= sliding_cap_tokens or full_bytes_per_token <= 0:
+        # (a model of sliding layers only keeps the old, conservative count: every token in every layer)
+        return math.floor(every_layer)
+    return math.floor((free_bytes - sliding_cap_tokens * sliding_bytes_per_token) / full_bytes_per_token)
 
 
 def _plan_kv(scenario: Scenario, device: DeviceSpec, model: ModelSpec, weight_format: str, kv_format: str,
@@ -188,14 +214,20 @@ def _plan_kv(scenario: Scenario, device: DeviceSpec, model: ModelSpec, weight_fo
 
     weight_bytes = model.num_params * BYTES_PER_ELEMENT[weight_format]
     b_kv = BYTES_PER_ELEMENT[kv_format]
-    kv_bytes_per_token = 2.0 * model.num_layers * model.num_kv_heads * model.head_dim * b_kv
+    # all layers: what one prompt token's KV weighs when it moves (swap, prefill-to-decode transfer)
+    kv_bytes_per_token = model.num_layers * model.kv_elements_per_token_per_layer() * b_kv
     block_size = scenario.engine.block_size
+    draft_bytes = _draft_weight_bytes(scenario, weight_format)
 
     def kv_tokens(t: int, stages: int = pp) -> int:
         # each device keeps the KV of its stage's layers for its share of the KV heads
-        per_device = 2.0 * model.num_layers / stages * kv_heads_per_device(model, t) * model.head_dim * b_kv
-        free = _free_bytes_per_device(device, model, weight_bytes, t * stages, util, max_num_batched_tokens)
-        return _kv_blocks(free, per_device, block_size) * block_size
+        per_layer = model.kv_elements_per_token_per_layer(t) * b_kv
+        free = _free_bytes_per_device(device, model, weight_bytes + draft_bytes, t * stages, util,
+                                      max_num_batched_tokens, t)
+        tokens = kv_capacity_tokens(free, model.num_full_layers / stages * per_layer,
+                                    model.num_sliding_layers / stages * per_layer,
+                                    model.sliding_window * scenario.engine.max_num_seqs)
+        return tokens // block_size * block_size
 
     num_kv_tokens = kv_tokens(tp)
     if num_kv_tokens < block_size:
@@ -213,6 +245,17 @@ def _plan_kv(scenario: Scenario, device: DeviceSpec, model: ModelSpec, weight_fo
                          f"engine.max_model_len <= {num_kv_tokens} or raise hardware.tensor_parallel")
 
     return max_model_len, max_num_batched_tokens, block_size, kv_bytes_per_token, num_kv_tokens
+
+
+def _draft_weight_bytes(scenario: Scenario, weight_format: str) -> float:
+    """Speculative decoding with a draft model keeps its weights (in the target's format) next to
+    the target's, split over the same devices; an EAGLE head or MTP module is left out (about one
+    layer). Its KV cache is not counted."""
+    spec = scenario.engine.speculative
+    if spec is None or spec.draft_model is None:
+        return 0.0
+    draft = scenario.specs.model(spec.draft_model, "engine.speculative.draft_model")
+    return draft.num_params * BYTES_PER_ELEMENT[weight_format]
 
 
 PER_ITEM_NO_LENGTH_LIMIT = 2**31 - 1  # a per-item Deployment's max_model_len
@@ -248,6 +291,10 @@ def plan_deployment(scenario: Scenario) -> Deployment:
 
     weight_format = scenario.model.weight_format or model.weight_format
     compute_format = compute_format_for(device, weight_format)
+    if compute_format is None and weight_format in ("nvfp4", "mxfp4", "fp8"):
+        supported = _supported_weight_formats(device)
+        raise InputError("model.weight_format", f"{format_refusal(device, weight_format)}; {device.key} runs "
+                         f"{', '.join(supported)}")
     if compute_format is None:
         supported = _supported_weight_formats(device)
         given = "set" if scenario.model.weight_format else f"{model.key}'s checkpoint is {weight_format}; set"
@@ -259,6 +306,9 @@ def plan_deployment(scenario: Scenario) -> Deployment:
                          f"{weight_format} weights need {weight_format} compute, which {device.key} lacks; {given} "
                          f"model.weight_format: {widest} ({device.key} supports {', '.join(supported)})")
     kv_format = scenario.model.kv_cache_format or _DEFAULT_KV_FORMAT
+    kv_refused = format_refusal(device, kv_format, "KV cache")
+    if kv_refused:
+        raise InputError("model.kv_cache_format", f"{kv_refused}; use bf16 or fp16")
     weight_bytes = model.num_params * BYTES_PER_ELEMENT[weight_format]
 
     if is_per_item(model):
@@ -310,7 +360,7 @@ def _raise_does_not_fit(device, model, weight_format, weight_bytes, tp, util, ma
                         kv_tokens, block_size, pp=1, per_node=_MAX_SUGGESTED_TP) -> None:
     n = tp * pp
     usable_gb = device.memory_bytes * util / 1e9
-    reserve_gb = max_num_batched_tokens * model.hidden_size * ACTIVATION_BYTES_PER_TOKEN_PER_HIDDEN / 1e9
+    reserve_gb = activation_reserve_bytes(max_num_batched_tokens, model.hidden_size, tp) / 1e9
     short_gb = weight_bytes / 1e9 + n * (reserve_gb - usable_gb)
     fits = [t for t in range(tp + 1, min(per_node, _MAX_SUGGESTED_TP) + 1)
             if model.num_heads % t == 0 and kv_tokens(t, pp) >= block_size]

@@ -172,16 +172,15 @@ def _average(raw: list[tuple]) -> list[StepPoint]:
 
 
 def load_profile(path: str | Path, device_key: str, model_key: str, where: str = "perf.profile") -> dict[str, float]:
-    """The fitted factors of a profile; InputError if it is for another device or model."""
+    """The fitted factors of a profile. A profile of another model or device carries the factors
+    whose physics does not depend on what changed (carried_factors), with a warning."""
     try:
         raw = read_yaml_file(Path(path), "profile")
     except InputError as exc:  # name the key too: the profile is a file the scenario points to
         raise InputError(where, f"{exc.problem}, in {exc.where}") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("factors"), dict):
         raise InputError(where, f"{path} has no 'factors' mapping; write it with `simcost calibrate`")
-    for key, want in (("device", device_key), ("model", model_key)):
-        if raw.get(key) != want:
-            raise InputError(where, f"{path} was calibrated for {key} {raw.get(key)!r}, but the scenario uses {want!r}")
+    keep = carried_factors(str(raw.get("device")), device_key, str(raw.get("model")), model_key, str(path))
     factors = {}
     for name in EFFICIENCY_FACTORS:
         value = raw["factors"].get(name)
@@ -190,7 +189,40 @@ def load_profile(path: str | Path, device_key: str, model_key: str, where: str =
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not (FACTOR_LOWER[name] <= value <= FACTOR_UPPER[name]):
             raise InputError(where, f"{path}: factors.{name} = {value!r}; expected a number in [{FACTOR_LOWER[name]}, {FACTOR_UPPER[name]}]")
         factors[name] = float(value)
-    return factors
+    return {name: v for name, v in factors.items() if name in keep}
+
+
+# Factors that describe the engine's CPU work (per step, per prefill, per prompt): they carry to
+# another device of the same kind; mfu and mbu are fractions of the device's own peaks, which
+# kernels reach similarly on GPUs of one vendor generation, so they carry too, with a warning;
+# allreduce_latency_s is the link's and never carries to another device.
+_ENGINE_FACTORS = ("step_overhead_s", "prefill_overhead_s", "prefill_request_s")
+
+
+def carried_factors(profile_device: str, device_key: str, profile_model: str, model_key: str, path: str) -> tuple[str, ...]:
+    """The factors of a profile fitted on (profile_device, profile_model) that apply to
+    (device_key, model_key), warning about what is assumed or left at the catalog's value."""
+    import warnings
+    if profile_device == device_key and profile_model == model_key:
+        return EFFICIENCY_FACTORS
+    if profile_device == device_key:
+        warnings.warn(f"{path} was calibrated for model {profile_model!r}; its factors are carried to {model_key!r} "
+                      f"(attention_efficiency and prefill_request_s depend on the model's shapes: check them)",
+                      stacklevel=3)
+        return EFFICIENCY_FACTORS
+    try:
+        same_kind = get_device(profile_device, "perf.profile").kind == get_device(device_key, "perf.profile").kind
+    except InputError:
+        same_kind = False
+    if not same_kind:
+        warnings.warn(f"{path} was calibrated on {profile_device!r}, not a {device_key!r}-like device; none of its "
+                      f"factors carry, the catalog's values stand", stacklevel=3)
+        return ()
+    keep = ("mfu", "mbu", *_ENGINE_FACTORS, "attention_efficiency")
+    warnings.warn(f"{path} was calibrated on {profile_device!r}; carried to {device_key!r}: {', '.join(keep)} (mfu and mbu "
+                  f"as fractions of {device_key}'s peaks, an assumption); allreduce_latency_s stays the catalog's",
+                  stacklevel=3)
+    return keep
 
 
 EFFICIENCY_FACTORS = ("mfu", "mbu", "step_overhead_s", "allreduce_latency_s", "prefill_overhead_s",

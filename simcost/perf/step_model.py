@@ -25,6 +25,16 @@ from numba import njit
 
 from simcost.catalog.specs import BYTES_PER_ELEMENT, DeviceSpec, ModelSpec
 from simcost.errors import InputError, required
+from simcost.perf.kernel_model import (
+    EAGER_S_PER_LAYER,
+    K_ACC_MEASURED,
+    K_ACC_TOTAL,
+    KERNEL_STEP_OVERHEAD_S,
+    kernel_params,
+    kernel_step_time_s,
+    kernel_step_time_s_py,
+)
+from simcost.perf.kernel_tables import format_efficiency_ratio
 from simcost.perf.measurements import EFFICIENCY_FACTORS, FACTOR_DEFAULTS
 from simcost.perf.step_table import T_HEADER, table_step_time_s, table_step_time_s_py
 from simcost.scenario.deployment import REQUEST_LEVEL_POLICIES
@@ -47,6 +57,7 @@ def kv_heads_per_device(model: ModelSpec, tp: int) -> float:
 KIND_ROOFLINE = 0.0
 KIND_CONSTANT = 1.0
 KIND_TABLE = 2.0  # measured step times (simcost.perf.step_table) packed after the roofline's slots
+KIND_KERNELS = 3.0  # measured kernel latencies (simcost.perf.kernel_model) packed after the roofline's slots
 
 
 @dataclass(frozen=True)
@@ -123,7 +134,33 @@ def step_params(scenario: Scenario, dep: Deployment) -> np.ndarray:
                         pipeline_link_bytes_per_s=pipeline_link_bytes_per_s(scenario, dep.device))
     if perf.model == "table":
         return _table_params(required(perf.table, "perf.table"), dep, p)
+    if perf.model == "kernels":
+        return _kernel_params(scenario, dep, p, factors)
     return p
+
+
+def _kernel_params(scenario: Scenario, dep: Deployment, roofline: np.ndarray, factors: dict[str, float]) -> np.ndarray:
+    perf = scenario.perf
+    return kernel_step_params(roofline, dep.device, dep.model, dep.tensor_parallel, dep.weight_format,
+                              dep.kv_cache_format, dep.compute_format, factors, perf.step_overhead_s,
+                              cuda_graphs=perf.cuda_graphs, eager_s_per_layer=perf.eager_s_per_layer)
+
+
+def kernel_step_params(roofline: np.ndarray, device: DeviceSpec, model: ModelSpec, t: int, weight_format: str,
+                       kv_cache_format: str, compute_format: str, factors: dict[str, float],
+                       step_overhead_s: float | None = None, *, cuda_graphs: bool = True,
+                       eager_s_per_layer: float | None = None) -> np.ndarray:
+    """The kernel-table model after the roofline's slots (its fallback rates: `factors`' mfu and
+    mbu); the roofline itself where the device has no tables for the weight format (the run
+    summary then reports 0 measured)."""
+    k = kernel_params(roofline, device, model, t, weight_format, kv_cache_format, compute_format,
+                      factors["mfu"], factors["mbu"], cuda_graphs=cuda_graphs,
+                      eager_s_per_layer=EAGER_S_PER_LAYER if eager_s_per_layer is None else eager_s_per_layer)
+    if k is None:
+        return roofline
+    k[P_KIND] = KIND_KERNELS
+    k[P_STEP_OVERHEAD_S] = KERNEL_STEP_OVERHEAD_S if step_overhead_s is None else step_overhead_s
+    return k
 
 
 def _table_params(path: str, dep: Deployment, roofline: np.ndarray) -> np.ndarray:
@@ -165,8 +202,13 @@ def pipeline_link_bytes_per_s(scenario: Scenario, device: DeviceSpec) -> float:
 
 def efficiency_factors(scenario: Scenario, dep: Deployment) -> dict[str, float]:
     """The roofline's factors. Precedence: a value set in `perf`, then the calibrated profile
-    named by `perf.profile`, then the device catalog's defaults."""
+    named by `perf.profile`, then the device catalog's defaults, whose mfu and mbu are for 16-bit
+    GEMMs: fp8 scales them by what fp8 kernels reach relative to bf16 (format_efficiency_ratio)."""
     factors = default_factors(dep.device)
+    mfu_ratio, mbu_ratio = format_efficiency_ratio(dep.device.key, dep.compute_format, dep.device.peak_flops,
+                                                   dep.device.mem_bw_bytes_per_s)
+    factors["mfu"] *= mfu_ratio
+    factors["mbu"] *= mbu_ratio
     profile_path = getattr(scenario.perf, "profile", None)
     if profile_path:
         from simcost.perf.measurements import load_profile  # lazy: calibrate imports this module
@@ -242,6 +284,9 @@ def roofline_params(device: DeviceSpec, model: ModelSpec, t: int, compute_format
 def step_time_s(p, num_prefill_tokens, num_decode_tokens, attn_token_pairs, kv_read_tokens, num_prefill_requests):
     if p[P_KIND] == KIND_TABLE:
         return table_step_time_s(p, NUM_PARAMS, num_prefill_tokens, num_decode_tokens, kv_read_tokens)
+    if p[P_KIND] == KIND_KERNELS:
+        return kernel_step_time_s(p, NUM_PARAMS, p[P_STEP_OVERHEAD_S], p[P_PIPELINE_S_PER_TOKEN], num_prefill_tokens,
+                                  num_decode_tokens, attn_token_pairs, kv_read_tokens, num_prefill_requests)
     return _analytic_step_s(p, num_prefill_tokens, num_decode_tokens, attn_token_pairs, kv_read_tokens,
                             num_prefill_requests)
 
@@ -280,10 +325,24 @@ def decode_span_times_s(p, num_seqs, kv_tokens_sum, num_steps):
             kv = float(kv_tokens_sum) + j * n
             out[j] = table_step_time_s(p, NUM_PARAMS, 0, num_seqs, kv)
         return out
+    if p[P_KIND] == KIND_KERNELS:
+        for j in range(num_steps):
+            kv = float(kv_tokens_sum) + j * n
+            out[j] = kernel_step_time_s(p, NUM_PARAMS, p[P_STEP_OVERHEAD_S], p[P_PIPELINE_S_PER_TOKEN], 0, num_seqs,
+                                        kv + n, kv, 0)
+        return out
     for j in range(num_steps):
         kv = float(kv_tokens_sum) + j * n
         out[j] = _analytic_step_s(p, 0, num_seqs, kv + n, kv, 0)
     return out
+
+
+def kernel_seconds(p: np.ndarray) -> tuple[float, float]:
+    """(step seconds simulated, of them from measured kernels) accumulated by a kernels model; (0, 0)
+    for any other model."""
+    if p[P_KIND] != KIND_KERNELS:
+        return 0.0, 0.0
+    return float(p[NUM_PARAMS + K_ACC_TOTAL]), float(p[NUM_PARAMS + K_ACC_MEASURED])
 
 
 def is_per_item(model: ModelSpec) -> bool:
@@ -352,6 +411,9 @@ def step_time_s_py(p, num_prefill_tokens, num_decode_tokens, attn_token_pairs, k
     if tokens <= 0:
         return 0.0
     s = StepParams.from_array(p)
+    if s.kind == KIND_KERNELS:
+        return kernel_step_time_s_py(p, NUM_PARAMS, s.step_overhead_s, s.pipeline_s_per_token, num_prefill_tokens,
+                                     num_decode_tokens, attn_token_pairs, kv_read_tokens, num_prefill_requests)[0]
     if s.kind == KIND_TABLE:
         prefill, decode = unpack_table(p)
         return table_step_time_s_py(prefill, decode, num_prefill_tokens, num_decode_tokens, kv_read_tokens)

@@ -1,14 +1,22 @@
-"""The bill in the FinOps Foundation's FOCUS format: one row per replica per clock hour.
+"""The bill in the FinOps Foundation's FOCUS 1.1 format: one row per replica per clock hour.
 
-Column names and meanings follow FOCUS (BilledCost, EffectiveCost, ListCost, ChargePeriodStart/End,
-ChargeCategory, PricingCategory, ResourceId/Type, ServiceName, RegionId, Tags, BillingCurrency), so
-the simulated bill loads next to a real one. Simplifications, documented:
-- the run is a window of a longer commitment, so BilledCost equals EffectiveCost (upfront and
-  commitment fees appear amortised, never as a purchase in the window);
-- unused savings-plan commitment is its own row per hour (ResourceId "savings-plan",
-  ChargeCategory "Purchase"), since no replica used it;
-- ListCost is the on-demand price of the same time; the simulated clock starts at `start`.
-Rows' EffectiveCost sums to the bill.
+Every mandatory column of FOCUS 1.1 is there (`simcost.results.focus_spec`, which the tests check
+each export against), so the simulated bill loads next to a real one. How simcost's pricing maps:
+- on demand: Usage rows, BilledCost = EffectiveCost = ContractedCost; ListCost the on-demand price;
+- spot: PricingCategory Dynamic, ListCost the on-demand price of the same time;
+- savings plan: each hour's commitment is a Recurring Purchase row (BilledCost the commitment,
+  EffectiveCost 0); usage it covers is a Usage row with CommitmentDiscount* columns, Status Used,
+  BilledCost 0 and EffectiveCost its discounted cost; usage above it an on-demand row; commitment
+  nobody used a Usage row with Status Unused (BilledCost 0, EffectiveCost the loss);
+- reserved: the upfront fee is a One-Time Purchase row in the run's first hour, as though the term
+  began with the run, and the recurring fee a Recurring Purchase row per hour (both EffectiveCost 0);
+  the replicas' usage rows carry the amortised rate as EffectiveCost and BilledCost 0;
+- owned: PricingCategory Other, ListCost what the time would cost on demand.
+EffectiveCost sums to the bill (summary.json cost.total_usd); so does BilledCost, except that a
+reservation bills its whole upfront fee where the bill amortises the window's share of it.
+ContractedCost = ListCost outside spot, owned and the on-demand share: simcost models no negotiated
+discounts, and FOCUS applies commitment discounts after contracted prices. Tag keys and custom
+columns start with x_. The simulated clock starts at `start`; billing periods are calendar months.
 """
 
 from __future__ import annotations
@@ -22,51 +30,129 @@ from typing import Any
 import numpy as np
 
 from simcost.cost.energy import hour_covered_s
-from simcost.cost.pricing import CATEGORY, warm_node_hour_usd
+from simcost.cost.pricing import egress_usd_per_gb, warm_node_hour_usd
+from simcost.results.focus_replicas import commitment_rows, hours_of, provider_of, replica_rows, site_of, usage_row
+from simcost.results.focus_spec import COST_COLUMNS, DATE_COLUMNS
 from simcost.units import S_PER_HOUR
+from simcost.workload.request_table import COMPLETED
 
 DEFAULT_START = datetime(2025, 1, 1, tzinfo=timezone.utc)
 SERVICE_NAME = "LLM inference (simcost simulation)"
-COLUMNS = ("BilledCost", "EffectiveCost", "ListCost", "BillingCurrency", "ChargePeriodStart", "ChargePeriodEnd",
-           "ChargeCategory", "PricingCategory", "ResourceId", "ResourceType", "ServiceName", "RegionId", "Tags")
-COST_COLUMNS = ("BilledCost", "EffectiveCost", "ListCost")
+COLUMNS = ("BillingAccountId", "BillingAccountName", "BillingPeriodStart", "BillingPeriodEnd", "InvoiceIssuerName",
+           "ProviderName", "PublisherName", "ChargePeriodStart", "ChargePeriodEnd", "ChargeCategory", "ChargeClass",
+           "ChargeFrequency", "ChargeDescription", "BilledCost", "EffectiveCost", "ListCost", "ContractedCost",
+           "BillingCurrency", "PricingCategory", "PricingQuantity", "PricingUnit", "ListUnitPrice",
+           "ContractedUnitPrice", "CommitmentDiscountId", "CommitmentDiscountName", "CommitmentDiscountType",
+           "CommitmentDiscountCategory", "CommitmentDiscountStatus", "CommitmentDiscountQuantity",
+           "CommitmentDiscountUnit", "ServiceCategory", "ServiceName", "ResourceId", "ResourceName", "ResourceType",
+           "RegionId", "Tags")
+FLOAT_COLUMNS = (*COST_COLUMNS, "PricingQuantity", "ListUnitPrice", "ContractedUnitPrice", "CommitmentDiscountQuantity")
 
 
 def focus_rows(result, start: datetime = DEFAULT_START) -> list[dict]:
+    """Every row of the run's bill, each with every column of COLUMNS (None where FOCUS allows null)."""
     bill, scenario, dep = result.bill, result.scenario, result.deployment
-    t = bill.tariff
-    covered_s = hour_covered_s(result.horizon_s)
-    periods = [_period(start, h, c) for h, c in enumerate(covered_s)]
-    tags = json.dumps({"scenario": scenario.name, "model": dep.model.key, "device": dep.device.key,
-                       "pricing_model": t.model}, sort_keys=True)
-    common = {"BillingCurrency": "USD", "ServiceName": SERVICE_NAME, "RegionId": scenario.fleet.site.region,
+    periods = [_period(start, h, c) for h, c in enumerate(hour_covered_s(result.horizon_s))]
+    tags = json.dumps({"x_scenario": scenario.name, "x_model": dep.model.key, "x_device": dep.device.key,
+                       "x_pricing_model": bill.tariff.model}, sort_keys=True)
+    common = {"BillingAccountId": f"simcost/{scenario.name}", "BillingAccountName": scenario.name,
+              "BillingCurrency": "USD", "ServiceName": SERVICE_NAME, "ServiceCategory": "AI and Machine Learning",
               "Tags": tags}
-    ra, alive_s = bill.roster, bill.replica_hour_alive_s
-    deps = [result.pools[k].deployment for k in ra.pool]
-    resource_types = [f"{d.tensor_parallel}x {d.device.key}" for d in deps]
-    regions = [_site(result, k).region for k in ra.pool]
-    first_hour = np.minimum((ra.requested_s // S_PER_HOUR).astype(np.int64), len(periods) - 1)
-    rows = []
-    for r in range(bill.replica_hour_usd.shape[0]):
-        for h, (begin, end) in enumerate(periods):
-            usd, list_s = float(bill.replica_hour_usd[r, h]), float(alive_s[r, h])
-            if h == first_hour[r] and t.minimum_usd[r] > 0:  # the minimum charge tops up its first hour
-                usd += float(t.minimum_usd[r])
-                list_s += float(t.minimum_usd[r] / t.time_usd_per_s[r, h])
-            if usd == 0 and list_s == 0:
-                continue  # the replica did not exist in that hour
-            rows.append({"BilledCost": usd, "EffectiveCost": usd, "ListCost": float(list_s * t.list_usd_per_s[r]),
-                         "ChargePeriodStart": begin, "ChargePeriodEnd": end, "ChargeCategory": "Usage",
-                         "PricingCategory": _category(t, ra, r), "ResourceId": f"{scenario.name}/replica-{r}",
-                         "ResourceType": resource_types[r], **common, "RegionId": regions[r]})
-    for h, (begin, end) in enumerate(periods):
-        lost = float(t.unused_commitment_usd[h])
-        if lost > 0:
-            rows.append({"BilledCost": lost, "EffectiveCost": lost, "ListCost": 0.0, "ChargePeriodStart": begin,
-                         "ChargePeriodEnd": end, "ChargeCategory": "Purchase", "PricingCategory": "Committed",
-                         "ResourceId": "savings-plan", "ResourceType": "Savings Plan", **common})
+    rows = replica_rows(result, periods, common) + commitment_rows(result, periods, common)
     rows += _egress_rows(result, periods, common) + _warm_rows(result, periods, common)
+    rows += _api_rows(result, periods, common) + _cache_rows(result, periods, common)
+    return [_complete(row, result) for row in rows]
+
+
+def token_row(period: tuple[str, str], billed: float, listed: float, million_tokens: float, **columns: Any) -> dict:
+    """A Usage-Based row priced per 1M tokens (hosted APIs, embedding calls)."""
+    begin, end = period
+    return {**columns, "ChargePeriodStart": begin, "ChargePeriodEnd": end, "ChargeCategory": "Usage",
+            "ChargeFrequency": "Usage-Based", "BilledCost": billed, "EffectiveCost": billed, "ListCost": listed,
+            "ContractedCost": billed, "PricingQuantity": million_tokens, "PricingUnit": "1M tokens",
+            "ListUnitPrice": listed / million_tokens, "ContractedUnitPrice": billed / million_tokens,
+            "PricingCategory": "Standard", "ServiceCategory": "AI and Machine Learning"}
+
+
+def _api_rows(result, periods: list[tuple[str, str]], common: dict) -> list[dict]:
+    """Per api pool (fleet.api_pools), hour (of each request's finish) and token kind (input,
+    cached input, output): one Usage row priced per 1M tokens, ProviderName the provider and
+    PublisherName the model's publisher; BilledCost is tokens x the pool's price (batch discount
+    included, as ContractedCost), ListCost the same tokens at the standard price. They sum to the
+    bill's api dollars."""
+    api = getattr(result, "api", None)
+    if api is None:
+        return []
+    t, n = result.table, result.table.num_requests
+    done = t.status[:n] == COMPLETED  # only completed calls are billed
+    hour = np.minimum((np.nan_to_num(t.finish_s[:n], nan=0.0) // S_PER_HOUR).astype(np.int64), len(periods) - 1)
+    cached = api.cached_tokens[:n]
+    tokens = {"input": t.input_tokens[:n] - cached, "cached input": cached, "output": t.generated[:n]}
+    rows = []
+    for k, pool in enumerate(api.pools):
+        terms = pool.terms
+        price = {"input": terms.input_usd_per_1m, "cached input": terms.cached_input_usd_per_1m or 0.0,
+                 "output": terms.output_usd_per_1m}
+        mine = done & (api.pool_of[:n] == k)
+        for h in np.unique(hour[mine]):
+            for kind, count in tokens.items():
+                million = float(count[mine & (hour == h)].sum()) / 1e6
+                if million == 0:
+                    continue
+                listed = million * price[kind]
+                rows.append(token_row(periods[int(h)], listed * (1.0 - terms.discount), listed, million, **common,
+                                      ResourceId=f"{result.scenario.name}/api-{pool.cfg.name}",
+                                      ResourceName=f"api-{pool.cfg.name}", ResourceType="Hosted model API",
+                                      RegionId=None, ChargeDescription=f"{kind} tokens of {terms.model}"
+                                      + (" (batch API)" if terms.discount else ""),
+                                      PublisherName=terms.publisher_name, _provider=terms.provider_name))
     return rows
+
+
+def _cache_rows(result, periods: list[tuple[str, str]], common: dict) -> list[dict]:
+    """fleet.response_cache: per hour, its embedding calls (per 1M tokens, in the hour of each
+    lookup) and its store's hosting (per hour covered)."""
+    cache = getattr(result, "cache", None)
+    if cache is None:
+        return []
+    t, n = result.table, result.table.num_requests
+    hour = np.minimum((t.arrival_s[:n] // S_PER_HOUR).astype(np.int64), len(periods) - 1)
+    price = cache.cfg.embedding_usd_per_1m_tokens
+    looked = cache.request_usd[:n] > 0
+    resource = {"ResourceId": f"{result.scenario.name}/response-cache", "ResourceName": "response-cache",
+                "RegionId": None}
+    covered_s = hour_covered_s(result.horizon_s)  # exact, where the periods' ends are rounded to the millisecond
+    rows = []
+    for h, period in enumerate(periods):
+        usd = float(cache.request_usd[:n][hour == h].sum())
+        if usd > 0:
+            million = float(t.input_tokens[:n][looked & (hour == h)].sum()) / 1e6
+            rows.append(token_row(period, usd, million * price, million, **common, **resource,
+                                  ResourceType="Response cache embeddings",
+                                  ChargeDescription="prompts embedded for semantic cache lookups"))
+        hours = float(covered_s[h]) / S_PER_HOUR
+        store = cache.cfg.store_usd_per_hour * hours
+        if store > 0:
+            rows.append(usage_row(period, store, store, store, store, hours, **{**common, "ServiceCategory": "Storage"},
+                                  **resource, PricingCategory="Standard",
+                                  ResourceType="Response cache store", ChargeDescription="the response cache's store"))
+    return rows
+
+
+def _complete(row: dict, result) -> dict:
+    """The columns every row shares, filled in: billing period (the calendar month of the charge),
+    provider names, nulls for the rest."""
+    begin = datetime.fromisoformat(row["ChargePeriodStart"].replace("Z", "+00:00"))
+    month = begin.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    next_month = (month + timedelta(days=32)).replace(day=1)
+    provider = row.pop("_provider", None) or provider_of(result, 0)
+    out: dict[str, Any] = dict.fromkeys(COLUMNS)
+    out.update(InvoiceIssuerName=provider, ProviderName=provider, PublisherName=provider,
+               BillingPeriodStart=_iso(month), BillingPeriodEnd=_iso(next_month))
+    out.update(row)
+    if out["ChargeDescription"] is None:
+        out["ChargeDescription"] = f"{out['ResourceType']}: {out['ChargeCategory'].lower()}"
+    return out
 
 
 def _warm_rows(result, periods: list[tuple[str, str]], common: dict) -> list[dict]:
@@ -77,51 +163,49 @@ def _warm_rows(result, periods: list[tuple[str, str]], common: dict) -> list[dic
     usd = warm_node_hour_usd(warm, len(periods))
     rows = []
     for n in range(usd.shape[0]):
-        region = _site(result, int(warm.pool[n])).region
+        pool = int(warm.pool[n])
         for h in np.flatnonzero(usd[n] > 0):
-            begin, end = periods[h]
-            rows.append({"BilledCost": float(usd[n, h]), "EffectiveCost": float(usd[n, h]), "ListCost": float(usd[n, h]),
-                         "ChargePeriodStart": begin, "ChargePeriodEnd": end, "ChargeCategory": "Usage",
-                         "PricingCategory": "Standard", "ResourceId": f"{result.scenario.name}/warm-node-{n}",
-                         "ResourceType": "Warm pool node", **common, "RegionId": region})
+            cost = float(usd[n, h])
+            hours = hours_of(periods[h])
+            rows.append(usage_row(periods[h], cost, cost, cost, cost, hours, **{**common, "ServiceCategory": "Compute"},
+                                  PricingCategory="Standard",
+                                  ResourceId=f"{result.scenario.name}/warm-node-{n}", ResourceName=f"warm-node-{n}",
+                                  ResourceType="Warm pool node", RegionId=site_of(result, pool).region,
+                                  ChargeDescription="warm-pool node held for scale-ups (provisioning, then standby)",
+                                  _provider=provider_of(result, pool)))
     return rows
-
-
-def _category(t, ra, r: int) -> str:
-    """A replica's FOCUS PricingCategory: spot is Dynamic; pools priced differently each by its own model."""
-    if ra.spot[r]:
-        return "Dynamic"
-    return CATEGORY[t.replica_model[r]] if t.replica_model else t.category
-
-
-def _site(result, pool: int):
-    """The site a pool runs at (every pool's fleet section has one)."""
-    return result.plan[pool].fleet.site
 
 
 def _egress_rows(result, periods: list[tuple[str, str]], common: dict) -> list[dict]:
     """One Usage row per site and hour for the response bytes that left it (fleet.pools with
-    sites), in the hour each request finished; they sum to the bill's egress."""
+    sites), in the hour each request finished, priced in GB; they sum to the bill's egress."""
     egress = result.bill.request_egress_usd
     if egress is None or not egress.any():
         return []
     t, ra = result.table, result.bill.roster
     served = np.flatnonzero(egress > 0)
-    sites: dict[str, Any] = {}  # site name -> its config, for the pools that served these requests
-    for k in np.unique(ra.pool[t.replica[served]]):
-        site = _site(result, int(k))
-        sites.setdefault(site.name or site.region, site)
-    site_name = np.array([(lambda x: x.name or x.region)(_site(result, int(k))) for k in ra.pool[t.replica[served]]])
+    pool_of = ra.pool[t.replica[served]]
+    sites: dict[str, tuple[Any, int]] = {}  # site name -> its config and a pool there
+    for k in np.unique(pool_of):
+        site = site_of(result, int(k))
+        sites.setdefault(site.name or site.region, (site, int(k)))
+    site_name = np.array([site_of(result, int(k)).name or site_of(result, int(k)).region for k in pool_of])
     hour = np.minimum((np.nan_to_num(t.finish_s[served], nan=0.0) // S_PER_HOUR).astype(np.int64), len(periods) - 1)
     rows = []
-    for name, site in sites.items():
+    for name, (site, pool) in sites.items():
+        usd_per_gb = egress_usd_per_gb(site, listed=True)
         for h in np.unique(hour[site_name == name]):
             usd = float(egress[served][(site_name == name) & (hour == h)].sum())
             begin, end = periods[h]
-            rows.append({"BilledCost": usd, "EffectiveCost": usd, "ListCost": usd, "ChargePeriodStart": begin,
-                         "ChargePeriodEnd": end, "ChargeCategory": "Usage", "PricingCategory": "Standard",
-                         "ResourceId": f"{result.scenario.name}/egress-{name}",
-                         "ResourceType": "Data Transfer Out", **common, "RegionId": site.region})
+            rows.append({"ChargePeriodStart": begin, "ChargePeriodEnd": end, "ChargeCategory": "Usage",
+                         "ChargeFrequency": "Usage-Based", "BilledCost": usd, "EffectiveCost": usd, "ListCost": usd,
+                         "ContractedCost": usd, "PricingQuantity": usd / usd_per_gb, "PricingUnit": "GB",
+                         "ListUnitPrice": usd_per_gb, "ContractedUnitPrice": usd_per_gb, **common,
+                         "PricingCategory": "Standard", "ServiceCategory": "Networking",
+                         "ResourceId": f"{result.scenario.name}/egress-{name}", "ResourceName": f"egress-{name}",
+                         "ResourceType": "Data Transfer Out", "RegionId": site.region,
+                         "ChargeDescription": f"response bytes leaving site {name}",
+                         "_provider": provider_of(result, pool)})
     return rows
 
 
@@ -135,8 +219,8 @@ def _iso(t: datetime) -> str:
 
 
 def write_focus(rows: list[dict], csv_path: Path) -> list[Path]:
-    """focus.csv always; focus.parquet next to it when pyarrow is installed (costs as float64,
-    periods as UTC timestamps)."""
+    """focus.csv always (nulls as empty cells); focus.parquet next to it when pyarrow is installed
+    (costs and quantities as float64, dates as UTC timestamps)."""
     with csv_path.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS)
         writer.writeheader()
@@ -149,9 +233,9 @@ def write_focus(rows: list[dict], csv_path: Path) -> list[Path]:
     except ImportError:
         return written
     columns = {name: [row[name] for row in rows] for name in COLUMNS}
-    table = {name: pa.array(np.asarray(v, dtype=np.float64)) if name in COST_COLUMNS else pa.array(v)
+    table = {name: pa.array(v, type=pa.float64()) if name in FLOAT_COLUMNS else pa.array(v, type=pa.string())
              for name, v in columns.items()}
-    for name in ("ChargePeriodStart", "ChargePeriodEnd"):
+    for name in DATE_COLUMNS:
         table[name] = pa.array([datetime.fromisoformat(v.replace("Z", "+00:00")) for v in columns[name]],
                                type=pa.timestamp("ms", tz="UTC"))
     parquet_path = csv_path.with_suffix(".parquet")

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from simcost.errors import InputError
+from simcost.files import current_umask, make_parents, remove_empty
 
 
 def check_targets(out_dir: Path, names: tuple[str, ...]) -> None:
@@ -37,36 +38,18 @@ def staged_folder(out_dir: Path, owned: tuple[str, ...]) -> Iterator[Path]:
     """A temporary folder to write into; on success its files move into `out_dir` (see the
     module docstring; `owned` names the files an earlier run may have left), on any failure or
     interrupt it is removed along with any parent folders made for it."""
-    made = _make_parents(out_dir.parent)
+    made = make_parents(out_dir.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
     try:
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would outlive the rename
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp's 0700 would outlive the rename
         yield tmp
         _publish(tmp, out_dir, owned)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        for folder in reversed(made):  # innermost first; only if nothing else appeared there
-            try:
-                folder.rmdir()
-            except OSError:
-                break
+        remove_empty(made)  # only if nothing else appeared there
         if isinstance(exc, OSError):
             raise InputError("--out", f"cannot write {out_dir} ({exc.strerror or exc}); nothing written") from None
         raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _make_parents(folder: Path) -> list[Path]:
-    """mkdir -p, returning the folders it created (outermost first)."""
-    missing = [p for p in (folder, *folder.parents) if not p.exists()][::-1]
-    for path in missing:
-        path.mkdir(exist_ok=True)
-    return missing
 
 
 def _publish(tmp: Path, out_dir: Path, owned: tuple[str, ...]) -> None:

@@ -2,14 +2,15 @@
 
 A folder holds: summary.json (schema in the README), requests.csv or requests.parquet (one row
 per request), scenario.yaml (the scenario as run, overrides and seed applied), latency.png, the bill in
-FOCUS format: focus.csv (plus focus.parquet when pyarrow is installed; see `simcost.results.focus`), and the
-fleet over time: timeseries.csv and timeseries.png (see `simcost.metrics.timeseries`).
+FOCUS format: focus.csv (plus focus.parquet when pyarrow is installed; see `simcost.results.focus`), the
+latency summary under vLLM's benchmark keys: vllm_bench.json (`simcost.results.vllm_bench`), and the fleet over time: timeseries.csv and timeseries.png (see `simcost.metrics.timeseries`).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -18,18 +19,20 @@ import yaml
 
 from simcost.errors import InputError
 from simcost.metrics.run_summary import LatencyKey, RunSummary, StatName
-from simcost.metrics.summary import latencies, records
+from simcost.metrics.summary import latencies, records, slo_limits_by_entry
 from simcost.metrics.timeseries import TimeSeries
 from simcost.results.focus import focus_rows, write_focus
 from simcost.results.folder import check_targets, staged_folder
-from simcost.results.plots import latency_cdfs, plot_timeseries
+from simcost.results.plots import fleet_events, plot_timeseries, workload_latency_cdfs
+from simcost.results.vllm_bench import vllm_bench
 from simcost.rng import streams
 from simcost.scenario.schema import to_dict
 from simcost.simulation.simulation import RunResult
+from simcost.workload.request_table import COMPLETED
 
 # every file a run folder can hold (check_run_folder, and staged_folder's stale-file cleanup)
 RUN_FILES = ("summary.json", "scenario.yaml", "requests.csv", "requests.parquet", "latency.png", "focus.csv",
-             "focus.parquet", "timeseries.csv", "timeseries.png")
+             "focus.parquet", "timeseries.csv", "timeseries.png", "vllm_bench.json")
 
 
 def check_run_folder(out_dir: Path, records_format: str = "csv") -> None:
@@ -73,6 +76,7 @@ def _run_paths(result: RunResult, out_dir: Path, records_format: str, kept: str 
         "requests": out_dir / f"requests.{records_format}",
         "plot": out_dir / "latency.png",
         "focus": out_dir / "focus.csv",
+        "vllm_bench": out_dir / "vllm_bench.json",
     }
     if kept == "none":
         del paths["requests"]
@@ -84,6 +88,7 @@ def _run_paths(result: RunResult, out_dir: Path, records_format: str, kept: str 
 def _write_files(result: RunResult, out_dir: Path, records_format: str, kept: str = "full") -> None:
     paths = _run_paths(result, out_dir, records_format, kept)
     paths["summary"].write_text(json.dumps(result.summary, indent=2) + "\n")
+    paths["vllm_bench"].write_text(json.dumps(vllm_bench(result), indent=2) + "\n")  # `vllm bench serve` keys
     paths["scenario"].write_text(yaml.safe_dump(to_dict(result.scenario), sort_keys=False))
     if kept != "none":
         columns = records(result.scenario, result.table, result.bill.request_usd, result.bill.unallocated_share_usd)
@@ -92,13 +97,27 @@ def _write_files(result: RunResult, out_dir: Path, records_format: str, kept: st
             columns = {name: values[rows] for name, values in columns.items()}
         write_records(columns, paths["requests"], records_format)
     write_focus(focus_rows(result), paths["focus"])  # and focus.parquet when pyarrow is installed
-    lat = latencies(result.table)
-    measured = (result.table.status == 1) & (result.table.arrival_s >= result.scenario.warmup_s)
-    latency_cdfs({k: v[measured] for k, v in lat.items()}, to_dict(result.scenario.slo),
-                 f"{result.scenario.name}: {result.summary['requests']['measured']} measured requests", paths["plot"])
+    by_workload, slos = measured_by_workload(result)
+    workload_latency_cdfs(by_workload, slos, f"{result.scenario.name}: {result.summary['requests']['measured']} "
+                          "measured requests", paths["plot"])
     if result.timeseries is not None:
         write_timeseries(result.timeseries, paths["timeseries"])
-        plot_timeseries(result.timeseries, paths["timeseries_plot"], f"{result.scenario.name}: fleet over time")
+        plot_timeseries(result.timeseries, paths["timeseries_plot"], f"{result.scenario.name}: fleet over time",
+                        fleet_events(result.bill.roster), per_item=result.summary.get("per_item") is not None)
+
+
+def measured_by_workload(result: RunResult) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, dict[str, float | None]]]:
+    """The measured requests' latencies per workload entry (one group, named "", without a mix),
+    and each entry's own SLO limits: what latency.png draws."""
+    t, scenario = result.table, result.scenario
+    lat = latencies(t)
+    measured = (t.status == COMPLETED) & (t.arrival_s >= scenario.warmup_s)
+    limits = slo_limits_by_entry(scenario)
+    n = len(scenario.workload.entries())
+    names = [scenario.workload.entry_name(i) if n > 1 else "" for i in range(n)]
+    by_workload = {name: {k: v[measured & (t.workload == i)] for k, v in lat.items()} for i, name in enumerate(names)}
+    slos = {name: {k: None if np.isnan(limits[k][i]) else float(limits[k][i]) for k in limits} for i, name in enumerate(names)}
+    return by_workload, slos
 
 
 def write_records(columns: dict[str, np.ndarray], path: Path, records_format: str) -> None:
@@ -155,20 +174,35 @@ def format_summary(s: RunSummary) -> str:
     lines.append(f"{'latency (ms)':<14}" + "".join(f"{p:>{width}}" for p in columns))
     for key, row in cells.items():
         lines.append(f"{key.removesuffix('_s').upper():<14}" + "".join(f"{c:>{width}}" for c in row))
-    tp, c = s["throughput"], s["cost"]
+    tp, c, item = s["throughput"], s["cost"], s.get("per_item")
+    # a per-item model (embeddings, images) counts items in and one result out: speak of items
+    rate = (f"{num(item['items_per_s'], ',.1f')} items/s" if item else f"{num(tp['output_tokens_per_s'], ',.0f')} output tok/s")
+    batch = "items" if item else "tokens"
+    unit_cost = (f"${num(item['usd_per_1m_items'], ',.3f')} per 1M items" if item
+                 else f"${num(c['usd_per_1m_output_tokens'], ',.3f')} per 1M output tokens")
     lines += [
         "",
-        f"throughput: {num(tp['requests_per_s'], '.2f')} req/s, {num(tp['output_tokens_per_s'], ',.0f')} output tok/s; "
+        f"throughput: {num(tp['requests_per_s'], '.2f')} req/s, {rate}; "
         f"goodput {num(s['goodput_requests_per_s'], '.2f')} req/s (SLO attainment {num(s['slo_attainment'], '.1%')}, "
         f"target {s['slo']['attainment']:.0%}: {_slo_verdict(s)})",
         *_per_item_lines(s),
-        f"utilization {s['utilization']:.1%}, mean batch {s['mean_batch_tokens']:.1f} tokens/step, "
+        f"utilization {s['utilization']:.1%}, mean batch {s['mean_batch_tokens']:.1f} {batch}/step, "
         f"{s['preemptions']} preemptions",
+        *_measured_lines(s),
         f"cost: ${c['usd_per_hour']:,.2f}/hour; ${c['total_usd']:,.4f} over {s['horizon_s']:,.0f} s "
-        f"(idle ${c['idle_usd']:,.4f}); ${num(c['usd_per_1m_output_tokens'], ',.3f')} per 1M output tokens, "
-        f"${num(c['usd_per_request'], '.6f')} per request",
+        f"(idle ${c['idle_usd']:,.4f}); {unit_cost}, ${usd_text(c['usd_per_request'])} per request",
     ]
-    return "\n".join(lines + _overload_lines(s) + _fleet_lines(s) + _pool_lines(s) + _breakdown_lines(s))
+    return "\n".join(lines + _overload_lines(s) + _fleet_lines(s) + _pool_lines(s) + _api_lines(s) + _breakdown_lines(s))
+
+
+def _measured_lines(s: RunSummary) -> list[str]:
+    """perf.model kernels: how much of the step time came from measured kernels."""
+    share = s.get("step_time_measured_fraction")
+    if share is None:
+        return []
+    if share == 0.0:
+        return ["step times: roofline only (no kernel tables for this device and weight format; docs/step_model.md)"]
+    return [f"step times: {share:.0%} from measured vLLM kernels, the rest roofline fallbacks and overheads"]
 
 
 def _overload_lines(s: RunSummary) -> list[str]:
@@ -203,6 +237,48 @@ def _pool_lines(s: RunSummary) -> list[str]:
         lines.append(f"as users see it (+ client round trip): p99 TTFT {net['ttft_end_to_end_s']['p99'] * 1e3:,.1f} ms, "
                      f"p99 E2EL {net['e2el_end_to_end_s']['p99'] * 1e3:,.1f} ms")
     return lines
+
+
+def _api_lines(s: RunSummary) -> list[str]:
+    """Hosted-API pools (fleet.api_pools): each one's outcomes, tokens and dollars."""
+    api = s.get("api") or {}
+    lines = []
+    for name, a in api.items():
+        r = a["requests"]
+        ttft = f", p50 TTFT {a['ttft_s_p50'] * 1e3:,.0f} ms" if a["ttft_s_p50"] is not None else ""
+        lines.append(f"api {name} ({a['provider']} {a['model']}, {a['role']}): {r['sent']} sent, {r['completed']} completed, "
+                     f"{r['failed']} failed, {r['rejected']} rejected, {r['throttled_429']} x 429; "
+                     f"{a['input_tokens']:,} in ({a['cached_input_tokens']:,} cached) / {a['output_tokens']:,} out "
+                     f"tokens, ${a['usd']:,.4f}{ttft}")
+    c = s.get("cascade")
+    if c:
+        rate = "n/a" if c["escalation_rate"] is None else f"{c['escalation_rate']:.1%}"
+        added = c["added_latency_s"]["p50"]
+        q = c["quality_proxy"]
+        lines.append(f"cascade {c['first']} -> {c['escalate_to']}: {c['escalated']} of {c['first_answers']} answers escalated "
+                     f"({rate}), p50 added latency " + ("-" if added is None else f"{added * 1e3:,.0f} ms")
+                     + f"; ${c['first_stage_usd']:,.4f} first stage + ${c['escalation_usd']:,.4f} escalations; "
+                     + ("quality proxy -" if q is None else f"quality proxy {q:.3f}"))
+    rc = s.get("response_cache")
+    if rc:
+        rate = "n/a" if rc["hit_rate"] is None else f"{rc['hit_rate']:.1%}"
+        lines.append(f"response cache ({rc['mode']}): {rc['hits']} of {rc['lookups']} lookups hit ({rate}), "
+                     f"{rc['false_hits']} false hits, {rc['evicted']} evicted, {rc['expired']} expired; "
+                     f"embeddings ${rc['embedding_usd']:,.4f}, store ${rc['store_usd']:,.4f}")
+    b = s.get("budget")
+    if b:
+        fired = ", ".join(f"{a['threshold']:.0%} forecast at {a['forecast_fired_at_s']:,.1f} s"
+                          for a in b["alerts"] if a["forecast_fired_at_s"] is not None) or "no forecast alert"
+        actual = ", ".join(f"{a['threshold']:.0%} actual at {a['actual_fired_at_s']:,.1f} s"
+                           for a in b["alerts"] if a["actual_fired_at_s"] is not None) or "no actual alert"
+        lines.append(f"budget ${b['monthly_usd']:,.0f}/month: burn rate projects ${b['projected_month_usd_at_end']:,.0f} "
+                     f"at the end; {fired}; {actual}")
+    for name, u in (s.get("unit_economics") or {}).items():
+        per_outcome = "-" if u["usd_per_outcome"] is None else f"${u['usd_per_outcome']:,.4f}"
+        per_user = "-" if u["usd_per_user"] is None else f"${u['usd_per_user']:,.5f}"
+        lines.append(f"unit economics {name}: {u['outcomes']:,.1f} outcomes, {per_outcome} per outcome, "
+                     f"{per_user} per user ({u['users']} {u['users_counted_as']})")
+    return ([""] + lines) if lines else []
 
 
 def _of_arrived(s: RunSummary) -> str:
@@ -266,7 +342,7 @@ def _breakdown_lines(s: RunSummary) -> list[str]:
         for name, g in s[title].items():
             lines.append(f"{name:<14}{g['arrived']:>9}{g['completed']:>9}{g['rejected']:>9}"
                          f"{_fmt(g['ttft_s']['p99'], ',.1f', 1e3):>13}{_fmt(g['slo_attainment'], '.1%'):>9}"
-                         f"{_fmt(g['usd_per_request'], '.6f'):>11}")
+                         f"{usd_text(g['usd_per_request']):>11}")
         if title == "by_tenant" and "allocation" in s["cost"]:
             lines += _tenant_cost_lines(s["cost"], s[title])
     if "sessions" in s:
@@ -291,9 +367,9 @@ def _allocation_lines(c: dict) -> list[str]:
     where = ("spread over requests by allocated cost" if a["spread_basis"] == "allocated_cost"
              else "spread equally over completed requests" if a["spread_basis"]
              else "left as its own line" if c["unallocated_usd"] else "nothing to place")
-    # every unallocated category the summary has (busy and egress are allocated to requests)
+    # every unallocated category the summary has (busy, egress and api are allocated to requests)
     parts = ", ".join(f"{name.replace('_', ' ')} ${usd:,.4f}" for name, usd in c["by_category"].items()
-                      if name not in ("busy", "egress"))
+                      if name not in ("busy", "egress", "api", "response_cache_lookups"))
     return ["", f"cost allocation ({a['unallocated']}): steps split by {split}; unallocated ${c['unallocated_usd']:,.4f} "
                 f"({parts}): {where}"]
 
@@ -306,13 +382,24 @@ def _tenant_cost_lines(c: dict, groups: dict) -> list[str]:
                  f"{'$ / 1M out':>12}{'$ / session':>13}"]
     for name, g in groups.items():
         lines.append(f"{name:<14}{g['allocated_usd']:>12.4f}{g['unallocated_share_usd']:>13.4f}{g['total_usd']:>12.4f}"
-                     f"{_fmt(g['usd_per_request'], '.6f'):>11}{_fmt(g['usd_per_1m_output_tokens'], ',.3f'):>12}"
+                     f"{usd_text(g['usd_per_request']):>11}{_fmt(g['usd_per_1m_output_tokens'], ',.3f'):>12}"
                      f"{_fmt(g.get('usd_per_session'), '.4f'):>13}")
     if a["unallocated_left_usd"]:
         left = a["unallocated_left_usd"]
         lines.append(f"{'(unallocated)':<14}{'':>12}{left:>13.4f}{left:>12.4f}")
     lines.append(f"{'bill':<14}{c['allocated_usd']:>12.4f}{c['unallocated_usd']:>13.4f}{c['total_usd']:>12.4f}")
     return lines
+
+
+def usd_text(usd: float | None) -> str:
+    """Dollars with at least three significant digits and two decimals, never in e-notation:
+    5.30, 0.0123, 0.0000123 (not 0.000000 for a cheap request)."""
+    if usd is None:
+        return "-"
+    if usd == 0 or not math.isfinite(usd):
+        return f"{usd:.2f}"
+    decimals = min(12, max(2, 2 - math.floor(math.log10(abs(usd)))))
+    return f"{usd:,.{decimals}f}"
 
 
 def _fmt(value, fmt: str, scale: float = 1.0) -> str:

@@ -12,7 +12,7 @@ from simcost.scenario.schema import bounds
 # vLLM's --block-size choices (CacheConfig.BlockSize): its paged-attention kernels take no others
 VLLM_BLOCK_SIZES = (1, 8, 16, 32, 64, 128)
 
-WeightFormat = Literal["fp32", "bf16", "fp16", "fp8", "int8", "int4"]
+WeightFormat = Literal["fp32", "bf16", "fp16", "fp8", "int8", "int4", "nvfp4", "mxfp4"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,15 +38,17 @@ class PerfConfig:
     """Step-time model. `roofline` (docs/design.md section 4) takes its efficiency factors from the
     device catalog unless overridden here; `constant` is for tests and theory checks:
     prefill step = step_overhead_s + prefill_s_per_token * tokens, decode step = decode_step_s;
-    `table` interpolates the measured step times of `table` (simcost.perf.step_table)."""
+    `table` interpolates the measured step times of `table` (simcost.perf.step_table); `kernels`
+    sums measured vLLM kernel latencies per operator (simcost.perf.kernel_model, docs/step_model.md)."""
 
-    model: Literal["roofline", "constant", "table"] = "roofline"
+    model: Literal["roofline", "constant", "table", "kernels"] = "roofline"
     mfu: float | None = field(default=None, metadata=bounds(gt=0, le=1))
     mbu: float | None = field(default=None, metadata=bounds(gt=0, le=1))
     step_overhead_s: float | None = field(default=None, metadata=bounds(ge=0))
     prefill_overhead_s: float | None = field(default=None, metadata=bounds(ge=0))  # roofline: extra per step with prefill
     prefill_request_s: float | None = field(default=None, metadata=bounds(ge=0))  # roofline: extra per request prefilled in a step
     attention_efficiency: float | None = field(default=None, metadata=bounds(gt=0, le=1))  # roofline: attention rate / GEMM rate
+    allreduce_latency_s: float | None = field(default=None, metadata=bounds(ge=0))  # roofline: per all-reduce over 2 devices
     prefill_s_per_token: float = field(default=0.0, metadata=bounds(ge=0))
     decode_step_s: float = field(default=0.0, metadata=bounds(ge=0))
     # A calibrated profile written by `simcost calibrate` (a path, relative to the scenario file):
@@ -54,6 +56,10 @@ class PerfConfig:
     profile: str | None = None
     # model "table": measured step times (a CSV in a layout `simcost calibrate` reads), interpolated
     table: str | None = None
+    # model "kernels": whether steps of up to 512 tokens run as CUDA graphs (vLLM V1's default;
+    # false for enforce_eager or older engines), and the CPU seconds per layer of an eager step
+    cuda_graphs: bool = True
+    eager_s_per_layer: float | None = field(default=None, metadata=bounds(ge=0))
 
     def _check(self, path: str) -> None:
         if (self.model == "table") != (self.table is not None):
@@ -63,6 +69,47 @@ class PerfConfig:
             raise InputError(f"{path}.prefill_s_per_token", "0 with no step_overhead_s; a constant model needs a positive prefill time")
         if self.model == "roofline" and (self.prefill_s_per_token or self.decode_step_s):
             raise InputError(f"{path}.model", "roofline does not take prefill_s_per_token/decode_step_s; use model: constant")
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkloadAcceptance:
+    """The draft acceptance rate of one workload entry (by its name), e.g. code accepts more."""
+
+    workload: str
+    acceptance_rate: float = field(metadata=bounds(ge=0, le=1))
+
+
+SPECULATIVE_METHODS = ("draft", "eagle", "mtp")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpeculativeConfig:
+    """Speculative decoding (simcost.engine.speculation): each decode step drafts
+    num_speculative_tokens tokens per sequence and verifies them in one target step of k + 1
+    tokens; a sequence keeps the accepted prefix of the drafts plus one token of the target's own.
+    Each draft is accepted with probability acceptance_rate (per workload entry where
+    per_workload names it) until the first rejection. Drafts cost the draft model's decode steps
+    (method draft, draft_model) or, for an EAGLE head or DeepSeek's multi-token-prediction module,
+    draft_step_fraction of a target decode step each (default 0.05, a simcost assumption: one
+    extra layer and the head of a ~30-60-layer model)."""
+
+    method: Literal["draft", "eagle", "mtp"]
+    num_speculative_tokens: int = field(metadata=bounds(ge=1, le=16))
+    acceptance_rate: float = field(metadata=bounds(ge=0, le=1))
+    per_workload: tuple[WorkloadAcceptance, ...] = ()
+    draft_model: str | None = None  # method draft: a catalog model on the same devices
+    draft_step_fraction: float | None = field(default=None, metadata=bounds(gt=0, le=1))
+
+    def _check(self, path: str) -> None:
+        if self.method == "draft" and self.draft_model is None:
+            raise InputError(f"{path}.draft_model", "missing; method draft needs the draft model's catalog name")
+        if self.method != "draft" and self.draft_model is not None:
+            raise InputError(f"{path}.draft_model", f"only used by method draft; {self.method} drafts with the target's own head")
+        if self.method == "draft" and self.draft_step_fraction is not None:
+            raise InputError(f"{path}.draft_step_fraction", "not used by method draft (the draft model's own step time is)")
+        names = [w.workload for w in self.per_workload]
+        if len(set(names)) != len(names):
+            raise InputError(f"{path}.per_workload", f"names a workload twice: {names}")
 
 
 # The batching policies, named here once: the engine registers a scheduler for each
@@ -112,6 +159,7 @@ class EngineConfig:
     prefix_caching: bool = False  # vLLM's enable_prefix_caching (automatic, content-hashed full blocks)
     host_cache_blocks: int = field(default=0, metadata=bounds(ge=0))  # host-memory tier for evicted prefix blocks
     host_link_gb_per_s: float | None = field(default=None, metadata=bounds(gt=0))  # None: the device's PCIe link
+    speculative: SpeculativeConfig | None = None  # speculative decoding (iteration-level policies)
 
     def _check(self, path: str) -> None:
         if self.block_size not in VLLM_BLOCK_SIZES:
@@ -121,7 +169,8 @@ class EngineConfig:
             raise InputError(f"{path}.max_waiting", "0 rejects every request, even on an idle fleet (each waits in the "
                              "queue until the next step); expected >= 1, or null for no limit")
         if self.policy not in ITERATION_POLICIES:
-            for key, default in (("queue", "fcfs"), ("preemption", "recompute"), ("prefix_caching", False)):
+            for key, default in (("queue", "fcfs"), ("preemption", "recompute"), ("prefix_caching", False),
+                                 ("speculative", None)):
                 if getattr(self, key) != default:
                     raise InputError(f"{path}.{key}", f"{getattr(self, key)!r} needs an iteration-level policy "
                                      f"(prefill_first or chunked); {self.policy} runs each batch to completion")

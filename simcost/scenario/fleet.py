@@ -8,10 +8,13 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from simcost.errors import InputError
+from simcost.scenario.api import ApiPoolConfig
 from simcost.scenario.autoscalers import AutoscalerConfig
+from simcost.scenario.cascade import CascadeConfig
 from simcost.scenario.deployment import EngineConfig, HardwareConfig, ModelConfig
 from simcost.scenario.limits import MAX_REPLICAS, REPLICAS_WHY
 from simcost.scenario.pricing import PricingConfig, SiteConfig
+from simcost.scenario.response_cache import ResponseCacheConfig
 from simcost.scenario.schema import bounds
 
 
@@ -184,6 +187,12 @@ class FleetConfig:
     # bytes a token takes on the wire: ~4 for English UTF-8 text with Llama-3's tokenizer (an
     # assumption: its 128k vocabulary averages about 4 characters per token on English prose)
     bytes_per_token: float = field(default=4.0, metadata=bounds(gt=0))
+    # hosted-model APIs beside the self-hosted replicas, billed per token (simcost.scenario.api)
+    api_pools: tuple[ApiPoolConfig, ...] = ()
+    # a small model first, some answers escalated to a larger one (simcost.scenario.cascade)
+    cascade: CascadeConfig | None = None
+    # answers served from a cache in front of every pool (simcost.scenario.response_cache)
+    response_cache: ResponseCacheConfig | None = None
 
     @property
     def moves(self) -> bool:

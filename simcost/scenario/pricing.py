@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from simcost.errors import InputError
+from simcost.scenario.budget import BudgetConfig
+from simcost.scenario.cascade import WorkloadRate
 from simcost.scenario.schema import bounds, check_variant_keys
 
 
@@ -17,7 +19,9 @@ class PricingConfig:
     on_demand: min_charge_s. spot: spot_usd_per_device_hour, min_charge_s.
     reserved: upfront_usd_per_device, recurring_usd_per_device_hour, term_years.
     savings_plan: commitment_usd_per_hour (whole fleet), discount.
-    owned: capex_usd_per_device, usd_per_kwh, lifetime_years."""
+    owned: capex_usd_per_device, usd_per_kwh, lifetime_years; and for its full cost of ownership
+    colo_usd_per_device_month, staff_usd_per_device_month, maintenance_fraction_per_year,
+    cost_of_capital, resale_fraction."""
 
     model: Literal["on_demand", "reserved", "savings_plan", "spot", "owned"] = "on_demand"
     min_charge_s: float | None = field(default=None, metadata=bounds(ge=0))  # None: 60 s (AWS, GCP)
@@ -30,12 +34,23 @@ class PricingConfig:
     capex_usd_per_device: float | None = field(default=None, metadata=bounds(ge=0))
     usd_per_kwh: float | None = field(default=None, metadata=bounds(ge=0))
     lifetime_years: float | None = field(default=None, metadata=bounds(gt=0))  # owned; None: 5
+    # owned hardware's cost of ownership beyond capex and power (simcost.cost.pricing.owned_lifetime_usd_per_device);
+    # None: 0. Colocation (space, power delivery, cooling) and staff per device-month, maintenance as a
+    # share of capex a year, the annual cost of capital, and the share of capex the devices resell for
+    # at the end of lifetime_years (set lifetime_years 1 or 3 to own for a 1- or 3-year term)
+    colo_usd_per_device_month: float | None = field(default=None, metadata=bounds(ge=0))
+    staff_usd_per_device_month: float | None = field(default=None, metadata=bounds(ge=0))
+    maintenance_fraction_per_year: float | None = field(default=None, metadata=bounds(ge=0, le=1))
+    cost_of_capital: float | None = field(default=None, metadata=bounds(ge=0, le=1))
+    resale_fraction: float | None = field(default=None, metadata=bounds(ge=0, le=1))
 
     _NEEDS = {"on_demand": (), "spot": ("spot_usd_per_device_hour",),
               "reserved": ("upfront_usd_per_device", "recurring_usd_per_device_hour", "term_years"),
               "savings_plan": ("commitment_usd_per_hour", "discount"),
               "owned": ("capex_usd_per_device", "usd_per_kwh")}
-    _OPTIONAL = {"on_demand": ("min_charge_s",), "spot": ("min_charge_s",), "owned": ("lifetime_years",)}
+    _OPTIONAL = {"on_demand": ("min_charge_s",), "spot": ("min_charge_s",),
+                 "owned": ("lifetime_years", "colo_usd_per_device_month", "staff_usd_per_device_month",
+                           "maintenance_fraction_per_year", "cost_of_capital", "resale_fraction")}
 
     def _check(self, path: str) -> None:
         check_variant_keys(self, path, "model", "pricing model", self._NEEDS, self._OPTIONAL)
@@ -83,6 +98,10 @@ class CostConfig:
     prefill_weight: float = field(default=1.0, metadata=bounds(ge=0))
     decode_weight: float = field(default=1.0, metadata=bounds(ge=0))
     unallocated: Literal["showback", "chargeback"] = "showback"
+    # a monthly budget whose alerts are computed on the run's time series (simcost.scenario.budget)
+    budget: BudgetConfig | None = None
+    # conversion rate per workload (outcomes per completed request): summary unit_economics
+    outcomes: tuple[WorkloadRate, ...] | None = None
 
     def _check(self, path: str) -> None:
         if self.allocation == "equal" and (self.prefill_weight, self.decode_weight) != (1.0, 1.0):

@@ -63,12 +63,18 @@ class Scenario:
             raise InputError("fleet.disaggregation", f"needs an iteration-level engine.policy (prefill_first or chunked), not {self.engine.policy}")
         if self.duration_s is not None and self.warmup_s >= self.duration_s:
             raise InputError("warmup_s", f"{self.warmup_s} is not below duration_s={self.duration_s}")
-        if self.fleet.pools is not None:
+        if (self.fleet.pools is not None or self.fleet.api_pools or self.fleet.cascade is not None
+                or self.fleet.response_cache is not None):
             self._check_serves()
         if self.fleet.num_replicas > MAX_REPLICAS:  # each key is bounded; their sum must be too
             key = "pools" if self.fleet.pools is not None else "disaggregation" if self.fleet.disaggregation else "redundancy"
             raise InputError(f"fleet.{key}", f"{self.fleet.num_replicas:,} replicas in all; expected at most "
                              f"{MAX_REPLICAS:,} ({REPLICAS_WHY})")
+        names = [self.workload.entry_name(i) for i in range(len(self.workload.entries()))]
+        for j, rate in enumerate(self.cost.outcomes or ()):
+            if rate.workload not in names:
+                raise InputError(f"cost.outcomes[{j}].workload", f"'{rate.workload}' is not a workload of this scenario "
+                                 f"(known: {', '.join(names)})")
         self._check_request_count()
         self._check_max_model_len()
         self._check_timed_events()
@@ -143,9 +149,34 @@ class Scenario:
                 if name not in names:
                     raise InputError(f"fleet.pools[{k}].serves[{j}]", f"'{name}' is not a workload of this scenario "
                                      f"(known: {', '.join(names)})")
-        for name in names:
+        for name in names if self.fleet.pools is not None else ():
             if not any(pool.serves is None or name in pool.serves for pool in pools):
                 raise InputError("fleet.pools", f"no pool serves workload '{name}'; add it to a pool's serves")
+        api_names = [a.name for a in self.fleet.api_pools]
+        for k, api in enumerate(self.fleet.api_pools):
+            if api_names.index(api.name) != k or api.name in [p.name for p in pools]:
+                raise InputError(f"fleet.api_pools[{k}].name", f"'{api.name}' is used twice; pools need distinct names")
+            for j, name in enumerate(api.serves or ()):
+                if name not in names:
+                    raise InputError(f"fleet.api_pools[{k}].serves[{j}]", f"'{name}' is not a workload of this "
+                                     f"scenario (known: {', '.join(names)})")
+        cascade = self.fleet.cascade
+        if cascade is not None:
+            targets = [p.name for p in pools] + api_names
+            for key in ("first", "escalate_to"):
+                name = getattr(cascade, key)
+                if name not in targets and not (key == "first" and name == "fleet"):
+                    raise InputError(f"fleet.cascade.{key}", f"'{name}' is not a pool of fleet.pools or fleet.api_pools "
+                                     f"(known: {', '.join((['fleet'] if key == 'first' else []) + targets) or 'none'})")
+            for j, name in enumerate((cascade.workloads or ()) + tuple(r.workload for r in cascade.rates or ())):
+                if name not in names:
+                    raise InputError("fleet.cascade", f"workload '{name}' is not a workload of this scenario "
+                                     f"(known: {', '.join(names)})")
+        cache = self.fleet.response_cache
+        for name in ((cache.workloads or ()) + tuple(r.workload for r in cache.rates or ())) if cache else ():
+            if name not in names:
+                raise InputError("fleet.response_cache", f"workload '{name}' is not a workload of this scenario "
+                                 f"(known: {', '.join(names)})")
 
 
 def _bound(spec: LengthSpec, which: str) -> float | None:

@@ -22,7 +22,8 @@ from simcost.metrics.timeseries import (
     sample_times_s,
     usd_per_hour,
 )
-from simcost.workload.request_table import IN_FLIGHT
+from simcost.units import S_PER_HOUR
+from simcost.workload.request_table import COMPLETED, IN_FLIGHT
 
 if TYPE_CHECKING:  # the simulation owns its sampler; the type is only named here
     from simcost.simulation.simulation import Simulation
@@ -79,12 +80,37 @@ class Sampler:
                                                          self.sim.routed)
         def per_s(counts):
             return np.divide(counts, width_s, out=np.zeros(counts.shape), where=width_s > 0)
+        usd = usd_per_hour(bill, len(self.sim.pools), t_s, steps, edges_s, width_s, table)
+        names = tuple(p.label for p in self.sim.pools)
+        api = self.sim.api
+        if api is not None:  # one row per api pool; its requests leave pool 0's counts (where replica -1 put them)
+            rows_api = api_interval_rows(table, api.pool_of, api.request_usd, len(api.pools), edges_s, width_s)
+            for fleet_rows, mine in zip((arrivals, completions, tokens), rows_api[:3]):
+                fleet_rows[0] -= mine.sum(axis=0)
+            arrivals, completions, tokens = (np.vstack([f, a]) for f, a in zip((arrivals, completions, tokens), rows_api))
+            usd = np.vstack([usd, rows_api[3]])
+            names += tuple(f"api:{p.cfg.name}" for p in api.pools)
+            state = np.concatenate([state, np.zeros((len(api.pools),) + state.shape[1:], dtype=state.dtype)])
+        cache = self.sim.cache
+        if cache is not None:  # one row: the hits it answered (out of pool 0's counts), its lookups' and store's $
+            hit = np.zeros(len(table.arrival_s), dtype=np.int64) - 1
+            hit[list(cache.hit)] = 0
+            rows_cache = api_interval_rows(table, hit, np.zeros(table.num_requests), 1, edges_s, width_s)
+            for fleet_rows, mine in zip((arrivals, completions, tokens), rows_cache[:3]):
+                fleet_rows[0] -= mine[0]
+            arrivals, completions, tokens = (np.vstack([f, c]) for f, c in zip((arrivals, completions, tokens), rows_cache))
+            per_hour = np.divide(S_PER_HOUR, width_s, out=np.zeros(len(width_s)), where=width_s > 0)
+            n = table.num_requests
+            lookups = np.histogram(table.arrival_s[:n], bins=edges_s, weights=cache.request_usd[:n])[0] * per_hour
+            usd = np.vstack([usd, lookups + cache.cfg.store_usd_per_hour])
+            names += ("cache",)
+            state = np.concatenate([state, np.zeros((1,) + state.shape[1:], dtype=state.dtype)])
         return TimeSeries(
-            pools=tuple(p.label for p in self.sim.pools), interval_s=self.interval_s, horizon_s=horizon_s,
+            pools=names, interval_s=self.interval_s, horizon_s=horizon_s,
             t_s=t_s, width_s=width_s, replicas=state[:, REPLICAS], ready=state[:, READY], waiting=state[:, WAITING],
             running=state[:, RUNNING],
             kv_used_blocks=state[:, KV_USED], kv_total_blocks=state[:, KV_TOTAL],
-            usd_per_hour=usd_per_hour(bill, len(self.sim.pools), t_s, steps, edges_s, width_s, table),
+            usd_per_hour=usd,
             arrivals_per_s=per_s(arrivals), completions_per_s=per_s(completions), output_tokens_per_s=per_s(tokens),
         )
 
@@ -94,3 +120,31 @@ def num_running(replica, status: np.ndarray) -> int:
     it ends; they are out of the system), plus prefill-role KV transfers still leaving it."""
     running = int(np.count_nonzero(status[replica.running] == IN_FLIGHT)) if replica.running else 0
     return running + getattr(replica, "_outbound", 0)
+
+
+def api_interval_rows(table, pool_of: np.ndarray, request_usd: np.ndarray, n_api: int, edges_s: np.ndarray,
+                      width_s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per api pool and interval: arrivals, completions and output tokens (counts), and its $ as
+    $/hour, each request's price spread evenly over its output tokens' times (at its finish when
+    it has none), so the rows integrate to the api pools' bill."""
+    n = table.num_requests
+    pool_of = pool_of[:n]
+    done = table.status[:n] == COMPLETED
+    offsets = table.token_offset[:n + 1]
+    token_request = np.repeat(np.arange(n), np.diff(offsets))
+    token_s = table.token_time_s[:offsets[-1]]
+    per_token = np.divide(request_usd[:n], table.generated[:n], out=np.zeros(n), where=table.generated[:n] > 0)
+    per_hour = np.divide(S_PER_HOUR, width_s, out=np.zeros(len(width_s)), where=width_s > 0)
+    out = (np.zeros((n_api, len(edges_s) - 1)), np.zeros((n_api, len(edges_s) - 1)),
+           np.zeros((n_api, len(edges_s) - 1)), np.zeros((n_api, len(edges_s) - 1)))
+    for k in range(n_api):
+        mine = pool_of == k
+        out[0][k] = np.histogram(table.arrival_s[:n][mine], bins=edges_s)[0]
+        out[1][k] = np.histogram(table.finish_s[:n][mine & done], bins=edges_s)[0]
+        tok = mine[token_request] & ~np.isnan(token_s)
+        out[2][k] = np.histogram(token_s[tok], bins=edges_s)[0]
+        no_tokens = mine & done & (table.generated[:n] == 0)
+        out[3][k] = (np.histogram(token_s[tok], bins=edges_s, weights=per_token[token_request[tok]])[0]
+                     + np.histogram(table.finish_s[:n][no_tokens], bins=edges_s, weights=request_usd[:n][no_tokens])[0])
+        out[3][k] *= per_hour
+    return out

@@ -12,21 +12,26 @@ import numpy as np
 import simpy
 
 from simcost.catalog.specs import ModelSpec
+from simcost.cluster.api_pool import ApiPools
+from simcost.cluster.cascade import Cascade
 from simcost.cluster.control import FleetControl, initial_capacity, spot_price_usd_per_device_hour
 from simcost.cluster.fleet import Fleet, FleetRouting, FleetStart, PoolEngine
+from simcost.cluster.response_cache import ResponseCache
 from simcost.cluster.routers import DECODE_CONTEXT_TOKENS, POOL_ROUTERS, PoolView, affinity_key_fn
 from simcost.cost.ledger import Bill, StepArrays, StepLog, settle
 from simcost.cost.pricing import egress_usd_per_gb, usd_per_replica_hour
 from simcost.engine.kv.reuse import PrefixSpec, prefix_spec
 from simcost.engine.options import host_kv_s_per_token, swap_link
+from simcost.engine.speculation import speculation
 from simcost.engine.waiting import queue_key
 from simcost.errors import InputError, required
+from simcost.metrics.budget import budget_alerts
 from simcost.metrics.run_summary import RunSummary
 from simcost.metrics.summary import served_pool, slo_limits_by_entry, summarize
 from simcost.metrics.timeseries import TimeSeries, default_interval_s
 from simcost.perf.deployment import Deployment, Pool, fleet_pools
 from simcost.perf.startup import cold_start
-from simcost.perf.step_model import is_per_item, step_params, step_time_s
+from simcost.perf.step_model import is_per_item, kernel_seconds, step_params, step_time_s
 from simcost.rng import streams
 from simcost.scenario.fleet_plan import PoolPlan, fleet_plan, pool_routed
 from simcost.scenario.scenario import Scenario
@@ -49,6 +54,8 @@ class RunResult:
     pools: list[Pool]  # the fleet's replicas, by deployment, in replica order
     timeseries: TimeSeries | None = None  # sampled fleet state over time (simcost.metrics.timeseries)
     plan: tuple[PoolPlan, ...] = ()  # what each pool of `pools` runs (simcost.scenario.fleet_plan)
+    api: ApiPools | None = None  # the hosted-API pools (fleet.api_pools), their counts and prices
+    cache: ResponseCache | None = None  # the response cache (fleet.response_cache)
 
 
 class Simulation:
@@ -69,7 +76,10 @@ class Simulation:
             self.requests = per_item_requests(self.requests)
         if timeseries and sample_interval_s is None:
             sample_interval_s = default_interval_s(self.arrivals_end_s() + (scenario.drain_s or 0.0))
-        # exact_token_times None: per the run's size (simcost.workload.token_stats)
+        # exact_token_times None: per the run's size (simcost.workload.token_stats); hosted-API pools and
+        # the response cache write whole requests' token times, which the streaming table cannot take yet
+        if exact_token_times is None and (scenario.fleet.api_pools or scenario.fleet.response_cache is not None):
+            exact_token_times = True
         self.table = RequestTable(self.requests, scenario.warmup_s, exact_token_times,
                                   sample_interval_s if timeseries and sample_interval_s and sample_interval_s > 0 else None)
         self.env = simpy.Environment()
@@ -82,11 +92,32 @@ class Simulation:
         routing = FleetRouting(scenario.fleet.router, run_streams.routing,
                                affinity_keys(scenario, self.requests, self.table), scenario.fleet.affinity_load_bound,
                                self._pool_serves() if self.routed else None)
-        self.fleet = Fleet(self.env, self.table, self._pool_engines(run_streams), start, routing, self.log,
-                           max_span_steps, on_done=self._on_done if self.sessions.active or moves else None,
+        self.pool_engines = self._pool_engines(run_streams)
+        self.fleet = Fleet(self.env, self.table, self.pool_engines, start, routing, self.log,
+                           max_span_steps, on_done=self._on_done if self.sessions.active or moves
+                           or scenario.fleet.cascade is not None or scenario.fleet.response_cache is not None
+                           else None,
                            prefix=self._prefix_spec())
         if self.routed:  # the pool router reads the fleet's routable lists
             self.fleet.pool_router = self._pool_router()
+        # hosted-model APIs (fleet.api_pools): asked at each arrival before the fleet
+        self.api = None if not scenario.fleet.api_pools else ApiPools(
+            self.env, self.table, scenario.fleet.api_pools,
+            [scenario.workload.entry_name(i) for i in range(len(scenario.workload.entries()))], run_streams.api,
+            self.fleet, self._on_done)
+        # answers served from a cache before any pool (fleet.response_cache)
+        cache = scenario.fleet.response_cache
+        if cache is not None and cache.mode == "exact" and self.requests.prefix_block_ids is None:
+            raise InputError("fleet.response_cache.mode", "exact needs prompt content hashes (a trace with hash_ids, "
+                             "such as Mooncake's); use semantic with a hit_rate")
+        self.cache = None if cache is None else ResponseCache(
+            self.env, cache, self.table, [scenario.workload.entry_name(i) for i in range(len(scenario.workload.entries()))],
+            self.requests.prefix_block_ids, run_streams.response_cache, self._route, self._on_done)
+        # a small model first, some answers escalated (fleet.cascade)
+        cascade = scenario.fleet.cascade
+        self.cascade = None if cascade is None else Cascade(
+            cascade, self.table, [scenario.workload.entry_name(i) for i in range(len(scenario.workload.entries()))],
+            [p.name for p in self.plan], [a.name for a in scenario.fleet.api_pools], run_streams.cascade, self._send)
         self.arrival_process = self.env.process(self._arrivals())
         # a fleet that moves: autoscaler, spot reclaims, failures (simcost.cluster.control); its
         # timers reach far past the last request, so such a run ends when `finished` fires
@@ -110,12 +141,14 @@ class Simulation:
         """Each pool's engine inputs (simcost.perf.deployment.Pool order)."""
         priority = np.array([e.priority for e in self.scenario.workload.entries()])
         key_rng = run_streams.predictions
+        speculation_seed = int(run_streams.speculation.integers(2**63))
         engines: list[PoolEngine] = []
         for k, (plan, pool) in enumerate(zip(self.plan, self.pools)):
             if plan.role == "decode":  # it takes over requests from the prefill pool before it
                 engines[k - 1:] = hand_off(self.plan[k - 1], self.pools[k - 1], engines[k - 1], plan, pool)
             else:
-                engines.append(pool_engine(plan.scenario, pool.deployment, self.table, priority, key_rng))
+                engines.append(pool_engine(plan.scenario, pool.deployment, self.table, priority, key_rng,
+                                           speculation_seed))
         return engines
 
     def _pool_serves(self) -> list[list[int]]:
@@ -188,6 +221,30 @@ class Simulation:
         if self.per_item:  # closed-loop requests are created during the run: their items are the prompt too
             t = self.table
             t.items[rid] = t.input_tokens[rid] = max(int(t.items[rid]), 1)
+        if self.cache is not None and self.cache.lookup(rid):
+            return  # answered from the cache, or passed on after the lookup (_route)
+        self._route(rid)
+
+    def _route(self, rid: int) -> None:
+        """Request rid to its cascade stage, an api pool that takes it, or the fleet."""
+        stage = self.cascade.arrived(rid) if self.cascade is not None else None
+        if stage is not None and stage != ("fleet", None):
+            self._send(rid, stage)
+            return
+        # the fleet as routed (a cascade's first stage too): api pools may still take it
+        # (route, overflow, failover)
+        if self.api is not None and self.api.take(rid):
+            return  # a hosted API answers it: the fleet and its autoscalers never see it
+        self._send(rid, ("fleet", None))
+
+    def _send(self, rid: int, target: tuple[str, int | None]) -> None:
+        """Request rid to ("api", k), ("fleet", pool k only) or ("fleet", None: routed as usual)."""
+        kind, k = target
+        if kind == "api":
+            required(self.api, "fleet.api_pools").start(rid, required(k, "an api pool"))
+            return
+        if k is not None:
+            self.fleet.forced_pool[rid] = k
         for control in self.controls:
             control.arrived(rid)
         self.fleet.arrive(rid)
@@ -195,6 +252,10 @@ class Simulation:
     def _on_done(self, rid: int) -> None:
         if self.sessions.active:
             self.sessions.on_done(rid)
+        if self.cache is not None:
+            self.cache.store(rid)
+        if self.cascade is not None:
+            self.cascade.done(rid)
         self._check_finished()
 
     def arrivals_done(self) -> bool:
@@ -203,7 +264,8 @@ class Simulation:
 
     def _check_finished(self) -> None:
         if (self.finished is not None and not self.finished.triggered and self.arrivals_done()
-                and self.fleet.num_in_system() == 0):
+                and self.fleet.num_in_system() == 0 and (self.api is None or self.api.in_flight == 0)
+                and (self.cache is None or self.cache.pending == 0)):
             self.finished.succeed()
 
     def request_egress_usd(self) -> np.ndarray:
@@ -214,6 +276,13 @@ class Simulation:
         per_gb = np.where(pool >= 0, price[np.maximum(pool, 0)], 0.0)
         return request_egress_bytes(self.table, fleet.bytes_per_token) / 1e9 * per_gb
 
+    def _api_usd(self) -> np.ndarray | None:
+        """Each request's hosted-API price (0 for the fleet's); None without api pools."""
+        if self.api is None:
+            return None
+        self.api.trim(self.table.num_requests)
+        return self.api.request_usd
+
     def arrivals_end_s(self) -> float:
         if self.scenario.duration_s is not None:
             return self.scenario.duration_s
@@ -222,14 +291,16 @@ class Simulation:
     def run(self, progress: bool = False) -> RunResult:
         until = self.finished if self.scenario.drain_s is None else self.arrivals_end_s() + self.scenario.drain_s
         if progress:
-            from tqdm import tqdm  # only the CLI shows a bar; tqdm waits 1 s before drawing it
+            # tqdm waits 1 s before drawing, is off where stderr is not a terminal, and is a widget in a notebook
+            from tqdm.auto import tqdm
 
             with tqdm(total=len(self.requests), unit="req", desc="arrivals", delay=1.0, leave=False, disable=None) as bar:
                 self._progress = bar
                 self.env.run(until=until)
                 self._progress = None
-        else:
-            self.env.run(until=until)
+                bar.set_description_str("summarizing")  # the bill and the summary take a moment on long runs
+                return self.result()
+        self.env.run(until=until)
         return self.result()
 
     def result(self) -> RunResult:
@@ -239,17 +310,39 @@ class Simulation:
         if self.scenario.drain_s is None:
             # the run ended with its last event; a timer that fires later as a no-op (a batch
             # formation timeout cut short, simcost.engine.request_level) must not extend the bill
-            end_s = max(float(steps.step_end_s.max(initial=0.0)), float(self.table.arrival_s.max(initial=0.0)))
+            end_s = max(float(steps.step_end_s.max(initial=0.0)), float(self.table.arrival_s.max(initial=0.0)),
+                        self.api.last_finish_s if self.api is not None else 0.0,
+                        self.cache.last_s if self.cache is not None else 0.0)
         horizon_s = max(end_s, self.arrivals_end_s())
         scenario, dep = self.scenario, self.deployment
         bill = settle(steps, self.table.num_requests, scenario.fleet, self.pools, horizon_s, scenario.cost,
                       completed=self.table.status == COMPLETED, roster=self.fleet.roster,
                       spot_usd_per_device_hour=spot_price_usd_per_device_hour(scenario.fleet),
-                      request_egress_usd=self.request_egress_usd() if self.routed else None)
-        summary = summarize(scenario, dep, self.table, steps, bill, horizon_s, self.sessions.counts, self.pools,
-                            self.fleet.pool_router, self.prefix_cache_summary(), self.per_item)
+                      request_egress_usd=self.request_egress_usd() if self.routed else None,
+                      request_api_usd=self._api_usd(),
+                      request_cache_usd=None if self.cache is None else self.cache.trim(self.table.num_requests),
+                      cache_store_usd=0.0 if self.cache is None else self.cache.store_usd(horizon_s))
         series = None if self.sampler is None else self.sampler.series(horizon_s, steps, bill)
-        return RunResult(scenario, dep, self.table, steps, bill, horizon_s, summary, self.pools, series, self.plan)
+        budget = None
+        if scenario.cost.budget is not None and series is not None:
+            budget = budget_alerts(scenario.cost.budget, series)
+        summary = summarize(scenario, dep, self.table, steps, bill, horizon_s, self.sessions.counts, self.pools,
+                            self.fleet.pool_router, self.prefix_cache_summary(), self.per_item,
+                            self.measured_fraction(), self.api.summary() if self.api is not None else None,
+                            self.cascade.summary(bill.request_usd) if self.cascade is not None else None,
+                            self.cache.summary(horizon_s) if self.cache is not None else None, budget)
+        return RunResult(scenario, dep, self.table, steps, bill, horizon_s, summary, self.pools, series, self.plan,
+                         self.api, self.cache)
+
+
+    def measured_fraction(self) -> float | None:
+        """perf.model kernels: the share of step seconds that came from measured kernels, over the
+        pools timed by kernel tables (0 when none is: no tables for the device); None otherwise."""
+        if self.scenario.perf.model != "kernels":
+            return None
+        shares = [kernel_seconds(pe.step_params) for pe in self.pool_engines]
+        total = sum(t for t, _ in shares)
+        return sum(m for _, m in shares) / total if total > 0 else 0.0
 
 
 def request_egress_bytes(table: RequestTable, bytes_per_token: float) -> np.ndarray:
@@ -343,12 +436,13 @@ def affinity_keys(scenario: Scenario, requests: Requests, table: RequestTable):
 
 
 def pool_engine(scenario: Scenario, dep: Deployment, table: RequestTable, priority_by_workload: np.ndarray,
-                rng: np.random.Generator) -> PoolEngine:
+                rng: np.random.Generator, speculation_seed: int = 0) -> PoolEngine:
     """The engine inputs of a pool running `scenario`'s engine on deployment `dep`."""
     eng = scenario.engine
     return PoolEngine(eng, step_params(scenario, dep), dep.num_kv_blocks, dep.block_size, dep.max_num_batched_tokens,
                       dep.max_model_len, item_work=item_work(scenario, dep), swap=swap_link(eng, dep),
-                      queue_key=queue_key(eng, table, priority_by_workload, rng))
+                      queue_key=queue_key(eng, table, priority_by_workload, rng),
+                      speculation=speculation(scenario, dep, speculation_seed))
 
 
 def hand_off(prefill_plan: PoolPlan, prefill_pool: Pool, prefill: PoolEngine, decode_plan: PoolPlan,

@@ -30,6 +30,7 @@ from simcost.scenario.arrivals import (
 )
 from simcost.workload.servegen import read_csv_columns, servegen_arrivals_with_clients
 from simcost.workload.trace_formats import _numbers
+from simcost.workload.traces import at_file_lines
 
 RATE_FILE_COLUMNS = ("start_s", "rate_per_s")
 GapSampler = Callable[[np.random.Generator, int], np.ndarray]
@@ -195,11 +196,12 @@ def rate_table(spec: PiecewiseArrivals) -> tuple[tuple[float, ...], ...]:
     header start_s,rate_per_s), checked like the inline table with errors at `file:line`."""
     if spec.rate_file is None:
         return required(spec.rate_table, "workload.arrivals.rate_table")  # validation: one of the two
-    where, cells = read_csv_columns(Path(spec.rate_file), RATE_FILE_COLUMNS, "rate rows",
-                                    "workload.arrivals.rate_file")
-    starts_s, rates = (_numbers(where, cells[name], name, 2).tolist() for name in RATE_FILE_COLUMNS)
-    table = tuple(zip(starts_s, rates))
-    check_rate_rows(table, lambda i: f"{where}:{i + 2}", where)
+    where, cells, numbers = read_csv_columns(Path(spec.rate_file), RATE_FILE_COLUMNS, "rate rows",
+                                             "workload.arrivals.rate_file")
+    with at_file_lines(where, numbers):
+        starts_s, rates = (_numbers(where, cells[name], name, 2).tolist() for name in RATE_FILE_COLUMNS)
+        table = tuple(zip(starts_s, rates))
+        check_rate_rows(table, lambda i: f"{where}:{i + 2}", where)
     return table
 
 

@@ -22,7 +22,8 @@ IN_FLIGHT, COMPLETED, REJECTED = 0, 1, 2
 STATUS_NAMES = ("in_flight", "completed", "rejected")
 
 # why a request was rejected (one code each; 0 = not rejected)
-REJECT_REASONS = ("", "exceeds_max_model_len", "exceeds_batch_tokens", "exceeds_kv_capacity", "queue_full")
+REJECT_REASONS = ("", "exceeds_max_model_len", "exceeds_batch_tokens", "exceeds_kv_capacity", "queue_full",
+                  "api_rate_limited")  # an api pool's 429s past the client's retries (simcost.cluster.api_pool)
 REASON_CODE = {name: code for code, name in enumerate(REJECT_REASONS)}
 
 # per-request columns: dtype and the value of a request that has not run yet

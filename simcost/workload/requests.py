@@ -114,17 +114,28 @@ def generate(scenario: Scenario, run_streams: Streams) -> Requests:
     (session first turns; closed-loop users' first requests), or traces replayed by `replay`,
     for every workload entry, merged in arrival order. Follow-up turns and later closed-loop
     requests depend on completions, so `simcost.workload.sessions` creates them during the run."""
-    workload = scenario.workload
-    parts = [_generate_entry(scenario, i, s) for i, s in enumerate(workload_streams(scenario, run_streams))]
-    for i, part in enumerate(parts):
-        entry = workload.entries()[i]
-        n = len(part)
-        tenants = part.tenants if part.tenants is not None else np.full(n, entry.tenant or workload.entry_name(i), dtype=object)
-        parts[i] = replace(part, workload=np.full(n, i, dtype=np.int64), tenants=tenants,
-                           turns=part.turns if part.turns is not None else np.ones(n, dtype=np.int64),
-                           user=part.user if part.user is not None else np.full(n, -1, dtype=np.int64),
-                           items=part.items if part.items is not None else np.zeros(n, dtype=np.int64))
+    parts = [_labelled(scenario, i, _generate_entry(scenario, i, s))
+             for i, s in enumerate(workload_streams(scenario, run_streams))]
     return parts[0] if len(parts) == 1 else merge(parts)
+
+
+def trace_requests(scenario: Scenario, trace: Trace) -> Requests:
+    """Every request of `trace` as it stands (no window, rate change, loop or sampling), as the
+    scenario's first workload: a serving log's replay (simcost.analysis.validate)."""
+    rows = np.arange(len(trace))
+    return _labelled(scenario, 0, _requests(trace, rows, np.zeros(len(trace), dtype=np.int64), trace.arrival_s))
+
+
+def _labelled(scenario: Scenario, i: int, part: Requests) -> Requests:
+    """`part` with the columns of workload entry i filled in (its index, tenant, one turn, open loop)."""
+    workload = scenario.workload
+    entry = workload.entries()[i]
+    n = len(part)
+    tenants = part.tenants if part.tenants is not None else np.full(n, entry.tenant or workload.entry_name(i), dtype=object)
+    return replace(part, workload=np.full(n, i, dtype=np.int64), tenants=tenants,
+                   turns=part.turns if part.turns is not None else np.ones(n, dtype=np.int64),
+                   user=part.user if part.user is not None else np.full(n, -1, dtype=np.int64),
+                   items=part.items if part.items is not None else np.zeros(n, dtype=np.int64))
 
 
 def _generate_entry(scenario: Scenario, index: int, s: Streams) -> Requests:

@@ -39,7 +39,7 @@ import numpy as np
 from simcost.errors import InputError, closest
 from simcost.scenario.arrivals import ServegenArrivals
 from simcost.workload.trace_formats import _csv_records, _numbers, _require_keys, whole_numbers
-from simcost.workload.traces import _BUNDLED_DIR, _lines, trace_path
+from simcost.workload.traces import _BUNDLED_DIR, _lines, _non_blank, at_file_lines, trace_path
 
 SERVEGEN_BUNDLED = {"servegen_mm_image": "servegen_multimodal_mm-image_client_windows.csv",
                     "servegen_deepseek_r1": "servegen_reason_deepseek-r1_client_windows.csv"}
@@ -93,10 +93,13 @@ def servegen_path(name: str, key: str = "workload.arrivals.servegen_file") -> Pa
     return trace_path(name, key)  # a file, or the error for a directory
 
 
-def read_csv_columns(path: Path, columns: tuple[str, ...], rows: str, key: str) -> tuple[str, dict[str, list[str]]]:
-    """(where, {column: cells}) of a small CSV with a header naming at least `columns` (others
-    are ignored). `rows` names the rows in messages. Every problem is an InputError at
-    `file:line`; also used for piecewise rate files."""
+def read_csv_columns(path: Path, columns: tuple[str, ...], rows: str,
+                     key: str) -> tuple[str, dict[str, list[str]], list[int]]:
+    """(where, {column: cells}, line numbers) of a small CSV with a header naming at least
+    `columns` (others are ignored). `rows` names the rows in messages. Blank lines are skipped, as
+    every common CSV reader skips them; `line numbers` holds each kept line's number in the file
+    (header first), for `at_file_lines` around the caller's checks of cell i at `where:i+2`.
+    Every problem is an InputError at `file:line`; also used for piecewise rate files."""
     where = str(path)
     if not path.is_file():
         raise InputError(key, f"'{path}' is not a file")
@@ -109,14 +112,15 @@ def read_csv_columns(path: Path, columns: tuple[str, ...], rows: str, key: str) 
     except UnicodeDecodeError as exc:
         line = raw[:exc.start].count(b"\n") + 1
         raise InputError(f"{where}:{line}", f"not UTF-8 text (byte 0x{raw[exc.start]:02x})") from None
-    lines = _lines(text)
-    if not any(line.strip() for line in lines):
+    lines, numbers = _non_blank(_lines(text))
+    if not lines:
         raise InputError(f"{where}:1", f"empty file; expected a header {','.join(columns)} and {rows}")
-    if len(lines) < 2:
-        raise InputError(f"{where}:2", f"header only, no {rows}")
-    records = _csv_records(where, lines)
-    _require_keys(where, records[:1], columns, first_line=2)  # every record has the header's keys
-    return where, {name: [record[name] for record in records] for name in columns}
+    with at_file_lines(where, numbers):
+        if len(lines) < 2:
+            raise InputError(f"{where}:2", f"header only, no {rows}")
+        records = _csv_records(where, lines)
+        _require_keys(where, records[:1], columns, first_line=2)  # every record has the header's keys
+    return where, {name: [record[name] for record in records] for name in columns}, numbers
 
 
 def load_client_windows(name: str, key: str = "workload.arrivals.servegen_file") -> ClientWindows:
@@ -128,7 +132,12 @@ def load_client_windows(name: str, key: str = "workload.arrivals.servegen_file")
 
 @functools.lru_cache(maxsize=8)
 def _load_cached(path_text: str, _mtime_ns: int, _size: int, key: str) -> ClientWindows:
-    where, cells = read_csv_columns(Path(path_text), COLUMNS, "client-window rows", key)
+    where, cells, numbers = read_csv_columns(Path(path_text), COLUMNS, "client-window rows", key)
+    with at_file_lines(where, numbers):
+        return _client_windows(path_text, where, cells)
+
+
+def _client_windows(path_text: str, where: str, cells: dict[str, list[str]]) -> ClientWindows:
     client = whole_numbers(where, cells["client_id"], "client_id", 2, 0, text_ok=True)
     window_s = whole_numbers(where, cells["window_start_s"], "window_start_s", 2, 0, text_ok=True)
     _first_bad(where, window_s % WINDOW_S != 0,

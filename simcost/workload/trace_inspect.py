@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from simcost.errors import InputError
+from simcost.files import staged_file
 from simcost.scenario.schema import build
 from simcost.scenario.workload import TraceColumns
 from simcost.workload.traces import Trace, prefix_reuse_fraction
@@ -265,24 +266,14 @@ def _align(source: str, rows: list[tuple]) -> list[str]:
 # --- files ----------------------------------------------------------------------------------
 
 def write_json(info: dict, path: Path) -> Path:
-    _writable(path)
-    try:
-        path.write_text(_compact_lists(json.dumps(info, indent=1)) + "\n")
-    except OSError as exc:
-        raise InputError(str(path), f"cannot write ({exc.strerror})") from None
+    with staged_file(path, "--json") as tmp:
+        tmp.write_text(_compact_lists(json.dumps(info, indent=1)) + "\n")
     return path
 
 
 def _compact_lists(text: str) -> str:
     """Lists of plain numbers on one line: the per-bin counts would otherwise take a line each."""
     return re.sub(r"\[[-+.\deE,\s]*\]", lambda m: json.dumps(json.loads(m.group())), text)
-
-
-def _writable(path: Path) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(str(path), f"cannot create its folder ({exc.strerror})") from None
 
 
 def plot_inspection(trace: Trace, info: dict, path: Path) -> Path:
@@ -292,7 +283,6 @@ def plot_inspection(trace: Trace, info: dict, path: Path) -> Path:
     matplotlib.use("Agg")  # files only; no display on servers or in CI
     import matplotlib.pyplot as plt
 
-    _writable(path)
     fig, axes = plt.subplots(2, 2, figsize=(10, 7))
     _plot_rate(axes[0, 0], info)
     _plot_gaps(axes[0, 1], np.diff(trace.arrival_s), info["gaps"])
@@ -301,9 +291,8 @@ def plot_inspection(trace: Trace, info: dict, path: Path) -> Path:
     fig.suptitle(f"{info['source']}: {info['requests']:,} requests over {_duration(info['span_s'])}")
     fig.tight_layout()
     try:
-        fig.savefig(path, dpi=110)
-    except OSError as exc:
-        raise InputError(str(path), f"cannot write ({exc.strerror})") from None
+        with staged_file(path, "--plot") as tmp:
+            fig.savefig(tmp, dpi=110)
     finally:
         plt.close(fig)
     return path

@@ -17,6 +17,8 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -113,30 +115,36 @@ def _load(path: Path, kind: str, columns: TraceColumns | None) -> Trace:
 
 @functools.lru_cache(maxsize=16)
 def _load_cached(path_text: str, _mtime_ns: int, _size: int, kind: str, columns: TraceColumns | None) -> Trace:
-    path = Path(path_text)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise InputError(path_text, f"cannot read trace ({exc.strerror})") from None
-    try:
-        text = raw.decode("utf-8-sig")  # -sig: tolerate a byte-order mark from spreadsheet exports
-    except UnicodeDecodeError as exc:
-        line = raw[:exc.start].count(b"\n") + 1
-        raise InputError(f"{path_text}:{line}", f"not UTF-8 text (byte 0x{raw[exc.start]:02x})") from None
-    lines, numbers = _non_blank(_lines(text))
-    try:
+    lines, numbers = read_lines(path_text)
+    with at_file_lines(path_text, numbers):
         if kind == "azure":
             return _parse(path_text, lines)
         if kind == "mooncake":
             arrays = parse_mooncake(path_text, lines)
         else:  # "table": load_trace passes its columns
             arrays = parse_table(path_text, lines, required(columns, "workload.trace.columns"))
-    except InputError as exc:
-        raise _file_line(exc, path_text, numbers) from None
     for array in arrays.values():
         if isinstance(array, np.ndarray):
             array.flags.writeable = False
     return Trace(source=path_text, **arrays)
+
+
+def read_text(path_text: str, what: str = "trace") -> str:
+    """A file's text: UTF-8 (a byte-order mark tolerated), else one line naming file:line."""
+    try:
+        raw = Path(path_text).read_bytes()
+    except OSError as exc:
+        raise InputError(path_text, f"cannot read {what} ({exc.strerror})") from None
+    try:
+        return raw.decode("utf-8-sig")  # -sig: tolerate a byte-order mark from spreadsheet exports
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise InputError(f"{path_text}:{line}", f"not UTF-8 text (byte 0x{raw[exc.start]:02x})") from None
+
+
+def read_lines(path_text: str, what: str = "trace") -> tuple[list[str], list[int]]:
+    """The non-blank lines of a text file and each one's line number in the file (see _non_blank)."""
+    return _non_blank(_lines(read_text(path_text, what)))
 
 
 def _lines(text: str) -> list[str]:
@@ -154,6 +162,15 @@ def _non_blank(lines: list[str]) -> tuple[list[str], list[int]]:
     skips them; they hold no request, so no request is lost."""
     kept = [(line, i + 1) for i, line in enumerate(lines) if line.strip()]
     return [line for line, _ in kept], [number for _, number in kept]
+
+
+@contextmanager
+def at_file_lines(path_text: str, numbers: list[int]) -> Iterator[None]:
+    """Inside, errors at `path_text:N` count non-blank lines; they leave naming the file's own line."""
+    try:
+        yield
+    except InputError as exc:
+        raise _file_line(exc, path_text, numbers) from None
 
 
 def _file_line(exc: InputError, path_text: str, numbers: list[int]) -> InputError:

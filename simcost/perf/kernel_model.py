@@ -1,0 +1,351 @@
+"""The kernel-table step model (`perf: {model: kernels}`): a step is the sum of its operators'
+measured latencies (simcost.perf.kernel_tables), precomputed per deployment onto grids that the
+numba kernel interpolates, so a step costs a few log/exp calls.
+
+Per step of P prompt tokens (from r requests) and D decode tokens, m = P + D:
+- per layer: the QKV, output, gate/up and down GEMMs at m tokens (n, k as sharded over TP), two
+  all-reduces of m x hidden bf16 values (vLLM custom all-reduce; CUDA-graph backend up to 512
+  tokens, eager above), the fused MoE layer instead of gate/up/down for a mixture of experts, and
+  the elementwise work no table holds (norms, residual adds, rotary, SiLU: a memory roofline);
+- the LM head GEMM once, over the D + r sequences that sample a token;
+- prefill attention: r requests of an equivalent prompt length s with r s (s+1)/2 causal pairs
+  (those of the step's chunks, a cached prefix included), from the context-attention table;
+- decode attention: D requests of mean context c, from the generation-attention table;
+- a per-step overhead (scheduling, sampling): KERNEL_STEP_OVERHEAD_S unless perf.step_overhead_s
+  is set;
+- a launch floor for steps that run eagerly (more than 512 tokens under vLLM V1's CUDA graphs,
+  every step with perf.cuda_graphs false): the GPU waits for the CPU to launch its kernels, so
+  such a step takes at least layers x perf.eager_s_per_layer (default EAGER_S_PER_LAYER).
+A mixed step's decoders are assumed to hold their share D / (D + r) of the cached tokens read.
+Shapes the tables lack take that component's roofline with the catalog's mfu and mbu (an MoE
+layer not measured, a head_dim or KV-head count not measured), or are derived from the nearest
+measured shape (a query-head count: scaled by heads; a GEMM wider than any measured one: as
+column blocks of a measured width); points beyond a table's range scale its edge linearly. Both count as not measured: the kernel accumulates total and
+measured seconds into two slots of the parameter vector, which the run summary reports as
+`step_time_measured_fraction`.
+
+Layout after the step model's named slots (simcost.perf.step_model.NUM_PARAMS = base):
+  base + 0..4: nT, nR, nS, nB, nC; base + 5: seconds simulated; base + 6: of them measured;
+  base + 7: eager launch floor s; base + 8: largest graph-captured step in tokens (0: none);
+  then T axis, linear s, linear measured share, head s, head measured share (nT each);
+  R axis, S axis, prefill-attention s (nR x nS), its measured share; B axis, C axis, decode s
+  (nB x nC), its measured share.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from simcost.catalog.specs import BYTES_PER_ELEMENT, DeviceSpec, ModelSpec
+from simcost.perf.kernel_tables import CUDA_GRAPH_MAX_TOKENS, TABLE_DTYPE, KernelTables, table_name
+
+K_HEADER = 9
+K_ACC_TOTAL, K_ACC_MEASURED, K_EAGER_FLOOR_S, K_GRAPH_MAX_TOKENS = 5, 6, 7, 8
+# simcost assumption: vLLM V1's CPU work per step with CUDA graphs (scheduler, input preparation,
+# sampling), order of a millisecond; not fitted to any measurement in the repository
+KERNEL_STEP_OVERHEAD_S = 0.0015
+# simcost assumption: CPU time to launch one decoder layer's kernels eagerly from PyTorch (a dozen
+# or so ops at ~30 us of Python and launch each); calibratable as perf.eager_s_per_layer
+EAGER_S_PER_LAYER = 0.0004
+TOKEN_GRID = np.unique(np.round(2.0 ** (np.arange(0, 18 * 4 + 1) / 4.0)))  # 1 .. 262144 tokens
+_FALLBACK_BATCHES = 2.0 ** np.arange(0, 12)
+_FALLBACK_LENGTHS = 2.0 ** np.arange(0, 18)
+
+
+class Rates:
+    """The roofline rates a component falls back to."""
+
+    def __init__(self, device: DeviceSpec, compute_format: str, mfu: float, mbu: float):
+        self.flop_rate = device.peak_flops[compute_format] * mfu
+        self.byte_rate = device.mem_bw_bytes_per_s * mbu
+        self.link_bytes_per_s = device.link_bytes_per_s
+
+    def gemm_s(self, m, n, k, weight_b):
+        return np.maximum(2.0 * m * n * k / self.flop_rate, (n * k * weight_b + 2.0 * m * (n + k)) / self.byte_rate)
+
+
+def kernel_tables_for(device: DeviceSpec, weight_format: str) -> KernelTables | None:
+    name = table_name(device.key)
+    dtype = TABLE_DTYPE.get(weight_format)
+    if name is None or dtype is None:
+        return None
+    tables = KernelTables(name)
+    return tables if tables.has("gemm", dtype) else None
+
+
+def _with_fallback(ms: np.ndarray, inside: np.ndarray, roofline_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(seconds, measured share): table where it has a value, else the roofline."""
+    have = ~np.isnan(ms)
+    return np.where(have, ms / 1e3, roofline_s), (have & inside).astype(np.float64)
+
+
+def _linear_grid(tables: KernelTables, dtype: str, model: ModelSpec, t: int, weight_b: float, rates: Rates,
+                 m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-step seconds of everything that scales with the step's tokens, all layers, and its
+    measured share."""
+    hd, hidden = model.head_dim, model.hidden_size
+    kv_heads = max(model.num_kv_heads / t, 1.0)
+    heads = model.num_heads / t
+    shapes = [((heads + 2 * kv_heads) * hd, hidden), (hidden, heads * hd)]  # QKV, output projection
+    moe = model.num_experts > 1
+    if not moe:
+        shapes += [(2 * model.intermediate_size / t, hidden), (hidden, model.intermediate_size / t)]
+    total, measured = np.zeros_like(m), np.zeros_like(m)
+    for n, k in shapes:
+        s, share = _with_fallback(*tables.gemm_ms(dtype, m, n, k), rates.gemm_s(m, n, k, weight_b))
+        total += s
+        measured += s * share
+    if moe:
+        inter = model.intermediate_size  # a MoE entry's intermediate_size is one expert's (HF moe_intermediate_size)
+        ms, inside = tables.moe_ms(dtype, m, hidden, inter, model.experts_per_token, model.num_experts, t, 1)
+        touched = model.num_experts * (1.0 - (1.0 - model.experts_per_token / model.num_experts) ** m)
+        roof = np.maximum(6.0 * m * hidden * inter * model.experts_per_token / t / rates.flop_rate,
+                          touched * 3 * hidden * inter * weight_b / t / rates.byte_rate)
+        s, share = _with_fallback(ms, inside, roof)
+        total += s
+        measured += s * share
+    if t > 1:
+        message = m * hidden * 2.0
+        ms, inside = tables.allreduce_ms(t, message, m <= CUDA_GRAPH_MAX_TOKENS)
+        roof = 10e-6 + 2.0 * (t - 1) / t * message / rates.link_bytes_per_s
+        s, share = _with_fallback(ms, inside, roof)
+        total += 2 * s
+        measured += 2 * s * share
+    # elementwise work between the kernels: two fused add+RMSNorm (4 passes of hidden each),
+    # rotary on q and k, SiLU-and-mul (3 passes of the MLP shard; inside the fused MoE kernel)
+    elements = 8 * hidden + 2 * (heads + kv_heads) * hd + (0 if moe else 3 * model.intermediate_size / t)
+    total += m * elements * 2.0 / rates.byte_rate
+    return total * model.num_layers, measured * model.num_layers
+
+
+def _attention_grid(tables: KernelTables, op: str, kv_dtype: str, model: ModelSpec, t: int,
+                    roofline) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(batch axis, length axis, seconds over all layers, measured share) for one attention table."""
+    heads, kv_heads = model.num_heads / t, max(model.num_kv_heads / t, 1.0)
+    grid = tables.attention_grid(op, kv_dtype, heads, kv_heads, model.head_dim)
+    measured = grid is not None
+    if grid is None:  # a head count the table lacks: the nearest measured one, scaled by heads
+        near = tables.nearest_heads(op, kv_dtype, heads, kv_heads, model.head_dim)
+        grid = None if near is None else tables.attention_grid(op, kv_dtype, near, kv_heads, model.head_dim)
+        if grid is not None and near is not None:
+            grid = grid[0], grid[1], grid[2] * heads / near
+    if grid is None:
+        batches, lengths = _FALLBACK_BATCHES, _FALLBACK_LENGTHS
+        ms = np.full((len(batches), len(lengths)), np.nan)
+    else:
+        batches, lengths, ms = grid
+    b, n = np.meshgrid(batches, lengths, indexing="ij")
+    s, share = _with_fallback(ms, np.full(ms.shape, measured), roofline(b, n, heads, kv_heads))
+    return batches, lengths, s * model.num_layers, share
+
+
+def kernel_params(base: np.ndarray, device: DeviceSpec, model: ModelSpec, t: int, weight_format: str,
+                  kv_cache_format: str, compute_format: str, mfu: float, mbu: float, *, cuda_graphs: bool = True,
+                  eager_s_per_layer: float = EAGER_S_PER_LAYER) -> np.ndarray | None:
+    """`base` (the roofline's named slots, kind set by the caller) followed by the kernel grids;
+    None when the device has no tables for this weight format."""
+    tables = kernel_tables_for(device, weight_format)
+    if tables is None:
+        return None
+    dtype = TABLE_DTYPE[weight_format]
+    kv_dtype = "fp8" if kv_cache_format == "fp8" else "bfloat16"
+    weight_b = BYTES_PER_ELEMENT[weight_format]
+    kv_b = BYTES_PER_ELEMENT[kv_cache_format]
+    rates = Rates(device, compute_format, mfu, mbu)
+    m = TOKEN_GRID.astype(np.float64)
+    linear_s, linear_meas = _linear_grid(tables, dtype, model, t, weight_b, rates, m)
+    head_s, head_share = _with_fallback(*tables.gemm_ms(dtype, m, model.vocab_size / t, model.hidden_size),
+                                        rates.gemm_s(m, model.vocab_size / t, model.hidden_size, weight_b))
+    hd = model.head_dim
+
+    def prefill_roof(b, s, heads, kv_heads):
+        return 4.0 * heads * hd * b * s * (s + 1) / 2.0 / rates.flop_rate
+
+    def decode_roof(b, c, heads, kv_heads):
+        return b * c * 2.0 * kv_heads * hd * kv_b / rates.byte_rate
+
+    r_axis, s_axis, pre_s, pre_share = _attention_grid(tables, "context_attention", kv_dtype, model, t, prefill_roof)
+    b_axis, c_axis, dec_s, dec_share = _attention_grid(tables, "generation_attention", kv_dtype, model, t, decode_roof)
+    header = np.array([len(m), len(r_axis), len(s_axis), len(b_axis), len(c_axis), 0.0, 0.0,
+                       eager_s_per_layer * model.num_layers, CUDA_GRAPH_MAX_TOKENS if cuda_graphs else 0.0])
+    return np.concatenate([base, header, m, linear_s, linear_meas / linear_s, head_s, head_share,
+                           r_axis, s_axis, pre_s.ravel(), pre_share.ravel(),
+                           b_axis, c_axis, dec_s.ravel(), dec_share.ravel()])
+
+
+# --- kernel ---------------------------------------------------------------------------------
+
+@njit(cache=True)
+def _locate(x, p, start, n):
+    """(lower index, log-space weight of the upper one, inside range) of x on the axis p[start:start+n];
+    beyond the top the weight exceeds 1 only through the caller's linear scaling."""
+    if n == 1 or x <= p[start]:
+        return 0, 0.0, x >= p[start]
+    if x >= p[start + n - 1]:
+        return n - 2, 1.0, x == p[start + n - 1]
+    lo, hi = 0, n - 1
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if p[start + mid] <= x:
+            lo = mid
+        else:
+            hi = mid
+    return lo, math.log(x / p[start + lo]) / math.log(p[start + lo + 1] / p[start + lo]), True
+
+
+@njit(cache=True)
+def _beyond(x, p, start, n):
+    """Linear scale factor for a point beyond the axis' top (1 inside)."""
+    top = p[start + n - 1]
+    return x / top if x > top else 1.0
+
+
+@njit(cache=True)
+def _grid1(x, p, axis, n):
+    """(seconds, measured seconds) on a 1-D grid: values at axis + n, measured share at axis + 2n."""
+    i, w, inside = _locate(x, p, axis, n)
+    j = min(i + 1, n - 1)
+    v = math.exp((1.0 - w) * math.log(p[axis + n + i]) + w * math.log(p[axis + n + j])) * _beyond(x, p, axis, n)
+    share = (1.0 - w) * p[axis + 2 * n + i] + w * p[axis + 2 * n + j]
+    return v, v * share if inside else 0.0
+
+
+@njit(cache=True)
+def _grid2(x, y, p, x_axis, nx, ny):
+    """(seconds, measured seconds) on a 2-D grid laid out as x axis, y axis, values, shares."""
+    y_axis = x_axis + nx
+    vals = y_axis + ny
+    shares = vals + nx * ny
+    i, wx, in_x = _locate(x, p, x_axis, nx)
+    j, wy, in_y = _locate(y, p, y_axis, ny)
+    i1, j1 = min(i + 1, nx - 1), min(j + 1, ny - 1)
+    lv = ((1 - wx) * (1 - wy) * math.log(p[vals + i * ny + j]) + wx * (1 - wy) * math.log(p[vals + i1 * ny + j])
+          + (1 - wx) * wy * math.log(p[vals + i * ny + j1]) + wx * wy * math.log(p[vals + i1 * ny + j1]))
+    share = ((1 - wx) * (1 - wy) * p[shares + i * ny + j] + wx * (1 - wy) * p[shares + i1 * ny + j]
+             + (1 - wx) * wy * p[shares + i * ny + j1] + wx * wy * p[shares + i1 * ny + j1])
+    v = math.exp(lv) * _beyond(x, p, x_axis, nx) * _beyond(y, p, y_axis, ny)
+    return v, v * share if (in_x and in_y) else 0.0
+
+
+@njit(cache=True)
+def kernel_step_time_s(p, base, overhead_s, pipeline_s_per_token, num_prefill_tokens, num_decode_tokens,
+                       attn_token_pairs, kv_read_tokens, num_prefill_requests):
+    tokens = float(num_prefill_tokens) + float(num_decode_tokens)
+    if tokens <= 0.0:
+        return 0.0
+    n_t, n_r, n_s, n_b, n_c = int(p[base]), int(p[base + 1]), int(p[base + 2]), int(p[base + 3]), int(p[base + 4])
+    t_axis = base + K_HEADER
+    total, measured = _grid1(tokens, p, t_axis, n_t)
+    head_axis = t_axis + 2 * n_t  # the head grid shares the T axis: values and shares follow
+    sampled = float(num_decode_tokens) + float(num_prefill_requests)
+    if sampled > 0.0:
+        i, w, inside = _locate(sampled, p, t_axis, n_t)
+        j = min(i + 1, n_t - 1)
+        v = math.exp((1 - w) * math.log(p[head_axis + n_t + i]) + w * math.log(p[head_axis + n_t + j]))
+        v *= _beyond(sampled, p, t_axis, n_t)
+        total += v
+        if inside:
+            measured += v * ((1 - w) * p[head_axis + 2 * n_t + i] + w * p[head_axis + 2 * n_t + j])
+    r_axis = head_axis + 3 * n_t
+    b_axis = r_axis + n_r + n_s + 2 * n_r * n_s
+    decode_kv = 0.0
+    if num_decode_tokens > 0:
+        d = float(num_decode_tokens)
+        decode_kv = float(kv_read_tokens) * d / (d + float(num_prefill_requests))
+        v, mv = _grid2(d, decode_kv / d + 1.0, p, b_axis, n_b, n_c)
+        total += v
+        measured += mv
+    if num_prefill_tokens > 0 and num_prefill_requests > 0:
+        r = float(num_prefill_requests)
+        pairs = max(float(attn_token_pairs) - decode_kv - float(num_decode_tokens), float(num_prefill_tokens))
+        s = (math.sqrt(1.0 + 8.0 * pairs / r) - 1.0) / 2.0  # s (s + 1) / 2 = pairs per request
+        v, mv = _grid2(r, max(s, 1.0), p, r_axis, n_r, n_s)
+        total += v
+        measured += mv
+    if tokens > p[base + K_GRAPH_MAX_TOKENS]:  # launched eagerly: the CPU may be the bottleneck
+        total = max(total, p[base + K_EAGER_FLOOR_S])
+    total += overhead_s + pipeline_s_per_token * tokens
+    p[base + K_ACC_TOTAL] += total
+    p[base + K_ACC_MEASURED] += measured
+    return total
+
+
+def measured_fraction(p: np.ndarray, base: int) -> float | None:
+    """The share of simulated step seconds that came from measured kernels (None before any step)."""
+    total = p[base + K_ACC_TOTAL]
+    return float(p[base + K_ACC_MEASURED] / total) if total > 0 else None
+
+
+# --- plain-Python reference -----------------------------------------------------------------
+
+def unpack_grids(p: np.ndarray, base: int) -> dict[str, np.ndarray]:
+    """The grids of a packed kernels model, by name (axes and 2-D arrays)."""
+    n_t, n_r, n_s, n_b, n_c = (int(v) for v in p[base:base + 5])
+    pos = base + K_HEADER
+    out: dict[str, np.ndarray] = {}
+    for name, size in (("tokens", n_t), ("linear_s", n_t), ("linear_share", n_t), ("head_s", n_t),
+                       ("head_share", n_t), ("r", n_r), ("s", n_s), ("prefill_s", n_r * n_s),
+                       ("prefill_share", n_r * n_s), ("b", n_b), ("c", n_c), ("decode_s", n_b * n_c),
+                       ("decode_share", n_b * n_c)):
+        out[name] = np.array(p[pos:pos + size])
+        pos += size
+    for name, shape in (("prefill", (n_r, n_s)), ("decode", (n_b, n_c))):
+        out[f"{name}_s"] = out[f"{name}_s"].reshape(shape)
+        out[f"{name}_share"] = out[f"{name}_share"].reshape(shape)
+    return out
+
+
+def _loglog_edge(x: float, xs: np.ndarray, ys: np.ndarray) -> float:
+    """np.interp in log-log space, clamped below, scaled linearly above."""
+    y = float(np.exp(np.interp(np.log(min(max(x, xs[0]), xs[-1])), np.log(xs), np.log(ys))))
+    return y * x / xs[-1] if x > xs[-1] else y
+
+
+def _on_grid(x: float, xs: np.ndarray, values: np.ndarray, shares: np.ndarray) -> tuple[float, float]:
+    v = _loglog_edge(x, xs, values)
+    inside = xs[0] <= x <= xs[-1]
+    share = float(np.interp(np.log(min(max(x, xs[0]), xs[-1])), np.log(xs), shares))
+    return v, v * share if inside else 0.0
+
+
+def _on_grid2(x: float, y: float, xs: np.ndarray, ys: np.ndarray, values: np.ndarray, shares: np.ndarray
+              ) -> tuple[float, float]:
+    """Log-log along y for every x row, then along x (bilinear in log space)."""
+    rows = np.array([_loglog_edge(y, ys, values[i]) for i in range(len(xs))])
+    row_shares = np.array([_on_grid(y, ys, values[i], shares[i])[1] / rows[i] for i in range(len(xs))])
+    v = _loglog_edge(x, xs, rows)
+    share = float(np.interp(np.log(min(max(x, xs[0]), xs[-1])), np.log(xs), row_shares))
+    return v, v * share if xs[0] <= x <= xs[-1] else 0.0
+
+
+def kernel_step_time_s_py(p: np.ndarray, base: int, overhead_s: float, pipeline_s_per_token: float,
+                          num_prefill_tokens, num_decode_tokens, attn_token_pairs, kv_read_tokens,
+                          num_prefill_requests) -> tuple[float, float]:
+    """(step seconds, of them measured) from the module docstring's rules, with numpy's interp on
+    the unpacked grids; does not touch the accumulator slots."""
+    tokens = num_prefill_tokens + num_decode_tokens
+    if tokens <= 0:
+        return 0.0, 0.0
+    g = unpack_grids(p, base)
+    total, measured = _on_grid(tokens, g["tokens"], g["linear_s"], g["linear_share"])
+    sampled = num_decode_tokens + num_prefill_requests
+    if sampled > 0:
+        v, mv = _on_grid(sampled, g["tokens"], g["head_s"], g["head_share"])
+        total, measured = total + v, measured + mv
+    decode_kv = 0.0
+    if num_decode_tokens > 0:
+        decode_kv = kv_read_tokens * num_decode_tokens / (num_decode_tokens + num_prefill_requests)
+        v, mv = _on_grid2(num_decode_tokens, decode_kv / num_decode_tokens + 1.0, g["b"], g["c"],
+                          g["decode_s"], g["decode_share"])
+        total, measured = total + v, measured + mv
+    if num_prefill_tokens > 0 and num_prefill_requests > 0:
+        pairs = max(attn_token_pairs - decode_kv - num_decode_tokens, num_prefill_tokens)
+        s = (np.sqrt(1.0 + 8.0 * pairs / num_prefill_requests) - 1.0) / 2.0
+        v, mv = _on_grid2(num_prefill_requests, max(s, 1.0), g["r"], g["s"], g["prefill_s"], g["prefill_share"])
+        total, measured = total + v, measured + mv
+    if tokens > p[base + K_GRAPH_MAX_TOKENS]:
+        total = max(total, p[base + K_EAGER_FLOOR_S])
+    return total + overhead_s + pipeline_s_per_token * tokens, measured

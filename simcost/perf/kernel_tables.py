@@ -1,0 +1,198 @@
+"""Measured vLLM kernel latencies (simcost/data/kernels, from NVIDIA aiconfigurator, Apache-2.0):
+loading and interpolation, in plain numpy. Used once per deployment by
+`simcost.perf.kernel_model`, which evaluates them onto the grids its numba kernel reads; nothing
+here runs per step.
+
+Interpolation is linear in log(size) -> log(latency) between measured sizes (a kernel's latency
+is close to a power law of its size between neighbouring points: flat where launch-bound, linear
+where compute- or bandwidth-bound, and log-log follows both without overshooting). Each lookup
+returns (ms, measured): `measured` is False where the point lies outside the table's range, and
+the value there is the edge point scaled linearly in size (the roofline ratio of a compute- or
+bandwidth-bound kernel), or NaN where the table has no such shape at all (the caller then uses
+the roofline).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+TABLE_DIR = Path(__file__).resolve().parents[1] / "data" / "kernels"
+
+# catalog device key -> table file (simcost/data/kernels/<name>.npz)
+DEVICE_TABLES = {"a100-80gb": "a100_sxm", "h100-sxm": "h100_sxm", "h200": "h200_sxm", "b200": "b200_sxm",
+                 "gb200": "gb200", "l40s": "l40s", "rtx-pro-6000-server": "rtx_pro_6000_server"}
+
+# simcost format -> the tables' dtype name (bf16 and fp16 kernels run at the same rate; int8/int4
+# weight-only formats dequantise to bf16 before the matmul, which the bf16 table does not price)
+TABLE_DTYPE = {"bf16": "bfloat16", "fp16": "bfloat16", "fp8": "fp8"}
+
+# vLLM V1 captures CUDA graphs for batches up to 512 tokens (its default max capture size);
+# larger steps run eagerly, and so does their all-reduce
+CUDA_GRAPH_MAX_TOKENS = 512
+
+
+# fp8 (W8A8) GEMMs reach a smaller fraction of their (doubled) peak than bf16 ones: the median over
+# the GPUs with tables of (fp8 fraction / bf16 fraction), compute-bound (m = 4096-8192, n = k =
+# 8192) and weight-read-bound (m = 1-16). Used for devices without tables; a simcost assumption
+# derived from the measurements (tests/test_kernel_model.py recomputes it).
+FP8_RATIO_ASSUMED = (0.80, 0.77)
+
+
+def gemm_efficiency(name: str, dtype: str, peak_flops: float, mem_bw_bytes_per_s: float) -> tuple[float, float]:
+    """(fraction of peak FLOP/s at large m, fraction of peak bandwidth reading the weights at
+    small m) of the measured 8192 x 8192 GEMM in table `name`."""
+    t = KernelTables(name)
+    large, _ = t.gemm_ms(dtype, np.array([4096.0, 8192.0]), 8192, 8192)
+    small, _ = t.gemm_ms(dtype, np.array([1.0, 16.0]), 8192, 8192)
+    weight_b = 2.0 if dtype == "bfloat16" else 1.0
+    flops = 2.0 * np.array([4096.0, 8192.0]) * 8192 * 8192 / (large / 1e3)
+    return float(flops.max() / peak_flops), float((8192 * 8192 * weight_b / (small / 1e3)).max() / mem_bw_bytes_per_s)
+
+
+def format_efficiency_ratio(device_key: str, compute_format: str, peak_flops: dict[str, float],
+                            mem_bw_bytes_per_s: float) -> tuple[float, float]:
+    """(mfu, mbu) of `compute_format` relative to bf16 on this device: 1 for 16-bit formats,
+    measured for fp8 where the device has tables, FP8_RATIO_ASSUMED otherwise."""
+    if compute_format != "fp8":
+        return 1.0, 1.0
+    name = table_name(device_key)
+    if name is None or "bf16" not in peak_flops or f"gemm/{TABLE_DTYPE['fp8']}" not in load_tables(name):
+        return FP8_RATIO_ASSUMED
+    fp8 = gemm_efficiency(name, "fp8", peak_flops["fp8"], mem_bw_bytes_per_s)
+    bf16 = gemm_efficiency(name, "bfloat16", peak_flops["bf16"], mem_bw_bytes_per_s)
+    return fp8[0] / bf16[0], fp8[1] / bf16[1]
+
+
+def table_name(device_key: str) -> str | None:
+    return DEVICE_TABLES.get(device_key)
+
+
+@lru_cache(maxsize=8)
+def load_tables(name: str) -> dict[str, np.ndarray]:
+    with np.load(TABLE_DIR / f"{name}.npz") as f:
+        return {k: np.asarray(f[k], dtype=np.float64) for k in f.files}
+
+
+def loglog(x: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Log-log interpolation of (xs, ys) at x; beyond either end the edge value scaled linearly in
+    x (below the smallest size, the smallest latency: a kernel is never faster than its launch).
+    Returns (values, inside range)."""
+    x = np.asarray(x, dtype=np.float64)
+    lx = np.log(np.clip(x, xs[0], xs[-1]))
+    y = np.exp(np.interp(lx, np.log(xs), np.log(ys)))
+    y = np.where(x > xs[-1], ys[-1] * x / xs[-1], y)
+    return y, (x >= xs[0]) & (x <= xs[-1])
+
+
+def _bracket(v: float, axis: np.ndarray) -> tuple[int, int, float] | None:
+    """Indices around v in the sorted axis and the log-space weight of the upper one; None outside."""
+    if v < axis[0] or v > axis[-1]:
+        return None
+    j = int(np.searchsorted(axis, v))
+    if axis[j] == v:
+        return j, j, 0.0
+    return j - 1, j, float(np.log(v / axis[j - 1]) / np.log(axis[j] / axis[j - 1]))
+
+
+class KernelTables:
+    """One GPU's tables (simcost/data/kernels/<name>.npz)."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.arrays = load_tables(name)
+
+    def has(self, op: str, dtype: str) -> bool:
+        return f"{op}/{dtype}" in self.arrays
+
+    # --- GEMM: (m, n, k) -> ms ---
+    def gemm_ms(self, dtype: str, m: np.ndarray, n: float, k: float) -> tuple[np.ndarray, np.ndarray]:
+        """An (m x k) by (k x n) GEMM for every m. Between measured n and k, bilinear in
+        (log n, log k) of log latency; NaN if n or k lie outside the measured shapes."""
+        m = np.asarray(m, dtype=np.float64)
+        rows = self.arrays.get(f"gemm/{dtype}")
+        nan = np.full(m.shape, np.nan)
+        if rows is None:
+            return nan, np.zeros(m.shape, bool)
+        ns, ks = np.unique(rows[:, 1]), np.unique(rows[:, 2])
+        # wider than any measured shape (an LM head over a 128k vocabulary): as that many column
+        # (or reduction) blocks of a measured width, one after another; not counted as measured
+        pieces = max(np.ceil(n / ns[-1]), 1.0) * max(np.ceil(k / ks[-1]), 1.0)
+        if pieces > 1:
+            ms, _ = self.gemm_ms(dtype, m, n / max(np.ceil(n / ns[-1]), 1.0), k / max(np.ceil(k / ks[-1]), 1.0))
+            return ms * pieces, np.zeros(m.shape, bool)
+        bn, bk = _bracket(n, ns), _bracket(k, ks)
+        if bn is None or bk is None:
+            return nan, np.zeros(m.shape, bool)
+        log_y = np.zeros(m.shape)
+        inside = np.ones(m.shape, bool)
+        for i, wn in ((bn[0], 1 - bn[2]), (bn[1], bn[2])):
+            for j, wk in ((bk[0], 1 - bk[2]), (bk[1], bk[2])):
+                sel = rows[(rows[:, 1] == ns[i]) & (rows[:, 2] == ks[j])]
+                if len(sel) < 2:
+                    return nan, np.zeros(m.shape, bool)
+                y, ok = loglog(m, sel[:, 0], sel[:, 3])
+                log_y += wn * wk * np.log(y)
+                inside &= ok
+        return np.exp(log_y), inside
+
+    # --- attention: (batch, length) grid for one head shape ---
+    def attention_grid(self, op: str, dtype: str, heads: float, kv_heads: float, head_dim: float
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(batch axis, length axis, ms matrix with NaN where unmeasured) for `op`
+        (context_attention: length = prompt tokens; generation_attention: length = context) at
+        this per-GPU head shape; None if the table has no such shape."""
+        rows = self.arrays.get(f"{op}/{dtype}")
+        if rows is None:
+            return None
+        sel = rows[(rows[:, 2] == heads) & (rows[:, 3] == kv_heads) & (rows[:, 4] == head_dim)]
+        if len(sel) == 0:
+            return None
+        batches, lengths = np.unique(sel[:, 0]), np.unique(sel[:, 1])
+        grid = np.full((len(batches), len(lengths)), np.nan)
+        grid[np.searchsorted(batches, sel[:, 0]), np.searchsorted(lengths, sel[:, 1])] = sel[:, 5]
+        return batches, lengths, grid
+
+    def nearest_heads(self, op: str, dtype: str, heads: float, kv_heads: float, head_dim: float) -> float | None:
+        """The measured query-head count closest to `heads` (in ratio) with the same KV heads and
+        head_dim, for scaling a head layout the table lacks; None if there is none."""
+        rows = self.arrays.get(f"{op}/{dtype}")
+        if rows is None:
+            return None
+        candidates = np.unique(rows[(rows[:, 3] == kv_heads) & (rows[:, 4] == head_dim), 2])
+        if len(candidates) == 0:
+            return None
+        return float(candidates[np.argmin(np.abs(np.log(candidates / heads)))])
+
+    # --- all-reduce: message bytes -> ms at num_gpus ---
+    def allreduce_ms(self, num_gpus: int, message_bytes: np.ndarray, graph: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """vLLM's custom all-reduce over `num_gpus`, CUDA-graph backend where `graph`, else eager."""
+        message_bytes = np.asarray(message_bytes, dtype=np.float64)
+        out = np.full(message_bytes.shape, np.nan)
+        inside = np.zeros(message_bytes.shape, bool)
+        for backend, where in (("vllm_graph", graph), ("vllm_eager", ~graph)):
+            rows = self.arrays.get(f"allreduce/{backend}")
+            if rows is None:
+                continue
+            sel = rows[rows[:, 0] == num_gpus]
+            if len(sel) < 2:
+                continue
+            y, ok = loglog(message_bytes, sel[:, 1], sel[:, 2])
+            out = np.where(where, y, out)
+            inside = np.where(where, ok, inside)
+        return out, inside
+
+    # --- fused MoE: tokens -> ms for one layer shape ---
+    def moe_ms(self, dtype: str, tokens: np.ndarray, hidden: float, inter: float, topk: float, experts: float,
+               tp: float, ep: float) -> tuple[np.ndarray, np.ndarray]:
+        tokens = np.asarray(tokens, dtype=np.float64)
+        rows = self.arrays.get(f"moe/{dtype}")
+        if rows is not None:
+            key = np.array([hidden, inter, topk, experts, tp, ep])
+            sel = rows[np.all(rows[:, 1:7] == key, axis=1)]
+            if len(sel) >= 2:
+                return loglog(tokens, sel[:, 0], sel[:, 7])
+        return np.full(tokens.shape, np.nan), np.zeros(tokens.shape, bool)

@@ -1,0 +1,247 @@
+"""Serving logs: a real run's per-request record, read as a trace (arrivals, prompt and output
+lengths, for replay) with the measured outcomes attached (time to first token, end-to-end
+latency). Three layouts:
+
+- `vllm_bench`: the JSON that `vllm bench serve --save-result --save-detailed` writes
+  (vllm/benchmarks/serve.py): parallel lists `input_lens`, `output_lens`, `ttfts` (s),
+  `start_times` (s, the client's `time.perf_counter()` when the request was sent), and `latencies`
+  (s, end to end) or, in versions that do not save them, `itls` (s, their sum plus the TTFT is the
+  end-to-end latency). A request with a non-empty `errors` entry failed: it is left out of the
+  replay and of the measured statistics, as vLLM leaves it out of its own, and counted.
+- `vllm_stats`: JSON Lines, one finished request per line, with vLLM V1's per-request stats
+  fields (vllm/v1/metrics/stats.py): `arrival_time` (RequestStateStats, wall-clock s),
+  `first_token_latency` (RequestStateStats, s), `e2e_latency`, `num_prompt_tokens` and
+  `num_generation_tokens` (FinishedRequestStats).
+- any CSV or JSONL with a column mapping (`--columns`, see `LogColumns`).
+
+Every bad row is an `InputError` naming `file:line` and the column; nothing is skipped silently.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from simcost.errors import InputError, closest
+from simcost.scenario.limits import MAX_DURATION_S, MAX_REQUESTS, MAX_TOKENS_PER_REQUEST
+from simcost.workload.trace_formats import _csv_records, _json_records, _numbers, _require_keys, whole_numbers
+from simcost.workload.traces import Trace, at_file_lines, read_lines, read_text
+
+_SECONDS_PER_UNIT = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
+BENCH_FIELDS = ("input_lens", "output_lens", "ttfts", "start_times")
+
+
+@dataclass(frozen=True)
+class LogColumns:
+    """Where a CSV/JSONL log keeps each value (`--columns arrival_s=ts,prompt_tokens=in,...`).
+    Times are in `time_unit`. The outcome is either durations (`ttft_s`, `e2e_s`) or absolute
+    times on the arrivals' clock (`first_token_s`, `last_token_s`)."""
+
+    arrival_s: str
+    prompt_tokens: str
+    output_tokens: str
+    ttft_s: str | None = None
+    e2e_s: str | None = None
+    first_token_s: str | None = None
+    last_token_s: str | None = None
+    time_unit: str = "s"
+
+    @classmethod
+    def parse(cls, text: str, where: str = "--columns") -> LogColumns:
+        names = [f.name for f in fields(cls)]
+        given: dict[str, str] = {}
+        for item in (part.strip() for part in text.split(",")):
+            key, sep, value = item.partition("=")
+            key, value = key.strip(), value.strip()
+            if not sep or not key or not value:
+                raise InputError(where, f"'{item}' is not key=column (e.g. arrival_s=ts)")
+            if key not in names:
+                raise InputError(where, f"unknown key '{key}'{closest(key, names)}; expected {', '.join(names)}")
+            given[key] = value
+        missing = [k for k in ("arrival_s", "prompt_tokens", "output_tokens") if k not in given]
+        if missing:
+            raise InputError(where, f"missing {', '.join(missing)}; a log needs arrival_s, prompt_tokens, output_tokens "
+                                    "and either ttft_s and e2e_s or first_token_s and last_token_s")
+        durations, stamps = ("ttft_s" in given and "e2e_s" in given), ("first_token_s" in given and "last_token_s" in given)
+        if durations == stamps:
+            raise InputError(where, "give either ttft_s and e2e_s (durations) or first_token_s and last_token_s "
+                                    "(times on the arrival clock), not both or neither")
+        if given.get("time_unit", "s") not in _SECONDS_PER_UNIT:
+            raise InputError(where, f"time_unit '{given['time_unit']}'; expected one of {', '.join(_SECONDS_PER_UNIT)}")
+        return cls(**given)
+
+    def outcome_keys(self) -> list[str]:
+        return [k for k in (self.ttft_s, self.e2e_s, self.first_token_s, self.last_token_s) if k is not None]
+
+
+# vLLM V1 per-request stats as a column mapping (times in seconds)
+VLLM_STATS = LogColumns(arrival_s="arrival_time", prompt_tokens="num_prompt_tokens",
+                        output_tokens="num_generation_tokens", ttft_s="first_token_latency", e2e_s="e2e_latency")
+
+
+@dataclass(frozen=True)
+class ServingLog:
+    """A serving run's requests in arrival order: `trace` is what a replay needs; the measured
+    outcomes are per request of `trace`."""
+
+    trace: Trace
+    ttft_s: np.ndarray
+    e2e_s: np.ndarray
+    format: str
+    failed: int = 0  # requests the log marks failed, left out
+
+    def __len__(self) -> int:
+        return len(self.trace)
+
+    @property
+    def tpot_s(self) -> np.ndarray:
+        """vLLM's TPOT: (E2E - TTFT) / (output tokens - 1); NaN for one-token answers."""
+        out = self.trace.output_tokens
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(out > 1, (self.e2e_s - self.ttft_s) / (out - 1), np.nan)
+
+    @property
+    def finish_s(self) -> np.ndarray:
+        return self.trace.arrival_s + self.e2e_s
+
+
+def load_log(path: str | Path, columns: LogColumns | None = None) -> ServingLog:
+    """Read a serving log: with `columns`, a CSV/JSONL through them; else a `.json` file is a
+    vLLM bench result and a JSONL file holds vLLM per-request stats."""
+    path_text = str(path)
+    if not Path(path_text).is_file():
+        raise InputError(path_text, "no such log file" if not Path(path_text).exists() else "is a folder, not a log file")
+    if columns is None and Path(path_text).suffix.lower() == ".json":
+        return _bench(path_text)
+    lines, numbers = read_lines(path_text, "log")
+    with at_file_lines(path_text, numbers):
+        if columns is None:
+            if not lines or not lines[0].lstrip().startswith("{"):
+                raise InputError(path_text, "not a vLLM bench .json result nor JSON Lines of vLLM request stats; "
+                                            "for a CSV give --columns arrival_s=...,prompt_tokens=...,output_tokens=...,ttft_s=...,e2e_s=...")
+            return _table(path_text, lines, VLLM_STATS, "vllm_stats")
+        return _table(path_text, lines, columns, "columns")
+
+
+def _table(where: str, lines: list[str], columns: LogColumns, fmt: str) -> ServingLog:
+    if not lines:
+        raise InputError(f"{where}:1", "empty file; expected one request per row")
+    jsonl = lines[0].lstrip().startswith("{")
+    records, first = (_json_records(where, lines), 1) if jsonl else (_csv_records(where, lines), 2)
+    keys = [columns.arrival_s, columns.prompt_tokens, columns.output_tokens, *columns.outcome_keys()]
+    _require_keys(where, records, keys, first)
+    unit = _SECONDS_PER_UNIT[columns.time_unit]
+
+    def times(key: str) -> np.ndarray:
+        return _numbers(where, [r[key] for r in records], key, first) * unit
+
+    def tokens(key: str) -> np.ndarray:
+        return whole_numbers(where, [r[key] for r in records], key, first, 1, not jsonl, MAX_TOKENS_PER_REQUEST)
+
+    arrival = times(columns.arrival_s)
+    if columns.ttft_s is not None and columns.e2e_s is not None:
+        ttft, e2e = times(columns.ttft_s), times(columns.e2e_s)
+        names = (columns.ttft_s, columns.e2e_s)
+    else:
+        first_s, last_s = times(str(columns.first_token_s)), times(str(columns.last_token_s))
+        ttft, e2e = first_s - arrival, last_s - arrival
+        names = (f"{columns.first_token_s} - {columns.arrival_s}", f"{columns.last_token_s} - {columns.arrival_s}")
+    _check_outcomes(where, ttft, e2e, names, lambda i: f"{where}:{i + first}")
+    return _log(where, arrival, tokens(columns.prompt_tokens), tokens(columns.output_tokens), ttft, e2e, fmt, 0)
+
+
+def _bench(path_text: str) -> ServingLog:
+    text = read_text(path_text, "log")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path_text}:{exc.lineno}", f"not valid JSON ({exc.msg})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path_text}:1", f"expected a JSON object (a vLLM bench result), got {type(data).__name__}")
+
+    def where(key: str) -> str:  # the line of the field's key, for the message
+        at = text.find(f'"{key}"')
+        return f"{path_text}:{text.count(chr(10), 0, at) + 1 if at >= 0 else 1}"
+
+    missing = [k for k in BENCH_FIELDS if k not in data]
+    if "latencies" not in data and "itls" not in data:
+        missing.append("latencies (or itls)")
+    if missing:
+        hint = (" (vLLM saves start_times only with --save-detailed, and versions before it existed cannot be "
+                "replayed: their arrivals are lost)" if "start_times" in missing else
+                " (save it with vllm bench serve --save-result --save-detailed)")
+        raise InputError(f"{path_text}:1", f"missing field {', '.join(missing)}{hint}")
+    lists = {k: data[k] for k in (*BENCH_FIELDS, "latencies", "itls", "errors") if k in data}
+    n = len(data["input_lens"])
+    for key, values in lists.items():
+        if not isinstance(values, list):
+            raise InputError(where(key), f"{key} is a {type(values).__name__}, expected a list")
+        if len(values) != n:
+            raise InputError(where(key), f"{key} has {len(values)} entries, input_lens {n}; expected one per request")
+    errors = lists.get("errors", [""] * n)
+    ok = np.array([not e for e in errors], dtype=bool)
+    rows = np.flatnonzero(ok)
+    if not len(rows):
+        raise InputError(where("errors"), f"all {n} requests failed; nothing to compare")
+
+    def numbers(key: str) -> np.ndarray:
+        return _indexed(where(key), key, lambda vals, k=key: _numbers("", vals, k, 0), [lists[key][i] for i in rows], rows)
+
+    start, ttft = numbers("start_times"), numbers("ttfts")
+    if "latencies" in lists:
+        e2e = numbers("latencies")
+    else:
+        itls = [lists["itls"][i] for i in rows]
+        sums = [sum(v) if isinstance(v, list) and all(isinstance(x, (int, float)) for x in v) else None for v in itls]
+        bad = next((j for j, s in enumerate(sums) if s is None), None)
+        if bad is not None:
+            raise InputError(where("itls"), f"itls[{rows[bad]}] is not a list of numbers")
+        e2e = ttft + np.array(sums, dtype=float)
+
+    def counts(key: str) -> np.ndarray:
+        fn = lambda vals, k=key: whole_numbers("", vals, k, 0, 1, False, MAX_TOKENS_PER_REQUEST)  # noqa: E731
+        return _indexed(where(key), key, fn, [lists[key][i] for i in rows], rows)
+
+    _check_outcomes(path_text, ttft, e2e, ("ttfts", "latencies" if "latencies" in lists else "ttfts + sum(itls)"),
+                    lambda i: f"{where('ttfts')}: request {rows[i]}")
+    return _log(path_text, start, counts("input_lens"), counts("output_lens"), ttft, e2e, "vllm_bench", n - len(rows))
+
+
+def _indexed(where: str, key: str, parse, values: list, rows: np.ndarray) -> np.ndarray:
+    """Run a row parser over one JSON list, turning its row number into the request's index."""
+    try:
+        return parse(values)
+    except InputError as exc:
+        index = exc.where.rsplit(":", 1)[-1]
+        i = rows[int(index)] if index.isdigit() and int(index) < len(rows) else "?"
+        problem = exc.problem.replace(f"{key} ", f"{key}[{i}] ", 1)
+        raise InputError(where, problem) from None
+
+
+def _check_outcomes(where: str, ttft: np.ndarray, e2e: np.ndarray, names: tuple[str, str], at) -> None:
+    for values, name in ((ttft, names[0]), (e2e, names[1])):
+        bad = np.flatnonzero(values < 0)
+        if bad.size:
+            raise InputError(at(int(bad[0])), f"{name} is {values[bad[0]]:g} s (negative); a latency is >= 0")
+    early = np.flatnonzero(e2e < ttft)
+    if early.size:
+        i = int(early[0])
+        raise InputError(at(i), f"{names[1]} {e2e[i]:g} s is before {names[0]} {ttft[i]:g} s; the last token cannot "
+                                "come before the first")
+
+
+def _log(where: str, arrival: np.ndarray, prompt: np.ndarray, output: np.ndarray, ttft: np.ndarray, e2e: np.ndarray,
+         fmt: str, failed: int) -> ServingLog:
+    """Sort by arrival (logs are often in completion order) and make arrivals relative to the first."""
+    if len(arrival) > MAX_REQUESTS:  # the replay allocates per request: refuse before it does
+        raise InputError(where, f"{len(arrival):,} requests; expected at most {MAX_REQUESTS:,} (replay a part of the log)")
+    order = np.argsort(arrival, kind="stable")
+    arrival_s = arrival[order] - arrival[order[0]]
+    if arrival_s[-1] > MAX_DURATION_S:
+        raise InputError(where, f"arrivals span {arrival_s[-1]:.3g} s; expected at most {MAX_DURATION_S:,.0f} s (a year): "
+                                "check the time unit")
+    trace = Trace(source=where, arrival_s=arrival_s, input_tokens=prompt[order], output_tokens=output[order])
+    return ServingLog(trace=trace, ttft_s=ttft[order], e2e_s=e2e[order], format=fmt, failed=failed)

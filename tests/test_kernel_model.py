@@ -1,0 +1,211 @@
+"""The kernel-table step model: table lookups against the shipped rows by hand, the numba kernel
+against its plain-Python reference, roofline fallback, the run summary's measured share, and the
+held-out comparison with the Splitwise measurements."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from simcost.perf import step_model as sm
+from simcost.perf.deployment import plan_deployment
+from simcost.perf.kernel_model import K_ACC_MEASURED, K_ACC_TOTAL, kernel_step_time_s_py
+from simcost.perf.kernel_tables import DEVICE_TABLES, KernelTables, loglog
+from simcost.simulation.simulation import run
+from tests.scenarios import scenario
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+
+
+def kernel_params(**extra):
+    s = scenario(**{"perf": {"model": "kernels"}, **extra})
+    return sm.step_params(s, plan_deployment(s))
+
+
+def test_every_mapped_device_ships_tables_with_gemm_attention_and_allreduce():
+    for name in DEVICE_TABLES.values():
+        t = KernelTables(name)
+        for op in ("gemm/bfloat16", "context_attention/bfloat16", "generation_attention/bfloat16",
+                   "allreduce/vllm_graph"):
+            assert op in t.arrays and len(t.arrays[op]) > 10, (name, op)
+
+
+def test_gemm_lookup_returns_the_measured_row_and_interpolates_log_log_between_rows():
+    t = KernelTables("h100_sxm")
+    rows = t.arrays["gemm/bfloat16"]
+    sel = rows[(rows[:, 1] == 4096) & (rows[:, 2] == 4096)]
+    ms, inside = t.gemm_ms("bfloat16", sel[:, 0], 4096, 4096)
+    assert np.allclose(ms, sel[:, 3]) and inside.all()
+    # halfway in log m between two measured m: the geometric mean of their latencies
+    (m0, y0), (m1, y1) = sel[-2, [0, 3]], sel[-1, [0, 3]]
+    mid, _ = t.gemm_ms("bfloat16", np.array([np.sqrt(m0 * m1)]), 4096, 4096)
+    assert mid[0] == pytest.approx(np.sqrt(y0 * y1), rel=1e-9)
+    # an n between two measured ones lies between their latencies
+    lo, _ = t.gemm_ms("bfloat16", np.array([256.0]), 12288, 4096)
+    hi, _ = t.gemm_ms("bfloat16", np.array([256.0]), 16384, 4096)
+    between, _ = t.gemm_ms("bfloat16", np.array([256.0]), 14336, 4096)
+    assert min(lo[0], hi[0]) <= between[0] <= max(lo[0], hi[0])
+    # a shape below the narrowest measured n: no value (the caller takes the roofline)
+    assert np.isnan(t.gemm_ms("bfloat16", np.array([1.0]), 8, 4096)[0]).all()
+
+
+def test_loglog_scales_linearly_beyond_the_largest_size_and_flags_it():
+    y, inside = loglog(np.array([1.0, 4.0, 16.0]), np.array([1.0, 8.0]), np.array([2.0, 16.0]))
+    assert y == pytest.approx([2.0, 8.0, 32.0]) and inside.tolist() == [True, True, False]
+
+
+@settings(max_examples=60, deadline=None)
+@given(prefill=st.integers(0, 20000), decode=st.integers(0, 600), context=st.integers(0, 30000),
+       requests=st.integers(1, 8), tp=st.sampled_from([1, 2, 4]), graphs=st.booleans())
+def test_kernel_matches_its_plain_python_reference(prefill, decode, context, requests, tp, graphs):
+    p = PARAMS[(tp, graphs)].copy()
+    r = requests if prefill else 0
+    pairs = float(prefill * (prefill // max(r, 1) + 1) / 2 + decode * (context + 1))
+    kv = float(decode * context)
+    got = sm.step_time_s(p, prefill, decode, pairs, kv, r)
+    want = sm.step_time_s_py(p, prefill, decode, pairs, kv, r)
+    assert got == pytest.approx(want, rel=1e-9)
+    measured = kernel_step_time_s_py(p, sm.NUM_PARAMS, p[sm.P_STEP_OVERHEAD_S], 0.0, prefill, decode, pairs, kv, r)[1]
+    assert p[sm.NUM_PARAMS + K_ACC_TOTAL] == pytest.approx(got, rel=1e-12)
+    assert p[sm.NUM_PARAMS + K_ACC_MEASURED] == pytest.approx(measured, rel=1e-9, abs=1e-15)
+    assert 0.0 <= measured <= got
+
+
+PARAMS = {(tp, g): kernel_params(hardware={"device": "h100-sxm", "tensor_parallel": tp}, perf={"model": "kernels", "cuda_graphs": g})
+          for tp in (1, 2, 4) for g in (True, False)}
+
+
+def test_decode_spans_match_single_steps():
+    p = PARAMS[(2, True)]
+    span = sm.decode_span_times_s(p.copy(), 7, 7 * 900.0, 5)
+    assert np.allclose(span, sm.decode_span_times_s_py(p, 7, 7 * 900.0, 5), rtol=1e-9)
+
+
+def test_step_time_grows_with_tokens_and_context():
+    p = PARAMS[(1, True)].copy()
+    decode = [sm.step_time_s(p, 0, b, b * 1001.0, b * 1000.0, 0) for b in (1, 8, 64, 256)]
+    assert decode == sorted(decode)
+    contexts = [sm.step_time_s(p, 0, 32, 32 * (c + 1.0), 32.0 * c, 0) for c in (100, 1000, 10000)]
+    assert contexts == sorted(contexts)
+    prefill = [sm.step_time_s(p, n, 0, n * (n + 1) / 2.0, 0.0, 1) for n in (128, 1024, 8192)]
+    assert prefill == sorted(prefill)
+
+
+def test_tensor_parallelism_cuts_decode_time_but_all_reduce_keeps_it_above_the_ideal_split():
+    one = sm.step_time_s(PARAMS[(1, True)].copy(), 0, 16, 16 * 1001.0, 16 * 1000.0, 0)
+    four = sm.step_time_s(PARAMS[(4, True)].copy(), 0, 16, 16 * 1001.0, 16 * 1000.0, 0)
+    assert one / 4 < four < one
+
+
+def test_eager_steps_pay_the_launch_floor():
+    eager = kernel_params(perf={"model": "kernels", "cuda_graphs": False, "eager_s_per_layer": 0.01})
+    # 32 layers x 10 ms: the floor dominates a one-token step
+    assert sm.step_time_s(eager, 0, 1, 101.0, 100.0, 0) == pytest.approx(0.32 + sm.KERNEL_STEP_OVERHEAD_S)
+
+
+def test_a_device_without_tables_falls_back_to_the_roofline_and_reports_nothing_measured():
+    s = scenario(perf={"model": "kernels"}, hardware={"device": "a100-80gb-pcie"})
+    p = sm.step_params(s, plan_deployment(s))
+    assert p[sm.P_KIND] == sm.KIND_ROOFLINE
+    summary = run(scenario(perf={"model": "kernels"}, hardware={"device": "a100-80gb-pcie"}, duration_s=10.0)).summary
+    assert summary["step_time_measured_fraction"] == 0.0
+
+
+def test_run_summary_reports_the_measured_share_of_step_time():
+    from simcost.results.writer import format_summary
+    summary = run(scenario(perf={"model": "kernels"}, duration_s=10.0)).summary
+    assert 0.5 < summary["step_time_measured_fraction"] <= 1.0
+    assert f"step times: {summary['step_time_measured_fraction']:.0%} from measured" in format_summary(summary)
+    roofline = run(scenario(duration_s=10.0)).summary
+    assert "step_time_measured_fraction" not in roofline and "step times:" not in format_summary(roofline)
+
+
+def test_held_out_comparison_kernels_beat_the_roofline_on_decode_at_held_out_tp():
+    """Splitwise A100 Llama-2-70B: with the eager launch floor fitted on TP4 decode only, the
+    kernels model's held-out TP8 decode error stays small (measured 2.1 %) and below the
+    roofline's (8.2 %), whose factors were chosen on this very data."""
+    from validate_perf_model import kernel_comparison
+    rows = kernel_comparison()
+    tp8 = next(r for r in rows if r["tp"] == 8 and r["kind"] == "decode")
+    fitted = tp8["kernels, TP4-fitted eager floor"]
+    assert fitted["median_abs_pct"] < 5.0
+    assert fitted["median_abs_pct"] < tp8["roofline"]["median_abs_pct"]
+    assert 0.0002 < rows[0]["eager_s_per_layer"] < 0.001  # a physical per-layer launch cost
+
+
+def test_pipeline_stages_add_their_activation_hops_to_the_kernel_step():
+    one = kernel_params(model={"name": "llama-2-70b"}, hardware={"device": "h100-sxm", "tensor_parallel": 4})
+    two = kernel_params(model={"name": "llama-2-70b"},
+                        hardware={"device": "h100-sxm", "tensor_parallel": 4, "pipeline_parallel": 2})
+    hop_s_per_token = 8192 * 2 / plan_deployment(scenario(hardware={"device": "h100-sxm"})).device.link_bytes_per_s
+    args = (512, 16, 512 * 513 / 2 + 16 * 1001.0, 16 * 1000.0, 1)
+    assert sm.step_time_s(two, *args) == pytest.approx(sm.step_time_s(one, *args) + 528 * hop_s_per_token, rel=1e-12)
+
+
+def test_a_negative_eager_cost_is_refused_naming_the_key():
+    from simcost.errors import InputError
+    with pytest.raises(InputError, match="eager_s_per_layer"):
+        scenario(perf={"model": "kernels", "eager_s_per_layer": -1.0})
+
+
+def test_a_gemm_wider_than_any_measured_runs_as_measured_column_blocks():
+    t = KernelTables("h100_sxm")
+    widest = float(np.unique(t.arrays["gemm/bfloat16"][:, 1])[-1])
+    m = np.array([1.0, 64.0, 1024.0])
+    wide, inside = t.gemm_ms("bfloat16", m, 2 * widest, 4096)  # e.g. an LM head over a 128k vocabulary
+    block, _ = t.gemm_ms("bfloat16", m, widest, 4096)
+    assert np.allclose(wide, 2 * block) and not inside.any()
+
+
+def test_a_head_count_the_table_lacks_scales_the_nearest_measured_one():
+    t = KernelTables("h100_sxm")
+    rows = t.arrays["context_attention/bfloat16"]
+    heads = set(rows[(rows[:, 3] == 4) & (rows[:, 4] == 128), 2])
+    assert 28.0 not in heads  # Qwen2.5-7B's 28 query heads over 4 KV heads are not measured
+    near = t.nearest_heads("context_attention", "bfloat16", 28, 4, 128)
+    assert near in heads and all(abs(np.log(near / 28)) <= abs(np.log(h / 28)) for h in heads)
+    from simcost.catalog.specs import get_model
+    from simcost.perf.kernel_model import _attention_grid
+    batches, lengths, s, share = _attention_grid(t, "context_attention", "bfloat16", get_model("qwen2.5-7b"), 1,
+                                                 lambda b, n, h, kv: np.full(b.shape, np.nan))
+    nb, nl, ms = t.attention_grid("context_attention", "bfloat16", near, 4, 128)
+    assert np.allclose(s, ms / 1e3 * 28 / near * 28, equal_nan=True)  # 28 layers, scaled by 28 / near heads
+    assert not share.any()  # derived, not measured
+
+
+def test_fp8_roofline_efficiency_is_the_measured_fp8_to_bf16_ratio():
+    from simcost.catalog.specs import get_device
+    from simcost.errors import InputError
+    from simcost.perf.kernel_tables import FP8_RATIO_ASSUMED, format_efficiency_ratio, gemm_efficiency
+    h100 = get_device("h100-sxm")
+    fp8 = gemm_efficiency("h100_sxm", "fp8", h100.peak_flops["fp8"], h100.mem_bw_bytes_per_s)
+    bf16 = gemm_efficiency("h100_sxm", "bfloat16", h100.peak_flops["bf16"], h100.mem_bw_bytes_per_s)
+    assert 0.5 < fp8[0] / bf16[0] < 1.0  # fp8 reaches less of its doubled peak
+    s = scenario(model={"name": "llama-3.1-8b", "weight_format": "fp8"})
+    p = sm.step_params(s, plan_deployment(s))
+    assert p[sm.P_FLOP_RATE] == pytest.approx(1979e12 * h100.mfu * fp8[0] / bf16[0], rel=1e-9)
+    assert p[sm.P_BYTE_RATE] == pytest.approx(h100.mem_bw_bytes_per_s * h100.mbu * fp8[1] / bf16[1], rel=1e-9)
+    # bf16 keeps the catalog's factors; a device without tables takes the median measured ratio
+    assert format_efficiency_ratio("h100-sxm", "bf16", h100.peak_flops, h100.mem_bw_bytes_per_s) == (1.0, 1.0)
+    ratios = []
+    for key in DEVICE_TABLES:
+        try:
+            d = get_device(key)
+        except InputError:
+            continue  # a table for a GPU the catalog does not list (GB200)
+        if "fp8" in d.peak_flops:
+            ratios.append(format_efficiency_ratio(key, "fp8", d.peak_flops, d.mem_bw_bytes_per_s))
+    assert np.median([r[0] for r in ratios]) == pytest.approx(FP8_RATIO_ASSUMED[0], abs=0.01)
+    assert np.median([r[1] for r in ratios]) == pytest.approx(FP8_RATIO_ASSUMED[1], abs=0.01)
+
+
+def test_the_roofline_all_reduce_latency_can_be_set_per_scenario():
+    s = scenario(model={"name": "llama-2-70b"}, hardware={"device": "a100-80gb", "tensor_parallel": 4},
+                 perf={"allreduce_latency_s": 1e-5})
+    p = sm.step_params(s, plan_deployment(s))
+    assert p[sm.P_COMM_FIXED_S] == pytest.approx(2 * 80 * 3 * 1e-5)  # 2 per layer, (t - 1) hops each
