@@ -103,6 +103,8 @@ def _without(summary: dict, key: str) -> dict:
                                                      "input_tokens": {"dist": "fixed", "value": 1500},
                                                      "output_tokens": {"dist": "uniform", "low": 1, "high": 400}}},
     {"engine": {"policy": "static", "max_num_seqs": 8}},  # the request-level engine emits its own way
+    # speculative decoding: several tokens per step, at the same time
+    {"engine": {"speculative": {"method": "eagle", "num_speculative_tokens": 3, "acceptance_rate": 0.7}}},
 ])
 def test_run_without_token_times_matches_run_with_them(extra):
     """Everything but ITL is the same number; ITL's percentiles are within ALPHA. With a drain cut
