@@ -94,6 +94,9 @@ def _parser() -> argparse.ArgumentParser:
     common(run_p)
     run_p.add_argument("--out", type=Path, default=None, help="results folder (default results/<scenario name>)")
     run_p.add_argument("--records", choices=("csv", "parquet"), default="csv", help="per-request records format")
+    run_p.add_argument("--request-records", choices=("full", "sample", "none"), default="full",
+                       help="per-request records kept: every row (default), a reproducible 1%% sample, or none; "
+                            "the summary is the same")
     run_p.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     run_p.add_argument("--format", choices=("table", "json", "vllm"), default="table",
                        help="what to print: the table, summary.json, or the latency summary under `vllm bench serve`'s "
@@ -297,7 +300,7 @@ def _cmd_run(args) -> int:
     print(_run_output(result, args.format), flush=True)  # before writing: a full disk must not lose the answer
     if not quiet and sys.stderr.isatty():  # the files take seconds on a long run: say what is happening
         print(f"writing {out} ...", file=sys.stderr, flush=True)
-    paths = write_run(result, out, args.records)
+    paths = write_run(result, out, args.records, args.request_records)
     # JSON formats keep stdout parseable: the list of files goes to stderr
     print(f"\nwrote {', '.join(str(p) for p in paths.values())}", file=sys.stdout if args.format == "table" else sys.stderr)
     return 0
