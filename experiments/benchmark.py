@@ -4,6 +4,8 @@
     python experiments/benchmark.py --repeats 5
     python experiments/benchmark.py --process  # `simcost run` and `simcost --help` as whole processes
     python experiments/benchmark.py --peer --peer-python /tmp/dynamo-venv/bin/python  # vs Dynamo's replay
+    python experiments/benchmark.py --memory   # peak RSS and wall time of `simcost run` at 100k and 1M requests
+    python experiments/benchmark.py --memory --sizes 100000 --repeats 3 --request-records none
 
 Workloads:
 - poisson: Llama-3.1-8B on one H100, ~10,000 Poisson requests, 2,048 prompt / 256 output tokens
@@ -109,6 +111,36 @@ def whole_process(cmd: list[str], cwd: Path) -> tuple[float, float]:
     return wall_s, usage.ru_maxrss / 1024
 
 
+# --memory: the Poisson workload scaled out, 2,048 in / 256 out at 100 req/s on 16 H100 replicas
+MEMORY_RATE_PER_S, MEMORY_REPLICAS, MEMORY_OUTPUT_TOKENS = 100.0, 16, 256
+
+
+def memory_command(work: Path, requests: int, kept: str) -> list[str]:
+    return [sys.executable, "-m", "simcost.cli.main", "run", str(WORKLOADS["poisson"]), "--no-progress",
+            "--out", str(work / f"run-{requests}"), "--request-records", kept,
+            "--set", f"duration_s={requests / MEMORY_RATE_PER_S:g}", "--set", f"workload.arrivals.rate_per_s={MEMORY_RATE_PER_S:g}",
+            "--set", f"fleet.replicas={MEMORY_REPLICAS}"]
+
+
+def memory_scaling(sizes: list[int], repeats: int, kept: str) -> int:
+    """`simcost run` as a whole process at each size (one at a time: a 1M run holds GBs), its
+    peak RSS from wait4 (the child's own) and wall time, medians of `repeats` runs after one
+    small untimed run that loads numba's cache."""
+    with tempfile.TemporaryDirectory(prefix="simcost-mem-") as tmp:
+        work = Path(tmp)
+        whole_process(memory_command(work, 12_000, kept), work)  # warm-up (duration 120 s > warmup_s)
+        print(f"{'requests':>10}{'median s':>10}{'peak MiB':>10}{'B/request':>11}{'B/token':>9}   "
+              f"(records {kept}, {repeats} run(s) each)")
+        for n in sizes:
+            samples = [whole_process(memory_command(work, n, kept), work) for _ in range(repeats)]
+            wall_s = statistics.median(w for w, _ in samples)
+            rss_mib = statistics.median(r for _, r in samples)
+            per_request = rss_mib * 2**20 / n
+            print(f"{n:>10,}{wall_s:>10.1f}{rss_mib:>10.0f}{per_request:>11,.0f}{per_request / MEMORY_OUTPUT_TOKENS:>9.1f}",
+                  flush=True)
+    return 0
+
+
 def peer_available(python: str) -> bool:
     probe = "import importlib.util, sys; sys.exit(importlib.util.find_spec('dynamo.replay') is None)"
     try:
@@ -189,14 +221,21 @@ def compare_peer(repeats: int, peer_python: str | None) -> int:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=None, help="timed runs (default 3; 1 for --memory)")
     p.add_argument("--process", action="store_true", help="time `simcost run` and `simcost --help` as whole processes")
     p.add_argument("--peer", action="store_true", help="simcost run and Dynamo's replay on issue 20's three workloads")
     p.add_argument("--peer-python", default=sys.executable,
                    help="a Python that can import dynamo.replay (default: this one)")
+    p.add_argument("--memory", action="store_true", help="peak RSS and wall time of `simcost run` by request count")
+    p.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000], help="--memory: request counts")
+    p.add_argument("--request-records", choices=("full", "sample", "none"), default="full",
+                   help="--memory: the request table kept")
     p.add_argument("--only", choices=list(WORKLOADS))
     p.add_argument("--child", choices=list(WORKLOADS), help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.memory:
+        return memory_scaling(args.sizes, args.repeats or 1, args.request_records)
+    args.repeats = args.repeats or 3
     if args.child:
         print(json.dumps(child(args.child, args.repeats)))
         return 0

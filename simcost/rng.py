@@ -15,7 +15,7 @@ import numpy as np
 
 # Append only: a stream's position is its identity, so inserting a name would shift the rest.
 STREAM_NAMES = ("arrivals", "input_tokens", "output_tokens", "routing", "sessions", "items", "predictions", "fleet",
-                "speculation", "api", "cascade", "response_cache")
+                "speculation", "api", "cascade", "response_cache", "records")
 _WORKLOAD_KEY_BASE = 64  # spawn keys >= this are per-workload roots, clear of the named streams
 
 
@@ -33,6 +33,7 @@ class Streams:
     api: np.random.Generator  # hosted-API latency draws and retry backoffs (simcost.cluster.api_pool)
     cascade: np.random.Generator  # which answers a cascade escalates (simcost.cluster.cascade)
     response_cache: np.random.Generator  # semantic cache matches and false hits (simcost.cluster.response_cache)
+    records: np.random.Generator  # which request rows a sampled records file keeps (never the run itself)
 
 
 def streams(seed: int, workload_index: int = 0) -> Streams:

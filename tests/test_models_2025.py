@@ -12,7 +12,12 @@ from scenarios import scenario
 from simcost.catalog.catalog import bundled_catalog
 from simcost.catalog.specs import BYTES_PER_ELEMENT, format_refusal, get_device, get_model
 from simcost.errors import InputError
-from simcost.perf.deployment import ACTIVATION_BYTES_PER_TOKEN_PER_HIDDEN, kv_capacity_tokens, plan_deployment
+from simcost.perf.deployment import (
+    ACTIVATION_BYTES_PER_TOKEN_PER_HIDDEN,
+    ACTIVATION_REPLICATED_BYTES_PER_HIDDEN,
+    kv_capacity_tokens,
+    plan_deployment,
+)
 
 B = 1e9
 
@@ -73,8 +78,10 @@ def test_latent_attention_caches_576_elements_per_token_per_layer_on_every_devic
     assert dep.kv_bytes_per_token == 61 * 576 * 2  # bf16 latent: 70 kB, where 128 full heads would take 4 MB
     # by hand: each of the 8 devices keeps the whole latent of every layer (it is not split by head)
     h200 = get_device("h200")
-    free = (h200.memory_bytes * 0.9 - 671_026_419_200 * 1.0 / 8
-            - 32768 * 7168 * ACTIVATION_BYTES_PER_TOKEN_PER_HIDDEN)
+    # activations: the residual stream's bytes replicated, the rest split over the 8 devices
+    activations = 32768 * 7168 * (ACTIVATION_REPLICATED_BYTES_PER_HIDDEN
+                                  + (ACTIVATION_BYTES_PER_TOKEN_PER_HIDDEN - ACTIVATION_REPLICATED_BYTES_PER_HIDDEN) / 8)
+    free = h200.memory_bytes * 0.9 - 671_026_419_200 * 1.0 / 8 - activations
     assert dep.kv_capacity_tokens == math.floor(free / (61 * 576 * 2)) // 16 * 16
 
 

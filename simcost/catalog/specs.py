@@ -731,11 +731,21 @@ def format_catalog(which: str, config_dir: Path | None = None, catalog: Any = No
 # dates, the long name) are in --wide
 NARROW_DEVICE_COLUMNS = ("key", "kind", "memory_GB", "bw_GB/s", "bf16_TF", "fp8_TF", "link_GB/s", "peak_W",
                          "weight_formats", "$/hour")
+_SIXTEEN_BIT = ("fp32", "bf16", "fp16")
 
 
 def _narrow(table: list[list], columns: tuple[str, ...]) -> list[list]:
+    """The named columns; weight formats without the 16-bit ones nearly every device runs (renamed
+    to say so), which keeps the table within ~120 columns as formats are added."""
     keep = [table[0].index(name) for name in columns]
-    return [[row[i] for i in keep] for row in table]
+    rows = [[row[i] for i in keep] for row in table]
+    if "weight_formats" in columns:
+        col = columns.index("weight_formats")
+        rows[0][col] = "formats_below_16bit"
+        for row in rows[1:]:
+            low = [f for f in str(row[col]).split(",") if f not in _SIXTEEN_BIT]
+            row[col] = ",".join(low) or "-"
+    return rows
 
 
 def _aligned(table: list[list]) -> str:

@@ -94,6 +94,9 @@ def _parser() -> argparse.ArgumentParser:
     common(run_p)
     run_p.add_argument("--out", type=Path, default=None, help="results folder (default results/<scenario name>)")
     run_p.add_argument("--records", choices=("csv", "parquet"), default="csv", help="per-request records format")
+    run_p.add_argument("--request-records", choices=("full", "sample", "none"), default="full",
+                       help="per-request records kept: every row (default), a reproducible 1%% sample, or none; "
+                            "the summary is the same")
     run_p.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     run_p.add_argument("--format", choices=("table", "json", "vllm"), default="table",
                        help="what to print: the table, summary.json, or the latency summary under `vllm bench serve`'s "
@@ -301,14 +304,14 @@ def _run_and_write(args, figures) -> int:
     sim = Simulation(scenario)  # plans the deployment: a model that does not fit fails here, writing nothing
     out = _out_dir(args.out or Path("results") / scenario.name)
     quiet = args.no_progress or args.quiet
-    if not quiet:
+    if not args.quiet:  # --no-progress drops the bar, not this one line about a silent wait
         warn_if_cold()  # a fresh install compiles numba kernels for seconds: say so rather than sit silent
     check_run_folder(out, args.records)  # a missing pyarrow or a folder in the way: before the run, not after
     result = sim.run(progress=not quiet)
     print(_run_output(result, args.format), flush=True)  # before writing: a full disk must not lose the answer
     if not quiet and sys.stderr.isatty():  # the files take seconds on a long run: say what is happening
         print(f"writing {out} ...", file=sys.stderr, flush=True)
-    paths = write_run(result, out, args.records, figures)
+    paths = write_run(result, out, args.records, args.request_records, figures)
     # JSON formats keep stdout parseable: the list of files goes to stderr
     print(f"\nwrote {', '.join(str(p) for p in paths.values())}", file=sys.stdout if args.format == "table" else sys.stderr)
     return 0

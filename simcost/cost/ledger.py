@@ -19,6 +19,7 @@ each billed its tokens x the api pool's prices.
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,18 +43,44 @@ from simcost.scenario.pricing import CostConfig
 from simcost.units import S_PER_HOUR
 
 
+class _Column:
+    """A growable numpy column (doubling; np.zeros leaves the unused capacity unmapped, so it
+    costs no memory until written): appends cost a slice copy, not a Python object each."""
+
+    def __init__(self, dtype: type) -> None:
+        self.values: np.ndarray = np.zeros(64, dtype=dtype)
+        self.size = 0
+
+    def append(self, values, count: int | None = None) -> None:
+        """Append values (count: a scalar repeated count times)."""
+        size = self.size
+        end = size + (len(values) if count is None else count)
+        if end > len(self.values):
+            grown = np.zeros(max(end, 2 * len(self.values)), dtype=self.values.dtype)
+            grown[:size] = self.values[:size]
+            self.values = grown
+        self.values[size:end] = values
+        self.size = end
+
+    def array(self) -> np.ndarray:
+        return self.values[:self.size]
+
+
 class StepLog:
-    """Append-only log the engine writes during a run; `arrays()` turns it into columns."""
+    """Append-only log the engine writes during a run; `arrays()` returns it as StepArrays.
+
+    A long run logs millions of records, so nothing is a Python object per record: per-record
+    scalars go to stdlib arrays (8 bytes each), steps and members to numpy columns. A decode span
+    (`add_span`, most records) stores only its step times and members: its per-step tokens
+    (the members) and per-member tokens (the steps) are filled in by `arrays()`."""
 
     def __init__(self) -> None:
-        self._replica: list[int] = []
-        self._start_s: list[float] = []
-        self._step_end_s: list[np.ndarray] = []
-        self._step_tokens: list[np.ndarray] = []
-        self._members: list[np.ndarray] = []
-        self._member_tokens: list[np.ndarray] = []
-        self._member_prefill: list[np.ndarray | None] = []  # None: as the record's prefill flag
-        self._prefill: list[bool] = []
+        self._replica, self._start_s, self._prefill = array("q"), array("d"), array("b")
+        self._num_steps, self._num_members, self._span = array("q"), array("q"), array("b")
+        self._step_end_s, self._members = _Column(np.float64), _Column(np.int32)
+        # other records only (in record order): their step tokens, member tokens and prompt flags.
+        # Members are int32 (ids and tokens stay far below 2^31: simcost.scenario.limits)
+        self._step_tokens, self._member_tokens, self._member_prefill = _Column(np.int64), _Column(np.int32), _Column(np.bool_)
 
     def add(self, replica: int, start_s: float, step_end_s: np.ndarray, step_tokens: np.ndarray,
             members: np.ndarray, member_tokens: np.ndarray, prefill: bool,
@@ -61,52 +88,69 @@ class StepLog:
         """One record: a prefill step (prefill=True) or a span of decode steps. `member_prefill`
         says which members' tokens are prompt tokens (default: all of a prefill record, none of
         a decode span; a chunked step mixes both)."""
-        self._member_prefill.append(member_prefill)  # None: all as the record (filled in arrays())
-        self._prefill.append(prefill)
+        self._record(replica, start_s, prefill, len(step_end_s), len(members), 0)
+        self._step_end_s.append(step_end_s)
+        self._members.append(members)
+        self._step_tokens.append(step_tokens)
+        self._member_tokens.append(member_tokens)
+        if member_prefill is None:
+            self._member_prefill.append(prefill, len(members))
+        else:
+            self._member_prefill.append(member_prefill)
+
+    def add_span(self, replica: int, start_s: float, step_end_s: np.ndarray, members: np.ndarray) -> None:
+        """A span of decode steps in which every member decodes one token per step: add() with
+        step_tokens = len(members) per step and member_tokens = len(step_end_s) per member."""
+        self._record(replica, start_s, False, len(step_end_s), len(members), 1)
+        self._step_end_s.append(step_end_s)
+        self._members.append(members)
+
+    def _record(self, replica: int, start_s: float, prefill: bool, num_steps: int, num_members: int, span: int) -> None:
         self._replica.append(replica)
         self._start_s.append(start_s)
-        self._step_end_s.append(step_end_s)
-        self._step_tokens.append(step_tokens)
-        self._members.append(members)
-        self._member_tokens.append(member_tokens)
+        self._prefill.append(prefill)
+        self._num_steps.append(num_steps)
+        self._num_members.append(num_members)
+        self._span.append(span)
 
     def __len__(self) -> int:
         return len(self._replica)
 
-    def _member_prefill_array(self, num_members: np.ndarray) -> np.ndarray:
-        out = np.repeat(np.asarray(self._prefill, dtype=bool), num_members)
-        offsets = np.concatenate(([0], np.cumsum(num_members)))
-        for r, flags in enumerate(self._member_prefill):
-            if flags is not None:  # a chunked step: prompt and decode tokens side by side
-                out[offsets[r]:offsets[r + 1]] = flags
-        return out
-
     def arrays(self) -> "StepArrays":
-        num_steps = np.array([len(e) for e in self._step_end_s], dtype=np.int64)
-        num_members = np.array([len(m) for m in self._members], dtype=np.int64)
+        def column(values: array, dtype: type) -> np.ndarray:
+            return np.frombuffer(values, dtype=dtype) if len(values) else np.zeros(0, dtype)
+
+        num_steps, num_members = column(self._num_steps, np.int64), column(self._num_members, np.int64)
+        prefill, span = column(self._prefill, np.int8).astype(bool), column(self._span, np.int8).astype(bool)
         record_step_offset = np.zeros(len(num_steps) + 1, dtype=np.int64)
         np.cumsum(num_steps, out=record_step_offset[1:])
         record_member_offset = np.zeros(len(num_members) + 1, dtype=np.int64)
         np.cumsum(num_members, out=record_member_offset[1:])
-        def cat(parts: list, dtype: type) -> np.ndarray:
-            return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype)
-
-        step_end_s = cat(self._step_end_s, np.float64)
+        step_end_s = self._step_end_s.array()
         step_start_s = np.empty_like(step_end_s)
+        has_steps = num_steps > 0
         if len(step_end_s):
             step_start_s[1:] = step_end_s[:-1]
-            step_start_s[record_step_offset[:-1]] = np.asarray(self._start_s)  # first step of each record
+            step_start_s[record_step_offset[:-1][has_steps]] = column(self._start_s, np.float64)[has_steps]  # first step of each record
+        # spans: tokens per step = their members, tokens per member = their steps; the rest as logged
+        step_tokens = np.repeat(num_members, num_steps)
+        step_tokens[np.repeat(~span, num_steps)] = self._step_tokens.array()
+        explicit = np.repeat(~span, num_members)
+        member_tokens = np.repeat(num_steps.astype(np.int32), num_members)
+        member_tokens[explicit] = self._member_tokens.array()
+        member_prefill = np.zeros(len(member_tokens), dtype=bool)  # a span's members decode
+        member_prefill[explicit] = self._member_prefill.array()
         return StepArrays(
-            step_replica=np.repeat(np.asarray(self._replica, dtype=np.int64), num_steps),
+            step_replica=np.repeat(column(self._replica, np.int64), num_steps),
             step_start_s=step_start_s,
             step_end_s=step_end_s,
-            step_tokens=cat(self._step_tokens, np.int64),
+            step_tokens=step_tokens,
             record_step_offset=record_step_offset,
             record_member_offset=record_member_offset,
-            record_prefill=np.asarray(self._prefill, dtype=bool),
-            member_request=cat(self._members, np.int64),
-            member_tokens=cat(self._member_tokens, np.int64),
-            member_prefill=self._member_prefill_array(num_members),
+            record_prefill=prefill,
+            member_request=self._members.array(),
+            member_tokens=member_tokens,
+            member_prefill=member_prefill,
         )
 
 
@@ -219,8 +263,10 @@ def settle(steps: StepArrays, num_requests: int, fleet: FleetConfig, dep: Deploy
                                        price.time_usd_per_s, 1.0)
     if (np.diff(steps.record_member_offset) == 0).any():
         raise RuntimeError("ledger: a record has no members, so its cost has no one to go to (engine bug)")
-    request_usd = allocate_records(step_usd, steps.record_step_offset, steps.record_member_offset,
-                                   steps.member_request, member_weights(steps, cost), num_requests)
+    request_usd = allocate_weighted_records(step_usd, steps.record_step_offset, steps.record_member_offset,
+                                            steps.member_request, steps.member_tokens, steps.member_prefill,
+                                            cost.prefill_weight, cost.decode_weight, cost.allocation == "equal",
+                                            num_requests)
     egress_usd = 0.0
     if request_egress_usd is not None:
         request_usd = request_usd + request_egress_usd
@@ -371,6 +417,36 @@ def allocate_records(step_usd, record_step_offset, record_member_offset, member_
             else:
                 request_usd[member_request[m]] += cost / (hi - lo)
     return request_usd
+
+
+@njit(cache=True)
+def allocate_weighted_records(step_usd, record_step_offset, record_member_offset, member_request, member_tokens,
+                              member_prefill, prefill_weight, decode_weight, equal, num_requests):
+    """allocate_records with each member's weight (`member_weights`) computed in place rather than
+    held as a float per member: the same arithmetic, in the same order, so the same dollars."""
+    request_usd = np.zeros(num_requests)
+    for r in range(record_step_offset.shape[0] - 1):
+        cost = 0.0
+        for j in range(record_step_offset[r], record_step_offset[r + 1]):
+            cost += step_usd[j]
+        lo, hi = record_member_offset[r], record_member_offset[r + 1]
+        total = 0.0
+        for m in range(lo, hi):
+            total += _weight(member_tokens[m], member_prefill[m], prefill_weight, decode_weight, equal)
+        for m in range(lo, hi):
+            if total > 0:
+                w = _weight(member_tokens[m], member_prefill[m], prefill_weight, decode_weight, equal)
+                request_usd[member_request[m]] += cost * w / total
+            else:
+                request_usd[member_request[m]] += cost / (hi - lo)
+    return request_usd
+
+
+@njit(cache=True)
+def _weight(tokens, prefill, prefill_weight, decode_weight, equal):
+    if equal:
+        return 1.0
+    return float(tokens) * (prefill_weight if prefill else decode_weight)
 
 
 def allocate_records_py(step_usd, record_step_offset, record_member_offset, member_request, member_weight, num_requests):

@@ -92,3 +92,95 @@ def apply_decode_steps_py(ids, generated, kv_tokens, kv_blocks, token_offset, to
             new_blocks += need - kv_blocks[i]
             kv_blocks[i] = need
     return new_blocks
+
+
+@njit(cache=True)
+def grow_decode_kv(ids, generated, kv_tokens, kv_blocks, num_steps, block_size):
+    """apply_decode_steps without writing token times (a table that streams them): counts num_steps
+    tokens per request and grows their KV; returns the blocks newly allocated."""
+    new_blocks = 0
+    for n in range(ids.shape[0]):
+        i = ids[n]
+        generated[i] += num_steps
+        kv_tokens[i] += num_steps
+        need = (kv_tokens[i] + block_size - 1) // block_size
+        new_blocks += need - kv_blocks[i]
+        kv_blocks[i] = need
+    return new_blocks
+
+
+def grow_decode_kv_py(ids, generated, kv_tokens, kv_blocks, num_steps, block_size):
+    new_blocks = 0
+    for i in ids:
+        for _ in range(num_steps):
+            generated[i] += 1
+            kv_tokens[i] += 1
+            need = -(-int(kv_tokens[i]) // block_size)
+            new_blocks += need - kv_blocks[i]
+            kv_blocks[i] = need
+    return new_blocks
+
+
+@njit(cache=True)
+def plan_decode_span(ids, output_tokens, generated, kv_tokens, kv_blocks, num_free_blocks, block_size, max_span_steps):
+    """A decode span's size in one call: (k, kv tokens of the batch), k the most steps <=
+    max_span_steps that no request outlives (its output tokens left) and the free blocks allow
+    (max_feasible_steps over the batch)."""
+    left = max_span_steps
+    kv_sum = 0
+    for n in range(ids.shape[0]):
+        i = ids[n]
+        left = min(left, output_tokens[i] - generated[i])
+        kv_sum += kv_tokens[i]
+    lo, hi = 0, left
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        extra = 0
+        for n in range(ids.shape[0]):
+            i = ids[n]
+            need = (kv_tokens[i] + mid + block_size - 1) // block_size - kv_blocks[i]
+            if need > 0:
+                extra += need
+        if extra <= num_free_blocks:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo, kv_sum
+
+
+def plan_decode_span_py(ids, output_tokens, generated, kv_tokens, kv_blocks, num_free_blocks, block_size, max_span_steps):
+    left = min([max_span_steps] + [int(output_tokens[i] - generated[i]) for i in ids])
+    k = max_feasible_steps_py(kv_tokens[ids], kv_blocks[ids], num_free_blocks, block_size, left)
+    return k, int(sum(int(kv_tokens[i]) for i in ids))
+
+
+@njit(cache=True)
+def step_shape(ids, tokens, kv_tokens, prefill_target, decoding):
+    """What a mixed step computes, in one call: decoding[n] (member n is past its prompt: one
+    decode token) and (decoding members, prompt-chunk tokens, prompt chunks, attention pairs,
+    KV tokens before the step). A decode token attends to its context plus itself; a chunk to
+    what precedes it (a cached prefix included) plus itself, causally. Integer sums: exact."""
+    num_decoding = num_chunk_tokens = num_chunks = pairs = kv_sum = 0
+    for n in range(ids.shape[0]):
+        kv = kv_tokens[ids[n]]
+        kv_sum += kv
+        if kv >= prefill_target[ids[n]]:
+            decoding[n] = True
+            num_decoding += 1
+            pairs += kv + 1
+        else:
+            decoding[n] = False
+            c = tokens[n]
+            num_chunks += 1
+            num_chunk_tokens += c
+            pairs += c * kv + c * (c + 1) // 2
+    return num_decoding, num_chunk_tokens, num_chunks, pairs, kv_sum
+
+
+def step_shape_py(ids, tokens, kv_tokens, prefill_target, decoding):
+    kv = [int(kv_tokens[i]) for i in ids]
+    dec = [k >= int(prefill_target[i]) for k, i in zip(kv, ids)]
+    decoding[:] = dec
+    chunks = [(int(c), k) for c, k, d in zip(tokens, kv, dec) if not d]
+    pairs = sum(k + 1 for k, d in zip(kv, dec) if d) + sum(c * k + c * (c + 1) // 2 for c, k in chunks)
+    return sum(dec), sum(c for c, _ in chunks), len(chunks), pairs, sum(kv)

@@ -29,6 +29,7 @@ import numpy as np
 import simpy
 
 from simcost.engine.base import STOP, ReplicaBase
+from simcost.engine.decode_kernels import step_shape
 from simcost.engine.kv.blocks import BlockPool, KVPool
 from simcost.engine.kv.prefix_cache import PrefixBlockPool
 from simcost.engine.kv.reuse import PrefixReuse
@@ -162,20 +163,14 @@ class Replica(ReplicaBase):
         tokens = np.fromiter(plan.values(), dtype=np.int64, count=len(plan))
         kv_before = t.kv_tokens[ids]
         prompt_tokens = t.prefill_target[ids]
-        decoding = kv_before >= prompt_tokens
-        num_decoding = int(np.count_nonzero(decoding))
-        if num_decoding:  # decode tokens attend to their context plus themselves
-            chunk, chunk_kv, decode_pairs = tokens[~decoding], kv_before[~decoding], (kv_before[decoding] + 1).sum()
-        else:  # prompts only (every prefill_first step): skip the masks, this is a hot path
-            chunk, chunk_kv, decode_pairs = tokens, kv_before, 0
-        # a chunk attends to what precedes it (a cached prefix included) plus itself, causally
-        attn_pairs = float(decode_pairs + (chunk * chunk_kv + chunk * (chunk + 1) // 2).sum())
-        num_chunk_tokens = int(chunk.sum())
+        decoding = np.empty(len(ids), dtype=np.bool_)
+        num_decoding, num_chunk_tokens, num_chunks, attn_pairs, kv_sum = step_shape(ids, tokens, t.kv_tokens,
+                                                                                   t.prefill_target, decoding)
         start_s = self.env.now
         items_s = self._items_s(ids, self.scheduler.encodes_items(ids, start_s)) if self.item_work is not None else 0.0
         stalls_decodes = not num_decoding and self._decodes_left_out(plan)
-        yield self.env.timeout(step_time_s(self.params, num_chunk_tokens, num_decoding, attn_pairs,
-                                           float(kv_before.sum()), len(chunk))  # planned chunks are > 0
+        yield self.env.timeout(step_time_s(self.params, int(num_chunk_tokens), int(num_decoding), float(attn_pairs),
+                                           float(kv_sum), int(num_chunks))  # planned chunks are > 0
                                + items_s + self._take_transfer_s())
         end_s = self.env.now
         if num_decoding:
@@ -187,7 +182,7 @@ class Replica(ReplicaBase):
         prompt_done = kv_after >= prompt_tokens
         self.kv.prefilled(ids, prompt_done & ~decoding if num_decoding else prompt_done)
         emits = ids[decoding | prompt_done]  # a prompt's last chunk emits its first token
-        t.token_time_s[t.token_offset[emits] + t.generated[emits]] = end_s
+        t.emit_tokens(emits, np.array([end_s]))
         t.generated[emits] += 1
         fresh = emits[np.isnan(t.first_token_s[emits])]
         t.first_token_s[fresh] = end_s
@@ -208,11 +203,9 @@ class Replica(ReplicaBase):
         if self.speculation is not None:  # one verification step at a time: tokens per step vary
             yield from run_step(self)
             return
-        t = self.table
         while True:
             ids = np.asarray(self.running, dtype=np.int64)
-            max_steps = min(int((t.output_tokens[ids] - t.generated[ids]).min()), self.max_span_steps)
-            k = self.kv.max_decode_steps(ids, max_steps)
+            k, kv_tokens = self.kv.plan_decode_span(ids, self.max_span_steps)
             if k > 0:
                 break
             self.preempt_last()
@@ -220,7 +213,7 @@ class Replica(ReplicaBase):
                 return
         n = len(ids)
         start_s = self.env.now
-        step_s = decode_span_times_s(self.params, n, float(t.kv_tokens[ids].sum()), k)
+        step_s = decode_span_times_s(self.params, n, float(kv_tokens), k)
         step_s[0] += self._take_transfer_s()
         step_end_s = start_s + np.cumsum(step_s)
         num_done = k
@@ -238,9 +231,8 @@ class Replica(ReplicaBase):
         self._in_span = False
         ends = step_end_s[:num_done]
         self._record_itl(float(ends[-1]) - start_s, num_done)
-        self.kv.apply_decode_steps(ids, t.generated, t.token_offset, t.token_time_s, ends, num_done)
-        self.log.add(self.index, start_s, ends, np.full(num_done, n, dtype=np.int64), ids,
-                     np.full(n, num_done, dtype=np.int64), prefill=False)
+        self.kv.apply_decode_steps(ids, ends, num_done)
+        self.log.add_span(self.index, start_s, ends, ids)
         self._retire_finished(ids, float(ends[-1]))
 
     def _record_itl(self, decode_s: float, num_steps: int) -> None:

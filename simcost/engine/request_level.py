@@ -223,7 +223,7 @@ class BatchReplica(ReplicaBase):
         t = self.table  # columns may have grown during the wait
         if not self.per_item:
             self.kv.written(ids, prompt)
-        t.token_time_s[t.token_offset[ids]] = end_s  # the prefill emits every member's first token
+        t.emit_tokens(ids, np.array([end_s]))  # the prefill emits every member's first token
         t.generated[ids] = 1
         t.first_token_s[ids] = end_s
         self.log.add(self.index, start_s, np.array([end_s]), np.array([num_tokens]), ids, prompt, prefill=True)
@@ -251,8 +251,7 @@ class BatchReplica(ReplicaBase):
     def _emit_tokens(self, active: np.ndarray, step_end_s: np.ndarray, steps_before: int) -> None:
         """The members still generating get one token per step, timed at the step's end."""
         t, m = self.table, len(step_end_s)
-        first = t.token_offset[active] + t.generated[active]
-        t.token_time_s[first[:, None] + np.arange(m)] = step_end_s
+        t.emit_tokens(active, step_end_s)
         t.generated[active] += m
         self.kv.written(active, t.kv_tokens[active] + m)
 

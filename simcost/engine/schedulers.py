@@ -84,6 +84,8 @@ class PrefillFirstScheduler(Scheduler):
         blocks allow; they prefill their whole prompt in one step."""
         self.resume_outside_kv()
         r = self.replica
+        if not r.waiting:  # nothing to admit (most calls: before every decode span); skip the reserve
+            return StepPlan()
         t, kv, size = r.table, r.kv, r.block_size
         plan = StepPlan()
         num_tokens = 0

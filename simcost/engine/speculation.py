@@ -170,7 +170,7 @@ def run_step(replica):
     end_s = replica.env.now
     for count in np.unique(tokens).tolist():  # the kernel applies one count to a group
         group = ids[tokens == count]
-        replica.kv.apply_decode_steps(group, t.generated, t.token_offset, t.token_time_s, np.full(count, end_s), count)
+        replica.kv.apply_decode_steps(group, np.full(count, end_s), count)
     state.advance(ids, t.generated[ids] >= t.output_tokens[ids])
     # routers read the replica's inter-token gap: the step over the tokens each sequence got from it
     replica._record_itl((end_s - start_s) * len(ids) / float(tokens.sum()), 1)

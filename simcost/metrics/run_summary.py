@@ -21,6 +21,9 @@ class LatencyStats(TypedDict):
     p95: float | None
     p99: float | None
     count: int
+    # present when read from a streaming histogram: each percentile is within this fraction of
+    # the exact one (simcost.workload.token_stats)
+    relative_error: NotRequired[float]
 
 
 class LatencyCovers(TypedDict):

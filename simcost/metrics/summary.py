@@ -34,6 +34,7 @@ from simcost.scenario.scenario import Scenario
 from simcost.scenario.schema import to_dict
 from simcost.units import S_PER_HOUR
 from simcost.workload.request_table import COMPLETED, IN_FLIGHT, REJECT_REASONS, REJECTED, STATUS_NAMES, RequestTable
+from simcost.workload.token_stats import ALPHA
 
 PERCENTILES = {"p50": 50, "p90": 90, "p95": 95, "p99": 99}
 
@@ -53,6 +54,20 @@ def latencies(table: RequestTable) -> dict[str, np.ndarray]:
     with np.errstate(invalid="ignore", divide="ignore"):
         tpot = np.where(table.output_tokens > 1, (e2el - ttft) / (table.output_tokens - 1), np.nan)
     return {"ttft_s": ttft, "tpot_s": tpot, "e2el_s": e2el}
+
+
+def itl_stats(table: RequestTable, measured: np.ndarray) -> LatencyStats:
+    """ITL over the measured requests: exact from the token times when the table keeps them,
+    else from the streaming histogram (percentiles within ALPHA; it also covers requests still in
+    flight at a drain_s cut, simcost.workload.token_stats)."""
+    if table.streamed is None:
+        return stats(inter_token_latencies(table, measured))
+    itl = table.streamed.itl
+    if not itl.count:
+        return stats(np.zeros(0))
+    p50, p90, p95, p99 = itl.percentiles(list(PERCENTILES.values()))
+    return {"mean": float(itl.totals[0] / itl.totals[1]), "p50": p50, "p90": p90, "p95": p95, "p99": p99,
+            "count": itl.count, "relative_error": ALPHA}
 
 
 def inter_token_latencies(table: RequestTable, mask: np.ndarray) -> np.ndarray:
@@ -168,7 +183,7 @@ def summarize(scenario: Scenario, dep: Deployment, table: RequestTable, steps: S
                            "count": int(measured.sum()), "of": int(measured_arrived.sum())},
         "ttft_s": stats(lat["ttft_s"][measured]),
         "tpot_s": stats(lat["tpot_s"][measured]),
-        "itl_s": stats(inter_token_latencies(table, measured)),
+        "itl_s": itl_stats(table, measured),
         "e2el_s": stats(lat["e2el_s"][measured]),
         "throughput": {
             "requests_per_s": _rate(measured.sum(), window_s),

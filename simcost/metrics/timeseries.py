@@ -108,6 +108,8 @@ def interval_counts(table, pool_of: np.ndarray, pools: list[Pool], edges_s: np.n
     # one entry pool: every arrival is its; routed: the pool that served it (pool 0 if never placed)
     arrivals = pool_histogram(table.arrival_s[:n], served_by if routed else np.zeros(n, dtype=np.int64), n_pools, edges_s)
     completions = pool_histogram(table.finish_s[:n][done], served_by[done], n_pools, edges_s)
+    if table.streamed is not None:  # no token times kept: the table counted tokens per emitting replica
+        return arrivals, completions, table.streamed.interval_tokens(pool_of, n_pools, len(edges_s) - 1)
     # token j of request i: its time, and the pool that emitted it
     offsets = table.token_offset[:n + 1]
     token_pool = np.repeat(served_by, np.diff(offsets))
@@ -197,6 +199,8 @@ def egress_usd_per_hour(table, request_egress_usd: np.ndarray, pool_of: np.ndarr
     """(pools, samples): each request's egress, spread evenly over its generated tokens (the bytes
     that left the site), at the pool that served it."""
     n = table.num_requests
+    if table.streamed is not None:
+        return streamed_egress_usd_per_hour(table, request_egress_usd, pool_of, n_pools, edges_s, per_hour)
     offsets = table.token_offset[:n + 1]
     token_request = np.repeat(np.arange(n), np.diff(offsets))
     token_time_s = table.token_time_s[:offsets[-1]]
@@ -210,6 +214,39 @@ def egress_usd_per_hour(table, request_egress_usd: np.ndarray, pool_of: np.ndarr
         mine = emitted & (served_by == p)
         out[p] = np.histogram(token_time_s[mine], bins=edges_s, weights=per_token[token_request[mine]])[0]
     return out * per_hour
+
+
+def streamed_egress_usd_per_hour(table, request_egress_usd: np.ndarray, pool_of: np.ndarray, n_pools: int,
+                                 edges_s: np.ndarray, per_hour: np.ndarray) -> np.ndarray:
+    """egress_usd_per_hour for a table without token times: each request's egress spread evenly
+    over [first token, last token] (its tokens' span; all of it at the first token when they
+    coincide). Same total; its timing within the span is approximate."""
+    n = table.num_requests
+    emitted = table.generated[:n] > 0
+    start_s, end_s = table.first_token_s[:n], table.streamed.last_token_s[:n]
+    replica = table.replica[:n]
+    served_by = np.where(replica >= 0, pool_of[np.maximum(replica, 0)], 0)
+    out = np.zeros((n_pools, len(edges_s) - 1))
+    for p in range(n_pools):
+        mine = emitted & (served_by == p)
+        point = mine & ~(end_s > start_s)
+        out[p] = np.histogram(start_s[point], bins=edges_s, weights=request_egress_usd[:n][point])[0]
+        span = mine & (end_s > start_s)
+        usd_per_s = request_egress_usd[:n][span] / (end_s[span] - start_s[span])
+        out[p] += np.diff(_cumulative_weighted_s(start_s[span], end_s[span], usd_per_s, edges_s))
+    return out * per_hour
+
+
+def _cumulative_weighted_s(start_s: np.ndarray, end_s: np.ndarray, weight: np.ndarray, at_s: np.ndarray) -> np.ndarray:
+    """sum of weight x clip(t - start, 0, end - start) at each t in at_s (cumulative_busy_s, weighted)."""
+    def before(times: np.ndarray) -> np.ndarray:
+        order = np.argsort(times)
+        times, w = times[order], weight[order]
+        count = np.searchsorted(times, at_s, side="left")
+        sum_w = np.concatenate([[0.0], np.cumsum(w)])
+        sum_wt = np.concatenate([[0.0], np.cumsum(w * times)])
+        return at_s * sum_w[count] - sum_wt[count]
+    return before(start_s) - before(end_s)
 
 
 def cumulative_busy_s(start_s: np.ndarray, end_s: np.ndarray, at_s: np.ndarray) -> np.ndarray:

@@ -64,6 +64,11 @@ def _refuse_start(cfg: ColdStartConfig, pool: Pool, ready_s: float) -> None:
     phases = {"provisioning_s": cfg.provisioning_s, "registry_gb_per_s": cfg.image_gb / cfg.registry_gb_per_s,
               "weights_gb_per_s": disk_s, "engine_start_s": cfg.engine_start_s}
     key = max(phases, key=lambda name: phases[name])
+    device = pool.deployment.device
+    if link_s > phases[key]:  # the device's own host link (its catalog entry) is the slow path
+        raise InputError(f"catalog devices.{device.key}.host_link_gb_per_s",
+                         f"{(device.host_link_bytes_per_s or 0.0) / 1e9:g} makes a replica take {ready_s / 86400:,.3g} days to "
+                         f"load its weights; expected a start-up within {MAX_START_S / 86400:g} days")
     raise InputError(f"fleet.cold_start.{key}", f"{getattr(cfg, key):g} makes a replica take {ready_s / 86400:,.3g} days "
                      f"to start ({phases[key] / 86400:,.3g} of them here); expected a start-up within "
                      f"{MAX_START_S / 86400:g} days")

@@ -26,6 +26,7 @@ from simcost.results.focus import focus_rows, write_focus
 from simcost.results.folder import check_targets, staged_folder
 from simcost.results.run_figures import side_jobs
 from simcost.results.vllm_bench import vllm_bench
+from simcost.rng import streams
 from simcost.scenario.schema import to_dict
 from simcost.simulation.simulation import RunResult
 
@@ -46,26 +47,39 @@ def check_run_folder(out_dir: Path, records_format: str = "csv") -> None:
     check_targets(Path(out_dir), RUN_FILES)
 
 
-def write_run(result: RunResult, out_dir: Path, records_format: str = "csv",
+RECORDS_KEPT = ("full", "sample", "none")  # --request-records: every request row, a sample, or no table
+SAMPLE_FRACTION = 0.01  # of the requests a sampled table keeps
+CSV_CHUNK_ROWS = 65_536  # rows turned into text at once: a column of Python strings is ~60 B per row
+
+
+def write_run(result: RunResult, out_dir: Path, records_format: str = "csv", kept: str = "full",
               background: Background | None = None) -> dict[str, Path]:
-    """Every file of the run into `out_dir`, all or none (simcost.results.folder). Figures and
-    focus.parquet are drawn by `background` (a child process `simcost run` started early) while
-    the CSV and JSON are written here. A figure that fails does not lose the run: the other files
-    are published, then `BackgroundFailure` names the missing ones."""
+    """Every file of the run into `out_dir`, all or none (simcost.results.folder). `kept`: the
+    request table has every row (full), a seeded sample (sample_rows) or is not written (none);
+    nothing else depends on it. Figures and focus.parquet are drawn by `background` (a child
+    process `simcost run` started early) while the CSV and JSON are written here. A figure that
+    fails does not lose the run: the other files are published, then `BackgroundFailure` names
+    the missing ones."""
     out_dir = Path(out_dir)
     check_run_folder(out_dir, records_format)
     side = background or Background(enabled=False)
     with staged_folder(out_dir, RUN_FILES) as tmp:
         try:
-            failure = _write_files(result, tmp, records_format, side)
+            failure = _write_files(result, tmp, records_format, kept, side)
         finally:
             side.close()  # the child is gone before the folder is published or removed
     if failure is not None:
         raise failure
-    return {name: out_dir / path.name for name, path in _run_paths(result, out_dir, records_format).items()}
+    return {name: out_dir / path.name for name, path in _run_paths(result, out_dir, records_format, kept).items()}
 
 
-def _run_paths(result: RunResult, out_dir: Path, records_format: str) -> dict[str, Path]:
+def sample_rows(num_requests: int, seed: int) -> np.ndarray:
+    """Request ids a sampled table keeps: each with probability SAMPLE_FRACTION, drawn from the
+    run's own `records` stream (simcost.rng), so the same scenario and seed keep the same rows."""
+    return np.flatnonzero(streams(seed).records.random(num_requests) < SAMPLE_FRACTION)
+
+
+def _run_paths(result: RunResult, out_dir: Path, records_format: str, kept: str = "full") -> dict[str, Path]:
     paths = {
         "summary": out_dir / "summary.json",
         "scenario": out_dir / "scenario.yaml",
@@ -74,20 +88,27 @@ def _run_paths(result: RunResult, out_dir: Path, records_format: str) -> dict[st
         "focus": out_dir / "focus.csv",
         "vllm_bench": out_dir / "vllm_bench.json",
     }
+    if kept == "none":
+        del paths["requests"]
     if result.timeseries is not None:
         paths |= {"timeseries": out_dir / "timeseries.csv", "timeseries_plot": out_dir / "timeseries.png"}
     return paths
 
 
-def _write_files(result: RunResult, out_dir: Path, records_format: str, side: Background) -> BackgroundFailure | None:
-    paths = _run_paths(result, out_dir, records_format)
+def _write_files(result: RunResult, out_dir: Path, records_format: str, kept: str,
+                 side: Background) -> BackgroundFailure | None:
+    paths = _run_paths(result, out_dir, records_format, kept)
     focus = focus_rows(result)
     side.run(side_jobs(result, paths, focus))  # drawn while the files below are written
     paths["summary"].write_text(json.dumps(result.summary, indent=2) + "\n")
     paths["vllm_bench"].write_text(json.dumps(vllm_bench(result), indent=2) + "\n")  # `vllm bench serve` keys
     paths["scenario"].write_text(yaml.safe_dump(to_dict(result.scenario), sort_keys=False))
-    write_records(records(result.scenario, result.table, result.bill.request_usd, result.bill.unallocated_share_usd),
-                  paths["requests"], records_format)
+    if kept != "none":
+        columns = records(result.scenario, result.table, result.bill.request_usd, result.bill.unallocated_share_usd)
+        if kept == "sample":
+            rows = sample_rows(result.table.num_requests, result.scenario.seed)
+            columns = {name: values[rows] for name, values in columns.items()}
+        write_records(columns, paths["requests"], records_format)
     write_focus(focus, paths["focus"], parquet=False)  # focus.parquet is a side job
     if result.timeseries is not None:
         write_timeseries(result.timeseries, paths["timeseries"])
@@ -112,7 +133,9 @@ def write_records(columns: dict[str, np.ndarray], path: Path, records_format: st
     with path.open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(columns)
-        writer.writerows(zip(*(_csv_column(v) for v in columns.values())))  # rows joined in C, not per row here
+        n = len(next(iter(columns.values()))) if columns else 0
+        for start in range(0, n, CSV_CHUNK_ROWS):  # Python strings for a chunk of rows at a time, not all of them
+            writer.writerows(zip(*(_csv_column(v[start:start + CSV_CHUNK_ROWS]) for v in columns.values())))  # joined in C
 
 
 def _csv_column(values: np.ndarray) -> list:

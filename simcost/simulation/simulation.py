@@ -28,7 +28,7 @@ from simcost.errors import InputError, required
 from simcost.metrics.budget import budget_alerts
 from simcost.metrics.run_summary import RunSummary
 from simcost.metrics.summary import served_pool, slo_limits_by_entry, summarize
-from simcost.metrics.timeseries import TimeSeries
+from simcost.metrics.timeseries import TimeSeries, default_interval_s
 from simcost.perf.deployment import Deployment, Pool, fleet_pools
 from simcost.perf.startup import cold_start
 from simcost.perf.step_model import is_per_item, kernel_seconds, step_params, step_time_s
@@ -60,7 +60,8 @@ class RunResult:
 
 class Simulation:
     def __init__(self, scenario: Scenario, requests: Requests | None = None, max_span_steps: int = 1 << 30,
-                 sample_interval_s: float | None = None, timeseries: bool = True):
+                 sample_interval_s: float | None = None, timeseries: bool = True,
+                 exact_token_times: bool | None = None):
         self.scenario = scenario
         self.plan = fleet_plan(scenario)
         self.routed = pool_routed(self.plan)  # requests choose their pool (else all enter the first)
@@ -73,7 +74,14 @@ class Simulation:
         self.requests = requests if requests is not None else generate(scenario, run_streams)
         if self.per_item:
             self.requests = per_item_requests(self.requests)
-        self.table = RequestTable(self.requests)
+        if timeseries and sample_interval_s is None:
+            sample_interval_s = default_interval_s(self.arrivals_end_s() + (scenario.drain_s or 0.0))
+        # exact_token_times None: per the run's size (simcost.workload.token_stats); hosted-API pools and
+        # the response cache write whole requests' token times, which the streaming table cannot take yet
+        if exact_token_times is None and (scenario.fleet.api_pools or scenario.fleet.response_cache is not None):
+            exact_token_times = True
+        self.table = RequestTable(self.requests, scenario.warmup_s, exact_token_times,
+                                  sample_interval_s if timeseries and sample_interval_s and sample_interval_s > 0 else None)
         self.env = simpy.Environment()
         self.log = StepLog()
         self.sessions = SessionDriver(self.env, self.table, scenario, workload_streams(scenario, run_streams),

@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from simcost.workload.requests import Requests
+from simcost.workload.token_stats import EXACT_TOKEN_LIMIT, TokenTimes
 
 # status codes
 IN_FLIGHT, COMPLETED, REJECTED = 0, 1, 2
@@ -79,12 +80,18 @@ class RequestTable:
     first_token_s: npt.NDArray[np.float64]
     finish_s: npt.NDArray[np.float64]
     # not per-request columns: request i's token times are token_time_s[token_offset[i]:][:output_tokens[i]]
+    # (exact_token_times only; otherwise token_time_s is empty and `streamed` keeps the ITL histogram)
     token_offset: npt.NDArray[np.int64]
     token_time_s: npt.NDArray[np.float64]
+    streamed: TokenTimes | None
     tenant_names: list[str]
     session_names: list[str]
 
-    def __init__(self, requests: Requests):
+    def __init__(self, requests: Requests, warmup_s: float = 0.0, exact_token_times: bool | None = None,
+                 interval_s: float | None = None):
+        """exact_token_times: keep every output token's time (None: when the requests plan at most
+        EXACT_TOKEN_LIMIT output tokens); otherwise only the streaming ITL histogram of requests
+        arriving at or after warmup_s, and tokens per interval_s (simcost.workload.token_stats)."""
         n = len(requests)
         self.num_requests = n
         for name, (dtype, fill) in _COLUMNS.items():
@@ -100,7 +107,24 @@ class RequestTable:
         # time of every output token, flat: request i's tokens are token_time_s[token_offset[i]:][:output_tokens[i]]
         self.token_offset = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(self.output_tokens, out=self.token_offset[1:])
-        self.token_time_s = np.full(int(self.token_offset[-1]), np.nan)
+        if exact_token_times is None:
+            exact_token_times = int(self.token_offset[-1]) <= EXACT_TOKEN_LIMIT
+        self.streamed = None if exact_token_times else TokenTimes(n, warmup_s, interval_s)
+        self.token_time_s = np.full(int(self.token_offset[-1]) if exact_token_times else 0, np.nan)
+
+    @property
+    def exact_token_times(self) -> bool:
+        return self.streamed is None
+
+    def emit_tokens(self, ids: np.ndarray, step_end_s: np.ndarray) -> None:
+        """ids each emit one output token at every time in step_end_s (call before counting them
+        in `generated`)."""
+        if self.streamed is not None:
+            self.streamed.emit(ids, self.generated, self.arrival_s, self.replica, step_end_s)
+        elif len(step_end_s) == 1:
+            self.token_time_s[self.token_offset[ids] + self.generated[ids]] = step_end_s[0]
+        else:
+            self.token_time_s[(self.token_offset[ids] + self.generated[ids])[:, None] + np.arange(len(step_end_s))] = step_end_s
 
     def reject(self, rid: int, reason: str) -> None:
         self.status[rid] = REJECTED
@@ -117,7 +141,7 @@ class RequestTable:
         for name, value in values.items():
             getattr(self, name)[rid] = value
         end = int(self.token_offset[rid]) + output_tokens
-        if end > len(self.token_time_s):
+        if self.streamed is None and end > len(self.token_time_s):
             self.token_time_s = _grown(self.token_time_s, max(end, 2 * len(self.token_time_s)), np.nan)
         self.token_offset[rid + 1] = end
         return rid
@@ -126,6 +150,8 @@ class RequestTable:
         for name, (_, fill) in _COLUMNS.items():
             setattr(self, name, _grown(getattr(self, name), capacity, fill))
         self.token_offset = _grown(self.token_offset, capacity + 1, 0)
+        if self.streamed is not None:
+            self.streamed.grow(capacity)
 
     def trim(self) -> None:
         """Cut the columns to the requests that exist (after the run; idempotent)."""
@@ -133,7 +159,8 @@ class RequestTable:
         for name in _COLUMNS:
             setattr(self, name, getattr(self, name)[:n])
         self.token_offset = self.token_offset[:n + 1]
-        self.token_time_s = self.token_time_s[:int(self.token_offset[-1])]
+        if self.streamed is None:
+            self.token_time_s = self.token_time_s[:int(self.token_offset[-1])]
 
 
 def _grown(values: np.ndarray, capacity: int, fill) -> np.ndarray:

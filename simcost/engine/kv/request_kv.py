@@ -12,7 +12,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from simcost.engine.decode_kernels import apply_decode_steps, decode_blocks_needed, max_feasible_steps
+from simcost.engine.decode_kernels import (
+    apply_decode_steps,
+    decode_blocks_needed,
+    grow_decode_kv,
+    plan_decode_span,
+)
 from simcost.engine.kv.blocks import KVPool, blocks_for
 from simcost.engine.kv.prefix_cache import PrefixHit
 from simcost.engine.kv.reuse import PrefixReuse
@@ -40,10 +45,13 @@ class RequestKV:
         ids = np.fromiter(rids, dtype=np.int64, count=len(rids))
         return int(decode_blocks_needed(ids, t.kv_tokens, t.prefill_target, t.kv_blocks, self.block_size))
 
-    def max_decode_steps(self, ids: np.ndarray, max_steps: int) -> int:
-        """How many decode steps (<= max_steps) the free blocks let every request in ids take."""
+    def plan_decode_span(self, ids: np.ndarray, max_span_steps: int) -> tuple[int, int]:
+        """(decode steps ids can take: none outlives its output, the free blocks allow them;
+        the batch's KV tokens), in one kernel call: this runs before every decode span."""
         t = self.table
-        return max_feasible_steps(t.kv_tokens[ids], t.kv_blocks[ids], self.pool.num_free, self.block_size, max_steps)
+        k, kv_sum = plan_decode_span(ids, t.output_tokens, t.generated, t.kv_tokens, t.kv_blocks, self.pool.num_free,
+                                     self.block_size, max_span_steps)
+        return int(k), int(kv_sum)
 
     # --- verbs ------------------------------------------------------------------------------
 
@@ -90,12 +98,16 @@ class RequestKV:
             for rid in ids[done].tolist():
                 self.reuse.prefilled(rid)
 
-    def apply_decode_steps(self, ids: np.ndarray, generated: np.ndarray, token_offset: np.ndarray,
-                           token_time_s: np.ndarray, step_end_s: np.ndarray, num_steps: int) -> None:
-        """num_steps decode steps of ids: one kernel emits their tokens and grows their KV."""
+    def apply_decode_steps(self, ids: np.ndarray, step_end_s: np.ndarray, num_steps: int) -> None:
+        """num_steps decode steps of ids: one kernel emits their tokens and grows their KV (a table
+        without token times streams the tokens' gaps first, simcost.workload.token_stats)."""
         t = self.table
-        new_blocks = apply_decode_steps(ids, generated, t.kv_tokens, t.kv_blocks, token_offset, token_time_s,
-                                        step_end_s, num_steps, self.block_size)
+        if t.exact_token_times:
+            new_blocks = apply_decode_steps(ids, t.generated, t.kv_tokens, t.kv_blocks, t.token_offset, t.token_time_s,
+                                            step_end_s, num_steps, self.block_size)
+        else:
+            t.emit_tokens(ids, step_end_s[:num_steps])
+            new_blocks = grow_decode_kv(ids, t.generated, t.kv_tokens, t.kv_blocks, num_steps, self.block_size)
         self.pool.allocate(int(new_blocks))
 
     def load(self, rid: int, reserve_blocks: int) -> bool:

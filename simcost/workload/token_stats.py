@@ -1,0 +1,211 @@
+"""Output-token timing without a float per token: a fixed-error streaming histogram of
+inter-token latency (ITL), for runs too large to keep every token's time.
+
+vLLM's ITL is every gap between consecutive output tokens of a request, pooled over requests:
+one value per token. A run of 1 M requests x 256 tokens would keep 256 M floats (2 GB, and
+several times that in temporaries to take percentiles). Above `EXACT_TOKEN_LIMIT` planned output
+tokens the request table keeps none: each gap goes into `LogHistogram` as the token is emitted.
+
+LogHistogram is a log-bucketed histogram with relative accuracy ALPHA (as DDSketch, Masson et
+al., VLDB 2019): bucket i >= 1 holds values in (MIN_S g^(i-1), MIN_S g^i] with
+g = (1 + ALPHA) / (1 - ALPHA), and reports 2 MIN_S g^i / (g + 1), within ALPHA of every value in
+it. A percentile is numpy's (linear interpolation between the two order statistics around the
+rank) over the bucket values of those order statistics, so it is within ALPHA (0.5 %) of
+numpy.percentile of the exact gaps. Gaps at or below MIN_S (1 ns) count as 0, gaps above MAX_S as
+MAX_S. The mean is exact up to summation order (a running float sum).
+
+Coverage differs from the exact path in one case: the histogram takes a gap when the token is
+emitted, so it covers every request that arrived at or after warmup_s, including those still in
+flight when drain_s cut the run (the exact path takes completed ones only).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+ALPHA = 0.005  # relative error of every percentile read from the histogram
+GAMMA = (1.0 + ALPHA) / (1.0 - ALPHA)
+LOG_GAMMA = math.log(GAMMA)
+MIN_S, MAX_S = 1e-9, 1e9
+NUM_BUCKETS = int(math.ceil(math.log(MAX_S / MIN_S) / LOG_GAMMA)) + 2  # bucket 0: gaps <= MIN_S
+# more planned output tokens than this and the table keeps no token times: exact ITL costs ~40 B per
+# token at its peak (the times, then percentile temporaries), ~640 MB here
+EXACT_TOKEN_LIMIT = 16_000_000
+
+
+@njit(cache=True)
+def bucket_of(gap_s, min_s, log_gamma, num_buckets):
+    if not gap_s > min_s:  # also NaN
+        return 0
+    i = int(math.ceil(math.log(gap_s / min_s) / log_gamma))
+    return min(max(i, 1), num_buckets - 1)
+
+
+def bucket_of_py(gap_s, min_s, log_gamma, num_buckets):
+    if not gap_s > min_s:
+        return 0
+    return min(max(int(math.ceil(math.log(gap_s / min_s) / log_gamma)), 1), num_buckets - 1)
+
+
+@njit(cache=True)
+def add_token_gaps(ids, generated, arrival_s, warmup_s, last_token_s, step_end_s, counts, totals, min_s, log_gamma):
+    """ids each emit one token at every time in step_end_s (generated: tokens before these). The
+    gap from each request's previous token goes into counts (requests arriving at or after
+    warmup_s only), totals[0] += gaps, totals[1] += number of gaps; last_token_s is updated."""
+    num_buckets = counts.shape[0]
+    m = step_end_s.shape[0]
+    measured = 0
+    for n in range(ids.shape[0]):
+        i = ids[n]
+        if arrival_s[i] >= warmup_s:
+            measured += 1
+            if generated[i] > 0:
+                gap = step_end_s[0] - last_token_s[i]
+                counts[bucket_of(gap, min_s, log_gamma, num_buckets)] += 1
+                totals[0] += gap
+                totals[1] += 1.0
+        last_token_s[i] = step_end_s[m - 1]
+    if measured:  # later steps: the same gap for every member
+        for j in range(1, m):
+            gap = step_end_s[j] - step_end_s[j - 1]
+            counts[bucket_of(gap, min_s, log_gamma, num_buckets)] += measured
+            totals[0] += gap * measured
+            totals[1] += measured
+
+
+@njit(cache=True)
+def interval_of(t, interval_s):
+    """The largest k with k x interval_s <= t (np.histogram's rule for edges k x interval_s)."""
+    k = int(math.floor(t / interval_s))
+    if k * interval_s > t:
+        k -= 1
+    elif (k + 1) * interval_s <= t:
+        k += 1
+    return k
+
+
+@njit(cache=True)
+def stream_tokens(ids, generated, arrival_s, replica, warmup_s, last_token_s, step_end_s, counts, totals,
+                  min_s, log_gamma, bins, interval_s):
+    """add_token_gaps, then (interval_s > 0) count_token_bins, in one call (this runs per decode
+    span). Returns False, changing nothing, when bins is too small: the caller grows it first."""
+    if interval_s > 0 and ids.shape[0]:
+        rows = 0
+        for n in range(ids.shape[0]):
+            rows = max(rows, replica[ids[n]] + 1)
+        if rows > bins.shape[0] or interval_of(step_end_s[step_end_s.shape[0] - 1], interval_s) >= bins.shape[1]:
+            return False
+    add_token_gaps(ids, generated, arrival_s, warmup_s, last_token_s, step_end_s, counts, totals, min_s, log_gamma)
+    if interval_s > 0:
+        count_token_bins(ids, replica, step_end_s, interval_s, bins)
+    return True
+
+
+def add_token_gaps_py(ids, generated, arrival_s, warmup_s, last_token_s, step_end_s, counts, totals, min_s, log_gamma):
+    num_buckets = len(counts)
+    for i in ids:
+        for j, end_s in enumerate(step_end_s):
+            if arrival_s[i] >= warmup_s and (generated[i] > 0 or j > 0):
+                gap = end_s - (last_token_s[i] if j == 0 else step_end_s[j - 1])
+                counts[bucket_of_py(gap, min_s, log_gamma, num_buckets)] += 1
+                totals[0] += gap
+                totals[1] += 1.0
+        last_token_s[i] = step_end_s[-1]
+
+
+class LogHistogram:
+    """Counts of values per log bucket, their exact count and (float) sum."""
+
+    def __init__(self) -> None:
+        self.counts = np.zeros(NUM_BUCKETS, dtype=np.int64)
+        self.totals = np.zeros(2)  # sum of values, number of values (a float: numba adds in place)
+
+    def add(self, values: np.ndarray) -> None:
+        values = np.asarray(values, dtype=np.float64)
+        for v in values.tolist():
+            self.counts[bucket_of_py(v, MIN_S, LOG_GAMMA, NUM_BUCKETS)] += 1
+        self.totals += (float(values.sum()), len(values))
+
+    @property
+    def count(self) -> int:
+        return int(self.counts.sum())
+
+    def bucket_values(self) -> np.ndarray:
+        """The value each bucket reports: within ALPHA of everything in it (0 for bucket 0)."""
+        values = MIN_S * 2.0 * GAMMA ** np.arange(NUM_BUCKETS, dtype=np.float64) / (GAMMA + 1.0)
+        values[0] = 0.0
+        return values
+
+    def percentiles(self, qs: list[float]) -> list[float]:
+        """numpy.percentile's linear rule over the buckets' values of the order statistics."""
+        n = self.count
+        cum = np.cumsum(self.counts)
+        values = self.bucket_values()
+        out = []
+        for q in qs:
+            rank = q / 100.0 * (n - 1)
+            lo = int(math.floor(rank))
+            hi = min(lo + 1, n - 1)
+            v_lo, v_hi = (float(values[np.searchsorted(cum, k, side="right")]) for k in (lo, hi))
+            out.append(v_lo + (rank - lo) * (v_hi - v_lo))
+        return out
+
+
+@njit(cache=True)
+def count_token_bins(ids, replica, step_end_s, interval_s, bins):
+    """bins[r, k] += tokens emitted by ids on replica r in [k interval_s, (k + 1) interval_s):
+    one per id per step (interval_of)."""
+    for j in range(step_end_s.shape[0]):
+        k = interval_of(step_end_s[j], interval_s)
+        for n in range(ids.shape[0]):
+            bins[replica[ids[n]], k] += 1
+
+
+def count_token_bins_py(ids, replica, step_end_s, interval_s, bins):
+    for t in step_end_s:
+        k = max(i for i in range(bins.shape[1]) if i * interval_s <= t)
+        for i in ids:
+            bins[replica[i], k] += 1
+
+
+class TokenTimes:
+    """The table's streaming token state (no per-token array): each request's last token time,
+    the ITL histogram of requests arriving at or after warmup_s, and (given interval_s) output
+    tokens per emitting replica and interval [k interval_s, (k + 1) interval_s) for the time series."""
+
+    def __init__(self, num_requests: int, warmup_s: float, interval_s: float | None = None) -> None:
+        self.warmup_s = warmup_s
+        self.last_token_s = np.full(num_requests, np.nan)
+        self.itl = LogHistogram()
+        self.interval_s = interval_s
+        self.bins = np.zeros((1, 16), dtype=np.int64)  # (replicas, intervals), grown by doubling
+
+    def grow(self, capacity: int) -> None:
+        grown = np.full(capacity, np.nan)
+        grown[:len(self.last_token_s)] = self.last_token_s
+        self.last_token_s = grown
+
+    def emit(self, ids: np.ndarray, generated: np.ndarray, arrival_s: np.ndarray, replica: np.ndarray,
+             step_end_s: np.ndarray) -> None:
+        interval_s = self.interval_s or 0.0
+        while not stream_tokens(ids, generated, arrival_s, replica, self.warmup_s, self.last_token_s, step_end_s,
+                                self.itl.counts, self.itl.totals, MIN_S, LOG_GAMMA, self.bins, interval_s):
+            rows = max(int(replica[ids].max()) + 1, self.bins.shape[0])
+            cols = max(int(float(step_end_s[-1]) // interval_s) + 2, self.bins.shape[1])
+            grown = np.zeros((rows if rows == self.bins.shape[0] else max(rows, 2 * self.bins.shape[0]),
+                              cols if cols == self.bins.shape[1] else max(cols, 2 * self.bins.shape[1])), dtype=np.int64)
+            grown[:self.bins.shape[0], :self.bins.shape[1]] = self.bins
+            self.bins = grown
+
+    def interval_tokens(self, pool_of: np.ndarray, n_pools: int, n_intervals: int) -> np.ndarray:
+        """(pools, intervals): tokens per pool of the emitting replica; tokens at or after the last
+        interval's start count in it (it runs to the horizon)."""
+        out = np.zeros((n_pools, n_intervals))
+        rows = min(self.bins.shape[0], len(pool_of))
+        per_interval = self.bins[:rows, :n_intervals].astype(float)
+        per_interval[:, n_intervals - 1] += self.bins[:rows, n_intervals:].sum(axis=1)
+        np.add.at(out, pool_of[:rows], per_interval)
+        return out
