@@ -624,6 +624,8 @@ def entry() -> typing.NoReturn:
     compiled code, LLVM, every module) took longer than writing the results (0.5-1.5 s on a
     2-core machine); nothing is left to write by then, and the output streams are flushed first."""
     status = main()
+    if sys.getprofile() is not None or sys.gettrace() is not None:
+        sys.exit(status)  # a profiler or coverage writes its data after this returns: exit normally
     import atexit
 
     atexit._run_exitfuncs()
