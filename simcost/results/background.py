@@ -52,9 +52,17 @@ def _run_jobs(jobs: list[Job]) -> dict[str, str]:
 
 def _warm() -> None:
     """The imports the child exists to take off the parent's path."""
+    import io
+
     from simcost.results.plots import pyplot
 
-    pyplot()
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(2, 2))  # one small figure saved: fonts, text layout and PNG encoder loaded now
+    ax.step([0, 1], [0, 1], label="warm")
+    ax.legend(title="up")
+    fig.savefig(io.BytesIO(), format="png", dpi=110)
+    plt.close(fig)
+    import simcost.results.run_figures  # noqa: F401  what unpickling the jobs imports (the time series, the bill's rows)
     try:
         import pyarrow as pa
         import pyarrow.parquet  # noqa: F401  (and pandas, which pyarrow imports on its first array)
