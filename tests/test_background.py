@@ -64,7 +64,7 @@ def test_a_failed_figure_keeps_the_run_and_says_which(tmp_path, monkeypatch, cap
     (out / "latency.png").write_bytes(b"an earlier run's")  # must not pass for this run's figure
     assert main(["run", *EXAMPLE, "--out", str(out)]) == 1
     err = capsys.readouterr().err
-    assert "latency.png: ValueError: no such colour" in err and err.count("\n") == 1
+    assert "latency.png: ValueError: no such colour" in err and str(out) in err and err.count("\n") == 1
     assert not (out / "latency.png").exists()
     assert json.loads((out / "summary.json").read_text())["requests"]["arrived"] > 0
     assert (out / "requests.csv").exists() and (out / "focus.csv").exists()

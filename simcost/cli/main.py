@@ -290,7 +290,7 @@ def _cmd_run(args) -> int:
         try:
             return _run_and_write(args, figures)
         except BackgroundFailure as exc:
-            print(f"simcost: error: not written: {exc}; the run's other files are in its folder", file=sys.stderr)
+            print(f"simcost: error: not written: {exc}; the run's other files are in {exc.folder}", file=sys.stderr)
             return 1
 
 
@@ -617,6 +617,7 @@ def _cmd_report(args) -> int:
 
     print(f"wrote {write_any_report(args.results_dir, args.out)}")
     return 0
+
 
 def entry() -> typing.NoReturn:
     """The `simcost` command: `main()`, then the exit handlers (atexit: logging, multiprocessing,

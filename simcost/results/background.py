@@ -1,10 +1,11 @@
 """Writing that need not hold up a run: its figures (and focus.parquet), in a second process.
 
 `simcost run` forks a child before it imports anything heavy. While the parent loads numba and
-simulates, the child imports matplotlib (~0.4 s) and pyarrow; when the run ends the parent hands
-it small inputs (CDF points, the time series, the bill's rows) and writes the CSV and JSON files
-while the child draws. On two cores that takes ~1 s off the whole process. The parent waits for
-the child before the results folder is published, so the folder still appears whole.
+simulates, the child imports matplotlib (~0.4 s), pyarrow and pandas (~0.3 s) and the modules its
+jobs' inputs come from; when the run ends the parent hands it small inputs (CDF points, the time
+series, the bill's rows) and writes the CSV and JSON files while the child draws. With a core to
+spare that takes up to ~1 s off the whole process (docs/speed.md). The parent waits for the child
+before the results folder is published, so the folder still appears whole.
 
 A job that fails in the child comes back as a `BackgroundFailure` naming its file; the caller
 publishes the other files and reports it. Ctrl-C goes to the parent, which ends the child (the
@@ -33,6 +34,7 @@ class BackgroundFailure(RuntimeError):
 
     def __init__(self, failures: dict[str, str]):
         self.failures = failures
+        self.folder: object = None  # where the other files went, when a results folder was written
         super().__init__(failures)
 
     def __str__(self) -> str:

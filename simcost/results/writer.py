@@ -69,6 +69,7 @@ def write_run(result: RunResult, out_dir: Path, records_format: str = "csv", kep
         finally:
             side.close()  # the child is gone before the folder is published or removed
     if failure is not None:
+        failure.folder = out_dir
         raise failure
     return {name: out_dir / path.name for name, path in _run_paths(result, out_dir, records_format, kept).items()}
 
