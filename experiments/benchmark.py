@@ -208,7 +208,11 @@ def compare_peer(repeats: int, peer_python: str | None) -> int:
           f"   (medians of {repeats}, interleaved; ratio < 1: simcost is faster)")
     with tempfile.TemporaryDirectory(prefix="simcost-peer-") as tmp:
         for label, commands in peer_commands(Path(tmp), peer_python).items():
-            runs = interleaved(commands, repeats, Path(tmp))
+            try:
+                runs = interleaved(commands, repeats, Path(tmp))
+            except RuntimeError as exc:  # one workload failing must not hide the others' numbers
+                print(f"{label:<28}failed: {str(exc)[-300:]}", flush=True)
+                continue
             ours = medians(runs["simcost"])
             if "dynamo.replay" in runs:
                 peer = medians(runs["dynamo.replay"])

@@ -64,7 +64,9 @@ def _warm() -> None:
     ax.legend(title="up")
     fig.savefig(io.BytesIO(), format="png", dpi=110)
     plt.close(fig)
-    import simcost.results.run_figures  # noqa: F401  what unpickling the jobs imports (the time series, the bill's rows)
+    # what unpickling the jobs imports: the time series' and the FOCUS writer's modules
+    import simcost.metrics.timeseries  # noqa: F401
+    import simcost.results.focus  # noqa: F401
     try:
         import pyarrow as pa
         import pyarrow.parquet  # noqa: F401  (and pandas, which pyarrow imports on its first array)
