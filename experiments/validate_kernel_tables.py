@@ -3,7 +3,10 @@ nearest OTHER GPU's tables scaled by the device-spec ratios (simcost.perf.kernel
 method a GPU without tables uses), and compare with its own measurements; the plain roofline
 (catalog factors) on the same rows beside it.
 
-    python experiments/validate_kernel_tables.py [--launch-us 5]
+    python experiments/validate_kernel_tables.py [--refit] [--launch-us 5]
+
+--refit fits the per-operator scaling exponents (SCALING_EXPONENT) without each held-out GPU, on
+every ordered pair of the other six (slow), so nothing is fitted on the GPU it predicts.
 
 Two tables, each cell median |error| / worst signed error (predicted / measured - 1):
 1. per operator: every row the two GPUs' tables share (same shape), by family: GEMM at m <= 128
@@ -23,7 +26,14 @@ import warnings
 import numpy as np
 
 from simcost.perf.calibrate import Pair
-from simcost.perf.kernel_scaling import TABLE_DEVICE, borrowed_tables, nearest_table, row_roofline_s, table_device
+from simcost.perf.kernel_scaling import (
+    LAUNCH_S,
+    TABLE_DEVICE,
+    borrowed_tables,
+    nearest_table,
+    row_roofline_s,
+    table_device,
+)
 from simcost.perf.kernel_tables import FP8_RATIO_ASSUMED, load_tables
 from simcost.perf.step_model import default_factors, kernel_step_params, step_time_s
 
@@ -51,6 +61,64 @@ def shared_rows(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ia, ib
 
 
+EXPONENT_GRID = np.round(np.arange(0.0, 1.51, 0.05), 2)
+
+
+def pair_rows(source: str, target: str) -> dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+    """{operator: [(source ms, roofline ratio target / source, target ms)]} over the rows the two
+    GPUs' tables share."""
+    out: dict[str, list] = {}
+    src_tables, tgt_tables = load_tables(source), load_tables(target)
+    for key, rows in tgt_tables.items():
+        op, dtype = key.split("/")
+        if key not in src_tables:
+            continue
+        it, js = shared_rows(rows, src_tables[key])
+        if len(it) == 0:
+            continue
+        r_t = row_roofline_s(op, dtype, rows[it], table_device(target))
+        r_s = row_roofline_s(op, dtype, rows[it], table_device(source))
+        if r_t is None or r_s is None:
+            continue
+        out.setdefault(op, []).append((src_tables[key][js, -1], r_t / r_s, rows[it, -1]))
+    return out
+
+
+def fit_exponents(exclude: str | None = None, launch_s: float = LAUNCH_S) -> dict[str, float]:
+    """Per operator, the exponent on the roofline ratio that minimises the mean over ordered GPU
+    pairs (neither of them `exclude`) of the median |log(predicted / measured)|."""
+    names = [n for n in TABLE_DEVICE if n != exclude]
+    per_op: dict[str, list] = {}
+    for a in names:
+        for b in names:
+            if a != b:
+                for op, items in _pair_rows_cached(a, b).items():
+                    per_op.setdefault(op, []).append(items)
+    launch_ms = launch_s * 1e3
+    out = {}
+    for op, pairs in per_op.items():
+        def loss(alpha: float) -> float:
+            meds = []
+            for items in pairs:
+                t_s = np.concatenate([i[0] for i in items])
+                ratio = np.concatenate([i[1] for i in items])
+                t_t = np.concatenate([i[2] for i in items])
+                pred = launch_ms + np.maximum(t_s - launch_ms, 0.0) * ratio ** alpha
+                meds.append(np.median(np.abs(np.log(pred / t_t))))
+            return float(np.mean(meds))
+        out[op] = float(min(EXPONENT_GRID, key=loss))
+    return out
+
+
+_PAIRS: dict[tuple[str, str], dict] = {}
+
+
+def _pair_rows_cached(a: str, b: str) -> dict:
+    if (a, b) not in _PAIRS:
+        _PAIRS[(a, b)] = pair_rows(a, b)
+    return _PAIRS[(a, b)]
+
+
 def roofline_ms(op: str, dtype: str, rows: np.ndarray, target: str) -> np.ndarray | None:
     """The plain roofline with the catalog's factors (fp8: the assumed fp8/bf16 ratio) in ms."""
     device = table_device(target)
@@ -61,10 +129,10 @@ def roofline_ms(op: str, dtype: str, rows: np.ndarray, target: str) -> np.ndarra
     return None if s is None else s * 1e3
 
 
-def operator_errors(target: str, source: str, launch_s: float) -> dict[str, dict[str, np.ndarray]]:
+def operator_errors(target: str, source: str, launch_s: float, exponents=None) -> dict[str, dict[str, np.ndarray]]:
     """{model name: {family: signed errors}} for `target` predicted from `source`."""
     own = load_tables(target)
-    scaled = borrowed_tables(source, table_device(target), launch_s, exclude=target).arrays
+    scaled = borrowed_tables(source, table_device(target), launch_s, exclude=target, exponents=exponents).arrays
     out: dict[str, dict[str, list]] = {"scaled": {}, "roofline": {}}
     for key, rows in own.items():
         op, dtype = key.split("/")
@@ -84,10 +152,10 @@ def operator_errors(target: str, source: str, launch_s: float) -> dict[str, dict
     return {name: {f: np.concatenate(v) for f, v in fams.items()} for name, fams in out.items()}
 
 
-def step_errors(target: str, source: str, launch_s: float) -> dict[str, dict[str, np.ndarray]]:
+def step_errors(target: str, source: str, launch_s: float, exponents=None) -> dict[str, dict[str, np.ndarray]]:
     """{model name: {"<model> TP<t> prefill|decode": signed errors}} of whole kernel-model steps."""
     device = table_device(target)
-    scaled = borrowed_tables(source, device, launch_s, exclude=target)
+    scaled = borrowed_tables(source, device, launch_s, exclude=target, exponents=exponents)
     out: dict[str, dict[str, list]] = {"scaled": {}, "roofline": {}}
     for model_key, tp in STEP_MODELS:
         pair = Pair.of(device.key, model_key, "bf16")
@@ -143,25 +211,37 @@ def print_table(title: str, errors_by_target: dict, families, sources: dict[str,
         print(f"| {TABLE_DEVICE[target]} | {TABLE_DEVICE[sources[target]]} | " + " | ".join(cells) + " |")
 
 
-def run(launch_us: float = 5.0) -> dict:
+def run(launch_us: float = 5.0, refit: bool = False) -> dict:
     """Every measured GPU held out in turn, borrowing from the nearest other one (the rule a GPU
-    without tables uses); returns the errors (tests/test_kernel_model.py reads them)."""
+    without tables uses); returns the errors (tests/test_kernel_model.py reads them). `refit`:
+    the scaling exponents fitted without the held-out GPU, instead of SCALING_EXPONENT."""
     launch_s = launch_us * 1e-6
-    ops, steps, sources = {}, {}, {}
+    ops, steps, sources, exponents = {}, {}, {}, {}
     for target in TABLE_DEVICE:
         sources[target] = source = nearest_table(table_device(target), exclude=target)
-        ops[target] = operator_errors(target, source, launch_s)
-        steps[target] = step_errors(target, source, launch_s)
+        fitted = fit_exponents(target, launch_s) if refit else None
+        exponents[target] = fitted
+        key = None if fitted is None else tuple(sorted(fitted.items()))
+        ops[target] = operator_errors(target, source, launch_s, key)
+        steps[target] = step_errors(target, source, launch_s, key)
     step_families = sorted({f for v in steps.values() for f in v["scaled"]})
-    return {"operators": ops, "steps": steps, "sources": sources, "step_families": step_families}
+    return {"operators": ops, "steps": steps, "sources": sources, "step_families": step_families,
+            "exponents": exponents}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--launch-us", type=float, default=5.0, help="kernel launch cost kept unscaled, microseconds")
+    parser.add_argument("--refit", action="store_true",
+                        help="fit the per-operator scaling exponents without each held-out GPU (slow: every GPU pair)")
     args = parser.parse_args()
     warnings.simplefilter("ignore")  # the borrowing warning, once per GPU
-    result = run(args.launch_us)
+    result = run(args.launch_us, args.refit)
+    if args.refit:
+        print("scaling exponents fitted without each held-out GPU:")
+        for target, fitted in result["exponents"].items():
+            print(f"  {TABLE_DEVICE[target]:<22}" + ", ".join(f"{op} {v:.2f}" for op, v in fitted.items()))
+        print(f"on all GPUs (SCALING_EXPONENT): {fit_exponents(None, args.launch_us * 1e-6)}")
     print_table("per operator", result["operators"], OPERATOR_FAMILIES, result["sources"])
     print_table("whole steps, kernel model GPU time", result["steps"], result["step_families"], result["sources"])
     for title, errs, fams in (("per operator", result["operators"], OPERATOR_FAMILIES),

@@ -4,10 +4,11 @@ memory bandwidth, scale-up link). What the measured GPU's kernels reach of its p
 efficiency, their shape effects, their launch latency) is assumed to carry over; the device-spec
 ratio moves only the part of each latency that the peaks set.
 
-Scaling a row: t_target = launch + (t_source - launch) x roofline_target / roofline_source, where
-launch is a kernel's fixed cost (LAUNCH_S, the smallest latencies the tables hold: 5-10 us on
-every measured GPU), which does not shrink with a faster chip, and the roofline of a row is
-max(FLOPs / peak, bytes / bandwidth) (all-reduce: its latency + bandwidth time over the link).
+Scaling a row: t_target = launch + (t_source - launch) x (roofline_target / roofline_source) ^ e,
+where launch is a kernel's fixed cost (LAUNCH_S, the smallest latencies the tables hold: 5-10 us
+on every measured GPU), which does not shrink with a faster chip, the roofline of a row is
+max(FLOPs / peak, bytes / bandwidth) (all-reduce: its latency + bandwidth time over the link),
+and e the operator's SCALING_EXPONENT, fitted on the tables.
 `experiments/validate_kernel_tables.py` checks the method by leaving each measured GPU out and
 predicting its tables from the nearest other one (docs/fidelity.md section 2).
 """
@@ -35,6 +36,12 @@ BORROWED_TABLES = {"h20": "h100_sxm", "b300": "b200_sxm", "a100-80gb-pcie": "a10
 # fixed cost of a kernel that a faster chip does not shorten: about the smallest latency in the
 # tables (GEMM and attention at one token: 5-10 us on every GPU measured)
 LAUNCH_S = 5e-6
+
+# exponent on each operator's roofline ratio: a faster chip's kernels gain less than its peaks
+# suggest (latency- and occupancy-bound kernels do not use all of a higher bandwidth). Fitted on the
+# shipped tables by experiments/validate_kernel_tables.py (every ordered pair of measured GPUs,
+# minimising the median |log error|; tests/test_kernel_model.py refits it); a simcost fit.
+SCALING_EXPONENT = {"gemm": 1.0, "context_attention": 0.7, "generation_attention": 0.3, "allreduce": 1.3, "moe": 1.0}
 
 _FORMAT = {"bfloat16": "bf16", "fp8": "fp8"}
 _BYTES = {"bfloat16": 2.0, "fp8": 1.0}
@@ -106,20 +113,24 @@ def row_roofline_s(op: str, dtype: str, rows: np.ndarray, device: DeviceSpec, mf
 
 
 def scale_rows(op: str, dtype: str, rows: np.ndarray, source: DeviceSpec, target: DeviceSpec,
-               launch_s: float = LAUNCH_S) -> np.ndarray | None:
-    """`rows` (latency in ms in the last column) as measured on `source`, moved to `target`."""
+               launch_s: float = LAUNCH_S, exponents: tuple[tuple[str, float], ...] | None = None
+               ) -> np.ndarray | None:
+    """`rows` (latency in ms in the last column) as measured on `source`, moved to `target`: the
+    roofline ratio raised to the operator's SCALING_EXPONENT (or `exponents`')."""
     src, tgt = row_roofline_s(op, dtype, rows, source), row_roofline_s(op, dtype, rows, target)
     if src is None or tgt is None:
         return None
+    exponent = dict(SCALING_EXPONENT if exponents is None else exponents).get(op, 1.0)
     launch_ms = launch_s * 1e3
     out = rows.copy()
-    out[:, -1] = launch_ms + np.maximum(rows[:, -1] - launch_ms, 0.0) * tgt / src
+    out[:, -1] = launch_ms + np.maximum(rows[:, -1] - launch_ms, 0.0) * (tgt / src) ** exponent
     return out
 
 
-@lru_cache(maxsize=16)
+@lru_cache(maxsize=32)
 def borrowed_tables(source_name: str, target: DeviceSpec, launch_s: float = LAUNCH_S,
-                    exclude: str | None = None) -> KernelTables:
+                    exclude: str | None = None, exponents: tuple[tuple[str, float], ...] | None = None
+                    ) -> KernelTables:
     """`source_name`'s tables scaled to `target` (KernelTables.scaled_from says from where). GPU
     counts its all-reduce tables lack (GB200's stop at 4) come from the next nearest measured GPU
     that has them, scaled the same way; `exclude` (a table never to use: the validation's
@@ -128,15 +139,16 @@ def borrowed_tables(source_name: str, target: DeviceSpec, launch_s: float = LAUN
     arrays = {}
     for key, rows in load_tables(source_name).items():
         op, dtype = key.split("/")
-        scaled = scale_rows(op, dtype, rows, source, target, launch_s)
+        scaled = scale_rows(op, dtype, rows, source, target, launch_s, exponents)
         if scaled is not None:
             arrays[key] = scaled
     for key in [k for k in arrays if k.startswith("allreduce/")]:
-        arrays[key] = _fill_gpu_counts(key, arrays[key], target, launch_s, {source_name, exclude})
+        arrays[key] = _fill_gpu_counts(key, arrays[key], target, launch_s, {source_name, exclude}, exponents)
     return KernelTables(f"{source_name}->{target.key}", arrays=arrays, scaled_from=source_name)
 
 
-def _fill_gpu_counts(key: str, rows: np.ndarray, target: DeviceSpec, launch_s: float, used: set) -> np.ndarray:
+def _fill_gpu_counts(key: str, rows: np.ndarray, target: DeviceSpec, launch_s: float, used: set,
+                     exponents: tuple[tuple[str, float], ...] | None) -> np.ndarray:
     """All-reduce rows for GPU counts up to 8 that `rows` lack, from the nearest other tables."""
     while True:
         missing = [g for g in (2, 4, 8) if g not in rows[:, 0]]
@@ -149,7 +161,7 @@ def _fill_gpu_counts(key: str, rows: np.ndarray, target: DeviceSpec, launch_s: f
         if other is None:
             continue
         extra = other[np.isin(other[:, 0], missing)]
-        scaled = scale_rows("allreduce", key.split("/")[1], extra, table_device(name), target, launch_s)
+        scaled = scale_rows("allreduce", key.split("/")[1], extra, table_device(name), target, launch_s, exponents)
         if scaled is not None and len(scaled):
             rows = np.concatenate([rows, scaled])
 
