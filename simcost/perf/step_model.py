@@ -33,8 +33,9 @@ from simcost.perf.kernel_model import (
     kernel_params,
     kernel_step_time_s,
     kernel_step_time_s_py,
+    tables_scaled,
 )
-from simcost.perf.kernel_tables import format_efficiency_ratio
+from simcost.perf.kernel_tables import KernelTables, format_efficiency_ratio
 from simcost.perf.measurements import EFFICIENCY_FACTORS, FACTOR_DEFAULTS
 from simcost.perf.step_table import T_HEADER, table_step_time_s, table_step_time_s_py
 from simcost.scenario.deployment import REQUEST_LEVEL_POLICIES
@@ -149,13 +150,14 @@ def _kernel_params(scenario: Scenario, dep: Deployment, roofline: np.ndarray, fa
 def kernel_step_params(roofline: np.ndarray, device: DeviceSpec, model: ModelSpec, t: int, weight_format: str,
                        kv_cache_format: str, compute_format: str, factors: dict[str, float],
                        step_overhead_s: float | None = None, *, cuda_graphs: bool = True,
-                       eager_s_per_layer: float | None = None) -> np.ndarray:
+                       eager_s_per_layer: float | None = None, tables: KernelTables | None = None) -> np.ndarray:
     """The kernel-table model after the roofline's slots (its fallback rates: `factors`' mfu and
     mbu); the roofline itself where the device has no tables for the weight format (the run
-    summary then reports 0 measured)."""
+    summary then reports 0 measured). `tables`: these instead of the device's (validation)."""
     k = kernel_params(roofline, device, model, t, weight_format, kv_cache_format, compute_format,
                       factors["mfu"], factors["mbu"], cuda_graphs=cuda_graphs,
-                      eager_s_per_layer=EAGER_S_PER_LAYER if eager_s_per_layer is None else eager_s_per_layer)
+                      eager_s_per_layer=EAGER_S_PER_LAYER if eager_s_per_layer is None else eager_s_per_layer,
+                      tables=tables)
     if k is None:
         return roofline
     k[P_KIND] = KIND_KERNELS
@@ -337,12 +339,13 @@ def decode_span_times_s(p, num_seqs, kv_tokens_sum, num_steps):
     return out
 
 
-def kernel_seconds(p: np.ndarray) -> tuple[float, float]:
-    """(step seconds simulated, of them from measured kernels) accumulated by a kernels model; (0, 0)
-    for any other model."""
+def kernel_seconds(p: np.ndarray) -> tuple[float, float, float]:
+    """(step seconds simulated, of them from this device's measured kernels, of them from another
+    GPU's kernels scaled to it) accumulated by a kernels model; zeros for any other model."""
     if p[P_KIND] != KIND_KERNELS:
-        return 0.0, 0.0
-    return float(p[NUM_PARAMS + K_ACC_TOTAL]), float(p[NUM_PARAMS + K_ACC_MEASURED])
+        return 0.0, 0.0, 0.0
+    total, table_s = float(p[NUM_PARAMS + K_ACC_TOTAL]), float(p[NUM_PARAMS + K_ACC_MEASURED])
+    return (total, 0.0, table_s) if tables_scaled(p, NUM_PARAMS) else (total, table_s, 0.0)
 
 
 def is_per_item(model: ModelSpec) -> bool:

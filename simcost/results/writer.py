@@ -198,8 +198,12 @@ def format_summary(s: RunSummary) -> str:
 def _measured_lines(s: RunSummary) -> list[str]:
     """perf.model kernels: how much of the step time came from measured kernels."""
     share = s.get("step_time_measured_fraction")
+    scaled = s.get("step_time_scaled_fraction")
     if share is None:
         return []
+    if scaled:
+        return [f"step times: {scaled:.0%} from another GPU's measured vLLM kernels scaled to this device "
+                "by its specs (no tables of its own; docs/step_model.md), the rest roofline and overheads"]
     if share == 0.0:
         return ["step times: roofline only (no kernel tables for this device and weight format; docs/step_model.md)"]
     return [f"step times: {share:.0%} from measured vLLM kernels, the rest roofline fallbacks and overheads"]
