@@ -25,6 +25,7 @@ from numba import njit
 
 from simcost.catalog.specs import BYTES_PER_ELEMENT, DeviceSpec, ModelSpec
 from simcost.errors import InputError, required
+from simcost.perf.expert_parallel import expert_parallel_terms
 from simcost.perf.kernel_model import (
     EAGER_S_PER_LAYER,
     K_ACC_MEASURED,
@@ -132,6 +133,13 @@ def step_params(scenario: Scenario, dep: Deployment) -> np.ndarray:
                         dep.weight_bytes, dep.kv_cache_format, **factors,
                         pipeline_parallel=dep.pipeline_parallel,
                         pipeline_link_bytes_per_s=pipeline_link_bytes_per_s(scenario, dep.device))
+    terms = expert_parallel_terms(scenario, dep.model, dep.device, dep.tensor_parallel, factors["allreduce_latency_s"])
+    if terms:
+        s = StepParams.from_array(p)
+        p[:NUM_PARAMS] = StepParams(**{f.name: getattr(s, f.name) * terms.get(f.name + "_scale", 1.0)
+                                       + terms.get(f.name + "_add", 0.0) for f in fields(StepParams)}).to_array()
+        if perf.model == "kernels":  # its tables have no expert-parallel MoE: the roofline, 0 measured
+            return p
     if perf.model == "table":
         return _table_params(required(perf.table, "perf.table"), dep, p)
     if perf.model == "kernels":

@@ -31,6 +31,13 @@ class HardwareConfig:
     memory_utilization: float = field(default=0.9, metadata=bounds(gt=0, le=1))
     devices_per_node: int | None = field(default=None, metadata=bounds(ge=1))  # None: catalog, else 8 GPUs/TPUs, 2 CPUs, 1 edge
     pipeline_link_gb_per_s: float | None = field(default=None, metadata=bounds(gt=0))  # None: the device's scale-up link
+    # Mixture of experts: the routed experts split over expert_parallel devices (vLLM's
+    # --enable-expert-parallel). Without data_parallel_attention it must equal tensor_parallel;
+    # with it, attention runs data parallel over expert_parallel / tensor_parallel groups and the
+    # replica spans expert_parallel x pipeline_parallel devices (simcost.perf.expert_parallel).
+    expert_parallel: int = field(default=1, metadata=bounds(ge=1))
+    data_parallel_attention: bool = False
+    inter_node_gb_per_s: float | None = field(default=None, metadata=bounds(gt=0))  # None: per-device NIC assumption
 
 
 @dataclass(frozen=True, kw_only=True)
