@@ -115,8 +115,9 @@ def expert_parallel_terms(scenario: Scenario, model: ModelSpec, device: DeviceSp
         return {}
     hw = scenario.hardware
     inter_bw = (getattr(hw, "inter_node_gb_per_s", None) or INTER_NODE_GB_PER_S) * GB
+    fabric = getattr(device, "interconnect", None)  # the catalog's fabric latency where it has one
     a2a_fixed_s, a2a_s_per_token = alltoall_cost(model, device, ep, devices_per_node(scenario, device),
-                                                 allreduce_latency_s, inter_bw)
+                                                 fabric.latency_s if fabric else allreduce_latency_s, inter_bw)
     # the MoE layers' MLP all-reduce goes: only attention's (every layer) and the dense MLPs' remain
     kept_allreduces = (model.num_layers + model.first_dense_layers) / (2.0 * model.num_layers)
     # per device: 1/d of the step's tokens through attention and the non-expert weights, and 1/E of

@@ -31,6 +31,8 @@ class HardwareConfig:
     memory_utilization: float = field(default=0.9, metadata=bounds(gt=0, le=1))
     devices_per_node: int | None = field(default=None, metadata=bounds(ge=1))  # None: catalog, else 8 GPUs/TPUs, 2 CPUs, 1 edge
     pipeline_link_gb_per_s: float | None = field(default=None, metadata=bounds(gt=0))  # None: the device's scale-up link
+    # a pipelined step's micro-batches (roofline): None: one per stage; 1: the stages in sequence
+    pipeline_micro_batches: int | None = field(default=None, metadata=bounds(ge=1))
     # Mixture of experts: the routed experts split over expert_parallel devices (vLLM's
     # --enable-expert-parallel). Without data_parallel_attention it must equal tensor_parallel;
     # with it, attention runs data parallel over expert_parallel / tensor_parallel groups and the
