@@ -10,6 +10,12 @@ speculation stream seed, request id, the request's verification step number), so
 draws do not depend on which other requests share its batch or on the replica it runs on (paired
 comparisons stay paired), and nothing is stored per request but a step counter.
 
+Acceptance per request (acceptance_concentration c): each request draws its own rate a ~ Beta(m c,
+(1 - m) c) of mean m (the workload's acceptance_rate) once, from a generator seeded by (the stream
+seed, request id), so prompts that draft well and badly mix as in real traffic; a step then draws
+J as above at that request's a. Tokens per step average E[sum_{j<=k} a^j], above the fixed-rate
+value at the mean (the sum is convex in a).
+
 Cost of one step over n sequences with contexts c_i: the target's step of n (k + 1) tokens whose
 KV reads are the contexts once (all k + 1 queries of a sequence attend to the same cached KV),
 plus the drafting: method draft runs the draft model's k decode steps (its own step-time model
@@ -50,6 +56,16 @@ class Speculation:
     seed: int
     draft_params: np.ndarray | None = None  # method draft
     draft_step_fraction: float = DEFAULT_DRAFT_STEP_FRACTION  # eagle, mtp
+    concentration_by_workload: np.ndarray | None = None  # float64 per entry, 0: a fixed rate
+
+
+def request_acceptance(seed: int, rid: int, mean: float, concentration: float) -> float:
+    """A request's own acceptance rate: Beta of mean `mean` and concentration alpha + beta, from
+    a generator of (seed, rid) only (the same on any replica, whatever shares its batch)."""
+    if mean <= 0.0 or mean >= 1.0:
+        return mean
+    rng = np.random.default_rng([seed, rid, 0x5BEC])
+    return float(rng.beta(mean * concentration, (1.0 - mean) * concentration))
 
 
 def expected_tokens_per_step(acceptance_rate: float, k: int) -> float:
@@ -94,6 +110,22 @@ class SpeculationState:
     def __init__(self, spec: Speculation):
         self.spec = spec
         self.steps: dict[int, int] = {}
+        self.rates: dict[int, float] = {}  # per-request rates (acceptance_concentration), drawn once
+
+    def _rates(self, ids: np.ndarray, workload: np.ndarray) -> np.ndarray:
+        spec = self.spec
+        means = spec.acceptance_by_workload[workload]
+        if spec.concentration_by_workload is None:
+            return means
+        conc = spec.concentration_by_workload[workload]
+        out = means.copy()
+        for i, rid in enumerate(ids.tolist()):
+            if conc[i] > 0.0:
+                rate = self.rates.get(rid)
+                if rate is None:
+                    rate = self.rates[rid] = request_acceptance(spec.seed, rid, float(means[i]), float(conc[i]))
+                out[i] = rate
+        return out
 
     def tokens(self, ids: np.ndarray, workload: np.ndarray, remaining: np.ndarray) -> np.ndarray:
         """Tokens each of ids emits in its next verification step (1 + accepted drafts, at most
@@ -101,13 +133,14 @@ class SpeculationState:
         spec = self.spec
         steps = np.fromiter((self.steps.get(rid, 0) for rid in ids.tolist()), dtype=np.int64, count=len(ids))
         u = uniforms(spec.seed, ids, steps)
-        drafts = accepted_drafts(u, spec.acceptance_by_workload[workload], spec.num_speculative_tokens)
+        drafts = accepted_drafts(u, self._rates(ids, workload), spec.num_speculative_tokens)
         return np.minimum(1 + drafts, remaining)
 
     def advance(self, ids: np.ndarray, done: np.ndarray) -> None:
         for rid, finished in zip(ids.tolist(), done.tolist()):
             if finished:
                 self.steps.pop(rid, None)
+                self.rates.pop(rid, None)
             else:
                 self.steps[rid] = self.steps.get(rid, 0) + 1
 
@@ -134,11 +167,14 @@ def speculation(scenario: Scenario, dep: Deployment, seed: int) -> Speculation |
         return None
     names = [scenario.workload.entry_name(i) for i in range(len(scenario.workload.entries()))]
     rates = np.full(len(names), cfg.acceptance_rate)
+    concentrations = np.full(len(names), cfg.acceptance_concentration or 0.0)
     for i, w in enumerate(cfg.per_workload):
         if w.workload not in names:
             raise InputError(f"engine.speculative.per_workload[{i}].workload",
                              f"'{w.workload}' is no workload entry (entries: {', '.join(names)})")
         rates[names.index(w.workload)] = w.acceptance_rate
+        if w.acceptance_concentration is not None:
+            concentrations[names.index(w.workload)] = w.acceptance_concentration
     draft_params = None
     if cfg.method == "draft":
         assert cfg.draft_model is not None  # SpeculativeConfig._check
@@ -148,7 +184,8 @@ def speculation(scenario: Scenario, dep: Deployment, seed: int) -> Speculation |
         except InputError as exc:
             raise InputError("engine.speculative.draft_model", f"{cfg.draft_model}: {exc.problem}") from None
     return Speculation(cfg.num_speculative_tokens, rates, seed, draft_params,
-                       cfg.draft_step_fraction or DEFAULT_DRAFT_STEP_FRACTION)
+                       cfg.draft_step_fraction or DEFAULT_DRAFT_STEP_FRACTION,
+                       concentrations if concentrations.any() else None)
 
 
 def run_step(replica):

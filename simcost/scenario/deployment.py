@@ -86,6 +86,7 @@ class WorkloadAcceptance:
 
     workload: str
     acceptance_rate: float = field(metadata=bounds(ge=0, le=1))
+    acceptance_concentration: float | None = field(default=None, metadata=bounds(gt=0))  # see SpeculativeConfig
 
 
 SPECULATIVE_METHODS = ("draft", "eagle", "mtp")
@@ -106,6 +107,9 @@ class SpeculativeConfig:
     num_speculative_tokens: int = field(metadata=bounds(ge=1, le=16))
     acceptance_rate: float = field(metadata=bounds(ge=0, le=1))
     per_workload: tuple[WorkloadAcceptance, ...] = ()
+    # a rate per request instead of one per workload: Beta with mean acceptance_rate and this
+    # concentration (alpha + beta; larger is tighter), drawn from the speculation stream
+    acceptance_concentration: float | None = field(default=None, metadata=bounds(gt=0))
     draft_model: str | None = None  # method draft: a catalog model on the same devices
     draft_step_fraction: float | None = field(default=None, metadata=bounds(gt=0, le=1))
 
