@@ -59,3 +59,55 @@ def test_a_bad_concentration_names_the_key():
     with pytest.raises(InputError) as err:
         scenario(engine={"speculative": spec})
     assert str(err.value).startswith("engine.speculative.acceptance_concentration")
+
+
+def test_mixed_chunked_steps_speculate_and_lose_no_token():
+    spec = {"method": "eagle", "num_speculative_tokens": 3, "acceptance_rate": 0.7, "in_mixed_steps": True}
+    busy = {**LONG, "arrivals": {"process": "poisson", "rate_per_s": 6.0}}
+    engine = {"policy": "chunked", "max_num_batched_tokens": 512}
+    sim = Simulation(scenario(engine={**engine, "speculative": spec}, workload=busy, duration_s=40.0))
+    result = sim.run()
+    t, steps = sim.table, sim.log.arrays()
+    assert (t.generated == t.output_tokens).all() and result.summary["requests"]["completed"] == len(t.generated)
+    for rid in range(len(t.output_tokens)):  # each token one time, in order
+        times = t.token_time_s[t.token_offset[rid]:t.token_offset[rid] + t.output_tokens[rid]]
+        assert np.isfinite(times).all() and (np.diff(times) >= 0).all()
+    # decoders inside steps that carry prompt chunks emitted more than one token some of the time
+    in_mixed = _decoders_in_mixed_steps(steps)
+    assert in_mixed.any() and steps.member_tokens[in_mixed].mean() > 1.5
+    assert steps.member_tokens[~steps.member_prefill].sum() + len(t.output_tokens) == t.generated.sum()
+    # without the option those decoders get one token each
+    plain = Simulation(scenario(engine={**engine, "speculative": {**spec, "in_mixed_steps": False}}, workload=busy,
+                                duration_s=40.0))
+    plain.run()
+    p = plain.log.arrays()
+    mixed_plain = _decoders_in_mixed_steps(p)
+    assert mixed_plain.any() and (p.member_tokens[mixed_plain] == 1).all()
+
+
+def _decoders_in_mixed_steps(steps) -> np.ndarray:
+    """Members that decode in a record that also carries prompt chunks."""
+    record = np.repeat(np.arange(len(steps.record_prefill)), np.diff(steps.record_member_offset))
+    mixed = np.zeros(len(steps.record_prefill), dtype=bool)
+    mixed[record[steps.member_prefill]] = True
+    return mixed[record] & ~steps.member_prefill & steps.record_prefill[record]
+
+
+def test_a_mixed_step_costs_the_chunks_and_the_verification_in_one_target_step_plus_drafting():
+    from simcost.engine.speculation import mixed_step_s
+    from simcost.perf.step_model import step_time_s
+
+    s = scenario()
+    p = step_params_of(s)
+    spec = Speculation(3, np.array([0.7]), 1, draft_step_fraction=0.05)
+    kv = np.array([100.0, 300.0])
+    chunk_pairs = 256 * 257 / 2
+    verify = step_time_s(p, 256, 2 * 4, chunk_pairs + (100 + 300) * 4 + 2 * 4 * 5 / 2, 400.0, 1)
+    drafting = 3 * 0.05 * step_time_s(p, 0, 2, 402.0, 400.0, 0)
+    assert mixed_step_s(p, spec, 256, chunk_pairs, 0.0, 1, kv) == pytest.approx(verify + drafting, rel=1e-12)
+
+
+def step_params_of(s):
+    from simcost.perf.deployment import plan_deployment
+    from simcost.perf.step_model import step_params
+    return step_params(s, plan_deployment(s))

@@ -112,6 +112,9 @@ class SpeculativeConfig:
     acceptance_concentration: float | None = field(default=None, metadata=bounds(gt=0))
     draft_model: str | None = None  # method draft: a catalog model on the same devices
     draft_step_fraction: float | None = field(default=None, metadata=bounds(gt=0, le=1))
+    # chunked steps that also carry prompt chunks: their decoding sequences verify drafts too (as
+    # vLLM V1 does); false keeps those steps at one token per sequence
+    in_mixed_steps: bool = False
 
     def _check(self, path: str) -> None:
         if self.method == "draft" and self.draft_model is None:
