@@ -138,3 +138,15 @@ def test_a_run_loses_no_request_and_no_token_and_bills_eight_gpus():
     b = result.bill
     assert b.request_usd.sum() + b.unallocated_usd == pytest.approx(b.total_usd, rel=1e-9)
     assert b.total_usd >= result.horizon_s * 8 * 7.912 / 3600 * (1 - 1e-12)  # every GPU-second is paid for
+
+
+def test_the_vllm_command_enables_expert_parallelism_with_per_rank_limits():
+    from simcost.analysis.deploy import vllm_args
+
+    args = vllm_args(make())
+    assert "--enable-expert-parallel" in args and args[args.index("--data-parallel-size") + 1] == "8"
+    assert args[args.index("--tensor-parallel-size") + 1] == "1"
+    # the replica's 256 sequences and 8192-token budget are 32 and 1024 per DP rank
+    assert args[args.index("--max-num-seqs") + 1] == "32" and args[args.index("--max-num-batched-tokens") + 1] == "1024"
+    plain = vllm_args(make(tp=8, ep=1, dp_attention=False))
+    assert "--enable-expert-parallel" not in plain and plain[plain.index("--max-num-seqs") + 1] == "256"
