@@ -24,7 +24,7 @@ from simcost.scenario.scenario import scenario_from_dict
 
 
 def make(model="llama-3.1-8b", device="h100-sxm", tp=1, weight_format=None, perf=None, engine=None, fleet=None,
-         memory_utilization=0.9, pp=1, kv_cache_format=None):
+         memory_utilization=0.9, pp=1, kv_cache_format=None, micro_batches=None):
     raw = {
         "duration_s": 10.0,
         "workload": {"arrivals": {"process": "poisson", "rate_per_s": 1.0},
@@ -35,6 +35,8 @@ def make(model="llama-3.1-8b", device="h100-sxm", tp=1, weight_format=None, perf
     }
     if pp > 1:
         raw["hardware"]["pipeline_parallel"] = pp
+    if micro_batches:
+        raw["hardware"]["pipeline_micro_batches"] = micro_batches
     if weight_format:
         raw["model"]["weight_format"] = weight_format
     if kv_cache_format:
@@ -334,14 +336,14 @@ def test_dense_model_has_no_expert_term():
 
 def test_pipeline_parallel_spans_and_prices_all_devices():
     _, dep1, p1 = plan(model="llama-2-70b", device="a100-80gb", tp=4)
-    _, dep2, p2 = plan(model="llama-2-70b", device="a100-80gb", tp=4, pp=2)
+    _, dep2, p2 = plan(model="llama-2-70b", device="a100-80gb", tp=4, pp=2, micro_batches=1)
     assert dep2.num_devices == 8 and dep2.pipeline_parallel == 2
     assert dep2.price_usd_per_hour == pytest.approx(2 * dep1.price_usd_per_hour)
     assert dep2.idle_w == 2 * dep1.idle_w and dep2.peak_w == 2 * dep1.peak_w
     # KV capacity by hand: each device holds half the layers' KV for its 2 of 8 KV heads
     free = 80 * 2**30 * 0.9 - 68_976_648_192 * 2 / 8 - 4096 * 8192 * (4 + 20 / 4)
     assert dep2.num_kv_blocks == math.floor(free / (2 * 40 * 2 * 128 * 2 * 16))
-    # stages run one after another: the step is the single-stage step plus 1 hop of activations
+    # with one micro-batch the stages run one after another: the single-stage step plus 1 hop of activations
     hop_s_per_token = 8192 * 2 / get_device("a100-80gb").link_bytes_per_s
     for args in ((512, 0, 512 * 513 // 2, 0, 1), (0, 32, 32 * 1025, 32 * 1024, 0)):
         tokens = args[0] + args[1]

@@ -406,7 +406,10 @@ def _cmd_check(args) -> int:
 
 
 def _deployment_line(dep) -> str:
-    return (f"{dep.model.key} ({dep.weight_format}) on {dep.tensor_parallel} x {dep.device.key}: "
+    ep = getattr(dep, "expert_parallel", 1)
+    layout = f" (expert parallel {ep}, data-parallel attention {dep.data_parallel})" if ep > 1 else ""
+    return (f"{dep.model.key} ({dep.weight_format}) on {dep.tensor_parallel * dep.data_parallel} x {dep.device.key}"
+            f"{layout}: "
             f"{dep.weight_bytes / 1e9:.1f} GB of weights, {dep.num_kv_blocks} KV blocks of {dep.block_size} tokens "
             f"({dep.num_kv_blocks * dep.block_size:,} tokens) per replica, ${dep.price_usd_per_hour:.2f}/hour per replica")
 

@@ -157,7 +157,10 @@ def format_summary(s: RunSummary) -> str:
         return "-" if v is None else format(v, fmt)
 
     named = [p for p in s.get("pools", []) if p.get("name")]
-    fleet = (f"{s['replicas']} x {s['tensor_parallel']} x {s['device']}" if not named else
+    ep = s.get("expert_parallel")  # data-parallel attention groups multiply the devices per replica
+    devices = s["tensor_parallel"] * (ep["attention_groups"] if ep else 1)
+    layout = f" (expert parallel {ep['experts_over_devices']})" if ep else ""
+    fleet = (f"{s['replicas']} x {devices} x {s['device']}{layout}" if not named else
              ", ".join(f"{p['name']}: {p['replicas']} x {p['tensor_parallel']} x {p['device']}" for p in named))
     lines = [
         f"{s['scenario']}: {s['model']} on {fleet} ({s['router']}), seed {s['seed']}",

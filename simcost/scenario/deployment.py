@@ -31,6 +31,15 @@ class HardwareConfig:
     memory_utilization: float = field(default=0.9, metadata=bounds(gt=0, le=1))
     devices_per_node: int | None = field(default=None, metadata=bounds(ge=1))  # None: catalog, else 8 GPUs/TPUs, 2 CPUs, 1 edge
     pipeline_link_gb_per_s: float | None = field(default=None, metadata=bounds(gt=0))  # None: the device's scale-up link
+    # a pipelined step's micro-batches (roofline; opt-in): None or 1: the stages in sequence
+    pipeline_micro_batches: int | None = field(default=None, metadata=bounds(ge=1))
+    # Mixture of experts: the routed experts split over expert_parallel devices (vLLM's
+    # --enable-expert-parallel). Without data_parallel_attention it must equal tensor_parallel;
+    # with it, attention runs data parallel over expert_parallel / tensor_parallel groups and the
+    # replica spans expert_parallel x pipeline_parallel devices (simcost.perf.expert_parallel).
+    expert_parallel: int = field(default=1, metadata=bounds(ge=1))
+    data_parallel_attention: bool = False
+    inter_node_gb_per_s: float | None = field(default=None, metadata=bounds(gt=0))  # None: per-device NIC assumption
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,6 +86,7 @@ class WorkloadAcceptance:
 
     workload: str
     acceptance_rate: float = field(metadata=bounds(ge=0, le=1))
+    acceptance_concentration: float | None = field(default=None, metadata=bounds(gt=0))  # see SpeculativeConfig
 
 
 SPECULATIVE_METHODS = ("draft", "eagle", "mtp")
@@ -97,8 +107,14 @@ class SpeculativeConfig:
     num_speculative_tokens: int = field(metadata=bounds(ge=1, le=16))
     acceptance_rate: float = field(metadata=bounds(ge=0, le=1))
     per_workload: tuple[WorkloadAcceptance, ...] = ()
+    # a rate per request instead of one per workload: Beta with mean acceptance_rate and this
+    # concentration (alpha + beta; larger is tighter), drawn from the speculation stream
+    acceptance_concentration: float | None = field(default=None, metadata=bounds(gt=0))
     draft_model: str | None = None  # method draft: a catalog model on the same devices
     draft_step_fraction: float | None = field(default=None, metadata=bounds(gt=0, le=1))
+    # chunked steps that also carry prompt chunks: their decoding sequences verify drafts too (as
+    # vLLM V1 does); false keeps those steps at one token per sequence
+    in_mixed_steps: bool = False
 
     def _check(self, path: str) -> None:
         if self.method == "draft" and self.draft_model is None:
