@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 from scenarios import scenario
 
+from simcost import api
 from simcost.analysis.sizing import with_option
 from simcost.errors import InputError
 from simcost.perf.deployment import plan_deployment
@@ -77,3 +78,12 @@ def test_sessions_hit_the_cache_by_default_and_not_under_v0():
     v0 = Simulation(scenario(workload=CHAT, duration_s=30.0, engine={"preset": "vllm-v0"})).run().summary
     assert v1["prefix_cache"]["prefill_tokens_saved"] > 0
     assert v0.get("prefix_cache") is None or v0["prefix_cache"]["prefill_tokens_saved"] == 0
+
+
+def test_a_new_preset_on_a_built_scenario_decides_its_keys_again():
+    built = scenario()
+    v0 = api.load(built, overrides={"engine.preset": "vllm-v0"}).engine
+    assert (v0.policy, v0.prefix_caching) == ("prefill_first", False)
+    given = api.load(built, overrides={"engine.preset": "vllm-v0", "engine.policy": "chunked"}).engine
+    assert (given.policy, given.prefix_caching) == ("chunked", False)
+    assert api.load(built, overrides={"fleet.replicas": 2}).engine == built.engine  # other overrides keep them

@@ -130,6 +130,7 @@ REQUEST_LEVEL_POLICIES: tuple[str, ...] = get_args(RequestLevelPolicy)
 # prefix caching. See docs/background/engine.md.
 EnginePreset = Literal["vllm-v1", "vllm-v0"]
 PRESET_POLICY: dict[str, IterationPolicy] = {"vllm-v1": "chunked", "vllm-v0": "prefill_first"}
+PRESET_KEYS = ("policy", "prefix_caching")  # the keys a preset fills in (EngineConfig.__post_init__)
 V1_LARGE_GPU_BYTES = 70 * 2 ** 30  # vLLM: device_memory >= 70 GiB (and not an A100) takes the larger budget
 V1_BATCHED_TOKENS_LARGE_GPU = 8192
 V1_BATCHED_TOKENS = 2048  # also vLLM v0's budget with chunked prefill, and Sarathi-Serve's
