@@ -204,10 +204,10 @@ def _plan_kv(scenario: Scenario, device: DeviceSpec, model: ModelSpec, weight_fo
     if max_model_len > model.max_model_len:
         raise InputError("engine.max_model_len",
                          f"{max_model_len} exceeds {model.key}'s context length {model.max_model_len}")
-    # Defaults: vLLM v0 without chunked prefill fits a whole max-length prompt in one step; with
-    # chunked prefill, 2048-token budgets (Sarathi-Serve's and vLLM's long-standing default).
-    max_num_batched_tokens = scenario.engine.max_num_batched_tokens or (
-        2048 if scenario.engine.policy == "chunked" else max(max_model_len, 2048))
+    # Default (the engine preset's, simcost.scenario.deployment): a whole max-length prompt
+    # without chunked prefill; with it, V1's budget by device memory, or 2048
+    max_num_batched_tokens = scenario.engine.max_num_batched_tokens or scenario.engine.default_max_num_batched_tokens(
+        max_model_len, device.key, device.memory_bytes)
     if max_num_batched_tokens < scenario.engine.max_num_seqs:  # vLLM refuses this too
         raise InputError("engine.max_num_batched_tokens",
                          f"{max_num_batched_tokens} is below engine.max_num_seqs={scenario.engine.max_num_seqs}; "
