@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from simcost.perf.calibrate import Pair, error_summary, fit_factors, format_table, predict_s
+from simcost.perf.kernel_scaling import borrowed_tables, nearest_table
+from simcost.perf.kernel_tables import table_name
 from simcost.perf.measurements import read_points
 from simcost.perf.step_model import default_factors, kernel_step_params, step_time_s
 
@@ -36,12 +38,14 @@ DEVICE, MODEL = "a100-80gb", "llama-2-70b"
 MEASURED_FILES = [("Splitwise A100 Llama-2-70B", DATA, DEVICE, MODEL)]
 
 
-def kernel_predict_s(pair: Pair, points, *, cuda_graphs: bool = True, eager_s_per_layer: float | None = None) -> np.ndarray:
-    """The kernel-table model's step time for every point, counted as the engine counts a step."""
+def kernel_predict_s(pair: Pair, points, *, cuda_graphs: bool = True, eager_s_per_layer: float | None = None,
+                     tables=None) -> np.ndarray:
+    """The kernel-table model's step time for every point, counted as the engine counts a step
+    (`tables`: these instead of the device's own, e.g. another GPU's scaled to it)."""
     factors = default_factors(pair.device)
     params = {tp: kernel_step_params(pair.params(tp, factors), pair.device, pair.model, tp, pair.weight_format,
                                      pair.kv_cache_format, pair.compute_format, factors,
-                                     cuda_graphs=cuda_graphs, eager_s_per_layer=eager_s_per_layer)
+                                     cuda_graphs=cuda_graphs, eager_s_per_layer=eager_s_per_layer, tables=tables)
               for tp in {pt.tensor_parallel for pt in points}}
     out = np.empty(len(points))
     for i, pt in enumerate(points):
@@ -79,10 +83,15 @@ def kernel_comparison(fit_tp: int = 4) -> list[dict]:
         points = [pt for pt in read_points(path, pair.device.key, pair.model.key) if pt not in shrinking_batches(
             read_points(path, pair.device.key, pair.model.key))]
         eager = fit_eager_s_per_layer(pair, [pt for pt in points if pt.kind == "decode" and pt.tensor_parallel == fit_tp])
+        own = table_name(pair.device.key)
+        borrowed = borrowed_tables(nearest_table(pair.device, exclude=own), pair.device, exclude=own)
         models = {"roofline": predict_s(pair, points, default_factors(pair.device)),
                   "kernels": kernel_predict_s(pair, points, cuda_graphs=False),
                   f"kernels, TP{fit_tp}-fitted eager floor": kernel_predict_s(pair, points, cuda_graphs=False,
-                                                                          eager_s_per_layer=eager)}
+                                                                          eager_s_per_layer=eager),
+                  # the device's own tables left out: the nearest other GPU's scaled to it (kernel_scaling)
+                  f"same, {borrowed.scaled_from} tables scaled": kernel_predict_s(
+                      pair, points, cuda_graphs=False, eager_s_per_layer=eager, tables=borrowed)}
         for tp in sorted({pt.tensor_parallel for pt in points}):
             for kind in ("prefill", "decode"):
                 idx = [i for i, pt in enumerate(points) if pt.tensor_parallel == tp and pt.kind == kind]

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from simcost.errors import InputError
+from simcost.scenario.deployment import PRESET_KEYS
 from simcost.scenario.scenario import Scenario, load_scenario, scenario_from_dict
 from simcost.scenario.schema import to_dict
 
@@ -36,12 +37,22 @@ def load(scenario: ScenarioLike, *, seed: int | None = None, overrides: dict | N
     if isinstance(scenario, Scenario):
         if not (sets or seed is not None or catalog):
             return scenario
-        return _from_raw(to_dict(scenario), sets, seed, catalog)
+        return _from_raw(_unpreset(to_dict(scenario), overrides or {}), sets, seed, catalog)
     if isinstance(scenario, dict):
         return _from_raw(scenario, sets, seed, catalog)
     if isinstance(scenario, (str, os.PathLike)):
         return load_scenario(Path(scenario), sets, seed, tuple(catalog))
     raise InputError("scenario", f"a {type(scenario).__name__}; expected a YAML file path, a dict or a Scenario")
+
+
+def _unpreset(raw: dict, overrides: dict) -> dict:
+    """A built Scenario holds the keys its engine preset filled in; a new engine.preset decides
+    them again unless the same overrides give them."""
+    if "engine.preset" in overrides:
+        for key in PRESET_KEYS:
+            if f"engine.{key}" not in overrides:
+                raw["engine"].pop(key, None)
+    return raw
 
 
 def _from_raw(raw: dict, sets: tuple[str, ...], seed: int | None, catalog) -> Scenario:

@@ -45,6 +45,7 @@ def test_every_device_value_group_has_a_dated_source(key):
     device = load_devices()[key]
     sources = device.sources
     groups = DEVICE_SOURCE_GROUPS + (("shapes",) if device.rentable_shapes else ())  # TPU slices cite theirs
+    groups += ("interconnect",) if device.interconnect else ()  # so does a tensor-parallel fabric
     assert set(sources) == set(groups)
     for group in groups:
         assert sources[group]["source"].strip()

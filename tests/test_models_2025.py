@@ -74,7 +74,7 @@ def test_latent_attention_caches_576_elements_per_token_per_layer_on_every_devic
     ds = get_model("deepseek-v3")
     assert ds.kv_elements_per_token_per_layer(1) == ds.kv_elements_per_token_per_layer(8) == 512 + 64
     dep = plan_deployment(scenario(model={"name": "deepseek-v3"}, hardware={"device": "h200", "tensor_parallel": 8},
-                                   engine={"max_model_len": 32768}))
+                                   engine={"preset": "vllm-v0", "max_model_len": 32768}))  # budget 32768
     assert dep.kv_bytes_per_token == 61 * 576 * 2  # bf16 latent: 70 kB, where 128 full heads would take 4 MB
     # by hand: each of the 8 devices keeps the whole latent of every layer (it is not split by head)
     h200 = get_device("h200")

@@ -24,7 +24,7 @@ from simcost.scenario.scenario import scenario_from_dict
 
 
 def make(model="llama-3.1-8b", device="h100-sxm", tp=1, weight_format=None, perf=None, engine=None, fleet=None,
-         memory_utilization=0.9, pp=1, kv_cache_format=None):
+         memory_utilization=0.9, pp=1, kv_cache_format=None, micro_batches=None):
     raw = {
         "duration_s": 10.0,
         "workload": {"arrivals": {"process": "poisson", "rate_per_s": 1.0},
@@ -35,6 +35,8 @@ def make(model="llama-3.1-8b", device="h100-sxm", tp=1, weight_format=None, perf
     }
     if pp > 1:
         raw["hardware"]["pipeline_parallel"] = pp
+    if micro_batches:
+        raw["hardware"]["pipeline_micro_batches"] = micro_batches
     if weight_format:
         raw["model"]["weight_format"] = weight_format
     if kv_cache_format:
@@ -71,8 +73,8 @@ def test_kv_bytes_per_token_by_hand():
 
 
 def test_kv_capacity_by_hand():
-    # Llama-2-70B fp16 on 2 x A100 80 GiB at 0.9, default max_num_batched_tokens max(4096, 2048).
-    _, dep, _ = plan(model="llama-2-70b", device="a100-80gb", tp=2)
+    # Llama-2-70B fp16 on 2 x A100 80 GiB at 0.9; vLLM v0's whole-prompt budget max(4096, 2048).
+    _, dep, _ = plan(model="llama-2-70b", device="a100-80gb", tp=2, engine={"preset": "vllm-v0"})
     per_device_free = 80 * 2**30 * 0.9 - 68_976_648_192 * 2 / 2 - 4096 * 8192 * (4 + 20 / 2)  # activations: 4 B/d replicated, 20 split
     expected_blocks = math.floor(per_device_free * 2 / (327_680 * 16))
     assert dep.num_kv_blocks == expected_blocks
@@ -333,15 +335,15 @@ def test_dense_model_has_no_expert_term():
 # --- pipeline parallel, node size, fit messages ---------------------------------------------
 
 def test_pipeline_parallel_spans_and_prices_all_devices():
-    _, dep1, p1 = plan(model="llama-2-70b", device="a100-80gb", tp=4)
-    _, dep2, p2 = plan(model="llama-2-70b", device="a100-80gb", tp=4, pp=2)
+    _, dep1, p1 = plan(model="llama-2-70b", device="a100-80gb", tp=4, engine={"preset": "vllm-v0"})  # budget 4096
+    _, dep2, p2 = plan(model="llama-2-70b", device="a100-80gb", tp=4, pp=2, micro_batches=1, engine={"preset": "vllm-v0"})
     assert dep2.num_devices == 8 and dep2.pipeline_parallel == 2
     assert dep2.price_usd_per_hour == pytest.approx(2 * dep1.price_usd_per_hour)
     assert dep2.idle_w == 2 * dep1.idle_w and dep2.peak_w == 2 * dep1.peak_w
     # KV capacity by hand: each device holds half the layers' KV for its 2 of 8 KV heads
     free = 80 * 2**30 * 0.9 - 68_976_648_192 * 2 / 8 - 4096 * 8192 * (4 + 20 / 4)
     assert dep2.num_kv_blocks == math.floor(free / (2 * 40 * 2 * 128 * 2 * 16))
-    # stages run one after another: the step is the single-stage step plus 1 hop of activations
+    # with one micro-batch the stages run one after another: the single-stage step plus 1 hop of activations
     hop_s_per_token = 8192 * 2 / get_device("a100-80gb").link_bytes_per_s
     for args in ((512, 0, 512 * 513 // 2, 0, 1), (0, 32, 32 * 1025, 32 * 1024, 0)):
         tokens = args[0] + args[1]
@@ -357,7 +359,8 @@ def test_tensor_parallel_beyond_a_node_is_refused():
 
 def test_does_not_fit_says_by_how_much_and_suggests_stages_when_the_node_is_full():
     with pytest.raises(InputError) as err:
-        plan_deployment(make(model="llama-3.1-405b", device="a100-80gb", tp=8, engine={"max_model_len": 4096}))
+        plan_deployment(make(model="llama-3.1-405b", device="a100-80gb", tp=8,
+                             engine={"preset": "vllm-v0", "max_model_len": 4096}))  # budget 4096
     problem = err.value.problem
     assert "short by" in problem and "pipeline_parallel >= 2" in problem and "tensor_parallel >=" not in problem
     assert "int8, int4" in problem  # smaller formats the A100 runs
@@ -425,7 +428,7 @@ def test_per_item_model_plans_without_a_kv_cache_and_times_a_batch_by_hand():
 def test_per_item_model_is_refused_by_the_token_engine_with_a_clear_message():
     scenario = make(model="bert-base", device="graviton3", fleet={"price_usd_per_device_hour": 0.29})
     dep = plan_deployment(scenario)
-    with pytest.raises(InputError, match=r"^engine\.policy: prefill_first schedules tokens over a KV cache, but bert-base is served per item"):
+    with pytest.raises(InputError, match=r"^engine\.policy: chunked schedules tokens over a KV cache, but bert-base is served per item"):
         step_params(scenario, dep)
     with pytest.raises(InputError, match="served token by token"):
         sm.per_item_params(*plan(engine={"max_model_len": 8192})[:2])
@@ -438,8 +441,8 @@ def test_per_item_model_that_does_not_fit_says_by_how_much():
 
 
 def test_kv_cache_format_changes_capacity_and_decode_bytes():
-    _, dep16, p16 = plan(model="llama-2-70b", device="a100-80gb", tp=2)
-    _, dep8, p8 = plan(model="llama-2-70b", device="a100-80gb", tp=2, kv_cache_format="fp8")
+    _, dep16, p16 = plan(model="llama-2-70b", device="a100-80gb", tp=2, engine={"preset": "vllm-v0"})  # budget 4096
+    _, dep8, p8 = plan(model="llama-2-70b", device="a100-80gb", tp=2, kv_cache_format="fp8", engine={"preset": "vllm-v0"})
     assert dep8.kv_bytes_per_token == dep16.kv_bytes_per_token / 2 == 163_840
     per_device_free = 80 * 2**30 * 0.9 - 68_976_648_192 * 2 / 2 - 4096 * 8192 * (4 + 20 / 2)  # activations: 4 B/d replicated, 20 split
     assert dep8.num_kv_blocks == math.floor(per_device_free * 2 / (163_840 * 16))

@@ -20,7 +20,8 @@ def test_summary_keys_are_the_declared_ones(case):
     assert RunSummary.__required_keys__ <= set(summary), RunSummary.__required_keys__ - set(summary)
     assert set(summary) <= RunSummary.__required_keys__ | RunSummary.__optional_keys__
     for key in ("ttft_s", "tpot_s", "itl_s", "e2el_s"):
-        assert set(summary[key]) == set(LatencyStats.__annotations__)
+        stats = set(summary[key])  # relative_error only where a streaming histogram answered
+        assert LatencyStats.__required_keys__ <= stats <= LatencyStats.__required_keys__ | LatencyStats.__optional_keys__
 
 
 def test_optional_sections_appear_where_the_scenario_has_them():

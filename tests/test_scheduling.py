@@ -88,8 +88,9 @@ def _tight(preemption: str, **engine):
                               "output_tokens": {"dist": "uniform", "low": 100, "high": 400}},
                     duration_s=60.0, perf={"model": "constant", "prefill_s_per_token": 2e-5, "decode_step_s": 0.02,
                                            "step_overhead_s": 0.001},
-                    engine={"num_kv_blocks": 200, "block_size": 16, "max_num_seqs": 32, "preemption": preemption,
-                            **engine})
+                    # vLLM v0's engine: swap is a v0 feature (V1 recomputes), and these counts assume whole prompts
+                    engine={"preset": "vllm-v0", "num_kv_blocks": 200, "block_size": 16, "max_num_seqs": 32,
+                            "preemption": preemption, **engine})
 
 
 def _modelled_step_s(steps, perf) -> float:

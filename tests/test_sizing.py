@@ -114,7 +114,9 @@ def test_a_device_the_model_does_not_fit_is_reported_with_its_reason():
 
 
 def test_an_option_that_misses_at_max_replicas_is_infeasible():
-    result = size(scenario_from_dict(RAW), candidate_options(["l40s"]), max_replicas=2,
+    # vLLM v0's engine: 2 x L40S miss the SLO with whole-prompt prefill steps (chunked prefill meets it)
+    v0 = merge(RAW, {"engine": {"preset": "vllm-v0"}})
+    result = size(scenario_from_dict(v0), candidate_options(["l40s"]), max_replicas=2,
                   with_headroom=False, with_redundancy=False)
     assert result.chosen is None
     assert "max_replicas=2" in result.options[0].reason

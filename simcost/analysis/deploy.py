@@ -51,7 +51,11 @@ def vllm_args(scenario: Scenario) -> list[str]:
     args = ["vllm", "serve", hf_model_id(scenario), "--tensor-parallel-size", str(hw.tensor_parallel)]
     if hw.pipeline_parallel > 1:
         args += ["--pipeline-parallel-size", str(hw.pipeline_parallel)]
-    args += ["--max-num-seqs", str(engine.max_num_seqs), "--max-num-batched-tokens", str(dep.max_num_batched_tokens),
+    dp = dep.data_parallel  # data-parallel attention: vLLM's batch limits are per DP rank
+    if dep.expert_parallel > 1:
+        args += ["--enable-expert-parallel"] + (["--data-parallel-size", str(dp)] if dp > 1 else [])
+    args += ["--max-num-seqs", str(-(-engine.max_num_seqs // dp)),
+             "--max-num-batched-tokens", str(-(-dep.max_num_batched_tokens // dp)),
              "--max-model-len", str(dep.max_model_len), "--block-size", str(engine.block_size),
              "--gpu-memory-utilization", f"{hw.memory_utilization:g}",
              "--enable-chunked-prefill" if engine.policy == "chunked" else "--no-enable-chunked-prefill",

@@ -69,7 +69,8 @@ def queue_scenario(*, rate_per_s: float, service_mean_s: float, dist: str, serve
                      "input_tokens": tokens, "output_tokens": {"dist": "fixed", "value": 1}},
         "model": {"name": "llama-3.1-8b"}, "hardware": {"device": "h100-sxm"},
         "perf": {"model": "constant", "prefill_s_per_token": s_per_token},
-        "engine": {"max_num_seqs": 1},
+        # vLLM v0's engine: each request is served as one whole-prompt step, the queue's service time
+        "engine": {"preset": "vllm-v0", "max_num_seqs": 1},
         "fleet": {"replicas": servers, "router": router},
     })
 

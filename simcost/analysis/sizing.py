@@ -43,6 +43,7 @@ from typing import Any
 from simcost.analysis.backends import RunCache, progress_bar, worker_pool
 from simcost.analysis.forecast import check_trace_covers, scale_load, with_replicas
 from simcost.errors import InputError, closest
+from simcost.scenario.deployment import REQUEST_LEVEL_POLICIES
 from simcost.scenario.scenario import Scenario, scenario_from_dict
 from simcost.scenario.schema import to_dict
 from simcost.units import HOURS_PER_MONTH, S_PER_HOUR
@@ -94,6 +95,8 @@ def with_option(raw: dict, option: dict, pool: int | None = None) -> dict:
                 node[part] = {}  # to_dict writes an unset section as None
             node = node[part]
         node[last] = copy.deepcopy(value)
+        if key == "engine.policy" and value in REQUEST_LEVEL_POLICIES:
+            node["prefix_caching"] = False  # the preset turned it on for the base's policy; batches share no cache
     return raw
 
 

@@ -44,6 +44,17 @@ GIB = 2.0**30  # binary gibibyte: HBM capacities that vendors round to "80GB"
 TERA = 1e12
 
 DEVICE_SOURCE_GROUPS = ("spec", "power", "price", "efficiency")
+# Fabrics of a tensor-parallel group: a switch (NVSwitch) or a full mesh (AMD Infinity Fabric)
+# all-reduces in a near-flat latency; a ring (PCIe, NVLink bridges, TPU ICI) pays one per hop.
+INTERCONNECT_KINDS = ("nvswitch", "mesh", "nvlink_ring", "pcie", "ici")
+FLAT_INTERCONNECTS = ("nvswitch", "mesh")
+
+
+@dataclass(frozen=True)
+class Interconnect:
+    kind: str  # one of INTERCONNECT_KINDS
+    bytes_per_s: float  # one direction, per device
+    latency_s: float  # per all-reduce on a flat fabric, per ring hop otherwise
 MODEL_SOURCE_GROUPS = ("spec",)
 SERVING_KINDS = ("tokens", "per_item")  # decoder LLMs stepped token by token; models charged per item
 ANY_REGION = "any"  # a provider-wide price, matching every region
@@ -78,6 +89,9 @@ class DeviceSpec:
     # devices joined by the scale-up link (tensor and expert parallelism stay within it): an
     # NVLink domain such as GB200 NVL72's 72 GPUs; None: the default for the kind (8 GPUs)
     devices_per_node: int | None = None
+    # the tensor-parallel fabric for the roofline's all-reduce (latency + bandwidth by topology);
+    # None: the legacy (t - 1) x allreduce_latency_s charge the catalog defaults were tuned with
+    interconnect: Interconnect | None = None
 
 
 @dataclass(frozen=True)
@@ -469,7 +483,7 @@ def _sources(entry: dict, groups: tuple[str, ...], where: _Where) -> dict:
 _DEVICE_REQUIRED = ("name", "kind", "mem_bw_gb_per_s", "peak_tflops", "link_gb_per_s", "idle_w", "peak_w",
                     "mfu", "mbu", "step_overhead_s", "allreduce_latency_s", "sources")
 _DEVICE_OPTIONAL = ("memory_gb", "memory_gib", "host_link_gb_per_s", "price_usd_per_hour", "aliases", "rentable_shapes",
-                    "devices_per_node")
+                    "devices_per_node", "interconnect")
 
 
 def _device(key: str, entry: Any, where: _Where) -> DeviceSpec:
@@ -508,13 +522,28 @@ def _device(key: str, entry: Any, where: _Where) -> DeviceSpec:
         price_usd_per_hour=(_number(entry, "price_usd_per_hour", where, ge=0)
                             if "price_usd_per_hour" in entry else None),
         # rentable_shapes carries its own source (the cloud's slice table)
-        sources=_sources(entry, DEVICE_SOURCE_GROUPS + (("shapes",) if "rentable_shapes" in entry else ()), where),
+        sources=_sources(entry, DEVICE_SOURCE_GROUPS + (("shapes",) if "rentable_shapes" in entry else ())
+                         + (("interconnect",) if "interconnect" in entry else ()), where),
         host_link_bytes_per_s=(_number(entry, "host_link_gb_per_s", where, gt=0) * GB
                                if "host_link_gb_per_s" in entry else None),
         aliases=_aliases(entry, where),
         rentable_shapes=_shapes(entry, where),
         devices_per_node=_integer(entry, "devices_per_node", where) if "devices_per_node" in entry else None,
+        interconnect=_interconnect(entry, where),
     )
+
+
+def _interconnect(entry: dict, where: _Where) -> Interconnect | None:
+    ic = entry.get("interconnect")
+    if ic is None:
+        return None
+    keys = ("kind", "bandwidth_gb_per_s", "latency_us")
+    if not isinstance(ic, dict) or set(ic) != set(keys):
+        raise InputError(where("interconnect"), f"{ic!r}; expected {{kind, bandwidth_gb_per_s, latency_us}}")
+    if ic["kind"] not in INTERCONNECT_KINDS:
+        raise InputError(where("interconnect", "kind"), f"{ic['kind']!r}; expected one of {', '.join(INTERCONNECT_KINDS)}")
+    return Interconnect(ic["kind"], _number(ic, "bandwidth_gb_per_s", where, gt=0, path=("interconnect",)) * GB,
+                        _number(ic, "latency_us", where, ge=0, path=("interconnect",)) * 1e-6)
 
 
 def _shapes(entry: dict, where: _Where) -> tuple[int, ...]:

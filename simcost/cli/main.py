@@ -23,11 +23,13 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         _check_counts(args)
-        if args.command in ("size", "levers", "commitments", "forecast", "sweep") and not args.quiet:
-            from simcost.simulation.kernels import warn_if_cold
+        if args.command in SIMULATING and not getattr(args, "quiet", False):
+            from simcost.simulation.kernels import compile_notice
 
-            warn_if_cold()  # the first simulation compiles numba kernels for seconds: say so, once
-        status = args.func(args)
+            with compile_notice():  # a fresh install compiles numba kernels for seconds: say so, once
+                status = args.func(args)
+        else:
+            status = args.func(args)
         sys.stdout.flush()  # a closed pipe raises here, inside the try, not at interpreter exit
         return status
     except BrokenPipeError:
@@ -43,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         print("simcost: interrupted; nothing written", file=sys.stderr)
         return 130
 
+
+# commands that simulate (and so may compile numba kernels on a fresh install)
+SIMULATING = ("run", "sweep", "size", "levers", "commitments", "forecast", "validate", "calibrate", "breakeven")
 
 # flags that multiply work: a typo of three extra zeros must be refused, not run for days
 MAX_SEEDS = 1000
@@ -297,15 +302,12 @@ def _cmd_run(args) -> int:
 def _run_and_write(args, figures) -> int:
     from simcost.results.writer import check_run_folder, write_run
     from simcost.scenario.scenario import load_scenario
-    from simcost.simulation.kernels import warn_if_cold
     from simcost.simulation.simulation import Simulation
 
     scenario = load_scenario(args.scenario, args.overrides, args.seed, args.catalog)
     sim = Simulation(scenario)  # plans the deployment: a model that does not fit fails here, writing nothing
     out = _out_dir(args.out or Path("results") / scenario.name)
-    quiet = args.no_progress or args.quiet
-    if not args.quiet:  # --no-progress drops the bar, not this one line about a silent wait
-        warn_if_cold()  # a fresh install compiles numba kernels for seconds: say so rather than sit silent
+    quiet = args.no_progress or args.quiet  # (--no-progress drops the bar, not main()'s compile notice)
     check_run_folder(out, args.records)  # a missing pyarrow or a folder in the way: before the run, not after
     result = sim.run(progress=not quiet)
     print(_run_output(result, args.format), flush=True)  # before writing: a full disk must not lose the answer
@@ -415,7 +417,10 @@ def _cmd_check(args) -> int:
 
 
 def _deployment_line(dep) -> str:
-    return (f"{dep.model.key} ({dep.weight_format}) on {dep.tensor_parallel} x {dep.device.key}: "
+    ep = getattr(dep, "expert_parallel", 1)
+    layout = f" (expert parallel {ep}, data-parallel attention {dep.data_parallel})" if ep > 1 else ""
+    return (f"{dep.model.key} ({dep.weight_format}) on {dep.tensor_parallel * dep.data_parallel} x {dep.device.key}"
+            f"{layout}: "
             f"{dep.weight_bytes / 1e9:.1f} GB of weights, {dep.num_kv_blocks} KV blocks of {dep.block_size} tokens "
             f"({dep.num_kv_blocks * dep.block_size:,} tokens) per replica, ${dep.price_usd_per_hour:.2f}/hour per replica")
 

@@ -35,7 +35,13 @@ from simcost.engine.kv.prefix_cache import PrefixBlockPool
 from simcost.engine.kv.reuse import PrefixReuse
 from simcost.engine.options import ReplicaOptions
 from simcost.engine.schedulers import SCHEDULERS, StepPlan
-from simcost.engine.speculation import SpeculationState, run_step
+from simcost.engine.speculation import (
+    SpeculationState,
+    apply_mixed_extra,
+    mixed_step_s,
+    mixed_step_tokens,
+    run_step,
+)
 from simcost.perf.step_model import decode_span_times_s, step_time_s
 from simcost.workload.request_table import COMPLETED
 
@@ -62,6 +68,7 @@ class Replica(ReplicaBase):
         self.scheduler = SCHEDULERS[options.policy](self)
         # speculative decoding: decode-only steps verify drafts (simcost.engine.speculation)
         self.speculation = SpeculationState(options.speculation) if options.speculation is not None else None
+        self.speculate_mixed = self.speculation is not None and self.speculation.spec.in_mixed_steps
         self._start()
 
     def _make_pool(self, options: ReplicaOptions) -> KVPool:
@@ -169,9 +176,19 @@ class Replica(ReplicaBase):
         start_s = self.env.now
         items_s = self._items_s(ids, self.scheduler.encodes_items(ids, start_s)) if self.item_work is not None else 0.0
         stalls_decodes = not num_decoding and self._decodes_left_out(plan)
-        yield self.env.timeout(step_time_s(self.params, int(num_chunk_tokens), int(num_decoding), float(attn_pairs),
-                                           float(kv_sum), int(num_chunks))  # planned chunks are > 0
-                               + items_s + self._take_transfer_s())
+        spec_tokens = None  # speculation.in_mixed_steps: the decoders' 1 + accepted drafts
+        if num_decoding and self.speculate_mixed and num_chunks:
+            spec_tokens = mixed_step_tokens(self, ids[decoding])
+        if spec_tokens is not None:
+            assert self.speculation is not None
+            decode_kv = kv_before[decoding]
+            chunk_pairs = float(attn_pairs) - float((decode_kv + 1).sum())  # the chunks' own attention pairs
+            model_s = mixed_step_s(self.params, self.speculation.spec, int(num_chunk_tokens), chunk_pairs,
+                                   float(kv_before[~decoding].sum()), int(num_chunks), decode_kv)
+        else:
+            model_s = step_time_s(self.params, int(num_chunk_tokens), int(num_decoding), float(attn_pairs),
+                                  float(kv_sum), int(num_chunks))  # planned chunks are > 0
+        yield self.env.timeout(model_s + items_s + self._take_transfer_s())
         end_s = self.env.now
         if num_decoding:
             self._record_itl(end_s - start_s, 1)
@@ -186,6 +203,10 @@ class Replica(ReplicaBase):
         t.generated[emits] += 1
         fresh = emits[np.isnan(t.first_token_s[emits])]
         t.first_token_s[fresh] = end_s
+        if spec_tokens is not None:
+            apply_mixed_extra(self, ids[decoding], spec_tokens, end_s)
+            tokens[decoding] = spec_tokens
+            num_decoding = int(spec_tokens.sum())
         self.log.add(self.index, start_s, np.array([end_s]), np.array([num_chunk_tokens + num_decoding]), ids, tokens,
                      prefill=True, member_prefill=~decoding if num_decoding else None)
         self._retire_finished(emits, end_s)

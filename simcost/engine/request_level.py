@@ -223,6 +223,7 @@ class BatchReplica(ReplicaBase):
         t = self.table  # columns may have grown during the wait
         if not self.per_item:
             self.kv.written(ids, prompt)
+        t.generated[ids] = 0  # a batch restarted after its replica was lost emits every token again
         t.emit_tokens(ids, np.array([end_s]))  # the prefill emits every member's first token
         t.generated[ids] = 1
         t.first_token_s[ids] = end_s

@@ -10,6 +10,12 @@ speculation stream seed, request id, the request's verification step number), so
 draws do not depend on which other requests share its batch or on the replica it runs on (paired
 comparisons stay paired), and nothing is stored per request but a step counter.
 
+Acceptance per request (acceptance_concentration c): each request draws its own rate a ~ Beta(m c,
+(1 - m) c) of mean m (the workload's acceptance_rate) once, from a generator seeded by (the stream
+seed, request id), so prompts that draft well and badly mix as in real traffic; a step then draws
+J as above at that request's a. Tokens per step average E[sum_{j<=k} a^j], above the fixed-rate
+value at the mean (the sum is convex in a).
+
 Cost of one step over n sequences with contexts c_i: the target's step of n (k + 1) tokens whose
 KV reads are the contexts once (all k + 1 queries of a sequence attend to the same cached KV),
 plus the drafting: method draft runs the draft model's k decode steps (its own step-time model
@@ -17,7 +23,9 @@ on the same devices), eagle and mtp charge draft_step_fraction of a target decod
 
 Where it applies: decode-only steps (a prefill_first decode step, or a chunked step with no prompt
 in it). A chunked step that carries prompt chunks decodes one token per running sequence, as
-without speculation. The draft model's weights come out of the KV cache (simcost.perf.deployment);
+without speculation, unless speculative.in_mixed_steps (vLLM V1 speculates there too): then its
+decoders verify drafts in the same target step as the chunks (when the free KV blocks can take
+the accepted tokens; else that step decodes one token each). The draft model's weights come out of the KV cache (simcost.perf.deployment);
 not modelled: the draft's own KV, and KV blocks for rejected drafts (a step holds blocks for the
 accepted tokens only).
 """
@@ -50,6 +58,17 @@ class Speculation:
     seed: int
     draft_params: np.ndarray | None = None  # method draft
     draft_step_fraction: float = DEFAULT_DRAFT_STEP_FRACTION  # eagle, mtp
+    concentration_by_workload: np.ndarray | None = None  # float64 per entry, 0: a fixed rate
+    in_mixed_steps: bool = False  # chunked steps with prompt chunks speculate too
+
+
+def request_acceptance(seed: int, rid: int, mean: float, concentration: float) -> float:
+    """A request's own acceptance rate: Beta of mean `mean` and concentration alpha + beta, from
+    a generator of (seed, rid) only (the same on any replica, whatever shares its batch)."""
+    if mean <= 0.0 or mean >= 1.0:
+        return mean
+    rng = np.random.default_rng([seed, rid, 0x5BEC])
+    return float(rng.beta(mean * concentration, (1.0 - mean) * concentration))
 
 
 def expected_tokens_per_step(acceptance_rate: float, k: int) -> float:
@@ -94,6 +113,22 @@ class SpeculationState:
     def __init__(self, spec: Speculation):
         self.spec = spec
         self.steps: dict[int, int] = {}
+        self.rates: dict[int, float] = {}  # per-request rates (acceptance_concentration), drawn once
+
+    def _rates(self, ids: np.ndarray, workload: np.ndarray) -> np.ndarray:
+        spec = self.spec
+        means = spec.acceptance_by_workload[workload]
+        if spec.concentration_by_workload is None:
+            return means
+        conc = spec.concentration_by_workload[workload]
+        out = means.copy()
+        for i, rid in enumerate(ids.tolist()):
+            if conc[i] > 0.0:
+                rate = self.rates.get(rid)
+                if rate is None:
+                    rate = self.rates[rid] = request_acceptance(spec.seed, rid, float(means[i]), float(conc[i]))
+                out[i] = rate
+        return out
 
     def tokens(self, ids: np.ndarray, workload: np.ndarray, remaining: np.ndarray) -> np.ndarray:
         """Tokens each of ids emits in its next verification step (1 + accepted drafts, at most
@@ -101,13 +136,14 @@ class SpeculationState:
         spec = self.spec
         steps = np.fromiter((self.steps.get(rid, 0) for rid in ids.tolist()), dtype=np.int64, count=len(ids))
         u = uniforms(spec.seed, ids, steps)
-        drafts = accepted_drafts(u, spec.acceptance_by_workload[workload], spec.num_speculative_tokens)
+        drafts = accepted_drafts(u, self._rates(ids, workload), spec.num_speculative_tokens)
         return np.minimum(1 + drafts, remaining)
 
     def advance(self, ids: np.ndarray, done: np.ndarray) -> None:
         for rid, finished in zip(ids.tolist(), done.tolist()):
             if finished:
                 self.steps.pop(rid, None)
+                self.rates.pop(rid, None)
             else:
                 self.steps[rid] = self.steps.get(rid, 0) + 1
 
@@ -118,13 +154,52 @@ def step_s(params: np.ndarray, spec: Speculation, kv_tokens: np.ndarray) -> floa
     n, k1 = len(kv), spec.num_speculative_tokens + 1
     pairs = float((kv * k1).sum() + n * k1 * (k1 + 1) / 2)
     verify_s = step_time_s(params, 0, n * k1, pairs, float(kv.sum()), 0)
-    k = spec.num_speculative_tokens
+    return verify_s + draft_s(params, spec, kv)
+
+
+def draft_s(params: np.ndarray, spec: Speculation, kv: np.ndarray) -> float:
+    """Drafting k tokens for sequences with kv tokens of context each."""
+    n, k = len(kv), spec.num_speculative_tokens
     if spec.draft_params is not None:  # k autoregressive steps of the draft model
-        draft_s = sum(step_time_s(spec.draft_params, 0, n, float((kv + j + 1).sum()), float((kv + j).sum()), 0)
-                      for j in range(k))
-    else:
-        draft_s = k * spec.draft_step_fraction * step_time_s(params, 0, n, float((kv + 1).sum()), float(kv.sum()), 0)
-    return verify_s + draft_s
+        return sum(step_time_s(spec.draft_params, 0, n, float((kv + j + 1).sum()), float((kv + j).sum()), 0)
+                   for j in range(k))
+    return k * spec.draft_step_fraction * step_time_s(params, 0, n, float((kv + 1).sum()), float(kv.sum()), 0)
+
+
+# --- speculation in chunked steps that also carry prompt chunks (speculative.in_mixed_steps) --
+
+def mixed_step_tokens(replica, dec_ids: np.ndarray) -> np.ndarray | None:
+    """Tokens each decoding request of a mixed step emits (1 + accepted drafts), or None when the
+    free KV blocks cannot take the extra tokens (the step then decodes one token each, as without
+    speculation, rather than preempting in the middle of a planned step)."""
+    t, state = replica.table, replica.speculation
+    tokens = state.tokens(dec_ids, t.workload[dec_ids], t.output_tokens[dec_ids] - t.generated[dec_ids])
+    # the planned step holds blocks for one more token each; the extras need the rest
+    kv_after = t.kv_tokens[dec_ids] + tokens
+    need = np.maximum(-(-kv_after // replica.block_size) - np.maximum(
+        t.kv_blocks[dec_ids], -(-(t.kv_tokens[dec_ids] + 1) // replica.block_size)), 0).sum()
+    return tokens if need <= replica.kv.pool.num_free else None
+
+
+def mixed_step_s(params: np.ndarray, spec: Speculation, num_chunk_tokens: int, chunk_pairs: float,
+                 chunk_kv_read: float, num_chunks: int, dec_kv: np.ndarray) -> float:
+    """A step of prompt chunks and verifying decoders: one target step of the chunks and
+    n (k + 1) decode tokens, plus the decoders' drafting."""
+    kv = dec_kv.astype(np.float64)
+    n, k1 = len(kv), spec.num_speculative_tokens + 1
+    pairs = chunk_pairs + float((kv * k1).sum() + n * k1 * (k1 + 1) / 2)
+    return (step_time_s(params, num_chunk_tokens, n * k1, pairs, chunk_kv_read + float(kv.sum()), num_chunks)
+            + draft_s(params, spec, kv))
+
+
+def apply_mixed_extra(replica, dec_ids: np.ndarray, tokens: np.ndarray, end_s: float) -> None:
+    """After a mixed step gave each decoder its first token: the accepted drafts beyond it."""
+    t = replica.table
+    for count in np.unique(tokens).tolist():
+        if count > 1:
+            group = dec_ids[tokens == count]
+            replica.kv.apply_decode_steps(group, np.full(count - 1, end_s), count - 1)
+    replica.speculation.advance(dec_ids, t.generated[dec_ids] >= t.output_tokens[dec_ids])
 
 
 def speculation(scenario: Scenario, dep: Deployment, seed: int) -> Speculation | None:
@@ -134,11 +209,14 @@ def speculation(scenario: Scenario, dep: Deployment, seed: int) -> Speculation |
         return None
     names = [scenario.workload.entry_name(i) for i in range(len(scenario.workload.entries()))]
     rates = np.full(len(names), cfg.acceptance_rate)
+    concentrations = np.full(len(names), cfg.acceptance_concentration or 0.0)
     for i, w in enumerate(cfg.per_workload):
         if w.workload not in names:
             raise InputError(f"engine.speculative.per_workload[{i}].workload",
                              f"'{w.workload}' is no workload entry (entries: {', '.join(names)})")
         rates[names.index(w.workload)] = w.acceptance_rate
+        if w.acceptance_concentration is not None:
+            concentrations[names.index(w.workload)] = w.acceptance_concentration
     draft_params = None
     if cfg.method == "draft":
         assert cfg.draft_model is not None  # SpeculativeConfig._check
@@ -148,7 +226,8 @@ def speculation(scenario: Scenario, dep: Deployment, seed: int) -> Speculation |
         except InputError as exc:
             raise InputError("engine.speculative.draft_model", f"{cfg.draft_model}: {exc.problem}") from None
     return Speculation(cfg.num_speculative_tokens, rates, seed, draft_params,
-                       cfg.draft_step_fraction or DEFAULT_DRAFT_STEP_FRACTION)
+                       cfg.draft_step_fraction or DEFAULT_DRAFT_STEP_FRACTION,
+                       concentrations if concentrations.any() else None, cfg.in_mixed_steps)
 
 
 def run_step(replica):

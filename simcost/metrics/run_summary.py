@@ -107,6 +107,12 @@ class RunSummary(TypedDict):
     # perf.model kernels: the share of simulated step seconds that came from measured kernel
     # latencies (the rest: roofline fallbacks, extrapolation, overheads); 0 on a device without tables
     step_time_measured_fraction: NotRequired[float]
+    # perf.model kernels on a GPU without tables: the share that came from the nearest measured GPU's
+    # kernel latencies scaled to this device by the spec ratios (simcost.perf.kernel_scaling)
+    step_time_scaled_fraction: NotRequired[float]
+    # hardware.expert_parallel > 1: the devices the routed experts split over, and the
+    # data-parallel attention groups of tensor_parallel devices (a replica spans their product)
+    expert_parallel: NotRequired[dict[str, int]]
     api: NotRequired[dict[str, Any]]  # hosted-API pools (fleet.api_pools), per pool
     cascade: NotRequired[dict[str, Any]]  # fleet.cascade: escalations, added latency, quality proxy
     response_cache: NotRequired[dict[str, Any]]  # fleet.response_cache: lookups, hits, evictions, dollars

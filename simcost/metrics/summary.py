@@ -140,12 +140,13 @@ def attainment_keys(measured_arrived: np.ndarray, outcomes: dict) -> dict:
 def summarize(scenario: Scenario, dep: Deployment, table: RequestTable, steps: StepArrays, bill: Bill,
               horizon_s: float, session_counts: dict | None = None, pools: list[Pool] | None = None,
               pool_router=None, prefix_cache: dict[str, Any] | None = None, per_item: bool = False,
-              measured_fraction: float | None = None, api: dict[str, Any] | None = None,
+              measured_fraction: tuple[float, float] | None = None, api: dict[str, Any] | None = None,
               cascade: dict[str, Any] | None = None, response_cache: dict[str, Any] | None = None,
               budget: dict[str, Any] | None = None) -> RunSummary:
     """The run's summary (summary.json), every section of it; `prefix_cache` is the replicas'
     prefix-cache counts (None without prefix caching), `per_item` whether the model is served per item,
-    `measured_fraction` the share of step time from measured kernels (perf.model kernels only),
+    `measured_fraction` the shares of step time from this device's measured kernels and from
+    another GPU's kernels scaled to it (perf.model kernels only),
     `api` the api pools' section (simcost.cluster.api_pool.ApiPools.summary; None without them),
     `cascade` fleet.cascade's (simcost.cluster.cascade.Cascade.summary), `response_cache`
     fleet.response_cache's (simcost.cluster.response_cache.ResponseCache.summary)."""
@@ -227,10 +228,15 @@ def summarize(scenario: Scenario, dep: Deployment, table: RequestTable, steps: S
     summary.update(breakdowns(scenario, table, lat, measured, outcomes["met"], bill, session_counts or {}))
     if pool_routed(fleet_plan(scenario)):
         summary.update(pools_summary(scenario, pools, table, lat, measured, bill, pool_router))
+    if getattr(dep, "expert_parallel", 1) > 1:
+        summary["expert_parallel"] = {"experts_over_devices": dep.expert_parallel,
+                                      "attention_groups": dep.data_parallel}
     if prefix_cache is not None:
         summary["prefix_cache"] = prefix_cache
     if measured_fraction is not None:
-        summary["step_time_measured_fraction"] = measured_fraction
+        summary["step_time_measured_fraction"] = measured_fraction[0]
+        if measured_fraction[1] > 0:  # borrowed tables (simcost.perf.kernel_scaling)
+            summary["step_time_scaled_fraction"] = measured_fraction[1]
     if api is not None:
         summary["api"] = api
     if cascade is not None:

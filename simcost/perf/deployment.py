@@ -39,6 +39,12 @@ from simcost.catalog.specs import (
     format_refusal,
 )
 from simcost.errors import InputError
+from simcost.perf.expert_parallel import (
+    check_expert_parallel,
+    devices_per_node,
+    expert_parallel,
+    weight_bytes_per_device,
+)
 from simcost.perf.step_model import is_per_item
 from simcost.scenario.fleet_plan import fleet_plan
 from simcost.scenario.scenario import Scenario
@@ -82,7 +88,9 @@ class Deployment:
     price_usd_per_hour: float  # per replica
     idle_w: float  # per replica
     peak_w: float  # per replica
-    pipeline_parallel: int = 1  # stages; num_devices = tensor_parallel * pipeline_parallel
+    pipeline_parallel: int = 1  # stages; num_devices = tensor_parallel * pipeline_parallel * data_parallel
+    expert_parallel: int = 1  # devices the routed experts split over (simcost.perf.expert_parallel)
+    data_parallel: int = 1  # attention groups of tensor_parallel devices (data-parallel attention)
 
     @property
     def kv_capacity_tokens(self) -> int:
@@ -141,20 +149,12 @@ def _supported_weight_formats(device: DeviceSpec) -> list[str]:
 
 
 def _free_bytes_per_device(device: DeviceSpec, model: ModelSpec, weight_bytes: float, num_devices: int,
-                           memory_utilization: float, max_num_batched_tokens: int, tp: int) -> float:
+                           memory_utilization: float, max_num_batched_tokens: int, tp: int,
+                           weights_per_device: float | None = None) -> float:
     reserve_bytes = activation_reserve_bytes(max_num_batched_tokens, model.hidden_size, tp)
-    return device.memory_bytes * memory_utilization - weight_bytes / num_devices - reserve_bytes
-
-
-# Devices one node holds when neither hardware.devices_per_node nor the catalog says: an 8-GPU
-# server (DGX/HGX, p4d/p5, a3), an 8-chip TPU host (v5e-8, v6e-8), a 2-socket CPU server, one
-# edge module. Tensor parallelism needs the scale-up link, so it stays within a node.
-DEFAULT_DEVICES_PER_NODE = {"gpu": 8, "tpu": 8, "cpu": 2, "edge": 1}
-
-
-def devices_per_node(scenario: Scenario, device: DeviceSpec) -> int:
-    return int(getattr(scenario.hardware, "devices_per_node", None) or getattr(device, "devices_per_node", None)
-               or DEFAULT_DEVICES_PER_NODE.get(device.kind, 8))
+    if weights_per_device is None:
+        weights_per_device = weight_bytes / num_devices
+    return device.memory_bytes * memory_utilization - weights_per_device - reserve_bytes
 
 
 def check_rentable(device: DeviceSpec, tp: int, pp: int = 1, where: str = "hardware.tensor_parallel") -> None:
@@ -179,6 +179,7 @@ def _check_parallelism(scenario: Scenario, device: DeviceSpec, model: ModelSpec,
     if model.num_layers < pp:
         raise InputError("hardware.pipeline_parallel",
                          f"{pp} stages for {model.key}'s {model.num_layers} layers; at most one stage per layer")
+    check_expert_parallel(scenario, device, model, per_node)
 
 
 def kv_capacity_tokens(free_bytes: float, full_bytes_per_token: float, sliding_bytes_per_token: float,
@@ -203,10 +204,10 @@ def _plan_kv(scenario: Scenario, device: DeviceSpec, model: ModelSpec, weight_fo
     if max_model_len > model.max_model_len:
         raise InputError("engine.max_model_len",
                          f"{max_model_len} exceeds {model.key}'s context length {model.max_model_len}")
-    # Defaults: vLLM v0 without chunked prefill fits a whole max-length prompt in one step; with
-    # chunked prefill, 2048-token budgets (Sarathi-Serve's and vLLM's long-standing default).
-    max_num_batched_tokens = scenario.engine.max_num_batched_tokens or (
-        2048 if scenario.engine.policy == "chunked" else max(max_model_len, 2048))
+    # Default (the engine preset's, simcost.scenario.deployment): a whole max-length prompt
+    # without chunked prefill; with it, V1's budget by device memory, or 2048
+    max_num_batched_tokens = scenario.engine.max_num_batched_tokens or scenario.engine.default_max_num_batched_tokens(
+        max_model_len, device.key, device.memory_bytes)
     if max_num_batched_tokens < scenario.engine.max_num_seqs:  # vLLM refuses this too
         raise InputError("engine.max_num_batched_tokens",
                          f"{max_num_batched_tokens} is below engine.max_num_seqs={scenario.engine.max_num_seqs}; "
@@ -219,15 +220,21 @@ def _plan_kv(scenario: Scenario, device: DeviceSpec, model: ModelSpec, weight_fo
     block_size = scenario.engine.block_size
     draft_bytes = _draft_weight_bytes(scenario, weight_format)
 
+    ep, dp = expert_parallel(scenario)
+
     def kv_tokens(t: int, stages: int = pp) -> int:
         # each device keeps the KV of its stage's layers for its share of the KV heads
         per_layer = model.kv_elements_per_token_per_layer(t) * b_kv
+        # expert parallelism: the experts over E devices; data-parallel attention: d groups of t
+        # devices, each with its own KV cache and 1/d of the step's tokens (activation reserve)
+        weights = (weight_bytes_per_device(model, weight_bytes, t, stages, ep) + draft_bytes / (t * stages)
+                   if ep > 1 else None)
         free = _free_bytes_per_device(device, model, weight_bytes + draft_bytes, t * stages, util,
-                                      max_num_batched_tokens, t)
+                                      math.ceil(max_num_batched_tokens / dp), t, weights)
         tokens = kv_capacity_tokens(free, model.num_full_layers / stages * per_layer,
                                     model.num_sliding_layers / stages * per_layer,
-                                    model.sliding_window * scenario.engine.max_num_seqs)
-        return tokens // block_size * block_size
+                                    model.sliding_window * math.ceil(scenario.engine.max_num_seqs / dp))
+        return tokens // block_size * block_size * dp
 
     num_kv_tokens = kv_tokens(tp)
     if num_kv_tokens < block_size:
@@ -320,13 +327,16 @@ def plan_deployment(scenario: Scenario) -> Deployment:
             scenario, device, model, weight_format, kv_format, tp, pp, util)
 
     price_per_device = list_usd_per_device_hour(scenario, device)
+    ep, dp = expert_parallel(scenario) if not is_per_item(model) else (1, 1)
     dep = Deployment(
-        device=device, model=model, tensor_parallel=tp, num_devices=tp * pp,
+        device=device, model=model, tensor_parallel=tp, num_devices=tp * pp * dp,
+        expert_parallel=ep, data_parallel=dp,
         weight_format=weight_format, kv_cache_format=kv_format, compute_format=compute_format,
         weight_bytes=weight_bytes, kv_bytes_per_token=kv_bytes_per_token,
         block_size=block_size, num_kv_blocks=num_kv_tokens // block_size,
         max_model_len=max_model_len, max_num_batched_tokens=max_num_batched_tokens,
-        price_usd_per_hour=price_per_device * tp, idle_w=device.idle_w * tp, peak_w=device.peak_w * tp,
+        price_usd_per_hour=price_per_device * tp * dp, idle_w=device.idle_w * tp * dp,
+        peak_w=device.peak_w * tp * dp,
     )
     return _span_stages(dep, pp)
 

@@ -26,7 +26,8 @@ measured seconds into two slots of the parameter vector, which the run summary r
 
 Layout after the step model's named slots (simcost.perf.step_model.NUM_PARAMS = base):
   base + 0..4: nT, nR, nS, nB, nC; base + 5: seconds simulated; base + 6: of them measured;
-  base + 7: eager launch floor s; base + 8: largest graph-captured step in tokens (0: none);
+  base + 7: eager launch floor s; base + 8: largest graph-captured step in tokens (0: none); base + 9: 1 if the
+  grids come from another GPU's tables scaled to this device (then 'measured' means 'scaled');
   then T axis, linear s, linear measured share, head s, head measured share (nT each);
   R axis, S axis, prefill-attention s (nR x nS), its measured share; B axis, C axis, decode s
   (nB x nC), its measured share.
@@ -40,10 +41,11 @@ import numpy as np
 from numba import njit
 
 from simcost.catalog.specs import BYTES_PER_ELEMENT, DeviceSpec, ModelSpec
-from simcost.perf.kernel_tables import CUDA_GRAPH_MAX_TOKENS, TABLE_DTYPE, KernelTables, table_name
+from simcost.perf.kernel_scaling import borrowed_tables, nearest_table, tables_for_device
+from simcost.perf.kernel_tables import CUDA_GRAPH_MAX_TOKENS, TABLE_DTYPE, KernelTables
 
-K_HEADER = 9
-K_ACC_TOTAL, K_ACC_MEASURED, K_EAGER_FLOOR_S, K_GRAPH_MAX_TOKENS = 5, 6, 7, 8
+K_HEADER = 10
+K_ACC_TOTAL, K_ACC_MEASURED, K_EAGER_FLOOR_S, K_GRAPH_MAX_TOKENS, K_SCALED = 5, 6, 7, 8, 9
 # simcost assumption: vLLM V1's CPU work per step with CUDA graphs (scheduler, input preparation,
 # sampling), order of a millisecond; not fitted to any measurement in the repository
 KERNEL_STEP_OVERHEAD_S = 0.0015
@@ -68,12 +70,10 @@ class Rates:
 
 
 def kernel_tables_for(device: DeviceSpec, weight_format: str) -> KernelTables | None:
-    name = table_name(device.key)
+    """The device's tables, or those of the nearest measured GPU scaled to it (kernel_scaling)."""
     dtype = TABLE_DTYPE.get(weight_format)
-    if name is None or dtype is None:
-        return None
-    tables = KernelTables(name)
-    return tables if tables.has("gemm", dtype) else None
+    tables = None if dtype is None else tables_for_device(device)
+    return tables if tables is not None and dtype is not None and tables.has("gemm", dtype) else None
 
 
 def _with_fallback(ms: np.ndarray, inside: np.ndarray, roofline_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -83,7 +83,7 @@ def _with_fallback(ms: np.ndarray, inside: np.ndarray, roofline_s: np.ndarray) -
 
 
 def _linear_grid(tables: KernelTables, dtype: str, model: ModelSpec, t: int, weight_b: float, rates: Rates,
-                 m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                 m: np.ndarray, device: DeviceSpec) -> tuple[np.ndarray, np.ndarray]:
     """Per-step seconds of everything that scales with the step's tokens, all layers, and its
     measured share."""
     hd, hidden = model.head_dim, model.hidden_size
@@ -110,6 +110,14 @@ def _linear_grid(tables: KernelTables, dtype: str, model: ModelSpec, t: int, wei
     if t > 1:
         message = m * hidden * 2.0
         ms, inside = tables.allreduce_ms(t, message, m <= CUDA_GRAPH_MAX_TOKENS)
+        if np.isnan(ms).all() and tables.scaled_from is None:
+            # a GPU count the device's own table lacks (GB200's stop at 4): the nearest other GPU's
+            # rows scaled to it (kernel_scaling; B200 from GB200 at TP8: 4.6 % median held out
+            # against 16.6 % for the roofline all-reduce), not counted as measured
+            lender = nearest_table(device, exclude=tables.name)
+            if lender is not None:
+                ms, _ = borrowed_tables(lender, device).allreduce_ms(t, message, m <= CUDA_GRAPH_MAX_TOKENS)
+                inside = np.zeros(m.shape, bool)
         roof = 10e-6 + 2.0 * (t - 1) / t * message / rates.link_bytes_per_s
         s, share = _with_fallback(ms, inside, roof)
         total += 2 * s
@@ -144,11 +152,13 @@ def _attention_grid(tables: KernelTables, op: str, kv_dtype: str, model: ModelSp
 
 def kernel_params(base: np.ndarray, device: DeviceSpec, model: ModelSpec, t: int, weight_format: str,
                   kv_cache_format: str, compute_format: str, mfu: float, mbu: float, *, cuda_graphs: bool = True,
-                  eager_s_per_layer: float = EAGER_S_PER_LAYER) -> np.ndarray | None:
+                  eager_s_per_layer: float = EAGER_S_PER_LAYER, tables: KernelTables | None = None
+                  ) -> np.ndarray | None:
     """`base` (the roofline's named slots, kind set by the caller) followed by the kernel grids;
-    None when the device has no tables for this weight format."""
-    tables = kernel_tables_for(device, weight_format)
-    if tables is None:
+    None when the device has no tables for this weight format (`tables`: use these instead of
+    the device's own, e.g. another GPU's scaled to it)."""
+    tables = kernel_tables_for(device, weight_format) if tables is None else tables
+    if tables is None or not tables.has("gemm", TABLE_DTYPE.get(weight_format, "")):
         return None
     dtype = TABLE_DTYPE[weight_format]
     kv_dtype = "fp8" if kv_cache_format == "fp8" else "bfloat16"
@@ -156,7 +166,7 @@ def kernel_params(base: np.ndarray, device: DeviceSpec, model: ModelSpec, t: int
     kv_b = BYTES_PER_ELEMENT[kv_cache_format]
     rates = Rates(device, compute_format, mfu, mbu)
     m = TOKEN_GRID.astype(np.float64)
-    linear_s, linear_meas = _linear_grid(tables, dtype, model, t, weight_b, rates, m)
+    linear_s, linear_meas = _linear_grid(tables, dtype, model, t, weight_b, rates, m, device)
     head_s, head_share = _with_fallback(*tables.gemm_ms(dtype, m, model.vocab_size / t, model.hidden_size),
                                         rates.gemm_s(m, model.vocab_size / t, model.hidden_size, weight_b))
     hd = model.head_dim
@@ -170,7 +180,8 @@ def kernel_params(base: np.ndarray, device: DeviceSpec, model: ModelSpec, t: int
     r_axis, s_axis, pre_s, pre_share = _attention_grid(tables, "context_attention", kv_dtype, model, t, prefill_roof)
     b_axis, c_axis, dec_s, dec_share = _attention_grid(tables, "generation_attention", kv_dtype, model, t, decode_roof)
     header = np.array([len(m), len(r_axis), len(s_axis), len(b_axis), len(c_axis), 0.0, 0.0,
-                       eager_s_per_layer * model.num_layers, CUDA_GRAPH_MAX_TOKENS if cuda_graphs else 0.0])
+                       eager_s_per_layer * model.num_layers, CUDA_GRAPH_MAX_TOKENS if cuda_graphs else 0.0,
+                       0.0 if tables.scaled_from is None else 1.0])
     return np.concatenate([base, header, m, linear_s, linear_meas / linear_s, head_s, head_share,
                            r_axis, s_axis, pre_s.ravel(), pre_share.ravel(),
                            b_axis, c_axis, dec_s.ravel(), dec_share.ravel()])
@@ -271,6 +282,11 @@ def kernel_step_time_s(p, base, overhead_s, pipeline_s_per_token, num_prefill_to
     p[base + K_ACC_TOTAL] += total
     p[base + K_ACC_MEASURED] += measured
     return total
+
+
+def tables_scaled(p: np.ndarray, base: int) -> bool:
+    """Whether the grids came from another GPU's tables scaled to this device (kernel_scaling)."""
+    return bool(p[base + K_SCALED])
 
 
 def measured_fraction(p: np.ndarray, base: int) -> float | None:

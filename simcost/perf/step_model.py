@@ -17,14 +17,15 @@ prompt of the same total tokens; the constant and table models ignore it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 from numba import njit
 
-from simcost.catalog.specs import BYTES_PER_ELEMENT, DeviceSpec, ModelSpec
+from simcost.catalog.specs import BYTES_PER_ELEMENT, FLAT_INTERCONNECTS, DeviceSpec, Interconnect, ModelSpec
 from simcost.errors import InputError, required
+from simcost.perf.expert_parallel import expert_parallel_terms
 from simcost.perf.kernel_model import (
     EAGER_S_PER_LAYER,
     K_ACC_MEASURED,
@@ -33,8 +34,9 @@ from simcost.perf.kernel_model import (
     kernel_params,
     kernel_step_time_s,
     kernel_step_time_s_py,
+    tables_scaled,
 )
-from simcost.perf.kernel_tables import format_efficiency_ratio
+from simcost.perf.kernel_tables import KernelTables, format_efficiency_ratio
 from simcost.perf.measurements import EFFICIENCY_FACTORS, FACTOR_DEFAULTS
 from simcost.perf.step_table import T_HEADER, table_step_time_s, table_step_time_s_py
 from simcost.scenario.deployment import REQUEST_LEVEL_POLICIES
@@ -85,6 +87,8 @@ class StepParams:
     experts_per_token: float = 0.0  # MoE: experts each token is routed to, k
     pipeline_s_per_token: float = 0.0  # pipeline parallel: activation transfer seconds per step token, all hops
     prefill_request_s: float = 0.0  # added per request with prefill tokens in the step (per-sequence work)
+    pipeline_stages: float = 1.0  # pipeline parallel: stages (the roofline splits a step into micro-batches)
+    pipeline_micro_batches: float = 1.0  # at most this many micro-batches per step (1: stages in sequence)
 
     def to_array(self) -> np.ndarray:
         return np.array([getattr(self, f.name) for f in fields(self)], dtype=np.float64)
@@ -117,6 +121,8 @@ P_NUM_EXPERTS = _SLOT["num_experts"]
 P_EXPERTS_PER_TOKEN = _SLOT["experts_per_token"]
 P_PIPELINE_S_PER_TOKEN = _SLOT["pipeline_s_per_token"]
 P_PREFILL_REQUEST_S = _SLOT["prefill_request_s"]
+P_PIPELINE_STAGES = _SLOT["pipeline_stages"]
+P_PIPELINE_MICRO_BATCHES = _SLOT["pipeline_micro_batches"]
 
 
 def step_params(scenario: Scenario, dep: Deployment) -> np.ndarray:
@@ -131,7 +137,15 @@ def step_params(scenario: Scenario, dep: Deployment) -> np.ndarray:
     p = roofline_params(dep.device, dep.model, dep.tensor_parallel, dep.compute_format,
                         dep.weight_bytes, dep.kv_cache_format, **factors,
                         pipeline_parallel=dep.pipeline_parallel,
-                        pipeline_link_bytes_per_s=pipeline_link_bytes_per_s(scenario, dep.device))
+                        pipeline_link_bytes_per_s=pipeline_link_bytes_per_s(scenario, dep.device),
+                        pipeline_micro_batches=pipeline_micro_batches(scenario))
+    terms = expert_parallel_terms(scenario, dep.model, dep.device, dep.tensor_parallel, factors["allreduce_latency_s"])
+    if terms:
+        s = StepParams.from_array(p)
+        p[:NUM_PARAMS] = StepParams(**{f.name: getattr(s, f.name) * terms.get(f.name + "_scale", 1.0)
+                                       + terms.get(f.name + "_add", 0.0) for f in fields(StepParams)}).to_array()
+        if perf.model == "kernels":  # its tables have no expert-parallel MoE: the roofline, 0 measured
+            return p
     if perf.model == "table":
         return _table_params(required(perf.table, "perf.table"), dep, p)
     if perf.model == "kernels":
@@ -149,13 +163,14 @@ def _kernel_params(scenario: Scenario, dep: Deployment, roofline: np.ndarray, fa
 def kernel_step_params(roofline: np.ndarray, device: DeviceSpec, model: ModelSpec, t: int, weight_format: str,
                        kv_cache_format: str, compute_format: str, factors: dict[str, float],
                        step_overhead_s: float | None = None, *, cuda_graphs: bool = True,
-                       eager_s_per_layer: float | None = None) -> np.ndarray:
+                       eager_s_per_layer: float | None = None, tables: KernelTables | None = None) -> np.ndarray:
     """The kernel-table model after the roofline's slots (its fallback rates: `factors`' mfu and
     mbu); the roofline itself where the device has no tables for the weight format (the run
-    summary then reports 0 measured)."""
+    summary then reports 0 measured). `tables`: these instead of the device's (validation)."""
     k = kernel_params(roofline, device, model, t, weight_format, kv_cache_format, compute_format,
                       factors["mfu"], factors["mbu"], cuda_graphs=cuda_graphs,
-                      eager_s_per_layer=EAGER_S_PER_LAYER if eager_s_per_layer is None else eager_s_per_layer)
+                      eager_s_per_layer=EAGER_S_PER_LAYER if eager_s_per_layer is None else eager_s_per_layer,
+                      tables=tables)
     if k is None:
         return roofline
     k[P_KIND] = KIND_KERNELS
@@ -193,6 +208,13 @@ def default_factors(device: DeviceSpec) -> dict[str, float]:
     return {name: getattr(device, name) if hasattr(device, name) else FACTOR_DEFAULTS[name] for name in EFFICIENCY_FACTORS}
 
 
+def pipeline_micro_batches(scenario: Scenario) -> int:
+    """Micro-batches a pipelined step splits into: hardware.pipeline_micro_batches, else 1 (the
+    stages in sequence). Opt-in, since filling and draining the pipeline inside every step prices
+    weight-bound decode above the sequential step, while vLLM's virtual engines keep it full."""
+    return scenario.hardware.pipeline_micro_batches or 1
+
+
 def pipeline_link_bytes_per_s(scenario: Scenario, device: DeviceSpec) -> float:
     """The link between pipeline stages: `hardware.pipeline_link_gb_per_s`, else the device's
     scale-up link (stages in one node)."""
@@ -223,14 +245,15 @@ def efficiency_factors(scenario: Scenario, dep: Deployment) -> dict[str, float]:
 def roofline_params(device: DeviceSpec, model: ModelSpec, t: int, compute_format: str, weight_bytes: float,
                     kv_cache_format: str, *, mfu: float, mbu: float, step_overhead_s: float,
                     allreduce_latency_s: float, prefill_overhead_s: float = 0.0, attention_efficiency: float = 1.0,
-                    prefill_request_s: float = 0.0, pipeline_parallel: int = 1, pipeline_link_bytes_per_s: float | None = None) -> np.ndarray:
+                    prefill_request_s: float = 0.0, pipeline_parallel: int = 1, pipeline_link_bytes_per_s: float | None = None,
+                    pipeline_micro_batches: float | None = None) -> np.ndarray:
     """The roofline of `model` (weight_bytes in total) on `t` x `device` with the given factors.
 
-    Pipeline parallelism (`pipeline_parallel` stages of t devices each) runs the stages one after
-    another for each step, with no micro-batch overlap: the step's time is the sum over stages,
-    i.e. the same FLOPs and bytes per tensor-parallel rank as one stage holding every layer, plus
-    the activations sent between stages. (vLLM overlaps up to pp batches with virtual engines;
-    this model leaves that throughput out, so pipeline parallelism buys memory, not speed.)"""
+    Pipeline parallelism (`pipeline_parallel` stages of t devices each): the parameters are those
+    of one stage holding every layer (the same FLOPs and bytes per tensor-parallel rank as the sum
+    over stages), plus the activations sent between stages; the kernels split a step into up to
+    `pipeline_micro_batches` (default pp) micro-batches that flow through the stages
+    (simcost.perf.step_model._pipelined_step_s). With 1 the stages run one after another."""
     hidden = model.num_heads * model.head_dim
     expert_params, num_experts, experts_per_token = moe_shape(model)
     # FLOPs use the active parameters: the shared (attention, embedding, router) part plus k of
@@ -254,9 +277,14 @@ def roofline_params(device: DeviceSpec, model: ModelSpec, t: int, compute_format
         bytes_per_token = 2.0 * (t - 1) / t * hidden * 2.0
         comm_s_per_token = allreduces * bytes_per_token / device.link_bytes_per_s
         comm_fixed_s = allreduces * (t - 1) * allreduce_latency_s
+        fabric = getattr(device, "interconnect", None)
+        if fabric is not None:  # opt-in per device: the fabric's own latency and bandwidth
+            comm_fixed_s, comm_s_per_token = allreduce_cost(fabric, model.num_layers, model.hidden_size, t)
     return StepParams(
         kind=KIND_ROOFLINE, step_overhead_s=step_overhead_s, prefill_overhead_s=prefill_overhead_s,
         prefill_request_s=prefill_request_s,
+        pipeline_stages=float(pipeline_parallel),
+        pipeline_micro_batches=float(pipeline_micro_batches or pipeline_parallel),
         flops_per_token=2.0 * active_params / t,
         # Causal attention: QK^T and PV cost 2 * 2 * d FLOPs per (query, key) pair per layer; the
         # caller counts pairs exactly (n(n+1)/2 for a fresh prefill), so no halving here. Attention
@@ -272,6 +300,17 @@ def roofline_params(device: DeviceSpec, model: ModelSpec, t: int, compute_format
         byte_rate=device.mem_bw_bytes_per_s * mbu,
         comm_s_per_token=comm_s_per_token, comm_fixed_s=comm_fixed_s,
     ).to_array()
+
+
+def allreduce_cost(fabric: Interconnect, num_layers: int, hidden_size: int, t: int) -> tuple[float, float]:
+    """(fixed seconds, seconds per step token) of a step's 2 L all-reduces over t devices of a
+    catalog `interconnect`: each moves the step's bf16 residual stream (tokens x hidden x 2 bytes),
+    2 (t-1)/t of it over each device's link (ring or switch alike), and pays the fabric's latency
+    once on a switch or full mesh (near-flat in t) or once per hop of a ring's 2 (t-1)."""
+    allreduces = 2.0 * num_layers
+    hops = 1.0 if fabric.kind in FLAT_INTERCONNECTS else 2.0 * (t - 1)
+    return (allreduces * hops * fabric.latency_s,
+            allreduces * 2.0 * (t - 1) / t * hidden_size * 2.0 / fabric.bytes_per_s)
 
 
 # --- kernels --------------------------------------------------------------------------------
@@ -302,6 +341,9 @@ def _analytic_step_s(p, num_prefill_tokens, num_decode_tokens, attn_token_pairs,
         if num_decode_tokens > 0:
             t += p[P_DECODE_STEP_S]
         return t
+    if p[P_PIPELINE_STAGES] > 1.0 and p[P_PIPELINE_MICRO_BATCHES] > 1.0:
+        return _pipelined_step_s(p, num_prefill_tokens, num_decode_tokens, attn_token_pairs, kv_read_tokens,
+                                 num_prefill_requests)
     flops = p[P_FLOPS_PER_TOKEN] * tokens + p[P_FLOPS_PER_ATTN_PAIR] * float(attn_token_pairs)
     weight_bytes = p[P_WEIGHT_BYTES]
     if p[P_NUM_EXPERTS] > 0.0:  # the experts the step's tokens touch, expected, per layer
@@ -309,6 +351,31 @@ def _analytic_step_s(p, num_prefill_tokens, num_decode_tokens, attn_token_pairs,
     nbytes = weight_bytes + p[P_KV_BYTES_PER_TOKEN] * (float(kv_read_tokens) + tokens)
     t = (max(flops / p[P_FLOP_RATE], nbytes / p[P_BYTE_RATE])
          + p[P_COMM_FIXED_S] + (p[P_COMM_S_PER_TOKEN] + p[P_PIPELINE_S_PER_TOKEN]) * tokens + p[P_STEP_OVERHEAD_S])
+    if num_prefill_tokens > 0:
+        t += p[P_PREFILL_OVERHEAD_S] + p[P_PREFILL_REQUEST_S] * float(num_prefill_requests)
+    return t
+
+
+@njit(cache=True)
+def _pipelined_step_s(p, num_prefill_tokens, num_decode_tokens, attn_token_pairs, kv_read_tokens, num_prefill_requests):
+    # m micro-batches of 1/m of the step's sequences (at most one per sequence) through pp stages:
+    # the last leaves after (pp + m - 1) stage slots, each stage doing 1/pp of the layers of one
+    # micro-batch (its weights read again per micro-batch), and the first micro-batch's pp - 1
+    # activation sends on the critical path (later sends overlap the next micro-batch's compute, as
+    # long as a send is shorter than a stage). With m == 1 this is the sequential sum of the stages.
+    pp = p[P_PIPELINE_STAGES]
+    m = min(p[P_PIPELINE_MICRO_BATCHES], max(float(num_decode_tokens) + float(num_prefill_requests), 1.0))
+    m = float(int(m))
+    tokens = (float(num_prefill_tokens) + float(num_decode_tokens)) / m
+    flops = p[P_FLOPS_PER_TOKEN] * tokens + p[P_FLOPS_PER_ATTN_PAIR] * float(attn_token_pairs) / m
+    weight_bytes = p[P_WEIGHT_BYTES]
+    if p[P_NUM_EXPERTS] > 0.0:
+        weight_bytes += p[P_EXPERT_BYTES] * (1.0 - (1.0 - p[P_EXPERTS_PER_TOKEN] / p[P_NUM_EXPERTS]) ** tokens)
+    nbytes = weight_bytes + p[P_KV_BYTES_PER_TOKEN] * (float(kv_read_tokens) / m + tokens)
+    stage_s = (max(flops / p[P_FLOP_RATE], nbytes / p[P_BYTE_RATE]) + p[P_COMM_FIXED_S]
+               + p[P_COMM_S_PER_TOKEN] * tokens) / pp
+    send_s = p[P_PIPELINE_S_PER_TOKEN] / (pp - 1.0) * tokens
+    t = (pp + m - 1.0) * stage_s + (pp - 1.0) * send_s + p[P_STEP_OVERHEAD_S]
     if num_prefill_tokens > 0:
         t += p[P_PREFILL_OVERHEAD_S] + p[P_PREFILL_REQUEST_S] * float(num_prefill_requests)
     return t
@@ -337,12 +404,13 @@ def decode_span_times_s(p, num_seqs, kv_tokens_sum, num_steps):
     return out
 
 
-def kernel_seconds(p: np.ndarray) -> tuple[float, float]:
-    """(step seconds simulated, of them from measured kernels) accumulated by a kernels model; (0, 0)
-    for any other model."""
+def kernel_seconds(p: np.ndarray) -> tuple[float, float, float]:
+    """(step seconds simulated, of them from this device's measured kernels, of them from another
+    GPU's kernels scaled to it) accumulated by a kernels model; zeros for any other model."""
     if p[P_KIND] != KIND_KERNELS:
-        return 0.0, 0.0
-    return float(p[NUM_PARAMS + K_ACC_TOTAL]), float(p[NUM_PARAMS + K_ACC_MEASURED])
+        return 0.0, 0.0, 0.0
+    total, table_s = float(p[NUM_PARAMS + K_ACC_TOTAL]), float(p[NUM_PARAMS + K_ACC_MEASURED])
+    return (total, 0.0, table_s) if tables_scaled(p, NUM_PARAMS) else (total, table_s, 0.0)
 
 
 def is_per_item(model: ModelSpec) -> bool:
@@ -420,6 +488,9 @@ def step_time_s_py(p, num_prefill_tokens, num_decode_tokens, attn_token_pairs, k
     if s.kind == KIND_CONSTANT:
         decode_s = s.decode_step_s if num_decode_tokens > 0 else 0.0
         return float(s.step_overhead_s + s.prefill_s_per_token * num_prefill_tokens + decode_s)
+    if s.pipeline_stages > 1 and s.pipeline_micro_batches > 1:
+        return _pipelined_step_s_py(s, num_prefill_tokens, num_decode_tokens, attn_token_pairs, kv_read_tokens,
+                                    num_prefill_requests)
     compute_s = (s.flops_per_token * tokens + s.flops_per_attn_pair * attn_token_pairs) / s.flop_rate
     experts = expected_experts_touched(s.num_experts, s.experts_per_token, tokens)
     expert_bytes = s.expert_bytes * experts / s.num_experts if s.num_experts else 0.0
@@ -429,6 +500,22 @@ def step_time_s_py(p, num_prefill_tokens, num_decode_tokens, attn_token_pairs, k
     prefill_s = (s.prefill_overhead_s + s.prefill_request_s * num_prefill_requests
                  if num_prefill_tokens > 0 else 0.0)
     return float(max(compute_s, memory_s) + comm_s + pipeline_s + s.step_overhead_s + prefill_s)
+
+
+def _pipelined_step_s_py(s: StepParams, num_prefill_tokens, num_decode_tokens, attn_token_pairs, kv_read_tokens,
+                         num_prefill_requests) -> float:
+    """Reference for `_pipelined_step_s`: a GPipe-style schedule of m micro-batches over pp stages,
+    the time one micro-batch spends in one stage being the single-stage roofline of 1/m of the
+    step's work over pp."""
+    pp = s.pipeline_stages
+    m = int(min(s.pipeline_micro_batches, max(num_decode_tokens + num_prefill_requests, 1)))
+    one = replace(s, pipeline_stages=1.0, pipeline_micro_batches=1.0, pipeline_s_per_token=0.0, step_overhead_s=0.0,
+                  prefill_overhead_s=0.0, prefill_request_s=0.0).to_array()
+    micro = step_time_s_py(one, num_prefill_tokens / m, num_decode_tokens / m, attn_token_pairs / m,
+                           kv_read_tokens / m, 0)
+    send_s = s.pipeline_s_per_token / (pp - 1) * (num_prefill_tokens + num_decode_tokens) / m
+    prefill_s = (s.prefill_overhead_s + s.prefill_request_s * num_prefill_requests if num_prefill_tokens > 0 else 0.0)
+    return float((pp + m - 1) * micro / pp + (pp - 1) * send_s + s.step_overhead_s + prefill_s)
 
 
 def unpack_table(p: np.ndarray) -> tuple[list, list]:

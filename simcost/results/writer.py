@@ -159,7 +159,10 @@ def format_summary(s: RunSummary) -> str:
         return "-" if v is None else format(v, fmt)
 
     named = [p for p in s.get("pools", []) if p.get("name")]
-    fleet = (f"{s['replicas']} x {s['tensor_parallel']} x {s['device']}" if not named else
+    ep = s.get("expert_parallel")  # data-parallel attention groups multiply the devices per replica
+    devices = s["tensor_parallel"] * (ep["attention_groups"] if ep else 1)
+    layout = f" (expert parallel {ep['experts_over_devices']})" if ep else ""
+    fleet = (f"{s['replicas']} x {devices} x {s['device']}{layout}" if not named else
              ", ".join(f"{p['name']}: {p['replicas']} x {p['tensor_parallel']} x {p['device']}" for p in named))
     lines = [
         f"{s['scenario']}: {s['model']} on {fleet} ({s['router']}), seed {s['seed']}",
@@ -200,8 +203,12 @@ def format_summary(s: RunSummary) -> str:
 def _measured_lines(s: RunSummary) -> list[str]:
     """perf.model kernels: how much of the step time came from measured kernels."""
     share = s.get("step_time_measured_fraction")
+    scaled = s.get("step_time_scaled_fraction")
     if share is None:
         return []
+    if scaled:
+        return [f"step times: {scaled:.0%} from another GPU's measured vLLM kernels scaled to this device "
+                "by its specs (no tables of its own; docs/step_model.md), the rest roofline and overheads"]
     if share == 0.0:
         return ["step times: roofline only (no kernel tables for this device and weight format; docs/step_model.md)"]
     return [f"step times: {share:.0%} from measured vLLM kernels, the rest roofline fallbacks and overheads"]

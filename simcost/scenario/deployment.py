@@ -4,7 +4,7 @@ batching, scheduling and KV-cache knobs."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Literal, cast, get_args
 
 from simcost.errors import InputError
 from simcost.scenario.schema import bounds
@@ -31,6 +31,15 @@ class HardwareConfig:
     memory_utilization: float = field(default=0.9, metadata=bounds(gt=0, le=1))
     devices_per_node: int | None = field(default=None, metadata=bounds(ge=1))  # None: catalog, else 8 GPUs/TPUs, 2 CPUs, 1 edge
     pipeline_link_gb_per_s: float | None = field(default=None, metadata=bounds(gt=0))  # None: the device's scale-up link
+    # a pipelined step's micro-batches (roofline; opt-in): None or 1: the stages in sequence
+    pipeline_micro_batches: int | None = field(default=None, metadata=bounds(ge=1))
+    # Mixture of experts: the routed experts split over expert_parallel devices (vLLM's
+    # --enable-expert-parallel). Without data_parallel_attention it must equal tensor_parallel;
+    # with it, attention runs data parallel over expert_parallel / tensor_parallel groups and the
+    # replica spans expert_parallel x pipeline_parallel devices (simcost.perf.expert_parallel).
+    expert_parallel: int = field(default=1, metadata=bounds(ge=1))
+    data_parallel_attention: bool = False
+    inter_node_gb_per_s: float | None = field(default=None, metadata=bounds(gt=0))  # None: per-device NIC assumption
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,6 +86,7 @@ class WorkloadAcceptance:
 
     workload: str
     acceptance_rate: float = field(metadata=bounds(ge=0, le=1))
+    acceptance_concentration: float | None = field(default=None, metadata=bounds(gt=0))  # see SpeculativeConfig
 
 
 SPECULATIVE_METHODS = ("draft", "eagle", "mtp")
@@ -97,8 +107,14 @@ class SpeculativeConfig:
     num_speculative_tokens: int = field(metadata=bounds(ge=1, le=16))
     acceptance_rate: float = field(metadata=bounds(ge=0, le=1))
     per_workload: tuple[WorkloadAcceptance, ...] = ()
+    # a rate per request instead of one per workload: Beta with mean acceptance_rate and this
+    # concentration (alpha + beta; larger is tighter), drawn from the speculation stream
+    acceptance_concentration: float | None = field(default=None, metadata=bounds(gt=0))
     draft_model: str | None = None  # method draft: a catalog model on the same devices
     draft_step_fraction: float | None = field(default=None, metadata=bounds(gt=0, le=1))
+    # chunked steps that also carry prompt chunks: their decoding sequences verify drafts too (as
+    # vLLM V1 does); false keeps those steps at one token per sequence
+    in_mixed_steps: bool = False
 
     def _check(self, path: str) -> None:
         if self.method == "draft" and self.draft_model is None:
@@ -122,10 +138,27 @@ ITERATION_POLICIES: tuple[str, ...] = get_args(IterationPolicy)
 REQUEST_LEVEL_POLICIES: tuple[str, ...] = get_args(RequestLevelPolicy)
 
 
+# Engine presets: the defaults of the keys an engine section leaves out (`engine.preset`).
+# vllm-v1 mirrors vLLM's V1 engine as `vllm serve` starts it (v0.10-v0.11, the V1 engine since
+# 0.8): chunked prefill always on, automatic prefix caching on, and a token budget of 8192 on GPUs
+# of at least 70 GiB other than A100, else 2048 (EngineArgs.get_batch_defaults, usage context
+# OPENAI_API_SERVER). vllm-v0 is simcost's earlier default, vLLM v0 without chunked prefill or
+# prefix caching. See docs/background/engine.md.
+EnginePreset = Literal["vllm-v1", "vllm-v0"]
+PRESET_POLICY: dict[str, IterationPolicy] = {"vllm-v1": "chunked", "vllm-v0": "prefill_first"}
+PRESET_KEYS = ("policy", "prefix_caching")  # the keys a preset fills in (EngineConfig.__post_init__)
+V1_LARGE_GPU_BYTES = 70 * 2 ** 30  # vLLM: device_memory >= 70 GiB (and not an A100) takes the larger budget
+V1_BATCHED_TOKENS_LARGE_GPU = 8192
+V1_BATCHED_TOKENS = 2048  # also vLLM v0's budget with chunked prefill, and Sarathi-Serve's
+
+
 @dataclass(frozen=True, kw_only=True)
 class EngineConfig:
     """Batching, scheduling and KV-cache knobs (names and defaults as vLLM's where vLLM has them).
 
+    `preset` picks the defaults of the keys left out: vllm-v1 (vLLM's V1 engine as deployed
+    today: chunked prefill, automatic prefix caching, V1's token budget) or vllm-v0 (vLLM v0
+    without chunked prefill or prefix caching, simcost's default before V1). Keys given win.
     Iteration-level policies (simcost.engine.replica), a new batch at every step:
       prefill_first: vLLM v0 without chunked prefill (whole prompts, prefill steps before decodes);
       chunked: vLLM v1 / Sarathi-Serve (running decodes first, prompts in chunks sharing the budget).
@@ -139,9 +172,12 @@ class EngineConfig:
     workload's priority, lower first, then arrival); sjf (shortest predicted output first:
     an oracle when sjf_prediction_sigma is 0, else the true length times a lognormal error)."""
 
-    policy: BatchingPolicy = "prefill_first"
+    preset: EnginePreset = "vllm-v1"
+    # None: the preset's (chunked for vllm-v1, prefill_first for vllm-v0)
+    policy: BatchingPolicy = field(default=cast(BatchingPolicy, None))  # never None once built
     max_num_seqs: int = field(default=256, metadata=bounds(ge=1))
-    # None: max(max_model_len, 2048) for prefill_first, 2048 for chunked
+    # None: max(max_model_len, 2048) without chunked prefill; with it, vllm-v1's 8192 on GPUs of
+    # >= 70 GiB other than A100, else 2048 (vllm-v0: 2048)
     max_num_batched_tokens: int | None = field(default=None, metadata=bounds(ge=1))
     block_size: int = field(default=16, metadata=bounds(ge=1))
     max_model_len: int | None = field(default=None, metadata=bounds(ge=1))  # None: the model's context length
@@ -156,10 +192,31 @@ class EngineConfig:
     # KV cache
     preemption: Literal["recompute", "swap"] = "recompute"  # swap: KV to host memory and back over host_link
     swap_space_gb: float = field(default=4.0, metadata=bounds(ge=0))  # host memory for swapped KV per device (vLLM's swap_space, GiB)
-    prefix_caching: bool = False  # vLLM's enable_prefix_caching (automatic, content-hashed full blocks)
+    # vLLM's enable_prefix_caching (automatic, content-hashed full blocks); None: the preset's
+    # (on for vllm-v1's iteration-level policies with recompute preemption, off otherwise)
+    prefix_caching: bool = field(default=cast(bool, None))  # never None once built
     host_cache_blocks: int = field(default=0, metadata=bounds(ge=0))  # host-memory tier for evicted prefix blocks
     host_link_gb_per_s: float | None = field(default=None, metadata=bounds(gt=0))  # None: the device's PCIe link
     speculative: SpeculativeConfig | None = None  # speculative decoding (iteration-level policies)
+
+    def __post_init__(self) -> None:
+        # a preset fills the keys left out; the fields hold concrete values from here on, so
+        # results and to_dict show what ran
+        if self.policy is None:
+            object.__setattr__(self, "policy", PRESET_POLICY[self.preset])
+        if self.prefix_caching is None:
+            # V1 has no swap (it recomputes), so asking for swap leaves prefix caching off
+            object.__setattr__(self, "prefix_caching", self.preset == "vllm-v1" and self.policy in ITERATION_POLICIES
+                               and self.preemption == "recompute")
+
+    def default_max_num_batched_tokens(self, max_model_len: int, device_key: str, device_memory_bytes: float) -> int:
+        """The token budget when max_num_batched_tokens is left out: a whole max-length prompt
+        without chunked prefill (vLLM refuses less), else the preset's chunk budget."""
+        if self.policy != "chunked":
+            return max(max_model_len, V1_BATCHED_TOKENS)
+        if self.preset == "vllm-v1" and device_memory_bytes >= V1_LARGE_GPU_BYTES and "a100" not in device_key.lower():
+            return V1_BATCHED_TOKENS_LARGE_GPU
+        return V1_BATCHED_TOKENS
 
     def _check(self, path: str) -> None:
         if self.block_size not in VLLM_BLOCK_SIZES:

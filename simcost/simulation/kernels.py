@@ -1,50 +1,47 @@
-"""Whether a run is about to compile numba kernels: the first run on a fresh install (or after a
-kernel's source changed) compiles them for several seconds before the first event, and the CLI
-says so on stderr instead of sitting silent.
+"""The one-line notice while numba compiles: the first run on a fresh install (or after a kernel's
+source changed) compiles kernels for several seconds before its first events, and the CLI says
+so on stderr instead of sitting silent.
 
 Every kernel is `@njit(cache=True)`, so numba keeps its machine code on disk (in `__pycache__`
-beside the source, or under NUMBA_CACHE_DIR) with an index per kernel. A kernel is cold when
-that index is missing, stale (its source changed) or holds no code for this CPU.
+beside the source, or under NUMBA_CACHE_DIR) and a warm run loads it without compiling. Which
+kernels a run calls depends on the scenario (the token-gap sketch only above a size, a ledger path
+only with some pricing), so the notice listens for compilations as they start (numba's
+"numba:compile" event) instead of guessing from the cache beforehand.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 COMPILING_NOTICE = "compiling kernels (first run only)..."
 
 
-def cold_kernels() -> list[str]:
-    """Names of the loaded simcost numba kernels that would be compiled, not read from the cache,
-    on their first call. Only modules already imported are looked at: build the Simulation first."""
-    from numba.core.registry import CPUDispatcher
+@contextmanager
+def compile_notice(stream: Any = None) -> Iterator[None]:
+    """While inside, the first compilation of a simcost kernel prints COMPILING_NOTICE once to
+    `stream` (stderr by default). Worker processes forked inside inherit it, so a parallel sweep's
+    first run on a fresh install may print it once per worker."""
+    from numba.core import event
 
-    cold = []
-    for module_name, module in list(sys.modules.items()):
-        if module is None or not module_name.startswith("simcost."):
-            continue
-        for kernel in vars(module).values():
-            if (isinstance(kernel, CPUDispatcher) and kernel.py_func.__module__ == module_name
-                    and not _compiled_or_cached(kernel)):
-                cold.append(f"{module_name}.{kernel.py_func.__name__}")
-    return sorted(cold)
+    class Notice(event.Listener):
+        shown = False
 
+        def on_start(self, ev: Any) -> None:
+            dispatcher = ev.data.get("dispatcher") if isinstance(ev.data, dict) else None
+            module = getattr(getattr(dispatcher, "py_func", None), "__module__", "") or ""
+            if not self.shown and module.startswith("simcost."):
+                self.shown = True
+                print(COMPILING_NOTICE, file=stream or sys.stderr, flush=True)
 
-def warn_if_cold(stream: Any = None) -> bool:
-    """Print COMPILING_NOTICE to stream (stderr by default) when any kernel is cold; True if it did."""
-    if not cold_kernels():
-        return False
-    print(COMPILING_NOTICE, file=stream or sys.stderr, flush=True)
-    return True
+        def on_end(self, ev: Any) -> None:
+            pass
 
-
-def _compiled_or_cached(kernel: Any) -> bool:
-    if kernel.signatures:  # already compiled in this process
-        return True
+    listener = Notice()
+    event.register("numba:compile", listener)
     try:
-        index = kernel._cache._cache_file._load_index()  # {} when missing or stale
-        cpu = kernel.targetctx.codegen().magic_tuple()  # code compiled for another CPU is not reused
-    except Exception:  # a kernel without a disk cache, or numba internals that moved: stay quiet
-        return True
-    return any(key[1] == cpu for key in index)
+        yield
+    finally:
+        event.unregister("numba:compile", listener)

@@ -335,14 +335,17 @@ class Simulation:
                          self.api, self.cache)
 
 
-    def measured_fraction(self) -> float | None:
-        """perf.model kernels: the share of step seconds that came from measured kernels, over the
-        pools timed by kernel tables (0 when none is: no tables for the device); None otherwise."""
+    def measured_fraction(self) -> tuple[float, float] | None:
+        """perf.model kernels: the shares of step seconds that came from this device's measured
+        kernels and from another GPU's kernels scaled to it, over the pools timed by kernel tables
+        (0 when none is: no tables to use); None otherwise."""
         if self.scenario.perf.model != "kernels":
             return None
         shares = [kernel_seconds(pe.step_params) for pe in self.pool_engines]
-        total = sum(t for t, _ in shares)
-        return sum(m for _, m in shares) / total if total > 0 else 0.0
+        total = sum(t for t, _, _ in shares)
+        if total <= 0:
+            return 0.0, 0.0
+        return sum(m for _, m, _ in shares) / total, sum(s for _, _, s in shares) / total
 
 
 def request_egress_bytes(table: RequestTable, bytes_per_token: float) -> np.ndarray:

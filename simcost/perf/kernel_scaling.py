@@ -1,0 +1,180 @@
+"""Kernel tables for a GPU that has none: the most similar measured GPU's tables, every row scaled
+by the ratio of the two devices' rooflines for that row's shape (peak FLOP/s for the format,
+memory bandwidth, scale-up link). What the measured GPU's kernels reach of its peaks (their
+efficiency, their shape effects, their launch latency) is assumed to carry over; the device-spec
+ratio moves only the part of each latency that the peaks set.
+
+Scaling a row: t_target = launch + (t_source - launch) x (roofline_target / roofline_source) ^ e,
+where launch is a kernel's fixed cost (LAUNCH_S, the smallest latencies the tables hold: 5-10 us
+on every measured GPU), which does not shrink with a faster chip, the roofline of a row is
+max(FLOPs / peak, bytes / bandwidth) (all-reduce: its latency + bandwidth time over the link),
+and e the operator's SCALING_EXPONENT, fitted on the tables.
+`experiments/validate_kernel_tables.py` checks the method by leaving each measured GPU out and
+predicting its tables from the nearest other one (docs/fidelity.md section 2).
+"""
+
+from __future__ import annotations
+
+import warnings
+from functools import lru_cache
+
+import numpy as np
+
+from simcost.catalog.specs import DeviceSpec
+from simcost.perf.kernel_tables import DEVICE_TABLES, KernelTables, load_tables
+
+# table file -> the catalog device it was measured on
+TABLE_DEVICE = {"a100_sxm": "a100-80gb", "h100_sxm": "h100-sxm", "h200_sxm": "h200", "b200_sxm": "b200",
+                "gb200": "gb200-nvl72", "l40s": "l40s", "rtx_pro_6000_server": "rtx-pro-6000-server"}
+
+# devices whose nearest measured GPU is the same chip or architecture (a simcost choice): H20 is
+# a Hopper die, B300 a Blackwell Ultra one, the A100 PCIe the SXM chip, RTX 4090 and L4 Ada parts
+# like the L40S, RTX 5090 the consumer Blackwell of the RTX PRO 6000. Other GPUs: DEFAULT rule.
+BORROWED_TABLES = {"h20": "h100_sxm", "b300": "b200_sxm", "a100-80gb-pcie": "a100_sxm", "rtx-4090": "l40s",
+                   "l4": "l40s", "rtx-5090": "rtx_pro_6000_server"}
+
+# fixed cost of a kernel that a faster chip does not shorten: about the smallest latency in the
+# tables (GEMM and attention at one token: 5-10 us on every GPU measured)
+LAUNCH_S = 5e-6
+
+# exponent on each operator's roofline ratio: a faster chip's kernels gain less than its peaks
+# suggest (latency- and occupancy-bound kernels do not use all of a higher bandwidth). Fitted on the
+# shipped tables by experiments/validate_kernel_tables.py (every ordered pair of measured GPUs,
+# minimising the median |log error|; tests/test_kernel_model.py refits it); a simcost fit.
+SCALING_EXPONENT = {"gemm": 1.0, "context_attention": 0.7, "generation_attention": 0.3, "allreduce": 1.3, "moe": 1.0}
+
+_FORMAT = {"bfloat16": "bf16", "fp8": "fp8"}
+_BYTES = {"bfloat16": 2.0, "fp8": 1.0}
+
+
+def nearest_table(device: DeviceSpec, exclude: str | None = None) -> str | None:
+    """The measured table a GPU without tables borrows: BORROWED_TABLES, else (the default rule)
+    the measured GPU closest in compute-to-bandwidth ratio, memory bandwidth and scale-up link
+    (sum of |log ratio|: its kernels sit in the same regime at the same shapes, and NVLink and
+    PCIe all-reduces behave unlike each other). None for anything but a GPU with a bf16 peak."""
+    if device.kind != "gpu" or "bf16" not in device.peak_flops:
+        return None
+    named = BORROWED_TABLES.get(device.key)
+    if named is not None and named != exclude:
+        return named
+    return min((n for n in TABLE_DEVICE if n != exclude), key=lambda n: _distance(table_device(n), device))
+
+
+def _distance(a: DeviceSpec, b: DeviceSpec) -> float:
+    """How unalike two GPUs are for borrowing kernel latencies (see nearest_table)."""
+    return float(abs(np.log(a.peak_flops["bf16"] / a.mem_bw_bytes_per_s * b.mem_bw_bytes_per_s / b.peak_flops["bf16"]))
+                 + abs(np.log(a.mem_bw_bytes_per_s / b.mem_bw_bytes_per_s))
+                 + abs(np.log(a.link_bytes_per_s / b.link_bytes_per_s)))
+
+
+@lru_cache(maxsize=1)
+def _table_devices() -> dict[str, DeviceSpec]:
+    from simcost.catalog.specs import load_devices
+    devices = load_devices()
+    return {name: devices[key] for name, key in TABLE_DEVICE.items()}
+
+
+def table_device(name: str) -> DeviceSpec:
+    return _table_devices()[name]
+
+
+def row_roofline_s(op: str, dtype: str, rows: np.ndarray, device: DeviceSpec, mfu: float = 1.0, mbu: float = 1.0,
+                   hops: bool = False) -> np.ndarray | None:
+    """Each row's roofline seconds on `device` at its peaks (efficiency factors 1: they cancel in
+    the ratio; the validation passes the catalog's to price the plain roofline, whose all-reduce
+    pays its latency per ring hop, `hops`); None where the device lacks the format's peak."""
+    bw = device.mem_bw_bytes_per_s * mbu
+    if op == "allreduce":
+        gpus, message = rows[:, 0], rows[:, 1]
+        latency = device.allreduce_latency_s * ((gpus - 1) if hops else 1.0)
+        return latency + 2.0 * (gpus - 1) / gpus * message / device.link_bytes_per_s
+    attention_flops = device.peak_flops["bf16"] * mfu  # attention computes in 16 bits, fp8 KV included
+    if op == "context_attention":
+        b, s, h, kvh, hd = rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3], rows[:, 4]
+        kv_b = _BYTES[dtype]
+        return np.maximum(4.0 * h * hd * b * s * (s + 1) / 2.0 / attention_flops,
+                          b * s * hd * (2.0 * h * 2.0 + 2.0 * kvh * kv_b) / bw)
+    if op == "generation_attention":
+        b, c, h, kvh, hd = rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3], rows[:, 4]
+        return np.maximum(4.0 * b * h * hd * c / attention_flops, b * c * 2.0 * kvh * hd * _BYTES[dtype] / bw)
+    fmt = _FORMAT[dtype]
+    if fmt not in device.peak_flops:
+        return None
+    flops, wb = device.peak_flops[fmt] * mfu, _BYTES[dtype]
+    if op == "gemm":
+        m, n, k = rows[:, 0], rows[:, 1], rows[:, 2]
+        return np.maximum(2.0 * m * n * k / flops, (n * k * wb + 2.0 * m * (n + k)) / bw)
+    if op == "moe":
+        tokens, hidden, inter, topk, experts, tp, ep = (rows[:, i] for i in range(7))
+        touched = experts * (1.0 - (1.0 - topk / experts) ** tokens) / ep
+        return np.maximum(6.0 * tokens * hidden * inter * topk / (tp * ep) / flops,
+                          touched * 3.0 * hidden * inter * wb / tp / bw)
+    return None
+
+
+def scale_rows(op: str, dtype: str, rows: np.ndarray, source: DeviceSpec, target: DeviceSpec,
+               launch_s: float = LAUNCH_S, exponents: tuple[tuple[str, float], ...] | None = None
+               ) -> np.ndarray | None:
+    """`rows` (latency in ms in the last column) as measured on `source`, moved to `target`: the
+    roofline ratio raised to the operator's SCALING_EXPONENT (or `exponents`')."""
+    src, tgt = row_roofline_s(op, dtype, rows, source), row_roofline_s(op, dtype, rows, target)
+    if src is None or tgt is None:
+        return None
+    exponent = dict(SCALING_EXPONENT if exponents is None else exponents).get(op, 1.0)
+    launch_ms = launch_s * 1e3
+    out = rows.copy()
+    out[:, -1] = launch_ms + np.maximum(rows[:, -1] - launch_ms, 0.0) * (tgt / src) ** exponent
+    return out
+
+
+@lru_cache(maxsize=32)
+def borrowed_tables(source_name: str, target: DeviceSpec, launch_s: float = LAUNCH_S,
+                    exclude: str | None = None, exponents: tuple[tuple[str, float], ...] | None = None
+                    ) -> KernelTables:
+    """`source_name`'s tables scaled to `target` (KernelTables.scaled_from says from where). GPU
+    counts its all-reduce tables lack (GB200's stop at 4) come from the next nearest measured GPU
+    that has them, scaled the same way; `exclude` (a table never to use: the validation's
+    held-out GPU)."""
+    source = table_device(source_name)
+    arrays = {}
+    for key, rows in load_tables(source_name).items():
+        op, dtype = key.split("/")
+        scaled = scale_rows(op, dtype, rows, source, target, launch_s, exponents)
+        if scaled is not None:
+            arrays[key] = scaled
+    for key in [k for k in arrays if k.startswith("allreduce/")]:
+        arrays[key] = _fill_gpu_counts(key, arrays[key], target, launch_s, {source_name, exclude}, exponents)
+    return KernelTables(f"{source_name}->{target.key}", arrays=arrays, scaled_from=source_name)
+
+
+def _fill_gpu_counts(key: str, rows: np.ndarray, target: DeviceSpec, launch_s: float, used: set,
+                     exponents: tuple[tuple[str, float], ...] | None) -> np.ndarray:
+    """All-reduce rows for GPU counts up to 8 that `rows` lack, from the nearest other tables."""
+    while True:
+        missing = [g for g in (2, 4, 8) if g not in rows[:, 0]]
+        candidates = [n for n in TABLE_DEVICE if n not in used]
+        if not missing or not candidates:
+            return rows
+        name = min(candidates, key=lambda n: _distance(table_device(n), target))
+        used = used | {name}
+        other = load_tables(name).get(key)
+        if other is None:
+            continue
+        extra = other[np.isin(other[:, 0], missing)]
+        scaled = scale_rows("allreduce", key.split("/")[1], extra, table_device(name), target, launch_s, exponents)
+        if scaled is not None and len(scaled):
+            rows = np.concatenate([rows, scaled])
+
+
+def tables_for_device(device: DeviceSpec) -> KernelTables | None:
+    """The device's own tables, else the nearest measured GPU's scaled to it, else None."""
+    name = DEVICE_TABLES.get(device.key)
+    if name is not None:
+        return KernelTables(name)
+    source = nearest_table(device)
+    if source is None:
+        return None
+    warnings.warn(f"perf.model kernels: {device.key} has no kernel tables; using {TABLE_DEVICE[source]}'s, scaled "
+                  "by the two devices' peak FLOP/s, memory bandwidth and link (reported as step_time_scaled_fraction)",
+                  stacklevel=2)
+    return borrowed_tables(source, device)

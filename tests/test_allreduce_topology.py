@@ -1,0 +1,65 @@
+"""The roofline's tensor-parallel all-reduce by fabric (catalog `interconnect`), against hand
+computations; devices without one keep the legacy charge their pinned outputs were tuned with."""
+
+from __future__ import annotations
+
+import pytest
+from scenarios import scenario
+
+from simcost.catalog.specs import get_device, get_model
+from simcost.errors import InputError
+from simcost.perf.deployment import plan_deployment
+from simcost.perf.step_model import StepParams, step_params
+
+L70 = get_model("llama-3.1-70b")
+
+
+def comm(device: str, tp: int, model: str = "llama-3.1-70b", **kw) -> StepParams:
+    s = scenario(model={"name": model, "weight_format": "fp8"}, hardware={"device": device, "tensor_parallel": tp},
+                 fleet={"price_usd_per_device_hour": 1.0}, **kw)
+    return StepParams.from_array(step_params(s, plan_deployment(s)))
+
+
+@pytest.mark.parametrize("tp", [2, 4, 8])
+def test_nvswitch_pays_one_flat_latency_and_the_ring_bandwidth_term(tp):
+    p = comm("b200", tp)
+    allreduces = 2 * L70.num_layers
+    assert p.comm_fixed_s == pytest.approx(allreduces * 12e-6)  # flat in tp
+    # each all-reduce moves 2 (t-1)/t of tokens x hidden x 2 bytes over 900 GB/s
+    assert p.comm_s_per_token == pytest.approx(allreduces * 2 * (tp - 1) / tp * 8192 * 2 / 900e9)
+
+
+@pytest.mark.parametrize("tp", [2, 4])
+def test_a_pcie_ring_pays_a_latency_per_hop(tp):
+    p = comm("l40s", tp, model="llama-3.1-8b")
+    allreduces = 2 * get_model("llama-3.1-8b").num_layers
+    assert p.comm_fixed_s == pytest.approx(allreduces * 2 * (tp - 1) * 5e-6)
+    assert p.comm_s_per_token == pytest.approx(allreduces * 2 * (tp - 1) / tp * 4096 * 2 / 32e9)
+
+
+def test_devices_without_a_fabric_keep_the_legacy_charge():
+    assert get_device("h100-sxm").interconnect is None and get_device("a100-80gb").interconnect is None
+    p = comm("h100-sxm", 8)
+    assert p.comm_fixed_s == pytest.approx(2 * L70.num_layers * 7 * 30e-6)
+
+
+def test_at_tp8_the_switch_costs_far_less_than_the_legacy_ring_latency():
+    # the issue's point: 2 L (t-1) x 30 us at TP8 is ~34 ms per step; a switch's flat latency is ~2 ms
+    assert comm("b200", 8).comm_fixed_s < comm("h100-sxm", 8).comm_fixed_s / 5
+
+
+def test_a_bad_interconnect_entry_is_refused_naming_the_key():
+    device = {"name": "Test GPU", "kind": "gpu", "memory_gb": 180, "mem_bw_gb_per_s": 8000,
+              "peak_tflops": {"bf16": 2250}, "link_gb_per_s": 900, "idle_w": 200, "peak_w": 1000, "mfu": 0.65,
+              "mbu": 0.8, "step_overhead_s": 0.005, "allreduce_latency_s": 0.00003, "price_usd_per_hour": 9.5,
+              "interconnect": {"kind": "carrier-pigeon", "bandwidth_gb_per_s": 1, "latency_us": 1},
+              "sources": {g: {"source": "test", "date": "2026-12-06"}
+                          for g in ("spec", "power", "price", "efficiency", "interconnect")}}
+    with pytest.raises(InputError) as err:
+        scenario(catalog={"devices": {"test-gpu": device}})
+    assert "devices.test-gpu.interconnect.kind" in str(err.value) and "nvswitch" in str(err.value)
+    del device["sources"]["interconnect"]
+    device["interconnect"]["kind"] = "pcie"
+    with pytest.raises(InputError) as err:
+        scenario(catalog={"devices": {"test-gpu": device}})
+    assert "interconnect" in str(err.value)

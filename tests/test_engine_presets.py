@@ -1,0 +1,89 @@
+"""Engine presets (engine.preset): the keys an engine section leaves out follow vLLM V1 as
+`vllm serve` starts it (vllm-v1, the default) or simcost's earlier vLLM v0 defaults (vllm-v0);
+keys given always win. The budget rule is vLLM's EngineArgs.get_batch_defaults for the API
+server: 8192 tokens on GPUs of at least 70 GiB other than A100, else 2048."""
+
+from __future__ import annotations
+
+import pytest
+from scenarios import scenario
+
+from simcost import api
+from simcost.analysis.sizing import with_option
+from simcost.errors import InputError
+from simcost.perf.deployment import plan_deployment
+from simcost.scenario.deployment import EngineConfig
+from simcost.scenario.scenario import scenario_from_dict
+from simcost.scenario.schema import to_dict
+from simcost.simulation.simulation import Simulation
+
+CHAT = {"arrivals": {"process": "poisson", "rate_per_s": 1.0},
+        "input_tokens": {"dist": "uniform", "low": 100, "high": 400},
+        "output_tokens": {"dist": "uniform", "low": 50, "high": 200},
+        "session": {"turns": {"dist": "fixed", "value": 4}, "think_time": {"dist": "fixed", "value_s": 1.0}}}
+
+
+def test_each_preset_fills_the_keys_left_out():
+    v1, v0 = EngineConfig(), EngineConfig(preset="vllm-v0")
+    assert (v1.policy, v1.prefix_caching) == ("chunked", True)
+    assert (v0.policy, v0.prefix_caching) == ("prefill_first", False)
+    # keys given win over either preset
+    assert EngineConfig(policy="prefill_first").prefix_caching is True
+    assert EngineConfig(preset="vllm-v0", prefix_caching=True).policy == "prefill_first"
+    assert EngineConfig(prefix_caching=False).policy == "chunked"
+
+
+def test_v1_caches_prefixes_only_where_vllm_can():
+    # request-level batches share no cache, and V1 has no swap: the preset leaves caching off
+    assert EngineConfig(policy="static").prefix_caching is False
+    assert EngineConfig(preemption="swap").prefix_caching is False
+    with pytest.raises(InputError, match="prefix_caching"):
+        scenario(engine={"policy": "static", "prefix_caching": True})
+
+
+@pytest.mark.parametrize(("device", "tp", "expected"), [
+    ("h100-sxm", 1, 8192),   # 80 GB >= 70 GiB
+    ("a100-80gb", 1, 2048),  # vLLM excludes A100 by name
+    ("l40s", 1, 2048),       # 48 GB
+])
+def test_the_v1_budget_follows_device_memory(device, tp, expected):
+    assert plan_deployment(scenario(hardware={"device": device, "tensor_parallel": tp})).max_num_batched_tokens == expected
+
+
+def test_other_budgets():
+    v0_chunked = scenario(engine={"preset": "vllm-v0", "policy": "chunked"})
+    assert plan_deployment(v0_chunked).max_num_batched_tokens == 2048
+    # without chunked prefill a whole max-length prompt fits one step, under either preset
+    for preset in ("vllm-v1", "vllm-v0"):
+        s = scenario(engine={"preset": preset, "policy": "prefill_first", "max_model_len": 4096})
+        assert plan_deployment(s).max_num_batched_tokens == 4096
+    given = scenario(engine={"max_num_batched_tokens": 512})
+    assert plan_deployment(given).max_num_batched_tokens == 512
+
+
+def test_a_round_trip_keeps_the_engine_and_the_budget_follows_the_device():
+    base = scenario()
+    raw = to_dict(base)
+    assert scenario_from_dict(raw).engine == base.engine
+    moved = scenario_from_dict(with_option(raw, {"hardware.device": "a100-80gb"}))
+    assert plan_deployment(moved).max_num_batched_tokens == 2048
+    # sizing over policies may reach a request-level one from a V1 base that caches prefixes
+    static = scenario_from_dict(with_option(raw, {"engine.policy": "static"}))
+    assert (static.engine.policy, static.engine.prefix_caching) == ("static", False)
+
+
+def test_sessions_hit_the_cache_by_default_and_not_under_v0():
+    """The default engine reuses the previous turn's blocks; the v0 preset prefills every turn whole."""
+    v1 = Simulation(scenario(workload=CHAT, duration_s=30.0)).run().summary
+    v0 = Simulation(scenario(workload=CHAT, duration_s=30.0, engine={"preset": "vllm-v0"})).run().summary
+    assert v1["prefix_cache"]["prefill_tokens_saved"] > 0
+    assert v0.get("prefix_cache") is None or v0["prefix_cache"]["prefill_tokens_saved"] == 0
+
+
+def test_a_new_preset_on_a_built_scenario_decides_its_keys_again():
+    built = scenario()
+    v0 = api.load(built, overrides={"engine.preset": "vllm-v0"}).engine
+    assert (v0.policy, v0.prefix_caching) == ("prefill_first", False)
+    given = api.load(built, overrides={"engine.preset": "vllm-v0", "engine.policy": "chunked"}).engine
+    assert (given.policy, given.prefix_caching) == ("chunked", False)
+    assert api.load(built, overrides={"fleet.replicas": 2}).engine == built.engine  # other overrides keep them
