@@ -13,6 +13,7 @@ from scenarios import scenario
 
 from simcost.cli.main import main
 from simcost.engine.decode_kernels import grow_decode_kv, grow_decode_kv_py
+from simcost.results.vllm_bench import vllm_bench
 from simcost.simulation.simulation import Simulation
 from simcost.workload.token_stats import (
     ALPHA,
@@ -128,6 +129,10 @@ def test_run_without_token_times_matches_run_with_them(extra):
     ts_a, ts_b = exact.timeseries, streamed.timeseries
     for name in ("output_tokens_per_s", "usd_per_hour", "arrivals_per_s", "completions_per_s"):
         np.testing.assert_array_equal(getattr(ts_a, name), getattr(ts_b, name), err_msg=name)
+    # vllm_bench.json: the same keys and numbers but ITL's, which has no std without token times
+    bench_a, bench_b = vllm_bench(exact), vllm_bench(streamed)
+    assert bench_b["std_itl_ms"] is None and bench_a["std_itl_ms"] is not None
+    assert {k: v for k, v in bench_a.items() if "itl" not in k} == {k: v for k, v in bench_b.items() if "itl" not in k}
 
 
 def _run(tmp_path, name, *args):

@@ -31,7 +31,9 @@ def vllm_bench(result) -> dict:
     measured = (table.status == COMPLETED) & (table.arrival_s >= result.scenario.warmup_s)
     lat = latencies(table)
     values = {"ttft": lat["ttft_s"][measured], "tpot": lat["tpot_s"][measured],
-              "itl": inter_token_latencies(table, measured), "e2el": lat["e2el_s"][measured]}
+              # a table without per-token times (long runs) has ITL only as the summary's histogram: no std
+              "itl": inter_token_latencies(table, measured) if table.streamed is None else np.zeros(0),
+              "e2el": lat["e2el_s"][measured]}
     tp = s["throughput"]
     out: dict = {
         "backend": "simcost",
