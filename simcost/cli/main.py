@@ -13,6 +13,7 @@ import os
 import re
 import sys
 import typing
+import warnings
 from pathlib import Path
 
 from simcost.errors import InputError, closest, required
@@ -21,6 +22,7 @@ from simcost.units import S_PER_HOUR
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    warnings.showwarning = _show_warning
     try:
         _check_counts(args)
         if args.command in SIMULATING and not getattr(args, "quiet", False):
@@ -44,6 +46,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # results folders are staged, so an interrupted command leaves none
         print("simcost: interrupted; nothing written", file=sys.stderr)
         return 130
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """simcost's own warnings (a borrowed kernel table, a calibration carried to another device) as
+    one line a user reads, not Python's file:line report; other libraries' keep their form."""
+    if "simcost" in str(filename) and issubclass(category, UserWarning):
+        print(f"simcost: warning: {_one_line(str(message))}", file=file or sys.stderr)
+    else:
+        print(warnings.formatwarning(message, category, filename, lineno, line), end="", file=file or sys.stderr)
 
 
 # commands that simulate (and so may compile numba kernels on a fresh install)
