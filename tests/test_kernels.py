@@ -8,14 +8,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simcost.cost.ledger import allocate_records, allocate_records_py, busy_idle_seconds, busy_idle_seconds_py
+from simcost.cost.ledger import allocate_records_py, allocate_weighted_records, busy_idle_seconds, busy_idle_seconds_py
 from simcost.engine.decode_kernels import (
     apply_decode_steps,
     apply_decode_steps_py,
     decode_blocks_needed,
     decode_blocks_needed_py,
-    max_feasible_steps,
     max_feasible_steps_py,
+    plan_decode_span,
 )
 
 seeds = st.integers(0, 2**32 - 1)
@@ -42,12 +42,15 @@ def test_decode_blocks_needed(seed, n, block_size):
 @settings(max_examples=60, deadline=None)
 @given(seed=seeds, n=st.integers(1, 30), block_size=st.sampled_from([1, 4, 16]), free=st.integers(0, 200),
        max_steps=st.integers(1, 300))
-def test_max_feasible_steps(seed, n, block_size, free, max_steps):
+def test_plan_decode_span_bisects_to_the_scanned_feasible_steps(seed, n, block_size, free, max_steps):
+    # outputs far away, so only the free blocks and max_steps bound the span
     rng = np.random.default_rng(seed)
     kv_tokens = rng.integers(1, 500, n)
     kv_blocks = -(-kv_tokens // block_size)
-    assert max_feasible_steps(kv_tokens, kv_blocks, free, block_size, max_steps) == \
-        max_feasible_steps_py(kv_tokens, kv_blocks, free, block_size, max_steps)
+    ids, output, generated = np.arange(n), np.full(n, 10_000), np.zeros(n, dtype=np.int64)
+    k, kv_sum = plan_decode_span(ids, output, generated, kv_tokens, kv_blocks, free, block_size, max_steps)
+    assert k == max_feasible_steps_py(kv_tokens, kv_blocks, free, block_size, max_steps)
+    assert kv_sum == kv_tokens.sum()
 
 
 @settings(max_examples=60, deadline=None)
@@ -74,16 +77,25 @@ def test_apply_decode_steps(seed, n, steps, block_size):
 
 
 def random_log(rng, num_records, num_requests, num_replicas):
-    """Random records with float member weights, some 0, so some records weigh 0 in total
-    (as a decode span does under decode_weight 0)."""
+    """Random records with member tokens, each a prompt or an output member (weights are
+    tokens x the kind's weight), so under decode_weight 0 some records weigh 0 in total (as a
+    decode span does)."""
     steps = rng.integers(1, 6, num_records)
     members = rng.integers(1, 5, num_records)
     rso = np.concatenate([[0], np.cumsum(steps)])
     rmo = np.concatenate([[0], np.cumsum(members)])
     step_usd = rng.random(rso[-1])
     member_request = rng.integers(0, num_requests, rmo[-1])
-    member_weight = rng.integers(1, 3000, rmo[-1]) * rng.choice([0.0, 0.25, 1.0, 3.0], rmo[-1])
-    return step_usd, rso, rmo, member_request, member_weight
+    member_tokens = rng.integers(1, 3000, rmo[-1])
+    member_prefill = rng.random(rmo[-1]) < 0.3
+    return step_usd, rso, rmo, member_request, member_tokens, member_prefill
+
+
+def weighted(log, prefill_weight, decode_weight, equal):
+    """The log as allocate_records_py takes it: one float weight per member."""
+    step_usd, rso, rmo, member_request, tokens, prefill = log
+    weight = np.ones(len(tokens)) if equal else tokens * np.where(prefill, prefill_weight, decode_weight)
+    return step_usd, rso, rmo, member_request, weight
 
 
 @settings(max_examples=60, deadline=None)
@@ -91,17 +103,21 @@ def random_log(rng, num_records, num_requests, num_replicas):
 def test_allocate_records_matches_reference_and_conserves(seed, records, requests):
     rng = np.random.default_rng(seed)
     log = random_log(rng, records, requests, 1)
-    got = allocate_records(*log, requests)
-    np.testing.assert_allclose(got, allocate_records_py(*log, requests), rtol=1e-12, atol=1e-15)
-    assert got.sum() == pytest.approx(log[0].sum(), rel=1e-12)  # every dollar goes to someone
+    for prefill_weight, decode_weight, equal in ((1.0, 1.0, False), (0.25, 3.0, False), (1.0, 0.0, False),
+                                                 (1.0, 1.0, True)):
+        got = allocate_weighted_records(*log, prefill_weight, decode_weight, equal, requests)
+        want = allocate_records_py(*weighted(log, prefill_weight, decode_weight, equal), requests)
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+        assert got.sum() == pytest.approx(log[0].sum(), rel=1e-12)  # every dollar goes to someone
 
 
 def test_a_record_of_zero_weight_is_split_equally():
-    # record 0: weights 0 and 0 (a decode span under decode_weight 0); record 1: weights 1 and 3
+    # record 0: two output members under decode_weight 0; record 1: prompt members of 1 and 3 tokens
     log = (np.array([6.0, 4.0]), np.array([0, 1, 2]), np.array([0, 2, 4]), np.array([0, 1, 0, 2]),
-           np.array([0.0, 0.0, 1.0, 3.0]))
-    for kernel in (allocate_records, allocate_records_py):
-        np.testing.assert_allclose(kernel(*log, 3), [3.0 + 1.0, 3.0, 3.0])
+           np.array([5, 7, 1, 3]), np.array([False, False, True, True]))
+    want = [3.0 + 1.0, 3.0, 3.0]
+    np.testing.assert_allclose(allocate_weighted_records(*log, 1.0, 0.0, False, 3), want)
+    np.testing.assert_allclose(allocate_records_py(*weighted(log, 1.0, 0.0, False), 3), want)
 
 
 @settings(max_examples=60, deadline=None)

@@ -398,32 +398,12 @@ def charge_steps_hourly_py(step_start_s, step_end_s, step_replica, step_util, ti
 
 
 @njit(cache=True)
-def allocate_records(step_usd, record_step_offset, record_member_offset, member_request, member_weight, num_requests):
-    """Each record's cost (sum of its steps) split over its members in proportion to their
-    weights (`member_weights`); equally when the weights sum to 0 (e.g. decode_weight 0 on a
-    decode span), so no dollar is lost."""
-    request_usd = np.zeros(num_requests)
-    for r in range(record_step_offset.shape[0] - 1):
-        cost = 0.0
-        for j in range(record_step_offset[r], record_step_offset[r + 1]):
-            cost += step_usd[j]
-        lo, hi = record_member_offset[r], record_member_offset[r + 1]
-        total = 0.0
-        for m in range(lo, hi):
-            total += member_weight[m]
-        for m in range(lo, hi):
-            if total > 0:
-                request_usd[member_request[m]] += cost * member_weight[m] / total
-            else:
-                request_usd[member_request[m]] += cost / (hi - lo)
-    return request_usd
-
-
-@njit(cache=True)
 def allocate_weighted_records(step_usd, record_step_offset, record_member_offset, member_request, member_tokens,
                               member_prefill, prefill_weight, decode_weight, equal, num_requests):
-    """allocate_records with each member's weight (`member_weights`) computed in place rather than
-    held as a float per member: the same arithmetic, in the same order, so the same dollars."""
+    """Each record's cost (sum of its steps) split over its members in proportion to their
+    weights, computed in place from tokens and kind (`member_weights` says how) rather than held
+    as a float per member; equally when the weights sum to 0 (e.g. decode_weight 0 on a decode
+    span), so no dollar is lost. `allocate_records_py` is its plain-Python twin."""
     request_usd = np.zeros(num_requests)
     for r in range(record_step_offset.shape[0] - 1):
         cost = 0.0

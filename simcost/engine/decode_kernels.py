@@ -28,29 +28,6 @@ def decode_blocks_needed_py(ids, kv_tokens, prefill_target, kv_blocks, block_siz
                for i in ids if kv_tokens[i] >= prefill_target[i])
 
 
-@njit(cache=True)
-def max_feasible_steps(kv_tokens, kv_blocks, num_free_blocks, block_size, max_steps):
-    """Largest k <= max_steps such that k decode steps of this batch fit in the free blocks.
-
-    Step j (1-based) writes the KV of one more token per request, so request i needs
-    ceil((kv_tokens[i] + j) / block_size) blocks by then; the extra blocks over those it holds
-    grow with j, so the largest feasible k is found by bisection.
-    """
-    lo, hi = 0, max_steps
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        extra = 0
-        for i in range(kv_tokens.shape[0]):
-            need = (kv_tokens[i] + mid + block_size - 1) // block_size - kv_blocks[i]
-            if need > 0:
-                extra += need
-        if extra <= num_free_blocks:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
-
-
 def max_feasible_steps_py(kv_tokens, kv_blocks, num_free_blocks, block_size, max_steps):
     best = 0
     for k in range(1, max_steps + 1):
@@ -124,8 +101,10 @@ def grow_decode_kv_py(ids, generated, kv_tokens, kv_blocks, num_steps, block_siz
 @njit(cache=True)
 def plan_decode_span(ids, output_tokens, generated, kv_tokens, kv_blocks, num_free_blocks, block_size, max_span_steps):
     """A decode span's size in one call: (k, kv tokens of the batch), k the most steps <=
-    max_span_steps that no request outlives (its output tokens left) and the free blocks allow
-    (max_feasible_steps over the batch)."""
+    max_span_steps that no request outlives (its output tokens left) and the free blocks allow.
+    Step j (1-based) writes the KV of one more token per request, so request i needs
+    ceil((kv_tokens[i] + j) / block_size) blocks by then; the extra blocks over those it holds
+    grow with j, so the largest feasible k is found by bisection (max_feasible_steps_py: by scan)."""
     left = max_span_steps
     kv_sum = 0
     for n in range(ids.shape[0]):
