@@ -25,6 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = _show_warning
     try:
         _check_counts(args)
+        if args.command in SIMULATING and args.command != "run":  # (run: after its figure process forks)
+            from simcost.simulation.kernels import load_numba_target
+
+            load_numba_target()  # before a sweep's workers fork, so they inherit it
         if args.command in SIMULATING and not getattr(args, "quiet", False):
             from simcost.simulation.kernels import compile_notice
 
@@ -313,9 +317,11 @@ def _cmd_run(args) -> int:
 def _run_and_write(args, figures) -> int:
     from simcost.results.writer import check_run_folder, write_run
     from simcost.scenario.scenario import load_scenario
+    from simcost.simulation.kernels import load_numba_target
     from simcost.simulation.simulation import Simulation
 
     scenario = load_scenario(args.scenario, args.overrides, args.seed, args.catalog)
+    load_numba_target()  # (before Simulation: planning a deployment may call a kernel already)
     sim = Simulation(scenario)  # plans the deployment: a model that does not fit fails here, writing nothing
     out = _out_dir(args.out or Path("results") / scenario.name)
     quiet = args.no_progress or args.quiet  # (--no-progress drops the bar, not main()'s compile notice)
