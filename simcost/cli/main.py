@@ -304,9 +304,12 @@ def _version() -> str:
 
 
 def _cmd_run(args) -> int:
+    # the simulation stack (numba, SimPy, simcost) first: the figure process forked next inherits
+    # it, where importing it again for its inputs' classes cost ~0.5 s of CPU the run competes with
+    import simcost.results.writer  # noqa: F401  (imports simcost.simulation.simulation)
     from simcost.results.background import Background, BackgroundFailure
 
-    with Background() as figures:  # forked first, to import matplotlib while this process simulates
+    with Background() as figures:  # then matplotlib, in the child, while this process simulates
         try:
             return _run_and_write(args, figures)
         except BackgroundFailure as exc:

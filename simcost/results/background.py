@@ -1,8 +1,8 @@
 """Writing that need not hold up a run: its figures (and focus.parquet), in a second process.
 
-`simcost run` forks a child before it imports anything heavy. While the parent loads numba and
-simulates, the child imports matplotlib (~0.4 s), pyarrow and pandas (~0.3 s) and the modules its
-jobs' inputs come from; when the run ends the parent hands it small inputs (CDF points, the time
+`simcost run` forks a child once it has imported the simulation stack (which the child then
+shares instead of importing again for its jobs' inputs). While the parent loads numba's target and
+simulates, the child imports matplotlib (~0.4 s), pyarrow and pandas (~0.3 s); when the run ends the parent hands it small inputs (CDF points, the time
 series, the bill's rows) and writes the CSV and JSON files while the child draws. With a core to
 spare that takes up to ~1 s off the whole process (docs/speed.md). The parent waits for the child
 before the results folder is published, so the folder still appears whole.
