@@ -29,3 +29,18 @@ def test_the_notice_shows_on_a_cold_cache_only(tmp_path):
     assert second.returncode == 0, second.stderr
     assert COMPILING_NOTICE not in second.stderr
 
+
+
+def test_a_run_loads_only_its_step_time_models_kernels():
+    """A fresh install compiles what a run calls: a roofline run must not compile (or load) the
+    table and kernels models, which took half of the first run's compile time when one kernel
+    branched over all three."""
+    probe = ("from simcost.api import run\n"
+             "from simcost.perf import step_model as sm\n"
+             "run('configs/example.yaml', overrides={'duration_s': 30, 'warmup_s': 0})\n"
+             "used = [f.__name__ for f in (sm._analytic_step_s, sm._analytic_span_s, sm._table_model_step_s,\n"
+             "        sm._table_span_s, sm._kernels_model_step_s, sm._kernels_span_s) if f.signatures]\n"
+             "print(*used)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["_analytic_step_s", "_analytic_span_s"]
