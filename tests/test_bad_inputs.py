@@ -221,6 +221,8 @@ CASES = {
     "block size 1e6": (dict(engine__block_size=10**6), ["engine.block_size"]),
     "max_waiting 0": (dict(engine__max_waiting=0), ["engine.max_waiting", "idle"]),
     "max_model_len 1": (dict(engine__max_model_len=1), ["engine.max_model_len", "at least 80"]),
+    "every prompt above the model's context": (dict(workload__input_tokens={"dist": "fixed", "value": 200_000}),
+                                                ["workload.input_tokens", "200,016", "131,072"]),
     "lognormal sigma 60": (dict(workload__input_tokens={"dist": "lognormal", "mean": 1000, "sigma": 60}),
                            ["workload.input_tokens.sigma", "mean 1000"]),
     "slow cold start": (dict(fleet__cold_start={"weights_gb_per_s": 1e-9}), ["fleet.cold_start.weights_gb_per_s", "days"]),
