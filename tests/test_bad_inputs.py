@@ -274,6 +274,29 @@ def test_blank_trace_lines_are_skipped_and_huge_tokens_refused(tmp_path, capsys)
     assert code == 2 and "huge.csv:2" in err and "at most" in err
 
 
+@pytest.mark.parametrize("name, text, expected", [
+    ("array.jsonl", '[{"t": 0, "prompt": 5, "completion": 3}]\n', ["array.jsonl:1", "JSON array"]),
+    ("dup.jsonl", '{"t": 0, "prompt": 5, "completion": 3}\n{"t": 1, "prompt": 5, "prompt": 6, "completion": 3}\n',
+     ["dup.jsonl:2", "duplicate field 'prompt'"]),
+    ("dup.csv", "t,prompt,prompt,completion\n0,5,6,3\n", ["dup.csv:1", "column prompt appears more than once"]),
+])
+def test_ambiguous_traces_are_refused_not_guessed(tmp_path, capsys, name, text, expected):
+    """A JSON array is not JSON Lines, and a field or column given twice has no single value."""
+    trace = tmp_path / name
+    trace.write_text(text)
+    out = tmp_path / "out"
+    code, err = cli(["run", str(jsonl_trace_scenario(trace, tmp_path)), "--no-progress", "--out", str(out)], capsys)
+    check_outcome(code, err, out)
+    assert code == 2 and all(text in err for text in expected), err
+
+
+def test_an_azure_trace_with_a_column_twice_is_refused(tmp_path, capsys):
+    trace = tmp_path / "azure.csv"
+    trace.write_text(f"{HEADER},ContextTokens\n2023-11-16 18:15:46.6805900,374,44,12\n")
+    code, err = cli(["trace", "inspect", str(trace)], capsys)
+    assert code == 2 and "azure.csv:1" in err and "ContextTokens appears more than once" in err, err
+
+
 def test_a_folder_in_the_way_or_a_missing_pyarrow_is_found_before_the_run(tmp_path, capsys, monkeypatch):
     path = scenario_file(tmp_path)
     out = tmp_path / "out"
