@@ -508,7 +508,10 @@ def write_outputs(result: Forecast, out_dir: Path) -> tuple[Path, Path, Path]:
 
 def write_json(result: Forecast, path: Path) -> Path:
     """Every number of the forecast (what `simcost report` reads), with the month rows."""
-    data = {"command": "forecast", **{k: v for k, v in asdict(result).items() if k != "months"},
-            "band": result.band, "months": [asdict(m) | {"fleet": m.fleet} for m in result.months]}
-    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    path.write_text(json.dumps(forecast_json(result), indent=2, default=str) + "\n")
     return path
+
+
+def forecast_json(result: Forecast) -> dict:
+    return {"command": "forecast", **{k: v for k, v in asdict(result).items() if k != "months"},
+            "band": result.band, "months": [asdict(m) | {"fleet": m.fleet} for m in result.months]}

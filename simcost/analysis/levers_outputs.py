@@ -55,6 +55,15 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else seconds * 1e3
 
 
+def study_json(result: LeverStudy) -> dict:
+    """result.json: the study's settings and its ranked rows (what `simcost report` reads)."""
+    return {"command": "levers", "scenario": result.scenario, "mode": result.mode, "seeds": result.seeds,
+            "scenario_replicas": result.scenario_replicas,
+            "usd_per_engineer_week": result.usd_per_engineer_week, "hours_per_month": HOURS_PER_MONTH,
+            "simulations": result.simulations, "roi": "annual_saving_usd * (1 - quality_risk) / "
+            "(effort_weeks * usd_per_engineer_week)", "rows": result.rows}
+
+
 def write_outputs(result: LeverStudy, out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, json_path, png_path = out_dir / "levers.csv", out_dir / "result.json", out_dir / "levers.png"
@@ -62,17 +71,12 @@ def write_outputs(result: LeverStudy, out_dir: Path) -> list[Path]:
         writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(result.rows)
-    meta = {"command": "levers", "scenario": result.scenario, "mode": result.mode, "seeds": result.seeds,
-            "scenario_replicas": result.scenario_replicas,
-            "usd_per_engineer_week": result.usd_per_engineer_week, "hours_per_month": HOURS_PER_MONTH,
-            "simulations": result.simulations, "roi": "annual_saving_usd * (1 - quality_risk) / "
-            "(effort_weeks * usd_per_engineer_week)", "rows": result.rows}
-    json_path.write_text(json.dumps(meta, indent=2, default=_json_default) + "\n")
+    json_path.write_text(json.dumps(study_json(result), indent=2, default=json_default) + "\n")
     plot_levers(result, png_path)
     return [csv_path, json_path, png_path]
 
 
-def _json_default(value):
+def json_default(value):
     if isinstance(value, (np.integer, np.floating, np.bool_)):
         return value.item()
     raise TypeError(f"not JSON: {type(value).__name__}")
