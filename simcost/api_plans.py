@@ -119,7 +119,7 @@ class Forecast:
 
     @property
     def summary(self) -> dict:
-        from simcost.analysis.forecast import forecast_json
+        from simcost.analysis.forecast_outputs import forecast_json
 
         return json.loads(json.dumps(forecast_json(self.result), default=str))
 
@@ -131,7 +131,7 @@ class Forecast:
 
     def write(self, out_dir: str | Path) -> dict[str, Path]:
         """The folder `simcost forecast --out out_dir` writes; {name: path} of its files."""
-        from simcost.analysis.forecast import write_outputs
+        from simcost.analysis.forecast_outputs import write_outputs
 
         self.paths = _staged(Path(out_dir), lambda tmp: list(write_outputs(self.result, tmp)))
         return self.paths
@@ -143,7 +143,7 @@ class Forecast:
                 f"{'met' if last.meets_slo else 'NOT met'}>")
 
     def _repr_html_(self) -> str:
-        from simcost.analysis.forecast import format_report
+        from simcost.analysis.forecast_outputs import format_report
 
         return f"<pre>{html.escape(format_report(self.result))}</pre>"
 

@@ -391,7 +391,8 @@ def _cmd_sweep(args) -> int:
 
 
 def _cmd_forecast(args) -> int:
-    from simcost.analysis.forecast import GrowthPath, forecast, format_report, parse_step, write_outputs
+    from simcost.analysis.forecast import GrowthPath, forecast, parse_step
+    from simcost.analysis.forecast_outputs import format_report, write_outputs
     from simcost.results.folder import staged_folder
     from simcost.scenario.scenario import load_scenario
 
