@@ -212,6 +212,10 @@ def scenario_file(tmp_path: Path, text: str | bytes | None = None, **edits) -> P
 CASES = {
     "not utf-8": (dict(text=b"name: x\n\xff\xfe: 1\n"), ["s.yaml:2", "UTF-8"]),
     "duplicate key": (dict(text="name: a\nseed: 1\nname: b\n"), ["s.yaml:3", "duplicate key 'name'", "line 1"]),
+    "alias containing itself": (dict(text="name: &a [*a]\nseed: 1\n"), ["s.yaml", "YAML aliases"]),
+    "billion laughs": (dict(text="a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{k}: &{k} [{', '.join([f'*{p}'] * 10)}]\n" for p, k in zip("abcdefgh", "bcdefghi"))),
+        ["s.yaml", "more than 1,000,000 values"]),
     "replicas 1e12": (dict(fleet__replicas=10**12), ["fleet.replicas", "<= 10,000"]),
     "prompt above int64": (dict(workload__input_tokens__value=10**20), ["workload.input_tokens.value", "64 bits"]),
     "1e9 req/s": (dict(workload__arrivals__rate_per_s=1e9), ["workload.arrivals.rate_per_s", "requests"]),
@@ -261,6 +265,19 @@ def test_known_bad_inputs_name_the_key_at_fault(tmp_path, capsys, case):
     code, err = cli(["run", str(path), "--no-progress", "--out", str(out)], capsys)
     check_outcome(code, err, out)
     assert code == 2 and all(text in err for text in expected), err
+
+
+def test_a_set_value_with_a_recursive_alias_is_refused(tmp_path, capsys):
+    out = tmp_path / "out"
+    code, err = cli(["run", str(scenario_file(tmp_path)), "--set", "name=&a [*a]", "--out", str(out)], capsys)
+    check_outcome(code, err, out)
+    assert code == 2 and "--set name" in err and "YAML aliases" in err
+
+
+def test_size_refuses_a_tensor_parallel_degree_below_one(tmp_path, capsys):
+    code, err = cli(["size", str(scenario_file(tmp_path)), "--devices", "h100-sxm", "--tensor-parallel", "0,1"], capsys)
+    check_outcome(code, err)
+    assert code == 2 and "--tensor-parallel" in err and ">= 1" in err
 
 
 def test_blank_trace_lines_are_skipped_and_huge_tokens_refused(tmp_path, capsys):
