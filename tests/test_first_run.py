@@ -29,3 +29,31 @@ def test_the_notice_shows_on_a_cold_cache_only(tmp_path):
     assert second.returncode == 0, second.stderr
     assert COMPILING_NOTICE not in second.stderr
 
+
+
+def test_forked_workers_print_the_notice_once_between_them(tmp_path):
+    """A parallel sweep's workers are forked inside the notice: the first to compile prints it."""
+    from types import SimpleNamespace
+
+    from numba.core import event
+
+    from simcost.simulation.kernels import compile_notice
+
+    kernel = SimpleNamespace(py_func=SimpleNamespace(__module__="simcost.engine.decode_kernels"))
+    log = tmp_path / "stderr.txt"
+    with log.open("a") as stream, compile_notice(stream):
+        children = []
+        for _ in range(3):
+            pid = os.fork()
+            if pid == 0:  # a worker compiling a simcost kernel, twice
+                for _ in range(2):
+                    event.start_event("numba:compile", data={"dispatcher": kernel})
+                    event.end_event("numba:compile", data={"dispatcher": kernel})
+                stream.flush()
+                os._exit(0)
+            children.append(pid)
+        assert all(os.waitpid(pid, 0)[1] == 0 for pid in children)
+        event.start_event("numba:compile", data={"dispatcher": kernel})  # the parent compiles too
+        event.end_event("numba:compile", data={"dispatcher": kernel})
+    assert log.read_text().splitlines() == [COMPILING_NOTICE]
+    assert not list(Path(os.environ.get("TMPDIR") or "/tmp").glob(f"simcost-compiling-{os.getpid()}-*"))
