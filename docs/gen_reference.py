@@ -304,6 +304,8 @@ def api_page() -> str:
              "Read from the docstrings. The [Python API how-to](../how-to/python-api.md) shows it in use.\n\n"]
     if importlib.util.find_spec("simcost.api") is not None:
         parts.append("## simcost.api\n\n::: simcost.api\n\n")
+    if importlib.util.find_spec("simcost.api_plans") is not None:
+        parts.append("## simcost.api_plans\n\n::: simcost.api_plans\n\n")
     parts += ["## Scenarios\n\n::: simcost.scenario.scenario.load_scenario\n\n",
               "::: simcost.scenario.scenario.scenario_from_dict\n\n",
               "## Runs\n\n::: simcost.simulation.simulation.Simulation\n\n",

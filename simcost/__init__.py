@@ -1,6 +1,7 @@
 """simcost: a discrete-event simulator of LLM inference serving latency and cost.
 
-The public API is small on purpose (simcost.api): run a scenario, sweep it, size a fleet.
+The public API is small on purpose: run a scenario, sweep it, size a fleet (simcost.api); study
+its levers, forecast its spend, plan its commitments (simcost.api_plans).
 
     >>> import simcost
     >>> run = simcost.run("configs/example.yaml", overrides={"duration_s": 120})   # doctest: +SKIP
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from simcost.api import Run, Sizing, SweepRuns, load, run, size, sweep
+    from simcost.api_plans import Commitments, Forecast, Levers, commitments, forecast, levers
     from simcost.errors import InputError
     from simcost.scenario.scenario import Scenario, load_scenario, scenario_from_dict
     from simcost.simulation.simulation import RunResult, Simulation
@@ -38,10 +40,17 @@ _PUBLIC = {
     "Run": "simcost.api",
     "SweepRuns": "simcost.api",
     "Sizing": "simcost.api",
+    "levers": "simcost.api_plans",
+    "forecast": "simcost.api_plans",
+    "commitments": "simcost.api_plans",
+    "Levers": "simcost.api_plans",
+    "Forecast": "simcost.api_plans",
+    "Commitments": "simcost.api_plans",
 }
 
-__all__ = ["InputError", "Run", "RunResult", "Scenario", "Simulation", "Sizing", "SweepRuns", "load", "load_scenario",
-           "run", "scenario_from_dict", "size", "sweep"]
+__all__ = ["Commitments", "Forecast", "InputError", "Levers", "Run", "RunResult", "Scenario", "Simulation", "Sizing",
+           "SweepRuns", "commitments", "forecast", "levers", "load", "load_scenario", "run", "scenario_from_dict", "size",
+           "sweep"]
 
 
 def __getattr__(name: str) -> Any:

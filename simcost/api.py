@@ -119,7 +119,7 @@ class Run:
             columns = run_table(self.result, table)
         except ValueError as exc:
             raise InputError("to_pandas", str(exc)) from None
-        return _pandas().DataFrame(columns)
+        return pandas_module().DataFrame(columns)
 
     def write(self, out_dir: str | Path, records: str = "csv") -> dict[str, Path]:
         """The folder `simcost run --out out_dir` writes; {name: path} of its files."""
@@ -203,7 +203,7 @@ class SweepRuns:
     def to_pandas(self, table: str = "points"):
         if table != "points":
             raise InputError("to_pandas", f"unknown table '{table}'; a sweep has one: points")
-        return _pandas().DataFrame(self.rows)
+        return pandas_module().DataFrame(self.rows)
 
     def __repr__(self) -> str:
         s = self.summary
@@ -262,7 +262,7 @@ class Sizing:
 
         if table != "options":
             raise InputError("to_pandas", f"unknown table '{table}'; a sizing has one: options")
-        return _pandas().DataFrame(option_rows(self.result))
+        return pandas_module().DataFrame(option_rows(self.result))
 
     def write(self, out_dir: str | Path) -> dict[str, Path]:
         """The folder `simcost size --out out_dir` writes; {name: path} of its files."""
@@ -286,7 +286,7 @@ class Sizing:
 
 # --- shared ---------------------------------------------------------------------------------
 
-def _pandas() -> Any:
+def pandas_module() -> Any:
     from importlib import import_module
 
     try:

@@ -45,10 +45,33 @@ def read_yaml_file(path: Path, what: str):
     return parse_yaml(text, str(path))
 
 
+# Far above any scenario, catalog or space file (the bundled catalog holds ~20,000 values).
+MAX_YAML_VALUES = 1_000_000
+
+
+def check_expansion(data, where: str) -> None:
+    """YAML aliases share one object among their uses, so a few lines can stand for billions of
+    values ("billion laughs") or for a list that contains itself; every reader that walks the data
+    would then hang or recurse without end. Count values as a walk would see them, up to a bound."""
+    pending, seen = [data], 0
+    while pending:
+        value = pending.pop()
+        seen += 1
+        if seen > MAX_YAML_VALUES:
+            raise InputError(where, f"expands to more than {MAX_YAML_VALUES:,} values through YAML aliases "
+                                    "(an alias that refers to itself, or aliases of aliases); write the values out")
+        if isinstance(value, dict):
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+
+
 def parse_yaml(text: str, where: str):
     """YAML text -> data through the duplicate-refusing loader; errors name `where:line`."""
     try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        check_expansion(data, where)
+        return data
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f"{where}:{mark.line + 1}" if mark else where

@@ -11,7 +11,7 @@ import simcost
 
 PACKAGE = Path(simcost.__file__).parent
 LAYERS = ["data", "errors", "files", "rng", "units", "yamlio", "catalog", "scenario", "workload", "perf", "cost", "engine", "cluster",
-          "metrics", "simulation", "results", "analysis", "cli", "api"]
+          "metrics", "simulation", "results", "analysis", "cli", "api", "api_plans"]
 
 
 def module_name(path: Path) -> str:

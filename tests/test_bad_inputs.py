@@ -212,6 +212,10 @@ def scenario_file(tmp_path: Path, text: str | bytes | None = None, **edits) -> P
 CASES = {
     "not utf-8": (dict(text=b"name: x\n\xff\xfe: 1\n"), ["s.yaml:2", "UTF-8"]),
     "duplicate key": (dict(text="name: a\nseed: 1\nname: b\n"), ["s.yaml:3", "duplicate key 'name'", "line 1"]),
+    "alias containing itself": (dict(text="name: &a [*a]\nseed: 1\n"), ["s.yaml", "YAML aliases"]),
+    "billion laughs": (dict(text="a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{k}: &{k} [{', '.join([f'*{p}'] * 10)}]\n" for p, k in zip("abcdefgh", "bcdefghi"))),
+        ["s.yaml", "more than 1,000,000 values"]),
     "replicas 1e12": (dict(fleet__replicas=10**12), ["fleet.replicas", "<= 10,000"]),
     "prompt above int64": (dict(workload__input_tokens__value=10**20), ["workload.input_tokens.value", "64 bits"]),
     "1e9 req/s": (dict(workload__arrivals__rate_per_s=1e9), ["workload.arrivals.rate_per_s", "requests"]),
@@ -221,6 +225,8 @@ CASES = {
     "block size 1e6": (dict(engine__block_size=10**6), ["engine.block_size"]),
     "max_waiting 0": (dict(engine__max_waiting=0), ["engine.max_waiting", "idle"]),
     "max_model_len 1": (dict(engine__max_model_len=1), ["engine.max_model_len", "at least 80"]),
+    "every prompt above the model's context": (dict(workload__input_tokens={"dist": "fixed", "value": 200_000}),
+                                                ["workload.input_tokens", "200,016", "131,072"]),
     "lognormal sigma 60": (dict(workload__input_tokens={"dist": "lognormal", "mean": 1000, "sigma": 60}),
                            ["workload.input_tokens.sigma", "mean 1000"]),
     "slow cold start": (dict(fleet__cold_start={"weights_gb_per_s": 1e-9}), ["fleet.cold_start.weights_gb_per_s", "days"]),
@@ -261,6 +267,19 @@ def test_known_bad_inputs_name_the_key_at_fault(tmp_path, capsys, case):
     assert code == 2 and all(text in err for text in expected), err
 
 
+def test_a_set_value_with_a_recursive_alias_is_refused(tmp_path, capsys):
+    out = tmp_path / "out"
+    code, err = cli(["run", str(scenario_file(tmp_path)), "--set", "name=&a [*a]", "--out", str(out)], capsys)
+    check_outcome(code, err, out)
+    assert code == 2 and "--set name" in err and "YAML aliases" in err
+
+
+def test_size_refuses_a_tensor_parallel_degree_below_one(tmp_path, capsys):
+    code, err = cli(["size", str(scenario_file(tmp_path)), "--devices", "h100-sxm", "--tensor-parallel", "0,1"], capsys)
+    check_outcome(code, err)
+    assert code == 2 and "--tensor-parallel" in err and ">= 1" in err
+
+
 def test_blank_trace_lines_are_skipped_and_huge_tokens_refused(tmp_path, capsys):
     ok = tmp_path / "ok.csv"
     ok.write_text(f"{HEADER}\r\n2023-11-16 18:15:46.6805900,374,44\r\n\r\n2023-11-16 18:15:47.6805900,12,4\r\n")
@@ -270,6 +289,29 @@ def test_blank_trace_lines_are_skipped_and_huge_tokens_refused(tmp_path, capsys)
     huge.write_text(f"{HEADER}\n2023-11-16 18:15:46.6805900,999999999999,44\n")
     code, err = cli(["trace", "inspect", str(huge)], capsys)
     assert code == 2 and "huge.csv:2" in err and "at most" in err
+
+
+@pytest.mark.parametrize("name, text, expected", [
+    ("array.jsonl", '[{"t": 0, "prompt": 5, "completion": 3}]\n', ["array.jsonl:1", "JSON array"]),
+    ("dup.jsonl", '{"t": 0, "prompt": 5, "completion": 3}\n{"t": 1, "prompt": 5, "prompt": 6, "completion": 3}\n',
+     ["dup.jsonl:2", "duplicate field 'prompt'"]),
+    ("dup.csv", "t,prompt,prompt,completion\n0,5,6,3\n", ["dup.csv:1", "column prompt appears more than once"]),
+])
+def test_ambiguous_traces_are_refused_not_guessed(tmp_path, capsys, name, text, expected):
+    """A JSON array is not JSON Lines, and a field or column given twice has no single value."""
+    trace = tmp_path / name
+    trace.write_text(text)
+    out = tmp_path / "out"
+    code, err = cli(["run", str(jsonl_trace_scenario(trace, tmp_path)), "--no-progress", "--out", str(out)], capsys)
+    check_outcome(code, err, out)
+    assert code == 2 and all(text in err for text in expected), err
+
+
+def test_an_azure_trace_with_a_column_twice_is_refused(tmp_path, capsys):
+    trace = tmp_path / "azure.csv"
+    trace.write_text(f"{HEADER},ContextTokens\n2023-11-16 18:15:46.6805900,374,44,12\n")
+    code, err = cli(["trace", "inspect", str(trace)], capsys)
+    assert code == 2 and "azure.csv:1" in err and "ContextTokens appears more than once" in err, err
 
 
 def test_a_folder_in_the_way_or_a_missing_pyarrow_is_found_before_the_run(tmp_path, capsys, monkeypatch):

@@ -77,6 +77,8 @@ def test_prices_list_adds_an_offer():
 
 @pytest.mark.parametrize("catalog, where", [
     ({"models": {"test-8b": {**MODEL, "num_layers": 0}}}, "catalog: models.test-8b.num_layers"),
+    # a count in billions would size the weights at a few bytes and fit anywhere
+    ({"models": {"test-8b": {**MODEL, "num_params": 8}}}, "catalog: models.test-8b.num_params: 8 is below"),
     ({"devices": {"test-gpu": {k: v for k, v in DEVICE.items() if k != "mbu"}}}, "catalog: devices.test-gpu.mbu"),
     ({"gadgets": {}}, "catalog: gadgets"),
     ({"prices": [{"provider": "acme", "region": "any", "instance": "x", "device": "nope",

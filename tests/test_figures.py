@@ -153,7 +153,8 @@ def test_per_item_models_print_items_and_dollars_in_significant_digits():
 def test_the_report_draws_the_same_workloads_against_the_same_slos(mixed, tmp_path):
     import yaml
 
-    from simcost.analysis.report import _by_workload, read_measured_latencies
+    from simcost.analysis.report_read import read_measured_latencies
+    from simcost.analysis.report_run import _by_workload
     from simcost.results.writer import write_run
 
     write_run(mixed, tmp_path / "run")

@@ -44,3 +44,31 @@ def test_a_run_loads_only_its_step_time_models_kernels():
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["_analytic_step_s", "_analytic_span_s"]
+
+
+def test_forked_workers_print_the_notice_once_between_them(tmp_path):
+    """A parallel sweep's workers are forked inside the notice: the first to compile prints it."""
+    from types import SimpleNamespace
+
+    from numba.core import event
+
+    from simcost.simulation.kernels import compile_notice
+
+    kernel = SimpleNamespace(py_func=SimpleNamespace(__module__="simcost.engine.decode_kernels"))
+    log = tmp_path / "stderr.txt"
+    with log.open("a") as stream, compile_notice(stream):
+        children = []
+        for _ in range(3):
+            pid = os.fork()
+            if pid == 0:  # a worker compiling a simcost kernel, twice
+                for _ in range(2):
+                    event.start_event("numba:compile", data={"dispatcher": kernel})
+                    event.end_event("numba:compile", data={"dispatcher": kernel})
+                stream.flush()
+                os._exit(0)
+            children.append(pid)
+        assert all(os.waitpid(pid, 0)[1] == 0 for pid in children)
+        event.start_event("numba:compile", data={"dispatcher": kernel})  # the parent compiles too
+        event.end_event("numba:compile", data={"dispatcher": kernel})
+    assert log.read_text().splitlines() == [COMPILING_NOTICE]
+    assert not list(Path(os.environ.get("TMPDIR") or "/tmp").glob(f"simcost-compiling-{os.getpid()}-*"))

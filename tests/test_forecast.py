@@ -11,13 +11,13 @@ from simcost.analysis.forecast import (
     Forecast,
     GrowthPath,
     MonthForecast,
-    budget_line,
     check_trace_covers,
     first_month,
     forecast,
     parse_step,
     scale_load,
 )
+from simcost.analysis.forecast_outputs import budget_line
 from simcost.cli.main import main
 from simcost.errors import InputError
 from simcost.rng import streams

@@ -12,18 +12,9 @@ import pytest
 from scenarios import BASE, merge
 
 from simcost.analysis.forecast import with_replicas
-from simcost.analysis.levers import (
-    LeversConfig,
-    load_levers,
-    plan_levers,
-    rank_rows,
-    roi,
-    run_lever,
-    served_metrics,
-    study,
-    trim_prompts,
-    with_overrides,
-)
+from simcost.analysis.lever_plans import plan_levers, with_overrides
+from simcost.analysis.levers import rank_rows, roi, run_lever, served_metrics, study, trim_prompts
+from simcost.analysis.levers_config import LeversConfig, load_levers
 from simcost.cli.main import main
 from simcost.errors import InputError
 from simcost.perf.deployment import plan_deployment
@@ -287,7 +278,7 @@ def test_cli_writes_the_ranked_table_csv_json_and_plot(tmp_path, capsys):
 
 def test_edge_offload_puts_owned_boards_in_front_of_the_cloud_and_resize_shrinks_the_cloud_pool():
     from simcost.analysis.forecast import with_replicas
-    from simcost.analysis.levers import with_overrides
+    from simcost.analysis.lever_plans import with_overrides
 
     plan = plan_of(base(), "edge_offload")
     assert plan.skip_reason is None

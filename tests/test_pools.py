@@ -360,7 +360,8 @@ def test_focus_rows_carry_each_pools_pricing_and_region_and_the_egress_and_sum_t
 
 def test_decisions_that_resize_one_fleet_refuse_a_fleet_of_pools_rather_than_answer_for_the_wrong_pool():
     from simcost.analysis.forecast import GrowthPath, forecast
-    from simcost.analysis.levers import LeversConfig, study
+    from simcost.analysis.levers import study
+    from simcost.analysis.levers_config import LeversConfig
     from simcost.analysis.sizing import size
 
     pools = pooled([edge_pool(), cloud_pool()])

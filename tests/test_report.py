@@ -23,7 +23,9 @@ import yaml
 from scenarios import BASE, merge, scenario
 
 from simcost.analysis.frontier import frontier
-from simcost.analysis.report import CATEGORY_LABELS, latency_section, read_measured_latencies, render, write_report
+from simcost.analysis.report import render, write_report
+from simcost.analysis.report_read import read_measured_latencies
+from simcost.analysis.report_run import CATEGORY_LABELS, latency_section
 from simcost.cli.main import main
 from simcost.errors import InputError
 from simcost.results.writer import write_run

@@ -145,7 +145,9 @@ def test_request_level_policies_refuse_speculation():
 # --- the lever ---------------------------------------------------------------------------------
 
 def test_levers_offer_speculative_decoding_and_it_cuts_decode_time():
-    from simcost.analysis.levers import LeversConfig, plan_levers, run_lever, with_overrides
+    from simcost.analysis.lever_plans import plan_levers, with_overrides
+    from simcost.analysis.levers import run_lever
+    from simcost.analysis.levers_config import LeversConfig
     from simcost.scenario.schema import to_dict
 
     base = scenario(workload=LONG, duration_s=30.0, slo={"ttft_s": 1.0, "tpot_s": 0.05, "attainment": 0.9})

@@ -51,7 +51,7 @@ def hourly_rows(plan: CommitmentPlan) -> list[dict]:
 
 
 def write_commitments(plan: CommitmentPlan, scenario: str, out_dir: Path) -> dict[str, Path]:
-    """The results folder, whole or not at all; {name: path}."""
+    """The results folder, whole or not at all; {file name: path} (commitments.csv and .png share a stem)."""
     check_targets(out_dir, COMMITMENT_FILES)
     with staged_folder(out_dir, COMMITMENT_FILES) as tmp:
         (tmp / "result.json").write_text(json.dumps(plan_json(plan, scenario), indent=2) + "\n")
@@ -61,7 +61,7 @@ def write_commitments(plan: CommitmentPlan, scenario: str, out_dir: Path) -> dic
             writer.writeheader()
             writer.writerows(rows)
         plot_commitments(plan, scenario, tmp / "commitments.png")
-    return {name.split(".")[0]: out_dir / name for name in COMMITMENT_FILES}
+    return {name: out_dir / name for name in COMMITMENT_FILES}
 
 
 def plot_commitments(plan: CommitmentPlan, scenario: str, path: Path) -> Path:

@@ -8,18 +8,9 @@ from __future__ import annotations
 from html import escape
 from pathlib import Path
 
-from simcost.analysis.report import (
-    figure,
-    fmt,
-    key_values,
-    page,
-    read_json,
-    section,
-    table,
-    usd,
-    write_page,
-    write_report,
-)
+from simcost.analysis.report import write_page, write_report
+from simcost.analysis.report_html import figure, fmt, key_values, page, section, table, usd
+from simcost.analysis.report_read import read_json
 from simcost.errors import InputError
 
 COMMANDS = ("size", "commitments", "levers", "forecast")

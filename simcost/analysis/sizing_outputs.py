@@ -39,8 +39,9 @@ def parse_options(devices, tensor_parallel=None, policies=None, pricing=None) ->
     (as YAML text or a dict)."""
     degrees = []
     for item in _items(tensor_parallel):
-        if item is not None and not (isinstance(item, int) or str(item).isdigit()):
-            raise InputError("--tensor-parallel", f"'{item}'; expected whole numbers, e.g. 1,2")
+        whole = isinstance(item, int) and not isinstance(item, bool) or str(item).isdigit()
+        if item is not None and not (whole and int(item) >= 1):
+            raise InputError("--tensor-parallel", f"'{item}'; expected whole numbers >= 1, e.g. 1,2")
         degrees.append(None if item is None else int(item))
     prices = []
     for entry in pricing or [None]:

@@ -589,6 +589,8 @@ def _model(key: str, entry: Any, where: _Where) -> ModelSpec:
     if ints["num_kv_heads"] and ints["num_heads"] % ints["num_kv_heads"]:
         raise InputError(where("num_kv_heads"), f"{ints['num_kv_heads']} does not divide num_heads={ints['num_heads']}")
     _check_experts(entry, ints, where)
+    if serving == "tokens":
+        _check_param_count(ints, where)
     return ModelSpec(
         key=key,
         name=_text(entry, "name", where),
@@ -601,6 +603,16 @@ def _model(key: str, entry: Any, where: _Where) -> ModelSpec:
         notes=_text(entry, "notes", where) if "notes" in entry else "",
         **ints,
     )
+
+
+def _check_param_count(ints: dict, where: _Where) -> None:
+    """num_params sizes the weights, so a count in the wrong unit (8 for 8B) would fit any model on
+    any device; the shape's embeddings and one MLP matrix per layer are a floor every real model
+    is above (bundled ones by 1.5x or more)."""
+    floor = ints["vocab_size"] * ints["hidden_size"] + ints["num_layers"] * ints["hidden_size"] * ints["intermediate_size"]
+    if ints["num_params"] < floor:
+        raise InputError(where("num_params"), f"{ints['num_params']:,} is below the {floor:,} parameters of the shape's "
+                         "embeddings and one MLP matrix per layer alone; expected the whole count (8030261248 for an 8B model)")
 
 
 def _check_window(entry: dict, ints: dict, where: _Where) -> None:

@@ -400,7 +400,8 @@ def _cmd_sweep(args) -> int:
 
 
 def _cmd_forecast(args) -> int:
-    from simcost.analysis.forecast import GrowthPath, forecast, format_report, parse_step, write_outputs
+    from simcost.analysis.forecast import GrowthPath, forecast, parse_step
+    from simcost.analysis.forecast_outputs import format_report, write_outputs
     from simcost.results.folder import staged_folder
     from simcost.scenario.scenario import load_scenario
 
@@ -603,7 +604,9 @@ def _cmd_commitments(args) -> int:
 
 
 def _cmd_levers(args) -> int:
-    from simcost.analysis.levers import format_study, load_levers, study, write_outputs
+    from simcost.analysis.levers import study
+    from simcost.analysis.levers_config import load_levers
+    from simcost.analysis.levers_outputs import format_study, write_outputs
     from simcost.results.folder import staged_folder
     from simcost.scenario.scenario import load_scenario
 

@@ -47,7 +47,7 @@ from simcost.perf.expert_parallel import (
 )
 from simcost.perf.step_model import is_per_item
 from simcost.scenario.fleet_plan import fleet_plan
-from simcost.scenario.scenario import Scenario
+from simcost.scenario.scenario import Scenario, shortest_request
 
 # Activation reserve per device = max_num_batched_tokens * hidden_size * bytes. vLLM sizes the
 # reserve by profiling a forward pass of max_num_batched_tokens tokens; its peak is a dozen-odd
@@ -196,6 +196,19 @@ def kv_capacity_tokens(free_bytes: float, full_bytes_per_token: float, sliding_b
     return math.floor((free_bytes - sliding_cap_tokens * sliding_bytes_per_token) / full_bytes_per_token)
 
 
+def _check_fits_context(scenario: Scenario, model: ModelSpec) -> None:
+    """A workload whose every request is longer than the model's context would be rejected whole;
+    say so before simulating (an explicit engine.max_model_len is checked with the scenario)."""
+    for i, entry in enumerate(scenario.workload.entries()):
+        shortest = shortest_request(entry)
+        if shortest is not None and shortest[1] > model.max_model_len:
+            where = f"workload.mix[{i}]" if scenario.workload.mix is not None else "workload"
+            raise InputError(f"{where}.input_tokens",
+                             f"the shortest request '{scenario.workload.entry_name(i)}' can send is {shortest[1]:,} "
+                             f"tokens of prompt and output, above {model.key}'s context length "
+                             f"{model.max_model_len:,}, so every request would be rejected")
+
+
 def _plan_kv(scenario: Scenario, device: DeviceSpec, model: ModelSpec, weight_format: str, kv_format: str,
              tp: int, pp: int, util: float) -> tuple[int, int, int, float, int]:
     """Context and batch limits and the KV cache of a token model: (max_model_len,
@@ -204,6 +217,8 @@ def _plan_kv(scenario: Scenario, device: DeviceSpec, model: ModelSpec, weight_fo
     if max_model_len > model.max_model_len:
         raise InputError("engine.max_model_len",
                          f"{max_model_len} exceeds {model.key}'s context length {model.max_model_len}")
+    if scenario.engine.max_model_len is None:
+        _check_fits_context(scenario, model)
     # Default (the engine preset's, simcost.scenario.deployment): a whole max-length prompt
     # without chunked prefill; with it, V1's budget by device memory, or 2048
     max_num_batched_tokens = scenario.engine.max_num_batched_tokens or scenario.engine.default_max_num_batched_tokens(

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 
 from simcost.errors import InputError, closest
+from simcost.yamlio import check_expansion
 
 MAX_WHOLE_NUMBER = 2**63 - 1  # int64, the type of every integer column and kernel argument
 
@@ -68,6 +69,7 @@ def apply_overrides(raw: dict, overrides) -> dict:
             value = yaml.safe_load(text)
         except yaml.YAMLError:
             value = text
+        check_expansion(value, f"--set {key.strip()}")
         node = raw
         parts = key.strip().split(".")
         for i, part in enumerate(parts[:-1]):

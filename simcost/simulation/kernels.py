@@ -12,6 +12,7 @@ only with some pricing), so the notice listens for compilations as they start (n
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,18 +51,23 @@ def load_numba_target() -> None:
 @contextmanager
 def compile_notice(stream: Any = None) -> Iterator[None]:
     """While inside, the first compilation of a simcost kernel prints COMPILING_NOTICE once to
-    `stream` (stderr by default). Worker processes forked inside inherit it, so a parallel sweep's
-    first run on a fresh install may print it once per worker."""
+    `stream` (stderr by default). Worker processes forked inside (a parallel sweep's) inherit the
+    listener; the first process to compile creates a marker file, so the command prints it once."""
     from numba.core import event
 
+    owner = os.getpid()
+    marker = os.path.join(_temp_dir(), f"simcost-compiling-{owner}-{os.urandom(4).hex()}")
+
     class Notice(event.Listener):
-        shown = False
+        shown = False  # in this process
 
         def on_start(self, ev: Any) -> None:
             dispatcher = ev.data.get("dispatcher") if isinstance(ev.data, dict) else None
             module = getattr(getattr(dispatcher, "py_func", None), "__module__", "") or ""
-            if not self.shown and module.startswith("simcost."):
-                self.shown = True
+            if self.shown or not module.startswith("simcost."):
+                return
+            self.shown = True
+            if _first_to_claim(marker):
                 print(COMPILING_NOTICE, file=stream or sys.stderr, flush=True)
 
         def on_end(self, ev: Any) -> None:
@@ -73,3 +79,24 @@ def compile_notice(stream: Any = None) -> Iterator[None]:
         yield
     finally:
         event.unregister("numba:compile", listener)
+        if os.getpid() == owner and os.path.exists(marker):
+            os.unlink(marker)
+
+
+def _temp_dir() -> str:
+    """tempfile.gettempdir() without importing tempfile on every run's start."""
+    if os.name == "posix":
+        return os.environ.get("TMPDIR") or "/tmp"
+    return os.environ.get("TEMP") or "."
+
+
+def _first_to_claim(marker: str) -> bool:
+    """Create `marker` unless another process did; True for the one that created it (and when
+    the folder cannot be written: a notice twice beats none)."""
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        return False
+    except OSError:
+        return True
+    return True

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections import Counter
 
 import numpy as np
 
@@ -43,6 +44,8 @@ def parse_table(where: str, lines: list[str], columns: TraceColumns) -> dict:
     `columns`. Arrival times in `columns.arrival_unit`, made relative to the first row."""
     if not any(line.strip() for line in lines):
         raise InputError(f"{where}:1", "empty file; expected request rows")
+    if lines[0].lstrip().startswith("["):
+        raise InputError(f"{where}:1", "a JSON array; expected JSON Lines, one request object per line")
     jsonl = lines[0].lstrip().startswith("{")
     records, first_line = (_json_records(where, lines), 1) if jsonl else (_csv_records(where, lines), 2)
     keys = [k for k in (columns.arrival, columns.input_tokens, columns.output_tokens,
@@ -73,18 +76,36 @@ def _json_records(where: str, lines: list[str]) -> list[dict]:
         if not line.strip():
             raise InputError(f"{where}:{i + 1}", "blank line; expected a JSON object")
         try:
-            record = json.loads(line)
+            record = json.loads(line, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as exc:
             raise InputError(f"{where}:{i + 1}", f"not valid JSON ({exc.msg})") from None
+        except _DuplicateKey as exc:
+            raise InputError(f"{where}:{i + 1}", f"duplicate field {exc.args[0]!r}; which value is meant?") from None
         if not isinstance(record, dict):
             raise InputError(f"{where}:{i + 1}", f"expected a JSON object, got {type(record).__name__}")
         records.append(record)
     return records
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """json's object hook: refuse a key given twice rather than silently keep the last value."""
+    record = dict(pairs)
+    if len(record) != len(pairs):
+        counts = Counter(key for key, _ in pairs)
+        raise _DuplicateKey(next(key for key, n in counts.items() if n > 1))
+    return record
+
+
 def _csv_records(where: str, lines: list[str]) -> list[dict]:
     # One csv.reader per line: quoting is honoured, but a stray quote cannot swallow later lines.
     header = [h.strip() for h in next(csv.reader([lines[0]]))]
+    repeated = sorted({h for h in header if header.count(h) > 1})
+    if repeated:
+        raise InputError(f"{where}:1", f"column {', '.join(repeated)} appears more than once in the header")
     if len(lines) < 2:
         raise InputError(f"{where}:2", "header only, no request rows")
     records = []

@@ -197,6 +197,9 @@ def _parse(where: str, lines: list[str]) -> Trace:
     if not lines[0].strip():
         raise InputError(f"{where}:1", f"blank line; expected the header {','.join(COLUMNS)}")
     header = [name.strip().strip('"') for name in lines[0].split(",")]
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise InputError(f"{where}:1", f"column {', '.join(repeated)} appears more than once in the header")
     index = {}
     for name in COLUMNS:
         if name not in header:
