@@ -99,7 +99,12 @@ class _Helper:
         libc = ctypes.CDLL(None, use_errno=True)
         ours, theirs = multiprocessing.Pipe()
         child_pid = os.getpid()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:  # no process to spare (EAGAIN): the child draws everything itself
+            ours.close()
+            theirs.close()
+            return
         if pid == 0:  # the helper
             status = 0
             try:
