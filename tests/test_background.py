@@ -29,6 +29,10 @@ def write_pid(path, sleep_s=0.0):
     time.sleep(sleep_s)
 
 
+def write_loaded(path, module):
+    path.write_text(str(module in sys.modules))
+
+
 def alive(pid: int) -> bool:
     """Running (a zombie, dead but not yet reaped by whoever adopted it, is not)."""
     try:
@@ -83,6 +87,16 @@ def test_the_helper_dies_with_the_child(tmp_path):
         time.sleep(0.01)
     else:
         pytest.fail(f"helper {helper} outlived its child")
+
+
+def test_the_child_writes_parquet_without_pandas(tmp_path):
+    """pyarrow would import pandas on its first array (~0.2 s of CPU); the child refuses it and
+    focus.parquet is still written (test_imports checks a run's files)."""
+    pytest.importorskip("pyarrow")
+    with Background() as side:
+        side.run([("a", write_loaded, (tmp_path / "a", "pandas"))])
+        side.wait()
+    assert (tmp_path / "a").read_text() == "False"
 
 
 def test_without_a_child_the_same_jobs_run_in_process(tmp_path):
