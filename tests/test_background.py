@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import subprocess
 import sys
 import time
 
@@ -90,12 +91,19 @@ def test_the_helper_dies_with_the_child(tmp_path):
 
 
 def test_the_child_writes_parquet_without_pandas(tmp_path):
-    """pyarrow would import pandas on its first array (~0.2 s of CPU); the child refuses it and
-    focus.parquet is still written (test_imports checks a run's files)."""
+    """pyarrow would import pandas on its first array (~0.2 s of CPU); the child refuses it (in a
+    fresh interpreter: a test session may have pandas loaded before the fork)."""
     pytest.importorskip("pyarrow")
-    with Background() as side:
-        side.run([("a", write_loaded, (tmp_path / "a", "pandas"))])
-        side.wait()
+    probe = ("import sys, pyarrow as pa\n"
+             "from simcost.results.background import Background\n"
+             "from tests.test_background import write_loaded\n"
+             "from pathlib import Path\n"
+             "with Background() as side:\n"
+             f"    side.run([('a', write_loaded, (Path({str(tmp_path / 'a')!r}), 'pandas'))])\n"
+             "    side.wait()\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=root, timeout=300)
+    assert done.returncode == 0, done.stderr
     assert (tmp_path / "a").read_text() == "False"
 
 
