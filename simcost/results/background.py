@@ -18,6 +18,7 @@ jobs run in-process, in order, as before.
 
 from __future__ import annotations
 
+import gc
 import importlib.abc
 import multiprocessing
 import os
@@ -159,6 +160,7 @@ class _Helper:
 
 
 def _child(conn: Any, parent_end: Any) -> None:
+    gc.enable()  # (the parent forks with its collector off while it imports)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and ends this process
     parent_end.close()  # so a parent that dies leaves this end at EOF, not waiting forever
     try:
