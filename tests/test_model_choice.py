@@ -119,6 +119,9 @@ def test_a_calibrated_profile_runs_the_roofline_it_was_fitted_for(tmp_path):
     assert choose_perf_model(s, dep) == ("roofline", "auto: perf.profile is a calibrated roofline")
     p = sm.StepParams.from_array(step_params(s, dep))
     assert p.kind == sm.KIND_ROOFLINE and p.byte_rate == pytest.approx(dep.device.mem_bw_bytes_per_s * 0.7)
+    # asked for the kernel model with it, the profile only prices its fallbacks: said so
+    with pytest.warns(UserWarning, match="price only the operators the kernel tables lack"):
+        step_params(make(perf={"model": "kernels", "profile": str(profile)}), dep)
 
 
 @pytest.mark.parametrize("given", ["roofline", "kernels"])

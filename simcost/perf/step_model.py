@@ -17,6 +17,7 @@ prompt of the same total tokens; the constant and table models ignore it.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING
 
@@ -157,6 +158,10 @@ def step_params(scenario: Scenario, dep: Deployment) -> np.ndarray:
     if perf.model == "table":
         return _table_params(required(perf.table, "perf.table"), dep, p)
     if model == "kernels":
+        if perf.profile:
+            warnings.warn(f"perf.profile {perf.profile}: a calibrated profile fits the roofline's factors; under "
+                          f"perf.model kernels they price only the operators the kernel tables lack (leave "
+                          f"perf.model unset or set roofline to run the calibrated roofline)", stacklevel=2)
         # auto passes the tables it checked (a trusted borrow without the borrowing warning)
         tables = auto_tables(dep.device, dep.tensor_parallel) if perf.model == "auto" else None
         return _kernel_params(scenario, dep, p, factors, tables)
