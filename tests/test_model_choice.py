@@ -90,6 +90,12 @@ def test_shapes_and_formats_the_tables_lack_run_the_roofline(model, weight_forma
     assert got == "roofline" and lacks in why
 
 
+def test_tensor_parallelism_beyond_the_all_reduce_tables_runs_the_roofline():
+    assert choice(device="gb200-nvl72", model="llama-3.1-70b", tp=8)[0] == "kernels"
+    model, why = choice(device="gb200-nvl72", model="llama-3.1-70b", tp=16)
+    assert model == "roofline" and "16 GPUs" in why
+
+
 def test_latent_attention_runs_the_roofline():
     s = make(device="h200", model="deepseek-v3", tp=8, pipeline_parallel=2)
     assert choose_perf_model(s, plan_deployment(s)) == ("roofline", "auto: no kernel table for multi-head latent attention")

@@ -11,7 +11,7 @@ can be trusted (docs/fidelity.md section 2), the roofline everywhere else:
   at TP > 1: 35-330 %); a PCIe GPU at tensor_parallel > 1 (all-reduce over PCIe depends on the
   host's topology far more than on the GPU: the two measured PCIe GPUs' 8-GPU all-reduces differ
   12x for a 2x link ratio); weight formats without tables (int8/int4 weight-only, nvfp4, mxfp4,
-  fp32); shapes without tables (multi-head-latent attention, a KV-head count or MoE layer not
+  fp32); tensor parallelism above 8 GPUs (no all-reduce table); shapes without tables (multi-head-latent attention, a KV-head count or MoE layer not
   measured; an fp8 MoE layer whose table is slower than bf16's, as on the Hopper tables); expert parallelism and pipelined micro-batches (the kernel model has neither); a
   calibrated profile or a roofline factor set in `perf` (they are the roofline's: choosing it
   keeps them meaningful).
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 TRUSTED_BORROWS = {"h20": "h100_sxm", "b300": "b200_sxm"}
 # a scale-up link below this is PCIe (Gen5 x16: 64 GB/s one way; NVLink 3-5: 300-900 GB/s)
 PCIE_MAX_LINK_BYTES_PER_S = 100e9
+MAX_TABLE_GPUS = 8  # the largest all-reduce the tables measure (GB200's stop at 4; others fill in up to 8)
 # perf keys that only the roofline reads: setting one under auto asks for the roofline
 ROOFLINE_KEYS = ("mfu", "mbu", "prefill_overhead_s", "prefill_request_s", "attention_efficiency", "allreduce_latency_s")
 
@@ -59,6 +60,8 @@ def choose_perf_model(scenario: Scenario, dep: Deployment) -> tuple[str, str]:
     tables, why = _auto_tables(dep.device, dep.tensor_parallel)
     if tables is None:
         return "roofline", f"auto: {why}"
+    if dep.tensor_parallel > MAX_TABLE_GPUS:
+        return "roofline", f"auto: no all-reduce table for {dep.tensor_parallel} GPUs (the tables stop at {MAX_TABLE_GPUS})"
     missing = missing_operators(tables, dep.model, dep.tensor_parallel, dep.weight_format, dep.kv_cache_format)
     if missing:
         return "roofline", f"auto: {missing}"

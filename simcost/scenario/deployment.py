@@ -53,6 +53,8 @@ class PerfConfig:
     `table` interpolates the measured step times of `table` (simcost.perf.step_table); `kernels`
     sums measured vLLM kernel latencies per operator (simcost.perf.kernel_model, docs/step_model.md)."""
 
+    # auto: kernels on a GPU with trusted kernel tables that cover the model, else roofline; the
+    # summary's perf_model says which and why (docs/fidelity.md, "Which step-time model runs")
     model: Literal["auto", "roofline", "constant", "table", "kernels"] = "auto"
     mfu: float | None = field(default=None, metadata=bounds(gt=0, le=1))
     mbu: float | None = field(default=None, metadata=bounds(gt=0, le=1))
