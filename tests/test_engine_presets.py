@@ -119,7 +119,21 @@ def test_the_sequence_limit_follows_a_new_device_and_preset():
     assert replace(h100, hardware=replace(h100.hardware, device="a100-80gb")).engine.max_num_seqs == 256
     assert api.load(h100, overrides={"engine.preset": "vllm-v0"}).engine.max_num_seqs == 256
     assert api.load(h100, overrides={"fleet.replicas": 2}).engine.max_num_seqs == 1024
+    assert api.load(h100, overrides={"hardware.device": "a100-80gb"}).engine.max_num_seqs == 256
+    given = scenario(engine={"max_num_seqs": 1024})
+    assert api.load(given, overrides={"hardware.device": "a100-80gb"}).engine.max_num_seqs == 1024  # given: kept
     # a pool on other hardware takes its own device's
     pools = scenario(fleet={"pools": [{"name": "big", "replicas": 1, "hardware": {"device": "h100-sxm"}},
                                       {"name": "small", "replicas": 1, "hardware": {"device": "l40s"}}]})
     assert [p.scenario.engine.max_num_seqs for p in fleet_plan(pools)] == [1024, 256]
+
+
+def test_sizing_over_devices_decides_the_preset_sequence_limit_per_device():
+    from simcost.analysis.sizing import with_option
+    from simcost.scenario.deployment import free_device_defaults
+    base = scenario()
+    raw = to_dict(base)
+    free_device_defaults(raw["engine"], base.engine)
+    assert scenario_from_dict(with_option(raw, {"hardware.device": "a100-80gb"})).engine.max_num_seqs == 256
+    assert scenario_from_dict(with_option(raw, {"hardware.device": "h200"})).engine.max_num_seqs == 1024
+    assert scenario_from_dict(with_option(raw, {"engine.policy": "static"})).engine.max_num_seqs == 256  # a batch size

@@ -168,6 +168,14 @@ def is_v1_large_gpu(device_key: str, device_kind: str, device_memory_bytes: floa
     return device_kind == "gpu" and device_memory_bytes >= V1_LARGE_GPU_BYTES and "a100" not in device_key.lower()
 
 
+def free_device_defaults(raw_engine: dict | None, engine: EngineConfig) -> None:
+    """Drop from an engine section written out (schema.to_dict of `engine`) the keys its preset
+    set for the device (max_num_seqs), so that a variant on another device or policy sets them
+    again: a built scenario holds concrete values, which would otherwise carry to the variant."""
+    if raw_engine is not None and engine.seqs_from_preset:
+        raw_engine.pop("max_num_seqs", None)
+
+
 @dataclass(frozen=True, kw_only=True)
 class EngineConfig:
     """Batching, scheduling and KV-cache knobs (names and defaults as vLLM's where vLLM has them).
