@@ -58,7 +58,7 @@ import numpy as np
 
 from simcost.analysis.speculative_lever import EFFORT_RISK, SpeculativeInputs, speculative_overrides
 from simcost.errors import InputError, closest
-from simcost.scenario.deployment import BatchingPolicy
+from simcost.scenario.deployment import BatchingPolicy, free_device_defaults
 from simcost.scenario.scenario import Scenario, scenario_from_dict
 from simcost.scenario.schema import bounds, build, to_dict
 from simcost.units import HOURS_PER_MONTH, S_PER_HOUR
@@ -431,6 +431,7 @@ def plan_levers(base: Scenario, cfg: LeversConfig, only: tuple[str, ...] | None 
         if name not in PLANNERS:
             raise InputError("--only", f"unknown lever '{name}'{closest(name, PLANNERS)}")
     raw = to_dict(base)
+    free_device_defaults(raw.get("engine"), base.engine)  # a lever to a static batcher: the preset's 256
     plans = []
     for name, planner in PLANNERS.items():
         if (only and name not in only) or not getattr(cfg, name).enabled:
@@ -654,6 +655,7 @@ def study(base: Scenario, cfg: LeversConfig, only: tuple[str, ...] | None = None
     _check(base, resize, max_replicas, seeds, jobs)
     plans = plan_levers(base, cfg, only)
     raw = to_dict(base)
+    free_device_defaults(raw.get("engine"), base.engine)  # as plan_levers: re-derived per lever
     runnable = [p for p in plans if p.skip_reason is None]
     points = [(raw, None)] + [(with_overrides(raw, p.overrides), p.transform) for p in runnable]
     with worker_pool(jobs) as pool, progress_bar(progress, "levers") as bar:
