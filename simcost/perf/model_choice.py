@@ -10,11 +10,12 @@ can be trusted (docs/fidelity.md section 2), the roofline everywhere else:
   across a generation or between PCIe parts (A100 from H100: 3-32 % median; L40S <-> RTX PRO 6000
   at TP > 1: 35-330 %); a PCIe GPU at tensor_parallel > 1 (all-reduce over PCIe depends on the
   host's topology far more than on the GPU: the two measured PCIe GPUs' 8-GPU all-reduces differ
-  12x for a 2x link ratio); weight formats without tables (int8/int4 weight-only, nvfp4, mxfp4,
-  fp32); tensor parallelism above 8 GPUs (no all-reduce table); shapes without tables (multi-head-latent attention, a KV-head count or MoE layer not
-  measured; an fp8 MoE layer whose table is slower than bf16's, as on the Hopper tables); expert parallelism and pipelined micro-batches (the kernel model has neither); a
-  calibrated profile or a roofline factor set in `perf` (they are the roofline's: choosing it
-  keeps them meaningful).
+  12x for a 2x link ratio); tensor parallelism above 8 GPUs (no all-reduce table); weight formats
+  without tables (int8/int4 weight-only, nvfp4, mxfp4, fp32); shapes without tables
+  (multi-head latent attention, a KV-head count or MoE layer not measured); an fp8 MoE layer
+  whose table is slower than bf16's (the Hopper tables); expert parallelism and pipelined
+  micro-batches (the kernel model has neither); a calibrated profile or a roofline factor set in
+  `perf` (they are the roofline's: choosing it keeps them meaningful).
 An explicit `perf.model` is used as given.
 """
 
@@ -35,8 +36,8 @@ if TYPE_CHECKING:
 
 # GPUs without tables whose borrowed tables auto trusts: the same generation on NVLink/NVSwitch
 # (H20 a Hopper die, like the H100 whose tables it takes; B300 a Blackwell Ultra one, from B200).
-# Within a generation the leave-one-GPU-out check lands at 1-9 % median per step family; across
-# one (A100 from H100) at up to 32 %, worse than the roofline in some families.
+# Within a generation the leave-one-GPU-out check lands at 1-15 % median per step family (2-9 %
+# for H100 <-> H200); across one (A100 from H100) at up to 32 %, worse than the roofline in some.
 TRUSTED_BORROWS = {"h20": "h100_sxm", "b300": "b200_sxm"}
 # a scale-up link below this is PCIe (Gen5 x16: 64 GB/s one way; NVLink 3-5: 300-900 GB/s)
 PCIE_MAX_LINK_BYTES_PER_S = 100e9
