@@ -204,14 +204,15 @@ def _measured_lines(s: RunSummary) -> list[str]:
     """perf.model kernels: how much of the step time came from measured kernels."""
     share = s.get("step_time_measured_fraction")
     scaled = s.get("step_time_scaled_fraction")
+    model = [f"step model: {s['perf_model']}"] if "perf_model" in s else []
     if share is None:
-        return []
+        return model
     if scaled:
-        return [f"step times: {scaled:.0%} from another GPU's measured vLLM kernels scaled to this device "
+        return model + [f"step times: {scaled:.0%} from another GPU's measured vLLM kernels scaled to this device "
                 "by its specs (no tables of its own; docs/step_model.md), the rest roofline and overheads"]
     if share == 0.0:
-        return ["step times: roofline only (no kernel tables for this device and weight format; docs/step_model.md)"]
-    return [f"step times: {share:.0%} from measured vLLM kernels, the rest roofline fallbacks and overheads"]
+        return model + ["step times: roofline only (no kernel tables for this device and weight format; docs/step_model.md)"]
+    return model + [f"step times: {share:.0%} from measured vLLM kernels, the rest roofline fallbacks and overheads"]
 
 
 def _overload_lines(s: RunSummary) -> list[str]:

@@ -51,6 +51,17 @@ class Scenario:
     # the scenario's own catalog entries (its catalog: section and catalog files, read in); None: bundled only
     catalog: UserCatalog | None = None
 
+    def __post_init__(self) -> None:
+        # engine keys whose preset default depends on the device (max_num_seqs), for this
+        # scenario's device; an unknown device is reported where the deployment is planned
+        try:
+            device = self.specs.device(self.hardware.device, "hardware.device")
+        except InputError:
+            return
+        engine = self.engine.for_device(device.key, device.kind, device.memory_bytes)
+        if engine is not self.engine:
+            object.__setattr__(self, "engine", engine)
+
     @property
     def specs(self) -> Catalog:
         """The devices, models and prices this scenario sees: the bundled ones plus its own."""
