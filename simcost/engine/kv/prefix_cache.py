@@ -343,8 +343,14 @@ def trace_block_keys(hash_ids: Sequence[int] | np.ndarray, trace_block_tokens: i
 
     A partial last block gets no key (its content is still growing; vLLM never shares it), nor
     do tokens past the trace's blocks (e.g. output recomputed after a preemption). Returns a
-    list of Python ints: computed with numpy, but dict lookups on ints are what the pool does.
+    list of Python ints, for this pool's dicts; `trace_block_key_array` is the same as int64.
     """
+    return trace_block_key_array(hash_ids, trace_block_tokens, block_size, num_tokens).tolist()
+
+
+def trace_block_key_array(hash_ids: Sequence[int] | np.ndarray, trace_block_tokens: int, block_size: int,
+                          num_tokens: int) -> np.ndarray:
+    """`trace_block_keys` as an int64 array (simcost.engine.kv.array_pool's keys)."""
     ratio = _block_ratio(trace_block_tokens, block_size)
     hashes = np.asarray(hash_ids, dtype=np.int64)
     num_keys = min(max(num_tokens, 0) // block_size, len(hashes) * ratio)
@@ -353,9 +359,9 @@ def trace_block_keys(hash_ids: Sequence[int] | np.ndarray, trace_block_tokens: i
     if len(hashes) and (hashes.min() < 0 or hashes.max() >= SESSION_KEY_BASE // ratio):
         raise ValueError(f"trace hash ids must lie in [0, 2**62 / {ratio}) to keep keys apart")
     if ratio == 1:
-        return hashes.tolist()
+        return hashes
     keys = hashes[:, None] * ratio + np.arange(ratio, dtype=np.int64)
-    return keys.ravel()[:num_keys].tolist()
+    return keys.ravel()[:num_keys]
 
 
 def session_block_keys(session_code: int, num_tokens: int, block_size: int) -> list[int]:
