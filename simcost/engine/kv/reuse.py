@@ -20,7 +20,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from simcost.engine.kv.array_pool import ArrayPrefixBlockPool
-from simcost.engine.kv.prefix_cache import PrefixHit, session_block_keys, trace_block_key_array
+from simcost.engine.kv.prefix_cache import (
+    PrefixHit,
+    check_trace_hash_ids,
+    session_block_keys,
+    trace_block_key_array,
+)
 from simcost.errors import required
 from simcost.workload.request_table import RequestTable
 
@@ -42,11 +47,13 @@ def prefix_spec(table: RequestTable, block_ids: list[np.ndarray] | None, block_t
     """`block_ids`: per initial request, its trace hash ids (None: the workload has none);
     `session_prefix`: per workload entry, whether its sessions are synthetic (prompts extend)."""
     trace_ids = block_ids if block_ids is not None else []
+    if trace_ids:  # once here, not per lookup
+        check_trace_hash_ids(np.concatenate(trace_ids), required(block_tokens, "the trace's block size"), block_size)
 
     def keys(rid: int, num_tokens: int) -> np.ndarray:
         if rid < len(trace_ids) and len(trace_ids[rid]):
             return trace_block_key_array(trace_ids[rid], required(block_tokens, "the trace's block size"),
-                                         block_size, num_tokens)
+                                         block_size, num_tokens, checked=True)
         if table.session[rid] >= 0 and session_prefix[table.workload[rid]]:
             return np.array(session_block_keys(int(table.session[rid]), num_tokens, block_size), dtype=np.int64)
         return _NO_KEYS
