@@ -30,6 +30,7 @@ from simcost.errors import required
 from simcost.workload.request_table import RequestTable
 
 _NO_KEYS = np.zeros(0, dtype=np.int64)
+_KEYS_KEPT = 4096  # requests whose trace keys are kept built (a few per replica are in flight)
 KeysFn = Callable[[int, int], np.ndarray]  # (request id, tokens) -> int64 keys of the full blocks of its first tokens
 
 
@@ -50,10 +51,21 @@ def prefix_spec(table: RequestTable, block_ids: list[np.ndarray] | None, block_t
     if trace_ids:  # once here, not per lookup
         check_trace_hash_ids(np.concatenate(trace_ids), required(block_tokens, "the trace's block size"), block_size)
 
+    # A request's keys are asked for at lookup, when its prompt is computed and when it ends: its
+    # whole key array is built once and sliced (views nothing writes to). Bounded: the oldest goes.
+    full_keys: dict[int, np.ndarray] = {}
+
     def keys(rid: int, num_tokens: int) -> np.ndarray:
         if rid < len(trace_ids) and len(trace_ids[rid]):
-            return trace_block_key_array(trace_ids[rid], required(block_tokens, "the trace's block size"),
-                                         block_size, num_tokens, checked=True)
+            full = full_keys.get(rid)
+            if full is None:
+                if len(full_keys) >= _KEYS_KEPT:
+                    del full_keys[next(iter(full_keys))]
+                trace_block_tokens = required(block_tokens, "the trace's block size")
+                full = trace_block_key_array(trace_ids[rid], trace_block_tokens, block_size,
+                                             len(trace_ids[rid]) * trace_block_tokens, checked=True)
+                full_keys[rid] = full
+            return full[:max(num_tokens, 0) // block_size]
         if table.session[rid] >= 0 and session_prefix[table.workload[rid]]:
             return np.array(session_block_keys(int(table.session[rid]), num_tokens, block_size), dtype=np.int64)
         return _NO_KEYS
