@@ -4,6 +4,7 @@
     python experiments/benchmark.py --repeats 5
     python experiments/benchmark.py --process  # `simcost run` and `simcost --help` as whole processes
     python experiments/benchmark.py --peer --peer-python /tmp/dynamo-venv/bin/python  # vs Dynamo's replay
+    python experiments/benchmark.py --peer --peer-python /tmp/dynamo-venv/bin/python --workloads mooncake
     python experiments/benchmark.py --memory   # peak RSS and wall time of `simcost run` at 100k and 1M requests
     python experiments/benchmark.py --memory --sizes 100000 --repeats 3 --request-records none
 
@@ -162,10 +163,13 @@ def process_commands(work: Path) -> dict[str, list[str]]:
     }
 
 
-def peer_commands(work: Path, peer_python: str | None) -> dict[str, dict[str, list[str]]]:
-    """--peer: per workload, simcost's command and (when importable) the replay's."""
+def peer_commands(work: Path, peer_python: str | None, only: list[str] | None = None) -> dict[str, dict[str, list[str]]]:
+    """--peer: per workload (those whose label contains a word of `only`, default all),
+    simcost's command and (when importable) the replay's."""
     commands = {}
     for i, (label, (scenario, overrides, replay_args)) in enumerate(PEER_WORKLOADS.items()):
+        if only and not any(word in label for word in only):
+            continue
         commands[label] = {"simcost": simcost_run(scenario, overrides, work / f"simcost-{i}")}
         if peer_python:
             commands[label]["dynamo.replay"] = [peer_python, "-m", "dynamo.replay", *replay_args, "--report-json",
@@ -201,13 +205,13 @@ def compare_processes(repeats: int) -> int:
     return 0
 
 
-def compare_peer(repeats: int, peer_python: str | None) -> int:
+def compare_peer(repeats: int, peer_python: str | None, only: list[str] | None = None) -> int:
     """Per workload: simcost and the replay as whole processes, interleaved; medians of wall time
     and of peak RSS (wait4's: the largest process of the command's tree), and the ratio."""
     print(f"{'workload':<28}{'simcost s':>10}{'replay s':>10}{'ratio':>8}{'simcost MiB':>13}{'replay MiB':>12}"
           f"   (medians of {repeats}, interleaved; ratio < 1: simcost is faster)")
     with tempfile.TemporaryDirectory(prefix="simcost-peer-") as tmp:
-        for label, commands in peer_commands(Path(tmp), peer_python).items():
+        for label, commands in peer_commands(Path(tmp), peer_python, only).items():
             try:
                 runs = interleaved(commands, repeats, Path(tmp))
             except RuntimeError as exc:  # one workload failing must not hide the others' numbers
@@ -230,6 +234,8 @@ def main() -> int:
     p.add_argument("--peer", action="store_true", help="simcost run and Dynamo's replay on issue 20's three workloads")
     p.add_argument("--peer-python", default=sys.executable,
                    help="a Python that can import dynamo.replay (default: this one)")
+    p.add_argument("--workloads", nargs="+", metavar="WORD",
+                   help="--peer: only the workloads whose label contains one of these words (e.g. mooncake)")
     p.add_argument("--memory", action="store_true", help="peak RSS and wall time of `simcost run` by request count")
     p.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000], help="--memory: request counts")
     p.add_argument("--request-records", choices=("full", "sample", "none"), default="full",
@@ -249,7 +255,7 @@ def main() -> int:
             print(f"peer missing: {args.peer_python} cannot import dynamo.replay; this script installs nothing. "
                   "Try: python -m venv /tmp/dynamo-venv && /tmp/dynamo-venv/bin/pip install ai-dynamo==1.4.2, "
                   "then --peer-python /tmp/dynamo-venv/bin/python. Timing simcost alone.", file=sys.stderr)
-        return compare_peer(args.repeats, peer_python)
+        return compare_peer(args.repeats, peer_python, args.workloads)
     if args.process:
         return compare_processes(args.repeats)
     rows = []
