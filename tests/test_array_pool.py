@@ -93,3 +93,12 @@ def test_misuse_raises_like_the_python_pool():
         assert pool.num_free == 3 and pool.num_cached == 0  # nothing changed by the failed calls
         with pytest.raises(RuntimeError):
             pool.free(2)
+
+
+def test_a_key_repeated_past_the_private_count_is_named_once():
+    for pool in (ArrayPrefixBlockPool(4), PrefixBlockPool(4)):
+        pool.allocate(1)
+        assert list(pool.register([5, 5, 5])) == [5]  # three keys, one distinct: one private block is enough
+        assert pool.num_private == 0 and pool.refcount(5) == 1
+        pool.release([5], 0)
+        assert pool.lru_keys() == [5]

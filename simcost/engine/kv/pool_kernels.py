@@ -55,29 +55,30 @@ def _home(key, s):
 
 
 @njit(cache=True)
-def find(nodes, slots, s, key):
-    """The node of key, -1 when it is neither on GPU nor on host."""
+def _probe(nodes, slots, s, key):
+    """The slot holding key's node, or the empty slot that ends its probe (where it would go)."""
     mask = slots.shape[0] - 1
     i = _home(key, s)
     while slots[i]:
-        node = slots[i] - 1
-        if nodes[KEY, node] == key:
-            return node
+        if nodes[KEY, slots[i] - 1] == key:
+            return i
         i = (i + 1) & mask
-    return -1
+    return i
 
 
 @njit(cache=True)
-def _insert(nodes, slots, s, key):
-    """A new node for key (not present), refcount 0, in no list."""
+def find(nodes, slots, s, key):
+    """The node of key, -1 when it is neither on GPU nor on host."""
+    return slots[_probe(nodes, slots, s, key)] - 1
+
+
+@njit(cache=True)
+def _insert_at(nodes, slots, s, key, i):
+    """A new node for key, refcount 0, in no list, at the empty slot i that ended its probe."""
     s[FREE_TOP] -= 1
     node = nodes[FREE, s[FREE_TOP]]
     nodes[KEY, node] = key
     nodes[REF, node] = 0
-    mask = slots.shape[0] - 1
-    i = _home(key, s)
-    while slots[i]:
-        i = (i + 1) & mask
     slots[i] = node + 1
     return node
 
@@ -226,24 +227,26 @@ def acquire(nodes, slots, s, keys, out):
 def register(nodes, slots, s, keys, out):
     """Name private blocks holding keys (see PrefixBlockPool.register); out[:m] = the m keys
     named, in order. Returns m, or ERR_PRIVATE (nothing changed)."""
-    m = 0
-    for n in range(keys.shape[0]):  # candidates: not on GPU (absent, or on host)
-        node = find(nodes, slots, s, keys[n])
-        if node < 0 or nodes[REF, node] == HOST:
-            out[m] = keys[n]
-            m += 1
-    if m > s[PRIVATE] and np.unique(out[:m]).shape[0] > s[PRIVATE]:
-        return ERR_PRIVATE
+    if keys.shape[0] > s[PRIVATE]:  # only then can the candidates outnumber the private blocks
+        m = 0
+        for n in range(keys.shape[0]):  # candidates: not on GPU (absent, or on host)
+            node = find(nodes, slots, s, keys[n])
+            if node < 0 or nodes[REF, node] == HOST:
+                out[m] = keys[n]
+                m += 1
+        if m > s[PRIVATE] and np.unique(out[:m]).shape[0] > s[PRIVATE]:
+            return ERR_PRIVATE
     named = 0
-    for n in range(m):
-        key = out[n]
-        node = find(nodes, slots, s, key)
-        if node >= 0 and nodes[REF, node] != HOST:
-            continue  # a key repeated in keys: named at its first occurrence
-        if node >= 0:  # the fresh GPU block supersedes the host copy
-            _unlink(nodes, s, node, HOST_HEAD, HOST_TAIL, HOST_LEN)
+    for n in range(keys.shape[0]):  # one probe per key: found, or where it goes
+        key = keys[n]
+        i = _probe(nodes, slots, s, key)
+        if slots[i]:
+            node = slots[i] - 1
+            if nodes[REF, node] != HOST:
+                continue  # on GPU: cached by another request, or repeated in keys
+            _unlink(nodes, s, node, HOST_HEAD, HOST_TAIL, HOST_LEN)  # the fresh GPU block supersedes it
         else:
-            node = _insert(nodes, slots, s, key)
+            node = _insert_at(nodes, slots, s, key, i)
         nodes[REF, node] = 1
         s[NUM_REFS] += 1
         out[named] = key
@@ -258,12 +261,14 @@ def release(nodes, slots, s, keys, num_private):
     num_private private blocks."""
     if num_private < 0 or num_private > s[PRIVATE]:
         return ERR_PRIVATE
+    found = np.empty(keys.shape[0], dtype=np.int64)
     for n in range(keys.shape[0]):  # checked before changing anything
         node = find(nodes, slots, s, keys[n])
         if node < 0 or nodes[REF, node] <= 0:
             return ERR_UNKNOWN
+        found[n] = node
     for n in range(keys.shape[0] - 1, -1, -1):
-        node = find(nodes, slots, s, keys[n])
+        node = found[n]
         ref = nodes[REF, node] - 1
         if ref < 0:
             return ERR_OVER_RELEASED
