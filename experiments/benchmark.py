@@ -51,6 +51,12 @@ PEER_ARGS = ["--input-tokens", "2048", "--output-tokens", "256", "--request-coun
              "--arrival-seed", "42", "--num-workers", "1", "--replay-mode", "offline",
              "--extra-engine-args", '{"block_size":64}']
 MOONCAKE = ROOT / "simcost" / "data" / "traces" / "mooncake_fast25_conversation_trace.jsonl"
+# The replay's engine defaults match simcost's vllm-v1 preset (chunked prefill, 8,192-token budget,
+# 256 sequences, prefix caching) except KV capacity: its default 16,384 blocks of 512 tokens are
+# 8.4M tokens per worker, 18x simcost's 28,821 16-token blocks (461k tokens) for Llama-3.1-8B on an
+# H100, so it would evict almost nothing and reuse 14% of prompt tokens to simcost's 6%. 900 blocks
+# of 512 (460,800 tokens) give both the same KV memory and the same reuse (6%).
+MOONCAKE_REPLAY_ENGINE = '{"block_size":512,"num_gpu_blocks":900}'
 # --peer's workloads (issue 20): simcost run's scenario and --set overrides, and the replay's arguments.
 # Mooncake: the whole conversation trace (12,031 requests, 3,537 s) on 8 replicas, round robin; the
 # replay caches 512-token blocks (the trace's hash blocks); simcost hashes the trace's 512-token
@@ -61,7 +67,7 @@ PEER_WORKLOADS = {
         ROOT / "configs" / "scenarios" / "mooncake_conv_8b_h100.yaml",
         ["duration_s=3600", "fleet.replicas=8", "fleet.router=round_robin"],
         [str(MOONCAKE), "--trace-format", "mooncake", "--num-workers", "8", "--router-mode", "round_robin",
-         "--trace-block-size", "512", "--replay-mode", "offline", "--extra-engine-args", '{"block_size":512}']),
+         "--trace-block-size", "512", "--replay-mode", "offline", "--extra-engine-args", MOONCAKE_REPLAY_ENGINE]),
     "poisson 100k, 16 replicas": (
         WORKLOADS["poisson"], ["workload.arrivals.rate_per_s=100", "duration_s=1000", "fleet.replicas=16"],
         [*PEER_ARGS[:4], "--request-count", "100000", "--request-rate", "100", "--arrival-seed", "42",
