@@ -104,8 +104,10 @@ def child(name: str, repeats: int) -> dict:
     }
 
 
-def whole_process(cmd: list[str], cwd: Path) -> tuple[float, float]:
-    """(wall s, peak RSS MiB) of one command run to completion; its output is discarded."""
+def whole_process(cmd: list[str], cwd: Path) -> tuple[float, float, float]:
+    """(wall s, peak RSS MiB, CPU s: user + system, its threads and reaped children too) of one
+    command run to completion; its output is discarded. On a loaded machine CPU time is the
+    steadier number: wall time also counts waiting for a core."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -115,7 +117,7 @@ def whole_process(cmd: list[str], cwd: Path) -> tuple[float, float]:
     proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[:4])} ... failed ({proc.returncode}): {stderr.decode()[-500:]}")
-    return wall_s, usage.ru_maxrss / 1024
+    return wall_s, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
 
 
 # --memory: the Poisson workload scaled out, 2,048 in / 256 out at 100 req/s on 16 H100 replicas
@@ -140,8 +142,8 @@ def memory_scaling(sizes: list[int], repeats: int, kept: str) -> int:
               f"(records {kept}, {repeats} run(s) each)")
         for n in sizes:
             samples = [whole_process(memory_command(work, n, kept), work) for _ in range(repeats)]
-            wall_s = statistics.median(w for w, _ in samples)
-            rss_mib = statistics.median(r for _, r in samples)
+            wall_s = statistics.median(w for w, _, _ in samples)
+            rss_mib = statistics.median(r for _, r, _ in samples)
             per_request = rss_mib * 2**20 / n
             print(f"{n:>10,}{wall_s:>10.1f}{rss_mib:>10.0f}{per_request:>11,.0f}{per_request / MEMORY_OUTPUT_TOKENS:>9.1f}",
                   flush=True)
@@ -183,22 +185,24 @@ def peer_commands(work: Path, peer_python: str | None, only: list[str] | None = 
     return commands
 
 
-def interleaved(commands: dict[str, list[str]], repeats: int, work: Path) -> dict[str, list[tuple[float, float]]]:
+def interleaved(commands: dict[str, list[str]], repeats: int,
+                work: Path) -> dict[str, list[tuple[float, float, float]]]:
     """Each command once untimed (numba cache, bytecode), then `repeats` rounds, the commands
     taking turns within a round so a busy machine slows them alike."""
     for cmd in commands.values():
         whole_process(cmd, work)
-    runs: dict[str, list[tuple[float, float]]] = {label: [] for label in commands}
+    runs: dict[str, list[tuple[float, float, float]]] = {label: [] for label in commands}
     for _ in range(repeats):
         for label, cmd in commands.items():
             runs[label].append(whole_process(cmd, work))
     return runs
 
 
-def medians(samples: list[tuple[float, float]]) -> tuple[float, float, float]:
-    """(median wall s, fastest wall s, median peak RSS MiB)."""
-    walls = [wall for wall, _ in samples]
-    return statistics.median(walls), min(walls), statistics.median(rss for _, rss in samples)
+def medians(samples: list[tuple[float, float, float]]) -> tuple[float, float, float, float]:
+    """(median wall s, fastest wall s, median peak RSS MiB, median CPU s)."""
+    walls = [wall for wall, _, _ in samples]
+    return (statistics.median(walls), min(walls), statistics.median(rss for _, rss, _ in samples),
+            statistics.median(cpu for _, _, cpu in samples))
 
 
 def compare_processes(repeats: int) -> int:
@@ -206,16 +210,18 @@ def compare_processes(repeats: int) -> int:
         runs = interleaved(process_commands(Path(tmp)), repeats, Path(tmp))
     print(f"{'whole process':<16}{'median s':>10}{'min s':>8}{'peak MiB':>10}   ({repeats} runs each, interleaved)")
     for label, samples in runs.items():
-        median, fastest, rss = medians(samples)
+        median, fastest, rss, _ = medians(samples)
         print(f"{label:<16}{median:>10.2f}{fastest:>8.2f}{rss:>10.0f}")
     return 0
 
 
 def compare_peer(repeats: int, peer_python: str | None, only: list[str] | None = None) -> int:
-    """Per workload: simcost and the replay as whole processes, interleaved; medians of wall time
-    and of peak RSS (wait4's: the largest process of the command's tree), and the ratio."""
-    print(f"{'workload':<28}{'simcost s':>10}{'replay s':>10}{'ratio':>8}{'simcost MiB':>13}{'replay MiB':>12}"
-          f"   (medians of {repeats}, interleaved; ratio < 1: simcost is faster)")
+    """Per workload: simcost and the replay as whole processes, interleaved; medians of wall time,
+    of CPU time and of peak RSS (wait4's: the largest process of the command's tree), and the
+    ratios."""
+    print(f"{'workload':<28}{'simcost s':>10}{'replay s':>10}{'ratio':>8}{'CPU ratio':>10}{'simcost MiB':>13}"
+          f"{'replay MiB':>12}   (medians of {repeats}, interleaved; ratio < 1: simcost is faster; "
+          f"load average {os.getloadavg()[0]:.1f})")
     with tempfile.TemporaryDirectory(prefix="simcost-peer-") as tmp:
         for label, commands in peer_commands(Path(tmp), peer_python, only).items():
             try:
@@ -226,10 +232,11 @@ def compare_peer(repeats: int, peer_python: str | None, only: list[str] | None =
             ours = medians(runs["simcost"])
             if "dynamo.replay" in runs:
                 peer = medians(runs["dynamo.replay"])
-                print(f"{label:<28}{ours[0]:>10.2f}{peer[0]:>10.2f}{ours[0] / peer[0]:>7.2f}x{ours[2]:>13.0f}"
-                      f"{peer[2]:>12.0f}", flush=True)
+                print(f"{label:<28}{ours[0]:>10.2f}{peer[0]:>10.2f}{ours[0] / peer[0]:>7.2f}x"
+                      f"{ours[3] / peer[3]:>9.2f}x{ours[2]:>13.0f}{peer[2]:>12.0f}   (CPU s: {ours[3]:.2f} vs "
+                      f"{peer[3]:.2f}; load average now {os.getloadavg()[0]:.1f})", flush=True)
             else:
-                print(f"{label:<28}{ours[0]:>10.2f}{'-':>10}{'-':>8}{ours[2]:>13.0f}{'-':>12}", flush=True)
+                print(f"{label:<28}{ours[0]:>10.2f}{'-':>10}{'-':>8}{'-':>10}{ours[2]:>13.0f}{'-':>12}", flush=True)
     return 0
 
 
