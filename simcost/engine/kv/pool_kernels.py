@@ -174,15 +174,25 @@ def take_free(nodes, slots, s, num_blocks):
     s[EMPTY] -= from_empty
     victims = num_blocks - from_empty
     host_tier = s[HOST_BLOCKS] > 0
-    for _ in range(victims):
-        node = s[LRU_HEAD]
-        _unlink(nodes, s, node, LRU_HEAD, LRU_TAIL, LRU_LEN)
-        s[NUM_REFS] -= 1
-        if host_tier:
+    if host_tier:
+        for _ in range(victims):
+            node = s[LRU_HEAD]
+            _unlink(nodes, s, node, LRU_HEAD, LRU_TAIL, LRU_LEN)
             nodes[REF, node] = HOST
             _append(nodes, s, node, HOST_HEAD, HOST_TAIL, HOST_LEN)
-        else:
+    elif victims:  # the LRU's first `victims` nodes go at once: only the new head's link is rewritten
+        node = s[LRU_HEAD]
+        for _ in range(victims):
+            after = nodes[NEXT, node]
             _delete(nodes, slots, s, node)
+            node = after
+        s[LRU_HEAD] = node
+        if node >= 0:
+            nodes[PREV, node] = -1
+        else:
+            s[LRU_TAIL] = -1
+        s[LRU_LEN] -= victims
+    s[NUM_REFS] -= victims
     s[EVICTIONS] += victims
     if host_tier:
         s[HOST_STORES] += victims
