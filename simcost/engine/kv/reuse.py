@@ -30,7 +30,7 @@ from simcost.errors import required
 from simcost.workload.request_table import RequestTable
 
 _NO_KEYS = np.zeros(0, dtype=np.int64)
-_KEYS_KEPT = 4096  # requests whose trace keys are kept built (a few per replica are in flight)
+_KEYS_KEPT = 2_000_000  # trace keys kept built (16 MB): a few requests per replica are in flight
 KeysFn = Callable[[int, int], np.ndarray]  # (request id, tokens) -> int64 keys of the full blocks of its first tokens
 
 
@@ -52,19 +52,22 @@ def prefix_spec(table: RequestTable, block_ids: list[np.ndarray] | None, block_t
         check_trace_hash_ids(np.concatenate(trace_ids), required(block_tokens, "the trace's block size"), block_size)
 
     # A request's keys are asked for at lookup, when its prompt is computed and when it ends: its
-    # whole key array is built once and sliced (views nothing writes to). Bounded: the oldest goes.
+    # whole key array is built once and sliced (views nothing writes to). Bounded: past
+    # _KEYS_KEPT keys in all, the oldest requests' arrays go (and are rebuilt if asked for again).
     full_keys: dict[int, np.ndarray] = {}
+    kept = [0]
 
     def keys(rid: int, num_tokens: int) -> np.ndarray:
         if rid < len(trace_ids) and len(trace_ids[rid]):
             full = full_keys.get(rid)
             if full is None:
-                if len(full_keys) >= _KEYS_KEPT:
-                    del full_keys[next(iter(full_keys))]
                 trace_block_tokens = required(block_tokens, "the trace's block size")
                 full = trace_block_key_array(trace_ids[rid], trace_block_tokens, block_size,
                                              len(trace_ids[rid]) * trace_block_tokens, checked=True)
+                while full_keys and kept[0] + len(full) > _KEYS_KEPT:
+                    kept[0] -= len(full_keys.pop(next(iter(full_keys))))
                 full_keys[rid] = full
+                kept[0] += len(full)
             return full[:max(num_tokens, 0) // block_size]
         if table.session[rid] >= 0 and session_prefix[table.workload[rid]]:
             return np.array(session_block_keys(int(table.session[rid]), num_tokens, block_size), dtype=np.int64)
