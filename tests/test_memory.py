@@ -160,6 +160,26 @@ def test_request_records_modes(tmp_path, monkeypatch):
     assert all(by_id[r["request_id"]] == r for r in kept)  # sampled rows are full rows, unchanged
 
 
+def test_request_records_scenario_key_and_the_flag_over_it(tmp_path, monkeypatch, capsys):
+    """output.request_records sets the mode from the scenario; --request-records overrides it; a
+    value outside full|sample|none is one line naming the key, exit 2."""
+    monkeypatch.chdir(__import__("pathlib").Path(__file__).resolve().parents[1])
+    none = _run(tmp_path, "none", "--set", "output.request_records=none")
+    assert not (none / "requests.csv").exists() and (none / "summary.json").exists()
+    sample = _run(tmp_path, "sample", "--set", "output.request_records=none", "--request-records", "sample")
+    full = _run(tmp_path, "full")
+    assert 0 < len((sample / "requests.csv").read_text().splitlines()) < len((full / "requests.csv").read_text().splitlines()) / 20
+    capsys.readouterr()
+    rc = main(["run", "configs/scenarios/poisson_8b_h100.yaml", "--set", "output.request_records=some",
+               "--out", str(tmp_path / "bad"), "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "output.request_records" in err[0] and not (tmp_path / "bad").exists()
+    rc = main(["run", "configs/scenarios/poisson_8b_h100.yaml", "--set", "output.records=none",
+               "--out", str(tmp_path / "bad"), "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "output.records" in err[0]
+
+
 def test_start_up_over_a_link_too_slow_to_simulate_is_refused(capsys):
     rc = main(["run", "configs/scenarios/poisson_8b_h100.yaml", "--set", "duration_s=100",
                "--set", "fleet.cold_start.weights_gb_per_s=1.0e-9", "--no-progress"])

@@ -52,15 +52,16 @@ SAMPLE_FRACTION = 0.01  # of the requests a sampled table keeps
 CSV_CHUNK_ROWS = 65_536  # rows turned into text at once: a column of Python strings is ~60 B per row
 
 
-def write_run(result: RunResult, out_dir: Path, records_format: str = "csv", kept: str = "full",
+def write_run(result: RunResult, out_dir: Path, records_format: str = "csv", kept: str | None = None,
               background: Background | None = None) -> dict[str, Path]:
     """Every file of the run into `out_dir`, all or none (simcost.results.folder). `kept`: the
     request table has every row (full), a seeded sample (sample_rows) or is not written (none);
-    nothing else depends on it. Figures and focus.parquet are drawn by `background` (a child
+    nothing else depends on it. None: the scenario's output.request_records. Figures and focus.parquet are drawn by `background` (a child
     process `simcost run` started early) while the CSV and JSON are written here. A figure that
     fails does not lose the run: the other files are published, then `BackgroundFailure` names
     the missing ones."""
     out_dir = Path(out_dir)
+    kept = kept or result.scenario.output.request_records
     check_run_folder(out_dir, records_format)
     side = background or Background(enabled=False)
     with staged_folder(out_dir, RUN_FILES) as tmp:
