@@ -95,7 +95,10 @@ def slo_limits_by_entry(scenario: Scenario) -> dict[str, np.ndarray]:
 def slo_limits(scenario: Scenario, workload: np.ndarray) -> dict[str, np.ndarray]:
     """Each request's SLO limits (NaN: none), given each one's workload entry (the RequestTable
     column): its workload's slo where set, else the scenario's."""
-    return {key: limits[workload] for key, limits in slo_limits_by_entry(scenario).items()}
+    by_entry = slo_limits_by_entry(scenario)
+    if len(scenario.workload.entries()) == 1:  # one entry: its limits, read-only, not a float per request each
+        return {key: np.broadcast_to(limits[0], len(workload)) for key, limits in by_entry.items()}
+    return {key: limits[workload] for key, limits in by_entry.items()}
 
 
 def meets_slo(limits: dict[str, np.ndarray], lat: dict[str, np.ndarray]) -> np.ndarray:
