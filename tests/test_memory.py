@@ -135,6 +135,37 @@ def test_run_without_token_times_matches_run_with_them(extra):
     assert {k: v for k, v in bench_a.items() if "itl" not in k} == {k: v for k, v in bench_b.items() if "itl" not in k}
 
 
+@pytest.mark.parametrize("fleet", [
+    # a hosted-API pool beside the replica, taking what it can; and one serving alone
+    {"replicas": 1, "api_pools": [{"name": "oai", "provider": "openai", "model": "gpt-4o-mini",
+                                   "rate_limits": {"requests_per_min": 120}, "retry": {"max_retries": 2}}]},
+    {"replicas": 1, "response_cache": {"mode": "semantic", "hit_rate": 0.4, "false_hit_rate": 0.25,
+                                       "capacity_entries": 20, "store_usd_per_hour": 0.5}},
+])
+def test_api_pools_and_response_cache_without_token_times_match_the_exact_run(fleet):
+    """Whole requests written at once (api pools, the response cache) stream too: the same summary
+    but ITL (within ALPHA, the same count and mean), the same token counts in every time-series
+    row, and $/hour equal up to summation order, integrating to the same bill."""
+    sc = scenario(duration_s=120.0, warmup_s=10.0, fleet=fleet)
+    exact = Simulation(sc, exact_token_times=True).run()
+    streamed = Simulation(sc, exact_token_times=False).run()
+    assert streamed.table.token_time_s.size == 0
+    assert _without(exact.summary, "itl_s") == _without(streamed.summary, "itl_s")
+    a, b = exact.summary["itl_s"], streamed.summary["itl_s"]
+    assert a["count"] == b["count"] > 0 and b["mean"] == pytest.approx(a["mean"], rel=1e-9)
+    for q in ("p50", "p90", "p95", "p99"):
+        assert abs(b[q] - a[q]) <= ALPHA * a[q]
+    ts_a, ts_b = exact.timeseries, streamed.timeseries
+    assert ts_a.pools == ts_b.pools and len(ts_a.pools) == 2
+    for name in ("output_tokens_per_s", "arrivals_per_s", "completions_per_s"):
+        np.testing.assert_array_equal(getattr(ts_a, name), getattr(ts_b, name), err_msg=name)
+    np.testing.assert_allclose(ts_b.usd_per_hour, ts_a.usd_per_hour, rtol=1e-12, atol=1e-12)
+    bill = streamed.bill.total_usd
+    assert bill == exact.bill.total_usd
+    assert (ts_b.usd_per_hour * ts_b.width_s).sum() / 3600 == pytest.approx(bill, rel=1e-9)
+    assert (ts_b.output_tokens_per_s * ts_b.width_s).sum() == pytest.approx(streamed.table.generated.sum())
+
+
 def _run(tmp_path, name, *args):
     out = tmp_path / name
     rc = main(["run", "configs/scenarios/poisson_8b_h100.yaml", "--set", "duration_s=100", "--set", "warmup_s=10",

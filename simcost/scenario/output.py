@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+
 @dataclass(frozen=True, kw_only=True)
 class OutputConfig:
     # rows of requests.csv (.parquet) written: every request (full), a reproducible 1 % (sample) or

@@ -134,6 +134,15 @@ class RequestTable:
         else:
             self.token_time_s[(self.token_offset[ids] + self.generated[ids])[:, None] + np.arange(len(step_end_s))] = step_end_s
 
+    def emit_request(self, rid: int, token_s: np.ndarray, source: tuple[str, int], usd: float = 0.0) -> None:
+        """Request rid's output tokens all at once, at times token_s (a hosted-API pool or the
+        response cache answered it; `source` names which, `usd` is its price, for the time series)."""
+        if self.streamed is not None:
+            measured = bool(self.arrival_s[rid] >= self.streamed.warmup_s)
+            self.streamed.emit_request(rid, token_s, measured, source, usd)
+        else:
+            self.token_time_s[int(self.token_offset[rid]):int(self.token_offset[rid]) + len(token_s)] = token_s
+
     def reject(self, rid: int, reason: str) -> None:
         self.status[rid] = REJECTED
         self.reject_reason[rid] = REASON_CODE[reason]
