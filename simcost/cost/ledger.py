@@ -62,7 +62,7 @@ class _Column:
     def append(self, values, count: int | None = None) -> None:
         """Append values (count: a scalar repeated count times)."""
         scalar = count is not None
-        left = count if scalar else len(values)
+        left: int = count if count is not None else len(values)
         done = 0
         while left > 0:
             if self.room == 0:
