@@ -241,6 +241,56 @@ def test_weights_computed_in_the_kernel_give_the_same_dollars(cost):
     assert steps.member_request.dtype == np.int32 and steps.member_tokens.dtype == np.int32
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_step_log_in_small_chunks_matches_a_plain_python_log(seed, monkeypatch):
+    """Chunked columns (here 64-byte chunks, so every record crosses several) give the arrays a
+    plain list of the same records gives; a span's members' tokens and prompt flags, never
+    stored, come out as its steps and False; arrays() is the log's end."""
+    from simcost.cost.ledger import StepLog, _Column
+
+    monkeypatch.setattr(_Column, "CHUNK_BYTES", 64)
+    rng = np.random.default_rng(seed)
+    log, ref, t = StepLog(), [], 0.0
+    for _ in range(int(rng.integers(1, 60))):
+        replica, members = int(rng.integers(0, 4)), rng.choice(500, int(rng.integers(1, 30)), replace=False).astype(np.int32)
+        ends = t + np.cumsum(rng.uniform(0.001, 0.05, int(rng.integers(1, 12))))
+        if rng.random() < 0.6:
+            log.add_span(replica, t, ends, members)
+            ref.append((replica, t, ends, [len(members)] * len(ends), members, [len(ends)] * len(members), [False] * len(members)))
+        else:
+            tokens, prefill = rng.integers(1, 900, len(members)), rng.random(len(members)) < 0.5
+            step_tokens = rng.integers(1, 5000, len(ends))
+            log.add(replica, t, ends, step_tokens, members, tokens, prefill=True, member_prefill=prefill)
+            ref.append((replica, t, ends, list(step_tokens), members, list(tokens), list(prefill)))
+        t = float(ends[-1])
+    steps = log.arrays()
+    flat = lambda i: [v for r in ref for v in r[i]]  # noqa: E731
+    np.testing.assert_array_equal(steps.step_end_s, flat(2))
+    np.testing.assert_array_equal(steps.step_start_s, [s for r in ref for s in [r[1], *r[2][:-1]]])
+    np.testing.assert_array_equal(steps.step_replica, [r[0] for r in ref for _ in r[2]])
+    np.testing.assert_array_equal(steps.step_tokens, flat(3))
+    np.testing.assert_array_equal(steps.member_request, flat(4))
+    np.testing.assert_array_equal(steps.member_tokens, flat(5))
+    np.testing.assert_array_equal(steps.member_prefill, flat(6))
+    assert log.arrays() is steps and len(log) == len(ref)
+    with pytest.raises(RuntimeError):
+        log.add_span(0, t, np.array([t + 1.0]), np.array([1], dtype=np.int32))
+
+
+def test_settle_allocates_spans_as_the_plain_python_twin_does():
+    """settle's kernel reads a span's members' tokens from the record: the dollars per request are
+    those of the plain-Python allocation over the spelled-out weights."""
+    from simcost.cost.ledger import allocate_records_py, member_weights
+
+    r = Simulation(scenario(cost={"allocation": "tokens", "prefill_weight": 0.5, "decode_weight": 2.0})).run()
+    steps, bill = r.steps, r.bill
+    assert steps.record_span.any()
+    want = allocate_records_py(bill.step_usd, steps.record_step_offset, steps.record_member_offset,
+                               steps.member_request.astype(np.int64), member_weights(steps, r.scenario.cost),
+                               r.table.num_requests)
+    np.testing.assert_allclose(bill.request_usd, want, rtol=1e-12, atol=1e-15)
+
+
 def test_stream_tokens_refuses_bins_too_small_without_counting_anything():
     """The fused kernel checks the interval table's size before writing: the caller grows it and
     calls again, so no token is counted twice or lost."""
