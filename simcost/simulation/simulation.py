@@ -78,10 +78,7 @@ class Simulation:
             self.requests = per_item_requests(self.requests)
         if timeseries and sample_interval_s is None:
             sample_interval_s = default_interval_s(self.arrivals_end_s() + (scenario.drain_s or 0.0))
-        # exact_token_times None: per the run's size (simcost.workload.token_stats); hosted-API pools and
-        # the response cache write whole requests' token times, which the streaming table cannot take yet
-        if exact_token_times is None and (scenario.fleet.api_pools or scenario.fleet.response_cache is not None):
-            exact_token_times = True
+        # exact_token_times None: per the run's size (simcost.workload.token_stats)
         self.table = RequestTable(self.requests, scenario.warmup_s, exact_token_times,
                                   sample_interval_s if timeseries and sample_interval_s and sample_interval_s > 0 else None)
         self.env = simpy.Environment()
