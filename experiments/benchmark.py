@@ -4,6 +4,7 @@
     python experiments/benchmark.py --repeats 5
     python experiments/benchmark.py --process  # `simcost run` and `simcost --help` as whole processes
     python experiments/benchmark.py --peer --peer-python /tmp/dynamo-venv/bin/python  # vs Dynamo's replay
+    python experiments/benchmark.py --peer --peer-python /tmp/dynamo-venv/bin/python --workloads mooncake
     python experiments/benchmark.py --memory   # peak RSS and wall time of `simcost run` at 100k and 1M requests
     python experiments/benchmark.py --memory --sizes 100000 --repeats 3 --request-records none
 
@@ -50,6 +51,12 @@ PEER_ARGS = ["--input-tokens", "2048", "--output-tokens", "256", "--request-coun
              "--arrival-seed", "42", "--num-workers", "1", "--replay-mode", "offline",
              "--extra-engine-args", '{"block_size":64}']
 MOONCAKE = ROOT / "simcost" / "data" / "traces" / "mooncake_fast25_conversation_trace.jsonl"
+# The replay's engine defaults match simcost's vllm-v1 preset (chunked prefill, 8,192-token budget,
+# 256 sequences, prefix caching) except KV capacity: its default 16,384 blocks of 512 tokens are
+# 8.4M tokens per worker, 18x simcost's 28,821 16-token blocks (461k tokens) for Llama-3.1-8B on an
+# H100, so it would evict almost nothing and reuse 14% of prompt tokens to simcost's 6%. 900 blocks
+# of 512 (460,800 tokens) give both the same KV memory and the same reuse (6%).
+MOONCAKE_REPLAY_ENGINE = '{"block_size":512,"num_gpu_blocks":900}'
 # --peer's workloads (issue 20): simcost run's scenario and --set overrides, and the replay's arguments.
 # Mooncake: the whole conversation trace (12,031 requests, 3,537 s) on 8 replicas, round robin; the
 # replay caches 512-token blocks (the trace's hash blocks); simcost hashes the trace's 512-token
@@ -60,7 +67,7 @@ PEER_WORKLOADS = {
         ROOT / "configs" / "scenarios" / "mooncake_conv_8b_h100.yaml",
         ["duration_s=3600", "fleet.replicas=8", "fleet.router=round_robin"],
         [str(MOONCAKE), "--trace-format", "mooncake", "--num-workers", "8", "--router-mode", "round_robin",
-         "--trace-block-size", "512", "--replay-mode", "offline", "--extra-engine-args", '{"block_size":512}']),
+         "--trace-block-size", "512", "--replay-mode", "offline", "--extra-engine-args", MOONCAKE_REPLAY_ENGINE]),
     "poisson 100k, 16 replicas": (
         WORKLOADS["poisson"], ["workload.arrivals.rate_per_s=100", "duration_s=1000", "fleet.replicas=16"],
         [*PEER_ARGS[:4], "--request-count", "100000", "--request-rate", "100", "--arrival-seed", "42",
@@ -97,8 +104,10 @@ def child(name: str, repeats: int) -> dict:
     }
 
 
-def whole_process(cmd: list[str], cwd: Path) -> tuple[float, float]:
-    """(wall s, peak RSS MiB) of one command run to completion; its output is discarded."""
+def whole_process(cmd: list[str], cwd: Path) -> tuple[float, float, float]:
+    """(wall s, peak RSS MiB, CPU s: user + system, its threads and reaped children too) of one
+    command run to completion; its output is discarded. On a loaded machine CPU time is the
+    steadier number: wall time also counts waiting for a core."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     # time what an installed simcost costs: pip compiles its bytecode at install, but with
     # PYTHONDONTWRITEBYTECODE set (as on some CI and agent machines) every timed process would
@@ -112,7 +121,7 @@ def whole_process(cmd: list[str], cwd: Path) -> tuple[float, float]:
     proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[:4])} ... failed ({proc.returncode}): {stderr.decode()[-500:]}")
-    return wall_s, usage.ru_maxrss / 1024
+    return wall_s, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
 
 
 # --memory: the Poisson workload scaled out, 2,048 in / 256 out at 100 req/s on 16 H100 replicas
@@ -137,8 +146,8 @@ def memory_scaling(sizes: list[int], repeats: int, kept: str) -> int:
               f"(records {kept}, {repeats} run(s) each)")
         for n in sizes:
             samples = [whole_process(memory_command(work, n, kept), work) for _ in range(repeats)]
-            wall_s = statistics.median(w for w, _ in samples)
-            rss_mib = statistics.median(r for _, r in samples)
+            wall_s = statistics.median(w for w, _, _ in samples)
+            rss_mib = statistics.median(r for _, r, _ in samples)
             per_request = rss_mib * 2**20 / n
             print(f"{n:>10,}{wall_s:>10.1f}{rss_mib:>10.0f}{per_request:>11,.0f}{per_request / MEMORY_OUTPUT_TOKENS:>9.1f}",
                   flush=True)
@@ -166,10 +175,13 @@ def process_commands(work: Path) -> dict[str, list[str]]:
     }
 
 
-def peer_commands(work: Path, peer_python: str | None) -> dict[str, dict[str, list[str]]]:
-    """--peer: per workload, simcost's command and (when importable) the replay's."""
+def peer_commands(work: Path, peer_python: str | None, only: list[str] | None = None) -> dict[str, dict[str, list[str]]]:
+    """--peer: per workload (those whose label contains a word of `only`, default all),
+    simcost's command and (when importable) the replay's."""
     commands = {}
     for i, (label, (scenario, overrides, replay_args)) in enumerate(PEER_WORKLOADS.items()):
+        if only and not any(word in label for word in only):
+            continue
         commands[label] = {"simcost": simcost_run(scenario, overrides, work / f"simcost-{i}")}
         if peer_python:
             commands[label]["dynamo.replay"] = [peer_python, "-m", "dynamo.replay", *replay_args, "--report-json",
@@ -177,22 +189,24 @@ def peer_commands(work: Path, peer_python: str | None) -> dict[str, dict[str, li
     return commands
 
 
-def interleaved(commands: dict[str, list[str]], repeats: int, work: Path) -> dict[str, list[tuple[float, float]]]:
+def interleaved(commands: dict[str, list[str]], repeats: int,
+                work: Path) -> dict[str, list[tuple[float, float, float]]]:
     """Each command once untimed (numba cache, bytecode), then `repeats` rounds, the commands
     taking turns within a round so a busy machine slows them alike."""
     for cmd in commands.values():
         whole_process(cmd, work)
-    runs: dict[str, list[tuple[float, float]]] = {label: [] for label in commands}
+    runs: dict[str, list[tuple[float, float, float]]] = {label: [] for label in commands}
     for _ in range(repeats):
         for label, cmd in commands.items():
             runs[label].append(whole_process(cmd, work))
     return runs
 
 
-def medians(samples: list[tuple[float, float]]) -> tuple[float, float, float]:
-    """(median wall s, fastest wall s, median peak RSS MiB)."""
-    walls = [wall for wall, _ in samples]
-    return statistics.median(walls), min(walls), statistics.median(rss for _, rss in samples)
+def medians(samples: list[tuple[float, float, float]]) -> tuple[float, float, float, float]:
+    """(median wall s, fastest wall s, median peak RSS MiB, median CPU s)."""
+    walls = [wall for wall, _, _ in samples]
+    return (statistics.median(walls), min(walls), statistics.median(rss for _, rss, _ in samples),
+            statistics.median(cpu for _, _, cpu in samples))
 
 
 def compare_processes(repeats: int) -> int:
@@ -200,18 +214,20 @@ def compare_processes(repeats: int) -> int:
         runs = interleaved(process_commands(Path(tmp)), repeats, Path(tmp))
     print(f"{'whole process':<16}{'median s':>10}{'min s':>8}{'peak MiB':>10}   ({repeats} runs each, interleaved)")
     for label, samples in runs.items():
-        median, fastest, rss = medians(samples)
+        median, fastest, rss, _ = medians(samples)
         print(f"{label:<16}{median:>10.2f}{fastest:>8.2f}{rss:>10.0f}")
     return 0
 
 
-def compare_peer(repeats: int, peer_python: str | None) -> int:
-    """Per workload: simcost and the replay as whole processes, interleaved; medians of wall time
-    and of peak RSS (wait4's: the largest process of the command's tree), and the ratio."""
-    print(f"{'workload':<28}{'simcost s':>10}{'replay s':>10}{'ratio':>8}{'simcost MiB':>13}{'replay MiB':>12}"
-          f"   (medians of {repeats}, interleaved; ratio < 1: simcost is faster)")
+def compare_peer(repeats: int, peer_python: str | None, only: list[str] | None = None) -> int:
+    """Per workload: simcost and the replay as whole processes, interleaved; medians of wall time,
+    of CPU time and of peak RSS (wait4's: the largest process of the command's tree), and the
+    ratios."""
+    print(f"{'workload':<28}{'simcost s':>10}{'replay s':>10}{'ratio':>8}{'CPU ratio':>10}{'simcost MiB':>13}"
+          f"{'replay MiB':>12}   (medians of {repeats}, interleaved; ratio < 1: simcost is faster; "
+          f"load average {os.getloadavg()[0]:.1f})")
     with tempfile.TemporaryDirectory(prefix="simcost-peer-") as tmp:
-        for label, commands in peer_commands(Path(tmp), peer_python).items():
+        for label, commands in peer_commands(Path(tmp), peer_python, only).items():
             try:
                 runs = interleaved(commands, repeats, Path(tmp))
             except RuntimeError as exc:  # one workload failing must not hide the others' numbers
@@ -220,10 +236,11 @@ def compare_peer(repeats: int, peer_python: str | None) -> int:
             ours = medians(runs["simcost"])
             if "dynamo.replay" in runs:
                 peer = medians(runs["dynamo.replay"])
-                print(f"{label:<28}{ours[0]:>10.2f}{peer[0]:>10.2f}{ours[0] / peer[0]:>7.2f}x{ours[2]:>13.0f}"
-                      f"{peer[2]:>12.0f}", flush=True)
+                print(f"{label:<28}{ours[0]:>10.2f}{peer[0]:>10.2f}{ours[0] / peer[0]:>7.2f}x"
+                      f"{ours[3] / peer[3]:>9.2f}x{ours[2]:>13.0f}{peer[2]:>12.0f}   (CPU s: {ours[3]:.2f} vs "
+                      f"{peer[3]:.2f}; load average now {os.getloadavg()[0]:.1f})", flush=True)
             else:
-                print(f"{label:<28}{ours[0]:>10.2f}{'-':>10}{'-':>8}{ours[2]:>13.0f}{'-':>12}", flush=True)
+                print(f"{label:<28}{ours[0]:>10.2f}{'-':>10}{'-':>8}{'-':>10}{ours[2]:>13.0f}{'-':>12}", flush=True)
     return 0
 
 
@@ -234,6 +251,8 @@ def main() -> int:
     p.add_argument("--peer", action="store_true", help="simcost run and Dynamo's replay on issue 20's three workloads")
     p.add_argument("--peer-python", default=sys.executable,
                    help="a Python that can import dynamo.replay (default: this one)")
+    p.add_argument("--workloads", nargs="+", metavar="WORD",
+                   help="--peer: only the workloads whose label contains one of these words (e.g. mooncake)")
     p.add_argument("--memory", action="store_true", help="peak RSS and wall time of `simcost run` by request count")
     p.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000], help="--memory: request counts")
     p.add_argument("--request-records", choices=("full", "sample", "none"), default="full",
@@ -253,7 +272,7 @@ def main() -> int:
             print(f"peer missing: {args.peer_python} cannot import dynamo.replay; this script installs nothing. "
                   "Try: python -m venv /tmp/dynamo-venv && /tmp/dynamo-venv/bin/pip install ai-dynamo==1.4.2, "
                   "then --peer-python /tmp/dynamo-venv/bin/python. Timing simcost alone.", file=sys.stderr)
-        return compare_peer(args.repeats, peer_python)
+        return compare_peer(args.repeats, peer_python, args.workloads)
     if args.process:
         return compare_processes(args.repeats)
     rows = []

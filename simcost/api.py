@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from simcost.errors import InputError
-from simcost.scenario.deployment import PRESET_KEYS
+from simcost.scenario.deployment import PRESET_KEYS, EngineConfig, free_device_defaults
 from simcost.scenario.scenario import Scenario, load_scenario, scenario_from_dict
 from simcost.scenario.schema import to_dict
 
@@ -37,7 +37,7 @@ def load(scenario: ScenarioLike, *, seed: int | None = None, overrides: dict | N
     if isinstance(scenario, Scenario):
         if not (sets or seed is not None or catalog):
             return scenario
-        return _from_raw(_unpreset(to_dict(scenario), overrides or {}), sets, seed, catalog)
+        return _from_raw(_unpreset(to_dict(scenario), overrides or {}, scenario.engine), sets, seed, catalog)
     if isinstance(scenario, dict):
         return _from_raw(scenario, sets, seed, catalog)
     if isinstance(scenario, (str, os.PathLike)):
@@ -45,9 +45,12 @@ def load(scenario: ScenarioLike, *, seed: int | None = None, overrides: dict | N
     raise InputError("scenario", f"a {type(scenario).__name__}; expected a YAML file path, a dict or a Scenario")
 
 
-def _unpreset(raw: dict, overrides: dict) -> dict:
+def _unpreset(raw: dict, overrides: dict, engine: EngineConfig) -> dict:
     """A built Scenario holds the keys its engine preset filled in; a new engine.preset decides
-    them again unless the same overrides give them."""
+    them again unless the same overrides give them, and a new device or policy the one the
+    preset set for the device (max_num_seqs)."""
+    if {"hardware.device", "engine.policy"} & set(overrides) and "engine.max_num_seqs" not in overrides:
+        free_device_defaults(raw.get("engine"), engine)
     if "engine.preset" in overrides:
         for key in PRESET_KEYS:
             if f"engine.{key}" not in overrides:

@@ -1,9 +1,12 @@
 """Engine presets (engine.preset): the keys an engine section leaves out follow vLLM V1 as
 `vllm serve` starts it (vllm-v1, the default) or simcost's earlier vLLM v0 defaults (vllm-v0);
 keys given always win. The budget rule is vLLM's EngineArgs.get_batch_defaults for the API
-server: 8192 tokens on GPUs of at least 70 GiB other than A100, else 2048."""
+server: 8192 tokens and 1024 sequences on GPUs of at least 70 GiB other than A100, else 2048 and
+256 (sequences at most the token budget when that is given)."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import pytest
 from scenarios import scenario
@@ -13,6 +16,7 @@ from simcost.analysis.sizing import with_option
 from simcost.errors import InputError
 from simcost.perf.deployment import plan_deployment
 from simcost.scenario.deployment import EngineConfig
+from simcost.scenario.fleet_plan import fleet_plan
 from simcost.scenario.scenario import scenario_from_dict
 from simcost.scenario.schema import to_dict
 from simcost.simulation.simulation import Simulation
@@ -87,3 +91,49 @@ def test_a_new_preset_on_a_built_scenario_decides_its_keys_again():
     given = api.load(built, overrides={"engine.preset": "vllm-v0", "engine.policy": "chunked"}).engine
     assert (given.policy, given.prefix_caching) == ("chunked", False)
     assert api.load(built, overrides={"fleet.replicas": 2}).engine == built.engine  # other overrides keep them
+
+
+@pytest.mark.parametrize(("device", "expected"), [
+    ("h100-sxm", 1024), ("h200", 1024), ("b200", 1024),  # >= 70 GiB
+    ("a100-80gb", 256),  # vLLM excludes A100 by name
+    ("l40s", 256),       # 48 GB
+    ("xeon-8480", 256),  # not a GPU: vLLM's CPU and TPU tables differ; simcost keeps 256
+])
+def test_the_v1_sequence_limit_follows_the_device(device, expected):
+    s = scenario(hardware={"device": device}, model={"name": "llama-3.2-1b"}, fleet={"price_usd_per_device_hour": 1.0})
+    assert s.engine.max_num_seqs == expected
+
+
+def test_other_sequence_limits():
+    assert scenario(engine={"preset": "vllm-v0"}).engine.max_num_seqs == 256
+    assert scenario(engine={"policy": "static"}).engine.max_num_seqs == 256  # a static batch's size
+    assert scenario(engine={"max_num_seqs": 64}).engine.max_num_seqs == 64  # given wins
+    # vLLM caps the preset's at the token budget given (instead of refusing the budget)
+    assert scenario(engine={"max_num_batched_tokens": 512}).engine.max_num_seqs == 512
+    with pytest.raises(InputError, match="below engine.max_num_seqs"):
+        plan_deployment(scenario(engine={"max_num_seqs": 1024, "max_num_batched_tokens": 512}))
+
+
+def test_the_sequence_limit_follows_a_new_device_and_preset():
+    h100 = scenario()
+    assert replace(h100, hardware=replace(h100.hardware, device="a100-80gb")).engine.max_num_seqs == 256
+    assert api.load(h100, overrides={"engine.preset": "vllm-v0"}).engine.max_num_seqs == 256
+    assert api.load(h100, overrides={"fleet.replicas": 2}).engine.max_num_seqs == 1024
+    assert api.load(h100, overrides={"hardware.device": "a100-80gb"}).engine.max_num_seqs == 256
+    given = scenario(engine={"max_num_seqs": 1024})
+    assert api.load(given, overrides={"hardware.device": "a100-80gb"}).engine.max_num_seqs == 1024  # given: kept
+    # a pool on other hardware takes its own device's
+    pools = scenario(fleet={"pools": [{"name": "big", "replicas": 1, "hardware": {"device": "h100-sxm"}},
+                                      {"name": "small", "replicas": 1, "hardware": {"device": "l40s"}}]})
+    assert [p.scenario.engine.max_num_seqs for p in fleet_plan(pools)] == [1024, 256]
+
+
+def test_sizing_over_devices_decides_the_preset_sequence_limit_per_device():
+    from simcost.analysis.sizing import with_option
+    from simcost.scenario.deployment import free_device_defaults
+    base = scenario()
+    raw = to_dict(base)
+    free_device_defaults(raw["engine"], base.engine)
+    assert scenario_from_dict(with_option(raw, {"hardware.device": "a100-80gb"})).engine.max_num_seqs == 256
+    assert scenario_from_dict(with_option(raw, {"hardware.device": "h200"})).engine.max_num_seqs == 1024
+    assert scenario_from_dict(with_option(raw, {"engine.policy": "static"})).engine.max_num_seqs == 256  # a batch size

@@ -135,6 +135,37 @@ def test_run_without_token_times_matches_run_with_them(extra):
     assert {k: v for k, v in bench_a.items() if "itl" not in k} == {k: v for k, v in bench_b.items() if "itl" not in k}
 
 
+@pytest.mark.parametrize("fleet", [
+    # a hosted-API pool beside the replica, taking what it can; and one serving alone
+    {"replicas": 1, "api_pools": [{"name": "oai", "provider": "openai", "model": "gpt-4o-mini",
+                                   "rate_limits": {"requests_per_min": 120}, "retry": {"max_retries": 2}}]},
+    {"replicas": 1, "response_cache": {"mode": "semantic", "hit_rate": 0.4, "false_hit_rate": 0.25,
+                                       "capacity_entries": 20, "store_usd_per_hour": 0.5}},
+])
+def test_api_pools_and_response_cache_without_token_times_match_the_exact_run(fleet):
+    """Whole requests written at once (api pools, the response cache) stream too: the same summary
+    but ITL (within ALPHA, the same count and mean), the same token counts in every time-series
+    row, and $/hour equal up to summation order, integrating to the same bill."""
+    sc = scenario(duration_s=120.0, warmup_s=10.0, fleet=fleet)
+    exact = Simulation(sc, exact_token_times=True).run()
+    streamed = Simulation(sc, exact_token_times=False).run()
+    assert streamed.table.token_time_s.size == 0
+    assert _without(exact.summary, "itl_s") == _without(streamed.summary, "itl_s")
+    a, b = exact.summary["itl_s"], streamed.summary["itl_s"]
+    assert a["count"] == b["count"] > 0 and b["mean"] == pytest.approx(a["mean"], rel=1e-9)
+    for q in ("p50", "p90", "p95", "p99"):
+        assert abs(b[q] - a[q]) <= ALPHA * a[q]
+    ts_a, ts_b = exact.timeseries, streamed.timeseries
+    assert ts_a.pools == ts_b.pools and len(ts_a.pools) == 2
+    for name in ("output_tokens_per_s", "arrivals_per_s", "completions_per_s"):
+        np.testing.assert_array_equal(getattr(ts_a, name), getattr(ts_b, name), err_msg=name)
+    np.testing.assert_allclose(ts_b.usd_per_hour, ts_a.usd_per_hour, rtol=1e-12, atol=1e-12)
+    bill = streamed.bill.total_usd
+    assert bill == exact.bill.total_usd
+    assert (ts_b.usd_per_hour * ts_b.width_s).sum() / 3600 == pytest.approx(bill, rel=1e-9)
+    assert (ts_b.output_tokens_per_s * ts_b.width_s).sum() == pytest.approx(streamed.table.generated.sum())
+
+
 def _run(tmp_path, name, *args):
     out = tmp_path / name
     rc = main(["run", "configs/scenarios/poisson_8b_h100.yaml", "--set", "duration_s=100", "--set", "warmup_s=10",
@@ -158,6 +189,26 @@ def test_request_records_modes(tmp_path, monkeypatch):
     by_id = {r["request_id"]: r for r in rows}
     assert 0 < len(kept) < len(rows) / 20
     assert all(by_id[r["request_id"]] == r for r in kept)  # sampled rows are full rows, unchanged
+
+
+def test_request_records_scenario_key_and_the_flag_over_it(tmp_path, monkeypatch, capsys):
+    """output.request_records sets the mode from the scenario; --request-records overrides it; a
+    value outside full|sample|none is one line naming the key, exit 2."""
+    monkeypatch.chdir(__import__("pathlib").Path(__file__).resolve().parents[1])
+    none = _run(tmp_path, "none", "--set", "output.request_records=none")
+    assert not (none / "requests.csv").exists() and (none / "summary.json").exists()
+    sample = _run(tmp_path, "sample", "--set", "output.request_records=none", "--request-records", "sample")
+    full = _run(tmp_path, "full")
+    assert 0 < len((sample / "requests.csv").read_text().splitlines()) < len((full / "requests.csv").read_text().splitlines()) / 20
+    capsys.readouterr()
+    rc = main(["run", "configs/scenarios/poisson_8b_h100.yaml", "--set", "output.request_records=some",
+               "--out", str(tmp_path / "bad"), "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "output.request_records" in err[0] and not (tmp_path / "bad").exists()
+    rc = main(["run", "configs/scenarios/poisson_8b_h100.yaml", "--set", "output.records=none",
+               "--out", str(tmp_path / "bad"), "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "output.records" in err[0]
 
 
 def test_start_up_over_a_link_too_slow_to_simulate_is_refused(capsys):
@@ -188,6 +239,56 @@ def test_weights_computed_in_the_kernel_give_the_same_dollars(cost):
                                     cfg.prefill_weight, cfg.decode_weight, cfg.allocation == "equal", n)
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
     assert steps.member_request.dtype == np.int32 and steps.member_tokens.dtype == np.int32
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_step_log_in_small_chunks_matches_a_plain_python_log(seed, monkeypatch):
+    """Chunked columns (here 64-byte chunks, so every record crosses several) give the arrays a
+    plain list of the same records gives; a span's members' tokens and prompt flags, never
+    stored, come out as its steps and False; arrays() is the log's end."""
+    from simcost.cost.ledger import StepLog, _Column
+
+    monkeypatch.setattr(_Column, "CHUNK_BYTES", 64)
+    rng = np.random.default_rng(seed)
+    log, ref, t = StepLog(), [], 0.0
+    for _ in range(int(rng.integers(1, 60))):
+        replica, members = int(rng.integers(0, 4)), rng.choice(500, int(rng.integers(1, 30)), replace=False).astype(np.int32)
+        ends = t + np.cumsum(rng.uniform(0.001, 0.05, int(rng.integers(1, 12))))
+        if rng.random() < 0.6:
+            log.add_span(replica, t, ends, members)
+            ref.append((replica, t, ends, [len(members)] * len(ends), members, [len(ends)] * len(members), [False] * len(members)))
+        else:
+            tokens, prefill = rng.integers(1, 900, len(members)), rng.random(len(members)) < 0.5
+            step_tokens = rng.integers(1, 5000, len(ends))
+            log.add(replica, t, ends, step_tokens, members, tokens, prefill=True, member_prefill=prefill)
+            ref.append((replica, t, ends, list(step_tokens), members, list(tokens), list(prefill)))
+        t = float(ends[-1])
+    steps = log.arrays()
+    flat = lambda i: [v for r in ref for v in r[i]]  # noqa: E731
+    np.testing.assert_array_equal(steps.step_end_s, flat(2))
+    np.testing.assert_array_equal(steps.step_start_s, [s for r in ref for s in [r[1], *r[2][:-1]]])
+    np.testing.assert_array_equal(steps.step_replica, [r[0] for r in ref for _ in r[2]])
+    np.testing.assert_array_equal(steps.step_tokens, flat(3))
+    np.testing.assert_array_equal(steps.member_request, flat(4))
+    np.testing.assert_array_equal(steps.member_tokens, flat(5))
+    np.testing.assert_array_equal(steps.member_prefill, flat(6))
+    assert log.arrays() is steps and len(log) == len(ref)
+    with pytest.raises(RuntimeError):
+        log.add_span(0, t, np.array([t + 1.0]), np.array([1], dtype=np.int32))
+
+
+def test_settle_allocates_spans_as_the_plain_python_twin_does():
+    """settle's kernel reads a span's members' tokens from the record: the dollars per request are
+    those of the plain-Python allocation over the spelled-out weights."""
+    from simcost.cost.ledger import allocate_records_py, member_weights
+
+    r = Simulation(scenario(cost={"allocation": "tokens", "prefill_weight": 0.5, "decode_weight": 2.0})).run()
+    steps, bill = r.steps, r.bill
+    assert steps.record_span.any()
+    want = allocate_records_py(bill.step_usd, steps.record_step_offset, steps.record_member_offset,
+                               steps.member_request.astype(np.int64), member_weights(steps, r.scenario.cost),
+                               r.table.num_requests)
+    np.testing.assert_allclose(bill.request_usd, want, rtol=1e-12, atol=1e-15)
 
 
 def test_stream_tokens_refuses_bins_too_small_without_counting_anything():

@@ -32,6 +32,7 @@ def make(model="llama-3.1-8b", device="h100-sxm", tp=1, weight_format=None, perf
                      "output_tokens": {"dist": "fixed", "value": 16}},
         "model": {"name": model},
         "hardware": {"device": device, "tensor_parallel": tp, "memory_utilization": memory_utilization},
+        "perf": {"model": "roofline"},  # the roofline's formulas are what these tests check
     }
     if pp > 1:
         raw["hardware"]["pipeline_parallel"] = pp
@@ -41,7 +42,9 @@ def make(model="llama-3.1-8b", device="h100-sxm", tp=1, weight_format=None, perf
         raw["model"]["weight_format"] = weight_format
     if kv_cache_format:
         raw["model"]["kv_cache_format"] = kv_cache_format
-    for key, value in (("perf", perf), ("engine", engine), ("fleet", fleet)):
+    if perf:
+        raw["perf"] = {"model": "roofline", **perf}
+    for key, value in (("engine", engine), ("fleet", fleet)):
         if value:
             raw[key] = value
     return scenario_from_dict(raw)

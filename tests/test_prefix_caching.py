@@ -102,3 +102,16 @@ def test_prefix_caching_refuses_what_it_cannot_do():
     with pytest.raises(InputError) as exc:  # a CPU has no host link to a separate KV memory
         Simulation(scenario(hardware={"device": "xeon-8480"}, engine={"prefix_caching": True, "host_cache_blocks": 100}))
     assert exc.value.where == "engine.host_cache_blocks"
+
+
+def test_a_tiny_key_cache_changes_nothing(monkeypatch):
+    """Trace keys are built once per request and kept up to a bound; past it they are rebuilt,
+    which must not show in any result (a bound of 1 key rebuilds on nearly every call)."""
+    import simcost.engine.kv.reuse as reuse
+
+    kept = Simulation(mooncake(end_s=120.0, num_kv_blocks=2000)).run()
+    monkeypatch.setattr(reuse, "_KEYS_KEPT", 1)
+    rebuilt = Simulation(mooncake(end_s=120.0, num_kv_blocks=2000)).run()
+    assert kept.summary["prefix_cache"] == rebuilt.summary["prefix_cache"]
+    assert kept.summary["prefix_cache"]["evictions"] > 0 and kept.summary["prefix_cache"]["blocks_hit"] > 0
+    assert np.array_equal(kept.table.first_token_s, rebuilt.table.first_token_s, equal_nan=True)

@@ -88,7 +88,7 @@ def test_scenario_table_reproduces_the_measured_points():
 def test_table_keeps_the_roofline_rates_for_items():
     sc = scenario()
     dep = plan_deployment(sc)
-    roofline = step_params(scenario_from_dict({**_raw(sc), "perf": {}}), dep)
+    roofline = step_params(scenario_from_dict({**_raw(sc), "perf": {"model": "roofline"}}), dep)
     p = step_params(sc, dep)
     np.testing.assert_array_equal(p[1:sm.NUM_PARAMS], roofline[1:])
     assert p[sm.P_KIND] == sm.KIND_TABLE

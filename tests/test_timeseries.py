@@ -159,3 +159,14 @@ def test_pool_histogram_counts_as_numpy_histogram_per_pool():
         pool = rng.integers(0, 3, len(times_s))
         expected = [np.histogram(times_s[(pool == p) & ~np.isnan(times_s)], bins=edges_s)[0] for p in range(3)]
         assert np.array_equal(pool_histogram(times_s, pool, 3, edges_s), np.stack(expected))
+
+
+@pytest.mark.parametrize("span_s, expected_s", [(10.0, 0.1), (3600.0, 7.2), (86400.0, 60.0),
+                                                 (14 * 86400.0, 60.48), (365 * 86400.0, 1576.8)])
+def test_the_series_stays_bounded_however_long_the_run(span_s, expected_s):
+    """~500 samples, at most a minute apart up to ~2 weeks, then longer intervals: a simulated
+    year has MAX_SAMPLES samples, not 525,600."""
+    from simcost.metrics.timeseries import MAX_SAMPLES, default_interval_s
+
+    assert default_interval_s(span_s) == pytest.approx(expected_s)
+    assert span_s / default_interval_s(span_s) <= MAX_SAMPLES * (1 + 1e-12)

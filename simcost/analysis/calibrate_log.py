@@ -132,6 +132,8 @@ def _simplex(x0: np.ndarray, move: float) -> np.ndarray:
 
 
 def fit_log(scenario: Scenario, log: ServingLog, names: tuple[str, ...] = DEFAULT_FIT, max_evaluations: int = 200) -> LogFit:
+    if scenario.perf.model == "auto":  # the factors fitted are the roofline's (its profile runs the roofline)
+        scenario = replace(scenario, perf=replace(scenario.perf, model="roofline"))
     require_roofline(scenario, "calibrating from a log")
     start = efficiency_factors(scenario, plan_deployment(scenario))
     measured = Outcomes.of_log(log)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from simcost.analysis.levers_config import SMALLER_MODEL, LeversConfig
 from simcost.analysis.speculative_lever import speculative_overrides
 from simcost.errors import InputError, closest
+from simcost.scenario.deployment import free_device_defaults
 from simcost.scenario.scenario import Scenario, scenario_from_dict
 from simcost.scenario.schema import to_dict
 
@@ -254,6 +255,7 @@ def plan_levers(base: Scenario, cfg: LeversConfig, only: tuple[str, ...] | None 
         if name not in PLANNERS:
             raise InputError("--only", f"unknown lever '{name}'{closest(name, PLANNERS)}")
     raw = to_dict(base)
+    free_device_defaults(raw.get("engine"), base.engine)  # a lever to a static batcher: the preset's 256
     plans = []
     for name, planner in PLANNERS.items():
         if (only and name not in only) or not getattr(cfg, name).enabled:

@@ -54,6 +54,7 @@ import numpy as np
 from simcost.analysis.lever_plans import LeverPlan, plan_levers, with_overrides
 from simcost.analysis.levers_config import LeversConfig
 from simcost.errors import InputError
+from simcost.scenario.deployment import free_device_defaults
 from simcost.scenario.scenario import Scenario, scenario_from_dict
 from simcost.scenario.schema import to_dict
 from simcost.units import HOURS_PER_MONTH, S_PER_HOUR
@@ -272,6 +273,7 @@ def study(base: Scenario, cfg: LeversConfig, only: tuple[str, ...] | None = None
     _check(base, resize, max_replicas, seeds, jobs)
     plans = plan_levers(base, cfg, only)
     raw = to_dict(base)
+    free_device_defaults(raw.get("engine"), base.engine)  # as plan_levers: re-derived per lever
     runnable = [p for p in plans if p.skip_reason is None]
     points = [(raw, None)] + [(with_overrides(raw, p.overrides), p.transform) for p in runnable]
     with worker_pool(jobs) as pool, progress_bar(progress, "levers") as bar:

@@ -43,7 +43,7 @@ from typing import Any
 from simcost.analysis.backends import RunCache, progress_bar, worker_pool
 from simcost.analysis.forecast import check_trace_covers, scale_load, with_replicas
 from simcost.errors import InputError, closest
-from simcost.scenario.deployment import REQUEST_LEVEL_POLICIES
+from simcost.scenario.deployment import REQUEST_LEVEL_POLICIES, free_device_defaults
 from simcost.scenario.scenario import Scenario, scenario_from_dict
 from simcost.scenario.schema import to_dict
 from simcost.units import HOURS_PER_MONTH, S_PER_HOUR
@@ -355,6 +355,11 @@ def size(base: Scenario, options: list[dict], max_replicas: int = DEFAULT_MAX_RE
     `progress` shows one bar counting simulations (their number is found as the search goes)."""
     k = _check(base, options, max_replicas, seeds, jobs, pool)
     raw = to_dict(base)
+    # options change the device or policy: the preset's max_num_seqs is decided again for each
+    free_device_defaults(raw.get("engine"), base.engine)
+    for raw_pool, p in zip((raw.get("fleet") or {}).get("pools") or (), base.fleet.pools or ()):
+        if p.engine is not None:
+            free_device_defaults(raw_pool.get("engine"), p.engine)
     seed_list = [base.seed + i for i in range(seeds)]
     with worker_pool(jobs) as workers, progress_bar(progress, "size") as bar:
         evaluator = Evaluator(workers, seed_list, bar)

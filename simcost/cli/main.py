@@ -115,9 +115,9 @@ def _parser() -> argparse.ArgumentParser:
     common(run_p)
     run_p.add_argument("--out", type=Path, default=None, help="results folder (default results/<scenario name>)")
     run_p.add_argument("--records", choices=("csv", "parquet"), default="csv", help="per-request records format")
-    run_p.add_argument("--request-records", choices=("full", "sample", "none"), default="full",
-                       help="per-request records kept: every row (default), a reproducible 1%% sample, or none; "
-                            "the summary is the same")
+    run_p.add_argument("--request-records", choices=("full", "sample", "none"), default=None,
+                       help="per-request records kept: every row, a reproducible 1%% sample, or none; the summary "
+                            "is the same (default: the scenario's output.request_records, full unless set)")
     run_p.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     run_p.add_argument("--format", choices=("table", "json", "vllm"), default="table",
                        help="what to print: the table, summary.json, or the latency summary under `vllm bench serve`'s "

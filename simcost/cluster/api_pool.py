@@ -159,7 +159,7 @@ class ApiPools:
         token_s = start_s + ttft_s + np.arange(n_out) / speed
         t.first_scheduled_s[rid] = start_s
         yield self.env.timeout(float(token_s[-1] - start_s) if n_out else ttft_s)
-        t.token_time_s[int(t.token_offset[rid]):int(t.token_offset[rid]) + n_out] = token_s
+        t.emit_request(rid, token_s, ("api", int(self.pool_of[rid])), usd)
         t.first_token_s[rid] = token_s[0] if n_out else self.env.now
         t.finish_s[rid] = self.env.now
         t.generated[rid] = n_out

@@ -108,7 +108,7 @@ class ResponseCache:
         t, now = self.table, self.env.now
         n_out = int(t.output_tokens[rid])
         t.first_scheduled_s[rid] = t.first_token_s[rid] = t.finish_s[rid] = now
-        t.token_time_s[int(t.token_offset[rid]):int(t.token_offset[rid]) + n_out] = now
+        t.emit_request(rid, np.full(n_out, now), ("cache", 0))
         t.generated[rid] = n_out
         t.status[rid] = COMPLETED
         self.pending -= 1

@@ -44,43 +44,74 @@ from simcost.units import S_PER_HOUR
 
 
 class _Column:
-    """A growable numpy column (doubling; np.zeros leaves the unused capacity unmapped, so it
-    costs no memory until written): appends cost a slice copy, not a Python object each."""
+    """A growable numpy column kept as chunks: appends cost a slice copy, not a Python object
+    each, and growing never copies what is already there (a doubling array holds its old and new
+    copies at once: twice the column, late in a long run). Chunks grow to CHUNK_BYTES, large
+    enough that malloc maps each one on its own and freeing it returns it to the system;
+    `array()` joins them once, freeing each as it is copied, so the join costs one chunk on top."""
+
+    CHUNK_BYTES = 64 << 20
 
     def __init__(self, dtype: type) -> None:
-        self.values: np.ndarray = np.zeros(64, dtype=dtype)
+        self.dtype = np.dtype(dtype)
+        self.chunk = self.CHUNK_BYTES // self.dtype.itemsize
+        self.chunks: list[np.ndarray] = []
+        self.room = 0  # free values left in the last chunk
         self.size = 0
 
     def append(self, values, count: int | None = None) -> None:
         """Append values (count: a scalar repeated count times)."""
-        size = self.size
-        end = size + (len(values) if count is None else count)
-        if end > len(self.values):
-            grown = np.zeros(max(end, 2 * len(self.values)), dtype=self.values.dtype)
-            grown[:size] = self.values[:size]
-            self.values = grown
-        self.values[size:end] = values
-        self.size = end
+        scalar = count is not None
+        left: int = count if count is not None else len(values)
+        done = 0
+        while left > 0:
+            if self.room == 0:
+                self.room = min(max(64, self.size), self.chunk)
+                self.chunks.append(np.empty(self.room, dtype=self.dtype))
+            chunk, take = self.chunks[-1], min(left, self.room)
+            at = len(chunk) - self.room
+            chunk[at:at + take] = values if scalar else values[done:done + take]
+            self.room -= take
+            self.size += take
+            done += take
+            left -= take
 
     def array(self) -> np.ndarray:
-        return self.values[:self.size]
+        if len(self.chunks) == 1:
+            return self.chunks[0][:self.size]
+        if len(self.chunks) > 1:  # join: one array of exactly size values
+            out = np.empty(self.size, dtype=self.dtype)
+            at = 0
+            while self.chunks:
+                chunk = self.chunks.pop(0)
+                take = min(len(chunk), self.size - at)
+                out[at:at + take] = chunk[:take]
+                at += take
+                del chunk
+            self.chunks, self.room = [out], 0
+        return self.chunks[0] if self.chunks else np.zeros(0, dtype=self.dtype)
 
 
 class StepLog:
     """Append-only log the engine writes during a run; `arrays()` returns it as StepArrays.
 
     A long run logs millions of records, so nothing is a Python object per record: per-record
-    scalars go to stdlib arrays (8 bytes each), steps and members to numpy columns. A decode span
-    (`add_span`, most records) stores only its step times and members: its per-step tokens
-    (the members) and per-member tokens (the steps) are filled in by `arrays()`."""
+    scalars go to stdlib arrays (4 or 8 bytes each), steps and members to numpy columns. A decode
+    span (`add_span`, most records) stores only its step times and members: its per-step tokens
+    (the members) are filled in by `arrays()`, its per-member tokens (the steps) by whoever
+    needs them (StepArrays). `arrays()` ends the log: it frees the per-record arrays as it turns
+    them into steps (the peak of a long run's memory is here) and returns the same StepArrays
+    if called again; appending after it is an error."""
 
     def __init__(self) -> None:
-        self._replica, self._start_s, self._prefill = array("q"), array("d"), array("b")
-        self._num_steps, self._num_members, self._span = array("q"), array("q"), array("b")
+        # replicas, steps and members per record are int32 (far below 2^31: simcost.scenario.limits)
+        self._replica, self._start_s, self._prefill = array("i"), array("d"), array("b")
+        self._num_steps, self._num_members, self._span = array("i"), array("i"), array("b")
         self._step_end_s, self._members = _Column(np.float64), _Column(np.int32)
         # other records only (in record order): their step tokens, member tokens and prompt flags.
         # Members are int32 (ids and tokens stay far below 2^31: simcost.scenario.limits)
-        self._step_tokens, self._member_tokens, self._member_prefill = _Column(np.int64), _Column(np.int32), _Column(np.bool_)
+        self._step_tokens, self._member_tokens, self._member_prefill = _Column(np.int32), _Column(np.int32), _Column(np.bool_)
+        self._arrays: StepArrays | None = None
 
     def add(self, replica: int, start_s: float, step_end_s: np.ndarray, step_tokens: np.ndarray,
             members: np.ndarray, member_tokens: np.ndarray, prefill: bool,
@@ -106,6 +137,8 @@ class StepLog:
         self._members.append(members)
 
     def _record(self, replica: int, start_s: float, prefill: bool, num_steps: int, num_members: int, span: int) -> None:
+        if self._arrays is not None:
+            raise RuntimeError("step log: a record appended after arrays() ended the log")
         self._replica.append(replica)
         self._start_s.append(start_s)
         self._prefill.append(prefill)
@@ -114,34 +147,44 @@ class StepLog:
         self._span.append(span)
 
     def __len__(self) -> int:
-        return len(self._replica)
+        return len(self._replica) if self._arrays is None else len(self._arrays.record_prefill)
 
     def arrays(self) -> "StepArrays":
+        """The log as StepArrays. A decode span's per-member tokens (its steps) and prompt flags
+        (none) are not spelled out: StepArrays derives them on demand (`member_tokens`), the
+        ledger's kernels from the record; at ~70 members per request they would be the largest
+        arrays of a long run. Step replicas and tokens are int32 (both far below 2^31)."""
+        if self._arrays is not None:
+            return self._arrays
+
         def column(values: array, dtype: type) -> np.ndarray:
             return np.frombuffer(values, dtype=dtype) if len(values) else np.zeros(0, dtype)
 
-        num_steps, num_members = column(self._num_steps, np.int64), column(self._num_members, np.int64)
-        prefill, span = column(self._prefill, np.int8).astype(bool), column(self._span, np.int8).astype(bool)
-        record_step_offset = np.zeros(len(num_steps) + 1, dtype=np.int64)
+        num_records = len(self._replica)
+        num_steps = column(self._num_steps, np.int32)
+        record_step_offset = np.zeros(num_records + 1, dtype=np.int64)
         np.cumsum(num_steps, out=record_step_offset[1:])
-        record_member_offset = np.zeros(len(num_members) + 1, dtype=np.int64)
-        np.cumsum(num_members, out=record_member_offset[1:])
+        record_member_offset = np.zeros(num_records + 1, dtype=np.int64)
+        np.cumsum(column(self._num_members, np.int32), out=record_member_offset[1:])
+        prefill, span = column(self._prefill, np.int8).astype(bool), column(self._span, np.int8).astype(bool)
+        self._prefill, self._span = array("b"), array("b")
         step_end_s = self._step_end_s.array()
         step_start_s = np.empty_like(step_end_s)
-        has_steps = num_steps > 0
         if len(step_end_s):
+            has_steps = num_steps > 0
             step_start_s[1:] = step_end_s[:-1]
             step_start_s[record_step_offset[:-1][has_steps]] = column(self._start_s, np.float64)[has_steps]  # first step of each record
-        # spans: tokens per step = their members, tokens per member = their steps; the rest as logged
-        step_tokens = np.repeat(num_members, num_steps)
+            del has_steps
+        self._start_s = array("d")
+        # spans: tokens per step = their members; the rest as logged
+        step_tokens = np.repeat(column(self._num_members, np.int32), num_steps)
+        self._num_members = array("i")
         step_tokens[np.repeat(~span, num_steps)] = self._step_tokens.array()
-        explicit = np.repeat(~span, num_members)
-        member_tokens = np.repeat(num_steps.astype(np.int32), num_members)
-        member_tokens[explicit] = self._member_tokens.array()
-        member_prefill = np.zeros(len(member_tokens), dtype=bool)  # a span's members decode
-        member_prefill[explicit] = self._member_prefill.array()
-        return StepArrays(
-            step_replica=np.repeat(column(self._replica, np.int64), num_steps),
+        step_replica = np.repeat(column(self._replica, np.int32), num_steps)
+        del num_steps
+        self._replica, self._num_steps = array("i"), array("i")
+        self._arrays = StepArrays(
+            step_replica=step_replica,
             step_start_s=step_start_s,
             step_end_s=step_end_s,
             step_tokens=step_tokens,
@@ -149,27 +192,50 @@ class StepLog:
             record_member_offset=record_member_offset,
             record_prefill=prefill,
             member_request=self._members.array(),
-            member_tokens=member_tokens,
-            member_prefill=member_prefill,
+            record_span=span,
+            logged_member_tokens=self._member_tokens.array(),
+            logged_member_prefill=self._member_prefill.array(),
         )
+        return self._arrays
 
 
 @dataclass(frozen=True)
 class StepArrays:
-    step_replica: np.ndarray
+    step_replica: np.ndarray  # int32
     step_start_s: np.ndarray
     step_end_s: np.ndarray
-    step_tokens: np.ndarray
+    step_tokens: np.ndarray  # int32
     record_step_offset: np.ndarray  # steps of record r: [offset[r], offset[r+1])
     record_member_offset: np.ndarray  # members of record r: [offset[r], offset[r+1])
     record_prefill: np.ndarray  # True: a prefill step; False: a span of decode steps
     member_request: np.ndarray
-    member_tokens: np.ndarray
-    member_prefill: np.ndarray  # True: the member's tokens in that record were prompt tokens
+    # True: a decode span, whose members each decode one token per step (tokens = its steps);
+    # the other records' members' tokens and prompt flags are logged_member_*, in member order
+    record_span: np.ndarray
+    logged_member_tokens: np.ndarray
+    logged_member_prefill: np.ndarray
 
     @property
     def step_duration_s(self) -> np.ndarray:
         return self.step_end_s - self.step_start_s
+
+    @property
+    def member_tokens(self) -> np.ndarray:
+        """Tokens each member processed in its record (int32; built on each call)."""
+        num_steps = np.diff(self.record_step_offset).astype(np.int32)
+        tokens = np.repeat(num_steps, np.diff(self.record_member_offset))
+        tokens[self._logged_members()] = self.logged_member_tokens
+        return tokens
+
+    @property
+    def member_prefill(self) -> np.ndarray:
+        """True where the member's tokens in that record were prompt tokens (built on each call)."""
+        prefill = np.zeros(len(self.member_request), dtype=bool)  # a span's members decode
+        prefill[self._logged_members()] = self.logged_member_prefill
+        return prefill
+
+    def _logged_members(self) -> np.ndarray:
+        return np.repeat(~self.record_span, np.diff(self.record_member_offset))
 
 
 @dataclass(frozen=True)
@@ -253,7 +319,7 @@ def settle(steps: StepArrays, num_requests: int, fleet: FleetConfig, dep: Deploy
     own = pools[0].scenario is not None  # fleet.pools: each pool priced its own way
     price = (pools_tariff(pools, horizon_s, ra) if own
              else fleet_tariff(fleet.pricing, fleet.site, pools, horizon_s, ra, spot_usd_per_device_hour))
-    step_util = np.ones(len(steps.step_start_s))
+    step_util = np.broadcast_to(1.0, len(steps.step_start_s))  # every step at 1, without a float each
     if price.replica_util_usd_per_s is None:
         step_usd = charge_steps_hourly(steps.step_start_s, steps.step_end_s, steps.step_replica, step_util,
                                        price.time_usd_per_s, price.util_usd_per_s)
@@ -263,10 +329,10 @@ def settle(steps: StepArrays, num_requests: int, fleet: FleetConfig, dep: Deploy
                                        price.time_usd_per_s, 1.0)
     if (np.diff(steps.record_member_offset) == 0).any():
         raise RuntimeError("ledger: a record has no members, so its cost has no one to go to (engine bug)")
-    request_usd = allocate_weighted_records(step_usd, steps.record_step_offset, steps.record_member_offset,
-                                            steps.member_request, steps.member_tokens, steps.member_prefill,
-                                            cost.prefill_weight, cost.decode_weight, cost.allocation == "equal",
-                                            num_requests)
+    request_usd = allocate_logged_records(step_usd, steps.record_step_offset, steps.record_member_offset,
+                                          steps.member_request, steps.record_span, steps.logged_member_tokens,
+                                          steps.logged_member_prefill, cost.prefill_weight, cost.decode_weight,
+                                          cost.allocation == "equal", num_requests)
     egress_usd = 0.0
     if request_egress_usd is not None:
         request_usd = request_usd + request_egress_usd
@@ -337,7 +403,10 @@ def lifecycle_costs_usd(ra: RosterArrays, price: Tariff, steps: StepArrays) -> t
         return float(charge_steps_hourly(start_s, np.maximum(start_s, end_s), which, np.zeros(len(which)),
                                          price.time_usd_per_s, 0.0).sum())
 
-    draining = steps.step_start_s >= ra.drain_s[steps.step_replica]
+    draining = np.empty(len(steps.step_start_s), dtype=bool)
+    for lo in range(0, len(draining), 1 << 20):  # in slices: no float per step for the gather
+        hi = lo + (1 << 20)
+        draining[lo:hi] = steps.step_start_s[lo:hi] >= ra.drain_s[steps.step_replica[lo:hi]]
     draining_usd = cost(ra.drain_s, ra.gone_s, replica) - cost(steps.step_start_s[draining], steps.step_end_s[draining],
                                                                steps.step_replica[draining])
     return (cost(ra.requested_s, ra.provisioned_s, replica), cost(ra.provisioned_s, ra.ready_s, replica),
@@ -397,28 +466,51 @@ def charge_steps_hourly_py(step_start_s, step_end_s, step_replica, step_util, ti
     return np.array(out)
 
 
-@njit(cache=True)
 def allocate_weighted_records(step_usd, record_step_offset, record_member_offset, member_request, member_tokens,
                               member_prefill, prefill_weight, decode_weight, equal, num_requests):
+    """`allocate_logged_records` with every member's tokens and prompt flag given (no record a
+    span); `allocate_records_py` is its plain-Python twin."""
+    return allocate_logged_records(step_usd, record_step_offset, record_member_offset, member_request,
+                                   np.zeros(len(record_step_offset) - 1, dtype=np.bool_), member_tokens, member_prefill,
+                                   prefill_weight, decode_weight, equal, num_requests)
+
+
+@njit(cache=True)
+def allocate_logged_records(step_usd, record_step_offset, record_member_offset, member_request, record_span,
+                            logged_tokens, logged_prefill, prefill_weight, decode_weight, equal, num_requests):
     """Each record's cost (sum of its steps) split over its members in proportion to their
     weights, computed in place from tokens and kind (`member_weights` says how) rather than held
     as a float per member; equally when the weights sum to 0 (e.g. decode_weight 0 on a decode
-    span), so no dollar is lost. `allocate_records_py` is its plain-Python twin."""
+    span), so no dollar is lost. A span record's members decode one token per step (tokens = its
+    steps); the others' tokens and flags are logged_*, in member order (StepArrays)."""
     request_usd = np.zeros(num_requests)
+    logged = 0
     for r in range(record_step_offset.shape[0] - 1):
         cost = 0.0
         for j in range(record_step_offset[r], record_step_offset[r + 1]):
             cost += step_usd[j]
         lo, hi = record_member_offset[r], record_member_offset[r + 1]
+        span = record_span[r]
+        span_tokens = np.int32(record_step_offset[r + 1] - record_step_offset[r])
         total = 0.0
         for m in range(lo, hi):
-            total += _weight(member_tokens[m], member_prefill[m], prefill_weight, decode_weight, equal)
+            if span:
+                total += _weight(span_tokens, False, prefill_weight, decode_weight, equal)
+            else:
+                total += _weight(logged_tokens[logged + m - lo], logged_prefill[logged + m - lo], prefill_weight,
+                                 decode_weight, equal)
         for m in range(lo, hi):
             if total > 0:
-                w = _weight(member_tokens[m], member_prefill[m], prefill_weight, decode_weight, equal)
+                if span:
+                    w = _weight(span_tokens, False, prefill_weight, decode_weight, equal)
+                else:
+                    w = _weight(logged_tokens[logged + m - lo], logged_prefill[logged + m - lo], prefill_weight,
+                                decode_weight, equal)
                 request_usd[member_request[m]] += cost * w / total
             else:
                 request_usd[member_request[m]] += cost / (hi - lo)
+        if not span:
+            logged += hi - lo
     return request_usd
 
 

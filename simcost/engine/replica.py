@@ -30,8 +30,8 @@ import simpy
 
 from simcost.engine.base import STOP, ReplicaBase
 from simcost.engine.decode_kernels import step_shape
+from simcost.engine.kv.array_pool import ArrayPrefixBlockPool
 from simcost.engine.kv.blocks import BlockPool, KVPool
-from simcost.engine.kv.prefix_cache import PrefixBlockPool
 from simcost.engine.kv.reuse import PrefixReuse
 from simcost.engine.options import ReplicaOptions
 from simcost.engine.schedulers import SCHEDULERS, StepPlan
@@ -75,7 +75,7 @@ class Replica(ReplicaBase):
         # prefix caching: content-keyed blocks kept after use (simcost.engine.kv.reuse); else counted blocks
         if options.prefix is None:
             return BlockPool(options.num_kv_blocks, watermark_blocks=options.watermark_blocks)
-        pool = PrefixBlockPool(options.num_kv_blocks, options.watermark_blocks, options.prefix.host_blocks)
+        pool = ArrayPrefixBlockPool(options.num_kv_blocks, options.watermark_blocks, options.prefix.host_blocks)
         self.reuse = PrefixReuse(options.prefix, pool, self.table, self.block_size)
         return pool
 

@@ -104,6 +104,9 @@ class RunSummary(TypedDict):
     bytes_per_token: NotRequired[float]
     prefix_cache: NotRequired[dict[str, Any]]
     per_item: NotRequired[PerItem]
+    # the step-time model each pool ran and why (perf.model auto resolves per deployment:
+    # simcost.perf.model_choice), e.g. "kernels (auto: own tables)"
+    perf_model: NotRequired[str]
     # perf.model kernels: the share of simulated step seconds that came from measured kernel
     # latencies (the rest: roofline fallbacks, extrapolation, overheads); 0 on a device without tables
     step_time_measured_fraction: NotRequired[float]

@@ -49,10 +49,15 @@ def stats(values: np.ndarray) -> LatencyStats:
 
 def latencies(table: RequestTable) -> dict[str, np.ndarray]:
     """TTFT, TPOT and E2EL per request (NaN where not defined)."""
-    ttft = table.first_token_s - table.arrival_s
-    e2el = table.finish_s - table.arrival_s
+    return latency_columns(table.arrival_s, table.first_token_s, table.finish_s, table.output_tokens)
+
+
+def latency_columns(arrival_s: np.ndarray, first_token_s: np.ndarray, finish_s: np.ndarray,
+                    output_tokens: np.ndarray) -> dict[str, np.ndarray]:
+    ttft = first_token_s - arrival_s
+    e2el = finish_s - arrival_s
     with np.errstate(invalid="ignore", divide="ignore"):
-        tpot = np.where(table.output_tokens > 1, (e2el - ttft) / (table.output_tokens - 1), np.nan)
+        tpot = np.where(output_tokens > 1, (e2el - ttft) / (output_tokens - 1), np.nan)
     return {"ttft_s": ttft, "tpot_s": tpot, "e2el_s": e2el}
 
 
@@ -95,7 +100,10 @@ def slo_limits_by_entry(scenario: Scenario) -> dict[str, np.ndarray]:
 def slo_limits(scenario: Scenario, workload: np.ndarray) -> dict[str, np.ndarray]:
     """Each request's SLO limits (NaN: none), given each one's workload entry (the RequestTable
     column): its workload's slo where set, else the scenario's."""
-    return {key: limits[workload] for key, limits in slo_limits_by_entry(scenario).items()}
+    by_entry = slo_limits_by_entry(scenario)
+    if len(scenario.workload.entries()) == 1:  # one entry: its limits, read-only, not a float per request each
+        return {key: np.broadcast_to(limits[0], len(workload)) for key, limits in by_entry.items()}
+    return {key: limits[workload] for key, limits in by_entry.items()}
 
 
 def meets_slo(limits: dict[str, np.ndarray], lat: dict[str, np.ndarray]) -> np.ndarray:
@@ -559,39 +567,46 @@ def _rate(count, window_s: float) -> float | None:
 
 
 def records(scenario: Scenario, table: RequestTable, request_usd: np.ndarray,
-            unallocated_share_usd: np.ndarray | None = None) -> dict[str, np.ndarray]:
+            unallocated_share_usd: np.ndarray | None = None, rows: slice | np.ndarray | None = None) -> dict[str, np.ndarray]:
     """One row per request, as columns (written to requests.csv / .parquet). cost_usd is the
-    allocated cost; total_usd adds the request's share of unallocated dollars (chargeback)."""
-    lat = latencies(table)
-    share_usd = np.zeros(table.num_requests) if unallocated_share_usd is None else unallocated_share_usd
+    allocated cost; total_usd adds the request's share of unallocated dollars (chargeback).
+    `rows` (a slice or request ids; default all): only those rows, so a long run's table can be
+    written a block at a time (the same values as the whole table's rows)."""
+    rows = slice(0, table.num_requests) if rows is None else rows
+    ids = np.arange(table.num_requests)[rows]
+    arrival_s, first_token_s, finish_s, output_tokens = (table.arrival_s[rows], table.first_token_s[rows],
+                                                         table.finish_s[rows], table.output_tokens[rows])
+    lat = latency_columns(arrival_s, first_token_s, finish_s, output_tokens)
+    request_usd = request_usd[rows]
+    share_usd = np.zeros(len(ids)) if unallocated_share_usd is None else unallocated_share_usd[rows]
     return {
-        "request_id": np.arange(table.num_requests),
-        "arrival_s": table.arrival_s,
-        "input_tokens": table.input_tokens,
-        "output_tokens": table.output_tokens,
-        "status": np.asarray(STATUS_NAMES, dtype=object)[table.status],
-        "reject_reason": np.asarray(REJECT_REASONS, dtype=object)[table.reject_reason],
-        "replica": table.replica,
-        "generated_tokens": table.generated,
-        "first_scheduled_s": table.first_scheduled_s,
-        "first_token_s": table.first_token_s,
-        "finish_s": table.finish_s,
+        "request_id": ids,
+        "arrival_s": arrival_s,
+        "input_tokens": table.input_tokens[rows],
+        "output_tokens": output_tokens,
+        "status": np.asarray(STATUS_NAMES, dtype=object)[table.status[rows]],
+        "reject_reason": np.asarray(REJECT_REASONS, dtype=object)[table.reject_reason[rows]],
+        "replica": table.replica[rows],
+        "generated_tokens": table.generated[rows],
+        "first_scheduled_s": table.first_scheduled_s[rows],
+        "first_token_s": first_token_s,
+        "finish_s": finish_s,
         "ttft_s": lat["ttft_s"],
         "tpot_s": lat["tpot_s"],
         "e2el_s": lat["e2el_s"],
-        "num_preemptions": table.num_preemptions,
-        "num_retries": table.num_retries,  # its replica was lost under it (spot reclaim, failure)
+        "num_preemptions": table.num_preemptions[rows],
+        "num_retries": table.num_retries[rows],  # its replica was lost under it (spot reclaim, failure)
         "cost_usd": request_usd,
         "unallocated_share_usd": share_usd,
         "total_usd": request_usd + share_usd,
         "workload": np.asarray([scenario.workload.entry_name(i) for i in range(len(scenario.workload.entries()))],
-                               dtype=object)[table.workload],
-        "tenant": np.asarray(table.tenant_names, dtype=object)[table.tenant],
-        "session": np.asarray(table.session_names + [""], dtype=object)[table.session],  # -1 (none) -> ""
-        "turn": table.turn,
-        "user": table.user,
-        "items": table.items,
-        "shared_prefix_tokens": table.shared_prefix_tokens,
+                               dtype=object)[table.workload[rows]],
+        "tenant": np.asarray(table.tenant_names, dtype=object)[table.tenant[rows]],
+        "session": np.asarray(table.session_names + [""], dtype=object)[table.session[rows]],  # -1 (none) -> ""
+        "turn": table.turn[rows],
+        "user": table.user[rows],
+        "items": table.items[rows],
+        "shared_prefix_tokens": table.shared_prefix_tokens[rows],
     }
 
 

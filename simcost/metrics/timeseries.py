@@ -39,12 +39,17 @@ if TYPE_CHECKING:
 
 TARGET_SAMPLES = 500
 MIN_INTERVAL_S, MAX_INTERVAL_S = 0.1, 60.0
+# Above ~2 weeks a minute's resolution would make the series (and the sampler's events) grow with
+# simulated time: a year is 525,600 samples. Beyond this many the interval grows instead.
+MAX_SAMPLES = 20_000
 # columns of one sample, per pool
 REPLICAS, WAITING, RUNNING, KV_USED, KV_TOTAL, READY = range(6)
 
 
 def default_interval_s(span_s: float) -> float:
-    return min(max(span_s / TARGET_SAMPLES, MIN_INTERVAL_S), MAX_INTERVAL_S)
+    """~TARGET_SAMPLES samples, between MIN_INTERVAL_S and MAX_INTERVAL_S apart, but never more
+    than MAX_SAMPLES: a run's time series is bounded whatever its simulated length."""
+    return max(min(max(span_s / TARGET_SAMPLES, MIN_INTERVAL_S), MAX_INTERVAL_S), span_s / MAX_SAMPLES)
 
 
 @dataclass(frozen=True)
@@ -133,15 +138,21 @@ def usd_per_hour(bill: Bill, n_pools: int, t_s: np.ndarray, steps: StepArrays, e
     per_hour = np.divide(S_PER_HOUR, width_s, out=np.zeros(len(width_s)), where=width_s > 0)
 
     def share(start_s: np.ndarray, end_s: np.ndarray) -> np.ndarray:  # (intervals, samples) of each width
-        inside_s = np.clip(np.minimum(end_s[:, None], hi[None, :]) - np.maximum(start_s[:, None], lo[None, :]), 0, None)
-        return np.divide(inside_s, width_s[None, :], out=np.zeros(inside_s.shape), where=width_s[None, :] > 0)
+        return _share(start_s, end_s, lo, hi, width_s)
 
     out = np.zeros((n_pools, len(t_s)))
     hours = rate.shape[1]
     for h in range(hours):  # an interval may straddle a clock hour, whose rates differ (savings plan)
         h_lo = np.maximum(ra.requested_s, h * S_PER_HOUR)
         h_hi = ra.gone_s if h == hours - 1 else np.minimum(ra.gone_s, (h + 1) * S_PER_HOUR)
-        np.add.at(out, ra.pool, share(h_lo, h_hi) * rate[:, h:h + 1] * S_PER_HOUR)
+        # only the samples overlapping hour h get a share (the rest would add exact zeros): the
+        # work grows with samples + hours, not samples x hours (a simulated year took minutes)
+        first = int(np.searchsorted(hi, h * S_PER_HOUR, side="right"))
+        last = len(lo) if h == hours - 1 else int(np.searchsorted(lo, (h + 1) * S_PER_HOUR, side="left"))
+        if first < last:
+            window = slice(first, last)
+            np.add.at(out[:, window], ra.pool, _share(h_lo, h_hi, lo[window], hi[window], width_s[window])
+                      * rate[:, h:h + 1] * S_PER_HOUR)
     np.add.at(out, ra.pool, minimum_usd_per_hour(tariff.minimum_usd, ra.requested_s, ra.gone_s, share, lo, per_hour))
     out[0] += unused_commitment_usd_per_hour(tariff.unused_commitment_usd, float(edges_s[-1]), share, len(t_s))
     warm = ra.warm  # warm-pool nodes: provisioning, then standby, each at its own rate
@@ -161,6 +172,12 @@ def usd_per_hour(bill: Bill, n_pools: int, t_s: np.ndarray, steps: StepArrays, e
     if table is not None and bill.request_egress_usd is not None:
         out += egress_usd_per_hour(table, bill.request_egress_usd, ra.pool, n_pools, edges_s, per_hour)
     return out
+
+
+def _share(start_s: np.ndarray, end_s: np.ndarray, lo: np.ndarray, hi: np.ndarray, width_s: np.ndarray) -> np.ndarray:
+    """(spans, samples): the fraction of each sample's interval [lo, hi) inside each span."""
+    inside_s = np.clip(np.minimum(end_s[:, None], hi[None, :]) - np.maximum(start_s[:, None], lo[None, :]), 0, None)
+    return np.divide(inside_s, width_s[None, :], out=np.zeros(inside_s.shape), where=width_s[None, :] > 0)
 
 
 MIN_BILLED_S = 1e-9  # shorter billed spans take their minimum charge in one interval

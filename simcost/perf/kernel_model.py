@@ -13,8 +13,8 @@ Per step of P prompt tokens (from r requests) and D decode tokens, m = P + D:
 - decode attention: D requests of mean context c, from the generation-attention table;
 - a per-step overhead (scheduling, sampling): KERNEL_STEP_OVERHEAD_S unless perf.step_overhead_s
   is set;
-- a launch floor for steps that run eagerly (more than 512 tokens under vLLM V1's CUDA graphs,
-  every step with perf.cuda_graphs false): the GPU waits for the CPU to launch its kernels, so
+- a launch floor for steps that run eagerly (more than min(2 x max_num_seqs, 512) tokens under
+  vLLM V1's CUDA graphs, every step with perf.cuda_graphs false): the GPU waits for the CPU to launch its kernels, so
   such a step takes at least layers x perf.eager_s_per_layer (default EAGER_S_PER_LAYER).
 A mixed step's decoders are assumed to hold their share D / (D + r) of the cached tokens read.
 Shapes the tables lack take that component's roofline with the catalog's mfu and mbu (an MoE
@@ -83,9 +83,10 @@ def _with_fallback(ms: np.ndarray, inside: np.ndarray, roofline_s: np.ndarray) -
 
 
 def _linear_grid(tables: KernelTables, dtype: str, model: ModelSpec, t: int, weight_b: float, rates: Rates,
-                 m: np.ndarray, device: DeviceSpec) -> tuple[np.ndarray, np.ndarray]:
+                 m: np.ndarray, device: DeviceSpec, graph_max_tokens: int = CUDA_GRAPH_MAX_TOKENS
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-step seconds of everything that scales with the step's tokens, all layers, and its
-    measured share."""
+    measured share (all-reduces of steps up to graph_max_tokens on the CUDA-graph backend)."""
     hd, hidden = model.head_dim, model.hidden_size
     kv_heads = max(model.num_kv_heads / t, 1.0)
     heads = model.num_heads / t
@@ -109,14 +110,14 @@ def _linear_grid(tables: KernelTables, dtype: str, model: ModelSpec, t: int, wei
         measured += s * share
     if t > 1:
         message = m * hidden * 2.0
-        ms, inside = tables.allreduce_ms(t, message, m <= CUDA_GRAPH_MAX_TOKENS)
+        ms, inside = tables.allreduce_ms(t, message, m <= graph_max_tokens)
         if np.isnan(ms).all() and tables.scaled_from is None:
             # a GPU count the device's own table lacks (GB200's stop at 4): the nearest other GPU's
             # rows scaled to it (kernel_scaling; B200 from GB200 at TP8: 4.6 % median held out
             # against 16.6 % for the roofline all-reduce), not counted as measured
             lender = nearest_table(device, exclude=tables.name)
             if lender is not None:
-                ms, _ = borrowed_tables(lender, device).allreduce_ms(t, message, m <= CUDA_GRAPH_MAX_TOKENS)
+                ms, _ = borrowed_tables(lender, device).allreduce_ms(t, message, m <= graph_max_tokens)
                 inside = np.zeros(m.shape, bool)
         roof = 10e-6 + 2.0 * (t - 1) / t * message / rates.link_bytes_per_s
         s, share = _with_fallback(ms, inside, roof)
@@ -152,8 +153,8 @@ def _attention_grid(tables: KernelTables, op: str, kv_dtype: str, model: ModelSp
 
 def kernel_params(base: np.ndarray, device: DeviceSpec, model: ModelSpec, t: int, weight_format: str,
                   kv_cache_format: str, compute_format: str, mfu: float, mbu: float, *, cuda_graphs: bool = True,
-                  eager_s_per_layer: float = EAGER_S_PER_LAYER, tables: KernelTables | None = None
-                  ) -> np.ndarray | None:
+                  eager_s_per_layer: float = EAGER_S_PER_LAYER, graph_max_tokens: int = CUDA_GRAPH_MAX_TOKENS,
+                  tables: KernelTables | None = None) -> np.ndarray | None:
     """`base` (the roofline's named slots, kind set by the caller) followed by the kernel grids;
     None when the device has no tables for this weight format (`tables`: use these instead of
     the device's own, e.g. another GPU's scaled to it)."""
@@ -166,7 +167,7 @@ def kernel_params(base: np.ndarray, device: DeviceSpec, model: ModelSpec, t: int
     kv_b = BYTES_PER_ELEMENT[kv_cache_format]
     rates = Rates(device, compute_format, mfu, mbu)
     m = TOKEN_GRID.astype(np.float64)
-    linear_s, linear_meas = _linear_grid(tables, dtype, model, t, weight_b, rates, m, device)
+    linear_s, linear_meas = _linear_grid(tables, dtype, model, t, weight_b, rates, m, device, graph_max_tokens)
     head_s, head_share = _with_fallback(*tables.gemm_ms(dtype, m, model.vocab_size / t, model.hidden_size),
                                         rates.gemm_s(m, model.vocab_size / t, model.hidden_size, weight_b))
     hd = model.head_dim
@@ -180,7 +181,7 @@ def kernel_params(base: np.ndarray, device: DeviceSpec, model: ModelSpec, t: int
     r_axis, s_axis, pre_s, pre_share = _attention_grid(tables, "context_attention", kv_dtype, model, t, prefill_roof)
     b_axis, c_axis, dec_s, dec_share = _attention_grid(tables, "generation_attention", kv_dtype, model, t, decode_roof)
     header = np.array([len(m), len(r_axis), len(s_axis), len(b_axis), len(c_axis), 0.0, 0.0,
-                       eager_s_per_layer * model.num_layers, CUDA_GRAPH_MAX_TOKENS if cuda_graphs else 0.0,
+                       eager_s_per_layer * model.num_layers, float(graph_max_tokens) if cuda_graphs else 0.0,
                        0.0 if tables.scaled_from is None else 1.0])
     return np.concatenate([base, header, m, linear_s, linear_meas / linear_s, head_s, head_share,
                            r_axis, s_axis, pre_s.ravel(), pre_share.ravel(),

@@ -29,9 +29,15 @@ DEVICE_TABLES = {"a100-80gb": "a100_sxm", "h100-sxm": "h100_sxm", "h200": "h200_
 # weight-only formats dequantise to bf16 before the matmul, which the bf16 table does not price)
 TABLE_DTYPE = {"bf16": "bfloat16", "fp16": "bfloat16", "fp8": "fp8"}
 
-# vLLM V1 captures CUDA graphs for batches up to 512 tokens (its default max capture size);
-# larger steps run eagerly, and so does their all-reduce
+# vLLM V1 captures CUDA graphs for batches up to max_cudagraph_capture_size tokens, by default
+# min(2 x max_num_seqs, 512) (vLLM 0.11+, VllmConfig's CUDA-graph sizes); larger steps run
+# eagerly, and so does their all-reduce
 CUDA_GRAPH_MAX_TOKENS = 512
+
+
+def cuda_graph_max_tokens(max_num_seqs: int) -> int:
+    """The largest step (tokens) vLLM V1 runs as a CUDA graph by default at this max_num_seqs."""
+    return min(2 * max_num_seqs, CUDA_GRAPH_MAX_TOKENS)
 
 
 # fp8 (W8A8) GEMMs reach a smaller fraction of their (doubled) peak than bf16 ones: the median over

@@ -17,6 +17,7 @@ prompt of the same total tokens; the constant and table models ignore it.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING
 
@@ -36,8 +37,14 @@ from simcost.perf.kernel_model import (
     kernel_step_time_s_py,
     tables_scaled,
 )
-from simcost.perf.kernel_tables import KernelTables, format_efficiency_ratio
+from simcost.perf.kernel_tables import (
+    CUDA_GRAPH_MAX_TOKENS,
+    KernelTables,
+    cuda_graph_max_tokens,
+    format_efficiency_ratio,
+)
 from simcost.perf.measurements import EFFICIENCY_FACTORS, FACTOR_DEFAULTS
+from simcost.perf.model_choice import auto_tables, choose_perf_model
 from simcost.perf.step_table import T_HEADER, table_step_time_s, table_step_time_s_py
 from simcost.scenario.deployment import REQUEST_LEVEL_POLICIES
 from simcost.scenario.scenario import Scenario
@@ -126,10 +133,12 @@ P_PIPELINE_MICRO_BATCHES = _SLOT["pipeline_micro_batches"]
 
 
 def step_params(scenario: Scenario, dep: Deployment) -> np.ndarray:
-    """The step-time model of `scenario.perf` for deployment `dep`, packed for the kernels."""
+    """The step-time model of `scenario.perf` for deployment `dep`, packed for the kernels
+    (`perf.model: auto` resolved by simcost.perf.model_choice)."""
     perf = scenario.perf
     if is_per_item(dep.model):
         return per_item_step_params(scenario, dep)
+    model, _ = choose_perf_model(scenario, dep)
     if perf.model == "constant":
         return StepParams(kind=KIND_CONSTANT, step_overhead_s=perf.step_overhead_s or 0.0,
                           prefill_s_per_token=perf.prefill_s_per_token, decode_step_s=perf.decode_step_s).to_array()
@@ -144,33 +153,42 @@ def step_params(scenario: Scenario, dep: Deployment) -> np.ndarray:
         s = StepParams.from_array(p)
         p[:NUM_PARAMS] = StepParams(**{f.name: getattr(s, f.name) * terms.get(f.name + "_scale", 1.0)
                                        + terms.get(f.name + "_add", 0.0) for f in fields(StepParams)}).to_array()
-        if perf.model == "kernels":  # its tables have no expert-parallel MoE: the roofline, 0 measured
+        if model == "kernels":  # its tables have no expert-parallel MoE: the roofline, 0 measured
             return p
     if perf.model == "table":
         return _table_params(required(perf.table, "perf.table"), dep, p)
-    if perf.model == "kernels":
-        return _kernel_params(scenario, dep, p, factors)
+    if model == "kernels":
+        if perf.profile:
+            warnings.warn(f"perf.profile {perf.profile}: a calibrated profile fits the roofline's factors; under "
+                          f"perf.model kernels they price only the operators the kernel tables lack (leave "
+                          f"perf.model unset or set roofline to run the calibrated roofline)", stacklevel=2)
+        # auto passes the tables it checked (a trusted borrow without the borrowing warning)
+        tables = auto_tables(dep.device, dep.tensor_parallel) if perf.model == "auto" else None
+        return _kernel_params(scenario, dep, p, factors, tables)
     return p
 
 
-def _kernel_params(scenario: Scenario, dep: Deployment, roofline: np.ndarray, factors: dict[str, float]) -> np.ndarray:
+def _kernel_params(scenario: Scenario, dep: Deployment, roofline: np.ndarray, factors: dict[str, float],
+                   tables: KernelTables | None = None) -> np.ndarray:
     perf = scenario.perf
     return kernel_step_params(roofline, dep.device, dep.model, dep.tensor_parallel, dep.weight_format,
                               dep.kv_cache_format, dep.compute_format, factors, perf.step_overhead_s,
-                              cuda_graphs=perf.cuda_graphs, eager_s_per_layer=perf.eager_s_per_layer)
+                              cuda_graphs=perf.cuda_graphs, eager_s_per_layer=perf.eager_s_per_layer,
+                              graph_max_tokens=cuda_graph_max_tokens(scenario.engine.max_num_seqs), tables=tables)
 
 
 def kernel_step_params(roofline: np.ndarray, device: DeviceSpec, model: ModelSpec, t: int, weight_format: str,
                        kv_cache_format: str, compute_format: str, factors: dict[str, float],
                        step_overhead_s: float | None = None, *, cuda_graphs: bool = True,
-                       eager_s_per_layer: float | None = None, tables: KernelTables | None = None) -> np.ndarray:
+                       eager_s_per_layer: float | None = None, graph_max_tokens: int = CUDA_GRAPH_MAX_TOKENS,
+                       tables: KernelTables | None = None) -> np.ndarray:
     """The kernel-table model after the roofline's slots (its fallback rates: `factors`' mfu and
     mbu); the roofline itself where the device has no tables for the weight format (the run
     summary then reports 0 measured). `tables`: these instead of the device's (validation)."""
     k = kernel_params(roofline, device, model, t, weight_format, kv_cache_format, compute_format,
                       factors["mfu"], factors["mbu"], cuda_graphs=cuda_graphs,
                       eager_s_per_layer=EAGER_S_PER_LAYER if eager_s_per_layer is None else eager_s_per_layer,
-                      tables=tables)
+                      graph_max_tokens=graph_max_tokens, tables=tables)
     if k is None:
         return roofline
     k[P_KIND] = KIND_KERNELS
@@ -481,7 +499,7 @@ def per_item_step_params(scenario: Scenario, dep: Deployment) -> np.ndarray:
     if scenario.engine.policy not in REQUEST_LEVEL_POLICIES:
         raise InputError("engine.policy", f"{scenario.engine.policy} schedules tokens over a KV cache, but {key} is "
                          f"served per item; use one_at_a_time, static or dynamic (dynamic: Triton's dynamic batcher)")
-    if scenario.perf.model != "roofline":
+    if scenario.perf.model not in ("roofline", "auto"):
         raise InputError("perf.model", f"{scenario.perf.model} times token steps; {key} is served per item, "
                          f"which only the roofline times (flops_per_item in the model catalog)")
     per_entry = {e.items.bytes_per_item if e.items else 0.0 for e in scenario.workload.entries()}

@@ -31,8 +31,10 @@ def run_table(result: RunResult, table: str) -> dict[str, np.ndarray]:
 def step_columns(result: RunResult) -> dict[str, np.ndarray]:
     """One row per engine step (a decode span counts its steps one by one), with its cost."""
     steps = result.steps
-    return {"replica": steps.step_replica, "start_s": steps.step_start_s, "end_s": steps.step_end_s,
-            "duration_s": steps.step_duration_s, "tokens": steps.step_tokens, "cost_usd": result.bill.step_usd}
+    # the log keeps replicas and tokens as int32 (simcost.cost.ledger); the table is int64 as before
+    return {"replica": steps.step_replica.astype(np.int64), "start_s": steps.step_start_s, "end_s": steps.step_end_s,
+            "duration_s": steps.step_duration_s, "tokens": steps.step_tokens.astype(np.int64),
+            "cost_usd": result.bill.step_usd}
 
 
 def timeseries_columns(result: RunResult) -> dict[str, np.ndarray]:

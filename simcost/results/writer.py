@@ -52,15 +52,16 @@ SAMPLE_FRACTION = 0.01  # of the requests a sampled table keeps
 CSV_CHUNK_ROWS = 65_536  # rows turned into text at once: a column of Python strings is ~60 B per row
 
 
-def write_run(result: RunResult, out_dir: Path, records_format: str = "csv", kept: str = "full",
+def write_run(result: RunResult, out_dir: Path, records_format: str = "csv", kept: str | None = None,
               background: Background | None = None) -> dict[str, Path]:
     """Every file of the run into `out_dir`, all or none (simcost.results.folder). `kept`: the
     request table has every row (full), a seeded sample (sample_rows) or is not written (none);
-    nothing else depends on it. Figures and focus.parquet are drawn by `background` (a child
+    nothing else depends on it. None: the scenario's output.request_records. Figures and focus.parquet are drawn by `background` (a child
     process `simcost run` started early) while the CSV and JSON are written here. A figure that
     fails does not lose the run: the other files are published, then `BackgroundFailure` names
     the missing ones."""
     out_dir = Path(out_dir)
+    kept = kept or result.scenario.output.request_records
     check_run_folder(out_dir, records_format)
     side = background or Background(enabled=False)
     with staged_folder(out_dir, RUN_FILES) as tmp:
@@ -105,11 +106,18 @@ def _write_files(result: RunResult, out_dir: Path, records_format: str, kept: st
     paths["vllm_bench"].write_text(json.dumps(vllm_bench(result), indent=2) + "\n")  # `vllm bench serve` keys
     paths["scenario"].write_text(yaml.safe_dump(to_dict(result.scenario), sort_keys=False))
     if kept != "none":
-        columns = records(result.scenario, result.table, result.bill.request_usd, result.bill.unallocated_share_usd)
+        table, bill = result.table, result.bill
+
+        def block(rows: slice | np.ndarray) -> dict[str, np.ndarray]:
+            return records(result.scenario, table, bill.request_usd, bill.unallocated_share_usd, rows)
+
         if kept == "sample":
-            rows = sample_rows(result.table.num_requests, result.scenario.seed)
-            columns = {name: values[rows] for name, values in columns.items()}
-        write_records(columns, paths["requests"], records_format)
+            write_records(block(sample_rows(table.num_requests, result.scenario.seed)), paths["requests"], records_format)
+        elif records_format == "csv":  # a block of rows at a time: no column of every request beside the run's own
+            write_csv_blocks((block(slice(lo, lo + CSV_CHUNK_ROWS)) for lo in range(0, table.num_requests, CSV_CHUNK_ROWS)),
+                             block(slice(0, 0)), paths["requests"])
+        else:
+            write_records(block(slice(None)), paths["requests"], records_format)
     write_focus(focus, paths["focus"], parquet=False)  # focus.parquet is a side job
     if result.timeseries is not None:
         write_timeseries(result.timeseries, paths["timeseries"])
@@ -137,6 +145,15 @@ def write_records(columns: dict[str, np.ndarray], path: Path, records_format: st
         n = len(next(iter(columns.values()))) if columns else 0
         for start in range(0, n, CSV_CHUNK_ROWS):  # Python strings for a chunk of rows at a time, not all of them
             writer.writerows(zip(*(_csv_column(v[start:start + CSV_CHUNK_ROWS]) for v in columns.values())))  # joined in C
+
+
+def write_csv_blocks(blocks, header: dict[str, np.ndarray], path: Path) -> None:
+    """write_records' CSV from blocks of rows (dicts of columns, each block's in header's order)."""
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        for columns in blocks:
+            writer.writerows(zip(*(_csv_column(v) for v in columns.values())))
 
 
 def _csv_column(values: np.ndarray) -> list:
@@ -204,14 +221,15 @@ def _measured_lines(s: RunSummary) -> list[str]:
     """perf.model kernels: how much of the step time came from measured kernels."""
     share = s.get("step_time_measured_fraction")
     scaled = s.get("step_time_scaled_fraction")
+    model = [f"step model: {s['perf_model']}"] if "perf_model" in s else []
     if share is None:
-        return []
+        return model
     if scaled:
-        return [f"step times: {scaled:.0%} from another GPU's measured vLLM kernels scaled to this device "
+        return model + [f"step times: {scaled:.0%} from another GPU's measured vLLM kernels scaled to this device "
                 "by its specs (no tables of its own; docs/step_model.md), the rest roofline and overheads"]
     if share == 0.0:
-        return ["step times: roofline only (no kernel tables for this device and weight format; docs/step_model.md)"]
-    return [f"step times: {share:.0%} from measured vLLM kernels, the rest roofline fallbacks and overheads"]
+        return model + ["step times: roofline only (no kernel tables for this device and weight format; docs/step_model.md)"]
+    return model + [f"step times: {share:.0%} from measured vLLM kernels, the rest roofline fallbacks and overheads"]
 
 
 def _overload_lines(s: RunSummary) -> list[str]:

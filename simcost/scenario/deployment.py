@@ -3,7 +3,7 @@ batching, scheduling and KV-cache knobs."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, cast, get_args
 
 from simcost.errors import InputError
@@ -44,13 +44,18 @@ class HardwareConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class PerfConfig:
-    """Step-time model. `roofline` (docs/design.md section 4) takes its efficiency factors from the
+    """Step-time model. `auto` (the default) runs `kernels` where the device has measured kernel
+    tables (its own, or a same-generation NVLink GPU's) covering the model, else `roofline`; the
+    run summary's perf_model says which and why (simcost.perf.model_choice, docs/fidelity.md).
+    `roofline` (docs/design.md section 4) takes its efficiency factors from the
     device catalog unless overridden here; `constant` is for tests and theory checks:
     prefill step = step_overhead_s + prefill_s_per_token * tokens, decode step = decode_step_s;
     `table` interpolates the measured step times of `table` (simcost.perf.step_table); `kernels`
     sums measured vLLM kernel latencies per operator (simcost.perf.kernel_model, docs/step_model.md)."""
 
-    model: Literal["roofline", "constant", "table", "kernels"] = "roofline"
+    # auto: kernels on a GPU with trusted kernel tables that cover the model, else roofline; the
+    # summary's perf_model says which and why (docs/fidelity.md, "Which step-time model runs")
+    model: Literal["auto", "roofline", "constant", "table", "kernels"] = "auto"
     mfu: float | None = field(default=None, metadata=bounds(gt=0, le=1))
     mbu: float | None = field(default=None, metadata=bounds(gt=0, le=1))
     step_overhead_s: float | None = field(default=None, metadata=bounds(ge=0))
@@ -65,8 +70,9 @@ class PerfConfig:
     profile: str | None = None
     # model "table": measured step times (a CSV in a layout `simcost calibrate` reads), interpolated
     table: str | None = None
-    # model "kernels": whether steps of up to 512 tokens run as CUDA graphs (vLLM V1's default;
-    # false for enforce_eager or older engines), and the CPU seconds per layer of an eager step
+    # model "kernels": whether small steps run as CUDA graphs (vLLM V1's default, up to
+    # min(2 x engine.max_num_seqs, 512) tokens; false for enforce_eager or older engines), and the
+    # CPU seconds per layer of an eager step
     cuda_graphs: bool = True
     eager_s_per_layer: float | None = field(default=None, metadata=bounds(ge=0))
 
@@ -76,8 +82,9 @@ class PerfConfig:
                              else f"given with model '{self.model}'; set model: table")
         if self.model == "constant" and self.prefill_s_per_token == 0 and (self.step_overhead_s or 0) == 0:
             raise InputError(f"{path}.prefill_s_per_token", "0 with no step_overhead_s; a constant model needs a positive prefill time")
-        if self.model == "roofline" and (self.prefill_s_per_token or self.decode_step_s):
-            raise InputError(f"{path}.model", "roofline does not take prefill_s_per_token/decode_step_s; use model: constant")
+        if self.model in ("roofline", "auto") and (self.prefill_s_per_token or self.decode_step_s):
+            raise InputError(f"{path}.model", f"{self.model} does not take prefill_s_per_token/decode_step_s; "
+                             f"use model: constant")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -140,16 +147,33 @@ REQUEST_LEVEL_POLICIES: tuple[str, ...] = get_args(RequestLevelPolicy)
 
 # Engine presets: the defaults of the keys an engine section leaves out (`engine.preset`).
 # vllm-v1 mirrors vLLM's V1 engine as `vllm serve` starts it (v0.10-v0.11, the V1 engine since
-# 0.8): chunked prefill always on, automatic prefix caching on, and a token budget of 8192 on GPUs
-# of at least 70 GiB other than A100, else 2048 (EngineArgs.get_batch_defaults, usage context
-# OPENAI_API_SERVER). vllm-v0 is simcost's earlier default, vLLM v0 without chunked prefill or
-# prefix caching. See docs/background/engine.md.
+# 0.8): chunked prefill always on, automatic prefix caching on, and on GPUs of at least 70 GiB
+# other than A100 a token budget of 8192 and up to 1024 running sequences, else 2048 and 256
+# (EngineArgs.get_batch_defaults, usage context OPENAI_API_SERVER; max_num_seqs is then capped at
+# max_num_batched_tokens). vllm-v0 is simcost's earlier default, vLLM v0 without chunked prefill
+# or prefix caching, 256 sequences. See docs/background/engine.md.
 EnginePreset = Literal["vllm-v1", "vllm-v0"]
 PRESET_POLICY: dict[str, IterationPolicy] = {"vllm-v1": "chunked", "vllm-v0": "prefill_first"}
-PRESET_KEYS = ("policy", "prefix_caching")  # the keys a preset fills in (EngineConfig.__post_init__)
+# the keys a preset fills in (EngineConfig.__post_init__; max_num_seqs for the device: for_device)
+PRESET_KEYS = ("policy", "prefix_caching", "max_num_seqs")
 V1_LARGE_GPU_BYTES = 70 * 2 ** 30  # vLLM: device_memory >= 70 GiB (and not an A100) takes the larger budget
 V1_BATCHED_TOKENS_LARGE_GPU = 8192
 V1_BATCHED_TOKENS = 2048  # also vLLM v0's budget with chunked prefill, and Sarathi-Serve's
+V1_MAX_NUM_SEQS_LARGE_GPU = 1024
+DEFAULT_MAX_NUM_SEQS = 256  # vLLM V1 on other GPUs, vLLM v0 everywhere; simcost's default elsewhere
+
+
+def is_v1_large_gpu(device_key: str, device_kind: str, device_memory_bytes: float) -> bool:
+    """vLLM V1's larger batch defaults: a GPU of at least 70 GiB whose name is not an A100's."""
+    return device_kind == "gpu" and device_memory_bytes >= V1_LARGE_GPU_BYTES and "a100" not in device_key.lower()
+
+
+def free_device_defaults(raw_engine: dict | None, engine: EngineConfig) -> None:
+    """Drop from an engine section written out (schema.to_dict of `engine`) the keys its preset
+    set for the device (max_num_seqs), so that a variant on another device or policy sets them
+    again: a built scenario holds concrete values, which would otherwise carry to the variant."""
+    if raw_engine is not None and engine.seqs_from_preset:
+        raw_engine.pop("max_num_seqs", None)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -175,7 +199,9 @@ class EngineConfig:
     preset: EnginePreset = "vllm-v1"
     # None: the preset's (chunked for vllm-v1, prefill_first for vllm-v0)
     policy: BatchingPolicy = field(default=cast(BatchingPolicy, None))  # never None once built
-    max_num_seqs: int = field(default=256, metadata=bounds(ge=1))
+    # None: the preset's for the device (vllm-v1 with an iteration-level policy: 1024 on GPUs of
+    # >= 70 GiB other than A100, else 256; at most max_num_batched_tokens when that is given)
+    max_num_seqs: int = field(default=cast(int, None), metadata=bounds(ge=1))  # never None once built
     # None: max(max_model_len, 2048) without chunked prefill; with it, vllm-v1's 8192 on GPUs of
     # >= 70 GiB other than A100, else 2048 (vllm-v0: 2048)
     max_num_batched_tokens: int | None = field(default=None, metadata=bounds(ge=1))
@@ -198,16 +224,38 @@ class EngineConfig:
     host_cache_blocks: int = field(default=0, metadata=bounds(ge=0))  # host-memory tier for evicted prefix blocks
     host_link_gb_per_s: float | None = field(default=None, metadata=bounds(gt=0))  # None: the device's PCIe link
     speculative: SpeculativeConfig | None = None  # speculative decoding (iteration-level policies)
+    # max_num_seqs was left to the preset (for_device may then raise it for the device)
+    seqs_from_preset: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # a preset fills the keys left out; the fields hold concrete values from here on, so
         # results and to_dict show what ran
         if self.policy is None:
             object.__setattr__(self, "policy", PRESET_POLICY[self.preset])
+        if self.max_num_seqs is None:
+            object.__setattr__(self, "max_num_seqs", self._preset_max_num_seqs(False))
+            object.__setattr__(self, "seqs_from_preset", True)
         if self.prefix_caching is None:
             # V1 has no swap (it recomputes), so asking for swap leaves prefix caching off
             object.__setattr__(self, "prefix_caching", self.preset == "vllm-v1" and self.policy in ITERATION_POLICIES
                                and self.preemption == "recompute")
+
+    def _preset_max_num_seqs(self, large_gpu: bool) -> int:
+        seqs = (V1_MAX_NUM_SEQS_LARGE_GPU if large_gpu and self.preset == "vllm-v1" and self.policy in ITERATION_POLICIES
+                else DEFAULT_MAX_NUM_SEQS)
+        return min(seqs, self.max_num_batched_tokens or seqs)  # vLLM caps it at the token budget
+
+    def for_device(self, device_key: str, device_kind: str, device_memory_bytes: float) -> EngineConfig:
+        """This engine on a device: max_num_seqs, when left to the preset, as the preset sets it
+        there (simcost.scenario.scenario.Scenario fills it in for its hardware.device)."""
+        if not self.seqs_from_preset:
+            return self
+        seqs = self._preset_max_num_seqs(is_v1_large_gpu(device_key, device_kind, device_memory_bytes))
+        if seqs == self.max_num_seqs:
+            return self
+        engine = replace(self, max_num_seqs=seqs)
+        object.__setattr__(engine, "seqs_from_preset", True)
+        return engine
 
     def default_max_num_batched_tokens(self, max_model_len: int, device_key: str, device_memory_bytes: float) -> int:
         """The token budget when max_num_batched_tokens is left out: a whole max-length prompt

@@ -25,6 +25,7 @@ from simcost.scenario.deployment import (
 )
 from simcost.scenario.fleet import FleetConfig
 from simcost.scenario.limits import MAX_DURATION_S, MAX_REPLICAS, MAX_REQUESTS, MAX_TIMED_EVENTS, REPLICAS_WHY
+from simcost.scenario.output import OutputConfig
 from simcost.scenario.pricing import CostConfig
 from simcost.scenario.schema import apply_overrides, bounds, build
 from simcost.scenario.workload import LengthSpec, SloConfig, WorkloadConfig
@@ -48,8 +49,20 @@ class Scenario:
     fleet: FleetConfig = FleetConfig()
     slo: SloConfig = SloConfig()
     cost: CostConfig = CostConfig()
+    output: OutputConfig = OutputConfig()  # what the run writes: simcost.scenario.output
     # the scenario's own catalog entries (its catalog: section and catalog files, read in); None: bundled only
     catalog: UserCatalog | None = None
+
+    def __post_init__(self) -> None:
+        # engine keys whose preset default depends on the device (max_num_seqs), for this
+        # scenario's device; an unknown device is reported where the deployment is planned
+        try:
+            device = self.specs.device(self.hardware.device, "hardware.device")
+        except InputError:
+            return
+        engine = self.engine.for_device(device.key, device.kind, device.memory_bytes)
+        if engine is not self.engine:
+            object.__setattr__(self, "engine", engine)
 
     @property
     def specs(self) -> Catalog:

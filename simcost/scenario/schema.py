@@ -86,7 +86,8 @@ def apply_overrides(raw: dict, overrides) -> dict:
 def to_dict(obj: Any) -> Any:
     """A scenario as plain data (for results folders and content hashes)."""
     if dataclasses.is_dataclass(obj):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        # fields a config derives (init=False) are not keys a scenario can give
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.init}
     if isinstance(obj, (tuple, list)):  # lists, as YAML and JSON write them
         return [to_dict(item) for item in obj]
     return obj

@@ -95,7 +95,7 @@ class Sampler:
         if cache is not None:  # one row: the hits it answered (out of pool 0's counts), its lookups' and store's $
             hit = np.zeros(len(table.arrival_s), dtype=np.int64) - 1
             hit[list(cache.hit)] = 0
-            rows_cache = api_interval_rows(table, hit, np.zeros(table.num_requests), 1, edges_s, width_s)
+            rows_cache = api_interval_rows(table, hit, np.zeros(table.num_requests), 1, edges_s, width_s, "cache")
             for fleet_rows, mine in zip((arrivals, completions, tokens), rows_cache[:3]):
                 fleet_rows[0] -= mine[0]
             arrivals, completions, tokens = (np.vstack([f, c]) for f, c in zip((arrivals, completions, tokens), rows_cache))
@@ -123,13 +123,16 @@ def num_running(replica, status: np.ndarray) -> int:
 
 
 def api_interval_rows(table, pool_of: np.ndarray, request_usd: np.ndarray, n_api: int, edges_s: np.ndarray,
-                      width_s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                      width_s: np.ndarray, source: str = "api") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per api pool and interval: arrivals, completions and output tokens (counts), and its $ as
     $/hour, each request's price spread evenly over its output tokens' times (at its finish when
-    it has none), so the rows integrate to the api pools' bill."""
+    it has none), so the rows integrate to the api pools' bill. `source`: the name the pools'
+    requests were emitted under (RequestTable.emit_request), for a table without token times."""
     n = table.num_requests
     pool_of = pool_of[:n]
     done = table.status[:n] == COMPLETED
+    if table.streamed is not None:
+        return _streamed_interval_rows(table, pool_of, done, request_usd, n_api, edges_s, width_s, source)
     offsets = table.token_offset[:n + 1]
     token_request = np.repeat(np.arange(n), np.diff(offsets))
     token_s = table.token_time_s[:offsets[-1]]
@@ -148,3 +151,20 @@ def api_interval_rows(table, pool_of: np.ndarray, request_usd: np.ndarray, n_api
                      + np.histogram(table.finish_s[:n][no_tokens], bins=edges_s, weights=request_usd[:n][no_tokens])[0])
         out[3][k] *= per_hour
     return out
+
+
+def _streamed_interval_rows(table, pool_of, done, request_usd, n_api, edges_s, width_s, source):
+    """api_interval_rows from the streaming table's counts per source and interval (its tokens
+    and $ were binned as each request finished: the same counts, the same $ up to summation order)."""
+    n = table.num_requests
+    per_hour = np.divide(S_PER_HOUR, width_s, out=np.zeros(len(width_s)), where=width_s > 0)
+    rows = tuple(np.zeros((n_api, len(edges_s) - 1)) for _ in range(4))
+    for k in range(n_api):
+        mine = pool_of == k
+        rows[0][k] = np.histogram(table.arrival_s[:n][mine], bins=edges_s)[0]
+        rows[1][k] = np.histogram(table.finish_s[:n][mine & done], bins=edges_s)[0]
+        rows[2][k], usd = table.streamed.source_intervals((source, k), len(edges_s) - 1)
+        no_tokens = mine & done & (table.generated[:n] == 0)
+        rows[3][k] = (usd + np.histogram(table.finish_s[:n][no_tokens], bins=edges_s,
+                                         weights=request_usd[:n][no_tokens])[0]) * per_hour
+    return rows

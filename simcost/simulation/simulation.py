@@ -30,6 +30,8 @@ from simcost.metrics.run_summary import RunSummary
 from simcost.metrics.summary import served_pool, slo_limits_by_entry, summarize
 from simcost.metrics.timeseries import TimeSeries, default_interval_s
 from simcost.perf.deployment import Deployment, Pool, fleet_pools
+from simcost.perf.model_choice import choose_perf_model
+from simcost.perf.model_choice import describe as describe_perf_models
 from simcost.perf.startup import cold_start
 from simcost.perf.step_model import is_per_item, kernel_seconds, step_params, step_time_s
 from simcost.rng import streams
@@ -76,10 +78,7 @@ class Simulation:
             self.requests = per_item_requests(self.requests)
         if timeseries and sample_interval_s is None:
             sample_interval_s = default_interval_s(self.arrivals_end_s() + (scenario.drain_s or 0.0))
-        # exact_token_times None: per the run's size (simcost.workload.token_stats); hosted-API pools and
-        # the response cache write whole requests' token times, which the streaming table cannot take yet
-        if exact_token_times is None and (scenario.fleet.api_pools or scenario.fleet.response_cache is not None):
-            exact_token_times = True
+        # exact_token_times None: per the run's size (simcost.workload.token_stats)
         self.table = RequestTable(self.requests, scenario.warmup_s, exact_token_times,
                                   sample_interval_s if timeseries and sample_interval_s and sample_interval_s > 0 else None)
         self.env = simpy.Environment()
@@ -331,6 +330,8 @@ class Simulation:
                             self.measured_fraction(), self.api.summary() if self.api is not None else None,
                             self.cascade.summary(bill.request_usd) if self.cascade is not None else None,
                             self.cache.summary(horizon_s) if self.cache is not None else None, budget)
+        summary["perf_model"] = describe_perf_models(
+            [(pool.label, *choose_perf_model(plan.scenario, pool.deployment)) for plan, pool in zip(self.plan, self.pools)])
         return RunResult(scenario, dep, self.table, steps, bill, horizon_s, summary, self.pools, series, self.plan,
                          self.api, self.cache)
 
@@ -339,9 +340,9 @@ class Simulation:
         """perf.model kernels: the shares of step seconds that came from this device's measured
         kernels and from another GPU's kernels scaled to it, over the pools timed by kernel tables
         (0 when none is: no tables to use); None otherwise."""
-        if self.scenario.perf.model != "kernels":
-            return None
         shares = [kernel_seconds(pe.step_params) for pe in self.pool_engines]
+        if self.scenario.perf.model != "kernels" and not any(t > 0 for t, _, _ in shares):
+            return None  # auto resolved to another model everywhere (perf_model says why)
         total = sum(t for t, _, _ in shares)
         if total <= 0:
             return 0.0, 0.0

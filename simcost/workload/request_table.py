@@ -95,15 +95,17 @@ class RequestTable:
         n = len(requests)
         self.num_requests = n
         for name, (dtype, fill) in _COLUMNS.items():
-            setattr(self, name, np.full(n, fill, dtype=dtype))
+            setattr(self, name, _filled(n, fill, dtype))
         self.arrival_s[:] = requests.arrival_s
         self.input_tokens[:] = requests.input_tokens
         self.output_tokens[:] = requests.output_tokens
         for name in ("workload", "turns", "user", "items"):
             if getattr(requests, name) is not None:
-                getattr(self, name)[:] = getattr(requests, name)
-        self.tenant_names, self.tenant[:] = _codes(requests.tenants, n, "default")
-        self.session_names, self.session[:] = _codes(requests.session_ids, n, None)
+                self._set(name, getattr(requests, name))
+        self.tenant_names, tenant = _codes(requests.tenants, n, "default")
+        self.session_names, session = _codes(requests.session_ids, n, None)
+        self._set("tenant", tenant)
+        self._set("session", session)
         # time of every output token, flat: request i's tokens are token_time_s[token_offset[i]:][:output_tokens[i]]
         self.token_offset = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(self.output_tokens, out=self.token_offset[1:])
@@ -111,6 +113,12 @@ class RequestTable:
             exact_token_times = int(self.token_offset[-1]) <= EXACT_TOKEN_LIMIT
         self.streamed = None if exact_token_times else TokenTimes(n, warmup_s, interval_s)
         self.token_time_s = np.full(int(self.token_offset[-1]) if exact_token_times else 0, np.nan)
+
+    def _set(self, name: str, values: np.ndarray) -> None:
+        """Fill a column, leaving it untouched (unwritten zero pages: `_filled`) where every
+        value is its default already."""
+        if (values != _COLUMNS[name][1]).any():
+            getattr(self, name)[:] = values
 
     @property
     def exact_token_times(self) -> bool:
@@ -125,6 +133,15 @@ class RequestTable:
             self.token_time_s[self.token_offset[ids] + self.generated[ids]] = step_end_s[0]
         else:
             self.token_time_s[(self.token_offset[ids] + self.generated[ids])[:, None] + np.arange(len(step_end_s))] = step_end_s
+
+    def emit_request(self, rid: int, token_s: np.ndarray, source: tuple[str, int], usd: float = 0.0) -> None:
+        """Request rid's output tokens all at once, at times token_s (a hosted-API pool or the
+        response cache answered it; `source` names which, `usd` is its price, for the time series)."""
+        if self.streamed is not None:
+            measured = bool(self.arrival_s[rid] >= self.streamed.warmup_s)
+            self.streamed.emit_request(rid, token_s, measured, source, usd)
+        else:
+            self.token_time_s[int(self.token_offset[rid]):int(self.token_offset[rid]) + len(token_s)] = token_s
 
     def reject(self, rid: int, reason: str) -> None:
         self.status[rid] = REJECTED
@@ -163,8 +180,15 @@ class RequestTable:
             self.token_time_s = self.token_time_s[:int(self.token_offset[-1])]
 
 
+def _filled(n: int, fill, dtype) -> np.ndarray:
+    """np.full, but a column of zeros comes from np.zeros: the system hands out zeroed pages that
+    cost no memory until written, and most runs never write most such columns (swaps, retries,
+    items, KV transfers...): ~80 B per request of a long run."""
+    return np.zeros(n, dtype=dtype) if fill == 0 else np.full(n, fill, dtype=dtype)
+
+
 def _grown(values: np.ndarray, capacity: int, fill) -> np.ndarray:
-    out = np.full(capacity, fill, dtype=values.dtype)
+    out = _filled(capacity, fill, values.dtype)
     out[:len(values)] = values
     return out
 

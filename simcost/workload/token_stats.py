@@ -171,6 +171,36 @@ def count_token_bins_py(ids, replica, step_end_s, interval_s, bins):
             bins[replica[i], k] += 1
 
 
+@njit(cache=True)
+def add_request_gaps(token_s, counts, totals, min_s, log_gamma):
+    """The gaps between consecutive times of one request's tokens into counts and totals."""
+    num_buckets = counts.shape[0]
+    for j in range(1, token_s.shape[0]):
+        gap = token_s[j] - token_s[j - 1]
+        counts[bucket_of(gap, min_s, log_gamma, num_buckets)] += 1
+        totals[0] += gap
+        totals[1] += 1.0
+
+
+@njit(cache=True)
+def count_request_tokens(token_s, usd_per_token, interval_s, tokens, usd):
+    """tokens[k] += 1 and usd[k] += usd_per_token for each time in token_s, k = interval_of(t).
+    Returns False, changing nothing, when the arrays are too short: the caller grows them."""
+    if token_s.shape[0] and interval_of(token_s[token_s.shape[0] - 1], interval_s) >= tokens.shape[0]:
+        return False
+    for j in range(token_s.shape[0]):
+        k = interval_of(token_s[j], interval_s)
+        tokens[k] += 1
+        usd[k] += usd_per_token
+    return True
+
+
+def _grown_columns(values: np.ndarray, columns: int) -> np.ndarray:
+    grown = np.zeros(values.shape[:-1] + (max(columns, 2 * values.shape[-1]),), dtype=values.dtype)
+    grown[..., :values.shape[-1]] = values
+    return grown
+
+
 class TokenTimes:
     """The table's streaming token state (no per-token array): each request's last token time,
     the ITL histogram of requests arriving at or after warmup_s, and (given interval_s) output
@@ -182,6 +212,10 @@ class TokenTimes:
         self.itl = LogHistogram()
         self.interval_s = interval_s
         self.bins = np.zeros((1, 16), dtype=np.int64)  # (replicas, intervals), grown by doubling
+        # whole requests written at once by a source off the replicas (a hosted-API pool, the
+        # response cache): tokens and $ per interval of each, by (source, index); their tokens
+        # also count at pool 0 (as their replica -1 puts them there with token times)
+        self.sources: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
 
     def grow(self, capacity: int) -> None:
         grown = np.full(capacity, np.nan)
@@ -200,12 +234,44 @@ class TokenTimes:
             grown[:self.bins.shape[0], :self.bins.shape[1]] = self.bins
             self.bins = grown
 
+    def emit_request(self, rid: int, token_s: np.ndarray, measured: bool, source: tuple[str, int], usd: float) -> None:
+        """A whole request's token times at once (a hosted-API pool or the response cache
+        answered it): its gaps go into the ITL histogram (measured: it arrived at or after
+        warmup_s), its tokens and `usd` (spread evenly over them) into `source`'s intervals."""
+        if measured:
+            add_request_gaps(token_s, self.itl.counts, self.itl.totals, MIN_S, LOG_GAMMA)
+        if len(token_s):
+            self.last_token_s[rid] = token_s[-1]
+        if not self.interval_s or not len(token_s):
+            return
+        tokens, usd_row = self.sources.setdefault(source, (np.zeros(16), np.zeros(16)))
+        while not count_request_tokens(token_s, usd / len(token_s), self.interval_s, tokens, usd_row):
+            tokens, usd_row = (_grown_columns(v, interval_of(float(token_s[-1]), self.interval_s) + 2)
+                               for v in (tokens, usd_row))
+            self.sources[source] = (tokens, usd_row)
+
+    def source_intervals(self, source: tuple[str, int], n_intervals: int) -> tuple[np.ndarray, np.ndarray]:
+        """(tokens, $) per interval of one source; those at or after the last interval's start
+        count in it (it runs to the horizon)."""
+        tokens, usd = self.sources.get(source, (np.zeros(1), np.zeros(1)))
+        return _fold(tokens, n_intervals), _fold(usd, n_intervals)
+
     def interval_tokens(self, pool_of: np.ndarray, n_pools: int, n_intervals: int) -> np.ndarray:
-        """(pools, intervals): tokens per pool of the emitting replica; tokens at or after the last
-        interval's start count in it (it runs to the horizon)."""
+        """(pools, intervals): tokens per pool of the emitting replica (a source off the replicas:
+        pool 0); tokens at or after the last interval's start count in it (it runs to the horizon)."""
         out = np.zeros((n_pools, n_intervals))
         rows = min(self.bins.shape[0], len(pool_of))
-        per_interval = self.bins[:rows, :n_intervals].astype(float)
-        per_interval[:, n_intervals - 1] += self.bins[:rows, n_intervals:].sum(axis=1)
-        np.add.at(out, pool_of[:rows], per_interval)
+        np.add.at(out, pool_of[:rows], _fold(self.bins[:rows], n_intervals))
+        for tokens, _ in self.sources.values():
+            out[0] += _fold(tokens, n_intervals)
         return out
+
+
+def _fold(per_interval: np.ndarray, n_intervals: int) -> np.ndarray:
+    """The first n_intervals values (of the last axis, as floats; zeros past its end), the last
+    one with everything after it added."""
+    out = np.zeros(per_interval.shape[:-1] + (n_intervals,))
+    head = per_interval[..., :n_intervals]
+    out[..., :head.shape[-1]] = head
+    out[..., n_intervals - 1] += per_interval[..., n_intervals:].sum(axis=-1)
+    return out

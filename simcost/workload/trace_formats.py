@@ -10,6 +10,7 @@ import csv
 import json
 import math
 from collections import Counter
+from itertools import chain
 
 import numpy as np
 
@@ -186,9 +187,13 @@ def _check_order(where: str, times: np.ndarray, raw: list, name: str, first_line
 
 def _hash_ids(where: str, lists: list, input_tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Flatten per-row hash_ids into (ids, offsets), checking one id per 512-token block."""
-    for i, ids in enumerate(lists):
-        if not isinstance(ids, list) or not all(type(h) is int and h >= 0 for h in ids):
-            raise InputError(f"{where}:{i + 1}", f"hash_ids {str(ids)[:40]} is not a list of non-negative integers")
+    rows_ok = all(type(ids) is list for ids in lists)
+    flat = list(chain.from_iterable(lists)) if rows_ok else []
+    if not rows_ok or set(map(type, flat)) - {int} or (flat and min(flat) < 0):
+        for i, ids in enumerate(lists):  # find the row to name (the check above runs in C)
+            if not isinstance(ids, list) or not all(type(h) is int and h >= 0 for h in ids):
+                raise InputError(f"{where}:{i + 1}",
+                                 f"hash_ids {str(ids)[:40]} is not a list of non-negative integers")
     lengths = np.array([len(ids) for ids in lists], dtype=np.int64)
     expected = -(-input_tokens // MOONCAKE_BLOCK_TOKENS)
     wrong = np.flatnonzero(lengths != expected)
@@ -197,5 +202,5 @@ def _hash_ids(where: str, lists: list, input_tokens: np.ndarray) -> tuple[np.nda
         raise InputError(f"{where}:{i + 1}", f"{lengths[i]} hash_ids for input_length {input_tokens[i]}; expected "
                                              f"ceil({input_tokens[i]}/{MOONCAKE_BLOCK_TOKENS}) = {expected[i]}")
     offsets = np.concatenate([[0], np.cumsum(lengths)])
-    ids = np.fromiter((h for row in lists for h in row), dtype=np.int64, count=int(offsets[-1]))
+    ids = np.fromiter(flat, dtype=np.int64, count=int(offsets[-1]))
     return ids, offsets

@@ -343,19 +343,33 @@ def trace_block_keys(hash_ids: Sequence[int] | np.ndarray, trace_block_tokens: i
 
     A partial last block gets no key (its content is still growing; vLLM never shares it), nor
     do tokens past the trace's blocks (e.g. output recomputed after a preemption). Returns a
-    list of Python ints: computed with numpy, but dict lookups on ints are what the pool does.
+    list of Python ints, for this pool's dicts; `trace_block_key_array` is the same as int64.
     """
+    return trace_block_key_array(hash_ids, trace_block_tokens, block_size, num_tokens).tolist()
+
+
+def trace_block_key_array(hash_ids: Sequence[int] | np.ndarray, trace_block_tokens: int, block_size: int,
+                          num_tokens: int, checked: bool = False) -> np.ndarray:
+    """`trace_block_keys` as an int64 array (simcost.engine.kv.array_pool's keys). `checked`:
+    the caller has already run `check_trace_hash_ids` on these ids (it runs per lookup)."""
     ratio = _block_ratio(trace_block_tokens, block_size)
     hashes = np.asarray(hash_ids, dtype=np.int64)
     num_keys = min(max(num_tokens, 0) // block_size, len(hashes) * ratio)
     num_trace_blocks = -(-num_keys // ratio)  # ceil: the last one may be used only in part
     hashes = hashes[:num_trace_blocks]
-    if len(hashes) and (hashes.min() < 0 or hashes.max() >= SESSION_KEY_BASE // ratio):
-        raise ValueError(f"trace hash ids must lie in [0, 2**62 / {ratio}) to keep keys apart")
+    if not checked:
+        check_trace_hash_ids(hashes, trace_block_tokens, block_size)
     if ratio == 1:
-        return hashes.tolist()
+        return hashes
     keys = hashes[:, None] * ratio + np.arange(ratio, dtype=np.int64)
-    return keys.ravel()[:num_keys].tolist()
+    return keys.ravel()[:num_keys]
+
+
+def check_trace_hash_ids(hash_ids: np.ndarray, trace_block_tokens: int, block_size: int) -> None:
+    """Raise ValueError unless every hash id gives keys below the session keys (and >= 0)."""
+    ratio = _block_ratio(trace_block_tokens, block_size)
+    if len(hash_ids) and (hash_ids.min() < 0 or hash_ids.max() >= SESSION_KEY_BASE // ratio):
+        raise ValueError(f"trace hash ids must lie in [0, 2**62 / {ratio}) to keep keys apart")
 
 
 def session_block_keys(session_code: int, num_tokens: int, block_size: int) -> list[int]:

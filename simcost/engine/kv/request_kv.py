@@ -23,6 +23,8 @@ from simcost.engine.kv.prefix_cache import PrefixHit
 from simcost.engine.kv.reuse import PrefixReuse
 from simcost.workload.request_table import RequestTable
 
+_NO_KEYS = np.zeros(0, dtype=np.int64)
+
 
 class RequestKV:
     def __init__(self, table: RequestTable, pool: KVPool, block_size: int, reuse: PrefixReuse | None = None):
@@ -33,9 +35,9 @@ class RequestKV:
 
     # --- queries ----------------------------------------------------------------------------
 
-    def lookup(self, rid: int, num_tokens: int) -> tuple[list[int], PrefixHit | None]:
+    def lookup(self, rid: int, num_tokens: int) -> tuple[np.ndarray, PrefixHit | None]:
         """The cache keys of rid's first tokens and what the prefix cache holds of them."""
-        return self.reuse.lookup(rid, num_tokens) if self.reuse else ([], None)
+        return self.reuse.lookup(rid, num_tokens) if self.reuse else (_NO_KEYS, None)
 
     def decode_blocks(self, rids) -> int:
         """Blocks the decoding requests among rids (a list or a plan) need for one more token."""
@@ -55,7 +57,7 @@ class RequestKV:
 
     # --- verbs ------------------------------------------------------------------------------
 
-    def admit(self, rid: int, keys: list[int], hit: PrefixHit | None, num_tokens: int, hold_tokens: int = 0) -> int:
+    def admit(self, rid: int, keys: np.ndarray, hit: PrefixHit | None, num_tokens: int, hold_tokens: int = 0) -> int:
         """rid starts a prompt of num_tokens: it references the cached leading blocks `lookup`
         found (the caller checked the pool has room) and holds the blocks for its first
         hold_tokens tokens (0: nothing else yet; one call, as admission is a hot path). Returns

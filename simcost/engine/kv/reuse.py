@@ -19,11 +19,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simcost.engine.kv.prefix_cache import PrefixBlockPool, PrefixHit, session_block_keys, trace_block_keys
+from simcost.engine.kv.array_pool import ArrayPrefixBlockPool
+from simcost.engine.kv.prefix_cache import (
+    PrefixHit,
+    check_trace_hash_ids,
+    session_block_keys,
+    trace_block_key_array,
+)
 from simcost.errors import required
 from simcost.workload.request_table import RequestTable
 
-KeysFn = Callable[[int, int], list[int]]  # (request id, tokens) -> keys of the full blocks of its first tokens
+_NO_KEYS = np.zeros(0, dtype=np.int64)
+_KEYS_KEPT = 2_000_000  # trace keys kept built (16 MB): a few requests per replica are in flight
+KeysFn = Callable[[int, int], np.ndarray]  # (request id, tokens) -> int64 keys of the full blocks of its first tokens
 
 
 @dataclass(frozen=True)
@@ -40,40 +48,56 @@ def prefix_spec(table: RequestTable, block_ids: list[np.ndarray] | None, block_t
     """`block_ids`: per initial request, its trace hash ids (None: the workload has none);
     `session_prefix`: per workload entry, whether its sessions are synthetic (prompts extend)."""
     trace_ids = block_ids if block_ids is not None else []
+    if trace_ids:  # once here, not per lookup
+        check_trace_hash_ids(np.concatenate(trace_ids), required(block_tokens, "the trace's block size"), block_size)
 
-    def keys(rid: int, num_tokens: int) -> list[int]:
+    # A request's keys are asked for at lookup, when its prompt is computed and when it ends: its
+    # whole key array is built once and sliced (views nothing writes to). Bounded: past
+    # _KEYS_KEPT keys in all, the oldest requests' arrays go (and are rebuilt if asked for again).
+    full_keys: dict[int, np.ndarray] = {}
+    kept = [0]
+
+    def keys(rid: int, num_tokens: int) -> np.ndarray:
         if rid < len(trace_ids) and len(trace_ids[rid]):
-            return trace_block_keys(trace_ids[rid], required(block_tokens, "the trace's block size"), block_size,
-                                    num_tokens)
+            full = full_keys.get(rid)
+            if full is None:
+                trace_block_tokens = required(block_tokens, "the trace's block size")
+                full = trace_block_key_array(trace_ids[rid], trace_block_tokens, block_size,
+                                             len(trace_ids[rid]) * trace_block_tokens, checked=True)
+                while full_keys and kept[0] + len(full) > _KEYS_KEPT:
+                    kept[0] -= len(full_keys.pop(next(iter(full_keys))))
+                full_keys[rid] = full
+                kept[0] += len(full)
+            return full[:max(num_tokens, 0) // block_size]
         if table.session[rid] >= 0 and session_prefix[table.workload[rid]]:
-            return session_block_keys(int(table.session[rid]), num_tokens, block_size)
-        return []
+            return np.array(session_block_keys(int(table.session[rid]), num_tokens, block_size), dtype=np.int64)
+        return _NO_KEYS
 
     return PrefixSpec(keys, host_blocks, host_s_per_token)
 
 
 class PrefixReuse:
-    def __init__(self, spec: PrefixSpec, pool: PrefixBlockPool, table: RequestTable, block_size: int):
+    def __init__(self, spec: PrefixSpec, pool: ArrayPrefixBlockPool, table: RequestTable, block_size: int):
         self.spec = spec
         self.pool = pool
         self.table = table
         self.block_size = block_size
-        self.named: dict[int, list[int]] = {}  # request -> keys it references
+        self.named: dict[int, list[np.ndarray]] = {}  # request -> keys it references (in parts)
         self.offered: dict[int, int] = {}  # request -> how many of its keys it has reused or named
         self.looked_up_tokens = 0  # prompt tokens offered to the cache at admission
         self.saved_tokens = 0  # of those, found cached: prefill tokens not computed
         self.load_s = 0.0  # host-tier loads not yet charged to a step
 
-    def lookup(self, rid: int, num_tokens: int) -> tuple[list[int], PrefixHit]:
+    def lookup(self, rid: int, num_tokens: int) -> tuple[np.ndarray, PrefixHit]:
         """The keys of rid's first num_tokens - 1 tokens and what the cache holds of them."""
         keys = self.spec.keys(rid, num_tokens - 1)
         return keys, self.pool.lookup(keys)
 
-    def take(self, rid: int, keys: list[int], hit: PrefixHit, num_tokens: int) -> int:
+    def take(self, rid: int, keys: np.ndarray, hit: PrefixHit, num_tokens: int) -> int:
         """Reference the cached run found by `lookup` (the caller checked num_free for
         hit.num_free_blocks_needed); returns the cached tokens, which need no prefill."""
         got = self.pool.acquire(keys)  # the same leading run lookup found (nothing changed since)
-        self.named[rid] = keys[:got.num_blocks]
+        self.named[rid] = [keys[:got.num_blocks]]
         self.offered[rid] = got.num_blocks
         cached_tokens = got.num_blocks * self.block_size
         self.looked_up_tokens += num_tokens
@@ -92,7 +116,8 @@ class PrefixReuse:
         t = self.table
         if finished:
             self._name_computed(rid, int(t.kv_tokens[rid]))
-        named = self.named.pop(rid, [])
+        parts = self.named.pop(rid, [])
+        named = parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else _NO_KEYS
         self.offered.pop(rid, None)
         self.pool.release(named, int(t.kv_blocks[rid]) - len(named))
 
@@ -102,5 +127,5 @@ class PrefixReuse:
         keys = self.spec.keys(rid, num_tokens)
         done = self.offered.get(rid, 0)
         if len(keys) > done:
-            self.named.setdefault(rid, []).extend(self.pool.register(keys[done:]))
+            self.named.setdefault(rid, []).append(self.pool.register(keys[done:]))
             self.offered[rid] = len(keys)

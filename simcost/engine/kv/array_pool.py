@@ -1,0 +1,168 @@
+"""The prefix-cache block pool the replicas use: `PrefixBlockPool`'s model and interface
+(simcost.engine.kv.prefix_cache, which documents the semantics and is the plain-Python twin the
+tests compare against, operation by operation), its state in arrays and each verb one numba
+call over a request's keys (simcost.engine.kv.pool_kernels).
+
+Keys are int64 arrays (lists are converted); `register` returns the keys it named as an array.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from simcost.engine.kv import pool_kernels as k
+from simcost.engine.kv.prefix_cache import Acquired, PrefixCacheStats, PrefixHit
+
+_ERRORS = {k.ERR_NO_ROOM: "cannot allocate that many blocks", k.ERR_HOST_ROOM: "loading the host blocks needs as "
+           "many free GPU blocks", k.ERR_PRIVATE: "more private blocks than held",
+           k.ERR_UNKNOWN: "releasing a key that is not referenced",
+           k.ERR_OVER_RELEASED: "a key released more often than referenced"}
+
+
+class ArrayPrefixBlockPool:
+    def __init__(self, num_blocks: int, watermark_blocks: int = 0, host_blocks: int = 0):
+        if num_blocks < 1:
+            raise ValueError("a block pool needs at least one block")
+        if host_blocks < 0:
+            raise ValueError("host_blocks must be >= 0")
+        self.num_blocks = num_blocks
+        self.watermark_blocks = watermark_blocks
+        self.host_blocks = host_blocks
+        self._nodes, self._slots, self._s = k.new_state(num_blocks, host_blocks)
+        self._out = np.zeros(4, dtype=np.int64)  # acquire's result
+
+    # --- counts ---------------------------------------------------------------------------------
+
+    @property
+    def num_empty(self) -> int:
+        return self._s.item(k.EMPTY)
+
+    @property
+    def num_private(self) -> int:
+        return self._s.item(k.PRIVATE)
+
+    @property
+    def num_free(self) -> int:
+        s = self._s
+        return s.item(k.EMPTY) + s.item(k.LRU_LEN)
+
+    @property
+    def num_used(self) -> int:
+        return self.num_blocks - self.num_free
+
+    @property
+    def num_evictable(self) -> int:
+        return self._s.item(k.LRU_LEN)
+
+    @property
+    def num_cached(self) -> int:
+        return self._s.item(k.NUM_REFS)
+
+    @property
+    def num_host_cached(self) -> int:
+        return self._s.item(k.HOST_LEN)
+
+    @property
+    def stats(self) -> PrefixCacheStats:
+        s = self._s
+        return PrefixCacheStats(*(s.item(i) for i in (k.LOOKUPS, k.HITS, k.HITS_IN_USE, k.HITS_CACHED_FREE,
+                                                     k.HITS_HOST, k.EVICTIONS, k.HOST_STORES, k.HOST_DROPS)))
+
+    def refcount(self, key: int) -> int | None:
+        node = k.find(self._nodes, self._slots, self._s, key)
+        ref = self._nodes.item(k.REF, node) if node >= 0 else k.HOST
+        return None if ref == k.HOST else ref
+
+    def is_on_host(self, key: int) -> bool:
+        node = k.find(self._nodes, self._slots, self._s, key)
+        return node >= 0 and self._nodes.item(k.REF, node) == k.HOST
+
+    def lru_keys(self) -> list[int]:
+        return k.list_keys(self._nodes, self._s, k.LRU_HEAD).tolist()
+
+    def host_keys(self) -> list[int]:
+        return k.list_keys(self._nodes, self._s, k.HOST_HEAD).tolist()
+
+    # --- private blocks -------------------------------------------------------------------------
+
+    def can_admit(self, num_blocks: int, reserve_blocks: int = 0) -> bool:
+        return self.num_free - num_blocks >= self.watermark_blocks + reserve_blocks
+
+    def allocate(self, num_blocks: int) -> None:
+        s = self._s
+        if 0 <= num_blocks <= s.item(k.EMPTY):  # most calls: no eviction, no kernel call
+            s[k.EMPTY] -= num_blocks
+        else:
+            _check(k.take_free(self._nodes, self._slots, s, num_blocks), f"allocating {num_blocks} blocks")
+        s[k.PRIVATE] += num_blocks
+
+    def free(self, num_blocks: int) -> None:
+        s = self._s
+        if num_blocks < 0 or num_blocks > s.item(k.PRIVATE):
+            raise RuntimeError(f"prefix pool: freeing {num_blocks} private blocks, {self.num_private} held")
+        s[k.PRIVATE] -= num_blocks
+        s[k.EMPTY] += num_blocks
+
+    # --- named blocks ---------------------------------------------------------------------------
+
+    def match(self, keys: Sequence[int] | np.ndarray) -> int:
+        return int(k.match(self._nodes, self._slots, self._s, _as_array(keys)))
+
+    def match_on_host(self, keys: Sequence[int] | np.ndarray) -> int:
+        return self.lookup(keys).num_host_blocks
+
+    def lookup(self, keys: Sequence[int] | np.ndarray) -> PrefixHit:
+        run, host, cached_free = k.lookup(self._nodes, self._slots, self._s, _as_array(keys))
+        return PrefixHit(run, host, cached_free + host)
+
+    def acquire(self, keys: Sequence[int] | np.ndarray) -> Acquired:
+        out = self._out
+        _check(k.acquire(self._nodes, self._slots, self._s, _as_array(keys), out), "acquiring")
+        return Acquired(*out.tolist())
+
+    def register(self, keys: Sequence[int] | np.ndarray) -> np.ndarray:
+        keys = _as_array(keys)
+        out = np.empty(len(keys), dtype=np.int64)
+        named = k.register(self._nodes, self._slots, self._s, keys, out)
+        _check(named, f"naming {len(keys)} blocks, {self.num_private} private held")
+        return out[:named]
+
+    def release(self, named_keys: Sequence[int] | np.ndarray, num_private: int) -> None:
+        _check(k.release(self._nodes, self._slots, self._s, _as_array(named_keys), num_private),
+               f"releasing {num_private} private blocks, {self.num_private} held")
+
+    # --- invariants -----------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Raise AssertionError unless every invariant holds (tests; O(capacity))."""
+        nodes, s = self._nodes, self._s
+        used = np.setdiff1d(np.arange(nodes.shape[1]), nodes[k.FREE, :s[k.FREE_TOP]])
+        refs = nodes[k.REF, used]
+        lru, host = self.lru_keys(), self.host_keys()
+        in_use = self.num_private + self.num_cached - len(lru)
+        _require(self.num_empty >= 0 and self.num_private >= 0, "negative block count")
+        _require(self.num_empty + len(lru) + in_use == self.num_blocks, "blocks do not add up")
+        _require(int((refs >= 0).sum()) == self.num_cached and int((refs == k.HOST).sum()) == len(host),
+                 "named counts disagree with the nodes")
+        _require(sorted(lru) == sorted(nodes[k.KEY, used[refs == 0]].tolist()), "LRU != cached-free blocks")
+        _require(sorted(host) == sorted(nodes[k.KEY, used[refs == k.HOST]].tolist()), "host list != host nodes")
+        _require(len(host) <= self.host_blocks, "host over capacity")
+        _require(int(np.count_nonzero(self._slots)) == len(used), "table entries != nodes in use")
+        _require(all(k.find(nodes, self._slots, s, key) == node for key, node in zip(nodes[k.KEY, used], used)),
+                 "a key not found at its node")
+
+
+def _as_array(keys: Sequence[int] | np.ndarray) -> np.ndarray:
+    return keys if isinstance(keys, np.ndarray) and keys.dtype == np.int64 else np.asarray(keys, dtype=np.int64)
+
+
+def _check(code: int, what: str) -> None:
+    if code < 0:
+        raise RuntimeError(f"prefix pool: {what}: {_ERRORS[code]}")
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise AssertionError(f"prefix pool invariant: {message}")

@@ -1,0 +1,149 @@
+"""`perf.model: auto` (the default): which step-time model a deployment runs, and why.
+
+The kernel-table model (simcost.perf.kernel_model) is chosen where its held-out checks say it
+can be trusted (docs/fidelity.md section 2), the roofline everywhere else:
+- kernels: an NVIDIA GPU with its own measured tables (A100, H100, H200, B200, GB200, L40S, RTX PRO
+  6000), or one that borrows the tables of a same-generation NVLink/NVSwitch GPU (TRUSTED_BORROWS:
+  H100 <-> H200 held out land within 2-9 % median per step family, B200 <-> GB200 within 1-15 %),
+  when the tables hold every operator of the model at this shape;
+- roofline: CPUs, TPUs, edge boards and non-NVIDIA accelerators (no tables); GPUs that would borrow
+  across a generation or between PCIe parts (A100 from H100: 3-32 % median; L40S <-> RTX PRO 6000
+  at TP > 1: 35-330 %); a PCIe GPU at tensor_parallel > 1 (all-reduce over PCIe depends on the
+  host's topology far more than on the GPU: the two measured PCIe GPUs' 8-GPU all-reduces differ
+  12x for a 2x link ratio); tensor parallelism above 8 GPUs (no all-reduce table); weight formats
+  without tables (int8/int4 weight-only, nvfp4, mxfp4, fp32); shapes without tables
+  (multi-head latent attention, a KV-head count or MoE layer not measured); an fp8 MoE layer
+  whose table is slower than bf16's (the Hopper tables); expert parallelism and pipelined
+  micro-batches (the kernel model has neither); a calibrated profile or a roofline factor set in
+  `perf` (they are the roofline's: choosing it keeps them meaningful).
+An explicit `perf.model` is used as given.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from simcost.catalog.specs import DeviceSpec, ModelSpec
+from simcost.perf.expert_parallel import expert_parallel
+from simcost.perf.kernel_scaling import borrowed_tables
+from simcost.perf.kernel_tables import DEVICE_TABLES, TABLE_DTYPE, KernelTables
+
+if TYPE_CHECKING:
+    from simcost.perf.deployment import Deployment
+    from simcost.scenario.scenario import Scenario
+
+# GPUs without tables whose borrowed tables auto trusts: the same generation on NVLink/NVSwitch
+# (H20 a Hopper die, like the H100 whose tables it takes; B300 a Blackwell Ultra one, from B200).
+# Within a generation the leave-one-GPU-out check lands at 1-15 % median per step family (2-9 %
+# for H100 <-> H200); across one (A100 from H100) at up to 32 %, worse than the roofline in some.
+TRUSTED_BORROWS = {"h20": "h100_sxm", "b300": "b200_sxm"}
+# a scale-up link below this is PCIe (Gen5 x16: 64 GB/s one way; NVLink 3-5: 300-900 GB/s)
+PCIE_MAX_LINK_BYTES_PER_S = 100e9
+MAX_TABLE_GPUS = 8  # the largest all-reduce the tables measure (GB200's stop at 4; others fill in up to 8)
+# perf keys that only the roofline reads: setting one under auto asks for the roofline
+ROOFLINE_KEYS = ("mfu", "mbu", "prefill_overhead_s", "prefill_request_s", "attention_efficiency", "allreduce_latency_s")
+
+
+def choose_perf_model(scenario: Scenario, dep: Deployment) -> tuple[str, str]:
+    """(model, why): the step-time model `scenario.perf.model` resolves to on `dep`."""
+    perf = scenario.perf
+    if perf.model != "auto":
+        return perf.model, "set in perf.model"
+    if getattr(dep.model, "serving", "tokens") == "per_item":
+        return "roofline", "auto: a model served per item"
+    if perf.profile:
+        return "roofline", "auto: perf.profile is a calibrated roofline"
+    given = [k for k in ROOFLINE_KEYS if getattr(perf, k, None) is not None]
+    if given:
+        return "roofline", f"auto: perf.{given[0]} is a roofline factor"
+    tables, why = _auto_tables(dep.device, dep.tensor_parallel)
+    if tables is None:
+        return "roofline", f"auto: {why}"
+    if dep.tensor_parallel > MAX_TABLE_GPUS:
+        return "roofline", f"auto: no all-reduce table for {dep.tensor_parallel} GPUs (the tables stop at {MAX_TABLE_GPUS})"
+    missing = missing_operators(tables, dep.model, dep.tensor_parallel, dep.weight_format, dep.kv_cache_format)
+    if missing:
+        return "roofline", f"auto: {missing}"
+    ep, _ = expert_parallel(scenario)
+    if ep > 1:
+        return "roofline", "auto: kernel tables have no expert-parallel MoE"
+    if (scenario.hardware.pipeline_micro_batches or 1) > 1:
+        return "roofline", "auto: hardware.pipeline_micro_batches is a roofline schedule"
+    return "kernels", f"auto: {why}"
+
+
+def auto_tables(device: DeviceSpec, tp: int) -> KernelTables | None:
+    """The kernel tables auto runs `device` with at tensor_parallel `tp` (None: the roofline)."""
+    return _auto_tables(device, tp)[0]
+
+
+def _auto_tables(device: DeviceSpec, tp: int) -> tuple[KernelTables | None, str]:
+    """The tables auto would use on `device` at tensor_parallel `tp`, or None and why not."""
+    if device.kind != "gpu" or "bf16" not in device.peak_flops:
+        return None, f"no kernel tables for {device.kind} devices"
+    name = DEVICE_TABLES.get(device.key)
+    lender = TRUSTED_BORROWS.get(device.key)
+    if name is None and lender is None:
+        return None, f"no kernel tables for {device.key} or a GPU of its generation"
+    if tp > 1 and device.link_bytes_per_s < PCIE_MAX_LINK_BYTES_PER_S:
+        return None, f"{device.key} all-reduces over PCIe at tensor_parallel {tp}"
+    if name is not None:
+        return KernelTables(name), "own tables"
+    assert lender is not None
+    return borrowed_tables(lender, device), f"{lender}'s tables scaled (same generation)"
+
+
+def missing_operators(tables: KernelTables, model: ModelSpec, t: int, weight_format: str, kv_format: str) -> str:
+    """Why the tables cannot price `model` at tensor_parallel `t` ('' when they can): an operator
+    the kernel model would otherwise take from the roofline, or a table not to be trusted."""
+    dtype = TABLE_DTYPE.get(weight_format)
+    if dtype is None or not tables.has("gemm", dtype):
+        return f"no kernel tables for {weight_format} weights"
+    if getattr(model, "is_mla", False):
+        return "no kernel table for multi-head latent attention"
+    kv_dtype = "fp8" if kv_format == "fp8" else "bfloat16"
+    heads, kv_heads, hd = model.num_heads / t, max(model.num_kv_heads / t, 1.0), model.head_dim
+    for op in ("context_attention", "generation_attention"):
+        if (tables.attention_grid(op, kv_dtype, heads, kv_heads, hd) is None
+                and tables.nearest_heads(op, kv_dtype, heads, kv_heads, hd) is None):
+            return f"no {op.replace('_', ' ')} table for {kv_heads:g} KV heads of {hd} per GPU ({kv_format} KV)"
+    hidden = model.hidden_size
+    shapes = [((heads + 2 * kv_heads) * hd, hidden), (hidden, heads * hd)]
+    if model.num_experts > 1:
+        ms, _ = tables.moe_ms(dtype, np.array([1.0, 256.0]), hidden, model.intermediate_size,
+                              model.experts_per_token, model.num_experts, t, 1)
+        if np.isnan(ms).any():
+            return f"no MoE table for {model.num_experts} experts, top {model.experts_per_token}, TP{t}"
+        if dtype == "fp8" and _fp8_moe_slower(tables, model, t):
+            return "the measured fp8 MoE layer is slower than bf16 (an untuned kernel path)"
+    else:
+        shapes += [(2 * model.intermediate_size / t, hidden), (hidden, model.intermediate_size / t)]
+    for n, k in shapes:
+        if np.isnan(tables.gemm_ms(dtype, np.array([16.0]), n, k)[0]).any():
+            return f"no GEMM table for {n:g} x {k:g}"
+    return ""
+
+
+def _fp8_moe_slower(tables: KernelTables, model: ModelSpec, t: int) -> bool:
+    """Whether the measured fp8 MoE layer takes longer than the bf16 one of the same shape at a
+    weight-bound or a compute-bound token count: what the Hopper tables show (2-4x slower;
+    B200's 0.4-0.6x), i.e. an untuned fp8 kernel path, not what an fp8 deployment would run
+    (fp8 halves the bytes and doubles the peak). Not applied to GEMMs: Blackwell's fp8 GEMMs
+    are slower than bf16 only at small m, and the roofline's fp8 factors come from those same
+    GEMM tables (format_efficiency_ratio), so it would not price them differently."""
+    tokens = np.array([16.0, 4096.0])
+    shape = (model.hidden_size, model.intermediate_size, model.experts_per_token, model.num_experts, t, 1)
+    fp8, _ = tables.moe_ms("fp8", tokens, *shape)
+    bf16, _ = tables.moe_ms("bfloat16", tokens, *shape)
+    return bool(np.any(fp8 > bf16))
+
+
+def describe(choices: list[tuple[str, str, str]]) -> str:
+    """One line for the run summary from (pool label, model, why) per pool."""
+    distinct = {(m, w) for _, m, w in choices}
+    if len(distinct) == 1:
+        model, why = distinct.pop()
+        return f"{model} ({why})"
+    return "; ".join(f"{label}: {m} ({w})" for label, m, w in choices)
