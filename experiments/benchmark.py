@@ -109,6 +109,10 @@ def whole_process(cmd: list[str], cwd: Path) -> tuple[float, float, float]:
     command run to completion; its output is discarded. On a loaded machine CPU time is the
     steadier number: wall time also counts waiting for a core."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    # time what an installed simcost costs: pip compiles its bytecode at install, but with
+    # PYTHONDONTWRITEBYTECODE set (as on some CI and agent machines) every timed process would
+    # compile all of simcost's sources again (~0.25 s); the untimed warm-up run writes them
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     stderr = proc.stderr.read() if proc.stderr else b""

@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -20,6 +23,24 @@ def write_text(path, text):
     with open(path, "w") as fh:
         fh.write(text)
     return os.getpid()
+
+
+def write_pid(path, sleep_s=0.0):
+    path.write_text(str(os.getpid()))
+    time.sleep(sleep_s)
+
+
+def write_loaded(path, module):
+    path.write_text(str(module in sys.modules))
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie, dead but not yet reaped by whoever adopted it, is not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
 
 
 def fail(*args):
@@ -40,6 +61,50 @@ def test_jobs_run_in_the_child_and_a_failure_is_named(tmp_path):
     assert set(failed.value.failures) == {"b.png"} and "ValueError: no such colour" in str(failed.value)
     assert (tmp_path / "a.txt").read_text() == "a" and (tmp_path / "c.txt").read_text() == "c"
     assert multiprocessing.active_children() == []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the second drawer is Linux only")
+def test_jobs_are_split_between_the_child_and_its_helper(tmp_path):
+    """Every other job goes to a second process (two figures drawn at once); all are done."""
+    with Background() as side:
+        side.run([(name, write_pid, (tmp_path / name,)) for name in "abcd"])
+        side.wait()
+    pid = {name: int((tmp_path / name).read_text()) for name in "abcd"}
+    assert pid["a"] == pid["c"] != pid["b"] == pid["d"] and os.getpid() not in pid.values()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the second drawer is Linux only")
+def test_the_helper_dies_with_the_child(tmp_path):
+    """Closing before the jobs are done (Ctrl-C) kills the child; its helper must not draw on."""
+    side = Background()
+    side.run([("a", write_pid, (tmp_path / "a", 60.0)), ("b", write_pid, (tmp_path / "b", 60.0))])
+    while not (tmp_path / "b").exists() or not (tmp_path / "b").read_text():
+        time.sleep(0.01)
+    helper = int((tmp_path / "b").read_text())
+    side.close()
+    for _ in range(1000):  # SIGKILL on the child's death: gone at once, but give a busy machine time
+        if not alive(helper):
+            break
+        time.sleep(0.01)
+    else:
+        pytest.fail(f"helper {helper} outlived its child")
+
+
+def test_the_child_writes_parquet_without_pandas(tmp_path):
+    """pyarrow would import pandas on its first array (~0.2 s of CPU); the child refuses it (in a
+    fresh interpreter: a test session may have pandas loaded before the fork)."""
+    pytest.importorskip("pyarrow")
+    probe = ("import sys, pyarrow as pa\n"
+             "from simcost.results.background import Background\n"
+             "from tests.test_background import write_loaded\n"
+             "from pathlib import Path\n"
+             "with Background() as side:\n"
+             f"    side.run([('a', write_loaded, (Path({str(tmp_path / 'a')!r}), 'pandas'))])\n"
+             "    side.wait()\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=root, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "a").read_text() == "False"
 
 
 def test_without_a_child_the_same_jobs_run_in_process(tmp_path):

@@ -41,9 +41,27 @@ def test_simcost_run_leaves_pyplot_and_pandas_to_its_figure_process(tmp_path):
     statement = ("from simcost.cli.main import main\n"
                  f"assert main(['run', 'configs/example.yaml', '--set', 'duration_s=30', '--set', 'warmup_s=5', "
                  f"'--out', {str(out)!r}, '--quiet']) == 0")
-    assert loaded_after(statement, ["matplotlib", "pandas", "scipy.optimize"]) == []
+    assert loaded_after(statement, ["matplotlib", "pandas", "scipy.optimize", "scipy.linalg"]) == []
     assert (out / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "timeseries.png").exists() == (out / "timeseries.csv").exists()
+
+
+def test_numba_target_loads_without_scipy_linalg_which_still_imports_after():
+    """load_numba_target refuses numba's BLAS probe for its one import only: the kernels run, then
+    scipy.linalg and its BLAS import as usual."""
+    statement = ("from simcost.simulation.kernels import load_numba_target\n"
+                 "load_numba_target()\n"
+                 "import numpy as np\n"
+                 "from simcost.engine.decode_kernels import decode_blocks_needed\n"
+                 "ids = np.array([0, 1])\n"
+                 "assert decode_blocks_needed(ids, np.array([16, 3]), np.array([4, 9]), np.array([1, 1]), 16) == 1\n"
+                 "print('before:', 'scipy.linalg' in sys.modules)\n"
+                 "import scipy.linalg.cython_blas")
+    assert loaded_after(statement, ["scipy.linalg", "scipy.linalg.cython_blas"]) == ["scipy.linalg",
+                                                                                     "scipy.linalg.cython_blas"]
+    probe = f"import sys\n{statement}"
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.stdout.splitlines() == ["before: False"], proc.stderr
 
 
 def test_every_public_name_resolves():

@@ -8,6 +8,7 @@ exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import gc
 import math
 import os
 import re
@@ -25,6 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = _show_warning
     try:
         _check_counts(args)
+        if args.command in SIMULATING and args.command != "run":  # (run: after its figure process forks)
+            from simcost.simulation.kernels import load_numba_target
+
+            load_numba_target()  # before a sweep's workers fork, so they inherit it
         if args.command in SIMULATING and not getattr(args, "quiet", False):
             from simcost.simulation.kernels import compile_notice
 
@@ -300,22 +305,34 @@ def _version() -> str:
 
 
 def _cmd_run(args) -> int:
-    from simcost.results.background import Background, BackgroundFailure
+    # no garbage collection while the imports and numba's target create their ~10^5 long-lived
+    # objects (its full passes over them cost ~0.05-0.1 s); on again before the run (_run_and_write)
+    gc.disable()
+    try:
+        # the simulation stack (numba, SimPy, simcost) first: the figure process forked next inherits
+        # it, where importing it again for its inputs' classes cost ~0.5 s of CPU the run competes with
+        import simcost.results.writer  # noqa: F401  (imports simcost.simulation.simulation)
+        from simcost.results.background import Background, BackgroundFailure
 
-    with Background() as figures:  # forked first, to import matplotlib while this process simulates
-        try:
-            return _run_and_write(args, figures)
-        except BackgroundFailure as exc:
-            print(f"simcost: error: not written: {exc}; the run's other files are in {exc.folder}", file=sys.stderr)
-            return 1
+        with Background() as figures:  # then matplotlib, in the child, while this process simulates
+            try:
+                return _run_and_write(args, figures)
+            except BackgroundFailure as exc:
+                print(f"simcost: error: not written: {exc}; the run's other files are in {exc.folder}", file=sys.stderr)
+                return 1
+    finally:
+        gc.enable()
 
 
 def _run_and_write(args, figures) -> int:
     from simcost.results.writer import check_run_folder, write_run
     from simcost.scenario.scenario import load_scenario
+    from simcost.simulation.kernels import load_numba_target
     from simcost.simulation.simulation import Simulation
 
     scenario = load_scenario(args.scenario, args.overrides, args.seed, args.catalog)
+    load_numba_target()  # (before Simulation: planning a deployment may call a kernel already)
+    gc.enable()
     sim = Simulation(scenario)  # plans the deployment: a model that does not fit fails here, writing nothing
     out = _out_dir(args.out or Path("results") / scenario.name)
     quiet = args.no_progress or args.quiet  # (--no-progress drops the bar, not main()'s compile notice)

@@ -196,10 +196,12 @@ class Replica(ReplicaBase):
             self._stalled_s += end_s - start_s
         kv_after = kv_before + tokens
         self.kv.written(ids, kv_after)
-        prompt_done = kv_after >= prompt_tokens
-        self.kv.prefilled(ids, prompt_done & ~decoding if num_decoding else prompt_done)
-        emits = ids[decoding | prompt_done]  # a prompt's last chunk emits its first token
-        t.emit_tokens(emits, np.array([end_s]))
+        prompt_done = kv_after >= prompt_tokens  # (decoding members too: they are past their prompt)
+        if self.reuse is not None:  # (without prefix caching nothing happens when a prompt is done)
+            self.kv.prefilled(ids, prompt_done & ~decoding if num_decoding else prompt_done)
+        emits = ids[prompt_done]  # the decoders, and each prompt whose last chunk this was (its first token)
+        end = np.array([end_s])
+        t.emit_tokens(emits, end)
         t.generated[emits] += 1
         fresh = emits[np.isnan(t.first_token_s[emits])]
         t.first_token_s[fresh] = end_s
@@ -207,7 +209,7 @@ class Replica(ReplicaBase):
             apply_mixed_extra(self, ids[decoding], spec_tokens, end_s)
             tokens[decoding] = spec_tokens
             num_decoding = int(spec_tokens.sum())
-        self.log.add(self.index, start_s, np.array([end_s]), np.array([num_chunk_tokens + num_decoding]), ids, tokens,
+        self.log.add(self.index, start_s, end, np.array([num_chunk_tokens + num_decoding]), ids, tokens,
                      prefill=True, member_prefill=~decoding if num_decoding else None)
         self._retire_finished(emits, end_s)
         if self.role == "prefill":
@@ -236,7 +238,7 @@ class Replica(ReplicaBase):
         start_s = self.env.now
         step_s = decode_span_times_s(self.params, n, float(kv_tokens), k)
         step_s[0] += self._take_transfer_s()
-        step_end_s = start_s + np.cumsum(step_s)
+        step_end_s = start_s + step_s.cumsum()  # (the methods: np.cumsum's dispatch costs more than the sum)
         num_done = k
         self._in_span = True
         try:
@@ -245,7 +247,7 @@ class Replica(ReplicaBase):
             if interrupt.cause is STOP:
                 raise
             # apply the steps finished by now plus the one in progress
-            num_done = min(k, int(np.searchsorted(step_end_s, self.env.now, side="right")) + 1)
+            num_done = min(k, int(step_end_s.searchsorted(self.env.now, side="right")) + 1)
             wait_s = step_end_s[num_done - 1] - self.env.now
             if wait_s > 0:
                 yield self.env.timeout(wait_s)

@@ -337,15 +337,23 @@ def allreduce_cost(fabric: Interconnect, num_layers: int, hidden_size: int, t: i
 # the step) is priced by the roofline only: the constant model has no per-request term and the
 # table is keyed by tokens alone (its measured prefills already include their requests' cost).
 
-@njit(cache=True)
 def step_time_s(p, num_prefill_tokens, num_decode_tokens, attn_token_pairs, kv_read_tokens, num_prefill_requests):
-    if p[P_KIND] == KIND_TABLE:
-        return table_step_time_s(p, NUM_PARAMS, num_prefill_tokens, num_decode_tokens, kv_read_tokens)
-    if p[P_KIND] == KIND_KERNELS:
-        return kernel_step_time_s(p, NUM_PARAMS, p[P_STEP_OVERHEAD_S], p[P_PIPELINE_S_PER_TOKEN], num_prefill_tokens,
-                                  num_decode_tokens, attn_token_pairs, kv_read_tokens, num_prefill_requests)
-    return _analytic_step_s(p, num_prefill_tokens, num_decode_tokens, attn_token_pairs, kv_read_tokens,
-                            num_prefill_requests)
+    """A step's seconds under p's model: the kernel of that model alone (so a first run compiles
+    the model it uses, not all three: ~3 s of a fresh install's first run)."""
+    return _STEP_S.get(p[P_KIND], _analytic_step_s)(p, num_prefill_tokens, num_decode_tokens, attn_token_pairs,
+                                                     kv_read_tokens, num_prefill_requests)
+
+
+@njit(cache=True)
+def _table_model_step_s(p, num_prefill_tokens, num_decode_tokens, attn_token_pairs, kv_read_tokens, num_prefill_requests):
+    return table_step_time_s(p, NUM_PARAMS, num_prefill_tokens, num_decode_tokens, kv_read_tokens)
+
+
+@njit(cache=True)
+def _kernels_model_step_s(p, num_prefill_tokens, num_decode_tokens, attn_token_pairs, kv_read_tokens,
+                          num_prefill_requests):
+    return kernel_step_time_s(p, NUM_PARAMS, p[P_STEP_OVERHEAD_S], p[P_PIPELINE_S_PER_TOKEN], num_prefill_tokens,
+                              num_decode_tokens, attn_token_pairs, kv_read_tokens, num_prefill_requests)
 
 
 @njit(cache=True)
@@ -399,27 +407,47 @@ def _pipelined_step_s(p, num_prefill_tokens, num_decode_tokens, attn_token_pairs
     return t
 
 
-@njit(cache=True)
 def decode_span_times_s(p, num_seqs, kv_tokens_sum, num_steps):
     """Durations of `num_steps` decode steps of the same `num_seqs` requests whose cached tokens
-    sum to `kv_tokens_sum` at the first step; each step adds one token per request."""
+    sum to `kv_tokens_sum` at the first step; each step adds one token per request (the kernel
+    of p's model alone, as step_time_s)."""
+    return _SPAN_S.get(p[P_KIND], _analytic_span_s)(p, num_seqs, kv_tokens_sum, num_steps)
+
+
+@njit(cache=True)
+def _table_span_s(p, num_seqs, kv_tokens_sum, num_steps):
     out = np.empty(num_steps, dtype=np.float64)
     n = float(num_seqs)
-    if p[P_KIND] == KIND_TABLE:
-        for j in range(num_steps):
-            kv = float(kv_tokens_sum) + j * n
-            out[j] = table_step_time_s(p, NUM_PARAMS, 0, num_seqs, kv)
-        return out
-    if p[P_KIND] == KIND_KERNELS:
-        for j in range(num_steps):
-            kv = float(kv_tokens_sum) + j * n
-            out[j] = kernel_step_time_s(p, NUM_PARAMS, p[P_STEP_OVERHEAD_S], p[P_PIPELINE_S_PER_TOKEN], 0, num_seqs,
-                                        kv + n, kv, 0)
-        return out
+    for j in range(num_steps):
+        kv = float(kv_tokens_sum) + j * n
+        out[j] = table_step_time_s(p, NUM_PARAMS, 0, num_seqs, kv)
+    return out
+
+
+@njit(cache=True)
+def _kernels_span_s(p, num_seqs, kv_tokens_sum, num_steps):
+    out = np.empty(num_steps, dtype=np.float64)
+    n = float(num_seqs)
+    for j in range(num_steps):
+        kv = float(kv_tokens_sum) + j * n
+        out[j] = kernel_step_time_s(p, NUM_PARAMS, p[P_STEP_OVERHEAD_S], p[P_PIPELINE_S_PER_TOKEN], 0, num_seqs,
+                                    kv + n, kv, 0)
+    return out
+
+
+@njit(cache=True)
+def _analytic_span_s(p, num_seqs, kv_tokens_sum, num_steps):
+    out = np.empty(num_steps, dtype=np.float64)
+    n = float(num_seqs)
     for j in range(num_steps):
         kv = float(kv_tokens_sum) + j * n
         out[j] = _analytic_step_s(p, 0, num_seqs, kv + n, kv, 0)
     return out
+
+
+# the roofline and constant models (any other kind) share the analytic kernels
+_STEP_S = {KIND_TABLE: _table_model_step_s, KIND_KERNELS: _kernels_model_step_s}
+_SPAN_S = {KIND_TABLE: _table_span_s, KIND_KERNELS: _kernels_span_s}
 
 
 def kernel_seconds(p: np.ndarray) -> tuple[float, float, float]:

@@ -1,6 +1,7 @@
-"""The one-line notice while numba compiles: the first run on a fresh install (or after a kernel's
-source changed) compiles kernels for several seconds before its first events, and the CLI says
-so on stderr instead of sitting silent.
+"""Getting numba ready for a run: its CPU target loaded without scipy.linalg, and the one-line
+notice while it compiles (the first run on a fresh install, or after a kernel's source changed,
+compiles kernels for several seconds before its first events, and the CLI says so on stderr
+instead of sitting silent).
 
 Every kernel is `@njit(cache=True)`, so numba keeps its machine code on disk (in `__pycache__`
 beside the source, or under NUMBA_CACHE_DIR) and a warm run loads it without compiling. Which
@@ -18,6 +19,33 @@ from contextlib import contextmanager
 from typing import Any
 
 COMPILING_NOTICE = "compiling kernels (first run only)..."
+
+# numba.np.arraymath imports this at import time only to pick a BLAS inner product for
+# np.correlate/np.convolve on floats; importing it imports all of scipy.linalg first
+_BLAS_PROBE = "scipy.linalg.cython_blas"
+
+
+def load_numba_target() -> None:
+    """Load numba's CPU target (the typing and lowering registries every first kernel call loads,
+    even from the on-disk cache) now, minus scipy.linalg. Loading it imports numba.np.arraymath,
+    which imports scipy.linalg (and numpy.f2py through scipy's array-API layer) to see whether
+    BLAS is there: ~0.2 s of CPU, a tenth of a whole `simcost run`, for np.correlate and
+    np.convolve, which no simcost kernel calls. The probe is refused for that one import and
+    nothing else: a later `import scipy.linalg` works as usual, and numba's np.dot and linalg
+    check for BLAS again when they are compiled. What stays is that np.correlate/np.convolve
+    compiled later in this process take numba's loop instead of BLAS, so only the CLI, which owns
+    its process, calls this; a library user's process keeps numba's own behaviour."""
+    from numba.core.registry import cpu_target
+
+    if "scipy.linalg" in sys.modules or "numba.np.arraymath" in sys.modules:
+        cpu_target.target_context.refresh()  # nothing to save: BLAS is loaded, or the target is
+        return
+    sys.modules[_BLAS_PROBE] = None  # type: ignore[assignment]  # importing it now fails: "no BLAS"
+    try:
+        cpu_target.target_context.refresh()
+    finally:
+        if sys.modules.get(_BLAS_PROBE, ...) is None:
+            del sys.modules[_BLAS_PROBE]
 
 
 @contextmanager
