@@ -65,7 +65,8 @@ PEER_WORKLOADS = {
     "poisson 10k, 1 replica": (WORKLOADS["poisson"], [], PEER_ARGS),
     "mooncake conv, 8 replicas": (
         ROOT / "configs" / "scenarios" / "mooncake_conv_8b_h100.yaml",
-        ["duration_s=3600", "fleet.replicas=8", "fleet.router=round_robin"],
+        # the replay's 256 sequences: vllm-v1's default on an H100 is 1024 (vLLM's since v0.10)
+        ["duration_s=3600", "fleet.replicas=8", "fleet.router=round_robin", "engine.max_num_seqs=256"],
         [str(MOONCAKE), "--trace-format", "mooncake", "--num-workers", "8", "--router-mode", "round_robin",
          "--trace-block-size", "512", "--replay-mode", "offline", "--extra-engine-args", MOONCAKE_REPLAY_ENGINE]),
     "poisson 100k, 16 replicas": (
