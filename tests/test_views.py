@@ -176,21 +176,18 @@ def test_a_minimum_charge_of_a_replica_billed_for_no_time_lands_whole_in_one_int
     """A replica reclaimed the instant it was requested still pays its minimum charge; the time
     series puts it in the interval of the request, and it integrates to exactly that charge
     (it used to integrate to 1/3600 of it, which a property test found)."""
-    from simcost.metrics.timeseries import minimum_usd_per_hour
+    from simcost.metrics.timeseries import add_minimum_usd_per_hour
     from simcost.units import S_PER_HOUR
 
     edges_s = np.array([0.0, 10.0, 30.0, 60.0])
-    lo, width_s = edges_s[:-1], np.diff(edges_s)
+    lo, hi, width_s = edges_s[:-1], edges_s[1:], np.diff(edges_s)
     per_hour = S_PER_HOUR / width_s
-
-    def share(start_s, end_s):
-        inside = np.clip(np.minimum(end_s[:, None], edges_s[1:]) - np.maximum(start_s[:, None], lo), 0, None)
-        return inside / width_s
 
     minimum_usd = np.array([0.5, 0.25, 0.125])
     start_s = np.array([15.0, 20.0, 5.0])
     end_s = np.array([15.0, 20.0 + 1e-12, 45.0])  # no time, a picosecond, 40 s
-    rates = minimum_usd_per_hour(minimum_usd, start_s, end_s, share, lo, per_hour)
+    rates = np.zeros((3, len(lo)))  # each replica in a pool of its own
+    add_minimum_usd_per_hour(rates, np.arange(3), minimum_usd, start_s, end_s, lo, hi, width_s, per_hour)
     integral_usd = (rates * width_s).sum(axis=1) / S_PER_HOUR
     np.testing.assert_allclose(integral_usd, minimum_usd, rtol=1e-12)
     assert rates[0, 1] > 0 and rates[0, [0, 2]].sum() == 0  # in the interval the request fell in

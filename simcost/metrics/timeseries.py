@@ -137,9 +137,6 @@ def usd_per_hour(bill: Bill, n_pools: int, t_s: np.ndarray, steps: StepArrays, e
     lo, hi = edges_s[:-1], edges_s[1:]
     per_hour = np.divide(S_PER_HOUR, width_s, out=np.zeros(len(width_s)), where=width_s > 0)
 
-    def share(start_s: np.ndarray, end_s: np.ndarray) -> np.ndarray:  # (intervals, samples) of each width
-        return _share(start_s, end_s, lo, hi, width_s)
-
     out = np.zeros((n_pools, len(t_s)))
     hours = rate.shape[1]
     for h in range(hours):  # an interval may straddle a clock hour, whose rates differ (savings plan)
@@ -149,16 +146,22 @@ def usd_per_hour(bill: Bill, n_pools: int, t_s: np.ndarray, steps: StepArrays, e
         # work grows with samples + hours, not samples x hours (a simulated year took minutes)
         first = int(np.searchsorted(hi, h * S_PER_HOUR, side="right"))
         last = len(lo) if h == hours - 1 else int(np.searchsorted(lo, (h + 1) * S_PER_HOUR, side="left"))
-        if first < last:
+        billed = h_lo < h_hi  # (the others add exact zeros too: a long autoscaled run has 10^4 replicas)
+        if first < last and billed.any():
             window = slice(first, last)
-            np.add.at(out[:, window], ra.pool, _share(h_lo, h_hi, lo[window], hi[window], width_s[window])
-                      * rate[:, h:h + 1] * S_PER_HOUR)
-    np.add.at(out, ra.pool, minimum_usd_per_hour(tariff.minimum_usd, ra.requested_s, ra.gone_s, share, lo, per_hour))
-    out[0] += unused_commitment_usd_per_hour(tariff.unused_commitment_usd, float(edges_s[-1]), share, len(t_s))
+            np.add.at(out[:, window], ra.pool[billed], _share(h_lo[billed], h_hi[billed], lo[window], hi[window],
+                                                              width_s[window]) * rate[billed, h:h + 1] * S_PER_HOUR)
+    add_minimum_usd_per_hour(out, ra.pool, tariff.minimum_usd, ra.requested_s, ra.gone_s, lo, hi, width_s, per_hour)
+    out[0] += unused_commitment_usd_per_hour(tariff.unused_commitment_usd, float(edges_s[-1]), lo, hi, width_s)
     warm = ra.warm  # warm-pool nodes: provisioning, then standby, each at its own rate
     if warm is not None and len(warm.pool):
-        np.add.at(out, warm.pool, share(warm.requested_s, warm.standby_s) * warm.provisioning_usd_per_hour[:, None]
-                  + share(warm.standby_s, warm.gone_s) * warm.standby_usd_per_hour[:, None])
+        starts, ends = _windows(warm.requested_s, warm.gone_s, lo, hi)
+        for i in np.flatnonzero(starts < ends):  # in node order, as np.add.at adds them
+            w, node = slice(starts[i], ends[i]), slice(i, i + 1)
+            out[warm.pool[i], w] += (_share(warm.requested_s[node], warm.standby_s[node], lo[w], hi[w], width_s[w])[0]
+                                     * warm.provisioning_usd_per_hour[i]
+                                     + _share(warm.standby_s[node], warm.gone_s[node], lo[w], hi[w], width_s[w])[0]
+                                     * warm.standby_usd_per_hour[i])
     util = tariff.util_rates(len(ra.pool))  # per replica; one rate within a pool
     if util.any():
         pool_of = ra.pool
@@ -183,32 +186,50 @@ def _share(start_s: np.ndarray, end_s: np.ndarray, lo: np.ndarray, hi: np.ndarra
 MIN_BILLED_S = 1e-9  # shorter billed spans take their minimum charge in one interval
 
 
-def minimum_usd_per_hour(minimum_usd: np.ndarray, start_s: np.ndarray, end_s: np.ndarray, share, lo: np.ndarray,
-                         per_hour: np.ndarray) -> np.ndarray:
-    """(replicas, samples): each replica's minimum-charge top-up over its billed time; a replica
-    billed for no time at all pays it in the interval it was requested in."""
+def _windows(start_s: np.ndarray, end_s: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per span, the samples [first, last) its [start, end) can overlap: each span's share is
+    computed over those alone, so memory and time grow with spans + samples, not their product
+    (10^4 replica lives x 2 x 10^4 samples of an autoscaled month took 10 GB)."""
+    return np.searchsorted(hi, start_s, side="right"), np.searchsorted(lo, end_s, side="left")
+
+
+def add_minimum_usd_per_hour(out: np.ndarray, pool: np.ndarray, minimum_usd: np.ndarray, start_s: np.ndarray,
+                             end_s: np.ndarray, lo: np.ndarray, hi: np.ndarray, width_s: np.ndarray,
+                             per_hour: np.ndarray) -> None:
+    """Into out (pools, samples), in replica order: each replica's minimum-charge top-up over its
+    billed time; a replica billed for no time at all pays it in the interval it was requested in."""
+    if not minimum_usd.any():
+        return
     alive_s = end_s - start_s
     # a replica gone within a nanosecond of its request (a reclaim at that instant) counts as
     # billed for no time: spreading its minimum over ~1e-300 s would overflow to inf x 0 = NaN
     spread_over = alive_s > MIN_BILLED_S
-    spread = share(start_s, end_s) * np.divide(minimum_usd * S_PER_HOUR, alive_s, out=np.zeros(len(alive_s)),
-                                               where=spread_over)[:, None]
-    instant = ~spread_over & (minimum_usd > 0)
-    if instant.any():
-        at = np.clip(np.searchsorted(lo, start_s[instant], side="right") - 1, 0, len(lo) - 1)
-        spread[np.flatnonzero(instant), at] += minimum_usd[instant] * per_hour[at]  # $ in one interval, as $/hour
-    return spread
+    usd_per_hour = np.divide(minimum_usd * S_PER_HOUR, alive_s, out=np.zeros(len(alive_s)), where=spread_over)
+    at = np.clip(np.searchsorted(lo, start_s, side="right") - 1, 0, len(lo) - 1)
+    first, last = _windows(start_s, end_s, lo, hi)
+    for i in np.flatnonzero(minimum_usd > 0):
+        if not spread_over[i]:
+            out[pool[i], at[i]] += minimum_usd[i] * per_hour[at[i]]  # $ in one interval, as $/hour
+        elif first[i] < last[i]:
+            w = slice(first[i], last[i])
+            out[pool[i], w] += _share(start_s[i:i + 1], end_s[i:i + 1], lo[w], hi[w], width_s[w])[0] * usd_per_hour[i]
 
 
-def unused_commitment_usd_per_hour(unused_usd: np.ndarray, horizon_s: float, share, n_samples: int) -> np.ndarray:
+def unused_commitment_usd_per_hour(unused_usd: np.ndarray, horizon_s: float, lo: np.ndarray, hi: np.ndarray,
+                                   width_s: np.ndarray) -> np.ndarray:
     """(samples,): each clock hour's unused commitment over the part of the hour in the run."""
+    out = np.zeros(len(lo))
     if not unused_usd.any():
-        return np.zeros(n_samples)
+        return out
     starts = np.arange(len(unused_usd)) * S_PER_HOUR
     ends = np.minimum(starts + S_PER_HOUR, horizon_s)
     covered_s = ends - starts
     usd_per_s = np.divide(unused_usd, covered_s, out=np.zeros(len(unused_usd)), where=covered_s > 0)
-    return (share(starts, ends) * usd_per_s[:, None]).sum(axis=0) * S_PER_HOUR
+    first, last = _windows(starts, ends, lo, hi)
+    for h in np.flatnonzero(first < last):  # hour by hour, as the column sum added them
+        w = slice(first[h], last[h])
+        out[w] += _share(starts[h:h + 1], ends[h:h + 1], lo[w], hi[w], width_s[w])[0] * usd_per_s[h]
+    return out * S_PER_HOUR
 
 
 def egress_usd_per_hour(table, request_egress_usd: np.ndarray, pool_of: np.ndarray, n_pools: int,
