@@ -192,6 +192,28 @@ def test_node_failures_at_a_short_mtbf_lose_nothing_and_replacements_serve_mttr_
     assert np.allclose(replacement_ready[ra.ready_s[2:] < ra.gone_s[2:]], 45.0)
 
 
+def test_the_fleets_kept_views_equal_the_roster_and_gone_replicas_free_their_kv_tables():
+    """Fleet.live()/present() are kept as replicas come and go (autoscaler ticks and samples would
+    otherwise scan every replica the run ever had): they must equal the roster's definitions at the
+    end, and a gone replica's prefix-cache tables are freed while its stats stay for the summary."""
+    import math
+
+    sim = Simulation(scenario(perf=CONSTANT, engine={"prefix_caching": True},
+                              fleet={"cold_start": COLD, "replicas": 2, "failures": {"mtbf_h": 0.01, "mttr_s": 45.0}}))
+    res = sim.run()
+    assert_nothing_lost(res)
+    fleet, lives = sim.fleet, sim.fleet.roster.lives
+    gone = [r for r, life in zip(fleet.replicas, lives) if life.gone_s != math.inf]
+    assert gone
+    assert fleet.present() == [r for r, life in zip(fleet.replicas, lives) if life.gone_s == math.inf]
+    assert fleet.live() == [r for r, life in zip(fleet.replicas, lives)
+                            if life.gone_s == math.inf and life.drain_s == math.inf]
+    for replica in gone:
+        assert not hasattr(replica.reuse.pool, "_nodes")
+        replica.reuse.pool.stats  # noqa: B018 - still readable
+    assert res.summary["prefix_cache"] is not None
+
+
 def test_an_outage_loses_every_replica_and_none_starts_before_it_ends():
     res = moving(replicas=2, failures={"outages": [{"at_s": 20.0, "duration_s": 30.0}]}).run()
     assert_nothing_lost(res)

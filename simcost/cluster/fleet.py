@@ -23,6 +23,7 @@ import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import simpy
@@ -127,6 +128,11 @@ class Fleet:
         self._builds = [self._build(pe, log, max_span_steps, prefix) for pe in pools]
         self.roster = Roster()
         self.replicas: list = []  # every replica the run had, by index (gone ones too)
+        # index -> replica, in index order: requested and not gone (draining too); and of those, not
+        # draining. Kept as they change, so autoscaler ticks and samples cost the fleet of now, not
+        # every replica a long autoscaled run ever had (a month of scale events took minutes)
+        self._present: dict[int, Any] = {}
+        self._live: dict[int, Any] = {}
         # each pool's routable replicas (ready, not draining); its router holds this very list
         self.routable: list[list] = [[] for _ in pools]
         self.held: deque[int] = deque()
@@ -201,6 +207,7 @@ class Fleet:
         now = self.env.now
         self.replicas.append(replica)
         self.roster.lives.append(Life(pool, capacity, now, now + phase.provisioned_s, now + phase.ready_s))
+        self._present[replica.index] = self._live[replica.index] = replica
         if self.tokens is not None:
             self.tokens.add_replica(replica)
         if phase.ready_s > 0:
@@ -252,7 +259,8 @@ class Fleet:
 
     def num_in_pool(self, pool: int) -> int:
         """Requests on pool `pool`'s replicas plus those on none yet (all of them with one pool)."""
-        on_pool = sum(r.num_outstanding for r, life in zip(self.replicas, self.roster.lives) if life.pool == pool)
+        lives = self.roster.lives
+        on_pool = sum(r.num_outstanding for r in self._present.values() if lives[r.index].pool == pool)
         return len(self.central) + len(self.held) + on_pool
 
     def _starved(self, pools=(0,)) -> None:
@@ -262,8 +270,12 @@ class Fleet:
                 hook()
 
     def live(self) -> list:
-        """Replicas requested and neither draining nor gone (ready or starting)."""
-        return [r for r, life in zip(self.replicas, self.roster.lives) if life.drain_s == math.inf and life.gone_s == math.inf]
+        """Replicas requested and neither draining nor gone (ready or starting), by index."""
+        return list(self._live.values())
+
+    def present(self) -> list:
+        """Replicas requested and not gone (starting, serving or draining), by index."""
+        return list(self._present.values())
 
     def drain(self, replica, why: str = "scale_down") -> None:
         """Stop sending work to a ready replica; its queue moves elsewhere, what runs there
@@ -272,6 +284,7 @@ class Fleet:
         if life.drain_s != math.inf or life.gone_s != math.inf:
             return
         life.drain_s = self.env.now
+        self._live.pop(replica.index, None)
         self._unroute(replica)
         for rid in replica.take_waiting():
             self._reroute(replica, rid)
@@ -298,6 +311,9 @@ class Fleet:
         life = self.roster.lives[replica.index]
         life.drain_s = min(life.drain_s, self.env.now)
         life.gone_s, life.end = self.env.now, why
+        self._live.pop(replica.index, None)
+        self._present.pop(replica.index, None)
+        replica.retire()
 
     def _reroute(self, replica, rid: int) -> None:
         """A request leaves `replica` before it ended there: route it again (never rejected:
@@ -313,7 +329,7 @@ class Fleet:
     # --- requests ----------------------------------------------------------------------------
 
     def num_in_system(self) -> int:
-        return len(self.central) + len(self.held) + sum(r.num_outstanding for r in self.replicas)
+        return len(self.central) + len(self.held) + sum(r.num_outstanding for r in self._present.values())
 
     def arrive(self, rid: int) -> None:
         """A request arrives: reject it if no pool serving it can ever serve it, else route it."""

@@ -51,6 +51,11 @@ class ReplicaBase:
     def _make_pool(self, options: ReplicaOptions) -> KVPool:
         raise NotImplementedError
 
+    def retire(self) -> None:
+        """The replica is gone and holds no request: free what only serving needed."""
+        if self.reuse is not None:
+            self.reuse.pool.retire()
+
     # --- the router's side -------------------------------------------------------------------
 
     @property

@@ -54,8 +54,9 @@ class Sampler:
     def snapshot(self) -> np.ndarray:
         fleet, status, now = self.sim.fleet, self.sim.table.status, self.sim.env.now
         row = np.zeros((len(self.sim.pools), 6), dtype=np.int64)
-        for r, life in zip(fleet.replicas, fleet.roster.lives):
-            if not life.requested_s <= now < life.gone_s:
+        for r in fleet.present():  # not gone
+            life = fleet.roster.lives[r.index]
+            if life.requested_s > now:  # requested during a site outage: billed (and counted) from its end
                 continue
             p = life.pool
             row[p, REPLICAS] += 1

@@ -33,6 +33,12 @@ class ArrayPrefixBlockPool:
         self._nodes, self._slots, self._s = k.new_state(num_blocks, host_blocks)
         self._out = np.zeros(4, dtype=np.int64)  # acquire's result
 
+    def retire(self) -> None:
+        """The replica is gone: free the block tables and keep the counts and stats (the run's
+        summary reads them). 1.8 MB a replica: an autoscaled month starts 10^4 of them. A verb
+        called after this fails loudly (AttributeError), never on stale tables."""
+        del self._nodes, self._slots
+
     # --- counts ---------------------------------------------------------------------------------
 
     @property
