@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -75,4 +76,4 @@ def test_forked_workers_print_the_notice_once_between_them(tmp_path):
         event.start_event("numba:compile", data={"dispatcher": kernel})  # the parent compiles too
         event.end_event("numba:compile", data={"dispatcher": kernel})
     assert log.read_text().splitlines() == [COMPILING_NOTICE]
-    assert not list(Path(os.environ.get("TMPDIR") or "/tmp").glob(f"simcost-compiling-{os.getpid()}-*"))
+    assert not list(Path(tempfile.gettempdir()).glob(f"simcost-compiling-{os.getpid()}-*"))

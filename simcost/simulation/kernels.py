@@ -53,10 +53,12 @@ def compile_notice(stream: Any = None) -> Iterator[None]:
     """While inside, the first compilation of a simcost kernel prints COMPILING_NOTICE once to
     `stream` (stderr by default). Worker processes forked inside (a parallel sweep's) inherit the
     listener; the first process to compile creates a marker file, so the command prints it once."""
+    import tempfile  # (numba has imported it already)
+
     from numba.core import event
 
     owner = os.getpid()
-    marker = os.path.join(_temp_dir(), f"simcost-compiling-{owner}-{os.urandom(4).hex()}")
+    marker = os.path.join(tempfile.gettempdir(), f"simcost-compiling-{owner}-{os.urandom(4).hex()}")
 
     class Notice(event.Listener):
         shown = False  # in this process
@@ -81,13 +83,6 @@ def compile_notice(stream: Any = None) -> Iterator[None]:
         event.unregister("numba:compile", listener)
         if os.getpid() == owner and os.path.exists(marker):
             os.unlink(marker)
-
-
-def _temp_dir() -> str:
-    """tempfile.gettempdir() without importing tempfile on every run's start."""
-    if os.name == "posix":
-        return os.environ.get("TMPDIR") or "/tmp"
-    return os.environ.get("TEMP") or "."
 
 
 def _first_to_claim(marker: str) -> bool:
