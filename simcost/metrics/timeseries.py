@@ -139,16 +139,16 @@ def usd_per_hour(bill: Bill, n_pools: int, t_s: np.ndarray, steps: StepArrays, e
 
     out = np.zeros((n_pools, len(t_s)))
     hours = rate.shape[1]
+    # only the samples overlapping hour h get its share (the rest would add exact zeros): the work
+    # grows with samples + hours, not samples x hours (a simulated year took minutes)
+    hour_start_s = np.arange(hours) * S_PER_HOUR
+    first, last = _windows(hour_start_s, np.append(hour_start_s[1:], np.inf), lo, hi)  # the last takes any overrun
     for h in range(hours):  # an interval may straddle a clock hour, whose rates differ (savings plan)
         h_lo = np.maximum(ra.requested_s, h * S_PER_HOUR)
         h_hi = ra.gone_s if h == hours - 1 else np.minimum(ra.gone_s, (h + 1) * S_PER_HOUR)
-        # only the samples overlapping hour h get a share (the rest would add exact zeros): the
-        # work grows with samples + hours, not samples x hours (a simulated year took minutes)
-        first = int(np.searchsorted(hi, h * S_PER_HOUR, side="right"))
-        last = len(lo) if h == hours - 1 else int(np.searchsorted(lo, (h + 1) * S_PER_HOUR, side="left"))
         billed = h_lo < h_hi  # (the others add exact zeros too: a long autoscaled run has 10^4 replicas)
-        if first < last and billed.any():
-            window = slice(first, last)
+        if first[h] < last[h] and billed.any():
+            window = slice(first[h], last[h])
             np.add.at(out[:, window], ra.pool[billed], _share(h_lo[billed], h_hi[billed], lo[window], hi[window],
                                                               width_s[window]) * rate[billed, h:h + 1] * S_PER_HOUR)
     add_minimum_usd_per_hour(out, ra.pool, tariff.minimum_usd, ra.requested_s, ra.gone_s, lo, hi, width_s, per_hour)
