@@ -92,8 +92,9 @@ def _linear_grid(tables: KernelTables, dtype: str, model: ModelSpec, t: int, wei
     heads = model.num_heads / t
     shapes = [((heads + 2 * kv_heads) * hd, hidden), (hidden, heads * hd)]  # QKV, output projection
     moe = model.num_experts > 1
+    up = 2 if model.mlp == "gated" else 1  # gate and up fused in one GEMM, or up alone
     if not moe:
-        shapes += [(2 * model.intermediate_size / t, hidden), (hidden, model.intermediate_size / t)]
+        shapes += [(up * model.intermediate_size / t, hidden), (hidden, model.intermediate_size / t)]
     total, measured = np.zeros_like(m), np.zeros_like(m)
     for n, k in shapes:
         s, share = _with_fallback(*tables.gemm_ms(dtype, m, n, k), rates.gemm_s(m, n, k, weight_b))
@@ -124,8 +125,9 @@ def _linear_grid(tables: KernelTables, dtype: str, model: ModelSpec, t: int, wei
         total += 2 * s
         measured += 2 * s * share
     # elementwise work between the kernels: two fused add+RMSNorm (4 passes of hidden each),
-    # rotary on q and k, SiLU-and-mul (3 passes of the MLP shard; inside the fused MoE kernel)
-    elements = 8 * hidden + 2 * (heads + kv_heads) * hd + (0 if moe else 3 * model.intermediate_size / t)
+    # rotary on q and k, SiLU-and-mul (3 passes of the MLP shard; GELU of a plain MLP 2; inside
+    # the fused MoE kernel)
+    elements = 8 * hidden + 2 * (heads + kv_heads) * hd + (0 if moe else (up + 1) * model.intermediate_size / t)
     total += m * elements * 2.0 / rates.byte_rate
     return total * model.num_layers, measured * model.num_layers
 

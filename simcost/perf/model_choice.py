@@ -119,7 +119,8 @@ def missing_operators(tables: KernelTables, model: ModelSpec, t: int, weight_for
         if dtype == "fp8" and _fp8_moe_slower(tables, model, t):
             return "the measured fp8 MoE layer is slower than bf16 (an untuned kernel path)"
     else:
-        shapes += [(2 * model.intermediate_size / t, hidden), (hidden, model.intermediate_size / t)]
+        up = 2 if model.mlp == "gated" else 1
+        shapes += [(up * model.intermediate_size / t, hidden), (hidden, model.intermediate_size / t)]
     for n, k in shapes:
         if np.isnan(tables.gemm_ms(dtype, np.array([16.0]), n, k)[0]).any():
             return f"no GEMM table for {n:g} x {k:g}"
