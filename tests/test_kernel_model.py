@@ -335,3 +335,40 @@ def test_an_unknown_mlp_kind_is_refused_naming_the_key():
              "max_model_len": 128, "mlp": "swiglu", "sources": {"spec": {"source": "t", "date": "2026-12"}}}
     with pytest.raises(InputError, match=r"mlp.*'swiglu' is not one of gated, plain"):
         scenario(catalog={"models": {"x": entry}}, model={"name": "x"})
+
+
+def test_decode_attention_folds_kv_heads_into_batch_and_holds_on_measured_rows():
+    """k x the KV heads at batch b is read as the measured layout at batch k x b: checked on the
+    rows the tables do have (8 KV heads from 2 and from 4), every GPU with both."""
+    for name in ("h100_sxm", "a100_sxm", "l40s", "b200_sxm"):
+        t = KernelTables(name)
+        full = t.attention_grid("generation_attention", "bfloat16", 8, 8, 128)
+        for k in (2, 4):
+            part = t.attention_grid("generation_attention", "bfloat16", 8 / k, 8 / k, 128)
+            errs = []
+            for i, b in enumerate(full[0]):
+                j = np.flatnonzero(part[0] == b * k)
+                for li, length in enumerate(full[1]):
+                    lj = np.flatnonzero(part[1] == length)
+                    if len(j) and len(lj) and np.isfinite(full[2][i, li]) and np.isfinite(part[2][j[0], lj[0]]):
+                        errs.append(part[2][j[0], lj[0]] / full[2][i, li] - 1.0)
+            errs = np.abs(errs)
+            assert len(errs) > 100 and np.median(errs) < 0.05 and errs.max() < 0.25, (name, k)
+
+
+def test_an_mha_model_prices_decode_attention_from_the_folded_layout():
+    p = kernel_params(model={"name": "llama-2-7b"})
+    t = KernelTables("h100_sxm")
+    assert t.fold_factor("generation_attention", "bfloat16", 32, 32, 128) == 4
+    b_axis, c_axis, ms = t.attention_grid("generation_attention", "bfloat16", 8, 8, 128)
+    # a measured (batch 4b, context) point of the 8-head layout is the 32-head model's batch b
+    i = np.flatnonzero(b_axis == 64)[0]
+    measured = np.flatnonzero(np.isfinite(ms[i]))
+    lo, hi = measured[0], measured[len(measured) // 2]
+    b = 16
+
+    def decode_s(ctx):
+        return sm.step_time_s(p.copy(), 0, b, b * (ctx + 1.0), b * ctx, 0)
+
+    # between two measured contexts the step grows by the 32 layers' measured difference
+    assert decode_s(c_axis[hi]) - decode_s(c_axis[lo]) == pytest.approx(32 * (ms[i, hi] - ms[i, lo]) / 1e3, rel=0.05)

@@ -78,7 +78,6 @@ def test_a_pcie_gpu_runs_the_roofline_above_one_device():
 
 
 @pytest.mark.parametrize("model,weight_format,lacks", [
-    ("llama-2-7b", None, "no generation attention table"),   # 32 KV heads per GPU: not measured
     ("phi-3.5-mini", None, "no context attention table"),    # head_dim 96
     ("gpt-oss-20b", None, "mxfp4 weights"),
     ("llama-3.1-8b", "int4", "int4 weights"),
@@ -88,6 +87,12 @@ def test_shapes_and_formats_the_tables_lack_run_the_roofline(model, weight_forma
     s = make(model=model, weight_format=weight_format, tp=2 if model == "llama-4-scout" else 1)
     got, why = choose_perf_model(s, plan_deployment(s))
     assert got == "roofline" and lacks in why
+
+
+def test_more_kv_heads_than_the_decode_tables_measure_fold_into_a_larger_batch():
+    # Llama-2-7B: 32 KV heads per GPU; H100's decode table stops at 8 (prefill has 32/32)
+    s = make(model="llama-2-7b")
+    assert choose_perf_model(s, plan_deployment(s)) == ("kernels", "auto: own tables")
 
 
 def test_tensor_parallelism_beyond_the_all_reduce_tables_runs_the_roofline():

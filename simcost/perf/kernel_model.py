@@ -143,6 +143,11 @@ def _attention_grid(tables: KernelTables, op: str, kv_dtype: str, model: ModelSp
         grid = None if near is None else tables.attention_grid(op, kv_dtype, near, kv_heads, model.head_dim)
         if grid is not None and near is not None:
             grid = grid[0], grid[1], grid[2] * heads / near
+    if grid is None and op == "generation_attention":  # more KV heads than measured: a larger batch of fewer
+        k = tables.fold_factor(op, kv_dtype, heads, kv_heads, model.head_dim)
+        grid = None if k is None else tables.attention_grid(op, kv_dtype, heads / k, kv_heads / k, model.head_dim)
+        if grid is not None and k is not None:
+            grid = grid[0] / k, grid[1], grid[2]
     if grid is None:
         batches, lengths = _FALLBACK_BATCHES, _FALLBACK_LENGTHS
         ms = np.full((len(batches), len(lengths)), np.nan)

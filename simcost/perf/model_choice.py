@@ -107,7 +107,8 @@ def missing_operators(tables: KernelTables, model: ModelSpec, t: int, weight_for
     heads, kv_heads, hd = model.num_heads / t, max(model.num_kv_heads / t, 1.0), model.head_dim
     for op in ("context_attention", "generation_attention"):
         if (tables.attention_grid(op, kv_dtype, heads, kv_heads, hd) is None
-                and tables.nearest_heads(op, kv_dtype, heads, kv_heads, hd) is None):
+                and tables.nearest_heads(op, kv_dtype, heads, kv_heads, hd) is None
+                and (op == "context_attention" or tables.fold_factor(op, kv_dtype, heads, kv_heads, hd) is None)):
             return f"no {op.replace('_', ' ')} table for {kv_heads:g} KV heads of {hd} per GPU ({kv_format} KV)"
     hidden = model.hidden_size
     shapes = [((heads + 2 * kv_heads) * hd, hidden), (hidden, heads * hd)]
