@@ -11,12 +11,13 @@ simcost/data/kernels/<gpu>.npz of float32 arrays, one per operator and dtype (co
 `COLUMNS`, latency in ms). Kept: GEMMs (bf16, per-tensor fp8, nvfp4; not block-scaled fp8,
 whose small-m rows carry a host-side floor, see simcost.perf.kernel_tables.FORMAT_TABLES),
 full-attention (window 0) prefill and decode attention per KV-cache dtype, vLLM custom all-reduce
-(CUDA-graph and eager), fused MoE (bf16, fp8, fp8_block, nvfp4, w4a16_mxfp4, w4a8_mxfp4_mxfp8,
-int4_wo; the power_law_1.01 token distribution; every moe_tp_size / moe_ep_size), DeepSeek-V3's
+(CUDA-graph and eager), fused MoE (bf16, fp8, fp8_block, nvfp4, w4a16_mxfp4; the power_law_1.01
+token distribution; every moe_tp_size / moe_ep_size), DeepSeek-V3's
 MLA attention modules per GEMM type and KV-cache dtype with the prefill query in bf16 (vLLM's
 default; the opt-in fp8 prefill query, mla_dtype fp8, is dropped), and the NCCL all-gather,
 reduce-scatter and all-to-all (expert-parallel dispatch and combine) with message_size converted
-to bytes. Dropped: the NCCL all-reduce (vLLM's custom one is kept), GEMM probes at odd m above 17
+to bytes. Dropped: the NCCL all-reduce (vLLM's custom one is kept), the int4 and W4A8-MXFP8 MoE
+rows (no dense int4 GEMM rows to go with them; W4A8 is opt-in in vLLM), GEMM probes at odd m above 17
 (m = 2^j + 1, within a percent of m = 2^j), sliding-window attention rows, other MoE token
 distributions. Where several kernels measured the same point the fastest is kept (vLLM picks its
 fastest backend; the MLA rows' kernel_source is the backend vLLM itself chose for that batch,
@@ -52,7 +53,7 @@ COLUMNS = {
 }
 KEEP = {"gemm": {"bfloat16", "fp8", "nvfp4"}, "context_attention": {"bfloat16", "fp8"},
         "generation_attention": {"bfloat16", "fp8"}, "allreduce": {"vllm_graph", "vllm_eager"},
-        "moe": {"bfloat16", "fp8", "fp8_block", "nvfp4", "w4a16_mxfp4", "w4a8_mxfp4_mxfp8", "int4_wo"},
+        "moe": {"bfloat16", "fp8", "fp8_block", "nvfp4", "w4a16_mxfp4"},
         "mla_context": {f"{g}_kv{kv}" for g in ("bfloat16", "fp8_block", "nvfp4") for kv in ("bfloat16", "fp8")},
         "nccl": {"all_gather", "reduce_scatter", "alltoall"}}
 KEEP["mla_generation"] = KEEP["mla_context"]

@@ -11,7 +11,10 @@ nccl/*), and DeepSeek-V3 step times on 8 x H200, kernels against the roofline.
    with the catalog's mfu and mbu (what `auto` ran before these tables: simcost.perf.kernel_mla's
    module roofline, the MoE roofline of simcost.perf.kernel_moe, the expert_parallel all-to-all).
    Cells: median |error| % / worst signed error % (predicted / measured - 1).
-2. DeepSeek-V3 (FP8, bf16 KV) on 8 x H200: decode steps of 1-256 sequences and one-prompt prefill
+2. MLA holes (batch x length beyond the collector's cap): the largest measured length of each
+   batch row held out and predicted from the next smaller one scaled by the module roofline's
+   ratio (simcost.perf.kernel_mla.mla_grid's rule), against the module roofline alone.
+3. DeepSeek-V3 (FP8, bf16 KV) on 8 x H200: decode steps of 1-256 sequences and one-prompt prefill
    steps, TP8 and EP8 with data-parallel attention, the kernel model against the roofline.
 """
 
@@ -87,6 +90,38 @@ def interpolation_table() -> None:
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 
+def hole_rule_table() -> None:
+    print("\n== MLA holes: largest measured length per batch held out (median |error| % / worst signed %) ==")
+    print("| GPU | prefill: edge scaled | prefill: roofline | decode: edge scaled | decode: roofline |")
+    print("|---|---|---|---|---|")
+    for name, key in TABLE_DEVICE.items():
+        arrays = load_tables(name)
+        device = get_device(key)
+        f = default_factors(device)
+        flops, bw = device.peak_flops["bf16"] * f["mfu"], device.mem_bw_bytes_per_s * f["mbu"]
+        cells = []
+        for phase in ("context", "generation"):
+            rows = arrays.get(f"mla_{phase}/bfloat16_kvbfloat16")
+            if rows is None:
+                cells += ["-", "-"]
+                continue
+            measured, edge, roof = [], [], []
+            for b, h in np.unique(rows[:, [0, 2]], axis=0):
+                sel = rows[(rows[:, 0] == b) & (rows[:, 2] == h)]
+                sel = sel[np.argsort(sel[:, 1])]
+                if len(sel) < 3:
+                    continue
+                lengths = sel[-2:, 1]
+                r = (mla_prefill_roofline_s(b, lengths, h, flops, bw, 2.0) if phase == "context"
+                     else mla_decode_roofline_s(b, lengths, h, flops, bw, 2.0, 2.0))
+                measured.append(sel[-1, -1])
+                edge.append(sel[-2, -1] * r[1] / r[0])
+                roof.append(r[1] * 1e3)
+            m = np.array(measured)
+            cells += [cell(m, np.array(edge)), cell(m, np.array(roof))]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
 def deepseek_steps() -> None:
     print("\n== DeepSeek-V3 FP8 on 8 x H200: step ms, kernels | roofline (measured share of the kernel step) ==")
     for path in ("deepseek_v3_h200.yaml", "deepseek_v3_h200_ep8.yaml"):
@@ -117,4 +152,5 @@ def deepseek_steps() -> None:
 
 if __name__ == "__main__":
     interpolation_table()
+    hole_rule_table()
     deepseek_steps()

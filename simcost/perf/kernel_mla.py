@@ -67,9 +67,12 @@ def mla_decode_roofline_s(b, c, heads, flop_rate, byte_rate, weight_b, kv_b):
 def mla_grid(tables: KernelTables, phase: str, gemm_type: str, kv_dtype: str, heads: float, roofline
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
     """(batch axis, length axis, seconds per layer, measured share) of the MLA module for `phase`
-    at `heads` per GPU: measured where the table has the point, `roofline(b, length)` in its
-    holes; a head count the table lacks from the nearest measured one scaled by heads (not
-    counted as measured). None if the table has no rows for this GEMM type and KV dtype."""
+    at `heads` per GPU: measured where the table has the point; in its holes (the collector's cap
+    on batch x length) the nearest measured length of the same batch scaled by the ratio of
+    `roofline(b, length)` at the two lengths (the module roofline alone, without launch costs,
+    sits 20-90 % under the measured modules), not counted as measured; a head count the table
+    lacks from the nearest measured one scaled by heads (not counted as measured either). None
+    if the table has no rows for this GEMM type and KV dtype."""
     grid = tables.mla_grid(phase, gemm_type, kv_dtype, heads)
     measured = grid is not None
     if grid is None:
@@ -84,5 +87,11 @@ def mla_grid(tables: KernelTables, phase: str, gemm_type: str, kv_dtype: str, he
     batches, lengths, ms = grid
     b, n = np.meshgrid(batches, lengths, indexing="ij")
     have = ~np.isnan(ms)
-    seconds = np.where(have, ms / 1e3, roofline(b, n))
+    roof = roofline(b, n)
+    seconds = np.where(have, ms / 1e3, roof)
+    for i in range(len(batches)):
+        known = np.flatnonzero(have[i])
+        for j in np.flatnonzero(~have[i]) if len(known) else ():
+            k = known[np.argmin(np.abs(np.log(lengths[known] / lengths[j])))]
+            seconds[i, j] = ms[i, k] / 1e3 * roof[i, j] / roof[i, k]
     return batches, lengths, seconds, (have & measured).astype(np.float64)

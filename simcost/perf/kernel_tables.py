@@ -41,11 +41,11 @@ TABLE_DTYPE = {"bf16": "bfloat16", "fp16": "bfloat16", "fp8": "fp8"}
 #   step pays; so they are not shipped;
 # - nvfp4: the FP4 GEMM and MoE kernels (Blackwell only: other GPUs have no rows);
 # - mxfp4 (gpt-oss): MoE weights in MXFP4 with bf16 activations (vLLM's default on Hopper and
-#   Blackwell; W4A8 MXFP8 is opt-in), the other linear layers in bf16 as the checkpoint ships them;
-# - int4 (weight-only GPTQ/AWQ): the MoE layer's Marlin kernel; no dense int4 GEMM rows exist.
+#   Blackwell; W4A8 MXFP8 is opt-in), the other linear layers in bf16 as the checkpoint ships them.
+# int8 and int4 (weight-only) have no dense GEMM rows, so no table format.
 FP8_BLOCK = "fp8_block"
 FORMAT_TABLES = {"gemm": {"nvfp4": "nvfp4", "mxfp4": "bfloat16"},
-                 "moe": {"nvfp4": "nvfp4", "mxfp4": "w4a16_mxfp4", "int4": "int4_wo"},
+                 "moe": {"nvfp4": "nvfp4", "mxfp4": "w4a16_mxfp4"},
                  "mla": {"bf16": "bfloat16", "fp16": "bfloat16", "nvfp4": "nvfp4", "fp8": FP8_BLOCK}}
 
 

@@ -12,8 +12,8 @@ can be trusted (docs/fidelity.md section 2), the roofline everywhere else:
   host's topology far more than on the GPU: the two measured PCIe GPUs' 8-GPU all-reduces differ
   12x for a 2x link ratio) or at expert_parallel > 1 (the same for its gather and scatter);
   tensor parallelism above 8 GPUs (no all-reduce table); expert parallelism across nodes (the
-  NCCL tables are one node's); weight formats without tables (int8 weights, int4 on a dense
-  model, nvfp4 off Blackwell, fp32); shapes without tables (a multi-head latent attention shape
+  NCCL tables are one node's); weight formats without tables (int8, int4, nvfp4 off Blackwell,
+  fp32); shapes without tables (a multi-head latent attention shape
   other than DeepSeek-V3's, or on the A100, which has no MLA tables; a KV-head count or MoE layer
   not measured; data-parallel attention over a GPU count the NCCL tables lack); an fp8 MoE layer
   whose table is slower than bf16's (the Hopper tables; not the block-scaled fp8 MoE of
