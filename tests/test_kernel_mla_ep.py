@@ -112,6 +112,24 @@ def test_data_parallel_attention_runs_one_group_s_share_of_the_attention():
     assert total == pytest.approx(want, rel=1e-9)
 
 
+def test_under_data_parallel_attention_one_prompt_runs_whole_on_one_group():
+    g = unpack_grids(EP8, sm.NUM_PARAMS)
+    n = 2048.0  # one prompt: its group runs all of it, the experts see the same tokens
+    total, _ = kernel_step_time_s_py(EP8, sm.NUM_PARAMS, 0.0, 0.0, n, 0, n * (n + 1) / 2, 0.0, 1)
+
+    def on_tokens(name, x):
+        return np.exp(np.interp(np.log(x), np.log(g["tokens"]), np.log(g[name])))
+
+    prefill = np.exp(np.interp(np.log(n), np.log(g["s"]), np.log(g["prefill_s"][0])))
+    want = on_tokens("linear_s", n) + on_tokens("head_s", 1.0) + prefill + on_tokens("moe_s", n)
+    assert total == pytest.approx(want, rel=1e-9)
+    # sixteen prompts of 128 tokens: two per group
+    total, _ = kernel_step_time_s_py(EP8, sm.NUM_PARAMS, 0.0, 0.0, 2048, 0, 16 * 128 * 129 / 2, 0.0, 16)
+    prefill = np.exp(np.interp(np.log(128.0), np.log(g["s"]), np.log(g["prefill_s"][list(g["r"]).index(2)])))
+    want = on_tokens("linear_s", 256.0) + on_tokens("head_s", 2.0) + prefill + on_tokens("moe_s", 2048.0)
+    assert total == pytest.approx(want, rel=1e-9)
+
+
 @settings(max_examples=60, deadline=None)
 @given(prefill=st.integers(0, 20000), decode=st.integers(0, 600), context=st.integers(0, 30000),
        requests=st.integers(1, 8), which=st.sampled_from(["tp8", "ep8", "ep8-no-dp"]))

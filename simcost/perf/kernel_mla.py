@@ -71,8 +71,9 @@ def mla_grid(tables: KernelTables, phase: str, gemm_type: str, kv_dtype: str, he
     on batch x length) the nearest measured length of the same batch scaled by the ratio of
     `roofline(b, length)` at the two lengths (the module roofline alone, without launch costs,
     sits 20-90 % under the measured modules), not counted as measured; a head count the table
-    lacks from the nearest measured one scaled by heads (not counted as measured either). None
-    if the table has no rows for this GEMM type and KV dtype."""
+    lacks from the nearest measured one within a factor 2, scaled by heads (not counted as
+    measured either). None if the table has no rows for this GEMM type and KV dtype, or no head
+    count that near."""
     grid = tables.mla_grid(phase, gemm_type, kv_dtype, heads)
     measured = grid is not None
     if grid is None:
@@ -81,6 +82,8 @@ def mla_grid(tables: KernelTables, phase: str, gemm_type: str, kv_dtype: str, he
             return None
         candidates = np.unique(rows[:, 2])
         near = float(candidates[np.argmin(np.abs(np.log(candidates / heads)))])
+        if not 0.5 <= near / heads <= 2.0:  # too far to scale by heads (e.g. one measured head count)
+            return None
         found = tables.mla_grid(phase, gemm_type, kv_dtype, near)
         assert found is not None
         grid = found[0], found[1], found[2] * heads / near

@@ -17,8 +17,9 @@ Per step of P prompt tokens (from r requests) and D decode tokens, m = P + D:
   modules replace both attention tables and the QKV and output GEMMs and rotary (the modules
   include them);
 - expert parallelism with data-parallel attention over d groups: everything but the MoE layers
-  at 1/d of the step's tokens, sequences and requests (at least one; the batch assumed spread
-  evenly), the MoE layers and their NCCL gather/scatter at the whole step's tokens;
+  as the busiest group's share (1/d of the decode sequences and of the prompts, at least one of
+  each kind present, with those prompts' tokens), the MoE layers and their NCCL gather/scatter
+  at the whole step's tokens;
 - a per-step overhead (scheduling, sampling): KERNEL_STEP_OVERHEAD_S unless perf.step_overhead_s
   is set;
 - a launch floor for steps that run eagerly (more than min(2 x max_num_seqs, 512) tokens under
@@ -319,20 +320,34 @@ def _on_t(x, p, t_axis, n_t, values):
 
 
 @njit(cache=True)
+def _group_share(dp, num_prefill_tokens, num_decode_tokens, num_prefill_requests):
+    """(tokens, decode sequences, prompt requests) of the busiest of dp data-parallel attention
+    groups: 1/dp of the step's sequences and requests but at least one of each kind present
+    (one prompt runs whole on one group), with those prompts' tokens; the step itself at dp 1."""
+    p_tokens, d, r = float(num_prefill_tokens), float(num_decode_tokens), float(num_prefill_requests)
+    if dp == 1.0:
+        return p_tokens + d, d, r
+    g_d = max(d / dp, 1.0) if d > 0.0 else 0.0
+    g_r = max(r / dp, 1.0) if r > 0.0 else 0.0
+    g_p = p_tokens * g_r / r if r > 0.0 else p_tokens / dp
+    return max(g_p + g_d, 1.0), g_d, g_r
+
+
+@njit(cache=True)
 def kernel_step_time_s(p, base, overhead_s, pipeline_s_per_token, num_prefill_tokens, num_decode_tokens,
                        attn_token_pairs, kv_read_tokens, num_prefill_requests):
     tokens = float(num_prefill_tokens) + float(num_decode_tokens)
     if tokens <= 0.0:
         return 0.0
     n_t, n_r, n_s, n_b, n_c = int(p[base]), int(p[base + 1]), int(p[base + 2]), int(p[base + 3]), int(p[base + 4])
-    # data-parallel attention: each of dp groups runs 1/dp of the step (at least one sequence)
     dp = p[base + K_DP]
+    g_tokens, g_decode, g_requests = _group_share(dp, num_prefill_tokens, num_decode_tokens, num_prefill_requests)
     t_axis = base + K_HEADER
-    total, measured = _grid1(tokens if dp == 1.0 else max(tokens / dp, 1.0), p, t_axis, n_t)
+    total, measured = _grid1(g_tokens, p, t_axis, n_t)
     head_axis = t_axis + 2 * n_t  # the head grid shares the T axis: values and shares follow
-    sampled = float(num_decode_tokens) + float(num_prefill_requests)
+    sampled = g_decode + g_requests
     if sampled > 0.0:
-        v, mv = _on_t(sampled if dp == 1.0 else max(sampled / dp, 1.0), p, t_axis, n_t, head_axis + n_t)
+        v, mv = _on_t(sampled, p, t_axis, n_t, head_axis + n_t)
         total += v
         measured += mv
     r_axis = head_axis + 3 * n_t
@@ -341,14 +356,14 @@ def kernel_step_time_s(p, base, overhead_s, pipeline_s_per_token, num_prefill_to
     if num_decode_tokens > 0:
         d = float(num_decode_tokens)
         decode_kv = float(kv_read_tokens) * d / (d + float(num_prefill_requests))
-        v, mv = _grid2(d if dp == 1.0 else max(d / dp, 1.0), decode_kv / d + 1.0, p, b_axis, n_b, n_c)
+        v, mv = _grid2(g_decode, decode_kv / d + 1.0, p, b_axis, n_b, n_c)
         total += v
         measured += mv
     if num_prefill_tokens > 0 and num_prefill_requests > 0:
         r = float(num_prefill_requests)
         pairs = max(float(attn_token_pairs) - decode_kv - float(num_decode_tokens), float(num_prefill_tokens))
         s = (math.sqrt(1.0 + 8.0 * pairs / r) - 1.0) / 2.0  # s (s + 1) / 2 = pairs per request
-        v, mv = _grid2(r if dp == 1.0 else max(r / dp, 1.0), max(s, 1.0), p, r_axis, n_r, n_s)
+        v, mv = _grid2(g_requests, max(s, 1.0), p, r_axis, n_r, n_s)
         total += v
         measured += mv
     if p[base + K_MOE_APART] > 0.0:  # the MoE layers see the whole replica's tokens

@@ -60,25 +60,31 @@ def kernel_step_time_s_py(p: np.ndarray, base: int, overhead_s: float, pipeline_
         return 0.0, 0.0
     g = unpack_grids(p, base)
     dp = float(p[base + K_DP])
-
-    def per_group(x):  # one data-parallel attention group's share, at least one
-        return x if dp == 1.0 else max(x / dp, 1.0)
-
-    total, measured = _on_grid(per_group(tokens), g["tokens"], g["linear_s"], g["linear_share"])
-    sampled = num_decode_tokens + num_prefill_requests
+    # the busiest data-parallel attention group: 1/dp of the sequences and of the prompts, at least
+    # one of each kind present, with those prompts' tokens
+    group_decode, group_requests = float(num_decode_tokens), float(num_prefill_requests)
+    group_tokens = float(tokens)
+    if dp != 1.0:
+        group_decode = max(num_decode_tokens / dp, 1.0) if num_decode_tokens > 0 else 0.0
+        group_requests = max(num_prefill_requests / dp, 1.0) if num_prefill_requests > 0 else 0.0
+        prompt = (num_prefill_tokens * group_requests / num_prefill_requests if num_prefill_requests > 0
+                  else num_prefill_tokens / dp)
+        group_tokens = max(prompt + group_decode, 1.0)
+    total, measured = _on_grid(group_tokens, g["tokens"], g["linear_s"], g["linear_share"])
+    sampled = group_decode + group_requests
     if sampled > 0:
-        v, mv = _on_grid(per_group(sampled), g["tokens"], g["head_s"], g["head_share"])
+        v, mv = _on_grid(sampled, g["tokens"], g["head_s"], g["head_share"])
         total, measured = total + v, measured + mv
     decode_kv = 0.0
     if num_decode_tokens > 0:
         decode_kv = kv_read_tokens * num_decode_tokens / (num_decode_tokens + num_prefill_requests)
-        v, mv = _on_grid2(per_group(num_decode_tokens), decode_kv / num_decode_tokens + 1.0, g["b"], g["c"],
+        v, mv = _on_grid2(group_decode, decode_kv / num_decode_tokens + 1.0, g["b"], g["c"],
                           g["decode_s"], g["decode_share"])
         total, measured = total + v, measured + mv
     if num_prefill_tokens > 0 and num_prefill_requests > 0:
         pairs = max(attn_token_pairs - decode_kv - num_decode_tokens, num_prefill_tokens)
         s = (np.sqrt(1.0 + 8.0 * pairs / num_prefill_requests) - 1.0) / 2.0
-        v, mv = _on_grid2(per_group(num_prefill_requests), max(s, 1.0), g["r"], g["s"], g["prefill_s"],
+        v, mv = _on_grid2(group_requests, max(s, 1.0), g["r"], g["s"], g["prefill_s"],
                           g["prefill_share"])
         total, measured = total + v, measured + mv
     if len(g["moe_s"]):
