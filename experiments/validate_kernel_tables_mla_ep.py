@@ -60,14 +60,19 @@ def cell(measured: np.ndarray, predicted: np.ndarray) -> str:
     return f"{100 * np.median(np.abs(err)):.1f} / {100 * err[np.argmax(np.abs(err))]:+.0f}"
 
 
+def rates(key: str, fmt: str = "bf16") -> tuple[float, float]:
+    """(FLOP/s, bytes/s) of a catalog device at its catalog mfu and mbu."""
+    device = get_device(key)
+    f = default_factors(device)
+    return device.peak_flops.get(fmt, device.peak_flops["bf16"]) * f["mfu"], device.mem_bw_bytes_per_s * f["mbu"]
+
+
 def interpolation_table() -> None:
     print("== held-out interpolation | roofline on the same rows (median |error| % / worst signed %) ==")
     print("| GPU | MLA prefill | MLA decode | MoE EP>1 | NCCL gather/scatter |")
     print("|---|---|---|---|---|")
     for name, key in TABLE_DEVICE.items():
         arrays = load_tables(name)
-        device = get_device(key)
-        f = default_factors(device)
         cells = []
         for phase in ("context", "generation"):
             kv = "bfloat16"
@@ -78,7 +83,7 @@ def interpolation_table() -> None:
                 continue
             m, p = held_out(rows, [0, 2], 1)
             fmt, wb = ("fp8", 1.0) if gemm == "fp8_block" else ("bf16", 2.0)
-            flops, bw = device.peak_flops.get(fmt, device.peak_flops["bf16"]) * f["mfu"], device.mem_bw_bytes_per_s * f["mbu"]
+            flops, bw = rates(key, fmt)
             b, n, h = rows[:, 0], rows[:, 1], rows[:, 2]
             roof = (mla_prefill_roofline_s(b, n, h, flops, bw, wb) if phase == "context"
                     else mla_decode_roofline_s(b, n, h, flops, bw, wb, 2.0)) * 1e3
@@ -96,9 +101,7 @@ def hole_rule_table() -> None:
     print("|---|---|---|---|---|")
     for name, key in TABLE_DEVICE.items():
         arrays = load_tables(name)
-        device = get_device(key)
-        f = default_factors(device)
-        flops, bw = device.peak_flops["bf16"] * f["mfu"], device.mem_bw_bytes_per_s * f["mbu"]
+        flops, bw = rates(key)
         cells = []
         for phase in ("context", "generation"):
             rows = arrays.get(f"mla_{phase}/bfloat16_kvbfloat16")

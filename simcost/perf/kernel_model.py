@@ -54,7 +54,7 @@ from numba import njit
 
 from simcost.catalog.specs import BYTES_PER_ELEMENT, DeviceSpec, ModelSpec
 from simcost.perf.kernel_mla import mla_decode_roofline_s, mla_grid, mla_prefill_roofline_s, mla_tabled
-from simcost.perf.kernel_moe import ExpertParallel, MoeLayer, Rates, moe_grid
+from simcost.perf.kernel_moe import ExpertParallel, MoeLayer, Rates, moe_grid, with_fallback
 from simcost.perf.kernel_scaling import borrowed_tables, nearest_table, tables_for_device
 from simcost.perf.kernel_tables import CUDA_GRAPH_MAX_TOKENS, KernelTables, table_format
 
@@ -77,12 +77,6 @@ def kernel_tables_for(device: DeviceSpec, weight_format: str, mla: bool = False)
     dtype = table_format("gemm", weight_format, mla)
     tables = None if dtype is None else tables_for_device(device)
     return tables if tables is not None and dtype is not None and tables.has("gemm", dtype) else None
-
-
-def _with_fallback(ms: np.ndarray, inside: np.ndarray, roofline_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(seconds, measured share): table where it has a value, else the roofline."""
-    have = ~np.isnan(ms)
-    return np.where(have, ms / 1e3, roofline_s), (have & inside).astype(np.float64)
 
 
 def _mlp_shapes(width: float, hidden: float) -> list[tuple[float, float]]:
@@ -117,7 +111,7 @@ def _linear_grid(tables: KernelTables, dtype: str, model: ModelSpec, t: int, wei
             shapes += [(n, k, 1.0 - moe_share) for n, k in _mlp_shapes(dense, hidden)]
     total, measured = np.zeros_like(m), np.zeros_like(m)
     for n, k, layer_share in shapes:
-        s, share = _with_fallback(*tables.gemm_ms(dtype, m, n, k), rates.gemm_s(m, n, k, weight_b))
+        s, share = with_fallback(*tables.gemm_ms(dtype, m, n, k), rates.gemm_s(m, n, k, weight_b))
         if layer_share != 1.0:
             s = s * layer_share
         total += s
@@ -140,7 +134,7 @@ def _linear_grid(tables: KernelTables, dtype: str, model: ModelSpec, t: int, wei
                 ms, _ = borrowed_tables(lender, device).allreduce_ms(t, message, m <= graph_max_tokens)
                 inside = np.zeros(m.shape, bool)
         roof = 10e-6 + 2.0 * (t - 1) / t * message / rates.link_bytes_per_s
-        s, share = _with_fallback(ms, inside, roof)
+        s, share = with_fallback(ms, inside, roof)
         total += 2 * s
         measured += 2 * s * share
     # elementwise work between the kernels: two fused add+RMSNorm (4 passes of hidden each),
@@ -173,7 +167,7 @@ def _attention_grid(tables: KernelTables, op: str, kv_dtype: str, model: ModelSp
     else:
         batches, lengths, ms = grid
     b, n = np.meshgrid(batches, lengths, indexing="ij")
-    s, share = _with_fallback(ms, np.full(ms.shape, measured), roofline(b, n, heads, kv_heads))
+    s, share = with_fallback(ms, np.full(ms.shape, measured), roofline(b, n, heads, kv_heads))
     return batches, lengths, s * model.num_layers, share
 
 
@@ -223,7 +217,7 @@ def kernel_params(base: np.ndarray, device: DeviceSpec, model: ModelSpec, t: int
     apart = moe is not None and ep.dp > 1  # priced at the whole replica's tokens, the rest at 1/dp of them
     linear_s, linear_meas = _linear_grid(tables, dtype, model, t, weight_b, rates, m, device, graph_max_tokens,
                                          None if apart else moe)
-    head_s, head_share = _with_fallback(*tables.gemm_ms(dtype, m, model.vocab_size / t, model.hidden_size),
+    head_s, head_share = with_fallback(*tables.gemm_ms(dtype, m, model.vocab_size / t, model.hidden_size),
                                         rates.gemm_s(m, model.vocab_size / t, model.hidden_size, weight_b))
     hd = model.head_dim
 

@@ -62,7 +62,8 @@ class MoeLayer:
     measured_share: np.ndarray
 
 
-def _with_fallback(ms: np.ndarray, inside: np.ndarray, roofline_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def with_fallback(ms: np.ndarray, inside: np.ndarray, roofline_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(seconds, measured share): the table's ms where it has a value, else the roofline."""
     have = ~np.isnan(ms)
     return np.where(have, ms / 1e3, roofline_s), (have & inside).astype(np.float64)
 
@@ -78,14 +79,14 @@ def moe_grid(tables: KernelTables, dtype: str, model: ModelSpec, t: int, weight_
     touched = n * (1.0 - (1.0 - k / n) ** m)
     roof = np.maximum(6.0 * m * hidden * inter * k / split / rates.flop_rate,
                       touched * 3 * hidden * inter * weight_b / split / rates.byte_rate)
-    seconds, share = _with_fallback(ms, inside, roof)
+    seconds, share = with_fallback(ms, inside, roof)
     if ep.dp > 1:
         message = m * hidden * 2.0
         gather, g_in = tables.nccl_ms("all_gather", ep.dp, message)
         scatter, s_in = tables.nccl_ms("reduce_scatter", ep.dp, message)
         roof_comm = (ep.alltoall_fixed_s + ep.alltoall_s_per_token * m) / 2.0
         for comm, comm_in in ((gather, g_in), (scatter, s_in)):
-            s, sh = _with_fallback(comm, comm_in, roof_comm)
+            s, sh = with_fallback(comm, comm_in, roof_comm)
             share = (seconds * share + s * sh) / (seconds + s)
             seconds = seconds + s
     return MoeLayer(seconds, share)

@@ -136,6 +136,17 @@ def _bracket(v: float, axis: np.ndarray) -> tuple[int, int, float] | None:
     return j - 1, j, float(np.log(v / axis[j - 1]) / np.log(axis[j] / axis[j - 1]))
 
 
+def _grid(sel: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(batch axis, length axis, ms matrix with NaN where unmeasured) of rows whose first two
+    columns are batch and length and whose last is latency; None for no rows."""
+    if len(sel) == 0:
+        return None
+    batches, lengths = np.unique(sel[:, 0]), np.unique(sel[:, 1])
+    grid = np.full((len(batches), len(lengths)), np.nan)
+    grid[np.searchsorted(batches, sel[:, 0]), np.searchsorted(lengths, sel[:, 1])] = sel[:, -1]
+    return batches, lengths, grid
+
+
 class KernelTables:
     """One GPU's tables (simcost/data/kernels/<name>.npz)."""
 
@@ -188,13 +199,7 @@ class KernelTables:
         rows = self.arrays.get(f"{op}/{dtype}")
         if rows is None:
             return None
-        sel = rows[(rows[:, 2] == heads) & (rows[:, 3] == kv_heads) & (rows[:, 4] == head_dim)]
-        if len(sel) == 0:
-            return None
-        batches, lengths = np.unique(sel[:, 0]), np.unique(sel[:, 1])
-        grid = np.full((len(batches), len(lengths)), np.nan)
-        grid[np.searchsorted(batches, sel[:, 0]), np.searchsorted(lengths, sel[:, 1])] = sel[:, 5]
-        return batches, lengths, grid
+        return _grid(rows[(rows[:, 2] == heads) & (rows[:, 3] == kv_heads) & (rows[:, 4] == head_dim)])
 
     def nearest_heads(self, op: str, dtype: str, heads: float, kv_heads: float, head_dim: float) -> float | None:
         """The measured query-head count closest to `heads` (in ratio) with the same KV heads and
@@ -236,13 +241,7 @@ class KernelTables:
         rows = self.arrays.get(f"mla_{phase}/{gemm_type}_kv{kv_dtype}")
         if rows is None:
             return None
-        sel = rows[rows[:, 2] == heads]
-        if len(sel) == 0:
-            return None
-        batches, lengths = np.unique(sel[:, 0]), np.unique(sel[:, 1])
-        grid = np.full((len(batches), len(lengths)), np.nan)
-        grid[np.searchsorted(batches, sel[:, 0]), np.searchsorted(lengths, sel[:, 1])] = sel[:, 3]
-        return batches, lengths, grid
+        return _grid(rows[rows[:, 2] == heads])
 
     # --- NCCL collectives: total bytes (nccl-tests' size) -> ms at num_gpus ---
     def nccl_ms(self, op: str, num_gpus: int, message_bytes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
