@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from simcost.perf import step_model as sm
 from simcost.perf.deployment import plan_deployment
-from simcost.perf.kernel_model import K_ACC_MEASURED, K_ACC_TOTAL, kernel_step_time_s_py
+from simcost.perf.kernel_model import K_ACC_MEASURED, K_ACC_TOTAL
+from simcost.perf.kernel_reference import kernel_step_time_s_py
 from simcost.perf.kernel_tables import DEVICE_TABLES, KernelTables, loglog
 from simcost.simulation.simulation import run
 from tests.scenarios import scenario
