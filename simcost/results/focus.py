@@ -160,12 +160,13 @@ def _warm_rows(result, periods: list[tuple[str, str]], common: dict) -> list[dic
     warm = result.bill.roster.warm
     if warm is None or not len(warm.pool):
         return []
-    usd = warm_node_hour_usd(warm, len(periods))
+    windows, usd = warm_node_hour_usd(warm, len(periods))
     rows = []
-    for n in range(usd.shape[0]):
+    for n in range(windows.num_lives):
         pool = int(warm.pool[n])
-        for h in np.flatnonzero(usd[n] > 0):
-            cost = float(usd[n, h])
+        for e in np.flatnonzero(usd[windows.offset[n]:windows.offset[n + 1]] > 0) + windows.offset[n]:
+            h = int(windows.first_hour[n] + e - windows.offset[n])
+            cost = float(usd[e])
             hours = hours_of(periods[h])
             rows.append(usage_row(periods[h], cost, cost, cost, cost, hours, **{**common, "ServiceCategory": "Compute"},
                                   PricingCategory="Standard",

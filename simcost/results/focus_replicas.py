@@ -19,12 +19,12 @@ PROVIDER = "simcost simulation"  # provider, publisher and invoice issuer when t
 
 def replica_rows(result, periods: list[tuple[str, str]], common: dict) -> list[dict]:
     bill, t, ra = result.bill, result.bill.tariff, result.bill.roster
-    alive_s = bill.replica_hour_alive_s
+    alive_s, windows = bill.hour_alive_s, bill.hours
     first_hour = np.minimum((ra.requested_s // S_PER_HOUR).astype(np.int64), len(periods) - 1)
     coverage = {k: savings_plan_coverage(result, k, len(periods)) for k in np.unique(ra.pool).tolist()
                 if pool_pricing(result, k).model == "savings_plan"}
     rows = []
-    for r in range(bill.replica_hour_usd.shape[0]):
+    for r in range(windows.num_lives):
         k = int(ra.pool[r])
         cfg, dep = pool_pricing(result, k), result.pools[k].deployment
         committed = not ra.spot[r] and cfg.model in ("reserved", "savings_plan")
@@ -32,11 +32,13 @@ def replica_rows(result, periods: list[tuple[str, str]], common: dict) -> list[d
                    "ResourceName": f"replica-{r}", "ResourceType": f"{dep.tensor_parallel}x {dep.device.key}",
                    "RegionId": site_of(result, k).region, "_provider": provider_of(result, k),
                    "ChargeDescription": f"replica-{r}: {dep.model.key} on {dep.num_devices} x {dep.device.key}"}
-        for h, period in enumerate(periods):
-            usd, list_s = float(bill.replica_hour_usd[r, h]), float(alive_s[r, h])
+        for e in range(windows.offset[r], windows.offset[r + 1]):
+            h = int(windows.first_hour[r] + e - windows.offset[r])
+            period = periods[h]
+            usd, list_s = float(bill.hour_usd[e]), float(alive_s[e])
             if h == first_hour[r] and t.minimum_usd[r] > 0:  # the minimum charge tops up its first hour
                 usd += float(t.minimum_usd[r])
-                list_s += float(t.minimum_usd[r] / t.time_usd_per_s[r, h])
+                list_s += float(t.minimum_usd[r] / t.rate_usd_per_s(r, h))
             if usd == 0 and list_s == 0:
                 continue  # the replica did not exist in that hour
             listed, hours = list_s * float(t.list_usd_per_s[r]), list_s / S_PER_HOUR
@@ -148,7 +150,8 @@ def savings_plan_coverage(result, pool: int, n_hours: int) -> tuple[np.ndarray, 
     ra, t = result.bill.roster, result.bill.tariff
     cfg = pool_pricing(result, pool)
     mine = (ra.pool == pool) & ~ra.spot
-    usage_usd = (result.bill.replica_hour_alive_s[mine] * t.list_usd_per_s[mine, None]).sum(axis=0)
+    hours, entries = result.bill.hours.select(mine)
+    usage_usd = hours.column_sums(result.bill.hour_alive_s[entries] * hours.per_entry(t.list_usd_per_s[mine]))[:n_hours]
     covered_s = hour_covered_s(result.horizon_s)[:n_hours]
     _, unused_usd = savings_plan_hours(cfg, usage_usd, covered_s)
     commit_usd = cfg.commitment_usd_per_hour * covered_s / S_PER_HOUR
