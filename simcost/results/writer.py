@@ -21,7 +21,7 @@ from simcost.metrics.run_summary import LatencyKey, RunSummary, StatName
 from simcost.metrics.summary import records
 from simcost.metrics.timeseries import TimeSeries
 from simcost.results.background import Background, BackgroundFailure
-from simcost.results.focus import focus_rows, write_focus
+from simcost.results.focus import focus_table, write_focus
 from simcost.results.folder import check_targets, staged_folder
 from simcost.results.run_figures import side_jobs
 from simcost.results.vllm_bench import vllm_bench
@@ -99,7 +99,7 @@ def _run_paths(result: RunResult, out_dir: Path, records_format: str, kept: str 
 def _write_files(result: RunResult, out_dir: Path, records_format: str, kept: str,
                  side: Background) -> BackgroundFailure | None:
     paths = _run_paths(result, out_dir, records_format, kept)
-    focus = focus_rows(result)
+    focus = focus_table(result)
     side.run(side_jobs(result, paths, focus))  # drawn while the files below are written
     paths["summary"].write_text(json.dumps(result.summary, indent=2) + "\n")
     paths["vllm_bench"].write_text(json.dumps(vllm_bench(result), indent=2) + "\n")  # `vllm bench serve` keys
