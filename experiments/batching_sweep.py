@@ -49,14 +49,17 @@ from simcost.analysis.sweep import row as sweep_row  # noqa: E402
 from simcost.scenario.scenario import scenario_from_dict  # noqa: E402
 from simcost.simulation.simulation import run  # noqa: E402
 
-# name -> engine overrides; adding a policy is one line. Variants reuse a base dict.
-CHUNKED = {"engine.policy": "chunked", "engine.max_num_batched_tokens": 2048}
+# name -> engine overrides; adding a policy is one line. Variants reuse a base dict. Prefix
+# caching (on by default for vLLM V1's iteration-level policies) is off except in chunked_prefix,
+# so that one variant shows what it adds.
+NO_PREFIX = {"engine.prefix_caching": False}
+CHUNKED = {"engine.policy": "chunked", "engine.max_num_batched_tokens": 2048, **NO_PREFIX}
 POLICIES: dict[str, dict] = {
     "one_at_a_time": {"engine.policy": "one_at_a_time"},
     "static": {"engine.policy": "static", "engine.max_num_seqs": 32, "engine.batch_timeout_s": 0.05},
     "dynamic": {"engine.policy": "dynamic", "engine.max_num_seqs": 32, "engine.preferred_batch_sizes": [8, 16, 32],
                 "engine.max_queue_delay_s": 0.05},
-    "prefill_first": {"engine.policy": "prefill_first"},  # vLLM v0
+    "prefill_first": {"engine.policy": "prefill_first", **NO_PREFIX},  # vLLM v0
     "chunked": CHUNKED,  # vLLM v1 / Sarathi-Serve, budget 2048 tokens
     "chunked_sjf": {**CHUNKED, "engine.queue": "sjf"},  # oracle output lengths
     "chunked_swap": {**CHUNKED, "engine.preemption": "swap"},

@@ -23,6 +23,11 @@ if TYPE_CHECKING:
     from simcost.scenario.scenario import Scenario, load_scenario, scenario_from_dict
     from simcost.simulation.simulation import RunResult, Simulation
 
+from simcost.numba_cache import refresh_stale_kernels
+
+# numba cannot see that a kernel's callee in another file changed; drop its cache when one did
+refresh_stale_kernels()
+
 __version__ = "0.1.0"  # kept equal to pyproject.toml's; `simcost --version` prefers the installed metadata
 
 # public name -> the module that defines it

@@ -10,7 +10,7 @@ from pathlib import Path
 import simcost
 
 PACKAGE = Path(simcost.__file__).parent
-LAYERS = ["data", "errors", "files", "rng", "units", "yamlio", "catalog", "scenario", "workload", "perf", "cost", "engine", "cluster",
+LAYERS = ["data", "errors", "files", "numba_cache", "rng", "units", "yamlio", "catalog", "scenario", "workload", "perf", "cost", "engine", "cluster",
           "metrics", "simulation", "results", "analysis", "cli", "api", "api_plans"]
 
 

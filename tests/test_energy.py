@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from ledger_cases import bill
 
 from simcost.cost.energy import split_steps_by_hour, split_steps_by_hour_py
+from simcost.cost.hours import HourWindows
 
 SITE = {"pue": 1.5, "grid_gco2_per_kwh": 300.0}
 
@@ -28,8 +29,9 @@ def test_energy_is_the_integral_of_power():
     assert b.energy.total_kwh == pytest.approx(kwh, rel=1e-9)
     # by hand: 2 x 5000 s idle power + 1820 busy s x 400 W extra, x PUE
     assert b.energy.total_kwh == pytest.approx((2 * 5000 * 100 + 1820 * 400) * 1.5 / 3.6e6, rel=1e-12)
-    assert b.energy.replica_hour_kwh.shape == (2, 2)
-    assert b.energy.replica_hour_kwh[0, 0] == pytest.approx((3600 * 100 + 15 * 400) * 1.5 / 3.6e6)
+    kwh = b.energy.windows.dense(b.energy.hour_kwh)
+    assert kwh.shape == (2, 2)
+    assert kwh[0, 0] == pytest.approx((3600 * 100 + 15 * 400) * 1.5 / 3.6e6)
 
 
 def test_carbon_is_kwh_times_intensity():
@@ -50,8 +52,11 @@ def test_split_by_hour_matches_reference(seed, n, replicas, hours):
     end = start + rng.random(n) * 4000  # some cross one or more hour boundaries, some overrun
     replica = rng.integers(0, replicas, n)
     util = rng.random(n)
-    got = split_steps_by_hour(start, end, replica, util, replicas, hours)
+    # each replica's window: the hours its steps touch, from a random earlier first hour
+    first = rng.integers(0, hours, replicas)
+    windows = HourWindows.of_intervals(first * 3600.0, first * 3600.0, hours, start, end, replica)
+    got = split_steps_by_hour(start, end, replica, util, windows.first_hour, windows.offset, hours)
     ref = split_steps_by_hour_py(start, end, replica, util, replicas, hours)
     for a, b in zip(got, ref):
-        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-9)
+        np.testing.assert_allclose(windows.dense(a), b, rtol=1e-12, atol=1e-9)
     np.testing.assert_allclose(got[0].sum(), (end - start).sum(), rtol=1e-12)

@@ -137,3 +137,25 @@ def test_sizing_over_devices_decides_the_preset_sequence_limit_per_device():
     assert scenario_from_dict(with_option(raw, {"hardware.device": "a100-80gb"})).engine.max_num_seqs == 256
     assert scenario_from_dict(with_option(raw, {"hardware.device": "h200"})).engine.max_num_seqs == 1024
     assert scenario_from_dict(with_option(raw, {"engine.policy": "static"})).engine.max_num_seqs == 256  # a batch size
+
+
+def test_the_written_scenario_leaves_the_device_default_to_the_preset(tmp_path):
+    """scenario.yaml shows the max_num_seqs the preset chose as a comment, reruns the same, and on
+    another device takes that device's default (1024 on an H100, 256 on an A100)."""
+    from simcost.analysis.report_read import read_scenario
+
+    base = {"name": "w", "seed": 3, "duration_s": 20.0, "model": {"name": "llama-3.1-8b"},
+            "hardware": {"device": "h100-sxm"},
+            "workload": {"arrivals": {"process": "poisson", "rate_per_s": 2.0},
+                         "input_tokens": {"dist": "fixed", "value": 200}, "output_tokens": {"dist": "fixed", "value": 20}}}
+    first = api.run(base, out=tmp_path / "a", progress=False)
+    written = tmp_path / "a" / "scenario.yaml"
+    assert "# max_num_seqs: 1024  (the engine preset's for h100-sxm)" in written.read_text()
+    assert read_scenario(written)["engine"]["max_num_seqs"] == 1024  # the report still shows it
+    again = api.load(written)
+    assert again.engine.max_num_seqs == 1024 and again.engine.seqs_from_preset
+    assert api.run(written, progress=False).summary == first.summary
+    assert api.load(written, overrides={"hardware.device": "a100-80gb"}).engine.max_num_seqs == 256
+    # a max_num_seqs the scenario gives is written as given
+    api.run({**base, "engine": {"max_num_seqs": 64}}, out=tmp_path / "b", progress=False)
+    assert api.load(tmp_path / "b" / "scenario.yaml", overrides={"hardware.device": "a100-80gb"}).engine.max_num_seqs == 64

@@ -15,7 +15,7 @@ from simcost.perf.step_model import StepParams, step_params, step_time_s, step_t
 from simcost.scenario.scenario import scenario_from_dict
 
 
-def make(model="deepseek-v3", tp=1, ep=8, dp_attention=True, engine=None, **hardware):
+def make(model="deepseek-v3", tp=1, ep=8, dp_attention=True, engine=None, perf=None, **hardware):
     raw = {
         "duration_s": 30.0,
         "workload": {"arrivals": {"process": "poisson", "rate_per_s": 2.0},
@@ -26,6 +26,7 @@ def make(model="deepseek-v3", tp=1, ep=8, dp_attention=True, engine=None, **hard
                      "data_parallel_attention": dp_attention, **hardware},
         "engine": {"policy": "chunked", "max_model_len": 32768, "max_num_seqs": 256,
                    "max_num_batched_tokens": 8192, **(engine or {})},
+        **({"perf": perf} if perf else {}),
     }
     return scenario_from_dict(raw)
 
@@ -92,7 +93,7 @@ def test_dp_attention_step_time_by_hand():
     nbytes = (V3.num_params - V3.expert_params) + V3.expert_params / 8 * touched + one.kv_bytes_per_token / 8 * (kv + n)
     a2a = 2 * MOE_LAYERS * (H200.allreduce_latency_s + n / 8 * V3.hidden_size * 2 * 8 * (7 / 8) / H200.link_bytes_per_s)
     want = max(flops / one.flop_rate, nbytes / one.byte_rate) + a2a + one.step_overhead_s
-    p = step_params(make(), dep)
+    p = step_params(make(perf={"model": "roofline"}), dep)  # auto runs the kernel tables here
     assert step_time_s_py(p, 0, n, kv + n, kv, 0) == pytest.approx(want, rel=1e-9)
     assert step_time_s(p, 0, n, kv + n, kv, 0) == pytest.approx(want, rel=1e-9)
 

@@ -160,7 +160,7 @@ def test_a_reclaim_or_failure_at_any_moment_loses_no_request_or_token_and_its_co
         assert len(ra.pool) == 3  # replaced
     # each replica billed from request to gone at the spot price, nothing after
     assert res.bill.total_usd == pytest.approx(billed_by_hand_usd(res, 2.0), rel=1e-9)
-    hourly = res.bill.replica_hour_usd.sum(axis=1) + res.bill.tariff.minimum_usd
+    hourly = res.bill.hours.row_sums(res.bill.hour_usd) + res.bill.tariff.minimum_usd
     charged_s = max(ra.gone_s[0], 60.0) if ra.gone_s[0] > 0 else 0.0  # reclaimed as requested: never provisioned
     assert hourly[0] == pytest.approx(charged_s * 2.0 * res.deployment.num_devices / 3600, rel=1e-9)
 

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from simcost.perf import step_model as sm
 from simcost.perf.deployment import plan_deployment
-from simcost.perf.kernel_model import K_ACC_MEASURED, K_ACC_TOTAL, kernel_step_time_s_py
+from simcost.perf.kernel_model import K_ACC_MEASURED, K_ACC_TOTAL
+from simcost.perf.kernel_reference import kernel_step_time_s_py
 from simcost.perf.kernel_tables import DEVICE_TABLES, KernelTables, loglog
 from simcost.simulation.simulation import run
 from tests.scenarios import scenario
@@ -306,3 +307,69 @@ def test_a_gpu_count_missing_from_the_own_all_reduce_table_is_borrowed_scaled_an
     assert np.allclose(seconds, seconds2, rtol=1e-12)  # the lender's 8-GPU rows, scaled
     inside = measured2 > 0  # sizes within the tables' range
     assert inside.sum() > 20 and (measured[inside] < measured2[inside]).all() and (measured <= measured2).all()
+
+
+def test_a_plain_mlp_prices_two_matrices_where_a_gated_one_prices_three():
+    """BLOOM, GPT-J, Falcon: up, GELU, down. The gated entry's extra cost is exactly its gate half
+    of the fused gate/up GEMM (plus one more elementwise pass), layer by layer."""
+    entry = {"name": "8B shape, plain MLP", "num_layers": 32, "hidden_size": 4096, "num_heads": 32,
+             "num_kv_heads": 8, "head_dim": 128, "intermediate_size": 14336, "vocab_size": 128256,
+             "num_params": 8030261248, "weight_format": "bf16", "max_model_len": 8192, "mlp": "plain",
+             "sources": {"spec": {"source": "test", "date": "2026-12-06"}}}
+    plain = kernel_params(catalog={"models": {"plain-8b": entry}}, model={"name": "plain-8b"})
+    gated = kernel_params(catalog={"models": {"gated-8b": {**entry, "mlp": "gated"}}}, model={"name": "gated-8b"})
+    t = KernelTables("h100_sxm")
+    m = 4096.0
+    gemm = {n: t.gemm_ms("bfloat16", np.array([m]), n, 4096)[0][0] / 1e3 for n in (14336, 2 * 14336)}
+    extra_s = sm.step_time_s(gated, int(m), 0, m * (m + 1) / 2, 0.0, 1) - sm.step_time_s(plain, int(m), 0, m * (m + 1) / 2, 0.0, 1)
+    gate_s = 32 * (gemm[2 * 14336] - gemm[14336])
+    # the rest is one elementwise pass over the MLP shard: m x 14336 bf16 values per layer, at no
+    # more than the H100's 3.35 TB/s and no less than half of it
+    pass_bytes = 32 * m * 14336 * 2.0
+    assert gate_s + pass_bytes / 3.35e12 < extra_s < gate_s + pass_bytes / (0.5 * 3.35e12)
+
+
+def test_an_unknown_mlp_kind_is_refused_naming_the_key():
+    from simcost.errors import InputError
+    entry = {"name": "x", "num_layers": 2, "hidden_size": 64, "num_heads": 4, "num_kv_heads": 4, "head_dim": 16,
+             "intermediate_size": 256, "vocab_size": 100, "num_params": 200000, "weight_format": "bf16",
+             "max_model_len": 128, "mlp": "swiglu", "sources": {"spec": {"source": "t", "date": "2026-12"}}}
+    with pytest.raises(InputError, match=r"mlp.*'swiglu' is not one of gated, plain"):
+        scenario(catalog={"models": {"x": entry}}, model={"name": "x"})
+
+
+def test_decode_attention_folds_kv_heads_into_batch_and_holds_on_measured_rows():
+    """k x the KV heads at batch b is read as the measured layout at batch k x b: checked on the
+    rows the tables do have (8 KV heads from 2 and from 4), every GPU with both."""
+    for name in ("h100_sxm", "a100_sxm", "l40s", "b200_sxm"):
+        t = KernelTables(name)
+        full = t.attention_grid("generation_attention", "bfloat16", 8, 8, 128)
+        for k in (2, 4):
+            part = t.attention_grid("generation_attention", "bfloat16", 8 / k, 8 / k, 128)
+            errs = []
+            for i, b in enumerate(full[0]):
+                j = np.flatnonzero(part[0] == b * k)
+                for li, length in enumerate(full[1]):
+                    lj = np.flatnonzero(part[1] == length)
+                    if len(j) and len(lj) and np.isfinite(full[2][i, li]) and np.isfinite(part[2][j[0], lj[0]]):
+                        errs.append(part[2][j[0], lj[0]] / full[2][i, li] - 1.0)
+            errs = np.abs(errs)
+            assert len(errs) > 100 and np.median(errs) < 0.05 and errs.max() < 0.25, (name, k)
+
+
+def test_an_mha_model_prices_decode_attention_from_the_folded_layout():
+    p = kernel_params(model={"name": "llama-2-7b"})
+    t = KernelTables("h100_sxm")
+    assert t.fold_factor("generation_attention", "bfloat16", 32, 32, 128) == 4
+    b_axis, c_axis, ms = t.attention_grid("generation_attention", "bfloat16", 8, 8, 128)
+    # a measured (batch 4b, context) point of the 8-head layout is the 32-head model's batch b
+    i = np.flatnonzero(b_axis == 64)[0]
+    measured = np.flatnonzero(np.isfinite(ms[i]))
+    lo, hi = measured[0], measured[len(measured) // 2]
+    b = 16
+
+    def decode_s(ctx):
+        return sm.step_time_s(p.copy(), 0, b, b * (ctx + 1.0), b * ctx, 0)
+
+    # between two measured contexts the step grows by the 32 layers' measured difference
+    assert decode_s(c_axis[hi]) - decode_s(c_axis[lo]) == pytest.approx(32 * (ms[i, hi] - ms[i, lo]) / 1e3, rel=0.05)

@@ -24,6 +24,8 @@ from simcost.workload.token_stats import (
     add_token_gaps_py,
     count_token_bins,
     count_token_bins_py,
+    dense_bins,
+    interval_of,
 )
 
 QS = [0, 1, 25, 50, 90, 95, 99, 99.9, 100]
@@ -75,11 +77,17 @@ def test_streaming_kernels_match_their_python_twins(seed):
     assert tot_b[1] == int((generated[measured] > 0).sum()) + len(measured) * (m - 1)
 
     replica = rng.integers(0, 4, n_req).astype(np.int64)
-    bins_a, bins_b = np.zeros((4, 40), dtype=np.int64), np.zeros((4, 40), dtype=np.int64)
-    edges_s = np.arange(41) * 0.3
-    count_token_bins(ids, replica, step_end_s, 0.3, bins_a)
-    count_token_bins_py(ids, replica, step_end_s, 0.3, bins_b)
+    entries, used, last_entry = np.zeros((3, 50 * n_req), dtype=np.int64), np.zeros(1, dtype=np.int64), np.full(4, -1)
+    bins_b = np.zeros((4, 50), dtype=np.int64)
+    edges_s = np.arange(51) * 0.3
+    for half in (step_end_s[:m // 2], step_end_s[m // 2:]):  # two calls: the second continues the entries
+        count_token_bins(ids, replica, half, 0.3, entries, used, last_entry)
+        count_token_bins_py(ids, replica, half, 0.3, bins_b)
+    bins_a = dense_bins(entries, int(used[0]), 4, 50)
     np.testing.assert_array_equal(bins_a, bins_b)
+    # an entry per replica and interval it emitted in, no more
+    intervals = len({interval_of(t, 0.3) for t in step_end_s.tolist()})
+    assert used[0] == intervals * len(np.unique(replica[ids]))
     for r in range(4):  # the same intervals np.histogram puts the tokens in
         times = np.repeat(step_end_s, int((replica[ids] == r).sum()))
         np.testing.assert_array_equal(bins_a[r], np.histogram(times, bins=edges_s)[0])
@@ -302,7 +310,8 @@ def test_stream_tokens_refuses_bins_too_small_without_counting_anything():
     table.replica[:] = [0, 40]  # a replica beyond the initial rows
     ends = np.arange(1, 21) * 1.0  # and times beyond the initial intervals
     table.emit_tokens(np.array([0, 1]), ends)
-    bins = table.streamed.bins
+    streamed = table.streamed
+    bins = dense_bins(streamed.bins, int(streamed.used[0]), 41, 100)
     assert bins.sum() == 40 and bins[0].sum() == bins[40].sum() == 20
     assert [int(np.flatnonzero(bins[0])[k]) for k in (0, -1)] == [4, 80]  # t = 1 s and 20 s at 0.25 s
     assert table.streamed.itl.count == 2 * 19  # the first token of each has no gap before it

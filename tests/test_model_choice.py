@@ -4,6 +4,7 @@ model, the roofline elsewhere; explicit models stay as given; the run summary sa
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from simcost.catalog.specs import get_device
 from simcost.errors import InputError
 from simcost.perf import step_model as sm
 from simcost.perf.deployment import plan_deployment
-from simcost.perf.kernel_tables import cuda_graph_max_tokens
+from simcost.perf.kernel_tables import cuda_graph_max_tokens, table_format
 from simcost.perf.model_choice import choose_perf_model, describe
 from simcost.perf.step_model import step_params, step_time_s
 from simcost.scenario.scenario import scenario_from_dict
@@ -78,9 +79,7 @@ def test_a_pcie_gpu_runs_the_roofline_above_one_device():
 
 
 @pytest.mark.parametrize("model,weight_format,lacks", [
-    ("llama-2-7b", None, "no generation attention table"),   # 32 KV heads per GPU: not measured
     ("phi-3.5-mini", None, "no context attention table"),    # head_dim 96
-    ("gpt-oss-20b", None, "mxfp4 weights"),
     ("llama-3.1-8b", "int4", "int4 weights"),
     ("llama-4-scout", "fp8", "fp8 MoE layer is slower than bf16"),  # H100's fp8 MoE table: 2-4x bf16's
 ])
@@ -90,22 +89,51 @@ def test_shapes_and_formats_the_tables_lack_run_the_roofline(model, weight_forma
     assert got == "roofline" and lacks in why
 
 
+def test_more_kv_heads_than_the_decode_tables_measure_fold_into_a_larger_batch():
+    # Llama-2-7B: 32 KV heads per GPU; H100's decode table stops at 8 (prefill has 32/32)
+    s = make(model="llama-2-7b")
+    assert choose_perf_model(s, plan_deployment(s)) == ("kernels", "auto: own tables")
+
+
 def test_tensor_parallelism_beyond_the_all_reduce_tables_runs_the_roofline():
     assert choice(device="gb200-nvl72", model="llama-3.1-70b", tp=8)[0] == "kernels"
     model, why = choice(device="gb200-nvl72", model="llama-3.1-70b", tp=16)
     assert model == "roofline" and "16 GPUs" in why
 
 
-def test_latent_attention_runs_the_roofline():
+def test_latent_attention_runs_the_kernel_tables_where_they_hold_its_modules():
+    assert choice(device="h200", model="deepseek-v3", tp=8, pipeline_parallel=2) == ("kernels", "auto: own tables")
+    # the tables measure DeepSeek-V3's latent shape only: another one takes the roofline
     s = make(device="h200", model="deepseek-v3", tp=8, pipeline_parallel=2)
-    assert choose_perf_model(s, plan_deployment(s)) == ("roofline", "auto: no kernel table for multi-head latent attention")
+    dep = plan_deployment(s)
+    other = replace(dep, model=replace(dep.model, kv_lora_rank=448, head_dim=256))
+    got, why = choose_perf_model(s, other)
+    assert got == "roofline" and "latent attention shape" in why
+    # the A100 tables have no MLA modules
+    got, why = choice(device="a100-80gb", model="deepseek-v3", tp=8, pipeline_parallel=4, weight_format="bf16")
+    assert got == "roofline" and "no MLA context table" in why
 
 
-def test_expert_parallel_and_micro_batches_run_the_roofline():
-    model, why = choice(model="qwen3-30b-a3b", tp=2, expert_parallel=2)
-    assert model == "roofline" and "expert-parallel" in why
-    assert choice(model="qwen3-30b-a3b", tp=2)[0] == "kernels"  # the same MoE without EP is measured
+def test_mxfp4_moe_runs_its_measured_kernel():
+    s = make(model="gpt-oss-20b")
+    dep = plan_deployment(s)
+    assert choose_perf_model(s, dep) == ("kernels", "auto: own tables")
+    assert table_format("moe", dep.weight_format) == "w4a16_mxfp4" and table_format("gemm", dep.weight_format) == "bfloat16"
+
+
+def test_expert_parallel_runs_the_kernel_tables_within_a_node_and_micro_batches_the_roofline():
+    assert choice(model="qwen3-30b-a3b", tp=2, expert_parallel=2) == ("kernels", "auto: own tables")
+    assert choice(model="qwen3-30b-a3b", tp=1, expert_parallel=8, data_parallel_attention=True)[0] == "kernels"
+    model, why = choice(model="qwen3-30b-a3b", tp=1, expert_parallel=16, data_parallel_attention=True)
+    assert model == "roofline" and "spans nodes" in why
+    model, why = choice(device="l40s", model="qwen3-30b-a3b", tp=1, expert_parallel=2, data_parallel_attention=True)
+    assert model == "roofline" and "PCIe" in why
     assert choice(model="llama-3.1-8b", pipeline_parallel=2, pipeline_micro_batches=2)[0] == "roofline"
+    # GB200's NCCL tables stop at 4 GPUs: DP attention over 8 groups has no measured dispatch
+    model, why = choice(device="gb200-nvl72", model="deepseek-v3", tp=1, expert_parallel=8, data_parallel_attention=True)
+    assert model == "roofline" and "no NCCL all-gather table for 8 GPUs" in why
+    assert choice(device="gb200-nvl72", model="deepseek-v3", tp=1, expert_parallel=4, data_parallel_attention=True,
+                  weight_format="nvfp4")[0] == "kernels"
 
 
 @pytest.mark.parametrize("perf,reason", [({"mfu": 0.5}, "perf.mfu"), ({"allreduce_latency_s": 1e-5}, "perf.allreduce_latency_s")])

@@ -165,7 +165,7 @@ def test_each_pool_is_priced_its_own_way():
     assert bill.tariff.model == "mixed" and bill.tariff.replica_model == ["owned", "on_demand", "spot", "spot"]
     assert_bill_adds_up(bill)
     # carbon at each replica's site: the edge at 100 g/kWh, the rest at fleet.site's 400
-    kwh_r = bill.energy.replica_hour_kwh.sum(axis=1)
+    kwh_r = bill.energy.replica_kwh
     assert bill.energy.total_gco2 == pytest.approx(kwh_r[0] * 100.0 + kwh_r[1:].sum() * 400.0, rel=1e-12)
 
 

@@ -123,6 +123,9 @@ def test_charge_steps_hourly_matches_reference(seed, n, replicas, hours):
     end = start + rng.random(n) * 4000
     replica = rng.integers(0, replicas, n)
     util = rng.random(n)
-    rate = rng.random((replicas, hours))
-    got = charge_steps_hourly(start, end, replica, util, rate, 0.3)
-    np.testing.assert_allclose(got, charge_steps_hourly_py(start, end, replica, util, rate, 0.3), rtol=1e-12, atol=1e-12)
+    rate = rng.random(replicas)  # per replica, times its class's factor in each hour (row 0: ones)
+    factor_row = rng.integers(0, 3, replicas)
+    hour_factor = np.vstack([np.ones(hours), rng.random((2, hours))])
+    got = charge_steps_hourly(start, end, replica, util, rate, factor_row, hour_factor, 0.3)
+    ref = charge_steps_hourly_py(start, end, replica, util, rate, factor_row, hour_factor, 0.3)
+    np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)

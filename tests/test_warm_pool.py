@@ -150,7 +150,8 @@ def test_under_load_hits_skip_the_cold_start_nothing_is_lost_and_every_dollar_is
     assert b.total_usd == pytest.approx(billed_by_hand_usd(res) + prov + standby, rel=1e-12)
     from_formulas_usd = fleet_bill_usd(sim.scenario.fleet.pricing, res.pools, res.horizon_s, b.energy, ra)
     assert from_formulas_usd == pytest.approx(b.total_usd, rel=1e-12)
-    by_hour = warm_node_hour_usd(ra.warm, 3)  # hour 0 (the run), and two more that must stay empty
+    windows, usd = warm_node_hour_usd(ra.warm, 3)  # hour 0 (the run), and two more that must stay empty
+    by_hour = windows.dense(usd)
     assert by_hour.sum() == pytest.approx(b.warm_pool_usd, rel=1e-12) and not by_hour[:, 1:].any()
     if unallocated == "chargeback":
         assert b.charged_usd.sum() == pytest.approx(b.total_usd, rel=1e-9)

@@ -36,7 +36,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import minimize_scalar
 
-from simcost.cost.energy import hour_covered_s, hour_overlap_s, split_steps_by_hour
+from simcost.cost.energy import hour_covered_s, split_steps_by_hour
+from simcost.cost.hours import HourWindows
 from simcost.cost.pricing import reserved_effective_usd_per_hour, savings_plan_hours
 from simcost.errors import InputError
 from simcost.scenario.pricing import PricingConfig
@@ -82,15 +83,18 @@ def demand_curve(result, basis: str = "provisioned", period_s: float = S_PER_HOU
     # split_steps_by_hour cuts at clock hours; rescaling time turns each period into an hour
     scale = S_PER_HOUR / period_s
     covered_s = hour_covered_s(result.horizon_s * scale) / scale
+    ra, steps = result.bill.roster, result.steps
+    # each replica's hours (periods), from its request to gone and its steps: sums over them, in
+    # replica order, rather than a (replicas, hours) matrix (10^5 lives x 10^4 hours in a long run)
+    windows = HourWindows.of_intervals(ra.requested_s * scale, ra.gone_s * scale, len(covered_s),
+                                       steps.step_start_s * scale, steps.step_end_s * scale, steps.step_replica)
     if basis == "provisioned":  # each replica's devices over the time it was billed
-        ra = result.bill.roster
-        alive_scaled_s = hour_overlap_s(ra.requested_s * scale, ra.gone_s * scale, len(covered_s))
-        device_s = devices @ (alive_scaled_s / scale)
-        return np.divide(device_s, covered_s, out=np.zeros_like(device_s), where=covered_s > 0)
-    steps = result.steps
-    busy_scaled_s, _ = split_steps_by_hour(steps.step_start_s * scale, steps.step_end_s * scale, steps.step_replica,
-                                           np.ones(len(steps.step_start_s)), len(devices), len(covered_s))
-    device_s = devices @ (busy_scaled_s / scale)
+        scaled_s = windows.overlap_s(ra.requested_s * scale, ra.gone_s * scale)
+    else:
+        scaled_s, _ = split_steps_by_hour(steps.step_start_s * scale, steps.step_end_s * scale, steps.step_replica,
+                                          np.ones(len(steps.step_start_s)), windows.first_hour, windows.offset,
+                                          len(covered_s))
+    device_s = windows.column_sums(windows.per_entry(devices) * (scaled_s / scale))
     return np.divide(device_s, covered_s, out=np.zeros_like(device_s), where=covered_s > 0)
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import yaml
 
 from simcost.errors import InputError
+from simcost.scenario.scenario import preset_max_num_seqs
 
 # --- reading a folder --------------------------------------------------------------------------
 
@@ -40,13 +41,17 @@ def read_scenario(path: Path) -> dict | None:
     if not path.is_file():
         return None
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         raise InputError(where, f"malformed YAML: {getattr(exc, 'problem', None) or exc}") from None
     if not isinstance(data, dict):
         raise InputError(str(path), "expected a mapping (a scenario as run)")
+    engine = data.get("engine")
+    if isinstance(engine, dict) and "max_num_seqs" not in engine and (seqs := preset_max_num_seqs(text)) is not None:
+        engine["max_num_seqs"] = seqs  # left to the engine preset; the file says which it chose
     return data
 
 

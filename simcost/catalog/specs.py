@@ -28,7 +28,7 @@ from simcost.units import HOURS_PER_YEAR
 
 __all__ = ["DeviceSpec", "ModelSpec", "PriceOffer", "Commitment", "Purchase", "config_dir", "load_devices",
            "load_models", "load_prices", "get_device", "get_model", "catalog_names", "price_offer", "on_demand_usd_per_device_hour",
-           "DEVICE_KINDS", "COMPUTE_FORMATS", "SERVING_KINDS", "format_catalog", "format_refusal",
+           "DEVICE_KINDS", "COMPUTE_FORMATS", "SERVING_KINDS", "MLP_KINDS", "format_catalog", "format_refusal",
            "KV_CACHE_FORMATS"]
 
 DEVICE_KINDS = ("gpu", "cpu", "tpu", "edge")
@@ -57,6 +57,9 @@ class Interconnect:
     latency_s: float  # per all-reduce on a flat fabric, per ring hop otherwise
 MODEL_SOURCE_GROUPS = ("spec",)
 SERVING_KINDS = ("tokens", "per_item")  # decoder LLMs stepped token by token; models charged per item
+# a layer's dense MLP: gated (Llama, Mistral, Qwen: gate and up projections, then down, 3 matrices
+# of intermediate_size) or plain (BLOOM, GPT-J, Falcon, GPT-2, OPT: up, GELU, down, 2 matrices)
+MLP_KINDS = ("gated", "plain")
 ANY_REGION = "any"  # a provider-wide price, matching every region
 _DATE = re.compile(r"^\d{4}-\d{2}(-\d{2})?$")  # YYYY-MM-DD, or YYYY-MM for monthly snapshots
 
@@ -134,6 +137,7 @@ class ModelSpec:
     qk_rope_head_dim: int = 0
     num_shared_experts: int = 0  # always-used experts of each MoE layer (counted outside expert_params)
     first_dense_layers: int = 0  # leading layers with a dense MLP instead of experts (DeepSeek's first_k_dense)
+    mlp: str = "gated"  # one of MLP_KINDS: the kernel-table model prices the MLP's GEMMs by their shapes
 
     @property
     def is_mla(self) -> bool:
@@ -580,7 +584,7 @@ def _model(key: str, entry: Any, where: _Where) -> ModelSpec:
                                        "flops_per_item", "sources"), _MODEL_SHAPE + ("aliases",))
     else:
         entry = _fields(entry, where, ("name",) + _MODEL_SHAPE + ("num_params", "weight_format", "sources"),
-                        ("serving", "aliases", "notes") + _MOE + _WINDOW + _MLA + _MOE_LAYOUT)
+                        ("serving", "aliases", "notes", "mlp") + _MOE + _WINDOW + _MLA + _MOE_LAYOUT)
     ints = {name: _integer(entry, name, where) if name in entry else 0
             for name in _MODEL_SHAPE + ("num_params",) + _MOE + _WINDOW + _MLA}
     ints.update({name: _count(entry, name, where) for name in _MOE_LAYOUT})
@@ -601,6 +605,7 @@ def _model(key: str, entry: Any, where: _Where) -> ModelSpec:
         item_input=_text(entry, "item_input", where) if serving == "per_item" else "",
         aliases=_aliases(entry, where),
         notes=_text(entry, "notes", where) if "notes" in entry else "",
+        mlp=_text(entry, "mlp", where, MLP_KINDS) if "mlp" in entry else "gated",
         **ints,
     )
 

@@ -7,7 +7,8 @@ utilisation, so u = 1 while a step runs and u = 0 between steps: an upper bound 
 The kernels take u per step, so a finer utilisation can be passed in later without changing them.
 
 Everything is kept per (replica, hour) because pricing and the FOCUS export are hourly:
-hour h covers [3600 h, min(3600 (h + 1), horizon)).
+hour h covers [3600 h, min(3600 (h + 1), horizon)); only for the hours each replica life spans
+(simcost.cost.hours.HourWindows).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from simcost.cost.hours import HourWindows
 from simcost.errors import required
 from simcost.units import J_PER_KWH, S_PER_HOUR
 
@@ -32,18 +34,10 @@ def hour_covered_s(horizon_s: float) -> np.ndarray:
     return np.clip(horizon_s - starts, 0.0, S_PER_HOUR)
 
 
-def hour_overlap_s(start_s: np.ndarray, end_s: np.ndarray, n_hours: int) -> np.ndarray:
-    """(intervals, hours): seconds of each [start, end) inside each clock hour (the last hour
-    takes any overrun, as everywhere here)."""
-    lo = np.arange(n_hours) * S_PER_HOUR
-    hi = lo + S_PER_HOUR
-    hi[-1] = math.inf
-    return np.clip(np.minimum(end_s[:, None], hi[None, :]) - np.maximum(start_s[:, None], lo[None, :]), 0.0, None)
-
-
 @dataclass(frozen=True)
 class Energy:
-    replica_hour_kwh: np.ndarray  # (replicas, hours), PUE included
+    windows: HourWindows  # the replica lives' hours
+    hour_kwh: np.ndarray  # per entry of windows (replica, hour), PUE included
     pue: float | None  # None: replicas at sites of different PUE (replica_pue)
     grid_gco2_per_kwh: float | None  # None: sites of different grids (replica_gco2_per_kwh)
     replica_pue: np.ndarray | None = None  # (replicas,) when sites differ
@@ -51,31 +45,33 @@ class Energy:
 
     @property
     def total_kwh(self) -> float:
-        return float(self.replica_hour_kwh.sum())
+        return self.windows.total(self.hour_kwh)
+
+    @property
+    def replica_kwh(self) -> np.ndarray:
+        return self.windows.row_sums(self.hour_kwh)
 
     @property
     def total_gco2(self) -> float:
         if self.replica_gco2_per_kwh is not None:
-            return float((self.replica_hour_kwh.sum(axis=1) * self.replica_gco2_per_kwh).sum())
+            return float((self.replica_kwh * self.replica_gco2_per_kwh).sum())
         return self.total_kwh * required(self.grid_gco2_per_kwh, "site.grid_gco2_per_kwh")  # one grid: set
 
 
-def replica_hour_energy(busy_u_s: np.ndarray, covered_s: np.ndarray, idle_w, peak_w,
+def replica_hour_energy(windows: HourWindows, busy_u_s: np.ndarray, alive_s: np.ndarray, idle_w, peak_w,
                         pue, grid_gco2_per_kwh) -> Energy:
-    """Integral of power over each replica-hour: idle_w for all of it plus (peak - idle) x u
-    over the time steps ran (busy_u_s = integral of u dt, from `split_steps_by_hour`). covered_s:
-    each hour's seconds (every replica there all along) or (replicas, hours) seconds each was
-    there. idle_w and peak_w: one figure for every replica, or one per replica; so are pue and
-    grid_gco2_per_kwh (each replica's site)."""
-    idle_w = np.reshape(np.asarray(idle_w, dtype=np.float64), (-1, 1))
-    peak_w = np.reshape(np.asarray(peak_w, dtype=np.float64), (-1, 1))
-    covered_s = np.atleast_2d(covered_s)
-    joules = covered_s * idle_w + busy_u_s * (peak_w - idle_w)
+    """Integral of power over each replica-hour (entries of windows): idle_w for the seconds the
+    replica was there (alive_s) plus (peak - idle) x u over the time steps ran (busy_u_s = integral
+    of u dt, from `split_steps_by_hour`). idle_w and peak_w: one figure per replica; so are pue and
+    grid_gco2_per_kwh (each replica's site), or one for all."""
+    idle_w = windows.per_entry(np.broadcast_to(np.asarray(idle_w, dtype=np.float64), (windows.num_lives,)))
+    peak_w = windows.per_entry(np.broadcast_to(np.asarray(peak_w, dtype=np.float64), (windows.num_lives,)))
+    joules = alive_s * idle_w + busy_u_s * (peak_w - idle_w)
     if np.ndim(pue) == 0 and np.ndim(grid_gco2_per_kwh) == 0:
-        return Energy(replica_hour_kwh=joules * pue / J_PER_KWH, pue=pue, grid_gco2_per_kwh=grid_gco2_per_kwh)
+        return Energy(windows, joules * pue / J_PER_KWH, pue=pue, grid_gco2_per_kwh=grid_gco2_per_kwh)
     pue, grid = np.asarray(pue, dtype=np.float64), np.asarray(grid_gco2_per_kwh, dtype=np.float64)
     one = lambda x: float(x[0]) if len(x) and (x == x[0]).all() else None  # noqa: E731
-    return Energy(replica_hour_kwh=joules * pue[:, None] / J_PER_KWH, pue=one(pue), grid_gco2_per_kwh=one(grid),
+    return Energy(windows, joules * windows.per_entry(pue) / J_PER_KWH, pue=one(pue), grid_gco2_per_kwh=one(grid),
                   replica_pue=pue, replica_gco2_per_kwh=grid)
 
 
@@ -91,22 +87,26 @@ def hour_piece(t_s, end_s, n_hours):
 
 
 @njit(cache=True)
-def split_steps_by_hour(step_start_s, step_end_s, step_replica, step_util, num_replicas, n_hours):
-    """Busy seconds and integral of u dt per (replica, hour); a step across an hour boundary is cut."""
-    busy_s = np.zeros((num_replicas, n_hours))
-    busy_u_s = np.zeros((num_replicas, n_hours))
+def split_steps_by_hour(step_start_s, step_end_s, step_replica, step_util, first_hour, offset, n_hours):
+    """Busy seconds and integral of u dt per (replica, hour), per entry of the replicas' hour
+    windows (first_hour, offset: simcost.cost.hours.HourWindows, which must hold every hour a
+    replica's steps touch); a step across an hour boundary is cut."""
+    busy_s = np.zeros(offset[-1])
+    busy_u_s = np.zeros(offset[-1])
     for j in range(step_start_s.shape[0]):
         r = step_replica[j]
         t = step_start_s[j]
         while t < step_end_s[j]:
             h, cut = hour_piece(t, step_end_s[j], n_hours)
-            busy_s[r, h] += cut - t
-            busy_u_s[r, h] += (cut - t) * step_util[j]
+            e = offset[r] + h - first_hour[r]
+            busy_s[e] += cut - t
+            busy_u_s[e] += (cut - t) * step_util[j]
             t = cut
     return busy_s, busy_u_s
 
 
 def split_steps_by_hour_py(step_start_s, step_end_s, step_replica, step_util, num_replicas, n_hours):
+    """The dense (replicas, hours) twin of `split_steps_by_hour`."""
     busy_s = np.zeros((num_replicas, n_hours))
     busy_u_s = np.zeros((num_replicas, n_hours))
     for s, e, r, u in zip(step_start_s, step_end_s, step_replica, step_util):
@@ -117,3 +117,12 @@ def split_steps_by_hour_py(step_start_s, step_end_s, step_replica, step_util, nu
             busy_s[r, h] += piece
             busy_u_s[r, h] += piece * u
     return busy_s, busy_u_s
+
+
+def hour_overlap_s(start_s: np.ndarray, end_s: np.ndarray, n_hours: int) -> np.ndarray:
+    """(intervals, hours): seconds of each [start, end) inside each clock hour (the last hour
+    takes any overrun): the dense twin of HourWindows.overlap_s, for tests."""
+    lo = np.arange(n_hours) * S_PER_HOUR
+    hi = lo + S_PER_HOUR
+    hi[-1] = math.inf
+    return np.clip(np.minimum(end_s[:, None], hi[None, :]) - np.maximum(start_s[:, None], lo[None, :]), 0.0, None)

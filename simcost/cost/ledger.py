@@ -9,7 +9,8 @@ to tokens x a weight for prompt or output tokens, or equally. Time a replica spe
 is idle cost; minimum charges and unused commitments are their own unallocated categories. So
     sum(request cost) + idle + minimum + unused commitment = the bill from the pricing formulas,
 which the tests check (no dollar lost or invented). Under chargeback the unallocated dollars are
-then spread over requests too (`spread_unallocated`). Energy is kept per replica-hour alongside.
+then spread over requests too (`spread_unallocated`). Energy is kept per replica-hour alongside,
+for the hours each replica life spans (simcost.cost.hours.HourWindows).
 Warm nodes (fleet.warm_pool) are no replicas and run no step: what they cost is its own
 unallocated category, `warm_pool` (simcost.pricing.warm_pool_usd).
 Egress (fleet.pools) is priced per request outside the step log and added to its allocated cost
@@ -26,9 +27,10 @@ import numpy as np
 from numba import njit
 
 from simcost.cost.energy import Energy, hour_covered_s, hour_piece, replica_hour_energy, split_steps_by_hour
+from simcost.cost.hours import HourWindows
 from simcost.cost.pricing import (
     Tariff,
-    alive_matrix_s,
+    alive_hours_s,
     fleet_bill_usd,
     fleet_tariff,
     pools_bill_usd,
@@ -247,12 +249,13 @@ class Bill:
     busy_usd: float  # allocated: the sum of step_usd (and of request_usd)
     idle_usd: float  # unallocated: time replicas ran with no step
     total_usd: float  # from the pricing formulas (`simcost.pricing.bill_usd`)
-    replica_hour_usd: np.ndarray  # (replicas, hours) running charge, unallocated extras excluded
+    hours: HourWindows  # the replicas' clock hours: every hour each was billed or ran a step
+    hour_usd: np.ndarray  # per entry of hours: running charge, unallocated extras excluded
     hour_unused_commitment_usd: np.ndarray  # (hours,)
     tariff: Tariff
     energy: Energy
     roster: RosterArrays  # every replica's timeline, cut at the horizon
-    replica_hour_alive_s: np.ndarray  # (replicas, hours): seconds each was billed
+    hour_alive_s: np.ndarray  # per entry of hours: seconds the replica was billed
     # chargeback: each request's share of the unallocated dollars, and their sum (0 under showback)
     unallocated_share_usd: np.ndarray
     spread_usd: float = 0.0
@@ -321,12 +324,11 @@ def settle(steps: StepArrays, num_requests: int, fleet: FleetConfig, dep: Deploy
              else fleet_tariff(fleet.pricing, fleet.site, pools, horizon_s, ra, spot_usd_per_device_hour))
     step_util = np.broadcast_to(1.0, len(steps.step_start_s))  # every step at 1, without a float each
     if price.replica_util_usd_per_s is None:
-        step_usd = charge_steps_hourly(steps.step_start_s, steps.step_end_s, steps.step_replica, step_util,
-                                       price.time_usd_per_s, price.util_usd_per_s)
+        step_usd = charge_steps(steps.step_start_s, steps.step_end_s, steps.step_replica, step_util, price,
+                                price.util_usd_per_s)
     else:  # per-replica utilisation rates: fold each into its steps' utilisation
-        step_usd = charge_steps_hourly(steps.step_start_s, steps.step_end_s, steps.step_replica,
-                                       step_util * price.replica_util_usd_per_s[steps.step_replica],
-                                       price.time_usd_per_s, 1.0)
+        step_usd = charge_steps(steps.step_start_s, steps.step_end_s, steps.step_replica,
+                                step_util * price.replica_util_usd_per_s[steps.step_replica], price, 1.0)
     if (np.diff(steps.record_member_offset) == 0).any():
         raise RuntimeError("ledger: a record has no members, so its cost has no one to go to (engine bug)")
     request_usd = allocate_logged_records(step_usd, steps.record_step_offset, steps.record_member_offset,
@@ -349,10 +351,13 @@ def settle(steps: StepArrays, num_requests: int, fleet: FleetConfig, dep: Deploy
     if overlaps:
         raise RuntimeError(f"ledger: {overlaps} steps overlap on one replica (engine bug)")
     idle_s = np.maximum(0.0, ra.alive_s - busy_s)
-    covered_s = hour_covered_s(horizon_s)
-    alive_s = alive_matrix_s(ra, len(covered_s))
+    n_hours = len(hour_covered_s(horizon_s))
+    hours = HourWindows.of_intervals(ra.requested_s, ra.gone_s, n_hours, steps.step_start_s, steps.step_end_s,
+                                     steps.step_replica)
+    _, alive_s = alive_hours_s(ra, n_hours, hours)
     hour_busy_s, hour_busy_u_s = split_steps_by_hour(steps.step_start_s, steps.step_end_s, steps.step_replica,
-                                                     step_util, n, len(covered_s))
+                                                     step_util, hours.first_hour, hours.offset, n_hours)
+    rate = price.rate_usd_per_s(hours.entry_life(), hours.entry_hour())
     deps = [pools[k].deployment for k in ra.pool]
     pue: float | list[float]  # one site, or each replica's (fleet.pools)
     grid_gco2_per_kwh: float | list[float]
@@ -361,10 +366,10 @@ def settle(steps: StepArrays, num_requests: int, fleet: FleetConfig, dep: Deploy
         pue, grid_gco2_per_kwh = [s.pue for s in sites], [s.grid_gco2_per_kwh for s in sites]
     else:
         pue, grid_gco2_per_kwh = fleet.site.pue, fleet.site.grid_gco2_per_kwh
-    energy = replica_hour_energy(hour_busy_u_s, alive_s, [d.idle_w for d in deps], [d.peak_w for d in deps],
+    energy = replica_hour_energy(hours, hour_busy_u_s, alive_s, [d.idle_w for d in deps], [d.peak_w for d in deps],
                                  pue, grid_gco2_per_kwh)
     hour_idle_s = np.maximum(0.0, alive_s - hour_busy_s)
-    idle_usd = float((hour_idle_s * price.time_usd_per_s).sum())
+    idle_usd = hours.total(hour_idle_s * rate)
     provisioning_usd, loading_usd, draining_usd = lifecycle_costs_usd(ra, price, steps)
     idle_usd -= provisioning_usd + loading_usd + draining_usd  # no step runs before a replica is ready
     minimum_usd, unused_usd = float(price.minimum_usd.sum()), float(price.unused_commitment_usd.sum())
@@ -380,11 +385,11 @@ def settle(steps: StepArrays, num_requests: int, fleet: FleetConfig, dep: Deploy
                 total_usd=egress_usd + api_usd + cache_usd + cache_store_usd + (pools_bill_usd(pools, horizon_s, energy, ra) if own else
                                         fleet_bill_usd(fleet.pricing, pools, horizon_s, energy, ra, spot_usd_per_device_hour)),
                 minimum_usd=minimum_usd, unused_commitment_usd=unused_usd,
-                replica_hour_usd=price.time_usd_per_s * np.maximum(alive_s, hour_busy_s)
-                + price.util_rates(n)[:, None] * hour_busy_u_s,
+                hours=hours, hour_usd=rate * np.maximum(alive_s, hour_busy_s)
+                + hours.per_entry(price.util_rates(n)) * hour_busy_u_s,
                 hour_unused_commitment_usd=price.unused_commitment_usd, tariff=price, energy=energy,
                 unallocated_share_usd=share_usd, spread_usd=spread_usd, provisioning_usd=provisioning_usd,
-                loading_usd=loading_usd, draining_usd=draining_usd, roster=ra, replica_hour_alive_s=alive_s,
+                loading_usd=loading_usd, draining_usd=draining_usd, roster=ra, hour_alive_s=alive_s,
                 egress_usd=egress_usd, request_egress_usd=request_egress_usd,
                 warm_pool_usd=warm_provisioning_usd + warm_standby_usd, warm_standby_usd=warm_standby_usd,
                 api_usd=api_usd, request_api_usd=request_api_usd, cache_usd=cache_usd,
@@ -400,8 +405,7 @@ def lifecycle_costs_usd(ra: RosterArrays, price: Tariff, steps: StepArrays) -> t
     def cost(start_s: np.ndarray, end_s: np.ndarray, which: np.ndarray) -> float:
         if not (end_s > start_s).any():
             return 0.0
-        return float(charge_steps_hourly(start_s, np.maximum(start_s, end_s), which, np.zeros(len(which)),
-                                         price.time_usd_per_s, 0.0).sum())
+        return float(charge_steps(start_s, np.maximum(start_s, end_s), which, np.zeros(len(which)), price, 0.0).sum())
 
     draining = np.empty(len(steps.step_start_s), dtype=bool)
     for lo in range(0, len(draining), 1 << 20):  # in slices: no float per step for the gather
@@ -438,30 +442,41 @@ def spread_unallocated(request_usd: np.ndarray, unallocated_usd: float, eligible
 
 # --- kernels (each with a plain-Python twin) ----------------------------------------------
 
+def charge_steps(step_start_s, step_end_s, step_replica, step_util, price: Tariff, util_usd_per_s) -> np.ndarray:
+    """`charge_steps_hourly` at a tariff's rates."""
+    return charge_steps_hourly(step_start_s, step_end_s, step_replica, step_util, price.replica_usd_per_s,
+                               price.replica_factor, price.hour_factor, util_usd_per_s)
+
+
 @njit(cache=True)
-def charge_steps_hourly(step_start_s, step_end_s, step_replica, step_util, time_usd_per_s, util_usd_per_s):
+def charge_steps_hourly(step_start_s, step_end_s, step_replica, step_util, replica_usd_per_s, replica_factor,
+                        hour_factor, util_usd_per_s):
     """Step cost under an hourly tariff: each piece of a step in clock hour h costs its seconds x
-    (rate of its replica in h + u x util rate). The last hour takes any overrun."""
-    n_hours = time_usd_per_s.shape[1]
+    (rate of its replica in h + u x util rate), the rate being replica_usd_per_s[r] x
+    hour_factor[replica_factor[r], h] (simcost.cost.pricing.Tariff). The last hour takes any overrun."""
+    n_hours = hour_factor.shape[1]
     out = np.zeros(step_start_s.shape[0])
     for j in range(out.shape[0]):
         r = step_replica[j]
         t = step_start_s[j]
         while t < step_end_s[j]:
             h, cut = hour_piece(t, step_end_s[j], n_hours)
-            out[j] += (cut - t) * (time_usd_per_s[r, h] + step_util[j] * util_usd_per_s)
+            rate = replica_usd_per_s[r] * hour_factor[replica_factor[r], h]
+            out[j] += (cut - t) * (rate + step_util[j] * util_usd_per_s)
             t = cut
     return out
 
 
-def charge_steps_hourly_py(step_start_s, step_end_s, step_replica, step_util, time_usd_per_s, util_usd_per_s):
-    n_hours = time_usd_per_s.shape[1]
+def charge_steps_hourly_py(step_start_s, step_end_s, step_replica, step_util, replica_usd_per_s, replica_factor,
+                           hour_factor, util_usd_per_s):
+    n_hours = len(hour_factor[0])
     out = []
     for s, e, r, u in zip(step_start_s, step_end_s, step_replica, step_util):
         usd = 0.0
         for h in range(n_hours):
             hi = (h + 1) * S_PER_HOUR if h < n_hours - 1 else float("inf")
-            usd += max(0.0, min(e, hi) - max(s, h * S_PER_HOUR)) * (time_usd_per_s[r, h] + u * util_usd_per_s)
+            rate = float(replica_usd_per_s[r]) * float(hour_factor[replica_factor[r]][h])
+            usd += max(0.0, min(e, hi) - max(s, h * S_PER_HOUR)) * (rate + u * util_usd_per_s)
         out.append(usd)
     return np.array(out)
 

@@ -1,6 +1,8 @@
 """Pricing models: what a fleet's replica-hours cost (docs/design.md section 4).
 
-Each model becomes a *tariff*: a time rate in $/s per (replica, hour), a $/s at full utilisation
+Each model becomes a *tariff*: a time rate in $/s per (replica, hour), kept as a rate per replica
+times a factor per (rate class, hour) (only a savings plan varies by hour, and only for the replicas
+it covers: a run's lives x hours would not fit a long autoscaled run), a $/s at full utilisation
 on top (only owned hardware, whose power bill follows utilisation), and charges no step can
 carry (minimum charges, unused savings-plan commitment), which stay unallocated. The ledger
 prices steps and idle gaps with the rates; `bill_usd` computes the same bill straight from the
@@ -26,7 +28,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from simcost.cost.energy import Energy, hour_covered_s, hour_overlap_s
+from simcost.cost.energy import Energy, hour_covered_s
+from simcost.cost.hours import HourWindows
 from simcost.cost.roster import Roster, RosterArrays, WarmArrays
 from simcost.errors import required
 from simcost.perf.deployment import Deployment, Pool
@@ -45,7 +48,11 @@ CATEGORY = {"on_demand": "Standard", "spot": "Dynamic", "reserved": "Committed",
 @dataclass(frozen=True)
 class Tariff:
     model: str
-    time_usd_per_s: np.ndarray  # (replicas, hours): charged for every second a replica runs
+    # charged for every second a replica runs, in hour h: replica_usd_per_s[r] x
+    # hour_factor[replica_factor[r], h] (row 0 is all ones: a rate that does not vary by hour)
+    replica_usd_per_s: np.ndarray  # (replicas,)
+    replica_factor: np.ndarray  # (replicas,) int64: its row of hour_factor
+    hour_factor: np.ndarray  # (rate classes, hours)
     util_usd_per_s: float  # extra $/s at utilisation 1 (owned: dynamic power)
     minimum_usd: np.ndarray  # (replicas,): minimum-charge top-up, billed in the first hour
     unused_commitment_usd: np.ndarray  # (hours,): savings-plan commitment nobody used
@@ -56,6 +63,14 @@ class Tariff:
     # util_usd_per_s for every replica)
     replica_model: list[str] | None = None
     replica_util_usd_per_s: np.ndarray | None = None
+
+    def rate_usd_per_s(self, replica: np.ndarray, hour: np.ndarray | int) -> np.ndarray:
+        """The time rate of each replica in each hour (pairs, or one hour for all)."""
+        return self.replica_usd_per_s[replica] * self.hour_factor[self.replica_factor[replica], hour]
+
+    @property
+    def num_hours(self) -> int:
+        return self.hour_factor.shape[1]
 
     def util_rates(self, n: int) -> np.ndarray:
         """Per replica: the extra $/s at utilisation 1."""
@@ -91,29 +106,40 @@ def fleet_tariff(cfg: PricingConfig, site: SiteConfig, pools: list[Pool], horizo
     spot_price = cfg.spot_usd_per_device_hour if spot_usd_per_device_hour is None else spot_usd_per_device_hour
     spot = ra.spot | (cfg.model == "spot")
     n, hours = len(deps), len(covered_s)
-    rate = np.repeat(od_per_s[:, None], hours, axis=1)
+    rate = od_per_s.copy()
+    factor_row = np.zeros(n, dtype=np.int64)
+    hour_factor = np.ones((1, hours))
     if spot.any():
         spot_usd_per_device_hour = required(spot_price, "fleet.pricing.spot_usd_per_device_hour")
-        rate[spot] = (spot_usd_per_device_hour * devices[spot] / S_PER_HOUR)[:, None]
+        rate[spot] = spot_usd_per_device_hour * devices[spot] / S_PER_HOUR
     unused = np.zeros(hours)
     util_per_s, effective = 0.0, None
     if cfg.model == "reserved":
         effective = reserved_effective_usd_per_hour(cfg) * deps[0].num_devices
         rate[:] = effective / S_PER_HOUR
     elif cfg.model == "savings_plan":
-        alive = alive_matrix_s(ra, hours)
-        factor, unused = savings_plan_hours(cfg, (alive[~spot] * od_per_s[~spot, None]).sum(axis=0), covered_s)
-        rate[~spot] *= factor[None, :]
+        factor, unused = savings_plan_hours(cfg, on_demand_usage_usd(ra, ~spot, od_per_s, hours), covered_s)
+        hour_factor = np.vstack([hour_factor, factor[None, :]])
+        factor_row[~spot] = 1
     elif cfg.model == "owned":
         rate[:], util_per_s = owned_rates(cfg, site, deps[0])
     minimum = np.zeros(n)
+    t = Tariff(cfg.model, rate, factor_row, hour_factor, util_per_s, minimum, unused, od_per_s,
+               float(od_per_s.mean() * S_PER_HOUR) if n else 0.0, effective)
     if cfg.model in ("on_demand", "spot", "savings_plan"):  # per-second billing: a minimum per start
         first_hour = np.minimum((ra.requested_s // S_PER_HOUR).astype(np.int64), hours - 1)
-        minimum = (charged_s(ra.alive_s, cfg) - ra.alive_s) * rate[np.arange(n), first_hour]
+        minimum[:] = (charged_s(ra.alive_s, cfg) - ra.alive_s) * t.rate_usd_per_s(np.arange(n), first_hour)
         if cfg.model == "savings_plan":
             minimum[~spot] = 0.0  # the plan's hourly accounting has no per-start minimum
-    return Tariff(cfg.model, rate, util_per_s, minimum, unused, od_per_s,
-                  float(od_per_s.mean() * S_PER_HOUR) if n else 0.0, effective)
+    return t
+
+
+def on_demand_usage_usd(ra: RosterArrays, mask: np.ndarray, usd_per_s: np.ndarray, n_hours: int) -> np.ndarray:
+    """Per clock hour: what the replicas where mask is set were billed on demand (seconds billed
+    x usd_per_s, summed in replica order as over the dense (replicas, hours) matrix)."""
+    windows, alive_s = alive_hours_s(ra, n_hours)
+    part, entries = windows.select(mask)
+    return part.column_sums(alive_s[entries] * part.per_entry(usd_per_s[mask]))
 
 
 def fleet_bill_usd(cfg: PricingConfig, pools: list[Pool], horizon_s: float, energy: Energy,
@@ -138,7 +164,7 @@ def replicas_bill_usd(cfg: PricingConfig, pools: list[Pool], horizon_s: float, e
     spot_usd = float((charged_s(ra.alive_s[spot], cfg) * per_hour[spot]).sum() / S_PER_HOUR)
     if cfg.model == "savings_plan":
         covered_s = hour_covered_s(horizon_s)
-        usage = (alive_matrix_s(ra, len(covered_s))[~spot] * per_hour[~spot, None]).sum(axis=0) / S_PER_HOUR
+        usage = on_demand_usage_usd(ra, ~spot, per_hour, len(covered_s)) / S_PER_HOUR
         commit = cfg.commitment_usd_per_hour * covered_s / S_PER_HOUR
         discount = required(cfg.discount, "fleet.pricing.discount")
         return spot_usd + float(np.sum(commit + np.maximum(0.0, usage - commit / (1 - discount))))
@@ -151,20 +177,23 @@ def warm_pool_usd(warm: WarmArrays) -> tuple[float, float]:
             float((warm.in_pool_s * warm.standby_usd_per_hour).sum() / S_PER_HOUR))
 
 
-def warm_node_hour_usd(warm: WarmArrays, n_hours: int) -> np.ndarray:
-    """(warm nodes, hours): what each node costs in each clock hour (its provisioning and its time
-    in the pool): the rows a FOCUS export or a $/hour series needs; sums to `warm_pool_usd`."""
-    return (hour_overlap_s(warm.requested_s, warm.standby_s, n_hours) * warm.provisioning_usd_per_hour[:, None]
-            + hour_overlap_s(warm.standby_s, warm.gone_s, n_hours) * warm.standby_usd_per_hour[:, None]) / S_PER_HOUR
+def warm_node_hour_usd(warm: WarmArrays, n_hours: int) -> tuple[HourWindows, np.ndarray]:
+    """What each warm node costs in each clock hour it spans (its provisioning and its time in the
+    pool), per entry of its hour windows: the rows a FOCUS export needs; sums to `warm_pool_usd`."""
+    w = HourWindows.of_intervals(warm.requested_s, warm.gone_s, n_hours)
+    return w, (w.overlap_s(warm.requested_s, warm.standby_s) * w.per_entry(warm.provisioning_usd_per_hour)
+               + w.overlap_s(warm.standby_s, warm.gone_s) * w.per_entry(warm.standby_usd_per_hour)) / S_PER_HOUR
 
 
 def static_roster(pools: list[Pool], horizon_s: float) -> RosterArrays:
     return Roster.static(pools).arrays(horizon_s)
 
 
-def alive_matrix_s(ra: RosterArrays, n_hours: int) -> np.ndarray:
-    """Seconds each replica is billed in each clock hour (replicas, hours)."""
-    return hour_overlap_s(ra.requested_s, ra.gone_s, n_hours)
+def alive_hours_s(ra: RosterArrays, n_hours: int, windows: HourWindows | None = None) -> tuple[HourWindows, np.ndarray]:
+    """Seconds each replica is billed in each clock hour it spans (default windows: from its
+    request to when it is gone), per entry of the windows."""
+    w = windows or HourWindows.of_intervals(ra.requested_s, ra.gone_s, n_hours)
+    return w, w.overlap_s(ra.requested_s, ra.gone_s)
 
 
 def charged_s(alive_s: np.ndarray, cfg: PricingConfig) -> np.ndarray:
@@ -273,21 +302,25 @@ def pool_spot_usd_per_device_hour(fleet: FleetConfig) -> float | None:
 def pools_tariff(pools: list[Pool], horizon_s: float, ra: RosterArrays) -> Tariff:
     """Each pool's replicas at their pool's pricing (Pool.scenario.fleet), in one tariff."""
     n, hours = len(ra.pool), len(hour_covered_s(horizon_s))
-    rate, minimum, listed = np.zeros((n, hours)), np.zeros(n), np.zeros(n)
+    rate, factor_row, minimum, listed = np.zeros(n), np.zeros(n, dtype=np.int64), np.zeros(n), np.zeros(n)
     util, unused, models = np.zeros(n), np.zeros(hours), [""] * n
+    factors = [np.ones((1, hours))]  # each pool's rows after the shared row of ones
     for k, pool in enumerate(pools):
         mask = ra.pool == k
         fleet = pool.own_scenario.fleet
         t = fleet_tariff(fleet.pricing, fleet.site, pools, horizon_s, roster_part(ra, mask),
                          pool_spot_usd_per_device_hour(fleet))
-        rate[mask], minimum[mask], listed[mask], util[mask] = t.time_usd_per_s, t.minimum_usd, t.list_usd_per_s, t.util_usd_per_s
+        rate[mask], minimum[mask], listed[mask], util[mask] = t.replica_usd_per_s, t.minimum_usd, t.list_usd_per_s, t.util_usd_per_s
+        row = sum(len(f) for f in factors) - 1  # t's row r > 0 becomes row + r
+        factor_row[mask] = np.where(t.replica_factor > 0, t.replica_factor + row, 0)
+        factors.append(t.hour_factor[1:])
         unused += t.unused_commitment_usd
         for i in np.flatnonzero(mask):
             models[i] = fleet.pricing.model
     kinds = {p.own_scenario.fleet.pricing.model for p in pools}
     od = float(listed.mean() * S_PER_HOUR) if n else 0.0
-    return Tariff(kinds.pop() if len(kinds) == 1 else "mixed", rate, 0.0, minimum, unused, listed, od, None,
-                  models, util)
+    return Tariff(kinds.pop() if len(kinds) == 1 else "mixed", rate, factor_row, np.vstack(factors), 0.0, minimum,
+                  unused, listed, od, None, models, util)
 
 
 def pools_bill_usd(pools: list[Pool], horizon_s: float, energy: Energy, ra: RosterArrays) -> float:
@@ -297,7 +330,8 @@ def pools_bill_usd(pools: list[Pool], horizon_s: float, energy: Energy, ra: Rost
         mask = ra.pool == k
         fleet = pool.own_scenario.fleet
         cut = lambda x: None if x is None else x[mask]  # noqa: E731
-        part = replace(energy, replica_hour_kwh=energy.replica_hour_kwh[mask], replica_pue=cut(energy.replica_pue),
+        windows, entries = energy.windows.select(mask)
+        part = replace(energy, windows=windows, hour_kwh=energy.hour_kwh[entries], replica_pue=cut(energy.replica_pue),
                        replica_gco2_per_kwh=cut(energy.replica_gco2_per_kwh))
         total += fleet_bill_usd(fleet.pricing, pools, horizon_s, part, roster_part(ra, mask, k),
                                 pool_spot_usd_per_device_hour(fleet))

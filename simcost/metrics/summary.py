@@ -350,10 +350,16 @@ def pool_rows(pools: list[Pool], steps: StepArrays, bill: Bill, scenario: Scenar
                      "tensor_parallel": p.deployment.tensor_parallel, "kv_blocks_per_replica": p.deployment.num_kv_blocks,
                      "usd_per_hour": p.replicas * replica_usd_per_hour(p, scenario),
                      "replica_hours": alive_s / S_PER_HOUR,
-                     "usd": float(bill.replica_hour_usd[mine].sum() + bill.tariff.minimum_usd[mine].sum()),
+                     "usd": pool_hours_usd(bill, mine) + float(bill.tariff.minimum_usd[mine].sum()),
                      "allocated_usd": float(bill.step_usd[mine[steps.step_replica]].sum()),
                      "utilization": busy_s / alive_s if alive_s > 0 else 0.0})
     return rows
+
+
+def pool_hours_usd(bill: Bill, mine: np.ndarray) -> float:
+    """The running charge of the replicas where mine is set, summed over their hours."""
+    hours, entries = bill.hours.select(mine)
+    return hours.total(bill.hour_usd[entries])
 
 
 def fleet_usd_per_hour(bill: Bill, horizon_s: float, pools: list[Pool], scenario: Scenario) -> float:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from simcost.cost.hours import HourWindows
 from simcost.perf.deployment import Pool
 from simcost.units import S_PER_HOUR
 from simcost.workload.request_table import COMPLETED
@@ -133,24 +134,30 @@ def usd_per_hour(bill: Bill, n_pools: int, t_s: np.ndarray, steps: StepArrays, e
     commitment is the fleet's); warm nodes; (owned hardware) the utilisation rate x the pool's busy
     seconds; and (given the request table) each request's egress over the times of its tokens."""
     tariff, ra = bill.tariff, bill.roster
-    rate = tariff.time_usd_per_s  # (replicas, hours); the last hour takes any overrun
     lo, hi = edges_s[:-1], edges_s[1:]
     per_hour = np.divide(S_PER_HOUR, width_s, out=np.zeros(len(width_s)), where=width_s > 0)
 
     out = np.zeros((n_pools, len(t_s)))
-    hours = rate.shape[1]
+    hours = tariff.num_hours
     # only the samples overlapping hour h get its share (the rest would add exact zeros): the work
     # grows with samples + hours, not samples x hours (a simulated year took minutes)
     hour_start_s = np.arange(hours) * S_PER_HOUR
     first, last = _windows(hour_start_s, np.append(hour_start_s[1:], np.inf), lo, hi)  # the last takes any overrun
-    for h in range(hours):  # an interval may straddle a clock hour, whose rates differ (savings plan)
-        h_lo = np.maximum(ra.requested_s, h * S_PER_HOUR)
-        h_hi = ra.gone_s if h == hours - 1 else np.minimum(ra.gone_s, (h + 1) * S_PER_HOUR)
-        billed = h_lo < h_hi  # (the others add exact zeros too: a long autoscaled run has 10^4 replicas)
-        if first[h] < last[h] and billed.any():
-            window = slice(first[h], last[h])
-            np.add.at(out[:, window], ra.pool[billed], _share(h_lo[billed], h_hi[billed], lo[window], hi[window],
-                                                              width_s[window]) * rate[billed, h:h + 1] * S_PER_HOUR)
+    # and only the replicas billed in hour h (the others add exact zeros too: a long autoscaled
+    # run has 10^4 or more lives), from their hour windows, in replica order within each hour
+    windows = HourWindows.of_intervals(ra.requested_s, ra.gone_s, hours)
+    life, hour = windows.entry_life(), windows.entry_hour()
+    h_lo = np.maximum(ra.requested_s[life], hour * S_PER_HOUR)
+    h_hi = np.where(hour == hours - 1, ra.gone_s[life], np.minimum(ra.gone_s[life], (hour + 1) * S_PER_HOUR))
+    billed = h_lo < h_hi
+    order = np.argsort(hour[billed], kind="stable")
+    life, hour, h_lo, h_hi = life[billed][order], hour[billed][order], h_lo[billed][order], h_hi[billed][order]
+    bounds = np.searchsorted(hour, np.arange(hours + 1))
+    for h in np.flatnonzero((first < last) & (bounds[1:] > bounds[:-1])):  # an interval may straddle a clock hour
+        window, mine = slice(first[h], last[h]), slice(bounds[h], bounds[h + 1])
+        rate = tariff.rate_usd_per_s(life[mine], int(h))[:, None]
+        np.add.at(out[:, window], ra.pool[life[mine]], _share(h_lo[mine], h_hi[mine], lo[window], hi[window],
+                                                                width_s[window]) * rate * S_PER_HOUR)
     add_minimum_usd_per_hour(out, ra.pool, tariff.minimum_usd, ra.requested_s, ra.gone_s, lo, hi, width_s, per_hour)
     out[0] += unused_commitment_usd_per_hour(tariff.unused_commitment_usd, float(edges_s[-1]), lo, hi, width_s)
     warm = ra.warm  # warm-pool nodes: provisioning, then standby, each at its own rate

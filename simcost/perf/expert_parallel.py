@@ -26,8 +26,10 @@ from typing import TYPE_CHECKING
 
 from simcost.catalog.specs import GB, DeviceSpec, ModelSpec
 from simcost.errors import InputError
+from simcost.perf.kernel_moe import ExpertParallel
 
 if TYPE_CHECKING:
+    from simcost.perf.deployment import Deployment
     from simcost.scenario.scenario import Scenario
 
 # ASSUMPTION: one 400 Gb/s NIC per GPU (AWS p5/p5en: 3,200 Gbps EFA per 8 GPUs; DGX H100/H200:
@@ -127,6 +129,22 @@ def expert_parallel_terms(scenario: Scenario, model: ModelSpec, device: DeviceSp
             "comm_fixed_s_scale": kept_allreduces, "comm_fixed_s_add": a2a_fixed_s,
             "comm_s_per_token_scale": kept_allreduces / dp, "comm_s_per_token_add": a2a_s_per_token,
             "pipeline_s_per_token_scale": 1.0 / dp}
+
+
+def kernel_expert_parallel(scenario: Scenario, dep: Deployment, allreduce_latency_s: float) -> ExpertParallel:
+    """The kernel-table model's view of the scenario's expert parallelism (simcost.perf.kernel_moe):
+    E, d, and one MoE layer's roofline all-to-all for where the NCCL tables lack d GPUs."""
+    ep, dp = expert_parallel(scenario)
+    if ep <= 1:
+        return ExpertParallel()
+    model, device = dep.model, dep.device
+    inter_bw = (getattr(scenario.hardware, "inter_node_gb_per_s", None) or INTER_NODE_GB_PER_S) * GB
+    fabric = getattr(device, "interconnect", None)
+    fixed_s, s_per_token = alltoall_cost(model, device, ep, devices_per_node(scenario, device),
+                                         fabric.latency_s if fabric else allreduce_latency_s, inter_bw)
+    moe_layers = model.num_layers - model.first_dense_layers
+    return ExpertParallel(ep=ep, dp=dp, alltoall_fixed_s=fixed_s / moe_layers,
+                          alltoall_s_per_token=s_per_token / moe_layers)
 
 
 # Devices one node holds when neither hardware.devices_per_node nor the catalog says: an 8-GPU

@@ -5,12 +5,21 @@ numba kernel interpolates, so a step costs a few log/exp calls.
 Per step of P prompt tokens (from r requests) and D decode tokens, m = P + D:
 - per layer: the QKV, output, gate/up and down GEMMs at m tokens (n, k as sharded over TP), two
   all-reduces of m x hidden bf16 values (vLLM custom all-reduce; CUDA-graph backend up to 512
-  tokens, eager above), the fused MoE layer instead of gate/up/down for a mixture of experts, and
-  the elementwise work no table holds (norms, residual adds, rotary, SiLU: a memory roofline);
+  tokens, eager above), the fused MoE layer instead of gate/up/down for a mixture of experts
+  (simcost.perf.kernel_moe: tensor- or expert-parallel; shared experts and leading dense layers
+  as GEMMs), and the elementwise work no table holds (norms, residual adds, rotary, SiLU: a
+  memory roofline);
 - the LM head GEMM once, over the D + r sequences that sample a token;
 - prefill attention: r requests of an equivalent prompt length s with r s (s+1)/2 causal pairs
   (those of the step's chunks, a cached prefix included), from the context-attention table;
 - decode attention: D requests of mean context c, from the generation-attention table;
+- multi-head latent attention (DeepSeek-V3 shapes, simcost.perf.kernel_mla): the measured MLA
+  modules replace both attention tables and the QKV and output GEMMs and rotary (the modules
+  include them);
+- expert parallelism with data-parallel attention over d groups: everything but the MoE layers
+  as the busiest group's share (1/d of the decode sequences and of the prompts, at least one of
+  each kind present, with those prompts' tokens), the MoE layers and their NCCL gather/scatter
+  at the whole step's tokens;
 - a per-step overhead (scheduling, sampling): KERNEL_STEP_OVERHEAD_S unless perf.step_overhead_s
   is set;
 - a launch floor for steps that run eagerly (more than min(2 x max_num_seqs, 512) tokens under
@@ -28,9 +37,12 @@ Layout after the step model's named slots (simcost.perf.step_model.NUM_PARAMS = 
   base + 0..4: nT, nR, nS, nB, nC; base + 5: seconds simulated; base + 6: of them measured;
   base + 7: eager launch floor s; base + 8: largest graph-captured step in tokens (0: none); base + 9: 1 if the
   grids come from another GPU's tables scaled to this device (then 'measured' means 'scaled');
+  base + 10: data-parallel attention groups d (1 without); base + 11: 1 if the MoE layers have
+  their own grid (d > 1), else they are inside the linear one;
   then T axis, linear s, linear measured share, head s, head measured share (nT each);
   R axis, S axis, prefill-attention s (nR x nS), its measured share; B axis, C axis, decode s
-  (nB x nC), its measured share.
+  (nB x nC), its measured share; with base + 11 set, MoE s and its measured share (nT each).
+The plain-Python twin of the kernel is simcost.perf.kernel_reference.
 """
 
 from __future__ import annotations
@@ -41,11 +53,14 @@ import numpy as np
 from numba import njit
 
 from simcost.catalog.specs import BYTES_PER_ELEMENT, DeviceSpec, ModelSpec
+from simcost.perf.kernel_mla import mla_decode_roofline_s, mla_grid, mla_prefill_roofline_s, mla_tabled
+from simcost.perf.kernel_moe import ExpertParallel, MoeLayer, Rates, moe_grid, with_fallback
 from simcost.perf.kernel_scaling import borrowed_tables, nearest_table, tables_for_device
-from simcost.perf.kernel_tables import CUDA_GRAPH_MAX_TOKENS, TABLE_DTYPE, KernelTables
+from simcost.perf.kernel_tables import CUDA_GRAPH_MAX_TOKENS, KernelTables, table_format
 
-K_HEADER = 10
+K_HEADER = 12
 K_ACC_TOTAL, K_ACC_MEASURED, K_EAGER_FLOOR_S, K_GRAPH_MAX_TOKENS, K_SCALED = 5, 6, 7, 8, 9
+K_DP, K_MOE_APART = 10, 11
 # simcost assumption: vLLM V1's CPU work per step with CUDA graphs (scheduler, input preparation,
 # sampling), order of a millisecond; not fitted to any measurement in the repository
 KERNEL_STEP_OVERHEAD_S = 0.0015
@@ -57,55 +72,54 @@ _FALLBACK_BATCHES = 2.0 ** np.arange(0, 12)
 _FALLBACK_LENGTHS = 2.0 ** np.arange(0, 18)
 
 
-class Rates:
-    """The roofline rates a component falls back to."""
-
-    def __init__(self, device: DeviceSpec, compute_format: str, mfu: float, mbu: float):
-        self.flop_rate = device.peak_flops[compute_format] * mfu
-        self.byte_rate = device.mem_bw_bytes_per_s * mbu
-        self.link_bytes_per_s = device.link_bytes_per_s
-
-    def gemm_s(self, m, n, k, weight_b):
-        return np.maximum(2.0 * m * n * k / self.flop_rate, (n * k * weight_b + 2.0 * m * (n + k)) / self.byte_rate)
-
-
-def kernel_tables_for(device: DeviceSpec, weight_format: str) -> KernelTables | None:
+def kernel_tables_for(device: DeviceSpec, weight_format: str, mla: bool = False) -> KernelTables | None:
     """The device's tables, or those of the nearest measured GPU scaled to it (kernel_scaling)."""
-    dtype = TABLE_DTYPE.get(weight_format)
+    dtype = table_format("gemm", weight_format, mla)
     tables = None if dtype is None else tables_for_device(device)
     return tables if tables is not None and dtype is not None and tables.has("gemm", dtype) else None
 
 
-def _with_fallback(ms: np.ndarray, inside: np.ndarray, roofline_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(seconds, measured share): table where it has a value, else the roofline."""
-    have = ~np.isnan(ms)
-    return np.where(have, ms / 1e3, roofline_s), (have & inside).astype(np.float64)
+def _mlp_shapes(width: float, hidden: float, gated: bool = True) -> list[tuple[float, float]]:
+    """(n, k) of an MLP of `width` (per GPU): gate/up fused (a plain MLP: up alone), then down."""
+    return [((2 if gated else 1) * width, hidden), (hidden, width)]
 
 
 def _linear_grid(tables: KernelTables, dtype: str, model: ModelSpec, t: int, weight_b: float, rates: Rates,
-                 m: np.ndarray, device: DeviceSpec, graph_max_tokens: int = CUDA_GRAPH_MAX_TOKENS
-                 ) -> tuple[np.ndarray, np.ndarray]:
+                 m: np.ndarray, device: DeviceSpec, graph_max_tokens: int = CUDA_GRAPH_MAX_TOKENS,
+                 moe: MoeLayer | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per-step seconds of everything that scales with the step's tokens, all layers, and its
-    measured share (all-reduces of steps up to graph_max_tokens on the CUDA-graph backend)."""
+    measured share (all-reduces of steps up to graph_max_tokens on the CUDA-graph backend).
+    `moe`: the MoE layer's grid, added here (None: priced apart, expert parallel with DP attention)."""
     hd, hidden = model.head_dim, model.hidden_size
     kv_heads = max(model.num_kv_heads / t, 1.0)
     heads = model.num_heads / t
-    shapes = [((heads + 2 * kv_heads) * hd, hidden), (hidden, heads * hd)]  # QKV, output projection
-    moe = model.num_experts > 1
-    if not moe:
-        shapes += [(2 * model.intermediate_size / t, hidden), (hidden, model.intermediate_size / t)]
+    mla = mla_tabled(model)
+    # QKV and output projections (inside the measured module for MLA), with their layer weight
+    shapes = [] if mla else [((heads + 2 * kv_heads) * hd, hidden, 1.0), (hidden, heads * hd, 1.0)]
+    is_moe = model.num_experts > 1
+    moe_share = (model.num_layers - model.first_dense_layers) / model.num_layers if is_moe else 0.0
+    if not is_moe:
+        shapes += [(n, k, 1.0) for n, k in _mlp_shapes(model.intermediate_size / t, hidden, model.mlp == "gated")]
+    else:
+        if model.num_shared_experts:  # always-used experts: a dense MLP beside the routed ones
+            shared = model.num_shared_experts * model.intermediate_size / t
+            shapes += [(n, k, moe_share) for n, k in _mlp_shapes(shared, hidden)]
+        if model.first_dense_layers:
+            # simcost assumption: a leading dense layer's MLP is (top-k + shared) experts wide,
+            # DeepSeek-V3's 18432 = 9 x 2048 (the entry does not record the dense width)
+            dense = (model.experts_per_token + model.num_shared_experts) * model.intermediate_size / t
+            shapes += [(n, k, 1.0 - moe_share) for n, k in _mlp_shapes(dense, hidden)]
     total, measured = np.zeros_like(m), np.zeros_like(m)
-    for n, k in shapes:
-        s, share = _with_fallback(*tables.gemm_ms(dtype, m, n, k), rates.gemm_s(m, n, k, weight_b))
+    for n, k, layer_share in shapes:
+        s, share = with_fallback(*tables.gemm_ms(dtype, m, n, k), rates.gemm_s(m, n, k, weight_b))
+        if layer_share != 1.0:
+            s = s * layer_share
         total += s
         measured += s * share
-    if moe:
-        inter = model.intermediate_size  # a MoE entry's intermediate_size is one expert's (HF moe_intermediate_size)
-        ms, inside = tables.moe_ms(dtype, m, hidden, inter, model.experts_per_token, model.num_experts, t, 1)
-        touched = model.num_experts * (1.0 - (1.0 - model.experts_per_token / model.num_experts) ** m)
-        roof = np.maximum(6.0 * m * hidden * inter * model.experts_per_token / t / rates.flop_rate,
-                          touched * 3 * hidden * inter * weight_b / t / rates.byte_rate)
-        s, share = _with_fallback(ms, inside, roof)
+    if moe is not None:
+        s, share = moe.seconds, moe.measured_share
+        if moe_share != 1.0:
+            s = s * moe_share
         total += s
         measured += s * share
     if t > 1:
@@ -120,12 +134,19 @@ def _linear_grid(tables: KernelTables, dtype: str, model: ModelSpec, t: int, wei
                 ms, _ = borrowed_tables(lender, device).allreduce_ms(t, message, m <= graph_max_tokens)
                 inside = np.zeros(m.shape, bool)
         roof = 10e-6 + 2.0 * (t - 1) / t * message / rates.link_bytes_per_s
-        s, share = _with_fallback(ms, inside, roof)
+        s, share = with_fallback(ms, inside, roof)
         total += 2 * s
         measured += 2 * s * share
     # elementwise work between the kernels: two fused add+RMSNorm (4 passes of hidden each),
-    # rotary on q and k, SiLU-and-mul (3 passes of the MLP shard; inside the fused MoE kernel)
-    elements = 8 * hidden + 2 * (heads + kv_heads) * hd + (0 if moe else 3 * model.intermediate_size / t)
+    # rotary on q and k (inside the measured module for MLA), SiLU-and-mul (3 passes of the MLP
+    # shard, GELU of a plain MLP's 2; inside the fused MoE kernel, not the shared experts' or
+    # dense layers')
+    elements = 8 * hidden + (0 if mla else 2 * (heads + kv_heads) * hd)
+    if not is_moe:
+        elements += (3 if model.mlp == "gated" else 2) * model.intermediate_size / t
+    elif model.num_shared_experts or model.first_dense_layers:
+        elements += 3 * model.intermediate_size / t * (model.num_shared_experts * moe_share + (
+            model.experts_per_token + model.num_shared_experts) * (1.0 - moe_share))
     total += m * elements * 2.0 / rates.byte_rate
     return total * model.num_layers, measured * model.num_layers
 
@@ -141,34 +162,68 @@ def _attention_grid(tables: KernelTables, op: str, kv_dtype: str, model: ModelSp
         grid = None if near is None else tables.attention_grid(op, kv_dtype, near, kv_heads, model.head_dim)
         if grid is not None and near is not None:
             grid = grid[0], grid[1], grid[2] * heads / near
+    if grid is None and op == "generation_attention":  # more KV heads than measured: a larger batch of fewer
+        k = tables.fold_factor(op, kv_dtype, heads, kv_heads, model.head_dim)
+        grid = None if k is None else tables.attention_grid(op, kv_dtype, heads / k, kv_heads / k, model.head_dim)
+        if grid is not None and k is not None:
+            grid = grid[0] / k, grid[1], grid[2]
     if grid is None:
         batches, lengths = _FALLBACK_BATCHES, _FALLBACK_LENGTHS
         ms = np.full((len(batches), len(lengths)), np.nan)
     else:
         batches, lengths, ms = grid
     b, n = np.meshgrid(batches, lengths, indexing="ij")
-    s, share = _with_fallback(ms, np.full(ms.shape, measured), roofline(b, n, heads, kv_heads))
+    s, share = with_fallback(ms, np.full(ms.shape, measured), roofline(b, n, heads, kv_heads))
     return batches, lengths, s * model.num_layers, share
+
+
+def _mla_grids(tables: KernelTables, model: ModelSpec, t: int, weight_format: str, kv_cache_format: str,
+               rates: Rates) -> tuple[tuple, tuple]:
+    """The prefill and decode grids of an MLA model from its measured modules (all layers), or
+    from its roofline where the tables lack this GEMM type or KV dtype."""
+    heads, weight_b = model.num_heads / t, BYTES_PER_ELEMENT[weight_format]
+    kv_dtype = "fp8" if kv_cache_format == "fp8" else "bfloat16"
+    gemm_type = table_format("mla", weight_format, mla=True) or ""
+    f, bw = rates.flop_rate, rates.byte_rate
+    kv_b = BYTES_PER_ELEMENT[kv_cache_format]
+    out = []
+    for phase, roof, axes in (
+            ("context", lambda b, s: mla_prefill_roofline_s(b, s, heads, f, bw, weight_b), _FALLBACK_LENGTHS),
+            ("generation", lambda b, c: mla_decode_roofline_s(b, c, heads, f, bw, weight_b, kv_b), _FALLBACK_LENGTHS)):
+        grid = mla_grid(tables, phase, gemm_type, kv_dtype, heads, roof)
+        if grid is None:
+            b, n = np.meshgrid(_FALLBACK_BATCHES, axes, indexing="ij")
+            grid = _FALLBACK_BATCHES, axes, roof(b, n), np.zeros(b.shape)
+        out.append((grid[0], grid[1], grid[2] * model.num_layers, grid[3]))
+    return out[0], out[1]
 
 
 def kernel_params(base: np.ndarray, device: DeviceSpec, model: ModelSpec, t: int, weight_format: str,
                   kv_cache_format: str, compute_format: str, mfu: float, mbu: float, *, cuda_graphs: bool = True,
                   eager_s_per_layer: float = EAGER_S_PER_LAYER, graph_max_tokens: int = CUDA_GRAPH_MAX_TOKENS,
-                  tables: KernelTables | None = None) -> np.ndarray | None:
+                  tables: KernelTables | None = None, expert_parallel: ExpertParallel | None = None
+                  ) -> np.ndarray | None:
     """`base` (the roofline's named slots, kind set by the caller) followed by the kernel grids;
     None when the device has no tables for this weight format (`tables`: use these instead of
-    the device's own, e.g. another GPU's scaled to it)."""
-    tables = kernel_tables_for(device, weight_format) if tables is None else tables
-    if tables is None or not tables.has("gemm", TABLE_DTYPE.get(weight_format, "")):
+    the device's own, e.g. another GPU's scaled to it; `expert_parallel`: the replica's EP layout)."""
+    mla = mla_tabled(model)
+    tables = kernel_tables_for(device, weight_format, mla) if tables is None else tables
+    dtype = table_format("gemm", weight_format, mla)
+    if tables is None or dtype is None or not tables.has("gemm", dtype):
         return None
-    dtype = TABLE_DTYPE[weight_format]
     kv_dtype = "fp8" if kv_cache_format == "fp8" else "bfloat16"
     weight_b = BYTES_PER_ELEMENT[weight_format]
     kv_b = BYTES_PER_ELEMENT[kv_cache_format]
     rates = Rates(device, compute_format, mfu, mbu)
     m = TOKEN_GRID.astype(np.float64)
-    linear_s, linear_meas = _linear_grid(tables, dtype, model, t, weight_b, rates, m, device, graph_max_tokens)
-    head_s, head_share = _with_fallback(*tables.gemm_ms(dtype, m, model.vocab_size / t, model.hidden_size),
+    ep = expert_parallel or ExpertParallel()
+    moe = None
+    if model.num_experts > 1:
+        moe = moe_grid(tables, table_format("moe", weight_format, mla) or "", model, t, weight_b, rates, m, ep)
+    apart = moe is not None and ep.dp > 1  # priced at the whole replica's tokens, the rest at 1/dp of them
+    linear_s, linear_meas = _linear_grid(tables, dtype, model, t, weight_b, rates, m, device, graph_max_tokens,
+                                         None if apart else moe)
+    head_s, head_share = with_fallback(*tables.gemm_ms(dtype, m, model.vocab_size / t, model.hidden_size),
                                         rates.gemm_s(m, model.vocab_size / t, model.hidden_size, weight_b))
     hd = model.head_dim
 
@@ -178,14 +233,24 @@ def kernel_params(base: np.ndarray, device: DeviceSpec, model: ModelSpec, t: int
     def decode_roof(b, c, heads, kv_heads):
         return b * c * 2.0 * kv_heads * hd * kv_b / rates.byte_rate
 
-    r_axis, s_axis, pre_s, pre_share = _attention_grid(tables, "context_attention", kv_dtype, model, t, prefill_roof)
-    b_axis, c_axis, dec_s, dec_share = _attention_grid(tables, "generation_attention", kv_dtype, model, t, decode_roof)
+    if mla:
+        (r_axis, s_axis, pre_s, pre_share), (b_axis, c_axis, dec_s, dec_share) = _mla_grids(
+            tables, model, t, weight_format, kv_cache_format, rates)
+    else:
+        r_axis, s_axis, pre_s, pre_share = _attention_grid(tables, "context_attention", kv_dtype, model, t,
+                                                           prefill_roof)
+        b_axis, c_axis, dec_s, dec_share = _attention_grid(tables, "generation_attention", kv_dtype, model, t,
+                                                           decode_roof)
     header = np.array([len(m), len(r_axis), len(s_axis), len(b_axis), len(c_axis), 0.0, 0.0,
                        eager_s_per_layer * model.num_layers, float(graph_max_tokens) if cuda_graphs else 0.0,
-                       0.0 if tables.scaled_from is None else 1.0])
-    return np.concatenate([base, header, m, linear_s, linear_meas / linear_s, head_s, head_share,
-                           r_axis, s_axis, pre_s.ravel(), pre_share.ravel(),
-                           b_axis, c_axis, dec_s.ravel(), dec_share.ravel()])
+                       0.0 if tables.scaled_from is None else 1.0, float(ep.dp), 1.0 if apart else 0.0])
+    parts = [base, header, m, linear_s, linear_meas / linear_s, head_s, head_share,
+             r_axis, s_axis, pre_s.ravel(), pre_share.ravel(), b_axis, c_axis, dec_s.ravel(), dec_share.ravel()]
+    if apart:
+        assert moe is not None
+        moe_layers = model.num_layers - model.first_dense_layers
+        parts += [moe.seconds * moe_layers, moe.measured_share]
+    return np.concatenate(parts)
 
 
 # --- kernel ---------------------------------------------------------------------------------
@@ -243,38 +308,66 @@ def _grid2(x, y, p, x_axis, nx, ny):
 
 
 @njit(cache=True)
+def _on_t(x, p, t_axis, n_t, values):
+    """(seconds, measured seconds) of a grid on the T axis whose values start at `values`
+    (measured shares n_t after them)."""
+    i, w, inside = _locate(x, p, t_axis, n_t)
+    j = min(i + 1, n_t - 1)
+    v = math.exp((1 - w) * math.log(p[values + i]) + w * math.log(p[values + j])) * _beyond(x, p, t_axis, n_t)
+    if not inside:
+        return v, 0.0
+    return v, v * ((1 - w) * p[values + n_t + i] + w * p[values + n_t + j])
+
+
+@njit(cache=True)
+def _group_share(dp, num_prefill_tokens, num_decode_tokens, num_prefill_requests):
+    """(tokens, decode sequences, prompt requests) of the busiest of dp data-parallel attention
+    groups: 1/dp of the step's sequences and requests but at least one of each kind present
+    (one prompt runs whole on one group), with those prompts' tokens; the step itself at dp 1."""
+    p_tokens, d, r = float(num_prefill_tokens), float(num_decode_tokens), float(num_prefill_requests)
+    if dp == 1.0:
+        return p_tokens + d, d, r
+    g_d = max(d / dp, 1.0) if d > 0.0 else 0.0
+    g_r = max(r / dp, 1.0) if r > 0.0 else 0.0
+    g_p = p_tokens * g_r / r if r > 0.0 else p_tokens / dp
+    return max(g_p + g_d, 1.0), g_d, g_r
+
+
+@njit(cache=True)
 def kernel_step_time_s(p, base, overhead_s, pipeline_s_per_token, num_prefill_tokens, num_decode_tokens,
                        attn_token_pairs, kv_read_tokens, num_prefill_requests):
     tokens = float(num_prefill_tokens) + float(num_decode_tokens)
     if tokens <= 0.0:
         return 0.0
     n_t, n_r, n_s, n_b, n_c = int(p[base]), int(p[base + 1]), int(p[base + 2]), int(p[base + 3]), int(p[base + 4])
+    dp = p[base + K_DP]
+    g_tokens, g_decode, g_requests = _group_share(dp, num_prefill_tokens, num_decode_tokens, num_prefill_requests)
     t_axis = base + K_HEADER
-    total, measured = _grid1(tokens, p, t_axis, n_t)
+    total, measured = _grid1(g_tokens, p, t_axis, n_t)
     head_axis = t_axis + 2 * n_t  # the head grid shares the T axis: values and shares follow
-    sampled = float(num_decode_tokens) + float(num_prefill_requests)
+    sampled = g_decode + g_requests
     if sampled > 0.0:
-        i, w, inside = _locate(sampled, p, t_axis, n_t)
-        j = min(i + 1, n_t - 1)
-        v = math.exp((1 - w) * math.log(p[head_axis + n_t + i]) + w * math.log(p[head_axis + n_t + j]))
-        v *= _beyond(sampled, p, t_axis, n_t)
+        v, mv = _on_t(sampled, p, t_axis, n_t, head_axis + n_t)
         total += v
-        if inside:
-            measured += v * ((1 - w) * p[head_axis + 2 * n_t + i] + w * p[head_axis + 2 * n_t + j])
+        measured += mv
     r_axis = head_axis + 3 * n_t
     b_axis = r_axis + n_r + n_s + 2 * n_r * n_s
     decode_kv = 0.0
     if num_decode_tokens > 0:
         d = float(num_decode_tokens)
         decode_kv = float(kv_read_tokens) * d / (d + float(num_prefill_requests))
-        v, mv = _grid2(d, decode_kv / d + 1.0, p, b_axis, n_b, n_c)
+        v, mv = _grid2(g_decode, decode_kv / d + 1.0, p, b_axis, n_b, n_c)
         total += v
         measured += mv
     if num_prefill_tokens > 0 and num_prefill_requests > 0:
         r = float(num_prefill_requests)
         pairs = max(float(attn_token_pairs) - decode_kv - float(num_decode_tokens), float(num_prefill_tokens))
         s = (math.sqrt(1.0 + 8.0 * pairs / r) - 1.0) / 2.0  # s (s + 1) / 2 = pairs per request
-        v, mv = _grid2(r, max(s, 1.0), p, r_axis, n_r, n_s)
+        v, mv = _grid2(g_requests, max(s, 1.0), p, r_axis, n_r, n_s)
+        total += v
+        measured += mv
+    if p[base + K_MOE_APART] > 0.0:  # the MoE layers see the whole replica's tokens
+        v, mv = _on_t(tokens, p, t_axis, n_t, b_axis + n_b + n_c + 2 * n_b * n_c)
         total += v
         measured += mv
     if tokens > p[base + K_GRAPH_MAX_TOKENS]:  # launched eagerly: the CPU may be the bottleneck
@@ -294,75 +387,3 @@ def measured_fraction(p: np.ndarray, base: int) -> float | None:
     """The share of simulated step seconds that came from measured kernels (None before any step)."""
     total = p[base + K_ACC_TOTAL]
     return float(p[base + K_ACC_MEASURED] / total) if total > 0 else None
-
-
-# --- plain-Python reference -----------------------------------------------------------------
-
-def unpack_grids(p: np.ndarray, base: int) -> dict[str, np.ndarray]:
-    """The grids of a packed kernels model, by name (axes and 2-D arrays)."""
-    n_t, n_r, n_s, n_b, n_c = (int(v) for v in p[base:base + 5])
-    pos = base + K_HEADER
-    out: dict[str, np.ndarray] = {}
-    for name, size in (("tokens", n_t), ("linear_s", n_t), ("linear_share", n_t), ("head_s", n_t),
-                       ("head_share", n_t), ("r", n_r), ("s", n_s), ("prefill_s", n_r * n_s),
-                       ("prefill_share", n_r * n_s), ("b", n_b), ("c", n_c), ("decode_s", n_b * n_c),
-                       ("decode_share", n_b * n_c)):
-        out[name] = np.array(p[pos:pos + size])
-        pos += size
-    for name, shape in (("prefill", (n_r, n_s)), ("decode", (n_b, n_c))):
-        out[f"{name}_s"] = out[f"{name}_s"].reshape(shape)
-        out[f"{name}_share"] = out[f"{name}_share"].reshape(shape)
-    return out
-
-
-def _loglog_edge(x: float, xs: np.ndarray, ys: np.ndarray) -> float:
-    """np.interp in log-log space, clamped below, scaled linearly above."""
-    y = float(np.exp(np.interp(np.log(min(max(x, xs[0]), xs[-1])), np.log(xs), np.log(ys))))
-    return y * x / xs[-1] if x > xs[-1] else y
-
-
-def _on_grid(x: float, xs: np.ndarray, values: np.ndarray, shares: np.ndarray) -> tuple[float, float]:
-    v = _loglog_edge(x, xs, values)
-    inside = xs[0] <= x <= xs[-1]
-    share = float(np.interp(np.log(min(max(x, xs[0]), xs[-1])), np.log(xs), shares))
-    return v, v * share if inside else 0.0
-
-
-def _on_grid2(x: float, y: float, xs: np.ndarray, ys: np.ndarray, values: np.ndarray, shares: np.ndarray
-              ) -> tuple[float, float]:
-    """Log-log along y for every x row, then along x (bilinear in log space)."""
-    rows = np.array([_loglog_edge(y, ys, values[i]) for i in range(len(xs))])
-    row_shares = np.array([_on_grid(y, ys, values[i], shares[i])[1] / rows[i] for i in range(len(xs))])
-    v = _loglog_edge(x, xs, rows)
-    share = float(np.interp(np.log(min(max(x, xs[0]), xs[-1])), np.log(xs), row_shares))
-    return v, v * share if xs[0] <= x <= xs[-1] else 0.0
-
-
-def kernel_step_time_s_py(p: np.ndarray, base: int, overhead_s: float, pipeline_s_per_token: float,
-                          num_prefill_tokens, num_decode_tokens, attn_token_pairs, kv_read_tokens,
-                          num_prefill_requests) -> tuple[float, float]:
-    """(step seconds, of them measured) from the module docstring's rules, with numpy's interp on
-    the unpacked grids; does not touch the accumulator slots."""
-    tokens = num_prefill_tokens + num_decode_tokens
-    if tokens <= 0:
-        return 0.0, 0.0
-    g = unpack_grids(p, base)
-    total, measured = _on_grid(tokens, g["tokens"], g["linear_s"], g["linear_share"])
-    sampled = num_decode_tokens + num_prefill_requests
-    if sampled > 0:
-        v, mv = _on_grid(sampled, g["tokens"], g["head_s"], g["head_share"])
-        total, measured = total + v, measured + mv
-    decode_kv = 0.0
-    if num_decode_tokens > 0:
-        decode_kv = kv_read_tokens * num_decode_tokens / (num_decode_tokens + num_prefill_requests)
-        v, mv = _on_grid2(num_decode_tokens, decode_kv / num_decode_tokens + 1.0, g["b"], g["c"],
-                          g["decode_s"], g["decode_share"])
-        total, measured = total + v, measured + mv
-    if num_prefill_tokens > 0 and num_prefill_requests > 0:
-        pairs = max(attn_token_pairs - decode_kv - num_decode_tokens, num_prefill_tokens)
-        s = (np.sqrt(1.0 + 8.0 * pairs / num_prefill_requests) - 1.0) / 2.0
-        v, mv = _on_grid2(num_prefill_requests, max(s, 1.0), g["r"], g["s"], g["prefill_s"], g["prefill_share"])
-        total, measured = total + v, measured + mv
-    if tokens > p[base + K_GRAPH_MAX_TOKENS]:
-        total = max(total, p[base + K_EAGER_FLOOR_S])
-    return total + overhead_s + pipeline_s_per_token * tokens, measured

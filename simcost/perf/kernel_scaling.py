@@ -97,8 +97,8 @@ def row_roofline_s(op: str, dtype: str, rows: np.ndarray, device: DeviceSpec, mf
     if op == "generation_attention":
         b, c, h, kvh, hd = rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3], rows[:, 4]
         return np.maximum(4.0 * b * h * hd * c / attention_flops, b * c * 2.0 * kvh * hd * _BYTES[dtype] / bw)
-    fmt = _FORMAT[dtype]
-    if fmt not in device.peak_flops:
+    fmt = _FORMAT.get(dtype)  # formats, MLA modules and NCCL rows this scaling has no roofline for: left out
+    if fmt is None or fmt not in device.peak_flops:
         return None
     flops, wb = device.peak_flops[fmt] * mfu, _BYTES[dtype]
     if op == "gemm":

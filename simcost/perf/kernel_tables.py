@@ -29,6 +29,36 @@ DEVICE_TABLES = {"a100-80gb": "a100_sxm", "h100-sxm": "h100_sxm", "h200": "h200_
 # weight-only formats dequantise to bf16 before the matmul, which the bf16 table does not price)
 TABLE_DTYPE = {"bf16": "bfloat16", "fp16": "bfloat16", "fp8": "fp8"}
 
+# the tables' format names per simcost weight format, by operator, where they differ from
+# TABLE_DTYPE (simcost's choice of the kernel vLLM runs by default for such a checkpoint):
+# - fp8 on a multi-head latent attention model: DeepSeek-V3/R1 and Kimi K2 ship 128 x 128
+#   block-scaled FP8, which vLLM runs with its block-scaled MoE kernels and MLA projections (the
+#   "fp8_block" MoE rows and MLA modules). Its dense GEMMs (shared experts, dense layers, LM head)
+#   take the per-tensor "fp8" GEMM rows: the block-scaled GEMM rows carry a flat 55-90 us (H200)
+#   or 180-260 us (B200) floor at small m, 5-25x the fp8 and bf16 rows of the same shape and far
+#   above the block-scaled projections inside the measured MLA modules (about 0.1 ms for a whole
+#   module on H200), i.e. host-side cost of an eagerly timed kernel, not what a CUDA-graph decode
+#   step pays; so they are not shipped;
+# - nvfp4: the FP4 GEMM and MoE kernels (Blackwell only: other GPUs have no rows);
+# - mxfp4 (gpt-oss): MoE weights in MXFP4 with bf16 activations (vLLM's default on Hopper and
+#   Blackwell; W4A8 MXFP8 is opt-in), the other linear layers in bf16 as the checkpoint ships them.
+# int8 and int4 (weight-only) have no dense GEMM rows, so no table format.
+FP8_BLOCK = "fp8_block"
+FORMAT_TABLES = {"gemm": {"nvfp4": "nvfp4", "mxfp4": "bfloat16"},
+                 "moe": {"nvfp4": "nvfp4", "mxfp4": "w4a16_mxfp4"},
+                 "mla": {"bf16": "bfloat16", "fp16": "bfloat16", "nvfp4": "nvfp4", "fp8": FP8_BLOCK}}
+
+
+def table_format(op: str, weight_format: str, mla: bool = False) -> str | None:
+    """The tables' format name that `op` (gemm, moe or mla: the MLA modules' gemm_type) uses for
+    `weight_format` weights; None where there is none."""
+    if op == "moe" and weight_format == "fp8" and mla:
+        return FP8_BLOCK
+    if op == "mla":
+        return FORMAT_TABLES["mla"].get(weight_format)
+    return FORMAT_TABLES.get(op, {}).get(weight_format, TABLE_DTYPE.get(weight_format))
+
+
 # vLLM V1 captures CUDA graphs for batches up to max_cudagraph_capture_size tokens, by default
 # min(2 x max_num_seqs, 512) (vLLM 0.11+, VllmConfig's CUDA-graph sizes); larger steps run
 # eagerly, and so does their all-reduce
@@ -106,6 +136,17 @@ def _bracket(v: float, axis: np.ndarray) -> tuple[int, int, float] | None:
     return j - 1, j, float(np.log(v / axis[j - 1]) / np.log(axis[j] / axis[j - 1]))
 
 
+def _grid(sel: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(batch axis, length axis, ms matrix with NaN where unmeasured) of rows whose first two
+    columns are batch and length and whose last is latency; None for no rows."""
+    if len(sel) == 0:
+        return None
+    batches, lengths = np.unique(sel[:, 0]), np.unique(sel[:, 1])
+    grid = np.full((len(batches), len(lengths)), np.nan)
+    grid[np.searchsorted(batches, sel[:, 0]), np.searchsorted(lengths, sel[:, 1])] = sel[:, -1]
+    return batches, lengths, grid
+
+
 class KernelTables:
     """One GPU's tables (simcost/data/kernels/<name>.npz)."""
 
@@ -158,13 +199,7 @@ class KernelTables:
         rows = self.arrays.get(f"{op}/{dtype}")
         if rows is None:
             return None
-        sel = rows[(rows[:, 2] == heads) & (rows[:, 3] == kv_heads) & (rows[:, 4] == head_dim)]
-        if len(sel) == 0:
-            return None
-        batches, lengths = np.unique(sel[:, 0]), np.unique(sel[:, 1])
-        grid = np.full((len(batches), len(lengths)), np.nan)
-        grid[np.searchsorted(batches, sel[:, 0]), np.searchsorted(lengths, sel[:, 1])] = sel[:, 5]
-        return batches, lengths, grid
+        return _grid(rows[(rows[:, 2] == heads) & (rows[:, 3] == kv_heads) & (rows[:, 4] == head_dim)])
 
     def nearest_heads(self, op: str, dtype: str, heads: float, kv_heads: float, head_dim: float) -> float | None:
         """The measured query-head count closest to `heads` (in ratio) with the same KV heads and
@@ -176,6 +211,21 @@ class KernelTables:
         if len(candidates) == 0:
             return None
         return float(candidates[np.argmin(np.abs(np.log(candidates / heads)))])
+
+    def fold_factor(self, op: str, dtype: str, heads: float, kv_heads: float, head_dim: float) -> int | None:
+        """The smallest k >= 2 with (heads / k, kv_heads / k) measured at this head_dim, or None.
+        Decode attention runs one block per (sequence, KV head) and reads each KV head's cache
+        once, so k times the KV heads at batch b is the measured layout at batch k x b (held out
+        on the tables' own MHA rows: 1-4 % median, 22 % worst; prefill attention does not fold as
+        well, 12-35 % median, so only decode uses it)."""
+        rows = self.arrays.get(f"{op}/{dtype}")
+        if rows is None or kv_heads < 2 or heads % 1 or kv_heads % 1:
+            return None
+        layouts = {(h, kv) for h, kv in rows[rows[:, 4] == head_dim][:, 2:4]}
+        for k in range(2, int(kv_heads) + 1):
+            if kv_heads % k == 0 and heads % k == 0 and (heads / k, kv_heads / k) in layouts:
+                return k
+        return None
 
     # --- all-reduce: message bytes -> ms at num_gpus ---
     def allreduce_ms(self, num_gpus: int, message_bytes: np.ndarray, graph: np.ndarray
@@ -195,6 +245,30 @@ class KernelTables:
             out = np.where(where, y, out)
             inside = np.where(where, ok, inside)
         return out, inside
+
+    # --- DeepSeek-V3's MLA attention module: (batch, length) grid at one per-GPU head count ---
+    def mla_grid(self, phase: str, gemm_type: str, kv_dtype: str, heads: float
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(batch axis, length axis, ms matrix with NaN where unmeasured) of the whole MLA module
+        (projections, norms, rotary, attention, output projection) for `phase` context (length:
+        prompt tokens) or generation (length: attended tokens, the new one included); None if
+        the table has no such head count."""
+        rows = self.arrays.get(f"mla_{phase}/{gemm_type}_kv{kv_dtype}")
+        if rows is None:
+            return None
+        return _grid(rows[rows[:, 2] == heads])
+
+    # --- NCCL collectives: total bytes (nccl-tests' size) -> ms at num_gpus ---
+    def nccl_ms(self, op: str, num_gpus: int, message_bytes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """NCCL `op` (all_gather, reduce_scatter, alltoall) over `num_gpus` of `message_bytes`
+        in all (all-gather: the gathered output; reduce-scatter: each GPU's input)."""
+        message_bytes = np.asarray(message_bytes, dtype=np.float64)
+        rows = self.arrays.get(f"nccl/{op}")
+        if rows is not None:
+            sel = rows[rows[:, 0] == num_gpus]
+            if len(sel) >= 2:
+                return loglog(message_bytes, sel[:, 1], sel[:, 2])
+        return np.full(message_bytes.shape, np.nan), np.zeros(message_bytes.shape, bool)
 
     # --- fused MoE: tokens -> ms for one layer shape ---
     def moe_ms(self, dtype: str, tokens: np.ndarray, hidden: float, inter: float, topk: float, experts: float,

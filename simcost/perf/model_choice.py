@@ -10,12 +10,16 @@ can be trusted (docs/fidelity.md section 2), the roofline everywhere else:
   across a generation or between PCIe parts (A100 from H100: 3-32 % median; L40S <-> RTX PRO 6000
   at TP > 1: 35-330 %); a PCIe GPU at tensor_parallel > 1 (all-reduce over PCIe depends on the
   host's topology far more than on the GPU: the two measured PCIe GPUs' 8-GPU all-reduces differ
-  12x for a 2x link ratio); tensor parallelism above 8 GPUs (no all-reduce table); weight formats
-  without tables (int8/int4 weight-only, nvfp4, mxfp4, fp32); shapes without tables
-  (multi-head latent attention, a KV-head count or MoE layer not measured); an fp8 MoE layer
-  whose table is slower than bf16's (the Hopper tables); expert parallelism and pipelined
-  micro-batches (the kernel model has neither); a calibrated profile or a roofline factor set in
-  `perf` (they are the roofline's: choosing it keeps them meaningful).
+  12x for a 2x link ratio) or at expert_parallel > 1 (the same for its gather and scatter);
+  tensor parallelism above 8 GPUs (no all-reduce table); expert parallelism across nodes (the
+  NCCL tables are one node's); weight formats without tables (int8, int4, nvfp4 off Blackwell,
+  fp32); shapes without tables (a multi-head latent attention shape
+  other than DeepSeek-V3's, or on the A100, which has no MLA tables; a KV-head count or MoE layer
+  not measured; data-parallel attention over a GPU count the NCCL tables lack); an fp8 MoE layer
+  whose table is slower than bf16's (the Hopper tables; not the block-scaled fp8 MoE of
+  DeepSeek-style checkpoints); pipelined micro-batches (the kernel model has none); a
+  calibrated profile or a roofline factor set in `perf` (they are the roofline's: choosing it
+  keeps them meaningful).
 An explicit `perf.model` is used as given.
 """
 
@@ -26,9 +30,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from simcost.catalog.specs import DeviceSpec, ModelSpec
-from simcost.perf.expert_parallel import expert_parallel
+from simcost.perf.expert_parallel import devices_per_node, expert_parallel
+from simcost.perf.kernel_mla import mla_tabled
 from simcost.perf.kernel_scaling import borrowed_tables
-from simcost.perf.kernel_tables import DEVICE_TABLES, TABLE_DTYPE, KernelTables
+from simcost.perf.kernel_tables import DEVICE_TABLES, KernelTables, table_format
 
 if TYPE_CHECKING:
     from simcost.perf.deployment import Deployment
@@ -63,12 +68,15 @@ def choose_perf_model(scenario: Scenario, dep: Deployment) -> tuple[str, str]:
         return "roofline", f"auto: {why}"
     if dep.tensor_parallel > MAX_TABLE_GPUS:
         return "roofline", f"auto: no all-reduce table for {dep.tensor_parallel} GPUs (the tables stop at {MAX_TABLE_GPUS})"
-    missing = missing_operators(tables, dep.model, dep.tensor_parallel, dep.weight_format, dep.kv_cache_format)
+    ep, dp = expert_parallel(scenario)
+    if ep > 1 and ep > devices_per_node(scenario, dep.device):
+        return "roofline", f"auto: expert_parallel {ep} spans nodes (the communication tables are one node's)"
+    if ep > 1 and dep.device.link_bytes_per_s < PCIE_MAX_LINK_BYTES_PER_S:
+        return "roofline", f"auto: {dep.device.key} runs expert parallelism over PCIe"
+    missing = missing_operators(tables, dep.model, dep.tensor_parallel, dep.weight_format, dep.kv_cache_format,
+                                ep, dp)
     if missing:
         return "roofline", f"auto: {missing}"
-    ep, _ = expert_parallel(scenario)
-    if ep > 1:
-        return "roofline", "auto: kernel tables have no expert-parallel MoE"
     if (scenario.hardware.pipeline_micro_batches or 1) > 1:
         return "roofline", "auto: hardware.pipeline_micro_batches is a roofline schedule"
     return "kernels", f"auto: {why}"
@@ -95,31 +103,55 @@ def _auto_tables(device: DeviceSpec, tp: int) -> tuple[KernelTables | None, str]
     return borrowed_tables(lender, device), f"{lender}'s tables scaled (same generation)"
 
 
-def missing_operators(tables: KernelTables, model: ModelSpec, t: int, weight_format: str, kv_format: str) -> str:
-    """Why the tables cannot price `model` at tensor_parallel `t` ('' when they can): an operator
-    the kernel model would otherwise take from the roofline, or a table not to be trusted."""
-    dtype = TABLE_DTYPE.get(weight_format)
+def missing_operators(tables: KernelTables, model: ModelSpec, t: int, weight_format: str, kv_format: str,
+                      ep: int = 1, dp: int = 1) -> str:
+    """Why the tables cannot price `model` at tensor_parallel `t` (expert_parallel `ep` with `dp`
+    attention groups) ('' when they can): an operator the kernel model would otherwise take from
+    the roofline, or a table not to be trusted."""
+    mla = mla_tabled(model)
+    dtype = table_format("gemm", weight_format, mla)
     if dtype is None or not tables.has("gemm", dtype):
         return f"no kernel tables for {weight_format} weights"
-    if getattr(model, "is_mla", False):
-        return "no kernel table for multi-head latent attention"
     kv_dtype = "fp8" if kv_format == "fp8" else "bfloat16"
     heads, kv_heads, hd = model.num_heads / t, max(model.num_kv_heads / t, 1.0), model.head_dim
-    for op in ("context_attention", "generation_attention"):
-        if (tables.attention_grid(op, kv_dtype, heads, kv_heads, hd) is None
-                and tables.nearest_heads(op, kv_dtype, heads, kv_heads, hd) is None):
-            return f"no {op.replace('_', ' ')} table for {kv_heads:g} KV heads of {hd} per GPU ({kv_format} KV)"
     hidden = model.hidden_size
-    shapes = [((heads + 2 * kv_heads) * hd, hidden), (hidden, heads * hd)]
-    if model.num_experts > 1:
-        ms, _ = tables.moe_ms(dtype, np.array([1.0, 256.0]), hidden, model.intermediate_size,
-                              model.experts_per_token, model.num_experts, t, 1)
-        if np.isnan(ms).any():
-            return f"no MoE table for {model.num_experts} experts, top {model.experts_per_token}, TP{t}"
-        if dtype == "fp8" and _fp8_moe_slower(tables, model, t):
-            return "the measured fp8 MoE layer is slower than bf16 (an untuned kernel path)"
+    shapes: list[tuple[float, float]] = []
+    if model.is_mla:
+        if not mla:
+            return "no kernel table for this multi-head latent attention shape (the tables hold DeepSeek-V3's)"
+        gemm_type = table_format("mla", weight_format, mla=True) or weight_format
+        for phase in ("context", "generation"):
+            if tables.mla_grid(phase, gemm_type, kv_dtype, heads) is None:
+                return (f"no MLA {phase} table for {heads:g} heads per GPU with {weight_format} weights and "
+                        f"{kv_format} KV")
     else:
-        shapes += [(2 * model.intermediate_size / t, hidden), (hidden, model.intermediate_size / t)]
+        for op in ("context_attention", "generation_attention"):
+            if (tables.attention_grid(op, kv_dtype, heads, kv_heads, hd) is None
+                    and tables.nearest_heads(op, kv_dtype, heads, kv_heads, hd) is None
+                    and (op == "context_attention" or tables.fold_factor(op, kv_dtype, heads, kv_heads, hd) is None)):
+                return f"no {op.replace('_', ' ')} table for {kv_heads:g} KV heads of {hd} per GPU ({kv_format} KV)"
+        shapes += [((heads + 2 * kv_heads) * hd, hidden), (hidden, heads * hd)]
+    if model.num_experts > 1:
+        moe_dtype = table_format("moe", weight_format, mla) or weight_format
+        moe_tp, moe_ep = (t, 1) if ep <= 1 else (1, ep)
+        ms, _ = tables.moe_ms(moe_dtype, np.array([1.0, 256.0]), hidden, model.intermediate_size,
+                              model.experts_per_token, model.num_experts, moe_tp, moe_ep)
+        if np.isnan(ms).any():
+            split = f"TP{t}" if ep <= 1 else f"EP{ep}"
+            return f"no MoE table for {model.num_experts} experts, top {model.experts_per_token}, {split} ({moe_dtype})"
+        if moe_dtype == "fp8" and ep <= 1 and _fp8_moe_slower(tables, model, t):
+            return "the measured fp8 MoE layer is slower than bf16 (an untuned kernel path)"
+        for op in ("all_gather", "reduce_scatter"):
+            if dp > 1 and np.isnan(tables.nccl_ms(op, dp, np.array([1e6]))[0]).any():
+                return f"no NCCL {op.replace('_', '-')} table for {dp} GPUs (data-parallel attention's dispatch)"
+        widths = [model.num_shared_experts * model.intermediate_size / t] if model.num_shared_experts else []
+        if model.first_dense_layers:
+            widths.append((model.experts_per_token + model.num_shared_experts) * model.intermediate_size / t)
+        for w in widths:
+            shapes += [(2 * w, hidden), (hidden, w)]
+    else:
+        up = 2 if model.mlp == "gated" else 1
+        shapes += [(up * model.intermediate_size / t, hidden), (hidden, model.intermediate_size / t)]
     for n, k in shapes:
         if np.isnan(tables.gemm_ms(dtype, np.array([16.0]), n, k)[0]).any():
             return f"no GEMM table for {n:g} x {k:g}"

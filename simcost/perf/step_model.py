@@ -26,7 +26,7 @@ from numba import njit
 
 from simcost.catalog.specs import BYTES_PER_ELEMENT, FLAT_INTERCONNECTS, DeviceSpec, Interconnect, ModelSpec
 from simcost.errors import InputError, required
-from simcost.perf.expert_parallel import expert_parallel_terms
+from simcost.perf.expert_parallel import expert_parallel_terms, kernel_expert_parallel
 from simcost.perf.kernel_model import (
     EAGER_S_PER_LAYER,
     K_ACC_MEASURED,
@@ -34,9 +34,10 @@ from simcost.perf.kernel_model import (
     KERNEL_STEP_OVERHEAD_S,
     kernel_params,
     kernel_step_time_s,
-    kernel_step_time_s_py,
     tables_scaled,
 )
+from simcost.perf.kernel_moe import ExpertParallel
+from simcost.perf.kernel_reference import kernel_step_time_s_py
 from simcost.perf.kernel_tables import (
     CUDA_GRAPH_MAX_TOKENS,
     KernelTables,
@@ -153,8 +154,6 @@ def step_params(scenario: Scenario, dep: Deployment) -> np.ndarray:
         s = StepParams.from_array(p)
         p[:NUM_PARAMS] = StepParams(**{f.name: getattr(s, f.name) * terms.get(f.name + "_scale", 1.0)
                                        + terms.get(f.name + "_add", 0.0) for f in fields(StepParams)}).to_array()
-        if model == "kernels":  # its tables have no expert-parallel MoE: the roofline, 0 measured
-            return p
     if perf.model == "table":
         return _table_params(required(perf.table, "perf.table"), dep, p)
     if model == "kernels":
@@ -174,21 +173,23 @@ def _kernel_params(scenario: Scenario, dep: Deployment, roofline: np.ndarray, fa
     return kernel_step_params(roofline, dep.device, dep.model, dep.tensor_parallel, dep.weight_format,
                               dep.kv_cache_format, dep.compute_format, factors, perf.step_overhead_s,
                               cuda_graphs=perf.cuda_graphs, eager_s_per_layer=perf.eager_s_per_layer,
-                              graph_max_tokens=cuda_graph_max_tokens(scenario.engine.max_num_seqs), tables=tables)
+                              graph_max_tokens=cuda_graph_max_tokens(scenario.engine.max_num_seqs), tables=tables,
+                              expert_parallel=kernel_expert_parallel(scenario, dep, factors["allreduce_latency_s"]))
 
 
 def kernel_step_params(roofline: np.ndarray, device: DeviceSpec, model: ModelSpec, t: int, weight_format: str,
                        kv_cache_format: str, compute_format: str, factors: dict[str, float],
                        step_overhead_s: float | None = None, *, cuda_graphs: bool = True,
                        eager_s_per_layer: float | None = None, graph_max_tokens: int = CUDA_GRAPH_MAX_TOKENS,
-                       tables: KernelTables | None = None) -> np.ndarray:
+                       tables: KernelTables | None = None, expert_parallel: ExpertParallel | None = None
+                       ) -> np.ndarray:
     """The kernel-table model after the roofline's slots (its fallback rates: `factors`' mfu and
     mbu); the roofline itself where the device has no tables for the weight format (the run
     summary then reports 0 measured). `tables`: these instead of the device's (validation)."""
     k = kernel_params(roofline, device, model, t, weight_format, kv_cache_format, compute_format,
                       factors["mfu"], factors["mbu"], cuda_graphs=cuda_graphs,
                       eager_s_per_layer=EAGER_S_PER_LAYER if eager_s_per_layer is None else eager_s_per_layer,
-                      graph_max_tokens=graph_max_tokens, tables=tables)
+                      graph_max_tokens=graph_max_tokens, tables=tables, expert_parallel=expert_parallel)
     if k is None:
         return roofline
     k[P_KIND] = KIND_KERNELS

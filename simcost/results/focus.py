@@ -21,7 +21,6 @@ columns start with x_. The simulated clock starts at `start`; billing periods ar
 
 from __future__ import annotations
 
-import csv
 import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -31,8 +30,9 @@ import numpy as np
 
 from simcost.cost.energy import hour_covered_s
 from simcost.cost.pricing import egress_usd_per_gb, warm_node_hour_usd
-from simcost.results.focus_replicas import commitment_rows, hours_of, provider_of, replica_rows, site_of, usage_row
+from simcost.results.focus_replicas import commitment_rows, hours_of, provider_of, replica_columns, site_of, usage_row
 from simcost.results.focus_spec import COST_COLUMNS, DATE_COLUMNS
+from simcost.results.focus_table import FocusTable
 from simcost.units import S_PER_HOUR
 from simcost.workload.request_table import COMPLETED
 
@@ -51,6 +51,12 @@ FLOAT_COLUMNS = (*COST_COLUMNS, "PricingQuantity", "ListUnitPrice", "ContractedU
 
 def focus_rows(result, start: datetime = DEFAULT_START) -> list[dict]:
     """Every row of the run's bill, each with every column of COLUMNS (None where FOCUS allows null)."""
+    return focus_table(result, start).rows()
+
+
+def focus_table(result, start: datetime = DEFAULT_START) -> FocusTable:
+    """Every row of the run's bill as columns: the replicas' rows (one or two per replica-hour)
+    built column-wise, the few others (commitments, egress, warm nodes, APIs, cache) as rows."""
     bill, scenario, dep = result.bill, result.scenario, result.deployment
     periods = [_period(start, h, c) for h, c in enumerate(hour_covered_s(result.horizon_s))]
     tags = json.dumps({"x_scenario": scenario.name, "x_model": dep.model.key, "x_device": dep.device.key,
@@ -58,10 +64,45 @@ def focus_rows(result, start: datetime = DEFAULT_START) -> list[dict]:
     common = {"BillingAccountId": f"simcost/{scenario.name}", "BillingAccountName": scenario.name,
               "BillingCurrency": "USD", "ServiceName": SERVICE_NAME, "ServiceCategory": "AI and Machine Learning",
               "Tags": tags}
-    rows = replica_rows(result, periods, common) + commitment_rows(result, periods, common)
+    replicas = _complete_columns(periods, *replica_columns(result, periods, common))
+    rows = commitment_rows(result, periods, common)
     rows += _egress_rows(result, periods, common) + _warm_rows(result, periods, common)
     rows += _api_rows(result, periods, common) + _cache_rows(result, periods, common)
-    return [_complete(row, result) for row in rows]
+    return replicas.concat(FocusTable.from_rows([_complete(row, result) for row in rows], COLUMNS, FLOAT_COLUMNS))
+
+
+def _complete_columns(periods: list[tuple[str, str]], columns: dict[str, np.ndarray], hour: np.ndarray,
+                      provider: np.ndarray) -> FocusTable:
+    """`_complete` for rows given as columns (NaN: null in a float column), with each row's hour
+    and provider."""
+    n = len(hour)
+    month = [_billing_period(begin) for begin, _ in periods]
+    table = FocusTable.empty(COLUMNS, FLOAT_COLUMNS)
+    values, nulls = {}, {}
+    for name in COLUMNS:
+        if name in columns:
+            values[name] = columns[name]
+        elif name in FLOAT_COLUMNS:
+            values[name] = np.full(n, np.nan)
+        else:
+            values[name] = np.full(n, None, dtype=object)
+    for name, pick in (("ChargePeriodStart", 0), ("ChargePeriodEnd", 1)):
+        values[name] = np.array([p[pick] for p in periods], dtype=object)[hour]
+    for name, pick in (("BillingPeriodStart", 0), ("BillingPeriodEnd", 1)):
+        values[name] = np.array([m[pick] for m in month], dtype=object)[hour]
+    for name in ("InvoiceIssuerName", "ProviderName", "PublisherName"):
+        values[name] = provider
+    for name in FLOAT_COLUMNS:
+        nulls[name] = np.isnan(values[name])
+        values[name] = np.where(nulls[name], 0.0, values[name])
+    return FocusTable(table.names, values, nulls, table.floats)
+
+
+def _billing_period(charge_start: str) -> tuple[str, str]:
+    """The calendar month holding a charge period's start, as (start, end)."""
+    begin = datetime.fromisoformat(charge_start.replace("Z", "+00:00"))
+    month = begin.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    return _iso(month), _iso((month + timedelta(days=32)).replace(day=1))
 
 
 def token_row(period: tuple[str, str], billed: float, listed: float, million_tokens: float, **columns: Any) -> dict:
@@ -142,13 +183,11 @@ def _cache_rows(result, periods: list[tuple[str, str]], common: dict) -> list[di
 def _complete(row: dict, result) -> dict:
     """The columns every row shares, filled in: billing period (the calendar month of the charge),
     provider names, nulls for the rest."""
-    begin = datetime.fromisoformat(row["ChargePeriodStart"].replace("Z", "+00:00"))
-    month = begin.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    next_month = (month + timedelta(days=32)).replace(day=1)
+    month, next_month = _billing_period(row["ChargePeriodStart"])
     provider = row.pop("_provider", None) or provider_of(result, 0)
     out: dict[str, Any] = dict.fromkeys(COLUMNS)
     out.update(InvoiceIssuerName=provider, ProviderName=provider, PublisherName=provider,
-               BillingPeriodStart=_iso(month), BillingPeriodEnd=_iso(next_month))
+               BillingPeriodStart=month, BillingPeriodEnd=next_month)
     out.update(row)
     if out["ChargeDescription"] is None:
         out["ChargeDescription"] = f"{out['ResourceType']}: {out['ChargeCategory'].lower()}"
@@ -160,12 +199,13 @@ def _warm_rows(result, periods: list[tuple[str, str]], common: dict) -> list[dic
     warm = result.bill.roster.warm
     if warm is None or not len(warm.pool):
         return []
-    usd = warm_node_hour_usd(warm, len(periods))
+    windows, usd = warm_node_hour_usd(warm, len(periods))
     rows = []
-    for n in range(usd.shape[0]):
+    for n in range(windows.num_lives):
         pool = int(warm.pool[n])
-        for h in np.flatnonzero(usd[n] > 0):
-            cost = float(usd[n, h])
+        for e in np.flatnonzero(usd[windows.offset[n]:windows.offset[n + 1]] > 0) + windows.offset[n]:
+            h = int(windows.first_hour[n] + e - windows.offset[n])
+            cost = float(usd[e])
             hours = hours_of(periods[h])
             rows.append(usage_row(periods[h], cost, cost, cost, cost, hours, **{**common, "ServiceCategory": "Compute"},
                                   PricingCategory="Standard",
@@ -218,30 +258,21 @@ def _iso(t: datetime) -> str:
     return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def write_focus(rows: list[dict], csv_path: Path, parquet: bool = True) -> list[Path]:
+def write_focus(focus: FocusTable | list[dict], csv_path: Path, parquet: bool = True) -> list[Path]:
     """focus.csv always (nulls as empty cells); focus.parquet next to it when pyarrow is installed
     and `parquet` (`simcost run` writes that one in its background process)."""
-    with csv_path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: repr(v) if isinstance(v, float) else v for k, v in row.items()})
-    parquet_path = write_focus_parquet(rows, csv_path.with_suffix(".parquet")) if parquet else None
+    table = focus if isinstance(focus, FocusTable) else FocusTable.from_rows(focus, COLUMNS, FLOAT_COLUMNS)
+    table.write_csv(csv_path)
+    parquet_path = write_focus_parquet(table, csv_path.with_suffix(".parquet")) if parquet else None
     return [csv_path] + ([parquet_path] if parquet_path else [])
 
 
-def write_focus_parquet(rows: list[dict], parquet_path: Path) -> Path | None:
+def write_focus_parquet(focus: FocusTable | list[dict], parquet_path: Path) -> Path | None:
     """focus.parquet (costs and quantities as float64, dates as UTC timestamps); None without pyarrow."""
     try:
-        import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
         return None
-    columns = {name: [row[name] for row in rows] for name in COLUMNS}
-    table = {name: pa.array(v, type=pa.float64()) if name in FLOAT_COLUMNS else pa.array(v, type=pa.string())
-             for name, v in columns.items()}
-    for name in DATE_COLUMNS:
-        table[name] = pa.array([datetime.fromisoformat(v.replace("Z", "+00:00")) for v in columns[name]],
-                               type=pa.timestamp("ms", tz="UTC"))
-    pq.write_table(pa.table(table), parquet_path)
+    table = focus if isinstance(focus, FocusTable) else FocusTable.from_rows(focus, COLUMNS, FLOAT_COLUMNS)
+    pq.write_table(table.arrow_table(DATE_COLUMNS), parquet_path)
     return parquet_path

@@ -17,56 +17,108 @@ from simcost.units import HOURS_PER_YEAR, S_PER_HOUR
 PROVIDER = "simcost simulation"  # provider, publisher and invoice issuer when the site names no provider
 
 
-def replica_rows(result, periods: list[tuple[str, str]], common: dict) -> list[dict]:
+def replica_columns(result, periods: list[tuple[str, str]], common: dict) -> tuple[dict[str, np.ndarray], np.ndarray,
+                                                                                  np.ndarray]:
+    """The replicas' Usage rows as columns (name -> one value per row; nulls as None, or NaN in a
+    float column), each row's clock hour and its provider: a row per replica and hour it was billed
+    or ran (its hour windows, simcost.cost.hours), in replica then hour order; a replica-hour under
+    a savings plan is split in two, the share the commitment covered (billed through the plan's
+    Purchase rows, discounted) first, then the rest at the on-demand price."""
     bill, t, ra = result.bill, result.bill.tariff, result.bill.roster
-    alive_s = bill.replica_hour_alive_s
+    w = bill.hours
+    life, hour = w.entry_life(), w.entry_hour()
+    usd, list_s = bill.hour_usd.copy(), bill.hour_alive_s.copy()
     first_hour = np.minimum((ra.requested_s // S_PER_HOUR).astype(np.int64), len(periods) - 1)
-    coverage = {k: savings_plan_coverage(result, k, len(periods)) for k in np.unique(ra.pool).tolist()
-                if pool_pricing(result, k).model == "savings_plan"}
-    rows = []
-    for r in range(bill.replica_hour_usd.shape[0]):
-        k = int(ra.pool[r])
-        cfg, dep = pool_pricing(result, k), result.pools[k].deployment
-        committed = not ra.spot[r] and cfg.model in ("reserved", "savings_plan")
-        columns = {**common, "PricingCategory": category_of(result, r), "ResourceId": f"{result.scenario.name}/replica-{r}",
-                   "ResourceName": f"replica-{r}", "ResourceType": f"{dep.tensor_parallel}x {dep.device.key}",
-                   "RegionId": site_of(result, k).region, "_provider": provider_of(result, k),
-                   "ChargeDescription": f"replica-{r}: {dep.model.key} on {dep.num_devices} x {dep.device.key}"}
-        for h, period in enumerate(periods):
-            usd, list_s = float(bill.replica_hour_usd[r, h]), float(alive_s[r, h])
-            if h == first_hour[r] and t.minimum_usd[r] > 0:  # the minimum charge tops up its first hour
-                usd += float(t.minimum_usd[r])
-                list_s += float(t.minimum_usd[r] / t.time_usd_per_s[r, h])
-            if usd == 0 and list_s == 0:
-                continue  # the replica did not exist in that hour
-            listed, hours = list_s * float(t.list_usd_per_s[r]), list_s / S_PER_HOUR
-            if committed and cfg.model == "reserved":  # paid by the Purchase rows, amortised here
-                rows.append(usage_row(period, usd, 0.0, listed, listed, hours, **columns,
-                                      **commitment_columns(result, k), CommitmentDiscountStatus="Used",
-                                      CommitmentDiscountQuantity=hours, CommitmentDiscountUnit="Hours"))
-            elif committed:
-                rows += _savings_plan_split(result, k, period, usd, listed, hours, float(coverage[k][0][h]), columns)
-            else:
-                rows.append(usage_row(period, usd, usd, listed, usd, hours, **columns))
-    return rows
+    top = (hour == first_hour[life]) & (t.minimum_usd[life] > 0)  # the minimum charge tops up its first hour
+    usd[top] += t.minimum_usd[life[top]]
+    list_s[top] += t.minimum_usd[life[top]] / t.rate_usd_per_s(life[top], hour[top])
+    kept = np.flatnonzero((usd != 0) | (list_s != 0))  # the others: the replica did not exist in that hour
+    life, hour, usd, list_s = life[kept], hour[kept], usd[kept], list_s[kept]
+    listed, hours = list_s * t.list_usd_per_s[life], list_s / S_PER_HOUR
+    pools = np.unique(ra.pool).tolist()
+    model = {k: pool_pricing(result, k).model for k in pools}
+    plan = np.array([model[k] for k in ra.pool.tolist()], dtype=object)
+    committed = ~ra.spot & ((plan == "reserved") | (plan == "savings_plan"))
+    reserved, saving = (committed & (plan == "reserved"))[life], (committed & (plan == "savings_plan"))[life]
+    share = np.zeros(len(life))
+    discount = np.zeros(len(life))
+    for k in pools:
+        if model[k] == "savings_plan":
+            mine = saving & (ra.pool[life] == k)
+            share[mine] = savings_plan_coverage(result, k, len(periods))[0][hour[mine]]
+            discount[mine] = pool_pricing(result, k).discount
+    covered = usd * share * (1 - discount) / (1 - share * discount)  # usd = listed x (1 - share d): Tariff's factor
+    plain = ~reserved & ~saving
+    # rows: (entry, 0) for a plain or reserved replica-hour or a plan's covered share, (entry, 1) its rest
+    groups = {"plain": np.flatnonzero(plain), "reserved": np.flatnonzero(reserved),
+              "covered": np.flatnonzero(saving & (share > 0)), "rest": np.flatnonzero(saving & (share < 1))}
+    entry = np.concatenate(list(groups.values()))
+    order = np.argsort(entry * 2 + np.repeat([0, 0, 0, 1], [len(g) for g in groups.values()]), kind="stable")
+    g_plain, g_reserved, g_covered, g_rest = groups.values()  # (entries)
+
+    def pick(values: dict[str, np.ndarray]) -> np.ndarray:
+        """One value per row from each group's values (in group order), then in row order."""
+        return np.concatenate([values[name] for name in groups])[order]
+
+    rest_usd = usd[g_rest] - covered[g_rest]
+    effective = pick({"plain": usd[g_plain], "reserved": usd[g_reserved], "covered": covered[g_covered], "rest": rest_usd})
+    billed = pick({"plain": usd[g_plain], "reserved": np.zeros(len(g_reserved)), "covered": np.zeros(len(g_covered)),
+                   "rest": rest_usd})
+    list_usd = pick({"plain": listed[g_plain], "reserved": listed[g_reserved],
+                     "covered": listed[g_covered] * share[g_covered], "rest": listed[g_rest] * (1 - share[g_rest])})
+    contracted = pick({"plain": usd[g_plain], "reserved": listed[g_reserved],
+                       "covered": listed[g_covered] * share[g_covered], "rest": rest_usd})
+    quantity = pick({"plain": hours[g_plain], "reserved": hours[g_reserved], "covered": hours[g_covered] * share[g_covered],
+                     "rest": hours[g_rest] * (1 - share[g_rest])})
+    commitment_quantity = pick({"plain": np.full(len(g_plain), np.nan), "reserved": hours[g_reserved],
+                                "covered": covered[g_covered], "rest": np.full(len(g_rest), np.nan)})
+    row_life, row_hour = life[entry[order]], hour[entry[order]]
+
+    def marks(**values) -> np.ndarray:
+        """A value per group (plain, reserved, covered, rest), one per row."""
+        return pick({g: np.full(len(groups[g]), values[g], dtype=object) for g in groups})
+
+    def per_life(values: list) -> np.ndarray:
+        return _objects(values)[row_life]
+
+    def per_pool(values: dict) -> np.ndarray:
+        return _objects([values.get(k) for k in range(max(pools, default=-1) + 1)])[ra.pool[row_life]]
+
+    name, n_rows, lives = result.scenario.name, len(row_life), range(len(ra.pool))
+    deps = {k: result.pools[k].deployment for k in pools}
+    category = per_life([category_of(result, r) for r in lives])
+    category[np.flatnonzero(marks(plain=False, reserved=False, covered=False, rest=True).astype(bool))] = "Standard"
+    columns = {**{k: np.full(n_rows, v, dtype=object) for k, v in common.items()},
+               "PricingCategory": category,
+               "ResourceId": per_life([f"{name}/replica-{r}" for r in lives]),
+               "ResourceName": per_life([f"replica-{r}" for r in lives]),
+               "ResourceType": per_pool({k: f"{d.tensor_parallel}x {d.device.key}" for k, d in deps.items()}),
+               "RegionId": per_pool({k: site_of(result, k).region for k in pools}),
+               "ChargeDescription": per_life([f"replica-{r}: {deps[k].model.key} on {deps[k].num_devices} x "
+                                              f"{deps[k].device.key}" for r, k in enumerate(ra.pool.tolist())]),
+               "ChargeCategory": np.full(n_rows, "Usage", dtype=object),
+               "ChargeFrequency": np.full(n_rows, "Usage-Based", dtype=object),
+               "BilledCost": billed, "EffectiveCost": effective, "ListCost": list_usd, "ContractedCost": contracted,
+               "PricingQuantity": quantity, "PricingUnit": np.full(n_rows, "Hours", dtype=object),
+               "CommitmentDiscountQuantity": commitment_quantity,
+               "CommitmentDiscountStatus": marks(plain=None, reserved="Used", covered="Used", rest=None),
+               "CommitmentDiscountUnit": marks(plain=None, reserved="Hours", covered="USD", rest=None)}
+    with np.errstate(invalid="ignore", divide="ignore"):  # null where the quantity is 0 (usage_row)
+        columns["ListUnitPrice"] = np.where(quantity > 0, list_usd / quantity, np.nan)
+        columns["ContractedUnitPrice"] = np.where(quantity > 0, contracted / quantity, np.nan)
+    with_commitment = marks(plain=False, reserved=True, covered=True, rest=False).astype(bool)
+    plans = {k: commitment_columns(result, k) for k in pools if model[k] in ("reserved", "savings_plan")}
+    for key in ("CommitmentDiscountId", "CommitmentDiscountName", "CommitmentDiscountType", "CommitmentDiscountCategory"):
+        values = per_pool({k: c[key] for k, c in plans.items()})
+        values[~with_commitment] = None
+        columns[key] = values
+    return columns, row_hour, per_pool({k: provider_of(result, k) for k in pools})
 
 
-def _savings_plan_split(result, pool: int, period: tuple[str, str], usd: float, listed: float, hours: float,
-                        share: float, columns: dict) -> list[dict]:
-    """A replica-hour under a savings plan: the share the commitment covered (billed through the
-    plan's Purchase rows, discounted) and the rest at the on-demand price."""
-    d = pool_pricing(result, pool).discount
-    covered_usd = usd * share * (1 - d) / (1 - share * d)  # usd = listed x (1 - share d): Tariff's factor
-    rows = []
-    if share > 0:
-        rows.append(usage_row(period, covered_usd, 0.0, listed * share, listed * share, hours * share, **columns,
-                              **commitment_columns(result, pool), CommitmentDiscountStatus="Used",
-                              CommitmentDiscountQuantity=covered_usd, CommitmentDiscountUnit="USD"))
-    if share < 1:
-        rest = usd - covered_usd
-        rows.append(usage_row(period, rest, rest, listed * (1 - share), rest, hours * (1 - share),
-                              **{**columns, "PricingCategory": "Standard"}))
-    return rows
+def _objects(values: list) -> np.ndarray:
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
 
 
 def commitment_rows(result, periods: list[tuple[str, str]], common: dict) -> list[dict]:
@@ -148,7 +200,8 @@ def savings_plan_coverage(result, pool: int, n_hours: int) -> tuple[np.ndarray, 
     ra, t = result.bill.roster, result.bill.tariff
     cfg = pool_pricing(result, pool)
     mine = (ra.pool == pool) & ~ra.spot
-    usage_usd = (result.bill.replica_hour_alive_s[mine] * t.list_usd_per_s[mine, None]).sum(axis=0)
+    hours, entries = result.bill.hours.select(mine)
+    usage_usd = hours.column_sums(result.bill.hour_alive_s[entries] * hours.per_entry(t.list_usd_per_s[mine]))[:n_hours]
     covered_s = hour_covered_s(result.horizon_s)[:n_hours]
     _, unused_usd = savings_plan_hours(cfg, usage_usd, covered_s)
     commit_usd = cfg.commitment_usd_per_hour * covered_s / S_PER_HOUR

@@ -11,12 +11,13 @@ import numpy as np
 from simcost.metrics.summary import latencies, slo_limits_by_entry
 from simcost.results.background import Job
 from simcost.results.focus import write_focus_parquet
+from simcost.results.focus_table import FocusTable
 from simcost.results.plots import fleet_events, latency_panels, plot_timeseries, save_latency
 from simcost.simulation.simulation import RunResult
 from simcost.workload.request_table import COMPLETED
 
 
-def side_jobs(result: RunResult, paths: dict[str, Path], focus: list[dict]) -> list[Job]:
+def side_jobs(result: RunResult, paths: dict[str, Path], focus: FocusTable) -> list[Job]:
     """The figures (from small inputs: CDF points, the time series) and focus.parquet."""
     by_workload, slos = measured_by_workload(result)
     title = f"{result.scenario.name}: {result.summary['requests']['measured']} measured requests"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from simcost.metrics.summary import records
-from simcost.results.focus import focus_rows
+from simcost.results.focus import focus_table
 from simcost.simulation.simulation import RunResult
 
 TABLES = ("requests", "steps", "timeseries", "costs")
@@ -22,9 +22,8 @@ def run_table(result: RunResult, table: str) -> dict[str, np.ndarray]:
     if table == "timeseries":
         return timeseries_columns(result)
     if table in ("costs", "focus"):
-        rows = focus_rows(result)
-        names = list(dict.fromkeys(name for row in rows for name in row))
-        return {name: np.asarray([row.get(name) for row in rows], dtype=object) for name in names}
+        focus = focus_table(result)
+        return {name: np.asarray(focus.column(name), dtype=object) for name in focus.names} if len(focus) else {}
     raise ValueError(f"unknown table '{table}'; expected one of {', '.join(TABLES)} (or focus)")
 
 

@@ -15,19 +15,18 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import yaml
 
 from simcost.errors import InputError
 from simcost.metrics.run_summary import LatencyKey, RunSummary, StatName
 from simcost.metrics.summary import records
 from simcost.metrics.timeseries import TimeSeries
 from simcost.results.background import Background, BackgroundFailure
-from simcost.results.focus import focus_rows, write_focus
+from simcost.results.focus import focus_table, write_focus
 from simcost.results.folder import check_targets, staged_folder
 from simcost.results.run_figures import side_jobs
 from simcost.results.vllm_bench import vllm_bench
 from simcost.rng import streams
-from simcost.scenario.schema import to_dict
+from simcost.scenario.scenario import scenario_text
 from simcost.simulation.simulation import RunResult
 
 # every file a run folder can hold (check_run_folder, and staged_folder's stale-file cleanup)
@@ -100,11 +99,11 @@ def _run_paths(result: RunResult, out_dir: Path, records_format: str, kept: str 
 def _write_files(result: RunResult, out_dir: Path, records_format: str, kept: str,
                  side: Background) -> BackgroundFailure | None:
     paths = _run_paths(result, out_dir, records_format, kept)
-    focus = focus_rows(result)
+    focus = focus_table(result)
     side.run(side_jobs(result, paths, focus))  # drawn while the files below are written
     paths["summary"].write_text(json.dumps(result.summary, indent=2) + "\n")
     paths["vllm_bench"].write_text(json.dumps(vllm_bench(result), indent=2) + "\n")  # `vllm bench serve` keys
-    paths["scenario"].write_text(yaml.safe_dump(to_dict(result.scenario), sort_keys=False))
+    paths["scenario"].write_text(scenario_text(result.scenario))
     if kept != "none":
         table, bill = result.table, result.bill
 

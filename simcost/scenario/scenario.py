@@ -8,9 +8,12 @@ expected.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from simcost.catalog.catalog import Catalog, UserCatalog, bundled_catalog, catalog_parts, read_catalog_file
 from simcost.catalog.hf_config import entry_from_file
@@ -27,7 +30,7 @@ from simcost.scenario.fleet import FleetConfig
 from simcost.scenario.limits import MAX_DURATION_S, MAX_REPLICAS, MAX_REQUESTS, MAX_TIMED_EVENTS, REPLICAS_WHY
 from simcost.scenario.output import OutputConfig
 from simcost.scenario.pricing import CostConfig
-from simcost.scenario.schema import apply_overrides, bounds, build
+from simcost.scenario.schema import apply_overrides, bounds, build, to_dict
 from simcost.scenario.workload import LengthSpec, SloConfig, WorkloadConfig
 from simcost.yamlio import read_yaml_file
 
@@ -306,3 +309,34 @@ def _merge_pool_engines(raw: dict) -> None:
     for pool in pools if isinstance(pools, list) else ():
         if isinstance(pool, dict) and isinstance(pool.get("engine"), dict):
             pool["engine"] = {**engine, **pool["engine"]}
+
+
+def scenario_text(scenario: Scenario) -> str:
+    """The scenario as run, as YAML (a results folder's scenario.yaml). Every key holds the value
+    that ran, except a max_num_seqs the engine preset chose for the device: it is left out, with
+    the value in a comment, so the file reruns the same here and a rerun on another device
+    (--set hardware.device=...) gets that device's default, not this one's. A pool's engine
+    section leaves it out too (each pool's device decides it when the pool is planned)."""
+    raw = to_dict(scenario)
+    engines: list[tuple[Any, EngineConfig | None]] = [(raw.get("engine"), scenario.engine)]
+    for pool, raw_pool in zip(scenario.fleet.pools or (), (raw.get("fleet") or {}).get("pools") or ()):
+        engines.append((raw_pool.get("engine"), pool.engine))
+    chosen = None
+    for i, (raw_engine, engine) in enumerate(engines):
+        if isinstance(raw_engine, dict) and engine is not None and engine.seqs_from_preset:
+            value = raw_engine.pop("max_num_seqs", None)
+            chosen = value if i == 0 else chosen
+    lines = yaml.safe_dump(raw, sort_keys=False).splitlines()
+    if chosen is not None and "engine:" in lines:
+        at = lines.index("engine:") + 1
+        lines.insert(at, f"  # max_num_seqs: {chosen}  (the engine preset's for {scenario.hardware.device})")
+    return "\n".join(lines) + "\n"
+
+
+_PRESET_SEQS = re.compile(r"^  # max_num_seqs: (\d+)  \(the engine preset's", re.MULTILINE)
+
+
+def preset_max_num_seqs(text: str) -> int | None:
+    """The max_num_seqs `scenario_text` wrote as a comment (its preset chose it), or None."""
+    found = _PRESET_SEQS.search(text)
+    return int(found.group(1)) if found else None

@@ -89,18 +89,20 @@ def interval_of(t, interval_s):
 
 @njit(cache=True)
 def stream_tokens(ids, generated, arrival_s, replica, warmup_s, last_token_s, step_end_s, counts, totals,
-                  min_s, log_gamma, bins, interval_s):
+                  min_s, log_gamma, bins, used, last_entry, interval_s):
     """add_token_gaps, then (interval_s > 0) count_token_bins, in one call (this runs per decode
-    span). Returns False, changing nothing, when bins is too small: the caller grows it first."""
+    span). Returns False, changing nothing, when the bin entries or last_entry are too small for
+    what the call may add: the caller grows them first."""
     if interval_s > 0 and ids.shape[0]:
         rows = 0
         for n in range(ids.shape[0]):
             rows = max(rows, replica[ids[n]] + 1)
-        if rows > bins.shape[0] or interval_of(step_end_s[step_end_s.shape[0] - 1], interval_s) >= bins.shape[1]:
+        spanned = interval_of(step_end_s[step_end_s.shape[0] - 1], interval_s) - interval_of(step_end_s[0], interval_s) + 1
+        if rows > last_entry.shape[0] or used[0] + spanned * ids.shape[0] > bins.shape[1]:
             return False
     add_token_gaps(ids, generated, arrival_s, warmup_s, last_token_s, step_end_s, counts, totals, min_s, log_gamma)
     if interval_s > 0:
-        count_token_bins(ids, replica, step_end_s, interval_s, bins)
+        count_token_bins(ids, replica, step_end_s, interval_s, bins, used, last_entry)
     return True
 
 
@@ -155,20 +157,39 @@ class LogHistogram:
 
 
 @njit(cache=True)
-def count_token_bins(ids, replica, step_end_s, interval_s, bins):
-    """bins[r, k] += tokens emitted by ids on replica r in [k interval_s, (k + 1) interval_s):
-    one per id per step (interval_of)."""
+def count_token_bins(ids, replica, step_end_s, interval_s, bins, used, last_entry):
+    """Tokens emitted by ids on replica r in [k interval_s, (k + 1) interval_s), one per id per
+    step (interval_of), as entries (r, k, count) in the columns of bins (3, capacity), used[0] of
+    them filled: a replica's tokens go to its last entry while they stay in its interval
+    (last_entry[r]; -1: none yet), else to a new one. A replica emits in time order, so it has an
+    entry per interval it emitted in: memory grows with the intervals each replica life is active
+    in, not replicas x intervals of the run (10^4 and more lives x 2 x 10^4 samples)."""
     for j in range(step_end_s.shape[0]):
         k = interval_of(step_end_s[j], interval_s)
         for n in range(ids.shape[0]):
-            bins[replica[ids[n]], k] += 1
+            r = replica[ids[n]]
+            e = last_entry[r]
+            if e < 0 or bins[1, e] != k:
+                e = used[0]
+                used[0] += 1
+                bins[0, e], bins[1, e], bins[2, e] = r, k, 0
+                last_entry[r] = e
+            bins[2, e] += 1
 
 
 def count_token_bins_py(ids, replica, step_end_s, interval_s, bins):
+    """The dense twin: bins[r, k] += 1 per id per step."""
     for t in step_end_s:
         k = max(i for i in range(bins.shape[1]) if i * interval_s <= t)
         for i in ids:
             bins[replica[i], k] += 1
+
+
+def dense_bins(bins: np.ndarray, used: int, rows: int, cols: int) -> np.ndarray:
+    """(replicas, intervals) token counts from count_token_bins' entries (tests)."""
+    out = np.zeros((rows, cols), dtype=np.int64)
+    np.add.at(out, (bins[0, :used], bins[1, :used]), bins[2, :used])
+    return out
 
 
 @njit(cache=True)
@@ -211,7 +232,10 @@ class TokenTimes:
         self.last_token_s = np.full(num_requests, np.nan)
         self.itl = LogHistogram()
         self.interval_s = interval_s
-        self.bins = np.zeros((1, 16), dtype=np.int64)  # (replicas, intervals), grown by doubling
+        # tokens per (replica, interval) as entries (count_token_bins), grown by doubling
+        self.bins = np.zeros((3, 64), dtype=np.int64)
+        self.used = np.zeros(1, dtype=np.int64)
+        self.last_entry = np.full(16, -1, dtype=np.int64)
         # whole requests written at once by a source off the replicas (a hosted-API pool, the
         # response cache): tokens and $ per interval of each, by (source, index); their tokens
         # also count at pool 0 (as their replica -1 puts them there with token times)
@@ -226,13 +250,18 @@ class TokenTimes:
              step_end_s: np.ndarray) -> None:
         interval_s = self.interval_s or 0.0
         while not stream_tokens(ids, generated, arrival_s, replica, self.warmup_s, self.last_token_s, step_end_s,
-                                self.itl.counts, self.itl.totals, MIN_S, LOG_GAMMA, self.bins, interval_s):
-            rows = max(int(replica[ids].max()) + 1, self.bins.shape[0])
-            cols = max(int(float(step_end_s[-1]) // interval_s) + 2, self.bins.shape[1])
-            grown = np.zeros((rows if rows == self.bins.shape[0] else max(rows, 2 * self.bins.shape[0]),
-                              cols if cols == self.bins.shape[1] else max(cols, 2 * self.bins.shape[1])), dtype=np.int64)
-            grown[:self.bins.shape[0], :self.bins.shape[1]] = self.bins
-            self.bins = grown
+                                self.itl.counts, self.itl.totals, MIN_S, LOG_GAMMA, self.bins, self.used,
+                                self.last_entry, interval_s):
+            rows = int(replica[ids].max()) + 1
+            if rows > len(self.last_entry):
+                self.last_entry = np.append(self.last_entry, np.full(max(rows, 2 * len(self.last_entry))
+                                                                     - len(self.last_entry), -1, dtype=np.int64))
+            spanned = int(float(step_end_s[-1]) // interval_s) - int(float(step_end_s[0]) // interval_s) + 3
+            need = int(self.used[0]) + spanned * len(ids)
+            if need > self.bins.shape[1]:
+                grown = np.zeros((3, max(need, 2 * self.bins.shape[1])), dtype=np.int64)
+                grown[:, :self.bins.shape[1]] = self.bins
+                self.bins = grown
 
     def emit_request(self, rid: int, token_s: np.ndarray, measured: bool, source: tuple[str, int], usd: float) -> None:
         """A whole request's token times at once (a hosted-API pool or the response cache
@@ -260,8 +289,9 @@ class TokenTimes:
         """(pools, intervals): tokens per pool of the emitting replica (a source off the replicas:
         pool 0); tokens at or after the last interval's start count in it (it runs to the horizon)."""
         out = np.zeros((n_pools, n_intervals))
-        rows = min(self.bins.shape[0], len(pool_of))
-        np.add.at(out, pool_of[:rows], _fold(self.bins[:rows], n_intervals))
+        replica, k, count = self.bins[:, :int(self.used[0])]
+        mine = replica < len(pool_of)
+        np.add.at(out, (pool_of[replica[mine]], np.minimum(k[mine], n_intervals - 1)), count[mine])
         for tokens, _ in self.sources.values():
             out[0] += _fold(tokens, n_intervals)
         return out
