@@ -5,6 +5,7 @@
     python experiments/benchmark.py --process  # `simcost run` and `simcost --help` as whole processes
     python experiments/benchmark.py --peer --peer-python /tmp/dynamo-venv/bin/python  # vs Dynamo's replay
     python experiments/benchmark.py --peer --peer-python /tmp/dynamo-venv/bin/python --workloads mooncake
+    python experiments/benchmark.py --peer --peer-python /tmp/dynamo-venv/bin/python --baseline ../main  # + another tree
     python experiments/benchmark.py --memory   # peak RSS and wall time of `simcost run` at 100k and 1M requests
     python experiments/benchmark.py --memory --sizes 100000 --repeats 3 --request-records none
 
@@ -105,11 +106,11 @@ def child(name: str, repeats: int) -> dict:
     }
 
 
-def whole_process(cmd: list[str], cwd: Path) -> tuple[float, float, float]:
+def whole_process(cmd: list[str], cwd: Path, root: Path = ROOT) -> tuple[float, float, float]:
     """(wall s, peak RSS MiB, CPU s: user + system, its threads and reaped children too) of one
-    command run to completion; its output is discarded. On a loaded machine CPU time is the
-    steadier number: wall time also counts waiting for a core."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    command run to completion, with `root`'s simcost first on the path; its output is discarded.
+    On a loaded machine CPU time is the steadier number: wall time also counts waiting for a core."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
     # time what an installed simcost costs: pip compiles its bytecode at install, but with
     # PYTHONDONTWRITEBYTECODE set (as on some CI and agent machines) every timed process would
     # compile all of simcost's sources again (~0.25 s); the untimed warm-up run writes them
@@ -176,30 +177,36 @@ def process_commands(work: Path) -> dict[str, list[str]]:
     }
 
 
-def peer_commands(work: Path, peer_python: str | None, only: list[str] | None = None) -> dict[str, dict[str, list[str]]]:
+def peer_commands(work: Path, peer_python: str | None, only: list[str] | None = None,
+                  baseline: Path | None = None) -> dict[str, dict[str, list[str]]]:
     """--peer: per workload (those whose label contains a word of `only`, default all),
-    simcost's command and (when importable) the replay's."""
+    simcost's command, the same command for the `baseline` tree (--baseline) and (when
+    importable) the replay's."""
     commands = {}
     for i, (label, (scenario, overrides, replay_args)) in enumerate(PEER_WORKLOADS.items()):
         if only and not any(word in label for word in only):
             continue
         commands[label] = {"simcost": simcost_run(scenario, overrides, work / f"simcost-{i}")}
+        if baseline is not None:
+            commands[label]["baseline"] = simcost_run(scenario, overrides, work / f"baseline-{i}")
         if peer_python:
             commands[label]["dynamo.replay"] = [peer_python, "-m", "dynamo.replay", *replay_args, "--report-json",
                                                 str(work / f"dynamo-{i}.json")]
     return commands
 
 
-def interleaved(commands: dict[str, list[str]], repeats: int,
-                work: Path) -> dict[str, list[tuple[float, float, float]]]:
+def interleaved(commands: dict[str, list[str]], repeats: int, work: Path,
+                roots: dict[str, Path] | None = None) -> dict[str, list[tuple[float, float, float]]]:
     """Each command once untimed (numba cache, bytecode), then `repeats` rounds, the commands
-    taking turns within a round so a busy machine slows them alike."""
-    for cmd in commands.values():
-        whole_process(cmd, work)
+    taking turns within a round so a busy machine slows them alike. `roots`: the simcost tree
+    a command runs (default this one)."""
+    roots = roots or {}
+    for label, cmd in commands.items():
+        whole_process(cmd, work, roots.get(label, ROOT))
     runs: dict[str, list[tuple[float, float, float]]] = {label: [] for label in commands}
     for _ in range(repeats):
         for label, cmd in commands.items():
-            runs[label].append(whole_process(cmd, work))
+            runs[label].append(whole_process(cmd, work, roots.get(label, ROOT)))
     return runs
 
 
@@ -220,17 +227,19 @@ def compare_processes(repeats: int) -> int:
     return 0
 
 
-def compare_peer(repeats: int, peer_python: str | None, only: list[str] | None = None) -> int:
+def compare_peer(repeats: int, peer_python: str | None, only: list[str] | None = None,
+                 baseline: Path | None = None) -> int:
     """Per workload: simcost and the replay as whole processes, interleaved; medians of wall time,
     of CPU time and of peak RSS (wait4's: the largest process of the command's tree), and the
-    ratios."""
+    ratios. `baseline`: another simcost tree (a checkout) run in the same rounds, and this
+    tree's ratios to it."""
     print(f"{'workload':<28}{'simcost s':>10}{'replay s':>10}{'ratio':>8}{'CPU ratio':>10}{'simcost MiB':>13}"
           f"{'replay MiB':>12}   (medians of {repeats}, interleaved; ratio < 1: simcost is faster; "
           f"load average {os.getloadavg()[0]:.1f})")
     with tempfile.TemporaryDirectory(prefix="simcost-peer-") as tmp:
-        for label, commands in peer_commands(Path(tmp), peer_python, only).items():
+        for label, commands in peer_commands(Path(tmp), peer_python, only, baseline).items():
             try:
-                runs = interleaved(commands, repeats, Path(tmp))
+                runs = interleaved(commands, repeats, Path(tmp), {"baseline": baseline} if baseline else None)
             except RuntimeError as exc:  # one workload failing must not hide the others' numbers
                 print(f"{label:<28}failed: {str(exc)[-300:]}", flush=True)
                 continue
@@ -242,6 +251,11 @@ def compare_peer(repeats: int, peer_python: str | None, only: list[str] | None =
                       f"{peer[3]:.2f}; load average now {os.getloadavg()[0]:.1f})", flush=True)
             else:
                 print(f"{label:<28}{ours[0]:>10.2f}{'-':>10}{'-':>8}{'-':>10}{ours[2]:>13.0f}{'-':>12}", flush=True)
+            if "baseline" in runs:
+                base = medians(runs["baseline"])
+                print(f"{'  baseline ' + str(baseline)[-17:]:<28}{base[0]:>10.2f}   this tree / baseline: "
+                      f"{ours[0] / base[0]:.2f}x wall, {ours[3] / base[3]:.2f}x CPU (CPU s: {ours[3]:.2f} vs "
+                      f"{base[3]:.2f}; {base[2]:.0f} MiB)", flush=True)
     return 0
 
 
@@ -254,6 +268,9 @@ def main() -> int:
                    help="a Python that can import dynamo.replay (default: this one)")
     p.add_argument("--workloads", nargs="+", metavar="WORD",
                    help="--peer: only the workloads whose label contains one of these words (e.g. mooncake)")
+    p.add_argument("--baseline", type=Path, metavar="DIR",
+                   help="--peer: also time `simcost run` from another simcost tree (e.g. `git worktree add DIR "
+                        "main`) in the same rounds, and print this tree's ratios to it")
     p.add_argument("--memory", action="store_true", help="peak RSS and wall time of `simcost run` by request count")
     p.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000], help="--memory: request counts")
     p.add_argument("--request-records", choices=("full", "sample", "none"), default="full",
@@ -273,7 +290,7 @@ def main() -> int:
             print(f"peer missing: {args.peer_python} cannot import dynamo.replay; this script installs nothing. "
                   "Try: python -m venv /tmp/dynamo-venv && /tmp/dynamo-venv/bin/pip install ai-dynamo==1.4.2, "
                   "then --peer-python /tmp/dynamo-venv/bin/python. Timing simcost alone.", file=sys.stderr)
-        return compare_peer(args.repeats, peer_python, args.workloads)
+        return compare_peer(args.repeats, peer_python, args.workloads, args.baseline.resolve() if args.baseline else None)
     if args.process:
         return compare_processes(args.repeats)
     rows = []

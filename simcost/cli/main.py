@@ -332,6 +332,7 @@ def _run_and_write(args, figures) -> int:
 
     scenario = load_scenario(args.scenario, args.overrides, args.seed, args.catalog)
     load_numba_target()  # (before Simulation: planning a deployment may call a kernel already)
+    gc.freeze()  # the modules' ~10^5 objects: never scanned again by the run's full collections
     gc.enable()
     sim = Simulation(scenario)  # plans the deployment: a model that does not fit fails here, writing nothing
     out = _out_dir(args.out or Path("results") / scenario.name)

@@ -7,6 +7,7 @@ Pure functions over arrays (random numbers never drawn here); each has a plain-P
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
 
@@ -163,3 +164,98 @@ def step_shape_py(ids, tokens, kv_tokens, prefill_target, decoding):
     chunks = [(int(c), k) for c, k, d in zip(tokens, kv, dec) if not d]
     pairs = sum(k + 1 for k, d in zip(kv, dec) if d) + sum(c * k + c * (c + 1) // 2 for c, k in chunks)
     return sum(dec), sum(c for c, _ in chunks), len(chunks), pairs, sum(kv)
+
+
+@njit(cache=True)
+def num_finished(ids, generated, output_tokens):
+    """How many of ids have all their output tokens: after every step and span, and most
+    find none (one call instead of two gathers, a compare and a mask on a few elements)."""
+    count = 0
+    for n in range(ids.shape[0]):
+        if generated[ids[n]] >= output_tokens[ids[n]]:
+            count += 1
+    return count
+
+
+def num_finished_py(ids, generated, output_tokens):
+    return sum(1 for i in ids if generated[i] >= output_tokens[i])
+
+
+@njit(cache=True)
+def span_end_times(step_s, start_s, first_extra_s):
+    """End times of a span's steps that start at start_s and take step_s each, the first
+    first_extra_s longer (a transfer it waits for). The same floats as the numpy form
+    `step_s[0] += first_extra_s; start_s + step_s.cumsum()` (cumsum adds in order); one call
+    per span instead of three."""
+    out = np.empty(step_s.shape[0], dtype=np.float64)
+    total = 0.0
+    for j in range(step_s.shape[0]):
+        total += step_s[j] + first_extra_s if j == 0 else step_s[j]
+        out[j] = start_s + total
+    return out
+
+
+def span_end_times_py(step_s, start_s, first_extra_s):
+    out, total = [], 0.0
+    for j, s in enumerate(step_s.tolist()):
+        total += s + first_extra_s if j == 0 else s
+        out.append(start_s + total)
+    return np.array(out, dtype=np.float64)
+
+
+@njit(cache=True)
+def decode_needs(ids, kv_tokens, prefill_target, kv_blocks, block_size):
+    """(decode_blocks_needed over ids, how many of ids are still prefilling), in one pass: the
+    chunked scheduler asks both before every step."""
+    total = prefilling = 0
+    for i in ids:
+        kv = kv_tokens[i]
+        if kv >= prefill_target[i]:
+            total += (kv + block_size) // block_size - kv_blocks[i]
+        else:
+            prefilling += 1
+    return total, prefilling
+
+
+def decode_needs_py(ids, kv_tokens, prefill_target, kv_blocks, block_size):
+    return (decode_blocks_needed_py(ids, kv_tokens, prefill_target, kv_blocks, block_size),
+            sum(1 for i in ids if kv_tokens[i] < prefill_target[i]))
+
+
+@njit(cache=True)
+def write_step_kv(ids, tokens, kv_before, prefill_target, kv_tokens, prompt_done):
+    """A step wrote tokens[n] tokens of KV for member n: kv_tokens[ids[n]] = kv_before[n] +
+    tokens[n], and prompt_done[n] = its KV now holds its whole prompt (a decoding member's
+    does). Returns how many are done. One call per step instead of five numpy operations."""
+    done = 0
+    for n in range(ids.shape[0]):
+        kv = kv_before[n] + tokens[n]
+        kv_tokens[ids[n]] = kv
+        prompt_done[n] = kv >= prefill_target[ids[n]]
+        if prompt_done[n]:
+            done += 1
+    return done
+
+
+def write_step_kv_py(ids, tokens, kv_before, prefill_target, kv_tokens, prompt_done):
+    for n, i in enumerate(ids):
+        kv_tokens[i] = kv_before[n] + tokens[n]
+        prompt_done[n] = kv_tokens[i] >= prefill_target[i]
+    return int(prompt_done.sum())
+
+
+@njit(cache=True)
+def count_emitted(emits, generated, first_token_s, end_s):
+    """Each of emits (distinct) emitted one token at end_s, its time already recorded
+    (RequestTable.emit_tokens reads `generated` first): count it, and stamp a first token."""
+    for i in emits:
+        generated[i] += 1
+        if np.isnan(first_token_s[i]):
+            first_token_s[i] = end_s
+
+
+def count_emitted_py(emits, generated, first_token_s, end_s):
+    for i in emits:
+        generated[i] += 1
+        if first_token_s[i] != first_token_s[i]:  # NaN
+            first_token_s[i] = end_s

@@ -29,7 +29,7 @@ import numpy as np
 import simpy
 
 from simcost.engine.base import STOP, ReplicaBase
-from simcost.engine.decode_kernels import step_shape
+from simcost.engine.decode_kernels import count_emitted, num_finished, span_end_times, step_shape
 from simcost.engine.kv.array_pool import ArrayPrefixBlockPool
 from simcost.engine.kv.blocks import BlockPool, KVPool
 from simcost.engine.kv.reuse import PrefixReuse
@@ -169,7 +169,6 @@ class Replica(ReplicaBase):
         ids = np.fromiter(plan, dtype=np.int64, count=len(plan))
         tokens = np.fromiter(plan.values(), dtype=np.int64, count=len(plan))
         kv_before = t.kv_tokens[ids]
-        prompt_tokens = t.prefill_target[ids]
         decoding = np.empty(len(ids), dtype=np.bool_)
         num_decoding, num_chunk_tokens, num_chunks, attn_pairs, kv_sum = step_shape(ids, tokens, t.kv_tokens,
                                                                                    t.prefill_target, decoding)
@@ -194,17 +193,13 @@ class Replica(ReplicaBase):
             self._record_itl(end_s - start_s, 1)
         elif stalls_decodes:
             self._stalled_s += end_s - start_s
-        kv_after = kv_before + tokens
-        self.kv.written(ids, kv_after)
-        prompt_done = kv_after >= prompt_tokens  # (decoding members too: they are past their prompt)
+        prompt_done = self.kv.write_step(ids, kv_before, tokens)  # (decoding members too: past their prompt)
         if self.reuse is not None:  # (without prefix caching nothing happens when a prompt is done)
             self.kv.prefilled(ids, prompt_done & ~decoding if num_decoding else prompt_done)
         emits = ids[prompt_done]  # the decoders, and each prompt whose last chunk this was (its first token)
         end = np.array([end_s])
         t.emit_tokens(emits, end)
-        t.generated[emits] += 1
-        fresh = emits[np.isnan(t.first_token_s[emits])]
-        t.first_token_s[fresh] = end_s
+        count_emitted(emits, t.generated, t.first_token_s, end_s)  # generated + 1, a first token's time
         if spec_tokens is not None:
             apply_mixed_extra(self, ids[decoding], spec_tokens, end_s)
             tokens[decoding] = spec_tokens
@@ -236,9 +231,8 @@ class Replica(ReplicaBase):
                 return
         n = len(ids)
         start_s = self.env.now
-        step_s = decode_span_times_s(self.params, n, float(kv_tokens), k)
-        step_s[0] += self._take_transfer_s()
-        step_end_s = start_s + step_s.cumsum()  # (the methods: np.cumsum's dispatch costs more than the sum)
+        step_end_s = span_end_times(decode_span_times_s(self.params, n, float(kv_tokens), k), start_s,
+                                    self._take_transfer_s())
         num_done = k
         self._in_span = True
         try:
@@ -270,15 +264,20 @@ class Replica(ReplicaBase):
 
     def _retire_finished(self, ids: np.ndarray, now_s: float) -> None:
         t = self.table
-        done = ids[t.generated[ids] >= t.output_tokens[ids]]
-        if not len(done):
+        if not num_finished(ids, t.generated, t.output_tokens):  # most steps and spans finish nobody
             return
+        done = ids[t.generated[ids] >= t.output_tokens[ids]]
         t.status[done] = COMPLETED
         t.finish_s[done] = now_s
         self.kv.free(done, finished=True)
-        finished = set(done.tolist())
-        self.running = [rid for rid in self.running if rid not in finished]
-        for rid in done.tolist():
+        finished = done.tolist()
+        if len(finished) <= 4:  # (most calls: one) list.remove scans in C, in place; the order stays
+            for rid in finished:
+                self.running.remove(rid)
+        else:
+            gone = set(finished)
+            self.running = [rid for rid in self.running if rid not in gone]
+        for rid in finished:
             self.on_finish(self.index, rid)
 
     def _hand_off(self, ids: np.ndarray) -> None:

@@ -125,7 +125,8 @@ class ChunkedScheduler(Scheduler):
         self.resume_outside_kv()
         r = self.replica
         while True:
-            self._make_room_for_decodes()
+            if not self._make_room_for_decodes() and not r.waiting:
+                return StepPlan()  # only decodes: what _plan would find (without side effects), minus its loops
             plan, has_prefill = self._plan()
             stuck = not has_prefill and any(r.prefilling(rid) for rid in r.running)
             if not stuck:
@@ -142,11 +143,16 @@ class ChunkedScheduler(Scheduler):
         t = self.replica.table  # a prompt's first chunk is in the step that admitted it
         return (t.first_scheduled_s[ids] == start_s) & (t.generated[ids] == 0)
 
-    def _make_room_for_decodes(self) -> None:
-        """Preempt the newest requests until every decoding request can get its next slot."""
+    def _make_room_for_decodes(self) -> int:
+        """Preempt the newest requests until every decoding request can get its next slot;
+        returns how many running requests are still prefilling."""
         r = self.replica
-        while r.running and r.kv.decode_blocks(r.running) > r.pool.num_free:
+        while r.running:
+            needed, prefilling = r.kv.decode_needs(r.running)
+            if needed <= r.pool.num_free:
+                return prefilling
             r.preempt_last()
+        return 0
 
     def _plan(self) -> tuple[StepPlan, bool]:
         r = self.replica

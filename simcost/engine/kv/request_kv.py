@@ -15,8 +15,10 @@ import numpy as np
 from simcost.engine.decode_kernels import (
     apply_decode_steps,
     decode_blocks_needed,
+    decode_needs,
     grow_decode_kv,
     plan_decode_span,
+    write_step_kv,
 )
 from simcost.engine.kv.blocks import KVPool, blocks_for
 from simcost.engine.kv.prefix_cache import PrefixHit
@@ -46,6 +48,15 @@ class RequestKV:
         t = self.table
         ids = np.fromiter(rids, dtype=np.int64, count=len(rids))
         return int(decode_blocks_needed(ids, t.kv_tokens, t.prefill_target, t.kv_blocks, self.block_size))
+
+    def decode_needs(self, rids: list[int]) -> tuple[int, int]:
+        """(decode_blocks(rids), how many of rids are still prefilling), in one kernel call."""
+        if not rids:
+            return 0, 0
+        t = self.table
+        ids = np.fromiter(rids, dtype=np.int64, count=len(rids))
+        needed, prefilling = decode_needs(ids, t.kv_tokens, t.prefill_target, t.kv_blocks, self.block_size)
+        return int(needed), int(prefilling)
 
     def plan_decode_span(self, ids: np.ndarray, max_span_steps: int) -> tuple[int, int]:
         """(decode steps ids can take: none outlives its output, the free blocks allow them;
@@ -92,6 +103,14 @@ class RequestKV:
     def written(self, ids: np.ndarray, num_tokens: np.ndarray) -> None:
         """A step wrote the KV of ids: they now hold num_tokens tokens each (within their blocks)."""
         self.table.kv_tokens[ids] = num_tokens
+
+    def write_step(self, ids: np.ndarray, kv_before: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+        """A step wrote tokens[n] more tokens of KV for ids[n], which held kv_before[n]; returns
+        which of them now hold their whole prompt (one kernel call: this runs every step)."""
+        t = self.table
+        prompt_done = np.empty(len(ids), dtype=np.bool_)
+        write_step_kv(ids, tokens, kv_before, t.prefill_target, t.kv_tokens, prompt_done)
+        return prompt_done
 
     def prefilled(self, ids: np.ndarray, done: np.ndarray) -> None:
         """ids[done] have computed their whole prompt: with prefix caching, its full blocks get

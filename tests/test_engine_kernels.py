@@ -1,0 +1,111 @@
+"""The replica's small per-event kernels (simcost.engine.decode_kernels) against their
+plain-Python twins and the numpy forms they replaced: the same counts, the same floats."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from simcost.engine.decode_kernels import (
+    count_emitted,
+    count_emitted_py,
+    decode_blocks_needed,
+    decode_needs,
+    decode_needs_py,
+    num_finished,
+    num_finished_py,
+    span_end_times,
+    span_end_times_py,
+    write_step_kv,
+    write_step_kv_py,
+)
+
+seeds = st.integers(0, 2**32 - 1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=seeds, n=st.integers(0, 40))
+def test_num_finished_counts_the_requests_with_all_their_output(seed, n):
+    rng = np.random.default_rng(seed)
+    num = 60
+    output_tokens = rng.integers(1, 50, num)
+    generated = np.minimum(output_tokens, rng.integers(0, 60, num))  # some done, most not
+    ids = rng.choice(num, size=n, replace=False).astype(np.int64)
+    want = num_finished_py(ids, generated, output_tokens)
+    assert num_finished(ids, generated, output_tokens) == want
+    assert want == len(ids[generated[ids] >= output_tokens[ids]])  # the numpy form it stands before
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=seeds, k=st.integers(1, 300), start_s=st.floats(0, 1e6), extra_s=st.sampled_from([0.0, 1e-3, 0.37]))
+def test_span_end_times_are_the_cumsum_floats_bit_for_bit(seed, k, start_s, extra_s):
+    """Bit-identical, not close: a run's token times and bill come from these sums."""
+    step_s = np.random.default_rng(seed).random(k) * 0.05 + 1e-4
+    numpy_form = step_s.copy()
+    numpy_form[0] += extra_s
+    want = start_s + numpy_form.cumsum()
+    got = span_end_times(step_s, start_s, extra_s)
+    assert got.tobytes() == want.tobytes()
+    assert span_end_times_py(step_s, start_s, extra_s).tobytes() == want.tobytes()
+    assert len(got) == k and bool((np.diff(got) >= 0).all())  # every step, in order
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=seeds, n=st.integers(0, 40), block_size=st.sampled_from([1, 4, 16]))
+def test_decode_needs_is_the_decode_blocks_and_the_prefilling_count(seed, n, block_size):
+    rng = np.random.default_rng(seed)
+    num = 50
+    prefill_target = rng.integers(1, 400, num)
+    kv_tokens = np.where(rng.random(num) < 0.7, prefill_target + rng.integers(0, 100, num),
+                         rng.integers(0, prefill_target))
+    kv_blocks = -(-kv_tokens // block_size) + rng.integers(0, 2, num)
+    ids = rng.choice(num, size=n, replace=False).astype(np.int64)
+    want = decode_needs_py(ids, kv_tokens, prefill_target, kv_blocks, block_size)
+    assert decode_needs(ids, kv_tokens, prefill_target, kv_blocks, block_size) == want
+    assert want == (decode_blocks_needed(ids, kv_tokens, prefill_target, kv_blocks, block_size),
+                    int((kv_tokens[ids] < prefill_target[ids]).sum()))
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=seeds, n=st.integers(0, 30))
+def test_write_step_kv_writes_the_kv_and_finds_the_finished_prompts(seed, n):
+    rng = np.random.default_rng(seed)
+    num = 40
+    prefill_target = rng.integers(1, 3000, num)
+    kv_tokens = rng.integers(0, 3000, num)
+    ids = rng.choice(num, size=n, replace=False).astype(np.int64)
+    kv_before, tokens = kv_tokens[ids], rng.integers(1, 600, n)
+    a, b = kv_tokens.copy(), kv_tokens.copy()
+    done_a, done_b = np.empty(n, dtype=np.bool_), np.empty(n, dtype=np.bool_)
+    count = write_step_kv(ids, tokens, kv_before, prefill_target, a, done_a)
+    assert count == write_step_kv_py(ids, tokens, kv_before, prefill_target, b, done_b)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(done_a, done_b)
+    # the numpy form it replaced
+    np.testing.assert_array_equal(a[ids], kv_before + tokens)
+    np.testing.assert_array_equal(done_a, kv_before + tokens >= prefill_target[ids])
+    assert count == int(done_a.sum()) and np.delete(a, ids).tolist() == np.delete(kv_tokens, ids).tolist()
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=seeds, n=st.integers(0, 30))
+def test_count_emitted_counts_a_token_and_stamps_only_first_tokens(seed, n):
+    rng = np.random.default_rng(seed)
+    num = 40
+    generated = rng.integers(0, 5, num)
+    first_token_s = np.where(generated > 0, rng.random(num), np.nan)
+    emits = rng.choice(num, size=n, replace=False).astype(np.int64)
+    end_s = 7.25
+    a, b = (generated.copy(), first_token_s.copy()), (generated.copy(), first_token_s.copy())
+    count_emitted(emits, a[0], a[1], end_s)
+    count_emitted_py(emits, b[0], b[1], end_s)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    want_generated, want_first = generated.copy(), first_token_s.copy()  # the numpy form it replaced
+    want_generated[emits] += 1
+    fresh = emits[np.isnan(want_first[emits])]
+    want_first[fresh] = end_s
+    np.testing.assert_array_equal(a[0], want_generated)
+    np.testing.assert_array_equal(a[1], want_first)
+    assert int((a[1] == end_s).sum()) == int(np.isnan(first_token_s[emits]).sum())  # first tokens only
