@@ -6,7 +6,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from simcost.cost.ledger import StepArrays, StepLog, settle
+from simcost.cost.ledger import settle
+from simcost.cost.step_log import StepArrays, StepLog
 from simcost.scenario.fleet import FleetConfig
 from simcost.scenario.pricing import CostConfig
 from simcost.scenario.schema import build

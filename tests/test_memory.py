@@ -254,7 +254,7 @@ def test_step_log_in_small_chunks_matches_a_plain_python_log(seed, monkeypatch):
     """Chunked columns (here 64-byte chunks, so every record crosses several) give the arrays a
     plain list of the same records gives; a span's members' tokens and prompt flags, never
     stored, come out as its steps and False; arrays() is the log's end."""
-    from simcost.cost.ledger import StepLog, _Column
+    from simcost.cost.step_log import StepLog, _Column
 
     monkeypatch.setattr(_Column, "CHUNK_BYTES", 64)
     rng = np.random.default_rng(seed)

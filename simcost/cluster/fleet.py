@@ -29,8 +29,8 @@ import numpy as np
 import simpy
 
 from simcost.cluster.routers import DECODE_ROUTER, ROUTERS, PoolRouter, RoutingContext, TokenLoad
-from simcost.cost.ledger import StepLog
 from simcost.cost.roster import ON_DEMAND, Life, Roster
+from simcost.cost.step_log import StepLog
 from simcost.engine.kv.blocks import blocks_for
 from simcost.engine.kv.reuse import PrefixSpec
 from simcost.engine.options import ReplicaOptions, SwapLink

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simcost.cost.ledger import StepLog
+from simcost.cost.step_log import StepLog
 from simcost.engine.kv.reuse import PrefixSpec
 from simcost.engine.speculation import Speculation
 from simcost.errors import InputError

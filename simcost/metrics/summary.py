@@ -25,8 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from simcost.cost.ledger import Bill, StepArrays
+from simcost.cost.ledger import Bill
 from simcost.cost.pricing import usd_per_replica_hour
+from simcost.cost.step_log import StepArrays
 from simcost.metrics.run_summary import Breakdowns, LatencyStats, PerItem, PoolsSummary, RunSummary
 from simcost.perf.deployment import Deployment, Pool
 from simcost.scenario.fleet_plan import fleet_plan, pool_routed

@@ -36,7 +36,8 @@ from simcost.units import S_PER_HOUR
 from simcost.workload.request_table import COMPLETED
 
 if TYPE_CHECKING:
-    from simcost.cost.ledger import Bill, StepArrays
+    from simcost.cost.ledger import Bill
+    from simcost.cost.step_log import StepArrays
 
 TARGET_SAMPLES = 500
 MIN_INTERVAL_S, MAX_INTERVAL_S = 0.1, 60.0

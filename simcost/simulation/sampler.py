@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import simpy
 
-from simcost.cost.ledger import Bill, StepArrays
+from simcost.cost.ledger import Bill
+from simcost.cost.step_log import StepArrays
 from simcost.metrics.timeseries import (
     KV_TOTAL,
     KV_USED,

@@ -18,8 +18,9 @@ from simcost.cluster.control import FleetControl, initial_capacity, spot_price_u
 from simcost.cluster.fleet import Fleet, FleetRouting, FleetStart, PoolEngine
 from simcost.cluster.response_cache import ResponseCache
 from simcost.cluster.routers import DECODE_CONTEXT_TOKENS, POOL_ROUTERS, PoolView, affinity_key_fn
-from simcost.cost.ledger import Bill, StepArrays, StepLog, settle
+from simcost.cost.ledger import Bill, settle
 from simcost.cost.pricing import egress_usd_per_gb, usd_per_replica_hour
+from simcost.cost.step_log import StepArrays, StepLog
 from simcost.engine.kv.reuse import PrefixSpec, prefix_spec
 from simcost.engine.options import host_kv_s_per_token, swap_link
 from simcost.engine.speculation import speculation
