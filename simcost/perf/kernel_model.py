@@ -56,7 +56,7 @@ from simcost.catalog.specs import BYTES_PER_ELEMENT, DeviceSpec, ModelSpec
 from simcost.perf.kernel_mla import mla_decode_roofline_s, mla_grid, mla_prefill_roofline_s, mla_tabled
 from simcost.perf.kernel_moe import ExpertParallel, MoeLayer, Rates, moe_grid, with_fallback
 from simcost.perf.kernel_scaling import borrowed_tables, nearest_table, tables_for_device
-from simcost.perf.kernel_tables import CUDA_GRAPH_MAX_TOKENS, KernelTables, table_format
+from simcost.perf.kernel_tables import CUDA_GRAPH_MAX_TOKENS, KernelTables, mlp_shapes, table_format
 
 K_HEADER = 12
 K_ACC_TOTAL, K_ACC_MEASURED, K_EAGER_FLOOR_S, K_GRAPH_MAX_TOKENS, K_SCALED = 5, 6, 7, 8, 9
@@ -79,11 +79,6 @@ def kernel_tables_for(device: DeviceSpec, weight_format: str, mla: bool = False)
     return tables if tables is not None and dtype is not None and tables.has("gemm", dtype) else None
 
 
-def _mlp_shapes(width: float, hidden: float, gated: bool = True) -> list[tuple[float, float]]:
-    """(n, k) of an MLP of `width` (per GPU): gate/up fused (a plain MLP: up alone), then down."""
-    return [((2 if gated else 1) * width, hidden), (hidden, width)]
-
-
 def _linear_grid(tables: KernelTables, dtype: str, model: ModelSpec, t: int, weight_b: float, rates: Rates,
                  m: np.ndarray, device: DeviceSpec, graph_max_tokens: int = CUDA_GRAPH_MAX_TOKENS,
                  moe: MoeLayer | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -99,16 +94,16 @@ def _linear_grid(tables: KernelTables, dtype: str, model: ModelSpec, t: int, wei
     is_moe = model.num_experts > 1
     moe_share = (model.num_layers - model.first_dense_layers) / model.num_layers if is_moe else 0.0
     if not is_moe:
-        shapes += [(n, k, 1.0) for n, k in _mlp_shapes(model.intermediate_size / t, hidden, model.mlp == "gated")]
+        shapes += [(n, k, 1.0) for n, k in mlp_shapes(model.intermediate_size / t, hidden, model.mlp == "gated")]
     else:
         if model.num_shared_experts:  # always-used experts: a dense MLP beside the routed ones
             shared = model.num_shared_experts * model.intermediate_size / t
-            shapes += [(n, k, moe_share) for n, k in _mlp_shapes(shared, hidden)]
+            shapes += [(n, k, moe_share) for n, k in mlp_shapes(shared, hidden)]
         if model.first_dense_layers:
             # simcost assumption: a leading dense layer's MLP is (top-k + shared) experts wide,
             # DeepSeek-V3's 18432 = 9 x 2048 (the entry does not record the dense width)
             dense = (model.experts_per_token + model.num_shared_experts) * model.intermediate_size / t
-            shapes += [(n, k, 1.0 - moe_share) for n, k in _mlp_shapes(dense, hidden)]
+            shapes += [(n, k, 1.0 - moe_share) for n, k in mlp_shapes(dense, hidden)]
     total, measured = np.zeros_like(m), np.zeros_like(m)
     for n, k, layer_share in shapes:
         s, share = with_fallback(*tables.gemm_ms(dtype, m, n, k), rates.gemm_s(m, n, k, weight_b))

@@ -147,6 +147,13 @@ def _grid(sel: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     return batches, lengths, grid
 
 
+
+def mlp_shapes(width: float, hidden: float, gated: bool = True) -> list[tuple[float, float]]:
+    """(n, k) of the GEMMs of an MLP of `width` (per GPU): gate/up fused (a plain MLP: up alone),
+    then down. The kernel model prices these; model_choice checks the tables hold them."""
+    return [((2 if gated else 1) * width, hidden), (hidden, width)]
+
+
 class KernelTables:
     """One GPU's tables (simcost/data/kernels/<name>.npz)."""
 

@@ -33,7 +33,7 @@ from simcost.catalog.specs import DeviceSpec, ModelSpec
 from simcost.perf.expert_parallel import devices_per_node, expert_parallel
 from simcost.perf.kernel_mla import mla_tabled
 from simcost.perf.kernel_scaling import borrowed_tables
-from simcost.perf.kernel_tables import DEVICE_TABLES, KernelTables, table_format
+from simcost.perf.kernel_tables import DEVICE_TABLES, KernelTables, mlp_shapes, table_format
 
 if TYPE_CHECKING:
     from simcost.perf.deployment import Deployment
@@ -148,10 +148,9 @@ def missing_operators(tables: KernelTables, model: ModelSpec, t: int, weight_for
         if model.first_dense_layers:
             widths.append((model.experts_per_token + model.num_shared_experts) * model.intermediate_size / t)
         for w in widths:
-            shapes += [(2 * w, hidden), (hidden, w)]
+            shapes += mlp_shapes(w, hidden)
     else:
-        up = 2 if model.mlp == "gated" else 1
-        shapes += [(up * model.intermediate_size / t, hidden), (hidden, model.intermediate_size / t)]
+        shapes += mlp_shapes(model.intermediate_size / t, hidden, model.mlp == "gated")
     for n, k in shapes:
         if np.isnan(tables.gemm_ms(dtype, np.array([16.0]), n, k)[0]).any():
             return f"no GEMM table for {n:g} x {k:g}"

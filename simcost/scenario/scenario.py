@@ -318,14 +318,10 @@ def scenario_text(scenario: Scenario) -> str:
     (--set hardware.device=...) gets that device's default, not this one's. A pool's engine
     section leaves it out too (each pool's device decides it when the pool is planned)."""
     raw = to_dict(scenario)
-    engines: list[tuple[Any, EngineConfig | None]] = [(raw.get("engine"), scenario.engine)]
+    chosen = raw["engine"].pop("max_num_seqs") if scenario.engine.seqs_from_preset else None
     for pool, raw_pool in zip(scenario.fleet.pools or (), (raw.get("fleet") or {}).get("pools") or ()):
-        engines.append((raw_pool.get("engine"), pool.engine))
-    chosen = None
-    for i, (raw_engine, engine) in enumerate(engines):
-        if isinstance(raw_engine, dict) and engine is not None and engine.seqs_from_preset:
-            value = raw_engine.pop("max_num_seqs", None)
-            chosen = value if i == 0 else chosen
+        if pool.engine is not None and pool.engine.seqs_from_preset:
+            raw_pool["engine"].pop("max_num_seqs", None)
     lines = yaml.safe_dump(raw, sort_keys=False).splitlines()
     if chosen is not None and "engine:" in lines:
         at = lines.index("engine:") + 1

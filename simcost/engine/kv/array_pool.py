@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from simcost.engine.kv import pool_kernels as k
-from simcost.engine.kv.prefix_cache import Acquired, PrefixCacheStats, PrefixHit
+from simcost.engine.kv.prefix_cache import Acquired, PrefixCacheStats, PrefixHit, check_pool_sizes
 
 _ERRORS = {k.ERR_NO_ROOM: "cannot allocate that many blocks", k.ERR_HOST_ROOM: "loading the host blocks needs as "
            "many free GPU blocks", k.ERR_PRIVATE: "more private blocks than held",
@@ -23,10 +23,7 @@ _ERRORS = {k.ERR_NO_ROOM: "cannot allocate that many blocks", k.ERR_HOST_ROOM: "
 
 class ArrayPrefixBlockPool:
     def __init__(self, num_blocks: int, watermark_blocks: int = 0, host_blocks: int = 0):
-        if num_blocks < 1:
-            raise ValueError("a block pool needs at least one block")
-        if host_blocks < 0:
-            raise ValueError("host_blocks must be >= 0")
+        check_pool_sizes(num_blocks, host_blocks)
         self.num_blocks = num_blocks
         self.watermark_blocks = watermark_blocks
         self.host_blocks = host_blocks

@@ -96,12 +96,17 @@ class PrefixCacheStats:
         return self.hits / self.lookups if self.lookups else 0.0
 
 
+def check_pool_sizes(num_blocks: int, host_blocks: int) -> None:
+    """The sizes both block pools (this one and array_pool's) refuse."""
+    if num_blocks < 1:
+        raise ValueError("a block pool needs at least one block")
+    if host_blocks < 0:
+        raise ValueError("host_blocks must be >= 0")
+
+
 class PrefixBlockPool:
     def __init__(self, num_blocks: int, watermark_blocks: int = 0, host_blocks: int = 0):
-        if num_blocks < 1:
-            raise ValueError("a block pool needs at least one block")
-        if host_blocks < 0:
-            raise ValueError("host_blocks must be >= 0")
+        check_pool_sizes(num_blocks, host_blocks)
         self.num_blocks = num_blocks
         self.watermark_blocks = watermark_blocks
         self.host_blocks = host_blocks
