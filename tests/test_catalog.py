@@ -12,8 +12,6 @@ import pytest
 import yaml
 
 from simcost.catalog.specs import (
-    DEVICE_SOURCE_GROUPS,
-    MODEL_SOURCE_GROUPS,
     config_dir,
     get_device,
     get_model,
@@ -22,6 +20,7 @@ from simcost.catalog.specs import (
     load_prices,
     price_offer,
 )
+from simcost.catalog.types import DEVICE_SOURCE_GROUPS, MODEL_SOURCE_GROUPS
 from simcost.errors import InputError
 from simcost.perf.deployment import plan_deployment
 from simcost.scenario.scenario import scenario_from_dict

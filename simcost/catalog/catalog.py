@@ -3,7 +3,7 @@ scenario brings itself (its `catalog:` section, catalog files, `--catalog`).
 
 `Catalog` is immutable and per scenario: `bundled_catalog()` is the package's own, and
 `Catalog.with_entries` returns a new catalog with a user's entries added or replacing bundled ones
-of the same key, checked by exactly the rules the bundled files are (`simcost.catalog.specs`).
+of the same key, checked by exactly the rules the bundled files are (`simcost.catalog.entries`).
 Nothing is registered globally, so two scenarios with different catalogs in one process never see
 each other's entries.
 
@@ -28,7 +28,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from simcost.catalog import specs
+from simcost.catalog import entries, specs
 from simcost.catalog.specs import DeviceSpec, ModelSpec, PriceOffer
 from simcost.errors import InputError, closest
 from simcost.yamlio import read_yaml_file
@@ -76,10 +76,10 @@ class Catalog:
         raw = _sections(raw, label, allowed=SECTIONS[:3])
         devices = dict(self.devices)
         for key, entry in _entries(raw, "devices", label).items():
-            devices[key] = specs.parse_device(key, entry, label, "devices.")
+            devices[key] = entries.parse_device(key, entry, label, "devices.")
         models = dict(self.models)
         for key, entry in _entries(raw, "models", label).items():
-            models[key] = specs.parse_model(key, entry, label, "models.")
+            models[key] = entries.parse_model(key, entry, label, "models.")
         specs.check_aliases(devices, f"{label}: devices")
         specs.check_aliases(models, f"{label}: models")
         added = [_offer(item, i, devices, label) for i, item in enumerate(_offer_list(raw, label))]
@@ -128,7 +128,7 @@ def _offer(item: Any, i: int, devices: dict, label: str) -> PriceOffer:
         if not isinstance(item.get(name), str) or not item[name].strip():
             raise InputError(f"{at}.{name}", "missing; an offer names its provider, region and instance")
     entry = {k: v for k, v in item.items() if k not in _OFFER_KEYS}
-    return specs.parse_offer(item["provider"], item["region"], item["instance"], entry, devices, label, f"prices[{i}]")
+    return entries.parse_offer(item["provider"], item["region"], item["instance"], entry, devices, label, f"prices[{i}]")
 
 
 def _repower(offer: PriceOffer, device: DeviceSpec) -> PriceOffer:

@@ -502,7 +502,7 @@ def _cmd_validate(args) -> int:
 
 
 def _cmd_catalog(args) -> int:
-    from simcost.catalog.specs import format_catalog
+    from simcost.catalog.listing import format_catalog
 
     if args.table == "import-model":
         return _cmd_import_model(args)
