@@ -198,7 +198,8 @@ def main(argv: list[str] | None = None) -> None:
     sets = parse_sets(args.set)
     rows = [r for r in read_rows() if not args.models or r.model in args.models]
     errors: dict[str, dict[str, dict[str, list[float]]]] = {p: {} for p in args.perf}
-    every: dict[str, dict[str, list[float]]] = {p: {} for p in args.perf}
+    # every row, and the rows by load: a closed loop of a few users, or a burst of every prompt
+    every: dict[str, dict[str, dict[str, list[float]]]] = {p: {} for p in args.perf}
     with tempfile.TemporaryDirectory() as tmp:
         for row in rows:
             simulated = {p: simulate(row, p, Path(tmp), sets) for p in args.perf}
@@ -213,12 +214,13 @@ def main(argv: list[str] | None = None) -> None:
                     value = simulated[p][0][m]
                     err = value / row.published[m] - 1.0
                     errors[p].setdefault(row.family, {}).setdefault(m, []).append(err)
-                    every[p].setdefault(m, []).append(err)
+                    for key in ("all rows", "closed loop" if row.max_concurrency else "open loop"):
+                        every[p].setdefault(key, {}).setdefault(m, []).append(err)
                     cells.append(f"{value:>12.2f} {err * 100:+7.1f} %")
                 print(f"  {m:<20} {row.published[m]:>10.2f} " + " ".join(cells), flush=True)
     for p in args.perf:
         print(f"\n{p}: median |error| / worst signed error per GPU, model and TP, per metric")
-        print("\n".join(summarize({**errors[p], "all rows": every[p]})))
+        print("\n".join(summarize({**errors[p], **every[p]})))
 
 
 if __name__ == "__main__":
