@@ -11,7 +11,8 @@ SCHEDULERS entry (engine.policy names it).
   run as one prefill step; when none can be admitted, every running request decodes.
 - chunked, vLLM v1 / Sarathi-Serve: one token budget per step, spent first on a token for every
   decoding request, then on the next chunk of prompts already being prefilled, then on chunks
-  of newly admitted prompts. A prompt's first output token comes with its last chunk.
+  of newly admitted prompts. A prompt's first output token comes with its last chunk. Under KV
+  pressure it preempts as vLLM V1 does (ChunkedScheduler).
 
 Both first resume requests whose KV is held outside the pool (swapped out, or handed over by a
 prefill replica): vLLM v0 serves its swapped queue before new prompts.
