@@ -9,10 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from simcost.catalog.specs import get_device
 from simcost.perf import step_model as sm
 from simcost.perf.deployment import plan_deployment
 from simcost.perf.kernel_mla import mla_tabled
 from simcost.perf.kernel_model import K_DP, K_MOE_APART
+from simcost.perf.kernel_moe import ROUTER_CHOICE_BYTES, ROUTER_LOGIT_BYTES, ROUTER_TOPK_S
 from simcost.perf.kernel_reference import kernel_step_time_s_py, unpack_grids
 from simcost.perf.kernel_tables import KernelTables, table_format
 from tests.scenarios import scenario
@@ -31,6 +33,9 @@ def deepseek(tp=8, ep=1, dp_attention=False, **perf):
 
 
 TP8, EP8 = deepseek(), deepseek(tp=1, ep=8, dp_attention=True)
+# the memory rate the unmeasured parts fall back to: the catalog mbu scaled for fp8 compute
+_S = scenario(model={"name": "deepseek-v3"}, hardware={"device": "h200", "tensor_parallel": 8})
+H200_BYTE_RATE = get_device("h200").mem_bw_bytes_per_s * sm.efficiency_factors(_S, plan_deployment(_S))["mbu"]
 
 
 def rows(key: str) -> np.ndarray:
@@ -89,9 +94,11 @@ def test_expert_parallel_prices_the_ep_rows_and_the_nccl_gather_and_scatter_by_h
         for table in (gather, scatter):
             sel = table[table[:, 0] == 8]
             want_ms += np.exp(np.interp(np.log(n * 7168 * 2), np.log(sel[:, 1]), np.log(sel[:, 2])))
+        # plus the router's top-k over all n tokens, after the gather (not measured)
+        topk_s = ROUTER_TOPK_S + n * (256 * ROUTER_LOGIT_BYTES + 8 * ROUTER_CHOICE_BYTES) / H200_BYTE_RATE
         got = g["moe_s"][list(g["tokens"]).index(n)]
-        assert got == pytest.approx(want_ms / 1e3 * MOE_LAYERS, rel=1e-6)
-        assert g["moe_share"][list(g["tokens"]).index(n)] == pytest.approx(1.0)
+        assert got == pytest.approx((want_ms / 1e3 + topk_s) * MOE_LAYERS, rel=1e-6)
+        assert g["moe_share"][list(g["tokens"]).index(n)] == pytest.approx(want_ms / 1e3 / (want_ms / 1e3 + topk_s))
     # without data-parallel attention (EP over the TP group) the EP rows stay inside the per-token grid
     plain = deepseek(tp=8, ep=8)
     assert plain[sm.NUM_PARAMS + K_MOE_APART] == 0 and plain[sm.NUM_PARAMS + K_DP] == 1
