@@ -139,9 +139,11 @@ def test_under_data_parallel_attention_one_prompt_runs_whole_on_one_group():
 
 @settings(max_examples=60, deadline=None)
 @given(prefill=st.integers(0, 20000), decode=st.integers(0, 600), context=st.integers(0, 30000),
-       requests=st.integers(1, 8), which=st.sampled_from(["tp8", "ep8", "ep8-no-dp"]))
-def test_kernel_matches_its_plain_python_reference_with_mla_and_ep(prefill, decode, context, requests, which):
+       requests=st.integers(1, 8), which=st.sampled_from(["tp8", "ep8", "ep8-no-dp", "qwen3-moe-tp1", "qwen3-moe-tp2",
+                                            "mixtral-tp2", "gpt-oss-120b"]))
+def test_kernel_matches_its_plain_python_reference_with_moe_mla_and_ep(prefill, decode, context, requests, which):
     p = PARAMS[which].copy()
+    assert p[sm.P_KIND] == sm.KIND_KERNELS
     r = requests if prefill else 0
     pairs = float(prefill * (prefill // max(r, 1) + 1) / 2 + decode * (context + 1))
     kv = float(decode * context)
@@ -153,7 +155,16 @@ def test_kernel_matches_its_plain_python_reference_with_mla_and_ep(prefill, deco
     assert 0.0 <= measured <= got
 
 
-PARAMS = {"tp8": TP8, "ep8": EP8, "ep8-no-dp": deepseek(tp=8, ep=8)}
+def moe(model, device="h100-sxm", tp=1):
+    s = scenario(model={"name": model}, hardware={"device": device, "tensor_parallel": tp}, perf={"model": "kernels"})
+    return sm.step_params(s, plan_deployment(s))
+
+
+# DeepSeek-V3 on H200 under TP8 and EP8, and the other MoE kinds with their router (gate from the
+# GEMM rows; top-k added, or inside gpt-oss's measured MXFP4 rows)
+PARAMS = {"tp8": TP8, "ep8": EP8, "ep8-no-dp": deepseek(tp=8, ep=8), "qwen3-moe-tp1": moe("qwen3-30b-a3b"),
+          "qwen3-moe-tp2": moe("qwen3-30b-a3b", tp=2), "mixtral-tp2": moe("mixtral-8x7b", tp=2),
+          "gpt-oss-120b": moe("gpt-oss-120b", "h200")}
 
 
 def test_nvfp4_on_blackwell_runs_the_fp4_gemm_rows():

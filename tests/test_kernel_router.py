@@ -1,15 +1,13 @@
 """The MoE router in the kernel-table model: the measured MoE rows leave out the gate GEMM (and,
 but for the MXFP4 rows, the top-k selection), so the model adds the gate from the bf16 GEMM rows
 and the top-k as a fixed cost per MoE layer. Checked against the shipped rows by hand, with the
-router taken out to isolate it, and the numba kernel against its plain-Python reference on MoE
-models."""
+router taken out to isolate it (the numba kernel against its plain-Python reference on these MoE
+models: tests/test_kernel_mla_ep.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 import simcost.perf.kernel_model as km
 import simcost.perf.kernel_moe as kmoe
@@ -125,24 +123,3 @@ def test_under_dp_attention_the_gate_runs_on_the_group_s_tokens_and_the_top_k_on
     kv = 64 * 2000.0
     step = [kernel_step_time_s_py(p, sm.NUM_PARAMS, 0.0, 0.0, 0, 64, kv + 64, kv, 0)[0] for p in (p_full, p_gate)]
     assert step[0] - step[1] == pytest.approx(gate_row_s(H200, 256, 7168, [8.0])[0] * 58, rel=1e-9)
-
-
-PARAMS = {key: params(*key) for key in (("qwen3-30b-a3b", "h100-sxm", 1), ("qwen3-30b-a3b", "h100-sxm", 2),
-                                         ("mixtral-8x7b", "h100-sxm", 2), ("gpt-oss-120b", "h200", 1))}
-
-
-@settings(max_examples=40, deadline=None)
-@given(prefill=st.integers(0, 20000), decode=st.integers(0, 600), context=st.integers(0, 30000),
-       requests=st.integers(1, 8), which=st.sampled_from(sorted(PARAMS)))
-def test_kernel_matches_its_plain_python_reference_on_moe_models(prefill, decode, context, requests, which):
-    p = PARAMS[which].copy()
-    assert p[sm.P_KIND] == sm.KIND_KERNELS
-    r = requests if prefill else 0
-    pairs = float(prefill * (prefill // max(r, 1) + 1) / 2 + decode * (context + 1))
-    kv = float(decode * context)
-    got = sm.step_time_s(p, prefill, decode, pairs, kv, r)
-    want, measured = kernel_step_time_s_py(p, sm.NUM_PARAMS, p[sm.P_STEP_OVERHEAD_S], p[sm.P_PIPELINE_S_PER_TOKEN],
-                                           prefill, decode, pairs, kv, r)
-    assert got == pytest.approx(want, rel=1e-9)
-    assert 0.0 <= measured <= got
-
