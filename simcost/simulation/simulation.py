@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import partial
 
 import numpy as np
 import simpy
@@ -249,13 +250,15 @@ class Simulation:
             self.fleet.forced_pool[rid] = k
         if self.frontend_s > 0.0:  # the engine (its router, queue and autoscaler) sees it this much later
             self.in_frontend += 1
-            self.env.timeout(self.frontend_s).callbacks.append(lambda _event, rid=rid: self._engine_receives(rid))
+            self.env.timeout(self.frontend_s).callbacks.append(partial(self._frontend_done, rid))
         else:
             self._engine_receives(rid)
 
+    def _frontend_done(self, rid: int, _event: simpy.Event) -> None:
+        self.in_frontend -= 1
+        self._engine_receives(rid)
+
     def _engine_receives(self, rid: int) -> None:
-        if self.frontend_s > 0.0:
-            self.in_frontend -= 1
         for control in self.controls:
             control.arrived(rid)
         self.fleet.arrive(rid)
