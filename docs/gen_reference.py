@@ -171,9 +171,9 @@ def _subcommands(parser: argparse.ArgumentParser, prefix: str) -> list[tuple[str
 
 
 def cli_page() -> str:
-    from simcost.cli.main import _parser
+    from simcost.cli.parser import build_parser
 
-    parser = _parser()
+    parser = build_parser()
     parts = [GENERATED, "# Command line\n\n", f"{parser.description} Every command is `simcost <command> ...`; "
              "bad input prints one line naming what is wrong and exits with status 2.\n\n"]
     for name, summary, sub in _subcommands(parser, "simcost"):

@@ -16,6 +16,9 @@ nccl/*), and DeepSeek-V3 step times on 8 x H200, kernels against the roofline.
    ratio (simcost.perf.kernel_mla.mla_grid's rule), against the module roofline alone.
 3. DeepSeek-V3 (FP8, bf16 KV) on 8 x H200: decode steps of 1-256 sequences and one-prompt prefill
    steps, TP8 and EP8 with data-parallel attention, the kernel model against the roofline.
+4. The 8,192-token one-prompt prefill under EP8 with data-parallel attention taken apart per
+   operator (the step's own grids and table rows; the parts must add up to the step), beside a
+   FLOP count of each part on the GPU that runs it and the rate each part's time implies.
 """
 
 from __future__ import annotations
@@ -28,11 +31,12 @@ import numpy as np
 from simcost.catalog.specs import get_device
 from simcost.perf import step_model as sm
 from simcost.perf.deployment import plan_deployment
-from simcost.perf.kernel_mla import mla_decode_roofline_s, mla_prefill_roofline_s
-from simcost.perf.kernel_reference import kernel_step_time_s_py
+from simcost.perf.kernel_mla import mla_decode_roofline_s, mla_prefill_roofline_s, mla_weight_elements
+from simcost.perf.kernel_moe import Rates, router_gate, router_topk_s
+from simcost.perf.kernel_reference import kernel_step_time_s_py, unpack_grids
 from simcost.perf.kernel_scaling import TABLE_DEVICE
-from simcost.perf.kernel_tables import load_tables
-from simcost.perf.step_model import default_factors
+from simcost.perf.kernel_tables import KernelTables, gemm_efficiency, load_tables
+from simcost.perf.step_model import default_factors, efficiency_factors
 from simcost.scenario.scenario import load_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -153,7 +157,65 @@ def deepseek_steps() -> None:
         print("  one-prompt prefill: " + "; ".join(cells))
 
 
+def loglog_at(x: float, xs: np.ndarray, ys: np.ndarray) -> float:
+    return float(np.exp(np.interp(np.log(x), np.log(xs), np.log(ys))))
+
+
+def deepseek_prefill_parts(n: int = 8192) -> None:
+    """One prompt of n tokens on DeepSeek-V3 FP8, EP8 with data-parallel attention on 8 x H200,
+    per operator: the prompt's group (one GPU) runs its MLA modules, dense parts and gate; the
+    MoE layers run the EP8 row (one GPU's 32 experts over all n tokens, the tables' busiest GPU
+    under the power-law router) with the NCCL gather and scatter and the top-k."""
+    s = load_scenario(ROOT / "configs" / "scenarios" / "deepseek_v3_h200_ep8.yaml")
+    run = dataclasses.replace(s, perf=dataclasses.replace(s.perf, model="kernels"))
+    dep = plan_deployment(run)
+    p = sm.step_params(run, dep)
+    model, g, tables = dep.model, unpack_grids(p, sm.NUM_PARAMS), KernelTables("h200_sxm")
+    layers, moe_layers = model.num_layers, model.num_layers - model.first_dense_layers
+    factors = efficiency_factors(run, dep)
+    rates = Rates(dep.device, dep.compute_format, factors["mfu"], factors["mbu"])
+    m = np.array([float(n)])
+    hidden, inter, k, experts = model.hidden_size, model.intermediate_size, model.experts_per_token, model.num_experts
+    total = sm.step_time_s(p.copy(), n, 0, n * (n + 1) / 2, 0, 1)
+    gate = float(router_gate(tables, model, rates, m)[0][0]) * moe_layers
+    experts_s = float(tables.moe_ms("fp8_block", m, hidden, inter, k, experts, 1, 8)[0][0]) / 1e3 * moe_layers
+    rest_s = loglog_at(n, g["tokens"], g["linear_s"]) - gate
+    parts = {
+        "MLA modules (128 heads on the prompt's GPU)": loglog_at(n, g["s"], g["prefill_s"][0]),
+        "routed experts (EP8 row: 32 of 256 experts, all tokens)": experts_s,
+        "NCCL all-gather + reduce-scatter": sum(float(tables.nccl_ms(op, 8, m * hidden * 2.0)[0][0])
+                                                for op in ("all_gather", "reduce_scatter")) / 1e3 * moe_layers,
+        "router top-k": float(router_topk_s(model, rates, m)[0]) * moe_layers,
+        "router gate GEMM (bf16)": gate,
+        "shared experts, 3 dense layers, norms": rest_s,
+        "LM head (1 token)": loglog_at(1.0, g["tokens"], g["head_s"]),
+        "step overhead": float(p[sm.P_STEP_OVERHEAD_S]),
+    }
+    print(f"\n== DeepSeek-V3 FP8, EP8 + DP attention, 8 x H200: one {n}-token prompt, {1e3 * total:.0f} ms ==")
+    for name, sec in parts.items():
+        print(f"  {name:58s} {1e3 * sec:7.1f} ms  {100 * sec / total:5.1f} %")
+    print(f"  {'sum of the parts':58s} {1e3 * sum(parts.values()):7.1f} ms")
+    # FLOPs each GPU runs: the prompt's GPU all non-expert work, every GPU 1/8 of the experts if balanced
+    pairs = n * (n + 1) / 2
+    mla_flops = layers * (2.0 * n * mla_weight_elements(128) + 2.0 * 128 * (128 + 64 + 128) * pairs)
+    dense_params = (moe_layers * 3 * hidden * inter * model.num_shared_experts
+                    + model.first_dense_layers * 3 * hidden * inter * (k + model.num_shared_experts))
+    expert_flops = moe_layers * 2.0 * n * 3 * hidden * inter * k
+    one_gpu = float(tables.moe_ms("fp8_block", m, hidden, inter, k, experts, 1, 1)[0][0]) / 1e3 * moe_layers
+    fp8 = gemm_efficiency("h200_sxm", "fp8", dep.device.peak_flops["fp8"], dep.device.mem_bw_bytes_per_s)[0]
+    fp8_rate = fp8 * dep.device.peak_flops["fp8"]
+    print(f"  FLOPs and the rate each part's time implies; measured fp8 GEMM (8192^3): {fp8_rate / 1e12:.0f} TFLOP/s")
+    rows = (("MLA modules, the prompt's GPU", mla_flops, parts["MLA modules (128 heads on the prompt's GPU)"]),
+            ("shared + dense MLPs, the prompt's GPU", 2.0 * n * dense_params, rest_s),
+            ("routed experts, per GPU if balanced (1/8)", expert_flops / 8, experts_s),
+            ("routed experts, all 256 on one GPU (EP1 row)", expert_flops, one_gpu))
+    for name, flops, sec in rows:
+        print(f"  {name:46s} {flops / 1e12:7.1f} TFLOP in {1e3 * sec:6.1f} ms = {flops / sec / 1e12:6.0f} TFLOP/s;"
+              f" at the fp8 GEMM rate {1e3 * flops / fp8_rate:6.1f} ms")
+
+
 if __name__ == "__main__":
     interpolation_table()
     hole_rule_table()
     deepseek_steps()
+    deepseek_prefill_parts()

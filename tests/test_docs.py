@@ -164,14 +164,14 @@ def test_generated_reference_covers_the_code() -> None:
         import gen_reference
     finally:
         sys.path.remove(str(DOCS))
-    from simcost.cli.main import _parser
+    from simcost.cli.parser import build_parser
     from simcost.metrics.run_summary import RunSummary
 
     pages = gen_reference.pages()
     assert set(pages) == set(gen_reference.PAGE_PATHS)
     for key in RunSummary.__annotations__:
         assert f"`{key}`" in pages["reference/summary.md"], key
-    sub = next(a for a in _parser()._actions if a.__class__.__name__ == "_SubParsersAction")
+    sub = next(a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction")
     for command in sub.choices:
         assert f"simcost {command}" in pages["reference/cli.md"], command
     for section in ("FleetConfig", "EngineConfig", "PoissonArrivals", "HpaAutoscaler", "PricingConfig"):

@@ -9,10 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from simcost.catalog.specs import get_device
 from simcost.perf import step_model as sm
 from simcost.perf.deployment import plan_deployment
 from simcost.perf.kernel_mla import mla_tabled
 from simcost.perf.kernel_model import K_DP, K_MOE_APART
+from simcost.perf.kernel_moe import ROUTER_CHOICE_BYTES, ROUTER_LOGIT_BYTES, ROUTER_TOPK_S
 from simcost.perf.kernel_reference import kernel_step_time_s_py, unpack_grids
 from simcost.perf.kernel_tables import KernelTables, table_format
 from tests.scenarios import scenario
@@ -31,6 +33,9 @@ def deepseek(tp=8, ep=1, dp_attention=False, **perf):
 
 
 TP8, EP8 = deepseek(), deepseek(tp=1, ep=8, dp_attention=True)
+# the memory rate the unmeasured parts fall back to: the catalog mbu scaled for fp8 compute
+_S = scenario(model={"name": "deepseek-v3"}, hardware={"device": "h200", "tensor_parallel": 8})
+H200_BYTE_RATE = get_device("h200").mem_bw_bytes_per_s * sm.efficiency_factors(_S, plan_deployment(_S))["mbu"]
 
 
 def rows(key: str) -> np.ndarray:
@@ -89,9 +94,11 @@ def test_expert_parallel_prices_the_ep_rows_and_the_nccl_gather_and_scatter_by_h
         for table in (gather, scatter):
             sel = table[table[:, 0] == 8]
             want_ms += np.exp(np.interp(np.log(n * 7168 * 2), np.log(sel[:, 1]), np.log(sel[:, 2])))
+        # plus the router's top-k over all n tokens, after the gather (not measured)
+        topk_s = ROUTER_TOPK_S + n * (256 * ROUTER_LOGIT_BYTES + 8 * ROUTER_CHOICE_BYTES) / H200_BYTE_RATE
         got = g["moe_s"][list(g["tokens"]).index(n)]
-        assert got == pytest.approx(want_ms / 1e3 * MOE_LAYERS, rel=1e-6)
-        assert g["moe_share"][list(g["tokens"]).index(n)] == pytest.approx(1.0)
+        assert got == pytest.approx((want_ms / 1e3 + topk_s) * MOE_LAYERS, rel=1e-6)
+        assert g["moe_share"][list(g["tokens"]).index(n)] == pytest.approx(want_ms / 1e3 / (want_ms / 1e3 + topk_s))
     # without data-parallel attention (EP over the TP group) the EP rows stay inside the per-token grid
     plain = deepseek(tp=8, ep=8)
     assert plain[sm.NUM_PARAMS + K_MOE_APART] == 0 and plain[sm.NUM_PARAMS + K_DP] == 1
@@ -132,9 +139,11 @@ def test_under_data_parallel_attention_one_prompt_runs_whole_on_one_group():
 
 @settings(max_examples=60, deadline=None)
 @given(prefill=st.integers(0, 20000), decode=st.integers(0, 600), context=st.integers(0, 30000),
-       requests=st.integers(1, 8), which=st.sampled_from(["tp8", "ep8", "ep8-no-dp"]))
-def test_kernel_matches_its_plain_python_reference_with_mla_and_ep(prefill, decode, context, requests, which):
+       requests=st.integers(1, 8), which=st.sampled_from(["tp8", "ep8", "ep8-no-dp", "qwen3-moe-tp1", "qwen3-moe-tp2",
+                                            "mixtral-tp2", "gpt-oss-120b"]))
+def test_kernel_matches_its_plain_python_reference_with_moe_mla_and_ep(prefill, decode, context, requests, which):
     p = PARAMS[which].copy()
+    assert p[sm.P_KIND] == sm.KIND_KERNELS
     r = requests if prefill else 0
     pairs = float(prefill * (prefill // max(r, 1) + 1) / 2 + decode * (context + 1))
     kv = float(decode * context)
@@ -146,7 +155,16 @@ def test_kernel_matches_its_plain_python_reference_with_mla_and_ep(prefill, deco
     assert 0.0 <= measured <= got
 
 
-PARAMS = {"tp8": TP8, "ep8": EP8, "ep8-no-dp": deepseek(tp=8, ep=8)}
+def moe(model, device="h100-sxm", tp=1):
+    s = scenario(model={"name": model}, hardware={"device": device, "tensor_parallel": tp}, perf={"model": "kernels"})
+    return sm.step_params(s, plan_deployment(s))
+
+
+# DeepSeek-V3 on H200 under TP8 and EP8, and the other MoE kinds with their router (gate from the
+# GEMM rows; top-k added, or inside gpt-oss's measured MXFP4 rows)
+PARAMS = {"tp8": TP8, "ep8": EP8, "ep8-no-dp": deepseek(tp=8, ep=8), "qwen3-moe-tp1": moe("qwen3-30b-a3b"),
+          "qwen3-moe-tp2": moe("qwen3-30b-a3b", tp=2), "mixtral-tp2": moe("mixtral-8x7b", tp=2),
+          "gpt-oss-120b": moe("gpt-oss-120b", "h200")}
 
 
 def test_nvfp4_on_blackwell_runs_the_fp4_gemm_rows():

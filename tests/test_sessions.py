@@ -128,6 +128,37 @@ def test_more_users_more_load_until_the_replica_saturates():
     assert rates[0] < rates[1] < rates[2]
 
 
+def test_a_frontend_delay_adds_to_each_ttft_and_slows_a_closed_loop_by_the_law():
+    """engine.frontend_s: open-loop arrivals reach the engine that much later, so every TTFT and
+    E2E grows by exactly it and the engine's work is unchanged; closed-loop users wait for it too,
+    so the response-time law N = X (R + Z) still holds with R including it, at a lower X."""
+    open_loop = {"arrivals": {"process": "poisson", "rate_per_s": 3.0}, **LENGTHS}
+    (_, a), (_, b) = run(open_loop), run(open_loop, engine={"frontend_s": 0.05})
+    ta, tb = a.table, b.table
+    np.testing.assert_array_equal(ta.arrival_s, tb.arrival_s)
+    np.testing.assert_allclose(tb.first_token_s - ta.first_token_s, 0.05, atol=1e-9)
+    np.testing.assert_allclose(tb.finish_s - ta.finish_s, 0.05, atol=1e-9)
+
+    users, think_s = 24, 3.0
+    rates = []
+    for frontend_s in (0.0, 0.5):
+        _, res = run(CLOSED, duration_s=600.0, engine={"frontend_s": frontend_s})
+        t = res.table
+        done = t.status == COMPLETED
+        response_s = float((t.finish_s[done] - t.arrival_s[done]).mean())
+        throughput = done.sum() / 600.0
+        assert throughput * (response_s + think_s) == pytest.approx(users, rel=0.05)
+        assert (t.first_token_s[done] - t.arrival_s[done]).min() >= frontend_s
+        rates.append(throughput)
+    assert rates[1] < rates[0]
+
+
+def test_a_pool_cannot_set_its_own_frontend_delay():
+    pools = {"pools": [{"name": "a", "replicas": 1, "hardware": {"device": "h100-sxm"}, "engine": {"frontend_s": 0.1}}]}
+    with pytest.raises(InputError, match=r"fleet.pools\[0\].engine.frontend_s"):
+        scenario(workload=CLOSED, fleet=pools)
+
+
 # --- mixes, tenants, per-workload SLOs -------------------------------------------------------
 
 CODE = {"name": "code", "tenant": "acme", "priority": 1, "slo": {"ttft_s": 0.001},

@@ -232,3 +232,25 @@ def test_calibrate_log_flags(tmp_path, capsys):
     assert main(["calibrate", "--log", str(LOG), "--scenario", str(SCENARIO), "--device", "h100-sxm"]) == 2
     assert main(["calibrate"]) == 2
     assert "missing" in capsys.readouterr().err
+
+
+def test_a_frontend_delay_is_told_apart_from_a_prefill_rate_gap(tmp_path):
+    """A log made with engine.frontend_s = 40 ms shows a 40 ms fixed TTFT gap and no per-token one
+    against the same scenario without it, and none once the scenario sets it; a log whose TTFTs
+    carry 0.1 ms per prompt token more shows that rate and no fixed part."""
+    scenario = validation_scenario(SCENARIO, LOG)
+    log = load_log(LOG)
+    delayed = simulate(validation_scenario(SCENARIO, LOG, ["engine.frontend_s=0.04"]), log)
+    made = write(tmp_path, "fe.json", vllm_bench_result(delayed.arrival_s, log.trace.input_tokens, delayed, 100.0))
+    gap = validate(scenario, load_log(made))[0]["ttft_gap"]
+    assert gap["fixed_s"] == pytest.approx(0.04, abs=1e-6) and gap["s_per_1k_prompt_tokens"] == pytest.approx(0.0, abs=1e-6)
+    with_it = validate(validation_scenario(SCENARIO, LOG, ["engine.frontend_s=0.04"]), load_log(made))[0]
+    assert with_it["ttft_gap"]["fixed_s"] == pytest.approx(0.0, abs=1e-6)
+    assert with_it["comparison"]["ttft_s"]["p50"]["error_pct"] == pytest.approx(0.0, abs=1e-3)
+
+    plain = simulate(scenario, log)
+    extra = 1e-4 * log.trace.input_tokens.astype(float)
+    slow = Outcomes(plain.arrival_s, plain.ttft_s + extra, plain.e2e_s + extra, plain.output_tokens)
+    made = write(tmp_path, "rate.json", vllm_bench_result(plain.arrival_s, log.trace.input_tokens, slow, 100.0))
+    gap = validate(scenario, load_log(made))[0]["ttft_gap"]
+    assert gap["s_per_1k_prompt_tokens"] == pytest.approx(0.1, rel=1e-3) and gap["fixed_s"] == pytest.approx(0.0, abs=1e-4)

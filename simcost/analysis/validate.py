@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import theilslopes
 
 from simcost.errors import InputError
 from simcost.results.folder import check_targets, staged_folder
@@ -113,8 +114,31 @@ def validate(scenario: Scenario, log: ServingLog) -> tuple[dict, Outcomes, Outco
                       "span_s": log.trace.span_s},
               "scenario": scenario.name,
               "simulated_unfinished": int(np.isnan(simulated.e2e_s).sum()),
-              "comparison": compare(measured, simulated)}
+              "comparison": compare(measured, simulated),
+              "ttft_gap": frontend_estimate_s(measured, simulated, log.trace.input_tokens),
+              "frontend_s": scenario.engine.frontend_s}
     return report, measured, simulated
+
+
+def frontend_estimate_s(measured: Outcomes, simulated: Outcomes, input_tokens: np.ndarray) -> dict | None:
+    """What the log's TTFTs hold beyond the simulation's, split into a fixed part (time outside the
+    engine model: HTTP, chat template, tokenisation, which engine.frontend_s adds) and a part per
+    prompt token (a prefill rate error, which `simcost calibrate --log` fits): a Theil-Sen line of
+    measured - simulated TTFT against prompt length, over the quarter of requests the simulation
+    served fastest (those that queued least there, so queueing differences move it least). With
+    one prompt length the fixed part is the median difference and no rate is told apart."""
+    m, s = measured.values("ttft_s"), simulated.values("ttft_s")
+    keep = ~np.isnan(m) & ~np.isnan(s)
+    if keep.sum() < 8:
+        return None
+    m, s, tokens = m[keep], s[keep], np.asarray(input_tokens, dtype=np.float64)[keep]
+    fastest = s <= np.percentile(s, 25)
+    gap, tokens = m[fastest] - s[fastest], tokens[fastest]
+    if np.ptp(tokens) == 0:
+        return {"fixed_s": float(np.median(gap)), "s_per_1k_prompt_tokens": None, "requests": int(fastest.sum())}
+    line = theilslopes(gap, tokens)
+    return {"fixed_s": float(line.intercept), "s_per_1k_prompt_tokens": float(line.slope) * 1e3,
+            "requests": int(fastest.sum())}
 
 
 def format_report(report: dict) -> str:
@@ -131,6 +155,15 @@ def format_report(report: dict) -> str:
     for key, label in (("requests_per_s", "req/s"), ("output_tokens_per_s", "tok/s")):
         row = table["throughput"][key]
         lines.append(f"{label:<10}{'':>6}{_num(row['measured'])}{_num(row['simulated'])}{_pct(row['error_pct'])}")
+    gap = report["ttft_gap"]
+    if gap is not None:
+        rate = gap["s_per_1k_prompt_tokens"]
+        lines.append(f"TTFT gap (measured - simulated) of the {gap['requests']} least-queued requests: "
+                     f"{gap['fixed_s'] * 1e3:+.1f} ms fixed" + ("" if rate is None else f", {rate * 1e3:+.2f} ms per 1k prompt "
+                     "tokens (a prefill rate gap: simcost calibrate --log)"))
+        if gap["fixed_s"] >= 0.005:  # below 5 ms: within one step's time
+            lines.append(f"  the fixed part is time outside the engine model (HTTP, chat template, tokenisation): "
+                         f"engine.frontend_s: {report['frontend_s'] + gap['fixed_s']:.3f} includes it")
     if report["simulated_unfinished"]:
         lines.append(f"warning: {report['simulated_unfinished']} requests did not finish in the simulation "
                      "(rejected: the deployment cannot hold them); they are left out of the simulated statistics")

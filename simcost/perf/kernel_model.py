@@ -7,7 +7,8 @@ Per step of P prompt tokens (from r requests) and D decode tokens, m = P + D:
   all-reduces of m x hidden bf16 values (vLLM custom all-reduce; CUDA-graph backend up to 512
   tokens, eager above), the fused MoE layer instead of gate/up/down for a mixture of experts
   (simcost.perf.kernel_moe: tensor- or expert-parallel; shared experts and leading dense layers
-  as GEMMs), and the elementwise work no table holds (norms, residual adds, rotary, SiLU: a
+  as GEMMs) with its router (the gate GEMM from the bf16 table, the top-k selection as a fixed
+  cost), and the elementwise work no table holds (norms, residual adds, rotary, SiLU: a
   memory roofline);
 - the LM head GEMM once, over the D + r sequences that sample a token;
 - prefill attention: r requests of an equivalent prompt length s with r s (s+1)/2 causal pairs
@@ -18,8 +19,8 @@ Per step of P prompt tokens (from r requests) and D decode tokens, m = P + D:
   include them);
 - expert parallelism with data-parallel attention over d groups: everything but the MoE layers
   as the busiest group's share (1/d of the decode sequences and of the prompts, at least one of
-  each kind present, with those prompts' tokens), the MoE layers and their NCCL gather/scatter
-  at the whole step's tokens;
+  each kind present, with those prompts' tokens; the router's gate GEMM with them), the MoE layers,
+  their top-k selection and their NCCL gather/scatter at the whole step's tokens;
 - a per-step overhead (scheduling, sampling): KERNEL_STEP_OVERHEAD_S unless perf.step_overhead_s
   is set;
 - a launch floor for steps that run eagerly (more than min(2 x max_num_seqs, 512) tokens under
@@ -54,7 +55,7 @@ from numba import njit
 
 from simcost.catalog.specs import BYTES_PER_ELEMENT, DeviceSpec, ModelSpec
 from simcost.perf.kernel_mla import mla_decode_roofline_s, mla_grid, mla_prefill_roofline_s, mla_tabled
-from simcost.perf.kernel_moe import ExpertParallel, MoeLayer, Rates, moe_grid, with_fallback
+from simcost.perf.kernel_moe import ExpertParallel, MoeLayer, Rates, moe_grid, router_gate, with_fallback
 from simcost.perf.kernel_scaling import borrowed_tables, nearest_table, tables_for_device
 from simcost.perf.kernel_tables import CUDA_GRAPH_MAX_TOKENS, KernelTables, mlp_shapes, table_format
 
@@ -111,6 +112,10 @@ def _linear_grid(tables: KernelTables, dtype: str, model: ModelSpec, t: int, wei
             s = s * layer_share
         total += s
         measured += s * share
+    if is_moe:  # the router's gate GEMM, on the tokens this GPU holds (before any dispatch)
+        s, share = router_gate(tables, model, rates, m)
+        total += s * moe_share
+        measured += s * moe_share * share
     if moe is not None:
         s, share = moe.seconds, moe.measured_share
         if moe_share != 1.0:

@@ -18,6 +18,17 @@ does in vLLM once the tokens are gathered:
   GPUs (more than 8, or 8 on GB200) the roofline all-to-all of simcost.perf.expert_parallel
   stands in, not counted as measured.
 The token distribution is the tables' power_law_1.01 (a skewed router, the loaded GPU measured).
+
+The router, which the measured rows leave out (aiconfigurator's vLLM MoE collector, collect_moe.py,
+times `fused_experts` on precomputed top-k ids and weights; its MXFP4 path times vLLM's `FusedMoE`
+forward on given router logits, which runs the top-k selection but not the gate):
+- the gate GEMM, m tokens x hidden -> n_experts logits: vLLM builds it unquantized (bf16 weights,
+  bf16 x bf16 with fp32 logits for DeepSeek: `GateLinear`/`ReplicatedLinear` without a quant
+  config), replicated on every tensor-parallel rank, on the tokens a GPU holds before any
+  dispatch; priced from the bf16 GEMM table at n = n_experts, k = hidden (router_gate);
+- the top-k selection (softmax top-k for Qwen3/Mixtral/gpt-oss, DeepSeek's grouped noaux_tc
+  top-k), after the dispatch, on every token the MoE layer sees: ROUTER_TOPK_S per layer plus
+  reading the logits (router_topk_s); none for the measured MXFP4 rows, which include it.
 """
 
 from __future__ import annotations
@@ -28,6 +39,19 @@ import numpy as np
 
 from simcost.catalog.specs import DeviceSpec, ModelSpec
 from simcost.perf.kernel_tables import KernelTables
+
+# One MoE layer's top-k selection kernel at decode batch sizes, about 4 us in vLLM on Hopper: the
+# softmax top-k with the float cast and renormalisation fused went from 10.4 to 4.0 us per layer
+# (vllm-project/vllm PR 26717, Qwen3-30B-A3B trace, 2025-10); DeepSeek's grouped top-k kernel takes
+# about 4 us on H200 (PR 34206, DeepSeek-R1 with 16 sequences, 2026-02; 7 us before it). Taken for
+# every GPU and both router kinds: a simcost assumption beyond those two measurements.
+ROUTER_TOPK_S = 4e-6
+# simcost assumption: above decode sizes the kernel reads the fp32 logits and writes k (int32 id,
+# fp32 weight) pairs per token at the memory roofline, added to the fixed cost
+ROUTER_LOGIT_BYTES, ROUTER_CHOICE_BYTES = 4.0, 8.0
+GATE_TABLE = "bfloat16"  # the gate stays unquantized in every checkpoint format vLLM loads
+# the MoE rows whose collector feeds router logits to vLLM's FusedMoE, which runs the top-k itself
+ROUTED_FORMAT_WITH_TOPK = "w4a16_mxfp4"
 
 
 class Rates:
@@ -68,6 +92,26 @@ def with_fallback(ms: np.ndarray, inside: np.ndarray, roofline_s: np.ndarray) ->
     return np.where(have, ms / 1e3, roofline_s), (have & inside).astype(np.float64)
 
 
+def router_gate(tables: KernelTables, model: ModelSpec, rates: Rates, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(seconds, measured share) of one MoE layer's gate GEMM at m tokens: the bf16 GEMM row of
+    n = n_experts, k = hidden. Fewer experts than the narrowest measured n (Mixtral's 8, the
+    tables start at 32) take that narrowest row, not counted as measured: at these sizes the
+    kernel is bound by its launch and by reading the m x hidden activations, not by n."""
+    n, k = float(model.num_experts), float(model.hidden_size)
+    rows = tables.arrays.get(f"gemm/{GATE_TABLE}")
+    narrowest = float(rows[:, 1].min()) if rows is not None else n
+    ms, inside = tables.gemm_ms(GATE_TABLE, m, max(n, narrowest), k)
+    if n < narrowest:
+        inside = np.zeros(m.shape, bool)
+    return with_fallback(ms, inside, rates.gemm_s(m, n, k, 2.0))
+
+
+def router_topk_s(model: ModelSpec, rates: Rates, m: np.ndarray) -> np.ndarray:
+    """Seconds of one MoE layer's top-k selection over m tokens (never measured: ROUTER_TOPK_S)."""
+    per_token = model.num_experts * ROUTER_LOGIT_BYTES + model.experts_per_token * ROUTER_CHOICE_BYTES
+    return ROUTER_TOPK_S + m * per_token / rates.byte_rate
+
+
 def moe_grid(tables: KernelTables, dtype: str, model: ModelSpec, t: int, weight_b: float, rates: Rates,
              m: np.ndarray, ep: ExpertParallel) -> MoeLayer:
     """One MoE layer at m step tokens (the replica's, all d groups together): the fused experts
@@ -80,6 +124,12 @@ def moe_grid(tables: KernelTables, dtype: str, model: ModelSpec, t: int, weight_
     roof = np.maximum(6.0 * m * hidden * inter * k / split / rates.flop_rate,
                       touched * 3 * hidden * inter * weight_b / split / rates.byte_rate)
     seconds, share = with_fallback(ms, inside, roof)
+    # the top-k selection, which only the MXFP4 rows include (module docstring)
+    topk = router_topk_s(model, rates, m)
+    if dtype == ROUTED_FORMAT_WITH_TOPK:
+        topk = np.where(np.isnan(ms), topk, 0.0)
+    share = seconds * share / (seconds + topk)
+    seconds = seconds + topk
     if ep.dp > 1:
         message = m * hidden * 2.0
         gather, g_in = tables.nccl_ms("all_gather", ep.dp, message)

@@ -224,6 +224,11 @@ class EngineConfig:
     host_cache_blocks: int = field(default=0, metadata=bounds(ge=0))  # host-memory tier for evicted prefix blocks
     host_link_gb_per_s: float | None = field(default=None, metadata=bounds(gt=0))  # None: the device's PCIe link
     speculative: SpeculativeConfig | None = None  # speculative decoding (iteration-level policies)
+    # seconds from a client sending a request to the engine receiving it (HTTP, chat template,
+    # tokenisation, the API server's hand-off to the engine core): part of every TTFT and E2E a
+    # client measures, never of TPOT. 0: the engine's own latencies. `simcost validate` estimates
+    # it from a log. Fleet-wide: a pool's engine section cannot set another value
+    frontend_s: float = field(default=0.0, metadata=bounds(ge=0, le=60))
     # max_num_seqs was left to the preset (for_device may then raise it for the device)
     seqs_from_preset: bool = field(default=False, init=False, repr=False, compare=False)
 

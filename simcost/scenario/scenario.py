@@ -94,6 +94,15 @@ class Scenario:
         self._check_request_count()
         self._check_max_model_len()
         self._check_timed_events()
+        self._check_frontend()
+
+    def _check_frontend(self) -> None:
+        """engine.frontend_s delays a request before the fleet routes it, so one value serves every pool."""
+        for k, pool in enumerate(self.fleet.pools or ()):
+            if pool.engine is not None and pool.engine.frontend_s != self.engine.frontend_s:
+                raise InputError(f"fleet.pools[{k}].engine.frontend_s", f"{pool.engine.frontend_s} differs from "
+                                 f"engine.frontend_s={self.engine.frontend_s}; the delay comes before routing, so it "
+                                 "is set once, in the top-level engine section")
 
     def _check_timed_events(self) -> None:
         """Periods so short that the run would schedule billions of events (an autoscaler sampling

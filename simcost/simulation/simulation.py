@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import partial
 
 import numpy as np
 import simpy
@@ -83,6 +84,8 @@ class Simulation:
         self.table = RequestTable(self.requests, scenario.warmup_s, exact_token_times,
                                   sample_interval_s if timeseries and sample_interval_s and sample_interval_s > 0 else None)
         self.env = simpy.Environment()
+        self.frontend_s = scenario.engine.frontend_s  # fleet-wide (scenario.engine's _check_frontend)
+        self.in_frontend = 0  # requests sent, not yet received by the engine
         self.log = StepLog()
         self.sessions = SessionDriver(self.env, self.table, scenario, workload_streams(scenario, run_streams),
                                       self._arrive)
@@ -251,6 +254,17 @@ class Simulation:
             return
         if k is not None:
             self.fleet.forced_pool[rid] = k
+        if self.frontend_s > 0.0:  # the engine (its router, queue and autoscaler) sees it this much later
+            self.in_frontend += 1
+            self.env.timeout(self.frontend_s).callbacks.append(partial(self._frontend_done, rid))
+        else:
+            self._engine_receives(rid)
+
+    def _frontend_done(self, rid: int, _event: simpy.Event) -> None:
+        self.in_frontend -= 1
+        self._engine_receives(rid)
+
+    def _engine_receives(self, rid: int) -> None:
         for control in self.controls:
             control.arrived(rid)
         self.fleet.arrive(rid)
@@ -270,7 +284,7 @@ class Simulation:
 
     def _check_finished(self) -> None:
         if (self.finished is not None and not self.finished.triggered and self.arrivals_done()
-                and self.fleet.num_in_system() == 0 and (self.api is None or self.api.in_flight == 0)
+                and self.in_frontend == 0 and self.fleet.num_in_system() == 0 and (self.api is None or self.api.in_flight == 0)
                 and (self.cache is None or self.cache.pending == 0)):
             self.finished.succeed()
 
