@@ -52,7 +52,17 @@ def record_events(sim: Simulation) -> list[list[tuple]]:
         steps[-1].extend(("admit", rid, replica.env.now) for rid in rids)
         start(rids)
 
+    schedule = sched.schedule
+
+    def checked_schedule():
+        plan = schedule()  # every member of a plan is running, and holds the blocks it writes into
+        t = replica.table
+        assert all(rid in replica.running for rid in plan)
+        assert all(t.kv_blocks[rid] * 16 >= t.kv_tokens[rid] + n for rid, n in plan.items())
+        return plan
+
     sched._make_room_for_decodes, replica.preempt_last, replica.start_running = new_step, preempt_last, start_running
+    sched.schedule = checked_schedule
     return steps
 
 
@@ -122,7 +132,9 @@ def test_request_keys_are_apart_from_shared_keys_and_from_each_other():
 def test_every_queue_order_conserves_requests_under_pressure(queue):
     """Under priority the least urgent running request is preempted, which may have been
     planned already in the step: its token goes back to the budget and its blocks to the pool."""
-    res = burst(queue=queue).run()
+    sim = burst(queue=queue)
+    record_events(sim)
+    res = sim.run()
     assert res.summary["preemptions"] > 0
     assert (res.table.status == COMPLETED).all() and (res.table.generated == res.table.output_tokens).all()
     check_request_invariants(res)

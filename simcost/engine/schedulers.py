@@ -180,15 +180,19 @@ class ChunkedScheduler(Scheduler):
         claimed: dict[int, int] = {}  # prompt chunk -> blocks it claims
         free_blocks = r.pool.num_free - kv.decode_blocks(plan)
         has_prefill = False
+        gone: set[int] = set()  # preempted in this loop
         for rid in [rid for rid in r.running if r.prefilling(rid)]:  # then the next chunk of prompts started
             if budget_tokens <= 0:
                 break
+            if rid in gone:
+                continue  # (a newer prompt preempted for an older one's chunk: back in the queue)
             kv_tokens = int(t.kv_tokens[rid])
             n = min(int(t.prefill_target[rid]) - kv_tokens, budget_tokens)
             blocks = blocks_for(kv_tokens + n, size) - int(t.kv_blocks[rid])
             victim = -1
             while blocks > free_blocks and victim != rid:  # preempt the newest, maybe rid itself
                 victim = r.preempt_last()
+                gone.add(victim)
                 preempted = True
                 if victim in plan:  # (only under priority: the least urgent may be planned already)
                     budget_tokens += plan.pop(victim)
