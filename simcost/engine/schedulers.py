@@ -194,7 +194,7 @@ class ChunkedScheduler(Scheduler):
                 victim = r.preempt_last()
                 gone.add(victim)
                 preempted = True
-                if victim in plan:  # (only under priority: the least urgent may be planned already)
+                if victim in plan:  # a decode after rid in running order (or, under priority, anyone) was planned
                     budget_tokens += plan.pop(victim)
                     claimed.pop(victim, None)
                 free_blocks = r.pool.num_free - kv.decode_blocks(plan) - sum(claimed.values())
