@@ -37,6 +37,13 @@ def test_each_preset_fills_the_keys_left_out():
     assert EngineConfig(prefix_caching=False).policy == "chunked"
 
 
+def test_only_v0_and_request_level_batches_keep_a_watermark():
+    # V1's scheduler admits down to the last free block; vLLM v0 kept 1 % free
+    assert EngineConfig().kv_watermark == 0.0 and EngineConfig(policy="prefill_first").kv_watermark == 0.0
+    assert EngineConfig(preset="vllm-v0").kv_watermark == 0.01 == EngineConfig(policy="static").kv_watermark
+    assert EngineConfig(kv_watermark=0.05).kv_watermark == 0.05
+
+
 def test_v1_caches_prefixes_only_where_vllm_can():
     # request-level batches share no cache, and V1 has no swap: the preset leaves caching off
     assert EngineConfig(policy="static").prefix_caching is False

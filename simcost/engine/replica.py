@@ -106,7 +106,7 @@ class Replica(ReplicaBase):
             if math.isnan(first_scheduled_s[rid]):
                 first_scheduled_s[rid] = self.env.now
 
-    def preempt_last(self) -> None:
+    def preempt_last(self) -> int:
         """Preempt the newest running request (fcfs) or the one the queue order puts last
         (priority: the least urgent, vLLM's rule), and requeue it. By swap (when configured and
         the host swap space has room) its KV goes to host memory and comes back later, the
@@ -128,6 +128,7 @@ class Replica(ReplicaBase):
         self.kv.preempt(rid, to_host)
         t.num_preemptions[rid] += 1
         self.waiting.push_preempted(rid)
+        return rid
 
     def swap_in(self, rid: int, reserve_blocks: int) -> bool:
         """Load the KV of the head of the queue into the pool and make it running again (False:

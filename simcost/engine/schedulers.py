@@ -11,7 +11,8 @@ SCHEDULERS entry (engine.policy names it).
   run as one prefill step; when none can be admitted, every running request decodes.
 - chunked, vLLM v1 / Sarathi-Serve: one token budget per step, spent first on a token for every
   decoding request, then on the next chunk of prompts already being prefilled, then on chunks
-  of newly admitted prompts. A prompt's first output token comes with its last chunk.
+  of newly admitted prompts. A prompt's first output token comes with its last chunk. Under KV
+  pressure it preempts as vLLM V1 does (ChunkedScheduler).
 
 Both first resume requests whose KV is held outside the pool (swapped out, or handed over by a
 prefill replica): vLLM v0 serves its swapped queue before new prompts.
@@ -44,7 +45,7 @@ class Engine(Protocol):
 
     def prefilling(self, rid: int) -> bool: ...
     def start_running(self, rids) -> None: ...
-    def preempt_last(self) -> None: ...
+    def preempt_last(self) -> int: ...
     def swap_in(self, rid: int, reserve_blocks: int) -> bool: ...
 
 
@@ -121,19 +122,28 @@ class PrefillFirstScheduler(Scheduler):
 
 
 class ChunkedScheduler(Scheduler):
+    """vLLM V1's scheduler (vllm/v1/core/sched/scheduler.py, v0.11): running requests first, then
+    waiting ones, in one token budget. A running request that cannot get the blocks of its next
+    token or chunk preempts the newest running request, possibly itself; a step that preempted
+    admits no waiting request (V1: `if not preempted_reqs`), so a preempted request is never
+    taken back, and then preempted again, in the same breath. A chunk is never cut to the free
+    blocks: it gets all its blocks or preempts. (Decodes get their token before the chunks of
+    running prompts; V1 goes by running order, where the prompts being prefilled are last.)"""
+
     def schedule(self) -> StepPlan:
         self.resume_outside_kv()
         r = self.replica
         while True:
-            if not self._make_room_for_decodes() and not r.waiting:
+            preempted, prefilling = self._make_room_for_decodes()
+            if not prefilling and not r.waiting:
                 return StepPlan()  # only decodes: what _plan would find (without side effects), minus its loops
-            plan, has_prefill = self._plan()
-            stuck = not has_prefill and any(r.prefilling(rid) for rid in r.running)
-            if not stuck:
+            plan, has_prefill, preempted = self._plan(preempted)
+            if plan or r.running or not preempted:
                 break
-            r.preempt_last()  # prompts holding the pool without room to go on: free one
-        if not has_prefill:
-            return StepPlan()
+            # every running request was preempted: the next step starts afresh (and admits)
+        if not has_prefill and not (preempted and r.waiting):
+            return StepPlan()  # a decode span: nothing could be admitted
+        # (a decode-only step that preempted runs alone: the next one may admit, as in V1)
         t = r.table
         for rid, n in plan.items():  # claim the blocks the step writes into
             r.kv.grow(rid, int(t.kv_tokens[rid]) + n)
@@ -143,18 +153,22 @@ class ChunkedScheduler(Scheduler):
         t = self.replica.table  # a prompt's first chunk is in the step that admitted it
         return (t.first_scheduled_s[ids] == start_s) & (t.generated[ids] == 0)
 
-    def _make_room_for_decodes(self) -> int:
-        """Preempt the newest requests until every decoding request can get its next slot;
-        returns how many running requests are still prefilling."""
+    def _make_room_for_decodes(self) -> tuple[bool, int]:
+        """Preempt the newest requests until every decoding request can get its next slot (what
+        V1's running loop does for them, decode by decode); returns (whether any was preempted,
+        how many running requests are still prefilling)."""
         r = self.replica
+        preempted = False
         while r.running:
             needed, prefilling = r.kv.decode_needs(r.running)
             if needed <= r.pool.num_free:
-                return prefilling
+                return preempted, prefilling
             r.preempt_last()
-        return 0
+            preempted = True
+        return preempted, 0
 
-    def _plan(self) -> tuple[StepPlan, bool]:
+    def _plan(self, preempted: bool) -> tuple[StepPlan, bool, bool]:
+        """(the step's plan, whether it prefills, whether this step preempted)."""
         r = self.replica
         t, kv, size = r.table, r.kv, r.block_size
         budget_tokens = r.max_num_batched_tokens
@@ -163,18 +177,35 @@ class ChunkedScheduler(Scheduler):
             if budget_tokens > 0 and not r.prefilling(rid):
                 plan[rid] = 1
                 budget_tokens -= 1
+        claimed: dict[int, int] = {}  # prompt chunk -> blocks it claims
         free_blocks = r.pool.num_free - kv.decode_blocks(plan)
         has_prefill = False
-        for rid in r.running:  # then the next chunk of prompts already started
-            if budget_tokens > 0 and r.prefilling(rid):
-                fit = (int(t.kv_blocks[rid]) + free_blocks) * size - int(t.kv_tokens[rid])
-                n = min(int(t.prefill_target[rid] - t.kv_tokens[rid]), budget_tokens, fit)
-                if n > 0:
-                    plan[rid] = n
-                    budget_tokens -= n
-                    free_blocks -= blocks_for(int(t.kv_tokens[rid]) + n, size) - int(t.kv_blocks[rid])
-                    has_prefill = True
-        while r.waiting and budget_tokens > 0 and len(r.running) < r.max_num_seqs:
+        gone: set[int] = set()  # preempted in this loop
+        for rid in [rid for rid in r.running if r.prefilling(rid)]:  # then the next chunk of prompts started
+            if budget_tokens <= 0:
+                break
+            if rid in gone:
+                continue  # (a newer prompt preempted for an older one's chunk: back in the queue)
+            kv_tokens = int(t.kv_tokens[rid])
+            n = min(int(t.prefill_target[rid]) - kv_tokens, budget_tokens)
+            blocks = blocks_for(kv_tokens + n, size) - int(t.kv_blocks[rid])
+            victim = -1
+            while blocks > free_blocks and victim != rid:  # preempt the newest, maybe rid itself
+                victim = r.preempt_last()
+                gone.add(victim)
+                preempted = True
+                if victim in plan:  # a decode after rid in running order (or, under priority, anyone) was planned
+                    budget_tokens += plan.pop(victim)
+                    claimed.pop(victim, None)
+                free_blocks = r.pool.num_free - kv.decode_blocks(plan) - sum(claimed.values())
+            if victim == rid:
+                break  # V1: the running requests after it are not scheduled
+            plan[rid] = n
+            claimed[rid] = blocks
+            budget_tokens -= n
+            free_blocks -= blocks
+            has_prefill = True
+        while not preempted and r.waiting and budget_tokens > 0 and len(r.running) < r.max_num_seqs:
             rid = r.waiting.head()  # then chunks of newly admitted prompts, in queue order
             if t.swapped_tokens[rid] or t.remote_kv_tokens[rid]:
                 break  # resumed by resume_outside_kv at the next step boundary
@@ -194,7 +225,7 @@ class ChunkedScheduler(Scheduler):
             budget_tokens -= n
             free_blocks -= needed
             has_prefill = True
-        return plan, has_prefill
+        return plan, has_prefill, preempted
 
 
 SCHEDULERS: dict[str, type[Scheduler]] = {

@@ -155,12 +155,13 @@ REQUEST_LEVEL_POLICIES: tuple[str, ...] = get_args(RequestLevelPolicy)
 EnginePreset = Literal["vllm-v1", "vllm-v0"]
 PRESET_POLICY: dict[str, IterationPolicy] = {"vllm-v1": "chunked", "vllm-v0": "prefill_first"}
 # the keys a preset fills in (EngineConfig.__post_init__; max_num_seqs for the device: for_device)
-PRESET_KEYS = ("policy", "prefix_caching", "max_num_seqs")
+PRESET_KEYS = ("policy", "prefix_caching", "max_num_seqs", "kv_watermark")
 V1_LARGE_GPU_BYTES = 70 * 2 ** 30  # vLLM: device_memory >= 70 GiB (and not an A100) takes the larger budget
 V1_BATCHED_TOKENS_LARGE_GPU = 8192
 V1_BATCHED_TOKENS = 2048  # also vLLM v0's budget with chunked prefill, and Sarathi-Serve's
 V1_MAX_NUM_SEQS_LARGE_GPU = 1024
 DEFAULT_MAX_NUM_SEQS = 256  # vLLM V1 on other GPUs, vLLM v0 everywhere; simcost's default elsewhere
+V0_KV_WATERMARK = 0.01  # vLLM v0's BlockSpaceManager watermark (V1's scheduler has none)
 
 
 def is_v1_large_gpu(device_key: str, device_kind: str, device_memory_bytes: float) -> bool:
@@ -207,7 +208,9 @@ class EngineConfig:
     max_num_batched_tokens: int | None = field(default=None, metadata=bounds(ge=1))
     block_size: int = field(default=16, metadata=bounds(ge=1))
     max_model_len: int | None = field(default=None, metadata=bounds(ge=1))  # None: the model's context length
-    kv_watermark: float = field(default=0.01, metadata=bounds(ge=0, le=0.5))
+    # share of the KV blocks an admission must leave free; None: the preset's (vllm-v1 with an
+    # iteration-level policy: 0, V1's scheduler keeps none; else 0.01, vLLM v0's watermark)
+    kv_watermark: float = field(default=cast(float, None), metadata=bounds(ge=0, le=0.5))  # never None once built
     max_waiting: int | None = field(default=None, metadata=bounds(ge=0))  # None: unbounded queue
     num_kv_blocks: int | None = field(default=None, metadata=bounds(ge=1))  # None: from memory (vLLM's num_gpu_blocks_override)
     queue: Literal["fcfs", "priority", "sjf"] = "fcfs"
@@ -240,6 +243,9 @@ class EngineConfig:
         if self.max_num_seqs is None:
             object.__setattr__(self, "max_num_seqs", self._preset_max_num_seqs(False))
             object.__setattr__(self, "seqs_from_preset", True)
+        if self.kv_watermark is None:
+            object.__setattr__(self, "kv_watermark", 0.0 if self.preset == "vllm-v1" and self.policy in ITERATION_POLICIES
+                               else V0_KV_WATERMARK)
         if self.prefix_caching is None:
             # V1 has no swap (it recomputes), so asking for swap leaves prefix caching off
             object.__setattr__(self, "prefix_caching", self.preset == "vllm-v1" and self.policy in ITERATION_POLICIES

@@ -198,15 +198,21 @@ class Simulation:
         caches = [r.reuse for r in self.fleet.replicas if r.reuse is not None]
         if not caches:
             return None
-        lookups = sum(c.pool.stats.lookups for c in caches)
-        hits = sum(c.pool.stats.hits for c in caches)
+        # first admissions only; those after a preemption (which find their own blocks) apart, as vLLM counts
+        resumed_lookups = sum(c.resumed_blocks_looked_up for c in caches)
+        resumed_hits = sum(c.resumed_blocks_hit for c in caches)
+        lookups = sum(c.pool.stats.lookups for c in caches) - resumed_lookups
+        hits = sum(c.pool.stats.hits for c in caches) - resumed_hits
         looked_up = sum(c.looked_up_tokens for c in caches)
         saved = sum(c.saved_tokens for c in caches)
-        return {"block_hit_rate": hits / lookups if lookups else None, "blocks_looked_up": lookups, "blocks_hit": hits,
-                "prefill_tokens_saved": saved, "prompt_tokens_admitted": looked_up,
-                "token_hit_rate": saved / looked_up if looked_up else None,
-                "evictions": sum(c.pool.stats.evictions for c in caches),
-                "host_hits": sum(c.pool.stats.hits_host for c in caches)}
+        summary = {"block_hit_rate": hits / lookups if lookups else None, "blocks_looked_up": lookups,
+                   "blocks_hit": hits, "prefill_tokens_saved": saved, "prompt_tokens_admitted": looked_up,
+                   "token_hit_rate": saved / looked_up if looked_up else None,
+                   "evictions": sum(c.pool.stats.evictions for c in caches),
+                   "host_hits": sum(c.pool.stats.hits_host for c in caches)}
+        if resumed_lookups:  # (only runs that preempted)
+            summary |= {"resumed_blocks_looked_up": resumed_lookups, "resumed_blocks_hit": resumed_hits}
+        return summary
 
     def _arrivals(self):
         arrival_s = self.requests.arrival_s

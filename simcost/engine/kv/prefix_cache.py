@@ -41,7 +41,8 @@ duplicate's content is dropped when it is released, so it cannot stand in once t
 is evicted).
 
 Keys are Python ints (fast dict keys): trace keys in [0, 2**62), session keys in [2**62, 2**63),
-so both fit int64 and never collide (see `trace_block_keys`, `session_block_keys`).
+so both fit int64 and never collide (see `trace_block_keys`, `session_block_keys`); a preempted
+request's own keys are negative (simcost.engine.kv.reuse.request_block_keys).
 """
 
 from __future__ import annotations

@@ -143,15 +143,16 @@ class RequestKV:
         t.kv_blocks[rid], t.kv_tokens[rid], t.swapped_tokens[rid], t.remote_kv_tokens[rid] = blocks, tokens, 0, 0
         return True
 
-    def free(self, ids: np.ndarray, finished: bool) -> None:
-        """ids give their blocks back (finished, or leaving this replica's batch). With prefix
-        caching their named blocks stay cached, a finished request's output blocks named too."""
+    def free(self, ids: np.ndarray, finished: bool, preempted: bool = False) -> None:
+        """ids give their blocks back (finished, preempted, or leaving this replica's batch). With
+        prefix caching their named blocks stay cached, the full blocks a finished or preempted
+        request has computed named too."""
         t = self.table
         if self.reuse is None:
             self.pool.free(int(t.kv_blocks[ids].sum()))
         else:
             for rid in ids.tolist():
-                self.reuse.release(rid, finished)
+                self.reuse.release(rid, finished, preempted)
         t.kv_blocks[ids] = 0
         t.kv_tokens[ids] = 0
 
@@ -160,7 +161,7 @@ class RequestKV:
         t = self.table
         if to_host:
             t.swapped_tokens[rid] = t.kv_tokens[rid]
-        self.free(np.array([rid]), finished=False)
+        self.free(np.array([rid]), finished=False, preempted=True)
 
     def hand_off(self, rid: int) -> None:
         """rid's KV has crossed the KV link to a decode replica: it is remote now."""

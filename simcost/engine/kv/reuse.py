@@ -4,8 +4,15 @@ naming blocks once they are computed, and giving them back when the request ends
 
 Keys (simcost.engine.kv.prefix_cache): a Mooncake trace's 512-token hash ids, split into engine blocks;
 a synthetic session's blocks (turn k+1 extends turn k's prompt + output, so block j of session
-s is the same content in every turn that has it full). Other requests have no keys: no trace
-says what their prompts share, so none is invented.
+s is the same content in every turn that has it full). Other requests have no shared keys: no
+trace says what their prompts share, so none is invented.
+
+A preempted request keeps what it computed (vLLM V1 hashes every full block of every request,
+prompt and output, as it is computed, and frees a preempted request's blocks into the cache
+tail first): its computed full blocks are named when it is preempted, those past its shared
+keys under keys of its own (`request_block_keys`, unique to it), and when it is admitted again
+it finds whatever of them has not been evicted and recomputes only the rest. Requests never
+preempted get no keys of their own: nobody else could hit them.
 
 vLLM leaves at least one prompt token to compute (it needs the last position's logits), so a
 lookup covers the full blocks of the first n - 1 tokens. Blocks found on the host tier are
@@ -86,12 +93,25 @@ class PrefixReuse:
         self.offered: dict[int, int] = {}  # request -> how many of its keys it has reused or named
         self.looked_up_tokens = 0  # prompt tokens offered to the cache at admission
         self.saved_tokens = 0  # of those, found cached: prefill tokens not computed
+        # admissions again after a preemption, counted apart (as vLLM's PrefixCacheStats does):
+        # blocks looked up and found, mostly the request's own
+        self.resumed_blocks_looked_up = 0
+        self.resumed_blocks_hit = 0
         self.load_s = 0.0  # host-tier loads not yet charged to a step
 
     def lookup(self, rid: int, num_tokens: int) -> tuple[np.ndarray, PrefixHit]:
         """The keys of rid's first num_tokens - 1 tokens and what the cache holds of them."""
-        keys = self.spec.keys(rid, num_tokens - 1)
+        keys = self._keys(rid, num_tokens - 1, bool(self.table.num_preemptions[rid]))
         return keys, self.pool.lookup(keys)
+
+    def _keys(self, rid: int, num_tokens: int, own: bool) -> np.ndarray:
+        """rid's keys for the full blocks of its first num_tokens tokens: its shared keys, then
+        (`own`: it has been preempted) keys of its own for the blocks past them."""
+        keys = self.spec.keys(rid, num_tokens)
+        num_blocks = max(num_tokens, 0) // self.block_size
+        if own and len(keys) < num_blocks:
+            keys = np.concatenate((keys, request_block_keys(rid, len(keys), num_blocks)))
+        return keys
 
     def take(self, rid: int, keys: np.ndarray, hit: PrefixHit, num_tokens: int) -> int:
         """Reference the cached run found by `lookup` (the caller checked num_free for
@@ -100,8 +120,12 @@ class PrefixReuse:
         self.named[rid] = [keys[:got.num_blocks]]
         self.offered[rid] = got.num_blocks
         cached_tokens = got.num_blocks * self.block_size
-        self.looked_up_tokens += num_tokens
-        self.saved_tokens += cached_tokens
+        if self.table.num_preemptions[rid]:
+            self.resumed_blocks_looked_up += len(keys)
+            self.resumed_blocks_hit += got.num_blocks
+        else:
+            self.looked_up_tokens += num_tokens
+            self.saved_tokens += cached_tokens
         self.load_s += got.host * self.block_size * self.spec.host_s_per_token
         return cached_tokens
 
@@ -109,23 +133,32 @@ class PrefixReuse:
         """rid's prompt is computed: name its full blocks so later requests can reuse them."""
         self._name_computed(rid, int(self.table.kv_tokens[rid]))
 
-    def release(self, rid: int, finished: bool) -> None:
+    def release(self, rid: int, finished: bool, preempted: bool = False) -> None:
         """rid ends (finished, preempted or handed off): drop its references and private blocks.
         A finished session turn first names its output's full blocks too: the next turn's
-        prompt starts with them."""
+        prompt starts with them. A preempted request names every full block it computed, under
+        its own keys past its shared ones, to find them when it is admitted again."""
         t = self.table
-        if finished:
-            self._name_computed(rid, int(t.kv_tokens[rid]))
+        if finished or preempted:
+            self._name_computed(rid, int(t.kv_tokens[rid]), preempted)
         parts = self.named.pop(rid, [])
         named = parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else _NO_KEYS
         self.offered.pop(rid, None)
         self.pool.release(named, int(t.kv_blocks[rid]) - len(named))
 
-    def _name_computed(self, rid: int, num_tokens: int) -> None:
+    def _name_computed(self, rid: int, num_tokens: int, preempted: bool = False) -> None:
         """Offer the keys of rid's computed full blocks not offered yet; the pool names those
         nobody else has cached (a block computed twice stays private: one key, one block)."""
-        keys = self.spec.keys(rid, num_tokens)
+        keys = self._keys(rid, num_tokens, preempted or bool(self.table.num_preemptions[rid]))
         done = self.offered.get(rid, 0)
         if len(keys) > done:
             self.named.setdefault(rid, []).append(self.pool.register(keys[done:]))
             self.offered[rid] = len(keys)
+
+
+def request_block_keys(rid: int, start_block: int, stop_block: int) -> np.ndarray:
+    """Keys of blocks start_block..stop_block - 1 of request rid's own sequence: -1 - (rid * 2**32
+    + j), negative, so apart from the trace and session keys (>= 0); rid < 2**31, j < 2**32."""
+    if not 0 <= rid < 1 << 31 or stop_block > 1 << 32:
+        raise ValueError(f"request {rid}, block {stop_block - 1}: outside the request keys' range")
+    return -1 - ((rid << 32) + np.arange(start_block, stop_block, dtype=np.int64))
