@@ -291,24 +291,6 @@ def test_decode_attention_scales_by_a_power_of_the_bandwidth_ratio():
     assert 0 < e < 1 and ratio < got < 1.0  # faster, by less than the bandwidth ratio
 
 
-def test_a_gpu_count_missing_from_the_own_all_reduce_table_is_borrowed_scaled_and_not_counted_measured():
-    from simcost.catalog.specs import get_device, get_model
-    from simcost.perf.kernel_model import TOKEN_GRID, Rates, _linear_grid
-    from simcost.perf.kernel_scaling import borrowed_tables, nearest_table
-    gb200, model = get_device("gb200-nvl72"), get_model("llama-3.1-70b")
-    own = KernelTables("gb200")
-    assert 8.0 not in own.arrays["allreduce/vllm_graph"][:, 0]
-    rates, m = Rates(gb200, "bf16", gb200.mfu, gb200.mbu), TOKEN_GRID.astype(np.float64)
-    seconds, measured = _linear_grid(own, "bfloat16", model, 8, 2.0, rates, m, gb200)
-    lender = borrowed_tables(nearest_table(gb200, exclude="gb200"), gb200)
-    merged = KernelTables("merged", arrays={**own.arrays, **{k: v for k, v in lender.arrays.items()
-                                                             if k.startswith("allreduce/")}})
-    seconds2, measured2 = _linear_grid(merged, "bfloat16", model, 8, 2.0, rates, m, gb200)
-    assert np.allclose(seconds, seconds2, rtol=1e-12)  # the lender's 8-GPU rows, scaled
-    inside = measured2 > 0  # sizes within the tables' range
-    assert inside.sum() > 20 and (measured[inside] < measured2[inside]).all() and (measured <= measured2).all()
-
-
 def test_a_plain_mlp_prices_two_matrices_where_a_gated_one_prices_three():
     """BLOOM, GPT-J, Falcon: up, GELU, down. The gated entry's extra cost is exactly its gate half
     of the fused gate/up GEMM (plus one more elementwise pass), layer by layer."""

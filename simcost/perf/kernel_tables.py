@@ -126,7 +126,7 @@ def loglog(x: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, n
     return y, (x >= xs[0]) & (x <= xs[-1])
 
 
-def _bracket(v: float, axis: np.ndarray) -> tuple[int, int, float] | None:
+def bracket(v: float, axis: np.ndarray) -> tuple[int, int, float] | None:
     """Indices around v in the sorted axis and the log-space weight of the upper one; None outside."""
     if v < axis[0] or v > axis[-1]:
         return None
@@ -157,11 +157,18 @@ def mlp_shapes(width: float, hidden: float, gated: bool = True) -> list[tuple[fl
 class KernelTables:
     """One GPU's tables (simcost/data/kernels/<name>.npz)."""
 
-    def __init__(self, name: str, arrays: dict[str, np.ndarray] | None = None, scaled_from: str | None = None):
+    def __init__(self, name: str, arrays: dict[str, np.ndarray] | None = None, scaled_from: str | None = None,
+                 derived_counts: dict[str, frozenset[float]] | None = None):
         self.name = name
         self.arrays = load_tables(name) if arrays is None else arrays
         # the measured GPU's table these were scaled from (simcost.perf.kernel_scaling); None: measured here
         self.scaled_from = scaled_from
+        # per all-reduce / NCCL table, the GPU counts whose rows were derived, not measured
+        # (kernel_scaling.with_gpu_counts); their lookups count as not measured
+        self.derived_counts = derived_counts or {}
+
+    def _measured_count(self, key: str, num_gpus: float) -> bool:
+        return float(num_gpus) not in self.derived_counts.get(key, frozenset())
 
     def has(self, op: str, dtype: str) -> bool:
         return f"{op}/{dtype}" in self.arrays
@@ -182,7 +189,7 @@ class KernelTables:
         if pieces > 1:
             ms, _ = self.gemm_ms(dtype, m, n / max(np.ceil(n / ns[-1]), 1.0), k / max(np.ceil(k / ks[-1]), 1.0))
             return ms * pieces, np.zeros(m.shape, bool)
-        bn, bk = _bracket(n, ns), _bracket(k, ks)
+        bn, bk = bracket(n, ns), bracket(k, ks)
         if bn is None or bk is None:
             return nan, np.zeros(m.shape, bool)
         log_y = np.zeros(m.shape)
@@ -250,7 +257,7 @@ class KernelTables:
                 continue
             y, ok = loglog(message_bytes, sel[:, 1], sel[:, 2])
             out = np.where(where, y, out)
-            inside = np.where(where, ok, inside)
+            inside = np.where(where, ok & self._measured_count(f"allreduce/{backend}", num_gpus), inside)
         return out, inside
 
     # --- DeepSeek-V3's MLA attention module: (batch, length) grid at one per-GPU head count ---
@@ -274,17 +281,31 @@ class KernelTables:
         if rows is not None:
             sel = rows[rows[:, 0] == num_gpus]
             if len(sel) >= 2:
-                return loglog(message_bytes, sel[:, 1], sel[:, 2])
+                y, ok = loglog(message_bytes, sel[:, 1], sel[:, 2])
+                return y, ok & self._measured_count(f"nccl/{op}", num_gpus)
         return np.full(message_bytes.shape, np.nan), np.zeros(message_bytes.shape, bool)
 
     # --- fused MoE: tokens -> ms for one layer shape ---
     def moe_ms(self, dtype: str, tokens: np.ndarray, hidden: float, inter: float, topk: float, experts: float,
                tp: float, ep: float) -> tuple[np.ndarray, np.ndarray]:
+        """The fused MoE layer at each token count, moe_tp_size `tp`, moe_ep_size `ep`. A tp the
+        table lacks between two measured ones (same layer and ep): log-log between them at each
+        token count (a TP slice of every expert: compute and weight reads scale as 1/tp, launch
+        cost not at all; log-log follows both), not counted as measured; NaN outside them."""
         tokens = np.asarray(tokens, dtype=np.float64)
         rows = self.arrays.get(f"moe/{dtype}")
-        if rows is not None:
-            key = np.array([hidden, inter, topk, experts, tp, ep])
-            sel = rows[np.all(rows[:, 1:7] == key, axis=1)]
-            if len(sel) >= 2:
-                return loglog(tokens, sel[:, 0], sel[:, 7])
-        return np.full(tokens.shape, np.nan), np.zeros(tokens.shape, bool)
+        nan = np.full(tokens.shape, np.nan), np.zeros(tokens.shape, bool)
+        if rows is None:
+            return nan
+        layer = rows[np.all(rows[:, 1:5] == np.array([hidden, inter, topk, experts]), axis=1) & (rows[:, 6] == ep)]
+        sel = layer[layer[:, 5] == tp]
+        if len(sel) >= 2:
+            return loglog(tokens, sel[:, 0], sel[:, 7])
+        tps = np.array([v for v in np.unique(layer[:, 5]) if (layer[:, 5] == v).sum() >= 2])
+        near = None if len(tps) == 0 else bracket(tp, tps)
+        if near is None:
+            return nan
+        lo, hi, w = near
+        y_lo = loglog(tokens, *layer[layer[:, 5] == tps[lo]][:, [0, 7]].T)[0]
+        y_hi = loglog(tokens, *layer[layer[:, 5] == tps[hi]][:, [0, 7]].T)[0]
+        return np.exp((1 - w) * np.log(y_lo) + w * np.log(y_hi)), np.zeros(tokens.shape, bool)
