@@ -60,6 +60,17 @@ def layout(model, t: int) -> tuple[float, float, float]:
     return model.num_heads / t, max(model.num_kv_heads / t, 1.0), float(model.head_dim)
 
 
+class Before(KernelTables):
+    """Tables that price a missing head count as simcost did before: the nearest measured one
+    scaled by heads, never between two measured ones."""
+
+    def attention_between(self, *args):
+        return None
+
+    def mla_between(self, *args):
+        return None
+
+
 def without_degree(name: str, t: int, models=()) -> dict[str, np.ndarray]:
     """`name`'s tables without the rows of degree t: all-reduce and NCCL at t GPUs, MoE rows at
     moe_tp_size t (no EP), and each of `models`' attention layout (MLA: head count) at t."""
@@ -133,37 +144,41 @@ def _compare(now: dict, fam: str, full, held) -> None:
                 _add(now, fam, np.array([h_seconds[hi[0], hj[0]]]), np.array([seconds[i, j]]))
 
 
-def attention_errors(name: str, t: int, now: dict) -> None:
+def attention_errors(name: str, t: int, now: dict, before: dict) -> None:
     """Attention at Llama-3.1-70B's and Qwen3-30B-A3B's layouts at t, and DeepSeek-V3's MLA
-    modules at 128 / t heads, priced without them (what the kernel model does)."""
+    modules at 128 / t heads, priced without them (what the kernel model does; before: the
+    nearest head count scaled by heads)."""
     from simcost.catalog.specs import get_model
     never = lambda *a: np.full(np.broadcast(*a[:2]).shape, np.nan)  # noqa: E731 (no roofline: compare tables only)
     for key in ATTENTION_MODELS:
         model = get_model(key)
-        full, held = KernelTables(name), KernelTables(name, arrays=without_degree(name, t, (model,)))
+        full, arrays = KernelTables(name), without_degree(name, t, (model,))
         for dtype in ("bfloat16", "fp8"):
             for op, fam in (("context_attention", "attention prefill"), ("generation_attention", "attention decode")):
                 if not full.has(op, dtype) or full.attention_grid(op, dtype, *layout(model, t)) is None:
                     continue
-                _compare(now, fam, _attention_grid(full, op, dtype, model, t, never),
-                         _attention_grid(held, op, dtype, model, t, never))
+                ref = _attention_grid(full, op, dtype, model, t, never)
+                for out, cls in ((now, KernelTables), (before, Before)):
+                    _compare(out, fam, ref, _attention_grid(cls(name, arrays=arrays), op, dtype, model, t, never))
     model = get_model("deepseek-v3")
-    full, held = KernelTables(name), KernelTables(name, arrays=without_degree(name, t, (model,)))
+    full, arrays = KernelTables(name), without_degree(name, t, (model,))
     for key in [k for k in full.arrays if k.startswith("mla_")]:
         phase, rest = key[len("mla_"):].split("/")
         gemm_type, kv = rest.rsplit("_kv", 1)
         heads = model.num_heads / t
         if full.mla_grid(phase, gemm_type, kv, heads) is None:
             continue
-        a = mla_grid(full, phase, gemm_type, kv, heads, never)
-        b = mla_grid(held, phase, gemm_type, kv, heads, never)
-        if a is not None and b is not None:
-            _compare(now, f"mla {'prefill' if phase == 'context' else 'decode'}", a, b)
+        ref = mla_grid(full, phase, gemm_type, kv, heads, never)
+        for out, cls in ((now, KernelTables), (before, Before)):
+            got = mla_grid(cls(name, arrays=arrays), phase, gemm_type, kv, heads, never)
+            if ref is not None and got is not None:
+                _compare(out, f"mla {'prefill' if phase == 'context' else 'decode'}", ref, got)
 
 
 def before_tables(name: str, t: int, model) -> KernelTables:
     """The held-out tables as simcost priced them before: the all-reduce at t borrowed from the
-    nearest GPU scaled, no NCCL at t, the MoE layer's TP rows gone (the roofline)."""
+    nearest GPU scaled, no NCCL at t, the MoE layer's TP rows gone (the roofline), a missing head
+    count from the nearest scaled by heads."""
     device = table_device(name)
     arrays = without_degree(name, t, (model,))
     lent = borrowed_tables(nearest_table(device, exclude=name), device, exclude=name).arrays
@@ -179,7 +194,7 @@ def before_tables(name: str, t: int, model) -> KernelTables:
                                                          model.experts_per_token, model.num_experts], axis=1)
                                  & (rows[:, 6] == 1))]
     # scaled_from set: kernel_params does not derive the missing counts (the old behaviour)
-    return KernelTables(name, arrays=arrays, scaled_from="(before)", derived_counts=derived)
+    return Before(name, arrays=arrays, scaled_from="(before)", derived_counts=derived)
 
 
 def step_errors(name: str) -> dict[str, dict[str, np.ndarray]]:
@@ -224,7 +239,7 @@ def run() -> dict:
             before: dict[str, list] = {}
             count_errors(name, t, now, before)
             moe_errors(name, t, now, before)
-            attention_errors(name, t, now)
+            attention_errors(name, t, now, before)
             ops[(name, t)] = {"now": {f: np.concatenate(v) for f, v in now.items()},
                               "before": {f: np.concatenate(v) for f, v in before.items()}}
     steps = {name: step_errors(name) for name in TABLE_DEVICE}

@@ -183,20 +183,33 @@ def test_a_gemm_wider_than_any_measured_runs_as_measured_column_blocks():
     assert np.allclose(wide, 2 * block) and not inside.any()
 
 
-def test_a_head_count_the_table_lacks_scales_the_nearest_measured_one():
+def test_a_head_count_the_table_lacks_is_log_log_between_its_neighbours_else_the_nearest_scaled():
+    import dataclasses
+
+    from simcost.catalog.specs import get_model
+    from simcost.perf.kernel_model import _attention_grid
     t = KernelTables("h100_sxm")
     rows = t.arrays["context_attention/bfloat16"]
     heads = set(rows[(rows[:, 3] == 4) & (rows[:, 4] == 128), 2])
-    assert 28.0 not in heads  # Qwen2.5-7B's 28 query heads over 4 KV heads are not measured
-    near = t.nearest_heads("context_attention", "bfloat16", 28, 4, 128)
-    assert near in heads and all(abs(np.log(near / 28)) <= abs(np.log(h / 28)) for h in heads)
-    from simcost.catalog.specs import get_model
-    from simcost.perf.kernel_model import _attention_grid
-    batches, lengths, s, share = _attention_grid(t, "context_attention", "bfloat16", get_model("qwen2.5-7b"), 1,
-                                                 lambda b, n, h, kv: np.full(b.shape, np.nan))
-    nb, nl, ms = t.attention_grid("context_attention", "bfloat16", near, 4, 128)
-    assert np.allclose(s, ms / 1e3 * 28 / near * 28, equal_nan=True)  # 28 layers, scaled by 28 / near heads
+    assert 28.0 not in heads and {24.0, 32.0} <= heads  # Qwen2.5-7B's 28 query heads over 4 KV heads
+    never = lambda b, n, h, kv: np.full(b.shape, np.nan)  # noqa: E731
+    qwen = get_model("qwen2.5-7b")
+    batches, lengths, s, share = _attention_grid(t, "context_attention", "bfloat16", qwen, 1, never)
+    lo, hi = (t.attention_grid("context_attention", "bfloat16", h, 4, 128) for h in (24.0, 32.0))
+    w = np.log(28 / 24) / np.log(32 / 24)
+    i, j = np.searchsorted(lo[0], batches[2]), np.searchsorted(lo[1], lengths[3])
+    k, m = np.searchsorted(hi[0], batches[2]), np.searchsorted(hi[1], lengths[3])
+    want = np.exp((1 - w) * np.log(lo[2][i, j]) + w * np.log(hi[2][k, m])) / 1e3 * 28  # 28 layers
+    assert s[2, 3] == pytest.approx(want, rel=1e-9)
     assert not share.any()  # derived, not measured
+    # beyond the measured counts (80 query heads over 4 KV heads, 64 the most measured): the
+    # nearest, scaled by heads
+    wide = dataclasses.replace(qwen, num_heads=80)
+    near = t.nearest_heads("context_attention", "bfloat16", 80, 4, 128)
+    assert near == max(heads) == 64.0
+    _, _, s, share = _attention_grid(t, "context_attention", "bfloat16", wide, 1, never)
+    nb, nl, ms = t.attention_grid("context_attention", "bfloat16", near, 4, 128)
+    assert np.allclose(s, ms / 1e3 * 80 / near * 28, equal_nan=True) and not share.any()
 
 
 def test_fp8_roofline_efficiency_is_the_measured_fp8_to_bf16_ratio():

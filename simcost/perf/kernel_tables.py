@@ -128,7 +128,7 @@ def loglog(x: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, n
 
 def bracket(v: float, axis: np.ndarray) -> tuple[int, int, float] | None:
     """Indices around v in the sorted axis and the log-space weight of the upper one; None outside."""
-    if v < axis[0] or v > axis[-1]:
+    if len(axis) == 0 or v < axis[0] or v > axis[-1]:
         return None
     j = int(np.searchsorted(axis, v))
     if axis[j] == v:
@@ -146,6 +146,19 @@ def _grid(sel: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     grid[np.searchsorted(batches, sel[:, 0]), np.searchsorted(lengths, sel[:, 1])] = sel[:, -1]
     return batches, lengths, grid
 
+
+def blend_grids(lo: tuple[np.ndarray, np.ndarray, np.ndarray], hi: tuple[np.ndarray, np.ndarray, np.ndarray],
+                w: float) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """exp((1 - w) log lo + w log hi) of two (batch axis, length axis, ms) grids on the axis points
+    both hold (NaN where either is unmeasured); None if they share no point."""
+    batches, lengths = np.intersect1d(lo[0], hi[0]), np.intersect1d(lo[1], hi[1])
+    if len(batches) == 0 or len(lengths) == 0:
+        return None
+
+    def pick(g: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+        return g[2][np.ix_(np.searchsorted(g[0], batches), np.searchsorted(g[1], lengths))]
+
+    return batches, lengths, np.exp((1 - w) * np.log(pick(lo)) + w * np.log(pick(hi)))
 
 
 def mlp_shapes(width: float, hidden: float, gated: bool = True) -> list[tuple[float, float]]:
@@ -215,6 +228,22 @@ class KernelTables:
             return None
         return _grid(rows[(rows[:, 2] == heads) & (rows[:, 3] == kv_heads) & (rows[:, 4] == head_dim)])
 
+    def attention_between(self, op: str, dtype: str, heads: float, kv_heads: float, head_dim: float
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """A query-head count the table lacks between two measured ones (same KV heads and
+        head_dim; tensor parallelism divides the heads, so this is a TP degree between measured
+        ones): log-log in heads between their grids (blend_grids); None without both neighbours."""
+        rows = self.arrays.get(f"{op}/{dtype}")
+        if rows is None:
+            return None
+        near = bracket(heads, np.unique(rows[(rows[:, 3] == kv_heads) & (rows[:, 4] == head_dim), 2]))
+        if near is None or near[0] == near[1]:
+            return None
+        counts = np.unique(rows[(rows[:, 3] == kv_heads) & (rows[:, 4] == head_dim), 2])
+        lo = self.attention_grid(op, dtype, counts[near[0]], kv_heads, head_dim)
+        hi = self.attention_grid(op, dtype, counts[near[1]], kv_heads, head_dim)
+        return None if lo is None or hi is None else blend_grids(lo, hi, near[2])
+
     def nearest_heads(self, op: str, dtype: str, heads: float, kv_heads: float, head_dim: float) -> float | None:
         """The measured query-head count closest to `heads` (in ratio) with the same KV heads and
         head_dim, for scaling a head layout the table lacks; None if there is none."""
@@ -271,6 +300,21 @@ class KernelTables:
         if rows is None:
             return None
         return _grid(rows[rows[:, 2] == heads])
+
+    def mla_between(self, phase: str, gemm_type: str, kv_dtype: str, heads: float
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """An MLA head count the table lacks between two measured ones: log-log in heads between
+        their grids (blend_grids); None without both neighbours."""
+        rows = self.arrays.get(f"mla_{phase}/{gemm_type}_kv{kv_dtype}")
+        if rows is None:
+            return None
+        counts = np.unique(rows[:, 2])
+        near = bracket(heads, counts)
+        if near is None or near[0] == near[1]:
+            return None
+        lo = self.mla_grid(phase, gemm_type, kv_dtype, counts[near[0]])
+        hi = self.mla_grid(phase, gemm_type, kv_dtype, counts[near[1]])
+        return None if lo is None or hi is None else blend_grids(lo, hi, near[2])
 
     # --- NCCL collectives: total bytes (nccl-tests' size) -> ms at num_gpus ---
     def nccl_ms(self, op: str, num_gpus: int, message_bytes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
