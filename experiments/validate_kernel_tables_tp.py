@@ -34,8 +34,10 @@ import numpy as np
 from validate_kernel_tables import STEPS, cell, roofline_ms
 
 from simcost.perf.calibrate import Pair
+from simcost.perf.expert_parallel import alltoall_cost
 from simcost.perf.kernel_mla import mla_grid
 from simcost.perf.kernel_model import _attention_grid
+from simcost.perf.kernel_moe import ExpertParallel
 from simcost.perf.kernel_scaling import (
     GPU_COUNT_TABLES,
     TABLE_DEVICE,
@@ -48,11 +50,14 @@ from simcost.perf.kernel_tables import KernelTables, load_tables
 from simcost.perf.step_model import default_factors, kernel_step_params, step_time_s
 
 DEGREES = (2, 4, 8)
-OPERATOR_FAMILIES = ("allreduce graph", "allreduce eager", "nccl", "moe decode", "moe prefill",
+OPERATOR_FAMILIES = ("allreduce graph", "allreduce eager", "nccl", "moe decode", "moe prefill", "moe ep decode",
+                     "moe ep prefill",
                      "attention prefill", "attention decode", "mla prefill", "mla decode")
 ATTENTION_MODELS = ("llama-3.1-70b", "qwen3-30b-a3b")
 # (model, weight format, degrees) of the whole-step check
 STEP_MODELS = (("llama-3.1-70b", "bf16", DEGREES), ("qwen3-30b-a3b", "bf16", DEGREES), ("deepseek-v3", "fp8", (4, 8)))
+# expert parallel with data-parallel attention over as many groups (TP1): the NCCL gather/scatter
+EP_MODELS = (("deepseek-v3", "fp8", (4, 8)),)
 
 
 def layout(model, t: int) -> tuple[float, float, float]:
@@ -80,8 +85,8 @@ def without_degree(name: str, t: int, models=()) -> dict[str, np.ndarray]:
         keep = np.ones(len(rows), bool)
         if key in GPU_COUNT_TABLES:
             keep = rows[:, 0] != t
-        elif op == "moe":
-            keep = ~((rows[:, 5] == t) & (rows[:, 6] == 1))
+        elif op == "moe":  # tensor (ep 1) or expert parallel (tp 1) over t GPUs
+            keep = ~(((rows[:, 5] == t) & (rows[:, 6] == 1)) | ((rows[:, 5] == 1) & (rows[:, 6] == t)))
         for model in models:
             if op in ("context_attention", "generation_attention") and not model.is_mla:
                 keep &= ~np.all(rows[:, 2:5] == layout(model, t), axis=1)
@@ -114,23 +119,24 @@ def count_errors(name: str, t: int, now: dict, before: dict) -> None:
 
 
 def moe_errors(name: str, t: int, now: dict, before: dict) -> None:
-    """MoE rows at moe_tp_size t (no EP), from the measured tp on either side (now) and the
-    roofline with the catalog's factors (before)."""
+    """MoE rows at moe_tp_size t (no EP) and at moe_ep_size t (TP1), from the measured sizes on
+    either side (now) and the roofline with the catalog's factors (before)."""
     held = KernelTables(name, arrays=without_degree(name, t))
     for key, rows in load_tables(name).items():
         if not key.startswith("moe/"):
             continue
         dtype = key.split("/")[1]
-        sel = rows[(rows[:, 5] == t) & (rows[:, 6] == 1)]
-        for shape in np.unique(sel[:, 1:5], axis=0):
-            part = sel[np.all(sel[:, 1:5] == shape, axis=1)]
-            pred, _ = held.moe_ms(dtype, part[:, 0], *shape, t, 1)
-            roof = roofline_ms("moe", dtype, part, name)
-            for fam, where in (("moe decode", part[:, 0] <= 128), ("moe prefill", part[:, 0] > 128)):
-                if where.any() and not np.isnan(pred[where]).any():
-                    _add(now, fam, pred[where], part[where, -1])
-                    if roof is not None:
-                        _add(before, fam, roof[where], part[where, -1])
+        for tp, ep, kind in ((t, 1, "moe"), (1, t, "moe ep")):
+            sel = rows[(rows[:, 5] == tp) & (rows[:, 6] == ep)]
+            for shape in np.unique(sel[:, 1:5], axis=0):
+                part = sel[np.all(sel[:, 1:5] == shape, axis=1)]
+                pred, _ = held.moe_ms(dtype, part[:, 0], *shape, tp, ep)
+                roof = roofline_ms("moe", dtype, part, name)
+                for fam, where in ((f"{kind} decode", part[:, 0] <= 128), (f"{kind} prefill", part[:, 0] > 128)):
+                    if where.any() and not np.isnan(pred[where]).any():
+                        _add(now, fam, pred[where], part[where, -1])
+                        if roof is not None:
+                            _add(before, fam, roof[where], part[where, -1])
 
 
 def _compare(now: dict, fam: str, full, held) -> None:
@@ -187,46 +193,56 @@ def before_tables(name: str, t: int, model) -> KernelTables:
         if key in arrays and key in lent:
             arrays[key] = np.concatenate([arrays[key], lent[key][lent[key][:, 0] == t]])
             derived[key] = frozenset({float(t)})
-    if model.num_experts > 1:
+    if model.num_experts > 1:  # the old lookup took only the exact (tp, ep) row: none of the layer's
         for key in [k for k in arrays if k.startswith("moe/")]:
             rows = arrays[key]
-            arrays[key] = rows[~(np.all(rows[:, 1:5] == [model.hidden_size, model.intermediate_size,
-                                                         model.experts_per_token, model.num_experts], axis=1)
-                                 & (rows[:, 6] == 1))]
+            arrays[key] = rows[~np.all(rows[:, 1:5] == [model.hidden_size, model.intermediate_size,
+                                                        model.experts_per_token, model.num_experts], axis=1)]
     # scaled_from set: kernel_params does not derive the missing counts (the old behaviour)
     return Before(name, arrays=arrays, scaled_from="(before)", derived_counts=derived)
 
 
+def _configs(own: dict) -> list[tuple[str, str, int, int]]:
+    """(model, weight format, tensor parallel, expert parallel with as many attention groups)
+    of the whole-step check whose degree the GPU measured (GB200: no 8)."""
+    out = [(m, f, t, 1) for m, f, degrees in STEP_MODELS for t in degrees if t in own["allreduce/vllm_graph"][:, 0]]
+    return out + [(m, f, 1, e) for m, f, degrees in EP_MODELS for e in degrees
+                  if "nccl/all_gather" in own and e in own["nccl/all_gather"][:, 0]]
+
+
 def step_errors(name: str) -> dict[str, dict[str, np.ndarray]]:
-    """{"now"|"before": {"<model> TP<t> prefill|decode": signed errors}} of whole steps."""
+    """{"now"|"before": {"<model> TP<t>|EP<e> DP<e> prefill|decode": signed errors}} of whole steps."""
     device = table_device(name)
     out: dict[str, dict[str, list]] = {"now": {}, "before": {}}
     own = load_tables(name)
-    for model_key, weight_format, degrees in STEP_MODELS:
+    factors = {**default_factors(device), "step_overhead_s": 0.0}
+    kw = dict(step_overhead_s=0.0, cuda_graphs=True, eager_s_per_layer=0.0)
+    for model_key, weight_format, t, e in _configs(own):
         try:
             pair = Pair.of(device.key, model_key, weight_format)
         except Exception:  # e.g. fp8 on the A100
             continue
         if pair.model.is_mla and not any(k.startswith("mla_") for k in own):
             continue
-        factors = {**default_factors(device), "step_overhead_s": 0.0}
-        kw = dict(step_overhead_s=0.0, cuda_graphs=True, eager_s_per_layer=0.0)
-        args = (pair.device, pair.model)
-        for t in degrees:
-            if t not in own["allreduce/vllm_graph"][:, 0]:
-                continue  # no measured reference (GB200 at 8)
-            roof = pair.params(t, factors)
-            fmt = (pair.weight_format, "bf16", pair.compute_format)
-            ref = kernel_step_params(roof, *args, t, *fmt, factors, **kw)
-            now = kernel_step_params(roof, *args, t, *fmt, factors, tables=KernelTables(
-                name, arrays=without_degree(name, t, (pair.model,))), **kw)
-            before = kernel_step_params(roof, *args, t, *fmt, factors, tables=before_tables(name, t, pair.model), **kw)
-            for prompt, r, d, c in STEPS:
-                pairs = prompt * (prompt / max(r, 1) + 1) / 2.0 + d * (c + 1)
-                times = [step_time_s(p, prompt, d, pairs, float(d * c), r) for p in (ref, now, before)]
-                fam = f"{model_key} TP{t} {'decode' if d else 'prefill'}"
-                out["now"].setdefault(fam, []).append(times[1] / times[0] - 1.0)
-                out["before"].setdefault(fam, []).append(times[2] / times[0] - 1.0)
+        held = max(t, e)
+        ep = ExpertParallel()
+        if e > 1:
+            fixed_s, per_token_s = alltoall_cost(pair.model, device, e, 8, device.allreduce_latency_s, 0.0)
+            layers = pair.model.num_layers - pair.model.first_dense_layers
+            ep = ExpertParallel(ep=e, dp=e, alltoall_fixed_s=fixed_s / layers, alltoall_s_per_token=per_token_s / layers)
+        roof = pair.params(t, factors)
+        args = (roof, pair.device, pair.model, t, pair.weight_format, "bf16", pair.compute_format, factors)
+        ref = kernel_step_params(*args, expert_parallel=ep, **kw)
+        now = kernel_step_params(*args, tables=KernelTables(name, arrays=without_degree(name, held, (pair.model,))),
+                                 expert_parallel=ep, **kw)
+        before = kernel_step_params(*args, tables=before_tables(name, held, pair.model), expert_parallel=ep, **kw)
+        split = f"TP{t}" if e == 1 else f"EP{e} DP{e}"
+        for prompt, r, d, c in STEPS:
+            pairs = prompt * (prompt / max(r, 1) + 1) / 2.0 + d * (c + 1)
+            times = [step_time_s(p, prompt, d, pairs, float(d * c), r) for p in (ref, now, before)]
+            fam = f"{model_key} {split} {'decode' if d else 'prefill'}"
+            out["now"].setdefault(fam, []).append(times[1] / times[0] - 1.0)
+            out["before"].setdefault(fam, []).append(times[2] / times[0] - 1.0)
     return {k: {f: np.array(v) for f, v in fams.items()} for k, fams in out.items()}
 
 
@@ -251,11 +267,12 @@ def both(errs: dict, fam: str) -> str:
     return cell(now) if before is None else f"{cell(now)} \\| {cell(before)}"
 
 
-def pooled(errors: dict, families, gpus=None) -> dict[str, dict[str, float]]:
-    """Per family over the GPUs (NVLink ones unless `gpus`): median of |errors| and worst |error|, %."""
+def pooled(errors: dict, families, gpus=None, which: str = "now") -> dict[str, dict[str, float]]:
+    """Per family over the GPUs (all unless `gpus`): median of |errors| and worst |error|, % (of
+    simcost's method `which`: now or before)."""
     out = {}
     for fam in families:
-        e = [v["now"][fam] for k, v in errors.items() if fam in v["now"]
+        e = [v[which][fam] for k, v in errors.items() if fam in v[which]
              and (gpus is None or (k[0] if isinstance(k, tuple) else k) in gpus)]
         if e:
             e = np.concatenate(e)
@@ -286,9 +303,12 @@ def main() -> None:
         print()
     for title, errs, fams in (("per operator", result["operators"], OPERATOR_FAMILIES),
                               ("whole steps", result["steps"], families)):
-        print(f"{title}, NVLink GPUs pooled (median |error| % / worst |error| %):")
+        print(f"{title}, NVLink GPUs pooled (median |error| % / worst |error| %, now | before):")
+        before = pooled(errs, fams, NVLINK, "before")
         for fam, s in pooled(errs, fams, NVLINK).items():
-            print(f"  {fam:<32} {s['median_pct']:5.1f} / {s['worst_pct']:5.1f}")
+            b = before.get(fam)
+            was = "" if b is None else f" | {b['median_pct']:5.1f} / {b['worst_pct']:5.1f}"
+            print(f"  {fam:<32} {s['median_pct']:5.1f} / {s['worst_pct']:5.1f}{was}")
 
 
 if __name__ == "__main__":

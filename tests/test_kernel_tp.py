@@ -90,3 +90,46 @@ def test_a_held_out_moe_tp_size_is_interpolated_between_its_neighbours():
     at = {tp: rows[layer & (rows[:, 5] == tp) & (rows[:, 0] == truth[3, 0]), -1][0] for tp in (2, 8)}
     assert ms[3] == pytest.approx(np.exp(0.5 * np.log(at[2]) + 0.5 * np.log(at[8])), rel=1e-9)
     assert np.isnan(held.moe_ms("bfloat16", truth[:, 0], *shape, 64, 1)[0]).all()
+
+
+def test_held_out_head_counts_and_moe_sizes_land_within_the_band_they_achieve():
+    """H100, H200, B200, each degree 2/4/8 removed (experiments/validate_kernel_tables_tp.py):
+    attention and MLA at the removed layouts log-log between the measured head counts around them,
+    MoE rows between the measured tp or ep sizes. Measured medians: attention prefill 4.1-6.5 %,
+    decode 0.9-4.0 %, MLA prefill 2.2-6.1 %, MLA decode 2.1-9.7 %, MoE 3.0-7.9 % (TP), 3.4-6.1 %
+    (EP); each below what the previous rule (the nearest head count scaled by heads; the roofline
+    for a missing MoE size) reached, 9-88 %. Bounds with margin."""
+    from validate_kernel_tables_tp import attention_errors, moe_errors
+    bounds = {"attention prefill": 0.08, "attention decode": 0.06, "mla prefill": 0.08, "mla decode": 0.12,
+              "moe decode": 0.10, "moe prefill": 0.10, "moe ep decode": 0.08, "moe ep prefill": 0.08}
+    for name in ("h100_sxm", "h200_sxm", "b200_sxm"):
+        for t in (2, 4, 8):
+            now: dict = {}
+            before: dict = {}
+            attention_errors(name, t, now, before)
+            moe_errors(name, t, now, before)
+            assert set(now) == set(bounds), (name, t)
+            for fam, bound in bounds.items():
+                got = np.median(np.abs(np.concatenate(now[fam])))
+                was = np.median(np.abs(np.concatenate(before[fam])))
+                assert got < bound and got < was, (name, t, fam, got, was)
+
+
+def test_kernel_params_derives_the_missing_count_for_a_gpus_own_tables_only():
+    """GB200 at TP8: the step model on its own tables equals the step model on the tables with the
+    8-GPU rows derived beforehand; tables marked as scaled from another GPU get no derived rows
+    (their missing count takes the roofline all-reduce, as before)."""
+    from simcost.perf.calibrate import Pair
+    from simcost.perf.step_model import default_factors, kernel_step_params, step_time_s
+    pair = Pair.of("gb200-nvl72", "llama-3.1-70b", "bf16")
+    factors = {**default_factors(pair.device), "step_overhead_s": 0.0}
+    args = (pair.params(8, factors), pair.device, pair.model, 8, "bf16", "bf16", pair.compute_format, factors)
+    own = KernelTables("gb200")
+    filled = with_gpu_counts(own, pair.device, (8,))
+    scaled = KernelTables("gb200", arrays=own.arrays, scaled_from="gb200")
+
+    def decode_s(tables):
+        return step_time_s(kernel_step_params(*args, tables=tables), 0, 64, 64 * 2049.0, 64 * 2048.0, 0)
+
+    assert decode_s(own) == pytest.approx(decode_s(filled), rel=1e-12)
+    assert decode_s(scaled) != pytest.approx(decode_s(own), rel=1e-3)

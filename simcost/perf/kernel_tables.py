@@ -332,24 +332,27 @@ class KernelTables:
     # --- fused MoE: tokens -> ms for one layer shape ---
     def moe_ms(self, dtype: str, tokens: np.ndarray, hidden: float, inter: float, topk: float, experts: float,
                tp: float, ep: float) -> tuple[np.ndarray, np.ndarray]:
-        """The fused MoE layer at each token count, moe_tp_size `tp`, moe_ep_size `ep`. A tp the
-        table lacks between two measured ones (same layer and ep): log-log between them at each
-        token count (a TP slice of every expert: compute and weight reads scale as 1/tp, launch
-        cost not at all; log-log follows both), not counted as measured; NaN outside them."""
+        """The fused MoE layer at each token count, moe_tp_size `tp`, moe_ep_size `ep`. A tp (at
+        ep 1) or an ep (at tp 1) the table lacks between two measured ones: log-log between them
+        at each token count (a TP slice of every expert, or an EP share of them: compute and
+        weight reads shrink with the GPU count, launch cost does not; log-log follows both), not
+        counted as measured; NaN outside them."""
         tokens = np.asarray(tokens, dtype=np.float64)
         rows = self.arrays.get(f"moe/{dtype}")
         nan = np.full(tokens.shape, np.nan), np.zeros(tokens.shape, bool)
         if rows is None:
             return nan
-        layer = rows[np.all(rows[:, 1:5] == np.array([hidden, inter, topk, experts]), axis=1) & (rows[:, 6] == ep)]
-        sel = layer[layer[:, 5] == tp]
+        layer = rows[np.all(rows[:, 1:5] == np.array([hidden, inter, topk, experts]), axis=1)]
+        sel = layer[(layer[:, 5] == tp) & (layer[:, 6] == ep)]
         if len(sel) >= 2:
             return loglog(tokens, sel[:, 0], sel[:, 7])
-        tps = np.array([v for v in np.unique(layer[:, 5]) if (layer[:, 5] == v).sum() >= 2])
-        near = None if len(tps) == 0 else bracket(tp, tps)
+        axis, other, size = (5, 6, tp) if ep == 1 else (6, 5, ep)  # the GPU-count axis that varies
+        layer = layer[layer[:, other] == 1]
+        counts = np.array([v for v in np.unique(layer[:, axis]) if (layer[:, axis] == v).sum() >= 2])
+        near = bracket(size, counts) if (tp == 1 or ep == 1) else None
         if near is None:
             return nan
         lo, hi, w = near
-        y_lo = loglog(tokens, *layer[layer[:, 5] == tps[lo]][:, [0, 7]].T)[0]
-        y_hi = loglog(tokens, *layer[layer[:, 5] == tps[hi]][:, [0, 7]].T)[0]
+        y_lo = loglog(tokens, *layer[layer[:, axis] == counts[lo]][:, [0, 7]].T)[0]
+        y_hi = loglog(tokens, *layer[layer[:, axis] == counts[hi]][:, [0, 7]].T)[0]
         return np.exp((1 - w) * np.log(y_lo) + w * np.log(y_hi)), np.zeros(tokens.shape, bool)
