@@ -148,3 +148,16 @@ def test_whole_steps_with_one_tp_degree_left_out_stay_near_the_full_tables():
             assert np.median(np.abs(err)) < 0.08, (name, fam)
         for fam, err in errors["before"].items():
             assert np.median(np.abs(err)) > np.median(np.abs(errors["now"][fam])), (name, fam)
+
+
+def test_a_count_between_two_own_counts_that_no_table_measured_is_log_log_between_them():
+    """TP6 on H100: no table has 6 GPUs, so the lender (H200) is itself log-log between 4 and 8
+    and its terms cancel: the derived row is H100's own 4- and 8-GPU rows, log-log in the count."""
+    h100 = get_device("h100-sxm")
+    filled = with_gpu_counts(KernelTables("h100_sxm"), h100, (6,))
+    rows = filled.arrays["allreduce/vllm_graph"]
+    w = np.log(6 / 4) / np.log(8 / 4)
+    got = rows[rows[:, 0] == 6]
+    want = np.exp((1 - w) * np.log(rows[rows[:, 0] == 4, 2]) + w * np.log(rows[rows[:, 0] == 8, 2]))
+    assert np.allclose(got[:, 2], want, rtol=1e-9)
+    assert filled.derived_counts["allreduce/vllm_graph"] == frozenset({6.0})

@@ -16,6 +16,7 @@ predicting its tables from the nearest other one (docs/fidelity.md section 2).
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable
 from functools import lru_cache
 
 import numpy as np
@@ -171,19 +172,19 @@ GPU_COUNT_TABLES = ("allreduce/vllm_graph", "allreduce/vllm_eager", "nccl/all_ga
                     "nccl/alltoall")
 
 
-def _count_curve(rows: np.ndarray, count: float, sizes: np.ndarray) -> np.ndarray | None:
-    """log ms of `rows` (num_gpus, bytes, ms) at `count` GPUs and these message sizes: log-log in
-    size, log-log in GPU count between measured counts; None outside the measured counts."""
+def _count_curve(rows: np.ndarray, count: float, sizes: np.ndarray) -> np.ndarray:
+    """log ms of `rows` (num_gpus, bytes, ms) at `count` GPUs (within the measured counts) and
+    these message sizes: log-log in size, log-log in GPU count between measured counts."""
     counts = np.unique(rows[:, 0])
     near = bracket(count, counts)
-    if near is None:
-        return None
+    assert near is not None, "the lender's counts span `count` (_count_lender)"
     lo, hi, w = near
     curve = [np.log(loglog(sizes, *rows[rows[:, 0] == counts[i]][:, 1:3].T)[0]) for i in (lo, hi)]
     return (1 - w) * curve[0] + w * curve[1]
 
 
-def with_gpu_counts(tables: KernelTables, device: DeviceSpec, counts, exclude: str | None = None) -> KernelTables:
+def with_gpu_counts(tables: KernelTables, device: DeviceSpec, counts: Iterable[float],
+                    exclude: str | None = None) -> KernelTables:
     """`tables` (a GPU's own) with rows for the GPU counts in `counts` that its all-reduce and
     NCCL tables lack, from its own measured counts and how the nearest measured GPU that has the
     count changes between them (ratio transfer): at each message size,
@@ -194,7 +195,9 @@ def with_gpu_counts(tables: KernelTables, device: DeviceSpec, counts, exclude: s
     level (link speed, NVL72 against HGX) is the GPU's own. Held out on the tables (each count
     removed in turn, docs/fidelity.md "one TP degree left out"): 2-9 % median on NVLink GPUs'
     graph all-reduce, where borrowing the nearest GPU's rows scaled by specs missed by 3-34 %.
-    Derived counts are recorded in `derived_counts` (looked up as not measured). `exclude`: a
+    Between two own counts with a lender that measured neither side of n exactly (TP 6: no table
+    has 6 GPUs) the lender's terms cancel and this is log-log in the GPU count between the own
+    rows. Derived counts are recorded in `derived_counts` (looked up as not measured). `exclude`: a
     table never to use as lender (the validation's own)."""
     arrays, derived = dict(tables.arrays), dict(tables.derived_counts)
     for key in GPU_COUNT_TABLES:
