@@ -82,7 +82,8 @@ def kernel_tables_for(device: DeviceSpec, weight_format: str, mla: bool = False)
 
 
 def _linear_grid(tables: KernelTables, dtype: str, model: ModelSpec, t: int, weight_b: float, rates: Rates,
-                 m: np.ndarray, graph_max_tokens: int = CUDA_GRAPH_MAX_TOKENS, moe: MoeLayer | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 m: np.ndarray, graph_max_tokens: int = CUDA_GRAPH_MAX_TOKENS, moe: MoeLayer | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-step seconds of everything that scales with the step's tokens, all layers, and its
     measured share (all-reduces of steps up to graph_max_tokens on the CUDA-graph backend).
     `moe`: the MoE layer's grid, added here (None: priced apart, expert parallel with DP attention)."""

@@ -236,10 +236,10 @@ class KernelTables:
         rows = self.arrays.get(f"{op}/{dtype}")
         if rows is None:
             return None
-        near = bracket(heads, np.unique(rows[(rows[:, 3] == kv_heads) & (rows[:, 4] == head_dim), 2]))
+        counts = np.unique(rows[(rows[:, 3] == kv_heads) & (rows[:, 4] == head_dim), 2])
+        near = bracket(heads, counts)
         if near is None or near[0] == near[1]:
             return None
-        counts = np.unique(rows[(rows[:, 3] == kv_heads) & (rows[:, 4] == head_dim), 2])
         lo = self.attention_grid(op, dtype, counts[near[0]], kv_heads, head_dim)
         hi = self.attention_grid(op, dtype, counts[near[1]], kv_heads, head_dim)
         return None if lo is None or hi is None else blend_grids(lo, hi, near[2])
