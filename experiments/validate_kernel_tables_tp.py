@@ -23,16 +23,20 @@ before" where the method changed:
 1. per operator family, each GPU and held-out degree: every removed row (attention and MLA at
    the layouts of Llama-3.1-70B, Qwen3-30B-A3B and DeepSeek-V3 at t);
 2. whole steps of the kernel model (GPU time, as experiments/validate_kernel_tables.py) with all
-   of t's rows removed, against the model on the full tables.
+   of t's rows removed, against the model on the full tables;
+3. attention beyond the measured head counts (a degree whose layout lies outside them): the
+   largest and the smallest query-head count of each measured (KV heads, head_dim) removed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import numpy as np
 from validate_kernel_tables import STEPS, cell, roofline_ms
 
+from simcost.catalog.specs import get_model
 from simcost.perf.calibrate import Pair
 from simcost.perf.expert_parallel import alltoall_cost
 from simcost.perf.kernel_mla import mla_grid
@@ -53,6 +57,7 @@ DEGREES = (2, 4, 8)
 OPERATOR_FAMILIES = ("allreduce graph", "allreduce eager", "nccl", "moe decode", "moe prefill", "moe ep decode",
                      "moe ep prefill",
                      "attention prefill", "attention decode", "mla prefill", "mla decode")
+EDGE_FAMILIES = ("prefill above", "prefill below", "decode above", "decode below")
 ATTENTION_MODELS = ("llama-3.1-70b", "qwen3-30b-a3b")
 # (model, weight format, degrees) of the whole-step check
 STEP_MODELS = (("llama-3.1-70b", "bf16", DEGREES), ("qwen3-30b-a3b", "bf16", DEGREES), ("deepseek-v3", "fp8", (4, 8)))
@@ -67,9 +72,9 @@ def layout(model, t: int) -> tuple[float, float, float]:
 
 class Before(KernelTables):
     """Tables that price a missing head count as simcost did before: the nearest measured one
-    scaled by heads, never between two measured ones."""
+    scaled by heads, never from two measured ones."""
 
-    def attention_between(self, *args):
+    def attention_heads(self, *args):
         return None
 
     def mla_between(self, *args):
@@ -154,7 +159,6 @@ def attention_errors(name: str, t: int, now: dict, before: dict) -> None:
     """Attention at Llama-3.1-70B's and Qwen3-30B-A3B's layouts at t, and DeepSeek-V3's MLA
     modules at 128 / t heads, priced without them (what the kernel model does; before: the
     nearest head count scaled by heads)."""
-    from simcost.catalog.specs import get_model
     never = lambda *a: np.full(np.broadcast(*a[:2]).shape, np.nan)  # noqa: E731 (no roofline: compare tables only)
     for key in ATTENTION_MODELS:
         model = get_model(key)
@@ -179,6 +183,30 @@ def attention_errors(name: str, t: int, now: dict, before: dict) -> None:
             got = mla_grid(cls(name, arrays=arrays), phase, gemm_type, kv, heads, never)
             if ref is not None and got is not None:
                 _compare(out, f"mla {'prefill' if phase == 'context' else 'decode'}", ref, got)
+
+
+def edge_head_errors(name: str) -> dict[str, dict[str, list]]:
+    """The largest and the smallest measured query-head count of every attention layout (KV heads,
+    head_dim) with three or more removed in turn: {"now"|"before": {"<op> above|below": errors}}
+    (now: continued from the two nearest; before: the nearest scaled by heads)."""
+    never = lambda *a: np.full(np.broadcast(*a[:2]).shape, np.nan)  # noqa: E731
+    out: dict[str, dict[str, list]] = {"now": {}, "before": {}}
+    for key, rows in load_tables(name).items():
+        op, dtype = key.split("/")
+        if op not in ("context_attention", "generation_attention"):
+            continue
+        for kv, hd in np.unique(rows[:, 3:5], axis=0):
+            counts = np.unique(rows[(rows[:, 3] == kv) & (rows[:, 4] == hd), 2])
+            for h, side in ((counts[-1], "above"), (counts[0], "below")) if len(counts) >= 3 else ():
+                drop = (rows[:, 2] == h) & (rows[:, 3] == kv) & (rows[:, 4] == hd)
+                arrays = {key: rows[~drop]}
+                model = dataclasses.replace(get_model("llama-3.1-8b"), num_heads=int(h), num_kv_heads=int(kv),
+                                            head_dim=int(hd), num_layers=1)  # only the layout is read
+                fam = f"{'prefill' if op == 'context_attention' else 'decode'} {side}"
+                ref = _attention_grid(KernelTables(name), op, dtype, model, 1, never)
+                for which, cls in (("now", KernelTables), ("before", Before)):
+                    _compare(out[which], fam, ref, _attention_grid(cls(name, arrays=arrays), op, dtype, model, 1, never))
+    return out
 
 
 def before_tables(name: str, t: int, model) -> KernelTables:
@@ -259,7 +287,9 @@ def run() -> dict:
             ops[(name, t)] = {"now": {f: np.concatenate(v) for f, v in now.items()},
                               "before": {f: np.concatenate(v) for f, v in before.items()}}
     steps = {name: step_errors(name) for name in TABLE_DEVICE}
-    return {"operators": ops, "steps": steps}
+    edges = {name: {k: {f: np.concatenate(v) for f, v in fams.items()} for k, fams in edge_head_errors(name).items()}
+             for name in TABLE_DEVICE}
+    return {"operators": ops, "steps": steps, "edges": edges}
 
 
 def both(errs: dict, fam: str) -> str:
@@ -301,8 +331,16 @@ def main() -> None:
             print(f"| {TABLE_DEVICE[name]} | " + " | ".join(both(errs, f) if f in errs["now"] else "-"
                                                             for f in chunk) + " |")
         print()
+    print("== attention beyond the measured head counts: the largest / smallest of each layout removed "
+          "(now \\| before) ==")
+    print("| GPU | " + " | ".join(EDGE_FAMILIES) + " |")
+    print("|---|" + "---|" * len(EDGE_FAMILIES))
+    for name, errs in result["edges"].items():
+        print(f"| {TABLE_DEVICE[name]} | " + " | ".join(both(errs, f) for f in EDGE_FAMILIES) + " |")
+    print()
     for title, errs, fams in (("per operator", result["operators"], OPERATOR_FAMILIES),
-                              ("whole steps", result["steps"], families)):
+                              ("whole steps", result["steps"], families),
+                              ("beyond the head counts", result["edges"], EDGE_FAMILIES)):
         print(f"{title}, NVLink GPUs pooled (median |error| % / worst |error| %, now | before):")
         before = pooled(errs, fams, NVLINK, "before")
         for fam, s in pooled(errs, fams, NVLINK).items():

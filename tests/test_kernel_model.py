@@ -183,7 +183,7 @@ def test_a_gemm_wider_than_any_measured_runs_as_measured_column_blocks():
     assert np.allclose(wide, 2 * block) and not inside.any()
 
 
-def test_a_head_count_the_table_lacks_is_log_log_between_its_neighbours_else_the_nearest_scaled():
+def test_a_head_count_the_table_lacks_is_log_log_from_its_measured_neighbours():
     import dataclasses
 
     from simcost.catalog.specs import get_model
@@ -202,14 +202,18 @@ def test_a_head_count_the_table_lacks_is_log_log_between_its_neighbours_else_the
     want = np.exp((1 - w) * np.log(lo[2][i, j]) + w * np.log(hi[2][k, m])) / 1e3 * 28  # 28 layers
     assert s[2, 3] == pytest.approx(want, rel=1e-9)
     assert not share.any()  # derived, not measured
-    # beyond the measured counts (80 query heads over 4 KV heads, 64 the most measured): the
-    # nearest, scaled by heads
+    # beyond the measured counts (80 query heads over 4 KV heads; 48 and 64 the most measured):
+    # 64's grid continued along the 48 -> 64 slope in log-log, clamped to [0, 1]
+    assert sorted(heads)[-2:] == [48.0, 64.0]
     wide = dataclasses.replace(qwen, num_heads=80)
-    near = t.nearest_heads("context_attention", "bfloat16", 80, 4, 128)
-    assert near == max(heads) == 64.0
-    _, _, s, share = _attention_grid(t, "context_attention", "bfloat16", wide, 1, never)
-    nb, nl, ms = t.attention_grid("context_attention", "bfloat16", near, 4, 128)
-    assert np.allclose(s, ms / 1e3 * 80 / near * 28, equal_nan=True) and not share.any()
+    batches, lengths, s, share = _attention_grid(t, "context_attention", "bfloat16", wide, 1, never)
+    g48, g64 = (t.attention_grid("context_attention", "bfloat16", h, 4, 128) for h in (48.0, 64.0))
+    b, n = batches[1], lengths[2]
+    y48 = g48[2][np.searchsorted(g48[0], b), np.searchsorted(g48[1], n)]
+    y64 = g64[2][np.searchsorted(g64[0], b), np.searchsorted(g64[1], n)]
+    slope = min(max(np.log(y64 / y48) / np.log(64 / 48), 0.0), 1.0)
+    assert s[1, 2] == pytest.approx(y64 * (80 / 64) ** slope / 1e3 * 28, rel=1e-9) and not share.any()
+    assert y64 <= s[1, 2] * 1e3 / 28 <= y64 * 80 / 64  # no faster than 64 heads, no slower than scaled
 
 
 def test_fp8_roofline_efficiency_is_the_measured_fp8_to_bf16_ratio():

@@ -30,7 +30,8 @@ A mixed step's decoders are assumed to hold their share D / (D + r) of the cache
 Shapes the tables lack take that component's roofline with the catalog's mfu and mbu (an MoE
 layer not measured, a head_dim or KV-head count not measured), or are derived from the nearest
 measured shapes (a query-head count, i.e. a TP degree: log-log in heads between the measured
-counts around it, else the nearest scaled by heads; a GEMM wider than any measured one: as
+counts around it or continued from the two nearest, a single measured count scaled by heads;
+a GEMM wider than any measured one: as
 column blocks of a measured width); points beyond a table's range scale its edge linearly. Both count as not measured: the kernel accumulates total and
 measured seconds into two slots of the parameter vector, which the run summary reports as
 `step_time_measured_fraction`.
@@ -152,9 +153,9 @@ def _attention_grid(tables: KernelTables, op: str, kv_dtype: str, model: ModelSp
     heads, kv_heads = model.num_heads / t, max(model.num_kv_heads / t, 1.0)
     grid = tables.attention_grid(op, kv_dtype, heads, kv_heads, model.head_dim)
     measured = grid is not None
-    if grid is None:  # a head count the table lacks: log-log between the measured ones around it
-        grid = tables.attention_between(op, kv_dtype, heads, kv_heads, model.head_dim)
-    if grid is None:  # none on one side: the nearest measured one, scaled by heads
+    if grid is None:  # a head count the table lacks: log-log in heads from the measured ones around it
+        grid = tables.attention_heads(op, kv_dtype, heads, kv_heads, model.head_dim)
+    if grid is None:  # a single measured count: it, scaled by heads
         near = tables.nearest_heads(op, kv_dtype, heads, kv_heads, model.head_dim)
         grid = None if near is None else tables.attention_grid(op, kv_dtype, near, kv_heads, model.head_dim)
         if grid is not None and near is not None:

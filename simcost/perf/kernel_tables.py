@@ -147,18 +147,37 @@ def _grid(sel: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     return batches, lengths, grid
 
 
-def blend_grids(lo: tuple[np.ndarray, np.ndarray, np.ndarray], hi: tuple[np.ndarray, np.ndarray, np.ndarray],
-                w: float) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """exp((1 - w) log lo + w log hi) of two (batch axis, length axis, ms) grids on the axis points
-    both hold (NaN where either is unmeasured); None if they share no point."""
+def heads_blend(lo: tuple[np.ndarray, np.ndarray, np.ndarray], hi: tuple[np.ndarray, np.ndarray, np.ndarray],
+                heads_lo: float, heads_hi: float, heads: float) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The (batch axis, length axis, ms) grid at `heads` from the grids measured at heads_lo <
+    heads_hi, on the axis points both hold (NaN where either is unmeasured; None if they share
+    none): log-log in heads between them; beyond them the nearer one continued along the slope
+    between the two, clamped to [0, 1] (attention time never falls with more heads and grows at
+    most in proportion)."""
     batches, lengths = np.intersect1d(lo[0], hi[0]), np.intersect1d(lo[1], hi[1])
     if len(batches) == 0 or len(lengths) == 0:
         return None
 
     def pick(g: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
-        return g[2][np.ix_(np.searchsorted(g[0], batches), np.searchsorted(g[1], lengths))]
+        return np.log(g[2][np.ix_(np.searchsorted(g[0], batches), np.searchsorted(g[1], lengths))])
 
-    return batches, lengths, np.exp((1 - w) * np.log(pick(lo)) + w * np.log(pick(hi)))
+    log_lo, log_hi = pick(lo), pick(hi)
+    slope = (log_hi - log_lo) / np.log(heads_hi / heads_lo)
+    if heads_lo <= heads <= heads_hi:
+        return batches, lengths, np.exp(log_lo + slope * np.log(heads / heads_lo))
+    anchor, at = (log_lo, heads_lo) if heads < heads_lo else (log_hi, heads_hi)
+    return batches, lengths, np.exp(anchor + np.clip(slope, 0.0, 1.0) * np.log(heads / at))
+
+
+def _neighbours(v: float, counts: np.ndarray) -> tuple[float, float] | None:
+    """The two measured counts around v, or the two nearest beyond the measured ones; None with
+    fewer than two counts or where v itself is measured."""
+    if len(counts) < 2 or v in counts:
+        return None
+    near = bracket(v, counts)
+    if near is not None:
+        return float(counts[near[0]]), float(counts[near[1]])
+    return (float(counts[0]), float(counts[1])) if v < counts[0] else (float(counts[-2]), float(counts[-1]))
 
 
 def mlp_shapes(width: float, hidden: float, gated: bool = True) -> list[tuple[float, float]]:
@@ -228,21 +247,22 @@ class KernelTables:
             return None
         return _grid(rows[(rows[:, 2] == heads) & (rows[:, 3] == kv_heads) & (rows[:, 4] == head_dim)])
 
-    def attention_between(self, op: str, dtype: str, heads: float, kv_heads: float, head_dim: float
-                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """A query-head count the table lacks between two measured ones (same KV heads and
-        head_dim; tensor parallelism divides the heads, so this is a TP degree between measured
-        ones): log-log in heads between their grids (blend_grids); None without both neighbours."""
+    def attention_heads(self, op: str, dtype: str, heads: float, kv_heads: float, head_dim: float
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """A query-head count the table lacks (tensor parallelism divides the heads: a TP degree
+        not measured) from the measured counts with the same KV heads and head_dim: log-log in
+        heads between the two around it, or beyond them continued from the two nearest
+        (heads_blend); None with fewer than two measured counts."""
         rows = self.arrays.get(f"{op}/{dtype}")
         if rows is None:
             return None
         counts = np.unique(rows[(rows[:, 3] == kv_heads) & (rows[:, 4] == head_dim), 2])
-        near = bracket(heads, counts)
-        if near is None or near[0] == near[1]:
+        pair = _neighbours(heads, counts)
+        if pair is None:
             return None
-        lo = self.attention_grid(op, dtype, counts[near[0]], kv_heads, head_dim)
-        hi = self.attention_grid(op, dtype, counts[near[1]], kv_heads, head_dim)
-        return None if lo is None or hi is None else blend_grids(lo, hi, near[2])
+        lo = self.attention_grid(op, dtype, pair[0], kv_heads, head_dim)
+        hi = self.attention_grid(op, dtype, pair[1], kv_heads, head_dim)
+        return None if lo is None or hi is None else heads_blend(lo, hi, pair[0], pair[1], heads)
 
     def nearest_heads(self, op: str, dtype: str, heads: float, kv_heads: float, head_dim: float) -> float | None:
         """The measured query-head count closest to `heads` (in ratio) with the same KV heads and
@@ -304,7 +324,7 @@ class KernelTables:
     def mla_between(self, phase: str, gemm_type: str, kv_dtype: str, heads: float
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """An MLA head count the table lacks between two measured ones: log-log in heads between
-        their grids (blend_grids); None without both neighbours."""
+        their grids (heads_blend); None without both neighbours."""
         rows = self.arrays.get(f"mla_{phase}/{gemm_type}_kv{kv_dtype}")
         if rows is None:
             return None
@@ -314,7 +334,7 @@ class KernelTables:
             return None
         lo = self.mla_grid(phase, gemm_type, kv_dtype, counts[near[0]])
         hi = self.mla_grid(phase, gemm_type, kv_dtype, counts[near[1]])
-        return None if lo is None or hi is None else blend_grids(lo, hi, near[2])
+        return None if lo is None or hi is None else heads_blend(lo, hi, counts[near[0]], counts[near[1]], heads)
 
     # --- NCCL collectives: total bytes (nccl-tests' size) -> ms at num_gpus ---
     def nccl_ms(self, op: str, num_gpus: int, message_bytes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
