@@ -183,20 +183,37 @@ def test_a_gemm_wider_than_any_measured_runs_as_measured_column_blocks():
     assert np.allclose(wide, 2 * block) and not inside.any()
 
 
-def test_a_head_count_the_table_lacks_scales_the_nearest_measured_one():
+def test_a_head_count_the_table_lacks_is_log_log_from_its_measured_neighbours():
+    import dataclasses
+
+    from simcost.catalog.specs import get_model
+    from simcost.perf.kernel_model import _attention_grid
     t = KernelTables("h100_sxm")
     rows = t.arrays["context_attention/bfloat16"]
     heads = set(rows[(rows[:, 3] == 4) & (rows[:, 4] == 128), 2])
-    assert 28.0 not in heads  # Qwen2.5-7B's 28 query heads over 4 KV heads are not measured
-    near = t.nearest_heads("context_attention", "bfloat16", 28, 4, 128)
-    assert near in heads and all(abs(np.log(near / 28)) <= abs(np.log(h / 28)) for h in heads)
-    from simcost.catalog.specs import get_model
-    from simcost.perf.kernel_model import _attention_grid
-    batches, lengths, s, share = _attention_grid(t, "context_attention", "bfloat16", get_model("qwen2.5-7b"), 1,
-                                                 lambda b, n, h, kv: np.full(b.shape, np.nan))
-    nb, nl, ms = t.attention_grid("context_attention", "bfloat16", near, 4, 128)
-    assert np.allclose(s, ms / 1e3 * 28 / near * 28, equal_nan=True)  # 28 layers, scaled by 28 / near heads
+    assert 28.0 not in heads and {24.0, 32.0} <= heads  # Qwen2.5-7B's 28 query heads over 4 KV heads
+    never = lambda b, n, h, kv: np.full(b.shape, np.nan)  # noqa: E731
+    qwen = get_model("qwen2.5-7b")
+    batches, lengths, s, share = _attention_grid(t, "context_attention", "bfloat16", qwen, 1, never)
+    lo, hi = (t.attention_grid("context_attention", "bfloat16", h, 4, 128) for h in (24.0, 32.0))
+    w = np.log(28 / 24) / np.log(32 / 24)
+    i, j = np.searchsorted(lo[0], batches[2]), np.searchsorted(lo[1], lengths[3])
+    k, m = np.searchsorted(hi[0], batches[2]), np.searchsorted(hi[1], lengths[3])
+    want = np.exp((1 - w) * np.log(lo[2][i, j]) + w * np.log(hi[2][k, m])) / 1e3 * 28  # 28 layers
+    assert s[2, 3] == pytest.approx(want, rel=1e-9)
     assert not share.any()  # derived, not measured
+    # beyond the measured counts (80 query heads over 4 KV heads; 48 and 64 the most measured):
+    # 64's grid continued along the 48 -> 64 slope in log-log, clamped to [0, 1]
+    assert sorted(heads)[-2:] == [48.0, 64.0]
+    wide = dataclasses.replace(qwen, num_heads=80)
+    batches, lengths, s, share = _attention_grid(t, "context_attention", "bfloat16", wide, 1, never)
+    g48, g64 = (t.attention_grid("context_attention", "bfloat16", h, 4, 128) for h in (48.0, 64.0))
+    b, n = batches[1], lengths[2]
+    y48 = g48[2][np.searchsorted(g48[0], b), np.searchsorted(g48[1], n)]
+    y64 = g64[2][np.searchsorted(g64[0], b), np.searchsorted(g64[1], n)]
+    slope = min(max(np.log(y64 / y48) / np.log(64 / 48), 0.0), 1.0)
+    assert s[1, 2] == pytest.approx(y64 * (80 / 64) ** slope / 1e3 * 28, rel=1e-9) and not share.any()
+    assert y64 <= s[1, 2] * 1e3 / 28 <= y64 * 80 / 64  # no faster than 64 heads, no slower than scaled
 
 
 def test_fp8_roofline_efficiency_is_the_measured_fp8_to_bf16_ratio():
@@ -289,24 +306,6 @@ def test_decode_attention_scales_by_a_power_of_the_bandwidth_ratio():
     e = SCALING_EXPONENT["generation_attention"]
     assert got == pytest.approx(LAUNCH_S * 1e3 + (1.0 - LAUNCH_S * 1e3) * ratio ** e, rel=1e-9)
     assert 0 < e < 1 and ratio < got < 1.0  # faster, by less than the bandwidth ratio
-
-
-def test_a_gpu_count_missing_from_the_own_all_reduce_table_is_borrowed_scaled_and_not_counted_measured():
-    from simcost.catalog.specs import get_device, get_model
-    from simcost.perf.kernel_model import TOKEN_GRID, Rates, _linear_grid
-    from simcost.perf.kernel_scaling import borrowed_tables, nearest_table
-    gb200, model = get_device("gb200-nvl72"), get_model("llama-3.1-70b")
-    own = KernelTables("gb200")
-    assert 8.0 not in own.arrays["allreduce/vllm_graph"][:, 0]
-    rates, m = Rates(gb200, "bf16", gb200.mfu, gb200.mbu), TOKEN_GRID.astype(np.float64)
-    seconds, measured = _linear_grid(own, "bfloat16", model, 8, 2.0, rates, m, gb200)
-    lender = borrowed_tables(nearest_table(gb200, exclude="gb200"), gb200)
-    merged = KernelTables("merged", arrays={**own.arrays, **{k: v for k, v in lender.arrays.items()
-                                                             if k.startswith("allreduce/")}})
-    seconds2, measured2 = _linear_grid(merged, "bfloat16", model, 8, 2.0, rates, m, gb200)
-    assert np.allclose(seconds, seconds2, rtol=1e-12)  # the lender's 8-GPU rows, scaled
-    inside = measured2 > 0  # sizes within the tables' range
-    assert inside.sum() > 20 and (measured[inside] < measured2[inside]).all() and (measured <= measured2).all()
 
 
 def test_a_plain_mlp_prices_two_matrices_where_a_gated_one_prices_three():

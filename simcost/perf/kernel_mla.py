@@ -71,11 +71,15 @@ def mla_grid(tables: KernelTables, phase: str, gemm_type: str, kv_dtype: str, he
     on batch x length) the nearest measured length of the same batch scaled by the ratio of
     `roofline(b, length)` at the two lengths (the module roofline alone, without launch costs,
     sits 20-90 % under the measured modules), not counted as measured; a head count the table
-    lacks from the nearest measured one within a factor 2, scaled by heads (not counted as
-    measured either). None if the table has no rows for this GEMM type and KV dtype, or no head
-    count that near."""
+    lacks (a TP degree not measured) log-log in heads between the measured counts around it
+    (KernelTables.mla_between; held out 5 % median where scaling the nearest by heads missed by
+    35-81 %), else from the nearest measured one within a factor 2, scaled by heads (neither
+    counted as measured). None if the table has no rows for this GEMM type and KV dtype, or no
+    head count that near."""
     grid = tables.mla_grid(phase, gemm_type, kv_dtype, heads)
     measured = grid is not None
+    if grid is None:
+        grid = tables.mla_between(phase, gemm_type, kv_dtype, heads)
     if grid is None:
         rows = tables.arrays.get(f"mla_{phase}/{gemm_type}_kv{kv_dtype}")
         if rows is None:

@@ -29,7 +29,9 @@ Per step of P prompt tokens (from r requests) and D decode tokens, m = P + D:
 A mixed step's decoders are assumed to hold their share D / (D + r) of the cached tokens read.
 Shapes the tables lack take that component's roofline with the catalog's mfu and mbu (an MoE
 layer not measured, a head_dim or KV-head count not measured), or are derived from the nearest
-measured shape (a query-head count: scaled by heads; a GEMM wider than any measured one: as
+measured shapes (a query-head count, i.e. a TP degree: log-log in heads between the measured
+counts around it or continued from the two nearest, a single measured count scaled by heads;
+a GEMM wider than any measured one: as
 column blocks of a measured width); points beyond a table's range scale its edge linearly. Both count as not measured: the kernel accumulates total and
 measured seconds into two slots of the parameter vector, which the run summary reports as
 `step_time_measured_fraction`.
@@ -56,7 +58,7 @@ from numba import njit
 from simcost.catalog.specs import BYTES_PER_ELEMENT, DeviceSpec, ModelSpec
 from simcost.perf.kernel_mla import mla_decode_roofline_s, mla_grid, mla_prefill_roofline_s, mla_tabled
 from simcost.perf.kernel_moe import ExpertParallel, MoeLayer, Rates, moe_grid, router_gate, with_fallback
-from simcost.perf.kernel_scaling import borrowed_tables, nearest_table, tables_for_device
+from simcost.perf.kernel_scaling import tables_for_device, with_gpu_counts
 from simcost.perf.kernel_tables import CUDA_GRAPH_MAX_TOKENS, KernelTables, mlp_shapes, table_format
 
 K_HEADER = 12
@@ -81,8 +83,8 @@ def kernel_tables_for(device: DeviceSpec, weight_format: str, mla: bool = False)
 
 
 def _linear_grid(tables: KernelTables, dtype: str, model: ModelSpec, t: int, weight_b: float, rates: Rates,
-                 m: np.ndarray, device: DeviceSpec, graph_max_tokens: int = CUDA_GRAPH_MAX_TOKENS,
-                 moe: MoeLayer | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 m: np.ndarray, graph_max_tokens: int = CUDA_GRAPH_MAX_TOKENS, moe: MoeLayer | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-step seconds of everything that scales with the step's tokens, all layers, and its
     measured share (all-reduces of steps up to graph_max_tokens on the CUDA-graph backend).
     `moe`: the MoE layer's grid, added here (None: priced apart, expert parallel with DP attention)."""
@@ -124,15 +126,9 @@ def _linear_grid(tables: KernelTables, dtype: str, model: ModelSpec, t: int, wei
         measured += s * share
     if t > 1:
         message = m * hidden * 2.0
+        # a GPU count the device's own table lacks (GB200's stop at 4) was derived by kernel_params
+        # (kernel_scaling.with_gpu_counts) and is looked up as not measured
         ms, inside = tables.allreduce_ms(t, message, m <= graph_max_tokens)
-        if np.isnan(ms).all() and tables.scaled_from is None:
-            # a GPU count the device's own table lacks (GB200's stop at 4): the nearest other GPU's
-            # rows scaled to it (kernel_scaling; B200 from GB200 at TP8: 4.6 % median held out
-            # against 16.6 % for the roofline all-reduce), not counted as measured
-            lender = nearest_table(device, exclude=tables.name)
-            if lender is not None:
-                ms, _ = borrowed_tables(lender, device).allreduce_ms(t, message, m <= graph_max_tokens)
-                inside = np.zeros(m.shape, bool)
         roof = 10e-6 + 2.0 * (t - 1) / t * message / rates.link_bytes_per_s
         s, share = with_fallback(ms, inside, roof)
         total += 2 * s
@@ -157,7 +153,9 @@ def _attention_grid(tables: KernelTables, op: str, kv_dtype: str, model: ModelSp
     heads, kv_heads = model.num_heads / t, max(model.num_kv_heads / t, 1.0)
     grid = tables.attention_grid(op, kv_dtype, heads, kv_heads, model.head_dim)
     measured = grid is not None
-    if grid is None:  # a head count the table lacks: the nearest measured one, scaled by heads
+    if grid is None:  # a head count the table lacks: log-log in heads from the measured ones around it
+        grid = tables.attention_heads(op, kv_dtype, heads, kv_heads, model.head_dim)
+    if grid is None:  # a single measured count: it, scaled by heads
         near = tables.nearest_heads(op, kv_dtype, heads, kv_heads, model.head_dim)
         grid = None if near is None else tables.attention_grid(op, kv_dtype, near, kv_heads, model.head_dim)
         if grid is not None and near is not None:
@@ -211,17 +209,19 @@ def kernel_params(base: np.ndarray, device: DeviceSpec, model: ModelSpec, t: int
     dtype = table_format("gemm", weight_format, mla)
     if tables is None or dtype is None or not tables.has("gemm", dtype):
         return None
+    ep = expert_parallel or ExpertParallel()
+    if tables.scaled_from is None:  # GPU counts the own all-reduce / NCCL tables lack, from their neighbours
+        tables = with_gpu_counts(tables, device, (t, ep.dp))
     kv_dtype = "fp8" if kv_cache_format == "fp8" else "bfloat16"
     weight_b = BYTES_PER_ELEMENT[weight_format]
     kv_b = BYTES_PER_ELEMENT[kv_cache_format]
     rates = Rates(device, compute_format, mfu, mbu)
     m = TOKEN_GRID.astype(np.float64)
-    ep = expert_parallel or ExpertParallel()
     moe = None
     if model.num_experts > 1:
         moe = moe_grid(tables, table_format("moe", weight_format, mla) or "", model, t, weight_b, rates, m, ep)
     apart = moe is not None and ep.dp > 1  # priced at the whole replica's tokens, the rest at 1/dp of them
-    linear_s, linear_meas = _linear_grid(tables, dtype, model, t, weight_b, rates, m, device, graph_max_tokens,
+    linear_s, linear_meas = _linear_grid(tables, dtype, model, t, weight_b, rates, m, graph_max_tokens,
                                          None if apart else moe)
     head_s, head_share = with_fallback(*tables.gemm_ms(dtype, m, model.vocab_size / t, model.hidden_size),
                                         rates.gemm_s(m, model.vocab_size / t, model.hidden_size, weight_b))

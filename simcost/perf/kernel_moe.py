@@ -15,7 +15,8 @@ does in vLLM once the tokens are gathered:
   all2all backend (allgather_reducescatter) all-gathers the d groups' hidden states before the
   experts and reduce-scatters the outputs after: two NCCL collectives over d GPUs of N x hidden
   bf16 values each, from the NCCL tables (nccl-tests' size convention). Where the tables lack d
-  GPUs (more than 8, or 8 on GB200) the roofline all-to-all of simcost.perf.expert_parallel
+  GPUs and cannot derive them (more than 8; GB200's 8 is derived from its 4 by
+  kernel_scaling.with_gpu_counts) the roofline all-to-all of simcost.perf.expert_parallel
   stands in, not counted as measured.
 The token distribution is the tables' power_law_1.01 (a skewed router, the loaded GPU measured).
 

@@ -16,12 +16,13 @@ predicting its tables from the nearest other one (docs/fidelity.md section 2).
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable
 from functools import lru_cache
 
 import numpy as np
 
 from simcost.catalog.specs import DeviceSpec
-from simcost.perf.kernel_tables import DEVICE_TABLES, KernelTables, load_tables
+from simcost.perf.kernel_tables import DEVICE_TABLES, KernelTables, bracket, load_tables, loglog
 
 # table file -> the catalog device it was measured on
 TABLE_DEVICE = {"a100_sxm": "a100-80gb", "h100_sxm": "h100-sxm", "h200_sxm": "h200", "b200_sxm": "b200",
@@ -164,6 +165,74 @@ def _fill_gpu_counts(key: str, rows: np.ndarray, target: DeviceSpec, launch_s: f
         scaled = scale_rows("allreduce", key.split("/")[1], extra, table_device(name), target, launch_s, exponents)
         if scaled is not None and len(scaled):
             rows = np.concatenate([rows, scaled])
+
+
+# the tables with a GPU-count axis: vLLM's custom all-reduce and the NCCL collectives
+GPU_COUNT_TABLES = ("allreduce/vllm_graph", "allreduce/vllm_eager", "nccl/all_gather", "nccl/reduce_scatter",
+                    "nccl/alltoall")
+
+
+def _count_curve(rows: np.ndarray, count: float, sizes: np.ndarray) -> np.ndarray:
+    """log ms of `rows` (num_gpus, bytes, ms) at `count` GPUs (within the measured counts) and
+    these message sizes: log-log in size, log-log in GPU count between measured counts."""
+    counts = np.unique(rows[:, 0])
+    near = bracket(count, counts)
+    assert near is not None, "the lender's counts span `count` (_count_lender)"
+    lo, hi, w = near
+    curve = [np.log(loglog(sizes, *rows[rows[:, 0] == counts[i]][:, 1:3].T)[0]) for i in (lo, hi)]
+    return (1 - w) * curve[0] + w * curve[1]
+
+
+def with_gpu_counts(tables: KernelTables, device: DeviceSpec, counts: Iterable[float],
+                    exclude: str | None = None) -> KernelTables:
+    """`tables` (a GPU's own) with rows for the GPU counts in `counts` that its all-reduce and
+    NCCL tables lack, from its own measured counts and how the nearest measured GPU that has the
+    count changes between them (ratio transfer): at each message size,
+        log t(n) = sum over anchors a of w_a [log t_own(a) + log t_lender(n) - log t_lender(a)],
+    the anchors being the two own counts around n (log-count weights) or, outside them, the
+    nearest one. How the time grows with GPU count is the algorithm's and the switch's (one-
+    or two-shot, (n-1)/n of the bytes per GPU, hops), shared by GPUs on the same kind of link; its
+    level (link speed, NVL72 against HGX) is the GPU's own. Held out on the tables (each count
+    removed in turn, docs/fidelity.md "one TP degree left out"): 2-9 % median on NVLink GPUs'
+    graph all-reduce, where borrowing the nearest GPU's rows scaled by specs missed by 3-34 %.
+    Between two own counts with a lender that measured neither side of n exactly (TP 6: no table
+    has 6 GPUs) the lender's terms cancel and this is log-log in the GPU count between the own
+    rows. Derived counts are recorded in `derived_counts` (looked up as not measured). `exclude`: a
+    table never to use as lender (the validation's own)."""
+    arrays, derived = dict(tables.arrays), dict(tables.derived_counts)
+    for key in GPU_COUNT_TABLES:
+        rows = arrays.get(key)
+        if rows is None:
+            continue
+        own = np.unique(rows[:, 0])
+        for n in sorted({float(c) for c in counts if c >= 2} - set(own)):
+            near = bracket(n, own)
+            anchors: list[tuple[float, float]]
+            if near is not None:  # between two own counts: both, by log-count weight
+                anchors = [(float(own[near[0]]), 1.0 - near[2]), (float(own[near[1]]), near[2])]
+            else:  # beyond them: the nearest
+                anchors = [(float(own[0] if n < own[0] else own[-1]), 1.0)]
+            lender = _count_lender(key, device, [n] + [a for a, _ in anchors], {tables.name, exclude})
+            if lender is None:
+                continue
+            sizes = rows[rows[:, 0] == anchors[0][0], 1]
+            log_ms = np.zeros(len(sizes))
+            for a, w in anchors:
+                own_a = np.log(loglog(sizes, *rows[rows[:, 0] == a][:, 1:3].T)[0])
+                log_ms += w * (own_a + _count_curve(lender, n, sizes) - _count_curve(lender, a, sizes))
+            arrays[key] = np.concatenate([arrays[key], np.column_stack([np.full(len(sizes), n), sizes,
+                                                                        np.exp(log_ms)])])
+            derived[key] = derived.get(key, frozenset()) | {n}
+    return KernelTables(tables.name, arrays=arrays, scaled_from=tables.scaled_from, derived_counts=derived)
+
+
+def _count_lender(key: str, device: DeviceSpec, counts: list[float], used: set) -> np.ndarray | None:
+    """The `key` rows of the measured GPU nearest `device` whose GPU counts span all of `counts`."""
+    for name in sorted((n for n in TABLE_DEVICE if n not in used), key=lambda n: _distance(table_device(n), device)):
+        rows = load_tables(name).get(key)
+        if rows is not None and all(bracket(c, np.unique(rows[:, 0])) is not None for c in counts):
+            return rows
+    return None
 
 
 def tables_for_device(device: DeviceSpec) -> KernelTables | None:

@@ -126,9 +126,9 @@ def loglog(x: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, n
     return y, (x >= xs[0]) & (x <= xs[-1])
 
 
-def _bracket(v: float, axis: np.ndarray) -> tuple[int, int, float] | None:
+def bracket(v: float, axis: np.ndarray) -> tuple[int, int, float] | None:
     """Indices around v in the sorted axis and the log-space weight of the upper one; None outside."""
-    if v < axis[0] or v > axis[-1]:
+    if len(axis) == 0 or v < axis[0] or v > axis[-1]:
         return None
     j = int(np.searchsorted(axis, v))
     if axis[j] == v:
@@ -147,6 +147,38 @@ def _grid(sel: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     return batches, lengths, grid
 
 
+def heads_blend(lo: tuple[np.ndarray, np.ndarray, np.ndarray], hi: tuple[np.ndarray, np.ndarray, np.ndarray],
+                heads_lo: float, heads_hi: float, heads: float) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The (batch axis, length axis, ms) grid at `heads` from the grids measured at heads_lo <
+    heads_hi, on the axis points both hold (NaN where either is unmeasured; None if they share
+    none): log-log in heads between them; beyond them the nearer one continued along the slope
+    between the two, clamped to [0, 1] (attention time never falls with more heads and grows at
+    most in proportion)."""
+    batches, lengths = np.intersect1d(lo[0], hi[0]), np.intersect1d(lo[1], hi[1])
+    if len(batches) == 0 or len(lengths) == 0:
+        return None
+
+    def pick(g: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+        return np.log(g[2][np.ix_(np.searchsorted(g[0], batches), np.searchsorted(g[1], lengths))])
+
+    log_lo, log_hi = pick(lo), pick(hi)
+    slope = (log_hi - log_lo) / np.log(heads_hi / heads_lo)
+    if heads_lo <= heads <= heads_hi:
+        return batches, lengths, np.exp(log_lo + slope * np.log(heads / heads_lo))
+    anchor, at = (log_lo, heads_lo) if heads < heads_lo else (log_hi, heads_hi)
+    return batches, lengths, np.exp(anchor + np.clip(slope, 0.0, 1.0) * np.log(heads / at))
+
+
+def _neighbours(v: float, counts: np.ndarray) -> tuple[float, float] | None:
+    """The two measured counts around v, or the two nearest beyond the measured ones; None with
+    fewer than two counts or where v itself is measured."""
+    if len(counts) < 2 or v in counts:
+        return None
+    near = bracket(v, counts)
+    if near is not None:
+        return float(counts[near[0]]), float(counts[near[1]])
+    return (float(counts[0]), float(counts[1])) if v < counts[0] else (float(counts[-2]), float(counts[-1]))
+
 
 def mlp_shapes(width: float, hidden: float, gated: bool = True) -> list[tuple[float, float]]:
     """(n, k) of the GEMMs of an MLP of `width` (per GPU): gate/up fused (a plain MLP: up alone),
@@ -157,11 +189,18 @@ def mlp_shapes(width: float, hidden: float, gated: bool = True) -> list[tuple[fl
 class KernelTables:
     """One GPU's tables (simcost/data/kernels/<name>.npz)."""
 
-    def __init__(self, name: str, arrays: dict[str, np.ndarray] | None = None, scaled_from: str | None = None):
+    def __init__(self, name: str, arrays: dict[str, np.ndarray] | None = None, scaled_from: str | None = None,
+                 derived_counts: dict[str, frozenset[float]] | None = None):
         self.name = name
         self.arrays = load_tables(name) if arrays is None else arrays
         # the measured GPU's table these were scaled from (simcost.perf.kernel_scaling); None: measured here
         self.scaled_from = scaled_from
+        # per all-reduce / NCCL table, the GPU counts whose rows were derived, not measured
+        # (kernel_scaling.with_gpu_counts); their lookups count as not measured
+        self.derived_counts = derived_counts or {}
+
+    def _measured_count(self, key: str, num_gpus: float) -> bool:
+        return float(num_gpus) not in self.derived_counts.get(key, frozenset())
 
     def has(self, op: str, dtype: str) -> bool:
         return f"{op}/{dtype}" in self.arrays
@@ -182,7 +221,7 @@ class KernelTables:
         if pieces > 1:
             ms, _ = self.gemm_ms(dtype, m, n / max(np.ceil(n / ns[-1]), 1.0), k / max(np.ceil(k / ks[-1]), 1.0))
             return ms * pieces, np.zeros(m.shape, bool)
-        bn, bk = _bracket(n, ns), _bracket(k, ks)
+        bn, bk = bracket(n, ns), bracket(k, ks)
         if bn is None or bk is None:
             return nan, np.zeros(m.shape, bool)
         log_y = np.zeros(m.shape)
@@ -207,6 +246,23 @@ class KernelTables:
         if rows is None:
             return None
         return _grid(rows[(rows[:, 2] == heads) & (rows[:, 3] == kv_heads) & (rows[:, 4] == head_dim)])
+
+    def attention_heads(self, op: str, dtype: str, heads: float, kv_heads: float, head_dim: float
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """A query-head count the table lacks (tensor parallelism divides the heads: a TP degree
+        not measured) from the measured counts with the same KV heads and head_dim: log-log in
+        heads between the two around it, or beyond them continued from the two nearest
+        (heads_blend); None with fewer than two measured counts."""
+        rows = self.arrays.get(f"{op}/{dtype}")
+        if rows is None:
+            return None
+        counts = np.unique(rows[(rows[:, 3] == kv_heads) & (rows[:, 4] == head_dim), 2])
+        pair = _neighbours(heads, counts)
+        if pair is None:
+            return None
+        lo = self.attention_grid(op, dtype, pair[0], kv_heads, head_dim)
+        hi = self.attention_grid(op, dtype, pair[1], kv_heads, head_dim)
+        return None if lo is None or hi is None else heads_blend(lo, hi, pair[0], pair[1], heads)
 
     def nearest_heads(self, op: str, dtype: str, heads: float, kv_heads: float, head_dim: float) -> float | None:
         """The measured query-head count closest to `heads` (in ratio) with the same KV heads and
@@ -250,7 +306,7 @@ class KernelTables:
                 continue
             y, ok = loglog(message_bytes, sel[:, 1], sel[:, 2])
             out = np.where(where, y, out)
-            inside = np.where(where, ok, inside)
+            inside = np.where(where, ok & self._measured_count(f"allreduce/{backend}", num_gpus), inside)
         return out, inside
 
     # --- DeepSeek-V3's MLA attention module: (batch, length) grid at one per-GPU head count ---
@@ -265,6 +321,21 @@ class KernelTables:
             return None
         return _grid(rows[rows[:, 2] == heads])
 
+    def mla_between(self, phase: str, gemm_type: str, kv_dtype: str, heads: float
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """An MLA head count the table lacks between two measured ones: log-log in heads between
+        their grids (heads_blend); None without both neighbours."""
+        rows = self.arrays.get(f"mla_{phase}/{gemm_type}_kv{kv_dtype}")
+        if rows is None:
+            return None
+        counts = np.unique(rows[:, 2])
+        near = bracket(heads, counts)
+        if near is None or near[0] == near[1]:
+            return None
+        lo = self.mla_grid(phase, gemm_type, kv_dtype, counts[near[0]])
+        hi = self.mla_grid(phase, gemm_type, kv_dtype, counts[near[1]])
+        return None if lo is None or hi is None else heads_blend(lo, hi, counts[near[0]], counts[near[1]], heads)
+
     # --- NCCL collectives: total bytes (nccl-tests' size) -> ms at num_gpus ---
     def nccl_ms(self, op: str, num_gpus: int, message_bytes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """NCCL `op` (all_gather, reduce_scatter, alltoall) over `num_gpus` of `message_bytes`
@@ -274,17 +345,34 @@ class KernelTables:
         if rows is not None:
             sel = rows[rows[:, 0] == num_gpus]
             if len(sel) >= 2:
-                return loglog(message_bytes, sel[:, 1], sel[:, 2])
+                y, ok = loglog(message_bytes, sel[:, 1], sel[:, 2])
+                return y, ok & self._measured_count(f"nccl/{op}", num_gpus)
         return np.full(message_bytes.shape, np.nan), np.zeros(message_bytes.shape, bool)
 
     # --- fused MoE: tokens -> ms for one layer shape ---
     def moe_ms(self, dtype: str, tokens: np.ndarray, hidden: float, inter: float, topk: float, experts: float,
                tp: float, ep: float) -> tuple[np.ndarray, np.ndarray]:
+        """The fused MoE layer at each token count, moe_tp_size `tp`, moe_ep_size `ep`. A tp (at
+        ep 1) or an ep (at tp 1) the table lacks between two measured ones: log-log between them
+        at each token count (a TP slice of every expert, or an EP share of them: compute and
+        weight reads shrink with the GPU count, launch cost does not; log-log follows both), not
+        counted as measured; NaN outside them."""
         tokens = np.asarray(tokens, dtype=np.float64)
         rows = self.arrays.get(f"moe/{dtype}")
-        if rows is not None:
-            key = np.array([hidden, inter, topk, experts, tp, ep])
-            sel = rows[np.all(rows[:, 1:7] == key, axis=1)]
-            if len(sel) >= 2:
-                return loglog(tokens, sel[:, 0], sel[:, 7])
-        return np.full(tokens.shape, np.nan), np.zeros(tokens.shape, bool)
+        nan = np.full(tokens.shape, np.nan), np.zeros(tokens.shape, bool)
+        if rows is None:
+            return nan
+        layer = rows[np.all(rows[:, 1:5] == np.array([hidden, inter, topk, experts]), axis=1)]
+        sel = layer[(layer[:, 5] == tp) & (layer[:, 6] == ep)]
+        if len(sel) >= 2:
+            return loglog(tokens, sel[:, 0], sel[:, 7])
+        axis, other, size = (5, 6, tp) if ep == 1 else (6, 5, ep)  # the GPU-count axis that varies
+        layer = layer[layer[:, other] == 1]
+        counts = np.array([v for v in np.unique(layer[:, axis]) if (layer[:, axis] == v).sum() >= 2])
+        near = bracket(size, counts) if (tp == 1 or ep == 1) else None
+        if near is None:
+            return nan
+        lo, hi, w = near
+        y_lo = loglog(tokens, *layer[layer[:, axis] == counts[lo]][:, [0, 7]].T)[0]
+        y_hi = loglog(tokens, *layer[layer[:, axis] == counts[hi]][:, [0, 7]].T)[0]
+        return np.exp((1 - w) * np.log(y_lo) + w * np.log(y_hi)), np.zeros(tokens.shape, bool)

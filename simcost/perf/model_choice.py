@@ -15,7 +15,8 @@ can be trusted (docs/fidelity.md section 2), the roofline everywhere else:
   NCCL tables are one node's); weight formats without tables (int8, int4, nvfp4 off Blackwell,
   fp32); shapes without tables (a multi-head latent attention shape
   other than DeepSeek-V3's, or on the A100, which has no MLA tables; a KV-head count or MoE layer
-  not measured; data-parallel attention over a GPU count the NCCL tables lack); an fp8 MoE layer
+  not measured; data-parallel attention over a GPU count the NCCL tables neither hold nor can
+  derive from neighbouring counts, kernel_scaling.with_gpu_counts); an fp8 MoE layer
   whose table is slower than bf16's (the Hopper tables; not the block-scaled fp8 MoE of
   DeepSeek-style checkpoints); pipelined micro-batches (the kernel model has none); a
   calibrated profile or a roofline factor set in `perf` (they are the roofline's: choosing it
@@ -32,7 +33,7 @@ import numpy as np
 from simcost.catalog.specs import DeviceSpec, ModelSpec
 from simcost.perf.expert_parallel import devices_per_node, expert_parallel
 from simcost.perf.kernel_mla import mla_tabled
-from simcost.perf.kernel_scaling import borrowed_tables
+from simcost.perf.kernel_scaling import borrowed_tables, with_gpu_counts
 from simcost.perf.kernel_tables import DEVICE_TABLES, KernelTables, mlp_shapes, table_format
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
 TRUSTED_BORROWS = {"h20": "h100_sxm", "b300": "b200_sxm"}
 # a scale-up link below this is PCIe (Gen5 x16: 64 GB/s one way; NVLink 3-5: 300-900 GB/s)
 PCIE_MAX_LINK_BYTES_PER_S = 100e9
-MAX_TABLE_GPUS = 8  # the largest all-reduce the tables measure (GB200's stop at 4; others fill in up to 8)
+MAX_TABLE_GPUS = 8  # the largest all-reduce the tables measure (GB200's stop at 4: its 8 is derived)
 # perf keys that only the roofline reads: setting one under auto asks for the roofline
 ROOFLINE_KEYS = ("mfu", "mbu", "prefill_overhead_s", "prefill_request_s", "attention_efficiency", "allreduce_latency_s")
 
@@ -73,6 +74,8 @@ def choose_perf_model(scenario: Scenario, dep: Deployment) -> tuple[str, str]:
         return "roofline", f"auto: expert_parallel {ep} spans nodes (the communication tables are one node's)"
     if ep > 1 and dep.device.link_bytes_per_s < PCIE_MAX_LINK_BYTES_PER_S:
         return "roofline", f"auto: {dep.device.key} runs expert parallelism over PCIe"
+    if tables.scaled_from is None:  # GPU counts its own tables lack, derived as the kernel model does
+        tables = with_gpu_counts(tables, dep.device, (dep.tensor_parallel, dp))
     missing = missing_operators(tables, dep.model, dep.tensor_parallel, dep.weight_format, dep.kv_cache_format,
                                 ep, dp)
     if missing:
