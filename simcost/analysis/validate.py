@@ -26,8 +26,8 @@ import numpy as np
 from scipy.stats import theilslopes
 
 from simcost.errors import InputError
-from simcost.rng import streams
 from simcost.results.folder import check_targets, staged_folder
+from simcost.rng import streams
 from simcost.scenario.scenario import Scenario, load_scenario
 from simcost.scenario.workload import TraceSpec
 from simcost.simulation.simulation import Simulation

@@ -41,8 +41,8 @@ from simcost.scenario.fleet_plan import PoolPlan, fleet_plan, pool_routed
 from simcost.scenario.scenario import Scenario
 from simcost.scenario.workload import FixedLength
 from simcost.simulation.sampler import Sampler
-from simcost.workload.request_table import COMPLETED, RequestTable
 from simcost.workload.concurrency import ConcurrencyLimit
+from simcost.workload.request_table import COMPLETED, RequestTable
 from simcost.workload.requests import Requests, generate, workload_streams
 from simcost.workload.sessions import SessionDriver
 
