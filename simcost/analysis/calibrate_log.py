@@ -16,12 +16,19 @@ smaller overhead fit the same TPOTs (on the example log, fitting all three lands
 6.9 ms instead of 0.6 and 5 ms, with TPOT within 0.3 %). So by default `mfu` and `mbu` are
 fitted and the rest held at the scenario's values (its `perf` section, profile, or the device
 catalog); `--fit` names others, with a warning for that pair.
+
+A log without send times that the replay can reproduce (a vLLM bench result without
+`start_times`, sent under a concurrency limit or at a finite rate; `ServingLog.paired` is False)
+has no request-by-request pairing: the replay's request k is not sent when the real one was, so
+their residuals would compare different queueing. Such a log is fitted by the quantile stage
+alone, and its before/after errors are over the distributions' quantiles, not per request.
 """
 
 from __future__ import annotations
 
 import datetime
 import hashlib
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -59,6 +66,7 @@ class LogFit:
     start: dict[str, float]
     evaluations: int
     median_abs_pct: dict[str, dict[str, float]]  # before/after: per-request median |error| of TTFT and TPOT
+    paired: bool = True  # False: fitted and scored on quantiles only (a log without exact send times)
 
 
 def parse_fit(text: str | None) -> tuple[str, ...]:
@@ -110,10 +118,17 @@ def quantile_residuals(measured: Outcomes, simulated: Outcomes) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def median_errors(measured: Outcomes, simulated: Outcomes) -> dict[str, float]:
+def median_errors(measured: Outcomes, simulated: Outcomes, paired: bool = True) -> dict[str, float]:
+    """Median |relative error| of TTFT and TPOT: per request, or (not paired) over QUANTILES."""
     out = {}
     for metric in ("ttft_s", "tpot_s"):
         m, s = measured.values(metric), simulated.values(metric)
+        if not paired:  # the distributions' quantiles stand for the requests
+            m, s = m[~np.isnan(m)], s[~np.isnan(s)]
+            if not len(m) or not len(s):
+                out[metric] = float("nan")
+                continue
+            m, s = np.percentile(m, QUANTILES), np.percentile(s, QUANTILES)
         keep = ~np.isnan(m) & ~np.isnan(s) & (m > 0)
         out[metric] = round(float(np.median(np.abs(s[keep] / m[keep] - 1.0))) * 100, 2) if keep.any() else float("nan")
     return out
@@ -153,17 +168,18 @@ def fit_log(scenario: Scenario, log: ServingLog, names: tuple[str, ...] = DEFAUL
     x0 = np.array([start[n] / _SCALE[n] for n in names])
     x0 = np.clip(np.where(x0 <= 0, 0.5, x0), lower + 1e-9, upper - 1e-9)  # 0 s would give a zero simplex edge
     x = x0
-    for stage, move in STAGES:  # each from the last one's best point, with a fresh simplex
+    stages = STAGES if log.paired else STAGES[:1]  # no per-request pairing without exact send times
+    for stage, move in stages:  # each from the last one's best point, with a fresh simplex
         result = minimize(lambda v, stage=stage: robust_loss(fun(np.clip(v, lower, upper), stage)), x,
                           method="Nelder-Mead", bounds=list(zip(lower, upper)),
                           options={"maxfev": max_evaluations, "xatol": 1e-5, "fatol": 1e-12,
                                    "initial_simplex": _simplex(x, move)})
         x = result.x
     fitted = factors_of(x)
-    before = median_errors(measured, simulate(scenario, log))
-    after = median_errors(measured, simulate(with_factors(scenario, fitted), log))
+    before = median_errors(measured, simulate(scenario, log), log.paired)
+    after = median_errors(measured, simulate(with_factors(scenario, fitted), log), log.paired)
     factors = {**start, **fitted}
-    return LogFit(factors, names, start, count[0], {"before": before, "after": after})
+    return LogFit(factors, names, start, count[0], {"before": before, "after": after}, log.paired)
 
 
 def fit_warnings(fit: LogFit) -> list[str]:
@@ -186,7 +202,8 @@ def format_fit(fit: LogFit) -> str:
     lines.append("held: " + ", ".join(f"{n} = {fit.factors[n]:.4g}" for n in held))
     for when in ("before", "after"):
         e = fit.median_abs_pct[when]
-        lines.append(f"{when}: median |error| per request TTFT {e['ttft_s']:.1f} %, TPOT {e['tpot_s']:.1f} %")
+        over = "per request" if fit.paired else "over the 5th..95th percentiles"
+        lines.append(f"{when}: median |error| {over} TTFT {e['ttft_s']:.1f} %, TPOT {e['tpot_s']:.1f} %")
     lines.append(f"({fit.evaluations} replays of the log)")
     lines += [f"warning: {w}" for w in fit_warnings(fit)]
     return "\n".join(lines)
@@ -203,8 +220,9 @@ def write_log_profile(out: str | Path, scenario: Scenario, fit: LogFit, log_path
                   if n not in fit.fitted},
         "data": {"file": str(log_path), "sha256": hashlib.sha256(log_path.read_bytes()).hexdigest(),
                  "requests": requests, "tensor_parallel": [dep.tensor_parallel]},
-        "fit": {"method": "scipy.optimize.minimize (Nelder-Mead) over replays of the serving log, per-request relative TTFT "
-                          f"and TPOT residuals, loss soft_l1 (f_scale {ROBUST_SCALE})",
+        "fit": {"method": "scipy.optimize.minimize (Nelder-Mead) over replays of the serving log, "
+                          + ("per-request" if fit.paired else "quantile (no send times logged)")
+                          + f" relative TTFT and TPOT residuals, loss soft_l1 (f_scale {ROBUST_SCALE})",
                 "median_abs_pct": fit.median_abs_pct},
         "date": datetime.date.today().isoformat(),
     }
@@ -216,7 +234,7 @@ def write_log_profile(out: str | Path, scenario: Scenario, fit: LogFit, log_path
 def calibrate_command(args) -> int:
     """`simcost calibrate --log LOG --scenario SCENARIO [--columns MAP] [--fit A,B] [--out PROFILE]`."""
     from simcost.analysis.validate import validation_scenario
-    from simcost.workload.serving_log import LogColumns, load_log
+    from simcost.workload.serving_log import LogColumns, load_log, send_note
 
     if args.scenario is None:
         raise InputError("--scenario", "missing; --log needs the scenario of the deployment that served it")
@@ -228,6 +246,9 @@ def calibrate_command(args) -> int:
             raise InputError(flag, "is for step-time CSVs; with --log the scenario names the deployment and --fit "
                                    "the factors to fit")
     log = load_log(args.log, LogColumns.parse(args.columns) if args.columns else None)
+    note = send_note(log)
+    if note is not None:
+        print(note + "; fitting on quantiles only", file=sys.stderr)
     scenario = validation_scenario(args.scenario, args.log, args.overrides)
     fit = fit_log(scenario, log, parse_fit(args.fit))
     print(format_fit(fit))

@@ -6,13 +6,20 @@ by the log. Simulated and measured TTFT, TPOT and E2E latency (vLLM's definition
 (E2E - TTFT) / (output tokens - 1), left out for one-token answers) are compared by mean and
 percentiles with signed errors (simulated / measured - 1, so a simulator that is too fast shows
 a negative error), and throughput by requests and output tokens per second over the window from
-the first arrival to the last finish.
+the first arrival to the last finish (on the measured side of a log without send times, the
+benchmark's logged `duration`).
+
+A vLLM bench result without `start_times` is replayed as vLLM's client sent it (see
+simcost.workload.serving_log.SEND_MODES): at once, under its `max_concurrency` as a trace with
+`workload.trace.max_concurrency`, or with gamma gaps at its `request_rate` drawn from the
+scenario's seed. Only a log whose send times are exact (logged, or all at once) is compared
+request by request (the TTFT gap estimate); otherwise the statistics alone.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +27,12 @@ from scipy.stats import theilslopes
 
 from simcost.errors import InputError
 from simcost.results.folder import check_targets, staged_folder
+from simcost.rng import streams
 from simcost.scenario.scenario import Scenario, load_scenario
+from simcost.scenario.workload import TraceSpec
 from simcost.simulation.simulation import Simulation
 from simcost.workload.requests import trace_requests
-from simcost.workload.serving_log import ServingLog
+from simcost.workload.serving_log import ServingLog, bench_send_times_s
 
 METRICS = {"ttft_s": "TTFT", "tpot_s": "TPOT", "e2e_s": "E2E"}
 STATS = ("mean", "p50", "p90", "p99")
@@ -47,6 +56,7 @@ class Outcomes:
     ttft_s: np.ndarray
     e2e_s: np.ndarray
     output_tokens: np.ndarray
+    window_s: float | None = None  # throughput's window; None: first arrival to last finish; NaN: unknown
 
     @property
     def tpot_s(self) -> np.ndarray:
@@ -58,12 +68,27 @@ class Outcomes:
 
     @classmethod
     def of_log(cls, log: ServingLog) -> Outcomes:
-        return cls(log.trace.arrival_s, log.ttft_s, log.e2e_s, log.trace.output_tokens)
+        """The log's outcomes; without send times (except all at once, where the window is known
+        from the latencies) throughput is over the benchmark's logged duration, if any."""
+        window_s = None if log.send == "logged" or (log.send == "burst" and log.duration_s is None) else (
+            log.duration_s if log.duration_s is not None else float("nan"))
+        return cls(log.trace.arrival_s, log.ttft_s, log.e2e_s, log.trace.output_tokens, window_s)
+
+
+def replay_scenario(scenario: Scenario, log: ServingLog) -> Scenario:
+    """The scenario with the log's client concurrency limit on its trace, if the log has one."""
+    if log.max_concurrency is None:
+        return scenario
+    trace = scenario.workload.trace or TraceSpec(name=log.trace.source)
+    return replace(scenario, workload=replace(scenario.workload, trace=replace(trace, max_concurrency=log.max_concurrency)))
 
 
 def simulate(scenario: Scenario, log: ServingLog) -> Outcomes:
     """Replay the log's requests on the scenario's deployment; one row per logged request."""
-    requests = trace_requests(scenario, log.trace)
+    trace = log.trace if log.send == "logged" else replace(
+        log.trace, arrival_s=bench_send_times_s(log, streams(scenario.seed).arrivals))
+    scenario = replay_scenario(scenario, log)
+    requests = trace_requests(scenario, trace)
     table = Simulation(scenario, requests=requests, timeseries=False).run().table
     n = len(log)
     arrival = table.arrival_s[:n]
@@ -84,8 +109,9 @@ def throughput(out: Outcomes) -> dict[str, float | None]:
     done = ~np.isnan(out.e2e_s)
     if not done.any():
         return {"requests_per_s": None, "output_tokens_per_s": None}
-    window_s = float(np.max((out.arrival_s + out.e2e_s)[done]) - np.min(out.arrival_s))
-    if window_s <= 0:
+    window_s = float(np.max((out.arrival_s + out.e2e_s)[done]) - np.min(out.arrival_s)) if out.window_s is None \
+        else out.window_s
+    if not window_s > 0:  # NaN too: unknown
         return {"requests_per_s": None, "output_tokens_per_s": None}
     return {"requests_per_s": int(done.sum()) / window_s,
             "output_tokens_per_s": float(out.output_tokens[done].sum()) / window_s}
@@ -111,11 +137,15 @@ def compare(measured: Outcomes, simulated: Outcomes) -> dict:
 def validate(scenario: Scenario, log: ServingLog) -> tuple[dict, Outcomes, Outcomes]:
     measured, simulated = Outcomes.of_log(log), simulate(scenario, log)
     report = {"log": {"file": log.trace.source, "format": log.format, "requests": len(log), "failed_left_out": log.failed,
-                      "span_s": log.trace.span_s},
+                      "span_s": log.trace.span_s, "send": log.send, "max_concurrency": log.max_concurrency,
+                      "request_rate_per_s": None if log.send == "logged" else (
+                          log.request_rate_per_s if np.isfinite(log.request_rate_per_s) else "inf"),
+                      "duration_s": log.duration_s},
               "scenario": scenario.name,
               "simulated_unfinished": int(np.isnan(simulated.e2e_s).sum()),
               "comparison": compare(measured, simulated),
-              "ttft_gap": frontend_estimate_s(measured, simulated, log.trace.input_tokens),
+              # per request: only when the replay sends each request when the client did
+              "ttft_gap": frontend_estimate_s(measured, simulated, log.trace.input_tokens) if log.paired else None,
               "frontend_s": scenario.engine.frontend_s}
     return report, measured, simulated
 
@@ -143,7 +173,7 @@ def frontend_estimate_s(measured: Outcomes, simulated: Outcomes, input_tokens: n
 
 def format_report(report: dict) -> str:
     log = report["log"]
-    lines = [f"{log['requests']} requests from {log['file']} ({log['format']}, {log['span_s']:.1f} s of arrivals"
+    lines = [f"{log['requests']} requests from {log['file']} ({log['format']}, {_sent(log)}"
              + (f"; {log['failed_left_out']} failed requests left out" if log["failed_left_out"] else "") + ")",
              f"{'metric':<10}{'stat':>6}{'measured':>12}{'simulated':>12}{'error':>10}"]
     table = report["comparison"]
@@ -168,6 +198,19 @@ def format_report(report: dict) -> str:
         lines.append(f"warning: {report['simulated_unfinished']} requests did not finish in the simulation "
                      "(rejected: the deployment cannot hold them); they are left out of the simulated statistics")
     return "\n".join(lines)
+
+
+def _sent(log: dict) -> str:
+    """How the log's requests were sent, for the report's first line."""
+    send, limit = log.get("send", "logged"), log.get("max_concurrency")
+    if send == "logged":
+        return f"{log['span_s']:.1f} s of arrivals"
+    if send == "burst":
+        return "no start_times: all sent at once"
+    if send == "closed_loop":
+        return f"no start_times: sent {limit} at a time"
+    return f"no start_times: gamma arrivals at {log['request_rate_per_s']:g}/s" + (
+        f", at most {limit} in flight" if limit else "")
 
 
 def _num(value: float | None, scale: float = 1.0) -> str:

@@ -200,9 +200,11 @@ def cmd_calibrate(args) -> int:
 
 def cmd_validate(args) -> int:
     from simcost.analysis.validate import format_report, validate, validation_scenario, write_outputs
-    from simcost.workload.serving_log import LogColumns, load_log
+    from simcost.workload.serving_log import LogColumns, load_log, send_note
 
     log = load_log(args.log, LogColumns.parse(args.columns) if args.columns else None)
+    if (note := send_note(log)) is not None:  # a replay of how the client sent, not of its instants
+        print(note, file=sys.stderr)
     scenario = validation_scenario(args.scenario, args.log, args.overrides, args.seed, args.catalog)
     out = out_dir(args.out or Path("results") / f"validate-{scenario.name}")
     report, measured, simulated = validate(scenario, log)

@@ -134,7 +134,12 @@ class TraceSpec:
     CSV layout (TIMESTAMP, ContextTokens, GeneratedTokens), Mooncake JSONL (*.jsonl), or any
     CSV/JSONL with `columns`. Applied in order: window [start_s, end_s) of the trace's own
     time (shifted to start at 0), rate_multiplier (divides gaps), loop (repeat to fill duration_s),
-    cut at duration_s, then sample_fraction (each request kept with that probability, seeded)."""
+    cut at duration_s, then sample_fraction (each request kept with that probability, seeded).
+    With `max_concurrency` N the trace is replayed as N closed-loop users, as a benchmark client
+    with a concurrency limit sends it (`vllm bench serve --max-concurrency`): a request is sent
+    at its arrival time or, when N are in flight, the moment one of them ends (completed or
+    rejected), in trace order; its TTFT counts from that send. Requests held at the limit are
+    sent even after duration_s (the trace was cut by its own arrival times)."""
 
     name: str
     rate_multiplier: float = field(default=1.0, metadata=bounds(gt=0))
@@ -143,6 +148,9 @@ class TraceSpec:
     end_s: float | None = field(default=None, metadata=bounds(gt=0))
     sample_fraction: float = field(default=1.0, metadata=bounds(gt=0, le=1))
     loop: bool = False
+    # at most this many requests in flight; the next waits for one to end (None: open loop)
+    max_concurrency: int | None = field(default=None, metadata=bounds("each slot is a simulated user; a bound "
+                                                                      "against typos", ge=1, le=MAX_USERS))
 
     def _check(self, path: str) -> None:
         if self.end_s is not None and self.end_s <= self.start_s:
@@ -297,6 +305,10 @@ class WorkloadConfig:
                 raise InputError(f"{path}.mix[{i}].mix", "a mix cannot nest another mix")
             if names.index(names[i]) != i:
                 raise InputError(f"{path}.mix[{i}].name", f"'{names[i]}' is used twice; mix entries need distinct names")
+            if entry.trace is not None and entry.trace.max_concurrency is not None:
+                # one arrival process sends every entry's requests: holding one entry's would hold all
+                raise InputError(f"{path}.mix[{i}].trace.max_concurrency", "not supported inside a mix; give it on a "
+                                 "workload that is a single trace")
 
     def entries(self) -> tuple[WorkloadConfig, ...]:
         """The workloads this one stands for: the mix entries, or itself."""

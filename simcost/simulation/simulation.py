@@ -41,6 +41,7 @@ from simcost.scenario.fleet_plan import PoolPlan, fleet_plan, pool_routed
 from simcost.scenario.scenario import Scenario
 from simcost.scenario.workload import FixedLength
 from simcost.simulation.sampler import Sampler
+from simcost.workload.concurrency import ConcurrencyLimit
 from simcost.workload.request_table import COMPLETED, RequestTable
 from simcost.workload.requests import Requests, generate, workload_streams
 from simcost.workload.sessions import SessionDriver
@@ -89,6 +90,9 @@ class Simulation:
         self.log = StepLog()
         self.sessions = SessionDriver(self.env, self.table, scenario, workload_streams(scenario, run_streams),
                                       self._arrive)
+        trace = scenario.workload.trace  # a trace replayed under a concurrency limit (a single workload only)
+        self.gate = (None if trace is None or trace.max_concurrency is None
+                     else ConcurrencyLimit(self.env, trace.max_concurrency))
         moves = scenario.fleet.moves
         start = FleetStart([p.replicas for p in self.pools], self.phases,
                            self._initial_capacity() if moves else None)
@@ -98,6 +102,7 @@ class Simulation:
         self.pool_engines = self._pool_engines(run_streams)
         self.fleet = Fleet(self.env, self.table, self.pool_engines, start, routing, self.log,
                            max_span_steps, on_done=self._on_done if self.sessions.active or moves
+                           or self.gate is not None
                            or scenario.fleet.cascade is not None or scenario.fleet.response_cache is not None
                            else None,
                            prefix=self._prefix_spec())
@@ -221,6 +226,11 @@ class Simulation:
             delay = arrival_s[rid] - self.env.now
             if delay > 0:
                 yield self.env.timeout(delay)
+            if self.gate is not None:  # sent when a slot frees; its latencies count from then
+                while (freed := self.gate.wait()) is not None:
+                    yield freed
+                self.gate.take(rid)
+                self.table.arrival_s[rid] = self.env.now
             self._arrive(rid)
             if self._progress is not None and rid % step == step - 1:
                 self._progress.update(step)
@@ -270,6 +280,8 @@ class Simulation:
         self.fleet.arrive(rid)
 
     def _on_done(self, rid: int) -> None:
+        if self.gate is not None:
+            self.gate.release(rid)
         if self.sessions.active:
             self.sessions.on_done(rid)
         if self.cache is not None:

@@ -8,6 +8,10 @@ latency). Three layouts:
   (s, end to end) or, in versions that do not save them, `itls` (s, their sum plus the TTFT is the
   end-to-end latency). A request with a non-empty `errors` entry failed: it is left out of the
   replay and of the measured statistics, as vLLM leaves it out of its own, and counted.
+  vLLM writes `start_times` only since January 2026 (vLLM PR #32667). Without them the send
+  times are rebuilt as vLLM's client made them (`benchmark()` / `get_request()`) from the
+  top-level `request_rate` (a number or "inf"), `burstiness` and `max_concurrency`, in the
+  file's (the dataset's) order; see `SEND_MODES`.
 - `vllm_stats`: JSON Lines, one finished request per line, with vLLM V1's per-request stats
   fields (vllm/v1/metrics/stats.py): `arrival_time` (RequestStateStats, wall-clock s),
   `first_token_latency` (RequestStateStats, s), `e2e_latency`, `num_prompt_tokens` and
@@ -20,7 +24,8 @@ Every bad row is an `InputError` naming `file:line` and the column; nothing is s
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields
+import math
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +37,13 @@ from simcost.workload.traces import Trace, at_file_lines, read_lines, read_text
 
 _SECONDS_PER_UNIT = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
 BENCH_FIELDS = ("input_lens", "output_lens", "ttfts", "start_times")
+# How a log's send times are known. logged: from the log. burst: none logged, request_rate inf
+# and no max_concurrency, so vLLM sent every request at once (exact). closed_loop: request_rate
+# inf with max_concurrency C: C at once, the next in file order when one ends (the rule is
+# exact, the instants come from the replay). gamma: a finite request_rate: vLLM drew the gaps
+# from numpy's global generator, not saved, so the replay draws its own with the same law
+# (statistically what vLLM sent, not the same instants), under max_concurrency if given too.
+SEND_MODES = ("logged", "burst", "closed_loop", "gamma")
 
 
 @dataclass(frozen=True)
@@ -92,6 +104,18 @@ class ServingLog:
     e2e_s: np.ndarray
     format: str
     failed: int = 0  # requests the log marks failed, left out
+    send: str = "logged"  # how the send times are known (SEND_MODES)
+    request_rate_per_s: float = float("inf")  # the client's rate (send gamma)
+    burstiness: float = 1.0  # gamma shape of the client's gaps (1: Poisson)
+    max_concurrency: int | None = None  # the client's limit on requests in flight
+    duration_s: float | None = None  # the benchmark's duration (first send to last answer), when logged
+    file_rows: np.ndarray | None = None  # each request's index in the file (failed ones left out), send gamma
+
+    @property
+    def paired(self) -> bool:
+        """True when the replay sends each request when the real client did, so a request's
+        simulated and measured outcomes can be compared one to one."""
+        return self.send in ("logged", "burst")
 
     def __len__(self) -> int:
         return len(self.trace)
@@ -166,12 +190,15 @@ def _bench(path_text: str) -> ServingLog:
         at = text.find(f'"{key}"')
         return f"{path_text}:{text.count(chr(10), 0, at) + 1 if at >= 0 else 1}"
 
-    missing = [k for k in BENCH_FIELDS if k not in data]
+    missing = [k for k in BENCH_FIELDS if k not in data and k != "start_times"]
     if "latencies" not in data and "itls" not in data:
         missing.append("latencies (or itls)")
+    if "start_times" not in data and "request_rate" not in data:
+        missing.append("start_times (or request_rate)")
     if missing:
-        hint = (" (vLLM saves start_times only with --save-detailed, and versions before it existed cannot be "
-                "replayed: their arrivals are lost)" if "start_times" in missing else
+        hint = (" (vLLM saves start_times only with --save-detailed, since January 2026; without them the send "
+                "times are rebuilt from the top-level request_rate, burstiness and max_concurrency that vLLM "
+                "writes)" if "start_times (or request_rate)" in missing else
                 " (save it with vllm bench serve --save-result --save-detailed)")
         raise InputError(f"{path_text}:1", f"missing field {', '.join(missing)}{hint}")
     lists = {k: data[k] for k in (*BENCH_FIELDS, "latencies", "itls", "errors") if k in data}
@@ -190,7 +217,9 @@ def _bench(path_text: str) -> ServingLog:
     def numbers(key: str) -> np.ndarray:
         return _indexed(where(key), key, lambda vals, k=key: _numbers("", vals, k, 0), [lists[key][i] for i in rows], rows)
 
-    start, ttft = numbers("start_times"), numbers("ttfts")
+    ttft = numbers("ttfts")
+    client = {} if "start_times" in lists else _client(data, where)
+    start = numbers("start_times") if "start_times" in lists else np.zeros(len(rows))
     if "latencies" in lists:
         e2e = numbers("latencies")
     else:
@@ -207,7 +236,59 @@ def _bench(path_text: str) -> ServingLog:
 
     _check_outcomes(path_text, ttft, e2e, ("ttfts", "latencies" if "latencies" in lists else "ttfts + sum(itls)"),
                     lambda i: f"{where('ttfts')}: request {rows[i]}")
-    return _log(path_text, start, counts("input_lens"), counts("output_lens"), ttft, e2e, "vllm_bench", n - len(rows))
+    log = _log(path_text, start, counts("input_lens"), counts("output_lens"), ttft, e2e, "vllm_bench", n - len(rows))
+    return replace(log, file_rows=rows, **client) if client else log
+
+
+def _client(data: dict, where) -> dict:
+    """How vLLM's client sent a result's requests, from its top-level fields (start_times absent)."""
+
+    def number(key: str, value, expected: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise InputError(where(key), f"{key} is {value!r}; expected {expected}")
+        return float(value)
+
+    raw_rate = data["request_rate"]
+    inf = raw_rate in ("inf", "Infinity", float("inf"))
+    rate = float("inf") if inf else number("request_rate", raw_rate, 'a rate > 0 requests/s or "inf"')
+    burstiness = number("burstiness", data.get("burstiness", 1.0), "a number > 0 (the gamma shape of the gaps)")
+    limit = data.get("max_concurrency")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise InputError(where("max_concurrency"), f"max_concurrency is {limit!r}; expected null or a whole number >= 1")
+    duration = data.get("duration")
+    duration_s = None if duration is None else number("duration", duration, "a time > 0 s")
+    send = "gamma" if math.isfinite(rate) else "burst" if limit is None else "closed_loop"
+    return {"send": send, "request_rate_per_s": rate, "burstiness": burstiness, "max_concurrency": limit,
+            "duration_s": duration_s}
+
+
+def send_note(log: ServingLog) -> str | None:
+    """One line saying how a log without send times is replayed (None: its send times are exact)."""
+    if log.send in ("logged", "burst"):
+        return None
+    limit = f"at most {log.max_concurrency} in flight, the next sent when one ends"
+    if log.send == "closed_loop":
+        return (f"note: {log.trace.source} has no start_times; replaying it as vLLM's client sent it: {limit} "
+                "(the instants come from the replay, so statistics are compared, not single requests)")
+    how = f"request_rate {log.request_rate_per_s:g}/s, burstiness {log.burstiness:g}" + (
+        f", {limit}" if log.max_concurrency is not None else "")
+    return (f"note: {log.trace.source} has no start_times; replaying gamma arrivals at its {how}, drawn from "
+            "the scenario's seed: statistically what vLLM sent, not the same instants")
+
+
+def bench_send_times_s(log: ServingLog, rng: np.random.Generator) -> np.ndarray:
+    """Send times for a log without them, as vLLM's `get_request` spaced them: the first at 0,
+    then gaps gamma(shape=burstiness, scale=1 / (rate x burstiness)), one per request of the file
+    (failed ones too, so the rate is the logged one), then the kept requests' times. Zeros when
+    the rate is inf (every request at once; a concurrency limit holds them back in the replay)."""
+    if log.send == "logged":
+        return log.trace.arrival_s
+    if not math.isfinite(log.request_rate_per_s):
+        return np.zeros(len(log))
+    rows = log.file_rows if log.file_rows is not None else np.arange(len(log))
+    n_file = len(log) + log.failed
+    gaps = rng.gamma(log.burstiness, 1.0 / (log.request_rate_per_s * log.burstiness), max(n_file - 1, 0))
+    return np.concatenate([[0.0], np.cumsum(gaps)])[rows]
 
 
 def _indexed(where: str, key: str, parse, values: list, rows: np.ndarray) -> np.ndarray:
