@@ -65,7 +65,9 @@ K_HEADER = 12
 K_ACC_TOTAL, K_ACC_MEASURED, K_EAGER_FLOOR_S, K_GRAPH_MAX_TOKENS, K_SCALED = 5, 6, 7, 8, 9
 K_DP, K_MOE_APART = 10, 11
 # simcost assumption: vLLM V1's CPU work per step with CUDA graphs (scheduler, input preparation,
-# sampling), order of a millisecond; not fitted to any measurement in the repository
+# sampling), order of a millisecond; not fitted. Checked, not tuned, against published vLLM 0.11
+# runs (docs/fidelity.md 3b): Qwen3-8B on H100 at 1-8 concurrent requests lands within 2-6 % on
+# TPOT with it; 1 ms or 2.5 ms would miss by up to 9.5 % or 20 %
 KERNEL_STEP_OVERHEAD_S = 0.0015
 # simcost assumption: CPU time to launch one decoder layer's kernels eagerly from PyTorch (a dozen
 # or so ops at ~30 us of Python and launch each); calibratable as perf.eager_s_per_layer
