@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+from numba import njit
 
 from simcost.cost.hours import HourWindows
 from simcost.perf.deployment import Pool
@@ -94,14 +95,38 @@ def sample_times_s(interval_s: float, horizon_s: float) -> np.ndarray:
 
 def pool_histogram(times_s: np.ndarray, pool: np.ndarray, n_pools: int, edges_s: np.ndarray) -> np.ndarray:
     """(pools, intervals) counts: np.histogram's bins per pool ([e_i, e_i+1), the last one closed,
-    values outside or NaN dropped) in one binary search and one bincount over all the values,
-    instead of a mask and a sort per pool (a long run's token times are millions)."""
+    values outside or NaN dropped) in one pass over all the values, instead of a mask and a sort
+    per pool (a long run's token times are millions; tests/test_timeseries.py checks it against
+    np.histogram per pool)."""
     n_bins = len(edges_s) - 1
-    idx = np.searchsorted(edges_s, times_s, side="right") - 1
-    idx[times_s == edges_s[-1]] = n_bins - 1  # the closed last bin
-    inside = (idx >= 0) & (idx < n_bins)
-    counts = np.bincount(pool[inside] * n_bins + idx[inside], minlength=n_pools * n_bins)
+    counts = np.zeros(n_pools * n_bins, dtype=np.int64)
+    _bin_counts(np.ascontiguousarray(times_s, dtype=np.float64), np.ascontiguousarray(pool, dtype=np.int64),
+                np.ascontiguousarray(edges_s, dtype=np.float64), counts)
     return counts.reshape(n_pools, n_bins).astype(float)
+
+
+@njit(cache=True)
+def _bin_counts(times_s, pool, edges_s, counts):
+    n_bins = edges_s.shape[0] - 1
+    if n_bins < 1:
+        return
+    first, last = edges_s[0], edges_s[n_bins]
+    for n in range(times_s.shape[0]):
+        t = times_s[n]
+        if not (first <= t <= last):  # outside, or NaN
+            continue
+        if t == last:
+            b = n_bins - 1  # the closed last bin
+        else:  # the last edge <= t (searchsorted's side="right", less one)
+            lo, hi = 0, n_bins
+            while hi - lo > 1:
+                mid = (lo + hi) >> 1
+                if edges_s[mid] <= t:
+                    lo = mid
+                else:
+                    hi = mid
+            b = lo
+        counts[pool[n] * n_bins + b] += 1
 
 
 def interval_counts(table, pool_of: np.ndarray, pools: list[Pool], edges_s: np.ndarray, routed: bool):
