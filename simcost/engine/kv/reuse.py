@@ -82,7 +82,8 @@ class PrefixReuse:
         self.pool = pool
         self.table = table
         self.block_size = block_size
-        self.named: dict[int, list[np.ndarray]] = {}  # request -> keys it references (in parts)
+        # request -> the nodes of the keys it references (in parts): released by node, no probe per key
+        self.named: dict[int, list[np.ndarray]] = {}
         self.offered: dict[int, int] = {}  # request -> how many of its keys it has reused or named
         self.looked_up_tokens = 0  # prompt tokens offered to the cache at admission
         self.saved_tokens = 0  # of those, found cached: prefill tokens not computed
@@ -96,8 +97,8 @@ class PrefixReuse:
     def take(self, rid: int, keys: np.ndarray, hit: PrefixHit, num_tokens: int) -> int:
         """Reference the cached run found by `lookup` (the caller checked num_free for
         hit.num_free_blocks_needed); returns the cached tokens, which need no prefill."""
-        got = self.pool.acquire(keys)  # the same leading run lookup found (nothing changed since)
-        self.named[rid] = [keys[:got.num_blocks]]
+        got, nodes = self.pool.acquire_nodes(keys)  # the same leading run lookup found (nothing changed since)
+        self.named[rid] = [nodes]
         self.offered[rid] = got.num_blocks
         cached_tokens = got.num_blocks * self.block_size
         self.looked_up_tokens += num_tokens
@@ -117,9 +118,9 @@ class PrefixReuse:
         if finished:
             self._name_computed(rid, int(t.kv_tokens[rid]))
         parts = self.named.pop(rid, [])
-        named = parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else _NO_KEYS
+        held = parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else _NO_KEYS
         self.offered.pop(rid, None)
-        self.pool.release(named, int(t.kv_blocks[rid]) - len(named))
+        self.pool.release_nodes(held, int(t.kv_blocks[rid]) - len(held))
 
     def _name_computed(self, rid: int, num_tokens: int) -> None:
         """Offer the keys of rid's computed full blocks not offered yet; the pool names those
@@ -127,5 +128,5 @@ class PrefixReuse:
         keys = self.spec.keys(rid, num_tokens)
         done = self.offered.get(rid, 0)
         if len(keys) > done:
-            self.named.setdefault(rid, []).append(self.pool.register(keys[done:]))
+            self.named.setdefault(rid, []).append(self.pool.register_nodes(keys[done:])[1])
             self.offered[rid] = len(keys)
