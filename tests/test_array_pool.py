@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from simcost.engine.kv.array_pool import ArrayPrefixBlockPool
-from simcost.engine.kv.prefix_cache import PrefixBlockPool
+from simcost.engine.kv.pool_kernels import trace_keys
+from simcost.engine.kv.prefix_cache import PrefixBlockPool, trace_block_key_array
 
 
 def same_state(fast: ArrayPrefixBlockPool, ref: PrefixBlockPool, keys_seen: set[int]) -> None:
@@ -132,3 +133,12 @@ def test_a_key_repeated_past_the_private_count_is_named_once():
         assert pool.num_private == 0 and pool.refcount(5) == 1
         pool.release([5], 0)
         assert pool.lru_keys() == [5]
+
+
+@pytest.mark.parametrize("ratio", [1, 2, 32])
+def test_trace_keys_are_the_whole_prompts_trace_block_keys(ratio):
+    rng = np.random.default_rng(ratio)
+    for n in range(0, 12):
+        hashes = rng.integers(0, 1 << 40, n)
+        want = trace_block_key_array(hashes, 512, 512 // ratio, n * 512)
+        np.testing.assert_array_equal(trace_keys(hashes, ratio), want)

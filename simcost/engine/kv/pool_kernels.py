@@ -311,6 +311,19 @@ def _drop_refs(nodes, s, found, num_private):
 
 
 @njit(cache=True)
+def trace_keys(hash_ids, ratio):
+    """Every engine block's key of a trace request: block b is sub-block b % ratio of trace
+    block b // ratio, key hash * ratio + b % ratio (prefix_cache.trace_block_key_array's keys
+    of the whole prompt, the twin tests/test_array_pool.py compares with)."""
+    out = np.empty(hash_ids.shape[0] * ratio, dtype=np.int64)
+    for b in range(hash_ids.shape[0]):
+        base = hash_ids[b] * ratio
+        for r in range(ratio):
+            out[b * ratio + r] = base + r
+    return out
+
+
+@njit(cache=True)
 def list_keys(nodes, s, head):
     """Keys of a list (LRU_HEAD or HOST_HEAD), head first."""
     out = np.empty(s[LRU_LEN] if head == LRU_HEAD else s[HOST_LEN], dtype=np.int64)

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from simcost.engine.kv.array_pool import ArrayPrefixBlockPool
+from simcost.engine.kv.pool_kernels import trace_keys
 from simcost.engine.kv.prefix_cache import (
     PrefixHit,
     check_trace_hash_ids,
     session_block_keys,
-    trace_block_key_array,
 )
 from simcost.errors import required
 from simcost.workload.request_table import RequestTable
@@ -48,8 +48,10 @@ def prefix_spec(table: RequestTable, block_ids: list[np.ndarray] | None, block_t
     """`block_ids`: per initial request, its trace hash ids (None: the workload has none);
     `session_prefix`: per workload entry, whether its sessions are synthetic (prompts extend)."""
     trace_ids = block_ids if block_ids is not None else []
+    ratio = 1
     if trace_ids:  # once here, not per lookup
         check_trace_hash_ids(np.concatenate(trace_ids), required(block_tokens, "the trace's block size"), block_size)
+        ratio = required(block_tokens, "the trace's block size") // block_size  # (checked above: divides)
 
     # A request's keys are asked for at lookup, when its prompt is computed and when it ends: its
     # whole key array is built once and sliced (views nothing writes to). Bounded: past
@@ -60,10 +62,8 @@ def prefix_spec(table: RequestTable, block_ids: list[np.ndarray] | None, block_t
     def keys(rid: int, num_tokens: int) -> np.ndarray:
         if rid < len(trace_ids) and len(trace_ids[rid]):
             full = full_keys.get(rid)
-            if full is None:
-                trace_block_tokens = required(block_tokens, "the trace's block size")
-                full = trace_block_key_array(trace_ids[rid], trace_block_tokens, block_size,
-                                             len(trace_ids[rid]) * trace_block_tokens, checked=True)
+            if full is None:  # trace_block_key_array's keys of the whole prompt, in one kernel call
+                full = trace_keys(np.ascontiguousarray(trace_ids[rid], dtype=np.int64), ratio)
                 while full_keys and kept[0] + len(full) > _KEYS_KEPT:
                     kept[0] -= len(full_keys.pop(next(iter(full_keys))))
                 full_keys[rid] = full
