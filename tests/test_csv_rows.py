@@ -8,7 +8,9 @@ import csv
 import io
 
 import numpy as np
+import pytest
 
+from simcost.results import csv_rows
 from simcost.results.csv_rows import _csv_column, write_csv_rows
 
 
@@ -24,11 +26,14 @@ def by_write_csv_rows(columns: list[np.ndarray]) -> str:
     return buf.getvalue()
 
 
-def test_joined_rows_are_what_the_csv_module_writes():
+@pytest.mark.parametrize("sub_rows", [8192, 3])
+def test_joined_rows_are_what_the_csv_module_writes(sub_rows, monkeypatch):
+    """(sub_rows 3: many sub-blocks, some joined and some by the csv module, in one call)"""
+    monkeypatch.setattr(csv_rows, "SUB_ROWS", sub_rows)
     rng = np.random.default_rng(5)
     words = ["completed", "", "default", "a b", "tenant-1", "x,y", 'say "hi"', "two\nlines", "cr\r"]
     for _ in range(300):
-        n = int(rng.integers(0, 12))
+        n = int(rng.integers(0, 30))
         floats = rng.choice([0.0, 1e-7, 3.5, 1e300, np.inf, -np.inf, np.nan, 0.1 + 0.2], n) * rng.uniform(0.5, 2, n)
         text = np.array([words[i] for i in rng.integers(0, len(words) - 4 if rng.random() < 0.5 else len(words), n)],
                         dtype=object)
