@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from simcost.engine.kv.array_pool import ArrayPrefixBlockPool
-from simcost.engine.kv.prefix_cache import PrefixBlockPool
+from simcost.engine.kv.pool_kernels import trace_keys
+from simcost.engine.kv.prefix_cache import PrefixBlockPool, trace_block_key_array
 
 
 def same_state(fast: ArrayPrefixBlockPool, ref: PrefixBlockPool, keys_seen: set[int]) -> None:
@@ -42,7 +43,7 @@ def test_random_operations_match_the_python_pool(seed, num_blocks, host_blocks):
     wide = [rng.randrange(1 << 62) for _ in range(30)]  # hash ids spread over the whole key range
     documents = [wide[:12], wide[:3] + wide[12:20], list(range(10)), wide[20:]]
     fast, ref = ArrayPrefixBlockPool(num_blocks, 1, host_blocks), PrefixBlockPool(num_blocks, 1, host_blocks)
-    running: list[tuple[list[int], int]] = []
+    running: list[tuple[list[int], int, np.ndarray | None]] = []  # named keys, private blocks, their nodes
     seen: set[int] = set()
     for _ in range(400):
         op = rng.random()
@@ -56,17 +57,32 @@ def test_random_operations_match_the_python_pool(seed, num_blocks, host_blocks):
                 assert not fast.can_admit(hit.num_free_blocks_needed + new_blocks)
                 continue
             got = ref.acquire(keys)
-            assert fast.acquire(keys) == got
+            by_node = rng.random() < 0.5  # the engine's path: keys held as nodes, released by node
+            if by_node:
+                fast_got, run_nodes = fast.acquire_nodes(keys)
+                assert fast_got == got and len(run_nodes) == got.num_blocks
+            else:
+                assert fast.acquire(keys) == got
             ref.allocate(new_blocks)
             fast.allocate(new_blocks)
             rest, split = keys[got.num_blocks:], rng.randint(0, len(keys))
             named = ref.register(rest[:split]) + ref.register(rest[split:])
-            assert list(fast.register(rest[:split])) + list(fast.register(rest[split:])) == named
-            running.append((keys[:got.num_blocks] + named, new_blocks - len(named)))
+            if by_node:
+                (first, first_nodes), (second, second_nodes) = fast.register_nodes(rest[:split]), fast.register_nodes(rest[split:])
+                assert list(first) + list(second) == named
+                held = np.concatenate([run_nodes, first_nodes, second_nodes])
+                assert [fast.find_node(key) for key in keys[:got.num_blocks] + named] == held.tolist()
+            else:
+                assert list(fast.register(rest[:split])) + list(fast.register(rest[split:])) == named
+                held = None
+            running.append((keys[:got.num_blocks] + named, new_blocks - len(named), held))
         elif op < 0.8 and running:
-            named, num_private = running.pop(rng.randrange(len(running)))
+            named, num_private, held = running.pop(rng.randrange(len(running)))
             ref.release(named, num_private)
-            fast.release(np.array(named, dtype=np.int64), num_private)
+            if held is not None:
+                fast.release_nodes(held, num_private)
+            else:
+                fast.release(np.array(named, dtype=np.int64), num_private)
         else:  # pressure: evicts (to host, dropping the oldest there) without holding
             num = rng.randint(0, ref.num_free)
             ref.allocate(num)
@@ -74,9 +90,12 @@ def test_random_operations_match_the_python_pool(seed, num_blocks, host_blocks):
             ref.free(num)
             fast.free(num)
         same_state(fast, ref, seen)
-    for named, num_private in running:
+    for named, num_private, held in running:
         ref.release(named, num_private)
-        fast.release(named, num_private)
+        if held is not None:
+            fast.release_nodes(held, num_private)
+        else:
+            fast.release(named, num_private)
     same_state(fast, ref, seen)
     assert fast.num_free == num_blocks
 
@@ -95,6 +114,18 @@ def test_misuse_raises_like_the_python_pool():
             pool.free(2)
 
 
+def test_releasing_by_node_refuses_what_releasing_by_key_refuses():
+    pool = ArrayPrefixBlockPool(4)
+    pool.allocate(2)
+    _, nodes = pool.register_nodes([8, 9])
+    pool.release_nodes(nodes, 0)
+    with pytest.raises(RuntimeError):
+        pool.release_nodes(nodes, 0)  # no longer referenced: cached-free
+    with pytest.raises(RuntimeError):
+        pool.release_nodes(nodes[:0], 1)  # no private block held
+    assert pool.lru_keys() == [9, 8] and pool.num_free == 4  # tail first, as release([8, 9], 0)
+
+
 def test_a_key_repeated_past_the_private_count_is_named_once():
     for pool in (ArrayPrefixBlockPool(4), PrefixBlockPool(4)):
         pool.allocate(1)
@@ -102,3 +133,12 @@ def test_a_key_repeated_past_the_private_count_is_named_once():
         assert pool.num_private == 0 and pool.refcount(5) == 1
         pool.release([5], 0)
         assert pool.lru_keys() == [5]
+
+
+@pytest.mark.parametrize("ratio", [1, 2, 32])
+def test_trace_keys_are_the_whole_prompts_trace_block_keys(ratio):
+    rng = np.random.default_rng(ratio)
+    for n in range(0, 12):
+        hashes = rng.integers(0, 1 << 40, n)
+        want = trace_block_key_array(hashes, 512, 512 // ratio, n * 512)
+        np.testing.assert_array_equal(trace_keys(hashes, ratio), want)

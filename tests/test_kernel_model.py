@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from simcost.perf import step_model as sm
 from simcost.perf.deployment import plan_deployment
-from simcost.perf.kernel_model import K_ACC_MEASURED, K_ACC_TOTAL
+from simcost.perf.kernel_model import K_ACC_MEASURED, K_ACC_TOTAL, K_DP, K_MOE_APART, kernel_step_time_s
 from simcost.perf.kernel_reference import kernel_step_time_s_py
 from simcost.perf.kernel_tables import DEVICE_TABLES, KernelTables, loglog
 from simcost.simulation.simulation import run
@@ -85,6 +85,40 @@ def test_decode_spans_match_single_steps():
     p = PARAMS[(2, True)]
     span = sm.decode_span_times_s(p.copy(), 7, 7 * 900.0, 5)
     assert np.allclose(span, sm.decode_span_times_s_py(p, 7, 7 * 900.0, 5), rtol=1e-9)
+
+
+def _span_step_by_step(p, num_seqs, kv_sum, num_steps):
+    """The span as the engine computed it before kernel_span: the step kernel once per step."""
+    n = float(num_seqs)
+    return np.array([kernel_step_time_s(p, sm.NUM_PARAMS, p[sm.P_STEP_OVERHEAD_S], p[sm.P_PIPELINE_S_PER_TOKEN], 0,
+                                        num_seqs, kv_sum + j * n + n, kv_sum + j * n, 0) for j in range(num_steps)])
+
+
+@settings(max_examples=40, deadline=None)
+@given(num_seqs=st.integers(1, 600), context=st.integers(0, 40000), num_steps=st.integers(1, 300),
+       which=st.sampled_from(["tp1", "tp2-eager", "tp4", "deepseek-ep8-dp", "deepseek-tp8"]))
+def test_a_span_is_the_step_kernel_step_after_step_bit_for_bit(num_seqs, context, num_steps, which):
+    """kernel_span_times_s hoists what no step of a span changes: the same floats, and the same
+    accumulated seconds (total and measured) as calling the step kernel per step, in order."""
+    base = SPAN_PARAMS[which]
+    kv_sum = float(num_seqs * context)
+    span_p, step_p = base.copy(), base.copy()
+    span = sm.decode_span_times_s(span_p, num_seqs, kv_sum, num_steps)
+    steps = _span_step_by_step(step_p, num_seqs, kv_sum, num_steps)
+    np.testing.assert_array_equal(span, steps)
+    np.testing.assert_array_equal(span_p, step_p)  # K_ACC_TOTAL and K_ACC_MEASURED included
+    assert span_p[sm.NUM_PARAMS + K_ACC_TOTAL] > 0 and span_p[sm.NUM_PARAMS + K_ACC_MEASURED] >= 0
+
+
+def _deepseek(**hardware):
+    s = scenario(model={"name": "deepseek-v3"}, hardware={"device": "h200", **hardware}, perf={"model": "kernels"},
+                 engine={"max_model_len": 32768, "max_num_seqs": 256, "max_num_batched_tokens": 8192})
+    return sm.step_params(s, plan_deployment(s))
+
+
+SPAN_PARAMS = {"tp1": PARAMS[(1, True)], "tp2-eager": PARAMS[(2, False)], "tp4": PARAMS[(4, True)],
+               "deepseek-ep8-dp": _deepseek(tensor_parallel=1, expert_parallel=8, data_parallel_attention=True),
+               "deepseek-tp8": _deepseek(tensor_parallel=8)}
 
 
 def test_step_time_grows_with_tokens_and_context():
@@ -372,3 +406,8 @@ def test_an_mha_model_prices_decode_attention_from_the_folded_layout():
 
     # between two measured contexts the step grows by the 32 layers' measured difference
     assert decode_s(c_axis[hi]) - decode_s(c_axis[lo]) == pytest.approx(32 * (ms[i, hi] - ms[i, lo]) / 1e3, rel=0.05)
+
+
+def test_the_span_cases_cover_data_parallel_attention_and_a_moe_grid():
+    ep = SPAN_PARAMS["deepseek-ep8-dp"]
+    assert ep[sm.NUM_PARAMS + K_DP] == 8 and ep[sm.NUM_PARAMS + K_MOE_APART] == 1

@@ -14,7 +14,7 @@ from scenarios import scenario
 
 from simcost.analysis.queueing import queue_scenario
 from simcost.metrics.summary import records
-from simcost.metrics.timeseries import RUNNING, WAITING, pool_histogram
+from simcost.metrics.timeseries import RUNNING, WAITING, pool_histogram, token_histogram
 from simcost.simulation.simulation import Simulation
 from simcost.workload.request_table import COMPLETED
 
@@ -159,6 +159,26 @@ def test_pool_histogram_counts_as_numpy_histogram_per_pool():
         pool = rng.integers(0, 3, len(times_s))
         expected = [np.histogram(times_s[(pool == p) & ~np.isnan(times_s)], bins=edges_s)[0] for p in range(3)]
         assert np.array_equal(pool_histogram(times_s, pool, 3, edges_s), np.stack(expected))
+
+
+def test_token_histogram_counts_as_a_pool_per_token():
+    """Tokens binned at their request's pool (the first at pool 0 when a prefill pool emits it),
+    against pool_histogram with the pool spelled out per token as the time series did."""
+    rng = np.random.default_rng(11)
+    for _ in range(200):
+        edges_s = np.arange(rng.integers(2, 30)) * rng.uniform(0.01, 3.0)
+        per_request = rng.integers(0, 5, rng.integers(0, 30))
+        offsets = np.concatenate([[0], np.cumsum(per_request)])
+        times_s = rng.uniform(-1, edges_s[-1] + 1, offsets[-1])
+        times_s[rng.random(len(times_s)) < 0.1] = np.nan
+        times_s[rng.random(len(times_s)) < 0.1] = rng.choice(edges_s)
+        request_pool = rng.integers(0, 3, len(per_request))
+        for first_in_pool0 in (False, True):
+            token_pool = np.repeat(request_pool, per_request)
+            if first_in_pool0:
+                token_pool[offsets[:-1][per_request > 0]] = 0
+            assert np.array_equal(token_histogram(times_s, offsets, request_pool, first_in_pool0, 3, edges_s),
+                                  pool_histogram(times_s, token_pool, 3, edges_s))
 
 
 @pytest.mark.parametrize("span_s, expected_s", [(10.0, 0.1), (3600.0, 7.2), (86400.0, 60.0),

@@ -31,6 +31,14 @@ class _Column:
         """Append values (count: a scalar repeated count times)."""
         scalar = count is not None
         left: int = count if count is not None else len(values)
+        room = self.room
+        if 0 < left <= room:  # most appends: one slice of the last chunk (~140k per Mooncake run)
+            chunk = self.chunks[-1]
+            at = len(chunk) - room
+            chunk[at:at + left] = values
+            self.room = room - left
+            self.size += left
+            return
         done = 0
         while left > 0:
             if self.room == 0:

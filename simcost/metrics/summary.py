@@ -29,6 +29,7 @@ from simcost.cost.ledger import Bill
 from simcost.cost.pricing import usd_per_replica_hour
 from simcost.cost.step_log import StepArrays
 from simcost.metrics.run_summary import Breakdowns, LatencyStats, PerItem, PoolsSummary, RunSummary
+from simcost.metrics.token_gaps import inter_token_latencies
 from simcost.perf.deployment import Deployment, Pool
 from simcost.scenario.fleet_plan import fleet_plan, pool_routed
 from simcost.scenario.scenario import Scenario
@@ -74,14 +75,6 @@ def itl_stats(table: RequestTable, measured: np.ndarray) -> LatencyStats:
     p50, p90, p95, p99 = itl.percentiles(list(PERCENTILES.values()))
     return {"mean": float(itl.totals[0] / itl.totals[1]), "p50": p50, "p90": p90, "p95": p95, "p99": p99,
             "count": itl.count, "relative_error": ALPHA}
-
-
-def inter_token_latencies(table: RequestTable, mask: np.ndarray) -> np.ndarray:
-    """All gaps between consecutive tokens of the requests in mask, pooled."""
-    owner = np.repeat(np.arange(table.num_requests), table.output_tokens)
-    gaps = np.diff(table.token_time_s)
-    same_request = owner[1:] == owner[:-1]
-    return gaps[same_request & mask[owner[1:]]]
 
 
 SLO_KEYS = ("ttft_s", "tpot_s", "e2el_s")

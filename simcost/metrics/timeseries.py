@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+from numba import njit
 
 from simcost.cost.hours import HourWindows
 from simcost.perf.deployment import Pool
@@ -94,14 +95,68 @@ def sample_times_s(interval_s: float, horizon_s: float) -> np.ndarray:
 
 def pool_histogram(times_s: np.ndarray, pool: np.ndarray, n_pools: int, edges_s: np.ndarray) -> np.ndarray:
     """(pools, intervals) counts: np.histogram's bins per pool ([e_i, e_i+1), the last one closed,
-    values outside or NaN dropped) in one binary search and one bincount over all the values,
-    instead of a mask and a sort per pool (a long run's token times are millions)."""
+    values outside or NaN dropped) in one pass over all the values, instead of a mask and a sort
+    per pool (a long run's token times are millions; tests/test_timeseries.py checks it against
+    np.histogram per pool)."""
     n_bins = len(edges_s) - 1
-    idx = np.searchsorted(edges_s, times_s, side="right") - 1
-    idx[times_s == edges_s[-1]] = n_bins - 1  # the closed last bin
-    inside = (idx >= 0) & (idx < n_bins)
-    counts = np.bincount(pool[inside] * n_bins + idx[inside], minlength=n_pools * n_bins)
+    counts = np.zeros(n_pools * n_bins, dtype=np.int64)
+    _bin_counts(np.ascontiguousarray(times_s, dtype=np.float64), np.ascontiguousarray(pool, dtype=np.int64),
+                np.ascontiguousarray(edges_s, dtype=np.float64), counts)
     return counts.reshape(n_pools, n_bins).astype(float)
+
+
+def token_histogram(times_s: np.ndarray, offsets: np.ndarray, request_pool: np.ndarray, first_in_pool0: bool,
+                    n_pools: int, edges_s: np.ndarray) -> np.ndarray:
+    """pool_histogram of every token time, request i's tokens (times_s[offsets[i]:offsets[i + 1]])
+    counted at request_pool[i], its first one at pool 0 with `first_in_pool0` (disaggregated: the
+    prefill replica emits it), without a pool per token (np.repeat: 32 MB on Mooncake)."""
+    n_bins = len(edges_s) - 1
+    counts = np.zeros(n_pools * n_bins, dtype=np.int64)
+    _token_bin_counts(np.ascontiguousarray(times_s, dtype=np.float64), np.ascontiguousarray(offsets, dtype=np.int64),
+                      np.ascontiguousarray(request_pool, dtype=np.int64), first_in_pool0,
+                      np.ascontiguousarray(edges_s, dtype=np.float64), counts)
+    return counts.reshape(n_pools, n_bins).astype(float)
+
+
+@njit(cache=True, inline="always")
+def _bin(t, edges_s, n_bins):
+    """np.histogram's bin of t ([e_i, e_i+1), the last one closed), -1 outside or NaN."""
+    if not (edges_s[0] <= t <= edges_s[n_bins]):
+        return -1
+    if t == edges_s[n_bins]:
+        return n_bins - 1  # the closed last bin
+    lo, hi = 0, n_bins  # the last edge <= t (searchsorted's side="right", less one)
+    while hi - lo > 1:
+        mid = (lo + hi) >> 1
+        if edges_s[mid] <= t:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+@njit(cache=True)
+def _bin_counts(times_s, pool, edges_s, counts):
+    n_bins = edges_s.shape[0] - 1
+    if n_bins < 1:
+        return
+    for n in range(times_s.shape[0]):
+        b = _bin(times_s[n], edges_s, n_bins)
+        if b >= 0:
+            counts[pool[n] * n_bins + b] += 1
+
+
+@njit(cache=True)
+def _token_bin_counts(times_s, offsets, request_pool, first_in_pool0, edges_s, counts):
+    n_bins = edges_s.shape[0] - 1
+    if n_bins < 1:
+        return
+    for i in range(request_pool.shape[0]):
+        for j in range(offsets[i], offsets[i + 1]):
+            b = _bin(times_s[j], edges_s, n_bins)
+            if b >= 0:
+                p = 0 if first_in_pool0 and j == offsets[i] else request_pool[i]
+                counts[p * n_bins + b] += 1
 
 
 def interval_counts(table, pool_of: np.ndarray, pools: list[Pool], edges_s: np.ndarray, routed: bool):
@@ -119,10 +174,8 @@ def interval_counts(table, pool_of: np.ndarray, pools: list[Pool], edges_s: np.n
         return arrivals, completions, table.streamed.interval_tokens(pool_of, n_pools, len(edges_s) - 1)
     # token j of request i: its time, and the pool that emitted it
     offsets = table.token_offset[:n + 1]
-    token_pool = np.repeat(served_by, np.diff(offsets))
-    if pools[0].role == "prefill":  # disaggregated: the prefill replica emits the first token
-        token_pool[offsets[:-1][np.diff(offsets) > 0]] = 0
-    tokens = pool_histogram(table.token_time_s[:offsets[-1]], token_pool, n_pools, edges_s)
+    # (disaggregated: the prefill replica emits the first token)
+    tokens = token_histogram(table.token_time_s, offsets, served_by, pools[0].role == "prefill", n_pools, edges_s)
     return arrivals, completions, tokens
 
 

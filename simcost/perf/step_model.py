@@ -38,6 +38,7 @@ from simcost.perf.kernel_model import (
 )
 from simcost.perf.kernel_moe import ExpertParallel
 from simcost.perf.kernel_reference import kernel_step_time_s_py
+from simcost.perf.kernel_span import kernel_span_times_s
 from simcost.perf.kernel_tables import (
     CUDA_GRAPH_MAX_TOKENS,
     KernelTables,
@@ -427,13 +428,9 @@ def _table_span_s(p, num_seqs, kv_tokens_sum, num_steps):
 
 @njit(cache=True)
 def _kernels_span_s(p, num_seqs, kv_tokens_sum, num_steps):
-    out = np.empty(num_steps, dtype=np.float64)
-    n = float(num_seqs)
-    for j in range(num_steps):
-        kv = float(kv_tokens_sum) + j * n
-        out[j] = kernel_step_time_s(p, NUM_PARAMS, p[P_STEP_OVERHEAD_S], p[P_PIPELINE_S_PER_TOKEN], 0, num_seqs,
-                                    kv + n, kv, 0)
-    return out
+    # kernel_step_time_s step after step, with what no step changes looked up once
+    return kernel_span_times_s(p, NUM_PARAMS, p[P_STEP_OVERHEAD_S], p[P_PIPELINE_S_PER_TOKEN], num_seqs,
+                               kv_tokens_sum, num_steps)
 
 
 @njit(cache=True)

@@ -21,6 +21,7 @@ from simcost.metrics.run_summary import LatencyKey, RunSummary, StatName
 from simcost.metrics.summary import records
 from simcost.metrics.timeseries import TimeSeries
 from simcost.results.background import Background, BackgroundFailure
+from simcost.results.csv_rows import write_csv_rows
 from simcost.results.focus import focus_table, write_focus
 from simcost.results.folder import check_targets, staged_folder
 from simcost.results.run_figures import side_jobs
@@ -143,7 +144,7 @@ def write_records(columns: dict[str, np.ndarray], path: Path, records_format: st
         writer.writerow(columns)
         n = len(next(iter(columns.values()))) if columns else 0
         for start in range(0, n, CSV_CHUNK_ROWS):  # Python strings for a chunk of rows at a time, not all of them
-            writer.writerows(zip(*(_csv_column(v[start:start + CSV_CHUNK_ROWS]) for v in columns.values())))  # joined in C
+            write_csv_rows(fh, writer, [v[start:start + CSV_CHUNK_ROWS] for v in columns.values()])
 
 
 def write_csv_blocks(blocks, header: dict[str, np.ndarray], path: Path) -> None:
@@ -152,18 +153,7 @@ def write_csv_blocks(blocks, header: dict[str, np.ndarray], path: Path) -> None:
         writer = csv.writer(fh)
         writer.writerow(header)
         for columns in blocks:
-            writer.writerows(zip(*(_csv_column(v) for v in columns.values())))
-
-
-def _csv_column(values: np.ndarray) -> list:
-    """One column as the csv module should write it: floats as repr() (shortest round-trip text),
-    NaN as an empty cell. tolist() makes Python floats in one call, ~10x faster than float(v) per element."""
-    if values.dtype.kind == "f":
-        texts = list(map(repr, values.tolist()))
-        for i in np.flatnonzero(np.isnan(values)).tolist():
-            texts[i] = ""
-        return texts
-    return values.tolist()
+            write_csv_rows(fh, writer, list(columns.values()))
 
 
 def format_summary(s: RunSummary) -> str:

@@ -73,6 +73,10 @@ class ArrayPrefixBlockPool:
         return PrefixCacheStats(*(s.item(i) for i in (k.LOOKUPS, k.HITS, k.HITS_IN_USE, k.HITS_CACHED_FREE,
                                                      k.HITS_HOST, k.EVICTIONS, k.HOST_STORES, k.HOST_DROPS)))
 
+    def find_node(self, key: int) -> int:
+        """The node holding key (-1: none): what acquire_nodes and register_nodes return."""
+        return int(k.find(self._nodes, self._slots, self._s, key))
+
     def refcount(self, key: int) -> int | None:
         node = k.find(self._nodes, self._slots, self._s, key)
         ref = self._nodes.item(k.REF, node) if node >= 0 else k.HOST
@@ -121,19 +125,35 @@ class ArrayPrefixBlockPool:
         return PrefixHit(run, host, cached_free + host)
 
     def acquire(self, keys: Sequence[int] | np.ndarray) -> Acquired:
-        out = self._out
-        _check(k.acquire(self._nodes, self._slots, self._s, _as_array(keys), out), "acquiring")
-        return Acquired(*out.tolist())
+        return self.acquire_nodes(keys)[0]
+
+    def acquire_nodes(self, keys: Sequence[int] | np.ndarray) -> tuple[Acquired, np.ndarray]:
+        """`acquire`, and the nodes of the run it referenced, for `release_nodes`."""
+        keys, out = _as_array(keys), self._out
+        run_nodes = np.empty(len(keys), dtype=np.int64)
+        _check(k.acquire(self._nodes, self._slots, self._s, keys, out, run_nodes), "acquiring")
+        got = Acquired(*out.tolist())
+        return got, run_nodes[:got.num_blocks]
 
     def register(self, keys: Sequence[int] | np.ndarray) -> np.ndarray:
+        return self.register_nodes(keys)[0]
+
+    def register_nodes(self, keys: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`register`'s named keys, and their nodes, for `release_nodes`."""
         keys = _as_array(keys)
-        out = np.empty(len(keys), dtype=np.int64)
-        named = k.register(self._nodes, self._slots, self._s, keys, out)
+        out, out_nodes = np.empty(len(keys), dtype=np.int64), np.empty(len(keys), dtype=np.int64)
+        named = k.register(self._nodes, self._slots, self._s, keys, out, out_nodes)
         _check(named, f"naming {len(keys)} blocks, {self.num_private} private held")
-        return out[:named]
+        return out[:named], out_nodes[:named]
 
     def release(self, named_keys: Sequence[int] | np.ndarray, num_private: int) -> None:
         _check(k.release(self._nodes, self._slots, self._s, _as_array(named_keys), num_private),
+               f"releasing {num_private} private blocks, {self.num_private} held")
+
+    def release_nodes(self, held: np.ndarray, num_private: int) -> None:
+        """`release` of keys given as the nodes `acquire_nodes` and `register_nodes` returned
+        (a referenced key keeps its node): the same changes without a hash probe per key."""
+        _check(k.release_nodes(self._nodes, self._s, held, num_private),
                f"releasing {num_private} private blocks, {self.num_private} held")
 
     # --- invariants -----------------------------------------------------------------------------

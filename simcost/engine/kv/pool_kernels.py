@@ -207,8 +207,9 @@ def take_free(nodes, slots, s, num_blocks):
 
 
 @njit(cache=True)
-def acquire(nodes, slots, s, keys, out):
-    """Reference the leading cached run of keys; out[:4] = (run, in use, cached-free, host)."""
+def acquire(nodes, slots, s, keys, out, run_nodes):
+    """Reference the leading cached run of keys; out[:4] = (run, in use, cached-free, host),
+    run_nodes[:run] their nodes (what `release_nodes` takes back)."""
     run, num_host, num_cached_free = lookup(nodes, slots, s, keys)
     if num_host > s[EMPTY] + s[LRU_LEN] - num_cached_free:
         return ERR_HOST_ROOM
@@ -222,6 +223,7 @@ def acquire(nodes, slots, s, keys, out):
             s[NUM_REFS] += 1
             ref = 0
         nodes[REF, node] = ref + 1
+        run_nodes[n] = node
     if num_host:
         take_free(nodes, slots, s, num_host)  # cannot fail: checked above
     out[0], out[1], out[2], out[3] = run, run - num_cached_free - num_host, num_cached_free, num_host
@@ -234,9 +236,9 @@ def acquire(nodes, slots, s, keys, out):
 
 
 @njit(cache=True)
-def register(nodes, slots, s, keys, out):
+def register(nodes, slots, s, keys, out, out_nodes):
     """Name private blocks holding keys (see PrefixBlockPool.register); out[:m] = the m keys
-    named, in order. Returns m, or ERR_PRIVATE (nothing changed)."""
+    named, in order, out_nodes[:m] their nodes. Returns m, or ERR_PRIVATE (nothing changed)."""
     if keys.shape[0] > s[PRIVATE]:  # only then can the candidates outnumber the private blocks
         m = 0
         for n in range(keys.shape[0]):  # candidates: not on GPU (absent, or on host)
@@ -260,6 +262,7 @@ def register(nodes, slots, s, keys, out):
         nodes[REF, node] = 1
         s[NUM_REFS] += 1
         out[named] = key
+        out_nodes[named] = node
         named += 1
     s[PRIVATE] -= named
     return named
@@ -277,7 +280,24 @@ def release(nodes, slots, s, keys, num_private):
         if node < 0 or nodes[REF, node] <= 0:
             return ERR_UNKNOWN
         found[n] = node
-    for n in range(keys.shape[0] - 1, -1, -1):
+    return _drop_refs(nodes, s, found, num_private)
+
+
+@njit(cache=True)
+def release_nodes(nodes, s, held, num_private):
+    """`release` of the keys whose nodes `acquire` and `register` gave (a referenced node stays
+    its key's until released): no hash probe per key, the same changes."""
+    if num_private < 0 or num_private > s[PRIVATE]:
+        return ERR_PRIVATE
+    for n in range(held.shape[0]):  # checked before changing anything
+        if nodes[REF, held[n]] <= 0:
+            return ERR_UNKNOWN
+    return _drop_refs(nodes, s, held, num_private)
+
+
+@njit(cache=True)
+def _drop_refs(nodes, s, found, num_private):
+    for n in range(found.shape[0] - 1, -1, -1):
         node = found[n]
         ref = nodes[REF, node] - 1
         if ref < 0:
@@ -288,6 +308,19 @@ def release(nodes, slots, s, keys, num_private):
     s[PRIVATE] -= num_private
     s[EMPTY] += num_private
     return 0
+
+
+@njit(cache=True)
+def trace_keys(hash_ids, ratio):
+    """Every engine block's key of a trace request: block b is sub-block b % ratio of trace
+    block b // ratio, key hash * ratio + b % ratio (prefix_cache.trace_block_key_array's keys
+    of the whole prompt, the twin tests/test_array_pool.py compares with)."""
+    out = np.empty(hash_ids.shape[0] * ratio, dtype=np.int64)
+    for b in range(hash_ids.shape[0]):
+        base = hash_ids[b] * ratio
+        for r in range(ratio):
+            out[b * ratio + r] = base + r
+    return out
 
 
 @njit(cache=True)

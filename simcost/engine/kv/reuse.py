@@ -27,11 +27,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from simcost.engine.kv.array_pool import ArrayPrefixBlockPool
+from simcost.engine.kv.pool_kernels import trace_keys
 from simcost.engine.kv.prefix_cache import (
     PrefixHit,
     check_trace_hash_ids,
     session_block_keys,
-    trace_block_key_array,
 )
 from simcost.errors import required
 from simcost.workload.request_table import RequestTable
@@ -55,8 +55,10 @@ def prefix_spec(table: RequestTable, block_ids: list[np.ndarray] | None, block_t
     """`block_ids`: per initial request, its trace hash ids (None: the workload has none);
     `session_prefix`: per workload entry, whether its sessions are synthetic (prompts extend)."""
     trace_ids = block_ids if block_ids is not None else []
+    ratio = 1
     if trace_ids:  # once here, not per lookup
         check_trace_hash_ids(np.concatenate(trace_ids), required(block_tokens, "the trace's block size"), block_size)
+        ratio = required(block_tokens, "the trace's block size") // block_size  # (checked above: divides)
 
     # A request's keys are asked for at lookup, when its prompt is computed and when it ends: its
     # whole key array is built once and sliced (views nothing writes to). Bounded: past
@@ -67,10 +69,8 @@ def prefix_spec(table: RequestTable, block_ids: list[np.ndarray] | None, block_t
     def keys(rid: int, num_tokens: int) -> np.ndarray:
         if rid < len(trace_ids) and len(trace_ids[rid]):
             full = full_keys.get(rid)
-            if full is None:
-                trace_block_tokens = required(block_tokens, "the trace's block size")
-                full = trace_block_key_array(trace_ids[rid], trace_block_tokens, block_size,
-                                             len(trace_ids[rid]) * trace_block_tokens, checked=True)
+            if full is None:  # trace_block_key_array's keys of the whole prompt, in one kernel call
+                full = trace_keys(np.ascontiguousarray(trace_ids[rid], dtype=np.int64), ratio)
                 while full_keys and kept[0] + len(full) > _KEYS_KEPT:
                     kept[0] -= len(full_keys.pop(next(iter(full_keys))))
                 full_keys[rid] = full
@@ -89,7 +89,8 @@ class PrefixReuse:
         self.pool = pool
         self.table = table
         self.block_size = block_size
-        self.named: dict[int, list[np.ndarray]] = {}  # request -> keys it references (in parts)
+        # request -> the nodes of the keys it references (in parts): released by node, no probe per key
+        self.named: dict[int, list[np.ndarray]] = {}
         self.offered: dict[int, int] = {}  # request -> how many of its keys it has reused or named
         self.looked_up_tokens = 0  # prompt tokens offered to the cache at admission
         self.saved_tokens = 0  # of those, found cached: prefill tokens not computed
@@ -116,8 +117,8 @@ class PrefixReuse:
     def take(self, rid: int, keys: np.ndarray, hit: PrefixHit, num_tokens: int) -> int:
         """Reference the cached run found by `lookup` (the caller checked num_free for
         hit.num_free_blocks_needed); returns the cached tokens, which need no prefill."""
-        got = self.pool.acquire(keys)  # the same leading run lookup found (nothing changed since)
-        self.named[rid] = [keys[:got.num_blocks]]
+        got, nodes = self.pool.acquire_nodes(keys)  # the same leading run lookup found (nothing changed since)
+        self.named[rid] = [nodes]
         self.offered[rid] = got.num_blocks
         cached_tokens = got.num_blocks * self.block_size
         if self.table.num_preemptions[rid]:
@@ -142,9 +143,9 @@ class PrefixReuse:
         if finished or preempted:
             self._name_computed(rid, int(t.kv_tokens[rid]), preempted)
         parts = self.named.pop(rid, [])
-        named = parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else _NO_KEYS
+        held = parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else _NO_KEYS
         self.offered.pop(rid, None)
-        self.pool.release(named, int(t.kv_blocks[rid]) - len(named))
+        self.pool.release_nodes(held, int(t.kv_blocks[rid]) - len(held))
 
     def _name_computed(self, rid: int, num_tokens: int, preempted: bool = False) -> None:
         """Offer the keys of rid's computed full blocks not offered yet; the pool names those
@@ -152,7 +153,7 @@ class PrefixReuse:
         keys = self._keys(rid, num_tokens, preempted or bool(self.table.num_preemptions[rid]))
         done = self.offered.get(rid, 0)
         if len(keys) > done:
-            self.named.setdefault(rid, []).append(self.pool.register(keys[done:]))
+            self.named.setdefault(rid, []).append(self.pool.register_nodes(keys[done:])[1])
             self.offered[rid] = len(keys)
 
 

@@ -1,0 +1,104 @@
+"""The kernel-table model's decode span (simcost.perf.kernel_model): `num_steps` decode steps of
+the same `num_seqs` requests, each adding one token per request, as one kernel call.
+
+Why apart from `kernel_step_time_s`: within a span only the decode context changes, so the token
+grid, the LM head and the MoE grid (their inputs are the batch size), the batch axis' position and
+the decode grid's logarithms at the current context row are the same at every step. They are
+looked up once here (once per context row for the logarithms) instead of per step: the Mooncake
+run computes ~3M span steps. Every step's seconds and the kernel's two accumulators are the same
+floats, added in the same order, as `kernel_step_time_s(p, base, overhead_s, pipeline_s_per_token,
+0, num_seqs, kv + num_seqs, kv, 0)` step after step (tests/test_kernel_model.py checks this
+against that kernel, bit for bit).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from simcost.perf.kernel_model import (
+    K_ACC_MEASURED,
+    K_ACC_TOTAL,
+    K_DP,
+    K_EAGER_FLOOR_S,
+    K_GRAPH_MAX_TOKENS,
+    K_HEADER,
+    K_MOE_APART,
+    _beyond,
+    _grid1,
+    _group_share,
+    _locate,
+    _on_t,
+)
+
+
+@njit(cache=True)
+def kernel_span_times_s(p, base, overhead_s, pipeline_s_per_token, num_seqs, kv_tokens_sum, num_steps):
+    """Seconds of each of `num_steps` decode steps of `num_seqs` requests whose cached tokens sum
+    to `kv_tokens_sum` at the first step (kernel_step_time_s's decode-only case, hoisted)."""
+    out = np.empty(num_steps, dtype=np.float64)
+    n = float(num_seqs)
+    tokens = 0.0 + n  # as kernel_step_time_s: float(prompt tokens) + float(decode tokens)
+    if tokens <= 0.0:
+        out[:] = 0.0
+        return out
+    n_t, n_b, n_c = int(p[base]), int(p[base + 3]), int(p[base + 4])
+    n_r, n_s = int(p[base + 1]), int(p[base + 2])
+    g_tokens, g_decode, g_requests = _group_share(p[base + K_DP], 0, num_seqs, 0)
+    t_axis = base + K_HEADER
+    fixed, fixed_measured = _grid1(g_tokens, p, t_axis, n_t)
+    head_axis = t_axis + 2 * n_t
+    sampled = g_decode + g_requests
+    if sampled > 0.0:
+        v, mv = _on_t(sampled, p, t_axis, n_t, head_axis + n_t)
+        fixed += v
+        fixed_measured += mv
+    r_axis = head_axis + 3 * n_t
+    b_axis = r_axis + n_r + n_s + 2 * n_r * n_s
+    moe = p[base + K_MOE_APART] > 0.0
+    moe_v = moe_mv = 0.0
+    if moe:
+        moe_v, moe_mv = _on_t(tokens, p, t_axis, n_t, b_axis + n_b + n_c + 2 * n_b * n_c)
+    eager = tokens > p[base + K_GRAPH_MAX_TOKENS]
+    floor_s = p[base + K_EAGER_FLOOR_S]
+    added_s = overhead_s + pipeline_s_per_token * tokens
+    # the decode grid (_grid2 with x = g_decode, y = the context): x's side once
+    c_axis = b_axis + n_b
+    vals = c_axis + n_c
+    shares = vals + n_b * n_c
+    i, wx, in_x = _locate(g_decode, p, b_axis, n_b)
+    i1 = min(i + 1, n_b - 1)
+    beyond_x = _beyond(g_decode, p, b_axis, n_b)
+    last_j = -1
+    log00 = log10 = log01 = log11 = 0.0
+    d = n
+    for step in range(num_steps):
+        kv = float(kv_tokens_sum) + step * n
+        decode_kv = kv * d / (d + 0.0)
+        y = decode_kv / d + 1.0
+        j, wy, in_y = _locate(y, p, c_axis, n_c)
+        j1 = min(j + 1, n_c - 1)
+        if j != last_j:
+            log00 = math.log(p[vals + i * n_c + j])
+            log10 = math.log(p[vals + i1 * n_c + j])
+            log01 = math.log(p[vals + i * n_c + j1])
+            log11 = math.log(p[vals + i1 * n_c + j1])
+            last_j = j
+        lv = ((1 - wx) * (1 - wy) * log00 + wx * (1 - wy) * log10 + (1 - wx) * wy * log01 + wx * wy * log11)
+        share = ((1 - wx) * (1 - wy) * p[shares + i * n_c + j] + wx * (1 - wy) * p[shares + i1 * n_c + j]
+                 + (1 - wx) * wy * p[shares + i * n_c + j1] + wx * wy * p[shares + i1 * n_c + j1])
+        v = math.exp(lv) * beyond_x * _beyond(y, p, c_axis, n_c)
+        total = fixed + v
+        measured = fixed_measured + (v * share if (in_x and in_y) else 0.0)
+        if moe:
+            total += moe_v
+            measured += moe_mv
+        if eager:
+            total = max(total, floor_s)
+        total += added_s
+        p[base + K_ACC_TOTAL] += total
+        p[base + K_ACC_MEASURED] += measured
+        out[step] = total
+    return out
