@@ -40,7 +40,8 @@ from pathlib import Path
 import numpy as np
 
 import simcost
-from simcost.metrics.summary import inter_token_latencies, latencies
+from simcost.metrics.latency import latencies
+from simcost.metrics.token_gaps import inter_token_latencies
 from simcost.workload.request_table import COMPLETED
 
 ROWS_FILE = Path(simcost.__file__).resolve().parent / "data" / "published" / "vllm_serving.csv"

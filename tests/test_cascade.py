@@ -11,7 +11,7 @@ from scenarios import scenario
 from test_api_pools import check_bill_adds_up
 
 from simcost.errors import InputError
-from simcost.metrics.summary import served_pool
+from simcost.metrics.pool_summary import served_pool
 from simcost.simulation.simulation import Simulation
 from simcost.workload.request_table import COMPLETED
 

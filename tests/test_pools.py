@@ -9,7 +9,7 @@ import yaml
 from scenarios import scenario
 
 from simcost.errors import InputError
-from simcost.metrics.summary import served_pool
+from simcost.metrics.pool_summary import served_pool
 from simcost.scenario.scenario import scenario_from_dict
 from simcost.scenario.schema import to_dict
 from simcost.simulation.simulation import Simulation

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scenarios import scenario
 
-from simcost.metrics.summary import latencies, meets_slo, slo_limits
+from simcost.metrics.latency import latencies, meets_slo, slo_limits
 from simcost.results.focus import focus_rows
 from simcost.simulation.simulation import Simulation
 from simcost.units import S_PER_HOUR

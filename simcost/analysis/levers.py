@@ -96,7 +96,7 @@ def run_lever(raw: dict, transform: dict | None, seed: int) -> dict:
 def served_metrics(scenario: Scenario, result) -> dict:
     """The row numbers of a run, as its summary has them (vLLM definitions,
     simcost.metrics.summary); requests answered by a response cache are among them."""
-    from simcost.metrics.summary import latencies, stats
+    from simcost.metrics.latency import latencies, stats
     from simcost.workload.request_table import COMPLETED
 
     table, bill, warmup_s = result.table, result.bill, scenario.warmup_s

@@ -1,8 +1,7 @@
-"""Per-request records and the run summary, with vLLM's benchmark definitions.
+"""Per-request records and the run summary, with vLLM's benchmark definitions (the latencies and
+SLO attainment in `simcost.metrics.latency`, the pools' and sites' parts in
+`simcost.metrics.pool_summary`).
 
-- TTFT = first output token time - arrival; E2EL = last token time - arrival.
-- TPOT = (E2EL - TTFT) / (output_tokens - 1), for requests with more than one output token.
-- ITL = gaps between consecutive output tokens of a request, pooled over requests.
 Latency statistics cover the *measured* requests: those arriving at or after warmup_s that
 completed (`latency_covers` gives how many, of how many that arrived). SLO attainment covers every
 request that arrived at or after warmup_s: completed, rejected and still in flight when drain_s
@@ -26,117 +25,27 @@ from typing import Any
 import numpy as np
 
 from simcost.cost.ledger import Bill
-from simcost.cost.pricing import usd_per_replica_hour
 from simcost.cost.step_log import StepArrays
-from simcost.metrics.run_summary import Breakdowns, LatencyStats, PerItem, PoolsSummary, RunSummary
-from simcost.metrics.token_gaps import inter_token_latencies
+from simcost.metrics.latency import (
+    attainment_keys,
+    itl_stats,
+    latencies,
+    latency_columns,
+    slo_outcomes,
+    stats,
+)
+from simcost.metrics.pool_summary import (
+    fleet_summary,
+    fleet_usd_per_hour,
+    pool_rows,
+    pools_summary,
+)
+from simcost.metrics.run_summary import Breakdowns, PerItem, RunSummary
 from simcost.perf.deployment import Deployment, Pool
 from simcost.scenario.fleet_plan import fleet_plan, pool_routed
 from simcost.scenario.scenario import Scenario
 from simcost.scenario.schema import to_dict
-from simcost.units import S_PER_HOUR
 from simcost.workload.request_table import COMPLETED, IN_FLIGHT, REJECT_REASONS, REJECTED, STATUS_NAMES, RequestTable
-from simcost.workload.token_stats import ALPHA
-
-PERCENTILES = {"p50": 50, "p90": 90, "p95": 95, "p99": 99}
-
-
-def stats(values: np.ndarray) -> LatencyStats:
-    values = values[~np.isnan(values)]
-    if not len(values):
-        return {"mean": None, "p50": None, "p90": None, "p95": None, "p99": None, "count": 0}
-    p50, p90, p95, p99 = (float(v) for v in np.percentile(values, list(PERCENTILES.values())))
-    return {"mean": float(values.mean()), "p50": p50, "p90": p90, "p95": p95, "p99": p99, "count": int(len(values))}
-
-
-def latencies(table: RequestTable) -> dict[str, np.ndarray]:
-    """TTFT, TPOT and E2EL per request (NaN where not defined)."""
-    return latency_columns(table.arrival_s, table.first_token_s, table.finish_s, table.output_tokens)
-
-
-def latency_columns(arrival_s: np.ndarray, first_token_s: np.ndarray, finish_s: np.ndarray,
-                    output_tokens: np.ndarray) -> dict[str, np.ndarray]:
-    ttft = first_token_s - arrival_s
-    e2el = finish_s - arrival_s
-    with np.errstate(invalid="ignore", divide="ignore"):
-        tpot = np.where(output_tokens > 1, (e2el - ttft) / (output_tokens - 1), np.nan)
-    return {"ttft_s": ttft, "tpot_s": tpot, "e2el_s": e2el}
-
-
-def itl_stats(table: RequestTable, measured: np.ndarray) -> LatencyStats:
-    """ITL over the measured requests: exact from the token times when the table keeps them,
-    else from the streaming histogram (percentiles within ALPHA; it also covers requests still in
-    flight at a drain_s cut, simcost.workload.token_stats)."""
-    if table.streamed is None:
-        return stats(inter_token_latencies(table, measured))
-    itl = table.streamed.itl
-    if not itl.count:
-        return stats(np.zeros(0))
-    p50, p90, p95, p99 = itl.percentiles(list(PERCENTILES.values()))
-    return {"mean": float(itl.totals[0] / itl.totals[1]), "p50": p50, "p90": p90, "p95": p95, "p99": p99,
-            "count": itl.count, "relative_error": ALPHA}
-
-
-SLO_KEYS = ("ttft_s", "tpot_s", "e2el_s")
-
-
-def slo_limits_by_entry(scenario: Scenario) -> dict[str, np.ndarray]:
-    """Each workload entry's SLO limits (NaN: none): its own slo where set, else the scenario's."""
-    entries = scenario.workload.entries()
-    limits = {}
-    for key in SLO_KEYS:
-        per_entry = [getattr(e.slo, key) if e.slo is not None and getattr(e.slo, key) is not None
-                     else getattr(scenario.slo, key) for e in entries]
-        limits[key] = np.array([np.nan if v is None else v for v in per_entry], dtype=np.float64)
-    return limits
-
-
-def slo_limits(scenario: Scenario, workload: np.ndarray) -> dict[str, np.ndarray]:
-    """Each request's SLO limits (NaN: none), given each one's workload entry (the RequestTable
-    column): its workload's slo where set, else the scenario's."""
-    by_entry = slo_limits_by_entry(scenario)
-    if len(scenario.workload.entries()) == 1:  # one entry: its limits, read-only, not a float per request each
-        return {key: np.broadcast_to(limits[0], len(workload)) for key, limits in by_entry.items()}
-    return {key: limits[workload] for key, limits in by_entry.items()}
-
-
-def meets_slo(limits: dict[str, np.ndarray], lat: dict[str, np.ndarray]) -> np.ndarray:
-    ok = np.ones(len(lat["ttft_s"]), dtype=bool)
-    for key in SLO_KEYS:
-        within = (lat[key] <= limits[key]) | np.isnan(limits[key])
-        if key == "tpot_s":
-            within |= np.isnan(lat[key])  # a one-token request has no TPOT to miss
-        ok &= within
-    return ok
-
-
-def slo_outcomes(scenario: Scenario, table: RequestTable, lat: dict[str, np.ndarray], horizon_s: float) -> dict:
-    """Each request judged against its SLO at the end of the run: `met` (completed within its
-    limits), `missed` (completed outside them, rejected, or still in flight past a limit: no first
-    token by arrival + ttft_s, or unfinished by arrival + e2el_s) and `open` (in flight, no limit
-    passed yet: it may still meet the SLO). A run cut by drain_s leaves requests in flight; leaving
-    them out would overstate attainment, so attainment counts them as not met (`open` bounds how
-    much higher it could have been)."""
-    limits = slo_limits(scenario, table.workload)
-    completed, in_flight = table.status == COMPLETED, table.status == IN_FLIGHT
-    met = completed & meets_slo(limits, lat)
-    age_s = horizon_s - table.arrival_s
-    no_first_token = np.isnan(table.first_token_s)
-    late_ttft = np.where(no_first_token, age_s > limits["ttft_s"], lat["ttft_s"] > limits["ttft_s"])
-    past_limit = late_ttft | (age_s > limits["e2el_s"])  # NaN limits compare False: no limit to pass
-    open_ = in_flight & ~past_limit
-    return {"met": met, "open": open_, "missed": ~met & ~open_}
-
-
-def attainment_keys(measured_arrived: np.ndarray, outcomes: dict) -> dict:
-    """SLO attainment over every measured request that arrived (completed, rejected, in flight),
-    and its upper bound had every open request gone on to meet the SLO."""
-    n = int(measured_arrived.sum())
-    met = int((outcomes["met"] & measured_arrived).sum())
-    open_ = int((outcomes["open"] & measured_arrived).sum())
-    return {"slo_attainment": met / n if n else None,
-            "slo_outcomes": {"of": n, "met": met, "missed": n - met - open_, "open": open_,
-                             "attainment_upper_bound": (met + open_) / n if n else None}}
 
 
 def summarize(scenario: Scenario, dep: Deployment, table: RequestTable, steps: StepArrays, bill: Bill,
@@ -284,119 +193,6 @@ def overload_keys(table: RequestTable) -> dict:
             "arrivals_per_s": arrived_late / span_s if span_s > 0 else None,
             "departures_per_s": left_late / span_s if span_s > 0 else None,
             "backlog_at_arrivals_end": n - left_by(end_s)}
-
-
-def pools_summary(scenario: Scenario, pools: list[Pool], table: RequestTable, lat: dict, measured: np.ndarray,
-                  bill: Bill, pool_router) -> PoolsSummary:
-    """fleet.pools: what each site served and sent out, the latency its users saw (`network`), and
-    the pool router's decisions.
-
-    network: vLLM's TTFT and E2EL (the rest of the summary) are server-side, from the request's
-    arrival at the site to its first / last token leaving it. A user also waits for the request to
-    reach the site and the tokens to come back: one client_rtt_s of the serving site, added once.
-    So ttft_end_to_end_s = TTFT + rtt and e2el_end_to_end_s = E2EL + rtt (TPOT and ITL unchanged:
-    every token is delayed alike), over the measured requests."""
-    served = served_pool(table, bill.roster.pool)
-    rtt = np.array([p.own_scenario.fleet.site.client_rtt_s for p in pools])
-    rtt_s = np.where(served >= 0, rtt[np.maximum(served, 0)], np.nan)
-    egress = bill.request_egress_usd if bill.request_egress_usd is not None else np.zeros(table.num_requests)
-    bytes_per_token = scenario.fleet.bytes_per_token
-    sites: dict[str, dict[str, Any]] = {}
-    for k, p in enumerate(pools):
-        site = p.own_scenario.fleet.site
-        row = sites.setdefault(site.name, {"region": site.region, "edge": site.edge, "client_rtt_s": site.client_rtt_s,
-                                           "pools": [], "requests_served": 0, "egress_gb": 0.0, "egress_usd": 0.0})
-        mine = served == k
-        row["pools"].append(p.name)
-        row["requests_served"] += int((mine & (table.status == COMPLETED)).sum())
-        row["egress_gb"] += float(table.generated[mine].sum() * bytes_per_token / 1e9)
-        row["egress_usd"] += float(egress[mine].sum())
-    network = {"rtt_s": stats(rtt_s[measured]),
-               "ttft_end_to_end_s": stats((lat["ttft_s"] + rtt_s)[measured]),
-               "e2el_end_to_end_s": stats((lat["e2el_s"] + rtt_s)[measured]),
-               "basis": "server-side TTFT/E2EL + the serving site's client_rtt_s (request up, tokens down)"}
-    return {"by_site": sites, "network": network,
-            "pool_routing": pool_router.counts() if pool_router is not None else None,
-            "bytes_per_token": bytes_per_token}
-
-
-def served_pool(table: RequestTable, pool_of_replica: np.ndarray) -> np.ndarray:
-    """The pool of the replica each request was last on (-1: never placed)."""
-    replica = table.replica[:table.num_requests]
-    return np.where(replica >= 0, pool_of_replica[np.maximum(replica, 0)], -1)
-
-
-def pool_rows(pools: list[Pool], steps: StepArrays, bill: Bill, scenario: Scenario) -> list[dict]:
-    """Each pool's replicas and what they cost: `usd` is its replicas' running charges plus their
-    minimum-charge top-ups (pools add up to the bill less any unused fleet-wide commitment);
-    `allocated_usd` what its steps cost, handed to requests; `replicas` the pool's size at the
-    start, `replica_hours` what it had over the run; `usd_per_hour` its starting size at its
-    pricing model's full-utilisation rate (the fleet's bill per hour is cost.usd_per_hour)."""
-    ra = bill.roster
-    rows = []
-    for k, p in enumerate(pools):
-        mine = ra.pool == k
-        busy_s, alive_s = float(bill.replica_busy_s[mine].sum()), float(ra.alive_s[mine].sum())
-        named = {} if p.scenario is None else {  # fleet.pools: its name, model, site and pricing
-            "name": p.name, "model": p.deployment.model.key, "weight_format": p.deployment.weight_format,
-            "site": p.scenario.fleet.site.name, "pricing_model": p.scenario.fleet.pricing.model}
-        rows.append({**named, "role": p.role, "replicas": p.replicas, "device": p.deployment.device.key,
-                     "tensor_parallel": p.deployment.tensor_parallel, "kv_blocks_per_replica": p.deployment.num_kv_blocks,
-                     "usd_per_hour": p.replicas * replica_usd_per_hour(p, scenario),
-                     "replica_hours": alive_s / S_PER_HOUR,
-                     "usd": pool_hours_usd(bill, mine) + float(bill.tariff.minimum_usd[mine].sum()),
-                     "allocated_usd": float(bill.step_usd[mine[steps.step_replica]].sum()),
-                     "utilization": busy_s / alive_s if alive_s > 0 else 0.0})
-    return rows
-
-
-def pool_hours_usd(bill: Bill, mine: np.ndarray) -> float:
-    """The running charge of the replicas where mine is set, summed over their hours."""
-    hours, entries = bill.hours.select(mine)
-    return hours.total(bill.hour_usd[entries])
-
-
-def fleet_usd_per_hour(bill: Bill, horizon_s: float, pools: list[Pool], scenario: Scenario) -> float:
-    """The fleet's rate: what its pricing model charged over the run, per hour (spot, reserved,
-    savings-plan and owned fleets pay their own rates, minimum charges and unused commitment
-    included, not the on-demand list price); the pools' list rates for a run with no time."""
-    if horizon_s > 0:
-        return bill.total_usd / horizon_s * S_PER_HOUR
-    return sum(p.replicas * replica_usd_per_hour(p, scenario) for p in pools)
-
-
-def replica_usd_per_hour(pool: Pool, scenario: Scenario) -> float:
-    """A replica's hourly rate under its pricing model at full utilisation
-    (simcost.pricing.usd_per_replica_hour): its own pool's section (fleet.pools), else the
-    scenario's fleet (spot, reserved, ... rather than the on-demand list price)."""
-    fleet = scenario.fleet if pool.scenario is None else pool.scenario.fleet
-    return usd_per_replica_hour(fleet, pool.deployment)
-
-
-def fleet_summary(bill: Bill, horizon_s: float, table: RequestTable) -> dict:
-    """How the fleet moved: replicas over the run, how they ended, requests retried."""
-    ra = bill.roster
-    ends = {why: ra.end.count(why) for why in sorted(set(ra.end)) if why}
-    return {"replicas_started": int(len(ra.pool)), "replicas_at_end": int(sum(1 for why in ra.end if not why)),
-            "replica_hours": float(ra.alive_s.sum() / S_PER_HOUR),
-            "mean_replicas": float(ra.alive_s.sum() / horizon_s) if horizon_s > 0 else 0.0,
-            "spot_replicas_started": int(ra.spot.sum()), "ended": ends,
-            "requests_retried": int((table.num_retries > 0).sum()),
-            **({"warm_pool": warm_pool_summary(bill)} if ra.warm_pools else {})}
-
-
-def warm_pool_summary(bill: Bill) -> dict:
-    """fleet.warm_pool: per pool its size and state; over the fleet, on-demand replicas that took
-    a warm node (hits) or found the pool empty and started cold (misses), warm nodes requested,
-    their node-hours in the pool, and what they cost (`usd`, the warm_pool category; `standby_usd`
-    its in-pool part, the rest their provisioning)."""
-    ra = bill.roster
-    w = ra.warm
-    hits, misses = int(ra.warm_hit.sum()), int(sum(ra.warm_misses.values()))
-    return {"pools": [{"pool": k, "size": size, "state": state} for k, (size, state) in sorted(ra.warm_pools.items())],
-            "hits": hits, "misses": misses, "hit_rate": hits / (hits + misses) if hits + misses else None,
-            "nodes_requested": int(len(w.pool)), "standby_node_hours": float(w.in_pool_s.sum() / S_PER_HOUR),
-            "usd": bill.warm_pool_usd, "standby_usd": bill.warm_standby_usd}
 
 
 def breakdowns(scenario: Scenario, table: RequestTable, lat: dict, measured: np.ndarray, good: np.ndarray,

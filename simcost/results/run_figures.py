@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from simcost.metrics.summary import latencies, slo_limits_by_entry
+from simcost.metrics.latency import latencies, slo_limits_by_entry
 from simcost.results.background import Job
 from simcost.results.focus import write_focus_parquet
 from simcost.results.focus_table import FocusTable

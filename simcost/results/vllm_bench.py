@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from simcost.metrics.summary import inter_token_latencies, latencies
+from simcost.metrics.latency import latencies
+from simcost.metrics.token_gaps import inter_token_latencies
 from simcost.workload.request_table import COMPLETED
 
 METRICS = ("ttft", "tpot", "itl", "e2el")

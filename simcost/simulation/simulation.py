@@ -28,8 +28,10 @@ from simcost.engine.speculation import speculation
 from simcost.engine.waiting import queue_key
 from simcost.errors import InputError, required
 from simcost.metrics.budget import budget_alerts
+from simcost.metrics.latency import slo_limits_by_entry
+from simcost.metrics.pool_summary import served_pool
 from simcost.metrics.run_summary import RunSummary
-from simcost.metrics.summary import served_pool, slo_limits_by_entry, summarize
+from simcost.metrics.summary import summarize
 from simcost.metrics.timeseries import TimeSeries, default_interval_s
 from simcost.perf.deployment import Deployment, Pool, fleet_pools
 from simcost.perf.model_choice import choose_perf_model
