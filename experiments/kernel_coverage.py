@@ -23,7 +23,8 @@ from simcost.perf import step_model as sm
 from simcost.perf.calibrate import Pair
 from simcost.perf.deployment import plan_deployment
 from simcost.perf.kernel_reference import kernel_step_time_s_py
-from simcost.perf.step_model import default_factors, kernel_step_params
+from simcost.perf.roofline import default_factors
+from simcost.perf.step_model import kernel_step_params
 from simcost.scenario.scenario import scenario_from_dict
 
 DEVICES = ("a100-80gb", "h100-sxm", "h200", "b200", "l40s", "rtx-pro-6000-server")

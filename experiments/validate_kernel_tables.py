@@ -35,7 +35,8 @@ from simcost.perf.kernel_scaling import (
     table_device,
 )
 from simcost.perf.kernel_tables import FP8_RATIO_ASSUMED, load_tables
-from simcost.perf.step_model import default_factors, kernel_step_params, step_time_s
+from simcost.perf.roofline import default_factors
+from simcost.perf.step_model import kernel_step_params, step_time_s
 
 OPERATOR_FAMILIES = ("gemm decode", "gemm prefill", "attention prefill", "attention decode", "allreduce",
                      "moe decode", "moe prefill")

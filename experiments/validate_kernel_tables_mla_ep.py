@@ -36,7 +36,7 @@ from simcost.perf.kernel_moe import Rates, router_gate, router_topk_s
 from simcost.perf.kernel_reference import kernel_step_time_s_py, unpack_grids
 from simcost.perf.kernel_scaling import TABLE_DEVICE
 from simcost.perf.kernel_tables import KernelTables, gemm_efficiency, load_tables
-from simcost.perf.step_model import default_factors, efficiency_factors
+from simcost.perf.roofline import default_factors, efficiency_factors
 from simcost.scenario.scenario import load_scenario
 
 ROOT = Path(__file__).resolve().parents[1]

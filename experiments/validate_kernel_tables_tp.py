@@ -51,7 +51,8 @@ from simcost.perf.kernel_scaling import (
     with_gpu_counts,
 )
 from simcost.perf.kernel_tables import KernelTables, load_tables
-from simcost.perf.step_model import default_factors, kernel_step_params, step_time_s
+from simcost.perf.roofline import default_factors
+from simcost.perf.step_model import kernel_step_params, step_time_s
 
 DEGREES = (2, 4, 8)
 OPERATOR_FAMILIES = ("allreduce graph", "allreduce eager", "nccl", "moe decode", "moe prefill", "moe ep decode",

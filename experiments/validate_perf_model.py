@@ -29,7 +29,8 @@ from simcost.perf.calibrate import Pair, error_summary, fit_factors, format_tabl
 from simcost.perf.kernel_scaling import borrowed_tables, nearest_table
 from simcost.perf.kernel_tables import table_name
 from simcost.perf.measurements import read_points
-from simcost.perf.step_model import default_factors, kernel_step_params, step_time_s
+from simcost.perf.roofline import default_factors
+from simcost.perf.step_model import kernel_step_params, step_time_s
 
 DATA = Path(__file__).resolve().parents[1] / "simcost" / "data" / "calibration" / "splitwise_llama2-70b_a100-80gb.csv"  # shipped copy of shared/data/calibration
 DEVICE, MODEL = "a100-80gb", "llama-2-70b"

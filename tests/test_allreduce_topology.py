@@ -9,7 +9,8 @@ from scenarios import scenario
 from simcost.catalog.specs import get_device, get_model
 from simcost.errors import InputError
 from simcost.perf.deployment import plan_deployment
-from simcost.perf.step_model import StepParams, step_params
+from simcost.perf.step_model import step_params
+from simcost.perf.step_params import StepParams
 
 L70 = get_model("llama-3.1-70b")
 

@@ -14,7 +14,9 @@ from simcost.errors import InputError
 from simcost.perf.calibrate import Pair, error_summary, fit_factors, fit_warnings, predict_s, write_profile
 from simcost.perf.deployment import plan_deployment
 from simcost.perf.measurements import StepPoint, load_profile, read_points
-from simcost.perf.step_model import P_PREFILL_OVERHEAD_S, P_PREFILL_REQUEST_S, roofline_params, step_params
+from simcost.perf.roofline import roofline_params
+from simcost.perf.step_model import step_params
+from simcost.perf.step_params import P_PREFILL_OVERHEAD_S, P_PREFILL_REQUEST_S
 from simcost.scenario.scenario import scenario_from_dict
 
 # the Splitwise measurements ship inside the package (MIT notice beside them); a test checks the

@@ -11,7 +11,9 @@ import pytest
 from simcost.catalog.specs import BYTES_PER_ELEMENT, get_device, get_model
 from simcost.errors import InputError
 from simcost.perf.deployment import activation_reserve_bytes, plan_deployment
-from simcost.perf.step_model import StepParams, step_params, step_time_s, step_time_s_py
+from simcost.perf.step_model import step_params, step_time_s
+from simcost.perf.step_params import StepParams
+from simcost.perf.step_reference import step_time_s_py
 from simcost.scenario.scenario import scenario_from_dict
 
 
@@ -78,7 +80,7 @@ def test_dp_attention_step_time_by_hand():
     dep, ep = plan()
     # the same model on one GPU, no expert parallelism: the per-device rates EP8/DP8 divides
     scenario = make(tp=1, ep=1, dp_attention=False)
-    from simcost.perf.step_model import efficiency_factors, roofline_params
+    from simcost.perf.roofline import efficiency_factors, roofline_params
     one = StepParams.from_array(roofline_params(H200, V3, 1, dep.compute_format, dep.weight_bytes,
                                                 dep.kv_cache_format, **efficiency_factors(scenario, dep)))
     assert ep.flops_per_token == pytest.approx(one.flops_per_token / 8)

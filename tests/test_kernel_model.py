@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from simcost.perf import step_model as sm
+from simcost.perf import step_reference as sr
 from simcost.perf.deployment import plan_deployment
 from simcost.perf.kernel_model import K_ACC_MEASURED, K_ACC_TOTAL, K_DP, K_MOE_APART, kernel_step_time_s
 from simcost.perf.kernel_reference import kernel_step_time_s_py
@@ -69,7 +70,7 @@ def test_kernel_matches_its_plain_python_reference(prefill, decode, context, req
     pairs = float(prefill * (prefill // max(r, 1) + 1) / 2 + decode * (context + 1))
     kv = float(decode * context)
     got = sm.step_time_s(p, prefill, decode, pairs, kv, r)
-    want = sm.step_time_s_py(p, prefill, decode, pairs, kv, r)
+    want = sr.step_time_s_py(p, prefill, decode, pairs, kv, r)
     assert got == pytest.approx(want, rel=1e-9)
     measured = kernel_step_time_s_py(p, sm.NUM_PARAMS, p[sm.P_STEP_OVERHEAD_S], 0.0, prefill, decode, pairs, kv, r)[1]
     assert p[sm.NUM_PARAMS + K_ACC_TOTAL] == pytest.approx(got, rel=1e-12)
@@ -84,7 +85,7 @@ PARAMS = {(tp, g): kernel_params(hardware={"device": "h100-sxm", "tensor_paralle
 def test_decode_spans_match_single_steps():
     p = PARAMS[(2, True)]
     span = sm.decode_span_times_s(p.copy(), 7, 7 * 900.0, 5)
-    assert np.allclose(span, sm.decode_span_times_s_py(p, 7, 7 * 900.0, 5), rtol=1e-9)
+    assert np.allclose(span, sr.decode_span_times_s_py(p, 7, 7 * 900.0, 5), rtol=1e-9)
 
 
 def _span_step_by_step(p, num_seqs, kv_sum, num_steps):

@@ -120,7 +120,8 @@ def test_kernel_params_derives_the_missing_count_for_a_gpus_own_tables_only():
     8-GPU rows derived beforehand; tables marked as scaled from another GPU get no derived rows
     (their missing count takes the roofline all-reduce, as before)."""
     from simcost.perf.calibrate import Pair
-    from simcost.perf.step_model import default_factors, kernel_step_params, step_time_s
+    from simcost.perf.roofline import default_factors
+    from simcost.perf.step_model import kernel_step_params, step_time_s
     pair = Pair.of("gb200-nvl72", "llama-3.1-70b", "bf16")
     factors = {**default_factors(pair.device), "step_overhead_s": 0.0}
     args = (pair.params(8, factors), pair.device, pair.model, 8, "bf16", "bf16", pair.compute_format, factors)

@@ -13,7 +13,8 @@ from test_engine import check_request_invariants
 from simcost.catalog.specs import get_device, get_model
 from simcost.errors import InputError
 from simcost.perf.deployment import plan_deployment
-from simcost.perf.step_model import per_item_params, step_params, step_time_s_py
+from simcost.perf.step_model import per_item_params, step_params
+from simcost.perf.step_reference import step_time_s_py
 from simcost.scenario.scenario import scenario_from_dict
 from simcost.scenario.schema import to_dict
 from simcost.simulation.simulation import Simulation

@@ -11,15 +11,11 @@ from hypothesis import strategies as st
 
 from simcost.catalog.specs import compute_format_for, get_device
 from simcost.errors import InputError
+from simcost.perf import roofline as rl
 from simcost.perf import step_model as sm
 from simcost.perf.deployment import ACTIVATION_BYTES_PER_TOKEN_PER_HIDDEN, plan_deployment
-from simcost.perf.step_model import (
-    decode_span_times_s,
-    decode_span_times_s_py,
-    step_params,
-    step_time_s,
-    step_time_s_py,
-)
+from simcost.perf.step_model import decode_span_times_s, step_params, step_time_s
+from simcost.perf.step_reference import decode_span_times_s_py, step_time_s_py
 from simcost.scenario.scenario import scenario_from_dict
 
 
@@ -327,7 +323,7 @@ def test_moe_decode_bytes_follow_the_experts_touched():
     _, memory_4 = _terms(p, 0, 4, 4, 0)
     assert memory_4 * p[sm.P_BYTE_RATE] - 4 * p[sm.P_KV_BYTES_PER_TOKEN] == pytest.approx(
         shared + MIXTRAL_EXPERT_PARAMS * 2.0 * (1 - 0.75 ** 4))
-    assert sm.expected_experts_touched(8, 2, 4) == pytest.approx(8 * (1 - 0.75 ** 4))
+    assert rl.expected_experts_touched(8, 2, 4) == pytest.approx(8 * (1 - 0.75 ** 4))
 
 
 def test_dense_model_has_no_expert_term():

@@ -12,7 +12,9 @@ from scenarios import scenario
 
 from simcost.catalog.specs import get_device
 from simcost.perf.deployment import plan_deployment
-from simcost.perf.step_model import StepParams, step_params, step_time_s, step_time_s_py
+from simcost.perf.step_model import step_params, step_time_s
+from simcost.perf.step_params import StepParams
+from simcost.perf.step_reference import step_time_s_py
 
 
 def params(pp=2, micro_batches=None, tp=4):

@@ -12,13 +12,8 @@ from hypothesis import strategies as st
 from simcost.errors import InputError
 from simcost.perf import step_model as sm
 from simcost.perf.deployment import plan_deployment
-from simcost.perf.step_model import (
-    decode_span_times_s,
-    decode_span_times_s_py,
-    step_params,
-    step_time_s,
-    step_time_s_py,
-)
+from simcost.perf.step_model import decode_span_times_s, step_params, step_time_s
+from simcost.perf.step_reference import decode_span_times_s_py, step_time_s_py
 from simcost.perf.step_table import pack_table, table_step_time_s_py
 from simcost.scenario.scenario import scenario_from_dict
 

@@ -42,7 +42,7 @@ from simcost.errors import InputError, closest
 from simcost.files import staged_file
 from simcost.perf.deployment import plan_deployment
 from simcost.perf.measurements import EFFICIENCY_FACTORS, FACTOR_LOWER, FACTOR_UPPER
-from simcost.perf.step_model import efficiency_factors
+from simcost.perf.roofline import efficiency_factors
 from simcost.scenario.scenario import Scenario
 from simcost.workload.serving_log import ServingLog
 

@@ -48,7 +48,8 @@ from simcost.catalog.specs import BYTES_PER_ELEMENT, DeviceSpec, ModelSpec, comp
 from simcost.errors import InputError
 from simcost.files import staged_file
 from simcost.perf.measurements import EFFICIENCY_FACTORS, FACTOR_LOWER, FACTOR_UPPER, StepPoint
-from simcost.perf.step_model import default_factors, roofline_params, step_time_s
+from simcost.perf.roofline import default_factors, roofline_params
+from simcost.perf.step_model import step_time_s
 
 ROBUST_SCALE = 0.05  # soft_l1 turns from quadratic to linear at 5 % relative error
 # Times are fitted in ms / us so that all unknowns are of order 1 for the solver.

@@ -110,7 +110,7 @@ def alltoall_cost(model: ModelSpec, device: DeviceSpec, ep: int, per_node: int, 
 def expert_parallel_terms(scenario: Scenario, model: ModelSpec, device: DeviceSpec, tp: int,
                           allreduce_latency_s: float) -> dict[str, float]:
     """How the scenario's expert parallelism changes a tensor-parallel group's roofline (see
-    simcost.perf.step_model.StepParams): `<field>_scale` multiplies a field, `<field>_add` adds
+    simcost.perf.step_params.StepParams): `<field>_scale` multiplies a field, `<field>_add` adds
     to it after. Empty when E is 1."""
     ep, dp = expert_parallel(scenario)
     if ep <= 1:

@@ -36,7 +36,7 @@ column blocks of a measured width); points beyond a table's range scale its edge
 measured seconds into two slots of the parameter vector, which the run summary reports as
 `step_time_measured_fraction`.
 
-Layout after the step model's named slots (simcost.perf.step_model.NUM_PARAMS = base):
+Layout after the step model's named slots (simcost.perf.step_params.NUM_PARAMS = base):
   base + 0..4: nT, nR, nS, nB, nC; base + 5: seconds simulated; base + 6: of them measured;
   base + 7: eager launch floor s; base + 8: largest graph-captured step in tokens (0: none); base + 9: 1 if the
   grids come from another GPU's tables scaled to this device (then 'measured' means 'scaled');

@@ -1,10 +1,9 @@
-"""The step-time model: its parameters (`StepParams`, packed into the float64 vector the numba
-kernels read), and the kernels.
-
-`step_params` packs the scenario's model (`perf.model`: roofline, constant or table) for a
-`simcost.perf.deployment.Deployment`; `step_time_s` / `decode_span_times_s` evaluate it, each with a
-plain-Python twin (`*_py`) written from the formulas, which the tests compare against
-(docs/design.md section 4). The roofline covers dense and mixture-of-experts models, tensor and
+"""The step-time model: `step_params` packs the scenario's model (`perf.model`: roofline, kernels,
+constant or table) for a `simcost.perf.deployment.Deployment` into the float64 vector the numba
+kernels read (its named slots: simcost.perf.step_params; the roofline's terms:
+simcost.perf.roofline), and `step_time_s` / `decode_span_times_s` evaluate it, each with a
+plain-Python twin (simcost.perf.step_reference) written from the formulas, which the tests
+compare against (docs/design.md section 4). The roofline covers dense and mixture-of-experts models, tensor and
 pipeline parallelism, and per-item models: for those `step_params` returns `per_item_params`
 (a batch of n items takes step_time_s(p, n, 0, 0, 0, n)) once the engine policy is request-level.
 
@@ -18,13 +17,13 @@ prompt of the same total tokens; the constant and table models ignore it.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, fields, replace
+from dataclasses import fields
 from typing import TYPE_CHECKING
 
 import numpy as np
 from numba import njit
 
-from simcost.catalog.specs import BYTES_PER_ELEMENT, FLAT_INTERCONNECTS, DeviceSpec, Interconnect, ModelSpec
+from simcost.catalog.specs import DeviceSpec, ModelSpec
 from simcost.errors import InputError, required
 from simcost.perf.expert_parallel import expert_parallel_terms, kernel_expert_parallel
 from simcost.perf.kernel_model import (
@@ -37,17 +36,43 @@ from simcost.perf.kernel_model import (
     tables_scaled,
 )
 from simcost.perf.kernel_moe import ExpertParallel
-from simcost.perf.kernel_reference import kernel_step_time_s_py
 from simcost.perf.kernel_span import kernel_span_times_s
 from simcost.perf.kernel_tables import (
     CUDA_GRAPH_MAX_TOKENS,
     KernelTables,
     cuda_graph_max_tokens,
-    format_efficiency_ratio,
 )
-from simcost.perf.measurements import EFFICIENCY_FACTORS, FACTOR_DEFAULTS
 from simcost.perf.model_choice import auto_tables, choose_perf_model
-from simcost.perf.step_table import T_HEADER, table_step_time_s, table_step_time_s_py
+from simcost.perf.roofline import efficiency_factors, pipeline_link_bytes_per_s, pipeline_micro_batches, roofline_params
+from simcost.perf.step_params import (
+    KIND_CONSTANT,
+    KIND_KERNELS,
+    KIND_ROOFLINE,
+    KIND_TABLE,
+    NUM_PARAMS,
+    P_BYTE_RATE,
+    P_COMM_FIXED_S,
+    P_COMM_S_PER_TOKEN,
+    P_DECODE_STEP_S,
+    P_EXPERT_BYTES,
+    P_EXPERTS_PER_TOKEN,
+    P_FLOP_RATE,
+    P_FLOPS_PER_ATTN_PAIR,
+    P_FLOPS_PER_TOKEN,
+    P_KIND,
+    P_KV_BYTES_PER_TOKEN,
+    P_NUM_EXPERTS,
+    P_PIPELINE_MICRO_BATCHES,
+    P_PIPELINE_S_PER_TOKEN,
+    P_PIPELINE_STAGES,
+    P_PREFILL_OVERHEAD_S,
+    P_PREFILL_REQUEST_S,
+    P_PREFILL_S_PER_TOKEN,
+    P_STEP_OVERHEAD_S,
+    P_WEIGHT_BYTES,
+    StepParams,
+)
+from simcost.perf.step_table import table_step_time_s
 from simcost.scenario.deployment import REQUEST_LEVEL_POLICIES
 from simcost.scenario.scenario import Scenario
 
@@ -55,83 +80,6 @@ if TYPE_CHECKING:
     from simcost.perf.deployment import Deployment
 
 
-
-
-def kv_heads_per_device(model: ModelSpec, tp: int) -> float:
-    # With tp > num_kv_heads each device keeps one KV head (vLLM replicates them), so KV per device
-    # stops shrinking; otherwise the heads split evenly.
-    return max(model.num_kv_heads / tp, 1.0)
-
-
-# --- the step-time parameters ---------------------------------------------------------------
-
-KIND_ROOFLINE = 0.0
-KIND_CONSTANT = 1.0
-KIND_TABLE = 2.0  # measured step times (simcost.perf.step_table) packed after the roofline's slots
-KIND_KERNELS = 3.0  # measured kernel latencies (simcost.perf.kernel_model) packed after the roofline's slots
-
-
-@dataclass(frozen=True)
-class StepParams:
-    """The step-time model's parameters by name. Everything per tensor-parallel rank (FLOPs and
-    bytes divided by t, summed over pipeline stages), so the kernels need no model or device
-    objects. The kernels read them as one float64 vector (`to_array`), indexed by the P_* slots
-    below, which follow the field order."""
-
-    kind: float = KIND_ROOFLINE  # KIND_ROOFLINE, KIND_CONSTANT or KIND_TABLE
-    step_overhead_s: float = 0.0  # fixed seconds per step (both kinds)
-    prefill_s_per_token: float = 0.0  # constant model
-    decode_step_s: float = 0.0  # constant model: added once when a step has any decode token
-    flops_per_token: float = 0.0  # 2 * active parameters / t
-    flops_per_attn_pair: float = 0.0  # 4 * L * d / t
-    flop_rate: float = 0.0  # peak_flops[compute_format] * mfu (one device)
-    weight_bytes: float = 0.0  # bytes of the weights outside routed experts / t
-    kv_bytes_per_token: float = 0.0  # KV bytes per token per device
-    byte_rate: float = 0.0  # mem_bw * mbu (one device)
-    comm_s_per_token: float = 0.0  # all-reduce transfer seconds per step token (0 when t == 1)
-    comm_fixed_s: float = 0.0  # all-reduce latency seconds per step: 2 L (t-1) allreduce_latency_s
-    prefill_overhead_s: float = 0.0  # added once when a step has any prefill token (eager-mode launches)
-    expert_bytes: float = 0.0  # MoE: bytes of all routed experts / t (0 for a dense model)
-    num_experts: float = 0.0  # MoE: routed experts per layer n (0 for a dense model)
-    experts_per_token: float = 0.0  # MoE: experts each token is routed to, k
-    pipeline_s_per_token: float = 0.0  # pipeline parallel: activation transfer seconds per step token, all hops
-    prefill_request_s: float = 0.0  # added per request with prefill tokens in the step (per-sequence work)
-    pipeline_stages: float = 1.0  # pipeline parallel: stages (the roofline splits a step into micro-batches)
-    pipeline_micro_batches: float = 1.0  # at most this many micro-batches per step (1: stages in sequence)
-
-    def to_array(self) -> np.ndarray:
-        return np.array([getattr(self, f.name) for f in fields(self)], dtype=np.float64)
-
-    @classmethod
-    def from_array(cls, p: np.ndarray) -> StepParams:
-        """The named parameters of a packed vector (a table model's rows after them are left out)."""
-        return cls(*p[:NUM_PARAMS])
-
-
-# The slots of the packed vector. The kernels index it with these module-level ints, which numba
-# compiles in as constants, so naming the parameters costs the kernels nothing.
-_SLOT = {f.name: i for i, f in enumerate(fields(StepParams))}
-NUM_PARAMS = len(_SLOT)
-P_KIND = _SLOT["kind"]
-P_STEP_OVERHEAD_S = _SLOT["step_overhead_s"]
-P_PREFILL_S_PER_TOKEN = _SLOT["prefill_s_per_token"]
-P_DECODE_STEP_S = _SLOT["decode_step_s"]
-P_FLOPS_PER_TOKEN = _SLOT["flops_per_token"]
-P_FLOPS_PER_ATTN_PAIR = _SLOT["flops_per_attn_pair"]
-P_FLOP_RATE = _SLOT["flop_rate"]
-P_WEIGHT_BYTES = _SLOT["weight_bytes"]
-P_KV_BYTES_PER_TOKEN = _SLOT["kv_bytes_per_token"]
-P_BYTE_RATE = _SLOT["byte_rate"]
-P_COMM_S_PER_TOKEN = _SLOT["comm_s_per_token"]
-P_COMM_FIXED_S = _SLOT["comm_fixed_s"]
-P_PREFILL_OVERHEAD_S = _SLOT["prefill_overhead_s"]
-P_EXPERT_BYTES = _SLOT["expert_bytes"]
-P_NUM_EXPERTS = _SLOT["num_experts"]
-P_EXPERTS_PER_TOKEN = _SLOT["experts_per_token"]
-P_PIPELINE_S_PER_TOKEN = _SLOT["pipeline_s_per_token"]
-P_PREFILL_REQUEST_S = _SLOT["prefill_request_s"]
-P_PIPELINE_STAGES = _SLOT["pipeline_stages"]
-P_PIPELINE_MICRO_BATCHES = _SLOT["pipeline_micro_batches"]
 
 
 def step_params(scenario: Scenario, dep: Deployment) -> np.ndarray:
@@ -220,117 +168,6 @@ def _table_params(path: str, dep: Deployment, roofline: np.ndarray) -> np.ndarra
     return p
 
 
-
-
-def default_factors(device: DeviceSpec) -> dict[str, float]:
-    """The device catalog's factors, with FACTOR_DEFAULTS for those it does not list."""
-    # the catalog's own factors are DeviceSpec fields; the others have defaults
-    return {name: getattr(device, name) if hasattr(device, name) else FACTOR_DEFAULTS[name] for name in EFFICIENCY_FACTORS}
-
-
-def pipeline_micro_batches(scenario: Scenario) -> int:
-    """Micro-batches a pipelined step splits into: hardware.pipeline_micro_batches, else 1 (the
-    stages in sequence). Opt-in, since filling and draining the pipeline inside every step prices
-    weight-bound decode above the sequential step, while vLLM's virtual engines keep it full."""
-    return scenario.hardware.pipeline_micro_batches or 1
-
-
-def pipeline_link_bytes_per_s(scenario: Scenario, device: DeviceSpec) -> float:
-    """The link between pipeline stages: `hardware.pipeline_link_gb_per_s`, else the device's
-    scale-up link (stages in one node)."""
-    gb_per_s = getattr(scenario.hardware, "pipeline_link_gb_per_s", None)
-    return gb_per_s * 1e9 if gb_per_s else device.link_bytes_per_s
-
-
-def efficiency_factors(scenario: Scenario, dep: Deployment) -> dict[str, float]:
-    """The roofline's factors. Precedence: a value set in `perf`, then the calibrated profile
-    named by `perf.profile`, then the device catalog's defaults, whose mfu and mbu are for 16-bit
-    GEMMs: fp8 scales them by what fp8 kernels reach relative to bf16 (format_efficiency_ratio)."""
-    factors = default_factors(dep.device)
-    mfu_ratio, mbu_ratio = format_efficiency_ratio(dep.device.key, dep.compute_format, dep.device.peak_flops,
-                                                   dep.device.mem_bw_bytes_per_s)
-    factors["mfu"] *= mfu_ratio
-    factors["mbu"] *= mbu_ratio
-    profile_path = getattr(scenario.perf, "profile", None)
-    if profile_path:
-        from simcost.perf.measurements import load_profile  # lazy: calibrate imports this module
-        factors.update(load_profile(profile_path, dep.device.key, dep.model.key, "perf.profile"))
-    for name in EFFICIENCY_FACTORS:
-        value = getattr(scenario.perf, name, None)
-        if value is not None:
-            factors[name] = value
-    return factors
-
-
-def roofline_params(device: DeviceSpec, model: ModelSpec, t: int, compute_format: str, weight_bytes: float,
-                    kv_cache_format: str, *, mfu: float, mbu: float, step_overhead_s: float,
-                    allreduce_latency_s: float, prefill_overhead_s: float = 0.0, attention_efficiency: float = 1.0,
-                    prefill_request_s: float = 0.0, pipeline_parallel: int = 1, pipeline_link_bytes_per_s: float | None = None,
-                    pipeline_micro_batches: float | None = None) -> np.ndarray:
-    """The roofline of `model` (weight_bytes in total) on `t` x `device` with the given factors.
-
-    Pipeline parallelism (`pipeline_parallel` stages of t devices each): the parameters are those
-    of one stage holding every layer (the same FLOPs and bytes per tensor-parallel rank as the sum
-    over stages), plus the activations sent between stages; the kernels split a step into up to
-    `pipeline_micro_batches` (default pp) micro-batches that flow through the stages
-    (simcost.perf.step_model._pipelined_step_s). With 1 the stages run one after another."""
-    hidden = model.num_heads * model.head_dim
-    expert_params, num_experts, experts_per_token = moe_shape(model)
-    # FLOPs use the active parameters: the shared (attention, embedding, router) part plus k of
-    # the n experts' share.
-    active_params = model.num_params - expert_params + expert_params * experts_per_token / max(num_experts, 1)
-    expert_bytes = weight_bytes * expert_params / model.num_params
-    pipeline_s_per_token = 0.0
-    if pipeline_parallel > 1:
-        # (pp - 1) hops per step, each sending the step's bf16 hidden states
-        link = pipeline_link_bytes_per_s or device.link_bytes_per_s
-        pipeline_s_per_token = (pipeline_parallel - 1) * hidden * 2.0 / link
-    comm_s_per_token = comm_fixed_s = 0.0
-    if t > 1:
-        # Megatron-style tensor parallelism: two all-reduces per layer (after attention and after
-        # the MLP) of the step's bf16 activations; a ring all-reduce moves 2 (t-1)/t of the data
-        # over each device's link. Its latency grows with the ring's 2 (t-1) hops, so the catalog's
-        # allreduce_latency_s is the latency at t = 2 and t devices pay (t - 1) times it. (A flat
-        # per-all-reduce latency cannot match the Splitwise A100 data, whose batch-1 decode stops
-        # improving from TP4 to TP8, without also making TP2 slower than TP1 for small models.)
-        allreduces = 2.0 * model.num_layers
-        bytes_per_token = 2.0 * (t - 1) / t * hidden * 2.0
-        comm_s_per_token = allreduces * bytes_per_token / device.link_bytes_per_s
-        comm_fixed_s = allreduces * (t - 1) * allreduce_latency_s
-        fabric = getattr(device, "interconnect", None)
-        if fabric is not None:  # opt-in per device: the fabric's own latency and bandwidth
-            comm_fixed_s, comm_s_per_token = allreduce_cost(fabric, model.num_layers, model.hidden_size, t)
-    return StepParams(
-        kind=KIND_ROOFLINE, step_overhead_s=step_overhead_s, prefill_overhead_s=prefill_overhead_s,
-        prefill_request_s=prefill_request_s,
-        pipeline_stages=float(pipeline_parallel),
-        pipeline_micro_batches=float(pipeline_micro_batches or pipeline_parallel),
-        flops_per_token=2.0 * active_params / t,
-        # Causal attention: QK^T and PV cost 2 * 2 * d FLOPs per (query, key) pair per layer; the
-        # caller counts pairs exactly (n(n+1)/2 for a fresh prefill), so no halving here. Attention
-        # kernels reach a different fraction of peak than the GEMMs: attention_efficiency (relative
-        # to mfu) scales its FLOPs instead of needing a second rate in the kernel.
-        flops_per_attn_pair=4.0 * model.num_layers * hidden / t / attention_efficiency,
-        flop_rate=device.peak_flops[compute_format] * mfu,
-        weight_bytes=(weight_bytes - expert_bytes) / t, expert_bytes=expert_bytes / t,
-        num_experts=num_experts, experts_per_token=experts_per_token,
-        pipeline_s_per_token=pipeline_s_per_token,
-        kv_bytes_per_token=(2.0 * model.num_layers * kv_heads_per_device(model, t) * model.head_dim
-                            * BYTES_PER_ELEMENT[kv_cache_format]),
-        byte_rate=device.mem_bw_bytes_per_s * mbu,
-        comm_s_per_token=comm_s_per_token, comm_fixed_s=comm_fixed_s,
-    ).to_array()
-
-
-def allreduce_cost(fabric: Interconnect, num_layers: int, hidden_size: int, t: int) -> tuple[float, float]:
-    """(fixed seconds, seconds per step token) of a step's 2 L all-reduces over t devices of a
-    catalog `interconnect`: each moves the step's bf16 residual stream (tokens x hidden x 2 bytes),
-    2 (t-1)/t of it over each device's link (ring or switch alike), and pays the fabric's latency
-    once on a switch or full mesh (near-flat in t) or once per hop of a ring's 2 (t-1)."""
-    allreduces = 2.0 * num_layers
-    hops = 1.0 if fabric.kind in FLAT_INTERCONNECTS else 2.0 * (t - 1)
-    return (allreduces * hops * fabric.latency_s,
-            allreduces * 2.0 * (t - 1) / t * hidden_size * 2.0 / fabric.bytes_per_s)
 
 
 # --- kernels --------------------------------------------------------------------------------
@@ -516,83 +353,3 @@ def item_time_s(p: np.ndarray, flops: float, nbytes: float) -> float:
     return max(flops / p[P_FLOP_RATE], nbytes / p[P_BYTE_RATE])
 
 
-def step_time_s_py(p, num_prefill_tokens, num_decode_tokens, attn_token_pairs, kv_read_tokens,
-                   num_prefill_requests) -> float:
-    """Plain-Python reference for `step_time_s`, written from the formula, not the kernel."""
-    tokens = num_prefill_tokens + num_decode_tokens
-    if tokens <= 0:
-        return 0.0
-    s = StepParams.from_array(p)
-    if s.kind == KIND_KERNELS:
-        return kernel_step_time_s_py(p, NUM_PARAMS, s.step_overhead_s, s.pipeline_s_per_token, num_prefill_tokens,
-                                     num_decode_tokens, attn_token_pairs, kv_read_tokens, num_prefill_requests)[0]
-    if s.kind == KIND_TABLE:
-        prefill, decode = unpack_table(p)
-        return table_step_time_s_py(prefill, decode, num_prefill_tokens, num_decode_tokens, kv_read_tokens)
-    if s.kind == KIND_CONSTANT:
-        decode_s = s.decode_step_s if num_decode_tokens > 0 else 0.0
-        return float(s.step_overhead_s + s.prefill_s_per_token * num_prefill_tokens + decode_s)
-    if s.pipeline_stages > 1 and s.pipeline_micro_batches > 1:
-        return _pipelined_step_s_py(s, num_prefill_tokens, num_decode_tokens, attn_token_pairs, kv_read_tokens,
-                                    num_prefill_requests)
-    compute_s = (s.flops_per_token * tokens + s.flops_per_attn_pair * attn_token_pairs) / s.flop_rate
-    experts = expected_experts_touched(s.num_experts, s.experts_per_token, tokens)
-    expert_bytes = s.expert_bytes * experts / s.num_experts if s.num_experts else 0.0
-    memory_s = (s.weight_bytes + expert_bytes + s.kv_bytes_per_token * (kv_read_tokens + tokens)) / s.byte_rate
-    comm_s = s.comm_fixed_s + s.comm_s_per_token * tokens
-    pipeline_s = s.pipeline_s_per_token * tokens
-    prefill_s = (s.prefill_overhead_s + s.prefill_request_s * num_prefill_requests
-                 if num_prefill_tokens > 0 else 0.0)
-    return float(max(compute_s, memory_s) + comm_s + pipeline_s + s.step_overhead_s + prefill_s)
-
-
-def _pipelined_step_s_py(s: StepParams, num_prefill_tokens, num_decode_tokens, attn_token_pairs, kv_read_tokens,
-                         num_prefill_requests) -> float:
-    """Reference for `_pipelined_step_s`: a GPipe-style schedule of m micro-batches over pp stages,
-    the time one micro-batch spends in one stage being the single-stage roofline of 1/m of the
-    step's work over pp."""
-    pp = s.pipeline_stages
-    m = int(min(s.pipeline_micro_batches, max(num_decode_tokens + num_prefill_requests, 1)))
-    one = replace(s, pipeline_stages=1.0, pipeline_micro_batches=1.0, pipeline_s_per_token=0.0, step_overhead_s=0.0,
-                  prefill_overhead_s=0.0, prefill_request_s=0.0).to_array()
-    micro = step_time_s_py(one, num_prefill_tokens / m, num_decode_tokens / m, attn_token_pairs / m,
-                           kv_read_tokens / m, 0)
-    send_s = s.pipeline_s_per_token / (pp - 1) * (num_prefill_tokens + num_decode_tokens) / m
-    prefill_s = (s.prefill_overhead_s + s.prefill_request_s * num_prefill_requests if num_prefill_tokens > 0 else 0.0)
-    return float((pp + m - 1) * micro / pp + (pp - 1) * send_s + s.step_overhead_s + prefill_s)
-
-
-def unpack_table(p: np.ndarray) -> tuple[list, list]:
-    """The (tokens, s) prefill and (batch, context, s) decode rows packed in a table model."""
-    base = NUM_PARAMS
-    n_prefill, n_batches = int(p[base]), int(p[base + 1])
-    start = base + T_HEADER
-    prefill = list(zip(p[start:start + n_prefill], p[start + n_prefill:start + 2 * n_prefill]))
-    decode, pos = [], start + 2 * n_prefill
-    for _ in range(n_batches):
-        b, n = p[pos], int(p[pos + 1])
-        decode += [(b, c, s) for c, s in zip(p[pos + 2:pos + 2 + n], p[pos + 2 + n:pos + 2 + 2 * n])]
-        pos += 2 + 2 * n
-    return prefill, decode
-
-
-def expected_experts_touched(num_experts: float, experts_per_token: float, num_tokens: float) -> float:
-    """Expected distinct experts (of n) that `num_tokens` tokens, each routed to k experts
-    uniformly, touch in one layer: n (1 - (1 - k/n)^T). Plain Python; 0 for a dense model."""
-    if num_experts <= 0:
-        return 0.0
-    return num_experts * (1.0 - (1.0 - experts_per_token / num_experts) ** num_tokens)
-
-
-def moe_shape(model: ModelSpec) -> tuple[float, int, int]:
-    """(parameters in routed experts, experts per layer n, experts per token k); (0, 0, 0) for a
-    dense model or a catalog that predates the MoE fields."""
-    num_experts = int(getattr(model, "num_experts", 0) or 0)
-    if num_experts <= 1:
-        return 0.0, 0, 0
-    return float(getattr(model, "expert_params", 0.0)), num_experts, int(getattr(model, "experts_per_token", 1))
-
-
-def decode_span_times_s_py(p, num_seqs, kv_tokens_sum, num_steps) -> np.ndarray:
-    return np.array([step_time_s_py(p, 0, num_seqs, kv_tokens_sum + j * num_seqs + num_seqs,
-                                    kv_tokens_sum + j * num_seqs, 0) for j in range(num_steps)], dtype=np.float64)
