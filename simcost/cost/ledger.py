@@ -312,17 +312,19 @@ def allocate_logged_records(step_usd, record_step_offset, record_member_offset, 
         lo, hi = record_member_offset[r], record_member_offset[r + 1]
         span = record_span[r]
         span_tokens = np.int32(record_step_offset[r + 1] - record_step_offset[r])
+        span_prefill = not span  # a span's steps decode only (False when used; a runtime bool, not a
+        # literal False, so _weight compiles once)
         total = 0.0
         for m in range(lo, hi):
             if span:
-                total += _weight(span_tokens, False, prefill_weight, decode_weight, equal)
+                total += _weight(span_tokens, span_prefill, prefill_weight, decode_weight, equal)
             else:
                 total += _weight(logged_tokens[logged + m - lo], logged_prefill[logged + m - lo], prefill_weight,
                                  decode_weight, equal)
         for m in range(lo, hi):
             if total > 0:
                 if span:
-                    w = _weight(span_tokens, False, prefill_weight, decode_weight, equal)
+                    w = _weight(span_tokens, span_prefill, prefill_weight, decode_weight, equal)
                 else:
                     w = _weight(logged_tokens[logged + m - lo], logged_prefill[logged + m - lo], prefill_weight,
                                 decode_weight, equal)

@@ -46,7 +46,8 @@ def kernel_span_times_s(p, base, overhead_s, pipeline_s_per_token, num_seqs, kv_
         return out
     n_t, n_b, n_c = int(p[base]), int(p[base + 3]), int(p[base + 4])
     n_r, n_s = int(p[base + 1]), int(p[base + 2])
-    g_tokens, g_decode, g_requests = _group_share(p[base + K_DP], 0, num_seqs, 0)
+    none = num_seqs - num_seqs  # no prompt tokens or requests, as int64s: literal 0s would compile _group_share twice
+    g_tokens, g_decode, g_requests = _group_share(p[base + K_DP], none, num_seqs, none)
     t_axis = base + K_HEADER
     fixed, fixed_measured = _grid1(g_tokens, p, t_axis, n_t)
     head_axis = t_axis + 2 * n_t

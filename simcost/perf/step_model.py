@@ -274,9 +274,12 @@ def _kernels_span_s(p, num_seqs, kv_tokens_sum, num_steps):
 def _analytic_span_s(p, num_seqs, kv_tokens_sum, num_steps):
     out = np.empty(num_steps, dtype=np.float64)
     n = float(num_seqs)
+    # no prompt tokens, as an int64 like step_time_s's: a literal 0 would make numba compile a
+    # second version of _analytic_step_s and _pipelined_step_s (~1 s of a fresh install's first run)
+    none = num_seqs - num_seqs
     for j in range(num_steps):
         kv = float(kv_tokens_sum) + j * n
-        out[j] = _analytic_step_s(p, 0, num_seqs, kv + n, kv, 0)
+        out[j] = _analytic_step_s(p, none, num_seqs, kv + n, kv, none)
     return out
 
 
