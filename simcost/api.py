@@ -282,7 +282,7 @@ class Sizing:
                 f"(${c.usd_per_month:,.0f}/month), {len(self.result.options)} options>")
 
     def _repr_html_(self) -> str:
-        from simcost.analysis.sizing import format_sizing
+        from simcost.analysis.sizing_outputs import format_sizing
 
         return f"<pre>{html.escape(format_sizing(self.result))}</pre>"
 

@@ -13,13 +13,13 @@ from simcost.analysis.sizing import (
     HEADROOM_CHECK_FACTOR,
     Evaluator,
     candidate_options,
-    format_sizing,
     multiplier_search,
     replica_search,
     run_point,
     size,
     with_option,
 )
+from simcost.analysis.sizing_outputs import format_sizing
 from simcost.catalog.specs import get_device
 from simcost.errors import InputError
 from simcost.scenario.scenario import scenario_from_dict

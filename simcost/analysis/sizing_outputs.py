@@ -1,6 +1,7 @@
-"""`simcost size` beyond the terminal: its options from the command's text, its result as JSON
-(`--json`, result.json) and the results folder: result.json, options.csv, sizing.png, and the
-chosen deployment as `vllm-serve.sh` and `kubernetes.yaml` (simcost.analysis.deploy)."""
+"""`simcost size` beyond the search: its options from the command's text, its result as the
+terminal's table (`format_sizing`), as JSON (`--json`, result.json) and as the results folder:
+result.json, options.csv, sizing.png, and the chosen deployment as `vllm-serve.sh` and
+`kubernetes.yaml` (simcost.analysis.deploy)."""
 
 from __future__ import annotations
 
@@ -151,3 +152,50 @@ def plot_sizing(result: Sizing, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def format_sizing(result: Sizing) -> str:
+    """The ranked options as a table, then the chosen fleet's headroom and redundancy."""
+    where = f" of pool {result.pool} (the other pools as written)" if result.pool else ""
+    lines = [f"{result.scenario}: cheapest fleet meeting the SLO (target {result.slo_target:.0%}) "
+             f"on {result.seeds} seed(s), replicas 1..{result.max_replicas}{where}", ""]
+    width = max([len(o.label) for o in result.options] + [6])
+    lines.append(f"{'rank':>4}  {'option':<{width}}  {'replicas':>8}  {'$/hour':>9}  {'$/month':>10}  {'SLO att.':>8}  note")
+    for index, o in enumerate(result.options, start=1):
+        att = "-" if o.slo_attainment is None else f"{o.slo_attainment:.1%}"
+        if o.replicas is None or o.usd_per_hour is None:  # infeasible: both unset
+            lines.append(f"{'-':>4}  {o.label:<{width}}  {'-':>8}  {'-':>9}  {'-':>10}  {att:>8}  {o.reason}")
+        else:
+            note = _cost_note(index, o.usd_per_hour, result.options[0].usd_per_hour)
+            lines.append(f"{index:>4}  {o.label:<{width}}  {o.replicas:>8}  {o.usd_per_hour:>9,.2f}  "
+                         f"{o.usd_per_month:>10,.0f}  {att:>8}  {note}")
+    lines.append("")
+    lines += _chosen_lines(result)
+    lines.append(f"simulations: {result.simulations} for the replica search "
+                 f"({result.total_simulations} with headroom and redundancy)")
+    return "\n".join(lines)
+
+
+def _cost_note(rank: int, usd_per_hour: float, first_usd_per_hour: float | None) -> str:
+    """The first option is the chosen one; the others cost this much more (ranked by cost, so
+    the first is feasible whenever a later one is)."""
+    if rank == 1 or first_usd_per_hour is None:
+        return "chosen"
+    return f"+${usd_per_hour - first_usd_per_hour:,.2f}/hour"
+
+
+def _chosen_lines(result: Sizing) -> list[str]:
+    chosen = result.chosen
+    if chosen is None or chosen.usd_per_hour is None:  # a chosen option has both
+        return ["no option meets the SLO within the replica bound"]
+    lines = [f"chosen: {chosen.replicas} x {chosen.label}, ${chosen.usd_per_hour:,.2f}/hour "
+             f"(${chosen.usd_per_month:,.0f}/month at {HOURS_PER_MONTH:g} h)"]
+    if result.headroom is not None:
+        h = result.headroom
+        verdict = {True: "misses it", False: "still meets it", None: "not run"}[h.check_fails]
+        lines.append(f"headroom: meets the SLO up to x{h.multiplier:.3g} the load "
+                     f"(x{h.check_multiplier:.3g}: {verdict})" + (f"; {h.note}" if h.note else ""))
+    for r in result.redundancy:
+        lines.append(f"N+{r.extra} ({r.replicas} replicas): ${r.usd_per_hour:,.2f}/hour, "
+                     f"${r.usd_per_hour * HOURS_PER_MONTH:,.0f}/month (+${r.usd_per_hour - chosen.usd_per_hour:,.2f}/hour)")
+    return lines

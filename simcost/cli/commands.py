@@ -272,8 +272,8 @@ def cmd_trace_inspect(args) -> int:
 
 
 def cmd_size(args) -> int:
-    from simcost.analysis.sizing import format_sizing, size
-    from simcost.analysis.sizing_outputs import parse_options, sizing_json, write_sizing
+    from simcost.analysis.sizing import size
+    from simcost.analysis.sizing_outputs import format_sizing, parse_options, sizing_json, write_sizing
     from simcost.scenario.scenario import load_scenario
 
     options = parse_options(args.devices, args.tensor_parallel, args.policies, args.pricing)
