@@ -147,11 +147,13 @@ def whole_numbers(where: str, values: list, name: str, first_line: int, minimum:
                   text_ok: bool = False, maximum: int | None = None) -> np.ndarray:
     """int64 array of JSON integers (or integer text, for CSV cells: text_ok); floats such as 3.5
     (or 3.0) are refused rather than truncated."""
-    if not all(_is_whole(v, text_ok) for v in values):
+    # every value a JSON integer (a trace's usual case): checked and converted in C, not per value
+    plain_ints = set(map(type, values)) == {int}
+    if not plain_ints and not all(_is_whole(v, text_ok) for v in values):
         i = next(i for i, v in enumerate(values) if not _is_whole(v, text_ok))
         raise InputError(f"{where}:{i + first_line}", f"{name} {values[i]!r} is not a whole number")
     try:
-        array = np.array([int(v) for v in values], dtype=np.int64)
+        array = np.array(values if plain_ints else [int(v) for v in values], dtype=np.int64)
     except OverflowError:
         raise InputError(where, f"{name}: a value does not fit in 64 bits") from None
     too_big = np.flatnonzero(array > maximum) if maximum is not None else np.empty(0, dtype=np.int64)
