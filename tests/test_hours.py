@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from simcost.cost.energy import hour_overlap_s, split_steps_by_hour, split_steps_by_hour_py
-from simcost.cost.hours import HourWindows, hour_of, last_hour_of
+from simcost.cost.hours import HourWindows, _pairwise_rows, hour_of, last_hour_of
 from simcost.units import S_PER_HOUR
 
 
@@ -58,6 +58,21 @@ def test_sums_match_numpy_on_a_long_run_shape():
     assert w.total(values) == matrix.sum()
     np.testing.assert_array_equal(w.column_sums(values), matrix.sum(axis=0))
     np.testing.assert_array_equal(w.row_sums(values), matrix.sum(axis=1))
+
+
+@pytest.mark.parametrize("n,hours", [(1, 1), (3, 1), (20000, 1), (7, 24), (400, 720)])
+def test_full_windows_sum_as_numpy_does_on_the_dense_matrix(n, hours):
+    """Every life over every hour (a static fleet): the shortcut through numpy's own sums gives the
+    dense matrix's sums, to the bit, past numpy's 8,192-element buffer too; so do the kernels."""
+    w = HourWindows.spanning(np.zeros(n, np.int64), np.full(n, hours - 1), hours)
+    assert w.full
+    values = np.random.default_rng(n + hours).random(w.size) * 10.0 ** np.random.default_rng(1).integers(-6, 6, w.size)
+    matrix = w.dense(values)
+    assert w.total(values) == matrix.sum()
+    np.testing.assert_array_equal(w.row_sums(values), matrix.sum(axis=1))
+    np.testing.assert_array_equal(w.column_sums(values), matrix.sum(axis=0))
+    pos = np.arange(w.size, dtype=np.int64)  # the kernels' pairwise replay agrees with the shortcut
+    assert _pairwise_rows(pos, values, np.array([0, w.size]), w.size)[0] == w.total(values)
 
 
 def test_hours_of_boundaries():

@@ -119,14 +119,25 @@ class HourWindows:
         np.cumsum(counts, out=offset[1:])
         return HourWindows(self.first_hour[mask], offset, self.n_hours), self.per_entry(mask)
 
+    @property
+    def full(self) -> bool:
+        """Every life spans every hour (a static fleet, a one-hour run): the entries are then the
+        dense matrix itself, row by row, and numpy sums them as it sums that matrix, with no kernel
+        to compile on a fresh install's first run."""
+        return self.size == self.num_lives * self.n_hours
+
     def total(self, values: np.ndarray) -> float:
         """numpy's sum of the dense (lives, hours) matrix."""
+        if self.full:
+            return float(np.ascontiguousarray(values, dtype=np.float64).sum())
         pos = self.entry_life() * self.n_hours + self.entry_hour()
         one = np.array([0, len(values)], dtype=np.int64)
         return float(_pairwise_rows(pos, np.asarray(values, dtype=np.float64), one, self.num_lives * self.n_hours)[0])
 
     def row_sums(self, values: np.ndarray) -> np.ndarray:
         """numpy's dense.sum(axis=1): each life's hours."""
+        if self.full:
+            return np.ascontiguousarray(values, dtype=np.float64).reshape(self.num_lives, self.n_hours).sum(axis=1)
         return _pairwise_rows(self.entry_hour(), np.asarray(values, dtype=np.float64), self.offset, self.n_hours)
 
     def column_sums(self, values: np.ndarray) -> np.ndarray:
