@@ -11,15 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from simcost.catalog.specs import (
-    config_dir,
-    get_device,
-    get_model,
-    load_devices,
-    load_models,
-    load_prices,
-    price_offer,
-)
+from simcost.catalog.specs import config_dir, get_device, get_model, load_devices, load_models, load_prices, price_offer
 from simcost.catalog.types import DEVICE_SOURCE_GROUPS, MODEL_SOURCE_GROUPS
 from simcost.errors import InputError
 from simcost.perf.deployment import plan_deployment

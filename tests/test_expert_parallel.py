@@ -8,7 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from simcost.catalog.specs import BYTES_PER_ELEMENT, get_device, get_model
+from simcost.catalog.specs import get_device, get_model
+from simcost.catalog.types import BYTES_PER_ELEMENT
 from simcost.errors import InputError
 from simcost.perf.deployment import activation_reserve_bytes, plan_deployment
 from simcost.perf.step_model import step_params, step_time_s

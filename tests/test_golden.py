@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # scenarios.py when run as a scr
 from focus_check import check_focus_file  # noqa: E402
 from scenarios import scenario  # noqa: E402
 
-from simcost.catalog.specs import config_dir  # noqa: E402
+from simcost.catalog.specs import config_dir
 from simcost.results.writer import write_run  # noqa: E402
 from simcost.scenario.scenario import Scenario, load_scenario  # noqa: E402
 from simcost.simulation.simulation import Simulation  # noqa: E402

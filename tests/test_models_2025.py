@@ -10,7 +10,8 @@ import pytest
 from scenarios import scenario
 
 from simcost.catalog.catalog import bundled_catalog
-from simcost.catalog.specs import BYTES_PER_ELEMENT, format_refusal, get_device, get_model
+from simcost.catalog.specs import get_device, get_model
+from simcost.catalog.types import BYTES_PER_ELEMENT, format_refusal
 from simcost.errors import InputError
 from simcost.perf.deployment import (
     ACTIVATION_BYTES_PER_TOKEN_PER_HIDDEN,

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simcost.catalog.specs import compute_format_for, get_device
+from simcost.catalog.specs import get_device
+from simcost.catalog.types import compute_format_for
 from simcost.errors import InputError
 from simcost.perf import roofline as rl
 from simcost.perf import step_model as sm
@@ -292,7 +293,7 @@ MIXTRAL_EXPERT_PARAMS = 32 * 8 * 3 * 4096 * 14336  # layers x experts x (gate, u
 
 
 def mixtral_spec():
-    from simcost.catalog.specs import ModelSpec
+    from simcost.catalog.types import ModelSpec
     return ModelSpec(key="mixtral-test", name="Mixtral-like", sources={}, num_experts=8, experts_per_token=2,
                      expert_params=MIXTRAL_EXPERT_PARAMS, **MIXTRAL)
 

@@ -33,7 +33,7 @@ def _skip(lever: str, label: str, reason: str) -> LeverPlan:
 
 def weight_format_plan(fmt: str):
     def plan(base: Scenario, cfg: LeversConfig) -> LeverPlan:
-        from simcost.catalog.specs import BYTES_PER_ELEMENT
+        from simcost.catalog.types import BYTES_PER_ELEMENT
 
         label = f"{fmt} weights"
         current = base.model.weight_format or base.specs.model(base.model.name).weight_format

@@ -29,7 +29,7 @@ from types import MappingProxyType
 from typing import Any
 
 from simcost.catalog import entries, specs
-from simcost.catalog.specs import DeviceSpec, ModelSpec, PriceOffer
+from simcost.catalog.types import DeviceSpec, ModelSpec, PriceOffer
 from simcost.errors import InputError, closest
 from simcost.yamlio import read_yaml_file
 

@@ -269,7 +269,7 @@ def model_entry(raw: dict, label: str, source: str, date: str) -> dict:
             entry["num_shared_experts"] = moe["num_shared"]
         if moe["first_dense"]:
             entry["first_dense_layers"] = moe["first_dense"]
-    if _mla(c):  # entered absorbed (simcost.catalog.specs.ModelSpec): one latent "head" of half the cached width
+    if _mla(c):  # entered absorbed (simcost.catalog.types.ModelSpec): one latent "head" of half the cached width
         latent, rope = c.integer("kv_lora_rank"), c.integer("qk_rope_head_dim")
         if (latent + rope) % 2:
             raise c.fail("kv_lora_rank", f"kv_lora_rank + qk_rope_head_dim = {latent + rope} is odd; simcost "

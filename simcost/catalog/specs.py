@@ -18,37 +18,16 @@ from typing import TypeVar
 import yaml
 
 from simcost.catalog.entries import parse_device, parse_model, parse_prices
-
-# the types live in simcost.catalog.types; importers of this module get them here too
 from simcost.catalog.types import (
     ANY_REGION,
-    BYTES_PER_ELEMENT,
-    COMPUTE_FORMATS,
-    DEVICE_KINDS,
-    FLAT_INTERCONNECTS,
-    GB,
-    GIB,
-    KV_CACHE_FORMATS,
-    MLP_KINDS,
-    SERVING_KINDS,
-    TERA,
-    WEIGHT_FORMATS,
-    Commitment,
     DeviceSpec,
-    Interconnect,
     ModelSpec,
     PriceOffer,
-    Purchase,
-    compute_format_for,
-    format_refusal,
 )
 from simcost.errors import InputError, closest
 
-__all__ = ["DeviceSpec", "ModelSpec", "PriceOffer", "Commitment", "Purchase", "Interconnect", "config_dir",
-           "load_devices", "load_models", "load_prices", "get_device", "get_model", "catalog_names", "price_offer",
-           "on_demand_usd_per_device_hour", "DEVICE_KINDS", "COMPUTE_FORMATS", "WEIGHT_FORMATS", "SERVING_KINDS",
-           "MLP_KINDS", "format_refusal", "compute_format_for", "KV_CACHE_FORMATS", "BYTES_PER_ELEMENT",
-           "FLAT_INTERCONNECTS", "GB", "GIB", "TERA"]
+__all__ = ["config_dir", "load_devices", "load_models", "load_prices", "get_device", "get_model", "catalog_names",
+           "price_offer", "find_offer", "on_demand_usd_per_device_hour", "device_hour_price", "check_aliases"]
 
 
 # --- locating and loading -------------------------------------------------------------------

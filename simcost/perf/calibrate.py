@@ -44,7 +44,8 @@ import numpy as np
 import yaml
 from scipy.optimize import least_squares
 
-from simcost.catalog.specs import BYTES_PER_ELEMENT, DeviceSpec, ModelSpec, compute_format_for, get_device, get_model
+from simcost.catalog.specs import get_device, get_model
+from simcost.catalog.types import BYTES_PER_ELEMENT, DeviceSpec, ModelSpec, compute_format_for
 from simcost.errors import InputError
 from simcost.files import staged_file
 from simcost.perf.measurements import EFFICIENCY_FACTORS, FACTOR_LOWER, FACTOR_UPPER, StepPoint

@@ -31,13 +31,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from simcost.catalog.specs import (
-    BYTES_PER_ELEMENT,
-    DeviceSpec,
-    ModelSpec,
-    compute_format_for,
-    format_refusal,
-)
+from simcost.catalog.types import BYTES_PER_ELEMENT, DeviceSpec, ModelSpec, compute_format_for, format_refusal
 from simcost.errors import InputError
 from simcost.perf.expert_parallel import (
     check_expert_parallel,

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from simcost.catalog.specs import GB, DeviceSpec, ModelSpec
+from simcost.catalog.types import GB, DeviceSpec, ModelSpec
 from simcost.errors import InputError
 from simcost.perf.kernel_moe import ExpertParallel
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from simcost.catalog.specs import ModelSpec
+from simcost.catalog.types import ModelSpec
 from simcost.perf.kernel_tables import KernelTables
 
 # the shapes the MLA tables were measured at (DeepSeek-V3's config.json; Kimi K2 shares them)

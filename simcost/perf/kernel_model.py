@@ -55,7 +55,7 @@ import math
 import numpy as np
 from numba import njit
 
-from simcost.catalog.specs import BYTES_PER_ELEMENT, DeviceSpec, ModelSpec
+from simcost.catalog.types import BYTES_PER_ELEMENT, DeviceSpec, ModelSpec
 from simcost.perf.kernel_mla import mla_decode_roofline_s, mla_grid, mla_prefill_roofline_s, mla_tabled
 from simcost.perf.kernel_moe import ExpertParallel, MoeLayer, Rates, moe_grid, router_gate, with_fallback
 from simcost.perf.kernel_scaling import tables_for_device, with_gpu_counts

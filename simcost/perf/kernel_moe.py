@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simcost.catalog.specs import DeviceSpec, ModelSpec
+from simcost.catalog.types import DeviceSpec, ModelSpec
 from simcost.perf.kernel_tables import KernelTables
 
 # One MoE layer's top-k selection kernel at decode batch sizes, about 4 us in vLLM on Hopper: the

@@ -21,7 +21,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from simcost.catalog.specs import DeviceSpec
+from simcost.catalog.types import DeviceSpec
 from simcost.perf.kernel_tables import DEVICE_TABLES, KernelTables, bracket, load_tables, loglog
 
 # table file -> the catalog device it was measured on

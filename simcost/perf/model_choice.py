@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from simcost.catalog.specs import DeviceSpec, ModelSpec
+from simcost.catalog.types import DeviceSpec, ModelSpec
 from simcost.perf.expert_parallel import devices_per_node, expert_parallel
 from simcost.perf.kernel_mla import mla_tabled
 from simcost.perf.kernel_scaling import borrowed_tables, with_gpu_counts

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numba import njit
 
-from simcost.catalog.specs import DeviceSpec, ModelSpec
+from simcost.catalog.types import DeviceSpec, ModelSpec
 from simcost.errors import InputError, required
 from simcost.perf.expert_parallel import expert_parallel_terms, kernel_expert_parallel
 from simcost.perf.kernel_model import (

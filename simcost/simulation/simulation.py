@@ -12,7 +12,7 @@ from functools import partial
 import numpy as np
 import simpy
 
-from simcost.catalog.specs import ModelSpec
+from simcost.catalog.types import ModelSpec
 from simcost.cluster.api_pool import ApiPools
 from simcost.cluster.cascade import Cascade
 from simcost.cluster.control import FleetControl, initial_capacity, spot_price_usd_per_device_hour
