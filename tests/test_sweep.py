@@ -288,6 +288,35 @@ def test_ray_missing_is_one_clear_line(scenario_file, tmp_path, monkeypatch):
         sweep(scenario_file, REPLICAS_X_RATE, tmp_path / "out", backend="ray")
 
 
+def test_two_local_workers_write_what_one_process_writes(scenario_file, tmp_path):
+    """--jobs 2 runs the points and then draws the sweep's figures in its worker processes: the
+    table, the run folders and both figures are those of --jobs 1."""
+    serial = sweep(scenario_file, REPLICAS_X_RATE, tmp_path / "one", jobs=1)
+    parallel = sweep(scenario_file, REPLICAS_X_RATE, tmp_path / "two", jobs=2)
+    assert parallel.executed == serial.executed == 4 and parallel.rows == serial.rows
+    for name in ("sweep.csv", "sweep.json"):
+        assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes()
+    assert set(parallel.paths) == set(serial.paths) == {"csv", "json", "frontier"}  # two keys: no sweep.png
+    assert parallel.paths["frontier"].stat().st_size > 1000
+    for row in parallel.rows:
+        for name in ("summary.json", "requests.csv"):
+            one, two = (tmp_path / side / row["run_dir"] / name for side in ("one", "two"))
+            assert two.read_bytes() == one.read_bytes()
+
+
+def test_a_figure_that_fails_in_a_worker_fails_the_sweep(scenario_file, tmp_path, monkeypatch):
+    """The figures drawn in the pool raise in the parent, as they would drawn there: no sweep
+    folder claims a figure it does not have."""
+    monkeypatch.setattr(sweep_mod, "plot_frontier", _broken_figure)
+    with pytest.raises(RuntimeError, match="no frontier"):
+        sweep(scenario_file, REPLICAS_X_RATE, tmp_path / "out", jobs=2, run_folders=False)
+    assert not (tmp_path / "out" / "sweep.csv").exists()
+
+
+def _broken_figure(*args):
+    raise RuntimeError("no frontier")
+
+
 @pytest.fixture(scope="module")
 def local_ray():
     """One local Ray instance for the module (it takes several seconds to start)."""

@@ -104,12 +104,13 @@ def progress_bar(enabled: bool, desc: str, total: int | None = None):
 
 
 def execute(fn: Callable, args: list[tuple], backend: str = "local", jobs: int = 1,
-            address: str | None = None) -> Iterator[tuple[int, object, BaseException | None]]:
+            address: str | None = None, pool=None) -> Iterator[tuple[int, object, BaseException | None]]:
     """Run fn(*a) for each a; yield (index, result, None) as each finishes, or (index, None,
     error) when the backend itself lost the run (a worker process died). fn's own exceptions are
-    errors of this kind too, so a caller that wants to go on should catch them inside fn."""
+    errors of this kind too, so a caller that wants to go on should catch them inside fn. `pool`:
+    a local worker_pool the caller keeps open for work after the runs (its warm workers)."""
     if backend == "local":
-        yield from _local(fn, args, jobs)
+        yield from (_local(fn, args, jobs) if pool is None or len(args) < 2 else _in_pool(pool, fn, args))
     elif backend == "ray":
         yield from _ray(fn, args, jobs, address)
     else:
@@ -127,17 +128,21 @@ def _local(fn, args, jobs):
                 yield i, result, None
         return
     with ProcessPoolExecutor(max_workers=min(jobs, len(args))) as pool:
-        futures = {pool.submit(fn, *a): i for i, a in enumerate(args)}
-        pending = set(futures)
-        try:
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for f in sorted(done, key=futures.get):
-                    error = f.exception()
-                    yield futures[f], (None if error else f.result()), error
-        finally:  # interrupted: drop the queued runs instead of waiting for them all
-            for f in pending:
-                f.cancel()
+        yield from _in_pool(pool, fn, args)
+
+
+def _in_pool(pool, fn, args):
+    futures = {pool.submit(fn, *a): i for i, a in enumerate(args)}
+    pending = set(futures)
+    try:
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for f in sorted(done, key=futures.get):
+                error = f.exception()
+                yield futures[f], (None if error else f.result()), error
+    finally:  # interrupted: drop the queued runs instead of waiting for them all
+        for f in pending:
+            f.cancel()
 
 
 def _ray(fn, args, jobs, address):
