@@ -46,6 +46,27 @@ def test_simcost_run_leaves_pyplot_and_pandas_to_its_figure_process(tmp_path):
     assert (out / "timeseries.png").exists() == (out / "timeseries.csv").exists()
 
 
+def test_the_command_writes_parquet_in_process_without_pandas_and_byte_for_byte(tmp_path):
+    """`simcost sweep --jobs 1` writes each run's focus.parquet in its own process: pyarrow would
+    import pandas there only to find no data frames; the command keeps it out (python -X
+    importtime lists every module it imports), and the file is the one written with pandas loaded.
+    `main()` called from a user's process leaves pandas alone."""
+    pytest.importorskip("pyarrow")
+    pytest.importorskip("pandas")
+    args = ["sweep", "configs/example.yaml", "--param", "fleet.replicas", "--values", "1", "--set", "duration_s=30",
+            "--set", "warmup_s=5", "--jobs", "1", "--quiet"]
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "simcost.cli", *args, "--out", str(tmp_path / "cli")],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    imported = [line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")]
+    # (a refused import is listed too, as "pandas" alone: a loaded pandas brings its data frame)
+    assert "pyarrow.parquet" in imported and "pandas.core.frame" not in imported
+    statement = f"from simcost.cli.main import main\nassert main({[*args, '--out', str(tmp_path / 'main')]!r}) == 0"
+    assert loaded_after(statement, ["pandas"]) == ["pandas"]  # (pyarrow's doing, in a process not the command's)
+    cli, in_main = (tmp_path / side / "fleet.replicas=1" / "focus.parquet" for side in ("cli", "main"))
+    assert cli.read_bytes() == in_main.read_bytes()
+
+
 def test_numba_target_loads_without_scipy_linalg_which_still_imports_after():
     """load_numba_target refuses numba's BLAS probe for its one import only: the kernels run, then
     scipy.linalg and its BLAS import as usual."""

@@ -78,7 +78,12 @@ def entry() -> typing.NoReturn:
     """The `simcost` command: `main()`, then the exit handlers (atexit: logging, multiprocessing,
     temporary files) and an immediate exit. Tearing the interpreter down after a run (numba's
     compiled code, LLVM, every module) took longer than writing the results (0.5-1.5 s on a
-    2-core machine); nothing is left to write by then, and the output streams are flushed first."""
+    2-core machine); nothing is left to write by then, and the output streams are flushed first.
+    The process is the command's own, so pandas stays out of it (and the sweep workers it forks):
+    pyarrow would import it (~0.25 s) only to find no data frames."""
+    from simcost.results.background import keep_pandas_out
+
+    keep_pandas_out()
     status = main()
     if sys.getprofile() is not None or sys.gettrace() is not None:
         sys.exit(status)  # a profiler or coverage writes its data after this returns: exit normally

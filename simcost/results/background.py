@@ -74,18 +74,25 @@ def _warm_figures() -> None:
 
 
 class _NoPandas(importlib.abc.MetaPathFinder):
-    """Refuses pandas in the figure process: pyarrow imports it on its first array only to tell
-    pandas objects apart (~0.2 s of CPU); the jobs hand it none, and focus.parquet comes out
-    byte-identical without it."""
+    """Refuses pandas: pyarrow imports it on its first array only to tell pandas objects apart
+    (~0.25 s of CPU); simcost hands it none, and focus.parquet comes out byte-identical without it."""
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> None:
         if fullname.partition(".")[0] == "pandas":
-            raise ImportError(f"{fullname}: not loaded in the figure process")
+            raise ImportError(f"{fullname}: not loaded by simcost's own processes")
         return None
 
 
+def keep_pandas_out() -> None:
+    """For processes that are simcost's alone (the figure process; the `simcost` command and the
+    sweep workers it forks, which write focus.parquet in-process): pandas stays unloaded. Never
+    for a library user's process, whose own code may want pandas after pyarrow has looked."""
+    if "pandas" not in sys.modules and not any(isinstance(f, _NoPandas) for f in sys.meta_path):
+        sys.meta_path.insert(0, _NoPandas())
+
+
 def _warm_parquet() -> None:
-    sys.meta_path.insert(0, _NoPandas())
+    keep_pandas_out()
     try:
         import pyarrow as pa
         import pyarrow.parquet  # noqa: F401
