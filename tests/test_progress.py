@@ -4,13 +4,15 @@ was told, never by timing."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
-import tqdm.auto
 import yaml
 from scenarios import BASE, scenario
 
 from simcost.analysis.sizing import candidate_options, size
 from simcost.cli.main import main
+from simcost.simulation import progress as progress_mod
 
 
 class RecordingBar:
@@ -42,7 +44,7 @@ class RecordingBar:
 @pytest.fixture
 def bars(monkeypatch):
     created: list[RecordingBar] = []
-    monkeypatch.setattr(tqdm.auto, "tqdm", lambda *a, **k: RecordingBar(created, *a, **k))
+    monkeypatch.setattr(progress_mod, "_bar_class", lambda: lambda *a, **k: RecordingBar(created, *a, **k))
     return created
 
 
@@ -79,3 +81,14 @@ def test_a_run_bar_says_it_is_summarizing_after_the_arrivals(bars):
     sim.run(progress=True)
     assert len(bars) == 1 and bars[0].kwargs["total"] == len(sim.requests)
     assert bars[0].kwargs["desc"] == "summarizing"
+
+
+def test_a_bar_starts_no_thread_that_a_later_fork_would_copy():
+    """tqdm's own bars start a monitor thread for the life of the process; simcost's do not, so a
+    sweep's workers and a run's figure process still fork from a single-threaded process."""
+    before = {t.ident for t in threading.enumerate()}
+    bar = progress_mod.new_bar(range(3), desc="runs", delay=1.0, leave=False, disable=None)
+    assert list(bar) == [0, 1, 2]
+    with progress_mod.new_bar(total=2, desc="sims", disable=False) as manual:  # drawn: stderr is captured
+        manual.update(2)
+    assert {t.ident for t in threading.enumerate()} == before

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from simcost.errors import InputError
+from simcost.simulation.progress import new_bar
 
 BACKENDS = ("local", "ray")
 
@@ -77,9 +78,7 @@ def progress_items(items, enabled: bool, desc: str, total: int | None = None):
     widget in a notebook."""
     if not enabled:
         return items
-    from tqdm.auto import tqdm
-
-    return tqdm(items, unit="run", desc=desc, delay=1.0, leave=False, disable=None, total=total)
+    return new_bar(items, unit="run", desc=desc, delay=1.0, leave=False, disable=None, total=total)
 
 
 class _NoBar:
@@ -97,9 +96,7 @@ def progress_bar(enabled: bool, desc: str, total: int | None = None):
     if not enabled:
         yield _NoBar()
         return
-    from tqdm.auto import tqdm
-
-    with tqdm(total=total, unit="sim", desc=desc, delay=1.0, leave=False, disable=None) as bar:
+    with new_bar(total=total, unit="sim", desc=desc, delay=1.0, leave=False, disable=None) as bar:
         yield bar
 
 

@@ -326,9 +326,10 @@ class Simulation:
         until = self.finished if self.scenario.drain_s is None else self.arrivals_end_s() + self.scenario.drain_s
         if progress:
             # tqdm waits 1 s before drawing, is off where stderr is not a terminal, and is a widget in a notebook
-            from tqdm.auto import tqdm
+            from simcost.simulation.progress import new_bar
 
-            with tqdm(total=len(self.requests), unit="req", desc="arrivals", delay=1.0, leave=False, disable=None) as bar:
+            with new_bar(total=len(self.requests), unit="req", desc="arrivals", delay=1.0, leave=False,
+                          disable=None) as bar:
                 self._progress = bar
                 self.env.run(until=until)
                 self._progress = None
