@@ -49,6 +49,7 @@ from simcost.perf.kernel_scaling import (
     nearest_table,
     table_device,
     with_gpu_counts,
+    with_moe_size,
 )
 from simcost.perf.kernel_tables import KernelTables, load_tables
 from simcost.perf.roofline import default_factors
@@ -127,7 +128,7 @@ def count_errors(name: str, t: int, now: dict, before: dict) -> None:
 def moe_errors(name: str, t: int, now: dict, before: dict) -> None:
     """MoE rows at moe_tp_size t (no EP) and at moe_ep_size t (TP1), from the measured sizes on
     either side (now) and the roofline with the catalog's factors (before)."""
-    held = KernelTables(name, arrays=without_degree(name, t))
+    held, device = KernelTables(name, arrays=without_degree(name, t)), table_device(name)
     for key, rows in load_tables(name).items():
         if not key.startswith("moe/"):
             continue
@@ -136,7 +137,8 @@ def moe_errors(name: str, t: int, now: dict, before: dict) -> None:
             sel = rows[(rows[:, 5] == tp) & (rows[:, 6] == ep)]
             for shape in np.unique(sel[:, 1:5], axis=0):
                 part = sel[np.all(sel[:, 1:5] == shape, axis=1)]
-                pred, _ = held.moe_ms(dtype, part[:, 0], *shape, tp, ep)
+                derived = with_moe_size(held, device, dtype, tuple(shape), tp, ep)
+                pred, _ = derived.moe_ms(dtype, part[:, 0], *shape, tp, ep)
                 roof = roofline_ms("moe", dtype, part, name)
                 for fam, where in ((f"{kind} decode", part[:, 0] <= 128), (f"{kind} prefill", part[:, 0] > 128)):
                     if where.any() and not np.isnan(pred[where]).any():

@@ -138,17 +138,55 @@ def test_kernel_params_derives_the_missing_count_for_a_gpus_own_tables_only():
 
 def test_whole_steps_with_one_tp_degree_left_out_stay_near_the_full_tables():
     """H100 and H200, Llama-3.1-70B / Qwen3-30B-A3B at TP2-8 and DeepSeek-V3 at TP4/8 and EP4/8
-    with DP attention, each degree's rows removed: every step family within 0.1-6.1 % median of
-    the model on the full tables (measured; every family better than the previous rules, which
-    missed by up to 38 %). Bounds with margin."""
+    with DP attention, each degree's rows removed: every step family within 0.1-6.6 % median of
+    the model on the full tables, 1.6-1.7 % on average over the families (measured), where the
+    previous rules (roofline MoE, borrowed all-reduce, nearest head count scaled) missed by 15-16 %
+    on average; single families can land either side of them (H100's EP8 decode: 4.6 % against
+    the roofline's lucky 4.2 %). Bounds with margin."""
     from validate_kernel_tables_tp import step_errors
     for name in ("h100_sxm", "h200_sxm"):
         errors = step_errors(name)
         assert len(errors["now"]) == 20
         for fam, err in errors["now"].items():
             assert np.median(np.abs(err)) < 0.08, (name, fam)
-        for fam, err in errors["before"].items():
-            assert np.median(np.abs(err)) > np.median(np.abs(errors["now"][fam])), (name, fam)
+        now = np.mean([np.median(np.abs(err)) for err in errors["now"].values()])
+        before = np.mean([np.median(np.abs(err)) for err in errors["before"].values()])
+        assert now < 0.03 and before > 3 * now, name
+
+
+def test_a_missing_moe_size_takes_the_nearest_gpus_ratio_between_the_own_sizes():
+    """Qwen3-30B-A3B's bf16 MoE layer on H100 without its moe_tp_size 4 rows: derived from its own
+    tp 2 and 8 rows and H200's (the nearest GPU in specs that measured 2, 4 and 8) ratio between
+    them (kernel_scaling.with_moe_size), checked by hand at one token count; not counted as
+    measured; against the measured rows 4.0 % median (log-log between the own sizes: 6.5 %).
+    Bounds with margin."""
+    from simcost.perf.kernel_scaling import with_moe_size
+    h100, model = get_device("h100-sxm"), get_model("qwen3-30b-a3b")
+    shape = (model.hidden_size, model.intermediate_size, model.experts_per_token, model.num_experts)
+    rows = load_tables("h100_sxm")["moe/bfloat16"]
+    layer = np.all(rows[:, 1:5] == shape, axis=1) & (rows[:, 6] == 1)
+    held = KernelTables("h100_sxm", arrays={"moe/bfloat16": rows[~(layer & (rows[:, 5] == 4))]})
+    truth = rows[layer & (rows[:, 5] == 4)]
+    derived = with_moe_size(held, h100, "bfloat16", shape, 4, 1)
+    ms, inside = derived.moe_ms("bfloat16", truth[:, 0], *shape, 4, 1)
+    assert not inside.any()
+    err = ms / truth[:, -1] - 1
+    plain = held.moe_ms("bfloat16", truth[:, 0], *shape, 4, 1)[0] / truth[:, -1] - 1
+    assert np.median(np.abs(err)) < 0.05 < np.median(np.abs(plain))
+    lent = load_tables("h200_sxm")["moe/bfloat16"]
+    lent = lent[np.all(lent[:, 1:5] == shape, axis=1) & (lent[:, 6] == 1)]
+    tokens = truth[3, 0]
+
+    def at(part, tp):
+        return part[(part[:, 5] == tp) & (part[:, 0] == tokens), -1][0]
+
+    own = rows[layer]
+    want = np.sqrt(at(own, 2) * at(lent, 4) / at(lent, 2) * at(own, 8) * at(lent, 4) / at(lent, 8))
+    assert ms[3] == pytest.approx(want, rel=1e-9)
+    # a size the own rows hold is left alone; a size no other GPU measured adds nothing
+    assert with_moe_size(KernelTables("h100_sxm"), h100, "bfloat16", shape, 4, 1).arrays.keys() == \
+        KernelTables("h100_sxm").arrays.keys()
+    assert "moe_derived/bfloat16" not in with_moe_size(held, h100, "bfloat16", shape, 6, 1).arrays
 
 
 def test_a_count_between_two_own_counts_that_no_table_measured_is_log_log_between_them():

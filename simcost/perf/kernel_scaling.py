@@ -235,6 +235,81 @@ def _count_lender(key: str, device: DeviceSpec, counts: list[float], used: set) 
     return None
 
 
+MOE_DERIVED = "moe_derived/"  # + dtype: MoE rows derived by with_moe_size (looked up as not measured)
+
+
+def with_moe_size(tables: KernelTables, device: DeviceSpec, dtype: str, shape: tuple[float, float, float, float],
+                  tp: int, ep: int, exclude: str | None = None) -> KernelTables:
+    """`tables` (a GPU's own) with rows for the fused MoE layer of `shape` (hidden, expert
+    intermediate size, top-k, experts) at moe_tp_size `tp` (ep 1) or moe_ep_size `ep` (tp 1) where
+    its table lacks that size, by the ratio transfer of with_gpu_counts: at each token count
+        log t(n) = sum over anchors a of w_a [log t_own(a) + log t_lender(n) - log t_lender(a)],
+    the anchors the own measured sizes around n (log-size weights) or, beyond them, the nearest;
+    the lender the measured GPU nearest in specs that measured this layer at n and at the anchors.
+    Why: how the layer's time changes with the TP slice or the EP share is set by the kernel and
+    its tuned tile configs at each per-GPU shape (which tile, how many experts per GPU hold
+    tokens, when the launch floor takes over), shared by GPUs that run the same kernels; the
+    level is the GPU's own. Log-log between the own sizes alone assumes a power law between them
+    and misses where the config changes (DeepSeek-V3's EP8 rows at 1-8 tokens are 1.5-2.5x its
+    EP4 and EP16 ones on every measured GPU). Held out on the tables (each size 2, 4, 8 removed in
+    turn, tp and ep): 1.9-2.7 % median on H100, H200, B200, GB200 against 4.2-5.4 % for log-log
+    between the own sizes; on the A100 (vLLM 0.14, lenders 0.24) about even with it (6.1 against
+    5.4 % where both apply). Without a lender (a size no other GPU measured, TP 6) nothing is
+    added and KernelTables.moe_ms takes log-log between the own sizes. Derived rows are stored
+    under MOE_DERIVED + dtype."""
+    rows = tables.arrays.get(f"moe/{dtype}")
+    if rows is None or (tp > 1 and ep > 1) or max(tp, ep) <= 1:
+        return tables
+    axis, other, size = (5, 6, float(tp)) if ep <= 1 else (6, 5, float(ep))
+    layer = _moe_layer(rows, shape, other)
+    counts = np.array([c for c in np.unique(layer[:, axis]) if (layer[:, axis] == c).sum() >= 2])
+    if len(counts) == 0 or size in counts:
+        return tables
+    near = bracket(size, counts)
+    anchors: list[tuple[float, float]]
+    if near is not None:
+        anchors = [(float(counts[near[0]]), 1.0 - near[2]), (float(counts[near[1]]), near[2])]
+    else:
+        anchors = [(float(counts[0] if size < counts[0] else counts[-1]), 1.0)]
+    lender = _moe_lender(f"moe/{dtype}", shape, axis, other, [size] + [a for a, _ in anchors], device,
+                         {tables.name, exclude})
+    if lender is None:
+        return tables
+    tokens = layer[layer[:, axis] == anchors[0][0], 0]
+
+    def curve(part: np.ndarray, count: float) -> np.ndarray:
+        sel = part[part[:, axis] == count]
+        return np.log(loglog(tokens, sel[:, 0], sel[:, 7])[0])
+
+    log_ms = sum(w * (curve(layer, a) + curve(lender, size) - curve(lender, a)) for a, w in anchors)
+    new = np.column_stack([tokens, np.tile(np.asarray(shape, dtype=np.float64), (len(tokens), 1)),
+                           np.full(len(tokens), float(tp if ep <= 1 else 1)), np.full(len(tokens), float(max(ep, 1))),
+                           np.exp(log_ms)])
+    arrays = dict(tables.arrays)
+    key = MOE_DERIVED + dtype
+    arrays[key] = new if key not in arrays else np.concatenate([arrays[key], new])
+    return KernelTables(tables.name, arrays=arrays, scaled_from=tables.scaled_from, derived_counts=tables.derived_counts)
+
+
+def _moe_layer(rows: np.ndarray, shape: tuple[float, float, float, float], other: int) -> np.ndarray:
+    """The rows of one MoE layer shape with the other parallel size 1 (tp 1 for EP sizes, ep 1 for TP)."""
+    return rows[np.all(rows[:, 1:5] == np.asarray(shape, dtype=np.float64), axis=1) & (rows[:, other] == 1)]
+
+
+def _moe_lender(key: str, shape: tuple[float, float, float, float], axis: int, other: int, counts: list[float],
+                device: DeviceSpec, used: set) -> np.ndarray | None:
+    """The rows of the layer `shape` of the measured GPU nearest `device` that measured it at
+    every size in `counts` (two or more token counts each); None if no GPU did."""
+    for name in sorted((n for n in TABLE_DEVICE if n not in used), key=lambda n: _distance(table_device(n), device)):
+        rows = load_tables(name).get(key)
+        if rows is None:
+            continue
+        layer = _moe_layer(rows, shape, other)
+        if all((layer[:, axis] == c).sum() >= 2 for c in counts):
+            return layer
+    return None
+
+
 def tables_for_device(device: DeviceSpec) -> KernelTables | None:
     """The device's own tables, else the nearest measured GPU's scaled to it, else None."""
     name = DEVICE_TABLES.get(device.key)

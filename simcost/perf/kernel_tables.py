@@ -352,8 +352,10 @@ class KernelTables:
     # --- fused MoE: tokens -> ms for one layer shape ---
     def moe_ms(self, dtype: str, tokens: np.ndarray, hidden: float, inter: float, topk: float, experts: float,
                tp: float, ep: float) -> tuple[np.ndarray, np.ndarray]:
-        """The fused MoE layer at each token count, moe_tp_size `tp`, moe_ep_size `ep`. A tp (at
-        ep 1) or an ep (at tp 1) the table lacks between two measured ones: log-log between them
+        """The fused MoE layer at each token count, moe_tp_size `tp`, moe_ep_size `ep`. A size the
+        table lacks: the rows kernel_scaling.with_moe_size derived (from the own sizes and another
+        GPU's ratio between them), else, at a tp (at ep 1) or an ep (at tp 1) between two measured
+        ones, log-log between them
         at each token count (a TP slice of every expert, or an EP share of them: compute and
         weight reads shrink with the GPU count, launch cost does not; log-log follows both), not
         counted as measured; NaN outside them."""
@@ -366,6 +368,11 @@ class KernelTables:
         sel = layer[(layer[:, 5] == tp) & (layer[:, 6] == ep)]
         if len(sel) >= 2:
             return loglog(tokens, sel[:, 0], sel[:, 7])
+        derived = self.arrays.get(f"moe_derived/{dtype}")  # kernel_scaling.with_moe_size's rows
+        if derived is not None:
+            sel = derived[np.all(derived[:, 1:7] == np.array([hidden, inter, topk, experts, tp, ep]), axis=1)]
+            if len(sel) >= 2:
+                return loglog(tokens, sel[:, 0], sel[:, 7])[0], np.zeros(tokens.shape, bool)
         axis, other, size = (5, 6, tp) if ep == 1 else (6, 5, ep)  # the GPU-count axis that varies
         layer = layer[layer[:, other] == 1]
         counts = np.array([v for v in np.unique(layer[:, axis]) if (layer[:, axis] == v).sum() >= 2])
