@@ -4,11 +4,20 @@ memory bandwidth, scale-up link). What the measured GPU's kernels reach of its p
 efficiency, their shape effects, their launch latency) is assumed to carry over; the device-spec
 ratio moves only the part of each latency that the peaks set.
 
-Scaling a row: t_target = launch + (t_source - launch) x (roofline_target / roofline_source) ^ e,
-where launch is a kernel's fixed cost (LAUNCH_S, the smallest latencies the tables hold: 5-10 us
-on every measured GPU), which does not shrink with a faster chip, the roofline of a row is
-max(FLOPs / peak, bytes / bandwidth) (all-reduce: its latency + bandwidth time over the link),
-and e the operator's SCALING_EXPONENT, fitted on the tables.
+Scaling a row: t_target = launch + (t_source - launch) x factor, where launch is a kernel's
+fixed cost (LAUNCH_S, the smallest latencies the tables hold: 5-10 us on every measured GPU),
+which does not shrink with a faster chip, and the roofline of a row is max(FLOPs / peak, bytes /
+bandwidth) (all-reduce: its latency + bandwidth time over the link). For the on-chip kernels
+(GEMM, attention, fused MoE: SHARE_SCALED) the factor splits the source row by its utilisation
+u = roofline_source / t_source, the share of its time its roofline accounts for:
+    factor = (roofline_target / roofline_source) ^ u x (peak_source / peak_target) ^ (e (1 - u)):
+the share the peaks set moves with the roofline ratio; the rest is latency and occupancy
+(launch and memory latency, too few blocks to fill the chip, tile quantisation), which a second
+memory bandwidth does not shorten (H100 -> H200: same SMs and clocks, 1.43x the bandwidth, and
+decode GEMMs at 10-40 % of their roofline gain 2-5 %, not 43 %) but more and faster SMs do,
+partly: by the compute-peak ratio raised to the operator's SCALING_EXPONENT e (< 1: per-SM
+throughput grows faster across generations than latency falls). The all-reduce (no on-chip
+share): factor = roofline ratio ^ e. e is fitted on the tables.
 `experiments/validate_kernel_tables.py` checks the method by leaving each measured GPU out and
 predicting its tables from the nearest other one (docs/fidelity.md section 2).
 """
@@ -38,11 +47,24 @@ BORROWED_TABLES = {"h20": "h100_sxm", "b300": "b200_sxm", "a100-80gb-pcie": "a10
 # tables (GEMM and attention at one token: 5-10 us on every GPU measured)
 LAUNCH_S = 5e-6
 
-# exponent on each operator's roofline ratio: a faster chip's kernels gain less than its peaks
-# suggest (latency- and occupancy-bound kernels do not use all of a higher bandwidth). Fitted on the
-# shipped tables by experiments/validate_kernel_tables.py (every ordered pair of measured GPUs,
+# the operators whose rows split into a roofline share and a latency/occupancy share (module
+# docstring); the all-reduce's time is the link's, scaled whole
+SHARE_SCALED = ("gemm", "context_attention", "generation_attention", "moe")
+# a kernel at the practical ceiling of its roofline (DRAM reads top out near 80-90 % of the
+# nominal bandwidth, tensor cores below their peak) is wholly roofline-bound: a row's roofline share
+# u is its utilisation over the utilisation the source table's best rows reach, this percentile
+# of them (not the maximum: a few rows exceed a roofline that understates their work). Chosen
+# among 90, 95 and 100 by the all-pairs loss of experiments/validate_kernel_tables.py's fit (mean
+# over ordered GPU pairs of the median |log error| per operator): 90 -> GEMM 20.5 %, prefill
+# attention 21.3 %, decode attention 22.5 %, MoE 34.8 %; 100 -> 20.4, 23.6, 23.1, 34.7 %; a
+# simcost choice
+UTILISATION_CEILING = 90.0
+# per operator, the exponent e of the module docstring: on the compute-peak ratio for the
+# latency/occupancy share of an on-chip kernel, on the roofline ratio for the all-reduce. Fitted on
+# the shipped tables by experiments/validate_kernel_tables.py (every ordered pair of measured GPUs,
 # minimising the median |log error|; tests/test_kernel_model.py refits it); a simcost fit.
-SCALING_EXPONENT = {"gemm": 1.0, "context_attention": 0.7, "generation_attention": 0.3, "allreduce": 1.3, "moe": 1.0}
+SCALING_EXPONENT = {"gemm": 0.7, "context_attention": 0.15, "generation_attention": 0.3, "allreduce": 1.3,
+                    "moe": 1.0}
 
 _FORMAT = {"bfloat16": "bf16", "fp8": "fp8"}
 _BYTES = {"bfloat16": 2.0, "fp8": 1.0}
@@ -116,16 +138,39 @@ def row_roofline_s(op: str, dtype: str, rows: np.ndarray, device: DeviceSpec, mf
 def scale_rows(op: str, dtype: str, rows: np.ndarray, source: DeviceSpec, target: DeviceSpec,
                launch_s: float = LAUNCH_S, exponents: tuple[tuple[str, float], ...] | None = None
                ) -> np.ndarray | None:
-    """`rows` (latency in ms in the last column) as measured on `source`, moved to `target`: the
-    roofline ratio raised to the operator's SCALING_EXPONENT (or `exponents`')."""
-    src, tgt = row_roofline_s(op, dtype, rows, source), row_roofline_s(op, dtype, rows, target)
-    if src is None or tgt is None:
+    """`rows` (one operator's table, latency in ms in the last column) as measured on `source`,
+    moved to `target` by the factor of the module docstring with the operator's SCALING_EXPONENT
+    (or `exponents`')."""
+    terms = scaling_terms(op, dtype, rows, source, target)
+    if terms is None:
         return None
+    ratio, share, base = terms
     exponent = dict(SCALING_EXPONENT if exponents is None else exponents).get(op, 1.0)
     launch_ms = launch_s * 1e3
     out = rows.copy()
-    out[:, -1] = launch_ms + np.maximum(rows[:, -1] - launch_ms, 0.0) * (tgt / src) ** exponent
+    out[:, -1] = launch_ms + np.maximum(rows[:, -1] - launch_ms, 0.0) * ratio ** share * base ** (exponent * (1 - share))
     return out
+
+
+def scaling_terms(op: str, dtype: str, rows: np.ndarray, source: DeviceSpec, target: DeviceSpec,
+                  table: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(roofline ratio target / source, the share u of each source row's time its roofline sets,
+    the ratio the rest scales by) of `rows` measured on `source`, part of `table` (`rows` if None):
+    for SHARE_SCALED operators u = the row's utilisation of its roofline over the table's ceiling
+    (UTILISATION_CEILING), at most 1, and the compute-peak ratio source / target; else u = 0 and
+    the roofline ratio. None where a device lacks the format's peak."""
+    src, tgt = row_roofline_s(op, dtype, rows, source), row_roofline_s(op, dtype, rows, target)
+    if src is None or tgt is None:
+        return None
+    if op not in SHARE_SCALED:
+        return tgt / src, np.zeros(len(rows)), tgt / src
+    fmt = "bf16" if op.endswith("attention") else _FORMAT[dtype]  # attention computes in 16 bits
+    table = rows if table is None else table
+    table_roofline = row_roofline_s(op, dtype, table, source)
+    assert table_roofline is not None  # the same operator and format as `rows`
+    ceiling = np.percentile(np.clip(table_roofline * 1e3 / table[:, -1], 0.0, 1.0), UTILISATION_CEILING)
+    share = np.clip(src * 1e3 / rows[:, -1] / ceiling, 0.0, 1.0)
+    return tgt / src, share, np.full(len(rows), source.peak_flops[fmt] / target.peak_flops[fmt])
 
 
 @lru_cache(maxsize=32)
