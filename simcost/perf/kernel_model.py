@@ -153,7 +153,8 @@ def _attention_grid(tables: KernelTables, op: str, kv_dtype: str, model: ModelSp
                     roofline) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(batch axis, length axis, seconds over all layers, measured share) for one attention table."""
     heads, kv_heads = model.num_heads / t, max(model.num_kv_heads / t, 1.0)
-    grid = tables.attention_grid(op, kv_dtype, heads, kv_heads, model.head_dim)
+    layout = tables.attention_filled(op, kv_dtype, heads, kv_heads, model.head_dim)
+    grid, filled = (None, None) if layout is None else layout  # filled: cells from other head counts
     measured = grid is not None
     if grid is None:  # a head count the table lacks: log-log in heads from the measured ones around it
         grid = tables.attention_heads(op, kv_dtype, heads, kv_heads, model.head_dim)
@@ -173,7 +174,8 @@ def _attention_grid(tables: KernelTables, op: str, kv_dtype: str, model: ModelSp
     else:
         batches, lengths, ms = grid
     b, n = np.meshgrid(batches, lengths, indexing="ij")
-    s, share = with_fallback(ms, np.full(ms.shape, measured), roofline(b, n, heads, kv_heads))
+    inside = np.full(ms.shape, measured) if filled is None else ~filled
+    s, share = with_fallback(ms, inside, roofline(b, n, heads, kv_heads))
     return batches, lengths, s * model.num_layers, share
 
 

@@ -169,6 +169,45 @@ def heads_blend(lo: tuple[np.ndarray, np.ndarray, np.ndarray], hi: tuple[np.ndar
     return batches, lengths, np.exp(anchor + np.clip(slope, 0.0, 1.0) * np.log(heads / at))
 
 
+def log_slope(a: tuple[np.ndarray, np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray, np.ndarray],
+              heads_a: float, heads_b: float) -> float | None:
+    """The median log-log slope in heads between two (batch, length, ms) grids over the cells both
+    measured, clamped to [0, 1]; None if they share none."""
+    batches, lengths = np.intersect1d(a[0], b[0]), np.intersect1d(a[1], b[1])
+    if len(batches) == 0 or len(lengths) == 0:
+        return None
+
+    def pick(g: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+        return g[2][np.ix_(np.searchsorted(g[0], batches), np.searchsorted(g[1], lengths))]
+
+    slopes = np.log(pick(b) / pick(a)) / np.log(heads_b / heads_a)
+    return float(np.clip(np.nanmedian(slopes), 0.0, 1.0)) if np.isfinite(slopes).any() else None
+
+
+def fill_cells(grid: tuple[np.ndarray, np.ndarray, np.ndarray], heads: float, slope: float,
+               measured: dict[float, tuple[np.ndarray, np.ndarray, np.ndarray]]
+               ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
+    """(`grid` with its unmeasured (NaN) cells filled, which cells were filled). The collector
+    measured fewer batch x length points at more heads (H100's 2-KV-head decode rows stop at 16
+    query heads for 128 x 8,192 and at 4 for 256 x 8,192), and such a cell fell to the roofline; it
+    is taken instead from the measured head count nearest `heads` (in ratio, same KV heads and
+    head_dim) that has it, scaled by (heads / that count) ^ slope, the local log-log slope in heads
+    (log_slope; decode: about 0, the kernel reads each KV head once whatever the query heads per
+    KV head; prefill: about 1, FLOPs grow with the query heads). Cells no count measured stay NaN."""
+    batches, lengths, ms = grid[0], grid[1], grid[2].copy()
+    order = sorted((c for c in measured if c != heads), key=lambda c: abs(np.log(c / heads)))
+    filled = np.zeros(ms.shape, bool)
+    for i, j in zip(*np.nonzero(np.isnan(ms))):
+        for c in order:
+            g = measured[c]
+            gi, gj = np.flatnonzero(g[0] == batches[i]), np.flatnonzero(g[1] == lengths[j])
+            if len(gi) and len(gj) and np.isfinite(g[2][gi[0], gj[0]]):
+                ms[i, j] = g[2][gi[0], gj[0]] * (heads / c) ** slope
+                filled[i, j] = True
+                break
+    return (batches, lengths, ms), filled
+
+
 def _neighbours(v: float, counts: np.ndarray) -> tuple[float, float] | None:
     """The two measured counts around v, or the two nearest beyond the measured ones; None with
     fewer than two counts or where v itself is measured."""
@@ -262,7 +301,45 @@ class KernelTables:
             return None
         lo = self.attention_grid(op, dtype, pair[0], kv_heads, head_dim)
         hi = self.attention_grid(op, dtype, pair[1], kv_heads, head_dim)
-        return None if lo is None or hi is None else heads_blend(lo, hi, pair[0], pair[1], heads)
+        if lo is None or hi is None:
+            return None
+        blend = heads_blend(lo, hi, pair[0], pair[1], heads)
+        if blend is None:
+            return None
+        # the union of the neighbours' axes, cells either lacks filled from the nearest count
+        batches, lengths = np.union1d(lo[0], hi[0]), np.union1d(lo[1], hi[1])
+        grid = np.full((len(batches), len(lengths)), np.nan)
+        grid[np.ix_(np.searchsorted(batches, blend[0]), np.searchsorted(lengths, blend[1]))] = blend[2]
+        slope = log_slope(lo, hi, pair[0], pair[1]) or 0.0
+        return fill_cells((batches, lengths, grid), heads, slope, self.head_grids(op, dtype, kv_heads, head_dim))[0]
+
+    def head_grids(self, op: str, dtype: str, kv_heads: float, head_dim: float
+                   ) -> dict[float, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """{query heads: (batch axis, length axis, ms)} of every measured layout with these KV heads
+        and head_dim."""
+        rows = self.arrays.get(f"{op}/{dtype}")
+        if rows is None:
+            return {}
+        counts = np.unique(rows[(rows[:, 3] == kv_heads) & (rows[:, 4] == head_dim), 2])
+        grids = {float(c): self.attention_grid(op, dtype, c, kv_heads, head_dim) for c in counts}
+        return {c: g for c, g in grids.items() if g is not None}
+
+    def attention_filled(self, op: str, dtype: str, heads: float, kv_heads: float, head_dim: float
+                         ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None:
+        """A measured layout's grid with the cells it lacks taken from its other head counts
+        (fill_cells, the slope to the nearest count that shares cells) and which cells those are;
+        None if the layout is not measured."""
+        grid = self.attention_grid(op, dtype, heads, kv_heads, head_dim)
+        if grid is None:
+            return None
+        others = self.head_grids(op, dtype, kv_heads, head_dim)
+        slope = 0.0
+        for c in sorted((c for c in others if c != heads), key=lambda c: abs(np.log(c / heads))):
+            found = log_slope(grid, others[c], heads, c)
+            if found is not None:
+                slope = found
+                break
+        return fill_cells(grid, heads, slope, others)
 
     def nearest_heads(self, op: str, dtype: str, heads: float, kv_heads: float, head_dim: float) -> float | None:
         """The measured query-head count closest to `heads` (in ratio) with the same KV heads and
