@@ -1,12 +1,14 @@
 """Leave one GPU out: predict each measured GPU's kernel tables (simcost/data/kernels) from the
 nearest OTHER GPU's tables scaled by the device-spec ratios (simcost.perf.kernel_scaling, the
-method a GPU without tables uses), and compare with its own measurements; the plain roofline
-(catalog factors) on the same rows beside it.
+method a GPU without tables uses: a row's roofline share by the roofline ratio, the rest by the
+compute-peak ratio to a fitted exponent), and compare with its own measurements; the plain
+roofline (catalog factors) on the same rows beside it.
 
     python experiments/validate_kernel_tables.py [--refit] [--launch-us 5]
 
 --refit fits the per-operator scaling exponents (SCALING_EXPONENT) without each held-out GPU, on
-every ordered pair of the other six (slow), so nothing is fitted on the GPU it predicts.
+every ordered pair of the other six (slow), so nothing is fitted on the GPU it predicts (the
+utilisation ceiling, kernel_scaling.UTILISATION_CEILING, was chosen once on all seven).
 
 Two tables, each cell median |error| / worst signed error (predicted / measured - 1):
 1. per operator: every row the two GPUs' tables share (same shape), by family: GEMM at m <= 128
@@ -87,7 +89,7 @@ def pair_rows(source: str, target: str) -> dict[str, list[tuple[np.ndarray, ...]
 
 
 def fit_exponents(exclude: str | None = None, launch_s: float = LAUNCH_S) -> dict[str, float]:
-    """Per operator, the exponent on the roofline ratio that minimises the mean over ordered GPU
+    """Per operator, the exponent e (kernel_scaling module docstring) that minimises the mean over ordered GPU
     pairs (neither of them `exclude`) of the median |log(predicted / measured)|."""
     names = [n for n in TABLE_DEVICE if n != exclude]
     per_op: dict[str, list] = {}

@@ -9,8 +9,9 @@ The tables with a GPU-count axis and how a missing count is priced:
   by num_gpus: from the GPU's own other counts and how the nearest measured GPU's times change
   between those counts (simcost.perf.kernel_scaling.with_gpu_counts); before, a missing
   all-reduce count was the nearest GPU's rows scaled by specs, a missing NCCL count the roofline;
-- fused MoE by moe_tp_size: log-log between the measured tp on either side (KernelTables.moe_ms);
-  before, the roofline;
+- fused MoE by moe_tp_size (ep 1) or moe_ep_size (tp 1): the GPU's own sizes around it times how
+  the nearest measured GPU's layer changes between them (kernel_scaling.with_moe_size), else
+  log-log between the own sizes (KernelTables.moe_ms); before, the roofline;
 - attention by heads per GPU (TP divides the heads): the nearest measured query-head count with
   the same KV heads, scaled by heads, or for decode a larger batch of fewer KV heads
   (kernel_model._attention_grid); MLA modules: the nearest head count within 2x, scaled by heads
