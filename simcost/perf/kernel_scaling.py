@@ -272,12 +272,22 @@ def with_gpu_counts(tables: KernelTables, device: DeviceSpec, counts: Iterable[f
 
 
 def _count_lender(key: str, device: DeviceSpec, counts: list[float], used: set) -> np.ndarray | None:
-    """The `key` rows of the measured GPU nearest `device` whose GPU counts span all of `counts`."""
-    for name in sorted((n for n in TABLE_DEVICE if n not in used), key=lambda n: _distance(table_device(n), device)):
+    """The `key` rows of the measured GPU nearest `device` whose GPU counts span all of `counts`,
+    one with the same scale-up domain first (_domain: an 8-GPU board against a GB200 NVL72 rack),
+    since how a collective grows with the GPU count is the topology's: GB200's 2-GPU eager
+    all-reduce takes 1.8x its 4-GPU one at 16 MB where every 8-GPU board's takes 0.73-0.85x."""
+    ranked = sorted((n for n in TABLE_DEVICE if n not in used),
+                    key=lambda n: (_domain(table_device(n)) != _domain(device), _distance(table_device(n), device)))
+    for name in ranked:
         rows = load_tables(name).get(key)
         if rows is not None and all(bracket(c, np.unique(rows[:, 0])) is not None for c in counts):
             return rows
     return None
+
+
+def _domain(device: DeviceSpec) -> int:
+    """GPUs in the device's scale-up (NVLink) domain: the catalog's devices_per_node, else a board's 8."""
+    return device.devices_per_node or 8
 
 
 MOE_DERIVED = "moe_derived/"  # + dtype: MoE rows derived by with_moe_size (looked up as not measured)
