@@ -315,9 +315,9 @@ def test_the_nearest_measured_gpu_is_the_same_architecture_or_the_closest_in_spe
 def test_leave_one_gpu_out_errors_stay_within_what_was_measured():
     """experiments/validate_kernel_tables.py: each measured GPU predicted from the nearest other
     one's tables scaled by spec ratios (shipped SCALING_EXPONENT; --refit refits them without the
-    held-out GPU, docs/fidelity.md section 2). Measured: whole steps 5.8 % median of family medians
-    vs the plain roofline's 18.7 %; per operator 8.0 % vs 62.8 %; H100 <-> H200 step families
-    within 8.3 % median, B200 <-> GB200 within 14.4 %. Bounds with margin."""
+    held-out GPU, docs/fidelity.md section 2). Measured: whole steps 6.1 % median of family medians
+    vs the plain roofline's 19.6 %; per operator 8.0 % vs 62.8 %; H100 <-> H200 step families
+    within 8.3 % median, B200 <-> GB200 within 7.3 %. Bounds with margin."""
     from validate_kernel_tables import OPERATOR_FAMILIES, run, summary
     result = run()
     steps = summary(result["steps"], result["step_families"])
@@ -325,7 +325,7 @@ def test_leave_one_gpu_out_errors_stay_within_what_was_measured():
     assert steps["scaled"]["median_of_medians_pct"] < 8.0
     assert steps["scaled"]["median_of_medians_pct"] < steps["roofline"]["median_of_medians_pct"] / 2
     assert ops["scaled"]["median_of_medians_pct"] < 11.0 < 40.0 < ops["roofline"]["median_of_medians_pct"]
-    for target, bound in (("h100_sxm", 0.11), ("h200_sxm", 0.11), ("b200_sxm", 0.17), ("gb200", 0.17)):
+    for target, bound in (("h100_sxm", 0.11), ("h200_sxm", 0.11), ("b200_sxm", 0.11), ("gb200", 0.11)):
         for fam, err in result["steps"][target]["scaled"].items():
             assert np.median(np.abs(err)) < bound, (target, fam)
 

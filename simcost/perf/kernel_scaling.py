@@ -188,7 +188,13 @@ def borrowed_tables(source_name: str, target: DeviceSpec, launch_s: float = LAUN
         scaled = scale_rows(op, dtype, rows, source, target, launch_s, exponents)
         if scaled is not None:
             arrays[key] = scaled
-    for key in [k for k in arrays if k.startswith("allreduce/")]:
+    # counts the source lacks: its own scaled rows times another board's ratio between the counts
+    # (with_gpu_counts), as for a GPU's own tables; then any still missing from the nearest other
+    # GPU's rows scaled by the link
+    allreduce = {k: v for k, v in arrays.items() if k.startswith("allreduce/")}
+    derived = with_gpu_counts(KernelTables(source_name, arrays=allreduce), target, (2, 4, 8), exclude=exclude)
+    arrays.update(derived.arrays)
+    for key in allreduce:
         arrays[key] = _fill_gpu_counts(key, arrays[key], target, launch_s, {source_name, exclude}, exponents)
     return KernelTables(f"{source_name}->{target.key}", arrays=arrays, scaled_from=source_name)
 
