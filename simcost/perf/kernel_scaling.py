@@ -57,7 +57,8 @@ SHARE_SCALED = ("gemm", "context_attention", "generation_attention", "moe")
 # among 90, 95 and 100 by the all-pairs loss of experiments/validate_kernel_tables.py's fit (mean
 # over ordered GPU pairs of the median |log error| per operator): 90 -> GEMM 20.5 %, prefill
 # attention 21.3 %, decode attention 22.5 %, MoE 34.8 %; 100 -> 20.4, 23.6, 23.1, 34.7 %; a
-# simcost choice
+# separate ceiling for compute- and bandwidth-bound rows -> 20.4, 22.5, 22.5, 34.9 % (not better,
+# dropped); a simcost choice
 UTILISATION_CEILING = 90.0
 # per operator, the exponent e of the module docstring: on the compute-peak ratio for the
 # latency/occupancy share of an on-chip kernel, on the roofline ratio for the all-reduce. Fitted on
