@@ -46,8 +46,8 @@ from simcost.perf.kernel_moe import ExpertParallel
 from simcost.perf.kernel_scaling import (
     GPU_COUNT_TABLES,
     TABLE_DEVICE,
-    borrowed_tables,
-    nearest_table,
+    _distance,
+    scale_rows,
     table_device,
     with_gpu_counts,
     with_moe_size,
@@ -108,12 +108,32 @@ def _add(out: dict, fam: str, pred: np.ndarray, measured: np.ndarray) -> None:
     out.setdefault(fam, []).append(pred / measured - 1.0)
 
 
+def previous_borrowed(name: str) -> dict[str, np.ndarray]:
+    """The all-reduce rows the previous rule gave `name` for every count: the nearest other GPU
+    with that count, its rows scaled to `name` by specs (kernel_scaling.scale_rows)."""
+    device, out = table_device(name), {}
+    ranked = sorted((n for n in TABLE_DEVICE if n != name), key=lambda n: _distance(table_device(n), device))
+    for key in ("allreduce/vllm_graph", "allreduce/vllm_eager"):
+        parts = []
+        for g in (2.0, 4.0, 8.0):
+            for other in ranked:
+                rows = load_tables(other).get(key)
+                if rows is not None and g in rows[:, 0]:
+                    scaled = scale_rows("allreduce", key.split("/")[1], rows[rows[:, 0] == g], table_device(other),
+                                        device)
+                    if scaled is not None:
+                        parts.append(scaled)
+                    break
+        out[key] = np.concatenate(parts)
+    return out
+
+
 def count_errors(name: str, t: int, now: dict, before: dict) -> None:
     """All-reduce and NCCL rows at t GPUs, derived from the other counts (now) and, for the
     all-reduce, borrowed from the nearest GPU scaled (before)."""
     own, device = load_tables(name), table_device(name)
     derived = with_gpu_counts(KernelTables(name, arrays=without_degree(name, t)), device, (t,))
-    borrowed = borrowed_tables(nearest_table(device, exclude=name), device, exclude=name).arrays
+    borrowed = previous_borrowed(name)
     for key in GPU_COUNT_TABLES:
         if key not in own or t not in own[key][:, 0] or t not in derived.arrays[key][:, 0]:
             continue
@@ -217,9 +237,8 @@ def before_tables(name: str, t: int, model) -> KernelTables:
     """The held-out tables as simcost priced them before: the all-reduce at t borrowed from the
     nearest GPU scaled, no NCCL at t, the MoE layer's TP rows gone (the roofline), a missing head
     count from the nearest scaled by heads."""
-    device = table_device(name)
     arrays = without_degree(name, t, (model,))
-    lent = borrowed_tables(nearest_table(device, exclude=name), device, exclude=name).arrays
+    lent = previous_borrowed(name)
     derived = {}
     for key in ("allreduce/vllm_graph", "allreduce/vllm_eager"):
         if key in arrays and key in lent:
