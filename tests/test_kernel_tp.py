@@ -217,10 +217,10 @@ def test_beyond_the_measured_head_counts_attention_continues_from_the_two_neares
 def test_an_attention_cell_a_layout_lacks_comes_from_the_nearest_head_count_that_has_it():
     """H100's decode rows with 2 KV heads stop at 4 query heads for 256 sequences x 8,192 tokens:
     the 16-head layout (Llama-3.1-70B at TP4) takes that cell from the 4-head row scaled by heads to
-    the local slope (kernel_tables.fill_cells), not counted as measured; decode attention barely
+    the local slope (kernel_heads.fill_cells), not counted as measured; decode attention barely
     depends on the query heads per KV head, so the filled value stays within 2 % of the 4-head row."""
+    from simcost.perf.kernel_heads import log_slope
     from simcost.perf.kernel_model import _attention_grid
-    from simcost.perf.kernel_tables import log_slope
     tables, model = KernelTables("h100_sxm"), get_model("llama-3.1-70b")
     grid = tables.attention_grid("generation_attention", "bfloat16", 16, 2, 128)
     i, j = np.flatnonzero(grid[0] == 256)[0], np.flatnonzero(grid[1] == 8192)[0]
