@@ -1,12 +1,14 @@
 """Leave one GPU out: predict each measured GPU's kernel tables (simcost/data/kernels) from the
 nearest OTHER GPU's tables scaled by the device-spec ratios (simcost.perf.kernel_scaling, the
-method a GPU without tables uses), and compare with its own measurements; the plain roofline
-(catalog factors) on the same rows beside it.
+method a GPU without tables uses: a row's roofline share by the roofline ratio, the rest by the
+compute-peak ratio to a fitted exponent), and compare with its own measurements; the plain
+roofline (catalog factors) on the same rows beside it.
 
     python experiments/validate_kernel_tables.py [--refit] [--launch-us 5]
 
 --refit fits the per-operator scaling exponents (SCALING_EXPONENT) without each held-out GPU, on
-every ordered pair of the other six (slow), so nothing is fitted on the GPU it predicts.
+every ordered pair of the other six (slow), so nothing is fitted on the GPU it predicts (the
+utilisation ceiling, kernel_scaling.UTILISATION_CEILING, was chosen once on all seven).
 
 Two tables, each cell median |error| / worst signed error (predicted / measured - 1):
 1. per operator: every row the two GPUs' tables share (same shape), by family: GEMM at m <= 128
@@ -32,6 +34,7 @@ from simcost.perf.kernel_scaling import (
     borrowed_tables,
     nearest_table,
     row_roofline_s,
+    scaling_terms,
     table_device,
 )
 from simcost.perf.kernel_tables import FP8_RATIO_ASSUMED, load_tables
@@ -65,9 +68,9 @@ def shared_rows(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 EXPONENT_GRID = np.round(np.arange(0.0, 1.51, 0.05), 2)
 
 
-def pair_rows(source: str, target: str) -> dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
-    """{operator: [(source ms, roofline ratio target / source, target ms)]} over the rows the two
-    GPUs' tables share."""
+def pair_rows(source: str, target: str) -> dict[str, list[tuple[np.ndarray, ...]]]:
+    """{operator: [(source ms, roofline ratio target / source, roofline share, ratio the rest
+    scales by, target ms)]} (kernel_scaling.scaling_terms) over the rows the two GPUs' tables share."""
     out: dict[str, list] = {}
     src_tables, tgt_tables = load_tables(source), load_tables(target)
     for key, rows in tgt_tables.items():
@@ -77,16 +80,16 @@ def pair_rows(source: str, target: str) -> dict[str, list[tuple[np.ndarray, np.n
         it, js = shared_rows(rows, src_tables[key])
         if len(it) == 0:
             continue
-        r_t = row_roofline_s(op, dtype, rows[it], table_device(target))
-        r_s = row_roofline_s(op, dtype, rows[it], table_device(source))
-        if r_t is None or r_s is None:
+        terms = scaling_terms(op, dtype, src_tables[key][js], table_device(source), table_device(target),
+                              src_tables[key])
+        if terms is None:
             continue
-        out.setdefault(op, []).append((src_tables[key][js, -1], r_t / r_s, rows[it, -1]))
+        out.setdefault(op, []).append((src_tables[key][js, -1], *terms, rows[it, -1]))
     return out
 
 
 def fit_exponents(exclude: str | None = None, launch_s: float = LAUNCH_S) -> dict[str, float]:
-    """Per operator, the exponent on the roofline ratio that minimises the mean over ordered GPU
+    """Per operator, the exponent e (kernel_scaling module docstring) that minimises the mean over ordered GPU
     pairs (neither of them `exclude`) of the median |log(predicted / measured)|."""
     names = [n for n in TABLE_DEVICE if n != exclude]
     per_op: dict[str, list] = {}
@@ -101,10 +104,8 @@ def fit_exponents(exclude: str | None = None, launch_s: float = LAUNCH_S) -> dic
         def loss(alpha: float) -> float:
             meds = []
             for items in pairs:
-                t_s = np.concatenate([i[0] for i in items])
-                ratio = np.concatenate([i[1] for i in items])
-                t_t = np.concatenate([i[2] for i in items])
-                pred = launch_ms + np.maximum(t_s - launch_ms, 0.0) * ratio ** alpha
+                t_s, ratio, share, base, t_t = (np.concatenate([i[j] for i in items]) for j in range(5))
+                pred = launch_ms + np.maximum(t_s - launch_ms, 0.0) * ratio ** share * base ** (alpha * (1 - share))
                 meds.append(np.median(np.abs(np.log(pred / t_t))))
             return float(np.mean(meds))
         out[op] = float(min(EXPONENT_GRID, key=loss))

@@ -9,8 +9,9 @@ The tables with a GPU-count axis and how a missing count is priced:
   by num_gpus: from the GPU's own other counts and how the nearest measured GPU's times change
   between those counts (simcost.perf.kernel_scaling.with_gpu_counts); before, a missing
   all-reduce count was the nearest GPU's rows scaled by specs, a missing NCCL count the roofline;
-- fused MoE by moe_tp_size: log-log between the measured tp on either side (KernelTables.moe_ms);
-  before, the roofline;
+- fused MoE by moe_tp_size (ep 1) or moe_ep_size (tp 1): the GPU's own sizes around it times how
+  the nearest measured GPU's layer changes between them (kernel_scaling.with_moe_size), else
+  log-log between the own sizes (KernelTables.moe_ms); before, the roofline;
 - attention by heads per GPU (TP divides the heads): the nearest measured query-head count with
   the same KV heads, scaled by heads, or for decode a larger batch of fewer KV heads
   (kernel_model._attention_grid); MLA modules: the nearest head count within 2x, scaled by heads
@@ -45,10 +46,11 @@ from simcost.perf.kernel_moe import ExpertParallel
 from simcost.perf.kernel_scaling import (
     GPU_COUNT_TABLES,
     TABLE_DEVICE,
-    borrowed_tables,
-    nearest_table,
+    _distance,
+    scale_rows,
     table_device,
     with_gpu_counts,
+    with_moe_size,
 )
 from simcost.perf.kernel_tables import KernelTables, load_tables
 from simcost.perf.roofline import default_factors
@@ -106,12 +108,32 @@ def _add(out: dict, fam: str, pred: np.ndarray, measured: np.ndarray) -> None:
     out.setdefault(fam, []).append(pred / measured - 1.0)
 
 
+def previous_borrowed(name: str) -> dict[str, np.ndarray]:
+    """The all-reduce rows the previous rule gave `name` for every count: the nearest other GPU
+    with that count, its rows scaled to `name` by specs (kernel_scaling.scale_rows)."""
+    device, out = table_device(name), {}
+    ranked = sorted((n for n in TABLE_DEVICE if n != name), key=lambda n: _distance(table_device(n), device))
+    for key in ("allreduce/vllm_graph", "allreduce/vllm_eager"):
+        parts = []
+        for g in (2.0, 4.0, 8.0):
+            for other in ranked:
+                rows = load_tables(other).get(key)
+                if rows is not None and g in rows[:, 0]:
+                    scaled = scale_rows("allreduce", key.split("/")[1], rows[rows[:, 0] == g], table_device(other),
+                                        device)
+                    if scaled is not None:
+                        parts.append(scaled)
+                    break
+        out[key] = np.concatenate(parts)
+    return out
+
+
 def count_errors(name: str, t: int, now: dict, before: dict) -> None:
     """All-reduce and NCCL rows at t GPUs, derived from the other counts (now) and, for the
     all-reduce, borrowed from the nearest GPU scaled (before)."""
     own, device = load_tables(name), table_device(name)
     derived = with_gpu_counts(KernelTables(name, arrays=without_degree(name, t)), device, (t,))
-    borrowed = borrowed_tables(nearest_table(device, exclude=name), device, exclude=name).arrays
+    borrowed = previous_borrowed(name)
     for key in GPU_COUNT_TABLES:
         if key not in own or t not in own[key][:, 0] or t not in derived.arrays[key][:, 0]:
             continue
@@ -127,7 +149,7 @@ def count_errors(name: str, t: int, now: dict, before: dict) -> None:
 def moe_errors(name: str, t: int, now: dict, before: dict) -> None:
     """MoE rows at moe_tp_size t (no EP) and at moe_ep_size t (TP1), from the measured sizes on
     either side (now) and the roofline with the catalog's factors (before)."""
-    held = KernelTables(name, arrays=without_degree(name, t))
+    held, device = KernelTables(name, arrays=without_degree(name, t)), table_device(name)
     for key, rows in load_tables(name).items():
         if not key.startswith("moe/"):
             continue
@@ -136,7 +158,8 @@ def moe_errors(name: str, t: int, now: dict, before: dict) -> None:
             sel = rows[(rows[:, 5] == tp) & (rows[:, 6] == ep)]
             for shape in np.unique(sel[:, 1:5], axis=0):
                 part = sel[np.all(sel[:, 1:5] == shape, axis=1)]
-                pred, _ = held.moe_ms(dtype, part[:, 0], *shape, tp, ep)
+                derived = with_moe_size(held, device, dtype, tuple(shape), tp, ep)
+                pred, _ = derived.moe_ms(dtype, part[:, 0], *shape, tp, ep)
                 roof = roofline_ms("moe", dtype, part, name)
                 for fam, where in ((f"{kind} decode", part[:, 0] <= 128), (f"{kind} prefill", part[:, 0] > 128)):
                     if where.any() and not np.isnan(pred[where]).any():
@@ -214,9 +237,8 @@ def before_tables(name: str, t: int, model) -> KernelTables:
     """The held-out tables as simcost priced them before: the all-reduce at t borrowed from the
     nearest GPU scaled, no NCCL at t, the MoE layer's TP rows gone (the roofline), a missing head
     count from the nearest scaled by heads."""
-    device = table_device(name)
     arrays = without_degree(name, t, (model,))
-    lent = borrowed_tables(nearest_table(device, exclude=name), device, exclude=name).arrays
+    lent = previous_borrowed(name)
     derived = {}
     for key in ("allreduce/vllm_graph", "allreduce/vllm_eager"):
         if key in arrays and key in lent:

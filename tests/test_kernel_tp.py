@@ -138,17 +138,55 @@ def test_kernel_params_derives_the_missing_count_for_a_gpus_own_tables_only():
 
 def test_whole_steps_with_one_tp_degree_left_out_stay_near_the_full_tables():
     """H100 and H200, Llama-3.1-70B / Qwen3-30B-A3B at TP2-8 and DeepSeek-V3 at TP4/8 and EP4/8
-    with DP attention, each degree's rows removed: every step family within 0.1-6.1 % median of
-    the model on the full tables (measured; every family better than the previous rules, which
-    missed by up to 38 %). Bounds with margin."""
+    with DP attention, each degree's rows removed: every step family within 0.1-6.6 % median of
+    the model on the full tables, 1.6-1.7 % on average over the families (measured), where the
+    previous rules (roofline MoE, borrowed all-reduce, nearest head count scaled) missed by 15-16 %
+    on average; single families can land either side of them (H100's EP8 decode: 4.6 % against
+    the roofline's lucky 4.2 %). Bounds with margin."""
     from validate_kernel_tables_tp import step_errors
     for name in ("h100_sxm", "h200_sxm"):
         errors = step_errors(name)
         assert len(errors["now"]) == 20
         for fam, err in errors["now"].items():
             assert np.median(np.abs(err)) < 0.08, (name, fam)
-        for fam, err in errors["before"].items():
-            assert np.median(np.abs(err)) > np.median(np.abs(errors["now"][fam])), (name, fam)
+        now = np.mean([np.median(np.abs(err)) for err in errors["now"].values()])
+        before = np.mean([np.median(np.abs(err)) for err in errors["before"].values()])
+        assert now < 0.03 and before > 3 * now, name
+
+
+def test_a_missing_moe_size_takes_the_nearest_gpus_ratio_between_the_own_sizes():
+    """Qwen3-30B-A3B's bf16 MoE layer on H100 without its moe_tp_size 4 rows: derived from its own
+    tp 2 and 8 rows and H200's (the nearest GPU in specs that measured 2, 4 and 8) ratio between
+    them (kernel_scaling.with_moe_size), checked by hand at one token count; not counted as
+    measured; against the measured rows 4.0 % median (log-log between the own sizes: 6.5 %).
+    Bounds with margin."""
+    from simcost.perf.kernel_scaling import with_moe_size
+    h100, model = get_device("h100-sxm"), get_model("qwen3-30b-a3b")
+    shape = (model.hidden_size, model.intermediate_size, model.experts_per_token, model.num_experts)
+    rows = load_tables("h100_sxm")["moe/bfloat16"]
+    layer = np.all(rows[:, 1:5] == shape, axis=1) & (rows[:, 6] == 1)
+    held = KernelTables("h100_sxm", arrays={"moe/bfloat16": rows[~(layer & (rows[:, 5] == 4))]})
+    truth = rows[layer & (rows[:, 5] == 4)]
+    derived = with_moe_size(held, h100, "bfloat16", shape, 4, 1)
+    ms, inside = derived.moe_ms("bfloat16", truth[:, 0], *shape, 4, 1)
+    assert not inside.any()
+    err = ms / truth[:, -1] - 1
+    plain = held.moe_ms("bfloat16", truth[:, 0], *shape, 4, 1)[0] / truth[:, -1] - 1
+    assert np.median(np.abs(err)) < 0.05 < np.median(np.abs(plain))
+    lent = load_tables("h200_sxm")["moe/bfloat16"]
+    lent = lent[np.all(lent[:, 1:5] == shape, axis=1) & (lent[:, 6] == 1)]
+    tokens = truth[3, 0]
+
+    def at(part, tp):
+        return part[(part[:, 5] == tp) & (part[:, 0] == tokens), -1][0]
+
+    own = rows[layer]
+    want = np.sqrt(at(own, 2) * at(lent, 4) / at(lent, 2) * at(own, 8) * at(lent, 4) / at(lent, 8))
+    assert ms[3] == pytest.approx(want, rel=1e-9)
+    # a size the own rows hold is left alone; a size no other GPU measured adds nothing
+    assert with_moe_size(KernelTables("h100_sxm"), h100, "bfloat16", shape, 4, 1).arrays.keys() == \
+        KernelTables("h100_sxm").arrays.keys()
+    assert "moe_derived/bfloat16" not in with_moe_size(held, h100, "bfloat16", shape, 6, 1).arrays
 
 
 def test_a_count_between_two_own_counts_that_no_table_measured_is_log_log_between_them():
@@ -174,3 +212,65 @@ def test_beyond_the_measured_head_counts_attention_continues_from_the_two_neares
     for fam, bound in zip(EDGE_FAMILIES, (0.08, 0.10, 0.03, 0.03)):
         now, before = (np.median(np.abs(np.concatenate(errors[k][fam]))) for k in ("now", "before"))
         assert now < bound and now < before, (fam, now, before)
+
+
+def test_an_attention_cell_a_layout_lacks_comes_from_the_nearest_head_count_that_has_it():
+    """H100's decode rows with 2 KV heads stop at 4 query heads for 256 sequences x 8,192 tokens:
+    the 16-head layout (Llama-3.1-70B at TP4) takes that cell from the 4-head row scaled by heads to
+    the local slope (kernel_heads.fill_cells), not counted as measured; decode attention barely
+    depends on the query heads per KV head, so the filled value stays within 2 % of the 4-head row."""
+    from simcost.perf.kernel_heads import log_slope
+    from simcost.perf.kernel_model import _attention_grid
+    tables, model = KernelTables("h100_sxm"), get_model("llama-3.1-70b")
+    grid = tables.attention_grid("generation_attention", "bfloat16", 16, 2, 128)
+    i, j = np.flatnonzero(grid[0] == 256)[0], np.flatnonzero(grid[1] == 8192)[0]
+    assert np.isnan(grid[2][i, j])
+    filled, which = tables.attention_filled("generation_attention", "bfloat16", 16, 2, 128)
+    four = tables.attention_grid("generation_attention", "bfloat16", 4, 2, 128)
+    at4 = four[2][np.flatnonzero(four[0] == 256)[0], np.flatnonzero(four[1] == 8192)[0]]
+    others = tables.head_grids("generation_attention", "bfloat16", 2, 128)
+    slope = log_slope(grid, others[12.0], 16, 12)  # the nearest count sharing cells with 16
+    assert which[i, j] and not which[np.isfinite(grid[2])].any()
+    assert filled[2][i, j] == pytest.approx(at4 * (16 / 4) ** slope, rel=1e-12)
+    assert abs(filled[2][i, j] / at4 - 1) < 0.02
+    # the kernel model prices it from there, not measured; a measured cell stays measured
+    never = lambda *a: np.full(np.broadcast(*a[:2]).shape, np.nan)  # noqa: E731
+    batches, lengths, seconds, share = _attention_grid(tables, "generation_attention", "bfloat16", model, 4, never)
+    assert seconds[i, j] == pytest.approx(filled[2][i, j] / 1e3 * model.num_layers) and share[i, j] == 0.0
+    assert share[np.isfinite(grid[2])].all()
+
+
+def test_a_missing_gpu_count_borrows_its_ratio_from_a_gpu_of_the_same_scale_up_domain():
+    """B200 without its 2-GPU all-reduce rows: the ratio comes from H200 (the nearest 8-GPU board
+    with 2 and 4 GPUs measured), not from GB200 (nearer in specs, but an NVL72 rack whose 2-GPU
+    eager all-reduce takes 1.8x its 4-GPU one at 16 MB); GB200's own missing 8 still comes from B200,
+    the only GPU with 4 and 8 measured near it."""
+    b200 = get_device("b200")
+    rows = load_tables("b200_sxm")["allreduce/vllm_eager"]
+    held = KernelTables("b200_sxm", arrays={"allreduce/vllm_eager": rows[rows[:, 0] != 2]})
+    got = with_gpu_counts(held, b200, (2,)).arrays["allreduce/vllm_eager"]
+    lent = load_tables("h200_sxm")["allreduce/vllm_eager"]
+    size = 16 * 2.0 ** 20
+    at = {g: t[(t[:, 0] == g) & (t[:, 1] == size), 2][0] for t, g in ((lent, 2), (lent, 4))}
+    own4 = rows[(rows[:, 0] == 4) & (rows[:, 1] == size), 2][0]
+    assert got[(got[:, 0] == 2) & (got[:, 1] == size), 2][0] == pytest.approx(own4 * at[2] / at[4], rel=1e-9)
+    truth = rows[(rows[:, 0] == 2) & (rows[:, 1] == size), 2][0]
+    assert abs(own4 * at[2] / at[4] / truth - 1) < 0.2  # GB200's ratio would give +150 %
+
+
+def test_borrowed_tables_take_a_count_the_source_lacks_from_its_own_rows_and_a_boards_ratio():
+    """B200 borrowing GB200's tables (GB200 measured 2 and 4 GPUs): the 8-GPU all-reduce is GB200's
+    4-GPU rows scaled to B200 times H200's 8-to-4 ratio (the nearest 8-GPU board with both), as a
+    GPU's own missing count is derived; before, H200's 8-GPU rows scaled by the link ratio, 2.5x
+    faster where B200 measures 1.5x. Held out on B200 (eager, 16 MB) within 15 %."""
+    from simcost.perf.kernel_scaling import borrowed_tables
+    b200 = get_device("b200")
+    lent = borrowed_tables("gb200", b200, exclude="b200_sxm").arrays["allreduce/vllm_eager"]
+    h200 = load_tables("h200_sxm")["allreduce/vllm_eager"]
+    size = 16 * 2.0 ** 20
+
+    def at(t, g):
+        return t[(t[:, 0] == g) & (t[:, 1] == size), 2][0]
+
+    assert at(lent, 8) == pytest.approx(at(lent, 4) * at(h200, 8) / at(h200, 4), rel=1e-9)
+    assert abs(at(lent, 8) / at(load_tables("b200_sxm")["allreduce/vllm_eager"], 8) - 1) < 0.15

@@ -58,7 +58,7 @@ from numba import njit
 from simcost.catalog.types import BYTES_PER_ELEMENT, DeviceSpec, ModelSpec
 from simcost.perf.kernel_mla import mla_decode_roofline_s, mla_grid, mla_prefill_roofline_s, mla_tabled
 from simcost.perf.kernel_moe import ExpertParallel, MoeLayer, Rates, moe_grid, router_gate, with_fallback
-from simcost.perf.kernel_scaling import tables_for_device, with_gpu_counts
+from simcost.perf.kernel_scaling import tables_for_device, with_gpu_counts, with_moe_size
 from simcost.perf.kernel_tables import CUDA_GRAPH_MAX_TOKENS, KernelTables, mlp_shapes, table_format
 
 K_HEADER = 12
@@ -153,7 +153,8 @@ def _attention_grid(tables: KernelTables, op: str, kv_dtype: str, model: ModelSp
                     roofline) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(batch axis, length axis, seconds over all layers, measured share) for one attention table."""
     heads, kv_heads = model.num_heads / t, max(model.num_kv_heads / t, 1.0)
-    grid = tables.attention_grid(op, kv_dtype, heads, kv_heads, model.head_dim)
+    layout = tables.attention_filled(op, kv_dtype, heads, kv_heads, model.head_dim)
+    grid, filled = (None, None) if layout is None else layout  # filled: cells from other head counts
     measured = grid is not None
     if grid is None:  # a head count the table lacks: log-log in heads from the measured ones around it
         grid = tables.attention_heads(op, kv_dtype, heads, kv_heads, model.head_dim)
@@ -173,7 +174,8 @@ def _attention_grid(tables: KernelTables, op: str, kv_dtype: str, model: ModelSp
     else:
         batches, lengths, ms = grid
     b, n = np.meshgrid(batches, lengths, indexing="ij")
-    s, share = with_fallback(ms, np.full(ms.shape, measured), roofline(b, n, heads, kv_heads))
+    inside = np.full(ms.shape, measured) if filled is None else ~filled
+    s, share = with_fallback(ms, inside, roofline(b, n, heads, kv_heads))
     return batches, lengths, s * model.num_layers, share
 
 
@@ -212,8 +214,12 @@ def kernel_params(base: np.ndarray, device: DeviceSpec, model: ModelSpec, t: int
     if tables is None or dtype is None or not tables.has("gemm", dtype):
         return None
     ep = expert_parallel or ExpertParallel()
-    if tables.scaled_from is None:  # GPU counts the own all-reduce / NCCL tables lack, from their neighbours
+    if tables.scaled_from is None:  # GPU counts / MoE sizes the own tables lack, from their neighbours
         tables = with_gpu_counts(tables, device, (t, ep.dp))
+        if model.num_experts > 1:
+            tables = with_moe_size(tables, device, table_format("moe", weight_format, mla) or "",
+                                   (model.hidden_size, model.intermediate_size, model.experts_per_token,
+                                    model.num_experts), t if ep.ep <= 1 else 1, max(ep.ep, 1))
     kv_dtype = "fp8" if kv_cache_format == "fp8" else "bfloat16"
     weight_b = BYTES_PER_ELEMENT[weight_format]
     kv_b = BYTES_PER_ELEMENT[kv_cache_format]

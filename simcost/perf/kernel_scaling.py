@@ -4,11 +4,20 @@ memory bandwidth, scale-up link). What the measured GPU's kernels reach of its p
 efficiency, their shape effects, their launch latency) is assumed to carry over; the device-spec
 ratio moves only the part of each latency that the peaks set.
 
-Scaling a row: t_target = launch + (t_source - launch) x (roofline_target / roofline_source) ^ e,
-where launch is a kernel's fixed cost (LAUNCH_S, the smallest latencies the tables hold: 5-10 us
-on every measured GPU), which does not shrink with a faster chip, the roofline of a row is
-max(FLOPs / peak, bytes / bandwidth) (all-reduce: its latency + bandwidth time over the link),
-and e the operator's SCALING_EXPONENT, fitted on the tables.
+Scaling a row: t_target = launch + (t_source - launch) x factor, where launch is a kernel's
+fixed cost (LAUNCH_S, the smallest latencies the tables hold: 5-10 us on every measured GPU),
+which does not shrink with a faster chip, and the roofline of a row is max(FLOPs / peak, bytes /
+bandwidth) (all-reduce: its latency + bandwidth time over the link). For the on-chip kernels
+(GEMM, attention, fused MoE: SHARE_SCALED) the factor splits the source row by its utilisation
+u = roofline_source / t_source, the share of its time its roofline accounts for:
+    factor = (roofline_target / roofline_source) ^ u x (peak_source / peak_target) ^ (e (1 - u)):
+the share the peaks set moves with the roofline ratio; the rest is latency and occupancy
+(launch and memory latency, too few blocks to fill the chip, tile quantisation), which a second
+memory bandwidth does not shorten (H100 -> H200: same SMs and clocks, 1.43x the bandwidth, and
+decode GEMMs at 10-40 % of their roofline gain 2-5 %, not 43 %) but more and faster SMs do,
+partly: by the compute-peak ratio raised to the operator's SCALING_EXPONENT e (< 1: per-SM
+throughput grows faster across generations than latency falls). The all-reduce (no on-chip
+share): factor = roofline ratio ^ e. e is fitted on the tables.
 `experiments/validate_kernel_tables.py` checks the method by leaving each measured GPU out and
 predicting its tables from the nearest other one (docs/fidelity.md section 2).
 """
@@ -38,11 +47,25 @@ BORROWED_TABLES = {"h20": "h100_sxm", "b300": "b200_sxm", "a100-80gb-pcie": "a10
 # tables (GEMM and attention at one token: 5-10 us on every GPU measured)
 LAUNCH_S = 5e-6
 
-# exponent on each operator's roofline ratio: a faster chip's kernels gain less than its peaks
-# suggest (latency- and occupancy-bound kernels do not use all of a higher bandwidth). Fitted on the
-# shipped tables by experiments/validate_kernel_tables.py (every ordered pair of measured GPUs,
+# the operators whose rows split into a roofline share and a latency/occupancy share (module
+# docstring); the all-reduce's time is the link's, scaled whole
+SHARE_SCALED = ("gemm", "context_attention", "generation_attention", "moe")
+# a kernel at the practical ceiling of its roofline (DRAM reads top out near 80-90 % of the
+# nominal bandwidth, tensor cores below their peak) is wholly roofline-bound: a row's roofline share
+# u is its utilisation over the utilisation the source table's best rows reach, this percentile
+# of them (not the maximum: a few rows exceed a roofline that understates their work). Chosen
+# among 90, 95 and 100 by the all-pairs loss of experiments/validate_kernel_tables.py's fit (mean
+# over ordered GPU pairs of the median |log error| per operator): 90 -> GEMM 20.5 %, prefill
+# attention 21.3 %, decode attention 22.5 %, MoE 34.8 %; 100 -> 20.4, 23.6, 23.1, 34.7 %; a
+# separate ceiling for compute- and bandwidth-bound rows -> 20.4, 22.5, 22.5, 34.9 % (not better,
+# dropped); a simcost choice
+UTILISATION_CEILING = 90.0
+# per operator, the exponent e of the module docstring: on the compute-peak ratio for the
+# latency/occupancy share of an on-chip kernel, on the roofline ratio for the all-reduce. Fitted on
+# the shipped tables by experiments/validate_kernel_tables.py (every ordered pair of measured GPUs,
 # minimising the median |log error|; tests/test_kernel_model.py refits it); a simcost fit.
-SCALING_EXPONENT = {"gemm": 1.0, "context_attention": 0.7, "generation_attention": 0.3, "allreduce": 1.3, "moe": 1.0}
+SCALING_EXPONENT = {"gemm": 0.7, "context_attention": 0.15, "generation_attention": 0.3, "allreduce": 1.3,
+                    "moe": 1.0}
 
 _FORMAT = {"bfloat16": "bf16", "fp8": "fp8"}
 _BYTES = {"bfloat16": 2.0, "fp8": 1.0}
@@ -116,16 +139,39 @@ def row_roofline_s(op: str, dtype: str, rows: np.ndarray, device: DeviceSpec, mf
 def scale_rows(op: str, dtype: str, rows: np.ndarray, source: DeviceSpec, target: DeviceSpec,
                launch_s: float = LAUNCH_S, exponents: tuple[tuple[str, float], ...] | None = None
                ) -> np.ndarray | None:
-    """`rows` (latency in ms in the last column) as measured on `source`, moved to `target`: the
-    roofline ratio raised to the operator's SCALING_EXPONENT (or `exponents`')."""
-    src, tgt = row_roofline_s(op, dtype, rows, source), row_roofline_s(op, dtype, rows, target)
-    if src is None or tgt is None:
+    """`rows` (one operator's table, latency in ms in the last column) as measured on `source`,
+    moved to `target` by the factor of the module docstring with the operator's SCALING_EXPONENT
+    (or `exponents`')."""
+    terms = scaling_terms(op, dtype, rows, source, target)
+    if terms is None:
         return None
+    ratio, share, base = terms
     exponent = dict(SCALING_EXPONENT if exponents is None else exponents).get(op, 1.0)
     launch_ms = launch_s * 1e3
     out = rows.copy()
-    out[:, -1] = launch_ms + np.maximum(rows[:, -1] - launch_ms, 0.0) * (tgt / src) ** exponent
+    out[:, -1] = launch_ms + np.maximum(rows[:, -1] - launch_ms, 0.0) * ratio ** share * base ** (exponent * (1 - share))
     return out
+
+
+def scaling_terms(op: str, dtype: str, rows: np.ndarray, source: DeviceSpec, target: DeviceSpec,
+                  table: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(roofline ratio target / source, the share u of each source row's time its roofline sets,
+    the ratio the rest scales by) of `rows` measured on `source`, part of `table` (`rows` if None):
+    for SHARE_SCALED operators u = the row's utilisation of its roofline over the table's ceiling
+    (UTILISATION_CEILING), at most 1, and the compute-peak ratio source / target; else u = 0 and
+    the roofline ratio. None where a device lacks the format's peak."""
+    src, tgt = row_roofline_s(op, dtype, rows, source), row_roofline_s(op, dtype, rows, target)
+    if src is None or tgt is None:
+        return None
+    if op not in SHARE_SCALED:
+        return tgt / src, np.zeros(len(rows)), tgt / src
+    fmt = "bf16" if op.endswith("attention") else _FORMAT[dtype]  # attention computes in 16 bits
+    table = rows if table is None else table
+    table_roofline = row_roofline_s(op, dtype, table, source)
+    assert table_roofline is not None  # the same operator and format as `rows`
+    ceiling = np.percentile(np.clip(table_roofline * 1e3 / table[:, -1], 0.0, 1.0), UTILISATION_CEILING)
+    share = np.clip(src * 1e3 / rows[:, -1] / ceiling, 0.0, 1.0)
+    return tgt / src, share, np.full(len(rows), source.peak_flops[fmt] / target.peak_flops[fmt])
 
 
 @lru_cache(maxsize=32)
@@ -143,7 +189,13 @@ def borrowed_tables(source_name: str, target: DeviceSpec, launch_s: float = LAUN
         scaled = scale_rows(op, dtype, rows, source, target, launch_s, exponents)
         if scaled is not None:
             arrays[key] = scaled
-    for key in [k for k in arrays if k.startswith("allreduce/")]:
+    # counts the source lacks: its own scaled rows times another board's ratio between the counts
+    # (with_gpu_counts), as for a GPU's own tables; then any still missing from the nearest other
+    # GPU's rows scaled by the link
+    allreduce = {k: v for k, v in arrays.items() if k.startswith("allreduce/")}
+    derived = with_gpu_counts(KernelTables(source_name, arrays=allreduce), target, (2, 4, 8), exclude=exclude)
+    arrays.update(derived.arrays)
+    for key in allreduce:
         arrays[key] = _fill_gpu_counts(key, arrays[key], target, launch_s, {source_name, exclude}, exponents)
     return KernelTables(f"{source_name}->{target.key}", arrays=arrays, scaled_from=source_name)
 
@@ -227,11 +279,96 @@ def with_gpu_counts(tables: KernelTables, device: DeviceSpec, counts: Iterable[f
 
 
 def _count_lender(key: str, device: DeviceSpec, counts: list[float], used: set) -> np.ndarray | None:
-    """The `key` rows of the measured GPU nearest `device` whose GPU counts span all of `counts`."""
-    for name in sorted((n for n in TABLE_DEVICE if n not in used), key=lambda n: _distance(table_device(n), device)):
+    """The `key` rows of the measured GPU nearest `device` whose GPU counts span all of `counts`,
+    one with the same scale-up domain first (_domain: an 8-GPU board against a GB200 NVL72 rack),
+    since how a collective grows with the GPU count is the topology's: GB200's 2-GPU eager
+    all-reduce takes 1.8x its 4-GPU one at 16 MB where every 8-GPU board's takes 0.73-0.85x."""
+    ranked = sorted((n for n in TABLE_DEVICE if n not in used),
+                    key=lambda n: (_domain(table_device(n)) != _domain(device), _distance(table_device(n), device)))
+    for name in ranked:
         rows = load_tables(name).get(key)
         if rows is not None and all(bracket(c, np.unique(rows[:, 0])) is not None for c in counts):
             return rows
+    return None
+
+
+def _domain(device: DeviceSpec) -> int:
+    """GPUs in the device's scale-up (NVLink) domain: the catalog's devices_per_node, else a board's 8."""
+    return device.devices_per_node or 8
+
+
+MOE_DERIVED = "moe_derived/"  # + dtype: MoE rows derived by with_moe_size (looked up as not measured)
+
+
+def with_moe_size(tables: KernelTables, device: DeviceSpec, dtype: str, shape: tuple[float, float, float, float],
+                  tp: int, ep: int, exclude: str | None = None) -> KernelTables:
+    """`tables` (a GPU's own) with rows for the fused MoE layer of `shape` (hidden, expert
+    intermediate size, top-k, experts) at moe_tp_size `tp` (ep 1) or moe_ep_size `ep` (tp 1) where
+    its table lacks that size, by the ratio transfer of with_gpu_counts: at each token count
+        log t(n) = sum over anchors a of w_a [log t_own(a) + log t_lender(n) - log t_lender(a)],
+    the anchors the own measured sizes around n (log-size weights) or, beyond them, the nearest;
+    the lender the measured GPU nearest in specs that measured this layer at n and at the anchors.
+    Why: how the layer's time changes with the TP slice or the EP share is set by the kernel and
+    its tuned tile configs at each per-GPU shape (which tile, how many experts per GPU hold
+    tokens, when the launch floor takes over), shared by GPUs that run the same kernels; the
+    level is the GPU's own. Log-log between the own sizes alone assumes a power law between them
+    and misses where the config changes (DeepSeek-V3's EP8 rows at 1-8 tokens are 1.5-2.5x its
+    EP4 and EP16 ones on every measured GPU). Held out on the tables (each size 2, 4, 8 removed in
+    turn, tp and ep): 1.9-2.7 % median on H100, H200, B200, GB200 against 4.2-5.4 % for log-log
+    between the own sizes; on the A100 (vLLM 0.14, lenders 0.24) about even with it (6.1 against
+    5.4 % where both apply). Without a lender (a size no other GPU measured, TP 6) nothing is
+    added and KernelTables.moe_ms takes log-log between the own sizes. Derived rows are stored
+    under MOE_DERIVED + dtype."""
+    rows = tables.arrays.get(f"moe/{dtype}")
+    if rows is None or (tp > 1 and ep > 1) or max(tp, ep) <= 1:
+        return tables
+    axis, other, size = (5, 6, float(tp)) if ep <= 1 else (6, 5, float(ep))
+    layer = _moe_layer(rows, shape, other)
+    counts = np.array([c for c in np.unique(layer[:, axis]) if (layer[:, axis] == c).sum() >= 2])
+    if len(counts) == 0 or size in counts:
+        return tables
+    near = bracket(size, counts)
+    anchors: list[tuple[float, float]]
+    if near is not None:
+        anchors = [(float(counts[near[0]]), 1.0 - near[2]), (float(counts[near[1]]), near[2])]
+    else:
+        anchors = [(float(counts[0] if size < counts[0] else counts[-1]), 1.0)]
+    lender = _moe_lender(f"moe/{dtype}", shape, axis, other, [size] + [a for a, _ in anchors], device,
+                         {tables.name, exclude})
+    if lender is None:
+        return tables
+    tokens = layer[layer[:, axis] == anchors[0][0], 0]
+
+    def curve(part: np.ndarray, count: float) -> np.ndarray:
+        sel = part[part[:, axis] == count]
+        return np.log(loglog(tokens, sel[:, 0], sel[:, 7])[0])
+
+    log_ms = sum(w * (curve(layer, a) + curve(lender, size) - curve(lender, a)) for a, w in anchors)
+    new = np.column_stack([tokens, np.tile(np.asarray(shape, dtype=np.float64), (len(tokens), 1)),
+                           np.full(len(tokens), float(tp if ep <= 1 else 1)), np.full(len(tokens), float(max(ep, 1))),
+                           np.exp(log_ms)])
+    arrays = dict(tables.arrays)
+    key = MOE_DERIVED + dtype
+    arrays[key] = new if key not in arrays else np.concatenate([arrays[key], new])
+    return KernelTables(tables.name, arrays=arrays, scaled_from=tables.scaled_from, derived_counts=tables.derived_counts)
+
+
+def _moe_layer(rows: np.ndarray, shape: tuple[float, float, float, float], other: int) -> np.ndarray:
+    """The rows of one MoE layer shape with the other parallel size 1 (tp 1 for EP sizes, ep 1 for TP)."""
+    return rows[np.all(rows[:, 1:5] == np.asarray(shape, dtype=np.float64), axis=1) & (rows[:, other] == 1)]
+
+
+def _moe_lender(key: str, shape: tuple[float, float, float, float], axis: int, other: int, counts: list[float],
+                device: DeviceSpec, used: set) -> np.ndarray | None:
+    """The rows of the layer `shape` of the measured GPU nearest `device` that measured it at
+    every size in `counts` (two or more token counts each); None if no GPU did."""
+    for name in sorted((n for n in TABLE_DEVICE if n not in used), key=lambda n: _distance(table_device(n), device)):
+        rows = load_tables(name).get(key)
+        if rows is None:
+            continue
+        layer = _moe_layer(rows, shape, other)
+        if all((layer[:, axis] == c).sum() >= 2 for c in counts):
+            return layer
     return None
 
 

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from simcost.perf.kernel_heads import fill_cells, heads_blend, log_slope
+
 TABLE_DIR = Path(__file__).resolve().parents[1] / "data" / "kernels"
 
 # catalog device key -> table file (simcost/data/kernels/<name>.npz)
@@ -147,28 +149,6 @@ def _grid(sel: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     return batches, lengths, grid
 
 
-def heads_blend(lo: tuple[np.ndarray, np.ndarray, np.ndarray], hi: tuple[np.ndarray, np.ndarray, np.ndarray],
-                heads_lo: float, heads_hi: float, heads: float) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """The (batch axis, length axis, ms) grid at `heads` from the grids measured at heads_lo <
-    heads_hi, on the axis points both hold (NaN where either is unmeasured; None if they share
-    none): log-log in heads between them; beyond them the nearer one continued along the slope
-    between the two, clamped to [0, 1] (attention time never falls with more heads and grows at
-    most in proportion)."""
-    batches, lengths = np.intersect1d(lo[0], hi[0]), np.intersect1d(lo[1], hi[1])
-    if len(batches) == 0 or len(lengths) == 0:
-        return None
-
-    def pick(g: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
-        return np.log(g[2][np.ix_(np.searchsorted(g[0], batches), np.searchsorted(g[1], lengths))])
-
-    log_lo, log_hi = pick(lo), pick(hi)
-    slope = (log_hi - log_lo) / np.log(heads_hi / heads_lo)
-    if heads_lo <= heads <= heads_hi:
-        return batches, lengths, np.exp(log_lo + slope * np.log(heads / heads_lo))
-    anchor, at = (log_lo, heads_lo) if heads < heads_lo else (log_hi, heads_hi)
-    return batches, lengths, np.exp(anchor + np.clip(slope, 0.0, 1.0) * np.log(heads / at))
-
-
 def _neighbours(v: float, counts: np.ndarray) -> tuple[float, float] | None:
     """The two measured counts around v, or the two nearest beyond the measured ones; None with
     fewer than two counts or where v itself is measured."""
@@ -262,7 +242,45 @@ class KernelTables:
             return None
         lo = self.attention_grid(op, dtype, pair[0], kv_heads, head_dim)
         hi = self.attention_grid(op, dtype, pair[1], kv_heads, head_dim)
-        return None if lo is None or hi is None else heads_blend(lo, hi, pair[0], pair[1], heads)
+        if lo is None or hi is None:
+            return None
+        blend = heads_blend(lo, hi, pair[0], pair[1], heads)
+        if blend is None:
+            return None
+        # the union of the neighbours' axes, cells either lacks filled from the nearest count
+        batches, lengths = np.union1d(lo[0], hi[0]), np.union1d(lo[1], hi[1])
+        grid = np.full((len(batches), len(lengths)), np.nan)
+        grid[np.ix_(np.searchsorted(batches, blend[0]), np.searchsorted(lengths, blend[1]))] = blend[2]
+        slope = log_slope(lo, hi, pair[0], pair[1]) or 0.0
+        return fill_cells((batches, lengths, grid), heads, slope, self.head_grids(op, dtype, kv_heads, head_dim))[0]
+
+    def head_grids(self, op: str, dtype: str, kv_heads: float, head_dim: float
+                   ) -> dict[float, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """{query heads: (batch axis, length axis, ms)} of every measured layout with these KV heads
+        and head_dim."""
+        rows = self.arrays.get(f"{op}/{dtype}")
+        if rows is None:
+            return {}
+        counts = np.unique(rows[(rows[:, 3] == kv_heads) & (rows[:, 4] == head_dim), 2])
+        grids = {float(c): self.attention_grid(op, dtype, c, kv_heads, head_dim) for c in counts}
+        return {c: g for c, g in grids.items() if g is not None}
+
+    def attention_filled(self, op: str, dtype: str, heads: float, kv_heads: float, head_dim: float
+                         ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None:
+        """A measured layout's grid with the cells it lacks taken from its other head counts
+        (fill_cells, the slope to the nearest count that shares cells) and which cells those are;
+        None if the layout is not measured."""
+        grid = self.attention_grid(op, dtype, heads, kv_heads, head_dim)
+        if grid is None:
+            return None
+        others = self.head_grids(op, dtype, kv_heads, head_dim)
+        slope = 0.0
+        for c in sorted((c for c in others if c != heads), key=lambda c: abs(np.log(c / heads))):
+            found = log_slope(grid, others[c], heads, c)
+            if found is not None:
+                slope = found
+                break
+        return fill_cells(grid, heads, slope, others)
 
     def nearest_heads(self, op: str, dtype: str, heads: float, kv_heads: float, head_dim: float) -> float | None:
         """The measured query-head count closest to `heads` (in ratio) with the same KV heads and
@@ -352,8 +370,10 @@ class KernelTables:
     # --- fused MoE: tokens -> ms for one layer shape ---
     def moe_ms(self, dtype: str, tokens: np.ndarray, hidden: float, inter: float, topk: float, experts: float,
                tp: float, ep: float) -> tuple[np.ndarray, np.ndarray]:
-        """The fused MoE layer at each token count, moe_tp_size `tp`, moe_ep_size `ep`. A tp (at
-        ep 1) or an ep (at tp 1) the table lacks between two measured ones: log-log between them
+        """The fused MoE layer at each token count, moe_tp_size `tp`, moe_ep_size `ep`. A size the
+        table lacks: the rows kernel_scaling.with_moe_size derived (from the own sizes and another
+        GPU's ratio between them), else, at a tp (at ep 1) or an ep (at tp 1) between two measured
+        ones, log-log between them
         at each token count (a TP slice of every expert, or an EP share of them: compute and
         weight reads shrink with the GPU count, launch cost does not; log-log follows both), not
         counted as measured; NaN outside them."""
@@ -366,6 +386,11 @@ class KernelTables:
         sel = layer[(layer[:, 5] == tp) & (layer[:, 6] == ep)]
         if len(sel) >= 2:
             return loglog(tokens, sel[:, 0], sel[:, 7])
+        derived = self.arrays.get(f"moe_derived/{dtype}")  # kernel_scaling.with_moe_size's rows
+        if derived is not None:
+            sel = derived[np.all(derived[:, 1:7] == np.array([hidden, inter, topk, experts, tp, ep]), axis=1)]
+            if len(sel) >= 2:
+                return loglog(tokens, sel[:, 0], sel[:, 7])[0], np.zeros(tokens.shape, bool)
         axis, other, size = (5, 6, tp) if ep == 1 else (6, 5, ep)  # the GPU-count axis that varies
         layer = layer[layer[:, other] == 1]
         counts = np.array([v for v in np.unique(layer[:, axis]) if (layer[:, axis] == v).sum() >= 2])
