@@ -197,3 +197,15 @@ def test_the_run_summary_names_the_model_and_why():
 def test_describe_pools():
     assert describe([("serve", "kernels", "auto: own tables")]) == "kernels (auto: own tables)"
     assert describe([("a", "kernels", "x"), ("b", "roofline", "y")]) == "a: kernels (x); b: roofline (y)"
+
+
+def test_auto_prices_a_moe_size_the_tables_lack_as_the_kernel_model_does():
+    """The A100's Qwen3-30B-A3B MoE rows stop at moe_tp_size 4; the kernel model derives TP8 from
+    them and the nearest GPU's TP4 -> TP8 ratio (kernel_scaling.with_moe_size), so auto runs it
+    there too instead of judging the table by its measured rows alone."""
+    s = make(device="a100-80gb", model="qwen3-30b-a3b", tp=8)
+    dep = plan_deployment(s)
+    assert choose_perf_model(s, dep) == ("kernels", "auto: own tables")
+    explicit = step_params(make(device="a100-80gb", model="qwen3-30b-a3b", tp=8, perf={"model": "kernels"}), dep)
+    np.testing.assert_array_equal(step_params(s, dep), explicit)
+    assert np.isfinite(explicit).all()
