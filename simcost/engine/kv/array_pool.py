@@ -102,7 +102,8 @@ class ArrayPrefixBlockPool:
         if 0 <= num_blocks <= s.item(k.EMPTY):  # most calls: no eviction, no kernel call
             s[k.EMPTY] -= num_blocks
         else:
-            _check(k.take_free(self._nodes, self._slots, s, num_blocks), f"allocating {num_blocks} blocks")
+            if (code := k.take_free(self._nodes, self._slots, s, num_blocks)) < 0:
+                _fail(code, f"allocating {num_blocks} blocks")
         s[k.PRIVATE] += num_blocks
 
     def free(self, num_blocks: int) -> None:
@@ -131,7 +132,8 @@ class ArrayPrefixBlockPool:
         """`acquire`, and the nodes of the run it referenced, for `release_nodes`."""
         keys, out = _as_array(keys), self._out
         run_nodes = np.empty(len(keys), dtype=np.int64)
-        _check(k.acquire(self._nodes, self._slots, self._s, keys, out, run_nodes), "acquiring")
+        if (code := k.acquire(self._nodes, self._slots, self._s, keys, out, run_nodes)) < 0:
+            _fail(code, "acquiring")
         got = Acquired(*out.tolist())
         return got, run_nodes[:got.num_blocks]
 
@@ -143,18 +145,19 @@ class ArrayPrefixBlockPool:
         keys = _as_array(keys)
         out, out_nodes = np.empty(len(keys), dtype=np.int64), np.empty(len(keys), dtype=np.int64)
         named = k.register(self._nodes, self._slots, self._s, keys, out, out_nodes)
-        _check(named, f"naming {len(keys)} blocks, {self.num_private} private held")
+        if named < 0:
+            _fail(named, f"naming {len(keys)} blocks, {self.num_private} private held")
         return out[:named], out_nodes[:named]
 
     def release(self, named_keys: Sequence[int] | np.ndarray, num_private: int) -> None:
-        _check(k.release(self._nodes, self._slots, self._s, _as_array(named_keys), num_private),
-               f"releasing {num_private} private blocks, {self.num_private} held")
+        if (code := k.release(self._nodes, self._slots, self._s, _as_array(named_keys), num_private)) < 0:
+            _fail(code, f"releasing {num_private} private blocks, {self.num_private} held")
 
     def release_nodes(self, held: np.ndarray, num_private: int) -> None:
         """`release` of keys given as the nodes `acquire_nodes` and `register_nodes` returned
         (a referenced key keeps its node): the same changes without a hash probe per key."""
-        _check(k.release_nodes(self._nodes, self._s, held, num_private),
-               f"releasing {num_private} private blocks, {self.num_private} held")
+        if (code := k.release_nodes(self._nodes, self._s, held, num_private)) < 0:
+            _fail(code, f"releasing {num_private} private blocks, {self.num_private} held")
 
     # --- invariants -----------------------------------------------------------------------------
 
@@ -181,9 +184,10 @@ def _as_array(keys: Sequence[int] | np.ndarray) -> np.ndarray:
     return keys if isinstance(keys, np.ndarray) and keys.dtype == np.int64 else np.asarray(keys, dtype=np.int64)
 
 
-def _check(code: int, what: str) -> None:
-    if code < 0:
-        raise RuntimeError(f"prefix pool: {what}: {_ERRORS[code]}")
+def _fail(code: int, what: str) -> None:
+    """A verb's error code as RuntimeError. Callers test the code first: the message (an
+    f-string and a property read) is built only on failure, not on every call of a hot verb."""
+    raise RuntimeError(f"prefix pool: {what}: {_ERRORS[code]}")
 
 
 def _require(ok: bool, message: str) -> None:
