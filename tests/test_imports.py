@@ -24,7 +24,7 @@ def loaded_after(statement: str, candidates: list[str]) -> list[str]:
 
 
 def test_the_cli_module_loads_no_simulation_stack():
-    heavy = ["numba", "scipy", "matplotlib", "simpy", "simcost.simulation.simulation"]
+    heavy = ["numpy", "numba", "scipy", "matplotlib", "simpy", "simcost.simulation.simulation"]  # (numpy: see below)
     assert loaded_after("import simcost.cli.main", heavy) == []
 
 
@@ -65,6 +65,24 @@ def test_the_command_writes_parquet_in_process_without_pandas_and_byte_for_byte(
     assert loaded_after(statement, ["pandas"]) == ["pandas"]  # (pyarrow's doing, in a process not the command's)
     cli, in_main = (tmp_path / side / "fleet.replicas=1" / "focus.parquet" for side in ("cli", "main"))
     assert cli.read_bytes() == in_main.read_bytes()
+
+
+@pytest.mark.parametrize("exported,expected", [(None, "False"), ("1", "True")])
+def test_the_command_turns_numpy_hugepages_off_unless_the_user_chose(exported, expected):
+    """entry() sets numpy's NUMPY_MADVISE_HUGEPAGE switch before numpy loads (the CLI module
+    loads none: above); a value the user exported is kept."""
+    probe = ("import simcost.cli.main as cli\n"
+             "cli._no_numpy_hugepages()\n"
+             "import numpy\n"
+             "core = numpy._core if hasattr(numpy, '_core') else numpy.core  # (numpy 1.26: numpy.core)\n"
+             "_set_madvise_hugepage = core.multiarray._set_madvise_hugepage\n"
+             "print(_set_madvise_hugepage(True))")  # returns the setting numpy started with
+    env = {k: v for k, v in os.environ.items() if k != "NUMPY_MADVISE_HUGEPAGE"}
+    if exported is not None:
+        env["NUMPY_MADVISE_HUGEPAGE"] = exported
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [expected]
 
 
 def test_numba_target_loads_without_scipy_linalg_which_still_imports_after():

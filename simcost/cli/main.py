@@ -74,6 +74,16 @@ def _check_counts(args) -> None:
 
 
 
+def _no_numpy_hugepages() -> None:
+    """numpy asks the kernel for transparent huge pages on every large array (madvise); where the
+    kernel then compacts memory to find one at each first touch (THP defrag "madvise", a common
+    default, and this machine's), that cost the Mooncake run ~0.45 s of system time of its ~4 s and
+    a sweep worker ~0.6-0.9 s per run, against nothing measurable in user time without. Set
+    through numpy's own switch before numpy loads (`import simcost.cli.main` loads none); a value
+    the user exported wins."""
+    os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
+
+
 def entry() -> typing.NoReturn:
     """The `simcost` command: `main()`, then the exit handlers (atexit: logging, multiprocessing,
     temporary files) and an immediate exit. Tearing the interpreter down after a run (numba's
@@ -81,6 +91,7 @@ def entry() -> typing.NoReturn:
     2-core machine); nothing is left to write by then, and the output streams are flushed first.
     The process is the command's own, so pandas stays out of it (and the sweep workers it forks):
     pyarrow would import it (~0.25 s) only to find no data frames."""
+    _no_numpy_hugepages()
     from simcost.results.background import keep_pandas_out
 
     keep_pandas_out()
