@@ -58,7 +58,7 @@ from numba import njit
 from simcost.catalog.types import BYTES_PER_ELEMENT, DeviceSpec, ModelSpec
 from simcost.perf.kernel_mla import mla_decode_roofline_s, mla_grid, mla_prefill_roofline_s, mla_tabled
 from simcost.perf.kernel_moe import ExpertParallel, MoeLayer, Rates, moe_grid, router_gate, with_fallback
-from simcost.perf.kernel_scaling import tables_for_device, with_gpu_counts, with_moe_size
+from simcost.perf.kernel_scaling import tables_for_device, with_derived_rows
 from simcost.perf.kernel_tables import CUDA_GRAPH_MAX_TOKENS, KernelTables, mlp_shapes, table_format
 
 K_HEADER = 12
@@ -214,12 +214,7 @@ def kernel_params(base: np.ndarray, device: DeviceSpec, model: ModelSpec, t: int
     if tables is None or dtype is None or not tables.has("gemm", dtype):
         return None
     ep = expert_parallel or ExpertParallel()
-    if tables.scaled_from is None:  # GPU counts / MoE sizes the own tables lack, from their neighbours
-        tables = with_gpu_counts(tables, device, (t, ep.dp))
-        if model.num_experts > 1:
-            tables = with_moe_size(tables, device, table_format("moe", weight_format, mla) or "",
-                                   (model.hidden_size, model.intermediate_size, model.experts_per_token,
-                                    model.num_experts), t if ep.ep <= 1 else 1, max(ep.ep, 1))
+    tables = with_derived_rows(tables, device, model, weight_format, t, ep.ep, ep.dp)
     kv_dtype = "fp8" if kv_cache_format == "fp8" else "bfloat16"
     weight_b = BYTES_PER_ELEMENT[weight_format]
     kv_b = BYTES_PER_ELEMENT[kv_cache_format]

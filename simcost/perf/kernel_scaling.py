@@ -30,8 +30,9 @@ from functools import lru_cache
 
 import numpy as np
 
-from simcost.catalog.types import DeviceSpec
-from simcost.perf.kernel_tables import DEVICE_TABLES, KernelTables, bracket, load_tables, loglog
+from simcost.catalog.types import DeviceSpec, ModelSpec
+from simcost.perf.kernel_mla import mla_tabled
+from simcost.perf.kernel_tables import DEVICE_TABLES, KernelTables, bracket, load_tables, loglog, table_format
 
 # table file -> the catalog device it was measured on
 TABLE_DEVICE = {"a100_sxm": "a100-80gb", "h100_sxm": "h100-sxm", "h200_sxm": "h200", "b200_sxm": "b200",
@@ -295,6 +296,22 @@ def _count_lender(key: str, device: DeviceSpec, counts: list[float], used: set) 
 def _domain(device: DeviceSpec) -> int:
     """GPUs in the device's scale-up (NVLink) domain: the catalog's devices_per_node, else a board's 8."""
     return device.devices_per_node or 8
+
+
+def with_derived_rows(tables: KernelTables, device: DeviceSpec, model: ModelSpec, weight_format: str, t: int,
+                      ep: int = 1, dp: int = 1) -> KernelTables:
+    """A GPU's own tables with what `model` at tensor_parallel `t` (expert_parallel `ep`, `dp`
+    attention groups) needs and they lack, derived from their neighbours: the GPU counts
+    (with_gpu_counts) and the MoE size (with_moe_size). The kernel model runs on these and auto
+    judges these, so the two cannot disagree. Borrowed tables (scaled_from) come as they are."""
+    if tables.scaled_from is not None:
+        return tables
+    tables = with_gpu_counts(tables, device, (t, dp))
+    if model.num_experts > 1:
+        tables = with_moe_size(tables, device, table_format("moe", weight_format, mla_tabled(model)) or "",
+                               (model.hidden_size, model.intermediate_size, model.experts_per_token,
+                                model.num_experts), t if ep <= 1 else 1, max(ep, 1))
+    return tables
 
 
 MOE_DERIVED = "moe_derived/"  # + dtype: MoE rows derived by with_moe_size (looked up as not measured)

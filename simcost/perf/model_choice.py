@@ -33,7 +33,7 @@ import numpy as np
 from simcost.catalog.types import DeviceSpec, ModelSpec
 from simcost.perf.expert_parallel import devices_per_node, expert_parallel
 from simcost.perf.kernel_mla import mla_tabled
-from simcost.perf.kernel_scaling import borrowed_tables, with_gpu_counts, with_moe_size
+from simcost.perf.kernel_scaling import borrowed_tables, with_derived_rows
 from simcost.perf.kernel_tables import DEVICE_TABLES, KernelTables, mlp_shapes, table_format
 
 if TYPE_CHECKING:
@@ -74,14 +74,8 @@ def choose_perf_model(scenario: Scenario, dep: Deployment) -> tuple[str, str]:
         return "roofline", f"auto: expert_parallel {ep} spans nodes (the communication tables are one node's)"
     if ep > 1 and dep.device.link_bytes_per_s < PCIE_MAX_LINK_BYTES_PER_S:
         return "roofline", f"auto: {dep.device.key} runs expert parallelism over PCIe"
-    if tables.scaled_from is None:  # GPU counts and MoE sizes its own tables lack, derived as the kernel model does
-        tables = with_gpu_counts(tables, dep.device, (dep.tensor_parallel, dp))
-        model = dep.model
-        if model.num_experts > 1:
-            mla = mla_tabled(model)
-            tables = with_moe_size(tables, dep.device, table_format("moe", dep.weight_format, mla) or "",
-                                   (model.hidden_size, model.intermediate_size, model.experts_per_token,
-                                    model.num_experts), dep.tensor_parallel if ep <= 1 else 1, max(ep, 1))
+    # the GPU counts and MoE size its own tables lack, derived exactly as the kernel model derives them
+    tables = with_derived_rows(tables, dep.device, dep.model, dep.weight_format, dep.tensor_parallel, ep, dp)
     missing = missing_operators(tables, dep.model, dep.tensor_parallel, dep.weight_format, dep.kv_cache_format,
                                 ep, dp)
     if missing:
