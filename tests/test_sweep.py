@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 
 import numpy as np
@@ -305,16 +306,17 @@ def test_two_local_workers_write_what_one_process_writes(scenario_file, tmp_path
 
 
 def test_a_figure_that_fails_in_a_worker_fails_the_sweep(scenario_file, tmp_path, monkeypatch):
-    """The figures drawn in the pool raise in the parent, as they would drawn there: no sweep
-    folder claims a figure it does not have."""
+    """With --jobs 2 the sweep's figures draw in a worker process, and one that fails there raises
+    in the parent, as it would drawn there: no sweep folder claims a figure it does not have."""
     monkeypatch.setattr(sweep_mod, "plot_frontier", _broken_figure)
-    with pytest.raises(RuntimeError, match="no frontier"):
+    with pytest.raises(RuntimeError, match="no frontier") as failure:
         sweep(scenario_file, REPLICAS_X_RATE, tmp_path / "out", jobs=2, run_folders=False)
+    assert int(str(failure.value).split()[-1]) != os.getpid()  # drawn in a worker
     assert not (tmp_path / "out" / "sweep.csv").exists()
 
 
 def _broken_figure(*args):
-    raise RuntimeError("no frontier")
+    raise RuntimeError(f"no frontier in process {os.getpid()}")
 
 
 @pytest.fixture(scope="module")
