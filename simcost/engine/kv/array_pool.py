@@ -23,12 +23,15 @@ _ERRORS = {k.ERR_NO_ROOM: "cannot allocate that many blocks", k.ERR_HOST_ROOM: "
 
 
 class ArrayPrefixBlockPool:
-    def __init__(self, num_blocks: int, watermark_blocks: int = 0, host_blocks: int = 0):
+    def __init__(self, num_blocks: int, watermark_blocks: int = 0, host_blocks: int = 0, *,
+                 index_dtype: type[np.signedinteger] | None = None):
+        """index_dtype: the state's integers (default pool_index.index_dtype: int32 unless the
+        pool is too big for it; tests force int64 to run that path on small pools)."""
         check_pool_sizes(num_blocks, host_blocks)
         self.num_blocks = num_blocks
         self.watermark_blocks = watermark_blocks
         self.host_blocks = host_blocks
-        self._nodes, self._slots, self._groups, self._s = k.new_state(num_blocks, host_blocks)
+        self._nodes, self._slots, self._groups, self._s = k.new_state(num_blocks, host_blocks, index_dtype)
         self._out = np.zeros(4, dtype=np.int64)  # acquire's result
 
     def retire(self) -> None:
@@ -76,22 +79,22 @@ class ArrayPrefixBlockPool:
 
     def find_node(self, key: int) -> int:
         """The node holding key (-1: none): what acquire_nodes and register_nodes return."""
-        return int(k.find(self._nodes, self._slots, self._groups, self._s, key))
+        return int(k.find(self._slots, self._groups, self._s, key))
 
     def refcount(self, key: int) -> int | None:
-        node = k.find(self._nodes, self._slots, self._groups, self._s, key)
+        node = k.find(self._slots, self._groups, self._s, key)
         ref = self._nodes.item(k.REF, node) if node >= 0 else k.HOST
         return None if ref == k.HOST else ref
 
     def is_on_host(self, key: int) -> bool:
-        node = k.find(self._nodes, self._slots, self._groups, self._s, key)
+        node = k.find(self._slots, self._groups, self._s, key)
         return node >= 0 and self._nodes.item(k.REF, node) == k.HOST
 
     def lru_keys(self) -> list[int]:
-        return k.list_keys(self._nodes, self._s, k.LRU_HEAD).tolist()
+        return k.list_keys(self._nodes, self._groups, self._s, k.LRU_HEAD).tolist()
 
     def host_keys(self) -> list[int]:
-        return k.list_keys(self._nodes, self._s, k.HOST_HEAD).tolist()
+        return k.list_keys(self._nodes, self._groups, self._s, k.HOST_HEAD).tolist()
 
     # --- private blocks -------------------------------------------------------------------------
 
@@ -173,20 +176,29 @@ class ArrayPrefixBlockPool:
         _require(self.num_empty + len(lru) + in_use == self.num_blocks, "blocks do not add up")
         _require(int((refs >= 0).sum()) == self.num_cached and int((refs == k.HOST).sum()) == len(host),
                  "named counts disagree with the nodes")
-        _require(sorted(lru) == sorted(nodes[k.KEY, used[refs == 0]].tolist()), "LRU != cached-free blocks")
-        _require(sorted(host) == sorted(nodes[k.KEY, used[refs == k.HOST]].tolist()), "host list != host nodes")
+        keys = self._node_keys(used)
+        _require(sorted(lru) == sorted(keys[refs == 0].tolist()), "LRU != cached-free blocks")
+        _require(sorted(host) == sorted(keys[refs == k.HOST].tolist()), "host list != host nodes")
         _require(len(host) <= self.host_blocks, "host over capacity")
-        groups = self._groups
+        groups, slots = self._groups, self._slots
         used_groups = np.setdiff1d(np.arange(groups.shape[0]), nodes[ix.GFREE, :s[ix.GFREE_TOP]])
-        subs = groups[used_groups, ix.SUB0:]
-        _require(int(np.count_nonzero(self._slots)) == len(used_groups), "table entries != groups in use")
-        _require(np.array_equal(np.count_nonzero(subs, axis=1), groups[used_groups, ix.COUNT])
-                 and (groups[used_groups, ix.COUNT] > 0).all(), "a group's count != its keys, or an empty group kept")
-        _require(int(np.count_nonzero(subs)) == len(used), "index entries != nodes in use")
-        _require(bool((nodes[k.KEY, used] >> ix.G == groups[nodes[ix.GSLOT, used] >> ix.G, ix.GROUP_KEY]).all()),
-                 "a node in another key's group")
-        _require(all(k.find(nodes, self._slots, self._groups, s, key) == node for key, node in zip(nodes[k.KEY, used], used)),
+        counts, subs = groups[used_groups, ix.COUNT], groups[used_groups, ix.SUB0:]
+        _require(int(np.count_nonzero(slots)) == len(used_groups), "table entries != groups in use")
+        _require(np.array_equal(np.count_nonzero(subs, axis=1), counts) and bool((counts > 0).all()),
+                 "a group's count != its keys, or an empty group kept")
+        _require(int(counts.sum()) == len(used), "index entries != nodes in use")
+        gslot = nodes[ix.GSLOT, used].astype(np.int64)
+        _require(np.array_equal(groups[gslot >> ix.G, ix.SUB0 + (gslot & ix.SUB_MASK)], used + 1),
+                 "a node's sub-slot holds another node")
+        _require(all(k.find(slots, groups, s, key) == node for key, node in zip(keys.tolist(), used.tolist())),
                  "a key not found at its node")
+
+    def _node_keys(self, nodes: np.ndarray) -> np.ndarray:
+        """The keys of nodes (int64): their group's, shifted, and their sub-slot."""
+        gslot = self._nodes[ix.GSLOT, nodes].astype(np.int64)
+        halves = self._groups[gslot >> ix.G].astype(np.int64)
+        group = (halves[:, ix.KEY_HI] << 32) | (halves[:, ix.KEY_LO] & 0xFFFFFFFF)
+        return np.asarray((group << ix.G) | (gslot & ix.SUB_MASK), dtype=np.int64)
 
 
 def _as_array(keys: Sequence[int] | np.ndarray) -> np.ndarray:

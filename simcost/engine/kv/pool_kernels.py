@@ -8,11 +8,11 @@ operations that was most of a Mooncake run. Here a key costs a few array writes,
 keys of one group a probe in an open-addressing table.
 
 State (pure functions over it; nothing global):
-- `nodes[8, capacity]`: per named block (GPU, or host tier) its KEY, REF (refcount >= 0 on GPU,
+- `nodes[7, capacity]`: per named block (GPU, or host tier) its REF (refcount >= 0 on GPU,
   0 = cached-free and in the GPU LRU; HOST = on host, in the host LRU), PREV/NEXT (its LRU
   list), STAMP (marks a node seen in this call, to count distinct keys), and FREE, a stack of
-  unused node numbers; the key index's rows GSLOT and GFREE. capacity = GPU blocks + host
-  blocks bounds the named keys.
+  unused node numbers; the key index's rows GSLOT (where the node's key is) and GFREE.
+  capacity = GPU blocks + host blocks bounds the named keys. int32 (pool_index.index_dtype).
 - `slots`, `groups`: the key index, key -> node (simcost.engine.kv.pool_index: an open-addressing
   table of key groups, each a row of 32 sub-slots).
 - `s[...]`: scalars (counts, list ends, stats), indexed by the constants below.
@@ -27,8 +27,9 @@ from numba import njit
 
 from simcost.engine.kv import pool_index as ix
 
-KEY, REF, PREV, NEXT, STAMP, FREE = range(6)  # node rows; pool_index adds GSLOT, GFREE
-NODE_ROWS = 8
+REF, PREV, NEXT, STAMP, FREE = range(5)  # node rows; pool_index adds GSLOT, GFREE
+NODE_ROWS = 7
+STAMP_LIMIT = (1 << 31) - 1  # stamps start over here (int32 rows)
 HOST = -1  # REF of a node on the host tier
 (EMPTY, PRIVATE, NUM_BLOCKS, HOST_BLOCKS, NUM_REFS, LRU_LEN, LRU_HEAD, LRU_TAIL, HOST_LEN, HOST_HEAD, HOST_TAIL,
  FREE_TOP, EPOCH, BITS, LOOKUPS, HITS, HITS_IN_USE, HITS_CACHED_FREE, HITS_HOST, EVICTIONS, HOST_STORES,
@@ -38,14 +39,16 @@ ERR_NO_ROOM, ERR_HOST_ROOM, ERR_PRIVATE, ERR_UNKNOWN, ERR_OVER_RELEASED = -1, -2
 assert (ix.BITS, ix.GFREE_TOP, ix.GSLOT, ix.GFREE) == (BITS, GFREE_TOP, NODE_ROWS - 2, NODE_ROWS - 1)
 
 
-def new_state(num_blocks: int, host_blocks: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(nodes, slots, groups, s)."""
+def new_state(num_blocks: int, host_blocks: int, dtype: type[np.signedinteger] | None = None,
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(nodes, slots, groups, s); dtype: the index's integers (tests force int64)."""
     capacity = num_blocks + host_blocks  # named keys, so groups too
     bits = max(4, int(2 * capacity - 1).bit_length())  # load factor <= 1/2
-    nodes = np.zeros((NODE_ROWS, capacity), dtype=np.int64)
+    dtype = ix.index_dtype(capacity) if dtype is None else dtype
+    nodes = np.zeros((NODE_ROWS, capacity), dtype=dtype)
     nodes[FREE] = nodes[ix.GFREE] = np.arange(capacity - 1, -1, -1)  # pop from the end: node 0 first
-    slots = np.zeros(1 << bits, dtype=np.int64)  # calloc: pages of a big pool are touched only when used
-    groups = np.zeros((capacity, ix.SUB0 + (1 << ix.G)), dtype=np.int64)
+    slots = np.zeros(1 << bits, dtype=dtype)  # calloc: pages of a big pool are touched only when used
+    groups = np.zeros((capacity, ix.SUB0 + (1 << ix.G)), dtype=dtype)
     s = np.zeros(NUM_SCALARS, dtype=np.int64)
     s[EMPTY], s[NUM_BLOCKS], s[HOST_BLOCKS], s[FREE_TOP], s[BITS] = num_blocks, num_blocks, host_blocks, capacity, bits
     s[GFREE_TOP] = capacity
@@ -64,7 +67,7 @@ def find_nodes(nodes, slots, groups, s, keys, found, stop_at_miss):
         if n == 0 or key >> ix.G != group:
             group = key >> ix.G
             g = ix.find_group(slots, groups, s, group)
-        node = groups[g, ix.SUB0 + (key & ix.SUB_MASK)] - 1 if g >= 0 else -1
+        node = np.int64(groups[g, ix.SUB0 + (key & ix.SUB_MASK)]) - 1 if g >= 0 else -1
         found[n] = node
         if node < 0 and run < 0:
             run = n
@@ -74,17 +77,16 @@ def find_nodes(nodes, slots, groups, s, keys, found, stop_at_miss):
 
 
 @njit(cache=True)
-def find(nodes, slots, groups, s, key):
+def find(slots, groups, s, key):
     """The node of key, -1 when it is neither on GPU nor on host."""
-    return ix.find(nodes, slots, groups, s, key)
+    return ix.find(slots, groups, s, key)
 
 
 @njit(cache=True)
 def _new_node(nodes, groups, s, key, g):
     """A new node for key (of group row g), refcount 0, in no list."""
     s[FREE_TOP] -= 1
-    node = nodes[FREE, s[FREE_TOP]]
-    nodes[KEY, node] = key
+    node = np.int64(nodes[FREE, s[FREE_TOP]])
     nodes[REF, node] = 0
     ix.set_key(nodes, groups, g, key, node)
     return node
@@ -145,6 +147,9 @@ def lookup(nodes, slots, groups, s, keys):
 def _lookup(nodes, slots, groups, s, keys, found):
     """`lookup`, the run's nodes in found[:run]."""
     run = find_nodes(nodes, slots, groups, s, keys, found, True)
+    if s[EPOCH] >= STAMP_LIMIT:  # (after 2**31 lookups) every stamp back to 0, epochs from 1 again
+        nodes[STAMP, :] = 0
+        s[EPOCH] = 0
     s[EPOCH] += 1
     epoch = s[EPOCH]
     host = cached_free = 0
@@ -251,8 +256,8 @@ def register(nodes, slots, groups, s, keys, out, out_nodes):
         if n == 0 or key >> ix.G != group:
             group = key >> ix.G
             i = ix.probe_group(slots, groups, s, group)
-            g = slots[i] - 1
-        node = groups[g, ix.SUB0 + (key & ix.SUB_MASK)] - 1 if g >= 0 else -1
+            g = np.int64(slots[i]) - 1
+        node = np.int64(groups[g, ix.SUB0 + (key & ix.SUB_MASK)]) - 1 if g >= 0 else -1
         if node >= 0:
             if nodes[REF, node] != HOST:
                 continue  # on GPU: cached by another request, or repeated in keys
@@ -326,11 +331,11 @@ def trace_keys(hash_ids, ratio):
 
 
 @njit(cache=True)
-def list_keys(nodes, s, head):
+def list_keys(nodes, groups, s, head):
     """Keys of a list (LRU_HEAD or HOST_HEAD), head first."""
     out = np.empty(s[LRU_LEN] if head == LRU_HEAD else s[HOST_LEN], dtype=np.int64)
     node = s[head]
     for n in range(out.shape[0]):
-        out[n] = nodes[KEY, node]
+        out[n] = ix.key_of(nodes, groups, node)
         node = nodes[NEXT, node]
     return out
