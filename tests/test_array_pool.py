@@ -11,6 +11,7 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 
+from simcost.engine.kv import pool_index, pool_kernels
 from simcost.engine.kv.array_pool import ArrayPrefixBlockPool
 from simcost.engine.kv.pool_kernels import trace_keys
 from simcost.engine.kv.prefix_cache import PrefixBlockPool, trace_block_key_array
@@ -28,11 +29,12 @@ def same_state(fast: ArrayPrefixBlockPool, ref: PrefixBlockPool, keys_seen: set[
         assert fast.refcount(key) == ref.refcount(key) and fast.is_on_host(key) == ref.is_on_host(key)
 
 
-def random_prompt(rng: random.Random, documents: list[list[int]]) -> list[int]:
+def random_prompt(rng: random.Random, documents: list[list[int]], fresh_key=None) -> list[int]:
+    fresh_key = fresh_key or (lambda: rng.randrange(1 << 62))
     if rng.random() < 0.8:  # a prefix of a shared document, maybe with a private tail
         doc = rng.choice(documents)
         keys = doc[:rng.randint(1, len(doc))]
-        return keys + [rng.randrange(1 << 62) for _ in range(rng.randint(0, 3))]
+        return keys + [fresh_key() for _ in range(rng.randint(0, 3))]
     return [rng.choice(documents[0]) for _ in range(rng.randint(0, 6))]  # repeats, tails without heads
 
 
@@ -42,13 +44,19 @@ def test_random_operations_match_the_python_pool(seed, num_blocks, host_blocks):
     rng = random.Random(seed * 1000 + num_blocks + host_blocks)
     wide = [rng.randrange(1 << 62) for _ in range(30)]  # hash ids spread over the whole key range
     documents = [wide[:12], wide[:3] + wide[12:20], list(range(10)), wide[20:]]
-    fast, ref = ArrayPrefixBlockPool(num_blocks, 1, host_blocks), PrefixBlockPool(num_blocks, 1, host_blocks)
+    drive(ArrayPrefixBlockPool(num_blocks, 1, host_blocks), PrefixBlockPool(num_blocks, 1, host_blocks), rng, documents)
+
+
+def drive(fast: ArrayPrefixBlockPool, ref: PrefixBlockPool, rng: random.Random, documents: list[list[int]],
+          fresh_key=None, steps: int = 400) -> None:
+    """A random sequence of the engine's operations on both pools, compared after each step."""
+    num_blocks = ref.num_blocks
     running: list[tuple[list[int], int, np.ndarray | None]] = []  # named keys, private blocks, their nodes
     seen: set[int] = set()
-    for _ in range(400):
+    for _ in range(steps):
         op = rng.random()
         if op < 0.45:
-            keys = random_prompt(rng, documents)
+            keys = random_prompt(rng, documents, fresh_key)
             seen.update(keys)
             hit = ref.lookup(keys)
             assert fast.lookup(np.array(keys, dtype=np.int64)) == hit and fast.match(keys) == ref.match(keys)
@@ -142,3 +150,89 @@ def test_trace_keys_are_the_whole_prompts_trace_block_keys(ratio):
         hashes = rng.integers(0, 1 << 40, n)
         want = trace_block_key_array(hashes, 512, 512 // ratio, n * 512)
         np.testing.assert_array_equal(trace_keys(hashes, ratio), want)
+
+
+# --- the two-level key index (pool_index): key >> 5 -> a row of 32 sub-slots ----------------------
+
+def run_from(rng: random.Random, start: int, length: int) -> list[int]:
+    return list(range(start, start + length))
+
+
+def used_groups(pool: ArrayPrefixBlockPool) -> int:
+    return pool._nodes.shape[1] - int(pool._s[pool_index.GFREE_TOP])
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("num_blocks,host_blocks", [(12, 0), (40, 0), (40, 17)])
+@pytest.mark.parametrize("dtype", [np.int32, np.int64])
+def test_keys_across_groups_match_the_python_pool(seed, num_blocks, host_blocks, dtype):
+    """Runs that straddle group boundaries, keys 32 apart (one group each), a whole group, keys
+    around 0 (groups -1 and 0), a preempted request's own negative keys and session keys near
+    2**63: the same answers as the twin, with the index's int32 state and its int64 fallback."""
+    rng = random.Random(seed)
+    own = [-1 - ((7 << 32) + j) for j in range(40)]  # reuse.request_block_keys(7, 0, 40)
+    session = [(1 << 62) + (5 << 32) + j for j in range(40)]
+    documents = [run_from(rng, 29, 9), [32 * j + 3 for j in range(12)], run_from(rng, 64, 32),
+                 run_from(rng, -20, 40), own, session, run_from(rng, (1 << 63) - 40, 40),
+                 run_from(rng, -(1 << 63), 12)]
+    fresh = [lambda: rng.randrange(-(1 << 63), 1 << 63), lambda: rng.randrange(-64, 64)][seed % 2]
+    drive(ArrayPrefixBlockPool(num_blocks, 1, host_blocks, index_dtype=dtype),
+          PrefixBlockPool(num_blocks, 1, host_blocks), rng, documents, fresh)
+
+
+def test_a_group_that_empties_leaves_the_table_and_its_row_is_reused():
+    pool = ArrayPrefixBlockPool(40)
+    pool.allocate(40)
+    pool.register(np.arange(32, 72))  # groups 1 (32..63) and 2 (64..71)
+    pool.release(np.arange(32, 72), 0)
+    assert used_groups(pool) == 2
+    pool.allocate(8)  # evicts 71..64, released tail first: group 2 empties
+    pool.check()
+    assert used_groups(pool) == 1 and pool.lru_keys() == list(range(63, 31, -1))
+    pool.allocate(32)  # and group 1
+    pool.check()
+    assert used_groups(pool) == 0 and not np.count_nonzero(pool._slots)
+    pool.free(40)
+    pool.allocate(2)
+    assert list(pool.register([-33, 64])) == [-33, 64]  # groups -2 and 2 in reused rows
+    pool.check()
+    assert used_groups(pool) == 2 and pool.find_node(-33) >= 0 and pool.find_node(64) >= 0
+    assert pool.find_node(-1) == pool.find_node(65) == pool.find_node(32) == -1
+
+
+@pytest.mark.parametrize("host_blocks", [0, 9])
+def test_every_block_in_a_group_of_its_own(host_blocks):
+    """The worst case the index is sized for: as many groups as nodes (GPU and host full)."""
+    num_blocks = 23
+    fast, ref = ArrayPrefixBlockPool(num_blocks, 0, host_blocks), PrefixBlockPool(num_blocks, 0, host_blocks)
+    for start in range(0, 3 * (num_blocks + host_blocks), num_blocks):  # fills the GPU three times over
+        keys = [32 * (start + j) - 5 for j in range(num_blocks)]
+        for pool in (fast, ref):
+            pool.allocate(num_blocks)
+            assert list(pool.register(keys)) == keys
+            pool.release(keys, 0)
+        same_state(fast, ref, set(keys))
+    assert used_groups(fast) == num_blocks + host_blocks == ref.num_cached + ref.num_host_cached
+    hit = ref.lookup(keys)
+    assert fast.lookup(keys) == hit and hit.num_blocks == num_blocks
+
+
+def test_stamps_start_over_before_int32_overflows():
+    """lookup counts distinct keys by stamping nodes with an epoch; at 2**31 - 1 every stamp is
+    reset, so a key repeated in one lookup is still counted once, and none is missed after."""
+    fast, ref = ArrayPrefixBlockPool(8), PrefixBlockPool(8)
+    for pool in (fast, ref):
+        pool.allocate(3)
+        pool.register([1, 2, 40])
+        pool.release([1, 2, 40], 0)
+    fast._s[pool_kernels.EPOCH] = pool_kernels.STAMP_LIMIT - 2
+    for keys in ([1, 2, 40, 1, 2], [1, 1, 2], [1, 2, 40, 40, 1], [2, 2]):  # across the reset
+        assert fast.lookup(keys) == ref.lookup(keys)
+    assert fast._s[pool_kernels.EPOCH] < 10
+
+
+def test_the_index_is_int32_unless_a_pool_is_too_big_for_it():
+    assert pool_index.index_dtype(28_821) is np.int32
+    assert pool_index.index_dtype((1 << 26) - 1) is np.int32  # a node's GSLOT: row * 32 + sub < 2**31
+    assert pool_index.index_dtype(1 << 26) is np.int64
+    assert ArrayPrefixBlockPool(100, 0, 20)._nodes.dtype == np.int32

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from simcost.engine.kv import pool_index as ix
 from simcost.engine.kv import pool_kernels as k
 from simcost.engine.kv.prefix_cache import Acquired, PrefixCacheStats, PrefixHit, check_pool_sizes
 
@@ -22,19 +23,23 @@ _ERRORS = {k.ERR_NO_ROOM: "cannot allocate that many blocks", k.ERR_HOST_ROOM: "
 
 
 class ArrayPrefixBlockPool:
-    def __init__(self, num_blocks: int, watermark_blocks: int = 0, host_blocks: int = 0):
+    def __init__(self, num_blocks: int, watermark_blocks: int = 0, host_blocks: int = 0, *,
+                 index_dtype: type[np.signedinteger] | None = None):
+        """index_dtype: the state's integers (default pool_index.index_dtype: int32 unless the
+        pool is too big for it; tests force int64 to run that path on small pools)."""
         check_pool_sizes(num_blocks, host_blocks)
         self.num_blocks = num_blocks
         self.watermark_blocks = watermark_blocks
         self.host_blocks = host_blocks
-        self._nodes, self._slots, self._s = k.new_state(num_blocks, host_blocks)
+        self._nodes, self._slots, self._groups, self._s = k.new_state(num_blocks, host_blocks, index_dtype)
         self._out = np.zeros(4, dtype=np.int64)  # acquire's result
 
     def retire(self) -> None:
         """The replica is gone: free the block tables and keep the counts and stats (the run's
-        summary reads them). 1.8 MB a replica: an autoscaled month starts 10^4 of them. A verb
-        called after this fails loudly (AttributeError), never on stale tables."""
-        del self._nodes, self._slots
+        summary reads them). ~1.2 MB touched a replica of 28,821 blocks: an autoscaled month
+        starts 10^4 of them. A verb called after this fails loudly (AttributeError), never on
+        stale tables."""
+        del self._nodes, self._slots, self._groups
 
     # --- counts ---------------------------------------------------------------------------------
 
@@ -75,22 +80,22 @@ class ArrayPrefixBlockPool:
 
     def find_node(self, key: int) -> int:
         """The node holding key (-1: none): what acquire_nodes and register_nodes return."""
-        return int(k.find(self._nodes, self._slots, self._s, key))
+        return int(k.find(self._slots, self._groups, self._s, key))
 
     def refcount(self, key: int) -> int | None:
-        node = k.find(self._nodes, self._slots, self._s, key)
+        node = k.find(self._slots, self._groups, self._s, key)
         ref = self._nodes.item(k.REF, node) if node >= 0 else k.HOST
         return None if ref == k.HOST else ref
 
     def is_on_host(self, key: int) -> bool:
-        node = k.find(self._nodes, self._slots, self._s, key)
+        node = k.find(self._slots, self._groups, self._s, key)
         return node >= 0 and self._nodes.item(k.REF, node) == k.HOST
 
     def lru_keys(self) -> list[int]:
-        return k.list_keys(self._nodes, self._s, k.LRU_HEAD).tolist()
+        return k.list_keys(self._nodes, self._groups, self._s, k.LRU_HEAD).tolist()
 
     def host_keys(self) -> list[int]:
-        return k.list_keys(self._nodes, self._s, k.HOST_HEAD).tolist()
+        return k.list_keys(self._nodes, self._groups, self._s, k.HOST_HEAD).tolist()
 
     # --- private blocks -------------------------------------------------------------------------
 
@@ -102,7 +107,7 @@ class ArrayPrefixBlockPool:
         if 0 <= num_blocks <= s.item(k.EMPTY):  # most calls: no eviction, no kernel call
             s[k.EMPTY] -= num_blocks
         else:
-            if (code := k.take_free(self._nodes, self._slots, s, num_blocks)) < 0:
+            if (code := k.take_free(self._nodes, self._slots, self._groups, s, num_blocks)) < 0:
                 _fail(code, f"allocating {num_blocks} blocks")
         s[k.PRIVATE] += num_blocks
 
@@ -116,13 +121,13 @@ class ArrayPrefixBlockPool:
     # --- named blocks ---------------------------------------------------------------------------
 
     def match(self, keys: Sequence[int] | np.ndarray) -> int:
-        return int(k.match(self._nodes, self._slots, self._s, _as_array(keys)))
+        return int(k.match(self._nodes, self._slots, self._groups, self._s, _as_array(keys)))
 
     def match_on_host(self, keys: Sequence[int] | np.ndarray) -> int:
         return self.lookup(keys).num_host_blocks
 
     def lookup(self, keys: Sequence[int] | np.ndarray) -> PrefixHit:
-        run, host, cached_free = k.lookup(self._nodes, self._slots, self._s, _as_array(keys))
+        run, host, cached_free = k.lookup(self._nodes, self._slots, self._groups, self._s, _as_array(keys))
         return PrefixHit(run, host, cached_free + host)
 
     def acquire(self, keys: Sequence[int] | np.ndarray) -> Acquired:
@@ -132,7 +137,7 @@ class ArrayPrefixBlockPool:
         """`acquire`, and the nodes of the run it referenced, for `release_nodes`."""
         keys, out = _as_array(keys), self._out
         run_nodes = np.empty(len(keys), dtype=np.int64)
-        if (code := k.acquire(self._nodes, self._slots, self._s, keys, out, run_nodes)) < 0:
+        if (code := k.acquire(self._nodes, self._slots, self._groups, self._s, keys, out, run_nodes)) < 0:
             _fail(code, "acquiring")
         got = Acquired(*out.tolist())
         return got, run_nodes[:got.num_blocks]
@@ -144,13 +149,13 @@ class ArrayPrefixBlockPool:
         """`register`'s named keys, and their nodes, for `release_nodes`."""
         keys = _as_array(keys)
         out, out_nodes = np.empty(len(keys), dtype=np.int64), np.empty(len(keys), dtype=np.int64)
-        named = k.register(self._nodes, self._slots, self._s, keys, out, out_nodes)
+        named = k.register(self._nodes, self._slots, self._groups, self._s, keys, out, out_nodes)
         if named < 0:
             _fail(named, f"naming {len(keys)} blocks, {self.num_private} private held")
         return out[:named], out_nodes[:named]
 
     def release(self, named_keys: Sequence[int] | np.ndarray, num_private: int) -> None:
-        if (code := k.release(self._nodes, self._slots, self._s, _as_array(named_keys), num_private)) < 0:
+        if (code := k.release(self._nodes, self._slots, self._groups, self._s, _as_array(named_keys), num_private)) < 0:
             _fail(code, f"releasing {num_private} private blocks, {self.num_private} held")
 
     def release_nodes(self, held: np.ndarray, num_private: int) -> None:
@@ -172,12 +177,29 @@ class ArrayPrefixBlockPool:
         _require(self.num_empty + len(lru) + in_use == self.num_blocks, "blocks do not add up")
         _require(int((refs >= 0).sum()) == self.num_cached and int((refs == k.HOST).sum()) == len(host),
                  "named counts disagree with the nodes")
-        _require(sorted(lru) == sorted(nodes[k.KEY, used[refs == 0]].tolist()), "LRU != cached-free blocks")
-        _require(sorted(host) == sorted(nodes[k.KEY, used[refs == k.HOST]].tolist()), "host list != host nodes")
+        keys = self._node_keys(used)
+        _require(sorted(lru) == sorted(keys[refs == 0].tolist()), "LRU != cached-free blocks")
+        _require(sorted(host) == sorted(keys[refs == k.HOST].tolist()), "host list != host nodes")
         _require(len(host) <= self.host_blocks, "host over capacity")
-        _require(int(np.count_nonzero(self._slots)) == len(used), "table entries != nodes in use")
-        _require(all(k.find(nodes, self._slots, s, key) == node for key, node in zip(nodes[k.KEY, used], used)),
+        groups, slots = self._groups, self._slots
+        used_groups = np.setdiff1d(np.arange(groups.shape[0]), nodes[ix.GFREE, :s[ix.GFREE_TOP]])
+        counts, subs = groups[used_groups, ix.COUNT], groups[used_groups, ix.SUB0:]
+        _require(int(np.count_nonzero(slots)) == len(used_groups), "table entries != groups in use")
+        _require(np.array_equal(np.count_nonzero(subs, axis=1), counts) and bool((counts > 0).all()),
+                 "a group's count != its keys, or an empty group kept")
+        _require(int(counts.sum()) == len(used), "index entries != nodes in use")
+        gslot = nodes[ix.GSLOT, used].astype(np.int64)
+        _require(np.array_equal(groups[gslot >> ix.G, ix.SUB0 + (gslot & ix.SUB_MASK)], used + 1),
+                 "a node's sub-slot holds another node")
+        _require(all(k.find(slots, groups, s, key) == node for key, node in zip(keys.tolist(), used.tolist())),
                  "a key not found at its node")
+
+    def _node_keys(self, nodes: np.ndarray) -> np.ndarray:
+        """The keys of nodes (int64): their group's, shifted, and their sub-slot."""
+        gslot = self._nodes[ix.GSLOT, nodes].astype(np.int64)
+        halves = self._groups[gslot >> ix.G].astype(np.int64)
+        group = (halves[:, ix.KEY_HI] << 32) | (halves[:, ix.KEY_LO] & 0xFFFFFFFF)
+        return np.asarray((group << ix.G) | (gslot & ix.SUB_MASK), dtype=np.int64)
 
 
 def _as_array(keys: Sequence[int] | np.ndarray) -> np.ndarray:
