@@ -82,6 +82,10 @@ def test_a_pcie_gpu_runs_the_roofline_above_one_device():
     ("phi-3.5-mini", None, "no context attention table"),    # head_dim 96
     ("llama-3.1-8b", "int4", "int4 weights"),
     ("llama-4-scout", "fp8", "fp8 MoE layer is slower than bf16"),  # H100's fp8 MoE table: 2-4x bf16's
+    # the tables' mxfp4 rows are MoE layers (gpt-oss); a dense model's mxfp4 GEMMs have none, and
+    # the bf16 rows would read 3.8x the bytes its mxfp4 weights hold (Llama-3.1-70B on one H100:
+    # 54 ms a decode step, against 11 ms to read the weights once)
+    ("llama-3.1-8b", "mxfp4", "mxfp4 weights"),
 ])
 def test_shapes_and_formats_the_tables_lack_run_the_roofline(model, weight_format, lacks):
     s = make(model=model, weight_format=weight_format, tp=2 if model == "llama-4-scout" else 1)
@@ -112,6 +116,14 @@ def test_latent_attention_runs_the_kernel_tables_where_they_hold_its_modules():
     # the A100 tables have no MLA modules
     got, why = choice(device="a100-80gb", model="deepseek-v3", tp=8, pipeline_parallel=4, weight_format="bf16")
     assert got == "roofline" and "no MLA context table" in why
+
+
+def test_a_dense_model_in_mxfp4_runs_the_roofline_even_when_kernels_are_asked_for():
+    # explicit kernels: no table prices its GEMMs, so the plain roofline, as for int4 (summary: 0 measured)
+    s = make(model="llama-3.1-8b", weight_format="mxfp4", perf={"model": "kernels"})
+    dep = plan_deployment(s)
+    assert step_params(s, dep)[sm.P_KIND] == sm.KIND_ROOFLINE
+    assert table_format("gemm", "mxfp4", dense=True) is None
 
 
 def test_mxfp4_moe_runs_its_measured_kernel():

@@ -210,7 +210,7 @@ def kernel_params(base: np.ndarray, device: DeviceSpec, model: ModelSpec, t: int
     the device's own, e.g. another GPU's scaled to it; `expert_parallel`: the replica's EP layout)."""
     mla = mla_tabled(model)
     tables = kernel_tables_for(device, weight_format, mla) if tables is None else tables
-    dtype = table_format("gemm", weight_format, mla)
+    dtype = table_format("gemm", weight_format, mla, dense=model.num_experts <= 1)
     if tables is None or dtype is None or not tables.has("gemm", dtype):
         return None
     ep = expert_parallel or ExpertParallel()

@@ -13,7 +13,7 @@ can be trusted (docs/fidelity.md section 2), the roofline everywhere else:
   12x for a 2x link ratio) or at expert_parallel > 1 (the same for its gather and scatter);
   tensor parallelism above 8 GPUs (no all-reduce table); expert parallelism across nodes (the
   NCCL tables are one node's); weight formats without tables (int8, int4, nvfp4 off Blackwell,
-  fp32); shapes without tables (a multi-head latent attention shape
+  fp32, mxfp4 on a dense model); shapes without tables (a multi-head latent attention shape
   other than DeepSeek-V3's, or on the A100, which has no MLA tables; a KV-head count or MoE layer
   not measured; data-parallel attention over a GPU count the NCCL tables neither hold nor can
   derive from neighbouring counts, kernel_scaling.with_gpu_counts); an fp8 MoE layer
@@ -112,7 +112,7 @@ def missing_operators(tables: KernelTables, model: ModelSpec, t: int, weight_for
     attention groups) ('' when they can): an operator the kernel model would otherwise take from
     the roofline, or a table not to be trusted."""
     mla = mla_tabled(model)
-    dtype = table_format("gemm", weight_format, mla)
+    dtype = table_format("gemm", weight_format, mla, dense=model.num_experts <= 1)
     if dtype is None or not tables.has("gemm", dtype):
         return f"no kernel tables for {weight_format} weights"
     kv_dtype = "fp8" if kv_format == "fp8" else "bfloat16"
