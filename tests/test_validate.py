@@ -174,6 +174,20 @@ def test_bad_rows_name_file_line_and_column(tmp_path, capsys, body, where, words
     assert message.count("\n") == 1 and f"bad.csv{where}" in message and not (tmp_path / "o").exists()
 
 
+def test_token_counts_written_as_whole_floats_are_read(tmp_path):
+    # pandas writes an int column holding a missing value as floats ("2229.0"), and JSON
+    # writers may too (161.0): the count is whole, so it is read; 2.5 stays refused (above)
+    csv = write(tmp_path, "floats.csv", "ts,in,out,ttft,e2e\n0,10.0,3,0.1,0.5\n1,12,4.0,0.1,0.5\n")
+    log = load_log(csv, LogColumns.parse(COLUMNS))
+    assert log.trace.input_tokens.tolist() == [10, 12] and log.trace.output_tokens.tolist() == [3, 4]
+    raw = json.loads(LOG.read_text())
+    raw["output_lens"] = [float(n) for n in raw["output_lens"]]
+    assert load_log(write(tmp_path, "floats.json", raw)).trace.output_tokens.tolist() == \
+        load_log(LOG).trace.output_tokens.tolist()
+    with pytest.raises(InputError, match="'2.5' is not a whole number"):
+        load_log(write(tmp_path, "half.csv", "ts,in,out,ttft,e2e\n0,2.5,3,0.1,0.5\n"), LogColumns.parse(COLUMNS))
+
+
 def test_a_log_spanning_more_than_a_year_is_refused(tmp_path):
     path = write(tmp_path, "ns.csv", "ts,in,out,ttft,e2e\n0,10,3,0.1,0.5\n40000000000,10,3,0.1,0.5\n")  # ns read as s
     with pytest.raises(InputError, match="time unit"):

@@ -163,7 +163,8 @@ def _table(where: str, lines: list[str], columns: LogColumns, fmt: str) -> Servi
         return _numbers(where, [r[key] for r in records], key, first) * unit
 
     def tokens(key: str) -> np.ndarray:
-        return whole_numbers(where, [r[key] for r in records], key, first, 1, not jsonl, MAX_TOKENS_PER_REQUEST)
+        values = _whole_floats_as_ints([r[key] for r in records])
+        return whole_numbers(where, values, key, first, 1, not jsonl, MAX_TOKENS_PER_REQUEST)
 
     arrival = times(columns.arrival_s)
     if columns.ttft_s is not None and columns.e2e_s is not None:
@@ -232,7 +233,7 @@ def _bench(path_text: str) -> ServingLog:
 
     def counts(key: str) -> np.ndarray:
         fn = lambda vals, k=key: whole_numbers("", vals, k, 0, 1, False, MAX_TOKENS_PER_REQUEST)  # noqa: E731
-        return _indexed(where(key), key, fn, [lists[key][i] for i in rows], rows)
+        return _indexed(where(key), key, fn, _whole_floats_as_ints([lists[key][i] for i in rows]), rows)
 
     _check_outcomes(path_text, ttft, e2e, ("ttfts", "latencies" if "latencies" in lists else "ttfts + sum(itls)"),
                     lambda i: f"{where('ttfts')}: request {rows[i]}")
@@ -289,6 +290,22 @@ def bench_send_times_s(log: ServingLog, rng: np.random.Generator) -> np.ndarray:
     n_file = len(log) + log.failed
     gaps = rng.gamma(log.burstiness, 1.0 / (log.request_rate_per_s * log.burstiness), max(n_file - 1, 0))
     return np.concatenate([[0.0], np.cumsum(gaps)])[rows]
+
+
+def _whole_floats_as_ints(values: list) -> list:
+    """Token counts written as whole floats (161.0, or "2229.0": pandas writes an int column that
+    held a missing value so) as ints; anything else as given, for whole_numbers to judge."""
+    def whole(v):
+        if isinstance(v, float) and v.is_integer():
+            return int(v)
+        if isinstance(v, str) and v.strip().endswith(".0"):
+            try:
+                f = float(v)
+            except ValueError:
+                return v
+            return int(f) if f.is_integer() else v
+        return v
+    return values if all(type(v) is int for v in values) else [whole(v) for v in values]
 
 
 def _indexed(where: str, key: str, parse, values: list, rows: np.ndarray) -> np.ndarray:
