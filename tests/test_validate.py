@@ -188,6 +188,17 @@ def test_token_counts_written_as_whole_floats_are_read(tmp_path):
         load_log(write(tmp_path, "half.csv", "ts,in,out,ttft,e2e\n0,2.5,3,0.1,0.5\n"), LogColumns.parse(COLUMNS))
 
 
+def test_a_log_of_one_token_answers_has_no_tpot_and_no_plot_warning(tmp_path, capsys):
+    raw = json.loads(LOG.read_text())
+    raw["output_lens"], raw["latencies"] = [1] * len(raw["ttfts"]), list(raw["ttfts"])
+    path = write(tmp_path, "one_token.json", raw)
+    assert main(["validate", str(SCENARIO), str(path), "-q", "--out", str(tmp_path / "o")]) == 0
+    out, err = capsys.readouterr()
+    assert "warning" not in err, err  # the empty TPOT panel drew a legend with nothing in it
+    report = json.loads((tmp_path / "o" / "validation.json").read_text())
+    assert report["comparison"]["tpot_s"]["mean"]["measured"] is None
+
+
 def test_a_log_spanning_more_than_a_year_is_refused(tmp_path):
     path = write(tmp_path, "ns.csv", "ts,in,out,ttft,e2e\n0,10,3,0.1,0.5\n40000000000,10,3,0.1,0.5\n")  # ns read as s
     with pytest.raises(InputError, match="time unit"):

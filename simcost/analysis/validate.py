@@ -242,7 +242,10 @@ def plot_cdfs(measured: Outcomes, simulated: Outcomes, path: Path) -> None:
         ax.set_xlabel(f"{label} (ms)")
         ax.set_ylabel("fraction of requests")
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.lines:
+            ax.legend()
+        else:  # e.g. TPOT of a log of one-token answers
+            ax.text(0.5, 0.5, "no requests", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
     save(fig, path)
 
