@@ -16,7 +16,7 @@ from simcost.analysis.validate import Outcomes, simulate, validate, validation_s
 from simcost.cli.main import main
 from simcost.errors import InputError
 from simcost.workload.requests import trace_requests
-from simcost.workload.serving_log import LogColumns, load_log
+from simcost.workload.serving_log import LogColumns, load_log, unit_note
 
 LOGS = Path(__file__).resolve().parents[1] / "simcost" / "data" / "logs"
 SCENARIO = LOGS / "example_8b_h100.yaml"
@@ -197,6 +197,21 @@ def test_a_log_of_one_token_answers_has_no_tpot_and_no_plot_warning(tmp_path, ca
     assert "warning" not in err, err  # the empty TPOT panel drew a legend with nothing in it
     report = json.loads((tmp_path / "o" / "validation.json").read_text())
     assert report["comparison"]["tpot_s"]["mean"]["measured"] is None
+
+
+@pytest.mark.parametrize("scale, unit, hint", [(1e3, "s", "time_unit=ms"), (1e-3, "ms", "seconds")])
+def test_times_in_the_wrong_unit_get_a_note(tmp_path, capsys, scale, unit, hint):
+    # milliseconds read as seconds made TPOT 15 s per token and TTFT errors of +25,000 %, silently
+    raw = json.loads(LOG.read_text())
+    rows = ["ts,in,out,ttft,e2e"] + [f"{t * scale},{i},{o},{f * scale},{e * scale}" for t, i, o, f, e in zip(
+        raw["start_times"], raw["input_lens"], raw["output_lens"], raw["ttfts"], raw["latencies"])]
+    path = write(tmp_path, "units.csv", "\n".join(rows) + "\n")
+    columns = COLUMNS + ("" if unit == "s" else ",time_unit=ms")
+    note = unit_note(load_log(path, LogColumns.parse(columns)))
+    assert note is not None and "TPOT" in note and hint in note, note
+    assert unit_note(load_log(LOG)) is None
+    assert main(["validate", str(SCENARIO), str(path), "--columns", columns, "-q", "--out", str(tmp_path / "o")]) == 0
+    assert hint in capsys.readouterr().err
 
 
 def test_a_log_spanning_more_than_a_year_is_refused(tmp_path):

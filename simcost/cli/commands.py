@@ -202,10 +202,12 @@ def cmd_calibrate(args) -> int:
 
 def cmd_validate(args) -> int:
     from simcost.analysis.validate import format_report, validate, validation_scenario, write_outputs
-    from simcost.workload.serving_log import LogColumns, load_log, send_note
+    from simcost.workload.serving_log import LogColumns, load_log, send_note, unit_note
 
     log = load_log(args.log, LogColumns.parse(args.columns) if args.columns else None)
     if (note := send_note(log)) is not None:  # a replay of how the client sent, not of its instants
+        print(note, file=sys.stderr)
+    if (note := unit_note(log)) is not None:
         print(note, file=sys.stderr)
     scenario = validation_scenario(args.scenario, args.log, args.overrides, args.seed, args.catalog)
     out = out_dir(args.out or Path("results") / f"validate-{scenario.name}")

@@ -277,6 +277,27 @@ def send_note(log: ServingLog) -> str | None:
             "the scenario's seed: statistically what vLLM sent, not the same instants")
 
 
+# a median TPOT outside these is no serving engine's (the fastest decode ~2 ms a token; a 70B model
+# on one CPU socket ~1-3 s): times in another unit than read (ms as s gives 10-50 s a token)
+PLAUSIBLE_TPOT_S = (1e-4, 5.0)
+
+
+def unit_note(log: ServingLog) -> str | None:
+    """One line when the log's median TPOT is implausible, i.e. its times are likely in another
+    unit than they were read in (None: plausible, or no request with two or more tokens)."""
+    tpot = log.tpot_s[~np.isnan(log.tpot_s)]
+    if not tpot.size:
+        return None
+    median = float(np.median(tpot))
+    low, high = PLAUSIBLE_TPOT_S
+    if low <= median <= high:
+        return None
+    guess = ("milliseconds read as seconds? (--columns ...,time_unit=ms)" if median > high else
+             "seconds read as milliseconds or microseconds? (time_unit is s unless --columns sets it)")
+    return (f"note: {log.trace.source}: median TPOT {median:.3g} s per token is implausible for a serving engine; "
+            f"{guess}")
+
+
 def bench_send_times_s(log: ServingLog, rng: np.random.Generator) -> np.ndarray:
     """Send times for a log without them, as vLLM's `get_request` spaced them: the first at 0,
     then gaps gamma(shape=burstiness, scale=1 / (rate x burstiness)), one per request of the file
