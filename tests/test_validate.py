@@ -214,6 +214,16 @@ def test_times_in_the_wrong_unit_get_a_note(tmp_path, capsys, scale, unit, hint)
     assert hint in capsys.readouterr().err
 
 
+def test_a_per_item_model_is_refused_rather_than_compared_token_by_token(tmp_path, capsys):
+    # ResNet-50 "validated" an LLM log: 3.42 simulated tok/s against 603 measured, TTFTs compared as
+    # if an image were a prompt; the log's prompt and output tokens mean nothing to a per-item model
+    edge = Path(__file__).resolve().parents[1] / "configs" / "scenarios" / "edge_resnet50_jetson.yaml"
+    with pytest.raises(InputError, match="per item"):
+        validation_scenario(edge, LOG)
+    assert main(["validate", str(edge), str(LOG), "-q", "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
 def test_a_log_spanning_more_than_a_year_is_refused(tmp_path):
     path = write(tmp_path, "ns.csv", "ts,in,out,ttft,e2e\n0,10,3,0.1,0.5\n40000000000,10,3,0.1,0.5\n")  # ns read as s
     with pytest.raises(InputError, match="time unit"):

@@ -45,7 +45,12 @@ def validation_scenario(path: str | Path, log_path: str | Path, overrides: list[
     warm-up cut), the run lasts until the last one ends. These keys are set after `overrides`."""
     forced = [f"workload={{trace: {{name: {json.dumps(str(log_path))}}}}}", "duration_s=null", "warmup_s=0",
               "drain_s=null"]
-    return load_scenario(path, [*overrides, *forced], seed, catalog_files)
+    scenario = load_scenario(path, [*overrides, *forced], seed, catalog_files)
+    model = scenario.specs.model(scenario.model.name, "model.name")
+    if model.serving == "per_item":  # its requests are items: a log's prompt and output tokens mean nothing to it
+        raise InputError("model.name", f"{model.key} is served per item ({model.item_input or 'an item'} a "
+                                       "request); validate replays a token serving log on a model stepped token by token")
+    return scenario
 
 
 @dataclass(frozen=True)
