@@ -16,11 +16,13 @@ can be trusted (docs/fidelity.md section 2), the roofline everywhere else:
   fp32, mxfp4 on a dense model); shapes without tables (a multi-head latent attention shape
   other than DeepSeek-V3's, or on the A100, which has no MLA tables; a KV-head count or MoE layer
   not measured; data-parallel attention over a GPU count the NCCL tables neither hold nor can
-  derive from neighbouring counts, kernel_scaling.with_gpu_counts); an fp8 MoE layer
-  whose table is slower than bf16's (the Hopper tables; not the block-scaled fp8 MoE of
-  DeepSeek-style checkpoints); pipelined micro-batches (the kernel model has none); a
+  derive from neighbouring counts, kernel_scaling.with_gpu_counts); pipelined micro-batches (the kernel model has none); a
   calibrated profile or a roofline factor set in `perf` (they are the roofline's: choosing it
   keeps them meaningful).
+An fp8 MoE layer whose table is slower than bf16's (the Hopper tables; not the block-scaled fp8
+MoE of DeepSeek-style checkpoints) keeps the kernel tables for everything else and takes that
+layer from the roofline: the whole roofline would also price the all-reduce by its legacy charge,
+5x the tables' at TP8 (an fp8 MoE model then decoded 5x slower than its bf16 twin).
 An explicit `perf.model` is used as given.
 """
 
@@ -82,7 +84,17 @@ def choose_perf_model(scenario: Scenario, dep: Deployment) -> tuple[str, str]:
         return "roofline", f"auto: {missing}"
     if (scenario.hardware.pipeline_micro_batches or 1) > 1:
         return "roofline", "auto: hardware.pipeline_micro_batches is a roofline schedule"
+    if _untrusted_fp8_moe(tables, dep.model, dep.tensor_parallel, dep.weight_format, ep):
+        return "kernels", f"auto: {why}; {FP8_MOE_FROM_ROOFLINE}"
     return "kernels", f"auto: {why}"
+
+
+FP8_MOE_FROM_ROOFLINE = "its fp8 MoE layer from the roofline (the measured one is slower than bf16: an untuned kernel path)"
+
+
+def moe_from_roofline(why: str) -> bool:
+    """Whether auto's choice `why` prices the MoE layer by the roofline instead of its measured rows."""
+    return why.endswith(FP8_MOE_FROM_ROOFLINE)
 
 
 def auto_tables(device: DeviceSpec, tp: int) -> KernelTables | None:
@@ -142,8 +154,6 @@ def missing_operators(tables: KernelTables, model: ModelSpec, t: int, weight_for
         if np.isnan(ms).any():
             split = f"TP{t}" if ep <= 1 else f"EP{ep}"
             return f"no MoE table for {model.num_experts} experts, top {model.experts_per_token}, {split} ({moe_dtype})"
-        if moe_dtype == "fp8" and ep <= 1 and _fp8_moe_slower(tables, model, t):
-            return "the measured fp8 MoE layer is slower than bf16 (an untuned kernel path)"
         for op in ("all_gather", "reduce_scatter"):
             if dp > 1 and np.isnan(tables.nccl_ms(op, dp, np.array([1e6]))[0]).any():
                 return f"no NCCL {op.replace('_', '-')} table for {dp} GPUs (data-parallel attention's dispatch)"
@@ -158,6 +168,13 @@ def missing_operators(tables: KernelTables, model: ModelSpec, t: int, weight_for
         if np.isnan(tables.gemm_ms(dtype, np.array([16.0]), n, k)[0]).any():
             return f"no GEMM table for {n:g} x {k:g}"
     return ""
+
+
+def _untrusted_fp8_moe(tables: KernelTables, model: ModelSpec, t: int, weight_format: str, ep: int) -> bool:
+    """A per-tensor fp8 MoE layer whose measured rows are slower than bf16's (the Hopper tables):
+    auto prices that layer by the roofline and keeps the tables for the rest."""
+    return (model.num_experts > 1 and ep <= 1 and table_format("moe", weight_format, mla_tabled(model)) == "fp8"
+            and _fp8_moe_slower(tables, model, t))
 
 
 def _fp8_moe_slower(tables: KernelTables, model: ModelSpec, t: int) -> bool:
