@@ -224,6 +224,15 @@ def test_a_per_item_model_is_refused_rather_than_compared_token_by_token(tmp_pat
     assert capsys.readouterr().err.count("\n") == 1
 
 
+def test_a_scenario_naming_its_workloads_says_why_the_log_is_not_one_of_them(tmp_path, capsys):
+    # cloud_edge_8b's pools serve workload 'chat'; the replay's only workload is the log ('default'),
+    # and the bare "'chat' is not a workload of this scenario (known: default)" left a user guessing
+    scenario = Path(__file__).resolve().parents[1] / "configs" / "scenarios" / "cloud_edge_8b.yaml"
+    assert main(["validate", str(scenario), str(LOG), "-q", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'chat'" in err and "validate replays the log as the scenario's one workload" in err
+
+
 def test_a_log_spanning_more_than_a_year_is_refused(tmp_path):
     path = write(tmp_path, "ns.csv", "ts,in,out,ttft,e2e\n0,10,3,0.1,0.5\n40000000000,10,3,0.1,0.5\n")  # ns read as s
     with pytest.raises(InputError, match="time unit"):
