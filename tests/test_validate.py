@@ -233,6 +233,24 @@ def test_a_scenario_naming_its_workloads_says_why_the_log_is_not_one_of_them(tmp
     assert err.count("\n") == 1 and "'chat'" in err and "validate replays the log as the scenario's one workload" in err
 
 
+def test_iso_datetimes_are_read_as_times(tmp_path):
+    # gateways and tracing tools (LiteLLM, Langfuse) export start, first-token and end times as ISO
+    # 8601 text; they were refused as "not a number"
+    csv = write(tmp_path, "iso.csv", "start,in,out,first,end\n"
+                "2025-03-01T12:00:00.250Z,10,3,2025-03-01T12:00:00.350Z,2025-03-01T12:00:00.750Z\n"
+                "2025-03-01 12:00:01.000000+00:00,12,4,2025-03-01 12:00:01.050000+00:00,2025-03-01 12:00:01.400000+00:00\n")
+    log = load_log(csv, LogColumns.parse("arrival_s=start,prompt_tokens=in,output_tokens=out,first_token_s=first,"
+                                         "last_token_s=end"))
+    np.testing.assert_allclose(log.trace.arrival_s, [0.0, 0.75])
+    np.testing.assert_allclose(log.ttft_s, [0.1, 0.05], atol=1e-6)
+    np.testing.assert_allclose(log.e2e_s, [0.5, 0.4], atol=1e-6)
+    mixed = write(tmp_path, "mixed.csv", "start,in,out,first,end\n2025-03-01T12:00:00,10,3,0.1,0.5\n"
+                  "5,10,3,0.1,0.5\n")
+    with pytest.raises(InputError) as err:
+        load_log(mixed, LogColumns.parse("arrival_s=start,prompt_tokens=in,output_tokens=out,ttft_s=first,e2e_s=end"))
+    assert err.value.where.endswith("mixed.csv:3") and "start" in str(err.value), str(err.value)
+
+
 def test_a_log_spanning_more_than_a_year_is_refused(tmp_path):
     path = write(tmp_path, "ns.csv", "ts,in,out,ttft,e2e\n0,10,3,0.1,0.5\n40000000000,10,3,0.1,0.5\n")  # ns read as s
     with pytest.raises(InputError, match="time unit"):

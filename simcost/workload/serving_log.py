@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, fields, replace
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +51,8 @@ SEND_MODES = ("logged", "burst", "closed_loop", "gamma")
 class LogColumns:
     """Where a CSV/JSONL log keeps each value (`--columns arrival_s=ts,prompt_tokens=in,...`).
     Times are in `time_unit`. The outcome is either durations (`ttft_s`, `e2e_s`) or absolute
-    times on the arrivals' clock (`first_token_s`, `last_token_s`)."""
+    times on the arrivals' clock (`first_token_s`, `last_token_s`); those clock columns may hold
+    ISO 8601 times instead of numbers."""
 
     arrival_s: str
     prompt_tokens: str
@@ -159,23 +161,49 @@ def _table(where: str, lines: list[str], columns: LogColumns, fmt: str) -> Servi
     _require_keys(where, records, keys, first)
     unit = _SECONDS_PER_UNIT[columns.time_unit]
 
-    def times(key: str) -> np.ndarray:
-        return _numbers(where, [r[key] for r in records], key, first) * unit
+    def times(key: str, clock: bool = False) -> np.ndarray:
+        values = [r[key] for r in records]
+        stamps = _iso_seconds(where, values, key, first) if clock else None  # a time of day, not a duration
+        return stamps if stamps is not None else _numbers(where, values, key, first) * unit
 
     def tokens(key: str) -> np.ndarray:
         values = _whole_floats_as_ints([r[key] for r in records])
         return whole_numbers(where, values, key, first, 1, not jsonl, MAX_TOKENS_PER_REQUEST)
 
-    arrival = times(columns.arrival_s)
+    arrival = times(columns.arrival_s, clock=True)
     if columns.ttft_s is not None and columns.e2e_s is not None:
         ttft, e2e = times(columns.ttft_s), times(columns.e2e_s)
         names = (columns.ttft_s, columns.e2e_s)
     else:
-        first_s, last_s = times(str(columns.first_token_s)), times(str(columns.last_token_s))
+        first_s, last_s = times(str(columns.first_token_s), True), times(str(columns.last_token_s), True)
         ttft, e2e = first_s - arrival, last_s - arrival
         names = (f"{columns.first_token_s} - {columns.arrival_s}", f"{columns.last_token_s} - {columns.arrival_s}")
     _check_outcomes(where, ttft, e2e, names, lambda i: f"{where}:{i + first}")
     return _log(where, arrival, tokens(columns.prompt_tokens), tokens(columns.output_tokens), ttft, e2e, fmt, 0)
+
+
+def _iso_seconds(where: str, values: list, name: str, first_line: int) -> np.ndarray | None:
+    """Seconds since the epoch of a column of ISO 8601 times (2025-03-01T12:00:00.25Z, as gateways
+    and tracing tools export them; without a zone, UTC), or None when its first value is not one
+    (then it is read as numbers). `time_unit` does not apply."""
+    def parse(value) -> float | None:
+        if not isinstance(value, str) or "-" not in value.strip()[1:]:
+            return None
+        try:
+            t = datetime.fromisoformat(value.strip())
+        except ValueError:
+            return None
+        return (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).timestamp()
+
+    if not values or parse(values[0]) is None:
+        return None
+    out = np.empty(len(values))
+    for i, v in enumerate(values):
+        seconds = parse(v)
+        if seconds is None:
+            raise InputError(f"{where}:{i + first_line}", f"{name} {v!r} is not an ISO 8601 time like the first row's")
+        out[i] = seconds
+    return out
 
 
 def _bench(path_text: str) -> ServingLog:
