@@ -80,11 +80,6 @@ def test_a_pcie_gpu_runs_the_roofline_above_one_device():
 
 @pytest.mark.parametrize("model,weight_format,lacks", [
     ("phi-3.5-mini", None, "no context attention table"),    # head_dim 96
-    ("llama-3.1-8b", "int4", "int4 weights"),
-    # the tables' mxfp4 rows are MoE layers (gpt-oss); a dense model's mxfp4 GEMMs have none, and
-    # the bf16 rows would read 3.8x the bytes its mxfp4 weights hold (Llama-3.1-70B on one H100:
-    # 54 ms a decode step, against 11 ms to read the weights once)
-    ("llama-3.1-8b", "mxfp4", "mxfp4 weights"),
 ])
 def test_shapes_and_formats_the_tables_lack_run_the_roofline(model, weight_format, lacks):
     s = make(model=model, weight_format=weight_format, tp=2 if model == "llama-4-scout" else 1)
@@ -135,12 +130,31 @@ def test_latent_attention_runs_the_kernel_tables_where_they_hold_its_modules():
     assert got == "roofline" and "no MLA context table" in why
 
 
-def test_a_dense_model_in_mxfp4_runs_the_roofline_even_when_kernels_are_asked_for():
-    # explicit kernels: no table prices its GEMMs, so the plain roofline, as for int4 (summary: 0 measured)
-    s = make(model="llama-3.1-8b", weight_format="mxfp4", perf={"model": "kernels"})
-    dep = plan_deployment(s)
-    assert step_params(s, dep)[sm.P_KIND] == sm.KIND_ROOFLINE
+@pytest.mark.parametrize("device,model,weight_format,tp", [
+    ("h100-sxm", "llama-3.1-70b", "int4", 8), ("a100-80gb", "llama-3.1-70b", "int4", 8),
+    ("h100-sxm", "llama-3.1-8b", "int8", 1), ("h200", "qwen3-30b-a3b", "int4", 4),
+    # the tables' mxfp4 rows are MoE layers (gpt-oss); a dense model's mxfp4 GEMMs have none, and
+    # the bf16 rows read 3.8x the bytes its mxfp4 weights hold (Llama-3.1-70B on one H100: 54 ms a
+    # decode step, against 11 ms to read the weights once)
+    ("h100-sxm", "llama-3.1-70b", "mxfp4", 1),
+])
+def test_weight_only_formats_take_their_gemms_from_the_roofline_and_the_rest_from_the_tables(
+        device, model, weight_format, tp):
+    # int4 on 8 x H100 ran the whole roofline, whose legacy all-reduce made Llama-3.1-70B decode in
+    # 40 ms a step, against bf16's 10.9 ms on the tables: int4 looked 4x slower than bf16
     assert table_format("gemm", "mxfp4", dense=True) is None
+    s = make(device=device, model=model, weight_format=weight_format, tp=tp)
+    dep = plan_deployment(s)
+    got, why = choose_perf_model(s, dep)
+    assert got == "kernels" and f"its {weight_format} GEMMs from the roofline" in why
+    p = step_params(s, dep)
+    np.testing.assert_array_equal(p, step_params(make(device=device, model=model, weight_format=weight_format, tp=tp,
+                                                      perf={"model": "kernels"}), dep))
+    one = step_time_s(p, 0, 1, 1025.0, 1024.0, 0)
+    assert one >= dep.weight_bytes * (dep.model.active_params / dep.model.num_params) / tp / dep.device.mem_bw_bytes_per_s
+    if tp > 1:  # bf16 fits there: 4 or 8 bits a weight decode no slower than 16
+        bf16_s = make(device=device, model=model, weight_format="bf16", tp=tp)
+        assert one < step_time_s(step_params(bf16_s, plan_deployment(bf16_s)), 0, 1, 1025.0, 1024.0, 0)
 
 
 def test_mxfp4_moe_runs_its_measured_kernel():

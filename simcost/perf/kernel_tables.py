@@ -65,6 +65,17 @@ def table_format(op: str, weight_format: str, mla: bool = False, dense: bool = F
     return FORMAT_TABLES.get(op, {}).get(weight_format, TABLE_DTYPE.get(weight_format))
 
 
+# weight-only formats (vLLM's Marlin-style W4A16/W8A16 kernels; mxfp4 of a dense model): no GEMM row
+# measures them, so the kernel model prices their GEMMs (and MoE layers) by the roofline and the
+# rest (attention, all-reduce, elementwise, overheads) from the tables
+WEIGHT_ONLY_FORMATS = ("int8", "int4", "mxfp4")
+
+
+def gemms_from_roofline(weight_format: str, mla: bool = False, dense: bool = False) -> bool:
+    """Whether `weight_format` is weight-only with no GEMM rows (its GEMMs take the roofline)."""
+    return weight_format in WEIGHT_ONLY_FORMATS and table_format("gemm", weight_format, mla, dense) is None
+
+
 # vLLM V1 captures CUDA graphs for batches up to max_cudagraph_capture_size tokens, by default
 # min(2 x max_num_seqs, 512) (vLLM 0.11+, VllmConfig's CUDA-graph sizes); larger steps run
 # eagerly, and so does their all-reduce

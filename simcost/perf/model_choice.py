@@ -12,13 +12,15 @@ can be trusted (docs/fidelity.md section 2), the roofline everywhere else:
   host's topology far more than on the GPU: the two measured PCIe GPUs' 8-GPU all-reduces differ
   12x for a 2x link ratio) or at expert_parallel > 1 (the same for its gather and scatter);
   tensor parallelism above 8 GPUs (no all-reduce table); expert parallelism across nodes (the
-  NCCL tables are one node's); weight formats without tables (int8, int4, nvfp4 off Blackwell,
-  fp32, mxfp4 on a dense model); shapes without tables (a multi-head latent attention shape
+  NCCL tables are one node's); weight formats without tables (nvfp4 off Blackwell, fp32); shapes without tables (a multi-head latent attention shape
   other than DeepSeek-V3's, or on the A100, which has no MLA tables; a KV-head count or MoE layer
   not measured; data-parallel attention over a GPU count the NCCL tables neither hold nor can
   derive from neighbouring counts, kernel_scaling.with_gpu_counts); pipelined micro-batches (the kernel model has none); a
   calibrated profile or a roofline factor set in `perf` (they are the roofline's: choosing it
   keeps them meaningful).
+Weight-only int8 and int4 (and mxfp4 on a dense model) have no GEMM rows: kernels runs with their
+GEMMs and MoE layers from the roofline (simcost.perf.kernel_tables.gemms_from_roofline), the rest
+from the tables, as for any operator the tables lack.
 An fp8 MoE layer whose table is slower than bf16's (the Hopper tables; not the block-scaled fp8
 MoE of DeepSeek-style checkpoints) keeps the kernel tables for everything else and takes that
 layer from the roofline: the whole roofline would also price the all-reduce by its legacy charge,
@@ -36,7 +38,7 @@ from simcost.catalog.types import DeviceSpec, ModelSpec
 from simcost.perf.expert_parallel import devices_per_node, expert_parallel
 from simcost.perf.kernel_mla import mla_tabled
 from simcost.perf.kernel_scaling import borrowed_tables, with_derived_rows
-from simcost.perf.kernel_tables import DEVICE_TABLES, KernelTables, mlp_shapes, table_format
+from simcost.perf.kernel_tables import DEVICE_TABLES, KernelTables, gemms_from_roofline, mlp_shapes, table_format
 
 if TYPE_CHECKING:
     from simcost.perf.deployment import Deployment
@@ -86,6 +88,8 @@ def choose_perf_model(scenario: Scenario, dep: Deployment) -> tuple[str, str]:
         return "roofline", "auto: hardware.pipeline_micro_batches is a roofline schedule"
     if _untrusted_fp8_moe(tables, dep.model, dep.tensor_parallel, dep.weight_format, ep):
         return "kernels", f"auto: {why}; {FP8_MOE_FROM_ROOFLINE}"
+    if gemms_from_roofline(dep.weight_format, mla_tabled(dep.model), dense=dep.model.num_experts <= 1):
+        return "kernels", f"auto: {why}; its {dep.weight_format} GEMMs from the roofline (no measured rows)"
     return "kernels", f"auto: {why}"
 
 
@@ -125,7 +129,8 @@ def missing_operators(tables: KernelTables, model: ModelSpec, t: int, weight_for
     the roofline, or a table not to be trusted."""
     mla = mla_tabled(model)
     dtype = table_format("gemm", weight_format, mla, dense=model.num_experts <= 1)
-    if dtype is None or not tables.has("gemm", dtype):
+    roof_gemms = gemms_from_roofline(weight_format, mla, dense=model.num_experts <= 1)  # and MoE layers
+    if not roof_gemms and (dtype is None or not tables.has("gemm", dtype)):
         return f"no kernel tables for {weight_format} weights"
     kv_dtype = "fp8" if kv_format == "fp8" else "bfloat16"
     heads, kv_heads, hd = model.num_heads / t, max(model.num_kv_heads / t, 1.0), model.head_dim
@@ -151,7 +156,7 @@ def missing_operators(tables: KernelTables, model: ModelSpec, t: int, weight_for
         moe_tp, moe_ep = (t, 1) if ep <= 1 else (1, ep)
         ms, _ = tables.moe_ms(moe_dtype, np.array([1.0, 256.0]), hidden, model.intermediate_size,
                               model.experts_per_token, model.num_experts, moe_tp, moe_ep)
-        if np.isnan(ms).any():
+        if np.isnan(ms).any() and not roof_gemms:
             split = f"TP{t}" if ep <= 1 else f"EP{ep}"
             return f"no MoE table for {model.num_experts} experts, top {model.experts_per_token}, {split} ({moe_dtype})"
         for op in ("all_gather", "reduce_scatter"):
@@ -164,8 +169,8 @@ def missing_operators(tables: KernelTables, model: ModelSpec, t: int, weight_for
             shapes += mlp_shapes(w, hidden)
     else:
         shapes += mlp_shapes(model.intermediate_size / t, hidden, model.mlp == "gated")
-    for n, k in shapes:
-        if np.isnan(tables.gemm_ms(dtype, np.array([16.0]), n, k)[0]).any():
+    for n, k in shapes if not roof_gemms else ():
+        if np.isnan(tables.gemm_ms(str(dtype), np.array([16.0]), n, k)[0]).any():
             return f"no GEMM table for {n:g} x {k:g}"
     return ""
 
