@@ -105,6 +105,18 @@ def test_hoppers_fp8_moe_runs_the_kernel_tables_with_that_layer_from_the_rooflin
         assert step_time_s(fp8, *args) <= step_time_s(bf16, *args) < step_time_s(measured_rows, *args)
 
 
+def test_an_unmeasured_moe_layer_takes_the_roofline_inside_the_kernel_tables():
+    # the A100 tables have no MoE rows for Llama-4-Scout's 16 experts (top 1): the whole roofline,
+    # with its legacy all-reduce, decoded one sequence slower at TP8 (27.8 ms) than at TP4 (18.9 ms)
+    def decode_s(tp):
+        s = make(device="a100-80gb", model="llama-4-scout", tp=tp)
+        dep = plan_deployment(s)
+        got, why = choose_perf_model(s, dep)
+        assert got == "kernels" and "its MoE layer from the roofline" in why
+        return step_time_s(step_params(s, dep), 0, 1, 1025.0, 1024.0, 0)
+    assert decode_s(8) < decode_s(4)
+
+
 def test_more_kv_heads_than_the_decode_tables_measure_fold_into_a_larger_batch():
     # Llama-2-7B: 32 KV heads per GPU; H100's decode table stops at 8 (prefill has 32/32)
     s = make(model="llama-2-7b")

@@ -13,14 +13,14 @@ can be trusted (docs/fidelity.md section 2), the roofline everywhere else:
   12x for a 2x link ratio) or at expert_parallel > 1 (the same for its gather and scatter);
   tensor parallelism above 8 GPUs (no all-reduce table); expert parallelism across nodes (the
   NCCL tables are one node's); weight formats without tables (nvfp4 off Blackwell, fp32); shapes without tables (a multi-head latent attention shape
-  other than DeepSeek-V3's, or on the A100, which has no MLA tables; a KV-head count or MoE layer
-  not measured; data-parallel attention over a GPU count the NCCL tables neither hold nor can
+  other than DeepSeek-V3's, or on the A100, which has no MLA tables; a KV-head count not
+  measured; data-parallel attention over a GPU count the NCCL tables neither hold nor can
   derive from neighbouring counts, kernel_scaling.with_gpu_counts); pipelined micro-batches (the kernel model has none); a
   calibrated profile or a roofline factor set in `perf` (they are the roofline's: choosing it
   keeps them meaningful).
 Weight-only int8 and int4 (and mxfp4 on a dense model) have no GEMM rows: kernels runs with their
 GEMMs and MoE layers from the roofline (simcost.perf.kernel_tables.gemms_from_roofline), the rest
-from the tables, as for any operator the tables lack.
+from the tables, as for any operator the tables lack; so does a MoE layer no row measures.
 An fp8 MoE layer whose table is slower than bf16's (the Hopper tables; not the block-scaled fp8
 MoE of DeepSeek-style checkpoints) keeps the kernel tables for everything else and takes that
 layer from the roofline: the whole roofline would also price the all-reduce by its legacy charge,
@@ -90,7 +90,20 @@ def choose_perf_model(scenario: Scenario, dep: Deployment) -> tuple[str, str]:
         return "kernels", f"auto: {why}; {FP8_MOE_FROM_ROOFLINE}"
     if gemms_from_roofline(dep.weight_format, mla_tabled(dep.model), dense=dep.model.num_experts <= 1):
         return "kernels", f"auto: {why}; its {dep.weight_format} GEMMs from the roofline (no measured rows)"
+    if _unmeasured_moe(tables, dep.model, dep.tensor_parallel, dep.weight_format, ep):
+        return "kernels", f"auto: {why}; its MoE layer from the roofline (no measured rows for its shape)"
     return "kernels", f"auto: {why}"
+
+
+def _unmeasured_moe(tables: KernelTables, model: ModelSpec, t: int, weight_format: str, ep: int) -> bool:
+    """A MoE layer no row (nor a size derived from rows) measures: the kernel model prices it by the
+    roofline and the rest from the tables."""
+    if model.num_experts <= 1:
+        return False
+    dtype = table_format("moe", weight_format, mla_tabled(model)) or weight_format
+    ms, _ = tables.moe_ms(dtype, np.array([1.0, 256.0]), model.hidden_size, model.intermediate_size,
+                          model.experts_per_token, model.num_experts, t if ep <= 1 else 1, max(ep, 1))
+    return bool(np.isnan(ms).any())
 
 
 FP8_MOE_FROM_ROOFLINE = "its fp8 MoE layer from the roofline (the measured one is slower than bf16: an untuned kernel path)"
@@ -152,13 +165,6 @@ def missing_operators(tables: KernelTables, model: ModelSpec, t: int, weight_for
                 return f"no {op.replace('_', ' ')} table for {kv_heads:g} KV heads of {hd} per GPU ({kv_format} KV)"
         shapes += [((heads + 2 * kv_heads) * hd, hidden), (hidden, heads * hd)]
     if model.num_experts > 1:
-        moe_dtype = table_format("moe", weight_format, mla) or weight_format
-        moe_tp, moe_ep = (t, 1) if ep <= 1 else (1, ep)
-        ms, _ = tables.moe_ms(moe_dtype, np.array([1.0, 256.0]), hidden, model.intermediate_size,
-                              model.experts_per_token, model.num_experts, moe_tp, moe_ep)
-        if np.isnan(ms).any() and not roof_gemms:
-            split = f"TP{t}" if ep <= 1 else f"EP{ep}"
-            return f"no MoE table for {model.num_experts} experts, top {model.experts_per_token}, {split} ({moe_dtype})"
         for op in ("all_gather", "reduce_scatter"):
             if dp > 1 and np.isnan(tables.nccl_ms(op, dp, np.array([1e6]))[0]).any():
                 return f"no NCCL {op.replace('_', '-')} table for {dp} GPUs (data-parallel attention's dispatch)"
