@@ -11,8 +11,15 @@ from simcost.errors import InputError
 from simcost.perf.deployment import plan_deployment
 from simcost.perf.step_model import step_params
 from simcost.perf.step_params import StepParams
+from simcost.perf.step_reference import step_time_s_py
 
 L70 = get_model("llama-3.1-70b")
+
+
+def step_params_of(device: str, tp: int, model: str = "llama-3.1-70b", **kw):
+    s = scenario(model={"name": model}, hardware={"device": device, "tensor_parallel": tp},
+                 fleet={"price_usd_per_device_hour": 1.0}, engine={"max_model_len": 8192}, **kw)
+    return step_params(s, plan_deployment(s))
 
 
 def comm(device: str, tp: int, model: str = "llama-3.1-70b", **kw) -> StepParams:
@@ -36,6 +43,27 @@ def test_a_pcie_ring_pays_a_latency_per_hop(tp):
     allreduces = 2 * get_model("llama-3.1-8b").num_layers
     assert p.comm_fixed_s == pytest.approx(allreduces * 2 * (tp - 1) * 5e-6)
     assert p.comm_s_per_token == pytest.approx(allreduces * 2 * (tp - 1) / tp * 4096 * 2 / 32e9)
+
+
+@pytest.mark.parametrize("device,link", [("mi300x", 64e9), ("mi355x", 76.8e9)])
+@pytest.mark.parametrize("tp", [2, 4, 8])
+def test_a_full_mesh_pays_one_flat_latency_over_t_minus_1_links(device, tp, link):
+    # AMD Infinity Fabric: a dedicated link to each peer, so t GPUs all-reduce over t - 1 links each
+    # (vLLM PR 39080: MI355X peak bus bandwidth (N-1) x 76.8 GB/s)
+    p = comm(device, tp)
+    allreduces = 2 * L70.num_layers
+    assert p.comm_fixed_s == pytest.approx(allreduces * 12e-6)
+    assert p.comm_s_per_token == pytest.approx(allreduces * 2 * (tp - 1) / tp * 8192 * 2 / ((tp - 1) * link))
+
+
+def test_more_tensor_parallelism_on_a_mesh_does_not_slow_a_70b_decode_step():
+    # with the legacy (t - 1) x 30 us per all-reduce, 8 x MI300X decoded Llama-3.1-70B slower (43 ms)
+    # than one MI300X (38 ms)
+    def decode_s(tp):
+        p = step_params_of("mi300x", tp)
+        return step_time_s_py(p, 0, 1, 1025.0, 1024.0, 0)
+    times = [decode_s(tp) for tp in (1, 2, 4, 8)]
+    assert times == sorted(times, reverse=True), times
 
 
 def test_devices_without_a_fabric_keep_the_legacy_charge():

@@ -80,13 +80,41 @@ def test_a_pcie_gpu_runs_the_roofline_above_one_device():
 
 @pytest.mark.parametrize("model,weight_format,lacks", [
     ("phi-3.5-mini", None, "no context attention table"),    # head_dim 96
-    ("llama-3.1-8b", "int4", "int4 weights"),
-    ("llama-4-scout", "fp8", "fp8 MoE layer is slower than bf16"),  # H100's fp8 MoE table: 2-4x bf16's
 ])
 def test_shapes_and_formats_the_tables_lack_run_the_roofline(model, weight_format, lacks):
     s = make(model=model, weight_format=weight_format, tp=2 if model == "llama-4-scout" else 1)
     got, why = choose_perf_model(s, plan_deployment(s))
     assert got == "roofline" and lacks in why
+
+
+@pytest.mark.parametrize("model,tp", [("qwen3-30b-a3b", 8), ("llama-4-scout", 8), ("mixtral-8x7b", 2)])
+def test_hoppers_fp8_moe_runs_the_kernel_tables_with_that_layer_from_the_roofline(model, tp):
+    # H100's measured fp8 MoE layers run 2-4x slower than bf16's (an untuned kernel path). Falling back
+    # to the whole roofline priced the rest with its legacy all-reduce: at TP8, Qwen3-30B-A3B in fp8
+    # decoded one sequence in 25 ms a step against bf16's 4.7 ms on the kernel tables
+    s = make(model=model, weight_format="fp8", tp=tp)
+    dep = plan_deployment(s)
+    got, why = choose_perf_model(s, dep)
+    assert got == "kernels" and "fp8 MoE layer from the roofline" in why
+    explicit = make(model=model, weight_format="fp8", tp=tp, perf={"model": "kernels"})
+    fp8, measured_rows = step_params(s, dep), step_params(explicit, dep)  # explicit kernels keep the rows
+    bf16_s = make(model=model, weight_format="bf16", tp=tp)
+    bf16 = step_params(bf16_s, plan_deployment(bf16_s))
+    for decode in (1, 64, 256):  # decode steps at 1,024 tokens of context
+        args = (0, decode, decode * 1025.0, decode * 1024.0, 0)
+        assert step_time_s(fp8, *args) <= step_time_s(bf16, *args) < step_time_s(measured_rows, *args)
+
+
+def test_an_unmeasured_moe_layer_takes_the_roofline_inside_the_kernel_tables():
+    # the A100 tables have no MoE rows for Llama-4-Scout's 16 experts (top 1): the whole roofline,
+    # with its legacy all-reduce, decoded one sequence slower at TP8 (27.8 ms) than at TP4 (18.9 ms)
+    def decode_s(tp):
+        s = make(device="a100-80gb", model="llama-4-scout", tp=tp)
+        dep = plan_deployment(s)
+        got, why = choose_perf_model(s, dep)
+        assert got == "kernels" and "its MoE layer from the roofline" in why
+        return step_time_s(step_params(s, dep), 0, 1, 1025.0, 1024.0, 0)
+    assert decode_s(8) < decode_s(4)
 
 
 def test_more_kv_heads_than_the_decode_tables_measure_fold_into_a_larger_batch():
@@ -112,6 +140,33 @@ def test_latent_attention_runs_the_kernel_tables_where_they_hold_its_modules():
     # the A100 tables have no MLA modules
     got, why = choice(device="a100-80gb", model="deepseek-v3", tp=8, pipeline_parallel=4, weight_format="bf16")
     assert got == "roofline" and "no MLA context table" in why
+
+
+@pytest.mark.parametrize("device,model,weight_format,tp", [
+    ("h100-sxm", "llama-3.1-70b", "int4", 8), ("a100-80gb", "llama-3.1-70b", "int4", 8),
+    ("h100-sxm", "llama-3.1-8b", "int8", 1), ("h200", "qwen3-30b-a3b", "int4", 4),
+    # the tables' mxfp4 rows are MoE layers (gpt-oss); a dense model's mxfp4 GEMMs have none, and
+    # the bf16 rows read 3.8x the bytes its mxfp4 weights hold (Llama-3.1-70B on one H100: 54 ms a
+    # decode step, against 11 ms to read the weights once)
+    ("h100-sxm", "llama-3.1-70b", "mxfp4", 1),
+])
+def test_weight_only_formats_take_their_gemms_from_the_roofline_and_the_rest_from_the_tables(
+        device, model, weight_format, tp):
+    # int4 on 8 x H100 ran the whole roofline, whose legacy all-reduce made Llama-3.1-70B decode in
+    # 40 ms a step, against bf16's 10.9 ms on the tables: int4 looked 4x slower than bf16
+    assert table_format("gemm", "mxfp4", dense=True) is None
+    s = make(device=device, model=model, weight_format=weight_format, tp=tp)
+    dep = plan_deployment(s)
+    got, why = choose_perf_model(s, dep)
+    assert got == "kernels" and f"its {weight_format} GEMMs from the roofline" in why
+    p = step_params(s, dep)
+    np.testing.assert_array_equal(p, step_params(make(device=device, model=model, weight_format=weight_format, tp=tp,
+                                                      perf={"model": "kernels"}), dep))
+    one = step_time_s(p, 0, 1, 1025.0, 1024.0, 0)
+    assert one >= dep.weight_bytes * (dep.model.active_params / dep.model.num_params) / tp / dep.device.mem_bw_bytes_per_s
+    if tp > 1:  # bf16 fits there: 4 or 8 bits a weight decode no slower than 16
+        bf16_s = make(device=device, model=model, weight_format="bf16", tp=tp)
+        assert one < step_time_s(step_params(bf16_s, plan_deployment(bf16_s)), 0, 1, 1025.0, 1024.0, 0)
 
 
 def test_mxfp4_moe_runs_its_measured_kernel():

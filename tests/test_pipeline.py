@@ -4,6 +4,8 @@ computation; pipeline_parallel 1 and one micro-batch are the sequential model ex
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -77,3 +79,17 @@ def test_kernel_equals_reference(num_prefill, num_decode, context, num_requests,
     pairs = num_prefill * (num_prefill + 1) // 2 + kv + num_decode
     want = step_time_s_py(p, num_prefill, num_decode, pairs, kv, num_requests)
     assert step_time_s(p, num_prefill, num_decode, pairs, kv, num_requests) == pytest.approx(want, rel=1e-12, abs=0)
+
+
+def test_the_printed_deployment_counts_every_pipeline_stage(tmp_path, capsys):
+    # 405B on TP8 x PP2 bills 16 H100s; check and the run summary printed "8 x h100-sxm"
+    from simcost.cli.main import main
+
+    example = str(Path(__file__).resolve().parents[1] / "configs" / "example.yaml")
+    sets = ["--set", "model.name=llama-3.1-405b", "--set", "hardware.tensor_parallel=8", "--set",
+            "hardware.pipeline_parallel=2", "--set", "engine.max_model_len=8192", "--set", "fleet.replicas=1"]
+    assert main(["check", example, *sets]) == 0
+    assert "on 16 x h100-sxm (tensor parallel 8 x pipeline parallel 2)" in capsys.readouterr().out
+    assert main(["run", example, *sets, "--set", "duration_s=2", "--set", "warmup_s=0", "-q",
+                 "--request-records", "none", "--out", str(tmp_path / "o")]) == 0
+    assert "on 1 x 16 x h100-sxm (tensor parallel 8 x pipeline parallel 2)" in capsys.readouterr().out

@@ -16,7 +16,7 @@ from simcost.analysis.validate import Outcomes, simulate, validate, validation_s
 from simcost.cli.main import main
 from simcost.errors import InputError
 from simcost.workload.requests import trace_requests
-from simcost.workload.serving_log import LogColumns, load_log
+from simcost.workload.serving_log import LogColumns, load_log, unit_note
 
 LOGS = Path(__file__).resolve().parents[1] / "simcost" / "data" / "logs"
 SCENARIO = LOGS / "example_8b_h100.yaml"
@@ -172,6 +172,83 @@ def test_bad_rows_name_file_line_and_column(tmp_path, capsys, body, where, words
     assert main(["validate", str(SCENARIO), str(path), "--columns", COLUMNS, "--out", str(tmp_path / "o")]) == 2
     message = capsys.readouterr().err
     assert message.count("\n") == 1 and f"bad.csv{where}" in message and not (tmp_path / "o").exists()
+
+
+def test_token_counts_written_as_whole_floats_are_read(tmp_path):
+    # pandas writes an int column holding a missing value as floats ("2229.0"), and JSON
+    # writers may too (161.0): the count is whole, so it is read; 2.5 stays refused (above)
+    csv = write(tmp_path, "floats.csv", "ts,in,out,ttft,e2e\n0,10.0,3,0.1,0.5\n1,12,4.0,0.1,0.5\n")
+    log = load_log(csv, LogColumns.parse(COLUMNS))
+    assert log.trace.input_tokens.tolist() == [10, 12] and log.trace.output_tokens.tolist() == [3, 4]
+    raw = json.loads(LOG.read_text())
+    raw["output_lens"] = [float(n) for n in raw["output_lens"]]
+    assert load_log(write(tmp_path, "floats.json", raw)).trace.output_tokens.tolist() == \
+        load_log(LOG).trace.output_tokens.tolist()
+    with pytest.raises(InputError, match="'2.5' is not a whole number"):
+        load_log(write(tmp_path, "half.csv", "ts,in,out,ttft,e2e\n0,2.5,3,0.1,0.5\n"), LogColumns.parse(COLUMNS))
+
+
+def test_a_log_of_one_token_answers_has_no_tpot_and_no_plot_warning(tmp_path, capsys):
+    raw = json.loads(LOG.read_text())
+    raw["output_lens"], raw["latencies"] = [1] * len(raw["ttfts"]), list(raw["ttfts"])
+    path = write(tmp_path, "one_token.json", raw)
+    assert main(["validate", str(SCENARIO), str(path), "-q", "--out", str(tmp_path / "o")]) == 0
+    out, err = capsys.readouterr()
+    assert "warning" not in err, err  # the empty TPOT panel drew a legend with nothing in it
+    report = json.loads((tmp_path / "o" / "validation.json").read_text())
+    assert report["comparison"]["tpot_s"]["mean"]["measured"] is None
+
+
+@pytest.mark.parametrize("scale, unit, hint", [(1e3, "s", "time_unit=ms"), (1e-3, "ms", "seconds")])
+def test_times_in_the_wrong_unit_get_a_note(tmp_path, capsys, scale, unit, hint):
+    # milliseconds read as seconds made TPOT 15 s per token and TTFT errors of +25,000 %, silently
+    raw = json.loads(LOG.read_text())
+    rows = ["ts,in,out,ttft,e2e"] + [f"{t * scale},{i},{o},{f * scale},{e * scale}" for t, i, o, f, e in zip(
+        raw["start_times"], raw["input_lens"], raw["output_lens"], raw["ttfts"], raw["latencies"])]
+    path = write(tmp_path, "units.csv", "\n".join(rows) + "\n")
+    columns = COLUMNS + ("" if unit == "s" else ",time_unit=ms")
+    note = unit_note(load_log(path, LogColumns.parse(columns)))
+    assert note is not None and "TPOT" in note and hint in note, note
+    assert unit_note(load_log(LOG)) is None
+    assert main(["validate", str(SCENARIO), str(path), "--columns", columns, "-q", "--out", str(tmp_path / "o")]) == 0
+    assert hint in capsys.readouterr().err
+
+
+def test_a_per_item_model_is_refused_rather_than_compared_token_by_token(tmp_path, capsys):
+    # ResNet-50 "validated" an LLM log: 3.42 simulated tok/s against 603 measured, TTFTs compared as
+    # if an image were a prompt; the log's prompt and output tokens mean nothing to a per-item model
+    edge = Path(__file__).resolve().parents[1] / "configs" / "scenarios" / "edge_resnet50_jetson.yaml"
+    with pytest.raises(InputError, match="per item"):
+        validation_scenario(edge, LOG)
+    assert main(["validate", str(edge), str(LOG), "-q", "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_a_scenario_naming_its_workloads_says_why_the_log_is_not_one_of_them(tmp_path, capsys):
+    # cloud_edge_8b's pools serve workload 'chat'; the replay's only workload is the log ('default'),
+    # and the bare "'chat' is not a workload of this scenario (known: default)" left a user guessing
+    scenario = Path(__file__).resolve().parents[1] / "configs" / "scenarios" / "cloud_edge_8b.yaml"
+    assert main(["validate", str(scenario), str(LOG), "-q", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'chat'" in err and "validate replays the log as the scenario's one workload" in err
+
+
+def test_iso_datetimes_are_read_as_times(tmp_path):
+    # gateways and tracing tools (LiteLLM, Langfuse) export start, first-token and end times as ISO
+    # 8601 text; they were refused as "not a number"
+    csv = write(tmp_path, "iso.csv", "start,in,out,first,end\n"
+                "2025-03-01T12:00:00.250Z,10,3,2025-03-01T12:00:00.350Z,2025-03-01T12:00:00.750Z\n"
+                "2025-03-01 12:00:01.000000+00:00,12,4,2025-03-01 12:00:01.050000+00:00,2025-03-01 12:00:01.400000+00:00\n")
+    log = load_log(csv, LogColumns.parse("arrival_s=start,prompt_tokens=in,output_tokens=out,first_token_s=first,"
+                                         "last_token_s=end"))
+    np.testing.assert_allclose(log.trace.arrival_s, [0.0, 0.75])
+    np.testing.assert_allclose(log.ttft_s, [0.1, 0.05], atol=1e-6)
+    np.testing.assert_allclose(log.e2e_s, [0.5, 0.4], atol=1e-6)
+    mixed = write(tmp_path, "mixed.csv", "start,in,out,first,end\n2025-03-01T12:00:00,10,3,0.1,0.5\n"
+                  "5,10,3,0.1,0.5\n")
+    with pytest.raises(InputError) as err:
+        load_log(mixed, LogColumns.parse("arrival_s=start,prompt_tokens=in,output_tokens=out,ttft_s=first,e2e_s=end"))
+    assert err.value.where.endswith("mixed.csv:3") and "start" in str(err.value), str(err.value)
 
 
 def test_a_log_spanning_more_than_a_year_is_refused(tmp_path):

@@ -234,7 +234,7 @@ def write_log_profile(out: str | Path, scenario: Scenario, fit: LogFit, log_path
 def calibrate_command(args) -> int:
     """`simcost calibrate --log LOG --scenario SCENARIO [--columns MAP] [--fit A,B] [--out PROFILE]`."""
     from simcost.analysis.validate import validation_scenario
-    from simcost.workload.serving_log import LogColumns, load_log, send_note
+    from simcost.workload.serving_log import LogColumns, load_log, send_note, unit_note
 
     if args.scenario is None:
         raise InputError("--scenario", "missing; --log needs the scenario of the deployment that served it")
@@ -249,6 +249,8 @@ def calibrate_command(args) -> int:
     note = send_note(log)
     if note is not None:
         print(note + "; fitting on quantiles only", file=sys.stderr)
+    if (units := unit_note(log)) is not None:
+        print(units, file=sys.stderr)
     scenario = validation_scenario(args.scenario, args.log, args.overrides)
     fit = fit_log(scenario, log, parse_fit(args.fit))
     print(format_fit(fit))

@@ -45,7 +45,19 @@ def validation_scenario(path: str | Path, log_path: str | Path, overrides: list[
     warm-up cut), the run lasts until the last one ends. These keys are set after `overrides`."""
     forced = [f"workload={{trace: {{name: {json.dumps(str(log_path))}}}}}", "duration_s=null", "warmup_s=0",
               "drain_s=null"]
-    return load_scenario(path, [*overrides, *forced], seed, catalog_files)
+    try:
+        scenario = load_scenario(path, [*overrides, *forced], seed, catalog_files)
+    except InputError as exc:
+        if "is not a workload of this scenario" not in exc.problem:
+            raise
+        raise InputError(exc.where, f"{exc.problem}: validate replays the log as the scenario's one workload, "
+                                    "'default', so pools, cascades or outcomes that name workloads cannot be "
+                                    "validated; validate the pool's deployment as a scenario of its own") from None
+    model = scenario.specs.model(scenario.model.name, "model.name")
+    if model.serving == "per_item":  # its requests are items: a log's prompt and output tokens mean nothing to it
+        raise InputError("model.name", f"{model.key} is served per item ({model.item_input or 'an item'} a "
+                                       "request); validate replays a token serving log on a model stepped token by token")
+    return scenario
 
 
 @dataclass(frozen=True)
@@ -242,7 +254,10 @@ def plot_cdfs(measured: Outcomes, simulated: Outcomes, path: Path) -> None:
         ax.set_xlabel(f"{label} (ms)")
         ax.set_ylabel("fraction of requests")
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.lines:
+            ax.legend()
+        else:  # e.g. TPOT of a log of one-token answers
+            ax.text(0.5, 0.5, "no requests", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
     save(fig, path)
 

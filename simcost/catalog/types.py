@@ -34,7 +34,7 @@ FLAT_INTERCONNECTS = ("nvswitch", "mesh")
 @dataclass(frozen=True)
 class Interconnect:
     kind: str  # one of INTERCONNECT_KINDS
-    bytes_per_s: float  # one direction, per device
+    bytes_per_s: float  # one direction, per device (a mesh: per peer link, t - 1 of them in use at once)
     latency_s: float  # per all-reduce on a flat fabric, per ring hop otherwise
 MODEL_SOURCE_GROUPS = ("spec",)
 SERVING_KINDS = ("tokens", "per_item")  # decoder LLMs stepped token by token; models charged per item

@@ -159,7 +159,9 @@ def cmd_check(args) -> int:
 def deployment_line(dep) -> str:
     ep = getattr(dep, "expert_parallel", 1)
     layout = f" (expert parallel {ep}, data-parallel attention {dep.data_parallel})" if ep > 1 else ""
-    return (f"{dep.model.key} ({dep.weight_format}) on {dep.tensor_parallel * dep.data_parallel} x {dep.device.key}"
+    if dep.pipeline_parallel > 1:  # every stage's devices are in the replica (and its price)
+        layout += f" (tensor parallel {dep.tensor_parallel} x pipeline parallel {dep.pipeline_parallel})"
+    return (f"{dep.model.key} ({dep.weight_format}) on {dep.num_devices} x {dep.device.key}"
             f"{layout}: "
             f"{dep.weight_bytes / 1e9:.1f} GB of weights, {dep.num_kv_blocks} KV blocks of {dep.block_size} tokens "
             f"({dep.num_kv_blocks * dep.block_size:,} tokens) per replica, ${dep.price_usd_per_hour:.2f}/hour per replica")
@@ -200,10 +202,12 @@ def cmd_calibrate(args) -> int:
 
 def cmd_validate(args) -> int:
     from simcost.analysis.validate import format_report, validate, validation_scenario, write_outputs
-    from simcost.workload.serving_log import LogColumns, load_log, send_note
+    from simcost.workload.serving_log import LogColumns, load_log, send_note, unit_note
 
     log = load_log(args.log, LogColumns.parse(args.columns) if args.columns else None)
     if (note := send_note(log)) is not None:  # a replay of how the client sent, not of its instants
+        print(note, file=sys.stderr)
+    if (note := unit_note(log)) is not None:
         print(note, file=sys.stderr)
     scenario = validation_scenario(args.scenario, args.log, args.overrides, args.seed, args.catalog)
     out = out_dir(args.out or Path("results") / f"validate-{scenario.name}")

@@ -113,6 +113,8 @@ class RunSummary(TypedDict):
     # perf.model kernels on a GPU without tables: the share that came from the nearest measured GPU's
     # kernel latencies scaled to this device by the spec ratios (simcost.perf.kernel_scaling)
     step_time_scaled_fraction: NotRequired[float]
+    # hardware.pipeline_parallel > 1: the stages of tensor_parallel devices a replica spans
+    pipeline_parallel: NotRequired[int]
     # hardware.expert_parallel > 1: the devices the routed experts split over, and the
     # data-parallel attention groups of tensor_parallel devices (a replica spans their product)
     expert_parallel: NotRequired[dict[str, int]]

@@ -139,6 +139,8 @@ def summarize(scenario: Scenario, dep: Deployment, table: RequestTable, steps: S
     summary.update(breakdowns(scenario, table, lat, measured, outcomes["met"], bill, session_counts or {}))
     if pool_routed(fleet_plan(scenario)):
         summary.update(pools_summary(scenario, pools, table, lat, measured, bill, pool_router))
+    if dep.pipeline_parallel > 1:
+        summary["pipeline_parallel"] = dep.pipeline_parallel
     if getattr(dep, "expert_parallel", 1) > 1:
         summary["expert_parallel"] = {"experts_over_devices": dep.expert_parallel,
                                       "attention_groups": dep.data_parallel}

@@ -59,7 +59,13 @@ from simcost.catalog.types import BYTES_PER_ELEMENT, DeviceSpec, ModelSpec
 from simcost.perf.kernel_mla import mla_decode_roofline_s, mla_grid, mla_prefill_roofline_s, mla_tabled
 from simcost.perf.kernel_moe import ExpertParallel, MoeLayer, Rates, moe_grid, router_gate, with_fallback
 from simcost.perf.kernel_scaling import tables_for_device, with_derived_rows
-from simcost.perf.kernel_tables import CUDA_GRAPH_MAX_TOKENS, KernelTables, mlp_shapes, table_format
+from simcost.perf.kernel_tables import (
+    CUDA_GRAPH_MAX_TOKENS,
+    KernelTables,
+    gemms_from_roofline,
+    mlp_shapes,
+    table_format,
+)
 
 K_HEADER = 12
 K_ACC_TOTAL, K_ACC_MEASURED, K_EAGER_FLOOR_S, K_GRAPH_MAX_TOKENS, K_SCALED = 5, 6, 7, 8, 9
@@ -203,15 +209,17 @@ def _mla_grids(tables: KernelTables, model: ModelSpec, t: int, weight_format: st
 def kernel_params(base: np.ndarray, device: DeviceSpec, model: ModelSpec, t: int, weight_format: str,
                   kv_cache_format: str, compute_format: str, mfu: float, mbu: float, *, cuda_graphs: bool = True,
                   eager_s_per_layer: float = EAGER_S_PER_LAYER, graph_max_tokens: int = CUDA_GRAPH_MAX_TOKENS,
-                  tables: KernelTables | None = None, expert_parallel: ExpertParallel | None = None
-                  ) -> np.ndarray | None:
+                  tables: KernelTables | None = None, expert_parallel: ExpertParallel | None = None,
+                  moe_roofline: bool = False) -> np.ndarray | None:
     """`base` (the roofline's named slots, kind set by the caller) followed by the kernel grids;
     None when the device has no tables for this weight format (`tables`: use these instead of
-    the device's own, e.g. another GPU's scaled to it; `expert_parallel`: the replica's EP layout)."""
+    the device's own, e.g. another GPU's scaled to it; `expert_parallel`: the replica's EP layout;
+    `moe_roofline`: the MoE layer by the roofline, as for a layer no table measures)."""
     mla = mla_tabled(model)
-    tables = kernel_tables_for(device, weight_format, mla) if tables is None else tables
-    dtype = table_format("gemm", weight_format, mla)
-    if tables is None or dtype is None or not tables.has("gemm", dtype):
+    roof_gemms = gemms_from_roofline(weight_format, mla, dense=model.num_experts <= 1)
+    tables = kernel_tables_for(device, "bf16" if roof_gemms else weight_format, mla) if tables is None else tables
+    dtype = "" if roof_gemms else table_format("gemm", weight_format, mla, dense=model.num_experts <= 1)
+    if tables is None or dtype is None or not (roof_gemms or tables.has("gemm", dtype)):
         return None
     ep = expert_parallel or ExpertParallel()
     tables = with_derived_rows(tables, device, model, weight_format, t, ep.ep, ep.dp)
@@ -222,7 +230,8 @@ def kernel_params(base: np.ndarray, device: DeviceSpec, model: ModelSpec, t: int
     m = TOKEN_GRID.astype(np.float64)
     moe = None
     if model.num_experts > 1:
-        moe = moe_grid(tables, table_format("moe", weight_format, mla) or "", model, t, weight_b, rates, m, ep)
+        moe_dtype = "" if moe_roofline else table_format("moe", weight_format, mla) or ""
+        moe = moe_grid(tables, moe_dtype, model, t, weight_b, rates, m, ep)
     apart = moe is not None and ep.dp > 1  # priced at the whole replica's tokens, the rest at 1/dp of them
     linear_s, linear_meas = _linear_grid(tables, dtype, model, t, weight_b, rates, m, graph_max_tokens,
                                          None if apart else moe)

@@ -51,14 +51,29 @@ FORMAT_TABLES = {"gemm": {"nvfp4": "nvfp4", "mxfp4": "bfloat16"},
                  "mla": {"bf16": "bfloat16", "fp16": "bfloat16", "nvfp4": "nvfp4", "fp8": FP8_BLOCK}}
 
 
-def table_format(op: str, weight_format: str, mla: bool = False) -> str | None:
+def table_format(op: str, weight_format: str, mla: bool = False, dense: bool = False) -> str | None:
     """The tables' format name that `op` (gemm, moe or mla: the MLA modules' gemm_type) uses for
-    `weight_format` weights; None where there is none."""
+    `weight_format` weights; None where there is none. `dense`: the model has no MoE layers, so
+    its mxfp4 GEMMs hold mxfp4 weights, which no GEMM row measures (the bf16 rows stand for
+    gpt-oss's attention only because its checkpoint keeps those layers in bf16)."""
     if op == "moe" and weight_format == "fp8" and mla:
         return FP8_BLOCK
+    if op == "gemm" and weight_format == "mxfp4" and dense:
+        return None
     if op == "mla":
         return FORMAT_TABLES["mla"].get(weight_format)
     return FORMAT_TABLES.get(op, {}).get(weight_format, TABLE_DTYPE.get(weight_format))
+
+
+# weight-only formats (vLLM's Marlin-style W4A16/W8A16 kernels; mxfp4 of a dense model): no GEMM row
+# measures them, so the kernel model prices their GEMMs (and MoE layers) by the roofline and the
+# rest (attention, all-reduce, elementwise, overheads) from the tables
+WEIGHT_ONLY_FORMATS = ("int8", "int4", "mxfp4")
+
+
+def gemms_from_roofline(weight_format: str, mla: bool = False, dense: bool = False) -> bool:
+    """Whether `weight_format` is weight-only with no GEMM rows (its GEMMs take the roofline)."""
+    return weight_format in WEIGHT_ONLY_FORMATS and table_format("gemm", weight_format, mla, dense) is None
 
 
 # vLLM V1 captures CUDA graphs for batches up to max_cudagraph_capture_size tokens, by default

@@ -12,15 +12,19 @@ can be trusted (docs/fidelity.md section 2), the roofline everywhere else:
   host's topology far more than on the GPU: the two measured PCIe GPUs' 8-GPU all-reduces differ
   12x for a 2x link ratio) or at expert_parallel > 1 (the same for its gather and scatter);
   tensor parallelism above 8 GPUs (no all-reduce table); expert parallelism across nodes (the
-  NCCL tables are one node's); weight formats without tables (int8, int4, nvfp4 off Blackwell,
-  fp32); shapes without tables (a multi-head latent attention shape
-  other than DeepSeek-V3's, or on the A100, which has no MLA tables; a KV-head count or MoE layer
-  not measured; data-parallel attention over a GPU count the NCCL tables neither hold nor can
-  derive from neighbouring counts, kernel_scaling.with_gpu_counts); an fp8 MoE layer
-  whose table is slower than bf16's (the Hopper tables; not the block-scaled fp8 MoE of
-  DeepSeek-style checkpoints); pipelined micro-batches (the kernel model has none); a
+  NCCL tables are one node's); weight formats without tables (nvfp4 off Blackwell, fp32); shapes without tables (a multi-head latent attention shape
+  other than DeepSeek-V3's, or on the A100, which has no MLA tables; a KV-head count not
+  measured; data-parallel attention over a GPU count the NCCL tables neither hold nor can
+  derive from neighbouring counts, kernel_scaling.with_gpu_counts); pipelined micro-batches (the kernel model has none); a
   calibrated profile or a roofline factor set in `perf` (they are the roofline's: choosing it
   keeps them meaningful).
+Weight-only int8 and int4 (and mxfp4 on a dense model) have no GEMM rows: kernels runs with their
+GEMMs and MoE layers from the roofline (simcost.perf.kernel_tables.gemms_from_roofline), the rest
+from the tables, as for any operator the tables lack; so does a MoE layer no row measures.
+An fp8 MoE layer whose table is slower than bf16's (the Hopper tables; not the block-scaled fp8
+MoE of DeepSeek-style checkpoints) keeps the kernel tables for everything else and takes that
+layer from the roofline: the whole roofline would also price the all-reduce by its legacy charge,
+5x the tables' at TP8 (an fp8 MoE model then decoded 5x slower than its bf16 twin).
 An explicit `perf.model` is used as given.
 """
 
@@ -34,7 +38,7 @@ from simcost.catalog.types import DeviceSpec, ModelSpec
 from simcost.perf.expert_parallel import devices_per_node, expert_parallel
 from simcost.perf.kernel_mla import mla_tabled
 from simcost.perf.kernel_scaling import borrowed_tables, with_derived_rows
-from simcost.perf.kernel_tables import DEVICE_TABLES, KernelTables, mlp_shapes, table_format
+from simcost.perf.kernel_tables import DEVICE_TABLES, KernelTables, gemms_from_roofline, mlp_shapes, table_format
 
 if TYPE_CHECKING:
     from simcost.perf.deployment import Deployment
@@ -82,7 +86,32 @@ def choose_perf_model(scenario: Scenario, dep: Deployment) -> tuple[str, str]:
         return "roofline", f"auto: {missing}"
     if (scenario.hardware.pipeline_micro_batches or 1) > 1:
         return "roofline", "auto: hardware.pipeline_micro_batches is a roofline schedule"
+    if _untrusted_fp8_moe(tables, dep.model, dep.tensor_parallel, dep.weight_format, ep):
+        return "kernels", f"auto: {why}; {FP8_MOE_FROM_ROOFLINE}"
+    if gemms_from_roofline(dep.weight_format, mla_tabled(dep.model), dense=dep.model.num_experts <= 1):
+        return "kernels", f"auto: {why}; its {dep.weight_format} GEMMs from the roofline (no measured rows)"
+    if _unmeasured_moe(tables, dep.model, dep.tensor_parallel, dep.weight_format, ep):
+        return "kernels", f"auto: {why}; its MoE layer from the roofline (no measured rows for its shape)"
     return "kernels", f"auto: {why}"
+
+
+def _unmeasured_moe(tables: KernelTables, model: ModelSpec, t: int, weight_format: str, ep: int) -> bool:
+    """A MoE layer no row (nor a size derived from rows) measures: the kernel model prices it by the
+    roofline and the rest from the tables."""
+    if model.num_experts <= 1:
+        return False
+    dtype = table_format("moe", weight_format, mla_tabled(model)) or weight_format
+    ms, _ = tables.moe_ms(dtype, np.array([1.0, 256.0]), model.hidden_size, model.intermediate_size,
+                          model.experts_per_token, model.num_experts, t if ep <= 1 else 1, max(ep, 1))
+    return bool(np.isnan(ms).any())
+
+
+FP8_MOE_FROM_ROOFLINE = "its fp8 MoE layer from the roofline (the measured one is slower than bf16: an untuned kernel path)"
+
+
+def moe_from_roofline(why: str) -> bool:
+    """Whether auto's choice `why` prices the MoE layer by the roofline instead of its measured rows."""
+    return why.endswith(FP8_MOE_FROM_ROOFLINE)
 
 
 def auto_tables(device: DeviceSpec, tp: int) -> KernelTables | None:
@@ -112,8 +141,9 @@ def missing_operators(tables: KernelTables, model: ModelSpec, t: int, weight_for
     attention groups) ('' when they can): an operator the kernel model would otherwise take from
     the roofline, or a table not to be trusted."""
     mla = mla_tabled(model)
-    dtype = table_format("gemm", weight_format, mla)
-    if dtype is None or not tables.has("gemm", dtype):
+    dtype = table_format("gemm", weight_format, mla, dense=model.num_experts <= 1)
+    roof_gemms = gemms_from_roofline(weight_format, mla, dense=model.num_experts <= 1)  # and MoE layers
+    if not roof_gemms and (dtype is None or not tables.has("gemm", dtype)):
         return f"no kernel tables for {weight_format} weights"
     kv_dtype = "fp8" if kv_format == "fp8" else "bfloat16"
     heads, kv_heads, hd = model.num_heads / t, max(model.num_kv_heads / t, 1.0), model.head_dim
@@ -135,15 +165,6 @@ def missing_operators(tables: KernelTables, model: ModelSpec, t: int, weight_for
                 return f"no {op.replace('_', ' ')} table for {kv_heads:g} KV heads of {hd} per GPU ({kv_format} KV)"
         shapes += [((heads + 2 * kv_heads) * hd, hidden), (hidden, heads * hd)]
     if model.num_experts > 1:
-        moe_dtype = table_format("moe", weight_format, mla) or weight_format
-        moe_tp, moe_ep = (t, 1) if ep <= 1 else (1, ep)
-        ms, _ = tables.moe_ms(moe_dtype, np.array([1.0, 256.0]), hidden, model.intermediate_size,
-                              model.experts_per_token, model.num_experts, moe_tp, moe_ep)
-        if np.isnan(ms).any():
-            split = f"TP{t}" if ep <= 1 else f"EP{ep}"
-            return f"no MoE table for {model.num_experts} experts, top {model.experts_per_token}, {split} ({moe_dtype})"
-        if moe_dtype == "fp8" and ep <= 1 and _fp8_moe_slower(tables, model, t):
-            return "the measured fp8 MoE layer is slower than bf16 (an untuned kernel path)"
         for op in ("all_gather", "reduce_scatter"):
             if dp > 1 and np.isnan(tables.nccl_ms(op, dp, np.array([1e6]))[0]).any():
                 return f"no NCCL {op.replace('_', '-')} table for {dp} GPUs (data-parallel attention's dispatch)"
@@ -154,10 +175,17 @@ def missing_operators(tables: KernelTables, model: ModelSpec, t: int, weight_for
             shapes += mlp_shapes(w, hidden)
     else:
         shapes += mlp_shapes(model.intermediate_size / t, hidden, model.mlp == "gated")
-    for n, k in shapes:
-        if np.isnan(tables.gemm_ms(dtype, np.array([16.0]), n, k)[0]).any():
+    for n, k in shapes if not roof_gemms else ():
+        if np.isnan(tables.gemm_ms(str(dtype), np.array([16.0]), n, k)[0]).any():
             return f"no GEMM table for {n:g} x {k:g}"
     return ""
+
+
+def _untrusted_fp8_moe(tables: KernelTables, model: ModelSpec, t: int, weight_format: str, ep: int) -> bool:
+    """A per-tensor fp8 MoE layer whose measured rows are slower than bf16's (the Hopper tables):
+    auto prices that layer by the roofline and keeps the tables for the rest."""
+    return (model.num_experts > 1 and ep <= 1 and table_format("moe", weight_format, mla_tabled(model)) == "fp8"
+            and _fp8_moe_slower(tables, model, t))
 
 
 def _fp8_moe_slower(tables: KernelTables, model: ModelSpec, t: int) -> bool:

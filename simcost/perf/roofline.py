@@ -133,12 +133,14 @@ def roofline_params(device: DeviceSpec, model: ModelSpec, t: int, compute_format
 def allreduce_cost(fabric: Interconnect, num_layers: int, hidden_size: int, t: int) -> tuple[float, float]:
     """(fixed seconds, seconds per step token) of a step's 2 L all-reduces over t devices of a
     catalog `interconnect`: each moves the step's bf16 residual stream (tokens x hidden x 2 bytes),
-    2 (t-1)/t of it over each device's link (ring or switch alike), and pays the fabric's latency
-    once on a switch or full mesh (near-flat in t) or once per hop of a ring's 2 (t-1)."""
+    2 (t-1)/t of it over each device's link (ring or switch alike; a full mesh over its t - 1 links
+    to the other devices at once), and pays the fabric's latency once on a switch or full mesh
+    (near-flat in t) or once per hop of a ring's 2 (t-1)."""
     allreduces = 2.0 * num_layers
     hops = 1.0 if fabric.kind in FLAT_INTERCONNECTS else 2.0 * (t - 1)
+    links = t - 1.0 if fabric.kind == "mesh" else 1.0
     return (allreduces * hops * fabric.latency_s,
-            allreduces * 2.0 * (t - 1) / t * hidden_size * 2.0 / fabric.bytes_per_s)
+            allreduces * 2.0 * (t - 1) / t * hidden_size * 2.0 / (fabric.bytes_per_s * links))
 
 
 def expected_experts_touched(num_experts: float, experts_per_token: float, num_tokens: float) -> float:

@@ -42,7 +42,7 @@ from simcost.perf.kernel_tables import (
     KernelTables,
     cuda_graph_max_tokens,
 )
-from simcost.perf.model_choice import auto_tables, choose_perf_model
+from simcost.perf.model_choice import auto_tables, choose_perf_model, moe_from_roofline
 from simcost.perf.roofline import efficiency_factors, pipeline_link_bytes_per_s, pipeline_micro_batches, roofline_params
 from simcost.perf.step_params import (
     KIND_CONSTANT,
@@ -88,7 +88,7 @@ def step_params(scenario: Scenario, dep: Deployment) -> np.ndarray:
     perf = scenario.perf
     if is_per_item(dep.model):
         return per_item_step_params(scenario, dep)
-    model, _ = choose_perf_model(scenario, dep)
+    model, why = choose_perf_model(scenario, dep)
     if perf.model == "constant":
         return StepParams(kind=KIND_CONSTANT, step_overhead_s=perf.step_overhead_s or 0.0,
                           prefill_s_per_token=perf.prefill_s_per_token, decode_step_s=perf.decode_step_s).to_array()
@@ -112,33 +112,36 @@ def step_params(scenario: Scenario, dep: Deployment) -> np.ndarray:
                           f"perf.model unset or set roofline to run the calibrated roofline)", stacklevel=2)
         # auto passes the tables it checked (a trusted borrow without the borrowing warning)
         tables = auto_tables(dep.device, dep.tensor_parallel) if perf.model == "auto" else None
-        return _kernel_params(scenario, dep, p, factors, tables)
+        return _kernel_params(scenario, dep, p, factors, tables, moe_from_roofline(why))
     return p
 
 
 def _kernel_params(scenario: Scenario, dep: Deployment, roofline: np.ndarray, factors: dict[str, float],
-                   tables: KernelTables | None = None) -> np.ndarray:
+                   tables: KernelTables | None = None, moe_roofline: bool = False) -> np.ndarray:
     perf = scenario.perf
     return kernel_step_params(roofline, dep.device, dep.model, dep.tensor_parallel, dep.weight_format,
                               dep.kv_cache_format, dep.compute_format, factors, perf.step_overhead_s,
                               cuda_graphs=perf.cuda_graphs, eager_s_per_layer=perf.eager_s_per_layer,
                               graph_max_tokens=cuda_graph_max_tokens(scenario.engine.max_num_seqs), tables=tables,
-                              expert_parallel=kernel_expert_parallel(scenario, dep, factors["allreduce_latency_s"]))
+                              expert_parallel=kernel_expert_parallel(scenario, dep, factors["allreduce_latency_s"]),
+                              moe_roofline=moe_roofline)
 
 
 def kernel_step_params(roofline: np.ndarray, device: DeviceSpec, model: ModelSpec, t: int, weight_format: str,
                        kv_cache_format: str, compute_format: str, factors: dict[str, float],
                        step_overhead_s: float | None = None, *, cuda_graphs: bool = True,
                        eager_s_per_layer: float | None = None, graph_max_tokens: int = CUDA_GRAPH_MAX_TOKENS,
-                       tables: KernelTables | None = None, expert_parallel: ExpertParallel | None = None
-                       ) -> np.ndarray:
+                       tables: KernelTables | None = None, expert_parallel: ExpertParallel | None = None,
+                       moe_roofline: bool = False) -> np.ndarray:
     """The kernel-table model after the roofline's slots (its fallback rates: `factors`' mfu and
     mbu); the roofline itself where the device has no tables for the weight format (the run
-    summary then reports 0 measured). `tables`: these instead of the device's (validation)."""
+    summary then reports 0 measured). `tables`: these instead of the device's (validation);
+    `moe_roofline`: the MoE layer by the roofline, not its rows (auto, model_choice)."""
     k = kernel_params(roofline, device, model, t, weight_format, kv_cache_format, compute_format,
                       factors["mfu"], factors["mbu"], cuda_graphs=cuda_graphs,
                       eager_s_per_layer=EAGER_S_PER_LAYER if eager_s_per_layer is None else eager_s_per_layer,
-                      graph_max_tokens=graph_max_tokens, tables=tables, expert_parallel=expert_parallel)
+                      graph_max_tokens=graph_max_tokens, tables=tables, expert_parallel=expert_parallel,
+                      moe_roofline=moe_roofline)
     if k is None:
         return roofline
     k[P_KIND] = KIND_KERNELS

@@ -166,8 +166,11 @@ def format_summary(s: RunSummary) -> str:
 
     named = [p for p in s.get("pools", []) if p.get("name")]
     ep = s.get("expert_parallel")  # data-parallel attention groups multiply the devices per replica
-    devices = s["tensor_parallel"] * (ep["attention_groups"] if ep else 1)
+    pp = s.get("pipeline_parallel", 1)
+    devices = s["tensor_parallel"] * (ep["attention_groups"] if ep else 1) * pp
     layout = f" (expert parallel {ep['experts_over_devices']})" if ep else ""
+    if pp > 1:
+        layout += f" (tensor parallel {s['tensor_parallel']} x pipeline parallel {pp})"
     fleet = (f"{s['replicas']} x {devices} x {s['device']}{layout}" if not named else
              ", ".join(f"{p['name']}: {p['replicas']} x {p['tensor_parallel']} x {p['device']}" for p in named))
     lines = [

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, fields, replace
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +51,8 @@ SEND_MODES = ("logged", "burst", "closed_loop", "gamma")
 class LogColumns:
     """Where a CSV/JSONL log keeps each value (`--columns arrival_s=ts,prompt_tokens=in,...`).
     Times are in `time_unit`. The outcome is either durations (`ttft_s`, `e2e_s`) or absolute
-    times on the arrivals' clock (`first_token_s`, `last_token_s`)."""
+    times on the arrivals' clock (`first_token_s`, `last_token_s`); those clock columns may hold
+    ISO 8601 times instead of numbers."""
 
     arrival_s: str
     prompt_tokens: str
@@ -159,22 +161,49 @@ def _table(where: str, lines: list[str], columns: LogColumns, fmt: str) -> Servi
     _require_keys(where, records, keys, first)
     unit = _SECONDS_PER_UNIT[columns.time_unit]
 
-    def times(key: str) -> np.ndarray:
-        return _numbers(where, [r[key] for r in records], key, first) * unit
+    def times(key: str, clock: bool = False) -> np.ndarray:
+        values = [r[key] for r in records]
+        stamps = _iso_seconds(where, values, key, first) if clock else None  # a time of day, not a duration
+        return stamps if stamps is not None else _numbers(where, values, key, first) * unit
 
     def tokens(key: str) -> np.ndarray:
-        return whole_numbers(where, [r[key] for r in records], key, first, 1, not jsonl, MAX_TOKENS_PER_REQUEST)
+        values = _whole_floats_as_ints([r[key] for r in records])
+        return whole_numbers(where, values, key, first, 1, not jsonl, MAX_TOKENS_PER_REQUEST)
 
-    arrival = times(columns.arrival_s)
+    arrival = times(columns.arrival_s, clock=True)
     if columns.ttft_s is not None and columns.e2e_s is not None:
         ttft, e2e = times(columns.ttft_s), times(columns.e2e_s)
         names = (columns.ttft_s, columns.e2e_s)
     else:
-        first_s, last_s = times(str(columns.first_token_s)), times(str(columns.last_token_s))
+        first_s, last_s = times(str(columns.first_token_s), True), times(str(columns.last_token_s), True)
         ttft, e2e = first_s - arrival, last_s - arrival
         names = (f"{columns.first_token_s} - {columns.arrival_s}", f"{columns.last_token_s} - {columns.arrival_s}")
     _check_outcomes(where, ttft, e2e, names, lambda i: f"{where}:{i + first}")
     return _log(where, arrival, tokens(columns.prompt_tokens), tokens(columns.output_tokens), ttft, e2e, fmt, 0)
+
+
+def _iso_seconds(where: str, values: list, name: str, first_line: int) -> np.ndarray | None:
+    """Seconds since the epoch of a column of ISO 8601 times (2025-03-01T12:00:00.25Z, as gateways
+    and tracing tools export them; without a zone, UTC), or None when its first value is not one
+    (then it is read as numbers). `time_unit` does not apply."""
+    def parse(value) -> float | None:
+        if not isinstance(value, str) or "-" not in value.strip()[1:]:
+            return None
+        try:
+            t = datetime.fromisoformat(value.strip())
+        except ValueError:
+            return None
+        return (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).timestamp()
+
+    if not values or parse(values[0]) is None:
+        return None
+    out = np.empty(len(values))
+    for i, v in enumerate(values):
+        seconds = parse(v)
+        if seconds is None:
+            raise InputError(f"{where}:{i + first_line}", f"{name} {v!r} is not an ISO 8601 time like the first row's")
+        out[i] = seconds
+    return out
 
 
 def _bench(path_text: str) -> ServingLog:
@@ -232,7 +261,7 @@ def _bench(path_text: str) -> ServingLog:
 
     def counts(key: str) -> np.ndarray:
         fn = lambda vals, k=key: whole_numbers("", vals, k, 0, 1, False, MAX_TOKENS_PER_REQUEST)  # noqa: E731
-        return _indexed(where(key), key, fn, [lists[key][i] for i in rows], rows)
+        return _indexed(where(key), key, fn, _whole_floats_as_ints([lists[key][i] for i in rows]), rows)
 
     _check_outcomes(path_text, ttft, e2e, ("ttfts", "latencies" if "latencies" in lists else "ttfts + sum(itls)"),
                     lambda i: f"{where('ttfts')}: request {rows[i]}")
@@ -276,6 +305,27 @@ def send_note(log: ServingLog) -> str | None:
             "the scenario's seed: statistically what vLLM sent, not the same instants")
 
 
+# a median TPOT outside these is no serving engine's (the fastest decode ~2 ms a token; a 70B model
+# on one CPU socket ~1-3 s): times in another unit than read (ms as s gives 10-50 s a token)
+PLAUSIBLE_TPOT_S = (1e-4, 5.0)
+
+
+def unit_note(log: ServingLog) -> str | None:
+    """One line when the log's median TPOT is implausible, i.e. its times are likely in another
+    unit than they were read in (None: plausible, or no request with two or more tokens)."""
+    tpot = log.tpot_s[~np.isnan(log.tpot_s)]
+    if not tpot.size:
+        return None
+    median = float(np.median(tpot))
+    low, high = PLAUSIBLE_TPOT_S
+    if low <= median <= high:
+        return None
+    guess = ("milliseconds read as seconds? (--columns ...,time_unit=ms)" if median > high else
+             "seconds read as milliseconds or microseconds? (time_unit is s unless --columns sets it)")
+    return (f"note: {log.trace.source}: median TPOT {median:.3g} s per token is implausible for a serving engine; "
+            f"{guess}")
+
+
 def bench_send_times_s(log: ServingLog, rng: np.random.Generator) -> np.ndarray:
     """Send times for a log without them, as vLLM's `get_request` spaced them: the first at 0,
     then gaps gamma(shape=burstiness, scale=1 / (rate x burstiness)), one per request of the file
@@ -289,6 +339,22 @@ def bench_send_times_s(log: ServingLog, rng: np.random.Generator) -> np.ndarray:
     n_file = len(log) + log.failed
     gaps = rng.gamma(log.burstiness, 1.0 / (log.request_rate_per_s * log.burstiness), max(n_file - 1, 0))
     return np.concatenate([[0.0], np.cumsum(gaps)])[rows]
+
+
+def _whole_floats_as_ints(values: list) -> list:
+    """Token counts written as whole floats (161.0, or "2229.0": pandas writes an int column that
+    held a missing value so) as ints; anything else as given, for whole_numbers to judge."""
+    def whole(v):
+        if isinstance(v, float) and v.is_integer():
+            return int(v)
+        if isinstance(v, str) and v.strip().endswith(".0"):
+            try:
+                f = float(v)
+            except ValueError:
+                return v
+            return int(f) if f.is_integer() else v
+        return v
+    return values if all(type(v) is int for v in values) else [whole(v) for v in values]
 
 
 def _indexed(where: str, key: str, parse, values: list, rows: np.ndarray) -> np.ndarray:
