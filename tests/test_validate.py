@@ -156,6 +156,32 @@ def test_vllm_request_stats_jsonl_and_a_mapped_csv(tmp_path):
 COLUMNS = "arrival_s=ts,prompt_tokens=in,output_tokens=out,ttft_s=ttft,e2e_s=e2e"
 
 
+def test_aborted_requests_in_vllm_stats_are_left_out_and_counted(tmp_path):
+    """vLLM writes stats for aborted requests too (no token generated): they are not replayed nor
+    compared, and counted as failed; a log of nothing else is refused on one line. In a mapped
+    CSV a 0-token output stays an error: what it means there is not known."""
+    rows = [{"arrival_time": 1000.0, "num_prompt_tokens": 100, "num_generation_tokens": 5, "first_token_latency": 0.05,
+             "e2e_latency": 0.25},
+            {"arrival_time": 1000.2, "num_prompt_tokens": 70, "num_generation_tokens": 0, "first_token_latency": 0.0,
+             "e2e_latency": 0.4},
+            {"arrival_time": 1000.4, "num_prompt_tokens": 50, "num_generation_tokens": 2, "first_token_latency": 0.03,
+             "e2e_latency": 0.09}]
+    log = load_log(write(tmp_path, "stats.jsonl", "\n".join(json.dumps(r) for r in rows) + "\n"))
+    assert log.failed == 1 and len(log) == 2
+    assert log.trace.input_tokens.tolist() == [100, 50] and log.trace.output_tokens.tolist() == [5, 2]
+    assert log.trace.arrival_s.tolist() == pytest.approx([0.0, 0.4])
+    np.testing.assert_allclose(log.e2e_s, [0.25, 0.09])
+    aborted = write(tmp_path, "aborted.jsonl", json.dumps(rows[1]) + "\n")
+    with pytest.raises(InputError, match="all 1 requests generated no token"):
+        load_log(aborted)
+    csv = write(tmp_path, "zero.csv", "ts,in,out,ttft,e2e\n0,10,3,0.1,0.5\n1,10,0,0.1,0.5\n")
+    with pytest.raises(InputError) as err:
+        load_log(csv, LogColumns.parse(COLUMNS))
+    assert err.value.where.endswith(":3") and "out" in str(err.value)
+
+
+
+
 @pytest.mark.parametrize("body, where, words", [
     ("ts,in,out,ttft,e2e\n0,10,3,0.1,0.5\n1,10,x,0.1,0.5\n", ":3", ["out", "not a whole number"]),
     ("ts,in,out,ttft,e2e\n0,10,3,0.1,0.5\n1,10,3,-0.1,0.5\n", ":3", ["ttft", "negative"]),

@@ -15,7 +15,8 @@ latency). Three layouts:
 - `vllm_stats`: JSON Lines, one finished request per line, with vLLM V1's per-request stats
   fields (vllm/v1/metrics/stats.py): `arrival_time` (RequestStateStats, wall-clock s),
   `first_token_latency` (RequestStateStats, s), `e2e_latency`, `num_prompt_tokens` and
-  `num_generation_tokens` (FinishedRequestStats).
+  `num_generation_tokens` (FinishedRequestStats). A request that generated no token was aborted
+  (the client went away): it is left out and counted, as a bench result's failed requests are.
 - any CSV or JSONL with a column mapping (`--columns`, see `LogColumns`).
 
 Every bad row is an `InputError` naming `file:line` and the column; nothing is skipped silently.
@@ -166,9 +167,9 @@ def _table(where: str, lines: list[str], columns: LogColumns, fmt: str) -> Servi
         stamps = _iso_seconds(where, values, key, first) if clock else None  # a time of day, not a duration
         return stamps if stamps is not None else _numbers(where, values, key, first) * unit
 
-    def tokens(key: str) -> np.ndarray:
+    def tokens(key: str, minimum: int = 1) -> np.ndarray:
         values = _whole_floats_as_ints([r[key] for r in records])
-        return whole_numbers(where, values, key, first, 1, not jsonl, MAX_TOKENS_PER_REQUEST)
+        return whole_numbers(where, values, key, first, minimum, not jsonl, MAX_TOKENS_PER_REQUEST)
 
     arrival = times(columns.arrival_s, clock=True)
     if columns.ttft_s is not None and columns.e2e_s is not None:
@@ -179,7 +180,19 @@ def _table(where: str, lines: list[str], columns: LogColumns, fmt: str) -> Servi
         ttft, e2e = first_s - arrival, last_s - arrival
         names = (f"{columns.first_token_s} - {columns.arrival_s}", f"{columns.last_token_s} - {columns.arrival_s}")
     _check_outcomes(where, ttft, e2e, names, lambda i: f"{where}:{i + first}")
-    return _log(where, arrival, tokens(columns.prompt_tokens), tokens(columns.output_tokens), ttft, e2e, fmt, 0)
+    prompt = tokens(columns.prompt_tokens)
+    # vLLM records aborted requests (a client that went away, a cancelled stream) with their
+    # stats too: no token generated. Like a bench result's failed requests, they are left out of
+    # the replay and the comparison, and counted; another log's 0 stays an error (what it means
+    # is not known)
+    output = tokens(columns.output_tokens, minimum=0 if fmt == "vllm_stats" else 1)
+    kept = output > 0
+    failed = int(len(kept) - np.count_nonzero(kept))
+    if failed == len(kept):
+        raise InputError(where, f"all {failed} requests generated no token (aborted); nothing to compare")
+    if failed:
+        arrival, prompt, output, ttft, e2e = (a[kept] for a in (arrival, prompt, output, ttft, e2e))
+    return _log(where, arrival, prompt, output, ttft, e2e, fmt, failed)
 
 
 def _iso_seconds(where: str, values: list, name: str, first_line: int) -> np.ndarray | None:
