@@ -134,6 +134,17 @@ def test_malformed_overrides_fail_in_one_line(tmp_path_factory, capsys, key, tex
     check_outcome(code, err)
 
 
+def test_check_refuses_what_run_would_refuse_when_it_builds_the_step_model(tmp_path, capsys):
+    """`simcost check` builds each deployment's step-time model too, as `run` does next: a
+    measurements table that cannot be read fails there in one line, not only at `run`."""
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text(yaml.safe_dump(BASE))
+    missing = tmp_path / "nope.csv"
+    code, err = cli(["check", str(scenario), "--set", "perf.model=table", "--set", f"perf.table={missing}"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "perf.table" in err and "nope.csv" in err, err
+    assert cli(["check", str(scenario)], capsys)[0] == 0
+
+
 # --- traces ------------------------------------------------------------------------------------
 
 HEADER = "TIMESTAMP,ContextTokens,GeneratedTokens"

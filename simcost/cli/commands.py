@@ -138,16 +138,22 @@ def cmd_forecast(args) -> int:
 
 def cmd_check(args) -> int:
     from simcost.perf.deployment import fleet_pools, plan_deployment
+    from simcost.perf.step_model import step_params
+    from simcost.scenario.fleet_plan import fleet_plan
     from simcost.scenario.scenario import load_scenario
 
     scenario = load_scenario(args.scenario, args.overrides, args.seed, args.catalog)
     if scenario.fleet.pools is not None:  # each pool is planned on its own hardware, model and price
         pools = fleet_pools(scenario)
+        for plan, pool in zip(fleet_plan(scenario), pools):
+            step_params(plan.scenario, pool.deployment)  # what run builds next: a perf.table that cannot be read fails here too
         print(f"{args.scenario}: ok; {len(pools)} pools")
         for pool in pools:
             print(f"  {pool.name}: {pool.replicas} x " + deployment_line(pool.deployment))
     else:
-        print(f"{args.scenario}: ok; " + deployment_line(plan_deployment(scenario)))
+        dep = plan_deployment(scenario)
+        step_params(scenario, dep)
+        print(f"{args.scenario}: ok; " + deployment_line(dep))
     for k, api in enumerate(scenario.fleet.api_pools):  # hosted APIs: their resolved prices and limits
         t = api.terms(f"fleet.api_pools[{k}]")
         print(f"  api {api.name} ({api.role}): {t.provider_name} {t.model}, ${t.input_usd_per_1m:g} in / "
