@@ -23,8 +23,9 @@ GEMMs and MoE layers from the roofline (simcost.perf.kernel_tables.gemms_from_ro
 from the tables, as for any operator the tables lack; so does a MoE layer no row measures.
 An fp8 MoE layer whose table is slower than bf16's (the Hopper tables; not the block-scaled fp8
 MoE of DeepSeek-style checkpoints) keeps the kernel tables for everything else and takes that
-layer from the roofline: the whole roofline would also price the all-reduce by its legacy charge,
-5x the tables' at TP8 (an fp8 MoE model then decoded 5x slower than its bf16 twin).
+layer from the roofline: the whole roofline also priced the all-reduce by its legacy charge, before
+the Hopper GPUs had a fitted fabric, 5x the tables' at TP8 (an fp8 MoE model then decoded 5x slower
+than its bf16 twin), and it still misses the tables' measured attention and launch costs.
 An explicit `perf.model` is used as given.
 """
 
