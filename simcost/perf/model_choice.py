@@ -31,7 +31,7 @@ An explicit `perf.model` is used as given.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -57,43 +57,57 @@ MAX_TABLE_GPUS = 8  # the largest all-reduce the tables measure (GB200's stop at
 ROOFLINE_KEYS = ("mfu", "mbu", "prefill_overhead_s", "prefill_request_s", "attention_efficiency", "allreduce_latency_s")
 
 
+class PerfChoice(NamedTuple):
+    """What `scenario.perf.model` resolves to on a deployment, and why (a line for the summary)."""
+
+    model: str
+    why: str
+    fp8_moe_from_roofline: bool = False  # auto on the Hopper tables: their fp8 MoE layer by the roofline
+
+
 def choose_perf_model(scenario: Scenario, dep: Deployment) -> tuple[str, str]:
     """(model, why): the step-time model `scenario.perf.model` resolves to on `dep`."""
+    choice = perf_choice(scenario, dep)
+    return choice.model, choice.why
+
+
+def perf_choice(scenario: Scenario, dep: Deployment) -> PerfChoice:
+    """`choose_perf_model`'s answer, with what the kernel model must price differently."""
     perf = scenario.perf
     if perf.model != "auto":
-        return perf.model, "set in perf.model"
+        return PerfChoice(perf.model, "set in perf.model")
     if getattr(dep.model, "serving", "tokens") == "per_item":
-        return "roofline", "auto: a model served per item"
+        return PerfChoice("roofline", "auto: a model served per item")
     if perf.profile:
-        return "roofline", "auto: perf.profile is a calibrated roofline"
+        return PerfChoice("roofline", "auto: perf.profile is a calibrated roofline")
     given = [k for k in ROOFLINE_KEYS if getattr(perf, k, None) is not None]
     if given:
-        return "roofline", f"auto: perf.{given[0]} is a roofline factor"
+        return PerfChoice("roofline", f"auto: perf.{given[0]} is a roofline factor")
     tables, why = _auto_tables(dep.device, dep.tensor_parallel)
     if tables is None:
-        return "roofline", f"auto: {why}"
+        return PerfChoice("roofline", f"auto: {why}")
     if dep.tensor_parallel > MAX_TABLE_GPUS:
-        return "roofline", f"auto: no all-reduce table for {dep.tensor_parallel} GPUs (the tables stop at {MAX_TABLE_GPUS})"
+        return PerfChoice("roofline", f"auto: no all-reduce table for {dep.tensor_parallel} GPUs (the tables stop at {MAX_TABLE_GPUS})")
     ep, dp = expert_parallel(scenario)
     if ep > 1 and ep > devices_per_node(scenario, dep.device):
-        return "roofline", f"auto: expert_parallel {ep} spans nodes (the communication tables are one node's)"
+        return PerfChoice("roofline", f"auto: expert_parallel {ep} spans nodes (the communication tables are one node's)")
     if ep > 1 and dep.device.link_bytes_per_s < PCIE_MAX_LINK_BYTES_PER_S:
-        return "roofline", f"auto: {dep.device.key} runs expert parallelism over PCIe"
+        return PerfChoice("roofline", f"auto: {dep.device.key} runs expert parallelism over PCIe")
     # the GPU counts and MoE size its own tables lack, derived exactly as the kernel model derives them
     tables = with_derived_rows(tables, dep.device, dep.model, dep.weight_format, dep.tensor_parallel, ep, dp)
     missing = missing_operators(tables, dep.model, dep.tensor_parallel, dep.weight_format, dep.kv_cache_format,
                                 ep, dp)
     if missing:
-        return "roofline", f"auto: {missing}"
+        return PerfChoice("roofline", f"auto: {missing}")
     if (scenario.hardware.pipeline_micro_batches or 1) > 1:
-        return "roofline", "auto: hardware.pipeline_micro_batches is a roofline schedule"
+        return PerfChoice("roofline", "auto: hardware.pipeline_micro_batches is a roofline schedule")
     if _untrusted_fp8_moe(tables, dep.model, dep.tensor_parallel, dep.weight_format, ep):
-        return "kernels", f"auto: {why}; {FP8_MOE_FROM_ROOFLINE}"
+        return PerfChoice("kernels", f"auto: {why}; {FP8_MOE_FROM_ROOFLINE}", fp8_moe_from_roofline=True)
     if gemms_from_roofline(dep.weight_format, mla_tabled(dep.model), dense=dep.model.num_experts <= 1):
-        return "kernels", f"auto: {why}; its {dep.weight_format} GEMMs from the roofline (no measured rows)"
+        return PerfChoice("kernels", f"auto: {why}; its {dep.weight_format} GEMMs from the roofline (no measured rows)")
     if _unmeasured_moe(tables, dep.model, dep.tensor_parallel, dep.weight_format, ep):
-        return "kernels", f"auto: {why}; its MoE layer from the roofline (no measured rows for its shape)"
-    return "kernels", f"auto: {why}"
+        return PerfChoice("kernels", f"auto: {why}; its MoE layer from the roofline (no measured rows for its shape)")
+    return PerfChoice("kernels", f"auto: {why}")
 
 
 def _unmeasured_moe(tables: KernelTables, model: ModelSpec, t: int, weight_format: str, ep: int) -> bool:
@@ -108,11 +122,6 @@ def _unmeasured_moe(tables: KernelTables, model: ModelSpec, t: int, weight_forma
 
 
 FP8_MOE_FROM_ROOFLINE = "its fp8 MoE layer from the roofline (the measured one is slower than bf16: an untuned kernel path)"
-
-
-def moe_from_roofline(why: str) -> bool:
-    """Whether auto's choice `why` prices the MoE layer by the roofline instead of its measured rows."""
-    return why.endswith(FP8_MOE_FROM_ROOFLINE)
 
 
 def auto_tables(device: DeviceSpec, tp: int) -> KernelTables | None:

@@ -42,7 +42,7 @@ from simcost.perf.kernel_tables import (
     KernelTables,
     cuda_graph_max_tokens,
 )
-from simcost.perf.model_choice import auto_tables, choose_perf_model, moe_from_roofline
+from simcost.perf.model_choice import auto_tables, perf_choice
 from simcost.perf.roofline import efficiency_factors, pipeline_link_bytes_per_s, pipeline_micro_batches, roofline_params
 from simcost.perf.step_params import (
     KIND_CONSTANT,
@@ -88,7 +88,8 @@ def step_params(scenario: Scenario, dep: Deployment) -> np.ndarray:
     perf = scenario.perf
     if is_per_item(dep.model):
         return per_item_step_params(scenario, dep)
-    model, why = choose_perf_model(scenario, dep)
+    choice = perf_choice(scenario, dep)
+    model = choice.model
     if perf.model == "constant":
         return StepParams(kind=KIND_CONSTANT, step_overhead_s=perf.step_overhead_s or 0.0,
                           prefill_s_per_token=perf.prefill_s_per_token, decode_step_s=perf.decode_step_s).to_array()
@@ -112,7 +113,7 @@ def step_params(scenario: Scenario, dep: Deployment) -> np.ndarray:
                           f"perf.model unset or set roofline to run the calibrated roofline)", stacklevel=2)
         # auto passes the tables it checked (a trusted borrow without the borrowing warning)
         tables = auto_tables(dep.device, dep.tensor_parallel) if perf.model == "auto" else None
-        return _kernel_params(scenario, dep, p, factors, tables, moe_from_roofline(why))
+        return _kernel_params(scenario, dep, p, factors, tables, choice.fp8_moe_from_roofline)
     return p
 
 
