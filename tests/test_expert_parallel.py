@@ -69,10 +69,11 @@ def test_ep_over_the_tensor_parallel_group_keeps_memory_and_flops_and_swaps_the_
     assert dep_ep.num_devices == 8 and dep_ep.num_kv_blocks == dep_tp.num_kv_blocks
     assert (ep.flops_per_token, ep.expert_bytes, ep.kv_bytes_per_token) == (tp.flops_per_token, tp.expert_bytes,
                                                                             tp.kv_bytes_per_token)
-    # 2 L all-reduces become L + 3 (attention's, the dense MLPs'), plus a dispatch and combine per MoE layer
-    lat = H200.allreduce_latency_s
-    assert tp.comm_fixed_s == pytest.approx(2 * 61 * 7 * lat)
-    assert ep.comm_fixed_s == pytest.approx(64 * 7 * lat + 2 * MOE_LAYERS * lat)
+    # 2 L all-reduces become L + 3 (attention's, the dense MLPs'), plus a dispatch and combine per MoE
+    # layer; the H200's NVSwitch pays its latency once per all-reduce and per all-to-all, whatever t
+    lat = H200.interconnect.latency_s
+    assert tp.comm_fixed_s == pytest.approx(2 * 61 * lat)
+    assert ep.comm_fixed_s == pytest.approx(64 * lat + 2 * MOE_LAYERS * lat)
     a2a_per_token = 2 * MOE_LAYERS * V3.hidden_size * 2 * 8 * (7 / 8) / 8 / H200.link_bytes_per_s
     assert ep.comm_s_per_token == pytest.approx(tp.comm_s_per_token * 64 / 122 + a2a_per_token)
 
@@ -94,7 +95,7 @@ def test_dp_attention_step_time_by_hand():
     flops = (2 * V3.active_params / 8 * n + one.flops_per_attn_pair / 8 * (kv + n))
     touched = 1 - (1 - 8 / 256) ** n
     nbytes = (V3.num_params - V3.expert_params) + V3.expert_params / 8 * touched + one.kv_bytes_per_token / 8 * (kv + n)
-    a2a = 2 * MOE_LAYERS * (H200.allreduce_latency_s + n / 8 * V3.hidden_size * 2 * 8 * (7 / 8) / H200.link_bytes_per_s)
+    a2a = 2 * MOE_LAYERS * (H200.interconnect.latency_s + n / 8 * V3.hidden_size * 2 * 8 * (7 / 8) / H200.link_bytes_per_s)
     want = max(flops / one.flop_rate, nbytes / one.byte_rate) + a2a + one.step_overhead_s
     p = step_params(make(perf={"model": "roofline"}), dep)  # auto runs the kernel tables here
     assert step_time_s_py(p, 0, n, kv + n, kv, 0) == pytest.approx(want, rel=1e-9)
