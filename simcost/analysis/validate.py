@@ -28,7 +28,7 @@ from scipy.stats import theilslopes
 from simcost.errors import InputError
 from simcost.results.folder import check_targets, staged_folder
 from simcost.rng import streams
-from simcost.scenario.scenario import Scenario, load_scenario
+from simcost.scenario.scenario import Scenario, UnknownWorkload, load_scenario
 from simcost.scenario.workload import TraceSpec
 from simcost.simulation.simulation import Simulation
 from simcost.workload.requests import trace_requests
@@ -47,9 +47,7 @@ def validation_scenario(path: str | Path, log_path: str | Path, overrides: list[
               "drain_s=null"]
     try:
         scenario = load_scenario(path, [*overrides, *forced], seed, catalog_files)
-    except InputError as exc:
-        if "is not a workload of this scenario" not in exc.problem:
-            raise
+    except UnknownWorkload as exc:
         raise InputError(exc.where, f"{exc.problem}: validate replays the log as the scenario's one workload, "
                                     "'default', so pools, cascades or outcomes that name workloads cannot be "
                                     "validated; validate the pool's deployment as a scenario of its own") from None

@@ -89,8 +89,7 @@ class Scenario:
         names = [self.workload.entry_name(i) for i in range(len(self.workload.entries()))]
         for j, rate in enumerate(self.cost.outcomes or ()):
             if rate.workload not in names:
-                raise InputError(f"cost.outcomes[{j}].workload", f"'{rate.workload}' is not a workload of this scenario "
-                                 f"(known: {', '.join(names)})")
+                raise unknown_workload(f"cost.outcomes[{j}].workload", f"'{rate.workload}'", names)
         self._check_request_count()
         self._check_max_model_len()
         self._check_timed_events()
@@ -172,8 +171,7 @@ class Scenario:
         for k, pool in enumerate(pools):
             for j, name in enumerate(pool.serves or ()):
                 if name not in names:
-                    raise InputError(f"fleet.pools[{k}].serves[{j}]", f"'{name}' is not a workload of this scenario "
-                                     f"(known: {', '.join(names)})")
+                    raise unknown_workload(f"fleet.pools[{k}].serves[{j}]", f"'{name}'", names)
         for name in names if self.fleet.pools is not None else ():
             if not any(pool.serves is None or name in pool.serves for pool in pools):
                 raise InputError("fleet.pools", f"no pool serves workload '{name}'; add it to a pool's serves")
@@ -183,8 +181,7 @@ class Scenario:
                 raise InputError(f"fleet.api_pools[{k}].name", f"'{api.name}' is used twice; pools need distinct names")
             for j, name in enumerate(api.serves or ()):
                 if name not in names:
-                    raise InputError(f"fleet.api_pools[{k}].serves[{j}]", f"'{name}' is not a workload of this "
-                                     f"scenario (known: {', '.join(names)})")
+                    raise unknown_workload(f"fleet.api_pools[{k}].serves[{j}]", f"'{name}'", names)
         cascade = self.fleet.cascade
         if cascade is not None:
             targets = [p.name for p in pools] + api_names
@@ -195,13 +192,20 @@ class Scenario:
                                      f"(known: {', '.join((['fleet'] if key == 'first' else []) + targets) or 'none'})")
             for j, name in enumerate((cascade.workloads or ()) + tuple(r.workload for r in cascade.rates or ())):
                 if name not in names:
-                    raise InputError("fleet.cascade", f"workload '{name}' is not a workload of this scenario "
-                                     f"(known: {', '.join(names)})")
+                    raise unknown_workload("fleet.cascade", f"workload '{name}'", names)
         cache = self.fleet.response_cache
         for name in ((cache.workloads or ()) + tuple(r.workload for r in cache.rates or ())) if cache else ():
             if name not in names:
-                raise InputError("fleet.response_cache", f"workload '{name}' is not a workload of this scenario "
-                                 f"(known: {', '.join(names)})")
+                raise unknown_workload("fleet.response_cache", f"workload '{name}'", names)
+
+
+class UnknownWorkload(InputError):
+    """A key names a workload the scenario does not have (`simcost validate`, whose replay has one
+    workload, catches it to say why)."""
+
+
+def unknown_workload(where: str, named: str, names: list[str]) -> UnknownWorkload:
+    return UnknownWorkload(where, f"{named} is not a workload of this scenario (known: {', '.join(names)})")
 
 
 def _bound(spec: LengthSpec, which: str) -> float | None:
