@@ -122,8 +122,45 @@ def test_a_child_given_nothing_ends_when_closed():
     assert multiprocessing.active_children() == []
 
 
-def test_a_failed_figure_keeps_the_run_and_says_which(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(run_figures, "save_latency", fail)
+def pid_bytes(text):
+    return f"{text} {os.getpid()}".encode()
+
+
+def test_an_early_figure_is_drawn_before_its_path_is_known(tmp_path):
+    """`early` draws in the child and keeps the bytes; the job that names the file writes them
+    there, in the child (not the helper, which never held them), and an early failure is
+    reported under its file's name when that file is asked for."""
+    with Background() as side:
+        side.early("a.png", pid_bytes, ("early a",))
+        side.early("b.png", fail, ())
+        assert side.drawn_early("a.png") and side.drawn_early("b.png") and not side.drawn_early("c.png")
+        side.run([("a.png", None, (tmp_path / "a.png",)), ("b.png", None, (tmp_path / "b.png",)),
+                  ("c.txt", write_pid, (tmp_path / "c.txt",)), ("d.txt", write_pid, (tmp_path / "d.txt",))])
+        with pytest.raises(BackgroundFailure) as failed:
+            side.wait()
+    assert set(failed.value.failures) == {"b.png"} and "ValueError: no such colour" in str(failed.value)
+    text, child = (tmp_path / "a.png").read_text().rsplit(" ", 1)
+    assert text == "early a" and int(child) not in (os.getpid(),) and not (tmp_path / "b.png").exists()
+    assert int((tmp_path / "c.txt").read_text()) == int(child)  # the child draws one of the two left
+    if sys.platform.startswith("linux"):
+        assert int((tmp_path / "d.txt").read_text()) not in (int(child), os.getpid())  # its helper the other
+    assert multiprocessing.active_children() == []
+
+
+def test_without_a_child_nothing_is_drawn_early(tmp_path):
+    side = Background(enabled=False)
+    side.early("a.png", pid_bytes, ("early a",))
+    assert not side.drawn_early("a.png")  # so the run's jobs draw it in full, as before
+
+
+@pytest.mark.parametrize("stage", ["early", "late"])
+def test_a_failed_figure_keeps_the_run_and_says_which(tmp_path, monkeypatch, capsys, stage):
+    """Drawn early (the figure process's `EarlyFigures`) or with the other files (without one)."""
+    if stage == "early":
+        monkeypatch.setattr(run_figures, "latency_png", fail)
+    else:
+        monkeypatch.setattr(run_figures, "EarlyFigures", lambda background: None)
+        monkeypatch.setattr(run_figures, "latency_png", fail)
     out = tmp_path / "run"
     (out).mkdir()
     (out / "latency.png").write_bytes(b"an earlier run's")  # must not pass for this run's figure

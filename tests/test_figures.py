@@ -48,7 +48,8 @@ def _texts(artists) -> list[str]:
 
 
 def test_each_workload_has_its_own_cdf_against_its_own_slo(mixed):
-    by_workload, slos = measured_by_workload(mixed)
+    by_workload, slos, measured = measured_by_workload(mixed.scenario, mixed.table)
+    assert measured == mixed.summary["requests"]["measured"]  # latency.png's title: the summary's count
     fig = latency_figure(by_workload, slos, "mixed")
     ttft_ax = next(ax for ax in fig.axes if ax.get_xlabel().startswith("TTFT"))
     unit = ttft_ax.get_xlabel().split("(")[1].rstrip(")")
@@ -162,7 +163,7 @@ def test_the_report_draws_the_same_workloads_against_the_same_slos(mixed, tmp_pa
     scn = yaml.safe_load((tmp_path / "run" / "scenario.yaml").read_text())
     lat = read_measured_latencies(tmp_path / "run" / "requests.csv", scn["warmup_s"], s["requests"]["measured"])
     groups, slos = _by_workload(tmp_path / "run" / "requests.csv", lat, s, scn)
-    ours, our_slos = measured_by_workload(mixed)
+    ours, our_slos, _ = measured_by_workload(mixed.scenario, mixed.table)
     assert list(groups) == list(ours) == ["chat", "batch"] and slos == our_slos
     for name in groups:
         np.testing.assert_allclose(np.sort(groups[name]["ttft_s"]), np.sort(ours[name]["ttft_s"]), rtol=1e-12)

@@ -35,6 +35,7 @@ def cmd_run(args) -> int:
 
 
 def run_and_write(args, figures) -> int:
+    from simcost.results.run_figures import EarlyFigures
     from simcost.results.writer import check_run_folder, write_run
     from simcost.scenario.scenario import load_scenario
     from simcost.simulation.kernels import load_numba_target
@@ -48,7 +49,7 @@ def run_and_write(args, figures) -> int:
     out = out_dir(args.out or Path("results") / scenario.name)
     quiet = args.no_progress or args.quiet  # (--no-progress drops the bar, not main()'s compile notice)
     check_run_folder(out, args.records)  # a missing pyarrow or a folder in the way: before the run, not after
-    result = sim.run(progress=not quiet)
+    result = sim.run(progress=not quiet, listener=EarlyFigures(figures))  # figures drawn as their inputs are final
     print(run_output(result, args.format), flush=True)  # before writing: a full disk must not lose the answer
     if not quiet and sys.stderr.isatty():  # the files take seconds on a long run: say what is happening
         print(f"writing {out} ...", file=sys.stderr, flush=True)

@@ -4,7 +4,10 @@
 shares instead of importing again for its jobs' inputs). While the parent loads numba's target and
 simulates, the child imports matplotlib (~0.4 s) and pyarrow (~0.15 s; not pandas); when the run
 ends the parent hands it small inputs (CDF points, the time series, the bill's rows) and writes
-the CSV and JSON files while the child draws. With a core to
+the CSV and JSON files while the child draws. The two figures are handed over as soon as their
+inputs exist (`early`: latency.png when the last request finishes, timeseries.png once the bill
+is settled), so they are drawn while the parent settles the bill and summarises; the child keeps
+their bytes until the folder they go to exists. With a core to
 spare that takes up to ~1 s off the whole process (docs/speed.md). The parent waits for the child
 before the results folder is published, so the folder still appears whole.
 
@@ -27,10 +30,12 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-# (file it writes, function, arguments): functions and arguments pickle, so they can cross the pipe
-Job = tuple[str, Callable[..., Any], tuple]
+# (file it writes, function, arguments): functions and arguments pickle, so they can cross the pipe;
+# function None: the file is an early figure's, written from the bytes the child drew (Background.early)
+Job = tuple[str, Callable[..., Any] | None, tuple]
 
 
 class BackgroundFailure(RuntimeError):
@@ -46,14 +51,31 @@ class BackgroundFailure(RuntimeError):
                          for name, why in self.failures.items())
 
 
-def _run_jobs(jobs: list[Job]) -> dict[str, str]:
+def _run_jobs(jobs: list[Job], drawn: dict[str, bytes | str] | None = None) -> dict[str, str]:
+    """Each job run; a job whose function is None writes the file `drawn` holds for its name (its
+    bytes, or the error that drawing them raised) to its one argument, the path."""
     failures = {}
     for name, function, args in jobs:
         try:
-            function(*args)
+            if function is None:
+                made = (drawn or {}).get(name, "not drawn")
+                if isinstance(made, str):
+                    failures[name] = made
+                else:
+                    Path(args[0]).write_bytes(made)
+            else:
+                function(*args)
         except Exception:  # one failed figure must not cost the others
             failures[name] = traceback.format_exc(limit=-2)
     return failures
+
+
+def _draw(function: Callable[..., bytes], args: tuple) -> bytes | str:
+    """An early figure's bytes, or what went wrong (reported when its file is asked for)."""
+    try:
+        return function(*args)
+    except Exception:
+        return traceback.format_exc(limit=-2)
 
 
 def _warm_figures() -> None:
@@ -114,6 +136,7 @@ class _Helper:
         must see EOF there when the child dies)."""
         self.pid = 0
         self._conn: Any = None
+        self._theirs: list[Job] = []  # the jobs handed to the helper
         if not sys.platform.startswith("linux"):
             return
         import ctypes
@@ -144,23 +167,25 @@ class _Helper:
         self.pid, self._conn = pid, ours
 
     def split(self, jobs: list[Job]) -> list[Job]:
-        """Hand every other job to the helper; the rest are the caller's."""
-        if not self.pid or len(jobs) < 2:
+        """Hand every other figure still to draw to the helper; the rest are the caller's (with
+        the files of early figures, whose bytes only the caller holds)."""
+        self._theirs = [job for job in jobs if job[1] is not None][1::2]
+        if not self.pid or not self._theirs:
+            self._theirs = []
             return jobs
-        self._conn.send(jobs[1::2])
-        return jobs[0::2]
+        self._conn.send(self._theirs)
+        return [job for job in jobs if not any(job is theirs for theirs in self._theirs)]
 
-    def close(self, jobs: list[Job]) -> dict[str, str]:
+    def close(self) -> dict[str, str]:
         """The helper's failures (all of its jobs, if it died), once it is gone."""
         if not self.pid:
             return {}
         failures: dict[str, str] = {}
-        mine = jobs[1::2] if len(jobs) >= 2 else []
         try:
-            if mine:
+            if self._theirs:
                 failures = self._conn.recv()
         except (EOFError, OSError):
-            failures = {name: "the second figure process died" for name, _, _ in mine}
+            failures = {name: "the second figure process died" for name, _, _ in self._theirs}
         self._conn.close()  # a helper still waiting sees EOF and exits
         os.waitpid(self.pid, 0)
         return failures
@@ -182,13 +207,19 @@ def _child(conn: Any, parent_end: Any) -> None:
     _warm_parquet()
     gc.freeze()
     gc.enable()
+    drawn: dict[str, bytes | str] = {}  # early figures, by file name: their bytes or their error
     try:
-        jobs = conn.recv()
+        while True:
+            message = conn.recv()
+            if message[0] == "jobs":
+                break
+            _, name, function, args = message  # ("early", ...): drawn before its folder exists
+            drawn[name] = _draw(function, args)
     except (EOFError, OSError):
-        helper.close([])
+        helper.close()
         return  # the parent wrote nothing (an input error, an interrupt)
-    failures = _run_jobs(helper.split(jobs))
-    failures.update(helper.close(jobs))
+    failures = _run_jobs(helper.split(message[1]), drawn)
+    failures.update(helper.close())
     conn.send(failures)
 
 
@@ -199,15 +230,19 @@ def _can_fork() -> bool:
 
 
 class Background:
-    """`Background()` starts the child (when it can); `run(jobs)` hands them over, `wait()` blocks
-    until they are written and raises `BackgroundFailure` for any that failed; `close()` ends the
-    child whatever state it is in. Without a child, `run` does the jobs at once and `wait` reports."""
+    """`Background()` starts the child (when it can); `early(name, function, args)` has it draw a
+    figure's bytes before the folder exists (function returns them); `run(jobs)` hands over the
+    rest, an early figure's job being (name, None, (path,)); `wait()` blocks until they are written
+    and raises `BackgroundFailure` for any that failed; `close()` ends the child whatever state it
+    is in. Without a child, `early` does nothing (`drawn_early` says so), `run` does the jobs at
+    once and `wait` reports."""
 
     def __init__(self, enabled: bool = True):
         self._process: Any = None
         self._conn: Any = None
         self._failures: dict[str, str] = {}
         self._pending: list[str] = []
+        self._early: set[str] = set()
         if enabled and _can_fork():
             context = multiprocessing.get_context("fork")
             self._conn, child_end = context.Pipe()
@@ -220,12 +255,21 @@ class Background:
     def forked(self) -> bool:
         return self._process is not None
 
+    def early(self, name: str, function: Callable[..., bytes], args: tuple) -> None:
+        if self._process is None or self._pending:
+            return  # drawn with the others, by `run`
+        self._conn.send(("early", name, function, args))
+        self._early.add(name)
+
+    def drawn_early(self, name: str) -> bool:
+        return name in self._early
+
     def run(self, jobs: list[Job]) -> None:
         if self._process is None:
             self._failures.update(_run_jobs(jobs))
             return
         self._pending = [name for name, _, _ in jobs]
-        self._conn.send(jobs)
+        self._conn.send(("jobs", jobs))
 
     def wait(self) -> None:
         if self._process is not None and self._pending:

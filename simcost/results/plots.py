@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -115,6 +117,15 @@ def save(fig: Any, path: Path | str) -> Path:
     return Path(path)
 
 
+def png_bytes(fig: Any) -> bytes:
+    """The figure as a PNG file's bytes, and freed: a figure process can draw it before it knows
+    where the file goes (simcost.results.background)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    pyplot().close(fig)
+    return buffer.getvalue()
+
+
 @dataclass(frozen=True)
 class LatencyPanel:
     """One panel of latency.png as numbers, no matplotlib: per workload its thinned CDF (x already
@@ -166,9 +177,9 @@ def latency_figure(by_workload: dict[str, dict[str, np.ndarray]], slo_by_workloa
     return draw_latency(latency_panels(by_workload, slo_by_workload), title)
 
 
-def save_latency(panels: list[LatencyPanel], title: str, path: Path) -> Path:
-    """latency.png from its panels: what a figure process runs."""
-    return save(draw_latency(panels, title), path)
+def latency_png(panels: list[LatencyPanel], title: str) -> bytes:
+    """latency.png's bytes from its panels: what a figure process draws."""
+    return png_bytes(draw_latency(panels, title))
 
 
 def draw_latency(panels: list[LatencyPanel], title: str) -> Any:
@@ -251,10 +262,16 @@ def fleet_events(roster: Any) -> dict[str, np.ndarray]:
     return {k: np.asarray(v, dtype=float) for k, v in events.items() if len(v)}
 
 
-def plot_timeseries(ts: TimeSeries, path_png: Path, title: str = "", events: dict[str, np.ndarray] | None = None,
-                    per_item: bool = False) -> Path:
-    """timeseries.png: `timeseries_figure`, saved."""
-    return save(timeseries_figure(ts, title, events, per_item), path_png)
+def timeseries_png(ts: TimeSeries, title: str = "", events: dict[str, np.ndarray] | None = None,
+                   per_item: bool = False) -> bytes:
+    """timeseries.png's bytes: `timeseries_figure`, drawn."""
+    return png_bytes(timeseries_figure(ts, title, events, per_item))
+
+
+def write_png(draw: Callable[..., bytes], args: tuple, path: Path) -> Path:
+    """The PNG `draw(*args)` makes (`latency_png`, `timeseries_png`), written to path."""
+    Path(path).write_bytes(draw(*args))
+    return Path(path)
 
 
 def timeseries_figure(ts: TimeSeries, title: str = "", events: dict[str, np.ndarray] | None = None,

@@ -101,7 +101,7 @@ def _write_files(result: RunResult, out_dir: Path, records_format: str, kept: st
                  side: Background) -> BackgroundFailure | None:
     paths = _run_paths(result, out_dir, records_format, kept)
     focus = focus_table(result)
-    side.run(side_jobs(result, paths, focus))  # drawn while the files below are written
+    side.run(side_jobs(result, paths, focus, side.drawn_early))  # drawn while the files below are written
     paths["summary"].write_text(json.dumps(result.summary, indent=2) + "\n")
     paths["vllm_bench"].write_text(json.dumps(vllm_bench(result), indent=2) + "\n")  # `vllm bench serve` keys
     paths["scenario"].write_text(scenario_text(result.scenario))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from functools import partial
+from typing import Protocol
 
 import numpy as np
 import simpy
@@ -20,6 +21,7 @@ from simcost.cluster.response_cache import ResponseCache
 from simcost.cluster.routers import DECODE_CONTEXT_TOKENS, POOL_ROUTERS, PoolView, affinity_key_fn
 from simcost.cost.ledger import Bill, settle
 from simcost.cost.pricing import egress_usd_per_gb, usd_per_replica_hour
+from simcost.cost.roster import RosterArrays
 from simcost.cost.step_log import StepArrays, StepLog
 from simcost.engine.kv.reuse import PrefixSpec, prefix_spec
 from simcost.engine.options import host_kv_s_per_token, swap_link
@@ -46,6 +48,17 @@ from simcost.workload.concurrency import ConcurrencyLimit
 from simcost.workload.request_table import COMPLETED, RequestTable
 from simcost.workload.requests import Requests, generate, workload_streams
 from simcost.workload.sessions import SessionDriver
+
+
+class RunListener(Protocol):
+    """What `Simulation.run` tells as soon as it is final, before the bill is summarised (a
+    results writer draws figures from it meanwhile: simcost.results.run_figures.EarlyFigures)."""
+
+    def requests_final(self, scenario: Scenario, table: RequestTable) -> None:
+        """Every request's times and status."""
+
+    def series_final(self, scenario: Scenario, series: TimeSeries, roster: RosterArrays, per_item: bool) -> None:
+        """The fleet over time, its replicas' timelines, and whether the model is served per item."""
 
 
 @dataclass
@@ -321,7 +334,8 @@ class Simulation:
             return self.scenario.duration_s
         return float(self.requests.arrival_s[-1]) if len(self.requests) else 0.0
 
-    def run(self, progress: bool = False) -> RunResult:
+    def run(self, progress: bool = False, listener: RunListener | None = None) -> RunResult:
+        """The whole run, and its result; `listener` hears of each part as soon as it is final."""
         until = self.finished if self.scenario.drain_s is None else self.arrivals_end_s() + self.scenario.drain_s
         if progress:
             # tqdm waits 1 s before drawing, is off where stderr is not a terminal, and is a widget in a notebook
@@ -333,12 +347,14 @@ class Simulation:
                 self.env.run(until=until)
                 self._progress = None
                 bar.set_description_str("summarizing")  # the bill and the summary take a moment on long runs
-                return self.result()
+                return self.result(listener)
         self.env.run(until=until)
-        return self.result()
+        return self.result(listener)
 
-    def result(self) -> RunResult:
+    def result(self, listener: RunListener | None = None) -> RunResult:
         self.table.trim()
+        if listener is not None:
+            listener.requests_final(self.scenario, self.table)
         steps = self.log.arrays()
         end_s = self.env.now
         if self.scenario.drain_s is None:
@@ -357,6 +373,8 @@ class Simulation:
                       request_cache_usd=None if self.cache is None else self.cache.trim(self.table.num_requests),
                       cache_store_usd=0.0 if self.cache is None else self.cache.store_usd(horizon_s))
         series = None if self.sampler is None else self.sampler.series(horizon_s, steps, bill)
+        if listener is not None and series is not None:
+            listener.series_final(scenario, series, bill.roster, bool(self.per_item))
         budget = None
         if scenario.cost.budget is not None and series is not None:
             budget = budget_alerts(scenario.cost.budget, series)
