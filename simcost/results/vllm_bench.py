@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from simcost.metrics.latency import latencies
-from simcost.metrics.token_gaps import inter_token_latencies
+from simcost.metrics.token_gaps import gap_std_s
 from simcost.workload.request_table import COMPLETED
 
 METRICS = ("ttft", "tpot", "itl", "e2el")
@@ -31,10 +31,9 @@ def vllm_bench(result) -> dict:
     s, table = result.summary, result.table
     measured = (table.status == COMPLETED) & (table.arrival_s >= result.scenario.warmup_s)
     lat = latencies(table)
-    values = {"ttft": lat["ttft_s"][measured], "tpot": lat["tpot_s"][measured],
-              # a table without per-token times (long runs) has ITL only as the summary's histogram: no std
-              "itl": inter_token_latencies(table, measured) if table.streamed is None else np.zeros(0),
-              "e2el": lat["e2el_s"][measured]}
+    values = {"ttft": lat["ttft_s"][measured], "tpot": lat["tpot_s"][measured], "e2el": lat["e2el_s"][measured]}
+    # a table without per-token times (long runs) has ITL only as the summary's histogram: no std
+    std_itl_s = gap_std_s(table, measured) if table.streamed is None else None
     tp = s["throughput"]
     out: dict = {
         "backend": "simcost",
@@ -51,16 +50,18 @@ def vllm_bench(result) -> dict:
     }
     for m in METRICS:
         stats = s[f"{m}_s"]
-        v = values[m]
-        nan = np.isnan(v)
-        if nan.any():  # (a copy of ~4M ITL gaps otherwise: the same values, the same std)
-            v = v[~nan]
         out[f"mean_{m}_ms"] = _ms(stats["mean"])
         out[f"median_{m}_ms"] = _ms(stats["p50"])
-        out[f"std_{m}_ms"] = float(v.std()) * MS_PER_S if len(v) else None
+        out[f"std_{m}_ms"] = _ms(std_itl_s if m == "itl" else _std(values[m]))
         for p in PERCENTILES:
             out[f"p{p}_{m}_ms"] = _ms(stats[f"p{p}"])
     return out
+
+
+def _std(values: np.ndarray) -> float | None:
+    """Population standard deviation of the non-NaN values (None without any)."""
+    values = values[~np.isnan(values)]
+    return float(values.std()) if len(values) else None
 
 
 def _ms(seconds: float | None) -> float | None:
