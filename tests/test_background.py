@@ -181,3 +181,16 @@ def test_ctrl_c_while_writing_ends_the_child_and_leaves_no_folder(tmp_path, monk
     out = tmp_path / "deep" / "run"
     assert main(["run", *EXAMPLE, "--out", str(out)]) == 130
     assert not (tmp_path / "deep").exists() and multiprocessing.active_children() == []
+
+
+def test_an_early_figure_for_a_dead_child_does_not_stop_the_run(tmp_path):
+    """A child killed before the run ends (out of memory?): handing it a figure must not raise in
+    the middle of the simulation's result; the files it should have drawn are reported."""
+    side = Background()
+    side._process.kill()
+    side._process.join()
+    side.early("a.png", pid_bytes, ("early a",))  # a broken pipe, swallowed (or a buffered send)
+    side.run([("a.png", None, (tmp_path / "a.png",))])
+    with pytest.raises(BackgroundFailure, match="a.png"):
+        side.wait()
+    side.close()

@@ -243,6 +243,7 @@ class Background:
         self._failures: dict[str, str] = {}
         self._pending: list[str] = []
         self._early: set[str] = set()
+        self._ran = False  # run() was called: the child takes no more early figures
         if enabled and _can_fork():
             context = multiprocessing.get_context("fork")
             self._conn, child_end = context.Pipe()
@@ -256,9 +257,12 @@ class Background:
         return self._process is not None
 
     def early(self, name: str, function: Callable[..., bytes], args: tuple) -> None:
-        if self._process is None or self._pending:
+        if self._process is None or self._ran:
             return  # drawn with the others, by `run`
-        self._conn.send(("early", name, function, args))
+        try:
+            self._conn.send(("early", name, function, args))
+        except OSError:  # the child is gone (killed?): `run` and `wait` report its files, the run goes on
+            return
         self._early.add(name)
 
     def drawn_early(self, name: str) -> bool:
@@ -268,8 +272,12 @@ class Background:
         if self._process is None:
             self._failures.update(_run_jobs(jobs))
             return
+        self._ran = True
         self._pending = [name for name, _, _ in jobs]
-        self._conn.send(("jobs", jobs))
+        try:
+            self._conn.send(("jobs", jobs))
+        except OSError:  # the child is gone: `wait` names its files, the run's others are still written
+            pass
 
     def wait(self) -> None:
         if self._process is not None and self._pending:
