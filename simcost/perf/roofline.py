@@ -56,7 +56,7 @@ def efficiency_factors(scenario: Scenario, dep: Deployment) -> dict[str, float]:
     GEMMs: fp8 scales them by what fp8 kernels reach relative to bf16 (format_efficiency_ratio)."""
     factors = default_factors(dep.device)
     mfu_ratio, mbu_ratio = format_efficiency_ratio(dep.device.key, dep.compute_format, dep.device.peak_flops,
-                                                   dep.device.mem_bw_bytes_per_s)
+                                                   dep.device.mem_bw_bytes_per_s, dep.device.kernel_tables)
     factors["mfu"] *= mfu_ratio
     factors["mbu"] *= mbu_ratio
     profile_path = getattr(scenario.perf, "profile", None)
