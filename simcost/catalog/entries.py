@@ -158,17 +158,13 @@ def _device(key: str, entry: Any, where: _Where) -> DeviceSpec:
 
 
 def _kernel_tables(entry: dict, where: _Where) -> str | None:
-    """`kernel_tables: PATH` (relative to the catalog file, made absolute when it is read): a
-    .npz or a folder; its contents are checked when the kernel model loads it."""
-    if "kernel_tables" not in entry:
-        return None
-    path = _text(entry, "kernel_tables", where)
-    found = Path(path).expanduser()
-    if not found.exists():
-        raise InputError(where("kernel_tables"), f"{path}: no such file or folder")
-    if not (found.is_dir() or found.suffix == ".npz"):
-        raise InputError(where("kernel_tables"), f"{path}: expected a .npz in simcost's format or a folder of "
-                                                 "aiconfigurator's Parquet tables")
+    """A .npz or a folder (relative to the catalog file: made absolute when it is read); what is
+    in it is checked when the kernel model loads it (simcost.perf.kernel_import)."""
+    path = _text(entry, "kernel_tables", where) if "kernel_tables" in entry else None
+    found = Path(path).expanduser() if path is not None else None
+    if found is not None and not (found.is_dir() or (found.is_file() and found.suffix == ".npz")):
+        raise InputError(where("kernel_tables"), f"{path}: " + ("no such file or folder" if not found.exists() else
+                         "expected a .npz in simcost's format or a folder of aiconfigurator's Parquet tables"))
     return path
 
 

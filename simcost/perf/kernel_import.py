@@ -33,7 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
+from simcost.catalog.types import DeviceSpec
 from simcost.errors import InputError
+from simcost.perf.kernel_tables import DEVICE_TABLES, KernelTables
 
 # array name -> (parquet file, row filter, key columns); latency (ms) is the last column
 COLUMNS = {
@@ -201,3 +203,12 @@ def _load(path: str, signature: tuple, label: str) -> dict[str, np.ndarray]:
     except Exception as e:  # a corrupt or foreign file: numpy raises several types
         raise InputError(label, f"not a readable .npz ({type(e).__name__})") from None
     return check_tables(arrays, label)
+
+
+def own_tables(device: DeviceSpec) -> KernelTables | None:
+    """The device's own measured tables: its catalog kernel_tables (a user's), else the shipped
+    ones of its key; None without either."""
+    if device.kernel_tables is not None:
+        return KernelTables(f"user:{device.kernel_tables}", arrays=load_user_tables(device.kernel_tables))
+    name = DEVICE_TABLES.get(device.key)
+    return None if name is None else KernelTables(name)

@@ -31,8 +31,9 @@ from functools import lru_cache
 import numpy as np
 
 from simcost.catalog.types import DeviceSpec, ModelSpec
+from simcost.perf.kernel_import import own_tables
 from simcost.perf.kernel_mla import mla_tabled
-from simcost.perf.kernel_tables import KernelTables, bracket, load_tables, loglog, own_tables, table_format
+from simcost.perf.kernel_tables import KernelTables, bracket, load_tables, loglog, table_format
 
 # table file -> the catalog device it was measured on
 TABLE_DEVICE = {"a100_sxm": "a100-80gb", "h100_sxm": "h100-sxm", "h200_sxm": "h200", "b200_sxm": "b200",

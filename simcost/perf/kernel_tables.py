@@ -19,9 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from simcost.catalog.types import DeviceSpec
 from simcost.perf.kernel_heads import fill_cells, heads_blend, log_slope
-from simcost.perf.kernel_import import load_user_tables
 
 TABLE_DIR = Path(__file__).resolve().parents[1] / "data" / "kernels"
 
@@ -112,14 +110,14 @@ def gemm_efficiency(name: str | KernelTables, dtype: str, peak_flops: float, mem
 
 
 def format_efficiency_ratio(device_key: str, compute_format: str, peak_flops: dict[str, float],
-                            mem_bw_bytes_per_s: float, kernel_tables: str | None = None) -> tuple[float, float]:
+                            mem_bw_bytes_per_s: float, tables: KernelTables | None = None) -> tuple[float, float]:
     """(mfu, mbu) of `compute_format` relative to bf16 on this device: 1 for 16-bit formats,
-    measured for fp8 where the device has tables (`kernel_tables`: a user's, the catalog's key),
-    FP8_RATIO_ASSUMED otherwise."""
+    measured for fp8 where the device has tables (`tables`: a user's, kernel_import.own_tables;
+    else the shipped ones of the key), FP8_RATIO_ASSUMED otherwise."""
     if compute_format != "fp8":
         return 1.0, 1.0
     name = table_name(device_key)
-    tables = user_tables(kernel_tables) if kernel_tables is not None else None if name is None else KernelTables(name)
+    tables = tables if tables is not None else None if name is None else KernelTables(name)
     if (tables is None or "bf16" not in peak_flops or not tables.has("gemm", TABLE_DTYPE["fp8"])
             or not tables.has("gemm", TABLE_DTYPE["bf16"])):
         return FP8_RATIO_ASSUMED
@@ -130,20 +128,6 @@ def format_efficiency_ratio(device_key: str, compute_format: str, peak_flops: di
 
 def table_name(device_key: str) -> str | None:
     return DEVICE_TABLES.get(device_key)
-
-
-def user_tables(path: str) -> KernelTables:
-    """A user's tables (a catalog device's kernel_tables), checked (simcost.perf.kernel_import)."""
-    return KernelTables(f"user:{path}", arrays=load_user_tables(path))
-
-
-def own_tables(device: DeviceSpec) -> KernelTables | None:
-    """The device's own measured tables: its catalog kernel_tables, else the shipped ones; None
-    without either."""
-    if device.kernel_tables is not None:
-        return user_tables(device.kernel_tables)
-    name = DEVICE_TABLES.get(device.key)
-    return None if name is None else KernelTables(name)
 
 
 @lru_cache(maxsize=8)

@@ -37,6 +37,7 @@ import numpy as np
 
 from simcost.catalog.types import DeviceSpec, ModelSpec
 from simcost.perf.expert_parallel import devices_per_node, expert_parallel
+from simcost.perf.kernel_import import own_tables
 from simcost.perf.kernel_mla import mla_tabled
 from simcost.perf.kernel_scaling import borrowed_tables, with_derived_rows
 from simcost.perf.kernel_tables import (
@@ -44,7 +45,6 @@ from simcost.perf.kernel_tables import (
     KernelTables,
     gemms_from_roofline,
     mlp_shapes,
-    own_tables,
     table_format,
 )
 
