@@ -322,3 +322,19 @@ def test_a_sweep_cache_key_changes_with_the_tables_file(tmp_path):
     np.savez(one, **{"gemm/bfloat16": GEMM * [1, 1, 1, 3]})
     os.utime(one, ns=(1, 1))
     assert list(before) == [str(one)] and data_files(raw) != before
+
+
+def test_relative_paths_follow_their_catalog_through_the_api_and_catalog_flag(tmp_path, monkeypatch):
+    from simcost import api
+    copy_tables(tmp_path)  # tmp_path/cat/tables/mine.npz
+    (tmp_path / "cat" / "flag.yaml").write_text(yaml.safe_dump({"devices": {"flag-h100": H100 | {
+        "kernel_tables": "tables/mine.npz"}}}))
+    monkeypatch.chdir(tmp_path / "cat")  # a dict's own catalog section: relative to the working folder
+    raw = yaml.safe_load(write_scenario(tmp_path, "dict-h100").read_text())
+    raw["catalog"] = {"devices": {"dict-h100": H100 | {"kernel_tables": "tables/mine.npz"}}}
+    expected = str(tmp_path / "cat" / "tables" / "mine.npz")
+    for s in (api.load(raw), api.load(raw, catalog=[str(tmp_path / "cat" / "flag.yaml")])):
+        assert s.catalog is not None and s.catalog.catalog.devices["dict-h100"].kernel_tables == expected
+    monkeypatch.chdir(tmp_path)  # --catalog FILE: relative to that file
+    s = load_scenario(write_scenario(tmp_path, "flag-h100"), catalog_files=["cat/flag.yaml"])
+    assert plan_deployment(s).device.kernel_tables == expected
