@@ -266,7 +266,9 @@ GEMM = np.array([[1.0, 4096, 4096, 0.01], [16.0, 4096, 4096, 0.02]])
     (lambda tmp: _bad_npz(tmp, {"gemm/bfloat16": GEMM * [1, 1, 1, np.nan]}), "column latency_ms"),
     (lambda tmp: _bad_npz(tmp, {"gemm/bfloat16": GEMM * [1, 1, 1, 0]}), "expected a finite latency > 0"),
     (lambda tmp: _bad_npz(tmp, {"gemm/bfloat16": GEMM * [1, -1, 1, 1]}), "column n: 2 bad value(s)"),
+    (lambda tmp: _bad_npz(tmp, {"gemm/bfloat16": GEMM * [0, 1, 1, 1]}), "column m: 2 bad value(s), first 0.0"),
     (lambda tmp: _bad_npz(tmp, {"gemm/bfloat16": GEMM[:0]}), "empty table"),
+    (lambda tmp: _bad_npz(tmp, {"gemm/bfloat16": GEMM[[0, 1, 0]]}), "1 row(s) repeat a measured point (first m 1, n 4096"),
     (lambda tmp: (tmp / "cat" / "tables").mkdir(parents=True) or (tmp / "cat" / "tables" / "x.npz").write_text("no")
      and "tables/x.npz", "not a readable .npz"),
 ])
@@ -280,17 +282,30 @@ def test_bad_tables_fail_in_one_line_naming_the_file(tmp_path, capsys, make, exp
     assert str((tmp_path / "cat" / rel).resolve()) in err and expected in err
 
 
-def test_a_parquet_table_with_a_missing_column_names_file_and_column(tmp_path, capsys):
+GEMM_COLUMNS = {"gemm_dtype": ["bfloat16"] * 2, "m": [1, 16], "n": [4096] * 2, "k": [4096] * 2, "latency": [0.01, 0.02]}
+
+
+@pytest.mark.parametrize("columns, expected", [
+    ({k: v for k, v in GEMM_COLUMNS.items() if k != "k"}, "gemm_perf.parquet: missing column k"),
+    ({k: v[:0] for k, v in GEMM_COLUMNS.items()}, "gemm_perf.parquet: empty table"),
+    (GEMM_COLUMNS | {"latency": [0.01, float("nan")]}, "gemm_perf.parquet: column latency: 1 bad value(s), first nan"),
+    (GEMM_COLUMNS | {"n": [4096, -1]}, "gemm_perf.parquet: column n: 1 bad value(s), first -1.0 in row 1"),
+    (GEMM_COLUMNS | {"m": [0, 16]}, "gemm/bfloat16: column m: 1 bad value(s), first 0.0"),  # after the conversion
+    (None, "gemm_perf.parquet: not a readable Parquet file"),
+])
+def test_bad_parquet_tables_name_the_folder_file_and_column(tmp_path, capsys, columns, expected):
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq
-    (tmp_path / "cat" / "gpu" / "gemm").mkdir(parents=True)
-    pq.write_table(pa.table({"gemm_dtype": ["bfloat16"], "m": [1], "n": [4096], "latency": [0.01]}),
-                   tmp_path / "cat" / "gpu" / "gemm" / "gemm_perf.parquet")
+    target = tmp_path / "cat" / "gpu" / "gemm" / "gemm_perf.parquet"
+    target.parent.mkdir(parents=True)
+    if columns is None:
+        target.write_bytes(b"PAR1 not parquet")
+    else:
+        pq.write_table(pa.table(columns), target)
     path = write_scenario(tmp_path, "my-h100", H100 | {"kernel_tables": "gpu"})
     assert main(["check", str(path)]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "gemm_perf.parquet: missing column k" in err
-    assert str(tmp_path / "cat" / "gpu") in err
+    assert len(err.splitlines()) == 1 and expected in err and str(tmp_path / "cat" / "gpu") in err
 
 
 def test_bad_tables_through_the_python_api_raise_input_error(tmp_path):
@@ -338,3 +353,11 @@ def test_relative_paths_follow_their_catalog_through_the_api_and_catalog_flag(tm
     monkeypatch.chdir(tmp_path)  # --catalog FILE: relative to that file
     s = load_scenario(write_scenario(tmp_path, "flag-h100"), catalog_files=["cat/flag.yaml"])
     assert plan_deployment(s).device.kernel_tables == expected
+
+
+def test_rows_in_any_order_load_as_the_conversion_orders_them(tmp_path):
+    shipped = load_tables("h100_sxm")
+    rng = np.random.default_rng(7)
+    shuffled = {k: v[rng.permutation(len(v))] for k, v in shipped.items()}
+    loaded = load_user_tables(str(copy_tables(tmp_path, shuffled)))
+    assert all(np.array_equal(loaded[k], shipped[k]) for k in shipped)

@@ -8,7 +8,7 @@ aiconfigurator's layout (gemm/ attention/ comm/ moe/ [mla/] Parquet files, as it
 writes them), converted on load; Parquet needs pyarrow (`pip install 'simcost[parquet]'`). Any
 subset of the operators will do: what is missing is priced as the kernel model prices shapes its
 tables lack (the roofline, reported as not measured). Every table is checked (columns, finite
-positive latencies, non-negative sizes, rows present); a bad one is an InputError naming the file
+positive latencies and sizes, rows present); a bad one is an InputError naming the file
 and the table. Loaded once per file version (path, size and modification time).
 
 What the conversion keeps: GEMMs (bf16, per-tensor fp8, nvfp4; not block-scaled fp8, whose
@@ -77,7 +77,7 @@ def _needed_columns(op: str) -> list[str]:
 
 
 def _read_parquet(path: Path, op: str, label: str) -> dict[str, list]:
-    """The columns of one aiconfigurator table, checked: present, sizes >= 0, latency > 0."""
+    """The columns of one aiconfigurator table, checked: present, rows, sizes >= 0, latency > 0."""
     try:
         import pyarrow.parquet as pq
     except ImportError:
@@ -100,16 +100,18 @@ def _read_parquet(path: Path, op: str, label: str) -> dict[str, list]:
             values = np.array([np.nan if v is None else v for v in t[c]], dtype=np.float64)
         except (TypeError, ValueError):
             raise InputError(f"{label}: {path.name}", f"column {c}: expected numbers") from None
-        _check_values(values, c == "latency", f"{label}: {path.name}", c)
+        _check_values(values, c == "latency", f"{label}: {path.name}", c, zero=True)
     return t
 
 
-def _check_values(values: np.ndarray, latency: bool, where: str, column: str) -> None:
-    bad = ~np.isfinite(values) | ((values <= 0) if latency else (values < 0))
+def _check_values(values: np.ndarray, latency: bool, where: str, column: str, zero: bool = False) -> None:
+    """Latencies finite and > 0; sizes finite and > 0 (interpolation is in log size), or >= 0 with
+    `zero` (a raw column such as decode's step, that the conversion adds to another)."""
+    bad = ~np.isfinite(values) | ((values < 0) if zero and not latency else (values <= 0))
     if bad.any():
         i = int(np.argmax(bad))
-        expected = "a finite latency > 0 ms" if latency else "a finite size >= 0"
-        raise InputError(where, f"column {column}: {bad.sum()} bad value(s), first {values[i]!r} in row {i}; "
+        expected = "a finite latency > 0 ms" if latency else f"a finite size {'>=' if zero else '>'} 0"
+        raise InputError(where, f"column {column}: {bad.sum()} bad value(s), first {float(values[i])} in row {i}; "
                                 f"expected {expected}")
 
 
@@ -149,7 +151,8 @@ def convert(gpu_dir: Path, label: str | None = None) -> dict[str, np.ndarray]:
 
 def check_tables(arrays: dict[str, np.ndarray], label: str) -> dict[str, np.ndarray]:
     """`arrays` as float64 after checking each is a known table with its columns, rows, finite
-    positive latencies and non-negative sizes; at least one table."""
+    positive latencies and positive sizes, each point once; at least one table. Rows come back
+    sorted by their key columns, as the conversion writes them."""
     out = {}
     for key, rows in arrays.items():
         op = key.split("/")[0]
@@ -168,6 +171,13 @@ def check_tables(arrays: dict[str, np.ndarray], label: str) -> dict[str, np.ndar
             raise InputError(f"{label}: {key}", f"dtype {rows.dtype}; expected numbers") from None
         for j, column in enumerate(columns):
             _check_values(rows[:, j], j == len(columns) - 1, f"{label}: {key}", column)
+        # in the conversion's order (by the key columns, first one first): the lookups rely on it
+        rows = rows[np.lexsort(rows[:, -2::-1].T)]
+        repeated = np.all(rows[1:, :-1] == rows[:-1, :-1], axis=1)
+        if repeated.any():
+            point = ", ".join(f"{c} {v:g}" for c, v in zip(columns, rows[int(np.argmax(repeated)), :-1]))
+            raise InputError(f"{label}: {key}", f"{repeated.sum()} row(s) repeat a measured point (first {point}); "
+                                                "expected one latency per point")
         out[key] = rows
     if not out:
         raise InputError(label, f"no kernel table found; expected arrays <operator>/<dtype> with operator one of "
