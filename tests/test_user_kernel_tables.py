@@ -361,3 +361,19 @@ def test_rows_in_any_order_load_as_the_conversion_orders_them(tmp_path):
     shuffled = {k: v[rng.permutation(len(v))] for k, v in shipped.items()}
     loaded = load_user_tables(str(copy_tables(tmp_path, shuffled)))
     assert all(np.array_equal(loaded[k], shipped[k]) for k in shipped)
+
+
+def test_the_roofline_fp8_factors_come_from_the_users_tables(tmp_path):
+    """The roofline's fp8 mfu and mbu scale by what the device's fp8 GEMMs reach against bf16
+    (format_efficiency_ratio): for a bundled key with the user's tables, from those."""
+    slow_fp8 = {k: np.column_stack([v[:, :-1], (2.0 if k == "gemm/fp8" else 1.0) * v[:, -1]])
+                for k, v in load_tables("h100_sxm").items()}
+    copy_tables(tmp_path, slow_fp8)
+    (tmp_path / "b").mkdir()
+    fp8 = ["model.weight_format=fp8"]
+    mine = load_scenario(write_scenario(tmp_path, "h100-sxm", H100 | {"kernel_tables": "tables/mine.npz"},
+                                        perf="roofline"), fp8)
+    ship = load_scenario(write_scenario(tmp_path / "b", "h100-sxm", perf="roofline"), fp8)
+    f_mine, f_ship = (efficiency_factors(s, plan_deployment(s)) for s in (mine, ship))
+    assert f_mine["mfu"] == pytest.approx(f_ship["mfu"] / 2, rel=1e-12)
+    assert f_mine["mbu"] == pytest.approx(f_ship["mbu"] / 2, rel=1e-12)
