@@ -146,11 +146,13 @@ def cmd_check(args) -> int:
     scenario = load_scenario(args.scenario, args.overrides, args.seed, args.catalog)
     if scenario.fleet.pools is not None:  # each pool is planned on its own hardware, model and price
         pools = fleet_pools(scenario)
-        for plan, pool in zip(fleet_plan(scenario), pools):
+        plans = fleet_plan(scenario)
+        for plan, pool in zip(plans, pools):
             step_params(plan.scenario, pool.deployment)  # what run builds next: a perf.table that cannot be read fails here too
         print(f"{args.scenario}: ok; {len(pools)} pools")
-        for plan, pool in zip(fleet_plan(scenario), pools):
-            print(f"  {pool.name}: {pool.replicas} x " + deployment_line(pool.deployment) + tables_line(plan.scenario, pool.deployment))
+        for plan, pool in zip(plans, pools):
+            print(f"  {pool.name}: {pool.replicas} x " + deployment_line(pool.deployment)
+                  + tables_line(plan.scenario, pool.deployment))
     else:
         dep = plan_deployment(scenario)
         step_params(scenario, dep)

@@ -3,7 +3,8 @@
 The kernel-table model (simcost.perf.kernel_model) is chosen where its held-out checks say it
 can be trusted (docs/fidelity.md section 2), the roofline everywhere else:
 - kernels: an NVIDIA GPU with its own measured tables (A100, H100, H200, B200, GB200, L40S, RTX PRO
-  6000, or any GPU whose catalog entry names its `kernel_tables`), or one that borrows the tables of a same-generation NVLink/NVSwitch GPU (TRUSTED_BORROWS:
+  6000; any GPU whose catalog entry names its `kernel_tables`, judged by the same rules), or one
+  that borrows the tables of a same-generation NVLink/NVSwitch GPU (TRUSTED_BORROWS:
   H100 <-> H200 held out land within 2-9 % median per step family, B200 <-> GB200 within 1-15 %),
   when the tables hold every operator of the model at this shape;
 - roofline: CPUs, TPUs, edge boards and non-NVIDIA accelerators (no tables); GPUs that would borrow
@@ -40,13 +41,7 @@ from simcost.perf.expert_parallel import devices_per_node, expert_parallel
 from simcost.perf.kernel_import import own_tables
 from simcost.perf.kernel_mla import mla_tabled
 from simcost.perf.kernel_scaling import borrowed_tables, with_derived_rows
-from simcost.perf.kernel_tables import (
-    DEVICE_TABLES,
-    KernelTables,
-    gemms_from_roofline,
-    mlp_shapes,
-    table_format,
-)
+from simcost.perf.kernel_tables import DEVICE_TABLES, KernelTables, gemms_from_roofline, mlp_shapes, table_format
 
 if TYPE_CHECKING:
     from simcost.perf.deployment import Deployment
