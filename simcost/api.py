@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from simcost.catalog.catalog import absolute_kernel_tables
 from simcost.errors import InputError
 from simcost.scenario.deployment import PRESET_KEYS, EngineConfig, free_device_defaults
 from simcost.scenario.scenario import Scenario, load_scenario, scenario_from_dict
@@ -61,6 +62,8 @@ def _unpreset(raw: dict, overrides: dict, engine: EngineConfig) -> dict:
 def _from_raw(raw: dict, sets: tuple[str, ...], seed: int | None, catalog) -> Scenario:
     if not catalog:
         return scenario_from_dict(raw, sets, seed)
+    if isinstance(raw.get("catalog"), dict):  # a dict's paths are relative to the working folder, not the copy's
+        raw = {**raw, "catalog": absolute_kernel_tables(raw["catalog"], Path.cwd())}
     with tempfile.TemporaryDirectory() as folder:  # catalog files join a scenario the way load_scenario reads them
         return load_scenario(_scenario_file(raw, Path(folder)), sets, seed, tuple(catalog))
 

@@ -6,7 +6,8 @@ The key hashes, as canonical JSON:
 - the simcost version and a digest of simcost's own code and catalogs, so an edited tree misses
   instead of returning results of the old code;
 - the SHA-256 of every data file the scenario names (traces, rate and ServeGen files, calibrated
-  profiles; bundled names resolved to their packaged files), so a changed trace is a miss.
+  profiles, a catalog device's kernel_tables; bundled names resolved to their packaged files), so a
+  changed trace is a miss.
 Only finished runs are stored: a run that failed is tried again on the next sweep.
 """
 
@@ -20,7 +21,7 @@ from importlib import metadata
 from pathlib import Path
 
 # leaf keys of a resolved scenario whose string value may name a data file (config.FILE_KEYS)
-FILE_LEAVES = ("name", "trace", "rate_file", "servegen_file", "profile")
+FILE_LEAVES = ("name", "trace", "rate_file", "servegen_file", "profile", "kernel_tables")
 
 
 def run_key(raw: dict) -> str:
@@ -60,6 +61,9 @@ def data_files(raw) -> dict[str, str]:
                     path = _data_path(value)
                     if path is not None:
                         found[value] = file_sha256(str(path), *_stamp(path))
+                    elif key == "kernel_tables" and Path(value).is_dir():  # a catalog device's Parquet folder
+                        found[value] = ",".join(file_sha256(str(f), *_stamp(f))
+                                                for f in sorted(Path(value).glob("*/*.parquet")))
                 else:
                     stack.append(value)
         elif isinstance(node, list):

@@ -216,5 +216,21 @@ def catalog_parts(raw: Any, label: str, base_dir: Path, seen: tuple[Path, ...] =
     for name in files:
         path = Path(name).expanduser()
         parts += read_catalog_file(path if path.is_absolute() else base_dir / path, name, seen)
-    own = {k: v for k, v in raw.items() if k != "files"}
+    own = absolute_kernel_tables({k: v for k, v in raw.items() if k != "files"}, base_dir)
     return parts + ([(label, own)] if own else [])
+
+
+def absolute_kernel_tables(section: dict, base_dir: Path) -> dict:
+    """A catalog section with its devices' `kernel_tables` paths, relative to the catalog that
+    names them, made absolute (the merged catalog no longer knows which file an entry came from)."""
+    devices = section.get("devices")
+    if not isinstance(devices, dict):
+        return section
+    return {**section, "devices": {key: _absolute(entry, base_dir) for key, entry in devices.items()}}
+
+
+def _absolute(entry: Any, base_dir: Path) -> Any:
+    path = entry.get("kernel_tables") if isinstance(entry, dict) else None
+    if not isinstance(path, str) or not path.strip() or Path(path).expanduser().is_absolute():
+        return entry
+    return {**entry, "kernel_tables": str((base_dir / path).resolve())}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 from simcost.catalog.types import (
@@ -105,7 +106,7 @@ def _sources(entry: dict, groups: tuple[str, ...], where: _Where) -> dict:
 _DEVICE_REQUIRED = ("name", "kind", "mem_bw_gb_per_s", "peak_tflops", "link_gb_per_s", "idle_w", "peak_w",
                     "mfu", "mbu", "step_overhead_s", "allreduce_latency_s", "sources")
 _DEVICE_OPTIONAL = ("memory_gb", "memory_gib", "host_link_gb_per_s", "price_usd_per_hour", "aliases", "rentable_shapes",
-                    "devices_per_node", "interconnect")
+                    "devices_per_node", "interconnect", "kernel_tables")
 
 
 def _device(key: str, entry: Any, where: _Where) -> DeviceSpec:
@@ -152,7 +153,19 @@ def _device(key: str, entry: Any, where: _Where) -> DeviceSpec:
         rentable_shapes=_shapes(entry, where),
         devices_per_node=_integer(entry, "devices_per_node", where) if "devices_per_node" in entry else None,
         interconnect=_interconnect(entry, where),
+        kernel_tables=_kernel_tables(entry, where),
     )
+
+
+def _kernel_tables(entry: dict, where: _Where) -> str | None:
+    """A .npz or a folder (relative to the catalog file: made absolute when it is read); what is
+    in it is checked when the kernel model loads it (simcost.perf.kernel_import)."""
+    path = _text(entry, "kernel_tables", where) if "kernel_tables" in entry else None
+    found = Path(path).expanduser() if path is not None else None
+    if found is not None and not (found.is_dir() or (found.is_file() and found.suffix == ".npz")):
+        raise InputError(where("kernel_tables"), f"{path}: " + ("no such file or folder" if not found.exists() else
+                         "expected a .npz in simcost's format or a folder of aiconfigurator's Parquet tables"))
+    return path
 
 
 def _interconnect(entry: dict, where: _Where) -> Interconnect | None:

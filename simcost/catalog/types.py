@@ -76,6 +76,9 @@ class DeviceSpec:
     # the tensor-parallel fabric for the roofline's all-reduce (latency + bandwidth by topology);
     # None: the legacy (t - 1) x allreduce_latency_s charge the catalog defaults were tuned with
     interconnect: Interconnect | None = None
+    # a user's own measured kernel tables (a .npz or an aiconfigurator folder; absolute once the
+    # catalog is read): the kernel model runs on these instead of shipped or borrowed ones
+    kernel_tables: str | None = None
 
 
 @dataclass(frozen=True)

@@ -146,21 +146,33 @@ def cmd_check(args) -> int:
     scenario = load_scenario(args.scenario, args.overrides, args.seed, args.catalog)
     if scenario.fleet.pools is not None:  # each pool is planned on its own hardware, model and price
         pools = fleet_pools(scenario)
-        for plan, pool in zip(fleet_plan(scenario), pools):
+        plans = fleet_plan(scenario)
+        for plan, pool in zip(plans, pools):
             step_params(plan.scenario, pool.deployment)  # what run builds next: a perf.table that cannot be read fails here too
         print(f"{args.scenario}: ok; {len(pools)} pools")
-        for pool in pools:
-            print(f"  {pool.name}: {pool.replicas} x " + deployment_line(pool.deployment))
+        for plan, pool in zip(plans, pools):
+            print(f"  {pool.name}: {pool.replicas} x " + deployment_line(pool.deployment)
+                  + tables_line(plan.scenario, pool.deployment))
     else:
         dep = plan_deployment(scenario)
         step_params(scenario, dep)
-        print(f"{args.scenario}: ok; " + deployment_line(dep))
+        print(f"{args.scenario}: ok; " + deployment_line(dep) + tables_line(scenario, dep))
     for k, api in enumerate(scenario.fleet.api_pools):  # hosted APIs: their resolved prices and limits
         t = api.terms(f"fleet.api_pools[{k}]")
         print(f"  api {api.name} ({api.role}): {t.provider_name} {t.model}, ${t.input_usd_per_1m:g} in / "
               f"${t.output_usd_per_1m:g} out per 1M tokens" + (f" less {t.discount:.0%} (batch)" if t.discount else "")
               + f", {t.requests_per_min:,.0f} requests and {t.tokens_per_min:,.0f} tokens per minute")
     return 0
+
+
+def tables_line(scenario, dep) -> str:
+    """The step model a device with its own kernel tables (catalog kernel_tables) runs: '' otherwise."""
+    from simcost.perf.model_choice import choose_perf_model
+
+    if getattr(dep.device, "kernel_tables", None) is None:
+        return ""
+    model, why = choose_perf_model(scenario, dep)
+    return f"\n  step model: {model} ({why})"
 
 
 def deployment_line(dep) -> str:

@@ -31,8 +31,9 @@ from functools import lru_cache
 import numpy as np
 
 from simcost.catalog.types import DeviceSpec, ModelSpec
+from simcost.perf.kernel_import import own_tables
 from simcost.perf.kernel_mla import mla_tabled
-from simcost.perf.kernel_tables import DEVICE_TABLES, KernelTables, bracket, load_tables, loglog, table_format
+from simcost.perf.kernel_tables import KernelTables, bracket, load_tables, loglog, table_format
 
 # table file -> the catalog device it was measured on
 TABLE_DEVICE = {"a100_sxm": "a100-80gb", "h100_sxm": "h100-sxm", "h200_sxm": "h200", "b200_sxm": "b200",
@@ -390,10 +391,11 @@ def _moe_lender(key: str, shape: tuple[float, float, float, float], axis: int, o
 
 
 def tables_for_device(device: DeviceSpec) -> KernelTables | None:
-    """The device's own tables, else the nearest measured GPU's scaled to it, else None."""
-    name = DEVICE_TABLES.get(device.key)
-    if name is not None:
-        return KernelTables(name)
+    """The device's own tables (a user's from the catalog, else shipped), else the nearest
+    measured GPU's scaled to it, else None."""
+    own = own_tables(device)
+    if own is not None:
+        return own
     source = nearest_table(device)
     if source is None:
         return None

@@ -97,10 +97,11 @@ FP8_RATIO_ASSUMED = (0.80, 0.77)
 FP8_RATIO_GPUS = ("h100-sxm", "h200", "b200", "l40s", "rtx-pro-6000-server")
 
 
-def gemm_efficiency(name: str, dtype: str, peak_flops: float, mem_bw_bytes_per_s: float) -> tuple[float, float]:
+def gemm_efficiency(name: str | KernelTables, dtype: str, peak_flops: float, mem_bw_bytes_per_s: float
+                    ) -> tuple[float, float]:
     """(fraction of peak FLOP/s at large m, fraction of peak bandwidth reading the weights at
-    small m) of the measured 8192 x 8192 GEMM in table `name`."""
-    t = KernelTables(name)
+    small m) of the measured 8192 x 8192 GEMM in table `name` (or these tables)."""
+    t = KernelTables(name) if isinstance(name, str) else name
     large, _ = t.gemm_ms(dtype, np.array([4096.0, 8192.0]), 8192, 8192)
     small, _ = t.gemm_ms(dtype, np.array([1.0, 16.0]), 8192, 8192)
     weight_b = 2.0 if dtype == "bfloat16" else 1.0
@@ -109,16 +110,19 @@ def gemm_efficiency(name: str, dtype: str, peak_flops: float, mem_bw_bytes_per_s
 
 
 def format_efficiency_ratio(device_key: str, compute_format: str, peak_flops: dict[str, float],
-                            mem_bw_bytes_per_s: float) -> tuple[float, float]:
+                            mem_bw_bytes_per_s: float, tables: KernelTables | None = None) -> tuple[float, float]:
     """(mfu, mbu) of `compute_format` relative to bf16 on this device: 1 for 16-bit formats,
-    measured for fp8 where the device has tables, FP8_RATIO_ASSUMED otherwise."""
+    measured for fp8 where the device has tables (`tables`: a user's, kernel_import.own_tables;
+    else the shipped ones of the key), FP8_RATIO_ASSUMED otherwise."""
     if compute_format != "fp8":
         return 1.0, 1.0
     name = table_name(device_key)
-    if name is None or "bf16" not in peak_flops or f"gemm/{TABLE_DTYPE['fp8']}" not in load_tables(name):
+    tables = tables if tables is not None else None if name is None else KernelTables(name)
+    if (tables is None or "bf16" not in peak_flops or not tables.has("gemm", TABLE_DTYPE["fp8"])
+            or not tables.has("gemm", TABLE_DTYPE["bf16"])):
         return FP8_RATIO_ASSUMED
-    fp8 = gemm_efficiency(name, "fp8", peak_flops["fp8"], mem_bw_bytes_per_s)
-    bf16 = gemm_efficiency(name, "bfloat16", peak_flops["bf16"], mem_bw_bytes_per_s)
+    fp8 = gemm_efficiency(tables, "fp8", peak_flops["fp8"], mem_bw_bytes_per_s)
+    bf16 = gemm_efficiency(tables, "bfloat16", peak_flops["bf16"], mem_bw_bytes_per_s)
     return fp8[0] / bf16[0], fp8[1] / bf16[1]
 
 

@@ -3,7 +3,8 @@
 The kernel-table model (simcost.perf.kernel_model) is chosen where its held-out checks say it
 can be trusted (docs/fidelity.md section 2), the roofline everywhere else:
 - kernels: an NVIDIA GPU with its own measured tables (A100, H100, H200, B200, GB200, L40S, RTX PRO
-  6000), or one that borrows the tables of a same-generation NVLink/NVSwitch GPU (TRUSTED_BORROWS:
+  6000; any GPU whose catalog entry names its `kernel_tables`, judged by the same rules), or one
+  that borrows the tables of a same-generation NVLink/NVSwitch GPU (TRUSTED_BORROWS:
   H100 <-> H200 held out land within 2-9 % median per step family, B200 <-> GB200 within 1-15 %),
   when the tables hold every operator of the model at this shape;
 - roofline: CPUs, TPUs, edge boards and non-NVIDIA accelerators (no tables); GPUs that would borrow
@@ -37,6 +38,7 @@ import numpy as np
 
 from simcost.catalog.types import DeviceSpec, ModelSpec
 from simcost.perf.expert_parallel import devices_per_node, expert_parallel
+from simcost.perf.kernel_import import own_tables
 from simcost.perf.kernel_mla import mla_tabled
 from simcost.perf.kernel_scaling import borrowed_tables, with_derived_rows
 from simcost.perf.kernel_tables import DEVICE_TABLES, KernelTables, gemms_from_roofline, mlp_shapes, table_format
@@ -75,7 +77,8 @@ def perf_choice(scenario: Scenario, dep: Deployment) -> PerfChoice:
     """`choose_perf_model`'s answer, with what the kernel model must price differently."""
     perf = scenario.perf
     if perf.model != "auto":
-        return PerfChoice(perf.model, "set in perf.model")
+        user = dep.device.kernel_tables if perf.model == "kernels" else None
+        return PerfChoice(perf.model, "set in perf.model" + (f"; kernel tables from {user}" if user else ""))
     if getattr(dep.model, "serving", "tokens") == "per_item":
         return PerfChoice("roofline", "auto: a model served per item")
     if perf.profile:
@@ -133,14 +136,15 @@ def _auto_tables(device: DeviceSpec, tp: int) -> tuple[KernelTables | None, str]
     """The tables auto would use on `device` at tensor_parallel `tp`, or None and why not."""
     if device.kind != "gpu" or "bf16" not in device.peak_flops:
         return None, f"no kernel tables for {device.kind} devices"
-    name = DEVICE_TABLES.get(device.key)
+    name = device.kernel_tables or DEVICE_TABLES.get(device.key)
     lender = TRUSTED_BORROWS.get(device.key)
     if name is None and lender is None:
         return None, f"no kernel tables for {device.key} or a GPU of its generation"
     if tp > 1 and device.link_bytes_per_s < PCIE_MAX_LINK_BYTES_PER_S:
         return None, f"{device.key} all-reduces over PCIe at tensor_parallel {tp}"
-    if name is not None:
-        return KernelTables(name), "own tables"
+    own = own_tables(device)  # a user's (catalog kernel_tables) are judged by the same rules as shipped ones
+    if own is not None:
+        return own, f"own tables from {device.kernel_tables}" if device.kernel_tables else "own tables"
     assert lender is not None
     return borrowed_tables(lender, device), f"{lender}'s tables scaled (same generation)"
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from simcost.catalog.types import BYTES_PER_ELEMENT, FLAT_INTERCONNECTS, DeviceSpec, Interconnect, ModelSpec
+from simcost.perf.kernel_import import own_tables
 from simcost.perf.kernel_tables import (
     format_efficiency_ratio,
 )
@@ -56,7 +57,8 @@ def efficiency_factors(scenario: Scenario, dep: Deployment) -> dict[str, float]:
     GEMMs: fp8 scales them by what fp8 kernels reach relative to bf16 (format_efficiency_ratio)."""
     factors = default_factors(dep.device)
     mfu_ratio, mbu_ratio = format_efficiency_ratio(dep.device.key, dep.compute_format, dep.device.peak_flops,
-                                                   dep.device.mem_bw_bytes_per_s)
+                                                   dep.device.mem_bw_bytes_per_s,
+                                                   own_tables(dep.device) if dep.device.kernel_tables else None)
     factors["mfu"] *= mfu_ratio
     factors["mbu"] *= mbu_ratio
     profile_path = getattr(scenario.perf, "profile", None)
