@@ -35,14 +35,16 @@ def side_jobs(result: RunResult, paths: dict[str, Path], focus: FocusTable,
               drawn_early: Callable[[str], bool] = lambda name: False) -> list[Job]:
     """The figures (from small inputs: CDF points, the time series) and focus.parquet; a figure
     `drawn_early` (by `EarlyFigures`) is only written, from the bytes the figure process holds."""
-    figures: dict[str, tuple[Callable[..., bytes], tuple]] = {
-        "latency.png": (latency_png, latency_inputs(result.scenario, result.table))}
-    if result.timeseries is not None:
-        figures["timeseries.png"] = (timeseries_png, timeseries_inputs(
-            result.scenario, result.timeseries, result.bill.roster, result.summary.get("per_item") is not None))
+    series = result.timeseries
+    # each figure's drawing function and its inputs, made only for a figure not drawn early
+    figures: dict[str, tuple[Callable[..., bytes], Callable[[], tuple]]] = {
+        "latency.png": (latency_png, lambda: latency_inputs(result.scenario, result.table))}
+    if series is not None:
+        figures["timeseries.png"] = (timeseries_png, lambda: timeseries_inputs(
+            result.scenario, series, result.bill.roster, result.summary.get("per_item") is not None))
     jobs: list[Job] = [(name, None, (paths[PATH_KEY[name]],)) if drawn_early(name)
-                       else (name, write_png, (draw, args, paths[PATH_KEY[name]]))
-                       for name, (draw, args) in figures.items()]
+                       else (name, write_png, (draw, inputs(), paths[PATH_KEY[name]]))
+                       for name, (draw, inputs) in figures.items()]
     if importlib.util.find_spec("pyarrow") is not None:
         jobs.append(("focus.parquet", write_focus_parquet, (focus, paths["focus"].with_suffix(".parquet"))))
     return jobs
