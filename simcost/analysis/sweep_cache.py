@@ -62,8 +62,9 @@ def data_files(raw) -> dict[str, str]:
                     if path is not None:
                         found[value] = file_sha256(str(path), *_stamp(path))
                     elif key == "kernel_tables" and Path(value).is_dir():  # a catalog device's Parquet folder
-                        found[value] = ",".join(file_sha256(str(f), *_stamp(f))
-                                                for f in sorted(Path(value).glob("*/*.parquet")))
+                        from simcost.perf.kernel_import import table_files
+
+                        found[value] = ",".join(file_sha256(str(f), *_stamp(f)) for f in table_files(Path(value)))
                 else:
                     stack.append(value)
         elif isinstance(node, list):

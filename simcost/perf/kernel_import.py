@@ -185,10 +185,14 @@ def check_tables(arrays: dict[str, np.ndarray], label: str) -> dict[str, np.ndar
     return out
 
 
+def table_files(path: Path) -> list[Path]:
+    """The files kernel tables at `path` are read from: the .npz, or a folder's Parquet tables."""
+    return [path] if path.is_file() else sorted(path.glob("*/*.parquet"))
+
+
 def _signature(path: Path) -> tuple:
     """What identifies one version of the tables: every file's size and modification time."""
-    files = [path] if path.is_file() else sorted(path.glob("*/*.parquet"))
-    return tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    return tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in table_files(path))
 
 
 def load_user_tables(path: str) -> dict[str, np.ndarray]:
