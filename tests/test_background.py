@@ -153,6 +153,26 @@ def test_without_a_child_nothing_is_drawn_early(tmp_path):
     assert not side.drawn_early("a.png")  # so the run's jobs draw it in full, as before
 
 
+def test_simcost_run_hands_both_figures_over_before_the_folder(tmp_path, monkeypatch):
+    """`simcost run` (with a figure process) has latency.png and timeseries.png drawn early: by
+    the time the folder's jobs are made, both are only to be written."""
+    asked = {}
+    made = writer.side_jobs
+
+    def spy(result, paths, focus, drawn_early):
+        asked.update({name: drawn_early(name) for name in ("latency.png", "timeseries.png")})
+        return made(result, paths, focus, drawn_early)
+
+    monkeypatch.setattr(writer, "side_jobs", spy)
+    assert main(["run", *EXAMPLE, "--out", str(tmp_path / "run")]) == 0
+    forked = Background()
+    expected = forked.forked
+    forked.close()
+    assert asked == {"latency.png": expected, "timeseries.png": expected}
+    assert (tmp_path / "run" / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "run" / "timeseries.png").stat().st_size > 0
+
+
 @pytest.mark.parametrize("stage", ["early", "late"])
 def test_a_failed_figure_keeps_the_run_and_says_which(tmp_path, monkeypatch, capsys, stage):
     """Drawn early (the figure process's `EarlyFigures`) or with the other files (without one)."""
