@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from simcost.cost.energy import hour_overlap_s, split_steps_by_hour, split_steps_by_hour_py
-from simcost.cost.hours import HourWindows, _pairwise_rows, hour_of, last_hour_of
+from simcost.cost.hours import HourWindows, _pairwise_rows, clock_hour, hour_of, last_hour_of
 from simcost.units import S_PER_HOUR
 
 
@@ -81,6 +81,26 @@ def test_hours_of_boundaries():
     np.testing.assert_array_equal(last_hour_of(t, 3), [0, 0, 0, 1, 2])  # an end on a boundary stays before it
     w = HourWindows.of_intervals(np.array([3600.0, 0.0]), np.array([3600.0, 7200.0]), 3)
     assert w.first_hour.tolist() == [1, 0] and w.counts.tolist() == [1, 2]  # no time: its start's hour alone
+
+
+def _floor_hour_cases() -> np.ndarray:
+    """Every hour boundary of a year and the doubles either side of it, times the product with
+    1/3600 rounds across (k x 3600 - ulp for large k), both ends of the exact range, and finite
+    values outside it that the kernel hands to the division (negative, huge)."""
+    edges = np.arange(0, 24 * 366 + 1, dtype=np.float64) * S_PER_HOUR
+    big = np.array([2.0**40, 2.0**49, 2.0**50 - 1, 2.0**50, 2.0**51, 1e18, -0.0, -1.0, -3600.0, -3601.0])
+    near_big = (np.floor(big[:3] / S_PER_HOUR) * S_PER_HOUR)
+    rng = np.random.default_rng(7)
+    return np.concatenate([edges, np.nextafter(edges, -np.inf), np.nextafter(edges, np.inf), big, near_big,
+                           np.nextafter(near_big, -np.inf), rng.uniform(0, 1e7, 20_000), rng.uniform(0, 1e12, 20_000),
+                           [5e-324, 1e-300, 0.1, 3599.9999999999995]])
+
+
+def test_clock_hour_is_float_floor_division_exactly():
+    """clock_hour replaces `int(t // 3600)` in the per-step kernels: it must give the same hour for
+    every time, not only most (a step put in the wrong hour moves its cost to another tariff)."""
+    wrong = [t for t in _floor_hour_cases() if clock_hour(float(t)) != int(t // S_PER_HOUR)]
+    assert not wrong, wrong[:5]
 
 
 @settings(max_examples=60, deadline=None)

@@ -163,7 +163,9 @@ def test_pool_histogram_counts_as_numpy_histogram_per_pool():
 
 def test_token_histogram_counts_as_a_pool_per_token():
     """Tokens binned at their request's pool (the first at pool 0 when a prefill pool emits it),
-    against pool_histogram with the pool spelled out per token as the time series did."""
+    against pool_histogram with the pool spelled out per token as the time series did; times on
+    edges, outside, NaN, and in the order a run emits them (the kernel tries the previous
+    token's interval first)."""
     rng = np.random.default_rng(11)
     for _ in range(200):
         edges_s = np.arange(rng.integers(2, 30)) * rng.uniform(0.01, 3.0)
@@ -172,6 +174,8 @@ def test_token_histogram_counts_as_a_pool_per_token():
         times_s = rng.uniform(-1, edges_s[-1] + 1, offsets[-1])
         times_s[rng.random(len(times_s)) < 0.1] = np.nan
         times_s[rng.random(len(times_s)) < 0.1] = rng.choice(edges_s)
+        if rng.random() < 0.5:  # as a run emits them: each request's tokens in time order
+            times_s = np.concatenate([np.sort(times_s[a:b]) for a, b in zip(offsets[:-1], offsets[1:])] + [[]])
         request_pool = rng.integers(0, 3, len(per_request))
         for first_in_pool0 in (False, True):
             token_pool = np.repeat(request_pool, per_request)

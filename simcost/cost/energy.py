@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from simcost.cost.hours import HourWindows
+from simcost.cost.hours import HourWindows, clock_hour
 from simcost.errors import required
 from simcost.units import J_PER_KWH, S_PER_HOUR
 
@@ -81,7 +81,7 @@ def replica_hour_energy(windows: HourWindows, busy_u_s: np.ndarray, alive_s: np.
 def hour_piece(t_s, end_s, n_hours):
     """The clock hour h holding time t_s (the last hour takes any overrun), and where the piece of
     a step from t_s to end_s inside that hour stops."""
-    h = min(int(t_s // S_PER_HOUR), n_hours - 1)
+    h = min(clock_hour(t_s), n_hours - 1)
     cut_s = min(end_s, (h + 1) * S_PER_HOUR) if h < n_hours - 1 else end_s
     return h, cut_s
 

@@ -25,6 +25,26 @@ from numba import njit
 from simcost.units import S_PER_HOUR
 
 PAIRWISE_BLOCK = 128  # numpy's PW_BLOCKSIZE: below it, 8 running sums; above, halves
+_HOURS_PER_S = 1.0 / S_PER_HOUR
+_EXACT_BELOW_S = 2.0 ** 50  # q x 3600 and (q + 1) x 3600 are exact doubles below this
+
+
+@njit(cache=True)
+def clock_hour(t_s):
+    """int(t_s // S_PER_HOUR), exactly as float floor division gives it, without its fmod: the
+    per-step kernels cut a long run's millions of steps by hour, and the division was most of
+    their time. The product with the reciprocal is within one of the quotient's floor; two exact
+    comparisons settle it (tests/test_hours.py searched 10^8 times near hour edges and found none
+    where they act; they keep exactness from resting on that search). Outside [0, 2^50) s (no
+    simulated time is) it divides."""
+    if not 0.0 <= t_s < _EXACT_BELOW_S:
+        return int(t_s // S_PER_HOUR)
+    q = int(t_s * _HOURS_PER_S)
+    if q * S_PER_HOUR > t_s:
+        return q - 1
+    if (q + 1) * S_PER_HOUR <= t_s:
+        return q + 1
+    return q
 
 
 def hour_of(t_s: np.ndarray, n_hours: int) -> np.ndarray:
@@ -157,9 +177,9 @@ def _widen(first, last, step_start_s, step_end_s, step_life, n_hours):
     first, last = first.copy(), last.copy()
     for j in range(step_start_s.shape[0]):
         i = step_life[j]
-        h0 = min(max(int(step_start_s[j] // S_PER_HOUR), 0), n_hours - 1)
-        q = step_end_s[j] // S_PER_HOUR
-        h1 = min(max(int(q) if q * S_PER_HOUR < step_end_s[j] else int(q) - 1, h0), n_hours - 1)
+        h0 = min(max(clock_hour(step_start_s[j]), 0), n_hours - 1)
+        q = clock_hour(step_end_s[j])
+        h1 = min(max(q if q * S_PER_HOUR < step_end_s[j] else q - 1, h0), n_hours - 1)
         if h0 < first[i]:
             first[i] = h0
         if h1 > last[i]:

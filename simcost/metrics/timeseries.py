@@ -151,9 +151,14 @@ def _token_bin_counts(times_s, offsets, request_pool, first_in_pool0, edges_s, c
     n_bins = edges_s.shape[0] - 1
     if n_bins < 1:
         return
+    b = 0
     for i in range(request_pool.shape[0]):
         for j in range(offsets[i], offsets[i + 1]):
-            b = _bin(times_s[j], edges_s, n_bins)
+            # a request's tokens come ~10 ms apart: most fall in the previous token's interval,
+            # so check it before searching (a time on the last edge is _bin's: its bin is closed)
+            t = times_s[j]
+            if not (b >= 0 and edges_s[b] <= t < edges_s[b + 1]):
+                b = _bin(t, edges_s, n_bins)
             if b >= 0:
                 p = 0 if first_in_pool0 and j == offsets[i] else request_pool[i]
                 counts[p * n_bins + b] += 1
