@@ -5,7 +5,10 @@ function. Imports under `if TYPE_CHECKING:` name types only and are left out."""
 from __future__ import annotations
 
 import ast
+import subprocess
 from pathlib import Path
+
+import pytest
 
 import simcost
 
@@ -89,3 +92,19 @@ def test_the_checks_see_a_cycle_and_an_upward_import(tmp_path):
     src.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from simcost.cli.main import main\n"
                    "def f():\n    from simcost.analysis.sweep import sweep\n")
     assert runtime_imports(src, {"simcost.analysis.sweep", "simcost.cli.main"}) == {"simcost.analysis.sweep": 5}
+
+
+# What the repository's top level holds: the project's folders and files, nothing a run left behind
+# (a run's figures once got committed there by `git add -A`).
+TOP_LEVEL = {".ci", ".gitattributes", ".gitignore", "LICENSE", "README.md", "configs", "docs", "experiments",
+             "mkdocs.yml", "pyproject.toml", "simcost", "tests"}
+
+
+def test_the_top_level_holds_only_the_project():
+    root = PACKAGE.parent
+    try:
+        listed = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout: nothing tracked to check")
+    stray = sorted({line.split("/", 1)[0] for line in listed.splitlines()} - TOP_LEVEL)
+    assert not stray, f"tracked at the top level, not part of the project: {stray}"
