@@ -29,7 +29,7 @@ _HOURS_PER_S = 1.0 / S_PER_HOUR
 _EXACT_BELOW_S = 2.0 ** 50  # q x 3600 and (q + 1) x 3600 are exact doubles below this
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def clock_hour(t_s):
     """int(t_s // S_PER_HOUR), exactly as float floor division gives it, without its fmod: the
     per-step kernels cut a long run's millions of steps by hour, and the division was most of
