@@ -32,6 +32,7 @@ An explicit `perf.model` is used as given.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
@@ -144,7 +145,8 @@ def _auto_tables(device: DeviceSpec, tp: int) -> tuple[KernelTables | None, str]
         return None, f"{device.key} all-reduces over PCIe at tensor_parallel {tp}"
     own = own_tables(device)  # a user's (catalog kernel_tables) are judged by the same rules as shipped ones
     if own is not None:
-        return own, f"own tables from {device.kernel_tables}" if device.kernel_tables else "own tables"
+        # by name, not by path: summary.json must not change with where the user's files sit
+        return own, f"own tables from {Path(device.kernel_tables).name}" if device.kernel_tables else "own tables"
     assert lender is not None
     return borrowed_tables(lender, device), f"{lender}'s tables scaled (same generation)"
 
