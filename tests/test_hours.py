@@ -84,9 +84,10 @@ def test_hours_of_boundaries():
 
 
 def _floor_hour_cases() -> np.ndarray:
-    """Every hour boundary of a year and the doubles either side of it, times the product with
-    1/3600 rounds across (k x 3600 - ulp for large k), both ends of the exact range, and finite
-    values outside it that the kernel hands to the division (negative, huge)."""
+    """Every hour edge of a year and the doubles either side of it (where a rounded product with
+    1/3600 could land in the wrong hour), hour edges and their neighbours near the end of the exact
+    range, random times, and finite values outside the range that the kernel hands to the
+    division (negative, huge)."""
     edges = np.arange(0, 24 * 366 + 1, dtype=np.float64) * S_PER_HOUR
     big = np.array([2.0**40, 2.0**49, 2.0**50 - 1, 2.0**50, 2.0**51, 1e18, -0.0, -1.0, -3600.0, -3601.0])
     near_big = (np.floor(big[:3] / S_PER_HOUR) * S_PER_HOUR)

@@ -35,8 +35,8 @@ def clock_hour(t_s):
     per-step kernels cut a long run's millions of steps by hour, and the division was most of
     their time. The product with the reciprocal is within one of the quotient's floor; two exact
     comparisons settle it (a search of 2 x 10^8 times within 3 ulps of hour edges up to 2^50 s
-    found none where they act; they keep exactness from resting on that search). Outside [0, 2^50) s (no
-    simulated time is) it divides."""
+    found none where they act: they keep exactness from resting on that search). Outside
+    [0, 2^50) s (no simulated time is) it divides."""
     if not 0.0 <= t_s < _EXACT_BELOW_S:
         return int(t_s // S_PER_HOUR)
     q = int(t_s * _HOURS_PER_S)
