@@ -79,7 +79,7 @@ def perf_choice(scenario: Scenario, dep: Deployment) -> PerfChoice:
     perf = scenario.perf
     if perf.model != "auto":
         user = dep.device.kernel_tables if perf.model == "kernels" else None
-        return PerfChoice(perf.model, "set in perf.model" + (f"; kernel tables from {user}" if user else ""))
+        return PerfChoice(perf.model, "set in perf.model" + (f"; kernel tables from {tables_name(user)}" if user else ""))
     if getattr(dep.model, "serving", "tokens") == "per_item":
         return PerfChoice("roofline", "auto: a model served per item")
     if perf.profile:
@@ -128,6 +128,12 @@ def _unmeasured_moe(tables: KernelTables, model: ModelSpec, t: int, weight_forma
 FP8_MOE_FROM_ROOFLINE = "its fp8 MoE layer from the roofline (the measured one is slower than bf16: an untuned kernel path)"
 
 
+def tables_name(path: str) -> str:
+    """A user's kernel tables as `perf_model` names them: by file or folder name, not by path, so
+    summary.json does not change with where the user's files sit."""
+    return Path(path).name
+
+
 def auto_tables(device: DeviceSpec, tp: int) -> KernelTables | None:
     """The kernel tables auto runs `device` with at tensor_parallel `tp` (None: the roofline)."""
     return _auto_tables(device, tp)[0]
@@ -145,8 +151,7 @@ def _auto_tables(device: DeviceSpec, tp: int) -> tuple[KernelTables | None, str]
         return None, f"{device.key} all-reduces over PCIe at tensor_parallel {tp}"
     own = own_tables(device)  # a user's (catalog kernel_tables) are judged by the same rules as shipped ones
     if own is not None:
-        # by name, not by path: summary.json must not change with where the user's files sit
-        return own, f"own tables from {Path(device.kernel_tables).name}" if device.kernel_tables else "own tables"
+        return own, f"own tables from {tables_name(device.kernel_tables)}" if device.kernel_tables else "own tables"
     assert lender is not None
     return borrowed_tables(lender, device), f"{lender}'s tables scaled (same generation)"
 
