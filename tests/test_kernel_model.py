@@ -174,6 +174,38 @@ def test_a_gpu_without_tables_borrows_the_nearest_measured_ones_scaled_and_says_
     assert 1.0 < ratio <= 2039 / 1935 + 1e-9
 
 
+def test_a_cut_span_counts_only_its_applied_steps():
+    """A span cut after 3 of 10 steps leaves the accumulators as a 3-step span does, bit for bit."""
+    p = kernel_params(perf={"model": "kernels"})
+    cut, three = p.copy(), p.copy()
+    span = sm.decode_span(cut, 7, 7 * 900.0, 10)
+    assert np.array_equal(cut, p)  # computing a span counts nothing
+    sm.count_decode_steps(cut, span, 0, 3)
+    sm.decode_span_times_s(three, 7, 7 * 900.0, 3)
+    np.testing.assert_array_equal(cut, three)
+    assert cut[sm.NUM_PARAMS + K_ACC_TOTAL] > 0 and cut[sm.NUM_PARAMS + K_ACC_MEASURED] > 0
+
+
+def test_the_kernel_seconds_counted_are_the_step_seconds_the_run_logged(monkeypatch):
+    """Arrivals cut decode spans short; the measured share is of the steps that ran, so the
+    seconds the kernels model counts equal the step log's (without the uncounting they exceed it)."""
+    from simcost.engine import replica
+    from simcost.simulation.simulation import Simulation
+
+    def counted_and_logged():
+        sim = Simulation(scenario(perf={"model": "kernels"}, duration_s=60.0))
+        result = sim.run()
+        counted = sum(sm.kernel_seconds(pe.step_params)[0] for pe in sim.pool_engines)
+        return counted, float(np.sum(result.steps.step_duration_s))
+
+    counted, logged = counted_and_logged()
+    assert counted == pytest.approx(logged, rel=1e-9)
+    monkeypatch.setattr(replica, "count_decode_steps",  # every computed step, as before the fix
+                        lambda p, span, first, end: sm.count_decode_steps(p, span, 0, len(span[0])))
+    counted, logged = counted_and_logged()
+    assert counted > logged * 1.01  # the run does cut spans
+
+
 def test_run_summary_reports_the_measured_share_of_step_time():
     from simcost.results.writer import format_summary
     summary = run(scenario(perf={"model": "kernels"}, duration_s=10.0)).summary

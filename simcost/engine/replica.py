@@ -42,7 +42,7 @@ from simcost.engine.speculation import (
     mixed_step_tokens,
     run_step,
 )
-from simcost.perf.step_model import decode_span_times_s, step_time_s
+from simcost.perf.step_model import count_decode_steps, decode_span, step_time_s
 from simcost.workload.request_table import COMPLETED
 
 ITL_EWMA_WEIGHT = 0.1  # per decode step: itl_ewma_s follows roughly the last 10 steps
@@ -232,8 +232,8 @@ class Replica(ReplicaBase):
                 return
         n = len(ids)
         start_s = self.env.now
-        step_end_s = span_end_times(decode_span_times_s(self.params, n, float(kv_tokens), k), start_s,
-                                    self._take_transfer_s())
+        span = decode_span(self.params, n, float(kv_tokens), k)
+        step_end_s = span_end_times(span[0], start_s, self._take_transfer_s())
         num_done = k
         self._in_span = True
         try:
@@ -248,6 +248,7 @@ class Replica(ReplicaBase):
                 yield self.env.timeout(wait_s)
         self._in_span = False
         ends = step_end_s[:num_done]
+        count_decode_steps(self.params, span, 0, num_done)  # (a lost node's span never gets here)
         self._record_itl(float(ends[-1]) - start_s, num_done)
         self.kv.apply_decode_steps(ids, ends, num_done)
         self.log.add_span(self.index, start_s, ends, ids)

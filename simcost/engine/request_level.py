@@ -44,7 +44,7 @@ step_time_s(p, items in the batch, 0, 0, 0, requests), whose end is every member
 (TTFT = E2EL), logged as one prefill record whose members weigh by their items. The batch limits
 are max_num_seqs requests and max_num_batched_tokens items.
 
-Speed: all decode step times of a batch come from one `decode_span_times_s` call; the process
+Speed: all decode step times of a batch come from one `decode_span` call; the process
 wakes only at the distinct finish times of members (on_finish must see the true time: sessions
 and closed-loop users schedule their next request from it), and each stretch between two wakes is
 one step-log record. Nothing joins a running batch, so no interrupts are needed.
@@ -66,7 +66,7 @@ from simcost.engine.base import ReplicaBase
 from simcost.engine.kv.blocks import BlockPool, KVPool
 from simcost.engine.options import ReplicaOptions
 from simcost.engine.waiting import FifoQueue
-from simcost.perf.step_model import decode_span_times_s, step_time_s
+from simcost.perf.step_model import count_decode_steps, decode_span, step_time_s
 from simcost.scenario.deployment import REQUEST_LEVEL_POLICIES
 from simcost.workload.request_table import COMPLETED
 
@@ -238,10 +238,12 @@ class BatchReplica(ReplicaBase):
         if num_steps == 0:
             return
         n = len(ids)
-        step_end_s = start_s + np.cumsum(decode_span_times_s(self.params, n, float(t.kv_tokens[ids].sum()), num_steps))
+        span = decode_span(self.params, n, float(t.kv_tokens[ids].sum()), num_steps)
+        step_end_s = start_s + np.cumsum(span[0])
         done = 0
         for stop in np.unique(steps_left[steps_left > 0]).tolist():  # wake where members finish
             yield self.env.timeout(step_end_s[stop - 1] - self.env.now)
+            count_decode_steps(self.params, span, done, stop)  # (a lost node's batch stops counting here)
             self._emit_tokens(ids[steps_left > done], step_end_s[done:stop], done)
             record_start_s = start_s if done == 0 else float(step_end_s[done - 1])
             self.log.add(self.index, record_start_s, step_end_s[done:stop], np.full(stop - done, n, dtype=np.int64),

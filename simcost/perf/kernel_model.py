@@ -34,7 +34,8 @@ counts around it or continued from the two nearest, a single measured count scal
 a GEMM wider than any measured one: as
 column blocks of a measured width); points beyond a table's range scale its edge linearly. Both count as not measured: the kernel accumulates total and
 measured seconds into two slots of the parameter vector, which the run summary reports as
-`step_time_measured_fraction`.
+`step_time_measured_fraction` (a decode span's steps are counted as they are applied:
+simcost.perf.kernel_span.count_kernel_steps).
 
 Layout after the step model's named slots (simcost.perf.step_params.NUM_PARAMS = base):
   base + 0..4: nT, nR, nS, nB, nC; base + 5: seconds simulated; base + 6: of them measured;

@@ -5,10 +5,12 @@ Why apart from `kernel_step_time_s`: within a span only the decode context chang
 grid, the LM head and the MoE grid (their inputs are the batch size), the batch axis' position and
 the decode grid's logarithms at the current context row are the same at every step. They are
 looked up once here (once per context row for the logarithms) instead of per step: the Mooncake
-run computes ~3M span steps. Every step's seconds and the kernel's two accumulators are the same
-floats, added in the same order, as `kernel_step_time_s(p, base, overhead_s, pipeline_s_per_token,
-0, num_seqs, kv + num_seqs, kv, 0)` step after step (tests/test_kernel_model.py checks this
-against that kernel, bit for bit).
+run computes ~4M span steps. Every step's seconds are the same floats as `kernel_step_time_s(p,
+base, overhead_s, pipeline_s_per_token, 0, num_seqs, kv + num_seqs, kv, 0)` step after step, and
+`count_kernel_steps` adds them and their measured seconds to the model's two accumulators in the
+same order as that kernel would (tests/test_kernel_model.py checks this, bit for bit). Counting is
+apart because a span can be cut short (an arrival interrupts it): the accumulators count only the
+steps a run applies.
 """
 
 from __future__ import annotations
@@ -35,14 +37,16 @@ from simcost.perf.kernel_model import (
 
 
 @njit(cache=True)
-def kernel_span_times_s(p, base, overhead_s, pipeline_s_per_token, num_seqs, kv_tokens_sum, num_steps):
+def kernel_span_times_s(p, base, overhead_s, pipeline_s_per_token, num_seqs, kv_tokens_sum, num_steps, measured_s):
     """Seconds of each of `num_steps` decode steps of `num_seqs` requests whose cached tokens sum
-    to `kv_tokens_sum` at the first step (kernel_step_time_s's decode-only case, hoisted)."""
+    to `kv_tokens_sum` at the first step (kernel_step_time_s's decode-only case, hoisted); each
+    step's seconds from measured kernels go to measured_s[step]. Nothing is counted here."""
     out = np.empty(num_steps, dtype=np.float64)
     n = float(num_seqs)
     tokens = 0.0 + n  # as kernel_step_time_s: float(prompt tokens) + float(decode tokens)
     if tokens <= 0.0:
         out[:] = 0.0
+        measured_s[:num_steps] = 0.0
         return out
     n_t, n_b, n_c = int(p[base]), int(p[base + 3]), int(p[base + 4])
     n_r, n_s = int(p[base + 1]), int(p[base + 2])
@@ -99,7 +103,15 @@ def kernel_span_times_s(p, base, overhead_s, pipeline_s_per_token, num_seqs, kv_
         if eager:
             total = max(total, floor_s)
         total += added_s
-        p[base + K_ACC_TOTAL] += total
-        p[base + K_ACC_MEASURED] += measured
+        measured_s[step] = measured
         out[step] = total
     return out
+
+
+@njit(cache=True)
+def count_kernel_steps(p, base, times_s, measured_s, first, end):
+    """Steps first..end-1 of a span (kernel_span_times_s's two arrays) into the model's
+    accumulators, one step after another as kernel_step_time_s adds its own."""
+    for step in range(first, end):
+        p[base + K_ACC_TOTAL] += times_s[step]
+        p[base + K_ACC_MEASURED] += measured_s[step]
