@@ -184,6 +184,12 @@ def test_a_cut_span_counts_only_its_applied_steps():
     sm.decode_span_times_s(three, 7, 7 * 900.0, 3)
     np.testing.assert_array_equal(cut, three)
     assert cut[sm.NUM_PARAMS + K_ACC_TOTAL] > 0 and cut[sm.NUM_PARAMS + K_ACC_MEASURED] > 0
+    # steps 3..6 next (a request-level batch counts stretch by stretch): plain Python, in order
+    total, measured = cut[sm.NUM_PARAMS + K_ACC_TOTAL], cut[sm.NUM_PARAMS + K_ACC_MEASURED]
+    for step in range(3, 7):
+        total, measured = total + span[0][step], measured + span[1][step]
+    sm.count_decode_steps(cut, span, 3, 7)
+    assert (cut[sm.NUM_PARAMS + K_ACC_TOTAL], cut[sm.NUM_PARAMS + K_ACC_MEASURED]) == (total, measured)
 
 
 def test_the_kernel_seconds_counted_are_the_step_seconds_the_run_logged(monkeypatch):
