@@ -192,24 +192,32 @@ def test_a_cut_span_counts_only_its_applied_steps():
     assert (cut[sm.NUM_PARAMS + K_ACC_TOTAL], cut[sm.NUM_PARAMS + K_ACC_MEASURED]) == (total, measured)
 
 
-def test_the_kernel_seconds_counted_are_the_step_seconds_the_run_logged(monkeypatch):
-    """Arrivals cut decode spans short; the measured share is of the steps that ran, so the
-    seconds the kernels model counts equal the step log's (without the uncounting they exceed it)."""
-    from simcost.engine import replica
+def kernel_seconds_counted_and_logged(**extra) -> tuple[float, float]:
     from simcost.simulation.simulation import Simulation
 
-    def counted_and_logged():
-        sim = Simulation(scenario(perf={"model": "kernels"}, duration_s=60.0))
-        result = sim.run()
-        counted = sum(sm.kernel_seconds(pe.step_params)[0] for pe in sim.pool_engines)
-        return counted, float(np.sum(result.steps.step_duration_s))
+    sim = Simulation(scenario(perf={"model": "kernels"}, duration_s=60.0, **extra))
+    result = sim.run()
+    counted = sum(sm.kernel_seconds(pe.step_params)[0] for pe in sim.pool_engines)
+    return counted, float(np.sum(result.steps.step_duration_s))
 
-    counted, logged = counted_and_logged()
+
+def test_the_kernel_seconds_counted_are_the_step_seconds_the_run_logged(monkeypatch):
+    """Arrivals cut decode spans short; the measured share is of the steps that ran, so the
+    seconds the kernels model counts equal the step log's (counting every computed step, they exceed it)."""
+    from simcost.engine import replica
+
+    counted, logged = kernel_seconds_counted_and_logged()
     assert counted == pytest.approx(logged, rel=1e-9)
     monkeypatch.setattr(replica, "count_decode_steps",  # every computed step, as before the fix
                         lambda p, span, first, end: sm.count_decode_steps(p, span, 0, len(span[0])))
-    counted, logged = counted_and_logged()
+    counted, logged = kernel_seconds_counted_and_logged()
     assert counted > logged * 1.01  # the run does cut spans
+
+
+def test_a_request_level_batch_counts_its_decode_steps_stretch_by_stretch():
+    counted, logged = kernel_seconds_counted_and_logged(engine={"policy": "static", "max_num_seqs": 8,
+                                                                "batch_timeout_s": 0.5})
+    assert logged > 0 and counted == pytest.approx(logged, rel=1e-9)
 
 
 def test_run_summary_reports_the_measured_share_of_step_time():
