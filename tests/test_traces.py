@@ -160,7 +160,8 @@ def test_edited_file_is_reread(tmp_path):
 
 GOOD = "2023-11-16 18:15:46.6805900,374,44"
 BAD = {
-    "missing_column": ("TIMESTAMP,ContextTokens,Generated\n" + GOOD + "\n", 1, ["missing column GeneratedTokens", "Generated"]),
+    "missing_column": ("TIMESTAMP,ContextTokens,Generated\n" + GOOD + "\n", 1,
+                       ["missing column GeneratedTokens", "Generated", "workload.trace.columns"]),
     "empty": ("", 1, ["empty file"]),
     "blank_header": ("\n\n", 1, ["empty file"]),
     "header_only": (HEADER + "\r\n", 2, ["header only"]),

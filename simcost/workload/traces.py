@@ -203,8 +203,9 @@ def _parse(where: str, lines: list[str]) -> Trace:
     index = {}
     for name in COLUMNS:
         if name not in header:
-            raise InputError(f"{where}:1", f"missing column {name} (found: {', '.join(header)}; "
-                                           f"expected {', '.join(COLUMNS)})")
+            raise InputError(f"{where}:1", f"missing column {name} (found: {', '.join(header)}; expected "
+                                           f"Azure's {', '.join(COLUMNS)}, or name your columns with workload.trace."
+                                           f"columns: {{arrival: ..., input_tokens: ..., output_tokens: ...}})")
         index[name] = header.index(name)
     body = lines[1:]
     if not body:
