@@ -265,6 +265,11 @@ CASES = {
     "exact cache without hashes": (dict(fleet__response_cache={"mode": "exact"}),
                                    ["fleet.response_cache.mode", "hash"]),
     "budget of 0": (dict(cost__budget={"monthly_usd": 0}), ["cost.budget.monthly_usd", "> 0"]),
+    # a newcomer's first guess at a length: the message shows the mapping it takes
+    "bare number for a length": (dict(workload__input_tokens=100),
+                                 ["workload.input_tokens", "{dist: ..., ...}", "fixed", "got 100"]),
+    "a bare name for the arrivals": (dict(workload__arrivals="poisson"),
+                               ["workload.arrivals", "{process: ..., ...}", "poisson"]),
 }
 
 

@@ -193,11 +193,12 @@ def _variant_keys(cls) -> list[str]:
 def _build_variant(variants: list, data: Any, path: str):
     """A tagged union: the tag key's value picks the variant class (each declares its tag values
     as a Literal), whose own keys are then the only ones allowed."""
-    if not isinstance(data, dict):
-        raise InputError(path or "scenario", f"expected a mapping, got {_show(data)}")
     tag_name = _tag_field(variants[0]).name
     by_value = {v: cls for cls in variants
                 for v in typing.get_args(typing.get_type_hints(cls)[tag_name])}
+    if not isinstance(data, dict):  # (e.g. `input_tokens: 100`): say what the mapping holds
+        raise InputError(path or "scenario", f"expected a mapping {{{tag_name}: ..., ...}} with {tag_name} one of "
+                                             f"{', '.join(by_value)}, got {_show(data)}")
     if tag_name not in data:
         raise InputError(_join(path, tag_name), f"missing (required); one of {', '.join(by_value)}")
     kind = _convert(Literal[tuple(by_value)], data[tag_name], _join(path, tag_name))
