@@ -378,3 +378,21 @@ def test_the_roofline_fp8_factors_come_from_the_users_tables(tmp_path):
     f_mine, f_ship = (efficiency_factors(s, plan_deployment(s)) for s in (mine, ship))
     assert f_mine["mfu"] == pytest.approx(f_ship["mfu"] / 2, rel=1e-12)
     assert f_mine["mbu"] == pytest.approx(f_ship["mbu"] / 2, rel=1e-12)
+
+
+def test_the_roofline_reads_the_users_tables_only_for_an_fp8_format(tmp_path, monkeypatch):
+    """A 16-bit roofline run has nothing to take from them (an aiconfigurator folder converts in
+    ~1.8 s), so it does not load them; an fp8 one does, for its GEMM ratio."""
+    from simcost.perf import kernel_import
+
+    copy_tables(tmp_path, load_tables("h100_sxm"))
+    path = write_scenario(tmp_path, "h100-sxm", H100 | {"kernel_tables": "tables/mine.npz"}, perf="roofline")
+    loads = []
+    real = kernel_import.load_user_tables
+    monkeypatch.setattr(kernel_import, "load_user_tables", lambda p: loads.append(p) or real(p))
+    bf16 = load_scenario(path)
+    efficiency_factors(bf16, plan_deployment(bf16))
+    assert loads == []
+    fp8 = load_scenario(path, ["model.weight_format=fp8"])
+    efficiency_factors(fp8, plan_deployment(fp8))
+    assert len(loads) == 1

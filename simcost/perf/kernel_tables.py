@@ -14,6 +14,7 @@ the roofline).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
@@ -110,14 +111,15 @@ def gemm_efficiency(name: str | KernelTables, dtype: str, peak_flops: float, mem
 
 
 def format_efficiency_ratio(device_key: str, compute_format: str, peak_flops: dict[str, float],
-                            mem_bw_bytes_per_s: float, tables: KernelTables | None = None) -> tuple[float, float]:
+                            mem_bw_bytes_per_s: float, user_tables: Callable[[], KernelTables | None] | None = None
+                            ) -> tuple[float, float]:
     """(mfu, mbu) of `compute_format` relative to bf16 on this device: 1 for 16-bit formats,
-    measured for fp8 where the device has tables (`tables`: a user's, kernel_import.own_tables;
-    else the shipped ones of the key), FP8_RATIO_ASSUMED otherwise."""
+    measured for fp8 where the device has tables (`user_tables()`: a user's, loaded only for fp8,
+    kernel_import.own_tables; else the shipped ones of the key), FP8_RATIO_ASSUMED otherwise."""
     if compute_format != "fp8":
         return 1.0, 1.0
     name = table_name(device_key)
-    tables = tables if tables is not None else None if name is None else KernelTables(name)
+    tables = user_tables() if user_tables is not None else None if name is None else KernelTables(name)
     if (tables is None or "bf16" not in peak_flops or not tables.has("gemm", TABLE_DTYPE["fp8"])
             or not tables.has("gemm", TABLE_DTYPE["bf16"])):
         return FP8_RATIO_ASSUMED

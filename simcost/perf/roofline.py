@@ -58,7 +58,7 @@ def efficiency_factors(scenario: Scenario, dep: Deployment) -> dict[str, float]:
     factors = default_factors(dep.device)
     mfu_ratio, mbu_ratio = format_efficiency_ratio(dep.device.key, dep.compute_format, dep.device.peak_flops,
                                                    dep.device.mem_bw_bytes_per_s,
-                                                   own_tables(dep.device) if dep.device.kernel_tables else None)
+                                                   (lambda: own_tables(dep.device)) if dep.device.kernel_tables else None)
     factors["mfu"] *= mfu_ratio
     factors["mbu"] *= mbu_ratio
     profile_path = getattr(scenario.perf, "profile", None)
