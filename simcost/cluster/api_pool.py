@@ -18,6 +18,7 @@ from collections.abc import Callable
 import numpy as np
 import simpy
 
+from simcost import portable_math as pmath
 from simcost.scenario.api import ApiPoolConfig, ApiTerms
 from simcost.workload.request_table import COMPLETED, RequestTable
 
@@ -154,8 +155,8 @@ class ApiPools:
             pool.counts["retries"] += 1
             yield self.env.timeout(float(self.rng.uniform(0.0, cap_s)))
         start_s = self.env.now
-        ttft_s = terms.ttft_s * float(np.exp(self.rng.normal(0.0, pool.cfg.latency.ttft_sigma)))
-        speed = terms.output_tokens_per_s * float(np.exp(self.rng.normal(0.0, pool.cfg.latency.speed_sigma)))
+        ttft_s = terms.ttft_s * float(pmath.exp(self.rng.normal(0.0, pool.cfg.latency.ttft_sigma)))
+        speed = terms.output_tokens_per_s * float(pmath.exp(self.rng.normal(0.0, pool.cfg.latency.speed_sigma)))
         token_s = start_s + ttft_s + np.arange(n_out) / speed
         t.first_scheduled_s[rid] = start_s
         yield self.env.timeout(float(token_s[-1] - start_s) if n_out else ttft_s)

@@ -36,6 +36,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from simcost import portable_math as pmath
 from simcost.errors import InputError
 from simcost.perf.deployment import Deployment, plan_deployment
 from simcost.perf.step_model import step_params, step_time_s
@@ -102,7 +103,7 @@ def accepted_drafts(u: np.ndarray, acceptance_rate: np.ndarray, k: int) -> np.nd
     partial = a < 1.0
     with np.errstate(divide="ignore"):
         # a = 0: ln a = -inf, so J = 0
-        j = np.floor(np.log(u[partial]) / np.log(a[partial]))
+        j = np.floor(pmath.log(u[partial]) / pmath.log(a[partial]))
     out[partial] = np.minimum(j, k).astype(np.int64)
     return out
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from simcost import portable_math as pmath
 from simcost.scenario.deployment import EngineConfig
 from simcost.workload.request_table import RequestTable
 
@@ -77,7 +78,7 @@ def queue_key(engine: EngineConfig, table: RequestTable, priority_by_workload: n
     def sjf_key(rid: int) -> tuple:
         predicted = table.predicted_output_tokens[rid]
         if np.isnan(predicted):
-            noise = float(np.exp(sigma * rng.standard_normal())) if sigma > 0 else 1.0
+            noise = float(pmath.exp(sigma * rng.standard_normal())) if sigma > 0 else 1.0
             predicted = table.predicted_output_tokens[rid] = float(table.output_tokens[rid]) * noise
         return (float(predicted), float(table.arrival_s[rid]), rid)
 

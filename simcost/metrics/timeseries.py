@@ -344,7 +344,8 @@ def streamed_egress_usd_per_hour(table, request_egress_usd: np.ndarray, pool_of:
 def _cumulative_weighted_s(start_s: np.ndarray, end_s: np.ndarray, weight: np.ndarray, at_s: np.ndarray) -> np.ndarray:
     """sum of weight x clip(t - start, 0, end - start) at each t in at_s (cumulative_busy_s, weighted)."""
     def before(times: np.ndarray) -> np.ndarray:
-        order = np.argsort(times)
+        order = np.argsort(times, kind="stable")  # equal times in one order on every CPU (numpy's quicksort
+        # is CPU-specific: with ties, the cumulative sums below would differ in the last bits)
         times, w = times[order], weight[order]
         count = np.searchsorted(times, at_s, side="left")
         sum_w = np.concatenate([[0.0], np.cumsum(w)])

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from simcost import portable_math as pmath
+
 
 def heads_blend(lo: tuple[np.ndarray, np.ndarray, np.ndarray], hi: tuple[np.ndarray, np.ndarray, np.ndarray],
                 heads_lo: float, heads_hi: float, heads: float) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -20,14 +22,14 @@ def heads_blend(lo: tuple[np.ndarray, np.ndarray, np.ndarray], hi: tuple[np.ndar
         return None
 
     def pick(g: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
-        return np.log(g[2][np.ix_(np.searchsorted(g[0], batches), np.searchsorted(g[1], lengths))])
+        return pmath.log(g[2][np.ix_(np.searchsorted(g[0], batches), np.searchsorted(g[1], lengths))])
 
     log_lo, log_hi = pick(lo), pick(hi)
-    slope = (log_hi - log_lo) / np.log(heads_hi / heads_lo)
+    slope = (log_hi - log_lo) / pmath.log(heads_hi / heads_lo)
     if heads_lo <= heads <= heads_hi:
-        return batches, lengths, np.exp(log_lo + slope * np.log(heads / heads_lo))
+        return batches, lengths, pmath.exp(log_lo + slope * pmath.log(heads / heads_lo))
     anchor, at = (log_lo, heads_lo) if heads < heads_lo else (log_hi, heads_hi)
-    return batches, lengths, np.exp(anchor + np.clip(slope, 0.0, 1.0) * np.log(heads / at))
+    return batches, lengths, pmath.exp(anchor + np.clip(slope, 0.0, 1.0) * pmath.log(heads / at))
 
 
 def log_slope(a: tuple[np.ndarray, np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray, np.ndarray],
@@ -41,7 +43,7 @@ def log_slope(a: tuple[np.ndarray, np.ndarray, np.ndarray], b: tuple[np.ndarray,
     def pick(g: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
         return g[2][np.ix_(np.searchsorted(g[0], batches), np.searchsorted(g[1], lengths))]
 
-    slopes = np.log(pick(b) / pick(a)) / np.log(heads_b / heads_a)
+    slopes = pmath.log(pick(b) / pick(a)) / pmath.log(heads_b / heads_a)
     return float(np.clip(np.nanmedian(slopes), 0.0, 1.0)) if np.isfinite(slopes).any() else None
 
 
@@ -56,7 +58,7 @@ def fill_cells(grid: tuple[np.ndarray, np.ndarray, np.ndarray], heads: float, sl
     (log_slope; decode: about 0, the kernel reads each KV head once whatever the query heads per
     KV head; prefill: about 1, FLOPs grow with the query heads). Cells no count measured stay NaN."""
     batches, lengths, ms = grid[0], grid[1], grid[2].copy()
-    order = sorted((c for c in measured if c != heads), key=lambda c: abs(np.log(c / heads)))
+    order = sorted((c for c in measured if c != heads), key=lambda c: abs(pmath.log(c / heads)))
     filled = np.zeros(ms.shape, bool)
     for i, j in zip(*np.nonzero(np.isnan(ms))):
         for c in order:

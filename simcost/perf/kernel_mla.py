@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from simcost import portable_math as pmath
 from simcost.catalog.types import ModelSpec
 from simcost.perf.kernel_tables import KernelTables
 
@@ -85,7 +86,7 @@ def mla_grid(tables: KernelTables, phase: str, gemm_type: str, kv_dtype: str, he
         if rows is None:
             return None
         candidates = np.unique(rows[:, 2])
-        near = float(candidates[np.argmin(np.abs(np.log(candidates / heads)))])
+        near = float(candidates[np.argmin(np.abs(pmath.log(candidates / heads)))])
         if not 0.5 <= near / heads <= 2.0:  # too far to scale by heads (e.g. one measured head count)
             return None
         found = tables.mla_grid(phase, gemm_type, kv_dtype, near)
@@ -99,6 +100,6 @@ def mla_grid(tables: KernelTables, phase: str, gemm_type: str, kv_dtype: str, he
     for i in range(len(batches)):
         known = np.flatnonzero(have[i])
         for j in np.flatnonzero(~have[i]) if len(known) else ():
-            k = known[np.argmin(np.abs(np.log(lengths[known] / lengths[j])))]
+            k = known[np.argmin(np.abs(pmath.log(lengths[known] / lengths[j])))]
             seconds[i, j] = ms[i, k] / 1e3 * roof[i, j] / roof[i, k]
     return batches, lengths, seconds, (have & measured).astype(np.float64)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from simcost import portable_math as pmath
 from simcost.perf.kernel_model import K_DP, K_EAGER_FLOOR_S, K_GRAPH_MAX_TOKENS, K_HEADER, K_MOE_APART
 
 
@@ -29,14 +30,14 @@ def unpack_grids(p: np.ndarray, base: int) -> dict[str, np.ndarray]:
 
 def _loglog_edge(x: float, xs: np.ndarray, ys: np.ndarray) -> float:
     """np.interp in log-log space, clamped below, scaled linearly above."""
-    y = float(np.exp(np.interp(np.log(min(max(x, xs[0]), xs[-1])), np.log(xs), np.log(ys))))
+    y = float(pmath.exp(np.interp(pmath.log(min(max(x, xs[0]), xs[-1])), pmath.log(xs), pmath.log(ys))))
     return y * x / xs[-1] if x > xs[-1] else y
 
 
 def _on_grid(x: float, xs: np.ndarray, values: np.ndarray, shares: np.ndarray) -> tuple[float, float]:
     v = _loglog_edge(x, xs, values)
     inside = xs[0] <= x <= xs[-1]
-    share = float(np.interp(np.log(min(max(x, xs[0]), xs[-1])), np.log(xs), shares))
+    share = float(np.interp(pmath.log(min(max(x, xs[0]), xs[-1])), pmath.log(xs), shares))
     return v, v * share if inside else 0.0
 
 
@@ -46,7 +47,7 @@ def _on_grid2(x: float, y: float, xs: np.ndarray, ys: np.ndarray, values: np.nda
     rows = np.array([_loglog_edge(y, ys, values[i]) for i in range(len(xs))])
     row_shares = np.array([_on_grid(y, ys, values[i], shares[i])[1] / rows[i] for i in range(len(xs))])
     v = _loglog_edge(x, xs, rows)
-    share = float(np.interp(np.log(min(max(x, xs[0]), xs[-1])), np.log(xs), row_shares))
+    share = float(np.interp(pmath.log(min(max(x, xs[0]), xs[-1])), pmath.log(xs), row_shares))
     return v, v * share if xs[0] <= x <= xs[-1] else 0.0
 
 

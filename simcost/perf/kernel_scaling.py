@@ -30,6 +30,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from simcost import portable_math as pmath
 from simcost.catalog.types import DeviceSpec, ModelSpec
 from simcost.perf.kernel_import import own_tables
 from simcost.perf.kernel_mla import mla_tabled
@@ -88,9 +89,9 @@ def nearest_table(device: DeviceSpec, exclude: str | None = None) -> str | None:
 
 def _distance(a: DeviceSpec, b: DeviceSpec) -> float:
     """How unalike two GPUs are for borrowing kernel latencies (see nearest_table)."""
-    return float(abs(np.log(a.peak_flops["bf16"] / a.mem_bw_bytes_per_s * b.mem_bw_bytes_per_s / b.peak_flops["bf16"]))
-                 + abs(np.log(a.mem_bw_bytes_per_s / b.mem_bw_bytes_per_s))
-                 + abs(np.log(a.link_bytes_per_s / b.link_bytes_per_s)))
+    return float(abs(pmath.log(a.peak_flops["bf16"] / a.mem_bw_bytes_per_s * b.mem_bw_bytes_per_s / b.peak_flops["bf16"]))
+                 + abs(pmath.log(a.mem_bw_bytes_per_s / b.mem_bw_bytes_per_s))
+                 + abs(pmath.log(a.link_bytes_per_s / b.link_bytes_per_s)))
 
 
 @lru_cache(maxsize=1)
@@ -233,7 +234,7 @@ def _count_curve(rows: np.ndarray, count: float, sizes: np.ndarray) -> np.ndarra
     near = bracket(count, counts)
     assert near is not None, "the lender's counts span `count` (_count_lender)"
     lo, hi, w = near
-    curve = [np.log(loglog(sizes, *rows[rows[:, 0] == counts[i]][:, 1:3].T)[0]) for i in (lo, hi)]
+    curve = [pmath.log(loglog(sizes, *rows[rows[:, 0] == counts[i]][:, 1:3].T)[0]) for i in (lo, hi)]
     return (1 - w) * curve[0] + w * curve[1]
 
 
@@ -272,10 +273,10 @@ def with_gpu_counts(tables: KernelTables, device: DeviceSpec, counts: Iterable[f
             sizes = rows[rows[:, 0] == anchors[0][0], 1]
             log_ms = np.zeros(len(sizes))
             for a, w in anchors:
-                own_a = np.log(loglog(sizes, *rows[rows[:, 0] == a][:, 1:3].T)[0])
+                own_a = pmath.log(loglog(sizes, *rows[rows[:, 0] == a][:, 1:3].T)[0])
                 log_ms += w * (own_a + _count_curve(lender, n, sizes) - _count_curve(lender, a, sizes))
             arrays[key] = np.concatenate([arrays[key], np.column_stack([np.full(len(sizes), n), sizes,
-                                                                        np.exp(log_ms)])])
+                                                                        pmath.exp(log_ms)])])
             derived[key] = derived.get(key, frozenset()) | {n}
     return KernelTables(tables.name, arrays=arrays, scaled_from=tables.scaled_from, derived_counts=derived)
 
@@ -359,12 +360,12 @@ def with_moe_size(tables: KernelTables, device: DeviceSpec, dtype: str, shape: t
 
     def curve(part: np.ndarray, count: float) -> np.ndarray:
         sel = part[part[:, axis] == count]
-        return np.log(loglog(tokens, sel[:, 0], sel[:, 7])[0])
+        return pmath.log(loglog(tokens, sel[:, 0], sel[:, 7])[0])
 
     log_ms = sum(w * (curve(layer, a) + curve(lender, size) - curve(lender, a)) for a, w in anchors)
     new = np.column_stack([tokens, np.tile(np.asarray(shape, dtype=np.float64), (len(tokens), 1)),
                            np.full(len(tokens), float(tp if ep <= 1 else 1)), np.full(len(tokens), float(max(ep, 1))),
-                           np.exp(log_ms)])
+                           pmath.exp(log_ms)])
     arrays = dict(tables.arrays)
     key = MOE_DERIVED + dtype
     arrays[key] = new if key not in arrays else np.concatenate([arrays[key], new])

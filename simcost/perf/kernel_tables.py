@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from simcost import portable_math as pmath
 from simcost.perf.kernel_heads import fill_cells, heads_blend, log_slope
 
 TABLE_DIR = Path(__file__).resolve().parents[1] / "data" / "kernels"
@@ -143,8 +144,8 @@ def loglog(x: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, n
     x (below the smallest size, the smallest latency: a kernel is never faster than its launch).
     Returns (values, inside range)."""
     x = np.asarray(x, dtype=np.float64)
-    lx = np.log(np.clip(x, xs[0], xs[-1]))
-    y = np.exp(np.interp(lx, np.log(xs), np.log(ys)))
+    lx = pmath.log(np.clip(x, xs[0], xs[-1]))
+    y = pmath.exp(np.interp(lx, pmath.log(xs), pmath.log(ys)))
     y = np.where(x > xs[-1], ys[-1] * x / xs[-1], y)
     return y, (x >= xs[0]) & (x <= xs[-1])
 
@@ -156,7 +157,7 @@ def bracket(v: float, axis: np.ndarray) -> tuple[int, int, float] | None:
     j = int(np.searchsorted(axis, v))
     if axis[j] == v:
         return j, j, 0.0
-    return j - 1, j, float(np.log(v / axis[j - 1]) / np.log(axis[j] / axis[j - 1]))
+    return j - 1, j, float(pmath.log(v / axis[j - 1]) / pmath.log(axis[j] / axis[j - 1]))
 
 
 def _grid(sel: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -233,9 +234,9 @@ class KernelTables:
                 if len(sel) < 2:
                     return nan, np.zeros(m.shape, bool)
                 y, ok = loglog(m, sel[:, 0], sel[:, 3])
-                log_y += wn * wk * np.log(y)
+                log_y += wn * wk * pmath.log(y)
                 inside &= ok
-        return np.exp(log_y), inside
+        return pmath.exp(log_y), inside
 
     # --- attention: (batch, length) grid for one head shape ---
     def attention_grid(self, op: str, dtype: str, heads: float, kv_heads: float, head_dim: float
@@ -296,7 +297,7 @@ class KernelTables:
             return None
         others = self.head_grids(op, dtype, kv_heads, head_dim)
         slope = 0.0
-        for c in sorted((c for c in others if c != heads), key=lambda c: abs(np.log(c / heads))):
+        for c in sorted((c for c in others if c != heads), key=lambda c: abs(pmath.log(c / heads))):
             found = log_slope(grid, others[c], heads, c)
             if found is not None:
                 slope = found
@@ -312,7 +313,7 @@ class KernelTables:
         candidates = np.unique(rows[(rows[:, 3] == kv_heads) & (rows[:, 4] == head_dim), 2])
         if len(candidates) == 0:
             return None
-        return float(candidates[np.argmin(np.abs(np.log(candidates / heads)))])
+        return float(candidates[np.argmin(np.abs(pmath.log(candidates / heads)))])
 
     def fold_factor(self, op: str, dtype: str, heads: float, kv_heads: float, head_dim: float) -> int | None:
         """The smallest k >= 2 with (heads / k, kv_heads / k) measured at this head_dim, or None.
@@ -421,4 +422,4 @@ class KernelTables:
         lo, hi, w = near
         y_lo = loglog(tokens, *layer[layer[:, axis] == counts[lo]][:, [0, 7]].T)[0]
         y_hi = loglog(tokens, *layer[layer[:, axis] == counts[hi]][:, [0, 7]].T)[0]
-        return np.exp((1 - w) * np.log(y_lo) + w * np.log(y_hi)), np.zeros(tokens.shape, bool)
+        return pmath.exp((1 - w) * pmath.log(y_lo) + w * pmath.log(y_hi)), np.zeros(tokens.shape, bool)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from simcost import portable_math as pmath
 from simcost.errors import InputError, required
 from simcost.scenario.arrivals import (
     ArrivalSpec,
@@ -187,7 +188,7 @@ def rate_function(spec: ArrivalSpec) -> tuple[RateFn, float]:
     if isinstance(spec, SinusoidalArrivals):
         amplitude, period_s, peak_at_s = sinusoid_params(spec)
         mean = spec.mean_rate_per_s
-        return (lambda t: mean * (1 + amplitude * np.cos(2 * np.pi * (t - peak_at_s) / period_s))), mean * (1 + amplitude)
+        return (lambda t: mean * (1 + amplitude * pmath.cos(2 * np.pi * (t - peak_at_s) / period_s))), mean * (1 + amplitude)
     raise ValueError(f"process {spec.process!r} has no rate function")
 
 

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from simcost import portable_math as pmath
 from simcost.errors import InputError, closest
 from simcost.scenario.arrivals import ServegenArrivals
 from simcost.workload.trace_formats import _csv_records, _numbers, _require_keys, whole_numbers
@@ -287,10 +288,10 @@ def _unit_gaps(shape: np.ndarray, weibull: np.ndarray, sizes: np.ndarray, firsts
     weibull_each = np.repeat(weibull, sizes)
     log_gaps = np.empty(len(shape_each))
     a = shape_each[~weibull_each]
-    log_gaps[~weibull_each] = np.log(rng.gamma(a + 1.0)) + np.log(rng.random(len(a))) / a
+    log_gaps[~weibull_each] = pmath.log(rng.gamma(a + 1.0)) + pmath.log(rng.random(len(a))) / a
     c = shape_each[weibull_each]
-    log_gaps[weibull_each] = np.log(rng.standard_exponential(len(c))) / c
+    log_gaps[weibull_each] = pmath.log(rng.standard_exponential(len(c))) / c
     log_gaps -= np.repeat(np.maximum.reduceat(log_gaps, firsts), sizes)
-    gaps = np.exp(log_gaps)
+    gaps = pmath.exp(log_gaps)
     gaps /= np.repeat(np.add.reduceat(gaps, firsts), sizes)
     return gaps

@@ -1,0 +1,65 @@
+"""exp, log and cos that give the same bits on every machine (bottom layer: imports nothing from
+simcost).
+
+numpy picks its transcendental loops by the CPU it runs on: with AVX-512 (x86-64-v4), np.exp,
+np.log, np.cos, np.power and their kin use SIMD approximations that differ from the C library's
+results in the last bit for some inputs; on other CPUs they are the C library's. A step time
+interpolated in log space then differs by an ulp between two machines, and a run that is
+otherwise bit-identical drifts: the golden Mooncake run's requests.csv did, between an AVX-512
+VM and an AVX2 one. These go through Python's math module, that is the C library, which gives
+the same results on every x86-64 machine with FMA (the kind numpy's AVX2 loops need too), and a
+numba kernel's math.exp or np.exp compiles to the same C library call. simcost calls numpy's
+versions nowhere (tests/test_portable_math.py checks the sources).
+
+Special values are numpy's: exp overflows to inf, log(0) is -inf and log(x < 0) NaN, cos(inf)
+NaN, all without a warning. Arrays are mapped element by element (~0.1 us each): every caller
+has at most a few thousand values, or pays it once per run (ServeGen's arrival gaps).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+
+def _exp(x: float) -> float:
+    try:
+        return math.exp(x)
+    except OverflowError:
+        return math.inf
+
+
+def _log(x: float) -> float:
+    if x > 0:
+        return math.log(x)
+    return -math.inf if x == 0 else math.nan  # (NaN > 0 is False: NaN comes back as NaN)
+
+
+def _cos(x: float) -> float:
+    return math.cos(x) if math.isfinite(x) else math.nan
+
+
+def _mapped(f: Callable[[float], float], x) -> np.ndarray:
+    """f of each value, shaped as x; a scalar (or 0-d array) gives a numpy float, as numpy does."""
+    values = np.asarray(x, dtype=np.float64)
+    if values.ndim == 0:
+        return np.float64(f(float(values)))  # type: ignore[return-value]
+    out = np.fromiter(map(f, values.ravel().tolist()), dtype=np.float64, count=values.size)
+    return out.reshape(values.shape)
+
+
+def exp(x) -> np.ndarray:
+    """e**x elementwise."""
+    return _mapped(_exp, x)
+
+
+def log(x) -> np.ndarray:
+    """The natural logarithm elementwise."""
+    return _mapped(_log, x)
+
+
+def cos(x) -> np.ndarray:
+    """The cosine elementwise (radians)."""
+    return _mapped(_cos, x)
