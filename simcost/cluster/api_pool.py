@@ -18,7 +18,7 @@ from collections.abc import Callable
 import numpy as np
 import simpy
 
-from simcost import portable_math as pmath
+import simcost.portable_math as pmath
 from simcost.scenario.api import ApiPoolConfig, ApiTerms
 from simcost.workload.request_table import COMPLETED, RequestTable
 

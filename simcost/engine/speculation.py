@@ -36,7 +36,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from simcost import portable_math as pmath
+import simcost.portable_math as pmath
 from simcost.errors import InputError
 from simcost.perf.deployment import Deployment, plan_deployment
 from simcost.perf.step_model import step_params, step_time_s

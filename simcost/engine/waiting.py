@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from simcost import portable_math as pmath
+import simcost.portable_math as pmath
 from simcost.scenario.deployment import EngineConfig
 from simcost.workload.request_table import RequestTable
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from simcost import portable_math as pmath
+import simcost.portable_math as pmath
 
 
 def heads_blend(lo: tuple[np.ndarray, np.ndarray, np.ndarray], hi: tuple[np.ndarray, np.ndarray, np.ndarray],

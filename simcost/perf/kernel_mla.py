@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from simcost import portable_math as pmath
+import simcost.portable_math as pmath
 from simcost.catalog.types import ModelSpec
 from simcost.perf.kernel_tables import KernelTables
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from simcost import portable_math as pmath
+import simcost.portable_math as pmath
 from simcost.perf.kernel_model import K_DP, K_EAGER_FLOOR_S, K_GRAPH_MAX_TOKENS, K_HEADER, K_MOE_APART
 
 

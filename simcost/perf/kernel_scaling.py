@@ -30,7 +30,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from simcost import portable_math as pmath
+import simcost.portable_math as pmath
 from simcost.catalog.types import DeviceSpec, ModelSpec
 from simcost.perf.kernel_import import own_tables
 from simcost.perf.kernel_mla import mla_tabled

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from simcost import portable_math as pmath
+import simcost.portable_math as pmath
 from simcost.perf.kernel_heads import fill_cells, heads_blend, log_slope
 
 TABLE_DIR = Path(__file__).resolve().parents[1] / "data" / "kernels"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from simcost import portable_math as pmath
+import simcost.portable_math as pmath
 from simcost.errors import InputError, required
 from simcost.scenario.arrivals import (
     ArrivalSpec,

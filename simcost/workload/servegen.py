@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from simcost import portable_math as pmath
+import simcost.portable_math as pmath
 from simcost.errors import InputError, closest
 from simcost.scenario.arrivals import ServegenArrivals
 from simcost.workload.trace_formats import _csv_records, _numbers, _require_keys, whole_numbers
