@@ -7,9 +7,10 @@ results in the last bit for some inputs; on other CPUs they are the C library's.
 interpolated in log space then differs by an ulp between two machines, and a run that is
 otherwise bit-identical drifts: the golden Mooncake run's requests.csv did, between an AVX-512
 VM and an AVX2 one. These go through Python's math module, that is the C library, which gives
-the same results on every x86-64 machine with FMA (the kind numpy's AVX2 loops need too), and a
-numba kernel's math.exp or np.exp compiles to the same C library call. simcost calls numpy's
-versions nowhere (tests/test_portable_math.py checks the sources).
+the same results on every x86-64 machine with FMA (the kind numpy's AVX2 loops need too). numba
+compiles a kernel's math.exp or np.exp to a call of the same C function, unless Intel's SVML
+(the icc_rt package, which simcost does not install) lets it vectorise them. simcost calls
+numpy's versions nowhere (tests/test_portable_math.py checks the sources).
 
 Special values are numpy's: exp overflows to inf, log(0) is -inf and log(x < 0) NaN, cos(inf)
 NaN, all without a warning. Arrays are mapped element by element (~0.1 us each): every caller
