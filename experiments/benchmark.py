@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import resource
 import statistics
 import subprocess
@@ -137,10 +138,29 @@ def memory_command(work: Path, requests: int, kept: str) -> list[str]:
             "--set", f"fleet.replicas={MEMORY_REPLICAS}"]
 
 
+def machine_line() -> str:
+    """What a reader needs to compare numbers across machines: the CPU (two VMs of the same kind
+    put simcost at 0.79x and 0.93x the replay on Mooncake: docs/speed.md), its cores and whether
+    it has AVX-512 (which numpy's loops use)."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            model = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), model)
+    except OSError:
+        pass
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as features  # numpy 2's, private
+        simd = "AVX-512" if features.get("AVX512F") else "AVX2" if features.get("AVX2") else "no AVX2"
+    except ImportError:
+        simd = "SIMD unknown"
+    return f"machine: {model}, {os.cpu_count()} CPUs, {simd}; Python {platform.python_version()}"
+
+
 def memory_scaling(sizes: list[int], repeats: int, kept: str) -> int:
     """`simcost run` as a whole process at each size (one at a time: a 1M run holds GBs), its
     peak RSS from wait4 (the child's own) and wall time, medians of `repeats` runs after one
     small untimed run that loads numba's cache."""
+    print(machine_line())
     with tempfile.TemporaryDirectory(prefix="simcost-mem-") as tmp:
         work = Path(tmp)
         whole_process(memory_command(work, 12_000, kept), work)  # warm-up (duration 120 s > warmup_s)
@@ -233,6 +253,7 @@ def compare_peer(repeats: int, peer_python: str | None, only: list[str] | None =
     of CPU time and of peak RSS (wait4's: the largest process of the command's tree), and the
     ratios. `baseline`: another simcost tree (a checkout) run in the same rounds, and this
     tree's ratios to it."""
+    print(machine_line())
     print(f"{'workload':<28}{'simcost s':>10}{'replay s':>10}{'ratio':>8}{'CPU ratio':>10}{'simcost MiB':>13}"
           f"{'replay MiB':>12}   (medians of {repeats}, interleaved; ratio < 1: simcost is faster; "
           f"load average {os.getloadavg()[0]:.1f})")
