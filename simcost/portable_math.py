@@ -1,4 +1,4 @@
-"""exp, log and cos that give the same bits on every machine (bottom layer: imports nothing from
+"""exp, log, cos and power that give the same bits on every machine (bottom layer: imports nothing from
 simcost).
 
 numpy picks its transcendental loops by the CPU it runs on: with AVX-512 (x86-64-v4), np.exp,
@@ -10,10 +10,12 @@ VM and an AVX2 one. These go through Python's math module, that is the C library
 the same results on every x86-64 machine with FMA (the kind numpy's AVX2 loops need too). numba
 compiles a kernel's math.exp or np.exp to a call of the same C function, unless Intel's SVML
 (the icc_rt package, which simcost does not install) lets it vectorise them. simcost calls
-numpy's versions nowhere (tests/test_portable_math.py checks the sources).
+numpy's versions nowhere (tests/test_portable_math.py checks the sources); note that `a ** b` on
+a float array is np.power (squares and square roots aside), so such powers use `power` here.
 
 Special values are numpy's: exp overflows to inf, log(0) is -inf and log(x < 0) NaN, cos(inf)
-NaN, all without a warning. Arrays are mapped element by element (~0.1 us each): every caller
+NaN, a power the C library refuses (0 ** -1, a negative base to a fractional power) is numpy's
+inf or NaN, all without a warning. Arrays are mapped element by element (~0.1 us each): every caller
 has at most a few thousand values, or pays it once per run (ServeGen's arrival gaps).
 """
 
@@ -64,3 +66,20 @@ def log(x) -> np.ndarray:
 def cos(x) -> np.ndarray:
     """The cosine elementwise (radians)."""
     return _mapped(_cos, x)
+
+
+def _power(x: float, y: float) -> float:
+    try:
+        return math.pow(x, y)
+    except (ValueError, OverflowError):  # numpy's inf or NaN for these: the same on every CPU
+        with np.errstate(all="ignore"):
+            return float(np.power(np.float64(x), np.float64(y)))
+
+
+def power(x, y) -> np.ndarray:
+    """x ** y elementwise, broadcast as numpy does."""
+    xs, ys = np.broadcast_arrays(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
+    if xs.ndim == 0:
+        return np.float64(_power(float(xs), float(ys)))  # type: ignore[return-value]
+    out = np.fromiter(map(_power, xs.ravel().tolist(), ys.ravel().tolist()), dtype=np.float64, count=xs.size)
+    return out.reshape(xs.shape)

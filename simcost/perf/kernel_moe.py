@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+import simcost.portable_math as pmath
 from simcost.catalog.types import DeviceSpec, ModelSpec
 from simcost.perf.kernel_tables import KernelTables
 
@@ -121,7 +122,7 @@ def moe_grid(tables: KernelTables, dtype: str, model: ModelSpec, t: int, weight_
     k, n = model.experts_per_token, model.num_experts
     split = ep.ep if ep.ep > 1 else t  # GPUs the experts' weights and FLOPs are spread over
     ms, inside = tables.moe_ms(dtype, m, hidden, inter, k, n, t if ep.ep <= 1 else 1, max(ep.ep, 1))
-    touched = n * (1.0 - (1.0 - k / n) ** m)
+    touched = n * (1.0 - pmath.power(1.0 - k / n, m))
     roof = np.maximum(6.0 * m * hidden * inter * k / split / rates.flop_rate,
                       touched * 3 * hidden * inter * weight_b / split / rates.byte_rate)
     seconds, share = with_fallback(ms, inside, roof)

@@ -124,7 +124,7 @@ def renewal_samplers(process: str, rate_per_s: float, cv: float) -> tuple[GapSam
     if process == "weibull":
         shape, scale = weibull_params(rate_per_s, cv)
         return (lambda rng, n: scale * rng.weibull(shape, size=n),
-                lambda rng, n: rng.uniform(size=n) * scale * rng.gamma(1 + 1 / shape, size=n) ** (1 / shape))
+                lambda rng, n: rng.uniform(size=n) * scale * pmath.power(rng.gamma(1 + 1 / shape, size=n), 1 / shape))
     raise ValueError(f"unknown renewal process {process!r}")
 
 

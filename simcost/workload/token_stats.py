@@ -26,6 +26,8 @@ import math
 import numpy as np
 from numba import njit
 
+import simcost.portable_math as pmath
+
 ALPHA = 0.005  # relative error of every percentile read from the histogram
 GAMMA = (1.0 + ALPHA) / (1.0 - ALPHA)
 LOG_GAMMA = math.log(GAMMA)
@@ -137,7 +139,7 @@ class LogHistogram:
 
     def bucket_values(self) -> np.ndarray:
         """The value each bucket reports: within ALPHA of everything in it (0 for bucket 0)."""
-        values = MIN_S * 2.0 * GAMMA ** np.arange(NUM_BUCKETS, dtype=np.float64) / (GAMMA + 1.0)
+        values = MIN_S * 2.0 * pmath.power(GAMMA, np.arange(NUM_BUCKETS, dtype=np.float64)) / (GAMMA + 1.0)
         values[0] = 0.0
         return values
 
