@@ -31,6 +31,43 @@ def test_the_notice_shows_on_a_cold_cache_only(tmp_path):
     second = run_with_cache(tmp_path / "numba", tmp_path / "b")
     assert second.returncode == 0, second.stderr
     assert COMPILING_NOTICE not in second.stderr
+    # the cold run compiled on two cores (simcost.simulation.precompile): the same numbers
+    for name in ("summary.json", "requests.csv", "timeseries.csv"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
+def test_the_kernel_list_names_kernels_that_exist():
+    """kernel_signatures.pkl (rewritten with `python -m simcost.simulation.precompile` when
+    kernels change) must not rot: every entry is a jitted function simcost still has."""
+    from simcost.simulation.precompile import dispatcher, load_entries
+
+    first, more = load_entries()
+    assert len(first) >= 10
+    missing = [entry[:2] for entry in first + more if dispatcher(entry) is None]
+    assert not missing, f"re-record the list: {missing}"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or len(os.sched_getaffinity(0)) < 2,
+                    reason="the compiling process needs Linux and a second core")
+def test_a_cold_cache_forks_a_process_that_fills_it(tmp_path):
+    """start() on a cold cache forks a process that compiles the list into numba's cache, last
+    of the example's kernels first; on a warm one it forks nothing."""
+    probe = (
+        "import os, pickle, sys\n"
+        "from pathlib import Path\n"
+        "from simcost.simulation import precompile as pc\n"
+        "first, more = pc.load_entries()\n"
+        "path = Path(sys.argv[1])\n"
+        "path.write_bytes(pickle.dumps((first[-2:], more[:1])))\n"
+        "pid = pc.start(path)\n"
+        "assert pid > 0, 'nothing forked on a cold cache'\n"
+        "assert os.waitpid(pid, 0)[1] == 0\n"
+        "print(all(pc.is_cached(e) for e in first[-2:] + more[:1]), pc.start(path))\n")
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
+    done = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "list.pkl")], capture_output=True, text=True,
+                          cwd=ROOT, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "0"]
 
 
 

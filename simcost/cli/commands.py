@@ -38,11 +38,13 @@ def run_and_write(args, figures) -> int:
     from simcost.results.run_figures import EarlyFigures
     from simcost.results.writer import check_run_folder, write_run
     from simcost.scenario.scenario import load_scenario
+    from simcost.simulation import precompile
     from simcost.simulation.kernels import load_numba_target
     from simcost.simulation.simulation import Simulation
 
     scenario = load_scenario(args.scenario, args.overrides, args.seed, args.catalog)
     load_numba_target()  # (before Simulation: planning a deployment may call a kernel already)
+    precompile.start()  # a cold cache (a fresh install): the other core compiles kernels too
     gc.freeze()  # the modules' ~10^5 objects: never scanned again by the run's full collections
     gc.enable()
     sim = Simulation(scenario)  # plans the deployment: a model that does not fit fails here, writing nothing
