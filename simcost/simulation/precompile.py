@@ -25,6 +25,7 @@ import os
 import pickle
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +66,11 @@ def is_cached(entry: Entry) -> bool:
 
 
 def start(path: Path = SIGNATURES) -> int:
-    """Fork the compiling process when the cache is cold; its pid, or 0 when none was started."""
-    if not sys.platform.startswith("linux") or len(os.sched_getaffinity(0)) < 2:
+    """Fork the compiling process when the cache is cold; its pid, or 0 when none was started
+    (also with threads running: a fork copies only this one, and a lock another held, numba's
+    compiler lock say, would never be released in the copy)."""
+    if (not sys.platform.startswith("linux") or len(os.sched_getaffinity(0)) < 2
+            or threading.active_count() > 1):
         return 0
     first, more = load_entries(path)
     if not first or is_cached(first[-1]):
