@@ -64,9 +64,7 @@ def compile_notice(stream: Any = None) -> Iterator[None]:
         shown = False  # in this process
 
         def on_start(self, ev: Any) -> None:
-            dispatcher = ev.data.get("dispatcher") if isinstance(ev.data, dict) else None
-            module = getattr(getattr(dispatcher, "py_func", None), "__module__", "") or ""
-            if self.shown or not module.startswith("simcost."):
+            if self.shown or compiled_kernel(ev) is None:
                 return
             self.shown = True
             if _first_to_claim(marker):
@@ -83,6 +81,14 @@ def compile_notice(stream: Any = None) -> Iterator[None]:
         event.unregister("numba:compile", listener)
         if os.getpid() == owner and os.path.exists(marker):
             os.unlink(marker)
+
+
+def compiled_kernel(ev: Any) -> Any:
+    """The simcost function a "numba:compile" event compiles (its py_func), or None for anyone
+    else's kernel."""
+    dispatcher = ev.data.get("dispatcher") if isinstance(ev.data, dict) else None
+    func = getattr(dispatcher, "py_func", None)
+    return func if (getattr(func, "__module__", "") or "").startswith("simcost.") else None
 
 
 def _first_to_claim(marker: str) -> bool:

@@ -109,17 +109,16 @@ def record(first: Path, others: list[Path], path: Path = SIGNATURES) -> tuple[li
     from numba.core import event
 
     from simcost.scenario.scenario import load_scenario
+    from simcost.simulation.kernels import compiled_kernel
     from simcost.simulation.simulation import Simulation
 
     seen: list[Entry] = []
 
     class Recorder(event.Listener):
         def on_start(self, ev: Any) -> None:
-            data = ev.data if isinstance(ev.data, dict) else {}
-            func = getattr(data.get("dispatcher"), "py_func", None)
-            module = getattr(func, "__module__", "") or ""
-            if module.startswith("simcost.") and func is not None:
-                entry = (module, func.__name__, tuple(data["args"]))
+            func = compiled_kernel(ev)
+            if func is not None:
+                entry = (func.__module__, func.__name__, tuple(ev.data["args"]))
                 if entry not in seen:
                     seen.append(entry)
 
