@@ -13,8 +13,8 @@ from simcost.engine.decode_kernels import (
     decode_blocks_needed,
     decode_needs,
     decode_needs_py,
-    num_finished,
-    num_finished_py,
+    finish_members,
+    finish_members_py,
     span_end_times,
     span_end_times_py,
     write_step_kv,
@@ -26,15 +26,24 @@ seeds = st.integers(0, 2**32 - 1)
 
 @settings(max_examples=60, deadline=None)
 @given(seed=seeds, n=st.integers(0, 40))
-def test_num_finished_counts_the_requests_with_all_their_output(seed, n):
+def test_finish_members_marks_the_requests_with_all_their_output(seed, n):
     rng = np.random.default_rng(seed)
     num = 60
     output_tokens = rng.integers(1, 50, num)
     generated = np.minimum(output_tokens, rng.integers(0, 60, num))  # some done, most not
     ids = rng.choice(num, size=n, replace=False).astype(np.int64)
-    want = num_finished_py(ids, generated, output_tokens)
-    assert num_finished(ids, generated, output_tokens) == want
-    assert want == len(ids[generated[ids] >= output_tokens[ids]])  # the numpy form it stands before
+    status, finish_s = np.zeros(num, dtype=np.int8), np.full(num, np.nan)
+    a, b = (status.copy(), finish_s.copy()), (status.copy(), finish_s.copy())
+    got = finish_members(ids, generated, output_tokens, a[0], a[1], 3, 7.25)
+    want = finish_members_py(ids, generated, output_tokens, b[0], b[1], 3, 7.25)
+    np.testing.assert_array_equal(got, want)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    done = ids[generated[ids] >= output_tokens[ids]]  # the numpy form it replaced, in ids' order
+    np.testing.assert_array_equal(got, done)
+    assert got.dtype == np.int64
+    assert set(np.flatnonzero(a[0] == 3).tolist()) == set(done.tolist())  # only they are marked
+    assert bool((a[1][done] == 7.25).all()) and int(np.isnan(a[1]).sum()) == num - len(done)
 
 
 @settings(max_examples=60, deadline=None)

@@ -24,47 +24,64 @@ class _Column:
         self.dtype = np.dtype(dtype)
         self.chunk = self.CHUNK_BYTES // self.dtype.itemsize
         self.chunks: list[np.ndarray] = []
-        self.room = 0  # free values left in the last chunk
-        self.size = 0
+        # the chunk being filled, its first `at` values used, `end` long; `before`: the values
+        # in the chunks before it (kept apart so that an append reads three attributes)
+        self.last = np.empty(0, dtype=self.dtype)
+        self.at = self.end = self.before = 0
 
-    def append(self, values, count: int | None = None) -> None:
-        """Append values (count: a scalar repeated count times)."""
-        scalar = count is not None
-        left: int = count if count is not None else len(values)
-        room = self.room
-        if 0 < left <= room:  # most appends: one slice of the last chunk (~140k per Mooncake run)
-            chunk = self.chunks[-1]
-            at = len(chunk) - room
-            chunk[at:at + left] = values
-            self.room = room - left
-            self.size += left
-            return
+    @property
+    def size(self) -> int:
+        return self.before + self.at
+
+    def append(self, values: np.ndarray) -> None:
+        at = self.at
+        stop = at + len(values)
+        if stop <= self.end:  # most appends: one slice of the last chunk (~140k per Mooncake run)
+            self.last[at:stop] = values
+            self.at = stop
+        else:
+            self._spill(values, len(values), False)
+
+    def fill(self, value, count: int) -> None:
+        """Append value count times."""
+        at = self.at
+        stop = at + count
+        if stop <= self.end:
+            self.last[at:stop] = value
+            self.at = stop
+        else:
+            self._spill(value, count, True)
+
+    def _spill(self, values, left: int, scalar: bool) -> None:
+        """Append across the end of the last chunk, starting new chunks (the first 64 values,
+        then as many as the column holds, up to CHUNK_BYTES)."""
         done = 0
         while left > 0:
-            if self.room == 0:
-                self.room = min(max(64, self.size), self.chunk)
-                self.chunks.append(np.empty(self.room, dtype=self.dtype))
-            chunk, take = self.chunks[-1], min(left, self.room)
-            at = len(chunk) - self.room
-            chunk[at:at + take] = values if scalar else values[done:done + take]
-            self.room -= take
-            self.size += take
+            if self.at == self.end:
+                self.before += self.at
+                self.last = np.empty(min(max(64, self.before), self.chunk), dtype=self.dtype)
+                self.chunks.append(self.last)
+                self.at, self.end = 0, len(self.last)
+            take = min(left, self.end - self.at)
+            self.last[self.at:self.at + take] = values if scalar else values[done:done + take]
+            self.at += take
             done += take
             left -= take
 
     def array(self) -> np.ndarray:
+        size = self.size
         if len(self.chunks) == 1:
-            return self.chunks[0][:self.size]
+            return self.chunks[0][:size]
         if len(self.chunks) > 1:  # join: one array of exactly size values
-            out = np.empty(self.size, dtype=self.dtype)
+            out = np.empty(size, dtype=self.dtype)
             at = 0
             while self.chunks:
                 chunk = self.chunks.pop(0)
-                take = min(len(chunk), self.size - at)
+                take = min(len(chunk), size - at)
                 out[at:at + take] = chunk[:take]
                 at += take
                 del chunk
-            self.chunks, self.room = [out], 0
+            self.chunks, self.last, self.at, self.end, self.before = [out], out, size, size, 0
         return self.chunks[0] if self.chunks else np.zeros(0, dtype=self.dtype)
 
 
@@ -101,7 +118,7 @@ class StepLog:
         self._step_tokens.append(step_tokens)
         self._member_tokens.append(member_tokens)
         if member_prefill is None:
-            self._member_prefill.append(prefill, len(members))
+            self._member_prefill.fill(prefill, len(members))
         else:
             self._member_prefill.append(member_prefill)
 

@@ -22,6 +22,15 @@ from simcost.perf.step_model import item_time_s
 STOP = "stop"  # the interrupt cause that ends a replica's loop (its node is gone)
 
 
+def wake_at(process: simpy.Process, event: simpy.Event) -> None:
+    """Make `process`, waiting on an event, wait on `event` instead: what Process.interrupt
+    does (SimPy 4's `_target` and `_resume`), minus its extra event and exception, for a
+    replica whose decode span an arrival cuts short (~1 per request)."""
+    process._target.callbacks.remove(process._resume)  # type: ignore[union-attr]
+    event.callbacks.append(process._resume)  # type: ignore[union-attr]
+    process._target = event
+
+
 class ReplicaBase:
     # the pool routers' TPOT signal (simcost.cluster.routers): 0.0 until a decode step is seen,
     # and always under request-level policies, whose decode is one step per batch

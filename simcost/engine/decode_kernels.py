@@ -167,18 +167,32 @@ def step_shape_py(ids, tokens, kv_tokens, prefill_target, decoding):
 
 
 @njit(cache=True)
-def num_finished(ids, generated, output_tokens):
-    """How many of ids have all their output tokens: after every step and span, and most
-    find none (one call instead of two gathers, a compare and a mask on a few elements)."""
+def finish_members(ids, generated, output_tokens, status, finish_s, completed, now_s):
+    """The members of ids that have all their output tokens, marked `completed` at now_s, as a
+    new array (after every step and span, and most find none: one call instead of two gathers,
+    a compare, a mask and two scattered writes on a few elements)."""
     count = 0
     for n in range(ids.shape[0]):
         if generated[ids[n]] >= output_tokens[ids[n]]:
             count += 1
-    return count
+    done = np.empty(count, dtype=np.int64)
+    count = 0
+    for n in range(ids.shape[0]):
+        i = ids[n]
+        if generated[i] >= output_tokens[i]:
+            done[count] = i
+            count += 1
+            status[i] = completed
+            finish_s[i] = now_s
+    return done
 
 
-def num_finished_py(ids, generated, output_tokens):
-    return sum(1 for i in ids if generated[i] >= output_tokens[i])
+def finish_members_py(ids, generated, output_tokens, status, finish_s, completed, now_s):
+    done = [int(i) for i in ids if generated[i] >= output_tokens[i]]
+    for i in done:
+        status[i] = completed
+        finish_s[i] = now_s
+    return np.array(done, dtype=np.int64)
 
 
 @njit(cache=True)

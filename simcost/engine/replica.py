@@ -28,8 +28,8 @@ import math
 import numpy as np
 import simpy
 
-from simcost.engine.base import STOP, ReplicaBase
-from simcost.engine.decode_kernels import count_emitted, num_finished, span_end_times, step_shape
+from simcost.engine.base import STOP, ReplicaBase, wake_at
+from simcost.engine.decode_kernels import count_emitted, finish_members, span_end_times, step_shape
 from simcost.engine.kv.array_pool import ArrayPrefixBlockPool
 from simcost.engine.kv.blocks import BlockPool, KVPool
 from simcost.engine.kv.reuse import PrefixReuse
@@ -60,6 +60,8 @@ class Replica(ReplicaBase):
         self.kv_transfer_s_per_token = options.kv_transfer_s_per_token
         self._outbound = 0  # KV transfers leaving this replica now (their blocks are still held)
         self._in_span = False
+        self._span_end_s = np.zeros(0)  # the running span's step end times (while _in_span)
+        self._span_steps = 0  # of them, the steps the span applies
         # the inter-token latency decoding requests see here (decode steps plus the prefill steps
         # that stall them), averaged over recent decode steps: pool routers read it as the pool's
         # TPOT; 0.0 until the first decode step
@@ -86,6 +88,20 @@ class Replica(ReplicaBase):
             # only a request that is now the head of the queue, with a free sequence slot, can
             # change the next step; anything else waits for the span's end (a finish) anyway
             self._in_span = False
+            self._cut_span()
+
+    def _cut_span(self) -> None:
+        """End the running decode span with the step in progress: the loop wakes at that
+        step's end instead of the span's, as a step-by-step loop would admit there (an arrival
+        at exactly a step's end interrupts it instead, to go on at once)."""
+        now_s = self.env.now
+        step_end_s = self._span_end_s
+        num_done = min(len(step_end_s), int(step_end_s.searchsorted(now_s, side="right")) + 1)
+        wait_s = step_end_s[num_done - 1] - now_s
+        if wait_s > 0:
+            self._span_steps = num_done
+            wake_at(self.process, self.env.timeout(wait_s))
+        else:
             self.process.interrupt()
 
     def _abandon(self) -> list[int]:
@@ -234,7 +250,7 @@ class Replica(ReplicaBase):
         start_s = self.env.now
         span = decode_span(self.params, n, float(kv_tokens), k)
         step_end_s = span_end_times(span[0], start_s, self._take_transfer_s())
-        num_done = k
+        self._span_end_s, self._span_steps = step_end_s, k  # (_cut_span may end it sooner)
         self._in_span = True
         try:
             yield self.env.timeout(step_end_s[-1] - start_s)
@@ -242,11 +258,12 @@ class Replica(ReplicaBase):
             if interrupt.cause is STOP:
                 raise
             # apply the steps finished by now plus the one in progress
-            num_done = min(k, int(step_end_s.searchsorted(self.env.now, side="right")) + 1)
-            wait_s = step_end_s[num_done - 1] - self.env.now
+            self._span_steps = min(k, int(step_end_s.searchsorted(self.env.now, side="right")) + 1)
+            wait_s = step_end_s[self._span_steps - 1] - self.env.now
             if wait_s > 0:
                 yield self.env.timeout(wait_s)
         self._in_span = False
+        num_done = self._span_steps
         ends = step_end_s[:num_done]
         count_decode_steps(self.params, span, 0, num_done)  # (a lost node's span never gets here)
         self._record_itl(float(ends[-1]) - start_s, num_done)
@@ -266,11 +283,9 @@ class Replica(ReplicaBase):
 
     def _retire_finished(self, ids: np.ndarray, now_s: float) -> None:
         t = self.table
-        if not num_finished(ids, t.generated, t.output_tokens):  # most steps and spans finish nobody
+        done = finish_members(ids, t.generated, t.output_tokens, t.status, t.finish_s, COMPLETED, now_s)
+        if not len(done):  # most steps and spans finish nobody
             return
-        done = ids[t.generated[ids] >= t.output_tokens[ids]]
-        t.status[done] = COMPLETED
-        t.finish_s[done] = now_s
         self.kv.free(done, finished=True)
         finished = done.tolist()
         if len(finished) <= 4:  # (most calls: one) list.remove scans in C, in place; the order stays
