@@ -236,3 +236,28 @@ def test_the_index_is_int32_unless_a_pool_is_too_big_for_it():
     assert pool_index.index_dtype((1 << 26) - 1) is np.int32  # a node's GSLOT: row * 32 + sub < 2**31
     assert pool_index.index_dtype(1 << 26) is np.int64
     assert ArrayPrefixBlockPool(100, 0, 20)._nodes.dtype == np.int32
+
+
+@pytest.mark.parametrize("host_blocks", [0, 3, 9])
+def test_one_allocation_of_a_total_is_the_allocations_one_by_one(host_blocks):
+    """RequestKV.grow takes a step's blocks in one call: the same evictions, in the same order,
+    to the host tier and past it, as one call per request (the pool takes empty blocks first,
+    then the LRU's oldest)."""
+    rng = random.Random(host_blocks)
+    pools = [ArrayPrefixBlockPool(24, 0, host_blocks) for _ in range(2)]
+    for pool in pools:  # the same cached, unreferenced blocks on both: 18 on the LRU, 6 empty
+        for doc in range(3):
+            keys = np.arange(doc * 100, doc * 100 + 6, dtype=np.int64)
+            pool.allocate(6)
+            _, nodes = pool.register_nodes(keys)
+            pool.release_nodes(nodes, 0)
+    sizes = [rng.randint(0, 5) for _ in range(5)]
+    for size in sizes:
+        pools[0].allocate(size)
+    pools[1].allocate(sum(sizes))
+    one_by_one, at_once = pools
+    assert one_by_one.lru_keys() == at_once.lru_keys() and one_by_one.host_keys() == at_once.host_keys()
+    assert asdict(one_by_one.stats) == asdict(at_once.stats) and one_by_one.stats.evictions > 0
+    assert (one_by_one.num_empty, one_by_one.num_private) == (at_once.num_empty, at_once.num_private)
+    one_by_one.check()
+    at_once.check()

@@ -15,6 +15,8 @@ from simcost.engine.decode_kernels import (
     decode_needs_py,
     finish_members,
     finish_members_py,
+    grow_step_kv,
+    grow_step_kv_py,
     span_end_times,
     span_end_times_py,
     write_step_kv,
@@ -118,3 +120,30 @@ def test_count_emitted_counts_a_token_and_stamps_only_first_tokens(seed, n):
     np.testing.assert_array_equal(a[0], want_generated)
     np.testing.assert_array_equal(a[1], want_first)
     assert int((a[1] == end_s).sum()) == int(np.isnan(first_token_s[emits]).sum())  # first tokens only
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=seeds, n=st.integers(0, 30), block_size=st.sampled_from([1, 4, 16]))
+def test_grow_step_kv_claims_each_members_blocks_and_counts_them(seed, n, block_size):
+    rng = np.random.default_rng(seed)
+    num = 40
+    kv_tokens = rng.integers(0, 300, num)
+    kv_blocks = -(-kv_tokens // block_size) + rng.integers(0, 2, num)  # some hold a block ahead
+    ids = rng.choice(num, size=n, replace=False).astype(np.int64)
+    tokens = rng.integers(0, 600, n)
+    a, b = kv_blocks.copy(), kv_blocks.copy()
+    total = grow_step_kv(ids, tokens, kv_tokens, a, block_size)
+    assert total == grow_step_kv_py(ids, tokens, kv_tokens, b, block_size)
+    np.testing.assert_array_equal(a, b)
+    want = kv_blocks.copy()  # the per-request form it replaced: blocks_for(kv + tokens) each
+    want_total = 0
+    for i, c in zip(ids.tolist(), tokens.tolist()):
+        blocks = -(-(int(kv_tokens[i]) + c) // block_size)
+        want_total += blocks - int(want[i])
+        want[i] = blocks
+    if total >= 0:
+        assert total == want_total
+        np.testing.assert_array_equal(a, want)
+    else:  # a member that would shrink: refused, nothing changed
+        assert any(-(-(int(kv_tokens[i]) + c) // block_size) < kv_blocks[i] for i, c in zip(ids.tolist(), tokens.tolist()))
+        np.testing.assert_array_equal(a, kv_blocks)

@@ -100,6 +100,34 @@ def grow_decode_kv_py(ids, generated, kv_tokens, kv_blocks, num_steps, block_siz
 
 
 @njit(cache=True)
+def grow_step_kv(ids, tokens, kv_tokens, kv_blocks, block_size):
+    """Member n of a step is about to write tokens[n] more tokens of KV: kv_blocks[ids[n]] =
+    the blocks its KV then fills. Returns the blocks newly needed in all (what the pool gives in
+    one call), or -1 (nothing changed) if a member would need fewer blocks than it holds."""
+    total = 0
+    for n in range(ids.shape[0]):
+        i = ids[n]
+        need = (kv_tokens[i] + tokens[n] + block_size - 1) // block_size - kv_blocks[i]
+        if need < 0:
+            return -1
+        total += need
+    for n in range(ids.shape[0]):
+        i = ids[n]
+        kv_blocks[i] = (kv_tokens[i] + tokens[n] + block_size - 1) // block_size
+    return total
+
+
+def grow_step_kv_py(ids, tokens, kv_tokens, kv_blocks, block_size):
+    need = [-(-(int(kv_tokens[i]) + int(c)) // block_size) for i, c in zip(ids, tokens)]
+    if any(b < int(kv_blocks[i]) for b, i in zip(need, ids)):
+        return -1
+    total = sum(b - int(kv_blocks[i]) for b, i in zip(need, ids))
+    for b, i in zip(need, ids):
+        kv_blocks[i] = b
+    return total
+
+
+@njit(cache=True)
 def plan_decode_span(ids, output_tokens, generated, kv_tokens, kv_blocks, num_free_blocks, block_size, max_span_steps):
     """A decode span's size in one call: (k, kv tokens of the batch), k the most steps <=
     max_span_steps that no request outlives (its output tokens left) and the free blocks allow.

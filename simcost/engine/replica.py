@@ -183,8 +183,7 @@ class Replica(ReplicaBase):
     def _run_step(self, plan: StepPlan):
         """One step of the plan: prompt chunks and single decode tokens side by side."""
         t = self.table
-        ids = np.fromiter(plan, dtype=np.int64, count=len(plan))
-        tokens = np.fromiter(plan.values(), dtype=np.int64, count=len(plan))
+        ids, tokens = plan.arrays()
         kv_before = t.kv_tokens[ids]
         decoding = np.empty(len(ids), dtype=np.bool_)
         num_decoding, num_chunk_tokens, num_chunks, attn_pairs, kv_sum = step_shape(ids, tokens, t.kv_tokens,

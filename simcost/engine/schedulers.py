@@ -52,6 +52,15 @@ class Engine(Protocol):
 class StepPlan(dict):
     """{request id: tokens computed this step}, in the order the step's members are logged."""
 
+    _arrays: tuple[np.ndarray, np.ndarray] | None = None
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, tokens) as int64 arrays in plan order, built once: ask only for a final plan."""
+        if self._arrays is None:
+            self._arrays = (np.fromiter(self, dtype=np.int64, count=len(self)),
+                            np.fromiter(self.values(), dtype=np.int64, count=len(self)))
+        return self._arrays
+
 
 class Scheduler:
     def __init__(self, replica: Engine):
@@ -144,9 +153,7 @@ class ChunkedScheduler(Scheduler):
         if not has_prefill and not (preempted and r.waiting):
             return StepPlan()  # a decode span: nothing could be admitted
         # (a decode-only step that preempted runs alone: the next one may admit, as in V1)
-        t = r.table
-        for rid, n in plan.items():  # claim the blocks the step writes into
-            r.kv.grow(rid, int(t.kv_tokens[rid]) + n)
+        r.kv.grow(*plan.arrays())  # claim the blocks the step writes into
         return plan
 
     def encodes_items(self, ids: np.ndarray, start_s: float) -> np.ndarray:

@@ -17,6 +17,7 @@ from simcost.engine.decode_kernels import (
     decode_blocks_needed,
     decode_needs,
     grow_decode_kv,
+    grow_step_kv,
     plan_decode_span,
     write_step_kv,
 )
@@ -88,12 +89,15 @@ class RequestKV:
         t.kv_blocks[rid] = held_blocks
         return cached_tokens
 
-    def grow(self, rid: int, num_tokens: int) -> None:
-        """Hold the blocks rid needs for num_tokens tokens of KV (a step is about to write them)."""
+    def grow(self, ids: np.ndarray, tokens: np.ndarray) -> None:
+        """Hold the blocks ids[n] needs for tokens[n] more tokens of KV (a step is about to write
+        them), taken from the pool in one call: the same blocks, evictions included, as one
+        call per request in order (the pool takes empty blocks first, then the LRU's oldest)."""
         t = self.table
-        blocks = blocks_for(num_tokens, self.block_size)
-        self.pool.allocate(int(blocks - t.kv_blocks[rid]))
-        t.kv_blocks[rid] = blocks
+        new_blocks = int(grow_step_kv(ids, tokens, t.kv_tokens, t.kv_blocks, self.block_size))
+        if new_blocks < 0:
+            raise RuntimeError("request KV: a step would shrink a request's blocks")
+        self.pool.allocate(new_blocks)
 
     def reserve(self, ids: np.ndarray, blocks: np.ndarray) -> None:
         """Hold blocks[i] blocks for request ids[i] up front (request-level batches)."""
