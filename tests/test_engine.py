@@ -239,3 +239,37 @@ def test_every_batching_policy_has_exactly_one_engine():
     assert set(SCHEDULERS) == set(ITERATION_POLICIES)
     assert set(REPLICA_CLASSES) == set(ITERATION_POLICIES) | set(REQUEST_LEVEL_POLICIES) == set(get_args(BatchingPolicy))
     assert not set(ITERATION_POLICIES) & set(REQUEST_LEVEL_POLICIES)
+
+
+def test_wake_at_moves_a_waiting_process_and_interrupts_still_reach_it():
+    """simcost.engine.base.wake_at leans on SimPy 4's Process internals (what Interruption
+    uses): the process resumes at the new event only, once, and a later interrupt finds it."""
+    import simpy
+
+    from simcost.engine.base import wake_at
+
+    env = simpy.Environment()
+    seen: list[tuple[str, float]] = []
+
+    def waiter():
+        yield env.timeout(10.0)
+        seen.append(("woke", env.now))
+        try:
+            yield env.timeout(10.0)
+        except simpy.Interrupt as stop:
+            seen.append((stop.cause, env.now))
+
+    process = env.process(waiter())
+
+    def mover():
+        yield env.timeout(1.0)
+        wake_at(process, env.timeout(2.0))  # wait until 3.0 instead of 10.0
+        yield env.timeout(3.0)
+        wake_at(process, env.timeout(1.0))  # the second wait (until 13.0) moved to 5.0 ...
+        yield env.timeout(0.5)
+        process.interrupt("stop")  # ... and interrupted at 4.5 while on the moved event
+
+    env.process(mover())
+    env.run(until=30.0)
+    assert seen == [("woke", 3.0), ("stop", 4.5)]
+    assert not process.is_alive
