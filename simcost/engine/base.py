@@ -26,8 +26,8 @@ def wake_at(process: simpy.Process, event: simpy.Event) -> None:
     """Make `process`, waiting on an event, wait on `event` instead: what Process.interrupt
     does (SimPy 4's `_target` and `_resume`), minus its extra event and exception, for a
     replica whose decode span an arrival cuts short (~1 per request)."""
-    process._target.callbacks.remove(process._resume)  # type: ignore[union-attr]
-    event.callbacks.append(process._resume)  # type: ignore[union-attr]
+    process._target.callbacks.remove(process._resume)
+    event.callbacks.append(process._resume)
     process._target = event
 
 
