@@ -241,12 +241,12 @@ def test_every_batching_policy_has_exactly_one_engine():
     assert not set(ITERATION_POLICIES) & set(REQUEST_LEVEL_POLICIES)
 
 
-def test_wake_at_moves_a_waiting_process_and_interrupts_still_reach_it():
-    """simcost.engine.base.wake_at leans on SimPy 4's Process internals (what Interruption
-    uses): the process resumes at the new event only, once, and a later interrupt finds it."""
+def test_wake_after_moves_a_waiting_process_and_interrupts_still_reach_it():
+    """simcost.engine.base.wake_after leans on SimPy 4's Process internals (what Interruption
+    uses): the process resumes at the new time only, once, and a later interrupt finds it."""
     import simpy
 
-    from simcost.engine.base import wake_at
+    from simcost.engine.base import wake_after
 
     env = simpy.Environment()
     seen: list[tuple[str, float]] = []
@@ -263,9 +263,9 @@ def test_wake_at_moves_a_waiting_process_and_interrupts_still_reach_it():
 
     def mover():
         yield env.timeout(1.0)
-        wake_at(process, env.timeout(2.0))  # wait until 3.0 instead of 10.0
+        assert wake_after(process, 2.0)  # wait until 3.0 instead of 10.0
         yield env.timeout(3.0)
-        wake_at(process, env.timeout(1.0))  # the second wait (until 13.0) moved to 5.0 ...
+        assert wake_after(process, 1.0)  # the second wait (until 13.0) moved to 5.0 ...
         yield env.timeout(0.5)
         process.interrupt("stop")  # ... and interrupted at 4.5 while on the moved event
 
@@ -273,3 +273,23 @@ def test_wake_at_moves_a_waiting_process_and_interrupts_still_reach_it():
     env.run(until=30.0)
     assert seen == [("woke", 3.0), ("stop", 4.5)]
     assert not process.is_alive
+
+
+def test_without_simpys_internals_a_span_cut_falls_back_to_the_interrupt(monkeypatch):
+    """A SimPy whose Process lacks `_target` gets Process.interrupt: the same run, bit for bit."""
+    import simcost.engine.replica as replica_module
+
+    scn = tight_kv("chunked")
+    _, moved = run(scn)
+    calls = []
+
+    def no_internals(process, delay_s):
+        calls.append(delay_s)
+        return False
+
+    monkeypatch.setattr(replica_module, "wake_after", no_internals)
+    _, interrupted = run(scn)
+    assert calls  # spans were cut, each by the interrupt
+    np.testing.assert_array_equal(moved.table.token_time_s, interrupted.table.token_time_s)
+    np.testing.assert_array_equal(moved.steps.step_end_s, interrupted.steps.step_end_s)
+    assert moved.summary == interrupted.summary

@@ -22,13 +22,20 @@ from simcost.perf.step_model import item_time_s
 STOP = "stop"  # the interrupt cause that ends a replica's loop (its node is gone)
 
 
-def wake_at(process: simpy.Process, event: simpy.Event) -> None:
-    """Make `process`, waiting on an event, wait on `event` instead: what Process.interrupt
-    does (SimPy 4's `_target` and `_resume`), minus its extra event and exception, for a
-    replica whose decode span an arrival cuts short (~1 per request)."""
-    process._target.callbacks.remove(process._resume)
-    event.callbacks.append(process._resume)
+def wake_after(process: simpy.Process, delay_s: float) -> bool:
+    """Make `process`, waiting on an event, wait delay_s from now instead: what
+    Process.interrupt does (SimPy 4's `_target` and `_resume`), minus its extra event and
+    exception, for a replica whose decode span an arrival cuts short (~1 per request). False,
+    changing nothing, on a SimPy without those internals: the caller interrupts instead."""
+    try:
+        waits_on, resume = process._target.callbacks, process._resume
+    except AttributeError:
+        return False
+    event = process.env.timeout(delay_s)
+    waits_on.remove(resume)
+    event.callbacks.append(resume)
     process._target = event
+    return True
 
 
 class ReplicaBase:

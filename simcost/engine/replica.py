@@ -28,7 +28,7 @@ import math
 import numpy as np
 import simpy
 
-from simcost.engine.base import STOP, ReplicaBase, wake_at
+from simcost.engine.base import STOP, ReplicaBase, wake_after
 from simcost.engine.decode_kernels import count_emitted, finish_members, span_end_times, step_shape
 from simcost.engine.kv.array_pool import ArrayPrefixBlockPool
 from simcost.engine.kv.blocks import BlockPool, KVPool
@@ -98,10 +98,9 @@ class Replica(ReplicaBase):
         step_end_s = self._span_end_s
         num_done = min(len(step_end_s), int(step_end_s.searchsorted(now_s, side="right")) + 1)
         wait_s = step_end_s[num_done - 1] - now_s
-        if wait_s > 0:
+        if wait_s > 0 and wake_after(self.process, wait_s):
             self._span_steps = num_done
-            wake_at(self.process, self.env.timeout(wait_s))
-        else:
+        else:  # (the interrupt's handler finds the same steps done)
             self.process.interrupt()
 
     def _abandon(self) -> list[int]:
