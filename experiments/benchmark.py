@@ -6,6 +6,7 @@
     python experiments/benchmark.py --peer --peer-python /tmp/dynamo-venv/bin/python  # vs Dynamo's replay
     python experiments/benchmark.py --peer --peer-python /tmp/dynamo-venv/bin/python --workloads mooncake
     python experiments/benchmark.py --peer --peer-python /tmp/dynamo-venv/bin/python --baseline ../main  # + another tree
+    python experiments/benchmark.py --loop --baseline ../main --workloads 100k --loop-set duration_s=200
     python experiments/benchmark.py --memory   # peak RSS and wall time of `simcost run` at 100k and 1M requests
     python experiments/benchmark.py --memory --sizes 100000 --repeats 3 --request-records none
 
@@ -27,6 +28,12 @@ Poisson run; the Mooncake conversation trace on 8 replicas; 100k Poisson request
 alternately so both see the same machine load, and prints both sides, the ratio and peak RSS. This
 script installs nothing: without dynamo.replay importable by --peer-python it says so and times
 simcost alone.
+
+--loop times the simulation alone (`Simulation.run`: the event loop, the bill and the summary) on
+--peer's workloads, in this tree and, with --baseline, another one, a fresh process per run and
+the trees taking turns: what an engine change is worth without the imports, files and figures
+around it, in wall and CPU seconds (each run's second `Simulation.run`, after one that loads
+numba's kernels). --loop-set adds scenario overrides (a 100k-shaped slice: duration_s=200).
 """
 
 from __future__ import annotations
@@ -280,6 +287,53 @@ def compare_peer(repeats: int, peer_python: str | None, only: list[str] | None =
     return 0
 
 
+def loop_child(scenario: str, overrides: list[str]) -> dict:
+    """--loop's child: one workload's `Simulation.run` timed in this process (numba's target
+    loaded as `simcost run` loads it, then one untimed run that loads the kernels)."""
+    from simcost.scenario.scenario import load_scenario
+    from simcost.simulation.simulation import Simulation
+
+    try:
+        from simcost.simulation.kernels import load_numba_target
+        load_numba_target()
+    except ImportError:  # an older baseline tree: its first kernel call loads the target
+        pass
+    loaded = load_scenario(Path(scenario), overrides)
+    Simulation(loaded).run()
+    sim = Simulation(loaded)
+    wall_s, cpu_s = time.perf_counter(), time.process_time()
+    sim.run()
+    return {"wall_s": time.perf_counter() - wall_s, "cpu_s": time.process_time() - cpu_s}
+
+
+def compare_loops(repeats: int, only: list[str] | None, baseline: Path | None, extra: list[str]) -> int:
+    """--loop: per workload, `repeats` rounds in which each tree runs once in a fresh process;
+    medians and minimums of wall and CPU seconds, and this tree's ratios to the baseline."""
+    print(machine_line())
+    trees = {"this tree": ROOT, **({"baseline": baseline} if baseline else {})}
+    for label, (scenario, overrides, _) in PEER_WORKLOADS.items():
+        if only and not any(word in label for word in only):
+            continue
+        samples: dict[str, list[dict]] = {name: [] for name in trees}
+        for _ in range(repeats):
+            for name, root in trees.items():
+                env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+                cmd = [sys.executable, __file__, "--loop-child", str(scenario), "--loop-set", *overrides, *extra]
+                out = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, check=True)
+                samples[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
+        stats = {name: {key: (statistics.median(r[key] for r in runs), min(r[key] for r in runs))
+                        for key in ("wall_s", "cpu_s")} for name, runs in samples.items()}
+        for name, stat in stats.items():
+            print(f"{label:<28}{name:<11} wall {stat['wall_s'][0]:6.2f} s (min {stat['wall_s'][1]:.2f})   "
+                  f"CPU {stat['cpu_s'][0]:6.2f} s (min {stat['cpu_s'][1]:.2f})   ({repeats} runs)")
+        if baseline:
+            ours, base = stats["this tree"], stats["baseline"]
+            print(f"{'':<28}this tree / baseline: wall {ours['wall_s'][0] / base['wall_s'][0]:.3f}x median, "
+                  f"{ours['wall_s'][1] / base['wall_s'][1]:.3f}x min; CPU {ours['cpu_s'][0] / base['cpu_s'][0]:.3f}x "
+                  f"median, {ours['cpu_s'][1] / base['cpu_s'][1]:.3f}x min", flush=True)
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=None, help="timed runs (default 3; 1 for --memory)")
@@ -288,14 +342,19 @@ def main() -> int:
     p.add_argument("--peer-python", default=sys.executable,
                    help="a Python that can import dynamo.replay (default: this one)")
     p.add_argument("--workloads", nargs="+", metavar="WORD",
-                   help="--peer: only the workloads whose label contains one of these words (e.g. mooncake)")
+                   help="--peer, --loop: only the workloads whose label contains one of these words (e.g. mooncake)")
     p.add_argument("--baseline", type=Path, metavar="DIR",
-                   help="--peer: also time `simcost run` from another simcost tree (e.g. `git worktree add DIR "
-                        "main`) in the same rounds, and print this tree's ratios to it")
+                   help="--peer, --loop: also time another simcost tree (e.g. `git worktree add DIR main`) in "
+                        "the same rounds, and print this tree's ratios to it")
     p.add_argument("--memory", action="store_true", help="peak RSS and wall time of `simcost run` by request count")
     p.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000], help="--memory: request counts")
     p.add_argument("--request-records", choices=("full", "sample", "none"), default="full",
                    help="--memory: the request table kept")
+    p.add_argument("--loop", action="store_true",
+                   help="time the simulation alone (Simulation.run) on --peer's workloads; with --baseline, against it")
+    p.add_argument("--loop-set", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="--loop: scenario overrides added to each workload's (e.g. duration_s=200)")
+    p.add_argument("--loop-child", metavar="SCENARIO", help=argparse.SUPPRESS)
     p.add_argument("--only", choices=list(WORKLOADS))
     p.add_argument("--child", choices=list(WORKLOADS), help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -305,6 +364,12 @@ def main() -> int:
     if args.child:
         print(json.dumps(child(args.child, args.repeats)))
         return 0
+    if args.loop_child:
+        print(json.dumps(loop_child(args.loop_child, args.loop_set)))
+        return 0
+    if args.loop:
+        return compare_loops(args.repeats, args.workloads, args.baseline.resolve() if args.baseline else None,
+                             args.loop_set)
     if args.peer:
         peer_python = args.peer_python if peer_available(args.peer_python) else None
         if peer_python is None:
