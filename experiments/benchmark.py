@@ -114,17 +114,22 @@ def child(name: str, repeats: int) -> dict:
     }
 
 
+def tree_env(root: Path) -> dict[str, str]:
+    """The environment of a process that runs `root`'s simcost (first on the path). Bytecode is
+    written: an installed simcost has its own (pip compiles it at install), but with
+    PYTHONDONTWRITEBYTECODE set (as on some CI and agent machines) every timed process would
+    compile all of simcost's sources again (~0.25 s); the untimed warm-up run writes them."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
 def whole_process(cmd: list[str], cwd: Path, root: Path = ROOT) -> tuple[float, float, float]:
     """(wall s, peak RSS MiB, CPU s: user + system, its threads and reaped children too) of one
     command run to completion, with `root`'s simcost first on the path; its output is discarded.
     On a loaded machine CPU time is the steadier number: wall time also counts waiting for a core."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
-    # time what an installed simcost costs: pip compiles its bytecode at install, but with
-    # PYTHONDONTWRITEBYTECODE set (as on some CI and agent machines) every timed process would
-    # compile all of simcost's sources again (~0.25 s); the untimed warm-up run writes them
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, cwd=cwd, env=tree_env(root), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     stderr = proc.stderr.read() if proc.stderr else b""
     _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage, not the sum over all children
     wall_s = time.perf_counter() - start
@@ -317,9 +322,8 @@ def compare_loops(repeats: int, only: list[str] | None, baseline: Path | None, e
         samples: dict[str, list[dict]] = {name: [] for name in trees}
         for _ in range(repeats):
             for name, root in trees.items():
-                env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
                 cmd = [sys.executable, __file__, "--loop-child", str(scenario), "--loop-set", *overrides, *extra]
-                out = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, check=True)
+                out = subprocess.run(cmd, cwd=root, env=tree_env(root), capture_output=True, text=True, check=True)
                 samples[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
         stats = {name: {key: (statistics.median(r[key] for r in runs), min(r[key] for r in runs))
                         for key in ("wall_s", "cpu_s")} for name, runs in samples.items()}

@@ -243,7 +243,6 @@ def test_one_allocation_of_a_total_is_the_allocations_one_by_one(host_blocks):
     """RequestKV.grow takes a step's blocks in one call: the same evictions, in the same order,
     to the host tier and past it, as one call per request (the pool takes empty blocks first,
     then the LRU's oldest)."""
-    rng = random.Random(host_blocks)
     pools = [ArrayPrefixBlockPool(24, 0, host_blocks) for _ in range(2)]
     for pool in pools:  # the same cached, unreferenced blocks on both: 18 on the LRU, 6 empty
         for doc in range(3):
@@ -251,7 +250,7 @@ def test_one_allocation_of_a_total_is_the_allocations_one_by_one(host_blocks):
             pool.allocate(6)
             _, nodes = pool.register_nodes(keys)
             pool.release_nodes(nodes, 0)
-    sizes = [rng.randint(0, 5) for _ in range(5)]
+    sizes = [3, 0, 5, 2, 4, 1]  # a step's members: 15 blocks, 6 empty, so 9 evicted (past a 3- or 9-block host tier)
     for size in sizes:
         pools[0].allocate(size)
     pools[1].allocate(sum(sizes))
