@@ -311,6 +311,12 @@ def loop_child(scenario: str, overrides: list[str]) -> dict:
     return {"wall_s": time.perf_counter() - wall_s, "cpu_s": time.process_time() - cpu_s}
 
 
+def loop_command(scenario: Path, overrides: list[str]) -> list[str]:
+    """The --loop child's command for one run of scenario with overrides (maybe none: Poisson
+    10k has none, and --loop-set takes one or more)."""
+    return [sys.executable, __file__, "--loop-child", str(scenario), *(["--loop-set", *overrides] if overrides else [])]
+
+
 def compare_loops(repeats: int, only: list[str] | None, baseline: Path | None, extra: list[str]) -> int:
     """--loop: per workload, `repeats` rounds in which each tree runs once in a fresh process;
     medians and minimums of wall and CPU seconds, and this tree's ratios to the baseline."""
@@ -322,7 +328,7 @@ def compare_loops(repeats: int, only: list[str] | None, baseline: Path | None, e
         samples: dict[str, list[dict]] = {name: [] for name in trees}
         for _ in range(repeats):
             for name, root in trees.items():
-                cmd = [sys.executable, __file__, "--loop-child", str(scenario), "--loop-set", *overrides, *extra]
+                cmd = loop_command(scenario, [*overrides, *extra])
                 out = subprocess.run(cmd, cwd=root, env=tree_env(root), capture_output=True, text=True, check=True)
                 samples[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
         stats = {name: {key: (statistics.median(r[key] for r in runs), min(r[key] for r in runs))

@@ -13,6 +13,8 @@ from simcost.engine.decode_kernels import (
     decode_blocks_needed,
     decode_needs,
     decode_needs_py,
+    end_step,
+    end_step_py,
     finish_members,
     finish_members_py,
     grow_step_kv,
@@ -147,3 +149,50 @@ def test_grow_step_kv_claims_each_members_blocks_and_counts_them(seed, n, block_
     else:  # a member that would shrink: refused, nothing changed
         assert any(-(-(int(kv_tokens[i]) + c) // block_size) < kv_blocks[i] for i, c in zip(ids.tolist(), tokens.tolist()))
         np.testing.assert_array_equal(a, kv_blocks)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=seeds, n=st.integers(0, 30))
+def test_end_step_is_the_four_calls_it_replaced(seed, n):
+    """One kernel for a step's end (write the KV, emit the done prompts' and decoders' tokens,
+    count them, finish the complete): the same columns as its twin, which is the replaced calls'
+    twins in order, and as those calls' kernels themselves."""
+    rng = np.random.default_rng(seed)
+    num = 40
+    output_tokens = rng.integers(1, 6, num)
+    token_offset = np.concatenate(([0], np.cumsum(output_tokens)[:-1]))
+    prefill_target = rng.integers(1, 3000, num)
+    ids = rng.choice(num, size=n, replace=False).astype(np.int64)
+    generated = rng.integers(0, output_tokens)  # every request still has a token to come
+    decoding = rng.random(num) < 0.5  # past their prompt (generated >= 1), or mid-prompt (none yet)
+    generated[~decoding] = 0
+    kv_tokens = np.where(decoding, prefill_target + generated, rng.integers(0, prefill_target))
+    first_token_s = np.where(generated > 0, rng.random(num), np.nan)
+    tokens = np.where(decoding[ids], 1, rng.integers(1, 1500, n))
+    kv_before = kv_tokens[ids]
+    columns = (kv_tokens, generated, first_token_s, np.full(int(output_tokens.sum()), np.nan),
+               np.zeros(num, dtype=np.int8), np.full(num, np.nan))
+    got, want, calls = ([c.copy() for c in columns] for _ in range(3))
+    got_done, want_done = np.empty(n, dtype=np.bool_), np.empty(n, dtype=np.bool_)
+
+    def run(fn, cols, prompt_done):
+        kv, gen, first, token_s, status, finish_s = cols
+        return fn(ids, tokens, kv_before, prefill_target, kv, prompt_done, gen, first, token_offset, token_s,
+                  output_tokens, status, finish_s, 3, 7.25)
+
+    finished = run(end_step, got, got_done)
+    np.testing.assert_array_equal(finished, run(end_step_py, want, want_done))
+    np.testing.assert_array_equal(got_done, want_done)
+    for x, y in zip(got, want):
+        np.testing.assert_array_equal(x, y)
+    kv, gen, first, token_s, status, finish_s = calls  # the kernels it replaced, as _run_step called them
+    prompt_done = np.empty(n, dtype=np.bool_)
+    write_step_kv(ids, tokens, kv_before, prefill_target, kv, prompt_done)
+    emits = ids[prompt_done]
+    token_s[token_offset[emits] + gen[emits]] = 7.25
+    count_emitted(emits, gen, first, 7.25)
+    np.testing.assert_array_equal(finished, finish_members(emits, gen, output_tokens, status, finish_s, 3, 7.25))
+    for x, y in zip(got, calls):
+        np.testing.assert_array_equal(x, y)
+    assert finished.dtype == np.int64 and set(finished.tolist()) <= set(emits.tolist())
+    assert int((got[3] == 7.25).sum()) == len(emits)  # one token time per emitter

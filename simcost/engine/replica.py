@@ -208,22 +208,26 @@ class Replica(ReplicaBase):
             self._record_itl(end_s - start_s, 1)
         elif stalls_decodes:
             self._stalled_s += end_s - start_s
-        prompt_done = self.kv.write_step(ids, kv_before, tokens)  # (decoding members too: past their prompt)
+        end = np.array([end_s])
+        if spec_tokens is None and t.exact_token_times:  # most steps: one kernel, from the KV written to the finishes
+            prompt_done, done = self.kv.end_step(ids, kv_before, tokens, end_s)
+        else:
+            prompt_done = self.kv.write_step(ids, kv_before, tokens)  # (decoding members too: past their prompt)
+            emits = ids[prompt_done]  # the decoders, and each prompt whose last chunk this was (its first token)
+            t.emit_tokens(emits, end)
+            count_emitted(emits, t.generated, t.first_token_s, end_s)  # generated + 1, a first token's time
+            if spec_tokens is not None:
+                apply_mixed_extra(self, ids[decoding], spec_tokens, end_s)
+                tokens[decoding] = spec_tokens
+                num_decoding = int(spec_tokens.sum())
+            done = finish_members(emits, t.generated, t.output_tokens, t.status, t.finish_s, COMPLETED, end_s)
         if self.reuse is not None:  # (without prefix caching nothing happens when a prompt is done)
             self.kv.prefilled(ids, prompt_done & ~decoding if num_decoding else prompt_done)
-        emits = ids[prompt_done]  # the decoders, and each prompt whose last chunk this was (its first token)
-        end = np.array([end_s])
-        t.emit_tokens(emits, end)
-        count_emitted(emits, t.generated, t.first_token_s, end_s)  # generated + 1, a first token's time
-        if spec_tokens is not None:
-            apply_mixed_extra(self, ids[decoding], spec_tokens, end_s)
-            tokens[decoding] = spec_tokens
-            num_decoding = int(spec_tokens.sum())
         self.log.add(self.index, start_s, end, np.array([num_chunk_tokens + num_decoding]), ids, tokens,
                      prefill=True, member_prefill=~decoding if num_decoding else None)
-        self._retire_finished(emits, end_s)
+        self._retire(done)
         if self.role == "prefill":
-            self._hand_off(emits)
+            self._hand_off(ids[prompt_done])
 
     def _decodes_left_out(self, plan: StepPlan) -> bool:
         """Whether decoding requests sit out this step (prefill_first's prompt steps): their
@@ -281,7 +285,10 @@ class Replica(ReplicaBase):
 
     def _retire_finished(self, ids: np.ndarray, now_s: float) -> None:
         t = self.table
-        done = finish_members(ids, t.generated, t.output_tokens, t.status, t.finish_s, COMPLETED, now_s)
+        self._retire(finish_members(ids, t.generated, t.output_tokens, t.status, t.finish_s, COMPLETED, now_s))
+
+    def _retire(self, done: np.ndarray) -> None:
+        """The requests just marked finished leave the batch and give back their KV."""
         if not len(done):  # most steps and spans finish nobody
             return
         self.kv.free(done, finished=True)

@@ -16,6 +16,7 @@ from simcost.engine.decode_kernels import (
     apply_decode_steps,
     decode_blocks_needed,
     decode_needs,
+    end_step,
     grow_decode_kv,
     grow_step_kv,
     plan_decode_span,
@@ -24,7 +25,7 @@ from simcost.engine.decode_kernels import (
 from simcost.engine.kv.blocks import KVPool, blocks_for
 from simcost.engine.kv.prefix_cache import PrefixHit
 from simcost.engine.kv.reuse import PrefixReuse
-from simcost.workload.request_table import RequestTable
+from simcost.workload.request_table import COMPLETED, RequestTable
 
 _NO_KEYS = np.zeros(0, dtype=np.int64)
 
@@ -115,6 +116,19 @@ class RequestKV:
         prompt_done = np.empty(len(ids), dtype=np.bool_)
         write_step_kv(ids, tokens, kv_before, t.prefill_target, t.kv_tokens, prompt_done)
         return prompt_done
+
+    def end_step(self, ids: np.ndarray, kv_before: np.ndarray, tokens: np.ndarray,
+                 end_s: float) -> tuple[np.ndarray, np.ndarray]:
+        """`write_step`, then what the step's end means for its members, in one kernel call (the
+        table keeps exact token times): each member whose prompt is done emits a token at end_s,
+        and those that now have all their output are marked finished. Returns (prompt_done, the
+        finished members)."""
+        t = self.table
+        prompt_done = np.empty(len(ids), dtype=np.bool_)
+        finished = end_step(ids, tokens, kv_before, t.prefill_target, t.kv_tokens, prompt_done, t.generated,
+                            t.first_token_s, t.token_offset, t.token_time_s, t.output_tokens, t.status, t.finish_s,
+                            COMPLETED, end_s)
+        return prompt_done, finished
 
     def prefilled(self, ids: np.ndarray, done: np.ndarray) -> None:
         """ids[done] have computed their whole prompt: with prefix caching, its full blocks get
