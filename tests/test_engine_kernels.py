@@ -8,11 +8,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from simcost.engine.decode_kernels import (
+    apply_decode_steps,
     count_emitted,
     count_emitted_py,
     decode_blocks_needed,
     decode_needs,
     decode_needs_py,
+    end_span,
+    end_span_py,
     end_step,
     end_step_py,
     finish_members,
@@ -196,3 +199,37 @@ def test_end_step_is_the_four_calls_it_replaced(seed, n):
         np.testing.assert_array_equal(x, y)
     assert finished.dtype == np.int64 and set(finished.tolist()) <= set(emits.tolist())
     assert int((got[3] == 7.25).sum()) == len(emits)  # one token time per emitter
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=seeds, n=st.integers(1, 20), steps=st.integers(1, 40), block_size=st.sampled_from([1, 16]))
+def test_end_span_applies_the_steps_then_finishes_the_complete(seed, n, steps, block_size):
+    """One kernel for a span's end: the columns and finished members of its twin, and of the two
+    kernels it replaced (apply_decode_steps, then finish_members at the last step's end)."""
+    rng = np.random.default_rng(seed)
+    num = 30
+    generated = rng.integers(1, 30, num)
+    output_tokens = generated + rng.integers(steps, steps + 3, num)  # some finish at the span's last step
+    offset = np.concatenate(([0], np.cumsum(output_tokens)[:-1]))
+    kv_tokens = rng.integers(1, 400, num) + generated
+    kv_blocks = -(-kv_tokens // block_size)
+    ids = rng.choice(num, n, replace=False).astype(np.int64)
+    ends = np.sort(rng.random(steps)) + 1.0
+    state = (generated, kv_tokens, kv_blocks, np.full(int(output_tokens.sum()), np.nan),
+             np.zeros(num, dtype=np.int8), np.full(num, np.nan))
+    got, want, calls = ([x.copy() for x in state] for _ in range(3))
+
+    def run(fn, cols):
+        gen, kv, blocks, token_s, status, finish_s = cols
+        return fn(ids, gen, kv, blocks, offset, token_s, ends, steps, block_size, output_tokens, status, finish_s, 3)
+
+    blocks, finished = run(end_span, got)
+    want_blocks, want_finished = run(end_span_py, want)
+    gen, kv, kvb, token_s, status, finish_s = calls
+    assert blocks == want_blocks == apply_decode_steps(ids, gen, kv, kvb, offset, token_s, ends, steps, block_size)
+    np.testing.assert_array_equal(finished, want_finished)
+    np.testing.assert_array_equal(finished, finish_members(ids, gen, output_tokens, status, finish_s, 3, ends[-1]))
+    for x, y, z in zip(got, want, calls):
+        np.testing.assert_array_equal(x, y)
+        np.testing.assert_array_equal(x, z)
+    assert len(finished) == int((got[0][ids] >= output_tokens[ids]).sum()) and bool((got[5][finished] == ends[-1]).all())

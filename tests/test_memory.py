@@ -252,7 +252,7 @@ def test_weights_computed_in_the_kernel_give_the_same_dollars(cost):
 @pytest.mark.parametrize("seed", range(3))
 def test_step_log_in_small_chunks_matches_a_plain_python_log(seed, monkeypatch):
     """Chunked columns (here 64-byte chunks, so every record crosses several) give the arrays a
-    plain list of the same records gives; a span's members' tokens and prompt flags, never
+    plain list of the same records gives (spans, steps and single steps with scalar ends); a span's members' tokens and prompt flags, never
     stored, come out as its steps and False; arrays() is the log's end."""
     from simcost.cost.step_log import StepLog, _Column
 
@@ -265,11 +265,18 @@ def test_step_log_in_small_chunks_matches_a_plain_python_log(seed, monkeypatch):
         if rng.random() < 0.6:
             log.add_span(replica, t, ends, members)
             ref.append((replica, t, ends, [len(members)] * len(ends), members, [len(ends)] * len(members), [False] * len(members)))
-        else:
+        elif rng.random() < 0.5:
             tokens, prefill = rng.integers(1, 900, len(members)), rng.random(len(members)) < 0.5
             step_tokens = rng.integers(1, 5000, len(ends))
             log.add(replica, t, ends, step_tokens, members, tokens, prefill=True, member_prefill=prefill)
             ref.append((replica, t, ends, list(step_tokens), members, list(tokens), list(prefill)))
+        else:  # one step, its end and tokens as scalars; no prompt flags given: all prompt tokens
+            tokens, step_tokens = rng.integers(1, 900, len(members)), int(rng.integers(1, 5000))
+            given = rng.random(len(members)) < 0.5 if rng.random() < 0.5 else None
+            log.add_step(replica, t, float(ends[0]), step_tokens, members, tokens, given)
+            ends = ends[:1]
+            ref.append((replica, t, ends, [step_tokens], members, list(tokens),
+                        list(given) if given is not None else [True] * len(members)))
         t = float(ends[-1])
     steps = log.arrays()
     flat = lambda i: [v for r in ref for v in r[i]]  # noqa: E731

@@ -42,6 +42,15 @@ class _Column:
         else:
             self._spill(values, len(values), False)
 
+    def put(self, value) -> None:
+        """Append one value (a step's end or tokens: no one-element array to make)."""
+        at = self.at
+        if at < self.end:
+            self.last[at] = value
+            self.at = at + 1
+        else:
+            self._spill(value, 1, True)
+
     def fill(self, value, count: int) -> None:
         """Append value count times."""
         at = self.at
@@ -119,6 +128,20 @@ class StepLog:
         self._member_tokens.append(member_tokens)
         if member_prefill is None:
             self._member_prefill.fill(prefill, len(members))
+        else:
+            self._member_prefill.append(member_prefill)
+
+    def add_step(self, replica: int, start_s: float, end_s: float, step_tokens: int, members: np.ndarray,
+                 member_tokens: np.ndarray, member_prefill: np.ndarray | None = None) -> None:
+        """One prefill (or mixed) step ending at end_s: add() with step_end_s = [end_s] and
+        step_tokens = [step_tokens], without making either array (a step is most records)."""
+        self._record(replica, start_s, True, 1, len(members), 0)
+        self._step_end_s.put(end_s)
+        self._members.append(members)
+        self._step_tokens.put(step_tokens)
+        self._member_tokens.append(member_tokens)
+        if member_prefill is None:
+            self._member_prefill.fill(True, len(members))
         else:
             self._member_prefill.append(member_prefill)
 

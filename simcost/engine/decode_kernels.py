@@ -346,3 +346,23 @@ def end_step_py(ids, tokens, kv_before, prefill_target, kv_tokens, prompt_done, 
     token_time_s[token_offset[emits] + generated[emits]] = end_s
     count_emitted_py(emits, generated, first_token_s, end_s)
     return finish_members_py(emits, generated, output_tokens, status, finish_s, completed, end_s)
+
+
+@njit(cache=True)
+def end_span(ids, generated, kv_tokens, kv_blocks, token_offset, token_time_s, step_end_s, num_steps, block_size,
+             output_tokens, status, finish_s, completed):
+    """A span's end, in one call: `apply_decode_steps`, then the members that now have all their
+    output marked `completed` at the last step's end (`finish_members`). Returns (the blocks
+    newly allocated, the finished members)."""
+    new_blocks = apply_decode_steps(ids, generated, kv_tokens, kv_blocks, token_offset, token_time_s, step_end_s,
+                                    num_steps, block_size)
+    return new_blocks, finish_members(ids, generated, output_tokens, status, finish_s, completed,
+                                      step_end_s[num_steps - 1])
+
+
+def end_span_py(ids, generated, kv_tokens, kv_blocks, token_offset, token_time_s, step_end_s, num_steps, block_size,
+                output_tokens, status, finish_s, completed):
+    new_blocks = apply_decode_steps_py(ids, generated, kv_tokens, kv_blocks, token_offset, token_time_s, step_end_s,
+                                       num_steps, block_size)
+    return new_blocks, finish_members_py(ids, generated, output_tokens, status, finish_s, completed,
+                                         float(step_end_s[num_steps - 1]))

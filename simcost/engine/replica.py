@@ -208,13 +208,12 @@ class Replica(ReplicaBase):
             self._record_itl(end_s - start_s, 1)
         elif stalls_decodes:
             self._stalled_s += end_s - start_s
-        end = np.array([end_s])
         if spec_tokens is None and t.exact_token_times:  # most steps: one kernel, from the KV written to the finishes
             prompt_done, done = self.kv.end_step(ids, kv_before, tokens, end_s)
         else:
             prompt_done = self.kv.write_step(ids, kv_before, tokens)  # (decoding members too: past their prompt)
             emits = ids[prompt_done]  # the decoders, and each prompt whose last chunk this was (its first token)
-            t.emit_tokens(emits, end)
+            t.emit_tokens(emits, np.array([end_s]))
             count_emitted(emits, t.generated, t.first_token_s, end_s)  # generated + 1, a first token's time
             if spec_tokens is not None:
                 apply_mixed_extra(self, ids[decoding], spec_tokens, end_s)
@@ -223,8 +222,8 @@ class Replica(ReplicaBase):
             done = finish_members(emits, t.generated, t.output_tokens, t.status, t.finish_s, COMPLETED, end_s)
         if self.reuse is not None:  # (without prefix caching nothing happens when a prompt is done)
             self.kv.prefilled(ids, prompt_done & ~decoding if num_decoding else prompt_done)
-        self.log.add(self.index, start_s, end, np.array([num_chunk_tokens + num_decoding]), ids, tokens,
-                     prefill=True, member_prefill=~decoding if num_decoding else None)
+        self.log.add_step(self.index, start_s, end_s, num_chunk_tokens + num_decoding, ids, tokens,
+                          ~decoding if num_decoding else None)
         self._retire(done)
         if self.role == "prefill":
             self._hand_off(ids[prompt_done])
@@ -269,9 +268,9 @@ class Replica(ReplicaBase):
         ends = step_end_s[:num_done]
         count_decode_steps(self.params, span, 0, num_done)  # (a lost node's span never gets here)
         self._record_itl(float(ends[-1]) - start_s, num_done)
-        self.kv.apply_decode_steps(ids, ends, num_done)
+        finished = self.kv.end_span(ids, ends, num_done)
         self.log.add_span(self.index, start_s, ends, ids)
-        self._retire_finished(ids, float(ends[-1]))
+        self._retire(finished)
 
     def _record_itl(self, decode_s: float, num_steps: int) -> None:
         """num_steps decode steps took decode_s: fold their mean gap (with the prefill stalls

@@ -227,7 +227,7 @@ class BatchReplica(ReplicaBase):
         t.emit_tokens(ids, np.array([end_s]))  # the prefill emits every member's first token
         t.generated[ids] = 1
         t.first_token_s[ids] = end_s
-        self.log.add(self.index, start_s, np.array([end_s]), np.array([num_tokens]), ids, prompt, prefill=True)
+        self.log.add_step(self.index, start_s, end_s, num_tokens, ids, prompt)
         yield from self._run_decode(ids, end_s)
 
     def _run_decode(self, ids: np.ndarray, start_s: float):

@@ -16,7 +16,9 @@ from simcost.engine.decode_kernels import (
     apply_decode_steps,
     decode_blocks_needed,
     decode_needs,
+    end_span,
     end_step,
+    finish_members,
     grow_decode_kv,
     grow_step_kv,
     plan_decode_span,
@@ -148,6 +150,20 @@ class RequestKV:
             t.emit_tokens(ids, step_end_s[:num_steps])
             new_blocks = grow_decode_kv(ids, t.generated, t.kv_tokens, t.kv_blocks, num_steps, self.block_size)
         self.pool.allocate(int(new_blocks))
+
+    def end_span(self, ids: np.ndarray, step_end_s: np.ndarray, num_steps: int) -> np.ndarray:
+        """`apply_decode_steps`, then the members that now have all their output are marked
+        finished at the last step's end and returned (one kernel call with exact token times)."""
+        t = self.table
+        if not t.exact_token_times:
+            self.apply_decode_steps(ids, step_end_s, num_steps)
+            return finish_members(ids, t.generated, t.output_tokens, t.status, t.finish_s, COMPLETED,
+                                  float(step_end_s[num_steps - 1]))
+        new_blocks, finished = end_span(ids, t.generated, t.kv_tokens, t.kv_blocks, t.token_offset, t.token_time_s,
+                                        step_end_s, num_steps, self.block_size, t.output_tokens, t.status,
+                                        t.finish_s, COMPLETED)
+        self.pool.allocate(int(new_blocks))
+        return finished
 
     def load(self, rid: int, reserve_blocks: int) -> bool:
         """Bring rid's KV held outside the pool (swapped out, or handed over by a prefill
