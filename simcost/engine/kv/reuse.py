@@ -21,6 +21,7 @@ loaded back over the host link; that time is added to the next step, like a swap
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -63,7 +64,7 @@ def prefix_spec(table: RequestTable, block_ids: list[np.ndarray] | None, block_t
     # A request's keys are asked for at lookup, when its prompt is computed and when it ends: its
     # whole key array is built once and sliced (views nothing writes to). Bounded: past
     # _KEYS_KEPT keys in all, the oldest requests' arrays go (and are rebuilt if asked for again).
-    full_keys: dict[int, np.ndarray] = {}
+    full_keys: OrderedDict[int, np.ndarray] = OrderedDict()  # (popitem(last=False): O(1); a dict's first key is a scan past the deleted)
     kept = [0]
 
     def keys(rid: int, num_tokens: int) -> np.ndarray:
@@ -72,7 +73,7 @@ def prefix_spec(table: RequestTable, block_ids: list[np.ndarray] | None, block_t
             if full is None:  # trace_block_key_array's keys of the whole prompt, in one kernel call
                 full = trace_keys(np.ascontiguousarray(trace_ids[rid], dtype=np.int64), ratio)
                 while full_keys and kept[0] + len(full) > _KEYS_KEPT:
-                    kept[0] -= len(full_keys.pop(next(iter(full_keys))))
+                    kept[0] -= len(full_keys.popitem(last=False)[1])
                 full_keys[rid] = full
                 kept[0] += len(full)
             return full[:max(num_tokens, 0) // block_size]
