@@ -7,6 +7,7 @@
     python experiments/benchmark.py --peer --peer-python /tmp/dynamo-venv/bin/python --workloads mooncake
     python experiments/benchmark.py --peer --peer-python /tmp/dynamo-venv/bin/python --baseline ../main  # + another tree
     python experiments/benchmark.py --loop --baseline ../main --workloads 100k --loop-set duration_s=200
+    python experiments/benchmark.py --instructions --baseline ../main --workloads mooncake --loop-set duration_s=600
     python experiments/benchmark.py --memory   # peak RSS and wall time of `simcost run` at 100k and 1M requests
     python experiments/benchmark.py --memory --sizes 100000 --repeats 3 --request-records none
 
@@ -34,6 +35,9 @@ simcost alone.
 the trees taking turns: what an engine change is worth without the imports, files and figures
 around it, in wall and CPU seconds (each run's second `Simulation.run`, after one that loads
 numba's kernels). --loop-set adds scenario overrides (a 100k-shaped slice: duration_s=200).
+--instructions counts what one `Simulation.run` executes instead (valgrind's callgrind; ~50x
+slower than a plain run, so take a slice with --loop-set): steady to ~0.1 % on a VM whose speed
+moves ~25 % within minutes, but blind to cache misses.
 """
 
 from __future__ import annotations
@@ -42,7 +46,9 @@ import argparse
 import json
 import os
 import platform
+import re
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -317,6 +323,63 @@ def loop_command(scenario: Path, overrides: list[str]) -> list[str]:
     return [sys.executable, __file__, "--loop-child", str(scenario), *(["--loop-set", *overrides] if overrides else [])]
 
 
+def runs_child(scenario: str, overrides: list[str], runs: int) -> None:
+    """--instructions' child: numba's target as `simcost run` loads it, then `runs` untimed
+    `Simulation.run`s of the scenario."""
+    from simcost.scenario.scenario import load_scenario
+    from simcost.simulation.kernels import load_numba_target
+    from simcost.simulation.simulation import Simulation
+
+    load_numba_target()
+    loaded = load_scenario(Path(scenario), overrides)
+    for _ in range(runs):
+        Simulation(loaded).run()
+
+
+def collected_instructions(valgrind_stderr: str) -> int:
+    """callgrind's "Collected : N" (instructions executed) from its report."""
+    found = re.search(r"Collected : (\d+)", valgrind_stderr)
+    if found is None:
+        tail = valgrind_stderr.strip().splitlines()[-1:] or ["no output"]
+        raise RuntimeError(f"valgrind reported no instruction count: {tail[0]}")
+    return int(found.group(1))
+
+
+def instructions_per_run(root: Path, scenario: Path, overrides: list[str]) -> int:
+    """Instructions one `Simulation.run` executes in the tree at root: a process of two runs less
+    one of one run, under callgrind, after a first process that fills numba's cache for the CPU
+    valgrind reports (it differs from the host's, so the first compiles every kernel: minutes)."""
+    def count(runs: int) -> int:
+        cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, __file__,
+               "--runs-child", str(scenario), "--runs", str(runs), *(["--loop-set", *overrides] if overrides else [])]
+        out = subprocess.run(cmd, cwd=root, env=tree_env(root), capture_output=True, text=True)
+        if out.returncode:
+            raise RuntimeError(f"{root}: the child failed: {out.stderr.strip().splitlines()[-1:]}")
+        return collected_instructions(out.stderr)
+
+    count(1)
+    return count(2) - count(1)
+
+
+def compare_instructions(only: list[str] | None, baseline: Path | None, extra: list[str]) -> int:
+    """--instructions: per workload, the instructions of one `Simulation.run` in this tree and the
+    baseline, and their ratio. Deterministic to ~0.1 % where wall and CPU seconds move ~25 % on a
+    shared VM; blind to cache misses, so memory-bound changes still need --loop."""
+    if shutil.which("valgrind") is None:
+        print("--instructions needs valgrind (callgrind) on the PATH", file=sys.stderr)
+        return 1
+    print(machine_line())
+    trees = {"this tree": ROOT, **({"baseline": baseline} if baseline else {})}
+    for label, (scenario, overrides, _) in PEER_WORKLOADS.items():
+        if only and not any(word in label for word in only):
+            continue
+        counts = {name: instructions_per_run(root, scenario, [*overrides, *extra]) for name, root in trees.items()}
+        line = "   ".join(f"{name} {n / 1e6:,.0f} M" for name, n in counts.items())
+        ratio = f"   this tree / baseline: {counts['this tree'] / counts['baseline']:.3f}x" if baseline else ""
+        print(f"{label:<28}instructions per run: {line}{ratio}", flush=True)
+    return 0
+
+
 def compare_loops(repeats: int, only: list[str] | None, baseline: Path | None, extra: list[str]) -> int:
     """--loop: per workload, `repeats` rounds in which each tree runs once in a fresh process;
     medians and minimums of wall and CPU seconds, and this tree's ratios to the baseline."""
@@ -364,7 +427,12 @@ def main() -> int:
                    help="time the simulation alone (Simulation.run) on --peer's workloads; with --baseline, against it")
     p.add_argument("--loop-set", nargs="+", default=[], metavar="KEY=VALUE",
                    help="--loop: scenario overrides added to each workload's (e.g. duration_s=200)")
+    p.add_argument("--instructions", action="store_true",
+                   help="instructions of one Simulation.run under valgrind's callgrind, per --peer workload; "
+                        "with --baseline, the ratio (--workloads and --loop-set as for --loop)")
     p.add_argument("--loop-child", metavar="SCENARIO", help=argparse.SUPPRESS)
+    p.add_argument("--runs-child", metavar="SCENARIO", help=argparse.SUPPRESS)
+    p.add_argument("--runs", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--only", choices=list(WORKLOADS))
     p.add_argument("--child", choices=list(WORKLOADS), help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -377,6 +445,11 @@ def main() -> int:
     if args.loop_child:
         print(json.dumps(loop_child(args.loop_child, args.loop_set)))
         return 0
+    if args.runs_child:
+        runs_child(args.runs_child, args.loop_set, args.runs)
+        return 0
+    if args.instructions:
+        return compare_instructions(args.workloads, args.baseline.resolve() if args.baseline else None, args.loop_set)
     if args.loop:
         return compare_loops(args.repeats, args.workloads, args.baseline.resolve() if args.baseline else None,
                              args.loop_set)

@@ -1,6 +1,7 @@
-"""experiments/benchmark.py's --loop child, the harness behind speed-history.md's loop ratios: it
-runs the simulation of the scenario it is given and reports that run's wall and CPU seconds (no
-timing is asserted: machines here are shared and noisy)."""
+"""experiments/benchmark.py's --loop and --instructions children, the harness behind
+speed-history.md's loop ratios: each runs the simulation of the scenario it is given (the --loop
+child reports that run's wall and CPU seconds; no timing is asserted: machines here are shared
+and noisy)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "experiments" / "benchmark.py"
@@ -44,3 +47,24 @@ def test_a_workload_without_overrides_gets_a_child_command_that_runs(tmp_path):
     assert benchmark.loop_command(scenario, ["seed=3"])[-2:] == ["--loop-set", "seed=3"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
     assert set(json.loads(out.stdout.strip().splitlines()[-1])) == {"wall_s", "cpu_s"}
+
+
+def test_the_runs_child_runs_and_callgrinds_count_is_read(tmp_path):
+    """--instructions' pieces that need no valgrind: the child runs the scenario it is given (a
+    bad override fails it), and the instruction count is read from callgrind's report."""
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import benchmark
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    scenario = str(ROOT / "configs" / "scenarios" / "poisson_8b_h100.yaml")
+    ok = subprocess.run([sys.executable, str(SCRIPT), "--runs-child", scenario, "--runs", "2", "--loop-set", "duration_s=30", "warmup_s=5"],
+                        capture_output=True, text=True, cwd=ROOT)
+    assert ok.returncode == 0, ok.stderr
+    bad = subprocess.run([sys.executable, str(SCRIPT), "--runs-child", scenario, "--loop-set", "duration_s=-5"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode != 0 and "duration_s" in bad.stderr
+    report = "==7308== Events    : Ir\n==7308== Collected : 8859788788\n==7308==\n==7308== I   refs:      8,859,788,788\n"
+    assert benchmark.collected_instructions(report) == 8_859_788_788
+    with pytest.raises(RuntimeError, match="no instruction count"):
+        benchmark.collected_instructions("valgrind: command not found\n")

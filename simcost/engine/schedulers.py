@@ -183,9 +183,9 @@ class ChunkedScheduler(Scheduler):
         budget_tokens = r.max_num_batched_tokens
         plan = StepPlan()
         prompts: list[int] = []  # the running requests still prefilling, in running order
-        kv_tokens, prefill_target = t.kv_tokens, t.prefill_target  # (r.prefilling, inline: ~10^5 calls a run)
+        kv_tokens_of, prefill_target_of = t.kv_tokens, t.prefill_target  # (r.prefilling, inline: ~10^5 calls a run)
         for rid in r.running:  # a token for every decoding request first: decodes never starve
-            if kv_tokens[rid] < prefill_target[rid]:
+            if kv_tokens_of[rid] < prefill_target_of[rid]:
                 prompts.append(rid)
             elif budget_tokens > 0:
                 plan[rid] = 1
