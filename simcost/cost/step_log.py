@@ -123,25 +123,24 @@ class StepLog:
         a decode span; a chunked step mixes both)."""
         self._record(replica, start_s, prefill, len(step_end_s), len(members), 0)
         self._step_end_s.append(step_end_s)
-        self._members.append(members)
         self._step_tokens.append(step_tokens)
-        self._member_tokens.append(member_tokens)
-        if member_prefill is None:
-            self._member_prefill.fill(prefill, len(members))
-        else:
-            self._member_prefill.append(member_prefill)
+        self._add_members(members, member_tokens, prefill, member_prefill)
 
     def add_step(self, replica: int, start_s: float, end_s: float, step_tokens: int, members: np.ndarray,
                  member_tokens: np.ndarray, member_prefill: np.ndarray | None = None) -> None:
         """One prefill (or mixed) step ending at end_s: add() with step_end_s = [end_s] and
-        step_tokens = [step_tokens], without making either array (a step is most records)."""
+        step_tokens = [step_tokens], without making either array (~40k steps a Mooncake run)."""
         self._record(replica, start_s, True, 1, len(members), 0)
         self._step_end_s.put(end_s)
-        self._members.append(members)
         self._step_tokens.put(step_tokens)
+        self._add_members(members, member_tokens, True, member_prefill)
+
+    def _add_members(self, members: np.ndarray, member_tokens: np.ndarray, prefill: bool,
+                     member_prefill: np.ndarray | None) -> None:
+        self._members.append(members)
         self._member_tokens.append(member_tokens)
         if member_prefill is None:
-            self._member_prefill.fill(True, len(members))
+            self._member_prefill.fill(prefill, len(members))
         else:
             self._member_prefill.append(member_prefill)
 

@@ -303,7 +303,6 @@ def count_emitted_py(emits, generated, first_token_s, end_s):
             first_token_s[i] = end_s
 
 
-
 @njit(cache=True)
 def end_step(ids, tokens, kv_before, prefill_target, kv_tokens, prompt_done, generated, first_token_s,
              token_offset, token_time_s, output_tokens, status, finish_s, completed, end_s):
