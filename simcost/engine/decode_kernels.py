@@ -307,34 +307,16 @@ def count_emitted_py(emits, generated, first_token_s, end_s):
 def end_step(ids, tokens, kv_before, prefill_target, kv_tokens, prompt_done, generated, first_token_s,
              token_offset, token_time_s, output_tokens, status, finish_s, completed, end_s):
     """A step's end at end_s in one call, for a table with exact token times: `write_step_kv`;
-    then each member whose prompt is done (a decoder, or a prompt whose last chunk this was)
-    emits a token: its time at token_offset + generated (RequestTable.emit_tokens), then counted
-    (`count_emitted`); those that now have all their output are marked `completed` and returned
-    (`finish_members` over the emitters). Four calls, two gathers and two small arrays fewer per
-    step; the same writes in the same order."""
-    count = 0
-    for n in range(ids.shape[0]):
-        i = ids[n]
-        kv = kv_before[n] + tokens[n]
-        kv_tokens[i] = kv
-        prompt_done[n] = kv >= prefill_target[i]
-        if prompt_done[n]:
-            token_time_s[token_offset[i] + generated[i]] = end_s
-            generated[i] += 1
-            if np.isnan(first_token_s[i]):
-                first_token_s[i] = end_s
-            if generated[i] >= output_tokens[i]:
-                count += 1
-    done = np.empty(count, dtype=np.int64)
-    count = 0
-    for n in range(ids.shape[0]):
-        i = ids[n]
-        if prompt_done[n] and generated[i] >= output_tokens[i]:
-            done[count] = i
-            count += 1
-            status[i] = completed
-            finish_s[i] = end_s
-    return done
+    each member whose prompt is done (a decoder, or a prompt whose last chunk this was) emits a
+    token, its time at token_offset + generated (RequestTable.emit_tokens), counted by
+    `count_emitted`; `finish_members` over them marks and returns those with all their output.
+    One dispatch instead of four, and no gathers or small arrays in Python between them."""
+    write_step_kv(ids, tokens, kv_before, prefill_target, kv_tokens, prompt_done)
+    emits = ids[prompt_done]
+    for i in emits:
+        token_time_s[token_offset[i] + generated[i]] = end_s
+    count_emitted(emits, generated, first_token_s, end_s)
+    return finish_members(emits, generated, output_tokens, status, finish_s, completed, end_s)
 
 
 def end_step_py(ids, tokens, kv_before, prefill_target, kv_tokens, prompt_done, generated, first_token_s,

@@ -91,7 +91,7 @@ def kernel_span_times_s(p, base, overhead_s, pipeline_s_per_token, num_seqs, kv_
             j, wy, in_y = last_j, math.log(y / y_lo) / y_log_width, True
         else:
             j, wy, in_y = _locate(y, p, c_axis, n_c)
-            if n_c > 1 and y_first < y < y_top:
+            if y_first < y < y_top:  # (never with one row: then y_first == y_top)
                 y_lo, y_hi = p[c_axis + j], p[c_axis + j + 1]
                 y_log_width = math.log(y_hi / y_lo)
         j1 = min(j + 1, n_c - 1)
