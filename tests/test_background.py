@@ -3,6 +3,7 @@ name without losing the run's other files, and no child left behind after an err
 
 from __future__ import annotations
 
+import functools
 import json
 import multiprocessing
 import os
@@ -156,6 +157,57 @@ def test_an_early_figure_is_drawn_before_its_path_is_known(tmp_path):
     else:
         assert drawer["a"] == child
     assert multiprocessing.active_children() == []
+
+
+def test_prepare_runs_in_the_child_and_its_answer_comes_back_once(tmp_path):
+    with Background(prepare=functools.partial(pid_bytes, "prepared")) as side:
+        text, pid = side.prepared().decode().rsplit(" ", 1)
+        assert text == "prepared" and int(pid) not in (0, os.getpid())
+        assert side.prepared() is None  # once
+        side.run([("a.txt", write_pid, (tmp_path / "a.txt",))])
+        side.wait()
+    assert (tmp_path / "a.txt").exists() and multiprocessing.active_children() == []
+
+
+@pytest.mark.parametrize("asked", [True, False])
+def test_a_failed_or_unread_preparation_leaves_the_jobs_alone(tmp_path, asked):
+    """A `prepare` that raises answers None (the parent does the work itself); one nobody asks
+    for (an answer bigger than a pipe's buffer, so the child waits to hand it over) is read and
+    dropped before the jobs, whose answer `wait` reads."""
+    prepare = fail if asked else functools.partial(bytes, 1 << 20)
+    with Background(prepare=prepare) as side:
+        if asked:
+            assert side.prepared() is None
+        side.early("a.png", pid_bytes, ("early a",))
+        side.run([("a.png", None, (tmp_path / "a.png",)), ("b.png", fail, ())])
+        with pytest.raises(BackgroundFailure) as failed:
+            side.wait()
+    assert set(failed.value.failures) == {"b.png"} and (tmp_path / "a.png").read_text().startswith("early a")
+    assert Background(enabled=False, prepare=prepare).prepared() is None
+
+
+def test_simcost_run_parses_its_trace_in_the_figure_process(tmp_path, monkeypatch):
+    """The Mooncake trace is parsed by the child while this process loads numba's target; this
+    process adopts it and never parses it (without a child, it parses it itself), and the run's
+    files are the same either way."""
+    from simcost.workload import traces
+
+    parsed, real_parse = [], traces._parse_file
+    monkeypatch.setattr(traces, "_parsed", type(traces._parsed)())
+    monkeypatch.setattr(traces, "_parse_file", lambda *key: parsed.append(os.getpid()) or real_parse(*key))
+    run = ["run", "configs/scenarios/mooncake_conv_8b_h100.yaml", "--set", "duration_s=20", "--set", "warmup_s=0",
+           "--quiet", "--request-records", "full"]
+    assert main([*run, "--out", str(tmp_path / "forked")]) == 0
+    forked = Background()
+    expected = forked.forked
+    forked.close()
+    assert parsed == ([] if expected else [os.getpid()])
+    monkeypatch.setattr(traces, "_parsed", type(traces._parsed)())
+    monkeypatch.setattr("simcost.results.background._can_fork", lambda: False)
+    assert main([*run, "--out", str(tmp_path / "alone")]) == 0
+    assert parsed[-1] == os.getpid()
+    for name in ("summary.json", "requests.csv", "focus.csv"):
+        assert (tmp_path / "forked" / name).read_bytes() == (tmp_path / "alone" / name).read_bytes(), name
 
 
 def test_without_a_child_nothing_is_drawn_early(tmp_path):

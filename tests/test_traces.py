@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -13,13 +14,16 @@ import pytest
 from simcost.errors import InputError
 from simcost.rng import streams
 from simcost.scenario.scenario import scenario_from_dict
-from simcost.workload.requests import generate, workload_summary
+from simcost.workload import traces
+from simcost.workload.requests import generate, trace_names, workload_summary
 from simcost.workload.traces import (
     BUNDLED,
+    adopt,
     load_azure_trace,
     load_mooncake_trace,
     load_table_trace,
     load_trace,
+    parse_traces,
     prefix_reuse_fraction,
     trace_path,
 )
@@ -121,6 +125,48 @@ def test_trace_by_path(tmp_path):
     path.write_text(f"{HEADER}\n2024-01-01 00:00:00.0000000,5,6\n")
     assert trace_path(str(path)) == path
     assert load_trace(str(path)).source == str(path)
+
+
+def test_traces_parsed_elsewhere_are_adopted_not_parsed_again(tmp_path, monkeypatch):
+    """What `simcost run`'s figure process parses (parse_traces; its items cross a pipe pickled)
+    is what a load here then uses, without parsing; a file edited since is parsed again, and a
+    trace that failed there is left out, to fail here with its own message."""
+    good, bad = tmp_path / "good.jsonl", tmp_path / "bad.jsonl"
+    good.write_text('{"timestamp": 0, "input_length": 600, "output_length": 3, "hash_ids": [7, 8]}\n'
+                    '{"timestamp": 250, "input_length": 10, "output_length": 4, "hash_ids": [7]}\n')
+    bad.write_text('{"timestamp": 0, "input_length": 600, "output_length": -3, "hash_ids": [7, 8]}\n')
+    items = pickle.loads(pickle.dumps(parse_traces([(str(bad), None), (str(good), None)])))
+    assert [key[0] for key, _ in items] == [str(good)]
+    monkeypatch.setattr(traces, "_parsed", type(traces._parsed)())  # this process has parsed nothing yet
+    parsed, real_parse = [], traces._parse_file
+    monkeypatch.setattr(traces, "_parse_file", lambda *key: parsed.append(key) or real_parse(*key))
+    adopt(items)
+    trace = load_trace(str(good))
+    assert parsed == [] and trace.source == str(good)
+    np.testing.assert_array_equal(trace.arrival_s, [0.0, 0.25])
+    np.testing.assert_array_equal(trace.block_ids, [7, 8, 7])
+    with pytest.raises(ValueError):  # adopted arrays are shared like parsed ones: read-only
+        trace.input_tokens[0] = 1
+    with pytest.raises(InputError, match=r"bad.jsonl:1.*output_length is -3"):
+        load_trace(str(bad))
+    good.write_text(good.read_text().replace("600", "601"))
+    os.utime(good, ns=(1, 10 ** 18))
+    assert load_trace(str(good)).input_tokens[0] == 601 and len(parsed) == 2  # bad, then the edited file
+
+
+def test_trace_names_lists_each_trace_a_run_loads_once():
+    scenario = scenario_from_dict({
+        "workload": {"mix": [
+            {"name": "replay", "trace": {"name": "mooncake_conversation"}},
+            {"name": "resampled", "arrivals": {"process": "poisson", "rate_per_s": 1},
+             "input_tokens": {"dist": "empirical", "trace": "azure_code"},
+             "output_tokens": {"dist": "empirical", "trace": "azure_code"}},
+            {"name": "synthetic", "arrivals": {"process": "poisson", "rate_per_s": 1},
+             "input_tokens": {"dist": "fixed", "value": 100}, "output_tokens": {"dist": "empirical", "trace": "azure_conv"}},
+        ]},
+        "model": {"name": "llama-3.1-8b"}, "hardware": {"device": "h100-sxm"}, "duration_s": 60})
+    assert trace_names(scenario) == [("mooncake_conversation", None), ("azure_code", None), ("azure_conv", None)]
+    assert trace_names(trace_scenario("azure_conv")) == [("azure_conv", None)]
 
 
 # --- parsing details ------------------------------------------------------------------------

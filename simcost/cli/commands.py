@@ -16,17 +16,20 @@ MAX_BILLING_HOURS = 87_600  # commitments --period-s: a bound against typos (ten
 
 def cmd_run(args) -> int:
     # no garbage collection while the imports and numba's target create their ~10^5 long-lived
-    # objects (its full passes over them cost ~0.05-0.1 s); on again before the run (_run_and_write)
+    # objects (its full passes over them cost ~0.05-0.1 s); on again before the run (run_and_write)
     gc.disable()
     try:
         # the simulation stack (numba, SimPy, simcost) first: the figure process forked next inherits
         # it, where importing it again for its inputs' classes cost ~0.5 s of CPU the run competes with
         import simcost.results.writer  # noqa: F401  (imports simcost.simulation.simulation)
         from simcost.results.background import Background, BackgroundFailure
+        from simcost.scenario.scenario import load_scenario
 
-        with Background() as figures:  # then matplotlib, in the child, while this process simulates
+        scenario = load_scenario(args.scenario, args.overrides, args.seed, args.catalog)
+        # then matplotlib, in the child, while this process simulates; first, the run's traces
+        with Background(prepare=traces_parser(scenario)) as figures:
             try:
-                return run_and_write(args, figures)
+                return run_and_write(args, scenario, figures)
             except BackgroundFailure as exc:
                 print(f"simcost: error: not written: {exc}; the run's other files are in {exc.folder}", file=sys.stderr)
                 return 1
@@ -34,17 +37,30 @@ def cmd_run(args) -> int:
         gc.enable()
 
 
-def run_and_write(args, figures) -> int:
+def traces_parser(scenario):
+    """What the figure process does first for a run that replays or resamples trace files:
+    parse them (~0.2 s for the Mooncake conversation trace) while this process loads numba's
+    target, instead of after it; None for a run without traces."""
+    import functools
+
+    from simcost.workload.requests import trace_names
+    from simcost.workload.traces import parse_traces
+
+    names = trace_names(scenario)
+    return functools.partial(parse_traces, names) if names else None
+
+
+def run_and_write(args, scenario, figures) -> int:
     from simcost.results.run_figures import EarlyFigures
     from simcost.results.writer import check_run_folder, write_run
-    from simcost.scenario.scenario import load_scenario
     from simcost.simulation import precompile
     from simcost.simulation.kernels import load_numba_target
     from simcost.simulation.simulation import Simulation
+    from simcost.workload.traces import adopt
 
-    scenario = load_scenario(args.scenario, args.overrides, args.seed, args.catalog)
     load_numba_target()  # (before Simulation: planning a deployment may call a kernel already)
     precompile.start()  # a cold cache (a fresh install): the other core compiles kernels too
+    adopt(figures.prepared() or [])  # the traces the figure process parsed meanwhile (if it could)
     gc.freeze()  # the modules' ~10^5 objects: never scanned again by the run's full collections
     gc.enable()
     sim = Simulation(scenario)  # plans the deployment: a model that does not fit fails here, writing nothing

@@ -223,9 +223,18 @@ def _serve(conn: Any) -> dict[str, str]:
         drawn[name] = _draw(function, args)
 
 
-def _child(conn: Any, parent_end: Any) -> None:
+def _child(conn: Any, parent_end: Any, prepare: Callable[[], Any] | None = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and ends this process
     parent_end.close()  # so a parent that dies leaves this end at EOF, not waiting forever
+    if prepare is not None:  # first, before matplotlib: the parent waits for it before its run
+        try:
+            made = prepare()
+        except Exception:  # the parent does the work itself, and reports what went wrong
+            made = None
+        try:
+            conn.send(("prepared", made))
+        except OSError:
+            return  # the parent is gone
     # no garbage collection while matplotlib and pyarrow create their long-lived objects (its
     # passes over them were ~0.1 s of this process's ~1 s of CPU), and none of them, nor the
     # parent's modules, scanned again after (gc.freeze): the jobs' collections see only their own.
@@ -268,22 +277,40 @@ class Background:
     rest, an early figure's job being (name, None, (path,)); `wait()` blocks until they are written
     and raises `BackgroundFailure` for any that failed; `close()` ends the child whatever state it
     is in. Without a child, `early` does nothing (`drawn_early` says so), `run` does the jobs at
-    once and `wait` reports."""
+    once and `wait` reports.
 
-    def __init__(self, enabled: bool = True):
+    `prepare`: a function the child calls first, before its imports, for a result the parent
+    needs before its run (a run's traces, parsed while the parent loads numba's target);
+    `prepared()` returns it, or None (no child, or the function raised: the parent does the
+    work itself, and meets the same error)."""
+
+    def __init__(self, enabled: bool = True, prepare: Callable[[], Any] | None = None):
         self._process: Any = None
         self._conn: Any = None
         self._failures: dict[str, str] = {}
         self._pending: list[str] = []
         self._early: set[str] = set()
         self._ran = False  # run() was called: the child takes no more early figures
+        self._preparing = False  # the child's answer to `prepare` is still to be read
         if enabled and _can_fork():
             context = multiprocessing.get_context("fork")
             self._conn, child_end = context.Pipe()
-            self._process = context.Process(target=_child, args=(child_end, self._conn), daemon=True,
+            self._process = context.Process(target=_child, args=(child_end, self._conn, prepare), daemon=True,
                                             name="simcost-figures")
             self._process.start()
             child_end.close()
+            self._preparing = prepare is not None
+
+    def prepared(self) -> Any:
+        """What `prepare` returned in the child (waiting for it), or None; once."""
+        if not self._preparing:
+            return None
+        self._preparing = False
+        try:
+            message = self._conn.recv()
+        except (EOFError, OSError):  # the child died: `run` and `wait` report its files
+            return None
+        return message[1]
 
     @property
     def forked(self) -> bool:
@@ -292,6 +319,7 @@ class Background:
     def early(self, name: str, function: Callable[..., bytes], args: tuple) -> None:
         if self._process is None or self._ran:
             return  # drawn with the others, by `run`
+        self.prepared()  # (read first, if nobody asked: the next answer read must be the jobs')
         try:
             self._conn.send(("early", name, function, args))
         except OSError:  # the child is gone (killed?): `run` and `wait` report its files, the run goes on
@@ -306,6 +334,7 @@ class Background:
             self._failures.update(_run_jobs(jobs))
             return
         self._ran = True
+        self.prepared()
         self._pending = [name for name, _, _ in jobs]
         try:
             self._conn.send(("jobs", jobs))

@@ -29,6 +29,7 @@ from simcost.scenario.workload import (
     FixedLength,
     LengthSpec,
     LognormalLength,
+    TraceColumns,
     TraceSpec,
     UniformDelay,
     UniformLength,
@@ -232,6 +233,18 @@ def _merged_blocks(parts: list[Requests], order: np.ndarray) -> dict[str, Any]:
         ids.extend(b + offset for b in blocks)
         offset += max((int(b.max()) + 1 for b in blocks if len(b)), default=0)
     return {"prefix_block_ids": [ids[i] for i in order], "prefix_block_tokens": sizes.pop()}
+
+
+def trace_names(scenario: Scenario) -> list[tuple[str, TraceColumns | None]]:
+    """The trace files `generate` loads for `scenario` (replayed, or resampled for token
+    lengths), each once, as `load_trace`'s (name, columns)."""
+    names: list[tuple[str, TraceColumns | None]] = []
+    for entry in scenario.workload.entries():
+        if entry.trace is not None:
+            names.append((entry.trace.name, entry.trace.columns))
+        names += [(lengths.trace, None) for lengths in (entry.input_tokens, entry.output_tokens)
+                  if isinstance(lengths, EmpiricalLength)]
+    return list(dict.fromkeys(names))
 
 
 def replay(spec: TraceSpec, duration_s: float | None, rng: np.random.Generator) -> Requests:

@@ -15,8 +15,8 @@ dropped request would bias load and cost without anyone noticing.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import re
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -104,29 +104,74 @@ def load_table_trace(path: str | Path, columns: TraceColumns) -> Trace:
 
 
 def _load(path: Path, kind: str, columns: TraceColumns | None) -> Trace:
-    """Read and validate a trace. Cached per file (sweeps reload the same trace for every
+    """Read and validate a trace. Kept parsed per file (sweeps reload the same trace for every
     point); the key includes mtime and size so an edited file is re-read."""
     try:
         stat = path.stat()
     except OSError as exc:
         raise InputError(str(path), f"cannot read trace ({exc.strerror})") from None
-    return _load_cached(str(path), stat.st_mtime_ns, stat.st_size, kind, columns)
+    key = (str(path), stat.st_mtime_ns, stat.st_size, kind, columns)
+    trace = _parsed.get(key)
+    if trace is None:
+        trace = _parse_file(*key)
+        _keep(key, trace)
+    else:
+        _parsed.move_to_end(key)
+    return trace
 
 
-@functools.lru_cache(maxsize=16)
-def _load_cached(path_text: str, _mtime_ns: int, _size: int, kind: str, columns: TraceColumns | None) -> Trace:
+_KEPT = 16  # traces kept parsed, least recently used dropped first
+# (path, mtime_ns, size, kind, columns) -> its Trace: a process's memo of files, like an lru_cache,
+# but one `adopt` can fill with traces another process parsed
+_parsed: OrderedDict[tuple, Trace] = OrderedDict()
+
+
+def _keep(key: tuple, trace: Trace) -> None:
+    _parsed[key] = trace
+    while len(_parsed) > _KEPT:
+        _parsed.popitem(last=False)
+
+
+def _parse_file(path_text: str, _mtime_ns: int, _size: int, kind: str, columns: TraceColumns | None) -> Trace:
     lines, numbers = read_lines(path_text)
     with at_file_lines(path_text, numbers):
         if kind == "azure":
-            return _parse(path_text, lines)
+            return _frozen(_parse(path_text, lines))
         if kind == "mooncake":
             arrays = parse_mooncake(path_text, lines)
         else:  # "table": load_trace passes its columns
             arrays = parse_table(path_text, lines, required(columns, "workload.trace.columns"))
-    for array in arrays.values():
-        if isinstance(array, np.ndarray):
-            array.flags.writeable = False
-    return Trace(source=path_text, **arrays)
+    return _frozen(Trace(source=path_text, **arrays))
+
+
+def _frozen(trace: Trace) -> Trace:
+    """`trace` with its arrays read-only: parsed traces are kept and shared."""
+    for value in vars(trace).values():
+        if isinstance(value, np.ndarray):
+            value.flags.writeable = False
+    return trace
+
+
+def parse_traces(names: list[tuple[str, TraceColumns | None]]) -> list[tuple[tuple, Trace]]:
+    """Each named trace (a `load_trace` name and its columns) parsed, as (key, trace) items for
+    `adopt`: the figure process parses a run's traces while `simcost run` loads numba's target
+    (simcost.results.background). A trace that fails is left out: the run's own load then raises
+    its error, as it would have anyway."""
+    keys = []
+    for name, columns in names:
+        try:
+            load_trace(name, columns)
+        except InputError:
+            continue
+        keys.append(next(reversed(_parsed)))  # (load_trace just put it last)
+    return [(key, _parsed[key]) for key in keys]
+
+
+def adopt(items: list[tuple[tuple, Trace]]) -> None:
+    """Keep traces `parse_traces` parsed in another process: a later load of the same file, if
+    it is unchanged (same mtime and size), uses them instead of parsing it again."""
+    for key, trace in items:
+        _keep(key, _frozen(trace))
 
 
 def read_text(path_text: str, what: str = "trace") -> str:
