@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scenarios import scenario
 
-from simcost.engine.waiting import WaitingQueue
+from simcost.engine.waiting import RunningBatch, WaitingQueue
 from simcost.errors import InputError
 from simcost.simulation.simulation import Simulation
 from simcost.workload.request_table import COMPLETED
@@ -26,6 +26,45 @@ def test_keyed_queue_pops_in_key_order_whatever_the_push_kind(ops):
         (q.push_preempted if preempted else q.push)(rid)
     popped = [q.pop() for _ in range(len(q))]
     assert popped == sorted(range(len(ops)), key=keys.__getitem__)
+
+
+MUTATIONS = st.sampled_from(["append", "extend", "insert", "remove", "pop", "pop0", "clear", "sort", "reverse",
+                             "setitem", "delitem", "iadd"])
+
+
+@given(st.lists(st.tuples(MUTATIONS, st.integers(0, 50)), max_size=40))
+def test_running_batch_ids_follow_every_change_and_old_arrays_stay(ops):
+    """RunningBatch.ids() is the list as int64 after any sequence of changes; an array handed
+    out earlier keeps the batch as it was then (nobody's copy changes under them)."""
+    batch, handed = RunningBatch([3, 1]), []
+    for op, value in ops:
+        handed.append((batch.ids(), list(batch)))
+        if op in ("remove", "pop", "pop0", "setitem", "delitem") and not batch:
+            continue
+        if op == "append":
+            batch.append(value)
+        elif op == "extend":
+            batch.extend([value, value + 1])
+        elif op == "insert":
+            batch.insert(value % (len(batch) + 1), value)
+        elif op == "remove":
+            batch.remove(batch[value % len(batch)])
+        elif op in ("pop", "pop0"):
+            batch.pop() if op == "pop" else batch.pop(0)
+        elif op == "clear":
+            batch.clear()
+        elif op in ("sort", "reverse"):
+            getattr(batch, op)()
+        elif op == "setitem":
+            batch[value % len(batch)] = value
+        elif op == "delitem":
+            del batch[value % len(batch)]
+        else:
+            batch += [value]
+        assert type(batch) is RunningBatch
+        assert batch.ids().dtype == np.int64 and batch.ids().tolist() == list(batch)
+    for ids, then in handed:
+        assert ids.tolist() == then
 
 
 def test_fcfs_queue_puts_preempted_requests_first():

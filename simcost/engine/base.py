@@ -16,7 +16,7 @@ from simcost.engine.kv.blocks import KVPool
 from simcost.engine.kv.request_kv import RequestKV
 from simcost.engine.kv.reuse import PrefixReuse
 from simcost.engine.options import ReplicaOptions
-from simcost.engine.waiting import WaitingQueue
+from simcost.engine.waiting import RunningBatch, WaitingQueue
 from simcost.perf.step_model import item_time_s
 
 STOP = "stop"  # the interrupt cause that ends a replica's loop (its node is gone)
@@ -59,7 +59,7 @@ class ReplicaBase:
         self.role = options.role  # "prefill", "decode" (disaggregation) or "both"
         self.queue_key = options.queue_key
         self.waiting = WaitingQueue(options.queue_key)
-        self.running: list[int] = []
+        self.running = RunningBatch()
         self._wake: simpy.Event | None = None  # set while the loop idles, waiting for work
         self.pool = self._make_pool(options)
         self.kv = RequestKV(self.table, self.pool, self.block_size, self.reuse)
@@ -121,7 +121,7 @@ class ReplicaBase:
             self.process.interrupt(STOP)
         held = self._abandon()
         self.table.num_retries[np.asarray(held, dtype=np.int64)] += 1
-        self.running, self.waiting = [], WaitingQueue(self.queue_key)
+        self.running, self.waiting = RunningBatch(), WaitingQueue(self.queue_key)
         return held
 
     def _abandon(self) -> list[int]:

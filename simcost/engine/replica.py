@@ -42,6 +42,7 @@ from simcost.engine.speculation import (
     mixed_step_tokens,
     run_step,
 )
+from simcost.engine.waiting import RunningBatch
 from simcost.perf.step_model import count_decode_steps, decode_span, step_time_s
 from simcost.workload.request_table import COMPLETED
 
@@ -240,7 +241,7 @@ class Replica(ReplicaBase):
             yield from run_step(self)
             return
         while True:
-            ids = np.asarray(self.running, dtype=np.int64)
+            ids = self.running.ids()
             k, kv_tokens = self.kv.plan_decode_span(ids, self.max_span_steps)
             if k > 0:
                 break
@@ -297,7 +298,7 @@ class Replica(ReplicaBase):
                 self.running.remove(rid)
         else:
             gone = set(finished)
-            self.running = [rid for rid in self.running if rid not in gone]
+            self.running = RunningBatch(rid for rid in self.running if rid not in gone)
         for rid in finished:
             self.on_finish(self.index, rid)
 
@@ -309,7 +310,7 @@ class Replica(ReplicaBase):
         if not moving:
             return
         gone = set(moving)
-        self.running = [rid for rid in self.running if rid not in gone]
+        self.running = RunningBatch(rid for rid in self.running if rid not in gone)
         for rid in moving:
             self._outbound += 1
             self.env.process(self._send_kv(rid))

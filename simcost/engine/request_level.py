@@ -65,7 +65,7 @@ import simpy
 from simcost.engine.base import ReplicaBase
 from simcost.engine.kv.blocks import BlockPool, KVPool
 from simcost.engine.options import ReplicaOptions
-from simcost.engine.waiting import FifoQueue
+from simcost.engine.waiting import FifoQueue, RunningBatch
 from simcost.perf.step_model import count_decode_steps, decode_span, step_time_s
 from simcost.scenario.deployment import REQUEST_LEVEL_POLICIES
 from simcost.workload.request_table import COMPLETED
@@ -202,7 +202,7 @@ class BatchReplica(ReplicaBase):
         t = self.table
         self.kv.reserve(ids, self._reserved_blocks(ids))
         t.prefill_target[ids] = t.input_tokens[ids]
-        self.running = ids.tolist()
+        self.running = RunningBatch(ids.tolist())
         return ids
 
     # --- running a batch ---------------------------------------------------------------------
@@ -271,5 +271,5 @@ class BatchReplica(ReplicaBase):
 
     def _release(self) -> None:
         self.kv.free(np.asarray(self.running, dtype=np.int64), finished=True)
-        self.running = []
+        self.running = RunningBatch()
         self._idle_since_s = self.env.now

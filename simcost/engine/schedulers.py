@@ -26,7 +26,7 @@ import numpy as np
 
 from simcost.engine.kv.blocks import KVPool, blocks_for
 from simcost.engine.kv.request_kv import RequestKV
-from simcost.engine.waiting import FifoQueue, KeyedQueue
+from simcost.engine.waiting import FifoQueue, KeyedQueue, RunningBatch
 from simcost.workload.request_table import RequestTable
 
 
@@ -38,7 +38,7 @@ class Engine(Protocol):
     kv: RequestKV
     pool: KVPool
     waiting: FifoQueue | KeyedQueue
-    running: list[int]
+    running: RunningBatch
     block_size: int
     max_num_seqs: int
     max_num_batched_tokens: int
@@ -84,7 +84,7 @@ class Scheduler:
             head = r.waiting.head()
             if not (t.swapped_tokens[head] or t.remote_kv_tokens[head]):
                 return
-            if not r.swap_in(head, r.kv.decode_blocks(r.running)):
+            if not r.swap_in(head, r.kv.decode_blocks(r.running.ids())):
                 return
 
 
@@ -101,7 +101,7 @@ class PrefillFirstScheduler(Scheduler):
         num_tokens = 0
         # keep room for the running batch's next decode step, so a re-admitted request does not
         # immediately force another preemption
-        reserve_blocks = kv.decode_blocks(r.running)
+        reserve_blocks = kv.decode_blocks(r.running.ids())
         num_running = len(r.running)
         while r.waiting and num_running + len(plan) < r.max_num_seqs:
             rid = r.waiting.head()
@@ -168,7 +168,7 @@ class ChunkedScheduler(Scheduler):
         r = self.replica
         preempted = False
         while r.running:
-            needed, prefilling = r.kv.decode_needs(r.running)
+            needed, prefilling = r.kv.decode_needs(r.running.ids())
             if needed <= r.pool.num_free:
                 return preempted, needed, prefilling
             r.preempt_last()

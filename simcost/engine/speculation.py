@@ -237,7 +237,7 @@ def run_step(replica):
     t, state = replica.table, replica.speculation
     block_size = replica.block_size
     while True:
-        ids = np.asarray(replica.running, dtype=np.int64)
+        ids = replica.running.ids()
         tokens = state.tokens(ids, t.workload[ids], t.output_tokens[ids] - t.generated[ids])
         need = np.maximum(-(-(t.kv_tokens[ids] + tokens) // block_size) - t.kv_blocks[ids], 0).sum()
         if need <= replica.kv.pool.num_free:

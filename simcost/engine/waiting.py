@@ -1,4 +1,5 @@
-"""A replica's waiting queue, in the order its scheduler admits requests (engine.queue).
+"""A replica's waiting queue, in the order its scheduler admits requests (engine.queue), and
+its running batch (`RunningBatch`).
 
 - fcfs: arrival order; a preempted request goes back to the head (vLLM), so it is resumed first.
 - keyed (priority, sjf): the smallest key first, ties by arrival then request id; a preempted
@@ -11,12 +12,82 @@ from __future__ import annotations
 import heapq
 from collections import deque
 from collections.abc import Callable, Iterator
+from typing import SupportsIndex
 
 import numpy as np
 
 import simcost.portable_math as pmath
 from simcost.scenario.deployment import EngineConfig
 from simcost.workload.request_table import RequestTable
+
+
+class RunningBatch(list):
+    """The running requests in batch order: a list of ids that also keeps them as an int64 array
+    (`ids()`), built at its first use after a change. The kernels take the batch as an array
+    before most steps and every decode span, and the batch changes far less often (admissions,
+    finishes, preemptions): a 70-request batch cost ~5 us to convert each time. Every mutator
+    drops the array instead of editing it, so an array handed out stays the batch as it was."""
+
+    __slots__ = ("_ids",)
+
+    def __init__(self, rids=()) -> None:
+        super().__init__(rids)
+        self._ids: np.ndarray | None = None
+
+    def ids(self) -> np.ndarray:
+        """The batch as an int64 array (shared until the batch changes: read it, never write it)."""
+        if self._ids is None:
+            self._ids = np.fromiter(self, dtype=np.int64, count=len(self))
+        return self._ids
+
+    # every mutator the engine uses drops the array (a slice assignment or sort would too)
+    def append(self, rid: int) -> None:
+        self._ids = None
+        super().append(rid)
+
+    def extend(self, rids) -> None:
+        self._ids = None
+        super().extend(rids)
+
+    def remove(self, rid: int) -> None:
+        self._ids = None
+        super().remove(rid)
+
+    def pop(self, index: SupportsIndex = -1) -> int:
+        self._ids = None
+        return super().pop(index)
+
+    def insert(self, index: SupportsIndex, rid: int) -> None:
+        self._ids = None
+        super().insert(index, rid)
+
+    def clear(self) -> None:
+        self._ids = None
+        super().clear()
+
+    def sort(self, *args, **kwargs) -> None:
+        self._ids = None
+        super().sort(*args, **kwargs)
+
+    def reverse(self) -> None:
+        self._ids = None
+        super().reverse()
+
+    def __setitem__(self, index, value) -> None:
+        self._ids = None
+        super().__setitem__(index, value)
+
+    def __delitem__(self, index) -> None:
+        self._ids = None
+        super().__delitem__(index)
+
+    def __iadd__(self, rids):  # type: ignore[misc]
+        self._ids = None
+        return super().__iadd__(rids)
+
+    def __imul__(self, count):  # type: ignore[misc]
+        self._ids = None
+        return super().__imul__(count)
 
 
 class FifoQueue(deque):

@@ -120,7 +120,7 @@ class Sampler:
 def num_running(replica, status: np.ndarray) -> int:
     """Requests in flight in the replica's batch (a static batch keeps its finished members until
     it ends; they are out of the system), plus prefill-role KV transfers still leaving it."""
-    running = int(np.count_nonzero(status[replica.running] == IN_FLIGHT)) if replica.running else 0
+    running = int(np.count_nonzero(status[replica.running.ids()] == IN_FLIGHT)) if replica.running else 0
     return running + getattr(replica, "_outbound", 0)
 
 

@@ -46,19 +46,19 @@ class RequestKV:
         return self.reuse.lookup(rid, num_tokens) if self.reuse else (_NO_KEYS, None)
 
     def decode_blocks(self, rids) -> int:
-        """Blocks the decoding requests among rids (a list or a plan) need for one more token."""
-        if not rids:
+        """Blocks the decoding requests among rids (an int64 array, or a list or plan of ids) need
+        for one more token."""
+        if not len(rids):
             return 0
         t = self.table
-        ids = np.fromiter(rids, dtype=np.int64, count=len(rids))
+        ids = rids if isinstance(rids, np.ndarray) else np.fromiter(rids, dtype=np.int64, count=len(rids))
         return int(decode_blocks_needed(ids, t.kv_tokens, t.prefill_target, t.kv_blocks, self.block_size))
 
-    def decode_needs(self, rids: list[int]) -> tuple[int, int]:
-        """(decode_blocks(rids), how many of rids are still prefilling), in one kernel call."""
-        if not rids:
+    def decode_needs(self, ids: np.ndarray) -> tuple[int, int]:
+        """(decode_blocks(ids), how many of ids are still prefilling), in one kernel call."""
+        if not len(ids):
             return 0, 0
         t = self.table
-        ids = np.fromiter(rids, dtype=np.int64, count=len(rids))
         needed, prefilling = decode_needs(ids, t.kv_tokens, t.prefill_target, t.kv_blocks, self.block_size)
         return int(needed), int(prefilling)
 
