@@ -135,8 +135,10 @@ def test_traces_parsed_elsewhere_are_adopted_not_parsed_again(tmp_path, monkeypa
     good.write_text('{"timestamp": 0, "input_length": 600, "output_length": 3, "hash_ids": [7, 8]}\n'
                     '{"timestamp": 250, "input_length": 10, "output_length": 4, "hash_ids": [7]}\n')
     bad.write_text('{"timestamp": 0, "input_length": 600, "output_length": -3, "hash_ids": [7, 8]}\n')
-    items = pickle.loads(pickle.dumps(parse_traces([(str(bad), None), (str(good), None)])))
+    items = parse_traces([(str(bad), None), (str(good), None)])
     assert [key[0] for key, _ in items] == [str(good)]
+    assert not any(key[0] == str(good) for key in traces._parsed)  # the figure process keeps no copy
+    items = pickle.loads(pickle.dumps(items))
     monkeypatch.setattr(traces, "_parsed", type(traces._parsed)())  # this process has parsed nothing yet
     parsed, real_parse = [], traces._parse_file
     monkeypatch.setattr(traces, "_parse_file", lambda *key: parsed.append(key) or real_parse(*key))

@@ -156,15 +156,17 @@ def parse_traces(names: list[tuple[str, TraceColumns | None]]) -> list[tuple[tup
     """Each named trace (a `load_trace` name and its columns) parsed, as (key, trace) items for
     `adopt`: the figure process parses a run's traces while `simcost run` loads numba's target
     (simcost.results.background). A trace that fails is left out: the run's own load then raises
-    its error, as it would have anyway."""
-    keys = []
+    its error, as it would have anyway. The traces it parsed leave this process's memo: the
+    figure process lives as long as the run and must not hold a second copy of a large trace."""
+    items = []
     for name, columns in names:
         try:
             load_trace(name, columns)
         except InputError:
             continue
-        keys.append(next(reversed(_parsed)))  # (load_trace just put it last)
-    return [(key, _parsed[key]) for key in keys]
+        key = next(reversed(_parsed))  # (load_trace just put it last)
+        items.append((key, _parsed.pop(key)))
+    return items
 
 
 def adopt(items: list[tuple[tuple, Trace]]) -> None:
