@@ -235,6 +235,7 @@ def _child(conn: Any, parent_end: Any, prepare: Callable[[], Any] | None = None)
             conn.send(("prepared", made))
         except OSError:
             return  # the parent is gone
+        del made  # (the parent has its own copy now: this process keeps none for the run's length)
     # no garbage collection while matplotlib and pyarrow create their long-lived objects (its
     # passes over them were ~0.1 s of this process's ~1 s of CPU), and none of them, nor the
     # parent's modules, scanned again after (gc.freeze): the jobs' collections see only their own.
