@@ -40,7 +40,8 @@ class RunningBatch(list):
             self._ids = np.fromiter(self, dtype=np.int64, count=len(self))
         return self._ids
 
-    # every mutator the engine uses drops the array (a slice assignment or sort would too)
+    # every mutator of a list drops the array (slice assignments and deletions come through
+    # __setitem__ and __delitem__)
     def append(self, rid: int) -> None:
         self._ids = None
         super().append(rid)
