@@ -126,7 +126,7 @@ class BatchReplica(ReplicaBase):
         times overwritten (nothing joins a batch half way). Members that finished stay done."""
         t = self.table
         held = [rid for rid in self.running if t.status[rid] != COMPLETED] + list(self.waiting)
-        self.kv.forget(np.asarray(self.running, dtype=np.int64))
+        self.kv.forget(self.running.ids())
         self._wake = None
         return held
 
@@ -270,6 +270,6 @@ class BatchReplica(ReplicaBase):
             self.on_finish(self.index, rid)
 
     def _release(self) -> None:
-        self.kv.free(np.asarray(self.running, dtype=np.int64), finished=True)
+        self.kv.free(self.running.ids(), finished=True)
         self.running = RunningBatch()
         self._idle_since_s = self.env.now

@@ -78,8 +78,9 @@ def kernel_span_times_s(p, base, overhead_s, pipeline_s_per_token, num_seqs, kv_
     beyond_x = _beyond(g_decode, p, b_axis, n_b)
     last_j = -1
     log00 = log10 = log01 = log11 = 0.0
-    # the context row's bounds and log-width while y stays inside it (y grows by 1 a step): _locate's
-    # interior case, the same floats, without its search and its second logarithm per step
+    # the bounds and log-width of row last_j while y stays inside it (y grows by 1 a step): _locate's
+    # interior case, the same floats, without its search and its second logarithm per step; both
+    # 0.0 (no y inside) when the last located y was off the grid's interior
     y_lo = y_hi = y_log_width = 0.0
     y_first, y_top = p[c_axis], p[c_axis + n_c - 1]
     d = n
@@ -87,10 +88,11 @@ def kernel_span_times_s(p, base, overhead_s, pipeline_s_per_token, num_seqs, kv_
         kv = float(kv_tokens_sum) + step * n
         decode_kv = kv * d / (d + 0.0)
         y = decode_kv / d + 1.0
-        if last_j >= 0 and y_lo <= y < y_hi and y_first < y < y_top:
+        if y_lo <= y < y_hi and y_first < y:
             j, wy, in_y = last_j, math.log(y / y_lo) / y_log_width, True
         else:
             j, wy, in_y = _locate(y, p, c_axis, n_c)
+            y_lo = y_hi = 0.0
             if y_first < y < y_top:  # (never with one row: then y_first == y_top)
                 y_lo, y_hi = p[c_axis + j], p[c_axis + j + 1]
                 y_log_width = math.log(y_hi / y_lo)
