@@ -9,8 +9,10 @@ pool kernels can be timed on exactly the same calls and checked to agree.
     NUMPY_MADVISE_HUGEPAGE=0 PYTHONPATH=<tree> python experiments/pool_replay.py replay /tmp/verbs.pkl --thrash-mb 4
 
 Run the replays of two trees alternating, a few rounds each, and compare medians (this machine
-is noisy). The digests must be equal: the state and node numbers replayed are the recorded
-run's. --thrash-mb writes that many MB between calls, as the engine's Python leaves the caches
+is noisy). The digests must be equal: they cover every key, count and statistic a verb returns
+and each pool's final state, not node numbers, which are each tree's own (a release by nodes is
+recorded as its keys and replayed with the nodes this tree gave them, found outside the timed
+call). --thrash-mb writes that many MB between calls, as the engine's Python leaves the caches
 between the pool's calls in a run. The Mooncake recording is ~290 MB (the keys of 129k calls).
 """
 
@@ -46,7 +48,10 @@ def record(path: str, cli_args: list[str]) -> None:
         call = getattr(cls, verb)
 
         def wrapper(self, *args):
-            log.append((number[id(self)], verb, tuple(a if np.isscalar(a) else np.array(a, dtype=np.int64) for a in args)))
+            logged = args
+            if verb == "release_nodes":  # as keys: another tree numbers its nodes its own way
+                logged = (self._node_keys(np.asarray(args[0], dtype=np.int64)), *args[1:])
+            log.append((number[id(self)], verb, tuple(a if np.isscalar(a) else np.array(a, dtype=np.int64) for a in logged)))
             return call(self, *args)
         return wrapper
 
@@ -59,6 +64,11 @@ def record(path: str, cli_args: list[str]) -> None:
     with open(path, "wb") as fh:
         pickle.dump(log, fh, protocol=5)
     print(f"recorded {len(log):,} calls of {len(number)} pools (run exit status {status})", file=sys.stderr)
+
+
+def _nodes_of(pool, args: tuple) -> tuple:
+    """release_nodes' arguments with its keys turned back into this tree's nodes."""
+    return (np.array([pool.find_node(key) for key in args[0].tolist()], dtype=np.int64), *args[1:])
 
 
 def replay(path: str, thrash_mb: float) -> None:
@@ -82,12 +92,14 @@ def replay(path: str, thrash_mb: float) -> None:
         if thrash_mb:
             buffer += 1.0
         call = getattr(pools[index], verb)
+        if verb == "release_nodes":
+            args = _nodes_of(pools[index], args)
         start = time.perf_counter()
         result = call(*args)
         seconds[verb] = seconds.get(verb, 0.0) + time.perf_counter() - start
         if verb in ("acquire_nodes", "register_nodes"):
             digest.update(repr(result[0]).encode())
-            digest.update(np.asarray(result[1], dtype=np.int64).tobytes())
+            digest.update(np.asarray(result[1] >= 0, dtype=np.int64).tobytes())  # (nodes: each tree's own)
         elif result is not None:
             digest.update(repr(result).encode())
     for _, pool in sorted(pools.items()):

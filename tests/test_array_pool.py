@@ -159,7 +159,7 @@ def run_from(rng: random.Random, start: int, length: int) -> list[int]:
 
 
 def used_groups(pool: ArrayPrefixBlockPool) -> int:
-    return pool._nodes.shape[1] - int(pool._s[pool_index.GFREE_TOP])
+    return int(pool._s[pool_index.GFRESH] - pool._s[pool_index.GFREE_TOP])
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -233,7 +233,7 @@ def test_stamps_start_over_before_int32_overflows():
 
 def test_the_index_is_int32_unless_a_pool_is_too_big_for_it():
     assert pool_index.index_dtype(28_821) is np.int32
-    assert pool_index.index_dtype((1 << 26) - 1) is np.int32  # a node's GSLOT: row * 32 + sub < 2**31
+    assert pool_index.index_dtype((1 << 26) - 1) is np.int32  # a node: row * 32 + sub < 2**31
     assert pool_index.index_dtype(1 << 26) is np.int64
     assert ArrayPrefixBlockPool(100, 0, 20)._nodes.dtype == np.int32
 

@@ -31,15 +31,14 @@ class ArrayPrefixBlockPool:
         self.num_blocks = num_blocks
         self.watermark_blocks = watermark_blocks
         self.host_blocks = host_blocks
-        self._nodes, self._slots, self._groups, self._s = k.new_state(num_blocks, host_blocks, index_dtype)
+        self._nodes, self._slots, self._groups, self._ext, self._s = k.new_state(num_blocks, host_blocks, index_dtype)
         self._out = np.zeros(4, dtype=np.int64)  # acquire's result
 
     def retire(self) -> None:
         """The replica is gone: free the block tables and keep the counts and stats (the run's
-        summary reads them). ~1.2 MB touched a replica of 28,821 blocks: an autoscaled month
-        starts 10^4 of them. A verb called after this fails loudly (AttributeError), never on
-        stale tables."""
-        del self._nodes, self._slots, self._groups
+        summary reads them). An autoscaled month starts 10^4 replicas. A verb called after this
+        fails loudly (AttributeError), never on stale tables."""
+        del self._nodes, self._slots, self._groups, self._ext
 
     # --- counts ---------------------------------------------------------------------------------
 
@@ -80,22 +79,22 @@ class ArrayPrefixBlockPool:
 
     def find_node(self, key: int) -> int:
         """The node holding key (-1: none): what acquire_nodes and register_nodes return."""
-        return int(k.find(self._slots, self._groups, self._s, key))
+        return int(k.find(self._nodes, self._slots, self._groups, self._s, key))
 
     def refcount(self, key: int) -> int | None:
-        node = k.find(self._slots, self._groups, self._s, key)
-        ref = self._nodes.item(k.REF, node) if node >= 0 else k.HOST
-        return None if ref == k.HOST else ref
+        node = self.find_node(key)
+        ref = self._nodes.item(k.REF, node) if node >= 0 else k.ON_HOST
+        return None if ref == k.ON_HOST else ref - k.CACHED_FREE
 
     def is_on_host(self, key: int) -> bool:
-        node = k.find(self._slots, self._groups, self._s, key)
-        return node >= 0 and self._nodes.item(k.REF, node) == k.HOST
+        node = self.find_node(key)
+        return node >= 0 and self._nodes.item(k.REF, node) == k.ON_HOST
 
     def lru_keys(self) -> list[int]:
-        return k.list_keys(self._nodes, self._groups, self._s, k.LRU_HEAD).tolist()
+        return self._node_keys(k.list_nodes(self._ext, self._s, k.LRU_HEAD)).tolist()
 
     def host_keys(self) -> list[int]:
-        return k.list_keys(self._nodes, self._groups, self._s, k.HOST_HEAD).tolist()
+        return self._node_keys(k.list_nodes(self._ext, self._s, k.HOST_HEAD)).tolist()
 
     # --- private blocks -------------------------------------------------------------------------
 
@@ -107,7 +106,7 @@ class ArrayPrefixBlockPool:
         if 0 <= num_blocks <= s.item(k.EMPTY):  # most calls: no eviction, no kernel call
             s[k.EMPTY] -= num_blocks
         else:
-            if (code := k.take_free(self._nodes, self._slots, self._groups, s, num_blocks)) < 0:
+            if (code := k.take_free(self._nodes, self._slots, self._groups, self._ext, s, num_blocks)) < 0:
                 _fail(code, f"allocating {num_blocks} blocks")
         s[k.PRIVATE] += num_blocks
 
@@ -137,7 +136,7 @@ class ArrayPrefixBlockPool:
         """`acquire`, and the nodes of the run it referenced, for `release_nodes`."""
         keys, out = _as_array(keys), self._out
         run_nodes = np.empty(len(keys), dtype=np.int64)
-        if (code := k.acquire(self._nodes, self._slots, self._groups, self._s, keys, out, run_nodes)) < 0:
+        if (code := k.acquire(self._nodes, self._slots, self._groups, self._ext, self._s, keys, out, run_nodes)) < 0:
             _fail(code, "acquiring")
         got = Acquired(*out.tolist())
         return got, run_nodes[:got.num_blocks]
@@ -149,57 +148,68 @@ class ArrayPrefixBlockPool:
         """`register`'s named keys, and their nodes, for `release_nodes`."""
         keys = _as_array(keys)
         out, out_nodes = np.empty(len(keys), dtype=np.int64), np.empty(len(keys), dtype=np.int64)
-        named = k.register(self._nodes, self._slots, self._groups, self._s, keys, out, out_nodes)
+        named = k.register(self._nodes, self._slots, self._groups, self._ext, self._s, keys, out, out_nodes)
         if named < 0:
             _fail(named, f"naming {len(keys)} blocks, {self.num_private} private held")
         return out[:named], out_nodes[:named]
 
     def release(self, named_keys: Sequence[int] | np.ndarray, num_private: int) -> None:
-        if (code := k.release(self._nodes, self._slots, self._groups, self._s, _as_array(named_keys), num_private)) < 0:
+        if (code := k.release(self._nodes, self._slots, self._groups, self._ext, self._s, _as_array(named_keys),
+                              num_private)) < 0:
             _fail(code, f"releasing {num_private} private blocks, {self.num_private} held")
 
     def release_nodes(self, held: np.ndarray, num_private: int) -> None:
         """`release` of keys given as the nodes `acquire_nodes` and `register_nodes` returned
         (a referenced key keeps its node): the same changes without a hash probe per key."""
-        if (code := k.release_nodes(self._nodes, self._s, held, num_private)) < 0:
+        if (code := k.release_nodes(self._nodes, self._ext, self._s, held, num_private)) < 0:
             _fail(code, f"releasing {num_private} private blocks, {self.num_private} held")
 
     # --- invariants -----------------------------------------------------------------------------
 
     def check(self) -> None:
-        """Raise AssertionError unless every invariant holds (tests; O(capacity))."""
-        nodes, s = self._nodes, self._s
-        used = np.setdiff1d(np.arange(nodes.shape[1]), nodes[k.FREE, :s[k.FREE_TOP]])
+        """Raise AssertionError unless every invariant holds (tests; O(capacity * 32))."""
+        nodes, groups, ext, s = self._nodes, self._groups, self._ext, self._s
+        capacity = groups.shape[0]
+        rows = np.setdiff1d(np.arange(s[k.GFRESH]), groups[:s[k.GFREE_TOP], ix.GSTACK])  # group rows in use
+        refs_by_row = nodes[k.REF].reshape(capacity, 1 << ix.G)
+        _require(not np.count_nonzero(np.delete(refs_by_row, rows, axis=0)), "a key in an unused group row")
+        present = refs_by_row[rows] != k.ABSENT
+        _require(np.array_equal(present.sum(axis=1), groups[rows, ix.COUNT]) and bool((groups[rows, ix.COUNT] > 0).all()),
+                 "a group's count != its keys, or an empty group kept")
+        used = ((rows[:, None] << ix.G) + np.arange(1 << ix.G))[present]  # nodes holding a key
         refs = nodes[k.REF, used]
         lru, host = self.lru_keys(), self.host_keys()
         in_use = self.num_private + self.num_cached - len(lru)
         _require(self.num_empty >= 0 and self.num_private >= 0, "negative block count")
         _require(self.num_empty + len(lru) + in_use == self.num_blocks, "blocks do not add up")
-        _require(int((refs >= 0).sum()) == self.num_cached and int((refs == k.HOST).sum()) == len(host),
+        _require(int((refs >= k.CACHED_FREE).sum()) == self.num_cached and int((refs == k.ON_HOST).sum()) == len(host),
                  "named counts disagree with the nodes")
         keys = self._node_keys(used)
-        _require(sorted(lru) == sorted(keys[refs == 0].tolist()), "LRU != cached-free blocks")
-        _require(sorted(host) == sorted(keys[refs == k.HOST].tolist()), "host list != host nodes")
+        _require(sorted(lru) == sorted(keys[refs == k.CACHED_FREE].tolist()), "LRU != cached-free blocks")
+        _require(sorted(host) == sorted(keys[refs == k.ON_HOST].tolist()), "host list != host nodes")
         _require(len(host) <= self.host_blocks, "host over capacity")
-        groups, slots = self._groups, self._slots
-        used_groups = np.setdiff1d(np.arange(groups.shape[0]), nodes[ix.GFREE, :s[ix.GFREE_TOP]])
-        counts, subs = groups[used_groups, ix.COUNT], groups[used_groups, ix.SUB0:]
-        _require(int(np.count_nonzero(slots)) == len(used_groups), "table entries != groups in use")
-        _require(np.array_equal(np.count_nonzero(subs, axis=1), counts) and bool((counts > 0).all()),
-                 "a group's count != its keys, or an empty group kept")
-        _require(int(counts.sum()) == len(used), "index entries != nodes in use")
-        gslot = nodes[ix.GSLOT, used].astype(np.int64)
-        _require(np.array_equal(groups[gslot >> ix.G, ix.SUB0 + (gslot & ix.SUB_MASK)], used + 1),
-                 "a node's sub-slot holds another node")
-        _require(all(k.find(slots, groups, s, key) == node for key, node in zip(keys.tolist(), used.tolist())),
+        _require(int(np.count_nonzero(self._slots)) == len(rows), "table entries != groups in use")
+        _require(all(k.find(nodes, self._slots, groups, s, key) == node for key, node in zip(keys.tolist(), used.tolist())),
                  "a key not found at its node")
+        extents = 0
+        for head, tail in ((k.LRU_HEAD, k.LRU_TAIL), (k.HOST_HEAD, k.HOST_TAIL)):  # linked both ways, nodes pointing back
+            e, prev = s[head], -1
+            while e >= 0:
+                extents += 1
+                lo, hi = int(ext[k.ELO, e]), int(ext[k.EHI, e])
+                _require(0 <= lo < hi <= 1 << ix.G and ext[k.EPREV, e] == prev, "a malformed extent or list link")
+                _require(bool((nodes[k.EXT, (int(ext[k.EG, e]) << ix.G) + np.arange(lo, hi)] == e).all()),
+                         "a listed node not pointing at its extent")
+                e, prev = int(ext[k.ENEXT, e]), e
+            _require(s[tail] == prev, "a list's tail is not its last extent")
+        _require(extents + int(s[k.EFREE_TOP]) == s[k.EFRESH] <= capacity, "extents lost or doubly kept")
 
     def _node_keys(self, nodes: np.ndarray) -> np.ndarray:
-        """The keys of nodes (int64): their group's, shifted, and their sub-slot."""
-        gslot = self._nodes[ix.GSLOT, nodes].astype(np.int64)
-        halves = self._groups[gslot >> ix.G].astype(np.int64)
+        """The keys of nodes (int64): their group row's group, shifted, and their sub-slot."""
+        nodes = np.asarray(nodes, dtype=np.int64)
+        halves = self._groups[nodes >> ix.G].astype(np.int64)
         group = (halves[:, ix.KEY_HI] << 32) | (halves[:, ix.KEY_LO] & 0xFFFFFFFF)
-        return np.asarray((group << ix.G) | (gslot & ix.SUB_MASK), dtype=np.int64)
+        return (group << ix.G) | (nodes & ix.SUB_MASK)
 
 
 def _as_array(keys: Sequence[int] | np.ndarray) -> np.ndarray:

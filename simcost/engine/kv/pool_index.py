@@ -3,23 +3,22 @@
 Keys come in runs of consecutive values: a Mooncake trace block's 32 engine blocks are hash * 32
 + 0..31, a session's blocks base + j, a preempted request's own -1 - (rid * 2**32 + j). So a key
 is split into its group (key >> G, arithmetic: negative keys too) and its sub-slot (key & 31):
-the hash table maps a group to a group row holding its 2**G sub-slots. Finding a key is a probe
-for its group and one read; a run of keys of one group costs one probe (callers keep the last
-group found); a key leaves with a write to its sub-slot, and only the group's last key leaves
-the table (backward shift). One probe per block (9M named and 9M evicted a Mooncake run, each a
-random cache miss) was most of the pool's time.
+the hash table maps a group to a group row, and the key's node *is* its place in that row,
+row * 2**G + sub-slot. Finding a key is a probe for its group; a run of keys of one group costs
+one probe (callers keep the last group found); a key comes and goes with a write to its node
+(pool_kernels' REF row says whether it is there), and only the group's last key leaving takes
+the row out of the table (backward shift). A group's 32 nodes are neighbours in every node row,
+so a request's run of blocks, named, released or evicted, is read and written in sequence.
 
 State (arrays of one integer type, int32 unless a pool is too big for it, see `index_dtype`;
-pool_kernels owns the other node rows and the int64 scalars `s`):
+pool_kernels owns the node rows and the int64 scalars `s`):
 - `slots[2**bits]`: open addressing with linear probing, group row + 1 per used slot (0: empty),
   backward-shift deletion (no tombstones). Sized for the worst case, every named key in a group
-  of its own (groups <= nodes): load factor <= 1/2.
-- `groups[capacity, SUB0 + 2**G]`: per group row its group (int64, as KEY_LO and KEY_HI
-  halves), COUNT (keys present) and sub-slots (node + 1, 0: none). np.zeros: rows never used
-  are never touched (pages stay unmapped).
-- `nodes[GSLOT, node]`: the node's group row * 2**G + sub-slot (deleting needs no probe, and the
-  node's key is its group's and sub-slot's); `nodes[GFREE, :]`: the stack of unused group rows
-  (top: s[GFREE_TOP]).
+  of its own (groups <= capacity): load factor <= 1/2.
+- `groups[capacity, 4]`: per group row its group (int64, as KEY_LO and KEY_HI halves) and COUNT
+  (its keys present); column GSTACK holds the stack of rows given back (top: s[GFREE_TOP]),
+  taken first; then rows never used, from s[GFRESH] on. np.zeros, nothing written at the start:
+  rows never used are never touched (pages stay unmapped).
 """
 
 from __future__ import annotations
@@ -27,19 +26,30 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from simcost.jit_helper import njit_helper
+
 G = 5  # log2 of a group's keys: a Mooncake 512-token trace block is 32 16-token engine blocks
 SUB_MASK = (1 << G) - 1
-KEY_LO, KEY_HI, COUNT, SUB0 = 0, 1, 2, 4  # columns of a group row (3: padding); sub-slot j is SUB0 + j
-GSLOT, GFREE = 5, 6  # node rows (after pool_kernels' REF, PREV, NEXT, STAMP, FREE)
-BITS, GFREE_TOP = 13, 22  # scalars (pool_kernels' BITS; GFREE_TOP is its last)
+KEY_LO, KEY_HI, COUNT, GSTACK = 0, 1, 2, 3  # columns of a group row
+GROUP_COLUMNS = 4
+BITS, GFREE_TOP, GFRESH = 13, 22, 23  # scalars (pool_kernels' BITS; GFREE_TOP and GFRESH are its last)
 _LOW = 0xFFFFFFFF
 _GOLDEN = -7046029254386353131  # 0x9E3779B97F4A7C15 as int64: Fibonacci hashing
 
 
 def index_dtype(capacity: int) -> type[np.signedinteger]:
-    """int32 (half the cache lines of int64) whenever a node's GSLOT fits: capacities below
-    2**26 nodes, any real pool; int64 beyond."""
+    """int32 (half the cache lines of int64) whenever a node number fits: row * 32 + sub-slot,
+    capacities below 2**26 rows, any real pool; int64 beyond."""
     return np.int32 if capacity < 1 << (31 - G) else np.int64
+
+
+def new_index(capacity: int, dtype: type[np.signedinteger]) -> tuple[np.ndarray, np.ndarray, int]:
+    """(slots, groups, bits) for up to `capacity` groups, every row unused (s[GFREE_TOP] and
+    s[GFRESH] start at 0)."""
+    bits = max(4, int(2 * capacity - 1).bit_length())  # load factor <= 1/2
+    slots = np.zeros(1 << bits, dtype=dtype)  # calloc: pages of a big pool are touched only when used
+    groups = np.zeros((capacity, GROUP_COLUMNS), dtype=dtype)
+    return slots, groups, bits
 
 
 @njit(cache=True, inline="always")
@@ -54,7 +64,7 @@ def group_of(groups, g):
     return (np.int64(groups[g, KEY_HI]) << 32) | (np.int64(groups[g, KEY_LO]) & _LOW)
 
 
-@njit(cache=True)
+@njit_helper
 def probe_group(slots, groups, s, group):
     """The slot holding group's row, or the empty slot that ends its probe (where it would go)."""
     mask = slots.shape[0] - 1
@@ -66,58 +76,48 @@ def probe_group(slots, groups, s, group):
     return i
 
 
-@njit(cache=True)
+@njit_helper
 def find_group(slots, groups, s, group):
     """group's row, -1 when none of its keys is present."""
     return np.int64(slots[probe_group(slots, groups, s, group)]) - 1
 
 
-@njit(cache=True)
-def find(slots, groups, s, key):
-    """The node of key, -1 when it is neither on GPU nor on host."""
-    g = find_group(slots, groups, s, key >> G)
-    return np.int64(groups[g, SUB0 + (key & SUB_MASK)]) - 1 if g >= 0 else -1
+@njit(cache=True, inline="always")
+def node_of(g, key):
+    """The node of key in group row g."""
+    return (g << G) | (key & SUB_MASK)
 
 
-@njit(cache=True)
-def key_of(nodes, groups, node):
-    gslot = np.int64(nodes[GSLOT, node])
-    return (group_of(groups, gslot >> G) << G) | (gslot & SUB_MASK)
+@njit_helper
+def key_of(groups, node):
+    return (group_of(groups, node >> G) << G) | (node & SUB_MASK)
 
 
-@njit(cache=True)
-def new_group(nodes, slots, groups, s, group, i):
+@njit_helper
+def new_group(slots, groups, s, group, i):
     """A row for group (no keys yet) at the empty slot i that ended its probe."""
-    s[GFREE_TOP] -= 1
-    g = np.int64(nodes[GFREE, s[GFREE_TOP]])
+    if s[GFREE_TOP]:
+        s[GFREE_TOP] -= 1
+        g = np.int64(groups[s[GFREE_TOP], GSTACK])
+    else:
+        g = s[GFRESH]
+        s[GFRESH] += 1
     groups[g, KEY_LO] = group & _LOW  # (stored truncated to the array's type: the low half's bits)
     groups[g, KEY_HI] = group >> 32
     slots[i] = g + 1
     return g
 
 
-@njit(cache=True)
-def set_key(nodes, groups, g, key, node):
-    """key (of group row g) now at node."""
-    sub = key & SUB_MASK
-    groups[g, SUB0 + sub] = node + 1
-    groups[g, COUNT] += 1
-    nodes[GSLOT, node] = (g << G) | sub
-
-
-@njit(cache=True)
-def drop_key(nodes, slots, groups, s, node):
-    """node's key leaves the index; its group too when it was the last."""
-    gslot = np.int64(nodes[GSLOT, node])
-    g = gslot >> G
-    groups[g, SUB0 + (gslot & SUB_MASK)] = 0
-    groups[g, COUNT] -= 1
+@njit_helper
+def drop_keys(slots, groups, s, g, count):
+    """count keys of group row g have left; the row leaves the table with its last."""
+    groups[g, COUNT] -= count
     if groups[g, COUNT] == 0:
-        _drop_group(nodes, slots, groups, s, g)
+        _drop_group(slots, groups, s, g)
 
 
-@njit(cache=True)
-def _drop_group(nodes, slots, groups, s, g):
+@njit_helper
+def _drop_group(slots, groups, s, g):
     """Delete group row g from the table (backward shift) and return it to the free stack."""
     mask = slots.shape[0] - 1
     i = _home(group_of(groups, g), s)
@@ -134,5 +134,5 @@ def _drop_group(nodes, slots, groups, s, g):
             slots[i] = slots[j]
             i = j
     slots[i] = 0
-    nodes[GFREE, s[GFREE_TOP]] = g
+    groups[s[GFREE_TOP], GSTACK] = g
     s[GFREE_TOP] += 1
