@@ -22,11 +22,10 @@ from simcost.engine.decode_kernels import (
     finish_members_py,
     grow_step_kv,
     grow_step_kv_py,
-    span_end_times,
-    span_end_times_py,
     write_step_kv,
     write_step_kv_py,
 )
+from simcost.perf.step_model import span_ends_into, span_ends_py
 
 seeds = st.integers(0, 2**32 - 1)
 
@@ -61,9 +60,12 @@ def test_span_end_times_are_the_cumsum_floats_bit_for_bit(seed, k, start_s, extr
     numpy_form = step_s.copy()
     numpy_form[0] += extra_s
     want = start_s + numpy_form.cumsum()
-    got = span_end_times(step_s, start_s, extra_s)
+    got = np.full(k + 1, -1.0)  # written for the k steps only
+    span_ends_into(step_s, start_s, extra_s, got)
+    assert got[k] == -1.0
+    got = got[:k]
     assert got.tobytes() == want.tobytes()
-    assert span_end_times_py(step_s, start_s, extra_s).tobytes() == want.tobytes()
+    assert span_ends_py(step_s, start_s, extra_s).tobytes() == want.tobytes()
     assert len(got) == k and bool((np.diff(got) >= 0).all())  # every step, in order
 
 
@@ -180,8 +182,11 @@ def test_end_step_is_the_four_calls_it_replaced(seed, n):
 
     def run(fn, cols, prompt_done):
         kv, gen, first, token_s, status, finish_s = cols
-        return fn(ids, tokens, kv_before, prefill_target, kv, prompt_done, gen, first, token_offset, token_s,
-                  output_tokens, status, finish_s, 3, 7.25)
+        finished = np.full(n + 3, -7, dtype=np.int64)  # longer than needed: only the first `count` are written
+        count = fn(ids, tokens, kv_before, prefill_target, kv, prompt_done, gen, first, token_offset, token_s,
+                   output_tokens, status, finish_s, 3, 7.25, finished)
+        assert (finished[count:] == -7).all()
+        return finished[:count]
 
     finished = run(end_step, got, got_done)
     np.testing.assert_array_equal(finished, run(end_step_py, want, want_done))
@@ -221,7 +226,11 @@ def test_end_span_applies_the_steps_then_finishes_the_complete(seed, n, steps, b
 
     def run(fn, cols):
         gen, kv, blocks, token_s, status, finish_s = cols
-        return fn(ids, gen, kv, blocks, offset, token_s, ends, steps, block_size, output_tokens, status, finish_s, 3)
+        finished = np.full(n, -7, dtype=np.int64)
+        new_blocks, count = fn(ids, gen, kv, blocks, offset, token_s, ends, steps, block_size, output_tokens, status,
+                               finish_s, 3, finished)
+        assert (finished[count:] == -7).all()
+        return new_blocks, finished[:count]
 
     blocks, finished = run(end_span, got)
     want_blocks, want_finished = run(end_span_py, want)

@@ -192,6 +192,22 @@ def test_a_cut_span_counts_only_its_applied_steps():
     assert (cut[sm.NUM_PARAMS + K_ACC_TOTAL], cut[sm.NUM_PARAMS + K_ACC_MEASURED]) == (total, measured)
 
 
+@pytest.mark.parametrize("model", ["kernels", "roofline"])
+def test_a_spans_end_times_come_with_its_steps_bit_for_bit(model):
+    """decode_span_ends (the replica's one call a span) is decode_span and span_ends_py's sums:
+    the same step seconds, measured seconds and ends, and it counts nothing either."""
+    p = kernel_params(perf={"model": model})
+    before = p.copy()
+    (times_s, measured_s), ends = sm.decode_span_ends(p, 7, 7 * 900.0, 40, 123.25, 0.004)
+    assert np.array_equal(p, before)
+    want_times, want_measured = sm.decode_span(p, 7, 7 * 900.0, 40)
+    assert times_s.tobytes() == want_times.tobytes() and len(ends) == 40
+    assert (measured_s is None) == (want_measured is None) == (model != "kernels")
+    if measured_s is not None:
+        assert measured_s.tobytes() == want_measured.tobytes()
+    assert ends.tobytes() == sm.span_ends_py(want_times, 123.25, 0.004).tobytes()
+
+
 def kernel_seconds_counted_and_logged(**extra) -> tuple[float, float]:
     from simcost.simulation.simulation import Simulation
 

@@ -199,11 +199,14 @@ def finish_members(ids, generated, output_tokens, status, finish_s, completed, n
     """The members of ids that have all their output tokens, marked `completed` at now_s, as a
     new array (after every step and span, and most find none: one call instead of two gathers,
     a compare, a mask and two scattered writes on a few elements)."""
-    count = 0
-    for n in range(ids.shape[0]):
-        if generated[ids[n]] >= output_tokens[ids[n]]:
-            count += 1
-    done = np.empty(count, dtype=np.int64)
+    done = np.empty(ids.shape[0], dtype=np.int64)
+    return done[:finish_members_into(ids, generated, output_tokens, status, finish_s, completed, now_s, done)]
+
+
+@njit(cache=True)
+def finish_members_into(ids, generated, output_tokens, status, finish_s, completed, now_s, done):
+    """finish_members, its members written to done[:count] (len(ids) long at least); returns
+    count. A kernel that returns a new array pays ~1 us more per call to hand it to Python."""
     count = 0
     for n in range(ids.shape[0]):
         i = ids[n]
@@ -212,7 +215,7 @@ def finish_members(ids, generated, output_tokens, status, finish_s, completed, n
             count += 1
             status[i] = completed
             finish_s[i] = now_s
-    return done
+    return count
 
 
 def finish_members_py(ids, generated, output_tokens, status, finish_s, completed, now_s):
@@ -221,28 +224,6 @@ def finish_members_py(ids, generated, output_tokens, status, finish_s, completed
         status[i] = completed
         finish_s[i] = now_s
     return np.array(done, dtype=np.int64)
-
-
-@njit(cache=True)
-def span_end_times(step_s, start_s, first_extra_s):
-    """End times of a span's steps that start at start_s and take step_s each, the first
-    first_extra_s longer (a transfer it waits for). The same floats as the numpy form
-    `step_s[0] += first_extra_s; start_s + step_s.cumsum()` (cumsum adds in order); one call
-    per span instead of three."""
-    out = np.empty(step_s.shape[0], dtype=np.float64)
-    total = 0.0
-    for j in range(step_s.shape[0]):
-        total += step_s[j] + first_extra_s if j == 0 else step_s[j]
-        out[j] = start_s + total
-    return out
-
-
-def span_end_times_py(step_s, start_s, first_extra_s):
-    out, total = [], 0.0
-    for j, s in enumerate(step_s.tolist()):
-        total += s + first_extra_s if j == 0 else s
-        out.append(start_s + total)
-    return np.array(out, dtype=np.float64)
 
 
 @njit(cache=True)
@@ -305,45 +286,49 @@ def count_emitted_py(emits, generated, first_token_s, end_s):
 
 @njit(cache=True)
 def end_step(ids, tokens, kv_before, prefill_target, kv_tokens, prompt_done, generated, first_token_s,
-             token_offset, token_time_s, output_tokens, status, finish_s, completed, end_s):
+             token_offset, token_time_s, output_tokens, status, finish_s, completed, end_s, finished):
     """A step's end at end_s in one call, for a table with exact token times: `write_step_kv`;
     each member whose prompt is done (a decoder, or a prompt whose last chunk this was) emits a
     token, its time at token_offset + generated (RequestTable.emit_tokens), counted by
-    `count_emitted`; `finish_members` over them marks and returns those with all their output.
-    One dispatch instead of four, and no gathers or small arrays in Python between them."""
+    `count_emitted`; `finish_members` over them marks those with all their output, written to
+    finished[:count] (len(ids) long at least); returns count. One dispatch instead of four, and
+    no gathers or small arrays in Python between them."""
     write_step_kv(ids, tokens, kv_before, prefill_target, kv_tokens, prompt_done)
     emits = ids[prompt_done]
     for i in emits:
         token_time_s[token_offset[i] + generated[i]] = end_s
     count_emitted(emits, generated, first_token_s, end_s)
-    return finish_members(emits, generated, output_tokens, status, finish_s, completed, end_s)
+    return finish_members_into(emits, generated, output_tokens, status, finish_s, completed, end_s, finished)
 
 
 def end_step_py(ids, tokens, kv_before, prefill_target, kv_tokens, prompt_done, generated, first_token_s,
-                token_offset, token_time_s, output_tokens, status, finish_s, completed, end_s):
+                token_offset, token_time_s, output_tokens, status, finish_s, completed, end_s, finished):
     """end_step as the twins of the calls it replaced, one after the other."""
     write_step_kv_py(ids, tokens, kv_before, prefill_target, kv_tokens, prompt_done)
     emits = ids[prompt_done]
     token_time_s[token_offset[emits] + generated[emits]] = end_s
     count_emitted_py(emits, generated, first_token_s, end_s)
-    return finish_members_py(emits, generated, output_tokens, status, finish_s, completed, end_s)
+    done = finish_members_py(emits, generated, output_tokens, status, finish_s, completed, end_s)
+    finished[:len(done)] = done
+    return len(done)
 
 
 @njit(cache=True)
 def end_span(ids, generated, kv_tokens, kv_blocks, token_offset, token_time_s, step_end_s, num_steps, block_size,
-             output_tokens, status, finish_s, completed):
+             output_tokens, status, finish_s, completed, finished):
     """A span's end, in one call: `apply_decode_steps`, then the members that now have all their
-    output marked `completed` at the last step's end (`finish_members`). Returns (the blocks
-    newly allocated, the finished members)."""
+    output marked `completed` at the last step's end (`finish_members`), written to
+    finished[:count] (len(ids) long at least). Returns (the blocks newly allocated, count)."""
     new_blocks = apply_decode_steps(ids, generated, kv_tokens, kv_blocks, token_offset, token_time_s, step_end_s,
                                     num_steps, block_size)
-    return new_blocks, finish_members(ids, generated, output_tokens, status, finish_s, completed,
-                                      step_end_s[num_steps - 1])
+    return new_blocks, finish_members_into(ids, generated, output_tokens, status, finish_s, completed,
+                                           step_end_s[num_steps - 1], finished)
 
 
 def end_span_py(ids, generated, kv_tokens, kv_blocks, token_offset, token_time_s, step_end_s, num_steps, block_size,
-                output_tokens, status, finish_s, completed):
+                output_tokens, status, finish_s, completed, finished):
     new_blocks = apply_decode_steps_py(ids, generated, kv_tokens, kv_blocks, token_offset, token_time_s, step_end_s,
                                        num_steps, block_size)
-    return new_blocks, finish_members_py(ids, generated, output_tokens, status, finish_s, completed,
-                                         float(step_end_s[num_steps - 1]))
+    done = finish_members_py(ids, generated, output_tokens, status, finish_s, completed, float(step_end_s[num_steps - 1]))
+    finished[:len(done)] = done
+    return new_blocks, len(done)

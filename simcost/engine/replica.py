@@ -29,7 +29,7 @@ import numpy as np
 import simpy
 
 from simcost.engine.base import STOP, ReplicaBase, wake_after
-from simcost.engine.decode_kernels import count_emitted, finish_members, span_end_times, step_shape
+from simcost.engine.decode_kernels import count_emitted, finish_members, step_shape
 from simcost.engine.kv.array_pool import ArrayPrefixBlockPool
 from simcost.engine.kv.blocks import BlockPool, KVPool
 from simcost.engine.kv.reuse import PrefixReuse
@@ -43,7 +43,7 @@ from simcost.engine.speculation import (
     run_step,
 )
 from simcost.engine.waiting import RunningBatch
-from simcost.perf.step_model import count_decode_steps, decode_span, step_time_s
+from simcost.perf.step_model import count_decode_steps, decode_span_ends, step_time_s
 from simcost.workload.request_table import COMPLETED
 
 ITL_EWMA_WEIGHT = 0.1  # per decode step: itl_ewma_s follows roughly the last 10 steps
@@ -250,8 +250,7 @@ class Replica(ReplicaBase):
                 return
         n = len(ids)
         start_s = self.env.now
-        span = decode_span(self.params, n, float(kv_tokens), k)
-        step_end_s = span_end_times(span[0], start_s, self._take_transfer_s())
+        span, step_end_s = decode_span_ends(self.params, n, float(kv_tokens), k, start_s, self._take_transfer_s())
         self._span_end_s, self._span_steps = step_end_s, k  # (_cut_span may end it sooner)
         self._in_span = True
         try:

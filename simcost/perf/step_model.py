@@ -271,6 +271,50 @@ def decode_span(p, num_seqs, kv_tokens_sum, num_steps) -> tuple[np.ndarray, np.n
     return _SPAN_S.get(p[P_KIND], _analytic_span_s)(p, num_seqs, kv_tokens_sum, num_steps), None
 
 
+def decode_span_ends(p, num_seqs, kv_tokens_sum, num_steps, start_s: float, first_extra_s: float,
+                     ) -> tuple[tuple[np.ndarray, np.ndarray | None], np.ndarray]:
+    """(`decode_span`, its steps' end times): the steps start at start_s, the first one
+    first_extra_s longer (a transfer it waits for; `span_ends_into`). A kernels model fills the
+    three rows of one array in one call: two fewer kernel calls a span, and no array made in a
+    kernel and handed to Python (~1 us each)."""
+    if p[P_KIND] == KIND_KERNELS:
+        rows = np.empty((3, num_steps), dtype=np.float64)
+        _kernels_span_ends(p, num_seqs, kv_tokens_sum, num_steps, start_s, first_extra_s, rows)
+        return (rows[0], rows[1]), rows[2]
+    span = decode_span(p, num_seqs, kv_tokens_sum, num_steps)
+    step_end_s = np.empty(num_steps, dtype=np.float64)
+    span_ends_into(span[0], start_s, first_extra_s, step_end_s)
+    return span, step_end_s
+
+
+@njit(cache=True)
+def span_ends_into(step_s, start_s, first_extra_s, out):
+    """out[j]: the end of step j of steps that start at start_s and take step_s each, the first
+    first_extra_s longer. The same floats as the numpy form `step_s[0] += first_extra_s; start_s +
+    step_s.cumsum()` (cumsum adds in order)."""
+    total = 0.0
+    for j in range(step_s.shape[0]):
+        total += step_s[j] + first_extra_s if j == 0 else step_s[j]
+        out[j] = start_s + total
+
+
+def span_ends_py(step_s, start_s, first_extra_s):
+    """span_ends_into's twin, returning the ends."""
+    out, total = [], 0.0
+    for j, s in enumerate(step_s.tolist()):
+        total += s + first_extra_s if j == 0 else s
+        out.append(start_s + total)
+    return np.array(out, dtype=np.float64)
+
+
+@njit(cache=True)
+def _kernels_span_ends(p, num_seqs, kv_tokens_sum, num_steps, start_s, first_extra_s, rows):
+    """rows[0]: _kernels_span_s's step seconds, rows[1] their measured seconds, rows[2] the steps'
+    ends (span_ends_into)."""
+    rows[0, :] = _kernels_span_s(p, num_seqs, kv_tokens_sum, num_steps, rows[1])
+    span_ends_into(rows[0], start_s, first_extra_s, rows[2])
+
+
 def count_decode_steps(p, span: tuple[np.ndarray, np.ndarray | None], first: int, end: int) -> None:
     """Steps first..end-1 of a `decode_span` into a kernels model's accumulators (what
     simcost.perf.step_model.kernel_seconds reads); nothing for other models."""

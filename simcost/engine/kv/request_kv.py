@@ -30,6 +30,7 @@ from simcost.engine.kv.reuse import PrefixReuse
 from simcost.workload.request_table import COMPLETED, RequestTable
 
 _NO_KEYS = np.zeros(0, dtype=np.int64)
+_NOBODY = np.zeros(0, dtype=np.int64)  # no member finished (most steps and spans)
 
 
 class RequestKV:
@@ -38,6 +39,7 @@ class RequestKV:
         self.pool = pool
         self.block_size = block_size
         self.reuse = reuse  # prefix caching: named blocks stay cached after use
+        self._finished = np.empty(64, dtype=np.int64)  # where end_step and end_span write who finished
 
     # --- queries ----------------------------------------------------------------------------
 
@@ -127,10 +129,10 @@ class RequestKV:
         finished members)."""
         t = self.table
         prompt_done = np.empty(len(ids), dtype=np.bool_)
-        finished = end_step(ids, tokens, kv_before, t.prefill_target, t.kv_tokens, prompt_done, t.generated,
-                            t.first_token_s, t.token_offset, t.token_time_s, t.output_tokens, t.status, t.finish_s,
-                            COMPLETED, end_s)
-        return prompt_done, finished
+        count = end_step(ids, tokens, kv_before, t.prefill_target, t.kv_tokens, prompt_done, t.generated,
+                         t.first_token_s, t.token_offset, t.token_time_s, t.output_tokens, t.status, t.finish_s,
+                         COMPLETED, end_s, self._finished_buffer(len(ids)))
+        return prompt_done, self._finished_of(count)
 
     def prefilled(self, ids: np.ndarray, done: np.ndarray) -> None:
         """ids[done] have computed their whole prompt: with prefix caching, its full blocks get
@@ -159,11 +161,21 @@ class RequestKV:
             self.apply_decode_steps(ids, step_end_s, num_steps)
             return finish_members(ids, t.generated, t.output_tokens, t.status, t.finish_s, COMPLETED,
                                   float(step_end_s[num_steps - 1]))
-        new_blocks, finished = end_span(ids, t.generated, t.kv_tokens, t.kv_blocks, t.token_offset, t.token_time_s,
-                                        step_end_s, num_steps, self.block_size, t.output_tokens, t.status,
-                                        t.finish_s, COMPLETED)
+        new_blocks, count = end_span(ids, t.generated, t.kv_tokens, t.kv_blocks, t.token_offset, t.token_time_s,
+                                     step_end_s, num_steps, self.block_size, t.output_tokens, t.status,
+                                     t.finish_s, COMPLETED, self._finished_buffer(len(ids)))
         self.pool.allocate(int(new_blocks))
-        return finished
+        return self._finished_of(count)
+
+    def _finished_buffer(self, num_members: int) -> np.ndarray:
+        if len(self._finished) < num_members:
+            self._finished = np.empty(max(num_members, 2 * len(self._finished)), dtype=np.int64)
+        return self._finished
+
+    def _finished_of(self, count: int) -> np.ndarray:
+        """The members end_step or end_span found finished, as an array of their own (the buffer
+        is written again at the next step)."""
+        return self._finished[:count].copy() if count else _NOBODY
 
     def load(self, rid: int, reserve_blocks: int) -> bool:
         """Bring rid's KV held outside the pool (swapped out, or handed over by a prefill
