@@ -9,7 +9,7 @@ import yaml
 from scenarios import scenario
 
 from simcost.errors import InputError
-from simcost.metrics.pool_summary import served_pool
+from simcost.metrics.pool_summary import _pool_step_usd, served_pool
 from simcost.scenario.scenario import scenario_from_dict
 from simcost.scenario.schema import to_dict
 from simcost.simulation.simulation import Simulation
@@ -457,3 +457,16 @@ def test_itl_average_matches_the_step_log_step_by_step(policy):
     assert stalls > 10 if policy == "prefill_first" else stalls == 0  # chunked steps carry the decodes
     bare_s = CONSTANT["decode_step_s"] + CONSTANT["step_overhead_s"]
     assert replica.itl_ewma_s >= bare_s * (1 - 1e-9)
+
+
+def test_a_pools_step_cost_sums_its_replicas_steps_and_one_pool_skips_the_gather():
+    """A one-pool fleet sums every step without gathering them: the same float as the gather's."""
+    rng = np.random.default_rng(5)
+    step_usd = rng.random(200_003) * rng.random(200_003) ** 4  # long enough for numpy's blocked sums
+    step_replica = rng.integers(0, 4, len(step_usd)).astype(np.int32)
+    everyone = np.ones(4, dtype=bool)
+    assert _pool_step_usd(step_usd, step_replica, everyone) == float(step_usd[everyone[step_replica]].sum())
+    some = np.array([True, False, True, False])
+    assert _pool_step_usd(step_usd, step_replica, some) == float(step_usd[(step_replica % 2) == 0].sum())
+    assert _pool_step_usd(step_usd, step_replica, ~some) + _pool_step_usd(step_usd, step_replica, some) == \
+        pytest.approx(step_usd.sum(), rel=1e-12)

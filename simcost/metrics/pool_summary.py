@@ -82,9 +82,18 @@ def pool_rows(pools: list[Pool], steps: StepArrays, bill: Bill, scenario: Scenar
                      "usd_per_hour": p.replicas * replica_usd_per_hour(p, scenario),
                      "replica_hours": alive_s / S_PER_HOUR,
                      "usd": pool_hours_usd(bill, mine) + float(bill.tariff.minimum_usd[mine].sum()),
-                     "allocated_usd": float(bill.step_usd[mine[steps.step_replica]].sum()),
+                     "allocated_usd": _pool_step_usd(bill.step_usd, steps.step_replica, mine),
                      "utilization": busy_s / alive_s if alive_s > 0 else 0.0})
     return rows
+
+
+def _pool_step_usd(step_usd: np.ndarray, step_replica: np.ndarray, mine: np.ndarray) -> float:
+    """What the steps of the replicas where mine is set cost. A fleet of one pool sums them all
+    without the gather (millions of steps a long run): the same values in the same order, so
+    numpy's sum gives the same float."""
+    if mine.all():
+        return float(step_usd.sum())
+    return float(step_usd[mine[step_replica]].sum())
 
 
 def pool_hours_usd(bill: Bill, mine: np.ndarray) -> float:
