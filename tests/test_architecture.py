@@ -13,7 +13,7 @@ import pytest
 import simcost
 
 PACKAGE = Path(simcost.__file__).parent
-LAYERS = ["data", "errors", "files", "numba_cache", "portable_math", "rng", "units", "yamlio", "catalog", "scenario", "workload", "perf", "cost", "engine", "cluster",
+LAYERS = ["data", "errors", "files", "jit_helper", "numba_cache", "portable_math", "rng", "units", "yamlio", "catalog", "scenario", "workload", "perf", "cost", "engine", "cluster",
           "metrics", "simulation", "results", "analysis", "cli", "api", "api_plans"]
 
 
