@@ -89,11 +89,6 @@ def node_of(g, key):
 
 
 @njit_helper
-def key_of(groups, node):
-    return (group_of(groups, node >> G) << G) | (node & SUB_MASK)
-
-
-@njit_helper
 def new_group(slots, groups, s, group, i):
     """A row for group (no keys yet) at the empty slot i that ended its probe."""
     if s[GFREE_TOP]:
