@@ -109,21 +109,21 @@ def _new_extent(ext, s, g, lo, hi, after, head, tail):
         s[EFRESH] += 1
     ext[EG, e], ext[ELO, e], ext[EHI, e] = g, lo, hi
     nxt = ext[ENEXT, after] if after >= 0 else s[head]
-    ext[EPREV, e], ext[ENEXT, e] = after, nxt
-    if after >= 0:
-        ext[ENEXT, after] = e
-    else:
-        s[head] = e
-    if nxt >= 0:
-        ext[EPREV, nxt] = e
-    else:
-        s[tail] = e
+    _join(ext, s, after, e, head, tail)
+    _join(ext, s, e, nxt, head, tail)
     return e
 
 
 @njit_helper
 def _drop_extent(ext, s, e, head, tail):
-    prev, nxt = ext[EPREV, e], ext[ENEXT, e]
+    _join(ext, s, ext[EPREV, e], ext[ENEXT, e], head, tail)
+    ext[ESTACK, s[EFREE_TOP]] = e
+    s[EFREE_TOP] += 1
+
+
+@njit_helper
+def _join(ext, s, prev, nxt, head, tail):
+    """Make extents prev and nxt neighbours in a list (-1: nxt is its head, or prev its tail)."""
     if prev >= 0:
         ext[ENEXT, prev] = nxt
     else:
@@ -132,8 +132,6 @@ def _drop_extent(ext, s, e, head, tail):
         ext[EPREV, nxt] = prev
     else:
         s[tail] = prev
-    ext[ESTACK, s[EFREE_TOP]] = e
-    s[EFREE_TOP] += 1
 
 
 @njit_helper
