@@ -200,6 +200,32 @@ def test_a_group_that_empties_leaves_the_table_and_its_row_is_reused():
     assert pool.find_node(-1) == pool.find_node(65) == pool.find_node(32) == -1
 
 
+@pytest.mark.parametrize("host_blocks", [0, 4])
+def test_keys_taken_from_inside_an_lru_run_split_it_and_the_order_stays(host_blocks):
+    """The LRU holds runs of a group's keys (extents): a request released tail first leaves one.
+    Taking keys back from inside a run splits it; what is left keeps its order through
+    evictions (to the host tier and off it) and a second release, as the twin's LRU does."""
+    fast, ref = ArrayPrefixBlockPool(12, 0, host_blocks), PrefixBlockPool(12, 0, host_blocks)
+    keys = list(range(3, 11))  # group 0, sub-slots 3..10: one run
+    for pool in (fast, ref):
+        pool.allocate(len(keys))
+        pool.release(list(pool.register(keys)), 0)
+    same_state(fast, ref, set(keys))
+    assert fast.lru_keys() == list(range(10, 2, -1))
+    for pool in (fast, ref):  # 5 and 6 from inside the run: [10..7] and [4, 3] remain, in that order
+        assert pool.acquire([5, 6]).num_blocks == 2
+    same_state(fast, ref, set(keys))
+    assert fast.lru_keys() == [10, 9, 8, 7, 4, 3]
+    for pool in (fast, ref):  # evict three (to the host tier, when there is one), then free them
+        pool.allocate(4 + 3)
+        pool.free(4 + 3)
+    same_state(fast, ref, set(keys))
+    for pool in (fast, ref):
+        pool.release([5, 6], 0)
+    same_state(fast, ref, set(keys))
+    assert fast.lru_keys() == ref.lru_keys() and fast.lru_keys()[-2:] == [6, 5]
+
+
 @pytest.mark.parametrize("host_blocks", [0, 9])
 def test_every_block_in_a_group_of_its_own(host_blocks):
     """The worst case the index is sized for: as many groups as nodes (GPU and host full)."""
