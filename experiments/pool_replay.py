@@ -97,9 +97,8 @@ def replay(path: str, thrash_mb: float) -> None:
         start = time.perf_counter()
         result = call(*args)
         seconds[verb] = seconds.get(verb, 0.0) + time.perf_counter() - start
-        if verb in ("acquire_nodes", "register_nodes"):
+        if verb in ("acquire_nodes", "register_nodes"):  # what was acquired or named, not the nodes (each tree's own)
             digest.update(repr(result[0]).encode())
-            digest.update(np.asarray(result[1] >= 0, dtype=np.int64).tobytes())  # (nodes: each tree's own)
         elif result is not None:
             digest.update(repr(result).encode())
     for _, pool in sorted(pools.items()):
